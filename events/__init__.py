@@ -1,0 +1,1 @@
+"""The vocabulary and the log: events, commands, codec, deciders, the command service."""

@@ -1,0 +1,107 @@
+"""The async Python client of the command service.
+
+    async with await Client.connect("nats://127.0.0.1:4222") as c:
+        ip = await c.allocate_fixed_ip(instance="i-42", project="p1", host="compute1")
+
+Every call carries a command id (generated unless given); when the service does not answer in
+time the call is retried with the same id, so a retry is never applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import msgpack
+import nats
+
+from .codec import Actor
+from .errors import NetledgerError, Unavailable, ValidationError, error_from_wire
+from .ids import command_subject
+from .stream import Connection, connect
+
+
+class Client:
+    def __init__(self, conn: Connection, actor: Actor | None = None, *, timeout: float = 10.0,
+                 deadline: float = 60.0) -> None:
+        self.conn = conn
+        self.actor = actor or Actor(role="admin")
+        self.timeout = timeout
+        self.deadline = deadline
+
+    @classmethod
+    async def connect(cls, url: str, actor: Actor | None = None, **kwargs: Any) -> Client:
+        conn = await connect(url, name="netledger-client", **kwargs)
+        return cls(conn, actor)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, name: str, args: dict[str, Any], *, command_id: str | None = None,
+                      actor: Actor | None = None) -> dict[str, Any]:
+        """Send one command; return its result or raise the error the service named."""
+        payload = {
+            "command_id": command_id or uuid.uuid4().hex,
+            "actor": (actor or self.actor).to_wire(),
+            "args": {k: v for k, v in args.items() if v is not None},
+        }
+        data = msgpack.packb(payload, use_bin_type=True)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.deadline
+        delay = 0.1
+        last: Exception | None = None
+        while loop.time() < end:
+            try:
+                msg = await self.conn.nc.request(command_subject(name), data, timeout=self.timeout)
+                break
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                    nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError) as exc:
+                last = exc
+                if isinstance(exc, nats.errors.ConnectionClosedError):
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        else:
+            msg = None
+        if msg is None:
+            raise Unavailable(f"no command service answered {name} ({last.__class__.__name__ if last else 'timeout'})")
+        try:
+            reply = msgpack.unpackb(msg.data, raw=False)
+        except Exception:
+            raise NetledgerError(f"unreadable reply to {name}") from None
+        if not isinstance(reply, dict):
+            raise NetledgerError(f"unreadable reply to {name}")
+        if reply.get("ok"):
+            result = reply.get("result")
+            return result if isinstance(result, dict) else {}
+        err = reply.get("error")
+        raise error_from_wire(err if isinstance(err, dict) else {"message": str(err)})
+
+    # --- conveniences -------------------------------------------------------------------
+
+    async def create_networks(self, **args: Any) -> list[dict[str, Any]]:
+        return list((await self.request("network.create", args))["networks"])
+
+    async def list_networks(self, project: str | None = None) -> list[dict[str, Any]]:
+        return list((await self.request("network.list", {"project": project}))["networks"])
+
+    async def allocate_fixed_ip(self, instance: str, *, project: str | None = None,
+                                network_id: str | None = None, host: str | None = None,
+                                mac: str | None = None, command_id: str | None = None) -> dict[str, Any]:
+        if project is None and network_id is None:
+            raise ValidationError("give project or network_id")
+        return await self.request(
+            "fixed_ip.allocate",
+            {"instance": instance, "project": project, "network_id": network_id, "host": host, "mac": mac},
+            command_id=command_id,
+        )
+
+    async def deallocate_fixed_ip(self, instance: str, network_id: str | None = None) -> dict[str, Any]:
+        return await self.request("fixed_ip.deallocate", {"instance": instance, "network_id": network_id})

@@ -1,0 +1,234 @@
+"""The error hierarchy of netledger.
+
+Every error a user can see carries a stable ``code`` (scripts match on it) and optional
+``details``. Wire errors (a reply from the command service) are mapped back to these classes in
+one place, :func:`error_from_wire`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class NetledgerError(Exception):
+    """Root of every netledger error."""
+
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class ValidationError(NetledgerError):
+    """The request itself is malformed: nothing was decided, nothing appended."""
+
+    code = "invalid_request"
+
+
+class InvalidField(ValidationError):
+    code = "invalid_field"
+
+
+class InvalidId(ValidationError):
+    code = "invalid_id"
+
+
+class InvalidCidr(ValidationError):
+    code = "invalid_cidr"
+
+
+class InvalidAddress(ValidationError):
+    code = "invalid_address"
+
+
+class InvalidMac(ValidationError):
+    code = "invalid_mac"
+
+
+class UnknownCommand(ValidationError):
+    code = "unknown_command"
+
+
+class RequestTooLarge(ValidationError):
+    code = "request_too_large"
+
+
+class LimitExceeded(ValidationError):
+    code = "limit_exceeded"
+
+
+class Forbidden(NetledgerError):
+    code = "forbidden"
+
+
+class NotFound(NetledgerError):
+    code = "not_found"
+
+
+class NetworkNotFound(NotFound):
+    code = "network_not_found"
+
+
+class ProjectNotFound(NotFound):
+    code = "project_not_found"
+
+
+class PoolNotFound(NotFound):
+    code = "pool_not_found"
+
+
+class FixedIpNotFound(NotFound):
+    code = "fixed_ip_not_found"
+
+
+class InstanceNotFound(NotFound):
+    code = "instance_not_found"
+
+
+class FloatingIpNotFound(NotFound):
+    code = "floating_ip_not_found"
+
+
+class ConflictError(NetledgerError):
+    """The request is valid but refused by the current state."""
+
+    code = "conflict"
+
+
+class NetworkOverlap(ConflictError):
+    code = "network_overlap"
+
+
+class DuplicateVlan(ConflictError):
+    code = "duplicate_vlan"
+
+
+class DuplicateVni(ConflictError):
+    code = "duplicate_vni"
+
+
+class DuplicateBridge(ConflictError):
+    code = "duplicate_bridge"
+
+
+class VlanOutOfRange(ValidationError):
+    code = "vlan_out_of_range"
+
+
+class VniOutOfRange(ValidationError):
+    code = "vni_out_of_range"
+
+
+class RangeTooSmall(ValidationError):
+    code = "range_too_small"
+
+
+class NetworkInUse(ConflictError):
+    code = "network_in_use"
+
+
+class NetworkNotAssociated(ConflictError):
+    code = "network_not_associated"
+
+
+class NoFreeNetwork(ConflictError):
+    code = "no_free_network"
+
+
+class WrongNetworkProject(ConflictError):
+    code = "wrong_project"
+
+
+class AllocationError(ConflictError):
+    code = "allocation_error"
+
+
+class AddressExhausted(AllocationError):
+    code = "address_exhausted"
+
+
+class MacInUse(AllocationError):
+    code = "mac_in_use"
+
+
+class MacMismatch(ConflictError):
+    code = "mac_mismatch"
+
+
+class PoolExists(ConflictError):
+    code = "pool_exists"
+
+
+class PoolOverlap(ConflictError):
+    code = "pool_overlap"
+
+
+class FloatingIpExhausted(AllocationError):
+    code = "floating_ip_exhausted"
+
+
+class FloatingIpNotOwned(Forbidden):
+    code = "floating_ip_not_owned"
+
+
+class FloatingIpAssociated(ConflictError):
+    code = "floating_ip_associated"
+
+
+class FloatingIpNotAssociated(ConflictError):
+    code = "floating_ip_not_associated"
+
+
+class Unavailable(NetledgerError):
+    """The service could not reach or write the log (retryable)."""
+
+    code = "unavailable"
+
+
+class ConflictRetriesExhausted(Unavailable):
+    code = "conflict_retries_exhausted"
+
+
+class DecodeError(NetledgerError):
+    """A message on the stream could not be decoded (recorded and skipped by readers)."""
+
+    code = "decode_error"
+
+
+class LogRegression(NetledgerError):
+    """The stream's last sequence is lower than one this reader has already seen."""
+
+    code = "log_regression"
+
+
+def _all_subclasses(cls: type[NetledgerError]) -> list[type[NetledgerError]]:
+    out: list[type[NetledgerError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+_BY_CODE: dict[str, type[NetledgerError]] = {NetledgerError.code: NetledgerError}
+for _cls in _all_subclasses(NetledgerError):
+    _BY_CODE.setdefault(_cls.code, _cls)
+
+
+def error_from_wire(payload: dict[str, Any]) -> NetledgerError:
+    """Rebuild the error class a service reply names (unknown codes stay NetledgerError)."""
+    code = str(payload.get("code", NetledgerError.code))
+    cls = _BY_CODE.get(code, NetledgerError)
+    details = payload.get("details") or {}
+    err = cls(str(payload.get("message", code)), **(details if isinstance(details, dict) else {}))
+    if cls is NetledgerError and code != NetledgerError.code:
+        err.code = code  # type: ignore[misc]
+    return err
+
+
+def all_error_codes() -> list[str]:
+    return sorted(_BY_CODE)

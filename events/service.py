@@ -1,0 +1,323 @@
+"""The command service: request/reply on ``netledger.cmd.<name>`` in a queue group.
+
+Each replica holds :class:`State`, folded from the whole stream by a :class:`Follower` and kept
+current. A request goes to a *lane* (one per network / pool / the registry) whose worker decides
+with the pure deciders and appends with optimistic concurrency. Allocations waiting in the same
+lane are decided together and appended as one atomic batch (group commit): contention raises
+throughput instead of serialising it. On a conflict the lane catches up and decides again.
+Several replicas are safe together: the log, not a lock, decides who wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+from nats.aio.msg import Msg
+
+from .codec import Envelope
+from .commands import (
+    MAX_REQUEST_BYTES,
+    FixedIpAllocate,
+    FixedIpDeallocate,
+    FixedIpLease,
+    FloatingPoolCreate,
+    NetworkCreate,
+    NetworkDelete,
+    NetworkDisassociate,
+    Request,
+    parse_command,
+)
+from .decide import Decision, Pending, decide, network_dict
+from .errors import ConflictRetriesExhausted, DecodeError, NetledgerError, RequestTooLarge, ValidationError
+from .ids import COMMAND_PREFIX
+from .state import State
+from .stream import Appender, Connection, Follower, MaybeApplied, WrongLastSequence, build_messages
+from .types import Event, FixedIpAllocated, FloatingIpAllocated, NetworkCreated
+
+log = logging.getLogger("netledger.service")
+
+QUEUE_GROUP = "netledger-command"
+MAX_CONFLICT_RETRIES = 64
+SEEN_COMMANDS = 200_000
+
+
+@dataclass
+class Rejected:
+    seq: int
+    subject: str
+    reason: str
+
+
+@dataclass
+class _Job:
+    req: Request
+    fut: asyncio.Future[dict[str, Any]]
+
+
+@dataclass
+class Stats:
+    commands: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+    batches: int = 0
+    batched_events: int = 0
+
+    def count(self, name: str, outcome: str) -> None:
+        key = f"{name}:{outcome}"
+        self.commands[key] = self.commands.get(key, 0) + 1
+
+
+def reply_ok(result: dict[str, Any]) -> bytes:
+    return msgpack.packb({"ok": True, "result": result}, use_bin_type=True)
+
+
+def reply_error(err: NetledgerError) -> bytes:
+    return msgpack.packb({"ok": False, "error": err.to_wire()}, use_bin_type=True, default=str)
+
+
+class CommandService:
+    def __init__(self, conn: Connection, *, queue: str = QUEUE_GROUP, max_batch: int = 500) -> None:
+        self.conn = conn
+        self.queue = queue
+        self.max_batch = max_batch
+        self.state = State()
+        self.rejected: list[Rejected] = []
+        self.seen: OrderedDict[str, list[Event]] = OrderedDict()
+        self.follower = Follower(conn, self._on_event)
+        self.appender = Appender(conn)
+        self.stats = Stats()
+        self._lanes: dict[str, asyncio.Queue[_Job]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: Any = None
+        self._closing = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.follower.start()
+        await self.follower.catch_up(timeout=None)
+        self._sub = await self.conn.nc.subscribe(f"{COMMAND_PREFIX}.>", queue=self.queue, cb=self._on_request)
+        log.info("command service ready at seq %d", self.follower.applied_seq)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+        for t in list(self._tasks):
+            t.cancel()
+        for w in self._workers.values():
+            w.cancel()
+        await asyncio.gather(*self._tasks, *self._workers.values(), return_exceptions=True)
+        await self.follower.stop()
+
+    async def __aenter__(self) -> CommandService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- the fold -----------------------------------------------------------------------
+
+    def _on_event(self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg) -> None:
+        if env is None:
+            self.rejected.append(Rejected(seq, subject, err.message if err else "undecodable"))
+            return
+        if env.event.subject() != subject:
+            self.rejected.append(Rejected(seq, subject, f"{env.type} does not belong on {subject}"))
+            return
+        if env.command_id:
+            evs = self.seen.get(env.command_id)
+            if evs is None:
+                self.seen[env.command_id] = evs = []
+                if len(self.seen) > SEEN_COMMANDS:
+                    self.seen.popitem(last=False)
+            evs.append(env.event)
+        self.state.apply(seq, subject, env)
+
+    # --- requests -----------------------------------------------------------------------
+
+    async def _on_request(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._serve(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, msg: Msg) -> None:
+        name = msg.subject[len(COMMAND_PREFIX) + 1 :]
+        try:
+            result = await self.handle(name, msg.data)
+            data = reply_ok(result)
+        except NetledgerError as err:
+            data = reply_error(err)
+        except Exception as exc:  # never leave a client without an answer
+            log.exception("command %s failed", name)
+            data = reply_error(NetledgerError(f"internal error: {exc.__class__.__name__}: {exc}"))
+        if msg.reply:
+            try:
+                await msg.respond(data)
+            except Exception:
+                log.info("could not reply to %s", name)
+
+    async def handle(self, name: str, raw: bytes) -> dict[str, Any]:
+        try:
+            if len(raw) > MAX_REQUEST_BYTES:
+                raise RequestTooLarge(f"request of {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}")
+            try:
+                payload = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+            except Exception:
+                raise ValidationError("request is not a msgpack map") from None
+            req = parse_command(name, payload)
+            if not req.command_id:
+                req = Request(req.command, uuid.uuid4().hex, req.actor)
+            if req.command.READ_ONLY:
+                result = decide(self.state, req).result
+            else:
+                result = await self._submit(req)
+            self.stats.count(name, "ok")
+            return result
+        except NetledgerError as err:
+            self.stats.count(name, err.code)
+            raise
+
+    async def _submit(self, req: Request) -> dict[str, Any]:
+        lane = self._lane_for(req)
+        q = self._lanes.get(lane)
+        if q is None:
+            q = self._lanes[lane] = asyncio.Queue()
+            self._workers[lane] = asyncio.create_task(self._run_lane(lane, q))
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        await q.put(_Job(req, fut))
+        return await fut
+
+    def _lane_for(self, req: Request) -> str:
+        cmd, st = req.command, self.state
+        if isinstance(cmd, NetworkCreate | NetworkDelete | NetworkDisassociate | FloatingPoolCreate):
+            return "registry"
+        if isinstance(cmd, FixedIpAllocate):
+            nid = cmd.network_id or st.project_networks.get(cmd.project or "")
+            return f"network:{nid}" if nid else "registry"
+        if isinstance(cmd, FixedIpDeallocate):
+            held = sorted(st.instance_ips.get(cmd.instance, ()))
+            return f"network:{held[0][0]}" if held else "registry"
+        if isinstance(cmd, FixedIpLease):
+            found = st.find_fixed(cmd.address)
+            return f"network:{found[0].network_id}" if found else "registry"
+        return "floating"
+
+    # --- lanes: decide, append, retry ---------------------------------------------------
+
+    async def _run_lane(self, lane: str, q: asyncio.Queue[_Job]) -> None:
+        carry: _Job | None = None
+        while True:
+            job = carry or await q.get()
+            carry = None
+            jobs = [job]
+            if isinstance(job.req.command, FixedIpAllocate):
+                while len(jobs) < self.max_batch and not q.empty():
+                    nxt = q.get_nowait()
+                    if not isinstance(nxt.req.command, FixedIpAllocate):
+                        carry = nxt
+                        break
+                    jobs.append(nxt)
+            try:
+                await self._decide_and_append(jobs)
+            except Exception as exc:
+                log.exception("lane %s failed", lane)
+                for j in jobs:
+                    if not j.fut.done():
+                        j.fut.set_exception(
+                            exc if isinstance(exc, NetledgerError) else NetledgerError(f"internal error: {exc}")
+                        )
+
+    def _already_applied(self, req: Request) -> dict[str, Any] | None:
+        events = self.seen.get(req.command_id)
+        if events is None:
+            return None
+        return result_from_events(self.state, req, events)
+
+    async def _decide_and_append(self, jobs: list[_Job]) -> None:
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            pending = Pending()
+            envelopes: list[Envelope] = []
+            decided: list[tuple[_Job, Decision]] = []
+            now = time.time()
+            for job in jobs:
+                if job.fut.done():
+                    continue
+                prior = self._already_applied(job.req)
+                if prior is not None:
+                    job.fut.set_result(prior)
+                    continue
+                try:
+                    d = decide(self.state, job.req, pending)
+                except NetledgerError as err:
+                    job.fut.set_exception(err)
+                    continue
+                pending.note(d.events)
+                if len(envelopes) + len(d.events) > 1000:
+                    break  # the rest waits for the next round
+                for i, ev in enumerate(d.events):
+                    envelopes.append(Envelope(ev, f"{job.req.command_id}:{i}", job.req.command_id, now, job.req.actor))
+                decided.append((job, d))
+            if not envelopes:
+                for job, d in decided:
+                    job.fut.set_result(d.result)
+                if all(j.fut.done() for j in jobs):
+                    return
+                continue
+            subjects = {env.event.subject() for env in envelopes}
+            expected = {s: self.state.seq_of(s) for s in subjects}
+            try:
+                seq = await self.appender.append(build_messages(envelopes), expected)
+            except WrongLastSequence as exc:
+                self.stats.conflicts += 1
+                target = exc.actual if exc.actual is not None else None
+                if target is None:
+                    await self.follower.catch_up()
+                else:
+                    await self.follower.wait_for(target)
+                await asyncio.sleep(0.001 * min(attempt, 20))
+                continue
+            except MaybeApplied:
+                await self.follower.catch_up()
+                continue
+            self.stats.batches += 1
+            self.stats.batched_events += len(envelopes)
+            await self.follower.wait_for(seq)
+            for job, d in decided:
+                if not job.fut.done():
+                    job.fut.set_result(d.result)
+            if all(j.fut.done() for j in jobs):
+                return
+        err = ConflictRetriesExhausted("too many concurrent changes; try again")
+        for j in jobs:
+            if not j.fut.done():
+                j.fut.set_exception(err)
+
+
+def result_from_events(state: State, req: Request, events: list[Event]) -> dict[str, Any]:
+    """The answer to a command that already landed (a retry with the same command id)."""
+    created = [e for e in events if isinstance(e, NetworkCreated)]
+    if created:
+        return {"networks": [network_dict(e) for e in created]}
+    for e in events:
+        if isinstance(e, FixedIpAllocated):
+            return {"address": e.address, "network_id": e.network_id, "instance": e.instance,
+                    "mac": e.mac, "host": e.host, "project": e.project}
+        if isinstance(e, FloatingIpAllocated):
+            return {"address": e.address, "pool": e.pool, "project": e.project}
+    # Other commands are idempotent on the current state: deciding again yields no events.
+    try:
+        d = decide(state, req)
+        if not d.events:
+            return d.result
+    except NetledgerError:
+        pass
+    return {"already_applied": True, "events": [e.TYPE for e in events]}

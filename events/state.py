@@ -1,0 +1,375 @@
+"""State folded from the log: what the deciders decide on.
+
+``State.apply(seq, subject, envelope)`` is the fold (``evolve``). It mutates in place — a
+network with 60,000 addresses in use cannot be copied per event — but it is the only thing that
+mutates state, and deciders only read it. Allocation cost does not grow with the addresses in
+use: each pool of addresses keeps a high-water mark plus a sorted list of freed offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import netaddr
+from sortedcontainers import SortedList
+
+from .codec import Envelope
+from .ids import REGISTRY_SUBJECT
+from .types import (
+    FixedIpAllocated,
+    FixedIpDeallocated,
+    FixedIpFreed,
+    FixedIpLeased,
+    FixedIpReleased,
+    FloatingIpAllocated,
+    FloatingIpAssociated,
+    FloatingIpDeallocated,
+    FloatingIpDisassociated,
+    FloatingPoolCreated,
+    NetworkAssociated,
+    NetworkCreated,
+    NetworkDeleted,
+    NetworkDisassociated,
+)
+
+
+class OffsetPool:
+    """Free offsets in ``[first, last]`` minus ``reserved``: lowest-free in O(log n)."""
+
+    __slots__ = ("first", "freed", "last", "next_unused", "reserved", "used")
+
+    def __init__(self, first: int, last: int, reserved: frozenset[int]) -> None:
+        self.first = first
+        self.last = last
+        self.reserved = reserved
+        self.next_unused = first
+        self.freed: SortedList = SortedList()
+        self.used = 0
+        self._skip_reserved()
+
+    def _skip_reserved(self) -> None:
+        while self.next_unused <= self.last and self.next_unused in self.reserved:
+            self.next_unused += 1
+
+    def iter_free(self) -> Iterator[int]:
+        """Free offsets in increasing order (lazily)."""
+        yield from self.freed
+        o = self.next_unused
+        while o <= self.last:
+            if o not in self.reserved:
+                yield o
+            o += 1
+
+    def is_free(self, offset: int) -> bool:
+        if offset < self.first or offset > self.last or offset in self.reserved:
+            return False
+        return offset >= self.next_unused or offset in self.freed
+
+    def take(self, offset: int) -> None:
+        if offset >= self.next_unused:
+            # Offsets skipped over become freed ones (only happens with explicit addresses).
+            for o in range(self.next_unused, offset):
+                if o not in self.reserved:
+                    self.freed.add(o)
+            self.next_unused = offset + 1
+            self._skip_reserved()
+        else:
+            self.freed.discard(offset)
+        self.used += 1
+
+    def release(self, offset: int) -> None:
+        if offset < self.next_unused and offset not in self.freed:
+            self.freed.add(offset)
+            self.used -= 1
+
+    @property
+    def capacity(self) -> int:
+        return self.last - self.first + 1 - len([r for r in self.reserved if self.first <= r <= self.last])
+
+
+@dataclass
+class FixedIp:
+    address: str
+    instance: str
+    mac: str
+    host: str | None
+    project: str | None
+    allocated: bool = True
+    leased: bool = False
+
+
+@dataclass
+class NetworkState:
+    net: NetworkCreated
+    ipnet: netaddr.IPNetwork
+    pool: OffsetPool
+    seq: int = 0
+    deleted: bool = False
+    project: str | None = None
+    fixed: dict[str, FixedIp] = field(default_factory=dict)
+    by_instance: dict[str, str] = field(default_factory=dict)
+    macs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def network_id(self) -> str:
+        return self.net.network_id
+
+    def offset(self, address: str) -> int:
+        return int(netaddr.IPAddress(address)) - int(self.ipnet.network)
+
+    def address(self, offset: int) -> str:
+        return str(netaddr.IPAddress(int(self.ipnet.network) + offset, self.ipnet.version))
+
+    def in_use(self) -> int:
+        return len(self.fixed)
+
+
+def reserved_offsets(net: NetworkCreated, ipnet: netaddr.IPNetwork) -> tuple[int, int, frozenset[int]]:
+    """(first allocatable, last allocatable, reserved offsets) for a network."""
+    base = int(ipnet.network)
+    size = ipnet.size
+    reserved = {0, size - 1, int(netaddr.IPAddress(net.gateway)) - base}
+    if net.vpn_private_address:
+        reserved.add(int(netaddr.IPAddress(net.vpn_private_address)) - base)
+    first = int(netaddr.IPAddress(net.dhcp_start)) - base
+    return first, size - 2, frozenset(r for r in reserved if r >= first)
+
+
+@dataclass
+class FloatingIp:
+    address: str
+    pool: str
+    project: str
+    fixed_address: str | None = None
+    network_id: str | None = None
+    instance: str | None = None
+
+
+@dataclass
+class PoolState:
+    created: FloatingPoolCreated
+    ipnet: netaddr.IPNetwork
+    pool: OffsetPool
+    seq: int = 0
+    floating: dict[str, FloatingIp] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.created.pool
+
+    def offset(self, address: str) -> int:
+        return int(netaddr.IPAddress(address)) - int(self.ipnet.network)
+
+    def address(self, offset: int) -> str:
+        return str(netaddr.IPAddress(int(self.ipnet.network) + offset, self.ipnet.version))
+
+
+def pool_offsets(ipnet: netaddr.IPNetwork) -> OffsetPool:
+    if ipnet.size <= 2:
+        return OffsetPool(0, ipnet.size - 1, frozenset())
+    return OffsetPool(1, ipnet.size - 2, frozenset())
+
+
+@dataclass
+class State:
+    """Everything the command service decides on, folded from the whole stream."""
+
+    networks: dict[str, NetworkState] = field(default_factory=dict)
+    pools: dict[str, PoolState] = field(default_factory=dict)
+    project_networks: dict[str, str] = field(default_factory=dict)
+    instance_ips: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    subject_seq: dict[str, int] = field(default_factory=dict)
+    last_seq: int = 0
+    next_network_number: int = 1
+
+    def seq_of(self, subject: str) -> int:
+        return self.subject_seq.get(subject, 0)
+
+    def live_networks(self) -> Iterator[NetworkState]:
+        return (n for n in self.networks.values() if not n.deleted)
+
+    # --- the fold ---------------------------------------------------------------------
+
+    def apply(self, seq: int, subject: str, env: Envelope) -> bool:
+        """Fold one stored event in. Returns False when ``seq`` was already applied."""
+        if seq <= self.subject_seq.get(subject, 0):
+            return False
+        self.subject_seq[subject] = seq
+        self.last_seq = max(self.last_seq, seq)
+        ev = env.event
+        handler = _HANDLERS.get(type(ev))
+        if handler is not None:
+            handler(self, ev, seq)
+        return True
+
+    def _network_created(self, ev: NetworkCreated, seq: int) -> None:
+        ipnet = netaddr.IPNetwork(ev.cidr)
+        first, last, reserved = reserved_offsets(ev, ipnet)
+        self.networks[ev.network_id] = NetworkState(
+            net=ev, ipnet=ipnet, pool=OffsetPool(first, last, reserved), project=ev.project
+        )
+        if ev.project:
+            self.project_networks.setdefault(ev.project, ev.network_id)
+        if ev.network_id.isdigit():
+            self.next_network_number = max(self.next_network_number, int(ev.network_id) + 1)
+
+    def _pool_created(self, ev: FloatingPoolCreated, seq: int) -> None:
+        ipnet = netaddr.IPNetwork(ev.cidr)
+        self.pools[ev.pool] = PoolState(created=ev, ipnet=ipnet, pool=pool_offsets(ipnet))
+
+    def _net(self, network_id: str, seq: int) -> NetworkState | None:
+        n = self.networks.get(network_id)
+        if n is not None:
+            n.seq = seq
+        return n
+
+    def _network_deleted(self, ev: NetworkDeleted, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is not None:
+            n.deleted = True
+            if n.project and self.project_networks.get(n.project) == n.network_id:
+                del self.project_networks[n.project]
+
+    def _network_associated(self, ev: NetworkAssociated, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is not None:
+            n.project = ev.project
+            self.project_networks[ev.project] = ev.network_id
+
+    def _network_disassociated(self, ev: NetworkDisassociated, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is not None:
+            n.project = None
+            if self.project_networks.get(ev.project) == ev.network_id:
+                del self.project_networks[ev.project]
+
+    def _fixed_allocated(self, ev: FixedIpAllocated, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is None:
+            return
+        n.pool.take(n.offset(ev.address))
+        n.fixed[ev.address] = FixedIp(ev.address, ev.instance, ev.mac, ev.host, ev.project)
+        n.by_instance[ev.instance] = ev.address
+        n.macs[ev.mac] = ev.address
+        self.instance_ips.setdefault(ev.instance, set()).add((ev.network_id, ev.address))
+
+    def _free(self, n: NetworkState, address: str) -> None:
+        ip = n.fixed.pop(address, None)
+        if ip is None:
+            return
+        n.pool.release(n.offset(address))
+        if n.macs.get(ip.mac) == address:
+            del n.macs[ip.mac]
+
+    def _unbind_instance(self, n: NetworkState, instance: str, address: str) -> None:
+        if n.by_instance.get(instance) == address:
+            del n.by_instance[instance]
+        held = self.instance_ips.get(instance)
+        if held is not None:
+            held.discard((n.network_id, address))
+            if not held:
+                del self.instance_ips[instance]
+
+    def _fixed_deallocated(self, ev: FixedIpDeallocated, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is None:
+            return
+        self._unbind_instance(n, ev.instance, ev.address)
+        if ev.freed:
+            self._free(n, ev.address)
+        elif ev.address in n.fixed:
+            n.fixed[ev.address].allocated = False
+
+    def _fixed_leased(self, ev: FixedIpLeased, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is not None and ev.address in n.fixed:
+            n.fixed[ev.address].leased = True
+
+    def _fixed_released(self, ev: FixedIpReleased, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is None:
+            return
+        if ev.freed:
+            self._free(n, ev.address)
+        elif ev.address in n.fixed:
+            n.fixed[ev.address].leased = False
+
+    def _fixed_freed(self, ev: FixedIpFreed, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is not None:
+            self._free(n, ev.address)
+
+    def _pool(self, pool: str, seq: int) -> PoolState | None:
+        p = self.pools.get(pool)
+        if p is not None:
+            p.seq = seq
+        return p
+
+    def _floating_allocated(self, ev: FloatingIpAllocated, seq: int) -> None:
+        p = self._pool(ev.pool, seq)
+        if p is not None:
+            p.pool.take(p.offset(ev.address))
+            p.floating[ev.address] = FloatingIp(ev.address, ev.pool, ev.project)
+
+    def _floating_associated(self, ev: FloatingIpAssociated, seq: int) -> None:
+        p = self._pool(ev.pool, seq)
+        if p is not None and ev.address in p.floating:
+            f = p.floating[ev.address]
+            f.fixed_address, f.network_id, f.instance = ev.fixed_address, ev.network_id, ev.instance
+
+    def _floating_disassociated(self, ev: FloatingIpDisassociated, seq: int) -> None:
+        p = self._pool(ev.pool, seq)
+        if p is not None and ev.address in p.floating:
+            f = p.floating[ev.address]
+            f.fixed_address = f.network_id = f.instance = None
+
+    def _floating_deallocated(self, ev: FloatingIpDeallocated, seq: int) -> None:
+        p = self._pool(ev.pool, seq)
+        if p is not None and p.floating.pop(ev.address, None) is not None:
+            p.pool.release(p.offset(ev.address))
+
+    # --- queries the deciders use -----------------------------------------------------
+
+    def floating_for_fixed(self, network_id: str, address: str) -> list[FloatingIp]:
+        return [
+            f
+            for p in self.pools.values()
+            for f in p.floating.values()
+            if f.network_id == network_id and f.fixed_address == address
+        ]
+
+    def find_fixed(self, address: str) -> tuple[NetworkState, FixedIp] | None:
+        ip = netaddr.IPAddress(address)
+        for n in self.live_networks():
+            if ip in n.ipnet:
+                fixed = n.fixed.get(address)
+                return (n, fixed) if fixed is not None else None
+        return None
+
+    def find_floating(self, address: str) -> tuple[PoolState, FloatingIp | None] | None:
+        ip = netaddr.IPAddress(address)
+        for p in self.pools.values():
+            if ip in p.ipnet:
+                return p, p.floating.get(address)
+        return None
+
+
+_HANDLERS = {
+    NetworkCreated: State._network_created,
+    FloatingPoolCreated: State._pool_created,
+    NetworkDeleted: State._network_deleted,
+    NetworkAssociated: State._network_associated,
+    NetworkDisassociated: State._network_disassociated,
+    FixedIpAllocated: State._fixed_allocated,
+    FixedIpDeallocated: State._fixed_deallocated,
+    FixedIpLeased: State._fixed_leased,
+    FixedIpReleased: State._fixed_released,
+    FixedIpFreed: State._fixed_freed,
+    FloatingIpAllocated: State._floating_allocated,
+    FloatingIpAssociated: State._floating_associated,
+    FloatingIpDisassociated: State._floating_disassociated,
+    FloatingIpDeallocated: State._floating_deallocated,
+}
+
+__all__ = ["REGISTRY_SUBJECT", "FixedIp", "FloatingIp", "NetworkState", "OffsetPool", "PoolState", "State"]

@@ -1,0 +1,397 @@
+"""The thin JetStream layer: connecting, the stream definition, appending, following.
+
+The append protocol (DESIGN.md, "The log"):
+
+* every message carries ``Nats-Msg-Id`` (the event id, derived from the command id) so a retry
+  inside the duplicate window is not stored twice;
+* the first message on each subject carries ``Nats-Expected-Last-Subject-Sequence`` (optimistic
+  concurrency: the writer decided on that subject as of that sequence);
+* a decision of several events is one **atomic batch** (all or nothing, the OCC checks on the
+  batch), so multi-aggregate decisions and group commits never land half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, BadRequestError, NotFoundError
+
+from .codec import Envelope, decode, encode
+from .errors import DecodeError, LogRegression, Unavailable
+from .ids import ALL_EVENTS, STREAM
+
+log = logging.getLogger("netledger.stream")
+
+EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+MSG_ID = "Nats-Msg-Id"
+ERR_WRONG_LAST_SEQ = 10071
+ERR_BATCH_DUPLICATE = 10201
+MAX_BATCH = 1000
+DUPLICATE_WINDOW_S = 120.0
+
+
+def stream_config(name: str = STREAM, replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=name,
+        subjects=[ALL_EVENTS],
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+        allow_atomic=True,
+        description="netledger event log",
+    )
+
+
+@dataclass(frozen=True)
+class Connection:
+    nc: NATS
+    js: JetStreamContext
+    stream: str = STREAM
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # pragma: no cover - best effort on shutdown
+                await self.nc.close()
+
+
+def split_servers(url: str | Iterable[str]) -> list[str]:
+    urls = [url] if isinstance(url, str) else list(url)
+    out: list[str] = []
+    for u in urls:
+        for part in u.split(","):
+            part = part.strip()
+            if part:
+                out.append(part if "://" in part else f"nats://{part}")
+    return out
+
+
+async def connect(
+    url: str | Iterable[str],
+    *,
+    stream: str = STREAM,
+    name: str = "netledger",
+    creds: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    tls: Any = None,
+    connect_timeout: float = 5.0,
+    allow_reconnect: bool = True,
+) -> Connection:
+    """Connect to NATS (one URL, a comma-separated list, or a list) with endless reconnects."""
+
+    async def _err(e: Exception) -> None:
+        log.debug("nats error: %s", e)
+
+    async def _disc() -> None:
+        log.info("disconnected from NATS")
+
+    async def _reconn() -> None:
+        log.info("reconnected to NATS")
+
+    kwargs: dict[str, Any] = {}
+    if creds:
+        kwargs["user_credentials"] = creds
+    if user:
+        kwargs["user"] = user
+        kwargs["password"] = password
+    if tls is not None:
+        kwargs["tls"] = tls
+    try:
+        nc = await nats.connect(
+            servers=split_servers(url),
+            name=name,
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=-1 if allow_reconnect else 0,
+            allow_reconnect=allow_reconnect,
+            reconnect_time_wait=0.5,
+            error_cb=_err,
+            disconnected_cb=_disc,
+            reconnected_cb=_reconn,
+            **kwargs,
+        )
+    except Exception as exc:
+        raise Unavailable(f"cannot connect to NATS at {url}: {exc or exc.__class__.__name__}") from None
+    return Connection(nc=nc, js=nc.jetstream(timeout=10.0), stream=stream)
+
+
+async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
+    """Create the stream, or update it to the current definition."""
+    cfg = stream_config(conn.stream, replicas)
+    try:
+        info = await conn.js.stream_info(conn.stream)
+    except NotFoundError:
+        await conn.js.add_stream(cfg)
+        return
+    cur = info.config
+    if (
+        cur.subjects != cfg.subjects
+        or not cur.allow_atomic
+        or not cur.allow_direct
+        or cur.duplicate_window != cfg.duplicate_window
+    ):
+        cfg.num_replicas = cur.num_replicas or replicas
+        await conn.js.update_stream(cfg)
+
+
+async def last_seq(conn: Connection) -> int:
+    info = await conn.js.stream_info(conn.stream)
+    return int(info.state.last_seq)
+
+
+# --- appending ---------------------------------------------------------------------------
+
+
+class WrongLastSequence(Exception):
+    """Another writer appended to ``subject`` first (JetStream err 10071)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        m = re.search(r"wrong last sequence: (\d+)", description or "")
+        self.actual = int(m.group(1)) if m else None
+
+
+class MaybeApplied(Exception):
+    """The append may or may not have landed (lost ack, duplicate batch): catch up and look."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    subject: str
+    data: bytes
+    msg_id: str
+
+
+def build_messages(envelopes: list[Envelope]) -> list[Outgoing]:
+    return [Outgoing(env.event.subject(), encode(env), env.event_id) for env in envelopes]
+
+
+class Appender:
+    """Appends decisions with optimistic concurrency, one message or one atomic batch."""
+
+    def __init__(self, conn: Connection, publish_timeout: float = 5.0, attempts: int = 8) -> None:
+        self.conn = conn
+        self.publish_timeout = publish_timeout
+        self.attempts = attempts
+
+    async def append(self, messages: list[Outgoing], expected: dict[str, int]) -> int:
+        """Append ``messages``; return the stream sequence of the last one.
+
+        ``expected`` maps each subject written to the last subject sequence the decision was
+        based on. Raises :class:`WrongLastSequence` on a conflict, :class:`MaybeApplied` when a
+        retry cannot tell whether an earlier attempt landed.
+        """
+        if not messages:
+            raise ValueError("nothing to append")
+        if len(messages) > MAX_BATCH:
+            raise ValueError(f"a decision may hold at most {MAX_BATCH} events")
+        retried = False
+        delay = 0.05
+        for attempt in range(self.attempts):
+            try:
+                if len(messages) == 1:
+                    return await self._publish_one(messages[0], expected)
+                return await self._publish_batch(messages, expected)
+            except BadRequestError as exc:
+                if exc.err_code == ERR_WRONG_LAST_SEQ:
+                    if retried and await self._landed(messages):
+                        raise MaybeApplied(str(exc)) from None
+                    raise WrongLastSequence(exc.description or "") from None
+                if exc.err_code == ERR_BATCH_DUPLICATE:
+                    raise MaybeApplied(exc.description or "") from None
+                raise
+            except APIError:
+                raise
+            except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                    nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                    nats.js.errors.NoStreamResponseError, nats.errors.OutboundBufferLimitError) as exc:
+                log.info("append attempt %d failed (%s); retrying with the same ids", attempt + 1,
+                         exc.__class__.__name__)
+                retried = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise MaybeApplied("no acknowledgement after retries")
+
+    async def _landed(self, messages: list[Outgoing]) -> bool:
+        """Lost-ack check: is our last message the subject's last message?"""
+        last = messages[-1]
+        try:
+            m = await self.conn.js.get_last_msg(self.conn.stream, last.subject, direct=True)
+        except Exception:
+            return False
+        return bool(m.headers and m.headers.get(MSG_ID) == last.msg_id)
+
+    async def _publish_one(self, m: Outgoing, expected: dict[str, int]) -> int:
+        headers = {MSG_ID: m.msg_id, EXPECTED_SUBJECT_SEQ: str(expected.get(m.subject, 0))}
+        ack = await self.conn.js.publish(
+            m.subject, m.data, stream=self.conn.stream, timeout=self.publish_timeout, headers=headers
+        )
+        return int(ack.seq)
+
+    async def _publish_batch(self, messages: list[Outgoing], expected: dict[str, int]) -> int:
+        nc, js = self.conn.nc, self.conn.js
+        batch_id = uuid.uuid4().hex
+        seen: set[str] = set()
+        n = len(messages)
+        for i, m in enumerate(messages, 1):
+            headers = {MSG_ID: m.msg_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
+            if m.subject not in seen:
+                seen.add(m.subject)
+                headers[EXPECTED_SUBJECT_SEQ] = str(expected.get(m.subject, 0))
+            if i == n:
+                headers["Nats-Batch-Commit"] = "1"
+                ack = await js.publish(
+                    m.subject, m.data, stream=self.conn.stream, timeout=self.publish_timeout, headers=headers
+                )
+                return int(ack.seq)
+            if i == 1:
+                # The first message as a request surfaces configuration errors early.
+                reply = await nc.request(m.subject, m.data, headers=headers, timeout=self.publish_timeout)
+                if reply.data:
+                    _raise_api_error(reply.data)
+            else:
+                await nc.publish(m.subject, m.data, headers=headers)
+        raise AssertionError("unreachable")
+
+
+def _raise_api_error(data: bytes) -> None:
+    import json
+
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if err:
+        raise BadRequestError(code=err.get("code"), err_code=err.get("err_code"), description=err.get("description"))
+
+
+# --- following -----------------------------------------------------------------------------
+
+
+Handler = Callable[[int, str, "Envelope | None", "DecodeError | None", Msg], None]
+
+
+class Follower:
+    """Follows the stream with an ordered push consumer (the fastest read path in nats-py).
+
+    ``handler(seq, subject, envelope, error, msg)`` is called for every message in order; a
+    message that cannot be decoded comes with ``envelope=None`` and the error, and is skipped.
+    ``wait_for(seq)`` resolves once the message with that stream sequence has been handled.
+    """
+
+    def __init__(self, conn: Connection, handler: Handler, start_seq: int = 1,
+                 subject: str = ALL_EVENTS) -> None:
+        self.conn = conn
+        self.handler = handler
+        self.start_seq = max(1, start_seq)
+        self.subject = subject
+        self.applied_seq = start_seq - 1
+        self.highest_seen = start_seq - 1
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._counter = 0
+        self._sub: Any = None
+        self.failure: BaseException | None = None
+
+    async def start(self) -> None:
+        kwargs: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL}
+        if self.start_seq > 1:
+            kwargs = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": self.start_seq}
+        from nats.js.api import ConsumerConfig
+
+        self._sub = await self.conn.js.subscribe(
+            self.subject,
+            cb=self._on_msg,
+            ordered_consumer=True,
+            stream=self.conn.stream,
+            config=ConsumerConfig(**kwargs),
+            pending_msgs_limit=-1,
+            pending_bytes_limit=256 * 1024 * 1024,
+        )
+
+    async def _on_msg(self, msg: Msg) -> None:
+        meta = msg.metadata
+        seq = int(meta.sequence.stream)
+        if seq <= self.applied_seq:
+            return
+        env: Envelope | None = None
+        err: DecodeError | None = None
+        try:
+            env = decode(msg.data)
+        except DecodeError as exc:
+            err = exc
+        try:
+            self.handler(seq, msg.subject, env, err, msg)
+        except Exception as exc:  # a handler bug must not kill the consumer silently
+            log.exception("handler failed at seq %d", seq)
+            self.failure = exc
+            self._fail_waiters(exc)
+            return
+        self.applied_seq = seq
+        self.highest_seen = max(self.highest_seen, seq)
+        w = self._waiters
+        while w and w[0][0] <= seq:
+            fut = heapq.heappop(w)[2]
+            if not fut.done():
+                fut.set_result(None)
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        for _, _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+        self._waiters.clear()
+
+    async def wait_for(self, seq: int, timeout: float | None = 30.0) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if seq <= self.applied_seq:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._counter += 1
+        heapq.heappush(self._waiters, (seq, self._counter, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise Unavailable(f"log reader did not reach sequence {seq} (at {self.applied_seq})") from None
+
+    async def catch_up(self, timeout: float | None = 60.0) -> int:
+        """Wait until everything in the stream right now has been handled; return that seq."""
+        target = await last_seq(self.conn)
+        if target < self.highest_seen:
+            raise LogRegression(
+                f"the stream's last sequence {target} is lower than {self.highest_seen}, already seen:"
+                " the store lost data or was restored from an older copy",
+                stream_last_seq=target,
+                seen_seq=self.highest_seen,
+            )
+        await self.wait_for(target, timeout)
+        return target
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
+            self._sub = None
+        self._fail_waiters(Unavailable("reader stopped"))
+
+
+AsyncFn = Callable[[], Awaitable[None]]

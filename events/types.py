@@ -1,0 +1,234 @@
+"""The events of netledger: facts, named in the past tense.
+
+Each event type is a frozen dataclass registered under its name with its current schema
+version. ``subject()`` names the aggregate (the unit of optimistic concurrency) it belongs to.
+Older schema versions are upcast in :mod:`netledger.events.codec`.
+
+Host events (what an executor did on its host) live on ``netledger.evt.host.<host>`` and are
+registered the same way (see :mod:`netledger.events.host_events`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from .ids import REGISTRY_SUBJECT, network_subject, pool_subject
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+E = TypeVar("E", bound="type[Event]")
+
+
+def event_type(cls: E) -> E:
+    """Register an event class under its ``TYPE`` name."""
+    name = cls.TYPE
+    if name in EVENT_TYPES:
+        raise ValueError(f"event type {name} registered twice")
+    EVENT_TYPES[name] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class Event:
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+    def subject(self) -> str:
+        raise NotImplementedError
+
+    def to_data(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Event:
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise KeyError(f"{cls.TYPE} is missing {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# --- registry: networks and pools, the rules that span aggregates ---------------------------
+
+
+@event_type
+@dataclass(frozen=True)
+class NetworkCreated(Event):
+    TYPE: ClassVar[str] = "NetworkCreated"
+    network_id: str
+    label: str
+    cidr: str
+    netmask: str
+    gateway: str
+    broadcast: str
+    dhcp_start: str
+    mode: str
+    vlan: int | None
+    vni: int | None
+    bridge: str
+    bridge_interface: str | None
+    dns1: str | None
+    dns2: str | None
+    vpn_private_address: str | None
+    vpn_public_port: int | None
+    project: str | None
+    multi_host: bool
+    network_host: str | None
+    mtu: int | None
+    cidr_v6: str | None
+
+    def subject(self) -> str:
+        return REGISTRY_SUBJECT
+
+
+@event_type
+@dataclass(frozen=True)
+class FloatingPoolCreated(Event):
+    TYPE: ClassVar[str] = "FloatingPoolCreated"
+    pool: str
+    cidr: str
+    public_interface: str | None
+
+    def subject(self) -> str:
+        return REGISTRY_SUBJECT
+
+
+# --- a network and its fixed IPs ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkEvent(Event):
+    network_id: str
+
+    def subject(self) -> str:
+        return network_subject(self.network_id)
+
+
+@event_type
+@dataclass(frozen=True)
+class NetworkDeleted(NetworkEvent):
+    TYPE: ClassVar[str] = "NetworkDeleted"
+
+
+@event_type
+@dataclass(frozen=True)
+class NetworkAssociated(NetworkEvent):
+    TYPE: ClassVar[str] = "NetworkAssociated"
+    project: str
+
+
+@event_type
+@dataclass(frozen=True)
+class NetworkDisassociated(NetworkEvent):
+    TYPE: ClassVar[str] = "NetworkDisassociated"
+    project: str
+
+
+@event_type
+@dataclass(frozen=True)
+class FixedIpAllocated(NetworkEvent):
+    TYPE: ClassVar[str] = "FixedIpAllocated"
+    address: str
+    instance: str
+    mac: str
+    host: str | None
+    project: str | None
+
+
+@event_type
+@dataclass(frozen=True)
+class FixedIpDeallocated(NetworkEvent):
+    """The instance gave the address up. ``freed`` is true when the address went back to the
+    pool at once (flat mode, or no lease outstanding); otherwise it is held until the DHCP
+    release (or the release timeout) frees it."""
+
+    TYPE: ClassVar[str] = "FixedIpDeallocated"
+    address: str
+    instance: str
+    mac: str
+    host: str | None
+    freed: bool
+
+
+@event_type
+@dataclass(frozen=True)
+class FixedIpLeased(NetworkEvent):
+    TYPE: ClassVar[str] = "FixedIpLeased"
+    address: str
+    mac: str
+    instance: str
+
+
+@event_type
+@dataclass(frozen=True)
+class FixedIpReleased(NetworkEvent):
+    """DHCP released the lease; ``freed`` when the address returns to the pool with it."""
+
+    TYPE: ClassVar[str] = "FixedIpReleased"
+    address: str
+    mac: str
+    instance: str
+    freed: bool
+
+
+@event_type
+@dataclass(frozen=True)
+class FixedIpFreed(NetworkEvent):
+    """A deallocated address whose release never came went back to the pool (timeout)."""
+
+    TYPE: ClassVar[str] = "FixedIpFreed"
+    address: str
+    instance: str
+    reason: str
+
+
+# --- floating IP pools ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolEvent(Event):
+    pool: str
+
+    def subject(self) -> str:
+        return pool_subject(self.pool)
+
+
+@event_type
+@dataclass(frozen=True)
+class FloatingIpAllocated(PoolEvent):
+    TYPE: ClassVar[str] = "FloatingIpAllocated"
+    address: str
+    project: str
+
+
+@event_type
+@dataclass(frozen=True)
+class FloatingIpAssociated(PoolEvent):
+    TYPE: ClassVar[str] = "FloatingIpAssociated"
+    address: str
+    project: str
+    fixed_address: str
+    network_id: str
+    instance: str
+
+
+@event_type
+@dataclass(frozen=True)
+class FloatingIpDisassociated(PoolEvent):
+    TYPE: ClassVar[str] = "FloatingIpDisassociated"
+    address: str
+    project: str
+    fixed_address: str
+    network_id: str
+    instance: str
+    reason: str
+
+
+@event_type
+@dataclass(frozen=True)
+class FloatingIpDeallocated(PoolEvent):
+    TYPE: ClassVar[str] = "FloatingIpDeallocated"
+    address: str
+    project: str

@@ -1,0 +1,345 @@
+"""The ``netledger`` command line: a thin click layer over the library.
+
+Library errors become a message naming the stable error code and exit status 1 (with
+``--json``: ``{"error": {"code", "message"}}`` on stdout); usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from netledger.events.codec import Actor
+from netledger.events.errors import NetledgerError
+from netledger.output import emit, fail, table
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("NETLEDGER_DATA") or Path.home() / ".local/share/netledger")
+
+
+@dataclass
+class Settings:
+    nats: str | None
+    as_json: bool
+    creds: str | None
+    user: str | None
+    password: str | None
+    actor: Actor
+
+    @property
+    def url(self) -> str:
+        return self.nats or DEFAULT_URL
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        return {"creds": self.creds, "user": self.user, "password": self.password}
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def run(settings: Settings, fn: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return asyncio.run(fn())
+    except NetledgerError as err:
+        fail(err, settings.as_json)
+
+
+def client_call(settings: Settings, name: str, args: dict[str, Any],
+                command_id: str | None = None) -> dict[str, Any]:
+    from netledger.events.client import Client
+    from netledger.events.stream import connect
+
+    async def go() -> dict[str, Any]:
+        conn = await connect(settings.url, name="netledger-cli", **settings.connect_kwargs())
+        try:
+            return await Client(conn, settings.actor).request(name, args, command_id=command_id)
+        finally:
+            await conn.close()
+
+    result: dict[str, Any] = run(settings, go)
+    return result
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--nats", "nats_url", envvar="NATS_URL", metavar="URL",
+              help="NATS server(s), comma-separated (default: the embedded server, "
+              f"{DEFAULT_URL}). Env: NATS_URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--creds", envvar="NETLEDGER_CREDS", metavar="FILE", help="NATS credentials file.")
+@click.option("--user", envvar="NETLEDGER_USER", help="NATS user name.")
+@click.option("--password", envvar="NETLEDGER_PASSWORD", help="NATS password.")
+@click.option("--as-project", envvar="NETLEDGER_PROJECT", metavar="P",
+              help="The project you act as (commands are authorised for it).")
+@click.option("--role", envvar="NETLEDGER_ROLE", type=click.Choice(["admin", "member"]),
+              default="admin", show_default=True, help="The role you act with.")
+@click.version_option(package_name="netledger")
+@click.pass_context
+def cli(ctx: click.Context, nats_url: str | None, as_json: bool, creds: str | None, user: str | None,
+        password: str | None, as_project: str | None, role: str) -> None:
+    """netledger: the network state of a cloud as an append-only log of events.
+
+    Networks, fixed IPs and floating IPs are decided by the command service and appended to a
+    NATS JetStream stream; projectors, host executors and the audit tools read that log.
+    """
+    ctx.obj = Settings(nats_url, as_json, creds, user, password,
+                       Actor(project=as_project, role=role, user=os.environ.get("USER")))
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Data folder for the embedded server's store and the projection"
+              " (default $NETLEDGER_DATA or ~/.local/share/netledger).")
+@click.option("--port", default=4222, show_default=True, help="Port of the embedded nats-server.")
+@click.option("--nats-server", "nats_binary", metavar="PATH", help="nats-server binary to run.")
+@click.option("--sync-interval", default="always", show_default=True,
+              help="JetStream fsync policy of the embedded server: 'always' acknowledges a write"
+              " only once it is on disk; 'default' (or a duration like 2s) is faster and can lose"
+              " acknowledged writes on power loss.")
+@click.option("--replicas", default=1, show_default=True, help="Stream replicas (3 on a cluster).")
+@click.option("--projector/--no-projector", default=True, show_default=True,
+              help="Also run a projector into DATA/projection.db.")
+@pass_settings
+def serve(settings: Settings, data_dir: Path | None, port: int, nats_binary: str | None,
+          sync_interval: str, replicas: int, projector: bool) -> None:
+    """Run the command service (and a projector) — with its own nats-server unless --nats is given.
+
+    Prints one line with the NATS URL when ready; stops everything on SIGINT/SIGTERM.
+    """
+    from netledger.serve import serve_forever
+
+    run(settings, lambda: serve_forever(
+        nats_url=settings.nats, data_dir=data_dir or default_data_dir(), port=port,
+        nats_binary=nats_binary, sync_interval=sync_interval, replicas=replicas,
+        run_projector=projector, connect_kwargs=settings.connect_kwargs(),
+    ))
+
+
+# --- networks ------------------------------------------------------------------------------
+
+NETWORK_COLUMNS = ["id", "label", "cidr", "gateway", "mode", "vlan", "vni", "bridge", "project"]
+
+
+@cli.group()
+def network() -> None:
+    """Create, list, show, delete and disassociate networks."""
+
+
+@network.command("create")
+@click.option("--label", required=True, help="Label (with several networks: LABEL_0, LABEL_1...).")
+@click.option("--cidr", required=True, help="The range to split, e.g. 10.0.0.0/16.")
+@click.option("--mode", type=click.Choice(["flat", "flat_dhcp", "vlan", "vxlan"]), default="vlan",
+              show_default=True, help="Network mode.")
+@click.option("--num-networks", type=int, default=1, show_default=True, help="How many networks.")
+@click.option("--network-size", type=int, default=256, show_default=True, help="Addresses each.")
+@click.option("--vlan-start", type=int, default=100, show_default=True, help="First VLAN id (vlan).")
+@click.option("--vni-start", type=int, default=1000, show_default=True, help="First VNI (vxlan).")
+@click.option("--vpn-start", type=int, default=1000, show_default=True, help="First VPN port (vlan).")
+@click.option("--bridge", help="Bridge name (flat default br100; vlan brVLAN; vxlan brvxVNI).")
+@click.option("--bridge-interface", help="Physical interface the bridge is built on.")
+@click.option("--dns1", help="First DNS server.")
+@click.option("--dns2", help="Second DNS server.")
+@click.option("--project", help="Assign the network to this project at once.")
+@click.option("--multi-host", is_flag=True, help="Every host is a network host (gateway, NAT).")
+@click.option("--network-host", help="The host that serves gateway, DHCP and NAT.")
+@click.option("--mtu", type=int, help="MTU of the bridge.")
+@click.option("--cidr-v6", help="An IPv6 subnet for the network (one network only).")
+@pass_settings
+def network_create(settings: Settings, **opts: Any) -> None:
+    """Split a range into networks and append them to the log; prints them (JSON: a list)."""
+    result = client_call(settings, "network.create", opts)
+    nets = result["networks"]
+    if settings.as_json:
+        emit(nets, True)
+    else:
+        table(nets, NETWORK_COLUMNS)
+
+
+@network.command("list")
+@click.option("--project", help="Only this project's networks.")
+@pass_settings
+def network_list(settings: Settings, project: str | None) -> None:
+    """List live networks as the command service knows them."""
+    nets = client_call(settings, "network.list", {"project": project})["networks"]
+    if settings.as_json:
+        emit(nets, True)
+    else:
+        table(nets, [*NETWORK_COLUMNS, "in_use", "capacity"])
+
+
+@network.command("show")
+@click.argument("network_id")
+@pass_settings
+def network_show(settings: Settings, network_id: str) -> None:
+    """Show one network."""
+    emit(client_call(settings, "network.show", {"network_id": network_id})["network"], True)
+
+
+@network.command("delete")
+@click.argument("network_id")
+@pass_settings
+def network_delete(settings: Settings, network_id: str) -> None:
+    """Delete a network (refused while addresses are in use or a project holds it)."""
+    r = client_call(settings, "network.delete", {"network_id": network_id})
+    emit(r, settings.as_json, f"deleted network {network_id}")
+
+
+@network.command("disassociate")
+@click.argument("network_id")
+@pass_settings
+def network_disassociate(settings: Settings, network_id: str) -> None:
+    """Take a network away from its project (refused while addresses are in use)."""
+    r = client_call(settings, "network.disassociate", {"network_id": network_id})
+    emit(r, settings.as_json, f"network {network_id} no longer belongs to {r.get('was')}")
+
+
+# --- fixed IPs -----------------------------------------------------------------------------
+
+
+@cli.group("fixed-ip")
+def fixed_ip() -> None:
+    """Allocate, deallocate, lease and release fixed IPs of instances."""
+
+
+@fixed_ip.command("allocate")
+@click.option("--instance", required=True, help="Instance id.")
+@click.option("--project", help="Project (VLAN/VXLAN: its network, assigned on first use).")
+@click.option("--network", "network_id", help="Network id to allocate from.")
+@click.option("--host", help="Compute host the instance runs on.")
+@click.option("--mac", help="MAC address (default: a generated 02:16:3e:xx:xx:xx).")
+@click.option("--command-id", help="Idempotency key (default: a new one).")
+@pass_settings
+def fixed_allocate(settings: Settings, instance: str, project: str | None, network_id: str | None,
+                   host: str | None, mac: str | None, command_id: str | None) -> None:
+    """Allocate the lowest free address to an instance (the same one again on a retry)."""
+    if project is None and network_id is None:
+        raise click.UsageError("give --project or --network")
+    r = client_call(settings, "fixed_ip.allocate", {"instance": instance, "project": project,
+                    "network_id": network_id, "host": host, "mac": mac}, command_id)
+    out = {k: r.get(k) for k in ("address", "network_id", "instance", "mac", "host")}
+    emit(out, settings.as_json, f"{out['address']} (network {out['network_id']}, mac {out['mac']})")
+
+
+@fixed_ip.command("deallocate")
+@click.option("--instance", required=True, help="Instance id.")
+@click.option("--network", "network_id", help="Only its address in this network.")
+@pass_settings
+def fixed_deallocate(settings: Settings, instance: str, network_id: str | None) -> None:
+    """Give up an instance's fixed IPs (its floating IPs are disassociated)."""
+    r = client_call(settings, "fixed_ip.deallocate", {"instance": instance, "network_id": network_id})
+    emit(r, settings.as_json, ", ".join(d["address"] for d in r["deallocated"]) + " deallocated")
+
+
+def _lease_command(name: str, verb: str) -> click.Command:
+    @click.option("--address", required=True, help="The fixed IP.")
+    @click.option("--mac", required=True, help="The MAC the DHCP server saw.")
+    @pass_settings
+    def cmd(settings: Settings, address: str, mac: str) -> None:
+        r = client_call(settings, f"fixed_ip.{name}", {"address": address, "mac": mac})
+        emit(r, settings.as_json, f"{address} {verb}")
+
+    cmd.__doc__ = f"Record a DHCP {name} of an address (what dnsmasq reports)."
+    return click.command(name)(cmd)
+
+
+fixed_ip.add_command(_lease_command("lease", "leased"))
+fixed_ip.add_command(_lease_command("release", "released"))
+
+
+# --- floating IPs --------------------------------------------------------------------------
+
+
+@cli.group("floating-ip")
+def floating_ip() -> None:
+    """Pools of public addresses, allocated to projects and associated with fixed IPs."""
+
+
+@floating_ip.command("pool-create")
+@click.option("--pool", required=True, help="Pool name.")
+@click.option("--cidr", required=True, help="Public range, e.g. 203.0.113.0/24.")
+@click.option("--public-interface", help="Interface the addresses are bound to on network hosts.")
+@pass_settings
+def pool_create(settings: Settings, pool: str, cidr: str, public_interface: str | None) -> None:
+    """Create a floating IP pool."""
+    r = client_call(settings, "floating_ip.pool_create",
+                    {"pool": pool, "cidr": cidr, "public_interface": public_interface})
+    emit(r, settings.as_json, f"pool {pool} ({cidr}) created")
+
+
+@floating_ip.command("allocate")
+@click.option("--project", required=True, help="Project receiving the address.")
+@click.option("--pool", help="Pool (default: the first with a free address).")
+@pass_settings
+def floating_allocate(settings: Settings, project: str, pool: str | None) -> None:
+    """Allocate the first free floating IP of a pool to a project."""
+    r = client_call(settings, "floating_ip.allocate", {"project": project, "pool": pool})
+    emit(r, settings.as_json, f"{r['address']} (pool {r['pool']}) allocated to {project}")
+
+
+@floating_ip.command("associate")
+@click.option("--address", required=True, help="The floating IP.")
+@click.option("--fixed-address", required=True, help="The fixed IP it forwards to.")
+@click.option("--project", required=True, help="The project owning both.")
+@pass_settings
+def floating_associate(settings: Settings, address: str, fixed_address: str, project: str) -> None:
+    """Associate a project's floating IP with one of its fixed IPs (DNAT/SNAT on the host)."""
+    r = client_call(settings, "floating_ip.associate",
+                    {"address": address, "fixed_address": fixed_address, "project": project})
+    emit(r, settings.as_json, f"{address} -> {fixed_address}")
+
+
+@floating_ip.command("disassociate")
+@click.option("--address", required=True, help="The floating IP.")
+@click.option("--project", required=True, help="The project owning it.")
+@pass_settings
+def floating_disassociate(settings: Settings, address: str, project: str) -> None:
+    """Remove a floating IP's association."""
+    r = client_call(settings, "floating_ip.disassociate", {"address": address, "project": project})
+    emit(r, settings.as_json, f"{address} disassociated")
+
+
+@floating_ip.command("deallocate")
+@click.option("--address", required=True, help="The floating IP.")
+@click.option("--project", required=True, help="The project owning it.")
+@pass_settings
+def floating_deallocate(settings: Settings, address: str, project: str) -> None:
+    """Return a floating IP to its pool (refused while associated)."""
+    r = client_call(settings, "floating_ip.deallocate", {"address": address, "project": project})
+    emit(r, settings.as_json, f"{address} returned to pool {r['pool']}")
+
+
+def _register_plugins() -> None:
+    """Commands owned by the other packages (projector, executor, replay)."""
+    import importlib
+
+    for mod in ("netledger.projector.cli", "netledger.executor.cli", "netledger.replay.cli"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            continue
+        for c in getattr(m, "COMMANDS", []):
+            cli.add_command(c)
+
+
+_register_plugins()
+
+
+def main() -> None:
+    cli(prog_name="netledger")
+
+
+if __name__ == "__main__":
+    main()

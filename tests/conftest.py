@@ -1,0 +1,55 @@
+"""Shared fixtures: a real nats-server per test (free port, temporary store)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from netledger.events.service import CommandService
+from netledger.events.stream import Connection, connect, ensure_stream
+from netledger.natsserver import EmbeddedNats, free_port
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A fresh nats-server with JetStream for one test (fsync per write off: tests are not
+    about power loss; the durability tests start their own)."""
+    server = EmbeddedNats(data_dir=tmp_path / "nats", port=free_port(), sync_interval="default")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: EmbeddedNats) -> str:
+    return nats_server.url
+
+
+@pytest.fixture
+async def conn(nats_url: str) -> AsyncIterator[Connection]:
+    c = await connect(nats_url, name="test")
+    await ensure_stream(c)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def service(conn: Connection) -> AsyncIterator[CommandService]:
+    svc = CommandService(conn)
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.close()
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (network namespaces); CI runs as root")
