@@ -23,8 +23,14 @@ from .stream import Connection, connect
 
 
 class Client:
-    def __init__(self, conn: Connection, actor: Actor | None = None, *, timeout: float = 10.0,
-                 deadline: float = 60.0) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        actor: Actor | None = None,
+        *,
+        timeout: float = 10.0,
+        deadline: float = 60.0,
+    ) -> None:
         self.conn = conn
         self.actor = actor or Actor(role="admin")
         self.timeout = timeout
@@ -44,8 +50,14 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def request(self, name: str, args: dict[str, Any], *, command_id: str | None = None,
-                      actor: Actor | None = None) -> dict[str, Any]:
+    async def request(
+        self,
+        name: str,
+        args: dict[str, Any],
+        *,
+        command_id: str | None = None,
+        actor: Actor | None = None,
+    ) -> dict[str, Any]:
         """Send one command; return its result or raise the error the service named."""
         payload = {
             "command_id": command_id or uuid.uuid4().hex,
@@ -61,8 +73,12 @@ class Client:
             try:
                 msg = await self.conn.nc.request(command_subject(name), data, timeout=self.timeout)
                 break
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-                    nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError) as exc:
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionReconnectingError,
+                nats.errors.ConnectionClosedError,
+            ) as exc:
                 last = exc
                 if isinstance(exc, nats.errors.ConnectionClosedError):
                     break
@@ -71,7 +87,9 @@ class Client:
         else:
             msg = None
         if msg is None:
-            raise Unavailable(f"no command service answered {name} ({last.__class__.__name__ if last else 'timeout'})")
+            raise Unavailable(
+                f"no command service answered {name} ({last.__class__.__name__ if last else 'timeout'})"
+            )
         try:
             reply = msgpack.unpackb(msg.data, raw=False)
         except Exception:
@@ -92,16 +110,33 @@ class Client:
     async def list_networks(self, project: str | None = None) -> list[dict[str, Any]]:
         return list((await self.request("network.list", {"project": project}))["networks"])
 
-    async def allocate_fixed_ip(self, instance: str, *, project: str | None = None,
-                                network_id: str | None = None, host: str | None = None,
-                                mac: str | None = None, command_id: str | None = None) -> dict[str, Any]:
+    async def allocate_fixed_ip(
+        self,
+        instance: str,
+        *,
+        project: str | None = None,
+        network_id: str | None = None,
+        host: str | None = None,
+        mac: str | None = None,
+        command_id: str | None = None,
+    ) -> dict[str, Any]:
         if project is None and network_id is None:
             raise ValidationError("give project or network_id")
         return await self.request(
             "fixed_ip.allocate",
-            {"instance": instance, "project": project, "network_id": network_id, "host": host, "mac": mac},
+            {
+                "instance": instance,
+                "project": project,
+                "network_id": network_id,
+                "host": host,
+                "mac": mac,
+            },
             command_id=command_id,
         )
 
-    async def deallocate_fixed_ip(self, instance: str, network_id: str | None = None) -> dict[str, Any]:
-        return await self.request("fixed_ip.deallocate", {"instance": instance, "network_id": network_id})
+    async def deallocate_fixed_ip(
+        self, instance: str, network_id: str | None = None
+    ) -> dict[str, Any]:
+        return await self.request(
+            "fixed_ip.deallocate", {"instance": instance, "network_id": network_id}
+        )

@@ -84,7 +84,7 @@ class Envelope:
 
 def encode(env: Envelope) -> bytes:
     ev = env.event
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "type": ev.TYPE,
             "version": ev.VERSION,
@@ -96,6 +96,7 @@ def encode(env: Envelope) -> bytes:
         },
         use_bin_type=True,
     )
+    return packed
 
 
 def upcast(type_name: str, version: int, data: dict[str, Any]) -> dict[str, Any]:

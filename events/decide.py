@@ -532,6 +532,7 @@ def _owned_floating(state: State, req: Request, address: str, project: str) -> t
     if found is None or found[1] is None:
         raise FloatingIpNotFound(f"floating IP {address} is not allocated", address=address)
     pool, f = found
+    assert f is not None
     if f.project != project:
         raise FloatingIpNotOwned(f"floating IP {address} does not belong to project {project}", address=address)
     _authorize(req.actor, project, f"floating IP {address}")

@@ -35,7 +35,13 @@ from .commands import (
     parse_command,
 )
 from .decide import Decision, Pending, decide, network_dict
-from .errors import ConflictRetriesExhausted, DecodeError, NetledgerError, RequestTooLarge, ValidationError
+from .errors import (
+    ConflictRetriesExhausted,
+    DecodeError,
+    NetledgerError,
+    RequestTooLarge,
+    ValidationError,
+)
 from .ids import COMMAND_PREFIX
 from .state import State
 from .stream import Appender, Connection, Follower, MaybeApplied, WrongLastSequence, build_messages
@@ -74,11 +80,15 @@ class Stats:
 
 
 def reply_ok(result: dict[str, Any]) -> bytes:
-    return msgpack.packb({"ok": True, "result": result}, use_bin_type=True)
+    data: bytes = msgpack.packb({"ok": True, "result": result}, use_bin_type=True)
+    return data
 
 
 def reply_error(err: NetledgerError) -> bytes:
-    return msgpack.packb({"ok": False, "error": err.to_wire()}, use_bin_type=True, default=str)
+    data: bytes = msgpack.packb(
+        {"ok": False, "error": err.to_wire()}, use_bin_type=True, default=str
+    )
+    return data
 
 
 class CommandService:
@@ -103,7 +113,9 @@ class CommandService:
     async def start(self) -> None:
         await self.follower.start()
         await self.follower.catch_up(timeout=None)
-        self._sub = await self.conn.nc.subscribe(f"{COMMAND_PREFIX}.>", queue=self.queue, cb=self._on_request)
+        self._sub = await self.conn.nc.subscribe(
+            f"{COMMAND_PREFIX}.>", queue=self.queue, cb=self._on_request
+        )
         log.info("command service ready at seq %d", self.follower.applied_seq)
 
     async def close(self) -> None:
@@ -126,7 +138,9 @@ class CommandService:
 
     # --- the fold -----------------------------------------------------------------------
 
-    def _on_event(self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg) -> None:
+    def _on_event(
+        self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg
+    ) -> None:
         if env is None:
             self.rejected.append(Rejected(seq, subject, err.message if err else "undecodable"))
             return
@@ -198,7 +212,9 @@ class CommandService:
 
     def _lane_for(self, req: Request) -> str:
         cmd, st = req.command, self.state
-        if isinstance(cmd, NetworkCreate | NetworkDelete | NetworkDisassociate | FloatingPoolCreate):
+        if isinstance(
+            cmd, NetworkCreate | NetworkDelete | NetworkDisassociate | FloatingPoolCreate
+        ):
             return "registry"
         if isinstance(cmd, FixedIpAllocate):
             nid = cmd.network_id or st.project_networks.get(cmd.project or "")
@@ -233,7 +249,9 @@ class CommandService:
                 for j in jobs:
                     if not j.fut.done():
                         j.fut.set_exception(
-                            exc if isinstance(exc, NetledgerError) else NetledgerError(f"internal error: {exc}")
+                            exc
+                            if isinstance(exc, NetledgerError)
+                            else NetledgerError(f"internal error: {exc}")
                         )
 
     def _already_applied(self, req: Request) -> dict[str, Any] | None:
@@ -264,7 +282,11 @@ class CommandService:
                 if len(envelopes) + len(d.events) > 1000:
                     break  # the rest waits for the next round
                 for i, ev in enumerate(d.events):
-                    envelopes.append(Envelope(ev, f"{job.req.command_id}:{i}", job.req.command_id, now, job.req.actor))
+                    envelopes.append(
+                        Envelope(
+                            ev, f"{job.req.command_id}:{i}", job.req.command_id, now, job.req.actor
+                        )
+                    )
                 decided.append((job, d))
             if not envelopes:
                 for job, d in decided:
@@ -296,10 +318,10 @@ class CommandService:
                     job.fut.set_result(d.result)
             if all(j.fut.done() for j in jobs):
                 return
-        err = ConflictRetriesExhausted("too many concurrent changes; try again")
+        exhausted = ConflictRetriesExhausted("too many concurrent changes; try again")
         for j in jobs:
             if not j.fut.done():
-                j.fut.set_exception(err)
+                j.fut.set_exception(exhausted)
 
 
 def result_from_events(state: State, req: Request, events: list[Event]) -> dict[str, Any]:
@@ -309,8 +331,14 @@ def result_from_events(state: State, req: Request, events: list[Event]) -> dict[
         return {"networks": [network_dict(e) for e in created]}
     for e in events:
         if isinstance(e, FixedIpAllocated):
-            return {"address": e.address, "network_id": e.network_id, "instance": e.instance,
-                    "mac": e.mac, "host": e.host, "project": e.project}
+            return {
+                "address": e.address,
+                "network_id": e.network_id,
+                "instance": e.instance,
+                "mac": e.mac,
+                "host": e.host,
+                "project": e.project,
+            }
         if isinstance(e, FloatingIpAllocated):
             return {"address": e.address, "pool": e.pool, "project": e.project}
     # Other commands are idempotent on the current state: deciding again yields no events.

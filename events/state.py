@@ -8,8 +8,9 @@ use: each pool of addresses keeps a high-water mark plus a sorted list of freed 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import netaddr
 from sortedcontainers import SortedList
@@ -355,7 +356,7 @@ class State:
         return None
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     NetworkCreated: State._network_created,
     FloatingPoolCreated: State._pool_created,
     NetworkDeleted: State._network_deleted,

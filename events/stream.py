@@ -92,7 +92,7 @@ async def connect(
     user: str | None = None,
     password: str | None = None,
     tls: Any = None,
-    connect_timeout: float = 5.0,
+    connect_timeout: float = 2.0,
     allow_reconnect: bool = True,
 ) -> Connection:
     """Connect to NATS (one URL, a comma-separated list, or a list) with endless reconnects."""
@@ -115,20 +115,26 @@ async def connect(
     if tls is not None:
         kwargs["tls"] = tls
     try:
-        nc = await nats.connect(
-            servers=split_servers(url),
-            name=name,
-            connect_timeout=connect_timeout,
-            max_reconnect_attempts=-1 if allow_reconnect else 0,
-            allow_reconnect=allow_reconnect,
-            reconnect_time_wait=0.5,
-            error_cb=_err,
-            disconnected_cb=_disc,
-            reconnected_cb=_reconn,
-            **kwargs,
+        # nats-py retries a failed first connect forever when reconnects are endless: bound it.
+        nc = await asyncio.wait_for(
+            nats.connect(
+                servers=split_servers(url),
+                name=name,
+                connect_timeout=connect_timeout,
+                max_reconnect_attempts=-1 if allow_reconnect else 0,
+                allow_reconnect=allow_reconnect,
+                reconnect_time_wait=0.5,
+                error_cb=_err,
+                disconnected_cb=_disc,
+                reconnected_cb=_reconn,
+                **kwargs,
+            ),
+            connect_timeout * 2 + 1,
         )
     except Exception as exc:
-        raise Unavailable(f"cannot connect to NATS at {url}: {exc or exc.__class__.__name__}") from None
+        raise Unavailable(
+            f"cannot connect to NATS at {url}: {exc or exc.__class__.__name__}"
+        ) from None
     return Connection(nc=nc, js=nc.jetstream(timeout=10.0), stream=stream)
 
 
@@ -219,11 +225,20 @@ class Appender:
                 raise
             except APIError:
                 raise
-            except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
-                    nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-                    nats.js.errors.NoStreamResponseError, nats.errors.OutboundBufferLimitError) as exc:
-                log.info("append attempt %d failed (%s); retrying with the same ids", attempt + 1,
-                         exc.__class__.__name__)
+            except (
+                TimeoutError,
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionClosedError,
+                nats.errors.ConnectionReconnectingError,
+                nats.js.errors.NoStreamResponseError,
+                nats.errors.OutboundBufferLimitError,
+            ) as exc:
+                log.info(
+                    "append attempt %d failed (%s); retrying with the same ids",
+                    attempt + 1,
+                    exc.__class__.__name__,
+                )
                 retried = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -241,7 +256,11 @@ class Appender:
     async def _publish_one(self, m: Outgoing, expected: dict[str, int]) -> int:
         headers = {MSG_ID: m.msg_id, EXPECTED_SUBJECT_SEQ: str(expected.get(m.subject, 0))}
         ack = await self.conn.js.publish(
-            m.subject, m.data, stream=self.conn.stream, timeout=self.publish_timeout, headers=headers
+            m.subject,
+            m.data,
+            stream=self.conn.stream,
+            timeout=self.publish_timeout,
+            headers=headers,
         )
         return int(ack.seq)
 
@@ -258,12 +277,18 @@ class Appender:
             if i == n:
                 headers["Nats-Batch-Commit"] = "1"
                 ack = await js.publish(
-                    m.subject, m.data, stream=self.conn.stream, timeout=self.publish_timeout, headers=headers
+                    m.subject,
+                    m.data,
+                    stream=self.conn.stream,
+                    timeout=self.publish_timeout,
+                    headers=headers,
                 )
                 return int(ack.seq)
             if i == 1:
                 # The first message as a request surfaces configuration errors early.
-                reply = await nc.request(m.subject, m.data, headers=headers, timeout=self.publish_timeout)
+                reply = await nc.request(
+                    m.subject, m.data, headers=headers, timeout=self.publish_timeout
+                )
                 if reply.data:
                     _raise_api_error(reply.data)
             else:
@@ -280,7 +305,9 @@ def _raise_api_error(data: bytes) -> None:
         return
     err = obj.get("error") if isinstance(obj, dict) else None
     if err:
-        raise BadRequestError(code=err.get("code"), err_code=err.get("err_code"), description=err.get("description"))
+        raise BadRequestError(
+            code=err.get("code"), err_code=err.get("err_code"), description=err.get("description")
+        )
 
 
 # --- following -----------------------------------------------------------------------------
@@ -297,8 +324,9 @@ class Follower:
     ``wait_for(seq)`` resolves once the message with that stream sequence has been handled.
     """
 
-    def __init__(self, conn: Connection, handler: Handler, start_seq: int = 1,
-                 subject: str = ALL_EVENTS) -> None:
+    def __init__(
+        self, conn: Connection, handler: Handler, start_seq: int = 1, subject: str = ALL_EVENTS
+    ) -> None:
         self.conn = conn
         self.handler = handler
         self.start_seq = max(1, start_seq)
@@ -313,7 +341,10 @@ class Follower:
     async def start(self) -> None:
         kwargs: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL}
         if self.start_seq > 1:
-            kwargs = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": self.start_seq}
+            kwargs = {
+                "deliver_policy": DeliverPolicy.BY_START_SEQUENCE,
+                "opt_start_seq": self.start_seq,
+            }
         from nats.js.api import ConsumerConfig
 
         self._sub = await self.conn.js.subscribe(
@@ -369,7 +400,9 @@ class Follower:
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
-            raise Unavailable(f"log reader did not reach sequence {seq} (at {self.applied_seq})") from None
+            raise Unavailable(
+                f"log reader did not reach sequence {seq} (at {self.applied_seq})"
+            ) from None
 
     async def catch_up(self, timeout: float | None = 60.0) -> int:
         """Wait until everything in the stream right now has been handled; return that seq."""

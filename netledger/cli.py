@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +46,16 @@ class Settings:
 pass_settings = click.make_pass_decorator(Settings)
 
 
-def run(settings: Settings, fn: Callable[[], Awaitable[Any]]) -> Any:
+def run(settings: Settings, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     try:
         return asyncio.run(fn())
     except NetledgerError as err:
         fail(err, settings.as_json)
 
 
-def client_call(settings: Settings, name: str, args: dict[str, Any],
-                command_id: str | None = None) -> dict[str, Any]:
+def client_call(
+    settings: Settings, name: str, args: dict[str, Any], command_id: str | None = None
+) -> dict[str, Any]:
     from netledger.events.client import Client
     from netledger.events.stream import connect
 
@@ -70,60 +71,117 @@ def client_call(settings: Settings, name: str, args: dict[str, Any],
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--nats", "nats_url", envvar="NATS_URL", metavar="URL",
-              help="NATS server(s), comma-separated (default: the embedded server, "
-              f"{DEFAULT_URL}). Env: NATS_URL.")
+@click.option(
+    "--nats",
+    "nats_url",
+    envvar="NATS_URL",
+    metavar="URL",
+    help="NATS server(s), comma-separated (default: the embedded server, "
+    f"{DEFAULT_URL}). Env: NATS_URL.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--creds", envvar="NETLEDGER_CREDS", metavar="FILE", help="NATS credentials file.")
 @click.option("--user", envvar="NETLEDGER_USER", help="NATS user name.")
 @click.option("--password", envvar="NETLEDGER_PASSWORD", help="NATS password.")
-@click.option("--as-project", envvar="NETLEDGER_PROJECT", metavar="P",
-              help="The project you act as (commands are authorised for it).")
-@click.option("--role", envvar="NETLEDGER_ROLE", type=click.Choice(["admin", "member"]),
-              default="admin", show_default=True, help="The role you act with.")
+@click.option(
+    "--as-project",
+    envvar="NETLEDGER_PROJECT",
+    metavar="P",
+    help="The project you act as (commands are authorised for it).",
+)
+@click.option(
+    "--role",
+    envvar="NETLEDGER_ROLE",
+    type=click.Choice(["admin", "member"]),
+    default="admin",
+    show_default=True,
+    help="The role you act with.",
+)
 @click.version_option(package_name="netledger")
 @click.pass_context
-def cli(ctx: click.Context, nats_url: str | None, as_json: bool, creds: str | None, user: str | None,
-        password: str | None, as_project: str | None, role: str) -> None:
+def cli(
+    ctx: click.Context,
+    nats_url: str | None,
+    as_json: bool,
+    creds: str | None,
+    user: str | None,
+    password: str | None,
+    as_project: str | None,
+    role: str,
+) -> None:
     """netledger: the network state of a cloud as an append-only log of events.
 
     Networks, fixed IPs and floating IPs are decided by the command service and appended to a
     NATS JetStream stream; projectors, host executors and the audit tools read that log.
     """
-    ctx.obj = Settings(nats_url, as_json, creds, user, password,
-                       Actor(project=as_project, role=role, user=os.environ.get("USER")))
+    ctx.obj = Settings(
+        nats_url,
+        as_json,
+        creds,
+        user,
+        password,
+        Actor(project=as_project, role=role, user=os.environ.get("USER")),
+    )
 
 
 # --- serve ----------------------------------------------------------------------------------
 
 
 @cli.command()
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Data folder for the embedded server's store and the projection"
-              " (default $NETLEDGER_DATA or ~/.local/share/netledger).")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data folder for the embedded server's store and the projection"
+    " (default $NETLEDGER_DATA or ~/.local/share/netledger).",
+)
 @click.option("--port", default=4222, show_default=True, help="Port of the embedded nats-server.")
 @click.option("--nats-server", "nats_binary", metavar="PATH", help="nats-server binary to run.")
-@click.option("--sync-interval", default="always", show_default=True,
-              help="JetStream fsync policy of the embedded server: 'always' acknowledges a write"
-              " only once it is on disk; 'default' (or a duration like 2s) is faster and can lose"
-              " acknowledged writes on power loss.")
+@click.option(
+    "--sync-interval",
+    default="always",
+    show_default=True,
+    help="JetStream fsync policy of the embedded server: 'always' acknowledges a write"
+    " only once it is on disk; 'default' (or a duration like 2s) is faster and can lose"
+    " acknowledged writes on power loss.",
+)
 @click.option("--replicas", default=1, show_default=True, help="Stream replicas (3 on a cluster).")
-@click.option("--projector/--no-projector", default=True, show_default=True,
-              help="Also run a projector into DATA/projection.db.")
+@click.option(
+    "--projector/--no-projector",
+    default=True,
+    show_default=True,
+    help="Also run a projector into DATA/projection.db.",
+)
 @pass_settings
-def serve(settings: Settings, data_dir: Path | None, port: int, nats_binary: str | None,
-          sync_interval: str, replicas: int, projector: bool) -> None:
+def serve(
+    settings: Settings,
+    data_dir: Path | None,
+    port: int,
+    nats_binary: str | None,
+    sync_interval: str,
+    replicas: int,
+    projector: bool,
+) -> None:
     """Run the command service (and a projector) — with its own nats-server unless --nats is given.
 
     Prints one line with the NATS URL when ready; stops everything on SIGINT/SIGTERM.
     """
     from netledger.serve import serve_forever
 
-    run(settings, lambda: serve_forever(
-        nats_url=settings.nats, data_dir=data_dir or default_data_dir(), port=port,
-        nats_binary=nats_binary, sync_interval=sync_interval, replicas=replicas,
-        run_projector=projector, connect_kwargs=settings.connect_kwargs(),
-    ))
+    run(
+        settings,
+        lambda: serve_forever(
+            nats_url=settings.nats,
+            data_dir=data_dir or default_data_dir(),
+            port=port,
+            nats_binary=nats_binary,
+            sync_interval=sync_interval,
+            replicas=replicas,
+            run_projector=projector,
+            connect_kwargs=settings.connect_kwargs(),
+        ),
+    )
 
 
 # --- networks ------------------------------------------------------------------------------
@@ -139,13 +197,22 @@ def network() -> None:
 @network.command("create")
 @click.option("--label", required=True, help="Label (with several networks: LABEL_0, LABEL_1...).")
 @click.option("--cidr", required=True, help="The range to split, e.g. 10.0.0.0/16.")
-@click.option("--mode", type=click.Choice(["flat", "flat_dhcp", "vlan", "vxlan"]), default="vlan",
-              show_default=True, help="Network mode.")
+@click.option(
+    "--mode",
+    type=click.Choice(["flat", "flat_dhcp", "vlan", "vxlan"]),
+    default="vlan",
+    show_default=True,
+    help="Network mode.",
+)
 @click.option("--num-networks", type=int, default=1, show_default=True, help="How many networks.")
 @click.option("--network-size", type=int, default=256, show_default=True, help="Addresses each.")
-@click.option("--vlan-start", type=int, default=100, show_default=True, help="First VLAN id (vlan).")
+@click.option(
+    "--vlan-start", type=int, default=100, show_default=True, help="First VLAN id (vlan)."
+)
 @click.option("--vni-start", type=int, default=1000, show_default=True, help="First VNI (vxlan).")
-@click.option("--vpn-start", type=int, default=1000, show_default=True, help="First VPN port (vlan).")
+@click.option(
+    "--vpn-start", type=int, default=1000, show_default=True, help="First VPN port (vlan)."
+)
 @click.option("--bridge", help="Bridge name (flat default br100; vlan brVLAN; vxlan brvxVNI).")
 @click.option("--bridge-interface", help="Physical interface the bridge is built on.")
 @click.option("--dns1", help="First DNS server.")
@@ -156,7 +223,7 @@ def network() -> None:
 @click.option("--mtu", type=int, help="MTU of the bridge.")
 @click.option("--cidr-v6", help="An IPv6 subnet for the network (one network only).")
 @pass_settings
-def network_create(settings: Settings, **opts: Any) -> None:
+def network_create(settings: Settings, /, **opts: Any) -> None:
     """Split a range into networks and append them to the log; prints them (JSON: a list)."""
     result = client_call(settings, "network.create", opts)
     nets = result["networks"]
@@ -220,13 +287,30 @@ def fixed_ip() -> None:
 @click.option("--mac", help="MAC address (default: a generated 02:16:3e:xx:xx:xx).")
 @click.option("--command-id", help="Idempotency key (default: a new one).")
 @pass_settings
-def fixed_allocate(settings: Settings, instance: str, project: str | None, network_id: str | None,
-                   host: str | None, mac: str | None, command_id: str | None) -> None:
+def fixed_allocate(
+    settings: Settings,
+    instance: str,
+    project: str | None,
+    network_id: str | None,
+    host: str | None,
+    mac: str | None,
+    command_id: str | None,
+) -> None:
     """Allocate the lowest free address to an instance (the same one again on a retry)."""
     if project is None and network_id is None:
         raise click.UsageError("give --project or --network")
-    r = client_call(settings, "fixed_ip.allocate", {"instance": instance, "project": project,
-                    "network_id": network_id, "host": host, "mac": mac}, command_id)
+    r = client_call(
+        settings,
+        "fixed_ip.allocate",
+        {
+            "instance": instance,
+            "project": project,
+            "network_id": network_id,
+            "host": host,
+            "mac": mac,
+        },
+        command_id,
+    )
     out = {k: r.get(k) for k in ("address", "network_id", "instance", "mac", "host")}
     emit(out, settings.as_json, f"{out['address']} (network {out['network_id']}, mac {out['mac']})")
 
@@ -237,7 +321,9 @@ def fixed_allocate(settings: Settings, instance: str, project: str | None, netwo
 @pass_settings
 def fixed_deallocate(settings: Settings, instance: str, network_id: str | None) -> None:
     """Give up an instance's fixed IPs (its floating IPs are disassociated)."""
-    r = client_call(settings, "fixed_ip.deallocate", {"instance": instance, "network_id": network_id})
+    r = client_call(
+        settings, "fixed_ip.deallocate", {"instance": instance, "network_id": network_id}
+    )
     emit(r, settings.as_json, ", ".join(d["address"] for d in r["deallocated"]) + " deallocated")
 
 
@@ -272,8 +358,11 @@ def floating_ip() -> None:
 @pass_settings
 def pool_create(settings: Settings, pool: str, cidr: str, public_interface: str | None) -> None:
     """Create a floating IP pool."""
-    r = client_call(settings, "floating_ip.pool_create",
-                    {"pool": pool, "cidr": cidr, "public_interface": public_interface})
+    r = client_call(
+        settings,
+        "floating_ip.pool_create",
+        {"pool": pool, "cidr": cidr, "public_interface": public_interface},
+    )
     emit(r, settings.as_json, f"pool {pool} ({cidr}) created")
 
 
@@ -294,8 +383,11 @@ def floating_allocate(settings: Settings, project: str, pool: str | None) -> Non
 @pass_settings
 def floating_associate(settings: Settings, address: str, fixed_address: str, project: str) -> None:
     """Associate a project's floating IP with one of its fixed IPs (DNAT/SNAT on the host)."""
-    r = client_call(settings, "floating_ip.associate",
-                    {"address": address, "fixed_address": fixed_address, "project": project})
+    r = client_call(
+        settings,
+        "floating_ip.associate",
+        {"address": address, "fixed_address": fixed_address, "project": project},
+    )
     emit(r, settings.as_json, f"{address} -> {fixed_address}")
 
 

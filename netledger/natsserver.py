@@ -80,11 +80,15 @@ class EmbeddedNats:
 
     def config_text(self) -> str:
         store = (self.data_dir / "jetstream").resolve()
-        sync = "" if self.sync_interval in ("", "default") else f"  sync_interval: {self.sync_interval}\n"
+        sync = (
+            ""
+            if self.sync_interval in ("", "default")
+            else f"  sync_interval: {self.sync_interval}\n"
+        )
         name = f"server_name: {self.server_name}\n" if self.server_name else ""
         return (
             f"{name}host: {self.host}\nport: {self.port}\nmax_payload: 8MB\n"
-            f"jetstream {{\n  store_dir: \"{store}\"\n{sync}}}\n{self.extra_config}\n"
+            f'jetstream {{\n  store_dir: "{store}"\n{sync}}}\n{self.extra_config}\n'
         )
 
     def start(self, timeout: float = 20.0) -> str:

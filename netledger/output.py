@@ -35,8 +35,12 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
 
 def fail(err: NetledgerError, as_json: bool) -> NoReturn:
     if as_json:
-        click.echo(json.dumps({"error": {"code": err.code, "message": err.message, "details": err.details}},
-                              default=str))
+        click.echo(
+            json.dumps(
+                {"error": {"code": err.code, "message": err.message, "details": err.details}},
+                default=str,
+            )
+        )
     else:
         click.echo(f"error [{err.code}]: {err.message}", err=True)
     sys.exit(1)

@@ -16,10 +16,19 @@ from netledger.natsserver import EmbeddedNats, find_nats_server, server_version
 log = logging.getLogger("netledger.serve")
 
 
-async def serve_forever(*, nats_url: str | None, data_dir: Path, port: int, nats_binary: str | None,
-                        sync_interval: str, replicas: int, run_projector: bool,
-                        connect_kwargs: dict[str, Any] | None = None,
-                        ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+async def serve_forever(
+    *,
+    nats_url: str | None,
+    data_dir: Path,
+    port: int,
+    nats_binary: str | None,
+    sync_interval: str,
+    replicas: int,
+    run_projector: bool,
+    connect_kwargs: dict[str, Any] | None = None,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -27,9 +36,14 @@ async def serve_forever(*, nats_url: str | None, data_dir: Path, port: int, nats
     server: EmbeddedNats | None = None
     if nats_url is None:
         binary = find_nats_server(nats_binary)
-        print(f"netledger: running {binary} ({server_version(binary)}), store {data_dir}",
-              file=sys.stderr, flush=True)
-        server = EmbeddedNats(data_dir=data_dir, port=port, binary=binary, sync_interval=sync_interval)
+        print(
+            f"netledger: running {binary} ({server_version(binary)}), store {data_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+        server = EmbeddedNats(
+            data_dir=data_dir, port=port, binary=binary, sync_interval=sync_interval
+        )
         await asyncio.to_thread(server.start)
         nats_url = server.url
     try:

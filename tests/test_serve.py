@@ -1,0 +1,137 @@
+"""``netledger serve`` on the embedded default: ready line, commands, clean stop, no orphan."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netledger.natsserver import free_port
+
+NETLEDGER = str(Path(sys.executable).parent / "netledger")
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _serve(tmp: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [NETLEDGER, "serve", "--data", str(tmp / "data"), "--port", str(port), "--no-projector"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _cli(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [NETLEDGER, "--nats", f"nats://127.0.0.1:{port}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_embedded_roundtrip_and_clean_stop(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    p = _serve(tmp_path, port)
+    try:
+        line = p.stdout.readline() if p.stdout else ""
+        assert line.strip() == f"netledger ready: nats://127.0.0.1:{port}"
+        kids = _children(p.pid)
+        assert kids, "serve should run a nats-server child"
+        r = _cli(
+            port,
+            "--json",
+            "network",
+            "create",
+            "--label",
+            "a",
+            "--cidr",
+            "10.9.0.0/24",
+            "--mode",
+            "flat",
+        )
+        assert r.returncode == 0, r.stderr
+        r = _cli(port, "--json", "fixed-ip", "allocate", "--instance", "i-1", "--network", "1")
+        assert r.returncode == 0 and '"address": "10.9.0.2"' in r.stdout
+        p.send_signal(sig)
+        assert p.wait(20) == 0
+        time.sleep(0.2)
+        assert not any(_alive(k) for k in kids), "nats-server left running"
+        err = p.stderr.read() if p.stderr else ""
+        assert "nats-server" in err and "v2." in err  # which binary and version it runs
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_serve_sigkill_leaves_no_orphan(tmp_path: Path) -> None:
+    port = free_port()
+    p = _serve(tmp_path, port)
+    try:
+        assert "ready" in (p.stdout.readline() if p.stdout else "")
+        kids = _children(p.pid)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(k) for k in kids):
+            time.sleep(0.05)
+        assert not any(_alive(k) for k in kids)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_data_survives_restart(tmp_path: Path) -> None:
+    port = free_port()
+    p = _serve(tmp_path, port)
+    try:
+        assert "ready" in (p.stdout.readline() if p.stdout else "")
+        assert (
+            _cli(
+                port, "network", "create", "--label", "a", "--cidr", "10.9.0.0/24", "--mode", "flat"
+            ).returncode
+            == 0
+        )
+        assert (
+            _cli(port, "fixed-ip", "allocate", "--instance", "i-1", "--network", "1").returncode
+            == 0
+        )
+    finally:
+        p.terminate()
+        p.wait(20)
+    p = _serve(tmp_path, port)
+    try:
+        assert "ready" in (p.stdout.readline() if p.stdout else "")
+        r = _cli(port, "--json", "fixed-ip", "allocate", "--instance", "i-2", "--network", "1")
+        assert '"address": "10.9.0.3"' in r.stdout, r
+    finally:
+        p.terminate()
+        p.wait(20)
+
+
+def test_cli_without_server_is_a_clear_error(tmp_path: Path) -> None:
+    r = _cli(free_port(), "network", "list")
+    assert r.returncode == 1
+    assert "error [unavailable]" in r.stderr
