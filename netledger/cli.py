@@ -415,7 +415,13 @@ def _register_plugins() -> None:
     """Commands owned by the other packages (projector, executor, replay)."""
     import importlib
 
-    for mod in ("netledger.projector.cli", "netledger.executor.cli", "netledger.replay.cli"):
+    for mod in (
+        "netledger.projector.cli",
+        "netledger.executor.cli",
+        "netledger.replay.cli",
+        "netledger.auth_cli",
+        "netledger.ops_cli",
+    ):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
