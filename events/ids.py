@@ -41,6 +41,10 @@ def pool_subject(pool: str) -> str:
     return f"{EVENT_PREFIX}.pool.{pool}"
 
 
+def project_subject(project: str) -> str:
+    return f"{EVENT_PREFIX}.project.{project}"
+
+
 def host_subject(host: str) -> str:
     return f"{EVENT_PREFIX}.host.{host}"
 

@@ -233,7 +233,7 @@ class State:
                 del self.project_networks[n.project]
 
     def _network_associated(self, ev: NetworkAssociated, seq: int) -> None:
-        n = self._net(ev.network_id, seq)
+        n = self.networks.get(ev.network_id)  # the event is on the project's subject
         if n is not None:
             n.project = ev.project
             self.project_networks[ev.project] = ev.network_id

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from .ids import REGISTRY_SUBJECT, network_subject, pool_subject
+from .ids import REGISTRY_SUBJECT, network_subject, pool_subject, project_subject
 
 EVENT_TYPES: dict[str, type[Event]] = {}
 
@@ -115,8 +115,16 @@ class NetworkDeleted(NetworkEvent):
 @event_type
 @dataclass(frozen=True)
 class NetworkAssociated(NetworkEvent):
+    """A project got the network (VLAN/VXLAN: on first use). It lives on the *project's*
+    subject: appended in one atomic batch with the first allocation on the network's subject,
+    the two OCC checks make sure a project never gets two networks and a network never two
+    projects, whatever the replicas race."""
+
     TYPE: ClassVar[str] = "NetworkAssociated"
     project: str
+
+    def subject(self) -> str:
+        return project_subject(self.project)
 
 
 @event_type
