@@ -284,30 +284,10 @@ class Appender:
                     headers=headers,
                 )
                 return int(ack.seq)
-            if i == 1:
-                # The first message as a request surfaces configuration errors early.
-                reply = await nc.request(
-                    m.subject, m.data, headers=headers, timeout=self.publish_timeout
-                )
-                if reply.data:
-                    _raise_api_error(reply.data)
-            else:
-                await nc.publish(m.subject, m.data, headers=headers)
+            # Plain publishes: the commit's ack reports any error of the whole batch; waiting
+            # for a reply to the first message would only add a round trip.
+            await nc.publish(m.subject, m.data, headers=headers)
         raise AssertionError("unreachable")
-
-
-def _raise_api_error(data: bytes) -> None:
-    import json
-
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        return
-    err = obj.get("error") if isinstance(obj, dict) else None
-    if err:
-        raise BadRequestError(
-            code=err.get("code"), err_code=err.get("err_code"), description=err.get("description")
-        )
 
 
 # --- following -----------------------------------------------------------------------------
