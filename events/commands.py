@@ -52,11 +52,18 @@ class Command:
     ADMIN_ONLY: ClassVar[bool] = False
     READ_ONLY: ClassVar[bool] = False
 
+    @classmethod
+    def parse(cls, a: dict[str, Any]) -> Command:
+        """Validate the ``args`` map of a request into this command."""
+        raise NotImplementedError
+
 
 # --- field checks ---------------------------------------------------------------------
 
 
-def _str(args: dict[str, Any], name: str, *, required: bool = False, max_len: int = 255) -> str | None:
+def _str(
+    args: dict[str, Any], name: str, *, required: bool = False, max_len: int = 255
+) -> str | None:
     v = args.get(name)
     if v is None:
         if required:
@@ -113,7 +120,9 @@ def _address(args: dict[str, Any], name: str, *, required: bool = False) -> str 
         raise InvalidAddress(f"{name} {v!r} is not an IP address", field=name) from None
 
 
-def _cidr(args: dict[str, Any], name: str, *, required: bool = False, version: int = 4) -> str | None:
+def _cidr(
+    args: dict[str, Any], name: str, *, required: bool = False, version: int = 4
+) -> str | None:
     v = _str(args, name, required=required, max_len=64)
     if v is None:
         return None
@@ -182,7 +191,9 @@ class NetworkCreate(Command):
         size = _int(a, "network_size", 256, MIN_NETWORK_SIZE, MAX_NETWORK_SIZE)
         assert size is not None
         if size & (size - 1):
-            raise InvalidField(f"network_size must be a power of two, got {size}", field="network_size")
+            raise InvalidField(
+                f"network_size must be a power of two, got {size}", field="network_size"
+            )
         return cls(
             label=label,
             cidr=cidr,
@@ -287,7 +298,9 @@ class FixedIpDeallocate(Command):
 
     @classmethod
     def parse(cls, a: dict[str, Any]) -> FixedIpDeallocate:
-        return cls(instance=_id(a, "instance", required=True) or "", network_id=_id(a, "network_id"))
+        return cls(
+            instance=_id(a, "instance", required=True) or "", network_id=_id(a, "network_id")
+        )
 
 
 @command
@@ -402,7 +415,9 @@ def parse_command(name: str, payload: Any) -> Request:
     known = {f.name for f in fields(cls)}
     unknown = sorted(str(k) for k in args if k not in known)
     if unknown:
-        raise InvalidField(f"unknown argument(s) for {name}: {', '.join(unknown)}", field=unknown[0])
+        raise InvalidField(
+            f"unknown argument(s) for {name}: {', '.join(unknown)}", field=unknown[0]
+        )
     command_id = payload.get("command_id")
     if command_id is not None:
         command_id = check_id(command_id, "command_id")
@@ -416,5 +431,4 @@ def parse_command(name: str, payload: Any) -> Request:
     )
     if actor.role not in ("admin", "member", "system"):
         raise InvalidField("actor.role must be admin or member", field="actor.role")
-    parse = getattr(cls, "parse")
-    return Request(command=parse(args), command_id=command_id or "", actor=actor)
+    return Request(command=cls.parse(args), command_id=command_id or "", actor=actor)

@@ -50,6 +50,7 @@ from .errors import (
     InstanceNotFound,
     InvalidAddress,
     InvalidField,
+    LimitExceeded,
     MacInUse,
     MacMismatch,
     NetworkInUse,
@@ -125,7 +126,9 @@ def _authorize(actor: Actor, project: str | None, what: str) -> None:
         )
 
 
-def network_dict(n: NetworkCreated, project: str | None = None, deleted: bool = False) -> dict[str, Any]:
+def network_dict(
+    n: NetworkCreated, project: str | None = None, deleted: bool = False
+) -> dict[str, Any]:
     d = n.to_data()
     d["id"] = d.pop("network_id")
     d["project"] = project if project is not None else n.project
@@ -197,6 +200,11 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             raise VlanOutOfRange(
                 f"VLAN ids {cmd.vlan_start}..{last} fall outside 1..4094", vlan_start=cmd.vlan_start
             )
+    if cmd.mode == "vlan" and cmd.vpn_start + cmd.num_networks - 1 > 65535:
+        raise LimitExceeded(
+            f"VPN ports {cmd.vpn_start}..{cmd.vpn_start + cmd.num_networks - 1} exceed 65535",
+            field="vpn_start",
+        )
     if cmd.mode == "vxlan":
         last = cmd.vni_start + cmd.num_networks - 1
         if cmd.vni_start < 1 or last > MAX_VNI:
@@ -212,9 +220,17 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
     base = int(rng.network)
     events: list[Event] = []
     for i in range(cmd.num_networks):
-        block = netaddr.IPNetwork(f"{netaddr.IPAddress(base + i * cmd.network_size)}/{32 - (cmd.network_size.bit_length() - 1)}")
+        block = netaddr.IPNetwork(
+            f"{netaddr.IPAddress(base + i * cmd.network_size)}/{32 - (cmd.network_size.bit_length() - 1)}"
+        )
         if taken & netaddr.IPSet([block]):
-            other = next(n for n in live if n.ipnet in block or block in n.ipnet or n.ipnet.first <= block.first <= n.ipnet.last)
+            other = next(
+                n
+                for n in live
+                if n.ipnet in block
+                or block in n.ipnet
+                or n.ipnet.first <= block.first <= n.ipnet.last
+            )
             raise NetworkOverlap(
                 f"{block} overlaps network {other.network_id} ({other.ipnet})",
                 cidr=str(block),
@@ -229,21 +245,35 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
         if vni is not None and vni in used_vnis:
             raise DuplicateVni(f"VNI {vni} is used by network {used_vnis[vni]}", vni=vni)
         if cmd.mode == "vlan":
-            bridge = f"{cmd.bridge}{vlan}" if cmd.bridge and cmd.num_networks > 1 else cmd.bridge or f"br{vlan}"
+            bridge = (
+                f"{cmd.bridge}{vlan}"
+                if cmd.bridge and cmd.num_networks > 1
+                else cmd.bridge or f"br{vlan}"
+            )
         elif cmd.mode == "vxlan":
-            bridge = f"{cmd.bridge}{vni}" if cmd.bridge and cmd.num_networks > 1 else cmd.bridge or f"brvx{vni}"
+            bridge = (
+                f"{cmd.bridge}{vni}"
+                if cmd.bridge and cmd.num_networks > 1
+                else cmd.bridge or f"brvx{vni}"
+            )
         else:
             bridge = cmd.bridge or DEFAULT_FLAT_BRIDGE
         if len(bridge) > 15:
-            raise InvalidField(f"bridge name {bridge!r} is longer than 15 characters", field="bridge")
+            raise InvalidField(
+                f"bridge name {bridge!r} is longer than 15 characters", field="bridge"
+            )
         holder = bridges.get(bridge)
         if holder is not None and not (
             cmd.mode.startswith("flat") and holder.net.mode.startswith("flat")
         ):
-            raise DuplicateBridge(f"bridge {bridge} is used by network {holder.network_id}", bridge=bridge)
+            raise DuplicateBridge(
+                f"bridge {bridge} is used by network {holder.network_id}", bridge=bridge
+            )
         vpn = cmd.mode == "vlan"
         if block.size < (8 if vpn else 4):
-            raise RangeTooSmall(f"network_size {cmd.network_size} leaves no usable address", cidr=str(block))
+            raise RangeTooSmall(
+                f"network_size {cmd.network_size} leaves no usable address", cidr=str(block)
+            )
         ev = NetworkCreated(
             network_id=str(state.next_network_number + i),
             label=cmd.label if cmd.num_networks == 1 else f"{cmd.label}_{i}",
@@ -268,7 +298,9 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             cidr_v6=cmd.cidr_v6 if cmd.num_networks == 1 else None,
         )
         events.append(ev)
-    return Decision(events, {"networks": [network_dict(e) for e in events if isinstance(e, NetworkCreated)]})
+    return Decision(
+        events, {"networks": [network_dict(e) for e in events if isinstance(e, NetworkCreated)]}
+    )
 
 
 def _check_network_empty(n: NetworkState) -> None:
@@ -297,7 +329,9 @@ def decide_network_disassociate(state: State, req: Request, pending: Pending) ->
     assert isinstance(cmd, NetworkDisassociate)
     n = _live_network(state, cmd.network_id)
     if n.project is None:
-        raise NetworkNotAssociated(f"network {n.network_id} has no project", network_id=n.network_id)
+        raise NetworkNotAssociated(
+            f"network {n.network_id} has no project", network_id=n.network_id
+        )
     _check_network_empty(n)
     return Decision(
         [NetworkDisassociated(network_id=n.network_id, project=n.project)],
@@ -328,7 +362,9 @@ def decide_network_show(state: State, req: Request, pending: Pending) -> Decisio
 # --- fixed IPs --------------------------------------------------------------------------
 
 
-def _pick_network(state: State, cmd: FixedIpAllocate, pending: Pending) -> tuple[NetworkState, list[Event]]:
+def _pick_network(
+    state: State, cmd: FixedIpAllocate, pending: Pending
+) -> tuple[NetworkState, list[Event]]:
     if cmd.network_id is not None:
         n = _live_network(state, cmd.network_id)
         owner = n.project or next(
@@ -338,6 +374,16 @@ def _pick_network(state: State, cmd: FixedIpAllocate, pending: Pending) -> tuple
             raise WrongNetworkProject(
                 f"network {n.network_id} belongs to project {owner}, not {cmd.project}",
                 network_id=n.network_id,
+            )
+        if owner is None and cmd.project is not None and n.net.mode in ("vlan", "vxlan"):
+            # Allocating for a project on a segment no project holds would leave the segment
+            # free, and the next project's first use would be handed a VLAN with this one's
+            # instance on it. Segments are given out by project (lowest free first) instead.
+            raise NetworkNotAssociated(
+                f"network {n.network_id} is not associated with project {cmd.project}: allocate"
+                " by project to have a network assigned",
+                network_id=n.network_id,
+                project=cmd.project,
             )
         return n, []
     project = cmd.project
@@ -359,13 +405,16 @@ def _pick_network(state: State, cmd: FixedIpAllocate, pending: Pending) -> tuple
         return min(flat, key=lambda n: (n.pool.used, len(n.network_id), n.network_id)), []
     if any(n.net.mode in ("vlan", "vxlan") for n in state.live_networks()):
         raise NoFreeNetwork(f"no free network left to assign to project {project}", project=project)
-    raise ProjectNotFound(f"project {project} has no network and none can be assigned", project=project)
+    raise ProjectNotFound(
+        f"project {project} has no network and none can be assigned", project=project
+    )
 
 
 def _pick_mac(n: NetworkState, req: Request, taken: set[str]) -> str:
     rng = _rng(req)
     for _ in range(64):
-        mac = "02:16:3e:%02x:%02x:%02x" % (rng.randrange(128), rng.randrange(256), rng.randrange(256))
+        a, b, c = rng.randrange(128), rng.randrange(256), rng.randrange(256)
+        mac = f"02:16:3e:{a:02x}:{b:02x}:{c:02x}"
         if mac not in n.macs and mac not in taken:
             return mac
     raise MacInUse("could not generate a unique MAC address", network_id=n.network_id)
@@ -394,7 +443,9 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
     if cmd.address is not None:
         addr = netaddr.IPAddress(cmd.address)
         if addr not in n.ipnet:
-            raise InvalidAddress(f"{cmd.address} is not in network {n.network_id}", address=cmd.address)
+            raise InvalidAddress(
+                f"{cmd.address} is not in network {n.network_id}", address=cmd.address
+            )
         if not n.pool.is_free(n.offset(cmd.address)) or cmd.address in taken:
             raise AddressExhausted(f"{cmd.address} is reserved or in use", address=cmd.address)
         address = cmd.address
@@ -410,7 +461,12 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
                 f"network {n.network_id} ({n.ipnet}) has no free address", network_id=n.network_id
             )
     ev = FixedIpAllocated(
-        network_id=n.network_id, address=address, instance=cmd.instance, mac=mac, host=cmd.host, project=project
+        network_id=n.network_id,
+        address=address,
+        instance=cmd.instance,
+        mac=mac,
+        host=cmd.host,
+        project=project,
     )
     return Decision([*pre, ev], _fixed_result(ev))
 
@@ -444,7 +500,12 @@ def decide_fixed_deallocate(state: State, req: Request, pending: Pending) -> Dec
         freed = n.net.mode == "flat" or not ip.leased
         events.append(
             FixedIpDeallocated(
-                network_id=network_id, address=address, instance=cmd.instance, mac=ip.mac, host=ip.host, freed=freed
+                network_id=network_id,
+                address=address,
+                instance=cmd.instance,
+                mac=ip.mac,
+                host=ip.host,
+                freed=freed,
             )
         )
         released.append({"address": address, "network_id": network_id, "freed": freed})
@@ -458,7 +519,9 @@ def _lookup_lease(state: State, cmd: FixedIpLease) -> tuple[NetworkState, FixedI
     n, ip = found
     if ip.mac != cmd.mac:
         raise MacMismatch(
-            f"{cmd.address} belongs to MAC {ip.mac}, not {cmd.mac}", address=cmd.address, mac=cmd.mac
+            f"{cmd.address} belongs to MAC {ip.mac}, not {cmd.mac}",
+            address=cmd.address,
+            mac=cmd.mac,
         )
     return n, ip
 
@@ -467,11 +530,21 @@ def decide_fixed_lease(state: State, req: Request, pending: Pending) -> Decision
     cmd = req.command
     assert isinstance(cmd, FixedIpLease)
     n, ip = _lookup_lease(state, cmd)
-    result = {"address": ip.address, "network_id": n.network_id, "instance": ip.instance, "leased": True}
+    result = {
+        "address": ip.address,
+        "network_id": n.network_id,
+        "instance": ip.instance,
+        "leased": True,
+    }
     if ip.leased or not ip.allocated:
         return Decision([], {**result, "leased": ip.leased})
     return Decision(
-        [FixedIpLeased(network_id=n.network_id, address=ip.address, mac=ip.mac, instance=ip.instance)], result
+        [
+            FixedIpLeased(
+                network_id=n.network_id, address=ip.address, mac=ip.mac, instance=ip.instance
+            )
+        ],
+        result,
     )
 
 
@@ -480,11 +553,24 @@ def decide_fixed_release(state: State, req: Request, pending: Pending) -> Decisi
     assert isinstance(cmd, FixedIpRelease)
     n, ip = _lookup_lease(state, cmd)
     freed = not ip.allocated
-    result = {"address": ip.address, "network_id": n.network_id, "instance": ip.instance, "freed": freed}
+    result = {
+        "address": ip.address,
+        "network_id": n.network_id,
+        "instance": ip.instance,
+        "freed": freed,
+    }
     if not ip.leased and not freed:
         return Decision([], result)
     return Decision(
-        [FixedIpReleased(network_id=n.network_id, address=ip.address, mac=ip.mac, instance=ip.instance, freed=freed)],
+        [
+            FixedIpReleased(
+                network_id=n.network_id,
+                address=ip.address,
+                mac=ip.mac,
+                instance=ip.instance,
+                freed=freed,
+            )
+        ],
         result,
     )
 
@@ -503,9 +589,13 @@ def decide_pool_create(state: State, req: Request, pending: Pending) -> Decision
             raise PoolOverlap(f"{cmd.cidr} overlaps pool {p.name} ({p.ipnet})", pool=p.name)
     for n in state.live_networks():
         if netaddr.IPSet([net]) & netaddr.IPSet([n.ipnet]):
-            raise PoolOverlap(f"{cmd.cidr} overlaps network {n.network_id} ({n.ipnet})", network_id=n.network_id)
+            raise PoolOverlap(
+                f"{cmd.cidr} overlaps network {n.network_id} ({n.ipnet})", network_id=n.network_id
+            )
     ev = FloatingPoolCreated(pool=cmd.pool, cidr=cmd.cidr, public_interface=cmd.public_interface)
-    return Decision([ev], {"pool": cmd.pool, "cidr": cmd.cidr, "public_interface": cmd.public_interface})
+    return Decision(
+        [ev], {"pool": cmd.pool, "cidr": cmd.cidr, "public_interface": cmd.public_interface}
+    )
 
 
 def decide_floating_allocate(state: State, req: Request, pending: Pending) -> Decision:
@@ -534,7 +624,9 @@ def _owned_floating(state: State, req: Request, address: str, project: str) -> t
     pool, f = found
     assert f is not None
     if f.project != project:
-        raise FloatingIpNotOwned(f"floating IP {address} does not belong to project {project}", address=address)
+        raise FloatingIpNotOwned(
+            f"floating IP {address} does not belong to project {project}", address=address
+        )
     _authorize(req.actor, project, f"floating IP {address}")
     return pool.name, f
 
@@ -549,18 +641,30 @@ def decide_floating_associate(state: State, req: Request, pending: Pending) -> D
     n, ip = found
     owner = ip.project or n.project
     if owner is not None and owner != cmd.project:
-        raise Forbidden(f"{cmd.fixed_address} belongs to another project", address=cmd.fixed_address)
-    result = {"address": cmd.address, "fixed_address": cmd.fixed_address, "network_id": n.network_id,
-              "instance": ip.instance, "project": cmd.project}
+        raise Forbidden(
+            f"{cmd.fixed_address} belongs to another project", address=cmd.fixed_address
+        )
+    result = {
+        "address": cmd.address,
+        "fixed_address": cmd.fixed_address,
+        "network_id": n.network_id,
+        "instance": ip.instance,
+        "project": cmd.project,
+    }
     if f.fixed_address == cmd.fixed_address:
         return Decision([], result)
     if f.fixed_address is not None:
         raise FloatingIpAssociated(
-            f"{cmd.address} is associated with {f.fixed_address}: disassociate first", address=cmd.address
+            f"{cmd.address} is associated with {f.fixed_address}: disassociate first",
+            address=cmd.address,
         )
     ev = FloatingIpAssociatedEvent(
-        pool=pool, address=cmd.address, project=cmd.project, fixed_address=cmd.fixed_address,
-        network_id=n.network_id, instance=ip.instance,
+        pool=pool,
+        address=cmd.address,
+        project=cmd.project,
+        fixed_address=cmd.fixed_address,
+        network_id=n.network_id,
+        instance=ip.instance,
     )
     return Decision([ev], result)
 
@@ -572,8 +676,13 @@ def decide_floating_disassociate(state: State, req: Request, pending: Pending) -
     if f.fixed_address is None:
         raise FloatingIpNotAssociated(f"{cmd.address} is not associated", address=cmd.address)
     ev = FloatingIpDisassociated(
-        pool=pool, address=cmd.address, project=cmd.project, fixed_address=f.fixed_address,
-        network_id=f.network_id, instance=f.instance or "", reason="requested",
+        pool=pool,
+        address=cmd.address,
+        project=cmd.project,
+        fixed_address=f.fixed_address,
+        network_id=f.network_id,
+        instance=f.instance or "",
+        reason="requested",
     )
     return Decision([ev], {"address": cmd.address, "was": f.fixed_address, "project": cmd.project})
 
@@ -584,7 +693,8 @@ def decide_floating_deallocate(state: State, req: Request, pending: Pending) -> 
     pool, f = _owned_floating(state, req, cmd.address, cmd.project)
     if f.fixed_address is not None:
         raise FloatingIpAssociated(
-            f"{cmd.address} is associated with {f.fixed_address}: disassociate first", address=cmd.address
+            f"{cmd.address} is associated with {f.fixed_address}: disassociate first",
+            address=cmd.address,
         )
     ev = FloatingIpDeallocated(pool=pool, address=cmd.address, project=cmd.project)
     return Decision([ev], {"address": cmd.address, "pool": pool, "deallocated": True})

@@ -86,7 +86,12 @@ class OffsetPool:
 
     @property
     def capacity(self) -> int:
-        return self.last - self.first + 1 - len([r for r in self.reserved if self.first <= r <= self.last])
+        return (
+            self.last
+            - self.first
+            + 1
+            - len([r for r in self.reserved if self.first <= r <= self.last])
+        )
 
 
 @dataclass
@@ -126,7 +131,9 @@ class NetworkState:
         return len(self.fixed)
 
 
-def reserved_offsets(net: NetworkCreated, ipnet: netaddr.IPNetwork) -> tuple[int, int, frozenset[int]]:
+def reserved_offsets(
+    net: NetworkCreated, ipnet: netaddr.IPNetwork
+) -> tuple[int, int, frozenset[int]]:
     """(first allocatable, last allocatable, reserved offsets) for a network."""
     base = int(ipnet.network)
     size = ipnet.size
@@ -373,4 +380,12 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     FloatingIpDeallocated: State._floating_deallocated,
 }
 
-__all__ = ["REGISTRY_SUBJECT", "FixedIp", "FloatingIp", "NetworkState", "OffsetPool", "PoolState", "State"]
+__all__ = [
+    "REGISTRY_SUBJECT",
+    "FixedIp",
+    "FloatingIp",
+    "NetworkState",
+    "OffsetPool",
+    "PoolState",
+    "State",
+]

@@ -556,6 +556,46 @@ def test_allocating_on_another_projects_network_is_refused() -> None:
     )
 
 
+def test_a_project_may_not_allocate_on_a_segment_no_project_holds() -> None:
+    """Regression: this used to allocate without associating, so the next project's first
+    use was handed a VLAN that already carried another project's instance."""
+    led = Ledger()
+    led.networks(cidr="10.0.0.0/23", num_networks=2)
+    err = led.refuse(
+        E.NetworkNotAssociated, "fixed_ip.allocate", instance="a", project="pa", network_id="2"
+    )
+    assert err.details == {"network_id": "2", "project": "pa"}
+    led.refuse(
+        E.NetworkNotAssociated,
+        "fixed_ip.allocate",
+        member("pa"),
+        instance="a",
+        project="pa",
+        network_id="2",
+    )
+    # An admin may still place an instance on a given network without naming a project.
+    assert led.allocate("infra", network_id="2")["project"] is None
+    assert led.allocate("a", project="pa")["network_id"] == "1"
+    assert led.allocate("a2", project="pa", network_id="1")["network_id"] == "1"
+
+
+def test_vpn_ports_beyond_65535_are_refused() -> None:
+    """Regression: vpn_start near 65535 with several networks produced ports above 65535."""
+    err = Ledger().refuse(
+        E.LimitExceeded,
+        "network.create",
+        label="x",
+        cidr="10.0.0.0/23",
+        num_networks=2,
+        vpn_start=65535,
+    )
+    assert err.details["field"] == "vpn_start"
+    nets = Ledger().networks(cidr="10.0.0.0/23", num_networks=2, vpn_start=65534)
+    assert [n["vpn_public_port"] for n in nets] == [65534, 65535]
+    flat = Ledger().networks(cidr="10.0.0.0/23", num_networks=2, vpn_start=65535, mode="flat")
+    assert [n["vpn_public_port"] for n in flat] == [None, None]
+
+
 def test_flat_projects_share_the_least_used_flat_network() -> None:
     led = Ledger()
     led.networks(cidr="10.0.0.0/23", num_networks=2, mode="flat_dhcp")
