@@ -45,6 +45,30 @@ class HostLinkCreated(HostEvent):
 
 @event_type
 @dataclass(frozen=True)
+class HostLinkRepaired(HostEvent):
+    """One of our links had drifted (down, detached, wrong MTU, alias, bridge options); fixed."""
+
+    TYPE: ClassVar[str] = "HostLinkRepaired"
+    name: str
+    kind: str
+    network_id: str | None
+    changes: list[str]
+
+
+@event_type
+@dataclass(frozen=True)
+class HostLinkEnslaved(HostEvent):
+    """A link that is not ours (the physical interface, flat mode) was put into our bridge."""
+
+    TYPE: ClassVar[str] = "HostLinkEnslaved"
+    name: str
+    master: str
+    network_id: str | None
+    drift: bool
+
+
+@event_type
+@dataclass(frozen=True)
 class HostLinkRemoved(HostEvent):
     TYPE: ClassVar[str] = "HostLinkRemoved"
     name: str
@@ -75,13 +99,69 @@ class HostAddressRemoved(HostEvent):
 
 @event_type
 @dataclass(frozen=True)
+class HostFdbAdded(HostEvent):
+    """A head-end replication entry: flood ``interface``'s BUM traffic to the VTEP ``dst``."""
+
+    TYPE: ClassVar[str] = "HostFdbAdded"
+    interface: str
+    dst: str
+    network_id: str | None
+    drift: bool
+
+
+@event_type
+@dataclass(frozen=True)
+class HostFdbRemoved(HostEvent):
+    TYPE: ClassVar[str] = "HostFdbRemoved"
+    interface: str
+    dst: str
+    network_id: str | None
+    reason: str
+
+
+@event_type
+@dataclass(frozen=True)
 class HostNatApplied(HostEvent):
-    """The host's nftables table was replaced atomically with these floating-IP mappings."""
+    """The host's nftables table was replaced atomically with these floating-IP mappings
+    (``floating``: floating -> fixed) and SNAT of ``snat_ranges`` to ``snat_to`` (None:
+    masquerade on the public interface, or no SNAT when no range is served here)."""
 
     TYPE: ClassVar[str] = "HostNatApplied"
     floating: dict[str, str]
     snat_ranges: list[str]
     drift: bool
+    snat_to: str | None = None
+
+
+@event_type
+@dataclass(frozen=True)
+class HostNatRemoved(HostEvent):
+    """Nothing is NATed on this host any more: our nftables table was deleted."""
+
+    TYPE: ClassVar[str] = "HostNatRemoved"
+    reason: str
+
+
+@event_type
+@dataclass(frozen=True)
+class HostForwardingSet(HostEvent):
+    """``net.ipv4.ip_forward`` was set (a host serving gateways routes between networks)."""
+
+    TYPE: ClassVar[str] = "HostForwardingSet"
+    enabled: bool
+    drift: bool
+
+
+@event_type
+@dataclass(frozen=True)
+class HostApplyFailed(HostEvent):
+    """An operation failed (logged once per distinct failure, not on every pass)."""
+
+    TYPE: ClassVar[str] = "HostApplyFailed"
+    operation: str
+    target: str
+    error: str
+    errno: int | None
 
 
 @event_type

@@ -1,0 +1,27 @@
+"""Errors of the executor, under the project's root error (stable codes for scripts)."""
+
+from __future__ import annotations
+
+from netledger.events.errors import NetledgerError
+
+
+class ExecutorError(NetledgerError):
+    code = "executor_error"
+
+
+class NotPermitted(ExecutorError):
+    """The executor lacks the rights to change the kernel (it must run as root)."""
+
+    code = "executor_not_permitted"
+
+
+class NamespaceNotFound(ExecutorError):
+    """``--netns`` names a namespace that does not exist (never created on the fly)."""
+
+    code = "netns_not_found"
+
+
+class NftError(ExecutorError):
+    """``nft`` is missing or refused the table."""
+
+    code = "nft_failed"

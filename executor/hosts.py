@@ -1,0 +1,76 @@
+"""The fold of host events: which hosts exist (their VTEPs) and what this host already applied.
+
+``State`` (events/state.py) folds the domain events; host events only matter to executors, so
+they are folded here. The *applied record* is what this host's executor said it did (links,
+addresses, flood entries it created and has not removed since): an object the record holds but
+the kernel lacks was damaged from outside, so re-creating it is a drift repair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netledger.events.codec import Envelope
+from netledger.events.host_events import (
+    HostAddressAdded,
+    HostAddressRemoved,
+    HostAnnounced,
+    HostEvent,
+    HostFdbAdded,
+    HostFdbRemoved,
+    HostLinkCreated,
+    HostLinkRemoved,
+    HostNatApplied,
+    HostNatRemoved,
+    HostReconciled,
+)
+
+
+@dataclass
+class HostBook:
+    me: str
+    announced: dict[str, HostAnnounced] = field(default_factory=dict)
+    links: set[str] = field(default_factory=set)
+    addresses: set[tuple[str, str]] = field(default_factory=set)
+    fdb: set[tuple[str, str]] = field(default_factory=set)
+    nat_applied: bool = False
+    last_reconciled_seq: int = 0
+
+    def apply(self, env: Envelope) -> bool:
+        """Fold a host event in; True when it changes what *this* host should build."""
+        ev = env.event
+        if not isinstance(ev, HostEvent):
+            return False
+        if isinstance(ev, HostAnnounced):
+            before = self.announced.get(ev.host)
+            self.announced[ev.host] = ev
+            # Another host's VTEP or role decides our flood entries and who serves a network.
+            return bool(ev.host != self.me and before != ev)
+        if ev.host != self.me:
+            return False
+        if isinstance(ev, HostLinkCreated):
+            self.links.add(ev.name)
+        elif isinstance(ev, HostLinkRemoved):
+            self.links.discard(ev.name)
+        elif isinstance(ev, HostAddressAdded):
+            self.addresses.add((ev.interface, ev.address))
+        elif isinstance(ev, HostAddressRemoved):
+            self.addresses.discard((ev.interface, ev.address))
+        elif isinstance(ev, HostFdbAdded):
+            self.fdb.add((ev.interface, ev.dst))
+        elif isinstance(ev, HostFdbRemoved):
+            self.fdb.discard((ev.interface, ev.dst))
+        elif isinstance(ev, HostNatApplied):
+            self.nat_applied = True
+        elif isinstance(ev, HostNatRemoved):
+            self.nat_applied = False
+        elif isinstance(ev, HostReconciled):
+            self.last_reconciled_seq = max(self.last_reconciled_seq, ev.applied_seq)
+        return False
+
+    def network_hosts(self) -> set[str]:
+        """Hosts that announced themselves as network hosts (serve networks with no host set)."""
+        return {h for h, a in self.announced.items() if a.network_host}
+
+    def vteps(self) -> dict[str, str]:
+        return {h: a.vtep_address for h, a in self.announced.items() if a.vtep_address}

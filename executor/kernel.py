@@ -1,0 +1,340 @@
+"""Reading the actual state of a host and applying operations: the only module that touches it.
+
+Links, addresses and flood entries go through :mod:`netlink` (pyroute2 messages, batched); NAT
+through :mod:`nft`; ``ip_forward`` through /proc inside the namespace. Every operation is
+idempotent: "already exists" / "already gone" answers count as success, anything else is
+returned as a failure of that operation and the next read-back shows what is really there.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2.netlink import NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL
+from pyroute2.netlink.rtnl import (
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+)
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+
+from . import nft
+from .errors import NftError
+from .model import (
+    FLOOD_MAC,
+    AddAddress,
+    AddFdb,
+    AddrState,
+    CreateLink,
+    DeleteAddress,
+    DeleteFdb,
+    DeleteLink,
+    DeleteNat,
+    Enslave,
+    HostActual,
+    LinkSpec,
+    LinkState,
+    Op,
+    SetForwarding,
+    SetLink,
+    SetNat,
+)
+from .netlink import Request, RtSocket, in_netns
+
+IFF_UP = 1
+AF_BRIDGE = 7
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+
+@dataclass(frozen=True)
+class OpResult:
+    op: Op
+    errno: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.errno == 0 and self.error is None
+
+
+class Kernel:
+    """One host's kernel (a named namespace, or the current one)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self.sock = RtSocket(netns)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading --------------------------------------------------------------------------
+
+    def read_links(self) -> list[LinkState]:
+        raw: list[dict[str, Any]] = []
+        for m in self.sock.dump(ifinfmsg(), RTM_GETLINK):
+            info = m.get_attr("IFLA_LINKINFO")
+            kind = data = None
+            if info is not None:
+                kind = info.get_attr("IFLA_INFO_KIND")
+                data = info.get_attr("IFLA_INFO_DATA")
+            d: dict[str, Any] = {
+                "index": m["index"],
+                "name": m.get_attr("IFLA_IFNAME"),
+                "kind": kind,
+                "alias": m.get_attr("IFLA_IFALIAS"),
+                "master": m.get_attr("IFLA_MASTER"),
+                "up": bool(m["flags"] & IFF_UP),
+                "mtu": m.get_attr("IFLA_MTU"),
+            }
+            if m.get_attr("IFLA_LINK_NETNSID") is None:
+                d["parent"] = m.get_attr("IFLA_LINK")
+            if data is not None and kind == "bridge":
+                d["stp"] = data.get_attr("IFLA_BR_STP_STATE")
+                d["forward_delay"] = data.get_attr("IFLA_BR_FORWARD_DELAY")
+            elif data is not None and kind == "vxlan":
+                d["vni"] = data.get_attr("IFLA_VXLAN_ID")
+                d["local"] = data.get_attr("IFLA_VXLAN_LOCAL")
+                d["parent"] = data.get_attr("IFLA_VXLAN_LINK") or None
+                d["port"] = data.get_attr("IFLA_VXLAN_PORT")
+            elif data is not None and kind == "vlan":
+                d["vlan"] = data.get_attr("IFLA_VLAN_ID")
+            raw.append(d)
+        names = {d["index"]: d["name"] for d in raw}
+        out = []
+        for d in raw:
+            parent = d.pop("parent", None)
+            master = d.pop("master", None)
+            kind = d["kind"]
+            out.append(
+                LinkState(
+                    **d,
+                    master=names.get(master) if master else None,
+                    # Only vxlan / vlan links have a parent that is part of their identity.
+                    parent=names.get(parent) if parent and kind in ("vxlan", "vlan") else None,
+                )
+            )
+        return sorted(out)
+
+    def read(self, links: list[LinkState] | None = None) -> HostActual:
+        links = links if links is not None else self.read_links()
+        by_index = {link.index: link for link in links}
+        addrs = []
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET
+        for m in self.sock.dump(msg, RTM_GETADDR):
+            link = by_index.get(m["index"])
+            local = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+            if link is None or local is None:
+                continue
+            addrs.append(
+                AddrState(link.name, f"{local}/{m['prefixlen']}", m.get_attr("IFA_BROADCAST"))
+            )
+        ours_vx = {link.index: link.name for link in links if link.ours and link.kind == "vxlan"}
+        fdb = []
+        if ours_vx:
+            nd = ndmsg()
+            nd["family"] = AF_BRIDGE
+            for m in self.sock.dump(nd, RTM_GETNEIGH):
+                name = ours_vx.get(m["ifindex"])
+                dst = m.get_attr("NDA_DST")
+                if name is not None and dst and m.get_attr("NDA_LLADDR") == FLOOD_MAC:
+                    fdb.append((name, dst))
+        table, intact = nft.read(self.netns)
+        return HostActual(
+            links=tuple(links),
+            addresses=tuple(sorted(addrs)),
+            fdb=tuple(sorted(set(fdb))),
+            nat=table,
+            nat_intact=intact,
+            forwarding=self.read_forwarding(),
+        )
+
+    def read_forwarding(self) -> bool:
+        def get() -> bool:
+            with open(IP_FORWARD) as f:
+                return f.read().strip() == "1"
+
+        return in_netns(self.netns, get)
+
+    # --- applying ---------------------------------------------------------------------------
+
+    def apply(self, ops: tuple[Op, ...], links: list[LinkState]) -> list[OpResult]:
+        """Apply ``ops`` in order; netlink ones in one batch, then NAT and sysctl."""
+        index = {link.name: link.index for link in links}
+        next_index = max(index.values(), default=1) + 1
+        requests: list[Request] = []
+        owners: list[int] = []  # request -> position in ops
+        results: dict[int, OpResult] = {}
+        for pos, op in enumerate(ops):
+            reqs: list[Request] = []
+            if isinstance(op, CreateLink):
+                # Choosing the index ourselves lets later requests in the batch name the link.
+                idx = next_index
+                next_index += 1
+                reqs = self._create(op.spec, idx, index)
+                index[op.spec.name] = idx
+            elif isinstance(op, DeleteLink):
+                idx = index.pop(op.name, 0)
+                if idx:
+                    m = ifinfmsg()
+                    m["index"] = idx
+                    reqs = [Request(m, RTM_DELLINK, 0, ok=(errno.ENODEV,))]
+            elif isinstance(op, SetLink):
+                reqs = [self._set(op.spec, index)]
+            elif isinstance(op, Enslave):
+                m = ifinfmsg()
+                m["index"] = index.get(op.spec.interface, 0)
+                m["flags"] = m["change"] = IFF_UP
+                m["attrs"] = [("IFLA_MASTER", index.get(op.spec.master, 0))]
+                reqs = [Request(m, RTM_NEWLINK, 0)]
+            elif isinstance(op, AddAddress | DeleteAddress):
+                reqs = [self._addr(op, index)]
+            elif isinstance(op, AddFdb | DeleteFdb):
+                reqs = [self._fdb(op, index)]
+            else:
+                continue
+            for r in reqs:
+                requests.append(r)
+                owners.append(pos)
+            if not reqs:
+                results[pos] = OpResult(op, errno.ENODEV, "link not found")
+        codes = self.sock.batch(requests) if requests else []
+        for code, pos in zip(codes, owners, strict=True):
+            if code and pos not in results:
+                results[pos] = OpResult(ops[pos], code, _strerror(code))
+        for pos, op in enumerate(ops):
+            if isinstance(op, SetNat | DeleteNat):
+                try:
+                    nft.apply(
+                        self.netns,
+                        nft.render(op.table) if isinstance(op, SetNat) else nft.render_delete(),
+                    )
+                except NftError as exc:
+                    results[pos] = OpResult(op, 0, exc.message)
+            elif isinstance(op, SetForwarding):
+                try:
+                    self._write(IP_FORWARD, "1" if op.enabled else "0")
+                except OSError as exc:
+                    results[pos] = OpResult(op, exc.errno or 0, str(exc))
+        return [results.get(pos, OpResult(op)) for pos, op in enumerate(ops)]
+
+    def _write(self, path: str, value: str) -> None:
+        def put() -> None:
+            with open(path, "w") as f:
+                f.write(value)
+
+        in_netns(self.netns, put)
+
+    def _create(self, spec: LinkSpec, idx: int, index: dict[str, int]) -> list[Request]:
+        m = ifinfmsg()
+        m["index"] = idx
+        m["flags"] = m["change"] = IFF_UP
+        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", spec.name)]
+        if spec.mtu:
+            attrs.append(("IFLA_MTU", spec.mtu))
+        if spec.master:
+            attrs.append(("IFLA_MASTER", index.get(spec.master, 0)))
+        attrs.append(("IFLA_LINKINFO", _linkinfo(spec, index)))
+        if spec.kind == "vlan" and spec.parent:
+            attrs.append(("IFLA_LINK", index.get(spec.parent, 0)))
+        m["attrs"] = attrs
+        # ifalias given at creation is silently dropped: set it in a second request, sent in
+        # the same sendmsg so that no crash can leave our link without its mark.
+        a = ifinfmsg()
+        a["index"] = idx
+        a["attrs"] = [("IFLA_IFALIAS", spec.alias)]
+        return [Request(m, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL), Request(a, RTM_NEWLINK, 0)]
+
+    def _set(self, spec: LinkSpec, index: dict[str, int]) -> Request:
+        m = ifinfmsg()
+        m["index"] = index.get(spec.name, 0)
+        m["flags"] = m["change"] = IFF_UP
+        attrs: list[tuple[str, Any]] = [
+            ("IFLA_IFALIAS", spec.alias),
+            ("IFLA_MASTER", index.get(spec.master, 0) if spec.master else 0),
+        ]
+        if spec.mtu:
+            attrs.append(("IFLA_MTU", spec.mtu))
+        if spec.kind == "bridge":
+            attrs.append(("IFLA_LINKINFO", _linkinfo(spec, index)))
+        m["attrs"] = attrs
+        return Request(m, RTM_NEWLINK, 0)
+
+    def _addr(self, op: AddAddress | DeleteAddress, index: dict[str, int]) -> Request:
+        iface, cidr = (
+            (op.spec.interface, op.spec.address)
+            if isinstance(op, AddAddress)
+            else (op.interface, op.address)
+        )
+        ip, prefix = cidr.split("/")
+        m = ifaddrmsg()
+        m["family"] = socket.AF_INET
+        m["prefixlen"] = int(prefix)
+        m["index"] = index.get(iface, 0)
+        attrs: list[tuple[str, Any]] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
+        if isinstance(op, AddAddress):
+            if op.spec.broadcast:
+                attrs.append(("IFA_BROADCAST", op.spec.broadcast))
+            m["attrs"] = attrs
+            return Request(m, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ok=(errno.EEXIST,))
+        m["attrs"] = attrs
+        return Request(m, RTM_DELADDR, 0, ok=(errno.EADDRNOTAVAIL, errno.ENODEV))
+
+    def _fdb(self, op: AddFdb | DeleteFdb, index: dict[str, int]) -> Request:
+        iface, dst = (
+            (op.spec.interface, op.spec.dst) if isinstance(op, AddFdb) else (op.interface, op.dst)
+        )
+        m = ndmsg()
+        m["family"] = AF_BRIDGE
+        m["ifindex"] = index.get(iface, 0)
+        m["state"] = NUD_PERMANENT
+        m["flags"] = NTF_SELF
+        m["attrs"] = [("NDA_LLADDR", FLOOD_MAC), ("NDA_DST", dst)]
+        if isinstance(op, AddFdb):
+            return Request(m, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, ok=(errno.EEXIST,))
+        return Request(m, RTM_DELNEIGH, 0, ok=(errno.ENOENT, errno.ENODEV))
+
+
+def _linkinfo(spec: LinkSpec, index: dict[str, int]) -> dict[str, Any]:
+    data: list[tuple[str, Any]] = []
+    if spec.kind == "bridge":
+        data = [("IFLA_BR_FORWARD_DELAY", 0), ("IFLA_BR_STP_STATE", 0)]
+    elif spec.kind == "vxlan":
+        data = [("IFLA_VXLAN_ID", spec.vni or 0)]
+        if spec.local:
+            data.append(("IFLA_VXLAN_LOCAL", spec.local))
+        if spec.parent:
+            data.append(("IFLA_VXLAN_LINK", index.get(spec.parent, 0)))
+        if spec.port:
+            data.append(("IFLA_VXLAN_PORT", spec.port))
+    elif spec.kind == "vlan":
+        data = [("IFLA_VLAN_ID", spec.vlan or 0)]
+    return {"attrs": [("IFLA_INFO_KIND", spec.kind), ("IFLA_INFO_DATA", {"attrs": data})]}
+
+
+def _strerror(code: int) -> str:
+    import os
+
+    try:
+        return os.strerror(code)
+    except ValueError:
+        return f"errno {code}"

@@ -1,0 +1,188 @@
+"""A raw rtnetlink socket inside a named network namespace, with batched requests.
+
+Why not ``IPRoute(netns=...)``: it *creates* a missing namespace (a typo would make a new, empty
+host), and one request per call costs ~1.7 ms of Python. Here the namespace is entered from a
+short-lived thread (``setns`` affects only the calling thread; the socket stays bound to the
+namespace it was created in), messages are built and encoded with pyroute2's message classes,
+sent many per ``sendmsg``, and every acknowledgement is matched back to its request by sequence
+number. Dumps are parsed by pyroute2's marshal.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    nlmsg,
+)
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+from .errors import NamespaceNotFound, NotPermitted
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/var/run/netns"
+#: Acked requests per sendmsg: small enough that the acks fit the receive buffer.
+CHUNK = 150
+_HDR = struct.Struct("=IHHII")
+_ERR = struct.Struct("=i")
+
+T = TypeVar("T")
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def netns_path(netns: str) -> str:
+    return os.path.join(NETNS_DIR, netns)
+
+
+def check_netns(netns: str | None) -> None:
+    if netns is not None and not os.path.exists(netns_path(netns)):
+        raise NamespaceNotFound(
+            f"network namespace {netns!r} does not exist ({netns_path(netns)})", netns=netns
+        )
+
+
+def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a thread that has entered ``netns`` (or directly when None)."""
+    if netns is None:
+        return fn()
+    check_netns(netns)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            fd = os.open(netns_path(netns), os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    e = ctypes.get_errno()
+                    raise OSError(e, f"setns({netns}): {os.strerror(e)}")
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name=f"netns-{netns}")
+    t.start()
+    t.join()
+    if "error" in box:
+        err = box["error"]
+        if isinstance(err, PermissionError):
+            raise NotPermitted(f"entering network namespace {netns!r} needs root (CAP_SYS_ADMIN)")
+        raise err
+    return box["value"]  # type: ignore[no-any-return]
+
+
+@dataclass
+class Request:
+    """One netlink request; ``ok`` lists errnos that mean "already so" (EEXIST, ENODEV...)."""
+
+    msg: nlmsg
+    type: int
+    flags: int
+    ok: tuple[int, ...] = ()
+    tag: object = None
+
+
+class RtSocket:
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            s.bind((0, 0))
+            return s
+
+        self.sock = in_netns(netns, make)
+        self.seq = 0
+        self.marshal = MarshalRtnl()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RtSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _next_seq(self) -> int:
+        self.seq = (self.seq + 1) & 0x7FFFFFFF or 1
+        return self.seq
+
+    # --- dumps --------------------------------------------------------------------------
+
+    def dump(self, msg: nlmsg, msg_type: int) -> Iterator[nlmsg]:
+        seq = self._next_seq()
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        self.sock.send(msg.data)
+        while True:
+            data = self.sock.recv(1 << 20)
+            done = False
+            for part in self.marshal.parse(data):
+                if part["header"]["sequence_number"] != seq:
+                    continue
+                mtype = part["header"]["type"]
+                if mtype == NLMSG_DONE:
+                    done = True
+                    break
+                if mtype == NLMSG_ERROR:
+                    code = -int(part.get("error") or 0) if isinstance(part.get("error"), int) else 0
+                    raise OSError(
+                        code or errno.EIO, f"netlink dump failed: {os.strerror(code or errno.EIO)}"
+                    )
+                yield part
+            if done:
+                return
+
+    # --- batched requests ---------------------------------------------------------------
+
+    def batch(self, requests: list[Request]) -> list[int]:
+        """Send every request (acked, in order); return the errno of each (0: success or ok)."""
+        results = [0] * len(requests)
+        for start in range(0, len(requests), CHUNK):
+            chunk = requests[start : start + CHUNK]
+            by_seq: dict[int, int] = {}
+            buf = bytearray()
+            for i, req in enumerate(chunk, start):
+                seq = self._next_seq()
+                by_seq[seq] = i
+                req.msg["header"]["type"] = req.type
+                req.msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | req.flags
+                req.msg["header"]["sequence_number"] = seq
+                req.msg.encode()
+                buf += req.msg.data
+            self.sock.send(bytes(buf))
+            pending = len(by_seq)
+            while pending:
+                data = self.sock.recv(1 << 20)
+                off = 0
+                while off + _HDR.size <= len(data):
+                    length, mtype, _flags, seq, _pid = _HDR.unpack_from(data, off)
+                    if length < _HDR.size:
+                        break
+                    if mtype == NLMSG_ERROR and seq in by_seq:
+                        (code,) = _ERR.unpack_from(data, off + _HDR.size)
+                        i = by_seq.pop(seq)
+                        e = -code
+                        results[i] = 0 if e in requests[i].ok else e
+                        pending -= 1
+                    off += (length + 3) & ~3
+        return results

@@ -1,0 +1,179 @@
+"""NAT as one nftables table of our own, replaced atomically with ``nft -f -``.
+
+The table (``table ip netledger``) holds two maps — floating -> fixed (DNAT in prerouting and
+output) and fixed -> floating (SNAT in postrouting) — and the set of fixed ranges served here:
+traffic between fixed ranges is not NATed; other traffic from them is SNATed to the host address
+(or masqueraded on the public interface when that address is not known). Maps keep the rule
+count constant however many floating IPs there are.
+
+Every write is the whole table in one transaction (``table``/``delete table``/definition), the
+way Kubernetes' nftables kube-proxy does it: there is no half-applied state to reason about.
+Read-back (``nft -j list table``) is parsed into the same :class:`NatTable`; a table whose rules
+are not exactly ours (by comment and shape) is reported as not intact and gets replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import Any
+
+import netaddr
+
+from .errors import NftError
+from .model import NAT_TABLE, NatTable
+
+RULES = {
+    "prerouting": ("fip-dnat",),
+    "output": ("fip-dnat",),
+    "postrouting": ("fip-snat", "fixed-to-fixed", "fixed-snat"),
+}
+
+
+def _elements(items: list[str]) -> str:
+    return f"    elements = {{ {', '.join(items)} }}\n" if items else ""
+
+
+def render(t: NatTable) -> str:
+    dnat = [f"{f} : {x}" for f, x in t.floating]
+    snat = [f"{x} : {f}" for f, x in sorted(t.floating, key=lambda p: int(netaddr.IPAddress(p[1])))]
+    if t.snat_to:
+        fixed_snat = f'    ip saddr @fixed snat to {t.snat_to} comment "fixed-snat"\n'
+    elif t.masquerade_interface:
+        fixed_snat = (
+            f'    ip saddr @fixed oifname "{t.masquerade_interface}" masquerade'
+            ' comment "fixed-snat"\n'
+        )
+    else:
+        fixed_snat = ""
+    return (
+        f"table ip {NAT_TABLE}\n"
+        f"delete table ip {NAT_TABLE}\n"
+        f"table ip {NAT_TABLE} {{\n"
+        "  map fip_dnat {\n    type ipv4_addr : ipv4_addr\n" + _elements(dnat) + "  }\n"
+        "  map fip_snat {\n    type ipv4_addr : ipv4_addr\n" + _elements(snat) + "  }\n"
+        "  set fixed {\n    type ipv4_addr\n    flags interval\n"
+        + _elements(list(t.fixed_ranges))
+        + "  }\n"
+        "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n"
+        '    dnat to ip daddr map @fip_dnat comment "fip-dnat"\n  }\n'
+        "  chain output {\n    type nat hook output priority -100; policy accept;\n"
+        '    dnat to ip daddr map @fip_dnat comment "fip-dnat"\n  }\n'
+        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n"
+        '    snat to ip saddr map @fip_snat comment "fip-snat"\n'
+        '    ip saddr @fixed ip daddr @fixed accept comment "fixed-to-fixed"\n'
+        + fixed_snat
+        + "  }\n"
+        "}\n"
+    )
+
+
+def render_delete() -> str:
+    return f"table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\n"
+
+
+def _elem_cidr(e: Any) -> str:
+    if isinstance(e, str):
+        return f"{e}/32"
+    if isinstance(e, dict) and "prefix" in e:
+        return f"{e['prefix']['addr']}/{e['prefix']['len']}"
+    if isinstance(e, dict) and "range" in e:
+        lo, hi = e["range"]
+        return str(netaddr.IPRange(lo, hi).cidrs()[0])
+    raise ValueError(f"unexpected set element {e!r}")
+
+
+def parse(doc: dict[str, Any]) -> tuple[NatTable | None, bool]:
+    """``nft -j list table`` output -> (table, intact). (None, True) means no table."""
+    objs = doc.get("nftables", [])
+    maps: dict[str, list[Any]] = {}
+    sets: dict[str, list[Any]] = {}
+    chains: set[str] = set()
+    rules: dict[str, list[dict[str, Any]]] = {}
+    table = False
+    for o in objs:
+        if "table" in o:
+            table = True
+        elif "map" in o:
+            maps[o["map"]["name"]] = o["map"].get("elem", [])
+        elif "set" in o:
+            sets[o["set"]["name"]] = o["set"].get("elem", [])
+        elif "chain" in o:
+            chains.add(o["chain"]["name"])
+        elif "rule" in o:
+            rules.setdefault(o["rule"]["chain"], []).append(o["rule"])
+    if not table:
+        return None, True
+    try:
+        dnat = tuple(
+            sorted(
+                ((str(f), str(x)) for f, x in maps["fip_dnat"]),
+                key=lambda p: int(netaddr.IPAddress(p[0])),
+            )
+        )
+        snat = {(str(f), str(x)) for x, f in maps["fip_snat"]}
+        fixed = tuple(
+            sorted(
+                (_elem_cidr(e) for e in sets["fixed"]),
+                key=lambda c: (int(netaddr.IPNetwork(c).network), netaddr.IPNetwork(c).prefixlen),
+            )
+        )
+    except (KeyError, ValueError, TypeError):
+        return None, False
+    snat_to: str | None = None
+    masq: str | None = None
+    for r in rules.get("postrouting", []):
+        if r.get("comment") != "fixed-snat":
+            continue
+        for e in r.get("expr", []):
+            if "snat" in e and isinstance(e["snat"].get("addr"), str):
+                snat_to = e["snat"]["addr"]
+            if "match" in e and e["match"].get("left") == {"meta": {"key": "oifname"}}:
+                masq = str(e["match"].get("right"))
+    t = NatTable(floating=dnat, fixed_ranges=fixed, snat_to=snat_to, masquerade_interface=masq)
+    want_rules = {
+        c: tuple(x for x in names if x != "fixed-snat" or snat_to or masq)
+        for c, names in RULES.items()
+    }
+    have_rules = {c: tuple(str(r.get("comment")) for r in rules.get(c, [])) for c in RULES}
+    intact = (
+        snat == set(dnat)
+        and chains == set(RULES)
+        and have_rules == want_rules
+        and set(maps) == {"fip_dnat", "fip_snat"}
+        and set(sets) == {"fixed"}
+    )
+    return t, intact
+
+
+def _nft_argv(netns: str | None, *args: str) -> list[str]:
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    if netns is None:
+        return [nft, *args]
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    return [ip, "netns", "exec", netns, nft, *args]
+
+
+def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=60, check=False
+        )
+    except FileNotFoundError:
+        raise NftError("nft is not installed (Debian: apt-get install nftables)") from None
+
+
+def apply(netns: str | None, text: str) -> None:
+    p = _run(_nft_argv(netns, "-f", "-"), text)
+    if p.returncode != 0:
+        raise NftError(f"nft -f failed: {p.stderr.strip()}", returncode=p.returncode)
+
+
+def read(netns: str | None) -> tuple[NatTable | None, bool]:
+    p = _run(_nft_argv(netns, "-j", "list", "table", "ip", NAT_TABLE))
+    if p.returncode != 0:
+        if "No such file or directory" in p.stderr or "does not exist" in p.stderr:
+            return None, True
+        raise NftError(f"nft list failed: {p.stderr.strip()}", returncode=p.returncode)
+    return parse(json.loads(p.stdout))
