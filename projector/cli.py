@@ -1,0 +1,299 @@
+"""``netledger projector ...`` and ``netledger show ...``: a thin click layer over the projector."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from netledger.cli import Settings, default_data_dir, pass_settings, run
+from netledger.output import emit, table
+
+DB_HELP = "Projection database (default: DATA/projection.db, the one `netledger serve` keeps)."
+
+
+def default_db() -> Path:
+    return default_data_dir() / "projection.db"
+
+
+def _db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--db",
+        "db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="NETLEDGER_DB",
+        default=None,
+        help=DB_HELP + " Env: NETLEDGER_DB.",
+    )(fn)
+
+
+def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of objects).")(
+        fn
+    )
+
+
+# --- projector --------------------------------------------------------------------------------
+
+
+@click.group("projector")
+def projector_group() -> None:
+    """Keep the queryable SQLite projection of the log current."""
+
+
+@projector_group.command("run")
+@_db_option
+@click.option(
+    "--once", is_flag=True, help="Catch up to the stream's last sequence as it is now, then exit 0."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 5000),
+    default=2000,
+    show_default=True,
+    help="Messages per SQLite transaction.",
+)
+@pass_settings
+def projector_run(settings: Settings, db: Path | None, once: bool, batch_size: int) -> None:
+    """Follow the stream from the checkpoint in the database and apply events in batches.
+
+    Each batch commits together with the last applied stream sequence, so a crash anywhere
+    loses nothing and applies nothing twice. Without --once it keeps following, reconnects on
+    its own, and stops cleanly on SIGINT/SIGTERM.
+    """
+    from netledger.events.stream import connect
+
+    from .runner import project_until
+
+    path = db or default_db()
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> dict[str, Any]:
+        conn = await connect(settings.url, name="netledger-projector", **settings.connect_kwargs())
+        try:
+            if once:
+                last = await project_until(conn, path, batch_size=batch_size)
+                return {"db": str(path), "last_seq": last}
+            return await _follow(conn, path, batch_size)
+        finally:
+            await conn.close()
+
+    result = run(settings, go)
+    emit(result, settings.as_json, f"projection {result['db']} at seq {result['last_seq']}")
+
+
+async def _follow(conn: Any, path: Path, batch_size: int) -> dict[str, Any]:
+    from .runner import Projector
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    p = Projector(conn, path, batch_size=batch_size)
+    try:
+        await p.start()
+        print(
+            f"netledger projector: following into {path} from seq {p.last_seq + 1}",
+            file=sys.stderr,
+            flush=True,
+        )
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(p.wait_failed())
+        try:
+            await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (stopped, failed):
+                t.cancel()
+        if p.failure is not None:
+            raise p.failure
+    finally:
+        await p.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return {"db": str(path), "last_seq": p.last_seq, "events": p.events, "rejected": p.rejected}
+
+
+@projector_group.command("status")
+@_db_option
+@_json_option
+@pass_settings
+def projector_status(settings: Settings, db: Path | None, as_json: bool) -> None:
+    """Show the projection's checkpoint, schema version, lag and rejected-message count."""
+    from . import query
+
+    def go() -> dict[str, Any]:
+        with query.open_readonly(db or default_db()) as conn:
+            return query.state(conn)
+
+    st = _call(settings, go, as_json)
+    if settings.as_json or as_json:
+        emit(st, True)
+    else:
+        for k in (
+            "last_seq",
+            "highest_seq",
+            "lag",
+            "events",
+            "rejected",
+            "schema_version",
+            "stream",
+            "stream_created",
+        ):
+            click.echo(f"{k:15} {st.get(k)}")
+
+
+# --- show -------------------------------------------------------------------------------------
+
+
+def _call(settings: Settings, fn: Callable[[], Any], as_json: bool = False) -> Any:
+    """Run a synchronous query with the CLI's error handling (stable codes, exit 1)."""
+    settings.as_json = settings.as_json or as_json  # errors as JSON too with a local --json
+
+    async def go() -> Any:
+        return fn()
+
+    return run(settings, go)
+
+
+def _show(
+    settings: Settings, as_json: bool, rows: list[dict[str, Any]], columns: list[str], title: str
+) -> None:
+    if settings.as_json or as_json:
+        emit(rows, True)
+    else:
+        table(rows, columns, title=f"{title} ({len(rows)})")
+
+
+@click.group("show")
+def show_group() -> None:
+    """Query the projection (SQLite; no NATS needed). --json for scripts."""
+
+
+@show_group.command("networks")
+@_db_option
+@_json_option
+@click.option("--project", help="Only this project's networks.")
+@click.option("--network", "network_id", help="Only this network.")
+@click.option("--host", help="Only networks served by this network host.")
+@click.option("--all", "include_deleted", is_flag=True, help="Include deleted networks.")
+@pass_settings
+def show_networks(
+    settings: Settings,
+    db: Path | None,
+    as_json: bool,
+    project: str | None,
+    network_id: str | None,
+    host: str | None,
+    include_deleted: bool,
+) -> None:
+    """List networks with their VLAN/VNI, bridge, project and addresses in use."""
+    from . import query
+
+    def go() -> list[dict[str, Any]]:
+        with query.open_readonly(db or default_db()) as conn:
+            return query.networks(
+                conn,
+                project=project,
+                network_id=network_id,
+                host=host,
+                include_deleted=include_deleted,
+            )
+
+    cols = ["network_id", "label", "cidr", "mode", "vlan", "vni", "bridge", "project", "in_use"]
+    if include_deleted:
+        cols.append("deleted")
+    _show(settings, as_json, _call(settings, go, as_json), cols, "networks")
+
+
+@show_group.command("fixed-ips")
+@_db_option
+@_json_option
+@click.option("--project", help="Only this project's addresses.")
+@click.option("--network", "network_id", help="Only this network.")
+@click.option("--host", help="Only instances on this compute host.")
+@click.option("--instance", help="Only this instance.")
+@pass_settings
+def show_fixed_ips(
+    settings: Settings,
+    db: Path | None,
+    as_json: bool,
+    project: str | None,
+    network_id: str | None,
+    host: str | None,
+    instance: str | None,
+) -> None:
+    """List fixed IPs in use or reserved (deallocated, waiting for the DHCP release)."""
+    from . import query
+
+    def go() -> list[dict[str, Any]]:
+        with query.open_readonly(db or default_db()) as conn:
+            return query.fixed_ips(
+                conn, project=project, network_id=network_id, host=host, instance=instance
+            )
+
+    cols = ["network_id", "address", "instance", "mac", "host", "project", "allocated", "leased"]
+    _show(settings, as_json, _call(settings, go, as_json), cols, "fixed IPs")
+
+
+@show_group.command("floating-ips")
+@_db_option
+@_json_option
+@click.option("--project", help="Only this project's floating IPs.")
+@click.option("--network", "network_id", help="Only those associated into this network.")
+@click.option("--host", help="Only those associated with instances on this host.")
+@click.option("--pool", help="Only this pool.")
+@pass_settings
+def show_floating_ips(
+    settings: Settings,
+    db: Path | None,
+    as_json: bool,
+    project: str | None,
+    network_id: str | None,
+    host: str | None,
+    pool: str | None,
+) -> None:
+    """List allocated floating IPs and what they are associated with."""
+    from . import query
+
+    def go() -> list[dict[str, Any]]:
+        with query.open_readonly(db or default_db()) as conn:
+            return query.floating_ips(
+                conn, project=project, network_id=network_id, host=host, pool=pool
+            )
+
+    cols = ["address", "pool", "project", "fixed_address", "network_id", "instance", "host"]
+    _show(settings, as_json, _call(settings, go, as_json), cols, "floating IPs")
+
+
+@show_group.command("hosts")
+@_db_option
+@_json_option
+@click.option("--host", help="Only this host.")
+@pass_settings
+def show_hosts(settings: Settings, db: Path | None, as_json: bool, host: str | None) -> None:
+    """List hosts: what their executors reported (links, addresses, NAT) and fixed IPs on them."""
+    from . import query
+
+    def go() -> list[dict[str, Any]]:
+        with query.open_readonly(db or default_db()) as conn:
+            return query.hosts(conn, host=host)
+
+    cols = [
+        "host",
+        "vtep_address",
+        "network_host",
+        "applied_seq",
+        "links",
+        "addresses",
+        "nat_rules",
+        "fixed_ips",
+    ]
+    _show(settings, as_json, _call(settings, go, as_json), cols, "hosts")
+
+
+COMMANDS = [projector_group, show_group]

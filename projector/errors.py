@@ -1,0 +1,41 @@
+"""Errors of the projector, all under :class:`ProjectorError` with stable codes."""
+
+from __future__ import annotations
+
+from netledger.events.errors import NetledgerError
+
+
+class ProjectorError(NetledgerError):
+    """Root of the projector's errors."""
+
+    code = "projector_error"
+
+
+class ProjectionNotFound(ProjectorError):
+    """No projection database at the given path (or not one netledger made)."""
+
+    code = "projection_not_found"
+
+
+class SchemaTooNew(ProjectorError):
+    """The database was migrated by a newer netledger than this one."""
+
+    code = "projection_schema_too_new"
+
+
+class ProjectionAhead(ProjectorError):
+    """The projection has applied sequences the stream does not have: wrong or restored stream."""
+
+    code = "projection_ahead"
+
+
+class StreamMismatch(ProjectorError):
+    """The projection was built from another stream (same name, different creation time)."""
+
+    code = "projection_stream_mismatch"
+
+
+class ProjectorStopped(ProjectorError):
+    """The projector stopped (closed, or its writer failed) before reaching a sequence."""
+
+    code = "projector_stopped"

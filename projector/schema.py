@@ -1,0 +1,176 @@
+"""The projection database: opening it, and its named, transactional migrations.
+
+Migrations are sqlite-utils ``Migrations`` (each one and the record that it ran commit together,
+in ``_sqlite_migrations``). Add a new one at the end; never edit one that has shipped. The
+schema version is the number of migrations applied, stored in ``projection_state`` too so a
+plain ``sqlite3`` user sees it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from .errors import SchemaTooNew
+from .tables import (
+    EVENTS,
+    FIXED_IPS,
+    FLOATING_IPS,
+    FLOATING_POOLS,
+    HOST_ADDRESSES,
+    HOST_LINKS,
+    HOST_NAT,
+    HOSTS,
+    NETWORKS,
+    PROJECTS,
+    REJECTED_EVENTS,
+    Table,
+)
+
+MIGRATION_SET = "netledger.projector"
+migrations = Migrations(MIGRATION_SET)
+#: Names of the migrations this code knows, in order (the schema version is their count).
+MIGRATION_NAMES: list[str] = []
+
+
+MigrationFn = Callable[[sqlite_utils.Database], None]
+
+
+def _migration(name: str) -> Callable[[MigrationFn], MigrationFn]:
+    MIGRATION_NAMES.append(name)
+    register: Callable[[MigrationFn], MigrationFn] = migrations(name=name)
+    return register
+
+
+_INT, _STR, _FLOAT, _BYTES = int, str, float, bytes
+
+#: Column types; a column not named here is TEXT.
+_TYPES: dict[str, type] = {
+    "vlan": _INT, "vni": _INT, "vpn_public_port": _INT, "multi_host": _INT, "mtu": _INT,
+    "deleted": _INT, "allocated": _INT, "leased": _INT, "network_host": _INT, "drift": _INT,
+    "nat_drift": _INT, "changes": _INT, "drift_repairs": _INT, "applied_seq": _INT,
+    "duration_ms": _FLOAT, "seq": _INT, "time": _FLOAT, "stream_time": _FLOAT, "raw": _BYTES,
+    "last_seq": _INT, "schema_version": _INT, "highest_seq": _INT,
+}  # fmt: skip
+
+
+def _column_type(name: str) -> type:
+    if name in _TYPES:
+        return _TYPES[name]
+    if name.endswith("_seq"):
+        return _INT
+    if name.endswith("_at"):
+        return _FLOAT
+    return _STR
+
+
+def _create(db: sqlite_utils.Database, table: Table, not_null: set[str] | None = None) -> None:
+    db[table.name].create(  # type: ignore[union-attr]
+        {c: _column_type(c) for c in table.columns},
+        pk=table.pk[0] if len(table.pk) == 1 else table.pk,
+        not_null=not_null or set(table.pk),
+    )
+
+
+@_migration("0001_initial")
+def _m0001_initial(db: sqlite_utils.Database) -> None:
+    for t in (
+        NETWORKS,
+        FIXED_IPS,
+        FLOATING_POOLS,
+        FLOATING_IPS,
+        PROJECTS,
+        HOSTS,
+        HOST_LINKS,
+        HOST_ADDRESSES,
+        HOST_NAT,
+        EVENTS,
+        REJECTED_EVENTS,
+    ):
+        _create(db, t)
+    # One row: the checkpoint. last_seq is written in the same transaction as the rows it made.
+    db["projection_state"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "last_seq": int,
+            "schema_version": int,
+            "highest_seq": int,
+            "stream": str,
+            "stream_created": str,
+        },
+        pk="id",
+    )
+    db.execute(
+        "INSERT INTO projection_state (id, last_seq, schema_version, highest_seq) VALUES (1, 0, 0, 0)"
+    )
+    # Queries people run: what is in use where, and the audit trail of one thing.
+    for table, cols in [
+        ("fixed_ips", ["address"]), ("fixed_ips", ["instance"]), ("fixed_ips", ["project"]),
+        ("fixed_ips", ["host"]), ("floating_ips", ["project"]), ("floating_ips", ["fixed_address"]),
+        ("networks", ["project"]), ("host_nat", ["fixed_address"]),
+        ("events", ["address"]), ("events", ["instance"]), ("events", ["project"]),
+        ("events", ["network_id"]), ("events", ["host"]), ("events", ["fixed_address"]),
+        ("events", ["time"]),
+    ]:  # fmt: skip
+        db[table].create_index(cols)  # type: ignore[union-attr]
+
+
+@_migration("0002_views")
+def _m0002_views(db: sqlite_utils.Database) -> None:
+    # Per-project usage, for people poking at the file with sqlite3 or datasette.
+    db.execute(
+        """
+        CREATE VIEW project_usage AS
+        SELECT p.project, p.network_id,
+               (SELECT count(*) FROM fixed_ips f WHERE f.project = p.project) AS fixed_ips,
+               (SELECT count(*) FROM floating_ips f WHERE f.project = p.project) AS floating_ips,
+               p.first_seq, p.last_seq
+        FROM projects p
+        """
+    )
+
+
+def schema_version() -> int:
+    """The version this code writes: the number of migrations it knows."""
+    return len(MIGRATION_NAMES)
+
+
+def open_db(path: str | Path) -> sqlite_utils.Database:
+    """Open (creating if needed) and migrate the projection at ``path``; WAL mode.
+
+    ``check_same_thread=False``: the projector hands the connection to its one writer thread
+    and never uses it from two threads at once.
+    """
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    db = sqlite_utils.Database(conn)
+    try:
+        db.enable_wal()
+        # NORMAL in WAL mode: a process crash loses nothing committed; a power loss may lose
+        # the last batches, never consistency (they are replayed from the log).
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        migrate(db)
+    except BaseException:
+        conn.close()
+        raise
+    return db
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    known = set(MIGRATION_NAMES)
+    unknown = [m.name for m in migrations.applied(db) if m.name not in known]
+    if unknown:
+        raise SchemaTooNew(
+            f"the projection was migrated by a newer netledger ({', '.join(unknown)});"
+            " upgrade, or rebuild it into a new file",
+            migrations=unknown,
+        )
+    migrations.apply(db)
+    with db.atomic():
+        db.execute(
+            "UPDATE projection_state SET schema_version = ? WHERE id = 1", [schema_version()]
+        )

@@ -1,0 +1,136 @@
+"""The projection's tables as plain data: names, primary keys and column order.
+
+This is the contract between the pure projection (:mod:`.project`, which builds rows as dicts
+keyed by these columns) and the SQLite layer (:mod:`.schema` creates the tables, :mod:`.store`
+writes rows with ``executemany`` in this column order). A test checks that the migrated
+database has exactly these columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    pk: tuple[str, ...]
+    columns: tuple[str, ...]
+
+    def key(self, row: Row) -> Key:
+        return tuple(row[c] for c in self.pk)
+
+    def blank(self, **values: Any) -> Row:
+        """A full row: every column present (``None`` unless given)."""
+        row: Row = dict.fromkeys(self.columns)
+        unknown = set(values) - set(self.columns)
+        if unknown:
+            raise KeyError(f"{self.name} has no column(s) {', '.join(sorted(unknown))}")
+        row.update(values)
+        return row
+
+
+NETWORKS = Table(
+    "networks",
+    ("network_id",),
+    (
+        "network_id", "label", "cidr", "netmask", "gateway", "broadcast", "dhcp_start", "mode",
+        "vlan", "vni", "bridge", "bridge_interface", "dns1", "dns2", "vpn_private_address",
+        "vpn_public_port", "project", "multi_host", "network_host", "mtu", "cidr_v6", "deleted",
+        "created_seq", "created_at", "deleted_seq", "deleted_at", "updated_seq", "updated_at",
+    ),
+)  # fmt: skip
+
+FIXED_IPS = Table(
+    "fixed_ips",
+    ("network_id", "address"),
+    (
+        "network_id", "address", "instance", "mac", "host", "project", "allocated", "leased",
+        "allocated_seq", "allocated_at", "updated_seq", "updated_at",
+    ),
+)  # fmt: skip
+
+FLOATING_POOLS = Table(
+    "floating_pools",
+    ("pool",),
+    ("pool", "cidr", "public_interface", "created_seq", "created_at"),
+)
+
+FLOATING_IPS = Table(
+    "floating_ips",
+    ("address",),
+    (
+        "address", "pool", "project", "fixed_address", "network_id", "instance",
+        "allocated_seq", "allocated_at", "updated_seq", "updated_at",
+    ),
+)  # fmt: skip
+
+PROJECTS = Table(
+    "projects",
+    ("project",),
+    ("project", "network_id", "first_seq", "first_at", "last_seq", "last_at"),
+)
+
+HOSTS = Table(
+    "hosts",
+    ("host",),
+    (
+        "host", "vtep_address", "physical_interface", "public_interface", "network_host",
+        "announced_seq", "announced_at", "applied_seq", "reconciled_at", "changes",
+        "drift_repairs", "duration_ms", "snat_ranges", "snat_to", "nat_seq", "nat_drift",
+        "first_seq", "last_seq", "last_at",
+    ),
+)  # fmt: skip
+
+HOST_LINKS = Table(
+    "host_links",
+    ("host", "name"),
+    ("host", "name", "kind", "network_id", "drift", "detail", "created_seq", "created_at"),
+)
+
+HOST_ADDRESSES = Table(
+    "host_addresses",
+    ("host", "interface", "address"),
+    ("host", "interface", "address", "network_id", "drift", "added_seq", "added_at"),
+)
+
+HOST_NAT = Table(
+    "host_nat",
+    ("host", "floating_address"),
+    ("host", "floating_address", "fixed_address", "applied_seq", "applied_at"),
+)
+
+EVENTS = Table(
+    "events",
+    ("seq",),
+    (
+        "seq", "time", "stream_time", "subject", "type", "event_id", "command_id",
+        "actor_project", "actor_role", "actor_user", "network_id", "address", "fixed_address",
+        "instance", "project", "host", "pool", "data",
+    ),
+)  # fmt: skip
+
+REJECTED_EVENTS = Table(
+    "rejected_events",
+    ("seq",),
+    ("seq", "subject", "type", "reason", "stream_time", "raw"),
+)
+
+#: Tables whose rows the projection changes (events and rejections are append-only).
+STATE_TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        NETWORKS, FIXED_IPS, FLOATING_POOLS, FLOATING_IPS, PROJECTS, HOSTS, HOST_LINKS,
+        HOST_ADDRESSES, HOST_NAT,
+    )
+}  # fmt: skip
+
+ALL_TABLES: dict[str, Table] = {
+    **STATE_TABLES,
+    "events": EVENTS,
+    "rejected_events": REJECTED_EVENTS,
+}
