@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 from nats.aio.msg import Msg
 
-from .codec import Envelope
+from .codec import SYSTEM, Envelope
 from .commands import (
     MAX_REQUEST_BYTES,
     FixedIpAllocate,
@@ -43,6 +43,7 @@ from .errors import (
     ValidationError,
 )
 from .ids import COMMAND_PREFIX
+from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
 from .state import State
 from .stream import Appender, Connection, Follower, MaybeApplied, WrongLastSequence, build_messages
 from .types import Event, FixedIpAllocated, FloatingIpAllocated, NetworkCreated
@@ -92,8 +93,19 @@ def reply_error(err: NetledgerError) -> bytes:
 
 
 class CommandService:
-    def __init__(self, conn: Connection, *, queue: str = QUEUE_GROUP, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        queue: str = QUEUE_GROUP,
+        max_batch: int = 500,
+        release_timeout: float = DEFAULT_RELEASE_TIMEOUT,
+        reap_interval: float | None = 30.0,
+    ) -> None:
         self.conn = conn
+        self.release_timeout = release_timeout
+        self.reap_interval = reap_interval
+        self._reaper: asyncio.Task[None] | None = None
         self.queue = queue
         self.max_batch = max_batch
         self.state = State()
@@ -116,6 +128,8 @@ class CommandService:
         self._sub = await self.conn.nc.subscribe(
             f"{COMMAND_PREFIX}.>", queue=self.queue, cb=self._on_request
         )
+        if self.reap_interval:
+            self._reaper = asyncio.create_task(self._reap_forever(self.reap_interval))
         log.info("command service ready at seq %d", self.follower.applied_seq)
 
     async def close(self) -> None:
@@ -126,6 +140,9 @@ class CommandService:
             t.cancel()
         for w in self._workers.values():
             w.cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
         await asyncio.gather(*self._tasks, *self._workers.values(), return_exceptions=True)
         await self.follower.stop()
 
@@ -155,6 +172,41 @@ class CommandService:
                     self.seen.popitem(last=False)
             evs.append(env.event)
         self.state.apply(seq, subject, env)
+
+    # --- the release reaper -------------------------------------------------------------
+
+    async def reap(self, now: float | None = None) -> list[str]:
+        """Free addresses whose DHCP release is overdue (as of ``now``); return them.
+
+        Every replica may run this: the decision is appended with OCC on the network's
+        subject, so two reapers (or a reaper and a release) can never both free an address.
+        """
+        now = time.time() if now is None else now
+        freed: list[str] = []
+        for network_id in sorted(overdue(self.state, now, self.release_timeout)):
+            req = Request(
+                FixedIpReap(network_id=network_id, now=now, timeout=self.release_timeout),
+                f"reap-{network_id}-{uuid.uuid4().hex[:12]}",
+                SYSTEM,
+            )
+            try:
+                result = await self._submit(req)
+            except NetledgerError as err:
+                log.warning("reaping network %s failed: %s", network_id, err)
+                continue
+            freed.extend(result.get("freed", []))
+        return freed
+
+    async def _reap_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                freed = await self.reap()
+            except Exception:
+                log.exception("release reaper failed")
+                continue
+            if freed:
+                log.info("freed %d address(es) whose DHCP release never came", len(freed))
 
     # --- requests -----------------------------------------------------------------------
 
@@ -222,6 +274,8 @@ class CommandService:
         if isinstance(cmd, FixedIpDeallocate):
             held = sorted(st.instance_ips.get(cmd.instance, ()))
             return f"network:{held[0][0]}" if held else "registry"
+        if isinstance(cmd, FixedIpReap):
+            return f"network:{cmd.network_id}"
         if isinstance(cmd, FixedIpLease):
             found = st.find_fixed(cmd.address)
             return f"network:{found[0].network_id}" if found else "registry"

@@ -103,6 +103,7 @@ class FixedIp:
     project: str | None
     allocated: bool = True
     leased: bool = False
+    deallocated_at: float | None = None
 
 
 @dataclass
@@ -190,6 +191,11 @@ class State:
     subject_seq: dict[str, int] = field(default_factory=dict)
     last_seq: int = 0
     next_network_number: int = 1
+    #: (network id, address) -> time of the deallocation, for addresses held until DHCP
+    #: releases them (or the release timeout frees them).
+    awaiting_release: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: time of the event being folded (handlers read it).
+    event_time: float = 0.0
 
     def seq_of(self, subject: str) -> int:
         return self.subject_seq.get(subject, 0)
@@ -206,6 +212,7 @@ class State:
         self.subject_seq[subject] = seq
         self.last_seq = max(self.last_seq, seq)
         ev = env.event
+        self.event_time = env.time
         handler = _HANDLERS.get(type(ev))
         if handler is not None:
             handler(self, ev, seq)
@@ -263,6 +270,7 @@ class State:
         self.instance_ips.setdefault(ev.instance, set()).add((ev.network_id, ev.address))
 
     def _free(self, n: NetworkState, address: str) -> None:
+        self.awaiting_release.pop((n.network_id, address), None)
         ip = n.fixed.pop(address, None)
         if ip is None:
             return
@@ -287,7 +295,10 @@ class State:
         if ev.freed:
             self._free(n, ev.address)
         elif ev.address in n.fixed:
-            n.fixed[ev.address].allocated = False
+            ip = n.fixed[ev.address]
+            ip.allocated = False
+            ip.deallocated_at = self.event_time
+            self.awaiting_release[(n.network_id, ev.address)] = self.event_time
 
     def _fixed_leased(self, ev: FixedIpLeased, seq: int) -> None:
         n = self._net(ev.network_id, seq)

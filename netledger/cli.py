@@ -153,6 +153,14 @@ def cli(
     show_default=True,
     help="Also run a projector into DATA/projection.db.",
 )
+@click.option(
+    "--release-timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds after which a deallocated DHCP address whose release never came returns to"
+    " the pool (decided from the times in the log).",
+)
 @pass_settings
 def serve(
     settings: Settings,
@@ -162,6 +170,7 @@ def serve(
     sync_interval: str,
     replicas: int,
     projector: bool,
+    release_timeout: float,
 ) -> None:
     """Run the command service (and a projector) — with its own nats-server unless --nats is given.
 
@@ -180,6 +189,7 @@ def serve(
             replicas=replicas,
             run_projector=projector,
             connect_kwargs=settings.connect_kwargs(),
+            release_timeout=release_timeout,
         ),
     )
 
@@ -341,6 +351,28 @@ def _lease_command(name: str, verb: str) -> click.Command:
 
 fixed_ip.add_command(_lease_command("lease", "leased"))
 fixed_ip.add_command(_lease_command("release", "released"))
+
+
+@cli.command("dhcp-event")
+@click.argument("action")
+@click.argument("mac")
+@click.argument("ip")
+@click.argument("hostname", required=False)
+@pass_settings
+def dhcp_event(settings: Settings, action: str, mac: str, ip: str, hostname: str | None) -> None:
+    """dnsmasq's lease script (--dhcp-script): ACTION MAC IP [HOSTNAME].
+
+    ``add`` and ``old`` record a lease, ``del`` a release (what nova-dhcpbridge did); other
+    actions (``init``, ``tftp``) are accepted and ignored. Each becomes an event in the log.
+    """
+    if action in ("add", "old"):
+        name = "lease"
+    elif action == "del":
+        name = "release"
+    else:
+        return
+    r = client_call(settings, f"fixed_ip.{name}", {"address": ip, "mac": mac})
+    emit(r, settings.as_json, f"{ip} {name}d ({mac})")
 
 
 # --- floating IPs --------------------------------------------------------------------------

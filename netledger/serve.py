@@ -26,6 +26,7 @@ async def serve_forever(
     replicas: int,
     run_projector: bool,
     connect_kwargs: dict[str, Any] | None = None,
+    release_timeout: float = 600.0,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -50,7 +51,7 @@ async def serve_forever(
         conn = await connect(nats_url, name="netledger-serve", **(connect_kwargs or {}))
         try:
             await ensure_stream(conn, replicas=replicas)
-            service = CommandService(conn)
+            service = CommandService(conn, release_timeout=release_timeout)
             await service.start()
             projector = None
             if run_projector:
