@@ -1,0 +1,286 @@
+"""Per-role NATS users: who may write which part of the log (``netledger auth init``).
+
+One nats-server ``authorization`` block (users in the global account, so an existing embedded
+store keeps its stream when auth is switched on) and one credentials file per user. The roles:
+
+* **admin** — everything (operators: stream setup, repairs).
+* **service** — the command service: serves ``netledger.cmd.>`` in its queue group, writes every
+  event subject *except* ``netledger.evt.host.>``, creates/updates the stream, reads it.
+* **executor-<host>** — reads the log, writes only ``netledger.evt.host.<host>``.
+* **projector**, **auditor** — read only (ordered/pull consumers, direct get, stream info).
+* **client** — sends commands (``netledger.cmd.>``) and receives the replies; nothing else.
+
+Reading the log needs a handful of JetStream API subjects; each was checked by experiment
+(tests/test_auth.py): ``STREAM.INFO`` (catch-up target), ``CONSUMER.CREATE`` (ordered consumers
+are created with a name and a filter: ``CONSUMER.CREATE.<stream>.<name>.<filter>``),
+``CONSUMER.INFO`` (``num_pending``; no ``CONSUMER.DELETE``: ordered consumers never need it
+and a reader must not delete a projector's durable consumer), ``DIRECT.GET`` (the
+lost-ack check and point reads), ``$JS.FC.<stream>.>`` (flow-control replies of push consumers:
+without it an ordered consumer stalls once the server asks for flow control) and
+``$JS.ACK.<stream>.>`` (acks of durable consumers). Push deliveries and request replies arrive
+on ``_INBOX.>``. Nobody but admin and service may publish to ``$JS.API.STREAM.>`` writes.
+
+The credentials file is a shell/systemd environment file::
+
+    NETLEDGER_USER=executor-h1
+    NETLEDGER_PASSWORD=...
+
+which the CLI reads from the environment (``set -a; . executor-h1.env`` or systemd
+``EnvironmentFile=``), and :func:`read_credentials` turns into ``connect()`` keyword arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netledger.events.errors import NetledgerError, ValidationError
+from netledger.events.ids import ALL_EVENTS, COMMAND_PREFIX, STREAM, check_id, host_subject
+
+COMMAND_QUEUE = "netledger-command"  # events/service.py QUEUE_GROUP
+INBOX = "_INBOX.>"
+AUTH_CONF = "auth.conf"
+
+
+class CredentialsError(NetledgerError):
+    code = "credentials_error"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish_allow: tuple[str, ...] = ()
+    publish_deny: tuple[str, ...] = ()
+    subscribe_allow: tuple[str, ...] = ()
+    subscribe_deny: tuple[str, ...] = ()
+    allow_responses: bool = False
+
+    def to_conf(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        pub: dict[str, list[str]] = {}
+        if self.publish_allow:
+            pub["allow"] = list(self.publish_allow)
+        if self.publish_deny:
+            pub["deny"] = list(self.publish_deny)
+        sub: dict[str, list[str]] = {}
+        if self.subscribe_allow:
+            sub["allow"] = list(self.subscribe_allow)
+        if self.subscribe_deny:
+            sub["deny"] = list(self.subscribe_deny)
+        # An empty allow list would mean "everything" to nats-server: say "nothing" explicitly.
+        out["publish"] = pub or {"deny": [">"]}
+        out["subscribe"] = sub or {"deny": [">"]}
+        if self.allow_responses:
+            out["allow_responses"] = True
+        return out
+
+
+def read_api(stream: str = STREAM) -> tuple[str, ...]:
+    """JetStream API subjects a log reader needs (ordered/pull consumers, direct get)."""
+    api = "$JS.API"
+    return (
+        f"{api}.INFO",
+        f"{api}.STREAM.INFO.{stream}",
+        f"{api}.CONSUMER.CREATE.{stream}",
+        f"{api}.CONSUMER.CREATE.{stream}.>",
+        f"{api}.CONSUMER.DURABLE.CREATE.{stream}.>",
+        f"{api}.CONSUMER.INFO.{stream}.>",
+        f"{api}.CONSUMER.MSG.NEXT.{stream}.>",
+        f"{api}.DIRECT.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}.>",
+        f"{api}.STREAM.MSG.GET.{stream}",
+        f"$JS.FC.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+    )
+
+
+def reader_permissions(stream: str = STREAM) -> Permissions:
+    return Permissions(publish_allow=read_api(stream), subscribe_allow=(INBOX,))
+
+
+def service_permissions(stream: str = STREAM) -> Permissions:
+    return Permissions(
+        publish_allow=(
+            *read_api(stream),
+            f"$JS.API.STREAM.CREATE.{stream}",
+            f"$JS.API.STREAM.UPDATE.{stream}",
+            ALL_EVENTS,
+        ),
+        # Deny wins over allow: host subjects belong to the executors alone.
+        publish_deny=(host_subject(">"),),
+        subscribe_allow=(INBOX, f"{COMMAND_PREFIX}.> {COMMAND_QUEUE}"),
+        allow_responses=True,
+    )
+
+
+def executor_permissions(host: str, stream: str = STREAM) -> Permissions:
+    return Permissions(
+        publish_allow=(*read_api(stream), host_subject(check_id(host, "host"))),
+        subscribe_allow=(INBOX,),
+    )
+
+
+def client_permissions() -> Permissions:
+    return Permissions(publish_allow=(f"{COMMAND_PREFIX}.>",), subscribe_allow=(INBOX,))
+
+
+def admin_permissions() -> Permissions:
+    return Permissions(publish_allow=(">",), subscribe_allow=(">",), allow_responses=True)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    password: str
+    permissions: Permissions
+
+
+@dataclass
+class AuthSetup:
+    users: list[User] = field(default_factory=list)
+
+    def user(self, name: str) -> User:
+        for u in self.users:
+            if u.name == name:
+                return u
+        raise KeyError(name)
+
+
+def make_setup(hosts: list[str], stream: str = STREAM) -> AuthSetup:
+    """The users for every role, with fresh random passwords."""
+
+    def pw() -> str:
+        return secrets.token_urlsafe(24)
+
+    users = [
+        User("admin", "admin", pw(), admin_permissions()),
+        User("service", "service", pw(), service_permissions(stream)),
+        User("projector", "projector", pw(), reader_permissions(stream)),
+        User("auditor", "auditor", pw(), reader_permissions(stream)),
+        User("client", "client", pw(), client_permissions()),
+    ]
+    seen: set[str] = set()
+    for h in hosts:
+        check_id(h, "host")
+        if h in seen:
+            raise ValidationError(f"host {h} given twice", field="hosts")
+        seen.add(h)
+        users.append(User(f"executor-{h}", "executor", pw(), executor_permissions(h, stream)))
+    return AuthSetup(users)
+
+
+def _q(s: str) -> str:
+    # JSON string quoting is valid nats-server config quoting ($ and spaces kept literal).
+    return json.dumps(s)
+
+
+def _conf_value(v: Any, indent: str) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return _q(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_conf_value(x, indent) for x in v) + "]"
+    if isinstance(v, dict):
+        inner = indent + "  "
+        # One key per line: nats-server's parser rejects some one-line blocks.
+        body = "".join(f"{inner}{k}: {_conf_value(x, inner)}\n" for k, x in v.items())
+        return "{\n" + body + indent + "}"
+    raise TypeError(type(v))
+
+
+def config_text(setup: AuthSetup) -> str:
+    """The nats-server include: ``authorization { users = [...] }``."""
+    lines = [
+        "# netledger per-role users (netledger auth init). Include from nats-server.conf:",
+        '#   include "auth.conf"',
+        "authorization {",
+        "  users = [",
+    ]
+    for u in setup.users:
+        entry = {"user": u.name, "password": u.password, "permissions": u.permissions.to_conf()}
+        lines.append(f"    # role: {u.role}")
+        lines.append("    " + _conf_value(entry, "    "))
+    lines += ["  ]", "}", ""]
+    return "\n".join(lines)
+
+
+def credentials_text(user: User, url: str | None = None) -> str:
+    out = f"# netledger credentials, role {user.role}\n"
+    out += f"NETLEDGER_USER={user.name}\nNETLEDGER_PASSWORD={user.password}\n"
+    if url:
+        out += f"NATS_URL={url}\n"
+    return out
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def write_setup(
+    out: Path, setup: AuthSetup, *, url: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Write ``auth.conf`` and ``<user>.env`` files (mode 0600) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    conf = out / AUTH_CONF
+    targets = [conf, *(out / f"{u.name}.env" for u in setup.users)]
+    if not force:
+        existing = [str(p) for p in targets if p.exists()]
+        if existing:
+            raise CredentialsError(
+                f"{', '.join(existing)} already exist: regenerating would lock out every"
+                " component using them (use --force to replace)"
+            )
+    _write_private(conf, config_text(setup))
+    creds: dict[str, str] = {}
+    for u in setup.users:
+        p = out / f"{u.name}.env"
+        _write_private(p, credentials_text(u, url))
+        creds[u.name] = str(p)
+    return {
+        "config": str(conf),
+        "credentials": creds,
+        "roles": {u.name: u.role for u in setup.users},
+    }
+
+
+def include_line(conf: Path, config_dir: Path) -> str:
+    """The line that includes ``conf`` from a nats-server config living in ``config_dir``.
+
+    nats-server resolves an include relative to the including file's folder, even an absolute
+    path, so the path is made relative (the secrets stay in their 0600 file, not copied).
+    """
+    rel = os.path.relpath(conf.resolve(), config_dir.resolve())
+    return f"include {_q(rel)}"
+
+
+def embedded_extra_config(auth_config: str | Path, data_dir: Path) -> str:
+    """``EmbeddedNats(extra_config=...)`` for ``netledger serve --auth-config FILE``."""
+    conf = Path(auth_config)
+    if not conf.is_file():
+        raise CredentialsError(f"auth config {conf} does not exist (netledger auth init)")
+    return include_line(conf, data_dir)
+
+
+def read_credentials(path: str | Path) -> dict[str, Any]:
+    """``connect()`` keyword arguments from a credentials file written by :func:`write_setup`."""
+    values: dict[str, str] = {}
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CredentialsError(f"cannot read credentials {path}: {exc.strerror}") from None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        k, v = line.split("=", 1)
+        values[k.strip()] = v.strip()
+    if "NETLEDGER_USER" not in values or "NETLEDGER_PASSWORD" not in values:
+        raise CredentialsError(f"{path} has no NETLEDGER_USER / NETLEDGER_PASSWORD")
+    return {"user": values["NETLEDGER_USER"], "password": values["NETLEDGER_PASSWORD"]}

@@ -1,0 +1,63 @@
+"""``netledger auth``: per-role NATS users and credentials files (see netledger/auth.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from netledger.cli import Settings, pass_settings
+from netledger.events.errors import NetledgerError
+from netledger.output import emit, fail
+
+
+@click.group("auth")
+def auth_group() -> None:
+    """NATS users and permissions for each role (service, executors, readers, clients)."""
+
+
+@auth_group.command("init")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for auth.conf and one <user>.env credentials file per user (mode 0600).",
+)
+@click.option("--hosts", default="", help="Comma-separated hosts: one executor user each.")
+@click.option("--stream", default="NETLEDGER", show_default=True, help="The stream name.")
+@click.option("--url", help="Also write NATS_URL=URL into every credentials file.")
+@click.option("--force", is_flag=True, help="Replace existing files (new passwords for all).")
+@click.option("--json", "local_json", is_flag=True, help="Print machine-readable JSON.")
+@pass_settings
+def auth_init(
+    settings: Settings,
+    out: Path,
+    hosts: str,
+    stream: str,
+    url: str | None,
+    force: bool,
+    local_json: bool,
+) -> None:
+    """Write a nats-server auth include and credentials files for every role.
+
+    Include DIR/auth.conf from the nats-server config (or `netledger serve --auth-config
+    DIR/auth.conf`); give each component its DIR/<user>.env (NETLEDGER_USER /
+    NETLEDGER_PASSWORD, e.g. as a systemd EnvironmentFile).
+    """
+    from netledger.auth import make_setup, write_setup
+
+    as_json = settings.as_json or local_json
+    try:
+        setup = make_setup([h.strip() for h in hosts.split(",") if h.strip()], stream)
+        info = write_setup(out, setup, url=url, force=force)
+    except NetledgerError as err:
+        fail(err, as_json)
+    lines = [f"wrote {info['config']}"]
+    lines += [
+        f"  {name:<20} {info['roles'][name]:<10} {p}" for name, p in info["credentials"].items()
+    ]
+    emit(info, as_json, "\n".join(lines))
+
+
+COMMANDS = [auth_group]

@@ -1,0 +1,110 @@
+"""A 3-node NATS cluster on loopback: the stream leader dies mid-allocation, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from netledger.events.client import Client
+from netledger.events.stream import Follower, connect, ensure_stream, last_seq
+
+from tests.fault_helpers import (
+    AllocationRun,
+    Cluster,
+    ServiceProc,
+    allocate_all,
+    audit,
+    replicas_current,
+    report,
+    stream_leader,
+)
+
+
+@pytest.mark.slow
+async def test_stream_leader_sigkilled_during_allocation(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    cluster.start()
+    svc = ServiceProc(cluster.urls, tmp_path / "service.log")
+    admin = None
+    projector = None
+    follower = None
+    try:
+        admin = await connect(cluster.urls, name="admin")
+        await cluster.wait_formed(admin)
+        await ensure_stream(admin, replicas=3)
+        info = await admin.js.stream_info(admin.stream)
+        assert info.config.num_replicas == 3
+        svc.start()
+        await svc.wait_ready()
+
+        # Readers given the whole server list: a Follower, and the projector if present.
+        seen: list[int] = []
+        follower = Follower(admin, lambda seq, *_: seen.append(seq))
+        await follower.start()
+        try:
+            from netledger.projector.runner import Projector
+
+            projector = Projector(admin, tmp_path / "projection.db")
+            await projector.start()
+        except ImportError:
+            projector = None
+
+        c = await Client.connect(cluster.urls)
+        try:
+            nets = await c.create_networks(
+                label="c", cidr="10.60.0.0/20", num_networks=2, network_size=2048, mode="flat"
+            )
+        finally:
+            await c.close()
+        instances = [(f"i-{k}", nets[k % 2]["id"]) for k in range(1500)]
+        run = AllocationRun()
+        kill: dict[str, float | str] = {}
+
+        async def kill_leader() -> None:
+            while await last_seq(admin) < 500:
+                await asyncio.sleep(0.02)
+            leader = await stream_leader(admin)
+            node = cluster.node(leader)
+            kill["t"] = time.monotonic()
+            kill["node"] = leader
+            await asyncio.to_thread(node.kill)
+            kill["new_leader"] = await stream_leader(admin)
+            kill["elected_after"] = time.monotonic() - float(kill["t"])
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(node.start)  # same store: it rejoins and catches up
+
+        await asyncio.gather(allocate_all(cluster.urls, 16, instances, run), kill_leader())
+        t_kill = float(kill["t"])
+        after = sorted(t for t in run.ack_times if t > t_kill)
+        first_after = after[0] - t_kill if after else float("nan")
+        result = await audit(cluster.urls, run)
+        reps = await replicas_current(admin)
+        end = await last_seq(admin)
+        await follower.wait_for(end, timeout=60)
+        if projector is not None:
+            await projector.wait_for(end, timeout=60)
+        report(
+            "cluster-leader-kill",
+            f"{result.line()} killed={kill['node']} new_leader={kill['new_leader']}"
+            f" leader_after={float(kill['elected_after']):.2f}s"
+            f" first_ack_after_kill={first_after:.2f}s gap={run.longest_gap():.2f}s"
+            f" retries={run.retries} errors={dict(run.errors)}"
+            f" projector={'yes' if projector is not None else 'no'}",
+        )
+        assert kill["new_leader"] != kill["node"]
+        assert result.acked == len(instances)
+        assert result.lost == 0 and result.mismatched == 0
+        assert result.duplicated_instances == 0 and result.duplicated_addresses == 0
+        assert sorted(seen) == list(range(1, end + 1)), "the follower missed or repeated events"
+        assert {r.name for r in reps} | {kill["new_leader"]} == {"n0", "n1", "n2"}
+    finally:
+        if projector is not None:
+            await projector.close()
+        if follower is not None:
+            await follower.stop()
+        svc.stop()
+        if admin is not None:
+            await admin.close()
+        cluster.stop()
