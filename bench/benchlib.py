@@ -1,0 +1,214 @@
+"""What every benchmark needs: a result row, a nats-server + command-service stack, peak RSS.
+
+Each benchmark module defines ``NAME``, ``TITLE`` and ``async def run(size: float, rss: Rss)
+-> list[Row]``; ``size=1.0`` is the size the issue asks for, ``size=0.01`` a smoke test. Every
+figure is reported next to the raw limit measured *in the same run*, as a ratio, because the
+machine is shared and absolute rates move by ±40% from one minute to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from netledger.events.stream import Connection, connect, ensure_stream  # noqa: E402
+
+from netledger.natsserver import EmbeddedNats, free_port  # noqa: E402
+
+BIN = Path(sys.executable).parent
+NETLEDGER = str(BIN / "netledger")
+
+
+@dataclass
+class Row:
+    """One figure. ``ratio`` = this figure / ``baseline`` (both as rates: higher is better)."""
+
+    bench: str
+    metric: str
+    value: float
+    unit: str
+    ratio: float | None = None
+    baseline: str = ""
+    note: str = ""
+
+
+@dataclass
+class Rss:
+    """Peak resident memory (VmHWM, MB) per component, across every run that used it."""
+
+    peaks: dict[str, float] = field(default_factory=dict)
+    where: dict[str, str] = field(default_factory=dict)
+
+    def note(self, component: str, mb: float, where: str) -> None:
+        if mb > self.peaks.get(component, 0.0):
+            self.peaks[component] = mb
+            self.where[component] = where
+
+
+def scaled(full: int, size: float, minimum: int) -> int:
+    return max(minimum, int(full * size))
+
+
+def vmhwm_mb(pid: int) -> float:
+    """Peak RSS of a running process (VmHWM), MB; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class Finished:
+    returncode: int
+    seconds: float
+    maxrss_mb: float
+    stdout: str
+    stderr: str
+
+
+def run_measured(argv: list[str], timeout: float = 900.0, **kw: object) -> Finished:
+    """Run a child to completion; wall time and its own peak RSS (``wait4``'s ru_maxrss)."""
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    t = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            p.kill()
+            pid, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.005)
+    dt = time.perf_counter() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    err.seek(0)
+    return Finished(
+        p.returncode,
+        dt,
+        ru.ru_maxrss / 1024,
+        out.read().decode(errors="replace"),
+        err.read().decode(errors="replace"),
+    )
+
+
+async def run_measured_async(argv: list[str], timeout: float = 900.0) -> Finished:
+    return await asyncio.to_thread(run_measured, argv, timeout)
+
+
+def netledger_has(command: str) -> bool:
+    """Whether the CLI has a top-level command (projector/executor are plugins)."""
+    p = subprocess.run([NETLEDGER, command, "--help"], capture_output=True, text=True, timeout=60)
+    return p.returncode == 0
+
+
+class Stack:
+    """A nats-server with a temporary store, a connection, optionally a command service."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.server = EmbeddedNats(data_dir=tmp / "nats", port=free_port(), sync_interval="default")
+        self.conn: Connection | None = None
+        self.service: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self) -> Connection:
+        await asyncio.to_thread(self.server.start)
+        self.conn = await connect(self.url, name="bench")
+        await ensure_stream(self.conn)
+        return self.conn
+
+    async def start_service(self) -> subprocess.Popen[str]:
+        """The command service as its own process (as deployed), ready once it caught up."""
+        p = await asyncio.to_thread(
+            subprocess.Popen,
+            [NETLEDGER, "--nats", self.url, "serve", "--no-projector"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert p.stdout is not None
+        line = await asyncio.to_thread(p.stdout.readline)
+        if "ready" not in line:
+            p.kill()
+            p.wait()
+            raise RuntimeError(f"command service did not start: {line!r}")
+        self.service = p
+        return p
+
+    def service_rss(self) -> float:
+        return vmhwm_mb(self.service.pid) if self.service else 0.0
+
+    async def stop_service(self) -> None:
+        p = self.service
+        self.service = None
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                await asyncio.to_thread(p.wait, 10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    async def close(self) -> None:
+        await self.stop_service()
+        if self.conn is not None:
+            await self.conn.close()
+        await asyncio.to_thread(self.server.stop)
+
+
+@asynccontextmanager
+async def stack(prefix: str, service: bool = True) -> AsyncIterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix=f"nl-bench-{prefix}-") as d:
+        st = Stack(Path(d))
+        try:
+            await st.start()
+            if service:
+                await st.start_service()
+            yield st
+        finally:
+            await st.close()
+
+
+async def alternate(
+    a: Callable[[], Awaitable[float]], b: Callable[[], Awaitable[float]], rounds: int
+) -> tuple[float, float]:
+    """Median of ``rounds`` interleaved runs of two measurements (A B A B ...), so that a noisy
+    neighbour hits both sides alike; the ratio of the medians is what we report."""
+    ra: list[float] = []
+    rb: list[float] = []
+    for _ in range(rounds):
+        ra.append(await a())
+        rb.append(await b())
+    return statistics.median(ra), statistics.median(rb)
+
+
+def percentile(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    if not s:
+        return 0.0
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
