@@ -38,6 +38,7 @@ from .decide import Decision, Pending, decide, network_dict
 from .errors import (
     ConflictRetriesExhausted,
     DecodeError,
+    LogRegression,
     NetledgerError,
     RequestTooLarge,
     ValidationError,
@@ -106,6 +107,10 @@ class CommandService:
         self.release_timeout = release_timeout
         self.reap_interval = reap_interval
         self._reaper: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        #: set when the service had to stop on its own (e.g. the log went back)
+        self.failed: asyncio.Future[NetledgerError] | None = None
+        self.watch_interval = 5.0
         self.queue = queue
         self.max_batch = max_batch
         self.state = State()
@@ -123,6 +128,7 @@ class CommandService:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.failed = asyncio.get_running_loop().create_future()
         await self.follower.start()
         await self.follower.catch_up(timeout=None)
         self._sub = await self.conn.nc.subscribe(
@@ -130,19 +136,22 @@ class CommandService:
         )
         if self.reap_interval:
             self._reaper = asyncio.create_task(self._reap_forever(self.reap_interval))
+        self._watchdog = asyncio.create_task(self._watch_log())
         log.info("command service ready at seq %d", self.follower.applied_seq)
 
     async def close(self) -> None:
         self._closing = True
         if self._sub is not None:
             await self._sub.unsubscribe()
+            self._sub = None
         for t in list(self._tasks):
             t.cancel()
         for w in self._workers.values():
             w.cancel()
-        if self._reaper is not None:
-            self._reaper.cancel()
-            await asyncio.gather(self._reaper, return_exceptions=True)
+        for task in (self._reaper, self._watchdog):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._tasks, *self._workers.values(), return_exceptions=True)
         await self.follower.stop()
 
@@ -172,6 +181,17 @@ class CommandService:
                     self.seen.popitem(last=False)
             evs.append(env.event)
         self.state.apply(seq, subject, env)
+
+    async def _watch_log(self) -> None:
+        try:
+            await self.follower.watch(self.watch_interval)
+        except LogRegression as exc:
+            log.critical("%s", exc.message)
+            if self._sub is not None:
+                await self._sub.unsubscribe()
+                self._sub = None
+            if self.failed is not None and not self.failed.done():
+                self.failed.set_result(exc)
 
     # --- the release reaper -------------------------------------------------------------
 

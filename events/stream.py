@@ -40,6 +40,7 @@ ERR_WRONG_LAST_SEQ = 10071
 ERR_BATCH_DUPLICATE = 10201
 MAX_BATCH = 1000
 DUPLICATE_WINDOW_S = 120.0
+FOLLOW_HEARTBEAT_S = 1.0
 
 
 def stream_config(name: str = STREAM, replicas: int = 1) -> StreamConfig:
@@ -293,6 +294,18 @@ class Appender:
 # --- following -----------------------------------------------------------------------------
 
 
+def check_regression(stream_last_seq: int, seen_seq: int) -> None:
+    """Raise :class:`LogRegression` when the stream ends before a sequence already seen."""
+    if stream_last_seq < seen_seq:
+        raise LogRegression(
+            f"the stream's last sequence {stream_last_seq} is lower than {seen_seq}, which this"
+            " reader has already seen: the store lost data or was restored from an older copy;"
+            " stopping instead of deciding on a log that went back",
+            stream_last_seq=stream_last_seq,
+            seen_seq=seen_seq,
+        )
+
+
 Handler = Callable[[int, str, "Envelope | None", "DecodeError | None", Msg], None]
 
 
@@ -335,6 +348,9 @@ class Follower:
             config=ConsumerConfig(**kwargs),
             pending_msgs_limit=-1,
             pending_bytes_limit=256 * 1024 * 1024,
+            # nats-py recreates an ordered consumer after two missed heartbeats; its default
+            # (5 s) left readers stalled 10-20 s after a server restart or failover.
+            idle_heartbeat=FOLLOW_HEARTBEAT_S,
         )
 
     async def _on_msg(self, msg: Msg) -> None:
@@ -386,16 +402,30 @@ class Follower:
 
     async def catch_up(self, timeout: float | None = 60.0) -> int:
         """Wait until everything in the stream right now has been handled; return that seq."""
-        target = await last_seq(self.conn)
-        if target < self.highest_seen:
-            raise LogRegression(
-                f"the stream's last sequence {target} is lower than {self.highest_seen}, already seen:"
-                " the store lost data or was restored from an older copy",
-                stream_last_seq=target,
-                seen_seq=self.highest_seen,
-            )
+        target = await self.check_regression()
         await self.wait_for(target, timeout)
         return target
+
+    async def check_regression(self) -> int:
+        """The stream's last sequence; :class:`LogRegression` if it is below one already seen."""
+        target = await last_seq(self.conn)
+        check_regression(target, self.highest_seen)
+        return target
+
+    async def watch(self, interval: float = 5.0) -> None:
+        """Check for regression every ``interval`` seconds; on regression fail every waiter
+        and raise (the owner stops loudly instead of stalling on a log that went back)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check_regression()
+            except LogRegression as exc:
+                self.failure = exc
+                self._fail_waiters(exc)
+                await self.stop()
+                raise
+            except Exception as exc:  # NATS away: the reconnect logic deals with it
+                log.debug("regression check skipped: %s", exc)
 
     async def stop(self) -> None:
         if self._sub is not None:

@@ -60,7 +60,12 @@ async def serve_forever(
                 print(f"netledger ready: {nats_url}", flush=True)
                 if ready is not None:
                     ready.set()
-                await stop.wait()
+                stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+                failed: asyncio.Future[Any] = service.failed or loop.create_future()
+                await asyncio.wait([stopper, failed], return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if failed.done():
+                    raise failed.result()
             finally:
                 if projector is not None:
                     await projector.close()
