@@ -11,7 +11,6 @@ from pathlib import Path
 from netledger.events.client import Client
 from netledger.events.service import CommandService
 from netledger.events.stream import Connection, last_seq
-
 from tests.test_service import read_all
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import netaddr
 import pytest
+
 from netledger.events.client import Client
 from netledger.events.codec import decode
 from netledger.events.errors import InstanceNotFound
