@@ -18,6 +18,7 @@ from netledger.events.host_events import (
     HostEvent,
     HostFdbAdded,
     HostFdbRemoved,
+    HostForwardingSet,
     HostLinkCreated,
     HostLinkRemoved,
     HostNatApplied,
@@ -33,7 +34,8 @@ class HostBook:
     links: set[str] = field(default_factory=set)
     addresses: set[tuple[str, str]] = field(default_factory=set)
     fdb: set[tuple[str, str]] = field(default_factory=set)
-    nat_applied: bool = False
+    nat: HostNatApplied | None = None
+    forwarding: bool = False
     last_reconciled_seq: int = 0
 
     def apply(self, env: Envelope) -> bool:
@@ -61,9 +63,11 @@ class HostBook:
         elif isinstance(ev, HostFdbRemoved):
             self.fdb.discard((ev.interface, ev.dst))
         elif isinstance(ev, HostNatApplied):
-            self.nat_applied = True
+            self.nat = ev
         elif isinstance(ev, HostNatRemoved):
-            self.nat_applied = False
+            self.nat = None
+        elif isinstance(ev, HostForwardingSet):
+            self.forwarding = ev.enabled
         elif isinstance(ev, HostReconciled):
             self.last_reconciled_seq = max(self.last_reconciled_seq, ev.applied_seq)
         return False

@@ -50,7 +50,7 @@ from .model import (
     SetLink,
     SetNat,
 )
-from .netlink import Request, RtSocket, in_netns
+from .netlink import CHUNK, Request, RtSocket, in_netns
 
 IFF_UP = 1
 AF_BRIDGE = 7
@@ -73,9 +73,13 @@ class OpResult:
 class Kernel:
     """One host's kernel (a named namespace, or the current one)."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(
+        self, netns: str | None = None, chunk_size: int = CHUNK, pause: float = 0.0
+    ) -> None:
         self.netns = netns
         self.sock = RtSocket(netns)
+        self.chunk_size = chunk_size
+        self.pause = pause
 
     def close(self) -> None:
         self.sock.close()
@@ -168,6 +172,24 @@ class Kernel:
             forwarding=self.read_forwarding(),
         )
 
+    def host_address(self, interface: str, exclude: list[str]) -> str | None:
+        """The first IPv4 address of ``interface`` that is not a /32 in ``exclude`` ranges."""
+        import netaddr
+
+        ranges = [netaddr.IPNetwork(r) for r in exclude]
+        links = {link.name: link.index for link in self.read_links()}
+        idx = links.get(interface)
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET
+        for m in self.sock.dump(msg, RTM_GETADDR):
+            local = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+            if m["index"] != idx or not local:
+                continue
+            if m["prefixlen"] == 32 and any(netaddr.IPAddress(local) in r for r in ranges):
+                continue
+            return str(local)
+        return None
+
     def read_forwarding(self) -> bool:
         def get() -> bool:
             with open(IP_FORWARD) as f:
@@ -217,7 +239,7 @@ class Kernel:
                 owners.append(pos)
             if not reqs:
                 results[pos] = OpResult(op, errno.ENODEV, "link not found")
-        codes = self.sock.batch(requests) if requests else []
+        codes = self.sock.batch(requests, self.chunk_size, self.pause) if requests else []
         for code, pos in zip(codes, owners, strict=True):
             if code and pos not in results:
                 results[pos] = OpResult(ops[pos], code, _strerror(code))

@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -154,11 +155,17 @@ class RtSocket:
 
     # --- batched requests ---------------------------------------------------------------
 
-    def batch(self, requests: list[Request]) -> list[int]:
-        """Send every request (acked, in order); return the errno of each (0: success or ok)."""
+    def batch(
+        self, requests: list[Request], chunk_size: int = CHUNK, pause: float = 0.0
+    ) -> list[int]:
+        """Send every request (acked, in order); return the errno of each (0: success or ok).
+
+        ``pause`` sleeps between chunks: slow motion for tests that interrupt an apply."""
         results = [0] * len(requests)
-        for start in range(0, len(requests), CHUNK):
-            chunk = requests[start : start + CHUNK]
+        for start in range(0, len(requests), chunk_size):
+            if start and pause:
+                time.sleep(pause)
+            chunk = requests[start : start + chunk_size]
             by_seq: dict[int, int] = {}
             buf = bytearray()
             for i, req in enumerate(chunk, start):

@@ -1,0 +1,156 @@
+"""``netledger executor ...``: the per-host daemon's command line (a thin click layer)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from netledger.cli import Settings, pass_settings, run
+from netledger.output import emit
+
+
+@click.group("executor")
+def executor_group() -> None:
+    """Per-host executor: applies the log to this host's kernel (bridges, VXLAN/VLAN, NAT)."""
+
+
+@executor_group.command("run")
+@click.option(
+    "--host", required=True, help="This host's name (as given to fixed-ip allocate --host)."
+)
+@click.option(
+    "--netns", metavar="NS", help="Work in this existing network namespace (never created)."
+)
+@click.option(
+    "--physical-interface",
+    metavar="IF",
+    help="Interface bridges are built on (flat/vlan) and the VXLAN underlay device.",
+)
+@click.option("--public-interface", metavar="IF", help="Interface floating IPs are bound to.")
+@click.option(
+    "--network-host",
+    is_flag=True,
+    help="Serve gateways and NAT of networks that name no network host.",
+)
+@click.option(
+    "--vtep-address",
+    metavar="A",
+    help="VXLAN underlay address (default: the physical interface's first IPv4).",
+)
+@click.option(
+    "--snat-address",
+    metavar="A",
+    help="Address fixed ranges are SNATed to (default: the public interface's address).",
+)
+@click.option("--once", is_flag=True, help="Reconcile to the stream's current end and exit.")
+@click.option(
+    "--interval",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds between drift-repair passes.",
+)
+@click.option(
+    "--heartbeat",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Log a no-change HostReconciled at most this often (seconds).",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=150,
+    show_default=True,
+    hidden=True,
+    help="Netlink requests per sendmsg.",
+)
+@click.option(
+    "--pause-between-batches",
+    type=float,
+    default=0.0,
+    hidden=True,
+    help="Slow motion for tests that interrupt an apply (seconds).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
+@pass_settings
+def executor_run(
+    settings: Settings,
+    host: str,
+    netns: str | None,
+    physical_interface: str | None,
+    public_interface: str | None,
+    network_host: bool,
+    vtep_address: str | None,
+    snat_address: str | None,
+    once: bool,
+    interval: float,
+    heartbeat: float,
+    batch_size: int,
+    pause_between_batches: float,
+    verbose: bool,
+) -> None:
+    """Run the executor of one host: follow the log and keep the kernel equal to it.
+
+    Needs root. Announces the host (with its VTEP address), reconciles on start (replaying the
+    log), after every change and every --interval seconds, and appends what it changed to
+    netledger.evt.host.HOST. Exit status 1 with code executor_not_permitted without the rights,
+    netns_not_found for a missing --netns, apply_incomplete when --once could not apply it all.
+    """
+    from netledger.events.ids import check_id
+    from netledger.events.stream import connect
+
+    from .daemon import Options, run_executor
+    from .desired import HostConfig
+
+    logging.basicConfig(
+        level=logging.INFO if verbose or not once else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    cfg = HostConfig(
+        host=host,
+        physical_interface=physical_interface,
+        public_interface=public_interface,
+        network_host=network_host,
+        vtep_address=vtep_address,
+        snat_address=snat_address,
+    )
+    opts = Options(
+        netns=netns,
+        interval=interval,
+        heartbeat=heartbeat,
+        chunk_size=batch_size,
+        pause=pause_between_batches,
+    )
+
+    async def go() -> Any:
+        check_id(host, "host")
+        conn = await connect(
+            settings.url, name=f"netledger-executor-{host}", **settings.connect_kwargs()
+        )
+        try:
+            return await run_executor(conn, cfg, opts, once)
+        finally:
+            await conn.close()
+
+    report = run(settings, go)
+    if once and report is not None:
+        out = {
+            "host": host,
+            "applied_seq": report.applied_seq,
+            "changes": report.changes,
+            "drift_repairs": report.drift_repairs,
+            "conflicts": report.conflicts,
+            "duration_ms": report.duration_ms,
+        }
+        emit(
+            out,
+            settings.as_json,
+            f"{host}: reconciled to {report.applied_seq}, {report.changes} change(s)"
+            + (f", {len(report.conflicts)} conflict(s)" if report.conflicts else ""),
+        )
+
+
+COMMANDS = [executor_group]

@@ -1,0 +1,580 @@
+"""The executor daemon: follow the log, reconcile the kernel, log what changed.
+
+One pass: build the desired state from the folded log (in the event loop, where the fold lives),
+then — in a worker thread — read the kernel, diff, apply, read back, up to three rounds. What was
+applied becomes host events on ``netledger.evt.host.<host>``; an object re-created although the
+log says this host had made it is a *drift repair*. The log's record of the host is kept equal to
+the kernel: objects of ours found present or gone without an event (a crash between applying and
+logging) are logged as found (``detail.adopted``) or gone (reason ``found-gone``).
+
+Passes run at start (recovery: the whole log is replayed), after changes (debounced), and every
+``interval`` seconds (drift repair). ``HostReconciled`` is appended when a pass changed anything,
+when the desired state changed, on the first pass, and otherwise at most every ``heartbeat``
+seconds, so idle hosts do not flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+from netledger.events.codec import Actor, Envelope, encode
+from netledger.events.errors import DecodeError, NetledgerError
+from netledger.events.host_events import (
+    HostAddressAdded,
+    HostAddressRemoved,
+    HostAnnounced,
+    HostApplyFailed,
+    HostEvent,
+    HostFdbAdded,
+    HostFdbRemoved,
+    HostForwardingSet,
+    HostLinkCreated,
+    HostLinkEnslaved,
+    HostLinkRemoved,
+    HostLinkRepaired,
+    HostNatApplied,
+    HostNatRemoved,
+    HostReconciled,
+)
+from netledger.events.ids import host_subject
+from netledger.events.state import State
+from netledger.events.stream import Connection, Follower
+
+from .desired import HostConfig, build
+from .diff import diff
+from .errors import ExecutorError, NotPermitted
+from .hosts import HostBook
+from .kernel import Kernel, OpResult
+from .model import (
+    AddAddress,
+    AddFdb,
+    CreateLink,
+    DeleteAddress,
+    DeleteFdb,
+    DeleteLink,
+    DeleteNat,
+    Enslave,
+    HostActual,
+    HostDesired,
+    Plan,
+    SetForwarding,
+    SetLink,
+    SetNat,
+)
+from .netlink import CHUNK, check_netns
+
+log = logging.getLogger("netledger.executor")
+MAX_ROUNDS = 3
+
+
+class ApplyIncomplete(ExecutorError):
+    code = "apply_incomplete"
+
+
+@dataclass
+class PassReport:
+    applied_seq: int
+    results: list[OpResult] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    events: int = 0
+    changes: int = 0
+    drift_repairs: int = 0
+    duration_ms: float = 0.0
+
+    @property
+    def failures(self) -> list[OpResult]:
+        return [r for r in self.results if not r.ok]
+
+
+@dataclass
+class Options:
+    netns: str | None = None
+    interval: float = 30.0
+    heartbeat: float = 600.0
+    debounce: float = 0.2
+    chunk_size: int = CHUNK
+    pause: float = 0.0
+
+
+class Executor:
+    def __init__(self, conn: Connection, cfg: HostConfig, opts: Options | None = None) -> None:
+        self.conn = conn
+        self.cfg = cfg
+        self.opts = opts or Options()
+        self.state = State()
+        self.book = HostBook(cfg.host)
+        self.actor = Actor(project=None, role="system", user=f"executor:{cfg.host}")
+        self.kernel: Kernel | None = None
+        self.follower: Follower | None = None
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._last_desired: HostDesired | None = None
+        self._last_reported = 0.0
+        self._reported_failures: set[tuple[str, str, str]] = set()
+        self.passes = 0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if os.geteuid() != 0:
+            raise NotPermitted(
+                "the executor changes the kernel's network state and must run as root"
+            )
+        check_netns(self.opts.netns)
+        try:
+            self.kernel = Kernel(self.opts.netns, self.opts.chunk_size, self.opts.pause)
+        except PermissionError as exc:
+            raise NotPermitted(f"cannot open a netlink socket: {exc}") from None
+        self.follower = Follower(self.conn, self._on_message)
+        await self.follower.start()
+        await self.follower.catch_up()
+        await self.announce()
+
+    async def close(self) -> None:
+        if self.follower is not None:
+            await self.follower.stop()
+            self.follower = None
+        if self.kernel is not None:
+            self.kernel.close()
+            self.kernel = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_message(
+        self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg
+    ) -> None:
+        if env is None:
+            log.warning("skipping undecodable message %d on %s: %s", seq, subject, err)
+            return
+        self.state.apply(seq, subject, env)
+        if isinstance(env.event, HostEvent):
+            if self.book.apply(env):
+                self._dirty.set()
+        else:
+            self._dirty.set()
+
+    # --- announcing -----------------------------------------------------------------------
+
+    async def announce(self) -> None:
+        cfg = self.cfg
+        vtep = cfg.vtep_address
+        if vtep is None and cfg.physical_interface and self.kernel is not None:
+            vtep = await asyncio.to_thread(self.kernel.host_address, cfg.physical_interface, [])
+        if vtep != cfg.vtep_address:
+            self.cfg = cfg = dataclasses.replace(cfg, vtep_address=vtep)
+        ev = HostAnnounced(
+            host=cfg.host,
+            vtep_address=vtep,
+            physical_interface=cfg.physical_interface,
+            public_interface=cfg.public_interface,
+            network_host=cfg.network_host,
+        )
+        if self.book.announced.get(cfg.host) != ev:
+            await self._publish([ev])
+
+    # --- passes ----------------------------------------------------------------------------
+
+    async def run_once(self) -> PassReport:
+        assert self.follower is not None
+        await self.follower.catch_up()
+        return await self.reconcile("start")
+
+    async def run_forever(self) -> None:
+        await self.reconcile("start")
+        loop = asyncio.get_running_loop()
+        next_periodic = loop.time() + self.opts.interval
+        while not self._stop.is_set():
+            timeout = max(0.0, next_periodic - loop.time())
+            dirty = asyncio.ensure_future(self._dirty.wait())
+            stop = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait(
+                    {dirty, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for t in (dirty, stop):
+                    t.cancel()
+                await asyncio.gather(dirty, stop, return_exceptions=True)
+            if self._stop.is_set():
+                break
+            if self.follower is not None and self.follower.failure is not None:
+                raise ExecutorError(f"log reader failed: {self.follower.failure}")
+            if self._dirty.is_set():
+                # Debounce: let a burst of events land before building the desired state.
+                await asyncio.sleep(self.opts.debounce)
+                reason = "change"
+            else:
+                reason = "periodic"
+                next_periodic = loop.time() + self.opts.interval
+            try:
+                await self.reconcile(reason)
+            except NetledgerError as exc:
+                log.error("reconcile failed: [%s] %s", exc.code, exc.message)
+
+    async def reconcile(self, reason: str) -> PassReport:
+        assert self.kernel is not None and self.follower is not None
+        t0 = time.monotonic()
+        self._dirty.clear()
+        cfg = self.cfg
+        if cfg.snat_address is None and cfg.public_interface:
+            ranges = [str(p.ipnet) for p in self.state.pools.values()]
+            addr = await asyncio.to_thread(self.kernel.host_address, cfg.public_interface, ranges)
+            cfg = dataclasses.replace(cfg, snat_address=addr)
+        applied_seq = self.follower.applied_seq
+        desired = build(self.state, self.book, cfg)
+        results, conflicts, final = await asyncio.to_thread(self._converge, desired)
+        report = PassReport(
+            applied_seq=applied_seq,
+            results=results,
+            conflicts=[f"{c.name}: {c.reason}" for c in conflicts],
+        )
+        events = self._events(desired, results, final)
+        report.changes = sum(1 for r in results if r.ok)
+        report.drift_repairs = sum(1 for e in events if getattr(e, "drift", False))
+        failures = {(type(r.op).__name__, r.op.target(), r.error or "") for r in report.failures}
+        for r in report.failures:
+            key = (type(r.op).__name__, r.op.target(), r.error or "")
+            if key not in self._reported_failures:
+                events.append(
+                    HostApplyFailed(
+                        host=cfg.host,
+                        operation=key[0],
+                        target=key[1],
+                        error=key[2],
+                        errno=r.errno or None,
+                    )
+                )
+            log.warning("%s %s failed: %s", key[0], key[1], key[2])
+        for c in report.conflicts:
+            log.warning("not applied: %s", c)
+        now = time.monotonic()
+        report.duration_ms = round((now - t0) * 1000, 1)
+        if (
+            events
+            or self.passes == 0
+            or desired != self._last_desired
+            or (
+                now - self._last_reported >= self.opts.heartbeat
+                and applied_seq > self.book.last_reconciled_seq
+            )
+        ):
+            events.append(
+                HostReconciled(
+                    host=cfg.host,
+                    applied_seq=applied_seq,
+                    changes=report.changes,
+                    drift_repairs=report.drift_repairs,
+                    duration_ms=report.duration_ms,
+                )
+            )
+            self._last_reported = now
+        self._reported_failures = failures
+        self._last_desired = desired
+        self.passes += 1
+        report.events = len(events)
+        if events:
+            await self._publish(events)
+        if report.changes:
+            log.info(
+                "%s pass: %d changes (%d drift repairs) in %.1f ms, log at %d",
+                reason,
+                report.changes,
+                report.drift_repairs,
+                report.duration_ms,
+                applied_seq,
+            )
+        return report
+
+    def _converge(self, desired: HostDesired) -> tuple[list[OpResult], list[Any], HostActual]:
+        """Read, diff, apply, read back — until nothing is left to do (or MAX_ROUNDS)."""
+        assert self.kernel is not None
+        k = self.kernel
+        results: list[OpResult] = []
+        plan = Plan(ops=())
+        links = k.read_links()
+        actual = k.read(links)
+        for _ in range(MAX_ROUNDS):
+            plan = diff(desired, actual)
+            if not plan.ops:
+                break
+            round_results = k.apply(plan.ops, links)
+            if any(r.errno == 1 for r in round_results):  # EPERM
+                raise NotPermitted("the kernel refused a change (EPERM): run the executor as root")
+            results.extend(round_results)
+            links = k.read_links()
+            actual = k.read(links)
+            if all(r.ok for r in round_results):
+                continue
+            # Retry only what did not fail the same way again.
+            if not diff(desired, actual).ops:
+                break
+        ok_targets = {(type(r.op), r.op.target()) for r in results if r.ok}
+        # An op that failed once and succeeded in a later round is not a failure.
+        results = [r for r in results if r.ok or (type(r.op), r.op.target()) not in ok_targets]
+        return results, list(plan.conflicts), actual
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _events(
+        self, desired: HostDesired, results: list[OpResult], final: HostActual
+    ) -> list[HostEvent]:
+        h = self.cfg.host
+        book = self.book
+        prev = self._last_desired
+        out: list[HostEvent] = []
+        for r in results:
+            if not r.ok:
+                continue
+            op = r.op
+            if isinstance(op, CreateLink):
+                s = op.spec
+                detail = {
+                    k: v
+                    for k, v in (
+                        ("master", s.master),
+                        ("mtu", s.mtu),
+                        ("vni", s.vni),
+                        ("vlan", s.vlan),
+                        ("parent", s.parent),
+                        ("local", s.local),
+                    )
+                    if v is not None
+                }
+                out.append(
+                    HostLinkCreated(
+                        host=h,
+                        name=s.name,
+                        kind=s.kind,
+                        network_id=s.network_id,
+                        drift=s.name in book.links,
+                        detail=detail,
+                    )
+                )
+            elif isinstance(op, DeleteLink):
+                out.append(
+                    HostLinkRemoved(
+                        host=h,
+                        name=op.name,
+                        kind=op.kind or "",
+                        network_id=op.network_id,
+                        reason=op.reason,
+                    )
+                )
+            elif isinstance(op, SetLink):
+                out.append(
+                    HostLinkRepaired(
+                        host=h,
+                        name=op.spec.name,
+                        kind=op.spec.kind,
+                        network_id=op.spec.network_id,
+                        changes=list(op.changes),
+                    )
+                )
+            elif isinstance(op, Enslave):
+                drift = prev is not None and op.spec in prev.enslaved
+                out.append(
+                    HostLinkEnslaved(
+                        host=h,
+                        name=op.spec.interface,
+                        master=op.spec.master,
+                        network_id=op.spec.network_id,
+                        drift=drift,
+                    )
+                )
+            elif isinstance(op, AddAddress):
+                a = op.spec
+                out.append(
+                    HostAddressAdded(
+                        host=h,
+                        interface=a.interface,
+                        address=a.address,
+                        network_id=a.network_id,
+                        drift=a.key in book.addresses,
+                    )
+                )
+            elif isinstance(op, DeleteAddress):
+                out.append(
+                    HostAddressRemoved(
+                        host=h,
+                        interface=op.interface,
+                        address=op.address,
+                        network_id=op.network_id,
+                        reason=op.reason,
+                    )
+                )
+            elif isinstance(op, AddFdb):
+                f = op.spec
+                out.append(
+                    HostFdbAdded(
+                        host=h,
+                        interface=f.interface,
+                        dst=f.dst,
+                        network_id=f.network_id,
+                        drift=f.key in book.fdb,
+                    )
+                )
+            elif isinstance(op, DeleteFdb):
+                out.append(
+                    HostFdbRemoved(
+                        host=h,
+                        interface=op.interface,
+                        dst=op.dst,
+                        network_id=None,
+                        reason=op.reason,
+                    )
+                )
+            elif isinstance(op, SetNat):
+                t = op.table
+                last = book.nat
+                drift = (
+                    last is not None
+                    and last.floating == dict(t.floating)
+                    and last.snat_ranges == list(t.fixed_ranges)
+                    and last.snat_to == t.snat_to
+                )
+                out.append(
+                    HostNatApplied(
+                        host=h,
+                        floating=dict(t.floating),
+                        snat_ranges=list(t.fixed_ranges),
+                        drift=drift,
+                        snat_to=t.snat_to,
+                    )
+                )
+            elif isinstance(op, DeleteNat):
+                out.append(HostNatRemoved(host=h, reason="no floating IP or served network left"))
+            elif isinstance(op, SetForwarding):
+                out.append(HostForwardingSet(host=h, enabled=op.enabled, drift=book.forwarding))
+        out.extend(self._record_fixes(desired, out, final))
+        return out
+
+    def _record_fixes(
+        self, desired: HostDesired, emitted: list[HostEvent], final: HostActual
+    ) -> list[HostEvent]:
+        """Keep the log's record of this host equal to the kernel (crash between apply and log)."""
+        h = self.cfg.host
+        links = set(self.book.links)
+        addrs = set(self.book.addresses)
+        fdb = set(self.book.fdb)
+        for e in emitted:
+            if isinstance(e, HostLinkCreated):
+                links.add(e.name)
+            elif isinstance(e, HostLinkRemoved):
+                links.discard(e.name)
+            elif isinstance(e, HostAddressAdded):
+                addrs.add((e.interface, e.address))
+            elif isinstance(e, HostAddressRemoved):
+                addrs.discard((e.interface, e.address))
+            elif isinstance(e, HostFdbAdded):
+                fdb.add((e.interface, e.dst))
+            elif isinstance(e, HostFdbRemoved):
+                fdb.discard((e.interface, e.dst))
+        out: list[HostEvent] = []
+        want = {s.name: s for s in desired.links}
+        have = {link.name: link for link in final.links if link.ours}
+        for name in sorted(set(have) - links):
+            s = want.get(name)
+            out.append(
+                HostLinkCreated(
+                    host=h,
+                    name=name,
+                    kind=have[name].kind or "",
+                    network_id=s.network_id if s else None,
+                    drift=False,
+                    detail={"adopted": True},
+                )
+            )
+        for name in sorted(links - set(have)):
+            out.append(
+                HostLinkRemoved(host=h, name=name, kind="", network_id=None, reason="found-gone")
+            )
+        want_addr = {a.key: a for a in desired.addresses}
+        have_addr = {a.key for a in final.addresses if a.key in want_addr}
+        for key in sorted(have_addr - addrs):
+            out.append(
+                HostAddressAdded(
+                    host=h,
+                    interface=key[0],
+                    address=key[1],
+                    network_id=want_addr[key].network_id,
+                    drift=False,
+                )
+            )
+        final_keys = {a.key for a in final.addresses}
+        for key in sorted(addrs - final_keys):
+            out.append(
+                HostAddressRemoved(
+                    host=h, interface=key[0], address=key[1], network_id=None, reason="found-gone"
+                )
+            )
+        have_fdb = set(final.fdb)
+        for key in sorted(have_fdb - fdb):
+            out.append(
+                HostFdbAdded(host=h, interface=key[0], dst=key[1], network_id=None, drift=False)
+            )
+        for key in sorted(fdb - have_fdb):
+            out.append(
+                HostFdbRemoved(
+                    host=h, interface=key[0], dst=key[1], network_id=None, reason="found-gone"
+                )
+            )
+        return out
+
+    async def _publish(self, events: list[HostEvent]) -> None:
+        """Append host events (plain publishes: only this executor writes this subject)."""
+        subject = host_subject(self.cfg.host)
+        pass_id = uuid.uuid4().hex
+        last = 0
+        for i, ev in enumerate(events):
+            env = Envelope(
+                event=ev,
+                event_id=f"{pass_id}:{i}",
+                command_id=pass_id,
+                time=time.time(),
+                actor=self.actor,
+            )
+            ack = await self.conn.js.publish(
+                subject, encode(env), stream=self.conn.stream, headers={"Nats-Msg-Id": env.event_id}
+            )
+            last = int(ack.seq)
+            # Fold our own record at once; the follower's copy later is idempotent.
+            self.book.apply(env)
+        if self.follower is not None and last:
+            await self.follower.wait_for(last)
+
+
+async def run_executor(
+    conn: Connection, cfg: HostConfig, opts: Options, once: bool
+) -> PassReport | None:
+    ex = Executor(conn, cfg, opts)
+    try:
+        await ex.start()
+        if once:
+            report = await ex.run_once()
+            if report.failures:
+                raise ApplyIncomplete(
+                    f"{len(report.failures)} operation(s) failed: "
+                    + "; ".join(
+                        f"{type(r.op).__name__} {r.op.target()}: {r.error}" for r in report.failures
+                    ),
+                    failures=len(report.failures),
+                )
+            return report
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, ex.stop)
+        await ex.run_forever()
+        return None
+    finally:
+        await ex.close()
