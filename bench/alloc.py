@@ -15,6 +15,7 @@ import itertools
 import time
 
 from benchlib import Row, Rss, alternate, scaled, stack
+
 from netledger.events.client import Client
 from netledger.events.codec import Envelope, encode
 from netledger.events.stream import connect

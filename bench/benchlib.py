@@ -25,7 +25,6 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from netledger.events.stream import Connection, connect, ensure_stream  # noqa: E402
-
 from netledger.natsserver import EmbeddedNats, free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from alloc import alloc_rate
 from benchlib import Row, Rss, scaled, stack, vmhwm_mb
-from netledger.events.client import Client
 from scale import fill_network
+
+from netledger.events.client import Client
 
 NAME = "peer_ovn"
 TITLE = "Peer: OVN northd IPAM vs netledger, one allocation at a time"

@@ -21,9 +21,10 @@ from typing import Any
 
 import msgpack
 from benchlib import NETLEDGER, Row, Rss, netledger_has, run_measured_async, scaled, stack
+from scale import fill_network
+
 from netledger.events.client import Client
 from netledger.events.stream import Connection, last_seq
-from scale import fill_network
 
 NAME = "projection"
 TITLE = "Projection catch-up (SQLite) vs raw read and raw insert"

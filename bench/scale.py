@@ -12,6 +12,7 @@ import time
 
 from alloc import alloc_rate, raw_sequential_occ
 from benchlib import Row, Rss, alternate, scaled, stack
+
 from netledger.events.client import Client
 from netledger.events.codec import Envelope
 from netledger.events.stream import MAX_BATCH, Appender, Connection, build_messages

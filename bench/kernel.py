@@ -1,0 +1,385 @@
+"""Kernel: the executor next to ``ip -batch``, the no-op reconcile, command → kernel latency.
+
+* 1,000 VXLAN networks, each with one address allocated on host ``bench-h1`` (served by another
+  host, so this host needs exactly a bridge and a VXLAN link in it per network).
+  ``netledger executor run --host bench-h1 --netns NS --once`` in a fresh namespace, wall time
+  (process start and replaying the log included; the start is reported on its own row) vs
+  ``ip -n NS -batch`` creating the same links (bridge with forward_delay 0 / stp off, VXLAN with
+  the VNI and port 4789 enslaved, alias set, all up) in another fresh namespace.
+* No-op reconcile: the same ``--once`` again on the populated namespace vs reading its state
+  raw (``ip -d -j link`` + ``ip -j addr``).
+* Latency: a running executor for ``bench-h2`` in its own namespace; 200 allocations one after
+  another, each in a network new to that host, timed from the request until ``ip monitor``
+  shows the VXLAN link in its bridge. Raw floor: one publish-ack + one network's share of
+  the ``ip -batch`` time.
+
+Namespaces are ours (``nlb<pid><x>``), emptied in batches and deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from alloc import raw_sequential_occ
+from benchlib import (
+    NETLEDGER,
+    Row,
+    Rss,
+    Stack,
+    netledger_has,
+    percentile,
+    run_measured_async,
+    scaled,
+    stack,
+    vmhwm_mb,
+)
+
+from netledger.events.client import Client
+
+NAME = "kernel"
+TITLE = "Kernel: executor vs ip -batch, no-op reconcile, command → kernel latency"
+HOST, LAT_HOST = "bench-h1", "bench-h2"
+VNI_BASE, LAT_VNI_BASE = 1000, 50000
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@contextlib.contextmanager
+def namespace(suffix: str) -> Iterator[str]:
+    name = f"nlb{os.getpid()}{suffix}"
+    ip("netns", "add", name)
+    try:
+        yield name
+    finally:
+        empty_namespace(name)
+        ip("netns", "del", name, check=False)
+
+
+def empty_namespace(ns: str) -> None:
+    """Delete every link we made in batches first: deleting a namespace holding thousands of
+    links blocks namespace creation machine-wide for a long time (KERNEL_NOTES.md)."""
+    out = ip("-n", ns, "-o", "link", "show", check=False).stdout
+    names = [ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines() if ":" in ln]
+    names = [n for n in names if n != "lo"]
+    vx = [n for n in names if n.startswith("vx")]
+    rest = [n for n in names if not n.startswith("vx")]
+    for group in (vx, rest):
+        for i in range(0, len(group), 500):
+            batch = "".join(f"link del {n}\n" for n in group[i : i + 500])
+            subprocess.run(
+                ["ip", "-n", ns, "-force", "-batch", "-"],
+                input=batch,
+                text=True,
+                capture_output=True,
+            )
+
+
+def batch_text(nets: list[dict[str, object]]) -> str:
+    lines = []
+    for n in nets:
+        vni, br, alias = n["vni"], n["bridge"], f"netledger:{n['id']}"
+        lines += [
+            f"link add {br} type bridge forward_delay 0 stp_state 0",
+            f"link set {br} alias {alias} up",
+            f"link add vx{vni} type vxlan id {vni} dstport 4789",
+            f"link set vx{vni} master {br} alias {alias} up",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def count_links(ns: str) -> int:
+    return len(ip("-n", ns, "-o", "link", "show").stdout.splitlines()) - 1  # minus lo
+
+
+async def create_vxlan_networks(
+    admin: Client, count: int, vni_base: int, second_octet: int, label: str, network_host: str
+) -> list[dict[str, object]]:
+    nets: list[dict[str, object]] = []
+    for start in range(0, count, 500):
+        k = min(500, count - start)
+        nets += await admin.create_networks(
+            label=f"{label}{start}",
+            cidr=f"10.{second_octet + 2 * (start // 500)}.0.0/15",
+            num_networks=k,
+            network_size=256,
+            mode="vxlan",
+            vni_start=vni_base + start,
+            network_host=network_host,
+        )
+    return nets
+
+
+async def allocate_each(
+    url: str, nets: list[dict[str, object]], host: str, clients: int = 16
+) -> None:
+    conns = [await Client.connect(url) for _ in range(clients)]
+    it = iter(nets)
+
+    async def worker(c: Client) -> None:
+        for n in it:
+            await c.allocate_fixed_ip(f"k-{n['id']}", network_id=str(n["id"]), host=host)
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    for c in conns:
+        await c.close()
+
+
+def executor_argv(url: str, host: str, ns: str, once: bool) -> list[str]:
+    return [
+        NETLEDGER,
+        "--nats",
+        url,
+        "executor",
+        "run",
+        "--host",
+        host,
+        "--netns",
+        ns,
+        *(["--once"] if once else []),
+    ]
+
+
+class LinkWatch:
+    """``ip -n NS monitor link``: when did a VXLAN link first show up inside its bridge."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.seen: dict[str, float] = {}
+        self.events: dict[str, asyncio.Event] = {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            "ip",
+            "-n",
+            self.ns,
+            "monitor",
+            "link",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            now = time.perf_counter()
+            line = raw.decode(errors="replace")
+            if "master" not in line or ":" not in line:
+                continue
+            name = line.split(":")[1].strip().split("@")[0]
+            if name not in self.seen:
+                self.seen[name] = now
+                self.events.setdefault(name, asyncio.Event()).set()
+
+    async def wait(self, name: str, timeout: float = 60.0) -> float:
+        await asyncio.wait_for(self.events.setdefault(name, asyncio.Event()).wait(), timeout)
+        return self.seen[name]
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+def spawn_logged(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_executor(st: Stack, host: str, ns: str) -> AsyncIterator[subprocess.Popen[bytes]]:
+    p = await asyncio.to_thread(
+        spawn_logged, executor_argv(st.url, host, ns, False), st.tmp / f"executor-{host}.log"
+    )
+    try:
+        assert st.conn is not None
+        deadline = time.monotonic() + 60
+        while True:  # ready once it has announced the host on its subject
+            try:
+                await st.conn.js.get_last_msg(
+                    st.conn.stream, f"netledger.evt.host.{host}", direct=True
+                )
+                break
+            except Exception:
+                if p.poll() is not None or time.monotonic() > deadline:
+                    tail = (st.tmp / f"executor-{host}.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"executor for {host} did not start: {tail}") from None
+                await asyncio.sleep(0.05)
+        yield p
+    finally:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                await asyncio.to_thread(p.wait, 15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+async def latency(st: Stack, nets: list[dict[str, object]], ns: str, rss: Rss) -> list[float]:
+    watch = LinkWatch(ns)
+    await watch.start()
+    lat: list[float] = []
+    try:
+        async with running_executor(st, LAT_HOST, ns) as p:
+            async with await Client.connect(st.url) as c:
+                for n in nets:
+                    t = time.perf_counter()
+                    await c.allocate_fixed_ip(
+                        f"lat-{n['id']}", network_id=str(n["id"]), host=LAT_HOST
+                    )
+                    seen = await watch.wait(f"vx{n['vni']}")
+                    lat.append(seen - t)
+            rss.note("executor", vmhwm_mb(p.pid), f"{NAME} (following, {len(nets)} changes)")
+    finally:
+        await watch.stop()
+    return lat
+
+
+async def run(size: float, rss: Rss) -> list[Row]:
+    if os.geteuid() != 0:
+        raise RuntimeError("the kernel benchmark needs root (network namespaces)")
+    count = scaled(1000, size, 5)
+    nlat = scaled(200, size, 5)
+    rows: list[Row] = []
+    async with stack(NAME) as st:
+        assert st.conn is not None
+        admin = Client(st.conn)
+        nets = await create_vxlan_networks(admin, count, VNI_BASE, 64, "k", "elsewhere")
+        lat_nets = await create_vxlan_networks(admin, nlat, LAT_VNI_BASE, 100, "l", "elsewhere")
+        await allocate_each(st.url, nets, HOST)
+        rss.note("command service", st.service_rss(), NAME)
+        with namespace("b") as nsb:
+            batch = st.tmp / "ip.batch"
+            batch.write_text(batch_text(nets))
+            fin = await run_measured_async(["ip", "-n", nsb, "-batch", str(batch)])
+            if fin.returncode != 0:
+                raise RuntimeError(f"ip -batch failed: {fin.stderr[-1000:]}")
+            ip_s = fin.seconds
+            links_ip = count_links(nsb)
+        rows.append(
+            Row(
+                NAME,
+                f"ip -batch: {count:,} networks ({links_ip:,} links)",
+                ip_s,
+                "s",
+                baseline="raw limit",
+            )
+        )
+        raw_ack = await raw_sequential_occ(st.url, max(50, nlat))
+        if not netledger_has("executor"):
+            rows.append(
+                Row(NAME, "executor", 0, "s", note="NOT RUN: no `netledger executor` command yet")
+            )
+            return rows
+        start = await run_measured_async([NETLEDGER, "executor", "run", "--help"])
+        rows.append(
+            Row(
+                NAME,
+                "executor: CLI process start (--help)",
+                start.seconds,
+                "s",
+                note="included below",
+            )
+        )
+        with namespace("e") as nse:
+            fin = await run_measured_async(executor_argv(st.url, HOST, nse, True))
+            if fin.returncode != 0:
+                raise RuntimeError(
+                    f"executor --once failed ({fin.returncode}): {fin.stderr[-2000:]}"
+                )
+            rss.note("executor", fin.maxrss_mb, f"{NAME} (--once, {count:,} networks)")
+            links = count_links(nse)
+            rows.append(
+                Row(
+                    NAME,
+                    f"executor --once: {count:,} networks ({links:,} links)",
+                    fin.seconds,
+                    "s",
+                    ip_s / fin.seconds,
+                    "ip -batch",
+                    "fresh namespace",
+                )
+            )
+            t = time.perf_counter()
+            ip("-n", nse, "-d", "-j", "link", "show")
+            ip("-n", nse, "-j", "addr", "show")
+            read_s = time.perf_counter() - t
+            noop = await run_measured_async(executor_argv(st.url, HOST, nse, True))
+            if noop.returncode != 0:
+                raise RuntimeError(
+                    f"executor no-op --once failed ({noop.returncode}): {noop.stderr[-2000:]}"
+                )
+            rows.append(
+                Row(
+                    NAME,
+                    f"raw state read: ip -d -j link + ip -j addr ({links:,} links)",
+                    read_s,
+                    "s",
+                    baseline="raw limit",
+                )
+            )
+            rows.append(
+                Row(
+                    NAME,
+                    f"executor no-op reconcile (--once, {links:,} links)",
+                    noop.seconds,
+                    "s",
+                    read_s / noop.seconds,
+                    "raw state read",
+                )
+            )
+        with namespace("l") as nsl:
+            lat = await latency(st, lat_nets, nsl, rss)
+        floor = 1 / raw_ack + ip_s / count
+        p50, p99 = percentile(lat, 50), percentile(lat, 99)
+        rows += [
+            Row(
+                NAME,
+                "raw floor: publish-ack + 1 network of ip -batch",
+                floor * 1000,
+                "ms",
+                baseline="raw limit",
+            ),
+            Row(
+                NAME,
+                f"command → kernel p50 ({len(lat)} allocations)",
+                p50 * 1000,
+                "ms",
+                floor / p50,
+                "raw floor",
+            ),
+            Row(
+                NAME,
+                f"command → kernel p99 ({len(lat)} allocations)",
+                p99 * 1000,
+                "ms",
+                floor / p99,
+                "raw floor",
+            ),
+        ]
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    import runner
+
+    runner.main(["--only", NAME, *sys.argv[1:]])
