@@ -19,14 +19,14 @@ from typing import Any
 import msgpack
 import pytest
 from click.testing import CliRunner
+
+from netledger.cli import cli
 from netledger.events.client import Client
 from netledger.events.codec import Actor
 from netledger.events.commands import MAX_REQUEST_BYTES
 from netledger.events.errors import NetledgerError
 from netledger.events.service import CommandService
 from netledger.events.stream import Connection, last_seq
-
-from netledger.cli import cli
 
 PA = Actor(project="pa", role="member", user="alice")
 

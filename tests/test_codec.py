@@ -19,6 +19,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from netledger.events import types as domain_types
 from netledger.events.codec import SYSTEM, UPCASTERS, Actor, Envelope, decode, encode, upcast
 from netledger.events.commands import parse_command

@@ -8,6 +8,7 @@ untouched (a decider that raises has nothing to append).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -22,11 +23,12 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+
 from netledger.events import errors as E
 from netledger.events.codec import Actor, Envelope
 from netledger.events.commands import Request, parse_command
 from netledger.events.decide import Decision, Pending, decide
-from netledger.events.state import OffsetPool, State
+from netledger.events.state import NetworkState, OffsetPool, State
 from netledger.events.types import (
     Event,
     FixedIpAllocated,
@@ -148,6 +150,15 @@ def reserved_of(net: dict[str, Any]) -> set[str]:
     start = netaddr.IPAddress(net["dhcp_start"])
     out |= {str(ip) for ip in block if ip < start}
     return out
+
+
+def network_dict_of(n: NetworkState) -> dict[str, Any]:
+    return {
+        "cidr": n.net.cidr,
+        "gateway": n.net.gateway,
+        "mode": n.net.mode,
+        "dhcp_start": n.net.dhcp_start,
+    }
 
 
 def usable_of(net: dict[str, Any]) -> list[str]:
@@ -1233,3 +1244,73 @@ def test_offset_pool_is_lowest_free_like_a_naive_set(
         assert [o for o in range(-1, 52) if pool.is_free(o)] == free
         assert pool.used == len(used)
         assert pool.capacity == len(allowed)
+
+
+# --- any input: a stable error code, never a crash -----------------------------------------
+
+FUZZ_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "pa",
+            "pb",
+            "1",
+            "2",
+            "99",
+            "public",
+            "vm-a",
+            "10.0.0.3",
+            "10.0.0.0/24",
+            "10.0.0.0/8",
+            "203.0.113.1",
+            "203.0.113.0/29",
+            "0.0.0.0/0",
+            "fd00::/64",
+            "::1",
+            "02:16:3e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "vlan",
+            "flat",
+            "vxlan",
+            "flat_dhcp",
+            "br100",
+            "a.b",
+            "*",
+            "",
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_request_gives_a_result_or_a_stable_error(data: st.DataObject) -> None:
+    from netledger.events.commands import COMMANDS
+
+    led, _, _ = _floating_world()
+    name = data.draw(st.sampled_from(sorted(COMMANDS)))
+    known = sorted(f.name for f in dataclasses.fields(COMMANDS[name]))
+    keys = data.draw(st.lists(st.sampled_from(known), unique=True))
+    args = {k: data.draw(FUZZ_VALUES) for k in keys}
+    actor = data.draw(st.sampled_from([ADMIN, member("pa"), member("pb"), Actor(role="system")]))
+    payload = {"command_id": "fuzz-1", "actor": actor.to_wire(), "args": args}
+    before = fingerprint(led.state)
+    try:
+        req = parse_command(name, payload)
+    except E.ValidationError:
+        return
+    try:
+        d = decide(led.state, req)
+    except E.NetledgerError as err:
+        assert err.code != "internal_error"
+        assert fingerprint(led.state) == before
+        return
+    led.fold(req, d.events)
+    for n in led.state.networks.values():
+        assert not set(n.fixed) & reserved_of(network_dict_of(n))
