@@ -1,0 +1,352 @@
+"""Per-role credentials from ``netledger auth init`` on a real nats-server.
+
+Every role is checked both ways: what it must be able to do, and that the server refuses
+(a permissions violation, the stream unchanged) what it must not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import ConsumerConfig
+
+from netledger.auth import read_credentials
+from netledger.events.client import Client
+from netledger.events.codec import Actor, Envelope, encode
+from netledger.events.errors import FloatingIpNotOwned, Forbidden
+from netledger.events.service import CommandService
+from netledger.events.stream import Connection, connect, ensure_stream, last_seq
+from netledger.events.types import FixedIpAllocated
+from netledger.natsserver import EmbeddedNats, free_port
+from tests.fault_helpers import NETLEDGER, read_all
+
+
+@dataclass
+class Secured:
+    server: EmbeddedNats
+    creds: dict[str, dict[str, Any]]
+    files: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[Secured]:
+    out = tmp_path / "auth"
+    p = subprocess.run(
+        [NETLEDGER, "auth", "init", "--out", str(out), "--hosts", "h1,h2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert info["roles"]["executor-h1"] == "executor"
+    assert all(os.stat(f).st_mode & 0o077 == 0 for f in info["credentials"].values())
+    from netledger.auth import include_line
+
+    data = tmp_path / "nats"
+    server = EmbeddedNats(
+        data,
+        free_port(),
+        sync_interval="default",
+        extra_config=include_line(Path(info["config"]), data),
+    )
+    server.start()
+    try:
+        creds = {u: read_credentials(f) for u, f in info["credentials"].items()}
+        yield Secured(server, creds, info["credentials"])
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def svc(secured: Secured) -> AsyncIterator[tuple[Connection, CommandService]]:
+    """The command service connected with the service credentials (it creates the stream)."""
+    conn = await connect(secured.url, name="service", **secured.creds["service"])
+    await ensure_stream(conn)
+    service = CommandService(conn)
+    await service.start()
+    try:
+        yield conn, service
+    finally:
+        await service.close()
+        await conn.close()
+
+
+class Raw:
+    """A plain nats-py connection that records the errors the server sends (violations;
+    nats-py hands them over lower-cased)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.nc: Any = None
+
+    async def open(self, url: str, creds: dict[str, Any]) -> Raw:
+        async def err(e: Exception) -> None:
+            self.errors.append(str(e))
+
+        self.nc = await nats.connect(url, error_cb=err, max_reconnect_attempts=0, **creds)
+        return self
+
+    async def violation(self, subject: str, timeout: float = 5.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if any(
+                "permissions violation" in e.lower() and subject.lower() in e.lower()
+                for e in self.errors
+            ):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def close(self) -> None:
+        await self.nc.close()
+
+
+def fixed_ip_event(network_id: str, address: str) -> bytes:
+    ev = FixedIpAllocated(
+        network_id=network_id,
+        address=address,
+        instance="forged",
+        mac="02:16:3e:00:00:01",
+        host="h1",
+        project=None,
+    )
+    return encode(Envelope(ev, "forged:0", "forged", time.time(), Actor(role="system")))
+
+
+async def _network(conn: Connection, secured: Secured) -> dict[str, Any]:
+    c = await Client.connect(secured.url, **secured.creds["client"])
+    try:
+        [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat")
+        await c.allocate_fixed_ip("i-1", network_id=net["id"], host="h1")
+        return net
+    finally:
+        await c.close()
+
+
+async def test_executor_cannot_forge_a_fixed_ip(secured: Secured, svc: Any) -> None:
+    conn, _ = svc
+    net = await _network(conn, secured)
+    subject = f"netledger.evt.network.{net['id']}"
+    before = await last_seq(conn)
+    raw = await Raw().open(secured.url, secured.creds["executor-h1"])
+    try:
+        js = raw.nc.jetstream(timeout=0.5)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.publish(subject, fixed_ip_event(net["id"], "10.9.0.9"))
+        assert await raw.violation(subject)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.publish("netledger.evt.host.h2", b"not my host")
+        assert await raw.violation("netledger.evt.host.h2")
+        assert await last_seq(conn) == before
+        # Its own host subject is writable, and it can read the log (ordered consumer).
+        ack = await js.publish("netledger.evt.host.h1", b"mine")
+        assert ack.seq == before + 1
+    finally:
+        await raw.close()
+    ex = await connect(secured.url, name="executor", **secured.creds["executor-h1"])
+    try:
+        events = await read_all(ex)
+        assert [s for s, _, _ in events] == list(range(1, before + 2))
+    finally:
+        await ex.close()
+
+
+async def test_executor_consumer_cannot_deliver_into_the_stream(secured: Secured, svc: Any) -> None:
+    """Consumer creation is allowed to readers; a push consumer delivering onto an event
+    subject would republish the log into itself: JetStream refuses the cycle."""
+    conn, _ = svc
+    await _network(conn, secured)
+    before = await last_seq(conn)
+    ex = await connect(secured.url, name="executor", **secured.creds["executor-h1"])
+    try:
+        with pytest.raises(nats.js.errors.APIError):
+            await ex.js.add_consumer(
+                conn.stream, ConsumerConfig(deliver_subject="netledger.evt.network.evil")
+            )
+        await asyncio.sleep(0.3)
+        assert await last_seq(conn) == before
+    finally:
+        await ex.close()
+
+
+async def test_client_may_only_send_commands(secured: Secured, svc: Any) -> None:
+    conn, _ = svc
+    await _network(conn, secured)
+    before = await last_seq(conn)
+    raw = await Raw().open(secured.url, secured.creds["client"])
+    try:
+        js = raw.nc.jetstream(timeout=0.5)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.publish("netledger.evt.registry", b"forged")
+        assert await raw.violation("netledger.evt.registry")
+        # Nor read the log, nor touch the JetStream API.
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.stream_info(conn.stream)
+        assert await raw.violation("$JS.API.STREAM.INFO.NETLEDGER")
+        # Nor answer commands in the service's place.
+        await raw.nc.subscribe("netledger.cmd.>", queue="netledger-command")
+        assert await raw.violation('subscription to "netledger.cmd.>"')
+    finally:
+        await raw.close()
+    assert await last_seq(conn) == before
+
+
+async def test_auditor_replays_but_cannot_write(secured: Secured, svc: Any) -> None:
+    conn, _ = svc
+    await _network(conn, secured)
+    before = await last_seq(conn)
+    aud = await connect(secured.url, name="auditor", **secured.creds["auditor"])
+    try:
+        events = await read_all(aud)
+        assert [s for s, _, _ in events] == list(range(1, before + 1))
+        assert all(env is not None for _, _, env in events)
+        last = await aud.js.get_last_msg(conn.stream, events[-1][1], direct=True)
+        assert last.seq == before
+    finally:
+        await aud.close()
+    raw = await Raw().open(secured.url, secured.creds["auditor"])
+    try:
+        js = raw.nc.jetstream(timeout=0.5)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.publish("netledger.evt.network.1", b"x")
+        assert await raw.violation("netledger.evt.network.1")
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.purge_stream(conn.stream)
+        assert await raw.violation("$JS.API.STREAM.PURGE.NETLEDGER")
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.delete_stream(conn.stream)
+        assert await raw.violation("$JS.API.STREAM.DELETE.NETLEDGER")
+    finally:
+        await raw.close()
+    assert await last_seq(conn) == before
+
+
+async def test_service_cannot_write_host_subjects(secured: Secured, svc: Any) -> None:
+    conn, _ = svc
+    before = await last_seq(conn)
+    raw = await Raw().open(secured.url, secured.creds["service"])
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await raw.nc.jetstream(timeout=0.5).publish("netledger.evt.host.h1", b"x")
+        assert await raw.violation("netledger.evt.host.h1")
+    finally:
+        await raw.close()
+    assert await last_seq(conn) == before
+
+
+async def test_member_cannot_touch_another_projects_floating_ip(secured: Secured, svc: Any) -> None:
+    conn, _ = svc
+    admin = await Client.connect(secured.url, **secured.creds["client"])
+    try:
+        nets = await admin.create_networks(
+            label="v", cidr="10.20.0.0/16", num_networks=2, mode="vlan"
+        )
+        await admin.request("floating_ip.pool_create", {"pool": "pub", "cidr": "203.0.113.0/28"})
+    finally:
+        await admin.close()
+    creds = secured.creds["client"]
+    p1 = await Client.connect(secured.url, Actor(project="p1", role="member"), **creds)
+    p2 = await Client.connect(secured.url, Actor(project="p2", role="member"), **creds)
+    try:
+        a = await p1.allocate_fixed_ip("i-a", project="p1", host="h1")
+        b = await p2.allocate_fixed_ip("i-b", project="p2", host="h1")
+        assert a["network_id"] != b["network_id"]
+        assert {a["network_id"], b["network_id"]} <= {n["id"] for n in nets}
+        f = await p1.request("floating_ip.allocate", {"project": "p1"})
+        before = await last_seq(conn)
+        # p2 names the address with its own project: not its floating IP.
+        with pytest.raises(FloatingIpNotOwned):
+            await p2.request(
+                "floating_ip.associate",
+                {"address": f["address"], "fixed_address": b["address"], "project": "p2"},
+            )
+        # p2 claims to act for p1: its actor is p2, so it is forbidden.
+        for name, args in [
+            ("floating_ip.associate", {"fixed_address": a["address"]}),
+            ("floating_ip.disassociate", {}),
+            ("floating_ip.deallocate", {}),
+        ]:
+            with pytest.raises(Forbidden):
+                await p2.request(name, {"address": f["address"], "project": "p1", **args})
+        with pytest.raises(Forbidden):
+            await p2.allocate_fixed_ip("i-c", project="p1")
+        with pytest.raises(Forbidden):
+            await p2.request("network.create", {"label": "x", "cidr": "10.99.0.0/24"})
+        assert await last_seq(conn) == before
+        # The owner can.
+        await p1.request(
+            "floating_ip.associate",
+            {"address": f["address"], "fixed_address": a["address"], "project": "p1"},
+        )
+        assert await last_seq(conn) == before + 1
+    finally:
+        await p1.close()
+        await p2.close()
+
+
+def test_credentials_file_works_with_the_cli(secured: Secured, tmp_path: Path) -> None:
+    """The .env file is what the CLI reads from its environment (systemd EnvironmentFile)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETLEDGER_")}
+    for line in Path(secured.files["service"]).read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            env[k] = v
+    p = subprocess.Popen(
+        [NETLEDGER, "--nats", secured.url, "serve", "--no-projector"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().startswith("netledger ready")
+        c = read_credentials(secured.files["client"])
+        out = subprocess.run(
+            [
+                *(
+                    NETLEDGER,
+                    "--nats",
+                    secured.url,
+                    "--user",
+                    c["user"],
+                    "--password",
+                    c["password"],
+                ),
+                *("--json", "network", "create", "--label", "x", "--cidr", "10.5.0.0/24"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)[0]["cidr"] == "10.5.0.0/24"
+        wrong = subprocess.run(
+            [
+                *(NETLEDGER, "--nats", secured.url, "--user", "client", "--password", "nope"),
+                *("--json", "network", "list"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert wrong.returncode == 1
+        assert json.loads(wrong.stdout)["error"]["code"] == "unavailable"
+    finally:
+        p.terminate()
+        p.wait(15)
