@@ -1,0 +1,284 @@
+"""Configuration: one TOML file, environment variables and flags, in that order of weakness.
+
+The file mirrors the command line, so there is one vocabulary to learn: a top-level key is an
+option of the root ``netledger`` group (``nats = "..."``, ``log-level = "info"``), a table is a
+command (``[serve]``, ``[projector.run]``, ``[executor.run]``) and its keys are that command's
+long option names without the dashes (``replicas = 3``, ``metrics-port = 9310``; ``_`` and
+``-`` are interchangeable). The file becomes click's ``default_map``, so click's own
+precedence applies: **flag > environment variable > file > built-in default**.
+
+Where the file is looked for: ``--config FILE``, else ``$NETLEDGER_CONFIG``, else the first of
+:func:`default_locations` that exists (no file at all is fine: the defaults apply).
+
+Everything in the file is checked before any command runs: an unknown table or key, or a value
+the option would refuse, stops ``netledger`` with exit status 1 and an error naming the file and
+the key (``error [config_unknown_key]: /etc/netledger/netledger.toml: [serve] has no key
+'replica' (did you mean 'replicas'?)``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from netledger.events.errors import NetledgerError
+
+ENV_CONFIG = "NETLEDGER_CONFIG"
+#: Prefix of the environment variable every option without an explicit one gets
+#: (``NETLEDGER_SERVE_REPLICAS``): click's ``auto_envvar_prefix``.
+ENV_PREFIX = "NETLEDGER"
+
+
+def default_locations(home: Path | None = None) -> list[Path]:
+    """Where a config file is looked for when none is named, system-wide first."""
+    home = home or Path.home()
+    return [Path("/etc/netledger/netledger.toml"), home / ".config/netledger/netledger.toml"]
+
+
+class ConfigError(NetledgerError):
+    """The configuration file cannot be used."""
+
+    code = "config_invalid"
+
+
+class ConfigNotFound(ConfigError):
+    code = "config_not_found"
+
+
+class ConfigSyntaxError(ConfigError):
+    code = "config_syntax"
+
+
+class ConfigUnknownKey(ConfigError):
+    code = "config_unknown_key"
+
+
+class ConfigBadValue(ConfigError):
+    code = "config_bad_value"
+
+
+# --- finding and reading the file ----------------------------------------------------------
+
+
+def find_config(
+    explicit: str | Path | None,
+    env: Mapping[str, str] | None = None,
+    locations: list[Path] | None = None,
+) -> Path | None:
+    """The file to read: the one named (it must exist), else the first default that exists."""
+    env = os.environ if env is None else env
+    named = explicit or env.get(ENV_CONFIG) or None
+    if named:
+        p = Path(named).expanduser()
+        if not p.is_file():
+            source = "--config" if explicit else f"${ENV_CONFIG}"
+            raise ConfigNotFound(f"{p}: no such configuration file (from {source})", path=str(p))
+        return p
+    for p in default_locations() if locations is None else locations:
+        if p.is_file():
+            return p
+    return None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigSyntaxError(f"{path}: not valid TOML: {exc}", path=str(path)) from None
+    except OSError as exc:
+        raise ConfigNotFound(f"{path}: cannot read: {exc.strerror}", path=str(path)) from None
+
+
+# --- checking it against the command tree --------------------------------------------------
+
+
+def key_of(opt: str) -> str:
+    """``--metrics-port`` -> ``metrics_port``: the spelling used in the file."""
+    return opt.lstrip("-").replace("-", "_")
+
+
+def _option_keys(cmd: click.Command) -> dict[str, click.Option]:
+    keys: dict[str, click.Option] = {}
+    for p in cmd.params:
+        if not isinstance(p, click.Option) or not p.expose_value or p.name == "config":
+            continue
+        longs = [o for o in p.opts if o.startswith("--")]
+        for o in longs or p.opts:
+            keys[key_of(o)] = p
+    return keys
+
+
+def _where(section: tuple[str, ...]) -> str:
+    return f"[{'.'.join(section)}]" if section else "the top level"
+
+
+def _check_value(
+    cmd: click.Command, opt: click.Option, value: Any, path: Path, dotted: str
+) -> None:
+    def bad(why: str) -> ConfigBadValue:
+        return ConfigBadValue(
+            f"{path}: {dotted} = {value!r}: {why}", path=str(path), key=dotted, value=value
+        )
+
+    if isinstance(value, dict):
+        raise bad("expected a value, not a table")
+    if opt.is_flag and not opt.is_bool_flag:
+        raise bad("this option is a switch with a fixed value; it cannot be set in the file")
+    if opt.is_bool_flag and not isinstance(value, bool):
+        raise bad("expected true or false")
+    values = value if opt.multiple else [value]
+    if opt.multiple and not isinstance(value, list):
+        raise bad("expected a list")
+    ctx = click.Context(cmd)
+    for v in values:
+        if isinstance(v, list | dict):
+            raise bad("expected a single value")
+        try:
+            opt.type.convert(v, opt, ctx)
+        except click.BadParameter as exc:
+            raise bad(exc.message) from None
+
+
+def build_default_map(
+    cmd: click.Command, data: Mapping[str, Any], path: Path, section: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Check ``data`` (a parsed file) against ``cmd`` and turn it into a click ``default_map``.
+
+    Keys become parameter names; tables become the default maps of subcommands. Raises
+    :class:`ConfigUnknownKey` / :class:`ConfigBadValue` naming the first bad key.
+    """
+    keys = _option_keys(cmd)
+    subcommands: dict[str, click.Command] = (
+        dict(cmd.commands) if isinstance(cmd, click.Group) else {}
+    )
+    out: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = key_of(raw_key)
+        dotted = ".".join((*section, raw_key))
+        if key in keys:
+            opt = keys[key]
+            _check_value(cmd, opt, value, path, dotted)
+            assert opt.name is not None
+            out[opt.name] = value
+            continue
+        sub = subcommands.get(raw_key) or subcommands.get(raw_key.replace("_", "-"))
+        if sub is not None and isinstance(value, dict):
+            out[sub.name or raw_key] = build_default_map(
+                sub, value, path, (*section, sub.name or raw_key)
+            )
+            continue
+        if sub is not None:
+            raise ConfigBadValue(
+                f"{path}: {dotted} is a command: give it a table ([{dotted}])",
+                path=str(path),
+                key=dotted,
+            )
+        known = sorted(keys) + sorted(subcommands)
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigUnknownKey(
+            f"{path}: {_where(section)} has no key {raw_key!r}{hint}",
+            path=str(path),
+            key=dotted,
+        )
+    return out
+
+
+def load_default_map(
+    cmd: click.Command,
+    explicit: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    locations: list[Path] | None = None,
+) -> tuple[Path | None, dict[str, Any]]:
+    """Find, read and check the config file for ``cmd``: ``(path or None, default_map)``."""
+    path = find_config(explicit, env, locations)
+    if path is None:
+        return None, {}
+    return path, build_default_map(cmd, read_config(path), path)
+
+
+# --- click integration ---------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Eager: runs before the group's other options are processed, so they see the file too.
+    if ctx.resilient_parsing:
+        return value
+    try:
+        path, dmap = load_default_map(ctx.command, value)
+    except ConfigError as err:
+        # The command's own --json is not parsed yet: errors go to stderr as text.
+        click.echo(f"error [{err.code}]: {err.message}", err=True)
+        ctx.exit(1)
+    if dmap:
+        merged = dict(ctx.default_map or {})
+        merged.update(dmap)
+        ctx.default_map = merged
+    ctx.meta["netledger.config_path"] = path
+    return str(path) if path else None
+
+
+def config_option(fn: F) -> F:
+    """``--config FILE`` for the root group: reads, checks and applies the TOML file."""
+    opt = click.option(
+        "--config",
+        "config",
+        metavar="FILE",
+        is_eager=True,
+        expose_value=False,
+        callback=_apply_config,
+        help=f"TOML configuration file (default: ${ENV_CONFIG}, then the first of "
+        "/etc/netledger/netledger.toml and ~/.config/netledger/netledger.toml that exists). "
+        "Precedence: flag > environment > file > default.",
+    )
+    return opt(fn)
+
+
+def config_path(ctx: click.Context) -> Path | None:
+    """The file the running command was configured from (None: none was found)."""
+    p = ctx.find_root().meta.get("netledger.config_path")
+    return p if isinstance(p, Path) else None
+
+
+def effective(ctx: click.Context) -> dict[str, dict[str, Any]]:
+    """Every option of ``ctx``'s command: its value and where it came from.
+
+    ``{"nats_url": {"value": "nats://...", "source": "environment"}, ...}``; the source is one
+    of ``command line``, ``environment``, ``config file``, ``default``.
+    """
+    names = {
+        click.core.ParameterSource.COMMANDLINE: "command line",
+        click.core.ParameterSource.ENVIRONMENT: "environment",
+        click.core.ParameterSource.DEFAULT_MAP: "config file",
+        click.core.ParameterSource.DEFAULT: "default",
+        click.core.ParameterSource.PROMPT: "prompt",
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for p in ctx.command.params:
+        if not isinstance(p, click.Option) or not p.expose_value or p.name is None:
+            continue
+        src = ctx.get_parameter_source(p.name)
+        value = ctx.params.get(p.name)
+        if p.name == "password" and value:
+            value = "***"
+        out[p.name] = {"value": value, "source": names.get(src, "default") if src else "default"}
+    return out
+
+
+def envvar_of(param: click.Option, command_path: list[str]) -> str | None:
+    """The environment variable an option reads: its own, or the automatic one."""
+    if param.envvar:
+        return param.envvar if isinstance(param.envvar, str) else param.envvar[0]
+    if not param.allow_from_autoenv or param.name is None:
+        return None
+    prefix = "_".join([ENV_PREFIX, *(c.upper().replace("-", "_") for c in command_path)])
+    return f"{prefix}_{param.name.upper()}"

@@ -1,0 +1,390 @@
+"""Prometheus metrics of the long-running components (``--metrics-port``).
+
+Two ways numbers get here, chosen so the hot paths stay untouched where they already count:
+
+* **watched objects**, read at scrape time: a :class:`CommandService` (its ``stats``: commands
+  by name and outcome, OCC conflicts, batches; its ``rejected`` list and follower position) and a
+  projector (``last_seq``, ``events``, ``rejected``). ``watch_service(svc)`` /
+  ``watch_projector(p, db)`` once, nothing else to call.
+* **hooks** called where something happens and was not counted yet: ``command_seconds``,
+  ``batch_appended``, ``append_retry``, ``projector_batch``, ``executor_reconciled``,
+  ``executor_failed``. They are cheap no-ops until :func:`metrics` is first used, and when
+  ``prometheus-client`` is not installed.
+
+Lag is ``stream last sequence - applied sequence``: a :class:`LagWatcher` asks the stream for its
+last sequence every few seconds and sets ``netledger_lag_events{component=...}`` for every
+component registered with it (its ``applied_seq`` read from the live object).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from netledger.events.errors import NetledgerError
+
+log = logging.getLogger("netledger.metrics")
+
+NAMESPACE = "netledger"
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class MetricsUnavailable(NetledgerError):
+    code = "metrics_unavailable"
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ModuleNotFoundError:
+        raise MetricsUnavailable(
+            "metrics need the prometheus-client package: pip install prometheus-client"
+        ) from None
+    return prometheus_client
+
+
+def available() -> bool:
+    try:
+        _prometheus()
+    except MetricsUnavailable:
+        return False
+    return True
+
+
+class Metrics:
+    """The metric families of one process, registered in ``registry``."""
+
+    def __init__(self, registry: Any = None) -> None:
+        pc = _prometheus()
+        self.registry = registry if registry is not None else pc.REGISTRY
+        r = self.registry
+        self.command_seconds = pc.Histogram(
+            "netledger_command_seconds",
+            "Time to decide and append one command, by command name.",
+            ["command"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = pc.Histogram(
+            "netledger_append_batch_events",
+            "Events per append (one message or one atomic batch; group commits make it grow).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.retries = pc.Counter(
+            "netledger_append_retries",
+            "Decisions taken again: after an OCC conflict, or after an append that may have landed.",
+            ["reason"],
+            registry=r,
+        )
+        self.lag = pc.Gauge(
+            "netledger_lag_events",
+            "Stream last sequence minus the component's applied sequence.",
+            ["component"],
+            registry=r,
+        )
+        self.stream_last_seq = pc.Gauge(
+            "netledger_stream_last_seq", "The stream's last sequence when last sampled.", registry=r
+        )
+        self.projector_batch_seconds = pc.Histogram(
+            "netledger_projector_batch_seconds",
+            "Time to apply and commit one projector batch.",
+            ["db"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.projector_batch_events = pc.Histogram(
+            "netledger_projector_batch_events",
+            "Messages per projector transaction.",
+            ["db"],
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000),
+            registry=r,
+        )
+        self.reconcile_seconds = pc.Histogram(
+            "netledger_executor_reconcile_seconds",
+            "Duration of one executor reconcile pass.",
+            ["host"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.reconcile_changes = pc.Counter(
+            "netledger_executor_changes",
+            "Kernel changes made by reconcile passes.",
+            ["host"],
+            registry=r,
+        )
+        self.drift_repairs = pc.Counter(
+            "netledger_executor_drift_repairs",
+            "Kernel objects found drifted from the log and repaired.",
+            ["host"],
+            registry=r,
+        )
+        self.executor_applied_seq = pc.Gauge(
+            "netledger_executor_applied_seq",
+            "Stream sequence the host's kernel matched at its last reconcile.",
+            ["host"],
+            registry=r,
+        )
+        self.executor_failures = pc.Counter(
+            "netledger_executor_failures",
+            "Kernel operations that failed.",
+            ["host", "operation"],
+            registry=r,
+        )
+        self.watched = _Watched()
+        r.register(self.watched)
+
+
+# --- objects read at scrape time -----------------------------------------------------------
+
+
+@dataclass
+class _Watched:
+    """A collector over live components: their counters are read when Prometheus scrapes."""
+
+    services: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    projectors: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> list[Any]:
+        return []  # dynamic: not checked for duplicates at registration
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        commands = CounterMetricFamily(
+            "netledger_commands",
+            "Commands handled, by command name and outcome (ok or the error code).",
+            labels=["command", "outcome"],
+        )
+        conflicts = CounterMetricFamily(
+            "netledger_occ_conflicts",
+            "Appends refused because another writer appended to the subject first.",
+        )
+        batches = CounterMetricFamily("netledger_append_batches", "Successful appends.")
+        batched = CounterMetricFamily("netledger_appended_events", "Events appended.")
+        rejected = CounterMetricFamily(
+            "netledger_rejected_events",
+            "Stream messages a reader could not use (undecodable, wrong subject), by component.",
+            labels=["component"],
+        )
+        applied = GaugeMetricFamily(
+            "netledger_applied_seq",
+            "Last stream sequence a component has applied.",
+            labels=["component"],
+        )
+        projected = CounterMetricFamily(
+            "netledger_projector_events", "Events applied to the projection.", labels=["db"]
+        )
+        totals: dict[str, int] = {}
+        conflicts_n = batches_n = batched_n = rejected_n = 0
+        applied_seq = 0
+        for svc in list(self.services):
+            st = svc.stats
+            for key, n in st.commands.items():
+                totals[key] = totals.get(key, 0) + n
+            conflicts_n += st.conflicts
+            batches_n += st.batches
+            batched_n += st.batched_events
+            rejected_n += len(svc.rejected)
+            applied_seq = max(applied_seq, svc.follower.applied_seq)
+        for key, n in sorted(totals.items()):
+            name, _, outcome = key.rpartition(":")
+            commands.add_metric([name, outcome], n)
+        conflicts.add_metric([], conflicts_n)
+        batches.add_metric([], batches_n)
+        batched.add_metric([], batched_n)
+        if self.services:
+            rejected.add_metric(["service"], rejected_n)
+            applied.add_metric(["service"], applied_seq)
+        for db, p in list(self.projectors.items()):
+            rejected.add_metric([f"projector:{db}"], p.rejected)
+            applied.add_metric([f"projector:{db}"], p.last_seq)
+            projected.add_metric([db], p.events)
+        yield from (commands, conflicts, batches, batched, rejected, applied, projected)
+
+
+# --- the process-wide instance and the hooks -----------------------------------------------
+
+_lock = threading.Lock()
+_metrics: Metrics | None = None
+
+
+def metrics() -> Metrics:
+    """The process's metrics (created on first use, in prometheus-client's default registry)."""
+    global _metrics
+    with _lock:
+        if _metrics is None:
+            _metrics = Metrics()
+        return _metrics
+
+
+def _active() -> Metrics | None:
+    # Hooks do nothing until something asked for metrics (a server, a watch).
+    return _metrics
+
+
+def watch_service(service: Any) -> None:
+    """Expose a command service's counters (``service.stats``) and position."""
+    metrics().watched.services.add(service)
+
+
+def watch_projector(projector: Any, db: str) -> None:
+    """Expose a projector's position, event and rejection counts (``last_seq``/``events``/...)."""
+    metrics().watched.projectors[db] = projector
+
+
+def unwatch(obj: Any) -> None:
+    m = _active()
+    if m is None:
+        return
+    m.watched.services.discard(obj)
+    for db, p in list(m.watched.projectors.items()):
+        if p is obj:
+            del m.watched.projectors[db]
+
+
+def command_seconds(name: str, seconds: float) -> None:
+    if (m := _active()) is not None:
+        m.command_seconds.labels(name).observe(seconds)
+
+
+def batch_appended(events: int) -> None:
+    if (m := _active()) is not None:
+        m.batch_size.observe(events)
+
+
+def append_retry(reason: str) -> None:
+    """``reason``: ``conflict`` (OCC) or ``maybe_applied`` (lost ack, caught up and looked)."""
+    if (m := _active()) is not None:
+        m.retries.labels(reason).inc()
+
+
+def projector_batch(db: str, events: int, seconds: float) -> None:
+    if (m := _active()) is not None:
+        m.projector_batch_seconds.labels(db).observe(seconds)
+        m.projector_batch_events.labels(db).observe(events)
+
+
+def executor_reconciled(
+    host: str, applied_seq: int, changes: int, drift_repairs: int, duration_ms: float
+) -> None:
+    """Call with the fields of the HostReconciled event the executor appends."""
+    if (m := _active()) is not None:
+        m.reconcile_seconds.labels(host).observe(duration_ms / 1000.0)
+        m.reconcile_changes.labels(host).inc(changes)
+        m.drift_repairs.labels(host).inc(drift_repairs)
+        m.executor_applied_seq.labels(host).set(applied_seq)
+
+
+def executor_failed(host: str, operation: str) -> None:
+    if (m := _active()) is not None:
+        m.executor_failures.labels(host, operation).inc()
+
+
+# --- lag -----------------------------------------------------------------------------------
+
+
+class LagWatcher:
+    """Samples the stream's last sequence and sets each registered component's lag.
+
+    Owns one task; ``await close()`` (or ``async with``) cancels and awaits it.
+    """
+
+    def __init__(self, conn: Any, interval: float = 5.0) -> None:
+        self.conn = conn
+        self.interval = interval
+        self.components: dict[str, Callable[[], int]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, component: str, applied_seq: Callable[[], int]) -> None:
+        self.components[component] = applied_seq
+
+    async def sample(self) -> int:
+        from netledger.events.stream import last_seq
+
+        last = await last_seq(self.conn)
+        m = metrics()
+        m.stream_last_seq.set(last)
+        for name, applied in self.components.items():
+            m.lag.labels(name).set(max(0, last - applied()))
+        return last
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sample()
+            except Exception as exc:  # NATS away for a moment: keep the last values
+                log.debug("lag sample failed: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="netledger-lag-watcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def __aenter__(self) -> LagWatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+# --- the HTTP endpoint ---------------------------------------------------------------------
+
+
+class MetricsServer:
+    """``GET /metrics`` on ``addr:port`` in a daemon thread (prometheus-client's server)."""
+
+    def __init__(self, port: int, addr: str = "0.0.0.0") -> None:
+        pc = _prometheus()
+        m = metrics()
+        try:
+            self._server, self._thread = pc.start_http_server(port, addr, registry=m.registry)
+        except OSError as exc:
+            raise MetricsUnavailable(
+                f"cannot serve metrics on {addr}:{port}: {exc.strerror}", port=port
+            ) from None
+        self.port: int = self._server.server_port
+        self.addr = addr
+        log.info("metrics on http://%s:%d/metrics", addr, self.port)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.addr in ("0.0.0.0", "") else self.addr
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> MetricsServer:
+    """Serve this process's metrics; ``port=0`` picks a free port (see ``.port``)."""
+    return MetricsServer(port, addr)
+
+
+def metrics_port_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--metrics-port PORT`` for a long-running command (file key ``metrics-port``)."""
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        metavar="PORT",
+        help="Serve Prometheus metrics on this port (/metrics; off by default).",
+    )(fn)

@@ -1,0 +1,224 @@
+"""``netledger status`` and ``netledger config ...``: the operator's commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from netledger.cli import Settings, pass_settings, run
+from netledger.output import emit
+
+# --- status ---------------------------------------------------------------------------------
+
+
+@click.command("status")
+@click.option(
+    "--db",
+    "dbs",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="A projection database to check (repeat for several projectors).",
+)
+@click.option(
+    "--max-lag",
+    type=click.IntRange(0),
+    default=100,
+    show_default=True,
+    help="Sequences a projector, service replica or host may be behind before it is lagging.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0.05, 30),
+    default=0.5,
+    show_default=True,
+    help="Seconds to collect answers from command-service replicas.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object).")
+@pass_settings
+def status(
+    settings: Settings, dbs: tuple[Path, ...], max_lag: int, wait: float, as_json: bool
+) -> None:
+    """Show whether the system is healthy: stream, service replicas, projectors, hosts.
+
+    The stream's size, sequences, replicas and leader; every command-service replica found by
+    NATS service discovery; each --db projection's lag and rejected events; each host
+    executor's last applied sequence, last reconcile and drift repairs. Exits 1 when anything
+    is wrong (listed under "problems"), so it doubles as a health check.
+    """
+    from netledger.events.stream import connect
+    from netledger.status import gather
+
+    settings.as_json = settings.as_json or as_json
+
+    async def go() -> dict[str, Any]:
+        conn = await connect(settings.url, name="netledger-status", **settings.connect_kwargs())
+        try:
+            return await gather(conn, list(dbs), max_lag=max_lag, wait=wait)
+        finally:
+            await conn.close()
+
+    result: dict[str, Any] = run(settings, go)
+    if settings.as_json:
+        emit(result, True)
+    else:
+        render(result)
+    if not result["healthy"]:
+        sys.exit(1)
+
+
+def _age(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def _mark(lagging: bool | None) -> str:
+    return "[red]lagging[/red]" if lagging else "[green]ok[/green]"
+
+
+def render(st: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    s = st["stream"]
+    con.print(
+        f"[bold]stream {s['name']}[/bold]: {s['messages']} messages, {s['bytes']} bytes,"
+        f" seq {s['first_seq']}..{s['last_seq']}, replicas {s['replicas']}"
+        + (f", cluster {s['cluster']}" if s["cluster"] else "")
+        + (f", leader {s['leader']}" if s["leader"] else "")
+    )
+    for p in s["peers"]:
+        con.print(
+            f"  replica {p['name']}: {'offline' if p['offline'] else 'online'},"
+            f" {'current' if p['current'] else 'behind'}, lag {p['lag']}"
+        )
+
+    t = Table(title=f"command service replicas ({len(st['services'])})")
+    for c in ("id", "version", "uptime", "applied seq", "commands", "errors", "conflicts", ""):
+        t.add_column(c)
+    for r in st["services"]:
+        t.add_row(
+            str(r["id"])[:12],
+            str(r.get("version")),
+            f"{r.get('uptime_s', 0):.0f}s",
+            str(r.get("applied_seq")),
+            str(r.get("commands")),
+            str(r.get("errors")),
+            str(r.get("conflicts")),
+            _mark(r["lagging"]),
+        )
+    con.print(t)
+
+    if st["projectors"]:
+        t = Table(title="projectors")
+        for c in ("db", "last seq", "lag", "rejected", ""):
+            t.add_column(c)
+        for p in st["projectors"]:
+            if p.get("error"):
+                t.add_row(p["db"], "-", "-", "-", f"[red]{p['error']}[/red]")
+            else:
+                t.add_row(
+                    p["db"], str(p["last_seq"]), str(p["lag"]), str(p["rejected"]),
+                    _mark(p["lagging"]),
+                )  # fmt: skip
+        con.print(t)
+
+    t = Table(title=f"hosts ({len(st['hosts'])})")
+    for c in (
+        "host",
+        "applied seq",
+        "lag",
+        "reconciled",
+        "changes",
+        "drift repairs",
+        "last event",
+        "",
+    ):
+        t.add_column(c)
+    for h in st["hosts"]:
+        t.add_row(
+            h["host"],
+            "-" if h["applied_seq"] is None else str(h["applied_seq"]),
+            "-" if h["lag"] is None else str(h["lag"]),
+            _age(h["age_s"]),
+            "-" if h["changes"] is None else str(h["changes"]),
+            "-" if h["drift_repairs"] is None else str(h["drift_repairs"]),
+            str(h["last_event"]),
+            _mark(h["lagging"]),
+        )
+    con.print(t)
+
+    if st["problems"]:
+        con.print("[bold red]problems:[/bold red]")
+        for p in st["problems"]:
+            con.print(f"  - {p}")
+    else:
+        con.print("[bold green]healthy[/bold green]")
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check the configuration file and show where each setting comes from."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Show the global settings in effect and their source (flag, environment, file, default).
+
+    Precedence: flag > environment variable > configuration file > built-in default.
+    """
+    from netledger.config import config_path, effective
+
+    root = ctx.find_root()
+    path = config_path(ctx)
+    settings = effective(root)
+    out = {
+        "config_file": str(path) if path else None,
+        "settings": settings,
+        "file": root.default_map or {},
+    }
+    if as_json or (isinstance(root.obj, Settings) and root.obj.as_json):
+        emit(out, True)
+        return
+    click.echo(f"config file: {path or '(none found)'}")
+    for name, v in settings.items():
+        click.echo(f"{name:12} {v['value']!s:40} ({v['source']})")
+
+
+@config_group.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def config_check(ctx: click.Context, file: Path | None) -> None:
+    """Check a configuration file (default: the one netledger would read) against the commands.
+
+    Exits 1 naming the first unknown key or bad value; prints the file's settings when valid.
+    """
+    from netledger.config import ConfigError, load_default_map
+    from netledger.output import fail
+
+    try:
+        path, dmap = load_default_map(ctx.find_root().command, file)
+    except ConfigError as err:
+        fail(err, False)
+    if path is None:
+        click.echo("no configuration file found: built-in defaults apply")
+        return
+    click.echo(f"{path}: ok")
+    emit(dmap, True)
+
+
+COMMANDS = [status, config_group]

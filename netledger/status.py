@@ -1,0 +1,445 @@
+"""``netledger status``: is the system healthy? One look at every part of it.
+
+* the stream: messages, bytes, sequences, replicas and the cluster leader (``stream_info``);
+* command-service replicas, found with NATS service discovery: each runs a
+  :class:`StatusResponder` that answers the NATS micro-service protocol (``$SRV.PING``,
+  ``$SRV.INFO``, ``$SRV.STATS``, also per name ``$SRV.STATS.netledger`` and per id), so
+  ``nats micro ls`` sees them as well;
+* projectors: each ``--db`` file's checkpoint (``projection_state.last_seq``) against the
+  stream's last sequence, and its rejected events;
+* host executors: every ``netledger.evt.host.<host>`` subject, its last ``HostReconciled``
+  (applied sequence, time, changes, drift repairs; direct gets, newest first) and its last event.
+
+A component more than ``max_lag`` sequences behind the stream is *lagging*; any problem makes
+``healthy`` false (and ``netledger status`` exit with 1, so it can be a health check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from nats.aio.msg import Msg
+
+import netledger.events.host_events  # noqa: F401  (registers the host event types)
+from netledger.events.codec import decode
+from netledger.events.errors import DecodeError
+from netledger.events.host_events import HostReconciled
+from netledger.events.ids import EVENT_PREFIX
+from netledger.events.stream import Connection
+
+SERVICE_NAME = "netledger"
+SRV_PREFIX = "$SRV"
+HOST_SUBJECTS = f"{EVENT_PREFIX}.host.>"
+DEFAULT_MAX_LAG = 100
+MAX_HOPS = 64  # how far back to look for a host's last HostReconciled, in host events
+
+
+def package_version() -> str:
+    try:
+        return version("netledger")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- the responder each long-running component runs ----------------------------------------
+
+
+def service_stats(service: Any) -> dict[str, Any]:
+    """What a command-service replica reports about itself (from ``CommandService``)."""
+    st = service.stats
+    total = sum(st.commands.values())
+    errors = sum(n for k, n in st.commands.items() if not k.endswith(":ok"))
+    return {
+        "applied_seq": service.follower.applied_seq,
+        "commands": total,
+        "errors": errors,
+        "conflicts": st.conflicts,
+        "batches": st.batches,
+        "batched_events": st.batched_events,
+        "rejected": len(service.rejected),
+    }
+
+
+class StatusResponder:
+    """Answers NATS micro-service discovery for one component (several replicas: several ids).
+
+    ``data()`` is called on each ``STATS`` request; its dict is the endpoint's ``data``.
+    Owns its subscriptions: ``await close()`` (or ``async with``) removes them.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        data: Callable[[], dict[str, Any]],
+        *,
+        component: str = "command-service",
+        subject: str = "netledger.cmd.>",
+        queue_group: str = "netledger-command",
+        name: str = SERVICE_NAME,
+    ) -> None:
+        self.conn = conn
+        self.data = data
+        self.component = component
+        self.subject = subject
+        self.queue_group = queue_group
+        self.name = name
+        self.id = uuid.uuid4().hex
+        self.started = time.time()
+        self._started_mono = time.monotonic()
+        self._subs: list[Any] = []
+
+    @classmethod
+    def for_service(cls, conn: Connection, service: Any) -> StatusResponder:
+        return cls(conn, lambda: service_stats(service), queue_group=service.queue)
+
+    def _base(self, kind: str) -> dict[str, Any]:
+        return {
+            "type": f"io.nats.micro.v1.{kind}_response",
+            "name": self.name,
+            "id": self.id,
+            "version": package_version(),
+            "metadata": {"component": self.component},
+        }
+
+    def _endpoint(self) -> dict[str, Any]:
+        return {"name": self.component, "subject": self.subject, "queue_group": self.queue_group}
+
+    def response(self, verb: str) -> dict[str, Any]:
+        if verb == "PING":
+            return self._base("ping")
+        if verb == "INFO":
+            return {
+                **self._base("info"),
+                "description": f"netledger {self.component}",
+                "endpoints": [self._endpoint()],
+            }
+        data = dict(self.data())
+        data["uptime_s"] = round(time.monotonic() - self._started_mono, 3)
+        return {
+            **self._base("stats"),
+            "started": _iso(self.started),
+            "endpoints": [
+                {
+                    **self._endpoint(),
+                    "num_requests": data.get("commands", 0),
+                    "num_errors": data.get("errors", 0),
+                    "processing_time": 0,
+                    "average_processing_time": 0,
+                    "last_error": "",
+                    "data": data,
+                }
+            ],
+        }
+
+    async def _on(self, msg: Msg) -> None:
+        verb = msg.subject.split(".")[1]
+        try:
+            body = json.dumps(self.response(verb), default=str).encode()
+        except Exception as exc:  # a broken stats reader must not hide the replica
+            body = json.dumps({**self._base(verb.lower()), "error": str(exc)}).encode()
+        if msg.reply:
+            await msg.respond(body)
+
+    async def start(self) -> None:
+        nc = self.conn.nc
+        for verb in ("PING", "INFO", "STATS"):
+            for subj in (
+                f"{SRV_PREFIX}.{verb}",
+                f"{SRV_PREFIX}.{verb}.{self.name}",
+                f"{SRV_PREFIX}.{verb}.{self.name}.{self.id}",
+            ):
+                self._subs.append(await nc.subscribe(subj, cb=self._on))
+        await nc.flush()
+
+    async def close(self) -> None:
+        subs, self._subs = self._subs, []
+        for s in subs:
+            try:
+                await s.unsubscribe()
+            except Exception:
+                pass
+
+    async def __aenter__(self) -> StatusResponder:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def discover(
+    conn: Connection, verb: str = "STATS", name: str = SERVICE_NAME, wait: float = 0.5
+) -> list[dict[str, Any]]:
+    """Every responder's answer to ``$SRV.<verb>.<name>`` within ``wait`` seconds."""
+    nc = conn.nc
+    inbox = nc.new_inbox()
+    answers: list[dict[str, Any]] = []
+
+    async def on(msg: Msg) -> None:
+        try:
+            answers.append(json.loads(msg.data))
+        except ValueError:
+            pass
+
+    sub = await nc.subscribe(inbox, cb=on)
+    try:
+        await nc.publish(f"{SRV_PREFIX}.{verb}.{name}", b"", reply=inbox)
+        await nc.flush()
+        await asyncio.sleep(wait)
+    finally:
+        await sub.unsubscribe()
+    return sorted(answers, key=lambda a: str(a.get("id")))
+
+
+# --- gathering -------------------------------------------------------------------------------
+
+
+@dataclass
+class Thresholds:
+    max_lag: int = DEFAULT_MAX_LAG
+
+
+async def stream_status(conn: Connection) -> dict[str, Any]:
+    info = await conn.js.stream_info(conn.stream)
+    st = info.state
+    out: dict[str, Any] = {
+        "name": conn.stream,
+        "messages": st.messages,
+        "bytes": st.bytes,
+        "first_seq": st.first_seq,
+        "last_seq": st.last_seq,
+        "consumers": st.consumer_count,
+        "replicas": info.config.num_replicas or 1,
+        "leader": None,
+        "cluster": None,
+        "peers": [],
+    }
+    cl = info.cluster
+    if cl is not None:
+        out["cluster"] = cl.name
+        out["leader"] = cl.leader
+        out["peers"] = [
+            {
+                "name": p.name,
+                "current": bool(p.current),
+                "offline": bool(p.offline),
+                "lag": p.lag or 0,
+                "active_s": (p.active or 0) / 1e9 if p.active else None,
+            }
+            for p in cl.replicas or []
+        ]
+    return out
+
+
+def projector_status(db: Path, stream_last: int, max_lag: int) -> dict[str, Any]:
+    """A projection file's checkpoint and rejected events (read-only, never locks a writer)."""
+    out: dict[str, Any] = {"db": str(db), "error": None}
+    if not db.is_file():
+        return {**out, "error": "no such file", "lagging": True}
+    try:
+        conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            row = conn.execute(
+                "SELECT last_seq, schema_version FROM projection_state WHERE id = 1"
+            ).fetchone()
+            rejected = conn.execute(
+                "SELECT seq, subject, type, reason FROM rejected_events ORDER BY seq DESC LIMIT 10"
+            ).fetchall()
+            n_rejected = conn.execute("SELECT count(*) FROM rejected_events").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return {**out, "error": f"not a netledger projection: {exc}", "lagging": True}
+    last = int(row[0] or 0) if row else 0
+    lag = max(0, stream_last - last)
+    return {
+        **out,
+        "last_seq": last,
+        "schema_version": row[1] if row else None,
+        "lag": lag,
+        "lagging": lag > max_lag,
+        "rejected": n_rejected,
+        "recent_rejected": [
+            {"seq": r[0], "subject": r[1], "type": r[2], "reason": r[3]} for r in rejected
+        ],
+    }
+
+
+async def _direct_last(conn: Connection, subject: str, up_to_seq: int) -> tuple[int, bytes] | None:
+    """The last message on ``subject`` at or before ``up_to_seq`` (a batched direct get)."""
+    nc = conn.nc
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        req = {"multi_last": [subject], "up_to_seq": up_to_seq, "batch": 1}
+        await nc.publish(f"$JS.API.DIRECT.GET.{conn.stream}", json.dumps(req).encode(), reply=inbox)
+        found: tuple[int, bytes] | None = None
+        while True:
+            m = await sub.next_msg(timeout=5.0)
+            hdrs = m.headers or {}
+            if hdrs.get("Status"):  # 204 end of batch, 404 nothing there
+                return found
+            found = (int(hdrs["Nats-Sequence"]), m.data)
+    finally:
+        await sub.unsubscribe()
+
+
+async def host_status(
+    conn: Connection, host: str, subject: str, count: int, stream_last: int, max_lag: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "host": host,
+        "events": count,
+        "applied_seq": None,
+        "lag": None,
+        "lagging": True,
+        "reconciled_at": None,
+        "age_s": None,
+        "changes": None,
+        "drift_repairs": None,
+        "duration_ms": None,
+        "last_event": None,
+        "last_event_at": None,
+    }
+    up_to = stream_last
+    for hop in range(MAX_HOPS):
+        got = await _direct_last(conn, subject, up_to)
+        if got is None:
+            break
+        seq, data = got
+        try:
+            env = decode(data)
+        except DecodeError:
+            up_to = seq - 1
+            continue
+        if hop == 0:
+            out["last_event"] = env.type
+            out["last_event_at"] = _iso(env.time)
+        ev = env.event
+        if isinstance(ev, HostReconciled):
+            lag = max(0, stream_last - ev.applied_seq)
+            out.update(
+                applied_seq=ev.applied_seq,
+                lag=lag,
+                lagging=lag > max_lag,
+                reconciled_at=_iso(env.time),
+                age_s=round(max(0.0, time.time() - env.time), 1),
+                changes=ev.changes,
+                drift_repairs=ev.drift_repairs,
+                duration_ms=ev.duration_ms,
+            )
+            break
+        up_to = seq - 1
+    return out
+
+
+async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list[dict[str, Any]]:
+    info = await conn.js.stream_info(conn.stream, subjects_filter=HOST_SUBJECTS)
+    subjects = info.state.subjects or {}
+    prefix = f"{EVENT_PREFIX}.host."
+    return [
+        await host_status(conn, s[len(prefix) :], s, n, stream_last, max_lag)
+        for s, n in sorted(subjects.items())
+    ]
+
+
+def _services(
+    answers: list[dict[str, Any]], stream_last: int, max_lag: int
+) -> list[dict[str, Any]]:
+    out = []
+    for a in answers:
+        eps = a.get("endpoints") or [{}]
+        data = dict(eps[0].get("data") or {})
+        applied = data.get("applied_seq")
+        lag = max(0, stream_last - applied) if isinstance(applied, int) else None
+        out.append(
+            {
+                "id": a.get("id"),
+                "component": (a.get("metadata") or {}).get("component"),
+                "version": a.get("version"),
+                "started": a.get("started"),
+                **data,
+                "lag": lag,
+                "lagging": lag is not None and lag > max_lag,
+            }
+        )
+    return out
+
+
+async def gather(
+    conn: Connection,
+    dbs: list[Path] | None = None,
+    *,
+    max_lag: int = DEFAULT_MAX_LAG,
+    wait: float = 0.5,
+) -> dict[str, Any]:
+    """Everything ``netledger status`` shows, as one JSON-able dict."""
+    stream = await stream_status(conn)
+    last = int(stream["last_seq"])
+    answers, hosts = await asyncio.gather(
+        discover(conn, wait=wait), hosts_status(conn, last, max_lag)
+    )
+    services = _services(answers, last, max_lag)
+    projectors = [projector_status(Path(db), last, max_lag) for db in dbs or []]
+    problems = problems_of(stream, services, projectors, hosts, max_lag)
+    return {
+        "healthy": not problems,
+        "problems": problems,
+        "max_lag": max_lag,
+        "stream": stream,
+        "services": services,
+        "projectors": projectors,
+        "hosts": hosts,
+        "rejected": sum(p.get("rejected") or 0 for p in projectors),
+    }
+
+
+def problems_of(
+    stream: dict[str, Any],
+    services: list[dict[str, Any]],
+    projectors: list[dict[str, Any]],
+    hosts: list[dict[str, Any]],
+    max_lag: int,
+) -> list[str]:
+    """What an operator should look at, one sentence each (empty: healthy)."""
+    out: list[str] = []
+    if stream["replicas"] > 1 and not stream["leader"]:
+        out.append(f"stream {stream['name']} has no leader")
+    for p in stream["peers"]:
+        if p["offline"] or not p["current"]:
+            out.append(f"stream replica {p['name']} is {'offline' if p['offline'] else 'behind'}")
+    cmd = [s for s in services if s.get("component") == "command-service"]
+    if not cmd:
+        out.append("no command-service replica answered")
+    for s in services:
+        if s["lagging"]:
+            out.append(f"{s['component']} {s['id']} is {s['lag']} sequences behind")
+    for p in projectors:
+        if p.get("error"):
+            out.append(f"projector {p['db']}: {p['error']}")
+        elif p["lagging"]:
+            out.append(f"projector {p['db']} is {p['lag']} sequences behind (> {max_lag})")
+        if p.get("rejected"):
+            out.append(f"projector {p['db']} rejected {p['rejected']} stream message(s)")
+    for h in hosts:
+        if h["applied_seq"] is None:
+            out.append(f"host {h['host']} has not reported a reconcile")
+        elif h["lagging"]:
+            out.append(f"host {h['host']} is {h['lag']} sequences behind (> {max_lag})")
+    return out
