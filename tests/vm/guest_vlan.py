@@ -303,7 +303,6 @@ async def run_scenario(r: Results, ipr_cls: Any, tmp: Path) -> None:
     from netledger.events.stream import connect, ensure_stream
     from netledger.executor.daemon import Options, run_executor
     from netledger.executor.desired import HostConfig
-
     from netledger.natsserver import EmbeddedNats, free_port
 
     server = EmbeddedNats(data_dir=tmp / "nats", port=free_port(), sync_interval="default")
