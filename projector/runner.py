@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
 from netledger.events.ids import ALL_EVENTS
 from netledger.events.stream import Connection
 
@@ -46,6 +48,7 @@ T = TypeVar("T")
 Progress = Callable[[int, int | None, int, int], None]
 
 DEFAULT_BATCH = 2000
+QUEUE_SIZE = int(__import__("os").environ.get("NL_Q", "20000"))
 
 
 def _epoch(at: datetime.datetime | float | None) -> float | None:
@@ -86,7 +89,7 @@ class Projector:
         self.at = _epoch(at)
         self.progress = progress
         self.heartbeat = heartbeat
-        self._queue: asyncio.Queue[Raw | None] = asyncio.Queue(maxsize=queue_size or 2 * batch_size)
+        self._queue: asyncio.Queue[Raw | None] = asyncio.Queue(maxsize=queue_size or QUEUE_SIZE)
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netledger-projector")
         self._writer: Writer | None = None
         self._sub: Any = None
@@ -101,6 +104,8 @@ class Projector:
         self.events = 0
         self.rejected = 0
         self.failure: BaseException | None = None
+        self.write_seconds = 0.0  # time spent in the writer thread (decode, project, commit)
+        self.batches = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -248,7 +253,10 @@ class Projector:
                     batch.append(item)
                 batch, stop = self._cut(batch)
                 if batch:
+                    t0 = time.perf_counter()
                     applied: Applied = await self._db(writer.apply, batch)
+                    self.write_seconds += time.perf_counter() - t0
+                    self.batches += 1
                     self.last_seq = applied.last_seq
                     self.events += applied.events
                     self.rejected += applied.rejected

@@ -8,7 +8,7 @@ database has exactly these columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Row = dict[str, Any]
@@ -20,16 +20,23 @@ class Table:
     name: str
     pk: tuple[str, ...]
     columns: tuple[str, ...]
+    # Derived once: rows are built for every event, so ``blank`` must be cheap.
+    names: frozenset[str] = field(init=False, repr=False, compare=False)
+    empty: Row = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", frozenset(self.columns))
+        object.__setattr__(self, "empty", dict.fromkeys(self.columns))
 
     def key(self, row: Row) -> Key:
         return tuple(row[c] for c in self.pk)
 
     def blank(self, **values: Any) -> Row:
         """A full row: every column present (``None`` unless given)."""
-        row: Row = dict.fromkeys(self.columns)
-        unknown = set(values) - set(self.columns)
-        if unknown:
+        if not self.names.issuperset(values):
+            unknown = set(values) - self.names
             raise KeyError(f"{self.name} has no column(s) {', '.join(sorted(unknown))}")
+        row = self.empty.copy()
         row.update(values)
         return row
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.commands import parse_command
 from netledger.events.decide import decide

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.host_events import (
     HostAddressAdded,
