@@ -1,0 +1,249 @@
+"""``audit``: the history of one thing (an address, instance, project, network or host).
+
+Served from the projection's ``events`` index: each applied event's row names what it concerns
+(address, fixed_address, instance, project, network_id, host), each column with a partial index
+on ``(column, seq)`` (projector/schema.py), so one lookup is an index range scan however long
+the log. ``--from-log`` reads the stream instead and runs the same pure projection in memory
+(:func:`netledger.projector.project.project`) to get exactly the index rows the projector would
+have written, then filters them: slower, but needs no projection file, and the two answers are
+equal by construction (a test holds them to it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from netledger.events.codec import decode
+from netledger.events.errors import DecodeError
+from netledger.events.stream import Connection, last_seq
+from netledger.projector.project import MemoryStore, Outcome
+from netledger.projector.query import open_readonly
+from netledger.projector.tables import EVENTS
+
+from .progress import progress_bar
+from .reader import read_range
+from .times import iso
+
+#: What can be audited -> the events-index columns that name it.
+KINDS: dict[str, tuple[str, ...]] = {
+    "address": ("address", "fixed_address"),
+    "instance": ("instance",),
+    "project": ("project",),
+    "network": ("network_id",),
+    "host": ("host",),
+}
+
+Row = dict[str, Any]
+
+
+def _epoch(t: datetime.datetime | None) -> float | None:
+    return None if t is None else t.timestamp()
+
+
+def index_sql(kind: str, since: float | None, until: float | None) -> tuple[str, list[str]]:
+    """The query for ``kind`` (placeholders: the value once per column, then the times).
+
+    One ``SELECT`` per column joined by ``UNION``: each uses its own partial index (an ``OR``
+    across two partial indexes would not)."""
+    cols = KINDS[kind]
+    extra = ""
+    if since is not None:
+        extra += " AND time >= ?"
+    if until is not None:
+        extra += " AND time <= ?"
+    parts = [f"SELECT seq FROM events WHERE {c} = ?{extra}" for c in cols]
+    sql = (
+        f"SELECT {', '.join(EVENTS.columns)} FROM events WHERE seq IN ("
+        + " UNION ".join(parts)
+        + ") ORDER BY seq"
+    )
+    return sql, list(cols)
+
+
+def from_index(
+    db: str | Path,
+    kind: str,
+    value: str,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+) -> list[Row]:
+    """The events index rows concerning ``value``, oldest first."""
+    s, u = _epoch(since), _epoch(until)
+    sql, cols = index_sql(kind, s, u)
+    args: list[Any] = []
+    for _ in cols:
+        args.append(value)
+        args += [t for t in (s, u) if t is not None]
+    with open_readonly(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(sql, args)]
+
+
+def matches(row: Row, kind: str, value: str, since: float | None, until: float | None) -> bool:
+    if not any(row.get(c) == value for c in KINDS[kind]):
+        return False
+    t = row.get("time")
+    if since is not None and (t is None or t < since):
+        return False
+    return until is None or (t is not None and t <= until)
+
+
+class _StateOnly(MemoryStore):
+    """The pure projection's state without the event history (memory grows with the state,
+    not the log)."""
+
+    def apply(self, seq: int, outcome: Outcome) -> None:
+        super().apply(seq, outcome)
+        self.events.pop(seq, None)
+        self.rejected.pop(seq, None)
+
+
+async def from_log(
+    conn: Connection,
+    kind: str,
+    value: str,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+    show_progress: bool | None = None,
+) -> list[Row]:
+    """The same rows as :func:`from_index`, computed by reading the whole stream."""
+    s, u = _epoch(since), _epoch(until)
+    store = _StateOnly()
+    found: list[Row] = []
+    end = await last_seq(conn)
+    with progress_bar("audit: reading the log", end, show_progress) as advance:
+        async for m in read_range(conn, 1, end):
+            try:
+                env = decode(m.data)
+            except DecodeError:
+                continue  # the projector rejects it: it is in no index either
+            out = store.feed(m.seq, m.subject, env, m.stream_time)
+            if out.event is not None and matches(out.event, kind, value, s, u):
+                found.append(out.event)
+            if m.seq % 1000 == 0:
+                advance(m.seq)
+        advance(end)
+    return found
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def _parts(*items: tuple[str, Any]) -> str:
+    shown = [f"{k} {v}" if k else str(v) for k, v in items if v not in (None, "")]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
+def _fixed_allocated(d: Row) -> str:
+    return f"{d['address']} allocated to {d['instance']}" + _parts(
+        ("project", d.get("project")), ("host", d.get("host")), ("network", d.get("network_id"))
+    )
+
+
+def _fixed_deallocated(d: Row) -> str:
+    held = "freed" if d.get("freed") else "held until the DHCP release"
+    return f"{d['address']} deallocated from {d['instance']}, {held}"
+
+
+def _fixed_released(d: Row) -> str:
+    return f"{d['address']} released by {d['instance']}" + (", freed" if d.get("freed") else "")
+
+
+def _floating_disassociated(d: Row) -> str:
+    return f"floating {d['address']} disassociated from {d['fixed_address']}" + _parts(
+        ("", d.get("instance")), ("reason", d.get("reason"))
+    )
+
+
+def _network_created(d: Row) -> str:
+    return f"network {d['network_id']} created: {d['cidr']}" + _parts(
+        ("mode", d.get("mode")), ("vlan", d.get("vlan")), ("project", d.get("project"))
+    )
+
+
+PHRASES: dict[str, Callable[[Row], str]] = {
+    "FixedIpAllocated": _fixed_allocated,
+    "FixedIpDeallocated": _fixed_deallocated,
+    "FixedIpLeased": lambda d: f"{d['address']} leased to {d['instance']} ({d['mac']})",
+    "FixedIpReleased": _fixed_released,
+    "FixedIpFreed": lambda d: f"{d['address']} freed from {d['instance']} ({d['reason']})",
+    "FloatingIpAllocated": lambda d: (
+        f"floating {d['address']} allocated to project {d['project']} (pool {d['pool']})"
+    ),
+    "FloatingIpAssociated": lambda d: (
+        f"floating {d['address']} associated with {d['fixed_address']}"
+        f" ({d['instance']}, network {d['network_id']})"
+    ),
+    "FloatingIpDisassociated": _floating_disassociated,
+    "FloatingIpDeallocated": lambda d: (
+        f"floating {d['address']} deallocated (project {d['project']})"
+    ),
+    "NetworkCreated": _network_created,
+    "NetworkDeleted": lambda d: f"network {d['network_id']} deleted",
+    "NetworkAssociated": lambda d: (
+        f"network {d['network_id']} associated with project {d['project']}"
+    ),
+    "NetworkDisassociated": lambda d: (
+        f"network {d['network_id']} disassociated from project {d['project']}"
+    ),
+    "FloatingPoolCreated": lambda d: f"floating pool {d['pool']} created: {d['cidr']}",
+}
+
+_HOST_KEYS = ("name", "kind", "interface", "address", "network_id", "vtep_address", "changes")
+
+
+def phrase(type_name: str, data: Row) -> str:
+    """What the event did, in words (the fields that matter, not the whole payload)."""
+    fn = PHRASES.get(type_name)
+    if fn is not None:
+        try:
+            return fn(data)
+        except KeyError:
+            pass  # an unexpected shape: fall through to the generic form
+    if type_name.startswith("Host") and "host" in data:
+        what = type_name[4:]
+        return f"{data['host']}: {what}" + _parts(*((k, data.get(k)) for k in _HOST_KEYS))
+    return f"{type_name} " + json.dumps(data, sort_keys=True, default=str)
+
+
+def actor_text(row: Row) -> str:
+    who = row.get("actor_user") or "?"
+    extra = [row.get("actor_role")] + (
+        [f"project {row['actor_project']}"] if row.get("actor_project") else []
+    )
+    return f"{who} ({', '.join(str(x) for x in extra if x)})"
+
+
+def present(row: Row) -> Row:
+    """An index row as audit prints it (``--json``): times in ISO 8601, data as an object."""
+    data = json.loads(row["data"]) if row.get("data") else {}
+    return {
+        "seq": row["seq"],
+        "time": iso(row["time"]),
+        "stream_time": iso(row.get("stream_time")),
+        "type": row["type"],
+        "subject": row["subject"],
+        "actor": {
+            "user": row.get("actor_user"),
+            "role": row.get("actor_role"),
+            "project": row.get("actor_project"),
+        },
+        "event_id": row.get("event_id"),
+        "command_id": row.get("command_id"),
+        "summary": phrase(row["type"], data),
+        "data": data,
+    }
+
+
+def line(p: Row) -> str:
+    """One printed line of an audit."""
+    a = p["actor"]
+    who = actor_text(
+        {"actor_user": a["user"], "actor_role": a["role"], "actor_project": a["project"]}
+    )
+    return f"#{p['seq']:<8} {p['time']}  {p['summary']}  · by {who} · {p['type']}"

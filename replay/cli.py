@@ -1,0 +1,316 @@
+"""``netledger replay | audit | verify | export | import``: a thin click layer over
+:mod:`netledger.replay` (errors become stable codes and exit 1 at this edge only)."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from collections.abc import Callable, Coroutine
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from netledger.cli import Settings, default_data_dir, pass_settings, run
+from netledger.output import emit, fail
+
+from .errors import ProjectionMismatch
+
+
+def default_db() -> Path:
+    return default_data_dir() / "projection.db"
+
+
+def _moment(what: str) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A click callback turning an ISO 8601 option into an aware datetime (naive refused)."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        from .errors import ReplayError
+        from .times import parse_moment
+
+        try:
+            return parse_moment(value, what)
+        except ReplayError as err:
+            settings = ctx.find_object(Settings)
+            fail(err, bool(settings and settings.as_json))
+
+    return convert
+
+
+def _with_conn(settings: Settings, name: str, fn: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
+    from netledger.events.stream import connect
+
+    async def go() -> Any:
+        conn = await connect(settings.url, name=name, **settings.connect_kwargs())
+        try:
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return run(settings, go)
+
+
+DB_OPTION = click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="NETLEDGER_DB",
+    default=None,
+    help="Projection database (default: DATA/projection.db). Env: NETLEDGER_DB.",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+@click.command("replay")
+@click.option(
+    "--db",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The projection database to write (a new file).",
+)
+@click.option("--to-seq", type=click.IntRange(0), help="Stop after this stream sequence.")
+@click.option(
+    "--at",
+    callback=_moment("--at"),
+    help="Stop at the last message stored at or before this moment (ISO 8601 with a time zone,"
+    " e.g. 2026-05-01T10:00:00Z).",
+)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@JSON_OPTION
+@pass_settings
+def replay_cmd(
+    settings: Settings,
+    out: Path,
+    to_seq: int | None,
+    at: datetime.datetime | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Rebuild a projection database from the log, as of a sequence or a moment.
+
+    The result is an ordinary projection: every `netledger show ... --db OUT` reads it. Without
+    --to-seq or --at it replays everything in the stream now. A progress bar is shown when
+    stderr is a terminal.
+    """
+    from .rebuild import rebuild
+
+    if to_seq is not None and at is not None:
+        raise click.UsageError("give --to-seq or --at, not both")
+    settings.as_json = settings.as_json or as_json
+    result = _with_conn(
+        settings,
+        "netledger-replay",
+        lambda conn: rebuild(conn, out, to_seq=to_seq, at=at, force=force),
+    )
+    emit(
+        result,
+        settings.as_json,
+        f"projection {result['db']} at seq {result['last_seq']} ({result['events']} events,"
+        f" {result['rejected']} rejected; last event at {result['last_event_time']};"
+        f" stream ends at {result['stream_last_seq']})",
+    )
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+@click.command("audit")
+@click.argument("kind", type=click.Choice(["address", "instance", "project", "network", "host"]))
+@click.argument("value")
+@click.option("--since", callback=_moment("--since"), help="Only events at or after this time.")
+@click.option("--until", callback=_moment("--until"), help="Only events at or before this time.")
+@DB_OPTION
+@click.option(
+    "--from-log",
+    is_flag=True,
+    help="Read the stream instead of the projection (slower; needs no projection).",
+)
+@JSON_OPTION
+@pass_settings
+def audit_cmd(
+    settings: Settings,
+    kind: str,
+    value: str,
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    db: Path | None,
+    from_log: bool,
+    as_json: bool,
+) -> None:
+    """The history of an address, instance, project, network (id) or host, oldest first.
+
+    Each line: sequence, time, what happened (the data that matters), who did it, event type.
+    Times are the events' own (ISO 8601, UTC). Served from the projection's events index
+    (--db); --from-log reads the stream instead.
+    """
+    from . import audit
+
+    settings.as_json = settings.as_json or as_json
+    if from_log:
+        rows = _with_conn(
+            settings,
+            "netledger-audit",
+            lambda conn: audit.from_log(conn, kind, value, since, until),
+        )
+    else:
+
+        async def go() -> list[dict[str, Any]]:
+            return audit.from_index(db or default_db(), kind, value, since, until)
+
+        rows = run(settings, go)
+    shown = [audit.present(r) for r in rows]
+    if settings.as_json:
+        emit(shown, True)
+        return
+    click.echo(f"{kind} {value}: {len(shown)} event{'s' if len(shown) != 1 else ''}")
+    for p in shown:
+        click.echo("  " + audit.line(p))
+
+
+# --- verify -----------------------------------------------------------------------------------
+
+
+@click.command("verify")
+@DB_OPTION
+@click.option(
+    "--portable",
+    is_flag=True,
+    help="Ignore which stream instance the projection came from (store times, creation time):"
+    " for a projection compared with a copy of its stream (export/import).",
+)
+@click.option("--show", "limit", default=5, show_default=True, help="Differing rows to show.")
+@JSON_OPTION
+@pass_settings
+def verify_cmd(
+    settings: Settings, db: Path | None, portable: bool, limit: int, as_json: bool
+) -> None:
+    """Check a projection against a fresh rebuild from the log at the same sequence.
+
+    Compares a checksum per table and shows the first differing rows; reports the events the
+    projection rejected. Exit 0 only when equal; 1 with error code projection_mismatch when
+    not, log_regression when the stream now ends before the projection's checkpoint.
+    """
+    from .verify import verify
+
+    settings.as_json = settings.as_json or as_json
+    path = db or default_db()
+    report = _with_conn(
+        settings,
+        "netledger-verify",
+        lambda conn: verify(conn, path, limit=limit, portable=portable),
+    )
+    err = None
+    if not report["equal"]:
+        bad = [t for t, v in report["tables"].items() if not v["equal"]]
+        err = ProjectionMismatch(
+            f"{path} differs from a rebuild of the log at seq {report['last_seq']}"
+            f" in {', '.join(bad)}",
+            tables=bad,
+        )
+    if settings.as_json:
+        if err is not None:
+            report["error"] = {"code": err.code, "message": err.message, "details": err.details}
+        emit(report, True)
+        if err is not None:
+            sys.exit(1)
+        return
+    _print_verify(report)
+    if err is not None:
+        fail(err, False)
+
+
+def _print_verify(r: dict[str, Any]) -> None:
+    click.echo(
+        f"{r['db']}: seq {r['last_seq']} (stream ends at {r['stream_last_seq']});"
+        f" {'EQUAL' if r['equal'] else 'DIFFERENT'} to a fresh rebuild"
+    )
+    for name, t in r["tables"].items():
+        mark = "ok " if t["equal"] else "BAD"
+        rows = (
+            f"{t['rows']}"
+            if t["rows"] == t["rebuilt_rows"]
+            else f"{t['rows']} vs {t['rebuilt_rows']}"
+        )
+        click.echo(f"  {mark} {name:18} {rows:>12} rows  {t['sha256'][:16]}")
+    for d in r["differences"]:
+        click.echo(f"  differs: {d['table']} {d['key']} columns {', '.join(d['columns'])}")
+        click.echo(f"    projection: {d['projection']}")
+        click.echo(f"    rebuilt:    {d['rebuilt']}")
+    rej = r["rejected_events"]
+    click.echo(f"  rejected_events: {rej['count']}")
+    for x in rej["first"]:
+        click.echo(f"    #{x['seq']} {x['subject']} {x['type'] or '?'}: {x['reason']}")
+
+
+# --- export / import --------------------------------------------------------------------------
+
+
+@click.command("export")
+@click.option("--from-seq", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--to-seq", type=click.IntRange(1), help="Last sequence (default: the last now).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (default: stdout).",
+)
+@pass_settings
+def export_cmd(settings: Settings, from_seq: int, to_seq: int | None, out: Path | None) -> None:
+    """Write stored messages as JSON lines: seq, time, subject, headers, the exact payload
+    (base64) and the decoded event (or the reason it cannot be decoded)."""
+    from .archive import export
+
+    ctx: Any = out.open("w", encoding="utf-8") if out is not None else nullcontext(sys.stdout)
+    with ctx as f:
+        target: TextIO = f
+        result = _with_conn(
+            settings,
+            "netledger-export",
+            lambda conn: export(conn, target, from_seq=from_seq, to_seq=to_seq),
+        )
+    if out is not None:
+        emit(
+            {"out": str(out), **result},
+            settings.as_json,
+            f"exported {result['messages']}"
+            f" messages (seq {result['first_seq']}..{result['last_seq']},"
+            f" {result['undecodable']} undecodable) to {out}",
+        )
+    else:
+        click.echo(f"exported {result['messages']} messages", err=True)
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_settings
+def import_cmd(settings: Settings, file: Path) -> None:
+    """Append an export to an empty stream, in order, byte for byte.
+
+    A stream that already holds exactly the file's first messages is completed (so running the
+    same import again appends nothing); any other non-empty stream is refused.
+    """
+    from netledger.events.stream import ensure_stream
+
+    from .archive import import_file
+
+    async def go(conn: Any) -> dict[str, Any]:
+        await ensure_stream(conn)
+        return await import_file(conn, file)
+
+    result = _with_conn(settings, "netledger-import", go)
+    emit(
+        result,
+        settings.as_json,
+        f"imported {file}: {result['appended']} appended, {result['already_present']} already"
+        f" present; stream ends at {result['stream_last_seq']}",
+    )
+
+
+COMMANDS = [replay_cmd, audit_cmd, verify_cmd, export_cmd, import_cmd]

@@ -1,0 +1,99 @@
+"""Rebuilding a projection database from the log, up to a sequence or a moment.
+
+The work is the projector's own (:func:`netledger.projector.runner.project_until`): a replayed
+database is an ordinary projection, built by the same code, that every ``show`` command reads.
+It is built in a temporary file next to the output and renamed into place only once complete,
+so an interrupted replay never leaves a half-built file under the name asked for.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+from netledger.events.stream import Connection, last_seq
+from netledger.projector import query
+from netledger.projector.runner import project_until
+
+from .errors import OutputExists, SeqBeyondStream
+from .progress import progress_bar
+from .times import iso
+
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def remove_db(path: Path) -> None:
+    """Delete a SQLite file and its sidecars (WAL, shared memory, rollback journal)."""
+    for p in [path, *(path.with_name(path.name + s) for s in _SIDECARS)]:
+        p.unlink(missing_ok=True)
+
+
+def temp_path_for(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial-{os.getpid()}")
+
+
+async def rebuild(
+    conn: Connection,
+    out: str | Path,
+    *,
+    to_seq: int | None = None,
+    at: datetime.datetime | None = None,
+    force: bool = False,
+    show_progress: bool | None = None,
+    batch_size: int = 2000,
+) -> dict[str, Any]:
+    """Project the log into a new database at ``out`` up to ``to_seq`` (default: the stream's
+    last sequence now) or up to the last message stored at or before ``at``; return a summary.
+    Refuses an existing ``out`` unless ``force``."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExists(f"{out} exists: give --force to replace it", db=str(out))
+    if at is not None and at.tzinfo is None:
+        raise ValueError("'at' must be timezone-aware")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    end = await last_seq(conn)
+    if to_seq is not None and to_seq > end:
+        raise SeqBeyondStream(
+            f"the stream ends at seq {end}; there is no seq {to_seq} to replay to",
+            to_seq=to_seq,
+            stream_last_seq=end,
+        )
+    target = end if to_seq is None else to_seq
+    tmp = temp_path_for(out)
+    remove_db(tmp)
+    try:
+        with progress_bar(f"replay → {out.name}", target, show_progress) as advance:
+            reached = await project_until(
+                conn,
+                tmp,
+                to_seq=target,
+                at=at,
+                batch_size=batch_size,
+                progress=lambda seq, _t, _e, _r: advance(seq),
+            )
+            advance(target if at is None else reached)
+        if force:
+            remove_db(out)
+        os.replace(tmp, out)
+        for s in _SIDECARS:  # normally gone: the projector closed the last connection
+            side = tmp.with_name(tmp.name + s)
+            if side.exists():
+                os.replace(side, out.with_name(out.name + s))
+    except BaseException:
+        remove_db(tmp)
+        raise
+    with query.open_readonly(out) as db:
+        st = query.state(db)
+        row = db.execute("SELECT time FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    return {
+        "db": str(out),
+        "last_seq": reached,
+        "to_seq": to_seq,
+        "at": at.isoformat() if at is not None else None,
+        "stream_last_seq": end,
+        "events": st["events"],
+        "rejected": st["rejected"],
+        "last_event_time": iso(row[0]) if row is not None else None,
+    }
