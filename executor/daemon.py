@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.msg import Msg
+
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.errors import DecodeError, NetledgerError
 from netledger.events.host_events import (

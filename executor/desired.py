@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import netaddr
+
 from netledger.events.state import NetworkState, State
 
 from .hosts import HostBook

@@ -13,6 +13,7 @@ import dataclasses
 import netaddr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from netledger.executor.diff import address_is_ours, diff
 from netledger.executor.model import (
     AddAddress,

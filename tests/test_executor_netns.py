@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from netledger.events.client import Client
 from netledger.events.codec import decode
 from netledger.events.stream import Connection
