@@ -154,7 +154,7 @@ def cleanup() -> None:
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16
     return ~s & 0xFFFF
@@ -375,7 +375,11 @@ async def run_scenario(r: Results, ipr_cls: Any, tmp: Path) -> None:
                     and b["kind"] == "bridge"
                     and b["up"]
                 )
-                r.check(f"links_{host}_{project}", ok, vlan_link=v, bridge=b)
+                # The same facts as iproute2 prints them (an independent reading).
+                text = ip_text(ns, "-d", "link", "show", "dev", vname)
+                ok = ok and f"vlan protocol 802.1Q id {vlans[project]} " in text
+                ok = ok and f"{vname}@{PHYS}:" in text and f"master {bname} " in text
+                r.check(f"links_{host}_{project}", ok, vlan_link=v, bridge=b, ip_d_link=text)
 
         # Traffic: tagged across the "wire" within a VLAN; nothing across VLANs.
         with r.timed("plug_instances"):

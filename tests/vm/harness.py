@@ -12,6 +12,7 @@ See ``tests/vm/README.md`` for the boot sequence, timings and memory.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -402,6 +403,14 @@ class VlanVm:
 
     def prepare(self) -> None:
         t0 = time.monotonic()
+        self.cache.mkdir(parents=True, exist_ok=True)
+        # Two test sessions preparing at once would race on the same cache entries.
+        with open(self.cache / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._prepare()
+        self.timings["prepare_s"] = time.monotonic() - t0
+
+    def _prepare(self) -> None:
         qemu = shutil.which("qemu-system-x86_64")
         if qemu is None:
             raise VmError("qemu-system-x86_64 is not installed (Debian: .ci/vm-deps)")
@@ -443,7 +452,6 @@ class VlanVm:
             build_initramfs(kernel_dir, busybox, initramfs)
         self.kernel_dir, self.initramfs = kernel_dir, initramfs
         self.package = package
-        self.timings["prepare_s"] = time.monotonic() - t0
 
     # --- running --------------------------------------------------------------------------
 
@@ -479,6 +487,7 @@ class VlanVm:
                 self._accel = self.forced_accel
             elif kvm_candidate():
                 probe = self._boot(["true"], timeout=60, accel="kvm", workdir=None)
+                shutil.rmtree(probe.results, ignore_errors=True)
                 self._accel = "kvm" if probe.rc == 0 else "tcg"
             else:
                 self._accel = "tcg"
