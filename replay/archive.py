@@ -168,9 +168,10 @@ def read_lines(path: Path) -> Iterator[tuple[int, str, bytes, dict[str, str]]]:
             yield lineno, line["subject"], payload_of(line, lineno), kept_headers(headers)
 
 
-def count_lines(path: Path) -> int:
-    with path.open("rb") as f:
-        return sum(1 for b in f if b.strip())
+def check_file(path: Path) -> int:
+    """Read the whole file once before appending anything (a bad line half way must not leave
+    half an import); return the number of messages."""
+    return sum(1 for _ in read_lines(path))
 
 
 async def _existing(conn: Connection, n: int) -> AsyncGenerator[Stored, None]:
@@ -184,7 +185,7 @@ async def import_file(
 ) -> dict[str, Any]:
     """Append the file's messages to the stream (see the module doc); return a summary."""
     path = Path(path)
-    total = count_lines(path)
+    total = check_file(path)
     start = await last_seq(conn)
     existing = _existing(conn, start)
     pending: list[tuple[int, asyncio.Future[Any]]] = []
