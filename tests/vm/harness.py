@@ -451,6 +451,13 @@ class VlanVm:
                 old.unlink()
             build_initramfs(kernel_dir, busybox, initramfs)
         self.kernel_dir, self.initramfs = kernel_dir, initramfs
+        # Debian moved to a newer kernel: drop the old one (~140 MB each with its .deb).
+        for old in self.cache.glob("kernel-linux-image-*"):
+            if old != kernel_dir:
+                shutil.rmtree(old, ignore_errors=True)
+        for deb in debs.glob("linux-image-*.deb"):
+            if not deb.name.startswith(f"{package}_"):
+                deb.unlink()
         self.package = package
 
     # --- running --------------------------------------------------------------------------
