@@ -75,7 +75,10 @@ def _str(
 
 
 def _int(args: dict[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
-    v = args.get(name, default)
+    # An explicit nil means "not given", as for every other field (not a crash, not 0).
+    v = args.get(name)
+    if v is None:
+        v = default
     if v is None:
         return None
     if not isinstance(v, int) or isinstance(v, bool):
@@ -86,7 +89,9 @@ def _int(args: dict[str, Any], name: str, default: int | None, lo: int, hi: int)
 
 
 def _bool(args: dict[str, Any], name: str) -> bool:
-    v = args.get(name, False)
+    v = args.get(name)
+    if v is None:
+        return False
     if not isinstance(v, bool):
         raise InvalidField(f"{name} must be true or false", field=name)
     return v

@@ -61,6 +61,7 @@ from .errors import (
     PoolExists,
     PoolNotFound,
     PoolOverlap,
+    ProjectHasNetwork,
     ProjectNotFound,
     RangeTooSmall,
     VlanOutOfRange,
@@ -188,6 +189,13 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
     rng = netaddr.IPNetwork(cmd.cidr)
     if cmd.project is not None and cmd.num_networks != 1:
         raise InvalidField("project can only be given when creating one network", field="project")
+    if cmd.project is not None and cmd.project in state.project_networks:
+        held = state.project_networks[cmd.project]
+        raise ProjectHasNetwork(
+            f"project {cmd.project} already holds network {held}",
+            project=cmd.project,
+            network_id=held,
+        )
     if cmd.network_size > rng.size or cmd.num_networks * cmd.network_size > rng.size:
         raise RangeTooSmall(
             f"{cmd.cidr} holds {rng.size} addresses, too few for {cmd.num_networks} networks"
@@ -298,6 +306,10 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             cidr_v6=cmd.cidr_v6 if cmd.num_networks == 1 else None,
         )
         events.append(ev)
+        if cmd.project is not None:
+            # Also on the project's subject: its OCC check is what keeps a concurrent first-use
+            # assignment from giving the project a second network.
+            events.append(NetworkAssociated(network_id=ev.network_id, project=cmd.project))
     return Decision(
         events, {"networks": [network_dict(e) for e in events if isinstance(e, NetworkCreated)]}
     )

@@ -140,6 +140,12 @@ class NoFreeNetwork(ConflictError):
     code = "no_free_network"
 
 
+class ProjectHasNetwork(ConflictError):
+    """One network per project: creating another one for it is refused."""
+
+    code = "project_has_network"
+
+
 class WrongNetworkProject(ConflictError):
     code = "wrong_project"
 

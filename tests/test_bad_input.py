@@ -154,6 +154,7 @@ CONFLICTS = [
     ("network.create", {**CREATE, "vlan_start": 101}, "duplicate_vlan"),
     ("network.create", {**CREATE, "mode": "flat"}, "duplicate_bridge"),
     ("network.create", {**CREATE, "cidr": "10.50.0.0/25"}, "range_too_small"),
+    ("network.create", {**CREATE, "project": "pa"}, "project_has_network"),
     ("network.delete", {"network_id": "99"}, "network_not_found"),
     ("network.delete", {"network_id": "1"}, "network_in_use"),
     ("network.disassociate", {"network_id": "2"}, "network_not_associated"),
