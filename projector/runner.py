@@ -8,10 +8,13 @@ Shape of the pipeline::
 * Reading uses an ordered push consumer, the fastest read path nats-py has (JETSTREAM_NOTES.md:
   ~4x pull ``fetch``). It starts at the checkpoint + 1; nats-py resets it on its own after a
   reconnect or a missed heartbeat, from the last sequence it delivered.
-* Memory stays flat: the callback awaits room in a bounded queue, so nats-py's pending queue
-  stops draining, the flow-control reply is held back and the server pauses the consumer. The
-  subscription's own pending limits are off on purpose: nats-py drops messages over its limits
-  after it has counted them as delivered, which an ordered consumer would not notice.
+* Memory stays flat: the callback puts messages in a bounded queue. When it is full, the
+  projector unsubscribes (dropping what nats-py buffered) and, once the writer has drained
+  the queue to a quarter, subscribes again from the first sequence not queued. JetStream flow
+  control alone does not bound it: measured, the server pushed a 40,000-message stream whole
+  into nats-py's pending queue while the writer was at a fifth of it. nats-py's own pending
+  limits stay off on purpose: it drops messages over them after counting them as delivered,
+  which its ordered consumer does not notice.
 * Writing: one batch of up to ``batch_size`` messages = one SQLite transaction holding the rows,
   the events index, the rejections and ``projection_state.last_seq`` (see :mod:`.store`).
 
@@ -48,7 +51,10 @@ T = TypeVar("T")
 Progress = Callable[[int, int | None, int, int], None]
 
 DEFAULT_BATCH = 2000
-QUEUE_SIZE = int(__import__("os").environ.get("NL_Q", "20000"))
+#: Messages buffered between the NATS callback and the writer (a few MB): reading pauses when
+#: it is full and resumes at a quarter, which must be more than the writer does while a new
+#: consumer is created (milliseconds).
+QUEUE_SIZE = 10_000
 
 
 def _epoch(at: datetime.datetime | float | None) -> float | None:
@@ -89,7 +95,9 @@ class Projector:
         self.at = _epoch(at)
         self.progress = progress
         self.heartbeat = heartbeat
-        self._queue: asyncio.Queue[Raw | None] = asyncio.Queue(maxsize=queue_size or QUEUE_SIZE)
+        self._queue: asyncio.Queue[Raw | None] = asyncio.Queue(
+            maxsize=queue_size or max(QUEUE_SIZE, 4 * batch_size)
+        )
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netledger-projector")
         self._writer: Writer | None = None
         self._sub: Any = None
@@ -97,6 +105,8 @@ class Projector:
         self._resub: asyncio.Task[None] | None = None
         self._enqueued = 0  # highest seq handed to the queue
         self._first = True  # the first message of a subscription may follow a gap (expired)
+        self._paused = False  # reading stopped until the writer drains the queue
+        self.pauses = 0
         self._reading = False  # stop enqueueing once a limit is reached or we are closing
         self._advanced = asyncio.Event()
         self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -195,7 +205,7 @@ class Projector:
     # --- reading -----------------------------------------------------------------------------
 
     async def _on_msg(self, msg: Msg) -> None:
-        if not self._reading:
+        if not self._reading or self._paused:
             return
         md = msg.metadata
         seq = int(md.sequence.stream)
@@ -206,20 +216,34 @@ class Projector:
             log.error(
                 "gap in the stream read: got seq %d after %d; re-reading", seq, self._enqueued
             )
-            self._restart_reading()
+            self._restart_reading(pause=False)
+            return
+        if self._queue.full():
+            # Do not let nats-py buffer the rest of the stream in memory (flow control does
+            # not stop the server soon enough): stop the consumer, resume from here later.
+            self._paused = True
+            self.pauses += 1
+            self._restart_reading(pause=True)
             return
         self._first = False
         self._enqueued = seq
-        await self._queue.put(
+        self._queue.put_nowait(
             Raw(seq, msg.subject, msg.data, md.timestamp.timestamp(), int(md.num_pending))
         )
 
-    def _restart_reading(self) -> None:
+    def _restart_reading(self, pause: bool) -> None:
+        """Drop the subscription (and whatever nats-py buffered for it); subscribe again from
+        the first sequence not yet queued — with ``pause``, once the writer has drained most
+        of the queue."""
         if self._resub is not None and not self._resub.done():
             return
 
         async def again() -> None:
             await self._unsubscribe()
+            low = self._queue.maxsize // 4
+            while pause and self._reading and self._queue.qsize() > low:
+                await asyncio.sleep(0.01)
+            self._paused = False
             if self._reading:
                 await self._subscribe(self._enqueued + 1)
 
