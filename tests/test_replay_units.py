@@ -79,3 +79,15 @@ def test_export_line_keeps_the_bytes_and_the_id_only() -> None:
     assert line["headers"] == {"Nats-Msg-Id": "c1:0", "X": "1"} == kept_headers(headers)
     assert line["event"]["type"] == "FloatingPoolCreated" and line["event"]["stored_version"] == 1
     assert line["event"]["actor"] == SYSTEM.to_wire() and line["time"] == "1970-01-01T00:00:02.500Z"
+
+
+def test_every_replay_command_has_help() -> None:
+    from click.testing import CliRunner
+
+    from netledger.cli import cli
+    from netledger.replay.cli import COMMANDS
+
+    for cmd in COMMANDS:
+        assert cmd.help and cmd.name in cli.commands
+        r = CliRunner().invoke(cli, [cmd.name or "", "--help"])
+        assert r.exit_code == 0 and "Usage:" in r.output
