@@ -16,20 +16,25 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import msgpack
 
 from netledger.events.client import Client
 from netledger.events.errors import NetledgerError, Unavailable
-from netledger.events.stream import Connection, Follower, connect
+from netledger.events.service import CommandService
+from netledger.events.stream import Connection, Follower, connect, ensure_stream, last_seq
 from netledger.events.types import FixedIpAllocated
-
 from netledger.natsserver import EmbeddedNats, free_port
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
+T = TypeVar("T")
 
 
 # --- command-service replicas ---------------------------------------------------------------
@@ -308,3 +313,65 @@ def report(name: str, text: str) -> None:
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")
+
+
+# --- a command service in a background event loop (for hypothesis' synchronous tests) --------
+
+
+class BackgroundService:
+    """A nats-server and a :class:`CommandService` on an event loop in a thread, so that a
+    synchronous hypothesis test can send hundreds of examples to one running service."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.server = EmbeddedNats(tmp / "nats", free_port(), sync_interval="default")
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.conn: Connection | None = None
+        self.service: CommandService | None = None
+        self.network_id = ""
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> None:
+        self.server.start()
+        self.thread.start()
+        self.call(self._start())
+
+    async def _start(self) -> None:
+        self.conn = await connect(self.server.url, name="fuzz")
+        await ensure_stream(self.conn)
+        self.service = CommandService(self.conn)
+        await self.service.start()
+        nets = await Client(self.conn).create_networks(label="fz", cidr="10.70.0.0/22", mode="flat")
+        self.network_id = nets[0]["id"]
+
+    async def last_seq(self) -> int:
+        assert self.conn is not None
+        return await last_seq(self.conn)
+
+    async def request(self, subject: str, raw: bytes) -> dict[str, Any]:
+        assert self.conn is not None
+        msg = await self.conn.nc.request(subject, raw, timeout=5.0)
+        reply = msgpack.unpackb(msg.data, raw=False)
+        assert isinstance(reply, dict)
+        return reply
+
+    async def publish_raw(self, subject: str, raw: bytes) -> int:
+        assert self.conn is not None
+        ack = await self.conn.js.publish(subject, raw, stream=self.conn.stream)
+        return int(ack.seq)
+
+    async def _stop(self) -> None:
+        if self.service is not None:
+            await self.service.close()
+        if self.conn is not None:
+            await self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.call(self._stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.server.stop()

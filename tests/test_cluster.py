@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from netledger.events.client import Client
 from netledger.events.stream import Follower, connect, ensure_stream, last_seq
-
 from tests.fault_helpers import (
     AllocationRun,
     Cluster,

@@ -5,14 +5,27 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
+import msgpack
 import pytest
-from netledger.events.client import Client
-from netledger.events.stream import connect, ensure_stream, last_seq
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
+from netledger.events.client import Client
+from netledger.events.commands import COMMANDS
+from netledger.events.stream import connect, ensure_stream, last_seq
 from netledger.natsserver import EmbeddedNats, free_port
-from tests.fault_helpers import AllocationRun, ServiceProc, allocate_all, audit, report
+from tests.fault_helpers import (
+    AllocationRun,
+    BackgroundService,
+    ServiceProc,
+    allocate_all,
+    audit,
+    report,
+)
 
 
 async def _networks(url: str, cidr: str, n: int, size: int) -> list[dict]:
@@ -123,3 +136,105 @@ async def test_service_replica_sigkilled_at_random_points(tmp_path: Path) -> Non
         for r in replicas:
             r.stop()
         server.stop()
+
+
+# --- fuzzing the command subjects and the stream -------------------------------------------
+
+COMMAND_NAMES = sorted(COMMANDS)
+FIELD_NAMES = sorted({f.name for cls in COMMANDS.values() for f in fields(cls)})
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+wrong_types = st.fixed_dictionaries(
+    {},
+    optional={
+        "command_id": values,
+        "actor": values | st.fixed_dictionaries({}, optional={"role": values, "project": values}),
+        "args": values | st.dictionaries(st.sampled_from(FIELD_NAMES), values, max_size=6),
+    },
+)
+payloads = (
+    st.binary(max_size=200)
+    | values.map(lambda v: msgpack.packb(v, use_bin_type=True))
+    | wrong_types.map(lambda v: msgpack.packb(v, use_bin_type=True))
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundService]:
+    bg = BackgroundService(tmp_path_factory.mktemp("fuzz"))
+    bg.start()
+    try:
+        yield bg
+    finally:
+        bg.stop()
+
+
+# Subject tokens: printable ASCII without whitespace or wildcards (anything else is not a
+# subject a client library can send).
+SUBJECT_TEXT = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="*>"),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.sampled_from(COMMAND_NAMES) | SUBJECT_TEXT, raw=payloads)
+def test_fuzzed_commands_append_nothing(
+    fuzz_target: BackgroundService, name: str, raw: bytes
+) -> None:
+    subject = f"netledger.cmd.{name}"
+    assume(".." not in subject and not subject.endswith("."))
+    before = fuzz_target.call(fuzz_target.last_seq())
+    reply = fuzz_target.call(fuzz_target.request(subject, raw))
+    if name not in COMMANDS:
+        # No replica serves an unknown subject differently: it is refused like any other.
+        assert reply["ok"] is False
+    if not reply["ok"]:
+        assert isinstance(reply["error"]["code"], str)
+        assert fuzz_target.call(fuzz_target.last_seq()) == before
+
+
+def test_service_answers_after_fuzzing(fuzz_target: BackgroundService) -> None:
+    reply = fuzz_target.call(
+        fuzz_target.request(
+            "netledger.cmd.fixed_ip.allocate",
+            msgpack.packb(
+                {
+                    "command_id": "after-fuzz",
+                    "actor": {"role": "admin"},
+                    "args": {"instance": "i-after", "network_id": fuzz_target.network_id},
+                }
+            ),
+        )
+    )
+    assert reply["ok"], reply
+    assert fuzz_target.service is not None and fuzz_target.service.follower.failure is None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(raw=st.binary(max_size=300) | values.map(lambda v: msgpack.packb(v, use_bin_type=True)))
+def test_garbage_on_the_stream_is_rejected_not_fatal(
+    fuzz_target: BackgroundService, raw: bytes
+) -> None:
+    svc = fuzz_target.service
+    assert svc is not None
+    n = len(svc.rejected)
+    seq = fuzz_target.call(fuzz_target.publish_raw("netledger.evt.network.x", raw))
+    fuzz_target.call(svc.follower.wait_for(seq))
+    assert len(svc.rejected) == n + 1
+    assert svc.rejected[-1].seq == seq and svc.rejected[-1].subject == "netledger.evt.network.x"
+    test_service_answers_after_fuzzing(fuzz_target)
