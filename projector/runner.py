@@ -174,14 +174,10 @@ class Projector:
         """Stop following; the batch being written commits, queued messages are dropped (they
         are read again from the checkpoint next time)."""
         self._reading = False
+        # A resubscription in flight first, so that it cannot leave a subscription behind.
+        await _cancel(self._resub)
         await self._unsubscribe()
-        for task in (self._resub, self._task):
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await _cancel(self._task)
         await self._shutdown_db()
         if not self._done.done():
             self._done.set_exception(ProjectorStopped("projector closed", last_seq=self.last_seq))
@@ -343,6 +339,15 @@ class Projector:
         while self.failure is None:
             await self._advanced.wait()
         return self.failure
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
 
 
 async def project_until(

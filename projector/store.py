@@ -10,6 +10,7 @@ state and checkpoint; after it, the new ones: never half, never twice.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ def _where(t: Table) -> str:
 
 
 _UPSERT = {name: _upsert_sql(t) for name, t in ALL_TABLES.items()}
+#: Row dict -> tuple in column order (itemgetter: several times faster than a generator).
+_VALUES = {name: operator.itemgetter(*t.columns) for name, t in ALL_TABLES.items()}
 _DELETE = {name: f"DELETE FROM {name} WHERE {_where(t)}" for name, t in ALL_TABLES.items()}
 _GET = {
     name: f"SELECT {', '.join(t.columns)} FROM {name} WHERE {_where(t)}"
@@ -110,18 +113,14 @@ class Batch:
             for name, rows in self.overlay.items():
                 t = ALL_TABLES[name]
                 deletes = [k for k, r in rows.items() if r is None]
-                upserts = [
-                    tuple(r[col] for col in t.columns) for r in rows.values() if r is not None
-                ]
+                upserts = list(map(_VALUES[name], filter(None, rows.values())))
                 if deletes:
                     c.executemany(_DELETE[name], deletes)
                 if upserts:
                     c.executemany(_UPSERT[name], upserts)
             for t, rows_ in ((EVENTS, self.events), (REJECTED_EVENTS, self.rejected)):
                 if rows_:
-                    c.executemany(
-                        _UPSERT[t.name], [tuple(r[col] for col in t.columns) for r in rows_]
-                    )
+                    c.executemany(_UPSERT[t.name], list(map(_VALUES[t.name], rows_)))
             c.execute(
                 "UPDATE projection_state SET last_seq = ?, highest_seq = max(highest_seq, ?)"
                 " WHERE id = 1",
