@@ -170,7 +170,7 @@ class CommandService:
         if env is None:
             self.rejected.append(Rejected(seq, subject, err.message if err else "undecodable"))
             return
-        if env.event.subject() != subject:
+        if not env.event.accepts_subject(subject):
             self.rejected.append(Rejected(seq, subject, f"{env.type} does not belong on {subject}"))
             return
         if env.command_id:

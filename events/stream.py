@@ -408,8 +408,11 @@ class Follower:
 
     async def check_regression(self) -> int:
         """The stream's last sequence; :class:`LogRegression` if it is below one already seen."""
+        # Note what was seen *before* asking: messages handled while the request is in flight
+        # would otherwise look like the stream going back.
+        seen = self.highest_seen
         target = await last_seq(self.conn)
-        check_regression(target, self.highest_seen)
+        check_regression(target, seen)
         return target
 
     async def watch(self, interval: float = 5.0) -> None:

@@ -38,6 +38,11 @@ class Event:
     def subject(self) -> str:
         raise NotImplementedError
 
+    def accepts_subject(self, subject: str) -> bool:
+        """Whether a stored copy of this event on ``subject`` is legitimate (its aggregate's
+        subject; some types also accept where an older layout stored them)."""
+        return subject == self.subject()
+
     def to_data(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -125,6 +130,10 @@ class NetworkAssociated(NetworkEvent):
 
     def subject(self) -> str:
         return project_subject(self.project)
+
+    def accepts_subject(self, subject: str) -> bool:
+        # Early streams stored it on the network's subject.
+        return subject in (self.subject(), network_subject(self.network_id))
 
 
 @event_type
