@@ -134,7 +134,7 @@ async def connect(
         )
     except Exception as exc:
         raise Unavailable(
-            f"cannot connect to NATS at {url}: {exc or exc.__class__.__name__}"
+            f"cannot connect to NATS at {url}: {str(exc) or exc.__class__.__name__}"
         ) from None
     return Connection(nc=nc, js=nc.jetstream(timeout=10.0), stream=stream)
 
