@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 
-from benchlib import Row, Rss, alternate, scaled, stack
+from benchlib import Row, Rss, alternate, attempt, scaled, stack
 
 from netledger.events.client import Client
 from netledger.events.codec import Envelope, encode
@@ -97,12 +99,43 @@ async def alloc_rate(url: str, clients: int, networks: list[str], n: int) -> flo
     return n / dt
 
 
+async def raw_atomic(url: str, k: int, n: int) -> float:
+    """Atomic batches of ``k`` with the OCC header, one after another: the floor of one lane's
+    group commit (the file store pays a fixed cost per atomic commit)."""
+    conn = await connect(url)
+    subject = f"netledger.evt.network.rawbatch{next(_uniq)}"
+    data = [payload(i) for i in range(n)]
+    seq = 0
+    t = time.perf_counter()
+    for start in range(0, n, k):
+        bid = uuid.uuid4().hex
+        chunk = data[start : start + k]
+        for i, d in enumerate(chunk, 1):
+            h = {
+                "Nats-Msg-Id": f"{subject}-{start + i}",
+                "Nats-Batch-Id": bid,
+                "Nats-Batch-Sequence": str(i),
+            }
+            if i == 1:
+                h["Nats-Expected-Last-Subject-Sequence"] = str(seq)
+            if i == len(chunk):
+                h["Nats-Batch-Commit"] = "1"
+                seq = (await conn.js.publish(subject, d, headers=h)).seq
+            else:
+                await conn.nc.publish(subject, d, headers=h)
+    dt = time.perf_counter() - t
+    await conn.close()
+    return n / dt
+
+
 async def run(size: float, rss: Rss) -> list[Row]:
     n = scaled(2000, size, 20)
     rounds = 3 if size >= 0.5 else 1
+    rows: list[Row] = []
     async with stack(NAME) as st:
         url = st.url
-        admin = Client(st.conn)  # type: ignore[arg-type]
+        assert st.conn is not None
+        admin = Client(st.conn)
         [one] = await admin.create_networks(
             label="seq", cidr="10.0.0.0/16", network_size=65536, mode="flat", bridge="br1"
         )
@@ -112,46 +145,64 @@ async def run(size: float, rss: Rss) -> list[Row]:
         many = await admin.create_networks(
             label="many", cidr="10.2.0.0/16", num_networks=CLIENTS, network_size=4096, mode="vxlan"
         )
-        await alloc_rate(
-            url, 1, [one["id"]], max(10, n // 20)
-        )  # warm-up: imports, lanes, JIT-free caches
+        await alloc_rate(url, 1, [one["id"]], max(10, n // 20))  # warm-up
 
-        raw1, a1 = await alternate(
-            lambda: raw_sequential_occ(url, n), lambda: alloc_rate(url, 1, [one["id"]], n), rounds
+        async def pair(
+            label: str,
+            unit_raw: str,
+            raw: Callable[[], Awaitable[float]],
+            ours: Callable[[], Awaitable[float]],
+            raw_name: str,
+            what: str,
+        ) -> None:
+            got = await attempt(rows, NAME, what, lambda: alternate(raw, ours, rounds))
+            if got is not None:
+                r, a = got
+                rows.append(Row(NAME, raw_name, r, unit_raw, baseline="raw limit"))
+                rows.append(Row(NAME, what, a, "alloc/s", a / r, label))
+
+        await pair(
+            "raw publish-ack OCC",
+            "msg/s",
+            lambda: raw_sequential_occ(url, n),
+            lambda: alloc_rate(url, 1, [one["id"]], n),
+            "raw publish-ack, OCC header (sequential)",
+            "1 client, sequential",
         )
-        rawn, an = await alternate(
+        await pair(
+            "raw publish_async",
+            "msg/s",
             lambda: raw_async(url, n * 2),
             lambda: alloc_rate(url, CLIENTS, [shared["id"]], n * 2),
-            rounds,
+            "raw publish_async (concurrent)",
+            f"{CLIENTS} clients, 1 network (group commit)",
         )
-        rawm, am = await alternate(
+        await pair(
+            f"raw atomic batches of {CLIENTS}",
+            "msg/s",
+            lambda: raw_atomic(url, CLIENTS, n),
+            lambda: alloc_rate(url, CLIENTS, [shared["id"]], n * 2),
+            f"raw atomic batches of {CLIENTS}, OCC (sequential)",
+            f"{CLIENTS} clients, 1 network vs its batch floor",
+        )
+        await pair(
+            "raw publish_async",
+            "msg/s",
+            lambda: raw_async(url, n * 2),
+            lambda: alloc_rate(url, 4 * CLIENTS, [shared["id"]], n * 2),
+            "raw publish_async (concurrent)",
+            f"{4 * CLIENTS} clients, 1 network (group commit)",
+        )
+        await pair(
+            "raw publish_async",
+            "msg/s",
             lambda: raw_async(url, n * 2),
             lambda: alloc_rate(url, CLIENTS, [m["id"] for m in many], n * 2),
-            rounds,
+            "raw publish_async (concurrent)",
+            f"{CLIENTS} clients, {CLIENTS} networks",
         )
         rss.note("command service", st.service_rss(), NAME)
-    raw_async_rate = (rawn + rawm) / 2
-    return [
-        Row(NAME, "raw publish-ack, OCC header (sequential)", raw1, "msg/s", baseline="raw limit"),
-        Row(NAME, "raw publish_async (concurrent)", raw_async_rate, "msg/s", baseline="raw limit"),
-        Row(NAME, "1 client, sequential", a1, "alloc/s", a1 / raw1, "raw publish-ack OCC"),
-        Row(
-            NAME,
-            f"{CLIENTS} clients, 1 network (group commit)",
-            an,
-            "alloc/s",
-            an / rawn,
-            "raw publish_async",
-        ),
-        Row(
-            NAME,
-            f"{CLIENTS} clients, {CLIENTS} networks",
-            am,
-            "alloc/s",
-            am / rawm,
-            "raw publish_async",
-        ),
-    ]
+    return rows
 
 
 if __name__ == "__main__":

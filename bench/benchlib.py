@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from netledger.events.stream import Connection, connect, ensure_stream  # noqa: E402
 from netledger.natsserver import EmbeddedNats, free_port  # noqa: E402
 
+T = TypeVar("T")
 BIN = Path(sys.executable).parent
 NETLEDGER = str(BIN / "netledger")
 
@@ -211,3 +213,16 @@ def percentile(xs: list[float], p: float) -> float:
         return 0.0
     k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
     return s[k]
+
+
+async def attempt(
+    rows: list[Row], bench: str, what: str, fn: Callable[[], Awaitable[T]]
+) -> T | None:
+    """Run one phase; on failure record a FAILED row (the rest of the benchmark still runs)."""
+    try:
+        return await fn()
+    except Exception as exc:
+        msg = " ".join(str(exc).split())[:200]
+        print(f"   {what}: FAILED: {exc.__class__.__name__}: {msg}", flush=True)
+        rows.append(Row(bench, what, 0.0, "", note=f"FAILED: {exc.__class__.__name__}: {msg}"))
+        return None
