@@ -20,7 +20,7 @@ import nats
 import pytest
 from nats.js.api import ConsumerConfig
 
-from netledger.auth import read_credentials
+from netledger.auth import embedded_extra_config, read_credentials
 from netledger.events.client import Client
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.errors import FloatingIpNotOwned, Forbidden
@@ -55,14 +55,12 @@ def secured(tmp_path: Path) -> Iterator[Secured]:
     info = json.loads(p.stdout)
     assert info["roles"]["executor-h1"] == "executor"
     assert all(os.stat(f).st_mode & 0o077 == 0 for f in info["credentials"].values())
-    from netledger.auth import include_line
-
     data = tmp_path / "nats"
     server = EmbeddedNats(
         data,
         free_port(),
         sync_interval="default",
-        extra_config=include_line(Path(info["config"]), data),
+        extra_config=embedded_extra_config(info["config"], data),
     )
     server.start()
     try:
