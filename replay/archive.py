@@ -96,7 +96,9 @@ async def export(
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
     """Write messages ``from_seq``..``to_seq`` (default: the last now) to ``out``."""
-    end = await last_seq(conn) if to_seq is None else to_seq
+    end = await last_seq(conn)
+    if to_seq is not None:
+        end = min(end, to_seq)
     n = undecodable = 0
     first = last = None
     with progress_bar("export", max(0, end - from_seq + 1), show_progress) as advance:

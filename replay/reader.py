@@ -20,7 +20,9 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from netledger.events.ids import ALL_EVENTS
-from netledger.events.stream import Connection, check_regression, last_seq
+from netledger.events.stream import Connection, last_seq
+
+from .errors import SeqBeyondStream
 
 log = logging.getLogger("netledger.replay")
 
@@ -42,13 +44,15 @@ async def read_range(
     conn: Connection, from_seq: int = 1, to_seq: int | None = None, heartbeat: float = 1.0
 ) -> AsyncIterator[Stored]:
     """Yield the stored messages ``from_seq``..``to_seq`` (inclusive; default: the stream's
-    last sequence now) in order. Raises ``LogRegression`` if ``to_seq`` was given and the
-    stream ends before it."""
+    last sequence now) in order. Raises :class:`SeqBeyondStream` if the stream ends before an
+    explicit ``to_seq``."""
     end = await last_seq(conn)
     if to_seq is None:
         to_seq = end
     elif to_seq > end:
-        check_regression(end, to_seq)
+        raise SeqBeyondStream(
+            f"the stream ends at seq {end}, before {to_seq}", to_seq=to_seq, stream_last_seq=end
+        )
     from_seq = max(1, from_seq)
     if to_seq < from_seq:
         return
