@@ -323,6 +323,15 @@ def test_wrong_subject_is_rejected() -> None:
     assert list(f.store.tables["networks"]) == [("1",)] and "fixed_ips" not in f.store.tables
 
 
+def test_network_associated_is_accepted_on_its_legacy_network_subject() -> None:
+    f = Feeder()
+    f(net("1"))
+    out = f(NetworkAssociated(network_id="1", project="p1"), subject=network_subject("1"))
+    assert out.rejected is None and f.rows("networks")[("1",)]["project"] == "p1"
+    out = f(NetworkAssociated(network_id="1", project="p2"), subject=pool_subject("x"))
+    assert out.rejected is not None and "netledger.evt.project.p2" in out.rejected["reason"]
+
+
 def test_bad_field_types_are_rejected_not_raised() -> None:
     f = Feeder()
     f(net("1"))
