@@ -399,6 +399,11 @@ class Follower:
             raise Unavailable(
                 f"log reader did not reach sequence {seq} (at {self.applied_seq})"
             ) from None
+        finally:
+            # A waiter that gave up (timeout, cancel) must not get an exception set later by
+            # stop(): nobody would retrieve it ("Future exception was never retrieved").
+            if not fut.done():
+                fut.cancel()
 
     async def catch_up(self, timeout: float | None = 60.0) -> int:
         """Wait until everything in the stream right now has been handled; return that seq."""
