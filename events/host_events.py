@@ -174,3 +174,51 @@ class HostReconciled(HostEvent):
     changes: int
     drift_repairs: int
     duration_ms: float
+
+
+# --- DHCP (dnsmasq, one per bridge; executor/dhcp.py) --------------------------------------
+
+
+@event_type
+@dataclass(frozen=True)
+class HostDhcpStarted(HostEvent):
+    """dnsmasq was started for ``bridge`` with ``hosts`` hosts-file lines (``digest`` of the
+    file); ``drift`` when the log says one was running there (it had died)."""
+
+    TYPE: ClassVar[str] = "HostDhcpStarted"
+    bridge: str
+    network_id: str | None
+    pid: int | None
+    hosts: int
+    digest: str
+    drift: bool
+
+
+@event_type
+@dataclass(frozen=True)
+class HostDhcpReloaded(HostEvent):
+    """The hosts file of ``bridge`` was rewritten and dnsmasq sent SIGHUP. ``reason``:
+    ``hosts`` (the log changed them), ``drift`` (the file on disk had been changed),
+    ``adopted`` (a running dnsmasq of ours the log did not know, e.g. after a crash)."""
+
+    TYPE: ClassVar[str] = "HostDhcpReloaded"
+    bridge: str
+    network_id: str | None
+    pid: int | None
+    hosts: int
+    digest: str
+    reason: str
+
+
+@event_type
+@dataclass(frozen=True)
+class HostDhcpStopped(HostEvent):
+    """dnsmasq of ``bridge`` was stopped and its files removed. ``reason``: ``stale`` (no
+    longer served here), ``replaced`` (its options changed; a start follows), ``found-gone``
+    (the log said running, nothing was left)."""
+
+    TYPE: ClassVar[str] = "HostDhcpStopped"
+    bridge: str
+    network_id: str | None
+    pid: int | None
+    reason: str

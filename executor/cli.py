@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -43,6 +47,24 @@ def executor_group() -> None:
     "--snat-address",
     metavar="A",
     help="Address fixed ranges are SNATed to (default: the public interface's address).",
+)
+@click.option(
+    "--dhcp/--no-dhcp",
+    default=True,
+    show_default=True,
+    help="Run dnsmasq for the flat_dhcp/vlan/vxlan networks this host serves.",
+)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    help="dnsmasq pid, hosts and lease files (default /run/netledger/[NETNS/]HOST).",
+)
+@click.option(
+    "--dhcp-lease-time",
+    type=click.IntRange(min=120),
+    default=86400,
+    show_default=True,
+    help="DHCP lease time (seconds).",
 )
 @click.option("--once", is_flag=True, help="Reconcile to the stream's current end and exit.")
 @click.option(
@@ -85,6 +107,9 @@ def executor_run(
     network_host: bool,
     vtep_address: str | None,
     snat_address: str | None,
+    dhcp: bool,
+    state_dir: str | None,
+    dhcp_lease_time: int,
     once: bool,
     interval: float,
     heartbeat: float,
@@ -104,6 +129,7 @@ def executor_run(
 
     from .daemon import Options, run_executor
     from .desired import HostConfig
+    from .dhcp import DhcpPaths, default_state_dir, script_text
 
     logging.basicConfig(
         level=logging.INFO if verbose or not once else logging.WARNING,
@@ -116,13 +142,26 @@ def executor_run(
         network_host=network_host,
         vtep_address=vtep_address,
         snat_address=snat_address,
+        dhcp=dhcp,
+        dhcp_lease_time=dhcp_lease_time,
     )
+    paths = None
+    script = ""
+    if dhcp:
+        paths = DhcpPaths(
+            state_dir=os.path.abspath(state_dir or default_state_dir(host, netns)),
+            dnsmasq=_dnsmasq(),
+        )
+        command, env = _lease_command(settings)
+        script = script_text(command, env, paths.handle if netns else None)
     opts = Options(
         netns=netns,
         interval=interval,
         heartbeat=heartbeat,
         chunk_size=batch_size,
         pause=pause_between_batches,
+        dhcp_paths=paths,
+        dhcp_script=script,
     )
 
     async def go() -> Any:
@@ -151,6 +190,33 @@ def executor_run(
             f"{host}: reconciled to {report.applied_seq}, {report.changes} change(s)"
             + (f", {len(report.conflicts)} conflict(s)" if report.conflicts else ""),
         )
+
+
+def _dnsmasq() -> str:
+    """dnsmasq's path (sbin may be missing from PATH); a missing one fails at start, logged."""
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin"
+    return shutil.which("dnsmasq", path=path) or "/usr/sbin/dnsmasq"
+
+
+def _lease_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """How dnsmasq's lease script calls this CLI: same NATS server and credentials."""
+    exe = Path(sys.executable).with_name("netledger")
+    which = shutil.which("netledger")
+    if exe.exists():
+        command = [str(exe)]
+    elif which:
+        command = [which]
+    else:
+        command = [sys.executable, "-m", "netledger.cli"]
+    command += ["--nats", settings.url]
+    if settings.creds:
+        command += ["--creds", os.path.abspath(settings.creds)]
+    env = {}
+    if settings.user:
+        env["NETLEDGER_USER"] = settings.user
+    if settings.password:
+        env["NETLEDGER_PASSWORD"] = settings.password
+    return command, env
 
 
 COMMANDS = [executor_group]

@@ -50,6 +50,7 @@ from netledger.events.state import State
 from netledger.events.stream import Connection, Follower
 
 from .desired import HostConfig, build
+from .dhcp import DhcpBook, DhcpPaths, Dnsmasq, dhcp_events
 from .diff import diff
 from .errors import ExecutorError, NotPermitted
 from .hosts import HostBook
@@ -103,6 +104,9 @@ class Options:
     debounce: float = 0.2
     chunk_size: int = CHUNK
     pause: float = 0.0
+    #: DHCP: where dnsmasq files live and which dnsmasq runs (None: DHCP not managed here).
+    dhcp_paths: DhcpPaths | None = None
+    dhcp_script: str = ""  # the lease script's text (executor/dhcp.py: script_text)
 
 
 class Executor:
@@ -112,6 +116,10 @@ class Executor:
         self.opts = opts or Options()
         self.state = State()
         self.book = HostBook(cfg.host)
+        self.dhcp_book = DhcpBook(cfg.host)
+        self.dnsmasq: Dnsmasq | None = None
+        if self.opts.dhcp_paths is not None:
+            self.dnsmasq = Dnsmasq(self.opts.dhcp_paths, self.opts.netns, self.opts.dhcp_script)
         self.actor = Actor(project=None, role="system", user=f"executor:{cfg.host}")
         self.kernel: Kernel | None = None
         self.follower: Follower | None = None
@@ -158,6 +166,7 @@ class Executor:
             return
         self.state.apply(seq, subject, env)
         if isinstance(env.event, HostEvent):
+            self.dhcp_book.apply(env)
             if self.book.apply(env):
                 self._dirty.set()
         else:
@@ -233,12 +242,15 @@ class Executor:
         applied_seq = self.follower.applied_seq
         desired = build(self.state, self.book, cfg)
         results, conflicts, final = await asyncio.to_thread(self._converge, desired)
+        dhcp_done = await asyncio.to_thread(self._dhcp, desired, final)
+        results.extend(r for r, _ in dhcp_done)
         report = PassReport(
             applied_seq=applied_seq,
             results=results,
             conflicts=[f"{c.name}: {c.reason}" for c in conflicts],
         )
         events = self._events(desired, results, final)
+        events.extend(dhcp_events(cfg.host, dhcp_done))
         report.changes = sum(1 for r in results if r.ok)
         report.drift_repairs = sum(1 for e in events if getattr(e, "drift", False))
         failures = {(type(r.op).__name__, r.op.target(), r.error or "") for r in report.failures}
@@ -322,6 +334,12 @@ class Executor:
         # An op that failed once and succeeded in a later round is not a failure.
         results = [r for r in results if r.ok or (type(r.op), r.op.target()) not in ok_targets]
         return results, list(plan.conflicts), actual
+
+    def _dhcp(self, desired: HostDesired, final: HostActual) -> list[tuple[OpResult, int | None]]:
+        """dnsmasq after the kernel: it binds the gateway address the kernel pass adds."""
+        if self.dnsmasq is None:
+            return []
+        return self.dnsmasq.reconcile(desired.dhcp, final, self.dhcp_book)
 
     # --- events -----------------------------------------------------------------------------
 
@@ -549,6 +567,7 @@ class Executor:
             last = int(ack.seq)
             # Fold our own record at once; the follower's copy later is idempotent.
             self.book.apply(env)
+            self.dhcp_book.apply(env)
         if self.follower is not None and last:
             await self.follower.wait_for(last)
 

@@ -25,6 +25,9 @@ from .hosts import HostBook
 from .model import (
     VXLAN_PORT,
     AddrSpec,
+    DhcpHost,
+    DhcpSpec,
+    DhcpSubnet,
     EnslaveSpec,
     FdbSpec,
     HostDesired,
@@ -33,6 +36,8 @@ from .model import (
 )
 
 MAX_IFNAME = 15
+#: Modes whose served networks get a DHCP server (plain flat injects addresses instead).
+DHCP_MODES = ("flat_dhcp", "vlan", "vxlan")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class HostConfig:
     network_host: bool = False
     vtep_address: str | None = None
     snat_address: str | None = None  # None: masquerade on the public interface
+    dhcp: bool = True  # run dnsmasq for the DHCP-mode networks this host serves
+    dhcp_lease_time: int = 86400  # seconds (nova's dhcp_lease_time)
 
 
 def vxlan_name(vni: int) -> str:
@@ -164,7 +171,83 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
         nat=nat,
         forwarding=bool(served),
         floating_ranges=tuple(sorted((str(p.ipnet) for p in state.pools.values()), key=_cidr_key)),
+        dhcp=dhcp_specs(served, cfg) if cfg.dhcp else (),
     )
+
+
+def dhcp_specs(served: Iterable[NetworkState], cfg: HostConfig) -> tuple[DhcpSpec, ...]:
+    """One dnsmasq per bridge, for the DHCP-mode networks served here.
+
+    The hosts file lists every address still bound to an instance: allocated, or deallocated
+    but leased (held until DHCP releases it — the client may renew meanwhile, and only a
+    dnsmasq that knows the address reports the release). Multi-host: only this host's
+    instances (each host answers its own, as in nova).
+    """
+    by_bridge: dict[str, list[NetworkState]] = {}
+    for n in served:
+        if n.net.mode in DHCP_MODES:
+            by_bridge.setdefault(n.net.bridge, []).append(n)
+    specs = []
+    for bridge, nets in sorted(by_bridge.items()):
+        nets.sort(key=lambda n: _id_key(n.network_id))
+        subnets = []
+        entries: dict[str, tuple[str, str]] = {}  # address -> (mac, instance)
+        for n in nets:
+            net = n.net
+            subnets.append(
+                DhcpSubnet(
+                    network_id=n.network_id,
+                    gateway=net.gateway,
+                    netmask=net.netmask,
+                    dhcp_start=net.dhcp_start,
+                    size=n.ipnet.size,
+                    dns=tuple(d for d in (net.dns1, net.dns2) if d),
+                    mtu=net.mtu,
+                )
+            )
+            for ip in n.fixed.values():
+                if not (ip.allocated or ip.leased):
+                    continue
+                if net.multi_host and ip.host != cfg.host:
+                    continue
+                entries[ip.address] = (ip.mac.lower(), ip.instance)
+        hosts = []
+        taken: set[str] = set()
+        for address in sorted(entries, key=_ip_key):
+            mac, instance = entries[address]
+            name = hostname_for(instance)
+            if name in taken:
+                # dnsmasq keys leases by name too: two instances must never share one.
+                name = f"{name[:48]}-{address.replace('.', '-')}"
+            taken.add(name)
+            hosts.append(DhcpHost(mac=mac, hostname=name, address=address))
+        specs.append(
+            DhcpSpec(
+                bridge=bridge,
+                network_id=nets[0].network_id,
+                subnets=tuple(subnets),
+                hosts=tuple(hosts),
+                lease_time=cfg.dhcp_lease_time,
+            )
+        )
+    return tuple(specs)
+
+
+def hostname_for(instance: str) -> str:
+    """A DNS label from an instance id (ids are letters, digits, '-' and '_').
+
+    dnsmasq reads a hosts-file field that looks like a number as a lease time, so a name
+    always starts with a letter.
+    """
+    label = "".join(c if c.isascii() and c.isalnum() else "-" for c in instance.lower())
+    label = label.strip("-") or "instance"
+    if not label[0].isalpha():
+        label = f"i-{label}"
+    return label[:63].rstrip("-")
+
+
+def _id_key(network_id: str) -> tuple[int, str]:
+    return (int(network_id), "") if network_id.isdigit() else (1 << 62, network_id)
 
 
 def _floating(

@@ -103,6 +103,39 @@ class NatTable:
         return not self.floating and not self.fixed_ranges
 
 
+@dataclass(frozen=True, order=True)
+class DhcpSubnet:
+    """One network served by a dnsmasq (flat networks may share a bridge, so a list)."""
+
+    network_id: str
+    gateway: str
+    netmask: str
+    dhcp_start: str
+    size: int  # addresses in the network: the lease cap (dnsmasq's default 1000 is too low)
+    dns: tuple[str, ...] = ()
+    mtu: int | None = None
+
+
+@dataclass(frozen=True, order=True)
+class DhcpHost:
+    """A hosts-file line ``<mac>,<hostname>,<ip>``: the only addresses dnsmasq hands out."""
+
+    mac: str
+    hostname: str
+    address: str
+
+
+@dataclass(frozen=True, order=True)
+class DhcpSpec:
+    """One dnsmasq, serving the networks of one bridge on this host (executor/dhcp.py)."""
+
+    bridge: str
+    network_id: str  # the lowest network id on the bridge (names it in events)
+    subnets: tuple[DhcpSubnet, ...]
+    hosts: tuple[DhcpHost, ...]  # sorted
+    lease_time: int = 86400
+
+
 @dataclass(frozen=True)
 class HostDesired:
     links: tuple[LinkSpec, ...] = ()  # sorted by name
@@ -113,6 +146,7 @@ class HostDesired:
     forwarding: bool = False  # net.ipv4.ip_forward, on hosts that route (gateway / NAT)
     #: Public /32s inside these ranges on any interface are netledger's floating addresses.
     floating_ranges: tuple[str, ...] = ()
+    dhcp: tuple[DhcpSpec, ...] = ()  # sorted by bridge
 
 
 # --- actual -------------------------------------------------------------------------------
@@ -152,6 +186,17 @@ class AddrState:
     @property
     def key(self) -> tuple[str, str]:
         return (self.interface, self.address)
+
+
+@dataclass(frozen=True, order=True)
+class DhcpState:
+    """A dnsmasq of ours as found: its pid file (and process), hosts file, command line."""
+
+    bridge: str
+    pid: int | None  # None: no live dnsmasq of ours behind the pid file
+    argv: tuple[str, ...] = ()  # the live process's command line
+    hosts_digest: str | None = None  # digest of the hosts file on disk (None: no file)
+    elsewhere: bool = False  # ours (our pid file) but in another network namespace
 
 
 @dataclass(frozen=True)
@@ -271,6 +316,48 @@ class SetForwarding(Op):
 
     def target(self) -> str:
         return "net.ipv4.ip_forward"
+
+
+@dataclass(frozen=True)
+class StartDhcp(Op):
+    """Write the hosts file and start dnsmasq (``drift``: the log says it was running)."""
+
+    spec: DhcpSpec
+    drift: bool = False
+
+    def target(self) -> str:
+        return f"dnsmasq on {self.spec.bridge}"
+
+
+@dataclass(frozen=True)
+class ReloadDhcp(Op):
+    """Rewrite the hosts file atomically and SIGHUP the running dnsmasq.
+
+    ``reason``: ``hosts`` (the log changed them), ``drift`` (the file on disk was not ours),
+    ``adopted`` (a running dnsmasq of ours the log did not record, e.g. after a crash)."""
+
+    spec: DhcpSpec
+    pid: int
+    reason: str
+
+    def target(self) -> str:
+        return f"dnsmasq on {self.spec.bridge}"
+
+
+@dataclass(frozen=True)
+class StopDhcp(Op):
+    """Stop dnsmasq (if running) and remove its files.
+
+    ``reason``: ``stale`` (no longer served here), ``replaced`` (its command line changed),
+    ``found-gone`` (the log said running; nothing is left)."""
+
+    bridge: str
+    pid: int | None
+    network_id: str | None
+    reason: str
+
+    def target(self) -> str:
+        return f"dnsmasq on {self.bridge}"
 
 
 @dataclass(frozen=True)

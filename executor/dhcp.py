@@ -1,0 +1,487 @@
+"""DHCP: one dnsmasq per served bridge, its hosts file written from the log.
+
+Pure part: the command line of a dnsmasq (:func:`dnsmasq_argv`), its hosts file
+(:func:`render_hosts`), the fold of this host's DHCP events (:class:`DhcpBook`) and the plan
+(:func:`plan`: start / reload / stop). I/O part: :class:`Dnsmasq` reads what runs and applies
+the plan.
+
+Ownership: a dnsmasq is ours when the pid file ``<state dir>/<bridge>.pid`` names a live
+process whose command line is dnsmasq's with ``--pid-file=`` that very file. Nothing else is
+ever signalled. dnsmasq daemonizes (it is not the executor's child), so it survives an executor
+restart — or ``--once`` — and is adopted by the next run, as nova's dnsmasq survived
+nova-network restarts. A dnsmasq that died is started again by the next pass (drift).
+
+The lease script (``--dhcp-script``) is a small shell wrapper calling ``netledger dhcp-event``:
+every lease and release becomes a command, then an event (what nova-dhcpbridge did).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from netledger.events.codec import Envelope
+from netledger.events.host_events import (
+    HostDhcpReloaded,
+    HostDhcpStarted,
+    HostDhcpStopped,
+    HostEvent,
+)
+
+from .kernel import OpResult
+from .model import DhcpSpec, DhcpState, HostActual, Op, ReloadDhcp, StartDhcp, StopDhcp
+from .netlink import netns_path
+
+#: The wrapper dnsmasq runs on every lease change (one per state dir).
+SCRIPT_NAME = "dhcp-script"
+#: With ``--netns``: a handle on the executor's own network namespace (a bind mount), where
+#: NATS is reachable; the lease script runs ``netledger`` there (dnsmasq runs in the host's).
+HANDLE_NAME = "executor.netns"
+#: Seconds a stopping dnsmasq gets between SIGTERM and SIGKILL.
+STOP_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class DhcpPaths:
+    """Where a host's dnsmasq files live (``--state-dir``) and which dnsmasq runs."""
+
+    state_dir: str
+    dnsmasq: str = "/usr/sbin/dnsmasq"
+
+    def file(self, bridge: str, kind: str) -> str:
+        return os.path.join(self.state_dir, f"{bridge}.{kind}")
+
+    @property
+    def script(self) -> str:
+        return os.path.join(self.state_dir, SCRIPT_NAME)
+
+    @property
+    def handle(self) -> str:
+        return os.path.join(self.state_dir, HANDLE_NAME)
+
+
+def default_state_dir(host: str, netns: str | None) -> str:
+    # Per namespace too: two executors for the same host name in two namespaces (tests, a
+    # host rebuilt under a new namespace) must never adopt each other's dnsmasq.
+    return f"/run/netledger/{host}" if netns is None else f"/run/netledger/{netns}/{host}"
+
+
+# --- pure -----------------------------------------------------------------------------------
+
+
+def render_hosts(spec: DhcpSpec) -> str:
+    return "".join(f"{h.mac},{h.hostname},{h.address}\n" for h in spec.hosts)
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def hosts_digest(spec: DhcpSpec) -> str:
+    return digest(render_hosts(spec))
+
+
+def dnsmasq_argv(spec: DhcpSpec, paths: DhcpPaths) -> tuple[str, ...]:
+    """dnsmasq's own command line (what ``/proc/<pid>/cmdline`` shows once it runs).
+
+    Each network of the bridge is a tagged static range, so router, DNS and MTU options go to
+    the right subnet when flat networks share a bridge. ``--dhcp-lease-max`` is the size of the
+    networks: dnsmasq's default cap (1000) was one of nova's lease pain points.
+    """
+    f = paths.file
+    argv = [
+        paths.dnsmasq,
+        "--conf-file=/dev/null",  # nothing from /etc/dnsmasq.conf or /etc/dnsmasq.d
+        "--strict-order",
+        "--bind-interfaces",
+        f"--interface={spec.bridge}",
+        "--except-interface=lo",
+    ]
+    argv += [f"--listen-address={s.gateway}" for s in spec.subnets]
+    argv += [
+        f"--pid-file={f(spec.bridge, 'pid')}",
+        f"--dhcp-hostsfile={f(spec.bridge, 'hosts')}",
+        f"--dhcp-leasefile={f(spec.bridge, 'leases')}",
+        f"--dhcp-script={paths.script}",
+        f"--dhcp-lease-max={sum(s.size for s in spec.subnets)}",
+    ]
+    for s in spec.subnets:
+        tag = f"net{s.network_id}"
+        argv.append(f"--dhcp-range=set:{tag},{s.dhcp_start},static,{s.netmask},{spec.lease_time}s")
+        argv.append(f"--dhcp-option=tag:{tag},3,{s.gateway}")
+        if s.dns:
+            argv.append(f"--dhcp-option=tag:{tag},6,{','.join(s.dns)}")
+        if s.mtu:
+            argv.append(f"--dhcp-option-force=tag:{tag},26,{s.mtu}")
+    argv += ["--no-resolv", "--no-hosts", f"--log-facility={f(spec.bridge, 'log')}"]
+    return tuple(argv)
+
+
+def script_text(
+    command: Sequence[str], env: Mapping[str, str] | None = None, netns_handle: str | None = None
+) -> str:
+    """The lease script: ``<command> dhcp-event ACTION MAC IP [HOSTNAME]``.
+
+    dnsmasq (and so its script) runs in the host's namespace; with ``netns_handle`` the
+    command runs in the executor's namespace instead, where the NATS URL is valid."""
+    lines = [
+        "#!/bin/sh",
+        "# dnsmasq's --dhcp-script, written by the netledger executor: leases (add/old) and",
+        "# releases (del) become fixed_ip.lease / fixed_ip.release commands, then events.",
+    ]
+    for k, v in sorted((env or {}).items()):
+        lines.append(f"{k}={shlex.quote(v)}; export {k}")
+    prefix = ["nsenter", f"--net={netns_handle}", "--"] if netns_handle else []
+    lines.append(f'exec {shlex.join([*prefix, *command])} dhcp-event "$@"')
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class DhcpBook:
+    """The fold of this host's DHCP events: which bridges the log says have a dnsmasq, and the
+    digest of the hosts file it last loaded."""
+
+    me: str
+    running: dict[str, str] = field(default_factory=dict)  # bridge -> hosts digest
+    network: dict[str, str | None] = field(default_factory=dict)  # bridge -> network id
+
+    def apply(self, env: Envelope) -> None:
+        ev = env.event
+        if isinstance(ev, HostDhcpStarted | HostDhcpReloaded) and ev.host == self.me:
+            self.running[ev.bridge] = ev.digest
+            self.network[ev.bridge] = ev.network_id
+        elif isinstance(ev, HostDhcpStopped) and ev.host == self.me:
+            self.running.pop(ev.bridge, None)
+            self.network.pop(ev.bridge, None)
+
+
+def plan(
+    desired: Iterable[DhcpSpec],
+    actual: Iterable[DhcpState],
+    argv_of: Callable[[DhcpSpec], tuple[str, ...]],
+    recorded: Mapping[str, str],
+    networks: Mapping[str, str | None] | None = None,
+) -> tuple[Op, ...]:
+    """What makes the dnsmasq processes match ``desired``. Pure.
+
+    ``recorded`` is the log's view (bridge -> hosts digest, :class:`DhcpBook`): a desired
+    dnsmasq found dead although recorded is a drift repair; a live one the log does not know
+    is adopted (its hosts file rewritten and reloaded, so a crash between writing the file and
+    SIGHUP cannot leave dnsmasq serving an old file); a recorded one that is gone and no longer
+    desired is logged as found-gone.
+    """
+    want = {d.bridge: d for d in desired}
+    have = {a.bridge: a for a in actual}
+    networks = networks or {}
+    ops: list[Op] = []
+    for bridge in sorted((set(have) | set(recorded)) - set(want)):
+        a = have.get(bridge)
+        gone = a is None or (a.pid is None and a.hosts_digest is None)
+        ops.append(
+            StopDhcp(
+                bridge=bridge,
+                pid=a.pid if a is not None else None,
+                network_id=networks.get(bridge),
+                reason="found-gone" if gone else "stale",
+            )
+        )
+    for bridge, spec in sorted(want.items()):
+        a = have.get(bridge)
+        drift = bridge in recorded
+        if a is not None and a.pid is not None and (a.elsewhere or a.argv != argv_of(spec)):
+            ops.append(StopDhcp(bridge, a.pid, spec.network_id, "replaced"))
+            a, drift = None, False
+        if a is None or a.pid is None:
+            ops.append(StartDhcp(spec, drift=drift))
+            continue
+        d = hosts_digest(spec)
+        if bridge not in recorded:
+            ops.append(ReloadDhcp(spec, a.pid, "adopted"))
+        elif recorded[bridge] != d:
+            ops.append(ReloadDhcp(spec, a.pid, "hosts"))
+        elif a.hosts_digest != d:
+            ops.append(ReloadDhcp(spec, a.pid, "drift"))
+    return tuple(ops)
+
+
+# --- I/O ------------------------------------------------------------------------------------
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path: str, text: str, mode: int) -> None:
+    """Replace ``path`` whole: dnsmasq never reads half a hosts file."""
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            # mkstemp makes 0600; dnsmasq re-reads the hosts file after dropping root.
+            os.fchmod(fh.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _cmdline(pid: int) -> tuple[str, ...]:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            if fh.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                return ()  # a zombie: dead, only not yet reaped
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            raw = fh.read()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ()
+    return tuple(a.decode(errors="replace") for a in raw.split(b"\0")[:-1])
+
+
+def _alive(pid: int) -> bool:
+    return bool(_cmdline(pid))
+
+
+def _netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+class Dnsmasq:
+    """This host's dnsmasq processes (in ``netns`` when given)."""
+
+    def __init__(self, paths: DhcpPaths, netns: str | None, script: str) -> None:
+        self.paths = paths
+        self.netns = netns
+        self.script = script
+
+    def argv(self, spec: DhcpSpec) -> tuple[str, ...]:
+        return dnsmasq_argv(spec, self.paths)
+
+    def _ours(self, bridge: str, pid: int) -> tuple[str, ...]:
+        argv = _cmdline(pid)
+        pidfile = f"--pid-file={self.paths.file(bridge, 'pid')}"
+        if argv and os.path.basename(argv[0]) == "dnsmasq" and pidfile in argv:
+            return argv
+        return ()
+
+    def read(self) -> tuple[DhcpState, ...]:
+        try:
+            names = os.listdir(self.paths.state_dir)
+        except FileNotFoundError:
+            return ()
+        bridges = {n.rsplit(".", 1)[0] for n in names if n.endswith((".pid", ".hosts"))}
+        here = _netns_inode(netns_path(self.netns) if self.netns else "/proc/self/ns/net")
+        out = []
+        for bridge in sorted(bridges):
+            pid: int | None = None
+            argv: tuple[str, ...] = ()
+            raw = _read(self.paths.file(bridge, "pid"))
+            if raw is not None and raw.strip().isdigit():
+                pid = int(raw.strip())
+                argv = self._ours(bridge, pid)
+                if not argv:
+                    pid = None  # dead, or the pid reused by a process that is not ours
+            text = _read(self.paths.file(bridge, "hosts"))
+            elsewhere = pid is not None and _netns_inode(f"/proc/{pid}/ns/net") != here
+            out.append(
+                DhcpState(
+                    bridge=bridge,
+                    pid=pid,
+                    argv=argv,
+                    hosts_digest=digest(text) if text is not None else None,
+                    elsewhere=elsewhere,
+                )
+            )
+        return tuple(out)
+
+    def reconcile(
+        self, desired: Sequence[DhcpSpec], kernel: HostActual, book: DhcpBook
+    ) -> list[tuple[OpResult, int | None]]:
+        """Plan against what runs and apply. A bridge whose gateway address is not in the
+        kernel (yet) is left as it is: dnsmasq could not bind it; the next pass retries."""
+        ops = plan(desired, self.read(), self.argv, book.running, book.network)
+        present = {(a.interface, a.address.split("/")[0]) for a in kernel.addresses}
+        ready = {
+            s.bridge
+            for s in desired
+            if all((s.bridge, sub.gateway) in present for sub in s.subnets)
+        }
+        return self.apply(
+            op
+            for op in ops
+            if not isinstance(op, StartDhcp | ReloadDhcp) or op.spec.bridge in ready
+        )
+
+    def apply(self, ops: Iterable[Op]) -> list[tuple[OpResult, int | None]]:
+        """Apply each op; (result, pid of the dnsmasq afterwards) in order."""
+        out: list[tuple[OpResult, int | None]] = []
+        for op in ops:
+            try:
+                if isinstance(op, StartDhcp):
+                    pid = self._start(op.spec)
+                elif isinstance(op, ReloadDhcp):
+                    pid = self._reload(op.spec, op.pid)
+                elif isinstance(op, StopDhcp):
+                    self._stop(op.bridge, op.pid)
+                    pid = None
+                else:
+                    raise TypeError(f"not a DHCP operation: {op!r}")
+            except DhcpFailed as exc:
+                out.append((OpResult(op, error=str(exc)), None))
+            except OSError as exc:
+                out.append((OpResult(op, errno=exc.errno or 0, error=str(exc)), None))
+            else:
+                out.append((OpResult(op), pid))
+        return out
+
+    def _prepare(self) -> None:
+        d = self.paths.state_dir
+        os.makedirs(d, mode=0o755, exist_ok=True)
+        # Readable by dnsmasq after it drops root (it re-reads the hosts file on SIGHUP).
+        os.chmod(d, 0o755)
+        if self.netns:
+            self._pin_own_netns()
+        if _read(self.paths.script) != self.script:
+            # Root only: it may carry NATS credentials; dnsmasq runs it as root.
+            write_atomic(self.paths.script, self.script, 0o700)
+
+    def _pin_own_netns(self) -> None:
+        """Bind-mount the executor's network namespace at ``paths.handle`` (once)."""
+        handle = self.paths.handle
+        own = _netns_inode(f"/proc/{os.getpid()}/ns/net")
+        if _netns_inode(handle) == own:
+            return
+        subprocess.run(["umount", handle], capture_output=True, timeout=30, check=False)
+        with open(handle, "a"):
+            pass
+        p = subprocess.run(
+            ["mount", "--bind", f"/proc/{os.getpid()}/ns/net", handle],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if p.returncode != 0:
+            raise DhcpFailed(f"cannot pin the executor's namespace at {handle}: {p.stderr}")
+
+    def _start(self, spec: DhcpSpec) -> int | None:
+        self._prepare()
+        write_atomic(self.paths.file(spec.bridge, "hosts"), render_hosts(spec), 0o644)
+        pidfile = self.paths.file(spec.bridge, "pid")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pidfile)
+        if not os.path.exists(self.paths.dnsmasq):
+            raise DhcpFailed(f"{self.paths.dnsmasq} not found (install Debian's dnsmasq)")
+        argv = list(self.argv(spec))
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        # dnsmasq daemonizes: the command returns once it serves (or failed, with a message).
+        # stderr goes to a file, not a pipe, so a daemon holding it cannot block us.
+        with tempfile.TemporaryFile() as err:
+            p = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                timeout=60,
+                check=False,
+            )
+            err.seek(0)
+            msg = err.read().decode(errors="replace").strip()
+        if p.returncode != 0:
+            raise DhcpFailed(f"dnsmasq exited with {p.returncode}: {msg}")
+        raw = _read(pidfile)
+        return int(raw.strip()) if raw and raw.strip().isdigit() else None
+
+    def _reload(self, spec: DhcpSpec, pid: int) -> int:
+        write_atomic(self.paths.file(spec.bridge, "hosts"), render_hosts(spec), 0o644)
+        if not self._ours(spec.bridge, pid):
+            raise DhcpFailed(f"dnsmasq {pid} of {spec.bridge} is gone")
+        os.kill(pid, signal.SIGHUP)
+        return pid
+
+    def _stop(self, bridge: str, pid: int | None) -> None:
+        if pid is not None and self._ours(bridge, pid):
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, STOP_GRACE):
+                if self._ours(bridge, pid):
+                    os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid, STOP_GRACE)
+        for kind in ("pid", "hosts", "leases", "log"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.file(bridge, kind))
+
+
+def dhcp_events(host: str, done: Iterable[tuple[OpResult, int | None]]) -> list[HostEvent]:
+    """The host events of applied DHCP operations (failures become HostApplyFailed upstream)."""
+    out: list[HostEvent] = []
+    for r, pid in done:
+        op = r.op
+        if not r.ok:
+            continue
+        if isinstance(op, StartDhcp):
+            s = op.spec
+            out.append(
+                HostDhcpStarted(
+                    host=host,
+                    bridge=s.bridge,
+                    network_id=s.network_id,
+                    pid=pid,
+                    hosts=len(s.hosts),
+                    digest=hosts_digest(s),
+                    drift=op.drift,
+                )
+            )
+        elif isinstance(op, ReloadDhcp):
+            s = op.spec
+            out.append(
+                HostDhcpReloaded(
+                    host=host,
+                    bridge=s.bridge,
+                    network_id=s.network_id,
+                    pid=pid,
+                    hosts=len(s.hosts),
+                    digest=hosts_digest(s),
+                    reason=op.reason,
+                )
+            )
+        elif isinstance(op, StopDhcp):
+            out.append(
+                HostDhcpStopped(
+                    host=host,
+                    bridge=op.bridge,
+                    network_id=op.network_id,
+                    pid=op.pid,
+                    reason=op.reason,
+                )
+            )
+    return out
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+class DhcpFailed(Exception):
+    """A DHCP operation failed (reported as ``HostApplyFailed``; retried next pass)."""
