@@ -13,7 +13,6 @@ v+1). A message that cannot be decoded raises :class:`DecodeError`; readers reco
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,24 +110,6 @@ def upcast(type_name: str, version: int, data: dict[str, Any]) -> dict[str, Any]
     return data
 
 
-def with_defaults(cls: type[Event], data: dict[str, Any]) -> dict[str, Any]:
-    """Fill fields missing from stored ``data`` that have a default.
-
-    A field added later *with a default* is a compatible change: payloads stored before it
-    still decode (with the default) without a version bump or an upcaster. A missing field
-    without a default is still an error.
-    """
-    missing: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            continue
-        if f.default is not dataclasses.MISSING:
-            missing[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            missing[f.name] = f.default_factory()
-    return {**data, **missing} if missing else data
-
-
 def decode(raw: bytes) -> Envelope:
     """Decode one stored message, upcasting old versions; raise DecodeError on anything bad."""
     try:
@@ -150,7 +131,7 @@ def decode(raw: bytes) -> Envelope:
     if not isinstance(data, dict):
         raise DecodeError(f"{type_name}: data is not a map")
     try:
-        event = cls.from_data(with_defaults(cls, upcast(type_name, version, data)))
+        event = cls.from_data(upcast(type_name, version, data))
     except DecodeError:
         raise
     except Exception as exc:

@@ -11,6 +11,8 @@ registered the same way (see :mod:`netledger.events.host_events`).
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -48,11 +50,39 @@ class Event:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Event:
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = [n for n in names if n not in data]
+        """Build from stored data. A field missing from ``data`` that has a default gets it (a
+        field added later with a default is a compatible change); other missing fields and
+        unknown keys are errors / ignored respectively."""
+        names, defaults = _shape(cls)
+        try:
+            return cls(**{n: data[n] for n in names})
+        except KeyError:
+            pass
+        missing = [n for n in names if n not in data and n not in defaults]
         if missing:
             raise KeyError(f"{cls.TYPE} is missing {', '.join(sorted(missing))}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{n: data[n] if n in data else defaults[n]() for n in names})
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_SHAPES: dict[type, tuple[tuple[str, ...], dict[str, Callable[[], Any]]]] = {}
+
+
+def _shape(cls: type) -> tuple[tuple[str, ...], dict[str, Callable[[], Any]]]:
+    """Field names and default makers of an event class (cached: decode is a hot path)."""
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        defaults: dict[str, Callable[[], Any]] = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                defaults[f.name] = functools.partial(_same, f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                defaults[f.name] = f.default_factory
+        shape = _SHAPES[cls] = (tuple(f.name for f in dataclasses.fields(cls)), defaults)
+    return shape
 
 
 # --- registry: networks and pools, the rules that span aggregates ---------------------------
