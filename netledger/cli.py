@@ -161,6 +161,12 @@ def cli(
     help="Seconds after which a deallocated DHCP address whose release never came returns to"
     " the pool (decided from the times in the log).",
 )
+@click.option(
+    "--auth-config",
+    type=click.Path(dir_okay=False, exists=True),
+    help="nats-server auth include written by `netledger auth init` (embedded server only);"
+    " connect with the service user's --user/--password (or its .env file).",
+)
 @pass_settings
 def serve(
     settings: Settings,
@@ -171,6 +177,7 @@ def serve(
     replicas: int,
     projector: bool,
     release_timeout: float,
+    auth_config: str | None,
 ) -> None:
     """Run the command service (and a projector) — with its own nats-server unless --nats is given.
 
@@ -190,6 +197,7 @@ def serve(
             run_projector=projector,
             connect_kwargs=settings.connect_kwargs(),
             release_timeout=release_timeout,
+            auth_config=auth_config,
         ),
     )
 

@@ -27,6 +27,7 @@ async def serve_forever(
     run_projector: bool,
     connect_kwargs: dict[str, Any] | None = None,
     release_timeout: float = 600.0,
+    auth_config: str | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -42,8 +43,17 @@ async def serve_forever(
             file=sys.stderr,
             flush=True,
         )
+        extra = ""
+        if auth_config:
+            from netledger.auth import embedded_extra_config
+
+            extra = embedded_extra_config(auth_config, data_dir)
         server = EmbeddedNats(
-            data_dir=data_dir, port=port, binary=binary, sync_interval=sync_interval
+            data_dir=data_dir,
+            port=port,
+            binary=binary,
+            sync_interval=sync_interval,
+            extra_config=extra,
         )
         await asyncio.to_thread(server.start)
         nats_url = server.url

@@ -1,0 +1,92 @@
+"""`netledger serve --auth-config` on the embedded default, used with per-role credentials."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from netledger.auth import read_credentials
+from netledger.natsserver import free_port
+
+NETLEDGER = str(Path(sys.executable).parent / "netledger")
+
+
+def _env(creds: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETLEDGER_")}
+    for line in creds.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            env[k] = v
+    return {**env, "PYTHONUNBUFFERED": "1"}
+
+
+def test_serve_with_auth_config(tmp_path: Path) -> None:
+    auth = tmp_path / "auth"
+    r = subprocess.run(
+        [NETLEDGER, "auth", "init", "--out", str(auth), "--hosts", "h1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert read_credentials(auth / "client.env")["user"] == "client"
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    serve = subprocess.Popen(
+        [
+            NETLEDGER,
+            "serve",
+            "--data",
+            str(tmp_path / "data"),
+            "--port",
+            str(port),
+            "--auth-config",
+            str(auth / "auth.conf"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(auth / "service.env"),
+    )
+    try:
+        line = serve.stdout.readline() if serve.stdout else ""
+        assert "netledger ready" in line, serve.stderr.read() if serve.stderr else ""
+
+        def cli(role: str, *args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [NETLEDGER, "--nats", url, *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=_env(auth / f"{role}.env"),
+            )
+
+        ok = cli(
+            "client",
+            "--json",
+            "network",
+            "create",
+            "--label",
+            "a",
+            "--cidr",
+            "10.7.0.0/24",
+            "--mode",
+            "flat",
+        )
+        assert ok.returncode == 0, ok.stderr
+        ok = cli("client", "--json", "fixed-ip", "allocate", "--instance", "i-1", "--network", "1")
+        assert ok.returncode == 0 and "10.7.0.2" in ok.stdout
+        # Without credentials the server refuses the connection.
+        anon = subprocess.run(
+            [NETLEDGER, "--nats", url, "network", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("NETLEDGER_")},
+        )
+        assert anon.returncode == 1 and "error [unavailable]" in anon.stderr
+    finally:
+        serve.terminate()
+        assert serve.wait(20) == 0
