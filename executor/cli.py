@@ -50,9 +50,9 @@ def executor_group() -> None:
 )
 @click.option(
     "--dhcp/--no-dhcp",
-    default=True,
-    show_default=True,
-    help="Run dnsmasq for the flat_dhcp/vlan/vxlan networks this host serves.",
+    default=None,
+    help="Run dnsmasq for the flat_dhcp/vlan/vxlan networks this host serves (default: on;"
+    " off with --netns, whose dnsmasq would outlive the namespace's deletion).",
 )
 @click.option(
     "--state-dir",
@@ -107,7 +107,7 @@ def executor_run(
     network_host: bool,
     vtep_address: str | None,
     snat_address: str | None,
-    dhcp: bool,
+    dhcp: bool | None,
     state_dir: str | None,
     dhcp_lease_time: int,
     once: bool,
@@ -130,6 +130,11 @@ def executor_run(
     from .daemon import Options, run_executor
     from .desired import HostConfig
     from .dhcp import DhcpPaths, default_state_dir, script_text
+
+    if dhcp is None:
+        # A namespace is a lab host (tests, demos) that is deleted without stopping what runs
+        # in it: dnsmasq, which outlives executors by design, would be left behind.
+        dhcp = netns is None
 
     logging.basicConfig(
         level=logging.INFO if verbose or not once else logging.WARNING,

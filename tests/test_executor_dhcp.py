@@ -1,4 +1,5 @@
-"""DHCP end to end on real network namespaces: dnsmasq run by the executor, a real client.
+"""DHCP: the pure part (desired dnsmasq specs, command line, plan) and end to end on real
+network namespaces (dnsmasq run by the executor, a real client).
 
 An instance stand-in (a namespace on the host's bridge with the MAC netledger allocated) runs
 busybox ``udhcpc``; dnsmasq's lease script calls ``netledger dhcp-event``, so leases and
@@ -10,6 +11,7 @@ namespaces are deleted, even when the test fails.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -24,14 +26,38 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netledger.events.client import Client
-from netledger.events.codec import decode
+from netledger.events.codec import Envelope, decode
+from netledger.events.host_events import HostDhcpStarted, HostDhcpStopped
+from netledger.events.state import State
 from netledger.events.stream import Connection
+from netledger.events.types import Event, FixedIpAllocated, FixedIpDeallocated, FixedIpLeased
+from netledger.executor.desired import HostConfig, build, hostname_for
+from netledger.executor.dhcp import (
+    DhcpBook,
+    DhcpPaths,
+    dnsmasq_argv,
+    hosts_digest,
+    plan,
+    script_text,
+)
+from netledger.executor.hosts import HostBook
+from netledger.executor.model import (
+    DhcpHost,
+    DhcpSpec,
+    DhcpState,
+    DhcpSubnet,
+    Op,
+    ReloadDhcp,
+    StartDhcp,
+    StopDhcp,
+)
 
+from .test_executor_desired import network
 from .test_executor_lab import NETLEDGER, Lab, addresses, ns_exec, sh
-
-pytestmark = pytest.mark.netns
 
 DEADLINE = 60.0  # generous: only ever waited out when something is broken
 
@@ -74,7 +100,7 @@ class DhcpLab(Lab):
 
     def run(self, url: str, host: str, ns: str, *extra: str) -> dict[str, Any]:
         p = self.executor(
-            url, host, ns, "--network-host", "--state-dir", self.dhcp_dir(host), *extra
+            url, host, ns, "--network-host", "--dhcp", "--state-dir", self.dhcp_dir(host), *extra
         )
         assert isinstance(p, subprocess.CompletedProcess)
         out: dict[str, Any] = json.loads(p.stdout)
@@ -232,6 +258,7 @@ def wait_gone(pid: int) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.netns
 async def test_instances_get_their_addresses_and_leases_become_events(
     world: DhcpLab, conn: Connection, service: Any, nats_url: str, tmp_path: Path
 ) -> None:
@@ -341,6 +368,7 @@ async def test_instances_get_their_addresses_and_leases_become_events(
     assert dhcp[0].pid == pid and dhcp[2].pid == new_pid and dhcp[1].hosts == 2
 
 
+@pytest.mark.netns
 async def test_dnsmasq_survives_the_executor_and_is_adopted(
     world: DhcpLab, conn: Connection, service: Any, nats_url: str
 ) -> None:
@@ -354,7 +382,14 @@ async def test_dnsmasq_survives_the_executor_and_is_adopted(
     bridge = net["bridge"]
     a = await c.allocate_fixed_ip("vm-1", network_id=net["id"], host="h")
     proc = world.executor(
-        nats_url, "h", h, "--network-host", "--state-dir", world.dhcp_dir("h"), once=False
+        nats_url,
+        "h",
+        h,
+        "--network-host",
+        "--dhcp",
+        "--state-dir",
+        world.dhcp_dir("h"),
+        once=False,
     )
     assert isinstance(proc, subprocess.Popen)
     deadline = time.monotonic() + DEADLINE
@@ -385,3 +420,274 @@ async def test_dnsmasq_survives_the_executor_and_is_adopted(
         ("HostDhcpStopped", "replaced"),
         ("HostDhcpStarted", None),
     ]
+
+
+# --- pure: desired specs, command line, lease script, plan --------------------------------
+
+
+def _fold(*events: Event) -> State:
+    st = State()
+    for seq, ev in enumerate(events, 1):
+        st.apply(seq, ev.subject(), Envelope(ev, f"e{seq}", f"c{seq}", 0.0))
+    return st
+
+
+def _alloc(nid: str, addr: str, inst: str, host: str) -> FixedIpAllocated:
+    mac = f"02:16:3E:00:00:{int(addr.rsplit('.', 1)[1]):02x}"
+    return FixedIpAllocated(
+        network_id=nid, address=addr, instance=inst, mac=mac, host=host, project=None
+    )
+
+
+def test_desired_dhcp_lists_bound_addresses_of_served_dhcp_networks() -> None:
+    held = _alloc("1", "10.0.1.4", "gone", "c1")
+    freed = _alloc("1", "10.0.1.5", "freed", "c1")
+    st = _fold(
+        network("1", "10.0.1.0/24", "flat_dhcp", bridge="br100", dns1="192.0.2.1"),
+        network("2", "10.0.2.0/24", "flat", bridge="brflat"),
+        network("3", "10.0.3.0/24", "vxlan", vni=7, bridge="brvx7", multi_host=True),
+        _alloc("1", "10.0.1.3", "vm_B", "c2"),
+        _alloc("1", "10.0.1.2", "42", "c1"),
+        held,
+        FixedIpLeased(network_id="1", address=held.address, mac=held.mac, instance="gone"),
+        FixedIpDeallocated(
+            network_id="1",
+            address=held.address,
+            instance="gone",
+            mac=held.mac,
+            host="c1",
+            freed=False,
+        ),
+        freed,
+        FixedIpDeallocated(
+            network_id="1",
+            address=freed.address,
+            instance="freed",
+            mac=freed.mac,
+            host="c1",
+            freed=True,
+        ),
+        _alloc("2", "10.0.2.2", "flatvm", "c1"),
+        _alloc("3", "10.0.3.2", "mine", "c1"),
+        _alloc("3", "10.0.3.3", "theirs", "c2"),
+    )
+    cfg = HostConfig(host="c1", network_host=True, dhcp_lease_time=600)
+    d = build(st, HostBook("c1"), cfg)
+    assert [s.bridge for s in d.dhcp] == ["br100", "brvx7"]  # plain flat: no DHCP
+    br100, brvx7 = d.dhcp
+    assert br100.subnets == (
+        DhcpSubnet("1", "10.0.1.1", "255.255.255.0", "10.0.1.2", 256, ("192.0.2.1",)),
+    )
+    # Every host's instances (not multi-host); the held address too; MACs lower case; names
+    # start with a letter.
+    assert br100.hosts == (
+        DhcpHost("02:16:3e:00:00:02", "i-42", "10.0.1.2"),
+        DhcpHost("02:16:3e:00:00:03", "vm-b", "10.0.1.3"),
+        DhcpHost("02:16:3e:00:00:04", "gone", "10.0.1.4"),
+    )
+    assert br100.lease_time == 600
+    # Multi-host: only this host's own instances.
+    assert [h.hostname for h in brvx7.hosts] == ["mine"]
+    assert (
+        build(st, HostBook("c1"), HostConfig(host="c1", network_host=True, dhcp=False)).dhcp == ()
+    )
+    # Not serving (no network host role): nothing, except the multi-host network.
+    assert [s.bridge for s in build(st, HostBook("c1"), HostConfig(host="c1")).dhcp] == ["brvx7"]
+
+
+def test_flat_networks_sharing_a_bridge_share_one_dnsmasq() -> None:
+    st = _fold(
+        network("2", "10.0.2.0/24", "flat_dhcp", bridge="br100"),
+        network("1", "10.0.1.0/24", "flat_dhcp", bridge="br100", mtu=1400),
+        _alloc("1", "10.0.1.2", "a", "h"),
+        _alloc("2", "10.0.2.2", "a", "h"),
+    )
+    [spec] = build(st, HostBook("h"), HostConfig(host="h", network_host=True)).dhcp
+    assert spec.network_id == "1" and [s.network_id for s in spec.subnets] == ["1", "2"]
+    # Two instances with one name: dnsmasq must never see a name twice.
+    assert [h.hostname for h in spec.hosts] == ["a", "a-10-0-2-2"]
+    argv = dnsmasq_argv(spec, DhcpPaths("/run/x", "/usr/sbin/dnsmasq"))
+    assert argv[0] == "/usr/sbin/dnsmasq"
+    for flag in (
+        "--strict-order",
+        "--bind-interfaces",
+        "--interface=br100",
+        "--except-interface=lo",
+        "--listen-address=10.0.1.1",
+        "--listen-address=10.0.2.1",
+        "--pid-file=/run/x/br100.pid",
+        "--dhcp-hostsfile=/run/x/br100.hosts",
+        "--dhcp-leasefile=/run/x/br100.leases",
+        "--dhcp-script=/run/x/dhcp-script",
+        "--dhcp-lease-max=512",
+        "--dhcp-range=set:net1,10.0.1.2,static,255.255.255.0,86400s",
+        "--dhcp-range=set:net2,10.0.2.2,static,255.255.255.0,86400s",
+        "--dhcp-option=tag:net1,3,10.0.1.1",
+        "--dhcp-option=tag:net2,3,10.0.2.1",
+        "--dhcp-option-force=tag:net1,26,1400",
+        "--no-resolv",
+        "--no-hosts",
+    ):
+        assert flag in argv, flag
+    assert not any(a.startswith("--dhcp-option=tag:net1,6") for a in argv)  # no DNS given
+
+
+@pytest.mark.parametrize(
+    ("instance", "name"),
+    [
+        ("vm-a", "vm-a"),
+        ("VM_1", "vm-1"),
+        ("3600", "i-3600"),
+        ("__", "instance"),
+        ("a" * 80, "a" * 63),
+    ],
+)
+def test_hostname_is_a_dns_label_starting_with_a_letter(instance: str, name: str) -> None:
+    assert hostname_for(instance) == name
+
+
+def test_lease_script_calls_dhcp_event_in_the_executors_namespace() -> None:
+    text = script_text(
+        ["/v/bin/netledger", "--nats", "nats://h:1", "--creds", "/c d"],
+        {"NETLEDGER_PASSWORD": "p w"},
+        "/run/x/executor.netns",
+    )
+    assert text.startswith("#!/bin/sh\n")
+    assert "NETLEDGER_PASSWORD='p w'; export NETLEDGER_PASSWORD" in text
+    assert text.rstrip().endswith(
+        "exec nsenter --net=/run/x/executor.netns -- /v/bin/netledger --nats nats://h:1"
+        " --creds '/c d' dhcp-event \"$@\""
+    )
+    assert "nsenter" not in script_text(["netledger"])
+
+
+# A small world of bridges, hosts files and processes for the plan's property test.
+BRIDGES = ("br1", "br2", "br3")
+PATHS = DhcpPaths("/run/t")
+
+
+def _argv(spec: DhcpSpec) -> tuple[str, ...]:
+    return dnsmasq_argv(spec, PATHS)
+
+
+specs_st = st.builds(
+    lambda bridge, n, lease, hosts: DhcpSpec(
+        bridge=bridge,
+        network_id=str(n),
+        subnets=(DhcpSubnet(str(n), f"10.0.{n}.1", "255.255.255.0", f"10.0.{n}.2", 256),),
+        hosts=tuple(
+            sorted(DhcpHost(f"02:00:00:00:00:{i:02x}", f"h{i}", f"10.0.{n}.{i}") for i in hosts)
+        ),
+        lease_time=lease,
+    ),
+    st.sampled_from(BRIDGES),
+    st.integers(1, 3),
+    st.sampled_from([600, 86400]),
+    st.sets(st.integers(2, 6), max_size=3),
+)
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> tuple[list[DhcpSpec], list[DhcpState], dict[str, str]]:
+    desired = {s.bridge: s for s in draw(st.lists(specs_st, max_size=3))}
+    actual = []
+    for b in draw(st.sets(st.sampled_from(BRIDGES))):
+        pid = draw(st.one_of(st.none(), st.integers(100, 105)))
+        spec = desired.get(b) or draw(specs_st)
+        argv = _argv(spec) if draw(st.booleans()) else _argv(draw(specs_st))
+        d = draw(st.sampled_from([None, hosts_digest(spec), "0" * 16]))
+        if pid is None and d is None:
+            d = "0" * 16  # a state entry exists because a pid or hosts file does
+        actual.append(
+            DhcpState(b, pid, argv if pid else (), d, elsewhere=bool(pid) and draw(st.booleans()))
+        )
+    recorded = {
+        b: draw(st.sampled_from([hosts_digest(desired[b]) if b in desired else "x", "y" * 16]))
+        for b in draw(st.sets(st.sampled_from(BRIDGES)))
+    }
+    return list(desired.values()), actual, recorded
+
+
+def _apply_model(
+    ops: tuple[Op, ...], actual: list[DhcpState], recorded: dict[str, str]
+) -> tuple[list[DhcpState], dict[str, str]]:
+    have = {a.bridge: a for a in actual}
+    rec = dict(recorded)
+    next_pid = 1000
+    for op in ops:
+        if isinstance(op, StopDhcp):
+            have.pop(op.bridge, None)
+            rec.pop(op.bridge, None)
+        elif isinstance(op, StartDhcp):
+            assert op.spec.bridge not in have or have[op.spec.bridge].pid is None
+            next_pid += 1
+            d = hosts_digest(op.spec)
+            have[op.spec.bridge] = DhcpState(op.spec.bridge, next_pid, _argv(op.spec), d)
+            rec[op.spec.bridge] = d
+        elif isinstance(op, ReloadDhcp):
+            a = have[op.spec.bridge]
+            assert a.pid == op.pid
+            d = hosts_digest(op.spec)
+            have[op.spec.bridge] = dataclasses.replace(a, hosts_digest=d)
+            rec[op.spec.bridge] = d
+    return list(have.values()), rec
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds())
+def test_plan_converges_and_signals_only_processes_it_found(
+    w: tuple[list[DhcpSpec], list[DhcpState], dict[str, str]],
+) -> None:
+    desired, actual, recorded = w
+    ops = plan(desired, actual, _argv, recorded)
+    found = {a.pid for a in actual if a.pid is not None}
+    for op in ops:
+        if isinstance(op, ReloadDhcp | StopDhcp) and op.pid is not None:
+            assert op.pid in found
+        if isinstance(op, StartDhcp):
+            # Drift only when the log says it ran and nothing was replaced on purpose.
+            assert not op.drift or op.spec.bridge in recorded
+    after, rec = _apply_model(ops, actual, recorded)
+    assert plan(desired, after, _argv, rec) == ()
+    assert {a.bridge for a in after} == {s.bridge for s in desired} == set(rec)
+
+
+def test_plan_reasons() -> None:
+    spec = DhcpSpec(
+        bridge="br1",
+        network_id="1",
+        subnets=(DhcpSubnet("1", "10.0.1.1", "255.255.255.0", "10.0.1.2", 256),),
+        hosts=(DhcpHost("02:00:00:00:00:02", "a", "10.0.1.2"),),
+    )
+    d = hosts_digest(spec)
+    running = DhcpState("br1", 7, _argv(spec), d)
+    assert plan([spec], [running], _argv, {"br1": d}) == ()
+    assert plan([spec], [running], _argv, {}) == (ReloadDhcp(spec, 7, "adopted"),)
+    assert plan([spec], [running], _argv, {"br1": "old"}) == (ReloadDhcp(spec, 7, "hosts"),)
+    edited = dataclasses.replace(running, hosts_digest="edited")
+    assert plan([spec], [edited], _argv, {"br1": d}) == (ReloadDhcp(spec, 7, "drift"),)
+    dead = DhcpState("br1", None, (), d)
+    assert plan([spec], [dead], _argv, {"br1": d}) == (StartDhcp(spec, drift=True),)
+    assert plan([spec], [], _argv, {}) == (StartDhcp(spec, drift=False),)
+    assert plan([], [running], _argv, {"br1": d}, {"br1": "1"}) == (
+        StopDhcp("br1", 7, "1", "stale"),
+    )
+    assert plan([], [], _argv, {"br1": d}) == (StopDhcp("br1", None, None, "found-gone"),)
+    moved = dataclasses.replace(running, elsewhere=True)
+    assert plan([spec], [moved], _argv, {"br1": d}) == (
+        StopDhcp("br1", 7, spec.network_id, "replaced"),
+        StartDhcp(spec, drift=False),
+    )
+
+
+def test_book_folds_this_hosts_dhcp_events() -> None:
+    book = DhcpBook("h")
+    started = HostDhcpStarted(
+        host="h", bridge="br1", network_id="1", pid=5, hosts=1, digest="d1", drift=False
+    )
+    other = dataclasses.replace(started, host="g", bridge="br9")
+    for ev in (started, other):
+        book.apply(Envelope(ev, "x", "x", 0.0))
+    assert book.running == {"br1": "d1"} and book.network == {"br1": "1"}
+    book.apply(Envelope(HostDhcpStopped("h", "br1", "1", 5, "stale"), "y", "y", 0.0))
+    assert book.running == {}
