@@ -372,8 +372,9 @@ async def test_instances_get_their_addresses_and_leases_become_events(
 async def test_dnsmasq_survives_the_executor_and_is_adopted(
     world: DhcpLab, conn: Connection, service: Any, nats_url: str
 ) -> None:
-    """A running executor stopped (SIGTERM) leaves dnsmasq serving; the next one adopts it
-    without a restart. A dnsmasq whose options changed (lease time) is replaced."""
+    """A running executor repairs a killed dnsmasq by itself; stopped (SIGTERM), it leaves
+    dnsmasq serving and the next one adopts it without a restart. A dnsmasq whose options
+    changed (lease time) is replaced."""
     h = world.ns("h")
     c = Client(conn)
     [net] = await c.create_networks(
@@ -397,6 +398,15 @@ async def test_dnsmasq_survives_the_executor_and_is_adopted(
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         assert time.monotonic() < deadline, "the daemon started no dnsmasq"
         await asyncio.sleep(0.1)
+    # Killed under a running daemon: its next periodic pass (--interval 1) starts it again.
+    first = world.pid("h", bridge)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_gone(first)
+    while world.pid("h", bridge) == first or not alive(world.pid("h", bridge)):
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline + DEADLINE, "the daemon did not restart dnsmasq"
+        await asyncio.sleep(0.1)
     pid = world.pid("h", bridge)
     os.kill(proc.pid, signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 30) == 0
@@ -415,10 +425,15 @@ async def test_dnsmasq_survives_the_executor_and_is_adopted(
     assert alive(new_pid)
     assert "--dhcp-range=set:net1,10.62.0.2,static,255.255.255.0,600s" in cmdline(new_pid)
     evs = await read_events(conn, "netledger.evt.host.h")
-    assert [(e.TYPE, getattr(e, "reason", None)) for e in evs if "Dhcp" in e.TYPE] == [
-        ("HostDhcpStarted", None),
-        ("HostDhcpStopped", "replaced"),
-        ("HostDhcpStarted", None),
+    assert [
+        (e.TYPE, getattr(e, "reason", None), getattr(e, "drift", None))
+        for e in evs
+        if "Dhcp" in e.TYPE
+    ] == [
+        ("HostDhcpStarted", None, False),
+        ("HostDhcpStarted", None, True),  # the repair of the killed one
+        ("HostDhcpStopped", "replaced", None),
+        ("HostDhcpStarted", None, False),
     ]
 
 
