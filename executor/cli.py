@@ -121,7 +121,8 @@ def executor_run(
 
     Needs root. Announces the host (with its VTEP address), reconciles on start (replaying the
     log), after every change and every --interval seconds, and appends what it changed to
-    netledger.evt.host.HOST. Exit status 1 with code executor_not_permitted without the rights,
+    netledger.evt.host.HOST. Serving DHCP-mode networks, it runs one dnsmasq per bridge (files
+    in --state-dir); dnsmasq outlives the executor and is adopted by the next run. Exit status 1 with code executor_not_permitted without the rights,
     netns_not_found for a missing --netns, apply_incomplete when --once could not apply it all.
     """
     from netledger.events.ids import check_id

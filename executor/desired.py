@@ -9,7 +9,9 @@ network (vxlan mode), or the physical interface itself in the bridge (flat modes
 A host *serves* a network (gateway address on the bridge, SNAT of the range, floating IPs of its
 addresses) when it is the network's ``network_host``, or the network names none and the host
 runs as a network host, or — multi-host — when it has an instance there. The served network
-also needs at least one allocated address: an unused network costs nothing anywhere.
+also needs at least one allocated address: an unused network costs nothing anywhere. A served
+network in a DHCP mode (flat_dhcp, vlan, vxlan) also gets a dnsmasq on its bridge
+(:func:`dhcp_specs`; run by executor/dhcp.py).
 """
 
 from __future__ import annotations
