@@ -255,11 +255,13 @@ def _alive(pid: int) -> bool:
     return bool(_cmdline(pid))
 
 
-def _netns_inode(path: str) -> int | None:
+def _netns_inode(path: str) -> tuple[int, int] | None:
+    """A network namespace's identity (nsfs device and inode) through any path naming it."""
     try:
-        return os.stat(path).st_ino
+        st = os.stat(path)
     except OSError:
         return None
+    return (st.st_dev, st.st_ino)
 
 
 class Dnsmasq:
@@ -315,6 +317,12 @@ class Dnsmasq:
     ) -> list[tuple[OpResult, int | None]]:
         """Plan against what runs and apply. A bridge whose gateway address is not in the
         kernel (yet) is left as it is: dnsmasq could not bind it; the next pass retries."""
+        if desired:
+            # Keep the lease script current (NATS URL, credentials) even when dnsmasq runs on
+            # untouched: it reads the script afresh on every lease. A failure here fails the
+            # starts below, which report it.
+            with contextlib.suppress(OSError, DhcpFailed):
+                self._prepare()
         ops = plan(desired, self.read(), self.argv, book.running, book.network)
         present = {(a.interface, a.address.split("/")[0]) for a in kernel.addresses}
         ready = {

@@ -226,13 +226,14 @@ async def read_events(conn: Connection, subject: str) -> list[Any]:
     return out
 
 
-async def wait_for_event(conn: Connection, subject: str, pred: Any) -> Any:
-    """The first event on ``subject`` matching ``pred`` (the lease script runs asynchronously)."""
+async def wait_for_event(conn: Connection, subject: str, pred: Any, nth: int = 1) -> Any:
+    """The ``nth`` event on ``subject`` matching ``pred`` (the lease script runs
+    asynchronously)."""
     deadline = time.monotonic() + DEADLINE
     while True:
-        for e in await read_events(conn, subject):
-            if pred(e):
-                return e
+        found = [e for e in await read_events(conn, subject) if pred(e)]
+        if len(found) >= nth:
+            return found[nth - 1]
         assert time.monotonic() < deadline, f"no matching event on {subject}"
         await asyncio.sleep(0.2)
 
@@ -347,10 +348,30 @@ async def test_instances_get_their_addresses_and_leases_become_events(
     out = await asyncio.to_thread(world.run, nats_url, "h", h)
     assert out["changes"] == 0 and world.pid("h", bridge) == new_pid
 
+    # Deallocated while leased: the address is held, stays in the hosts file, and the client's
+    # release through dnsmasq frees it (the release timeout is only for releases never sent).
+    got_a = await asyncio.to_thread(world.dhcp, va)
+    assert got_a is not None and got_a["ip"] == a["address"]
+    await wait_for_event(  # its second lease (the first was released above)
+        conn, subject, lambda e: e.TYPE == "FixedIpLeased" and e.address == a["address"], nth=2
+    )
+    dealloc = await c.deallocate_fixed_ip("vm-a")
+    assert dealloc["deallocated"][0]["freed"] is False
+    await asyncio.to_thread(world.run, nats_url, "h", h)
+    assert f"{a['mac']},vm-a,{a['address']}" in world.hosts_file("h", bridge)
+    await asyncio.to_thread(world.release, va)
+    freed = await wait_for_event(
+        conn,
+        subject,
+        lambda e: e.TYPE == "FixedIpReleased" and e.address == a["address"] and e.freed,
+    )
+    assert freed.instance == "vm-a"
+    again = await c.allocate_fixed_ip("vm-c", network_id=nid, host="h")
+    assert again["address"] == a["address"], "the released address is free again"
+    await c.deallocate_fixed_ip("vm-c")
+
     # The network leaves the host: dnsmasq stops, its files go.
-    await c.deallocate_fixed_ip("vm-a")
     await c.deallocate_fixed_ip("vm-b")
-    await c.request("fixed_ip.release", {"address": b["address"], "mac": b["mac"]})
     await asyncio.to_thread(world.run, nats_url, "h", h)
     assert new_pid is not None
     wait_gone(new_pid)
