@@ -80,13 +80,19 @@ def fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+def fmt_ratio(r: float | None) -> str:
+    if r is None:
+        return ""
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
+
+
 def table(rows: list[Row]) -> list[str]:
     out = [
         "| benchmark | figure | value | unit | ratio | against | note |",
         "|---|---|---:|---|---:|---|---|",
     ]
     for r in rows:
-        ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
+        ratio = fmt_ratio(r.ratio)
         out.append(
             f"| {r.bench} | {r.metric} | {fmt(r.value)} | {r.unit} | {ratio} | {r.baseline} | {r.note} |"
         )
@@ -151,7 +157,7 @@ async def run_all(mods: list[ModuleType], size: float) -> tuple[list[Row], Rss, 
             errors.append(f"{m.NAME}: {exc.__class__.__name__}: {exc}")
             got = []
         for r in got:
-            ratio = f"{r.ratio:6.2f}" if r.ratio is not None else "      "
+            ratio = f"{fmt_ratio(r.ratio):>6}"
             print(
                 f"   {r.metric:52.52s} {fmt(r.value):>10} {r.unit:8} {ratio}  {r.note}", flush=True
             )
