@@ -147,7 +147,7 @@ class Metrics:
 # --- objects read at scrape time -----------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # registries keep collectors in a dict: identity hash
 class _Watched:
     """A collector over live components: their counters are read when Prometheus scrapes."""
 
@@ -169,8 +169,13 @@ class _Watched:
             "netledger_occ_conflicts",
             "Appends refused because another writer appended to the subject first.",
         )
-        batches = CounterMetricFamily("netledger_append_batches", "Successful appends.")
-        batched = CounterMetricFamily("netledger_appended_events", "Events appended.")
+        batches = CounterMetricFamily(
+            "netledger_atomic_batches",
+            "Atomic batch appends (group commits, decisions touching several aggregates).",
+        )
+        batched = CounterMetricFamily(
+            "netledger_atomic_batch_events", "Events appended in atomic batches."
+        )
         rejected = CounterMetricFamily(
             "netledger_rejected_events",
             "Stream messages a reader could not use (undecodable, wrong subject), by component.",
@@ -304,6 +309,7 @@ class LagWatcher:
         self.interval = interval
         self.components: dict[str, Callable[[], int]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def add(self, component: str, applied_seq: Callable[[], int]) -> None:
         self.components[component] = applied_seq
@@ -319,18 +325,23 @@ class LagWatcher:
         return last
 
     async def _run(self) -> None:
-        while True:
+        # A stop flag besides cancellation: nats-py may turn a cancelled request into a
+        # TimeoutError, which the loop below would otherwise swallow and sleep on.
+        while not self._stop.is_set():
             try:
                 await self.sample()
             except Exception as exc:  # NATS away for a moment: keep the last values
                 log.debug("lag sample failed: %s", exc)
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
 
     async def start(self) -> None:
+        self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="netledger-lag-watcher")
 
     async def close(self) -> None:
         if self._task is not None:
+            self._stop.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from netledger.events.client import Client
 from netledger.events.codec import Envelope, encode
 from netledger.events.host_events import HostAnnounced, HostLinkCreated, HostReconciled
@@ -159,3 +161,41 @@ async def test_no_service_is_a_problem(conn: Connection) -> None:
     st = await gather(conn, [], wait=0.1)
     assert not st["healthy"]
     assert "no command-service replica answered" in st["problems"]
+
+
+@pytest.mark.netns
+async def test_status_with_real_executors_in_namespaces(
+    conn: Connection, service: CommandService, tmp_path: Path, nats_url: str
+) -> None:
+    """Two ``netledger executor run --once`` in two network namespaces; one runs early and is
+    left behind by 20 allocations, the other runs last: status shows both, one lagging."""
+    from .test_executor_lab import lab
+
+    with lab() as world:
+        h1, h2 = world.ns("st1"), world.ns("st2")
+        world.wire(h1, "eth1", h2, "eth1")
+        c = Client(conn)
+        [net] = await c.create_networks(
+            label="st", cidr="10.41.0.0/24", mode="flat_dhcp", bridge="brst", network_host="st1"
+        )
+        await c.allocate_fixed_ip("vm-0", network_id=net["id"], host="st1")
+        await asyncio.to_thread(world.executor, nats_url, "st1", h1, "--physical-interface", "eth1")
+        for i in range(1, 21):
+            await c.allocate_fixed_ip(f"vm-{i}", network_id=net["id"], host="st2")
+        await asyncio.to_thread(world.executor, nats_url, "st2", h2, "--physical-interface", "eth1")
+        db = tmp_path / "projection.db"
+        await project_until(conn, db)
+        async with StatusResponder.for_service(conn, service):
+            await service.follower.wait_for(await last_seq(conn))
+            st = await gather(conn, [db], max_lag=10, wait=0.3)
+    last = st["stream"]["last_seq"]
+    hosts = {h["host"]: h for h in st["hosts"]}
+    assert set(hosts) == {"st1", "st2"}
+    st1, st2 = hosts["st1"], hosts["st2"]
+    assert st1["lagging"] and st1["lag"] >= 20 and st1["changes"] > 0
+    assert not st2["lagging"] and st2["applied_seq"] > st1["applied_seq"] + 20
+    assert st2["lag"] == last - st2["applied_seq"] <= 10
+    assert st["projectors"][0]["last_seq"] == last and not st["projectors"][0]["lagging"]
+    assert [p for p in st["problems"] if "host" in p] == [
+        f"host st1 is {st1['lag']} sequences behind (> 10)"
+    ]
