@@ -65,13 +65,15 @@ class Client:
             "args": {k: v for k, v in args.items() if v is not None},
         }
         data = msgpack.packb(payload, use_bin_type=True)
+        who = actor or self.actor
+        subject = command_subject(name, admin=who.role in ("admin", "system"))
         loop = asyncio.get_running_loop()
         end = loop.time() + self.deadline
         delay = 0.1
         last: Exception | None = None
         while loop.time() < end:
             try:
-                msg = await self.conn.nc.request(command_subject(name), data, timeout=self.timeout)
+                msg = await self.conn.nc.request(subject, data, timeout=self.timeout)
                 break
             except (
                 nats.errors.TimeoutError,

@@ -13,6 +13,9 @@ from .errors import InvalidId
 STREAM = "NETLEDGER"
 EVENT_PREFIX = "netledger.evt"
 COMMAND_PREFIX = "netledger.cmd"
+#: Requests acting with the admin role go here: NATS permissions decide who may publish to it,
+#: so a client cannot make itself admin by claiming the role in the request.
+ADMIN_COMMAND_PREFIX = "netledger.admin.cmd"
 REGISTRY_SUBJECT = f"{EVENT_PREFIX}.registry"
 ALL_EVENTS = f"{EVENT_PREFIX}.>"
 
@@ -49,8 +52,8 @@ def host_subject(host: str) -> str:
     return f"{EVENT_PREFIX}.host.{host}"
 
 
-def command_subject(name: str) -> str:
-    return f"{COMMAND_PREFIX}.{name}"
+def command_subject(name: str, *, admin: bool = False) -> str:
+    return f"{ADMIN_COMMAND_PREFIX if admin else COMMAND_PREFIX}.{name}"
 
 
 def subject_kind(subject: str) -> tuple[str, str]:

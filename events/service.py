@@ -38,12 +38,13 @@ from .decide import Decision, Pending, decide, network_dict
 from .errors import (
     ConflictRetriesExhausted,
     DecodeError,
+    Forbidden,
     LogRegression,
     NetledgerError,
     RequestTooLarge,
     ValidationError,
 )
-from .ids import COMMAND_PREFIX
+from .ids import ADMIN_COMMAND_PREFIX, COMMAND_PREFIX
 from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
 from .state import State
 from .stream import Appender, Connection, Follower, MaybeApplied, WrongLastSequence, build_messages
@@ -124,7 +125,7 @@ class CommandService:
         self._lanes: dict[str, asyncio.Queue[_Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sub: Any = None
+        self._subs: list[Any] = []
         self._closing = False
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -133,9 +134,10 @@ class CommandService:
         self.failed = asyncio.get_running_loop().create_future()
         await self.follower.start()
         await self.follower.catch_up(timeout=None)
-        self._sub = await self.conn.nc.subscribe(
-            f"{COMMAND_PREFIX}.>", queue=self.queue, cb=self._on_request
-        )
+        for prefix in (COMMAND_PREFIX, ADMIN_COMMAND_PREFIX):
+            self._subs.append(
+                await self.conn.nc.subscribe(f"{prefix}.>", queue=self.queue, cb=self._on_request)
+            )
         if self.reap_interval:
             self._reaper = asyncio.create_task(self._reap_forever(self.reap_interval))
         self._watchdog = asyncio.create_task(self._watch_log())
@@ -143,9 +145,7 @@ class CommandService:
 
     async def close(self) -> None:
         self._closing = True
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        await self._unsubscribe()
         for t in list(self._tasks):
             t.cancel()
         for w in self._workers.values():
@@ -156,6 +156,14 @@ class CommandService:
                 await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._tasks, *self._workers.values(), return_exceptions=True)
         await self.follower.stop()
+
+    async def _unsubscribe(self) -> None:
+        subs, self._subs = self._subs, []
+        for s in subs:
+            try:
+                await s.unsubscribe()
+            except Exception:  # connection already gone
+                pass
 
     async def __aenter__(self) -> CommandService:
         await self.start()
@@ -189,9 +197,7 @@ class CommandService:
             await self.follower.watch(self.watch_interval)
         except LogRegression as exc:
             log.critical("%s", exc.message)
-            if self._sub is not None:
-                await self._sub.unsubscribe()
-                self._sub = None
+            await self._unsubscribe()
             if self.failed is not None and not self.failed.done():
                 self.failed.set_result(exc)
 
@@ -238,9 +244,11 @@ class CommandService:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, msg: Msg) -> None:
-        name = msg.subject[len(COMMAND_PREFIX) + 1 :]
+        privileged = msg.subject.startswith(ADMIN_COMMAND_PREFIX + ".")
+        prefix = ADMIN_COMMAND_PREFIX if privileged else COMMAND_PREFIX
+        name = msg.subject[len(prefix) + 1 :]
         try:
-            result = await self.handle(name, msg.data)
+            result = await self.handle(name, msg.data, privileged=privileged)
             data = reply_ok(result)
         except NetledgerError as err:
             data = reply_error(err)
@@ -253,7 +261,9 @@ class CommandService:
             except Exception:
                 log.info("could not reply to %s", name)
 
-    async def handle(self, name: str, raw: bytes) -> dict[str, Any]:
+    async def handle(self, name: str, raw: bytes, *, privileged: bool = True) -> dict[str, Any]:
+        """Answer one request. ``privileged`` says it came on the admin subject, which NATS
+        permissions reserve for admins: only there may a request act with the admin role."""
         try:
             if len(raw) > MAX_REQUEST_BYTES:
                 raise RequestTooLarge(f"request of {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}")
@@ -262,6 +272,12 @@ class CommandService:
             except Exception:
                 raise ValidationError("request is not a msgpack map") from None
             req = parse_command(name, payload)
+            if req.actor.role in ("admin", "system") and not privileged:
+                raise Forbidden(
+                    f"a request acting as {req.actor.role} must be sent on"
+                    f" {ADMIN_COMMAND_PREFIX}.{name}, which only admins may publish to",
+                    command=name,
+                )
             if not req.command_id:
                 req = Request(req.command, uuid.uuid4().hex, req.actor)
             if req.command.READ_ONLY:

@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from netledger.events.errors import NetledgerError, ValidationError
-from netledger.events.ids import ALL_EVENTS, COMMAND_PREFIX, STREAM, check_id, host_subject
+from netledger.events.ids import (
+    ADMIN_COMMAND_PREFIX,
+    ALL_EVENTS,
+    COMMAND_PREFIX,
+    STREAM,
+    check_id,
+    host_subject,
+)
 
 COMMAND_QUEUE = "netledger-command"  # events/service.py QUEUE_GROUP
 INBOX = "_INBOX.>"
@@ -111,7 +118,11 @@ def service_permissions(stream: str = STREAM) -> Permissions:
         ),
         # Deny wins over allow: host subjects belong to the executors alone.
         publish_deny=(host_subject(">"),),
-        subscribe_allow=(INBOX, f"{COMMAND_PREFIX}.> {COMMAND_QUEUE}"),
+        subscribe_allow=(
+            INBOX,
+            f"{COMMAND_PREFIX}.> {COMMAND_QUEUE}",
+            f"{ADMIN_COMMAND_PREFIX}.> {COMMAND_QUEUE}",
+        ),
         allow_responses=True,
     )
 

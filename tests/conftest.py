@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
 from netledger.events.service import CommandService
 from netledger.events.stream import Connection, connect, ensure_stream
-
 from netledger.natsserver import EmbeddedNats, free_port
 
 

@@ -127,7 +127,8 @@ def fixed_ip_event(network_id: str, address: str) -> bytes:
 
 
 async def _network(conn: Connection, secured: Secured) -> dict[str, Any]:
-    c = await Client.connect(secured.url, **secured.creds["client"])
+    # Creating networks is an admin command: the admin user sends it on the admin subject.
+    c = await Client.connect(secured.url, **secured.creds["admin"])
     try:
         [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat")
         await c.allocate_fixed_ip("i-1", network_id=net["id"], host="h1")
@@ -196,6 +197,10 @@ async def test_client_may_only_send_commands(secured: Secured, svc: Any) -> None
         with pytest.raises(nats.errors.TimeoutError):
             await js.stream_info(conn.stream)
         assert await raw.violation("$JS.API.STREAM.INFO.NETLEDGER")
+        # Nor send a command on the admin subject (acting as admin is for the admin user).
+        with pytest.raises(nats.errors.TimeoutError):
+            await raw.nc.request("netledger.admin.cmd.network.list", b"\x80", timeout=0.5)
+        assert await raw.violation("netledger.admin.cmd.network.list")
         # Nor answer commands in the service's place.
         await raw.nc.subscribe("netledger.cmd.>", queue="netledger-command")
         assert await raw.violation('subscription to "netledger.cmd.>"')
@@ -249,7 +254,7 @@ async def test_service_cannot_write_host_subjects(secured: Secured, svc: Any) ->
 
 async def test_member_cannot_touch_another_projects_floating_ip(secured: Secured, svc: Any) -> None:
     conn, _ = svc
-    admin = await Client.connect(secured.url, **secured.creds["client"])
+    admin = await Client.connect(secured.url, **secured.creds["admin"])
     try:
         nets = await admin.create_networks(
             label="v", cidr="10.20.0.0/16", num_networks=2, mode="vlan"
@@ -314,7 +319,7 @@ def test_credentials_file_works_with_the_cli(secured: Secured, tmp_path: Path) -
     try:
         assert p.stdout is not None
         assert p.stdout.readline().startswith("netledger ready")
-        c = read_credentials(secured.files["client"])
+        c = read_credentials(secured.files["admin"])
         out = subprocess.run(
             [
                 *(

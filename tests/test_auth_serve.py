@@ -13,6 +13,20 @@ from netledger.natsserver import free_port
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 
 
+CLAIM_ADMIN = """
+import asyncio, os, sys, msgpack, nats
+async def main():
+    nc = await nats.connect(sys.argv[1], user=os.environ["NETLEDGER_USER"],
+                            password=os.environ["NETLEDGER_PASSWORD"])
+    req = {"command_id": "c1", "actor": {"role": "admin"},
+           "args": {"label": "x", "cidr": "10.8.0.0/24", "mode": "flat"}}
+    r = await nc.request("netledger.cmd.network.create", msgpack.packb(req), timeout=10)
+    print(msgpack.unpackb(r.data)["error"]["code"])
+    await nc.close()
+asyncio.run(main())
+"""
+
+
 def _env(creds: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETLEDGER_")}
     for line in creds.read_text().splitlines():
@@ -46,13 +60,13 @@ def test_serve_with_auth_config(tmp_path: Path) -> None:
             str(auth / "auth.conf"),
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=open(tmp_path / "serve.err", "w"),
         text=True,
         env=_env(auth / "service.env"),
     )
     try:
         line = serve.stdout.readline() if serve.stdout else ""
-        assert "netledger ready" in line, serve.stderr.read() if serve.stderr else ""
+        assert "netledger ready" in line, (tmp_path / "serve.err").read_text()
 
         def cli(role: str, *args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -64,7 +78,7 @@ def test_serve_with_auth_config(tmp_path: Path) -> None:
             )
 
         ok = cli(
-            "client",
+            "admin",
             "--json",
             "network",
             "create",
@@ -76,8 +90,31 @@ def test_serve_with_auth_config(tmp_path: Path) -> None:
             "flat",
         )
         assert ok.returncode == 0, ok.stderr
-        ok = cli("client", "--json", "fixed-ip", "allocate", "--instance", "i-1", "--network", "1")
-        assert ok.returncode == 0 and "10.7.0.2" in ok.stdout
+        member = ("--role", "member", "--as-project", "p1")
+        ok = cli(
+            "client",
+            *member,
+            "--json",
+            "fixed-ip",
+            "allocate",
+            "--instance",
+            "i-1",
+            "--network",
+            "1",
+            "--project",
+            "p1",
+        )
+        assert ok.returncode == 0 and "10.7.0.2" in ok.stdout, ok
+        # A client cannot make itself admin by claiming the role on the ordinary subject.
+        claim = subprocess.run(
+            [sys.executable, "-c", CLAIM_ADMIN, url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_env(auth / "client.env"),
+        )
+        assert claim.returncode == 0, claim.stderr
+        assert claim.stdout.strip() == "forbidden"
         # Without credentials the server refuses the connection.
         anon = subprocess.run(
             [NETLEDGER, "--nats", url, "network", "list"],

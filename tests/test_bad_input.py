@@ -64,7 +64,9 @@ async def refused(
 
 
 async def raw_request(conn: Connection, name: str, data: bytes) -> dict[str, Any]:
-    msg = await conn.nc.request(f"netledger.cmd.{name}", data, timeout=5.0)
+    # The admin subject: a raw request's actor may claim any role there (NATS permissions, not
+    # the service, decide who may publish to it).
+    msg = await conn.nc.request(f"netledger.admin.cmd.{name}", data, timeout=5.0)
     reply = msgpack.unpackb(msg.data, raw=False)
     assert isinstance(reply, dict)
     return reply

@@ -211,7 +211,7 @@ def test_fuzzed_commands_append_nothing(
 def test_service_answers_after_fuzzing(fuzz_target: BackgroundService) -> None:
     reply = fuzz_target.call(
         fuzz_target.request(
-            "netledger.cmd.fixed_ip.allocate",
+            "netledger.admin.cmd.fixed_ip.allocate",
             msgpack.packb(
                 {
                     "command_id": "after-fuzz",
