@@ -15,8 +15,11 @@ from typing import Any
 
 import click
 
+from netledger.config import ENV_PREFIX, config_option
 from netledger.events.codec import Actor
 from netledger.events.errors import NetledgerError
+from netledger.logs import LEVELS, setup_logging
+from netledger.metrics import metrics_port_option
 from netledger.output import emit, fail, table
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
@@ -70,7 +73,14 @@ def client_call(
     return result
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "auto_envvar_prefix": ENV_PREFIX,
+    }
+)
+@config_option
 @click.option(
     "--nats",
     "nats_url",
@@ -97,6 +107,17 @@ def client_call(
     show_default=True,
     help="The role you act with.",
 )
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="Log level; logs go to stderr (the units and the example config use info)."
+    " Env: NETLEDGER_LOG_LEVEL.",
+)
+@click.option(
+    "--log-json", is_flag=True, help="Log JSON lines instead of text. Env: NETLEDGER_LOG_JSON."
+)
 @click.version_option(package_name="netledger")
 @click.pass_context
 def cli(
@@ -108,12 +129,15 @@ def cli(
     password: str | None,
     as_project: str | None,
     role: str,
+    log_level: str,
+    log_json: bool,
 ) -> None:
     """netledger: the network state of a cloud as an append-only log of events.
 
     Networks, fixed IPs and floating IPs are decided by the command service and appended to a
     NATS JetStream stream; projectors, host executors and the audit tools read that log.
     """
+    setup_logging(log_level, log_json)
     ctx.obj = Settings(
         nats_url,
         as_json,
@@ -167,6 +191,7 @@ def cli(
     help="nats-server auth include written by `netledger auth init` (embedded server only);"
     " connect with the service user's --user/--password (or its .env file).",
 )
+@metrics_port_option
 @pass_settings
 def serve(
     settings: Settings,
@@ -178,6 +203,7 @@ def serve(
     projector: bool,
     release_timeout: float,
     auth_config: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Run the command service (and a projector) — with its own nats-server unless --nats is given.
 
@@ -197,6 +223,7 @@ def serve(
             run_projector=projector,
             connect_kwargs=settings.connect_kwargs(),
             release_timeout=release_timeout,
+            metrics_port=metrics_port,
             auth_config=auth_config,
         ),
     )

@@ -6,12 +6,14 @@ import asyncio
 import logging
 import signal
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 from netledger.events.service import CommandService
 from netledger.events.stream import connect, ensure_stream
 from netledger.natsserver import EmbeddedNats, find_nats_server, server_version
+from netledger.status import StatusResponder
 
 log = logging.getLogger("netledger.serve")
 
@@ -27,6 +29,7 @@ async def serve_forever(
     run_projector: bool,
     connect_kwargs: dict[str, Any] | None = None,
     release_timeout: float = 600.0,
+    metrics_port: int | None = None,
     auth_config: str | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
@@ -63,6 +66,9 @@ async def serve_forever(
             await ensure_stream(conn, replicas=replicas)
             service = CommandService(conn, release_timeout=release_timeout)
             await service.start()
+            responder = StatusResponder.for_service(conn, service)
+            await responder.start()
+            observability = await _start_metrics(conn, service, metrics_port)
             projector = None
             if run_projector:
                 projector = await _start_projector(conn, data_dir / "projection.db")
@@ -79,6 +85,8 @@ async def serve_forever(
             finally:
                 if projector is not None:
                     await projector.close()
+                await observability.aclose()
+                await responder.close()
                 await service.close()
         finally:
             await conn.close()
@@ -96,3 +104,20 @@ async def _start_projector(conn: Any, db_path: Path) -> Any:
     projector = Projector(conn, db_path)
     await projector.start()
     return projector
+
+
+async def _start_metrics(conn: Any, service: CommandService, port: int | None) -> AsyncExitStack:
+    """Metrics on ``port`` (None: off): the service's counters, and its lag behind the stream."""
+    stack = AsyncExitStack()
+    if port is None:
+        return stack
+    from netledger import metrics
+
+    server = metrics.start_metrics_server(port)
+    stack.callback(server.close)
+    metrics.watch_service(service)
+    stack.callback(metrics.unwatch, service)
+    lag = metrics.LagWatcher(conn)
+    lag.add("service", lambda: service.follower.applied_seq)
+    await stack.enter_async_context(lag)
+    return stack

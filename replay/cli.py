@@ -253,7 +253,13 @@ def _print_verify(r: dict[str, Any]) -> None:
 
 
 @click.command("export")
-@click.option("--from-seq", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--from-seq",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="First stream sequence to export.",
+)
 @click.option("--to-seq", type=click.IntRange(1), help="Last sequence (default: the last now).")
 @click.option(
     "--out",
