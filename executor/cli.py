@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from netledger.cli import Settings, pass_settings, run
+from netledger.metrics import metrics_port_option
 from netledger.output import emit
 
 
@@ -97,6 +98,7 @@ def executor_group() -> None:
     help="Slow motion for tests that interrupt an apply (seconds).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
+@metrics_port_option
 @pass_settings
 def executor_run(
     settings: Settings,
@@ -116,6 +118,7 @@ def executor_run(
     batch_size: int,
     pause_between_batches: float,
     verbose: bool,
+    metrics_port: int | None,
 ) -> None:
     """Run the executor of one host: follow the log and keep the kernel equal to it.
 
@@ -175,9 +178,15 @@ def executor_run(
         conn = await connect(
             settings.url, name=f"netledger-executor-{host}", **settings.connect_kwargs()
         )
+        from netledger.metrics import executor_applied, observe
+
+        observability = await observe(
+            conn, metrics_port, {f"executor:{host}": lambda: executor_applied(host)}
+        )
         try:
             return await run_executor(conn, cfg, opts, once)
         finally:
+            await observability.aclose()
             await conn.close()
 
     report = run(settings, go)

@@ -26,6 +26,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from netledger import metrics
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.errors import DecodeError, NetledgerError
 from netledger.events.host_events import (
@@ -290,6 +291,11 @@ class Executor:
                 )
             )
             self._last_reported = now
+        metrics.executor_reconciled(
+            cfg.host, applied_seq, report.changes, report.drift_repairs, report.duration_ms
+        )
+        for r in report.failures:
+            metrics.executor_failed(cfg.host, type(r.op).__name__)
         self._reported_failures = failures
         self._last_desired = desired
         self.passes += 1

@@ -81,8 +81,13 @@ def find_config(
             raise ConfigNotFound(f"{p}: no such configuration file (from {source})", path=str(p))
         return p
     for p in default_locations() if locations is None else locations:
-        if p.is_file():
-            return p
+        try:
+            if p.is_file():
+                return p
+        except PermissionError:
+            # A default location we may not even look into (e.g. another user's home) is as
+            # good as absent; a file named explicitly is still an error above.
+            continue
     return None
 
 

@@ -279,10 +279,19 @@ def projector_batch(db: str, events: int, seconds: float) -> None:
         m.projector_batch_events.labels(db).observe(events)
 
 
+_EXECUTOR_APPLIED: dict[str, int] = {}
+
+
+def executor_applied(host: str) -> int:
+    """The last sequence the host's executor reconciled to (0 before its first pass)."""
+    return _EXECUTOR_APPLIED.get(host, 0)
+
+
 def executor_reconciled(
     host: str, applied_seq: int, changes: int, drift_repairs: int, duration_ms: float
 ) -> None:
     """Call with the fields of the HostReconciled event the executor appends."""
+    _EXECUTOR_APPLIED[host] = applied_seq
     if (m := _active()) is not None:
         m.reconcile_seconds.labels(host).observe(duration_ms / 1000.0)
         m.reconcile_changes.labels(host).inc(changes)
@@ -399,3 +408,30 @@ def metrics_port_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         metavar="PORT",
         help="Serve Prometheus metrics on this port (/metrics; off by default).",
     )(fn)
+
+
+async def observe(
+    conn: Any, port: int | None, components: dict[str, Callable[[], int]], watch: Any = None
+) -> contextlib.AsyncExitStack:
+    """Serve metrics on ``port`` (None: nothing) and keep each component's lag current.
+
+    ``components`` maps a component name to a function giving its applied sequence;
+    ``watch`` is a command service or ``(projector, db)`` whose counters are exposed too.
+    Close the returned stack to stop it all.
+    """
+    stack = contextlib.AsyncExitStack()
+    if port is None:
+        return stack
+    server = start_metrics_server(port)
+    stack.callback(server.close)
+    if isinstance(watch, tuple):
+        watch_projector(*watch)
+        stack.callback(unwatch, watch[0])
+    elif watch is not None:
+        watch_service(watch)
+        stack.callback(unwatch, watch)
+    lag = LagWatcher(conn)
+    for name, fn in components.items():
+        lag.add(name, fn)
+    await stack.enter_async_context(lag)
+    return stack

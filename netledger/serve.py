@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import sys
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +67,14 @@ async def serve_forever(
             await service.start()
             responder = StatusResponder.for_service(conn, service)
             await responder.start()
-            observability = await _start_metrics(conn, service, metrics_port)
+            from netledger.metrics import observe
+
+            observability = await observe(
+                conn,
+                metrics_port,
+                {"service": lambda: service.follower.applied_seq},
+                watch=service,
+            )
             projector = None
             if run_projector:
                 projector = await _start_projector(conn, data_dir / "projection.db")
@@ -104,20 +110,3 @@ async def _start_projector(conn: Any, db_path: Path) -> Any:
     projector = Projector(conn, db_path)
     await projector.start()
     return projector
-
-
-async def _start_metrics(conn: Any, service: CommandService, port: int | None) -> AsyncExitStack:
-    """Metrics on ``port`` (None: off): the service's counters, and its lag behind the stream."""
-    stack = AsyncExitStack()
-    if port is None:
-        return stack
-    from netledger import metrics
-
-    server = metrics.start_metrics_server(port)
-    stack.callback(server.close)
-    metrics.watch_service(service)
-    stack.callback(metrics.unwatch, service)
-    lag = metrics.LagWatcher(conn)
-    lag.add("service", lambda: service.follower.applied_seq)
-    await stack.enter_async_context(lag)
-    return stack

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from netledger.cli import Settings, default_data_dir, pass_settings, run
+from netledger.metrics import metrics_port_option
 from netledger.output import emit, table
 
 DB_HELP = "Projection database (default: DATA/projection.db, the one `netledger serve` keeps)."
@@ -58,8 +59,11 @@ def projector_group() -> None:
     show_default=True,
     help="Messages per SQLite transaction.",
 )
+@metrics_port_option
 @pass_settings
-def projector_run(settings: Settings, db: Path | None, once: bool, batch_size: int) -> None:
+def projector_run(
+    settings: Settings, db: Path | None, once: bool, batch_size: int, metrics_port: int | None
+) -> None:
     """Follow the stream from the checkpoint in the database and apply events in batches.
 
     Each batch commits together with the last applied stream sequence, so a crash anywhere
@@ -79,7 +83,7 @@ def projector_run(settings: Settings, db: Path | None, once: bool, batch_size: i
             if once:
                 last = await project_until(conn, path, batch_size=batch_size)
                 return {"db": str(path), "last_seq": last}
-            return await _follow(conn, path, batch_size)
+            return await _follow(conn, path, batch_size, metrics_port)
         finally:
             await conn.close()
 
@@ -87,7 +91,11 @@ def projector_run(settings: Settings, db: Path | None, once: bool, batch_size: i
     emit(result, settings.as_json, f"projection {result['db']} at seq {result['last_seq']}")
 
 
-async def _follow(conn: Any, path: Path, batch_size: int) -> dict[str, Any]:
+async def _follow(
+    conn: Any, path: Path, batch_size: int, metrics_port: int | None = None
+) -> dict[str, Any]:
+    from netledger.metrics import observe
+
     from .runner import Projector
 
     stop = asyncio.Event()
@@ -95,8 +103,12 @@ async def _follow(conn: Any, path: Path, batch_size: int) -> dict[str, Any]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     p = Projector(conn, path, batch_size=batch_size)
+    observability = None
     try:
         await p.start()
+        observability = await observe(
+            conn, metrics_port, {f"projector:{path}": lambda: p.last_seq}, watch=(p, str(path))
+        )
         print(
             f"netledger projector: following into {path} from seq {p.last_seq + 1}",
             file=sys.stderr,
@@ -112,6 +124,8 @@ async def _follow(conn: Any, path: Path, batch_size: int) -> dict[str, Any]:
         if p.failure is not None:
             raise p.failure
     finally:
+        if observability is not None:
+            await observability.aclose()
         await p.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
