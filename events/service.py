@@ -301,7 +301,13 @@ class CommandService:
         return await fut
 
     def _lane_for(self, req: Request) -> str:
+        """The in-process queue a request waits in (the log's OCC keeps replicas safe; lanes
+        only order and group work inside one replica). A command type may name its own lane
+        with a ``lane(state) -> str`` method."""
         cmd, st = req.command, self.state
+        own = getattr(cmd, "lane", None)
+        if callable(own):
+            return str(own(st))
         if isinstance(
             cmd, NetworkCreate | NetworkDelete | NetworkDisassociate | FloatingPoolCreate
         ):
