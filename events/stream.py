@@ -18,7 +18,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats
@@ -64,6 +64,21 @@ class Connection:
     nc: NATS
     js: JetStreamContext
     stream: str = STREAM
+    #: set (then cleared by whoever waits) every time the client reconnects: readers check at
+    #: once that the log did not go back while they were away (a restored store)
+    reconnected: list[asyncio.Event] = field(default_factory=list, compare=False)
+
+    def reconnect_event(self) -> asyncio.Event:
+        ev = asyncio.Event()
+        self.reconnected.append(ev)
+        return ev
+
+    async def wait_interval_or_reconnect(self, ev: asyncio.Event, interval: float) -> None:
+        try:
+            await asyncio.wait_for(ev.wait(), interval)
+        except TimeoutError:
+            pass
+        ev.clear()
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -104,8 +119,12 @@ async def connect(
     async def _disc() -> None:
         log.info("disconnected from NATS")
 
+    listeners: list[asyncio.Event] = []
+
     async def _reconn() -> None:
         log.info("reconnected to NATS")
+        for ev in listeners:
+            ev.set()
 
     kwargs: dict[str, Any] = {}
     if creds:
@@ -136,7 +155,7 @@ async def connect(
         raise Unavailable(
             f"cannot connect to NATS at {url}: {str(exc) or exc.__class__.__name__}"
         ) from None
-    return Connection(nc=nc, js=nc.jetstream(timeout=10.0), stream=stream)
+    return Connection(nc=nc, js=nc.jetstream(timeout=10.0), stream=stream, reconnected=listeners)
 
 
 async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
@@ -423,8 +442,9 @@ class Follower:
     async def watch(self, interval: float = 5.0) -> None:
         """Check for regression every ``interval`` seconds; on regression fail every waiter
         and raise (the owner stops loudly instead of stalling on a log that went back)."""
+        poke = self.conn.reconnect_event()
         while True:
-            await asyncio.sleep(interval)
+            await self.conn.wait_interval_or_reconnect(poke, interval)
             try:
                 await self.check_regression()
             except LogRegression as exc:

@@ -37,8 +37,9 @@ from typing import Any, TypeVar
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from netledger.events.errors import LogRegression
 from netledger.events.ids import ALL_EVENTS
-from netledger.events.stream import Connection
+from netledger.events.stream import Connection, check_regression, last_seq
 
 from .errors import ProjectorStopped
 from .store import Applied, Raw, Writer
@@ -115,6 +116,8 @@ class Projector:
         self.rejected = 0
         self.failure: BaseException | None = None
         self.write_seconds = 0.0  # time spent in the writer thread (decode, project, commit)
+        self.watch_interval = 5.0  # how often to check that the log did not go back
+        self._watch: asyncio.Task[None] | None = None
         self.batches = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -140,6 +143,7 @@ class Projector:
         self._reading = True
         self._task = asyncio.create_task(self._write_loop(), name="netledger-projector-writer")
         await self._subscribe(self.last_seq + 1)
+        self._watch = asyncio.create_task(self._watch_log(), name="netledger-projector-watch")
         log.info(
             "projector following %s from seq %d into %s",
             self.conn.stream,
@@ -176,6 +180,7 @@ class Projector:
         self._reading = False
         # A resubscription in flight first, so that it cannot leave a subscription behind.
         await _cancel(self._resub)
+        await _cancel(self._watch)
         await self._unsubscribe()
         await _cancel(self._task)
         await self._shutdown_db()
@@ -244,6 +249,30 @@ class Projector:
                 await self._subscribe(self._enqueued + 1)
 
         self._resub = asyncio.create_task(again(), name="netledger-projector-resubscribe")
+
+    async def _watch_log(self) -> None:
+        """Stop loudly if the stream's last sequence falls below one already read (a store that
+        lost data or was restored from an old copy) instead of stalling or re-applying."""
+        poke = self.conn.reconnect_event()
+        while self._reading:
+            await self.conn.wait_interval_or_reconnect(poke, self.watch_interval)
+            seen = max(self._enqueued, self.last_seq)
+            try:
+                target = await last_seq(self.conn)
+            except Exception as exc:  # NATS away for a moment: the reconnect deals with it
+                log.debug("regression check skipped: %s", exc)
+                continue
+            try:
+                check_regression(target, seen)
+            except LogRegression as exc:
+                log.critical("%s", exc.message)
+                self.failure = exc
+                self._reading = False
+                await self._unsubscribe()
+                if not self._done.done():
+                    self._done.set_exception(exc)
+                self._advanced.set()
+                return
 
     # --- writing -----------------------------------------------------------------------------
 

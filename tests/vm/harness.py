@@ -529,8 +529,8 @@ class VlanVm:
         venv_bin = str(Path(self.python).parent)
         environ = {
             "PATH": f"{venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": "/tmp",
-            "TMPDIR": "/tmp",
+            "HOME": "/run/tmp",
+            "TMPDIR": "/run/tmp",
             "LANG": "C.UTF-8",
             # The host root is read-only in the guest: no bytecode writes to attempt.
             "PYTHONDONTWRITEBYTECODE": "1",

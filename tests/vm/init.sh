@@ -37,10 +37,10 @@ mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm 2>/dev/null
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs shm /host/dev/shm
-# Writable, guest-only /tmp and /run (ip netns needs /run/netns; nats-server its store).
-mount -t tmpfs tmp /host/tmp || fail "no /tmp on the host root"
+# Writable, guest-only /run (ip netns needs /run/netns; nats-server its store; /run/tmp is the
+# guest's TMPDIR). The host's /tmp is left visible: the checkout under test may live there.
 mount -t tmpfs run /host/run || fail "no /run on the host root"
-mkdir -p /host/run/nlvm
+mkdir -p /host/run/nlvm /host/run/tmp
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /host/run/nlvm \
   || fail "mounting the results share failed"
 ip link set lo up
