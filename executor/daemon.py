@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 
 from netledger import metrics
 from netledger.events.codec import Actor, Envelope, encode
-from netledger.events.errors import DecodeError, NetledgerError
+from netledger.events.errors import DecodeError, LogRegression, NetledgerError
 from netledger.events.host_events import (
     HostAddressAdded,
     HostAddressRemoved,
@@ -108,6 +108,8 @@ class Options:
     #: DHCP: where dnsmasq files live and which dnsmasq runs (None: DHCP not managed here).
     dhcp_paths: DhcpPaths | None = None
     dhcp_script: str = ""  # the lease script's text (executor/dhcp.py: script_text)
+    #: how often a running executor checks that the log did not go back (and on reconnect)
+    watch_interval: float = 5.0
 
 
 class Executor:
@@ -199,7 +201,24 @@ class Executor:
         await self.follower.catch_up()
         return await self.reconcile("start")
 
+    async def _watch_log(self) -> None:
+        """Stop the daemon (not stall, not re-apply) if the log goes back under it."""
+        assert self.follower is not None
+        try:
+            await self.follower.watch(self.opts.watch_interval)
+        except LogRegression as exc:
+            log.critical("%s", exc.message)
+            self._dirty.set()  # wake the loop, which raises the follower's failure
+
     async def run_forever(self) -> None:
+        watch = asyncio.create_task(self._watch_log(), name="netledger-executor-watch")
+        try:
+            await self._run_forever()
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    async def _run_forever(self) -> None:
         await self.reconcile("start")
         loop = asyncio.get_running_loop()
         next_periodic = loop.time() + self.opts.interval
@@ -218,6 +237,8 @@ class Executor:
             if self._stop.is_set():
                 break
             if self.follower is not None and self.follower.failure is not None:
+                if isinstance(self.follower.failure, NetledgerError):
+                    raise self.follower.failure
                 raise ExecutorError(f"log reader failed: {self.follower.failure}")
             if self._dirty.is_set():
                 # Debounce: let a burst of events land before building the desired state.

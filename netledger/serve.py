@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netledger.events.errors import NetledgerError
 from netledger.events.service import CommandService
 from netledger.events.stream import connect, ensure_stream
 from netledger.natsserver import EmbeddedNats, find_nats_server, server_version
@@ -84,10 +85,23 @@ async def serve_forever(
                     ready.set()
                 stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
                 failed: asyncio.Future[Any] = service.failed or loop.create_future()
-                await asyncio.wait([stopper, failed], return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
+                watched = [stopper, failed]
+                if projector is not None:
+                    # A projector that had to stop (log regression, a broken database) stops
+                    # serve too: a daemon that answers with a frozen projection is worse.
+                    watched.append(asyncio.ensure_future(projector.wait_failed()))
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for w in [*watched[2:], stopper]:
+                    if not w.done():
+                        w.cancel()
                 if failed.done():
                     raise failed.result()
+                for w in watched[2:]:
+                    if w.done() and not w.cancelled():
+                        err = w.result()
+                        if isinstance(err, NetledgerError):
+                            raise err
+                        raise NetledgerError(f"projector failed: {err}")
             finally:
                 if projector is not None:
                     await projector.close()

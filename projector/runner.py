@@ -271,6 +271,7 @@ class Projector:
                 await self._unsubscribe()
                 if not self._done.done():
                     self._done.set_exception(exc)
+                    self._done.exception()  # retrieved: wait_failed() reports it
                 self._advanced.set()
                 return
 

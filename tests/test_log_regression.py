@@ -67,3 +67,68 @@ async def test_service_stops_when_the_store_is_restored_from_an_old_copy(tmp_pat
             await svc.close()
         await conn.close()
         server.stop()
+
+
+async def test_projector_and_executor_stop_on_a_restored_store(tmp_path: Path) -> None:
+    """The store is restored from an older copy under a running projector and executor: both
+    stop with the regression error; nothing from the old log is applied."""
+    import subprocess
+
+    from netledger.executor.daemon import Options, run_executor
+    from netledger.executor.desired import HostConfig
+    from netledger.projector.runner import Projector
+
+    port = free_port()
+    server = EmbeddedNats(data_dir=tmp_path / "nats", port=port, sync_interval="always")
+    server.start()
+    ns = f"nlg-{port}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    conn = await connect(server.url)
+    svc = CommandService(conn, reap_interval=None)
+    proj = Projector(conn, tmp_path / "p.db")
+    proj.watch_interval = 0.3
+    executor: asyncio.Task[object] | None = None
+    try:
+        await ensure_stream(conn)
+        await svc.start()
+        c = Client(conn)
+        c.deadline = 5.0
+        [net] = await c.create_networks(label="n", cidr="10.6.0.0/24", mode="flat")
+        await c.allocate_fixed_ip("i-1", network_id=net["id"])
+        server.stop()
+        shutil.copytree(tmp_path / "nats" / "jetstream", tmp_path / "old-store")
+        server.start()
+        await asyncio.sleep(0.5)
+        for k in range(2, 6):
+            await c.allocate_fixed_ip(f"i-{k}", network_id=net["id"])
+        await proj.start()
+        executor = asyncio.create_task(
+            run_executor(conn, HostConfig(host="hx"), Options(netns=ns, watch_interval=0.3), False)
+        )
+        seen = await proj.catch_up()
+        await asyncio.sleep(1.0)  # the executor is following too
+        assert not executor.done()
+        await svc.close()
+        server.stop()
+        shutil.rmtree(tmp_path / "nats" / "jetstream")
+        shutil.copytree(tmp_path / "old-store", tmp_path / "nats" / "jetstream")
+        server.start()
+        failure = await asyncio.wait_for(proj.wait_failed(), 30)
+        assert isinstance(failure, LogRegression)
+        # the executor's own host events came after `seen`
+        assert failure.details["seen_seq"] >= seen > failure.details["stream_last_seq"]
+        with pytest.raises(LogRegression):
+            await asyncio.wait_for(executor, 30)
+        # New writes on the old log are not applied by the stopped projector.
+        await conn.js.publish("netledger.evt.registry", b"junk-on-the-old-log")
+        await asyncio.sleep(0.5)
+        assert proj.last_seq == failure.details["seen_seq"]
+    finally:
+        if executor is not None and not executor.done():
+            executor.cancel()
+            await asyncio.gather(executor, return_exceptions=True)
+        await proj.close()
+        await svc.close()
+        await conn.close()
+        server.stop()
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
