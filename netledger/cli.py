@@ -488,6 +488,7 @@ def _register_plugins() -> None:
         "netledger.replay.cli",
         "netledger.auth_cli",
         "netledger.ops_cli",
+        "netledger.revert_cli",
     ):
         try:
             m = importlib.import_module(mod)

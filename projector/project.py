@@ -31,6 +31,7 @@ from netledger.events.host_events import (
     HostNatApplied,
     HostReconciled,
 )
+from netledger.events.revert_events import ChangeReverted
 from netledger.events.types import (
     Event,
     FixedIpAllocated,
@@ -504,6 +505,15 @@ def _bare(address: str) -> str:
     return address.split("/", 1)[0]
 
 
+def _change_reverted(tx: _Tx, ev: ChangeReverted) -> None:
+    # The marker changes no table (its compensations, same command id, do); its index row names
+    # the scope it was limited to, so ``audit network 7`` lists the revert itself.
+    kind, _, value = (ev.scope or "").partition(":")
+    column = {"network": "network_id", "project": "project", "pool": "pool"}.get(kind)
+    if column and value:
+        tx.index[column] = value
+
+
 # --- dispatch -------------------------------------------------------------------------------------
 
 _HANDLERS: dict[type[Event], Any] = {
@@ -528,6 +538,7 @@ _HANDLERS: dict[type[Event], Any] = {
     HostAddressRemoved: _host_address_removed,
     HostNatApplied: _host_nat_applied,
     HostReconciled: _host_reconciled,
+    ChangeReverted: _change_reverted,
 }
 
 

@@ -81,7 +81,72 @@ def from_index(
         args += [t for t in (s, u) if t is not None]
     with open_readonly(db) as conn:
         conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute(sql, args)]
+        found = [dict(r) for r in conn.execute(sql, args)]
+        return link_reverts(found, _markers_from_index(conn, found))
+
+
+# --- reverts: "reverted by" / "reverts" -------------------------------------------------------
+
+#: Command ids of reverts start with this (netledger.events.revert.command_id_for).
+REVERT_PREFIX = "revert-"
+#: A revert's marker lands in the same atomic batch as its compensations, which hold at most
+#: this many messages: it is found by a primary-key range scan after any compensation.
+_BATCH = 1000
+
+
+def _marker(seq: int, command_id: str, data: str | dict[str, Any]) -> Row:
+    return {
+        "seq": seq,
+        "command_id": command_id,
+        "data": json.loads(data) if isinstance(data, str) else data,
+    }
+
+
+def _markers_from_index(conn: sqlite3.Connection, rows: list[Row]) -> dict[str, Row]:
+    """The ChangeReverted markers of the reverts whose compensations are among ``rows``."""
+    out: dict[str, Row] = {}
+    for r in rows:
+        cid = r.get("command_id") or ""
+        if not cid.startswith(REVERT_PREFIX) or cid in out:
+            continue
+        if r.get("type") == "ChangeReverted":
+            out[cid] = _marker(r["seq"], cid, r["data"])
+            continue
+        m = conn.execute(
+            "SELECT seq, data FROM events WHERE seq > ? AND seq <= ? AND command_id = ?"
+            " AND type = 'ChangeReverted' LIMIT 1",
+            (r["seq"], r["seq"] + _BATCH, cid),
+        ).fetchone()
+        if m is not None:
+            out[cid] = _marker(m[0], cid, m[1])
+    return out
+
+
+def link_reverts(rows: list[Row], markers: dict[str, Row]) -> list[Row]:
+    """Mark each row a revert undid (``reverted_by``) and each compensation (``reverts``).
+
+    A revert's compensations concern the same address / instance / network as what they
+    undo, so an audit that shows a change also shows its revert, whose marker names the
+    reverted sequences. (An audit by project misses compensations that name no project.)"""
+    undone: dict[int, Row] = {}
+    for marker in markers.values():
+        for seq in marker["data"].get("reverted_seqs") or ():
+            undone[seq] = marker
+    for r in rows:
+        m = markers.get(r.get("command_id") or "")
+        if m is not None and r.get("type") != "ChangeReverted":
+            d = m["data"]
+            r["reverts"] = {
+                "marker_seq": m["seq"],
+                "command_id": d.get("reverted_command_id"),
+                "after_seq": d.get("after_seq"),
+                "upto_seq": d.get("upto_seq"),
+                "scope": d.get("scope"),
+            }
+        by = undone.get(r["seq"])
+        if by is not None:
+            r["reverted_by"] = {"command_id": by["command_id"], "seq": by["seq"]}
+    return rows
 
 
 def matches(row: Row, kind: str, value: str, since: float | None, until: float | None) -> bool:
@@ -115,6 +180,7 @@ async def from_log(
     s, u = _epoch(since), _epoch(until)
     store = _StateOnly()
     found: list[Row] = []
+    markers: dict[str, Row] = {}
     end = await last_seq(conn)
     with progress_bar("audit: reading the log", end, show_progress) as advance:
         async for m in read_range(conn, 1, end):
@@ -125,10 +191,14 @@ async def from_log(
             out = store.feed(m.seq, m.subject, env, m.stream_time)
             if out.event is not None and matches(out.event, kind, value, s, u):
                 found.append(out.event)
+            if out.event is not None and out.event["type"] == "ChangeReverted":
+                cid = out.event["command_id"] or ""
+                markers[cid] = _marker(m.seq, cid, out.event["data"])
             if m.seq % 1000 == 0:
                 advance(m.seq)
         advance(end)
-    return found
+    wanted = {r.get("command_id") for r in found}
+    return link_reverts(found, {k: v for k, v in markers.items() if k in wanted})
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -192,6 +262,15 @@ PHRASES: dict[str, Callable[[Row], str]] = {
         f"network {d['network_id']} disassociated from project {d['project']}"
     ),
     "FloatingPoolCreated": lambda d: f"floating pool {d['pool']} created: {d['cidr']}",
+    "ChangeReverted": lambda d: (
+        (
+            f"revert of command {d['reverted_command_id']}"
+            if d.get("reverted_command_id")
+            else f"revert of #{d['after_seq']}+1..#{d['upto_seq']}"
+            + (f" in {d['scope']}" if d.get("scope") else "")
+        )
+        + f": {d.get('compensations')} compensating event(s)"
+    ),
 }
 
 _HOST_KEYS = ("name", "kind", "interface", "address", "network_id", "vtep_address", "changes")
@@ -237,6 +316,7 @@ def present(row: Row) -> Row:
         "command_id": row.get("command_id"),
         "summary": phrase(row["type"], data),
         "data": data,
+        **{k: row[k] for k in ("reverted_by", "reverts") if k in row},
     }
 
 
@@ -246,4 +326,16 @@ def line(p: Row) -> str:
     who = actor_text(
         {"actor_user": a["user"], "actor_role": a["role"], "actor_project": a["project"]}
     )
-    return f"#{p['seq']:<8} {p['time']}  {p['summary']}  · by {who} · {p['type']}"
+    out = f"#{p['seq']:<8} {p['time']}  {p['summary']}  · by {who} · {p['type']}"
+    if "reverts" in p:
+        r = p["reverts"]
+        what = (
+            f"command {r['command_id']}"
+            if r.get("command_id")
+            else f"#{r['after_seq']}+1..#{r['upto_seq']}"
+            + (f" in {r['scope']}" if r["scope"] else "")
+        )
+        out += f" · reverts {what} (marker #{r['marker_seq']})"
+    if "reverted_by" in p:
+        out += f" · reverted by {p['reverted_by']['command_id']} (#{p['reverted_by']['seq']})"
+    return out

@@ -1,0 +1,236 @@
+"""``netledger revert``: read the events to undo from the log, ask the service to undo them.
+
+The client side of :mod:`netledger.events.revert`: it finds the stored events (by command id:
+through the projection's events index with ``--db``, else by scanning the stream with an
+ordered consumer; by sequence: every event after N, within ``--scope``), sends them in one
+``revert`` (or ``revert.plan`` for ``--dry-run``) command, and prints the service's decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import click
+
+import netledger.events.revert_events  # noqa: F401  (every netledger process decodes markers)
+from netledger.cli import Settings, pass_settings, run
+from netledger.events.client import Client
+from netledger.events.codec import decode
+from netledger.events.errors import DecodeError, NetledgerError
+from netledger.events.revert import (
+    MAX_REVERT_EVENTS,
+    NothingToRevert,
+    RevertTooLarge,
+    StoredEvent,
+    command_id_for,
+    in_scope,
+    pack_events,
+)
+from netledger.events.revert_events import ChangeReverted
+from netledger.events.stream import Connection, connect, last_seq
+from netledger.output import emit
+
+
+class AlreadyReverted(NetledgerError):
+    code = "already_reverted"
+
+
+def _stored(seq: int, subject: str, data: bytes) -> StoredEvent | None:
+    try:
+        env = decode(data)
+    except DecodeError:
+        return None  # the service rejected it too: there is nothing to undo
+    if subject.startswith("netledger.evt.host."):
+        return None  # what an executor did: it converges on the state after the revert
+    return StoredEvent(seq, subject, env.event, env.command_id)
+
+
+async def _scan(conn: Connection, from_seq: int, keep: Any) -> list[StoredEvent]:
+    from netledger.replay.reader import read_range
+
+    out: list[StoredEvent] = []
+    end = await last_seq(conn)
+    async for m in read_range(conn, from_seq, end):
+        s = _stored(m.seq, m.subject, m.data)
+        if s is not None and keep(s):
+            out.append(s)
+    return out
+
+
+async def _by_seqs(conn: Connection, seqs: list[int]) -> list[StoredEvent]:
+    out: list[StoredEvent] = []
+    for seq in seqs:
+        raw = await conn.js.get_msg(conn.stream, seq)
+        s = _stored(seq, str(raw.subject), raw.data or b"")
+        if s is not None:
+            out.append(s)
+    return out
+
+
+def _index_seqs(db: Path, command_id: str) -> list[int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        return [
+            r[0] for r in c.execute("SELECT seq FROM events WHERE command_id = ?", (command_id,))
+        ]
+
+
+async def events_of_command(
+    conn: Connection, command_id: str, db: Path | None = None
+) -> tuple[list[StoredEvent], list[StoredEvent]]:
+    """(the events of ``command_id``, the revert marker(s) already naming it)."""
+    mine = command_id_for(command_id, None, None, None)
+    if db is not None:
+        events = await _by_seqs(conn, _index_seqs(db, command_id))
+        marks = await _by_seqs(conn, _index_seqs(db, mine))
+    else:
+        both = await _scan(conn, 1, lambda s: s.command_id in (command_id, mine))
+        events = [s for s in both if s.command_id == command_id]
+        marks = [s for s in both if s.command_id == mine]
+    return events, [s for s in marks if isinstance(s.event, ChangeReverted)]
+
+
+async def events_after(conn: Connection, after_seq: int, scope: str | None) -> list[StoredEvent]:
+    instances: set[str] = set()
+    return await _scan(conn, after_seq + 1, lambda s: in_scope(s.event, scope, instances))
+
+
+async def revert(
+    conn: Connection,
+    client: Client,
+    *,
+    command_id: str | None = None,
+    to_seq: int | None = None,
+    scope: str | None = None,
+    db: Path | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Read the events to undo, have the service decide (and append unless ``dry_run``)."""
+    if (command_id is None) == (to_seq is None):
+        raise NetledgerError("give exactly one of --command-id and --to-seq")
+    if command_id is not None:
+        events, marks = await events_of_command(conn, command_id, db)
+        if marks:
+            raise AlreadyReverted(
+                f"command {command_id} was already reverted (marker #{marks[0].seq},"
+                f" command {marks[0].command_id})",
+                seq=marks[0].seq,
+            )
+        if scope is not None:
+            events = [s for s in events if in_scope(s.event, scope, set())]
+        upto = None
+    else:
+        assert to_seq is not None
+        events = await events_after(conn, to_seq, scope)
+        upto = max((s.seq for s in events), default=to_seq)
+    if not events:
+        raise NothingToRevert("no stored events to revert")
+    if len(events) > MAX_REVERT_EVENTS:
+        raise RevertTooLarge(
+            f"{len(events)} events to revert; at most {MAX_REVERT_EVENTS} fit one atomic batch:"
+            " narrow it with --scope or a later --to-seq",
+            count=len(events),
+        )
+    args = {
+        "reverted_command_id": command_id,
+        "after_seq": to_seq,
+        "upto_seq": upto,
+        "scope": scope,
+        "events": pack_events(events),
+    }
+    rid = command_id_for(command_id, to_seq, upto, scope)
+    name = "revert.plan" if dry_run else "revert"
+    for attempt in range(50):
+        try:
+            return await client.request(name, args, command_id=rid)
+        except NetledgerError as err:
+            if err.code != "service_behind" or attempt == 49:
+                raise
+            await asyncio.sleep(0.1)  # the service is still folding what we just read
+    raise AssertionError("unreachable")
+
+
+def render(result: dict[str, Any]) -> str:
+    from netledger.replay.audit import phrase
+
+    what = (
+        f"command {result['reverted_command_id']}"
+        if result.get("reverted_command_id")
+        else f"events after #{result.get('after_seq')} up to #{result.get('upto_seq')}"
+        + (f" in {result['scope']}" if result.get("scope") else "")
+    )
+    verb = "reverted" if result.get("appended") else "would revert (dry run, nothing appended)"
+    lines = [f"{verb} {what} as command {result.get('revert_command_id')}:"]
+    for e in result.get("events", []):
+        lines.append(f"  {e['type']:<24} {phrase(e['type'], e['data'])}")
+    if result.get("skipped_seqs"):
+        kept = ", ".join(f"#{s}" for s in result["skipped_seqs"])
+        lines.append(f"  left as they are (reported facts): {kept}")
+    return "\n".join(lines)
+
+
+@click.command("revert")
+@click.option("--command-id", default=None, help="Revert every event of this command.")
+@click.option(
+    "--to-seq", type=click.IntRange(min=0), default=None, help="Revert every event after seq N."
+)
+@click.option(
+    "--scope",
+    nargs=2,
+    type=(click.Choice(["network", "project", "pool"]), str),
+    default=None,
+    help="Only the events of one network, project or pool (e.g. --scope network 7).",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Find the command's events through this projection's events index (else scan the log).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the compensating events; append nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def revert_cmd(
+    settings: Settings,
+    command_id: str | None,
+    to_seq: int | None,
+    scope: tuple[str, str] | None,
+    db: Path | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Undo a change by appending compensating events, checked against the current state.
+
+    --command-id ID undoes one command's events; --to-seq N every event after sequence N
+    (optionally only within --scope). The compensations (a deallocation for an allocation, a
+    re-association for a disassociation, a deletion for a network creation, ...) and a
+    ChangeReverted marker are appended as one atomic batch under the command id
+    revert-<ID> (revert-seq-N-M[-scope]); a revert that later changes make impossible is
+    refused with the reasons and appends nothing. DHCP leases/releases and host events are
+    left as they are. The history keeps both; `netledger audit` shows the link.
+    """
+    settings.as_json = settings.as_json or as_json
+    scope_s = f"{scope[0]}:{scope[1]}" if scope else None
+
+    async def go() -> dict[str, Any]:
+        conn = await connect(settings.url, name="netledger-revert", **settings.connect_kwargs())
+        try:
+            return await revert(
+                conn,
+                Client(conn, settings.actor),
+                command_id=command_id,
+                to_seq=to_seq,
+                scope=scope_s,
+                db=db,
+                dry_run=dry_run,
+            )
+        finally:
+            await conn.close()
+
+    result = run(settings, go)
+    emit(result, settings.as_json, render(result))
+
+
+COMMANDS = [revert_cmd]
