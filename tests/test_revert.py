@@ -159,3 +159,22 @@ async def test_nothing_to_revert(conn: Connection, service: CommandService) -> N
     with pytest.raises(NetledgerError) as info:
         await revert(conn, c, command_id="no-such-command")
     assert info.value.code == "nothing_to_revert"
+
+
+async def test_revert_found_through_the_projection_index(
+    conn: Connection, service: CommandService, tmp_path: Path
+) -> None:
+    c = Client(conn)
+    await c.request("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/28"})
+    f = await c.request("floating_ip.allocate", {"project": "p1"}, command_id="falloc-1")
+    db = tmp_path / "p.db"
+    await project_until(conn, db)
+    r = await revert(conn, c, command_id="falloc-1", db=db)
+    assert [e["type"] for e in r["events"]] == ["FloatingIpDeallocated", "ChangeReverted"]
+    assert f["address"] not in service.state.pools["pub"].floating
+    await project_until(conn, db)
+    with pytest.raises(AlreadyReverted):
+        await revert(conn, c, command_id="falloc-1", db=db)
+    shown = [audit.present(x) for x in audit.from_index(db, "address", f["address"])]
+    assert shown[0]["reverted_by"] == {"command_id": "revert-falloc-1", "seq": shown[1]["seq"] + 1}
+    assert shown[1]["reverts"]["command_id"] == "falloc-1"
