@@ -178,3 +178,38 @@ async def test_revert_found_through_the_projection_index(
     shown = [audit.present(x) for x in audit.from_index(db, "address", f["address"])]
     assert shown[0]["reverted_by"] == {"command_id": "revert-falloc-1", "seq": shown[1]["seq"] + 1}
     assert shown[1]["reverts"]["command_id"] == "falloc-1"
+
+
+async def cli(url: str, *argv: str) -> tuple[int, str, str]:
+    import asyncio
+    import sys
+
+    exe = Path(sys.executable).with_name("netledger")
+    p = await asyncio.create_subprocess_exec(
+        str(exe),
+        "--nats",
+        url,
+        "--role",
+        "admin",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await p.communicate()
+    return p.returncode or 0, out.decode(), err.decode()
+
+
+async def test_the_cli(conn: Connection, service: CommandService, nats_url: str) -> None:
+    import json
+
+    c = Client(conn)
+    nid = await flat(c)
+    a = await c.allocate_fixed_ip("i-1", network_id=nid, command_id="alloc-1")
+    before = await last_seq(conn)
+    rc, out, _ = await cli(nats_url, "revert", "--command-id", "alloc-1", "--dry-run", "--json")
+    assert rc == 0 and json.loads(out)["appended"] is False
+    assert await last_seq(conn) == before
+    rc, out, _ = await cli(nats_url, "revert", "--command-id", "alloc-1")
+    assert rc == 0 and f"{a['address']} deallocated from i-1" in out
+    rc, _, err = await cli(nats_url, "revert", "--command-id", "alloc-1")
+    assert rc == 1 and "already_reverted" in err
