@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 
 from . import host_events as _host_events  # noqa: F401  (registers the host event types)
+from . import revert_events as _revert_events  # noqa: F401  (registers ChangeReverted)
 from .errors import DecodeError
 from .types import EVENT_TYPES, Event
 

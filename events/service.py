@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 from nats.aio.msg import Msg
 
+from . import revert as _revert  # noqa: F401  (registers the revert commands)
 from .codec import SYSTEM, Envelope
 from .commands import (
     MAX_REQUEST_BYTES,
@@ -46,6 +47,9 @@ from .errors import (
 )
 from .ids import ADMIN_COMMAND_PREFIX, COMMAND_PREFIX
 from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
+from .reclaim import FixedIpReclaimSweep
+from .reclaim_run import reclaim_forever, sweep
+from .revert_events import ChangeReverted
 from .state import State
 from .stream import Appender, Connection, Follower, MaybeApplied, WrongLastSequence, build_messages
 from .types import Event, FixedIpAllocated, FloatingIpAllocated, NetworkCreated
@@ -103,11 +107,17 @@ class CommandService:
         max_batch: int = 500,
         release_timeout: float = DEFAULT_RELEASE_TIMEOUT,
         reap_interval: float | None = 30.0,
+        reclaim_grace: float | None = None,
+        reclaim_interval: float = 30.0,
     ) -> None:
         self.conn = conn
         self.release_timeout = release_timeout
         self.reap_interval = reap_interval
         self._reaper: asyncio.Task[None] | None = None
+        #: periodic reclaim of addresses whose instance is gone (None: off; events/reclaim.py)
+        self.reclaim_grace = reclaim_grace
+        self.reclaim_interval = reclaim_interval
+        self._reclaimer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         #: set when the service had to stop on its own (e.g. the log went back)
         self.failed: asyncio.Future[NetledgerError] | None = None
@@ -140,6 +150,10 @@ class CommandService:
             )
         if self.reap_interval:
             self._reaper = asyncio.create_task(self._reap_forever(self.reap_interval))
+        if self.reclaim_grace:
+            self._reclaimer = asyncio.create_task(
+                reclaim_forever(self, self.reclaim_grace, self.reclaim_interval)
+            )
         self._watchdog = asyncio.create_task(self._watch_log())
         log.info("command service ready at seq %d", self.follower.applied_seq)
 
@@ -150,7 +164,7 @@ class CommandService:
             t.cancel()
         for w in self._workers.values():
             w.cancel()
-        for task in (self._reaper, self._watchdog):
+        for task in (self._reaper, self._reclaimer, self._watchdog):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -282,6 +296,9 @@ class CommandService:
                 req = Request(req.command, uuid.uuid4().hex, req.actor)
             if req.command.READ_ONLY:
                 result = decide(self.state, req).result
+            elif isinstance(req.command, FixedIpReclaimSweep):
+                decide(self.state, req)  # authorisation (admin only); appends nothing
+                result = await sweep(self, req.command)
             else:
                 result = await self._submit(req)
             self.stats.count(name, "ok")
@@ -465,6 +482,13 @@ class CommandService:
 
 def result_from_events(state: State, req: Request, events: list[Event]) -> dict[str, Any]:
     """The answer to a command that already landed (a retry with the same command id)."""
+    for e in events:
+        if isinstance(e, ChangeReverted):
+            return {
+                "already_applied": True,
+                "revert_command_id": req.command_id,
+                "reverted_seqs": e.reverted_seqs,
+            }
     created = [e for e in events if isinstance(e, NetworkCreated)]
     if created:
         return {"networks": [network_dict(e) for e in created]}
