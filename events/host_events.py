@@ -222,3 +222,22 @@ class HostDhcpStopped(HostEvent):
     network_id: str | None
     pid: int | None
     reason: str
+
+
+# --- sightings (executor/sightings.py; read by reclaiming, events/reclaim.py) ---------------
+
+
+@event_type
+@dataclass(frozen=True)
+class HostInstancesSeen(HostEvent):
+    """The instance MACs this host sees: learned (dynamic) entries in the forwarding database
+    of its bridges and unexpired leases of its dnsmasq. ``networks``: the networks whose
+    bridges were read (a report says nothing about a network it did not cover). Appended when
+    the set changes and as a heartbeat (``reason``: ``start``, ``change`` or ``heartbeat``), so
+    that "unseen for the grace period" can be proven from the log alone."""
+
+    TYPE: ClassVar[str] = "HostInstancesSeen"
+    macs: list[str]
+    networks: list[str]
+    reason: str
+    leases: int = 0

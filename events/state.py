@@ -16,7 +16,14 @@ import netaddr
 from sortedcontainers import SortedList
 
 from .codec import Envelope
+from .host_events import HostInstancesSeen
 from .ids import REGISTRY_SUBJECT
+from .reclaim_events import (
+    FixedIpReclaimed,
+    FixedIpReclaimSealed,
+    FixedIpReconfirmed,
+    HostSightings,
+)
 from .types import (
     FixedIpAllocated,
     FixedIpDeallocated,
@@ -104,6 +111,9 @@ class FixedIp:
     allocated: bool = True
     leased: bool = False
     deallocated_at: float | None = None
+    #: stream sequence of the allocation (or its reconfirmation): reclaiming needs absence
+    #: proven from reports after it
+    allocated_seq: int = 0
 
 
 @dataclass
@@ -196,6 +206,8 @@ class State:
     awaiting_release: dict[tuple[str, str], float] = field(default_factory=dict)
     #: time of the event being folded (handlers read it).
     event_time: float = 0.0
+    #: host -> its executor's sighting reports (events/reclaim_events.py)
+    sightings: dict[str, HostSightings] = field(default_factory=dict)
 
     def seq_of(self, subject: str) -> int:
         return self.subject_seq.get(subject, 0)
@@ -264,7 +276,9 @@ class State:
         if n is None:
             return
         n.pool.take(n.offset(ev.address))
-        n.fixed[ev.address] = FixedIp(ev.address, ev.instance, ev.mac, ev.host, ev.project)
+        n.fixed[ev.address] = FixedIp(
+            ev.address, ev.instance, ev.mac, ev.host, ev.project, allocated_seq=seq
+        )
         n.by_instance[ev.instance] = ev.address
         n.macs[ev.mac] = ev.address
         self.instance_ips.setdefault(ev.instance, set()).add((ev.network_id, ev.address))
@@ -318,6 +332,26 @@ class State:
         n = self._net(ev.network_id, seq)
         if n is not None:
             self._free(n, ev.address)
+
+    def _fixed_reclaimed(self, ev: FixedIpReclaimed, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is not None:
+            self._unbind_instance(n, ev.instance, ev.address)
+            self._free(n, ev.address)
+
+    def _reclaim_sealed(self, ev: FixedIpReclaimSealed, seq: int) -> None:
+        self._net(ev.network_id, seq)
+
+    def _fixed_reconfirmed(self, ev: FixedIpReconfirmed, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is not None and ev.address in n.fixed:
+            n.fixed[ev.address].allocated_seq = seq
+
+    def _instances_seen(self, ev: HostInstancesSeen, seq: int) -> None:
+        h = self.sightings.get(ev.host)
+        if h is None:
+            h = self.sightings[ev.host] = HostSightings()
+        h.record(seq, self.event_time, list(ev.macs), list(ev.networks))
 
     def _pool(self, pool: str, seq: int) -> PoolState | None:
         p = self.pools.get(pool)
@@ -385,6 +419,10 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     FixedIpLeased: State._fixed_leased,
     FixedIpReleased: State._fixed_released,
     FixedIpFreed: State._fixed_freed,
+    FixedIpReclaimed: State._fixed_reclaimed,
+    FixedIpReclaimSealed: State._reclaim_sealed,
+    FixedIpReconfirmed: State._fixed_reconfirmed,
+    HostInstancesSeen: State._instances_seen,
     FloatingIpAllocated: State._floating_allocated,
     FloatingIpAssociated: State._floating_associated,
     FloatingIpDisassociated: State._floating_disassociated,

@@ -73,6 +73,7 @@ from .model import (
     SetNat,
 )
 from .netlink import CHUNK, check_netns
+from .sightings import SightingReporter, start_reporter, stop_reporter
 
 log = logging.getLogger("netledger.executor")
 MAX_ROUNDS = 3
@@ -102,7 +103,7 @@ class Options:
     netns: str | None = None
     interval: float = 30.0
     heartbeat: float = 600.0
-    debounce: float = 0.2
+    debounce: float = 0.05  # let a burst of events land; small: it is command-to-kernel latency
     chunk_size: int = CHUNK
     pause: float = 0.0
     #: DHCP: where dnsmasq files live and which dnsmasq runs (None: DHCP not managed here).
@@ -110,6 +111,9 @@ class Options:
     dhcp_script: str = ""  # the lease script's text (executor/dhcp.py: script_text)
     #: how often a running executor checks that the log did not go back (and on reconnect)
     watch_interval: float = 5.0
+    #: instance sightings (executor/sightings.py): poll period (None: off) and heartbeat
+    sightings_poll: float | None = 5.0
+    sightings_heartbeat: float = 60.0
 
 
 class Executor:
@@ -132,6 +136,7 @@ class Executor:
         self._last_reported = 0.0
         self._reported_failures: set[tuple[str, str, str]] = set()
         self.passes = 0
+        self.sightings: SightingReporter | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -212,11 +217,13 @@ class Executor:
 
     async def run_forever(self) -> None:
         watch = asyncio.create_task(self._watch_log(), name="netledger-executor-watch")
+        reporter = start_reporter(self)
         try:
             await self._run_forever()
         finally:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
+            await stop_reporter(reporter)
 
     async def _run_forever(self) -> None:
         await self.reconcile("start")

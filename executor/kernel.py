@@ -55,6 +55,7 @@ from .netlink import CHUNK, Request, RtSocket, in_netns
 IFF_UP = 1
 AF_BRIDGE = 7
 NUD_PERMANENT = 0x80
+NUD_NOARP = 0x40
 NTF_SELF = 0x02
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
@@ -171,6 +172,23 @@ class Kernel:
             nat_intact=intact,
             forwarding=self.read_forwarding(),
         )
+
+    def read_learned_macs(self, bridges: set[str]) -> set[str]:
+        """MACs the kernel learned from traffic (dynamic forwarding entries) on the ports of
+        ``bridges``: not the ports' own addresses (permanent / ``self``), not static ones."""
+        index = {link.index for link in self.read_links() if link.name in bridges}
+        out: set[str] = set()
+        if not index:
+            return out
+        nd = ndmsg()
+        nd["family"] = AF_BRIDGE
+        for m in self.sock.dump(nd, RTM_GETNEIGH):
+            if m["state"] & (NUD_PERMANENT | NUD_NOARP) or m["flags"] & NTF_SELF:
+                continue
+            mac = m.get_attr("NDA_LLADDR")
+            if m.get_attr("NDA_MASTER") in index and mac and mac != FLOOD_MAC:
+                out.add(str(mac).lower())
+        return out
 
     def host_address(self, interface: str, exclude: list[str]) -> str | None:
         """The first IPv4 address of ``interface`` that is not a /32 in ``exclude`` ranges."""

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from netledger.config import ENV_PREFIX, config_option
+from netledger.duration import DURATION
 from netledger.events.codec import Actor
 from netledger.events.errors import NetledgerError
 from netledger.logs import LEVELS, setup_logging
@@ -186,6 +187,13 @@ def cli(
     " the pool (decided from the times in the log).",
 )
 @click.option(
+    "--reclaim-after",
+    type=DURATION,
+    default=None,
+    help="Reclaim, every 30 s, addresses whose instance its host has not seen for this long"
+    " (e.g. 2h; default off; see `netledger reclaim`).",
+)
+@click.option(
     "--auth-config",
     type=click.Path(dir_okay=False, exists=True),
     help="nats-server auth include written by `netledger auth init` (embedded server only);"
@@ -202,6 +210,7 @@ def serve(
     replicas: int,
     projector: bool,
     release_timeout: float,
+    reclaim_after: float | None,
     auth_config: str | None,
     metrics_port: int | None,
 ) -> None:
@@ -223,6 +232,7 @@ def serve(
             run_projector=projector,
             connect_kwargs=settings.connect_kwargs(),
             release_timeout=release_timeout,
+            reclaim_after=reclaim_after,
             metrics_port=metrics_port,
             auth_config=auth_config,
         ),
@@ -489,6 +499,7 @@ def _register_plugins() -> None:
         "netledger.auth_cli",
         "netledger.ops_cli",
         "netledger.revert_cli",
+        "netledger.reclaim_cli",
     ):
         try:
             m = importlib.import_module(mod)

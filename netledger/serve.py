@@ -29,6 +29,7 @@ async def serve_forever(
     run_projector: bool,
     connect_kwargs: dict[str, Any] | None = None,
     release_timeout: float = 600.0,
+    reclaim_after: float | None = None,
     metrics_port: int | None = None,
     auth_config: str | None = None,
     ready: asyncio.Event | None = None,
@@ -64,7 +65,9 @@ async def serve_forever(
         conn = await connect(nats_url, name="netledger-serve", **(connect_kwargs or {}))
         try:
             await ensure_stream(conn, replicas=replicas)
-            service = CommandService(conn, release_timeout=release_timeout)
+            service = CommandService(
+                conn, release_timeout=release_timeout, reclaim_grace=reclaim_after
+            )
             await service.start()
             responder = StatusResponder.for_service(conn, service)
             await responder.start()

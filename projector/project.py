@@ -31,6 +31,11 @@ from netledger.events.host_events import (
     HostNatApplied,
     HostReconciled,
 )
+from netledger.events.reclaim_events import (
+    FixedIpReclaimed,
+    FixedIpReclaimSealed,
+    FixedIpReconfirmed,
+)
 from netledger.events.revert_events import ChangeReverted
 from netledger.events.types import (
     Event,
@@ -334,6 +339,24 @@ def _fixed_freed(tx: _Tx, ev: FixedIpFreed) -> None:
     tx.delete(FIXED_IPS, (ev.network_id, ev.address))
 
 
+def _fixed_reclaimed(tx: _Tx, ev: FixedIpReclaimed) -> None:
+    # The index names address, instance, host and network; ``data`` carries the reason and
+    # the host reports (seqs, times) that proved the instance gone: ``audit address`` shows it.
+    _fixed_in_use(tx, ev.network_id, ev.address)
+    tx.delete(FIXED_IPS, (ev.network_id, ev.address))
+    tx.index.update(instance=ev.instance, host=ev.host)
+
+
+def _fixed_reconfirmed(tx: _Tx, ev: FixedIpReconfirmed) -> None:
+    row = _fixed_in_use(tx, ev.network_id, ev.address)
+    tx.put(FIXED_IPS, tx.stamp(row))
+
+
+def _reclaim_sealed(tx: _Tx, ev: FixedIpReclaimSealed) -> None:
+    _live_network(tx, ev.network_id)
+    tx.index.update(host=ev.host)
+
+
 # --- floating IPs ----------------------------------------------------------------------------
 
 
@@ -527,6 +550,9 @@ _HANDLERS: dict[type[Event], Any] = {
     FixedIpLeased: _fixed_leased,
     FixedIpReleased: _fixed_released,
     FixedIpFreed: _fixed_freed,
+    FixedIpReclaimed: _fixed_reclaimed,
+    FixedIpReconfirmed: _fixed_reconfirmed,
+    FixedIpReclaimSealed: _reclaim_sealed,
     FloatingIpAllocated: _floating_allocated,
     FloatingIpAssociated: _floating_associated,
     FloatingIpDisassociated: _floating_disassociated,

@@ -1,0 +1,257 @@
+"""Reclaiming addresses whose instance is gone — and never one whose instance is alive.
+
+An address is a *candidate* when (all read from the folded log, :func:`candidates`):
+
+* it is allocated (not deallocated-and-held: the release reaper owns those) with a host ``H``;
+* ``H``'s executor has reported (``HostInstancesSeen``) on the network's bridge, and every
+  report of ``H`` after the allocation (or its reconfirmation) and after the last report that
+  contained the instance's MAC lacks it, from a first such report ``r1`` through the latest
+  report ``r2`` covering the network, with ``r2.time - r1.time >= grace`` — two reports of the
+  same host, times from the same clock, so the grace is proven by the log, not by whoever
+  decides.
+
+:func:`decide_reclaim` recomputes that on the current state for one (network, host) and returns
+the reclaims followed by a :class:`FixedIpReclaimSealed`. The command service appends them as
+one atomic batch with two OCC checks (events/reclaim_run.py): the network's subject as of the
+decision, and — carried by the seal — the host's subject as of the decision. Any allocation,
+deallocation, reconfirmation or reclaim in the network, and any report of the host, that lands
+between deciding and appending rejects the batch; the service catches up and decides again.
+
+Allocation requests for an instance that already holds its address append nothing in
+decide.py (they return the first answer). While the instance is unseen on its host that would
+let a reclaim decided just before (or after) free an address the client has just been told is
+its own, so :func:`_reconfirming` makes such an answer append :class:`FixedIpReconfirmed`:
+the allocation counts as new, and a racing reclaim fails its network OCC check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .commands import Command, FixedIpAllocate, Request, _bool, _id, command
+from .decide import DECIDERS, Decider, Decision, Pending
+from .errors import InvalidField
+from .ids import host_subject
+from .reclaim_events import Absence, FixedIpReclaimed, FixedIpReclaimSealed, FixedIpReconfirmed
+from .state import FixedIp, NetworkState, State
+from .types import Event, FloatingIpDisassociated
+
+DEFAULT_GRACE = 3600.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    network_id: str
+    address: str
+    instance: str
+    mac: str
+    host: str
+    allocated_seq: int
+    absence: Absence
+
+    def as_dict(self) -> dict[str, Any]:
+        a = self.absence
+        return {
+            "network_id": self.network_id,
+            "address": self.address,
+            "instance": self.instance,
+            "mac": self.mac,
+            "host": self.host,
+            "allocated_seq": self.allocated_seq,
+            "last_seen_seq": a.last_seen_seq,
+            "first_absent_seq": a.first.seq,
+            "first_absent_at": a.first.time,
+            "report_seq": a.last.seq,
+            "report_at": a.last.time,
+            "unseen_for": round(a.span, 3),
+        }
+
+
+def candidate(state: State, n: NetworkState, ip: FixedIp, grace: float) -> Candidate | None:
+    """``ip`` as a reclaim candidate, or None (see the module docstring for the rule)."""
+    if grace <= 0 or not ip.allocated or ip.host is None or n.deleted:
+        return None
+    h = state.sightings.get(ip.host)
+    if h is None:
+        return None
+    absence = h.absence(ip.mac, n.network_id, ip.allocated_seq)
+    if absence is None or absence.span < grace:
+        return None
+    return Candidate(
+        n.network_id, ip.address, ip.instance, ip.mac, ip.host, ip.allocated_seq, absence
+    )
+
+
+def candidates(
+    state: State, grace: float, *, host: str | None = None, network_id: str | None = None
+) -> list[Candidate]:
+    """Every reclaim candidate (optionally of one host / one network), in a stable order."""
+    out: list[Candidate] = []
+    for n in state.live_networks():
+        if network_id is not None and n.network_id != network_id:
+            continue
+        for ip in n.fixed.values():
+            if host is not None and ip.host != host:
+                continue
+            c = candidate(state, n, ip, grace)
+            if c is not None:
+                out.append(c)
+    return sorted(out, key=lambda c: (c.network_id, c.host, c.address))
+
+
+# --- the command and its decider ------------------------------------------------------------
+
+
+def _grace(a: dict[str, Any]) -> float:
+    v = a.get("grace", DEFAULT_GRACE)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+        raise InvalidField("grace must be a positive number of seconds", field="grace")
+    return float(v)
+
+
+@dataclass(frozen=True)
+class FixedIpReclaim(Command):
+    """Reclaim the addresses of ``network_id`` held on ``host`` whose instance is gone.
+
+    Deliberately not registered with ``@command``: no client may send it, because only the
+    service's own runner (events/reclaim_run.py) appends it with the host-subject check."""
+
+    NAME: ClassVar[str] = "fixed_ip.reclaim_one"
+    ADMIN_ONLY: ClassVar[bool] = True
+    network_id: str
+    host: str
+    grace: float = DEFAULT_GRACE
+
+
+@command
+@dataclass(frozen=True)
+class FixedIpReclaimSweep(Command):
+    """Find (``dry_run``) or reclaim every candidate, optionally of one host / network. Run by
+    the command service itself (events/reclaim_run.py), one decision per (network, host)."""
+
+    NAME: ClassVar[str] = "fixed_ip.reclaim"
+    ADMIN_ONLY: ClassVar[bool] = True
+    grace: float = DEFAULT_GRACE
+    host: str | None = None
+    network_id: str | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def parse(cls, a: dict[str, Any]) -> FixedIpReclaimSweep:
+        return cls(
+            grace=_grace(a),
+            host=_id(a, "host"),
+            network_id=_id(a, "network_id"),
+            dry_run=_bool(a, "dry_run"),
+        )
+
+
+def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
+    cmd = req.command
+    assert isinstance(cmd, FixedIpReclaim)
+    found = candidates(state, cmd.grace, host=cmd.host, network_id=cmd.network_id)
+    events: list[Event] = []
+    reclaimed: list[dict[str, Any]] = []
+    for c in found:
+        a = c.absence
+        for f in state.floating_for_fixed(c.network_id, c.address):
+            events.append(
+                FloatingIpDisassociated(
+                    pool=f.pool,
+                    address=f.address,
+                    project=f.project,
+                    fixed_address=c.address,
+                    network_id=c.network_id,
+                    instance=c.instance,
+                    reason="fixed ip reclaimed",
+                )
+            )
+        events.append(
+            FixedIpReclaimed(
+                network_id=c.network_id,
+                address=c.address,
+                instance=c.instance,
+                mac=c.mac,
+                host=c.host,
+                reason=(
+                    f"{c.mac} absent from every report of host {c.host} from seq {a.first.seq}"
+                    f" through seq {a.last.seq} ({a.span:.1f}s >= grace {cmd.grace:g}s)"
+                ),
+                report_seq=a.last.seq,
+                report_at=a.last.time,
+                first_absent_seq=a.first.seq,
+                first_absent_at=a.first.time,
+                last_seen_seq=a.last_seen_seq,
+                allocated_seq=c.allocated_seq,
+                grace=cmd.grace,
+            )
+        )
+        reclaimed.append(c.as_dict())
+    host_seq = state.seq_of(host_subject(cmd.host))
+    if events:
+        events.append(
+            FixedIpReclaimSealed(
+                network_id=cmd.network_id,
+                host=cmd.host,
+                host_seq=host_seq,
+                addresses=[c.address for c in found],
+            )
+        )
+    return Decision(
+        events,
+        {
+            "network_id": cmd.network_id,
+            "host": cmd.host,
+            "host_seq": host_seq,
+            "reclaimed": reclaimed,
+        },
+    )
+
+
+def decide_sweep_dry_run(state: State, req: Request, pending: Pending) -> Decision:
+    """The sweep as a decision appends nothing: it lists candidates (the service runs the real
+    sweep as one :class:`FixedIpReclaim` per (network, host))."""
+    cmd = req.command
+    assert isinstance(cmd, FixedIpReclaimSweep)
+    found = candidates(state, cmd.grace, host=cmd.host, network_id=cmd.network_id)
+    return Decision([], {"dry_run": True, "candidates": [c.as_dict() for c in found]})
+
+
+# --- allocation answers that renew an unseen allocation -------------------------------------
+
+
+def unseen(state: State, n: NetworkState, ip: FixedIp) -> bool:
+    """Whether ``ip``'s host has reported on its network since the allocation without it."""
+    if ip.host is None:
+        return False
+    h = state.sightings.get(ip.host)
+    return h is not None and h.absence(ip.mac, n.network_id, ip.allocated_seq) is not None
+
+
+def _reconfirming(allocate: Decider) -> Decider:
+    def decide_allocate(state: State, req: Request, pending: Pending) -> Decision:
+        d = allocate(state, req, pending)
+        if d.events:
+            return d
+        n = state.networks.get(str(d.result.get("network_id")))
+        ip = n.fixed.get(str(d.result.get("address"))) if n is not None else None
+        if n is None or ip is None or not ip.allocated or not unseen(state, n, ip):
+            return d
+        ev = FixedIpReconfirmed(
+            network_id=n.network_id,
+            address=ip.address,
+            instance=ip.instance,
+            mac=ip.mac,
+            host=ip.host,
+        )
+        return Decision([ev], d.result)
+
+    decide_allocate.__wrapped__ = allocate  # type: ignore[attr-defined]
+    return decide_allocate
+
+
+DECIDERS[FixedIpReclaim] = decide_reclaim
+DECIDERS[FixedIpReclaimSweep] = decide_sweep_dry_run
+if not hasattr(DECIDERS[FixedIpAllocate], "__wrapped__"):
+    DECIDERS[FixedIpAllocate] = _reconfirming(DECIDERS[FixedIpAllocate])

@@ -1,0 +1,143 @@
+"""The facts of reclamation, and what the fold remembers of the hosts' sighting reports.
+
+Kept apart from :mod:`netledger.events.reclaim` (the command and its decider) because every
+reader of the log must know these types — the state fold, the projector, the executor — while
+only the command service decides reclaims.
+
+* ``HostInstancesSeen`` (host subject, written by executors) says which instance MACs a host saw
+  on its bridges; :class:`HostSightings` is the fold's compact memory of those reports.
+* ``FixedIpReclaimed`` (network subject) frees an address whose instance its host has not seen
+  for the grace period; it names the reports that prove it.
+* ``FixedIpReclaimSealed`` (network subject) closes every reclaim batch. It is the message that
+  carries the OCC check on the *host's* subject (``Nats-Expected-Last-Subject-Sequence-Subject``),
+  so a sighting appended after the decision rejects the whole batch (docs/reclaim.md).
+* ``FixedIpReconfirmed`` (network subject): an allocation request for an instance that already
+  holds its address while its host does not see it renews the allocation (and so pushes any
+  reclaim back by a whole grace period, and rejects a reclaim decided before it).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .types import NetworkEvent, event_type
+
+#: Reports kept per host. Dropping a report can only make an absence look *shorter* (the
+#: first report lacking a MAC is then a later one), never longer: thinning is always safe.
+MAX_REPORTS = 512
+
+
+@event_type
+@dataclass(frozen=True)
+class FixedIpReclaimed(NetworkEvent):
+    """``address`` went back to the pool: host ``host`` reported ``mac`` absent from report
+    ``first_absent_seq`` (at ``first_absent_at``, the host's clock) through report
+    ``report_seq`` (at ``report_at``), at least ``grace`` seconds, after the allocation or
+    the last sighting (``last_seen_seq``, 0 when never seen)."""
+
+    TYPE: ClassVar[str] = "FixedIpReclaimed"
+    address: str
+    instance: str
+    mac: str
+    host: str
+    reason: str
+    report_seq: int
+    report_at: float
+    first_absent_seq: int
+    first_absent_at: float
+    last_seen_seq: int
+    allocated_seq: int
+    grace: float
+
+
+@event_type
+@dataclass(frozen=True)
+class FixedIpReclaimSealed(NetworkEvent):
+    """The reclaims of one batch were decided on ``host``'s subject as of ``host_seq``; the
+    log accepted this message only because that subject had not moved since."""
+
+    TYPE: ClassVar[str] = "FixedIpReclaimSealed"
+    host: str
+    host_seq: int
+    addresses: list[str]
+
+
+@event_type
+@dataclass(frozen=True)
+class FixedIpReconfirmed(NetworkEvent):
+    """The instance asked for its address again while its host did not see it: the allocation
+    counts as new from here (its absence has to be proven again from later reports)."""
+
+    TYPE: ClassVar[str] = "FixedIpReconfirmed"
+    address: str
+    instance: str
+    mac: str
+    host: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    seq: int
+    time: float
+    networks: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Absence:
+    """A MAC absent from every report of a host from ``first`` through ``last``."""
+
+    first: Report
+    last: Report
+    last_seen_seq: int
+
+    @property
+    def span(self) -> float:
+        # Both times come from the same host's clock: no cross-host skew in the span.
+        return self.last.time - self.first.time
+
+
+@dataclass
+class HostSightings:
+    """One host's sighting reports as far as reclaiming needs them."""
+
+    reports: list[Report] = field(default_factory=list)
+    #: MAC -> stream sequence of the last report that contained it
+    seen: dict[str, int] = field(default_factory=dict)
+    last_macs: frozenset[str] = frozenset()
+    limit: int = MAX_REPORTS
+
+    def record(self, seq: int, time: float, macs: list[str], networks: list[str]) -> None:
+        self.reports.append(Report(seq, time, frozenset(networks)))
+        self.last_macs = frozenset(m.lower() for m in macs)
+        for m in self.last_macs:
+            self.seen[m] = seq
+        if len(self.reports) > self.limit:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Drop every other report of the older half (the newest report is always kept)."""
+        half = len(self.reports) // 2
+        self.reports = self.reports[:half:2] + self.reports[half:]
+        # A MAC last seen before the oldest kept report gains nothing from its entry: the first
+        # kept report after its allocation is after that sighting anyway.
+        oldest = self.reports[0].seq
+        self.seen = {m: s for m, s in self.seen.items() if s >= oldest}
+
+    def absence(self, mac: str, network_id: str, since_seq: int) -> Absence | None:
+        """The absence of ``mac`` after stream sequence ``since_seq`` (its allocation), as
+        shown by reports that covered ``network_id``'s bridge; None when no such report."""
+        last_seen = self.seen.get(mac.lower(), 0)
+        after = max(since_seq, last_seen)
+        seqs = [r.seq for r in self.reports]
+        i = bisect.bisect_right(seqs, after)
+        first = next((r for r in self.reports[i:] if network_id in r.networks), None)
+        if first is None:
+            return None
+        last = next(r for r in reversed(self.reports) if network_id in r.networks)
+        return Absence(first, last, last_seen)
+
+    @property
+    def last_seq(self) -> int:
+        return self.reports[-1].seq if self.reports else 0

@@ -1,0 +1,147 @@
+"""Running reclaims inside the command service: decide, append with two OCC checks, retry.
+
+A reclaim batch is ``[FloatingIpDisassociated…, FixedIpReclaimed…, FixedIpReclaimSealed]``.
+The first message on the network's subject carries the usual
+``Nats-Expected-Last-Subject-Sequence`` (the network as decided on); the seal, last, carries
+``Nats-Expected-Last-Subject-Sequence`` = the host subject's sequence the decision read, with
+``Nats-Expected-Last-Subject-Sequence-Subject`` naming the host's subject. JetStream checks both
+when it commits the batch, all or nothing: the command service never writes the host's subject
+(NATS permissions deny it), yet a report appended there after the decision rejects the reclaim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .codec import SYSTEM, Envelope
+from .commands import Request
+from .decide import decide
+from .ids import host_subject
+from .reclaim import FixedIpReclaim, FixedIpReclaimSweep, candidates
+from .stream import (
+    EXPECTED_SUBJECT_SEQ,
+    MSG_ID,
+    Appender,
+    Connection,
+    MaybeApplied,
+    Outgoing,
+    WrongLastSequence,
+    build_messages,
+)
+
+if TYPE_CHECKING:
+    from .service import CommandService
+
+log = logging.getLogger("netledger.reclaim")
+
+EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+MAX_ATTEMPTS = 64
+
+
+class GuardedAppender(Appender):
+    """An :class:`Appender` whose batches end with a check on a subject they do not write."""
+
+    def __init__(self, conn: Connection, guard_subject: str, guard_seq: int) -> None:
+        super().__init__(conn)
+        self.guard_subject = guard_subject
+        self.guard_seq = guard_seq
+
+    async def _publish_batch(self, messages: list[Outgoing], expected: dict[str, int]) -> int:
+        nc, js = self.conn.nc, self.conn.js
+        batch_id = uuid.uuid4().hex
+        seen: set[str] = set()
+        n = len(messages)
+        for i, m in enumerate(messages, 1):
+            headers = {MSG_ID: m.msg_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
+            if m.subject not in seen:
+                seen.add(m.subject)
+                headers[EXPECTED_SUBJECT_SEQ] = str(expected.get(m.subject, 0))
+            if i == n:
+                if EXPECTED_SUBJECT_SEQ in headers:
+                    raise ValueError("the guard must ride on a message whose subject came before")
+                headers[EXPECTED_SUBJECT_SEQ] = str(self.guard_seq)
+                headers[EXPECTED_SUBJECT] = self.guard_subject
+                headers["Nats-Batch-Commit"] = "1"
+                ack = await js.publish(
+                    m.subject,
+                    m.data,
+                    stream=self.conn.stream,
+                    timeout=self.publish_timeout,
+                    headers=headers,
+                )
+                return int(ack.seq)
+            await nc.publish(m.subject, m.data, headers=headers)
+        raise AssertionError("unreachable")
+
+
+async def reclaim_one(
+    svc: CommandService, network_id: str, host: str, grace: float, command_id: str | None = None
+) -> dict[str, Any]:
+    """Decide and append the reclaims of one (network, host); retry on any conflict."""
+    command_id = command_id or f"reclaim-{uuid.uuid4().hex}"
+    req = Request(FixedIpReclaim(network_id=network_id, host=host, grace=grace), command_id, SYSTEM)
+    for attempt in range(MAX_ATTEMPTS):
+        if command_id in svc.seen:  # an earlier attempt landed after all (lost ack)
+            return {"network_id": network_id, "host": host, "reclaimed": [], "landed": True}
+        d = decide(svc.state, req)
+        if not d.events:
+            return d.result
+        now = time.time()
+        envelopes = [
+            Envelope(ev, f"{command_id}:{i}", command_id, now, SYSTEM)
+            for i, ev in enumerate(d.events)
+        ]
+        expected = {s: svc.state.seq_of(s) for s in {ev.subject() for ev in d.events}}
+        appender = GuardedAppender(svc.conn, host_subject(host), int(d.result["host_seq"]))
+        try:
+            seq = await appender.append(build_messages(envelopes), expected)
+        except WrongLastSequence:
+            svc.stats.conflicts += 1
+            log.info("reclaim in %s on %s: the log moved, deciding again", network_id, host)
+            await svc.follower.catch_up()
+            await asyncio.sleep(0.001 * min(attempt, 20))
+            continue
+        except MaybeApplied:
+            await svc.follower.catch_up()
+            continue
+        await svc.follower.wait_for(seq)
+        log.info(
+            "reclaimed %s in network %s (host %s) at seq %d",
+            ", ".join(r["address"] for r in d.result["reclaimed"]),
+            network_id,
+            host,
+            seq,
+        )
+        return {**d.result, "seq": seq}
+    raise RuntimeError(f"reclaim in {network_id} on {host}: too many concurrent changes")
+
+
+async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]:
+    """Every candidate (dry run), or reclaim them: one decision per (network, host)."""
+    await svc.follower.catch_up()
+    found = candidates(svc.state, cmd.grace, host=cmd.host, network_id=cmd.network_id)
+    if cmd.dry_run:
+        return {"dry_run": True, "grace": cmd.grace, "candidates": [c.as_dict() for c in found]}
+    reclaimed: list[dict[str, Any]] = []
+    for network_id, host in sorted({(c.network_id, c.host) for c in found}):
+        r = await reclaim_one(svc, network_id, host, cmd.grace)
+        for item in r.get("reclaimed", []):
+            reclaimed.append({**item, "seq": r.get("seq"), "host_seq": r.get("host_seq")})
+    return {"dry_run": False, "grace": cmd.grace, "reclaimed": reclaimed}
+
+
+async def reclaim_forever(svc: CommandService, grace: float, interval: float) -> None:
+    """The periodic reclaim of ``serve --reclaim-after``: every replica may run it (OCC)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            r = await sweep(svc, FixedIpReclaimSweep(grace=grace))
+        except Exception:
+            log.exception("periodic reclaim failed")
+            continue
+        if r["reclaimed"]:
+            log.info("reclaimed %d address(es) of instances gone", len(r["reclaimed"]))
