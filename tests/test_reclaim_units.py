@@ -385,3 +385,36 @@ def test_the_projection_indexes_a_reclaim_by_address_instance_network_and_host()
     assert ("1", b["address"]) not in store.tables.get("fixed_ips", {})
     [seal] = [r for r in store.events.values() if r["type"] == "FixedIpReclaimSealed"]
     assert seal["host"] == "h1" and seal["network_id"] == "1"
+
+
+def test_leases_and_report_reasons(tmp_path: Any) -> None:
+    from netledger.executor.sightings import Sighting, read_leases, should_report
+
+    f = tmp_path / "br.leases"
+    f.write_text(
+        "2000 02:16:3E:00:00:01 10.0.0.2 vm1 *\n"
+        "500 02:16:3e:00:00:02 10.0.0.3 vm2 *\n"
+        "0 02:16:3e:00:00:03 10.0.0.4 vm3 *\n"
+        "garbage\n"
+    )
+    assert read_leases(str(f), 1000) == {"02:16:3e:00:00:01", "02:16:3e:00:00:03"}
+    assert read_leases(str(tmp_path / "missing"), 1000) == set()
+    s = Sighting(frozenset({"a"}), frozenset({"1"}), 0)
+    assert should_report(None, s, 0, 60) == "start"
+    assert should_report(s, s, 10, 60) == ""
+    assert should_report(s, s, 60, 60) == "heartbeat"
+    assert should_report(s, Sighting(frozenset(), frozenset({"1"}), 0), 1, 60) == "change"
+    assert should_report(s, Sighting(frozenset({"a"}), frozenset({"1", "2"}), 0), 1, 60)
+
+
+def test_durations() -> None:
+    import pytest
+
+    from netledger.duration import parse_duration
+
+    assert parse_duration("90") == 90 and parse_duration("2s") == 2
+    assert parse_duration("15m") == 900 and parse_duration("1.5h") == 5400
+    assert parse_duration("1d") == 86400
+    for bad in ("", "0", "-1s", "2w", "h"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
