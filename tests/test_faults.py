@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import fields
@@ -18,7 +20,10 @@ from netledger.events.client import Client
 from netledger.events.commands import COMMANDS
 from netledger.events.stream import connect, ensure_stream, last_seq
 from netledger.natsserver import EmbeddedNats, free_port
+from netledger.projector.compare import checksum
+from netledger.projector.runner import project_until
 from tests.fault_helpers import (
+    NETLEDGER,
     AllocationRun,
     BackgroundService,
     ServiceProc,
@@ -88,12 +93,25 @@ async def test_nats_server_sigkill_keeps_every_ack(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_service_replica_sigkilled_at_random_points(tmp_path: Path) -> None:
-    """Two replicas; one is SIGKILLed and restarted at random moments of a long run."""
+    """Two replicas and a projector; a replica and the projector are SIGKILLed and restarted at
+    random moments of a long run: no duplicate, and the projection ends checksum-identical to a
+    clean rebuild."""
     server = EmbeddedNats(tmp_path / "nats", free_port(), sync_interval="default")
     server.start()
     replicas = [ServiceProc(server.url, tmp_path / f"svc{i}.log") for i in range(2)]
     rng = random.Random(8)
     kills = 0
+    projector_kills = 0
+    db = tmp_path / "live.db"
+    projector: subprocess.Popen[bytes] | None = None
+
+    def start_projector() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [NETLEDGER, "--nats", server.url, "projector", "run", "--db", str(db)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     try:
         conn = await connect(server.url, name="setup")
         await ensure_stream(conn)
@@ -101,6 +119,7 @@ async def test_service_replica_sigkilled_at_random_points(tmp_path: Path) -> Non
         for r in replicas:
             r.start()
         await asyncio.gather(*(r.wait_ready() for r in replicas))
+        projector = start_projector()
         nets = await _networks(server.url, "10.48.0.0/19", 4, 2048)
         instances = [(f"i-{k}", nets[k % 4]["id"]) for k in range(3000)]
         run = AllocationRun()
@@ -119,20 +138,54 @@ async def test_service_replica_sigkilled_at_random_points(tmp_path: Path) -> Non
                 victim.start()
                 await victim.wait_ready()
 
+        async def projector_chaos() -> None:
+            nonlocal projector, projector_kills
+            while not done.is_set():
+                await asyncio.sleep(rng.uniform(0.1, 0.7))
+                assert projector is not None
+                projector.send_signal(signal.SIGKILL)
+                projector.wait()
+                projector_kills += 1
+                projector = start_projector()
+
         async def work() -> None:
             try:
                 await allocate_all(server.url, 16, instances, run)
             finally:
                 done.set()
 
-        await asyncio.gather(work(), chaos())
+        await asyncio.gather(work(), chaos(), projector_chaos())
         result = await audit(server.url, run)
-        report("replica-chaos", f"kills={kills} {result.line()} retries={run.retries}")
+        # The projector, killed many times, catches up and equals a clean rebuild.
+        assert projector is not None
+        projector.terminate()
+        projector.wait(20)
+        once = subprocess.run(
+            [NETLEDGER, "--nats", server.url, "projector", "run", "--db", str(db), "--once"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert once.returncode == 0, once.stderr
+        conn = await connect(server.url, name="rebuild")
+        try:
+            await project_until(conn, tmp_path / "clean.db")
+        finally:
+            await conn.close()
+        assert checksum(db) == checksum(tmp_path / "clean.db")
+        report(
+            "replica-chaos",
+            f"kills={kills} projector_kills={projector_kills} {result.line()} retries={run.retries}",
+        )
+        assert projector_kills >= 2
         assert kills >= 2
         assert result.acked == len(instances)
         assert result.lost == 0 and result.mismatched == 0
         assert result.duplicated_instances == 0 and result.duplicated_addresses == 0
     finally:
+        if projector is not None and projector.poll() is None:
+            projector.kill()
+            projector.wait()
         for r in replicas:
             r.stop()
         server.stop()
