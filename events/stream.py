@@ -19,7 +19,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -33,6 +33,7 @@ from .errors import DecodeError, LogRegression, Unavailable
 from .ids import ALL_EVENTS, STREAM
 
 log = logging.getLogger("netledger.stream")
+T = TypeVar("T")
 
 EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 MSG_ID = "Nats-Msg-Id"
@@ -177,8 +178,41 @@ async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
         await conn.js.update_stream(cfg)
 
 
-async def last_seq(conn: Connection) -> int:
-    info = await conn.js.stream_info(conn.stream)
+#: Errors of a cluster between leaders or a server restarting: worth waiting out.
+TRANSIENT = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+async def retrying(fn: Callable[[], Awaitable[T]], what: str, wait: float = 30.0) -> T:
+    """``await fn()``, retrying transient errors (failover, restart) for up to ``wait``
+    seconds, then reporting :class:`Unavailable`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = 0.1
+    while True:
+        try:
+            return await fn()
+        except TRANSIENT as exc:
+            if loop.time() + delay > deadline:
+                raise Unavailable(
+                    f"{what}: no answer for {wait:.0f}s ({exc.__class__.__name__})"
+                ) from None
+            log.info("%s failed (%s); retrying", what, exc.__class__.__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+async def last_seq(conn: Connection, wait: float = 30.0) -> int:
+    """The stream's last sequence (transient errors retried for up to ``wait`` seconds)."""
+    info = await retrying(
+        lambda: conn.js.stream_info(conn.stream), f"stream info of {conn.stream}", wait
+    )
     return int(info.state.last_seq)
 
 
@@ -359,17 +393,20 @@ class Follower:
             }
         from nats.js.api import ConsumerConfig
 
-        self._sub = await self.conn.js.subscribe(
-            self.subject,
-            cb=self._on_msg,
-            ordered_consumer=True,
-            stream=self.conn.stream,
-            config=ConsumerConfig(**kwargs),
-            pending_msgs_limit=-1,
-            pending_bytes_limit=256 * 1024 * 1024,
-            # nats-py recreates an ordered consumer after two missed heartbeats; its default
-            # (5 s) left readers stalled 10-20 s after a server restart or failover.
-            idle_heartbeat=FOLLOW_HEARTBEAT_S,
+        self._sub = await retrying(
+            lambda: self.conn.js.subscribe(
+                self.subject,
+                cb=self._on_msg,
+                ordered_consumer=True,
+                stream=self.conn.stream,
+                config=ConsumerConfig(**kwargs),
+                pending_msgs_limit=-1,
+                pending_bytes_limit=256 * 1024 * 1024,
+                # nats-py recreates an ordered consumer after two missed heartbeats; its default
+                # (5 s) left readers stalled 10-20 s after a server restart or failover.
+                idle_heartbeat=FOLLOW_HEARTBEAT_S,
+            ),
+            "subscribing to the stream",
         )
 
     async def _on_msg(self, msg: Msg) -> None:

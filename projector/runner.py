@@ -39,7 +39,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from netledger.events.errors import LogRegression
 from netledger.events.ids import ALL_EVENTS
-from netledger.events.stream import Connection, check_regression, last_seq
+from netledger.events.stream import Connection, check_regression, last_seq, retrying
 
 from .errors import ProjectorStopped
 from .store import Applied, Raw, Writer
@@ -128,7 +128,7 @@ class Projector:
     async def start(self) -> None:
         try:
             self._writer = await self._db(Writer, self.db_path)
-            info = await self.conn.js.stream_info(self.conn.stream)
+            info = await retrying(lambda: self.conn.js.stream_info(self.conn.stream), "stream info")
             created = info.created.isoformat() if info.created else ""
             stream_last = int(info.state.last_seq)
             await self._db(self._writer.check_stream, self.conn.stream, created, stream_last)
@@ -153,17 +153,20 @@ class Projector:
 
     async def _subscribe(self, start_seq: int) -> None:
         self._first = True
-        self._sub = await self.conn.js.subscribe(
-            ALL_EVENTS,
-            cb=self._on_msg,
-            ordered_consumer=True,
-            idle_heartbeat=self.heartbeat,
-            stream=self.conn.stream,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq)
+        self._sub = await retrying(
+            lambda: self.conn.js.subscribe(
+                ALL_EVENTS,
+                cb=self._on_msg,
+                ordered_consumer=True,
+                idle_heartbeat=self.heartbeat,
+                stream=self.conn.stream,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq)
+                ),
+                pending_msgs_limit=-1,
+                pending_bytes_limit=0,
             ),
-            pending_msgs_limit=-1,
-            pending_bytes_limit=0,
+            "subscribing to the stream",
         )
 
     async def _unsubscribe(self) -> None:
@@ -359,7 +362,7 @@ class Projector:
 
     async def catch_up(self, timeout: float | None = 60.0) -> int:
         """Wait until everything in the stream right now is committed; return that seq."""
-        info = await self.conn.js.stream_info(self.conn.stream)
+        info = await retrying(lambda: self.conn.js.stream_info(self.conn.stream), "stream info")
         target = int(info.state.last_seq)
         await self.wait_for(target, timeout)
         return target

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from netledger.events.client import Client
 from netledger.events.stream import Follower, connect, ensure_stream, last_seq
 from tests.fault_helpers import (
+    NETLEDGER,
     AllocationRun,
     Cluster,
     ServiceProc,
@@ -30,6 +33,8 @@ async def test_stream_leader_sigkilled_during_allocation(tmp_path: Path) -> None
     admin = None
     projector = None
     follower = None
+    executor: subprocess.Popen[bytes] | None = None
+    ns = f"nlc-{os.getpid()}"
     try:
         admin = await connect(cluster.urls, name="admin")
         await cluster.wait_formed(admin)
@@ -56,8 +61,36 @@ async def test_stream_leader_sigkilled_during_allocation(tmp_path: Path) -> None
             nets = await c.create_networks(
                 label="c", cidr="10.60.0.0/20", num_networks=2, network_size=2048, mode="flat"
             )
+            [host_net] = await c.create_networks(
+                label="h", cidr="10.61.0.0/24", mode="flat", bridge="brc"
+            )
         finally:
             await c.close()
+        # An executor given the whole server list, in a namespace of its own.
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(
+            ["ip", "-n", ns, "link", "add", "eth9", "type", "veth", "peer", "name", "eth9p"],
+            check=True,
+        )
+        executor = subprocess.Popen(
+            [
+                NETLEDGER,
+                "--nats",
+                cluster.urls,
+                "executor",
+                "run",
+                "--host",
+                "hc",
+                "--netns",
+                ns,
+                "--physical-interface",
+                "eth9",
+                "--interval",
+                "1",
+            ],
+            stdout=open(tmp_path / "executor.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
         instances = [(f"i-{k}", nets[k % 2]["id"]) for k in range(1500)]
         run = AllocationRun()
         kill: dict[str, float | str] = {}
@@ -93,13 +126,34 @@ async def test_stream_leader_sigkilled_during_allocation(tmp_path: Path) -> None
             f" retries={run.retries} errors={dict(run.errors)}"
             f" projector={'yes' if projector is not None else 'no'}",
         )
+        # The executor followed the failover: an allocation on its host after it reaches its
+        # kernel (the bridge appears) and its report reaches the log.
+        c = await Client.connect(cluster.urls)
+        try:
+            await c.allocate_fixed_ip("i-hc", network_id=host_net["id"], host="hc")
+        finally:
+            await c.close()
+        for _ in range(300):
+            out = subprocess.run(["ip", "-n", ns, "link", "show", "brc"], capture_output=True)
+            if out.returncode == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert out.returncode == 0, (tmp_path / "executor.log").read_text()[-3000:]
+        assert executor.poll() is None, "the executor died during the failover"
         assert kill["new_leader"] != kill["node"]
         assert result.acked == len(instances)
         assert result.lost == 0 and result.mismatched == 0
         assert result.duplicated_instances == 0 and result.duplicated_addresses == 0
-        assert sorted(seen) == list(range(1, end + 1)), "the follower missed or repeated events"
+        assert sorted(s for s in seen if s <= end) == list(range(1, end + 1)), (
+            "the follower missed or repeated events"
+        )
+        assert len(seen) == len(set(seen)), "the follower repeated events"
         assert {r.name for r in reps} | {kill["new_leader"]} == {"n0", "n1", "n2"}
     finally:
+        if executor is not None and executor.poll() is None:
+            executor.terminate()
+            executor.wait(20)
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
         if projector is not None:
             await projector.close()
         if follower is not None:
