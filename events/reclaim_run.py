@@ -23,12 +23,7 @@ from .decide import decide
 from .ids import host_subject
 from .reclaim import FixedIpReclaim, FixedIpReclaimSweep, candidates
 from .stream import (
-    EXPECTED_SUBJECT_SEQ,
-    MSG_ID,
-    Appender,
-    Connection,
     MaybeApplied,
-    Outgoing,
     WrongLastSequence,
     build_messages,
 )
@@ -38,44 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("netledger.reclaim")
 
-EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MAX_ATTEMPTS = 64
-
-
-class GuardedAppender(Appender):
-    """An :class:`Appender` whose batches end with a check on a subject they do not write."""
-
-    def __init__(self, conn: Connection, guard_subject: str, guard_seq: int) -> None:
-        super().__init__(conn)
-        self.guard_subject = guard_subject
-        self.guard_seq = guard_seq
-
-    async def _publish_batch(self, messages: list[Outgoing], expected: dict[str, int]) -> int:
-        nc, js = self.conn.nc, self.conn.js
-        batch_id = uuid.uuid4().hex
-        seen: set[str] = set()
-        n = len(messages)
-        for i, m in enumerate(messages, 1):
-            headers = {MSG_ID: m.msg_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
-            if m.subject not in seen:
-                seen.add(m.subject)
-                headers[EXPECTED_SUBJECT_SEQ] = str(expected.get(m.subject, 0))
-            if i == n:
-                if EXPECTED_SUBJECT_SEQ in headers:
-                    raise ValueError("the guard must ride on a message whose subject came before")
-                headers[EXPECTED_SUBJECT_SEQ] = str(self.guard_seq)
-                headers[EXPECTED_SUBJECT] = self.guard_subject
-                headers["Nats-Batch-Commit"] = "1"
-                ack = await js.publish(
-                    m.subject,
-                    m.data,
-                    stream=self.conn.stream,
-                    timeout=self.publish_timeout,
-                    headers=headers,
-                )
-                return int(ack.seq)
-            await nc.publish(m.subject, m.data, headers=headers)
-        raise AssertionError("unreachable")
 
 
 async def reclaim_one(
@@ -96,9 +54,9 @@ async def reclaim_one(
             for i, ev in enumerate(d.events)
         ]
         expected = {s: svc.state.seq_of(s) for s in {ev.subject() for ev in d.events}}
-        appender = GuardedAppender(svc.conn, host_subject(host), int(d.result["host_seq"]))
+        guard = (host_subject(host), int(d.result["host_seq"]))
         try:
-            seq = await appender.append(build_messages(envelopes), expected)
+            seq = await svc.appender.append(build_messages(envelopes), expected, guard)
         except WrongLastSequence:
             svc.stats.conflicts += 1
             log.info("reclaim in %s on %s: the log moved, deciding again", network_id, host)

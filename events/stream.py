@@ -36,6 +36,7 @@ log = logging.getLogger("netledger.stream")
 T = TypeVar("T")
 
 EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MSG_ID = "Nats-Msg-Id"
 ERR_WRONG_LAST_SEQ = 10071
 ERR_BATCH_DUPLICATE = 10201
@@ -251,7 +252,12 @@ class Appender:
         self.publish_timeout = publish_timeout
         self.attempts = attempts
 
-    async def append(self, messages: list[Outgoing], expected: dict[str, int]) -> int:
+    async def append(
+        self,
+        messages: list[Outgoing],
+        expected: dict[str, int],
+        guard: tuple[str, int] | None = None,
+    ) -> int:
         """Append ``messages``; return the stream sequence of the last one.
 
         ``expected`` maps each subject written to the last subject sequence the decision was
@@ -266,9 +272,9 @@ class Appender:
         delay = 0.05
         for attempt in range(self.attempts):
             try:
-                if len(messages) == 1:
+                if len(messages) == 1 and guard is None:
                     return await self._publish_one(messages[0], expected)
-                return await self._publish_batch(messages, expected)
+                return await self._publish_batch(messages, expected, guard)
             except BadRequestError as exc:
                 if exc.err_code == ERR_WRONG_LAST_SEQ:
                     if retried and await self._landed(messages):
@@ -318,7 +324,15 @@ class Appender:
         )
         return int(ack.seq)
 
-    async def _publish_batch(self, messages: list[Outgoing], expected: dict[str, int]) -> int:
+    async def _publish_batch(
+        self,
+        messages: list[Outgoing],
+        expected: dict[str, int],
+        guard: tuple[str, int] | None = None,
+    ) -> int:
+        """``guard`` = (subject, seq): the commit also checks a subject the batch does not
+        write (``Nats-Expected-Last-Subject-Sequence-Subject``); it rides on the last message,
+        whose own subject must have come earlier in the batch."""
         nc, js = self.conn.nc, self.conn.js
         batch_id = uuid.uuid4().hex
         seen: set[str] = set()
@@ -329,6 +343,11 @@ class Appender:
                 seen.add(m.subject)
                 headers[EXPECTED_SUBJECT_SEQ] = str(expected.get(m.subject, 0))
             if i == n:
+                if guard is not None:
+                    if EXPECTED_SUBJECT_SEQ in headers:
+                        raise ValueError("a guard rides on a message whose subject came before")
+                    headers[EXPECTED_SUBJECT_SEQ] = str(guard[1])
+                    headers[EXPECTED_SUBJECT_SEQ_SUBJECT] = guard[0]
                 headers["Nats-Batch-Commit"] = "1"
                 ack = await js.publish(
                     m.subject,

@@ -25,9 +25,8 @@ from netledger.events.host_events import HostInstancesSeen
 from netledger.events.ids import host_subject
 from netledger.events.reclaim import FixedIpReclaim
 from netledger.events.reclaim_events import FixedIpReclaimed, FixedIpReconfirmed
-from netledger.events.reclaim_run import GuardedAppender
 from netledger.events.service import CommandService
-from netledger.events.stream import Connection, WrongLastSequence, build_messages
+from netledger.events.stream import Appender, Connection, WrongLastSequence, build_messages
 from netledger.events.types import FixedIpAllocated
 
 EXECUTOR = Actor(role="system", user="executor:test")
@@ -123,9 +122,10 @@ async def test_a_sighting_after_the_decision_rejects_the_reclaim(
     }
 
     await report(conn, "h1", [vm["mac"]], time.time(), [nid])  # the instance is back
-    appender = GuardedAppender(conn, host_subject("h1"), d.result["host_seq"])
+    appender = Appender(conn)
+    guard = (host_subject("h1"), d.result["host_seq"])
     with pytest.raises(WrongLastSequence):
-        await appender.append(build_messages(envs), expected)
+        await appender.append(build_messages(envs), expected, guard)
     # With the host as decided on, the same batch is accepted (the check is not always-fail).
     await service.follower.catch_up()
     d2 = decide(service.state, Request(FixedIpReclaim(nid, "h1", GRACE), "race-2", EXECUTOR))
@@ -146,11 +146,12 @@ async def test_the_guard_accepts_an_unchanged_host_and_rejects_a_moved_network(
     envs = [Envelope(e, f"g-1:{i}", "g-1", time.time(), EXECUTOR) for i, e in enumerate(d.events)]
     stale = {subject: service.state.seq_of(subject)}
     await c.allocate_fixed_ip("vm2", network_id=nid, host="h1")  # the network moved
-    appender = GuardedAppender(conn, host_subject("h1"), d.result["host_seq"])
+    appender = Appender(conn)
+    guard = (host_subject("h1"), d.result["host_seq"])
     with pytest.raises(WrongLastSequence):
-        await appender.append(build_messages(envs), stale)
+        await appender.append(build_messages(envs), stale, guard)
     fresh = {subject: service.state.seq_of(subject)}
-    seq = await appender.append(build_messages(envs), fresh)
+    seq = await appender.append(build_messages(envs), fresh, guard)
     assert seq > 0
 
 
