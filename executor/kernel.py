@@ -9,6 +9,7 @@ returned as a failure of that operation and the next read-back shows what is rea
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -291,6 +292,12 @@ class Kernel:
         attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", spec.name)]
         if spec.mtu:
             attrs.append(("IFLA_MTU", spec.mtu))
+        if spec.kind == "bridge":
+            # A bridge without an address of its own takes the lowest of its ports' and changes
+            # it when ports come and go: instances' ARP caches then point at a MAC that is no
+            # longer the gateway's, and they lose their network until the entry expires. An
+            # address set at creation stays (a random locally administered unicast one).
+            attrs.append(("IFLA_ADDRESS", bridge_mac()))
         if spec.master:
             attrs.append(("IFLA_MASTER", index.get(spec.master, 0)))
         attrs.append(("IFLA_LINKINFO", _linkinfo(spec, index)))
@@ -352,6 +359,12 @@ class Kernel:
         if isinstance(op, AddFdb):
             return Request(m, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, ok=(errno.EEXIST,))
         return Request(m, RTM_DELNEIGH, 0, ok=(errno.ENOENT, errno.ENODEV))
+
+
+def bridge_mac() -> str:
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFC) | 0x02  # locally administered, unicast
+    return ":".join(f"{x:02x}" for x in b)
 
 
 def _linkinfo(spec: LinkSpec, index: dict[str, int]) -> dict[str, Any]:
