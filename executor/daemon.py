@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -48,7 +49,7 @@ from netledger.events.host_events import (
 )
 from netledger.events.ids import host_subject
 from netledger.events.state import State
-from netledger.events.stream import Connection, Follower
+from netledger.events.stream import Connection, Follower, retrying
 
 from .desired import HostConfig, build
 from .dhcp import DhcpBook, DhcpPaths, Dnsmasq, dhcp_events
@@ -595,8 +596,19 @@ class Executor:
                 time=time.time(),
                 actor=self.actor,
             )
-            ack = await self.conn.js.publish(
-                subject, encode(env), stream=self.conn.stream, headers={"Nats-Msg-Id": env.event_id}
+            data = encode(env)
+            # Retried through a failover with the same msg id: never stored twice.
+            publish = functools.partial(
+                self.conn.js.publish,
+                subject,
+                data,
+                stream=self.conn.stream,
+                headers={"Nats-Msg-Id": env.event_id},
+            )
+            ack = await retrying(
+                publish,
+                f"appending {ev.TYPE}",
+                wait=60.0,
             )
             last = int(ack.seq)
             # Fold our own record at once; the follower's copy later is idempotent.
