@@ -68,6 +68,7 @@ from .errors import (
     VniOutOfRange,
     WrongNetworkProject,
 )
+from .reclaim_events import FixedIpReconfirmed
 from .state import FixedIp, NetworkState, State
 from .types import (
     Event,
@@ -443,7 +444,20 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
         return Decision([], dict(pending.instances[(n.network_id, cmd.instance)]))
     held = n.by_instance.get(cmd.instance)
     if held is not None:
-        return Decision([], _fixed_ip_result(n, n.fixed[held]))
+        ip = n.fixed[held]
+        if not (ip.allocated and state.unseen(n, ip)):
+            return Decision([], _fixed_ip_result(n, ip))
+        # Its host does not see the instance right now, yet the client is told the address is
+        # its own: record that, so the allocation counts as new (restarting the reclaim grace)
+        # and a reclaim decided on the earlier state fails its OCC check on this network.
+        again = FixedIpReconfirmed(
+            network_id=n.network_id,
+            address=ip.address,
+            instance=ip.instance,
+            mac=ip.mac,
+            host=ip.host,
+        )
+        return Decision([again], _fixed_ip_result(n, ip))
     taken_macs = pending.macs.get(n.network_id, set())
     if cmd.mac is not None:
         if cmd.mac in n.macs or cmd.mac in taken_macs:

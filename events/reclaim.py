@@ -20,7 +20,7 @@ between deciding and appending rejects the batch; the service catches up and dec
 Allocation requests for an instance that already holds its address append nothing in
 decide.py (they return the first answer). While the instance is unseen on its host that would
 let a reclaim decided just before (or after) free an address the client has just been told is
-its own, so :func:`_reconfirming` makes such an answer append :class:`FixedIpReconfirmed`:
+its own, so ``decide_fixed_allocate`` makes such an answer append :class:`FixedIpReconfirmed`:
 the allocation counts as new, and a racing reclaim fails its network OCC check.
 """
 
@@ -29,11 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .commands import Command, FixedIpAllocate, Request, _bool, _id, command
-from .decide import DECIDERS, Decider, Decision, Pending
+from .commands import Command, Request, _bool, _id, command
+from .decide import DECIDERS, Decision, Pending
 from .errors import InvalidField
 from .ids import host_subject
-from .reclaim_events import Absence, FixedIpReclaimed, FixedIpReclaimSealed, FixedIpReconfirmed
+from .reclaim_events import Absence, FixedIpReclaimed, FixedIpReclaimSealed
 from .state import FixedIp, NetworkState, State
 from .types import Event, FloatingIpDisassociated
 
@@ -222,36 +222,8 @@ def decide_sweep_dry_run(state: State, req: Request, pending: Pending) -> Decisi
 
 
 def unseen(state: State, n: NetworkState, ip: FixedIp) -> bool:
-    """Whether ``ip``'s host has reported on its network since the allocation without it."""
-    if ip.host is None:
-        return False
-    h = state.sightings.get(ip.host)
-    return h is not None and h.absence(ip.mac, n.network_id, ip.allocated_seq) is not None
-
-
-def _reconfirming(allocate: Decider) -> Decider:
-    def decide_allocate(state: State, req: Request, pending: Pending) -> Decision:
-        d = allocate(state, req, pending)
-        if d.events:
-            return d
-        n = state.networks.get(str(d.result.get("network_id")))
-        ip = n.fixed.get(str(d.result.get("address"))) if n is not None else None
-        if n is None or ip is None or not ip.allocated or not unseen(state, n, ip):
-            return d
-        ev = FixedIpReconfirmed(
-            network_id=n.network_id,
-            address=ip.address,
-            instance=ip.instance,
-            mac=ip.mac,
-            host=ip.host,
-        )
-        return Decision([ev], d.result)
-
-    decide_allocate.__wrapped__ = allocate  # type: ignore[attr-defined]
-    return decide_allocate
+    return state.unseen(n, ip)
 
 
 DECIDERS[FixedIpReclaim] = decide_reclaim
 DECIDERS[FixedIpReclaimSweep] = decide_sweep_dry_run
-if not hasattr(DECIDERS[FixedIpAllocate], "__wrapped__"):
-    DECIDERS[FixedIpAllocate] = _reconfirming(DECIDERS[FixedIpAllocate])

@@ -384,6 +384,14 @@ class State:
 
     # --- queries the deciders use -----------------------------------------------------
 
+    def unseen(self, n: NetworkState, ip: FixedIp) -> bool:
+        """Whether ``ip``'s host has reported on its network since the allocation without it
+        (the first half of a reclaim candidate: events/reclaim.py)."""
+        if ip.host is None:
+            return False
+        h = self.sightings.get(ip.host)
+        return h is not None and h.absence(ip.mac, n.network_id, ip.allocated_seq) is not None
+
     def floating_for_fixed(self, network_id: str, address: str) -> list[FloatingIp]:
         return [
             f
