@@ -25,3 +25,10 @@ class NftError(ExecutorError):
     """``nft`` is missing or refused the table."""
 
     code = "nft_failed"
+
+
+class KernelNoAnswer(ExecutorError):
+    """A netlink request got no answer in time: the pass fails (and is retried) instead of the
+    executor hanging on a reply that will never come."""
+
+    code = "kernel_no_answer"

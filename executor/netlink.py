@@ -31,12 +31,14 @@ from pyroute2.netlink import (
 )
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from .errors import NamespaceNotFound, NotPermitted
+from .errors import KernelNoAnswer, NamespaceNotFound, NotPermitted
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/var/run/netns"
 #: Acked requests per sendmsg: small enough that the acks fit the receive buffer.
 CHUNK = 150
+#: Seconds to wait for the kernel's next reply: never block a pass (and the daemon) forever.
+RECV_TIMEOUT = 30.0
 _HDR = struct.Struct("=IHHII")
 _ERR = struct.Struct("=i")
 
@@ -98,14 +100,16 @@ class Request:
 
 
 class RtSocket:
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, timeout: float = RECV_TIMEOUT) -> None:
         self.netns = netns
+        self.timeout = timeout
 
         def make() -> socket.socket:
             s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             s.bind((0, 0))
+            s.settimeout(timeout)
             return s
 
         self.sock = in_netns(netns, make)
@@ -121,6 +125,16 @@ class RtSocket:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(1 << 20)
+        except TimeoutError:
+            # A late reply is harmless: every reader matches replies by sequence number.
+            raise KernelNoAnswer(
+                f"no netlink answer from the kernel within {self.timeout:.0f}s"
+                + (f" (namespace {self.netns})" if self.netns else "")
+            ) from None
+
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0x7FFFFFFF or 1
         return self.seq
@@ -135,7 +149,7 @@ class RtSocket:
         msg.encode()
         self.sock.send(msg.data)
         while True:
-            data = self.sock.recv(1 << 20)
+            data = self._recv()
             done = False
             for part in self.marshal.parse(data):
                 if part["header"]["sequence_number"] != seq:
@@ -179,7 +193,7 @@ class RtSocket:
             self.sock.send(bytes(buf))
             pending = len(by_seq)
             while pending:
-                data = self.sock.recv(1 << 20)
+                data = self._recv()
                 off = 0
                 while off + _HDR.size <= len(data):
                     length, mtype, _flags, seq, _pid = _HDR.unpack_from(data, off)

@@ -19,8 +19,27 @@ from pathlib import Path
 NETLEDGER = str(Path(sys.executable).with_name("netledger"))
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False)
+def sh(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a command; a command that does not end fails the test instead of hanging it.
+
+    (``subprocess.run(timeout=...)`` waits without limit for the killed process: a process the
+    kernel holds in uninterruptible sleep — a link deletion waiting for the device to be free —
+    would hang the whole suite there.)"""
+    argv = list(args)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{' '.join(argv)} did not end within {timeout:.0f}s and survived SIGKILL"
+                " (uninterruptible sleep in the kernel)"
+            ) from None
+        raise AssertionError(f"{' '.join(argv)} did not end within {timeout:.0f}s") from None
+    p = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
     return p
@@ -37,6 +56,7 @@ class Lab:
         self.tag = uuid.uuid4().hex[:5]
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[str]] = []
+        self.taps: dict[str, str] = {}  # instance namespace -> its port on the host's bridge
 
     def ns(self, role: str) -> str:
         name = f"nlx-{self.tag}-{role}"
@@ -74,6 +94,7 @@ class Lab:
         sh("ip", "-n", ns, "link", "set", "eth0", "address", mac)
         sh("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
         sh("ip", "-n", ns, "route", "add", "default", "via", gateway)
+        self.taps[ns] = tap
         return ns
 
     def executor(

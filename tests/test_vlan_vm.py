@@ -130,6 +130,7 @@ def test_second_executor_run_changes_nothing(vlan_results: dict[str, Any]) -> No
     _assert(vlan_results, "executor_second_noop_h1", "executor_second_noop_h2")
 
 
+@pytest.mark.timeout(2400)  # the session's VM: apt-get download + boot + checks (each bounded)
 def test_every_check_passed(vlan_results: dict[str, Any]) -> None:
     """Catches checks added to the guest script but not asserted above, and scenario errors."""
     _assert(vlan_results, *vlan_results["checks"])
