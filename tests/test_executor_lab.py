@@ -132,7 +132,10 @@ class Lab:
         for p in self.procs:
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)
-            p.wait()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:  # held by the kernel: leave it, delete the rest
+                pass
             for f in (p.stdout, p.stderr):
                 if f is not None:
                     f.close()
