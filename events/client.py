@@ -17,7 +17,7 @@ import msgpack
 import nats
 
 from .codec import Actor
-from .errors import NetledgerError, Unavailable, ValidationError, error_from_wire
+from .errors import Forbidden, NetledgerError, Unavailable, ValidationError, error_from_wire
 from .ids import command_subject
 from .stream import Connection, connect
 
@@ -50,6 +50,36 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def _ask(self, subject: str, data: bytes) -> Any:
+        """One request; fails at once when the server refuses these credentials the subject
+        (it drops the message and says so on the connection: no reply would ever come)."""
+        conn = self.conn
+        if conn.was_refused(subject):
+            raise nats.errors.TimeoutError
+        req: asyncio.Future[Any] = asyncio.ensure_future(
+            conn.nc.request(subject, data, timeout=self.timeout)
+        )
+        while not req.done():
+            refusal: asyncio.Future[Any] = conn.next_refusal()
+            try:
+                await asyncio.wait({req, refusal}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                refusal.cancel()
+            if conn.was_refused(subject):
+                req.cancel()
+                await asyncio.gather(req, return_exceptions=True)
+                raise nats.errors.TimeoutError
+        return await req
+
+    @staticmethod
+    def _refused(subject: str, who: Actor) -> Forbidden:
+        acting = f"member of project {who.project}" if who.role == "member" else who.role
+        return Forbidden(
+            f"the NATS server refused these credentials the subject {subject}: they may not"
+            f" send commands acting as {acting} (credentials of another project or role?)",
+            subject=subject,
+        )
+
     async def request(
         self,
         name: str,
@@ -66,14 +96,16 @@ class Client:
         }
         data = msgpack.packb(payload, use_bin_type=True)
         who = actor or self.actor
-        subject = command_subject(name, admin=who.role in ("admin", "system"))
+        admin = who.role in ("admin", "system")
+        project = who.project if who.role == "member" and who.project else None
+        subject = command_subject(name, admin=admin, project=project)
         loop = asyncio.get_running_loop()
         end = loop.time() + self.deadline
         delay = 0.1
         last: Exception | None = None
         while loop.time() < end:
             try:
-                msg = await self.conn.nc.request(subject, data, timeout=self.timeout)
+                msg = await self._ask(subject, data)
                 break
             except (
                 nats.errors.TimeoutError,
@@ -81,6 +113,8 @@ class Client:
                 nats.errors.ConnectionReconnectingError,
                 nats.errors.ConnectionClosedError,
             ) as exc:
+                if self.conn.was_refused(subject):
+                    raise self._refused(subject, who) from None
                 last = exc
                 if isinstance(exc, nats.errors.ConnectionClosedError):
                     break

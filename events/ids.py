@@ -16,6 +16,11 @@ COMMAND_PREFIX = "netledger.cmd"
 #: Requests acting with the admin role go here: NATS permissions decide who may publish to it,
 #: so a client cannot make itself admin by claiming the role in the request.
 ADMIN_COMMAND_PREFIX = "netledger.admin.cmd"
+#: Requests of a project's members go to ``netledger.project.<project>.cmd.<name>``: NATS
+#: permissions can bind credentials to one project (``auth init --project``), and the service
+#: refuses a request whose actor names another project than its subject.
+PROJECT_COMMAND_PREFIX = "netledger.project"
+PROJECT_COMMANDS = f"{PROJECT_COMMAND_PREFIX}.*.cmd.>"
 REGISTRY_SUBJECT = f"{EVENT_PREFIX}.registry"
 ALL_EVENTS = f"{EVENT_PREFIX}.>"
 
@@ -52,8 +57,32 @@ def host_subject(host: str) -> str:
     return f"{EVENT_PREFIX}.host.{host}"
 
 
-def command_subject(name: str, *, admin: bool = False) -> str:
-    return f"{ADMIN_COMMAND_PREFIX if admin else COMMAND_PREFIX}.{name}"
+def project_commands(project: str) -> str:
+    """Every command subject of one project (a NATS permission for its credentials)."""
+    return f"{PROJECT_COMMAND_PREFIX}.{check_id(project, 'project')}.cmd.>"
+
+
+def command_subject(name: str, *, admin: bool = False, project: str | None = None) -> str:
+    """Where a request goes: the admin subject, a project's subject, or the plain one."""
+    if admin:
+        return f"{ADMIN_COMMAND_PREFIX}.{name}"
+    if project is not None:
+        return f"{PROJECT_COMMAND_PREFIX}.{check_id(project, 'project')}.cmd.{name}"
+    return f"{COMMAND_PREFIX}.{name}"
+
+
+def parse_command_subject(subject: str) -> tuple[str, bool, str | None]:
+    """``(command name, privileged, bound project)`` of a subject the service serves."""
+    if subject.startswith(ADMIN_COMMAND_PREFIX + "."):
+        return subject[len(ADMIN_COMMAND_PREFIX) + 1 :], True, None
+    if subject.startswith(PROJECT_COMMAND_PREFIX + "."):
+        parts = subject.split(".", 4)
+        if len(parts) == 5 and parts[3] == "cmd":
+            return parts[4], False, parts[2]
+        return subject, False, ""  # never matches an actor's project: refused
+    if subject.startswith(COMMAND_PREFIX + "."):
+        return subject[len(COMMAND_PREFIX) + 1 :], False, None
+    return subject, False, ""
 
 
 def subject_kind(subject: str) -> tuple[str, str]:

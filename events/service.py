@@ -45,7 +45,7 @@ from .errors import (
     RequestTooLarge,
     ValidationError,
 )
-from .ids import ADMIN_COMMAND_PREFIX, COMMAND_PREFIX
+from .ids import ADMIN_COMMAND_PREFIX, COMMAND_PREFIX, PROJECT_COMMANDS, parse_command_subject
 from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
 from .reclaim import FixedIpReclaimSweep
 from .reclaim_run import reclaim_forever, sweep
@@ -144,9 +144,9 @@ class CommandService:
         self.failed = asyncio.get_running_loop().create_future()
         await self.follower.start()
         await self.follower.catch_up(timeout=None)
-        for prefix in (COMMAND_PREFIX, ADMIN_COMMAND_PREFIX):
+        for subject in (f"{COMMAND_PREFIX}.>", f"{ADMIN_COMMAND_PREFIX}.>", PROJECT_COMMANDS):
             self._subs.append(
-                await self.conn.nc.subscribe(f"{prefix}.>", queue=self.queue, cb=self._on_request)
+                await self.conn.nc.subscribe(subject, queue=self.queue, cb=self._on_request)
             )
         if self.reap_interval:
             self._reaper = asyncio.create_task(self._reap_forever(self.reap_interval))
@@ -258,11 +258,9 @@ class CommandService:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, msg: Msg) -> None:
-        privileged = msg.subject.startswith(ADMIN_COMMAND_PREFIX + ".")
-        prefix = ADMIN_COMMAND_PREFIX if privileged else COMMAND_PREFIX
-        name = msg.subject[len(prefix) + 1 :]
+        name, privileged, project = parse_command_subject(msg.subject)
         try:
-            result = await self.handle(name, msg.data, privileged=privileged)
+            result = await self.handle(name, msg.data, privileged=privileged, project=project)
             data = reply_ok(result)
         except NetledgerError as err:
             data = reply_error(err)
@@ -275,9 +273,13 @@ class CommandService:
             except Exception:
                 log.info("could not reply to %s", name)
 
-    async def handle(self, name: str, raw: bytes, *, privileged: bool = True) -> dict[str, Any]:
+    async def handle(
+        self, name: str, raw: bytes, *, privileged: bool = True, project: str | None = None
+    ) -> dict[str, Any]:
         """Answer one request. ``privileged`` says it came on the admin subject, which NATS
-        permissions reserve for admins: only there may a request act with the admin role."""
+        permissions reserve for admins: only there may a request act with the admin role.
+        ``project`` says it came on that project's subject (credentials may be bound to it):
+        there it must act as a member of exactly that project."""
         try:
             if len(raw) > MAX_REQUEST_BYTES:
                 raise RequestTooLarge(f"request of {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}")
@@ -290,6 +292,13 @@ class CommandService:
                 raise Forbidden(
                     f"a request acting as {req.actor.role} must be sent on"
                     f" {ADMIN_COMMAND_PREFIX}.{name}, which only admins may publish to",
+                    command=name,
+                )
+            if project is not None and (req.actor.role != "member" or req.actor.project != project):
+                raise Forbidden(
+                    f"a request on the subject of project {project or '?'} must act as a member"
+                    f" of that project, not as {req.actor.role}"
+                    + (f" of project {req.actor.project}" if req.actor.project else ""),
                     command=name,
                 )
             if not req.command_id:

@@ -69,6 +69,20 @@ class Connection:
     #: set (then cleared by whoever waits) every time the client reconnects: readers check at
     #: once that the log did not go back while they were away (a restored store)
     reconnected: list[asyncio.Event] = field(default_factory=list, compare=False)
+    #: subjects the server refused to let these credentials publish to (lower case, as NATS
+    #: reports them), and futures resolved at the next refusal: a request that was never
+    #: delivered fails at once with ``forbidden`` instead of waiting out its timeout
+    refused: set[str] = field(default_factory=set, compare=False)
+    refusal_waiters: set[asyncio.Future[None]] = field(default_factory=set, compare=False)
+
+    def was_refused(self, subject: str) -> bool:
+        return subject.lower() in self.refused
+
+    def next_refusal(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.refusal_waiters.add(fut)
+        fut.add_done_callback(self.refusal_waiters.discard)
+        return fut
 
     def reconnect_event(self) -> asyncio.Event:
         ev = asyncio.Event()
@@ -88,6 +102,10 @@ class Connection:
                 await self.nc.drain()
             except Exception:  # pragma: no cover - best effort on shutdown
                 await self.nc.close()
+
+
+#: nats-py's (lower-cased) report of a publish the server's permissions refused
+_REFUSED = re.compile(r'permissions violation for publish to "([^"]+)"')
 
 
 def split_servers(url: str | Iterable[str]) -> list[str]:
@@ -115,7 +133,18 @@ async def connect(
 ) -> Connection:
     """Connect to NATS (one URL, a comma-separated list, or a list) with endless reconnects."""
 
+    refused: set[str] = set()
+    waiters: set[asyncio.Future[None]] = set()
+
     async def _err(e: Exception) -> None:
+        m = _REFUSED.search(str(e))
+        if m:
+            log.warning("NATS refused: %s", e)
+            refused.add(m.group(1))
+            for fut in list(waiters):
+                if not fut.done():
+                    fut.set_result(None)
+            return
         log.debug("nats error: %s", e)
 
     async def _disc() -> None:
@@ -157,7 +186,14 @@ async def connect(
         raise Unavailable(
             f"cannot connect to NATS at {url}: {str(exc) or exc.__class__.__name__}"
         ) from None
-    return Connection(nc=nc, js=nc.jetstream(timeout=10.0), stream=stream, reconnected=listeners)
+    return Connection(
+        nc=nc,
+        js=nc.jetstream(timeout=10.0),
+        stream=stream,
+        reconnected=listeners,
+        refused=refused,
+        refusal_waiters=waiters,
+    )
 
 
 async def ensure_stream(conn: Connection, replicas: int = 1) -> None:

@@ -8,7 +8,11 @@ store keeps its stream when auth is switched on) and one credentials file per us
   event subject *except* ``netledger.evt.host.>``, creates/updates the stream, reads it.
 * **executor-<host>** — reads the log, writes only ``netledger.evt.host.<host>``.
 * **projector**, **auditor** — read only (ordered/pull consumers, direct get, stream info).
-* **client** — sends commands (``netledger.cmd.>``) and receives the replies; nothing else.
+* **client** — sends commands (``netledger.cmd.>``, every project's ``netledger.project.*.cmd.>``)
+  and receives the replies; nothing else. It may act as any project: a trusted integration.
+* **client-<project>** (``--projects``) — sends commands only on
+  ``netledger.project.<project>.cmd.>``; the service refuses a request there that acts as
+  anyone but a member of that project, so these credentials are bound to one project.
 
 Reading the log needs a handful of JetStream API subjects; each was checked by experiment
 (tests/test_auth.py): ``STREAM.INFO`` (catch-up target), ``CONSUMER.CREATE`` (ordered consumers
@@ -43,9 +47,11 @@ from netledger.events.ids import (
     ADMIN_COMMAND_PREFIX,
     ALL_EVENTS,
     COMMAND_PREFIX,
+    PROJECT_COMMANDS,
     STREAM,
     check_id,
     host_subject,
+    project_commands,
 )
 
 COMMAND_QUEUE = "netledger-command"  # events/service.py QUEUE_GROUP
@@ -122,6 +128,7 @@ def service_permissions(stream: str = STREAM) -> Permissions:
             INBOX,
             f"{COMMAND_PREFIX}.> {COMMAND_QUEUE}",
             f"{ADMIN_COMMAND_PREFIX}.> {COMMAND_QUEUE}",
+            f"{PROJECT_COMMANDS} {COMMAND_QUEUE}",
         ),
         allow_responses=True,
     )
@@ -134,8 +141,13 @@ def executor_permissions(host: str, stream: str = STREAM) -> Permissions:
     )
 
 
-def client_permissions() -> Permissions:
-    return Permissions(publish_allow=(f"{COMMAND_PREFIX}.>",), subscribe_allow=(INBOX,))
+def client_permissions(project: str | None = None) -> Permissions:
+    """Any project's commands (trusted), or only ``project``'s."""
+    if project is not None:
+        return Permissions(publish_allow=(project_commands(project),), subscribe_allow=(INBOX,))
+    return Permissions(
+        publish_allow=(f"{COMMAND_PREFIX}.>", PROJECT_COMMANDS), subscribe_allow=(INBOX,)
+    )
 
 
 def admin_permissions() -> Permissions:
@@ -148,6 +160,8 @@ class User:
     role: str
     password: str
     permissions: Permissions
+    #: what the CLI acts as with these credentials (written into the credentials file)
+    acts_as: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,7 +175,9 @@ class AuthSetup:
         raise KeyError(name)
 
 
-def make_setup(hosts: list[str], stream: str = STREAM) -> AuthSetup:
+def make_setup(
+    hosts: list[str], stream: str = STREAM, projects: list[str] | None = None
+) -> AuthSetup:
     """The users for every role, with fresh random passwords."""
 
     def pw() -> str:
@@ -181,6 +197,21 @@ def make_setup(hosts: list[str], stream: str = STREAM) -> AuthSetup:
             raise ValidationError(f"host {h} given twice", field="hosts")
         seen.add(h)
         users.append(User(f"executor-{h}", "executor", pw(), executor_permissions(h, stream)))
+    seen_projects: set[str] = set()
+    for p in projects or []:
+        check_id(p, "project")
+        if p in seen_projects:
+            raise ValidationError(f"project {p} given twice", field="projects")
+        seen_projects.add(p)
+        users.append(
+            User(
+                f"client-{p}",
+                "client",
+                pw(),
+                client_permissions(p),
+                acts_as={"NETLEDGER_ROLE": "member", "NETLEDGER_PROJECT": p},
+            )
+        )
     return AuthSetup(users)
 
 
@@ -223,6 +254,8 @@ def config_text(setup: AuthSetup) -> str:
 def credentials_text(user: User, url: str | None = None) -> str:
     out = f"# netledger credentials, role {user.role}\n"
     out += f"NETLEDGER_USER={user.name}\nNETLEDGER_PASSWORD={user.password}\n"
+    for k, v in user.acts_as.items():
+        out += f"{k}={v}\n"
     if url:
         out += f"NATS_URL={url}\n"
     return out

@@ -25,6 +25,12 @@ def auth_group() -> None:
     help="Folder for auth.conf and one <user>.env credentials file per user (mode 0600).",
 )
 @click.option("--hosts", default="", help="Comma-separated hosts: one executor user each.")
+@click.option(
+    "--projects",
+    default="",
+    help="Comma-separated projects: one client user each (client-<project>), allowed to send"
+    " commands only as a member of that project.",
+)
 @click.option("--stream", default="NETLEDGER", show_default=True, help="The stream name.")
 @click.option("--url", help="Also write NATS_URL=URL into every credentials file.")
 @click.option("--force", is_flag=True, help="Replace existing files (new passwords for all).")
@@ -34,6 +40,7 @@ def auth_init(
     settings: Settings,
     out: Path,
     hosts: str,
+    projects: str,
     stream: str,
     url: str | None,
     force: bool,
@@ -49,7 +56,11 @@ def auth_init(
 
     as_json = settings.as_json or local_json
     try:
-        setup = make_setup([h.strip() for h in hosts.split(",") if h.strip()], stream)
+        setup = make_setup(
+            [h.strip() for h in hosts.split(",") if h.strip()],
+            stream,
+            projects=[p.strip() for p in projects.split(",") if p.strip()],
+        )
         info = write_setup(out, setup, url=url, force=force)
     except NetledgerError as err:
         fail(err, as_json)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import nats
 import pytest
 from nats.js.api import ConsumerConfig
@@ -46,7 +47,10 @@ class Secured:
 def secured(tmp_path: Path) -> Iterator[Secured]:
     out = tmp_path / "auth"
     p = subprocess.run(
-        [NETLEDGER, "auth", "init", "--out", str(out), "--hosts", "h1,h2", "--json"],
+        [
+            *(NETLEDGER, "auth", "init", "--out", str(out)),
+            *("--hosts", "h1,h2", "--projects", "p1,p2", "--json"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -54,6 +58,7 @@ def secured(tmp_path: Path) -> Iterator[Secured]:
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)
     assert info["roles"]["executor-h1"] == "executor"
+    assert info["roles"]["client-p1"] == "client"
     assert all(os.stat(f).st_mode & 0o077 == 0 for f in info["credentials"].values())
     data = tmp_path / "nats"
     server = EmbeddedNats(
@@ -350,6 +355,139 @@ def test_credentials_file_works_with_the_cli(secured: Secured, tmp_path: Path) -
         )
         assert wrong.returncode == 1
         assert json.loads(wrong.stdout)["error"]["code"] == "unavailable"
+    finally:
+        p.terminate()
+        p.wait(15)
+
+
+def _env_from(path: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETLEDGER_")}
+    for line in Path(path).read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            env[k] = v
+    return env
+
+
+async def test_project_credentials_act_only_for_their_project(secured: Secured, svc: Any) -> None:
+    """``client-p1`` credentials: NATS lets them publish only on p1's command subject, and the
+    service refuses a request there that acts for anyone but p1 — a forged actor gets nowhere."""
+    conn, _ = svc
+    admin = await Client.connect(secured.url, **secured.creds["admin"])
+    try:
+        await admin.create_networks(label="v", cidr="10.21.0.0/16", num_networks=2, mode="vlan")
+    finally:
+        await admin.close()
+    creds = secured.creds["client-p1"]
+    mine = await Client.connect(secured.url, Actor(project="p1", role="member"), **creds)
+    try:
+        a = await mine.allocate_fixed_ip("i-a", project="p1", host="h1")
+        assert a["address"].startswith("10.21.")
+        before = await last_seq(conn)
+        # Claiming another project, or the admin role, with p1's credentials: NATS refuses the
+        # subject, and the client says so at once (no waiting out a timeout).
+        for actor in (Actor(project="p2", role="member"), Actor(role="admin")):
+            with pytest.raises(Forbidden) as err:
+                await mine.request(
+                    "fixed_ip.allocate", {"instance": "i-x", "project": "p2"}, actor=actor
+                )
+            assert "refused these credentials" in err.value.message
+        # The generic client may act for any project (a trusted integration).
+        anyone = await Client.connect(
+            secured.url, Actor(project="p2", role="member"), **secured.creds["client"]
+        )
+        try:
+            b = await anyone.allocate_fixed_ip("i-b", project="p2", host="h1")
+            assert b["network_id"] != a["network_id"]
+        finally:
+            await anyone.close()
+        after_b = await last_seq(conn)
+        assert after_b > before
+    finally:
+        await mine.close()
+
+    # A hand-made request on p1's own subject whose actor says p2: the service refuses it.
+    raw = await Raw().open(secured.url, creds)
+    try:
+        payload = msgpack.packb(
+            {
+                "command_id": "forged-1",
+                "actor": {"project": "p2", "role": "member", "user": "x"},
+                "args": {"instance": "i-y", "project": "p2"},
+            }
+        )
+        reply = await raw.nc.request(
+            "netledger.project.p1.cmd.fixed_ip.allocate", payload, timeout=10
+        )
+        answer = msgpack.unpackb(reply.data)
+        assert answer["error"]["code"] == "forbidden", answer
+        # Nor the plain command subject (where the actor is taken on trust).
+        await raw.nc.publish("netledger.cmd.fixed_ip.allocate", payload)
+        assert await raw.violation("netledger.cmd.fixed_ip.allocate")
+    finally:
+        await raw.close()
+    assert await last_seq(conn) == after_b
+
+
+def test_project_credentials_file_makes_the_cli_act_for_that_project(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """Sourcing ``client-p1.env`` (or a systemd EnvironmentFile) is all the CLI needs."""
+    p = subprocess.Popen(
+        [NETLEDGER, "--nats", secured.url, "serve", "--no-projector"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env_from(secured.files["service"]),
+    )
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().startswith("netledger ready")
+        admin = _env_from(secured.files["admin"])
+        made = subprocess.run(
+            [
+                *(NETLEDGER, "--nats", secured.url, "--json", "network", "create"),
+                *(
+                    "--label",
+                    "v",
+                    "--cidr",
+                    "10.22.0.0/16",
+                    "--num-networks",
+                    "2",
+                    "--mode",
+                    "vlan",
+                ),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=admin,
+        )
+        assert made.returncode == 0, made.stderr
+        env = _env_from(secured.files["client-p1"])
+        assert (env["NETLEDGER_ROLE"], env["NETLEDGER_PROJECT"]) == ("member", "p1")
+        argv = [NETLEDGER, "--nats", secured.url, "--json", "fixed-ip", "allocate"]
+        ok = subprocess.run(
+            [*argv, "--instance", "i-1", "--project", "p1", "--host", "h1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert json.loads(ok.stdout)["address"].startswith("10.22.")
+        other = subprocess.run(
+            [
+                *(NETLEDGER, "--nats", secured.url, "--json", "--as-project", "p2", "fixed-ip"),
+                *("allocate", "--instance", "i-2", "--project", "p2", "--host", "h1"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert other.returncode == 1
+        assert json.loads(other.stdout)["error"]["code"] == "forbidden"
     finally:
         p.terminate()
         p.wait(15)

@@ -1,0 +1,58 @@
+"""Command subjects (events/ids.py): where a request goes decides who may send it."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from netledger.events.errors import InvalidId
+from netledger.events.ids import (
+    ADMIN_COMMAND_PREFIX,
+    COMMAND_PREFIX,
+    command_subject,
+    parse_command_subject,
+    project_commands,
+)
+
+ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,20}", fullmatch=True)
+names = st.from_regex(r"[a-z_]{1,12}\.[a-z_]{1,12}", fullmatch=True)
+
+
+@given(name=names, project=ids)
+def test_every_subject_parses_back_to_its_command(name: str, project: str) -> None:
+    assert parse_command_subject(command_subject(name)) == (name, False, None)
+    assert parse_command_subject(command_subject(name, admin=True)) == (name, True, None)
+    assert parse_command_subject(command_subject(name, admin=True, project=project)) == (
+        name,
+        True,
+        None,
+    )
+    assert parse_command_subject(command_subject(name, project=project)) == (
+        name,
+        False,
+        project,
+    )
+
+
+def test_project_subjects_are_under_the_projects_permission() -> None:
+    assert command_subject("fixed_ip.allocate", project="p1") == (
+        "netledger.project.p1.cmd.fixed_ip.allocate"
+    )
+    assert project_commands("p1") == "netledger.project.p1.cmd.>"
+    assert command_subject("x.y").startswith(COMMAND_PREFIX + ".")
+    assert command_subject("x.y", admin=True).startswith(ADMIN_COMMAND_PREFIX + ".")
+
+
+@pytest.mark.parametrize("bad", ["p.1", "p*", ">", "", "a b"])
+def test_a_project_cannot_widen_or_split_its_subject(bad: str) -> None:
+    with pytest.raises(InvalidId):
+        command_subject("fixed_ip.allocate", project=bad)
+    with pytest.raises(InvalidId):
+        project_commands(bad)
+
+
+def test_a_malformed_project_subject_binds_to_no_project() -> None:
+    # "" never equals an actor's project: the service refuses such a request.
+    assert parse_command_subject("netledger.project.p1.fixed_ip.allocate")[2] == ""
+    assert parse_command_subject("netledger.project.p1")[2] == ""
