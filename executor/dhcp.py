@@ -36,6 +36,7 @@ from netledger.events.host_events import (
     HostEvent,
 )
 
+from . import proc
 from .kernel import OpResult
 from .model import DhcpSpec, DhcpState, HostActual, Op, ReloadDhcp, StartDhcp, StopDhcp
 from .netlink import netns_path
@@ -375,16 +376,18 @@ class Dnsmasq:
         own = _netns_inode(f"/proc/{os.getpid()}/ns/net")
         if _netns_inode(handle) == own:
             return
-        subprocess.run(["umount", handle], capture_output=True, timeout=30, check=False)
-        with open(handle, "a"):
-            pass
-        p = subprocess.run(
-            ["mount", "--bind", f"/proc/{os.getpid()}/ns/net", handle],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        try:
+            proc.run(["umount", handle], capture_output=True, timeout=30)
+            with open(handle, "a"):
+                pass
+            p = proc.run(
+                ["mount", "--bind", f"/proc/{os.getpid()}/ns/net", handle],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DhcpFailed(f"{' '.join(exc.cmd)} did not finish within 30s") from None
         if p.returncode != 0:
             raise DhcpFailed(f"cannot pin the executor's namespace at {handle}: {p.stderr}")
 
@@ -402,14 +405,16 @@ class Dnsmasq:
         # dnsmasq daemonizes: the command returns once it serves (or failed, with a message).
         # stderr goes to a file, not a pipe, so a daemon holding it cannot block us.
         with tempfile.TemporaryFile() as err:
-            p = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                timeout=60,
-                check=False,
-            )
+            try:
+                p = proc.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    timeout=60,
+                )
+            except subprocess.TimeoutExpired:
+                raise DhcpFailed("dnsmasq did not start within 60s") from None
             err.seek(0)
             msg = err.read().decode(errors="replace").strip()
         if p.returncode != 0:

@@ -21,8 +21,12 @@ from typing import Any
 
 import netaddr
 
+from . import proc
 from .errors import NftError
 from .model import NAT_TABLE, NatTable
+
+#: Seconds one ``nft`` run may take (a whole table of thousands of rules loads in ~0.05 s).
+NFT_TIMEOUT = 60.0
 
 RULES = {
     "prerouting": ("fip-dnat",),
@@ -157,11 +161,19 @@ def _nft_argv(netns: str | None, *args: str) -> list[str]:
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=60, check=False
+        p: subprocess.CompletedProcess[str] = proc.run(
+            argv,
+            input=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=NFT_TIMEOUT,
         )
     except FileNotFoundError:
         raise NftError("nft is not installed (Debian: apt-get install nftables)") from None
+    except subprocess.TimeoutExpired:
+        raise NftError(f"{' '.join(argv)} did not finish within {NFT_TIMEOUT:.0f}s") from None
+    return p
 
 
 def apply(netns: str | None, text: str) -> None:
