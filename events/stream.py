@@ -130,6 +130,7 @@ async def connect(
     tls: Any = None,
     connect_timeout: float = 2.0,
     allow_reconnect: bool = True,
+    inbox_prefix: str | None = None,
 ) -> Connection:
     """Connect to NATS (one URL, a comma-separated list, or a list) with endless reconnects."""
 
@@ -165,6 +166,10 @@ async def connect(
         kwargs["password"] = password
     if tls is not None:
         kwargs["tls"] = tls
+    if inbox_prefix:
+        # Replies (and consumer deliveries) arrive below this prefix: with per-user inboxes
+        # (auth init) a user may subscribe only below its own.
+        kwargs["inbox_prefix"] = inbox_prefix
     try:
         # nats-py retries a failed first connect forever when reconnects are endless: bound it.
         nc = await asyncio.wait_for(

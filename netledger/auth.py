@@ -22,7 +22,10 @@ and a reader must not delete a projector's durable consumer), ``DIRECT.GET`` (th
 lost-ack check and point reads), ``$JS.FC.<stream>.>`` (flow-control replies of push consumers:
 without it an ordered consumer stalls once the server asks for flow control) and
 ``$JS.ACK.<stream>.>`` (acks of durable consumers). Push deliveries and request replies arrive
-on ``_INBOX.>``. Nobody but admin and service may publish to ``$JS.API.STREAM.>`` writes.
+on the user's own inbox prefix ``_INBOX_<user>.>`` (nats-py's ``inbox_prefix``; the
+credentials file names it as ``NETLEDGER_INBOX``): a user cannot subscribe to another's replies
+(one project's allocations, another reader's log). Nobody but admin and service may publish to
+``$JS.API.STREAM.>`` writes.
 
 The credentials file is a shell/systemd environment file::
 
@@ -35,6 +38,7 @@ which the CLI reads from the environment (``set -a; . executor-h1.env`` or syste
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -56,6 +60,13 @@ from netledger.events.ids import (
 
 COMMAND_QUEUE = "netledger-command"  # events/service.py QUEUE_GROUP
 INBOX = "_INBOX.>"
+
+
+def inbox_prefix(user: str) -> str:
+    """The reply-subject prefix of one user (only it may subscribe below it)."""
+    return f"_INBOX_{user}"
+
+
 AUTH_CONF = "auth.conf"
 
 
@@ -162,6 +173,22 @@ class User:
     permissions: Permissions
     #: what the CLI acts as with these credentials (written into the credentials file)
     acts_as: dict[str, str] = field(default_factory=dict)
+    #: the reply-subject prefix these credentials may subscribe to (None: any, admin)
+    inbox: str | None = None
+
+
+def _own_inbox(u: User) -> User:
+    """``u`` receiving replies only below its own prefix instead of the shared ``_INBOX.>``."""
+    perms = u.permissions
+    if INBOX not in perms.subscribe_allow:
+        return u
+    own = f"{inbox_prefix(u.name)}.>"
+    allow = tuple(own if x == INBOX else x for x in perms.subscribe_allow)
+    return dataclasses.replace(
+        u,
+        permissions=dataclasses.replace(perms, subscribe_allow=allow),
+        inbox=inbox_prefix(u.name),
+    )
 
 
 @dataclass
@@ -212,7 +239,7 @@ def make_setup(
                 acts_as={"NETLEDGER_ROLE": "member", "NETLEDGER_PROJECT": p},
             )
         )
-    return AuthSetup(users)
+    return AuthSetup([_own_inbox(u) for u in users])
 
 
 def _q(s: str) -> str:
@@ -254,6 +281,8 @@ def config_text(setup: AuthSetup) -> str:
 def credentials_text(user: User, url: str | None = None) -> str:
     out = f"# netledger credentials, role {user.role}\n"
     out += f"NETLEDGER_USER={user.name}\nNETLEDGER_PASSWORD={user.password}\n"
+    if user.inbox:
+        out += f"NETLEDGER_INBOX={user.inbox}\n"
     for k, v in user.acts_as.items():
         out += f"{k}={v}\n"
     if url:
@@ -327,4 +356,10 @@ def read_credentials(path: str | Path) -> dict[str, Any]:
         values[k.strip()] = v.strip()
     if "NETLEDGER_USER" not in values or "NETLEDGER_PASSWORD" not in values:
         raise CredentialsError(f"{path} has no NETLEDGER_USER / NETLEDGER_PASSWORD")
-    return {"user": values["NETLEDGER_USER"], "password": values["NETLEDGER_PASSWORD"]}
+    out: dict[str, Any] = {
+        "user": values["NETLEDGER_USER"],
+        "password": values["NETLEDGER_PASSWORD"],
+    }
+    if values.get("NETLEDGER_INBOX"):
+        out["inbox_prefix"] = values["NETLEDGER_INBOX"]
+    return out

@@ -38,13 +38,19 @@ class Settings:
     user: str | None
     password: str | None
     actor: Actor
+    inbox_prefix: str | None = None
 
     @property
     def url(self) -> str:
         return self.nats or DEFAULT_URL
 
     def connect_kwargs(self) -> dict[str, Any]:
-        return {"creds": self.creds, "user": self.user, "password": self.password}
+        return {
+            "creds": self.creds,
+            "user": self.user,
+            "password": self.password,
+            "inbox_prefix": self.inbox_prefix,
+        }
 
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -95,6 +101,13 @@ def client_call(
 @click.option("--user", envvar="NETLEDGER_USER", help="NATS user name.")
 @click.option("--password", envvar="NETLEDGER_PASSWORD", help="NATS password.")
 @click.option(
+    "--inbox-prefix",
+    envvar="NETLEDGER_INBOX",
+    metavar="PREFIX",
+    help="Subject prefix for replies, the only one these credentials may subscribe to"
+    " (auth init writes it into each credentials file). Env: NETLEDGER_INBOX.",
+)
+@click.option(
     "--as-project",
     envvar="NETLEDGER_PROJECT",
     metavar="P",
@@ -128,6 +141,7 @@ def cli(
     creds: str | None,
     user: str | None,
     password: str | None,
+    inbox_prefix: str | None,
     as_project: str | None,
     role: str,
     log_level: str,
@@ -146,6 +160,7 @@ def cli(
         user,
         password,
         Actor(project=as_project, role=role, user=os.environ.get("USER")),
+        inbox_prefix,
     )
 
 

@@ -491,3 +491,27 @@ def test_project_credentials_file_makes_the_cli_act_for_that_project(
     finally:
         p.terminate()
         p.wait(15)
+
+
+async def test_nobody_reads_another_users_replies(secured: Secured, svc: Any) -> None:
+    """Each user receives replies below its own inbox prefix and may subscribe nowhere else:
+    p2's credentials cannot watch p1's answers (its addresses) go by."""
+    assert secured.creds["client-p1"]["inbox_prefix"] == "_INBOX_client-p1"
+    spy = await Raw().open(secured.url, secured.creds["client-p2"])
+    try:
+        for subject in ("_INBOX.>", "_INBOX_client-p1.>", ">"):
+            await spy.nc.subscribe(subject)
+            assert await spy.violation(f'subscription to "{subject}"'), subject
+        await spy.nc.subscribe("_INBOX_client-p2.>")
+        await spy.nc.flush()
+        assert not await spy.violation('subscription to "_inbox_client-p2.>"', timeout=0.5)
+    finally:
+        await spy.close()
+    # Every role works through its own prefix (the service, readers and clients above did).
+    mine = await Client.connect(
+        secured.url, Actor(project="p1", role="member"), **secured.creds["client-p1"]
+    )
+    try:
+        assert (await mine.request("network.list", {}))["networks"] is not None
+    finally:
+        await mine.close()

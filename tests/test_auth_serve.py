@@ -17,7 +17,8 @@ CLAIM_ADMIN = """
 import asyncio, os, sys, msgpack, nats
 async def main():
     nc = await nats.connect(sys.argv[1], user=os.environ["NETLEDGER_USER"],
-                            password=os.environ["NETLEDGER_PASSWORD"])
+                            password=os.environ["NETLEDGER_PASSWORD"],
+                            inbox_prefix=os.environ["NETLEDGER_INBOX"])
     req = {"command_id": "c1", "actor": {"role": "admin"},
            "args": {"label": "x", "cidr": "10.8.0.0/24", "mode": "flat"}}
     r = await nc.request("netledger.cmd.network.create", msgpack.packb(req), timeout=10)
