@@ -30,9 +30,12 @@ class Client:
         *,
         timeout: float = 10.0,
         deadline: float = 60.0,
+        host: str | None = None,
     ) -> None:
         self.conn = conn
         self.actor = actor or Actor(role="admin")
+        #: send on this host's subject (a DHCP lease script with its executor's credentials)
+        self.host = host
         self.timeout = timeout
         self.deadline = deadline
 
@@ -96,9 +99,12 @@ class Client:
         }
         data = msgpack.packb(payload, use_bin_type=True)
         who = actor or self.actor
-        admin = who.role in ("admin", "system")
-        project = who.project if who.role == "member" and who.project else None
-        subject = command_subject(name, admin=admin, project=project)
+        if self.host is not None:
+            subject = command_subject(name, host=self.host)
+        else:
+            admin = who.role in ("admin", "system")
+            project = who.project if who.role == "member" and who.project else None
+            subject = command_subject(name, admin=admin, project=project)
         loop = asyncio.get_running_loop()
         end = loop.time() + self.deadline
         delay = 0.1

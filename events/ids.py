@@ -7,6 +7,7 @@ by a wildcard or split by a dot that came from user input.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from .errors import InvalidId
 
@@ -21,6 +22,13 @@ ADMIN_COMMAND_PREFIX = "netledger.admin.cmd"
 #: refuses a request whose actor names another project than its subject.
 PROJECT_COMMAND_PREFIX = "netledger.project"
 PROJECT_COMMANDS = f"{PROJECT_COMMAND_PREFIX}.*.cmd.>"
+#: A host's DHCP lease script reports leases and releases on
+#: ``netledger.host.<host>.cmd.fixed_ip.lease|release``: NATS lets only that host's executor
+#: credentials publish there, and the service accepts there only those two commands, only for
+#: addresses whose DHCP that host serves.
+HOST_COMMAND_PREFIX = "netledger.host"
+HOST_COMMANDS = f"{HOST_COMMAND_PREFIX}.*.cmd.>"
+HOST_COMMAND_NAMES = ("fixed_ip.lease", "fixed_ip.release")
 REGISTRY_SUBJECT = f"{EVENT_PREFIX}.registry"
 ALL_EVENTS = f"{EVENT_PREFIX}.>"
 
@@ -62,27 +70,52 @@ def project_commands(project: str) -> str:
     return f"{PROJECT_COMMAND_PREFIX}.{check_id(project, 'project')}.cmd.>"
 
 
-def command_subject(name: str, *, admin: bool = False, project: str | None = None) -> str:
-    """Where a request goes: the admin subject, a project's subject, or the plain one."""
+def host_commands(host: str) -> tuple[str, ...]:
+    """The command subjects of one host's lease script (a NATS permission)."""
+    h = check_id(host, "host")
+    return tuple(f"{HOST_COMMAND_PREFIX}.{h}.cmd.{name}" for name in HOST_COMMAND_NAMES)
+
+
+class Route(NamedTuple):
+    """What a command subject says about its request."""
+
+    name: str
+    #: came on the admin subject (only admins may publish there)
+    privileged: bool = False
+    #: came on this project's subject ("" for a malformed one: matches no actor)
+    project: str | None = None
+    #: came on this host's subject
+    host: str | None = None
+
+
+def command_subject(
+    name: str, *, admin: bool = False, project: str | None = None, host: str | None = None
+) -> str:
+    """Where a request goes: the admin subject, a host's, a project's, or the plain one."""
     if admin:
         return f"{ADMIN_COMMAND_PREFIX}.{name}"
+    if host is not None:
+        return f"{HOST_COMMAND_PREFIX}.{check_id(host, 'host')}.cmd.{name}"
     if project is not None:
         return f"{PROJECT_COMMAND_PREFIX}.{check_id(project, 'project')}.cmd.{name}"
     return f"{COMMAND_PREFIX}.{name}"
 
 
-def parse_command_subject(subject: str) -> tuple[str, bool, str | None]:
-    """``(command name, privileged, bound project)`` of a subject the service serves."""
+def parse_command_subject(subject: str) -> Route:
+    """The :class:`Route` of a subject the service serves."""
     if subject.startswith(ADMIN_COMMAND_PREFIX + "."):
-        return subject[len(ADMIN_COMMAND_PREFIX) + 1 :], True, None
-    if subject.startswith(PROJECT_COMMAND_PREFIX + "."):
-        parts = subject.split(".", 4)
-        if len(parts) == 5 and parts[3] == "cmd":
-            return parts[4], False, parts[2]
-        return subject, False, ""  # never matches an actor's project: refused
+        return Route(subject[len(ADMIN_COMMAND_PREFIX) + 1 :], privileged=True)
+    for prefix in (PROJECT_COMMAND_PREFIX, HOST_COMMAND_PREFIX):
+        if subject.startswith(prefix + "."):
+            parts = subject.split(".", 4)
+            if len(parts) != 5 or parts[3] != "cmd" or not parts[2]:
+                return Route(subject, project="")  # never matches an actor's project: refused
+            if prefix == HOST_COMMAND_PREFIX:
+                return Route(parts[4], host=parts[2])
+            return Route(parts[4], project=parts[2])
     if subject.startswith(COMMAND_PREFIX + "."):
-        return subject[len(COMMAND_PREFIX) + 1 :], False, None
-    return subject, False, ""
+        return Route(subject[len(COMMAND_PREFIX) + 1 :])
+    return Route(subject, project="")
 
 
 def subject_kind(subject: str) -> tuple[str, str]:

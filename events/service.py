@@ -45,7 +45,14 @@ from .errors import (
     RequestTooLarge,
     ValidationError,
 )
-from .ids import ADMIN_COMMAND_PREFIX, COMMAND_PREFIX, PROJECT_COMMANDS, parse_command_subject
+from .ids import (
+    ADMIN_COMMAND_PREFIX,
+    COMMAND_PREFIX,
+    HOST_COMMAND_NAMES,
+    HOST_COMMANDS,
+    PROJECT_COMMANDS,
+    parse_command_subject,
+)
 from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
 from .reclaim import FixedIpReclaimSweep
 from .reclaim_run import reclaim_forever, sweep
@@ -144,7 +151,12 @@ class CommandService:
         self.failed = asyncio.get_running_loop().create_future()
         await self.follower.start()
         await self.follower.catch_up(timeout=None)
-        for subject in (f"{COMMAND_PREFIX}.>", f"{ADMIN_COMMAND_PREFIX}.>", PROJECT_COMMANDS):
+        for subject in (
+            f"{COMMAND_PREFIX}.>",
+            f"{ADMIN_COMMAND_PREFIX}.>",
+            PROJECT_COMMANDS,
+            HOST_COMMANDS,
+        ):
             self._subs.append(
                 await self.conn.nc.subscribe(subject, queue=self.queue, cb=self._on_request)
             )
@@ -258,9 +270,16 @@ class CommandService:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, msg: Msg) -> None:
-        name, privileged, project = parse_command_subject(msg.subject)
+        route = parse_command_subject(msg.subject)
+        name = route.name
         try:
-            result = await self.handle(name, msg.data, privileged=privileged, project=project)
+            result = await self.handle(
+                name,
+                msg.data,
+                privileged=route.privileged,
+                project=route.project,
+                host=route.host,
+            )
             data = reply_ok(result)
         except NetledgerError as err:
             data = reply_error(err)
@@ -274,12 +293,20 @@ class CommandService:
                 log.info("could not reply to %s", name)
 
     async def handle(
-        self, name: str, raw: bytes, *, privileged: bool = True, project: str | None = None
+        self,
+        name: str,
+        raw: bytes,
+        *,
+        privileged: bool = True,
+        project: str | None = None,
+        host: str | None = None,
     ) -> dict[str, Any]:
         """Answer one request. ``privileged`` says it came on the admin subject, which NATS
         permissions reserve for admins: only there may a request act with the admin role.
         ``project`` says it came on that project's subject (credentials may be bound to it):
-        there it must act as a member of exactly that project."""
+        there it must act as a member of exactly that project. ``host`` says it came on that
+        host's subject (its executor's credentials): there only a DHCP lease or release of an
+        address whose DHCP that host serves is accepted."""
         try:
             if len(raw) > MAX_REQUEST_BYTES:
                 raise RequestTooLarge(f"request of {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}")
@@ -288,7 +315,9 @@ class CommandService:
             except Exception:
                 raise ValidationError("request is not a msgpack map") from None
             req = parse_command(name, payload)
-            if req.actor.role in ("admin", "system") and not privileged:
+            if host is not None:
+                self._check_host_route(host, name, req)
+            elif req.actor.role in ("admin", "system") and not privileged:
                 raise Forbidden(
                     f"a request acting as {req.actor.role} must be sent on"
                     f" {ADMIN_COMMAND_PREFIX}.{name}, which only admins may publish to",
@@ -315,6 +344,29 @@ class CommandService:
         except NetledgerError as err:
             self.stats.count(name, err.code)
             raise
+
+    def _check_host_route(self, host: str, name: str, req: Request) -> None:
+        if name not in HOST_COMMAND_NAMES or not isinstance(req.command, FixedIpLease):
+            raise Forbidden(
+                f"a host's subject takes only {' and '.join(HOST_COMMAND_NAMES)}, not {name}",
+                command=name,
+                host=host,
+            )
+        if req.actor.role != "system":
+            raise Forbidden(
+                f"a request on the subject of host {host} acts as the system (the host's DHCP"
+                f" lease script), not as {req.actor.role}",
+                command=name,
+                host=host,
+            )
+        found = self.state.find_fixed(req.command.address)
+        if found is not None and host not in self.state.dhcp_hosts(*found):
+            raise Forbidden(
+                f"host {host} does not serve DHCP for {req.command.address}",
+                command=name,
+                host=host,
+                address=req.command.address,
+            )
 
     async def _submit(self, req: Request) -> dict[str, Any]:
         lane = self._lane_for(req)

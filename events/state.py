@@ -16,8 +16,8 @@ import netaddr
 from sortedcontainers import SortedList
 
 from .codec import Envelope
-from .host_events import HostInstancesSeen
-from .ids import REGISTRY_SUBJECT
+from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
+from .ids import REGISTRY_SUBJECT, host_subject
 from .reclaim_events import (
     FixedIpReclaimed,
     FixedIpReclaimSealed,
@@ -208,6 +208,8 @@ class State:
     event_time: float = 0.0
     #: host -> its executor's sighting reports (events/reclaim_events.py)
     sightings: dict[str, HostSightings] = field(default_factory=dict)
+    #: hosts whose executor last announced itself with ``--network-host``
+    network_hosts: set[str] = field(default_factory=set)
 
     def seq_of(self, subject: str) -> int:
         return self.subject_seq.get(subject, 0)
@@ -225,6 +227,10 @@ class State:
         self.last_seq = max(self.last_seq, seq)
         ev = env.event
         self.event_time = env.time
+        if isinstance(ev, HostEvent) and subject != host_subject(ev.host):
+            # Written on another host's subject (each executor may write only its own): a
+            # host speaking for another one is not believed (sightings decide reclaims).
+            return True
         handler = _HANDLERS.get(type(ev))
         if handler is not None:
             handler(self, ev, seq)
@@ -347,6 +353,21 @@ class State:
         if n is not None and ev.address in n.fixed:
             n.fixed[ev.address].allocated_seq = seq
 
+    def _host_announced(self, ev: HostAnnounced, seq: int) -> None:
+        if ev.network_host:
+            self.network_hosts.add(ev.host)
+        else:
+            self.network_hosts.discard(ev.host)
+
+    def dhcp_hosts(self, n: NetworkState, ip: FixedIp) -> set[str]:
+        """The hosts whose dnsmasq serves ``ip`` (executor/desired.py's rule): with multi-host
+        the instance's own host, else the network's host, else every announced network host."""
+        if n.net.multi_host:
+            return {ip.host} if ip.host else set()
+        if n.net.network_host:
+            return {n.net.network_host}
+        return set(self.network_hosts)
+
     def _instances_seen(self, ev: HostInstancesSeen, seq: int) -> None:
         h = self.sightings.get(ev.host)
         if h is None:
@@ -431,6 +452,7 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     FixedIpReclaimSealed: State._reclaim_sealed,
     FixedIpReconfirmed: State._fixed_reconfirmed,
     HostInstancesSeen: State._instances_seen,
+    HostAnnounced: State._host_announced,
     FloatingIpAllocated: State._floating_allocated,
     FloatingIpAssociated: State._floating_associated,
     FloatingIpDisassociated: State._floating_disassociated,

@@ -161,7 +161,7 @@ def executor_run(
             state_dir=os.path.abspath(state_dir or default_state_dir(host, netns)),
             dnsmasq=_dnsmasq(),
         )
-        command, env = _lease_command(settings)
+        command, env = _lease_command(settings, host)
         script = script_text(command, env, paths.handle if netns else None)
     opts = Options(
         netns=netns,
@@ -213,8 +213,9 @@ def _dnsmasq() -> str:
     return shutil.which("dnsmasq", path=path) or "/usr/sbin/dnsmasq"
 
 
-def _lease_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    """How dnsmasq's lease script calls this CLI: same NATS server and credentials."""
+def _lease_command(settings: Settings, host: str) -> tuple[list[str], dict[str, str]]:
+    """How dnsmasq's lease script calls this CLI: same NATS server and credentials, on this
+    host's command subject (the only one an executor's credentials may send commands to)."""
     exe = Path(sys.executable).with_name("netledger")
     which = shutil.which("netledger")
     if exe.exists():
@@ -226,7 +227,9 @@ def _lease_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     command += ["--nats", settings.url]
     if settings.creds:
         command += ["--creds", os.path.abspath(settings.creds)]
-    env = {}
+    env = {"NETLEDGER_AS_HOST": host}
+    if settings.inbox_prefix:
+        env["NETLEDGER_INBOX"] = settings.inbox_prefix
     if settings.user:
         env["NETLEDGER_USER"] = settings.user
     if settings.password:

@@ -6,7 +6,9 @@ store keeps its stream when auth is switched on) and one credentials file per us
 * **admin** — everything (operators: stream setup, repairs).
 * **service** — the command service: serves ``netledger.cmd.>`` in its queue group, writes every
   event subject *except* ``netledger.evt.host.>``, creates/updates the stream, reads it.
-* **executor-<host>** — reads the log, writes only ``netledger.evt.host.<host>``.
+* **executor-<host>** — reads the log, writes only ``netledger.evt.host.<host>``; its dnsmasq
+  lease script sends ``fixed_ip.lease`` / ``fixed_ip.release`` on
+  ``netledger.host.<host>.cmd.*`` (the service accepts only addresses that host serves).
 * **projector**, **auditor** — read only (ordered/pull consumers, direct get, stream info).
 * **client** — sends commands (``netledger.cmd.>``, every project's ``netledger.project.*.cmd.>``)
   and receives the replies; nothing else. It may act as any project: a trusted integration.
@@ -51,9 +53,11 @@ from netledger.events.ids import (
     ADMIN_COMMAND_PREFIX,
     ALL_EVENTS,
     COMMAND_PREFIX,
+    HOST_COMMANDS,
     PROJECT_COMMANDS,
     STREAM,
     check_id,
+    host_commands,
     host_subject,
     project_commands,
 )
@@ -140,6 +144,7 @@ def service_permissions(stream: str = STREAM) -> Permissions:
             f"{COMMAND_PREFIX}.> {COMMAND_QUEUE}",
             f"{ADMIN_COMMAND_PREFIX}.> {COMMAND_QUEUE}",
             f"{PROJECT_COMMANDS} {COMMAND_QUEUE}",
+            f"{HOST_COMMANDS} {COMMAND_QUEUE}",
         ),
         allow_responses=True,
     )
@@ -147,7 +152,12 @@ def service_permissions(stream: str = STREAM) -> Permissions:
 
 def executor_permissions(host: str, stream: str = STREAM) -> Permissions:
     return Permissions(
-        publish_allow=(*read_api(stream), host_subject(check_id(host, "host"))),
+        publish_allow=(
+            *read_api(stream),
+            host_subject(check_id(host, "host")),
+            # its dnsmasq's lease script: leases and releases on the host's own subject
+            *host_commands(host),
+        ),
         subscribe_allow=(INBOX,),
     )
 

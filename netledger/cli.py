@@ -39,6 +39,7 @@ class Settings:
     password: str | None
     actor: Actor
     inbox_prefix: str | None = None
+    as_host: str | None = None
 
     @property
     def url(self) -> str:
@@ -72,7 +73,8 @@ def client_call(
     async def go() -> dict[str, Any]:
         conn = await connect(settings.url, name="netledger-cli", **settings.connect_kwargs())
         try:
-            return await Client(conn, settings.actor).request(name, args, command_id=command_id)
+            client = Client(conn, settings.actor, host=settings.as_host)
+            return await client.request(name, args, command_id=command_id)
         finally:
             await conn.close()
 
@@ -114,6 +116,13 @@ def client_call(
     help="The project you act as (commands are authorised for it).",
 )
 @click.option(
+    "--as-host",
+    envvar="NETLEDGER_AS_HOST",
+    metavar="H",
+    help="Send as host H's DHCP lease script (only fixed-ip lease / release of addresses whose"
+    " DHCP H serves; with H's executor credentials). Set by the executor in the script.",
+)
+@click.option(
     "--role",
     envvar="NETLEDGER_ROLE",
     type=click.Choice(["admin", "member"]),
@@ -143,6 +152,7 @@ def cli(
     password: str | None,
     inbox_prefix: str | None,
     as_project: str | None,
+    as_host: str | None,
     role: str,
     log_level: str,
     log_json: bool,
@@ -159,8 +169,13 @@ def cli(
         creds,
         user,
         password,
-        Actor(project=as_project, role=role, user=os.environ.get("USER")),
+        (
+            Actor(project=None, role="system", user=f"dhcp:{as_host}")
+            if as_host
+            else Actor(project=as_project, role=role, user=os.environ.get("USER"))
+        ),
         inbox_prefix,
+        as_host,
     )
 
 

@@ -515,3 +515,51 @@ async def test_nobody_reads_another_users_replies(secured: Secured, svc: Any) ->
         assert (await mine.request("network.list", {}))["networks"] is not None
     finally:
         await mine.close()
+
+
+async def test_a_hosts_lease_script_records_only_what_that_host_serves(
+    secured: Secured, svc: Any
+) -> None:
+    """dnsmasq's lease script runs ``netledger dhcp-event`` with its executor's credentials:
+    NATS lets them send only on their host's subject, where the service takes only leases and
+    releases of addresses whose DHCP that host serves."""
+    conn, service = svc
+    admin = await Client.connect(secured.url, **secured.creds["admin"])
+    try:
+        [net] = await admin.create_networks(
+            label="d", cidr="10.23.0.0/24", mode="flat_dhcp", network_host="h1"
+        )
+        ip = await admin.allocate_fixed_ip("i-1", network_id=net["id"], host="h2")
+    finally:
+        await admin.close()
+
+    async def script(executor: str, as_host: str, *args: str) -> subprocess.CompletedProcess[str]:
+        # In a thread: the service answering it runs in this event loop.
+        env = {**_env_from(secured.files[executor]), "NETLEDGER_AS_HOST": as_host}
+        return await asyncio.to_thread(
+            subprocess.run,
+            [NETLEDGER, "--nats", secured.url, "--json", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    before = await last_seq(conn)
+    lease = ("dhcp-event", "add", ip["mac"], ip["address"])
+    # h2 runs the instance but h1 is the network's host: only h1's dnsmasq serves it.
+    for executor, as_host in (("executor-h2", "h2"), ("executor-h2", "h1")):
+        p = await script(executor, as_host, *lease)
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert json.loads(p.stdout)["error"]["code"] == "forbidden", (executor, as_host)
+    # Nothing but leases and releases on a host's subject.
+    p = await script(
+        "executor-h1", "h1", "fixed-ip", "allocate", "--instance", "i-9", "--network", net["id"]
+    )
+    assert json.loads(p.stdout)["error"]["code"] == "forbidden"
+    assert await last_seq(conn) == before
+    p = await script("executor-h1", "h1", *lease)
+    assert p.returncode == 0, p.stdout + p.stderr
+    await service.follower.wait_for(before + 1)
+    [(_, _, ev)] = [e for e in await read_all(conn) if e[0] > before]
+    assert (type(ev.event).__name__, ev.event.address) == ("FixedIpLeased", ip["address"])

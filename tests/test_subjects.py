@@ -10,7 +10,9 @@ from netledger.events.errors import InvalidId
 from netledger.events.ids import (
     ADMIN_COMMAND_PREFIX,
     COMMAND_PREFIX,
+    Route,
     command_subject,
+    host_commands,
     parse_command_subject,
     project_commands,
 )
@@ -21,18 +23,15 @@ names = st.from_regex(r"[a-z_]{1,12}\.[a-z_]{1,12}", fullmatch=True)
 
 @given(name=names, project=ids)
 def test_every_subject_parses_back_to_its_command(name: str, project: str) -> None:
-    assert parse_command_subject(command_subject(name)) == (name, False, None)
-    assert parse_command_subject(command_subject(name, admin=True)) == (name, True, None)
-    assert parse_command_subject(command_subject(name, admin=True, project=project)) == (
-        name,
-        True,
-        None,
+    assert parse_command_subject(command_subject(name)) == Route(name)
+    assert parse_command_subject(command_subject(name, admin=True)) == Route(name, True)
+    assert parse_command_subject(command_subject(name, admin=True, project=project)) == Route(
+        name, True
     )
-    assert parse_command_subject(command_subject(name, project=project)) == (
-        name,
-        False,
-        project,
+    assert parse_command_subject(command_subject(name, project=project)) == Route(
+        name, project=project
     )
+    assert parse_command_subject(command_subject(name, host=project)) == Route(name, host=project)
 
 
 def test_project_subjects_are_under_the_projects_permission() -> None:
@@ -40,6 +39,10 @@ def test_project_subjects_are_under_the_projects_permission() -> None:
         "netledger.project.p1.cmd.fixed_ip.allocate"
     )
     assert project_commands("p1") == "netledger.project.p1.cmd.>"
+    assert host_commands("h1") == (
+        "netledger.host.h1.cmd.fixed_ip.lease",
+        "netledger.host.h1.cmd.fixed_ip.release",
+    )
     assert command_subject("x.y").startswith(COMMAND_PREFIX + ".")
     assert command_subject("x.y", admin=True).startswith(ADMIN_COMMAND_PREFIX + ".")
 
@@ -50,9 +53,14 @@ def test_a_project_cannot_widen_or_split_its_subject(bad: str) -> None:
         command_subject("fixed_ip.allocate", project=bad)
     with pytest.raises(InvalidId):
         project_commands(bad)
+    with pytest.raises(InvalidId):
+        command_subject("fixed_ip.lease", host=bad)
 
 
 def test_a_malformed_project_subject_binds_to_no_project() -> None:
     # "" never equals an actor's project: the service refuses such a request.
     assert parse_command_subject("netledger.project.p1.fixed_ip.allocate")[2] == ""
     assert parse_command_subject("netledger.project.p1")[2] == ""
+    assert parse_command_subject("netledger.host.h1.fixed_ip.lease") == Route(
+        "netledger.host.h1.fixed_ip.lease", project=""
+    )
