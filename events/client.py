@@ -55,24 +55,26 @@ class Client:
 
     async def _ask(self, subject: str, data: bytes) -> Any:
         """One request; fails at once when the server refuses these credentials the subject
-        (it drops the message and says so on the connection: no reply would ever come)."""
+        (it drops the message and says so on the connection: no reply would ever come).
+
+        The refusal cancels this task (connect()'s error callback); the cancellation is taken
+        back here, so nothing outside sees it. Cheaper than racing a second future."""
         conn = self.conn
-        if conn.was_refused(subject):
+        key = subject.lower()
+        if key in conn.refused:
             raise nats.errors.TimeoutError
-        req: asyncio.Future[Any] = asyncio.ensure_future(
-            conn.nc.request(subject, data, timeout=self.timeout)
-        )
-        while not req.done():
-            refusal: asyncio.Future[Any] = conn.next_refusal()
-            try:
-                await asyncio.wait({req, refusal}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                refusal.cancel()
-            if conn.was_refused(subject):
-                req.cancel()
-                await asyncio.gather(req, return_exceptions=True)
-                raise nats.errors.TimeoutError
-        return await req
+        task = asyncio.current_task()
+        assert task is not None
+        waiting = conn.waiting.setdefault(key, set())
+        waiting.add(task)
+        try:
+            return await conn.nc.request(subject, data, timeout=self.timeout)
+        except asyncio.CancelledError:
+            if key in conn.refused and task.uncancel() == 0:
+                raise nats.errors.TimeoutError from None
+            raise
+        finally:
+            waiting.discard(task)
 
     @staticmethod
     def _refused(subject: str, who: Actor) -> Forbidden:

@@ -70,19 +70,13 @@ class Connection:
     #: once that the log did not go back while they were away (a restored store)
     reconnected: list[asyncio.Event] = field(default_factory=list, compare=False)
     #: subjects the server refused to let these credentials publish to (lower case, as NATS
-    #: reports them), and futures resolved at the next refusal: a request that was never
-    #: delivered fails at once with ``forbidden`` instead of waiting out its timeout
+    #: reports them), and the tasks waiting for a reply on each: a refusal cancels them, so a
+    #: request that was never delivered fails at once instead of waiting out its timeout
     refused: set[str] = field(default_factory=set, compare=False)
-    refusal_waiters: set[asyncio.Future[None]] = field(default_factory=set, compare=False)
+    waiting: dict[str, set[asyncio.Task[Any]]] = field(default_factory=dict, compare=False)
 
     def was_refused(self, subject: str) -> bool:
         return subject.lower() in self.refused
-
-    def next_refusal(self) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.refusal_waiters.add(fut)
-        fut.add_done_callback(self.refusal_waiters.discard)
-        return fut
 
     def reconnect_event(self) -> asyncio.Event:
         ev = asyncio.Event()
@@ -135,16 +129,15 @@ async def connect(
     """Connect to NATS (one URL, a comma-separated list, or a list) with endless reconnects."""
 
     refused: set[str] = set()
-    waiters: set[asyncio.Future[None]] = set()
+    waiting: dict[str, set[asyncio.Task[Any]]] = {}
 
     async def _err(e: Exception) -> None:
         m = _REFUSED.search(str(e))
         if m:
             log.warning("NATS refused: %s", e)
             refused.add(m.group(1))
-            for fut in list(waiters):
-                if not fut.done():
-                    fut.set_result(None)
+            for task in waiting.pop(m.group(1), ()):
+                task.cancel()
             return
         log.debug("nats error: %s", e)
 
@@ -197,7 +190,7 @@ async def connect(
         stream=stream,
         reconnected=listeners,
         refused=refused,
-        refusal_waiters=waiters,
+        waiting=waiting,
     )
 
 
