@@ -72,6 +72,38 @@ class OpResult:
         return self.errno == 0 and self.error is None
 
 
+_LINK_ATTRS = frozenset(
+    {
+        "IFLA_IFNAME",
+        "IFLA_IFALIAS",
+        "IFLA_MASTER",
+        "IFLA_MTU",
+        "IFLA_LINK",
+        "IFLA_LINK_NETNSID",
+        "IFLA_LINKINFO",
+    }
+)
+_INFO_ATTRS = frozenset({"IFLA_INFO_KIND", "IFLA_INFO_DATA"})
+_BRIDGE_ATTRS = frozenset({"IFLA_BR_STP_STATE", "IFLA_BR_FORWARD_DELAY"})
+_VXLAN_ATTRS = frozenset(
+    {"IFLA_VXLAN_ID", "IFLA_VXLAN_LOCAL", "IFLA_VXLAN_LINK", "IFLA_VXLAN_PORT"}
+)
+_VLAN_ATTRS = frozenset({"IFLA_VLAN_ID"})
+
+
+def _attrs(msg: Any, wanted: frozenset[str]) -> dict[str, Any]:
+    """The values of the ``wanted`` attributes of a pyroute2 message, in one pass.
+
+    A link carries ~75 attributes; ``get_attr`` scans them all on every call and 8 calls per
+    link made reading 120 links cost ~45 ms. Only the wanted ones are decoded here."""
+    out: dict[str, Any] = {}
+    for slot in msg["attrs"]:
+        name = slot.name
+        if name in wanted and name not in out:
+            out[name] = slot.get_value()
+    return out
+
+
 class Kernel:
     """One host's kernel (a named namespace, or the current one)."""
 
@@ -97,32 +129,36 @@ class Kernel:
     def read_links(self) -> list[LinkState]:
         raw: list[dict[str, Any]] = []
         for m in self.sock.dump(ifinfmsg(), RTM_GETLINK):
-            info = m.get_attr("IFLA_LINKINFO")
+            a = _attrs(m, _LINK_ATTRS)
+            info = a.get("IFLA_LINKINFO")
             kind = data = None
             if info is not None:
-                kind = info.get_attr("IFLA_INFO_KIND")
-                data = info.get_attr("IFLA_INFO_DATA")
+                i = _attrs(info, _INFO_ATTRS)
+                kind = i.get("IFLA_INFO_KIND")
+                data = i.get("IFLA_INFO_DATA")
             d: dict[str, Any] = {
                 "index": m["index"],
-                "name": m.get_attr("IFLA_IFNAME"),
+                "name": a.get("IFLA_IFNAME"),
                 "kind": kind,
-                "alias": m.get_attr("IFLA_IFALIAS"),
-                "master": m.get_attr("IFLA_MASTER"),
+                "alias": a.get("IFLA_IFALIAS"),
+                "master": a.get("IFLA_MASTER"),
                 "up": bool(m["flags"] & IFF_UP),
-                "mtu": m.get_attr("IFLA_MTU"),
+                "mtu": a.get("IFLA_MTU"),
             }
-            if m.get_attr("IFLA_LINK_NETNSID") is None:
-                d["parent"] = m.get_attr("IFLA_LINK")
+            if a.get("IFLA_LINK_NETNSID") is None:
+                d["parent"] = a.get("IFLA_LINK")
             if data is not None and kind == "bridge":
-                d["stp"] = data.get_attr("IFLA_BR_STP_STATE")
-                d["forward_delay"] = data.get_attr("IFLA_BR_FORWARD_DELAY")
+                b = _attrs(data, _BRIDGE_ATTRS)
+                d["stp"] = b.get("IFLA_BR_STP_STATE")
+                d["forward_delay"] = b.get("IFLA_BR_FORWARD_DELAY")
             elif data is not None and kind == "vxlan":
-                d["vni"] = data.get_attr("IFLA_VXLAN_ID")
-                d["local"] = data.get_attr("IFLA_VXLAN_LOCAL")
-                d["parent"] = data.get_attr("IFLA_VXLAN_LINK") or None
-                d["port"] = data.get_attr("IFLA_VXLAN_PORT")
+                v = _attrs(data, _VXLAN_ATTRS)
+                d["vni"] = v.get("IFLA_VXLAN_ID")
+                d["local"] = v.get("IFLA_VXLAN_LOCAL")
+                d["parent"] = v.get("IFLA_VXLAN_LINK") or None
+                d["port"] = v.get("IFLA_VXLAN_PORT")
             elif data is not None and kind == "vlan":
-                d["vlan"] = data.get_attr("IFLA_VLAN_ID")
+                d["vlan"] = _attrs(data, _VLAN_ATTRS).get("IFLA_VLAN_ID")
             raw.append(d)
         names = {d["index"]: d["name"] for d in raw}
         out = []

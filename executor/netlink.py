@@ -163,9 +163,31 @@ class RtSocket:
                     raise OSError(
                         code or errno.EIO, f"netlink dump failed: {os.strerror(code or errno.EIO)}"
                     )
-                yield part
+                try:
+                    yield part
+                except GeneratorExit:
+                    # The reader stopped early: the kernel would refuse the next dump on this
+                    # socket (EBUSY) until the rest of this one is read.
+                    self._drain(seq)
+                    raise
             if done:
                 return
+
+    def _drain(self, seq: int) -> None:
+        """Read and drop the rest of dump ``seq`` (headers only, no decoding)."""
+        try:
+            while True:
+                data = self._recv()
+                off = 0
+                while off + _HDR.size <= len(data):
+                    length, mtype, _flags, s, _pid = _HDR.unpack_from(data, off)
+                    if length < _HDR.size:
+                        break
+                    if s == seq and mtype in (NLMSG_DONE, NLMSG_ERROR):
+                        return
+                    off += (length + 3) & ~3
+        except (OSError, KernelNoAnswer):  # give up: the next dump says what is wrong
+            return
 
     # --- batched requests ---------------------------------------------------------------
 

@@ -19,16 +19,24 @@ from pathlib import Path
 NETLEDGER = str(Path(sys.executable).with_name("netledger"))
 
 
-def sh(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def sh(
+    *args: str, check: bool = True, timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command; a command that does not end fails the test instead of hanging it.
 
     (``subprocess.run(timeout=...)`` waits without limit for the killed process: a process the
     kernel holds in uninterruptible sleep — a link deletion waiting for the device to be free —
     would hang the whole suite there.)"""
     argv = list(args)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if input is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         try:

@@ -14,7 +14,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from netledger.executor.errors import KernelNoAnswer, NamespaceNotFound
 from netledger.executor.netlink import RtSocket
 
-from .test_executor_lab import Lab, lab
+from .test_executor_lab import Lab, lab, sh
 
 pytestmark = pytest.mark.netns
 
@@ -57,3 +57,20 @@ def test_no_answer_is_a_clear_error_not_a_hang(world: Lab) -> None:
         mine.close()
         peer.close()
         real.close()
+
+
+def test_a_dump_abandoned_half_way_does_not_block_the_next(world: Lab) -> None:
+    ns = world.ns("nl")
+    sh(
+        "ip",
+        "-n",
+        ns,
+        "-batch",
+        "-",
+        input="".join(f"link add b{i} type bridge\n" for i in range(300)),
+    )
+    with RtSocket(ns) as s:
+        first = s.dump(ifinfmsg(), RTM_GETLINK)
+        next(first)
+        first.close()  # the reader stops after one message (an exception in its loop, say)
+        assert len(list(s.dump(ifinfmsg(), RTM_GETLINK))) == 301
