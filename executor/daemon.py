@@ -2,10 +2,9 @@
 
 One pass: build the desired state from the folded log (in the event loop, where the fold lives),
 then — in a worker thread — read the kernel, diff, apply, read back, up to three rounds. What was
-applied becomes host events on ``netledger.evt.host.<host>``; an object re-created although the
-log says this host had made it is a *drift repair*. The log's record of the host is kept equal to
-the kernel: objects of ours found present or gone without an event (a crash between applying and
-logging) are logged as found (``detail.adopted``) or gone (reason ``found-gone``).
+applied becomes host events on ``netledger.evt.host.<host>`` (the translation, drift repairs and
+the record kept equal to the kernel, is executor/host_report.py); this module owns the lifecycle,
+the loop, converging, the pass report and publishing.
 
 Passes run at start (recovery: the whole log is replayed), after changes (debounced), and every
 ``interval`` seconds (drift repair). ``HostReconciled`` is appended when a pass changed anything,
@@ -31,20 +30,9 @@ from netledger import metrics
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.errors import DecodeError, LogRegression, NetledgerError
 from netledger.events.host_events import (
-    HostAddressAdded,
-    HostAddressRemoved,
     HostAnnounced,
     HostApplyFailed,
     HostEvent,
-    HostFdbAdded,
-    HostFdbRemoved,
-    HostForwardingSet,
-    HostLinkCreated,
-    HostLinkEnslaved,
-    HostLinkRemoved,
-    HostLinkRepaired,
-    HostNatApplied,
-    HostNatRemoved,
     HostReconciled,
 )
 from netledger.events.ids import host_subject
@@ -55,24 +43,10 @@ from .desired import HostConfig, build
 from .dhcp import DhcpBook, DhcpPaths, Dnsmasq, dhcp_events
 from .diff import diff
 from .errors import ExecutorError, NotPermitted
+from .host_report import pass_events
 from .hosts import HostBook
 from .kernel import Kernel, OpResult
-from .model import (
-    AddAddress,
-    AddFdb,
-    CreateLink,
-    DeleteAddress,
-    DeleteFdb,
-    DeleteLink,
-    DeleteNat,
-    Enslave,
-    HostActual,
-    HostDesired,
-    Plan,
-    SetForwarding,
-    SetLink,
-    SetNat,
-)
+from .model import HostActual, HostDesired, Plan
 from .netlink import CHUNK, check_netns
 from .sightings import SightingReporter, start_reporter, stop_reporter
 
@@ -279,7 +253,7 @@ class Executor:
             results=results,
             conflicts=[f"{c.name}: {c.reason}" for c in conflicts],
         )
-        events = self._events(desired, results, final)
+        events = pass_events(self.cfg.host, self.book, self._last_desired, desired, results, final)
         events.extend(dhcp_events(cfg.host, dhcp_done))
         report.changes = sum(1 for r in results if r.ok)
         report.drift_repairs = sum(1 for e in events if getattr(e, "drift", False))
@@ -376,212 +350,7 @@ class Executor:
             return []
         return self.dnsmasq.reconcile(desired.dhcp, final, self.dhcp_book)
 
-    # --- events -----------------------------------------------------------------------------
-
-    def _events(
-        self, desired: HostDesired, results: list[OpResult], final: HostActual
-    ) -> list[HostEvent]:
-        h = self.cfg.host
-        book = self.book
-        prev = self._last_desired
-        out: list[HostEvent] = []
-        for r in results:
-            if not r.ok:
-                continue
-            op = r.op
-            if isinstance(op, CreateLink):
-                s = op.spec
-                detail = {
-                    k: v
-                    for k, v in (
-                        ("master", s.master),
-                        ("mtu", s.mtu),
-                        ("vni", s.vni),
-                        ("vlan", s.vlan),
-                        ("parent", s.parent),
-                        ("local", s.local),
-                    )
-                    if v is not None
-                }
-                out.append(
-                    HostLinkCreated(
-                        host=h,
-                        name=s.name,
-                        kind=s.kind,
-                        network_id=s.network_id,
-                        drift=s.name in book.links,
-                        detail=detail,
-                    )
-                )
-            elif isinstance(op, DeleteLink):
-                out.append(
-                    HostLinkRemoved(
-                        host=h,
-                        name=op.name,
-                        kind=op.kind or "",
-                        network_id=op.network_id,
-                        reason=op.reason,
-                    )
-                )
-            elif isinstance(op, SetLink):
-                out.append(
-                    HostLinkRepaired(
-                        host=h,
-                        name=op.spec.name,
-                        kind=op.spec.kind,
-                        network_id=op.spec.network_id,
-                        changes=list(op.changes),
-                    )
-                )
-            elif isinstance(op, Enslave):
-                drift = prev is not None and op.spec in prev.enslaved
-                out.append(
-                    HostLinkEnslaved(
-                        host=h,
-                        name=op.spec.interface,
-                        master=op.spec.master,
-                        network_id=op.spec.network_id,
-                        drift=drift,
-                    )
-                )
-            elif isinstance(op, AddAddress):
-                a = op.spec
-                out.append(
-                    HostAddressAdded(
-                        host=h,
-                        interface=a.interface,
-                        address=a.address,
-                        network_id=a.network_id,
-                        drift=a.key in book.addresses,
-                    )
-                )
-            elif isinstance(op, DeleteAddress):
-                out.append(
-                    HostAddressRemoved(
-                        host=h,
-                        interface=op.interface,
-                        address=op.address,
-                        network_id=op.network_id,
-                        reason=op.reason,
-                    )
-                )
-            elif isinstance(op, AddFdb):
-                f = op.spec
-                out.append(
-                    HostFdbAdded(
-                        host=h,
-                        interface=f.interface,
-                        dst=f.dst,
-                        network_id=f.network_id,
-                        drift=f.key in book.fdb,
-                    )
-                )
-            elif isinstance(op, DeleteFdb):
-                out.append(
-                    HostFdbRemoved(
-                        host=h,
-                        interface=op.interface,
-                        dst=op.dst,
-                        network_id=None,
-                        reason=op.reason,
-                    )
-                )
-            elif isinstance(op, SetNat):
-                t = op.table
-                last = book.nat
-                drift = (
-                    last is not None
-                    and last.floating == dict(t.floating)
-                    and last.snat_ranges == list(t.fixed_ranges)
-                    and last.snat_to == t.snat_to
-                )
-                out.append(
-                    HostNatApplied(
-                        host=h,
-                        floating=dict(t.floating),
-                        snat_ranges=list(t.fixed_ranges),
-                        drift=drift,
-                        snat_to=t.snat_to,
-                    )
-                )
-            elif isinstance(op, DeleteNat):
-                out.append(HostNatRemoved(host=h, reason="no floating IP or served network left"))
-            elif isinstance(op, SetForwarding):
-                out.append(HostForwardingSet(host=h, enabled=op.enabled, drift=book.forwarding))
-        out.extend(self._record_fixes(desired, out, final))
-        return out
-
-    def _record_fixes(
-        self, desired: HostDesired, emitted: list[HostEvent], final: HostActual
-    ) -> list[HostEvent]:
-        """Keep the log's record of this host equal to the kernel (crash between apply and log)."""
-        h = self.cfg.host
-        links = set(self.book.links)
-        addrs = set(self.book.addresses)
-        fdb = set(self.book.fdb)
-        for e in emitted:
-            if isinstance(e, HostLinkCreated):
-                links.add(e.name)
-            elif isinstance(e, HostLinkRemoved):
-                links.discard(e.name)
-            elif isinstance(e, HostAddressAdded):
-                addrs.add((e.interface, e.address))
-            elif isinstance(e, HostAddressRemoved):
-                addrs.discard((e.interface, e.address))
-            elif isinstance(e, HostFdbAdded):
-                fdb.add((e.interface, e.dst))
-            elif isinstance(e, HostFdbRemoved):
-                fdb.discard((e.interface, e.dst))
-        out: list[HostEvent] = []
-        want = {s.name: s for s in desired.links}
-        have = {link.name: link for link in final.links if link.ours}
-        for name in sorted(set(have) - links):
-            s = want.get(name)
-            out.append(
-                HostLinkCreated(
-                    host=h,
-                    name=name,
-                    kind=have[name].kind or "",
-                    network_id=s.network_id if s else None,
-                    drift=False,
-                    detail={"adopted": True},
-                )
-            )
-        for name in sorted(links - set(have)):
-            out.append(
-                HostLinkRemoved(host=h, name=name, kind="", network_id=None, reason="found-gone")
-            )
-        want_addr = {a.key: a for a in desired.addresses}
-        have_addr = {a.key for a in final.addresses if a.key in want_addr}
-        for key in sorted(have_addr - addrs):
-            out.append(
-                HostAddressAdded(
-                    host=h,
-                    interface=key[0],
-                    address=key[1],
-                    network_id=want_addr[key].network_id,
-                    drift=False,
-                )
-            )
-        final_keys = {a.key for a in final.addresses}
-        for key in sorted(addrs - final_keys):
-            out.append(
-                HostAddressRemoved(
-                    host=h, interface=key[0], address=key[1], network_id=None, reason="found-gone"
-                )
-            )
-        have_fdb = set(final.fdb)
-        for key in sorted(have_fdb - fdb):
-            out.append(
-                HostFdbAdded(host=h, interface=key[0], dst=key[1], network_id=None, drift=False)
-            )
-        for key in sorted(fdb - have_fdb):
-            out.append(
-                HostFdbRemoved(
-                    host=h, interface=key[0], dst=key[1], network_id=None, reason="found-gone"
-                )
-            )
-        return out
+    # --- publishing ---------------------------------------------------------------------------
 
     async def _publish(self, events: list[HostEvent]) -> None:
         """Append host events (plain publishes: only this executor writes this subject)."""

@@ -1,0 +1,259 @@
+"""What a reconcile pass did, as host events: the executor's record of its kernel in the log.
+
+Pure translation, split from the daemon (executor/daemon.py), which runs passes and publishes:
+every operation that succeeded becomes one host event, marked ``drift`` when this host's applied
+record (executor/hosts.py: ``HostBook``) says it had already made the object — so re-making it
+repaired damage from outside. Then the record is checked against the kernel as read back at the
+end of the pass: objects of ours present or gone without an event (a crash between applying and
+logging) are logged as found (``detail.adopted``) or gone (reason ``found-gone``).
+"""
+
+from __future__ import annotations
+
+from netledger.events.host_events import (
+    HostAddressAdded,
+    HostAddressRemoved,
+    HostEvent,
+    HostFdbAdded,
+    HostFdbRemoved,
+    HostForwardingSet,
+    HostLinkCreated,
+    HostLinkEnslaved,
+    HostLinkRemoved,
+    HostLinkRepaired,
+    HostNatApplied,
+    HostNatRemoved,
+)
+
+from .hosts import HostBook
+from .kernel import OpResult
+from .model import (
+    AddAddress,
+    AddFdb,
+    CreateLink,
+    DeleteAddress,
+    DeleteFdb,
+    DeleteLink,
+    DeleteNat,
+    Enslave,
+    HostActual,
+    HostDesired,
+    SetForwarding,
+    SetLink,
+    SetNat,
+)
+
+
+def pass_events(
+    h: str,
+    book: HostBook,
+    prev: HostDesired | None,
+    desired: HostDesired,
+    results: list[OpResult],
+    final: HostActual,
+) -> list[HostEvent]:
+    """The host events of one pass; ``prev`` is the previous pass's desired state (or None)."""
+    out = applied_events(h, book, prev, results)
+    out.extend(record_fixes(h, book, desired, out, final))
+    return out
+
+
+def applied_events(
+    h: str, book: HostBook, prev: HostDesired | None, results: list[OpResult]
+) -> list[HostEvent]:
+    """One event per operation that succeeded; ``drift`` when the record says we had made it."""
+    out: list[HostEvent] = []
+    for r in results:
+        if not r.ok:
+            continue
+        op = r.op
+        if isinstance(op, CreateLink):
+            s = op.spec
+            detail = {
+                k: v
+                for k, v in (
+                    ("master", s.master),
+                    ("mtu", s.mtu),
+                    ("vni", s.vni),
+                    ("vlan", s.vlan),
+                    ("parent", s.parent),
+                    ("local", s.local),
+                )
+                if v is not None
+            }
+            out.append(
+                HostLinkCreated(
+                    host=h,
+                    name=s.name,
+                    kind=s.kind,
+                    network_id=s.network_id,
+                    drift=s.name in book.links,
+                    detail=detail,
+                )
+            )
+        elif isinstance(op, DeleteLink):
+            out.append(
+                HostLinkRemoved(
+                    host=h,
+                    name=op.name,
+                    kind=op.kind or "",
+                    network_id=op.network_id,
+                    reason=op.reason,
+                )
+            )
+        elif isinstance(op, SetLink):
+            out.append(
+                HostLinkRepaired(
+                    host=h,
+                    name=op.spec.name,
+                    kind=op.spec.kind,
+                    network_id=op.spec.network_id,
+                    changes=list(op.changes),
+                )
+            )
+        elif isinstance(op, Enslave):
+            drift = prev is not None and op.spec in prev.enslaved
+            out.append(
+                HostLinkEnslaved(
+                    host=h,
+                    name=op.spec.interface,
+                    master=op.spec.master,
+                    network_id=op.spec.network_id,
+                    drift=drift,
+                )
+            )
+        elif isinstance(op, AddAddress):
+            a = op.spec
+            out.append(
+                HostAddressAdded(
+                    host=h,
+                    interface=a.interface,
+                    address=a.address,
+                    network_id=a.network_id,
+                    drift=a.key in book.addresses,
+                )
+            )
+        elif isinstance(op, DeleteAddress):
+            out.append(
+                HostAddressRemoved(
+                    host=h,
+                    interface=op.interface,
+                    address=op.address,
+                    network_id=op.network_id,
+                    reason=op.reason,
+                )
+            )
+        elif isinstance(op, AddFdb):
+            f = op.spec
+            out.append(
+                HostFdbAdded(
+                    host=h,
+                    interface=f.interface,
+                    dst=f.dst,
+                    network_id=f.network_id,
+                    drift=f.key in book.fdb,
+                )
+            )
+        elif isinstance(op, DeleteFdb):
+            out.append(
+                HostFdbRemoved(
+                    host=h,
+                    interface=op.interface,
+                    dst=op.dst,
+                    network_id=None,
+                    reason=op.reason,
+                )
+            )
+        elif isinstance(op, SetNat):
+            t = op.table
+            last = book.nat
+            drift = (
+                last is not None
+                and last.floating == dict(t.floating)
+                and last.snat_ranges == list(t.fixed_ranges)
+                and last.snat_to == t.snat_to
+            )
+            out.append(
+                HostNatApplied(
+                    host=h,
+                    floating=dict(t.floating),
+                    snat_ranges=list(t.fixed_ranges),
+                    drift=drift,
+                    snat_to=t.snat_to,
+                )
+            )
+        elif isinstance(op, DeleteNat):
+            out.append(HostNatRemoved(host=h, reason="no floating IP or served network left"))
+        elif isinstance(op, SetForwarding):
+            out.append(HostForwardingSet(host=h, enabled=op.enabled, drift=book.forwarding))
+    return out
+
+
+def record_fixes(
+    h: str, book: HostBook, desired: HostDesired, emitted: list[HostEvent], final: HostActual
+) -> list[HostEvent]:
+    """Keep the log's record of this host equal to the kernel (crash between apply and log)."""
+    links = set(book.links)
+    addrs = set(book.addresses)
+    fdb = set(book.fdb)
+    for e in emitted:
+        if isinstance(e, HostLinkCreated):
+            links.add(e.name)
+        elif isinstance(e, HostLinkRemoved):
+            links.discard(e.name)
+        elif isinstance(e, HostAddressAdded):
+            addrs.add((e.interface, e.address))
+        elif isinstance(e, HostAddressRemoved):
+            addrs.discard((e.interface, e.address))
+        elif isinstance(e, HostFdbAdded):
+            fdb.add((e.interface, e.dst))
+        elif isinstance(e, HostFdbRemoved):
+            fdb.discard((e.interface, e.dst))
+    out: list[HostEvent] = []
+    want = {s.name: s for s in desired.links}
+    have = {link.name: link for link in final.links if link.ours}
+    for name in sorted(set(have) - links):
+        s = want.get(name)
+        out.append(
+            HostLinkCreated(
+                host=h,
+                name=name,
+                kind=have[name].kind or "",
+                network_id=s.network_id if s else None,
+                drift=False,
+                detail={"adopted": True},
+            )
+        )
+    for name in sorted(links - set(have)):
+        out.append(
+            HostLinkRemoved(host=h, name=name, kind="", network_id=None, reason="found-gone")
+        )
+    want_addr = {a.key: a for a in desired.addresses}
+    have_addr = {a.key for a in final.addresses if a.key in want_addr}
+    for key in sorted(have_addr - addrs):
+        out.append(
+            HostAddressAdded(
+                host=h,
+                interface=key[0],
+                address=key[1],
+                network_id=want_addr[key].network_id,
+                drift=False,
+            )
+        )
+    final_keys = {a.key for a in final.addresses}
+    for key in sorted(addrs - final_keys):
+        out.append(
+            HostAddressRemoved(
+                host=h, interface=key[0], address=key[1], network_id=None, reason="found-gone"
+            )
+        )
+    have_fdb = set(final.fdb)
+    for key in sorted(have_fdb - fdb):
+        out.append(HostFdbAdded(host=h, interface=key[0], dst=key[1], network_id=None, drift=False))
+    for key in sorted(fdb - have_fdb):
+        out.append(
+            HostFdbRemoved(
+                host=h, interface=key[0], dst=key[1], network_id=None, reason="found-gone"
+            )
+        )
+    return out
