@@ -1,0 +1,290 @@
+"""Projection handlers of the domain events: networks, their fixed IPs, floating IPs, reverts.
+
+Each handler applies one event type of the registry, network or pool subjects to the rows of a
+:class:`~.project_tx.Tx`, raising :class:`~.project_tx.Rejected` when the event cannot apply
+(unknown network, address outside the CIDR, address not in use). :data:`HANDLERS` maps those
+event types to their handler; ``project`` dispatches through it. What executors report about
+hosts is projected in ``project_hosts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netledger.events.reclaim_events import (
+    FixedIpReclaimed,
+    FixedIpReclaimSealed,
+    FixedIpReconfirmed,
+)
+from netledger.events.revert_events import ChangeReverted
+from netledger.events.types import (
+    Event,
+    FixedIpAllocated,
+    FixedIpDeallocated,
+    FixedIpFreed,
+    FixedIpLeased,
+    FixedIpReleased,
+    FloatingIpAllocated,
+    FloatingIpAssociated,
+    FloatingIpDeallocated,
+    FloatingIpDisassociated,
+    FloatingPoolCreated,
+    NetworkAssociated,
+    NetworkCreated,
+    NetworkDeleted,
+    NetworkDisassociated,
+    PoolEvent,
+)
+
+from .project_tx import Rejected, Tx, field_names, in_cidr, is_cidr
+from .tables import FIXED_IPS, FLOATING_IPS, FLOATING_POOLS, NETWORKS, PROJECTS, Row
+
+# --- registry -------------------------------------------------------------------------------
+
+
+def _network_created(tx: Tx, ev: NetworkCreated) -> None:
+    old = tx.get(NETWORKS, (ev.network_id,))
+    if old is not None and not old["deleted"]:
+        raise Rejected(f"network {ev.network_id} already exists")
+    if not is_cidr(ev.cidr):
+        raise Rejected(f"network {ev.network_id}: bad cidr {ev.cidr!r}")
+    values = {f: getattr(ev, f) for f in field_names(NetworkCreated) if f in NETWORKS.columns}
+    row = NETWORKS.blank(**values)
+    row["multi_host"] = int(bool(ev.multi_host))
+    row["deleted"] = 0
+    tx.stamp(row, "created")
+    tx.put(NETWORKS, tx.stamp(row))
+    tx.touch_project(ev.project, ev.network_id, set_network=True)
+    tx.index.update(network_id=ev.network_id, project=ev.project, host=ev.network_host)
+
+
+def _pool_created(tx: Tx, ev: FloatingPoolCreated) -> None:
+    if tx.get(FLOATING_POOLS, (ev.pool,)) is not None:
+        raise Rejected(f"pool {ev.pool} already exists")
+    if not is_cidr(ev.cidr):
+        raise Rejected(f"pool {ev.pool}: bad cidr {ev.cidr!r}")
+    row = FLOATING_POOLS.blank(pool=ev.pool, cidr=ev.cidr, public_interface=ev.public_interface)
+    tx.put(FLOATING_POOLS, tx.stamp(row, "created"))
+    tx.index.update(pool=ev.pool)
+
+
+# --- a network and its fixed IPs --------------------------------------------------------------
+
+
+def _live_network(tx: Tx, network_id: str) -> Row:
+    net = tx.get(NETWORKS, (network_id,))
+    if net is None:
+        raise Rejected(f"unknown network {network_id}")
+    if net["deleted"]:
+        raise Rejected(f"network {network_id} was deleted at seq {net['deleted_seq']}")
+    tx.index.update(network_id=network_id, project=net["project"])
+    return net
+
+
+def _network_deleted(tx: Tx, ev: NetworkDeleted) -> None:
+    net = _live_network(tx, ev.network_id)
+    net["deleted"] = 1
+    tx.stamp(net, "deleted")
+    tx.put(NETWORKS, tx.stamp(net))
+
+
+def _network_associated(tx: Tx, ev: NetworkAssociated) -> None:
+    net = _live_network(tx, ev.network_id)
+    net["project"] = ev.project
+    tx.put(NETWORKS, tx.stamp(net))
+    tx.touch_project(ev.project, ev.network_id, set_network=True)
+    tx.index["project"] = ev.project
+
+
+def _network_disassociated(tx: Tx, ev: NetworkDisassociated) -> None:
+    net = _live_network(tx, ev.network_id)
+    net["project"] = None
+    tx.put(NETWORKS, tx.stamp(net))
+    proj = tx.get(PROJECTS, (ev.project,))
+    tx.touch_project(
+        ev.project, None, set_network=proj is not None and proj["network_id"] == ev.network_id
+    )
+    tx.index["project"] = ev.project
+
+
+def _fixed_allocated(tx: Tx, ev: FixedIpAllocated) -> None:
+    net = _live_network(tx, ev.network_id)
+    if not in_cidr(ev.address, net["cidr"]):
+        raise Rejected(f"{ev.address} is not in network {ev.network_id} ({net['cidr']})")
+    row = FIXED_IPS.blank(
+        network_id=ev.network_id,
+        address=ev.address,
+        instance=ev.instance,
+        mac=ev.mac,
+        host=ev.host,
+        project=ev.project,
+        allocated=1,
+        leased=0,
+    )
+    tx.stamp(row, "allocated")
+    tx.put(FIXED_IPS, tx.stamp(row))
+    tx.touch_project(ev.project)
+    tx.index.update(
+        address=ev.address, instance=ev.instance, host=ev.host, project=ev.project or net["project"]
+    )
+
+
+def _fixed_in_use(tx: Tx, network_id: str, address: str) -> Row:
+    _live_network(tx, network_id)
+    row = tx.get(FIXED_IPS, (network_id, address))
+    if row is None:
+        raise Rejected(f"{address} is not in use in network {network_id}")
+    tx.index.update(address=address, instance=row["instance"], host=row["host"])
+    if row["project"]:
+        tx.index["project"] = row["project"]
+    return row
+
+
+def _fixed_deallocated(tx: Tx, ev: FixedIpDeallocated) -> None:
+    row = _fixed_in_use(tx, ev.network_id, ev.address)
+    if ev.freed:
+        tx.delete(FIXED_IPS, (ev.network_id, ev.address))
+    else:
+        # Held until the DHCP release (or its timeout) frees it: still reserved.
+        row["allocated"] = 0
+        tx.put(FIXED_IPS, tx.stamp(row))
+    tx.index.update(instance=ev.instance, host=ev.host or row["host"])
+
+
+def _fixed_leased(tx: Tx, ev: FixedIpLeased) -> None:
+    row = _fixed_in_use(tx, ev.network_id, ev.address)
+    row["leased"] = 1
+    tx.put(FIXED_IPS, tx.stamp(row))
+
+
+def _fixed_released(tx: Tx, ev: FixedIpReleased) -> None:
+    row = _fixed_in_use(tx, ev.network_id, ev.address)
+    if ev.freed:
+        tx.delete(FIXED_IPS, (ev.network_id, ev.address))
+    else:
+        row["leased"] = 0
+        tx.put(FIXED_IPS, tx.stamp(row))
+
+
+def _fixed_freed(tx: Tx, ev: FixedIpFreed) -> None:
+    _fixed_in_use(tx, ev.network_id, ev.address)
+    tx.delete(FIXED_IPS, (ev.network_id, ev.address))
+
+
+def _fixed_reclaimed(tx: Tx, ev: FixedIpReclaimed) -> None:
+    # The index names address, instance, host and network; ``data`` carries the reason and
+    # the host reports (seqs, times) that proved the instance gone: ``audit address`` shows it.
+    _fixed_in_use(tx, ev.network_id, ev.address)
+    tx.delete(FIXED_IPS, (ev.network_id, ev.address))
+    tx.index.update(instance=ev.instance, host=ev.host)
+
+
+def _fixed_reconfirmed(tx: Tx, ev: FixedIpReconfirmed) -> None:
+    row = _fixed_in_use(tx, ev.network_id, ev.address)
+    tx.put(FIXED_IPS, tx.stamp(row))
+
+
+def _reclaim_sealed(tx: Tx, ev: FixedIpReclaimSealed) -> None:
+    _live_network(tx, ev.network_id)
+    tx.index.update(host=ev.host)
+
+
+# --- floating IPs ----------------------------------------------------------------------------
+
+
+def _pool_of(tx: Tx, ev: PoolEvent) -> Row:
+    pool = tx.get(FLOATING_POOLS, (ev.pool,))
+    if pool is None:
+        raise Rejected(f"unknown pool {ev.pool}")
+    tx.index.update(pool=ev.pool)
+    return pool
+
+
+def _floating(tx: Tx, ev: PoolEvent, address: str) -> Row:
+    _pool_of(tx, ev)
+    row = tx.get(FLOATING_IPS, (address,))
+    if row is None or row["pool"] != ev.pool:
+        raise Rejected(f"floating IP {address} is not allocated in pool {ev.pool}")
+    return row
+
+
+def _floating_allocated(tx: Tx, ev: FloatingIpAllocated) -> None:
+    pool = _pool_of(tx, ev)
+    if not in_cidr(ev.address, pool["cidr"]):
+        raise Rejected(f"{ev.address} is not in pool {ev.pool} ({pool['cidr']})")
+    row = FLOATING_IPS.blank(address=ev.address, pool=ev.pool, project=ev.project)
+    tx.stamp(row, "allocated")
+    tx.put(FLOATING_IPS, tx.stamp(row))
+    tx.touch_project(ev.project)
+    tx.index.update(address=ev.address, project=ev.project)
+
+
+def _floating_associated(tx: Tx, ev: FloatingIpAssociated) -> None:
+    row = _floating(tx, ev, ev.address)
+    row.update(fixed_address=ev.fixed_address, network_id=ev.network_id, instance=ev.instance)
+    tx.put(FLOATING_IPS, tx.stamp(row))
+    tx.touch_project(ev.project)
+    tx.index.update(
+        address=ev.address,
+        fixed_address=ev.fixed_address,
+        network_id=ev.network_id,
+        instance=ev.instance,
+        project=ev.project,
+    )
+
+
+def _floating_disassociated(tx: Tx, ev: FloatingIpDisassociated) -> None:
+    row = _floating(tx, ev, ev.address)
+    row.update(fixed_address=None, network_id=None, instance=None)
+    tx.put(FLOATING_IPS, tx.stamp(row))
+    tx.touch_project(ev.project)
+    tx.index.update(
+        address=ev.address,
+        fixed_address=ev.fixed_address,
+        network_id=ev.network_id,
+        instance=ev.instance or None,
+        project=ev.project,
+    )
+
+
+def _floating_deallocated(tx: Tx, ev: FloatingIpDeallocated) -> None:
+    _floating(tx, ev, ev.address)
+    tx.delete(FLOATING_IPS, (ev.address,))
+    tx.touch_project(ev.project)
+    tx.index.update(address=ev.address, project=ev.project)
+
+
+# --- reverts ---------------------------------------------------------------------------------
+
+
+def _change_reverted(tx: Tx, ev: ChangeReverted) -> None:
+    # The marker changes no table (its compensations, same command id, do); its index row names
+    # the scope it was limited to, so ``audit network 7`` lists the revert itself.
+    kind, _, value = (ev.scope or "").partition(":")
+    column = {"network": "network_id", "project": "project", "pool": "pool"}.get(kind)
+    if column and value:
+        tx.index[column] = value
+
+
+# --- dispatch -------------------------------------------------------------------------------------
+
+HANDLERS: dict[type[Event], Any] = {
+    NetworkCreated: _network_created,
+    FloatingPoolCreated: _pool_created,
+    NetworkDeleted: _network_deleted,
+    NetworkAssociated: _network_associated,
+    NetworkDisassociated: _network_disassociated,
+    FixedIpAllocated: _fixed_allocated,
+    FixedIpDeallocated: _fixed_deallocated,
+    FixedIpLeased: _fixed_leased,
+    FixedIpReleased: _fixed_released,
+    FixedIpFreed: _fixed_freed,
+    FixedIpReclaimed: _fixed_reclaimed,
+    FixedIpReconfirmed: _fixed_reconfirmed,
+    FixedIpReclaimSealed: _reclaim_sealed,
+    FloatingIpAllocated: _floating_allocated,
+    FloatingIpAssociated: _floating_associated,
+    FloatingIpDisassociated: _floating_disassociated,
+    FloatingIpDeallocated: _floating_deallocated,
+    ChangeReverted: _change_reverted,
+}
