@@ -1,0 +1,72 @@
+"""What every decider shares: the ``Decision`` it returns, the ``Pending`` record of the batch.
+
+Also the checks more than one family of deciders makes (:func:`authorize`, :func:`live_network`).
+Kept apart from :mod:`netledger.events.decide`, which dispatches to the deciders, so that the
+network, fixed-IP and floating-IP deciders can import these without importing each other or the
+dispatch table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import Actor
+from .errors import Forbidden, NetworkNotFound
+from .state import NetworkState, State
+from .types import Event, FixedIpAllocated, NetworkAssociated
+
+
+@dataclass
+class Decision:
+    events: list[Event]
+    result: dict[str, Any]
+
+
+@dataclass
+class Pending:
+    """What earlier decisions of the same batch took (not yet in state)."""
+
+    addresses: dict[str, set[str]] = field(default_factory=dict)
+    macs: dict[str, set[str]] = field(default_factory=dict)
+    instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    project_networks: dict[str, str] = field(default_factory=dict)
+
+    def note(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, FixedIpAllocated):
+                self.addresses.setdefault(ev.network_id, set()).add(ev.address)
+                self.macs.setdefault(ev.network_id, set()).add(ev.mac)
+                self.instances[(ev.network_id, ev.instance)] = fixed_result(ev)
+            elif isinstance(ev, NetworkAssociated):
+                self.project_networks[ev.project] = ev.network_id
+
+
+def authorize(actor: Actor, project: str | None, what: str) -> None:
+    """Let admins and the system act on anything, a project only on what that project holds."""
+    if actor.role in ("admin", "system"):
+        return
+    if project is None or actor.project != project:
+        raise Forbidden(
+            f"project {actor.project!r} may not act on {what}", actor_project=actor.project
+        )
+
+
+def fixed_result(ev: FixedIpAllocated) -> dict[str, Any]:
+    """The answer to an allocation; also kept in ``Pending`` so a retry in the batch gets it."""
+    return {
+        "address": ev.address,
+        "network_id": ev.network_id,
+        "instance": ev.instance,
+        "mac": ev.mac,
+        "host": ev.host,
+        "project": ev.project,
+    }
+
+
+def live_network(state: State, network_id: str) -> NetworkState:
+    """The network ``network_id``, refusing one never created or deleted."""
+    n = state.networks.get(network_id)
+    if n is None or n.deleted:
+        raise NetworkNotFound(f"network {network_id} does not exist", network_id=network_id)
+    return n

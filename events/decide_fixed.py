@@ -1,0 +1,281 @@
+"""Fixed-IP deciders: allocate, deallocate, and the DHCP lease and release of an address.
+
+Allocation picks the network (assigning a free VLAN/VXLAN segment to a project on first use),
+the MAC and the address, avoiding what earlier decisions of the same batch took (``Pending``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+
+import netaddr
+
+from .commands import FixedIpAllocate, FixedIpDeallocate, FixedIpLease, FixedIpRelease, Request
+from .decide_common import Decision, Pending, authorize, fixed_result, live_network
+from .errors import (
+    AddressExhausted,
+    FixedIpNotFound,
+    InstanceNotFound,
+    InvalidAddress,
+    MacInUse,
+    MacMismatch,
+    NetworkNotAssociated,
+    NoFreeNetwork,
+    ProjectNotFound,
+    WrongNetworkProject,
+)
+from .reclaim_events import FixedIpReconfirmed
+from .state import FixedIp, NetworkState, State
+from .types import (
+    Event,
+    FixedIpAllocated,
+    FixedIpDeallocated,
+    FixedIpLeased,
+    FixedIpReleased,
+    FloatingIpDisassociated,
+    NetworkAssociated,
+)
+
+
+def _fixed_ip_result(n: NetworkState, ip: FixedIp) -> dict[str, Any]:
+    return {
+        "address": ip.address,
+        "network_id": n.network_id,
+        "instance": ip.instance,
+        "mac": ip.mac,
+        "host": ip.host,
+        "project": ip.project,
+    }
+
+
+def _rng(request: Request) -> random.Random:
+    seed = hashlib.sha256(request.command_id.encode()).digest()
+    return random.Random(int.from_bytes(seed[:8], "big"))
+
+
+def _pick_network(
+    state: State, cmd: FixedIpAllocate, pending: Pending
+) -> tuple[NetworkState, list[Event]]:
+    if cmd.network_id is not None:
+        n = live_network(state, cmd.network_id)
+        owner = n.project or next(
+            (p for p, nid in pending.project_networks.items() if nid == n.network_id), None
+        )
+        if owner is not None and cmd.project is not None and owner != cmd.project:
+            raise WrongNetworkProject(
+                f"network {n.network_id} belongs to project {owner}, not {cmd.project}",
+                network_id=n.network_id,
+            )
+        if owner is None and cmd.project is not None and n.net.mode in ("vlan", "vxlan"):
+            # Allocating for a project on a segment no project holds would leave the segment
+            # free, and the next project's first use would be handed a VLAN with this one's
+            # instance on it. Segments are given out by project (lowest free first) instead.
+            raise NetworkNotAssociated(
+                f"network {n.network_id} is not associated with project {cmd.project}: allocate"
+                " by project to have a network assigned",
+                network_id=n.network_id,
+                project=cmd.project,
+            )
+        return n, []
+    project = cmd.project
+    assert project is not None
+    nid = pending.project_networks.get(project) or state.project_networks.get(project)
+    if nid is not None:
+        return live_network(state, nid), []
+    claimed = set(pending.project_networks.values())
+    segmented = [
+        n
+        for n in state.live_networks()
+        if n.net.mode in ("vlan", "vxlan") and n.project is None and n.network_id not in claimed
+    ]
+    if segmented:
+        n = min(segmented, key=lambda n: (len(n.network_id), n.network_id))
+        return n, [NetworkAssociated(network_id=n.network_id, project=project)]
+    flat = [n for n in state.live_networks() if n.net.mode.startswith("flat") and n.project is None]
+    if flat:
+        return min(flat, key=lambda n: (n.pool.used, len(n.network_id), n.network_id)), []
+    if any(n.net.mode in ("vlan", "vxlan") for n in state.live_networks()):
+        raise NoFreeNetwork(f"no free network left to assign to project {project}", project=project)
+    raise ProjectNotFound(
+        f"project {project} has no network and none can be assigned", project=project
+    )
+
+
+def _pick_mac(n: NetworkState, req: Request, taken: set[str]) -> str:
+    rng = _rng(req)
+    for _ in range(64):
+        a, b, c = rng.randrange(128), rng.randrange(256), rng.randrange(256)
+        mac = f"02:16:3e:{a:02x}:{b:02x}:{c:02x}"
+        if mac not in n.macs and mac not in taken:
+            return mac
+    raise MacInUse("could not generate a unique MAC address", network_id=n.network_id)
+
+
+def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decision:
+    cmd = req.command
+    assert isinstance(cmd, FixedIpAllocate)
+    n, pre = _pick_network(state, cmd, pending)
+    project = cmd.project or n.project
+    authorize(req.actor, project, f"network {n.network_id}")
+    # Natural key: one address per instance and network; a retry returns the first answer.
+    if (n.network_id, cmd.instance) in pending.instances:
+        return Decision([], dict(pending.instances[(n.network_id, cmd.instance)]))
+    held = n.by_instance.get(cmd.instance)
+    if held is not None:
+        ip = n.fixed[held]
+        if not (ip.allocated and state.unseen(n, ip)):
+            return Decision([], _fixed_ip_result(n, ip))
+        # Its host does not see the instance right now, yet the client is told the address is
+        # its own: record that, so the allocation counts as new (restarting the reclaim grace)
+        # and a reclaim decided on the earlier state fails its OCC check on this network.
+        again = FixedIpReconfirmed(
+            network_id=n.network_id,
+            address=ip.address,
+            instance=ip.instance,
+            mac=ip.mac,
+            host=ip.host,
+        )
+        return Decision([again], _fixed_ip_result(n, ip))
+    taken_macs = pending.macs.get(n.network_id, set())
+    if cmd.mac is not None:
+        if cmd.mac in n.macs or cmd.mac in taken_macs:
+            raise MacInUse(f"MAC {cmd.mac} is in use in network {n.network_id}", mac=cmd.mac)
+        mac = cmd.mac
+    else:
+        mac = _pick_mac(n, req, taken_macs)
+    taken = pending.addresses.get(n.network_id, set())
+    if cmd.address is not None:
+        addr = netaddr.IPAddress(cmd.address)
+        if addr not in n.ipnet:
+            raise InvalidAddress(
+                f"{cmd.address} is not in network {n.network_id}", address=cmd.address
+            )
+        if not n.pool.is_free(n.offset(cmd.address)) or cmd.address in taken:
+            raise AddressExhausted(f"{cmd.address} is reserved or in use", address=cmd.address)
+        address = cmd.address
+    else:
+        address = ""
+        for off in n.pool.iter_free():
+            candidate = n.address(off)
+            if candidate not in taken:
+                address = candidate
+                break
+        if not address:
+            raise AddressExhausted(
+                f"network {n.network_id} ({n.ipnet}) has no free address", network_id=n.network_id
+            )
+    ev = FixedIpAllocated(
+        network_id=n.network_id,
+        address=address,
+        instance=cmd.instance,
+        mac=mac,
+        host=cmd.host,
+        project=project,
+    )
+    return Decision([*pre, ev], fixed_result(ev))
+
+
+def decide_fixed_deallocate(state: State, req: Request, pending: Pending) -> Decision:
+    cmd = req.command
+    assert isinstance(cmd, FixedIpDeallocate)
+    held = sorted(state.instance_ips.get(cmd.instance, set()))
+    if cmd.network_id is not None:
+        held = [h for h in held if h[0] == cmd.network_id]
+    if not held:
+        raise InstanceNotFound(f"instance {cmd.instance} holds no fixed IP", instance=cmd.instance)
+    events: list[Event] = []
+    released = []
+    for network_id, address in held:
+        n = state.networks[network_id]
+        ip = n.fixed[address]
+        authorize(req.actor, ip.project or n.project, f"instance {cmd.instance}")
+        for f in state.floating_for_fixed(network_id, address):
+            events.append(
+                FloatingIpDisassociated(
+                    pool=f.pool,
+                    address=f.address,
+                    project=f.project,
+                    fixed_address=address,
+                    network_id=network_id,
+                    instance=cmd.instance,
+                    reason="fixed ip deallocated",
+                )
+            )
+        freed = n.net.mode == "flat" or not ip.leased
+        events.append(
+            FixedIpDeallocated(
+                network_id=network_id,
+                address=address,
+                instance=cmd.instance,
+                mac=ip.mac,
+                host=ip.host,
+                freed=freed,
+            )
+        )
+        released.append({"address": address, "network_id": network_id, "freed": freed})
+    return Decision(events, {"instance": cmd.instance, "deallocated": released})
+
+
+def _lookup_lease(state: State, cmd: FixedIpLease) -> tuple[NetworkState, FixedIp]:
+    found = state.find_fixed(cmd.address)
+    if found is None:
+        raise FixedIpNotFound(f"{cmd.address} is not allocated", address=cmd.address)
+    n, ip = found
+    if ip.mac != cmd.mac:
+        raise MacMismatch(
+            f"{cmd.address} belongs to MAC {ip.mac}, not {cmd.mac}",
+            address=cmd.address,
+            mac=cmd.mac,
+        )
+    return n, ip
+
+
+def decide_fixed_lease(state: State, req: Request, pending: Pending) -> Decision:
+    cmd = req.command
+    assert isinstance(cmd, FixedIpLease)
+    n, ip = _lookup_lease(state, cmd)
+    result = {
+        "address": ip.address,
+        "network_id": n.network_id,
+        "instance": ip.instance,
+        "leased": True,
+    }
+    if ip.leased or not ip.allocated:
+        return Decision([], {**result, "leased": ip.leased})
+    return Decision(
+        [
+            FixedIpLeased(
+                network_id=n.network_id, address=ip.address, mac=ip.mac, instance=ip.instance
+            )
+        ],
+        result,
+    )
+
+
+def decide_fixed_release(state: State, req: Request, pending: Pending) -> Decision:
+    cmd = req.command
+    assert isinstance(cmd, FixedIpRelease)
+    n, ip = _lookup_lease(state, cmd)
+    freed = not ip.allocated
+    result = {
+        "address": ip.address,
+        "network_id": n.network_id,
+        "instance": ip.instance,
+        "freed": freed,
+    }
+    if not ip.leased and not freed:
+        return Decision([], result)
+    return Decision(
+        [
+            FixedIpReleased(
+                network_id=n.network_id,
+                address=ip.address,
+                mac=ip.mac,
+                instance=ip.instance,
+                freed=freed,
+            )
+        ],
+        result,
+    )
