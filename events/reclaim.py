@@ -17,8 +17,8 @@ decision, and — carried by the seal — the host's subject as of the decision.
 deallocation, reconfirmation or reclaim in the network, and any report of the host, that lands
 between deciding and appending rejects the batch; the service catches up and decides again.
 
-Allocation requests for an instance that already holds its address append nothing in
-decide.py (they return the first answer). While the instance is unseen on its host that would
+Allocation requests for an instance that already holds its address append nothing
+(decide_fixed.py: they return the first answer). While the instance is unseen on its host that would
 let a reclaim decided just before (or after) free an address the client has just been told is
 its own, so ``decide_fixed_allocate`` makes such an answer append :class:`FixedIpReconfirmed`:
 the allocation counts as new, and a racing reclaim fails its network OCC check.
