@@ -58,7 +58,15 @@ from .reclaim import FixedIpReclaimSweep
 from .reclaim_run import reclaim_forever, sweep
 from .revert_events import ChangeReverted
 from .state import State
-from .stream import Appender, Connection, Follower, MaybeApplied, WrongLastSequence, build_messages
+from .stream import (
+    CLOSE_TIMEOUT_S,
+    Appender,
+    Connection,
+    Follower,
+    MaybeApplied,
+    WrongLastSequence,
+    build_messages,
+)
 from .types import Event, FixedIpAllocated, FloatingIpAllocated, NetworkCreated
 
 log = logging.getLogger("netledger.service")
@@ -179,16 +187,27 @@ class CommandService:
         for task in (self._reaper, self._reclaimer, self._watchdog):
             if task is not None:
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        await asyncio.gather(*self._tasks, *self._workers.values(), return_exceptions=True)
+        pending = [
+            t
+            for t in (self._reaper, self._reclaimer, self._watchdog, *self._tasks)
+            if t is not None
+        ]
+        pending += self._workers.values()
+        # Bounded: a task that does not end on cancellation must not hold the shutdown.
+        done, stuck = await asyncio.wait(pending, timeout=CLOSE_TIMEOUT_S) if pending else ((), ())
+        for t in done:
+            if not t.cancelled():
+                t.exception()  # retrieved: a lane that failed has already answered its jobs
+        for t in stuck:
+            log.warning("task %s did not stop within %.0fs", t.get_name(), CLOSE_TIMEOUT_S)
         await self.follower.stop()
 
     async def _unsubscribe(self) -> None:
         subs, self._subs = self._subs, []
         for s in subs:
             try:
-                await s.unsubscribe()
-            except Exception:  # connection already gone
+                await asyncio.wait_for(s.unsubscribe(), CLOSE_TIMEOUT_S)
+            except Exception:  # connection already gone, or no answer
                 pass
 
     async def __aenter__(self) -> CommandService:

@@ -43,6 +43,8 @@ ERR_BATCH_DUPLICATE = 10201
 MAX_BATCH = 1000
 DUPLICATE_WINDOW_S = 120.0
 FOLLOW_HEARTBEAT_S = 1.0
+#: Longest wait for one step of a shutdown (drain, close, unsubscribe).
+CLOSE_TIMEOUT_S = 10.0
 
 
 def stream_config(name: str = STREAM, replicas: int = 1) -> StreamConfig:
@@ -91,11 +93,19 @@ class Connection:
         ev.clear()
 
     async def close(self) -> None:
+        """Drain (deliver what is in flight), then close — each bounded: a shutdown must end
+        even when the server or the socket no longer answers."""
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), CLOSE_TIMEOUT_S)
+        except Exception:  # best effort on shutdown (includes the timeout)
+            log.info("NATS drain did not finish; closing")
         if not self.nc.is_closed:
             try:
-                await self.nc.drain()
-            except Exception:  # pragma: no cover - best effort on shutdown
-                await self.nc.close()
+                await asyncio.wait_for(self.nc.close(), CLOSE_TIMEOUT_S)
+            except Exception:
+                log.warning("NATS connection did not close within %.0fs", CLOSE_TIMEOUT_S)
 
 
 #: nats-py's (lower-cased) report of a publish the server's permissions refused
@@ -548,8 +558,8 @@ class Follower:
     async def stop(self) -> None:
         if self._sub is not None:
             try:
-                await self._sub.unsubscribe()
-            except Exception:
+                await asyncio.wait_for(self._sub.unsubscribe(), CLOSE_TIMEOUT_S)
+            except Exception:  # connection gone, or no answer: the reader is stopped anyway
                 pass
             self._sub = None
         self._fail_waiters(Unavailable("reader stopped"))
