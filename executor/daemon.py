@@ -107,6 +107,7 @@ class Executor:
         self.follower: Follower | None = None
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
+        self._last_pass_end = 0.0  # loop time
         self._last_desired: HostDesired | None = None
         self._last_reported = 0.0
         self._reported_failures: set[tuple[str, str, str]] = set()
@@ -223,8 +224,12 @@ class Executor:
                     raise self.follower.failure
                 raise ExecutorError(f"log reader failed: {self.follower.failure}")
             if self._dirty.is_set():
-                # Debounce: let a burst of events land before building the desired state.
-                await asyncio.sleep(self.opts.debounce)
+                # Leading-edge debounce: an isolated change is applied at once (it is the
+                # command-to-kernel latency); within `debounce` of the previous pass the rest is
+                # waited out, so a burst of events costs a few passes, not one per event.
+                await asyncio.sleep(
+                    max(0.0, self._last_pass_end + self.opts.debounce - loop.time())
+                )
                 reason = "change"
             else:
                 reason = "periodic"
@@ -233,6 +238,7 @@ class Executor:
                 await self.reconcile(reason)
             except NetledgerError as exc:
                 log.error("reconcile failed: [%s] %s", exc.code, exc.message)
+            self._last_pass_end = loop.time()
 
     async def reconcile(self, reason: str) -> PassReport:
         assert self.kernel is not None and self.follower is not None
