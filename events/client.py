@@ -53,16 +53,16 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _ask(self, subject: str, data: bytes) -> Any:
-        """One request; fails at once when the server refuses these credentials the subject
-        (it drops the message and says so on the connection: no reply would ever come).
+    async def _ask(self, subject: str, data: bytes, who: Actor) -> Any:
+        """One request; ``forbidden`` at once when the server refuses these credentials the
+        subject (it drops the message and says so on the connection: no reply would come).
 
         The refusal cancels this task (connect()'s error callback); the cancellation is taken
         back here, so nothing outside sees it. Cheaper than racing a second future."""
         conn = self.conn
         key = subject.lower()
         if key in conn.refused:
-            raise nats.errors.TimeoutError
+            raise self._refused(subject, who)
         task = asyncio.current_task()
         assert task is not None
         waiting = conn.waiting.setdefault(key, set())
@@ -71,7 +71,7 @@ class Client:
             return await conn.nc.request(subject, data, timeout=self.timeout)
         except asyncio.CancelledError:
             if key in conn.refused and task.uncancel() == 0:
-                raise nats.errors.TimeoutError from None
+                raise self._refused(subject, who) from None
             raise
         finally:
             waiting.discard(task)
@@ -113,7 +113,7 @@ class Client:
         last: Exception | None = None
         while loop.time() < end:
             try:
-                msg = await self._ask(subject, data)
+                msg = await self._ask(subject, data, who)
                 break
             except (
                 nats.errors.TimeoutError,
@@ -121,8 +121,6 @@ class Client:
                 nats.errors.ConnectionReconnectingError,
                 nats.errors.ConnectionClosedError,
             ) as exc:
-                if self.conn.was_refused(subject):
-                    raise self._refused(subject, who) from None
                 last = exc
                 if isinstance(exc, nats.errors.ConnectionClosedError):
                     break

@@ -82,7 +82,7 @@ class Route(NamedTuple):
     name: str
     #: came on the admin subject (only admins may publish there)
     privileged: bool = False
-    #: came on this project's subject ("" for a malformed one: matches no actor)
+    #: came on this project's subject
     project: str | None = None
     #: came on this host's subject
     host: str | None = None
@@ -101,21 +101,20 @@ def command_subject(
     return f"{COMMAND_PREFIX}.{name}"
 
 
-def parse_command_subject(subject: str) -> Route:
-    """The :class:`Route` of a subject the service serves."""
+def parse_command_subject(subject: str) -> Route | None:
+    """The :class:`Route` of a subject the service serves (None: not a command subject)."""
     if subject.startswith(ADMIN_COMMAND_PREFIX + "."):
         return Route(subject[len(ADMIN_COMMAND_PREFIX) + 1 :], privileged=True)
-    for prefix in (PROJECT_COMMAND_PREFIX, HOST_COMMAND_PREFIX):
-        if subject.startswith(prefix + "."):
-            parts = subject.split(".", 4)
-            if len(parts) != 5 or parts[3] != "cmd" or not parts[2]:
-                return Route(subject, project="")  # never matches an actor's project: refused
-            if prefix == HOST_COMMAND_PREFIX:
-                return Route(parts[4], host=parts[2])
-            return Route(parts[4], project=parts[2])
     if subject.startswith(COMMAND_PREFIX + "."):
         return Route(subject[len(COMMAND_PREFIX) + 1 :])
-    return Route(subject, project="")
+    parts = subject.split(".", 4)
+    if len(parts) != 5 or parts[3] != "cmd" or not parts[2]:
+        return None
+    if subject.startswith(HOST_COMMAND_PREFIX + "."):
+        return Route(parts[4], host=parts[2])
+    if subject.startswith(PROJECT_COMMAND_PREFIX + "."):
+        return Route(parts[4], project=parts[2])
+    return None
 
 
 def subject_kind(subject: str) -> tuple[str, str]:

@@ -180,19 +180,10 @@ class CommandService:
     async def close(self) -> None:
         self._closing = True
         await self._unsubscribe()
-        for t in list(self._tasks):
+        pending = [t for t in (self._reaper, self._reclaimer, self._watchdog) if t is not None]
+        pending += [*self._tasks, *self._workers.values()]
+        for t in pending:
             t.cancel()
-        for w in self._workers.values():
-            w.cancel()
-        for task in (self._reaper, self._reclaimer, self._watchdog):
-            if task is not None:
-                task.cancel()
-        pending = [
-            t
-            for t in (self._reaper, self._reclaimer, self._watchdog, *self._tasks)
-            if t is not None
-        ]
-        pending += self._workers.values()
         # Bounded: a task that does not end on cancellation must not hold the shutdown.
         done, stuck = await asyncio.wait(pending, timeout=CLOSE_TIMEOUT_S) if pending else ((), ())
         for t in done:
@@ -290,8 +281,10 @@ class CommandService:
 
     async def _serve(self, msg: Msg) -> None:
         route = parse_command_subject(msg.subject)
-        name = route.name
+        name = route.name if route is not None else msg.subject
         try:
+            if route is None:  # only served subjects arrive; say so rather than guess
+                raise Forbidden(f"{msg.subject} is not a command subject")
             result = await self.handle(
                 name,
                 msg.data,

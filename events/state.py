@@ -360,13 +360,9 @@ class State:
             self.network_hosts.discard(ev.host)
 
     def dhcp_hosts(self, n: NetworkState, ip: FixedIp) -> set[str]:
-        """The hosts whose dnsmasq serves ``ip`` (executor/desired.py's rule): with multi-host
-        the instance's own host, else the network's host, else every announced network host."""
-        if n.net.multi_host:
-            return {ip.host} if ip.host else set()
-        if n.net.network_host:
-            return {n.net.network_host}
-        return set(self.network_hosts)
+        """The hosts whose dnsmasq serves ``ip``: the serving hosts, with multi-host only the
+        instance's own."""
+        return serving_hosts(n, {ip.host} if ip.host else set(), self.network_hosts)
 
     def _instances_seen(self, ev: HostInstancesSeen, seq: int) -> None:
         h = self.sightings.get(ev.host)
@@ -435,6 +431,16 @@ class State:
             if ip in p.ipnet:
                 return p, p.floating.get(address)
         return None
+
+
+def serving_hosts(n: NetworkState, instance_hosts: set[str], network_hosts: set[str]) -> set[str]:
+    """The hosts that hold an in-use network's gateway, NAT and DHCP: with multi-host every
+    host of its instances, else the network's host, else the announced network hosts."""
+    if n.net.multi_host:
+        return set(instance_hosts)
+    if n.net.network_host:
+        return {n.net.network_host}
+    return set(network_hosts)
 
 
 _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {

@@ -77,9 +77,6 @@ class Connection:
     refused: set[str] = field(default_factory=set, compare=False)
     waiting: dict[str, set[asyncio.Task[Any]]] = field(default_factory=dict, compare=False)
 
-    def was_refused(self, subject: str) -> bool:
-        return subject.lower() in self.refused
-
     def reconnect_event(self) -> asyncio.Event:
         ev = asyncio.Event()
         self.reconnected.append(ev)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import netaddr
 
 from netledger.events.state import NetworkState, State
+from netledger.events.state import serving_hosts as state_serving_hosts
 
 from .hosts import HostBook
 from .model import (
@@ -71,12 +72,9 @@ def network_hosts(n: NetworkState, book: HostBook) -> set[str]:
 
 
 def serving_hosts(n: NetworkState, book: HostBook, instance_hosts: set[str]) -> set[str]:
-    """The hosts that hold the gateway (and NAT) of an in-use network."""
-    if n.net.multi_host:
-        return set(instance_hosts)
-    if n.net.network_host:
-        return {n.net.network_host}
-    return book.network_hosts()
+    """The hosts that hold the gateway (and NAT) of an in-use network (the rule the command
+    service also uses for DHCP leases: events/state.py)."""
+    return state_serving_hosts(n, instance_hosts, book.network_hosts())
 
 
 def _in_use_hosts(n: NetworkState) -> set[str]:

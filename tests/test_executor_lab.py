@@ -16,38 +16,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from netledger.executor import proc
+
 NETLEDGER = str(Path(sys.executable).with_name("netledger"))
 
 
 def sh(
     *args: str, check: bool = True, timeout: float = 120, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command; a command that does not end fails the test instead of hanging it.
-
-    (``subprocess.run(timeout=...)`` waits without limit for the killed process: a process the
-    kernel holds in uninterruptible sleep — a link deletion waiting for the device to be free —
-    would hang the whole suite there.)"""
+    """Run a command; one that does not end fails the test instead of hanging it (the wait
+    after the kill is bounded too: executor/proc.py)."""
     argv = list(args)
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE if input is not None else None,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     try:
-        out, err = proc.communicate(input, timeout=timeout)
+        p: subprocess.CompletedProcess[str] = proc.run(
+            argv, input=input, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
-        proc.kill()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{' '.join(argv)} did not end within {timeout:.0f}s and survived SIGKILL"
-                " (uninterruptible sleep in the kernel)"
-            ) from None
         raise AssertionError(f"{' '.join(argv)} did not end within {timeout:.0f}s") from None
-    p = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
     return p

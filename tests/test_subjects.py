@@ -57,10 +57,11 @@ def test_a_project_cannot_widen_or_split_its_subject(bad: str) -> None:
         command_subject("fixed_ip.lease", host=bad)
 
 
-def test_a_malformed_project_subject_binds_to_no_project() -> None:
-    # "" never equals an actor's project: the service refuses such a request.
-    assert parse_command_subject("netledger.project.p1.fixed_ip.allocate")[2] == ""
-    assert parse_command_subject("netledger.project.p1")[2] == ""
-    assert parse_command_subject("netledger.host.h1.fixed_ip.lease") == Route(
-        "netledger.host.h1.fixed_ip.lease", project=""
-    )
+def test_a_malformed_subject_is_no_command_subject() -> None:
+    for subject in (
+        "netledger.project.p1.fixed_ip.allocate",
+        "netledger.project.p1",
+        "netledger.host.h1.fixed_ip.lease",
+        "netledger.evt.network.1",
+    ):
+        assert parse_command_subject(subject) is None, subject
