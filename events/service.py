@@ -45,6 +45,7 @@ from .errors import (
     RequestTooLarge,
     ValidationError,
 )
+from .host_events import HostEvent
 from .ids import (
     ADMIN_COMMAND_PREFIX,
     COMMAND_PREFIX,
@@ -57,6 +58,8 @@ from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
 from .reclaim import FixedIpReclaimSweep
 from .reclaim_run import reclaim_forever, sweep
 from .revert_events import ChangeReverted
+from .snapshot import SeenEvents, seen_events
+from .snapshotter import SnapshotPolicy, Snapshotter
 from .state import State
 from .stream import (
     CLOSE_TIMEOUT_S,
@@ -124,6 +127,7 @@ class CommandService:
         reap_interval: float | None = 30.0,
         reclaim_grace: float | None = None,
         reclaim_interval: float = 30.0,
+        snapshots: SnapshotPolicy | None = None,
     ) -> None:
         self.conn = conn
         self.release_timeout = release_timeout
@@ -143,8 +147,20 @@ class CommandService:
         self.max_batch = max_batch
         self.state = State()
         self.rejected: list[Rejected] = []
-        self.seen: OrderedDict[str, list[Event]] = OrderedDict()
+        #: recent command ids -> their events (a retry gets the first answer): domain commands
+        #: only, bounded; values read from a snapshot stay packed until asked for
+        self.seen: OrderedDict[str, SeenEvents] = OrderedDict()
         self.follower = Follower(conn, self._on_event)
+        #: snapshots of the fold (events/snapshotter.py): None = neither loaded nor written
+        self.snapshotter: Snapshotter | None = None
+        if snapshots is not None:
+            self.snapshotter = Snapshotter(
+                conn,
+                snapshots,
+                state=lambda: self.state,
+                seen=lambda: self.seen,
+                applied_seq=lambda: self.follower.applied_seq,
+            )
         self.appender = Appender(conn)
         self.stats = Stats()
         self._lanes: dict[str, asyncio.Queue[_Job]] = {}
@@ -152,13 +168,23 @@ class CommandService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Any] = []
         self._closing = False
+        self.ready_seconds = 0.0
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.failed = asyncio.get_running_loop().create_future()
+        t0 = time.monotonic()
+        snap = await self.snapshotter.load() if self.snapshotter is not None else None
+        if snap is not None:
+            # The fold up to snap.seq is in the snapshot: read only the tail.
+            self.state, self.seen = snap.state, snap.seen
+            self.follower = Follower(self.conn, self._on_event, start_seq=snap.seq + 1)
         await self.follower.start()
         await self.follower.catch_up(timeout=None)
+        self.ready_seconds = round(time.monotonic() - t0, 3)
+        if self.snapshotter is not None:
+            self.snapshotter.start()
         for subject in (
             f"{COMMAND_PREFIX}.>",
             f"{ADMIN_COMMAND_PREFIX}.>",
@@ -175,11 +201,20 @@ class CommandService:
                 reclaim_forever(self, self.reclaim_grace, self.reclaim_interval)
             )
         self._watchdog = asyncio.create_task(self._watch_log())
-        log.info("command service ready at seq %d", self.follower.applied_seq)
+        log.info(
+            "command service ready at seq %d in %.2fs (%s)",
+            self.follower.applied_seq,
+            self.ready_seconds,
+            f"snapshot at seq {snap.seq} + {self.follower.applied_seq - snap.seq} events"
+            if snap is not None
+            else "folded from the start of the log",
+        )
 
     async def close(self) -> None:
         self._closing = True
         await self._unsubscribe()
+        if self.snapshotter is not None:
+            await self.snapshotter.close()
         pending = [t for t in (self._reaper, self._reclaimer, self._watchdog) if t is not None]
         pending += [*self._tasks, *self._workers.values()]
         for t in pending:
@@ -219,14 +254,19 @@ class CommandService:
         if not env.event.accepts_subject(subject):
             self.rejected.append(Rejected(seq, subject, f"{env.type} does not belong on {subject}"))
             return
-        if env.command_id:
+        if env.command_id and not isinstance(env.event, HostEvent):
+            # Host events carry an executor's pass id, never a client's command: not kept.
             evs = self.seen.get(env.command_id)
             if evs is None:
                 self.seen[env.command_id] = evs = []
                 if len(self.seen) > SEEN_COMMANDS:
                     self.seen.popitem(last=False)
+            elif isinstance(evs, bytes):
+                self.seen[env.command_id] = evs = seen_events(evs)
             evs.append(env.event)
         self.state.apply(seq, subject, env)
+        if self.snapshotter is not None:
+            self.snapshotter.since += 1
 
     async def _watch_log(self) -> None:
         try:
@@ -446,7 +486,7 @@ class CommandService:
         events = self.seen.get(req.command_id)
         if events is None:
             return None
-        return result_from_events(self.state, req, events)
+        return result_from_events(self.state, req, seen_events(events))
 
     async def _decide_and_append(self, jobs: list[_Job]) -> None:
         for attempt in range(MAX_CONFLICT_RETRIES):

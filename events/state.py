@@ -42,10 +42,29 @@ from .types import (
 )
 
 
+#: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
+#: snapshots written by older code are refused and the fold is rebuilt from the log.
+FOLD_VERSION = 1
+
+
 class OffsetPool:
     """Free offsets in ``[first, last]`` minus ``reserved``: lowest-free in O(log n)."""
 
     __slots__ = ("first", "freed", "last", "next_unused", "reserved", "used")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OffsetPool):
+            return NotImplemented
+        return (
+            self.first == other.first
+            and self.last == other.last
+            and self.reserved == other.reserved
+            and self.next_unused == other.next_unused
+            and list(self.freed) == list(other.freed)
+            and self.used == other.used
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, first: int, last: int, reserved: frozenset[int]) -> None:
         self.first = first

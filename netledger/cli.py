@@ -229,6 +229,29 @@ def cli(
     help="nats-server auth include written by `netledger auth init` (embedded server only);"
     " connect with the service user's --user/--password (or its .env file).",
 )
+@click.option(
+    "--snapshot-every",
+    type=click.IntRange(0),
+    default=20_000,
+    show_default=True,
+    metavar="EVENTS",
+    help="Write a snapshot of the service's fold (into the NETLEDGER_SNAPSHOTS object store)"
+    " once this many events were folded since the last one; a start then reads only the"
+    " events after it. 0: never write.",
+)
+@click.option(
+    "--snapshot-min-interval",
+    type=DURATION,
+    default=60.0,
+    show_default=True,
+    help="Write snapshots at most this often (e.g. 60s, 10m).",
+)
+@click.option(
+    "--ignore-snapshots",
+    is_flag=True,
+    help="Fold the whole log from sequence 1 instead of starting from the newest snapshot"
+    " (new snapshots are still written).",
+)
 @metrics_port_option
 @pass_settings
 def serve(
@@ -242,12 +265,19 @@ def serve(
     release_timeout: float,
     reclaim_after: float | None,
     auth_config: str | None,
+    snapshot_every: int,
+    snapshot_min_interval: float,
+    ignore_snapshots: bool,
     metrics_port: int | None,
 ) -> None:
     """Run the command service (and a projector) — with its own nats-server unless --nats is given.
 
-    Prints one line with the NATS URL when ready; stops everything on SIGINT/SIGTERM.
+    Prints one line with the NATS URL when ready; stops everything on SIGINT/SIGTERM. The
+    service starts from the newest valid snapshot of its fold and reads only the log after it
+    (an unusable snapshot is skipped with a warning); `netledger verify --snapshots` checks
+    stored snapshots against the log.
     """
+    from netledger.events.snapshotter import SnapshotPolicy
     from netledger.serve import serve_forever
 
     run(
@@ -265,6 +295,11 @@ def serve(
             reclaim_after=reclaim_after,
             metrics_port=metrics_port,
             auth_config=auth_config,
+            snapshots=SnapshotPolicy(
+                every_events=snapshot_every,
+                min_interval=snapshot_min_interval,
+                load=not ignore_snapshots,
+            ),
         ),
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from netledger.events.errors import NetledgerError
 from netledger.events.service import CommandService
+from netledger.events.snapshotter import SnapshotPolicy
 from netledger.events.stream import connect, ensure_stream
 from netledger.natsserver import EmbeddedNats, find_nats_server, server_version
 from netledger.status import StatusResponder
@@ -34,6 +35,7 @@ async def serve_forever(
     auth_config: str | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    snapshots: SnapshotPolicy | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,7 +68,10 @@ async def serve_forever(
         try:
             await ensure_stream(conn, replicas=replicas)
             service = CommandService(
-                conn, release_timeout=release_timeout, reclaim_grace=reclaim_after
+                conn,
+                release_timeout=release_timeout,
+                reclaim_grace=reclaim_after,
+                snapshots=snapshots if snapshots is not None else SnapshotPolicy(),
             )
             await service.start()
             responder = StatusResponder.for_service(conn, service)

@@ -15,7 +15,7 @@ import click
 from netledger.cli import Settings, default_data_dir, pass_settings, run
 from netledger.output import emit, fail
 
-from .errors import ProjectionMismatch
+from .errors import ProjectionMismatch, SnapshotMismatch, SnapshotUnusable
 
 
 def default_db() -> Path:
@@ -186,20 +186,38 @@ def audit_cmd(
     " for a projection compared with a copy of its stream (export/import).",
 )
 @click.option("--show", "limit", default=5, show_default=True, help="Differing rows to show.")
+@click.option(
+    "--snapshots",
+    is_flag=True,
+    help="Check the command service's stored snapshots instead: each must equal the fold of"
+    " the log up to its sequence (no projection needed).",
+)
 @JSON_OPTION
 @pass_settings
 def verify_cmd(
-    settings: Settings, db: Path | None, portable: bool, limit: int, as_json: bool
+    settings: Settings,
+    db: Path | None,
+    portable: bool,
+    limit: int,
+    snapshots: bool,
+    as_json: bool,
 ) -> None:
     """Check a projection against a fresh rebuild from the log at the same sequence.
 
     Compares a checksum per table and shows the first differing rows; reports the events the
     projection rejected. Exit 0 only when equal; 1 with error code projection_mismatch when
     not, log_regression when the stream now ends before the projection's checkpoint.
+
+    With --snapshots: folds the log up to each stored snapshot's sequence and compares;
+    exit 1 with snapshot_mismatch when one differs, snapshot_unusable when one cannot be
+    used at all (bad hash, other format or fold version, another stream).
     """
+    settings.as_json = settings.as_json or as_json
+    if snapshots:
+        _verify_snapshots(settings)
+        return
     from .verify import verify
 
-    settings.as_json = settings.as_json or as_json
     path = db or default_db()
     report = _with_conn(
         settings,
@@ -222,6 +240,48 @@ def verify_cmd(
             sys.exit(1)
         return
     _print_verify(report)
+    if err is not None:
+        fail(err, False)
+
+
+def _verify_snapshots(settings: Settings) -> None:
+    from .verify_snapshot import verify_snapshots
+
+    report = _with_conn(settings, "netledger-verify", verify_snapshots)
+    bad = [r for r in report["snapshots"] if r["usable"] and not r["equal"]]
+    unusable = [r for r in report["snapshots"] if not r["usable"]]
+    err: SnapshotMismatch | SnapshotUnusable | None = None
+    if bad:
+        err = SnapshotMismatch(
+            f"{', '.join(r['name'] for r in bad)} differ(s) from the fold of the log",
+            snapshots=[r["name"] for r in bad],
+        )
+    elif unusable:
+        err = SnapshotUnusable(
+            "; ".join(f"{r['name']}: {r['reason']}" for r in unusable),
+            snapshots=[r["name"] for r in unusable],
+        )
+    if settings.as_json:
+        if err is not None:
+            report["error"] = {"code": err.code, "message": err.message, "details": err.details}
+        emit(report, True)
+        if err is not None:
+            sys.exit(1)
+        return
+    if not report["snapshots"]:
+        click.echo(f"no snapshots stored (stream {report['stream']})")
+    for r in report["snapshots"]:
+        if not r["usable"]:
+            click.echo(f"  BAD {r['name']}  seq {r['seq']}: not usable: {r['reason']}")
+            continue
+        mark = "ok " if r["equal"] else "BAD"
+        what = "equals" if r["equal"] else "DIFFERS from"
+        click.echo(
+            f"  {mark} {r['name']}  seq {r['seq']}  {r['bytes']} bytes: {what} the fold of"
+            f" the log up to seq {r['seq']}"
+        )
+        for d in r["differences"]:
+            click.echo(f"      differs: {d}")
     if err is not None:
         fail(err, False)
 

@@ -35,6 +35,20 @@ class ProjectionMismatch(ReplayError):
     code = "projection_mismatch"
 
 
+class SnapshotMismatch(ReplayError):
+    """``verify --snapshots``: a stored snapshot differs from the fold of the log up to its
+    sequence."""
+
+    code = "snapshot_mismatch"
+
+
+class SnapshotUnusable(ReplayError):
+    """``verify --snapshots``: a stored snapshot cannot be used (hash, format, fold version,
+    another stream); a service skips it and folds the log instead."""
+
+    code = "snapshot_unusable"
+
+
 class StreamNotEmpty(ReplayError):
     """``import``: the target stream holds messages that are not the file's first ones."""
 

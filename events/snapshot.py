@@ -1,0 +1,300 @@
+"""Snapshots of the fold: :class:`State` (and the service's memory of recent commands) as bytes.
+
+A snapshot is the fold of the log up to stream sequence ``seq``, written so that a reader can
+start from it and read only the tail (DESIGN.md, "Years and thousands of hosts"). It is a
+msgpack map::
+
+    {"format": 1, "fold": FOLD_VERSION, "stream": "NETLEDGER", "created": "<stream created>",
+     "seq": N, "state": {...}, "seen": [[command id, packed events], ...]}
+
+and it is never trusted blindly: :func:`loads` refuses a body whose SHA-256 is not the one
+recorded beside it, whose format or fold version is not this code's, or that belongs to another
+stream (or to a stream recreated under the same name). Every field of the fold is written
+explicitly (no pickling): a change to :class:`State` must change this codec and bump
+:data:`FOLD_VERSION`, and the round-trip property test (tests/test_snapshot_codec.py) fails
+until it does.
+
+Pure: no I/O. Writing and loading them is :mod:`netledger.events.snapshot_store`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import netaddr
+from sortedcontainers import SortedList
+
+from .codec import upcast
+from .reclaim_events import HostSightings, Report
+from .state import (
+    FOLD_VERSION,
+    FixedIp,
+    FloatingIp,
+    NetworkState,
+    OffsetPool,
+    PoolState,
+    State,
+)
+from .types import EVENT_TYPES, Event, FloatingPoolCreated, NetworkCreated
+
+#: The layout of the snapshot map itself (not of the fold: that is FOLD_VERSION).
+SNAPSHOT_FORMAT = 1
+
+#: A command's events as kept in memory: decoded, or still packed as read from a snapshot
+#: (decoded on first use: most are never asked for again).
+SeenEvents = list[Event] | bytes
+
+
+class SnapshotInvalid(Exception):
+    """This snapshot cannot be used; ``reason`` says why (the caller warns and folds the log)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Snapshot:
+    seq: int
+    stream: str
+    created: str
+    state: State
+    seen: OrderedDict[str, SeenEvents] = field(default_factory=OrderedDict)
+
+
+def digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+# --- the fold's pieces ------------------------------------------------------------------------
+
+
+def _pool_to(p: OffsetPool) -> list[Any]:
+    return [p.first, p.last, sorted(p.reserved), p.next_unused, list(p.freed), p.used]
+
+
+def _pool_from(w: list[Any]) -> OffsetPool:
+    first, last, reserved, next_unused, freed, used = w
+    p = OffsetPool.__new__(OffsetPool)
+    p.first, p.last, p.reserved = first, last, frozenset(reserved)
+    p.next_unused, p.freed, p.used = next_unused, SortedList(freed), used
+    return p
+
+
+def _fixed_to(ip: FixedIp) -> list[Any]:
+    return [
+        ip.address, ip.instance, ip.mac, ip.host, ip.project, ip.allocated, ip.leased,
+        ip.deallocated_at, ip.allocated_seq,
+    ]  # fmt: skip
+
+
+def _network_to(n: NetworkState) -> list[Any]:
+    return [
+        n.net.to_data(),
+        _pool_to(n.pool),
+        n.seq,
+        n.deleted,
+        n.project,
+        [_fixed_to(ip) for ip in n.fixed.values()],
+        n.by_instance,
+        n.macs,
+    ]
+
+
+def _network_from(w: list[Any]) -> NetworkState:
+    data, pool, seq, deleted, project, fixed, by_instance, macs = w
+    net = NetworkCreated.from_data(data)
+    assert isinstance(net, NetworkCreated)
+    return NetworkState(
+        net=net,
+        ipnet=netaddr.IPNetwork(net.cidr),
+        pool=_pool_from(pool),
+        seq=seq,
+        deleted=deleted,
+        project=project,
+        fixed={f[0]: FixedIp(*f) for f in fixed},
+        by_instance=by_instance,
+        macs=macs,
+    )
+
+
+def _floating_pool_to(p: PoolState) -> list[Any]:
+    return [
+        p.created.to_data(),
+        _pool_to(p.pool),
+        p.seq,
+        [
+            [f.address, f.pool, f.project, f.fixed_address, f.network_id, f.instance]
+            for f in p.floating.values()
+        ],
+    ]
+
+
+def _floating_pool_from(w: list[Any]) -> PoolState:
+    data, pool, seq, floating = w
+    created = FloatingPoolCreated.from_data(data)
+    assert isinstance(created, FloatingPoolCreated)
+    return PoolState(
+        created=created,
+        ipnet=netaddr.IPNetwork(created.cidr),
+        pool=_pool_from(pool),
+        seq=seq,
+        floating={f[0]: FloatingIp(*f) for f in floating},
+    )
+
+
+def _sightings_to(h: HostSightings) -> list[Any]:
+    return [
+        [[r.seq, r.time, sorted(r.networks)] for r in h.reports],
+        h.seen,
+        sorted(h.last_macs),
+        h.limit,
+    ]
+
+
+def _sightings_from(w: list[Any]) -> HostSightings:
+    reports, seen, last_macs, limit = w
+    interned: dict[tuple[str, ...], frozenset[str]] = {}
+    out = []
+    for seq, time, nets in reports:
+        key = tuple(nets)
+        fs = interned.get(key)
+        if fs is None:
+            fs = interned[key] = frozenset(key)
+        out.append(Report(seq, time, fs))
+    return HostSightings(reports=out, seen=seen, last_macs=frozenset(last_macs), limit=limit)
+
+
+def state_to_wire(s: State) -> dict[str, Any]:
+    """Every field of the fold, as msgpack-ready values."""
+    return {
+        "networks": [_network_to(n) for n in s.networks.values()],
+        "pools": [_floating_pool_to(p) for p in s.pools.values()],
+        "project_networks": s.project_networks,
+        "instance_ips": {i: sorted(list(x) for x in v) for i, v in s.instance_ips.items()},
+        "subject_seq": s.subject_seq,
+        "last_seq": s.last_seq,
+        "next_network_number": s.next_network_number,
+        "awaiting_release": [[n, a, t] for (n, a), t in s.awaiting_release.items()],
+        "event_time": s.event_time,
+        "sightings": {h: _sightings_to(x) for h, x in s.sightings.items()},
+        "network_hosts": sorted(s.network_hosts),
+    }
+
+
+def state_from_wire(w: dict[str, Any]) -> State:
+    networks = [_network_from(x) for x in w["networks"]]
+    pools = [_floating_pool_from(x) for x in w["pools"]]
+    return State(
+        networks={n.network_id: n for n in networks},
+        pools={p.name: p for p in pools},
+        project_networks=dict(w["project_networks"]),
+        instance_ips={i: {(a, b) for a, b in v} for i, v in w["instance_ips"].items()},
+        subject_seq=dict(w["subject_seq"]),
+        last_seq=int(w["last_seq"]),
+        next_network_number=int(w["next_network_number"]),
+        awaiting_release={(n, a): t for n, a, t in w["awaiting_release"]},
+        event_time=float(w["event_time"]),
+        sightings={h: _sightings_from(x) for h, x in w["sightings"].items()},
+        network_hosts=set(w["network_hosts"]),
+    )
+
+
+# --- the recent commands the service remembers ----------------------------------------------
+
+
+def pack_events(events: list[Event]) -> bytes:
+    packed: bytes = msgpack.packb(
+        [[e.TYPE, e.VERSION, e.to_data()] for e in events], use_bin_type=True
+    )
+    return packed
+
+
+def unpack_events(raw: bytes) -> list[Event]:
+    return [
+        EVENT_TYPES[t].from_data(upcast(t, v, d))
+        for t, v, d in msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    ]
+
+
+def seen_events(value: SeenEvents) -> list[Event]:
+    return unpack_events(value) if isinstance(value, bytes) else value
+
+
+# --- the whole snapshot -----------------------------------------------------------------------
+
+
+def dumps(
+    state: State,
+    seen: OrderedDict[str, SeenEvents] | None,
+    *,
+    seq: int,
+    stream: str,
+    created: str,
+) -> bytes:
+    """The snapshot body of ``state`` as folded up to stream sequence ``seq``."""
+    body: bytes = msgpack.packb(
+        {
+            "format": SNAPSHOT_FORMAT,
+            "fold": FOLD_VERSION,
+            "stream": stream,
+            "created": created,
+            "seq": seq,
+            "state": state_to_wire(state),
+            "seen": [
+                [cid, v if isinstance(v, bytes) else pack_events(v)]
+                for cid, v in (seen or {}).items()
+            ],
+        },
+        use_bin_type=True,
+    )
+    return body
+
+
+def loads(
+    body: bytes,
+    *,
+    sha256: str | None,
+    stream: str,
+    created: str,
+    stream_last_seq: int | None = None,
+) -> Snapshot:
+    """Check and decode a snapshot body; raise :class:`SnapshotInvalid` with the reason."""
+    if sha256 is None:
+        raise SnapshotInvalid("no content hash recorded")
+    if digest(body) != sha256:
+        raise SnapshotInvalid("content hash mismatch (corrupt or truncated)")
+    try:
+        w = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise SnapshotInvalid(f"not msgpack: {exc.__class__.__name__}") from None
+    if not isinstance(w, dict):
+        raise SnapshotInvalid("not a map")
+    if w.get("format") != SNAPSHOT_FORMAT:
+        raise SnapshotInvalid(f"format {w.get('format')!r}, this code reads {SNAPSHOT_FORMAT}")
+    if w.get("fold") != FOLD_VERSION:
+        raise SnapshotInvalid(f"fold version {w.get('fold')!r}, this code folds {FOLD_VERSION}")
+    if w.get("stream") != stream or w.get("created") != created:
+        raise SnapshotInvalid(
+            f"taken of stream {w.get('stream')} created {w.get('created')},"
+            f" not {stream} created {created}"
+        )
+    seq = w.get("seq")
+    if not isinstance(seq, int) or seq < 0:
+        raise SnapshotInvalid(f"bad sequence {seq!r}")
+    if stream_last_seq is not None and seq > stream_last_seq:
+        raise SnapshotInvalid(
+            f"taken at seq {seq}, beyond the stream's last sequence {stream_last_seq}"
+        )
+    try:
+        state = state_from_wire(w["state"])
+        seen: OrderedDict[str, SeenEvents] = OrderedDict((c, bytes(v)) for c, v in w["seen"])
+    except Exception as exc:
+        raise SnapshotInvalid(f"undecodable state: {exc.__class__.__name__}: {exc}") from None
+    if state.last_seq > seq:
+        raise SnapshotInvalid(f"state folded up to {state.last_seq}, beyond its seq {seq}")
+    return Snapshot(seq=seq, stream=stream, created=created, state=state, seen=seen)

@@ -1,0 +1,333 @@
+"""Where snapshots live: a JetStream object store bucket, one object per snapshot.
+
+Bucket ``NETLEDGER_SNAPSHOTS`` (stream ``OBJ_NETLEDGER_SNAPSHOTS``, file storage, the log's
+replicas). A snapshot of the command service's fold at stream sequence N is the object
+``service-<N, 12 digits>``; its headers record the sequence, the SHA-256 of the body, the
+snapshot format and the fold version, so a reader can pick the newest without downloading the
+others. The newest ``keep`` are kept; older ones are deleted after a new one is stored.
+
+Loading tries the snapshots newest first. Each is checked (:func:`netledger.events.snapshot.loads`:
+hash, format, fold version, stream identity, not beyond the stream's end); an unusable one is
+skipped with a warning naming the reason, and with none usable the caller folds the log from
+sequence 1. A snapshot is never fatal and never trusted blindly.
+
+Writing (:func:`write_forked`): the fold is serialised by a forked child process — a
+copy-on-write image of the service's memory at one instant — so the event loop goes on serving
+commands while megabytes are encoded and hashed; the parent only uploads the finished file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import signal
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js.api import ObjectMeta, ObjectStoreConfig, StorageType
+from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+
+from .snapshot import SNAPSHOT_FORMAT, SeenEvents, Snapshot, SnapshotInvalid, digest, dumps, loads
+from .state import FOLD_VERSION, State
+from .stream import Connection, retrying
+
+log = logging.getLogger("netledger.snapshot")
+
+BUCKET = "NETLEDGER_SNAPSHOTS"
+H_SEQ = "Netledger-Seq"
+H_SHA = "Netledger-Sha256"
+H_FORMAT = "Netledger-Snapshot-Format"
+H_FOLD = "Netledger-Fold-Version"
+#: Longest a forked writer may take before it is killed (a wedged child must not pile up).
+CHILD_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """What the bucket says of one snapshot (from its object info, without the body)."""
+
+    name: str
+    seq: int
+    sha256: str | None
+    size: int
+    format: int | None
+    fold: int | None
+    mtime: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seq": self.seq,
+            "sha256": self.sha256,
+            "bytes": self.size,
+            "format": self.format,
+            "fold_version": self.fold,
+            "written": self.mtime,
+        }
+
+
+def object_name(kind: str, seq: int) -> str:
+    return f"{kind}-{seq:012d}"
+
+
+def _header(headers: dict[str, Any] | None, key: str) -> str | None:
+    v = (headers or {}).get(key)
+    if isinstance(v, list):  # Go's nats.Header: a list of values
+        v = v[0] if v else None
+    return None if v is None else str(v)
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+class SnapshotStore:
+    """The snapshots of one kind of fold (``service``) in the bucket."""
+
+    def __init__(self, conn: Connection, kind: str = "service", keep: int = 2) -> None:
+        self.conn = conn
+        self.kind = kind
+        self.keep = max(1, keep)
+        self._obs: Any = None
+
+    async def _store(self, create: bool) -> Any:
+        if self._obs is not None:
+            return self._obs
+        js = self.conn.js
+        try:
+            self._obs = await js.object_store(BUCKET)
+        except BucketNotFoundError:
+            if not create:
+                return None
+            replicas = 1
+            try:
+                info = await js.stream_info(self.conn.stream)
+                replicas = info.config.num_replicas or 1
+            except Exception:  # the log's replicas are a preference, not a requirement
+                pass
+            self._obs = await js.create_object_store(
+                BUCKET,
+                ObjectStoreConfig(
+                    description="netledger snapshots of folds (see docs/operations.md)",
+                    storage=StorageType.FILE,
+                    replicas=replicas,
+                ),
+            )
+        return self._obs
+
+    async def stream_identity(self) -> tuple[str, int]:
+        """(creation time as ISO text, last sequence) of the log these snapshots belong to."""
+        info = await retrying(lambda: self.conn.js.stream_info(self.conn.stream), "stream info")
+        created = info.created.isoformat() if info.created else ""
+        return created, int(info.state.last_seq)
+
+    async def snapshots(self) -> list[StoredSnapshot]:
+        """This kind's snapshots, newest first."""
+        obs = await self._store(create=False)
+        if obs is None:
+            return []
+        try:
+            infos = await obs.list(ignore_deletes=True)
+        except NotFoundError:
+            return []
+        out = []
+        prefix = f"{self.kind}-"
+        for i in infos:
+            if not i.name.startswith(prefix) or i.deleted:
+                continue
+            seq = _int(_header(i.headers, H_SEQ))
+            if seq is None:
+                seq = _int(i.name[len(prefix) :])
+            if seq is None:
+                continue
+            out.append(
+                StoredSnapshot(
+                    name=i.name,
+                    seq=seq,
+                    sha256=_header(i.headers, H_SHA),
+                    size=int(i.size or 0),
+                    format=_int(_header(i.headers, H_FORMAT)),
+                    fold=_int(_header(i.headers, H_FOLD)),
+                    mtime=i.mtime or "",
+                )
+            )
+        return sorted(out, key=lambda s: s.seq, reverse=True)
+
+    async def read(self, s: StoredSnapshot) -> bytes:
+        obs = await self._store(create=False)
+        if obs is None:
+            raise SnapshotInvalid("the snapshot bucket is gone")
+        buf = io.BytesIO()
+        try:
+            await obs.get(s.name, writeinto=buf)
+        except ObjectNotFoundError:
+            raise SnapshotInvalid("deleted while being read") from None
+        except Exception as exc:  # digest mismatch, chunks gone...
+            raise SnapshotInvalid(f"cannot be read: {exc.__class__.__name__}: {exc}") from None
+        return buf.getvalue()
+
+    async def load(
+        self, on_skip: Callable[[StoredSnapshot, str], None] | None = None
+    ) -> Snapshot | None:
+        """The newest usable snapshot (None: none stored or none usable — fold the log)."""
+        created, last = await self.stream_identity()
+        try:
+            stored = await self.snapshots()
+        except Exception as exc:
+            log.warning("cannot list snapshots (%s): folding the log from the start", exc)
+            return None
+        for s in stored:
+            try:
+                if s.format not in (None, SNAPSHOT_FORMAT) or s.fold not in (None, FOLD_VERSION):
+                    raise SnapshotInvalid(
+                        f"format {s.format} / fold version {s.fold}; this code reads format"
+                        f" {SNAPSHOT_FORMAT}, fold version {FOLD_VERSION}"
+                    )
+                body = await self.read(s)
+                snap = loads(
+                    body,
+                    sha256=s.sha256,
+                    stream=self.conn.stream,
+                    created=created,
+                    stream_last_seq=last,
+                )
+            except SnapshotInvalid as exc:
+                log.warning("snapshot %s (seq %d) not used: %s", s.name, s.seq, exc.reason)
+                if on_skip is not None:
+                    on_skip(s, exc.reason)
+                continue
+            log.info("loaded snapshot %s: fold at seq %d (%d bytes)", s.name, s.seq, len(body))
+            return snap
+        if stored:
+            log.warning("no usable snapshot: folding the log from the start")
+        return None
+
+    async def put(self, path: str, seq: int, sha256: str) -> StoredSnapshot:
+        """Upload a finished snapshot file, then delete all but the newest ``keep``."""
+        obs = await self._store(create=True)
+        name = object_name(self.kind, seq)
+        meta = ObjectMeta(
+            name=name,
+            description=f"netledger {self.kind} fold at seq {seq} (fold version {FOLD_VERSION})",
+            headers={
+                H_SEQ: [str(seq)],
+                H_SHA: [sha256],
+                H_FORMAT: [str(SNAPSHOT_FORMAT)],
+                H_FOLD: [str(FOLD_VERSION)],
+            },
+        )
+        f = _open_read(path)
+        try:
+            info = await obs.put(name, f, meta=meta)
+        finally:
+            f.close()
+        await self.prune()
+        return StoredSnapshot(
+            name, seq, sha256, int(info.size or 0), SNAPSHOT_FORMAT, FOLD_VERSION, info.mtime or ""
+        )
+
+    async def prune(self) -> list[str]:
+        obs = await self._store(create=False)
+        if obs is None:
+            return []
+        removed = []
+        for s in (await self.snapshots())[self.keep :]:
+            try:
+                await obs.delete(s.name)
+                removed.append(s.name)
+            except Exception as exc:  # another replica pruned it first
+                log.debug("pruning %s: %s", s.name, exc)
+        return removed
+
+
+# --- writing without stopping the event loop ---------------------------------------------------
+
+
+def _open_read(path: str) -> io.BufferedReader:
+    return open(path, "rb")
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _child_write(path: str, body_fn: Callable[[], bytes]) -> None:
+    """In the forked child: encode, hash, write; never returns."""
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        body = body_fn()
+        _write_bytes(path, body)
+        _write_bytes(path + ".sha256", digest(body).encode())
+        code = 0
+    finally:
+        os._exit(code)
+
+
+async def write_forked(
+    state: State,
+    seen: OrderedDict[str, SeenEvents],
+    *,
+    seq: int,
+    stream: str,
+    created: str,
+    tmpdir: str | None = None,
+    fork: bool = True,
+) -> tuple[str, str]:
+    """Serialise the fold as it is *now* into a temporary file; return (path, sha256).
+
+    With ``fork`` (POSIX), a child process encodes a copy-on-write image of memory while the
+    event loop goes on (the only pause is ``fork`` itself: milliseconds). Without it, the
+    encoding runs in the loop (it blocks for as long as it takes)."""
+
+    def body() -> bytes:
+        return dumps(state, seen, seq=seq, stream=stream, created=created)
+
+    fd, path = tempfile.mkstemp(prefix="netledger-snapshot-", dir=tmpdir)
+    os.close(fd)
+    try:
+        if fork and hasattr(os, "fork"):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover (the child exits inside)
+                _child_write(path, body)
+            try:
+                _, status = await asyncio.wait_for(
+                    asyncio.to_thread(os.waitpid, pid, 0), CHILD_TIMEOUT_S
+                )
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                await asyncio.to_thread(os.waitpid, pid, 0)
+                raise RuntimeError("the snapshot writer took too long and was killed") from None
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(
+                    f"the snapshot writer failed (exit {os.waitstatus_to_exitcode(status)})"
+                )
+            sha = _read_text(path + ".sha256").strip()
+            os.unlink(path + ".sha256")
+        else:
+            data = body()
+            _write_bytes(path, data)
+            sha = digest(data)
+    except BaseException:
+        for p in (path, path + ".sha256"):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        raise
+    return path, sha

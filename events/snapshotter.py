@@ -1,0 +1,182 @@
+"""The command service's snapshots: load the newest valid one at start, write new ones behind.
+
+Owned by :class:`netledger.events.service.CommandService` (``service.snapshotter``). At start the
+service asks :meth:`Snapshotter.load` for a fold to begin from and then reads only the tail of
+the log. While it runs, every ``every_events`` events folded (and at most once per
+``min_interval``), a new snapshot is written in the background (a forked child encodes it; see
+:mod:`.snapshot_store`): commands are never held for it. Replicas share the bucket: a replica
+skips its turn when the newest stored snapshot is recent enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .snapshot import SeenEvents, Snapshot
+from .snapshot_store import SnapshotStore, StoredSnapshot, write_forked
+from .state import State
+from .stream import CLOSE_TIMEOUT_S, Connection
+
+log = logging.getLogger("netledger.snapshot")
+
+
+@dataclass(frozen=True)
+class SnapshotPolicy:
+    """When the service writes snapshots (``serve --snapshot-every/--snapshot-min-interval``)."""
+
+    #: write once this many events were folded since the last snapshot (0: never write)
+    every_events: int = 20_000
+    #: ... but not more often than this (seconds)
+    min_interval: float = 60.0
+    #: how often the condition is checked (seconds)
+    check_interval: float = 5.0
+    #: snapshots kept in the bucket (older ones are deleted)
+    keep: int = 2
+    #: start from the newest valid snapshot (False: fold the whole log, e.g. to repair)
+    load: bool = True
+    #: encode in a forked child (False: in the event loop, blocking it meanwhile)
+    fork: bool = True
+    #: where the child writes its file before the upload (None: the system's temp folder)
+    tmpdir: str | None = None
+
+
+@dataclass
+class SnapshotStats:
+    loaded_seq: int | None = None
+    loaded_name: str | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    written: int = 0
+    last_written_seq: int | None = None
+    last_written_at: float | None = None
+    last_write_seconds: float | None = None
+    last_bytes: int | None = None
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Snapshotter:
+    def __init__(
+        self,
+        conn: Connection,
+        policy: SnapshotPolicy,
+        state: Callable[[], State],
+        seen: Callable[[], OrderedDict[str, SeenEvents]],
+        applied_seq: Callable[[], int],
+    ) -> None:
+        self.conn = conn
+        self.policy = policy
+        self.store = SnapshotStore(conn, "service", keep=policy.keep)
+        self._state = state
+        self._seen = seen
+        self._applied_seq = applied_seq
+        self.stats = SnapshotStats()
+        #: events folded since the fold the newest snapshot holds (counted by the service)
+        self.since = 0
+        self._last_at = float("-inf")
+        self._created: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def load(self) -> Snapshot | None:
+        if not self.policy.load:
+            return None
+
+        def skipped(s: StoredSnapshot, reason: str) -> None:
+            self.stats.skipped.append({"name": s.name, "seq": s.seq, "reason": reason})
+
+        try:
+            snap = await self.store.load(on_skip=skipped)
+        except Exception as exc:  # a bucket we cannot read is no reason not to start
+            log.warning("snapshots unavailable (%s): folding the log from the start", exc)
+            return None
+        if snap is not None:
+            self.stats.loaded_seq = snap.seq
+            self.stats.loaded_name = f"service-{snap.seq:012d}"
+            self._created = snap.created
+        return snap
+
+    def start(self) -> None:
+        if self.policy.every_events > 0:
+            self._task = asyncio.create_task(self._run(), name="netledger-snapshots")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=CLOSE_TIMEOUT_S)
+            self._task = None
+
+    def due(self, now: float) -> bool:
+        p = self.policy
+        return (
+            p.every_events > 0
+            and self.since >= p.every_events
+            and now - self._last_at >= p.min_interval
+        )
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Checked often enough for the minimum interval (a short one in tests), at most
+            # every check_interval.
+            await asyncio.sleep(
+                max(0.05, min(self.policy.check_interval, self.policy.min_interval))
+            )
+            if not self.due(loop.time()):
+                continue
+            try:
+                await self.write()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.last_error = f"{exc.__class__.__name__}: {exc}"
+                log.warning(
+                    "writing a snapshot failed: %s (next try in %.0fs)",
+                    exc,
+                    self.policy.min_interval,
+                )
+            self._last_at = loop.time()
+
+    async def write(self) -> StoredSnapshot | None:
+        """Write a snapshot of the fold as it is now (None: a replica wrote a recent one)."""
+        if self._created is None:
+            self._created, _ = await self.store.stream_identity()
+        newest = await self.store.snapshots()
+        # No await between reading the sequence and the fork: the image is the fold at `seq`.
+        seq = self._applied_seq()
+        if newest and newest[0].seq >= seq - self.policy.every_events // 2:
+            log.debug("snapshot at seq %d is recent enough; not writing", newest[0].seq)
+            self.since = seq - newest[0].seq
+            return None
+        since_at_fork = self.since
+        t0 = time.monotonic()
+        path, sha = await write_forked(
+            self._state(),
+            self._seen(),
+            seq=seq,
+            stream=self.conn.stream,
+            created=self._created,
+            tmpdir=self.policy.tmpdir,
+            fork=self.policy.fork,
+        )
+        try:
+            stored = await self.store.put(path, seq, sha)
+        finally:
+            os.unlink(path)
+        self.since -= since_at_fork
+        s = self.stats
+        s.written += 1
+        s.last_written_seq, s.last_written_at = seq, time.time()
+        s.last_write_seconds = round(time.monotonic() - t0, 3)
+        s.last_bytes, s.last_error = stored.size, None
+        log.info(
+            "snapshot %s written: %d bytes in %.2fs", stored.name, stored.size, s.last_write_seconds
+        )
+        return stored
