@@ -33,7 +33,7 @@ from .commands import Command, Request, _bool, _id, command
 from .decide import DECIDERS, Decision, Pending
 from .errors import InvalidField
 from .ids import host_subject
-from .reclaim_events import Absence, FixedIpReclaimed, FixedIpReclaimSealed
+from .reclaim_events import Absence, FixedIpReclaimed, FixedIpReclaimSealed, Heartbeat
 from .state import FixedIp, NetworkState, State
 from .types import Event, FloatingIpDisassociated
 
@@ -52,6 +52,7 @@ class Candidate:
 
     def as_dict(self) -> dict[str, Any]:
         a = self.absence
+        hb = a.heartbeat
         return {
             "network_id": self.network_id,
             "address": self.address,
@@ -65,17 +66,24 @@ class Candidate:
             "report_seq": a.last.seq,
             "report_at": a.last.time,
             "unseen_for": round(a.span, 3),
+            "heartbeat_revision": hb.revision if hb is not None else None,
         }
 
 
-def candidate(state: State, n: NetworkState, ip: FixedIp, grace: float) -> Candidate | None:
+#: host -> its latest heartbeat (the liveness bucket, events/liveness.py)
+Heartbeats = dict[str, Heartbeat]
+
+
+def candidate(
+    state: State, n: NetworkState, ip: FixedIp, grace: float, heartbeats: Heartbeats | None = None
+) -> Candidate | None:
     """``ip`` as a reclaim candidate, or None (see the module docstring for the rule)."""
     if grace <= 0 or not ip.allocated or ip.host is None or n.deleted:
         return None
     h = state.sightings.get(ip.host)
     if h is None:
         return None
-    absence = h.absence(ip.mac, n.network_id, ip.allocated_seq)
+    absence = h.absence(ip.mac, n.network_id, ip.allocated_seq, (heartbeats or {}).get(ip.host))
     if absence is None or absence.span < grace:
         return None
     return Candidate(
@@ -84,7 +92,12 @@ def candidate(state: State, n: NetworkState, ip: FixedIp, grace: float) -> Candi
 
 
 def candidates(
-    state: State, grace: float, *, host: str | None = None, network_id: str | None = None
+    state: State,
+    grace: float,
+    *,
+    host: str | None = None,
+    network_id: str | None = None,
+    heartbeats: Heartbeats | None = None,
 ) -> list[Candidate]:
     """Every reclaim candidate (optionally of one host / one network), in a stable order."""
     out: list[Candidate] = []
@@ -94,7 +107,7 @@ def candidates(
         for ip in n.fixed.values():
             if host is not None and ip.host != host:
                 continue
-            c = candidate(state, n, ip, grace)
+            c = candidate(state, n, ip, grace, heartbeats)
             if c is not None:
                 out.append(c)
     return sorted(out, key=lambda c: (c.network_id, c.host, c.address))
@@ -122,6 +135,8 @@ class FixedIpReclaim(Command):
     network_id: str
     host: str
     grace: float = DEFAULT_GRACE
+    #: the host's latest heartbeat, read by the runner from the liveness bucket
+    heartbeat: Heartbeat | None = None
 
 
 @command
@@ -150,11 +165,18 @@ class FixedIpReclaimSweep(Command):
 def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
     cmd = req.command
     assert isinstance(cmd, FixedIpReclaim)
-    found = candidates(state, cmd.grace, host=cmd.host, network_id=cmd.network_id)
+    hbs = {cmd.host: cmd.heartbeat} if cmd.heartbeat is not None else None
+    found = candidates(state, cmd.grace, host=cmd.host, network_id=cmd.network_id, heartbeats=hbs)
     events: list[Event] = []
     reclaimed: list[dict[str, Any]] = []
     for c in found:
         a = c.absence
+        hb = a.heartbeat
+        through = (
+            f"heartbeat rev {hb.revision} at {hb.time:.0f} confirming report seq {a.last.seq}"
+            if hb is not None
+            else f"seq {a.last.seq}"
+        )
         for f in state.floating_for_fixed(c.network_id, c.address):
             events.append(
                 FloatingIpDisassociated(
@@ -176,7 +198,7 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
                 host=c.host,
                 reason=(
                     f"{c.mac} absent from every report of host {c.host} from seq {a.first.seq}"
-                    f" through seq {a.last.seq} ({a.span:.1f}s >= grace {cmd.grace:g}s)"
+                    f" through {through} ({a.span:.1f}s >= grace {cmd.grace:g}s)"
                 ),
                 report_seq=a.last.seq,
                 report_at=a.last.time,
@@ -185,6 +207,8 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
                 last_seen_seq=a.last_seen_seq,
                 allocated_seq=c.allocated_seq,
                 grace=cmd.grace,
+                heartbeat_revision=hb.revision if hb is not None else None,
+                heartbeat_digest=hb.digest if hb is not None else None,
             )
         )
         reclaimed.append(c.as_dict())

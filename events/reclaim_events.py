@@ -19,6 +19,8 @@ only the command service decides reclaims.
 from __future__ import annotations
 
 import bisect
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -50,6 +52,10 @@ class FixedIpReclaimed(NetworkEvent):
     last_seen_seq: int
     allocated_seq: int
     grace: float
+    #: when the latest evidence is a heartbeat (events/liveness.py), not a report in the log:
+    #: its KV revision and the digest of the MAC set it confirmed (``report_seq``'s)
+    heartbeat_revision: int | None = None
+    heartbeat_digest: str | None = None
 
 
 @event_type
@@ -84,13 +90,33 @@ class Report:
     networks: frozenset[str]
 
 
+def macs_digest(macs: Iterable[str]) -> str:
+    """SHA-256 of a set of MACs (lower case, sorted, one per line): what a heartbeat confirms."""
+    return hashlib.sha256("\n".join(sorted(m.lower() for m in macs)).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A host's "the instances I see are still those of my report at ``report_seq``" (MAC set
+    ``digest``), at ``time`` on its own clock — kept in the liveness bucket, not the log
+    (events/liveness.py); ``revision`` is its KV revision (the evidence a reclaim names)."""
+
+    host: str
+    report_seq: int
+    time: float
+    digest: str
+    revision: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Absence:
-    """A MAC absent from every report of a host from ``first`` through ``last``."""
+    """A MAC absent from every report of a host from ``first`` through ``last`` (``last`` may be
+    the newest report as confirmed later by ``heartbeat``: then its time is the heartbeat's)."""
 
     first: Report
     last: Report
     last_seen_seq: int
+    heartbeat: Heartbeat | None = None
 
     @property
     def span(self) -> float:
@@ -125,9 +151,23 @@ class HostSightings:
         oldest = self.reports[0].seq
         self.seen = {m: s for m, s in self.seen.items() if s >= oldest}
 
-    def absence(self, mac: str, network_id: str, since_seq: int) -> Absence | None:
+    def confirms(self, hb: Heartbeat | None) -> bool:
+        """Whether ``hb`` confirms this host's newest report (same report, same MAC set, later)."""
+        if hb is None or not self.reports:
+            return False
+        newest = self.reports[-1]
+        return (
+            hb.report_seq == newest.seq
+            and hb.time > newest.time
+            and hb.digest == macs_digest(self.last_macs)
+        )
+
+    def absence(
+        self, mac: str, network_id: str, since_seq: int, heartbeat: Heartbeat | None = None
+    ) -> Absence | None:
         """The absence of ``mac`` after stream sequence ``since_seq`` (its allocation), as
-        shown by reports that covered ``network_id``'s bridge; None when no such report."""
+        shown by reports that covered ``network_id``'s bridge; None when no such report. A
+        ``heartbeat`` that confirms the newest report extends it to the heartbeat's time."""
         last_seen = self.seen.get(mac.lower(), 0)
         after = max(since_seq, last_seen)
         seqs = [r.seq for r in self.reports]
@@ -136,6 +176,11 @@ class HostSightings:
         if first is None:
             return None
         last = next(r for r in reversed(self.reports) if network_id in r.networks)
+        if last is self.reports[-1] and self.confirms(heartbeat):
+            assert heartbeat is not None
+            return Absence(
+                first, Report(last.seq, heartbeat.time, last.networks), last_seen, heartbeat
+            )
         return Absence(first, last, last_seen)
 
     @property

@@ -41,8 +41,14 @@ async def reclaim_one(
 ) -> dict[str, Any]:
     """Decide and append the reclaims of one (network, host); retry on any conflict."""
     command_id = command_id or f"reclaim-{uuid.uuid4().hex}"
-    req = Request(FixedIpReclaim(network_id=network_id, host=host, grace=grace), command_id, SYSTEM)
     for attempt in range(MAX_ATTEMPTS):
+        # The host's latest heartbeat (liveness bucket), read again on every attempt.
+        hb = svc.heartbeats_now().get(host)
+        req = Request(
+            FixedIpReclaim(network_id=network_id, host=host, grace=grace, heartbeat=hb),
+            command_id,
+            SYSTEM,
+        )
         if command_id in svc.seen:  # an earlier attempt landed after all (lost ack)
             return {"network_id": network_id, "host": host, "reclaimed": [], "landed": True}
         d = decide(svc.state, req)
@@ -81,7 +87,13 @@ async def reclaim_one(
 async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]:
     """Every candidate (dry run), or reclaim them: one decision per (network, host)."""
     await svc.follower.catch_up()
-    found = candidates(svc.state, cmd.grace, host=cmd.host, network_id=cmd.network_id)
+    found = candidates(
+        svc.state,
+        cmd.grace,
+        host=cmd.host,
+        network_id=cmd.network_id,
+        heartbeats=svc.heartbeats_now(),
+    )
     if cmd.dry_run:
         return {"dry_run": True, "grace": cmd.grace, "candidates": [c.as_dict() for c in found]}
     reclaimed: list[dict[str, Any]] = []

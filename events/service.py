@@ -54,8 +54,9 @@ from .ids import (
     PROJECT_COMMANDS,
     parse_command_subject,
 )
+from .liveness import HeartbeatBook
 from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
-from .reclaim import FixedIpReclaimSweep
+from .reclaim import FixedIpReclaimSweep, Heartbeats
 from .reclaim_run import reclaim_forever, sweep
 from .revert_events import ChangeReverted
 from .snapshot import SeenEvents, seen_events
@@ -151,6 +152,8 @@ class CommandService:
         #: only, bounded; values read from a snapshot stay packed until asked for
         self.seen: OrderedDict[str, SeenEvents] = OrderedDict()
         self.follower = Follower(conn, self._on_event)
+        #: hosts' latest heartbeats (liveness bucket): the newest evidence reclaiming may use
+        self.heartbeats: HeartbeatBook | None = None
         #: snapshots of the fold (events/snapshotter.py): None = neither loaded nor written
         self.snapshotter: Snapshotter | None = None
         if snapshots is not None:
@@ -183,6 +186,12 @@ class CommandService:
         await self.follower.start()
         await self.follower.catch_up(timeout=None)
         self.ready_seconds = round(time.monotonic() - t0, 3)
+        try:
+            book = HeartbeatBook(self.conn)
+            await book.start()
+            self.heartbeats = book
+        except Exception as exc:  # reclaiming then relies on reports in the log alone
+            log.warning("cannot watch host heartbeats (%s): reclaims use reports only", exc)
         if self.snapshotter is not None:
             self.snapshotter.start()
         for subject in (
@@ -215,6 +224,8 @@ class CommandService:
         await self._unsubscribe()
         if self.snapshotter is not None:
             await self.snapshotter.close()
+        if self.heartbeats is not None:
+            await self.heartbeats.close()
         pending = [t for t in (self._reaper, self._reclaimer, self._watchdog) if t is not None]
         pending += [*self._tasks, *self._workers.values()]
         for t in pending:
@@ -276,6 +287,11 @@ class CommandService:
             await self._unsubscribe()
             if self.failed is not None and not self.failed.done():
                 self.failed.set_result(exc)
+
+    def heartbeats_now(self) -> Heartbeats:
+        """Every host's latest heartbeat as this replica last saw it (may be a bit stale: a
+        stale heartbeat can only make an absence look shorter)."""
+        return dict(self.heartbeats.heartbeats) if self.heartbeats is not None else {}
 
     # --- the release reaper -------------------------------------------------------------
 

@@ -41,7 +41,6 @@ from .types import (
     NetworkDisassociated,
 )
 
-
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
 FOLD_VERSION = 1

@@ -439,6 +439,10 @@ class Follower:
         self.subject = subject
         self.applied_seq = start_seq - 1
         self.highest_seen = start_seq - 1
+        #: messages handled since start (what this reader paid for)
+        self.handled = 0
+        #: messages left for this reader when the last one was delivered (its lag)
+        self.pending: int | None = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = 0
         self._sub: Any = None
@@ -489,6 +493,8 @@ class Follower:
             return
         self.applied_seq = seq
         self.highest_seen = max(self.highest_seen, seq)
+        self.handled += 1
+        self.pending = meta.num_pending
         w = self._waiters
         while w and w[0][0] <= seq:
             fut = heapq.heappop(w)[2]

@@ -78,9 +78,10 @@ def executor_group() -> None:
 @click.option(
     "--heartbeat",
     type=float,
-    default=600.0,
+    default=60.0,
     show_default=True,
-    help="Log a no-change HostReconciled at most this often (seconds).",
+    help="Write this host's liveness (last pass, sightings) into the NETLEDGER_LIVE bucket at"
+    " least this often (seconds). Nothing is appended to the log when nothing changed.",
 )
 @click.option(
     "--batch-size",

@@ -7,9 +7,11 @@ the record kept equal to the kernel, is executor/host_report.py); this module ow
 the loop, converging, the pass report and publishing.
 
 Passes run at start (recovery: the whole log is replayed), after changes (debounced), and every
-``interval`` seconds (drift repair). ``HostReconciled`` is appended when a pass changed anything,
-when the desired state changed, on the first pass, and otherwise at most every ``heartbeat``
-seconds, so idle hosts do not flood the log.
+``interval`` seconds (drift repair). ``HostReconciled`` is appended only when a pass changed
+something or the desired state changed: an idle host appends nothing to the log. Its liveness —
+the last pass's time, applied sequence, changes and failures — goes into the liveness bucket
+(``host.<host>.status``, events/liveness.py) after every pass that changed something and at
+least every ``heartbeat`` seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import logging
 import os
 import time
@@ -36,6 +39,7 @@ from netledger.events.host_events import (
     HostReconciled,
 )
 from netledger.events.ids import host_subject
+from netledger.events.liveness import live_bucket, status_key
 from netledger.events.state import State
 from netledger.events.stream import Connection, Follower, retrying
 
@@ -77,7 +81,8 @@ class PassReport:
 class Options:
     netns: str | None = None
     interval: float = 30.0
-    heartbeat: float = 600.0
+    #: liveness (the status key in the liveness bucket) at least this often, seconds
+    heartbeat: float = 60.0
     debounce: float = 0.05  # let a burst of events land; small: it is command-to-kernel latency
     chunk_size: int = CHUNK
     pause: float = 0.0
@@ -109,10 +114,12 @@ class Executor:
         self._stop = asyncio.Event()
         self._last_pass_end = 0.0  # loop time
         self._last_desired: HostDesired | None = None
-        self._last_reported = 0.0
         self._reported_failures: set[tuple[str, str, str]] = set()
         self.passes = 0
         self.sightings: SightingReporter | None = None
+        self.started_at = time.time()
+        self._kv: Any = None
+        self._status_at = float("-inf")  # monotonic time of the last status written
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -281,15 +288,9 @@ class Executor:
             log.warning("not applied: %s", c)
         now = time.monotonic()
         report.duration_ms = round((now - t0) * 1000, 1)
-        if (
-            events
-            or self.passes == 0
-            or desired != self._last_desired
-            or (
-                now - self._last_reported >= self.opts.heartbeat
-                and applied_seq > self.book.last_reconciled_seq
-            )
-        ):
+        # A change, not the passing of time: nothing is appended when nothing changed (the
+        # first pass after a restart included); liveness goes to the liveness bucket.
+        if events or (self._last_desired is not None and desired != self._last_desired):
             events.append(
                 HostReconciled(
                     host=cfg.host,
@@ -299,7 +300,6 @@ class Executor:
                     duration_ms=report.duration_ms,
                 )
             )
-            self._last_reported = now
         metrics.executor_reconciled(
             cfg.host, applied_seq, report.changes, report.drift_repairs, report.duration_ms
         )
@@ -311,6 +311,8 @@ class Executor:
         report.events = len(events)
         if events:
             await self._publish(events)
+        if events or report.failures or now - self._status_at >= self.opts.heartbeat:
+            await self._put_status(report, reason)
         if report.changes:
             log.info(
                 "%s pass: %d changes (%d drift repairs) in %.1f ms, log at %d",
@@ -358,8 +360,37 @@ class Executor:
 
     # --- publishing ---------------------------------------------------------------------------
 
-    async def _publish(self, events: list[HostEvent]) -> None:
-        """Append host events (plain publishes: only this executor writes this subject)."""
+    async def _put_status(self, report: PassReport, reason: str) -> None:
+        """This host's liveness (``host.<host>.status``): never fatal, never in the log."""
+        try:
+            if self._kv is None:
+                self._kv = await live_bucket(self.conn)
+                if self._kv is None:
+                    return  # created by a command service; written once it exists
+            status = {
+                "host": self.cfg.host,
+                "time": time.time(),
+                "started": self.started_at,
+                "reason": reason,
+                "applied_seq": report.applied_seq,
+                "pending": self.follower.pending if self.follower is not None else None,
+                "passes": self.passes,
+                "changes": report.changes,
+                "drift_repairs": report.drift_repairs,
+                "duration_ms": report.duration_ms,
+                "failures": len(report.failures),
+                "conflicts": len(report.conflicts),
+                "events_read": self.follower.handled if self.follower is not None else None,
+                "heartbeat": self.opts.heartbeat,
+            }
+            await self._kv.put(status_key(self.cfg.host), json.dumps(status).encode())
+            self._status_at = time.monotonic()
+        except Exception as exc:
+            log.warning("writing this host's status to the liveness bucket failed: %s", exc)
+
+    async def _publish(self, events: list[HostEvent]) -> int:
+        """Append host events (plain publishes: only this executor writes this subject); return
+        the stream sequence of the last one."""
         subject = host_subject(self.cfg.host)
         pass_id = uuid.uuid4().hex
         last = 0
@@ -391,6 +422,7 @@ class Executor:
             self.dhcp_book.apply(env)
         if self.follower is not None and last:
             await self.follower.wait_for(last)
+        return last
 
 
 async def run_executor(

@@ -3,9 +3,12 @@
 An instance is *seen* on this host when its MAC is a learned (dynamic) entry in the forwarding
 database of one of our bridges — the kernel learns it from the instance's own traffic — or holds
 an unexpired lease in one of our dnsmasq lease files. The reporter appends
-``HostInstancesSeen`` when that set (or the set of bridges read) changes, and at least every
-``heartbeat`` seconds even when nothing changed: reclaiming needs a report *after* the grace
-period that still lacks the MAC (events/reclaim.py), and a silent host proves nothing.
+``HostInstancesSeen`` to the log only when that set (or the set of bridges read) changes — a
+restart that finds the set of the host's last report in the log appends nothing. At least every
+``heartbeat`` seconds it writes a *heartbeat* into the liveness bucket instead
+(events/liveness.py: "still the set of my report at seq N", with the set's digest): reclaiming
+needs evidence *after* the grace period that still lacks the MAC (events/reclaim.py), and a
+silent host proves nothing — but "nothing changed" is not a change, so it stays out of the log.
 
 Caveat (docs/reclaim.md): a learned entry ages out after the bridge's ageing time (300 s by
 default) of silence, so the grace must exceed the longest silence of a live instance; a DHCP
@@ -18,9 +21,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netledger.events.host_events import HostInstancesSeen
+from netledger.events.liveness import heartbeat_to_json, live_bucket, seen_key
+from netledger.events.reclaim_events import Heartbeat, macs_digest
 
 from .kernel import Kernel
 
@@ -77,6 +82,11 @@ class SightingReporter:
         self.last: Sighting | None = None
         self.last_at = 0.0
         self.reports = 0
+        #: stream sequence of this host's newest report in the log (what heartbeats confirm)
+        self.report_seq = 0
+        self.heartbeats = 0
+        self._kv: Any = None
+        self._kv_missing_logged = False
         # Its own netlink socket: the reconcile pass uses the executor's in another thread.
         self.kernel = Kernel(ex.opts.netns)
 
@@ -103,22 +113,64 @@ class SightingReporter:
         networks = {nid for b in ours for nid in bridges[b]}
         return Sighting(frozenset(macs | leased), frozenset(networks), len(leased))
 
+    def _as_in_log(self, seen: Sighting) -> bool:
+        """Whether the log's newest report of this host lists exactly ``seen`` (a restart with
+        nothing changed: adopt that report instead of appending another)."""
+        folded = self.ex.state.sightings.get(self.ex.cfg.host)
+        if folded is None or not folded.reports:
+            return False
+        newest = folded.reports[-1]
+        if folded.last_macs != seen.macs or newest.networks != seen.networks:
+            return False
+        self.report_seq = newest.seq
+        return True
+
     async def report_once(self) -> bool:
+        """Observe; append a report when the set changed (True), else heartbeat when due."""
         seen = await asyncio.to_thread(self.observe, self._bridges())
         now = time.monotonic()
         reason = should_report(self.last, seen, now - self.last_at, self.heartbeat)
-        if not reason:
+        if reason == "start" and self._as_in_log(seen):
+            self.last = seen
+            reason = "heartbeat"
+        if reason in ("start", "change"):
+            ev = HostInstancesSeen(
+                host=self.ex.cfg.host,
+                macs=sorted(seen.macs),
+                networks=sorted(seen.networks),
+                reason=reason,
+                leases=seen.leases,
+            )
+            self.report_seq = await self.ex._publish([ev])
+            self.last, self.last_at = seen, now
+            self.reports += 1
+            return True
+        if reason == "heartbeat" and await self._heartbeat(seen):
+            self.last_at = now
+        return False
+
+    async def _heartbeat(self, seen: Sighting) -> bool:
+        """ "Still the set of report ``report_seq``" into the liveness bucket (not the log)."""
+        if not self.report_seq:
             return False
-        ev = HostInstancesSeen(
+        if self._kv is None:
+            self._kv = await live_bucket(self.ex.conn)
+            if self._kv is None:
+                if not self._kv_missing_logged:
+                    log.warning(
+                        "the liveness bucket does not exist yet (a command service creates"
+                        " it): heartbeats wait for it"
+                    )
+                    self._kv_missing_logged = True
+                return False
+        hb = Heartbeat(
             host=self.ex.cfg.host,
-            macs=sorted(seen.macs),
-            networks=sorted(seen.networks),
-            reason=reason,
-            leases=seen.leases,
+            report_seq=self.report_seq,
+            time=time.time(),
+            digest=macs_digest(seen.macs),
         )
-        await self.ex._publish([ev])
-        self.last, self.last_at = seen, now
-        self.reports += 1
+        await self._kv.put(seen_key(hb.host), heartbeat_to_json(hb))
+        self.heartbeats += 1
         return True
 
     async def run(self) -> None:

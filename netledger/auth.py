@@ -8,8 +8,10 @@ store keeps its stream when auth is switched on) and one credentials file per us
   event subject *except* ``netledger.evt.host.>``, creates/updates the stream, reads it.
 * **executor-<host>** — reads the log, writes only ``netledger.evt.host.<host>``; its dnsmasq
   lease script sends ``fixed_ip.lease`` / ``fixed_ip.release`` on
-  ``netledger.host.<host>.cmd.*`` (the service accepts only addresses that host serves).
-* **projector**, **auditor** — read only (ordered/pull consumers, direct get, stream info).
+  ``netledger.host.<host>.cmd.*`` (the service accepts only addresses that host serves); its
+  liveness goes to its own keys ``host.<host>.>`` of the ``NETLEDGER_LIVE`` bucket.
+* **projector**, **auditor** — read only (ordered/pull consumers, direct get, stream info; the
+  liveness bucket and the snapshot bucket too: ``status``, ``verify --snapshots``).
 * **client** — sends commands (``netledger.cmd.>``, every project's ``netledger.project.*.cmd.>``)
   and receives the replies; nothing else. It may act as any project: a trusted integration.
 * **client-<project>** (``--projects``) — sends commands only on
@@ -61,8 +63,12 @@ from netledger.events.ids import (
     host_subject,
     project_commands,
 )
+from netledger.events.liveness import BUCKET as LIVE_BUCKET
+from netledger.events.liveness import LIVE_STREAM, host_keys
+from netledger.events.snapshot_store import BUCKET as SNAPSHOT_BUCKET
 
 COMMAND_QUEUE = "netledger-command"  # events/service.py QUEUE_GROUP
+SNAPSHOT_STREAM = f"OBJ_{SNAPSHOT_BUCKET}"
 INBOX = "_INBOX.>"
 
 
@@ -122,11 +128,16 @@ def read_api(stream: str = STREAM) -> tuple[str, ...]:
         f"{api}.STREAM.MSG.GET.{stream}",
         f"$JS.FC.{stream}.>",
         f"$JS.ACK.{stream}.>",
+        # nats-py's object store and KV watchers look their stream up by subject
+        f"{api}.STREAM.NAMES",
     )
 
 
 def reader_permissions(stream: str = STREAM) -> Permissions:
-    return Permissions(publish_allow=read_api(stream), subscribe_allow=(INBOX,))
+    return Permissions(
+        publish_allow=(*read_api(stream), *read_api(LIVE_STREAM), *read_api(SNAPSHOT_STREAM)),
+        subscribe_allow=(INBOX,),
+    )
 
 
 def service_permissions(stream: str = STREAM) -> Permissions:
@@ -136,6 +147,14 @@ def service_permissions(stream: str = STREAM) -> Permissions:
             f"$JS.API.STREAM.CREATE.{stream}",
             f"$JS.API.STREAM.UPDATE.{stream}",
             ALL_EVENTS,
+            # the liveness bucket (it creates it; watches heartbeats)
+            *read_api(LIVE_STREAM),
+            f"$JS.API.STREAM.CREATE.{LIVE_STREAM}",
+            # its snapshots (object store: chunks and meta; a put purges the old chunks)
+            *read_api(SNAPSHOT_STREAM),
+            f"$JS.API.STREAM.CREATE.{SNAPSHOT_STREAM}",
+            f"$JS.API.STREAM.PURGE.{SNAPSHOT_STREAM}",
+            f"$O.{SNAPSHOT_BUCKET}.>",
         ),
         # Deny wins over allow: host subjects belong to the executors alone.
         publish_deny=(host_subject(">"),),
@@ -157,6 +176,9 @@ def executor_permissions(host: str, stream: str = STREAM) -> Permissions:
             host_subject(check_id(host, "host")),
             # its dnsmasq's lease script: leases and releases on the host's own subject
             *host_commands(host),
+            # its liveness: its own keys of the liveness bucket, nobody else's
+            *read_api(LIVE_STREAM),
+            f"$KV.{LIVE_BUCKET}.{host_keys(host)}",
         ),
         subscribe_allow=(INBOX,),
     )

@@ -7,8 +7,10 @@
   ``nats micro ls`` sees them as well;
 * projectors: each ``--db`` file's checkpoint (``projection_state.last_seq``) against the
   stream's last sequence, and its rejected events;
-* host executors: every ``netledger.evt.host.<host>`` subject, its last ``HostReconciled``
-  (applied sequence, time, changes, drift repairs; direct gets, newest first) and its last event.
+* host executors: each host's liveness in the ``NETLEDGER_LIVE`` bucket (``host.<h>.status``:
+  its last pass, applied sequence, events of its share still to read, changes, failures) — or,
+  for an executor from before the liveness bucket, its last ``HostReconciled`` in the log
+  (direct gets, newest first); and each host subject's last event.
 
 A component more than ``max_lag`` sequences behind the stream is *lagging*; any problem makes
 ``healthy`` false (and ``netledger status`` exit with 1, so it can be a health check).
@@ -35,6 +37,7 @@ from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
 from netledger.events.host_events import HostReconciled
 from netledger.events.ids import EVENT_PREFIX
+from netledger.events.liveness import read_all
 from netledger.events.stream import Connection
 
 SERVICE_NAME = "netledger"
@@ -73,6 +76,8 @@ def service_stats(service: Any) -> dict[str, Any]:
         "batches": st.batches,
         "batched_events": st.batched_events,
         "rejected": len(service.rejected),
+        "ready_seconds": getattr(service, "ready_seconds", None),
+        "snapshots": service.snapshotter.stats.as_dict() if service.snapshotter else None,
     }
 
 
@@ -301,7 +306,14 @@ async def _direct_last(conn: Connection, subject: str, up_to_seq: int) -> tuple[
 
 
 async def host_status(
-    conn: Connection, host: str, subject: str, count: int, stream_last: int, max_lag: int
+    conn: Connection,
+    host: str,
+    subject: str,
+    count: int,
+    stream_last: int,
+    max_lag: int,
+    *,
+    find_reconciled: bool = True,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "host": host,
@@ -316,6 +328,7 @@ async def host_status(
         "duration_ms": None,
         "last_event": None,
         "last_event_at": None,
+        "source": "log",
     }
     up_to = stream_last
     for hop in range(MAX_HOPS):
@@ -331,6 +344,8 @@ async def host_status(
         if hop == 0:
             out["last_event"] = env.type
             out["last_event_at"] = _iso(env.time)
+            if not find_reconciled:
+                break
         ev = env.event
         if isinstance(ev, HostReconciled):
             lag = max(0, stream_last - ev.applied_seq)
@@ -349,14 +364,58 @@ async def host_status(
     return out
 
 
+def _live_status(
+    out: dict[str, Any], st: dict[str, Any], stream_last: int, max_lag: int
+) -> dict[str, Any]:
+    """Merge a host's liveness entry (``host.<h>.status``) into its status row."""
+    applied = st.get("applied_seq")
+    lag = max(0, stream_last - applied) if isinstance(applied, int) else None
+    age = max(0.0, time.time() - float(st.get("time") or 0))
+    heartbeat = float(st.get("heartbeat") or 60.0)
+    out.update(
+        applied_seq=applied,
+        lag=lag,
+        lagging=lag is None or lag > max_lag,
+        pending=st.get("pending"),
+        reconciled_at=_iso(st.get("time")),
+        age_s=round(age, 1),
+        changes=st.get("changes"),
+        drift_repairs=st.get("drift_repairs"),
+        duration_ms=st.get("duration_ms"),
+        failures=st.get("failures"),
+        events_read=st.get("events_read"),
+        live=age <= 3 * heartbeat,
+        source="liveness",
+    )
+    return out
+
+
 async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list[dict[str, Any]]:
     info = await conn.js.stream_info(conn.stream, subjects_filter=HOST_SUBJECTS)
     subjects = info.state.subjects or {}
     prefix = f"{EVENT_PREFIX}.host."
-    return [
-        await host_status(conn, s[len(prefix) :], s, n, stream_last, max_lag)
-        for s, n in sorted(subjects.items())
-    ]
+    live: dict[str, dict[str, Any]] = {}
+    try:
+        for key, (value, _rev, _t) in (await read_all(conn, "host.*.status")).items():
+            try:
+                st = json.loads(value)
+            except ValueError:
+                continue
+            live[key.split(".")[1]] = st
+    except Exception:  # no liveness bucket readable: the log's HostReconciled only
+        live = {}
+    hosts = sorted({s[len(prefix) :] for s in subjects} | set(live))
+    out = []
+    for h in hosts:
+        subject = f"{prefix}{h}"
+        n = int(subjects.get(subject, 0))
+        row = await host_status(
+            conn, h, subject, n, stream_last, max_lag, find_reconciled=h not in live
+        )
+        if h in live:
+            row = _live_status(row, live[h], stream_last, max_lag)
+        out.append(row)
+    return out
 
 
 def _services(
@@ -440,6 +499,8 @@ def problems_of(
     for h in hosts:
         if h["applied_seq"] is None:
             out.append(f"host {h['host']} has not reported a reconcile")
+        elif h.get("live") is False:
+            out.append(f"host {h['host']} has not reported for {h['age_s']:.0f}s")
         elif h["lagging"]:
             out.append(f"host {h['host']} is {h['lag']} sequences behind (> {max_lag})")
     return out

@@ -563,3 +563,52 @@ async def test_a_hosts_lease_script_records_only_what_that_host_serves(
     await service.follower.wait_for(before + 1)
     [(_, _, ev)] = [e for e in await read_all(conn) if e[0] > before]
     assert (type(ev.event).__name__, ev.event.address) == ("FixedIpLeased", ip["address"])
+
+
+async def test_liveness_and_snapshots_under_auth(secured: Secured, svc: Any) -> None:
+    """The service creates the liveness and snapshot buckets and writes a snapshot; an
+    executor writes only its own liveness keys; the auditor reads both and verifies."""
+    from netledger.events.liveness import live_bucket
+    from netledger.events.liveness import read_all as read_live
+    from netledger.events.snapshotter import SnapshotPolicy
+
+    conn, service = svc
+    await _network(conn, secured)
+    assert service.heartbeats is not None, "the service watches heartbeats under auth"
+    writer = CommandService(conn, snapshots=SnapshotPolicy(every_events=1))
+    await writer.start()
+    try:
+        assert writer.snapshotter is not None
+        stored = await writer.snapshotter.write()
+        assert stored is not None and stored.seq == await last_seq(conn)
+    finally:
+        await writer.close()
+    ex = await connect(secured.url, name="executor", **secured.creds["executor-h1"])
+    try:
+        kv = await live_bucket(ex)
+        assert kv is not None
+        await kv.put("host.h1.status", b'{"host": "h1"}')
+    finally:
+        await ex.close()
+    raw = await Raw().open(secured.url, secured.creds["executor-h1"])
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await raw.nc.jetstream(timeout=0.5).publish("$KV.NETLEDGER_LIVE.host.h2.seen", b"{}")
+        assert await raw.violation("$KV.NETLEDGER_LIVE.host.h2.seen")
+    finally:
+        await raw.close()
+    aud = await connect(secured.url, name="auditor", **secured.creds["auditor"])
+    try:
+        assert set(await read_live(aud)) == {"host.h1.status"}
+    finally:
+        await aud.close()
+    env = {**os.environ, "NETLEDGER_USER": "auditor"}
+    env["NETLEDGER_PASSWORD"] = secured.creds["auditor"]["password"]
+    env["NETLEDGER_INBOX"] = secured.creds["auditor"]["inbox_prefix"]
+    p = await asyncio.to_thread(
+        subprocess.run,
+        [NETLEDGER, "--nats", secured.url, "verify", "--snapshots", "--json"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(p.stdout)["equal"]

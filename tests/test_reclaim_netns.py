@@ -121,6 +121,10 @@ async def test_an_instance_gone_from_its_host_is_reclaimed_after_the_grace(
         gone["mac"],
     )
     assert ev.report_at - ev.first_absent_at >= GRACE
+    # The host appended a report only when its set changed; the grace was proven by a
+    # heartbeat from the liveness bucket, which the reclaim names as its evidence.
+    assert ev.heartbeat_revision is not None and ev.heartbeat_digest
+    assert "heartbeat rev" in ev.reason
 
 
 async def _has_bridge(ns: str) -> bool:

@@ -1,0 +1,169 @@
+"""Liveness: what is only "still alive" or "still the same" lives in a KV bucket, not the log.
+
+The domain stream records changes (DESIGN.md, "Years and thousands of hosts"). What a running
+executor says every minute whether anything happened — "I am alive, this is how my last pass
+went", "the instances I see are still exactly those of my last report" — is kept where JetStream
+keeps current values: the KV bucket ``NETLEDGER_LIVE`` (a few revisions per key, entries expire
+after ``LIVE_TTL_S``). Keys, one host's under ``host.<host>.`` (NATS permissions let only that
+host's executor write them):
+
+* ``host.<h>.seen`` — a :class:`~netledger.events.reclaim_events.Heartbeat`: the host's instance
+  set is still the one its report at stream sequence ``report_seq`` listed (``digest`` of its
+  MACs), at ``time`` on the host's clock. Reclaiming uses it as the latest report (a reclaim
+  event carries its revision, time and digest: the evidence it decided on);
+* ``host.<h>.status`` — the executor's last pass: when, what it applied up to, how long, what
+  changed, what failed (``netledger status`` reads it).
+
+A host whose state does not change appends nothing to the domain stream; it only rewrites its
+two keys. An idle cloud of 1,000 hosts adds nothing to the log, and the KV bucket stays at
+(hosts x keys x history) entries however long it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError
+
+from .ids import check_id
+from .reclaim_events import Heartbeat
+from .stream import CLOSE_TIMEOUT_S, Connection
+
+log = logging.getLogger("netledger.liveness")
+
+BUCKET = "NETLEDGER_LIVE"
+LIVE_STREAM = f"KV_{BUCKET}"
+LIVE_HISTORY = 4
+#: An entry older than this is gone (a host silent for a day has no liveness left).
+LIVE_TTL_S = 86400.0
+
+
+def seen_key(host: str) -> str:
+    return f"host.{check_id(host, 'host')}.seen"
+
+
+def status_key(host: str) -> str:
+    return f"host.{check_id(host, 'host')}.status"
+
+
+def host_keys(host: str) -> str:
+    """Every key of one host (a NATS permission: ``$KV.NETLEDGER_LIVE.host.<h>.>``)."""
+    return f"host.{check_id(host, 'host')}.>"
+
+
+def heartbeat_to_json(hb: Heartbeat) -> bytes:
+    return json.dumps(
+        {"host": hb.host, "report_seq": hb.report_seq, "time": hb.time, "digest": hb.digest},
+        sort_keys=True,
+    ).encode()
+
+
+def heartbeat_from_json(data: bytes, revision: int) -> Heartbeat | None:
+    """A heartbeat read back (None when the entry is not one: never fatal)."""
+    try:
+        d = json.loads(data)
+        return Heartbeat(
+            host=str(d["host"]),
+            report_seq=int(d["report_seq"]),
+            time=float(d["time"]),
+            digest=str(d["digest"]),
+            revision=revision,
+        )
+    except Exception:
+        return None
+
+
+async def live_bucket(
+    conn: Connection, *, create: bool = False, replicas: int | None = None
+) -> Any:
+    """The liveness bucket (None when it does not exist and ``create`` is false)."""
+    js = conn.js
+    try:
+        return await js.key_value(BUCKET)
+    except BucketNotFoundError:
+        if not create:
+            return None
+    if replicas is None:
+        replicas = 1
+        try:
+            info = await js.stream_info(conn.stream)
+            replicas = info.config.num_replicas or 1
+        except Exception:  # the log's replicas are a preference, not a requirement
+            pass
+    return await js.create_key_value(
+        KeyValueConfig(
+            bucket=BUCKET,
+            description="netledger liveness: host heartbeats and executor status (not the log)",
+            history=LIVE_HISTORY,
+            ttl=LIVE_TTL_S,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
+    )
+
+
+async def read_all(conn: Connection, pattern: str = ">") -> dict[str, tuple[bytes, int, float]]:
+    """The current value of every key matching ``pattern``: key -> (value, revision, time)."""
+    kv = await live_bucket(conn)
+    if kv is None:
+        return {}
+    watcher = await kv.watch(pattern, ignore_deletes=True)
+    out: dict[str, tuple[bytes, int, float]] = {}
+    try:
+        while True:
+            entry = await watcher.updates(timeout=5.0)
+            if entry is None:
+                break
+            created = entry.created
+            ts = created.timestamp() if hasattr(created, "timestamp") else 0.0
+            out[entry.key] = (entry.value or b"", int(entry.revision or 0), ts)
+    finally:
+        try:
+            await asyncio.wait_for(watcher.stop(), CLOSE_TIMEOUT_S)
+        except Exception:
+            pass
+    return out
+
+
+@dataclass
+class HeartbeatBook:
+    """Every host's latest heartbeat, kept current by a KV watch (the command service's)."""
+
+    conn: Connection
+
+    def __post_init__(self) -> None:
+        self.heartbeats: dict[str, Heartbeat] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: Any = None
+
+    async def start(self) -> None:
+        kv = await live_bucket(self.conn, create=True)
+        self._watcher = await kv.watch("host.*.seen", ignore_deletes=True)
+        self._task = asyncio.create_task(self._run(), name="netledger-heartbeats")
+
+    async def _run(self) -> None:
+        async for entry in self._watcher:
+            if entry is None:
+                continue
+            hb = heartbeat_from_json(entry.value or b"", int(entry.revision or 0))
+            if hb is None or entry.key != seen_key(hb.host):
+                log.warning("ignoring a malformed heartbeat at %s", entry.key)
+                continue
+            self.heartbeats[hb.host] = hb
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=CLOSE_TIMEOUT_S)
+            self._task = None
+        if self._watcher is not None:
+            try:
+                await asyncio.wait_for(self._watcher.stop(), CLOSE_TIMEOUT_S)
+            except Exception:
+                pass
+            self._watcher = None
