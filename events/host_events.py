@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .ids import host_subject
+from .ids import announce_subject, host_subject
 from .types import Event, event_type
 
 
@@ -23,13 +23,22 @@ class HostEvent(Event):
 @event_type
 @dataclass(frozen=True)
 class HostAnnounced(HostEvent):
-    """An executor started; ``vtep_address`` is its VXLAN underlay address (or None)."""
+    """An executor started; ``vtep_address`` is its VXLAN underlay address (or None).
+
+    Stored on ``netledger.evt.announce.<host>`` (streams before that stored it on the host's
+    subject): every executor reads every announcement, but not the other hosts' reports."""
 
     TYPE: ClassVar[str] = "HostAnnounced"
     vtep_address: str | None
     physical_interface: str | None
     public_interface: str | None
     network_host: bool
+
+    def subject(self) -> str:
+        return announce_subject(self.host)
+
+    def accepts_subject(self, subject: str) -> bool:
+        return subject in (announce_subject(self.host), host_subject(self.host))
 
 
 @event_type

@@ -65,6 +65,25 @@ def host_subject(host: str) -> str:
     return f"{EVENT_PREFIX}.host.{host}"
 
 
+def announce_subject(host: str) -> str:
+    """Where a host's executor announces itself (its VTEP, its role): every executor reads
+    every announcement, and nothing else of the other hosts (executor/share.py)."""
+    return f"{EVENT_PREFIX}.announce.{host}"
+
+
+ANNOUNCEMENTS = f"{EVENT_PREFIX}.announce.>"
+
+
+def placement_subject(host: str) -> str:
+    """Where the command service records that a host got its first instance in a network
+    (``NetworkHostJoined``): how an executor that reads only its own networks learns of a new
+    one."""
+    return f"{EVENT_PREFIX}.placement.{host}"
+
+
+PLACEMENT_PREFIX = f"{EVENT_PREFIX}.placement."
+
+
 def project_commands(project: str) -> str:
     """Every command subject of one project (a NATS permission for its credentials)."""
     return f"{PROJECT_COMMAND_PREFIX}.{check_id(project, 'project')}.cmd.>"

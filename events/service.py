@@ -55,6 +55,7 @@ from .ids import (
     parse_command_subject,
 )
 from .liveness import HeartbeatBook
+from .placement import backfill, joins, unchecked
 from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
 from .reclaim import FixedIpReclaimSweep, Heartbeats
 from .reclaim_run import reclaim_forever, sweep
@@ -192,6 +193,7 @@ class CommandService:
             self.heartbeats = book
         except Exception as exc:  # reclaiming then relies on reports in the log alone
             log.warning("cannot watch host heartbeats (%s): reclaims use reports only", exc)
+        await self._backfill_joins()
         if self.snapshotter is not None:
             self.snapshotter.start()
         for subject in (
@@ -287,6 +289,27 @@ class CommandService:
             await self._unsubscribe()
             if self.failed is not None and not self.failed.done():
                 self.failed.set_result(exc)
+
+    async def _backfill_joins(self) -> None:
+        """Record the joins a stream from before placements lacks (events/placement.py), so
+        that executors reading only their share find every network they have instances in."""
+        missing = backfill(self.state)
+        if not missing:
+            return
+        log.info("recording %d network placements missing from the log", len(missing))
+        now = time.time()
+        for i in range(0, len(missing), 500):
+            chunk = missing[i : i + 500]
+            envs = [
+                Envelope(j, f"join-backfill:{j.host}:{j.network_id}", "join-backfill", now, SYSTEM)
+                for j in chunk
+            ]
+            try:
+                seq = await self.appender.append(build_messages(envs), {})
+            except MaybeApplied:
+                seq = 0  # a replica starting with us wrote the same ids: nothing twice
+            if seq:
+                await self.follower.wait_for(seq)
 
     def heartbeats_now(self) -> Heartbeats:
         """Every host's latest heartbeat as this replica last saw it (may be a bit stale: a
@@ -507,6 +530,7 @@ class CommandService:
     async def _decide_and_append(self, jobs: list[_Job]) -> None:
         for attempt in range(MAX_CONFLICT_RETRIES):
             pending = Pending()
+            joined: set[tuple[str, str]] = set()
             envelopes: list[Envelope] = []
             decided: list[tuple[_Job, Decision]] = []
             now = time.time()
@@ -522,6 +546,11 @@ class CommandService:
                 except NetledgerError as err:
                     job.fut.set_exception(err)
                     continue
+                # A host's first instance in a network is recorded for its executor, in the
+                # same atomic batch (events/placement.py).
+                extra = joins(self.state, d.events, joined)
+                if extra:
+                    d = Decision([*d.events, *extra], d.result)
                 pending.note(d.events)
                 if len(envelopes) + len(d.events) > 1000:
                     break  # the rest waits for the next round
@@ -568,7 +597,7 @@ class CommandService:
     ) -> None:
         """All decisions as one atomic batch, the OCC check on every subject they touch."""
         subjects = {env.event.subject() for env in envelopes}
-        expected = {s: self.state.seq_of(s) for s in subjects}
+        expected = {s: self.state.seq_of(s) for s in subjects if not unchecked(s)}
         seq = await self.appender.append(build_messages(envelopes), expected)
         self.stats.batches += 1
         self.stats.batched_events += len(envelopes)

@@ -109,7 +109,7 @@ def _network_from(w: list[Any]) -> NetworkState:
     data, pool, seq, deleted, project, fixed, by_instance, macs = w
     net = NetworkCreated.from_data(data)
     assert isinstance(net, NetworkCreated)
-    return NetworkState(
+    n = NetworkState(
         net=net,
         ipnet=netaddr.IPNetwork(net.cidr),
         pool=_pool_from(pool),
@@ -120,6 +120,10 @@ def _network_from(w: list[Any]) -> NetworkState:
         by_instance=by_instance,
         macs=macs,
     )
+    for ip in n.fixed.values():  # derived: not stored
+        if ip.allocated:
+            n.count_host(ip, +1)
+    return n
 
 
 def _floating_pool_to(p: PoolState) -> list[Any]:
@@ -183,6 +187,7 @@ def state_to_wire(s: State) -> dict[str, Any]:
         "event_time": s.event_time,
         "sightings": {h: _sightings_to(x) for h, x in s.sightings.items()},
         "network_hosts": sorted(s.network_hosts),
+        "joined": sorted(s.joined),
     }
 
 
@@ -201,6 +206,7 @@ def state_from_wire(w: dict[str, Any]) -> State:
         event_time=float(w["event_time"]),
         sightings={h: _sightings_from(x) for h, x in w["sightings"].items()},
         network_hosts=set(w["network_hosts"]),
+        joined={(h, n) for h, n in w["joined"]},
     )
 
 

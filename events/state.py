@@ -17,7 +17,8 @@ from sortedcontainers import SortedList
 
 from .codec import Envelope
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
-from .ids import REGISTRY_SUBJECT, host_subject
+from .ids import REGISTRY_SUBJECT
+from .placement_events import NetworkHostJoined
 from .reclaim_events import (
     FixedIpReclaimed,
     FixedIpReclaimSealed,
@@ -43,7 +44,7 @@ from .types import (
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 1
+FOLD_VERSION = 2
 
 
 class OffsetPool:
@@ -145,6 +146,24 @@ class NetworkState:
     fixed: dict[str, FixedIp] = field(default_factory=dict)
     by_instance: dict[str, str] = field(default_factory=dict)
     macs: dict[str, str] = field(default_factory=dict)
+    #: host -> how many allocated addresses it holds here (derived from ``fixed``, kept so
+    #: that "does this host have an instance here" costs O(1), not a scan of the network)
+    host_allocated: dict[str, int] = field(default_factory=dict)
+
+    def count_host(self, ip: FixedIp, delta: int) -> None:
+        if ip.host is None:
+            return
+        n = self.host_allocated.get(ip.host, 0) + delta
+        if n > 0:
+            self.host_allocated[ip.host] = n
+        else:
+            self.host_allocated.pop(ip.host, None)
+
+    def unallocate(self, ip: FixedIp) -> None:
+        """``ip`` no longer counts as allocated (deallocated, freed, reclaimed)."""
+        if ip.allocated:
+            ip.allocated = False
+            self.count_host(ip, -1)
 
     @property
     def network_id(self) -> str:
@@ -228,6 +247,8 @@ class State:
     sightings: dict[str, HostSightings] = field(default_factory=dict)
     #: hosts whose executor last announced itself with ``--network-host``
     network_hosts: set[str] = field(default_factory=set)
+    #: (host, network) pairs the log has a ``NetworkHostJoined`` for (events/placement.py)
+    joined: set[tuple[str, str]] = field(default_factory=set)
 
     def seq_of(self, subject: str) -> int:
         return self.subject_seq.get(subject, 0)
@@ -245,7 +266,7 @@ class State:
         self.last_seq = max(self.last_seq, seq)
         ev = env.event
         self.event_time = env.time
-        if isinstance(ev, HostEvent) and subject != host_subject(ev.host):
+        if isinstance(ev, HostEvent) and not ev.accepts_subject(subject):
             # Written on another host's subject (each executor may write only its own): a
             # host speaking for another one is not believed (sightings decide reclaims).
             return True
@@ -300,9 +321,13 @@ class State:
         if n is None:
             return
         n.pool.take(n.offset(ev.address))
-        n.fixed[ev.address] = FixedIp(
+        old = n.fixed.get(ev.address)
+        if old is not None:
+            n.unallocate(old)
+        ip = n.fixed[ev.address] = FixedIp(
             ev.address, ev.instance, ev.mac, ev.host, ev.project, allocated_seq=seq
         )
+        n.count_host(ip, +1)
         n.by_instance[ev.instance] = ev.address
         n.macs[ev.mac] = ev.address
         self.instance_ips.setdefault(ev.instance, set()).add((ev.network_id, ev.address))
@@ -312,6 +337,7 @@ class State:
         ip = n.fixed.pop(address, None)
         if ip is None:
             return
+        n.unallocate(ip)
         n.pool.release(n.offset(address))
         if n.macs.get(ip.mac) == address:
             del n.macs[ip.mac]
@@ -334,7 +360,7 @@ class State:
             self._free(n, ev.address)
         elif ev.address in n.fixed:
             ip = n.fixed[ev.address]
-            ip.allocated = False
+            n.unallocate(ip)
             ip.deallocated_at = self.event_time
             self.awaiting_release[(n.network_id, ev.address)] = self.event_time
 
@@ -370,6 +396,9 @@ class State:
         n = self._net(ev.network_id, seq)
         if n is not None and ev.address in n.fixed:
             n.fixed[ev.address].allocated_seq = seq
+
+    def _host_joined(self, ev: NetworkHostJoined, seq: int) -> None:
+        self.joined.add((ev.host, ev.network_id))
 
     def _host_announced(self, ev: HostAnnounced, seq: int) -> None:
         if ev.network_host:
@@ -477,6 +506,7 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     FixedIpReconfirmed: State._fixed_reconfirmed,
     HostInstancesSeen: State._instances_seen,
     HostAnnounced: State._host_announced,
+    NetworkHostJoined: State._host_joined,
     FloatingIpAllocated: State._floating_allocated,
     FloatingIpAssociated: State._floating_associated,
     FloatingIpDisassociated: State._floating_disassociated,

@@ -13,6 +13,7 @@ The append protocol (DESIGN.md, "The log"):
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import re
@@ -302,7 +303,7 @@ class Appender:
         """Append ``messages``; return the stream sequence of the last one.
 
         ``expected`` maps each subject written to the last subject sequence the decision was
-        based on. Raises :class:`WrongLastSequence` on a conflict, :class:`MaybeApplied` when a
+        based on; a subject missing from it is appended without a check (placements). Raises :class:`WrongLastSequence` on a conflict, :class:`MaybeApplied` when a
         retry cannot tell whether an earlier attempt landed.
         """
         if not messages:
@@ -355,7 +356,9 @@ class Appender:
         return bool(m.headers and m.headers.get(MSG_ID) == last.msg_id)
 
     async def _publish_one(self, m: Outgoing, expected: dict[str, int]) -> int:
-        headers = {MSG_ID: m.msg_id, EXPECTED_SUBJECT_SEQ: str(expected.get(m.subject, 0))}
+        headers = {MSG_ID: m.msg_id}
+        if m.subject in expected:
+            headers[EXPECTED_SUBJECT_SEQ] = str(expected[m.subject])
         ack = await self.conn.js.publish(
             m.subject,
             m.data,
@@ -382,7 +385,8 @@ class Appender:
             headers = {MSG_ID: m.msg_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
             if m.subject not in seen:
                 seen.add(m.subject)
-                headers[EXPECTED_SUBJECT_SEQ] = str(expected.get(m.subject, 0))
+                if m.subject in expected:
+                    headers[EXPECTED_SUBJECT_SEQ] = str(expected[m.subject])
             if i == n:
                 if guard is not None:
                     if EXPECTED_SUBJECT_SEQ in headers:
@@ -428,17 +432,30 @@ class Follower:
     ``handler(seq, subject, envelope, error, msg)`` is called for every message in order; a
     message that cannot be decoded comes with ``envelope=None`` and the error, and is skipped.
     ``wait_for(seq)`` resolves once the message with that stream sequence has been handled.
+
+    A follower may read a *share* of the log: ``subjects`` (one or several filter subjects,
+    wildcards allowed). :meth:`set_subjects` changes the share while it runs — new subjects are
+    first read from where the caller says up to the point already reached (so nothing of them
+    is missed), then one consumer goes on with the whole share — and ``position`` is the stream
+    sequence up to which everything of the share has been handled (also when the last
+    messages of the stream are not in it).
     """
 
     def __init__(
-        self, conn: Connection, handler: Handler, start_seq: int = 1, subject: str = ALL_EVENTS
+        self,
+        conn: Connection,
+        handler: Handler,
+        start_seq: int = 1,
+        subject: str | list[str] = ALL_EVENTS,
     ) -> None:
         self.conn = conn
         self.handler = handler
         self.start_seq = max(1, start_seq)
-        self.subject = subject
+        self.subjects = [subject] if isinstance(subject, str) else sorted(set(subject))
         self.applied_seq = start_seq - 1
         self.highest_seen = start_seq - 1
+        #: everything of the share up to here has been handled (>= applied_seq)
+        self.position = start_seq - 1
         #: messages handled since start (what this reader paid for)
         self.handled = 0
         #: messages left for this reader when the last one was delivered (its lag)
@@ -446,21 +463,39 @@ class Follower:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = 0
         self._sub: Any = None
+        self._gen = 0  # messages of an earlier subscription are dropped
         self.failure: BaseException | None = None
 
+    @property
+    def subject(self) -> str:
+        return self.subjects[0] if len(self.subjects) == 1 else ",".join(self.subjects)
+
+    @property
+    def filtered(self) -> bool:
+        return self.subjects != [ALL_EVENTS]
+
     async def start(self) -> None:
-        kwargs: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL}
-        if self.start_seq > 1:
-            kwargs = {
-                "deliver_policy": DeliverPolicy.BY_START_SEQUENCE,
-                "opt_start_seq": self.start_seq,
-            }
+        await self._subscribe(self.applied_seq + 1)
+
+    async def _subscribe(self, start_seq: int) -> None:
         from nats.js.api import ConsumerConfig
+
+        kwargs: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL}
+        if start_seq > 1:
+            kwargs = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start_seq}
+        if len(self.subjects) > 1:
+            kwargs["filter_subjects"] = list(self.subjects)
+        self._gen += 1
+        gen = self._gen
+
+        async def on_msg(msg: Msg) -> None:
+            if gen == self._gen:
+                await self._on_msg(msg)
 
         self._sub = await retrying(
             lambda: self.conn.js.subscribe(
-                self.subject,
-                cb=self._on_msg,
+                self.subjects[0] if len(self.subjects) == 1 else "",
+                cb=on_msg,
                 ordered_consumer=True,
                 stream=self.conn.stream,
                 config=ConsumerConfig(**kwargs),
@@ -473,27 +508,57 @@ class Follower:
             "subscribing to the stream",
         )
 
+    async def _unsubscribe(self) -> None:
+        self._gen += 1
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await asyncio.wait_for(sub.unsubscribe(), CLOSE_TIMEOUT_S)
+            except Exception:  # connection gone, or no answer: the reader is stopped anyway
+                pass
+
+    async def set_subjects(self, subjects: list[str], backfill: dict[str, int]) -> None:
+        """Follow ``subjects`` from now on. Each subject in ``backfill`` is first read from the
+        given sequence up to what this follower has reached (handled in stream order), so a
+        subject added late is complete; subjects dropped are simply no longer read."""
+        subjects = sorted(set(subjects))
+        if subjects == self.subjects and not backfill:
+            return
+        await self._unsubscribe()  # the point reached stays fixed while we fill in
+        upto = self.applied_seq
+        if backfill and upto > 0:
+            for seq, subject, data, msg in await read_subjects(self.conn, backfill, upto):
+                self._handle(seq, subject, data, msg)
+        self.subjects = subjects
+        await self._subscribe(upto + 1)
+
+    def _handle(self, seq: int, subject: str, data: bytes, msg: Any) -> bool:
+        env: Envelope | None = None
+        err: DecodeError | None = None
+        try:
+            env = decode(data)
+        except DecodeError as exc:
+            err = exc
+        try:
+            self.handler(seq, subject, env, err, msg)
+        except Exception as exc:  # a handler bug must not kill the consumer silently
+            log.exception("handler failed at seq %d", seq)
+            self.failure = exc
+            self._fail_waiters(exc)
+            return False
+        self.handled += 1
+        return True
+
     async def _on_msg(self, msg: Msg) -> None:
         meta = msg.metadata
         seq = int(meta.sequence.stream)
         if seq <= self.applied_seq:
             return
-        env: Envelope | None = None
-        err: DecodeError | None = None
-        try:
-            env = decode(msg.data)
-        except DecodeError as exc:
-            err = exc
-        try:
-            self.handler(seq, msg.subject, env, err, msg)
-        except Exception as exc:  # a handler bug must not kill the consumer silently
-            log.exception("handler failed at seq %d", seq)
-            self.failure = exc
-            self._fail_waiters(exc)
+        if not self._handle(seq, msg.subject, msg.data, msg):
             return
         self.applied_seq = seq
+        self.position = max(self.position, seq)
         self.highest_seen = max(self.highest_seen, seq)
-        self.handled += 1
         self.pending = meta.num_pending
         w = self._waiters
         while w and w[0][0] <= seq:
@@ -528,10 +593,40 @@ class Follower:
                 fut.cancel()
 
     async def catch_up(self, timeout: float | None = 60.0) -> int:
-        """Wait until everything in the stream right now has been handled; return that seq."""
+        """Wait until everything in the stream right now has been handled; return that seq.
+
+        A follower of a share is caught up when its consumer has nothing left to deliver and
+        it has handled what was delivered: the last message of the stream may not be its."""
         target = await self.check_regression()
-        await self.wait_for(target, timeout)
+        if not self.filtered:
+            await self.wait_for(target, timeout)
+        else:
+            await self._drained(target, timeout)
+        self.position = max(self.position, target)
         return target
+
+    async def _drained(self, target: int, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        delay = 0.002
+        while self.applied_seq < target:
+            if self.failure is not None:
+                raise self.failure
+            sub = self._sub
+            if sub is not None:
+                try:
+                    info = await sub.consumer_info()
+                    delivered = int(info.delivered.stream_seq or 0)
+                    if info.num_pending == 0 and self.applied_seq >= delivered:
+                        return
+                except Exception as exc:  # recreated under us, reconnecting: ask again
+                    log.debug("consumer info: %s", exc)
+            if deadline is not None and loop.time() > deadline:
+                raise Unavailable(
+                    f"log reader did not reach sequence {target} (at {self.applied_seq})"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     async def check_regression(self) -> int:
         """The stream's last sequence; :class:`LogRegression` if it is below one already seen."""
@@ -559,13 +654,56 @@ class Follower:
                 log.debug("regression check skipped: %s", exc)
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await asyncio.wait_for(self._sub.unsubscribe(), CLOSE_TIMEOUT_S)
-            except Exception:  # connection gone, or no answer: the reader is stopped anyway
-                pass
-            self._sub = None
+        await self._unsubscribe()
         self._fail_waiters(Unavailable("reader stopped"))
+
+
+async def read_subjects(
+    conn: Connection, starts: dict[str, int], upto: int
+) -> list[tuple[int, str, bytes, Any]]:
+    """The messages of each subject from its start sequence through ``upto``, in stream order
+    (a one-off ordered consumer per subject: a share's backfill)."""
+    out: list[tuple[int, str, bytes, Any]] = []
+    for subject, start in sorted(starts.items()):
+        if start > upto:
+            continue
+        from nats.js.api import ConsumerConfig
+
+        sub = await retrying(
+            functools.partial(
+                conn.js.subscribe,
+                subject,
+                ordered_consumer=True,
+                stream=conn.stream,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start)
+                ),
+                pending_msgs_limit=-1,
+                pending_bytes_limit=256 * 1024 * 1024,
+                idle_heartbeat=FOLLOW_HEARTBEAT_S,
+            ),
+            f"reading {subject}",
+        )
+        try:
+            # Messages the server pushed before this question are no longer "pending": the
+            # total is what was delivered plus what is left.
+            info = await sub.consumer_info()
+            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+            left = int(info.num_pending or 0) + int(delivered or 0)
+            while left > 0:
+                msg = await sub.next_msg(timeout=30.0)
+                left -= 1
+                seq = int(msg.metadata.sequence.stream)
+                if seq > upto:
+                    break
+                out.append((seq, msg.subject, msg.data, msg))
+        finally:
+            try:
+                await asyncio.wait_for(sub.unsubscribe(), CLOSE_TIMEOUT_S)
+            except Exception:
+                pass
+    out.sort(key=lambda m: m[0])
+    return out
 
 
 AsyncFn = Callable[[], Awaitable[None]]

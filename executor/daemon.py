@@ -27,18 +27,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from netledger import metrics
 from netledger.events.codec import Actor, Envelope, encode
-from netledger.events.errors import DecodeError, LogRegression, NetledgerError
+from netledger.events.errors import LogRegression, NetledgerError
 from netledger.events.host_events import (
     HostAnnounced,
     HostApplyFailed,
     HostEvent,
     HostReconciled,
 )
-from netledger.events.ids import host_subject
 from netledger.events.liveness import live_bucket, status_key
 from netledger.events.state import State
 from netledger.events.stream import Connection, Follower, retrying
@@ -53,6 +50,7 @@ from .kernel import Kernel, OpResult
 from .model import HostActual, HostDesired, Plan
 from .netlink import CHUNK, check_netns
 from .sightings import SightingReporter, start_reporter, stop_reporter
+from .view import HostView
 
 log = logging.getLogger("netledger.executor")
 MAX_ROUNDS = 3
@@ -94,6 +92,8 @@ class Options:
     #: instance sightings (executor/sightings.py): poll period (None: off) and heartbeat
     sightings_poll: float | None = 5.0
     sightings_heartbeat: float = 60.0
+    #: read only this host's share of the log (executor/share.py); False: the whole stream
+    share: bool = True
 
 
 class Executor:
@@ -101,15 +101,19 @@ class Executor:
         self.conn = conn
         self.cfg = cfg
         self.opts = opts or Options()
-        self.state = State()
-        self.book = HostBook(cfg.host)
-        self.dhcp_book = DhcpBook(cfg.host)
+        #: the fold of this host's share of the log (executor/view.py)
+        self.view = HostView(
+            conn,
+            cfg.host,
+            network_host=cfg.network_host,
+            share=self.opts.share,
+            on_change=self._dirty_set,
+        )
         self.dnsmasq: Dnsmasq | None = None
         if self.opts.dhcp_paths is not None:
             self.dnsmasq = Dnsmasq(self.opts.dhcp_paths, self.opts.netns, self.opts.dhcp_script)
         self.actor = Actor(project=None, role="system", user=f"executor:{cfg.host}")
         self.kernel: Kernel | None = None
-        self.follower: Follower | None = None
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._last_pass_end = 0.0  # loop time
@@ -133,35 +137,37 @@ class Executor:
             self.kernel = Kernel(self.opts.netns, self.opts.chunk_size, self.opts.pause)
         except PermissionError as exc:
             raise NotPermitted(f"cannot open a netlink socket: {exc}") from None
-        self.follower = Follower(self.conn, self._on_message)
-        await self.follower.start()
-        await self.follower.catch_up()
+        await self.view.start()
         await self.announce()
 
+    # The fold lives in the view; these names are what the passes (and sightings) read.
+    @property
+    def state(self) -> State:
+        return self.view.state
+
+    @property
+    def book(self) -> HostBook:
+        return self.view.book
+
+    @property
+    def dhcp_book(self) -> DhcpBook:
+        return self.view.dhcp_book
+
+    @property
+    def follower(self) -> Follower | None:
+        return self.view.follower
+
+    def _dirty_set(self) -> None:
+        self._dirty.set()
+
     async def close(self) -> None:
-        if self.follower is not None:
-            await self.follower.stop()
-            self.follower = None
+        await self.view.close()
         if self.kernel is not None:
             self.kernel.close()
             self.kernel = None
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _on_message(
-        self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg
-    ) -> None:
-        if env is None:
-            log.warning("skipping undecodable message %d on %s: %s", seq, subject, err)
-            return
-        self.state.apply(seq, subject, env)
-        if isinstance(env.event, HostEvent):
-            self.dhcp_book.apply(env)
-            if self.book.apply(env):
-                self._dirty.set()
-        else:
-            self._dirty.set()
 
     # --- announcing -----------------------------------------------------------------------
 
@@ -186,7 +192,7 @@ class Executor:
 
     async def run_once(self) -> PassReport:
         assert self.follower is not None
-        await self.follower.catch_up()
+        await self.view.sync()
         return await self.reconcile("start")
 
     async def _watch_log(self) -> None:
@@ -256,7 +262,13 @@ class Executor:
             ranges = [str(p.ipnet) for p in self.state.pools.values()]
             addr = await asyncio.to_thread(self.kernel.host_address, cfg.public_interface, ranges)
             cfg = dataclasses.replace(cfg, snat_address=addr)
-        applied_seq = self.follower.applied_seq
+        if reason == "periodic":
+            # Nothing of the share may have arrived for a while: confirm how far it reaches.
+            try:
+                await self.follower.catch_up(timeout=5.0)
+            except Exception as exc:  # NATS away: the pass works on what was folded
+                log.debug("catch-up before a periodic pass: %s", exc)
+        applied_seq = self.follower.position
         desired = build(self.state, self.book, cfg)
         results, conflicts, final = await asyncio.to_thread(self._converge, desired)
         dhcp_done = await asyncio.to_thread(self._dhcp, desired, final)
@@ -382,6 +394,7 @@ class Executor:
                 "conflicts": len(report.conflicts),
                 "events_read": self.follower.handled if self.follower is not None else None,
                 "heartbeat": self.opts.heartbeat,
+                "share": self.follower.subjects if self.follower is not None else None,
             }
             await self._kv.put(status_key(self.cfg.host), json.dumps(status).encode())
             self._status_at = time.monotonic()
@@ -391,7 +404,6 @@ class Executor:
     async def _publish(self, events: list[HostEvent]) -> int:
         """Append host events (plain publishes: only this executor writes this subject); return
         the stream sequence of the last one."""
-        subject = host_subject(self.cfg.host)
         pass_id = uuid.uuid4().hex
         last = 0
         for i, ev in enumerate(events):
@@ -406,7 +418,7 @@ class Executor:
             # Retried through a failover with the same msg id: never stored twice.
             publish = functools.partial(
                 self.conn.js.publish,
-                subject,
+                ev.subject(),  # the host's subject; announcements their own
                 data,
                 stream=self.conn.stream,
                 headers={"Nats-Msg-Id": env.event_id},

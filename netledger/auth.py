@@ -58,6 +58,7 @@ from netledger.events.ids import (
     HOST_COMMANDS,
     PROJECT_COMMANDS,
     STREAM,
+    announce_subject,
     check_id,
     host_commands,
     host_subject,
@@ -156,8 +157,8 @@ def service_permissions(stream: str = STREAM) -> Permissions:
             f"$JS.API.STREAM.PURGE.{SNAPSHOT_STREAM}",
             f"$O.{SNAPSHOT_BUCKET}.>",
         ),
-        # Deny wins over allow: host subjects belong to the executors alone.
-        publish_deny=(host_subject(">"),),
+        # Deny wins over allow: host subjects and announcements belong to the executors alone.
+        publish_deny=(host_subject(">"), announce_subject(">")),
         subscribe_allow=(
             INBOX,
             f"{COMMAND_PREFIX}.> {COMMAND_QUEUE}",
@@ -174,6 +175,7 @@ def executor_permissions(host: str, stream: str = STREAM) -> Permissions:
         publish_allow=(
             *read_api(stream),
             host_subject(check_id(host, "host")),
+            announce_subject(host),
             # its dnsmasq's lease script: leases and releases on the host's own subject
             *host_commands(host),
             # its liveness: its own keys of the liveness bucket, nobody else's

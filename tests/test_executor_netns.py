@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from nats.js.api import ConsumerConfig
 
 from netledger.events.client import Client
 from netledger.events.codec import decode
@@ -32,9 +33,15 @@ def world() -> Iterator[Lab]:
 
 
 async def host_events(conn: Connection, host: str) -> list[Any]:
-    """Every event on netledger.evt.host.<host>, in order."""
+    """Every event the host's executor wrote (netledger.evt.host.<host> and its announcements
+    on netledger.evt.announce.<host>), in order."""
     sub = await conn.js.subscribe(
-        f"netledger.evt.host.{host}", ordered_consumer=True, stream=conn.stream
+        "",
+        ordered_consumer=True,
+        stream=conn.stream,
+        config=ConsumerConfig(
+            filter_subjects=[f"netledger.evt.host.{host}", f"netledger.evt.announce.{host}"]
+        ),
     )
     out = []
     try:

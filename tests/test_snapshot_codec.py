@@ -20,6 +20,7 @@ from netledger.events.commands import parse_command
 from netledger.events.decide import decide
 from netledger.events.errors import NetledgerError
 from netledger.events.host_events import HostAnnounced, HostInstancesSeen
+from netledger.events.placement import joins
 from netledger.events.snapshot import (
     SnapshotInvalid,
     digest,
@@ -29,7 +30,7 @@ from netledger.events.snapshot import (
     state_from_wire,
     state_to_wire,
 )
-from netledger.events.state import State
+from netledger.events.state import FOLD_VERSION, State
 from tests.test_projector_props import command
 
 STREAM, CREATED = "NETLEDGER", "2026-12-04T00:00:00+00:00"
@@ -77,7 +78,9 @@ def _log(data: st.DataObject, steps: int) -> list[tuple[int, str, Envelope]]:
             decision = decide(state, req)
         except NetledgerError:
             continue
-        for j, ev in enumerate(decision.events):
+        # ...with the joins the service adds to the same batch (events/placement.py)
+        events = [*decision.events, *joins(state, decision.events, set())]
+        for j, ev in enumerate(events):
             append(ev, f"c{i}", j)
     return log
 
@@ -113,7 +116,7 @@ def test_snapshot_plus_tail_equals_the_whole_fold(data: st.DataObject) -> None:
 def _body(**over: object) -> bytes:
     w = {
         "format": 1,
-        "fold": 1,
+        "fold": FOLD_VERSION,
         "stream": STREAM,
         "created": CREATED,
         "seq": 0,
@@ -131,7 +134,7 @@ def _body(**over: object) -> bytes:
         (_body()[:-5], None, "content hash"),
         (b"\xc1garbage", "", "not msgpack"),
         (_body(format=99), "", "format 99"),
-        (_body(fold=0), "", "fold version 0"),
+        (_body(fold=1), "", "fold version 1"),
         (_body(stream="OTHER"), "", "taken of stream OTHER"),
         (_body(created="2020-01-01T00:00:00+00:00"), "", "taken of stream"),
         (_body(seq=10), "", "beyond the stream's last sequence 5"),

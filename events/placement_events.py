@@ -1,0 +1,36 @@
+"""``NetworkHostJoined``: a host got its first instance in a network.
+
+An executor reads only its share of the log (executor/share.py): the networks it has instances
+in or serves. Which networks those are is written in the network's own subject (the
+allocations), which the executor does not read until it knows — so the command service also
+records the moment a host *joins* a network, on the host's placement subject
+``netledger.evt.placement.<host>``, in the same atomic batch as the allocation that made it join.
+The executor follows its placement subject and starts reading the network from there.
+
+Kept apart from :mod:`netledger.events.placement` (the rule deciding when to write one) because
+every reader must decode it (codec registration), like the other event modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .ids import placement_subject
+from .types import Event, event_type
+
+
+@event_type
+@dataclass(frozen=True)
+class NetworkHostJoined(Event):
+    """``host`` holds an allocated address of ``network_id`` again (none before this batch);
+    ``reason``: ``allocated`` (by the allocation in the same batch) or ``backfill`` (written for
+    a stream from before placements were recorded)."""
+
+    TYPE: ClassVar[str] = "NetworkHostJoined"
+    network_id: str
+    host: str
+    reason: str = "allocated"
+
+    def subject(self) -> str:
+        return placement_subject(self.host)

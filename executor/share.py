@@ -1,0 +1,78 @@
+"""What of the log can change this host: its *share*. Pure (the follower does the reading).
+
+An executor does not follow the whole stream (that is every other host's reports and every
+network's allocations: the cloud's read work would grow with hosts²). It follows, like OVN's
+ovn-controller monitoring only the datapaths local to its chassis:
+
+* the registry (networks and pools: which networks exist, who serves them),
+* every host's announcement (``netledger.evt.announce.>``: VTEPs, network hosts),
+* its own host subject (what it did) and its placement subject (``NetworkHostJoined``: the
+  service records there when this host gets its first instance in a network),
+* the floating-IP pools (NAT of the floating IPs of the networks it serves),
+* the subjects of the networks it needs: where it holds an allocated address, where it is the
+  ``network_host``, and — a host run with ``--network-host`` — every network (it serves those
+  that name no host).
+
+The network set is recomputed from the fold after every change (:func:`networks_needed`). A
+network that becomes needed is read from where the fold left it (its subject's last folded
+sequence) up to the point reached, then followed with the rest; a network no longer needed is
+dropped (its folded state stays; a later join reads it on from there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from dataclasses import dataclass
+
+from netledger.events.ids import (
+    ANNOUNCEMENTS,
+    EVENT_PREFIX,
+    REGISTRY_SUBJECT,
+    host_subject,
+    network_subject,
+    placement_subject,
+)
+from netledger.events.state import State
+
+ALL_NETWORKS = f"{EVENT_PREFIX}.network.>"
+POOLS = f"{EVENT_PREFIX}.pool.>"
+
+
+@dataclass(frozen=True)
+class Share:
+    host: str
+    #: run with --network-host: serves the networks that name no host, so reads them all
+    network_host: bool = False
+
+    def base(self) -> list[str]:
+        return [
+            REGISTRY_SUBJECT,
+            ANNOUNCEMENTS,
+            host_subject(self.host),
+            placement_subject(self.host),
+            POOLS,
+        ]
+
+    def networks_needed(self, state: State, joining: Set[str] = frozenset()) -> set[str]:
+        """The networks whose events can change this host's desired state now, plus those it
+        has just *joined* (``joining``: a ``NetworkHostJoined`` for it was folded, the network's
+        subject not yet read past it)."""
+        if self.network_host:
+            return set()  # all of them: ALL_NETWORKS is in subjects()
+        out = {nid for nid in joining if nid in state.networks}
+        for n in state.live_networks():
+            if n.host_allocated.get(self.host) or n.net.network_host == self.host:
+                out.add(n.network_id)
+        return out
+
+    def subjects(self, networks: set[str]) -> list[str]:
+        if self.network_host:
+            return sorted([*self.base(), ALL_NETWORKS])
+        return sorted([*self.base(), *(network_subject(n) for n in networks)])
+
+
+def additions(state: State, before: set[str], after: set[str]) -> dict[str, int]:
+    """Network subjects to read from where the fold left them: subject -> first sequence."""
+    return {
+        network_subject(n): state.seq_of(network_subject(n)) + 1 for n in sorted(after - before)
+    }

@@ -1,0 +1,151 @@
+"""One host's view of the log: the fold of its share, kept current. No kernel, no passes.
+
+:class:`HostView` owns the follower of the host's share (executor/share.py), the domain fold
+(``State``), the record of host events (``HostBook``, ``DhcpBook``) and the bookkeeping that
+grows and shrinks the share as the fold changes: a ``NetworkHostJoined`` for this host, an
+allocation or deallocation of its own, a network naming it as its host. The executor daemon
+builds its desired state from ``view.state``; tests compare a share-reading view with a
+whole-stream one (tests/test_executor_share.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from nats.aio.msg import Msg
+
+from netledger.events.codec import Envelope
+from netledger.events.errors import DecodeError
+from netledger.events.host_events import HostEvent
+from netledger.events.ids import ALL_EVENTS
+from netledger.events.placement_events import NetworkHostJoined
+from netledger.events.state import State
+from netledger.events.stream import Connection, Follower
+
+from .dhcp import DhcpBook
+from .hosts import HostBook
+from .share import Share, additions
+
+log = logging.getLogger("netledger.executor.view")
+
+
+class HostView:
+    def __init__(
+        self,
+        conn: Connection,
+        host: str,
+        *,
+        network_host: bool = False,
+        share: bool = True,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.host = host
+        self.use_share = share
+        self.share = Share(host, network_host)
+        self.state = State()
+        self.book = HostBook(host)
+        self.dhcp_book = DhcpBook(host)
+        #: called when something folded may change this host's desired state
+        self.on_change = on_change or (lambda: None)
+        self.follower: Follower | None = None
+        #: networks whose subjects are read now, and networks just joined (read next)
+        self.networks: set[str] = set()
+        self._joining: set[str] = set()
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        subjects = self.share.subjects(set()) if self.use_share else ALL_EVENTS
+        self.follower = Follower(self.conn, self._on_message, subject=subjects)
+        await self.follower.start()
+        await self.sync()
+        if self.use_share:
+            self._task = asyncio.create_task(self._follow_share(), name="netledger-share")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self.follower is not None:
+            await self.follower.stop()
+            self.follower = None
+
+    async def sync(self) -> int:
+        """Catch up with the log — the share growing as it is read — and return the stream
+        sequence everything of the share has been handled up to."""
+        assert self.follower is not None
+        while True:
+            target = await self.follower.catch_up()
+            if not await self.update_share() and not self._joining:
+                return target
+
+    async def update_share(self) -> bool:
+        """Follow the networks the fold now says this host needs; True when that changed."""
+        if not self.use_share or self.follower is None:
+            return False
+        async with self._lock:  # the background task and sync() must not interleave
+            return await self._update_share(self.follower)
+
+    async def _update_share(self, follower: Follower) -> bool:
+        self._changed.clear()
+        needed = self.share.networks_needed(self.state, self._joining)
+        if needed == self.networks:
+            self._joining.clear()  # every joined network is read already
+            return False
+        before = self.networks
+        backfill = additions(self.state, before, needed)
+        await follower.set_subjects(self.share.subjects(needed), backfill)
+        self.networks = needed
+        # Joins folded while resubscribing (after `needed` was computed) stay for the next
+        # round: only the networks just read up to the point reached are done.
+        self._joining = {n for n in self._joining - needed if n in self.state.networks}
+        log.info(
+            "share of %s: %d network(s) (+%d -%d)",
+            self.host,
+            len(needed),
+            len(needed - before),
+            len(before - needed),
+        )
+        self.on_change()
+        return True
+
+    async def _follow_share(self) -> None:
+        while True:
+            await self._changed.wait()
+            try:
+                await self.update_share()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next change tries again; the sweep reads the kernel anyway
+                log.exception("updating the share of the log this host reads failed")
+                await asyncio.sleep(1.0)
+
+    def _on_message(
+        self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg
+    ) -> None:
+        if env is None:
+            log.warning("skipping undecodable message %d on %s: %s", seq, subject, err)
+            return
+        self.state.apply(seq, subject, env)
+        ev = env.event
+        if isinstance(ev, HostEvent):
+            self.dhcp_book.apply(env)
+            if self.book.apply(env):
+                self.on_change()
+            return
+        self.on_change()
+        if not self.use_share or self.share.network_host:
+            return
+        if isinstance(ev, NetworkHostJoined):
+            if ev.host == self.host and ev.network_id not in self.networks:
+                self._joining.add(ev.network_id)
+                self._changed.set()
+        else:
+            # An allocation or deallocation of ours, a network naming us as its host, a
+            # deletion: the share may change (recomputed once the burst is folded).
+            self._changed.set()
