@@ -19,6 +19,7 @@ from typing import Any
 from .errors import ConflictError
 from .host_events import HostEvent
 from .ids import EVENT_PREFIX
+from .placement_events import NetworkHostJoined
 from .revert_events import ChangeReverted
 from .state import FixedIp, FloatingIp, NetworkState, PoolState, State
 from .types import (
@@ -47,6 +48,8 @@ SKIPPED_TYPES: tuple[type[Event], ...] = (
     FixedIpFreed,
     ChangeReverted,
     HostEvent,
+    # where a host has instances, for its executor's reading: the revert's own events move it
+    NetworkHostJoined,
 )
 
 

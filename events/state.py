@@ -8,6 +8,8 @@ use: each pool of addresses keeps a high-water mark plus a sorted list of freed 
 
 from __future__ import annotations
 
+import functools
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,13 +172,27 @@ class NetworkState:
         return self.net.network_id
 
     def offset(self, address: str) -> int:
-        return int(netaddr.IPAddress(address)) - int(self.ipnet.network)
+        return ip_int(address) - self.base
+
+    @functools.cached_property
+    def base(self) -> int:
+        return int(self.ipnet.network)
 
     def address(self, offset: int) -> str:
         return str(netaddr.IPAddress(int(self.ipnet.network) + offset, self.ipnet.version))
 
     def in_use(self) -> int:
         return len(self.fixed)
+
+
+def ip_int(address: str) -> int:
+    """An address as an integer. The fold does this for every event: a dotted quad goes through
+    the C parser (strict: four decimal parts), which is ~20x faster than building a netaddr
+    object; anything else (IPv6) through netaddr."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+    except OSError:
+        return int(netaddr.IPAddress(address))
 
 
 def reserved_offsets(
@@ -215,7 +231,7 @@ class PoolState:
         return self.created.pool
 
     def offset(self, address: str) -> int:
-        return int(netaddr.IPAddress(address)) - int(self.ipnet.network)
+        return ip_int(address) - int(self.ipnet.network)
 
     def address(self, offset: int) -> str:
         return str(netaddr.IPAddress(int(self.ipnet.network) + offset, self.ipnet.version))

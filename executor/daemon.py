@@ -384,7 +384,10 @@ class Executor:
                 "time": time.time(),
                 "started": self.started_at,
                 "reason": reason,
-                "applied_seq": report.applied_seq,
+                # everything of its share up to here is applied (its own reports included)
+                "applied_seq": (
+                    self.follower.position if self.follower is not None else report.applied_seq
+                ),
                 "pending": self.follower.pending if self.follower is not None else None,
                 "passes": self.passes,
                 "changes": report.changes,

@@ -364,12 +364,37 @@ async def host_status(
     return out
 
 
+async def share_lag(conn: Connection, subjects: list[str], after_seq: int) -> int | None:
+    """Messages of a reader's share stored after ``after_seq``: what it has not applied yet.
+    (An ephemeral consumer asked once; the server removes it when it goes idle.)"""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    try:
+        info = await conn.js.add_consumer(
+            conn.stream,
+            ConsumerConfig(
+                filter_subjects=list(subjects),
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=after_seq + 1,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=5.0,
+                mem_storage=True,
+                num_replicas=1,
+            ),
+        )
+    except Exception:
+        return None
+    return int(info.num_pending or 0)
+
+
 def _live_status(
-    out: dict[str, Any], st: dict[str, Any], stream_last: int, max_lag: int
+    out: dict[str, Any], st: dict[str, Any], stream_last: int, max_lag: int, lag: int | None
 ) -> dict[str, Any]:
-    """Merge a host's liveness entry (``host.<h>.status``) into its status row."""
+    """Merge a host's liveness entry (``host.<h>.status``) into its status row. ``lag``: the
+    events of its share after what it applied (None: it reads the whole stream, or unknown)."""
     applied = st.get("applied_seq")
-    lag = max(0, stream_last - applied) if isinstance(applied, int) else None
+    if lag is None and isinstance(applied, int) and not st.get("share"):
+        lag = max(0, stream_last - applied)
     age = max(0.0, time.time() - float(st.get("time") or 0))
     heartbeat = float(st.get("heartbeat") or 60.0)
     out.update(
@@ -405,17 +430,25 @@ async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list
     except Exception:  # no liveness bucket readable: the log's HostReconciled only
         live = {}
     hosts = sorted({s[len(prefix) :] for s in subjects} | set(live))
-    out = []
-    for h in hosts:
-        subject = f"{prefix}{h}"
-        n = int(subjects.get(subject, 0))
-        row = await host_status(
-            conn, h, subject, n, stream_last, max_lag, find_reconciled=h not in live
-        )
-        if h in live:
-            row = _live_status(row, live[h], stream_last, max_lag)
-        out.append(row)
-    return out
+    limit = asyncio.Semaphore(32)
+
+    async def one(h: str) -> dict[str, Any]:
+        async with limit:
+            subject = f"{prefix}{h}"
+            n = int(subjects.get(subject, 0))
+            row = await host_status(
+                conn, h, subject, n, stream_last, max_lag, find_reconciled=h not in live
+            )
+            st = live.get(h)
+            if st is None:
+                return row
+            lag = None
+            share, applied = st.get("share"), st.get("applied_seq")
+            if share and isinstance(applied, int):
+                lag = await share_lag(conn, share, applied)
+            return _live_status(row, st, stream_last, max_lag, lag)
+
+    return list(await asyncio.gather(*(one(h) for h in hosts)))
 
 
 def _services(

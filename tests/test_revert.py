@@ -57,7 +57,10 @@ async def test_revert_an_allocation(conn: Connection, service: CommandService) -
     assert [e.type for _, _, e in tail] == ["FixedIpDeallocated", "ChangeReverted"]
     assert {e.command_id for _, _, e in tail} == {"revert-alloc-1"}
     marker = tail[-1][2].event
-    assert marker.reverted_command_id == "alloc-1" and marker.reverted_seqs == [before]
+    # The allocation (before - 1) is undone; the placement written with it (before: h1's
+    # first instance in the network) is a fact a revert leaves, like a DHCP lease.
+    assert marker.reverted_command_id == "alloc-1" and marker.reverted_seqs == [before - 1]
+    assert marker.skipped_seqs == [before]
     # The address is free again: the next allocation gets it.
     b = await c.allocate_fixed_ip("i-2", network_id=nid)
     assert b["address"] == a["address"]
