@@ -1,4 +1,5 @@
-"""When the command service writes ``NetworkHostJoined`` (events/placement_events.py). Pure.
+"""The events the service adds to a decision for the executors' reading (events/placement_events.py).
+Pure.
 
 A host *joins* a network when an allocation gives it an allocated address there while it held
 none (``NetworkState.host_allocated``): the join goes into the same atomic batch as the
@@ -6,8 +7,12 @@ allocation, after it, so an executor that learns of the join can read the alloca
 network's subject. A host that later holds no address there stops reading the network; its next
 allocation there is a join again.
 
-``backfill`` covers streams written before joins existed: every (host, network) with allocated
-addresses and no join in the log gets one (the service appends them at start).
+A floating IP associated (disassociated) on its pool's subject is also mapped (unmapped) on the
+network's subject, in the same batch: the NAT of a network is read from the network.
+
+``backfill`` covers streams written before these existed: every (host, network) with allocated
+addresses and no join in the log, every association without its mapping, gets one (the service
+appends them at start).
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .ids import PLACEMENT_PREFIX
-from .placement_events import NetworkHostJoined
+from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
 from .state import State
-from .types import Event, FixedIpAllocated
+from .types import Event, FixedIpAllocated, FloatingIpAssociated, FloatingIpDisassociated
 
 
 def joins(state: State, events: Iterable[Event], already: set[tuple[str, str]]) -> list[Event]:
@@ -38,14 +43,40 @@ def joins(state: State, events: Iterable[Event], already: set[tuple[str, str]]) 
     return out
 
 
-def backfill(state: State) -> list[NetworkHostJoined]:
-    """Joins missing from the log for the addresses allocated now (sorted, deterministic)."""
-    out = []
+def mappings(events: Iterable[Event]) -> list[Event]:
+    """The network-side twin of every floating association change in ``events``."""
+    out: list[Event] = []
+    for ev in events:
+        if isinstance(ev, FloatingIpAssociated):
+            out.append(FloatingIpMapped(ev.network_id, ev.address, ev.fixed_address, ev.pool))
+        elif isinstance(ev, FloatingIpDisassociated):
+            out.append(FloatingIpUnmapped(ev.network_id, ev.address, ev.fixed_address, ev.pool))
+    return out
+
+
+def companions(state: State, events: list[Event], joined: set[tuple[str, str]]) -> list[Event]:
+    """Everything the service appends with ``events`` (one decision) for the executors."""
+    return [*mappings(events), *joins(state, events, joined)]
+
+
+def backfill(state: State) -> list[Event]:
+    """Joins and mappings missing from the log for what is allocated and associated now
+    (sorted, deterministic: replicas starting together write the same message ids)."""
+    out: list[Event] = []
     for n in state.live_networks():
         for host in sorted(n.host_allocated):
             if (host, n.network_id) not in state.joined:
                 out.append(NetworkHostJoined(network_id=n.network_id, host=host, reason="backfill"))
-    return sorted(out, key=lambda j: (j.host, j.network_id))
+    for p in sorted(state.pools.values(), key=lambda p: p.name):
+        for f in sorted(p.floating.values(), key=lambda f: f.address):
+            if f.network_id is None or f.fixed_address is None:
+                continue
+            net = state.networks.get(f.network_id)
+            if net is not None and net.floating.get(f.address) != (f.fixed_address, p.name):
+                out.append(
+                    FloatingIpMapped(f.network_id, f.address, f.fixed_address, p.name, "backfill")
+                )
+    return out
 
 
 def unchecked(subject: str) -> bool:

@@ -1,4 +1,6 @@
-"""``NetworkHostJoined``: a host got its first instance in a network.
+"""What the service records so that each executor can read only its share of the log.
+
+``NetworkHostJoined``: a host got its first instance in a network.
 
 An executor reads only its share of the log (executor/share.py): the networks it has instances
 in or serves. Which networks those are is written in the network's own subject (the
@@ -7,8 +9,14 @@ records the moment a host *joins* a network, on the host's placement subject
 ``netledger.evt.placement.<host>``, in the same atomic batch as the allocation that made it join.
 The executor follows its placement subject and starts reading the network from there.
 
-Kept apart from :mod:`netledger.events.placement` (the rule deciding when to write one) because
-every reader must decode it (codec registration), like the other event modules.
+``FloatingIpMapped`` / ``FloatingIpUnmapped``: a floating IP now points at (no longer points at)
+a fixed address of the network — written on the *network's* subject in the same atomic batch as
+``FloatingIpAssociated`` / ``FloatingIpDisassociated`` on the pool's. The host that NATs a
+network's floating IPs reads that network, not every pool's history; and the network's OCC
+check on the batch means an association can never land on an address deallocated meanwhile.
+
+Kept apart from :mod:`netledger.events.placement` (the rules deciding when to write them) because
+every reader must decode them (codec registration), like the other event modules.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .ids import placement_subject
-from .types import Event, event_type
+from .types import Event, NetworkEvent, event_type
 
 
 @event_type
@@ -34,3 +42,26 @@ class NetworkHostJoined(Event):
 
     def subject(self) -> str:
         return placement_subject(self.host)
+
+
+@event_type
+@dataclass(frozen=True)
+class FloatingIpMapped(NetworkEvent):
+    """Floating IP ``floating`` (of ``pool``) NATs to ``fixed`` in this network."""
+
+    TYPE: ClassVar[str] = "FloatingIpMapped"
+    floating: str
+    fixed: str
+    pool: str
+    reason: str = "associated"
+
+
+@event_type
+@dataclass(frozen=True)
+class FloatingIpUnmapped(NetworkEvent):
+    """Floating IP ``floating`` no longer NATs to ``fixed`` in this network."""
+
+    TYPE: ClassVar[str] = "FloatingIpUnmapped"
+    floating: str
+    fixed: str
+    pool: str

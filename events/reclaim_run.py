@@ -21,6 +21,7 @@ from .codec import SYSTEM, Envelope
 from .commands import Request
 from .decide import decide
 from .ids import host_subject
+from .placement import mappings
 from .reclaim import FixedIpReclaim, FixedIpReclaimSweep, candidates
 from .stream import (
     MaybeApplied,
@@ -55,11 +56,13 @@ async def reclaim_one(
         if not d.events:
             return d.result
         now = time.time()
+        # The network-side unmapping of each floating IP let go, before the seal (last).
+        events = [*d.events[:-1], *mappings(d.events), d.events[-1]]
         envelopes = [
             Envelope(ev, f"{command_id}:{i}", command_id, now, SYSTEM)
-            for i, ev in enumerate(d.events)
+            for i, ev in enumerate(events)
         ]
-        expected = {s: svc.state.seq_of(s) for s in {ev.subject() for ev in d.events}}
+        expected = {s: svc.state.seq_of(s) for s in {ev.subject() for ev in events}}
         guard = (host_subject(host), int(d.result["host_seq"]))
         try:
             seq = await svc.appender.append(build_messages(envelopes), expected, guard)

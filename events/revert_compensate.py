@@ -19,7 +19,7 @@ from typing import Any
 from .errors import ConflictError
 from .host_events import HostEvent
 from .ids import EVENT_PREFIX
-from .placement_events import NetworkHostJoined
+from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
 from .revert_events import ChangeReverted
 from .state import FixedIp, FloatingIp, NetworkState, PoolState, State
 from .types import (
@@ -48,8 +48,11 @@ SKIPPED_TYPES: tuple[type[Event], ...] = (
     FixedIpFreed,
     ChangeReverted,
     HostEvent,
-    # where a host has instances, for its executor's reading: the revert's own events move it
+    # written for the executors' reading with the events they follow: the revert's own
+    # compensations bring their own (events/placement.py)
     NetworkHostJoined,
+    FloatingIpMapped,
+    FloatingIpUnmapped,
 )
 
 

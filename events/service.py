@@ -55,7 +55,8 @@ from .ids import (
     parse_command_subject,
 )
 from .liveness import HeartbeatBook
-from .placement import backfill, joins, unchecked
+from .placement import backfill, companions, unchecked
+from .placement_events import FloatingIpMapped, NetworkHostJoined
 from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
 from .reclaim import FixedIpReclaimSweep, Heartbeats
 from .reclaim_run import reclaim_forever, sweep
@@ -296,16 +297,18 @@ class CommandService:
         missing = backfill(self.state)
         if not missing:
             return
-        log.info("recording %d network placements missing from the log", len(missing))
+        log.info("recording %d placements / floating mappings missing from the log", len(missing))
         now = time.time()
         for i in range(0, len(missing), 500):
             chunk = missing[i : i + 500]
-            envs = [
-                Envelope(j, f"join-backfill:{j.host}:{j.network_id}", "join-backfill", now, SYSTEM)
-                for j in chunk
-            ]
+            envs = [Envelope(ev, _backfill_id(ev), "backfill", now, SYSTEM) for ev in chunk]
+            expected = {
+                s: self.state.seq_of(s) for s in {e.subject() for e in chunk} if not unchecked(s)
+            }
             try:
-                seq = await self.appender.append(build_messages(envs), {})
+                seq = await self.appender.append(build_messages(envs), expected)
+            except WrongLastSequence:
+                seq = 0  # the log moved under us: the next start backfills what is missing
             except MaybeApplied:
                 seq = 0  # a replica starting with us wrote the same ids: nothing twice
             if seq:
@@ -546,9 +549,10 @@ class CommandService:
                 except NetledgerError as err:
                     job.fut.set_exception(err)
                     continue
-                # A host's first instance in a network is recorded for its executor, in the
-                # same atomic batch (events/placement.py).
-                extra = joins(self.state, d.events, joined)
+                # What executors read instead of the whole log (a host's first instance in a
+                # network, a floating IP's mapping on its network), in the same atomic batch
+                # (events/placement.py).
+                extra = companions(self.state, d.events, joined)
                 if extra:
                     d = Decision([*d.events, *extra], d.result)
                 pending.note(d.events)
@@ -636,6 +640,14 @@ class CommandService:
             for job, d in landed:
                 if not job.fut.done():
                     job.fut.set_result(d.result)
+
+
+def _backfill_id(ev: Event) -> str:
+    """The same id from every replica: a backfill written twice is stored once."""
+    if isinstance(ev, NetworkHostJoined):
+        return f"join-backfill:{ev.host}:{ev.network_id}"
+    assert isinstance(ev, FloatingIpMapped)
+    return f"map-backfill:{ev.network_id}:{ev.floating}:{ev.fixed}"
 
 
 def result_from_events(state: State, req: Request, events: list[Event]) -> dict[str, Any]:

@@ -102,11 +102,12 @@ def _network_to(n: NetworkState) -> list[Any]:
         [_fixed_to(ip) for ip in n.fixed.values()],
         n.by_instance,
         n.macs,
+        [[f, fixed, pool] for f, (fixed, pool) in n.floating.items()],
     ]
 
 
 def _network_from(w: list[Any]) -> NetworkState:
-    data, pool, seq, deleted, project, fixed, by_instance, macs = w
+    data, pool, seq, deleted, project, fixed, by_instance, macs, floating = w
     net = NetworkCreated.from_data(data)
     assert isinstance(net, NetworkCreated)
     n = NetworkState(
@@ -119,6 +120,7 @@ def _network_from(w: list[Any]) -> NetworkState:
         fixed={f[0]: FixedIp(*f) for f in fixed},
         by_instance=by_instance,
         macs=macs,
+        floating={f: (fixed, pool) for f, fixed, pool in floating},
     )
     for ip in n.fixed.values():  # derived: not stored
         if ip.allocated:

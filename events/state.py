@@ -20,7 +20,7 @@ from sortedcontainers import SortedList
 from .codec import Envelope
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
 from .ids import REGISTRY_SUBJECT
-from .placement_events import NetworkHostJoined
+from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
 from .reclaim_events import (
     FixedIpReclaimed,
     FixedIpReclaimSealed,
@@ -46,7 +46,7 @@ from .types import (
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 2
+FOLD_VERSION = 3
 
 
 class OffsetPool:
@@ -151,6 +151,8 @@ class NetworkState:
     #: host -> how many allocated addresses it holds here (derived from ``fixed``, kept so
     #: that "does this host have an instance here" costs O(1), not a scan of the network)
     host_allocated: dict[str, int] = field(default_factory=dict)
+    #: floating IP -> (the fixed address it NATs to, its pool), from FloatingIpMapped
+    floating: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def count_host(self, ip: FixedIp, delta: int) -> None:
         if ip.host is None:
@@ -413,6 +415,16 @@ class State:
         if n is not None and ev.address in n.fixed:
             n.fixed[ev.address].allocated_seq = seq
 
+    def _floating_mapped(self, ev: FloatingIpMapped, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is not None:
+            n.floating[ev.floating] = (ev.fixed, ev.pool)
+
+    def _floating_unmapped(self, ev: FloatingIpUnmapped, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        if n is not None and n.floating.get(ev.floating, ("",))[0] == ev.fixed:
+            del n.floating[ev.floating]
+
     def _host_joined(self, ev: NetworkHostJoined, seq: int) -> None:
         self.joined.add((ev.host, ev.network_id))
 
@@ -523,6 +535,8 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     HostInstancesSeen: State._instances_seen,
     HostAnnounced: State._host_announced,
     NetworkHostJoined: State._host_joined,
+    FloatingIpMapped: State._floating_mapped,
+    FloatingIpUnmapped: State._floating_unmapped,
     FloatingIpAllocated: State._floating_allocated,
     FloatingIpAssociated: State._floating_associated,
     FloatingIpDisassociated: State._floating_disassociated,

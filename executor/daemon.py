@@ -185,8 +185,11 @@ class Executor:
             public_interface=cfg.public_interface,
             network_host=cfg.network_host,
         )
-        if self.book.announced.get(cfg.host) != ev:
+        # Also when the log has it only on the host's own subject (a stream from before
+        # announcements had theirs): the other hosts read announcements, not host subjects.
+        if self.book.announced.get(cfg.host) != ev or self.view.legacy_announcement:
             await self._publish([ev])
+            self.view.legacy_announcement = False
 
     # --- passes ----------------------------------------------------------------------------
 

@@ -253,24 +253,23 @@ def _id_key(network_id: str) -> tuple[int, str]:
 def _floating(
     state: State, served: set[str], cfg: HostConfig, addresses: dict[tuple[str, str], AddrSpec]
 ) -> tuple[tuple[str, str], ...]:
+    """The floating IPs NATed here: the mappings of the networks this host serves (read from the
+    networks' own subjects: FloatingIpMapped, events/placement_events.py)."""
     pairs: list[tuple[str, str]] = []
-    for p in state.pools.values():
-        iface = p.created.public_interface or cfg.public_interface
-        for f in p.floating.values():
-            if f.network_id is None or f.fixed_address is None or f.network_id not in served:
-                continue
-            n = state.networks.get(f.network_id)
-            fixed = n.fixed.get(f.fixed_address) if n is not None else None
+    for nid in sorted(served):
+        n = state.networks[nid]
+        for floating, (fixed_address, pool) in n.floating.items():
+            fixed = n.fixed.get(fixed_address)
             if fixed is None or not fixed.allocated:
                 continue
-            if n is not None and n.net.multi_host and fixed.host != cfg.host:
+            if n.net.multi_host and fixed.host != cfg.host:
                 continue  # multi-host: the instance's own host NATs its floating IPs
-            pairs.append((f.address, f.fixed_address))
+            pairs.append((floating, fixed_address))
+            p = state.pools.get(pool)
+            iface = (p.created.public_interface if p is not None else None) or cfg.public_interface
             if iface:
-                addr = f"{f.address}/32"
-                addresses[(iface, addr)] = AddrSpec(
-                    interface=iface, address=addr, network_id=f.network_id
-                )
+                addr = f"{floating}/32"
+                addresses[(iface, addr)] = AddrSpec(interface=iface, address=addr, network_id=nid)
     return tuple(sorted(pairs, key=lambda fx: _ip_key(fx[0])))
 
 

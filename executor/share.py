@@ -8,10 +8,10 @@ ovn-controller monitoring only the datapaths local to its chassis:
 * every host's announcement (``netledger.evt.announce.>``: VTEPs, network hosts),
 * its own host subject (what it did) and its placement subject (``NetworkHostJoined``: the
   service records there when this host gets its first instance in a network),
-* the floating-IP pools (NAT of the floating IPs of the networks it serves),
 * the subjects of the networks it needs: where it holds an allocated address, where it is the
   ``network_host``, and — a host run with ``--network-host`` — every network (it serves those
-  that name no host).
+  that name no host). A network's subject also carries its floating IPs' NAT mappings
+  (``FloatingIpMapped``), so no pool's history is read.
 
 The network set is recomputed from the fold after every change (:func:`networks_needed`). A
 network that becomes needed is read from where the fold left it (its subject's last folded
@@ -35,7 +35,6 @@ from netledger.events.ids import (
 from netledger.events.state import State
 
 ALL_NETWORKS = f"{EVENT_PREFIX}.network.>"
-POOLS = f"{EVENT_PREFIX}.pool.>"
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,6 @@ class Share:
             ANNOUNCEMENTS,
             host_subject(self.host),
             placement_subject(self.host),
-            POOLS,
         ]
 
     def networks_needed(self, state: State, joining: Set[str] = frozenset()) -> set[str]:

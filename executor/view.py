@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 
 from netledger.events.codec import Envelope
 from netledger.events.errors import DecodeError
-from netledger.events.host_events import HostEvent
+from netledger.events.host_events import HostAnnounced, HostEvent
 from netledger.events.ids import ALL_EVENTS
 from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.state import State
@@ -56,6 +56,9 @@ class HostView:
         self._joining: set[str] = set()
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
+        #: this host's newest announcement is on its host subject (a stream from before
+        #: netledger.evt.announce.<host>): its executor announces again where others read
+        self.legacy_announcement = False
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -134,6 +137,8 @@ class HostView:
         self.state.apply(seq, subject, env)
         ev = env.event
         if isinstance(ev, HostEvent):
+            if isinstance(ev, HostAnnounced) and ev.host == self.host:
+                self.legacy_announcement = subject != ev.subject()
             self.dhcp_book.apply(env)
             if self.book.apply(env):
                 self.on_change()

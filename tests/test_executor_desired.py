@@ -6,6 +6,7 @@ from typing import Any
 
 from netledger.events.codec import Envelope
 from netledger.events.host_events import HostAnnounced
+from netledger.events.placement_events import FloatingIpMapped
 from netledger.events.state import State
 from netledger.events.types import (
     Event,
@@ -200,6 +201,8 @@ def test_multi_host_every_instance_host_serves_and_nats_its_own_floating_ips() -
             network_id="1",
             instance="b",
         ),
+        # what the service writes with it on the network's subject (events/placement.py)
+        FloatingIpMapped("1", "203.0.113.5", "10.0.1.3", "pub"),
     )
     d1 = build(st, book_for("c1", an), HostConfig(host="c1"))
     d2 = build(st, book_for("c2", an), HostConfig(host="c2"))

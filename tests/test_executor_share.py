@@ -159,3 +159,75 @@ async def test_a_share_view_builds_what_a_whole_log_view_builds(
     finally:
         for v in [*shared.values(), *whole.values()]:
             await v.close()
+
+
+async def test_a_stream_from_before_placements_is_upgraded_in_place(conn: Connection) -> None:
+    """A log written by the previous version (allocations without joins, associations without
+    network mappings): the first service start records what is missing, once, and share views
+    then agree with whole-log views."""
+    from netledger.events.placement_events import FloatingIpMapped, NetworkHostJoined
+    from netledger.events.types import (
+        FixedIpAllocated,
+        FloatingIpAllocated,
+        FloatingIpAssociated,
+        FloatingPoolCreated,
+        NetworkCreated,
+    )
+
+    net = NetworkCreated(
+        network_id="1", label="old", cidr="10.77.0.0/24", netmask="255.255.255.0",
+        gateway="10.77.0.1", broadcast="10.77.0.255", dhcp_start="10.77.0.2", mode="vxlan",
+        vlan=None, vni=77, bridge="brvx77", bridge_interface=None, dns1=None, dns2=None,
+        vpn_private_address=None, vpn_public_port=None, project=None, multi_host=True,
+        network_host=None, mtu=None, cidr_v6=None,
+    )  # fmt: skip
+    old = [
+        net,
+        FloatingPoolCreated(pool="pub", cidr="198.51.100.0/28", public_interface=None),
+        FixedIpAllocated("1", "10.77.0.2", "i-a", "02:00:00:00:00:0a", "h1", None),
+        FixedIpAllocated("1", "10.77.0.3", "i-b", "02:00:00:00:00:0b", "h2", None),
+        FloatingIpAllocated(pool="pub", address="198.51.100.1", project="p1"),
+        FloatingIpAssociated("pub", "198.51.100.1", "p1", "10.77.0.2", "1", "i-a"),
+    ]
+    for i, ev in enumerate(old):
+        env = Envelope(ev, f"old-{i}:0", f"old-{i}", time.time(), Actor(role="admin"))
+        await conn.js.publish(ev.subject(), encode(env), stream=conn.stream)
+    for h in HOSTS:
+        await announce(conn, h, 0)
+
+    for _ in range(2):  # the second start finds nothing missing: appends nothing
+        svc = CommandService(conn)
+        await svc.start()
+        await svc.close()
+    events = [(s, e) for s, e in await _all(conn)]
+    joins = [e for _, e in events if isinstance(e, NetworkHostJoined)]
+    maps = [e for _, e in events if isinstance(e, FloatingIpMapped)]
+    assert sorted((j.host, j.reason) for j in joins) == [("h1", "backfill"), ("h2", "backfill")]
+    assert [(m.floating, m.fixed, m.reason) for m in maps] == [
+        ("198.51.100.1", "10.77.0.2", "backfill")
+    ]
+    shared, whole = await views(conn, True), await views(conn, False)
+    try:
+        for h in HOSTS:
+            assert desired(shared[h]) == desired(whole[h]), h
+        assert desired(shared["h1"]).nat.floating == (("198.51.100.1", "10.77.0.2"),)
+    finally:
+        for v in [*shared.values(), *whole.values()]:
+            await v.close()
+
+
+async def _all(conn: Connection) -> list[tuple[int, Any]]:
+    from netledger.events.codec import decode
+
+    sub = await conn.js.subscribe("netledger.evt.>", ordered_consumer=True, stream=conn.stream)
+    out = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+            except Exception:
+                break
+            out.append((msg.metadata.sequence.stream, decode(msg.data).event))
+    finally:
+        await sub.unsubscribe()
+    return out

@@ -20,7 +20,7 @@ from netledger.events.commands import parse_command
 from netledger.events.decide import decide
 from netledger.events.errors import NetledgerError
 from netledger.events.host_events import HostAnnounced, HostInstancesSeen
-from netledger.events.placement import joins
+from netledger.events.placement import companions
 from netledger.events.snapshot import (
     SnapshotInvalid,
     digest,
@@ -79,7 +79,7 @@ def _log(data: st.DataObject, steps: int) -> list[tuple[int, str, Envelope]]:
         except NetledgerError:
             continue
         # ...with the joins the service adds to the same batch (events/placement.py)
-        events = [*decision.events, *joins(state, decision.events, set())]
+        events = [*decision.events, *companions(state, decision.events, set())]
         for j, ev in enumerate(events):
             append(ev, f"c{i}", j)
     return log
