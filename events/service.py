@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +149,10 @@ class CommandService:
         self.queue = queue
         self.max_batch = max_batch
         self.state = State()
-        self.rejected: list[Rejected] = []
+        #: malformed messages skipped since start: the newest kept, all counted (memory stays
+        #: flat however many a broken writer sends)
+        self.rejected: deque[Rejected] = deque(maxlen=1000)
+        self.rejected_total = 0
         #: recent command ids -> their events (a retry gets the first answer): domain commands
         #: only, bounded; values read from a snapshot stay packed until asked for
         self.seen: OrderedDict[str, SeenEvents] = OrderedDict()
@@ -264,9 +267,11 @@ class CommandService:
     ) -> None:
         if env is None:
             self.rejected.append(Rejected(seq, subject, err.message if err else "undecodable"))
+            self.rejected_total += 1
             return
         if not env.event.accepts_subject(subject):
             self.rejected.append(Rejected(seq, subject, f"{env.type} does not belong on {subject}"))
+            self.rejected_total += 1
             return
         if env.command_id and not isinstance(env.event, HostEvent):
             # Host events carry an executor's pass id, never a client's command: not kept.

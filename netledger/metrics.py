@@ -199,7 +199,7 @@ class _Watched:
             conflicts_n += st.conflicts
             batches_n += st.batches
             batched_n += st.batched_events
-            rejected_n += len(svc.rejected)
+            rejected_n += svc.rejected_total
             applied_seq = max(applied_seq, svc.follower.applied_seq)
         for key, n in sorted(totals.items()):
             name, _, outcome = key.rpartition(":")

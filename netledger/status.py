@@ -75,7 +75,7 @@ def service_stats(service: Any) -> dict[str, Any]:
         "conflicts": st.conflicts,
         "batches": st.batches,
         "batched_events": st.batched_events,
-        "rejected": len(service.rejected),
+        "rejected": service.rejected_total,
         "ready_seconds": getattr(service, "ready_seconds", None),
         "snapshots": service.snapshotter.stats.as_dict() if service.snapshotter else None,
     }
