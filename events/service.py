@@ -22,6 +22,7 @@ import msgpack
 from nats.aio.msg import Msg
 
 from . import revert as _revert  # noqa: F401  (registers the revert commands)
+from .answers import _backfill_id, reply_error, reply_ok, result_from_events
 from .codec import SYSTEM, Envelope
 from .commands import (
     MAX_REQUEST_BYTES,
@@ -35,7 +36,7 @@ from .commands import (
     Request,
     parse_command,
 )
-from .decide import Decision, Pending, decide, network_dict
+from .decide import Decision, Pending, decide
 from .errors import (
     ConflictRetriesExhausted,
     DecodeError,
@@ -56,11 +57,9 @@ from .ids import (
 )
 from .liveness import HeartbeatBook
 from .placement import backfill, companions, unchecked
-from .placement_events import FloatingIpMapped, NetworkHostJoined
 from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
 from .reclaim import FixedIpReclaimSweep, Heartbeats
 from .reclaim_run import reclaim_forever, sweep
-from .revert_events import ChangeReverted
 from .snapshot import SeenEvents, seen_events
 from .snapshotter import SnapshotPolicy, Snapshotter
 from .state import State
@@ -73,7 +72,6 @@ from .stream import (
     WrongLastSequence,
     build_messages,
 )
-from .types import Event, FixedIpAllocated, FloatingIpAllocated, NetworkCreated
 
 log = logging.getLogger("netledger.service")
 
@@ -107,16 +105,7 @@ class Stats:
         self.commands[key] = self.commands.get(key, 0) + 1
 
 
-def reply_ok(result: dict[str, Any]) -> bytes:
-    data: bytes = msgpack.packb({"ok": True, "result": result}, use_bin_type=True)
-    return data
-
-
-def reply_error(err: NetledgerError) -> bytes:
-    data: bytes = msgpack.packb(
-        {"ok": False, "error": err.to_wire()}, use_bin_type=True, default=str
-    )
-    return data
+__all__ = ["CommandService", "reply_error", "reply_ok", "result_from_events"]
 
 
 class CommandService:
@@ -645,45 +634,3 @@ class CommandService:
             for job, d in landed:
                 if not job.fut.done():
                     job.fut.set_result(d.result)
-
-
-def _backfill_id(ev: Event) -> str:
-    """The same id from every replica: a backfill written twice is stored once."""
-    if isinstance(ev, NetworkHostJoined):
-        return f"join-backfill:{ev.host}:{ev.network_id}"
-    assert isinstance(ev, FloatingIpMapped)
-    return f"map-backfill:{ev.network_id}:{ev.floating}:{ev.fixed}"
-
-
-def result_from_events(state: State, req: Request, events: list[Event]) -> dict[str, Any]:
-    """The answer to a command that already landed (a retry with the same command id)."""
-    for e in events:
-        if isinstance(e, ChangeReverted):
-            return {
-                "already_applied": True,
-                "revert_command_id": req.command_id,
-                "reverted_seqs": e.reverted_seqs,
-            }
-    created = [e for e in events if isinstance(e, NetworkCreated)]
-    if created:
-        return {"networks": [network_dict(e) for e in created]}
-    for e in events:
-        if isinstance(e, FixedIpAllocated):
-            return {
-                "address": e.address,
-                "network_id": e.network_id,
-                "instance": e.instance,
-                "mac": e.mac,
-                "host": e.host,
-                "project": e.project,
-            }
-        if isinstance(e, FloatingIpAllocated):
-            return {"address": e.address, "pool": e.pool, "project": e.project}
-    # Other commands are idempotent on the current state: deciding again yields no events.
-    try:
-        d = decide(state, req)
-        if not d.events:
-            return d.result
-    except NetledgerError:
-        pass
-    return {"already_applied": True, "events": [e.TYPE for e in events]}

@@ -1,0 +1,73 @@
+"""What the command service answers: replies on the wire, and the answer to a command that
+already landed (a retry with the same command id gets the first answer, not a new decision).
+
+Kept apart from :mod:`netledger.events.service` (lanes, appends, retries): these are pure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .commands import Request
+from .decide import decide, network_dict
+from .errors import NetledgerError
+from .placement_events import FloatingIpMapped, NetworkHostJoined
+from .revert_events import ChangeReverted
+from .state import State
+from .types import Event, FixedIpAllocated, FloatingIpAllocated, NetworkCreated
+
+
+def reply_ok(result: dict[str, Any]) -> bytes:
+    data: bytes = msgpack.packb({"ok": True, "result": result}, use_bin_type=True)
+    return data
+
+
+def reply_error(err: NetledgerError) -> bytes:
+    data: bytes = msgpack.packb(
+        {"ok": False, "error": err.to_wire()}, use_bin_type=True, default=str
+    )
+    return data
+
+
+def _backfill_id(ev: Event) -> str:
+    """The same id from every replica: a backfill written twice is stored once."""
+    if isinstance(ev, NetworkHostJoined):
+        return f"join-backfill:{ev.host}:{ev.network_id}"
+    assert isinstance(ev, FloatingIpMapped)
+    return f"map-backfill:{ev.network_id}:{ev.floating}:{ev.fixed}"
+
+
+def result_from_events(state: State, req: Request, events: list[Event]) -> dict[str, Any]:
+    """The answer to a command that already landed (a retry with the same command id)."""
+    for e in events:
+        if isinstance(e, ChangeReverted):
+            return {
+                "already_applied": True,
+                "revert_command_id": req.command_id,
+                "reverted_seqs": e.reverted_seqs,
+            }
+    created = [e for e in events if isinstance(e, NetworkCreated)]
+    if created:
+        return {"networks": [network_dict(e) for e in created]}
+    for e in events:
+        if isinstance(e, FixedIpAllocated):
+            return {
+                "address": e.address,
+                "network_id": e.network_id,
+                "instance": e.instance,
+                "mac": e.mac,
+                "host": e.host,
+                "project": e.project,
+            }
+        if isinstance(e, FloatingIpAllocated):
+            return {"address": e.address, "pool": e.pool, "project": e.project}
+    # Other commands are idempotent on the current state: deciding again yields no events.
+    try:
+        d = decide(state, req)
+        if not d.events:
+            return d.result
+    except NetledgerError:
+        pass
+    return {"already_applied": True, "events": [e.TYPE for e in events]}
