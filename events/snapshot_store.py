@@ -45,6 +45,10 @@ H_FORMAT = "Netledger-Snapshot-Format"
 H_FOLD = "Netledger-Fold-Version"
 #: Longest a forked writer may take before it is killed (a wedged child must not pile up).
 CHILD_TIMEOUT_S = 600.0
+#: Reading a snapshot may take this long plus its size at this rate (bytes/s) before it is
+#: given up (and the next older one, or the log, used instead).
+READ_TIMEOUT_S = 10.0
+READ_RATE_FLOOR = 5_000_000.0
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,15 @@ class SnapshotStore:
         if obs is None:
             raise SnapshotInvalid("the snapshot bucket is gone")
         buf = io.BytesIO()
+        # nats-py waits for the chunks without a limit: an object whose chunks are gone (a
+        # purge, a broken upload) must not hold a start forever.
+        limit = READ_TIMEOUT_S + s.size / READ_RATE_FLOOR
         try:
-            await obs.get(s.name, writeinto=buf)
+            await asyncio.wait_for(obs.get(s.name, writeinto=buf), limit)
+        except TimeoutError:
+            raise SnapshotInvalid(
+                f"not readable within {limit:.0f}s ({buf.tell()} of {s.size} bytes)"
+            ) from None
         except ObjectNotFoundError:
             raise SnapshotInvalid("deleted while being read") from None
         except Exception as exc:  # digest mismatch, chunks gone...

@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -30,6 +31,8 @@ from netledger.events.service import CommandService
 from netledger.events.stream import Connection, last_seq
 from netledger.executor.daemon import Executor, Options
 from netledger.executor.desired import HostConfig
+from netledger.projector.runner import project_until
+from netledger.replay import audit
 
 from .test_executor_lab import Lab, lab, sh
 from .test_reclaim_service import all_events
@@ -105,7 +108,7 @@ async def _until(pred: object, what: str, timeout: float = 10.0) -> None:
 
 
 async def test_a_reclaim_proven_by_a_heartbeat_carries_it_as_evidence(
-    conn: Connection, service: CommandService
+    conn: Connection, service: CommandService, tmp_path: Path
 ) -> None:
     c = Client(conn)
     [net] = await c.create_networks(label="n", cidr="10.47.0.0/24", mode="flat")
@@ -136,6 +139,17 @@ async def test_a_reclaim_proven_by_a_heartbeat_carries_it_as_evidence(
     assert ev.heartbeat_revision == service.heartbeats_now()["h1"].revision
     assert "heartbeat rev" in ev.reason
     assert await last_seq(conn) == before + 2  # the reclaim and its seal: nothing else
+    # audit explains it from the projection: the evidence is in the event itself
+    db = tmp_path / "p.db"
+    await project_until(conn, db)
+    [row] = [
+        r
+        for r in audit.from_index(db, "address", gone["address"])
+        if r["type"] == "FixedIpReclaimed"
+    ]
+    data = json.loads(row["data"]) if isinstance(row["data"], str) else row["data"]
+    assert data["heartbeat_revision"] == ev.heartbeat_revision
+    assert data["heartbeat_digest"] == ev.heartbeat_digest and data["report_seq"] == seq
 
 
 # --- a real executor, idle ------------------------------------------------------------------

@@ -112,7 +112,9 @@ async def _put_raw(conn: Connection, name: str, body: bytes, headers: dict[str, 
     await obs.put(name, io.BytesIO(body), meta=ObjectMeta(name=name, headers=headers))
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "truncated", "foreign_fold", "other_stream"])
+@pytest.mark.parametrize(
+    "damage", ["corrupt", "truncated", "foreign_fold", "other_stream", "missing"]
+)
 async def test_an_unusable_snapshot_falls_back_to_the_log_with_a_warning(
     conn: Connection, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -141,6 +143,11 @@ async def test_an_unusable_snapshot_falls_back_to_the_log_with_a_warning(
         body = dumps(svc.state, svc.seen, seq=seq, stream=conn.stream, created="1999-01-01")
         headers["Netledger-Sha256"] = [digest(body)]
     await _put_raw(conn, f"service-{seq:012d}", body, headers)
+    if damage == "missing":  # listed, but its chunks are gone (purged behind our back)
+        info = await (await SnapshotStore(conn)._store(create=False)).get_info(
+            f"service-{seq:012d}"
+        )
+        await conn.js.purge_stream(f"OBJ_{BUCKET}", subject=f"$O.{BUCKET}.C.{info.nuid}")
 
     caplog.set_level(logging.WARNING, logger="netledger.snapshot")
     again = CommandService(conn, snapshots=SnapshotPolicy(every_events=0))
