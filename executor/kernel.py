@@ -30,7 +30,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
-from . import nft
+from . import nft, nlparse
 from .errors import NftError
 from .model import (
     FLOOD_MAC,
@@ -127,54 +127,8 @@ class Kernel:
     # --- reading --------------------------------------------------------------------------
 
     def read_links(self) -> list[LinkState]:
-        raw: list[dict[str, Any]] = []
-        for m in self.sock.dump(ifinfmsg(), RTM_GETLINK):
-            a = _attrs(m, _LINK_ATTRS)
-            info = a.get("IFLA_LINKINFO")
-            kind = data = None
-            if info is not None:
-                i = _attrs(info, _INFO_ATTRS)
-                kind = i.get("IFLA_INFO_KIND")
-                data = i.get("IFLA_INFO_DATA")
-            d: dict[str, Any] = {
-                "index": m["index"],
-                "name": a.get("IFLA_IFNAME"),
-                "kind": kind,
-                "alias": a.get("IFLA_IFALIAS"),
-                "master": a.get("IFLA_MASTER"),
-                "up": bool(m["flags"] & IFF_UP),
-                "mtu": a.get("IFLA_MTU"),
-            }
-            if a.get("IFLA_LINK_NETNSID") is None:
-                d["parent"] = a.get("IFLA_LINK")
-            if data is not None and kind == "bridge":
-                b = _attrs(data, _BRIDGE_ATTRS)
-                d["stp"] = b.get("IFLA_BR_STP_STATE")
-                d["forward_delay"] = b.get("IFLA_BR_FORWARD_DELAY")
-            elif data is not None and kind == "vxlan":
-                v = _attrs(data, _VXLAN_ATTRS)
-                d["vni"] = v.get("IFLA_VXLAN_ID")
-                d["local"] = v.get("IFLA_VXLAN_LOCAL")
-                d["parent"] = v.get("IFLA_VXLAN_LINK") or None
-                d["port"] = v.get("IFLA_VXLAN_PORT")
-            elif data is not None and kind == "vlan":
-                d["vlan"] = _attrs(data, _VLAN_ATTRS).get("IFLA_VLAN_ID")
-            raw.append(d)
-        names = {d["index"]: d["name"] for d in raw}
-        out = []
-        for d in raw:
-            parent = d.pop("parent", None)
-            master = d.pop("master", None)
-            kind = d["kind"]
-            out.append(
-                LinkState(
-                    **d,
-                    master=names.get(master) if master else None,
-                    # Only vxlan / vlan links have a parent that is part of their identity.
-                    parent=names.get(parent) if parent and kind in ("vxlan", "vlan") else None,
-                )
-            )
-        return sorted(out)
+        raw = [nlparse.link(d, a, b) for d, a, b in self.sock.dump_raw(ifinfmsg(), RTM_GETLINK)]
+        return links_from(raw)
 
     def read(self, links: list[LinkState] | None = None) -> HostActual:
         links = links if links is not None else self.read_links()
@@ -182,24 +136,22 @@ class Kernel:
         addrs = []
         msg = ifaddrmsg()
         msg["family"] = socket.AF_INET
-        for m in self.sock.dump(msg, RTM_GETADDR):
-            link = by_index.get(m["index"])
-            local = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
-            if link is None or local is None:
+        for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
+            x = nlparse.addr(d, a, b)
+            link = by_index.get(x.index)
+            if link is None or x.address is None or x.family != socket.AF_INET:
                 continue
-            addrs.append(
-                AddrState(link.name, f"{local}/{m['prefixlen']}", m.get_attr("IFA_BROADCAST"))
-            )
+            addrs.append(AddrState(link.name, f"{x.address}/{x.prefixlen}", x.broadcast))
         ours_vx = {link.index: link.name for link in links if link.ours and link.kind == "vxlan"}
         fdb = []
         if ours_vx:
             nd = ndmsg()
             nd["family"] = AF_BRIDGE
-            for m in self.sock.dump(nd, RTM_GETNEIGH):
-                name = ours_vx.get(m["ifindex"])
-                dst = m.get_attr("NDA_DST")
-                if name is not None and dst and m.get_attr("NDA_LLADDR") == FLOOD_MAC:
-                    fdb.append((name, dst))
+            for d, a, b in self.sock.dump_raw(nd, RTM_GETNEIGH):
+                n = nlparse.neigh(d, a, b)
+                name = ours_vx.get(n.ifindex)
+                if name is not None and n.dst and n.lladdr == FLOOD_MAC:
+                    fdb.append((name, n.dst))
         table, intact = nft.read(self.netns)
         return HostActual(
             links=tuple(links),
@@ -219,12 +171,12 @@ class Kernel:
             return out
         nd = ndmsg()
         nd["family"] = AF_BRIDGE
-        for m in self.sock.dump(nd, RTM_GETNEIGH):
-            if m["state"] & (NUD_PERMANENT | NUD_NOARP) or m["flags"] & NTF_SELF:
+        for d, a, b in self.sock.dump_raw(nd, RTM_GETNEIGH):
+            n = nlparse.neigh(d, a, b)
+            if n.state & (NUD_PERMANENT | NUD_NOARP) or n.flags & NTF_SELF:
                 continue
-            mac = m.get_attr("NDA_LLADDR")
-            if m.get_attr("NDA_MASTER") in index and mac and mac != FLOOD_MAC:
-                out.add(str(mac).lower())
+            if n.master in index and n.lladdr and n.lladdr != FLOOD_MAC:
+                out.add(n.lladdr.lower())
         return out
 
     def host_address(self, interface: str, exclude: list[str]) -> str | None:
@@ -236,14 +188,15 @@ class Kernel:
         idx = links.get(interface)
         msg = ifaddrmsg()
         msg["family"] = socket.AF_INET
-        for m in self.sock.dump(msg, RTM_GETADDR):
-            local = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
-            if m["index"] != idx or not local:
+        found = None
+        for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
+            x = nlparse.addr(d, a, b)
+            if found is not None or x.index != idx or not x.address:
+                continue  # the dump is read to its end either way
+            if x.prefixlen == 32 and any(netaddr.IPAddress(x.address) in r for r in ranges):
                 continue
-            if m["prefixlen"] == 32 and any(netaddr.IPAddress(local) in r for r in ranges):
-                continue
-            return str(local)
-        return None
+            found = x.address
+        return found
 
     def read_forwarding(self) -> bool:
         def get() -> bool:
@@ -395,6 +348,34 @@ class Kernel:
         if isinstance(op, AddFdb):
             return Request(m, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, ok=(errno.EEXIST,))
         return Request(m, RTM_DELNEIGH, 0, ok=(errno.ENOENT, errno.ENODEV))
+
+
+def links_from(raw: list[nlparse.Link]) -> list[LinkState]:
+    """Links as the executor models them: indexes resolved to names, sorted."""
+    names = {x.index: x.name for x in raw}
+    out = []
+    for x in raw:
+        kind = x.kind
+        out.append(
+            LinkState(
+                name=x.name or "",
+                index=x.index,
+                kind=kind,
+                alias=x.alias,
+                master=names.get(x.master) if x.master else None,
+                up=bool(x.flags & IFF_UP),
+                mtu=x.mtu,
+                vni=x.vni,
+                vlan=x.vlan,
+                # Only vxlan / vlan links have a parent that is part of their identity.
+                parent=names.get(x.parent) if x.parent and kind in ("vxlan", "vlan") else None,
+                local=x.local,
+                port=x.port,
+                stp=x.stp,
+                forward_delay=x.forward_delay,
+            )
+        )
+    return sorted(out)
 
 
 def bridge_mac() -> str:

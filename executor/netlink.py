@@ -31,6 +31,7 @@ from pyroute2.netlink import (
 )
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
+from . import nlparse
 from .errors import KernelNoAnswer, NamespaceNotFound, NotPermitted
 
 CLONE_NEWNET = 0x40000000
@@ -172,6 +173,32 @@ class RtSocket:
                     raise
             if done:
                 return
+
+    def dump_raw(self, msg: nlmsg, msg_type: int) -> Iterator[tuple[bytes, int, int]]:
+        """Like :meth:`dump`, but undecoded: (buffer, payload start, message end) per message,
+        for :mod:`.nlparse` to read only what it needs."""
+        seq = self._next_seq()
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        self.sock.send(msg.data)
+        while True:
+            data = self._recv()
+            for mtype, _flags, s, start, end in nlparse.messages(data):
+                if s != seq:
+                    continue
+                if mtype == NLMSG_DONE:
+                    return
+                if mtype == NLMSG_ERROR:
+                    (code,) = _ERR.unpack_from(data, start)
+                    e = -code or errno.EIO
+                    raise OSError(e, f"netlink dump failed: {os.strerror(e)}")
+                try:
+                    yield data, start, end
+                except GeneratorExit:
+                    self._drain(seq)
+                    raise
 
     def _drain(self, seq: int) -> None:
         """Read and drop the rest of dump ``seq`` (headers only, no decoding)."""

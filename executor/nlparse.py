@@ -1,0 +1,213 @@
+"""Reading rtnetlink messages: only the attributes the executor uses, straight from the bytes.
+
+pyroute2 decodes every attribute of every message into objects (a link carries ~75 of them, ~38
+decoded objects, ~0.3 ms each: 2,000 links took 0.8 s to read, the raw dump 1 ms). The executor
+needs a dozen, so this module walks the attribute headers with ``struct`` and decodes only those
+— a link in a few microseconds. Messages are still *built* with pyroute2 (kernel.py): writing is
+rare and pyroute2's encoders are right by construction; reading is every pass and every
+notification.
+
+The attribute numbers are the kernel's (``include/uapi/linux/if_link.h``, ``if_addr.h``,
+``neighbour.h``); tests/test_executor_nlparse.py checks each against pyroute2's own maps and
+every parser against pyroute2's decoding of the same bytes, dumped from a real namespace.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from typing import NamedTuple
+
+NLMSG_HDR = struct.Struct("=IHHII")  # length, type, flags, seq, pid
+NLA_HDR = struct.Struct("=HH")  # length, type
+IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
+U32 = struct.Struct("=I")
+U16 = struct.Struct("=H")
+BE16 = struct.Struct("!H")
+NLA_TYPE_MASK = 0x3FFF
+
+RTM_NEWLINK, RTM_DELLINK = 16, 17
+RTM_NEWADDR, RTM_DELADDR = 20, 21
+RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 2, 3, 4
+
+# if_link.h
+IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 3, 4, 5, 10
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID = 18, 20, 37
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_BR_FORWARD_DELAY, IFLA_BR_STP_STATE = 1, 5
+IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_PORT = 1, 3, 4, 15
+IFLA_VLAN_ID = 1
+# if_addr.h
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+# neighbour.h
+NDA_DST, NDA_LLADDR, NDA_MASTER = 1, 2, 9
+
+
+class Link(NamedTuple):
+    """One link as the kernel reports it (indexes, not names: kernel.py resolves them)."""
+
+    index: int
+    flags: int
+    name: str | None
+    alias: str | None
+    kind: str | None
+    master: int | None
+    mtu: int | None
+    parent: int | None  # IFLA_LINK (vlan) or IFLA_VXLAN_LINK (vxlan); None in another netns
+    vni: int | None = None
+    vlan: int | None = None
+    local: str | None = None
+    port: int | None = None
+    stp: int | None = None
+    forward_delay: int | None = None
+
+
+class Addr(NamedTuple):
+    index: int
+    family: int
+    prefixlen: int
+    address: str | None  # IFA_LOCAL, else IFA_ADDRESS
+    broadcast: str | None
+
+
+class Neigh(NamedTuple):
+    ifindex: int
+    family: int
+    state: int
+    flags: int
+    lladdr: str | None
+    dst: str | None
+    master: int | None
+
+
+def messages(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int, int]]:
+    """(type, flags, seq, payload start, message end) of each message in a netlink buffer."""
+    off, n = 0, len(data)
+    while off + NLMSG_HDR.size <= n:
+        length, mtype, flags, seq, _pid = NLMSG_HDR.unpack_from(data, off)
+        if length < NLMSG_HDR.size:
+            return
+        end = off + length
+        yield mtype, flags, seq, off + NLMSG_HDR.size, min(end, n)
+        off = (end + 3) & ~3
+
+
+def attrs(data: bytes | memoryview, off: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type, payload start, payload end) of each attribute in ``data[off:end]``."""
+    while off + NLA_HDR.size <= end:
+        length, atype = NLA_HDR.unpack_from(data, off)
+        if length < NLA_HDR.size:
+            return
+        yield atype & NLA_TYPE_MASK, off + NLA_HDR.size, min(off + length, end)
+        off = (off + length + 3) & ~3
+
+
+def _str(data: bytes | memoryview, a: int, b: int) -> str:
+    return bytes(data[a:b]).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _ip(data: bytes | memoryview, a: int, b: int) -> str | None:
+    if b - a == 4:
+        return socket.inet_ntop(socket.AF_INET, bytes(data[a:b]))
+    if b - a == 16:
+        return socket.inet_ntop(socket.AF_INET6, bytes(data[a:b]))
+    return None
+
+
+def _mac(data: bytes | memoryview, a: int, b: int) -> str | None:
+    return ":".join(f"{x:02x}" for x in bytes(data[a:b])) if b - a == 6 else None
+
+
+def link(data: bytes | memoryview, off: int, end: int) -> Link:
+    """An ``ifinfomsg`` (RTM_NEWLINK / RTM_DELLINK) payload."""
+    _family, _type, index, flags, _change = IFINFO.unpack_from(data, off)
+    name = alias = kind = None
+    master = mtu = parent = None
+    netns_other = False
+    info: tuple[int, int] | None = None
+    for t, a, b in attrs(data, off + IFINFO.size, end):
+        if t == IFLA_IFNAME:
+            name = _str(data, a, b)
+        elif t == IFLA_IFALIAS:
+            alias = _str(data, a, b) or None
+        elif t == IFLA_MASTER:
+            master = U32.unpack_from(data, a)[0] or None
+        elif t == IFLA_MTU:
+            mtu = U32.unpack_from(data, a)[0]
+        elif t == IFLA_LINK:
+            parent = U32.unpack_from(data, a)[0]
+        elif t == IFLA_LINK_NETNSID:
+            netns_other = True
+        elif t == IFLA_LINKINFO:
+            info = (a, b)
+    out = Link(index, flags, name, alias, None, master, mtu, None if netns_other else parent)
+    if info is None:
+        return out
+    data_at: tuple[int, int] | None = None
+    for t, a, b in attrs(data, *info):
+        if t == IFLA_INFO_KIND:
+            kind = _str(data, a, b)
+        elif t == IFLA_INFO_DATA:
+            data_at = (a, b)
+    out = out._replace(kind=kind)
+    if data_at is None:
+        return out
+    if kind == "bridge":
+        stp = fd = None
+        for t, a, _b in attrs(data, *data_at):
+            if t == IFLA_BR_STP_STATE:
+                stp = U32.unpack_from(data, a)[0]
+            elif t == IFLA_BR_FORWARD_DELAY:
+                fd = U32.unpack_from(data, a)[0]
+        return out._replace(stp=stp, forward_delay=fd)
+    if kind == "vxlan":
+        vni = local = port = None
+        lower = None
+        for t, a, b in attrs(data, *data_at):
+            if t == IFLA_VXLAN_ID:
+                vni = U32.unpack_from(data, a)[0]
+            elif t == IFLA_VXLAN_LOCAL:
+                local = _ip(data, a, b)
+            elif t == IFLA_VXLAN_LINK:
+                lower = U32.unpack_from(data, a)[0] or None
+            elif t == IFLA_VXLAN_PORT:
+                port = BE16.unpack_from(data, a)[0]
+        return out._replace(vni=vni, local=local, port=port, parent=lower)
+    if kind == "vlan":
+        for t, a, _b in attrs(data, *data_at):
+            if t == IFLA_VLAN_ID:
+                return out._replace(vlan=U16.unpack_from(data, a)[0])
+    return out
+
+
+def addr(data: bytes | memoryview, off: int, end: int) -> Addr:
+    """An ``ifaddrmsg`` (RTM_NEWADDR / RTM_DELADDR) payload."""
+    family, prefixlen, _flags, _scope, index = IFADDR.unpack_from(data, off)
+    local = address = broadcast = None
+    for t, a, b in attrs(data, off + IFADDR.size, end):
+        if t == IFA_LOCAL:
+            local = _ip(data, a, b)
+        elif t == IFA_ADDRESS:
+            address = _ip(data, a, b)
+        elif t == IFA_BROADCAST:
+            broadcast = _ip(data, a, b)
+    return Addr(index, family, prefixlen, local or address, broadcast)
+
+
+def neigh(data: bytes | memoryview, off: int, end: int) -> Neigh:
+    """An ``ndmsg`` (RTM_NEWNEIGH / RTM_DELNEIGH) payload."""
+    family, ifindex, state, flags, _type = NDMSG.unpack_from(data, off)
+    lladdr = dst = None
+    master = None
+    for t, a, b in attrs(data, off + NDMSG.size, end):
+        if t == NDA_LLADDR:
+            lladdr = _mac(data, a, b)
+        elif t == NDA_DST:
+            dst = _ip(data, a, b)
+        elif t == NDA_MASTER:
+            master = U32.unpack_from(data, a)[0]
+    return Neigh(ifindex, family, state, flags, lladdr, dst, master)
