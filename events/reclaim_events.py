@@ -28,7 +28,9 @@ from .types import NetworkEvent, event_type
 
 #: Reports kept per host. Dropping a report can only make an absence look *shorter* (the
 #: first report lacking a MAC is then a later one), never longer: thinning is always safe.
-MAX_REPORTS = 512
+#: Reports are appended only when a host's set changes, so a few dozen span a long time; and
+#: the memory of last sightings is pruned with them (a host's churn over years stays flat).
+MAX_REPORTS = 64
 
 
 @event_type

@@ -77,7 +77,9 @@ log = logging.getLogger("netledger.service")
 
 QUEUE_GROUP = "netledger-command"
 MAX_CONFLICT_RETRIES = 64
-SEEN_COMMANDS = 200_000
+#: Commands whose first answer a retry gets (older retries are decided again: an allocation
+#: then still finds the instance's address by its natural key).
+SEEN_COMMANDS = 50_000
 
 
 @dataclass
@@ -269,9 +271,7 @@ class CommandService:
                 self.seen[env.command_id] = evs = []
                 if len(self.seen) > SEEN_COMMANDS:
                     self.seen.popitem(last=False)
-            elif isinstance(evs, bytes):
-                self.seen[env.command_id] = evs = seen_events(evs)
-            evs.append(env.event)
+            evs.append(msg.data)  # as stored: decoded only if a retry asks
         self.state.apply(seq, subject, env)
         if self.snapshotter is not None:
             self.snapshotter.since += 1

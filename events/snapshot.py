@@ -28,7 +28,8 @@ import msgpack
 import netaddr
 from sortedcontainers import SortedList
 
-from .codec import upcast
+from .codec import decode
+from .errors import DecodeError
 from .reclaim_events import HostSightings, Report
 from .state import (
     FOLD_VERSION,
@@ -39,14 +40,14 @@ from .state import (
     PoolState,
     State,
 )
-from .types import EVENT_TYPES, Event, FloatingPoolCreated, NetworkCreated
+from .types import Event, FloatingPoolCreated, NetworkCreated
 
 #: The layout of the snapshot map itself (not of the fold: that is FOLD_VERSION).
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 
-#: A command's events as kept in memory: decoded, or still packed as read from a snapshot
-#: (decoded on first use: most are never asked for again).
-SeenEvents = list[Event] | bytes
+#: A command's events as the service remembers them: their envelopes as stored in the log
+#: (decoded only when a retry asks: most never are; raw bytes are the smallest form).
+SeenEvents = list[bytes]
 
 
 class SnapshotInvalid(Exception):
@@ -215,22 +216,15 @@ def state_from_wire(w: dict[str, Any]) -> State:
 # --- the recent commands the service remembers ----------------------------------------------
 
 
-def pack_events(events: list[Event]) -> bytes:
-    packed: bytes = msgpack.packb(
-        [[e.TYPE, e.VERSION, e.to_data()] for e in events], use_bin_type=True
-    )
-    return packed
-
-
-def unpack_events(raw: bytes) -> list[Event]:
-    return [
-        EVENT_TYPES[t].from_data(upcast(t, v, d))
-        for t, v, d in msgpack.unpackb(raw, raw=False, strict_map_key=False)
-    ]
-
-
 def seen_events(value: SeenEvents) -> list[Event]:
-    return unpack_events(value) if isinstance(value, bytes) else value
+    """The events of a remembered command, decoded (undecodable ones left out)."""
+    out = []
+    for raw in value:
+        try:
+            out.append(decode(raw).event)
+        except DecodeError:
+            continue
+    return out
 
 
 # --- the whole snapshot -----------------------------------------------------------------------
@@ -253,10 +247,7 @@ def dumps(
             "created": created,
             "seq": seq,
             "state": state_to_wire(state),
-            "seen": [
-                [cid, v if isinstance(v, bytes) else pack_events(v)]
-                for cid, v in (seen or {}).items()
-            ],
+            "seen": [[cid, v] for cid, v in (seen or {}).items()],
         },
         use_bin_type=True,
     )
@@ -300,7 +291,9 @@ def loads(
         )
     try:
         state = state_from_wire(w["state"])
-        seen: OrderedDict[str, SeenEvents] = OrderedDict((c, bytes(v)) for c, v in w["seen"])
+        seen: OrderedDict[str, SeenEvents] = OrderedDict(
+            (c, [bytes(x) for x in v]) for c, v in w["seen"]
+        )
     except Exception as exc:
         raise SnapshotInvalid(f"undecodable state: {exc.__class__.__name__}: {exc}") from None
     if state.last_seq > seq:

@@ -138,7 +138,7 @@ class Kernel:
         msg["family"] = socket.AF_INET
         for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
             x = nlparse.addr(d, a, b)
-            link = by_index.get(x.index)
+            link = by_index.get(x.ifindex)
             if link is None or x.address is None or x.family != socket.AF_INET:
                 continue
             addrs.append(AddrState(link.name, f"{x.address}/{x.prefixlen}", x.broadcast))
@@ -191,7 +191,7 @@ class Kernel:
         found = None
         for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
             x = nlparse.addr(d, a, b)
-            if found is not None or x.index != idx or not x.address:
+            if found is not None or x.ifindex != idx or not x.address:
                 continue  # the dump is read to its end either way
             if x.prefixlen == 32 and any(netaddr.IPAddress(x.address) in r for r in ranges):
                 continue
@@ -352,14 +352,14 @@ class Kernel:
 
 def links_from(raw: list[nlparse.Link]) -> list[LinkState]:
     """Links as the executor models them: indexes resolved to names, sorted."""
-    names = {x.index: x.name for x in raw}
+    names = {x.ifindex: x.name for x in raw}
     out = []
     for x in raw:
         kind = x.kind
         out.append(
             LinkState(
                 name=x.name or "",
-                index=x.index,
+                index=x.ifindex,
                 kind=kind,
                 alias=x.alias,
                 master=names.get(x.master) if x.master else None,

@@ -50,7 +50,7 @@ NDA_DST, NDA_LLADDR, NDA_MASTER = 1, 2, 9
 class Link(NamedTuple):
     """One link as the kernel reports it (indexes, not names: kernel.py resolves them)."""
 
-    index: int
+    ifindex: int
     flags: int
     name: str | None
     alias: str | None
@@ -67,7 +67,7 @@ class Link(NamedTuple):
 
 
 class Addr(NamedTuple):
-    index: int
+    ifindex: int
     family: int
     prefixlen: int
     address: str | None  # IFA_LOCAL, else IFA_ADDRESS

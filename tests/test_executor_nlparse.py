@@ -98,7 +98,7 @@ def test_every_parser_agrees_with_pyroute2_on_a_real_dump() -> None:
                 info = ref.get_attr("IFLA_LINKINFO")  # type: ignore[attr-defined]
                 kind = info.get_attr("IFLA_INFO_KIND") if info else None
                 data = info.get_attr("IFLA_INFO_DATA") if info else None
-                assert mine.index == ref["index"] and mine.flags == ref["flags"]  # type: ignore[index]
+                assert mine.ifindex == ref["index"] and mine.flags == ref["flags"]  # type: ignore[index]
                 assert mine.name == ref.get_attr("IFLA_IFNAME")  # type: ignore[attr-defined]
                 assert mine.alias == ref.get_attr("IFLA_IFALIAS")  # type: ignore[attr-defined]
                 assert mine.mtu == ref.get_attr("IFLA_MTU")  # type: ignore[attr-defined]
@@ -118,7 +118,7 @@ def test_every_parser_agrees_with_pyroute2_on_a_real_dump() -> None:
             assert by_name["brp"].alias == "netledger:7" and by_name["brp"].mtu == 1400
             assert by_name["brp"].stp == 0 and by_name["brp"].forward_delay == 0
             assert by_name["brq"].forward_delay != 0
-            assert by_name["vx77"].master == by_name["brp"].index
+            assert by_name["vx77"].master == by_name["brp"].ifindex
 
             m = ifaddrmsg()
             m["family"] = socket.AF_INET
@@ -127,7 +127,7 @@ def test_every_parser_agrees_with_pyroute2_on_a_real_dump() -> None:
             for raw in addrs:
                 mine_a = nlparse.addr(raw, nlparse.NLMSG_HDR.size, len(raw))
                 ref = _decoded(ifaddrmsg, raw)
-                assert mine_a.index == ref["index"] and mine_a.prefixlen == ref["prefixlen"]  # type: ignore[index]
+                assert mine_a.ifindex == ref["index"] and mine_a.prefixlen == ref["prefixlen"]  # type: ignore[index]
                 assert mine_a.address == (ref.get_attr("IFA_LOCAL") or ref.get_attr("IFA_ADDRESS"))  # type: ignore[attr-defined]
                 assert mine_a.broadcast == ref.get_attr("IFA_BROADCAST")  # type: ignore[attr-defined]
                 got.add((mine_a.address, mine_a.prefixlen, mine_a.broadcast))
@@ -146,7 +146,7 @@ def test_every_parser_agrees_with_pyroute2_on_a_real_dump() -> None:
                 assert mine_n.master == ref.get_attr("NDA_MASTER")  # type: ignore[attr-defined]
                 if mine_n.dst:
                     flood.append((mine_n.ifindex, mine_n.dst, mine_n.lladdr))
-            assert (by_name["vx77"].index, "192.0.2.20", "00:00:00:00:00:00") in flood
+            assert (by_name["vx77"].ifindex, "192.0.2.20", "00:00:00:00:00:00") in flood
 
 
 def test_truncated_and_odd_buffers_never_raise_past_their_end() -> None:

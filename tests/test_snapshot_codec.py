@@ -15,13 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netledger.events.codec import Actor, Envelope
+from netledger.events.codec import Actor, Envelope, decode, encode
 from netledger.events.commands import parse_command
 from netledger.events.decide import decide
 from netledger.events.errors import NetledgerError
 from netledger.events.host_events import HostAnnounced, HostInstancesSeen
 from netledger.events.placement import companions
 from netledger.events.snapshot import (
+    SNAPSHOT_FORMAT,
     SnapshotInvalid,
     digest,
     dumps,
@@ -100,22 +101,24 @@ def test_snapshot_plus_tail_equals_the_whole_fold(data: st.DataObject) -> None:
     head = _fold(log[:cut])
     # The wire form is msgpack-clean and round-trips exactly.
     assert state_from_wire(msgpack.unpackb(msgpack.packb(state_to_wire(head)))) == head
-    seen: OrderedDict[str, object] = OrderedDict()
-    for _, _, env in log[:cut]:
-        seen.setdefault(env.command_id, []).append(env.event)  # type: ignore[union-attr]
-    body = dumps(head, seen, seq=cut, stream=STREAM, created=CREATED)  # type: ignore[arg-type]
+    seen: OrderedDict[str, list[bytes]] = OrderedDict()
+    for _, _, env in log[:cut]:  # the service remembers commands as their stored envelopes
+        seen.setdefault(env.command_id, []).append(encode(env))
+    body = dumps(head, seen, seq=cut, stream=STREAM, created=CREATED)
     snap = loads(
         body, sha256=digest(body), stream=STREAM, created=CREATED, stream_last_seq=len(log)
     )
     assert snap.seq == cut
     assert snap.state == head
-    assert {c: seen_events(v) for c, v in snap.seen.items()} == seen
+    assert snap.seen == seen
+    for cid, raws in seen.items():
+        assert seen_events(snap.seen[cid]) == [decode(r).event for r in raws]
     assert _fold(log[cut:], snap.state) == _fold(log)
 
 
 def _body(**over: object) -> bytes:
     w = {
-        "format": 1,
+        "format": SNAPSHOT_FORMAT,
         "fold": FOLD_VERSION,
         "stream": STREAM,
         "created": CREATED,
