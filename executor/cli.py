@@ -98,6 +98,12 @@ def executor_group() -> None:
     hidden=True,
     help="Slow motion for tests that interrupt an apply (seconds).",
 )
+@click.option(
+    "--whole-log",
+    is_flag=True,
+    help="Read the whole stream instead of this host's share (registry, announcements, its own"
+    " and its placement subject, its networks): for comparisons and repairs.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
 @metrics_port_option
 @pass_settings
@@ -118,6 +124,7 @@ def executor_run(
     heartbeat: float,
     batch_size: int,
     pause_between_batches: float,
+    whole_log: bool,
     verbose: bool,
     metrics_port: int | None,
 ) -> None:
@@ -172,6 +179,8 @@ def executor_run(
         pause=pause_between_batches,
         dhcp_paths=paths,
         dhcp_script=script,
+        sightings_heartbeat=heartbeat,
+        share=not whole_log,
     )
 
     async def go() -> Any:
@@ -199,6 +208,9 @@ def executor_run(
             "drift_repairs": report.drift_repairs,
             "conflicts": report.conflicts,
             "duration_ms": report.duration_ms,
+            # what it read of the log to get there, and how many networks its share holds
+            "events_read": report.events_read,
+            "share_networks": report.share_networks,
         }
         emit(
             out,

@@ -69,6 +69,9 @@ class PassReport:
     changes: int = 0
     drift_repairs: int = 0
     duration_ms: float = 0.0
+    #: messages of the log read since start, and networks in the share (None: whole log)
+    events_read: int = 0
+    share_networks: int | None = None
 
     @property
     def failures(self) -> list[OpResult]:
@@ -324,6 +327,8 @@ class Executor:
         self._last_desired = desired
         self.passes += 1
         report.events = len(events)
+        report.events_read = self.follower.handled
+        report.share_networks = len(self.view.networks) if self.opts.share else None
         if events:
             await self._publish(events)
         if events or report.failures or now - self._status_at >= self.opts.heartbeat:
