@@ -13,6 +13,7 @@ v+1). A message that cannot be decoded raises :class:`DecodeError`; readers reco
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,7 +115,7 @@ def upcast(type_name: str, version: int, data: dict[str, Any]) -> dict[str, Any]
 def decode(raw: bytes) -> Envelope:
     """Decode one stored message, upcasting old versions; raise DecodeError on anything bad."""
     try:
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        obj = _unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:
         raise DecodeError(f"not msgpack: {exc.__class__.__name__}") from None
     if not isinstance(obj, dict):
@@ -122,26 +123,105 @@ def decode(raw: bytes) -> Envelope:
     type_name = obj.get("type")
     version = obj.get("version")
     data = obj.get("data")
-    if not isinstance(type_name, str) or type_name not in EVENT_TYPES:
+    cls = EVENT_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None or not isinstance(type_name, str):
         raise DecodeError(f"unknown event type {type_name!r}")
-    cls = EVENT_TYPES[type_name]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise DecodeError(f"{type_name}: bad version {version!r}")
+    if type(version) is not int or version < 0:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise DecodeError(f"{type_name}: bad version {version!r}")
     if version > cls.VERSION:
         raise DecodeError(f"{type_name} v{version} is newer than this reader (v{cls.VERSION})")
     if not isinstance(data, dict):
         raise DecodeError(f"{type_name}: data is not a map")
     try:
-        event = cls.from_data(upcast(type_name, version, data))
+        if version < cls.VERSION:
+            data = upcast(type_name, version, data)
+        event = _build(cls, data)
     except DecodeError:
         raise
     except Exception as exc:
         raise DecodeError(f"{type_name} v{version}: {exc}") from None
     t = obj.get("time")
-    return Envelope(
-        event=event,
-        event_id=str(obj.get("id") or ""),
-        command_id=str(obj.get("command_id") or ""),
-        time=float(t) if isinstance(t, int | float) else 0.0,
-        actor=Actor.from_wire(obj.get("actor")),
+    return _envelope(
+        event,
+        str(obj.get("id") or ""),
+        str(obj.get("command_id") or ""),
+        float(t) if isinstance(t, int | float) else 0.0,
+        _actor(obj.get("actor")),
     )
+
+
+# --- the hot path of decode ---------------------------------------------------------------------
+# Readers decode every message of the log (projector catch-up, the service's fold), so building
+# the three frozen dataclasses is kept cheap: instances get their ``__dict__`` in one step
+# instead of one ``object.__setattr__`` per field. The result is the same object ``__init__``
+# would build (same fields, same order); classes that customise construction take the slow path.
+
+_unpackb = msgpack.unpackb
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _plain_fields(cls: type) -> tuple[str, ...] | None:
+    """The field names of a dataclass that ``__init__`` merely stores, or None if it does more
+    (its own ``from_data``, ``__post_init__``, non-init fields, slots)."""
+    if cls.from_data.__func__ is not Event.from_data.__func__:  # type: ignore[attr-defined]
+        return None
+    if hasattr(cls, "__post_init__") or not hasattr(cls, "__dict__") or "__slots__" in vars(cls):
+        return None
+    fs = dataclasses.fields(cls)
+    if any(not f.init for f in fs):
+        return None
+    return tuple(f.name for f in fs)
+
+
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _build(cls: type[Event], data: dict[str, Any]) -> Event:
+    """``cls.from_data(data)``, faster when every field is present (the usual case)."""
+    try:
+        names = _FIELDS[cls]
+    except KeyError:
+        names = _FIELDS[cls] = _plain_fields(cls)
+    if names is None:
+        return cls.from_data(data)
+    try:
+        values = [data[n] for n in names]
+    except KeyError:  # defaults for fields added later, or the error naming what is missing
+        return cls.from_data(data)
+    event = _new(cls)
+    _set(event, "__dict__", dict(zip(names, values, strict=True)))
+    return event
+
+
+_ACTORS: dict[tuple[Any, ...], Actor] = {}
+_PLAIN = frozenset({str, type(None)})
+
+
+def _actor(value: Any) -> Actor:
+    """``Actor.from_wire``, shared: a log has few distinct actors and an Actor is immutable."""
+    if type(value) is not dict:
+        return Actor.from_wire(value)
+    key = (value.get("project"), value.get("role"), value.get("user"))
+    actor = _ACTORS.get(key) if _PLAIN.issuperset(map(type, key)) else None
+    if actor is not None:
+        return actor
+    actor = Actor.from_wire(value)
+    if not _PLAIN.issuperset(map(type, key)):
+        return actor  # other types (1 == True would share a key): not worth caching
+    if len(_ACTORS) >= 1024:
+        _ACTORS.clear()
+    _ACTORS[key] = actor
+    return actor
+
+
+def _envelope(event: Event, event_id: str, command_id: str, time: float, actor: Actor) -> Envelope:
+    env = _new(Envelope)
+    _set(
+        env,
+        "__dict__",
+        {"event": event, "event_id": event_id, "command_id": command_id, "time": time,
+         "actor": actor},
+    )  # fmt: skip
+    return env

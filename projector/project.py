@@ -37,9 +37,10 @@ from .project_tx import (
     bare,
     field_names,
     reject,
+    rejected_row,
     to_json,
 )
-from .tables import HOSTS, Key, Row
+from .tables import EVENTS, HOSTS, Key, Row
 
 __all__ = [
     "MAX_RAW",
@@ -48,6 +49,7 @@ __all__ = [
     "Outcome",
     "Rejected",
     "View",
+    "apply_event",
     "event_data",
     "expected_subject",
     "project",
@@ -84,21 +86,40 @@ def _indexed_fields(cls: type[Event]) -> tuple[str, ...]:
 
 def event_data(ev: Event) -> str:
     """The event's data as compact JSON (the ``events.data`` column)."""
-    return to_json({n: getattr(ev, n) for n in field_names(type(ev))})
+    names = field_names(type(ev))
+    own = getattr(ev, "__dict__", None)
+    if own is not None and len(own) == len(names):
+        return to_json(own)  # a frozen dataclass's __dict__ holds exactly its fields
+    return to_json({n: getattr(ev, n) for n in names})
 
 
-def project(
+#: The ``events`` columns in the order :func:`apply_event` builds its row (checked below).
+_EVENT_ROW = (
+    "seq", "time", "stream_time", "subject", "type", "event_id", "command_id", "actor_project",
+    "actor_role", "actor_user", "network_id", "address", "fixed_address", "instance", "project",
+    "host", "pool", "data",
+)  # fmt: skip
+if _EVENT_ROW != EVENTS.columns:  # pragma: no cover - a table change must update both
+    raise RuntimeError("projector.project builds events rows in another column order")
+
+
+def apply_event(
     seq: int, subject: str, env: Envelope, view: View, stream_time: float | None = None
-) -> Outcome:
-    """The row changes stored event ``seq`` makes, or its rejection. Never raises for bad data."""
+) -> tuple[Tx | None, tuple[Any, ...] | Row]:
+    """The work of :func:`project` without building an :class:`Outcome`: ``(tx, events row as a
+    tuple in column order)`` when the event applies (``tx.changes`` holds its row changes), or
+    ``(None, rejected_events row)``. Never raises for bad data. The writer calls this for every
+    message, so it builds nothing it does not need."""
     ev = env.event
     try:
         ok = ev.accepts_subject(subject)
         want = "" if ok else expected_subject(ev)
     except Exception as exc:  # a malformed event whose subject cannot even be named
-        return reject(seq, subject, f"{ev.TYPE}: {exc}", type_name=ev.TYPE, stream_time=stream_time)
+        return None, rejected_row(
+            seq, subject, f"{ev.TYPE}: {exc}", type_name=ev.TYPE, stream_time=stream_time
+        )
     if not ok:
-        return reject(
+        return None, rejected_row(
             seq,
             subject,
             f"{ev.TYPE} belongs on {want}, not {subject}",
@@ -114,16 +135,17 @@ def project(
             # A host event this projector has no table for: the host was still active.
             tx.put(HOSTS, host_row(tx, ev.host))
     except Rejected as exc:
-        return reject(seq, subject, str(exc), type_name=ev.TYPE, stream_time=stream_time)
+        return None, rejected_row(
+            seq, subject, str(exc), type_name=ev.TYPE, stream_time=stream_time
+        )
     except Exception as exc:  # bad field types in a decodable event: record, do not stop
-        return reject(
+        return None, rejected_row(
             seq,
             subject,
             f"{ev.TYPE} could not be applied: {exc.__class__.__name__}: {exc}",
             type_name=ev.TYPE,
             stream_time=stream_time,
         )
-    actor = env.actor
     idx = tx.index
     for name in _indexed_fields(type(ev)):
         if idx.get(name) is None:
@@ -131,18 +153,26 @@ def project(
             if isinstance(value, str) and value:
                 idx[name] = bare(value) if name == "address" else value
     get = idx.get
-    # Every column of EVENTS, built directly (this runs for every event).
-    event_row = {
-        "seq": seq, "time": env.time, "stream_time": stream_time, "subject": subject,
-        "type": ev.TYPE, "event_id": env.event_id, "command_id": env.command_id,
-        "actor_project": actor.project, "actor_role": actor.role, "actor_user": actor.user,
-        "network_id": get("network_id"), "address": get("address"),
-        "fixed_address": get("fixed_address"), "instance": get("instance"),
-        "project": get("project"), "host": get("host"), "pool": get("pool"),
-        "data": event_data(ev),
-    }  # fmt: skip
+    actor = env.actor
+    row = (
+        seq, env.time, stream_time, subject, ev.TYPE, env.event_id, env.command_id,
+        actor.project, actor.role, actor.user, get("network_id"), get("address"),
+        get("fixed_address"), get("instance"), get("project"), get("host"), get("pool"),
+        event_data(ev),
+    )  # fmt: skip
+    return tx, row
+
+
+def project(
+    seq: int, subject: str, env: Envelope, view: View, stream_time: float | None = None
+) -> Outcome:
+    """The row changes stored event ``seq`` makes, or its rejection. Never raises for bad data."""
+    tx, row = apply_event(seq, subject, env, view, stream_time)
+    if tx is None:
+        assert isinstance(row, dict)
+        return Outcome(rejected=row)
     changes = tuple(Change(t, k, r) for (t, k), r in tx.changes.items())
-    return Outcome(changes=changes, event=event_row)
+    return Outcome(changes=changes, event=dict(zip(_EVENT_ROW, row, strict=True)))
 
 
 # --- an in-memory store: the same projection without SQLite (tests, tools) ------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, Protocol
@@ -54,6 +55,26 @@ class Rejected(Exception):
     """Raised inside a handler to turn the event into a ``rejected_events`` row."""
 
 
+def rejected_row(
+    seq: int,
+    subject: str,
+    reason: str,
+    *,
+    type_name: str | None = None,
+    stream_time: float | None = None,
+    raw: bytes | None = None,
+) -> Row:
+    """The ``rejected_events`` row of a message that could not be decoded or applied."""
+    return REJECTED_EVENTS.blank(
+        seq=seq,
+        subject=subject,
+        type=type_name,
+        reason=reason[:1000],
+        stream_time=stream_time,
+        raw=raw[:MAX_RAW] if raw is not None else None,
+    )
+
+
 def reject(
     seq: int,
     subject: str,
@@ -64,15 +85,11 @@ def reject(
     raw: bytes | None = None,
 ) -> Outcome:
     """The outcome for a message that could not be decoded or applied."""
-    row = REJECTED_EVENTS.blank(
-        seq=seq,
-        subject=subject,
-        type=type_name,
-        reason=reason[:1000],
-        stream_time=stream_time,
-        raw=raw[:MAX_RAW] if raw is not None else None,
+    return Outcome(
+        rejected=rejected_row(
+            seq, subject, reason, type_name=type_name, stream_time=stream_time, raw=raw
+        )
     )
-    return Outcome(rejected=row)
 
 
 # --- the handlers' working context ---------------------------------------------------------
@@ -87,6 +104,8 @@ class Tx:
         self.seq = seq
         self.env = env
         self.view = view
+        # Keyed (table name, primary key), in the order first written: the writer merges this
+        # into its batch as it is.
         self.changes: dict[tuple[str, Key], Row | None] = {}
         # What the events index says this event concerns (filled in by handlers).
         self.index: dict[str, Any] = {}
@@ -100,14 +119,15 @@ class Tx:
         return None if row is None else dict(row)
 
     def put(self, table: Table, row: Row) -> None:
-        self.changes[(table.name, table.key(row))] = row
+        self.changes[(table.name, table.key_of(row))] = row
 
     def delete(self, table: Table, key: Key) -> None:
         self.changes[(table.name, key)] = None
 
     def stamp(self, row: Row, prefix: str = "updated") -> Row:
-        row[f"{prefix}_seq"] = self.seq
-        row[f"{prefix}_at"] = self.env.time
+        names = _STAMPS.get(prefix) or _stamp_names(prefix)
+        row[names[0]] = self.seq
+        row[names[1]] = self.env.time
         return row
 
     def touch_project(
@@ -124,6 +144,14 @@ class Tx:
         if set_network:
             row["network_id"] = network_id
         self.put(PROJECTS, row)
+
+
+_STAMPS: dict[str, tuple[str, str]] = {}
+
+
+def _stamp_names(prefix: str) -> tuple[str, str]:
+    names = _STAMPS[prefix] = (f"{prefix}_seq", f"{prefix}_at")
+    return names
 
 
 # --- small pure helpers the handlers share --------------------------------------------------
@@ -178,5 +206,23 @@ def field_names(cls: type[Event]) -> tuple[str, ...]:
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _fast_encoder() -> Callable[[Any], str] | None:
+    """``_ENCODER.encode`` without what it redoes on every call (building the C encoder, the
+    circular-reference bookkeeping: event data from msgpack has no cycles); same output."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    chunks = make(
+        None, str, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True
+    )
+    return lambda value: "".join(chunks(value, 0))
+
+
+_FAST_ENCODE = _fast_encoder()
+
+
 def to_json(value: Any) -> str:
+    """Compact JSON with sorted keys (the ``data``/``detail`` columns)."""
+    if _FAST_ENCODE is not None and type(value) is dict:
+        return _FAST_ENCODE(value)
     return _ENCODER.encode(value)

@@ -2,25 +2,27 @@
 
 Shape of the pipeline::
 
-    ordered push consumer ──callback──▶ bounded queue ──▶ writer task ──▶ writer thread
-    (nats-py, event loop)   (Raw msgs)   (back-pressure)   (batches)      (decode, project, commit)
+    ordered push consumer ──callback──▶ chunks of raw messages ──pipe──▶ writer process
+    (nats-py, event loop)               (bounded: back-pressure)          (decode, project, commit)
 
 * Reading uses an ordered push consumer, the fastest read path nats-py has (JETSTREAM_NOTES.md:
   ~4x pull ``fetch``). It starts at the checkpoint + 1; nats-py resets it on its own after a
-  reconnect or a missed heartbeat, from the last sequence it delivered.
-* Memory stays flat: the callback puts messages in a bounded queue. When it is full, the
-  projector unsubscribes (dropping what nats-py buffered) and, once the writer has drained
-  the queue to a quarter, subscribes again from the first sequence not queued. JetStream flow
-  control alone does not bound it: measured, the server pushed a 40,000-message stream whole
-  into nats-py's pending queue while the writer was at a fifth of it. nats-py's own pending
-  limits stay off on purpose: it drops messages over them after counting them as delivered,
-  which its ordered consumer does not notice.
+  reconnect or a missed heartbeat, from the last sequence it delivered. The callback only takes
+  the sequence out of the reply subject and appends the message to a chunk; everything else
+  happens in the writer (:mod:`.writer_proc`), a forked child on the other core.
+* Memory stays flat: at most ``queue_size`` messages are in flight (sent, not yet committed).
+  Beyond that the projector unsubscribes (dropping what nats-py buffered) and, once the writer
+  has committed all but a quarter of them, subscribes again from the first sequence not sent.
+  JetStream flow control alone does not bound it: measured, the server pushed a 40,000-message
+  stream whole into nats-py's pending queue while the writer was at a fifth of it. nats-py's
+  own pending limits stay off on purpose: it drops messages over them after counting them as
+  delivered, which its ordered consumer does not notice.
 * Writing: one batch of up to ``batch_size`` messages = one SQLite transaction holding the rows,
   the events index, the rejections and ``projection_state.last_seq`` (see :mod:`.store`).
 
 :class:`netledger.events.stream.Follower` is not reused: it decodes on the event loop and calls
-a synchronous handler, while here decoding belongs on the writer thread and the callback must be
-able to wait (back-pressure).
+a synchronous handler, while here decoding belongs in the writer and reading must be able to
+stop and resume (back-pressure).
 """
 
 from __future__ import annotations
@@ -28,11 +30,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -42,20 +42,30 @@ from netledger.events.ids import ALL_EVENTS
 from netledger.events.stream import Connection, check_regression, last_seq, retrying
 
 from .errors import ProjectorStopped
-from .store import Applied, Raw, Writer
+from .writer_proc import WriterProcess, ack_numbers, stream_time
 
 log = logging.getLogger("netledger.projector")
-
-T = TypeVar("T")
 
 #: progress(last applied seq, target seq or None, events applied, events rejected) per batch.
 Progress = Callable[[int, int | None, int, int], None]
 
 DEFAULT_BATCH = 2000
-#: Messages buffered between the NATS callback and the writer (a few MB): reading pauses when
-#: it is full and resumes at a quarter, which must be more than the writer does while a new
-#: consumer is created (milliseconds).
+#: Messages in flight between the NATS callback and the last commit (a few MB): reading pauses
+#: when there are this many and resumes at a quarter, which must be more than the writer does
+#: while a new consumer is created (milliseconds).
 QUEUE_SIZE = 10_000
+#: Messages per frame sent to the writer (the callback also sends what it has whenever the
+#: event loop runs out of messages to deliver).
+CHUNK = 256
+
+
+def stream_seq(reply: str) -> int:
+    """The stream sequence in a JetStream message's reply subject (the callback needs only
+    this; the writer reads the rest with :func:`~.writer_proc.ack_numbers`)."""
+    head, seq, _, _, _ = reply.rsplit(".", 4)
+    if head.count(".") == 4:  # $JS.ACK.<stream>.<consumer>.<delivered>: the usual layout
+        return int(seq)
+    return ack_numbers(reply)[0]
 
 
 def _epoch(at: datetime.datetime | float | None) -> float | None:
@@ -96,17 +106,16 @@ class Projector:
         self.at = _epoch(at)
         self.progress = progress
         self.heartbeat = heartbeat
-        self._queue: asyncio.Queue[Raw | None] = asyncio.Queue(
-            maxsize=queue_size or max(QUEUE_SIZE, 4 * batch_size)
-        )
-        self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netledger-projector")
-        self._writer: Writer | None = None
+        self.queue_size = queue_size or max(QUEUE_SIZE, 4 * batch_size)
+        self._chunk_size = min(CHUNK, self.queue_size // 4 or 1)
+        self._writer: WriterProcess | None = None
         self._sub: Any = None
-        self._task: asyncio.Task[None] | None = None
         self._resub: asyncio.Task[None] | None = None
-        self._enqueued = 0  # highest seq handed to the queue
+        self._chunk: list[tuple[int, str, bytes, str]] = []
+        self._enqueued = 0  # highest seq handed to the writer (or in the chunk being built)
+        self._target: int | None = None  # the last seq to apply, once a limit was reached
         self._first = True  # the first message of a subscription may follow a gap (expired)
-        self._paused = False  # reading stopped until the writer drains the queue
+        self._paused = False  # reading stopped until the writer catches up
         self.pauses = 0
         self._reading = False  # stop enqueueing once a limit is reached or we are closing
         self._advanced = asyncio.Event()
@@ -115,34 +124,31 @@ class Projector:
         self.events = 0
         self.rejected = 0
         self.failure: BaseException | None = None
-        self.write_seconds = 0.0  # time spent in the writer thread (decode, project, commit)
+        self.write_seconds = 0.0  # time the writer was busy (decode, project, commit)
         self.watch_interval = 5.0  # how often to check that the log did not go back
         self._watch: asyncio.Task[None] | None = None
         self.batches = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
-
     async def start(self) -> None:
-        try:
-            self._writer = await self._db(Writer, self.db_path)
-            info = await retrying(lambda: self.conn.js.stream_info(self.conn.stream), "stream info")
-            created = info.created.isoformat() if info.created else ""
-            stream_last = int(info.state.last_seq)
-            await self._db(self._writer.check_stream, self.conn.stream, created, stream_last)
-        except BaseException:
-            await self._shutdown_db()
-            raise
-        self.last_seq = self._writer.last_seq
+        info = await retrying(lambda: self.conn.js.stream_info(self.conn.stream), "stream info")
+        created = info.created.isoformat() if info.created else ""
+        check = (self.conn.stream, created, int(info.state.last_seq))
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        writer = WriterProcess(self._applied, self._failed)
+        self.last_seq, _ = await writer.start(self.db_path, check, self.batch_size)
+        self._writer = writer
         self._enqueued = self.last_seq
         if self.to_seq is not None and self.last_seq >= self.to_seq:
             self._finish()
             return
         self._reading = True
-        self._task = asyncio.create_task(self._write_loop(), name="netledger-projector-writer")
-        await self._subscribe(self.last_seq + 1)
+        try:
+            await self._subscribe(self.last_seq + 1)
+        except BaseException:
+            await self.close()
+            raise
         self._watch = asyncio.create_task(self._watch_log(), name="netledger-projector-watch")
         log.info(
             "projector following %s from seq %d into %s",
@@ -178,26 +184,20 @@ class Projector:
                 log.debug("unsubscribe: %s", exc)
 
     async def close(self) -> None:
-        """Stop following; the batch being written commits, queued messages are dropped (they
-        are read again from the checkpoint next time)."""
+        """Stop following; the batch being written commits, messages not yet committed are
+        dropped (they are read again from the checkpoint next time)."""
         self._reading = False
         # A resubscription in flight first, so that it cannot leave a subscription behind.
         await _cancel(self._resub)
         await _cancel(self._watch)
         await self._unsubscribe()
-        await _cancel(self._task)
-        await self._shutdown_db()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.stop()
         if not self._done.done():
             self._done.set_exception(ProjectorStopped("projector closed", last_seq=self.last_seq))
             self._done.exception()  # retrieved: nobody has to wait on it
         self._advanced.set()
-
-    async def _shutdown_db(self) -> None:
-        if self._writer is not None:
-            # Queued behind any batch still being written on the same thread: it commits first.
-            await self._db(self._writer.close)
-            self._writer = None
-        self._exec.shutdown(wait=True)
 
     async def __aenter__(self) -> Projector:
         await self.start()
@@ -211,8 +211,8 @@ class Projector:
     async def _on_msg(self, msg: Msg) -> None:
         if not self._reading or self._paused:
             return
-        md = msg.metadata
-        seq = int(md.sequence.stream)
+        reply = msg.reply
+        seq = stream_seq(reply)
         if seq <= self._enqueued:
             return  # redelivered after an ordered-consumer reset
         if seq != self._enqueued + 1 and not self._first:
@@ -222,7 +222,12 @@ class Projector:
             )
             self._restart_reading(pause=False)
             return
-        if self._queue.full():
+        if (self.at is not None and stream_time(ack_numbers(reply)[1]) > self.at) or (
+            self.to_seq is not None and seq > self.to_seq
+        ):
+            self._limit_reached()
+            return
+        if self._enqueued - self.last_seq >= self.queue_size:
             # Do not let nats-py buffer the rest of the stream in memory (flow control does
             # not stop the server soon enough): stop the consumer, resume from here later.
             self._paused = True
@@ -231,22 +236,47 @@ class Projector:
             return
         self._first = False
         self._enqueued = seq
-        self._queue.put_nowait(
-            Raw(seq, msg.subject, msg.data, md.timestamp.timestamp(), int(md.num_pending))
-        )
+        chunk = self._chunk
+        chunk.append((seq, msg.subject, msg.data, reply))
+        if self.to_seq is not None and seq >= self.to_seq:
+            self._limit_reached()
+        elif len(chunk) == 1:
+            # Sent once the loop has delivered what it had (or when full, below).
+            asyncio.get_running_loop().call_soon(self._send)
+        elif len(chunk) >= self._chunk_size:
+            self._send()
+
+    def _send(self) -> None:
+        chunk, self._chunk = self._chunk, []
+        if chunk and self._writer is not None:
+            self._writer.send(chunk)
+            # While messages keep coming the loop seldom gets to the writer's pipe: read its
+            # acknowledgements here, so that what is in flight is known (and reading does not
+            # pause for commits that already happened).
+            self._writer.poll()
+
+    def _limit_reached(self) -> None:
+        """Nothing after what was enqueued is applied: stop reading, finish once it commits."""
+        self._send()
+        self._reading = False
+        self._target = self._enqueued
+        asyncio.get_running_loop().create_task(self._unsubscribe())
+        if self.last_seq >= self._target:
+            self._finish()
 
     def _restart_reading(self, pause: bool) -> None:
         """Drop the subscription (and whatever nats-py buffered for it); subscribe again from
-        the first sequence not yet queued — with ``pause``, once the writer has drained most
-        of the queue."""
+        the first sequence not yet sent — with ``pause``, once the writer has committed all but
+        a quarter of what is in flight."""
+        self._send()
         if self._resub is not None and not self._resub.done():
             return
 
         async def again() -> None:
             await self._unsubscribe()
-            low = self._queue.maxsize // 4
-            while pause and self._reading and self._queue.qsize() > low:
-                await asyncio.sleep(0.01)
+            low = self.queue_size // 4
+            while pause and self._reading and self._enqueued - self.last_seq > low:
+                await self._advanced.wait()
             self._paused = False
             if self._reading:
                 await self._subscribe(self._enqueued + 1)
@@ -269,67 +299,36 @@ class Projector:
                 check_regression(target, seen)
             except LogRegression as exc:
                 log.critical("%s", exc.message)
-                self.failure = exc
                 self._reading = False
                 await self._unsubscribe()
-                if not self._done.done():
-                    self._done.set_exception(exc)
-                    self._done.exception()  # retrieved: wait_failed() reports it
-                self._advanced.set()
+                self._failed(exc)
                 return
 
-    # --- writing -----------------------------------------------------------------------------
+    # --- what the writer says ------------------------------------------------------------------
 
-    def _cut(self, batch: list[Raw]) -> tuple[list[Raw], bool]:
-        """Trim ``batch`` to the stop limits; True when a limit was reached."""
-        for i, raw in enumerate(batch):
-            if self.at is not None and raw.stream_time > self.at:
-                return batch[:i], True
-            if self.to_seq is not None and raw.seq >= self.to_seq:
-                return batch[: i + 1], True
-        return batch, False
+    def _applied(self, last: int, events: int, rejected: int, busy: float) -> None:
+        self.last_seq = last
+        self.events += events
+        self.rejected += rejected
+        self.write_seconds += busy
+        self.batches += 1
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+        if self.progress is not None:
+            self.progress(self.last_seq, self.to_seq, self.events, self.rejected)
+        if self._target is not None and last >= self._target:
+            self._finish()
 
-    async def _write_loop(self) -> None:
-        assert self._writer is not None
-        writer = self._writer
-        q = self._queue
-        try:
-            while True:
-                first = await q.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < self.batch_size and not q.empty():
-                    item = q.get_nowait()
-                    if item is None:
-                        break
-                    batch.append(item)
-                batch, stop = self._cut(batch)
-                if batch:
-                    t0 = time.perf_counter()
-                    applied: Applied = await self._db(writer.apply, batch)
-                    self.write_seconds += time.perf_counter() - t0
-                    self.batches += 1
-                    self.last_seq = applied.last_seq
-                    self.events += applied.events
-                    self.rejected += applied.rejected
-                    self._advanced.set()
-                    self._advanced = asyncio.Event()
-                    if self.progress is not None:
-                        self.progress(self.last_seq, self.to_seq, self.events, self.rejected)
-                if stop:
-                    self._reading = False
-                    self._finish()
-                    return
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            log.exception("projector writer failed at seq %d", self.last_seq)
+    def _failed(self, exc: BaseException) -> None:
+        if self.failure is None:
+            if not isinstance(exc, LogRegression):
+                log.error("projector writer failed at seq %d: %s", self.last_seq, exc)
             self.failure = exc
-            self._reading = False
-            if not self._done.done():
-                self._done.set_exception(exc)
-            self._advanced.set()
+        self._reading = False
+        if not self._done.done():
+            self._done.set_exception(exc)
+            self._done.exception()  # retrieved: done() / wait_failed() report it
+        self._advanced.set()
 
     def _finish(self) -> None:
         if not self._done.done():
@@ -350,7 +349,7 @@ class Projector:
             while self.last_seq < seq:
                 if self.failure is not None:
                     raise self.failure
-                if self._done.done() or (self._task is None and not self._reading):
+                if self._done.done() or (self._writer is None and not self._reading):
                     raise ProjectorStopped(
                         f"projector stopped at seq {self.last_seq}",
                         last_seq=self.last_seq,

@@ -1,16 +1,23 @@
 """The SQLite side of the projector: batches of outcomes written in one transaction each.
 
-A :class:`Writer` owns the database connection and is used from one thread only (the
-projector's writer thread; SQLite work releases the GIL, so it overlaps the NATS reading on the
-event loop). For each batch of raw messages it decodes, projects (reading through an overlay of
-the batch's own changes), and commits every changed row, the events-index rows, the rejections
-and ``projection_state.last_seq`` together. A crash before ``COMMIT`` leaves the previous batch's
-state and checkpoint; after it, the new ones: never half, never twice.
+A :class:`Writer` owns the database connection. For each batch of raw messages it decodes,
+projects (reading through an overlay of the batch's own changes), and commits every changed
+row, the events-index rows, the rejections and ``projection_state.last_seq`` together. A crash
+before ``COMMIT`` leaves the previous batch's state and checkpoint; after it, the new ones:
+never half, never twice.
+
+The work is split in two steps so that a caller can overlap them (see :mod:`.writer_proc`):
+:meth:`Writer.project` fills a :class:`Batch` (Python: decode, project) and :meth:`Writer.commit`
+writes it (SQLite). A batch may be projected on top of one still being written (``base``): it
+reads that batch's changes before the database, so it sees exactly what the committed state will
+be. Rows are written with multi-row ``INSERT ... VALUES (...), (...)`` statements: one
+``sqlite3_step`` for hundreds of rows, which is cheaper than ``executemany`` and holds the GIL
+only while binding, not while SQLite works.
 """
 
 from __future__ import annotations
 
-import operator
+import itertools
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +27,8 @@ from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
 
 from .errors import ProjectionAhead, StreamMismatch
-from .project import Outcome, project, reject
+from .project import apply_event
+from .project_tx import rejected_row
 from .schema import open_db
 from .tables import ALL_TABLES, EVENTS, REJECTED_EVENTS, Key, Row, Table
 
@@ -35,47 +43,72 @@ class Raw(NamedTuple):
     pending: int  # messages after this one in the stream when it was delivered
 
 
-def _upsert_sql(t: Table) -> str:
-    cols = ", ".join(t.columns)
-    marks = ", ".join("?" for _ in t.columns)
-    return f"INSERT OR REPLACE INTO {t.name} ({cols}) VALUES ({marks})"
-
-
 def _where(t: Table) -> str:
     return " AND ".join(f"{c} = ?" for c in t.pk)
 
 
-_UPSERT = {name: _upsert_sql(t) for name, t in ALL_TABLES.items()}
-#: Row dict -> tuple in column order (itemgetter: several times faster than a generator).
-_VALUES = {name: operator.itemgetter(*t.columns) for name, t in ALL_TABLES.items()}
 _DELETE = {name: f"DELETE FROM {name} WHERE {_where(t)}" for name, t in ALL_TABLES.items()}
 _GET = {
     name: f"SELECT {', '.join(t.columns)} FROM {name} WHERE {_where(t)}"
     for name, t in ALL_TABLES.items()
 }
+#: Rows per multi-row INSERT, largest first (at most 32 columns x 1024 rows: SQLite's usual 32,766
+#: variables). A batch is cut into these sizes so that only a few
+#: statements per table are ever prepared (the connection caches them).
+_CHUNKS = (1024, 128, 16, 1)
+
+
+def _insert(conn: sqlite3.Connection, verb: str, table: Table, rows: list[tuple[Any, ...]]) -> None:
+    """``verb INTO table VALUES (..), (..)`` for ``rows`` (tuples in column order), in order."""
+    one = "(" + ",".join("?" * len(table.columns)) + ")"
+    head = f"{verb} INTO {table.name} ({', '.join(table.columns)}) VALUES "
+    i, n = 0, len(rows)
+    for size in _CHUNKS:
+        if n - i < size:
+            continue
+        sql = head + ",".join([one] * size)
+        while n - i >= size:
+            conn.execute(sql, list(itertools.chain.from_iterable(rows[i : i + size])))
+            i += size
 
 
 class Batch:
     """The changes of one batch, readable before they are committed (a :class:`View`)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: sqlite3.Connection, base: Batch | None = None) -> None:
+        self.conn = conn  # used for reads only
+        self.base = base  # a batch being committed meanwhile: its changes come before the file
         self.overlay: dict[str, dict[Key, Row | None]] = {}
-        # Rows read from the database during this batch: it does not change until we commit.
+        # Rows read from the database during this batch (the rows a base batch changes are
+        # found in its overlay first, so these do not depend on whether it committed yet).
         self.read: dict[tuple[str, Key], Row | None] = {}
-        self.events: list[Row] = []
+        self.events: list[tuple[Any, ...]] = []
         self.rejected: list[Row] = []
+        self.first_seq = 0
+        self.last_seq = 0
+        self.highest_seq = 0
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.rejected)
+
+    def _changed(self, table: str, key: Key) -> tuple[bool, Row | None]:
+        b: Batch | None = self
+        while b is not None:
+            t = b.overlay.get(table)
+            if t is not None and key in t:
+                return True, t[key]
+            b = b.base
+        return False, None
 
     def get(self, table: str, key: Key) -> Row | None:
-        t = self.overlay.get(table)
-        if t is not None and key in t:
-            return t[key]
+        found, row = self._changed(table, key)
+        if found:
+            return row
         k = (table, key)
         if k in self.read:
             return self.read[k]
-        cur = self.conn.execute(_GET[table], key)
-        found = cur.fetchone()
-        row = None if found is None else dict(zip(ALL_TABLES[table].columns, found, strict=True))
+        values = self.conn.execute(_GET[table], key).fetchone()
+        row = None if values is None else dict(zip(ALL_TABLES[table].columns, values, strict=True))
         self.read[k] = row
         return row
 
@@ -89,47 +122,82 @@ class Batch:
         found: dict[Key, Row] = {}
         for values in cur:
             row = dict(zip(t.columns, values, strict=True))
-            found[t.key(row)] = row
-        for key, ov in self.overlay.get(table, {}).items():
-            if ov is None or ov.get(column) != value:
-                found.pop(key, None)
-            else:
-                found[key] = ov
+            found[t.key_of(row)] = row
+        chain: list[Batch] = []
+        b: Batch | None = self
+        while b is not None:
+            chain.append(b)
+            b = b.base
+        for b in reversed(chain):  # oldest changes first, this batch's last
+            for key, ov in b.overlay.get(table, {}).items():
+                if ov is None or ov.get(column) != value:
+                    found.pop(key, None)
+                else:
+                    found[key] = ov
         return list(found.values())
 
-    def add(self, outcome: Outcome) -> None:
-        for ch in outcome.changes:
-            self.overlay.setdefault(ch.table, {})[ch.key] = ch.row
-        if outcome.event is not None:
-            self.events.append(outcome.event)
-        if outcome.rejected is not None:
-            self.rejected.append(outcome.rejected)
+    def add(self, seq: int, subject: str, data: bytes, stream_time: float, pending: int) -> bool:
+        """Decode and project one message into the batch; False if it was rejected."""
+        try:
+            env = decode(data)
+        except DecodeError as exc:
+            self.rejected.append(
+                rejected_row(seq, subject, str(exc), stream_time=stream_time, raw=data)
+            )
+            ok = False
+        else:
+            tx, row = apply_event(seq, subject, env, self, stream_time)
+            if tx is None:
+                self.rejected.append(row)  # type: ignore[arg-type]
+                ok = False
+            else:
+                overlay = self.overlay
+                for (table, key), changed in tx.changes.items():
+                    t = overlay.get(table)
+                    if t is None:
+                        t = overlay[table] = {}
+                    t[key] = changed
+                self.events.append(row)  # type: ignore[arg-type]
+                ok = True
+        if not self.first_seq:
+            self.first_seq = seq
+        self.last_seq = seq
+        if seq + pending > self.highest_seq:
+            self.highest_seq = seq + pending
+        return ok
 
-    def commit(self, last_seq: int, highest_seq: int) -> None:
-        """Write everything and the checkpoint in one transaction."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Write everything and the checkpoint in one transaction (on ``conn``, the writer's)."""
+        conn.execute("BEGIN IMMEDIATE")
         try:
             for name, rows in self.overlay.items():
                 t = ALL_TABLES[name]
                 deletes = [k for k, r in rows.items() if r is None]
-                upserts = list(map(_VALUES[name], filter(None, rows.values())))
                 if deletes:
-                    c.executemany(_DELETE[name], deletes)
+                    conn.executemany(_DELETE[name], deletes)
+                upserts = list(map(t.values_of, filter(None, rows.values())))
                 if upserts:
-                    c.executemany(_UPSERT[name], upserts)
-            for t, rows_ in ((EVENTS, self.events), (REJECTED_EVENTS, self.rejected)):
-                if rows_:
-                    c.executemany(_UPSERT[t.name], list(map(_VALUES[t.name], rows_)))
-            c.execute(
+                    _insert(conn, "INSERT OR REPLACE", t, upserts)
+            # Append-only, and every seq here is above the checkpoint committed with these
+            # rows, so no row can be there already: plain INSERT (an existing one is an error).
+            if self.events:
+                _insert(conn, "INSERT", EVENTS, self.events)
+            if self.rejected:
+                _insert(
+                    conn,
+                    "INSERT",
+                    REJECTED_EVENTS,
+                    list(map(REJECTED_EVENTS.values_of, self.rejected)),
+                )
+            conn.execute(
                 "UPDATE projection_state SET last_seq = ?, highest_seq = max(highest_seq, ?)"
                 " WHERE id = 1",
-                (last_seq, highest_seq),
+                (self.last_seq, self.highest_seq),
             )
-            c.execute("COMMIT")
+            conn.execute("COMMIT")
         except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
 
@@ -141,7 +209,7 @@ class Applied:
 
 
 class Writer:
-    """Owns the projection database; every method runs on the projector's writer thread."""
+    """Owns the projection database; used from one thread at a time."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -180,32 +248,32 @@ class Writer:
                     (stream, created),
                 )
 
-    def apply(self, raws: list[Raw]) -> Applied:
-        """Decode, project and commit one batch (messages at or below the checkpoint are skipped)."""
-        batch = Batch(self.conn)
-        last = self.last_seq
-        highest = self.highest_seq
-        events = rejected = 0
+    def project(
+        self, raws: list[Raw], batch: Batch | None = None, conn: sqlite3.Connection | None = None
+    ) -> Batch:
+        """Decode and project ``raws`` into ``batch`` (a new one reading through ``conn``, the
+        writer's connection by default); messages at or below the checkpoint are skipped."""
+        if batch is None:
+            batch = Batch(conn or self.conn)
+        last = max(self.last_seq, batch.last_seq)
         for seq, subject, data, stream_time, pending in raws:
             if seq <= last:
                 continue  # already applied (a redelivery after a consumer reset)
-            try:
-                env = decode(data)
-            except DecodeError as exc:
-                out = reject(seq, subject, str(exc), stream_time=stream_time, raw=data)
-            else:
-                out = project(seq, subject, env, batch, stream_time)
-            batch.add(out)
-            if out.rejected is not None:
-                rejected += 1
-            else:
-                events += 1
+            batch.add(seq, subject, data, stream_time, pending)
             last = seq
-            highest = max(highest, seq + pending)
-        if last > self.last_seq:
-            batch.commit(last, highest)
-            self.last_seq, self.highest_seq = last, highest
-        return Applied(self.last_seq, events, rejected)
+        return batch
+
+    def commit(self, batch: Batch) -> Applied:
+        """Write ``batch`` with the checkpoint in one transaction; what was applied."""
+        if batch.last_seq > self.last_seq:
+            batch.highest_seq = max(batch.highest_seq, self.highest_seq)
+            batch.write(self.conn)
+            self.last_seq, self.highest_seq = batch.last_seq, batch.highest_seq
+        return Applied(self.last_seq, len(batch.events), len(batch.rejected))
+
+    def apply(self, raws: list[Raw]) -> Applied:
+        """Decode, project and commit one batch (messages at or below the checkpoint are skipped)."""
+        return self.commit(self.project(raws))
 
     def close(self) -> None:
         self.conn.close()

@@ -8,11 +8,21 @@ database has exactly these columns.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Row], tuple[Any, ...]]:
+    """Row -> tuple of ``names`` (itemgetter in C; a 1-tuple is wrapped by hand)."""
+    if len(names) == 1:
+        (name,) = names
+        return lambda row: (row[name],)
+    return operator.itemgetter(*names)
 
 
 @dataclass(frozen=True)
@@ -23,13 +33,18 @@ class Table:
     # Derived once: rows are built for every event, so ``blank`` must be cheap.
     names: frozenset[str] = field(init=False, repr=False, compare=False)
     empty: Row = field(init=False, repr=False, compare=False)
+    #: row -> its primary key / all its values in column order (what SQLite is given)
+    key_of: Callable[[Row], Key] = field(init=False, repr=False, compare=False)
+    values_of: Callable[[Row], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", frozenset(self.columns))
         object.__setattr__(self, "empty", dict.fromkeys(self.columns))
+        object.__setattr__(self, "key_of", _getter(self.pk))
+        object.__setattr__(self, "values_of", _getter(self.columns))
 
     def key(self, row: Row) -> Key:
-        return tuple(row[c] for c in self.pk)
+        return self.key_of(row)
 
     def blank(self, **values: Any) -> Row:
         """A full row: every column present (``None`` unless given)."""
