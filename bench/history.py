@@ -380,33 +380,35 @@ def share_row(h: History) -> Row:
 
 
 async def raw_read_share(conn: Connection, subjects: list[str]) -> tuple[float, int]:
-    """Seconds for an ordered push consumer filtered to ``subjects`` to deliver all of them
-    from seq 1 (counted, not decoded), and how many: the floor of a reader of that share."""
-    from nats.js.api import ConsumerConfig, DeliverPolicy
-
+    """Seconds to read every message of ``subjects`` from seq 1, one ordered push consumer per
+    subject (counted, not decoded; the fastest way: a consumer filtering several subjects at
+    once makes the server scan the whole log), and how many: the floor of that share."""
     got = 0
-    done = asyncio.get_running_loop().create_future()
-
-    async def cb(msg: Any) -> None:
-        nonlocal got
-        got += 1
-        if msg.metadata.num_pending == 0 and not done.done():
-            done.set_result(None)
-
     t = time.perf_counter()
-    sub = await conn.js.subscribe(
-        "",
-        cb=cb,
-        ordered_consumer=True,
-        stream=conn.stream,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subjects=subjects),
-        pending_msgs_limit=-1,
-        pending_bytes_limit=256 * 1024 * 1024,
-    )
-    await asyncio.wait_for(done, 900)
-    dt = time.perf_counter() - t
-    await sub.unsubscribe()
-    return dt, got
+    for subject in subjects:
+        done = asyncio.get_running_loop().create_future()
+        n = 0
+
+        async def cb(msg: Any) -> None:
+            nonlocal n
+            n += 1
+            if msg.metadata.num_pending == 0 and not done.done():
+                done.set_result(None)
+
+        sub = await conn.js.subscribe(
+            subject,
+            cb=cb,
+            ordered_consumer=True,
+            stream=conn.stream,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=256 * 1024 * 1024,
+        )
+        info = await sub.consumer_info()
+        if info.num_pending or info.delivered.consumer_seq:
+            await asyncio.wait_for(done, 900)
+        await sub.unsubscribe()
+        got += n
+    return time.perf_counter() - t, got
 
 
 async def write_snapshot(st: Stack, h: History) -> StoredSnapshot:

@@ -11,6 +11,7 @@ Several replicas are safe together: the log, not a lock, decides who wins.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -79,7 +80,7 @@ QUEUE_GROUP = "netledger-command"
 MAX_CONFLICT_RETRIES = 64
 #: Commands whose first answer a retry gets (older retries are decided again: an allocation
 #: then still finds the instance's address by its natural key).
-SEEN_COMMANDS = 50_000
+SEEN_COMMANDS = 20_000
 
 
 @dataclass
@@ -182,6 +183,9 @@ class CommandService:
         await self.follower.start()
         await self.follower.catch_up(timeout=None)
         self.ready_seconds = round(time.monotonic() - t0, 3)
+        # The fold is hundreds of thousands of long-lived objects in no reference cycle: keep
+        # the cyclic GC from walking them all again at every full collection.
+        gc.freeze()
         try:
             book = HeartbeatBook(self.conn)
             await book.start()

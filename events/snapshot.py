@@ -19,7 +19,9 @@ Pure: no I/O. Writing and loading them is :mod:`netledger.events.snapshot_store`
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,6 +256,31 @@ def dumps(
     return body
 
 
+#: How a body is stored: zlib (level 1, in the forked writer) makes it ~3x smaller to upload and
+#: read back for ~0.1 s of decompression at start.
+ENCODING = "zlib"
+MAX_BODY = 4 << 30  # a decompressed body above this is refused (a zip bomb is not unpacked)
+
+
+def encode_body(raw: bytes) -> bytes:
+    return zlib.compress(raw, 1)
+
+
+def decode_body(stored: bytes, encoding: str | None) -> bytes:
+    if encoding is None:
+        return stored
+    if encoding != ENCODING:
+        raise SnapshotInvalid(f"unknown encoding {encoding!r}")
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(stored, MAX_BODY)
+    except zlib.error as exc:
+        raise SnapshotInvalid(f"not {encoding}: {exc}") from None
+    if d.unconsumed_tail:
+        raise SnapshotInvalid(f"decompresses to more than {MAX_BODY} bytes")
+    return raw
+
+
 def loads(
     body: bytes,
     *,
@@ -261,12 +288,26 @@ def loads(
     stream: str,
     created: str,
     stream_last_seq: int | None = None,
+    encoding: str | None = None,
 ) -> Snapshot:
-    """Check and decode a snapshot body; raise :class:`SnapshotInvalid` with the reason."""
+    """Check and decode a snapshot body (as stored: ``encoding``); raise
+    :class:`SnapshotInvalid` with the reason."""
     if sha256 is None:
         raise SnapshotInvalid("no content hash recorded")
     if digest(body) != sha256:
         raise SnapshotInvalid("content hash mismatch (corrupt or truncated)")
+    # Millions of small objects at once: the cyclic GC would walk them again and again (it
+    # more than doubled the load time); none of them is part of a cycle.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _loads(decode_body(body, encoding), stream, created, stream_last_seq)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _loads(body: bytes, stream: str, created: str, stream_last_seq: int | None) -> Snapshot:
     try:
         w = msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception as exc:

@@ -18,7 +18,7 @@ import heapq
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from .codec import Envelope, decode, encode
 from .errors import DecodeError, LogRegression, Unavailable
-from .ids import ALL_EVENTS, STREAM
+from .ids import ALL_EVENTS, REGISTRY_SUBJECT, STREAM
 
 log = logging.getLogger("netledger.stream")
 T = TypeVar("T")
@@ -486,6 +486,21 @@ class Follower:
         return self.subjects != [ALL_EVENTS]
 
     async def start(self) -> None:
+        if len(self.subjects) > 1:
+            # The server serves one subject from its index, but a consumer filtering several
+            # scans every message in between (measured on a 1 M log: 82 messages of one network
+            # in 0.04 s; 6,500 of a dozen subjects together in 2.8 s). So the history of a
+            # share is read subject by subject — the registry first: every other aggregate
+            # refers to what it declares — and one consumer follows them all from the end.
+            upto = await last_seq(self.conn)
+            order = sorted(self.subjects, key=lambda x: (x != REGISTRY_SUBJECT, x))
+            for subject in order:
+                async for seq, subj, data, msg in iter_subject(
+                    self.conn, subject, self.applied_seq + 1, upto
+                ):
+                    self._handle(seq, subj, data, msg)
+            self.applied_seq = self.position = max(self.applied_seq, upto)
+            self.highest_seen = max(self.highest_seen, upto)
         await self._subscribe(self.applied_seq + 1)
 
     async def _subscribe(self, start_seq: int) -> None:
@@ -670,50 +685,58 @@ class Follower:
         self._fail_waiters(Unavailable("reader stopped"))
 
 
+async def iter_subject(
+    conn: Connection, subject: str, start: int, upto: int
+) -> AsyncIterator[tuple[int, str, bytes, Any]]:
+    """The messages of one subject (a filter: wildcards allowed) from ``start`` through
+    ``upto``, in order, as they arrive (a one-off ordered consumer)."""
+    if start > upto:
+        return
+    from nats.js.api import ConsumerConfig
+
+    sub = await retrying(
+        functools.partial(
+            conn.js.subscribe,
+            subject,
+            ordered_consumer=True,
+            stream=conn.stream,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start)
+            ),
+            pending_msgs_limit=-1,
+            pending_bytes_limit=256 * 1024 * 1024,
+            idle_heartbeat=FOLLOW_HEARTBEAT_S,
+        ),
+        f"reading {subject}",
+    )
+    try:
+        # Messages the server pushed before this question are no longer "pending": the total
+        # is what was delivered plus what is left.
+        info = await sub.consumer_info()
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        left = int(info.num_pending or 0) + int(delivered or 0)
+        while left > 0:
+            msg = await sub.next_msg(timeout=30.0)
+            left -= 1
+            seq, _pending = seq_and_pending(msg)
+            if seq > upto:
+                break
+            yield seq, msg.subject, msg.data, msg
+    finally:
+        try:
+            await asyncio.wait_for(sub.unsubscribe(), CLOSE_TIMEOUT_S)
+        except Exception:
+            pass
+
+
 async def read_subjects(
     conn: Connection, starts: dict[str, int], upto: int
 ) -> list[tuple[int, str, bytes, Any]]:
     """The messages of each subject from its start sequence through ``upto``, in stream order
-    (a one-off ordered consumer per subject: a share's backfill)."""
+    (one consumer per subject: a share's backfill)."""
     out: list[tuple[int, str, bytes, Any]] = []
     for subject, start in sorted(starts.items()):
-        if start > upto:
-            continue
-        from nats.js.api import ConsumerConfig
-
-        sub = await retrying(
-            functools.partial(
-                conn.js.subscribe,
-                subject,
-                ordered_consumer=True,
-                stream=conn.stream,
-                config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start)
-                ),
-                pending_msgs_limit=-1,
-                pending_bytes_limit=256 * 1024 * 1024,
-                idle_heartbeat=FOLLOW_HEARTBEAT_S,
-            ),
-            f"reading {subject}",
-        )
-        try:
-            # Messages the server pushed before this question are no longer "pending": the
-            # total is what was delivered plus what is left.
-            info = await sub.consumer_info()
-            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-            left = int(info.num_pending or 0) + int(delivered or 0)
-            while left > 0:
-                msg = await sub.next_msg(timeout=30.0)
-                left -= 1
-                seq = int(msg.metadata.sequence.stream)
-                if seq > upto:
-                    break
-                out.append((seq, msg.subject, msg.data, msg))
-        finally:
-            try:
-                await asyncio.wait_for(sub.unsubscribe(), CLOSE_TIMEOUT_S)
-            except Exception:
-                pass
+        out += [m async for m in iter_subject(conn, subject, start, upto)]
     out.sort(key=lambda m: m[0])
     return out
 

@@ -70,7 +70,12 @@ async def verify_snapshots(
         try:
             body = await store.read(s)
             snap = loads(
-                body, sha256=s.sha256, stream=conn.stream, created=created, stream_last_seq=last
+                body,
+                sha256=s.sha256,
+                stream=conn.stream,
+                created=created,
+                stream_last_seq=last,
+                encoding=s.encoding,
             )
         except SnapshotInvalid as exc:
             r["reason"] = exc.reason

@@ -25,7 +25,7 @@ from nats.js.api import ObjectMeta
 
 from netledger.events.client import Client
 from netledger.events.service import CommandService
-from netledger.events.snapshot import dumps, state_to_wire
+from netledger.events.snapshot import dumps, encode_body, state_to_wire
 from netledger.events.snapshot_store import BUCKET, SnapshotStore, write_forked
 from netledger.events.snapshotter import SnapshotPolicy
 from netledger.events.state import FOLD_VERSION
@@ -197,7 +197,7 @@ async def test_the_forked_writer_encodes_the_fold_as_of_the_fork(conn: Connectio
         await _network(Client(conn))
         await _fill(Client(conn), 4)
         seq = svc.follower.applied_seq
-        expected = dumps(svc.state, svc.seen, seq=seq, stream=conn.stream, created="c")
+        expected = encode_body(dumps(svc.state, svc.seen, seq=seq, stream=conn.stream, created="c"))
         path, sha = await write_forked(
             svc.state, svc.seen, seq=seq, stream=conn.stream, created="c"
         )
