@@ -379,35 +379,40 @@ def share_row(h: History) -> Row:
 # --- snapshots, one host's share, idle hosts ---------------------------------------------------
 
 
+async def _count_subject(conn: Connection, subject: str) -> int:
+    """Every message of one subject, counted (one ordered push consumer, no decoding)."""
+    done = asyncio.get_running_loop().create_future()
+    n = 0
+
+    async def cb(msg: Any) -> None:
+        nonlocal n
+        n += 1
+        if msg.metadata.num_pending == 0 and not done.done():
+            done.set_result(None)
+
+    sub = await conn.js.subscribe(
+        subject,
+        cb=cb,
+        ordered_consumer=True,
+        stream=conn.stream,
+        pending_msgs_limit=-1,
+        pending_bytes_limit=256 * 1024 * 1024,
+    )
+    info = await sub.consumer_info()
+    if info.num_pending or (info.delivered is not None and info.delivered.consumer_seq):
+        await asyncio.wait_for(done, 900)
+    await sub.unsubscribe()
+    return n
+
+
 async def raw_read_share(conn: Connection, subjects: list[str]) -> tuple[float, int]:
-    """Seconds to read every message of ``subjects`` from seq 1, one ordered push consumer per
-    subject (counted, not decoded; the fastest way: a consumer filtering several subjects at
-    once makes the server scan the whole log), and how many: the floor of that share."""
-    got = 0
+    """Seconds to read every message of ``subjects`` from seq 1, one consumer per subject (the
+    fastest way: a consumer filtering several subjects at once makes the server scan the whole
+    log), and how many: the floor of a reader of that share."""
     t = time.perf_counter()
+    got = 0
     for subject in subjects:
-        done = asyncio.get_running_loop().create_future()
-        n = 0
-
-        async def cb(msg: Any) -> None:
-            nonlocal n
-            n += 1
-            if msg.metadata.num_pending == 0 and not done.done():
-                done.set_result(None)
-
-        sub = await conn.js.subscribe(
-            subject,
-            cb=cb,
-            ordered_consumer=True,
-            stream=conn.stream,
-            pending_msgs_limit=-1,
-            pending_bytes_limit=256 * 1024 * 1024,
-        )
-        info = await sub.consumer_info()
-        if info.num_pending or info.delivered.consumer_seq:
-            await asyncio.wait_for(done, 900)
-        await sub.unsubscribe()
-        got += n
+        got += await _count_subject(conn, subject)
     return time.perf_counter() - t, got
 
 
