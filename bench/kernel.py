@@ -211,10 +211,10 @@ async def running_executor(st: Stack, host: str, ns: str) -> AsyncIterator[subpr
     try:
         assert st.conn is not None
         deadline = time.monotonic() + 60
-        while True:  # ready once it has announced the host on its subject
+        while True:  # ready once it has announced the host (netledger.evt.announce.<host>)
             try:
                 await st.conn.js.get_last_msg(
-                    st.conn.stream, f"netledger.evt.host.{host}", direct=True
+                    st.conn.stream, f"netledger.evt.announce.{host}", direct=True
                 )
                 break
             except Exception:

@@ -137,12 +137,23 @@ class HostSightings:
     limit: int = MAX_REPORTS
 
     def record(self, seq: int, time: float, macs: list[str], networks: list[str]) -> None:
-        self.reports.append(Report(seq, time, frozenset(networks)))
+        nets = frozenset(networks)
+        if self.reports and self.reports[-1].networks == nets:
+            nets = self.reports[-1].networks  # one set shared by reports that cover the same
+        self.reports.append(Report(seq, time, nets))
         self.last_macs = frozenset(m.lower() for m in macs)
         for m in self.last_macs:
             self.seen[m] = seq
         if len(self.reports) > self.limit:
             self._thin()
+        elif len(self.seen) > 2 * len(self.last_macs) + 4 * self.limit:
+            self._forget_older()
+
+    def _forget_older(self) -> None:
+        """Forget MACs last seen before the oldest kept report (instances long gone): as in
+        :meth:`_thin`, such an entry changes no absence (every kept report is after it)."""
+        oldest = self.reports[0].seq
+        self.seen = {m: s for m, s in self.seen.items() if s >= oldest}
 
     def _thin(self) -> None:
         """Drop every other report of the older half (the newest report is always kept)."""

@@ -46,7 +46,7 @@ from .types import (
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 4
+FOLD_VERSION = 5
 
 
 class OffsetPool:

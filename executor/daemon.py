@@ -40,14 +40,15 @@ from netledger.events.liveness import live_bucket, status_key
 from netledger.events.state import State
 from netledger.events.stream import Connection, Follower, retrying
 
+from .cache import KernelCache
+from .converge import Converger
 from .desired import HostConfig, build
 from .dhcp import DhcpBook, DhcpPaths, Dnsmasq, dhcp_events
-from .diff import diff
 from .errors import ExecutorError, NotPermitted
 from .host_report import pass_events
 from .hosts import HostBook
 from .kernel import Kernel, OpResult
-from .model import HostActual, HostDesired, Plan
+from .model import HostActual, HostDesired
 from .netlink import CHUNK, check_netns
 from .sightings import SightingReporter, start_reporter, stop_reporter
 from .view import HostView
@@ -127,6 +128,11 @@ class Executor:
         self.started_at = time.time()
         self._kv: Any = None
         self._status_at = float("-inf")  # monotonic time of the last status written
+        #: the host's links/addresses/flood entries kept current by netlink notifications
+        self.cache: KernelCache | None = None
+        self.converger: Converger | None = None
+        self._in_pass = False
+        self._kernel_dirty = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -140,8 +146,26 @@ class Executor:
             self.kernel = Kernel(self.opts.netns, self.opts.chunk_size, self.opts.pause)
         except PermissionError as exc:
             raise NotPermitted(f"cannot open a netlink socket: {exc}") from None
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:  # from the cache's reader thread
+            loop.call_soon_threadsafe(self._kernel_changed)
+
+        cache = KernelCache(self.opts.netns, on_change=changed)
+        await asyncio.to_thread(cache.start)
+        self.cache = cache
+        self.converger = Converger(self.kernel, cache)
         await self.view.start()
         await self.announce()
+
+    def _kernel_changed(self) -> None:
+        """The kernel changed, and not by the pass running now (its own changes are settled
+        into the state it read last): something else did it — look."""
+        if self._in_pass or self.converger is None:
+            return
+        if self.cache is not None and self.cache.changes > self.converger.seen_changes:
+            self._kernel_dirty = True
+            self._dirty.set()
 
     # The fold lives in the view; these names are what the passes (and sightings) read.
     @property
@@ -165,6 +189,9 @@ class Executor:
 
     async def close(self) -> None:
         await self.view.close()
+        if self.cache is not None:
+            await asyncio.to_thread(self.cache.close)
+            self.cache = None
         if self.kernel is not None:
             self.kernel.close()
             self.kernel = None
@@ -276,7 +303,21 @@ class Executor:
                 log.debug("catch-up before a periodic pass: %s", exc)
         applied_seq = self.follower.position
         desired = build(self.state, self.book, cfg)
-        results, conflicts, final = await asyncio.to_thread(self._converge, desired)
+        assert self.converger is not None
+        # The first pass and the periodic sweep read the whole host again: the safety net for
+        # whatever a notification could have missed.
+        full = reason in ("start", "periodic")
+        drift = self._kernel_dirty
+        self._kernel_dirty = False
+        self._in_pass = True
+        try:
+            results, conflicts, final = await asyncio.to_thread(
+                self.converger.converge, desired, full
+            )
+        finally:
+            self._in_pass = False
+        if drift:
+            log.info("the kernel changed behind our back: repaired what was ours")
         dhcp_done = await asyncio.to_thread(self._dhcp, desired, final)
         results.extend(r for r, _ in dhcp_done)
         report = PassReport(
@@ -343,34 +384,6 @@ class Executor:
                 applied_seq,
             )
         return report
-
-    def _converge(self, desired: HostDesired) -> tuple[list[OpResult], list[Any], HostActual]:
-        """Read, diff, apply, read back — until nothing is left to do (or MAX_ROUNDS)."""
-        assert self.kernel is not None
-        k = self.kernel
-        results: list[OpResult] = []
-        plan = Plan(ops=())
-        links = k.read_links()
-        actual = k.read(links)
-        for _ in range(MAX_ROUNDS):
-            plan = diff(desired, actual)
-            if not plan.ops:
-                break
-            round_results = k.apply(plan.ops, links)
-            if any(r.errno == 1 for r in round_results):  # EPERM
-                raise NotPermitted("the kernel refused a change (EPERM): run the executor as root")
-            results.extend(round_results)
-            links = k.read_links()
-            actual = k.read(links)
-            if all(r.ok for r in round_results):
-                continue
-            # Retry only what did not fail the same way again.
-            if not diff(desired, actual).ops:
-                break
-        ok_targets = {(type(r.op), r.op.target()) for r in results if r.ok}
-        # An op that failed once and succeeded in a later round is not a failure.
-        results = [r for r in results if r.ok or (type(r.op), r.op.target()) not in ok_targets]
-        return results, list(plan.conflicts), actual
 
     def _dhcp(self, desired: HostDesired, final: HostActual) -> list[tuple[OpResult, int | None]]:
         """dnsmasq after the kernel: it binds the gateway address the kernel pass adds."""

@@ -1,0 +1,271 @@
+"""The host's actual state, kept current by the kernel's own notifications.
+
+A pass used to dump and decode every link and address of the host (twice: before and after
+applying), so the cost of one change grew with everything the host serves. Here a netlink
+socket subscribed to the link, IPv4-address and neighbour groups feeds a cache in a thread of its
+own, decoding only the attributes the executor uses (:mod:`.nlparse`); a pass reads the cache.
+
+* Start: subscribe first, then dump (links, addresses, bridge flood entries) — notifications
+  queued during the dump are applied after it, in order, so the cache converges.
+* A notification overrun (``ENOBUFS``: the kernel dropped messages for this socket) or a
+  socket error makes it dump everything again (``resyncs``), and tells the owner.
+* :meth:`settle` waits until every notification queued so far is applied: after applying a
+  change, the kernel has queued its notifications before acknowledging the request, so once
+  settled the cache shows what was applied — no read-back dump.
+* The periodic full sweep still dumps (:meth:`resync`): the safety net for anything a
+  notification could have missed.
+
+Which changes matter (our links, their addresses and flood entries; a foreign link taking a name)
+is the owner's business: ``on_change`` is called from the reader thread after each batch of
+notifications that changed the cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+
+from . import nlparse
+from .model import FLOOD_MAC, AddrState, LinkState
+from .netlink import RtSocket, in_netns
+
+log = logging.getLogger("netledger.executor.cache")
+
+RTMGRP_LINK = 0x1
+RTMGRP_NEIGH = 0x4
+RTMGRP_IPV4_IFADDR = 0x10
+AF_BRIDGE = 7
+SO_RCVBUFFORCE = 33
+RCVBUF = 32 << 20
+#: How long the reader blocks before looking at its stop flag.
+POLL_S = 0.5
+
+
+IFF_UP = 0x1
+
+
+def _up_only(x: nlparse.Link) -> nlparse.Link:
+    """Keep only the flag the executor reads: carrier and operational state change on their own
+    moments after a link comes up (linkwatch), and would look like changes to react to."""
+    return x._replace(flags=x.flags & IFF_UP)
+
+
+class KernelCache:
+    def __init__(self, netns: str | None, on_change: Callable[[], None] | None = None) -> None:
+        self.netns = netns
+        self.on_change = on_change or (lambda: None)
+        self._lock = threading.Lock()
+        self.links: dict[int, nlparse.Link] = {}
+        self.addrs: dict[tuple[int, str], nlparse.Addr] = {}
+        self.fdb: set[tuple[int, str]] = set()
+        self.notifications = 0
+        #: how many times the cache changed (a pass notes it: later changes are not its own)
+        self.changes = 0
+        self.resyncs = 0
+        self.overruns = 0
+        self._busy = False  # the reader holds data it read but has not applied yet
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._mcast: socket.socket | None = None
+        self._dumper: RtSocket | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            try:  # root may exceed rmem_max: a big burst of our own changes must fit
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            s.bind((0, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR))
+            s.settimeout(POLL_S)
+            return s
+
+        self._mcast = in_netns(self.netns, make)
+        self._dumper = RtSocket(self.netns)
+        self.resync()  # after subscribing: what changes meanwhile is queued, applied after
+        self._thread = threading.Thread(
+            target=self._run, name=f"netledger-cache-{self.netns or 'host'}", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        for s in (self._mcast, self._dumper):
+            if s is not None:
+                s.close()
+        self._mcast = self._dumper = None
+
+    # --- reading the kernel -------------------------------------------------------------
+
+    def resync(self) -> None:
+        """Dump links, addresses and flood entries and replace the cache with them."""
+        assert self._dumper is not None
+        d = self._dumper
+        links = {}
+        for data, a, b in d.dump_raw(ifinfmsg(), RTM_GETLINK):
+            x = _up_only(nlparse.link(data, a, b))
+            links[x.ifindex] = x
+        addrs = {}
+        m = ifaddrmsg()
+        m["family"] = socket.AF_INET
+        for data, a, b in d.dump_raw(m, RTM_GETADDR):
+            ad = nlparse.addr(data, a, b)
+            if ad.address is not None and ad.family == socket.AF_INET:
+                addrs[(ad.ifindex, f"{ad.address}/{ad.prefixlen}")] = ad
+        fdb = set()
+        nd = ndmsg()
+        nd["family"] = AF_BRIDGE
+        for data, a, b in d.dump_raw(nd, RTM_GETNEIGH):
+            n = nlparse.neigh(data, a, b)
+            if n.dst and n.lladdr == FLOOD_MAC:
+                fdb.add((n.ifindex, n.dst))
+        with self._lock:
+            self.links, self.addrs, self.fdb = links, addrs, fdb
+            self.resyncs += 1
+            self.changes += 1
+
+    def _run(self) -> None:
+        assert self._mcast is not None
+        sock = self._mcast
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self._stop.is_set():
+                    return
+                if exc.errno == errno.ENOBUFS:
+                    self.overruns += 1
+                    log.warning("netlink notifications overran: reading the kernel again")
+                else:
+                    log.warning("netlink notification socket: %s; reading the kernel again", exc)
+                    time.sleep(0.1)
+                self._safe_resync()
+                continue
+            self._busy = True
+            try:
+                if self._apply(data):
+                    self.on_change()
+            finally:
+                self._busy = False
+
+    def _safe_resync(self) -> None:
+        try:
+            self.resync()
+        except Exception:  # the next notification or pass tries again
+            log.exception("reading the kernel after an overrun failed")
+            return
+        self.on_change()
+
+    def _apply(self, data: bytes) -> bool:
+        changed = False
+        with self._lock:
+            for mtype, _flags, _seq, a, end in nlparse.messages(data):
+                self.notifications += 1
+                if mtype in (nlparse.RTM_NEWLINK, nlparse.RTM_DELLINK) and data[a] != 0:
+                    # AF_BRIDGE port messages (a port joined or left a bridge): partial views
+                    # of a link that goes on existing; the AF_UNSPEC message says it all.
+                    continue
+                if mtype == nlparse.RTM_NEWLINK:
+                    x = _up_only(nlparse.link(data, a, end))
+                    if self.links.get(x.ifindex) != x:
+                        self.links[x.ifindex] = x
+                        changed = True
+                elif mtype == nlparse.RTM_DELLINK:
+                    x = nlparse.link(data, a, end)
+                    if self.links.pop(x.ifindex, None) is not None:
+                        changed = True
+                        self.addrs = {k: v for k, v in self.addrs.items() if k[0] != x.ifindex}
+                        self.fdb = {f for f in self.fdb if f[0] != x.ifindex}
+                elif mtype in (nlparse.RTM_NEWADDR, nlparse.RTM_DELADDR):
+                    ad = nlparse.addr(data, a, end)
+                    if ad.address is None or ad.family != socket.AF_INET:
+                        continue
+                    key = (ad.ifindex, f"{ad.address}/{ad.prefixlen}")
+                    if mtype == nlparse.RTM_NEWADDR:
+                        changed |= self.addrs.get(key) != ad
+                        self.addrs[key] = ad
+                    elif self.addrs.pop(key, None) is not None:
+                        changed = True
+                elif mtype in (nlparse.RTM_NEWNEIGH, nlparse.RTM_DELNEIGH):
+                    n = nlparse.neigh(data, a, end)
+                    if n.family != AF_BRIDGE or not n.dst or n.lladdr != FLOOD_MAC:
+                        continue  # learned entries, ARP: not what the executor manages
+                    key2 = (n.ifindex, n.dst)
+                    if mtype == nlparse.RTM_NEWNEIGH:
+                        changed |= key2 not in self.fdb
+                        self.fdb.add(key2)
+                    elif key2 in self.fdb:
+                        self.fdb.discard(key2)
+                        changed = True
+            if changed:
+                self.changes += 1
+        return changed
+
+    def settle(self, timeout: float = 2.0) -> bool:
+        """Wait until every notification queued so far is applied (False: gave up)."""
+        sock = self._mcast
+        if sock is None:
+            return True
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while True:
+            # Nothing queued on the socket and the reader not holding a datagram it took —
+            # twice in a row (it may have just taken one between the two checks).
+            readable, _, _ = select.select([sock], [], [], 0)
+            quiet = quiet + 1 if not readable and not self._busy else 0
+            if quiet >= 2:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0002)
+
+    # --- what a pass reads ----------------------------------------------------------------
+
+    def state(self) -> tuple[list[LinkState], list[AddrState], list[tuple[str, str]], int]:
+        """(links, addresses, flood entries on our VXLAN links, the change count they are as
+        of) as the executor models them."""
+        from .kernel import links_from
+
+        with self._lock:
+            raw = list(self.links.values())
+            addrs = list(self.addrs.values())
+            fdb = list(self.fdb)
+            changes = self.changes
+        links = links_from(raw)
+        by_index = {link.index: link for link in links}
+        out_addrs = [
+            AddrState(by_index[a.ifindex].name, f"{a.address}/{a.prefixlen}", a.broadcast)
+            for a in addrs
+            if a.ifindex in by_index
+        ]
+        ours_vx = {link.index: link.name for link in links if link.ours and link.kind == "vxlan"}
+        out_fdb = [(ours_vx[i], dst) for i, dst in fdb if i in ours_vx]
+        return links, sorted(out_addrs), sorted(set(out_fdb)), changes
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "links": len(self.links),
+            "addresses": len(self.addrs),
+            "fdb": len(self.fdb),
+            "notifications": self.notifications,
+            "resyncs": self.resyncs,
+            "overruns": self.overruns,
+        }

@@ -1,0 +1,109 @@
+"""Converging the kernel on the desired state: read, diff, apply, settle — until nothing is left.
+
+The actual state comes from the notification cache (executor/cache.py) rather than a dump per
+round; after applying, :meth:`KernelCache.settle` waits for the kernel's notifications of what
+was applied, and the next round reads the cache again. The NAT table and ``ip_forward`` are
+read from the host on a *full* pass (the first, and the periodic drift sweep, which also dumps
+everything again) and otherwise known from what this executor applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import nft
+from .cache import KernelCache
+from .diff import diff
+from .errors import NotPermitted
+from .kernel import Kernel, OpResult
+from .model import (
+    DeleteNat,
+    HostActual,
+    HostDesired,
+    LinkState,
+    NatTable,
+    Plan,
+    SetForwarding,
+    SetNat,
+)
+
+MAX_ROUNDS = 3
+
+
+class Converger:
+    def __init__(self, kernel: Kernel, cache: KernelCache) -> None:
+        self.kernel = kernel
+        self.cache = cache
+        self.nat: NatTable | None = None
+        self.nat_intact = True
+        self.forwarding = False
+        self._host_known = False
+        #: the cache's change count as of the last state a pass read: later changes are not
+        #: the pass's own (executor/daemon.py wakes up for them)
+        self.seen_changes = 0
+
+    def actual(self, full: bool) -> tuple[HostActual, list[LinkState]]:
+        if full:
+            self.cache.resync()
+        if full or not self._host_known:
+            self.nat, self.nat_intact = nft.read(self.kernel.netns)
+            self.forwarding = self.kernel.read_forwarding()
+            self._host_known = True
+        links, addresses, fdb, changes = self.cache.state()
+        self.seen_changes = changes
+        actual = HostActual(
+            links=tuple(links),
+            addresses=tuple(addresses),
+            fdb=tuple(fdb),
+            nat=self.nat,
+            nat_intact=self.nat_intact,
+            forwarding=self.forwarding,
+        )
+        return actual, links
+
+    def _note(self, results: list[OpResult]) -> None:
+        """What was applied to the NAT table and ip_forward is now what the host has."""
+        for r in results:
+            op = r.op
+            if isinstance(op, SetNat | DeleteNat):
+                if r.ok:
+                    self.nat = op.table if isinstance(op, SetNat) else None
+                    self.nat_intact = True
+                else:
+                    self._host_known = False  # read it again next time
+            elif isinstance(op, SetForwarding):
+                if r.ok:
+                    self.forwarding = op.enabled
+                else:
+                    self._host_known = False
+
+    def converge(
+        self, desired: HostDesired, full: bool = False
+    ) -> tuple[list[OpResult], list[Any], HostActual]:
+        """Diff, apply, settle — until nothing is left to do (or MAX_ROUNDS); runs in a worker
+        thread. Returns what was applied, the conflicts, and the final actual state."""
+        k = self.kernel
+        results: list[OpResult] = []
+        plan = Plan(ops=())
+        actual, links = self.actual(full)
+        for _ in range(MAX_ROUNDS):
+            plan = diff(desired, actual)
+            if not plan.ops:
+                break
+            round_results = k.apply(plan.ops, links)
+            if any(r.errno == 1 for r in round_results):  # EPERM
+                raise NotPermitted("the kernel refused a change (EPERM): run the executor as root")
+            results.extend(round_results)
+            self._note(round_results)
+            if not self.cache.settle():
+                self.cache.resync()  # notifications did not come in time: read the kernel
+            actual, links = self.actual(False)
+            if all(r.ok for r in round_results):
+                continue
+            # Retry only what did not fail the same way again.
+            if not diff(desired, actual).ops:
+                break
+        ok_targets = {(type(r.op), r.op.target()) for r in results if r.ok}
+        # An op that failed once and succeeded in a later round is not a failure.
+        results = [r for r in results if r.ok or (type(r.op), r.op.target()) not in ok_targets]
+        return results, list(plan.conflicts), actual
