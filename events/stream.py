@@ -729,14 +729,30 @@ async def iter_subject(
             pass
 
 
+#: Above this many subjects of one kind, a backfill reads the kind's wildcard once (and keeps
+#: what it wants) instead of one consumer per subject: consumers are created faster than the
+#: server retires idle ones (a host joining 1,000 networks at once hit its consumer limit).
+MANY_SUBJECTS = 32
+
+
 async def read_subjects(
     conn: Connection, starts: dict[str, int], upto: int
 ) -> list[tuple[int, str, bytes, Any]]:
     """The messages of each subject from its start sequence through ``upto``, in stream order
-    (one consumer per subject: a share's backfill)."""
+    (one consumer per subject — or per kind when many: a share's backfill)."""
     out: list[tuple[int, str, bytes, Any]] = []
-    for subject, start in sorted(starts.items()):
-        out += [m async for m in iter_subject(conn, subject, start, upto)]
+    kinds: dict[str, dict[str, int]] = {}
+    for subject, start in starts.items():
+        kinds.setdefault(subject.rsplit(".", 1)[0], {})[subject] = start
+    for prefix, group in sorted(kinds.items()):
+        if len(group) <= MANY_SUBJECTS:
+            for subject, start in sorted(group.items()):
+                out += [m async for m in iter_subject(conn, subject, start, upto)]
+            continue
+        async for m in iter_subject(conn, f"{prefix}.>", min(group.values()), upto):
+            first = group.get(m[1])
+            if first is not None and m[0] >= first:
+                out.append(m)
     out.sort(key=lambda m: m[0])
     return out
 

@@ -1,0 +1,373 @@
+"""A host's desired state, one network at a time. Pure: no I/O.
+
+:func:`fragment` is what one network needs on this host (its bridge, its VXLAN / VLAN link and
+flood entries, the physical interface in it for flat modes, the gateway address, the floating
+IPs it NATs, its share of a dnsmasq); :func:`assemble` puts fragments together into the
+:class:`HostDesired` of the whole host. ``desired.build`` is ``assemble`` of every network's
+fragment; the executor keeps the fragments between passes and recomputes only those of the
+networks an event touched (executor/incremental.py), so the cost of a change follows the
+change, not the number of networks the host serves.
+
+The rules are executor/desired.py's (module docstring): who needs a network, who serves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import netaddr
+
+from netledger.events.state import NetworkState, State
+from netledger.events.state import serving_hosts as state_serving_hosts
+
+from .hosts import HostBook
+from .model import (
+    VXLAN_PORT,
+    AddrSpec,
+    DhcpHost,
+    DhcpSpec,
+    DhcpSubnet,
+    EnslaveSpec,
+    FdbSpec,
+    HostDesired,
+    LinkSpec,
+    NatTable,
+)
+
+#: Modes whose served networks get a DHCP server (plain flat injects addresses instead).
+DHCP_MODES = ("flat_dhcp", "vlan", "vxlan")
+#: Modes whose networks may share a bridge (and the physical interface in it).
+SHARED_MODES = ("flat", "flat_dhcp")
+
+
+@dataclass(frozen=True)
+class DhcpPiece:
+    """One network's part of the dnsmasq on its bridge."""
+
+    bridge: str
+    network_id: str
+    subnet: DhcpSubnet
+    entries: tuple[tuple[str, str, str], ...]  # (address, mac, instance)
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """What one network needs on this host."""
+
+    network_id: str
+    bridge: LinkSpec
+    segment: LinkSpec | None = None  # the vxlan / vlan link in the bridge
+    fdb: tuple[FdbSpec, ...] = ()
+    enslaved: EnslaveSpec | None = None  # flat modes: the physical interface in the bridge
+    served: bool = False
+    gateway: AddrSpec | None = None
+    fixed_range: str | None = None  # served: SNATed
+    floating: tuple[tuple[str, str], ...] = ()  # (floating, fixed) NATed here
+    floating_addresses: tuple[AddrSpec, ...] = ()  # their /32s on the public interface
+    dhcp: DhcpPiece | None = None
+    #: flat modes: the bridge (and the physical interface) may be shared with other networks
+    shared: bool = False
+
+    def links(self) -> tuple[LinkSpec, ...]:
+        return (self.bridge,) if self.segment is None else (self.bridge, self.segment)
+
+    def addresses(self) -> tuple[AddrSpec, ...]:
+        gw = () if self.gateway is None else (self.gateway,)
+        return gw + self.floating_addresses
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    host: str
+    physical_interface: str | None = None
+    public_interface: str | None = None
+    network_host: bool = False
+    vtep_address: str | None = None
+    snat_address: str | None = None  # None: masquerade on the public interface
+    dhcp: bool = True  # run dnsmasq for the DHCP-mode networks this host serves
+    dhcp_lease_time: int = 86400  # seconds (nova's dhcp_lease_time)
+
+
+def vxlan_name(vni: int) -> str:
+    return f"vx{vni}"
+
+
+def vlan_name(vlan: int) -> str:
+    return f"vlan{vlan}"
+
+
+def in_use_hosts(n: NetworkState) -> set[str]:
+    return {h for h, count in n.host_allocated.items() if count > 0}
+
+
+def serving_hosts(n: NetworkState, book: HostBook, instance_hosts: set[str]) -> set[str]:
+    """The hosts that hold the gateway (and NAT) of an in-use network (the rule the command
+    service also uses for DHCP leases: events/state.py)."""
+    return state_serving_hosts(n, instance_hosts, book.network_hosts())
+
+
+def serves(n: NetworkState, cfg: HostConfig, book: HostBook, inst: set[str]) -> bool:
+    if not inst:
+        return False
+    if n.net.multi_host:
+        return cfg.host in inst
+    if n.net.network_host:
+        return bool(n.net.network_host == cfg.host)
+    return cfg.network_host
+
+
+def fragment(
+    state: State, n: NetworkState, book: HostBook, cfg: HostConfig, vteps: dict[str, str]
+) -> Fragment | None:
+    """What network ``n`` needs on this host (None: nothing)."""
+    if n.deleted:
+        return None
+    inst = in_use_hosts(n)
+    if not inst:
+        return None
+    here_serves = serves(n, cfg, book, inst)
+    if cfg.host not in inst and not here_serves:
+        return None
+    net = n.net
+    nid = n.network_id
+    parent = net.bridge_interface or cfg.physical_interface
+    bridge = LinkSpec(name=net.bridge, kind="bridge", network_id=nid, mtu=net.mtu)
+    segment: LinkSpec | None = None
+    fdb: list[FdbSpec] = []
+    enslaved: EnslaveSpec | None = None
+    if net.mode == "vxlan" and net.vni is not None:
+        name = vxlan_name(net.vni)
+        segment = LinkSpec(
+            name=name,
+            kind="vxlan",
+            network_id=nid,
+            master=net.bridge,
+            mtu=net.mtu,
+            vni=net.vni,
+            parent=cfg.physical_interface,
+            local=cfg.vtep_address,
+            port=VXLAN_PORT,
+        )
+        peers = (inst | serving_hosts(n, book, inst)) - {cfg.host}
+        for peer in sorted(peers):
+            dst = vteps.get(peer)
+            if dst and dst != cfg.vtep_address:
+                fdb.append(FdbSpec(interface=name, dst=dst, network_id=nid))
+    elif net.mode == "vlan" and net.vlan is not None and parent:
+        name = vlan_name(net.vlan)
+        segment = LinkSpec(
+            name=name,
+            kind="vlan",
+            network_id=nid,
+            master=net.bridge,
+            mtu=net.mtu,
+            vlan=net.vlan,
+            parent=parent,
+        )
+    elif net.mode in SHARED_MODES and parent:
+        enslaved = EnslaveSpec(interface=parent, master=net.bridge, network_id=nid)
+    if not here_serves:
+        return Fragment(nid, bridge, segment, tuple(fdb), enslaved, shared=net.mode in SHARED_MODES)
+    addr = f"{net.gateway}/{n.ipnet.prefixlen}"
+    gateway = AddrSpec(interface=net.bridge, address=addr, broadcast=net.broadcast, network_id=nid)
+    floating, floating_addresses = _floating(state, n, cfg)
+    return Fragment(
+        nid,
+        bridge,
+        segment,
+        tuple(fdb),
+        enslaved,
+        served=True,
+        gateway=gateway,
+        fixed_range=str(n.ipnet),
+        floating=floating,
+        floating_addresses=floating_addresses,
+        dhcp=dhcp_piece(n, cfg) if cfg.dhcp and net.mode in DHCP_MODES else None,
+        shared=net.mode in SHARED_MODES,
+    )
+
+
+def fragments(
+    state: State, book: HostBook, cfg: HostConfig, only: Iterable[str] | None = None
+) -> dict[str, Fragment]:
+    """The fragment of every network (or of ``only`` those) that needs something here."""
+    vteps = book.vteps()
+    nets = (
+        state.live_networks()
+        if only is None
+        else (state.networks[nid] for nid in only if nid in state.networks)
+    )
+    out = {}
+    for n in nets:
+        f = fragment(state, n, book, cfg, vteps)
+        if f is not None:
+            out[n.network_id] = f
+    return out
+
+
+def assemble(
+    frags: dict[str, Fragment], state: State, cfg: HostConfig, nat: NatTable | None = None
+) -> HostDesired:
+    """The desired state made of ``frags``; ``nat``, when given, is used as the NAT table (an
+    incremental pass computes it from every fragment, not only those it assembles)."""
+    links: dict[str, LinkSpec] = {}
+    addresses: dict[tuple[str, str], AddrSpec] = {}
+    fdb: dict[tuple[str, str], FdbSpec] = {}
+    enslaved: dict[str, EnslaveSpec] = {}
+    pieces: list[DhcpPiece] = []
+    served = False
+    for nid in sorted(frags):
+        f = frags[nid]
+        # Flat networks may share one bridge: it is named after the lowest network id.
+        links.setdefault(f.bridge.name, f.bridge)
+        if f.segment is not None:
+            links[f.segment.name] = f.segment
+        for e in f.fdb:
+            fdb[e.key] = e
+        if f.enslaved is not None:
+            enslaved[f.enslaved.interface] = f.enslaved
+        for a in f.addresses():
+            addresses[a.key] = a
+        if f.served:
+            served = True
+        if f.dhcp is not None:
+            pieces.append(f.dhcp)
+    return HostDesired(
+        links=tuple(sorted(links.values())),
+        addresses=tuple(sorted(addresses.values())),
+        fdb=tuple(sorted(fdb.values())),
+        enslaved=tuple(sorted(enslaved.values())),
+        nat=nat_table(frags.values(), cfg) if nat is None else nat,
+        forwarding=served,
+        floating_ranges=floating_ranges(state),
+        dhcp=dhcp_assemble(pieces, cfg),
+    )
+
+
+def nat_table(frags: Iterable[Fragment], cfg: HostConfig) -> NatTable:
+    floating: list[tuple[str, str]] = []
+    ranges: set[str] = set()
+    for f in frags:
+        floating.extend(f.floating)
+        if f.fixed_range is not None:
+            ranges.add(f.fixed_range)
+    if not floating and not ranges:
+        return NatTable()
+    return NatTable(
+        floating=tuple(sorted(floating, key=lambda fx: _ip_key(fx[0]))),
+        fixed_ranges=tuple(sorted(ranges, key=_cidr_key)),
+        snat_to=cfg.snat_address,
+        masquerade_interface=None if cfg.snat_address else cfg.public_interface,
+    )
+
+
+def floating_ranges(state: State) -> tuple[str, ...]:
+    return tuple(sorted((str(p.ipnet) for p in state.pools.values()), key=_cidr_key))
+
+
+def _floating(
+    state: State, n: NetworkState, cfg: HostConfig
+) -> tuple[tuple[tuple[str, str], ...], tuple[AddrSpec, ...]]:
+    """The floating IPs this served network NATs here (read from the network's own subject:
+    FloatingIpMapped, events/placement_events.py) and their /32s on the public interface."""
+    pairs: list[tuple[str, str]] = []
+    addrs: list[AddrSpec] = []
+    nid = n.network_id
+    for floating, (fixed_address, pool) in n.floating.items():
+        fixed = n.fixed.get(fixed_address)
+        if fixed is None or not fixed.allocated:
+            continue
+        if n.net.multi_host and fixed.host != cfg.host:
+            continue  # multi-host: the instance's own host NATs its floating IPs
+        pairs.append((floating, fixed_address))
+        p = state.pools.get(pool)
+        iface = (p.created.public_interface if p is not None else None) or cfg.public_interface
+        if iface:
+            addrs.append(AddrSpec(interface=iface, address=f"{floating}/32", network_id=nid))
+    return tuple(pairs), tuple(addrs)
+
+
+def dhcp_piece(n: NetworkState, cfg: HostConfig) -> DhcpPiece:
+    """The hosts file lists every address still bound to an instance: allocated, or deallocated
+    but leased (held until DHCP releases it — the client may renew meanwhile, and only a
+    dnsmasq that knows the address reports the release). Multi-host: only this host's
+    instances (each host answers its own, as in nova)."""
+    net = n.net
+    subnet = DhcpSubnet(
+        network_id=n.network_id,
+        gateway=net.gateway,
+        netmask=net.netmask,
+        dhcp_start=net.dhcp_start,
+        size=n.ipnet.size,
+        dns=tuple(d for d in (net.dns1, net.dns2) if d),
+        mtu=net.mtu,
+    )
+    entries = []
+    for ip in n.fixed.values():
+        if not (ip.allocated or ip.leased):
+            continue
+        if net.multi_host and ip.host != cfg.host:
+            continue
+        entries.append((ip.address, ip.mac.lower(), ip.instance))
+    return DhcpPiece(net.bridge, n.network_id, subnet, tuple(entries))
+
+
+def dhcp_assemble(pieces: Iterable[DhcpPiece], cfg: HostConfig) -> tuple[DhcpSpec, ...]:
+    """One dnsmasq per bridge (flat networks may share one)."""
+    by_bridge: dict[str, list[DhcpPiece]] = {}
+    for p in pieces:
+        by_bridge.setdefault(p.bridge, []).append(p)
+    specs = []
+    for bridge, group in sorted(by_bridge.items()):
+        group.sort(key=lambda p: _id_key(p.network_id))
+        entries: dict[str, tuple[str, str]] = {}  # address -> (mac, instance)
+        for p in group:
+            for address, mac, instance in p.entries:
+                entries[address] = (mac, instance)
+        hosts = []
+        taken: set[str] = set()
+        for address in sorted(entries, key=_ip_key):
+            mac, instance = entries[address]
+            name = hostname_for(instance)
+            if name in taken:
+                # dnsmasq keys leases by name too: two instances must never share one.
+                name = f"{name[:48]}-{address.replace('.', '-')}"
+            taken.add(name)
+            hosts.append(DhcpHost(mac=mac, hostname=name, address=address))
+        specs.append(
+            DhcpSpec(
+                bridge=bridge,
+                network_id=group[0].network_id,
+                subnets=tuple(p.subnet for p in group),
+                hosts=tuple(hosts),
+                lease_time=cfg.dhcp_lease_time,
+            )
+        )
+    return tuple(specs)
+
+
+def hostname_for(instance: str) -> str:
+    """A DNS label from an instance id (ids are letters, digits, '-' and '_').
+
+    dnsmasq reads a hosts-file field that looks like a number as a lease time, so a name
+    always starts with a letter.
+    """
+    label = "".join(c if c.isascii() and c.isalnum() else "-" for c in instance.lower())
+    label = label.strip("-") or "instance"
+    if not label[0].isalpha():
+        label = f"i-{label}"
+    return label[:63].rstrip("-")
+
+
+def _id_key(network_id: str) -> tuple[int, str]:
+    return (int(network_id), "") if network_id.isdigit() else (1 << 62, network_id)
+
+
+def _ip_key(a: str) -> int:
+    return int(netaddr.IPAddress(a))
+
+
+def _cidr_key(c: str) -> tuple[int, int]:
+    n = netaddr.IPNetwork(c)
+    return (int(n.network), n.prefixlen)
