@@ -50,10 +50,11 @@ log = logging.getLogger("netledger.projector")
 Progress = Callable[[int, int | None, int, int], None]
 
 DEFAULT_BATCH = 2000
-#: Messages in flight between the NATS callback and the last commit (a few MB): reading pauses
-#: when there are this many and resumes at a quarter, which must be more than the writer does
-#: while a new consumer is created (milliseconds).
-QUEUE_SIZE = 10_000
+#: Messages in flight between the NATS callback and the last commit (~7 MB of ~300-byte
+#: events): reading pauses when there are this many and resumes at a quarter, which must be
+#: more than the writer does while a new consumer is created (milliseconds). Each pause costs a
+#: consumer and re-reads what nats-py had buffered, so not too small either.
+QUEUE_SIZE = 20_000
 #: Messages per frame sent to the writer (the callback also sends what it has whenever the
 #: event loop runs out of messages to deliver).
 CHUNK = 256
@@ -111,6 +112,7 @@ class Projector:
         self._writer: WriterProcess | None = None
         self._sub: Any = None
         self._resub: asyncio.Task[None] | None = None
+        self._stop_reading: asyncio.Task[None] | None = None
         self._chunk: list[tuple[int, str, bytes, str]] = []
         self._enqueued = 0  # highest seq handed to the writer (or in the chunk being built)
         self._target: int | None = None  # the last seq to apply, once a limit was reached
@@ -190,6 +192,8 @@ class Projector:
         # A resubscription in flight first, so that it cannot leave a subscription behind.
         await _cancel(self._resub)
         await _cancel(self._watch)
+        if self._stop_reading is not None:
+            await self._stop_reading  # an unsubscribe: let it finish rather than cut it short
         await self._unsubscribe()
         writer, self._writer = self._writer, None
         if writer is not None:
@@ -260,7 +264,10 @@ class Projector:
         self._send()
         self._reading = False
         self._target = self._enqueued
-        asyncio.get_running_loop().create_task(self._unsubscribe())
+        if self._stop_reading is None:  # the server need not push what follows
+            self._stop_reading = asyncio.create_task(
+                self._unsubscribe(), name="netledger-projector-unsubscribe"
+            )
         if self.last_seq >= self._target:
             self._finish()
 

@@ -252,12 +252,14 @@ def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the chi
 
 
 def _close_inherited(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs in the child
-    low = 3  # stdin, stdout and stderr stay
-    for fd in sorted(keep):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:  # stdin, stdout and stderr stay
+            with contextlib.suppress(OSError):  # e.g. the directory listdir had open
+                os.close(fd)
 
 
 def child_main(
@@ -494,24 +496,27 @@ class WriterProcess:
         if self._out is not None and not self._out.is_closing():
             self._out.write(frame(None))
             self._out.close()
+        hung = False
         if self.pid and not self._closed.done() and self._in is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._closed), STOP_TIMEOUT)
             except TimeoutError:
-                pass
+                hung = True
         if self._in is not None:
             self._ack_fd = -1
             self._in.close()
-        await self._reap()
+        await self._reap(kill=hung)
 
-    async def _reap(self) -> None:
-        """Wait for the writer to exit (killed after ``STOP_TIMEOUT``) and collect it."""
+    async def _reap(self, kill: bool) -> None:
+        """Wait for the writer to exit (killed at once with ``kill``, else after
+        ``STOP_TIMEOUT``) and collect it."""
         if not self.pid or self._reaped:
             return
-        deadline = time.monotonic() + STOP_TIMEOUT
+        deadline = 0.0 if kill else time.monotonic() + STOP_TIMEOUT
         while not _exited(self.pid):
             if time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
                 deadline = float("inf")
             await asyncio.sleep(0.005)
         self._reaped = True
