@@ -210,7 +210,7 @@ async def main(events: int, batch_size: int) -> None:
                 print(
                     f"round {rnd + 1}: raw ordered read {last / raw:,.0f} ev/s ({raw:.2f}s);"
                     f" projector catch-up {last / proj:,.0f} ev/s ({proj:.2f}s);"
-                    f" ratio {raw / proj:.2f}; writer thread busy {p.write_seconds:.2f}s"
+                    f" ratio {raw / proj:.2f}; writer process busy {p.write_seconds:.2f}s"
                     f" in {p.batches} batches"
                 )
             await conn.close()
