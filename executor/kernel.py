@@ -30,7 +30,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
-from . import nft, nlparse
+from . import nft, nlencode, nlparse
 from .errors import NftError
 from .model import (
     FLOOD_MAC,
@@ -225,17 +225,17 @@ class Kernel:
             elif isinstance(op, DeleteLink):
                 idx = index.pop(op.name, 0)
                 if idx:
-                    m = ifinfmsg()
-                    m["index"] = idx
-                    reqs = [Request(m, RTM_DELLINK, 0, ok=(errno.ENODEV,))]
+                    reqs = [Request(nlencode.del_link(idx), RTM_DELLINK, 0, ok=(errno.ENODEV,))]
             elif isinstance(op, SetLink):
                 reqs = [self._set(op.spec, index)]
             elif isinstance(op, Enslave):
-                m = ifinfmsg()
-                m["index"] = index.get(op.spec.interface, 0)
-                m["flags"] = m["change"] = IFF_UP
-                m["attrs"] = [("IFLA_MASTER", index.get(op.spec.master, 0))]
-                reqs = [Request(m, RTM_NEWLINK, 0)]
+                body = nlencode.set_link(
+                    index.get(op.spec.interface, 0),
+                    alias=None,
+                    master=index.get(op.spec.master, 0),
+                    mtu=None,
+                )
+                reqs = [Request(body, RTM_NEWLINK, 0)]
             elif isinstance(op, AddAddress | DeleteAddress):
                 reqs = [self._addr(op, index)]
             elif isinstance(op, AddFdb | DeleteFdb):
@@ -275,79 +275,53 @@ class Kernel:
         in_netns(self.netns, put)
 
     def _create(self, spec: LinkSpec, idx: int, index: dict[str, int]) -> list[Request]:
-        m = ifinfmsg()
-        m["index"] = idx
-        m["flags"] = m["change"] = IFF_UP
-        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", spec.name)]
-        if spec.mtu:
-            attrs.append(("IFLA_MTU", spec.mtu))
-        if spec.kind == "bridge":
+        body = nlencode.new_link(
+            idx,
+            spec.name,
+            mtu=spec.mtu,
             # A bridge without an address of its own takes the lowest of its ports' and changes
             # it when ports come and go: instances' ARP caches then point at a MAC that is no
             # longer the gateway's, and they lose their network until the entry expires. An
             # address set at creation stays (a random locally administered unicast one).
-            attrs.append(("IFLA_ADDRESS", bridge_mac()))
-        if spec.master:
-            attrs.append(("IFLA_MASTER", index.get(spec.master, 0)))
-        attrs.append(("IFLA_LINKINFO", _linkinfo(spec, index)))
-        if spec.kind == "vlan" and spec.parent:
-            attrs.append(("IFLA_LINK", index.get(spec.parent, 0)))
-        m["attrs"] = attrs
+            address=bridge_mac() if spec.kind == "bridge" else None,
+            master=index.get(spec.master, 0) if spec.master else None,
+            info=_linkinfo(spec, index),
+            link=index.get(spec.parent, 0) if spec.kind == "vlan" and spec.parent else None,
+        )
         # ifalias given at creation is silently dropped: set it in a second request, sent in
         # the same sendmsg so that no crash can leave our link without its mark.
-        a = ifinfmsg()
-        a["index"] = idx
-        a["attrs"] = [("IFLA_IFALIAS", spec.alias)]
-        return [Request(m, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL), Request(a, RTM_NEWLINK, 0)]
+        return [
+            Request(body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL),
+            Request(nlencode.set_alias(idx, spec.alias), RTM_NEWLINK, 0),
+        ]
 
     def _set(self, spec: LinkSpec, index: dict[str, int]) -> Request:
-        m = ifinfmsg()
-        m["index"] = index.get(spec.name, 0)
-        m["flags"] = m["change"] = IFF_UP
-        attrs: list[tuple[str, Any]] = [
-            ("IFLA_IFALIAS", spec.alias),
-            ("IFLA_MASTER", index.get(spec.master, 0) if spec.master else 0),
-        ]
-        if spec.mtu:
-            attrs.append(("IFLA_MTU", spec.mtu))
-        if spec.kind == "bridge":
-            attrs.append(("IFLA_LINKINFO", _linkinfo(spec, index)))
-        m["attrs"] = attrs
-        return Request(m, RTM_NEWLINK, 0)
+        body = nlencode.set_link(
+            index.get(spec.name, 0),
+            alias=spec.alias,
+            master=index.get(spec.master, 0) if spec.master else 0,
+            mtu=spec.mtu,
+            info=_linkinfo(spec, index) if spec.kind == "bridge" else b"",
+        )
+        return Request(body, RTM_NEWLINK, 0)
 
     def _addr(self, op: AddAddress | DeleteAddress, index: dict[str, int]) -> Request:
-        iface, cidr = (
-            (op.spec.interface, op.spec.address)
-            if isinstance(op, AddAddress)
-            else (op.interface, op.address)
-        )
-        ip, prefix = cidr.split("/")
-        m = ifaddrmsg()
-        m["family"] = socket.AF_INET
-        m["prefixlen"] = int(prefix)
-        m["index"] = index.get(iface, 0)
-        attrs: list[tuple[str, Any]] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
         if isinstance(op, AddAddress):
-            if op.spec.broadcast:
-                attrs.append(("IFA_BROADCAST", op.spec.broadcast))
-            m["attrs"] = attrs
-            return Request(m, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ok=(errno.EEXIST,))
-        m["attrs"] = attrs
-        return Request(m, RTM_DELADDR, 0, ok=(errno.EADDRNOTAVAIL, errno.ENODEV))
+            body = nlencode.addr(
+                index.get(op.spec.interface, 0), op.spec.address, op.spec.broadcast
+            )
+            return Request(body, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ok=(errno.EEXIST,))
+        body = nlencode.addr(index.get(op.interface, 0), op.address)
+        return Request(body, RTM_DELADDR, 0, ok=(errno.EADDRNOTAVAIL, errno.ENODEV))
 
     def _fdb(self, op: AddFdb | DeleteFdb, index: dict[str, int]) -> Request:
         iface, dst = (
             (op.spec.interface, op.spec.dst) if isinstance(op, AddFdb) else (op.interface, op.dst)
         )
-        m = ndmsg()
-        m["family"] = AF_BRIDGE
-        m["ifindex"] = index.get(iface, 0)
-        m["state"] = NUD_PERMANENT
-        m["flags"] = NTF_SELF
-        m["attrs"] = [("NDA_LLADDR", FLOOD_MAC), ("NDA_DST", dst)]
+        body = nlencode.flood(index.get(iface, 0), dst, FLOOD_MAC)
         if isinstance(op, AddFdb):
-            return Request(m, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, ok=(errno.EEXIST,))
-        return Request(m, RTM_DELNEIGH, 0, ok=(errno.ENOENT, errno.ENODEV))
+            return Request(body, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, ok=(errno.EEXIST,))
+        return Request(body, RTM_DELNEIGH, 0, ok=(errno.ENOENT, errno.ENODEV))
 
 
 def links_from(raw: list[nlparse.Link]) -> list[LinkState]:
@@ -384,21 +358,17 @@ def bridge_mac() -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
-def _linkinfo(spec: LinkSpec, index: dict[str, int]) -> dict[str, Any]:
-    data: list[tuple[str, Any]] = []
+def _linkinfo(spec: LinkSpec, index: dict[str, int]) -> bytes:
     if spec.kind == "bridge":
-        data = [("IFLA_BR_FORWARD_DELAY", 0), ("IFLA_BR_STP_STATE", 0)]
+        data = nlencode.bridge_data()
     elif spec.kind == "vxlan":
-        data = [("IFLA_VXLAN_ID", spec.vni or 0)]
-        if spec.local:
-            data.append(("IFLA_VXLAN_LOCAL", spec.local))
-        if spec.parent:
-            data.append(("IFLA_VXLAN_LINK", index.get(spec.parent, 0)))
-        if spec.port:
-            data.append(("IFLA_VXLAN_PORT", spec.port))
+        lower = index.get(spec.parent, 0) if spec.parent else None
+        data = nlencode.vxlan_data(spec.vni or 0, spec.local, lower, spec.port)
     elif spec.kind == "vlan":
-        data = [("IFLA_VLAN_ID", spec.vlan or 0)]
-    return {"attrs": [("IFLA_INFO_KIND", spec.kind), ("IFLA_INFO_DATA", {"attrs": data})]}
+        data = nlencode.vlan_data(spec.vlan or 0)
+    else:
+        data = []
+    return nlencode.linkinfo(spec.kind, data)
 
 
 def _strerror(code: int) -> str:

@@ -91,9 +91,10 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
 
 @dataclass
 class Request:
-    """One netlink request; ``ok`` lists errnos that mean "already so" (EEXIST, ENODEV...)."""
+    """One netlink request: its body (the message after the header, executor/nlencode.py);
+    ``ok`` lists errnos that mean "already so" (EEXIST, ENODEV...)."""
 
-    msg: nlmsg
+    body: bytes
     type: int
     flags: int
     ok: tuple[int, ...] = ()
@@ -234,11 +235,14 @@ class RtSocket:
             for i, req in enumerate(chunk, start):
                 seq = self._next_seq()
                 by_seq[seq] = i
-                req.msg["header"]["type"] = req.type
-                req.msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | req.flags
-                req.msg["header"]["sequence_number"] = seq
-                req.msg.encode()
-                buf += req.msg.data
+                buf += _HDR.pack(
+                    _HDR.size + len(req.body),
+                    req.type,
+                    NLM_F_REQUEST | NLM_F_ACK | req.flags,
+                    seq,
+                    0,
+                )
+                buf += req.body
             self.sock.send(bytes(buf))
             pending = len(by_seq)
             while pending:

@@ -1,0 +1,153 @@
+"""Building the rtnetlink requests the executor sends, straight into bytes.
+
+pyroute2's message classes encode every field through generic machinery: ~0.3 ms per request,
+1.3 s of a first apply of 1,000 networks (4,000 requests) — more than the kernel's own work. The
+executor sends eight kinds of request with a handful of attributes; this module packs exactly
+those with ``struct``: the same bytes pyroute2 produces (tests/test_executor_nlencode.py compares
+them, request by request), in a few microseconds. The message header is added by the sender
+(executor/netlink.py), which numbers the requests.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from . import nlparse as p
+
+IFF_UP = 0x1
+AF_BRIDGE = 7
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+IFA_F_NONE = 0
+
+_IFINFO = struct.Struct("=BxHiII")
+_IFADDR = struct.Struct("=BBBBI")
+_NDMSG = struct.Struct("=BxxxiHBB")
+_NLA = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_U16 = struct.Struct("=H")
+_BE16 = struct.Struct("!H")
+
+
+def nla(atype: int, payload: bytes) -> bytes:
+    length = _NLA.size + len(payload)
+    return _NLA.pack(length, atype) + payload + b"\0" * (-length % 4)
+
+
+def _z(s: str) -> bytes:
+    return s.encode() + b"\0"
+
+
+def _mac(mac: str) -> bytes:
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
+def _ip4(a: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET, a)
+
+
+def ifinfo(index: int, up: bool = False, family: int = 0) -> bytes:
+    flag = IFF_UP if up else 0
+    return _IFINFO.pack(family, 0, index, flag, flag)
+
+
+def linkinfo(kind: str, data: list[bytes]) -> bytes:
+    return nla(
+        p.IFLA_LINKINFO, nla(p.IFLA_INFO_KIND, _z(kind)) + nla(p.IFLA_INFO_DATA, b"".join(data))
+    )
+
+
+def bridge_data() -> list[bytes]:
+    """Forward delay 0, STP off: a bridge of ours forwards at once."""
+    return [nla(p.IFLA_BR_FORWARD_DELAY, _U32.pack(0)), nla(p.IFLA_BR_STP_STATE, _U32.pack(0))]
+
+
+def vxlan_data(vni: int, local: str | None, lower: int | None, port: int | None) -> list[bytes]:
+    out = [nla(p.IFLA_VXLAN_ID, _U32.pack(vni))]
+    if local:
+        out.append(nla(p.IFLA_VXLAN_LOCAL, _ip4(local)))
+    if lower is not None:
+        out.append(nla(p.IFLA_VXLAN_LINK, _U32.pack(lower)))
+    if port:
+        out.append(nla(p.IFLA_VXLAN_PORT, _BE16.pack(port)))
+    return out
+
+
+def vlan_data(vlan: int) -> list[bytes]:
+    return [nla(p.IFLA_VLAN_ID, _U16.pack(vlan))]
+
+
+def new_link(
+    index: int,
+    name: str,
+    *,
+    mtu: int | None = None,
+    address: str | None = None,
+    master: int | None = None,
+    info: bytes = b"",
+    link: int | None = None,
+) -> bytes:
+    """An RTM_NEWLINK body creating link ``name`` with ``index``, up."""
+    out = [ifinfo(index, up=True), nla(p.IFLA_IFNAME, _z(name))]
+    if mtu:
+        out.append(nla(p.IFLA_MTU, _U32.pack(mtu)))
+    if address:
+        out.append(nla(IFLA_ADDRESS, _mac(address)))
+    if master is not None:
+        out.append(nla(p.IFLA_MASTER, _U32.pack(master)))
+    out.append(info)
+    if link is not None:
+        out.append(nla(p.IFLA_LINK, _U32.pack(link)))
+    return b"".join(out)
+
+
+def set_alias(index: int, alias: str) -> bytes:
+    return ifinfo(index) + nla(p.IFLA_IFALIAS, _z(alias))
+
+
+def set_link(
+    index: int, *, alias: str | None, master: int | None, mtu: int | None, info: bytes = b""
+) -> bytes:
+    """An RTM_NEWLINK body repairing a link: up, alias, master (0: none), MTU, bridge options."""
+    out = [ifinfo(index, up=True)]
+    if alias is not None:
+        out.append(nla(p.IFLA_IFALIAS, _z(alias)))
+    if master is not None:
+        out.append(nla(p.IFLA_MASTER, _U32.pack(master)))
+    if mtu:
+        out.append(nla(p.IFLA_MTU, _U32.pack(mtu)))
+    out.append(info)
+    return b"".join(out)
+
+
+def del_link(index: int) -> bytes:
+    return ifinfo(index)
+
+
+def addr(index: int, cidr: str, broadcast: str | None = None) -> bytes:
+    """An RTM_NEWADDR / RTM_DELADDR body for IPv4 ``cidr`` on link ``index``."""
+    ip, prefix = cidr.split("/")
+    raw = _ip4(ip)
+    out = [
+        _IFADDR.pack(socket.AF_INET, int(prefix), IFA_F_NONE, 0, index),
+        nla(p.IFA_LOCAL, raw),
+        nla(p.IFA_ADDRESS, raw),
+    ]
+    if broadcast:
+        out.append(nla(p.IFA_BROADCAST, _ip4(broadcast)))
+    return b"".join(out)
+
+
+def flood(index: int, dst: str, lladdr: str) -> bytes:
+    """An RTM_NEWNEIGH / RTM_DELNEIGH body: the head-end replication entry toward ``dst``."""
+    return b"".join(
+        [
+            _NDMSG.pack(AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, 0),
+            nla(p.NDA_LLADDR, _mac(lladdr)),
+            nla(p.NDA_DST, _ip4(dst)),
+        ]
+    )
+
+
+IFLA_ADDRESS = 1
