@@ -62,8 +62,17 @@ def _up_only(x: nlparse.Link) -> nlparse.Link:
 
 
 class KernelCache:
-    def __init__(self, netns: str | None, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        netns: str | None,
+        on_change: Callable[[], None] | None = None,
+        live: bool = True,
+        rcvbuf: int = RCVBUF,
+    ) -> None:
+        self.rcvbuf = rcvbuf
         self.netns = netns
+        #: False (``executor run --once``): no notifications; settling reads the kernel again
+        self.live = live
         self.on_change = on_change or (lambda: None)
         self._lock = threading.Lock()
         self.links: dict[int, nlparse.Link] = {}
@@ -83,12 +92,17 @@ class KernelCache:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        if not self.live:
+            self._dumper = RtSocket(self.netns)
+            self.resync()
+            return
+
         def make() -> socket.socket:
             s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
             try:  # root may exceed rmem_max: a big burst of our own changes must fit
-                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
             except OSError:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
             s.bind((0, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR))
             s.settimeout(POLL_S)
             return s
@@ -220,8 +234,12 @@ class KernelCache:
         return changed
 
     def settle(self, timeout: float = 2.0) -> bool:
-        """Wait until every notification queued so far is applied (False: gave up)."""
+        """Wait until every notification queued so far is applied (False: gave up). Without
+        notifications: read the kernel again."""
         sock = self._mcast
+        if not self.live:
+            self.resync()
+            return True
         if sock is None:
             return True
         deadline = time.monotonic() + timeout

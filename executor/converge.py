@@ -15,6 +15,7 @@ from . import nft
 from .cache import KernelCache
 from .diff import diff
 from .errors import NotPermitted
+from .incremental import Scope, narrow
 from .kernel import Kernel, OpResult
 from .model import (
     DeleteNat,
@@ -42,7 +43,8 @@ class Converger:
         #: the pass's own (executor/daemon.py wakes up for them)
         self.seen_changes = 0
 
-    def actual(self, full: bool) -> tuple[HostActual, list[LinkState]]:
+    def actual(self, full: bool, scope: Scope | None = None) -> tuple[HostActual, list[LinkState]]:
+        """The actual state (cut down to ``scope``) and every link (indexes for applying)."""
         if full:
             self.cache.resync()
         if full or not self._host_known:
@@ -59,7 +61,7 @@ class Converger:
             nat_intact=self.nat_intact,
             forwarding=self.forwarding,
         )
-        return actual, links
+        return (actual if scope is None else narrow(actual, scope)), links
 
     def _note(self, results: list[OpResult]) -> None:
         """What was applied to the NAT table and ip_forward is now what the host has."""
@@ -78,14 +80,16 @@ class Converger:
                     self._host_known = False
 
     def converge(
-        self, desired: HostDesired, full: bool = False
+        self, desired: HostDesired, full: bool = False, scope: Scope | None = None
     ) -> tuple[list[OpResult], list[Any], HostActual]:
         """Diff, apply, settle — until nothing is left to do (or MAX_ROUNDS); runs in a worker
-        thread. Returns what was applied, the conflicts, and the final actual state."""
+        thread. With a ``scope``, ``desired`` holds only those networks and the actual state is
+        cut down to them (executor/incremental.py). Returns what was applied, the conflicts,
+        and the final actual state (within the scope)."""
         k = self.kernel
         results: list[OpResult] = []
         plan = Plan(ops=())
-        actual, links = self.actual(full)
+        actual, links = self.actual(full, scope)
         for _ in range(MAX_ROUNDS):
             plan = diff(desired, actual)
             if not plan.ops:
@@ -97,7 +101,7 @@ class Converger:
             self._note(round_results)
             if not self.cache.settle():
                 self.cache.resync()  # notifications did not come in time: read the kernel
-            actual, links = self.actual(False)
+            actual, links = self.actual(False, scope)
             if all(r.ok for r in round_results):
                 continue
             # Retry only what did not fail the same way again.

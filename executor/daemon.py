@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netledger import metrics
-from netledger.events.codec import Actor, Envelope, encode
+from netledger.events.codec import Actor, Envelope
 from netledger.events.errors import LogRegression, NetledgerError
 from netledger.events.host_events import (
     HostAnnounced,
@@ -38,17 +38,28 @@ from netledger.events.host_events import (
 )
 from netledger.events.liveness import live_bucket, status_key
 from netledger.events.state import State
-from netledger.events.stream import Connection, Follower, retrying
+from netledger.events.stream import (
+    MAX_BATCH,
+    Appender,
+    Connection,
+    Follower,
+    MaybeApplied,
+    build_messages,
+    last_seq,
+    retrying,
+)
 
 from .cache import KernelCache
 from .converge import Converger
-from .desired import HostConfig, build
+from .desired import HostConfig
 from .dhcp import DhcpBook, DhcpPaths, Dnsmasq, dhcp_events
 from .errors import ExecutorError, NotPermitted
-from .host_report import pass_events
+from .fragments import Fragment
+from .host_report import applied_events, pass_events
 from .hosts import HostBook
+from .incremental import PassPlan, full_plan, incremental_plan
 from .kernel import Kernel, OpResult
-from .model import HostActual, HostDesired
+from .model import HostActual, HostDesired, NatTable
 from .netlink import CHUNK, check_netns
 from .sightings import SightingReporter, start_reporter, stop_reporter
 from .view import HostView
@@ -98,6 +109,8 @@ class Options:
     sightings_heartbeat: float = 60.0
     #: read only this host's share of the log (executor/share.py); False: the whole stream
     share: bool = True
+    #: keep the kernel cache current by notifications (False for --once: one pass, read back)
+    live_kernel: bool = True
 
 
 class Executor:
@@ -121,7 +134,6 @@ class Executor:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._last_pass_end = 0.0  # loop time
-        self._last_desired: HostDesired | None = None
         self._reported_failures: set[tuple[str, str, str]] = set()
         self.passes = 0
         self.sightings: SightingReporter | None = None
@@ -133,6 +145,11 @@ class Executor:
         self.converger: Converger | None = None
         self._in_pass = False
         self._kernel_dirty = False
+        self._appender = Appender(conn)
+        #: the desired state of every network that needs something here, as of the last pass
+        self._frags: dict[str, Fragment] | None = None
+        self._nat: NatTable | None = None
+        self._snat: str | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -151,7 +168,7 @@ class Executor:
         def changed() -> None:  # from the cache's reader thread
             loop.call_soon_threadsafe(self._kernel_changed)
 
-        cache = KernelCache(self.opts.netns, on_change=changed)
+        cache = KernelCache(self.opts.netns, on_change=changed, live=self.opts.live_kernel)
         await asyncio.to_thread(cache.start)
         self.cache = cache
         self.converger = Converger(self.kernel, cache)
@@ -291,10 +308,17 @@ class Executor:
         t0 = time.monotonic()
         self._dirty.clear()
         cfg = self.cfg
+        # The first pass and the periodic sweep read the whole host again: the safety net for
+        # whatever a notification could have missed. Other passes look only at the networks
+        # the folded events touched (executor/incremental.py).
+        full = reason in ("start", "periodic")
         if cfg.snat_address is None and cfg.public_interface:
-            ranges = [str(p.ipnet) for p in self.state.pools.values()]
-            addr = await asyncio.to_thread(self.kernel.host_address, cfg.public_interface, ranges)
-            cfg = dataclasses.replace(cfg, snat_address=addr)
+            if full or self._snat is None:
+                ranges = [str(p.ipnet) for p in self.state.pools.values()]
+                self._snat = await asyncio.to_thread(
+                    self.kernel.host_address, cfg.public_interface, ranges
+                )
+            cfg = dataclasses.replace(cfg, snat_address=self._snat)
         if reason == "periodic":
             # Nothing of the share may have arrived for a while: confirm how far it reaches.
             try:
@@ -302,30 +326,34 @@ class Executor:
             except Exception as exc:  # NATS away: the pass works on what was folded
                 log.debug("catch-up before a periodic pass: %s", exc)
         applied_seq = self.follower.position
-        desired = build(self.state, self.book, cfg)
+        # The kernel changed behind our back: diff the whole host (against the cache).
+        plan = self._plan_pass(cfg, full, drift=self._kernel_dirty)
+        desired, scope, changed = plan.desired, plan.scope, plan.changed
         assert self.converger is not None
-        # The first pass and the periodic sweep read the whole host again: the safety net for
-        # whatever a notification could have missed.
-        full = reason in ("start", "periodic")
         drift = self._kernel_dirty
         self._kernel_dirty = False
         self._in_pass = True
         try:
             results, conflicts, final = await asyncio.to_thread(
-                self.converger.converge, desired, full
+                self.converger.converge, desired, full, scope
             )
         finally:
             self._in_pass = False
+            # Changed after the state this pass read last (ignored while it ran): look again.
+            self._kernel_changed()
         if drift:
             log.info("the kernel changed behind our back: repaired what was ours")
-        dhcp_done = await asyncio.to_thread(self._dhcp, desired, final)
+        dhcp_done = await asyncio.to_thread(self._dhcp, desired, final, plan.bridges)
         results.extend(r for r, _ in dhcp_done)
         report = PassReport(
             applied_seq=applied_seq,
             results=results,
             conflicts=[f"{c.name}: {c.reason}" for c in conflicts],
         )
-        events = pass_events(self.cfg.host, self.book, self._last_desired, desired, results, final)
+        if scope is None:
+            events = pass_events(self.cfg.host, self.book, plan.prev, desired, results, final)
+        else:  # the record is checked against the kernel by the full passes
+            events = applied_events(self.cfg.host, self.book, plan.prev, results)
         events.extend(dhcp_events(cfg.host, dhcp_done))
         report.changes = sum(1 for r in results if r.ok)
         report.drift_repairs = sum(1 for e in events if getattr(e, "drift", False))
@@ -349,7 +377,7 @@ class Executor:
         report.duration_ms = round((now - t0) * 1000, 1)
         # A change, not the passing of time: nothing is appended when nothing changed (the
         # first pass after a restart included); liveness goes to the liveness bucket.
-        if events or (self._last_desired is not None and desired != self._last_desired):
+        if events or changed:
             events.append(
                 HostReconciled(
                     host=cfg.host,
@@ -364,8 +392,8 @@ class Executor:
         )
         for r in report.failures:
             metrics.executor_failed(cfg.host, type(r.op).__name__)
-        self._reported_failures = failures
-        self._last_desired = desired
+        self._reported_failures = failures if scope is None else self._reported_failures | failures
+        self._commit_pass(plan)
         self.passes += 1
         report.events = len(events)
         report.events_read = self.follower.handled
@@ -385,11 +413,25 @@ class Executor:
             )
         return report
 
-    def _dhcp(self, desired: HostDesired, final: HostActual) -> list[tuple[OpResult, int | None]]:
+    def _plan_pass(self, cfg: HostConfig, full: bool, drift: bool = False) -> PassPlan:
+        """What a pass diffs: everything, or only the networks the folded events touched."""
+        dirty = self.view.take_dirty()
+        if full or dirty is None or self._frags is None:
+            return full_plan(self.state, self.book, cfg, self._frags)
+        if drift:
+            return full_plan(self.state, self.book, cfg, self._frags, dirty)
+        return incremental_plan(self.state, self.book, cfg, self._frags, dirty, self._nat)
+
+    def _commit_pass(self, plan: PassPlan) -> None:
+        self._frags, self._nat = plan.fragments, plan.nat
+
+    def _dhcp(
+        self, desired: HostDesired, final: HostActual, bridges: set[str] | None = None
+    ) -> list[tuple[OpResult, int | None]]:
         """dnsmasq after the kernel: it binds the gateway address the kernel pass adds."""
         if self.dnsmasq is None:
             return []
-        return self.dnsmasq.reconcile(desired.dhcp, final, self.dhcp_book)
+        return self.dnsmasq.reconcile(desired.dhcp, final, self.dhcp_book, bridges)
 
     # --- publishing ---------------------------------------------------------------------------
 
@@ -426,36 +468,34 @@ class Executor:
             log.warning("writing this host's status to the liveness bucket failed: %s", exc)
 
     async def _publish(self, events: list[HostEvent]) -> int:
-        """Append host events (plain publishes: only this executor writes this subject); return
-        the stream sequence of the last one."""
+        """Append host events (only this executor writes its subjects: no OCC check) — one
+        message, or atomic batches of up to 1,000 (a first pass over 1,000 networks reports
+        thousands of changes: one publish-ack each took 0.5 s); return the stream sequence of
+        the last one. Retried through a failover with the same ids: never stored twice."""
         pass_id = uuid.uuid4().hex
+        now = time.time()
+        envs = [
+            Envelope(
+                event=ev, event_id=f"{pass_id}:{i}", command_id=pass_id, time=now, actor=self.actor
+            )
+            for i, ev in enumerate(events)
+        ]
         last = 0
-        for i, ev in enumerate(events):
-            env = Envelope(
-                event=ev,
-                event_id=f"{pass_id}:{i}",
-                command_id=pass_id,
-                time=time.time(),
-                actor=self.actor,
-            )
-            data = encode(env)
-            # Retried through a failover with the same msg id: never stored twice.
-            publish = functools.partial(
-                self.conn.js.publish,
-                ev.subject(),  # the host's subject; announcements their own
-                data,
-                stream=self.conn.stream,
-                headers={"Nats-Msg-Id": env.event_id},
-            )
-            ack = await retrying(
-                publish,
-                f"appending {ev.TYPE}",
-                wait=60.0,
-            )
-            last = int(ack.seq)
-            # Fold our own record at once; the follower's copy later is idempotent.
-            self.book.apply(env)
-            self.dhcp_book.apply(env)
+        for start in range(0, len(envs), MAX_BATCH):
+            chunk = envs[start : start + MAX_BATCH]
+            try:
+                last = await retrying(
+                    functools.partial(self._appender.append, build_messages(chunk), {}),
+                    f"appending {len(chunk)} host event(s)",
+                    wait=60.0,
+                )
+            except MaybeApplied:
+                # The same ids were stored already (a retry after a lost ack): nothing twice.
+                last = await last_seq(self.conn)
+            for env in chunk:
+                # Fold our own record at once; the follower's copy later is idempotent.
+                self.book.apply(env)
+                self.dhcp_book.apply(env)
         if self.follower is not None and last:
             await self.follower.wait_for(last)
         return last
@@ -464,6 +504,8 @@ class Executor:
 async def run_executor(
     conn: Connection, cfg: HostConfig, opts: Options, once: bool
 ) -> PassReport | None:
+    if once:
+        opts = dataclasses.replace(opts, live_kernel=False)
     ex = Executor(conn, cfg, opts)
     try:
         await ex.start()

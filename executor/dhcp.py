@@ -283,12 +283,14 @@ class Dnsmasq:
             return argv
         return ()
 
-    def read(self) -> tuple[DhcpState, ...]:
+    def read(self, only: set[str] | None = None) -> tuple[DhcpState, ...]:
         try:
             names = os.listdir(self.paths.state_dir)
         except FileNotFoundError:
             return ()
         bridges = {n.rsplit(".", 1)[0] for n in names if n.endswith((".pid", ".hosts"))}
+        if only is not None:
+            bridges &= only
         here = _netns_inode(netns_path(self.netns) if self.netns else "/proc/self/ns/net")
         out = []
         for bridge in sorted(bridges):
@@ -314,17 +316,26 @@ class Dnsmasq:
         return tuple(out)
 
     def reconcile(
-        self, desired: Sequence[DhcpSpec], kernel: HostActual, book: DhcpBook
+        self,
+        desired: Sequence[DhcpSpec],
+        kernel: HostActual,
+        book: DhcpBook,
+        bridges: set[str] | None = None,
     ) -> list[tuple[OpResult, int | None]]:
         """Plan against what runs and apply. A bridge whose gateway address is not in the
-        kernel (yet) is left as it is: dnsmasq could not bind it; the next pass retries."""
+        kernel (yet) is left as it is: dnsmasq could not bind it; the next pass retries. With
+        ``bridges``, only those are looked at (an incremental pass: ``desired`` holds theirs)."""
         if desired:
             # Keep the lease script current (NATS URL, credentials) even when dnsmasq runs on
             # untouched: it reads the script afresh on every lease. A failure here fails the
             # starts below, which report it.
             with contextlib.suppress(OSError, DhcpFailed):
                 self._prepare()
-        ops = plan(desired, self.read(), self.argv, book.running, book.network)
+        running: Mapping[str, str] = book.running
+        actual = self.read(bridges)
+        if bridges is not None:
+            running = {b: d for b, d in book.running.items() if b in bridges}
+        ops = plan(desired, actual, self.argv, running, book.network)
         present = {(a.interface, a.address.split("/")[0]) for a in kernel.addresses}
         ready = {
             s.bridge

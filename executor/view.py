@@ -59,7 +59,15 @@ class HostView:
         #: this host's newest announcement is on its host subject (a stream from before
         #: netledger.evt.announce.<host>): its executor announces again where others read
         self.legacy_announcement = False
+        #: networks whose events were folded since the last take_dirty() (None: all of them —
+        #: an announcement or a new pool concerns every network)
+        self._dirty: set[str] | None = set()
         self._task: asyncio.Task[None] | None = None
+
+    def take_dirty(self) -> set[str] | None:
+        """The networks touched since the last call (None: every network)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
     async def start(self) -> None:
         subjects = self.share.subjects(set()) if self.use_share else ALL_EVENTS
@@ -141,8 +149,15 @@ class HostView:
                 self.legacy_announcement = subject != ev.subject()
             self.dhcp_book.apply(env)
             if self.book.apply(env):
+                self._dirty = None  # a VTEP or a network host's role: every network
                 self.on_change()
             return
+        nid = getattr(ev, "network_id", None)
+        if isinstance(nid, str):
+            if self._dirty is not None:
+                self._dirty.add(nid)
+        else:
+            self._dirty = None  # a pool, a revert marker: every network
         self.on_change()
         if not self.use_share or self.share.network_host:
             return

@@ -1,0 +1,164 @@
+"""A pass that looks only at what changed. Pure: no I/O.
+
+After an event touches networks ``N``, the executor recomputes their fragments
+(executor/fragments.py) and diffs only what belongs to them — their links (as desired now and
+as desired before: a link that goes must be seen), the links the kernel has with their
+ownership mark, the addresses and flood entries on those links, their floating /32s — plus the
+host-wide NAT table and ``ip_forward``. :func:`narrow` cuts the actual state down to that
+:class:`Scope`, and the ordinary diff (executor/diff.py) runs on the two small halves: the same
+rules, a cost that follows the change. Networks in the flat modes share a bridge and the
+physical interface with others: a change there takes a full pass (as does the first pass, the
+periodic sweep, and a change that concerns every network: an announcement, a new pool).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from netledger.events.state import State
+
+from .fragments import Fragment, HostConfig, assemble, fragments, nat_table
+from .hosts import HostBook
+from .model import OURS, HostActual, HostDesired, LinkSpec, NatTable
+
+
+@dataclass(frozen=True)
+class Scope:
+    networks: frozenset[str]
+    #: link names desired now or before by those networks
+    links: frozenset[str]
+    #: addresses (interface, cidr) desired now or before by those networks
+    addresses: frozenset[tuple[str, str]]
+    #: links only looked at (their existence), never changed here: the physical and public
+    #: interfaces
+    support: frozenset[str]
+
+
+def scope_of(
+    old: dict[str, Fragment], new: dict[str, Fragment], networks: set[str], cfg: HostConfig
+) -> Scope:
+    frags = [*old.values(), *new.values()]
+    return Scope(
+        networks=frozenset(networks),
+        links=frozenset(link.name for f in frags for link in f.links()),
+        addresses=frozenset(a.key for f in frags for a in f.addresses()),
+        support=frozenset(x for x in (cfg.physical_interface, cfg.public_interface) if x),
+    )
+
+
+def needs_full(old: dict[str, Fragment], new: dict[str, Fragment]) -> bool:
+    """A shared bridge (flat modes) among the networks: only a full pass sees all its users."""
+    return any(f.shared for f in (*old.values(), *new.values()))
+
+
+def _network_of(alias: str | None) -> str | None:
+    return alias[len(OURS) :] if alias and alias.startswith(OURS) else None
+
+
+def narrow(actual: HostActual, scope: Scope) -> HostActual:
+    """``actual`` cut down to ``scope``: what the diff of those networks may look at."""
+    owned = {
+        link.name
+        for link in actual.links
+        if link.name in scope.links or (link.ours and _network_of(link.alias) in scope.networks)
+    }
+    links = tuple(link for link in actual.links if link.name in owned or link.name in scope.support)
+    addresses = tuple(
+        a for a in actual.addresses if a.interface in owned or a.key in scope.addresses
+    )
+    fdb = tuple(f for f in actual.fdb if f[0] in owned)
+    return HostActual(
+        links=links,
+        addresses=addresses,
+        fdb=fdb,
+        nat=actual.nat,
+        nat_intact=actual.nat_intact,
+        forwarding=actual.forwarding,
+    )
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """What one pass diffs, and what the executor keeps of it for the next."""
+
+    #: the whole host's desired state, or — with a scope — that of the touched networks (plus
+    #: the host-wide NAT table and ip_forward)
+    desired: HostDesired
+    scope: Scope | None
+    #: every network's fragment after this pass, and the host's NAT table
+    fragments: dict[str, Fragment]
+    nat: NatTable
+    #: the desired state of the same networks before (where an object that goes came from)
+    prev: HostDesired | None
+    #: the desired state changed since the last pass
+    changed: bool
+    #: dnsmasq bridges to look at (None: all)
+    bridges: set[str] | None
+
+
+def full_plan(
+    state: State,
+    book: HostBook,
+    cfg: HostConfig,
+    old: dict[str, Fragment] | None,
+    dirty: set[str] | None = None,
+) -> PassPlan:
+    """Every network. With ``dirty`` (and ``old``), only those fragments are recomputed — a
+    pass after the kernel changed behind our back diffs everything, but nothing in the log
+    changed beyond ``dirty``."""
+    if dirty is not None and old is not None:
+        frags = {k: v for k, v in old.items() if k not in dirty}
+        frags.update(fragments(state, book, cfg, only=dirty))
+    else:
+        frags = fragments(state, book, cfg)
+    desired = assemble(frags, state, cfg)
+    prev = assemble(old, state, cfg) if old is not None else None
+    return PassPlan(
+        desired=desired,
+        scope=None,
+        fragments=frags,
+        nat=desired.nat,
+        prev=prev,
+        changed=prev is not None and prev != desired,
+        bridges=None,
+    )
+
+
+def incremental_plan(
+    state: State,
+    book: HostBook,
+    cfg: HostConfig,
+    before: dict[str, Fragment],
+    dirty: set[str],
+    nat: NatTable | None = None,
+) -> PassPlan:
+    """Only the networks in ``dirty`` (a full plan when one of them shares its bridge)."""
+    new = fragments(state, book, cfg, only=dirty)
+    old = {n: before[n] for n in dirty if n in before}
+    if needs_full(old, new):
+        return full_plan(state, book, cfg, before)
+    frags = {k: v for k, v in before.items() if k not in dirty}
+    frags.update(new)
+    nat_before = nat if nat is not None else nat_table(before.values(), cfg)
+    moved = any(
+        (o.floating, o.fixed_range) != (n.floating, n.fixed_range) for o, n in _pairs(old, new)
+    )
+    nat_now = nat_table(frags.values(), cfg) if moved else nat_before
+    served = any(f.served for f in frags.values())
+    desired = replace(assemble(new, state, cfg, nat=nat_now), forwarding=served)
+    return PassPlan(
+        desired=desired,
+        scope=scope_of(old, new, dirty, cfg),
+        fragments=frags,
+        nat=nat_now,
+        prev=assemble(old, state, cfg, nat=nat_before),
+        changed=old != new or nat_now != nat_before,
+        bridges={f.bridge.name for f in (*old.values(), *new.values())},
+    )
+
+
+_NONE = Fragment("", LinkSpec("", "bridge", None))
+
+
+def _pairs(old: dict[str, Fragment], new: dict[str, Fragment]) -> list[tuple[Fragment, Fragment]]:
+    return [(old.get(k, _NONE), new.get(k, _NONE)) for k in set(old) | set(new)]
