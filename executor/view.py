@@ -19,14 +19,14 @@ from nats.aio.msg import Msg
 from netledger.events.codec import Envelope
 from netledger.events.errors import DecodeError
 from netledger.events.host_events import HostAnnounced, HostEvent
-from netledger.events.ids import ALL_EVENTS
+from netledger.events.ids import ALL_EVENTS, network_subject
 from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.state import State
 from netledger.events.stream import Connection, Follower
 
 from .dhcp import DhcpBook
 from .hosts import HostBook
-from .share import Share, additions
+from .share import EVERY_NETWORK_FROM, Share, additions
 
 log = logging.getLogger("netledger.executor.view")
 
@@ -56,6 +56,8 @@ class HostView:
         self._joining: set[str] = set()
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
+        #: following every network (many networks here: executor/share.py)
+        self.every = False
         #: this host's newest announcement is on its host subject (a stream from before
         #: netledger.evt.announce.<host>): its executor announces again where others read
         self.legacy_announcement = False
@@ -109,8 +111,27 @@ class HostView:
             self._joining.clear()  # every joined network is read already
             return False
         before = self.networks
-        backfill = additions(self.state, before, needed)
-        await follower.set_subjects(self.share.subjects(needed), backfill)
+        every = len(needed) >= EVERY_NETWORK_FROM or (
+            self.every and len(needed) >= EVERY_NETWORK_FROM // 2
+        )
+        if every and self.every:
+            # Every network is followed already, its whole history read: nothing to read.
+            self.networks = needed
+            self._joining.clear()
+            self.on_change()
+            return True
+        if every:
+            # From now on every network: read each from where the fold left it (most never).
+            backfill = {
+                network_subject(n): self.state.seq_of(network_subject(n)) + 1
+                for n in self.state.networks
+            }
+        elif self.every:
+            backfill = {}  # back to one subject each: all of them were read to this point
+        else:
+            backfill = additions(self.state, before, needed)
+        await follower.set_subjects(self.share.subjects(needed, every), backfill)
+        self.every = every
         self.networks = needed
         # Joins folded while resubscribing (after `needed` was computed) stay for the next
         # round: only the networks just read up to the point reached are done.
