@@ -28,7 +28,9 @@ def _check_rows(rows: list[Row]) -> None:
     assert rows
     for r in rows:
         assert "NOT RUN" not in r.note, r
-        assert math.isfinite(r.value) and r.value > 0, r
+        assert math.isfinite(r.value), r
+        # Every figure is positive — but what an idle host appends to the log, whose goal is 0.
+        assert r.value > 0 or (r.value == 0 and r.metric.startswith("domain events appended")), r
         if r.ratio is not None:
             assert math.isfinite(r.ratio) and r.ratio > 0, r
             assert r.baseline, r
