@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
@@ -37,6 +37,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
 from . import nlparse
+from .incremental import Scope, owned
 from .model import FLOOD_MAC, AddrState, LinkState
 from .netlink import RtSocket, in_netns
 
@@ -53,6 +54,16 @@ POLL_S = 0.5
 
 
 IFF_UP = 0x1
+
+
+class CachedState(NamedTuple):
+    links: list[LinkState]
+    addresses: list[AddrState]
+    fdb: list[tuple[str, str]]
+    #: the cache's change count as of this state
+    changes: int
+    #: every link's index by name (applying needs them all, not only those in a scope)
+    by_name: dict[str, int]
 
 
 def _up_only(x: nlparse.Link) -> nlparse.Link:
@@ -84,6 +95,7 @@ class KernelCache:
         self.resyncs = 0
         self.overruns = 0
         self._busy = False  # the reader holds data it read but has not applied yet
+        self._applied = threading.Condition()  # notified after each datagram is applied
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mcast: socket.socket | None = None
@@ -179,6 +191,8 @@ class KernelCache:
                     self.on_change()
             finally:
                 self._busy = False
+                with self._applied:
+                    self._applied.notify_all()
 
     def _safe_resync(self) -> None:
         try:
@@ -246,20 +260,26 @@ class KernelCache:
         quiet = 0
         while True:
             # Nothing queued on the socket and the reader not holding a datagram it took —
-            # twice in a row (it may have just taken one between the two checks).
+            # twice in a row (it may have just taken one between the two checks). Meanwhile
+            # wait for the reader to apply what it has (not a spin: it needs the GIL).
             readable, _, _ = select.select([sock], [], [], 0)
             quiet = quiet + 1 if not readable and not self._busy else 0
             if quiet >= 2:
                 return True
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
-            time.sleep(0.0002)
+            with self._applied:
+                if readable or self._busy:
+                    self._applied.wait(min(left, 0.005))
 
     # --- what a pass reads ----------------------------------------------------------------
 
-    def state(self) -> tuple[list[LinkState], list[AddrState], list[tuple[str, str]], int]:
-        """(links, addresses, flood entries on our VXLAN links, the change count they are as
-        of) as the executor models them."""
+    def state(self, scope: Scope | None = None) -> CachedState:
+        """The links, addresses and flood entries on our VXLAN links as the executor models
+        them — all, or only those of ``scope`` (executor/incremental.py: the rule of
+        ``narrow``, applied before anything is built, so an incremental pass pays for its
+        networks, not for the host's thousands of links)."""
         from .kernel import links_from
 
         with self._lock:
@@ -267,16 +287,30 @@ class KernelCache:
             addrs = list(self.addrs.values())
             fdb = list(self.fdb)
             changes = self.changes
-        links = links_from(raw)
-        by_index = {link.index: link for link in links}
-        out_addrs = [
-            AddrState(by_index[a.ifindex].name, f"{a.address}/{a.prefixlen}", a.broadcast)
-            for a in addrs
-            if a.ifindex in by_index
-        ]
-        ours_vx = {link.index: link.name for link in links if link.ours and link.kind == "vxlan"}
+        names = {x.ifindex: x.name or "" for x in raw}
+        index = {name: i for i, name in names.items()}
+        if scope is None:
+            chosen = raw
+            mine = set(names)
+        else:
+            mine = {x.ifindex for x in raw if owned(x.name or "", x.alias, scope)}
+            chosen = [x for x in raw if x.ifindex in mine or x.name in scope.support]
+        links = links_from(chosen, names)
+        out_addrs = []
+        for a in addrs:
+            name = names.get(a.ifindex)
+            if name is None:
+                continue
+            key = (name, f"{a.address}/{a.prefixlen}")
+            if a.ifindex in mine or (scope is not None and key in scope.addresses):
+                out_addrs.append(AddrState(key[0], key[1], a.broadcast))
+        ours_vx = {
+            link.index: link.name
+            for link in links
+            if link.ours and link.kind == "vxlan" and link.index in mine
+        }
         out_fdb = [(ours_vx[i], dst) for i, dst in fdb if i in ours_vx]
-        return links, sorted(out_addrs), sorted(set(out_fdb)), changes
+        return CachedState(links, sorted(out_addrs), sorted(set(out_fdb)), changes, index)
 
     def stats(self) -> dict[str, Any]:
         return {

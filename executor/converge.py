@@ -15,13 +15,12 @@ from . import nft
 from .cache import KernelCache
 from .diff import diff
 from .errors import NotPermitted
-from .incremental import Scope, narrow
+from .incremental import Scope
 from .kernel import Kernel, OpResult
 from .model import (
     DeleteNat,
     HostActual,
     HostDesired,
-    LinkState,
     NatTable,
     Plan,
     SetForwarding,
@@ -43,15 +42,15 @@ class Converger:
         #: the pass's own (executor/daemon.py wakes up for them)
         self.seen_changes = 0
 
-    def actual(self, full: bool, scope: Scope | None = None) -> tuple[HostActual, list[LinkState]]:
-        """The actual state (cut down to ``scope``) and every link (indexes for applying)."""
+    def actual(self, full: bool, scope: Scope | None = None) -> tuple[HostActual, dict[str, int]]:
+        """The actual state (cut down to ``scope``) and every link's index (for applying)."""
         if full:
             self.cache.resync()
         if full or not self._host_known:
             self.nat, self.nat_intact = nft.read(self.kernel.netns)
             self.forwarding = self.kernel.read_forwarding()
             self._host_known = True
-        links, addresses, fdb, changes = self.cache.state()
+        links, addresses, fdb, changes, index = self.cache.state(scope)
         self.seen_changes = changes
         actual = HostActual(
             links=tuple(links),
@@ -61,7 +60,7 @@ class Converger:
             nat_intact=self.nat_intact,
             forwarding=self.forwarding,
         )
-        return (actual if scope is None else narrow(actual, scope)), links
+        return actual, index
 
     def _note(self, results: list[OpResult]) -> None:
         """What was applied to the NAT table and ip_forward is now what the host has."""

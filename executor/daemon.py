@@ -24,6 +24,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ from .sightings import SightingReporter, start_reporter, stop_reporter
 from .view import HostView
 
 log = logging.getLogger("netledger.executor")
+#: up to this many host events of a pass are published one by one, more in atomic batches
+FEW = 8
 MAX_ROUNDS = 3
 
 
@@ -96,7 +99,9 @@ class Options:
     interval: float = 30.0
     #: liveness (the status key in the liveness bucket) at least this often, seconds
     heartbeat: float = 60.0
-    debounce: float = 0.05  # let a burst of events land; small: it is command-to-kernel latency
+    #: let a burst of events land; small: it is command-to-kernel latency (and a pass that looks
+    #: only at what changed is cheap)
+    debounce: float = 0.005
     chunk_size: int = CHUNK
     pause: float = 0.0
     #: DHCP: where dnsmasq files live and which dnsmasq runs (None: DHCP not managed here).
@@ -146,6 +151,9 @@ class Executor:
         self._in_pass = False
         self._kernel_dirty = False
         self._appender = Appender(conn)
+        #: what passes report, sent in order after them (executor/daemon.py: _later)
+        self._outbox: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
+        self._outbox_task: asyncio.Task[None] | None = None
         #: the desired state of every network that needs something here, as of the last pass
         self._frags: dict[str, Fragment] | None = None
         self._nat: NatTable | None = None
@@ -205,6 +213,11 @@ class Executor:
         self._dirty.set()
 
     async def close(self) -> None:
+        await self.flush()
+        if self._outbox_task is not None:
+            self._outbox_task.cancel()
+            await asyncio.gather(self._outbox_task, return_exceptions=True)
+            self._outbox_task = None
         await self.view.close()
         if self.cache is not None:
             await asyncio.to_thread(self.cache.close)
@@ -243,7 +256,9 @@ class Executor:
     async def run_once(self) -> PassReport:
         assert self.follower is not None
         await self.view.sync()
-        return await self.reconcile("start")
+        report = await self.reconcile("start")
+        await self.flush()
+        return report
 
     async def _watch_log(self) -> None:
         """Stop the daemon (not stall, not re-apply) if the log goes back under it."""
@@ -399,9 +414,20 @@ class Executor:
         report.events_read = self.follower.handled
         report.share_networks = len(self.view.networks) if self.opts.share else None
         if events:
-            await self._publish(events)
+            envs = self._envelopes(events)
+            self._fold_own(envs)  # the next pass knows what this one did at once
+
+            async def append() -> None:
+                await self._append(envs)
+
+            self._later(append)
         if events or report.failures or now - self._status_at >= self.opts.heartbeat:
-            await self._put_status(report, reason)
+            self._status_at = now
+
+            async def status() -> None:
+                await self._put_status(report, reason)
+
+            self._later(status)
         if report.changes:
             log.info(
                 "%s pass: %d changes (%d drift repairs) in %.1f ms, log at %d",
@@ -467,38 +493,80 @@ class Executor:
         except Exception as exc:
             log.warning("writing this host's status to the liveness bucket failed: %s", exc)
 
-    async def _publish(self, events: list[HostEvent]) -> int:
-        """Append host events (only this executor writes its subjects: no OCC check) — one
-        message, or atomic batches of up to 1,000 (a first pass over 1,000 networks reports
-        thousands of changes: one publish-ack each took 0.5 s); return the stream sequence of
-        the last one. Retried through a failover with the same ids: never stored twice."""
+    def _envelopes(self, events: list[HostEvent]) -> list[Envelope]:
         pass_id = uuid.uuid4().hex
         now = time.time()
-        envs = [
+        return [
             Envelope(
                 event=ev, event_id=f"{pass_id}:{i}", command_id=pass_id, time=now, actor=self.actor
             )
             for i, ev in enumerate(events)
         ]
+
+    def _fold_own(self, envs: list[Envelope]) -> None:
+        """Our own record, at once (the follower's copy later is idempotent)."""
+        for env in envs:
+            self.book.apply(env)
+            self.dhcp_book.apply(env)
+
+    async def _publish(self, events: list[HostEvent]) -> int:
+        """Append host events now; return the stream sequence of the last one."""
+        envs = self._envelopes(events)
+        last = await self._append(envs)
+        self._fold_own(envs)
+        return last
+
+    async def _append(self, envs: list[Envelope]) -> int:
+        """Append (only this executor writes its subjects: no OCC check) — a few one by one
+        (publish-acks, ~0.3 ms each), more in atomic batches of up to 1,000 (a first pass over
+        1,000 networks reports thousands of changes: one publish-ack each took 0.5 s). Retried
+        through a failover with the same ids: never stored twice."""
         last = 0
-        for start in range(0, len(envs), MAX_BATCH):
-            chunk = envs[start : start + MAX_BATCH]
+        groups = (
+            [[e] for e in envs]
+            if len(envs) <= FEW
+            else [envs[i : i + MAX_BATCH] for i in range(0, len(envs), MAX_BATCH)]
+        )
+        for group in groups:
             try:
                 last = await retrying(
-                    functools.partial(self._appender.append, build_messages(chunk), {}),
-                    f"appending {len(chunk)} host event(s)",
+                    functools.partial(self._appender.append, build_messages(group), {}),
+                    f"appending {len(group)} host event(s)",
                     wait=60.0,
                 )
             except MaybeApplied:
                 # The same ids were stored already (a retry after a lost ack): nothing twice.
                 last = await last_seq(self.conn)
-            for env in chunk:
-                # Fold our own record at once; the follower's copy later is idempotent.
-                self.book.apply(env)
-                self.dhcp_book.apply(env)
         if self.follower is not None and last:
             await self.follower.wait_for(last)
         return last
+
+    def _later(self, job: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``job`` after the pass, in order with the other such jobs: publishing what a
+        pass did must not hold the next change back from the kernel."""
+        if self._outbox_task is None:
+            self._outbox_task = asyncio.create_task(self._drain_outbox(), name="netledger-outbox")
+        self._outbox.put_nowait(job)
+
+    async def _drain_outbox(self) -> None:
+        while True:
+            job = await self._outbox.get()
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reporting a pass failed (the next full pass reconciles the record)")
+            finally:
+                self._outbox.task_done()
+
+    async def flush(self, timeout: float = 60.0) -> None:
+        """Wait until what passes reported is in the log (and the liveness bucket)."""
+        if self._outbox_task is not None:
+            try:
+                await asyncio.wait_for(self._outbox.join(), timeout)
+            except TimeoutError:
+                log.warning("reports still unsent after %.0fs", timeout)
 
 
 async def run_executor(

@@ -55,18 +55,21 @@ def _network_of(alias: str | None) -> str | None:
     return alias[len(OURS) :] if alias and alias.startswith(OURS) else None
 
 
+def owned(name: str, alias: str | None, scope: Scope) -> bool:
+    """Whether a link belongs to the networks of ``scope``: desired by them now or before, or
+    marked as one of theirs."""
+    return name in scope.links or _network_of(alias) in scope.networks
+
+
 def narrow(actual: HostActual, scope: Scope) -> HostActual:
-    """``actual`` cut down to ``scope``: what the diff of those networks may look at."""
-    owned = {
-        link.name
-        for link in actual.links
-        if link.name in scope.links or (link.ours and _network_of(link.alias) in scope.networks)
-    }
-    links = tuple(link for link in actual.links if link.name in owned or link.name in scope.support)
+    """``actual`` cut down to ``scope``: what the diff of those networks may look at (the
+    cache applies the same rule before building anything: executor/cache.py)."""
+    mine = {link.name for link in actual.links if owned(link.name, link.alias, scope)}
+    links = tuple(link for link in actual.links if link.name in mine or link.name in scope.support)
     addresses = tuple(
-        a for a in actual.addresses if a.interface in owned or a.key in scope.addresses
+        a for a in actual.addresses if a.interface in mine or a.key in scope.addresses
     )
-    fdb = tuple(f for f in actual.fdb if f[0] in owned)
+    fdb = tuple(f for f in actual.fdb if f[0] in mine)
     return HostActual(
         links=links,
         addresses=addresses,

@@ -207,9 +207,13 @@ class Kernel:
 
     # --- applying ---------------------------------------------------------------------------
 
-    def apply(self, ops: tuple[Op, ...], links: list[LinkState]) -> list[OpResult]:
-        """Apply ``ops`` in order; netlink ones in one batch, then NAT and sysctl."""
-        index = {link.name: link.index for link in links}
+    def apply(self, ops: tuple[Op, ...], links: list[LinkState] | dict[str, int]) -> list[OpResult]:
+        """Apply ``ops`` in order; netlink ones in one batch, then NAT and sysctl. ``links``:
+        the host's links, or their indexes by name."""
+        if isinstance(links, dict):
+            index = dict(links)
+        else:
+            index = {link.name: link.index for link in links}
         next_index = max(index.values(), default=1) + 1
         requests: list[Request] = []
         owners: list[int] = []  # request -> position in ops
@@ -324,9 +328,11 @@ class Kernel:
         return Request(body, RTM_DELNEIGH, 0, ok=(errno.ENOENT, errno.ENODEV))
 
 
-def links_from(raw: list[nlparse.Link]) -> list[LinkState]:
-    """Links as the executor models them: indexes resolved to names, sorted."""
-    names = {x.ifindex: x.name for x in raw}
+def links_from(raw: list[nlparse.Link], names: dict[int, str] | None = None) -> list[LinkState]:
+    """Links as the executor models them: indexes resolved to names (``names``: of every
+    link, when ``raw`` is a part of them), sorted."""
+    if names is None:
+        names = {x.ifindex: x.name or "" for x in raw}
     out = []
     for x in raw:
         kind = x.kind
