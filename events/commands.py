@@ -34,6 +34,9 @@ MAX_LABEL = 128
 MAX_NUM_NETWORKS = 4094
 MAX_NETWORK_SIZE = 1 << 16
 MIN_NETWORK_SIZE = 4
+# nova's `network_size` flag: the size of each network when a create does not give one and the
+# range split by the number of networks would give larger networks (nova-manage/os-networks).
+DEFAULT_NETWORK_SIZE = 256
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
@@ -168,7 +171,9 @@ class NetworkCreate(Command):
     cidr: str
     mode: str = "vlan"
     num_networks: int = 1
-    network_size: int = 256
+    # None: not given; the decider computes it from the range (nova's rule, capped at
+    # DEFAULT_NETWORK_SIZE) and says so in its answer.
+    network_size: int | None = None
     vlan_start: int = 100
     vni_start: int = 1000
     vpn_start: int = 1000
@@ -193,9 +198,8 @@ class NetworkCreate(Command):
             raise InvalidField("label must not be empty", field="label")
         cidr = _cidr(a, "cidr", required=True)
         assert cidr is not None
-        size = _int(a, "network_size", 256, MIN_NETWORK_SIZE, MAX_NETWORK_SIZE)
-        assert size is not None
-        if size & (size - 1):
+        size = _int(a, "network_size", None, MIN_NETWORK_SIZE, MAX_NETWORK_SIZE)
+        if size is not None and size & (size - 1):
             raise InvalidField(
                 f"network_size must be a power of two, got {size}", field="network_size"
             )

@@ -2,16 +2,21 @@
 
 Also the dict shape a network takes in answers (:func:`network_dict`), which the command service
 uses too. Creating a network is the longest rule in the domain (address blocks, VLANs, VNIs and
-bridges that must not collide), hence a module of its own.
+bridges that must not collide), hence a module of its own: the range is split around the
+networks and pools in use as nova-network did (:func:`free_blocks`), and the size of each
+network, when not given, is nova's too (:func:`chosen_network_size`). docs/domain.md says how.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import netaddr
 
 from .commands import (
+    DEFAULT_NETWORK_SIZE,
+    MIN_NETWORK_SIZE,
     NetworkCreate,
     NetworkDelete,
     NetworkDisassociate,
@@ -31,6 +36,7 @@ from .errors import (
     NetworkNotFound,
     NetworkOverlap,
     ProjectHasNetwork,
+    RangeExhausted,
     RangeTooSmall,
     VlanOutOfRange,
     VniOutOfRange,
@@ -61,6 +67,132 @@ def network_state_dict(n: NetworkState) -> dict[str, Any]:
     return d
 
 
+def chosen_network_size(cmd: NetworkCreate) -> tuple[int, str | None]:
+    """The size of each network, and a notice when it was capped.
+
+    Given: that size. Not given: nova's rule (nova-manage and the os-networks API extension),
+    the range divided by the number of networks, capped at the default (256) with a notice
+    ("Subnet(s) too large, defaulting to /24"). **fix**: below the cap nova took the size of
+    the whole range, so a /24 split in 4 was refused; here it is rounded down to a power of
+    two (a /24 in 3 gives 64 each). May return less than MIN_NETWORK_SIZE (the decider refuses).
+    """
+    if cmd.network_size is not None:
+        return cmd.network_size, None
+    rng = netaddr.IPNetwork(cmd.cidr)
+    share = rng.size // cmd.num_networks
+    size = 1 << (share.bit_length() - 1) if share else 0
+    if size <= DEFAULT_NETWORK_SIZE:
+        return size, None
+    prefix = 32 - (DEFAULT_NETWORK_SIZE.bit_length() - 1)
+    return DEFAULT_NETWORK_SIZE, (
+        f"network_size not given: {cmd.cidr} split in {cmd.num_networks} would give networks of"
+        f" {size} addresses; defaulting to {DEFAULT_NETWORK_SIZE} (/{prefix}). Give network_size"
+        " (--network-size) to override."
+    )
+
+
+def network_create_answer(cmd: NetworkCreate, created: Sequence[NetworkCreated]) -> dict[str, Any]:
+    """The answer to a network create: the networks (each with its ``network_size``), the size
+    chosen, whether it was computed, and the notices. Also right for a retry of a create that
+    already landed (it depends only on the command and the events)."""
+    size, notice = chosen_network_size(cmd)
+    return {
+        "networks": [
+            {**network_dict(e), "network_size": netaddr.IPNetwork(e.cidr).size} for e in created
+        ],
+        "network_size": size,
+        "network_size_computed": cmd.network_size is None,
+        "notices": [notice] if notice else [],
+    }
+
+
+def merged_intervals(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ``(first, last)`` address intervals, sorted and merged into disjoint ones."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(intervals):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
+
+
+def free_blocks(
+    first: int, last: int, size: int, count: int, taken: Sequence[tuple[int, int]]
+) -> list[int]:
+    """The first addresses of the first ``count`` blocks of ``size`` addresses in
+    ``first..last`` (``first`` aligned on ``size``) that overlap no interval of ``taken``
+    (sorted, disjoint, inclusive); all the free blocks there are when fewer.
+
+    nova walked the range block by block; this jumps over a taken interval to the next aligned
+    block after it, so a /8 in use inside the range costs one step, not 2^22. O(count + taken).
+    """
+    starts: list[int] = []
+    cursor = first
+    j = 0
+    while len(starts) < count and cursor + size - 1 <= last:
+        while j < len(taken) and taken[j][1] < cursor:
+            j += 1
+        if j < len(taken) and taken[j][0] <= cursor + size - 1:
+            # ``first`` is aligned on ``size`` and so is every block: align up from the end.
+            cursor = (taken[j][1] // size + 1) * size
+            continue
+        starts.append(cursor)
+        cursor += size
+    return starts
+
+
+def _block(start: int, size: int) -> netaddr.IPNetwork:
+    return netaddr.IPNetwork(f"{netaddr.IPAddress(start)}/{32 - (size.bit_length() - 1)}")
+
+
+def _check_range_not_inside(cmd: NetworkCreate, rng: netaddr.IPNetwork, state: State) -> None:
+    """A range inside (or equal to) a network or pool in use has no free subnet at all: name
+    the holder (nova: "cidr already in use", "conflicts with existing supernet")."""
+    for n in state.live_networks():
+        if n.ipnet.first <= rng.first and rng.last <= n.ipnet.last:
+            how = "is" if n.ipnet.size == rng.size else "lies inside"
+            raise NetworkOverlap(
+                f"{cmd.cidr} {how} network {n.network_id} ({n.ipnet})",
+                cidr=cmd.cidr,
+                network_id=n.network_id,
+            )
+    for name, p in state.pools.items():
+        if p.ipnet.first <= rng.first and rng.last <= p.ipnet.last:
+            raise NetworkOverlap(
+                f"{cmd.cidr} lies inside floating IP pool {name} ({p.ipnet})",
+                cidr=cmd.cidr,
+                pool=name,
+            )
+
+
+def _split(cmd: NetworkCreate, size: int, rng: netaddr.IPNetwork, state: State) -> list[int]:
+    """nova's split (``_validate_cidrs``): walk the range in blocks of ``size``, skip every
+    block that overlaps a network in use (larger, equal or smaller) or a floating IP pool, take
+    the first ``num_networks`` free ones; refuse when fewer are free."""
+    _check_range_not_inside(cmd, rng, state)
+    holders = [(n.ipnet, f"network {n.network_id}") for n in state.live_networks()]
+    holders += [(p.ipnet, f"floating IP pool {name}") for name, p in state.pools.items()]
+    inside = sorted(
+        ((net, who) for net, who in holders if net.first <= rng.last and rng.first <= net.last),
+        key=lambda h: h[0].first,
+    )
+    taken = merged_intervals((net.first, net.last) for net, _ in inside)
+    starts = free_blocks(rng.first, rng.last, size, cmd.num_networks, taken)
+    if len(starts) < cmd.num_networks:
+        named = ", ".join(f"{who} ({net})" for net, who in inside[:4])
+        more = f" and {len(inside) - 4} more" if len(inside) > 4 else ""
+        raise RangeExhausted(
+            f"{cmd.cidr} has {len(starts)} free subnet(s) of {size} addresses,"
+            f" {cmd.num_networks} requested (in use there: {named}{more})",
+            cidr=cmd.cidr,
+            network_size=size,
+            requested=cmd.num_networks,
+            found=len(starts),
+        )
+    return starts
+
+
 def decide_network_create(state: State, req: Request, pending: Pending) -> Decision:
     cmd = req.command
     assert isinstance(cmd, NetworkCreate)
@@ -74,12 +206,22 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             project=cmd.project,
             network_id=held,
         )
-    if cmd.network_size > rng.size or cmd.num_networks * cmd.network_size > rng.size:
+    size, _ = chosen_network_size(cmd)
+    if size < MIN_NETWORK_SIZE:
         raise RangeTooSmall(
             f"{cmd.cidr} holds {rng.size} addresses, too few for {cmd.num_networks} networks"
-            f" of {cmd.network_size}",
+            f" of at least {MIN_NETWORK_SIZE}",
             cidr=cmd.cidr,
         )
+    if size > rng.size or cmd.num_networks * size > rng.size:
+        raise RangeTooSmall(
+            f"{cmd.cidr} holds {rng.size} addresses, too few for {cmd.num_networks} networks"
+            f" of {size}",
+            cidr=cmd.cidr,
+        )
+    vpn = cmd.mode == "vlan"
+    if size < (8 if vpn else 4):
+        raise RangeTooSmall(f"network_size {size} leaves no usable address", cidr=cmd.cidr)
     if cmd.mode == "vlan":
         last = cmd.vlan_start + cmd.num_networks - 1
         if cmd.vlan_start < 1 or last > 4094:
@@ -97,33 +239,18 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             raise VniOutOfRange(
                 f"VNIs {cmd.vni_start}..{last} fall outside 1..{MAX_VNI}", vni_start=cmd.vni_start
             )
+    starts = _split(cmd, size, rng, state)
     live = list(state.live_networks())
     used_vlans = {n.net.vlan: n.network_id for n in live if n.net.vlan is not None}
     used_vnis = {n.net.vni: n.network_id for n in live if n.net.vni is not None}
     bridges: dict[str, NetworkState] = {n.net.bridge: n for n in live}
-    taken = netaddr.IPSet(n.ipnet for n in live)
-    pools = netaddr.IPSet(p.ipnet for p in state.pools.values())
-    base = int(rng.network)
     events: list[Event] = []
-    for i in range(cmd.num_networks):
-        block = netaddr.IPNetwork(
-            f"{netaddr.IPAddress(base + i * cmd.network_size)}/{32 - (cmd.network_size.bit_length() - 1)}"
-        )
-        if taken & netaddr.IPSet([block]):
-            other = next(
-                n
-                for n in live
-                if n.ipnet in block
-                or block in n.ipnet
-                or n.ipnet.first <= block.first <= n.ipnet.last
-            )
-            raise NetworkOverlap(
-                f"{block} overlaps network {other.network_id} ({other.ipnet})",
-                cidr=str(block),
-                network_id=other.network_id,
-            )
-        if pools & netaddr.IPSet([block]):
-            raise NetworkOverlap(f"{block} overlaps a floating IP pool", cidr=str(block))
+    created: list[NetworkCreated] = []
+    # Numbered over the networks created, as nova's ``index`` (the skipped blocks take no VLAN,
+    # VNI, VPN port or label suffix). nova also added the count of networks in its database and
+    # silently moved past a VLAN in use; a VLAN, VNI or bridge in use is refused here instead.
+    for i, start in enumerate(starts):
+        block = _block(start, size)
         vlan = cmd.vlan_start + i if cmd.mode == "vlan" else None
         vni = cmd.vni_start + i if cmd.mode == "vxlan" else None
         if vlan is not None and vlan in used_vlans:
@@ -155,11 +282,6 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             raise DuplicateBridge(
                 f"bridge {bridge} is used by network {holder.network_id}", bridge=bridge
             )
-        vpn = cmd.mode == "vlan"
-        if block.size < (8 if vpn else 4):
-            raise RangeTooSmall(
-                f"network_size {cmd.network_size} leaves no usable address", cidr=str(block)
-            )
         ev = NetworkCreated(
             network_id=str(state.next_network_number + i),
             label=cmd.label if cmd.num_networks == 1 else f"{cmd.label}_{i}",
@@ -184,13 +306,12 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             cidr_v6=cmd.cidr_v6 if cmd.num_networks == 1 else None,
         )
         events.append(ev)
+        created.append(ev)
         if cmd.project is not None:
             # Also on the project's subject: its OCC check is what keeps a concurrent first-use
             # assignment from giving the project a second network.
             events.append(NetworkAssociated(network_id=ev.network_id, project=cmd.project))
-    return Decision(
-        events, {"networks": [network_dict(e) for e in events if isinstance(e, NetworkCreated)]}
-    )
+    return Decision(events, network_create_answer(cmd, created))
 
 
 def _check_network_empty(n: NetworkState) -> None:

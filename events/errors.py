@@ -128,6 +128,13 @@ class RangeTooSmall(ValidationError):
     code = "range_too_small"
 
 
+class RangeExhausted(ConflictError):
+    """The range holds too few subnets of the size asked for that are free of networks in use
+    (details: ``found``, ``requested``)."""
+
+    code = "range_exhausted"
+
+
 class NetworkInUse(ConflictError):
     code = "network_in_use"
 

@@ -325,7 +325,12 @@ def network() -> None:
     help="Network mode.",
 )
 @click.option("--num-networks", type=int, default=1, show_default=True, help="How many networks.")
-@click.option("--network-size", type=int, default=256, show_default=True, help="Addresses each.")
+@click.option(
+    "--network-size",
+    type=int,
+    help="Addresses each (a power of two). Default: the range divided by --num-networks,"
+    " at most 256 (nova's rule; a notice says when it was capped).",
+)
 @click.option(
     "--vlan-start", type=int, default=100, show_default=True, help="First VLAN id (vlan)."
 )
@@ -344,9 +349,17 @@ def network() -> None:
 @click.option("--cidr-v6", help="An IPv6 subnet for the network (one network only).")
 @pass_settings
 def network_create(settings: Settings, /, **opts: Any) -> None:
-    """Split a range into networks and append them to the log; prints them (JSON: a list)."""
+    """Split a range into networks and append them to the log; prints them (JSON: a list).
+
+    The range is walked in blocks of --network-size and every block that overlaps a network or
+    floating IP pool in use is skipped (nova's rule); refused (range_exhausted) when fewer than
+    --num-networks blocks are free. Each network in the JSON says its network_size.
+    """
     result = client_call(settings, "network.create", opts)
     nets = result["networks"]
+    # On stderr: a script reading the JSON on stdout is not disturbed.
+    for notice in result.get("notices") or []:
+        click.echo(f"notice: {notice}", err=True)
     if settings.as_json:
         emit(nets, True)
     else:

@@ -253,8 +253,8 @@ def test_network_ids_keep_growing_across_creates() -> None:
     assert second[0]["id"] == "2"
 
 
-@pytest.mark.parametrize("cidr", ["10.0.0.0/16", "10.0.0.128/25", "10.0.0.0/24", "10.0.0.4/30"])
-def test_overlapping_network_is_refused(cidr: str) -> None:
+@pytest.mark.parametrize("cidr", ["10.0.0.128/25", "10.0.0.0/24", "10.0.0.4/30"])
+def test_range_inside_or_equal_to_a_network_is_refused(cidr: str) -> None:
     led = Ledger()
     led.networks(cidr="10.0.0.0/24")
     err = led.refuse(
@@ -265,15 +265,28 @@ def test_overlapping_network_is_refused(cidr: str) -> None:
         network_size=4,
         vlan_start=500,
         mode="flat",
+        bridge="br9",
     )
     assert err.details["network_id"] == "1"
 
 
-def test_overlap_anywhere_in_a_split_refuses_the_whole_command() -> None:
+def test_a_range_around_a_network_is_split_around_it() -> None:
+    """nova's rule (issue 19): the blocks overlapping 10.0.0.0/24 are skipped, not refused."""
+    led = Ledger()
+    led.networks(cidr="10.0.0.0/24")
+    nets = led.networks(
+        cidr="10.0.0.0/16", network_size=4, num_networks=2, mode="flat", bridge="br9"
+    )
+    assert [n["cidr"] for n in nets] == ["10.0.1.0/30", "10.0.1.4/30"]
+
+
+def test_a_split_skips_a_network_in_its_middle() -> None:
     led = Ledger()
     led.networks(cidr="10.0.3.0/24", vlan_start=900)
-    # Networks 0..2 would be fine; network 3 hits 10.0.3.0/24: nothing at all is created.
-    led.refuse(E.NetworkOverlap, "network.create", label="x", cidr="10.0.0.0/16", num_networks=4)
+    # Blocks 0..2 are free, block 3 is 10.0.3.0/24 in use: the fourth network is 10.0.4.0/24.
+    nets = led.networks(cidr="10.0.0.0/16", num_networks=4)
+    assert [n["cidr"] for n in nets] == [f"10.0.{i}.0/24" for i in (0, 1, 2, 4)]
+    assert [n["vlan"] for n in nets] == [100, 101, 102, 103]
 
 
 def test_adjacent_network_is_fine() -> None:
@@ -282,11 +295,23 @@ def test_adjacent_network_is_fine() -> None:
     led.networks(cidr="10.0.1.0/24", vlan_start=101)
 
 
-def test_network_overlapping_a_floating_pool_is_refused() -> None:
+def test_network_inside_a_floating_pool_is_refused() -> None:
     led = Ledger()
     led.run("floating_ip.pool_create", pool="public", cidr="203.0.113.0/24")
-    led.refuse(
+    err = led.refuse(
         E.NetworkOverlap, "network.create", label="x", cidr="203.0.113.0/25", network_size=128
+    )
+    assert err.details["pool"] == "public"
+    # Around the pool, its blocks are skipped like a network's.
+    nets = led.networks(cidr="203.0.112.0/23", num_networks=2, network_size=128)
+    assert [n["cidr"] for n in nets] == ["203.0.112.0/25", "203.0.112.128/25"]
+    led.refuse(
+        E.RangeExhausted,
+        "network.create",
+        label="x",
+        cidr="203.0.112.0/23",
+        network_size=128,
+        vlan_start=700,
     )
 
 
@@ -387,9 +412,11 @@ def test_vni_out_of_range_is_refused() -> None:
 @pytest.mark.parametrize(
     ("args"),
     [
-        {"cidr": "10.0.0.0/24", "num_networks": 2},
-        {"cidr": "10.0.0.0/25"},
+        {"cidr": "10.0.0.0/24", "num_networks": 2, "network_size": 256},
+        {"cidr": "10.0.0.0/25", "network_size": 256},
         {"cidr": "10.0.0.0/24", "num_networks": 3, "network_size": 128},
+        {"cidr": "10.0.0.0/29", "num_networks": 3},  # computed: 8 // 3 = 2 < 4
+        {"cidr": "10.0.0.0/30", "mode": "vlan"},  # computed 4: gateway, VPN, broadcast leave 0
         {"cidr": "10.0.0.0/24", "network_size": 4},  # vlan: gateway, VPN and broadcast leave 0
     ],
 )
@@ -443,7 +470,10 @@ def test_explicit_nil_arguments_mean_not_given() -> None:
         cmd.vpn_start,
         cmd.multi_host,
         cmd.mtu,
-    ) == (256, 1, 100, 1000, 1000, False, None)
+    ) == (None, 1, 100, 1000, 1000, False, None)
+    # Not given: the decider computes it (nova's rule) and says so.
+    d = decide(State(), dataclasses.replace(req, actor=ADMIN))
+    assert (d.result["network_size"], d.result["network_size_computed"]) == (256, True)
 
 
 # --- reserved addresses, lowest free, exhaustion -------------------------------------------
