@@ -34,7 +34,6 @@ def auth_group() -> None:
 @click.option("--stream", default="NETLEDGER", show_default=True, help="The stream name.")
 @click.option("--url", help="Also write NATS_URL=URL into every credentials file.")
 @click.option("--force", is_flag=True, help="Replace existing files (new passwords for all).")
-@click.option("--json", "local_json", is_flag=True, help="Print machine-readable JSON.")
 @pass_settings
 def auth_init(
     settings: Settings,
@@ -44,7 +43,6 @@ def auth_init(
     stream: str,
     url: str | None,
     force: bool,
-    local_json: bool,
 ) -> None:
     """Write a nats-server auth include and credentials files for every role.
 
@@ -54,7 +52,6 @@ def auth_init(
     """
     from netledger.auth import make_setup, write_setup
 
-    as_json = settings.as_json or local_json
     try:
         setup = make_setup(
             [h.strip() for h in hosts.split(",") if h.strip()],
@@ -63,12 +60,12 @@ def auth_init(
         )
         info = write_setup(out, setup, url=url, force=force)
     except NetledgerError as err:
-        fail(err, as_json)
+        fail(err, settings.as_json)
     lines = [f"wrote {info['config']}"]
     lines += [
         f"  {name:<20} {info['roles'][name]:<10} {p}" for name, p in info["credentials"].items()
     ]
-    emit(info, as_json, "\n".join(lines))
+    emit(info, text="\n".join(lines))
 
 
 COMMANDS = [auth_group]

@@ -1,7 +1,8 @@
 """The ``netledger`` command line: a thin click layer over the library.
 
-Library errors become a message naming the stable error code and exit status 1 (with
-``--json``: ``{"error": {"code", "message"}}`` on stdout); usage errors exit 2.
+Library errors become a message naming the stable error code and exit status 1 (with JSON
+output: ``{"error": {"code", "message"}}`` on stdout); usage errors exit 2. The output options
+(netledger/output.py) are given to every command by :func:`netledger.output.install`.
 """
 
 from __future__ import annotations
@@ -19,21 +20,19 @@ from netledger.config import ENV_PREFIX, config_option
 from netledger.duration import DURATION
 from netledger.events.codec import Actor
 from netledger.events.errors import NetledgerError
+from netledger.locate import default_data_dir as default_data_dir  # for the plugins
+from netledger.locate import projection_db
 from netledger.logs import LEVELS, setup_logging
 from netledger.metrics import metrics_port_option
-from netledger.output import emit, fail, table
+from netledger.output import Output, emit, fail, install, state, table
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("NETLEDGER_DATA") or Path.home() / ".local/share/netledger")
 
 
 @dataclass
 class Settings:
     nats: str | None
-    as_json: bool
+    output: Output
     creds: str | None
     user: str | None
     password: str | None
@@ -42,8 +41,20 @@ class Settings:
     as_host: str | None = None
 
     @property
+    def as_json(self) -> bool:
+        """JSON output chosen (--json, --format json, --json-lines, at either position)."""
+        return self.output.as_json
+
+    @property
     def url(self) -> str:
         return self.nats or DEFAULT_URL
+
+    def projection(self, db: Path | None, nats_url: str | None = None) -> Path:
+        """``db`` if given, else the projection found on this machine (netledger.locate)."""
+        try:
+            return db or projection_db(self.nats if nats_url is None else nats_url)
+        except NetledgerError as err:
+            fail(err, self.as_json)
 
     def connect_kwargs(self) -> dict[str, Any]:
         return {
@@ -98,7 +109,6 @@ def client_call(
     help="NATS server(s), comma-separated (default: the embedded server, "
     f"{DEFAULT_URL}). Env: NATS_URL.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--creds", envvar="NETLEDGER_CREDS", metavar="FILE", help="NATS credentials file.")
 @click.option("--user", envvar="NETLEDGER_USER", help="NATS user name.")
 @click.option("--password", envvar="NETLEDGER_PASSWORD", help="NATS password.")
@@ -146,7 +156,6 @@ def client_call(
 def cli(
     ctx: click.Context,
     nats_url: str | None,
-    as_json: bool,
     creds: str | None,
     user: str | None,
     password: str | None,
@@ -161,11 +170,15 @@ def cli(
 
     Networks, fixed IPs and floating IPs are decided by the command service and appended to a
     NATS JetStream stream; projectors, host executors and the audit tools read that log.
+
+    Output options (--json, -f/--format, -c/--column, --json-lines) go here or after any
+    command, with one meaning. Without --db, `show`, `audit` and `verify` read the projection
+    of a `netledger serve` running on this machine (README.md, "Using it").
     """
     setup_logging(log_level, log_json)
     ctx.obj = Settings(
         nats_url,
-        as_json,
+        state(ctx),
         creds,
         user,
         password,
@@ -372,10 +385,7 @@ def network_create(settings: Settings, /, **opts: Any) -> None:
 def network_list(settings: Settings, project: str | None) -> None:
     """List live networks as the command service knows them."""
     nets = client_call(settings, "network.list", {"project": project})["networks"]
-    if settings.as_json:
-        emit(nets, True)
-    else:
-        table(nets, [*NETWORK_COLUMNS, "in_use", "capacity"])
+    emit(nets, columns=[*NETWORK_COLUMNS, "in_use", "capacity"])
 
 
 @network.command("show")
@@ -590,6 +600,7 @@ def _register_plugins() -> None:
 
 
 _register_plugins()
+install(cli)  # the output options on every command, before or after its name
 
 
 def main() -> None:

@@ -37,35 +37,31 @@ from netledger.output import emit
     show_default=True,
     help="Seconds to collect answers from command-service replicas.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object).")
 @pass_settings
-def status(
-    settings: Settings, dbs: tuple[Path, ...], max_lag: int, wait: float, as_json: bool
-) -> None:
+def status(settings: Settings, dbs: tuple[Path, ...], max_lag: int, wait: float) -> None:
     """Show whether the system is healthy: stream, service replicas, projectors, hosts.
 
     The stream's size, sequences, replicas and leader; every command-service replica found by
     NATS service discovery; each --db projection's lag and rejected events; each host
     executor's last applied sequence, last reconcile and drift repairs. Exits 1 when anything
-    is wrong (listed under "problems"), so it doubles as a health check.
+    is wrong (listed under "problems"), so it doubles as a health check. Without --db it checks
+    the projection of the `netledger serve` on the same NATS URL running on this machine.
     """
     from netledger.events.stream import connect
+    from netledger.locate import status_dbs
     from netledger.status import gather
 
-    settings.as_json = settings.as_json or as_json
+    checked = list(dbs) or status_dbs(settings.url)
 
     async def go() -> dict[str, Any]:
         conn = await connect(settings.url, name="netledger-status", **settings.connect_kwargs())
         try:
-            return await gather(conn, list(dbs), max_lag=max_lag, wait=wait)
+            return await gather(conn, checked, max_lag=max_lag, wait=wait)
         finally:
             await conn.close()
 
     result: dict[str, Any] = run(settings, go)
-    if settings.as_json:
-        emit(result, True)
-    else:
-        render(result)
+    emit(result, text=lambda: render(result))
     if not result["healthy"]:
         sys.exit(1)
 
@@ -174,9 +170,8 @@ def config_group() -> None:
 
 
 @config_group.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def config_show(ctx: click.Context, as_json: bool) -> None:
+def config_show(ctx: click.Context) -> None:
     """Show the global settings in effect and their source (flag, environment, file, default).
 
     Precedence: flag > environment variable > configuration file > built-in default.
@@ -191,12 +186,9 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
         "settings": settings,
         "file": root.default_map or {},
     }
-    if as_json or (isinstance(root.obj, Settings) and root.obj.as_json):
-        emit(out, True)
-        return
-    click.echo(f"config file: {path or '(none found)'}")
-    for name, v in settings.items():
-        click.echo(f"{name:12} {v['value']!s:40} ({v['source']})")
+    lines = [f"config file: {path or '(none found)'}"]
+    lines += [f"{name:12} {v['value']!s:40} ({v['source']})" for name, v in settings.items()]
+    emit(out, text="\n".join(lines))
 
 
 @config_group.command("check")
@@ -208,17 +200,16 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
     Exits 1 naming the first unknown key or bad value; prints the file's settings when valid.
     """
     from netledger.config import ConfigError, load_default_map
-    from netledger.output import fail
+    from netledger.output import current, dumps, fail
 
     try:
         path, dmap = load_default_map(ctx.find_root().command, file)
     except ConfigError as err:
-        fail(err, False)
+        fail(err, current().as_json)
     if path is None:
-        click.echo("no configuration file found: built-in defaults apply")
+        emit({}, text="no configuration file found: built-in defaults apply")
         return
-    click.echo(f"{path}: ok")
-    emit(dmap, True)
+    emit(dmap, text=f"{path}: ok\n{dumps(dmap, pretty=True)}")
 
 
 COMMANDS = [status, config_group]

@@ -46,7 +46,6 @@ def render(result: dict[str, Any]) -> str:
     show_default=True,
     help="Grace period: how long the host's reports must show an instance gone (90s, 15m, 2h).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def reclaim_cmd(
     settings: Settings,
@@ -54,7 +53,6 @@ def reclaim_cmd(
     host: str | None,
     network_id: str | None,
     grace: float,
-    as_json: bool,
 ) -> None:
     """Free addresses whose instance its host has not seen for the grace period.
 
@@ -64,14 +62,13 @@ def reclaim_cmd(
     reclaim names those reports; a re-allocation or a sighting that lands while the reclaim is
     decided makes the log reject it (see docs/reclaim.md).
     """
-    settings.as_json = settings.as_json or as_json
     args: dict[str, Any] = {"grace": grace, "dry_run": dry_run}
     if host:
         args["host"] = host
     if network_id:
         args["network_id"] = network_id
     result = client_call(settings, "fixed_ip.reclaim", args)
-    emit(result, settings.as_json, render(result))
+    emit(result, text=render(result))
 
 
 COMMANDS = [reclaim_cmd]

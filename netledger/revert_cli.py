@@ -190,7 +190,6 @@ def render(result: dict[str, Any]) -> str:
     help="Find the command's events through this projection's events index (else scan the log).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the compensating events; append nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def revert_cmd(
     settings: Settings,
@@ -199,7 +198,6 @@ def revert_cmd(
     scope: tuple[str, str] | None,
     db: Path | None,
     dry_run: bool,
-    as_json: bool,
 ) -> None:
     """Undo a change by appending compensating events, checked against the current state.
 
@@ -211,7 +209,6 @@ def revert_cmd(
     refused with the reasons and appends nothing. DHCP leases/releases and host events are
     left as they are. The history keeps both; `netledger audit` shows the link.
     """
-    settings.as_json = settings.as_json or as_json
     scope_s = f"{scope[0]}:{scope[1]}" if scope else None
 
     async def go() -> dict[str, Any]:
@@ -230,7 +227,7 @@ def revert_cmd(
             await conn.close()
 
     result = run(settings, go)
-    emit(result, settings.as_json, render(result))
+    emit(result, text=render(result))
 
 
 COMMANDS = [revert_cmd]

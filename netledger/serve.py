@@ -13,6 +13,7 @@ from netledger.events.errors import NetledgerError
 from netledger.events.service import CommandService
 from netledger.events.snapshotter import SnapshotPolicy
 from netledger.events.stream import connect, ensure_stream
+from netledger.locate import remove_pointer, write_pointer
 from netledger.natsserver import EmbeddedNats, find_nats_server, server_version
 from netledger.status import StatusResponder
 
@@ -85,8 +86,11 @@ async def serve_forever(
                 watch=service,
             )
             projector = None
+            pointer = None
             if run_projector:
                 projector = await _start_projector(conn, data_dir / "projection.db")
+                # Clients on this machine find this projection through it (netledger.locate).
+                pointer = write_pointer(data_dir, data_dir / "projection.db", nats_url)
             try:
                 print(f"netledger ready: {nats_url}", flush=True)
                 if ready is not None:
@@ -111,6 +115,7 @@ async def serve_forever(
                             raise err
                         raise NetledgerError(f"projector failed: {err}")
             finally:
+                remove_pointer(pointer)
                 if projector is not None:
                     await projector.close()
                 await observability.aclose()

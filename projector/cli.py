@@ -13,9 +13,12 @@ import click
 
 from netledger.cli import Settings, default_data_dir, pass_settings, run
 from netledger.metrics import metrics_port_option
-from netledger.output import emit, table
+from netledger.output import emit
 
-DB_HELP = "Projection database (default: DATA/projection.db, the one `netledger serve` keeps)."
+DB_HELP = (
+    "Projection database (default: that of the `netledger serve` running on this machine, else"
+    " DATA/projection.db)."
+)
 
 
 def default_db() -> Path:
@@ -31,12 +34,6 @@ def _db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         default=None,
         help=DB_HELP + " Env: NETLEDGER_DB.",
     )(fn)
-
-
-def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of objects).")(
-        fn
-    )
 
 
 # --- projector --------------------------------------------------------------------------------
@@ -134,39 +131,27 @@ async def _follow(
 
 @projector_group.command("status")
 @_db_option
-@_json_option
 @pass_settings
-def projector_status(settings: Settings, db: Path | None, as_json: bool) -> None:
+def projector_status(settings: Settings, db: Path | None) -> None:
     """Show the projection's checkpoint, schema version, lag and rejected-message count."""
     from . import query
 
+    path = settings.projection(db)
+
     def go() -> dict[str, Any]:
-        with query.open_readonly(db or default_db()) as conn:
+        with query.open_readonly(path) as conn:
             return query.state(conn)
 
-    st = _call(settings, go, as_json)
-    if settings.as_json or as_json:
-        emit(st, True)
-    else:
-        for k in (
-            "last_seq",
-            "highest_seq",
-            "lag",
-            "events",
-            "rejected",
-            "schema_version",
-            "stream",
-            "stream_created",
-        ):
-            click.echo(f"{k:15} {st.get(k)}")
+    st = _call(settings, go)
+    keys = ("last_seq", "highest_seq", "lag", "events", "rejected", "schema_version", "stream")
+    emit(st, text="\n".join(f"{k:15} {st.get(k)}" for k in (*keys, "stream_created")))
 
 
 # --- show -------------------------------------------------------------------------------------
 
 
-def _call(settings: Settings, fn: Callable[[], Any], as_json: bool = False) -> Any:
+def _call(settings: Settings, fn: Callable[[], Any]) -> Any:
     """Run a synchronous query with the CLI's error handling (stable codes, exit 1)."""
-    settings.as_json = settings.as_json or as_json  # errors as JSON too with a local --json
 
     async def go() -> Any:
         return fn()
@@ -174,23 +159,17 @@ def _call(settings: Settings, fn: Callable[[], Any], as_json: bool = False) -> A
     return run(settings, go)
 
 
-def _show(
-    settings: Settings, as_json: bool, rows: list[dict[str, Any]], columns: list[str], title: str
-) -> None:
-    if settings.as_json or as_json:
-        emit(rows, True)
-    else:
-        table(rows, columns, title=f"{title} ({len(rows)})")
+def _show(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    emit(rows, columns=columns, title=f"{title} ({len(rows)})")
 
 
 @click.group("show")
 def show_group() -> None:
-    """Query the projection (SQLite; no NATS needed). --json for scripts."""
+    """Query the projection (SQLite; no NATS needed). --json or -f value -c COLUMN for scripts."""
 
 
 @show_group.command("networks")
 @_db_option
-@_json_option
 @click.option("--project", help="Only this project's networks.")
 @click.option("--network", "network_id", help="Only this network.")
 @click.option("--host", help="Only networks served by this network host.")
@@ -199,7 +178,6 @@ def show_group() -> None:
 def show_networks(
     settings: Settings,
     db: Path | None,
-    as_json: bool,
     project: str | None,
     network_id: str | None,
     host: str | None,
@@ -208,8 +186,10 @@ def show_networks(
     """List networks with their VLAN/VNI, bridge, project and addresses in use."""
     from . import query
 
+    path = settings.projection(db)
+
     def go() -> list[dict[str, Any]]:
-        with query.open_readonly(db or default_db()) as conn:
+        with query.open_readonly(path) as conn:
             return query.networks(
                 conn,
                 project=project,
@@ -221,12 +201,11 @@ def show_networks(
     cols = ["network_id", "label", "cidr", "mode", "vlan", "vni", "bridge", "project", "in_use"]
     if include_deleted:
         cols.append("deleted")
-    _show(settings, as_json, _call(settings, go, as_json), cols, "networks")
+    _show(_call(settings, go), cols, "networks")
 
 
 @show_group.command("fixed-ips")
 @_db_option
-@_json_option
 @click.option("--project", help="Only this project's addresses.")
 @click.option("--network", "network_id", help="Only this network.")
 @click.option("--host", help="Only instances on this compute host.")
@@ -235,7 +214,6 @@ def show_networks(
 def show_fixed_ips(
     settings: Settings,
     db: Path | None,
-    as_json: bool,
     project: str | None,
     network_id: str | None,
     host: str | None,
@@ -244,19 +222,20 @@ def show_fixed_ips(
     """List fixed IPs in use or reserved (deallocated, waiting for the DHCP release)."""
     from . import query
 
+    path = settings.projection(db)
+
     def go() -> list[dict[str, Any]]:
-        with query.open_readonly(db or default_db()) as conn:
+        with query.open_readonly(path) as conn:
             return query.fixed_ips(
                 conn, project=project, network_id=network_id, host=host, instance=instance
             )
 
     cols = ["network_id", "address", "instance", "mac", "host", "project", "allocated", "leased"]
-    _show(settings, as_json, _call(settings, go, as_json), cols, "fixed IPs")
+    _show(_call(settings, go), cols, "fixed IPs")
 
 
 @show_group.command("floating-ips")
 @_db_option
-@_json_option
 @click.option("--project", help="Only this project's floating IPs.")
 @click.option("--network", "network_id", help="Only those associated into this network.")
 @click.option("--host", help="Only those associated with instances on this host.")
@@ -265,7 +244,6 @@ def show_fixed_ips(
 def show_floating_ips(
     settings: Settings,
     db: Path | None,
-    as_json: bool,
     project: str | None,
     network_id: str | None,
     host: str | None,
@@ -274,27 +252,30 @@ def show_floating_ips(
     """List allocated floating IPs and what they are associated with."""
     from . import query
 
+    path = settings.projection(db)
+
     def go() -> list[dict[str, Any]]:
-        with query.open_readonly(db or default_db()) as conn:
+        with query.open_readonly(path) as conn:
             return query.floating_ips(
                 conn, project=project, network_id=network_id, host=host, pool=pool
             )
 
     cols = ["address", "pool", "project", "fixed_address", "network_id", "instance", "host"]
-    _show(settings, as_json, _call(settings, go, as_json), cols, "floating IPs")
+    _show(_call(settings, go), cols, "floating IPs")
 
 
 @show_group.command("hosts")
 @_db_option
-@_json_option
 @click.option("--host", help="Only this host.")
 @pass_settings
-def show_hosts(settings: Settings, db: Path | None, as_json: bool, host: str | None) -> None:
+def show_hosts(settings: Settings, db: Path | None, host: str | None) -> None:
     """List hosts: what their executors reported (links, addresses, NAT) and fixed IPs on them."""
     from . import query
 
+    path = settings.projection(db)
+
     def go() -> list[dict[str, Any]]:
-        with query.open_readonly(db or default_db()) as conn:
+        with query.open_readonly(path) as conn:
             return query.hosts(conn, host=host)
 
     cols = [
@@ -307,7 +288,7 @@ def show_hosts(settings: Settings, db: Path | None, as_json: bool, host: str | N
         "nat_rules",
         "fixed_ips",
     ]
-    _show(settings, as_json, _call(settings, go, as_json), cols, "hosts")
+    _show(_call(settings, go), cols, "hosts")
 
 
 COMMANDS = [projector_group, show_group]

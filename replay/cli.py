@@ -12,14 +12,10 @@ from typing import Any, TextIO
 
 import click
 
-from netledger.cli import Settings, default_data_dir, pass_settings, run
+from netledger.cli import Settings, pass_settings, run
 from netledger.output import emit, fail
 
 from .errors import ProjectionMismatch, SnapshotMismatch, SnapshotUnusable
-
-
-def default_db() -> Path:
-    return default_data_dir() / "projection.db"
 
 
 def _moment(what: str) -> Callable[[click.Context, click.Parameter, str | None], Any]:
@@ -59,9 +55,9 @@ DB_OPTION = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="NETLEDGER_DB",
     default=None,
-    help="Projection database (default: DATA/projection.db). Env: NETLEDGER_DB.",
+    help="Projection database (default: that of the `netledger serve` running on this machine,"
+    " else DATA/projection.db). Env: NETLEDGER_DB.",
 )
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 # --- replay -----------------------------------------------------------------------------------
@@ -83,7 +79,6 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON."
     " e.g. 2026-05-01T10:00:00Z).",
 )
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-@JSON_OPTION
 @pass_settings
 def replay_cmd(
     settings: Settings,
@@ -91,7 +86,6 @@ def replay_cmd(
     to_seq: int | None,
     at: datetime.datetime | None,
     force: bool,
-    as_json: bool,
 ) -> None:
     """Rebuild a projection database from the log, as of a sequence or a moment.
 
@@ -103,7 +97,6 @@ def replay_cmd(
 
     if to_seq is not None and at is not None:
         raise click.UsageError("give --to-seq or --at, not both")
-    settings.as_json = settings.as_json or as_json
     result = _with_conn(
         settings,
         "netledger-replay",
@@ -132,7 +125,6 @@ def replay_cmd(
     is_flag=True,
     help="Read the stream instead of the projection (slower; needs no projection).",
 )
-@JSON_OPTION
 @pass_settings
 def audit_cmd(
     settings: Settings,
@@ -142,7 +134,6 @@ def audit_cmd(
     until: datetime.datetime | None,
     db: Path | None,
     from_log: bool,
-    as_json: bool,
 ) -> None:
     """The history of an address, instance, project, network (id) or host, oldest first.
 
@@ -152,7 +143,6 @@ def audit_cmd(
     """
     from . import audit
 
-    settings.as_json = settings.as_json or as_json
     if from_log:
         rows = _with_conn(
             settings,
@@ -160,18 +150,19 @@ def audit_cmd(
             lambda conn: audit.from_log(conn, kind, value, since, until),
         )
     else:
+        path = settings.projection(db)
 
         async def go() -> list[dict[str, Any]]:
-            return audit.from_index(db or default_db(), kind, value, since, until)
+            return audit.from_index(path, kind, value, since, until)
 
         rows = run(settings, go)
     shown = [audit.present(r) for r in rows]
-    if settings.as_json:
-        emit(shown, True)
-        return
-    click.echo(f"{kind} {value}: {len(shown)} event{'s' if len(shown) != 1 else ''}")
-    for p in shown:
-        click.echo("  " + audit.line(p))
+    head = f"{kind} {value}: {len(shown)} event{'s' if len(shown) != 1 else ''}"
+    emit(
+        shown,
+        text="\n".join([head, *("  " + audit.line(p) for p in shown)]),
+        columns=["seq", "time", "summary", "actor", "type"],
+    )
 
 
 # --- verify -----------------------------------------------------------------------------------
@@ -192,7 +183,6 @@ def audit_cmd(
     help="Check the command service's stored snapshots instead: each must equal the fold of"
     " the log up to its sequence (no projection needed).",
 )
-@JSON_OPTION
 @pass_settings
 def verify_cmd(
     settings: Settings,
@@ -200,7 +190,6 @@ def verify_cmd(
     portable: bool,
     limit: int,
     snapshots: bool,
-    as_json: bool,
 ) -> None:
     """Check a projection against a fresh rebuild from the log at the same sequence.
 
@@ -212,13 +201,12 @@ def verify_cmd(
     exit 1 with snapshot_mismatch when one differs, snapshot_unusable when one cannot be
     used at all (bad hash, other format or fold version, another stream).
     """
-    settings.as_json = settings.as_json or as_json
     if snapshots:
         _verify_snapshots(settings)
         return
     from .verify import verify
 
-    path = db or default_db()
+    path = settings.projection(db, settings.url)
     report = _with_conn(
         settings,
         "netledger-verify",
@@ -232,16 +220,7 @@ def verify_cmd(
             f" in {', '.join(bad)}",
             tables=bad,
         )
-    if settings.as_json:
-        if err is not None:
-            report["error"] = {"code": err.code, "message": err.message, "details": err.details}
-        emit(report, True)
-        if err is not None:
-            sys.exit(1)
-        return
-    _print_verify(report)
-    if err is not None:
-        fail(err, False)
+    _report(settings, report, err, lambda: _print_verify(report))
 
 
 def _verify_snapshots(settings: Settings) -> None:
@@ -261,13 +240,21 @@ def _verify_snapshots(settings: Settings) -> None:
             "; ".join(f"{r['name']}: {r['reason']}" for r in unusable),
             snapshots=[r["name"] for r in unusable],
         )
-    if settings.as_json:
-        if err is not None:
-            report["error"] = {"code": err.code, "message": err.message, "details": err.details}
-        emit(report, True)
-        if err is not None:
+    _report(settings, report, err, lambda: _print_snapshots(report))
+
+
+def _report(settings: Settings, report: dict[str, Any], err: Any, text: Callable[[], None]) -> None:
+    """A verification's report; exit 1 when it found a difference (JSON: "error" in it)."""
+    if err is not None and settings.as_json:
+        report["error"] = {"code": err.code, "message": err.message, "details": err.details}
+    emit(report, text=text)
+    if err is not None:
+        if settings.as_json:
             sys.exit(1)
-        return
+        fail(err, False)
+
+
+def _print_snapshots(report: dict[str, Any]) -> None:
     if not report["snapshots"]:
         click.echo(f"no snapshots stored (stream {report['stream']})")
     for r in report["snapshots"]:
@@ -282,8 +269,6 @@ def _verify_snapshots(settings: Settings) -> None:
         )
         for d in r["differences"]:
             click.echo(f"      differs: {d}")
-    if err is not None:
-        fail(err, False)
 
 
 def _print_verify(r: dict[str, Any]) -> None:
