@@ -173,31 +173,28 @@ def _on_a_terminal(argv: list[str]) -> str:
     """Run the real CLI with stdout on a pseudo-terminal; what it printed."""
     master, slave = pty.openpty()
     try:
-        p = subprocess.run(
+        p = subprocess.Popen(
             [NETLEDGER, *argv],
             stdout=slave,
             stderr=subprocess.PIPE,
             env={**os.environ, "NETLEDGER_CONFIG": ""},
-            timeout=60,
-            check=False,
         )
-        assert p.returncode == 0, p.stderr
-        os.close(slave)
-        slave = -1
+        os.close(slave)  # the child holds it: reading ends (EIO) when the child is done
         chunks = []
         while True:
             try:
                 b = os.read(master, 65536)
-            except OSError:  # EIO: the writer's side is closed and everything was read
+            except OSError:
                 break
             if not b:
                 break
             chunks.append(b)
+        assert p.wait(60) == 0, p.stderr.read() if p.stderr else ""
+        if p.stderr:
+            p.stderr.close()
         return b"".join(chunks).decode().replace("\r\n", "\n")
     finally:
         os.close(master)
-        if slave >= 0:
-            os.close(slave)
 
 
 def _piped(argv: list[str]) -> str:
