@@ -10,8 +10,9 @@ from typing import Any
 
 import msgpack
 
-from .commands import Request
+from .commands import NetworkCreate, Request
 from .decide import decide, network_dict
+from .decide_network import network_create_answer
 from .errors import NetledgerError
 from .placement_events import FloatingIpMapped, NetworkHostJoined
 from .revert_events import ChangeReverted
@@ -49,6 +50,8 @@ def result_from_events(state: State, req: Request, events: list[Event]) -> dict[
                 "reverted_seqs": e.reverted_seqs,
             }
     created = [e for e in events if isinstance(e, NetworkCreated)]
+    if created and isinstance(req.command, NetworkCreate):
+        return network_create_answer(req.command, created)
     if created:
         return {"networks": [network_dict(e) for e in created]}
     for e in events:

@@ -143,7 +143,8 @@ async def test_malformed_values(world: World, name: str, args: dict[str, Any], c
 # --- refused by the state --------------------------------------------------------------------
 
 CONFLICTS = [
-    ("network.create", {**CREATE, "cidr": "10.0.0.0/16"}, "network_overlap"),
+    ("network.create", {**CREATE, "cidr": "10.0.0.0/24"}, "network_overlap"),  # the same range
+    ("network.create", {**CREATE, "cidr": "10.0.0.0/23"}, "range_exhausted"),  # split around it
     ("network.create", {**CREATE, "cidr": "10.0.1.128/25", "network_size": 128}, "network_overlap"),
     ("network.create", {**CREATE, "cidr": "203.0.113.0/28", "network_size": 16}, "network_overlap"),
     ("network.create", {**CREATE, "vlan_start": 0}, "vlan_out_of_range"),
@@ -155,7 +156,7 @@ CONFLICTS = [
     ),
     ("network.create", {**CREATE, "vlan_start": 101}, "duplicate_vlan"),
     ("network.create", {**CREATE, "mode": "flat"}, "duplicate_bridge"),
-    ("network.create", {**CREATE, "cidr": "10.50.0.0/25"}, "range_too_small"),
+    ("network.create", {**CREATE, "cidr": "10.50.0.0/25", "network_size": 256}, "range_too_small"),
     ("network.create", {**CREATE, "project": "pa"}, "project_has_network"),
     ("network.delete", {"network_id": "99"}, "network_not_found"),
     ("network.delete", {"network_id": "1"}, "network_in_use"),
@@ -499,7 +500,7 @@ async def test_cli_errors_name_their_code(world: World, nats_url: str) -> None:
     assert out == ""
 
     status, out, err = await netledger(
-        nats_url, "--json", "network", "create", "--label", "x", "--cidr", "10.0.0.0/16"
+        nats_url, "--json", "network", "create", "--label", "x", "--cidr", "10.0.0.0/24"
     )
     assert status == 1, (out, err)
     body = json.loads(out)
