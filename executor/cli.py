@@ -143,6 +143,7 @@ def executor_run(
     from .desired import HostConfig
     from .dhcp import DhcpPaths, default_state_dir, script_text
 
+    dhcp_defaulted_off = dhcp is None and netns is not None
     if dhcp is None:
         # A namespace is a lab host (tests, demos) that is deleted without stopping what runs
         # in it: dnsmasq, which outlives executors by design, would be left behind.
@@ -152,6 +153,13 @@ def executor_run(
         level=logging.INFO if verbose or not once else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if dhcp_defaulted_off:
+        logging.getLogger("netledger.executor").warning(
+            "DHCP is off in namespace %s (the default with --netns: a namespace's dnsmasq would"
+            " outlive it): instances of flat_dhcp/vlan/vxlan networks served here get no address"
+            " from this host; add --dhcp to serve it",
+            netns,
+        )
     cfg = HostConfig(
         host=host,
         physical_interface=physical_interface,

@@ -22,6 +22,7 @@ import hashlib
 import os
 import shlex
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -67,6 +68,27 @@ class DhcpPaths:
     @property
     def handle(self) -> str:
         return os.path.join(self.state_dir, HANDLE_NAME)
+
+
+def unreachable_by_others(path: str) -> str | None:
+    """The first folder on the way to ``path`` that a user other than its owner cannot pass
+    (no ``x`` for others): dnsmasq, which drops root, cannot open files below it."""
+    p = os.path.abspath(path)
+    parts = []
+    while True:
+        parts.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for folder in reversed(parts):
+        try:
+            mode = os.stat(folder).st_mode
+        except OSError:
+            return None  # not made yet: made 0755 by _prepare
+        if not mode & stat.S_IXOTH:
+            return folder
+    return None
 
 
 def default_state_dir(host: str, netns: str | None) -> str:
@@ -375,6 +397,14 @@ class Dnsmasq:
         os.makedirs(d, mode=0o755, exist_ok=True)
         # Readable by dnsmasq after it drops root (it re-reads the hosts file on SIGHUP).
         os.chmod(d, 0o755)
+        closed = unreachable_by_others(d)
+        if closed is not None:
+            mode = stat.S_IMODE(os.stat(closed).st_mode)
+            raise DhcpFailed(
+                f"dnsmasq drops root to user nobody and could not read its hosts file in {d}:"
+                f" {closed} is mode {mode:04o} (not searchable by others). Fix: chmod o+x"
+                f" {closed}, or give the executor a --state-dir under /run"
+            )
         if self.netns:
             self._pin_own_netns()
         if _read(self.paths.script) != self.script:
