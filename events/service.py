@@ -70,6 +70,7 @@ from .stream import (
     Connection,
     Follower,
     MaybeApplied,
+    Outgoing,
     WrongLastSequence,
     build_messages,
 )
@@ -159,7 +160,7 @@ class CommandService:
                 snapshots,
                 state=lambda: self.state,
                 seen=lambda: self.seen,
-                applied_seq=lambda: self.follower.applied_seq,
+                applied_seq=self._settled_seq,
             )
         self.appender = Appender(conn)
         self.stats = Stats()
@@ -268,6 +269,13 @@ class CommandService:
             self.rejected.append(Rejected(seq, subject, f"{env.type} does not belong on {subject}"))
             self.rejected_total += 1
             return
+        self._fold(seq, subject, env, msg.data)
+
+    def _fold(self, seq: int, subject: str, env: Envelope, data: bytes) -> None:
+        """Fold one stored event in (once: the follower delivers again what this replica
+        folded from its own publish acks, and is skipped then)."""
+        if seq <= self.state.seq_of(subject):
+            return
         if env.command_id and not isinstance(env.event, HostEvent):
             # Host events carry an executor's pass id, never a client's command: not kept.
             evs = self.seen.get(env.command_id)
@@ -275,10 +283,30 @@ class CommandService:
                 self.seen[env.command_id] = evs = []
                 if len(self.seen) > SEEN_COMMANDS:
                     self.seen.popitem(last=False)
-            evs.append(msg.data)  # as stored: decoded only if a retry asks
+            evs.append(data)  # as stored: decoded only if a retry asks
         self.state.apply(seq, subject, env)
         if self.snapshotter is not None:
             self.snapshotter.since += 1
+
+    def _fold_appended(
+        self, messages: list[Outgoing], envelopes: list[Envelope], last: int
+    ) -> None:
+        """Fold what this replica just appended, from the ack: the answer does not wait for
+        the follower to read it back. An atomic batch is stored contiguously, so its k-th
+        message is at ``last - n + k``. Only subjects appended *with* the OCC check: there no
+        other writer's event can sit between ours and what we decided on, so folding ours
+        ahead of the follower keeps every subject in order; the unchecked ones (placements)
+        are left to the follower."""
+        first = last - len(messages) + 1
+        for i, (m, env) in enumerate(zip(messages, envelopes, strict=True)):
+            if not unchecked(m.subject):
+                self._fold(first + i, m.subject, env, m.data)
+
+    def _settled_seq(self) -> int | None:
+        """The sequence the fold is exactly the log's prefix up to; None while it holds own
+        appends (folded from their acks) the reader has not reached yet."""
+        applied = self.follower.applied_seq
+        return applied if self.state.last_seq <= applied else None
 
     async def _watch_log(self) -> None:
         try:
@@ -600,10 +628,11 @@ class CommandService:
         """All decisions as one atomic batch, the OCC check on every subject they touch."""
         subjects = {env.event.subject() for env in envelopes}
         expected = {s: self.state.seq_of(s) for s in subjects if not unchecked(s)}
-        seq = await self.appender.append(build_messages(envelopes), expected)
+        messages = build_messages(envelopes)
+        seq = await self.appender.append(messages, expected)
         self.stats.batches += 1
         self.stats.batched_events += len(envelopes)
-        await self.follower.wait_for(seq)
+        self._fold_appended(messages, envelopes, seq)
         for job, d in decided:
             if not job.fut.done():
                 job.fut.set_result(d.result)
@@ -618,23 +647,24 @@ class CommandService:
         faster. Decisions that landed before a conflict keep their answer; the rest are
         decided again.
         """
-        expected: dict[str, int] = {}
         landed: list[tuple[_Job, Decision]] = []
-        last = 0
-        messages = iter(build_messages(envelopes))
+        messages = build_messages(envelopes)
+        # What the decisions were based on, read before the first await: the follower may
+        # fold other replicas' events while an append waits, and those the decisions never saw.
+        expected = {m.subject: self.state.seq_of(m.subject) for m in messages}
+        pairs = iter(zip(messages, envelopes, strict=True))
         try:
             for job, d in decided:
                 if not d.events:
                     landed.append((job, d))
                     continue
-                msg = next(messages)
-                exp = expected.get(msg.subject, self.state.seq_of(msg.subject))
-                last = await self.appender.append([msg], {msg.subject: exp})
+                msg, env = next(pairs)
+                check = {} if unchecked(msg.subject) else {msg.subject: expected[msg.subject]}
+                last = await self.appender.append([msg], check)
                 expected[msg.subject] = last
+                self._fold_appended([msg], [env], last)
                 landed.append((job, d))
         finally:
-            if last:
-                await self.follower.wait_for(last)
             for job, d in landed:
                 if not job.fut.done():
                     job.fut.set_result(d.result)

@@ -63,6 +63,11 @@ class SnapshotStats:
         return dict(self.__dict__)
 
 
+#: how long write() waits for the fold to be a prefix of the log (None from applied_seq)
+SETTLE_TRIES = 200
+SETTLE_PAUSE_S = 0.005
+
+
 class Snapshotter:
     def __init__(
         self,
@@ -70,7 +75,7 @@ class Snapshotter:
         policy: SnapshotPolicy,
         state: Callable[[], State],
         seen: Callable[[], OrderedDict[str, SeenEvents]],
-        applied_seq: Callable[[], int],
+        applied_seq: Callable[[], int | None],
     ) -> None:
         self.conn = conn
         self.policy = policy
@@ -149,8 +154,17 @@ class Snapshotter:
         if self._created is None:
             self._created, _ = await self.store.stream_identity()
         newest = await self.store.snapshots()
-        # No await between reading the sequence and the fork: the image is the fold at `seq`.
-        seq = self._applied_seq()
+        # The service folds its own appends from their acks, ahead of its reader: the image
+        # must be a prefix of the log, so wait (briefly) for a moment the reader has caught up.
+        for _ in range(SETTLE_TRIES):
+            # No await between reading the sequence and the fork: the image is the fold at it.
+            seq = self._applied_seq()
+            if seq is not None:
+                break
+            await asyncio.sleep(SETTLE_PAUSE_S)
+        else:
+            log.info("the fold stayed ahead of the log reader; snapshot postponed")
+            return None
         if newest and newest[0].seq >= seq - self.policy.every_events // 2:
             log.debug("snapshot at seq %d is recent enough; not writing", newest[0].seq)
             self.since = seq - newest[0].seq
