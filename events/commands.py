@@ -29,6 +29,12 @@ from .errors import (
 from .ids import check_id
 
 MODES = ("flat", "flat_dhcp", "vlan", "vxlan")
+#: How instances get their IPv6 address (docs/domain.md): EUI-64 from the MAC with router
+#: advertisements (nova's rfc2462 backend), or the lowest free address by DHCPv6.
+IPV6_MODES = ("slaac", "dhcpv6")
+#: Every IPv6 network is one /64 (SLAAC needs exactly 64 bits of interface identifier).
+V6_PREFIXLEN = 64
+MIN_MTU_V6 = 1280
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_LABEL = 128
 MAX_NUM_NETWORKS = 4094
@@ -168,7 +174,8 @@ class NetworkCreate(Command):
     NAME: ClassVar[str] = "network.create"
     ADMIN_ONLY: ClassVar[bool] = True
     label: str
-    cidr: str
+    #: None: IPv6-only networks (``cidr_v6`` then required)
+    cidr: str | None
     mode: str = "vlan"
     num_networks: int = 1
     # None: not given; the decider computes it from the range (nova's rule, capped at
@@ -185,7 +192,9 @@ class NetworkCreate(Command):
     multi_host: bool = False
     network_host: str | None = None
     mtu: int | None = None
+    #: split into ``num_networks`` /64s, one per network
     cidr_v6: str | None = None
+    ipv6_mode: str | None = None
 
     @classmethod
     def parse(cls, a: dict[str, Any]) -> NetworkCreate:
@@ -196,12 +205,37 @@ class NetworkCreate(Command):
         assert label is not None
         if not label.strip():
             raise InvalidField("label must not be empty", field="label")
-        cidr = _cidr(a, "cidr", required=True)
-        assert cidr is not None
+        cidr_v6 = _cidr(a, "cidr_v6", version=6)
+        cidr = _cidr(a, "cidr", required=cidr_v6 is None)
+        if cidr_v6 is not None and netaddr.IPNetwork(cidr_v6).prefixlen > V6_PREFIXLEN:
+            raise InvalidCidr(
+                f"cidr_v6 {cidr_v6} is longer than /{V6_PREFIXLEN}: every network gets a"
+                f" /{V6_PREFIXLEN} of it",
+                field="cidr_v6",
+            )
         size = _int(a, "network_size", None, MIN_NETWORK_SIZE, MAX_NETWORK_SIZE)
         if size is not None and size & (size - 1):
             raise InvalidField(
                 f"network_size must be a power of two, got {size}", field="network_size"
+            )
+        if size is not None and cidr is None:
+            raise InvalidField(
+                "network_size is the size of the IPv4 networks: an IPv6-only network is a"
+                f" /{V6_PREFIXLEN}",
+                field="network_size",
+            )
+        ipv6_mode = _str(a, "ipv6_mode")
+        if ipv6_mode is not None and ipv6_mode not in IPV6_MODES:
+            raise InvalidField(
+                f"ipv6_mode must be one of {', '.join(IPV6_MODES)}", field="ipv6_mode"
+            )
+        if ipv6_mode is not None and cidr_v6 is None:
+            raise InvalidField("ipv6_mode needs cidr_v6", field="ipv6_mode")
+        mtu = _int(a, "mtu", None, 576, 65535)
+        if mtu is not None and cidr_v6 is not None and mtu < MIN_MTU_V6:
+            # The kernel turns IPv6 off on a link below 1280 (RFC 8200's minimum).
+            raise LimitExceeded(
+                f"mtu must be at least {MIN_MTU_V6} on an IPv6 network, got {mtu}", field="mtu"
             )
         return cls(
             label=label,
@@ -219,8 +253,9 @@ class NetworkCreate(Command):
             project=_id(a, "project"),
             multi_host=_bool(a, "multi_host"),
             network_host=_id(a, "network_host"),
-            mtu=_int(a, "mtu", None, 576, 65535),
-            cidr_v6=_cidr(a, "cidr_v6", version=6),
+            mtu=mtu,
+            cidr_v6=cidr_v6,
+            ipv6_mode=(ipv6_mode or IPV6_MODES[0]) if cidr_v6 is not None else None,
         )
 
 

@@ -28,6 +28,7 @@ class Pending:
     """What earlier decisions of the same batch took (not yet in state)."""
 
     addresses: dict[str, set[str]] = field(default_factory=dict)
+    addresses6: dict[str, set[str]] = field(default_factory=dict)
     macs: dict[str, set[str]] = field(default_factory=dict)
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     project_networks: dict[str, str] = field(default_factory=dict)
@@ -36,6 +37,8 @@ class Pending:
         for ev in events:
             if isinstance(ev, FixedIpAllocated):
                 self.addresses.setdefault(ev.network_id, set()).add(ev.address)
+                if ev.address_v6 is not None:
+                    self.addresses6.setdefault(ev.network_id, set()).add(ev.address_v6)
                 self.macs.setdefault(ev.network_id, set()).add(ev.mac)
                 self.instances[(ev.network_id, ev.instance)] = fixed_result(ev)
             elif isinstance(ev, NetworkAssociated):
@@ -56,6 +59,7 @@ def fixed_result(ev: FixedIpAllocated) -> dict[str, Any]:
     """The answer to an allocation; also kept in ``Pending`` so a retry in the batch gets it."""
     return {
         "address": ev.address,
+        "address_v6": ev.address_v6,
         "network_id": ev.network_id,
         "instance": ev.instance,
         "mac": ev.mac,

@@ -2,6 +2,9 @@
 
 Allocation picks the network (assigning a free VLAN/VXLAN segment to a project on first use),
 the MAC and the address, avoiding what earlier decisions of the same batch took (``Pending``).
+On a network that serves IPv6 it also picks the IPv6 address (:func:`_pick_v6`): EUI-64 of the
+MAC in the network's /64 (slaac), or the lowest free one (dhcpv6). On an IPv6-only network the
+IPv6 address also names the allocation (``address``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .types import (
 def _fixed_ip_result(n: NetworkState, ip: FixedIp) -> dict[str, Any]:
     return {
         "address": ip.address,
+        "address_v6": ip.address_v6,
         "network_id": n.network_id,
         "instance": ip.instance,
         "mac": ip.mac,
@@ -95,11 +99,54 @@ def _pick_network(
         return n, [NetworkAssociated(network_id=n.network_id, project=project)]
     flat = [n for n in state.live_networks() if n.net.mode.startswith("flat") and n.project is None]
     if flat:
-        return min(flat, key=lambda n: (n.pool.used, len(n.network_id), n.network_id)), []
+        return min(flat, key=lambda n: (_used(n), len(n.network_id), n.network_id)), []
     if any(n.net.mode in ("vlan", "vxlan") for n in state.live_networks()):
         raise NoFreeNetwork(f"no free network left to assign to project {project}", project=project)
     raise ProjectNotFound(
         f"project {project} has no network and none can be assigned", project=project
+    )
+
+
+def _used(n: NetworkState) -> int:
+    return n.pool.used if n.ipnet is not None else n.in_use()
+
+
+def eui64(mac: str, ipnet6: netaddr.IPNetwork) -> str:
+    """The address SLAAC gives ``mac`` in ``ipnet6`` (RFC 4291 appendix A, as nova's rfc2462
+    backend): netaddr's, not hand-made."""
+    return str(netaddr.EUI(mac).ipv6(ipnet6.network))
+
+
+def _pick_v6(n: NetworkState, mac: str, wanted: str | None, taken6: set[str]) -> str | None:
+    """The IPv6 address of a new allocation (None: the network serves no IPv6). ``wanted``: an
+    IPv6 address asked for (IPv6-only networks in dhcpv6 mode only)."""
+    ipnet6 = n.ipnet6
+    if ipnet6 is None:
+        return None
+    if n.pool6 is None:
+        if wanted is not None:
+            raise InvalidAddress(
+                f"network {n.network_id} derives IPv6 addresses from the MAC (ipv6_mode slaac):"
+                " give a MAC, not an address",
+                address=wanted,
+            )
+        address = eui64(mac, ipnet6)
+        if address in n.v6 or address in taken6:
+            # MACs are unique per network, so is their EUI-64: this would be a broken fold.
+            raise MacInUse(f"{address} (from MAC {mac}) is in use", mac=mac)
+        return address
+    if wanted is not None:
+        if netaddr.IPAddress(wanted) not in ipnet6:
+            raise InvalidAddress(f"{wanted} is not in network {n.network_id}", address=wanted)
+        if not n.pool6.is_free(n.offset6(wanted)) or wanted in taken6:
+            raise AddressExhausted(f"{wanted} is reserved or in use", address=wanted)
+        return wanted
+    for off in n.pool6.iter_free():
+        candidate = n.address6(off)
+        if candidate not in taken6:
+            return candidate
+    raise AddressExhausted(
+        f"network {n.network_id} ({ipnet6}) has no free IPv6 address", network_id=n.network_id
     )
 
 
@@ -146,7 +193,31 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
     else:
         mac = _pick_mac(n, req, taken_macs)
     taken = pending.addresses.get(n.network_id, set())
-    if cmd.address is not None:
+    wanted_v6 = None
+    if cmd.address is not None and netaddr.IPAddress(cmd.address).version == 6:
+        if n.ipnet6 is None:
+            raise InvalidAddress(
+                f"{cmd.address} is not in network {n.network_id}, which serves no IPv6",
+                address=cmd.address,
+            )
+        if n.ipnet is not None:
+            raise InvalidAddress(
+                f"{cmd.address}: give network {n.network_id} its IPv4 address; its IPv6 one is"
+                " chosen with it",
+                address=cmd.address,
+            )
+        wanted_v6 = cmd.address
+    address_v6 = _pick_v6(n, mac, wanted_v6, pending.addresses6.get(n.network_id, set()))
+    if n.ipnet is None:
+        # IPv6-only: the IPv6 address names the allocation.
+        if cmd.address is not None and wanted_v6 is None:
+            raise InvalidAddress(
+                f"network {n.network_id} is IPv6-only: {cmd.address} is not in it",
+                address=cmd.address,
+            )
+        assert address_v6 is not None
+        address = address_v6
+    elif cmd.address is not None:
         addr = netaddr.IPAddress(cmd.address)
         if addr not in n.ipnet:
             raise InvalidAddress(
@@ -173,6 +244,7 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
         mac=mac,
         host=cmd.host,
         project=project,
+        address_v6=address_v6,
     )
     return Decision([*pre, ev], fixed_result(ev))
 
@@ -212,9 +284,17 @@ def decide_fixed_deallocate(state: State, req: Request, pending: Pending) -> Dec
                 mac=ip.mac,
                 host=ip.host,
                 freed=freed,
+                address_v6=ip.address_v6,
             )
         )
-        released.append({"address": address, "network_id": network_id, "freed": freed})
+        released.append(
+            {
+                "address": address,
+                "address_v6": ip.address_v6,
+                "network_id": network_id,
+                "freed": freed,
+            }
+        )
     return Decision(events, {"instance": cmd.instance, "deallocated": released})
 
 

@@ -27,6 +27,7 @@ from .errors import (
     FloatingIpNotFound,
     FloatingIpNotOwned,
     Forbidden,
+    InvalidAddress,
     PoolExists,
     PoolNotFound,
     PoolOverlap,
@@ -51,7 +52,7 @@ def decide_pool_create(state: State, req: Request, pending: Pending) -> Decision
         if netaddr.IPSet([net]) & netaddr.IPSet([p.ipnet]):
             raise PoolOverlap(f"{cmd.cidr} overlaps pool {p.name} ({p.ipnet})", pool=p.name)
     for n in state.live_networks():
-        if netaddr.IPSet([net]) & netaddr.IPSet([n.ipnet]):
+        if n.ipnet is not None and netaddr.IPSet([net]) & netaddr.IPSet([n.ipnet]):
             raise PoolOverlap(
                 f"{cmd.cidr} overlaps network {n.network_id} ({n.ipnet})", network_id=n.network_id
             )
@@ -98,6 +99,13 @@ def decide_floating_associate(state: State, req: Request, pending: Pending) -> D
     cmd = req.command
     assert isinstance(cmd, FloatingIpAssociate)
     pool, f = _owned_floating(state, req, cmd.address, cmd.project)
+    if netaddr.IPAddress(cmd.fixed_address).version != 4:
+        # IPv6 is routed to the instance, never NATed: a floating IP maps to an IPv4 address.
+        raise InvalidAddress(
+            f"{cmd.fixed_address}: floating IPs are IPv4 and NAT to an IPv4 fixed address"
+            " (IPv6 addresses are routed as they are)",
+            address=cmd.fixed_address,
+        )
     found = state.find_fixed(cmd.fixed_address)
     if found is None or not found[1].allocated:
         raise FixedIpNotFound(f"{cmd.fixed_address} is not allocated", address=cmd.fixed_address)

@@ -17,6 +17,7 @@ import netaddr
 from .commands import (
     DEFAULT_NETWORK_SIZE,
     MIN_NETWORK_SIZE,
+    V6_PREFIXLEN,
     NetworkCreate,
     NetworkDelete,
     NetworkDisassociate,
@@ -46,6 +47,8 @@ from .types import Event, NetworkAssociated, NetworkCreated, NetworkDeleted, Net
 
 MAX_VNI = (1 << 24) - 1
 DEFAULT_FLAT_BRIDGE = "br100"
+#: Addresses in one IPv6 network (a /64).
+V6_BLOCK = 1 << (128 - V6_PREFIXLEN)
 
 
 def network_dict(
@@ -63,11 +66,11 @@ def network_state_dict(n: NetworkState) -> dict[str, Any]:
     d = network_dict(n.net, n.project, n.deleted)
     d["project"] = n.project
     d["in_use"] = n.in_use()
-    d["capacity"] = n.pool.capacity
+    d["capacity"] = n.capacity()
     return d
 
 
-def chosen_network_size(cmd: NetworkCreate) -> tuple[int, str | None]:
+def chosen_network_size(cmd: NetworkCreate) -> tuple[int | None, str | None]:
     """The size of each network, and a notice when it was capped.
 
     Given: that size. Not given: nova's rule (nova-manage and the os-networks API extension),
@@ -75,9 +78,12 @@ def chosen_network_size(cmd: NetworkCreate) -> tuple[int, str | None]:
     ("Subnet(s) too large, defaulting to /24"). **fix**: below the cap nova took the size of
     the whole range, so a /24 split in 4 was refused; here it is rounded down to a power of
     two (a /24 in 3 gives 64 each). May return less than MIN_NETWORK_SIZE (the decider refuses).
+    None for IPv6-only networks (each is a /64).
     """
     if cmd.network_size is not None:
         return cmd.network_size, None
+    if cmd.cidr is None:
+        return None, None
     rng = netaddr.IPNetwork(cmd.cidr)
     share = rng.size // cmd.num_networks
     size = 1 << (share.bit_length() - 1) if share else 0
@@ -98,10 +104,14 @@ def network_create_answer(cmd: NetworkCreate, created: Sequence[NetworkCreated])
     size, notice = chosen_network_size(cmd)
     return {
         "networks": [
-            {**network_dict(e), "network_size": netaddr.IPNetwork(e.cidr).size} for e in created
+            {
+                **network_dict(e),
+                "network_size": netaddr.IPNetwork(e.cidr).size if e.cidr is not None else None,
+            }
+            for e in created
         ],
         "network_size": size,
-        "network_size_computed": cmd.network_size is None,
+        "network_size_computed": cmd.network_size is None and cmd.cidr is not None,
         "notices": [notice] if notice else [],
     }
 
@@ -143,13 +153,23 @@ def free_blocks(
 
 
 def _block(start: int, size: int) -> netaddr.IPNetwork:
-    return netaddr.IPNetwork(f"{netaddr.IPAddress(start)}/{32 - (size.bit_length() - 1)}")
+    return netaddr.IPNetwork(f"{netaddr.IPAddress(start, 4)}/{32 - (size.bit_length() - 1)}")
+
+
+def _broadcast(block: netaddr.IPNetwork) -> str:
+    return str(block.broadcast if block.broadcast is not None else block[-1])
+
+
+def _block6(start: int) -> netaddr.IPNetwork:
+    return netaddr.IPNetwork(f"{netaddr.IPAddress(start, 6)}/{V6_PREFIXLEN}")
 
 
 def _check_range_not_inside(cmd: NetworkCreate, rng: netaddr.IPNetwork, state: State) -> None:
     """A range inside (or equal to) a network or pool in use has no free subnet at all: name
     the holder (nova: "cidr already in use", "conflicts with existing supernet")."""
     for n in state.live_networks():
+        if n.ipnet is None:
+            continue
         if n.ipnet.first <= rng.first and rng.last <= n.ipnet.last:
             how = "is" if n.ipnet.size == rng.size else "lies inside"
             raise NetworkOverlap(
@@ -171,7 +191,9 @@ def _split(cmd: NetworkCreate, size: int, rng: netaddr.IPNetwork, state: State) 
     block that overlaps a network in use (larger, equal or smaller) or a floating IP pool, take
     the first ``num_networks`` free ones; refuse when fewer are free."""
     _check_range_not_inside(cmd, rng, state)
-    holders = [(n.ipnet, f"network {n.network_id}") for n in state.live_networks()]
+    holders = [
+        (n.ipnet, f"network {n.network_id}") for n in state.live_networks() if n.ipnet is not None
+    ]
     holders += [(p.ipnet, f"floating IP pool {name}") for name, p in state.pools.items()]
     inside = sorted(
         ((net, who) for net, who in holders if net.first <= rng.last and rng.first <= net.last),
@@ -193,20 +215,57 @@ def _split(cmd: NetworkCreate, size: int, rng: netaddr.IPNetwork, state: State) 
     return starts
 
 
-def decide_network_create(state: State, req: Request, pending: Pending) -> Decision:
-    cmd = req.command
-    assert isinstance(cmd, NetworkCreate)
-    rng = netaddr.IPNetwork(cmd.cidr)
-    if cmd.project is not None and cmd.num_networks != 1:
-        raise InvalidField("project can only be given when creating one network", field="project")
-    if cmd.project is not None and cmd.project in state.project_networks:
-        held = state.project_networks[cmd.project]
-        raise ProjectHasNetwork(
-            f"project {cmd.project} already holds network {held}",
-            project=cmd.project,
-            network_id=held,
+def _split_v6(cmd: NetworkCreate, state: State) -> list[int]:
+    """The same split for IPv6, one /64 per network: walk ``cidr_v6`` /64 by /64 from its
+    first, skip every /64 that overlaps a prefix in use (a live network's ``cidr_v6``, served
+    or only recorded by older code), take the first ``num_networks``. Refused: a prefix that
+    holds fewer /64s than networks (``range_too_small``), one that is or lies inside a prefix
+    in use (``network_overlap``), too few free /64s (``range_exhausted``). **fix**: nova took
+    /64 number *i* of the flag's range for network *i* whatever was in use, so a second create
+    with the same range handed out the same /64s again."""
+    assert cmd.cidr_v6 is not None
+    rng = netaddr.IPNetwork(cmd.cidr_v6)
+    held = 1 << (V6_PREFIXLEN - rng.prefixlen)
+    if cmd.num_networks > held:
+        raise RangeTooSmall(
+            f"{cmd.cidr_v6} holds {held} /{V6_PREFIXLEN}(s), too few for {cmd.num_networks}"
+            " networks",
+            cidr=cmd.cidr_v6,
         )
-    size, _ = chosen_network_size(cmd)
+    holders = [
+        (netaddr.IPNetwork(n.net.cidr_v6), f"network {n.network_id}")
+        for n in state.live_networks()
+        if n.net.cidr_v6 is not None
+    ]
+    for net, who in holders:
+        if net.first <= rng.first and rng.last <= net.last:
+            how = "is" if net.size == rng.size else "lies inside"
+            raise NetworkOverlap(
+                f"{cmd.cidr_v6} {how} the IPv6 prefix of {who} ({net})",
+                cidr=cmd.cidr_v6,
+                network_id=who.split()[-1],
+            )
+    inside = sorted(
+        ((net, who) for net, who in holders if net.first <= rng.last and rng.first <= net.last),
+        key=lambda h: h[0].first,
+    )
+    taken = merged_intervals((net.first, net.last) for net, _ in inside)
+    starts = free_blocks(rng.first, rng.last, V6_BLOCK, cmd.num_networks, taken)
+    if len(starts) < cmd.num_networks:
+        named = ", ".join(f"{who} ({net})" for net, who in inside[:4])
+        more = f" and {len(inside) - 4} more" if len(inside) > 4 else ""
+        raise RangeExhausted(
+            f"{cmd.cidr_v6} has {len(starts)} free /{V6_PREFIXLEN}(s), {cmd.num_networks}"
+            f" requested (in use there: {named}{more})",
+            cidr=cmd.cidr_v6,
+            prefixlen=V6_PREFIXLEN,
+            requested=cmd.num_networks,
+            found=len(starts),
+        )
+    return starts
+
+
+def _check_v4_size(cmd: NetworkCreate, size: int, rng: netaddr.IPNetwork) -> None:
     if size < MIN_NETWORK_SIZE:
         raise RangeTooSmall(
             f"{cmd.cidr} holds {rng.size} addresses, too few for {cmd.num_networks} networks"
@@ -219,9 +278,28 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             f" of {size}",
             cidr=cmd.cidr,
         )
-    vpn = cmd.mode == "vlan"
-    if size < (8 if vpn else 4):
+    if size < (8 if cmd.mode == "vlan" else 4):
         raise RangeTooSmall(f"network_size {size} leaves no usable address", cidr=cmd.cidr)
+
+
+def decide_network_create(state: State, req: Request, pending: Pending) -> Decision:
+    cmd = req.command
+    assert isinstance(cmd, NetworkCreate)
+    rng = netaddr.IPNetwork(cmd.cidr) if cmd.cidr is not None else None
+    if cmd.project is not None and cmd.num_networks != 1:
+        raise InvalidField("project can only be given when creating one network", field="project")
+    if cmd.project is not None and cmd.project in state.project_networks:
+        held = state.project_networks[cmd.project]
+        raise ProjectHasNetwork(
+            f"project {cmd.project} already holds network {held}",
+            project=cmd.project,
+            network_id=held,
+        )
+    size, _ = chosen_network_size(cmd)
+    if rng is not None:
+        assert size is not None
+        _check_v4_size(cmd, size, rng)
+    vpn = cmd.mode == "vlan"
     if cmd.mode == "vlan":
         last = cmd.vlan_start + cmd.num_networks - 1
         if cmd.vlan_start < 1 or last > 4094:
@@ -239,7 +317,8 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             raise VniOutOfRange(
                 f"VNIs {cmd.vni_start}..{last} fall outside 1..{MAX_VNI}", vni_start=cmd.vni_start
             )
-    starts = _split(cmd, size, rng, state)
+    starts = _split(cmd, size, rng, state) if rng is not None and size is not None else []
+    starts6 = _split_v6(cmd, state) if cmd.cidr_v6 is not None else []
     live = list(state.live_networks())
     used_vlans = {n.net.vlan: n.network_id for n in live if n.net.vlan is not None}
     used_vnis = {n.net.vni: n.network_id for n in live if n.net.vni is not None}
@@ -249,8 +328,9 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
     # Numbered over the networks created, as nova's ``index`` (the skipped blocks take no VLAN,
     # VNI, VPN port or label suffix). nova also added the count of networks in its database and
     # silently moved past a VLAN in use; a VLAN, VNI or bridge in use is refused here instead.
-    for i, start in enumerate(starts):
-        block = _block(start, size)
+    for i in range(cmd.num_networks):
+        block = _block(starts[i], size) if starts and size is not None else None
+        block6 = _block6(starts6[i]) if starts6 else None
         vlan = cmd.vlan_start + i if cmd.mode == "vlan" else None
         vni = cmd.vni_start + i if cmd.mode == "vxlan" else None
         if vlan is not None and vlan in used_vlans:
@@ -285,11 +365,11 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
         ev = NetworkCreated(
             network_id=str(state.next_network_number + i),
             label=cmd.label if cmd.num_networks == 1 else f"{cmd.label}_{i}",
-            cidr=str(block),
-            netmask=str(block.netmask),
-            gateway=str(block[1]),
-            broadcast=str(block.broadcast if block.broadcast is not None else block[-1]),
-            dhcp_start=str(block[3] if vpn else block[2]),
+            cidr=None if block is None else str(block),
+            netmask=None if block is None else str(block.netmask),
+            gateway=None if block is None else str(block[1]),
+            broadcast=None if block is None else _broadcast(block),
+            dhcp_start=None if block is None else str(block[3] if vpn else block[2]),
             mode=cmd.mode,
             vlan=vlan,
             vni=vni,
@@ -297,13 +377,15 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
             bridge_interface=cmd.bridge_interface,
             dns1=cmd.dns1,
             dns2=cmd.dns2,
-            vpn_private_address=str(block[2]) if vpn else None,
+            vpn_private_address=str(block[2]) if vpn and block is not None else None,
             vpn_public_port=cmd.vpn_start + i if vpn else None,
             project=cmd.project,
             multi_host=cmd.multi_host,
             network_host=cmd.network_host,
             mtu=cmd.mtu,
-            cidr_v6=cmd.cidr_v6 if cmd.num_networks == 1 else None,
+            cidr_v6=None if block6 is None else str(block6),
+            gateway_v6=None if block6 is None else str(block6[1]),
+            ipv6_mode=None if block6 is None else cmd.ipv6_mode,
         )
         events.append(ev)
         created.append(ev)

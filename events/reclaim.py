@@ -49,6 +49,7 @@ class Candidate:
     host: str
     allocated_seq: int
     absence: Absence
+    address_v6: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         a = self.absence
@@ -56,6 +57,7 @@ class Candidate:
         return {
             "network_id": self.network_id,
             "address": self.address,
+            "address_v6": self.address_v6,
             "instance": self.instance,
             "mac": self.mac,
             "host": self.host,
@@ -87,7 +89,14 @@ def candidate(
     if absence is None or absence.span < grace:
         return None
     return Candidate(
-        n.network_id, ip.address, ip.instance, ip.mac, ip.host, ip.allocated_seq, absence
+        n.network_id,
+        ip.address,
+        ip.instance,
+        ip.mac,
+        ip.host,
+        ip.allocated_seq,
+        absence,
+        ip.address_v6,
     )
 
 
@@ -209,6 +218,7 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
                 grace=cmd.grace,
                 heartbeat_revision=hb.revision if hb is not None else None,
                 heartbeat_digest=hb.digest if hb is not None else None,
+                address_v6=c.address_v6,
             )
         )
         reclaimed.append(c.as_dict())

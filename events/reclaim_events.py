@@ -58,6 +58,8 @@ class FixedIpReclaimed(NetworkEvent):
     #: its KV revision and the digest of the MAC set it confirmed (``report_seq``'s)
     heartbeat_revision: int | None = None
     heartbeat_digest: str | None = None
+    #: the allocation's IPv6 address, freed with it
+    address_v6: str | None = None
 
 
 @event_type

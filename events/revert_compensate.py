@@ -88,6 +88,8 @@ class _Shadow:
         self.fixed: dict[tuple[str, str], FixedIp | None] = {}
         self.by_instance: dict[tuple[str, str], str | None] = {}
         self.macs: dict[tuple[str, str], str | None] = {}
+        #: (network, IPv6 address) -> the address naming its allocation (None: freed)
+        self.v6: dict[tuple[str, str], str | None] = {}
         self.in_use: dict[str, int] = {}
         self.floating: dict[tuple[str, str], FloatingIp | None] = {}
         self.net_project: dict[str, str | None] = {}
@@ -120,7 +122,11 @@ class _Shadow:
         key = (n.network_id, address)
         if key in self.fixed:
             return self.fixed[key] is None
-        return n.pool.is_free(n.offset(address))
+        return n.key_free(address)
+
+    def v6_holder(self, n: NetworkState, address_v6: str) -> str | None:
+        key = (n.network_id, address_v6)
+        return self.v6[key] if key in self.v6 else n.v6.get(address_v6)
 
     def project_of(self, n: NetworkState) -> str | None:
         nid = n.network_id
@@ -157,10 +163,12 @@ class _Shadow:
         if isinstance(ev, FixedIpAllocated):
             n = self.st.networks[ev.network_id]
             self.fixed[(ev.network_id, ev.address)] = FixedIp(
-                ev.address, ev.instance, ev.mac, ev.host, ev.project
+                ev.address, ev.instance, ev.mac, ev.host, ev.project, address_v6=ev.address_v6
             )
             self.by_instance[(ev.network_id, ev.instance)] = ev.address
             self.macs[(ev.network_id, ev.mac)] = ev.address
+            if ev.address_v6 is not None:
+                self.v6[(ev.network_id, ev.address_v6)] = ev.address
             self.in_use[ev.network_id] = self.count(n) + 1
         elif isinstance(ev, FixedIpDeallocated):
             n = self.st.networks[ev.network_id]
@@ -208,9 +216,12 @@ class _Shadow:
             self.project_net[ev.project] = None
 
     def _free(self, n: NetworkState, address: str, mac: str) -> None:
-        if self.fixed_ip(n, address) is None:
+        ip = self.fixed_ip(n, address)
+        if ip is None:
             return
         self.fixed[(n.network_id, address)] = None
+        if ip.address_v6 is not None and self.v6_holder(n, ip.address_v6) == address:
+            self.v6[(n.network_id, ip.address_v6)] = None
         if mac and self.mac_address(n, mac) == address:
             self.macs[(n.network_id, mac)] = None
         self.in_use[n.network_id] = self.count(n) - 1
@@ -255,6 +266,7 @@ def _undo_fixed_allocated(sh: _Shadow, ev: FixedIpAllocated, why: str) -> list[E
             mac=ev.mac,
             host=ip.host,
             freed=n.net.mode == "flat" or not ip.leased,
+            address_v6=ip.address_v6,
         )
     ]
 
@@ -284,6 +296,10 @@ def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> li
     other = sh.mac_address(n, ev.mac)
     if other is not None and other != ev.address:
         raise _Refused(f"MAC {ev.mac} is now used by {other} on network {n.network_id}")
+    if ev.address_v6 is not None:
+        v6_other = sh.v6_holder(n, ev.address_v6)
+        if v6_other is not None and v6_other != ev.address:
+            raise _Refused(f"{ev.address_v6} is now held by {v6_other} on network {n.network_id}")
     out.append(
         FixedIpAllocated(
             network_id=n.network_id,
@@ -292,6 +308,7 @@ def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> li
             mac=ev.mac,
             host=ev.host,
             project=project,
+            address_v6=ev.address_v6,
         )
     )
     if leased:

@@ -91,7 +91,7 @@ def _pool_from(w: list[Any]) -> OffsetPool:
 def _fixed_to(ip: FixedIp) -> list[Any]:
     return [
         ip.address, ip.instance, ip.mac, ip.host, ip.project, ip.allocated, ip.leased,
-        ip.deallocated_at, ip.allocated_seq,
+        ip.deallocated_at, ip.allocated_seq, ip.address_v6,
     ]  # fmt: skip
 
 
@@ -106,16 +106,22 @@ def _network_to(n: NetworkState) -> list[Any]:
         n.by_instance,
         n.macs,
         [[f, fixed, pool] for f, (fixed, pool) in n.floating.items()],
+        None if n.pool6 is None else _pool_to(n.pool6),
+        n.v6,
     ]
 
 
 def _network_from(w: list[Any]) -> NetworkState:
-    data, pool, seq, deleted, project, fixed, by_instance, macs, floating = w
+    data, pool, seq, deleted, project, fixed, by_instance, macs, floating, pool6, v6 = w
     net = NetworkCreated.from_data(data)
     assert isinstance(net, NetworkCreated)
     n = NetworkState(
         net=net,
-        ipnet=netaddr.IPNetwork(net.cidr),
+        # derived from the network as created (events/state.py: network_state)
+        ipnet=netaddr.IPNetwork(net.cidr) if net.cidr is not None else None,
+        ipnet6=netaddr.IPNetwork(net.cidr_v6) if net.v6_served else None,
+        pool6=None if pool6 is None else _pool_from(pool6),
+        v6=v6,
         pool=_pool_from(pool),
         seq=seq,
         deleted=deleted,

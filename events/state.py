@@ -46,7 +46,7 @@ from .types import (
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 5
+FOLD_VERSION = 6
 
 
 class OffsetPool:
@@ -135,12 +135,15 @@ class FixedIp:
     #: stream sequence of the allocation (or its reconfirmation): reclaiming needs absence
     #: proven from reports after it
     allocated_seq: int = 0
+    #: its IPv6 address (the network serves IPv6); on an IPv6-only network also ``address``
+    address_v6: str | None = None
 
 
 @dataclass
 class NetworkState:
     net: NetworkCreated
-    ipnet: netaddr.IPNetwork
+    #: the IPv4 network (None: IPv6-only) and its free addresses (empty when IPv6-only)
+    ipnet: netaddr.IPNetwork | None
     pool: OffsetPool
     seq: int = 0
     deleted: bool = False
@@ -153,6 +156,11 @@ class NetworkState:
     host_allocated: dict[str, int] = field(default_factory=dict)
     #: floating IP -> (the fixed address it NATs to, its pool), from FloatingIpMapped
     floating: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the served IPv6 /64 (None: IPv6 not served) and, in dhcpv6 mode, its free addresses
+    ipnet6: netaddr.IPNetwork | None = None
+    pool6: OffsetPool | None = None
+    #: IPv6 address -> the address naming its allocation (a key of ``fixed``)
+    v6: dict[str, str] = field(default_factory=dict)
 
     def count_host(self, ip: FixedIp, delta: int) -> None:
         if ip.host is None:
@@ -174,14 +182,46 @@ class NetworkState:
         return self.net.network_id
 
     def offset(self, address: str) -> int:
+        """The offset of an IPv4 address in the network (IPv6: :meth:`offset6`)."""
         return ip_int(address) - self.base
 
     @functools.cached_property
     def base(self) -> int:
+        assert self.ipnet is not None, "an IPv6-only network has no IPv4 offsets"
         return int(self.ipnet.network)
 
     def address(self, offset: int) -> str:
+        assert self.ipnet is not None, "an IPv6-only network has no IPv4 offsets"
         return str(netaddr.IPAddress(int(self.ipnet.network) + offset, self.ipnet.version))
+
+    @property
+    def v6_only(self) -> bool:
+        return self.ipnet is None
+
+    def offset6(self, address: str) -> int:
+        assert self.ipnet6 is not None
+        return int(netaddr.IPAddress(address)) - int(self.ipnet6.network)
+
+    def address6(self, offset: int) -> str:
+        assert self.ipnet6 is not None
+        return str(netaddr.IPAddress(int(self.ipnet6.network) + offset, 6))
+
+    def key_free(self, address: str) -> bool:
+        """Whether ``address`` could name a new allocation: a free IPv4 address, or on an
+        IPv6-only network an IPv6 address held by nobody (and free in the dhcpv6 pool)."""
+        if self.ipnet is not None:
+            return self.pool.is_free(self.offset(address))
+        if address in self.fixed or address in self.v6:
+            return False
+        return self.pool6 is None or self.pool6.is_free(self.offset6(address))
+
+    def capacity(self) -> int:
+        """How many addresses it can hand out (IPv4; IPv6-only: the /64's)."""
+        if self.ipnet is not None:
+            return self.pool.capacity
+        if self.pool6 is not None:
+            return self.pool6.capacity
+        return V6_CAPACITY
 
     def in_use(self) -> int:
         return len(self.fixed)
@@ -195,6 +235,19 @@ def ip_int(address: str) -> int:
         return int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
     except OSError:
         return int(netaddr.IPAddress(address))
+
+
+#: Offsets of a /64 that are never handed out: the top 128 (reserved subnet anycast, RFC 2526)
+#: and, below, the subnet-router anycast address (0) and the gateway (1).
+V6_TOP_RESERVED = 128
+V6_SIZE = 1 << 64
+V6_CAPACITY = V6_SIZE - V6_TOP_RESERVED - 2
+
+
+def v6_pool(ipnet6: netaddr.IPNetwork, gateway_v6: str) -> OffsetPool:
+    """The free addresses of a dhcpv6-mode /64: lowest first, as IPv4 (nova's rule)."""
+    gw = int(netaddr.IPAddress(gateway_v6)) - int(ipnet6.network)
+    return OffsetPool(1, ipnet6.size - V6_TOP_RESERVED - 1, frozenset({gw}))
 
 
 def reserved_offsets(
@@ -294,11 +347,7 @@ class State:
         return True
 
     def _network_created(self, ev: NetworkCreated, seq: int) -> None:
-        ipnet = netaddr.IPNetwork(ev.cidr)
-        first, last, reserved = reserved_offsets(ev, ipnet)
-        self.networks[ev.network_id] = NetworkState(
-            net=ev, ipnet=ipnet, pool=OffsetPool(first, last, reserved), project=ev.project
-        )
+        self.networks[ev.network_id] = network_state(ev)
         if ev.project:
             self.project_networks.setdefault(ev.project, ev.network_id)
         if ev.network_id.isdigit():
@@ -338,13 +387,24 @@ class State:
         n = self._net(ev.network_id, seq)
         if n is None:
             return
-        n.pool.take(n.offset(ev.address))
+        if n.ipnet is not None:
+            n.pool.take(n.offset(ev.address))
         old = n.fixed.get(ev.address)
         if old is not None:
             n.unallocate(old)
         ip = n.fixed[ev.address] = FixedIp(
-            ev.address, ev.instance, ev.mac, ev.host, ev.project, allocated_seq=seq
+            ev.address,
+            ev.instance,
+            ev.mac,
+            ev.host,
+            ev.project,
+            allocated_seq=seq,
+            address_v6=ev.address_v6,
         )
+        if ev.address_v6 is not None and n.ipnet6 is not None:
+            n.v6[ev.address_v6] = ev.address
+            if n.pool6 is not None:
+                n.pool6.take(n.offset6(ev.address_v6))
         n.count_host(ip, +1)
         n.by_instance[ev.instance] = ev.address
         n.macs[ev.mac] = ev.address
@@ -356,7 +416,12 @@ class State:
         if ip is None:
             return
         n.unallocate(ip)
-        n.pool.release(n.offset(address))
+        if n.ipnet is not None:
+            n.pool.release(n.offset(address))
+        if ip.address_v6 is not None and n.v6.get(ip.address_v6) == address:
+            del n.v6[ip.address_v6]
+            if n.pool6 is not None:
+                n.pool6.release(n.offset6(ip.address_v6))
         if n.macs.get(ip.mac) == address:
             del n.macs[ip.mac]
 
@@ -493,9 +558,18 @@ class State:
         ]
 
     def find_fixed(self, address: str) -> tuple[NetworkState, FixedIp] | None:
+        """The allocation holding ``address`` (IPv4, or IPv6: its ``address_v6``)."""
         ip = netaddr.IPAddress(address)
+        if ip.version == 6:
+            text = str(ip)
+            for n in self.live_networks():
+                if n.ipnet6 is not None and ip in n.ipnet6:
+                    key = n.v6.get(text)
+                    held = n.fixed.get(key) if key is not None else None
+                    return (n, held) if held is not None else None
+            return None
         for n in self.live_networks():
-            if ip in n.ipnet:
+            if n.ipnet is not None and ip in n.ipnet:
                 fixed = n.fixed.get(address)
                 return (n, fixed) if fixed is not None else None
         return None
@@ -506,6 +580,24 @@ class State:
             if ip in p.ipnet:
                 return p, p.floating.get(address)
         return None
+
+
+def network_state(ev: NetworkCreated) -> NetworkState:
+    """A network as created: its IPv4 pool (empty when IPv6-only), its served /64."""
+    if ev.cidr is not None:
+        ipnet: netaddr.IPNetwork | None = netaddr.IPNetwork(ev.cidr)
+        first, last, reserved = reserved_offsets(ev, ipnet)
+        pool = OffsetPool(first, last, reserved)
+    else:
+        ipnet, pool = None, OffsetPool(1, 0, frozenset())
+    ipnet6 = pool6 = None
+    if ev.gateway_v6 is not None and ev.cidr_v6 is not None:
+        ipnet6 = netaddr.IPNetwork(ev.cidr_v6)
+        if ev.ipv6_mode == "dhcpv6":
+            pool6 = v6_pool(ipnet6, ev.gateway_v6)
+    return NetworkState(
+        net=ev, ipnet=ipnet, pool=pool, project=ev.project, ipnet6=ipnet6, pool6=pool6
+    )
 
 
 def serving_hosts(n: NetworkState, instance_hosts: set[str], network_hosts: set[str]) -> set[str]:

@@ -91,14 +91,19 @@ def _shape(cls: type) -> tuple[tuple[str, ...], dict[str, Callable[[], Any]]]:
 @event_type
 @dataclass(frozen=True)
 class NetworkCreated(Event):
+    """A network. The IPv4 fields (``cidr`` .. ``dhcp_start``) are None on an IPv6-only
+    network. IPv6 is *served* (a gateway on the bridge, router advertisements, addresses
+    handed out) when ``gateway_v6`` is set; ``cidr_v6`` without it is a prefix recorded by code
+    that predates IPv6 support, kept as it was (never served)."""
+
     TYPE: ClassVar[str] = "NetworkCreated"
     network_id: str
     label: str
-    cidr: str
-    netmask: str
-    gateway: str
-    broadcast: str
-    dhcp_start: str
+    cidr: str | None
+    netmask: str | None
+    gateway: str | None
+    broadcast: str | None
+    dhcp_start: str | None
     mode: str
     vlan: int | None
     vni: int | None
@@ -113,6 +118,15 @@ class NetworkCreated(Event):
     network_host: str | None
     mtu: int | None
     cidr_v6: str | None
+    #: the /64's first address, on the serving host's bridge (None: IPv6 not served)
+    gateway_v6: str | None = None
+    #: how instances get their IPv6 address: "slaac" (EUI-64 from the MAC, router
+    #: advertisements only) or "dhcpv6" (the lowest free address, handed out by DHCPv6)
+    ipv6_mode: str | None = None
+
+    @property
+    def v6_served(self) -> bool:
+        return self.gateway_v6 is not None and self.cidr_v6 is not None
 
     def subject(self) -> str:
         return REGISTRY_SUBJECT
@@ -176,12 +190,16 @@ class NetworkDisassociated(NetworkEvent):
 @event_type
 @dataclass(frozen=True)
 class FixedIpAllocated(NetworkEvent):
+    """``address`` names the allocation: its IPv4 address, or on an IPv6-only network its
+    IPv6 one; ``address_v6`` is its IPv6 address when the network serves IPv6."""
+
     TYPE: ClassVar[str] = "FixedIpAllocated"
     address: str
     instance: str
     mac: str
     host: str | None
     project: str | None
+    address_v6: str | None = None
 
 
 @event_type
@@ -197,6 +215,7 @@ class FixedIpDeallocated(NetworkEvent):
     mac: str
     host: str | None
     freed: bool
+    address_v6: str | None = None
 
 
 @event_type

@@ -319,7 +319,9 @@ def serve(
 
 # --- networks ------------------------------------------------------------------------------
 
-NETWORK_COLUMNS = ["id", "label", "cidr", "gateway", "mode", "vlan", "vni", "bridge", "project"]
+NETWORK_COLUMNS = [
+    "id", "label", "cidr", "gateway", "cidr_v6", "mode", "vlan", "vni", "bridge", "project",
+]  # fmt: skip
 
 
 @cli.group()
@@ -329,7 +331,10 @@ def network() -> None:
 
 @network.command("create")
 @click.option("--label", required=True, help="Label (with several networks: LABEL_0, LABEL_1...).")
-@click.option("--cidr", required=True, help="The range to split, e.g. 10.0.0.0/16.")
+@click.option(
+    "--cidr",
+    help="The IPv4 range to split, e.g. 10.0.0.0/16 (without it: IPv6-only networks, --cidr-v6).",
+)
 @click.option(
     "--mode",
     type=click.Choice(["flat", "flat_dhcp", "vlan", "vxlan"]),
@@ -359,15 +364,28 @@ def network() -> None:
 @click.option("--multi-host", is_flag=True, help="Every host is a network host (gateway, NAT).")
 @click.option("--network-host", help="The host that serves gateway, DHCP and NAT.")
 @click.option("--mtu", type=int, help="MTU of the bridge.")
-@click.option("--cidr-v6", help="An IPv6 subnet for the network (one network only).")
+@click.option(
+    "--cidr-v6",
+    help="An IPv6 prefix (/64 or shorter) split into one /64 per network, e.g. 2001:db8::/48:"
+    " dual-stack with --cidr, IPv6-only without.",
+)
+@click.option(
+    "--ipv6-mode",
+    type=click.Choice(["slaac", "dhcpv6"]),
+    help="How instances get their IPv6 address: slaac (EUI-64 of the MAC, router"
+    " advertisements; the default) or dhcpv6 (the lowest free address, by DHCPv6).",
+)
 @pass_settings
 def network_create(settings: Settings, /, **opts: Any) -> None:
     """Split a range into networks and append them to the log; prints them (JSON: a list).
 
     The range is walked in blocks of --network-size and every block that overlaps a network or
     floating IP pool in use is skipped (nova's rule); refused (range_exhausted) when fewer than
-    --num-networks blocks are free. Each network in the JSON says its network_size.
+    --num-networks blocks are free. Each network in the JSON says its network_size. --cidr-v6
+    is split the same way into /64s, one per network (its gateway_v6 is the /64's ::1).
     """
+    if opts.get("cidr") is None and opts.get("cidr_v6") is None:
+        raise click.UsageError("give --cidr, --cidr-v6 or both")
     result = client_call(settings, "network.create", opts)
     nets = result["networks"]
     # On stderr: a script reading the JSON on stdout is not disturbed.
@@ -454,8 +472,11 @@ def fixed_allocate(
         },
         command_id,
     )
-    out = {k: r.get(k) for k in ("address", "network_id", "instance", "mac", "host")}
-    emit(out, settings.as_json, f"{out['address']} (network {out['network_id']}, mac {out['mac']})")
+    keys = ("address", "address_v6", "network_id", "instance", "mac", "host")
+    out = {k: r.get(k) for k in keys}
+    v6 = out["address_v6"]
+    shown = out["address"] if v6 in (None, out["address"]) else f"{out['address']} {v6}"
+    emit(out, settings.as_json, f"{shown} (network {out['network_id']}, mac {out['mac']})")
 
 
 @fixed_ip.command("deallocate")
@@ -467,7 +488,12 @@ def fixed_deallocate(settings: Settings, instance: str, network_id: str | None) 
     r = client_call(
         settings, "fixed_ip.deallocate", {"instance": instance, "network_id": network_id}
     )
-    emit(r, settings.as_json, ", ".join(d["address"] for d in r["deallocated"]) + " deallocated")
+    shown = [
+        d["address"] if d.get("address_v6") in (None, d["address"]) else
+        f"{d['address']} {d['address_v6']}"
+        for d in r["deallocated"]
+    ]  # fmt: skip
+    emit(r, settings.as_json, ", ".join(shown) + " deallocated")
 
 
 def _lease_command(name: str, verb: str) -> click.Command:
@@ -497,7 +523,11 @@ def dhcp_event(settings: Settings, action: str, mac: str, ip: str, hostname: str
 
     ``add`` and ``old`` record a lease, ``del`` a release (what nova-dhcpbridge did); other
     actions (``init``, ``tftp``) are accepted and ignored. Each becomes an event in the log.
+    For a DHCPv6 lease dnsmasq passes the client's DUID instead of the MAC, and the MAC (when
+    it knows it) in DNSMASQ_MAC.
     """
+    if ":" in ip and "." not in ip:
+        mac = os.environ.get("DNSMASQ_MAC") or mac
     if action in ("add", "old"):
         name = "lease"
     elif action == "del":

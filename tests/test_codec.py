@@ -467,5 +467,7 @@ def test_decisions_on_a_replayed_old_stream() -> None:
     # and (leased, vlan) holds the address until DHCP lets go.
     d = run("fixed_ip.deallocate", instance="i-old-1")
     assert [e.TYPE for e in d.events] == ["FloatingIpDisassociated", "FixedIpDeallocated"]
-    assert d.result["deallocated"] == [{"address": "10.9.0.3", "network_id": "1", "freed": False}]
+    assert d.result["deallocated"] == [
+        {"address": "10.9.0.3", "address_v6": None, "network_id": "1", "freed": False}
+    ]
     assert run("floating_ip.allocate", project="p2").result["address"] == "203.0.113.2"
