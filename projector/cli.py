@@ -198,7 +198,10 @@ def show_networks(
                 include_deleted=include_deleted,
             )
 
-    cols = ["network_id", "label", "cidr", "mode", "vlan", "vni", "bridge", "project", "in_use"]
+    cols = [
+        "network_id", "label", "cidr", "cidr_v6", "mode", "vlan", "vni", "bridge", "project",
+        "in_use",
+    ]  # fmt: skip
     if include_deleted:
         cols.append("deleted")
     _show(_call(settings, go), cols, "networks")
@@ -230,7 +233,10 @@ def show_fixed_ips(
                 conn, project=project, network_id=network_id, host=host, instance=instance
             )
 
-    cols = ["network_id", "address", "instance", "mac", "host", "project", "allocated", "leased"]
+    cols = [
+        "network_id", "address", "address_v6", "instance", "mac", "host", "project", "allocated",
+        "leased",
+    ]  # fmt: skip
     _show(_call(settings, go), cols, "fixed IPs")
 
 

@@ -64,7 +64,9 @@ _HANDLERS: dict[type[Event], Any] = {**project_domain.HANDLERS, **project_hosts.
 _BY_NAME: dict[str, Any] = project_hosts.BY_NAME
 
 #: Event fields copied into the events index when a handler did not set them.
-_INDEXED = ("network_id", "address", "fixed_address", "instance", "project", "host", "pool")
+_INDEXED = (
+    "network_id", "address", "fixed_address", "instance", "project", "host", "pool", "address_v6",
+)  # fmt: skip
 
 
 def expected_subject(ev: Event) -> str:
@@ -97,7 +99,7 @@ def event_data(ev: Event) -> str:
 _EVENT_ROW = (
     "seq", "time", "stream_time", "subject", "type", "event_id", "command_id", "actor_project",
     "actor_role", "actor_user", "network_id", "address", "fixed_address", "instance", "project",
-    "host", "pool", "data",
+    "host", "pool", "data", "address_v6",
 )  # fmt: skip
 if _EVENT_ROW != EVENTS.columns:  # pragma: no cover - a table change must update both
     raise RuntimeError("projector.project builds events rows in another column order")
@@ -158,7 +160,7 @@ def apply_event(
         seq, env.time, stream_time, subject, ev.TYPE, env.event_id, env.command_id,
         actor.project, actor.role, actor.user, get("network_id"), get("address"),
         get("fixed_address"), get("instance"), get("project"), get("host"), get("pool"),
-        event_data(ev),
+        event_data(ev), get("address_v6"),
     )  # fmt: skip
     return tx, row
 

@@ -46,8 +46,11 @@ def _network_created(tx: Tx, ev: NetworkCreated) -> None:
     old = tx.get(NETWORKS, (ev.network_id,))
     if old is not None and not old["deleted"]:
         raise Rejected(f"network {ev.network_id} already exists")
-    if not is_cidr(ev.cidr):
-        raise Rejected(f"network {ev.network_id}: bad cidr {ev.cidr!r}")
+    if ev.cidr is None and ev.cidr_v6 is None:
+        raise Rejected(f"network {ev.network_id}: no cidr nor cidr_v6")
+    for cidr in (ev.cidr, ev.cidr_v6):
+        if cidr is not None and not is_cidr(cidr):
+            raise Rejected(f"network {ev.network_id}: bad cidr {cidr!r}")
     values = {f: getattr(ev, f) for f in field_names(NetworkCreated) if f in NETWORKS.columns}
     row = NETWORKS.blank(**values)
     row["multi_host"] = int(bool(ev.multi_host))
@@ -109,11 +112,16 @@ def _network_disassociated(tx: Tx, ev: NetworkDisassociated) -> None:
 
 def _fixed_allocated(tx: Tx, ev: FixedIpAllocated) -> None:
     net = _live_network(tx, ev.network_id)
-    if not in_cidr(ev.address, net["cidr"]):
-        raise Rejected(f"{ev.address} is not in network {ev.network_id} ({net['cidr']})")
+    # The address naming the allocation is IPv4, or IPv6 on an IPv6-only network.
+    cidr = net["cidr"] if net["cidr"] is not None else net["cidr_v6"]
+    if not in_cidr(ev.address, cidr):
+        raise Rejected(f"{ev.address} is not in network {ev.network_id} ({cidr})")
+    if ev.address_v6 is not None and not in_cidr(ev.address_v6, net["cidr_v6"]):
+        raise Rejected(f"{ev.address_v6} is not in network {ev.network_id} ({net['cidr_v6']})")
     row = FIXED_IPS.blank(
         network_id=ev.network_id,
         address=ev.address,
+        address_v6=ev.address_v6,
         instance=ev.instance,
         mac=ev.mac,
         host=ev.host,
@@ -135,6 +143,9 @@ def _fixed_in_use(tx: Tx, network_id: str, address: str) -> Row:
     if row is None:
         raise Rejected(f"{address} is not in use in network {network_id}")
     tx.index.update(address=address, instance=row["instance"], host=row["host"])
+    if row["address_v6"]:
+        # ``audit address <IPv6>`` finds the lease, release and freeing of its allocation too.
+        tx.index["address_v6"] = row["address_v6"]
     if row["project"]:
         tx.index["project"] = row["project"]
     return row

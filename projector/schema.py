@@ -68,9 +68,25 @@ def _column_type(name: str) -> type:
     return _STR
 
 
+#: Columns that later migrations add (appended, in this order): the first migration creates a
+#: table without them, so a new database and a migrated one end with the same columns.
+ADDED: dict[str, dict[str, tuple[str, ...]]] = {
+    "0003_ipv6": {
+        "networks": ("gateway_v6", "ipv6_mode"),
+        "fixed_ips": ("address_v6",),
+        "events": ("address_v6",),
+    },
+}
+
+
+def _added_later(table: str) -> set[str]:
+    return {c for added in ADDED.values() for c in added.get(table, ())}
+
+
 def _create(db: sqlite_utils.Database, table: Table, not_null: set[str] | None = None) -> None:
+    later = _added_later(table.name)
     db[table.name].create(  # type: ignore[union-attr]
-        {c: _column_type(c) for c in table.columns},
+        {c: _column_type(c) for c in table.columns if c not in later},
         pk=table.pk[0] if len(table.pk) == 1 else table.pk,
         not_null=not_null or set(table.pk),
     )
@@ -133,6 +149,21 @@ def _m0002_views(db: sqlite_utils.Database) -> None:
                p.first_seq, p.last_seq
         FROM projects p
         """
+    )
+
+
+@_migration("0003_ipv6")
+def _m0003_ipv6(db: sqlite_utils.Database) -> None:
+    # Issue 14: networks serve IPv6 (gateway_v6, ipv6_mode; cidr may now be NULL on an
+    # IPv6-only network: no constraint to change), allocations carry address_v6, and the
+    # events index names it so ``audit address <IPv6>`` is an index scan too.
+    for table, columns in ADDED["0003_ipv6"].items():
+        for c in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {c} TEXT")
+    db["fixed_ips"].create_index(["address_v6"])  # type: ignore[union-attr]
+    db.execute(
+        "CREATE INDEX idx_events_address_v6 ON events (address_v6, seq)"
+        " WHERE address_v6 IS NOT NULL"
     )
 
 

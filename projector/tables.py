@@ -64,6 +64,8 @@ NETWORKS = Table(
         "vlan", "vni", "bridge", "bridge_interface", "dns1", "dns2", "vpn_private_address",
         "vpn_public_port", "project", "multi_host", "network_host", "mtu", "cidr_v6", "deleted",
         "created_seq", "created_at", "deleted_seq", "deleted_at", "updated_seq", "updated_at",
+        # added by migration 0003_ipv6 (columns are appended)
+        "gateway_v6", "ipv6_mode",
     ),
 )  # fmt: skip
 
@@ -72,7 +74,7 @@ FIXED_IPS = Table(
     ("network_id", "address"),
     (
         "network_id", "address", "instance", "mac", "host", "project", "allocated", "leased",
-        "allocated_seq", "allocated_at", "updated_seq", "updated_at",
+        "allocated_seq", "allocated_at", "updated_seq", "updated_at", "address_v6",
     ),
 )  # fmt: skip
 
@@ -132,7 +134,7 @@ EVENTS = Table(
     (
         "seq", "time", "stream_time", "subject", "type", "event_id", "command_id",
         "actor_project", "actor_role", "actor_user", "network_id", "address", "fixed_address",
-        "instance", "project", "host", "pool", "data",
+        "instance", "project", "host", "pool", "data", "address_v6",
     ),
 )  # fmt: skip
 

@@ -31,7 +31,7 @@ from .times import iso
 
 #: What can be audited -> the events-index columns that name it.
 KINDS: dict[str, tuple[str, ...]] = {
-    "address": ("address", "fixed_address"),
+    "address": ("address", "fixed_address", "address_v6"),
     "instance": ("instance",),
     "project": ("project",),
     "network": ("network_id",),
@@ -209,15 +209,21 @@ def _parts(*items: tuple[str, Any]) -> str:
     return f" ({', '.join(shown)})" if shown else ""
 
 
+def _v6(d: Row) -> str:
+    """`` and <IPv6>`` for a dual-stack allocation (on an IPv6-only one it is the address)."""
+    v6 = d.get("address_v6")
+    return f" and {v6}" if v6 and v6 != d.get("address") else ""
+
+
 def _fixed_allocated(d: Row) -> str:
-    return f"{d['address']} allocated to {d['instance']}" + _parts(
+    return f"{d['address']}{_v6(d)} allocated to {d['instance']}" + _parts(
         ("project", d.get("project")), ("host", d.get("host")), ("network", d.get("network_id"))
     )
 
 
 def _fixed_deallocated(d: Row) -> str:
     held = "freed" if d.get("freed") else "held until the DHCP release"
-    return f"{d['address']} deallocated from {d['instance']}, {held}"
+    return f"{d['address']}{_v6(d)} deallocated from {d['instance']}, {held}"
 
 
 def _fixed_released(d: Row) -> str:
@@ -231,7 +237,8 @@ def _floating_disassociated(d: Row) -> str:
 
 
 def _network_created(d: Row) -> str:
-    return f"network {d['network_id']} created: {d['cidr']}" + _parts(
+    cidrs = " and ".join(c for c in (d.get("cidr"), d.get("cidr_v6")) if c)
+    return f"network {d['network_id']} created: {cidrs}" + _parts(
         ("mode", d.get("mode")), ("vlan", d.get("vlan")), ("project", d.get("project"))
     )
 

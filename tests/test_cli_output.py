@@ -268,7 +268,9 @@ async def test_client_commands_take_the_options_after_the_command(
     out = json.loads(
         await call("fixed-ip", "allocate", "--instance", "i-2", "--network", "1", "--json")
     )
-    assert set(out) == {"address", "network_id", "instance", "mac", "host"}  # unchanged fields
+    # the fields of before the output options, plus address_v6 (issue 14: null here, no IPv6)
+    assert set(out) == {"address", "address_v6", "network_id", "instance", "mac", "host"}
+    assert out["address_v6"] is None
     await call("floating-ip", "pool-create", "--pool", "pub", "--cidr", "203.0.113.0/29")
     fl = await call("floating-ip", "allocate", "--project", "p1", "--json-lines")
     assert fl.count("\n") == 1 and json.loads(fl)["address"] == "203.0.113.1"

@@ -446,6 +446,27 @@ def test_replaying_the_stored_stream_gives_the_recorded_state() -> None:
     assert state.last_seq == max(line["seq"] for line in STREAM)
 
 
+def test_replayed_ipv6_payloads() -> None:
+    """The IPv6 payloads (issue 14) fold into served /64s; old networks' cidr_v6 stays unserved."""
+    state = replay()
+    dual, only = state.networks["v6d"], state.networks["v6o"]
+    assert str(dual.ipnet) == "10.98.0.0/24" and str(dual.ipnet6) == "2001:db8:98::/64"
+    assert dual.pool6 is None  # slaac: addresses come from the MAC
+    assert only.ipnet is None and str(only.ipnet6) == "2001:db8:99::/64"
+    assert only.pool6 is not None and only.pool6.used == 0
+    assert dual.fixed == only.fixed == {} and dual.v6 == only.v6 == {}
+    assert all(n.ipnet6 is None for n in (state.networks[k] for k in ("1", "2", "3", "rx")))
+    admin = {"role": "admin"}
+    a = decide(
+        state,
+        parse_command(
+            "fixed_ip.allocate",
+            {"command_id": "t6", "actor": admin, "args": {"instance": "x", "network_id": "v6o"}},
+        ),
+    )
+    assert a.result["address"] == a.result["address_v6"] == "2001:db8:99::2"
+
+
 def test_decisions_on_a_replayed_old_stream() -> None:
     """The old stream is not just readable: today's deciders work on top of it."""
     state = replay()

@@ -74,6 +74,13 @@ PROJECTS = ["p0", "p1", "p2"]
 @st.composite
 def command(draw: st.DrawFn, state: State) -> tuple[str, dict[str, Any]]:
     fixed = sorted((a, ip.mac) for n in state.networks.values() for a, ip in n.fixed.items())
+    # a lease or release may name an allocation by its IPv6 address too
+    fixed6 = sorted(
+        (ip.address_v6, ip.mac)
+        for n in state.networks.values()
+        for ip in n.fixed.values()
+        if ip.address_v6 is not None
+    )
     floating = sorted(
         (f.address, f.project) for p in state.pools.values() for f in p.floating.values()
     )
@@ -88,12 +95,20 @@ def command(draw: st.DrawFn, state: State) -> tuple[str, dict[str, Any]]:
     ]))  # fmt: skip
     if kind == "network":
         base = draw(st.integers(0, 3))
-        return "network.create", {
+        net: dict[str, Any] = {
             "label": "n", "cidr": f"10.{base}.0.0/24", "network_size": 16,
             "num_networks": draw(st.integers(1, 3)),
             "mode": draw(st.sampled_from(["flat", "flat_dhcp", "vlan"])),
             "vlan_start": 100 + 10 * base,
         }  # fmt: skip
+        v6 = draw(st.sampled_from([None, None, "dual", "only"]))
+        if v6 is not None:
+            # IPv6 (issue 14): dual-stack or IPv6-only, one /64 each out of a /62
+            net["cidr_v6"] = f"2001:db8:{base}::/62"
+            net["ipv6_mode"] = draw(st.sampled_from(["slaac", "dhcpv6"]))
+            if v6 == "only":
+                del net["cidr"], net["network_size"]
+        return "network.create", net
     if kind == "alloc":
         args: dict[str, Any] = {"instance": draw(st.sampled_from(INSTANCES)), "host": "c1"}
         if draw(st.booleans()):
@@ -104,7 +119,7 @@ def command(draw: st.DrawFn, state: State) -> tuple[str, dict[str, Any]]:
     if kind == "dealloc":
         return "fixed_ip.deallocate", {"instance": draw(st.sampled_from(INSTANCES))}
     if kind in ("lease", "release") and fixed:
-        address, mac = draw(st.sampled_from(fixed))
+        address, mac = draw(st.sampled_from(fixed + fixed6))
         return f"fixed_ip.{kind}", {"address": address, "mac": mac}
     if kind == "net_delete":
         return "network.delete", {"network_id": str(draw(st.integers(1, 6)))}
@@ -163,17 +178,23 @@ def test_projection_agrees_with_the_deciders_fold(data: st.DataObject) -> None:
         assert out.rejected is None, out.rejected
     fixed = {
         (n.network_id, a): (ip.instance, ip.mac, ip.host, ip.project, int(ip.allocated),
-                            int(ip.leased))
+                            int(ip.leased), ip.address_v6)
         for n in state.networks.values() for a, ip in n.fixed.items()
     }  # fmt: skip
     got = {
-        k: (r["instance"], r["mac"], r["host"], r["project"], r["allocated"], r["leased"])
+        k: (
+            r["instance"], r["mac"], r["host"], r["project"], r["allocated"], r["leased"],
+            r["address_v6"],
+        )
         for k, r in store.tables.get("fixed_ips", {}).items()
-    }
+    }  # fmt: skip
     assert got == fixed
-    nets = {n.network_id: (n.project, int(n.deleted), n.net.cidr) for n in state.networks.values()}
+    nets = {
+        n.network_id: (n.project, int(n.deleted), n.net.cidr, n.net.cidr_v6, n.net.gateway_v6)
+        for n in state.networks.values()
+    }
     got_nets = {
-        k[0]: (r["project"], r["deleted"], r["cidr"])
+        k[0]: (r["project"], r["deleted"], r["cidr"], r["cidr_v6"], r["gateway_v6"])
         for k, r in store.tables.get("networks", {}).items()
     }
     assert got_nets == nets
