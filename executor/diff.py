@@ -17,6 +17,7 @@ import netaddr
 
 from .desired import MAX_IFNAME
 from .model import (
+    ADDR_GEN_NONE,
     AddAddress,
     AddFdb,
     AddrState,
@@ -55,6 +56,10 @@ def link_changes(spec: LinkSpec, link: LinkState, moved_masters: set[str]) -> tu
             changes.append("stp")
         if link.forward_delay != 0:
             changes.append("forward_delay")
+    if link.addr_gen_mode is not None and link.addr_gen_mode != ADDR_GEN_NONE:
+        # made by an older executor: the kernel gave it a link-local address (and a compute
+        # host's bridge a SLAAC address in the tenant's /64); our links get none
+        changes.append("addr_gen_mode")
     return tuple(changes)
 
 
@@ -191,6 +196,8 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
         nat.append(SetNat(desired.nat))
 
     fwd: list[Op] = [SetForwarding(True)] if desired.forwarding and not actual.forwarding else []
+    if desired.forwarding_v6 and not actual.forwarding_v6:
+        fwd.append(SetForwarding(True, version=6))
 
     ops = (
         *del_addr,

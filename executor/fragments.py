@@ -23,6 +23,7 @@ from netledger.events.state import serving_hosts as state_serving_hosts
 
 from .hosts import HostBook
 from .model import (
+    ROUTER_LINK_LOCAL,
     VXLAN_PORT,
     AddrSpec,
     DhcpHost,
@@ -39,6 +40,9 @@ from .model import (
 DHCP_MODES = ("flat_dhcp", "vlan", "vxlan")
 #: Modes whose networks may share a bridge (and the physical interface in it).
 SHARED_MODES = ("flat", "flat_dhcp")
+#: What a served IPv6 network's dnsmasq may lease beyond its IPv4 addresses (dhcpv6 mode: one
+#: per instance; a /64 is not a useful cap).
+V6_LEASES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,9 @@ class DhcpPiece:
     bridge: str
     network_id: str
     subnet: DhcpSubnet
-    entries: tuple[tuple[str, str, str], ...]  # (address, mac, instance)
+    #: (address naming the allocation, mac, instance, IPv4 address or None, IPv6 address
+    #: handed out by DHCPv6 or None)
+    entries: tuple[tuple[str, str, str, str | None, str | None], ...]
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,10 @@ class Fragment:
     enslaved: EnslaveSpec | None = None  # flat modes: the physical interface in the bridge
     served: bool = False
     gateway: AddrSpec | None = None
+    #: served IPv6: the gateway_v6 /64 and the router's link-local on the bridge
+    gateway6: tuple[AddrSpec, ...] = ()
     fixed_range: str | None = None  # served: SNATed
+    routed6: tuple[str, str] | None = None  # served IPv6: (bridge, /64), routed, not NATed
     floating: tuple[tuple[str, str], ...] = ()  # (floating, fixed) NATed here
     floating_addresses: tuple[AddrSpec, ...] = ()  # their /32s on the public interface
     dhcp: DhcpPiece | None = None
@@ -74,7 +83,15 @@ class Fragment:
 
     def addresses(self) -> tuple[AddrSpec, ...]:
         gw = () if self.gateway is None else (self.gateway,)
-        return gw + self.floating_addresses
+        return gw + self.gateway6 + self.floating_addresses
+
+    @property
+    def served4(self) -> bool:
+        return self.served and self.gateway is not None
+
+    @property
+    def served6(self) -> bool:
+        return self.served and bool(self.gateway6)
 
 
 @dataclass(frozen=True)
@@ -169,8 +186,25 @@ def fragment(
         enslaved = EnslaveSpec(interface=parent, master=net.bridge, network_id=nid)
     if not here_serves:
         return Fragment(nid, bridge, segment, tuple(fdb), enslaved, shared=net.mode in SHARED_MODES)
-    addr = f"{net.gateway}/{n.ipnet.prefixlen}"
-    gateway = AddrSpec(interface=net.bridge, address=addr, broadcast=net.broadcast, network_id=nid)
+    gateway = fixed_range = None
+    if n.ipnet is not None and net.gateway is not None:
+        addr = f"{net.gateway}/{n.ipnet.prefixlen}"
+        gateway = AddrSpec(
+            interface=net.bridge, address=addr, broadcast=net.broadcast, network_id=nid
+        )
+        fixed_range = str(n.ipnet)
+    gateway6: tuple[AddrSpec, ...] = ()
+    routed6 = None
+    if n.ipnet6 is not None and net.gateway_v6 is not None:
+        gateway6 = (
+            AddrSpec(
+                interface=net.bridge,
+                address=f"{net.gateway_v6}/{n.ipnet6.prefixlen}",
+                network_id=nid,
+            ),
+            AddrSpec(interface=net.bridge, address=ROUTER_LINK_LOCAL, network_id=nid),
+        )
+        routed6 = (net.bridge, str(n.ipnet6))
     floating, floating_addresses = _floating(state, n, cfg)
     return Fragment(
         nid,
@@ -180,7 +214,9 @@ def fragment(
         enslaved,
         served=True,
         gateway=gateway,
-        fixed_range=str(n.ipnet),
+        gateway6=gateway6,
+        fixed_range=fixed_range,
+        routed6=routed6,
         floating=floating,
         floating_addresses=floating_addresses,
         dhcp=dhcp_piece(n, cfg) if cfg.dhcp and net.mode in DHCP_MODES else None,
@@ -216,7 +252,7 @@ def assemble(
     fdb: dict[tuple[str, str], FdbSpec] = {}
     enslaved: dict[str, EnslaveSpec] = {}
     pieces: list[DhcpPiece] = []
-    served = False
+    served = served6 = False
     for nid in sorted(frags):
         f = frags[nid]
         # Flat networks may share one bridge: it is named after the lowest network id.
@@ -229,8 +265,8 @@ def assemble(
             enslaved[f.enslaved.interface] = f.enslaved
         for a in f.addresses():
             addresses[a.key] = a
-        if f.served:
-            served = True
+        served |= f.served4
+        served6 |= f.served6
         if f.dhcp is not None:
             pieces.append(f.dhcp)
     return HostDesired(
@@ -240,6 +276,7 @@ def assemble(
         enslaved=tuple(sorted(enslaved.values())),
         nat=nat_table(frags.values(), cfg) if nat is None else nat,
         forwarding=served,
+        forwarding_v6=served6,
         floating_ranges=floating_ranges(state),
         dhcp=dhcp_assemble(pieces, cfg),
     )
@@ -248,17 +285,22 @@ def assemble(
 def nat_table(frags: Iterable[Fragment], cfg: HostConfig) -> NatTable:
     floating: list[tuple[str, str]] = []
     ranges: set[str] = set()
+    routed6: set[tuple[str, str]] = set()
     for f in frags:
         floating.extend(f.floating)
         if f.fixed_range is not None:
             ranges.add(f.fixed_range)
+        if f.routed6 is not None:
+            routed6.add(f.routed6)
+    v6 = tuple(sorted(routed6, key=lambda r: (r[0], _cidr_key(r[1]))))
     if not floating and not ranges:
-        return NatTable()
+        return NatTable(routed_v6=v6)
     return NatTable(
         floating=tuple(sorted(floating, key=lambda fx: _ip_key(fx[0]))),
         fixed_ranges=tuple(sorted(ranges, key=_cidr_key)),
         snat_to=cfg.snat_address,
         masquerade_interface=None if cfg.snat_address else cfg.public_interface,
+        routed_v6=v6,
     )
 
 
@@ -294,14 +336,21 @@ def dhcp_piece(n: NetworkState, cfg: HostConfig) -> DhcpPiece:
     dnsmasq that knows the address reports the release). Multi-host: only this host's
     instances (each host answers its own, as in nova)."""
     net = n.net
+    dns = tuple(d for d in (net.dns1, net.dns2) if d)
+    v6 = n.ipnet6 is not None
+    dhcpv6 = v6 and n.pool6 is not None
     subnet = DhcpSubnet(
         network_id=n.network_id,
         gateway=net.gateway,
         netmask=net.netmask,
         dhcp_start=net.dhcp_start,
-        size=n.ipnet.size,
-        dns=tuple(d for d in (net.dns1, net.dns2) if d),
+        size=(n.ipnet.size if n.ipnet is not None else 0) + (V6_LEASES if dhcpv6 else 0),
+        dns=tuple(d for d in dns if ":" not in d),
         mtu=net.mtu,
+        prefix6=str(n.ipnet6) if v6 else None,
+        gateway6=net.gateway_v6 if v6 else None,
+        mode6=net.ipv6_mode if v6 else None,
+        dns6=tuple(d for d in dns if ":" in d) if v6 else (),
     )
     entries = []
     for ip in n.fixed.values():
@@ -309,7 +358,17 @@ def dhcp_piece(n: NetworkState, cfg: HostConfig) -> DhcpPiece:
             continue
         if net.multi_host and ip.host != cfg.host:
             continue
-        entries.append((ip.address, ip.mac.lower(), ip.instance))
+        if n.ipnet is None and not dhcpv6:
+            continue  # IPv6-only, SLAAC: nothing for dnsmasq to hand out
+        entries.append(
+            (
+                ip.address,
+                ip.mac.lower(),
+                ip.instance,
+                ip.address if n.ipnet is not None else None,
+                ip.address_v6 if dhcpv6 else None,
+            )
+        )
     return DhcpPiece(net.bridge, n.network_id, subnet, tuple(entries))
 
 
@@ -321,20 +380,23 @@ def dhcp_assemble(pieces: Iterable[DhcpPiece], cfg: HostConfig) -> tuple[DhcpSpe
     specs = []
     for bridge, group in sorted(by_bridge.items()):
         group.sort(key=lambda p: _id_key(p.network_id))
-        entries: dict[str, tuple[str, str]] = {}  # address -> (mac, instance)
+        # address -> (mac, instance, IPv4, IPv6)
+        entries: dict[str, tuple[str, str, str | None, str | None]] = {}
         for p in group:
-            for address, mac, instance in p.entries:
-                entries[address] = (mac, instance)
+            for address, mac, instance, v4, v6 in p.entries:
+                entries[address] = (mac, instance, v4, v6)
         hosts = []
         taken: set[str] = set()
-        for address in sorted(entries, key=_ip_key):
-            mac, instance = entries[address]
+        for address in sorted(entries, key=_ip_sort):
+            mac, instance, v4, v6 = entries[address]
             name = hostname_for(instance)
             if name in taken:
                 # dnsmasq keys leases by name too: two instances must never share one.
-                name = f"{name[:48]}-{address.replace('.', '-')}"
+                suffix = address.replace(".", "-").replace(":", "-")
+                keep = 48 if "." in address else 62 - len(suffix)  # a DNS label: 63 at most
+                name = f"{name[:keep]}-{suffix}"
             taken.add(name)
-            hosts.append(DhcpHost(mac=mac, hostname=name, address=address))
+            hosts.append(DhcpHost(mac=mac, hostname=name, address=v4, address6=v6))
         specs.append(
             DhcpSpec(
                 bridge=bridge,
@@ -366,6 +428,11 @@ def _id_key(network_id: str) -> tuple[int, str]:
 
 def _ip_key(a: str) -> int:
     return int(netaddr.IPAddress(a))
+
+
+def _ip_sort(a: str) -> tuple[int, int]:
+    ip = netaddr.IPAddress(a)
+    return (ip.version, int(ip))
 
 
 def _cidr_key(c: str) -> tuple[int, int]:

@@ -77,6 +77,7 @@ def narrow(actual: HostActual, scope: Scope) -> HostActual:
         nat=actual.nat,
         nat_intact=actual.nat_intact,
         forwarding=actual.forwarding,
+        forwarding_v6=actual.forwarding_v6,
     )
 
 
@@ -144,11 +145,15 @@ def incremental_plan(
     frags.update(new)
     nat_before = nat if nat is not None else nat_table(before.values(), cfg)
     moved = any(
-        (o.floating, o.fixed_range) != (n.floating, n.fixed_range) for o, n in _pairs(old, new)
+        (o.floating, o.fixed_range, o.routed6) != (n.floating, n.fixed_range, n.routed6)
+        for o, n in _pairs(old, new)
     )
     nat_now = nat_table(frags.values(), cfg) if moved else nat_before
-    served = any(f.served for f in frags.values())
-    desired = replace(assemble(new, state, cfg, nat=nat_now), forwarding=served)
+    desired = replace(
+        assemble(new, state, cfg, nat=nat_now),
+        forwarding=any(f.served4 for f in frags.values()),
+        forwarding_v6=any(f.served6 for f in frags.values()),
+    )
     return PassPlan(
         desired=desired,
         scope=scope_of(old, new, dirty, cfg),

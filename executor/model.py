@@ -18,6 +18,12 @@ NAT_TABLE = "netledger"
 VXLAN_PORT = 4789
 #: The all-zero MAC of head-end replication (flood) entries.
 FLOOD_MAC = "00:00:00:00:00:00"
+#: IN6_ADDR_GEN_MODE_NONE: our links get no IPv6 address from the kernel (no link-local, so no
+#: SLAAC address on a compute host's bridge either); a serving bridge gets ROUTER_LINK_LOCAL.
+ADDR_GEN_NONE = 1
+#: The serving bridge's link-local address: the source of its router advertisements and the
+#: instances' default router (the same on every serving host, as the IPv4 gateway is).
+ROUTER_LINK_LOCAL = "fe80::1/64"
 
 
 def alias_for(network_id: str | None) -> str:
@@ -58,7 +64,7 @@ class LinkSpec:
 @dataclass(frozen=True, order=True)
 class AddrSpec:
     interface: str
-    address: str  # "10.0.0.1/24"
+    address: str  # "10.0.0.1/24", "2001:db8::1/64" (IPv6: added without DAD)
     broadcast: str | None = None
     network_id: str | None = None
 
@@ -91,38 +97,56 @@ class EnslaveSpec:
 
 @dataclass(frozen=True)
 class NatTable:
-    """The whole ``table ip netledger``: floating IP DNAT/SNAT maps and SNAT of fixed ranges."""
+    """Our nftables tables, written in one transaction: ``table ip netledger`` (floating IP
+    DNAT/SNAT maps and SNAT of fixed ranges) and ``table ip6 netledger`` (IPv6 is routed, never
+    NATed: the served /64s, and the forwarding filter that lets out of a bridge only its own
+    prefix)."""
 
     floating: tuple[tuple[str, str], ...] = ()  # sorted (floating, fixed)
     fixed_ranges: tuple[str, ...] = ()  # sorted CIDRs served here
     snat_to: str | None = None  # host address fixed ranges are SNATed to
     masquerade_interface: str | None = None  # used when snat_to is unknown
+    routed_v6: tuple[tuple[str, str], ...] = ()  # sorted (bridge, IPv6 /64) served here
 
     @property
     def empty(self) -> bool:
+        return self.v4_empty and not self.routed_v6
+
+    @property
+    def v4_empty(self) -> bool:
         return not self.floating and not self.fixed_ranges
 
 
 @dataclass(frozen=True, order=True)
 class DhcpSubnet:
-    """One network served by a dnsmasq (flat networks may share a bridge, so a list)."""
+    """One network served by a dnsmasq (flat networks may share a bridge, so a list). The
+    IPv4 fields are None on an IPv6-only network; the IPv6 ones None without IPv6."""
 
     network_id: str
-    gateway: str
-    netmask: str
-    dhcp_start: str
-    size: int  # addresses in the network: the lease cap (dnsmasq's default 1000 is too low)
+    gateway: str | None
+    netmask: str | None
+    dhcp_start: str | None
+    size: int  # addresses it may lease: the lease cap (dnsmasq's default 1000 is too low)
     dns: tuple[str, ...] = ()
     mtu: int | None = None
+    #: the served /64 and its gateway: router advertisements for it (executor/dhcp.py)
+    prefix6: str | None = None
+    gateway6: str | None = None
+    #: "slaac" (RA only: instances derive their address from the MAC) or "dhcpv6" (RA with
+    #: the managed flag and DHCPv6 handing out the hosts file's IPv6 addresses)
+    mode6: str | None = None
+    dns6: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, order=True)
 class DhcpHost:
-    """A hosts-file line ``<mac>,<hostname>,<ip>``: the only addresses dnsmasq hands out."""
+    """A hosts-file line ``<mac>,<hostname>,<ip>[,[<ipv6>]]``: the only addresses dnsmasq
+    hands out (``address`` None: IPv6 only; ``address6`` only in dhcpv6 mode)."""
 
     mac: str
     hostname: str
-    address: str
+    address: str | None
+    address6: str | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -144,6 +168,8 @@ class HostDesired:
     enslaved: tuple[EnslaveSpec, ...] = ()
     nat: NatTable = field(default_factory=NatTable)
     forwarding: bool = False  # net.ipv4.ip_forward, on hosts that route (gateway / NAT)
+    #: net.ipv6.conf.all.forwarding, on hosts that serve an IPv6 network
+    forwarding_v6: bool = False
     #: Public /32s inside these ranges on any interface are netledger's floating addresses.
     floating_ranges: tuple[str, ...] = ()
     dhcp: tuple[DhcpSpec, ...] = ()  # sorted by bridge
@@ -168,6 +194,7 @@ class LinkState:
     port: int | None = None
     stp: int | None = None
     forward_delay: int | None = None
+    addr_gen_mode: int | None = None  # None: the link has no IPv6
 
     @property
     def ours(self) -> bool:
@@ -207,6 +234,7 @@ class HostActual:
     nat: NatTable | None = None  # None: no table of ours
     nat_intact: bool = True  # False: our table exists but is not one we would have written
     forwarding: bool = False
+    forwarding_v6: bool = False
 
     def link_map(self) -> dict[str, LinkState]:
         return {link.name: link for link in self.links}
@@ -313,9 +341,10 @@ class DeleteNat(Op):
 @dataclass(frozen=True)
 class SetForwarding(Op):
     enabled: bool
+    version: int = 4
 
     def target(self) -> str:
-        return "net.ipv4.ip_forward"
+        return "net.ipv6.conf.all.forwarding" if self.version == 6 else "net.ipv4.ip_forward"
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 pyroute2's message classes encode every field through generic machinery: ~0.3 ms per request,
 1.3 s of a first apply of 1,000 networks (4,000 requests) — more than the kernel's own work. The
-executor sends eight kinds of request with a handful of attributes; this module packs exactly
-those with ``struct``: the same bytes pyroute2 produces (tests/test_executor_nlencode.py compares
-them, request by request), in a few microseconds. The message header is added by the sender
+executor sends nine kinds of request (IPv4 and IPv6) with a handful of attributes; this module
+packs exactly those with ``struct``: the same bytes pyroute2 produces
+(tests/test_executor_nlencode.py compares them, request by request), in a few microseconds. The message header is added by the sender
 (executor/netlink.py), which numbers the requests.
 """
 
@@ -20,6 +20,9 @@ AF_BRIDGE = 7
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 IFA_F_NONE = 0
+#: IN6_ADDR_GEN_MODE_NONE: the kernel makes no IPv6 address of its own on the link (no
+#: link-local, and then no SLAAC address from a router advertisement either)
+ADDR_GEN_NONE = 1
 
 _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
@@ -47,6 +50,11 @@ def _ip4(a: str) -> bytes:
     return socket.inet_pton(socket.AF_INET, a)
 
 
+def _ip(a: str) -> bytes:
+    """An IPv4 or IPv6 address as the kernel carries it (4 or 16 bytes)."""
+    return socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a)
+
+
 def ifinfo(index: int, up: bool = False, family: int = 0) -> bytes:
     flag = IFF_UP if up else 0
     return _IFINFO.pack(family, 0, index, flag, flag)
@@ -66,7 +74,9 @@ def bridge_data() -> list[bytes]:
 def vxlan_data(vni: int, local: str | None, lower: int | None, port: int | None) -> list[bytes]:
     out = [nla(p.IFLA_VXLAN_ID, _U32.pack(vni))]
     if local:
-        out.append(nla(p.IFLA_VXLAN_LOCAL, _ip4(local)))
+        # an IPv6 underlay: the local VTEP is IFLA_VXLAN_LOCAL6 (and so are the flood entries)
+        kind = p.IFLA_VXLAN_LOCAL6 if ":" in local else p.IFLA_VXLAN_LOCAL
+        out.append(nla(kind, _ip(local)))
     if lower is not None:
         out.append(nla(p.IFLA_VXLAN_LINK, _U32.pack(lower)))
     if port:
@@ -87,9 +97,10 @@ def new_link(
     master: int | None = None,
     info: bytes = b"",
     link: int | None = None,
+    up: bool = True,
 ) -> bytes:
-    """An RTM_NEWLINK body creating link ``name`` with ``index``, up."""
-    out = [ifinfo(index, up=True), nla(p.IFLA_IFNAME, _z(name))]
+    """An RTM_NEWLINK body creating link ``name`` with ``index`` (up, unless ``up`` is false)."""
+    out = [ifinfo(index, up=up), nla(p.IFLA_IFNAME, _z(name))]
     if mtu:
         out.append(nla(p.IFLA_MTU, _U32.pack(mtu)))
     if address:
@@ -102,8 +113,21 @@ def new_link(
     return b"".join(out)
 
 
-def set_alias(index: int, alias: str) -> bytes:
-    return ifinfo(index) + nla(p.IFLA_IFALIAS, _z(alias))
+def set_alias(index: int, alias: str, up: bool = False) -> bytes:
+    return ifinfo(index, up=up) + nla(p.IFLA_IFALIAS, _z(alias))
+
+
+def af_spec_inet6(addr_gen_mode: int) -> bytes:
+    """IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE } }."""
+    mode = nla(p.IFLA_INET6_ADDR_GEN_MODE, bytes([addr_gen_mode]))
+    return nla(p.IFLA_AF_SPEC, nla(p.AF_INET6, mode))
+
+
+def set_addr_gen_mode(index: int, addr_gen_mode: int = ADDR_GEN_NONE) -> bytes:
+    """An RTM_NEWLINK body setting how the kernel makes the link's own IPv6 addresses. A
+    request of its own: a link without IPv6 (an MTU below 1280, IPv6 off) refuses it with
+    EAFNOSUPPORT, which must not fail anything else."""
+    return ifinfo(index) + af_spec_inet6(addr_gen_mode)
 
 
 def set_link(
@@ -126,11 +150,21 @@ def del_link(index: int) -> bytes:
 
 
 def addr(index: int, cidr: str, broadcast: str | None = None) -> bytes:
-    """An RTM_NEWADDR / RTM_DELADDR body for IPv4 ``cidr`` on link ``index``."""
+    """An RTM_NEWADDR / RTM_DELADDR body for ``cidr`` on link ``index``. IPv6 addresses are
+    added without duplicate address detection (``nodad``): a gateway is usable at once (dnsmasq
+    binds it), and with multi_host every host holds the same one on the shared segment, which
+    DAD would mark failed."""
     ip, prefix = cidr.split("/")
-    raw = _ip4(ip)
+    v6 = ":" in ip
+    raw = _ip(ip)
     out = [
-        _IFADDR.pack(socket.AF_INET, int(prefix), IFA_F_NONE, 0, index),
+        _IFADDR.pack(
+            socket.AF_INET6 if v6 else socket.AF_INET,
+            int(prefix),
+            p.IFA_F_NODAD if v6 else IFA_F_NONE,
+            0,
+            index,
+        ),
         nla(p.IFA_LOCAL, raw),
         nla(p.IFA_ADDRESS, raw),
     ]
@@ -145,7 +179,7 @@ def flood(index: int, dst: str, lladdr: str) -> bytes:
         [
             _NDMSG.pack(AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, 0),
             nla(p.NDA_LLADDR, _mac(lladdr)),
-            nla(p.NDA_DST, _ip4(dst)),
+            nla(p.NDA_DST, _ip(dst)),
         ]
     )
 

@@ -36,13 +36,18 @@ NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 2, 3, 4
 
 # if_link.h
 IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID = 18, 20, 37
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_LINK_NETNSID = 18, 20, 26, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_BR_FORWARD_DELAY, IFLA_BR_STP_STATE = 1, 5
 IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_PORT = 1, 3, 4, 15
+IFLA_VXLAN_LOCAL6 = 17
 IFLA_VLAN_ID = 1
+# IFLA_AF_SPEC holds one nest per address family; AF_INET6's (if_link.h, IFLA_INET6_*)
+AF_INET6 = 10
+IFLA_INET6_ADDR_GEN_MODE = 8
 # if_addr.h
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
+IFA_F_NODAD = 0x02
 # neighbour.h
 NDA_DST, NDA_LLADDR, NDA_MASTER = 1, 2, 9
 
@@ -64,6 +69,9 @@ class Link(NamedTuple):
     port: int | None = None
     stp: int | None = None
     forward_delay: int | None = None
+    #: how the kernel makes the link's own IPv6 addresses (IN6_ADDR_GEN_MODE_*; 1: none);
+    #: None when the link has no IPv6 (disabled, or an MTU below 1280)
+    addr_gen_mode: int | None = None
 
 
 class Addr(NamedTuple):
@@ -72,6 +80,7 @@ class Addr(NamedTuple):
     prefixlen: int
     address: str | None  # IFA_LOCAL, else IFA_ADDRESS
     broadcast: str | None
+    flags: int = 0  # IFA_FLAGS, else the header's
 
 
 class Neigh(NamedTuple):
@@ -129,6 +138,7 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
     master = mtu = parent = None
     netns_other = False
     info: tuple[int, int] | None = None
+    gen_mode: int | None = None
     for t, a, b in attrs(data, off + IFINFO.size, end):
         if t == IFLA_IFNAME:
             name = _str(data, a, b)
@@ -144,7 +154,11 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
             netns_other = True
         elif t == IFLA_LINKINFO:
             info = (a, b)
+        elif t == IFLA_AF_SPEC:
+            gen_mode = _addr_gen_mode(data, a, b)
     out = Link(index, flags, name, alias, None, master, mtu, None if netns_other else parent)
+    if gen_mode is not None:
+        out = out._replace(addr_gen_mode=gen_mode)
     if info is None:
         return out
     data_at: tuple[int, int] | None = None
@@ -170,7 +184,7 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
         for t, a, b in attrs(data, *data_at):
             if t == IFLA_VXLAN_ID:
                 vni = U32.unpack_from(data, a)[0]
-            elif t == IFLA_VXLAN_LOCAL:
+            elif t in (IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6):
                 local = _ip(data, a, b)
             elif t == IFLA_VXLAN_LINK:
                 lower = U32.unpack_from(data, a)[0] or None
@@ -184,9 +198,19 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
     return out
 
 
+def _addr_gen_mode(data: bytes | memoryview, off: int, end: int) -> int | None:
+    """IFLA_INET6_ADDR_GEN_MODE inside IFLA_AF_SPEC (None: no AF_INET6 nest)."""
+    for t, a, b in attrs(data, off, end):
+        if t == AF_INET6:
+            for t6, a6, b6 in attrs(data, a, b):
+                if t6 == IFLA_INET6_ADDR_GEN_MODE and b6 > a6:
+                    return int(data[a6])
+    return None
+
+
 def addr(data: bytes | memoryview, off: int, end: int) -> Addr:
-    """An ``ifaddrmsg`` (RTM_NEWADDR / RTM_DELADDR) payload."""
-    family, prefixlen, _flags, _scope, index = IFADDR.unpack_from(data, off)
+    """An ``ifaddrmsg`` (RTM_NEWADDR / RTM_DELADDR) payload: IPv4 or IPv6."""
+    family, prefixlen, flags, _scope, index = IFADDR.unpack_from(data, off)
     local = address = broadcast = None
     for t, a, b in attrs(data, off + IFADDR.size, end):
         if t == IFA_LOCAL:
@@ -195,7 +219,9 @@ def addr(data: bytes | memoryview, off: int, end: int) -> Addr:
             address = _ip(data, a, b)
         elif t == IFA_BROADCAST:
             broadcast = _ip(data, a, b)
-    return Addr(index, family, prefixlen, local or address, broadcast)
+        elif t == IFA_FLAGS:
+            flags = U32.unpack_from(data, a)[0]
+    return Addr(index, family, prefixlen, local or address, broadcast, flags)
 
 
 def neigh(data: bytes | memoryview, off: int, end: int) -> Neigh:
