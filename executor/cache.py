@@ -2,7 +2,7 @@
 
 A pass used to dump and decode every link and address of the host (twice: before and after
 applying), so the cost of one change grew with everything the host serves. Here a netlink
-socket subscribed to the link, IPv4-address and neighbour groups feeds a cache in a thread of its
+socket subscribed to the link, IPv4- and IPv6-address and neighbour groups feeds a cache in a thread of its
 own, decoding only the attributes the executor uses (:mod:`.nlparse`); a pass reads the cache.
 
 * Start: subscribe first, then dump (links, addresses, bridge flood entries) — notifications
@@ -46,6 +46,7 @@ log = logging.getLogger("netledger.executor.cache")
 RTMGRP_LINK = 0x1
 RTMGRP_NEIGH = 0x4
 RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
 AF_BRIDGE = 7
 SO_RCVBUFFORCE = 33
 RCVBUF = 32 << 20
@@ -115,7 +116,7 @@ class KernelCache:
                 s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
             except OSError:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-            s.bind((0, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR))
+            s.bind((0, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
             s.settimeout(POLL_S)
             return s
 
@@ -141,6 +142,8 @@ class KernelCache:
 
     def resync(self) -> None:
         """Dump links, addresses and flood entries and replace the cache with them."""
+        from .kernel import address_kept
+
         assert self._dumper is not None
         d = self._dumper
         links = {}
@@ -148,11 +151,10 @@ class KernelCache:
             x = _up_only(nlparse.link(data, a, b))
             links[x.ifindex] = x
         addrs = {}
-        m = ifaddrmsg()
-        m["family"] = socket.AF_INET
+        m = ifaddrmsg()  # AF_UNSPEC: IPv4 and IPv6
         for data, a, b in d.dump_raw(m, RTM_GETADDR):
             ad = nlparse.addr(data, a, b)
-            if ad.address is not None and ad.family == socket.AF_INET:
+            if address_kept(ad):
                 addrs[(ad.ifindex, f"{ad.address}/{ad.prefixlen}")] = ad
         fdb = set()
         nd = ndmsg()
@@ -203,6 +205,8 @@ class KernelCache:
         self.on_change()
 
     def _apply(self, data: bytes) -> bool:
+        from .kernel import address_kept
+
         changed = False
         with self._lock:
             for mtype, _flags, _seq, a, end in nlparse.messages(data):
@@ -224,8 +228,8 @@ class KernelCache:
                         self.fdb = {f for f in self.fdb if f[0] != x.ifindex}
                 elif mtype in (nlparse.RTM_NEWADDR, nlparse.RTM_DELADDR):
                     ad = nlparse.addr(data, a, end)
-                    if ad.address is None or ad.family != socket.AF_INET:
-                        continue
+                    if not address_kept(ad):
+                        continue  # the kernel's own IPv6 addresses (executor/kernel.py)
                     key = (ad.ifindex, f"{ad.address}/{ad.prefixlen}")
                     if mtype == nlparse.RTM_NEWADDR:
                         changed |= self.addrs.get(key) != ad

@@ -2,8 +2,8 @@
 
 The actual state comes from the notification cache (executor/cache.py) rather than a dump per
 round; after applying, :meth:`KernelCache.settle` waits for the kernel's notifications of what
-was applied, and the next round reads the cache again. The NAT table and ``ip_forward`` are
-read from the host on a *full* pass (the first, and the periodic drift sweep, which also dumps
+was applied, and the next round reads the cache again. The NAT tables and ``ip_forward`` (both
+versions) are read from the host on a *full* pass (the first, and the periodic drift sweep, which also dumps
 everything again) and otherwise known from what this executor applied.
 """
 
@@ -37,6 +37,7 @@ class Converger:
         self.nat: NatTable | None = None
         self.nat_intact = True
         self.forwarding = False
+        self.forwarding_v6 = False
         self._host_known = False
         #: the cache's change count as of the last state a pass read: later changes are not
         #: the pass's own (executor/daemon.py wakes up for them)
@@ -49,6 +50,7 @@ class Converger:
         if full or not self._host_known:
             self.nat, self.nat_intact = nft.read(self.kernel.netns)
             self.forwarding = self.kernel.read_forwarding()
+            self.forwarding_v6 = self.kernel.read_forwarding_v6()
             self._host_known = True
         links, addresses, fdb, changes, index = self.cache.state(scope)
         self.seen_changes = changes
@@ -59,6 +61,7 @@ class Converger:
             nat=self.nat,
             nat_intact=self.nat_intact,
             forwarding=self.forwarding,
+            forwarding_v6=self.forwarding_v6,
         )
         return actual, index
 
@@ -73,10 +76,12 @@ class Converger:
                 else:
                     self._host_known = False  # read it again next time
             elif isinstance(op, SetForwarding):
-                if r.ok:
-                    self.forwarding = op.enabled
-                else:
+                if not r.ok:
                     self._host_known = False
+                elif op.version == 6:
+                    self.forwarding_v6 = op.enabled
+                else:
+                    self.forwarding = op.enabled
 
     def converge(
         self, desired: HostDesired, full: bool = False, scope: Scope | None = None

@@ -39,7 +39,18 @@ from netledger.events.host_events import (
 
 from . import proc
 from .kernel import OpResult
-from .model import DhcpSpec, DhcpState, HostActual, Op, ReloadDhcp, StartDhcp, StopDhcp
+from .model import (
+    ROUTER_LINK_LOCAL,
+    DhcpHost,
+    DhcpSpec,
+    DhcpState,
+    DhcpSubnet,
+    HostActual,
+    Op,
+    ReloadDhcp,
+    StartDhcp,
+    StopDhcp,
+)
 from .netlink import netns_path
 
 #: The wrapper dnsmasq runs on every lease change (one per state dir).
@@ -101,7 +112,18 @@ def default_state_dir(host: str, netns: str | None) -> str:
 
 
 def render_hosts(spec: DhcpSpec) -> str:
-    return "".join(f"{h.mac},{h.hostname},{h.address}\n" for h in spec.hosts)
+    """``<mac>,<hostname>,<ipv4>`` per line; the DHCPv6 address in brackets after it (or
+    alone on an IPv6-only network): one dhcp-host entry serves both protocols."""
+    return "".join(_host_line(h) for h in spec.hosts)
+
+
+def _host_line(h: DhcpHost) -> str:
+    fields = [h.mac, h.hostname]
+    if h.address is not None:
+        fields.append(h.address)
+    if h.address6 is not None:
+        fields.append(f"[{h.address6}]")
+    return ",".join(fields) + "\n"
 
 
 def digest(text: str) -> str:
@@ -118,6 +140,13 @@ def dnsmasq_argv(spec: DhcpSpec, paths: DhcpPaths) -> tuple[str, ...]:
     Each network of the bridge is a tagged static range, so router, DNS and MTU options go to
     the right subnet when flat networks share a bridge. ``--dhcp-lease-max`` is the size of the
     networks: dnsmasq's default cap (1000) was one of nova's lease pain points.
+
+    IPv6 (a network serving it): ``--enable-ra`` sends router advertisements for the /64 from
+    the bridge's only link-local address, the router's ``fe80::1``. In ``slaac`` mode the range
+    is ``ra-only`` (the prefix with the autonomous flag: instances make their address from
+    their MAC, EUI-64, as nova's rfc2462 backend); in ``dhcpv6`` mode it is a static DHCPv6
+    range (the advertisement carries the managed flag, no autonomous one) and dnsmasq hands
+    out only the hosts file's bracketed addresses. An IPv4-only network's line is as before.
     """
     f = paths.file
     argv = [
@@ -128,7 +157,8 @@ def dnsmasq_argv(spec: DhcpSpec, paths: DhcpPaths) -> tuple[str, ...]:
         f"--interface={spec.bridge}",
         "--except-interface=lo",
     ]
-    argv += [f"--listen-address={s.gateway}" for s in spec.subnets]
+    argv += [f"--listen-address={s.gateway}" for s in spec.subnets if s.gateway is not None]
+    argv += [f"--listen-address={s.gateway6}" for s in spec.subnets if s.gateway6 is not None]
     argv += [
         f"--pid-file={f(spec.bridge, 'pid')}",
         f"--dhcp-hostsfile={f(spec.bridge, 'hosts')}",
@@ -138,14 +168,51 @@ def dnsmasq_argv(spec: DhcpSpec, paths: DhcpPaths) -> tuple[str, ...]:
     ]
     for s in spec.subnets:
         tag = f"net{s.network_id}"
-        argv.append(f"--dhcp-range=set:{tag},{s.dhcp_start},static,{s.netmask},{spec.lease_time}s")
-        argv.append(f"--dhcp-option=tag:{tag},3,{s.gateway}")
-        if s.dns:
-            argv.append(f"--dhcp-option=tag:{tag},6,{','.join(s.dns)}")
-        if s.mtu:
-            argv.append(f"--dhcp-option-force=tag:{tag},26,{s.mtu}")
+        if s.gateway is not None:
+            argv.append(
+                f"--dhcp-range=set:{tag},{s.dhcp_start},static,{s.netmask},{spec.lease_time}s"
+            )
+            argv.append(f"--dhcp-option=tag:{tag},3,{s.gateway}")
+            if s.dns:
+                argv.append(f"--dhcp-option=tag:{tag},6,{','.join(s.dns)}")
+            if s.mtu:
+                argv.append(f"--dhcp-option-force=tag:{tag},26,{s.mtu}")
+        argv += _v6_args(spec, s, tag)
+    v6 = [s for s in spec.subnets if s.prefix6 is not None]
+    if v6:
+        argv.append("--enable-ra")
+        mtu = next((s.mtu for s in v6 if s.mtu), None)
+        if mtu:
+            # the MTU option of the advertisements (interval 0: dnsmasq's default)
+            argv.append(f"--ra-param={spec.bridge},mtu:{mtu},0")
     argv += ["--no-resolv", "--no-hosts", f"--log-facility={f(spec.bridge, 'log')}"]
     return tuple(argv)
+
+
+def _v6_args(spec: DhcpSpec, s: DhcpSubnet, tag: str) -> list[str]:
+    if s.prefix6 is None:
+        return []
+    net, plen = s.prefix6.split("/")
+    kind = "static" if s.mode6 == "dhcpv6" else "ra-only"
+    out = [f"--dhcp-range=set:{tag},{net},{kind},{plen},{spec.lease_time}s"]
+    if s.dns6:
+        servers = ",".join(f"[{d}]" for d in s.dns6)
+        out.append(f"--dhcp-option=tag:{tag},option6:dns-server,{servers}")
+    return out
+
+
+def gateways(spec: DhcpSpec) -> set[tuple[str, str]]:
+    """The (bridge, address) dnsmasq needs on the host before it can start: every IPv4
+    gateway it listens on, and for IPv6 the gateway and the router's link-local (the source
+    of its advertisements)."""
+    out: set[tuple[str, str]] = set()
+    for s in spec.subnets:
+        if s.gateway is not None:
+            out.add((spec.bridge, s.gateway))
+        if s.gateway6 is not None:
+            out.add((spec.bridge, s.gateway6))
+            out.add((spec.bridge, ROUTER_LINK_LOCAL.split("/")[0]))
+    return out
 
 
 def script_text(
@@ -359,11 +426,7 @@ class Dnsmasq:
             running = {b: d for b, d in book.running.items() if b in bridges}
         ops = plan(desired, actual, self.argv, running, book.network)
         present = {(a.interface, a.address.split("/")[0]) for a in kernel.addresses}
-        ready = {
-            s.bridge
-            for s in desired
-            if all((s.bridge, sub.gateway) in present for sub in s.subnets)
-        }
+        ready = {s.bridge for s in desired if gateways(s) <= present}
         return self.apply(
             op
             for op in ops

@@ -1,8 +1,8 @@
 """Reading the actual state of a host and applying operations: the only module that touches it.
 
 Links, addresses and flood entries go through :mod:`netlink` (pyroute2 messages, batched); NAT
-through :mod:`nft`; ``ip_forward`` through /proc inside the namespace. Every operation is
-idempotent: "already exists" / "already gone" answers count as success, anything else is
+through :mod:`nft`; ``ip_forward`` (and ``net.ipv6.conf.all.forwarding``) through /proc inside the namespace.
+Every operation is idempotent: "already exists" / "already gone" answers count as success, anything else is
 returned as a failure of that operation and the next read-back shows what is really there.
 """
 
@@ -34,6 +34,7 @@ from . import nft, nlencode, nlparse
 from .errors import NftError
 from .model import (
     FLOOD_MAC,
+    ROUTER_LINK_LOCAL,
     AddAddress,
     AddFdb,
     AddrState,
@@ -59,6 +60,28 @@ NUD_PERMANENT = 0x80
 NUD_NOARP = 0x40
 NTF_SELF = 0x02
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+IP6_FORWARD = "/proc/sys/net/ipv6/conf/all/forwarding"
+#: ifaddrmsg flag of an address with no lifetime: ours, or the kernel's own link-local; an
+#: address configured from a router advertisement (SLAAC, temporary) lacks it
+IFA_F_PERMANENT = 0x80
+
+
+def address_kept(ad: nlparse.Addr) -> bool:
+    """Whether an address the kernel reports is one the executor models: every IPv4 address,
+    and IPv6 ones that could be ours — not the kernel's own link-local addresses (every link
+    with IPv6 that is not ours has one; ours get none: addr_gen_mode none) other than the
+    router's ``fe80::1``, and not addresses a link configured for itself from router
+    advertisements (they carry a lifetime). Ignoring them keeps a foreign or an older link's
+    kernel-made addresses out of every diff: they are neither desired nor removed."""
+    if ad.address is None:
+        return False
+    if ad.family == socket.AF_INET:
+        return True
+    if ad.family != socket.AF_INET6:
+        return False
+    if ad.address.startswith("fe80:"):
+        return f"{ad.address}/{ad.prefixlen}" == ROUTER_LINK_LOCAL
+    return bool(ad.flags & IFA_F_PERMANENT)
 
 
 @dataclass(frozen=True)
@@ -134,12 +157,11 @@ class Kernel:
         links = links if links is not None else self.read_links()
         by_index = {link.index: link for link in links}
         addrs = []
-        msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET
+        msg = ifaddrmsg()  # AF_UNSPEC: IPv4 and IPv6
         for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
             x = nlparse.addr(d, a, b)
             link = by_index.get(x.ifindex)
-            if link is None or x.address is None or x.family != socket.AF_INET:
+            if link is None or not address_kept(x):
                 continue
             addrs.append(AddrState(link.name, f"{x.address}/{x.prefixlen}", x.broadcast))
         ours_vx = {link.index: link.name for link in links if link.ours and link.kind == "vxlan"}
@@ -160,6 +182,7 @@ class Kernel:
             nat=table,
             nat_intact=intact,
             forwarding=self.read_forwarding(),
+            forwarding_v6=self.read_forwarding_v6(),
         )
 
     def read_learned_macs(self, bridges: set[str]) -> set[str]:
@@ -205,6 +228,18 @@ class Kernel:
 
         return in_netns(self.netns, get)
 
+    def read_forwarding_v6(self) -> bool:
+        """``net.ipv6.conf.all.forwarding`` (False when the host has no IPv6 at all)."""
+
+        def get() -> bool:
+            try:
+                with open(IP6_FORWARD) as f:
+                    return f.read().strip() == "1"
+            except FileNotFoundError:
+                return False
+
+        return in_netns(self.netns, get)
+
     # --- applying ---------------------------------------------------------------------------
 
     def apply(self, ops: tuple[Op, ...], links: list[LinkState] | dict[str, int]) -> list[OpResult]:
@@ -231,7 +266,7 @@ class Kernel:
                 if idx:
                     reqs = [Request(nlencode.del_link(idx), RTM_DELLINK, 0, ok=(errno.ENODEV,))]
             elif isinstance(op, SetLink):
-                reqs = [self._set(op.spec, index)]
+                reqs = self._set(op, index)
             elif isinstance(op, Enslave):
                 body = nlencode.set_link(
                     index.get(op.spec.interface, 0),
@@ -266,7 +301,8 @@ class Kernel:
                     results[pos] = OpResult(op, 0, exc.message)
             elif isinstance(op, SetForwarding):
                 try:
-                    self._write(IP_FORWARD, "1" if op.enabled else "0")
+                    path = IP6_FORWARD if op.version == 6 else IP_FORWARD
+                    self._write(path, "1" if op.enabled else "0")
                 except OSError as exc:
                     results[pos] = OpResult(op, exc.errno or 0, str(exc))
         return [results.get(pos, OpResult(op)) for pos, op in enumerate(ops)]
@@ -282,6 +318,10 @@ class Kernel:
         body = nlencode.new_link(
             idx,
             spec.name,
+            # Created down: the kernel makes a link-local address (and from router
+            # advertisements SLAAC addresses in the tenant's /64, on a compute host's bridge) as
+            # soon as a link with IPv6 comes up. addr_gen_mode none is set before it is up.
+            up=False,
             mtu=spec.mtu,
             # A bridge without an address of its own takes the lowest of its ports' and changes
             # it when ports come and go: instances' ARP caches then point at a MAC that is no
@@ -292,22 +332,32 @@ class Kernel:
             info=_linkinfo(spec, index),
             link=index.get(spec.parent, 0) if spec.kind == "vlan" and spec.parent else None,
         )
-        # ifalias given at creation is silently dropped: set it in a second request, sent in
-        # the same sendmsg so that no crash can leave our link without its mark.
+        # ifalias given at creation is silently dropped: set it in another request, sent in
+        # the same sendmsg (``follows``) so that no crash can leave our link without its mark;
+        # it brings the link up. Between them addr_gen_mode none, a request of its own: a link without IPv6
+        # (disabled on the host) refuses it, which must fail nothing else.
         return [
             Request(body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL),
-            Request(nlencode.set_alias(idx, spec.alias), RTM_NEWLINK, 0),
+            Request(nlencode.set_addr_gen_mode(idx), RTM_NEWLINK, 0, ok=_NO_IPV6, follows=True),
+            Request(nlencode.set_alias(idx, spec.alias, up=True), RTM_NEWLINK, 0, follows=True),
         ]
 
-    def _set(self, spec: LinkSpec, index: dict[str, int]) -> Request:
+    def _set(self, op: SetLink, index: dict[str, int]) -> list[Request]:
+        spec = op.spec
+        idx = index.get(spec.name, 0)
         body = nlencode.set_link(
-            index.get(spec.name, 0),
+            idx,
             alias=spec.alias,
             master=index.get(spec.master, 0) if spec.master else 0,
             mtu=spec.mtu,
             info=_linkinfo(spec, index) if spec.kind == "bridge" else b"",
         )
-        return Request(body, RTM_NEWLINK, 0)
+        out = [Request(body, RTM_NEWLINK, 0)]
+        if "addr_gen_mode" in op.changes:
+            # A link made before IPv6 support: the kernel stops making addresses of its own on
+            # it (those it made stay until the link goes down; the diff ignores them).
+            out.append(Request(nlencode.set_addr_gen_mode(idx), RTM_NEWLINK, 0, ok=_NO_IPV6))
+        return out
 
     def _addr(self, op: AddAddress | DeleteAddress, index: dict[str, int]) -> Request:
         if isinstance(op, AddAddress):
@@ -353,9 +403,14 @@ def links_from(raw: list[nlparse.Link], names: dict[int, str] | None = None) -> 
                 port=x.port,
                 stp=x.stp,
                 forward_delay=x.forward_delay,
+                addr_gen_mode=x.addr_gen_mode,
             )
         )
     return sorted(out)
+
+
+#: errnos of a link that has no IPv6 (EAFNOSUPPORT: IPv6 disabled on it or on the host)
+_NO_IPV6 = (errno.EAFNOSUPPORT,)
 
 
 def bridge_mac() -> str:

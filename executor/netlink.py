@@ -92,13 +92,16 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
 @dataclass
 class Request:
     """One netlink request: its body (the message after the header, executor/nlencode.py);
-    ``ok`` lists errnos that mean "already so" (EEXIST, ENODEV...)."""
+    ``ok`` lists errnos that mean "already so" (EEXIST, ENODEV...); ``follows``: sent in the
+    same ``sendmsg`` as the request before it, whatever the chunk size (a link's creation and
+    its ownership mark: no crash may come between them)."""
 
     body: bytes
     type: int
     flags: int
     ok: tuple[int, ...] = ()
     tag: object = None
+    follows: bool = False
 
 
 class RtSocket:
@@ -226,10 +229,14 @@ class RtSocket:
 
         ``pause`` sleeps between chunks: slow motion for tests that interrupt an apply."""
         results = [0] * len(requests)
-        for start in range(0, len(requests), chunk_size):
+        starts: list[int] = []
+        for i, req in enumerate(requests):
+            if not starts or (i - starts[-1] >= chunk_size and not req.follows):
+                starts.append(i)
+        for start, stop in zip(starts, [*starts[1:], len(requests)], strict=True):
             if start and pause:
                 time.sleep(pause)
-            chunk = requests[start : start + chunk_size]
+            chunk = requests[start:stop]
             by_seq: dict[int, int] = {}
             buf = bytearray()
             for i, req in enumerate(chunk, start):

@@ -1,4 +1,5 @@
-"""NAT as one nftables table of our own, replaced atomically with ``nft -f -``.
+"""NAT (IPv4) and the IPv6 forward filter: nftables tables of our own, replaced atomically in
+one ``nft -f -`` transaction.
 
 The table (``table ip netledger``) holds two maps — floating -> fixed (DNAT in prerouting and
 output) and fixed -> floating (SNAT in postrouting) — and the set of fixed ranges served here:
@@ -10,13 +11,22 @@ Every write is the whole table in one transaction (``table``/``delete table``/de
 way Kubernetes' nftables kube-proxy does it: there is no half-applied state to reason about.
 Read-back (``nft -j list table``) is parsed into the same :class:`NatTable`; a table whose rules
 are not exactly ours (by comment and shape) is reported as not intact and gets replaced.
+
+IPv6 is routed, never NATed (nova-network did not NAT it either; floating IPs stay IPv4):
+``table ip6 netledger`` holds the served /64 of each bridge and one forward rule that drops
+what a bridge sends out from any other source (an instance cannot use another network's
+prefix, nor an address outside its own). It is written in the same transaction as the
+``ip`` table — one ``nft -f -`` — and read back with it. A host without IPv6 networks writes
+the ``ip`` table exactly as before (and makes sure no ``ip6`` table of ours is left).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from typing import Any
 
 import netaddr
@@ -27,6 +37,9 @@ from .model import NAT_TABLE, NatTable
 
 #: Seconds one ``nft`` run may take (a whole table of thousands of rules loads in ~0.05 s).
 NFT_TIMEOUT = 60.0
+
+#: the IPv6 table's only chain and rule
+RULES6 = {"forward": ("v6-spoof",)}
 
 RULES = {
     "prerouting": ("fip-dnat",),
@@ -40,6 +53,13 @@ def _elements(items: list[str]) -> str:
 
 
 def render(t: NatTable) -> str:
+    """The whole transaction: the ``ip`` table (deleted when it has nothing to hold) and the
+    ``ip6`` one (likewise)."""
+    v4 = render_delete4() if t.v4_empty else render4(t)
+    return v4 + (render6(t.routed_v6) if t.routed_v6 else render_delete6())
+
+
+def render4(t: NatTable) -> str:
     dnat = [f"{f} : {x}" for f, x in t.floating]
     snat = [f"{x} : {f}" for f, x in sorted(t.floating, key=lambda p: int(netaddr.IPAddress(p[1])))]
     if t.snat_to:
@@ -73,8 +93,35 @@ def render(t: NatTable) -> str:
     )
 
 
-def render_delete() -> str:
+def render6(routed: tuple[tuple[str, str], ...]) -> str:
+    bridges = sorted({f'"{b}"' for b, _ in routed})
+    elems = [f'"{b}" . {p}' for b, p in routed]
+    return (
+        f"table ip6 {NAT_TABLE}\n"
+        f"delete table ip6 {NAT_TABLE}\n"
+        f"table ip6 {NAT_TABLE} {{\n"
+        "  set bridges {\n    type ifname\n" + _elements(bridges) + "  }\n"
+        "  set routed {\n    type ifname . ipv6_addr\n    flags interval\n"
+        + _elements(elems)
+        + "  }\n"
+        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n"
+        "    iifname @bridges iifname . ip6 saddr != @routed drop"
+        ' comment "v6-spoof"\n  }\n'
+        "}\n"
+    )
+
+
+def render_delete4() -> str:
+    # Declaring the table first makes the delete succeed whether or not it exists.
     return f"table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\n"
+
+
+def render_delete6() -> str:
+    return f"table ip6 {NAT_TABLE}\ndelete table ip6 {NAT_TABLE}\n"
+
+
+def render_delete() -> str:
+    return render_delete4() + render_delete6()
 
 
 def _elem_cidr(e: Any) -> str:
@@ -89,7 +136,7 @@ def _elem_cidr(e: Any) -> str:
 
 
 def parse(doc: dict[str, Any]) -> tuple[NatTable | None, bool]:
-    """``nft -j list table`` output -> (table, intact). (None, True) means no table."""
+    """``nft -j list table ip`` output -> (table, intact). (None, True) means no table."""
     objs = doc.get("nftables", [])
     maps: dict[str, list[Any]] = {}
     sets: dict[str, list[Any]] = {}
@@ -151,6 +198,56 @@ def parse(doc: dict[str, Any]) -> tuple[NatTable | None, bool]:
     return t, intact
 
 
+def _canon6(prefix: Any) -> str:
+    """An nft prefix element as the desired state writes it (RFC 5952 text)."""
+    if not (isinstance(prefix, dict) and "prefix" in prefix):
+        raise ValueError(f"unexpected element {prefix!r}")
+    p = prefix["prefix"]
+    return str(ipaddress.IPv6Network(f"{p['addr']}/{p['len']}"))
+
+
+def parse6(doc: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...] | None, bool]:
+    """``nft -j list table ip6`` output -> (routed /64s by bridge, intact); (None, True): no
+    table."""
+    sets: dict[str, list[Any]] = {}
+    chains: set[str] = set()
+    rules: dict[str, list[dict[str, Any]]] = {}
+    table = maps = False
+    for o in doc.get("nftables", []):
+        if "table" in o:
+            table = True
+        elif "map" in o:
+            maps = True
+        elif "set" in o:
+            sets[o["set"]["name"]] = o["set"].get("elem", [])
+        elif "chain" in o:
+            chains.add(o["chain"]["name"])
+        elif "rule" in o:
+            rules.setdefault(o["rule"]["chain"], []).append(o["rule"])
+    if not table:
+        return None, True
+    try:
+        routed = []
+        for e in sets["routed"]:
+            bridge, prefix = e["concat"]
+            routed.append((str(bridge), _canon6(prefix)))
+        bridges = {str(b) for b in sets["bridges"]}
+    except (KeyError, ValueError, TypeError):
+        return (), False
+    out = tuple(
+        sorted(routed, key=lambda r: (r[0], int(ipaddress.IPv6Network(r[1]).network_address)))
+    )
+    have_rules = {c: tuple(str(r.get("comment")) for r in rules.get(c, [])) for c in RULES6}
+    intact = (
+        not maps
+        and chains == set(RULES6)
+        and have_rules == RULES6
+        and set(sets) == {"bridges", "routed"}
+        and bridges == {b for b, _ in out}
+    )
+    return out, intact
+
+
 def _nft_argv(netns: str | None, *args: str) -> list[str]:
     nft = shutil.which("nft") or "/usr/sbin/nft"
     if netns is None:
@@ -182,10 +279,26 @@ def apply(netns: str | None, text: str) -> None:
         raise NftError(f"nft -f failed: {p.stderr.strip()}", returncode=p.returncode)
 
 
-def read(netns: str | None) -> tuple[NatTable | None, bool]:
-    p = _run(_nft_argv(netns, "-j", "list", "table", "ip", NAT_TABLE))
+def _list(netns: str | None, family: str) -> dict[str, Any] | None:
+    """``nft -j list table FAMILY netledger`` (None: no such table)."""
+    p = _run(_nft_argv(netns, "-j", "list", "table", family, NAT_TABLE))
     if p.returncode != 0:
         if "No such file or directory" in p.stderr or "does not exist" in p.stderr:
-            return None, True
+            return None
         raise NftError(f"nft list failed: {p.stderr.strip()}", returncode=p.returncode)
-    return parse(json.loads(p.stdout))
+    doc: dict[str, Any] = json.loads(p.stdout)
+    return doc
+
+
+def read(netns: str | None) -> tuple[NatTable | None, bool]:
+    """Both tables as one :class:`NatTable` (None, True: neither exists)."""
+    doc4 = _list(netns, "ip")
+    t, intact = parse(doc4) if doc4 is not None else (None, True)
+    doc6 = _list(netns, "ip6")
+    if doc6 is None:
+        return t, intact
+    routed, intact6 = parse6(doc6)
+    routed = routed or ()
+    if t is None:
+        return NatTable(routed_v6=routed), intact and intact6
+    return replace(t, routed_v6=routed), intact and intact6
