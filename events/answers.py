@@ -58,6 +58,7 @@ def result_from_events(state: State, req: Request, events: list[Event]) -> dict[
         if isinstance(e, FixedIpAllocated):
             return {
                 "address": e.address,
+                "address_v6": e.address_v6,
                 "network_id": e.network_id,
                 "instance": e.instance,
                 "mac": e.mac,

@@ -533,7 +533,9 @@ async def test_cli_success_json_shape(world: World, nats_url: str) -> None:
         nats_url, "--json", "fixed-ip", "allocate", "--instance", "vm-cli", "--project", "pa"
     )
     assert status == 0, err
-    assert set(json.loads(out)) == {"address", "network_id", "instance", "mac", "host"}
+    answer = json.loads(out)
+    assert set(answer) == {"address", "address_v6", "network_id", "instance", "mac", "host"}
+    assert answer["address_v6"] is None  # the world's networks are IPv4 only
 
 
 @pytest.mark.parametrize(
