@@ -104,6 +104,16 @@ class Request:
     follows: bool = False
 
 
+def chunks(requests: list[Request], size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each ``sendmsg``: ``size`` requests, more when the next ones
+    ``follow`` the last (never split)."""
+    starts: list[int] = []
+    for i, req in enumerate(requests):
+        if not starts or (i - starts[-1] >= size and not req.follows):
+            starts.append(i)
+    return list(zip(starts, [*starts[1:], len(requests)], strict=False))
+
+
 class RtSocket:
     def __init__(self, netns: str | None = None, timeout: float = RECV_TIMEOUT) -> None:
         self.netns = netns
@@ -229,11 +239,7 @@ class RtSocket:
 
         ``pause`` sleeps between chunks: slow motion for tests that interrupt an apply."""
         results = [0] * len(requests)
-        starts: list[int] = []
-        for i, req in enumerate(requests):
-            if not starts or (i - starts[-1] >= chunk_size and not req.follows):
-                starts.append(i)
-        for start, stop in zip(starts, [*starts[1:], len(requests)], strict=True):
+        for start, stop in chunks(requests, chunk_size):
             if start and pause:
                 time.sleep(pause)
             chunk = requests[start:stop]

@@ -178,6 +178,57 @@ async def test_drift_is_seen_by_notification_and_repaired(
         await stop(ex, task)
 
 
+async def test_ipv6_followed_by_notification_and_incremental_passes(
+    world: Lab, conn: Connection, service: CommandService
+) -> None:
+    """IPv6 through the running executor's path (cache, incremental passes): the v6 gateway
+    removed by hand comes back by notification, a kernel-made link-local on one of our links is
+    ignored, and a full pass afterwards finds nothing to do."""
+    ns, other = world.ns("v6"), world.ns("v6o")
+    world.wire(ns, "eth1", other, "eth1")
+    c = Client(conn)
+    [net] = await c.create_networks(
+        label="d6", cidr="10.78.0.0/24", cidr_v6="fd00:78::/64", mode="vxlan", vni_start=780,
+        network_host=HOST,
+    )  # fmt: skip
+    [only6] = await c.create_networks(
+        label="o6", cidr_v6="fd00:77::/64", mode="vxlan", vni_start=770, network_host=HOST
+    )
+    await c.allocate_fixed_ip("vm", network_id=net["id"], host=HOST)
+    ex, task = await running(conn, ns)
+    try:
+        await settled(ex, conn)
+        br = net["bridge"]
+
+        def v6(dev: str) -> str:
+            return sh("ip", "-n", ns, "-6", "addr", "show", "dev", dev).stdout
+
+        assert "fd00:78::1/64" in v6(br) and "fe80::1/64" in v6(br)
+        sweeps = ex.cache.resyncs if ex.cache else 0
+        # joined later: an incremental pass
+        await c.allocate_fixed_ip("vm6", network_id=only6["id"], host=HOST)
+        await settled(ex, conn)
+        assert "fd00:77::1/64" in v6(only6["bridge"])
+        assert "10.78" not in sh("ip", "-n", ns, "addr", "show", only6["bridge"]).stdout
+
+        sh("ip", "-n", ns, "addr", "del", "fd00:78::1/64", "dev", br)
+        deadline = time.monotonic() + 20
+        while "fd00:78::1/64" not in await asyncio.to_thread(v6, br):
+            assert time.monotonic() < deadline, "the IPv6 gateway was not re-added"
+            await asyncio.sleep(0.05)
+        # an address the kernel would make for itself: not ours to remove, nor to want
+        sh("ip", "-n", ns, "addr", "add", "fe80::abcd/64", "dev", br)
+        await asyncio.sleep(0.3)
+        await settled(ex, conn)
+        assert "fe80::abcd/64" in v6(br)
+        assert ex.cache is not None and ex.cache.resyncs == sweeps
+        assert await asyncio.to_thread(full_diff, ex, ns) == ()
+        fwd = sh("ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv6.conf.all.forwarding")
+        assert fwd.stdout.strip() == "1"
+    finally:
+        await stop(ex, task)
+
+
 def test_an_overrun_makes_the_cache_read_the_kernel_again(world: Lab) -> None:
     ns = world.ns("ovr")
     cache = KernelCache(ns, rcvbuf=4096)  # a tiny buffer: a burst overruns it

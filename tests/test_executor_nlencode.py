@@ -112,3 +112,59 @@ def test_flood_requests_are_pyroute2s_bytes() -> None:
     m["flags"] = 0x02
     m["attrs"] = [("NDA_LLADDR", "00:00:00:00:00:00"), ("NDA_DST", "192.0.2.20")]
     assert nlencode.flood(6, "192.0.2.20", "00:00:00:00:00:00") == body(m)
+
+
+# --- IPv6 (issue 14) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mine", "ref"),
+    [
+        (
+            nlencode.new_link(5, "br6", up=False, address="02:aa:bb:cc:dd:ee",
+                              info=nlencode.linkinfo("bridge", nlencode.bridge_data())),
+            link_msg(5, False, [("IFLA_IFNAME", "br6"), ("IFLA_ADDRESS", "02:aa:bb:cc:dd:ee"),
+                                info("bridge", BRIDGE)]),
+        ),
+        (
+            nlencode.new_link(6, "vx9", master=5, up=False, info=nlencode.linkinfo(
+                "vxlan", nlencode.vxlan_data(9, "2001:db8::7", 2, 4789))),
+            link_msg(6, False, [("IFLA_IFNAME", "vx9"), ("IFLA_MASTER", 5), info("vxlan", [
+                ("IFLA_VXLAN_ID", 9), ("IFLA_VXLAN_LOCAL6", "2001:db8::7"),
+                ("IFLA_VXLAN_LINK", 2), ("IFLA_VXLAN_PORT", 4789)])]),
+        ),
+        (
+            nlencode.set_alias(5, "netledger:3", up=True),
+            link_msg(5, True, [("IFLA_IFALIAS", "netledger:3")]),
+        ),
+        (
+            nlencode.set_addr_gen_mode(5),
+            link_msg(5, False, [("IFLA_AF_SPEC", {"attrs": [
+                ("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]})]})]),
+        ),
+    ],
+)  # fmt: skip
+def test_ipv6_link_requests_are_pyroute2s_bytes(mine: bytes, ref: Any) -> None:
+    assert mine == body(ref)
+
+
+@pytest.mark.parametrize("cidr", ["2001:db8:0:1::1/64", "fe80::1/64"])
+def test_ipv6_address_requests_are_pyroute2s_bytes(cidr: str) -> None:
+    ip, plen = cidr.split("/")
+    m = ifaddrmsg()
+    m["family"] = socket.AF_INET6
+    m["prefixlen"] = int(plen)
+    m["flags"] = 0x02  # IFA_F_NODAD
+    m["index"] = 5
+    m["attrs"] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
+    assert nlencode.addr(5, cidr) == body(m)
+
+
+def test_ipv6_flood_requests_are_pyroute2s_bytes() -> None:
+    m = ndmsg()
+    m["family"] = 7
+    m["ifindex"] = 6
+    m["state"] = 0x80
+    m["flags"] = 0x02
+    m["attrs"] = [("NDA_LLADDR", "00:00:00:00:00:00"), ("NDA_DST", "2001:db8::20")]
+    assert nlencode.flood(6, "2001:db8::20", "00:00:00:00:00:00") == body(m)
