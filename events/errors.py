@@ -207,6 +207,23 @@ class ConflictRetriesExhausted(Unavailable):
     code = "conflict_retries_exhausted"
 
 
+class LogUnavailable(Unavailable):
+    """The log cannot take this write now: JetStream disabled or without quorum, the stream in
+    a failed state, or no acknowledgement in time. Details: ``reason`` (the server's own words
+    when it gave any) and ``outcome`` — ``not_applied`` (refused before anything was stored)
+    or ``unknown`` (the append may have landed). Retrying with the same command id is safe
+    either way: a command is never applied twice."""
+
+    code = "log_unavailable"
+
+
+class LogStorageFull(LogUnavailable):
+    """The log's storage is full, or below the free-space reserve kept so that it never
+    fills (details: ``free_bytes``, ``reserve_bytes``, ``store``). Reads keep working."""
+
+    code = "log_storage_full"
+
+
 class DecodeError(NetledgerError):
     """A message on the stream could not be decoded (recorded and skipped by readers)."""
 

@@ -43,6 +43,7 @@ from .errors import (
     DecodeError,
     Forbidden,
     LogRegression,
+    LogUnavailable,
     NetledgerError,
     RequestTooLarge,
     ValidationError,
@@ -57,6 +58,7 @@ from .ids import (
     parse_command_subject,
 )
 from .liveness import HeartbeatBook
+from .loghealth import LogHealth
 from .placement import backfill, companions, unchecked
 from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
 from .reclaim import FixedIpReclaimSweep, Heartbeats
@@ -78,6 +80,9 @@ from .stream import (
 log = logging.getLogger("netledger.service")
 
 QUEUE_GROUP = "netledger-command"
+#: Seconds an append may take before the command is answered ``log_unavailable`` (the
+#: client's own deadline is far longer: a stuck log must not look like a missing service)
+APPEND_BUDGET_S = 3.0
 MAX_CONFLICT_RETRIES = 64
 #: Commands whose first answer a retry gets (older retries are decided again: an allocation
 #: then still finds the instance's address by its natural key).
@@ -95,6 +100,7 @@ class Rejected:
 class _Job:
     req: Request
     fut: asyncio.Future[dict[str, Any]]
+    queued: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -124,8 +130,13 @@ class CommandService:
         reclaim_grace: float | None = None,
         reclaim_interval: float = 30.0,
         snapshots: SnapshotPolicy | None = None,
+        health: LogHealth | None = None,
+        append_budget: float = APPEND_BUDGET_S,
     ) -> None:
         self.conn = conn
+        #: whether the log takes writes (shared with serve's storage watcher, which keeps the
+        #: verdict current: a command reads it, never asks the server)
+        self.health = health if health is not None else LogHealth()
         self.release_timeout = release_timeout
         self.reap_interval = reap_interval
         self._reaper: asyncio.Task[None] | None = None
@@ -162,7 +173,7 @@ class CommandService:
                 seen=lambda: self.seen,
                 applied_seq=self._settled_seq,
             )
-        self.appender = Appender(conn)
+        self.appender = Appender(conn, budget=append_budget, health=self.health)
         self.stats = Stats()
         self._lanes: dict[str, asyncio.Queue[_Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -337,6 +348,9 @@ class CommandService:
                 seq = 0  # the log moved under us: the next start backfills what is missing
             except MaybeApplied:
                 seq = 0  # a replica starting with us wrote the same ids: nothing twice
+            except LogUnavailable as err:
+                log.warning("placements not recorded now (%s): the next start does it", err)
+                return
             if seq:
                 await self.follower.wait_for(seq)
 
@@ -489,6 +503,10 @@ class CommandService:
             )
 
     async def _submit(self, req: Request) -> dict[str, Any]:
+        if self.health.refusing is not None and req.command_id not in self.seen:
+            # The log cannot take writes: answer at once with why (a retry of a command
+            # already applied still gets its answer, from the fold).
+            self.health.check()
         lane = self._lane_for(req)
         q = self._lanes.get(lane)
         if q is None:
@@ -540,6 +558,11 @@ class CommandService:
                     jobs.append(nxt)
             try:
                 await self._decide_and_append(jobs)
+            except LogUnavailable as err:
+                # The log's trouble (its health logged it once): every waiting job hears why.
+                for j in jobs:
+                    if not j.fut.done():
+                        j.fut.set_exception(err)
             except Exception as exc:
                 log.exception("lane %s failed", lane)
                 for j in jobs:
@@ -569,6 +592,10 @@ class CommandService:
                 prior = self._already_applied(job.req)
                 if prior is not None:
                     job.fut.set_result(prior)
+                    continue
+                trouble = self._log_trouble(job)
+                if trouble is not None:
+                    job.fut.set_exception(trouble)
                     continue
                 try:
                     d = decide(self.state, job.req, pending)
@@ -621,6 +648,23 @@ class CommandService:
         for j in jobs:
             if not j.fut.done():
                 j.fut.set_exception(exhausted)
+
+    def _log_trouble(self, job: _Job) -> LogUnavailable | None:
+        """Why ``job`` is answered without trying to append: the log refuses writes now, or
+        appends are failing and it has waited long enough that another try would take it past
+        its answer budget (a command answers within about 1.5 budgets, never the client's
+        deadline)."""
+        h = self.health
+        if h.refusing is None and h.failing is None:
+            return None
+        err = h.refusing
+        if err is None and time.monotonic() - job.queued > self.appender.budget_or(0) / 2:
+            err = h.failing
+        if err is None:
+            return None
+        if h.refusing is not None:
+            h.refused += 1
+        return type(err)(err.message, **err.details)
 
     async def _append_batch(
         self, envelopes: list[Envelope], decided: list[tuple[_Job, Decision]]

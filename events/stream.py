@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -30,8 +30,12 @@ from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from .codec import Envelope, decode, encode
-from .errors import DecodeError, LogRegression, Unavailable
+from .errors import DecodeError, LogRegression, LogStorageFull, LogUnavailable, Unavailable
 from .ids import ALL_EVENTS, REGISTRY_SUBJECT, STREAM
+from .loghealth import ERR_BATCH_DUPLICATE, ERR_WRONG_LAST_SEQ, NO_ANSWER, NO_STREAM, log_error
+
+if TYPE_CHECKING:
+    from .loghealth import LogHealth
 
 log = logging.getLogger("netledger.stream")
 T = TypeVar("T")
@@ -39,8 +43,6 @@ T = TypeVar("T")
 EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MSG_ID = "Nats-Msg-Id"
-ERR_WRONG_LAST_SEQ = 10071
-ERR_BATCH_DUPLICATE = 10201
 MAX_BATCH = 1000
 DUPLICATE_WINDOW_S = 120.0
 FOLLOW_HEARTBEAT_S = 1.0
@@ -287,12 +289,32 @@ def build_messages(envelopes: list[Envelope]) -> list[Outgoing]:
 
 
 class Appender:
-    """Appends decisions with optimistic concurrency, one message or one atomic batch."""
+    """Appends decisions with optimistic concurrency, one message or one atomic batch.
 
-    def __init__(self, conn: Connection, publish_timeout: float = 5.0, attempts: int = 8) -> None:
+    With a ``budget`` (seconds) an append that the log refuses or does not acknowledge ends
+    within it with :class:`LogUnavailable` / :class:`LogStorageFull` (a command answers fast
+    and says why); without one, failures without an answer are retried ``attempts`` times
+    (then :class:`MaybeApplied`). A refusal that names a cause is never retried. ``health``
+    (events/loghealth.py) hears of every failure and of the first success after one.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        publish_timeout: float = 5.0,
+        attempts: int = 8,
+        *,
+        budget: float | None = None,
+        health: LogHealth | None = None,
+    ) -> None:
         self.conn = conn
         self.publish_timeout = publish_timeout
         self.attempts = attempts
+        self.budget = budget
+        self.health = health
+
+    def budget_or(self, default: float) -> float:
+        return self.budget if self.budget is not None else default
 
     async def append(
         self,
@@ -303,20 +325,46 @@ class Appender:
         """Append ``messages``; return the stream sequence of the last one.
 
         ``expected`` maps each subject written to the last subject sequence the decision was
-        based on; a subject missing from it is appended without a check (placements). Raises :class:`WrongLastSequence` on a conflict, :class:`MaybeApplied` when a
-        retry cannot tell whether an earlier attempt landed.
+        based on; a subject missing from it is appended without a check (placements). Raises
+        :class:`WrongLastSequence` on a conflict, :class:`MaybeApplied` when a retry cannot
+        tell whether an earlier attempt landed, :class:`LogUnavailable` (or its
+        :class:`LogStorageFull`) when the log cannot take it.
         """
+        try:
+            seq = await self._append(messages, expected, guard)
+        except LogUnavailable as err:
+            if self.health is not None:
+                self.health.append_failed(err)
+            raise
+        if self.health is not None and self.health.failing is not None:
+            self.health.append_ok()
+        return seq
+
+    async def _append(
+        self,
+        messages: list[Outgoing],
+        expected: dict[str, int],
+        guard: tuple[str, int] | None,
+    ) -> int:
         if not messages:
             raise ValueError("nothing to append")
         if len(messages) > MAX_BATCH:
             raise ValueError(f"a decision may hold at most {MAX_BATCH} events")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        end = None if self.budget is None else t0 + self.budget
         retried = False
         delay = 0.05
-        for attempt in range(self.attempts):
+        attempt = 0
+        while True:
+            attempt += 1
+            timeout = self.publish_timeout
+            if end is not None:
+                timeout = max(0.05, min(timeout, end - loop.time()))
             try:
                 if len(messages) == 1 and guard is None:
-                    return await self._publish_one(messages[0], expected)
-                return await self._publish_batch(messages, expected, guard)
+                    return await self._publish_one(messages[0], expected, timeout)
+                return await self._publish_batch(messages, expected, guard, timeout)
             except BadRequestError as exc:
                 if exc.err_code == ERR_WRONG_LAST_SEQ:
                     if retried and await self._landed(messages):
@@ -324,27 +372,49 @@ class Appender:
                     raise WrongLastSequence(exc.description or "") from None
                 if exc.err_code == ERR_BATCH_DUPLICATE:
                     raise MaybeApplied(exc.description or "") from None
-                raise
-            except APIError:
-                raise
-            except (
-                TimeoutError,
-                nats.errors.TimeoutError,
-                nats.errors.NoRespondersError,
-                nats.errors.ConnectionClosedError,
-                nats.errors.ConnectionReconnectingError,
-                nats.js.errors.NoStreamResponseError,
-                nats.errors.OutboundBufferLimitError,
-            ) as exc:
-                log.info(
-                    "append attempt %d failed (%s); retrying with the same ids",
-                    attempt + 1,
-                    exc.__class__.__name__,
-                )
-                retried = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        raise MaybeApplied("no acknowledgement after retries")
+                raise _mapped(exc) from None
+            except APIError as exc:
+                err = _mapped(exc)
+                # A 503 without a named cause may be a leader election: worth the budget left.
+                if (
+                    isinstance(err, LogStorageFull)
+                    or exc.code != 503
+                    or end is None
+                    or loop.time() + delay >= end
+                ):
+                    raise err from None
+                last: BaseException = exc
+            except (*NO_ANSWER, *NO_STREAM) as exc:
+                last = exc
+                if end is None and attempt >= self.attempts:
+                    raise MaybeApplied("no acknowledgement after retries") from None
+                if end is not None and loop.time() + delay >= end:
+                    raise await self._no_answer(exc, loop.time() - t0) from None
+            log.info(
+                "append attempt %d failed (%s); retrying with the same ids",
+                attempt,
+                last.__class__.__name__,
+            )
+            retried = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _no_answer(self, exc: BaseException, waited: float) -> LogUnavailable:
+        """The error for an append that got no answer within the budget: the health's
+        diagnosis (free space, a latched store) when it has one, else what was seen."""
+        err = log_error(exc, waited)
+        assert err is not None
+        diagnose = self.health.diagnose if self.health is not None else None
+        if diagnose is not None:
+            try:
+                cause = await asyncio.wait_for(diagnose(), 1.0)
+            except Exception as e:  # a diagnosis must not hide the failure itself
+                log.debug("diagnosing an append without answer failed: %s", e)
+                cause = None
+            if cause is not None:
+                cause.details.setdefault("outcome", err.details.get("outcome"))
+                return cause
+        return err
 
     async def _landed(self, messages: list[Outgoing]) -> bool:
         """Lost-ack check: is our last message the subject's last message?"""
@@ -355,7 +425,7 @@ class Appender:
             return False
         return bool(m.headers and m.headers.get(MSG_ID) == last.msg_id)
 
-    async def _publish_one(self, m: Outgoing, expected: dict[str, int]) -> int:
+    async def _publish_one(self, m: Outgoing, expected: dict[str, int], timeout: float) -> int:
         headers = {MSG_ID: m.msg_id}
         if m.subject in expected:
             headers[EXPECTED_SUBJECT_SEQ] = str(expected[m.subject])
@@ -363,7 +433,7 @@ class Appender:
             m.subject,
             m.data,
             stream=self.conn.stream,
-            timeout=self.publish_timeout,
+            timeout=timeout,
             headers=headers,
         )
         return int(ack.seq)
@@ -372,7 +442,8 @@ class Appender:
         self,
         messages: list[Outgoing],
         expected: dict[str, int],
-        guard: tuple[str, int] | None = None,
+        guard: tuple[str, int] | None,
+        timeout: float,
     ) -> int:
         """``guard`` = (subject, seq): the commit also checks a subject the batch does not
         write (``Nats-Expected-Last-Subject-Sequence-Subject``); it rides on the last message,
@@ -398,7 +469,7 @@ class Appender:
                     m.subject,
                     m.data,
                     stream=self.conn.stream,
-                    timeout=self.publish_timeout,
+                    timeout=timeout,
                     headers=headers,
                 )
                 return int(ack.seq)
@@ -406,6 +477,12 @@ class Appender:
             # for a reply to the first message would only add a round trip.
             await nc.publish(m.subject, m.data, headers=headers)
         raise AssertionError("unreachable")
+
+
+def _mapped(exc: APIError) -> LogUnavailable:
+    err = log_error(exc)
+    assert err is not None
+    return err
 
 
 # --- following -----------------------------------------------------------------------------

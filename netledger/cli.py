@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from netledger.config import ENV_PREFIX, config_option
+from netledger.config import ENV_PREFIX, RESERVE, Reserve, config_option
 from netledger.duration import DURATION
 from netledger.events.codec import Actor
 from netledger.events.errors import NetledgerError
@@ -265,6 +265,32 @@ def cli(
     help="Fold the whole log from sequence 1 instead of starting from the newest snapshot"
     " (new snapshots are still written).",
 )
+@click.option(
+    "--storage-reserve",
+    type=RESERVE,
+    default="5%",
+    show_default=True,
+    help="Free space kept on the embedded server's store: below it new commands are refused"
+    " with log_storage_full (reads, audit and replay keep working) until space is freed."
+    " Bytes (512MiB, 2G) or a percentage of the filesystem; also applied to JetStream's"
+    " storage limit when it has one (any server). 0: no reserve.",
+)
+@click.option(
+    "--storage-check-interval",
+    type=DURATION,
+    default=1.0,
+    show_default=True,
+    help="How often the store's free space and JetStream's usage are checked (e.g. 1s).",
+)
+@click.option(
+    "--nats-restarts",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Restarts (with backoff) of the embedded nats-server to heal a stream latched in a"
+    " write error, once space is back; then serve gives up and says so. A --nats server is"
+    " never restarted.",
+)
 @metrics_port_option
 @pass_settings
 def serve(
@@ -281,6 +307,9 @@ def serve(
     snapshot_every: int,
     snapshot_min_interval: float,
     ignore_snapshots: bool,
+    storage_reserve: Reserve,
+    storage_check_interval: float,
+    nats_restarts: int,
     metrics_port: int | None,
 ) -> None:
     """Run the command service (and a projector) — with its own nats-server unless --nats is given.
@@ -313,6 +342,9 @@ def serve(
                 min_interval=snapshot_min_interval,
                 load=not ignore_snapshots,
             ),
+            storage_reserve=storage_reserve,
+            storage_interval=storage_check_interval,
+            nats_restarts=nats_restarts,
         ),
     )
 

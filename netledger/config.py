@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -287,3 +289,71 @@ def envvar_of(param: click.Option, command_path: list[str]) -> str | None:
         return None
     prefix = "_".join([ENV_PREFIX, *(c.upper().replace("-", "_") for c in command_path)])
     return f"{prefix}_{param.name.upper()}"
+
+
+# --- value types of options ------------------------------------------------------------------
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Free space kept back: ``nbytes`` or ``percent`` of the filesystem (or JetStream limit)."""
+
+    nbytes: int | None = None
+    percent: float | None = None
+
+    def of(self, total: int) -> int:
+        if self.percent is not None:
+            return int(total * self.percent / 100)
+        return int(self.nbytes or 0)
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else f"{self.nbytes}"
+
+
+def parse_reserve(text: str | int) -> Reserve:
+    """``"5%"``, ``"512MiB"``, ``"2G"``, ``"1048576"`` (bytes), ``"0"`` (no reserve)."""
+    s = str(text).strip().lower().replace(" ", "")
+    if s.endswith("%"):
+        try:
+            pct = float(s[:-1])
+        except ValueError:
+            raise ValueError(f"{text!r}: not a percentage") from None
+        if not 0 <= pct < 100:
+            raise ValueError(f"{text!r}: a percentage from 0 to 99")
+        return Reserve(percent=pct)
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", s)
+    if m is None or m.group(2) not in _UNITS:
+        raise ValueError(f"{text!r}: give bytes (512MiB, 2G, 1048576) or a percentage (5%)")
+    return Reserve(nbytes=int(float(m.group(1)) * _UNITS[m.group(2)]))
+
+
+class ReserveType(click.ParamType):  # type: ignore[type-arg]
+    name = "SIZE|PCT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Reserve):
+            return value
+        try:
+            return parse_reserve(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+RESERVE = ReserveType()

@@ -10,12 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from netledger.events.errors import NetledgerError
+from netledger.events.loghealth import LogHealth
 from netledger.events.service import CommandService
 from netledger.events.snapshotter import SnapshotPolicy
 from netledger.events.stream import connect, ensure_stream
 from netledger.locate import remove_pointer, write_pointer
 from netledger.natsserver import EmbeddedNats, find_nats_server, server_version
 from netledger.status import StatusResponder
+from netledger.storage import (
+    DEFAULT_INTERVAL,
+    DEFAULT_RESERVE,
+    DEFAULT_RESTARTS,
+    Reserve,
+    StorageWatcher,
+    parse_reserve,
+)
 
 log = logging.getLogger("netledger.serve")
 
@@ -37,6 +46,9 @@ async def serve_forever(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     snapshots: SnapshotPolicy | None = None,
+    storage_reserve: Reserve | None = None,
+    storage_interval: float = DEFAULT_INTERVAL,
+    nats_restarts: int = DEFAULT_RESTARTS,
 ) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,13 +80,31 @@ async def serve_forever(
         conn = await connect(nats_url, name="netledger-serve", **(connect_kwargs or {}))
         try:
             await ensure_stream(conn, replicas=replicas)
+            health = LogHealth()
             service = CommandService(
                 conn,
                 release_timeout=release_timeout,
                 reclaim_grace=reclaim_after,
                 snapshots=snapshots if snapshots is not None else SnapshotPolicy(),
+                health=health,
             )
-            await service.start()
+            # Watching the store starts before the service: a start on a full disk refuses
+            # writes from the first command on.
+            watcher = StorageWatcher(
+                health,
+                conn,
+                reserve=storage_reserve or parse_reserve(DEFAULT_RESERVE),
+                server=server,
+                interval=storage_interval,
+                max_restarts=nats_restarts,
+                seen_seq=lambda: service.follower.highest_seen,
+            )
+            await watcher.start()
+            try:
+                await service.start()
+            except BaseException:
+                await watcher.close()
+                raise
             responder = StatusResponder.for_service(conn, service)
             await responder.start()
             from netledger.metrics import observe
@@ -121,6 +151,7 @@ async def serve_forever(
                 await observability.aclose()
                 await responder.close()
                 await service.close()
+                await watcher.close()
         finally:
             await conn.close()
     finally:

@@ -78,6 +78,8 @@ def service_stats(service: Any) -> dict[str, Any]:
         "rejected": service.rejected_total,
         "ready_seconds": getattr(service, "ready_seconds", None),
         "snapshots": service.snapshotter.stats.as_dict() if service.snapshotter else None,
+        # whether the log takes writes, why not, the store's usage, restarts (issue 16)
+        "log": service.health.as_dict() if getattr(service, "health", None) else None,
     }
 
 
@@ -502,6 +504,19 @@ async def gather(
     }
 
 
+def log_problems(service: dict[str, Any]) -> list[str]:
+    """A replica's log trouble (its ``log``: events/loghealth.py), one sentence."""
+    lg = service.get("log")
+    if not isinstance(lg, dict) or lg.get("state") in (None, "ok"):
+        return []
+    who = f"{service.get('component')} {service.get('id')}"
+    code = f" [{lg['code']}]" if lg.get("code") else ""
+    state = str(lg["state"])
+    if lg.get("writable", True):
+        return [f"{who}: appends to the log fail{code}: {lg.get('reason')}"]
+    return [f"{who} refuses writes ({state}){code}: {lg.get('reason')}"]
+
+
 def problems_of(
     stream: dict[str, Any],
     services: list[dict[str, Any]],
@@ -522,6 +537,7 @@ def problems_of(
     for s in services:
         if s["lagging"]:
             out.append(f"{s['component']} {s['id']} is {s['lag']} sequences behind")
+        out += log_problems(s)
     for p in projectors:
         if p.get("error"):
             out.append(f"projector {p['db']}: {p['error']}")
