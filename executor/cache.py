@@ -182,6 +182,11 @@ class KernelCache:
                 if exc.errno == errno.ENOBUFS:
                     self.overruns += 1
                     log.warning("netlink notifications overran: reading the kernel again")
+                    # What is queued predates the dump below: dropped. Above all the queue must
+                    # have room for what changes during the dump — while it stays full the
+                    # kernel drops those silently (one ENOBUFS per congestion), and the dump
+                    # alone would miss them.
+                    self._drain(sock)
                 else:
                     log.warning("netlink notification socket: %s; reading the kernel again", exc)
                     time.sleep(0.1)
@@ -195,6 +200,21 @@ class KernelCache:
                 self._busy = False
                 with self._applied:
                     self._applied.notify_all()
+
+    @staticmethod
+    def _drain(sock: socket.socket) -> None:
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    sock.recv(1 << 20)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        return
+        finally:
+            sock.settimeout(POLL_S)
 
     def _safe_resync(self) -> None:
         try:

@@ -47,6 +47,7 @@ def world() -> Iterator[DhcpLab]:
 
 
 def addresses6(ns: str, dev: str, scope: str = "global") -> list[str]:
+    """Usable addresses: not still tentative (duplicate address detection takes a second)."""
     p = sh("ip", "-n", ns, "-j", "-6", "addr", "show", "dev", dev, "scope", scope, check=False)
     if p.returncode != 0:
         return []
@@ -55,7 +56,7 @@ def addresses6(ns: str, dev: str, scope: str = "global") -> list[str]:
         f"{a['local']}/{a['prefixlen']}"
         for link in out
         for a in link.get("addr_info", [])
-        if "local" in a
+        if "local" in a and not a.get("tentative")
     )
 
 
@@ -264,6 +265,23 @@ async def test_dual_stack_vxlan_slaac_two_hosts(
     assert ping6(va, ib["address_v6"]), "instances on two hosts cannot reach each other"
     assert ping6(vb, gw6), "the instance on the compute host cannot reach the gateway"
     assert ping6(va, gw6)
+
+    # Routed, not NATed: the outside reaches the instance by its own address; a source outside
+    # its /64 is not let out (table ip6 netledger).
+    out = world.ns("out")
+    world.wire(ha, "pub0", out, "eth0")
+    sh("ip", "-n", ha, "addr", "add", "fd00:ff::1/64", "dev", "pub0", "nodad")
+    sh("ip", "-n", out, "addr", "add", "fd00:ff::2/64", "dev", "eth0", "nodad")
+    sh("ip", "-n", out, "route", "add", "fd00:71::/64", "via", "fd00:ff::1")
+    assert ping6(vb, "fd00:ff::2"), "the instance's own prefix is not routed out"
+    assert ping6(out, ib["address_v6"]), "the outside does not reach the instance"
+    sh("ip", "-n", vb, "addr", "add", "fd00:99::5/128", "dev", "eth0", "nodad")
+    sh("ip", "-n", out, "route", "add", "fd00:99::/64", "via", "fd00:ff::1")
+    spoofed = ns_exec(
+        vb, "busybox", "ping", "-6", "-c", "2", "-W", "1", "-I", "fd00:99::5", "fd00:ff::2",
+        check=False,
+    )  # fmt: skip
+    assert spoofed.returncode != 0, "a source outside the network's /64 was let out"
 
     # Deallocated: the compute host drops the network; then the network host too.
     await c.deallocate_fixed_ip("vm-b", network_id=net["id"])
