@@ -189,6 +189,8 @@ class _Watched:
         projected = CounterMetricFamily(
             "netledger_projector_events", "Events applied to the projection.", labels=["db"]
         )
+        log_metrics = _log_families()
+        log_seen = False
         totals: dict[str, int] = {}
         conflicts_n = batches_n = batched_n = rejected_n = 0
         applied_seq = 0
@@ -201,6 +203,10 @@ class _Watched:
             batched_n += st.batched_events
             rejected_n += svc.rejected_total
             applied_seq = max(applied_seq, svc.follower.applied_seq)
+            health = getattr(svc, "health", None)
+            if health is not None and not log_seen:
+                log_seen = True  # one process, one log: the first replica speaks for it
+                _add_log(log_metrics, health)
         for key, n in sorted(totals.items()):
             name, _, outcome = key.rpartition(":")
             commands.add_metric([name, outcome], n)
@@ -210,11 +216,69 @@ class _Watched:
         if self.services:
             rejected.add_metric(["service"], rejected_n)
             applied.add_metric(["service"], applied_seq)
+        paused = GaugeMetricFamily(
+            "netledger_projector_disk_full",
+            "1 while a projector is stopped at its last commit because its disk is full.",
+            labels=["db"],
+        )
         for db, p in list(self.projectors.items()):
             rejected.add_metric([f"projector:{db}"], p.rejected)
             applied.add_metric([f"projector:{db}"], p.last_seq)
             projected.add_metric([db], p.events)
-        yield from (commands, conflicts, batches, batched, rejected, applied, projected)
+            paused.add_metric([db], 1 if getattr(p, "paused", None) else 0)
+        yield from (commands, conflicts, batches, batched, rejected, applied, projected, paused)
+        yield from log_metrics.values()
+
+
+#: the states of the log's health (events/loghealth.py), one 0/1 series each
+LOG_STATES = ("ok", "storage_low", "latched", "restarting", "gave_up", "failing")
+#: the store's sample (netledger/storage.py) -> metric name
+_STORE_GAUGES = {
+    "free_bytes": "netledger_log_store_free_bytes",
+    "total_bytes": "netledger_log_store_size_bytes",
+    "reserve_bytes": "netledger_log_store_reserve_bytes",
+    "js_used_bytes": "netledger_log_jetstream_used_bytes",
+    "js_limit_bytes": "netledger_log_jetstream_limit_bytes",
+}
+
+
+def _log_families() -> dict[str, Any]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    out: dict[str, Any] = {
+        "state": GaugeMetricFamily(
+            "netledger_log_state",
+            "Whether the log takes writes: 1 for the current state (ok, storage_low, latched,"
+            " restarting, gave_up, failing).",
+            labels=["state"],
+        ),
+        "refused": CounterMetricFamily(
+            "netledger_log_refused_commands",
+            "Commands answered log_storage_full / log_unavailable without trying to append.",
+        ),
+        "failed": CounterMetricFamily(
+            "netledger_log_failed_appends", "Appends the log refused or did not acknowledge."
+        ),
+        "restarts": CounterMetricFamily(
+            "netledger_log_nats_restarts",
+            "Restarts of the embedded nats-server to heal a stream latched in a write error.",
+        ),
+    }
+    for key, name in _STORE_GAUGES.items():
+        out[key] = GaugeMetricFamily(name, f"The log's store: {key.replace('_', ' ')}.")
+    return out
+
+
+def _add_log(families: dict[str, Any], health: Any) -> None:
+    for state in LOG_STATES:
+        families["state"].add_metric([state], 1 if health.state == state else 0)
+    families["refused"].add_metric([], health.refused)
+    families["failed"].add_metric([], health.failed_appends)
+    families["restarts"].add_metric([], health.restarts)
+    for key in _STORE_GAUGES:
+        value = health.store.get(key)
+        if isinstance(value, int):
+            families[key].add_metric([], value)
 
 
 # --- the process-wide instance and the hooks -----------------------------------------------

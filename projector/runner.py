@@ -29,7 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import errno
 import logging
+import os
+import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,11 @@ DEFAULT_BATCH = 2000
 #: more than the writer does while a new consumer is created (milliseconds). Each pause costs a
 #: consumer and re-reads what nats-py had buffered, so not too small either.
 QUEUE_SIZE = 20_000
+#: Free bytes the projection's folder needs before a projector stopped by a full disk tries
+#: again (a batch of 2,000 events is ~1 MiB of WAL), and how often it looks.
+RESUME_FREE = 8 << 20
+RESUME_CHECK_S = 2.0
+
 #: Messages per frame sent to the writer (the callback also sends what it has whenever the
 #: event loop runs out of messages to deliver).
 CHUNK = 256
@@ -67,6 +76,18 @@ def stream_seq(reply: str) -> int:
     if head.count(".") == 4:  # $JS.ACK.<stream>.<consumer>.<delivered>: the usual layout
         return int(seq)
     return ack_numbers(reply)[0]
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether the writer failed because the projection's disk is full (SQLITE_FULL, ENOSPC,
+    a quota) — a pause until space returns, not a broken projection. The writer's exceptions
+    cross a pipe: only their class and message are sure to arrive."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == 13:
+        return True  # SQLITE_FULL
+    text = str(exc).lower()
+    return "database or disk is full" in text or "no space left on device" in text
 
 
 def _epoch(at: datetime.datetime | float | None) -> float | None:
@@ -130,21 +151,43 @@ class Projector:
         self.watch_interval = 5.0  # how often to check that the log did not go back
         self._watch: asyncio.Task[None] | None = None
         self.batches = 0
+        #: why the projector is stopped until space returns (None: it is not), since when
+        self.paused: str | None = None
+        self.paused_since: float | None = None
+        self.disk_full_pauses = 0
+        self.resume_free = RESUME_FREE
+        self.resume_check = RESUME_CHECK_S
+        self._resume: asyncio.Task[None] | None = None
+        self._check: tuple[str, str, int] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         info = await retrying(lambda: self.conn.js.stream_info(self.conn.stream), "stream info")
         created = info.created.isoformat() if info.created else ""
-        check = (self.conn.stream, created, int(info.state.last_seq))
+        self._check = (self.conn.stream, created, int(info.state.last_seq))
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        writer = WriterProcess(self._applied, self._failed)
-        self.last_seq, _ = await writer.start(self.db_path, check, self.batch_size)
-        self._writer = writer
-        self._enqueued = self.last_seq
+        await self._open()
         if self.to_seq is not None and self.last_seq >= self.to_seq:
             self._finish()
             return
+        await self._follow()
+        log.info(
+            "projector following %s from seq %d into %s",
+            self.conn.stream,
+            self.last_seq + 1,
+            self.db_path,
+        )
+
+    async def _open(self) -> None:
+        assert self._check is not None
+        writer = WriterProcess(self._applied, self._failed)
+        self.last_seq, _ = await writer.start(self.db_path, self._check, self.batch_size)
+        self._writer = writer
+        self._enqueued = self.last_seq
+        self._chunk = []
+
+    async def _follow(self) -> None:
         self._reading = True
         try:
             await self._subscribe(self.last_seq + 1)
@@ -152,12 +195,64 @@ class Projector:
             await self.close()
             raise
         self._watch = asyncio.create_task(self._watch_log(), name="netledger-projector-watch")
-        log.info(
-            "projector following %s from seq %d into %s",
-            self.conn.stream,
-            self.last_seq + 1,
-            self.db_path,
+
+    # --- a full disk: stop at the last commit, resume when space returns ----------------------
+
+    def _pause_full(self, exc: BaseException) -> None:
+        self.paused = f"the projection's disk is full ({exc})"
+        self.paused_since = time.time()
+        self.disk_full_pauses += 1
+        self._reading = False
+        log.warning(
+            "projector stopped at seq %d, its last commit (the projection is consistent up to"
+            " it): %s; it resumes by itself once %d MiB are free in %s",
+            self.last_seq,
+            self.paused,
+            self.resume_free >> 20,
+            self.db_path.parent,
         )
+        self._advanced.set()
+        self._resume = asyncio.create_task(self._wait_for_space(), name="netledger-projector-space")
+
+    async def _wait_for_space(self) -> None:
+        await _cancel(self._resub)
+        await _cancel(self._watch)
+        await self._unsubscribe()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.stop()
+        while True:
+            await asyncio.sleep(self.resume_check)
+            try:
+                st = os.statvfs(self.db_path.parent)
+            except OSError:
+                continue
+            if st.f_bavail * st.f_frsize < self.resume_free:
+                continue
+            try:
+                # The stream moved on while we waited: check the projection against it now.
+                info = await retrying(
+                    lambda: self.conn.js.stream_info(self.conn.stream), "stream info"
+                )
+                stream, created, _ = self._check or (self.conn.stream, "", 0)
+                self._check = (stream, created, int(info.state.last_seq))
+                await self._open()
+            except Exception as exc:
+                if disk_full(exc):
+                    continue
+                self.paused = None
+                self._failed(exc)
+                return
+            down = time.time() - (self.paused_since or time.time())
+            log.warning(
+                "projector resumes from seq %d after %.1fs: space is back in %s",
+                self.last_seq + 1,
+                down,
+                self.db_path.parent,
+            )
+            self.paused = self.paused_since = None
+            await self._follow()
+            return
 
     async def _subscribe(self, start_seq: int) -> None:
         self._first = True
@@ -189,6 +284,7 @@ class Projector:
         """Stop following; the batch being written commits, messages not yet committed are
         dropped (they are read again from the checkpoint next time)."""
         self._reading = False
+        await _cancel(self._resume)
         # A resubscription in flight first, so that it cannot leave a subscription behind.
         await _cancel(self._resub)
         await _cancel(self._watch)
@@ -327,6 +423,15 @@ class Projector:
             self._finish()
 
     def _failed(self, exc: BaseException) -> None:
+        if self.failure is None and disk_full(exc) and self.to_seq is None and self.at is None:
+            # A daemon's projection waits for space; a bounded run (replay, audit) reports it.
+            if self.paused is None:
+                self._pause_full(exc)
+            return
+        if self.paused is not None:
+            # The writer that hit the full disk ending (it exits after its failure): expected.
+            log.debug("projector writer ended while paused: %s", exc)
+            return
         if self.failure is None:
             if not isinstance(exc, LogRegression):
                 log.error("projector writer failed at seq %d: %s", self.last_seq, exc)

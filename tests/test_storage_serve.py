@@ -19,7 +19,7 @@ from netledger.events.stream import Connection, connect
 from netledger.events.types import FixedIpAllocated
 from netledger.natsserver import free_port
 from netledger.serve import serve_forever
-from netledger.status import discover
+from netledger.status import discover, projector_status
 from netledger.storage import parse_reserve
 from tests.fault_helpers import read_all
 from tests.test_storage_fs import fill, free_bytes, tmpfs
@@ -32,7 +32,7 @@ STORAGE_CODES = {"log_storage_full", "log_unavailable"}
 class Serve:
     """``serve_forever`` in this process, on ``data``."""
 
-    def __init__(self, data: Path, reserve: str) -> None:
+    def __init__(self, data: Path, reserve: str, projector: bool = False) -> None:
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.ready = asyncio.Event()
@@ -45,7 +45,7 @@ class Serve:
                 nats_binary=None,
                 sync_interval="always",
                 replicas=1,
-                run_projector=False,
+                run_projector=projector,
                 ready=self.ready,
                 stop=self.stop,
                 snapshots=SnapshotPolicy(every_events=0),
@@ -139,7 +139,8 @@ def check_log(events: list[tuple[int, str, Any]], acked: dict[str, dict[str, Any
 
 async def test_disk_filled_during_allocations_answers_fast_and_heals(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt", 32) as mnt:
-        async with Serve(mnt / "data", reserve="2MiB") as srv:
+        # With its projector on the same disk: it stops at its last commit, serve goes on.
+        async with Serve(mnt / "data", reserve="2MiB", projector=True) as srv:
             conn = await connect(srv.url)
             try:
                 [net] = await Client(conn).create_networks(
@@ -186,6 +187,15 @@ async def test_disk_filled_during_allocations_answers_fast_and_heals(tmp_path: P
 
                 events = await read_all(conn)
                 check_log(events, allocs.acked)
+
+                # The projector on the same disk stopped at a commit and caught up by itself.
+                last = events[-1][0]
+
+                async def projected() -> bool:
+                    st = projector_status(mnt / "data" / "projection.db", last, 0)
+                    return st.get("last_seq") == last
+
+                await wait_until(projected, 30)
             finally:
                 await conn.close()
 
