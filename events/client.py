@@ -10,6 +10,7 @@ time the call is retried with the same id, so a retry is never applied twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -17,7 +18,15 @@ import msgpack
 import nats
 
 from .codec import Actor
-from .errors import Forbidden, NetledgerError, Unavailable, ValidationError, error_from_wire
+from .errors import (
+    Forbidden,
+    LogStorageFull,
+    LogUnavailable,
+    NetledgerError,
+    Unavailable,
+    ValidationError,
+    error_from_wire,
+)
 from .ids import command_subject
 from .stream import Connection, connect
 
@@ -111,7 +120,9 @@ class Client:
         end = loop.time() + self.deadline
         delay = 0.1
         last: Exception | None = None
+        attempts = 0
         while loop.time() < end:
+            attempts += 1
             try:
                 msg = await self._ask(subject, data, who)
                 break
@@ -129,9 +140,7 @@ class Client:
         else:
             msg = None
         if msg is None:
-            raise Unavailable(
-                f"no command service answered {name} ({last.__class__.__name__ if last else 'timeout'})"
-            )
+            raise await self._why_no_answer(name, subject, last, attempts)
         try:
             reply = msgpack.unpackb(msg.data, raw=False)
         except Exception:
@@ -143,6 +152,51 @@ class Client:
             return result if isinstance(result, dict) else {}
         err = reply.get("error")
         raise error_from_wire(err if isinstance(err, dict) else {"message": str(err)})
+
+    async def _why_no_answer(
+        self, name: str, subject: str, last: Exception | None, attempts: int
+    ) -> NetledgerError:
+        """The error for a command nobody answered: what can be told about why."""
+        if isinstance(last, nats.errors.NoRespondersError):
+            return Unavailable(
+                f"no command service is running for {name}: nothing listens on {subject}"
+                " (is `netledger serve` running, connected to this NATS server?)",
+                subject=subject,
+            )
+        if isinstance(
+            last, nats.errors.ConnectionClosedError | nats.errors.ConnectionReconnectingError
+        ):
+            return Unavailable(
+                f"lost the connection to NATS while sending {name}"
+                f" ({last.__class__.__name__}); retry with the same command id is safe",
+            )
+        # Someone listens but did not answer: ask the replicas how their log is (one short
+        # status request); a log that refuses writes is the likely cause.
+        log = await self._log_state()
+        waited = f"{self.deadline:.0f}s, {attempts} attempt(s)"
+        if log is not None and not log.get("writable", True):
+            cls = LogStorageFull if log.get("code") == LogStorageFull.code else LogUnavailable
+            return cls(
+                f"the command service did not answer {name} within {waited}; it reports its log"
+                f" {log.get('state')}: {log.get('reason')}",
+                reason=log.get("reason"),
+                state=log.get("state"),
+            )
+        state = f" (its log: {log.get('state')})" if log is not None else ""
+        return Unavailable(
+            f"the command service did not answer {name} within {waited}{state}: it may be"
+            " overloaded or stuck (see `netledger status`); a retry with the same command id is"
+            " safe",
+            last=last.__class__.__name__ if last else "TimeoutError",
+        )
+
+    async def _log_state(self) -> dict[str, Any] | None:
+        try:
+            msg = await self.conn.nc.request("$SRV.STATS.netledger", b"", timeout=1.0)
+            data = json.loads(msg.data)["endpoints"][0]["data"]["log"]
+        except Exception:
+            return None
+        return data if isinstance(data, dict) else None
 
     # --- conveniences -------------------------------------------------------------------
 
