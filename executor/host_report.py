@@ -185,6 +185,11 @@ def applied_events(
         elif isinstance(op, DeleteNat):
             out.append(HostNatRemoved(host=h, reason="no floating IP or served network left"))
         elif isinstance(op, SetForwarding):
+            if op.version == 6:
+                # HostForwardingSet says net.ipv4.ip_forward and has no version field (events/
+                # host_events.py is not the executor's): IPv6 forwarding counts in
+                # HostReconciled's changes only, rather than being logged as IPv4's.
+                continue
             out.append(HostForwardingSet(host=h, enabled=op.enabled, drift=book.forwarding))
     return out
 
