@@ -30,7 +30,7 @@ from typing import Any
 
 from netledger import metrics
 from netledger.events.codec import Actor, Envelope
-from netledger.events.errors import LogRegression, NetledgerError
+from netledger.events.errors import LogRegression, LogUnavailable, NetledgerError
 from netledger.events.host_events import (
     HostAnnounced,
     HostApplyFailed,
@@ -68,6 +68,8 @@ from .view import HostView
 log = logging.getLogger("netledger.executor")
 #: up to this many host events of a pass are published one by one, more in atomic batches
 FEW = 8
+#: seconds an append of host events may take before it ends with the log's error
+APPEND_BUDGET_S = 10.0
 MAX_ROUNDS = 3
 
 
@@ -150,7 +152,11 @@ class Executor:
         self.converger: Converger | None = None
         self._in_pass = False
         self._kernel_dirty = False
-        self._appender = Appender(conn)
+        #: a budget: when the log cannot store (full, latched, no quorum) an append ends with
+        #: log_storage_full / log_unavailable in seconds instead of retrying blind (issue 16)
+        self._appender = Appender(conn, budget=APPEND_BUDGET_S)
+        #: the log's last refusal of this host's events, until an append succeeds again
+        self.log_trouble: dict[str, Any] | None = None
         #: what passes report, sent in order after them (executor/daemon.py: _later)
         self._outbox: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
         self._outbox_task: asyncio.Task[None] | None = None
@@ -487,6 +493,8 @@ class Executor:
                 "events_read": self.follower.handled if self.follower is not None else None,
                 "heartbeat": self.opts.heartbeat,
                 "share": self.follower.subjects if self.follower is not None else None,
+                # the log refuses this host's events (full, latched, unavailable): why, since
+                "log_error": self.log_trouble,
             }
             await self._kv.put(status_key(self.cfg.host), json.dumps(status).encode())
             self._status_at = time.monotonic()
@@ -537,9 +545,27 @@ class Executor:
             except MaybeApplied:
                 # The same ids were stored already (a retry after a lost ack): nothing twice.
                 last = await last_seq(self.conn)
+            except LogUnavailable as err:
+                self._log_refused(err)
+                raise
+        if self.log_trouble is not None:
+            log.warning("the log takes this host's events again")
+            self.log_trouble = None
         if self.follower is not None and last:
             await self.follower.wait_for(last)
         return last
+
+    def _log_refused(self, err: LogUnavailable) -> None:
+        """Said once per episode (not a stack trace per pass); in the host's status meanwhile.
+        Nothing is lost: the kernel is already right, the next full pass records it again."""
+        if self.log_trouble is None or self.log_trouble.get("code") != err.code:
+            log.warning(
+                "the log refuses this host's events [%s]: %s (the next full pass records them"
+                " once it takes writes again)",
+                err.code,
+                err.message,
+            )
+            self.log_trouble = {"code": err.code, "message": err.message, "since": time.time()}
 
     def _later(self, job: Callable[[], Awaitable[Any]]) -> None:
         """Run ``job`` after the pass, in order with the other such jobs: publishing what a
@@ -555,6 +581,8 @@ class Executor:
                 await job()
             except asyncio.CancelledError:
                 raise
+            except LogUnavailable:
+                pass  # said by _log_refused, once
             except Exception:
                 log.exception("reporting a pass failed (the next full pass reconciles the record)")
             finally:

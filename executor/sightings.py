@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from netledger.events.errors import LogUnavailable
 from netledger.events.host_events import HostInstancesSeen
 from netledger.events.liveness import heartbeat_to_json, live_bucket, seen_key
 from netledger.events.reclaim_events import Heartbeat, macs_digest
@@ -180,6 +181,10 @@ class SightingReporter:
                     await self.report_once()
                 except asyncio.CancelledError:
                     raise
+                except LogUnavailable:
+                    # Not stored (the log is full or unavailable; the executor said why, once):
+                    # the set stays unreported, so the next poll reports it again.
+                    pass
                 except Exception:
                     # Never report a set we could not read: a partial view would look like
                     # absence. The next poll tries again.

@@ -76,7 +76,11 @@ def run(settings: Settings, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 
 def client_call(
-    settings: Settings, name: str, args: dict[str, Any], command_id: str | None = None
+    settings: Settings,
+    name: str,
+    args: dict[str, Any],
+    command_id: str | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     from netledger.events.client import Client
     from netledger.events.stream import connect
@@ -85,6 +89,9 @@ def client_call(
         conn = await connect(settings.url, name="netledger-cli", **settings.connect_kwargs())
         try:
             client = Client(conn, settings.actor, host=settings.as_host)
+            if deadline is not None:
+                client.deadline = deadline
+                client.timeout = min(client.timeout, deadline)
             return await client.request(name, args, command_id=command_id)
         finally:
             await conn.close()
@@ -544,6 +551,10 @@ fixed_ip.add_command(_lease_command("lease", "leased"))
 fixed_ip.add_command(_lease_command("release", "released"))
 
 
+#: how long `dhcp-event` waits for the command service before it gives up (dnsmasq waits)
+DHCP_EVENT_DEADLINE_S = 15.0
+
+
 @cli.command("dhcp-event")
 @click.argument("action")
 @click.argument("mac")
@@ -566,7 +577,13 @@ def dhcp_event(settings: Settings, action: str, mac: str, ip: str, hostname: str
         name = "release"
     else:
         return
-    r = client_call(settings, f"fixed_ip.{name}", {"address": ip, "mac": mac})
+    # dnsmasq runs its lease script one event at a time: a log that cannot store must not hold
+    # the next lease for a minute. The service answers a full or unavailable log within
+    # seconds (error [log_storage_full] / [log_unavailable] on stderr, in dnsmasq's log); this
+    # bounds the case where no service answers at all.
+    r = client_call(
+        settings, f"fixed_ip.{name}", {"address": ip, "mac": mac}, deadline=DHCP_EVENT_DEADLINE_S
+    )
     emit(r, settings.as_json, f"{ip} {name}d ({mac})")
 
 

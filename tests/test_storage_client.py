@@ -3,14 +3,21 @@ listens but does not answer while its log refuses writes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from netledger.events.client import Client
 from netledger.events.errors import LogStorageFull, Unavailable
 from netledger.events.loghealth import STORAGE_LOW, LogHealth
+from netledger.events.service import CommandService
 from netledger.events.stream import Connection
+
+NETLEDGER = str(Path(sys.executable).parent / "netledger")
 
 
 async def test_no_service_says_so(conn: Connection) -> None:
@@ -64,3 +71,28 @@ async def test_a_silent_service_otherwise_is_not_blamed_on_the_log(conn: Connect
         assert "netledger status" in e.value.message
     finally:
         await sub.unsubscribe()
+
+
+async def test_dhcp_event_on_a_full_log_fails_fast_and_says_why(
+    conn: Connection, service: CommandService, nats_url: str
+) -> None:
+    """dnsmasq's lease script: refused at once with the storage code (dnsmasq logs the
+    script's stderr and goes on with the next lease); accepted again once space is back."""
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.60.0.0/24", mode="flat")
+    a = await c.allocate_fixed_ip("i-1", network_id=net["id"])
+    service.health.refuse(
+        STORAGE_LOW, LogStorageFull("1.0 MiB free in /s, below the reserve of 2.0 MiB")
+    )
+
+    async def script(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [NETLEDGER, "--nats", nats_url, "dhcp-event", *args]
+        return await asyncio.to_thread(
+            subprocess.run, cmd, capture_output=True, text=True, timeout=60
+        )
+
+    r = await script("add", a["mac"], a["address"])
+    assert r.returncode == 1
+    assert "log_storage_full" in r.stderr and "below the reserve" in r.stderr
+    service.health.accept("space back")
+    assert (await script("add", a["mac"], a["address"])).returncode == 0
