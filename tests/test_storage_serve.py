@@ -17,7 +17,7 @@ from netledger.events.errors import LogUnavailable, NetledgerError
 from netledger.events.snapshotter import SnapshotPolicy
 from netledger.events.stream import Connection, connect
 from netledger.events.types import FixedIpAllocated
-from netledger.natsserver import free_port
+from netledger.natsserver import EmbeddedNats, free_port
 from netledger.serve import serve_forever
 from netledger.status import discover, projector_status
 from netledger.storage import parse_reserve
@@ -32,14 +32,21 @@ STORAGE_CODES = {"log_storage_full", "log_unavailable"}
 class Serve:
     """``serve_forever`` in this process, on ``data``."""
 
-    def __init__(self, data: Path, reserve: str, projector: bool = False) -> None:
+    def __init__(
+        self,
+        data: Path,
+        reserve: str,
+        projector: bool = False,
+        nats_url: str | None = None,
+        interval: float = 0.25,
+    ) -> None:
         self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.url = nats_url or f"nats://127.0.0.1:{self.port}"
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(
             serve_forever(
-                nats_url=None,
+                nats_url=nats_url,
                 data_dir=data,
                 port=self.port,
                 nats_binary=None,
@@ -50,7 +57,7 @@ class Serve:
                 stop=self.stop,
                 snapshots=SnapshotPolicy(every_events=0),
                 storage_reserve=parse_reserve(reserve),
-                storage_interval=0.25,
+                storage_interval=interval,
             )
         )
 
@@ -140,7 +147,9 @@ def check_log(events: list[tuple[int, str, Any]], acked: dict[str, dict[str, Any
 async def test_disk_filled_during_allocations_answers_fast_and_heals(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt", 32) as mnt:
         # With its projector on the same disk: it stops at its last commit, serve goes on.
-        async with Serve(mnt / "data", reserve="2MiB", projector=True) as srv:
+        # The watcher looks every 2 s (and at once when an append fails): the ballast fills the
+        # disk within milliseconds, so appends meet ENOSPC before the reserve can refuse them.
+        async with Serve(mnt / "data", reserve="2MiB", projector=True, interval=2.0) as srv:
             conn = await connect(srv.url)
             try:
                 [net] = await Client(conn).create_networks(
@@ -252,3 +261,51 @@ async def _count(allocs: Allocators, code: str, n: int, after: float = 0.0) -> b
 
 async def _ok_after(allocs: Allocators, t: float) -> bool:
     return allocs.first_ok_after(t) is not None
+
+
+async def test_external_server_is_reported_never_restarted(tmp_path: Path) -> None:
+    """``--nats``: a server serve does not own. Its store fills and latches: every command is
+    still answered within seconds with the log's code, serve never restarts that server, and
+    once its operator restarts it allocation goes on — serve itself untouched."""
+    with tmpfs(tmp_path / "mnt", 32) as mnt:
+        server = EmbeddedNats(mnt / "nats", port=free_port())
+        await asyncio.to_thread(server.start)
+        try:
+            async with Serve(tmp_path / "serve", reserve="2MiB", nats_url=server.url) as srv:
+                conn = await connect(srv.url)
+                try:
+                    [net] = await Client(conn).create_networks(
+                        label="big", cidr="10.42.0.0/16", mode="flat", network_size=65536
+                    )
+                    allocs = Allocators(conn, net["id"], workers=4)
+                    allocs.start()
+                    await wait_until(lambda: _count(allocs, "ok", 100), 20)
+                    pid = server.proc.pid if server.proc else None
+                    t_full = time.monotonic()
+                    ballast = await asyncio.to_thread(fill, mnt)
+                    await wait_until(lambda: _count(allocs, "log_unavailable", 8, t_full), 30)
+                    ballast.unlink()
+                    await asyncio.sleep(1.5)
+                    state = await log_state(conn)
+                    # reported, still tried (writable), never restarted by serve
+                    assert state["state"] == "failing" and state["writable"] is True, state
+                    assert state["restarts"] == 0
+                    assert server.proc is not None and server.proc.pid == pid
+                    assert "acknowledgement" in (state["reason"] or ""), state
+
+                    t_restart = time.monotonic()
+                    await asyncio.to_thread(server.restart)  # what its operator does
+                    await wait_until(lambda: _ok_after(allocs, t_restart), 30)
+                    await wait_until(lambda: _count(allocs, "ok", 30, after=t_restart), 20)
+                    await allocs.stop()
+                    codes = Counter(c for t0, _, c in allocs.answers if t0 >= t_full)
+                    slowest = max(dt for _, dt, _ in allocs.answers)
+                    print(f"\nexternal server: {dict(codes)}; slowest answer {slowest:.2f}s")
+                    assert set(codes) <= STORAGE_CODES | {"ok"}, codes
+                    assert slowest < ANSWER_BOUND_S, slowest
+                    assert (await log_state(conn))["state"] == "ok"
+                    check_log(await read_all(conn), allocs.acked)
+                finally:
+                    await conn.close()
+        finally:
+            await asyncio.to_thread(server.stop)
