@@ -131,15 +131,18 @@ class HostFdbRemoved(HostEvent):
 @event_type
 @dataclass(frozen=True)
 class HostNatApplied(HostEvent):
-    """The host's nftables table was replaced atomically with these floating-IP mappings
+    """The host's nftables tables were replaced atomically with these floating-IP mappings
     (``floating``: floating -> fixed) and SNAT of ``snat_ranges`` to ``snat_to`` (None:
-    masquerade on the public interface, or no SNAT when no range is served here)."""
+    masquerade on the public interface, or no SNAT when no range is served here), and the
+    IPv6 /64s routed (never NATed) out of the bridges serving them (``routed_v6``: /64 ->
+    bridge; added later, empty in older events)."""
 
     TYPE: ClassVar[str] = "HostNatApplied"
     floating: dict[str, str]
     snat_ranges: list[str]
     drift: bool
     snat_to: str | None = None
+    routed_v6: dict[str, str] = field(default_factory=dict)
 
 
 @event_type
@@ -154,11 +157,14 @@ class HostNatRemoved(HostEvent):
 @event_type
 @dataclass(frozen=True)
 class HostForwardingSet(HostEvent):
-    """``net.ipv4.ip_forward`` was set (a host serving gateways routes between networks)."""
+    """Forwarding was set: ``net.ipv4.ip_forward`` (``version`` 4: a host serving gateways
+    routes between networks) or ``net.ipv6.conf.all.forwarding`` (6: it serves an IPv6
+    network; added later, older events are all 4)."""
 
     TYPE: ClassVar[str] = "HostForwardingSet"
     enabled: bool
     drift: bool
+    version: int = 4
 
 
 @event_type

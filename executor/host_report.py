@@ -167,11 +167,13 @@ def applied_events(
         elif isinstance(op, SetNat):
             t = op.table
             last = book.nat
+            routed = {prefix: bridge for bridge, prefix in t.routed_v6}
             drift = (
                 last is not None
                 and last.floating == dict(t.floating)
                 and last.snat_ranges == list(t.fixed_ranges)
                 and last.snat_to == t.snat_to
+                and last.routed_v6 == routed
             )
             out.append(
                 HostNatApplied(
@@ -180,17 +182,14 @@ def applied_events(
                     snat_ranges=list(t.fixed_ranges),
                     drift=drift,
                     snat_to=t.snat_to,
+                    routed_v6=routed,
                 )
             )
         elif isinstance(op, DeleteNat):
             out.append(HostNatRemoved(host=h, reason="no floating IP or served network left"))
         elif isinstance(op, SetForwarding):
-            if op.version == 6:
-                # HostForwardingSet says net.ipv4.ip_forward and has no version field (events/
-                # host_events.py is not the executor's): IPv6 forwarding counts in
-                # HostReconciled's changes only, rather than being logged as IPv4's.
-                continue
-            out.append(HostForwardingSet(host=h, enabled=op.enabled, drift=book.forwarding))
+            was = book.forwarding_v6 if op.version == 6 else book.forwarding
+            out.append(HostForwardingSet(host=h, enabled=op.enabled, drift=was, version=op.version))
     return out
 
 

@@ -36,6 +36,7 @@ class HostBook:
     fdb: set[tuple[str, str]] = field(default_factory=set)
     nat: HostNatApplied | None = None
     forwarding: bool = False
+    forwarding_v6: bool = False
     last_reconciled_seq: int = 0
 
     def apply(self, env: Envelope) -> bool:
@@ -67,7 +68,10 @@ class HostBook:
         elif isinstance(ev, HostNatRemoved):
             self.nat = None
         elif isinstance(ev, HostForwardingSet):
-            self.forwarding = ev.enabled
+            if ev.version == 6:
+                self.forwarding_v6 = ev.enabled
+            else:
+                self.forwarding = ev.enabled
         elif isinstance(ev, HostReconciled):
             self.last_reconciled_seq = max(self.last_reconciled_seq, ev.applied_seq)
         return False

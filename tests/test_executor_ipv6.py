@@ -290,3 +290,32 @@ def test_dnsmasq_accepts_the_ipv6_command_line() -> None:
     argv = [a for a in dnsmasq_argv(_spec(sub), PATHS) if not a.startswith("--log-facility")]
     p = subprocess.run([*argv, "--test"], capture_output=True, text=True, timeout=30, check=False)
     assert p.returncode == 0, p.stderr
+
+
+def test_ipv6_forwarding_and_routed_prefixes_are_logged_and_folded() -> None:
+    """IPv6 forwarding is its own HostForwardingSet (version 6) and the routed /64s are in
+    HostNatApplied: the host's record tells a change of the IPv6 part from drift."""
+    from netledger.events.codec import Envelope
+    from netledger.executor.host_report import applied_events
+    from netledger.executor.hosts import HostBook
+    from netledger.executor.kernel import OpResult
+    from netledger.executor.model import NatTable, SetForwarding, SetNat
+
+    book = HostBook("h1")
+    table = NatTable(routed_v6=(("br1", "2001:db8:0:1::/64"),))
+    ops = [SetForwarding(True, version=6), SetNat(table)]
+    first = applied_events("h1", book, None, [OpResult(op) for op in ops])
+    fwd, nat = first
+    assert (fwd.version, fwd.enabled, fwd.drift) == (6, True, False)
+    assert nat.routed_v6 == {"2001:db8:0:1::/64": "br1"} and not nat.drift
+    for ev in first:
+        book.apply(Envelope(ev, "x", "x", 0.0))
+    assert book.forwarding_v6 and not book.forwarding
+    # made again with the record unchanged: drift (someone undid it); IPv4's is separate
+    again = applied_events("h1", book, None, [OpResult(op) for op in [*ops, SetForwarding(True)]])
+    assert [(e.drift, getattr(e, "version", None)) for e in again] == [
+        (True, 6), (True, None), (False, 4)]  # fmt: skip
+    # another routed prefix is a change, not drift
+    more = NatTable(routed_v6=(("br1", "2001:db8:0:1::/64"), ("br2", "2001:db8:0:2::/64")))
+    [changed] = applied_events("h1", book, None, [OpResult(SetNat(more))])
+    assert not changed.drift
