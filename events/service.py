@@ -312,6 +312,10 @@ class CommandService:
         for i, (m, env) in enumerate(zip(messages, envelopes, strict=True)):
             if not unchecked(m.subject):
                 self._fold(first + i, m.subject, env, m.data)
+        # The log has been seen up to ``last`` (acknowledged), even before the follower reads
+        # it: a store restored from an older copy must be caught as a regression from there.
+        if last > self.follower.highest_seen:
+            self.follower.highest_seen = last
 
     def _settled_seq(self) -> int | None:
         """The sequence the fold is exactly the log's prefix up to; None while it holds own
