@@ -60,6 +60,11 @@ def link_changes(spec: LinkSpec, link: LinkState, moved_masters: set[str]) -> tu
         # made by an older executor: the kernel gave it a link-local address (and a compute
         # host's bridge a SLAAC address in the tenant's /64); our links get none
         changes.append("addr_gen_mode")
+    if link.accept_ra:
+        # addr_gen_mode none stops the link-local address only: from a router advertisement
+        # (the network host's, on the tenant's segment) the kernel still configures a SLAAC
+        # address — a compute host reachable inside the tenant's /64. Our links take none.
+        changes.append("accept_ra")
     return tuple(changes)
 
 

@@ -9,6 +9,7 @@ returned as a failure of that operation and the next read-back shows what is rea
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ AF_BRIDGE = 7
 NUD_PERMANENT = 0x80
 NUD_NOARP = 0x40
 NTF_SELF = 0x02
+log = logging.getLogger("netledger.executor.kernel")
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 IP6_FORWARD = "/proc/sys/net/ipv6/conf/all/forwarding"
 #: ifaddrmsg flag of an address with no lifetime: ours, or the kernel's own link-local; an
@@ -70,9 +72,10 @@ def address_kept(ad: nlparse.Addr) -> bool:
     """Whether an address the kernel reports is one the executor models: every IPv4 address,
     and IPv6 ones that could be ours — not the kernel's own link-local addresses (every link
     with IPv6 that is not ours has one; ours get none: addr_gen_mode none) other than the
-    router's ``fe80::1``, and not addresses a link configured for itself from router
-    advertisements (they carry a lifetime). Ignoring them keeps a foreign or an older link's
-    kernel-made addresses out of every diff: they are neither desired nor removed."""
+    router's ``fe80::1``. Ignoring those keeps a foreign or an older link's link-local out of
+    every diff. A global address the kernel configured from a router advertisement (it carries
+    a lifetime) is modelled: on one of our links it is not desired and is removed (our links
+    take no advertisement: accept_ra 0), on a foreign link the diff leaves it alone."""
     if ad.address is None:
         return False
     if ad.family == socket.AF_INET:
@@ -81,7 +84,7 @@ def address_kept(ad: nlparse.Addr) -> bool:
         return False
     if ad.address.startswith("fe80:"):
         return f"{ad.address}/{ad.prefixlen}" == ROUTER_LINK_LOCAL
-    return bool(ad.flags & IFA_F_PERMANENT)
+    return True
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,7 @@ class Kernel:
         for code, pos in zip(codes, owners, strict=True):
             if code and pos not in results:
                 results[pos] = OpResult(ops[pos], code, _strerror(code))
+        self._no_router_advertisements(ops, index, results)
         for pos, op in enumerate(ops):
             if isinstance(op, SetNat | DeleteNat):
                 try:
@@ -307,6 +311,55 @@ class Kernel:
                     results[pos] = OpResult(op, exc.errno or 0, str(exc))
         return [results.get(pos, OpResult(op)) for pos, op in enumerate(ops)]
 
+    def _no_router_advertisements(
+        self, ops: tuple[Op, ...], index: dict[str, int], results: dict[int, OpResult]
+    ) -> None:
+        """Links created (down) take ``accept_ra`` 0 before they come up, and links found
+        taking router advertisements are set so: the kernel would configure a SLAAC address
+        from the network host's advertisement on a compute host's bridge. One switch into the
+        namespace for all of them, then the new links are brought up in one batch."""
+        names = [
+            (pos, op.spec.name)
+            for pos, op in enumerate(ops)
+            if isinstance(op, CreateLink) and pos not in results
+        ]
+        created = {pos for pos, _ in names}
+        names += [
+            (pos, op.spec.name)
+            for pos, op in enumerate(ops)
+            if isinstance(op, SetLink) and "accept_ra" in op.changes and pos not in results
+        ]
+        if not names:
+            return
+
+        def put() -> dict[int, OSError]:
+            failed: dict[int, OSError] = {}
+            for pos, name in names:
+                try:
+                    with open(f"/proc/sys/net/ipv6/conf/{name}/accept_ra", "w") as f:
+                        f.write("0")
+                except FileNotFoundError:
+                    pass  # no IPv6 on this link (or this host): nothing to advertise to it
+                except OSError as exc:
+                    failed[pos] = exc
+            return failed
+
+        for pos, exc in in_netns(self.netns, put).items():
+            if isinstance(ops[pos], SetLink):
+                results[pos] = OpResult(ops[pos], exc.errno or 0, str(exc))
+            else:  # the link is there: the next pass sees accept_ra and repairs it
+                log.warning("accept_ra of a new link (op %d) not set: %s", pos, exc)
+        ups = [
+            Request(nlencode.ifinfo(index[name], up=True), RTM_NEWLINK, 0)
+            for pos, name in names
+            if pos in created and name in index
+        ]
+        owners = [pos for pos, name in names if pos in created and name in index]
+        codes = self.sock.batch(ups, self.chunk_size, self.pause) if ups else []
+        for code, pos in zip(codes, owners, strict=True):
+            if code and pos not in results:
+                results[pos] = OpResult(ops[pos], code, _strerror(code))
+
     def _write(self, path: str, value: str) -> None:
         def put() -> None:
             with open(path, "w") as f:
@@ -320,7 +373,8 @@ class Kernel:
             spec.name,
             # Created down: the kernel makes a link-local address (and from router
             # advertisements SLAAC addresses in the tenant's /64, on a compute host's bridge) as
-            # soon as a link with IPv6 comes up. addr_gen_mode none is set before it is up.
+            # soon as a link with IPv6 comes up. addr_gen_mode none and accept_ra 0 are set
+            # before it is up.
             up=False,
             mtu=spec.mtu,
             # A bridge without an address of its own takes the lowest of its ports' and changes
@@ -333,13 +387,15 @@ class Kernel:
             link=index.get(spec.parent, 0) if spec.kind == "vlan" and spec.parent else None,
         )
         # ifalias given at creation is silently dropped: set it in another request, sent in
-        # the same sendmsg (``follows``) so that no crash can leave our link without its mark;
-        # it brings the link up. Between them addr_gen_mode none, a request of its own: a link without IPv6
-        # (disabled on the host) refuses it, which must fail nothing else.
+        # the same sendmsg (``follows``) so that no crash can leave our link without its mark.
+        # Between them addr_gen_mode none, a request of its own: a link without IPv6 (disabled
+        # on the host) refuses it, which must fail nothing else. The link comes up after
+        # accept_ra is off (_no_router_advertisements); a crash before leaves it down, which
+        # the next pass repairs.
         return [
             Request(body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL),
             Request(nlencode.set_addr_gen_mode(idx), RTM_NEWLINK, 0, ok=_NO_IPV6, follows=True),
-            Request(nlencode.set_alias(idx, spec.alias, up=True), RTM_NEWLINK, 0, follows=True),
+            Request(nlencode.set_alias(idx, spec.alias), RTM_NEWLINK, 0, follows=True),
         ]
 
     def _set(self, op: SetLink, index: dict[str, int]) -> list[Request]:
@@ -404,6 +460,7 @@ def links_from(raw: list[nlparse.Link], names: dict[int, str] | None = None) -> 
                 stp=x.stp,
                 forward_delay=x.forward_delay,
                 addr_gen_mode=x.addr_gen_mode,
+                accept_ra=x.accept_ra,
             )
         )
     return sorted(out)

@@ -195,6 +195,7 @@ class LinkState:
     stp: int | None = None
     forward_delay: int | None = None
     addr_gen_mode: int | None = None  # None: the link has no IPv6
+    accept_ra: int | None = None  # net.ipv6.conf.<link>.accept_ra; None: no IPv6
 
     @property
     def ours(self) -> bool:

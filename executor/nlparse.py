@@ -25,6 +25,7 @@ IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 U32 = struct.Struct("=I")
+S32 = struct.Struct("=i")
 U16 = struct.Struct("=H")
 BE16 = struct.Struct("!H")
 NLA_TYPE_MASK = 0x3FFF
@@ -44,7 +45,9 @@ IFLA_VXLAN_LOCAL6 = 17
 IFLA_VLAN_ID = 1
 # IFLA_AF_SPEC holds one nest per address family; AF_INET6's (if_link.h, IFLA_INET6_*)
 AF_INET6 = 10
-IFLA_INET6_ADDR_GEN_MODE = 8
+IFLA_INET6_CONF, IFLA_INET6_ADDR_GEN_MODE = 2, 8
+#: IFLA_INET6_CONF is the link's IPv6 sysctls as an array of s32 indexed by DEVCONF_* (ipv6.h)
+DEVCONF_ACCEPT_RA = 3
 # if_addr.h
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD = 0x02
@@ -72,6 +75,8 @@ class Link(NamedTuple):
     #: how the kernel makes the link's own IPv6 addresses (IN6_ADDR_GEN_MODE_*; 1: none);
     #: None when the link has no IPv6 (disabled, or an MTU below 1280)
     addr_gen_mode: int | None = None
+    #: net.ipv6.conf.<link>.accept_ra (None: the link has no IPv6)
+    accept_ra: int | None = None
 
 
 class Addr(NamedTuple):
@@ -138,7 +143,7 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
     master = mtu = parent = None
     netns_other = False
     info: tuple[int, int] | None = None
-    gen_mode: int | None = None
+    inet6: tuple[int | None, int | None] = (None, None)
     for t, a, b in attrs(data, off + IFINFO.size, end):
         if t == IFLA_IFNAME:
             name = _str(data, a, b)
@@ -155,10 +160,10 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
         elif t == IFLA_LINKINFO:
             info = (a, b)
         elif t == IFLA_AF_SPEC:
-            gen_mode = _addr_gen_mode(data, a, b)
+            inet6 = _inet6(data, a, b)
     out = Link(index, flags, name, alias, None, master, mtu, None if netns_other else parent)
-    if gen_mode is not None:
-        out = out._replace(addr_gen_mode=gen_mode)
+    if inet6 != (None, None):
+        out = out._replace(addr_gen_mode=inet6[0], accept_ra=inet6[1])
     if info is None:
         return out
     data_at: tuple[int, int] | None = None
@@ -198,14 +203,18 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
     return out
 
 
-def _addr_gen_mode(data: bytes | memoryview, off: int, end: int) -> int | None:
-    """IFLA_INET6_ADDR_GEN_MODE inside IFLA_AF_SPEC (None: no AF_INET6 nest)."""
+def _inet6(data: bytes | memoryview, off: int, end: int) -> tuple[int | None, int | None]:
+    """(IFLA_INET6_ADDR_GEN_MODE, accept_ra of IFLA_INET6_CONF) inside IFLA_AF_SPEC (None:
+    not there, e.g. no AF_INET6 nest: the link has no IPv6)."""
+    mode = accept_ra = None
     for t, a, b in attrs(data, off, end):
         if t == AF_INET6:
             for t6, a6, b6 in attrs(data, a, b):
                 if t6 == IFLA_INET6_ADDR_GEN_MODE and b6 > a6:
-                    return int(data[a6])
-    return None
+                    mode = int(data[a6])
+                elif t6 == IFLA_INET6_CONF and b6 - a6 >= 4 * (DEVCONF_ACCEPT_RA + 1):
+                    accept_ra = S32.unpack_from(data, a6 + 4 * DEVCONF_ACCEPT_RA)[0]
+    return mode, accept_ra
 
 
 def addr(data: bytes | memoryview, off: int, end: int) -> Addr:

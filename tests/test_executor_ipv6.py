@@ -23,6 +23,7 @@ from netledger.executor.kernel import IFA_F_PERMANENT, address_kept
 from netledger.executor.model import (
     ADDR_GEN_NONE,
     AddrState,
+    DeleteAddress,
     DhcpHost,
     DhcpSpec,
     DhcpSubnet,
@@ -127,6 +128,31 @@ def test_a_link_the_kernel_makes_addresses_on_is_repaired_and_its_own_ignored() 
     assert ops == (SetForwarding(True, version=6),)
 
 
+def test_a_link_taking_router_advertisements_is_repaired_and_its_slaac_address_removed() -> None:
+    """addr_gen_mode none stops only the link-local address: a compute host's bridge that
+    takes the network host's advertisements gets a SLAAC address in the tenant's /64. The
+    diff turns accept_ra off and removes the address (on our link only)."""
+    st, an = fold(dual("1"), alloc6("1", "10.0.1.2", "fd00:1::16:3eff:fe00:a", "a", "c1"))
+    d = build(st, book_for("c1", an), HostConfig(host="c1", physical_interface="eth0"))
+    assert not d.addresses  # a compute host: no address on the tenant's segment
+    bridge, vx = d.links[0], d.links[1]
+    links = (
+        LinkState("eth0", 2, None, up=True, accept_ra=1),
+        LinkState(bridge.name, 5, "bridge", alias=bridge.alias, up=True, stp=0, forward_delay=0,
+                  addr_gen_mode=ADDR_GEN_NONE, accept_ra=1),
+        LinkState(vx.name, 6, "vxlan", alias=vx.alias, master=bridge.name, up=True, vni=vx.vni,
+                  parent="eth0", port=4789, addr_gen_mode=ADDR_GEN_NONE, accept_ra=0),
+    )  # fmt: skip
+    slaac = AddrState(bridge.name, "fd00:1::5c3b:1eff:fe2a:1/64")
+    host_own = AddrState("eth0", "2001:db8::7/64")
+    actual = HostActual(links=links, addresses=(slaac, host_own), fdb=(), nat=d.nat)
+    ops = diff(d, actual).ops
+    assert DeleteAddress(bridge.name, slaac.address, None, "stale") in ops
+    assert SetLink(bridge, ("accept_ra",)) in ops
+    assert not any(getattr(o, "interface", None) == "eth0" for o in ops)  # not ours
+    assert not any(isinstance(o, SetLink) and o.spec.name == vx.name for o in ops)
+
+
 def _addr(address: str, prefixlen: int, flags: int = IFA_F_PERMANENT) -> Addr:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     return Addr(5, family, prefixlen, address, None, flags)
@@ -137,7 +163,8 @@ def test_addresses_modelled_are_ours_or_could_be() -> None:
     assert address_kept(_addr("fd00:1::1", 64))
     assert address_kept(_addr("fe80::1", 64))
     assert not address_kept(_addr("fe80::16:3eff:fe00:a", 64))  # the kernel's link-local
-    assert not address_kept(_addr("fd00:1::16:3eff:fe00:a", 64, 0))  # SLAAC: has a lifetime
+    # SLAAC (a lifetime, not permanent): modelled, so that on our links it is removed
+    assert address_kept(_addr("fd00:1::16:3eff:fe00:a", 64, 0))
     assert not address_kept(Addr(5, socket.AF_INET6, 64, None, None, 0))
 
 
