@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 
 from benchlib import Row, Rss, alternate, attempt, scaled, stack
 
-from netledger.events.client import Client
 from netledger.events.codec import Envelope, encode
-from netledger.events.stream import connect
 from netledger.events.types import FixedIpAllocated
+from netledger.journal.stream import connect
+from netledger.service.client import Client
 
 NAME = "alloc"
 TITLE = "Allocation (command service, end to end)"

@@ -25,8 +25,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from netledger.events.stream import Connection, connect, ensure_stream  # noqa: E402
-from netledger.natsserver import EmbeddedNats, free_port  # noqa: E402
+from netledger.common.natsserver import EmbeddedNats, free_port  # noqa: E402
+from netledger.journal.stream import Connection, connect, ensure_stream  # noqa: E402
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent

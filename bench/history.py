@@ -48,8 +48,8 @@ from history_types import History
 from kernel import namespace, spawn_logged
 
 from netledger.events.codec import decode
-from netledger.events.snapshot_store import SnapshotStore, StoredSnapshot
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.snapshot_store import SnapshotStore, StoredSnapshot
+from netledger.journal.stream import Connection, last_seq
 
 NAME = "history"
 TITLE = "A cloud growing older: service start, projector resume (history of 1,000 hosts)"

@@ -60,7 +60,6 @@ from netledger.events.decide import Pending, decide
 from netledger.events.host_events import HostAnnounced, HostEvent, HostInstancesSeen
 from netledger.events.ids import REGISTRY_SUBJECT, host_subject, network_subject
 from netledger.events.state import State
-from netledger.events.stream import MAX_BATCH, Connection, last_seq
 from netledger.events.types import (
     Event,
     FixedIpAllocated,
@@ -71,6 +70,7 @@ from netledger.events.types import (
     FloatingIpDisassociated,
     NetworkAssociated,
 )
+from netledger.journal.stream import MAX_BATCH, Connection, last_seq
 
 __all__ = ["Cloud", "History", "Live", "build_history"]
 

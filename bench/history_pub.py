@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from typing import Any
 
-from netledger.events.stream import MAX_BATCH, MSG_ID, Connection
+from netledger.journal.stream import MAX_BATCH, MSG_ID, Connection
 
 #: (subject, msgpack payload, Nats-Msg-Id)
 Message = tuple[str, bytes, str]

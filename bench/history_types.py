@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from history_gen import Cloud
 
-    from netledger.events.stream import Connection
+    from netledger.journal.stream import Connection
 
 Progress = Callable[[int], None]
 

@@ -44,8 +44,8 @@ from benchlib import (
     vmhwm_mb,
 )
 
-from netledger.events.client import Client
-from netledger.events.liveness import live_bucket
+from netledger.journal.liveness import live_bucket
+from netledger.service.client import Client
 
 NAME = "kernel"
 TITLE = "Kernel: executor vs ip -batch, no-op reconcile, command → kernel latency"

@@ -24,7 +24,7 @@ from alloc import alloc_rate
 from benchlib import Row, Rss, scaled, stack, vmhwm_mb
 from scale import fill_network
 
-from netledger.events.client import Client
+from netledger.service.client import Client
 
 NAME = "peer_ovn"
 TITLE = "Peer: OVN northd IPAM vs netledger, one allocation at a time"

@@ -30,8 +30,8 @@ import msgpack
 from benchlib import NETLEDGER, Row, Rss, netledger_has, run_measured_async, scaled, stack
 from scale import fill_network
 
-from netledger.events.client import Client
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
+from netledger.service.client import Client
 
 NAME = "projection"
 TITLE = "Projection catch-up (SQLite) vs raw read and raw insert"

@@ -21,7 +21,7 @@ from types import ModuleType
 
 from benchlib import HERE, Row, Rss, run_measured
 
-from netledger.natsserver import find_nats_server, server_version
+from netledger.common.natsserver import find_nats_server, server_version
 
 MODULES = ["alloc", "scale", "peer_ovn", "projection", "kernel", "history"]
 
@@ -68,7 +68,7 @@ def machine() -> dict[str, str]:
 def python_floor_mb() -> float:
     """Peak RSS of a bare Python that imports what every netledger process imports: the floor
     the components' RSS is compared with."""
-    code = "import nats, msgpack, netaddr, netledger.events.service, netledger.events.client"
+    code = "import nats, msgpack, netaddr, netledger.service.service, netledger.service.client"
     return run_measured([sys.executable, "-c", code]).maxrss_mb
 
 

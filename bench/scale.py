@@ -13,10 +13,10 @@ import time
 from alloc import alloc_rate, raw_sequential_occ
 from benchlib import Row, Rss, alternate, scaled, stack
 
-from netledger.events.client import Client
 from netledger.events.codec import Envelope
-from netledger.events.stream import MAX_BATCH, Appender, Connection, build_messages
 from netledger.events.types import FixedIpAllocated
+from netledger.journal.stream import MAX_BATCH, Appender, Connection, build_messages
+from netledger.service.client import Client
 
 NAME = "scale"
 TITLE = "Scale of the address space (/16)"

@@ -12,7 +12,7 @@ An address is a *candidate* when (all read from the folded log, :func:`candidate
 
 :func:`decide_reclaim` recomputes that on the current state for one (network, host) and returns
 the reclaims followed by a :class:`FixedIpReclaimSealed`. The command service appends them as
-one atomic batch with two OCC checks (events/reclaim_run.py): the network's subject as of the
+one atomic batch with two OCC checks (service/reclaim_run.py): the network's subject as of the
 decision, and — carried by the seal — the host's subject as of the decision. Any allocation,
 deallocation, reconfirmation or reclaim in the network, and any report of the host, that lands
 between deciding and appending rejects the batch; the service catches up and decides again.
@@ -72,7 +72,7 @@ class Candidate:
         }
 
 
-#: host -> its latest heartbeat (the liveness bucket, events/liveness.py)
+#: host -> its latest heartbeat (the liveness bucket, journal/liveness.py)
 Heartbeats = dict[str, Heartbeat]
 
 
@@ -137,7 +137,7 @@ class FixedIpReclaim(Command):
     """Reclaim the addresses of ``network_id`` held on ``host`` whose instance is gone.
 
     Deliberately not registered with ``@command``: no client may send it, because only the
-    service's own runner (events/reclaim_run.py) appends it with the host-subject check."""
+    service's own runner (service/reclaim_run.py) appends it with the host-subject check."""
 
     NAME: ClassVar[str] = "fixed_ip.reclaim_one"
     ADMIN_ONLY: ClassVar[bool] = True
@@ -152,7 +152,7 @@ class FixedIpReclaim(Command):
 @dataclass(frozen=True)
 class FixedIpReclaimSweep(Command):
     """Find (``dry_run``) or reclaim every candidate, optionally of one host / network. Run by
-    the command service itself (events/reclaim_run.py), one decision per (network, host)."""
+    the command service itself (service/reclaim_run.py), one decision per (network, host)."""
 
     NAME: ClassVar[str] = "fixed_ip.reclaim"
     ADMIN_ONLY: ClassVar[bool] = True

@@ -54,7 +54,7 @@ class FixedIpReclaimed(NetworkEvent):
     last_seen_seq: int
     allocated_seq: int
     grace: float
-    #: when the latest evidence is a heartbeat (events/liveness.py), not a report in the log:
+    #: when the latest evidence is a heartbeat (journal/liveness.py), not a report in the log:
     #: its KV revision and the digest of the MAC set it confirmed (``report_seq``'s)
     heartbeat_revision: int | None = None
     heartbeat_digest: str | None = None
@@ -103,7 +103,7 @@ def macs_digest(macs: Iterable[str]) -> str:
 class Heartbeat:
     """A host's "the instances I see are still those of my report at ``report_seq``" (MAC set
     ``digest``), at ``time`` on its own clock — kept in the liveness bucket, not the log
-    (events/liveness.py); ``revision`` is its KV revision (the evidence a reclaim names)."""
+    (journal/liveness.py); ``revision`` is its KV revision (the evidence a reclaim names)."""
 
     host: str
     report_seq: int

@@ -14,7 +14,7 @@ explicitly (no pickling): a change to :class:`State` must change this codec and 
 :data:`FOLD_VERSION`, and the round-trip property test (tests/test_snapshot_codec.py) fails
 until it does.
 
-Pure: no I/O. Writing and loading them is :mod:`netledger.events.snapshot_store`.
+Pure: no I/O. Writing and loading them is :mod:`netledger.journal.snapshot_store`.
 """
 
 from __future__ import annotations

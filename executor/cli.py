@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from netledger.cli import Settings, pass_settings, run
-from netledger.metrics import metrics_port_option
-from netledger.output import emit
+from netledger.common.metrics import metrics_port_option
+from netledger.common.output import emit
+from netledger.common.settings import Settings, pass_settings, run
 
 
 @click.group("executor")
@@ -137,7 +137,7 @@ def executor_run(
     netns_not_found for a missing --netns, apply_incomplete when --once could not apply it all.
     """
     from netledger.events.ids import check_id
-    from netledger.events.stream import connect
+    from netledger.journal.stream import connect
 
     from .daemon import Options, run_executor
     from .desired import HostConfig
@@ -196,7 +196,7 @@ def executor_run(
         conn = await connect(
             settings.url, name=f"netledger-executor-{host}", **settings.connect_kwargs()
         )
-        from netledger.metrics import executor_applied, observe
+        from netledger.common.metrics import executor_applied, observe
 
         observability = await observe(
             conn, metrics_port, {f"executor:{host}": lambda: executor_applied(host)}

@@ -10,7 +10,7 @@ Passes run at start (recovery: the whole log is replayed), after changes (deboun
 ``interval`` seconds (drift repair). ``HostReconciled`` is appended only when a pass changed
 something or the desired state changed: an idle host appends nothing to the log. Its liveness —
 the last pass's time, applied sequence, changes and failures — goes into the liveness bucket
-(``host.<host>.status``, events/liveness.py) after every pass that changed something and at
+(``host.<host>.status``, journal/liveness.py) after every pass that changed something and at
 least every ``heartbeat`` seconds.
 """
 
@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netledger import metrics
+from netledger.common import metrics
 from netledger.events.codec import Actor, Envelope
 from netledger.events.errors import LogRegression, LogUnavailable, NetledgerError
 from netledger.events.host_events import (
@@ -37,9 +37,9 @@ from netledger.events.host_events import (
     HostEvent,
     HostReconciled,
 )
-from netledger.events.liveness import live_bucket, status_key
 from netledger.events.state import State
-from netledger.events.stream import (
+from netledger.journal.liveness import live_bucket, status_key
+from netledger.journal.stream import (
     MAX_BATCH,
     Appender,
     Connection,

@@ -6,7 +6,7 @@ an unexpired lease in one of our dnsmasq lease files. The reporter appends
 ``HostInstancesSeen`` to the log only when that set (or the set of bridges read) changes — a
 restart that finds the set of the host's last report in the log appends nothing. At least every
 ``heartbeat`` seconds it writes a *heartbeat* into the liveness bucket instead
-(events/liveness.py: "still the set of my report at seq N", with the set's digest): reclaiming
+(journal/liveness.py: "still the set of my report at seq N", with the set's digest): reclaiming
 needs evidence *after* the grace period that still lacks the MAC (events/reclaim.py), and a
 silent host proves nothing — but "nothing changed" is not a change, so it stays out of the log.
 
@@ -21,19 +21,34 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from netledger.events.errors import LogUnavailable
 from netledger.events.host_events import HostInstancesSeen
-from netledger.events.liveness import heartbeat_to_json, live_bucket, seen_key
 from netledger.events.reclaim_events import Heartbeat, macs_digest
+from netledger.events.state import State
+from netledger.journal.liveness import heartbeat_to_json, live_bucket, seen_key
 
 from .kernel import Kernel
 
-if TYPE_CHECKING:
-    from .daemon import Executor
-
 log = logging.getLogger("netledger.executor.sightings")
+
+
+class Executor(Protocol):
+    """What the reporter uses of its running executor (executor/daemon.py's ``Executor``).
+
+    Named here rather than imported: the daemon imports this module to start the reporter, and
+    an import back would make the two a cycle."""
+
+    conn: Any  # a journal Connection
+    opts: Any  # the daemon's Options: netns, dhcp_paths, sightings_poll, sightings_heartbeat
+    cfg: Any  # the host's HostConfig (``host``)
+    sightings: SightingReporter | None
+
+    @property
+    def state(self) -> State: ...
+
+    async def _publish(self, events: list[Any]) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from netledger.events.host_events import HostAnnounced, HostEvent
 from netledger.events.ids import ALL_EVENTS, network_subject
 from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.state import State
-from netledger.events.stream import Connection, Follower
+from netledger.journal.stream import Connection, Follower
 
 from .dhcp import DhcpBook
 from .hosts import HostBook

@@ -64,11 +64,11 @@ from netledger.events.ids import (
     host_subject,
     project_commands,
 )
-from netledger.events.liveness import BUCKET as LIVE_BUCKET
-from netledger.events.liveness import LIVE_STREAM, host_keys
-from netledger.events.snapshot_store import BUCKET as SNAPSHOT_BUCKET
+from netledger.journal.liveness import BUCKET as LIVE_BUCKET
+from netledger.journal.liveness import LIVE_STREAM, host_keys
+from netledger.journal.snapshot_store import BUCKET as SNAPSHOT_BUCKET
 
-COMMAND_QUEUE = "netledger-command"  # events/service.py QUEUE_GROUP
+COMMAND_QUEUE = "netledger-command"  # service/service.py QUEUE_GROUP
 SNAPSHOT_STREAM = f"OBJ_{SNAPSHOT_BUCKET}"
 INBOX = "_INBOX.>"
 

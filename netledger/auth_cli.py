@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from netledger.cli import Settings, pass_settings
+from netledger.common.output import emit, fail
+from netledger.common.settings import Settings, pass_settings
 from netledger.events.errors import NetledgerError
-from netledger.output import emit, fail
 
 
 @click.group("auth")

@@ -2,77 +2,25 @@
 
 Library errors become a message naming the stable error code and exit status 1 (with JSON
 output: ``{"error": {"code", "message"}}`` on stdout); usage errors exit 2. The output options
-(netledger/output.py) are given to every command by :func:`netledger.output.install`.
+(common/output.py) are given to every command by :func:`netledger.common.output.install`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from netledger.common.metrics import metrics_port_option
+from netledger.common.output import emit, install, state, table
+from netledger.common.settings import DEFAULT_URL, Settings, default_data_dir, pass_settings, run
 from netledger.config import ENV_PREFIX, RESERVE, Reserve, config_option
 from netledger.duration import DURATION
 from netledger.events.codec import Actor
-from netledger.events.errors import NetledgerError
-from netledger.locate import default_data_dir as default_data_dir  # for the plugins
 from netledger.locate import projection_db
 from netledger.logs import LEVELS, setup_logging
-from netledger.metrics import metrics_port_option
-from netledger.output import Output, emit, fail, install, state, table
-
-DEFAULT_URL = "nats://127.0.0.1:4222"
-
-
-@dataclass
-class Settings:
-    nats: str | None
-    output: Output
-    creds: str | None
-    user: str | None
-    password: str | None
-    actor: Actor
-    inbox_prefix: str | None = None
-    as_host: str | None = None
-
-    @property
-    def as_json(self) -> bool:
-        """JSON output chosen (--json, --format json, --json-lines, at either position)."""
-        return self.output.as_json
-
-    @property
-    def url(self) -> str:
-        return self.nats or DEFAULT_URL
-
-    def projection(self, db: Path | None, nats_url: str | None = None) -> Path:
-        """``db`` if given, else the projection found on this machine (netledger.locate)."""
-        try:
-            return db or projection_db(self.nats if nats_url is None else nats_url)
-        except NetledgerError as err:
-            fail(err, self.as_json)
-
-    def connect_kwargs(self) -> dict[str, Any]:
-        return {
-            "creds": self.creds,
-            "user": self.user,
-            "password": self.password,
-            "inbox_prefix": self.inbox_prefix,
-        }
-
-
-pass_settings = click.make_pass_decorator(Settings)
-
-
-def run(settings: Settings, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    try:
-        return asyncio.run(fn())
-    except NetledgerError as err:
-        fail(err, settings.as_json)
 
 
 def client_call(
@@ -82,8 +30,8 @@ def client_call(
     command_id: str | None = None,
     deadline: float | None = None,
 ) -> dict[str, Any]:
-    from netledger.events.client import Client
-    from netledger.events.stream import connect
+    from netledger.journal.stream import connect
+    from netledger.service.client import Client
 
     async def go() -> dict[str, Any]:
         conn = await connect(settings.url, name="netledger-cli", **settings.connect_kwargs())
@@ -196,6 +144,7 @@ def cli(
         ),
         inbox_prefix,
         as_host,
+        find_projection=projection_db,
     )
 
 
@@ -326,8 +275,8 @@ def serve(
     (an unusable snapshot is skipped with a warning); `netledger verify --snapshots` checks
     stored snapshots against the log.
     """
-    from netledger.events.snapshotter import SnapshotPolicy
     from netledger.serve import serve_forever
+    from netledger.service.snapshotter import SnapshotPolicy
 
     run(
         settings,

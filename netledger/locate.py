@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from netledger.common.settings import default_data_dir
 from netledger.projector.errors import ProjectionNotFound, ProjectorError
 
 log = logging.getLogger("netledger.locate")
@@ -35,10 +36,6 @@ class ProjectionAmbiguous(ProjectorError):
     """Several serves run on this machine and nothing says which one is meant."""
 
     code = "projection_ambiguous"
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("NETLEDGER_DATA") or Path.home() / ".local/share/netledger")
 
 
 def pointer_dir() -> Path:

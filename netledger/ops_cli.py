@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from netledger.cli import Settings, pass_settings, run
-from netledger.output import emit
+from netledger.common.output import emit
+from netledger.common.settings import Settings, pass_settings, run
 
 # --- status ---------------------------------------------------------------------------------
 
@@ -47,7 +47,7 @@ def status(settings: Settings, dbs: tuple[Path, ...], max_lag: int, wait: float)
     is wrong (listed under "problems"), so it doubles as a health check. Without --db it checks
     the projection of the `netledger serve` on the same NATS URL running on this machine.
     """
-    from netledger.events.stream import connect
+    from netledger.journal.stream import connect
     from netledger.locate import status_dbs
     from netledger.status import gather
 
@@ -199,8 +199,8 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
 
     Exits 1 naming the first unknown key or bad value; prints the file's settings when valid.
     """
+    from netledger.common.output import current, dumps, fail
     from netledger.config import ConfigError, load_default_map
-    from netledger.output import current, dumps, fail
 
     try:
         path, dmap = load_default_map(ctx.find_root().command, file)

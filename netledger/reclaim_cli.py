@@ -2,7 +2,7 @@
 
 A thin layer over the ``fixed_ip.reclaim`` command: the command service computes the
 candidates on its folded log and appends each reclaim with OCC on the network's subject and the
-host's subject (events/reclaim.py, events/reclaim_run.py, docs/reclaim.md).
+host's subject (events/reclaim.py, service/reclaim_run.py, docs/reclaim.md).
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from typing import Any
 
 import click
 
-from netledger.cli import Settings, client_call, pass_settings
+from netledger.cli import client_call
+from netledger.common.output import emit
+from netledger.common.settings import Settings, pass_settings
 from netledger.duration import DURATION
 from netledger.events.reclaim import DEFAULT_GRACE
-from netledger.output import emit
 
 COLUMNS = ("network_id", "address", "instance", "mac", "host", "unseen_for", "report_seq")
 

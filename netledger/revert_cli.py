@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 import netledger.events.revert_events  # noqa: F401  (every netledger process decodes markers)
-from netledger.cli import Settings, pass_settings, run
-from netledger.events.client import Client
+from netledger.common.output import emit
+from netledger.common.settings import Settings, pass_settings, run
 from netledger.events.codec import decode
 from netledger.events.errors import DecodeError, NetledgerError
 from netledger.events.revert import (
@@ -30,8 +30,8 @@ from netledger.events.revert import (
     pack_events,
 )
 from netledger.events.revert_events import ChangeReverted
-from netledger.events.stream import Connection, connect, last_seq
-from netledger.output import emit
+from netledger.journal.stream import Connection, connect, last_seq
+from netledger.service.client import Client
 
 
 class AlreadyReverted(NetledgerError):

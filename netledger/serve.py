@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netledger.common.natsserver import EmbeddedNats, find_nats_server, server_version
 from netledger.events.errors import NetledgerError
-from netledger.events.loghealth import LogHealth
-from netledger.events.service import CommandService
-from netledger.events.snapshotter import SnapshotPolicy
-from netledger.events.stream import connect, ensure_stream
+from netledger.journal.loghealth import LogHealth
+from netledger.journal.stream import connect, ensure_stream
 from netledger.locate import remove_pointer, write_pointer
-from netledger.natsserver import EmbeddedNats, find_nats_server, server_version
+from netledger.service.service import CommandService
+from netledger.service.snapshotter import SnapshotPolicy
 from netledger.status import StatusResponder
 from netledger.storage import (
     DEFAULT_INTERVAL,
@@ -107,7 +107,7 @@ async def serve_forever(
                 raise
             responder = StatusResponder.for_service(conn, service)
             await responder.start()
-            from netledger.metrics import observe
+            from netledger.common.metrics import observe
 
             observability = await observe(
                 conn,

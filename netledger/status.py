@@ -37,8 +37,8 @@ from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
 from netledger.events.host_events import HostReconciled
 from netledger.events.ids import EVENT_PREFIX
-from netledger.events.liveness import read_all
-from netledger.events.stream import Connection
+from netledger.journal.liveness import read_all
+from netledger.journal.stream import Connection
 
 SERVICE_NAME = "netledger"
 SRV_PREFIX = "$SRV"
@@ -505,7 +505,7 @@ async def gather(
 
 
 def log_problems(service: dict[str, Any]) -> list[str]:
-    """A replica's log trouble (its ``log``: events/loghealth.py), one sentence."""
+    """A replica's log trouble (its ``log``: journal/loghealth.py), one sentence."""
     lg = service.get("log")
     if not isinstance(lg, dict) or lg.get("state") in (None, "ok"):
         return []

@@ -8,7 +8,7 @@ Every ``interval`` seconds (and at once when a writer reports trouble) it sample
 * for the embedded server, its log: ``Critical write error`` means the filestore latched a
   write error (nats-server then stores nothing on that stream until it is restarted).
 
-and keeps the shared :class:`~netledger.events.loghealth.LogHealth` current: the command
+and keeps the shared :class:`~netledger.journal.loghealth.LogHealth` current: the command
 service refuses writes at once with ``log_storage_full`` while the store is below its reserve
 (reads, audit and replay keep working), and accepts them again when space is back. A stream
 latched in a write error is healed by restarting the embedded nats-server once space is back
@@ -27,9 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from netledger.common.natsserver import EmbeddedNats
 from netledger.config import Reserve, parse_reserve
 from netledger.events.errors import LogStorageFull, LogUnavailable
-from netledger.events.loghealth import (
+from netledger.journal.loghealth import (
     GAVE_UP,
     LATCHED,
     OK,
@@ -37,8 +38,7 @@ from netledger.events.loghealth import (
     STORAGE_LOW,
     LogHealth,
 )
-from netledger.events.stream import Connection
-from netledger.natsserver import EmbeddedNats
+from netledger.journal.stream import Connection
 
 log = logging.getLogger("netledger.storage")
 

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from netledger.events.codec import SYSTEM, Envelope, encode
-from netledger.events.stream import Connection, connect, ensure_stream
 from netledger.events.types import (
     Event,
     FixedIpAllocated,
@@ -34,6 +33,7 @@ from netledger.events.types import (
     FloatingPoolCreated,
     NetworkCreated,
 )
+from netledger.journal.stream import Connection, connect, ensure_stream
 
 ADDRESSES_PER_NETWORK = 65_000
 
@@ -185,7 +185,7 @@ def child_rss(url: str, db: Path, batch_size: int) -> tuple[float, int]:
 
 
 async def main(events: int, batch_size: int) -> None:
-    from netledger.natsserver import EmbeddedNats, free_port
+    from netledger.common.natsserver import EmbeddedNats, free_port
 
     from .runner import Projector
 

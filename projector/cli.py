@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from netledger.cli import Settings, default_data_dir, pass_settings, run
-from netledger.metrics import metrics_port_option
-from netledger.output import emit
+from netledger.common.metrics import metrics_port_option
+from netledger.common.output import emit
+from netledger.common.settings import Settings, default_data_dir, pass_settings, run
 
 DB_HELP = (
     "Projection database (default: that of the `netledger serve` running on this machine, else"
@@ -67,7 +67,7 @@ def projector_run(
     loses nothing and applies nothing twice. Without --once it keeps following, reconnects on
     its own, and stops cleanly on SIGINT/SIGTERM.
     """
-    from netledger.events.stream import connect
+    from netledger.journal.stream import connect
 
     from .runner import project_until
 
@@ -91,7 +91,7 @@ def projector_run(
 async def _follow(
     conn: Any, path: Path, batch_size: int, metrics_port: int | None = None
 ) -> dict[str, Any]:
-    from netledger.metrics import observe
+    from netledger.common.metrics import observe
 
     from .runner import Projector
 

@@ -20,7 +20,7 @@ Shape of the pipeline::
 * Writing: one batch of up to ``batch_size`` messages = one SQLite transaction holding the rows,
   the events index, the rejections and ``projection_state.last_seq`` (see :mod:`.store`).
 
-:class:`netledger.events.stream.Follower` is not reused: it decodes on the event loop and calls
+:class:`netledger.journal.stream.Follower` is not reused: it decodes on the event loop and calls
 a synchronous handler, while here decoding belongs in the writer and reading must be able to
 stop and resume (back-pressure).
 """
@@ -43,7 +43,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from netledger.events.errors import LogRegression
 from netledger.events.ids import ALL_EVENTS
-from netledger.events.stream import Connection, check_regression, last_seq, retrying
+from netledger.journal.stream import Connection, check_regression, last_seq, retrying
 
 from .errors import ProjectorStopped
 from .writer_proc import WriterProcess, ack_numbers, stream_time

@@ -33,8 +33,8 @@ from nats.js.errors import APIError
 
 from netledger.events.codec import Actor, Envelope, decode, encode
 from netledger.events.errors import DecodeError
-from netledger.events.stream import MSG_ID, Connection, last_seq
 from netledger.events.types import EVENT_TYPES
+from netledger.journal.stream import MSG_ID, Connection, last_seq
 
 from .errors import BadExport, ImportInterrupted, StreamNotEmpty
 from .progress import progress_bar

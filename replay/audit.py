@@ -20,7 +20,7 @@ from typing import Any
 
 from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 from netledger.projector.project import MemoryStore, Outcome
 from netledger.projector.query import open_readonly
 from netledger.projector.tables import EVENTS

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netledger.events.stream import connect, ensure_stream
-from netledger.natsserver import EmbeddedNats, free_port
+from netledger.common.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import connect, ensure_stream
 from netledger.projector.bench import publish, synthetic
 
 from . import audit

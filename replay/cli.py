@@ -12,8 +12,8 @@ from typing import Any, TextIO
 
 import click
 
-from netledger.cli import Settings, pass_settings, run
-from netledger.output import emit, fail
+from netledger.common.output import emit, fail
+from netledger.common.settings import Settings, pass_settings, run
 
 from .errors import ProjectionMismatch, SnapshotMismatch, SnapshotUnusable
 
@@ -37,7 +37,7 @@ def _moment(what: str) -> Callable[[click.Context, click.Parameter, str | None],
 
 
 def _with_conn(settings: Settings, name: str, fn: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
-    from netledger.events.stream import connect
+    from netledger.journal.stream import connect
 
     async def go() -> Any:
         conn = await connect(settings.url, name=name, **settings.connect_kwargs())
@@ -347,7 +347,7 @@ def import_cmd(settings: Settings, file: Path) -> None:
     A stream that already holds exactly the file's first messages is completed (so running the
     same import again appends nothing); any other non-empty stream is refused.
     """
-    from netledger.events.stream import ensure_stream
+    from netledger.journal.stream import ensure_stream
 
     from .archive import import_file
 

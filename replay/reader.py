@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from netledger.events.ids import ALL_EVENTS
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 
 from .errors import SeqBeyondStream
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 from netledger.projector import query
 from netledger.projector.runner import project_until
 

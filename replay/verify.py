@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from netledger.events.errors import LogRegression
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until
 
 from .checksum import TABLES, checksums, first_differences, overall, snapshot

@@ -15,9 +15,9 @@ from typing import Any
 from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
 from netledger.events.snapshot import SnapshotInvalid, loads, state_to_wire
-from netledger.events.snapshot_store import SnapshotStore
 from netledger.events.state import State
-from netledger.events.stream import Connection
+from netledger.journal.snapshot_store import SnapshotStore
+from netledger.journal.stream import Connection
 
 from .reader import read_range
 

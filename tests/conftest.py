@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, connect, ensure_stream
-from netledger.natsserver import EmbeddedNats, free_port
+from netledger.common.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import Connection, connect, ensure_stream
+from netledger.service.service import CommandService
 
 
 @pytest.fixture

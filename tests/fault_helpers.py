@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from netledger.events.client import Client
+from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.errors import NetledgerError, Unavailable
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, Follower, connect, ensure_stream, last_seq
 from netledger.events.types import FixedIpAllocated
-from netledger.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import Connection, Follower, connect, ensure_stream, last_seq
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 T = TypeVar("T")

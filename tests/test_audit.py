@@ -8,10 +8,10 @@ import datetime
 import sqlite3
 from pathlib import Path
 
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection
+from netledger.journal.stream import Connection
 from netledger.projector.runner import project_until
 from netledger.replay import audit
+from netledger.service.service import CommandService
 from tests.test_replay_helpers import build_history, cli_json, invoke
 
 

@@ -22,13 +22,13 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from netledger.auth import embedded_extra_config, read_credentials
-from netledger.events.client import Client
+from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.errors import FloatingIpNotOwned, Forbidden
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, connect, ensure_stream, last_seq
 from netledger.events.types import FixedIpAllocated
-from netledger.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 from tests.fault_helpers import NETLEDGER, read_all
 
 
@@ -569,9 +569,9 @@ async def test_a_hosts_lease_script_records_only_what_that_host_serves(
 async def test_liveness_and_snapshots_under_auth(secured: Secured, svc: Any) -> None:
     """The service creates the liveness and snapshot buckets and writes a snapshot; an
     executor writes only its own liveness keys; the auditor reads both and verifies."""
-    from netledger.events.liveness import live_bucket
-    from netledger.events.liveness import read_all as read_live
-    from netledger.events.snapshotter import SnapshotPolicy
+    from netledger.journal.liveness import live_bucket
+    from netledger.journal.liveness import read_all as read_live
+    from netledger.service.snapshotter import SnapshotPolicy
 
     conn, service = svc
     await _network(conn, secured)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from netledger.auth import read_credentials
-from netledger.natsserver import free_port
+from netledger.common.natsserver import free_port
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 

@@ -21,12 +21,12 @@ import pytest
 from click.testing import CliRunner
 
 from netledger.cli import cli
-from netledger.events.client import Client
 from netledger.events.codec import Actor
 from netledger.events.commands import MAX_REQUEST_BYTES
 from netledger.events.errors import NetledgerError
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 PA = Actor(project="pa", role="member", user="alice")
 

@@ -13,9 +13,9 @@ import os
 import sys
 from typing import Any
 
-from netledger.events.client import Client
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 
 async def netledger(url: str, *argv: str) -> tuple[int, str, str]:

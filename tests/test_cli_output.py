@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from netledger.cli import cli
-from netledger.events.service import CommandService
-from netledger.output import NAMES
+from netledger.common.output import NAMES
+from netledger.service.service import CommandService
 from tests.test_projector_cli import db as db  # the fixture: a small real projection
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from netledger.events.client import Client
-from netledger.events.stream import Follower, connect, ensure_stream, last_seq
+from netledger.journal.stream import Follower, connect, ensure_stream, last_seq
+from netledger.service.client import Client
 from tests.fault_helpers import (
     NETLEDGER,
     AllocationRun,

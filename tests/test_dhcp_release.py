@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from netledger.events.client import Client
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 from tests.test_service import read_all
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")

@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netledger.events.client import Client
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 from tests.test_executor_lab import lab, links, sh
 
 NETLEDGER = str(Path(sys.executable).with_name("netledger"))

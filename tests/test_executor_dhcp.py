@@ -29,11 +29,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netledger.events.client import Client
 from netledger.events.codec import Envelope, decode
 from netledger.events.host_events import HostDhcpStarted, HostDhcpStopped
 from netledger.events.state import State
-from netledger.events.stream import Connection
 from netledger.events.types import Event, FixedIpAllocated, FixedIpDeallocated, FixedIpLeased
 from netledger.executor.desired import HostConfig, build, hostname_for
 from netledger.executor.dhcp import (
@@ -55,6 +53,8 @@ from netledger.executor.model import (
     StartDhcp,
     StopDhcp,
 )
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
 
 from .test_executor_desired import network
 from .test_executor_lab import NETLEDGER, Lab, addresses, ns_exec, sh

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from netledger.events.client import Client
 from netledger.events.host_events import HostApplyFailed
-from netledger.events.liveness import read_all
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection
+from netledger.journal.liveness import read_all
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 from tests.fault_helpers import NETLEDGER
 
 from .test_executor_lab import lab

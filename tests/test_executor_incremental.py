@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from netledger.events.client import Client
 from netledger.events.errors import NetledgerError
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection
 from netledger.executor.cache import KernelCache
 from netledger.executor.daemon import Executor, Options
 from netledger.executor.desired import HostConfig, build
 from netledger.executor.diff import diff
 from netledger.executor.kernel import Kernel
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 from .test_executor_lab import Lab, lab, sh
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from nats.js.api import ConsumerConfig
 
-from netledger.events.client import Client
 from netledger.events.codec import decode
-from netledger.events.stream import Connection
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
 
 from .test_executor_lab import Lab, addresses, flood, lab, links, nat_table, ping, sh
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from netledger.events.client import Client
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.errors import NetledgerError
 from netledger.events.host_events import HostAnnounced
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection
 from netledger.executor.desired import HostConfig, build
 from netledger.executor.view import HostView
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 HOSTS = ["h1", "h2", "h3", "h4"]
 NETWORK_HOST = "h4"  # runs with --network-host

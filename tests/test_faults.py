@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from netledger.events.client import Client
+from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.commands import COMMANDS
-from netledger.events.stream import connect, ensure_stream, last_seq
-from netledger.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import connect, ensure_stream, last_seq
 from netledger.projector.compare import checksum
 from netledger.projector.runner import project_until
+from netledger.service.client import Client
 from tests.fault_helpers import (
     NETLEDGER,
     AllocationRun,

@@ -24,7 +24,7 @@ from netledger.events.codec import decode, encode
 from netledger.events.host_events import HostEvent
 from netledger.events.reclaim import candidates
 from netledger.events.state import State
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 from netledger.projector.query import open_readonly
 from netledger.projector.query import state as projection_state
 from netledger.projector.runner import project_until

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import sqlite_utils
 
-from netledger.events.client import Client
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection
+from netledger.journal.stream import Connection
 from netledger.projector.runner import project_until
 from netledger.projector.schema import MIGRATION_NAMES, migrations, open_db
 from netledger.projector.tables import ALL_TABLES
 from netledger.replay import audit
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 
 def test_migration_adds_the_ipv6_columns_to_an_older_projection(tmp_path: Path) -> None:

@@ -21,18 +21,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netledger.events.client import Client
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.host_events import HostInstancesSeen
 from netledger.events.ids import host_subject
-from netledger.events.liveness import heartbeat_to_json, live_bucket, read_all, seen_key
 from netledger.events.reclaim_events import FixedIpReclaimed, Heartbeat, HostSightings, macs_digest
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, last_seq
 from netledger.executor.daemon import Executor, Options
 from netledger.executor.desired import HostConfig
+from netledger.journal.liveness import heartbeat_to_json, live_bucket, read_all, seen_key
+from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until
 from netledger.replay import audit
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 from .test_executor_lab import Lab, lab, sh
 from .test_reclaim_service import all_events

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from netledger.events.client import Client
+from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.errors import LogRegression, Unavailable
-from netledger.events.service import CommandService
-from netledger.events.stream import check_regression, connect, ensure_stream, last_seq
-from netledger.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import check_regression, connect, ensure_stream, last_seq
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 
 def test_check_regression_pure() -> None:

@@ -8,10 +8,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from netledger.events.client import Client
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, last_seq
-from netledger.natsserver import free_port
+from netledger.common.natsserver import free_port
+from netledger.journal.stream import Connection, last_seq
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 

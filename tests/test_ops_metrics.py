@@ -11,12 +11,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from netledger import metrics
-from netledger.events.client import Client
+from netledger.common import metrics
 from netledger.events.errors import NetledgerError
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 from netledger.logs import setup_logging
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

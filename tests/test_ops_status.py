@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from netledger.events.client import Client
 from netledger.events.codec import Envelope, encode
 from netledger.events.host_events import HostAnnounced, HostLinkCreated, HostReconciled
-from netledger.events.service import CommandService
-from netledger.events.stream import MSG_ID, Connection, last_seq
+from netledger.journal.stream import MSG_ID, Connection, last_seq
 from netledger.projector.runner import project_until
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 from netledger.status import StatusResponder, discover, gather
 
 NETLEDGER = shutil.which("netledger", path=os.path.dirname(sys.executable)) or "netledger"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from netledger import locate
-from netledger.natsserver import free_port
+from netledger.common.natsserver import free_port
 from netledger.projector.errors import ProjectionNotFound
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from netledger.events.stream import Connection
-from netledger.natsserver import EmbeddedNats
+from netledger.common.natsserver import EmbeddedNats
+from netledger.journal.stream import Connection
 from netledger.projector.bench import publish, synthetic
 from netledger.projector.compare import dump
 from netledger.projector.runner import project_until

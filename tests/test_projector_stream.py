@@ -10,17 +10,17 @@ from typing import Any
 import msgpack
 import pytest
 
-from netledger.events.client import Client
+from netledger.common.natsserver import EmbeddedNats
 from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.host_events import HostAnnounced, HostLinkCreated, HostNatApplied
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, connect, last_seq
 from netledger.events.types import FixedIpAllocated
-from netledger.natsserver import EmbeddedNats
+from netledger.journal.stream import Connection, connect, last_seq
 from netledger.projector.compare import dump
 from netledger.projector.errors import ProjectionAhead, StreamMismatch
 from netledger.projector.runner import Projector, project_until
 from netledger.projector.schema import schema_version
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 
 def rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -337,7 +337,7 @@ async def test_refuses_a_stream_it_was_not_built_from(
 async def test_reconnects_when_the_server_comes_back(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    from netledger.events.stream import ensure_stream
+    from netledger.journal.stream import ensure_stream
     from tests.test_projector_unit import alloc, net
 
     conn = await connect(nats_server.url, name="reconnect-test")

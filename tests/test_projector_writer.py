@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
+from netledger.common.natsserver import EmbeddedNats
 from netledger.events.codec import encode
-from netledger.events.stream import Connection
-from netledger.natsserver import EmbeddedNats
+from netledger.journal.stream import Connection
 from netledger.projector.bench import publish, synthetic
 from netledger.projector.compare import dump
 from netledger.projector.errors import ProjectorStopped

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from netledger.natsserver import free_port
+from netledger.common.natsserver import free_port
 
 ROOT = Path(__file__).parent.parent
 VENV = Path(sys.executable).parent.parent
@@ -75,7 +75,7 @@ def _serve_command(block: Block) -> str:
 
 
 async def _stream_end(url: str) -> int:
-    from netledger.events.stream import connect, last_seq
+    from netledger.journal.stream import connect, last_seq
 
     conn = await connect(url, name="quickstart-test")
     try:

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from netledger.events.client import Client
 from netledger.events.reclaim_events import FixedIpReclaimed
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection
 from netledger.executor.daemon import Executor, Options
 from netledger.executor.desired import HostConfig
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 from .test_executor_lab import Lab, lab, ping, sh
 from .test_reclaim_service import all_events

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from netledger.events.client import Client
 from netledger.events.codec import Actor, Envelope, decode, encode
 from netledger.events.commands import Request
 from netledger.events.decide import decide
@@ -25,9 +24,10 @@ from netledger.events.host_events import HostInstancesSeen
 from netledger.events.ids import host_subject
 from netledger.events.reclaim import FixedIpReclaim
 from netledger.events.reclaim_events import FixedIpReclaimed, FixedIpReconfirmed
-from netledger.events.service import CommandService
-from netledger.events.stream import Appender, Connection, WrongLastSequence, build_messages
 from netledger.events.types import FixedIpAllocated
+from netledger.journal.stream import Appender, Connection, WrongLastSequence, build_messages
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 EXECUTOR = Actor(role="system", user="executor:test")
 GRACE = 2.0

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until
 from netledger.replay.checksum import file_checksums
 from netledger.replay.errors import BadTime, NaiveTime, OutputExists, SeqBeyondStream
 from netledger.replay.rebuild import rebuild
 from netledger.replay.times import iso, parse_moment
+from netledger.service.service import CommandService
 from tests.test_replay_helpers import build_history, cli_json, invoke, state_of
 
 

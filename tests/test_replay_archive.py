@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from netledger.events.service import CommandService
-from netledger.events.stream import MSG_ID, Connection, connect, ensure_stream, last_seq
-from netledger.natsserver import EmbeddedNats, free_port
+from netledger.common.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import MSG_ID, Connection, connect, ensure_stream, last_seq
 from netledger.replay.archive import export, import_file
 from netledger.replay.checksum import file_checksums
 from netledger.replay.errors import BadExport, StreamNotEmpty
 from netledger.replay.reader import read_range
 from netledger.replay.rebuild import rebuild
+from netledger.service.service import CommandService
 from tests.test_replay_helpers import build_history, cli_json
 
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from netledger.events.stream import Connection
+from netledger.journal.stream import Connection
 from netledger.replay.audit import from_index
 from netledger.replay.rebuild import rebuild
 from netledger.replay.verify import verify

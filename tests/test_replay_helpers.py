@@ -13,10 +13,10 @@ from typing import Any
 from click.testing import CliRunner
 
 from netledger.cli import cli
-from netledger.events.client import Client
 from netledger.events.codec import Actor
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 from netledger.projector import query
+from netledger.service.client import Client
 
 ALICE = Actor(project="p1", role="admin", user="alice")
 BOB = Actor(project="p1", role="admin", user="bob")

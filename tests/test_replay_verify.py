@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.errors import LogRegression
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, connect, ensure_stream
-from netledger.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import Connection, connect, ensure_stream
 from netledger.projector.runner import project_until
 from netledger.replay import checksum
 from netledger.replay.verify import verify
+from netledger.service.service import CommandService
 from tests.test_replay_helpers import build_history, cli_json
 
 

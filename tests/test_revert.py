@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from netledger.events.client import Client
 from netledger.events.codec import decode
 from netledger.events.errors import NetledgerError
 from netledger.events.revert import RevertConflict  # noqa: F401  (registers the command)
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until
 from netledger.replay import audit
 from netledger.replay.reader import read_range
 from netledger.revert_cli import AlreadyReverted, revert
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 
 async def log(conn: Connection) -> list[tuple[int, str, Any]]:

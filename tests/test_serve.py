@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netledger.natsserver import free_port
+from netledger.common.natsserver import free_port
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 

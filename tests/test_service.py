@@ -13,11 +13,11 @@ from pathlib import Path
 import netaddr
 import pytest
 
-from netledger.events.client import Client
 from netledger.events.codec import decode
 from netledger.events.errors import InstanceNotFound
-from netledger.events.stream import Connection, connect, ensure_stream, last_seq
 from netledger.events.types import FixedIpAllocated, NetworkAssociated
+from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
+from netledger.service.client import Client
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 
@@ -43,7 +43,7 @@ async def wait_ready(tmp: Path, i: int) -> None:
 
 async def read_all(conn: Connection) -> list[tuple[int, str, object]]:
     """Every event in the stream, decoded (a fresh ordered consumer)."""
-    from netledger.events.stream import Follower
+    from netledger.journal.stream import Follower
 
     out: list[tuple[int, str, object]] = []
     f = Follower(conn, lambda seq, subj, env, err, msg: out.append((seq, subj, env)))

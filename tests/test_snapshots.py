@@ -23,15 +23,15 @@ from pathlib import Path
 import pytest
 from nats.js.api import ObjectMeta
 
-from netledger.events.client import Client
-from netledger.events.service import CommandService
+from netledger.common.natsserver import EmbeddedNats
 from netledger.events.snapshot import dumps, encode_body, state_to_wire
-from netledger.events.snapshot_store import BUCKET, SnapshotStore, write_forked
-from netledger.events.snapshotter import SnapshotPolicy
 from netledger.events.state import FOLD_VERSION
-from netledger.events.stream import Connection, connect, ensure_stream
-from netledger.natsserver import EmbeddedNats
+from netledger.journal.snapshot_store import BUCKET, SnapshotStore, write_forked
+from netledger.journal.stream import Connection, connect, ensure_stream
 from netledger.replay.verify_snapshot import fold_to as fold_from_log
+from netledger.service.client import Client
+from netledger.service.service import CommandService
+from netledger.service.snapshotter import SnapshotPolicy
 from tests.fault_helpers import NETLEDGER
 
 FAST = SnapshotPolicy(every_events=5, min_interval=0.0, check_interval=0.05)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from netledger.events.client import Client
 from netledger.events.errors import LogStorageFull, Unavailable
-from netledger.events.loghealth import STORAGE_LOW, LogHealth
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection
+from netledger.journal.loghealth import STORAGE_LOW, LogHealth
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 

@@ -8,11 +8,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from netledger.events.client import Client
-from netledger.events.service import CommandService
-from netledger.events.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq
 from netledger.projector.compare import dump
 from netledger.projector.runner import Projector, disk_full, project_until
+from netledger.service.client import Client
+from netledger.service.service import CommandService
 from tests.test_storage_fs import fill, tmpfs
 
 

@@ -12,13 +12,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from netledger.events.client import Client
+from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.errors import LogUnavailable, NetledgerError
-from netledger.events.snapshotter import SnapshotPolicy
-from netledger.events.stream import Connection, connect
 from netledger.events.types import FixedIpAllocated
-from netledger.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import Connection, connect
 from netledger.serve import serve_forever
+from netledger.service.client import Client
+from netledger.service.snapshotter import SnapshotPolicy
 from netledger.status import discover, projector_status
 from netledger.storage import parse_reserve
 from tests.fault_helpers import read_all

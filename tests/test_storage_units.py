@@ -13,7 +13,7 @@ from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 
 from netledger.config import Reserve, parse_reserve
 from netledger.events.errors import LogStorageFull, LogUnavailable, error_from_wire
-from netledger.events.loghealth import FAILING, LATCHED, OK, STORAGE_LOW, LogHealth, log_error
+from netledger.journal.loghealth import FAILING, LATCHED, OK, STORAGE_LOW, LogHealth, log_error
 from netledger.status import log_problems
 from netledger.storage import below_reserve
 

@@ -298,12 +298,12 @@ def _rx_packets(m: Any) -> int | None:
 
 
 async def run_scenario(r: Results, ipr_cls: Any, tmp: Path) -> None:
-    from netledger.events.client import Client
-    from netledger.events.service import CommandService
-    from netledger.events.stream import connect, ensure_stream
+    from netledger.common.natsserver import EmbeddedNats, free_port
     from netledger.executor.daemon import Options, run_executor
     from netledger.executor.desired import HostConfig
-    from netledger.natsserver import EmbeddedNats, free_port
+    from netledger.journal.stream import connect, ensure_stream
+    from netledger.service.client import Client
+    from netledger.service.service import CommandService
 
     server = EmbeddedNats(data_dir=tmp / "nats", port=free_port(), sync_interval="default")
     with r.timed("nats_start"):

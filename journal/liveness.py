@@ -30,9 +30,9 @@ from typing import Any
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 
-from .ids import check_id
-from .reclaim_events import Heartbeat
-from .stream import CLOSE_TIMEOUT_S, Connection
+from netledger.events.ids import check_id
+from netledger.events.reclaim_events import Heartbeat
+from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection
 
 log = logging.getLogger("netledger.liveness")
 

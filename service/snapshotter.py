@@ -1,6 +1,6 @@
 """The command service's snapshots: load the newest valid one at start, write new ones behind.
 
-Owned by :class:`netledger.events.service.CommandService` (``service.snapshotter``). At start the
+Owned by :class:`netledger.service.service.CommandService` (``service.snapshotter``). At start the
 service asks :meth:`Snapshotter.load` for a fold to begin from and then reads only the tail of
 the log. While it runs, every ``every_events`` events folded (and at most once per
 ``min_interval``), a new snapshot is written in the background (a forked child encodes it; see
@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .snapshot import SeenEvents, Snapshot
-from .snapshot_store import SnapshotStore, StoredSnapshot, write_forked
-from .state import State
-from .stream import CLOSE_TIMEOUT_S, Connection
+from netledger.events.snapshot import SeenEvents, Snapshot
+from netledger.events.state import State
+from netledger.journal.snapshot_store import SnapshotStore, StoredSnapshot, write_forked
+from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection
 
 log = logging.getLogger("netledger.snapshot")
 

@@ -31,7 +31,7 @@ import click
 
 from netledger.events.errors import NetledgerError
 
-log = logging.getLogger("netledger.metrics")
+log = logging.getLogger("netledger.common.metrics")
 
 NAMESPACE = "netledger"
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -230,7 +230,7 @@ class _Watched:
         yield from log_metrics.values()
 
 
-#: the states of the log's health (events/loghealth.py), one 0/1 series each
+#: the states of the log's health (journal/loghealth.py), one 0/1 series each
 LOG_STATES = ("ok", "storage_low", "latched", "restarting", "gave_up", "failing")
 #: the store's sample (netledger/storage.py) -> metric name
 _STORE_GAUGES = {
@@ -388,9 +388,11 @@ class LagWatcher:
         self.components[component] = applied_seq
 
     async def sample(self) -> int:
-        from netledger.events.stream import last_seq
-
-        last = await last_seq(self.conn)
+        # Asked of the connection itself (a journal Connection: ``js`` and ``stream``) rather than
+        # through journal/stream.py: this room imports no part. A failed sample keeps the last
+        # values (``_run``), so the journal's retrying is not wanted here anyway.
+        info = await self.conn.js.stream_info(self.conn.stream)
+        last = int(info.state.last_seq)
         m = metrics()
         m.stream_last_seq.set(last)
         for name, applied in self.components.items():

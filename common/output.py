@@ -34,7 +34,7 @@ from netledger.events.errors import NetledgerError
 
 FORMATS = ("json", "table", "value")
 #: Where the :class:`Output` of a run lives (``ctx.meta`` is shared by a context and its parents).
-KEY = "netledger.output"
+KEY = "netledger.common.output"
 #: The parameter names of the output options (dropped before a command's callback is called).
 NAMES = ("as_json", "format", "column", "json_lines")
 _RANK = {

@@ -17,8 +17,8 @@ from typing import Any
 import msgpack
 import nats
 
-from .codec import Actor
-from .errors import (
+from netledger.events.codec import Actor
+from netledger.events.errors import (
     Forbidden,
     LogStorageFull,
     LogUnavailable,
@@ -27,8 +27,8 @@ from .errors import (
     ValidationError,
     error_from_wire,
 )
-from .ids import command_subject
-from .stream import Connection, connect
+from netledger.events.ids import command_subject
+from netledger.journal.stream import Connection, connect
 
 
 class Client:

@@ -15,24 +15,38 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .codec import SYSTEM, Envelope
-from .commands import Request
-from .decide import decide
-from .ids import host_subject
-from .placement import mappings
-from .reclaim import FixedIpReclaim, FixedIpReclaimSweep, candidates
-from .stream import (
+from netledger.events.codec import SYSTEM, Envelope
+from netledger.events.commands import Request
+from netledger.events.decide import decide
+from netledger.events.ids import host_subject
+from netledger.events.placement import mappings
+from netledger.events.reclaim import FixedIpReclaim, FixedIpReclaimSweep, Heartbeats, candidates
+from netledger.events.state import State
+from netledger.journal.stream import (
     MaybeApplied,
     WrongLastSequence,
     build_messages,
 )
 
-if TYPE_CHECKING:
-    from .service import CommandService
-
 log = logging.getLogger("netledger.reclaim")
+
+
+class CommandService(Protocol):
+    """What a reclaim uses of the running command service (service/service.py's
+    ``CommandService``): its fold, the command ids it has seen, its appender and follower, its
+    conflict counter, the hosts' heartbeats. Named here rather than imported: the service imports
+    this module to run reclaims, and an import back would make the two a cycle."""
+
+    state: State
+    seen: Any
+    appender: Any
+    follower: Any
+    stats: Any
+
+    def heartbeats_now(self) -> Heartbeats: ...
+
 
 MAX_ATTEMPTS = 64
 

@@ -32,7 +32,7 @@ from typing import Any
 from nats.js.api import ObjectMeta, ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from .snapshot import (
+from netledger.events.snapshot import (
     ENCODING,
     SNAPSHOT_FORMAT,
     SeenEvents,
@@ -43,8 +43,8 @@ from .snapshot import (
     encode_body,
     loads,
 )
-from .state import FOLD_VERSION, State
-from .stream import CLOSE_TIMEOUT_S, Connection, retrying
+from netledger.events.state import FOLD_VERSION, State
+from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, retrying
 
 log = logging.getLogger("netledger.snapshot")
 

@@ -22,10 +22,9 @@ from typing import Any
 import msgpack
 from nats.aio.msg import Msg
 
-from . import revert as _revert  # noqa: F401  (registers the revert commands)
-from .answers import _backfill_id, reply_error, reply_ok, result_from_events
-from .codec import SYSTEM, Envelope
-from .commands import (
+from netledger.events import revert as _revert  # noqa: F401  (registers the revert commands)
+from netledger.events.codec import SYSTEM, Envelope
+from netledger.events.commands import (
     MAX_REQUEST_BYTES,
     FixedIpAllocate,
     FixedIpDeallocate,
@@ -37,8 +36,8 @@ from .commands import (
     Request,
     parse_command,
 )
-from .decide import Decision, Pending, decide
-from .errors import (
+from netledger.events.decide import Decision, Pending, decide
+from netledger.events.errors import (
     ConflictRetriesExhausted,
     DecodeError,
     Forbidden,
@@ -48,8 +47,8 @@ from .errors import (
     RequestTooLarge,
     ValidationError,
 )
-from .host_events import HostEvent
-from .ids import (
+from netledger.events.host_events import HostEvent
+from netledger.events.ids import (
     ADMIN_COMMAND_PREFIX,
     COMMAND_PREFIX,
     HOST_COMMAND_NAMES,
@@ -57,16 +56,14 @@ from .ids import (
     PROJECT_COMMANDS,
     parse_command_subject,
 )
-from .liveness import HeartbeatBook
-from .loghealth import LogHealth
-from .placement import backfill, companions, unchecked
-from .reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
-from .reclaim import FixedIpReclaimSweep, Heartbeats
-from .reclaim_run import reclaim_forever, sweep
-from .snapshot import SeenEvents, seen_events
-from .snapshotter import SnapshotPolicy, Snapshotter
-from .state import State
-from .stream import (
+from netledger.events.placement import backfill, companions, unchecked
+from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
+from netledger.events.reclaim import FixedIpReclaimSweep, Heartbeats
+from netledger.events.snapshot import SeenEvents, seen_events
+from netledger.events.state import State
+from netledger.journal.liveness import HeartbeatBook
+from netledger.journal.loghealth import LogHealth
+from netledger.journal.stream import (
     CLOSE_TIMEOUT_S,
     Appender,
     Connection,
@@ -76,6 +73,9 @@ from .stream import (
     WrongLastSequence,
     build_messages,
 )
+from netledger.service.answers import _backfill_id, reply_error, reply_ok, result_from_events
+from netledger.service.reclaim_run import reclaim_forever, sweep
+from netledger.service.snapshotter import SnapshotPolicy, Snapshotter
 
 log = logging.getLogger("netledger.service")
 
@@ -163,7 +163,7 @@ class CommandService:
         self.follower = Follower(conn, self._on_event)
         #: hosts' latest heartbeats (liveness bucket): the newest evidence reclaiming may use
         self.heartbeats: HeartbeatBook | None = None
-        #: snapshots of the fold (events/snapshotter.py): None = neither loaded nor written
+        #: snapshots of the fold (service/snapshotter.py): None = neither loaded nor written
         self.snapshotter: Snapshotter | None = None
         if snapshots is not None:
             self.snapshotter = Snapshotter(

@@ -29,13 +29,25 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
-from .codec import Envelope, decode, encode
-from .errors import DecodeError, LogRegression, LogStorageFull, LogUnavailable, Unavailable
-from .ids import ALL_EVENTS, REGISTRY_SUBJECT, STREAM
-from .loghealth import ERR_BATCH_DUPLICATE, ERR_WRONG_LAST_SEQ, NO_ANSWER, NO_STREAM, log_error
+from netledger.events.codec import Envelope, decode, encode
+from netledger.events.errors import (
+    DecodeError,
+    LogRegression,
+    LogStorageFull,
+    LogUnavailable,
+    Unavailable,
+)
+from netledger.events.ids import ALL_EVENTS, REGISTRY_SUBJECT, STREAM
+from netledger.journal.loghealth import (
+    ERR_BATCH_DUPLICATE,
+    ERR_WRONG_LAST_SEQ,
+    NO_ANSWER,
+    NO_STREAM,
+    log_error,
+)
 
 if TYPE_CHECKING:
-    from .loghealth import LogHealth
+    from netledger.journal.loghealth import LogHealth
 
 log = logging.getLogger("netledger.stream")
 T = TypeVar("T")
@@ -295,7 +307,7 @@ class Appender:
     within it with :class:`LogUnavailable` / :class:`LogStorageFull` (a command answers fast
     and says why); without one, failures without an answer are retried ``attempts`` times
     (then :class:`MaybeApplied`). A refusal that names a cause is never retried. ``health``
-    (events/loghealth.py) hears of every failure and of the first success after one.
+    (journal/loghealth.py) hears of every failure and of the first success after one.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """What the command service answers: replies on the wire, and the answer to a command that
 already landed (a retry with the same command id gets the first answer, not a new decision).
 
-Kept apart from :mod:`netledger.events.service` (lanes, appends, retries): these are pure.
+Kept apart from :mod:`netledger.service.service` (lanes, appends, retries): these are pure.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from typing import Any
 
 import msgpack
 
-from .commands import NetworkCreate, Request
-from .decide import decide, network_dict
-from .decide_network import network_create_answer
-from .errors import NetledgerError
-from .placement_events import FloatingIpMapped, NetworkHostJoined
-from .revert_events import ChangeReverted
-from .state import State
-from .types import Event, FixedIpAllocated, FloatingIpAllocated, NetworkCreated
+from netledger.events.commands import NetworkCreate, Request
+from netledger.events.decide import decide, network_dict
+from netledger.events.decide_network import network_create_answer
+from netledger.events.errors import NetledgerError
+from netledger.events.placement_events import FloatingIpMapped, NetworkHostJoined
+from netledger.events.revert_events import ChangeReverted
+from netledger.events.state import State
+from netledger.events.types import Event, FixedIpAllocated, FloatingIpAllocated, NetworkCreated
 
 
 def reply_ok(result: dict[str, Any]) -> bytes:

@@ -26,11 +26,11 @@ from typing import Any
 import nats
 from nats.js.errors import APIError
 
-from .errors import LogStorageFull, LogUnavailable
+from netledger.events.errors import LogStorageFull, LogUnavailable
 
 log = logging.getLogger("netledger.storage")
 
-#: OCC conflict and duplicate batch: not the log's trouble (events/stream.py decides again)
+#: OCC conflict and duplicate batch: not the log's trouble (journal/stream.py decides again)
 ERR_WRONG_LAST_SEQ = 10071
 ERR_BATCH_DUPLICATE = 10201
 

@@ -1,0 +1,83 @@
+"""What every command line part shares: the global options as :class:`Settings` (handed to a
+command by ``@pass_settings``), :func:`run` for a command's coroutine, and the data folder.
+
+The root (netledger/cli.py) builds the Settings from the global options; the parts' own
+``cli.py`` modules (projector, executor, replay) only take them from here, so no part imports the
+root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from netledger.common.output import Output, fail
+from netledger.events.codec import Actor
+from netledger.events.errors import NetledgerError
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("NETLEDGER_DATA") or Path.home() / ".local/share/netledger")
+
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass
+class Settings:
+    nats: str | None
+    output: Output
+    creds: str | None
+    user: str | None
+    password: str | None
+    actor: Actor
+    inbox_prefix: str | None = None
+    as_host: str | None = None
+
+    @property
+    def as_json(self) -> bool:
+        """JSON output chosen (--json, --format json, --json-lines, at either position)."""
+        return self.output.as_json
+
+    @property
+    def url(self) -> str:
+        return self.nats or DEFAULT_URL
+
+    #: how a projection is found on this machine when no ``--db`` is given: the root wires
+    #: in :func:`netledger.locate.projection_db` (this room imports no part)
+    find_projection: Callable[[str | None], Path] | None = None
+
+    def projection(self, db: Path | None, nats_url: str | None = None) -> Path:
+        """``db`` if given, else the projection found on this machine (``find_projection``)."""
+        if db:
+            return db
+        if self.find_projection is None:
+            raise RuntimeError("Settings.find_projection is not wired (netledger/cli.py does)")
+        try:
+            return self.find_projection(self.nats if nats_url is None else nats_url)
+        except NetledgerError as err:
+            fail(err, self.as_json)
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "creds": self.creds,
+            "user": self.user,
+            "password": self.password,
+            "inbox_prefix": self.inbox_prefix,
+        }
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def run(settings: Settings, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    try:
+        return asyncio.run(fn())
+    except NetledgerError as err:
+        fail(err, settings.as_json)
