@@ -80,6 +80,27 @@ def _mark(lagging: bool | None) -> str:
     return "[red]lagging[/red]" if lagging else "[green]ok[/green]"
 
 
+def log_cell(lg: dict[str, Any] | None) -> str:
+    """A replica's log in one cell: its state (and error code when it is not ok), the store's
+    free space against its reserve (serve's watcher), restarts of its nats-server."""
+    if not isinstance(lg, dict):
+        return "-"
+    state = str(lg.get("state") or "-")
+    out = state if state == "ok" else f"[red]{state}[/red]"
+    if lg.get("code") and state != "ok":
+        out += f" [{lg['code']}]".replace("[", "\\[", 1)
+    store = lg.get("store") or {}
+    free, total = store.get("free_bytes"), store.get("total_bytes")
+    if isinstance(free, int) and isinstance(total, int) and total > 0:
+        out += f", {free * 100 // total}% free"
+        reserve = store.get("reserve_bytes")
+        if isinstance(reserve, int):
+            out += f" (reserve {reserve * 100 // total}%)"
+    if lg.get("restarts"):
+        out += f", {lg['restarts']} restart(s)"
+    return out
+
+
 def render(st: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -99,7 +120,8 @@ def render(st: dict[str, Any]) -> None:
         )
 
     t = Table(title=f"command service replicas ({len(st['services'])})")
-    for c in ("id", "version", "uptime", "applied seq", "commands", "errors", "conflicts", ""):
+    cols = ("id", "version", "uptime", "applied seq", "commands", "errors", "conflicts", "log")
+    for c in (*cols, ""):
         t.add_column(c)
     for r in st["services"]:
         t.add_row(
@@ -110,6 +132,7 @@ def render(st: dict[str, Any]) -> None:
             str(r.get("commands")),
             str(r.get("errors")),
             str(r.get("conflicts")),
+            log_cell(r.get("log")),
             _mark(r["lagging"]),
         )
     con.print(t)

@@ -200,3 +200,22 @@ async def test_status_with_real_executors_in_namespaces(
     assert [p for p in st["problems"] if "host" in p] == [
         f"host st1 is {st1['lag']} sequences behind (> 10)"
     ]
+
+
+def test_the_replicas_table_shows_each_ones_log() -> None:
+    """`status`'s table: the log's state, its code when in trouble, the store's free space
+    against the reserve, restarts of the embedded nats-server (issue 16)."""
+    from netledger.ops_cli import log_cell
+
+    assert log_cell(None) == "-"
+    ok = {"state": "ok", "store": {"free_bytes": 50, "total_bytes": 100, "reserve_bytes": 5}}
+    assert log_cell(ok) == "ok, 50% free (reserve 5%)"
+    low = {
+        "state": "storage_low",
+        "code": "log_storage_full",
+        "store": {"free_bytes": 4, "total_bytes": 100, "reserve_bytes": 5},
+        "restarts": 2,
+    }
+    cell = log_cell(low)
+    assert "storage_low" in cell and "log_storage_full" in cell
+    assert cell.endswith("4% free (reserve 5%), 2 restart(s)")
