@@ -43,7 +43,7 @@ _packb = msgpack.Packer(use_bin_type=True).pack
 
 def pack(env: Envelope) -> bytes:
     """``codec.encode(env)``, byte for byte, without ``dataclasses.asdict``'s deep copy (a
-    third of the generator's time); tests/test_history_gen.py checks the equality."""
+    third of the generator's time); tests/bench/test_history_gen.py checks the equality."""
     ev = env.event
     cls = type(ev)
     names = _FIELDS.get(cls)

@@ -3,7 +3,7 @@
     .venv/bin/python docs/gen_cli.py          # rewrite docs/cli.md
     .venv/bin/python docs/gen_cli.py --check  # exit 1 if docs/cli.md is stale
 
-tests/test_cli_docs.py runs the check and fails when a command or option lacks help.
+tests/ops/test_cli_docs.py runs the check and fails when a command or option lacks help.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ HEADER = """\
 # CLI reference
 
 Generated from the click commands by `docs/gen_cli.py`; do not edit by hand (regenerate with
-`.venv/bin/python docs/gen_cli.py`; `tests/test_cli_docs.py` fails when this file is stale).
+`.venv/bin/python docs/gen_cli.py`; `tests/ops/test_cli_docs.py` fails when this file is stale).
 
 Every option can also be set in the configuration file (see
 [deploy.md](deploy.md#configuration)): a top-level key for the options of `netledger` itself,

@@ -11,7 +11,7 @@ and it is never trusted blindly: :func:`loads` refuses a body whose SHA-256 is n
 recorded beside it, whose format or fold version is not this code's, or that belongs to another
 stream (or to a stream recreated under the same name). Every field of the fold is written
 explicitly (no pickling): a change to :class:`State` must change this codec and bump
-:data:`FOLD_VERSION`, and the round-trip property test (tests/test_snapshot_codec.py) fails
+:data:`FOLD_VERSION`, and the round-trip property test (tests/events/test_snapshot_codec.py) fails
 until it does.
 
 Pure: no I/O. Writing and loading them is :mod:`netledger.journal.snapshot_store`.

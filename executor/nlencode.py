@@ -4,7 +4,7 @@ pyroute2's message classes encode every field through generic machinery: ~0.3 ms
 1.3 s of a first apply of 1,000 networks (4,000 requests) — more than the kernel's own work. The
 executor sends nine kinds of request (IPv4 and IPv6) with a handful of attributes; this module
 packs exactly those with ``struct``: the same bytes pyroute2 produces
-(tests/test_executor_nlencode.py compares them, request by request), in a few microseconds. The message header is added by the sender
+(tests/executor/test_executor_nlencode.py compares them, request by request), in a few microseconds. The message header is added by the sender
 (executor/netlink.py), which numbers the requests.
 """
 

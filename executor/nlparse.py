@@ -8,7 +8,7 @@ rare and pyroute2's encoders are right by construction; reading is every pass an
 notification.
 
 The attribute numbers are the kernel's (``include/uapi/linux/if_link.h``, ``if_addr.h``,
-``neighbour.h``); tests/test_executor_nlparse.py checks each against pyroute2's own maps and
+``neighbour.h``); tests/executor/test_executor_nlparse.py checks each against pyroute2's own maps and
 every parser against pyroute2's decoding of the same bytes, dumped from a real namespace.
 """
 

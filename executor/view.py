@@ -5,7 +5,7 @@
 grows and shrinks the share as the fold changes: a ``NetworkHostJoined`` for this host, an
 allocation or deallocation of its own, a network naming it as its host. The executor daemon
 builds its desired state from ``view.state``; tests compare a share-reading view with a
-whole-stream one (tests/test_executor_share.py).
+whole-stream one (tests/executor/test_executor_share.py).
 """
 
 from __future__ import annotations

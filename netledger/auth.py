@@ -19,7 +19,7 @@ store keeps its stream when auth is switched on) and one credentials file per us
   anyone but a member of that project, so these credentials are bound to one project.
 
 Reading the log needs a handful of JetStream API subjects; each was checked by experiment
-(tests/test_auth.py): ``STREAM.INFO`` (catch-up target), ``CONSUMER.CREATE`` (ordered consumers
+(tests/ops/test_auth.py): ``STREAM.INFO`` (catch-up target), ``CONSUMER.CREATE`` (ordered consumers
 are created with a name and a filter: ``CONSUMER.CREATE.<stream>.<name>.<filter>``),
 ``CONSUMER.INFO`` (``num_pending``; no ``CONSUMER.DELETE``: ordered consumers never need it
 and a reader must not delete a projector's durable consumer), ``DIRECT.GET`` (the

@@ -1,5 +1,5 @@
 """The executor's desired state as build() computed it before fragments (executor/fragments.py):
-kept as the oracle of tests/test_executor_fragments.py, which checks that assembling fragments
+kept as the oracle of tests/executor/test_executor_fragments.py, which checks that assembling fragments
 gives exactly this. Not used by the code.
 
 The desired state of one host, computed from the folded log. Pure: no I/O.

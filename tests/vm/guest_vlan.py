@@ -1,7 +1,7 @@
 """802.1Q checks of the executor's vlan mode; run as root on a kernel with ``8021q``.
 
 Runs inside the VM of :mod:`tests.vm.harness` (or directly on a host whose kernel has 8021q),
-without pytest: every check is recorded in a JSON file that ``tests/test_vlan_vm.py`` asserts
+without pytest: every check is recorded in a JSON file that ``tests/executor/test_vlan_vm.py`` asserts
 on. Python is ~30x slower in the VM, so everything happens in this one process: an embedded
 nats-server, the command service, the executor of two hosts (in-process, ``once``), and the
 traffic checks (ICMP from raw sockets, no ping binary needed).

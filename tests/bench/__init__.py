@@ -1,0 +1,1 @@
+"""Tests of the benchmarks (bench/): smoke runs and the history generator."""

@@ -1,0 +1,1 @@
+"""Tests of the pure domain (events/): codec, deciders, the fold, snapshots' format."""

@@ -1,0 +1,1 @@
+"""Tests of the log's I/O (journal/): liveness buckets, a log that went backwards."""

@@ -1,0 +1,58 @@
+"""The systemd units in deploy/: valid for systemd, and running commands that exist."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netledger.cli import cli
+
+DEPLOY = Path(__file__).parent.parent.parent / "deploy"
+UNITS = ["netledger.service", "netledger-projector.service", "netledger-executor@.service"]
+
+
+def exec_start(unit: str) -> list[str]:
+    for line in (DEPLOY / unit).read_text().splitlines():
+        if line.startswith("ExecStart="):
+            return shlex.split(line.removeprefix("ExecStart="))
+    raise AssertionError(f"{unit} has no ExecStart")
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_runs_an_existing_command(unit: str) -> None:
+    argv = exec_start(unit)
+    assert argv[0] == "/usr/bin/netledger"
+    cmd = cli
+    words = [a for a in argv[1:] if not a.startswith("-") and a != "%i"]
+    for w in words:
+        assert hasattr(cmd, "commands") and w in cmd.commands, f"{unit}: no command {w!r}"
+        cmd = cmd.commands[w]
+    opts = {o for p in cmd.params for o in p.opts}
+    assert {a for a in argv[1:] if a.startswith("--")} <= opts
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is missing: install Debian's systemd package (.ci/run does)")
+    # The units name /usr/bin/netledger, where a package installs it; verify against this venv's.
+    text = (DEPLOY / unit).read_text()
+    text = text.replace("/usr/bin/netledger", str(Path(sys.executable).with_name("netledger")))
+    name = unit.replace("@.", "@compute1.")
+    (tmp_path / name).write_text(text)
+    p = subprocess.run(
+        [analyze, "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        line
+        for line in (p.stdout + p.stderr).splitlines()
+        # verify also lints units of the host it runs on: only ours matter
+        if name in line
+    ]
+    assert p.returncode == 0 and not problems, p.stdout + p.stderr

@@ -1,0 +1,260 @@
+"""The projector's writer process and its pipelined batches (``projector/writer_proc.py``).
+
+* Batches projected on top of one not yet committed (what the writer's two threads do) end with
+  exactly the rows of the in-memory projection, wherever the commit of the one below lands.
+* The writer process killed at random moments leaves a checkpoint that matches its rows, the
+  projector reports it, and a restart ends identical to a clean run.
+* The writer dies with the process that started it.
+* What is in flight between the reader and the writer stays under ``queue_size``.
+* A database this process already has open is written by a spawned (not forked) writer.
+* The reply-subject parsing gives what nats-py's ``Msg.metadata`` gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nats.aio.msg import Msg
+
+from netledger.common.natsserver import EmbeddedNats
+from netledger.events.codec import encode
+from netledger.journal.stream import Connection
+from netledger.projector.bench import publish, synthetic
+from netledger.projector.compare import dump
+from netledger.projector.errors import ProjectorStopped
+from netledger.projector.runner import Projector, project_until, stream_seq
+from netledger.projector.store import Batch, Raw, Writer
+from netledger.projector.writer_proc import ack_numbers, stream_time
+from tests.projector.test_projector_crash import checkpoint
+from tests.projector.test_projector_props import _run_commands
+from tests.projector.test_projector_unit import _memory_rows, _normalise, _raws, _sample_log
+
+NETLEDGER = str(Path(sys.executable).with_name("netledger"))
+
+# --- pipelined batches (pure: no NATS) ----------------------------------------------------------
+
+
+def _pipelined(path: Path, raws: list[Raw], cuts: list[int], rng: random.Random) -> None:
+    """Project as the writer process does: each batch through a read-only connection, on top of
+    the previous batch, which is committed at a random point while the next one is projected."""
+    w = Writer(path)
+    reads = sqlite3.connect(path, check_same_thread=False)
+    try:
+        below: Batch | None = None
+        i = 0
+        sizes = iter(cuts * (len(raws) + 1))
+        while i < len(raws):
+            n = next(sizes)
+            cur = Batch(reads, base=below)
+            part = raws[i : i + n]
+            split = rng.randint(0, len(part))
+            w.project(part[:split], cur)
+            if below is not None:
+                w.commit(below)  # lands between two messages of the batch above it
+            w.project(part[split:], cur)
+            cur.base = None  # what the writer does once the batch below is committed
+            below = cur
+            i += n
+        if below is not None:
+            w.commit(below)
+        assert w.last_seq == raws[-1].seq
+    finally:
+        reads.close()
+        w.close()
+
+
+@pytest.mark.parametrize("cut", [1, 2, 5, 13, 1000])
+def test_pipelined_batches_match_the_memory_projection(tmp_path: Path, cut: int) -> None:
+    log = _sample_log()  # includes NAT tables read with select() across batches
+    _pipelined(tmp_path / "p.db", _raws(log), [cut], random.Random(cut))
+    assert _normalise(dump(tmp_path / "p.db")) == _normalise(_memory_rows(log))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.lists(st.integers(1, 9), min_size=1, max_size=20), st.integers(0, 1 << 30))
+def test_pipelined_batches_of_any_history_match_the_memory_projection(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, cuts: list[int], seed: int
+) -> None:
+    _, log = _run_commands(data, 30)
+    if not log:
+        return
+    raws = [Raw(seq, subj, encode(env), 2000.0 + seq, 0) for seq, subj, env in log]
+    path = tmp_path_factory.mktemp("pipe") / "p.db"
+    _pipelined(path, raws, cuts, random.Random(seed))
+    assert _normalise(dump(path)) == _normalise(_memory_rows(log))
+
+
+# --- reply subjects -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52",
+        "$JS.ACK.NETLEDGER.Xy7abc.3.9.8.1764262800000000500.0",
+        # the layout with a domain and an account hash, and a trailing token
+        "$JS.ACK.hub.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52.rnd",
+        "$JS.ACK._.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800999999500.52.rnd",
+    ],
+)
+def test_reply_subjects_read_as_nats_py_reads_them(reply: str) -> None:
+    md = Msg.Metadata._from_reply(reply)
+    seq, ts, pending = ack_numbers(reply)
+    assert (seq, pending) == (md.sequence.stream, md.num_pending)
+    assert stream_seq(reply) == md.sequence.stream
+    assert stream_time(ts) == md.timestamp.timestamp()
+
+
+# --- the process, against a real nats-server ----------------------------------------------------
+
+
+def _consistent(db: Path) -> int:
+    """The checkpoint, after checking that exactly the messages up to it have rows."""
+    conn = sqlite3.connect(db)
+    try:
+        (last,) = conn.execute("SELECT last_seq FROM projection_state").fetchone()
+        seqs = [
+            r[0]
+            for r in conn.execute(
+                "SELECT seq FROM events UNION SELECT seq FROM rejected_events ORDER BY 1"
+            )
+        ]
+    finally:
+        conn.close()
+    assert seqs == list(range(1, last + 1))
+    return int(last)
+
+
+async def test_writer_killed_at_random_moments_leaves_its_checkpoint(
+    conn: Connection, tmp_path: Path
+) -> None:
+    end = await publish(conn, synthetic(12_000, seed=11))
+    clean = tmp_path / "clean.db"
+    assert await project_until(conn, clean) == end
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    db = tmp_path / "killed.db"
+    checkpoints = [0]
+    mid = 0
+    for _ in range(6):
+        target = checkpoints[-1] + rng.randint(200, 2500)
+        if target >= end:
+            break
+        p = Projector(conn, db, batch_size=rng.choice([50, 300, 2000]))
+        await p.start()
+        assert p._writer is not None
+        await p.wait_for(target, 30)  # then a few ms more: mid-batch, mid-commit or between
+        await asyncio.sleep(rng.uniform(0, 0.02))
+        os.kill(p._writer.pid, signal.SIGKILL)
+        failure = await asyncio.wait_for(p.wait_failed(), 30)
+        assert isinstance(failure, ProjectorStopped), (seed, failure)
+        with pytest.raises(ProjectorStopped):
+            await p.done()
+        await p.close()
+        checkpoints.append(_consistent(db))
+        assert checkpoints[-1] >= checkpoints[-2], (seed, checkpoints)
+        mid += checkpoints[-1] < end
+    print(f"seed {seed}: checkpoints {checkpoints}")
+    assert mid >= 2, (seed, checkpoints)
+    assert await project_until(conn, db) == end
+    assert dump(db) == dump(clean), (seed, checkpoints)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # a zombie waiting for its (new) parent to collect it
+
+
+async def test_the_writer_dies_with_the_projector(
+    nats_server: EmbeddedNats, conn: Connection, tmp_path: Path
+) -> None:
+    end = await publish(conn, synthetic(500, seed=2))
+    db = tmp_path / "p.db"
+    p = subprocess.Popen(
+        [NETLEDGER, "--nats", nats_server.url, "projector", "run", "--db", str(db)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        writers: list[int] = []
+        while not writers or checkpoint(db) < end:
+            assert p.poll() is None and time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+            writers = _children(p.pid)
+        [writer] = writers
+        p.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(p.wait)
+        while not _gone(writer):
+            assert time.monotonic() < deadline, "the writer outlived the projector"
+            await asyncio.sleep(0.05)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+async def test_what_is_in_flight_stays_under_the_queue_size(
+    conn: Connection, tmp_path: Path
+) -> None:
+    end = await publish(conn, synthetic(4000, seed=4))
+    p = Projector(conn, tmp_path / "p.db", batch_size=20, queue_size=200, to_seq=end)
+    seen: list[int] = []
+    await p.start()
+    assert p._writer is not None
+    send = p._writer.send
+
+    def watched(msgs: list[Any]) -> None:
+        seen.append(p._enqueued - p.last_seq)
+        send(msgs)
+
+    p._writer.send = watched  # type: ignore[method-assign]
+    assert await p.done() == end
+    await p.close()
+    assert seen and max(seen) <= 200
+    assert p.pauses > 0 and p.events == end and p.rejected == 0
+
+
+async def test_a_database_open_here_gets_a_spawned_writer(conn: Connection, tmp_path: Path) -> None:
+    end = await publish(conn, synthetic(1500, seed=6))
+    db = tmp_path / "p.db"
+    first = Projector(conn, db, to_seq=700)
+    await first.start()
+    assert first._writer is not None and first._writer.forked
+    assert await first.done() == 700
+    await first.close()
+    held = sqlite3.connect(db)  # a reader in this process keeps the file open
+    try:
+        assert held.execute("SELECT last_seq FROM projection_state").fetchone() == (700,)
+        second = Projector(conn, db, to_seq=end)
+        await second.start()
+        assert second._writer is not None and not second._writer.forked
+        assert await second.done() == end
+        await second.close()
+        assert held.execute("SELECT count(*) FROM events").fetchone() == (end,)
+    finally:
+        held.close()
+    assert await project_until(conn, tmp_path / "clean.db") == end
+    assert dump(db) == dump(tmp_path / "clean.db")

@@ -1,0 +1,1 @@
+"""Tests of replay, verify, audit, archive (replay/)."""

@@ -1,0 +1,132 @@
+"""``audit``: the history of an address reused by three instances, from the projection's index
+and from the log (equal answers), with actors and times, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import sqlite3
+from pathlib import Path
+
+from netledger.journal.stream import Connection
+from netledger.projector.runner import project_until
+from netledger.replay import audit
+from netledger.service.service import CommandService
+from tests.replay.test_replay_helpers import build_history, cli_json, invoke
+
+
+async def test_address_reused_by_three_instances(
+    conn: Connection, service: CommandService, tmp_path: Path
+) -> None:
+    h = await build_history(conn)
+    db = tmp_path / "p.db"
+    await project_until(conn, db)
+    rows = audit.from_index(db, "address", h.x)
+    shown = [audit.present(r) for r in rows]
+    story = [(p["type"], p["data"].get("instance"), p["actor"]["user"]) for p in shown]
+    assert story == [
+        ("FixedIpAllocated", "i-1", "alice"),
+        ("FloatingIpAssociated", "i-1", "alice"),
+        ("FloatingIpDisassociated", "i-1", "bob"),  # with i-1's deallocation
+        ("FixedIpDeallocated", "i-1", "bob"),
+        ("FixedIpAllocated", "i-2", "bob"),
+        ("FixedIpLeased", "i-2", "bob"),
+        ("FloatingIpAssociated", "i-2", "bob"),
+        ("FloatingIpDisassociated", "i-2", "carol"),  # the floating IP moves to i-9
+        ("FixedIpDeallocated", "i-2", "carol"),
+        ("FixedIpReleased", "i-2", "carol"),
+        ("FixedIpAllocated", "i-3", "carol"),
+    ]
+    seqs = [p["seq"] for p in shown]
+    assert seqs == sorted(seqs)
+    times = [p["time"] for p in shown]
+    assert times == sorted(times) and all(t.endswith("Z") for t in times)
+    assert shown[0]["summary"] == f"{h.x} allocated to i-1 (project p1, host c1, network 1)"
+    assert shown[-1]["summary"].startswith(f"{h.x} allocated to i-3 (project p2")
+    assert "held until the DHCP release" in shown[8]["summary"]
+    assert audit.line(shown[0]).startswith(f"#{seqs[0]:<8} ")
+    assert "by alice (admin, project p1)" in audit.line(shown[0])
+
+    # the log gives the same rows the index holds
+    assert await audit.from_log(conn, "address", h.x, show_progress=False) == rows
+
+    # the other kinds, and time windows
+    assert [r["type"] for r in audit.from_index(db, "instance", "i-3")] == ["FixedIpAllocated"]
+    f_rows = audit.from_index(db, "address", h.f)
+    assert [r["type"] for r in f_rows][:2] == ["FloatingIpAllocated", "FloatingIpAssociated"]
+    c2 = audit.from_index(db, "host", "c2")
+    assert {r["instance"] for r in c2 if r["type"] != "NetworkHostJoined"} == {"i-2"}
+    assert "NetworkHostJoined" in [r["type"] for r in c2]  # c2's first instance in the network
+    assert len(audit.from_index(db, "network", h.network_id)) > len(rows)
+    p2 = audit.from_index(db, "project", "p2")
+    assert [r["instance"] for r in p2] == ["i-3"]
+    cut = h.points[2].at
+    early = audit.from_index(db, "address", h.x, until=cut)
+    late = audit.from_index(db, "address", h.x, since=cut)
+    assert early + late == rows and [r["instance"] for r in early] == ["i-1", "i-1"]
+    assert await audit.from_log(conn, "address", h.x, since=cut, show_progress=False) == late
+    assert audit.from_index(db, "address", "10.99.0.1") == []
+
+
+def test_the_index_serves_every_kind(tmp_path: Path) -> None:
+    """Each audit query is an index search on the events table, never a scan."""
+    from netledger.projector.schema import open_db
+
+    db = open_db(tmp_path / "p.db")
+    try:
+        for kind in audit.KINDS:
+            for since, until in ((None, None), (1.0, 2.0)):
+                sql, cols = audit.index_sql(kind, since, until)
+                args = ["v", *(t for t in (since, until) if t is not None)] * len(cols)
+                plan = " | ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, args))
+                assert "SCAN events" not in plan, (kind, plan)
+                for c in cols:
+                    assert f"idx_events_{c}" in plan, (kind, plan)
+    finally:
+        db.conn.close()
+
+
+def test_phrases_for_events_of_unknown_shape() -> None:
+    assert audit.phrase("FixedIpLeased", {"address": "10.0.0.2"}).startswith("FixedIpLeased {")
+    assert audit.phrase("HostLinkCreated", {"host": "c1", "name": "br1", "kind": "bridge"}) == (
+        "c1: LinkCreated (name br1, kind bridge)"
+    )
+    assert audit.phrase("Mystery", {"a": 1}) == 'Mystery {"a": 1}'
+
+
+async def test_cli_audit(
+    conn: Connection, service: CommandService, nats_url: str, tmp_path: Path
+) -> None:
+    h = await build_history(conn)
+    db = tmp_path / "p.db"
+    await project_until(conn, db)
+    idx = await cli_json("audit", "address", h.x, "--db", str(db))
+    log = await cli_json("--nats", nats_url, "audit", "address", h.x, "--from-log")
+    assert idx == log and len(idx) == 11
+    assert [x["actor"]["user"] for x in idx][::5] == ["alice", "bob", "carol"]
+    text = await asyncio.to_thread(invoke, "audit", "address", h.x, "--db", str(db))
+    assert text.exit_code == 0, text.output
+    lines = text.output.splitlines()
+    assert lines[0] == f"address {h.x}: 11 events"
+    assert f"{h.x} allocated to i-1" in lines[1] and "by alice" in lines[1]
+    assert f"{h.x} allocated to i-3" in lines[-1] and "by carol" in lines[-1]
+    naive = await cli_json(
+        "audit", "address", h.x, "--db", str(db), "--since", "2026-01-01", code=1
+    )
+    assert naive["error"]["code"] == "naive_time"
+    missing = await cli_json("audit", "host", "c1", "--db", str(tmp_path / "none.db"), code=1)
+    assert missing["error"]["code"] == "projection_not_found"
+    since = (h.points[-1].at + datetime.timedelta(seconds=1)).isoformat()
+    assert await cli_json("audit", "instance", "i-3", "--db", str(db), "--since", since) == []
+
+
+def test_index_has_rows_for_every_applied_event(tmp_path: Path) -> None:
+    # guards the assumption audit builds on: one events row per applied message
+    db = tmp_path / "empty.db"
+    from netledger.projector.schema import open_db
+
+    open_db(db).conn.close()
+    c = sqlite3.connect(db)
+    idx = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    c.close()
+    assert {f"idx_events_{col}" for cols in audit.KINDS.values() for col in cols} <= idx
