@@ -60,10 +60,12 @@ def link_changes(spec: LinkSpec, link: LinkState, moved_masters: set[str]) -> tu
         # made by an older executor: the kernel gave it a link-local address (and a compute
         # host's bridge a SLAAC address in the tenant's /64); our links get none
         changes.append("addr_gen_mode")
-    if link.accept_ra:
+    if spec.kind == "bridge" and link.accept_ra:
         # addr_gen_mode none stops the link-local address only: from a router advertisement
-        # (the network host's, on the tenant's segment) the kernel still configures a SLAAC
-        # address — a compute host reachable inside the tenant's /64. Our links take none.
+        # (the network host's, or any instance's, on the tenant's segment) the kernel still
+        # configures a SLAAC address on the bridge — a host reachable inside the tenant's
+        # /64. Our bridges take none (their ports hand every frame to the bridge: no IPv6 of
+        # their own runs on what they receive).
         changes.append("accept_ra")
     return tuple(changes)
 
