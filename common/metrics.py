@@ -232,7 +232,7 @@ class _Watched:
 
 #: the states of the log's health (journal/loghealth.py), one 0/1 series each
 LOG_STATES = ("ok", "storage_low", "latched", "restarting", "gave_up", "failing")
-#: the store's sample (netledger/storage.py) -> metric name
+#: the store's sample (ops/storage.py) -> metric name
 _STORE_GAUGES = {
     "free_bytes": "netledger_log_store_free_bytes",
     "total_bytes": "netledger_log_store_size_bytes",

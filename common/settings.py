@@ -50,7 +50,7 @@ class Settings:
         return self.nats or DEFAULT_URL
 
     #: how a projection is found on this machine when no ``--db`` is given: the root wires
-    #: in :func:`netledger.locate.projection_db` (this room imports no part)
+    #: in :func:`netledger.ops.locate.projection_db` (this room imports no part)
     find_projection: Callable[[str | None], Path] | None = None
 
     def projection(self, db: Path | None, nats_url: str | None = None) -> Path:

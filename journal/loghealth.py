@@ -1,7 +1,7 @@
 """Whether the log takes writes now, and if not, why: shared by the command service's lanes
 (which refuse at once, or report an append that failed) and the storage watcher of ``serve``
 (free space, JetStream's usage, the embedded server's health, its restarts). ``status`` and the
-metrics read it. No I/O here: the watcher does it (netledger/storage.py).
+metrics read it. No I/O here: the watcher does it (ops/storage.py).
 
 Two kinds of trouble:
 

@@ -1,4 +1,4 @@
-"""``netledger auth``: per-role NATS users and credentials files (see netledger/auth.py)."""
+"""``netledger auth``: per-role NATS users and credentials files (see ops/auth.py)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def auth_init(
     DIR/auth.conf`); give each component its DIR/<user>.env (NETLEDGER_USER /
     NETLEDGER_PASSWORD, e.g. as a systemd EnvironmentFile).
     """
-    from netledger.auth import make_setup, write_setup
+    from netledger.ops.auth import make_setup, write_setup
 
     try:
         setup = make_setup(

@@ -16,11 +16,11 @@ import click
 from netledger.common.metrics import metrics_port_option
 from netledger.common.output import emit, install, state, table
 from netledger.common.settings import DEFAULT_URL, Settings, default_data_dir, pass_settings, run
-from netledger.config import ENV_PREFIX, RESERVE, Reserve, config_option
-from netledger.duration import DURATION
 from netledger.events.codec import Actor
-from netledger.locate import projection_db
-from netledger.logs import LEVELS, setup_logging
+from netledger.ops.config import ENV_PREFIX, RESERVE, Reserve, config_option
+from netledger.ops.duration import DURATION
+from netledger.ops.locate import projection_db
+from netledger.ops.logs import LEVELS, setup_logging
 
 
 def client_call(

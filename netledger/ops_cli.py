@@ -48,8 +48,8 @@ def status(settings: Settings, dbs: tuple[Path, ...], max_lag: int, wait: float)
     the projection of the `netledger serve` on the same NATS URL running on this machine.
     """
     from netledger.journal.stream import connect
-    from netledger.locate import status_dbs
-    from netledger.status import gather
+    from netledger.ops.locate import status_dbs
+    from netledger.ops.status import gather
 
     checked = list(dbs) or status_dbs(settings.url)
 
@@ -199,7 +199,7 @@ def config_show(ctx: click.Context) -> None:
 
     Precedence: flag > environment variable > configuration file > built-in default.
     """
-    from netledger.config import config_path, effective
+    from netledger.ops.config import config_path, effective
 
     root = ctx.find_root()
     path = config_path(ctx)
@@ -223,7 +223,7 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
     Exits 1 naming the first unknown key or bad value; prints the file's settings when valid.
     """
     from netledger.common.output import current, dumps, fail
-    from netledger.config import ConfigError, load_default_map
+    from netledger.ops.config import ConfigError, load_default_map
 
     try:
         path, dmap = load_default_map(ctx.find_root().command, file)

@@ -14,8 +14,8 @@ import click
 from netledger.cli import client_call
 from netledger.common.output import emit
 from netledger.common.settings import Settings, pass_settings
-from netledger.duration import DURATION
 from netledger.events.reclaim import DEFAULT_GRACE
+from netledger.ops.duration import DURATION
 
 COLUMNS = ("network_id", "address", "instance", "mac", "host", "unseen_for", "report_seq")
 

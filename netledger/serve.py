@@ -13,11 +13,9 @@ from netledger.common.natsserver import EmbeddedNats, find_nats_server, server_v
 from netledger.events.errors import NetledgerError
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import connect, ensure_stream
-from netledger.locate import remove_pointer, write_pointer
-from netledger.service.service import CommandService
-from netledger.service.snapshotter import SnapshotPolicy
-from netledger.status import StatusResponder
-from netledger.storage import (
+from netledger.ops.locate import remove_pointer, write_pointer
+from netledger.ops.status import StatusResponder
+from netledger.ops.storage import (
     DEFAULT_INTERVAL,
     DEFAULT_RESERVE,
     DEFAULT_RESTARTS,
@@ -25,6 +23,8 @@ from netledger.storage import (
     StorageWatcher,
     parse_reserve,
 )
+from netledger.service.service import CommandService
+from netledger.service.snapshotter import SnapshotPolicy
 
 log = logging.getLogger("netledger.serve")
 
@@ -64,7 +64,7 @@ async def serve_forever(
         )
         extra = ""
         if auth_config:
-            from netledger.auth import embedded_extra_config
+            from netledger.ops.auth import embedded_extra_config
 
             extra = embedded_extra_config(auth_config, data_dir)
         server = EmbeddedNats(
@@ -119,7 +119,7 @@ async def serve_forever(
             pointer = None
             if run_projector:
                 projector = await _start_projector(conn, data_dir / "projection.db")
-                # Clients on this machine find this projection through it (netledger.locate).
+                # Clients on this machine find this projection through it (netledger.ops.locate).
                 pointer = write_pointer(data_dir, data_dir / "projection.db", nats_url)
             try:
                 print(f"netledger ready: {nats_url}", flush=True)

@@ -30,6 +30,7 @@ ALLOWED = {
     "projector": {"events", "journal", "common"},
     "executor": {"events", "journal", "common"},
     "replay": {"events", "journal", "projector", "common"},
+    "ops": {"events", "journal", "common", "projector"},
 }
 
 

@@ -410,7 +410,7 @@ def test_leases_and_report_reasons(tmp_path: Any) -> None:
 def test_durations() -> None:
     import pytest
 
-    from netledger.duration import parse_duration
+    from netledger.ops.duration import parse_duration
 
     assert parse_duration("90") == 90 and parse_duration("2s") == 2
     assert parse_duration("15m") == 900 and parse_duration("1.5h") == 5400

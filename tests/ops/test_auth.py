@@ -21,12 +21,12 @@ import nats
 import pytest
 from nats.js.api import ConsumerConfig
 
-from netledger.auth import embedded_extra_config, read_credentials
 from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.errors import FloatingIpNotOwned, Forbidden
 from netledger.events.types import FixedIpAllocated
 from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
+from netledger.ops.auth import embedded_extra_config, read_credentials
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from tests.fault_helpers import NETLEDGER, read_all

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netledger.auth import read_credentials
 from netledger.common.natsserver import free_port
+from netledger.ops.auth import read_credentials
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from netledger.cli import cli
-from netledger.config import (
+from netledger.ops.config import (
     ENV_PREFIX,
     ConfigBadValue,
     ConfigNotFound,

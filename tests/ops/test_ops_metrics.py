@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from netledger.common import metrics
 from netledger.events.errors import NetledgerError
 from netledger.journal.stream import Connection, last_seq
-from netledger.logs import setup_logging
+from netledger.ops.logs import setup_logging
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 

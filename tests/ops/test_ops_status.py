@@ -22,10 +22,10 @@ import pytest
 from netledger.events.codec import Envelope, encode
 from netledger.events.host_events import HostAnnounced, HostLinkCreated, HostReconciled
 from netledger.journal.stream import MSG_ID, Connection, last_seq
+from netledger.ops.status import StatusResponder, discover, gather
 from netledger.projector.runner import project_until
 from netledger.service.client import Client
 from netledger.service.service import CommandService
-from netledger.status import StatusResponder, discover, gather
 
 NETLEDGER = shutil.which("netledger", path=os.path.dirname(sys.executable)) or "netledger"
 

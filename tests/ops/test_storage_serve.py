@@ -16,11 +16,11 @@ from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.errors import LogUnavailable, NetledgerError
 from netledger.events.types import FixedIpAllocated
 from netledger.journal.stream import Connection, connect
+from netledger.ops.status import discover, projector_status
+from netledger.ops.storage import parse_reserve
 from netledger.serve import serve_forever
 from netledger.service.client import Client
 from netledger.service.snapshotter import SnapshotPolicy
-from netledger.status import discover, projector_status
-from netledger.storage import parse_reserve
 from tests.fault_helpers import read_all
 from tests.ops.test_storage_fs import fill, free_bytes, tmpfs
 

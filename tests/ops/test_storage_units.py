@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 
-from netledger.config import Reserve, parse_reserve
 from netledger.events.errors import LogStorageFull, LogUnavailable, error_from_wire
 from netledger.journal.loghealth import FAILING, LATCHED, OK, STORAGE_LOW, LogHealth, log_error
-from netledger.status import log_problems
-from netledger.storage import below_reserve
+from netledger.ops.config import Reserve, parse_reserve
+from netledger.ops.status import log_problems
+from netledger.ops.storage import below_reserve
 
 # --- what a failure means ------------------------------------------------------------------
 

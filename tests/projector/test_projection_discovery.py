@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from netledger import locate
 from netledger.common.natsserver import free_port
+from netledger.ops import locate
 from netledger.projector.errors import ProjectionNotFound
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")

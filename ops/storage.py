@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from netledger.common.natsserver import EmbeddedNats
-from netledger.config import Reserve, parse_reserve
 from netledger.events.errors import LogStorageFull, LogUnavailable
 from netledger.journal.loghealth import (
     GAVE_UP,
@@ -39,6 +38,7 @@ from netledger.journal.loghealth import (
     LogHealth,
 )
 from netledger.journal.stream import Connection
+from netledger.ops.config import Reserve, parse_reserve
 
 log = logging.getLogger("netledger.storage")
 
