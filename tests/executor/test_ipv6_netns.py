@@ -353,3 +353,49 @@ async def test_ipv6_only_network_dhcpv6_lease_and_release(
     world.run(nats_url, "hb", hb, *args)
     assert bridge not in links(hb)
     assert f"[{ib['address_v6']}]" not in world.hosts_file("ha", bridge)
+
+
+async def test_ipv6_only_network_slaac_two_hosts(
+    world: DhcpLab, conn: Connection, service: Any, nats_url: str
+) -> None:
+    """IPv6-only in the default mode: no DHCP at all, the instances take the EUI-64 address
+    netledger allocated from the network host's advertisement; deallocating frees it at once
+    (no lease to wait for)."""
+    ha, hb = world.ns("ha"), world.ns("hb")
+    world.wire(ha, "eth0", hb, "eth0", "192.168.73.1/24", "192.168.73.2/24")
+    args = ("--physical-interface", "eth0")
+    c = Client(conn)
+    [net] = await c.create_networks(
+        label="v6s",
+        cidr_v6="fd00:73::/64",
+        mode="vxlan",
+        vni_start=7300,
+        network_host="ha",
+        project="p1",
+    )
+    assert net["cidr"] is None and net["ipv6_mode"] == "slaac"
+    bridge, gw6 = net["bridge"], net["gateway_v6"]
+    ia = await c.allocate_fixed_ip("vm-a", project="p1", host="ha")
+    ib = await c.allocate_fixed_ip("vm-b", project="p1", host="hb")
+    world.run(nats_url, "ha", ha, *args)
+    world.run(nats_url, "hb", hb, *args)
+    world.run(nats_url, "ha", ha, *args)
+    assert all_addresses6(ha, bridge) == sorted([f"{gw6}/64", "fe80::1/64"])
+    assert all_addresses6(hb, bridge) == []
+    argv = open(f"/proc/{world.pid('ha', bridge)}/cmdline").read().split("\0")
+    assert f"--dhcp-range=set:net{net['id']},fd00:73::,ra-only,64,86400s" in argv
+    assert not any(a.startswith("--dhcp-range=") and "." in a for a in argv)  # no IPv4
+
+    va = guest(world, ha, bridge, "va", ia["mac"], dad=True)
+    vb = guest(world, hb, bridge, "vb", ib["mac"], dad=True)
+    for ns, ip in ((va, ia), (vb, ib)):
+        got = wait_until(f"a SLAAC address in {ns}", lambda ns=ns: addresses6(ns, "eth0"))
+        assert got == [f"{ip['address']}/64"], "not the EUI-64 address netledger allocated"
+        assert default_router(ns) == "fe80::1"
+    assert ping6(va, ib["address"]) and ping6(vb, gw6)
+
+    await c.deallocate_fixed_ip("vm-b", network_id=net["id"])
+    again = await c.allocate_fixed_ip("vm-c", project="p1", host="hb", mac=ib["mac"])
+    assert again["address"] == ib["address"]  # freed at once: SLAAC has no lease
+    world.run(nats_url, "hb", hb, *args)
+    assert bridge in links(hb)
