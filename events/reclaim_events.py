@@ -29,7 +29,9 @@ from .types import NetworkEvent, event_type
 #: Reports kept per host. Dropping a report can only make an absence look *shorter* (the
 #: first report lacking a MAC is then a later one), never longer: thinning is always safe.
 #: Reports are appended only when a host's set changes, so a few dozen span a long time; and
-#: the memory of last sightings is pruned with them (a host's churn over years stays flat).
+#: the memory of last sightings is pruned with them. The oldest report is never dropped (an
+#: absence can always be proven from it), so what bounds the memory of last sightings is the
+#: fold: a MAC is forgotten when no live allocation on the host has it any more (State).
 MAX_REPORTS = 64
 
 

@@ -205,7 +205,7 @@ def state_to_wire(s: State) -> dict[str, Any]:
 def state_from_wire(w: dict[str, Any]) -> State:
     networks = [_network_from(x) for x in w["networks"]]
     pools = [_floating_pool_from(x) for x in w["pools"]]
-    return State(
+    s = State(
         networks={n.network_id: n for n in networks},
         pools={p.name: p for p in pools},
         project_networks=dict(w["project_networks"]),
@@ -219,6 +219,8 @@ def state_from_wire(w: dict[str, Any]) -> State:
         network_hosts=set(w["network_hosts"]),
         joined={(h, n) for h, n in w["joined"]},
     )
+    s.rebuild_host_macs()
+    return s
 
 
 # --- the recent commands the service remembers ----------------------------------------------

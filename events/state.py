@@ -46,7 +46,7 @@ from .types import (
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 6
+FOLD_VERSION = 7
 
 
 class OffsetPool:
@@ -320,6 +320,43 @@ class State:
     network_hosts: set[str] = field(default_factory=set)
     #: (host, network) pairs the log has a ``NetworkHostJoined`` for (events/placement.py)
     joined: set[tuple[str, str]] = field(default_factory=set)
+    #: host -> MAC (lower case) -> its allocated addresses there (derived from the networks'
+    #: ``fixed``, rebuilt after a snapshot): when the last one ends, the host's memory of
+    #: when it last saw that MAC goes too (:meth:`_unallocate`)
+    host_macs: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def rebuild_host_macs(self) -> None:
+        self.host_macs = {}
+        for n in self.networks.values():
+            for ip in n.fixed.values():
+                if ip.allocated:
+                    self._count_mac(ip, +1)
+
+    def _count_mac(self, ip: FixedIp, delta: int) -> None:
+        if ip.host is None:
+            return
+        macs = self.host_macs.setdefault(ip.host, {})
+        mac = ip.mac.lower()
+        left = macs.get(mac, 0) + delta
+        if left > 0:
+            macs[mac] = left
+            return
+        macs.pop(mac, None)
+        if not macs:
+            del self.host_macs[ip.host]
+        # No allocation on this host has this MAC any more: reclaim never asks about it again
+        # (only allocated addresses are candidates; a new allocation of the MAC is judged from
+        # its own sequence, after any sighting kept now). Without this the host's sightings
+        # would remember every MAC it ever saw: the oldest report, which bounds the rest, is
+        # kept forever (events/reclaim_events.py: HostSightings._thin).
+        h = self.sightings.get(ip.host)
+        if h is not None:
+            h.seen.pop(mac, None)
+
+    def _unallocate(self, n: NetworkState, ip: FixedIp) -> None:
+        if ip.allocated:
+            n.unallocate(ip)
+            self._count_mac(ip, -1)
 
     def seq_of(self, subject: str) -> int:
         return self.subject_seq.get(subject, 0)
@@ -391,7 +428,7 @@ class State:
             n.pool.take(n.offset(ev.address))
         old = n.fixed.get(ev.address)
         if old is not None:
-            n.unallocate(old)
+            self._unallocate(n, old)
         ip = n.fixed[ev.address] = FixedIp(
             ev.address,
             ev.instance,
@@ -406,6 +443,7 @@ class State:
             if n.pool6 is not None:
                 n.pool6.take(n.offset6(ev.address_v6))
         n.count_host(ip, +1)
+        self._count_mac(ip, +1)
         n.by_instance[ev.instance] = ev.address
         n.macs[ev.mac] = ev.address
         self.instance_ips.setdefault(ev.instance, set()).add((ev.network_id, ev.address))
@@ -415,7 +453,7 @@ class State:
         ip = n.fixed.pop(address, None)
         if ip is None:
             return
-        n.unallocate(ip)
+        self._unallocate(n, ip)
         if n.ipnet is not None:
             n.pool.release(n.offset(address))
         if ip.address_v6 is not None and n.v6.get(ip.address_v6) == address:
@@ -443,7 +481,7 @@ class State:
             self._free(n, ev.address)
         elif ev.address in n.fixed:
             ip = n.fixed[ev.address]
-            n.unallocate(ip)
+            self._unallocate(n, ip)
             ip.deallocated_at = self.event_time
             self.awaiting_release[(n.network_id, ev.address)] = self.event_time
 

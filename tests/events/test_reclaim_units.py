@@ -418,3 +418,37 @@ def test_durations() -> None:
     for bad in ("", "0", "-1s", "2w", "h"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_a_hosts_memory_of_sightings_follows_its_live_allocations() -> None:
+    """When an allocation ends, its host forgets when it last saw the MAC (reclaim never asks
+    about it again) — unless another live allocation on that host has the same MAC: its
+    absence must still start after that sighting, never before (an early reclaim)."""
+    log, a, b = world()
+    log.run(
+        "network.create",
+        {"label": "m", "cidr": "10.6.0.0/24", "mode": "flat_dhcp", "bridge": "br6"},
+    )
+    twin = log.run(
+        "fixed_ip.allocate",
+        {"instance": "vm-t", "network_id": "2", "host": "h1", "mac": a["mac"]},
+    )
+    both = ["1", "2"]
+    log.report("h1", [a["mac"], b["mac"]], 1000, both)
+    seen = log.state.sightings["h1"].seen
+    assert set(seen) == {a["mac"].lower(), b["mac"].lower()}
+    log.run("fixed_ip.deallocate", {"instance": "vm-b", "network_id": "1"})
+    assert b["mac"].lower() not in seen  # forgotten: no live allocation has it
+    log.run("fixed_ip.deallocate", {"instance": "vm-a", "network_id": "1"})
+    assert a["mac"].lower() in seen  # vm-t in network 2 has the same MAC on h1
+    # vm-t's absence starts after the report that saw its MAC, not at its allocation
+    log.report("h1", [], 1001, both)
+    log.report("h1", [], 1010, both)
+    [c] = candidates(log.state, 5.0)
+    assert (c.address, c.absence.first.time) == (twin["address"], 1001)
+    # a snapshot of the fold rebuilds the count: the same memory, the same decisions
+    from netledger.events.snapshot import state_from_wire, state_to_wire
+
+    again = state_from_wire(state_to_wire(log.state))
+    assert again.host_macs == log.state.host_macs
+    assert [x.address for x in candidates(again, 5.0)] == [twin["address"]]
