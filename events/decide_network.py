@@ -186,6 +186,22 @@ def _check_range_not_inside(cmd: NetworkCreate, rng: netaddr.IPNetwork, state: S
             )
 
 
+def _walk(
+    rng: netaddr.IPNetwork, block: int, count: int, holders: list[tuple[netaddr.IPNetwork, str]]
+) -> tuple[list[int], str]:
+    """The first ``count`` free blocks of ``block`` addresses in ``rng`` around what
+    ``holders`` (prefix, who) hold, and the holders met there, named for an error."""
+    inside = sorted(
+        ((net, who) for net, who in holders if net.first <= rng.last and rng.first <= net.last),
+        key=lambda h: h[0].first,
+    )
+    taken = merged_intervals((net.first, net.last) for net, _ in inside)
+    starts = free_blocks(rng.first, rng.last, block, count, taken)
+    named = ", ".join(f"{who} ({net})" for net, who in inside[:4])
+    more = f" and {len(inside) - 4} more" if len(inside) > 4 else ""
+    return starts, named + more
+
+
 def _split(cmd: NetworkCreate, size: int, rng: netaddr.IPNetwork, state: State) -> list[int]:
     """nova's split (``_validate_cidrs``): walk the range in blocks of ``size``, skip every
     block that overlaps a network in use (larger, equal or smaller) or a floating IP pool, take
@@ -195,18 +211,11 @@ def _split(cmd: NetworkCreate, size: int, rng: netaddr.IPNetwork, state: State) 
         (n.ipnet, f"network {n.network_id}") for n in state.live_networks() if n.ipnet is not None
     ]
     holders += [(p.ipnet, f"floating IP pool {name}") for name, p in state.pools.items()]
-    inside = sorted(
-        ((net, who) for net, who in holders if net.first <= rng.last and rng.first <= net.last),
-        key=lambda h: h[0].first,
-    )
-    taken = merged_intervals((net.first, net.last) for net, _ in inside)
-    starts = free_blocks(rng.first, rng.last, size, cmd.num_networks, taken)
+    starts, in_use = _walk(rng, size, cmd.num_networks, holders)
     if len(starts) < cmd.num_networks:
-        named = ", ".join(f"{who} ({net})" for net, who in inside[:4])
-        more = f" and {len(inside) - 4} more" if len(inside) > 4 else ""
         raise RangeExhausted(
             f"{cmd.cidr} has {len(starts)} free subnet(s) of {size} addresses,"
-            f" {cmd.num_networks} requested (in use there: {named}{more})",
+            f" {cmd.num_networks} requested (in use there: {in_use})",
             cidr=cmd.cidr,
             network_size=size,
             requested=cmd.num_networks,
@@ -245,18 +254,11 @@ def _split_v6(cmd: NetworkCreate, state: State) -> list[int]:
                 cidr=cmd.cidr_v6,
                 network_id=who.split()[-1],
             )
-    inside = sorted(
-        ((net, who) for net, who in holders if net.first <= rng.last and rng.first <= net.last),
-        key=lambda h: h[0].first,
-    )
-    taken = merged_intervals((net.first, net.last) for net, _ in inside)
-    starts = free_blocks(rng.first, rng.last, V6_BLOCK, cmd.num_networks, taken)
+    starts, in_use = _walk(rng, V6_BLOCK, cmd.num_networks, holders)
     if len(starts) < cmd.num_networks:
-        named = ", ".join(f"{who} ({net})" for net, who in inside[:4])
-        more = f" and {len(inside) - 4} more" if len(inside) > 4 else ""
         raise RangeExhausted(
             f"{cmd.cidr_v6} has {len(starts)} free /{V6_PREFIXLEN}(s), {cmd.num_networks}"
-            f" requested (in use there: {named}{more})",
+            f" requested (in use there: {in_use})",
             cidr=cmd.cidr_v6,
             prefixlen=V6_PREFIXLEN,
             requested=cmd.num_networks,
