@@ -212,32 +212,45 @@ class Dhcp6Client:
         sh("ip", "-n", self.ns, "addr", "del", f"{self.address}/128", "dev", "eth0")
 
 
+class TwoHosts:
+    """Network host ``ha`` and compute host ``hb`` joined by a link (the VXLAN underlay), one
+    network of project p1 served by ``ha``, instance vm-a on each of them (vm-b on ``hb``)."""
+
+    def __init__(self, world: DhcpLab, conn: Connection, nats_url: str, subnet: int) -> None:
+        self.world, self.nats_url = world, nats_url
+        self.ha, self.hb = world.ns("ha"), world.ns("hb")
+        world.wire(self.ha, "eth0", self.hb, "eth0", f"192.168.{subnet}.1/24",
+                   f"192.168.{subnet}.2/24")  # fmt: skip
+        self.c = Client(conn)
+
+    async def create(self, **network: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The network and the two allocations (vm-a on ha, vm-b on hb)."""
+        [net] = await self.c.create_networks(
+            mode="vxlan", network_host="ha", project="p1", **network
+        )
+        ia = await self.c.allocate_fixed_ip("vm-a", project="p1", host="ha")
+        ib = await self.c.allocate_fixed_ip("vm-b", project="p1", host="hb")
+        return net, ia, ib
+
+    def apply(self, *hosts: str) -> None:
+        """Run each host's executor once (``--once``), in order."""
+        for h in hosts:
+            self.world.run(self.nats_url, h, getattr(self, h), "--physical-interface", "eth0")
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 
 async def test_dual_stack_vxlan_slaac_two_hosts(
     world: DhcpLab, conn: Connection, service: Any, nats_url: str
 ) -> None:
-    ha, hb = world.ns("ha"), world.ns("hb")
-    world.wire(ha, "eth0", hb, "eth0", "192.168.71.1/24", "192.168.71.2/24")
-    args = ("--physical-interface", "eth0")
-    c = Client(conn)
-    [net] = await c.create_networks(
-        label="ds",
-        cidr="10.71.0.0/24",
-        cidr_v6="fd00:71::/48",
-        mode="vxlan",
-        vni_start=7100,
-        network_host="ha",
-        project="p1",
-    )
+    two = TwoHosts(world, conn, nats_url, 71)
+    ha, hb, c = two.ha, two.hb, two.c
+    net, ia, ib = await two.create(label="ds", cidr="10.71.0.0/24", cidr_v6="fd00:71::/48",
+                                   vni_start=7100)  # fmt: skip
     bridge, gw6 = net["bridge"], net["gateway_v6"]
     assert net["cidr_v6"] == "fd00:71::/64" and gw6 == "fd00:71::1"
-    ia = await c.allocate_fixed_ip("vm-a", project="p1", host="ha")
-    ib = await c.allocate_fixed_ip("vm-b", project="p1", host="hb")
-    world.run(nats_url, "ha", ha, *args)
-    world.run(nats_url, "hb", hb, *args)
-    world.run(nats_url, "ha", ha, *args)  # learns hb's VTEP
+    two.apply("ha", "hb", "ha")  # the second pass on ha learns hb's VTEP
 
     # The network host: gateway and router link-local, nothing of the kernel's own; routing.
     assert all_addresses6(ha, bridge) == sorted([f"{gw6}/64", "fe80::1/64"])
@@ -287,12 +300,12 @@ async def test_dual_stack_vxlan_slaac_two_hosts(
 
     # Deallocated: the compute host drops the network; then the network host too.
     await c.deallocate_fixed_ip("vm-b", network_id=net["id"])
-    world.run(nats_url, "hb", hb, *args)
+    two.apply("hb")
     assert bridge not in links(hb) and "vx7100" not in links(hb)
-    world.run(nats_url, "ha", ha, *args)
+    two.apply("ha")
     assert bridge in links(ha) and all_addresses6(ha, bridge) == sorted([f"{gw6}/64", "fe80::1/64"])
     await c.deallocate_fixed_ip("vm-a", network_id=net["id"])
-    world.run(nats_url, "ha", ha, *args)
+    two.apply("ha")
     assert bridge not in links(ha) and nft6(ha) is None
     assert world.pid("ha", bridge) is None
 
@@ -300,26 +313,13 @@ async def test_dual_stack_vxlan_slaac_two_hosts(
 async def test_ipv6_only_network_dhcpv6_lease_and_release(
     world: DhcpLab, conn: Connection, service: Any, nats_url: str
 ) -> None:
-    ha, hb = world.ns("ha"), world.ns("hb")
-    world.wire(ha, "eth0", hb, "eth0", "192.168.72.1/24", "192.168.72.2/24")
-    args = ("--physical-interface", "eth0")
-    c = Client(conn)
-    [net] = await c.create_networks(
-        label="v6",
-        cidr_v6="fd00:72::/64",
-        ipv6_mode="dhcpv6",
-        mode="vxlan",
-        vni_start=7200,
-        network_host="ha",
-        project="p1",
-    )
+    two = TwoHosts(world, conn, nats_url, 72)
+    ha, hb, c = two.ha, two.hb, two.c
+    net, ia, ib = await two.create(label="v6", cidr_v6="fd00:72::/64", ipv6_mode="dhcpv6",
+                                   vni_start=7200)  # fmt: skip
     bridge, gw6 = net["bridge"], net["gateway_v6"]
-    ia = await c.allocate_fixed_ip("vm-a", project="p1", host="ha")
-    ib = await c.allocate_fixed_ip("vm-b", project="p1", host="hb")
     assert ia["address"] == ia["address_v6"]  # IPv6-only: it names the allocation
-    world.run(nats_url, "ha", ha, *args)
-    world.run(nats_url, "hb", hb, *args)
-    world.run(nats_url, "ha", ha, *args)
+    two.apply("ha", "hb", "ha")
     assert all_addresses6(ha, bridge) == sorted([f"{gw6}/64", "fe80::1/64"])
     hosts = world.hosts_file("ha", bridge)
     assert f"{ia['mac']},vm-a,[{ia['address_v6']}]\n" in hosts
@@ -349,8 +349,8 @@ async def test_ipv6_only_network_dhcpv6_lease_and_release(
         conn, subject, lambda e: e.TYPE == "FixedIpReleased" and e.address == ib["address"]
     )
     assert released.freed
-    world.run(nats_url, "ha", ha, *args)
-    world.run(nats_url, "hb", hb, *args)
+    two.apply("ha")
+    two.apply("hb")
     assert bridge not in links(hb)
     assert f"[{ib['address_v6']}]" not in world.hosts_file("ha", bridge)
 
@@ -361,25 +361,12 @@ async def test_ipv6_only_network_slaac_two_hosts(
     """IPv6-only in the default mode: no DHCP at all, the instances take the EUI-64 address
     netledger allocated from the network host's advertisement; deallocating frees it at once
     (no lease to wait for)."""
-    ha, hb = world.ns("ha"), world.ns("hb")
-    world.wire(ha, "eth0", hb, "eth0", "192.168.73.1/24", "192.168.73.2/24")
-    args = ("--physical-interface", "eth0")
-    c = Client(conn)
-    [net] = await c.create_networks(
-        label="v6s",
-        cidr_v6="fd00:73::/64",
-        mode="vxlan",
-        vni_start=7300,
-        network_host="ha",
-        project="p1",
-    )
+    two = TwoHosts(world, conn, nats_url, 73)
+    ha, hb, c = two.ha, two.hb, two.c
+    net, ia, ib = await two.create(label="v6s", cidr_v6="fd00:73::/64", vni_start=7300)
     assert net["cidr"] is None and net["ipv6_mode"] == "slaac"
     bridge, gw6 = net["bridge"], net["gateway_v6"]
-    ia = await c.allocate_fixed_ip("vm-a", project="p1", host="ha")
-    ib = await c.allocate_fixed_ip("vm-b", project="p1", host="hb")
-    world.run(nats_url, "ha", ha, *args)
-    world.run(nats_url, "hb", hb, *args)
-    world.run(nats_url, "ha", ha, *args)
+    two.apply("ha", "hb", "ha")
     assert all_addresses6(ha, bridge) == sorted([f"{gw6}/64", "fe80::1/64"])
     assert all_addresses6(hb, bridge) == []
     argv = open(f"/proc/{world.pid('ha', bridge)}/cmdline").read().split("\0")
@@ -397,5 +384,5 @@ async def test_ipv6_only_network_slaac_two_hosts(
     await c.deallocate_fixed_ip("vm-b", network_id=net["id"])
     again = await c.allocate_fixed_ip("vm-c", project="p1", host="hb", mac=ib["mac"])
     assert again["address"] == ib["address"]  # freed at once: SLAAC has no lease
-    world.run(nats_url, "hb", hb, *args)
+    two.apply("hb")
     assert bridge in links(hb)
