@@ -8,6 +8,7 @@ output: ``{"error": {"code", "message"}}`` on stdout); usage errors exit 2. The 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -632,7 +633,38 @@ install(cli)  # the output options on every command, before or after its name
 
 
 def main() -> None:
-    cli(prog_name="netledger")
+    """The console script: the command, then a quick exit. Whatever a command opened is closed
+    by the time it returns (connections, databases, child processes); what is left is the
+    interpreter freeing every object one by one — 0.1-0.17 s after an executor's first pass over
+    1,000 networks (measured with strace), paid by every script that calls the CLI. So the
+    output and the logs are flushed and the process ends with the command's status."""
+    try:
+        cli(prog_name="netledger")
+        code = 0
+    except SystemExit as exc:
+        code = _status(exc.code)
+    _quick_exit(code)
+
+
+def _status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # what sys.exit("message") prints
+    return 1
+
+
+def _quick_exit(code: int) -> None:
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
