@@ -63,6 +63,7 @@ from .kernel import Kernel, OpResult
 from .model import HostActual, HostDesired, NatTable
 from .netlink import CHUNK, check_netns
 from .sightings import SightingReporter, start_reporter, stop_reporter
+from .tasks import stop_task
 from .view import HostView
 
 log = logging.getLogger("netledger.executor")
@@ -227,8 +228,7 @@ class Executor:
     async def close(self) -> None:
         await self.flush()
         if self._outbox_task is not None:
-            self._outbox_task.cancel()
-            await asyncio.gather(self._outbox_task, return_exceptions=True)
+            await stop_task(self._outbox_task)
             self._outbox_task = None
         await self.view.close()
         if self.cache is not None:
@@ -287,8 +287,7 @@ class Executor:
         try:
             await self._run_forever()
         finally:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+            await stop_task(watch)
             await stop_reporter(reporter)
 
     async def _run_forever(self) -> None:

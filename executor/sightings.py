@@ -30,6 +30,7 @@ from netledger.events.state import State
 from netledger.journal.liveness import heartbeat_to_json, live_bucket, seen_key
 
 from .kernel import Kernel
+from .tasks import stop_task
 
 log = logging.getLogger("netledger.executor.sightings")
 
@@ -219,13 +220,5 @@ def start_reporter(ex: Executor) -> asyncio.Task[None] | None:
 
 
 async def stop_reporter(task: asyncio.Task[None] | None) -> None:
-    """Cancel the reporter and wait for it. Cancelled again while it runs: on Python 3.11 a
-    cancellation that meets an awaited call finishing at that moment (``asyncio.wait_for``
-    inside nats-py's request, a thread's result) can be swallowed, and the loop would then poll
-    on for ever (seen: an executor that did not stop within 90 s in CI)."""
-    if task is None:
-        return
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    await asyncio.gather(task, return_exceptions=True)
+    """Cancel the reporter and wait until it has stopped (executor/tasks.py)."""
+    await stop_task(task)

@@ -27,6 +27,7 @@ from netledger.journal.stream import Connection, Follower
 from .dhcp import DhcpBook
 from .hosts import HostBook
 from .share import EVERY_NETWORK_FROM, Share, additions
+from .tasks import stop_task
 
 log = logging.getLogger("netledger.executor.view")
 
@@ -81,8 +82,7 @@ class HostView:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_task(self._task)
             self._task = None
         if self.follower is not None:
             await self.follower.stop()
