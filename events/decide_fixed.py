@@ -10,7 +10,6 @@ IPv6 address also names the allocation (``address``).
 from __future__ import annotations
 
 import hashlib
-import random
 from typing import Any
 
 import netaddr
@@ -52,11 +51,6 @@ def _fixed_ip_result(n: NetworkState, ip: FixedIp) -> dict[str, Any]:
         "host": ip.host,
         "project": ip.project,
     }
-
-
-def _rng(request: Request) -> random.Random:
-    seed = hashlib.sha256(request.command_id.encode()).digest()
-    return random.Random(int.from_bytes(seed[:8], "big"))
 
 
 def _pick_network(
@@ -151,10 +145,13 @@ def _pick_v6(n: NetworkState, mac: str, wanted: str | None, taken6: set[str]) ->
 
 
 def _pick_mac(n: NetworkState, req: Request, taken: set[str]) -> str:
-    rng = _rng(req)
-    for _ in range(64):
-        a, b, c = rng.randrange(128), rng.randrange(256), rng.randrange(256)
-        mac = f"02:16:3e:{a:02x}:{b:02x}:{c:02x}"
+    """A MAC in nova's 02:16:3e prefix, derived from the command id (a retry decides the same
+    one): the i-th candidate is three bytes of blake2b(command id, i). Not a seeded
+    ``random.Random``: building one was ~4% of the service's CPU per allocation."""
+    seed = req.command_id.encode()
+    for i in range(64):
+        a, b, c = hashlib.blake2b(seed, digest_size=3, salt=i.to_bytes(16, "big")).digest()
+        mac = f"02:16:3e:{a & 0x7F:02x}:{b:02x}:{c:02x}"
         if mac not in n.macs and mac not in taken:
             return mac
     raise MacInUse("could not generate a unique MAC address", network_id=n.network_id)
