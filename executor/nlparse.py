@@ -137,70 +137,98 @@ def _mac(data: bytes | memoryview, a: int, b: int) -> str | None:
 
 
 def link(data: bytes | memoryview, off: int, end: int) -> Link:
-    """An ``ifinfomsg`` (RTM_NEWLINK / RTM_DELLINK) payload."""
+    """An ``ifinfomsg`` (RTM_NEWLINK / RTM_DELLINK) payload.
+
+    The hot path of every dump and notification (a link has ~55 attributes, a bridge's
+    IFLA_INFO_DATA ~45 more): the attribute headers are walked in plain loops here rather than
+    through :func:`attrs` (a generator step per attribute was half the cost of a 2,000-link
+    dump), and the tuple is built once."""
     _family, _type, index, flags, _change = IFINFO.unpack_from(data, off)
+    hdr = NLA_HDR.unpack_from
     name = alias = kind = None
     master = mtu = parent = None
     netns_other = False
-    info: tuple[int, int] | None = None
-    inet6: tuple[int | None, int | None] = (None, None)
-    for t, a, b in attrs(data, off + IFINFO.size, end):
+    info_a = info_b = 0
+    mode = accept_ra = None
+    o = off + IFINFO.size
+    while o + 4 <= end:
+        length, t = hdr(data, o)
+        if length < 4:
+            break
+        a, b = o + 4, min(o + length, end)
+        o = (o + length + 3) & ~3
+        t &= NLA_TYPE_MASK
         if t == IFLA_IFNAME:
             name = _str(data, a, b)
-        elif t == IFLA_IFALIAS:
-            alias = _str(data, a, b) or None
-        elif t == IFLA_MASTER:
-            master = U32.unpack_from(data, a)[0] or None
         elif t == IFLA_MTU:
             mtu = U32.unpack_from(data, a)[0]
+        elif t == IFLA_LINKINFO:
+            info_a, info_b = a, b
+        elif t == IFLA_MASTER:
+            master = U32.unpack_from(data, a)[0] or None
+        elif t == IFLA_IFALIAS:
+            alias = _str(data, a, b) or None
+        elif t == IFLA_AF_SPEC:
+            mode, accept_ra = _inet6(data, a, b)
         elif t == IFLA_LINK:
             parent = U32.unpack_from(data, a)[0]
         elif t == IFLA_LINK_NETNSID:
             netns_other = True
-        elif t == IFLA_LINKINFO:
-            info = (a, b)
-        elif t == IFLA_AF_SPEC:
-            inet6 = _inet6(data, a, b)
-    out = Link(index, flags, name, alias, None, master, mtu, None if netns_other else parent)
-    if inet6 != (None, None):
-        out = out._replace(addr_gen_mode=inet6[0], accept_ra=inet6[1])
-    if info is None:
-        return out
-    data_at: tuple[int, int] | None = None
-    for t, a, b in attrs(data, *info):
+    if netns_other:
+        parent = None
+    vni = vlan = local = port = stp = fd = None
+    data_a = data_b = 0
+    o = info_a
+    while o + 4 <= info_b:
+        length, t = hdr(data, o)
+        if length < 4:
+            break
+        a, b = o + 4, min(o + length, info_b)
+        o = (o + length + 3) & ~3
+        t &= NLA_TYPE_MASK
         if t == IFLA_INFO_KIND:
             kind = _str(data, a, b)
         elif t == IFLA_INFO_DATA:
-            data_at = (a, b)
-    out = out._replace(kind=kind)
-    if data_at is None:
-        return out
+            data_a, data_b = a, b
+    o = data_a
     if kind == "bridge":
-        stp = fd = None
-        for t, a, _b in attrs(data, *data_at):
+        while o + 4 <= data_b and (stp is None or fd is None):
+            length, t = hdr(data, o)
+            if length < 4:
+                break
+            a = o + 4
+            o = (o + length + 3) & ~3
+            t &= NLA_TYPE_MASK
             if t == IFLA_BR_STP_STATE:
                 stp = U32.unpack_from(data, a)[0]
             elif t == IFLA_BR_FORWARD_DELAY:
                 fd = U32.unpack_from(data, a)[0]
-        return out._replace(stp=stp, forward_delay=fd)
-    if kind == "vxlan":
-        vni = local = port = None
-        lower = None
-        for t, a, b in attrs(data, *data_at):
+    elif kind == "vxlan" and data_b:
+        parent = None  # a VXLAN link's lower device is IFLA_VXLAN_LINK, not IFLA_LINK
+        while o + 4 <= data_b:
+            length, t = hdr(data, o)
+            if length < 4:
+                break
+            a, b = o + 4, min(o + length, data_b)
+            o = (o + length + 3) & ~3
+            t &= NLA_TYPE_MASK
             if t == IFLA_VXLAN_ID:
                 vni = U32.unpack_from(data, a)[0]
-            elif t in (IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6):
+            elif t == IFLA_VXLAN_LOCAL or t == IFLA_VXLAN_LOCAL6:
                 local = _ip(data, a, b)
             elif t == IFLA_VXLAN_LINK:
-                lower = U32.unpack_from(data, a)[0] or None
+                parent = U32.unpack_from(data, a)[0] or None
             elif t == IFLA_VXLAN_PORT:
                 port = BE16.unpack_from(data, a)[0]
-        return out._replace(vni=vni, local=local, port=port, parent=lower)
-    if kind == "vlan":
-        for t, a, _b in attrs(data, *data_at):
+    elif kind == "vlan":
+        for t, a, _b in attrs(data, data_a, data_b):
             if t == IFLA_VLAN_ID:
-                return out._replace(vlan=U16.unpack_from(data, a)[0])
-    return out
+                vlan = U16.unpack_from(data, a)[0]
+                break
+    return Link(
+        index, flags, name, alias, kind, master, mtu, parent, vni, vlan, local, port, stp, fd,
+        mode, accept_ra,
+    )  # fmt: skip
 
 
 def _inet6(data: bytes | memoryview, off: int, end: int) -> tuple[int | None, int | None]:

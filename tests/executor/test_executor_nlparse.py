@@ -18,6 +18,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
 from netledger.executor import nlparse
+from netledger.executor import nlparse as P
 from netledger.executor.netlink import RtSocket
 
 from .test_executor_lab import lab, sh
@@ -156,3 +157,112 @@ def test_truncated_and_odd_buffers_never_raise_past_their_end() -> None:
     [(mtype, _f, _s, start, end)] = list(nlparse.messages(bogus))
     assert (mtype, start, end) == (16, 16, len(bogus))
     assert list(nlparse.attrs(b"\x00\x00\x00\x00", 0, 4)) == []
+
+
+def _reference_link(data: bytes | memoryview, off: int, end: int) -> P.Link:
+    """The parser before the inline walk (a generator step per attribute): the reference."""
+    _family, _type, index, flags, _change = P.IFINFO.unpack_from(data, off)
+    name = alias = kind = None
+    master = mtu = parent = None
+    netns_other = False
+    info: tuple[int, int] | None = None
+    inet6: tuple[int | None, int | None] = (None, None)
+    for t, a, b in P.attrs(data, off + P.IFINFO.size, end):
+        if t == P.IFLA_IFNAME:
+            name = P._str(data, a, b)
+        elif t == P.IFLA_IFALIAS:
+            alias = P._str(data, a, b) or None
+        elif t == P.IFLA_MASTER:
+            master = P.U32.unpack_from(data, a)[0] or None
+        elif t == P.IFLA_MTU:
+            mtu = P.U32.unpack_from(data, a)[0]
+        elif t == P.IFLA_LINK:
+            parent = P.U32.unpack_from(data, a)[0]
+        elif t == P.IFLA_LINK_NETNSID:
+            netns_other = True
+        elif t == P.IFLA_LINKINFO:
+            info = (a, b)
+        elif t == P.IFLA_AF_SPEC:
+            inet6 = P._inet6(data, a, b)
+    out = P.Link(index, flags, name, alias, None, master, mtu, None if netns_other else parent)
+    if inet6 != (None, None):
+        out = out._replace(addr_gen_mode=inet6[0], accept_ra=inet6[1])
+    if info is None:
+        return out
+    data_at: tuple[int, int] | None = None
+    for t, a, b in P.attrs(data, *info):
+        if t == P.IFLA_INFO_KIND:
+            kind = P._str(data, a, b)
+        elif t == P.IFLA_INFO_DATA:
+            data_at = (a, b)
+    out = out._replace(kind=kind)
+    if data_at is None:
+        return out
+    if kind == "bridge":
+        stp = fd = None
+        for t, a, _b in P.attrs(data, *data_at):
+            if t == P.IFLA_BR_STP_STATE:
+                stp = P.U32.unpack_from(data, a)[0]
+            elif t == P.IFLA_BR_FORWARD_DELAY:
+                fd = P.U32.unpack_from(data, a)[0]
+        return out._replace(stp=stp, forward_delay=fd)
+    if kind == "vxlan":
+        vni = local = port = None
+        lower = None
+        for t, a, b in P.attrs(data, *data_at):
+            if t == P.IFLA_VXLAN_ID:
+                vni = P.U32.unpack_from(data, a)[0]
+            elif t in (P.IFLA_VXLAN_LOCAL, P.IFLA_VXLAN_LOCAL6):
+                local = P._ip(data, a, b)
+            elif t == P.IFLA_VXLAN_LINK:
+                lower = P.U32.unpack_from(data, a)[0] or None
+            elif t == P.IFLA_VXLAN_PORT:
+                port = P.BE16.unpack_from(data, a)[0]
+        return out._replace(vni=vni, local=local, port=port, parent=lower)
+    if kind == "vlan":
+        for t, a, _b in P.attrs(data, *data_at):
+            if t == P.IFLA_VLAN_ID:
+                return out._replace(vlan=P.U16.unpack_from(data, a)[0])
+    return out
+
+
+def test_the_inline_link_parser_is_the_reference_one() -> None:
+    """Every link of a real dump — a veth whose peer is in another namespace, bridges with and
+    without STP, a VXLAN link with a lower device and one without, links with and without
+    IPv6 — parses to the same tuple as with the generator-based parser it replaced."""
+    with lab() as world:
+        ns = world.ns("nlr")
+        other = world.ns("nls")
+        world.wire(ns, "eth1", other, "eth1")
+        sh("ip", "-n", ns, "addr", "add", "192.0.2.10/24", "dev", "eth1")
+        sh("ip", "-n", ns, "link", "add", "brp", "type", "bridge", "forward_delay", "0",
+           "stp_state", "0")  # fmt: skip
+        sh(
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "set",
+            "brp",
+            "addrgenmode",
+            "none",
+            "alias",
+            "netledger:7",
+            "up",
+        )
+        sh("ip", "-n", ns, "link", "add", "brq", "type", "bridge")
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.brq.accept_ra=0")
+        sh("ip", "-n", ns, "link", "add", "vx77", "type", "vxlan", "id", "77", "dstport", "4789",
+           "local", "192.0.2.10", "dev", "eth1")  # fmt: skip
+        sh("ip", "-n", ns, "link", "add", "vx78", "type", "vxlan", "id", "78", "dstport", "4789")
+        sh("ip", "-n", ns, "link", "set", "vx77", "master", "brp", "up")
+        sh("ip", "-n", ns, "link", "set", "vx78", "mtu", "1280", "master", "brq")
+        with RtSocket(ns) as sock:
+            links = list(_raw_dump(sock, ifinfmsg(), RTM_GETLINK))
+        assert len(links) >= 6
+        for raw in links:
+            got = nlparse.link(raw, nlparse.NLMSG_HDR.size, len(raw))
+            assert got == _reference_link(raw, nlparse.NLMSG_HDR.size, len(raw)), got.name
+        by_name = {x.name: x for x in (nlparse.link(r, 16, len(r)) for r in links)}
+        assert by_name["vx78"].parent is None and by_name["vx77"].parent is not None
+        assert by_name["brp"].addr_gen_mode == 1 and by_name["brq"].accept_ra == 0
