@@ -49,12 +49,70 @@ def client_call(
     return result
 
 
+#: The commands other packages own (their ``COMMANDS``), by name: a command's package is imported
+#: when it is called (or listed in help), not at every start. Importing them all was half of the
+#: CLI's start (0.12 of 0.24 s of CPU), paid by every call — an executor's start, each
+#: ``dhcp-event`` dnsmasq runs. tests/ops/test_cli_lazy.py checks this table against them.
+PLUGINS: dict[str, str] = {
+    "projector": "netledger.projector.cli",
+    "show": "netledger.projector.cli",
+    "executor": "netledger.executor.cli",
+    "replay": "netledger.replay.cli",
+    "audit": "netledger.replay.cli",
+    "verify": "netledger.replay.cli",
+    "export": "netledger.replay.cli",
+    "import": "netledger.replay.cli",
+    "auth": "netledger.auth_cli",
+    "status": "netledger.ops_cli",
+    "config": "netledger.ops_cli",
+    "revert": "netledger.revert_cli",
+    "reclaim": "netledger.reclaim_cli",
+}
+
+
+class LazyGroup(click.Group):
+    """The root group: the commands in :data:`PLUGINS` are loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *(n for n in PLUGINS if self._available(PLUGINS[n]))})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in PLUGINS:
+            self._load(PLUGINS[cmd_name])
+        return self.commands.get(cmd_name)
+
+    def load_all(self) -> None:
+        for module in dict.fromkeys(PLUGINS.values()):
+            self._load(module)
+
+    def _load(self, module: str) -> None:
+        import importlib
+
+        try:
+            m = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            return
+        for c in getattr(m, "COMMANDS", []):
+            if c.name not in self.commands:
+                install(c, root=False)  # the output options, as on the commands defined here
+                self.add_command(c)
+
+    @staticmethod
+    def _available(module: str) -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec(module) is not None
+
+
 @click.group(
+    cls=LazyGroup,
     context_settings={
         "help_option_names": ["-h", "--help"],
         "max_content_width": 100,
         "auto_envvar_prefix": ENV_PREFIX,
-    }
+    },
 )
 @config_option
 @click.option(
@@ -605,31 +663,7 @@ def floating_deallocate(settings: Settings, address: str, project: str) -> None:
     emit(r, settings.as_json, f"{address} returned to pool {r['pool']}")
 
 
-def _register_plugins() -> None:
-    """Commands owned by the other packages (projector, executor, replay)."""
-    import importlib
-
-    for mod in (
-        "netledger.projector.cli",
-        "netledger.executor.cli",
-        "netledger.replay.cli",
-        "netledger.auth_cli",
-        "netledger.ops_cli",
-        "netledger.revert_cli",
-        "netledger.reclaim_cli",
-    ):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-            continue
-        for c in getattr(m, "COMMANDS", []):
-            cli.add_command(c)
-
-
-_register_plugins()
-install(cli)  # the output options on every command, before or after its name
+install(cli)  # the output options on every command, before or after its name (plugins: on load)
 
 
 def main() -> None:

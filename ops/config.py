@@ -162,9 +162,12 @@ def build_default_map(
     :class:`ConfigUnknownKey` / :class:`ConfigBadValue` naming the first bad key.
     """
     keys = _option_keys(cmd)
-    subcommands: dict[str, click.Command] = (
-        dict(cmd.commands) if isinstance(cmd, click.Group) else {}
-    )
+    ctx = click.Context(cmd)
+
+    def subcommand(name: str) -> click.Command | None:
+        # get_command, not .commands: the root loads a plugin's commands only when named
+        return cmd.get_command(ctx, name) if isinstance(cmd, click.Group) else None
+
     out: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = key_of(raw_key)
@@ -175,7 +178,7 @@ def build_default_map(
             assert opt.name is not None
             out[opt.name] = value
             continue
-        sub = subcommands.get(raw_key) or subcommands.get(raw_key.replace("_", "-"))
+        sub = subcommand(raw_key) or subcommand(raw_key.replace("_", "-"))
         if sub is not None and isinstance(value, dict):
             out[sub.name or raw_key] = build_default_map(
                 sub, value, path, (*section, sub.name or raw_key)
@@ -187,7 +190,7 @@ def build_default_map(
                 path=str(path),
                 key=dotted,
             )
-        known = sorted(keys) + sorted(subcommands)
+        known = sorted(keys) + (cmd.list_commands(ctx) if isinstance(cmd, click.Group) else [])
         close = difflib.get_close_matches(key, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigUnknownKey(
