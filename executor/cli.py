@@ -42,7 +42,8 @@ def executor_group() -> None:
 @click.option(
     "--vtep-address",
     metavar="A",
-    help="VXLAN underlay address (default: the physical interface's first IPv4).",
+    help="VXLAN underlay address, IPv4 or IPv6 (default: the physical interface's first IPv4,"
+    " else its first global IPv6).",
 )
 @click.option(
     "--snat-address",

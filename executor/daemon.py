@@ -247,7 +247,7 @@ class Executor:
         cfg = self.cfg
         vtep = cfg.vtep_address
         if vtep is None and cfg.physical_interface and self.kernel is not None:
-            vtep = await asyncio.to_thread(self.kernel.host_address, cfg.physical_interface, [])
+            vtep = await asyncio.to_thread(self.kernel.vtep_address, cfg.physical_interface)
         if vtep != cfg.vtep_address:
             self.cfg = cfg = dataclasses.replace(cfg, vtep_address=vtep)
         ev = HostAnnounced(

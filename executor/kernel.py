@@ -224,6 +224,29 @@ class Kernel:
             found = x.address
         return found
 
+    def vtep_address(self, interface: str) -> str | None:
+        """The VXLAN underlay address of ``interface``: its first IPv4 address, else its first
+        usable global IPv6 one (an IPv6-only underlay)."""
+        return self.host_address(interface, []) or self.host_address_v6(interface)
+
+    def host_address_v6(self, interface: str) -> str | None:
+        """The first IPv6 address of ``interface`` a VTEP can use: not link-local, not
+        deprecated, not failed DAD (a tentative one is taken: it is usable once DAD is over,
+        and the executor may start before that)."""
+        links = {link.name: link.index for link in self.read_links()}
+        idx = links.get(interface)
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET6
+        found = None
+        for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
+            x = nlparse.addr(d, a, b)
+            if found is not None or x.ifindex != idx or not x.address:
+                continue  # the dump is read to its end either way
+            if x.flags & (IFA_F_DADFAILED | IFA_F_DEPRECATED) or _link_local_v6(x.address):
+                continue
+            found = x.address
+        return found
+
     def read_forwarding(self) -> bool:
         def get() -> bool:
             with open(IP_FORWARD) as f:
@@ -494,6 +517,16 @@ def _linkinfo(spec: LinkSpec, index: dict[str, int]) -> bytes:
     else:
         data = []
     return nlencode.linkinfo(spec.kind, data)
+
+
+IFA_F_DADFAILED, IFA_F_DEPRECATED = 0x08, 0x20
+
+
+def _link_local_v6(address: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.IPv6Address(address)
+    return ip.is_link_local or ip.is_loopback or ip.is_multicast
 
 
 def _strerror(code: int) -> str:

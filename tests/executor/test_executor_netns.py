@@ -162,6 +162,45 @@ async def test_two_hosts_vxlan_ping_and_floating_ip(
         assert t in a_types, t
 
 
+async def test_ipv6_underlay_vteps_found_by_themselves(
+    world: Lab, conn: Connection, service: Any, nats_url: str
+) -> None:
+    """Two hosts whose underlay has IPv6 only, no --vtep-address: each executor announces the
+    physical interface's global IPv6 address (not its link-local one), the VXLAN links take it
+    as their local address, the flood entries point at the other host's, and instances on the
+    two hosts reach each other over it."""
+    ha, hb = world.ns("ha"), world.ns("hb")
+    world.wire(ha, "eth0", hb, "eth0")
+    for ns, addr in ((ha, "fd00:50::1/64"), (hb, "fd00:50::2/64")):
+        sh("ip", "-n", ns, "addr", "add", addr, "dev", "eth0", "nodad")
+    args = ("--physical-interface", "eth0")
+    c = Client(conn)
+    [net] = await c.create_networks(
+        label="v6u", cidr="10.21.0.0/24", mode="vxlan", vni_start=4343, network_host="ha",
+        project="p1",
+    )  # fmt: skip
+    bridge = net["bridge"]
+    ia = await c.allocate_fixed_ip("vm-a", project="p1", host="ha")
+    ib = await c.allocate_fixed_ip("vm-b", project="p1", host="hb")
+    await run(world, nats_url, "ha", ha, *args)
+    await run(world, nats_url, "hb", hb, *args)
+    await run(world, nats_url, "ha", ha, *args)
+
+    announced = {
+        h: next(e for e in await host_events(conn, h) if e.TYPE == "HostAnnounced").vtep_address
+        for h in ("ha", "hb")
+    }
+    assert announced == {"ha": "fd00:50::1", "hb": "fd00:50::2"}
+    assert links(ha)["vx4343"]["linkinfo"]["info_data"]["local6"] == "fd00:50::1"
+    assert links(hb)["vx4343"]["linkinfo"]["info_data"]["local6"] == "fd00:50::2"
+    assert flood(ha, "vx4343") == {"fd00:50::2"}
+    assert flood(hb, "vx4343") == {"fd00:50::1"}
+    va = world.instance(ha, bridge, "va", f"{ia['address']}/24", "10.21.0.1", ia["mac"])
+    vb = world.instance(hb, bridge, "vb", f"{ib['address']}/24", "10.21.0.1", ib["mac"])
+    assert ping(va, ib["address"]), "instances on two hosts cannot reach each other over IPv6"
+    assert ping(vb, "10.21.0.1"), "the compute host's instance cannot reach the gateway"
+
+
 async def test_restart_after_kill_and_drift_repair(
     world: Lab, conn: Connection, service: Any, nats_url: str
 ) -> None:
@@ -321,3 +360,10 @@ def test_without_root_it_says_so(nats_url: str) -> None:
     )
     assert p.returncode == 1
     assert "executor_not_permitted" in p.stderr and "root" in p.stderr
+
+
+def test_a_vtep_is_never_a_link_local_or_multicast_ipv6_address() -> None:
+    from netledger.executor.kernel import _link_local_v6
+
+    assert _link_local_v6("fe80::1") and _link_local_v6("::1") and _link_local_v6("ff02::1")
+    assert not _link_local_v6("fd00:50::1") and not _link_local_v6("2001:db8::7")
