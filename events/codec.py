@@ -186,15 +186,22 @@ def _build(cls: type[Event], data: dict[str, Any]) -> Event:
         names = _FIELDS[cls] = _plain_fields(cls)
     if names is None:
         return cls.from_data(data)
+    event = _new(cls)
+    if tuple(data) == names:
+        # Exactly the fields, in their order (what ``to_data`` writes): the map msgpack just
+        # built, which nothing else holds, becomes the instance's ``__dict__`` as it is.
+        _set(event, "__dict__", data)
+        return event
     try:
         values = [data[n] for n in names]
     except KeyError:  # defaults for fields added later, or the error naming what is missing
         return cls.from_data(data)
-    event = _new(cls)
     _set(event, "__dict__", dict(zip(names, values, strict=True)))
     return event
 
 
+#: the wire map's items -> its Actor; only maps whose values are all str or None are stored,
+#: so a hit means an equal map (1 == True, but neither equals a str or None)
 _ACTORS: dict[tuple[Any, ...], Actor] = {}
 _PLAIN = frozenset({str, type(None)})
 
@@ -203,13 +210,14 @@ def _actor(value: Any) -> Actor:
     """``Actor.from_wire``, shared: a log has few distinct actors and an Actor is immutable."""
     if type(value) is not dict:
         return Actor.from_wire(value)
-    key = (value.get("project"), value.get("role"), value.get("user"))
-    actor = _ACTORS.get(key) if _PLAIN.issuperset(map(type, key)) else None
-    if actor is not None:
-        return actor
+    key = tuple(value.items())
+    try:
+        return _ACTORS[key]
+    except (KeyError, TypeError):  # new, or an unhashable value
+        pass
     actor = Actor.from_wire(value)
-    if not _PLAIN.issuperset(map(type, key)):
-        return actor  # other types (1 == True would share a key): not worth caching
+    if not _PLAIN.issuperset(map(type, value.values())):
+        return actor  # other types: not worth caching
     if len(_ACTORS) >= 1024:
         _ACTORS.clear()
     _ACTORS[key] = actor
