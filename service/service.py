@@ -91,7 +91,7 @@ MAX_CONFLICT_RETRIES = 64
 SEEN_COMMANDS = 20_000
 #: Events behind from which the start's catch-up is read by a child process (below, forking
 #: and connecting it cost more than it saves).
-CHILD_CATCH_UP = 20_000
+CHILD_CATCH_UP = 8_000
 #: The garbage collector's thresholds while the start folds the log (see _catch_up).
 CATCH_UP_GC = (50_000, 50, 100)
 
