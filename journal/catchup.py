@@ -153,6 +153,9 @@ async def _read(fd: int, opts: dict[str, Any], stream: str, start: int, upto: in
         idle_heartbeat=FOLLOW_HEARTBEAT_S,
     )
     reached = await done
+    # Everything is handed over: the parent may now stop this process at any moment (the
+    # server forgets an ephemeral consumer whose connection is gone).
+    _write_all(fd, frame(("end", reached)))
     with contextlib.suppress(Exception):
         await asyncio.wait_for(sub.unsubscribe(), 2.0)
     with contextlib.suppress(Exception):
@@ -193,8 +196,7 @@ def _child(fd: int, opts: dict[str, Any], stream: str, start: int, upto: int, pa
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        reached = loop.run_until_complete(_read(fd, opts, stream, start, upto))
-        _write_all(fd, frame(("end", reached)))
+        loop.run_until_complete(_read(fd, opts, stream, start, upto))
         return 0
     except BaseException as exc:
         with contextlib.suppress(Exception):
@@ -326,7 +328,9 @@ async def read_in_child(conn: Connection, start: int, upto: int, fold: Fold) -> 
         else:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        await _reap(pid, kill=frames.failure is not None)
+        # Once it has sent everything, nothing is left for the child to do but say goodbye to
+        # the server: no need to wait for that (~20 ms).
+        await _reap(pid)
     if frames.failure is not None and frames.reached < upto:
         log.warning(
             "catch-up reader stopped at seq %d of %d (%s): reading the rest in this process",
@@ -337,16 +341,12 @@ async def read_in_child(conn: Connection, start: int, upto: int, fold: Fold) -> 
     return frames.reached, frames.events
 
 
-async def _reap(pid: int, kill: bool) -> None:
-    """Collect the child: it ends by itself once it sent its last frame; one that does not
-    within a second, or that failed (``kill``), is killed."""
-    deadline = 0.0 if kill else time.monotonic() + 1.0
+async def _reap(pid: int) -> None:
+    """Kill the child (it has handed over everything, or failed) and collect it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
     while not _exited(pid):
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            deadline = float("inf")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.002)
 
 
 def _exited(pid: int) -> bool:
