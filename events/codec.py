@@ -118,6 +118,36 @@ def decode(raw: bytes) -> Envelope:
         obj = _unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:
         raise DecodeError(f"not msgpack: {exc.__class__.__name__}") from None
+    if type(obj) is dict:
+        # The usual case, inline (every reader decodes every message): a current-version event
+        # of a plain type with exactly its fields, in order. Anything else: the checks below.
+        type_name = obj.get("type")
+        cls = EVENT_TYPES.get(type_name) if type(type_name) is str else None
+        data = obj.get("data")
+        if cls is not None and type(data) is dict and obj.get("version") == cls.VERSION:
+            try:
+                names = _FIELDS[cls]
+            except KeyError:
+                names = _FIELDS[cls] = _plain_fields(cls)
+            if names is not None and tuple(data) == names and type(obj.get("version")) is int:
+                event = _new(cls)
+                _set(event, "__dict__", data)
+                t = obj.get("time")
+                env = _new(Envelope)
+                _set(
+                    env,
+                    "__dict__",
+                    {"event": event, "event_id": str(obj.get("id") or ""),
+                     "command_id": str(obj.get("command_id") or ""),
+                     "time": float(t) if isinstance(t, _NUMBER) else 0.0,
+                     "actor": _actor(obj.get("actor"))},
+                )  # fmt: skip
+                return env
+    return _decode_map(obj)
+
+
+def _decode_map(obj: Any) -> Envelope:
+    """The checks of :func:`decode` on the unpacked message, one by one."""
     if not isinstance(obj, dict):
         raise DecodeError("envelope is not a map")
     type_name = obj.get("type")
@@ -146,7 +176,7 @@ def decode(raw: bytes) -> Envelope:
         event,
         str(obj.get("id") or ""),
         str(obj.get("command_id") or ""),
-        float(t) if isinstance(t, int | float) else 0.0,
+        float(t) if isinstance(t, _NUMBER) else 0.0,
         _actor(obj.get("actor")),
     )
 
@@ -158,6 +188,7 @@ def decode(raw: bytes) -> Envelope:
 # would build (same fields, same order); classes that customise construction take the slow path.
 
 _unpackb = msgpack.unpackb
+_NUMBER = (int, float)
 _new = object.__new__
 _set = object.__setattr__
 

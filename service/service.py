@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -92,6 +93,7 @@ SEEN_COMMANDS = 20_000
 #: Events behind from which the start's catch-up is read by a child process (below, forking
 #: and connecting it cost more than it saves).
 CHILD_CATCH_UP = 8_000
+AUTO = -1
 #: The garbage collector's thresholds while the start folds the log (see _catch_up).
 CATCH_UP_GC = (50_000, 50, 100)
 
@@ -149,7 +151,7 @@ class CommandService:
         snapshots: SnapshotPolicy | None = None,
         health: LogHealth | None = None,
         append_budget: float = APPEND_BUDGET_S,
-        child_catch_up: int | None = CHILD_CATCH_UP,
+        child_catch_up: int | None = AUTO,
     ) -> None:
         self.conn = conn
         #: whether the log takes writes (shared with serve's storage watcher, which keeps the
@@ -202,8 +204,10 @@ class CommandService:
         #: the fold of the start alone (no snapshot load, no connect): events, seconds
         self.fold_report = FoldReport(0, 0.0, 0)
         #: from this many events behind on, the start's catch-up reads through a child process
-        #: (None: never)
-        self.child_catch_up: int | None = child_catch_up
+        #: (None: never; AUTO: from CHILD_CATCH_UP on when this process may use two cores)
+        if child_catch_up == AUTO:
+            child_catch_up = CHILD_CATCH_UP if len(os.sched_getaffinity(0)) > 1 else None
+        self.child_catch_up = child_catch_up
 
     # --- lifecycle ------------------------------------------------------------------------
 
