@@ -22,7 +22,7 @@ from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.host_events import HostReconciled
 from netledger.events.snapshot import state_to_wire
 from netledger.journal.catchup import read_in_child
-from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
+from netledger.journal.stream import Connection, connect, ensure_stream, last_seq, stream_config
 from netledger.replay.verify_snapshot import fold_to as fold_from_log
 from netledger.service.client import Client
 from netledger.service.service import CommandService
@@ -218,5 +218,29 @@ async def test_a_child_that_cannot_connect_leaves_everything_to_the_caller(
             got = await read_in_child(c, 1, 10, lambda *_: None)
         assert got == (0, 0)
         assert "catch-up reader stopped at seq 0 of 10" in caplog.text
+    finally:
+        await c.close()
+
+
+async def test_a_gap_in_the_log_stops_the_child_there(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """This log never has one (nothing is deleted); a stream that allows deletes stands in for
+    a message the reader lost: the child hands over what comes before it, no more."""
+    c = await connect(nats_url, name="test")
+    try:
+        config = stream_config()
+        config.deny_delete = False
+        await c.js.add_stream(config)
+        for i in range(20):
+            env = Envelope(HostReconciled("h1", i, 0, 0, 1.0), f"r{i}:0", f"r{i}", 2.0, SYSTEM)
+            await c.js.publish("netledger.evt.host.h1", encode(env))
+        await c.js.delete_msg(c.stream, 10)
+        seen: list[int] = []
+        with caplog.at_level(logging.WARNING, logger="netledger.catchup"):
+            got = await read_in_child(c, 1, 20, lambda seq, s, d: seen.append(seq))
+        assert got == (9, 9)
+        assert seen == list(range(1, 10))
+        assert "stopped at seq 9 of 20 (a gap in the log)" in caplog.text
     finally:
         await c.close()
