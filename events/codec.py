@@ -234,6 +234,10 @@ def _build(cls: type[Event], data: dict[str, Any]) -> Event:
 #: the wire map's items -> its Actor; only maps whose values are all str or None are stored,
 #: so a hit means an equal map (1 == True, but neither equals a str or None)
 _ACTORS: dict[tuple[Any, ...], Actor] = {}
+#: a cloud's actors are its hosts' executors and its projects' users: tens of thousands (a
+#: 1,000-host history has ~20,000; a cache of 1,024 was cleared over and over, every lookup a
+#: miss); at most a few MB
+_MAX_ACTORS = 1 << 16
 _PLAIN = frozenset({str, type(None)})
 
 
@@ -249,7 +253,7 @@ def _actor(value: Any) -> Actor:
     actor = Actor.from_wire(value)
     if not _PLAIN.issuperset(map(type, value.values())):
         return actor  # other types: not worth caching
-    if len(_ACTORS) >= 1024:
+    if len(_ACTORS) >= _MAX_ACTORS:
         _ACTORS.clear()
     _ACTORS[key] = actor
     return actor
