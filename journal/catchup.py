@@ -110,11 +110,37 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def _read(fd: int, opts: dict[str, Any], stream: str, start: int, upto: int) -> int:
+def _wait_for_range(cmd: int) -> tuple[int, int] | None:
+    """The stretch the parent asks for (``("read", start, upto)``), or None when it closes the
+    pipe instead. Blocks: there is nothing else to do (the connection only needs its loop for
+    pings, minutes apart)."""
+    buf = b""
+    while True:
+        part = os.read(cmd, 4096)
+        if not part:
+            return None
+        buf += part
+        if len(buf) >= 4 and len(buf) >= 4 + _LEN.unpack_from(buf)[0]:
+            _, start, upto = pickle.loads(buf[4:])
+            return int(start), int(upto)
+
+
+async def _serve(fd: int, cmd: int, opts: dict[str, Any], stream: str) -> int:
+    """Connect, wait for the stretch to read, read it."""
     import nats
-    from nats.js.api import ConsumerConfig, DeliverPolicy
 
     nc = await asyncio.wait_for(nats.connect(**opts), opts["connect_timeout"] * 2 + 1)
+    wanted = _wait_for_range(cmd)
+    if wanted is None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 2.0)
+        return 0
+    return await _read(fd, nc, stream, *wanted)
+
+
+async def _read(fd: int, nc: Any, stream: str, start: int, upto: int) -> int:
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
     _skip_stored_headers(nc)
     js = nc.jetstream()
     done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -198,7 +224,7 @@ def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the chi
         os._exit(1)
 
 
-def _close_inherited(keep: int) -> None:  # pragma: no cover - runs in the child
+def _close_inherited(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs in the child
     """The parent's sockets and pipes are not the child's to keep open (a connection the
     parent closes must close)."""
     try:
@@ -206,12 +232,12 @@ def _close_inherited(keep: int) -> None:  # pragma: no cover - runs in the child
     except OSError:
         fds = list(range(3, 1024))
     for fd in fds:
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in keep:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
 
-def _child(fd: int, opts: dict[str, Any], stream: str, start: int, upto: int, parent: int) -> int:
+def _child(fd: int, cmd: int, opts: dict[str, Any], stream: str, parent: int) -> int:
     """The forked reader (pragma: runs in the child; tests drive it through the parent)."""
     _die_with_parent(parent)
     # The parent owns our life (it stops us by closing the pipe or killing us); its asyncio
@@ -220,11 +246,11 @@ def _child(fd: int, opts: dict[str, Any], stream: str, start: int, upto: int, pa
         signal.set_wakeup_fd(-1)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    _close_inherited(keep=fd)
+    _close_inherited(keep=(fd, cmd))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_read(fd, opts, stream, start, upto))
+        loop.run_until_complete(_serve(fd, cmd, opts, stream))
         return 0
     except BaseException as exc:
         with contextlib.suppress(Exception):
@@ -232,9 +258,10 @@ def _child(fd: int, opts: dict[str, Any], stream: str, start: int, upto: int, pa
         return 1
 
 
-def _fork(opts: dict[str, Any], stream: str, start: int, upto: int) -> tuple[int, int]:
-    """Fork the reader: ``(pid, fd its frames come on)``."""
+def _fork(opts: dict[str, Any], stream: str) -> tuple[int, int, int]:
+    """Fork the reader: ``(pid, fd its frames come on, fd to send it the range on)``."""
     r, w = os.pipe()
+    cmd_r, cmd_w = os.pipe()
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     parent = os.getpid()
@@ -246,11 +273,13 @@ def _fork(opts: dict[str, Any], stream: str, start: int, upto: int) -> tuple[int
         code = 1
         try:
             os.close(r)
-            code = _child(w, opts, stream, start, upto, parent)
+            os.close(cmd_w)
+            code = _child(w, cmd_r, opts, stream, parent)
         finally:
             os._exit(code)
     os.close(w)
-    return pid, r
+    os.close(cmd_r)
+    return pid, r, cmd_w
 
 
 # --- the parent's side -------------------------------------------------------------------------
@@ -328,42 +357,87 @@ async def read_in_child(conn: Connection, start: int, upto: int, fold: Fold) -> 
     caller's follower reads (and folds, with its own error handling) the rest."""
     if start > upto:
         return start - 1, 0
-    loop = asyncio.get_running_loop()
-    try:
-        pid, fd = _fork(connect_options(conn), conn.stream, start, upto)
-    except Exception as exc:
-        log.warning("catch-up reader not started (%s): reading in this process", exc)
+    reader = Reader.fork(conn)
+    if reader is None:
         return start - 1, 0
-    frames = _Frames(fold, start, upto)
-    transport: asyncio.BaseTransport | None = None
     try:
-        transport, _ = await loop.connect_read_pipe(
-            lambda: frames, os.fdopen(fd, "rb", buffering=0)
-        )
-        while not frames.ended.done():
-            quiet = time.monotonic() - frames.heard
-            if quiet > QUIET_S:
-                frames._end(f"no message from the reader process for {QUIET_S:.0f}s")
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(frames.ended), QUIET_S - quiet + 0.1)
+        return await reader.read(start, upto, fold)
     finally:
-        if transport is not None:
-            transport.close()
-        else:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        # Once it has sent everything, nothing is left for the child to do but say goodbye to
-        # the server: no need to wait for that (~20 ms).
-        await _reap(pid)
-    if frames.reached < upto:
-        log.warning(
-            "catch-up reader stopped at seq %d of %d (%s): reading the rest in this process",
-            frames.reached,
-            upto,
-            frames.failure or "a gap in the log",
-        )
-    return frames.reached, frames.events
+        await reader.close()
+
+
+class Reader:
+    """A catch-up reader process, forked before the caller knows what it will ask for: it
+    connects while the caller gets ready (the service loads its snapshot), and the fork copies
+    a process that does not hold the loaded state yet. Then :meth:`read` (once) or just
+    :meth:`close`."""
+
+    def __init__(self, pid: int, frames: int, cmd: int) -> None:
+        self.pid = pid
+        self._frames_fd = frames
+        self._cmd_fd = cmd
+        self._closed = False
+
+    @classmethod
+    def fork(cls, conn: Connection) -> Reader | None:
+        """Start one (None, with a warning, if it cannot be: the caller reads in-process)."""
+        try:
+            return cls(*_fork(connect_options(conn), conn.stream))
+        except Exception as exc:
+            log.warning("catch-up reader not started (%s): reading in this process", exc)
+            return None
+
+    async def read(self, start: int, upto: int, fold: Fold) -> tuple[int, int]:
+        """See :func:`read_in_child`."""
+        if start > upto:
+            return start - 1, 0
+        loop = asyncio.get_running_loop()
+        frames = _Frames(fold, start, upto)
+        try:
+            _write_all(self._cmd_fd, frame(("read", start, upto)))
+        except OSError:
+            pass  # the child has ended (it could not connect): its last frame says why
+        fd, self._frames_fd = self._frames_fd, -1
+        transport: asyncio.BaseTransport | None = None
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: frames, os.fdopen(fd, "rb", buffering=0)
+            )
+            while not frames.ended.done():
+                quiet = time.monotonic() - frames.heard
+                if quiet > QUIET_S:
+                    frames._end(f"no message from the reader process for {QUIET_S:.0f}s")
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(frames.ended), QUIET_S - quiet + 0.1)
+        finally:
+            if transport is not None:
+                transport.close()
+            else:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            await self.close()
+        if frames.reached < upto:
+            log.warning(
+                "catch-up reader stopped at seq %d of %d (%s): reading the rest in this process",
+                frames.reached,
+                upto,
+                frames.failure or "a gap in the log",
+            )
+        return frames.reached, frames.events
+
+    async def close(self) -> None:
+        """Stop the child and collect it. Once it has sent everything, nothing is left for it
+        to do but say goodbye to the server: no need to wait for that (~20 ms)."""
+        if self._closed:
+            return
+        self._closed = True
+        for fd in (self._cmd_fd, self._frames_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._cmd_fd = self._frames_fd = -1
+        await _reap(self.pid)
 
 
 async def _reap(pid: int) -> None:

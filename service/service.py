@@ -62,7 +62,7 @@ from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdu
 from netledger.events.reclaim import FixedIpReclaimSweep, Heartbeats
 from netledger.events.snapshot import SeenEvents, seen_events
 from netledger.events.state import State
-from netledger.journal.catchup import read_in_child
+from netledger.journal.catchup import Reader
 from netledger.journal.liveness import HeartbeatBook
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import (
@@ -214,11 +214,16 @@ class CommandService:
     async def start(self) -> None:
         self.failed = asyncio.get_running_loop().create_future()
         t0 = time.monotonic()
-        snap = await self.snapshotter.load() if self.snapshotter is not None else None
-        if snap is not None:
-            # The fold up to snap.seq is in the snapshot: read only the tail.
-            self.state, self.seen = snap.state, snap.seen
-        await self._catch_up(snap.seq + 1 if snap is not None else 1)
+        reader = await self._early_reader()
+        try:
+            snap = await self.snapshotter.load() if self.snapshotter is not None else None
+            if snap is not None:
+                # The fold up to snap.seq is in the snapshot: read only the tail.
+                self.state, self.seen = snap.state, snap.seen
+            await self._catch_up(snap.seq + 1 if snap is not None else 1, reader)
+        finally:
+            if reader is not None:
+                await reader.close()
         self.ready_seconds = round(time.monotonic() - t0, 3)
         # The fold is hundreds of thousands of long-lived objects in no reference cycle: keep
         # the cyclic GC from walking them all again at every full collection.
@@ -300,10 +305,23 @@ class CommandService:
 
     # --- the fold -----------------------------------------------------------------------
 
-    async def _catch_up(self, start_seq: int) -> None:
+    async def _early_reader(self) -> Reader | None:
+        """A catch-up reader forked before the snapshot is loaded (it connects meanwhile, and
+        the fork does not copy the loaded state), when the log is long enough to need one."""
+        if self.child_catch_up is None:
+            return None
+        try:
+            if await last_seq(self.conn, wait=5.0) < self.child_catch_up:
+                return None
+        except Exception:  # the catch-up below asks again, and says what is wrong
+            return None
+        return Reader.fork(self.conn)
+
+    async def _catch_up(self, start_seq: int, reader: Reader | None = None) -> None:
         """Fold the log from ``start_seq`` to its end, then follow it. A long stretch is read
-        by a child process on the other core while this one folds (journal/catchup.py); the
-        follower reads whatever it did not (all of a short tail, the rest after a failure)."""
+        by a child process on the other core while this one folds (journal/catchup.py: the
+        ``reader`` forked early, or one forked now); the follower reads whatever it did not
+        (all of a short tail, the rest after a failure)."""
         t0 = time.monotonic()
         by_child = 0
         first = start_seq
@@ -315,10 +333,11 @@ class CommandService:
         try:
             target = await last_seq(self.conn)
             if self.child_catch_up is not None and target - start_seq + 1 >= self.child_catch_up:
-                reached, by_child = await read_in_child(
-                    self.conn, start_seq, target, self._fold_raw
-                )
-                start_seq = reached + 1
+                if reader is None:
+                    reader = Reader.fork(self.conn)
+                if reader is not None:
+                    reached, by_child = await reader.read(start_seq, target, self._fold_raw)
+                    start_seq = reached + 1
             self.follower = Follower(self.conn, self._on_event, start_seq=start_seq)
             await self.follower.start()
             await self.follower.catch_up(timeout=None)

@@ -26,6 +26,9 @@ from netledger.journal.stream import Connection, connect, ensure_stream, last_se
 from netledger.replay.verify_snapshot import fold_to as fold_from_log
 from netledger.service.client import Client
 from netledger.service.service import CommandService
+from netledger.service.snapshotter import SnapshotPolicy
+
+FAST = SnapshotPolicy(every_events=5, min_interval=0.0, check_interval=0.05)
 
 
 async def _history(conn: Connection, host_events: int = 0) -> int:
@@ -244,3 +247,31 @@ async def test_a_gap_in_the_log_stops_the_child_there(
         assert "stopped at seq 9 of 20 (a gap in the log)" in caplog.text
     finally:
         await c.close()
+
+
+async def test_a_reader_forked_early_and_not_needed_is_stopped(conn: Connection) -> None:
+    """The reader is forked before the snapshot is loaded; when the tail after it is short,
+    the follower reads it and the reader is stopped unused."""
+    await _history(conn)
+    svc = CommandService(conn, reap_interval=None, snapshots=FAST)
+    await svc.start()
+    try:
+        for _ in range(400):
+            if svc.snapshotter is not None and svc.snapshotter.stats.written:
+                break
+            await asyncio.sleep(0.05)
+        assert svc.snapshotter is not None and svc.snapshotter.stats.written
+    finally:
+        await svc.close()
+    end = await last_seq(conn)
+    again = CommandService(
+        conn, reap_interval=None, snapshots=SnapshotPolicy(every_events=0), child_catch_up=10
+    )
+    await again.start()
+    try:
+        assert again.snapshotter is not None and again.snapshotter.stats.loaded_seq == end
+        assert again.fold_report.by_child == 0
+        assert not _forked_children()
+        assert state_to_wire(again.state) == state_to_wire(await fold_from_log(conn, end))
+    finally:
+        await again.close()
