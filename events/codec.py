@@ -118,6 +118,36 @@ def decode(raw: bytes) -> Envelope:
         obj = _unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:
         raise DecodeError(f"not msgpack: {exc.__class__.__name__}") from None
+    if type(obj) is dict:
+        # The usual case, inline (every reader decodes every message): a current-version event
+        # of a plain type with exactly its fields, in order. Anything else: the checks below.
+        type_name = obj.get("type")
+        cls = EVENT_TYPES.get(type_name) if type(type_name) is str else None
+        data = obj.get("data")
+        if cls is not None and type(data) is dict and obj.get("version") == cls.VERSION:
+            try:
+                names = _FIELDS[cls]
+            except KeyError:
+                names = _FIELDS[cls] = _plain_fields(cls)
+            if names is not None and tuple(data) == names and type(obj.get("version")) is int:
+                event = _new(cls)
+                _set(event, "__dict__", data)
+                t = obj.get("time")
+                env = _new(Envelope)
+                _set(
+                    env,
+                    "__dict__",
+                    {"event": event, "event_id": str(obj.get("id") or ""),
+                     "command_id": str(obj.get("command_id") or ""),
+                     "time": float(t) if isinstance(t, _NUMBER) else 0.0,
+                     "actor": _actor(obj.get("actor"))},
+                )  # fmt: skip
+                return env
+    return _decode_map(obj)
+
+
+def _decode_map(obj: Any) -> Envelope:
+    """The checks of :func:`decode` on the unpacked message, one by one."""
     if not isinstance(obj, dict):
         raise DecodeError("envelope is not a map")
     type_name = obj.get("type")
@@ -146,7 +176,7 @@ def decode(raw: bytes) -> Envelope:
         event,
         str(obj.get("id") or ""),
         str(obj.get("command_id") or ""),
-        float(t) if isinstance(t, int | float) else 0.0,
+        float(t) if isinstance(t, _NUMBER) else 0.0,
         _actor(obj.get("actor")),
     )
 
@@ -158,6 +188,7 @@ def decode(raw: bytes) -> Envelope:
 # would build (same fields, same order); classes that customise construction take the slow path.
 
 _unpackb = msgpack.unpackb
+_NUMBER = (int, float)
 _new = object.__new__
 _set = object.__setattr__
 
@@ -186,16 +217,27 @@ def _build(cls: type[Event], data: dict[str, Any]) -> Event:
         names = _FIELDS[cls] = _plain_fields(cls)
     if names is None:
         return cls.from_data(data)
+    event = _new(cls)
+    if tuple(data) == names:
+        # Exactly the fields, in their order (what ``to_data`` writes): the map msgpack just
+        # built, which nothing else holds, becomes the instance's ``__dict__`` as it is.
+        _set(event, "__dict__", data)
+        return event
     try:
         values = [data[n] for n in names]
     except KeyError:  # defaults for fields added later, or the error naming what is missing
         return cls.from_data(data)
-    event = _new(cls)
     _set(event, "__dict__", dict(zip(names, values, strict=True)))
     return event
 
 
+#: the wire map's items -> its Actor; only maps whose values are all str or None are stored,
+#: so a hit means an equal map (1 == True, but neither equals a str or None)
 _ACTORS: dict[tuple[Any, ...], Actor] = {}
+#: a cloud's actors are its hosts' executors and its projects' users: tens of thousands (a
+#: 1,000-host history has ~20,000; a cache of 1,024 was cleared over and over, every lookup a
+#: miss); at most a few MB
+_MAX_ACTORS = 1 << 16
 _PLAIN = frozenset({str, type(None)})
 
 
@@ -203,14 +245,15 @@ def _actor(value: Any) -> Actor:
     """``Actor.from_wire``, shared: a log has few distinct actors and an Actor is immutable."""
     if type(value) is not dict:
         return Actor.from_wire(value)
-    key = (value.get("project"), value.get("role"), value.get("user"))
-    actor = _ACTORS.get(key) if _PLAIN.issuperset(map(type, key)) else None
-    if actor is not None:
-        return actor
+    key = tuple(value.items())
+    try:
+        return _ACTORS[key]
+    except (KeyError, TypeError):  # new, or an unhashable value
+        pass
     actor = Actor.from_wire(value)
-    if not _PLAIN.issuperset(map(type, key)):
-        return actor  # other types (1 == True would share a key): not worth caching
-    if len(_ACTORS) >= 1024:
+    if not _PLAIN.issuperset(map(type, value.values())):
+        return actor  # other types: not worth caching
+    if len(_ACTORS) >= _MAX_ACTORS:
         _ACTORS.clear()
     _ACTORS[key] = actor
     return actor

@@ -521,9 +521,12 @@ _V1_ACK_TOKENS = 9
 def seq_and_pending(msg: Msg) -> tuple[int, int]:
     """(stream sequence, messages left for the consumer) of a delivered message, read from its
     ack subject — without building nats-py's Metadata (a datetime per message) on the hot path."""
-    tokens = Msg.Metadata._get_metadata_fields(msg.reply)
-    if len(tokens) == _V1_ACK_TOKENS:
-        return int(tokens[5]), int(tokens[8])
+    reply = msg.reply or ""
+    if reply.startswith("$JS.ACK."):
+        tokens = reply.split(".")
+        if len(tokens) == _V1_ACK_TOKENS:
+            return int(tokens[5]), int(tokens[8])
+    tokens = Msg.Metadata._get_metadata_fields(reply)
     return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.NumPending])
 
 
@@ -606,7 +609,7 @@ class Follower:
 
         async def on_msg(msg: Msg) -> None:
             if gen == self._gen:
-                await self._on_msg(msg)
+                self._on_msg(msg)
 
         self._sub = await retrying(
             lambda: self.conn.js.subscribe(
@@ -665,7 +668,7 @@ class Follower:
         self.handled += 1
         return True
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> None:
         seq, pending = seq_and_pending(msg)
         if seq <= self.applied_seq:
             return

@@ -1,0 +1,277 @@
+"""The start's catch-up through a child process (journal/catchup.py) on a real nats-server.
+
+* the fold read by the child equals the fold read in-process (and the fold of the log), a
+  malformed message and an event on a foreign subject in the middle recorded and skipped alike;
+* a child killed mid-way, a fold that fails mid-way, a child that cannot connect: the follower
+  reads the rest, every message folded exactly once, the start does not fail;
+* the child hands over every message through ``upto`` in order, once, and nothing after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from netledger.common.natsserver import EmbeddedNats
+from netledger.events.codec import SYSTEM, Envelope, encode
+from netledger.events.host_events import HostReconciled
+from netledger.events.snapshot import state_to_wire
+from netledger.journal.catchup import read_in_child
+from netledger.journal.stream import Connection, connect, ensure_stream, last_seq, stream_config
+from netledger.replay.verify_snapshot import fold_to as fold_from_log
+from netledger.service.client import Client
+from netledger.service.service import CommandService
+from netledger.service.snapshotter import SnapshotPolicy
+
+FAST = SnapshotPolicy(every_events=5, min_interval=0.0, check_interval=0.05)
+
+
+async def _history(conn: Connection, host_events: int = 0) -> int:
+    """Networks, allocations and leases through the service; a malformed message and an event
+    on a foreign subject in the middle; then ``host_events`` executor reports (published
+    without waiting for each ack). Returns the last sequence."""
+    svc = CommandService(conn, reap_interval=None)
+    await svc.start()
+    client = Client(conn)
+    try:
+        await client.request(
+            "network.create",
+            {"label": "n", "cidr": "10.20.0.0/16", "num_networks": 2, "network_size": 256,
+             "mode": "vxlan", "vni_start": 500},
+        )  # fmt: skip
+        for i in range(20):
+            r = await client.request(
+                "fixed_ip.allocate",
+                {"instance": f"i-{i}", "project": "p1", "host": "h1"},
+                command_id=f"alloc-{i}",
+            )
+            if i % 3 == 0:
+                await client.request(
+                    "fixed_ip.lease",
+                    {"address": r["address"], "mac": r["mac"]},
+                    command_id=f"lease-{i}",
+                )
+        await conn.js.publish("netledger.evt.host.h1", b"\xc1 not msgpack")
+        foreign = Envelope(HostReconciled("h2", 1, 0, 0, 1.0), "x:0", "x", 1.0, SYSTEM)
+        await conn.js.publish("netledger.evt.host.h1", encode(foreign))
+        for i in range(20, 30):
+            await client.request(
+                "fixed_ip.allocate",
+                {"instance": f"i-{i}", "project": "p1", "host": "h1"},
+                command_id=f"alloc-{i}",
+            )
+    finally:
+        await svc.close()
+    start = await last_seq(conn)
+    for i in range(host_events):
+        env = Envelope(HostReconciled(f"h{i % 7}", i, 0, 0, 1.0), f"r{i}:0", f"r{i}", 2.0, SYSTEM)
+        await conn.nc.publish(f"netledger.evt.host.h{i % 7}", encode(env))
+    await conn.nc.flush()
+    for _ in range(1000):  # stored by the server soon after it received them
+        end = await last_seq(conn)
+        if end >= start + host_events:
+            return end
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the stream holds {end - start} of {host_events} host events")
+
+
+async def _started(conn: Connection, child_catch_up: int | None) -> CommandService:
+    svc = CommandService(conn, reap_interval=None, child_catch_up=child_catch_up)
+    await svc.start()
+    return svc
+
+
+def _same(a: CommandService, b: CommandService) -> None:
+    assert state_to_wire(a.state) == state_to_wire(b.state)
+    assert a.follower.applied_seq == b.follower.applied_seq
+    assert list(a.seen) == list(b.seen)
+    assert [list(v) for v in a.seen.values()] == [list(v) for v in b.seen.values()]
+    assert [(r.seq, r.subject, r.reason) for r in a.rejected] == [
+        (r.seq, r.subject, r.reason) for r in b.rejected
+    ]
+    assert a.rejected_total == b.rejected_total
+
+
+async def test_the_fold_read_by_a_child_equals_the_fold_read_in_process(conn: Connection) -> None:
+    end = await _history(conn)
+    child = await _started(conn, 1)
+    inproc = await _started(conn, None)
+    try:
+        assert child.fold_report.by_child == end
+        assert child.fold_report.events == end
+        assert inproc.fold_report.by_child == 0
+        _same(child, inproc)
+        # the malformed message and the foreign event: recorded and skipped
+        assert child.rejected_total == 2
+        reasons = [r.reason for r in child.rejected]
+        assert any("not msgpack" in r for r in reasons)
+        assert any("does not belong on netledger.evt.host.h1" in r for r in reasons)
+        assert state_to_wire(child.state) == state_to_wire(await fold_from_log(conn, end))
+        # and it goes on following the log as ever
+        await Client(conn).request(
+            "fixed_ip.allocate", {"instance": "i-late", "project": "p1", "host": "h1"}
+        )
+        await child.follower.catch_up()
+        await inproc.follower.catch_up()
+        _same(child, inproc)
+    finally:
+        await child.close()
+        await inproc.close()
+
+
+def _forked_children() -> list[int]:
+    """Processes forked from this one (same executable; not the nats-server it started)."""
+    me = os.getpid()
+    exe = os.path.realpath(f"/proc/{me}/exe")
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == me and os.path.realpath(entry / "exe") == exe:
+                out.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+async def test_a_child_killed_mid_way_leaves_the_rest_to_the_follower(
+    conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # More than the pipe holds (1 MiB): the child is still reading when it is killed.
+    end = await _history(conn, host_events=12_000)
+    svc = CommandService(conn, reap_interval=None, child_catch_up=1)
+    fold = svc._fold_raw
+    killed: list[int] = []
+
+    def kill_after_100(seq: int, subject: str, data: bytes) -> None:
+        fold(seq, subject, data)
+        if seq == 100:
+            for pid in _forked_children():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    svc._fold_raw = kill_after_100  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="netledger.catchup"):
+        await svc.start()
+    inproc = await _started(conn, None)
+    try:
+        assert killed, "no catch-up child to kill"
+        assert 100 <= svc.fold_report.by_child < end
+        assert svc.fold_report.events == end
+        assert "reading the rest in this process" in caplog.text
+        _same(svc, inproc)
+    finally:
+        await svc.close()
+        await inproc.close()
+    assert not _forked_children()  # collected
+
+
+async def test_a_fold_failing_mid_way_is_retried_by_the_follower(conn: Connection) -> None:
+    end = await _history(conn)
+    svc = CommandService(conn, reap_interval=None, child_catch_up=1)
+    fold = svc._fold_raw
+    failed: list[int] = []
+
+    def fail_once_at_30(seq: int, subject: str, data: bytes) -> None:
+        if seq == 30 and not failed:
+            failed.append(seq)
+            raise RuntimeError("a bug")
+        fold(seq, subject, data)
+
+    svc._fold_raw = fail_once_at_30  # type: ignore[method-assign]
+    await svc.start()
+    inproc = await _started(conn, None)
+    try:
+        assert failed == [30]
+        assert svc.fold_report.by_child == 29
+        assert svc.follower.handled == end - 29
+        _same(svc, inproc)
+    finally:
+        await svc.close()
+        await inproc.close()
+
+
+async def test_the_child_hands_over_each_message_once_in_order_up_to_the_end(
+    conn: Connection,
+) -> None:
+    end = await _history(conn, host_events=3000)
+    seen: list[int] = []
+    reached, n = await read_in_child(conn, 5, end - 10, lambda seq, s, d: seen.append(seq))
+    assert (reached, n) == (end - 10, end - 14)
+    assert seen == list(range(5, end - 9))
+    assert await read_in_child(conn, end + 1, end, lambda *_: None) == (end, 0)
+
+
+async def test_a_child_that_cannot_connect_leaves_everything_to_the_caller(
+    nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = await connect(nats_server.url, name="test", allow_reconnect=False)
+    try:
+        await ensure_stream(c)
+        nats_server.stop()
+        with caplog.at_level(logging.WARNING, logger="netledger.catchup"):
+            got = await read_in_child(c, 1, 10, lambda *_: None)
+        assert got == (0, 0)
+        assert "catch-up reader stopped at seq 0 of 10" in caplog.text
+    finally:
+        await c.close()
+
+
+async def test_a_gap_in_the_log_stops_the_child_there(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """This log never has one (nothing is deleted); a stream that allows deletes stands in for
+    a message the reader lost: the child hands over what comes before it, no more."""
+    c = await connect(nats_url, name="test")
+    try:
+        config = stream_config()
+        config.deny_delete = False
+        await c.js.add_stream(config)
+        for i in range(20):
+            env = Envelope(HostReconciled("h1", i, 0, 0, 1.0), f"r{i}:0", f"r{i}", 2.0, SYSTEM)
+            await c.js.publish("netledger.evt.host.h1", encode(env))
+        await c.js.delete_msg(c.stream, 10)
+        seen: list[int] = []
+        with caplog.at_level(logging.WARNING, logger="netledger.catchup"):
+            got = await read_in_child(c, 1, 20, lambda seq, s, d: seen.append(seq))
+        assert got == (9, 9)
+        assert seen == list(range(1, 10))
+        assert "stopped at seq 9 of 20 (a gap in the log)" in caplog.text
+    finally:
+        await c.close()
+
+
+async def test_a_reader_forked_early_and_not_needed_is_stopped(conn: Connection) -> None:
+    """The reader is forked before the snapshot is loaded; when the tail after it is short,
+    the follower reads it and the reader is stopped unused."""
+    await _history(conn)
+    svc = CommandService(conn, reap_interval=None, snapshots=FAST)
+    await svc.start()
+    try:
+        for _ in range(400):
+            if svc.snapshotter is not None and svc.snapshotter.stats.written:
+                break
+            await asyncio.sleep(0.05)
+        assert svc.snapshotter is not None and svc.snapshotter.stats.written
+    finally:
+        await svc.close()
+    end = await last_seq(conn)
+    again = CommandService(
+        conn, reap_interval=None, snapshots=SnapshotPolicy(every_events=0), child_catch_up=10
+    )
+    await again.start()
+    try:
+        assert again.snapshotter is not None and again.snapshotter.stats.loaded_seq == end
+        assert again.fold_report.by_child == 0
+        assert not _forked_children()
+        assert state_to_wire(again.state) == state_to_wire(await fold_from_log(conn, end))
+    finally:
+        await again.close()
