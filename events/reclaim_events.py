@@ -145,9 +145,10 @@ class HostSightings:
         if self.reports and self.reports[-1].networks == nets:
             nets = self.reports[-1].networks  # one set shared by reports that cover the same
         self.reports.append(Report(seq, time, nets))
-        self.last_macs = frozenset(m.lower() for m in macs)
-        for m in self.last_macs:
-            self.seen[m] = seq
+        # (map and dict.fromkeys: a host reports every MAC it holds each time, and this was
+        # ~17% of the service's fold of a long log)
+        self.last_macs = frozenset(map(str.lower, macs))
+        self.seen.update(dict.fromkeys(self.last_macs, seq))
         if len(self.reports) > self.limit:
             self._thin()
         elif len(self.seen) > 2 * len(self.last_macs) + 4 * self.limit:
