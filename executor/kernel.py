@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,19 +211,13 @@ class Kernel:
         import netaddr
 
         ranges = [netaddr.IPNetwork(r) for r in exclude]
-        links = {link.name: link.index for link in self.read_links()}
-        idx = links.get(interface)
-        msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET
-        found = None
-        for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
-            x = nlparse.addr(d, a, b)
-            if found is not None or x.ifindex != idx or not x.address:
-                continue  # the dump is read to its end either way
-            if x.prefixlen == 32 and any(netaddr.IPAddress(x.address) in r for r in ranges):
-                continue
-            found = x.address
-        return found
+        return self._first_address(
+            interface,
+            socket.AF_INET,
+            lambda x: (
+                not (x.prefixlen == 32 and any(netaddr.IPAddress(x.address) in r for r in ranges))
+            ),
+        )
 
     def vtep_address(self, interface: str) -> str | None:
         """The VXLAN underlay address of ``interface``: its first IPv4 address, else its first
@@ -233,18 +228,28 @@ class Kernel:
         """The first IPv6 address of ``interface`` a VTEP can use: not link-local, not
         deprecated, not failed DAD (a tentative one is taken: it is usable once DAD is over,
         and the executor may start before that)."""
+        return self._first_address(
+            interface,
+            socket.AF_INET6,
+            lambda x: (
+                not (x.flags & (IFA_F_DADFAILED | IFA_F_DEPRECATED) or _link_local_v6(x.address))
+            ),
+        )
+
+    def _first_address(
+        self, interface: str, family: int, usable: Callable[[nlparse.Addr], bool]
+    ) -> str | None:
         links = {link.name: link.index for link in self.read_links()}
         idx = links.get(interface)
         msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET6
+        msg["family"] = family
         found = None
         for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
             x = nlparse.addr(d, a, b)
             if found is not None or x.ifindex != idx or not x.address:
                 continue  # the dump is read to its end either way
-            if x.flags & (IFA_F_DADFAILED | IFA_F_DEPRECATED) or _link_local_v6(x.address):
-                continue
-            found = x.address
+            if usable(x):
+                found = x.address
         return found
 
     def read_forwarding(self) -> bool:
