@@ -232,7 +232,8 @@ class Kernel:
             interface,
             socket.AF_INET6,
             lambda x: (
-                not (x.flags & (IFA_F_DADFAILED | IFA_F_DEPRECATED) or _link_local_v6(x.address))
+                not (x.flags & (IFA_F_DADFAILED | IFA_F_DEPRECATED))
+                and not _link_local_v6(x.address or "::1")
             ),
         )
 
