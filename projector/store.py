@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
 
+from . import bulk
 from .errors import ProjectionAhead, StreamMismatch
 from .project import apply_event
 from .project_tx import rejected_row
@@ -72,16 +73,61 @@ def _insert(conn: sqlite3.Connection, verb: str, table: Table, rows: list[tuple[
             i += size
 
 
+#: SQLite's page cache of the writer's connection, KiB.
+CACHE_KIB = 64 << 10
+#: Rows the writer keeps as committed (live state: tens of thousands of rows in a cloud of
+#: 1,000 hosts). Beyond this it forgets them all and reads them again.
+CACHE_ROWS = 200_000
+
+
+class RowCache:
+    """State rows as committed (``None``: no such row), so that projecting an event seldom
+    reads the database. Only the writer changes the file, and it adds each batch's changes
+    here once they are committed (:meth:`merge`): the cache never holds what is not committed.
+    Rows in it are never changed in place (:class:`~.project_tx.Tx` copies what it changes)."""
+
+    def __init__(self, limit: int = CACHE_ROWS) -> None:
+        self.tables: dict[str, dict[Key, Row | None]] = {}
+        self.limit = limit
+        self.size = 0
+
+    def put(self, table: str, key: Key, row: Row | None) -> None:
+        if self.size >= self.limit:
+            self.tables = {}
+            self.size = 0
+        t = self.tables.get(table)
+        if t is None:
+            t = self.tables[table] = {}
+        t[key] = row
+        self.size += 1
+
+    def merge(self, batch: Batch) -> None:
+        """Take in the changes of ``batch``, just committed."""
+        if self.size >= self.limit:
+            self.tables = {}
+            self.size = 0
+        tables = self.tables
+        for table, rows in batch.overlay.items():
+            t = tables.get(table)
+            if t is None:
+                t = tables[table] = {}
+            t.update(rows)
+            self.size += len(rows)
+
+
 class Batch:
     """The changes of one batch, readable before they are committed (a :class:`View`)."""
 
-    def __init__(self, conn: sqlite3.Connection, base: Batch | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, base: Batch | None = None, cache: RowCache | None = None
+    ) -> None:
         self.conn = conn  # used for reads only
         self.base = base  # a batch being committed meanwhile: its changes come before the file
         self.overlay: dict[str, dict[Key, Row | None]] = {}
-        # Rows read from the database during this batch (the rows a base batch changes are
-        # found in its overlay first, so these do not depend on whether it committed yet).
-        self.read: dict[tuple[str, Key], Row | None] = {}
+        # Rows as committed, read from the database (the rows a base batch changes are found in
+        # its overlay first, so these do not depend on whether it committed yet): the writer's
+        # cache, shared by its batches, or this batch's own.
+        self.read = cache if cache is not None else RowCache()
         self.events: list[tuple[Any, ...]] = []
         self.rejected: list[Row] = []
         self.first_seq = 0
@@ -104,12 +150,12 @@ class Batch:
         found, row = self._changed(table, key)
         if found:
             return row
-        k = (table, key)
-        if k in self.read:
-            return self.read[k]
+        rows = self.read.tables.get(table)
+        if rows is not None and key in rows:
+            return rows[key]
         values = self.conn.execute(_GET[table], key).fetchone()
         row = None if values is None else dict(zip(ALL_TABLES[table].columns, values, strict=True))
-        self.read[k] = row
+        self.read.put(table, key, row)
         return row
 
     def select(self, table: str, column: str, value: Any) -> list[Row]:
@@ -215,7 +261,28 @@ class Writer:
         self.path = Path(path)
         self.db = open_db(self.path)
         self.conn = self.db.conn
+        # The B-trees a batch touches stay in memory between batches (SQLite's default: 2 MB).
+        self.conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")
         self.last_seq, self.highest_seq = self._checkpoint()
+        self.cache = RowCache()
+        #: While the events indexes are off (:mod:`.bulk`): the seq after which they are built.
+        self.bulk_until: int | None = None
+
+    def prepare(self, stream_last_seq: int, bulk_min: int | None = None) -> None:
+        """Before projecting towards ``stream_last_seq``: defer the events indexes if that is a
+        long way (:func:`.bulk.worth_it`), else make sure they are all there (a writer that
+        deferred them may have died before building them)."""
+        minimum = bulk.BULK_MIN if bulk_min is None else bulk_min
+        if bulk.worth_it(self.last_seq, stream_last_seq - self.last_seq, minimum):
+            bulk.drop(self.conn)
+            self.bulk_until = stream_last_seq
+        else:
+            self.end_bulk()
+
+    def end_bulk(self) -> None:
+        """Build the events indexes that are missing."""
+        bulk.build(self.conn)
+        self.bulk_until = None
 
     def _checkpoint(self) -> tuple[int, int]:
         row = self.conn.execute(
@@ -254,7 +321,7 @@ class Writer:
         """Decode and project ``raws`` into ``batch`` (a new one reading through ``conn``, the
         writer's connection by default); messages at or below the checkpoint are skipped."""
         if batch is None:
-            batch = Batch(conn or self.conn)
+            batch = Batch(conn or self.conn, cache=self.cache)
         last = max(self.last_seq, batch.last_seq)
         for seq, subject, data, stream_time, pending in raws:
             if seq <= last:
@@ -269,6 +336,9 @@ class Writer:
             batch.highest_seq = max(batch.highest_seq, self.highest_seq)
             batch.write(self.conn)
             self.last_seq, self.highest_seq = batch.last_seq, batch.highest_seq
+            self.cache.merge(batch)
+            if self.bulk_until is not None and self.last_seq >= self.bulk_until:
+                self.end_bulk()
         return Applied(self.last_seq, len(batch.events), len(batch.rejected))
 
     def apply(self, raws: list[Raw]) -> Applied:
@@ -276,4 +346,9 @@ class Writer:
         return self.commit(self.project(raws))
 
     def close(self) -> None:
-        self.conn.close()
+        """Build the events indexes if they were deferred, and close the database."""
+        try:
+            if self.bulk_until is not None:
+                self.end_bulk()
+        finally:
+            self.conn.close()

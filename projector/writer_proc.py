@@ -191,7 +191,7 @@ def _project_loop(
     os.set_blocking(wake_w, False)
     committer = _Committer(writer, out, wake_w)
     committer.start()
-    cur = Batch(reads)
+    cur = Batch(reads, cache=writer.cache)
     busy = 0.0
     todo: list[Raw] = []  # messages received, not yet projected
 
@@ -201,7 +201,7 @@ def _project_loop(
         # The batch it read through is committed now (the committer was idle): the next one
         # reads through the one just handed over instead.
         cur.base = None
-        cur = Batch(reads, base=cur)
+        cur = Batch(reads, base=cur, cache=writer.cache)
         busy = 0.0
 
     try:
@@ -289,6 +289,7 @@ def child_main(
     try:
         writer = Writer(db_path)
         writer.check_stream(str(check[0]), str(check[1]), int(check[2]))
+        writer.prepare(int(check[2]))
     except BaseException as exc:
         out.send(("failed", exc))
         return 1
