@@ -30,6 +30,7 @@ from . import bulk
 from .errors import ProjectionAhead, StreamMismatch
 from .project import apply_event
 from .project_tx import rejected_row
+from .rowcache import PREFIXED, RowCache, prefixed
 from .schema import open_db
 from .tables import ALL_TABLES, EVENTS, REJECTED_EVENTS, Key, Row, Table
 
@@ -49,6 +50,18 @@ def _where(t: Table) -> str:
 
 
 _DELETE = {name: f"DELETE FROM {name} WHERE {_where(t)}" for name, t in ALL_TABLES.items()}
+_UPDATES: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _update(t: Table, columns: tuple[str, ...]) -> str:
+    """``UPDATE`` of ``columns`` of the row at a key (the key's values last)."""
+    sql = _UPDATES.get((t.name, columns))
+    if sql is None:
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        sql = _UPDATES[(t.name, columns)] = f"UPDATE {t.name} SET {sets} WHERE {_where(t)}"
+    return sql
+
+
 _GET = {
     name: f"SELECT {', '.join(t.columns)} FROM {name} WHERE {_where(t)}"
     for name, t in ALL_TABLES.items()
@@ -75,44 +88,6 @@ def _insert(conn: sqlite3.Connection, verb: str, table: Table, rows: list[tuple[
 
 #: SQLite's page cache of the writer's connection, KiB.
 CACHE_KIB = 64 << 10
-#: Rows the writer keeps as committed (live state: tens of thousands of rows in a cloud of
-#: 1,000 hosts). Beyond this it forgets them all and reads them again.
-CACHE_ROWS = 200_000
-
-
-class RowCache:
-    """State rows as committed (``None``: no such row), so that projecting an event seldom
-    reads the database. Only the writer changes the file, and it adds each batch's changes
-    here once they are committed (:meth:`merge`): the cache never holds what is not committed.
-    Rows in it are never changed in place (:class:`~.project_tx.Tx` copies what it changes)."""
-
-    def __init__(self, limit: int = CACHE_ROWS) -> None:
-        self.tables: dict[str, dict[Key, Row | None]] = {}
-        self.limit = limit
-        self.size = 0
-
-    def put(self, table: str, key: Key, row: Row | None) -> None:
-        if self.size >= self.limit:
-            self.tables = {}
-            self.size = 0
-        t = self.tables.get(table)
-        if t is None:
-            t = self.tables[table] = {}
-        t[key] = row
-        self.size += 1
-
-    def merge(self, batch: Batch) -> None:
-        """Take in the changes of ``batch``, just committed."""
-        if self.size >= self.limit:
-            self.tables = {}
-            self.size = 0
-        tables = self.tables
-        for table, rows in batch.overlay.items():
-            t = tables.get(table)
-            if t is None:
-                t = tables[table] = {}
-            t.update(rows)
-            self.size += len(rows)
 
 
 class Batch:
@@ -128,6 +103,8 @@ class Batch:
         # its overlay first, so these do not depend on whether it committed yet): the writer's
         # cache, shared by its batches, or this batch's own.
         self.read = cache if cache is not None else RowCache()
+        # The keys this batch changed in the PREFIXED tables, by their first column.
+        self.prefixes: dict[str, dict[Any, list[Key]]] = {}
         self.events: list[tuple[Any, ...]] = []
         self.rejected: list[Row] = []
         self.first_seq = 0
@@ -162,6 +139,8 @@ class Batch:
         t = ALL_TABLES[table]
         if column not in t.columns:
             raise KeyError(f"{table} has no column {column}")
+        if prefixed(table, column) is not None:
+            return self._with_prefix(t, value)
         cur = self.conn.execute(
             f"SELECT {', '.join(t.columns)} FROM {table} WHERE {column} = ?", [value]
         )
@@ -180,6 +159,27 @@ class Batch:
                     found.pop(key, None)
                 else:
                     found[key] = ov
+        return list(found.values())
+
+    def _with_prefix(self, t: Table, value: Any) -> list[Row]:
+        """``select`` by the first key column: the cache's committed rows, then the changes of
+        the batches above them, found through their keys by prefix (not by scanning them)."""
+        found: dict[Key, Row] = self.read.with_prefix(self.conn, t, value)
+        chain: list[Batch] = []
+        b: Batch | None = self
+        while b is not None:
+            chain.append(b)
+            b = b.base
+        for b in reversed(chain):  # oldest changes first, this batch's last
+            keys = b.prefixes.get(t.name, {}).get(value)
+            if keys:
+                rows = b.overlay[t.name]
+                for key in keys:
+                    row = rows[key]
+                    if row is None:
+                        found.pop(key, None)
+                    else:
+                        found[key] = row
         return list(found.values())
 
     def add(self, seq: int, subject: str, data: bytes, stream_time: float, pending: int) -> bool:
@@ -202,6 +202,8 @@ class Batch:
                     t = overlay.get(table)
                     if t is None:
                         t = overlay[table] = {}
+                    if table in PREFIXED and key not in t:
+                        self.prefixes.setdefault(table, {}).setdefault(key[0], []).append(key)
                     t[key] = changed
                 self.events.append(row)  # type: ignore[arg-type]
                 ok = True
@@ -212,16 +214,51 @@ class Batch:
             self.highest_seq = seq + pending
         return ok
 
+    def _split(
+        self, t: Table, rows: dict[Key, Row | None]
+    ) -> tuple[list[Key], dict[tuple[str, ...], list[list[Any]]], list[tuple[Any, ...]]]:
+        """A table's changes as keys to delete, updates of the columns that changed in rows as
+        committed (grouped by those columns), and whole rows to insert or replace."""
+        deletes: list[Key] = []
+        updates: dict[tuple[str, ...], list[list[Any]]] = {}
+        upserts: list[tuple[Any, ...]] = []
+        committed = self.read.tables.get(t.name, {})
+        values_of, others = t.values_of, t.others
+        for key, row in rows.items():
+            if row is None:
+                deletes.append(key)
+                continue
+            old = committed.get(key)
+            if old is None:  # not there, or not known to be: the whole row
+                upserts.append(values_of(row))
+                continue
+            # Only the columns that changed: SQLite then rewrites only the indexes on them
+            # (a lease, a host's last_seq: none), where a REPLACE deletes and inserts the row
+            # in the table and every index. Same type too: 1 == 1.0 == True, not in the file.
+            changed = tuple(
+                c for c in others if (v := row[c]) != (o := old[c]) or type(v) is not type(o)
+            )
+            if changed:
+                params = [row[c] for c in changed]
+                params += key
+                group = updates.get(changed)
+                if group is None:
+                    updates[changed] = [params]
+                else:
+                    group.append(params)
+        return deletes, updates, upserts
+
     def write(self, conn: sqlite3.Connection) -> None:
         """Write everything and the checkpoint in one transaction (on ``conn``, the writer's)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             for name, rows in self.overlay.items():
                 t = ALL_TABLES[name]
-                deletes = [k for k, r in rows.items() if r is None]
+                deletes, updates, upserts = self._split(t, rows)
                 if deletes:
                     conn.executemany(_DELETE[name], deletes)
-                upserts = list(map(t.values_of, filter(None, rows.values())))
+                for columns, params in updates.items():
+                    conn.executemany(_update(t, columns), params)
                 if upserts:
                     _insert(conn, "INSERT OR REPLACE", t, upserts)
             # Append-only, and every seq here is above the checkpoint committed with these
@@ -330,13 +367,16 @@ class Writer:
             last = seq
         return batch
 
-    def commit(self, batch: Batch) -> Applied:
-        """Write ``batch`` with the checkpoint in one transaction; what was applied."""
+    def commit(self, batch: Batch, merge: bool = True) -> Applied:
+        """Write ``batch`` with the checkpoint in one transaction; what was applied. Its
+        changes go into the row cache unless ``merge`` is false: then the caller merges them
+        (:mod:`.writer_proc`: the projecting thread, the only one that changes the cache)."""
         if batch.last_seq > self.last_seq:
             batch.highest_seq = max(batch.highest_seq, self.highest_seq)
             batch.write(self.conn)
             self.last_seq, self.highest_seq = batch.last_seq, batch.highest_seq
-            self.cache.merge(batch)
+            if merge:
+                self.cache.merge(batch)
             if self.bulk_until is not None and self.last_seq >= self.bulk_until:
                 self.end_bulk()
         return Applied(self.last_seq, len(batch.events), len(batch.rejected))

@@ -157,8 +157,7 @@ class _Committer(threading.Thread):
         self.failed = False
 
     def hand(self, batch: Batch, busy: float) -> None:
-        """Queue ``batch`` for writing, once the previous one is committed."""
-        self.idle.wait()
+        """Queue ``batch`` for writing (call once the previous one is committed: ``idle``)."""
         self.idle.clear()
         self.todo.put((batch, busy))
 
@@ -167,7 +166,7 @@ class _Committer(threading.Thread):
             batch, busy = item
             t0 = time.perf_counter()
             try:
-                applied = self.writer.commit(batch)
+                applied = self.writer.commit(batch, merge=False)
             except BaseException as exc:
                 self.failed = True
                 self.out.send(("failed", exc))
@@ -197,10 +196,16 @@ def _project_loop(
 
     def hand_off() -> None:
         nonlocal cur, busy
+        committer.idle.wait()
+        if committer.failed:
+            return
+        # The batch it read through is committed now: its rows go into the cache (before the
+        # committer diffs the next batch against it), and the next batch reads through the
+        # one handed over now instead.
+        if cur.base is not None:
+            writer.cache.merge(cur.base)
+            cur.base = None
         committer.hand(cur, busy)
-        # The batch it read through is committed now (the committer was idle): the next one
-        # reads through the one just handed over instead.
-        cur.base = None
         cur = Batch(reads, base=cur, cache=writer.cache)
         busy = 0.0
 

@@ -11,18 +11,24 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from netledger.events.codec import encode
 from netledger.journal.stream import Connection
 from netledger.projector import bulk
 from netledger.projector.compare import dump
+from netledger.projector.rowcache import CACHE_ROWS, RowCache
 from netledger.projector.runner import Projector, project_until
 from netledger.projector.schema import EVENTS_INDEXES, open_db
-from netledger.projector.store import Batch, RowCache, Writer
+from netledger.projector.store import Batch, Raw, Writer
 from netledger.projector.tables import FIXED_IPS
+from tests.projector.test_projector_props import _run_commands
 from tests.projector.test_projector_stream import publish_event
 from tests.projector.test_projector_unit import (
     _memory_rows,
@@ -131,6 +137,65 @@ async def test_the_projector_process_defers_and_builds_them(
 
 
 # --- the row cache ------------------------------------------------------------------------------
+
+
+def _pipelined_shared(
+    path: Path, raws: list[Raw], cuts: list[int], rng: random.Random, limit: int = CACHE_ROWS
+) -> None:
+    """Project as the writer process does, with its shared row cache: each batch on top of the
+    previous one, which is committed (not merged) at a random point while the next is projected;
+    merged into the cache when the next is handed over, before that one is written."""
+    w = Writer(path)
+    w.cache.limit = limit
+    reads = sqlite3.connect(path, check_same_thread=False)
+    try:
+        below: Batch | None = None
+        i = 0
+        sizes = iter(cuts * (len(raws) + 1))
+        while i < len(raws):
+            n = next(sizes)
+            cur = Batch(reads, base=below, cache=w.cache)
+            part = raws[i : i + n]
+            split = rng.randint(0, len(part))
+            w.project(part[:split], cur)
+            if below is not None:
+                w.commit(below, merge=False)
+            w.project(part[split:], cur)
+            if below is not None:
+                w.cache.merge(below)
+            cur.base = None
+            below = cur
+            i += n
+        if below is not None:
+            w.commit(below, merge=False)
+        assert w.last_seq == raws[-1].seq
+    finally:
+        reads.close()
+        w.close()
+
+
+@pytest.mark.parametrize("cut", [1, 2, 5, 13, 1000])
+@pytest.mark.parametrize("limit", [3, 200_000])
+def test_pipelined_batches_with_the_shared_cache_match_the_memory_projection(
+    tmp_path: Path, cut: int, limit: int
+) -> None:
+    log = _sample_log()  # includes NAT tables read with select() across batches
+    _pipelined_shared(tmp_path / "p.db", _raws(log), [cut], random.Random(cut), limit)
+    assert _normalise(dump(tmp_path / "p.db")) == _normalise(_memory_rows(log))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.lists(st.integers(1, 9), min_size=1, max_size=20), st.integers(0, 1 << 30))
+def test_pipelined_shared_cache_batches_of_any_history_match_the_memory_projection(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, cuts: list[int], seed: int
+) -> None:
+    _, log = _run_commands(data, 30)
+    if not log:
+        return
+    raws = [Raw(seq, subj, encode(env), 2000.0 + seq, 0) for seq, subj, env in log]
+    path = tmp_path_factory.mktemp("pipe") / "p.db"
+    _pipelined_shared(path, raws, cuts, random.Random(seed))
+    assert _normalise(dump(path)) == _normalise(_memory_rows(log))
 
 
 def test_the_cache_takes_in_a_batch_only_once_it_is_committed(tmp_path: Path) -> None:
