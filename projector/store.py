@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,6 +34,9 @@ from .project_tx import rejected_row
 from .rowcache import PREFIXED, RowCache, prefixed
 from .schema import open_db
 from .tables import ALL_TABLES, EVENTS, REJECTED_EVENTS, Key, Row, Table
+
+#: A message as the reader sends it to the writer: the fields of :class:`Raw`, in a plain tuple.
+RawTuple = tuple[int, str, bytes, float, int]
 
 
 class Raw(NamedTuple):
@@ -353,7 +357,10 @@ class Writer:
                 )
 
     def project(
-        self, raws: list[Raw], batch: Batch | None = None, conn: sqlite3.Connection | None = None
+        self,
+        raws: Sequence[RawTuple],
+        batch: Batch | None = None,
+        conn: sqlite3.Connection | None = None,
     ) -> Batch:
         """Decode and project ``raws`` into ``batch`` (a new one reading through ``conn``, the
         writer's connection by default); messages at or below the checkpoint are skipped."""
@@ -381,7 +388,7 @@ class Writer:
                 self.end_bulk()
         return Applied(self.last_seq, len(batch.events), len(batch.rejected))
 
-    def apply(self, raws: list[Raw]) -> Applied:
+    def apply(self, raws: Sequence[RawTuple]) -> Applied:
         """Decode, project and commit one batch (messages at or below the checkpoint are skipped)."""
         return self.commit(self.project(raws))
 
