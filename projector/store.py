@@ -10,9 +10,12 @@ The work is split in two steps so that a caller can overlap them (see :mod:`.wri
 :meth:`Writer.project` fills a :class:`Batch` (Python: decode, project) and :meth:`Writer.commit`
 writes it (SQLite). A batch may be projected on top of one still being written (``base``): it
 reads that batch's changes before the database, so it sees exactly what the committed state will
-be. Rows are written with multi-row ``INSERT ... VALUES (...), (...)`` statements: one
-``sqlite3_step`` for hundreds of rows, which is cheaper than ``executemany`` and holds the GIL
-only while binding, not while SQLite works.
+be; below both, the rows as committed come from the writer's :class:`~.rowcache.RowCache`
+before the file. New rows are written with multi-row ``INSERT ... VALUES (...), (...)``
+statements: one ``sqlite3_step`` for hundreds of rows, which is cheaper than ``executemany`` and
+holds the GIL only while binding, not while SQLite works. A row that exists is written as an
+``UPDATE`` of the columns that changed against the cached committed row (only the indexes on
+those columns change). A writer far behind defers the events indexes (:mod:`.bulk`).
 """
 
 from __future__ import annotations

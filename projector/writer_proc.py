@@ -12,7 +12,9 @@ projects a batch (Python) while a committer thread writes the previous one (SQLi
 without the GIL). The batch being projected reads through the one being written
 (:class:`~.store.Batch` ``base``), so it sees what the database will hold once that commits; it
 is handed to the committer only once the previous commit is done, so commits stay in order and
-each one carries its checkpoint (exactly once, as with one thread).
+each one carries its checkpoint (exactly once, as with one thread). Then, and only in the main
+thread, the committed batch's rows go into the writer's row cache (:mod:`.rowcache`), before
+the committer diffs the next batch against it.
 
 Frames are a 4-byte little-endian length and a pickle. Parent -> child: a list of messages
 ``(seq, subject, data, stream time, pending)`` (:func:`raw_message`: the reader takes them out
