@@ -8,7 +8,7 @@ history (bench/history.py), inserting the projector's events rows 2,000 per tran
 a row with the indexes, 4.8 us without them plus 3.1 s to build them afterwards (one sort each).
 
 So a writer that starts far behind (:func:`worth_it`: a backlog of at least :data:`BULK_MIN`
-messages and at least a quarter of what it applied already, since building sorts every row)
+messages and at least half of what it applied already, since building sorts every row)
 drops them, projects, and creates them again once it has committed the stream's last sequence
 as of its start, or when it stops. The rows and the checkpoint commit together as always; the
 indexes are derived data, so a writer that dies in between leaves a consistent projection that
@@ -24,8 +24,9 @@ from .schema import EVENTS_INDEXES
 
 #: Fewest messages behind for which dropping and rebuilding the indexes pays.
 BULK_MIN = 20_000
-#: ... and the backlog must be at least 1/BULK_SHARE of what is applied (the build sorts all).
-BULK_SHARE = 4
+#: ... and the backlog must be at least 1/BULK_SHARE of what is applied (the build sorts all:
+#: ~3 us a row, against ~10 us or more a row kept up to date in indexes of some 100,000 rows).
+BULK_SHARE = 2
 #: WAL pages between checkpoints while the indexes are off (the default is 1,000): a catch-up
 #: appends, and each checkpoint syncs the WAL and the database file.
 BULK_WAL_PAGES = 16_384

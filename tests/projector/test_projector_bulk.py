@@ -62,7 +62,7 @@ def test_when_deferring_pays() -> None:
     assert not bulk.worth_it(0, bulk.BULK_MIN - 1)
     # far behind but a small part of what is there already: building would sort it all
     assert not bulk.worth_it(1_000_000, 100_000)
-    assert bulk.worth_it(1_000_000, 250_000)
+    assert bulk.worth_it(1_000_000, 500_000)
 
 
 @pytest.mark.parametrize("batch", [1, 7, 1000])
