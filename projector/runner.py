@@ -8,8 +8,9 @@ Shape of the pipeline::
 * Reading uses an ordered push consumer, the fastest read path nats-py has (JETSTREAM_NOTES.md:
   ~4x pull ``fetch``). It starts at the checkpoint + 1; nats-py resets it on its own after a
   reconnect or a missed heartbeat, from the last sequence it delivered. The callback only takes
-  the sequence out of the reply subject and appends the message to a chunk; everything else
-  happens in the writer (:mod:`.writer_proc`), a forked child on the other core.
+  the sequence, the stored time and the pending count out of the reply subject and appends the
+  message to a chunk; everything else happens in the writer (:mod:`.writer_proc`), a forked
+  child on the other core.
 * Memory stays flat: at most ``queue_size`` messages are in flight (sent, not yet committed).
   Beyond that the projector unsubscribes (dropping what nats-py buffered) and, once the writer
   has committed all but a quarter of them, subscribes again from the first sequence not sent.
@@ -46,7 +47,8 @@ from netledger.events.ids import ALL_EVENTS
 from netledger.journal.stream import Connection, check_regression, last_seq, retrying
 
 from .errors import ProjectorStopped
-from .writer_proc import WriterProcess, ack_numbers, stream_time
+from .store import RawTuple
+from .writer_proc import WriterProcess, ack_numbers, raw_message
 
 log = logging.getLogger("netledger.projector")
 
@@ -70,8 +72,8 @@ CHUNK = 256
 
 
 def stream_seq(reply: str) -> int:
-    """The stream sequence in a JetStream message's reply subject (the callback needs only
-    this; the writer reads the rest with :func:`~.writer_proc.ack_numbers`)."""
+    """The stream sequence in a JetStream message's reply subject (what the callback looks at
+    first; :func:`~.writer_proc.raw_message` takes the rest for the messages it keeps)."""
     head, seq, _, _, _ = reply.rsplit(".", 4)
     if head.count(".") == 4:  # $JS.ACK.<stream>.<consumer>.<delivered>: the usual layout
         return int(seq)
@@ -134,7 +136,7 @@ class Projector:
         self._sub: Any = None
         self._resub: asyncio.Task[None] | None = None
         self._stop_reading: asyncio.Task[None] | None = None
-        self._chunk: list[tuple[int, str, bytes, str]] = []
+        self._chunk: list[RawTuple] = []
         self._enqueued = 0  # highest seq handed to the writer (or in the chunk being built)
         self._target: int | None = None  # the last seq to apply, once a limit was reached
         self._first = True  # the first message of a subscription may follow a gap (expired)
@@ -322,7 +324,8 @@ class Projector:
             )
             self._restart_reading(pause=False)
             return
-        if (self.at is not None and stream_time(ack_numbers(reply)[1]) > self.at) or (
+        raw = raw_message(seq, msg.subject, msg.data, reply)
+        if (self.at is not None and raw[3] > self.at) or (
             self.to_seq is not None and seq > self.to_seq
         ):
             self._limit_reached()
@@ -337,7 +340,7 @@ class Projector:
         self._first = False
         self._enqueued = seq
         chunk = self._chunk
-        chunk.append((seq, msg.subject, msg.data, reply))
+        chunk.append(raw)
         if self.to_seq is not None and seq >= self.to_seq:
             self._limit_reached()
         elif len(chunk) == 1:

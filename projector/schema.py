@@ -167,6 +167,20 @@ def _m0003_ipv6(db: sqlite_utils.Database) -> None:
     )
 
 
+#: The events table's secondary indexes, exactly as migrations 0001 and 0003 create them (a test
+#: checks that a migrated database has these and no other). A long catch-up drops them and
+#: builds them again at its end (:mod:`.bulk`): one sort instead of a B-tree insert per row.
+EVENTS_INDEXES: dict[str, str] = {
+    f"idx_events_{col}": (
+        f"CREATE INDEX idx_events_{col} ON events ({col}, seq) WHERE {col} IS NOT NULL"
+    )
+    for col in (
+        "address", "fixed_address", "instance", "project", "network_id", "host", "time",
+        "address_v6",
+    )
+}  # fmt: skip
+
+
 def schema_version() -> int:
     """The version this code writes: the number of migrations it knows."""
     return len(MIGRATION_NAMES)

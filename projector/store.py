@@ -10,15 +10,19 @@ The work is split in two steps so that a caller can overlap them (see :mod:`.wri
 :meth:`Writer.project` fills a :class:`Batch` (Python: decode, project) and :meth:`Writer.commit`
 writes it (SQLite). A batch may be projected on top of one still being written (``base``): it
 reads that batch's changes before the database, so it sees exactly what the committed state will
-be. Rows are written with multi-row ``INSERT ... VALUES (...), (...)`` statements: one
-``sqlite3_step`` for hundreds of rows, which is cheaper than ``executemany`` and holds the GIL
-only while binding, not while SQLite works.
+be; below both, the rows as committed come from the writer's :class:`~.rowcache.RowCache`
+before the file. New rows are written with multi-row ``INSERT ... VALUES (...), (...)``
+statements: one ``sqlite3_step`` for hundreds of rows, which is cheaper than ``executemany`` and
+holds the GIL only while binding, not while SQLite works. A row that exists is written as an
+``UPDATE`` of the columns that changed against the cached committed row (only the indexes on
+those columns change). A writer far behind defers the events indexes (:mod:`.bulk`).
 """
 
 from __future__ import annotations
 
 import itertools
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,11 +30,16 @@ from typing import Any, NamedTuple
 from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
 
+from . import bulk
 from .errors import ProjectionAhead, StreamMismatch
 from .project import apply_event
 from .project_tx import rejected_row
+from .rowcache import PREFIXED, RowCache, prefixed
 from .schema import open_db
 from .tables import ALL_TABLES, EVENTS, REJECTED_EVENTS, Key, Row, Table
+
+#: A message as the reader sends it to the writer: the fields of :class:`Raw`, in a plain tuple.
+RawTuple = tuple[int, str, bytes, float, int]
 
 
 class Raw(NamedTuple):
@@ -48,6 +57,18 @@ def _where(t: Table) -> str:
 
 
 _DELETE = {name: f"DELETE FROM {name} WHERE {_where(t)}" for name, t in ALL_TABLES.items()}
+_UPDATES: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _update(t: Table, columns: tuple[str, ...]) -> str:
+    """``UPDATE`` of ``columns`` of the row at a key (the key's values last)."""
+    sql = _UPDATES.get((t.name, columns))
+    if sql is None:
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        sql = _UPDATES[(t.name, columns)] = f"UPDATE {t.name} SET {sets} WHERE {_where(t)}"
+    return sql
+
+
 _GET = {
     name: f"SELECT {', '.join(t.columns)} FROM {name} WHERE {_where(t)}"
     for name, t in ALL_TABLES.items()
@@ -72,16 +93,25 @@ def _insert(conn: sqlite3.Connection, verb: str, table: Table, rows: list[tuple[
             i += size
 
 
+#: SQLite's page cache of the writer's connection, KiB.
+CACHE_KIB = 64 << 10
+
+
 class Batch:
     """The changes of one batch, readable before they are committed (a :class:`View`)."""
 
-    def __init__(self, conn: sqlite3.Connection, base: Batch | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, base: Batch | None = None, cache: RowCache | None = None
+    ) -> None:
         self.conn = conn  # used for reads only
         self.base = base  # a batch being committed meanwhile: its changes come before the file
         self.overlay: dict[str, dict[Key, Row | None]] = {}
-        # Rows read from the database during this batch (the rows a base batch changes are
-        # found in its overlay first, so these do not depend on whether it committed yet).
-        self.read: dict[tuple[str, Key], Row | None] = {}
+        # Rows as committed, read from the database (the rows a base batch changes are found in
+        # its overlay first, so these do not depend on whether it committed yet): the writer's
+        # cache, shared by its batches, or this batch's own.
+        self.read = cache if cache is not None else RowCache()
+        # The keys this batch changed in the PREFIXED tables, by their first column.
+        self.prefixes: dict[str, dict[Any, list[Key]]] = {}
         self.events: list[tuple[Any, ...]] = []
         self.rejected: list[Row] = []
         self.first_seq = 0
@@ -104,18 +134,20 @@ class Batch:
         found, row = self._changed(table, key)
         if found:
             return row
-        k = (table, key)
-        if k in self.read:
-            return self.read[k]
+        rows = self.read.tables.get(table)
+        if rows is not None and key in rows:
+            return rows[key]
         values = self.conn.execute(_GET[table], key).fetchone()
         row = None if values is None else dict(zip(ALL_TABLES[table].columns, values, strict=True))
-        self.read[k] = row
+        self.read.put(table, key, row)
         return row
 
     def select(self, table: str, column: str, value: Any) -> list[Row]:
         t = ALL_TABLES[table]
         if column not in t.columns:
             raise KeyError(f"{table} has no column {column}")
+        if prefixed(table, column) is not None:
+            return self._with_prefix(t, value)
         cur = self.conn.execute(
             f"SELECT {', '.join(t.columns)} FROM {table} WHERE {column} = ?", [value]
         )
@@ -134,6 +166,27 @@ class Batch:
                     found.pop(key, None)
                 else:
                     found[key] = ov
+        return list(found.values())
+
+    def _with_prefix(self, t: Table, value: Any) -> list[Row]:
+        """``select`` by the first key column: the cache's committed rows, then the changes of
+        the batches above them, found through their keys by prefix (not by scanning them)."""
+        found: dict[Key, Row] = self.read.with_prefix(self.conn, t, value)
+        chain: list[Batch] = []
+        b: Batch | None = self
+        while b is not None:
+            chain.append(b)
+            b = b.base
+        for b in reversed(chain):  # oldest changes first, this batch's last
+            keys = b.prefixes.get(t.name, {}).get(value)
+            if keys:
+                rows = b.overlay[t.name]
+                for key in keys:
+                    row = rows[key]
+                    if row is None:
+                        found.pop(key, None)
+                    else:
+                        found[key] = row
         return list(found.values())
 
     def add(self, seq: int, subject: str, data: bytes, stream_time: float, pending: int) -> bool:
@@ -156,6 +209,8 @@ class Batch:
                     t = overlay.get(table)
                     if t is None:
                         t = overlay[table] = {}
+                    if table in PREFIXED and key not in t:
+                        self.prefixes.setdefault(table, {}).setdefault(key[0], []).append(key)
                     t[key] = changed
                 self.events.append(row)  # type: ignore[arg-type]
                 ok = True
@@ -166,16 +221,51 @@ class Batch:
             self.highest_seq = seq + pending
         return ok
 
+    def _split(
+        self, t: Table, rows: dict[Key, Row | None]
+    ) -> tuple[list[Key], dict[tuple[str, ...], list[list[Any]]], list[tuple[Any, ...]]]:
+        """A table's changes as keys to delete, updates of the columns that changed in rows as
+        committed (grouped by those columns), and whole rows to insert or replace."""
+        deletes: list[Key] = []
+        updates: dict[tuple[str, ...], list[list[Any]]] = {}
+        upserts: list[tuple[Any, ...]] = []
+        committed = self.read.tables.get(t.name, {})
+        values_of, others = t.values_of, t.others
+        for key, row in rows.items():
+            if row is None:
+                deletes.append(key)
+                continue
+            old = committed.get(key)
+            if old is None:  # not there, or not known to be: the whole row
+                upserts.append(values_of(row))
+                continue
+            # Only the columns that changed: SQLite then rewrites only the indexes on them
+            # (a lease, a host's last_seq: none), where a REPLACE deletes and inserts the row
+            # in the table and every index. Same type too: 1 == 1.0 == True, not in the file.
+            changed = tuple(
+                c for c in others if (v := row[c]) != (o := old[c]) or type(v) is not type(o)
+            )
+            if changed:
+                params = [row[c] for c in changed]
+                params += key
+                group = updates.get(changed)
+                if group is None:
+                    updates[changed] = [params]
+                else:
+                    group.append(params)
+        return deletes, updates, upserts
+
     def write(self, conn: sqlite3.Connection) -> None:
         """Write everything and the checkpoint in one transaction (on ``conn``, the writer's)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             for name, rows in self.overlay.items():
                 t = ALL_TABLES[name]
-                deletes = [k for k, r in rows.items() if r is None]
+                deletes, updates, upserts = self._split(t, rows)
                 if deletes:
                     conn.executemany(_DELETE[name], deletes)
-                upserts = list(map(t.values_of, filter(None, rows.values())))
+                for columns, params in updates.items():
+                    conn.executemany(_update(t, columns), params)
                 if upserts:
                     _insert(conn, "INSERT OR REPLACE", t, upserts)
             # Append-only, and every seq here is above the checkpoint committed with these
@@ -215,7 +305,28 @@ class Writer:
         self.path = Path(path)
         self.db = open_db(self.path)
         self.conn = self.db.conn
+        # The B-trees a batch touches stay in memory between batches (SQLite's default: 2 MB).
+        self.conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")
         self.last_seq, self.highest_seq = self._checkpoint()
+        self.cache = RowCache()
+        #: While the events indexes are off (:mod:`.bulk`): the seq after which they are built.
+        self.bulk_until: int | None = None
+
+    def prepare(self, stream_last_seq: int, bulk_min: int | None = None) -> None:
+        """Before projecting towards ``stream_last_seq``: defer the events indexes if that is a
+        long way (:func:`.bulk.worth_it`), else make sure they are all there (a writer that
+        deferred them may have died before building them)."""
+        minimum = bulk.BULK_MIN if bulk_min is None else bulk_min
+        if bulk.worth_it(self.last_seq, stream_last_seq - self.last_seq, minimum):
+            bulk.drop(self.conn)
+            self.bulk_until = stream_last_seq
+        else:
+            self.end_bulk()
+
+    def end_bulk(self) -> None:
+        """Build the events indexes that are missing."""
+        bulk.build(self.conn)
+        self.bulk_until = None
 
     def _checkpoint(self) -> tuple[int, int]:
         row = self.conn.execute(
@@ -249,12 +360,15 @@ class Writer:
                 )
 
     def project(
-        self, raws: list[Raw], batch: Batch | None = None, conn: sqlite3.Connection | None = None
+        self,
+        raws: Sequence[RawTuple],
+        batch: Batch | None = None,
+        conn: sqlite3.Connection | None = None,
     ) -> Batch:
         """Decode and project ``raws`` into ``batch`` (a new one reading through ``conn``, the
         writer's connection by default); messages at or below the checkpoint are skipped."""
         if batch is None:
-            batch = Batch(conn or self.conn)
+            batch = Batch(conn or self.conn, cache=self.cache)
         last = max(self.last_seq, batch.last_seq)
         for seq, subject, data, stream_time, pending in raws:
             if seq <= last:
@@ -263,17 +377,28 @@ class Writer:
             last = seq
         return batch
 
-    def commit(self, batch: Batch) -> Applied:
-        """Write ``batch`` with the checkpoint in one transaction; what was applied."""
+    def commit(self, batch: Batch, merge: bool = True) -> Applied:
+        """Write ``batch`` with the checkpoint in one transaction; what was applied. Its
+        changes go into the row cache unless ``merge`` is false: then the caller merges them
+        (:mod:`.writer_proc`: the projecting thread, the only one that changes the cache)."""
         if batch.last_seq > self.last_seq:
             batch.highest_seq = max(batch.highest_seq, self.highest_seq)
             batch.write(self.conn)
             self.last_seq, self.highest_seq = batch.last_seq, batch.highest_seq
+            if merge:
+                self.cache.merge(batch)
+            if self.bulk_until is not None and self.last_seq >= self.bulk_until:
+                self.end_bulk()
         return Applied(self.last_seq, len(batch.events), len(batch.rejected))
 
-    def apply(self, raws: list[Raw]) -> Applied:
+    def apply(self, raws: Sequence[RawTuple]) -> Applied:
         """Decode, project and commit one batch (messages at or below the checkpoint are skipped)."""
         return self.commit(self.project(raws))
 
     def close(self) -> None:
-        self.conn.close()
+        """Build the events indexes if they were deferred, and close the database."""
+        try:
+            if self.bulk_until is not None:
+                self.end_bulk()
+        finally:
+            self.conn.close()

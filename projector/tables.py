@@ -36,12 +36,15 @@ class Table:
     #: row -> its primary key / all its values in column order (what SQLite is given)
     key_of: Callable[[Row], Key] = field(init=False, repr=False, compare=False)
     values_of: Callable[[Row], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
+    #: the columns outside the primary key
+    others: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", frozenset(self.columns))
         object.__setattr__(self, "empty", dict.fromkeys(self.columns))
         object.__setattr__(self, "key_of", _getter(self.pk))
         object.__setattr__(self, "values_of", _getter(self.columns))
+        object.__setattr__(self, "others", tuple(c for c in self.columns if c not in self.pk))
 
     def key(self, row: Row) -> Key:
         return self.key_of(row)

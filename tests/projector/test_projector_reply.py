@@ -1,0 +1,55 @@
+"""What the reader takes out of a message's reply subject for the writer (``raw_message``).
+
+* The stored time is exactly what nats-py's metadata gives (a datetime, rounded half to even to
+  the microsecond, as epoch seconds), for any nanosecond timestamp.
+* Sequence, time and pending agree with ``Msg.metadata`` in both reply layouts.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from nats.aio.msg import Msg
+
+from netledger.projector.writer_proc import raw_message, stream_time
+
+
+def _reference(ts_ns: int) -> float:
+    return datetime.datetime.fromtimestamp(ts_ns / 1_000_000_000.0, datetime.UTC).timestamp()
+
+
+@given(st.integers(0, 4_000_000_000 * 10**9))
+def test_stream_time_is_what_datetime_gives(ts_ns: int) -> None:
+    assert stream_time(ts_ns) == _reference(ts_ns)
+
+
+@given(
+    st.integers(1_700_000_000, 1_900_000_000),
+    st.integers(0, 1_999_999),
+    st.sampled_from([-1, 0, 1]),
+)
+def test_stream_time_at_half_microseconds(sec: int, halves: int, nudge: int) -> None:
+    # the ties (and their neighbours) are where rounding differs if it is not done the same way
+    ts_ns = sec * 10**9 + halves * 500 + nudge
+    assert stream_time(ts_ns) == _reference(ts_ns)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52",
+        "$JS.ACK.NETLEDGER.Xy7abc.3.9.8.1764262800000000500.0",
+        "$JS.ACK.hub.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52.rnd",
+        "$JS.ACK._.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800999999500.52.rnd",
+    ],
+)
+def test_raw_message_reads_the_reply_as_nats_py_does(reply: str) -> None:
+    md = Msg.Metadata._from_reply(reply)
+    seq, subject, data, at, pending = raw_message(
+        md.sequence.stream, "netledger.evt.registry", b"x", reply
+    )
+    assert (seq, subject, data) == (md.sequence.stream, "netledger.evt.registry", b"x")
+    assert (at, pending) == (md.timestamp.timestamp(), md.num_pending)
