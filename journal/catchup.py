@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import gc
 import inspect
@@ -40,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netledger.events.ids import ALL_EVENTS
+from netledger.journal.forked import close_inherited, die_with_parent
 from netledger.journal.stream import FOLLOW_HEARTBEAT_S, Connection
 
 log = logging.getLogger("netledger.catchup")
@@ -217,36 +217,16 @@ def _skip_stored_headers(nc: Any) -> None:
     nc._process_headers = headers
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before that took effect
-        os._exit(1)
-
-
-def _close_inherited(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs in the child
-    """The parent's sockets and pipes are not the child's to keep open (a connection the
-    parent closes must close)."""
-    try:
-        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(3, 1024))
-    for fd in fds:
-        if fd > 2 and fd not in keep:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 def _child(fd: int, cmd: int, opts: dict[str, Any], stream: str, parent: int) -> int:
     """The forked reader (pragma: runs in the child; tests drive it through the parent)."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     # The parent owns our life (it stops us by closing the pipe or killing us); its asyncio
     # wakeup fd must not hear about our signals.
     with contextlib.suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    _close_inherited(keep=(fd, cmd))
+    close_inherited(keep=(fd, cmd))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import gc
 import json
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.msg import Msg
+
+from netledger.journal.forked import close_inherited, die_with_parent
 
 from .errors import ProjectorStopped
 from .store import Batch, RawTuple, Writer
@@ -265,24 +266,6 @@ def _project_loop(
     return 1 if committer.failed else 0
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before that took effect
-        os._exit(1)
-
-
-def _close_inherited(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs in the child
-    try:
-        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(3, 1024))
-    for fd in fds:
-        if fd > 2 and fd not in keep:  # stdin, stdout and stderr stay
-            with contextlib.suppress(OSError):  # e.g. the directory listdir had open
-                os.close(fd)
-
-
 def child_main(
     cmd_fd: int,
     ack_fd: int,
@@ -292,7 +275,7 @@ def child_main(
     parent: int,
 ) -> int:  # pragma: no cover - runs in the forked child (tests drive it through the parent)
     """The forked writer: open and check the database, then project and commit until stopped."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     # The parent owns our life: a Ctrl-C or SIGTERM to the group is its to handle (it stops us
     # through the pipe); its asyncio wakeup fd must not hear about our signals either.
     with contextlib.suppress(ValueError, OSError):
@@ -301,7 +284,7 @@ def child_main(
         signal.signal(sig, signal.SIG_IGN)
     # Its sockets and pipes are not ours to keep open (a NATS connection the parent closes must
     # close; another writer's pipe must reach end of file when its parent closes it).
-    _close_inherited(keep=(cmd_fd, ack_fd))
+    close_inherited(keep=(cmd_fd, ack_fd))
     gc.set_threshold(GC_THRESHOLD, 20, 20)
     # The committer gets the GIL back soon after SQLite is done with a statement (by default
     # the projecting thread keeps it for up to 5 ms each time).

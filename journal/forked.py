@@ -1,0 +1,30 @@
+"""What a forked helper process does first (the service's catch-up reader, journal/catchup.py;
+the projector's writer, projector/writer_proc.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+
+
+def die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
+    """Be killed when ``parent`` dies (PR_SET_PDEATHSIG); exit now if it is already gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before that took effect
+        os._exit(1)
+
+
+def close_inherited(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs in the child
+    """Close every file descriptor but stdin, stdout, stderr and ``keep``: the parent's sockets
+    and pipes are not the child's to keep open (a connection the parent closes must close)."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):  # e.g. the directory listdir had open
+                os.close(fd)
