@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import gc
 import inspect
 import logging
 import os
@@ -39,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netledger.events.ids import ALL_EVENTS
-from netledger.journal.forked import close_inherited, die_with_parent
+from netledger.journal.forked import close_inherited, die_with_parent, fork, widen_pipe
 from netledger.journal.stream import FOLLOW_HEARTBEAT_S, Connection
 
 log = logging.getLogger("netledger.catchup")
@@ -242,21 +240,9 @@ def _fork(opts: dict[str, Any], stream: str) -> tuple[int, int, int]:
     """Fork the reader: ``(pid, fd its frames come on, fd to send it the range on)``."""
     r, w = os.pipe()
     cmd_r, cmd_w = os.pipe()
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    widen_pipe(w, PIPE_SIZE)
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child never returns from here
-        # First of all: nothing of the parent's is ever collected (or finalized: a transport
-        # closing "its" file descriptor) here, and its pages stay shared.
-        gc.freeze()
-        code = 1
-        try:
-            os.close(r)
-            os.close(cmd_w)
-            code = _child(w, cmd_r, opts, stream, parent)
-        finally:
-            os._exit(code)
+    pid = fork(lambda: _child(w, cmd_r, opts, stream, parent), close=(r, cmd_w))
     os.close(w)
     os.close(cmd_r)
     return pid, r, cmd_w

@@ -5,8 +5,35 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import gc
 import os
 import signal
+from collections.abc import Callable
+
+
+def fork(run: Callable[[], int], close: tuple[int, ...]) -> int:
+    """Fork; the child closes ``close`` (the parent's ends of its pipes), runs ``run`` and exits
+    with its status, never returning. The parent gets the child's pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns from here
+        # First of all: nothing of the parent's is ever collected (or finalized: a transport
+        # closing "its" file descriptor) here, and its pages stay shared.
+        gc.freeze()
+        code = 1
+        try:
+            for fd in close:
+                os.close(fd)
+            code = run()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def widen_pipe(fd: int, size: int) -> None:
+    """Give a pipe ``size`` bytes of room where the kernel allows (64 KiB by default)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
 
 
 def die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child

@@ -48,32 +48,27 @@ def present(conn: sqlite3.Connection) -> set[str]:
 
 def drop(conn: sqlite3.Connection) -> None:
     """Drop the events indexes (in one transaction) and space the checkpoints out."""
-    names = present(conn)
-    if names:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for name in sorted(names):
-                conn.execute(f"DROP INDEX {name}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    _in_one_transaction(conn, [f"DROP INDEX {name}" for name in sorted(present(conn))])
     conn.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_PAGES}")
 
 
 def build(conn: sqlite3.Connection) -> None:
     """Create the events indexes that are missing (in one transaction: a reader sees all of
     them or none) and checkpoint as usual again."""
-    missing = [sql for name, sql in EVENTS_INDEXES.items() if name not in present(conn)]
-    if missing:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sql in missing:
-                conn.execute(sql)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    have = present(conn)
+    _in_one_transaction(conn, [sql for name, sql in EVENTS_INDEXES.items() if name not in have])
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+
+
+def _in_one_transaction(conn: sqlite3.Connection, statements: list[str]) -> None:
+    if not statements:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql in statements:
+            conn.execute(sql)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -130,6 +130,16 @@ class Batch:
             b = b.base
         return False, None
 
+    def _oldest_first(self) -> list[Batch]:
+        """The batches this one reads through, oldest changes first, this batch's last."""
+        chain: list[Batch] = []
+        b: Batch | None = self
+        while b is not None:
+            chain.append(b)
+            b = b.base
+        chain.reverse()
+        return chain
+
     def get(self, table: str, key: Key) -> Row | None:
         found, row = self._changed(table, key)
         if found:
@@ -155,12 +165,7 @@ class Batch:
         for values in cur:
             row = dict(zip(t.columns, values, strict=True))
             found[t.key_of(row)] = row
-        chain: list[Batch] = []
-        b: Batch | None = self
-        while b is not None:
-            chain.append(b)
-            b = b.base
-        for b in reversed(chain):  # oldest changes first, this batch's last
+        for b in self._oldest_first():
             for key, ov in b.overlay.get(table, {}).items():
                 if ov is None or ov.get(column) != value:
                     found.pop(key, None)
@@ -172,12 +177,7 @@ class Batch:
         """``select`` by the first key column: the cache's committed rows, then the changes of
         the batches above them, found through their keys by prefix (not by scanning them)."""
         found: dict[Key, Row] = self.read.with_prefix(self.conn, t, value)
-        chain: list[Batch] = []
-        b: Batch | None = self
-        while b is not None:
-            chain.append(b)
-            b = b.base
-        for b in reversed(chain):  # oldest changes first, this batch's last
+        for b in self._oldest_first():
             keys = b.prefixes.get(t.name, {}).get(value)
             if keys:
                 rows = b.overlay[t.name]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import json
 import math
@@ -49,7 +48,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from netledger.journal.forked import close_inherited, die_with_parent
+from netledger.journal.forked import close_inherited, die_with_parent, fork, widen_pipe
 
 from .errors import ProjectorStopped
 from .store import Batch, RawTuple, Writer
@@ -345,24 +344,12 @@ def start_writer(
     ack_r, ack_w = os.pipe()
     # Room for several frames, so that the reader's writes go straight through while its
     # event loop is busy delivering messages (64 KiB by default: less than one frame).
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(cmd_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    widen_pipe(cmd_w, PIPE_SIZE)
     parent = os.getpid()
     args = (str(db_path), list(check), batch_size, parent)
     forked = not open_here(db_path)
     if forked:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child never returns from here
-            # First of all: nothing of the parent's is ever collected (or finalized: a
-            # transport closing "its" file descriptor) here, and its pages stay shared.
-            gc.freeze()
-            code = 1
-            try:
-                os.close(cmd_w)
-                os.close(ack_r)
-                code = child_main(cmd_r, ack_w, *args)
-            finally:
-                os._exit(code)
+        pid = fork(lambda: child_main(cmd_r, ack_w, *args), close=(cmd_w, ack_r))
     else:
         for fd in (cmd_r, ack_w):
             os.set_inheritable(fd, True)
