@@ -129,14 +129,17 @@ class KernelCache:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop reading. A running reader closes its socket itself when it sees the flag
+        (within ``POLL_S``): waiting for it here held every executor's exit up for up to
+        half a second."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
-        for s in (self._mcast, self._dumper):
-            if s is not None:
-                s.close()
-        self._mcast = self._dumper = None
+        reader, self._thread = self._thread, None
+        mcast, self._mcast = self._mcast, None
+        if mcast is not None and (reader is None or not reader.is_alive()):
+            mcast.close()
+        if self._dumper is not None:
+            self._dumper.close()
+            self._dumper = None
 
     # --- reading the kernel -------------------------------------------------------------
 
@@ -171,6 +174,12 @@ class KernelCache:
     def _run(self) -> None:
         assert self._mcast is not None
         sock = self._mcast
+        try:
+            self._read(sock)
+        finally:
+            sock.close()
+
+    def _read(self, sock: socket.socket) -> None:
         while not self._stop.is_set():
             try:
                 data = sock.recv(1 << 20)

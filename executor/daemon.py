@@ -606,6 +606,9 @@ async def run_executor(
     conn: Connection, cfg: HostConfig, opts: Options, once: bool
 ) -> PassReport | None:
     if once:
+        # One pass: read the kernel back after it. Following notifications instead costs more
+        # than the read-back (1,000 networks from empty: the kernel's apply 0.42 -> 0.75 s
+        # with a listener to queue them for, against a 0.11-0.16 s dump).
         opts = dataclasses.replace(opts, live_kernel=False)
     ex = Executor(conn, cfg, opts)
     if once:

@@ -74,3 +74,41 @@ def test_a_dump_abandoned_half_way_does_not_block_the_next(world: Lab) -> None:
         next(first)
         first.close()  # the reader stops after one message (an exception in its loop, say)
         assert len(list(s.dump(ifinfmsg(), RTM_GETLINK))) == 301
+
+
+def test_a_batch_reports_each_failure_where_it_happened(world: Lab) -> None:
+    """Only the last request of a send asks for an ack; the kernel still reports every
+    failure, and each lands on its own request — in the middle of a send, at its end, and
+    in a later send — while the requests around it take effect."""
+    from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK
+
+    from netledger.executor import nlencode
+    from netledger.executor.netlink import Request
+
+    ns = world.ns("nl")
+    bridge = nlencode.linkinfo("bridge", nlencode.bridge_data())
+    create = 0x400 | 0x200  # NLM_F_CREATE | NLM_F_EXCL
+
+    def new(i: int, name: str) -> Request:
+        return Request(nlencode.new_link(i, name, info=bridge), RTM_NEWLINK, create)
+
+    missing = Request(nlencode.del_link(9999), RTM_DELLINK, 0)
+    tolerated = Request(nlencode.del_link(9998), RTM_DELLINK, 0, ok=(19,))  # ENODEV
+    reqs = [
+        new(100, "nlb0"),
+        missing,  # a failure in the middle of the first send
+        new(101, "nlb1"),
+        tolerated,
+        new(100, "nlb0"),  # EEXIST: the last of the first send
+        new(102, "nlb2"),
+        missing,  # in the second send
+        new(103, "nlb3"),
+    ]
+    with RtSocket(ns) as s:
+        codes = s.batch(reqs, chunk_size=5)
+        names = {m.get_attr("IFLA_IFNAME") for m in s.dump(ifinfmsg(), RTM_GETLINK)}
+        # The socket is in step afterwards: a batch of successes only reads back clean.
+        assert s.batch([new(104, "nlb4")], chunk_size=5) == [0]
+    assert codes == [0, 19, 0, 0, 17, 0, 19, 0]
+    assert names == {"lo", "nlb0", "nlb1", "nlb2", "nlb3"}
+    assert sh("ip", "-n", ns, "link", "show", "nlb4").returncode == 0
