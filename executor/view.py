@@ -80,6 +80,15 @@ class HostView:
         if self.use_share:
             self._task = asyncio.create_task(self._follow_share(), name="netledger-share")
 
+    async def stop_following(self) -> None:
+        """Read no further (``--once``: its pass applies the log as of the sync before it).
+        What was folded stays; so does the position the pass reports."""
+        if self._task is not None:
+            await stop_task(self._task)
+            self._task = None
+        if self.follower is not None:
+            await self.follower.stop()
+
     async def close(self) -> None:
         if self._task is not None:
             await stop_task(self._task)

@@ -253,3 +253,42 @@ def test_an_overrun_makes_the_cache_read_the_kernel_again(world: Lab) -> None:
         assert len(fresh) >= 301
     finally:
         cache.close()
+
+
+async def test_a_once_pass_applies_the_log_as_of_its_sync_and_stores_its_report(
+    world: Lab, conn: Connection, service: CommandService
+) -> None:
+    """``executor run --once``: the share is folded, then no longer read — neither what others
+    append during the pass nor the pass's own report, whose acks prove it stored. The kernel
+    has the network; the log has the whole report."""
+    from netledger.events.ids import host_subject
+    from netledger.journal.stream import iter_subject, last_seq
+
+    ns = world.ns("once")
+    c = Client(conn)
+    r = await c.request(
+        "network.create", {"label": "o", "cidr": "10.90.0.0/24", "mode": "vxlan", "vni_start": 790}
+    )
+    net = r["networks"][0]
+    await c.allocate_fixed_ip("o1", network_id=net["id"], host=HOST)
+    cfg = HostConfig(host=HOST, dhcp=False, vtep_address="192.0.2.1")
+    ex = Executor(conn, cfg, Options(netns=ns, sightings_poll=None, live_kernel=False))
+    ex.read_back_own = False  # as run_executor sets it for --once
+    try:
+        await ex.start()
+        before = await last_seq(conn)
+        report = await ex.run_once()
+        assert ex.follower is not None
+        read = ex.follower.handled
+        assert report.changes > 0 and not report.failures
+        assert report.applied_seq == before
+        # Others append meanwhile: not read any more.
+        await c.allocate_fixed_ip("o2", network_id=net["id"], host=HOST)
+        await asyncio.sleep(0.3)
+        assert ex.follower.handled == read, "nothing is read after the sync"
+    finally:
+        await ex.close()
+    assert sh("ip", "-n", ns, "link", "show", net["bridge"]).returncode == 0
+    end = await last_seq(conn)
+    own = [m async for m in iter_subject(conn, host_subject(HOST), before + 1, end)]
+    assert len(own) == report.events > 0, "every event of the pass's report is in the log"
