@@ -366,9 +366,12 @@ class Kernel:
         def put() -> dict[int, OSError]:
             failed: dict[int, OSError] = {}
             for pos, name in names:
-                try:
-                    with open(f"/proc/sys/net/ipv6/conf/{name}/accept_ra", "w") as f:
-                        f.write("0")
+                try:  # os.open/os.write: half the time of a text-mode open() per file
+                    fd = os.open(f"/proc/sys/net/ipv6/conf/{name}/accept_ra", os.O_WRONLY)
+                    try:
+                        os.write(fd, b"0")
+                    finally:
+                        os.close(fd)
                 except FileNotFoundError:
                     pass  # no IPv6 on this link (or this host): nothing to advertise to it
                 except OSError as exc:
