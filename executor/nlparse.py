@@ -55,6 +55,15 @@ IFA_F_NODAD = 0x02
 NDA_DST, NDA_LLADDR, NDA_MASTER = 1, 2, 9
 
 
+#: The attributes link() reads (the others are skipped after one set lookup).
+_LINK_WANTED = frozenset(
+    {IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_MASTER, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_LINK,
+     IFLA_LINK_NETNSID}
+)  # fmt: skip
+_VXLAN_WANTED = frozenset({IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6, IFLA_VXLAN_LINK,
+                           IFLA_VXLAN_PORT})  # fmt: skip
+
+
 class Link(NamedTuple):
     """One link as the kernel reports it (indexes, not names: kernel.py resolves them)."""
 
@@ -155,9 +164,14 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
         length, t = hdr(data, o)
         if length < 4:
             break
-        a, b = o + 4, min(o + length, end)
-        o = (o + length + 3) & ~3
+        a = o + 4
+        b = o + length
+        o = (b + 3) & ~3
         t &= NLA_TYPE_MASK
+        if t not in _LINK_WANTED:
+            continue  # most of a link's ~40 attributes: one set lookup each
+        if b > end:
+            b = end
         if t == IFLA_IFNAME:
             name = _str(data, a, b)
         elif t == IFLA_MTU:
@@ -209,9 +223,14 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
             length, t = hdr(data, o)
             if length < 4:
                 break
-            a, b = o + 4, min(o + length, data_b)
-            o = (o + length + 3) & ~3
+            a = o + 4
+            b = o + length
+            o = (b + 3) & ~3
             t &= NLA_TYPE_MASK
+            if t not in _VXLAN_WANTED:
+                continue
+            if b > data_b:
+                b = data_b
             if t == IFLA_VXLAN_ID:
                 vni = U32.unpack_from(data, a)[0]
             elif t == IFLA_VXLAN_LOCAL or t == IFLA_VXLAN_LOCAL6:
@@ -235,13 +254,28 @@ def _inet6(data: bytes | memoryview, off: int, end: int) -> tuple[int | None, in
     """(IFLA_INET6_ADDR_GEN_MODE, accept_ra of IFLA_INET6_CONF) inside IFLA_AF_SPEC (None:
     not there, e.g. no AF_INET6 nest: the link has no IPv6)."""
     mode = accept_ra = None
-    for t, a, b in attrs(data, off, end):
-        if t == AF_INET6:
-            for t6, a6, b6 in attrs(data, a, b):
-                if t6 == IFLA_INET6_ADDR_GEN_MODE and b6 > a6:
-                    mode = int(data[a6])
-                elif t6 == IFLA_INET6_CONF and b6 - a6 >= 4 * (DEVCONF_ACCEPT_RA + 1):
-                    accept_ra = S32.unpack_from(data, a6 + 4 * DEVCONF_ACCEPT_RA)[0]
+    hdr = NLA_HDR.unpack_from
+    o = off
+    while o + 4 <= end:  # one nest per address family: AF_INET6's is the one read
+        length, t = hdr(data, o)
+        if length < 4:
+            break
+        a, b = o + 4, min(o + length, end)
+        o = (o + length + 3) & ~3
+        if t & NLA_TYPE_MASK != AF_INET6:
+            continue
+        o6 = a
+        while o6 + 4 <= b:  # plain loop, as in link(): every link and notification has it
+            length6, t6 = hdr(data, o6)
+            if length6 < 4:
+                break
+            a6, b6 = o6 + 4, min(o6 + length6, b)
+            o6 = (o6 + length6 + 3) & ~3
+            t6 &= NLA_TYPE_MASK
+            if t6 == IFLA_INET6_ADDR_GEN_MODE and b6 > a6:
+                mode = int(data[a6])
+            elif t6 == IFLA_INET6_CONF and b6 - a6 >= 4 * (DEVCONF_ACCEPT_RA + 1):
+                accept_ra = S32.unpack_from(data, a6 + 4 * DEVCONF_ACCEPT_RA)[0]
     return mode, accept_ra
 
 
