@@ -129,7 +129,11 @@ def _fixed_allocated(tx: Tx, ev: FixedIpAllocated) -> None:
         raise Rejected(f"{ev.address} is not in network {ev.network_id} ({cidr})")
     if ev.address_v6 is not None and not in_cidr(ev.address_v6, net["cidr_v6"]):
         raise Rejected(f"{ev.address_v6} is not in network {ev.network_id} ({net['cidr_v6']})")
-    row = FIXED_IPS.blank(
+    seq, at = tx.seq, tx.env.time
+    # FIXED_IPS.blank(...) and the two stamps in one C call: this runs for every allocation, the
+    # most common event (a test checks that the row has exactly the table's columns).
+    row = dict(
+        FIXED_IPS.empty,
         network_id=ev.network_id,
         address=ev.address,
         address_v6=ev.address_v6,
@@ -139,9 +143,12 @@ def _fixed_allocated(tx: Tx, ev: FixedIpAllocated) -> None:
         project=ev.project,
         allocated=1,
         leased=0,
+        allocated_seq=seq,
+        allocated_at=at,
+        updated_seq=seq,
+        updated_at=at,
     )
-    tx.stamp(row, "allocated")
-    tx.put(FIXED_IPS, tx.stamp(row))
+    tx.put(FIXED_IPS, row)
     tx.touch_project(ev.project)
     idx = tx.index
     idx["address"] = ev.address
