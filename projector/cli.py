@@ -78,7 +78,7 @@ def projector_run(
         conn = await connect(settings.url, name="netledger-projector", **settings.connect_kwargs())
         try:
             if once:
-                last = await project_until(conn, path, batch_size=batch_size)
+                last = await project_until(conn, path, batch_size=batch_size, owns_connection=True)
                 return {"db": str(path), "last_seq": last}
             return await _follow(conn, path, batch_size, metrics_port)
         finally:
@@ -99,7 +99,7 @@ async def _follow(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    p = Projector(conn, path, batch_size=batch_size)
+    p = Projector(conn, path, batch_size=batch_size, owns_connection=True)
     observability = None
     try:
         await p.start()

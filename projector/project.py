@@ -19,6 +19,7 @@ the ``events`` index row, and :class:`MemoryStore`. Names other modules import f
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from netledger.events.codec import Envelope
@@ -28,6 +29,7 @@ from netledger.events.types import Event
 from . import project_domain, project_hosts
 from .project_hosts import host_row
 from .project_tx import (
+    INDEX_COLUMNS,
     MAX_RAW,
     Change,
     Outcome,
@@ -64,9 +66,8 @@ _HANDLERS: dict[type[Event], Any] = {**project_domain.HANDLERS, **project_hosts.
 _BY_NAME: dict[str, Any] = project_hosts.BY_NAME
 
 #: Event fields copied into the events index when a handler did not set them.
-_INDEXED = (
-    "network_id", "address", "fixed_address", "instance", "project", "host", "pool", "address_v6",
-)  # fmt: skip
+_INDEXED = INDEX_COLUMNS
+_index_values = operator.itemgetter(*INDEX_COLUMNS)
 
 
 def expected_subject(ev: Event) -> str:
@@ -150,17 +151,16 @@ def apply_event(
         )
     idx = tx.index
     for name in _indexed_fields(type(ev)):
-        if idx.get(name) is None:
+        if idx[name] is None:
             value = getattr(ev, name)
             if isinstance(value, str) and value:
                 idx[name] = bare(value) if name == "address" else value
-    get = idx.get
+    network_id, address, fixed, instance, project, host, pool, address_v6 = _index_values(idx)
     actor = env.actor
     row = (
         seq, env.time, stream_time, subject, ev.TYPE, env.event_id, env.command_id,
-        actor.project, actor.role, actor.user, get("network_id"), get("address"),
-        get("fixed_address"), get("instance"), get("project"), get("host"), get("pool"),
-        event_data(ev), get("address_v6"),
+        actor.project, actor.role, actor.user, network_id, address, fixed, instance, project,
+        host, pool, event_data(ev), address_v6,
     )  # fmt: skip
     return tx, row
 

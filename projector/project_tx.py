@@ -95,6 +95,13 @@ def reject(
 # --- the handlers' working context ---------------------------------------------------------
 
 
+#: The ``events`` columns that say what an event concerns (set by handlers in ``Tx.index``).
+INDEX_COLUMNS = (
+    "network_id", "address", "fixed_address", "instance", "project", "host", "pool", "address_v6",
+)  # fmt: skip
+_BLANK_INDEX: dict[str, Any] = dict.fromkeys(INDEX_COLUMNS)
+
+
 class Tx:
     """Changes of one event, readable by the handler that is building them."""
 
@@ -107,8 +114,9 @@ class Tx:
         # Keyed (table name, primary key), in the order first written: the writer merges this
         # into its batch as it is.
         self.changes: dict[tuple[str, Key], Row | None] = {}
-        # What the events index says this event concerns (filled in by handlers).
-        self.index: dict[str, Any] = {}
+        # What the events index says this event concerns (filled in by handlers; every
+        # column present, None until set).
+        self.index: dict[str, Any] = _BLANK_INDEX.copy()
 
     def get(self, table: Table, key: Key) -> Row | None:
         k = (table.name, key)
@@ -117,6 +125,15 @@ class Tx:
             return None if row is None else dict(row)
         row = self.view.get(table.name, key)
         return None if row is None else dict(row)
+
+    def peek(self, table: Table, key: Key) -> Row | None:
+        """The row as it stands, not a copy: only to read (a handler that changes a row gets
+        its own copy with :meth:`get`). Most events only look at their network."""
+        k = (table.name, key)
+        changes = self.changes
+        if k in changes:
+            return changes[k]
+        return self.view.get(table.name, key)
 
     def put(self, table: Table, row: Row) -> None:
         self.changes[(table.name, table.key_of(row))] = row

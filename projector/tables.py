@@ -51,11 +51,11 @@ class Table:
 
     def blank(self, **values: Any) -> Row:
         """A full row: every column present (``None`` unless given)."""
-        if not self.names.issuperset(values):
-            unknown = set(values) - self.names
-            raise KeyError(f"{self.name} has no column(s) {', '.join(sorted(unknown))}")
         row = self.empty.copy()
         row.update(values)
+        if len(row) != len(self.empty):  # a name that is no column added a key
+            unknown = set(values) - self.names
+            raise KeyError(f"{self.name} has no column(s) {', '.join(sorted(unknown))}")
         return row
 
 

@@ -277,6 +277,43 @@ async def test_two_projectors_on_one_stream_end_identical(
     assert dump(tmp_path / "a.db")["fixed_ips"]
 
 
+async def test_a_projector_owning_its_connection_skips_stored_headers(
+    conn: Connection, service: CommandService, nats_url: str, tmp_path: Path
+) -> None:
+    """``owns_connection`` (``projector run``): nats-py parses only status headers on that
+    connection; the projection is the one a shared connection gives, following through idle
+    heartbeats, and a shared connection keeps parsing every header."""
+    own = await connect(nats_url, name="own")
+    try:
+        p = Projector(own, tmp_path / "own.db", batch_size=7, heartbeat=0.2, owns_connection=True)
+        await p.start()
+        assert "_process_headers" in vars(own.nc)  # journal.catchup's filter, on this one
+        await build_world(conn)
+        await asyncio.sleep(0.7)  # idle heartbeats (status messages) arrive and are acted on
+        subject = await build_world_more(conn)
+        await p.catch_up(20)
+        await p.close()
+        assert "_process_headers" not in vars(conn.nc)  # the shared connection: untouched
+        assert await project_until(conn, tmp_path / "shared.db") == p.last_seq
+        assert dump(tmp_path / "own.db") == dump(tmp_path / "shared.db")
+        assert dump(tmp_path / "own.db")["fixed_ips"]
+        # a direct get on the shared connection still sees its reply's headers
+        msg = await conn.js.get_last_msg(conn.stream, subject, direct=True)
+        assert msg.headers and msg.headers.get("Nats-Subject") == subject
+    finally:
+        await own.close()
+
+
+async def build_world_more(conn: Connection) -> str:
+    """Ten more allocations; the subject they went to."""
+    from tests.projector.test_projector_unit import alloc
+
+    for i in range(200, 210):
+        ev = alloc(f"10.0.0.{i}", f"late{i}")
+        await publish_event(conn, ev, i)
+    return str(ev.subject())
+
+
 async def test_project_until_a_sequence_or_a_time(conn: Connection, tmp_path: Path) -> None:
     from tests.projector.test_projector_unit import alloc, net
 

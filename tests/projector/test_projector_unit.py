@@ -41,7 +41,7 @@ from netledger.projector.errors import SchemaTooNew
 from netledger.projector.project import MemoryStore, project
 from netledger.projector.schema import MIGRATION_NAMES, open_db
 from netledger.projector.store import Raw, Writer
-from netledger.projector.tables import ALL_TABLES
+from netledger.projector.tables import ALL_TABLES, FIXED_IPS
 
 
 def net(network_id: str = "1", cidr: str = "10.0.0.0/24", **kw: Any) -> NetworkCreated:
@@ -135,6 +135,10 @@ def test_fixed_ip_lifecycle() -> None:
     row = f.rows("fixed_ips")[key]
     assert (row["instance"], row["host"], row["project"], row["allocated"], row["leased"]) == (
         "i1", "c1", "p1", 1, 0)  # fmt: skip
+    # the allocation's row is built without FIXED_IPS.blank(): exactly the table's columns
+    assert list(row) == list(FIXED_IPS.columns)
+    assert (row["allocated_seq"], row["allocated_at"], row["updated_seq"], row["updated_at"]) == (
+        2, 1002.0, 2, 1002.0)  # fmt: skip
     f(FixedIpLeased(network_id="1", address="10.0.0.3", mac=row["mac"], instance="i1"))
     assert f.rows("fixed_ips")[key]["leased"] == 1
     # deallocated while leased: reserved until the release frees it
