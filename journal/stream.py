@@ -56,6 +56,7 @@ T = TypeVar("T")
 EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MSG_ID = "Nats-Msg-Id"
+EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
 MAX_BATCH = 1000
 DUPLICATE_WINDOW_S = 120.0
 FOLLOW_HEARTBEAT_S = 1.0
@@ -411,6 +412,61 @@ class Appender:
             retried = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    async def append_chain(
+        self, messages: list[Outgoing], first_check: dict[str, int]
+    ) -> list[int]:
+        """Publish single-message decisions pipelined; return the sequences of the prefix that
+        certainly landed (possibly empty).
+
+        The first message carries ``first_check`` (the subject OCC its decision was based on);
+        message k > 0 carries ``Nats-Expected-Last-Msg-Id`` = message k-1's id, so the server
+        stores it only if the *stream's* last message is our message k-1: k-1 landed and
+        nothing came between them, so k's decision (made on top of 0..k-1) still holds. Only
+        the publishes are pipelined; every check stays on the server. Anything after the landed
+        prefix (a refusal, another writer in between, a reply not received) is left to the
+        caller's sequential path, which checks again and detects an earlier landing (lost ack).
+        """
+        js = self.conn.js
+        tasks: list[asyncio.Task[Any]] = []
+        prev: str | None = None
+        for i, m in enumerate(messages):
+            headers = {MSG_ID: m.msg_id}
+            if i == 0:
+                if m.subject in first_check:
+                    headers[EXPECTED_SUBJECT_SEQ] = str(first_check[m.subject])
+            else:
+                assert prev is not None
+                headers[EXPECTED_LAST_MSG_ID] = prev
+            prev = m.msg_id
+            # Tasks start in creation order and each queues its publish before its first real
+            # wait, so the server sees them in order; a reordering only fails the chain.
+            tasks.append(
+                asyncio.ensure_future(
+                    js.publish(
+                        m.subject,
+                        m.data,
+                        stream=self.conn.stream,
+                        timeout=self.publish_timeout,
+                        headers=headers,
+                    )
+                )
+            )
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        last_ok = -1
+        for i, r in enumerate(results):
+            if not isinstance(r, BaseException) and not getattr(r, "duplicate", False):
+                last_ok = i
+        if last_ok < 0:
+            return []
+        # Message last_ok landed right after last_ok-1, which landed right after ..., down to
+        # the first: the prefix is contiguous in the stream even where a reply was lost.
+        ack = results[last_ok]
+        assert not isinstance(ack, BaseException)
+        top = int(ack.seq)
+        if self.health is not None and self.health.failing is not None:
+            self.health.append_ok()
+        return [top - (last_ok - i) for i in range(last_ok + 1)]
 
     async def _no_answer(self, exc: BaseException, waited: float) -> LogUnavailable:
         """The error for an append that got no answer within the budget: the health's

@@ -128,6 +128,8 @@ class Stats:
     conflicts: int = 0
     batches: int = 0
     batched_events: int = 0
+    #: single-event appends that went pipelined (Appender.append_chain) and landed
+    pipelined: int = 0
 
     def count(self, name: str, outcome: str) -> None:
         key = f"{name}:{outcome}"
@@ -170,6 +172,9 @@ class CommandService:
         self.watch_interval = 5.0
         #: from this many events on, a group of allocations is one atomic batch
         self.batch_threshold = 24
+        #: single-event decisions of one round published pipelined (chained by last msg id)
+        #: (NETLEDGER_PIPELINE=0 turns it off: for side-by-side measurements)
+        self.pipeline = os.environ.get("NETLEDGER_PIPELINE", "1") != "0"
         self.queue = queue
         self.max_batch = max_batch
         self.state = State()
@@ -784,8 +789,10 @@ class CommandService:
 
         JetStream's atomic batch costs ~10 ms on the server whatever its size, while a single
         publish-ack costs well under 1 ms: below ``batch_threshold`` events, one by one is
-        faster. Decisions that landed before a conflict keep their answer; the rest are
-        decided again.
+        faster. Several of them go pipelined (``Appender.append_chain``: every one after the
+        first only lands if the stream's last message is the one before it), the landed prefix
+        answered at once; from the first not known to have landed on, one by one as before.
+        Decisions that landed before a conflict keep their answer; the rest are decided again.
         """
         landed: list[tuple[_Job, Decision]] = []
         messages = build_messages(envelopes)
@@ -793,17 +800,49 @@ class CommandService:
         # fold other replicas' events while an append waits, and those the decisions never saw.
         expected = {m.subject: self.state.seq_of(m.subject) for m in messages}
         pairs = iter(zip(messages, envelopes, strict=True))
+        items: list[tuple[_Job, Decision, Outgoing | None, Envelope | None]] = []
+        for job, d in decided:
+            if d.events:
+                m, e = next(pairs)
+                items.append((job, d, m, e))
+            else:
+                items.append((job, d, None, None))
         try:
-            for job, d in decided:
-                if not d.events:
+            i = 0
+            while i < len(items):
+                job, d, omsg, oenv = items[i]
+                if omsg is None or oenv is None:
                     landed.append((job, d))
+                    i += 1
                     continue
-                msg, env = next(pairs)
+                msg, env = omsg, oenv
                 check = {} if unchecked(msg.subject) else {msg.subject: expected[msg.subject]}
+                run = [it for it in items[i:] if it[2] is not None]
+                if self.pipeline and len(run) > 1:
+                    # Pipelined: each publish after the first only lands if the stream's last
+                    # message is the one before it (Appender.append_chain). The landed prefix
+                    # is folded and answered; the rest goes on one by one from there.
+                    chain = [m for _, _, m, _ in run if m is not None]
+                    seqs = await self.appender.append_chain(chain, check)
+                    self.stats.pipelined += len(seqs)
+                    for (_, _, pm, pe), seq in zip(run, seqs, strict=False):
+                        assert pm is not None and pe is not None
+                        expected[pm.subject] = seq
+                        self._fold_appended([pm], [pe], seq)
+                    if seqs:
+                        done = run[len(seqs) - 1][0]
+                        while True:
+                            j, jd, _, _ = items[i]
+                            landed.append((j, jd))
+                            i += 1
+                            if j is done:
+                                break
+                        continue
                 last = await self.appender.append([msg], check)
                 expected[msg.subject] = last
                 self._fold_appended([msg], [env], last)
                 landed.append((job, d))
+                i += 1
         finally:
             for job, d in landed:
                 if not job.fut.done():

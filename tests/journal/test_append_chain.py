@@ -1,0 +1,115 @@
+"""Appender.append_chain on a real nats-server: pipelined single publishes chained by
+``Nats-Expected-Last-Msg-Id`` land as a contiguous prefix, never past a broken link."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from netledger.journal.stream import (
+    Appender,
+    Connection,
+    Outgoing,
+    WrongLastSequence,
+    last_seq,
+)
+
+SUBJ = "netledger.evt.network.chain"
+
+
+def msgs(tag: str, n: int) -> list[Outgoing]:
+    return [Outgoing(SUBJ, f"{tag}-{i}".encode(), f"{tag}:{i}") for i in range(n)]
+
+
+async def stored(conn: Connection, since: int) -> list[tuple[int, str]]:
+    out = []
+    for seq in range(since + 1, await last_seq(conn) + 1):
+        m = await conn.js.get_msg(conn.stream, seq)
+        out.append((seq, (m.headers or {}).get("Nats-Msg-Id", "")))
+    return out
+
+
+async def test_a_chain_lands_whole_and_contiguous(conn: Connection) -> None:
+    a = Appender(conn)
+    first = await a.append(msgs("base", 1), {SUBJ: 0})
+    seqs = await a.append_chain(msgs("c", 8), {SUBJ: first})
+    assert seqs == list(range(first + 1, first + 9))
+    assert await stored(conn, first) == [(first + 1 + i, f"c:{i}") for i in range(8)]
+
+
+async def test_a_stale_first_check_stores_nothing(conn: Connection) -> None:
+    a = Appender(conn)
+    first = await a.append(msgs("base", 1), {SUBJ: 0})
+    assert await a.append_chain(msgs("c", 5), {SUBJ: first - 1 if first > 1 else 99}) == []
+    assert await stored(conn, first) == []
+
+
+async def test_a_broken_link_stops_the_chain(conn: Connection) -> None:
+    """Message 1 is a duplicate (not stored), so the stream's last message is not message 1
+    when message 2 arrives: only message 0 lands, nothing after the break."""
+    a = Appender(conn)
+    first = await a.append([Outgoing("netledger.evt.network.other", b"x", "dup:1")], {})
+    chain = msgs("c", 5)
+    chain[1] = Outgoing(SUBJ, b"dup", "dup:1")
+    seqs = await a.append_chain(chain, {SUBJ: 0})
+    assert seqs == [first + 1]
+    assert await stored(conn, first) == [(first + 1, "c:0")]
+
+
+async def test_another_writer_between_links_stops_the_chain(conn: Connection) -> None:
+    """Another writer's message between two links (any subject): the later link is refused."""
+    a = Appender(conn)
+    js = conn.js
+    orig = js.publish
+    calls = 0
+
+    async def interleaving(subject: str, payload: bytes, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # before link 2 is sent, someone else writes
+            await conn.nc.publish("netledger.evt.network.else", b"y")
+        return await orig(subject, payload, **kw)
+
+    js.publish = interleaving  # type: ignore[method-assign]
+    try:
+        seqs = await a.append_chain(msgs("c", 5), {SUBJ: 0})
+    finally:
+        js.publish = orig  # type: ignore[method-assign]
+    assert seqs == [1, 2]
+    ids = [i for _, i in await stored(conn, 0)]
+    assert ids[:2] == ["c:0", "c:1"] and "c:2" not in ids and "c:3" not in ids
+
+
+@pytest.mark.parametrize("lost", [1, 4])
+async def test_a_lost_ack_in_the_chain(conn: Connection, lost: int) -> None:
+    """A link whose ack is lost: a later link's ack proves it landed; a lost last ack leaves it
+    to the caller, whose checked retry sees the conflict (the lane then catches up and finds
+    the command applied)."""
+    a = Appender(conn, publish_timeout=1.0)
+    js = conn.js
+    orig = js.publish
+    calls = 0
+
+    async def losing(subject: str, payload: bytes, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        mine = calls
+        ack = await orig(subject, payload, **kw)
+        if mine == lost + 1:
+            raise TimeoutError
+        return ack
+
+    js.publish = losing  # type: ignore[method-assign]
+    try:
+        chain = msgs("c", 5)
+        seqs = await a.append_chain(chain, {SUBJ: 0})
+    finally:
+        js.publish = orig  # type: ignore[method-assign]
+    if lost < 4:
+        assert seqs == [1, 2, 3, 4, 5]
+    else:
+        assert seqs == [1, 2, 3, 4]
+        with pytest.raises(WrongLastSequence):
+            await a.append([chain[4]], {SUBJ: seqs[-1]})
+    assert [i for _, i in await stored(conn, 0)] == [f"c:{i}" for i in range(5)]
