@@ -428,6 +428,10 @@ class Appender:
         caller's sequential path, which checks again and detects an earlier landing (lost ack).
         """
         js = self.conn.js
+        # Within the answer budget like any append: the fallback after it has its own.
+        timeout = self.publish_timeout
+        if self.budget is not None:
+            timeout = max(0.05, min(timeout, self.budget / 2))
         tasks: list[asyncio.Task[Any]] = []
         prev: str | None = None
         for i, m in enumerate(messages):
@@ -447,7 +451,7 @@ class Appender:
                         m.subject,
                         m.data,
                         stream=self.conn.stream,
-                        timeout=self.publish_timeout,
+                        timeout=timeout,
                         headers=headers,
                     )
                 )
