@@ -57,6 +57,9 @@ EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+#: a chained message refused because the stream's last message is not its predecessor
+ERR_WRONG_LAST_MSG_ID = 10070
+CHAIN_BROKEN = (ERR_WRONG_LAST_MSG_ID,)
 MAX_BATCH = 1000
 DUPLICATE_WINDOW_S = 120.0
 FOLLOW_HEARTBEAT_S = 1.0
@@ -335,8 +338,13 @@ class Appender:
         messages: list[Outgoing],
         expected: dict[str, int],
         guard: tuple[str, int] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> int:
         """Append ``messages``; return the stream sequence of the last one.
+
+        ``deadline`` (the loop's clock) ends the budget earlier: what is left of a budget
+        another append of the same answer began (a chain's one-by-one rest).
 
         ``expected`` maps each subject written to the last subject sequence the decision was
         based on; a subject missing from it is appended without a check (placements). Raises
@@ -345,7 +353,7 @@ class Appender:
         :class:`LogStorageFull`) when the log cannot take it.
         """
         try:
-            seq = await self._append(messages, expected, guard)
+            seq = await self._append(messages, expected, guard, deadline)
         except LogUnavailable as err:
             if self.health is not None:
                 self.health.append_failed(err)
@@ -359,6 +367,7 @@ class Appender:
         messages: list[Outgoing],
         expected: dict[str, int],
         guard: tuple[str, int] | None,
+        deadline: float | None = None,
     ) -> int:
         if not messages:
             raise ValueError("nothing to append")
@@ -367,6 +376,8 @@ class Appender:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         end = None if self.budget is None else t0 + self.budget
+        if end is not None and deadline is not None:
+            end = max(t0 + 0.05, min(end, deadline))
         retried = False
         delay = 0.05
         attempt = 0
@@ -415,9 +426,11 @@ class Appender:
 
     async def append_chain(
         self, messages: list[Outgoing], first_check: dict[str, int]
-    ) -> list[int]:
+    ) -> tuple[list[int], LogUnavailable | None]:
         """Publish single-message decisions pipelined; return the sequences of the prefix that
-        certainly landed (possibly empty).
+        certainly landed (possibly empty), and the log's trouble that stopped the rest, if
+        that is what stopped it (then the caller answers the rest with it instead of trying
+        them one by one with a budget each; nothing landed and trouble: raised).
 
         The first message carries ``first_check`` (the subject OCC its decision was based on);
         message k > 0 carries ``Nats-Expected-Last-Msg-Id`` = message k-1's id, so the server
@@ -428,7 +441,8 @@ class Appender:
         caller's sequential path, which checks again and detects an earlier landing (lost ack).
         """
         js = self.conn.js
-        # Within the answer budget like any append: the fallback after it has its own.
+        # Half the answer budget: the one-by-one rest after it (a lost ack checked, a
+        # reconnect waited for) gets what is left of the same budget (append(deadline=)).
         timeout = self.publish_timeout
         if self.budget is not None:
             timeout = max(0.05, min(timeout, self.budget / 2))
@@ -461,8 +475,15 @@ class Appender:
         for i, r in enumerate(results):
             if not isinstance(r, BaseException) and not getattr(r, "duplicate", False):
                 last_ok = i
+        err: LogUnavailable | None = None
+        if last_ok + 1 < len(results):
+            err = self._chain_error(results[last_ok + 1])
+            if err is not None and self.health is not None:
+                self.health.append_failed(err)
         if last_ok < 0:
-            return []
+            if err is not None:
+                raise err
+            return [], None
         # Message last_ok landed right after last_ok-1, which landed right after ..., down to
         # the first: the prefix is contiguous in the stream even where a reply was lost.
         ack = results[last_ok]
@@ -470,7 +491,25 @@ class Appender:
         top = int(ack.seq)
         if self.health is not None and self.health.failing is not None:
             self.health.append_ok()
-        return [top - (last_ok - i) for i in range(last_ok + 1)]
+        return [top - (last_ok - i) for i in range(last_ok + 1)], err
+
+    def _chain_error(self, first: object) -> LogUnavailable | None:
+        """Why the first link not landed did not land, when the log refused it with a cause
+        (storage full, ...): the rest is answered with that, as a single append would be.
+        None for what only concerns the decision (wrong last sequence, a broken chain: another
+        writer came in between), may pass at once (a 503 without a cause, no responders
+        during an election) or left it unknown (no answer: it may have landed): the
+        one-by-one rest deals with those, within what is left of the budget."""
+        if isinstance(first, BadRequestError) and first.err_code == ERR_WRONG_LAST_SEQ:
+            return None
+        if isinstance(first, APIError):
+            mapped = _mapped(first)
+            if isinstance(mapped, LogStorageFull) or first.code != 503:
+                if first.err_code in CHAIN_BROKEN:
+                    return None
+                return mapped
+            return None
+        return None  # no answer (it may have landed): the one-by-one rest finds out
 
     async def _no_answer(self, exc: BaseException, waited: float) -> LogUnavailable:
         """The error for an append that got no answer within the budget: the health's

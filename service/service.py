@@ -172,9 +172,10 @@ class CommandService:
         self.watch_interval = 5.0
         #: from this many events on, a group of allocations is one atomic batch
         self.batch_threshold = 24
-        #: single-event decisions of one round published pipelined (chained by last msg id)
-        #: (NETLEDGER_PIPELINE=0 turns it off: for side-by-side measurements)
-        self.pipeline = os.environ.get("NETLEDGER_PIPELINE", "1") != "0"
+        #: single-event decisions of one round published pipelined (chained by last msg id).
+        #: Off unless NETLEDGER_PIPELINE=1: one run of the full-disk serve test hung with it
+        #: on (Dec 4, not yet understood); every test passes with it off, as before it existed.
+        self.pipeline = os.environ.get("NETLEDGER_PIPELINE", "0") == "1"
         self.queue = queue
         self.max_batch = max_batch
         self.state = State()
@@ -800,6 +801,12 @@ class CommandService:
         # fold other replicas' events while an append waits, and those the decisions never saw.
         expected = {m.subject: self.state.seq_of(m.subject) for m in messages}
         pairs = iter(zip(messages, envelopes, strict=True))
+        loop = asyncio.get_running_loop()
+        budget = self.appender.budget
+        #: after a chain that stopped early, the first message not known to have landed goes
+        #: alone, within what is left of the chain's budget (one budget per answer)
+        rest_by: float | None = None
+        after_chain = False
         items: list[tuple[_Job, Decision, Outgoing | None, Envelope | None]] = []
         for job, d in decided:
             if d.events:
@@ -818,12 +825,15 @@ class CommandService:
                 msg, env = omsg, oenv
                 check = {} if unchecked(msg.subject) else {msg.subject: expected[msg.subject]}
                 run = [it for it in items[i:] if it[2] is not None]
-                if self.pipeline and len(run) > 1:
+                if self.pipeline and len(run) > 1 and not after_chain:
                     # Pipelined: each publish after the first only lands if the stream's last
                     # message is the one before it (Appender.append_chain). The landed prefix
-                    # is folded and answered; the rest goes on one by one from there.
+                    # is folded and answered; the rest goes on one by one from there — or,
+                    # when the log's own trouble stopped it, is answered with that trouble
+                    # (raised after the prefix is answered: one budget for the whole group).
                     chain = [m for _, _, m, _ in run if m is not None]
-                    seqs = await self.appender.append_chain(chain, check)
+                    started = loop.time()
+                    seqs, trouble = await self.appender.append_chain(chain, check)
                     self.stats.pipelined += len(seqs)
                     for (_, _, pm, pe), seq in zip(run, seqs, strict=False):
                         assert pm is not None and pe is not None
@@ -837,8 +847,16 @@ class CommandService:
                             i += 1
                             if j is done:
                                 break
+                    if trouble is not None:
+                        raise trouble
+                    if len(seqs) == len(chain):
                         continue
-                last = await self.appender.append([msg], check)
+                    after_chain = True
+                    rest_by = None if budget is None else started + budget
+                    if seqs:
+                        continue
+                last = await self.appender.append([msg], check, deadline=rest_by)
+                after_chain, rest_by = False, None
                 expected[msg.subject] = last
                 self._fold_appended([msg], [env], last)
                 landed.append((job, d))

@@ -33,7 +33,7 @@ async def stored(conn: Connection, since: int) -> list[tuple[int, str]]:
 async def test_a_chain_lands_whole_and_contiguous(conn: Connection) -> None:
     a = Appender(conn)
     first = await a.append(msgs("base", 1), {SUBJ: 0})
-    seqs = await a.append_chain(msgs("c", 8), {SUBJ: first})
+    seqs, _ = await a.append_chain(msgs("c", 8), {SUBJ: first})
     assert seqs == list(range(first + 1, first + 9))
     assert await stored(conn, first) == [(first + 1 + i, f"c:{i}") for i in range(8)]
 
@@ -41,7 +41,7 @@ async def test_a_chain_lands_whole_and_contiguous(conn: Connection) -> None:
 async def test_a_stale_first_check_stores_nothing(conn: Connection) -> None:
     a = Appender(conn)
     first = await a.append(msgs("base", 1), {SUBJ: 0})
-    assert await a.append_chain(msgs("c", 5), {SUBJ: first - 1 if first > 1 else 99}) == []
+    assert await a.append_chain(msgs("c", 5), {SUBJ: first - 1 if first > 1 else 99}) == ([], None)
     assert await stored(conn, first) == []
 
 
@@ -52,7 +52,7 @@ async def test_a_broken_link_stops_the_chain(conn: Connection) -> None:
     first = await a.append([Outgoing("netledger.evt.network.other", b"x", "dup:1")], {})
     chain = msgs("c", 5)
     chain[1] = Outgoing(SUBJ, b"dup", "dup:1")
-    seqs = await a.append_chain(chain, {SUBJ: 0})
+    seqs, _ = await a.append_chain(chain, {SUBJ: 0})
     assert seqs == [first + 1]
     assert await stored(conn, first) == [(first + 1, "c:0")]
 
@@ -73,7 +73,7 @@ async def test_another_writer_between_links_stops_the_chain(conn: Connection) ->
 
     js.publish = interleaving  # type: ignore[method-assign]
     try:
-        seqs = await a.append_chain(msgs("c", 5), {SUBJ: 0})
+        seqs, _ = await a.append_chain(msgs("c", 5), {SUBJ: 0})
     finally:
         js.publish = orig  # type: ignore[method-assign]
     assert seqs == [1, 2]
@@ -103,7 +103,7 @@ async def test_a_lost_ack_in_the_chain(conn: Connection, lost: int) -> None:
     js.publish = losing  # type: ignore[method-assign]
     try:
         chain = msgs("c", 5)
-        seqs = await a.append_chain(chain, {SUBJ: 0})
+        seqs, _ = await a.append_chain(chain, {SUBJ: 0})
     finally:
         js.publish = orig  # type: ignore[method-assign]
     if lost < 4:

@@ -13,6 +13,8 @@ from tests.service.test_service import allocate_many, check_allocations, read_al
 async def test_two_replicas_pipelining_on_one_network(conn: Connection, nats_url: str) -> None:
     conns = [await connect(nats_url, name=f"r{i}") for i in range(2)]
     svcs = [CommandService(c) for c in conns]
+    for s in svcs:
+        s.pipeline = True  # off by default (service/service.py)
     try:
         for c in conns:
             await ensure_stream(c)
