@@ -16,6 +16,8 @@ from nats.aio.msg import Msg
 
 from netledger.projector.writer_proc import raw_message, stream_time
 
+from .test_projector_writer import REPLIES
+
 
 def _reference(ts_ns: int) -> float:
     return datetime.datetime.fromtimestamp(ts_ns / 1_000_000_000.0, datetime.UTC).timestamp()
@@ -37,15 +39,7 @@ def test_stream_time_at_half_microseconds(sec: int, halves: int, nudge: int) -> 
     assert stream_time(ts_ns) == _reference(ts_ns)
 
 
-@pytest.mark.parametrize(
-    "reply",
-    [
-        "$JS.ACK.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52",
-        "$JS.ACK.NETLEDGER.Xy7abc.3.9.8.1764262800000000500.0",
-        "$JS.ACK.hub.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52.rnd",
-        "$JS.ACK._.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800999999500.52.rnd",
-    ],
-)
+@pytest.mark.parametrize("reply", REPLIES)
 def test_raw_message_reads_the_reply_as_nats_py_does(reply: str) -> None:
     md = Msg.Metadata._from_reply(reply)
     seq, subject, data, at, pending = raw_message(

@@ -101,16 +101,17 @@ def test_pipelined_batches_of_any_history_match_the_memory_projection(
 # --- reply subjects -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "reply",
-    [
-        "$JS.ACK.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52",
-        "$JS.ACK.NETLEDGER.Xy7abc.3.9.8.1764262800000000500.0",
-        # the layout with a domain and an account hash, and a trailing token
-        "$JS.ACK.hub.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52.rnd",
-        "$JS.ACK._.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800999999500.52.rnd",
-    ],
-)
+#: ack reply subjects as the server sends them (the last two: with a domain and an account
+#: hash, and a trailing token); tests/projector/test_projector_reply.py reads them too
+REPLIES = [
+    "$JS.ACK.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52",
+    "$JS.ACK.NETLEDGER.Xy7abc.3.9.8.1764262800000000500.0",
+    "$JS.ACK.hub.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800123456789.52.rnd",
+    "$JS.ACK._.ACCHASH.NETLEDGER.Xy7abc.1.4711.4711.1764262800999999500.52.rnd",
+]
+
+
+@pytest.mark.parametrize("reply", REPLIES)
 def test_reply_subjects_read_as_nats_py_reads_them(reply: str) -> None:
     md = Msg.Metadata._from_reply(reply)
     seq, ts, pending = ack_numbers(reply)
