@@ -227,7 +227,7 @@ class Projector:
             self.resume_free >> 20,
             self.db_path.parent,
         )
-        self._advanced.set()
+        self._wake()
         self._resume = asyncio.create_task(self._wait_for_space(), name="netledger-projector-space")
 
     async def _wait_for_space(self) -> None:
@@ -313,7 +313,7 @@ class Projector:
         if not self._done.done():
             self._done.set_exception(ProjectorStopped("projector closed", last_seq=self.last_seq))
             self._done.exception()  # retrieved: nobody has to wait on it
-        self._advanced.set()
+        self._wake()
 
     async def __aenter__(self) -> Projector:
         await self.start()
@@ -426,14 +426,21 @@ class Projector:
 
     # --- what the writer says ------------------------------------------------------------------
 
+    def _wake(self) -> None:
+        """Wake everyone waiting for progress, then arm a fresh event. An event left set would
+        make every ``while ...: await self._advanced.wait()`` loop spin without ever yielding
+        (``Event.wait`` returns at once when set): the disk-full pause did that and froze the
+        whole event loop in ``wait_failed``."""
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+
     def _applied(self, last: int, events: int, rejected: int, busy: float) -> None:
         self.last_seq = last
         self.events += events
         self.rejected += rejected
         self.write_seconds += busy
         self.batches += 1
-        self._advanced.set()
-        self._advanced = asyncio.Event()
+        self._wake()
         if self.progress is not None:
             self.progress(self.last_seq, self.to_seq, self.events, self.rejected)
         if self._target is not None and last >= self._target:
@@ -457,12 +464,12 @@ class Projector:
         if not self._done.done():
             self._done.set_exception(exc)
             self._done.exception()  # retrieved: done() / wait_failed() report it
-        self._advanced.set()
+        self._wake()
 
     def _finish(self) -> None:
         if not self._done.done():
             self._done.set_result(self.last_seq)
-        self._advanced.set()
+        self._wake()
 
     # --- waiting -----------------------------------------------------------------------------
 

@@ -39,6 +39,9 @@ async def test_projector_pauses_on_a_full_disk_and_catches_up(
         p.resume_check = 0.2
         p.resume_free = 1 << 20
         await p.start()
+        # As serve watches it: a waiter for a failure must sleep through the pause, not spin
+        # (the pause once left the progress event set and this froze the event loop).
+        failed = asyncio.ensure_future(p.wait_failed())
         try:
             await p.catch_up(timeout=30)
             ballast = await asyncio.to_thread(fill, mnt, 64 << 10)
@@ -67,7 +70,9 @@ async def test_projector_pauses_on_a_full_disk_and_catches_up(
                 f" {time.monotonic() - t_free:.2f}s after space was freed"
             )
             assert p.paused is None and p.failure is None
+            assert not failed.done()
         finally:
+            failed.cancel()
             await p.close()
         # Never half-written: identical, row for row, to a projection built in one go.
         fresh = tmp_path / "fresh.db"
