@@ -172,10 +172,9 @@ class CommandService:
         self.watch_interval = 5.0
         #: from this many events on, a group of allocations is one atomic batch
         self.batch_threshold = 24
-        #: single-event decisions of one round published pipelined (chained by last msg id).
-        #: Off unless NETLEDGER_PIPELINE=1: one run of the full-disk serve test hung with it
-        #: on (Dec 4, not yet understood); every test passes with it off, as before it existed.
-        self.pipeline = os.environ.get("NETLEDGER_PIPELINE", "0") == "1"
+        #: single-event decisions of one round published pipelined (chained by last msg id);
+        #: NETLEDGER_PIPELINE=0 turns it off (one by one, as before it existed).
+        self.pipeline = os.environ.get("NETLEDGER_PIPELINE", "1") != "0"
         self.queue = queue
         self.max_batch = max_batch
         self.state = State()
