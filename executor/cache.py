@@ -37,7 +37,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
 from . import nlparse
-from .incremental import Scope, owned
+from .incremental import Scope, network_of
 from .model import FLOOD_MAC, AddrState, LinkState
 from .netlink import RtSocket, in_netns
 
@@ -73,6 +73,60 @@ def _up_only(x: nlparse.Link) -> nlparse.Link:
     return x._replace(flags=x.flags & IFF_UP)
 
 
+def _discard(index: dict[int, set[str]], key: int, value: str) -> None:
+    values = index.get(key)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del index[key]
+
+
+class _Index:
+    """The cache's ways in, kept with it under its lock: a link by name, the links of a
+    network (by their alias), the addresses and flood entries of a link — so that a scoped
+    read and a link's deletion cost what they touch, not the host's size."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, int] = {}
+        self.by_net: dict[str, set[int]] = {}
+        self.addrs_of: dict[int, set[str]] = {}
+        self.fdb_of: dict[int, set[str]] = {}
+
+    @classmethod
+    def of(
+        cls,
+        links: dict[int, nlparse.Link],
+        addrs: dict[tuple[int, str], nlparse.Addr],
+        fdb: set[tuple[int, str]],
+    ) -> _Index:
+        ix = cls()
+        for x in links.values():
+            ix.link_changed(None, x)
+        for i, cidr in addrs:
+            ix.addrs_of.setdefault(i, set()).add(cidr)
+        for i, dst in fdb:
+            ix.fdb_of.setdefault(i, set()).add(dst)
+        return ix
+
+    def link_changed(self, old: nlparse.Link | None, new: nlparse.Link | None) -> None:
+        if old is not None:
+            if old.name and self.by_name.get(old.name) == old.ifindex:
+                del self.by_name[old.name]
+            net = network_of(old.alias)
+            if net is not None:
+                members = self.by_net.get(net)
+                if members is not None:
+                    members.discard(old.ifindex)
+                    if not members:
+                        del self.by_net[net]
+        if new is not None:
+            if new.name:
+                self.by_name[new.name] = new.ifindex
+            net = network_of(new.alias)
+            if net is not None:
+                self.by_net.setdefault(net, set()).add(new.ifindex)
+
+
 class KernelCache:
     def __init__(
         self,
@@ -90,6 +144,7 @@ class KernelCache:
         self.links: dict[int, nlparse.Link] = {}
         self.addrs: dict[tuple[int, str], nlparse.Addr] = {}
         self.fdb: set[tuple[int, str]] = set()
+        self._ix = _Index()
         self.notifications = 0
         #: how many times the cache changed (a pass notes it: later changes are not its own)
         self.changes = 0
@@ -166,8 +221,9 @@ class KernelCache:
             n = nlparse.neigh(data, a, b)
             if n.dst and n.lladdr == FLOOD_MAC:
                 fdb.add((n.ifindex, n.dst))
+        ix = _Index.of(links, addrs, fdb)
         with self._lock:
-            self.links, self.addrs, self.fdb = links, addrs, fdb
+            self.links, self.addrs, self.fdb, self._ix = links, addrs, fdb, ix
             self.resyncs += 1
             self.changes += 1
 
@@ -203,7 +259,7 @@ class KernelCache:
                 continue
             self._busy = True
             try:
-                if self._apply(data):
+                if self._apply(data) and not self._stop.is_set():
                     self.on_change()
             finally:
                 self._busy = False
@@ -238,6 +294,7 @@ class KernelCache:
 
         changed = False
         with self._lock:
+            ix = self._ix
             for mtype, _flags, _seq, a, end in nlparse.messages(data):
                 self.notifications += 1
                 if mtype in (nlparse.RTM_NEWLINK, nlparse.RTM_DELLINK) and data[a] != 0:
@@ -246,24 +303,33 @@ class KernelCache:
                     continue
                 if mtype == nlparse.RTM_NEWLINK:
                     x = _up_only(nlparse.link(data, a, end))
-                    if self.links.get(x.ifindex) != x:
+                    old = self.links.get(x.ifindex)
+                    if old != x:
                         self.links[x.ifindex] = x
+                        ix.link_changed(old, x)
                         changed = True
                 elif mtype == nlparse.RTM_DELLINK:
                     x = nlparse.link(data, a, end)
-                    if self.links.pop(x.ifindex, None) is not None:
+                    old = self.links.pop(x.ifindex, None)
+                    if old is not None:
                         changed = True
-                        self.addrs = {k: v for k, v in self.addrs.items() if k[0] != x.ifindex}
-                        self.fdb = {f for f in self.fdb if f[0] != x.ifindex}
+                        ix.link_changed(old, None)
+                        for cidr in ix.addrs_of.pop(x.ifindex, ()):
+                            self.addrs.pop((x.ifindex, cidr), None)
+                        for dst in ix.fdb_of.pop(x.ifindex, ()):
+                            self.fdb.discard((x.ifindex, dst))
                 elif mtype in (nlparse.RTM_NEWADDR, nlparse.RTM_DELADDR):
                     ad = nlparse.addr(data, a, end)
                     if not address_kept(ad):
                         continue  # the kernel's own IPv6 addresses (executor/kernel.py)
-                    key = (ad.ifindex, f"{ad.address}/{ad.prefixlen}")
+                    cidr = f"{ad.address}/{ad.prefixlen}"
+                    key = (ad.ifindex, cidr)
                     if mtype == nlparse.RTM_NEWADDR:
                         changed |= self.addrs.get(key) != ad
                         self.addrs[key] = ad
+                        ix.addrs_of.setdefault(ad.ifindex, set()).add(cidr)
                     elif self.addrs.pop(key, None) is not None:
+                        _discard(ix.addrs_of, ad.ifindex, cidr)
                         changed = True
                 elif mtype in (nlparse.RTM_NEWNEIGH, nlparse.RTM_DELNEIGH):
                     n = nlparse.neigh(data, a, end)
@@ -273,8 +339,10 @@ class KernelCache:
                     if mtype == nlparse.RTM_NEWNEIGH:
                         changed |= key2 not in self.fdb
                         self.fdb.add(key2)
+                        ix.fdb_of.setdefault(n.ifindex, set()).add(n.dst)
                     elif key2 in self.fdb:
                         self.fdb.discard(key2)
+                        _discard(ix.fdb_of, n.ifindex, n.dst)
                         changed = True
             if changed:
                 self.changes += 1
@@ -311,24 +379,40 @@ class KernelCache:
     def state(self, scope: Scope | None = None) -> CachedState:
         """The links, addresses and flood entries on our VXLAN links as the executor models
         them — all, or only those of ``scope`` (executor/incremental.py: the rule of
-        ``narrow``, applied before anything is built, so an incremental pass pays for its
-        networks, not for the host's thousands of links)."""
+        ``narrow``, applied before anything is built). With a scope, the links are found
+        through the cache's indexes (by name, by the network in their alias): an incremental
+        pass pays for its networks, not for the host's thousands of links."""
         from .kernel import links_from
 
         with self._lock:
-            raw = list(self.links.values())
-            addrs = list(self.addrs.values())
-            fdb = list(self.fdb)
             changes = self.changes
-        names = {x.ifindex: x.name or "" for x in raw}
-        index = {name: i for i, name in names.items()}
-        if scope is None:
-            chosen = raw
-            mine = set(names)
-        else:
-            mine = {x.ifindex for x in raw if owned(x.name or "", x.alias, scope)}
-            chosen = [x for x in raw if x.ifindex in mine or x.name in scope.support]
-        links = links_from(chosen, names)
+            ix = self._ix
+            by_name = dict(ix.by_name)
+            if scope is None:
+                raw = list(self.links.values())
+                addrs = list(self.addrs.values())
+                fdb = list(self.fdb)
+                mine = set(self.links)
+                names = {x.ifindex: x.name or "" for x in raw}
+            else:
+                mine = {by_name[n] for n in scope.links if n in by_name}
+                for nid in scope.networks:
+                    mine |= ix.by_net.get(nid, set())
+                chosen = mine | {by_name[n] for n in scope.support if n in by_name}
+                raw = [self.links[i] for i in chosen]
+                keys = [(i, c) for i in mine for c in ix.addrs_of.get(i, ())]
+                keys += [
+                    (by_name[name], cidr)
+                    for name, cidr in scope.addresses
+                    if name in by_name and by_name[name] not in mine
+                ]
+                addrs = [self.addrs[k] for k in keys if k in self.addrs]
+                fdb = [(i, d) for i in mine for d in ix.fdb_of.get(i, ())]
+                # names of these links and of the links they point at (masters, parents)
+                around = {x.master for x in raw if x.master} | {x.parent for x in raw if x.parent}
+                around |= {i for i, _ in keys}
+                names = {i: self.links[i].name or "" for i in chosen | around if i in self.links}
+        links = links_from(raw, names)
         out_addrs = []
         for a in addrs:
             name = names.get(a.ifindex)
@@ -343,7 +427,7 @@ class KernelCache:
             if link.ours and link.kind == "vxlan" and link.index in mine
         }
         out_fdb = [(ours_vx[i], dst) for i, dst in fdb if i in ours_vx]
-        return CachedState(links, sorted(out_addrs), sorted(set(out_fdb)), changes, index)
+        return CachedState(links, sorted(out_addrs), sorted(set(out_fdb)), changes, by_name)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -187,7 +187,10 @@ class Executor:
         loop = asyncio.get_running_loop()
 
         def changed() -> None:  # from the cache's reader thread
-            loop.call_soon_threadsafe(self._kernel_changed)
+            try:
+                loop.call_soon_threadsafe(self._kernel_changed)
+            except RuntimeError:  # the loop closed: the reader outlives it by up to its poll
+                pass
 
         cache = KernelCache(self.opts.netns, on_change=changed, live=self.opts.live_kernel)
         await asyncio.to_thread(cache.start)

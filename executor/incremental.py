@@ -51,14 +51,15 @@ def needs_full(old: dict[str, Fragment], new: dict[str, Fragment]) -> bool:
     return any(f.shared for f in (*old.values(), *new.values()))
 
 
-def _network_of(alias: str | None) -> str | None:
+def network_of(alias: str | None) -> str | None:
+    """The network a link is marked as belonging to (its alias ``netledger:<id>``)."""
     return alias[len(OURS) :] if alias and alias.startswith(OURS) else None
 
 
 def owned(name: str, alias: str | None, scope: Scope) -> bool:
     """Whether a link belongs to the networks of ``scope``: desired by them now or before, or
     marked as one of theirs."""
-    return name in scope.links or _network_of(alias) in scope.networks
+    return name in scope.links or network_of(alias) in scope.networks
 
 
 def narrow(actual: HostActual, scope: Scope) -> HostActual:

@@ -23,7 +23,9 @@ from netledger.executor.cache import KernelCache
 from netledger.executor.daemon import Executor, Options
 from netledger.executor.desired import HostConfig, build
 from netledger.executor.diff import diff
+from netledger.executor.incremental import Scope, narrow
 from netledger.executor.kernel import Kernel
+from netledger.executor.model import HostActual
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from netledger.service.service import CommandService
@@ -292,3 +294,62 @@ async def test_a_once_pass_applies_the_log_as_of_its_sync_and_stores_its_report(
     end = await last_seq(conn)
     own = [m async for m in iter_subject(conn, host_subject(HOST), before + 1, end)]
     assert len(own) == report.events > 0, "every event of the pass's report is in the log"
+
+
+def test_a_scoped_read_of_the_cache_is_the_full_read_narrowed(world: Lab) -> None:
+    """The cache finds a scope's links through its indexes (by name, by the network in the
+    alias, addresses and flood entries by link): whatever the host went through — links
+    renamed, re-marked, deleted, addresses and flood entries added and removed — a scoped read
+    equals the full read cut down by :func:`narrow`, the rule it replaces."""
+    ns = world.ns("scp")
+    cache = KernelCache(ns)
+    cache.start()
+    rng = random.Random(7)
+    nets = [f"n{i}" for i in range(6)]
+    cmds = ["link add eth1 type bridge", "link add pub0 type bridge", "link add fgn0 type bridge"]
+    for i, n in enumerate(nets):
+        cmds += [
+            f"link add br{i} type bridge",
+            f"link set br{i} alias netledger:{n}",
+            f"link add vx{i} type vxlan id {100 + i} dstport 4789 local 192.0.2.1",
+            f"link set vx{i} alias netledger:{n} master br{i}",
+            f"addr add 10.{i}.0.1/24 dev br{i}",
+        ]
+    cmds.append("addr add 10.99.0.1/24 dev fgn0")
+    steps = [
+        ["link set br1 name brx1", "link set vx2 alias netledger:n3"],
+        ["link del vx4", "addr del 10.0.0.1/24 dev br0", "addr add 10.0.1.1/24 dev br0"],
+        ["link set fgn0 alias netledger:n5", "link set br5 alias something-else"],
+        ["link del br3", "link add br3 type bridge", "link set br3 alias netledger:n3"],
+    ]
+    try:
+        sh("ip", "-n", ns, "-batch", "-", input="\n".join(cmds) + "\n")
+        for i in (0, 1, 2):
+            sh("bridge", "-n", ns, "fdb", "append", "00:00:00:00:00:00", "dev", f"vx{i}",
+               "dst", f"192.0.2.{10 + i}")  # fmt: skip
+        for step in [[], *steps]:
+            if step:
+                sh("ip", "-n", ns, "-batch", "-", input="\n".join(step) + "\n")
+            time.sleep(0.1)
+            assert cache.settle()
+            full = cache.state()
+            actual = HostActual(
+                links=tuple(full.links), addresses=tuple(full.addresses), fdb=tuple(full.fdb)
+            )
+            names = [link.name for link in full.links] + ["gone0", "br1"]
+            cidrs = [a.key for a in full.addresses] + [("fgn0", "10.98.0.1/24")]
+            for _ in range(25):
+                scope = Scope(
+                    networks=frozenset(rng.sample(nets, rng.randint(0, 3))),
+                    links=frozenset(rng.sample(names, rng.randint(0, 4))),
+                    addresses=frozenset(rng.sample(cidrs, rng.randint(0, 2))),
+                    support=frozenset(rng.sample(["eth1", "pub0", "nothere"], rng.randint(0, 2))),
+                )
+                part = cache.state(scope)
+                want = narrow(actual, scope)
+                assert tuple(part.links) == tuple(sorted(want.links)), scope
+                assert tuple(part.addresses) == tuple(sorted(want.addresses)), scope
+                assert tuple(part.fdb) == tuple(sorted(set(want.fdb))), scope
+                assert part.by_name == full.by_name
+    finally:
+        cache.close()
