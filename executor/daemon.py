@@ -55,10 +55,9 @@ from .converge import Converger
 from .desired import HostConfig
 from .dhcp import DhcpBook, DhcpPaths, Dnsmasq, dhcp_events
 from .errors import ExecutorError, NotPermitted
-from .fragments import Fragment
 from .host_report import applied_events, pass_events
 from .hosts import HostBook
-from .incremental import PassPlan, full_plan, incremental_plan
+from .incremental import Fragments, PassPlan, full_plan, incremental_plan
 from .kernel import Kernel, OpResult
 from .model import HostActual, HostDesired, NatTable
 from .netlink import CHUNK, check_netns
@@ -168,7 +167,7 @@ class Executor:
         #: log that holds it); off for ``--once``, which ends after its pass
         self.read_back_own = True
         #: the desired state of every network that needs something here, as of the last pass
-        self._frags: dict[str, Fragment] | None = None
+        self._frags: Fragments | None = None
         self._nat: NatTable | None = None
         self._snat: str | None = None
 
@@ -368,16 +367,26 @@ class Executor:
         self._kernel_dirty = False
         self._in_pass = True
         try:
-            results, conflicts, final = await asyncio.to_thread(
-                self.converger.converge, desired, full, scope
-            )
+            if scope is None:
+                results, conflicts, final = await asyncio.to_thread(
+                    self.converger.converge, desired, full, scope
+                )
+            else:
+                # A few networks: milliseconds of netlink, done on the loop's own thread. A
+                # worker thread has to win the GIL from the loop first (up to a switch
+                # interval, 5 ms, when the loop is busy folding): the command's latency.
+                results, conflicts, final = self.converger.converge(desired, full, scope)
         finally:
             self._in_pass = False
             # Changed after the state this pass read last (ignored while it ran): look again.
             self._kernel_changed()
         if drift:
             log.info("the kernel changed behind our back: repaired what was ours")
-        dhcp_done = await asyncio.to_thread(self._dhcp, desired, final, plan.bridges)
+        dhcp_done = (
+            await asyncio.to_thread(self._dhcp, desired, final, plan.bridges)
+            if self.dnsmasq is not None
+            else []
+        )
         results.extend(r for r, _ in dhcp_done)
         report = PassReport(
             applied_seq=applied_seq,
@@ -461,14 +470,19 @@ class Executor:
     def _plan_pass(self, cfg: HostConfig, full: bool, drift: bool = False) -> PassPlan:
         """What a pass diffs: everything, or only the networks the folded events touched."""
         dirty = self.view.take_dirty()
+        before = None if self._frags is None else self._frags.frags
         if full or dirty is None or self._frags is None:
-            return full_plan(self.state, self.book, cfg, self._frags)
+            return full_plan(self.state, self.book, cfg, before)
         if drift:
-            return full_plan(self.state, self.book, cfg, self._frags, dirty)
+            return full_plan(self.state, self.book, cfg, before, dirty)
         return incremental_plan(self.state, self.book, cfg, self._frags, dirty, self._nat)
 
     def _commit_pass(self, plan: PassPlan) -> None:
-        self._frags, self._nat = plan.fragments, plan.nat
+        if plan.fragments is not None:
+            self._frags = plan.fragments
+        elif plan.updates is not None and self._frags is not None:
+            self._frags.update(plan.updates)
+        self._nat = plan.nat
 
     def _dhcp(
         self, desired: HostDesired, final: HostActual, bridges: set[str] | None = None

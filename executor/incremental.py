@@ -82,6 +82,42 @@ def narrow(actual: HostActual, scope: Scope) -> HostActual:
     )
 
 
+class Fragments:
+    """Every network's fragment as of the last pass, and how many of them serve IPv4 / IPv6
+    (``ip_forward`` follows them): an incremental pass replaces a few fragments without
+    copying or scanning the host's thousand others."""
+
+    def __init__(self, frags: dict[str, Fragment]) -> None:
+        self.frags = frags
+        self.served4 = sum(1 for f in frags.values() if f.served4)
+        self.served6 = sum(1 for f in frags.values() if f.served6)
+
+    def served_after(self, updates: dict[str, Fragment | None]) -> tuple[bool, bool]:
+        """Whether any network serves IPv4 / IPv6 once ``updates`` are made."""
+        n4, n6 = self.served4, self.served6
+        for k, new in updates.items():
+            old = self.frags.get(k)
+            if old is not None:
+                n4 -= old.served4
+                n6 -= old.served6
+            if new is not None:
+                n4 += new.served4
+                n6 += new.served6
+        return n4 > 0, n6 > 0
+
+    def update(self, updates: dict[str, Fragment | None]) -> None:
+        """Make ``updates`` (None: the network has no fragment any more)."""
+        for k, new in updates.items():
+            old = self.frags.pop(k, None)
+            if old is not None:
+                self.served4 -= old.served4
+                self.served6 -= old.served6
+            if new is not None:
+                self.frags[k] = new
+                self.served4 += new.served4
+                self.served6 += new.served6
+
+
 @dataclass(frozen=True)
 class PassPlan:
     """What one pass diffs, and what the executor keeps of it for the next."""
@@ -90,8 +126,11 @@ class PassPlan:
     #: the host-wide NAT table and ip_forward)
     desired: HostDesired
     scope: Scope | None
-    #: every network's fragment after this pass, and the host's NAT table
-    fragments: dict[str, Fragment]
+    #: every network's fragment after this pass (a full plan), or the fragments of the touched
+    #: networks only (an incremental one: ``updates``, None for a network now without one)
+    fragments: Fragments | None
+    updates: dict[str, Fragment | None] | None
+    #: the host's NAT table
     nat: NatTable
     #: the desired state of the same networks before (where an object that goes came from)
     prev: HostDesired | None
@@ -121,7 +160,8 @@ def full_plan(
     return PassPlan(
         desired=desired,
         scope=None,
-        fragments=frags,
+        fragments=Fragments(frags),
+        updates=None,
         nat=desired.nat,
         prev=prev,
         changed=prev is not None and prev != desired,
@@ -133,32 +173,36 @@ def incremental_plan(
     state: State,
     book: HostBook,
     cfg: HostConfig,
-    before: dict[str, Fragment],
+    before: Fragments,
     dirty: set[str],
     nat: NatTable | None = None,
 ) -> PassPlan:
     """Only the networks in ``dirty`` (a full plan when one of them shares its bridge)."""
     new = fragments(state, book, cfg, only=dirty)
-    old = {n: before[n] for n in dirty if n in before}
+    frags = before.frags
+    old = {n: frags[n] for n in dirty if n in frags}
     if needs_full(old, new):
-        return full_plan(state, book, cfg, before)
-    frags = {k: v for k, v in before.items() if k not in dirty}
-    frags.update(new)
-    nat_before = nat if nat is not None else nat_table(before.values(), cfg)
+        return full_plan(state, book, cfg, frags)
+    updates = {n: new.get(n) for n in dirty}
+    nat_before = nat if nat is not None else nat_table(frags.values(), cfg)
     moved = any(
         (o.floating, o.fixed_range, o.routed6) != (n.floating, n.fixed_range, n.routed6)
         for o, n in _pairs(old, new)
     )
-    nat_now = nat_table(frags.values(), cfg) if moved else nat_before
+    if moved:  # the host-wide NAT table is rebuilt from every network's fragment
+        after = [f for k, f in frags.items() if k not in dirty] + list(new.values())
+        nat_now = nat_table(after, cfg)
+    else:
+        nat_now = nat_before
+    serves4, serves6 = before.served_after(updates)
     desired = replace(
-        assemble(new, state, cfg, nat=nat_now),
-        forwarding=any(f.served4 for f in frags.values()),
-        forwarding_v6=any(f.served6 for f in frags.values()),
+        assemble(new, state, cfg, nat=nat_now), forwarding=serves4, forwarding_v6=serves6
     )
     return PassPlan(
         desired=desired,
         scope=scope_of(old, new, dirty, cfg),
-        fragments=frags,
+        fragments=None,
+        updates=updates,
         nat=nat_now,
         prev=assemble(old, state, cfg, nat=nat_before),
         changed=old != new or nat_now != nat_before,

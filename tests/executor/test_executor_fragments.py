@@ -23,8 +23,10 @@ from netledger.events.placement import companions
 from netledger.events.state import State
 from netledger.events.types import NetworkEvent
 from netledger.executor.desired import HostConfig, build
-from netledger.executor.fragments import assemble, fragments
+from netledger.executor.fragments import Fragment, assemble, fragments
 from netledger.executor.hosts import HostBook
+from netledger.executor.incremental import Fragments
+from netledger.executor.model import AddrSpec, LinkSpec
 from tests import desired_oracle
 
 HOSTS = ["h1", "h2", "h3"]
@@ -144,3 +146,38 @@ def test_fragments_assemble_to_the_whole_host_build(data: st.DataObject) -> None
                     kept[h].pop(nid, None)
                 kept[h].update(fresh)
             assert assemble(kept[h], state, cfg) == build(state, books[h], cfg)
+
+
+def _fragment(n: int, served: bool, v4: bool, v6: bool) -> Fragment:
+    gw = AddrSpec(f"br{n}", f"10.{n}.0.1/24") if v4 else None
+    gw6 = (AddrSpec(f"br{n}", f"fd00:{n}::1/64"),) if v6 else ()
+    return Fragment(f"n{n}", LinkSpec(f"br{n}", "bridge", None), served=served, gateway=gw,
+                    gateway6=gw6)  # fmt: skip
+
+
+updates_st = st.dictionaries(
+    st.integers(0, 7).map(str),
+    st.none() | st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    max_size=4,
+)
+
+
+@given(st.lists(updates_st, max_size=12))
+def test_fragments_count_what_serves_as_a_full_scan_would(steps: list[Any]) -> None:
+    """The counts an incremental pass reads ``ip_forward`` from (executor/incremental.py
+    :class:`Fragments`) equal a scan of every fragment, before and after each update."""
+    frags = Fragments({})
+    for step in steps:
+        updates = {f"n{k}": None if v is None else _fragment(int(k), *v) for k, v in step.items()}
+        expect = dict(frags.frags)
+        for k, new in updates.items():
+            expect.pop(k, None)
+            if new is not None:
+                expect[k] = new
+        scan = (any(f.served4 for f in expect.values()), any(f.served6 for f in expect.values()))
+        assert frags.served_after(updates) == scan
+        frags.update(updates)
+        assert frags.frags == expect
+        assert (frags.served4 > 0, frags.served6 > 0) == scan
+        again = Fragments(dict(expect))
+        assert (again.served4, again.served6) == (frags.served4, frags.served6)
