@@ -58,10 +58,20 @@ class Share:
         if self.network_host:
             return set()  # all of them: ALL_NETWORKS is in subjects()
         out = {nid for nid in joining if nid in state.networks}
-        for n in state.live_networks():
-            if n.host_allocated.get(self.host) or n.net.network_host == self.host:
-                out.add(n.network_id)
-        return out
+        return out | self.serving(state)
+
+    def serving(self, state: State, only: Set[str] | None = None) -> set[str]:
+        """The live networks where this host holds an address or is the network host — of
+        all, or of ``only`` (the networks an event touched: membership depends on nothing
+        else, so the set follows the change, not the size of the cloud)."""
+        nets = state.networks
+        candidates = nets.values() if only is None else (nets[i] for i in only if i in nets)
+        return {
+            n.network_id
+            for n in candidates
+            if not n.deleted
+            and (n.host_allocated.get(self.host) or n.net.network_host == self.host)
+        }
 
     def subjects(self, networks: set[str], every: bool = False) -> list[str]:
         """The filter subjects: the base, and the networks' subjects — or, for a network host

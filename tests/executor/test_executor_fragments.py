@@ -27,6 +27,7 @@ from netledger.executor.fragments import Fragment, assemble, fragments
 from netledger.executor.hosts import HostBook
 from netledger.executor.incremental import Fragments
 from netledger.executor.model import AddrSpec, LinkSpec
+from netledger.executor.view import HostView
 from tests import desired_oracle
 
 HOSTS = ["h1", "h2", "h3"]
@@ -181,3 +182,32 @@ def test_fragments_count_what_serves_as_a_full_scan_would(steps: list[Any]) -> N
         assert (frags.served4 > 0, frags.served6 > 0) == scan
         again = Fragments(dict(expect))
         assert (again.served4, again.served6) == (frags.served4, frags.served6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_share_kept_up_to_date_equals_the_share_recomputed(data: st.DataObject) -> None:
+    """The executor's view recomputes which networks its host serves only for the networks an
+    event touched (executor/view.py ``_needed``): over random histories from the real deciders,
+    that equals recomputing it from every network (``Share.networks_needed``)."""
+    state = State()
+    views = {h: HostView(None, h) for h in HOSTS}  # type: ignore[arg-type]  # folds only
+    seq = 0
+    for i in range(40):
+        name, args = data.draw(command(state))
+        req = parse_command(
+            name, {"command_id": f"c{i}", "args": args, "actor": {"role": "admin", "user": "t"}}
+        )
+        try:
+            d = decide(state, req)
+        except NetledgerError:
+            continue
+        for ev in [*d.events, *companions(state, d.events, set())]:
+            seq += 1
+            env = Envelope(ev, f"c{i}:{seq}", f"c{i}", float(seq), Actor(role="admin"))
+            state.apply(seq, ev.subject(), env)
+            for v in views.values():
+                v._on_message(seq, ev.subject(), env, None, None)  # type: ignore[arg-type]
+        for v in views.values():
+            if data.draw(st.booleans()):  # the share is updated after some bursts only
+                assert v._needed() == v.share.networks_needed(v.state, v._joining)
