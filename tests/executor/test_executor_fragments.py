@@ -92,6 +92,19 @@ def command(draw: st.DrawFn, state: State) -> tuple[str, dict[str, Any]]:
     return "fixed_ip.deallocate", {"instance": draw(st.sampled_from(INSTANCES))}
 
 
+def decide_random(data: st.DataObject, state: State, i: int) -> list[Any] | None:
+    """The events (with their companions) of a random command the deciders accept, or None."""
+    name, args = data.draw(command(state))
+    req = parse_command(
+        name, {"command_id": f"c{i}", "args": args, "actor": {"role": "admin", "user": "t"}}
+    )
+    try:
+        d = decide(state, req)
+    except NetledgerError:
+        return None
+    return [*d.events, *companions(state, d.events, set())]
+
+
 def config(host: str) -> HostConfig:
     return HostConfig(
         host=host,
@@ -122,17 +135,12 @@ def test_fragments_assemble_to_the_whole_host_build(data: st.DataObject) -> None
         fold(HostAnnounced(h, config(h).vtep_address, "eth1", "pub0", h == "h3"), "ann")
     kept = {h: fragments(state, books[h], config(h)) for h in HOSTS}
     for i in range(40):
-        name, args = data.draw(command(state))
-        req = parse_command(
-            name, {"command_id": f"c{i}", "args": args, "actor": {"role": "admin", "user": "t"}}
-        )
-        try:
-            d = decide(state, req)
-        except NetledgerError:
+        decided = decide_random(data, state, i)
+        if decided is None:
             continue
         touched: set[str] = set()
         registry = False
-        for ev in [*d.events, *companions(state, d.events, set())]:
+        for ev in decided:
             touched |= fold(ev, f"c{i}")
             registry |= ev.subject().endswith(".registry")
         for h in HOSTS:
@@ -194,15 +202,7 @@ def test_the_share_kept_up_to_date_equals_the_share_recomputed(data: st.DataObje
     views = {h: HostView(None, h) for h in HOSTS}  # type: ignore[arg-type]  # folds only
     seq = 0
     for i in range(40):
-        name, args = data.draw(command(state))
-        req = parse_command(
-            name, {"command_id": f"c{i}", "args": args, "actor": {"role": "admin", "user": "t"}}
-        )
-        try:
-            d = decide(state, req)
-        except NetledgerError:
-            continue
-        for ev in [*d.events, *companions(state, d.events, set())]:
+        for ev in decide_random(data, state, i) or ():
             seq += 1
             env = Envelope(ev, f"c{i}:{seq}", f"c{i}", float(seq), Actor(role="admin"))
             state.apply(seq, ev.subject(), env)
