@@ -128,13 +128,18 @@ class _Job:
 
     def resolve(self, result: dict[str, Any]) -> None:
         self.fut.set_result(result)
-        if self.on_done is not None:
-            self.on_done(self.fut)
+        self._settled()
 
     def fail(self, exc: BaseException) -> None:
         self.fut.set_exception(exc)
+        self._settled()
+
+    def _settled(self) -> None:
         if self.on_done is not None:
-            self.on_done(self.fut)
+            try:
+                self.on_done(self.fut)
+            except Exception:  # answering one job must not stop the lane answering the rest
+                log.exception("answering command %s failed", self.req.command_id)
 
 
 @dataclass
