@@ -15,8 +15,9 @@ code. Here, for our own hot paths only:
 * :meth:`NetledgerNats.subscribe_direct`: a subscription whose messages are handed to a plain
   function in the read loop (no ``Msg``, no header parsing, no task hop). It is an ordinary
   nats-py subscription otherwise (re-subscribed on reconnect, drained, unsubscribed).
-* :meth:`NetledgerNats.publish_nowait`: publish without awaiting; the flusher is kicked as
-  nats-py's own ``publish`` does, so publishes of one pass of the loop go out in one write.
+* :meth:`NetledgerNats.publish_nowait`: publish without awaiting; what one pass of the event
+  loop published goes out in one write, by a callback scheduled once (not nats-py's flusher
+  task with its queue and future).
 * header lines of delivered messages parsed without a generator per line (same result).
 
 Everything else (connecting, reconnecting, JetStream consumers, drain) is nats-py's.
@@ -131,9 +132,10 @@ class NetledgerNats(NATS):
     def publish_nowait(
         self, subject: str, payload: bytes, reply: str = "", hdr: bytes | None = None
     ) -> None:
-        """Queue a PUB / HPUB (``hdr``: a :func:`header_block`) and kick the flusher. Raises
-        as nats-py's ``publish`` does when closed, draining, or disconnected with a full
-        buffer."""
+        """Queue a PUB / HPUB (``hdr``: a :func:`header_block`), written with whatever else is
+        pending once this pass of the loop is done. Raises as nats-py's ``publish`` does when
+        closed, draining, or disconnected with a full buffer (while reconnecting it is kept
+        and sent after the reconnect, as nats-py does)."""
         if self.is_closed:
             raise nats.errors.ConnectionClosedError
         if self.is_draining_pubs:
