@@ -16,6 +16,7 @@ import asyncio
 import collections
 import functools
 import heapq
+import json
 import logging
 import re
 import uuid
@@ -24,11 +25,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import APIError, BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from netledger.events.codec import Envelope, decode, encode
 from netledger.events.errors import (
@@ -39,6 +39,7 @@ from netledger.events.errors import (
     Unavailable,
 )
 from netledger.events.ids import ALL_EVENTS, REGISTRY_SUBJECT, STREAM
+from netledger.journal import natsclient
 from netledger.journal.loghealth import (
     ERR_BATCH_DUPLICATE,
     ERR_WRONG_LAST_SEQ,
@@ -56,6 +57,7 @@ T = TypeVar("T")
 EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MSG_ID = "Nats-Msg-Id"
+EXPECTED_STREAM = "Nats-Expected-Stream"
 EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
 #: a chained message refused because the stream's last message is not its predecessor
 ERR_WRONG_LAST_MSG_ID = 10070
@@ -85,7 +87,7 @@ def stream_config(name: str = STREAM, replicas: int = 1) -> StreamConfig:
 
 @dataclass(frozen=True)
 class Connection:
-    nc: NATS
+    nc: natsclient.NetledgerNats
     js: JetStreamContext
     stream: str = STREAM
     #: set (then cleared by whoever waits) every time the client reconnects: readers check at
@@ -193,7 +195,7 @@ async def connect(
     try:
         # nats-py retries a failed first connect forever when reconnects are endless: bound it.
         nc = await asyncio.wait_for(
-            nats.connect(
+            natsclient.connect(
                 servers=split_servers(url),
                 name=name,
                 connect_timeout=connect_timeout,
@@ -440,40 +442,48 @@ class Appender:
         prefix (a refusal, another writer in between, a reply not received) is left to the
         caller's sequential path, which checks again and detects an earlier landing (lost ack).
         """
-        js = self.conn.js
+        nc = self.conn.nc
         # Half the answer budget: the one-by-one rest after it (a lost ack checked, a
         # reconnect waited for) gets what is left of the same budget (append(deadline=)).
         timeout = self.publish_timeout
         if self.budget is not None:
             timeout = max(0.05, min(timeout, self.budget / 2))
-        tasks: list[asyncio.Task[Any]] = []
+        await nc.ready_for_requests()
+        # All published at once, in order (one write), then their acks awaited in order.
+        started: list[natsclient.Started | BaseException] = []
         prev: str | None = None
         for i, m in enumerate(messages):
-            headers = {MSG_ID: m.msg_id}
             if i == 0:
-                if m.subject in first_check:
-                    headers[EXPECTED_SUBJECT_SEQ] = str(first_check[m.subject])
+                expected = first_check.get(m.subject)
+                headers = self._headers(m, None if expected is None else str(expected))
             else:
                 assert prev is not None
-                headers[EXPECTED_LAST_MSG_ID] = prev
+                headers = self._headers(m, None, prev)
             prev = m.msg_id
-            # Tasks start in creation order and each queues its publish before its first real
-            # wait, so the server sees them in order; a reordering only fails the chain.
-            tasks.append(
-                asyncio.ensure_future(
-                    js.publish(
-                        m.subject,
-                        m.data,
-                        stream=self.conn.stream,
-                        timeout=timeout,
-                        headers=headers,
-                    )
-                )
-            )
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                started.append(nc.start_request_nowait(m.subject, m.data, headers))
+            except Exception as exc:  # closed, or the reconnect buffer full: not sent
+                started += [exc] * (len(messages) - i)
+                break
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        results: list[int | BaseException] = []
+        for st in started:
+            if isinstance(st, BaseException):
+                results.append(st)
+                continue
+            try:
+                results.append(await self._acked(st, max(0.0, end - loop.time())))
+            except asyncio.CancelledError:
+                for other in started:
+                    if not isinstance(other, BaseException):
+                        nc.forget(other)
+                raise
+            except Exception as exc:
+                results.append(exc)
         last_ok = -1
         for i, r in enumerate(results):
-            if not isinstance(r, BaseException) and not getattr(r, "duplicate", False):
+            if not isinstance(r, BaseException) and r > 0:
                 last_ok = i
         err: LogUnavailable | None = None
         if last_ok + 1 < len(results):
@@ -486,9 +496,8 @@ class Appender:
             return [], None
         # Message last_ok landed right after last_ok-1, which landed right after ..., down to
         # the first: the prefix is contiguous in the stream even where a reply was lost.
-        ack = results[last_ok]
-        assert not isinstance(ack, BaseException)
-        top = int(ack.seq)
+        top = results[last_ok]
+        assert not isinstance(top, BaseException)
         if self.health is not None and self.health.failing is not None:
             self.health.append_ok()
         return [top - (last_ok - i) for i in range(last_ok + 1)], err
@@ -537,18 +546,35 @@ class Appender:
             return False
         return bool(m.headers and m.headers.get(MSG_ID) == last.msg_id)
 
-    async def _publish_one(self, m: Outgoing, expected: dict[str, int], timeout: float) -> int:
+    def _headers(
+        self, m: Outgoing, expected: str | None, last_msg_id: str | None = None, **more: str
+    ) -> bytes:
+        """The header block of an append (with the stream check ``js.publish(stream=)``
+        adds)."""
         headers = {MSG_ID: m.msg_id}
-        if m.subject in expected:
-            headers[EXPECTED_SUBJECT_SEQ] = str(expected[m.subject])
-        ack = await self.conn.js.publish(
-            m.subject,
-            m.data,
-            stream=self.conn.stream,
-            timeout=timeout,
-            headers=headers,
-        )
-        return int(ack.seq)
+        if expected is not None:
+            headers[EXPECTED_SUBJECT_SEQ] = expected
+        if last_msg_id is not None:
+            headers[EXPECTED_LAST_MSG_ID] = last_msg_id
+        headers.update(more)
+        headers[EXPECTED_STREAM] = self.conn.stream
+        return natsclient.header_block(headers)
+
+    async def _acked(self, started: natsclient.Started, timeout: float) -> int:
+        """The stream sequence from a publish's ack (as ``js.publish`` reports it: a refusal
+        as its ``APIError``, nothing listening as ``NoStreamResponseError``, no answer as
+        ``nats.errors.TimeoutError``); a duplicate (stored before) as its sequence negated."""
+        try:
+            data, _ = await self.conn.nc.wait_reply(started, timeout)
+        except nats.errors.NoRespondersError:
+            raise NoStreamResponseError from None
+        return _ack_seq(data)
+
+    async def _publish_one(self, m: Outgoing, expected: dict[str, int], timeout: float) -> int:
+        nc = self.conn.nc
+        exp = expected.get(m.subject)
+        headers = self._headers(m, None if exp is None else str(exp))
+        return abs(await self._acked(await nc.start_request(m.subject, m.data, headers), timeout))
 
     async def _publish_batch(
         self,
@@ -560,7 +586,7 @@ class Appender:
         """``guard`` = (subject, seq): the commit also checks a subject the batch does not
         write (``Nats-Expected-Last-Subject-Sequence-Subject``); it rides on the last message,
         whose own subject must have come earlier in the batch."""
-        nc, js = self.conn.nc, self.conn.js
+        nc = self.conn.nc
         batch_id = uuid.uuid4().hex
         seen: set[str] = set()
         n = len(messages)
@@ -577,18 +603,25 @@ class Appender:
                     headers[EXPECTED_SUBJECT_SEQ] = str(guard[1])
                     headers[EXPECTED_SUBJECT_SEQ_SUBJECT] = guard[0]
                 headers["Nats-Batch-Commit"] = "1"
-                ack = await js.publish(
-                    m.subject,
-                    m.data,
-                    stream=self.conn.stream,
-                    timeout=timeout,
-                    headers=headers,
+                headers[EXPECTED_STREAM] = self.conn.stream
+                started = await nc.start_request(
+                    m.subject, m.data, natsclient.header_block(headers)
                 )
-                return int(ack.seq)
+                return abs(await self._acked(started, timeout))
             # Plain publishes: the commit's ack reports any error of the whole batch; waiting
             # for a reply to the first message would only add a round trip.
-            await nc.publish(m.subject, m.data, headers=headers)
+            nc.publish_nowait(m.subject, m.data, hdr=natsclient.header_block(headers))
         raise AssertionError("unreachable")
+
+
+def _ack_seq(data: bytes) -> int:
+    """The stored sequence from a JetStream publish ack, negated for a duplicate (what
+    ``js.publish`` builds a ``PubAck`` from; errors raised as its ``APIError``)."""
+    resp = json.loads(data)
+    if "error" in resp:
+        raise APIError.from_error(resp["error"])
+    seq = int(resp["seq"])
+    return -seq if resp.get("duplicate") else seq
 
 
 def _mapped(exc: APIError) -> LogUnavailable:

@@ -335,8 +335,10 @@ def serve(
     stored snapshots against the log.
     """
     from netledger.serve import serve_forever
+    from netledger.service import eventloop
     from netledger.service.snapshotter import SnapshotPolicy
 
+    eventloop.install()
     run(
         settings,
         lambda: serve_forever(

@@ -62,8 +62,8 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _ask(self, subject: str, data: bytes, who: Actor) -> Any:
-        """One request; ``forbidden`` at once when the server refuses these credentials the
+    async def _ask(self, subject: str, data: bytes, who: Actor) -> bytes:
+        """One request (its reply's data); ``forbidden`` at once when the server refuses these credentials the
         subject (it drops the message and says so on the connection: no reply would come).
 
         The refusal cancels this task (connect()'s error callback); the cancellation is taken
@@ -77,7 +77,8 @@ class Client:
         waiting = conn.waiting.setdefault(key, set())
         waiting.add(task)
         try:
-            return await conn.nc.request(subject, data, timeout=self.timeout)
+            reply, _ = await conn.nc.request_raw(subject, data, self.timeout)
+            return reply
         except asyncio.CancelledError:
             if key in conn.refused and task.uncancel() == 0:
                 raise self._refused(subject, who) from None
@@ -142,7 +143,7 @@ class Client:
         if msg is None:
             raise await self._why_no_answer(name, subject, last, attempts)
         try:
-            reply = msgpack.unpackb(msg.data, raw=False)
+            reply = msgpack.unpackb(msg, raw=False)
         except Exception:
             raise NetledgerError(f"unreadable reply to {name}") from None
         if not isinstance(reply, dict):

@@ -11,12 +11,14 @@ Several replicas are safe together: the log, not a lock, decides who wins.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +122,24 @@ class _Job:
     req: Request
     fut: asyncio.Future[dict[str, Any]]
     queued: float = field(default_factory=time.monotonic)
+    #: called with the future as soon as it is settled (a request from the read loop is
+    #: answered right there, not one pass of the event loop later by a done-callback)
+    on_done: Callable[[asyncio.Future[dict[str, Any]]], None] | None = None
+
+    def resolve(self, result: dict[str, Any]) -> None:
+        self.fut.set_result(result)
+        self._settled()
+
+    def fail(self, exc: BaseException) -> None:
+        self.fut.set_exception(exc)
+        self._settled()
+
+    def _settled(self) -> None:
+        if self.on_done is not None:
+            try:
+                self.on_done(self.fut)
+            except Exception:  # answering one job must not stop the lane answering the rest
+                log.exception("answering command %s failed", self.req.command_id)
 
 
 @dataclass
@@ -137,6 +157,10 @@ class Stats:
 
 
 __all__ = ["CommandService", "reply_error", "reply_ok", "result_from_events"]
+
+
+def _internal(exc: BaseException) -> bytes:
+    return reply_error(NetledgerError(f"internal error: {exc.__class__.__name__}: {exc}"))
 
 
 class CommandService:
@@ -249,7 +273,7 @@ class CommandService:
             HOST_COMMANDS,
         ):
             self._subs.append(
-                await self.conn.nc.subscribe(subject, queue=self.queue, cb=self._on_request)
+                await self.conn.nc.subscribe_direct(subject, self._on_request, queue=self.queue)
             )
         if self.reap_interval:
             self._reaper = asyncio.create_task(self._reap_forever(self.reap_interval))
@@ -497,35 +521,67 @@ class CommandService:
 
     # --- requests -----------------------------------------------------------------------
 
-    async def _on_request(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._serve(msg))
+    def _on_request(self, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
+        """A request, in the read loop (journal/natsclient.py ``subscribe_direct``): checked
+        and parsed here; a command for a lane is queued at once and answered when its future
+        is (no task of its own); the rest (reads, the reclaim sweep) get a task."""
+        subj = subject.decode()
+        route = parse_command_subject(subj)
+        name = route.name if route is not None else subj
+        to = reply.decode()
+        try:
+            if route is None:  # only served subjects arrive; say so rather than guess
+                raise Forbidden(f"{subj} is not a command subject")
+            req = self._parse(
+                name, data, privileged=route.privileged, project=route.project, host=route.host
+            )
+            if not self._reads(req):
+                self._submit_nowait(req, functools.partial(self._answer, name, to))
+                return
+        except NetledgerError as err:
+            self.stats.count(name, err.code)
+            self._respond(name, to, reply_error(err))
+            return
+        except Exception as exc:  # never leave a client without an answer
+            log.exception("command %s failed", name)
+            self._respond(name, to, _internal(exc))
+            return
+        task = asyncio.create_task(self._serve(name, req, to))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, msg: Msg) -> None:
-        route = parse_command_subject(msg.subject)
-        name = route.name if route is not None else msg.subject
+    def _answer(self, name: str, to: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+        if fut.cancelled():
+            return  # shutting down: no answer (the client retries with the same id)
+        err = fut.exception()
+        if err is None:
+            self.stats.count(name, "ok")
+            data = reply_ok(fut.result())
+        elif isinstance(err, NetledgerError):
+            self.stats.count(name, err.code)
+            data = reply_error(err)
+        else:
+            log.error("command %s failed", name, exc_info=err)
+            data = _internal(err)
+        self._respond(name, to, data)
+
+    def _respond(self, name: str, to: str, data: bytes) -> None:
+        if to:
+            try:
+                self.conn.nc.publish_nowait(to, data)
+            except Exception:
+                log.info("could not reply to %s", name)
+
+    async def _serve(self, name: str, req: Request, to: str) -> None:
         try:
-            if route is None:  # only served subjects arrive; say so rather than guess
-                raise Forbidden(f"{msg.subject} is not a command subject")
-            result = await self.handle(
-                name,
-                msg.data,
-                privileged=route.privileged,
-                project=route.project,
-                host=route.host,
-            )
+            result = await self._run(name, req)
             data = reply_ok(result)
         except NetledgerError as err:
             data = reply_error(err)
         except Exception as exc:  # never leave a client without an answer
             log.exception("command %s failed", name)
-            data = reply_error(NetledgerError(f"internal error: {exc.__class__.__name__}: {exc}"))
-        if msg.reply:
-            try:
-                await msg.respond(data)
-            except Exception:
-                log.info("could not reply to %s", name)
+            data = _internal(exc)
+        self._respond(name, to, data)
 
     async def handle(
         self,
@@ -543,30 +599,55 @@ class CommandService:
         host's subject (its executor's credentials): there only a DHCP lease or release of an
         address whose DHCP that host serves is accepted."""
         try:
-            if len(raw) > MAX_REQUEST_BYTES:
-                raise RequestTooLarge(f"request of {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}")
-            try:
-                payload = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-            except Exception:
-                raise ValidationError("request is not a msgpack map") from None
-            req = parse_command(name, payload)
-            if host is not None:
-                self._check_host_route(host, name, req)
-            elif req.actor.role in ("admin", "system") and not privileged:
-                raise Forbidden(
-                    f"a request acting as {req.actor.role} must be sent on"
-                    f" {ADMIN_COMMAND_PREFIX}.{name}, which only admins may publish to",
-                    command=name,
-                )
-            if project is not None and (req.actor.role != "member" or req.actor.project != project):
-                raise Forbidden(
-                    f"a request on the subject of project {project or '?'} must act as a member"
-                    f" of that project, not as {req.actor.role}"
-                    + (f" of project {req.actor.project}" if req.actor.project else ""),
-                    command=name,
-                )
-            if not req.command_id:
-                req = Request(req.command, uuid.uuid4().hex, req.actor)
+            req = self._parse(name, raw, privileged=privileged, project=project, host=host)
+        except NetledgerError as err:
+            self.stats.count(name, err.code)
+            raise
+        return await self._run(name, req)
+
+    def _parse(
+        self,
+        name: str,
+        raw: bytes,
+        *,
+        privileged: bool,
+        project: str | None,
+        host: str | None,
+    ) -> Request:
+        """The request, checked against the subject it came on (see :meth:`handle`)."""
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise RequestTooLarge(f"request of {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}")
+        try:
+            payload = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        except Exception:
+            raise ValidationError("request is not a msgpack map") from None
+        req = parse_command(name, payload)
+        if host is not None:
+            self._check_host_route(host, name, req)
+        elif req.actor.role in ("admin", "system") and not privileged:
+            raise Forbidden(
+                f"a request acting as {req.actor.role} must be sent on"
+                f" {ADMIN_COMMAND_PREFIX}.{name}, which only admins may publish to",
+                command=name,
+            )
+        if project is not None and (req.actor.role != "member" or req.actor.project != project):
+            raise Forbidden(
+                f"a request on the subject of project {project or '?'} must act as a member"
+                f" of that project, not as {req.actor.role}"
+                + (f" of project {req.actor.project}" if req.actor.project else ""),
+                command=name,
+            )
+        if not req.command_id:
+            req = Request(req.command, uuid.uuid4().hex, req.actor)
+        return req
+
+    @staticmethod
+    def _reads(req: Request) -> bool:
+        """Answered without a lane: reads, and the reclaim sweep (which runs its own)."""
+        return bool(req.command.READ_ONLY) or isinstance(req.command, FixedIpReclaimSweep)
+
+    async def _run(self, name: str, req: Request) -> dict[str, Any]:
+        try:
             if req.command.READ_ONLY:
                 result = decide(self.state, req).result
             elif isinstance(req.command, FixedIpReclaimSweep):
@@ -604,6 +685,15 @@ class CommandService:
             )
 
     async def _submit(self, req: Request) -> dict[str, Any]:
+        return await self._submit_nowait(req)
+
+    def _submit_nowait(
+        self,
+        req: Request,
+        on_done: Callable[[asyncio.Future[dict[str, Any]]], None] | None = None,
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Queue ``req`` in its lane; the future of its answer (``on_done`` is called with it
+        as soon as it is settled)."""
         if self.health.refusing is not None and req.command_id not in self.seen:
             # The log cannot take writes: answer at once with why (a retry of a command
             # already applied still gets its answer, from the fold).
@@ -614,8 +704,8 @@ class CommandService:
             q = self._lanes[lane] = asyncio.Queue()
             self._workers[lane] = asyncio.create_task(self._run_lane(lane, q))
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        await q.put(_Job(req, fut))
-        return await fut
+        q.put_nowait(_Job(req, fut, on_done=on_done))
+        return fut
 
     def _lane_for(self, req: Request) -> str:
         """The in-process queue a request waits in (the log's OCC keeps replicas safe; lanes
@@ -663,12 +753,12 @@ class CommandService:
                 # The log's trouble (its health logged it once): every waiting job hears why.
                 for j in jobs:
                     if not j.fut.done():
-                        j.fut.set_exception(err)
+                        j.fail(err)
             except Exception as exc:
                 log.exception("lane %s failed", lane)
                 for j in jobs:
                     if not j.fut.done():
-                        j.fut.set_exception(
+                        j.fail(
                             exc
                             if isinstance(exc, NetledgerError)
                             else NetledgerError(f"internal error: {exc}")
@@ -692,16 +782,16 @@ class CommandService:
                     continue
                 prior = self._already_applied(job.req)
                 if prior is not None:
-                    job.fut.set_result(prior)
+                    job.resolve(prior)
                     continue
                 trouble = self._log_trouble(job)
                 if trouble is not None:
-                    job.fut.set_exception(trouble)
+                    job.fail(trouble)
                     continue
                 try:
                     d = decide(self.state, job.req, pending)
                 except NetledgerError as err:
-                    job.fut.set_exception(err)
+                    job.fail(err)
                     continue
                 # What executors read instead of the whole log (a host's first instance in a
                 # network, a floating IP's mapping on its network), in the same atomic batch
@@ -721,7 +811,7 @@ class CommandService:
                 decided.append((job, d))
             if not envelopes:
                 for job, d in decided:
-                    job.fut.set_result(d.result)
+                    job.resolve(d.result)
                 if all(j.fut.done() for j in jobs):
                     return
                 continue
@@ -748,7 +838,7 @@ class CommandService:
         exhausted = ConflictRetriesExhausted("too many concurrent changes; try again")
         for j in jobs:
             if not j.fut.done():
-                j.fut.set_exception(exhausted)
+                j.fail(exhausted)
 
     def _log_trouble(self, job: _Job) -> LogUnavailable | None:
         """Why ``job`` is answered without trying to append: the log refuses writes now, or
@@ -780,7 +870,7 @@ class CommandService:
         self._fold_appended(messages, envelopes, seq)
         for job, d in decided:
             if not job.fut.done():
-                job.fut.set_result(d.result)
+                job.resolve(d.result)
 
     async def _append_one_by_one(
         self, envelopes: list[Envelope], decided: list[tuple[_Job, Decision]]
@@ -863,4 +953,4 @@ class CommandService:
         finally:
             for job, d in landed:
                 if not job.fut.done():
-                    job.fut.set_result(d.result)
+                    job.resolve(d.result)

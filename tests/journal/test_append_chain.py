@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.errors
 import pytest
 
 from netledger.journal.stream import (
@@ -60,22 +61,22 @@ async def test_a_broken_link_stops_the_chain(conn: Connection) -> None:
 async def test_another_writer_between_links_stops_the_chain(conn: Connection) -> None:
     """Another writer's message between two links (any subject): the later link is refused."""
     a = Appender(conn)
-    js = conn.js
-    orig = js.publish
+    nc = conn.nc
+    orig = nc.start_request_nowait
     calls = 0
 
-    async def interleaving(subject: str, payload: bytes, **kw: Any) -> Any:
+    def interleaving(subject: str, payload: bytes, hdr: bytes | None = None) -> Any:
         nonlocal calls
         calls += 1
         if calls == 3:  # before link 2 is sent, someone else writes
-            await conn.nc.publish("netledger.evt.network.else", b"y")
-        return await orig(subject, payload, **kw)
+            nc.publish_nowait("netledger.evt.network.else", b"y")
+        return orig(subject, payload, hdr)
 
-    js.publish = interleaving  # type: ignore[method-assign]
+    nc.start_request_nowait = interleaving  # type: ignore[method-assign]
     try:
         seqs, _ = await a.append_chain(msgs("c", 5), {SUBJ: 0})
     finally:
-        js.publish = orig  # type: ignore[method-assign]
+        nc.start_request_nowait = orig  # type: ignore[method-assign]
     assert seqs == [1, 2]
     ids = [i for _, i in await stored(conn, 0)]
     assert ids[:2] == ["c:0", "c:1"] and "c:2" not in ids and "c:3" not in ids
@@ -87,25 +88,25 @@ async def test_a_lost_ack_in_the_chain(conn: Connection, lost: int) -> None:
     to the caller, whose checked retry sees the conflict (the lane then catches up and finds
     the command applied)."""
     a = Appender(conn, publish_timeout=1.0)
-    js = conn.js
-    orig = js.publish
+    nc = conn.nc
+    orig = nc.wait_reply
     calls = 0
 
-    async def losing(subject: str, payload: bytes, **kw: Any) -> Any:
+    async def losing(started: Any, timeout: float) -> Any:
         nonlocal calls
         calls += 1
         mine = calls
-        ack = await orig(subject, payload, **kw)
+        reply = await orig(started, timeout)
         if mine == lost + 1:
-            raise TimeoutError
-        return ack
+            raise nats.errors.TimeoutError
+        return reply
 
-    js.publish = losing  # type: ignore[method-assign]
+    nc.wait_reply = losing  # type: ignore[method-assign]
     try:
         chain = msgs("c", 5)
         seqs, _ = await a.append_chain(chain, {SUBJ: 0})
     finally:
-        js.publish = orig  # type: ignore[method-assign]
+        nc.wait_reply = orig  # type: ignore[method-assign]
     if lost < 4:
         assert seqs == [1, 2, 3, 4, 5]
     else:

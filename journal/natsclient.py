@@ -1,0 +1,270 @@
+"""Our NATS client: nats-py's, with the paths every command takes made cheap.
+
+The command service spends its CPU per allocation in small pieces, a good part of them in
+nats-py's generic request path (measured with py-spy, bench/alloc.py 16 clients x 16
+networks): each ``request`` draws a nuid token and two random bytes (a ``getrandom`` syscall),
+builds the header block through a validating loop, parses every reply's headers, hands it
+through the inbox subscription's own task, and waits with ``asyncio.wait_for`` (a second future
+and callbacks) — four or five passes of the event loop from the reply's bytes to the waiting
+code. Here, for our own hot paths only:
+
+* :meth:`NetledgerNats.request_raw` / :meth:`start_request`: replies arrive on one wildcard
+  inbox of this connection (below ``inbox_prefix``, so per-user inbox permissions hold) and are
+  handed to their future in the read loop itself; the token is a counter; the timeout is one
+  timer handle. Headers go as prebuilt bytes (:func:`header_block`).
+* :meth:`NetledgerNats.subscribe_direct`: a subscription whose messages are handed to a plain
+  function in the read loop (no ``Msg``, no header parsing, no task hop). It is an ordinary
+  nats-py subscription otherwise (re-subscribed on reconnect, drained, unsubscribed).
+* :meth:`NetledgerNats.publish_nowait`: publish without awaiting; what one pass of the event
+  loop published goes out in one write, by a callback scheduled once (not nats-py's flusher
+  task with its queue and future).
+* header lines of delivered messages parsed without a generator per line (same result).
+
+Everything else (connecting, reconnecting, JetStream consumers, drain) is nats-py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NATS
+
+log = logging.getLogger("netledger.nats")
+
+#: (data, raw header block or None) of a reply
+Reply = tuple[bytes, bytes | None]
+#: a direct subscription's handler: (subject, reply, data, raw header block or None)
+DirectHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
+#: a request sent: (its reply token, the future of its reply)
+Started = tuple[bytes, "asyncio.Future[Reply]"]
+
+_HDR_LINE = b"NATS/1.0"
+_NO_RESPONDERS = b"NATS/1.0 503"
+_CRLF = b"\r\n"
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_SPACE = re.compile(r"\s")
+
+
+def header_block(headers: dict[str, str]) -> bytes:
+    """The wire form of ``headers`` (as nats-py's publish builds it: values stripped and their
+    line breaks replaced; names are ours, constant and valid)."""
+    parts = [_HDR_LINE]
+    for k, v in headers.items():
+        if "\r" in v or "\n" in v:
+            v = v.translate(_NEWLINES)
+        parts.append(f"{k}: {v.strip()}".encode())
+    parts.append(b"")
+    parts.append(b"")
+    return _CRLF.join(parts)
+
+
+def _expire(fut: asyncio.Future[Reply]) -> None:
+    if not fut.done():
+        fut.set_exception(nats.errors.TimeoutError())
+
+
+class NetledgerNats(NATS):
+    """nats-py's client with the cheap paths above (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._direct: dict[int, DirectHandler] = {}
+        self._replies: dict[bytes, asyncio.Future[Reply]] = {}
+        self._reply_prefix: bytes = b""
+        self._reply_sub: Any = None
+        self._reply_count = 0
+        self._write_soon = False
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        fn = self._direct.get(sid)
+        if fn is None:
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            return
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        try:
+            fn(subject, reply, data, headers)
+        except Exception:  # a handler's bug must not stop the read loop
+            log.exception("handler of subscription %d failed", sid)
+
+    async def subscribe_direct(self, subject: str, fn: DirectHandler, queue: str = "") -> Any:
+        """Subscribe with ``fn`` called in the read loop for every message (it must not block;
+        it may start tasks). Returns nats-py's subscription (unsubscribe / drain as usual)."""
+        sub = await self.subscribe(subject, queue=queue, cb=_never)
+        self._direct[sub._id] = fn
+        return sub
+
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        self._direct.pop(sid, None)
+        super()._remove_sub(sid, max_msgs)
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        # nats-py's (2.16) result, without a generator per line for the whitespace check.
+        out: dict[str, str] = {}
+        for line in raw.split(_CRLF):
+            if not line:
+                continue
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if _SPACE.search(key):
+                continue
+            out[key] = value.strip().decode("utf-8", "replace")
+        return out
+
+    # --- publishing -----------------------------------------------------------------------
+
+    def publish_nowait(
+        self, subject: str, payload: bytes, reply: str = "", hdr: bytes | None = None
+    ) -> None:
+        """Queue a PUB / HPUB (``hdr``: a :func:`header_block`), written with whatever else is
+        pending once this pass of the loop is done. Raises as nats-py's ``publish`` does when
+        closed, draining, or disconnected with a full buffer (while reconnecting it is kept
+        and sent after the reconnect, as nats-py does)."""
+        if self.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if self.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        size = len(payload)
+        if size > self._max_payload:
+            raise nats.errors.MaxPayloadError
+        connected = self.is_connected
+        if not connected and (
+            self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
+        ):
+            raise nats.errors.OutboundBufferLimitError
+        if hdr is None:
+            cmd = b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), reply.encode(), size, payload)
+        else:
+            cmd = b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+                subject.encode(),
+                reply.encode(),
+                len(hdr),
+                len(hdr) + size,
+                hdr,
+                payload,
+            )
+        stats = self.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += size
+        self._pending.append(cmd)
+        self._pending_data_size += len(cmd)
+        if not connected:
+            return  # sent once reconnected, as nats-py's own buffered publishes
+        if not self._write_soon:
+            self._write_soon = True
+            asyncio.get_running_loop().call_soon(self._write_pending)
+
+    def _write_pending(self) -> None:
+        """Write what is pending (ours and nats-py's, in order) at the end of this pass of the
+        loop: what one pass published goes out in one write, as with nats-py's flusher, minus
+        the flusher task's queue and future. No backpressure wait: asyncio's transport buffers
+        (nats-py's flusher waits on it; our messages are small and answered)."""
+        self._write_soon = False
+        if self._pending_data_size == 0 or not self.is_connected or self._transport is None:
+            return  # nothing left (the flusher took it), or reconnecting: sent after it
+        self._transport.writelines(self._pending)
+        self._pending = []
+        self._pending_data_size = 0
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def _init_replies(self) -> None:
+        prefix = bytes(self._inbox_prefix) + b"." + bytes(self._nuid.next()) + b"."
+        sub = await self.subscribe_direct(prefix.decode() + "*", self._on_reply)
+        if self._reply_sub is None:
+            self._reply_prefix, self._reply_sub = prefix, sub
+        else:  # another request set it up meanwhile
+            await sub.unsubscribe()
+
+    def _on_reply(self, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
+        fut = self._replies.pop(subject[len(self._reply_prefix) :], None)
+        if fut is not None and not fut.done():
+            fut.set_result((data, hdr))
+
+    async def start_request(
+        self, subject: str, payload: bytes, hdr: bytes | None = None
+    ) -> Started:
+        """Publish a request now; return it to wait for with :meth:`wait_reply`."""
+        if self._reply_sub is None:
+            await self._init_replies()
+        return self.start_request_nowait(subject, payload, hdr)
+
+    def start_request_nowait(
+        self, subject: str, payload: bytes, hdr: bytes | None = None
+    ) -> Started:
+        """:meth:`start_request` once the reply inbox exists (:meth:`ready_for_requests`)."""
+        self._reply_count += 1
+        token = b"%d" % self._reply_count
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._replies[token] = fut
+        try:
+            self.publish_nowait(subject, payload, (self._reply_prefix + token).decode(), hdr)
+        except BaseException:
+            del self._replies[token]
+            raise
+        return token, fut
+
+    async def ready_for_requests(self) -> None:
+        if self._reply_sub is None:
+            await self._init_replies()
+
+    async def wait_reply(self, started: Started, timeout: float) -> Reply:
+        """The reply of a started request: ``nats.errors.TimeoutError`` after ``timeout``,
+        ``NoRespondersError`` when nothing listens on its subject (as nats-py's request). A
+        request given up (timeout, cancellation) is forgotten: a late reply is dropped."""
+        token, fut = started
+        if not fut.done():
+            handle = asyncio.get_running_loop().call_later(timeout, _expire, fut)
+            try:
+                await fut
+            finally:
+                handle.cancel()
+                if not fut.done():
+                    fut.cancel()
+                self._replies.pop(token, None)
+        elif fut.exception() is not None:
+            self._replies.pop(token, None)
+        data, hdr = fut.result()
+        if hdr is not None and hdr.startswith(_NO_RESPONDERS):
+            raise nats.errors.NoRespondersError
+        return data, hdr
+
+    def forget(self, started: Started) -> None:
+        """Give up a started request that will not be waited for."""
+        token, fut = started
+        self._replies.pop(token, None)
+        if not fut.done():
+            fut.cancel()
+
+    async def request_raw(
+        self, subject: str, payload: bytes, timeout: float, hdr: bytes | None = None
+    ) -> Reply:
+        """Request / reply: (data, header block or None) of the reply."""
+        return await self.wait_reply(await self.start_request(subject, payload, hdr), timeout)
+
+
+async def _never(msg: Any) -> None:  # direct subscriptions never use nats-py's callback
+    return None
+
+
+async def connect(**options: Any) -> NetledgerNats:
+    """``nats.connect`` with our client class."""
+    nc = NetledgerNats()
+    await nc.connect(**options)
+    return nc
