@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
+from netledger.events.wire_fast import decode_fast as decode
 
 from . import bulk
 from .errors import ProjectionAhead, StreamMismatch
