@@ -260,7 +260,7 @@ def _same_in_orjson(value: Any) -> bool:
     if t in _SCALARS:
         return True
     if t is float:
-        return value == 0.0 or 1e-4 <= abs(value) < 1e16
+        return bool(value == 0.0 or 1e-4 <= abs(value) < 1e16)
     if t is list:
         return all(map(_same_in_orjson, value))
     if t is dict:
