@@ -291,6 +291,7 @@ async def test_a_projector_owning_its_connection_skips_stored_headers(
         await p.start()
         assert "_process_headers" in vars(own.nc)  # journal.catchup's filter, on this one
         assert "_process_msg" in vars(own.nc) and p._fast  # projector.fastread, on this one
+        assert "parse" in vars(own.nc._ps)
         await build_world(conn)
         await asyncio.sleep(0.7)  # idle heartbeats (status messages) arrive and are acted on
         subject = await build_world_more(conn)
