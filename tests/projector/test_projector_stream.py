@@ -376,8 +376,9 @@ async def test_refuses_a_stream_it_was_not_built_from(
     assert exc.value.code == "projection_stream_mismatch"
 
 
+@pytest.mark.parametrize("owns", [False, True], ids=["shared", "owned"])
 async def test_reconnects_when_the_server_comes_back(
-    nats_server: EmbeddedNats, tmp_path: Path
+    nats_server: EmbeddedNats, tmp_path: Path, owns: bool
 ) -> None:
     from netledger.journal.stream import ensure_stream
     from tests.projector.test_projector_unit import alloc, net
@@ -386,8 +387,10 @@ async def test_reconnects_when_the_server_comes_back(
     try:
         await ensure_stream(conn)
         await publish_event(conn, net("1"))
-        p = Projector(conn, tmp_path / "p.db", heartbeat=0.5)
+        # owned: the connection's parser and message processing are projector.fastread's
+        p = Projector(conn, tmp_path / "p.db", heartbeat=0.5, owns_connection=owns)
         await p.start()
+        assert p._fast == owns
         await p.wait_for(1, 10)
         await asyncio.to_thread(nats_server.stop)
         await asyncio.sleep(0.5)
