@@ -127,3 +127,12 @@ async def test_only_a_parser_as_nats_py_builds_it_is_replaced() -> None:
     nc._ps = Other(nc)
     assert fastread.install(nc)  # messages still take the wrapped _process_msg
     assert "parse" not in vars(nc._ps)
+
+
+async def test_another_nats_py_release_keeps_its_own_path(monkeypatch: Any) -> None:
+    import nats.aio.client as nats_client
+
+    monkeypatch.setattr(nats_client, "__version__", "2.17.0")
+    nc = Client()
+    assert not fastread.install(nc)
+    assert "_process_msg" not in vars(nc) and "parse" not in vars(nc._ps)
