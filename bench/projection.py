@@ -22,6 +22,7 @@ import asyncio
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,14 +99,55 @@ def raw_sqlite(path: Path, payloads: list[bytes]) -> float:
     return len(rows) / dt
 
 
-def _once(argv: list[str]) -> tuple[float, float, float]:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process (``/proc/<pid>/stat``), or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            out += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+    except OSError:
+        pass
+    return out
+
+
+def _once(argv: list[str]) -> tuple[float, float, float, float]:
     """Run ``argv`` to completion: (wall seconds, CPU seconds of it and the children it
-    collected — the projector's writer process —, peak RSS MB of the larger of the two)."""
+    collected — the projector's writer process —, peak RSS MB of the larger of the two, CPU
+    seconds of the children alone: their last reading in /proc, polled while they run)."""
     t = time.perf_counter()
     p = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
-    _, status, ru = os.wait4(p.pid, 0)
+    seen: dict[int, float] = {}
+    running = threading.Event()
+    running.set()
+
+    def watch() -> None:
+        while running.is_set():
+            for child in _children(p.pid):
+                cpu = _cpu_seconds(child)
+                if cpu is not None:
+                    seen[child] = cpu
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        _, status, ru = os.wait4(p.pid, 0)
+    finally:
+        running.clear()
+        watcher.join()
     dt = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
         err = p.stderr.read().decode(errors="replace") if p.stderr else ""
@@ -113,7 +155,7 @@ def _once(argv: list[str]) -> tuple[float, float, float]:
     if p.stderr:
         p.stderr.close()
     p.returncode = os.waitstatus_to_exitcode(status)
-    return dt, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+    return dt, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, sum(seen.values())
 
 
 async def run(size: float, rss: Rss) -> list[Row]:
@@ -144,14 +186,16 @@ async def run(size: float, rss: Rss) -> list[Row]:
         if projector:
             start = await run_measured_async([NETLEDGER, "projector", "--help"])
             once = [NETLEDGER, "--nats", st.url, "projector", "run", "--once", "--db"]
-            secs, cpu, peak = await asyncio.to_thread(_once, [*once, str(st.tmp / "p.db")])
+            secs, cpu, peak, writer_cpu = await asyncio.to_thread(
+                _once, [*once, str(st.tmp / "p.db")]
+            )
             rss.note("projector", peak, f"{NAME} ({events:,} events)")
             t = time.perf_counter()
             await project_until(st.conn, st.tmp / "inproc.db")
             inproc = time.perf_counter() - t
             half = events // 2
             await project_until(st.conn, st.tmp / "half.db", to_seq=half)
-            resume, _, _ = await asyncio.to_thread(_once, [*once, str(st.tmp / "half.db")])
+            resume, _, _, _ = await asyncio.to_thread(_once, [*once, str(st.tmp / "half.db")])
         second_rate, _, _ = await raw_read(st.conn, events)
         read_rate = max(first_rate, second_rate)
         rows += [
@@ -207,7 +251,9 @@ async def run(size: float, rss: Rss) -> list[Row]:
                 "events/s",
                 rate / read_rate,
                 "raw read",
-                f"{secs:.1f} s wall; CPU {cpu:.1f} s (reader + writer) vs raw read {read_cpu:.1f} s",
+                f"{secs:.1f} s wall; CPU {cpu:.1f} s (reader {cpu - writer_cpu:.1f} + writer"
+                f" {writer_cpu:.1f}: {(cpu - writer_cpu) / events * 1e6:.1f} + "
+                f"{writer_cpu / events * 1e6:.1f} us/event) vs raw read {read_cpu:.1f} s",
             ),
             Row(
                 NAME,

@@ -50,9 +50,11 @@ from netledger.events.ids import ALL_EVENTS
 from netledger.journal.catchup import _skip_stored_headers
 from netledger.journal.stream import Connection, check_regression, last_seq, retrying
 
+from . import fastread
 from .errors import ProjectorStopped
+from .fastread import reply_numbers
 from .store import RawTuple
-from .writer_proc import WriterProcess, ack_numbers, raw_message
+from .writer_proc import WriterProcess, ack_numbers, stream_time
 
 log = logging.getLogger("netledger.projector")
 
@@ -169,6 +171,7 @@ class Projector:
         self.resume_check = RESUME_CHECK_S
         self._resume: asyncio.Task[None] | None = None
         self._check: tuple[str, str, int] | None = None
+        self._fast = False  # stored messages come to _on_stored without the callback
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -179,6 +182,10 @@ class Projector:
             # messages (heartbeats, flow control) get parsed: what the ordered consumer acts on.
             # Not on a shared connection: a direct get there needs its reply's headers.
             _skip_stored_headers(self.conn.nc)
+            # Stored messages go from nats-py's parser straight to _on_stored (no Msg, no
+            # queue, no task hop per message); status messages keep nats-py's path.
+            if fastread.install(self.conn.nc):
+                self._fast = fastread.register(self.conn.nc, self._on_msg, self._on_stored)
         info = await retrying(lambda: self.conn.js.stream_info(self.conn.stream), "stream info")
         created = info.created.isoformat() if info.created else ""
         self._check = (self.conn.stream, created, int(info.state.last_seq))
@@ -310,6 +317,9 @@ class Projector:
         writer, self._writer = self._writer, None
         if writer is not None:
             await writer.stop()
+        if self._fast:
+            fastread.unregister(self.conn.nc, self._on_msg)
+            self._fast = False
         if not self._done.done():
             self._done.set_exception(ProjectorStopped("projector closed", last_seq=self.last_seq))
             self._done.exception()  # retrieved: nobody has to wait on it
@@ -325,10 +335,16 @@ class Projector:
     # --- reading -----------------------------------------------------------------------------
 
     async def _on_msg(self, msg: Msg) -> None:
+        """The subscription's callback (on a shared connection: see :mod:`.fastread`)."""
         if not self._reading or self._paused:
             return
-        reply = msg.reply
-        seq = stream_seq(reply)
+        seq, _, ts, pending = reply_numbers(msg.reply)
+        self._on_stored(seq, msg.subject, msg.data, ts, pending)
+
+    def _on_stored(self, seq: int, subject: str, data: bytes, ts: int, pending: int) -> None:
+        """One stored message: ``ts`` its stored time (ns), ``pending`` the messages after it."""
+        if not self._reading or self._paused:
+            return
         if seq <= self._enqueued:
             return  # redelivered after an ordered-consumer reset
         if seq != self._enqueued + 1 and not self._first:
@@ -338,7 +354,7 @@ class Projector:
             )
             self._restart_reading(pause=False)
             return
-        raw = raw_message(seq, msg.subject, msg.data, reply)
+        raw = (seq, subject, data, stream_time(ts), pending)
         if (self.at is not None and raw[3] > self.at) or (
             self.to_seq is not None and seq > self.to_seq
         ):

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
+from netledger.events.wire_fast import decode_fast as decode
 
 from . import bulk
 from .errors import ProjectionAhead, StreamMismatch
@@ -87,26 +87,24 @@ _CHUNKS = (1024, 128, 16, 1)
 #: (:func:`nulls_as_nan` checks that the library does so, else ``None`` stays). Nothing else
 #: changes: no other value equals ``None``, and a NaN in a row was stored as NULL already.
 _NAN = float("nan")
-_AS_NAN: dict[Any, Any] = {None: _NAN}
-_bind_value: Any = _AS_NAN.get
+#: what a NULL is bound as: NaN, or None where SQLite would not store a NaN as NULL
+_null: Any = _NAN
 
 
 def nulls_as_nan(conn: sqlite3.Connection) -> bool:
     """Whether this SQLite stores a bound NaN as NULL (then NULLs are bound as NaN)."""
-    global _bind_value
+    global _null
     ok = bool(conn.execute("SELECT ? IS NULL", (_NAN,)).fetchone()[0])
-    _bind_value = _AS_NAN.get if ok else _same
+    _null = _NAN if ok else None
     return ok
 
 
-def _same(value: Any, default: Any) -> Any:
-    return default
-
-
 def _params(rows: Sequence[Sequence[Any]]) -> list[Any]:
-    """The values of ``rows``, flat, ready to bind (``None`` as NaN: see :data:`_AS_NAN`)."""
-    chain = itertools.chain.from_iterable
-    return list(map(_bind_value, chain(rows), chain(rows)))
+    """The values of ``rows``, flat, ready to bind (``None`` as NaN: see :data:`_NAN`). An
+    identity test, not a dict lookup: that would hash every new string of the batch (half the
+    time of this, measured)."""
+    null = _null
+    return [null if v is None else v for v in itertools.chain.from_iterable(rows)]
 
 
 def _insert(conn: sqlite3.Connection, verb: str, table: Table, rows: list[tuple[Any, ...]]) -> None:

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
+from netledger.projector.fastread import reply_numbers
 from netledger.projector.writer_proc import raw_message, stream_time
 
 from .test_projector_writer import REPLIES
@@ -47,3 +48,12 @@ def test_raw_message_reads_the_reply_as_nats_py_does(reply: str) -> None:
     )
     assert (seq, subject, data) == (md.sequence.stream, "netledger.evt.registry", b"x")
     assert (at, pending) == (md.timestamp.timestamp(), md.num_pending)
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+def test_fastread_reads_the_reply_as_nats_py_does(reply: str) -> None:
+    # what the reader's fast path (projector.fastread) takes out for the ordered consumer
+    md = Msg.Metadata._from_reply(reply)
+    sseq, dseq, ts, pending = reply_numbers(reply)
+    assert (sseq, dseq, pending) == (md.sequence.stream, md.sequence.consumer, md.num_pending)
+    assert stream_time(ts) == md.timestamp.timestamp()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+from nats.js.errors import NotFoundError
 
 from netledger.common.natsserver import EmbeddedNats
 from netledger.events.codec import SYSTEM, Envelope, encode
@@ -288,12 +290,15 @@ async def test_a_projector_owning_its_connection_skips_stored_headers(
         p = Projector(own, tmp_path / "own.db", batch_size=7, heartbeat=0.2, owns_connection=True)
         await p.start()
         assert "_process_headers" in vars(own.nc)  # journal.catchup's filter, on this one
+        assert "_process_msg" in vars(own.nc) and p._fast  # projector.fastread, on this one
+        assert "parse" in vars(own.nc._ps)
         await build_world(conn)
         await asyncio.sleep(0.7)  # idle heartbeats (status messages) arrive and are acted on
         subject = await build_world_more(conn)
         await p.catch_up(20)
         await p.close()
         assert "_process_headers" not in vars(conn.nc)  # the shared connection: untouched
+        assert "_process_msg" not in vars(conn.nc)
         assert await project_until(conn, tmp_path / "shared.db") == p.last_seq
         assert dump(tmp_path / "own.db") == dump(tmp_path / "shared.db")
         assert dump(tmp_path / "own.db")["fixed_ips"]
@@ -371,8 +376,9 @@ async def test_refuses_a_stream_it_was_not_built_from(
     assert exc.value.code == "projection_stream_mismatch"
 
 
+@pytest.mark.parametrize("owns", [False, True], ids=["shared", "owned"])
 async def test_reconnects_when_the_server_comes_back(
-    nats_server: EmbeddedNats, tmp_path: Path
+    nats_server: EmbeddedNats, tmp_path: Path, owns: bool
 ) -> None:
     from netledger.journal.stream import ensure_stream
     from tests.projector.test_projector_unit import alloc, net
@@ -381,8 +387,10 @@ async def test_reconnects_when_the_server_comes_back(
     try:
         await ensure_stream(conn)
         await publish_event(conn, net("1"))
-        p = Projector(conn, tmp_path / "p.db", heartbeat=0.5)
+        # owned: the connection's parser and message processing are projector.fastread's
+        p = Projector(conn, tmp_path / "p.db", heartbeat=0.5, owns_connection=owns)
         await p.start()
+        assert p._fast == owns
         await p.wait_for(1, 10)
         await asyncio.to_thread(nats_server.stop)
         await asyncio.sleep(0.5)
@@ -414,3 +422,38 @@ async def test_reading_pauses_when_the_writer_is_behind(conn: Connection, tmp_pa
     assert await project_until(conn, tmp_path / "big.db") == end
     assert dump(tmp_path / "small.db") == dump(tmp_path / "big.db")
     assert rows(tmp_path / "small.db", "SELECT count(*) FROM rejected_events") == [(0,)]
+
+
+async def test_an_owned_connection_pauses_and_survives_a_lost_consumer(
+    conn: Connection, nats_url: str, tmp_path: Path
+) -> None:
+    """On its own connection stored messages skip nats-py's callback (``projector.fastread``):
+    pausing and resuming (new consumers), and the ordered consumer's own reset after its
+    consumer vanished (missed heartbeats), lose and repeat nothing."""
+    from netledger.projector.bench import publish, synthetic
+
+    end = await publish(conn, synthetic(3000, seed=7))
+    own = await connect(nats_url, name="own")
+    try:
+        p = Projector(
+            own, tmp_path / "own.db", batch_size=16, queue_size=64, heartbeat=0.2, to_seq=end,
+            owns_connection=True,
+        )  # fmt: skip
+        await p.start()
+        assert p._fast
+        await p.wait_for(200, 30)
+        deleted = False
+        while not deleted and p.last_seq < end:  # between two pauses: the one reading now
+            sub = p._sub
+            if sub is not None:
+                with contextlib.suppress(NotFoundError):
+                    deleted = await conn.js.delete_consumer(conn.stream, sub._consumer)
+            await asyncio.sleep(0.001)
+        assert await asyncio.wait_for(p.done(), 60) == end
+        await p.close()
+        assert p.pauses > 5 and deleted
+    finally:
+        await own.close()
+    assert await project_until(conn, tmp_path / "shared.db") == end
+    assert dump(tmp_path / "own.db") == dump(tmp_path / "shared.db")
+    assert rows(tmp_path / "own.db", "SELECT count(*) FROM rejected_events") == [(0,)]

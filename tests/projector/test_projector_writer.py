@@ -277,9 +277,10 @@ def test_nulls_bound_as_nan_are_stored_as_null(
     w = Writer(fast)
     assert store.nulls_as_nan(w.conn)  # this SQLite stores a bound NaN as NULL
     _pipelined_into(w, _raws(log))
-    monkeypatch.setattr(store, "_bind_value", store._same)  # the fallback: bind None itself
     plain = tmp_path / "none.db"
-    _pipelined_into(Writer(plain), _raws(log))
+    plain_writer = Writer(plain)  # (its check sets what NULLs are bound as: after it, None)
+    monkeypatch.setattr(store, "_null", None)  # the fallback: bind None itself
+    _pipelined_into(plain_writer, _raws(log))
     assert dump(fast) == dump(plain)
     assert _normalise(dump(fast)) == _normalise(_memory_rows(log))
     conn = sqlite3.connect(fast)
