@@ -26,7 +26,7 @@ from netledger.journal.stream import Connection, Follower
 
 from .dhcp import DhcpBook
 from .hosts import HostBook
-from .share import EVERY_NETWORK_FROM, Share, additions
+from .share import Share, additions, follow_every, resubscribe_pause
 from .tasks import stop_task
 
 log = logging.getLogger("netledger.executor.view")
@@ -59,6 +59,12 @@ class HostView:
         self._lock = asyncio.Lock()
         #: following every network (many networks here: executor/share.py)
         self.every = False
+        #: what the last resubscription cost (seconds) and when it ended (loop time): the
+        #: background task spaces resubscriptions out (share.resubscribe_pause)
+        self._last_cost = 0.0
+        self._last_end = 0.0
+        #: resubscriptions so far (tests, logs)
+        self.resubscriptions = 0
         #: this host's newest announcement is on its host subject (a stream from before
         #: netledger.evt.announce.<host>): its executor announces again where others read
         self.legacy_announcement = False
@@ -124,9 +130,10 @@ class HostView:
             self._joining.clear()  # every joined network is read already
             return False
         before = self.networks
-        every = len(needed) >= EVERY_NETWORK_FROM or (
-            self.every and len(needed) >= EVERY_NETWORK_FROM // 2
-        )
+        # A scan of every network, but only when the share changed (a join, a leave), which
+        # costs a resubscription anyway.
+        live = sum(1 for _ in self.state.live_networks())
+        every = follow_every(len(needed), live, self.every)
         if every and self.every:
             # Every network is followed already, its whole history read: nothing to read.
             self.networks = needed
@@ -134,7 +141,8 @@ class HostView:
             self.on_change()
             return True
         if every:
-            # From now on every network: read each from where the fold left it (most never).
+            # From now on every network: read each from where the fold left it (most never;
+            # the follower reads them with one wildcard consumer: journal/stream.py).
             backfill = {
                 network_subject(n): self.state.seq_of(network_subject(n)) + 1
                 for n in self.state.networks
@@ -143,18 +151,25 @@ class HostView:
             backfill = {}  # back to one subject each: all of them were read to this point
         else:
             backfill = additions(self.state, before, needed)
+        loop = asyncio.get_running_loop()
+        t = loop.time()
         await follower.set_subjects(self.share.subjects(needed, every), backfill)
+        self._last_end = loop.time()
+        self._last_cost = self._last_end - t
+        self.resubscriptions += 1
         self.every = every
         self.networks = needed
         # Joins folded while resubscribing (after `needed` was computed) stay for the next
         # round: only the networks just read up to the point reached are done.
         self._joining = {n for n in self._joining - needed if n in self.state.networks}
         log.info(
-            "share of %s: %d network(s) (+%d -%d)",
+            "share of %s: %d network(s) (+%d -%d)%s in %.3fs",
             self.host,
             len(needed),
             len(needed - before),
             len(before - needed),
+            ", every network" if every else "",
+            self._last_cost,
         )
         self.on_change()
         return True
@@ -163,8 +178,6 @@ class HostView:
         """``Share.networks_needed``, recomputed for the networks touched since the last time
         only (a host following 1,000 networks paid ~1.5 ms of the command's latency
         re-reading every network at each allocation)."""
-        if self.share.network_host:
-            return self.share.networks_needed(self.state, self._joining)
         touched, self._touched = self._touched, set()
         if self._serving is None or touched is None:
             self._serving = self.share.serving(self.state)
@@ -175,8 +188,14 @@ class HostView:
         return self._serving | joined
 
     async def _follow_share(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._changed.wait()
+            # A consumer of N filter subjects costs the server ~N² to create (85 ms at 1,000):
+            # after an expensive one, wait a little and take the joins of the while together.
+            pause = resubscribe_pause(self._last_cost, loop.time() - self._last_end)
+            if pause > 0:
+                await asyncio.sleep(pause)
             try:
                 await self.update_share()
             except asyncio.CancelledError:
@@ -211,7 +230,7 @@ class HostView:
             self._dirty = None  # a pool, a revert marker: every network
             self._touched = None
         self.on_change()
-        if not self.use_share or self.share.network_host:
+        if not self.use_share:
             return
         if isinstance(ev, NetworkHostJoined):
             if ev.host == self.host and ev.network_id not in self.networks:

@@ -128,7 +128,7 @@ async def test_a_share_view_builds_what_a_whole_log_view_builds(
     rnd = random.Random(seed)
     if seed % 2:
         # A host of many networks follows every network: switched to and back often here.
-        monkeypatch.setattr("netledger.executor.view.EVERY_NETWORK_FROM", 3)
+        monkeypatch.setattr("netledger.executor.share.EVERY_MIN_NETWORKS", 2)
     c = Client(conn)
     for h in HOSTS:
         await announce(conn, h, 0)
