@@ -31,12 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
-
-from . import nlparse
+from . import nlencode, nlparse
 from .incremental import Scope, network_of
 from .model import FLOOD_MAC, AddrState, LinkState
 from .netlink import RtSocket, in_netns
@@ -205,19 +200,16 @@ class KernelCache:
         assert self._dumper is not None
         d = self._dumper
         links = {}
-        for data, a, b in d.dump_raw(ifinfmsg(), RTM_GETLINK):
+        for data, a, b in d.dump_raw(nlencode.link_dump(), nlencode.RTM_GETLINK):
             x = _up_only(nlparse.link(data, a, b))
             links[x.ifindex] = x
         addrs = {}
-        m = ifaddrmsg()  # AF_UNSPEC: IPv4 and IPv6
-        for data, a, b in d.dump_raw(m, RTM_GETADDR):
+        for data, a, b in d.dump_raw(nlencode.addr_dump(), nlencode.RTM_GETADDR):  # v4 and v6
             ad = nlparse.addr(data, a, b)
             if address_kept(ad):
                 addrs[(ad.ifindex, f"{ad.address}/{ad.prefixlen}")] = ad
         fdb = set()
-        nd = ndmsg()
-        nd["family"] = AF_BRIDGE
-        for data, a, b in d.dump_raw(nd, RTM_GETNEIGH):
+        for data, a, b in d.dump_raw(nlencode.neigh_dump(AF_BRIDGE), nlencode.RTM_GETNEIGH):
             n = nlparse.neigh(data, a, b)
             if n.dst and n.lladdr == FLOOD_MAC:
                 fdb.add((n.ifindex, n.dst))

@@ -1,6 +1,7 @@
 """Reading the actual state of a host and applying operations: the only module that touches it.
 
-Links, addresses and flood entries go through :mod:`netlink` (pyroute2 messages, batched); NAT
+Links, addresses and flood entries go through :mod:`netlink` (our own encoding and parsing, checked
+against pyroute2 in tests; batched); NAT
 through :mod:`nft`; ``ip_forward`` (and ``net.ipv6.conf.all.forwarding``) through /proc inside the namespace.
 Every operation is idempotent: "already exists" / "already gone" answers count as success, anything else is
 returned as a failure of that operation and the next read-back shows what is really there.
@@ -15,22 +16,6 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from pyroute2.netlink import NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL
-from pyroute2.netlink.rtnl import (
-    RTM_DELADDR,
-    RTM_DELLINK,
-    RTM_DELNEIGH,
-    RTM_GETADDR,
-    RTM_GETLINK,
-    RTM_GETNEIGH,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTM_NEWNEIGH,
-)
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
 from . import nft, nlencode, nlparse
 from .errors import NftError
@@ -55,6 +40,20 @@ from .model import (
     SetNat,
 )
 from .netlink import CHUNK, Request, RtSocket, in_netns
+from .nlencode import (
+    NLM_F_APPEND,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+)
 
 IFF_UP = 1
 AF_BRIDGE = 7
@@ -154,15 +153,17 @@ class Kernel:
     # --- reading --------------------------------------------------------------------------
 
     def read_links(self) -> list[LinkState]:
-        raw = [nlparse.link(d, a, b) for d, a, b in self.sock.dump_raw(ifinfmsg(), RTM_GETLINK)]
+        raw = [
+            nlparse.link(d, a, b)
+            for d, a, b in self.sock.dump_raw(nlencode.link_dump(), RTM_GETLINK)
+        ]
         return links_from(raw)
 
     def read(self, links: list[LinkState] | None = None) -> HostActual:
         links = links if links is not None else self.read_links()
         by_index = {link.index: link for link in links}
         addrs = []
-        msg = ifaddrmsg()  # AF_UNSPEC: IPv4 and IPv6
-        for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
+        for d, a, b in self.sock.dump_raw(nlencode.addr_dump(), RTM_GETADDR):  # IPv4 and IPv6
             x = nlparse.addr(d, a, b)
             link = by_index.get(x.ifindex)
             if link is None or not address_kept(x):
@@ -171,9 +172,7 @@ class Kernel:
         ours_vx = {link.index: link.name for link in links if link.ours and link.kind == "vxlan"}
         fdb = []
         if ours_vx:
-            nd = ndmsg()
-            nd["family"] = AF_BRIDGE
-            for d, a, b in self.sock.dump_raw(nd, RTM_GETNEIGH):
+            for d, a, b in self.sock.dump_raw(nlencode.neigh_dump(AF_BRIDGE), RTM_GETNEIGH):
                 n = nlparse.neigh(d, a, b)
                 name = ours_vx.get(n.ifindex)
                 if name is not None and n.dst and n.lladdr == FLOOD_MAC:
@@ -196,9 +195,7 @@ class Kernel:
         out: set[str] = set()
         if not index:
             return out
-        nd = ndmsg()
-        nd["family"] = AF_BRIDGE
-        for d, a, b in self.sock.dump_raw(nd, RTM_GETNEIGH):
+        for d, a, b in self.sock.dump_raw(nlencode.neigh_dump(AF_BRIDGE), RTM_GETNEIGH):
             n = nlparse.neigh(d, a, b)
             if n.state & (NUD_PERMANENT | NUD_NOARP) or n.flags & NTF_SELF:
                 continue
@@ -242,10 +239,8 @@ class Kernel:
     ) -> str | None:
         links = {link.name: link.index for link in self.read_links()}
         idx = links.get(interface)
-        msg = ifaddrmsg()
-        msg["family"] = family
         found = None
-        for d, a, b in self.sock.dump_raw(msg, RTM_GETADDR):
+        for d, a, b in self.sock.dump_raw(nlencode.addr_dump(family), RTM_GETADDR):
             x = nlparse.addr(d, a, b)
             if found is not None or x.ifindex != idx or not x.address:
                 continue  # the dump is read to its end either way

@@ -19,19 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from pyroute2.netlink import (
-    NLM_F_ACK,
-    NLM_F_DUMP,
-    NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
-    nlmsg,
-)
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import nlparse
+from .nlencode import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
+from .nlparse import NLMSG_DONE, NLMSG_ERROR
+
+if TYPE_CHECKING:
+    from pyroute2.netlink import nlmsg
 from .errors import KernelNoAnswer, NamespaceNotFound, NotPermitted
 
 CLONE_NEWNET = 0x40000000
@@ -129,7 +124,7 @@ class RtSocket:
 
         self.sock = in_netns(netns, make)
         self.seq = 0
-        self.marshal = MarshalRtnl()
+        self._marshal: Any = None
 
     def close(self) -> None:
         self.sock.close()
@@ -157,6 +152,13 @@ class RtSocket:
     # --- dumps --------------------------------------------------------------------------
 
     def dump(self, msg: nlmsg, msg_type: int) -> Iterator[nlmsg]:
+        """A dump decoded by pyroute2 (every attribute: tests and tools; the executor's own
+        reads use :meth:`dump_raw`). pyroute2's package is imported here, not with the module:
+        importing it takes ~0.1 s, a tenth of an ``executor run --once``."""
+        if self._marshal is None:
+            from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+            self._marshal = MarshalRtnl()
         seq = self._next_seq()
         msg["header"]["type"] = msg_type
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
@@ -166,7 +168,7 @@ class RtSocket:
         while True:
             data = self._recv()
             done = False
-            for part in self.marshal.parse(data):
+            for part in self._marshal.parse(data):
                 if part["header"]["sequence_number"] != seq:
                     continue
                 mtype = part["header"]["type"]
@@ -188,15 +190,15 @@ class RtSocket:
             if done:
                 return
 
-    def dump_raw(self, msg: nlmsg, msg_type: int) -> Iterator[tuple[bytes, int, int]]:
-        """Like :meth:`dump`, but undecoded: (buffer, payload start, message end) per message,
-        for :mod:`.nlparse` to read only what it needs."""
+    def dump_raw(self, body: bytes, msg_type: int) -> Iterator[tuple[bytes, int, int]]:
+        """A dump of ``msg_type`` (``body``: the family header, e.g. :func:`.nlencode.link_dump`),
+        undecoded: (buffer, payload start, message end) per message, for :mod:`.nlparse` to
+        read only what it needs."""
         seq = self._next_seq()
-        msg["header"]["type"] = msg_type
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        msg["header"]["sequence_number"] = seq
-        msg.encode()
-        self.sock.send(msg.data)
+        head = nlparse.NLMSG_HDR.pack(
+            nlparse.NLMSG_HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
+        )
+        self.sock.send(head + body)
         while True:
             data = self._recv()
             for mtype, _flags, s, start, end in nlparse.messages(data):

@@ -185,3 +185,33 @@ def flood(index: int, dst: str, lladdr: str) -> bytes:
 
 
 IFLA_ADDRESS = 1
+
+
+# --- dump requests (the family header alone: every link, address, neighbour) ---------------
+
+#: message types and flags of the requests the executor sends (linux/rtnetlink.h, netlink.h;
+#: checked against pyroute2's in tests/executor/test_executor_nlencode.py)
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x200, 0x400, 0x800
+
+_IFINFOMSG = struct.Struct("=BxHiII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_NDMSG = struct.Struct("=BxxxiHBB")
+
+
+def link_dump() -> bytes:
+    """The body of an RTM_GETLINK dump of every link."""
+    return _IFINFOMSG.pack(0, 0, 0, 0, 0)
+
+
+def addr_dump(family: int = 0) -> bytes:
+    """The body of an RTM_GETADDR dump (``family`` 0: IPv4 and IPv6)."""
+    return _IFADDRMSG.pack(family, 0, 0, 0, 0)
+
+
+def neigh_dump(family: int = AF_BRIDGE) -> bytes:
+    """The body of an RTM_GETNEIGH dump (``AF_BRIDGE``: forwarding entries)."""
+    return _NDMSG.pack(family, 0, 0, 0, 0)
