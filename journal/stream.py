@@ -335,6 +335,21 @@ class Appender:
     def budget_or(self, default: float) -> float:
         return self.budget if self.budget is not None else default
 
+    def can_chain(self) -> bool:
+        """Whether :meth:`append_chain` is safe on the server this connection is on: only when
+        it is not part of a cluster.
+
+        A clustered nats-server (2.15.1, and its source as of Dec 2026) does not check
+        ``Nats-Expected-Last-Msg-Id`` before proposing a message to the stream's replicas, only
+        when each replica applies it; a mismatch there is a *critical write error* on every
+        replica and the stream takes no more writes until its servers restart
+        (tests/service/test_cluster.py shows it: one broken link, one dead log). Expected last
+        (subject) sequences are checked before the proposal and stay safe. Asked of the server
+        info of the current connection, so a reconnect to a clustered server turns chains off
+        at once."""
+        info = getattr(self.conn.nc, "_server_info", None) or {}
+        return not info.get("cluster")
+
     async def append(
         self,
         messages: list[Outgoing],
@@ -443,6 +458,8 @@ class Appender:
         caller's sequential path, which checks again and detects an earlier landing (lost ack).
         """
         nc = self.conn.nc
+        if len(messages) > 1 and not self.can_chain():
+            messages = messages[:1]  # never a broken link on a clustered stream (can_chain)
         # Half the answer budget: the one-by-one rest after it (a lost ack checked, a
         # reconnect waited for) gets what is left of the same budget (append(deadline=)).
         timeout = self.publish_timeout

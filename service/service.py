@@ -914,7 +914,7 @@ class CommandService:
                 msg, env = omsg, oenv
                 check = {} if unchecked(msg.subject) else {msg.subject: expected[msg.subject]}
                 run = [it for it in items[i:] if it[2] is not None]
-                if self.pipeline and len(run) > 1 and not after_chain:
+                if self.pipeline and len(run) > 1 and not after_chain and self.appender.can_chain():
                     # Pipelined: each publish after the first only lands if the stream's last
                     # message is the one before it (Appender.append_chain). The landed prefix
                     # is folded and answered; the rest goes on one by one from there — or,

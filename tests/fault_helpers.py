@@ -211,11 +211,15 @@ async def allocate_all(
     *,
     connect_kwargs: dict[str, Any] | None = None,
     timeout: float = 2.0,
+    within: float = 300.0,
 ) -> AllocationRun:
-    """Allocate every (instance, network); a command is retried with its id until answered."""
+    """Allocate every (instance, network); a command is retried with its id until answered,
+    for at most ``within`` seconds in all (then AssertionError: a log that never takes writes
+    again fails the test with what was acknowledged, instead of holding it until its limit)."""
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     for item in instances:
         queue.put_nowait(item)
+    give_up = time.monotonic() + within
 
     async def worker() -> None:
         c = await Client.connect(url, **(connect_kwargs or {}))
@@ -225,6 +229,12 @@ async def allocate_all(
             while not queue.empty():
                 inst, net = queue.get_nowait()
                 while True:
+                    if time.monotonic() > give_up:
+                        raise AssertionError(
+                            f"not all allocated within {within:.0f} s: {len(run.acked)} of"
+                            f" {len(instances)} acknowledged, {run.retries} retries,"
+                            f" errors {dict(run.errors)}"
+                        )
                     try:
                         r = await c.allocate_fixed_ip(
                             inst, network_id=net, host="h1", command_id=f"cmd-{inst}"

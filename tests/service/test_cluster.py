@@ -8,10 +8,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import nats.errors
+import nats.js.errors
 import pytest
 
-from netledger.journal.stream import Follower, connect, ensure_stream, last_seq
+from netledger.journal.stream import Connection, Follower, connect, ensure_stream, last_seq
 from netledger.service.client import Client
+from netledger.service.service import CommandService
 from tests.fault_helpers import (
     NETLEDGER,
     AllocationRun,
@@ -108,7 +111,10 @@ async def test_stream_leader_sigkilled_during_allocation(tmp_path: Path) -> None
             await asyncio.sleep(2.0)
             await asyncio.to_thread(node.start)  # same store: it rejoins and catches up
 
-        await asyncio.gather(allocate_all(cluster.urls, 16, instances, run), kill_leader())
+        try:
+            await asyncio.gather(allocate_all(cluster.urls, 16, instances, run), kill_leader())
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{svc.log_path.read_text()[-3000:]}") from None
         t_kill = float(kill["t"])
         after = sorted(t for t in run.ack_times if t > t_kill)
         first_after = after[0] - t_kill if after else float("nan")
@@ -159,6 +165,94 @@ async def test_stream_leader_sigkilled_during_allocation(tmp_path: Path) -> None
         if follower is not None:
             await follower.stop()
         svc.stop()
+        if admin is not None:
+            await admin.close()
+        cluster.stop()
+
+
+def server_errors(cluster: Cluster) -> list[str]:
+    return [
+        line
+        for n in cluster.nodes
+        for line in (n.data_dir / "nats-server.log").read_text(errors="replace").splitlines()
+        if "critical write error" in line or "Error applying stream entries" in line
+    ]
+
+
+@pytest.mark.slow
+async def test_a_broken_msg_id_link_kills_a_clustered_stream(tmp_path: Path) -> None:
+    """The server's behaviour that keeps our pipelined chains off clustered servers
+    (Appender.can_chain): one publish whose ``Nats-Expected-Last-Msg-Id`` does not match is
+    refused to its publisher *and* stops every replica of an R3 stream (nothing is stored after
+    it). If this fails after a nats-server upgrade, the server checks the header before the
+    proposal now, and chains may be allowed on clusters again."""
+    cluster = Cluster(tmp_path)
+    cluster.start()
+    admin = None
+    try:
+        admin = await connect(cluster.urls, name="admin")
+        await cluster.wait_formed(admin)
+        await ensure_stream(admin, replicas=3)
+        js = admin.nc.jetstream(timeout=2.0)
+        subject = "netledger.evt.network.msgid"
+        await js.publish(subject, b"a", headers={"Nats-Msg-Id": "a"})
+        with pytest.raises(nats.js.errors.BadRequestError) as refused:
+            await js.publish(
+                subject, b"b", headers={"Nats-Msg-Id": "b", "Nats-Expected-Last-Msg-Id": "z"}
+            )
+        assert refused.value.err_code == 10070  # wrong last msg ID
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.publish(subject, b"c", headers={"Nats-Msg-Id": "c"})
+        assert len(server_errors(cluster)) >= 3, "every replica stops on the broken link"
+    finally:
+        if admin is not None:
+            await admin.close()
+        cluster.stop()
+
+
+@pytest.mark.slow
+async def test_no_chain_reaches_a_clustered_stream(tmp_path: Path) -> None:
+    """Two service replicas and 16 clients on one network of an R3 stream: the contention that
+    breaks chains on a single server (tests/service/test_pipeline.py) would stop the clustered
+    stream (test above); here every command is appended one by one, all are answered, nothing
+    twice, and the stream still takes writes."""
+    cluster = Cluster(tmp_path)
+    cluster.start()
+    admin = None
+    conns: list[Connection] = []
+    svcs: list[CommandService] = []
+    try:
+        admin = await connect(cluster.urls, name="admin")
+        await cluster.wait_formed(admin)
+        await ensure_stream(admin, replicas=3)
+        conns = [await connect(cluster.urls, name=f"r{i}") for i in range(2)]
+        svcs = [CommandService(c) for c in conns]
+        for svc in svcs:
+            assert svc.pipeline, "chains are on by default"
+            assert not svc.appender.can_chain()
+            await svc.start()
+        c = await Client.connect(cluster.urls)
+        try:
+            nets = await c.create_networks(
+                label="p", cidr="10.9.0.0/22", num_networks=1, network_size=1024, mode="flat"
+            )
+        finally:
+            await c.close()
+        instances = [(f"i-{k}", nets[0]["id"]) for k in range(300)]
+        run = await allocate_all(cluster.urls, 16, instances, AllocationRun(), within=120)
+        result = await audit(cluster.urls, run)
+        assert result.acked == len(instances) and result.lost == 0
+        assert result.duplicated_instances == 0 and result.duplicated_addresses == 0
+        assert sum(svc.stats.pipelined for svc in svcs) == 0
+        assert server_errors(cluster) == []
+        before = await last_seq(admin)
+        await admin.nc.jetstream(timeout=5.0).publish("netledger.evt.network.after", b"x")
+        assert await last_seq(admin) == before + 1
+    finally:
+        for svc in svcs:
+            await svc.close()
+        for conn in conns:
+            await conn.close()
         if admin is not None:
             await admin.close()
         cluster.stop()
