@@ -210,8 +210,8 @@ class KernelCache:
                 addrs[(ad.ifindex, f"{ad.address}/{ad.prefixlen}")] = ad
         fdb = set()
         for data, a, b in d.dump_raw(nlencode.neigh_dump(AF_BRIDGE), nlencode.RTM_GETNEIGH):
-            n = nlparse.neigh(data, a, b)
-            if n.dst and n.lladdr == FLOOD_MAC:
+            n = nlparse.flood(data, a, b)
+            if n is not None and n.dst and n.lladdr == FLOOD_MAC:
                 fdb.add((n.ifindex, n.dst))
         ix = _Index.of(links, addrs, fdb)
         with self._lock:
@@ -324,8 +324,8 @@ class KernelCache:
                         _discard(ix.addrs_of, ad.ifindex, cidr)
                         changed = True
                 elif mtype in (nlparse.RTM_NEWNEIGH, nlparse.RTM_DELNEIGH):
-                    n = nlparse.neigh(data, a, end)
-                    if n.family != AF_BRIDGE or not n.dst or n.lladdr != FLOOD_MAC:
+                    n = nlparse.flood(data, a, end)
+                    if n is None or n.family != AF_BRIDGE or not n.dst or n.lladdr != FLOOD_MAC:
                         continue  # learned entries, ARP: not what the executor manages
                     key2 = (n.ifindex, n.dst)
                     if mtype == nlparse.RTM_NEWNEIGH:

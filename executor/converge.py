@@ -9,6 +9,7 @@ everything again) and otherwise known from what this executor applied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import nft
@@ -84,12 +85,18 @@ class Converger:
                     self.forwarding = op.enabled
 
     def converge(
-        self, desired: HostDesired, full: bool = False, scope: Scope | None = None
+        self,
+        desired: HostDesired,
+        full: bool = False,
+        scope: Scope | None = None,
+        applied: Callable[[list[OpResult]], None] | None = None,
     ) -> tuple[list[OpResult], list[Any], HostActual]:
         """Diff, apply, settle — until nothing is left to do (or MAX_ROUNDS); runs in a worker
         thread. With a ``scope``, ``desired`` holds only those networks and the actual state is
         cut down to them (executor/incremental.py). Returns what was applied, the conflicts,
-        and the final actual state (within the scope)."""
+        and the final actual state (within the scope). ``applied`` hears each round's results
+        as soon as the kernel answered, before the state is read back (the daemon starts
+        appending its report meanwhile)."""
         k = self.kernel
         results: list[OpResult] = []
         plan = Plan(ops=())
@@ -103,6 +110,8 @@ class Converger:
                 raise NotPermitted("the kernel refused a change (EPERM): run the executor as root")
             results.extend(round_results)
             self._note(round_results)
+            if applied is not None:
+                applied(round_results)
             if not self.cache.settle():
                 self.cache.resync()  # notifications did not come in time: read the kernel
             actual, links = self.actual(False, scope)

@@ -173,9 +173,9 @@ class Kernel:
         fdb = []
         if ours_vx:
             for d, a, b in self.sock.dump_raw(nlencode.neigh_dump(AF_BRIDGE), RTM_GETNEIGH):
-                n = nlparse.neigh(d, a, b)
-                name = ours_vx.get(n.ifindex)
-                if name is not None and n.dst and n.lladdr == FLOOD_MAC:
+                n = nlparse.flood(d, a, b)
+                name = None if n is None else ours_vx.get(n.ifindex)
+                if n is not None and name is not None and n.dst and n.lladdr == FLOOD_MAC:
                     fdb.append((name, n.dst))
         table, intact = nft.read(self.netns)
         return HostActual(

@@ -295,6 +295,22 @@ def addr(data: bytes | memoryview, off: int, end: int) -> Addr:
     return Addr(index, family, prefixlen, local or address, broadcast, flags)
 
 
+#: a flood entry's NDA_LLADDR attribute, header and all: 10 bytes, the MAC all zeros
+_FLOOD_LLADDR = NLA_HDR.pack(NLA_HDR.size + 6, NDA_LLADDR) + bytes(6)
+
+
+def flood(data: bytes, off: int, end: int) -> Neigh | None:
+    """An ``ndmsg`` payload parsed only if it can be a flood entry (its NDA_LLADDR all zeros);
+    None when it cannot. A bridge's forwarding table is mostly the ports' own MACs (three
+    entries per VXLAN network here: 6,000 on a host of 1,000 networks, a third of a full
+    read-back's time parsed for nothing); one search in C for the attribute's bytes rules them
+    out. The bytes found may sit inside another attribute: then the full parse decides, so the
+    answer is :func:`neigh`'s whenever that is a flood entry."""
+    if data.find(_FLOOD_LLADDR, off + NDMSG.size, end) < 0:
+        return None
+    return neigh(data, off, end)
+
+
 def neigh(data: bytes | memoryview, off: int, end: int) -> Neigh:
     """An ``ndmsg`` (RTM_NEWNEIGH / RTM_DELNEIGH) payload."""
     family, ifindex, state, flags, _type = NDMSG.unpack_from(data, off)

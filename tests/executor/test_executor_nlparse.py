@@ -12,6 +12,8 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -149,6 +151,12 @@ def test_every_parser_agrees_with_pyroute2_on_a_real_dump() -> None:
                 assert mine_n.master == ref.get_attr("NDA_MASTER")  # type: ignore[attr-defined]
                 if mine_n.dst:
                     flood.append((mine_n.ifindex, mine_n.dst, mine_n.lladdr))
+                # flood(): the same entry whenever it is a flood entry; ports' MACs ruled out
+                quick = nlparse.flood(raw, nlparse.NLMSG_HDR.size, len(raw))
+                if mine_n.lladdr == "00:00:00:00:00:00":
+                    assert quick == mine_n
+                else:
+                    assert quick is None or quick == mine_n
             assert (by_name["vx77"].ifindex, "192.0.2.20", "00:00:00:00:00:00") in flood
 
 
@@ -268,3 +276,40 @@ def test_the_inline_link_parser_is_the_reference_one() -> None:
         by_name = {x.name: x for x in (nlparse.link(r, 16, len(r)) for r in links)}
         assert by_name["vx78"].parent is None and by_name["vx77"].parent is not None
         assert by_name["brp"].addr_gen_mode == 1 and by_name["brq"].accept_ra == 0
+
+
+_ATTR = st.tuples(
+    st.integers(0, 12),  # NDA_* numbers around the ones read (1 DST, 2 LLADDR, 9 MASTER)
+    st.one_of(
+        st.binary(max_size=24),
+        st.sampled_from([bytes(6), bytes(4), bytes(16), b"\x0a\x00\x02\x00" + bytes(6)]),
+    ),
+)
+
+
+@given(
+    header=st.tuples(
+        st.sampled_from([0, 7]), st.integers(0, 99), st.integers(0, 0xFFFF), st.integers(0, 255)
+    ),
+    attributes=st.lists(_ATTR, max_size=6),
+    cut=st.integers(0, 8),
+)
+def test_flood_is_neigh_whenever_neigh_sees_a_flood_entry(
+    header: tuple[int, int, int, int], attributes: list[tuple[int, bytes]], cut: int
+) -> None:
+    """Random ndmsg payloads (zero MACs as attributes of any type, inside other attributes'
+    payloads, buffers cut short): flood() is None only for what neigh() does not read as a
+    flood entry, and otherwise exactly neigh()."""
+    family, ifindex, state, flags = header
+    body = P.NDMSG.pack(family, ifindex, state, flags, 0)
+    for t, payload in attributes:
+        body += P.NLA_HDR.pack(4 + len(payload), t) + payload
+        body += bytes(-len(body) % 4)
+    data = bytes(8) + body  # the payload need not start the buffer
+    end = max(8 + P.NDMSG.size, len(data) - cut)
+    full = nlparse.neigh(data, 8, end)
+    quick = nlparse.flood(data, 8, end)
+    if full.lladdr == "00:00:00:00:00:00":
+        assert quick == full
+    else:
+        assert quick is None or quick == full
