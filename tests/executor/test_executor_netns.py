@@ -35,6 +35,11 @@ def world() -> Iterator[Lab]:
 async def host_events(conn: Connection, host: str) -> list[Any]:
     """Every event the host's executor wrote (netledger.evt.host.<host> and its announcements
     on netledger.evt.announce.<host>), in order."""
+    return [env.event for env in await host_envelopes(conn, host)]
+
+
+async def host_envelopes(conn: Connection, host: str) -> list[Any]:
+    """The envelopes of :func:`host_events`, in order."""
     sub = await conn.js.subscribe(
         "",
         ordered_consumer=True,
@@ -50,7 +55,7 @@ async def host_events(conn: Connection, host: str) -> list[Any]:
                 msg = await sub.next_msg(timeout=0.5)
             except Exception:
                 break
-            out.append(decode(msg.data).event)
+            out.append(decode(msg.data))
     finally:
         await sub.unsubscribe()
     return out
@@ -367,3 +372,32 @@ def test_a_vtep_is_never_a_link_local_or_multicast_ipv6_address() -> None:
 
     assert _link_local_v6("fe80::1") and _link_local_v6("::1") and _link_local_v6("ff02::1")
     assert not _link_local_v6("fd00:50::1") and not _link_local_v6("2001:db8::7")
+
+
+async def test_a_first_pass_reported_in_parts_is_one_pass(
+    world: Lab, conn: Connection, service: Any, nats_url: str
+) -> None:
+    """A full pass appends each round's events while it reads the kernel back, the rest after:
+    on the log it is still one pass — one id, its events numbered 0..n-1 in stream order,
+    HostReconciled last and counting every change — and what it records is the kernel."""
+    h = world.ns("h")
+    peer = world.ns("peer")
+    world.wire(h, "eth0", peer, "eth0", "192.168.61.1/24", "192.168.61.2/24")
+    c = Client(conn)
+    nets = await c.create_networks(
+        label="p", cidr="10.31.0.0/22", mode="vxlan", vni_start=800, num_networks=4,
+        network_size=256,
+    )  # fmt: skip
+    for i, n in enumerate(nets):
+        await c.allocate_fixed_ip(f"vm{i}", network_id=n["id"], host="h")
+    await run(world, nats_url, "h", h, "--physical-interface", "eth0", "--network-host")
+    envs = [e for e in await host_envelopes(conn, "h") if e.event.TYPE != "HostAnnounced"]
+    [pass_id] = {e.command_id for e in envs}
+    assert [e.event_id for e in envs] == [f"{pass_id}:{i}" for i in range(len(envs))]
+    *changes, last = [e.event for e in envs]
+    assert last.TYPE == "HostReconciled" and last.changes == len(changes)
+    created = {e.name for e in changes if e.TYPE == "HostLinkCreated"}
+    assert created == {n["bridge"] for n in nets} | {f"vx{800 + i}" for i in range(4)}
+    assert created <= set(links(h))
+    added = {e.address for e in changes if e.TYPE == "HostAddressAdded"}
+    assert {f"10.31.{i}.1/24" for i in range(4)} <= added
