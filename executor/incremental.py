@@ -13,7 +13,9 @@ periodic sweep, and a change that concerns every network: an announcement, a new
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+from msgspec.structs import replace
 
 from netledger.events.state import State
 

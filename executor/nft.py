@@ -26,10 +26,10 @@ import ipaddress
 import json
 import shutil
 import subprocess
-from dataclasses import replace
 from typing import Any
 
 import netaddr
+from msgspec.structs import replace
 
 from . import proc
 from .errors import NftError

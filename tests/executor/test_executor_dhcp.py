@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -664,7 +665,7 @@ def _apply_model(
             a = have[op.spec.bridge]
             assert a.pid == op.pid
             d = hosts_digest(op.spec)
-            have[op.spec.bridge] = dataclasses.replace(a, hosts_digest=d)
+            have[op.spec.bridge] = msgspec.structs.replace(a, hosts_digest=d)
             rec[op.spec.bridge] = d
     return list(have.values()), rec
 
@@ -700,7 +701,7 @@ def test_plan_reasons() -> None:
     assert plan([spec], [running], _argv, {"br1": d}) == ()
     assert plan([spec], [running], _argv, {}) == (ReloadDhcp(spec, 7, "adopted"),)
     assert plan([spec], [running], _argv, {"br1": "old"}) == (ReloadDhcp(spec, 7, "hosts"),)
-    edited = dataclasses.replace(running, hosts_digest="edited")
+    edited = msgspec.structs.replace(running, hosts_digest="edited")
     assert plan([spec], [edited], _argv, {"br1": d}) == (ReloadDhcp(spec, 7, "drift"),)
     dead = DhcpState("br1", None, (), d)
     assert plan([spec], [dead], _argv, {"br1": d}) == (StartDhcp(spec, drift=True),)
@@ -709,7 +710,7 @@ def test_plan_reasons() -> None:
         StopDhcp("br1", 7, "1", "stale"),
     )
     assert plan([], [], _argv, {"br1": d}) == (StopDhcp("br1", None, None, "found-gone"),)
-    moved = dataclasses.replace(running, elsewhere=True)
+    moved = msgspec.structs.replace(running, elsewhere=True)
     assert plan([spec], [moved], _argv, {"br1": d}) == (
         StopDhcp("br1", 7, spec.network_id, "replaced"),
         StartDhcp(spec, drift=False),

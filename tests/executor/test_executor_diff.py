@@ -8,8 +8,7 @@ the physical interface being enslaved, which is what flat mode asks for).
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 import netaddr
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,7 +61,7 @@ def simulate(actual: HostActual, ops: tuple[Op, ...]) -> HostActual:
             fdb = {f for f in fdb if f[0] != op.name}
             for n, link in list(links.items()):
                 if link.master == op.name:
-                    links[n] = dataclasses.replace(link, master=None)
+                    links[n] = msgspec.structs.replace(link, master=None)
         elif isinstance(op, CreateLink):
             s = op.spec
             if s.name in links:
@@ -95,7 +94,7 @@ def simulate(actual: HostActual, ops: tuple[Op, ...]) -> HostActual:
                 raise KernelRefused(f"set on missing or foreign {s.name}")
             if s.master is not None and s.master not in links:
                 raise KernelRefused(f"master {s.master} missing")
-            links[s.name] = dataclasses.replace(
+            links[s.name] = msgspec.structs.replace(
                 cur,
                 up=True,
                 master=s.master,
@@ -108,7 +107,7 @@ def simulate(actual: HostActual, ops: tuple[Op, ...]) -> HostActual:
             cur = links.get(op.spec.interface)
             if cur is None or op.spec.master not in links:
                 raise KernelRefused("enslave of missing link")
-            links[cur.name] = dataclasses.replace(cur, master=op.spec.master, up=True)
+            links[cur.name] = msgspec.structs.replace(cur, master=op.spec.master, up=True)
         elif isinstance(op, AddAddress):
             if op.spec.interface not in links:
                 raise KernelRefused(f"no link {op.spec.interface}")
@@ -336,7 +335,7 @@ def test_foreign_objects_are_never_deleted_or_changed(
         if not link.ours and link.name not in enslaved:
             # Untouched, except that a bridge of ours going away releases its members.
             now = have[link.name]
-            assert dataclasses.replace(now, master=link.master) == link
+            assert msgspec.structs.replace(now, master=link.master) == link
 
 
 def test_foreign_link_with_the_bridge_name_is_a_conflict() -> None:
@@ -358,7 +357,7 @@ def test_a_noop_diff_is_empty_and_a_down_bridge_is_repaired() -> None:
     desired = HostDesired(links=(spec,))
     good = LinkState("br1", 5, "bridge", alias="netledger:1", up=True, stp=0, forward_delay=0)
     assert diff(desired, HostActual(links=(good,))).ops == ()
-    down = dataclasses.replace(good, up=False, stp=1)
+    down = msgspec.structs.replace(good, up=False, stp=1)
     assert diff(desired, HostActual(links=(down,))).ops == (SetLink(spec, ("up", "stp")),)
 
 

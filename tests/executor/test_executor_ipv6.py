@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from msgspec.structs import replace as evolve
 
 from netledger.events.types import FixedIpAllocated
 from netledger.executor import nft
@@ -123,7 +124,7 @@ def test_a_link_the_kernel_makes_addresses_on_is_repaired_and_its_own_ignored() 
     ops = diff(d, actual).ops
     assert ops == (SetLink(d.links[0], ("addr_gen_mode",)),)
     # the v6 forwarding turned off behind our back: only that comes back
-    ops = diff(d, replace(actual, links=(links[0], replace(links[1], addr_gen_mode=1), links[2]),
+    ops = diff(d, evolve(actual, links=(links[0], evolve(links[1], addr_gen_mode=1), links[2]),
                           forwarding_v6=False)).ops  # fmt: skip
     assert ops == (SetForwarding(True, version=6),)
 
@@ -196,7 +197,7 @@ def test_ipv4_table_text_is_unchanged_and_no_ip6_table_is_left() -> None:
 
 
 def test_ip6_table_rendering() -> None:
-    text = nft.render(replace(V4, routed_v6=ROUTED))
+    text = nft.render(evolve(V4, routed_v6=ROUTED))
     assert text.startswith(nft.render4(V4))
     assert 'elements = { "brvx101" . fd00:1::/64, "brvx102" . fd00:2::/64 }' in text
     assert 'iifname @bridges iifname . ip6 saddr != @routed drop comment "v6-spoof"' in text
@@ -236,7 +237,7 @@ def test_tables_round_trip_through_nft() -> None:
         def read() -> tuple[NatTable | None, bool]:
             return nft.read(ns)
 
-        for table in (replace(V4, routed_v6=ROUTED), NatTable(routed_v6=ROUTED[:1]), V4):
+        for table in (evolve(V4, routed_v6=ROUTED), NatTable(routed_v6=ROUTED[:1]), V4):
             nft.apply(ns, nft.render(table))
             assert read() == (table, True)
         nft.apply(ns, nft.render_delete())
@@ -277,7 +278,7 @@ def test_an_ipv4_only_dnsmasq_command_line_has_nothing_of_ipv6() -> None:
 
 
 def test_slaac_dnsmasq_announces_the_prefix_ra_only() -> None:
-    sub = replace(V4_SUB, prefix6="fd00:1::/64", gateway6="fd00:1::1", mode6="slaac",
+    sub = evolve(V4_SUB, prefix6="fd00:1::/64", gateway6="fd00:1::1", mode6="slaac",
                   dns6=("fd00::53",))  # fmt: skip
     argv = dnsmasq_argv(_spec(sub), PATHS)
     assert "--enable-ra" in argv
@@ -312,7 +313,7 @@ def test_dnsmasq_accepts_the_ipv6_command_line() -> None:
 
     if shutil.which("dnsmasq", path="/usr/sbin:/usr/bin") is None:
         pytest.fail("dnsmasq is missing: apt-get install -y dnsmasq (.ci/run does)")
-    sub = replace(V4_SUB, prefix6="fd00:1::/64", gateway6="fd00:1::1", mode6="dhcpv6",
+    sub = evolve(V4_SUB, prefix6="fd00:1::/64", gateway6="fd00:1::1", mode6="dhcpv6",
                   dns6=("fd00::53",))  # fmt: skip
     argv = [a for a in dnsmasq_argv(_spec(sub), PATHS) if not a.startswith("--log-facility")]
     p = subprocess.run([*argv, "--test"], capture_output=True, text=True, timeout=30, check=False)
