@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gc
 import json
 import logging
 import os
@@ -107,6 +108,10 @@ class Options:
     #: what arrives while a pass runs is taken by the next one. 5 ms measured 15-18 ms p50
     #: command -> kernel against 13 ms without (bench/kernel.py, one allocation after another).
     debounce: float = 0.0
+    #: after the first pass, move what the start loaded out of the cyclic collector's reach
+    #: (``gc.freeze``): a process-wide choice, made by the CLI's daemon (not by tests that
+    #: run executors inside their own process)
+    freeze_gc: bool = False
     chunk_size: int = CHUNK
     pause: float = 0.0
     #: DHCP: where dnsmasq files live and which dnsmasq runs (None: DHCP not managed here).
@@ -299,6 +304,11 @@ class Executor:
 
     async def _run_forever(self) -> None:
         await self.reconcile("start")
+        if self.opts.freeze_gc:
+            # What the start loaded (modules, the fold, the caches) lives as long as the
+            # daemon: out of the collector's generations, so that a full collection does not
+            # walk it all again in the middle of a change on its way to the kernel.
+            gc.freeze()
         loop = asyncio.get_running_loop()
         next_periodic = loop.time() + self.opts.interval
         while not self._stop.is_set():
