@@ -254,6 +254,23 @@ class NetledgerNats(NATS):
         else:  # another request set it up meanwhile
             await sub.unsubscribe()
 
+    async def _attempt_reconnect(self) -> None:
+        """nats-py's reconnect; then the requests that were on the connection that went away
+        fail with ``ConnectionReconnectingError`` instead of waiting out their timeout: their
+        request or its reply was lost with that connection (a reply after the reconnect still
+        could come, from a cluster: it is dropped, and the caller's retry — with the same ids,
+        as every request of ours is idempotent — gets the answer). A command sent just before
+        its NATS server restarted was answered after the client's whole timeout (10 s)."""
+        lost = list(self._replies.items())
+        await super()._attempt_reconnect()
+        if not self.is_connected:
+            return
+        for token, fut in lost:
+            if self._replies.get(token) is fut:
+                del self._replies[token]
+            if not fut.done():
+                fut.set_exception(nats.errors.ConnectionReconnectingError())
+
     def _on_reply(self, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
         fut = self._replies.pop(subject[len(self._reply_prefix) :], None)
         if fut is not None and not fut.done():

@@ -1,18 +1,22 @@
-"""Headers parsed when first read (journal/natsclient.py LazyHeaders): the same headers as
-nats-py's own ``_process_headers`` for any header block, and on a real server the stored
-messages' headers read as before."""
+"""journal/natsclient.py, what it changes of nats-py's receiving side: headers parsed when first
+read (LazyHeaders: the same headers as nats-py's own ``_process_headers`` for any header block;
+on a real server stored messages' headers read as before), and requests lost with a connection
+failed at the reconnect instead of at their timeout."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import nats.errors
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
+from netledger.common.natsserver import EmbeddedNats
 from netledger.journal.natsclient import LazyHeaders, NetledgerNats
-from netledger.journal.stream import Connection
+from netledger.journal.stream import Connection, connect
 
 _LINE = st.tuples(
     st.text(st.characters(codec="latin-1"), max_size=8),
@@ -67,3 +71,32 @@ async def test_stored_messages_headers_read_as_before(conn: Connection) -> None:
     }
     got = await js.get_msg(conn.stream, msg.metadata.sequence.stream)
     assert got.headers is not None and got.headers["Nats-Msg-Id"] == "m-1"
+
+
+async def test_a_request_lost_in_a_server_restart_fails_at_the_reconnect(
+    nats_server: EmbeddedNats,
+) -> None:
+    """A request on the connection that went away is failed once the client is connected again
+    (ConnectionReconnectingError: callers retry with the same ids) rather than waiting out its
+    timeout; a request made after the reconnect is answered."""
+    silent = await connect(nats_server.url, name="silent")
+    c = await connect(nats_server.url, name="asker")
+    try:
+        await silent.nc.subscribe("t.silent", cb=_ignore)  # takes it, never answers
+        await silent.nc.flush()
+        started = await c.nc.start_request("t.silent", b"x")
+        ev = c.reconnect_event()
+        await asyncio.to_thread(nats_server.restart)
+        await asyncio.wait_for(ev.wait(), 30)
+        with pytest.raises(nats.errors.ConnectionReconnectingError):
+            await c.nc.wait_reply(started, 120.0)
+        await c.nc.subscribe_direct("t.echo", lambda s, r, d, h: c.nc.publish_nowait(r.decode(), d))
+        await c.nc.flush()
+        assert (await c.nc.request_raw("t.echo", b"ab", 30.0))[0] == b"ab"
+    finally:
+        await c.close()
+        await silent.close()
+
+
+async def _ignore(msg: Any) -> None:
+    return None
