@@ -1024,4 +1024,7 @@ class CommandService:
                 # The only lane at work: no other answer of this pass to share a write with,
                 # so this one goes now, not after the other callbacks of the pass (the
                 # follower's delivery of the same event, often read in the same packet).
-                self.conn.nc.write_now()
+                try:
+                    self.conn.nc.write_now()
+                except Exception:  # left pending: the pass's own write (or the reconnect) sends it
+                    log.debug("writing the answers at once failed", exc_info=True)

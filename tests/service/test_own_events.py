@@ -176,3 +176,23 @@ async def test_lane_queue_hands_jobs_over_in_order() -> None:
     assert q.empty()
     with pytest.raises(IndexError):
         q.get_nowait()
+
+
+async def test_an_answer_whose_write_at_once_fails_still_goes_out(
+    conn: Connection, service: CommandService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write_now raising (a transport closing under it) neither fails the lane nor loses the
+    answer: it stays pending and the pass's own write sends it."""
+    [net] = await Client(conn).create_networks(label="f", cidr="10.6.0.0/24")
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("transport closing")
+
+    monkeypatch.setattr(service.conn.nc, "write_now", broken)
+    client = Client(conn)
+    got = [await client.allocate_fixed_ip(f"f{i}", network_id=net["id"]) for i in range(3)]
+    assert calls, "the answer was never written at once"
+    assert len({r["address"] for r in got}) == 3
+    assert service.stats.commands["fixed_ip.allocate:ok"] == 3
