@@ -446,6 +446,10 @@ class Request:
     actor: Actor
 
 
+#: each command type's argument names (``dataclasses.fields`` walks the class every call)
+_ARG_NAMES: dict[type[Command], frozenset[str]] = {}
+
+
 def parse_command(name: str, payload: Any) -> Request:
     """Validate a decoded request map for command ``name``."""
     cls = COMMANDS.get(name)
@@ -456,9 +460,11 @@ def parse_command(name: str, payload: Any) -> Request:
     args = payload.get("args", {})
     if not isinstance(args, dict):
         raise InvalidField("args must be a map", field="args")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(str(k) for k in args if k not in known)
-    if unknown:
+    known = _ARG_NAMES.get(cls)
+    if known is None:
+        known = _ARG_NAMES[cls] = frozenset(f.name for f in fields(cls))
+    if not known.issuperset(args):
+        unknown = sorted(str(k) for k in args if k not in known)
         raise InvalidField(
             f"unknown argument(s) for {name}: {', '.join(unknown)}", field=unknown[0]
         )

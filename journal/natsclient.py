@@ -232,6 +232,14 @@ class NetledgerNats(NATS):
             self._write_soon = True
             asyncio.get_running_loop().call_soon(self._write_pending)
 
+    def write_now(self) -> None:
+        """Write what is pending at once instead of at the end of this pass of the loop (an
+        answer that should not wait for the other callbacks of this pass)."""
+        if self._pending_data_size and self.is_connected and self._transport is not None:
+            self._transport.writelines(self._pending)
+            self._pending = []
+            self._pending_data_size = 0
+
     def _write_pending(self) -> None:
         """Write what is pending (ours and nats-py's, in order) at the end of this pass of the
         loop: what one pass published goes out in one write, as with nats-py's flusher, minus

@@ -110,6 +110,29 @@ class FoldReport:
     by_child: int
 
 
+class _Follower(Follower):
+    """The service's follower: a message at or before its subject's last sequence in the fold
+    is one this replica folded from its own publish ack (``_fold_appended``; an OCC-checked
+    subject, so nothing of another writer sits before it unseen), and is not decoded again only
+    for ``_fold`` to skip it."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        handler: Any,
+        folded: Callable[[str], int],
+        start_seq: int = 1,
+    ) -> None:
+        super().__init__(conn, handler, start_seq=start_seq)
+        self._folded = folded
+
+    def _handle(self, seq: int, subject: str, data: bytes, msg: Any) -> bool:
+        if seq <= self._folded(subject):
+            self.handled += 1
+            return True
+        return super()._handle(seq, subject, data, msg)
+
+
 @dataclass
 class Rejected:
     seq: int
@@ -140,6 +163,38 @@ class _Job:
                 self.on_done(self.fut)
             except Exception:  # answering one job must not stop the lane answering the rest
                 log.exception("answering command %s failed", self.req.command_id)
+
+
+class _LaneQueue:
+    """A lane's waiting jobs: what the lane uses of ``asyncio.Queue`` (unbounded, one reader),
+    without its loop checks and bookkeeping on every put and get."""
+
+    __slots__ = ("_jobs", "_waiter")
+
+    def __init__(self) -> None:
+        self._jobs: deque[_Job] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, job: _Job) -> None:
+        self._jobs.append(job)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._jobs
+
+    def get_nowait(self) -> _Job:
+        return self._jobs.popleft()
+
+    async def get(self) -> _Job:
+        while not self._jobs:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._jobs.popleft()
 
 
 @dataclass
@@ -209,7 +264,7 @@ class CommandService:
         #: recent command ids -> their events (a retry gets the first answer): domain commands
         #: only, bounded; values read from a snapshot stay packed until asked for
         self.seen: OrderedDict[str, SeenEvents] = OrderedDict()
-        self.follower = Follower(conn, self._on_event)
+        self.follower: Follower = _Follower(conn, self._on_event, self.state_seq_of)
         #: hosts' latest heartbeats (liveness bucket): the newest evidence reclaiming may use
         self.heartbeats: HeartbeatBook | None = None
         #: snapshots of the fold (service/snapshotter.py): None = neither loaded nor written
@@ -224,8 +279,10 @@ class CommandService:
             )
         self.appender = Appender(conn, budget=append_budget, health=self.health)
         self.stats = Stats()
-        self._lanes: dict[str, asyncio.Queue[_Job]] = {}
+        self._lanes: dict[str, _LaneQueue] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        #: lanes deciding or waiting for their acks now
+        self._busy_lanes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Any] = []
         self._closing = False
@@ -367,7 +424,9 @@ class CommandService:
                 if reader is not None:
                     reached, by_child = await reader.read(start_seq, target, self._fold_raw)
                     start_seq = reached + 1
-            self.follower = Follower(self.conn, self._on_event, start_seq=start_seq)
+            self.follower = _Follower(
+                self.conn, self._on_event, self.state_seq_of, start_seq=start_seq
+            )
             await self.follower.start()
             await self.follower.catch_up(timeout=None)
         finally:
@@ -375,6 +434,10 @@ class CommandService:
         self.fold_report = FoldReport(
             self.follower.applied_seq - first + 1, round(time.monotonic() - t0, 3), by_child
         )
+
+    def state_seq_of(self, subject: str) -> int:
+        """The last sequence of ``subject`` in the fold (the state may be replaced: a snapshot)."""
+        return self.state.subject_seq.get(subject, 0)
 
     def _fold_raw(self, seq: int, subject: str, data: bytes) -> None:
         """One stored message as the catch-up reader delivers it (undecoded)."""
@@ -701,7 +764,7 @@ class CommandService:
         lane = self._lane_for(req)
         q = self._lanes.get(lane)
         if q is None:
-            q = self._lanes[lane] = asyncio.Queue()
+            q = self._lanes[lane] = _LaneQueue()
             self._workers[lane] = asyncio.create_task(self._run_lane(lane, q))
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         q.put_nowait(_Job(req, fut, on_done=on_done))
@@ -734,7 +797,7 @@ class CommandService:
 
     # --- lanes: decide, append, retry ---------------------------------------------------
 
-    async def _run_lane(self, lane: str, q: asyncio.Queue[_Job]) -> None:
+    async def _run_lane(self, lane: str, q: _LaneQueue) -> None:
         carry: _Job | None = None
         while True:
             job = carry or await q.get()
@@ -747,6 +810,7 @@ class CommandService:
                         carry = nxt
                         break
                     jobs.append(nxt)
+            self._busy_lanes += 1
             try:
                 await self._decide_and_append(jobs)
             except LogUnavailable as err:
@@ -763,6 +827,8 @@ class CommandService:
                             if isinstance(exc, NetledgerError)
                             else NetledgerError(f"internal error: {exc}")
                         )
+            finally:
+                self._busy_lanes -= 1
 
     def _already_applied(self, req: Request) -> dict[str, Any] | None:
         events = self.seen.get(req.command_id)
@@ -954,3 +1020,11 @@ class CommandService:
             for job, d in landed:
                 if not job.fut.done():
                     job.resolve(d.result)
+            if landed and self._busy_lanes <= 1:
+                # The only lane at work: no other answer of this pass to share a write with,
+                # so this one goes now, not after the other callbacks of the pass (the
+                # follower's delivery of the same event, often read in the same packet).
+                try:
+                    self.conn.nc.write_now()
+                except Exception:  # left pending: the pass's own write (or the reconnect) sends it
+                    log.debug("writing the answers at once failed", exc_info=True)
