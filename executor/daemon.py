@@ -389,14 +389,8 @@ class Executor:
             reported_ops.update(id(r) for r in round_results)
             if not evs:
                 return
-            envs = self._envelopes(evs, pass_id, len(reported))
+            self._record(self._envelopes(evs, pass_id, len(reported)))
             reported.extend(evs)
-            self._fold_own(envs)
-
-            async def append() -> None:
-                await self._append(envs)
-
-            self._later(append)
 
         def applied(round_results: list[OpResult]) -> None:  # in the worker thread
             loop.call_soon_threadsafe(report_round, round_results)
@@ -479,13 +473,7 @@ class Executor:
         report.share_networks = len(self.view.networks) if self.opts.share else None
         report.events = len(reported) + len(events)
         if events:
-            envs = self._envelopes(events, pass_id, len(reported))
-            self._fold_own(envs)  # the next pass knows what this one did at once
-
-            async def append() -> None:
-                await self._append(envs)
-
-            self._later(append)
+            self._record(self._envelopes(events, pass_id, len(reported)))
         if report.events or report.failures or now - self._status_at >= self.opts.heartbeat:
             self._status_at = now
 
@@ -578,6 +566,16 @@ class Executor:
             )
             for i, ev in enumerate(events, start)
         ]
+
+    def _record(self, envs: list[Envelope]) -> None:
+        """A pass's events: in our own record at once (the next pass knows what this one
+        did), appended to the log after the pass (:meth:`_later`)."""
+        self._fold_own(envs)
+
+        async def append() -> None:
+            await self._append(envs)
+
+        self._later(append)
 
     def _fold_own(self, envs: list[Envelope]) -> None:
         """Our own record, at once (the follower's copy later is idempotent)."""

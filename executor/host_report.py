@@ -44,20 +44,6 @@ from .model import (
 )
 
 
-def pass_events(
-    h: str,
-    book: HostBook,
-    prev: HostDesired | None,
-    desired: HostDesired,
-    results: list[OpResult],
-    final: HostActual,
-) -> list[HostEvent]:
-    """The host events of one pass; ``prev`` is the previous pass's desired state (or None)."""
-    out = applied_events(h, book, prev, results)
-    out.extend(record_fixes(h, book, desired, out, final))
-    return out
-
-
 def applied_events(
     h: str, book: HostBook, prev: HostDesired | None, results: list[OpResult]
 ) -> list[HostEvent]:

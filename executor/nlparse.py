@@ -321,6 +321,6 @@ def neigh(data: bytes | memoryview, off: int, end: int) -> Neigh:
             lladdr = _mac(data, a, b)
         elif t == NDA_DST:
             dst = _ip(data, a, b)
-        elif t == NDA_MASTER:
+        elif t == NDA_MASTER and b - a >= 4:  # a short attribute: no master, not a crash
             master = U32.unpack_from(data, a)[0]
     return Neigh(ifindex, family, state, flags, lladdr, dst, master)
