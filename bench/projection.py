@@ -158,6 +158,29 @@ def _once(argv: list[str]) -> tuple[float, float, float, float]:
     return dt, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, sum(seen.values())
 
 
+def _ceiling_row(
+    events: int, cpu: float, writer_cpu: float, server_cpu: float, read_rate: float
+) -> Row:
+    """The most ``projector run --once`` could reach with the CPU it used, on this machine's
+    cores: its processes' CPU and the nats-server's (what delivering the messages cost it)
+    divided over every core, as if they ran perfectly in parallel. Beyond it only less CPU per
+    event helps, not more overlap (issue 13 point 4)."""
+    cores = os.cpu_count() or 1
+    total = cpu + server_cpu
+    rate = events / (total / cores) if total > 0 else 0.0
+    per = 1e6 / events
+    return Row(
+        NAME,
+        f"projector --once: ceiling of its CPU on {cores} cores",
+        rate,
+        "events/s",
+        rate / read_rate,
+        "raw read",
+        f"CPU {total * per:.1f} us/event: reader {(cpu - writer_cpu) * per:.1f} + writer"
+        f" {writer_cpu * per:.1f} + nats-server {server_cpu * per:.1f}",
+    )
+
+
 async def run(size: float, rss: Rss) -> list[Row]:
     from netledger.projector.runner import project_until
 
@@ -186,9 +209,13 @@ async def run(size: float, rss: Rss) -> list[Row]:
         if projector:
             start = await run_measured_async([NETLEDGER, "projector", "--help"])
             once = [NETLEDGER, "--nats", st.url, "projector", "run", "--once", "--db"]
+            assert st.server.proc is not None
+            server_pid = st.server.proc.pid
+            server_cpu = _cpu_seconds(server_pid) or 0.0
             secs, cpu, peak, writer_cpu = await asyncio.to_thread(
                 _once, [*once, str(st.tmp / "p.db")]
             )
+            server_cpu = (_cpu_seconds(server_pid) or server_cpu) - server_cpu
             rss.note("projector", peak, f"{NAME} ({events:,} events)")
             t = time.perf_counter()
             await project_until(st.conn, st.tmp / "inproc.db")
@@ -255,6 +282,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
                 f" {writer_cpu:.1f}: {(cpu - writer_cpu) / events * 1e6:.1f} + "
                 f"{writer_cpu / events * 1e6:.1f} us/event) vs raw read {read_cpu:.1f} s",
             ),
+            _ceiling_row(events, cpu, writer_cpu, server_cpu, read_rate),
             Row(
                 NAME,
                 "projector catch-up in this process (no process start)",
