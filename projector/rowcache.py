@@ -12,9 +12,10 @@ A table the projection selects from by the first column of its key (:data:`PREFI
 NAT rules) also has the keys of each loaded value, complete, so that such a select reads the
 database once per value.
 
-Only the projecting thread changes the cache (reads, merges, forgetting); the committing thread
-only looks rows up in it (:meth:`~.store.Batch.write` updates just the columns that changed),
-and the batch it writes was merged before the next one is handed to it.
+The cache lives in the projecting process (:mod:`.writer_proc`), the only one that reads or
+changes it: a batch is diffed against it (:meth:`~.store.Batch.plan`: only the columns that
+changed are updated) once the batch before it is merged, and the committing process gets the
+plan, not the cache.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ never half, never twice.
 
 The work is split in two steps so that a caller can overlap them (see :mod:`.writer_proc`):
 :meth:`Writer.project` fills a :class:`Batch` (Python: decode, project) and :meth:`Writer.commit`
-writes it (SQLite). A batch may be projected on top of one still being written (``base``): it
+writes it (SQLite) — or, across processes, :meth:`Batch.plan` turns it into plain data and
+:meth:`Writer.commit_plan` writes that. A batch may be projected on top of one still being written (``base``): it
 reads that batch's changes before the database, so it sees exactly what the committed state will
 be; below both, the rows as committed come from the writer's :class:`~.rowcache.RowCache`
 before the file. New rows are written with multi-row ``INSERT ... VALUES (...), (...)``
@@ -283,40 +284,81 @@ class Batch:
                     group.append(params)
         return deletes, updates, upserts
 
+    def plan(self) -> Plan:
+        """What writing this batch takes, as plain data (no rows of the cache, no connection):
+        the rows diffed against the committed ones in the cache, so it must be called once the
+        batches before this one are merged into it. A plan crosses a pipe as a pickle
+        (:mod:`.writer_proc`: the committing process has no cache)."""
+        steps = [
+            (name, *self._split(ALL_TABLES[name], rows)) for name, rows in self.overlay.items()
+        ]
+        return Plan(
+            self.last_seq,
+            self.highest_seq,
+            steps,
+            self.events,
+            list(map(REJECTED_EVENTS.values_of, self.rejected)),
+        )
+
     def write(self, conn: sqlite3.Connection) -> None:
         """Write everything and the checkpoint in one transaction (on ``conn``, the writer's)."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for name, rows in self.overlay.items():
-                t = ALL_TABLES[name]
-                deletes, updates, upserts = self._split(t, rows)
-                if deletes:
-                    conn.executemany(_DELETE[name], deletes)
-                for columns, params in updates.items():
-                    conn.executemany(_update(t, columns), [_params((p,)) for p in params])
-                if upserts:
-                    _insert(conn, "INSERT OR REPLACE", t, upserts)
-            # Append-only, and every seq here is above the checkpoint committed with these
-            # rows, so no row can be there already: plain INSERT (an existing one is an error).
-            if self.events:
-                _insert(conn, "INSERT", EVENTS, self.events)
-            if self.rejected:
-                _insert(
-                    conn,
-                    "INSERT",
-                    REJECTED_EVENTS,
-                    list(map(REJECTED_EVENTS.values_of, self.rejected)),
-                )
-            conn.execute(
-                "UPDATE projection_state SET last_seq = ?, highest_seq = max(highest_seq, ?)"
-                " WHERE id = 1",
-                (self.last_seq, self.highest_seq),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        write_plan(conn, self.plan())
+
+
+class Plan(NamedTuple):
+    """A batch as the statements that write it (:meth:`Batch.plan`)."""
+
+    last_seq: int
+    highest_seq: int
+    #: per changed table: (name, keys to delete, updates by changed columns, rows to upsert)
+    steps: list[
+        tuple[str, list[Key], dict[tuple[str, ...], list[list[Any]]], list[tuple[Any, ...]]]
+    ]
+    events: list[tuple[Any, ...]]
+    rejected: list[tuple[Any, ...]]
+
+
+def write_plan(conn: sqlite3.Connection, plan: Plan) -> None:
+    """Write a batch's plan and its checkpoint in one transaction (on the writer's ``conn``)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name, deletes, updates, upserts in plan.steps:
+            t = ALL_TABLES[name]
+            if deletes:
+                conn.executemany(_DELETE[name], deletes)
+            for columns, params in updates.items():
+                conn.executemany(_update(t, columns), [_params((p,)) for p in params])
+            if upserts:
+                _insert(conn, "INSERT OR REPLACE", t, upserts)
+        # Append-only, and every seq here is above the checkpoint committed with these rows,
+        # so no row can be there already: plain INSERT (an existing one is an error).
+        if plan.events:
+            _insert(conn, "INSERT", EVENTS, plan.events)
+        if plan.rejected:
+            _insert(conn, "INSERT", REJECTED_EVENTS, plan.rejected)
+        conn.execute(
+            "UPDATE projection_state SET last_seq = ?, highest_seq = max(highest_seq, ?)"
+            " WHERE id = 1",
+            (plan.last_seq, plan.highest_seq),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def project_into(batch: Batch, raws: Sequence[RawTuple], applied: int) -> int:
+    """Decode and project ``raws`` into ``batch``, skipping every message at or below
+    ``applied`` or the batch's own last one (a redelivery after a consumer reset); the last
+    sequence projected."""
+    last = max(applied, batch.last_seq)
+    for seq, subject, data, stream_time, pending in raws:
+        if seq <= last:
+            continue
+        batch.add(seq, subject, data, stream_time, pending)
+        last = seq
+    return last
 
 
 @dataclass
@@ -398,13 +440,19 @@ class Writer:
         writer's connection by default); messages at or below the checkpoint are skipped."""
         if batch is None:
             batch = Batch(conn or self.conn, cache=self.cache)
-        last = max(self.last_seq, batch.last_seq)
-        for seq, subject, data, stream_time, pending in raws:
-            if seq <= last:
-                continue  # already applied (a redelivery after a consumer reset)
-            batch.add(seq, subject, data, stream_time, pending)
-            last = seq
+        project_into(batch, raws, self.last_seq)
         return batch
+
+    def commit_plan(self, plan: Plan) -> Applied:
+        """:meth:`commit` of a batch's :class:`Plan` (its rows merged into a cache elsewhere:
+        :mod:`.writer_proc`'s projecting process)."""
+        if plan.last_seq > self.last_seq:
+            highest = max(plan.highest_seq, self.highest_seq)
+            write_plan(self.conn, plan._replace(highest_seq=highest))
+            self.last_seq, self.highest_seq = plan.last_seq, highest
+            if self.bulk_until is not None and self.last_seq >= self.bulk_until:
+                self.end_bulk()
+        return Applied(self.last_seq, len(plan.events), len(plan.rejected))
 
     def commit(self, batch: Batch, merge: bool = True) -> Applied:
         """Write ``batch`` with the checkpoint in one transaction; what was applied. Its

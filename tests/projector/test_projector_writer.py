@@ -175,6 +175,44 @@ async def test_writer_killed_at_random_moments_leaves_its_checkpoint(
     assert dump(db) == dump(clean), (seed, checkpoints)
 
 
+async def test_committing_process_killed_at_random_moments_is_reported_and_resumed(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """The writer is two processes (projecting, committing: projector/writer_proc.py): the
+    committing one SIGKILLed mid-run fails the projector loudly, never silently stalls it, and
+    leaves a consistent checkpoint the next projector resumes from."""
+    end = await publish(conn, synthetic(12_000, seed=12))
+    clean = tmp_path / "clean.db"
+    assert await project_until(conn, clean) == end
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    db = tmp_path / "killed.db"
+    checkpoints = [0]
+    mid = 0
+    for _ in range(6):
+        target = checkpoints[-1] + rng.randint(200, 2500)
+        if target >= end:
+            break
+        p = Projector(conn, db, batch_size=rng.choice([50, 300, 2000]))
+        await p.start()
+        assert p._writer is not None
+        [committing] = _children(p._writer.pid)
+        await p.wait_for(target, 30)
+        await asyncio.sleep(rng.uniform(0, 0.02))
+        os.kill(committing, signal.SIGKILL)
+        failure = await asyncio.wait_for(p.wait_failed(), 30)
+        assert isinstance(failure, ProjectorStopped), (seed, failure)
+        assert "committing process" in str(failure), (seed, failure)
+        await p.close()
+        checkpoints.append(_consistent(db))
+        assert checkpoints[-1] >= checkpoints[-2], (seed, checkpoints)
+        mid += checkpoints[-1] < end
+    print(f"seed {seed}: checkpoints {checkpoints}")
+    assert mid >= 2, (seed, checkpoints)
+    assert await project_until(conn, db) == end
+    assert dump(db) == dump(clean), (seed, checkpoints)
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -208,10 +246,14 @@ async def test_the_writer_dies_with_the_projector(
             await asyncio.sleep(0.05)
             writers = _children(p.pid)
         [writer] = writers
+        [committing] = _children(writer)  # the writer's own child writes the database
         p.send_signal(signal.SIGKILL)
         await asyncio.to_thread(p.wait)
         while not _gone(writer):
             assert time.monotonic() < deadline, "the writer outlived the projector"
+            await asyncio.sleep(0.05)
+        while not _gone(committing):
+            assert time.monotonic() < deadline, "the committing process outlived the projector"
             await asyncio.sleep(0.05)
     finally:
         if p.poll() is None:
