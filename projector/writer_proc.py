@@ -67,6 +67,8 @@ PIPE_SIZE = 1 << 20
 #: youngest generation every 700 allocations (the default) walks them over and over.
 GC_THRESHOLD = 20_000
 _modf = math.modf
+#: Told the committing process when the reader's last deferred message is in (:mod:`.bulk`).
+END_BULK = "end bulk"
 #: Messages projected between two looks at the pipe (keeps a stop or new data noticed soon).
 _SLICE = 256
 
@@ -184,8 +186,9 @@ def commit_main(
     except BaseException as exc:
         out.send(("failed", exc))
         return 1
-    out.send(("ready", writer.last_seq, writer.highest_seq))
+    out.send(("ready", writer.last_seq, writer.highest_seq, writer.bulk_until))
     plans = FrameReader(plan_fd)
+    extra = 0.0  # time spent between plans (building the deferred indexes)
     try:
         while True:
             ok, item = plans.next()
@@ -196,10 +199,17 @@ def commit_main(
                 continue
             if item is None:
                 break
+            if item == END_BULK:
+                t0 = time.perf_counter()
+                if writer.bulk_until is not None:
+                    writer.end_bulk()
+                extra += time.perf_counter() - t0
+                continue
             plan, busy = item
             t0 = time.perf_counter()
             applied = writer.commit_plan(plan)
-            busy += time.perf_counter() - t0
+            busy += time.perf_counter() - t0 + extra
+            extra = 0.0
             out.send(("applied", applied.last_seq, applied.events, applied.rejected, busy))
         writer.close()
     except BaseException as exc:
@@ -223,6 +233,8 @@ class _Committer:
         self.closed = False
         #: ``ready``: (last_seq, highest_seq) of the database as opened
         self.opened: tuple[int, int] | None = None
+        #: the sequence up to which the events indexes are deferred (None: they are not)
+        self.bulk_until: int | None = None
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
@@ -230,6 +242,7 @@ class _Committer:
             self.idle = True
         elif kind == "ready":
             self.opened = (int(msg[1]), int(msg[2]))
+            self.bulk_until = msg[3]
         elif kind == "failed":
             self.failed = True
             self.idle = True
@@ -246,21 +259,26 @@ class _Committer:
                 block = False
                 continue
             if self.done.eof:
-                if not self.closed and not self.failed:
-                    self.failed = True
-                    self.idle = True
-                    self.out.send(
-                        (
-                            "failed",
-                            ProjectorStopped(
-                                "the projector's committing process exited unexpectedly"
-                            ),
-                        )
-                    )
+                if not self.closed:
+                    self._died()
                 return
             if not block and not self.done.waiting(0):
                 return
             self.done.fill()
+
+    def _died(self) -> None:
+        """The committing process is gone without a word (killed, crashed): say so, once."""
+        if not self.failed:
+            self.failed = True
+            self.idle = True
+            died = ProjectorStopped("the projector's committing process exited unexpectedly")
+            self.out.send(("failed", died))
+
+    def _send(self, obj: Any) -> None:
+        try:
+            self.plans.send(obj)
+        except BrokenPipeError:
+            self._died()
 
     def wait_idle(self) -> None:
         while not self.idle:
@@ -268,7 +286,15 @@ class _Committer:
 
     def hand(self, plan: Plan, busy: float) -> None:
         self.idle = False
-        self.plans.send((plan, busy))
+        self._send((plan, busy))
+
+    def received(self, seq: int) -> None:
+        """Every message up to ``seq`` is here: once that is the last one the indexes were
+        deferred for, the committing process builds them now, while this process projects
+        the rest (up to the reader's queue of messages) instead of after it."""
+        if self.bulk_until is not None and seq >= self.bulk_until:
+            self.bulk_until = None
+            self._send(END_BULK)
 
     def finish(self, stop: bool) -> None:
         """Let the plan in flight commit; then with ``stop`` ask for the close and wait for it,
@@ -276,7 +302,7 @@ class _Committer:
         if stop and not self.failed:
             self.wait_idle()
         if stop and not self.failed:
-            self.plans.send(None)
+            self._send(None)
             while not self.closed and not self.failed:
                 self.take(block=True)
         with contextlib.suppress(OSError):
@@ -333,6 +359,8 @@ def _project_loop(
             if msgs is None:
                 return True  # stop: what is being written commits, the rest is read again later
             todo = msgs
+            if msgs:
+                committer.received(msgs[-1][0])
             continue
         if frames.eof:
             return False

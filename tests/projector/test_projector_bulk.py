@@ -26,7 +26,7 @@ from netledger.projector.compare import dump
 from netledger.projector.rowcache import CACHE_ROWS, RowCache
 from netledger.projector.runner import Projector, project_until
 from netledger.projector.schema import EVENTS_INDEXES, open_db
-from netledger.projector.store import Batch, Raw, Writer
+from netledger.projector.store import Batch, Plan, Raw, Writer
 from netledger.projector.tables import FIXED_IPS
 from tests.projector.test_projector_props import _run_commands
 from tests.projector.test_projector_stream import publish_event
@@ -132,6 +132,9 @@ async def test_the_projector_process_defers_and_builds_them(
     assert _index_sql(tmp_path / "bulk.db") == EVENTS_INDEXES  # a bounded run ends complete
     async with Projector(conn, tmp_path / "bulk.db", batch_size=3) as p:
         await p.catch_up(20)
+        # A following projector that caught up has them already (built while the last
+        # deferred messages were projected, not when it closes).
+        assert _index_sql(tmp_path / "bulk.db") == EVENTS_INDEXES
     assert _index_sql(tmp_path / "bulk.db") == EVENTS_INDEXES
     assert dump(tmp_path / "bulk.db") == dump(tmp_path / "plain.db")
 
@@ -140,34 +143,53 @@ async def test_the_projector_process_defers_and_builds_them(
 
 
 def _pipelined_shared(
-    path: Path, raws: list[Raw], cuts: list[int], rng: random.Random, limit: int = CACHE_ROWS
+    path: Path,
+    raws: list[Raw],
+    cuts: list[int],
+    rng: random.Random,
+    limit: int = CACHE_ROWS,
+    planned: bool = True,
 ) -> None:
-    """Project as the writer process does, with its shared row cache: each batch on top of the
-    previous one, which is committed (not merged) at a random point while the next is projected;
-    merged into the cache when the next is handed over, before that one is written."""
+    """Project as the writer does, with its shared row cache: each batch on top of the previous
+    one, which is committed (not merged) at a random point while the next is projected; merged
+    into the cache when the next is handed over. ``planned``: as the two processes do it
+    (projector/writer_proc.py) — a batch's plan is made at its hand-over, once the batch below
+    is merged, and written later from the plan alone; else as one process would (the batch
+    itself written, diffed when it is written)."""
     w = Writer(path)
+    cache = RowCache(limit) if planned else w.cache
     w.cache.limit = limit
     reads = sqlite3.connect(path, check_same_thread=False)
     try:
         below: Batch | None = None
+        plan: Plan | None = None
         i = 0
         sizes = iter(cuts * (len(raws) + 1))
+
+        def commit(batch: Batch) -> None:
+            if planned:
+                assert plan is not None
+                w.commit_plan(plan)
+            else:
+                w.commit(batch, merge=False)
+
         while i < len(raws):
             n = next(sizes)
-            cur = Batch(reads, base=below, cache=w.cache)
+            cur = Batch(reads, base=below, cache=cache)
             part = raws[i : i + n]
             split = rng.randint(0, len(part))
             w.project(part[:split], cur)
             if below is not None:
-                w.commit(below, merge=False)
+                commit(below)
             w.project(part[split:], cur)
             if below is not None:
-                w.cache.merge(below)
+                cache.merge(below)
             cur.base = None
             below = cur
+            plan = cur.plan() if planned else None
             i += n
         if below is not None:
-            w.commit(below, merge=False)
+            commit(below)
         assert w.last_seq == raws[-1].seq
     finally:
         reads.close()
@@ -176,11 +198,14 @@ def _pipelined_shared(
 
 @pytest.mark.parametrize("cut", [1, 2, 5, 13, 1000])
 @pytest.mark.parametrize("limit", [3, 200_000])
+@pytest.mark.parametrize("planned", [True, False])
 def test_pipelined_batches_with_the_shared_cache_match_the_memory_projection(
-    tmp_path: Path, cut: int, limit: int
+    tmp_path: Path, cut: int, limit: int, planned: bool
 ) -> None:
     log = _sample_log()  # includes NAT tables read with select() across batches
-    _pipelined_shared(tmp_path / "p.db", _raws(log), [cut], random.Random(cut), limit)
+    _pipelined_shared(
+        tmp_path / "p.db", _raws(log), [cut], random.Random(cut), limit, planned=planned
+    )
     assert _normalise(dump(tmp_path / "p.db")) == _normalise(_memory_rows(log))
 
 
