@@ -141,6 +141,8 @@ class Projector:
         #: headers of stored messages (see :meth:`start`).
         self.owns_connection = owns_connection
         self.queue_size = queue_size or max(QUEUE_SIZE, 4 * batch_size)
+        #: reading pauses at this many in flight (what still comes is taken up to queue_size)
+        self._pause_at = max(1, self.queue_size // 2)
         self._chunk_size = min(CHUNK, self.queue_size // 4 or 1)
         self._writer: WriterProcess | None = None
         self._sub: Any = None
@@ -342,12 +344,16 @@ class Projector:
         self._on_stored(seq, msg.subject, msg.data, ts, pending)
 
     def _on_stored(self, seq: int, subject: str, data: bytes, ts: int, pending: int) -> None:
-        """One stored message: ``ts`` its stored time (ns), ``pending`` the messages after it."""
-        if not self._reading or self._paused:
+        """One stored message: ``ts`` its stored time (ns), ``pending`` the messages after it.
+        While paused, what the server had sent before the consumer was dropped still comes
+        (:func:`.fastread.linger`): taken in order up to the queue size, not read twice."""
+        if not self._reading:
             return
         if seq <= self._enqueued:
             return  # redelivered after an ordered-consumer reset
-        if seq != self._enqueued + 1 and not self._first:
+        if seq != self._enqueued + 1 and (self._paused or not self._first):
+            if self._paused:
+                return  # after one dropped at the queue's bound: read again on resuming
             # Cannot happen on a deny-delete stream unless messages were dropped: re-read.
             log.error(
                 "gap in the stream read: got seq %d after %d; re-reading", seq, self._enqueued
@@ -360,13 +366,15 @@ class Projector:
         ):
             self._limit_reached()
             return
-        if self._enqueued - self.last_seq >= self.queue_size:
-            # Do not let nats-py buffer the rest of the stream in memory (flow control does
-            # not stop the server soon enough): stop the consumer, resume from here later.
+        in_flight = self._enqueued - self.last_seq
+        if not self._paused and in_flight >= self._pause_at:
+            # Do not let the server push the rest of the stream into memory (flow control
+            # does not stop it soon enough): stop the consumer, resume from here later.
             self._paused = True
             self.pauses += 1
             self._restart_reading(pause=True)
-            return
+        if self._paused and in_flight >= self.queue_size:
+            return  # the bound: read again from here on resuming
         self._first = False
         self._enqueued = seq
         chunk = self._chunk
@@ -409,10 +417,18 @@ class Projector:
             return
 
         async def again() -> None:
+            if pause and self._fast and self._sub is not None:
+                # What the server sent before it hears of the unsubscribe is taken, not
+                # dropped and read again (_on_stored, up to the queue size).
+                fastread.linger(self.conn.nc, self._sub)
             await self._unsubscribe()
             low = self.queue_size // 4
             while pause and self._reading and self._enqueued - self.last_seq > low:
                 await self._advanced.wait()
+            if self._fast:
+                # All of it came long ago (it precedes the unsubscribe on the connection):
+                # nothing of the old consumer may pass for the new one's first messages.
+                fastread.unlinger(self.conn.nc)
             self._paused = False
             if self._reading:
                 await self._subscribe(self._enqueued + 1)

