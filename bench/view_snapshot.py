@@ -15,6 +15,16 @@ interleaved, median of ``--rounds``; plus the snapshot's size and the time to wr
 of ``bench/run`` (a few seconds, no namespace): run it by hand.
 
     .venv/bin/python bench/view_snapshot.py [--own 16000] [--tail 100] [--rounds 5]
+
+Measured 2026-12-04 (10 networks of 20 instances, 5 on this host; 2 cores, shared):
+
+| HostView.start | ms (median) | messages read |
+|---|---:|---:|
+| from the log (seq 1), 16,000 own reports | 244 / 255 | 16,320 / 17,220 |
+| same share, fresh log (no reports) | 23 / 24 | 220 |
+| from the snapshot + tail of 100 / of 1,000 | 21 / 35 | 100 / 1,000 |
+
+The snapshot: 8 KB, written in 8 ms.
 """
 
 from __future__ import annotations
