@@ -68,6 +68,9 @@ class Snapshot:
     created: str
     state: State
     seen: OrderedDict[str, SeenEvents] = field(default_factory=OrderedDict)
+    #: what a reader keeps beside the fold (an executor's view: executor/snapshot.py), as
+    #: msgpack values; checked and decoded by that reader
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def digest(body: bytes) -> str:
@@ -242,20 +245,22 @@ def dumps(
     seq: int,
     stream: str,
     created: str,
+    extra: dict[str, Any] | None = None,
 ) -> bytes:
-    """The snapshot body of ``state`` as folded up to stream sequence ``seq``."""
-    body: bytes = msgpack.packb(
-        {
-            "format": SNAPSHOT_FORMAT,
-            "fold": FOLD_VERSION,
-            "stream": stream,
-            "created": created,
-            "seq": seq,
-            "state": state_to_wire(state),
-            "seen": [[cid, v] for cid, v in (seen or {}).items()],
-        },
-        use_bin_type=True,
-    )
+    """The snapshot body of ``state`` as folded up to stream sequence ``seq`` (``extra``:
+    a reader's own bookkeeping at the same point, msgpack-ready)."""
+    w: dict[str, Any] = {
+        "format": SNAPSHOT_FORMAT,
+        "fold": FOLD_VERSION,
+        "stream": stream,
+        "created": created,
+        "seq": seq,
+        "state": state_to_wire(state),
+        "seen": [[cid, v] for cid, v in (seen or {}).items()],
+    }
+    if extra is not None:
+        w["extra"] = extra
+    body: bytes = msgpack.packb(w, use_bin_type=True)
     return body
 
 
@@ -338,8 +343,11 @@ def _loads(body: bytes, stream: str, created: str, stream_last_seq: int | None) 
         seen: OrderedDict[str, SeenEvents] = OrderedDict(
             (c, [bytes(x) for x in v]) for c, v in w["seen"]
         )
+        extra = w.get("extra", {})
+        if not isinstance(extra, dict):
+            raise TypeError(f"extra is a {type(extra).__name__}")
     except Exception as exc:
         raise SnapshotInvalid(f"undecodable state: {exc.__class__.__name__}: {exc}") from None
     if state.last_seq > seq:
         raise SnapshotInvalid(f"state folded up to {state.last_seq}, beyond its seq {seq}")
-    return Snapshot(seq=seq, stream=stream, created=created, state=state, seen=seen)
+    return Snapshot(seq=seq, stream=stream, created=created, state=state, seen=seen, extra=extra)

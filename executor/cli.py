@@ -60,7 +60,8 @@ def executor_group() -> None:
 @click.option(
     "--state-dir",
     metavar="DIR",
-    help="dnsmasq pid, hosts and lease files (default /run/netledger/[NETNS/]HOST).",
+    help="dnsmasq pid, hosts and lease files, and the snapshot of this host's view of the log"
+    " (default /run/netledger/[NETNS/]HOST).",
 )
 @click.option(
     "--dhcp-lease-time",
@@ -106,6 +107,22 @@ def executor_group() -> None:
     help="Read the whole stream instead of this host's share (registry, announcements, its own"
     " and its placement subject, its networks): for comparisons and repairs.",
 )
+@click.option(
+    "--snapshot-every",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    metavar="N",
+    help="After a pass, write a snapshot of this host's view of the log (STATE_DIR/view.snapshot)"
+    " once N messages were read since the last one; a restart then reads only the log after it."
+    " 0: never write one (an existing one is still read).",
+)
+@click.option(
+    "--ignore-snapshot",
+    is_flag=True,
+    help="Do not start from the view snapshot: read this host's share of the log from the"
+    " start (repairs; a new snapshot is written as usual).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
 @metrics_port_option
 @pass_settings
@@ -127,16 +144,22 @@ def executor_run(
     batch_size: int,
     pause_between_batches: float,
     whole_log: bool,
+    snapshot_every: int,
+    ignore_snapshot: bool,
     verbose: bool,
     metrics_port: int | None,
 ) -> None:
     """Run the executor of one host: follow the log and keep the kernel equal to it.
 
-    Needs root. Announces the host (with its VTEP address), reconciles on start (replaying the
-    log), after every change and every --interval seconds, and appends what it changed to
-    netledger.evt.host.HOST. Serving DHCP-mode networks, it runs one dnsmasq per bridge (files
-    in --state-dir); dnsmasq outlives the executor and is adopted by the next run. Exit status 1 with code executor_not_permitted without the rights,
-    netns_not_found for a missing --netns, apply_incomplete when --once could not apply it all.
+    Needs root. Announces the host (with its VTEP address), reconciles on start (from the
+    snapshot of its view in --state-dir plus the log after it, or the log from the start when
+    there is no valid snapshot), after every change and every --interval seconds, and appends
+    what it changed to netledger.evt.host.HOST. --once reads a snapshot too, and writes one
+    (of its view before its pass) when --snapshot-every messages were read. Serving DHCP-mode
+    networks, it runs one dnsmasq per bridge (files in --state-dir); dnsmasq outlives the
+    executor and is adopted by the next run. Exit status 1 with code executor_not_permitted
+    without the rights, netns_not_found for a missing --netns, apply_incomplete when --once
+    could not apply it all.
     """
     if once:
         # One pass, then the process ends: the cyclic collector would only walk the modules,
@@ -149,6 +172,7 @@ def executor_run(
     from .daemon import Options, run_executor
     from .desired import HostConfig
     from .dhcp import DhcpPaths, default_state_dir, script_text
+    from .snapshot import FILE_NAME as SNAPSHOT_FILE
 
     dhcp_defaulted_off = dhcp is None and netns is not None
     if dhcp is None:
@@ -179,11 +203,9 @@ def executor_run(
     )
     paths = None
     script = ""
+    state_dir = os.path.abspath(state_dir or default_state_dir(host, netns))
     if dhcp:
-        paths = DhcpPaths(
-            state_dir=os.path.abspath(state_dir or default_state_dir(host, netns)),
-            dnsmasq=_dnsmasq(),
-        )
+        paths = DhcpPaths(state_dir=state_dir, dnsmasq=_dnsmasq())
         command, env = _lease_command(settings, host)
         script = script_text(command, env, paths.handle if netns else None)
     opts = Options(
@@ -197,6 +219,9 @@ def executor_run(
         dhcp_script=script,
         sightings_heartbeat=heartbeat,
         share=not whole_log,
+        snapshot_path=os.path.join(state_dir, SNAPSHOT_FILE),
+        snapshot_every=snapshot_every,
+        snapshot_load=not ignore_snapshot,
     )
 
     async def go() -> Any:
@@ -227,6 +252,8 @@ def executor_run(
             # what it read of the log to get there, and how many networks its share holds
             "events_read": report.events_read,
             "share_networks": report.share_networks,
+            # the view snapshot it started from (None: read from the start of the log)
+            "snapshot_seq": report.snapshot_seq,
         }
         emit(
             out,

@@ -63,6 +63,7 @@ from .kernel import Kernel, OpResult
 from .model import HostActual, HostDesired, NatTable
 from .netlink import CHUNK, check_netns
 from .sightings import SightingReporter, start_reporter, stop_reporter
+from .snapshot import DEFAULT_EVERY, SETTLE_PAUSE_S, SETTLE_TRIES, ViewSnapshots
 from .tasks import stop_task
 from .view import HostView
 
@@ -90,6 +91,8 @@ class PassReport:
     #: messages of the log read since start, and networks in the share (None: whole log)
     events_read: int = 0
     share_networks: int | None = None
+    #: the stream sequence of the view snapshot the start began from (None: from the log)
+    snapshot_seq: int | None = None
 
     @property
     def failures(self) -> list[OpResult]:
@@ -126,6 +129,13 @@ class Options:
     share: bool = True
     #: keep the kernel cache current by notifications (False for --once: one pass, read back)
     live_kernel: bool = True
+    #: the view's snapshot file (executor/snapshot.py; None: none loaded, none written)
+    snapshot_path: str | None = None
+    #: write one after a pass once this many messages of the log were read since the last
+    #: (0: never write)
+    snapshot_every: int = DEFAULT_EVERY
+    #: start from the snapshot (False: ``--ignore-snapshot``, read the share from sequence 1)
+    snapshot_load: bool = True
 
 
 class Executor:
@@ -175,6 +185,22 @@ class Executor:
         self._frags: Fragments | None = None
         self._nat: NatTable | None = None
         self._snat: str | None = None
+        #: the view's snapshots (executor/snapshot.py): a restart reads only the tail
+        self.snapshots: ViewSnapshots | None = None
+        if self.opts.snapshot_path is not None:
+            self.snapshots = ViewSnapshots(
+                conn,
+                self.opts.snapshot_path,
+                self.view.kind,
+                every=self.opts.snapshot_every,
+                load=self.opts.snapshot_load,
+            )
+        self._snapshot_task: asyncio.Task[None] | None = None
+        #: outbox jobs queued or running: while any, our record holds events not yet in the log
+        self._jobs = 0
+        #: the log refused some of our events: the record in memory is no longer the fold of
+        #: the log, so no snapshot of it is written for the rest of this run
+        self._record_diverged = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -200,6 +226,10 @@ class Executor:
         await asyncio.to_thread(cache.start)
         self.cache = cache
         self.converger = Converger(self.kernel, cache)
+        if self.snapshots is not None:
+            snap = await self.snapshots.load()
+            if snap is not None:
+                self.view.restore(snap)
         await self.view.start()
         await self.announce()
 
@@ -234,6 +264,11 @@ class Executor:
 
     async def close(self) -> None:
         await self.flush()
+        if self._snapshot_task is not None:
+            # Let a snapshot being written finish (a forked child, then a rename): bounded.
+            await asyncio.wait([self._snapshot_task], timeout=30.0)
+            await stop_task(self._snapshot_task)
+            self._snapshot_task = None
         if self._outbox_task is not None:
             await stop_task(self._outbox_task)
             self._outbox_task = None
@@ -275,6 +310,15 @@ class Executor:
     async def run_once(self) -> PassReport:
         assert self.follower is not None
         await self.view.sync()
+        # Due (many events read since the snapshot it started from, or from the start of the
+        # log): the fold as of this sync point, before the pass — whose own report is not
+        # read back — is written while the pass runs (a forked child encodes it).
+        if self.snapshots is not None and self._snapshot_due():
+            await self.snapshots.created()  # asked before: the task's first step never waits
+            self._snapshot_task = asyncio.create_task(
+                self._snapshot(), name="netledger-view-snapshot"
+            )
+            await asyncio.sleep(0)  # its first step takes the image now, at the sync point
         if not self.read_back_own:
             # The process ends after this pass: reading on would only fold what others (and
             # this pass's own report, 2,000 events after a first pass over 1,000 networks)
@@ -282,6 +326,9 @@ class Executor:
             await self.view.stop_following()
         report = await self.reconcile("start")
         await self.flush()
+        if self._snapshot_task is not None:
+            await self._snapshot_task
+            self._snapshot_task = None
         return report
 
     async def _watch_log(self) -> None:
@@ -304,6 +351,7 @@ class Executor:
 
     async def _run_forever(self) -> None:
         await self.reconcile("start")
+        self._maybe_snapshot()
         if self.opts.freeze_gc:
             # What the start loaded (modules, the fold, the caches) lives as long as the
             # daemon: out of the collector's generations, so that a full collection does not
@@ -345,6 +393,58 @@ class Executor:
             except NetledgerError as exc:
                 log.error("reconcile failed: [%s] %s", exc.code, exc.message)
             self._last_pass_end = loop.time()
+            self._maybe_snapshot()
+
+    # --- the view's snapshot ------------------------------------------------------------------
+
+    def _snapshot_due(self) -> bool:
+        f = self.follower
+        return (
+            self.snapshots is not None
+            and f is not None
+            and not self._record_diverged
+            and (self._snapshot_task is None or self._snapshot_task.done())
+            and self.snapshots.due(f.handled)
+        )
+
+    def _maybe_snapshot(self) -> None:
+        """After a pass: write a snapshot of the view when enough was read since the last."""
+        if self._snapshot_due():
+            self._snapshot_task = asyncio.create_task(
+                self._snapshot(), name="netledger-view-snapshot"
+            )
+
+    def _settled(self) -> bool:
+        """The fold, the record and the view's bookkeeping are the log's fold up to the
+        follower's position: every report of ours appended and read back (no outbox job
+        left), no resubscription filling a network in."""
+        return self._jobs == 0 and not self._record_diverged and self.view.settled()
+
+    async def _snapshot(self) -> None:
+        snaps = self.snapshots
+        assert snaps is not None
+        read = 0
+        try:
+            created = await snaps.created()
+            for _ in range(SETTLE_TRIES):
+                if self._settled():
+                    break
+                await asyncio.sleep(SETTLE_PAUSE_S)
+            else:
+                log.info("view snapshot postponed: the view did not settle (next pass tries)")
+                return
+            f = self.follower
+            assert f is not None
+            read = f.handled
+            # No await between the check above and the image (taken before write's first wait).
+            await snaps.write(self.state, f.position, read, self.view.snapshot_extra, created)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never fatal: the next start reads more of the log, that's all
+            snaps.stats.last_error = f"{exc.__class__.__name__}: {exc}"
+            if read:
+                snaps.read_at_last = read  # not again at every pass: after as many reads
+            log.warning("writing the view snapshot %s failed: %s", snaps.path, exc)
 
     async def reconcile(self, reason: str) -> PassReport:
         assert self.kernel is not None and self.follower is not None
@@ -470,6 +570,7 @@ class Executor:
         self._commit_pass(plan)
         self.passes += 1
         report.events_read = self.follower.handled
+        report.snapshot_seq = self.snapshots.stats.loaded_seq if self.snapshots else None
         report.share_networks = len(self.view.networks) if self.opts.share else None
         report.events = len(reported) + len(events)
         if events:
@@ -547,11 +648,25 @@ class Executor:
                 "share": self.follower.subjects if self.follower is not None else None,
                 # the log refuses this host's events (full, latched, unavailable): why, since
                 "log_error": self.log_trouble,
+                # the view's snapshot: where the start began, the last one written
+                "snapshot": self._snapshot_status(),
             }
             await self._kv.put(status_key(self.cfg.host), json.dumps(status).encode())
             self._status_at = time.monotonic()
         except Exception as exc:
             log.warning("writing this host's status to the liveness bucket failed: %s", exc)
+
+    def _snapshot_status(self) -> dict[str, Any] | None:
+        if self.snapshots is None:
+            return None
+        st = self.snapshots.stats
+        return {
+            "loaded_seq": st.loaded_seq,
+            "refused": st.refused,
+            "written": st.written,
+            "last_written_seq": st.last_written_seq,
+            "last_error": st.last_error,
+        }
 
     def _envelopes(
         self, events: list[HostEvent], pass_id: str | None = None, start: int = 0
@@ -632,12 +747,19 @@ class Executor:
                 err.message,
             )
             self.log_trouble = {"code": err.code, "message": err.message, "since": time.time()}
+        if not self._record_diverged and self.snapshots is not None:
+            log.warning(
+                "no view snapshot is written for the rest of this run: the record in memory"
+                " holds events the log refused"
+            )
+        self._record_diverged = True
 
     def _later(self, job: Callable[[], Awaitable[Any]]) -> None:
         """Run ``job`` after the pass, in order with the other such jobs: publishing what a
         pass did must not hold the next change back from the kernel."""
         if self._outbox_task is None:
             self._outbox_task = asyncio.create_task(self._drain_outbox(), name="netledger-outbox")
+        self._jobs += 1
         self._outbox.put_nowait(job)
 
     async def _drain_outbox(self) -> None:
@@ -652,6 +774,7 @@ class Executor:
             except Exception:
                 log.exception("reporting a pass failed (the next full pass reconciles the record)")
             finally:
+                self._jobs -= 1
                 self._outbox.task_done()
 
     async def flush(self, timeout: float = 60.0) -> None:

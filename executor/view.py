@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -27,6 +28,7 @@ from netledger.journal.stream import Connection, Follower
 from .dhcp import DhcpBook
 from .hosts import HostBook
 from .share import Share, additions, follow_every, resubscribe_pause
+from .snapshot import ViewKind, ViewSnapshot, view_to_wire
 from .tasks import stop_task
 
 log = logging.getLogger("netledger.executor.view")
@@ -76,6 +78,45 @@ class HostView:
         self._serving: set[str] | None = None
         self._touched: set[str] | None = set()
         self._task: asyncio.Task[None] | None = None
+        #: the stream sequence the follower starts at (after a restored snapshot: its seq + 1)
+        self._start_seq = 1
+        #: started and following (a follower reading the share's history at start has folded
+        #: more than its position says until it is done)
+        self._ready = False
+
+    @property
+    def kind(self) -> ViewKind:
+        return ViewKind(self.host, self.use_share, self.share.network_host)
+
+    def restore(self, snap: ViewSnapshot) -> None:
+        """Start from a snapshot (executor/snapshot.py) instead of an empty fold: :meth:`start`
+        then reads the share from the sequence after it. Before :meth:`start` only."""
+        assert self.follower is None, "restore before start"
+        self.state, self.book, self.dhcp_book = snap.state, snap.book, snap.dhcp_book
+        self.networks, self._joining = set(snap.networks), set(snap.joining)
+        self.every = snap.every
+        self.legacy_announcement = snap.legacy_announcement
+        # Derived: recomputed from the fold (the first pass diffs everything anyway).
+        self._serving, self._touched, self._dirty = None, None, None
+        self._start_seq = snap.seq + 1
+
+    def settled(self) -> bool:
+        """Whether the fold is, right now, the share read up to ``follower.position``: the
+        follower runs and no resubscription is filling a new network in."""
+        f = self.follower
+        return self._ready and f is not None and f.failure is None and not self._lock.locked()
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        """The view's bookkeeping beside the fold, for its snapshot (executor/snapshot.py)."""
+        return view_to_wire(
+            self.kind,
+            self.book,
+            self.dhcp_book,
+            self.networks,
+            self._joining,
+            self.every,
+            self.legacy_announcement,
+        )
 
     def take_dirty(self) -> set[str] | None:
         """The networks touched since the last call (None: every network)."""
@@ -83,16 +124,20 @@ class HostView:
         return dirty
 
     async def start(self) -> None:
-        subjects = self.share.subjects(set()) if self.use_share else ALL_EVENTS
-        self.follower = Follower(self.conn, self._on_message, subject=subjects)
+        subjects = self.share.subjects(self.networks, self.every) if self.use_share else ALL_EVENTS
+        self.follower = Follower(
+            self.conn, self._on_message, start_seq=self._start_seq, subject=subjects
+        )
         await self.follower.start()
         await self.sync()
         if self.use_share:
             self._task = asyncio.create_task(self._follow_share(), name="netledger-share")
+        self._ready = True
 
     async def stop_following(self) -> None:
         """Read no further (``--once``: its pass applies the log as of the sync before it).
         What was folded stays; so does the position the pass reports."""
+        self._ready = False
         if self._task is not None:
             await stop_task(self._task)
             self._task = None
@@ -100,6 +145,7 @@ class HostView:
             await self.follower.stop()
 
     async def close(self) -> None:
+        self._ready = False
         if self._task is not None:
             await stop_task(self._task)
             self._task = None

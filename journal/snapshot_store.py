@@ -343,15 +343,20 @@ async def write_forked(
     created: str,
     tmpdir: str | None = None,
     fork: bool = True,
+    extra: Callable[[], dict[str, Any]] | None = None,
 ) -> tuple[str, str]:
     """Serialise the fold as it is *now* into a temporary file; return (path, sha256).
 
     With ``fork`` (POSIX), a child process encodes a copy-on-write image of memory while the
     event loop goes on (the only pause is ``fork`` itself: milliseconds). Without it, the
-    encoding runs in the loop (it blocks for as long as it takes)."""
+    encoding runs in the loop (it blocks for as long as it takes). Either way the image is
+    taken before this coroutine first waits: nothing folded after the call is in it.
+    ``extra`` builds the reader's own bookkeeping (events/snapshot.py ``dumps``) from the
+    same image."""
 
     def body() -> bytes:
-        return encode_body(dumps(state, seen, seq=seq, stream=stream, created=created))
+        more = extra() if extra is not None else None
+        return encode_body(dumps(state, seen, seq=seq, stream=stream, created=created, extra=more))
 
     fd, path = tempfile.mkstemp(prefix="netledger-snapshot-", dir=tmpdir)
     os.close(fd)
