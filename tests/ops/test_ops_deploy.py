@@ -29,11 +29,14 @@ def test_unit_runs_an_existing_command(unit: str) -> None:
     argv = exec_start(unit)
     assert argv[0] == "/usr/bin/netledger"
     cmd = cli
-    words = [a for a in argv[1:] if not a.startswith("-") and a != "%i"]
+    # The command's words come first; what follows the first option is options and values.
+    words = [a for a in argv[1:] if a != "%i"]
+    words = words[: next((i for i, a in enumerate(words) if a.startswith("-")), len(words))]
     for w in words:
         sub = cmd.get_command(click.Context(cmd), w) if isinstance(cmd, click.Group) else None
         assert sub is not None, f"{unit}: no command {w!r}"
         cmd = sub
+    assert not isinstance(cmd, click.Group), f"{unit}: {' '.join(words)} is no command"
     opts = {o for p in cmd.params for o in p.opts}
     assert {a for a in argv[1:] if a.startswith("--")} <= opts
 
