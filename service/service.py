@@ -979,7 +979,17 @@ class CommandService:
                     continue
                 msg, env = omsg, oenv
                 check = {} if unchecked(msg.subject) else {msg.subject: expected[msg.subject]}
-                run = [it for it in items[i:] if it[2] is not None]
+                # A chain's links after the first carry no check on their own subject (only
+                # that the link before is the stream's last message): it may only hold
+                # decisions on the first link's subject, which that one's check covers. The
+                # next subject starts a chain of its own, with its own check.
+                run = []
+                for it in items[i:]:
+                    if it[2] is None:
+                        continue
+                    if it[2].subject != msg.subject:
+                        break
+                    run.append(it)
                 if self.pipeline and len(run) > 1 and not after_chain and self.appender.can_chain():
                     # Pipelined: each publish after the first only lands if the stream's last
                     # message is the one before it (Appender.append_chain). The landed prefix
