@@ -69,6 +69,7 @@ from netledger.journal.liveness import HeartbeatBook
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import (
     CLOSE_TIMEOUT_S,
+    MSG_ID,
     Appender,
     Connection,
     Follower,
@@ -906,6 +907,21 @@ class CommandService:
             if not j.fut.done():
                 j.fail(exhausted)
 
+    async def _recall(self, req: Request, seq: int) -> None:
+        """Put the events ``req`` stored from ``seq`` on (message ids ``<command id>:0``,
+        ``:1``, ...: one decision, contiguous) back in ``seen``, read from the log."""
+        events: list[bytes] = []
+        while True:
+            try:
+                m = await self.conn.js.get_msg(self.conn.stream, seq + len(events), direct=True)
+            except Exception:  # past the end, or the log away: what was read, if anything
+                break
+            if not m.headers or m.headers.get(MSG_ID) != f"{req.command_id}:{len(events)}":
+                break
+            events.append(m.data or b"")
+        if events:
+            self.seen[req.command_id] = events
+
     def _log_trouble(self, job: _Job) -> LogUnavailable | None:
         """Why ``job`` is answered without trying to append: the log refuses writes now, or
         appends are failing and it has waited long enough that another try would take it past
@@ -1022,6 +1038,12 @@ class CommandService:
                         continue
                 last = await self.appender.append([msg], check, deadline=rest_by)
                 after_chain, rest_by = False, None
+                if check and last <= check[msg.subject]:
+                    # Acknowledged as a duplicate: an earlier attempt of this command (no
+                    # longer in ``seen``) stored this message id inside the duplicate window,
+                    # and nothing was stored now. Its answer is what that one stored.
+                    await self._recall(job.req, last)
+                    raise MaybeApplied(f"{msg.msg_id} was stored before, at {last}")
                 expected[msg.subject] = last
                 self._fold_appended([msg], [env], last)
                 landed.append((job, d))
