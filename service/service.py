@@ -60,7 +60,7 @@ from netledger.events.ids import (
     parse_command_subject,
 )
 from netledger.events.placement import backfill, companions, unchecked
-from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
+from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, MAX_REAP, FixedIpReap, overdue
 from netledger.events.reclaim import FixedIpReclaimSweep, Heartbeats
 from netledger.events.snapshot import SeenEvents, seen_events
 from netledger.events.state import State
@@ -559,17 +559,21 @@ class CommandService:
         now = time.time() if now is None else now
         freed: list[str] = []
         for network_id in sorted(overdue(self.state, now, self.release_timeout)):
-            req = Request(
-                FixedIpReap(network_id=network_id, now=now, timeout=self.release_timeout),
-                f"reap-{network_id}-{uuid.uuid4().hex[:12]}",
-                SYSTEM,
-            )
-            try:
-                result = await self._submit(req)
-            except NetledgerError as err:
-                log.warning("reaping network %s failed: %s", network_id, err)
-                continue
-            freed.extend(result.get("freed", []))
+            while True:  # one decision frees at most MAX_REAP addresses
+                req = Request(
+                    FixedIpReap(network_id=network_id, now=now, timeout=self.release_timeout),
+                    f"reap-{network_id}-{uuid.uuid4().hex[:12]}",
+                    SYSTEM,
+                )
+                try:
+                    result = await self._submit(req)
+                except NetledgerError as err:
+                    log.warning("reaping network %s failed: %s", network_id, err)
+                    break
+                got = result.get("freed", [])
+                freed.extend(got)
+                if len(got) < MAX_REAP:
+                    break
         return freed
 
     async def _reap_forever(self, interval: float) -> None:
