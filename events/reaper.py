@@ -18,6 +18,9 @@ from .state import State
 from .types import Event, FixedIpFreed
 
 DEFAULT_RELEASE_TIMEOUT = 600.0
+#: addresses one reap decision frees at most (its events are one atomic batch, which holds at
+#: most 1,000 messages): the rest are freed by the next decision
+MAX_REAP = 500
 
 
 @command
@@ -78,6 +81,8 @@ def decide_reap(state: State, req: Request, pending: Pending) -> Decision:
                 )
             )
             freed.append(address)
+            if len(freed) == MAX_REAP:
+                break
     return Decision(events, {"network_id": cmd.network_id, "freed": freed})
 
 

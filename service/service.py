@@ -60,7 +60,7 @@ from netledger.events.ids import (
     parse_command_subject,
 )
 from netledger.events.placement import backfill, companions, unchecked
-from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, FixedIpReap, overdue
+from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, MAX_REAP, FixedIpReap, overdue
 from netledger.events.reclaim import FixedIpReclaimSweep, Heartbeats
 from netledger.events.snapshot import SeenEvents, seen_events
 from netledger.events.state import State
@@ -69,6 +69,7 @@ from netledger.journal.liveness import HeartbeatBook
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import (
     CLOSE_TIMEOUT_S,
+    MSG_ID,
     Appender,
     Connection,
     Follower,
@@ -558,17 +559,21 @@ class CommandService:
         now = time.time() if now is None else now
         freed: list[str] = []
         for network_id in sorted(overdue(self.state, now, self.release_timeout)):
-            req = Request(
-                FixedIpReap(network_id=network_id, now=now, timeout=self.release_timeout),
-                f"reap-{network_id}-{uuid.uuid4().hex[:12]}",
-                SYSTEM,
-            )
-            try:
-                result = await self._submit(req)
-            except NetledgerError as err:
-                log.warning("reaping network %s failed: %s", network_id, err)
-                continue
-            freed.extend(result.get("freed", []))
+            while True:  # one decision frees at most MAX_REAP addresses
+                req = Request(
+                    FixedIpReap(network_id=network_id, now=now, timeout=self.release_timeout),
+                    f"reap-{network_id}-{uuid.uuid4().hex[:12]}",
+                    SYSTEM,
+                )
+                try:
+                    result = await self._submit(req)
+                except NetledgerError as err:
+                    log.warning("reaping network %s failed: %s", network_id, err)
+                    break
+                got = result.get("freed", [])
+                freed.extend(got)
+                if len(got) < MAX_REAP:
+                    break
         return freed
 
     async def _reap_forever(self, interval: float) -> None:
@@ -906,6 +911,21 @@ class CommandService:
             if not j.fut.done():
                 j.fail(exhausted)
 
+    async def _recall(self, req: Request, seq: int) -> None:
+        """Put the events ``req`` stored from ``seq`` on (message ids ``<command id>:0``,
+        ``:1``, ...: one decision, contiguous) back in ``seen``, read from the log."""
+        events: list[bytes] = []
+        while True:
+            try:
+                m = await self.conn.js.get_msg(self.conn.stream, seq + len(events), direct=True)
+            except Exception:  # past the end, or the log away: what was read, if anything
+                break
+            if not m.headers or m.headers.get(MSG_ID) != f"{req.command_id}:{len(events)}":
+                break
+            events.append(m.data or b"")
+        if events:
+            self.seen[req.command_id] = events
+
     def _log_trouble(self, job: _Job) -> LogUnavailable | None:
         """Why ``job`` is answered without trying to append: the log refuses writes now, or
         appends are failing and it has waited long enough that another try would take it past
@@ -979,7 +999,17 @@ class CommandService:
                     continue
                 msg, env = omsg, oenv
                 check = {} if unchecked(msg.subject) else {msg.subject: expected[msg.subject]}
-                run = [it for it in items[i:] if it[2] is not None]
+                # A chain's links after the first carry no check on their own subject (only
+                # that the link before is the stream's last message): it may only hold
+                # decisions on the first link's subject, which that one's check covers. The
+                # next subject starts a chain of its own, with its own check.
+                run = []
+                for it in items[i:]:
+                    if it[2] is None:
+                        continue
+                    if it[2].subject != msg.subject:
+                        break
+                    run.append(it)
                 if self.pipeline and len(run) > 1 and not after_chain and self.appender.can_chain():
                     # Pipelined: each publish after the first only lands if the stream's last
                     # message is the one before it (Appender.append_chain). The landed prefix
@@ -1012,6 +1042,12 @@ class CommandService:
                         continue
                 last = await self.appender.append([msg], check, deadline=rest_by)
                 after_chain, rest_by = False, None
+                if check and last <= check[msg.subject]:
+                    # Acknowledged as a duplicate: an earlier attempt of this command (no
+                    # longer in ``seen``) stored this message id inside the duplicate window,
+                    # and nothing was stored now. Its answer is what that one stored.
+                    await self._recall(job.req, last)
+                    raise MaybeApplied(f"{msg.msg_id} was stored before, at {last}")
                 expected[msg.subject] = last
                 self._fold_appended([msg], [env], last)
                 landed.append((job, d))
