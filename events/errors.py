@@ -207,6 +207,15 @@ class ConflictRetriesExhausted(Unavailable):
     code = "conflict_retries_exhausted"
 
 
+class CommandIdReused(ConflictError):
+    """A retry whose first attempt stored its events (the log refused them again: same message
+    ids inside its duplicate window) but whose answer the service no longer keeps, and whose
+    decision now comes out otherwise (the state changed since): look the result up, or send
+    a new command id."""
+
+    code = "command_id_reused"
+
+
 class LogUnavailable(Unavailable):
     """The log cannot take this write now: JetStream disabled or without quorum, the stream in
     a failed state, or no acknowledgement in time. Details: ``reason`` (the server's own words

@@ -296,6 +296,11 @@ class MaybeApplied(Exception):
     """The append may or may not have landed (lost ack, duplicate batch): catch up and look."""
 
 
+class DuplicateBatch(MaybeApplied):
+    """An atomic batch refused whole because one of its message ids was stored before, inside
+    the duplicate window (JetStream err 10201): nothing of it was stored now."""
+
+
 @dataclass(frozen=True)
 class Outgoing:
     subject: str
@@ -413,7 +418,7 @@ class Appender:
                         raise MaybeApplied(str(exc)) from None
                     raise WrongLastSequence(exc.description or "") from None
                 if exc.err_code == ERR_BATCH_DUPLICATE:
-                    raise MaybeApplied(exc.description or "") from None
+                    raise DuplicateBatch(exc.description or "") from None
                 raise _mapped(exc) from None
             except APIError as exc:
                 err = _mapped(exc)

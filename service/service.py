@@ -41,6 +41,7 @@ from netledger.events.commands import (
 )
 from netledger.events.decide import Decision, Pending, decide
 from netledger.events.errors import (
+    CommandIdReused,
     ConflictRetriesExhausted,
     DecodeError,
     Forbidden,
@@ -72,6 +73,7 @@ from netledger.journal.stream import (
     MSG_ID,
     Appender,
     Connection,
+    DuplicateBatch,
     Follower,
     MaybeApplied,
     Outgoing,
@@ -842,6 +844,10 @@ class CommandService:
         return result_from_events(self.state, req, seen_events(events))
 
     async def _decide_and_append(self, jobs: list[_Job]) -> None:
+        # After a batch refused as a duplicate, each decision goes alone: the one retry whose
+        # first attempt was stored fails (or is answered from the log) by itself, instead of
+        # the whole round being refused again, MAX_CONFLICT_RETRIES times.
+        alone = False
         for attempt in range(MAX_CONFLICT_RETRIES):
             pending = Pending()
             joined: set[tuple[str, str]] = set()
@@ -887,12 +893,18 @@ class CommandService:
                     return
                 continue
             try:
-                if len(envelopes) >= self.batch_threshold or any(
+                if alone:
+                    await self._append_each(envelopes, decided)
+                elif len(envelopes) >= self.batch_threshold or any(
                     len(d.events) > 1 for _, d in decided
                 ):
                     await self._append_batch(envelopes, decided)
                 else:
                     await self._append_one_by_one(envelopes, decided)
+            except DuplicateBatch:
+                alone = True
+                await self.follower.catch_up()
+                continue
             except WrongLastSequence as exc:
                 self.stats.conflicts += 1
                 if exc.actual is None:
@@ -911,9 +923,10 @@ class CommandService:
             if not j.fut.done():
                 j.fail(exhausted)
 
-    async def _recall(self, req: Request, seq: int) -> None:
+    async def _recall(self, req: Request, seq: int) -> bool:
         """Put the events ``req`` stored from ``seq`` on (message ids ``<command id>:0``,
-        ``:1``, ...: one decision, contiguous) back in ``seen``, read from the log."""
+        ``:1``, ...: one decision, contiguous) back in ``seen``, read from the log; False if
+        none was found there."""
         events: list[bytes] = []
         while True:
             try:
@@ -925,6 +938,16 @@ class CommandService:
             events.append(m.data or b"")
         if events:
             self.seen[req.command_id] = events
+        return bool(events)
+
+    @staticmethod
+    def _reused(req: Request) -> CommandIdReused:
+        return CommandIdReused(
+            f"command {req.command_id} stored its events before (inside the log's duplicate"
+            " window), and its answer is no longer kept: look the result up, or send a new"
+            " command id",
+            command_id=req.command_id,
+        )
 
     def _log_trouble(self, job: _Job) -> LogUnavailable | None:
         """Why ``job`` is answered without trying to append: the log refuses writes now, or
@@ -951,12 +974,45 @@ class CommandService:
         expected = {s: self.state.seq_of(s) for s in subjects if not unchecked(s)}
         messages = build_messages(envelopes)
         seq = await self.appender.append(messages, expected)
+        if expected and seq <= max(expected.values()):
+            # Acknowledged as a duplicate: the commit message's id was stored before, inside
+            # the duplicate window (a retry no longer in ``seen``), and nothing was stored now.
+            # One decision's answer is what its first attempt stored (contiguous, ending at
+            # ``seq``); of several, each goes alone (_append_each) to find out which.
+            if len(decided) != 1:
+                raise DuplicateBatch(f"batch acknowledged as stored before, at {seq}")
+            job = decided[0][0]
+            if await self._recall(job.req, seq - len(messages) + 1):
+                raise MaybeApplied(f"{job.req.command_id} was stored before, at {seq}")
+            job.fail(self._reused(job.req))
+            return
         self.stats.batches += 1
         self.stats.batched_events += len(envelopes)
         self._fold_appended(messages, envelopes, seq)
         for job, d in decided:
             if not job.fut.done():
                 job.resolve(d.result)
+
+    async def _append_each(
+        self, envelopes: list[Envelope], decided: list[tuple[_Job, Decision]]
+    ) -> None:
+        """Each decision appended by itself, in order (after a duplicate batch). A one-event
+        decision whose message id was stored before is acknowledged as a duplicate and answered
+        from the log (:meth:`_append_one_by_one`); a larger one is refused whole again, and
+        that command alone is told (:class:`CommandIdReused`)."""
+        i = 0
+        for job, d in decided:
+            envs = envelopes[i : i + len(d.events)]
+            i += len(d.events)
+            if job.fut.done():
+                continue
+            if len(envs) == 1:
+                await self._append_one_by_one(envs, [(job, d)])
+                continue
+            try:
+                await self._append_batch(envs, [(job, d)])
+            except DuplicateBatch:
+                job.fail(self._reused(job.req))
 
     async def _append_one_by_one(
         self, envelopes: list[Envelope], decided: list[tuple[_Job, Decision]]
@@ -1046,8 +1102,11 @@ class CommandService:
                     # Acknowledged as a duplicate: an earlier attempt of this command (no
                     # longer in ``seen``) stored this message id inside the duplicate window,
                     # and nothing was stored now. Its answer is what that one stored.
-                    await self._recall(job.req, last)
-                    raise MaybeApplied(f"{msg.msg_id} was stored before, at {last}")
+                    if await self._recall(job.req, last):
+                        raise MaybeApplied(f"{msg.msg_id} was stored before, at {last}")
+                    job.fail(self._reused(job.req))
+                    i += 1
+                    continue
                 expected[msg.subject] = last
                 self._fold_appended([msg], [env], last)
                 landed.append((job, d))

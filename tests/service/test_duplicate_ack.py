@@ -5,9 +5,12 @@ answer must be what was stored, not the new decision, which never reached the lo
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from netledger.events.codec import Envelope
+from netledger.events.errors import CommandIdReused
 from netledger.events.types import FloatingIpAllocated
 from netledger.journal.stream import Connection, last_seq
 from netledger.service import service as service_module
@@ -39,3 +42,52 @@ async def test_a_retry_acked_as_duplicate_gets_the_stored_answer(
     }
     assert stored[first["address"]] == "fa-1"
     assert again == first, f"answered {again['address']}, which the log does not hold"
+
+
+async def test_a_retry_in_a_batch_acked_as_duplicate_is_answered_alone(
+    conn: Connection, service: CommandService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same retry, its decision in an atomic batch (which the server refuses whole when one
+    message id was stored before): the round goes again one decision at a time, and the retry
+    is answered from the log (it was refused 64 times, then ``conflict_retries_exhausted``)."""
+    monkeypatch.setattr(service_module, "SEEN_COMMANDS", 1)
+    service.batch_threshold = 1  # every round an atomic batch
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
+    first = await c.allocate_fixed_ip("i1", network_id=net["id"], host="h1", command_id="a-1")
+    await c.deallocate_fixed_ip("i1", network_id=net["id"])
+    await c.allocate_fixed_ip("i2", network_id=net["id"], host="h1", command_id="a-2")
+    assert "a-1" not in service.seen
+    top = await last_seq(conn)
+
+    again = await c.allocate_fixed_ip("i1", network_id=net["id"], host="h1", command_id="a-1")
+
+    assert await last_seq(conn) == top, "the retry stored something"
+    assert again == first
+
+
+async def test_a_retry_of_many_events_refused_as_duplicate_fails_alone(
+    conn: Connection, service: CommandService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry of a decision of several events (one atomic batch), decided otherwise now, whose
+    first attempt's ids are inside the duplicate window and no longer in ``seen``: it alone is
+    told ``command_id_reused``; the round's other commands are appended and answered."""
+    monkeypatch.setattr(service_module, "SEEN_COMMANDS", 1)
+    c = Client(conn)
+    args = {"label": "m", "cidr": "10.8.0.0/23", "num_networks": 2, "network_size": 256}
+    nets = (await c.request("network.create", args, command_id="n-1"))["networks"]
+    for n in nets:
+        await c.request("network.delete", {"network_id": n["id"]})
+    await c.create_networks(label="other", cidr="10.7.0.0/24", mode="flat", bridge="br7")
+    assert "n-1" not in service.seen
+    top = await last_seq(conn)
+
+    retry, other = await asyncio.gather(
+        c.request("network.create", args, command_id="n-1"),
+        c.create_networks(label="third", cidr="10.6.0.0/24", mode="flat", bridge="br6"),
+        return_exceptions=True,
+    )
+
+    assert isinstance(retry, CommandIdReused), retry
+    assert isinstance(other, list) and other[0]["label"] == "third", other
+    assert await last_seq(conn) == top + 1, "only the other command's network was stored"
