@@ -171,6 +171,12 @@ class FixedIpReclaimSweep(Command):
         )
 
 
+#: Messages one reclaim decision appends at most (one atomic batch holds 1,000): its own events,
+#: the network-side unmapping of each floating IP it lets go (service/reclaim_run.py) and the
+#: seal. The candidates past it are left to the next decision (the sweep goes on).
+MAX_RECLAIM_MESSAGES = 1000
+
+
 def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
     cmd = req.command
     assert isinstance(cmd, FixedIpReclaim)
@@ -178,7 +184,15 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
     found = candidates(state, cmd.grace, host=cmd.host, network_id=cmd.network_id, heartbeats=hbs)
     events: list[Event] = []
     reclaimed: list[dict[str, Any]] = []
+    messages = 1  # the seal
+    taken: list[Candidate] = []
     for c in found:
+        floating = state.floating_for_fixed(c.network_id, c.address)
+        cost = 1 + 2 * len(floating)  # reclaimed; per floating IP: disassociated and unmapped
+        if taken and messages + cost > MAX_RECLAIM_MESSAGES:
+            break
+        messages += cost
+        taken.append(c)
         a = c.absence
         hb = a.heartbeat
         through = (
@@ -186,7 +200,7 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
             if hb is not None
             else f"seq {a.last.seq}"
         )
-        for f in state.floating_for_fixed(c.network_id, c.address):
+        for f in floating:
             events.append(
                 FloatingIpDisassociated(
                     pool=f.pool,
@@ -229,7 +243,7 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
                 network_id=cmd.network_id,
                 host=cmd.host,
                 host_seq=host_seq,
-                addresses=[c.address for c in found],
+                addresses=[c.address for c in taken],
             )
         )
     return Decision(
@@ -239,6 +253,8 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
             "host": cmd.host,
             "host_seq": host_seq,
             "reclaimed": reclaimed,
+            # candidates left for the next decision (past MAX_RECLAIM_MESSAGES)
+            "more": len(taken) < len(found),
         },
     )
 

@@ -115,9 +115,12 @@ async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]
         return {"dry_run": True, "grace": cmd.grace, "candidates": [c.as_dict() for c in found]}
     reclaimed: list[dict[str, Any]] = []
     for network_id, host in sorted({(c.network_id, c.host) for c in found}):
-        r = await reclaim_one(svc, network_id, host, cmd.grace)
-        for item in r.get("reclaimed", []):
-            reclaimed.append({**item, "seq": r.get("seq"), "host_seq": r.get("host_seq")})
+        while True:  # one decision appends at most one batch (reclaim.MAX_RECLAIM_MESSAGES)
+            r = await reclaim_one(svc, network_id, host, cmd.grace)
+            for item in r.get("reclaimed", []):
+                reclaimed.append({**item, "seq": r.get("seq"), "host_seq": r.get("host_seq")})
+            if not r.get("more") or not r.get("reclaimed"):
+                break
     return {"dry_run": False, "grace": cmd.grace, "reclaimed": reclaimed}
 
 

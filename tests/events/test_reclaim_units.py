@@ -19,6 +19,7 @@ from netledger.events.commands import Request, parse_command
 from netledger.events.decide import Pending, decide
 from netledger.events.host_events import HostInstancesSeen
 from netledger.events.reclaim import (
+    MAX_RECLAIM_MESSAGES,
     FixedIpReclaim,
     FixedIpReclaimSweep,
     candidates,
@@ -30,7 +31,7 @@ from netledger.events.reclaim_events import (
     HostSightings,
 )
 from netledger.events.state import State
-from netledger.events.types import Event
+from netledger.events.types import Event, FloatingIpDisassociated
 
 ADMIN = Actor(role="admin", user="ops")
 _ids = itertools.count(1)
@@ -452,3 +453,49 @@ def test_a_hosts_memory_of_sightings_follows_its_live_allocations() -> None:
     again = state_from_wire(state_to_wire(log.state))
     assert again.host_macs == log.state.host_macs
     assert [x.address for x in candidates(again, 5.0)] == [twin["address"]]
+
+
+def test_a_reclaim_of_more_than_a_batch_goes_in_decisions_of_one_batch() -> None:
+    """A host gone with more addresses (and floating IPs) in one network than one atomic batch
+    holds: each decision appends at most MAX_RECLAIM_MESSAGES messages (with the floating IPs'
+    unmappings the service adds) and says there is more; the next ones free the rest."""
+    log = Log()
+    log.run(
+        "network.create",
+        {
+            "label": "big",
+            "cidr": "10.6.0.0/21",
+            "network_size": 2048,
+            "mode": "flat_dhcp",
+            "bridge": "br6",
+        },
+    )
+    log.run("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/26"})
+    seen = []
+    for i in range(1100):
+        r = log.run("fixed_ip.allocate", {"instance": f"vm-{i}", "network_id": "1", "host": "h1"})
+        if i < 40:  # some with a floating IP: three messages for them
+            f = log.run("floating_ip.allocate", {"project": "p1", "pool": "pub"})
+            log.run(
+                "floating_ip.associate",
+                {"address": f["address"], "fixed_address": r["address"], "project": "p1"},
+            )
+        if i == 0:
+            seen.append(r["mac"])
+    log.report("h1", seen, 1000)
+    log.report("h1", seen, 1010)
+    rounds = []
+    while True:
+        req = Request(FixedIpReclaim("1", "h1", 5.0), f"r-{next(_ids)}", SYSTEM)
+        d = decide(log.state, req)
+        if not d.events:
+            break
+        floating = sum(isinstance(e, FloatingIpDisassociated) for e in d.events)
+        assert len(d.events) + floating <= MAX_RECLAIM_MESSAGES
+        assert isinstance(d.events[-1], FixedIpReclaimSealed)
+        assert d.events[-1].addresses == [r["address"] for r in d.result["reclaimed"]]
+        rounds.append(d.result["more"])
+        for ev in d.events:
+            log.add(ev)
+    assert rounds == [True, False]
+    assert set(log.state.instance_ips) == {"vm-0"}
