@@ -194,6 +194,28 @@ async def stack(prefix: str, service: bool = True) -> AsyncIterator[Stack]:
             await st.close()
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of every core since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+def settle(idle: float = 0.85, window: float = 0.1, timeout: float = 5.0) -> float:
+    """Wait until the machine is idle again (two windows in a row at least ``idle`` idle over
+    every core), at most ``timeout`` seconds; the seconds waited. A step's own aftermath — the
+    kernel tearing down the links of a namespace just deleted, a child process exiting — must
+    not be charged to the next measurement (the raw limit and ours alike)."""
+    start = time.perf_counter()
+    calm = 0
+    while calm < 2 and time.perf_counter() - start < timeout:
+        i0, t0 = _cpu_times()
+        time.sleep(window)
+        i1, t1 = _cpu_times()
+        calm = calm + 1 if t1 > t0 and (i1 - i0) / (t1 - t0) >= idle else 0
+    return time.perf_counter() - start
+
+
 async def alternate(
     a: Callable[[], Awaitable[float]], b: Callable[[], Awaitable[float]], rounds: int
 ) -> tuple[float, float]:

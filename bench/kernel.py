@@ -44,6 +44,7 @@ from benchlib import (
     percentile,
     run_measured_async,
     scaled,
+    settle,
     stack,
     vmhwm_mb,
 )
@@ -65,6 +66,7 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def namespace(suffix: str) -> Iterator[str]:
     name = f"nlb{os.getpid()}{suffix}"
     ip("netns", "add", name)
+    settle()  # what was torn down before is not charged to what is measured in here
     try:
         yield name
     finally:
@@ -394,6 +396,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
                 Row(NAME, "executor", 0, "s", note="NOT RUN: no `netledger executor` command yet")
             )
             return rows
+        settle()
         start = await run_measured_async([NETLEDGER, "executor", "run", "--help"])
         rows.append(
             Row(

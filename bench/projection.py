@@ -121,24 +121,34 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _once(argv: list[str]) -> tuple[float, float, float, float]:
-    """Run ``argv`` to completion: (wall seconds, CPU seconds of it and the children it
-    collected — the projector's writer process —, peak RSS MB of the larger of the two, CPU
-    seconds of the children alone: their last reading in /proc, polled while they run)."""
+def _descendants(pid: int, depth: int = 1) -> list[tuple[int, int]]:
+    """(pid, depth) of every process below ``pid`` (children at depth 1)."""
+    out: list[tuple[int, int]] = []
+    for child in _children(pid):
+        out.append((child, depth))
+        out += _descendants(child, depth + 1)
+    return out
+
+
+def _once(argv: list[str]) -> tuple[float, float, float, float, float]:
+    """Run ``argv`` to completion: (wall seconds, CPU seconds of it and every process below it
+    — the projector's writer: a projecting child and its committing child —, peak RSS MB of
+    the largest, CPU seconds of the children alone and of the grandchildren alone: their last
+    reading in /proc, polled while they run)."""
     t = time.perf_counter()
     p = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
-    seen: dict[int, float] = {}
+    seen: dict[int, tuple[int, float]] = {}
     running = threading.Event()
     running.set()
 
     def watch() -> None:
         while running.is_set():
-            for child in _children(p.pid):
+            for child, depth in _descendants(p.pid):
                 cpu = _cpu_seconds(child)
                 if cpu is not None:
-                    seen[child] = cpu
+                    seen[child] = (depth, cpu)
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -155,11 +165,18 @@ def _once(argv: list[str]) -> tuple[float, float, float, float]:
     if p.stderr:
         p.stderr.close()
     p.returncode = os.waitstatus_to_exitcode(status)
-    return dt, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, sum(seen.values())
+    children = sum(c for d, c in seen.values() if d == 1)
+    grandchildren = sum(c for d, c in seen.values() if d > 1)
+    return dt, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, children, grandchildren
 
 
 def _ceiling_row(
-    events: int, cpu: float, writer_cpu: float, server_cpu: float, read_rate: float
+    events: int,
+    cpu: float,
+    writer_cpu: float,
+    commit_cpu: float,
+    server_cpu: float,
+    read_rate: float,
 ) -> Row:
     """The most ``projector run --once`` could reach with the CPU it used, on this machine's
     cores: its processes' CPU and the nats-server's (what delivering the messages cost it)
@@ -176,8 +193,9 @@ def _ceiling_row(
         "events/s",
         rate / read_rate,
         "raw read",
-        f"CPU {total * per:.1f} us/event: reader {(cpu - writer_cpu) * per:.1f} + writer"
-        f" {writer_cpu * per:.1f} + nats-server {server_cpu * per:.1f}",
+        f"CPU {total * per:.1f} us/event: reader {(cpu - writer_cpu - commit_cpu) * per:.1f}"
+        f" + projecting {writer_cpu * per:.1f} + committing {commit_cpu * per:.1f} + nats-server"
+        f" {server_cpu * per:.1f}",
     )
 
 
@@ -212,7 +230,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             assert st.server.proc is not None
             server_pid = st.server.proc.pid
             server_cpu = _cpu_seconds(server_pid) or 0.0
-            secs, cpu, peak, writer_cpu = await asyncio.to_thread(
+            secs, cpu, peak, writer_cpu, commit_cpu = await asyncio.to_thread(
                 _once, [*once, str(st.tmp / "p.db")]
             )
             server_cpu = (_cpu_seconds(server_pid) or server_cpu) - server_cpu
@@ -222,7 +240,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             inproc = time.perf_counter() - t
             half = events // 2
             await project_until(st.conn, st.tmp / "half.db", to_seq=half)
-            resume, _, _, _ = await asyncio.to_thread(_once, [*once, str(st.tmp / "half.db")])
+            resume, *_ = await asyncio.to_thread(_once, [*once, str(st.tmp / "half.db")])
         second_rate, _, _ = await raw_read(st.conn, events)
         read_rate = max(first_rate, second_rate)
         rows += [
@@ -278,11 +296,10 @@ async def run(size: float, rss: Rss) -> list[Row]:
                 "events/s",
                 rate / read_rate,
                 "raw read",
-                f"{secs:.1f} s wall; CPU {cpu:.1f} s (reader {cpu - writer_cpu:.1f} + writer"
-                f" {writer_cpu:.1f}: {(cpu - writer_cpu) / events * 1e6:.1f} + "
-                f"{writer_cpu / events * 1e6:.1f} us/event) vs raw read {read_cpu:.1f} s",
+                f"{secs:.1f} s wall; CPU {cpu:.1f} s (reader, projecting and committing"
+                f" processes; per event below) vs raw read {read_cpu:.1f} s",
             ),
-            _ceiling_row(events, cpu, writer_cpu, server_cpu, read_rate),
+            _ceiling_row(events, cpu, writer_cpu, commit_cpu, server_cpu, read_rate),
             Row(
                 NAME,
                 "projector catch-up in this process (no process start)",
