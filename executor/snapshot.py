@@ -236,6 +236,27 @@ def install(path: str, body_path: str, sha256: str) -> int:
     return len(data)
 
 
+def remove_leftovers(path: str) -> list[str]:
+    """Delete what an earlier write of the snapshot at ``path`` left behind when it was killed
+    mid-way (the forked writer's ``netledger-snapshot-*`` body, ``<path>.tmp``): this executor
+    alone writes its state folder, one snapshot at a time. The names deleted."""
+    folder = os.path.dirname(path) or "."
+    tmp = os.path.basename(f"{path}.tmp")
+    gone = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return gone
+    for name in names:
+        if name == tmp or name.startswith("netledger-snapshot-"):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                continue
+            gone.append(name)
+    return gone
+
+
 # --- loading and writing ----------------------------------------------------------------------
 
 
@@ -355,6 +376,9 @@ class ViewSnapshots:
         t0 = time.monotonic()
         folder = os.path.dirname(self.path) or "."
         os.makedirs(folder, mode=0o700, exist_ok=True)
+        if self.stats.written == 0:  # a write killed by an earlier run's end left these
+            for name in remove_leftovers(self.path):
+                log.info("removed %s, left by a snapshot write that did not finish", name)
         tmp, sha = await write_forked(
             state,
             OrderedDict(),

@@ -8,6 +8,7 @@ the codec (and VIEW_FORMAT) following fails the field check.
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import msgpack
 from hypothesis import given, settings
@@ -33,6 +34,7 @@ from netledger.executor.snapshot import (
     dhcp_to_wire,
     file_bytes,
     parse_file,
+    remove_leftovers,
     view_from_wire,
     view_to_wire,
 )
@@ -148,3 +150,15 @@ def test_the_file_carries_the_hash_of_its_body() -> None:
             assert why in exc.reason
         else:
             raise AssertionError(why)
+
+
+def test_what_a_killed_write_left_is_removed_and_nothing_else(tmp_path: Path) -> None:
+    """A SIGKILL while a snapshot was written leaves the forked writer's body and the
+    ``.tmp`` of the install; the next write removes them, never the snapshot or other files."""
+    path = tmp_path / "view.snapshot"
+    keep = [path, tmp_path / "dnsmasq-br1.hosts", tmp_path / "view.snapshot.old"]
+    left = [tmp_path / "netledger-snapshot-abc123", tmp_path / "view.snapshot.tmp"]
+    for p in keep + left:
+        p.write_bytes(b"x")
+    assert sorted(remove_leftovers(str(path))) == sorted(p.name for p in left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in keep)
