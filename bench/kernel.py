@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -72,6 +73,8 @@ def namespace(suffix: str) -> Iterator[str]:
     finally:
         empty_namespace(name)
         ip("netns", "del", name, check=False)
+        # the executors' state there (default --state-dir: dnsmasq files, view snapshots)
+        shutil.rmtree(f"/run/netledger/{name}", ignore_errors=True)
 
 
 def empty_namespace(ns: str) -> None:
