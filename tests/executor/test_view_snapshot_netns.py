@@ -118,3 +118,12 @@ async def test_the_daemon_writes_its_snapshot_and_a_restart_reads_only_the_tail(
     again = await ViewSnapshots(conn, str(path), ViewKind(HOST, True, False)).load()
     assert again is not None and again.seq == before == out["applied_seq"]
     assert again.networks == {first, second}
+
+    # A plain --once (no --snapshot-every) that reads more than the default 1,000 messages
+    # writes none: beside its pass the write cost --once tens of milliseconds (executor/cli.py).
+    await own_reports(conn, 1100, "more")
+    p = world.executor(nats_url, HOST, ns, "--state-dir", str(state), "--ignore-snapshot")
+    out = json.loads(p.stdout)
+    assert out["events_read"] > 1000
+    kept = await ViewSnapshots(conn, str(path), ViewKind(HOST, True, False)).load()
+    assert kept is not None and kept.seq == again.seq
