@@ -282,3 +282,28 @@ async def test_the_periodic_reclaim_of_serve(conn: Connection) -> None:
         assert vm["address"] not in svc.state.networks[nid].fixed
     finally:
         await svc.close()
+
+
+async def test_a_sweep_goes_on_past_one_decision_of_a_batch(
+    conn: Connection, service: CommandService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More candidates on one (network, host) than one decision appends (one atomic batch holds
+    1,000 messages: here 4): the sweep decides again until none is left, each decision sealed
+    on its own."""
+    from netledger.events import reclaim as reclaim_module
+    from netledger.events.reclaim_events import FixedIpReclaimSealed
+
+    monkeypatch.setattr(reclaim_module, "MAX_RECLAIM_MESSAGES", 4)
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.41.0.0/24", mode="flat_dhcp")
+    nid = net["id"]
+    live = await c.allocate_fixed_ip("live", network_id=nid, host="h1")
+    gone = [await c.allocate_fixed_ip(f"gone{i}", network_id=nid, host="h1") for i in range(7)]
+    await prove_gone(conn, service, "h1", [live["mac"]], nid)
+
+    res = await c.request("fixed_ip.reclaim", {"grace": GRACE, "host": "h1"})
+
+    assert sorted(x["address"] for x in res["reclaimed"]) == sorted(x["address"] for x in gone)
+    assert set(service.state.networks[nid].fixed) == {live["address"]}
+    seals = [e for _, _, e in await all_events(conn) if isinstance(e, FixedIpReclaimSealed)]
+    assert [len(s.addresses) for s in seals] == [3, 3, 1]  # 3 reclaims + the seal: 4 messages
