@@ -140,10 +140,14 @@ def _consistent(db: Path) -> int:
     return int(last)
 
 
-async def test_writer_killed_at_random_moments_leaves_its_checkpoint(
-    conn: Connection, tmp_path: Path
+async def _killed_at_random_moments(
+    conn: Connection, tmp_path: Path, data_seed: int, committing: bool
 ) -> None:
-    end = await publish(conn, synthetic(12_000, seed=11))
+    """Projectors each SIGKILLed (their writer, or with ``committing`` the writer's committing
+    child) a little after a random checkpoint: every one fails loudly with ProjectorStopped,
+    leaves a consistent checkpoint that never goes back, and the last resumes to the same
+    projection as a clean run."""
+    end = await publish(conn, synthetic(12_000, seed=data_seed))
     clean = tmp_path / "clean.db"
     assert await project_until(conn, clean) == end
     seed = random.randrange(1 << 30)
@@ -158,11 +162,16 @@ async def test_writer_killed_at_random_moments_leaves_its_checkpoint(
         p = Projector(conn, db, batch_size=rng.choice([50, 300, 2000]))
         await p.start()
         assert p._writer is not None
+        victim = p._writer.pid
+        if committing:
+            [victim] = _children(victim)
         await p.wait_for(target, 30)  # then a few ms more: mid-batch, mid-commit or between
         await asyncio.sleep(rng.uniform(0, 0.02))
-        os.kill(p._writer.pid, signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
         failure = await asyncio.wait_for(p.wait_failed(), 30)
         assert isinstance(failure, ProjectorStopped), (seed, failure)
+        if committing:
+            assert "committing process" in str(failure), (seed, failure)
         with pytest.raises(ProjectorStopped):
             await p.done()
         await p.close()
@@ -175,42 +184,19 @@ async def test_writer_killed_at_random_moments_leaves_its_checkpoint(
     assert dump(db) == dump(clean), (seed, checkpoints)
 
 
+async def test_writer_killed_at_random_moments_leaves_its_checkpoint(
+    conn: Connection, tmp_path: Path
+) -> None:
+    await _killed_at_random_moments(conn, tmp_path, 11, committing=False)
+
+
 async def test_committing_process_killed_at_random_moments_is_reported_and_resumed(
     conn: Connection, tmp_path: Path
 ) -> None:
     """The writer is two processes (projecting, committing: projector/writer_proc.py): the
     committing one SIGKILLed mid-run fails the projector loudly, never silently stalls it, and
     leaves a consistent checkpoint the next projector resumes from."""
-    end = await publish(conn, synthetic(12_000, seed=12))
-    clean = tmp_path / "clean.db"
-    assert await project_until(conn, clean) == end
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
-    db = tmp_path / "killed.db"
-    checkpoints = [0]
-    mid = 0
-    for _ in range(6):
-        target = checkpoints[-1] + rng.randint(200, 2500)
-        if target >= end:
-            break
-        p = Projector(conn, db, batch_size=rng.choice([50, 300, 2000]))
-        await p.start()
-        assert p._writer is not None
-        [committing] = _children(p._writer.pid)
-        await p.wait_for(target, 30)
-        await asyncio.sleep(rng.uniform(0, 0.02))
-        os.kill(committing, signal.SIGKILL)
-        failure = await asyncio.wait_for(p.wait_failed(), 30)
-        assert isinstance(failure, ProjectorStopped), (seed, failure)
-        assert "committing process" in str(failure), (seed, failure)
-        await p.close()
-        checkpoints.append(_consistent(db))
-        assert checkpoints[-1] >= checkpoints[-2], (seed, checkpoints)
-        mid += checkpoints[-1] < end
-    print(f"seed {seed}: checkpoints {checkpoints}")
-    assert mid >= 2, (seed, checkpoints)
-    assert await project_until(conn, db) == end
-    assert dump(db) == dump(clean), (seed, checkpoints)
+    await _killed_at_random_moments(conn, tmp_path, 12, committing=True)
 
 
 def _children(pid: int) -> list[int]:
