@@ -242,7 +242,7 @@ def remove_leftovers(path: str) -> list[str]:
     alone writes its state folder, one snapshot at a time. The names deleted."""
     folder = os.path.dirname(path) or "."
     tmp = os.path.basename(f"{path}.tmp")
-    gone = []
+    gone: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
