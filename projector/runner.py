@@ -416,22 +416,28 @@ class Projector:
         if self._resub is not None and not self._resub.done():
             return
 
-        async def again() -> None:
-            if pause and self._fast and self._sub is not None:
-                # What the server sent before it hears of the unsubscribe is taken, not
-                # dropped and read again (_on_stored, up to the queue size).
-                fastread.linger(self.conn.nc, self._sub)
-            await self._unsubscribe()
-            low = self.queue_size // 4
-            while pause and self._reading and self._enqueued - self.last_seq > low:
-                await self._advanced.wait()
-            if self._fast:
-                # All of it came long ago (it precedes the unsubscribe on the connection):
-                # nothing of the old consumer may pass for the new one's first messages.
-                fastread.unlinger(self.conn.nc)
-            self._paused = False
-            if self._reading:
-                await self._subscribe(self._enqueued + 1)
+        async def again(pause: bool = pause) -> None:
+            while True:
+                if pause and self._fast and self._sub is not None:
+                    # What the server sent before it hears of the unsubscribe is taken, not
+                    # dropped and read again (_on_stored, up to the queue size).
+                    fastread.linger(self.conn.nc, self._sub)
+                await self._unsubscribe()
+                low = self.queue_size // 4
+                while pause and self._reading and self._enqueued - self.last_seq > low:
+                    await self._advanced.wait()
+                if self._fast:
+                    # All of it came long ago (it precedes the unsubscribe on the connection):
+                    # nothing of the old consumer may pass for the new one's first messages.
+                    fastread.unlinger(self.conn.nc)
+                self._paused = False
+                if self._reading:
+                    await self._subscribe(self._enqueued + 1)
+                # The new consumer's messages may come before its subscribe returns: a pause
+                # they caused meanwhile found this task running (_restart_reading did nothing).
+                if not (self._paused and self._reading):
+                    return
+                pause = True
 
         self._resub = asyncio.create_task(again(), name="netledger-projector-resubscribe")
 

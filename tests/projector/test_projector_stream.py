@@ -497,3 +497,31 @@ async def test_an_owned_connection_pauses_and_survives_a_lost_consumer(
     assert await project_until(conn, tmp_path / "shared.db") == end
     assert dump(tmp_path / "own.db") == dump(tmp_path / "shared.db")
     assert rows(tmp_path / "own.db", "SELECT count(*) FROM rejected_events") == [(0,)]
+
+
+async def test_a_pause_while_resubscribing_is_not_lost(conn: Connection, tmp_path: Path) -> None:
+    """The consumer's messages may come before ``js.subscribe`` returns: a pause they cause
+    then (the resubscription still running) must still resume reading, not stall for good."""
+    from netledger.projector.bench import publish, synthetic
+
+    end = await publish(conn, synthetic(3000, seed=7))
+    p = Projector(conn, tmp_path / "small.db", batch_size=16, queue_size=64, to_seq=end)
+    subscribe = p._subscribe
+    calls = 0
+
+    async def slow_subscribe(start_seq: int) -> None:
+        nonlocal calls
+        calls += 1
+        await subscribe(start_seq)
+        if calls == 2:  # the first resubscription: its messages flow before it returns
+            while not p._paused and p._reading:
+                await asyncio.sleep(0.01)
+
+    p._subscribe = slow_subscribe  # type: ignore[method-assign]
+    await p.start()
+    try:
+        assert await asyncio.wait_for(p.done(), 60) == end
+    finally:
+        await p.close()
+    assert await project_until(conn, tmp_path / "big.db") == end
+    assert dump(tmp_path / "small.db") == dump(tmp_path / "big.db")
