@@ -147,6 +147,7 @@ class Projector:
         self._writer: WriterProcess | None = None
         self._sub: Any = None
         self._resub: asyncio.Task[None] | None = None
+        self._again = False  # a gap was seen while _resub subscribed: subscribe once more
         self._stop_reading: asyncio.Task[None] | None = None
         self._chunk: list[RawTuple] = []
         self._enqueued = 0  # highest seq handed to the writer (or in the chunk being built)
@@ -414,6 +415,9 @@ class Projector:
         a quarter of what is in flight."""
         self._send()
         if self._resub is not None and not self._resub.done():
+            # A gap seen while it subscribes (the new consumer's messages come before its
+            # subscribe returns) was dropped: that one subscribes once more when it is done.
+            self._again = self._again or not pause
             return
 
         async def again(pause: bool = pause) -> None:
@@ -430,14 +434,15 @@ class Projector:
                     # All of it came long ago (it precedes the unsubscribe on the connection):
                     # nothing of the old consumer may pass for the new one's first messages.
                     fastread.unlinger(self.conn.nc)
-                self._paused = False
+                self._paused = self._again = False
                 if self._reading:
                     await self._subscribe(self._enqueued + 1)
                 # The new consumer's messages may come before its subscribe returns: a pause
-                # they caused meanwhile found this task running (_restart_reading did nothing).
-                if not (self._paused and self._reading):
+                # or a gap they caused meanwhile found this task running (_restart_reading
+                # only noted it).
+                if not self._reading or not (self._paused or self._again):
                     return
-                pause = True
+                pause = self._paused
 
         self._resub = asyncio.create_task(again(), name="netledger-projector-resubscribe")
 

@@ -525,3 +525,34 @@ async def test_a_pause_while_resubscribing_is_not_lost(conn: Connection, tmp_pat
         await p.close()
     assert await project_until(conn, tmp_path / "big.db") == end
     assert dump(tmp_path / "small.db") == dump(tmp_path / "big.db")
+
+
+async def test_a_gap_seen_while_resubscribing_is_read_again(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """A gap seen while a resubscription's subscribe is still awaited (its messages flow
+    already) is dropped there: the resubscription must subscribe once more from the first
+    sequence not read, or a gap at the stream's last message would stall reading for good."""
+    from netledger.projector.bench import publish, synthetic
+
+    end = await publish(conn, synthetic(500, seed=11))
+    p = Projector(conn, tmp_path / "gap.db", batch_size=16, to_seq=end)
+    subscribe = p._subscribe
+    starts: list[int] = []
+
+    async def subscribe_seeing_a_gap(start_seq: int) -> None:
+        starts.append(start_seq)
+        await subscribe(start_seq)
+        if len(starts) == 2:  # the first resubscription: a gap comes before it returns
+            p._restart_reading(pause=False)
+
+    p._subscribe = subscribe_seeing_a_gap  # type: ignore[method-assign]
+    await p.start()
+    try:
+        p._restart_reading(pause=False)  # as a gap in the first consumer's messages does
+        assert await asyncio.wait_for(p.done(), 60) == end
+    finally:
+        await p.close()
+    assert len(starts) == 3  # the gap seen meanwhile subscribed once more
+    assert await project_until(conn, tmp_path / "whole.db") == end
+    assert dump(tmp_path / "gap.db") == dump(tmp_path / "whole.db")
