@@ -14,21 +14,45 @@ import asyncio
 import itertools
 import os
 import statistics
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+import msgpack
 from benchlib import Row, Rss, alternate, attempt, scaled, stack
 
-from netledger.events.codec import Envelope, encode
+from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.types import FixedIpAllocated
-from netledger.journal.stream import connect
+from netledger.journal import natsclient
+from netledger.journal.stream import Connection, connect, stream_config
 from netledger.service.client import Client
 
 NAME = "alloc"
 TITLE = "Allocation (command service, end to end)"
 CLIENTS = 16
 _uniq = itertools.count()
+
+
+#: The raw limits append to a twin of the log's stream (same storage and settings: file store,
+#: duplicate window, atomic batches) that nothing follows. Appended to the log's own stream, the
+#: command service (and any executor) reads back and decodes every raw append, and on 2 cores
+#: that took ~30 % off the raw sequential rate and 10-25 % off ``publish_async`` (measured
+#: 2026-12-05, interleaved): the raw limit was measured low, every ratio against it flattered.
+RAW_STREAM = "BENCHRAW"
+RAW_PREFIX = "benchraw"
+
+
+async def raw_connect(url: str) -> Connection:
+    """A connection whose stream is the twin (created on first use)."""
+    conn = await connect(url, stream=RAW_STREAM)
+    cfg = stream_config(RAW_STREAM)
+    cfg.subjects = [f"{RAW_PREFIX}.>"]
+    cfg.description = "netledger benchmarks: the raw limits"
+    await conn.js.add_stream(cfg)  # the same definition again is no change
+    return conn
 
 
 def payload(i: int, network_id: str = "raw") -> bytes:
@@ -46,8 +70,8 @@ def payload(i: int, network_id: str = "raw") -> bytes:
 
 async def raw_sequential_occ(url: str, n: int) -> float:
     """The floor of one-at-a-time appends: publish, wait for the ack, OCC header set."""
-    conn = await connect(url)
-    subject = f"netledger.evt.network.rawocc{next(_uniq)}"
+    conn = await raw_connect(url)
+    subject = f"{RAW_PREFIX}.rawocc{next(_uniq)}"
     data = [payload(i) for i in range(n)]
     seq = 0
     t = time.perf_counter()
@@ -68,8 +92,8 @@ async def raw_sequential_occ(url: str, n: int) -> float:
 
 async def raw_async(url: str, n: int) -> float:
     """The floor of concurrent appends from Python: ``publish_async`` with many in flight."""
-    conn = await connect(url)
-    subject = f"netledger.evt.network.rawasync{next(_uniq)}"
+    conn = await raw_connect(url)
+    subject = f"{RAW_PREFIX}.rawasync{next(_uniq)}"
     data = [payload(i) for i in range(n)]
     t = time.perf_counter()
     for i in range(n):
@@ -104,8 +128,8 @@ async def alloc_rate(url: str, clients: int, networks: list[str], n: int) -> flo
 async def raw_atomic(url: str, k: int, n: int) -> float:
     """Atomic batches of ``k`` with the OCC header, one after another: the floor of one lane's
     group commit (the file store pays a fixed cost per atomic commit)."""
-    conn = await connect(url)
-    subject = f"netledger.evt.network.rawbatch{next(_uniq)}"
+    conn = await raw_connect(url)
+    subject = f"{RAW_PREFIX}.rawbatch{next(_uniq)}"
     data = [payload(i) for i in range(n)]
     seq = 0
     t = time.perf_counter()
@@ -127,6 +151,61 @@ async def raw_atomic(url: str, k: int, n: int) -> float:
                 await conn.nc.publish(subject, d, headers=h)
     dt = time.perf_counter() - t
     await conn.close()
+    return n / dt
+
+
+@asynccontextmanager
+async def floor_responder(url: str, *args: str) -> AsyncIterator[None]:
+    """bench/floor_responder.py running: a responder that appends and answers, deciding
+    nothing (the floor under any service's rate; see its docstring)."""
+    script = Path(__file__).with_name("floor_responder.py")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), url, *args, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"floor responder did not start: {line!r}")
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+
+
+async def floor_rate(url: str, clients: int, lanes: int, n: int, follow: bool = True) -> float:
+    """``n`` requests to the floor responder by ``clients`` concurrent clients, client k on
+    lane k mod ``lanes``, each built and read as :meth:`Client.request` does (a msgpack map
+    with a command id and the actor; the reply unpacked)."""
+    from floor_responder import SUBJECT, SUBJECT_NO_FOLLOW
+
+    served = SUBJECT if follow else SUBJECT_NO_FOLLOW
+
+    conns = [await natsclient.connect(servers=[url]) for _ in range(clients)]
+    for nc in conns:
+        await nc.ready_for_requests()
+    counter = iter(range(n))
+    actor = SYSTEM.to_wire()
+
+    async def worker(k: int) -> None:
+        nc, lane = conns[k], str(k % lanes)
+        for i in counter:
+            data = msgpack.packb(
+                {
+                    "command_id": uuid.uuid4().hex,
+                    "actor": actor,
+                    "args": {"instance": f"f-{i}", "network_id": lane, "host": "h1"},
+                }
+            )
+            reply, _ = await nc.request_raw(f"{served}.{lane}", data, 5.0)
+            assert msgpack.unpackb(reply)["ok"]
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(clients)))
+    dt = time.perf_counter() - t
+    for nc in conns:
+        await nc.close()
     return n / dt
 
 
@@ -195,6 +274,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             raw_name: str,
             what: str,
             ceiling: bool = False,
+            floor: Callable[[bool], Awaitable[float]] | None = None,
         ) -> None:
             # The command service's CPU per allocation (what limits the rates without waits:
             # issue 15), the median over the rounds, in the figure's note; with ``ceiling``
@@ -225,6 +305,57 @@ async def run(size: float, rss: Rss) -> list[Row]:
                 rows.append(Row(NAME, what, a, "alloc/s", a / r, label, note))
                 if ceiling and cpu:
                     rows.append(_ceiling(what, r, label, cpu, clients, server))
+            if floor is None or got is None:
+                return
+            # The floor under any service: the same requests answered by a process that only
+            # appends (bench/floor_responder.py), interleaved with ours.
+            what_floor = f"{what}: a responder deciding nothing (the floor)"
+            async with floor_responder(url), floor_responder(url, "--no-follow"):
+                pair_floor = await attempt(
+                    rows, NAME, what_floor, lambda: alternate(lambda: floor(True), ours, rounds)
+                )
+                no_follow = await attempt(
+                    rows,
+                    NAME,
+                    what_floor,
+                    lambda: alternate(lambda: floor(True), lambda: floor(False), rounds),
+                )
+            if pair_floor is not None:
+                f, a = pair_floor
+                rows.append(
+                    Row(
+                        NAME,
+                        what_floor,
+                        f,
+                        "req/s",
+                        f / got[0],
+                        label,
+                        "append with OCC + ack + reply, a Follower reading back; no decision",
+                    )
+                )
+                rows.append(
+                    Row(
+                        NAME,
+                        f"{what} vs the responder deciding nothing",
+                        a,
+                        "alloc/s",
+                        a / f,
+                        "the floor",
+                        "interleaved with the floor",
+                    )
+                )
+            if no_follow is not None:
+                rows.append(
+                    Row(
+                        NAME,
+                        f"{what}: a responder deciding nothing, not reading back",
+                        no_follow[1],
+                        "req/s",
+                        no_follow[1] / got[0],
+                        label,
+                        f"interleaved with the floor above ({no_follow[0]:,.0f} req/s then)",
+                    )
+                )
 
         await pair(
             "raw publish-ack OCC",
@@ -233,6 +364,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             lambda: alloc_rate(url, 1, [one["id"]], n),
             "raw publish-ack, OCC header (sequential)",
             "1 client, sequential",
+            floor=lambda follow: floor_rate(url, 1, 1, n, follow),
         )
         await pair(
             "raw publish_async",
@@ -266,6 +398,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             "raw publish_async (concurrent)",
             f"{CLIENTS} clients, {CLIENTS} networks",
             ceiling=True,
+            floor=lambda follow: floor_rate(url, CLIENTS, CLIENTS, n * 2, follow),
         )
         rss.note("command service", st.service_rss(), NAME)
     return rows

@@ -1,0 +1,96 @@
+"""A responder that decides nothing: the floor under the command service's allocation rate.
+
+    .venv/bin/python bench/floor_responder.py NATS_URL [--no-follow]
+
+Started by bench/alloc.py as a process of its own, as the command service is (uvloop, our NATS
+client). Each request on ``bench.floor.cmd.<lane>`` (its data is not read); the responder appends one
+envelope of the size of an allocation's to that lane's subject with the OCC header and a message
+id — exactly the publish the service makes — waits for the ack and replies (all from callbacks
+in the read loop: not even a task per request). Like the service, it follows what it appends
+with a :class:`Follower` (every appended message is read back and decoded), and does nothing
+else (with ``--no-follow`` not even that, on ``bench.floor-nf.cmd.<lane>``: the floor of a
+service that would not read back): no parsing of the request, no decision, no fold, no bookkeeping. What it
+reaches on this machine is the most any Python service answering from the publish ack can: the
+service's 1-client and 16 x 16 rates are reported against it too (issue 15). It appends to the
+twin stream of the raw limits (bench/alloc.py ``RAW_STREAM``), which nothing else follows.
+
+It prints ``ready`` once it serves; SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+from alloc import RAW_PREFIX, raw_connect
+
+from netledger.events.codec import Envelope, encode
+from netledger.events.types import FixedIpAllocated
+from netledger.journal.natsclient import Reply, header_block
+from netledger.journal.stream import Follower, _ack_seq
+from netledger.service.eventloop import install
+
+SUBJECT = "bench.floor.cmd"
+SUBJECT_NO_FOLLOW = "bench.floor-nf.cmd"
+_OK = b"\x82\xa2ok\xc3\xa6result\x80"  # msgpack {"ok": True, "result": {}}
+
+
+def envelope(i: int) -> bytes:
+    ev = FixedIpAllocated(
+        network_id="floor",
+        address=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+        instance=f"i-{i}",
+        mac="02:16:3e:00:00:01",
+        host="h1",
+        project="p1",
+    )
+    return encode(Envelope(ev, f"floor-{i}:0", f"floor-{i}", time.time()))
+
+
+async def serve(url: str, follow: bool = True) -> None:
+    conn = await raw_connect(url)
+    nc = conn.nc
+    await nc.ready_for_requests()
+    prefix = f"{RAW_PREFIX}.floor{os.getpid()}-"
+    if follow:
+        await Follower(conn, lambda *a: None, start_seq=1, subject=f"{prefix}>").start()
+    served = SUBJECT if follow else SUBJECT_NO_FOLLOW
+    last: dict[bytes, int] = {}
+    count = 0
+
+    def on_request(subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
+        nonlocal count
+        count += 1
+        lane = subject[len(served) + 1 :]
+        to = reply.decode()
+        stored = prefix + lane.decode()
+        hdr = header_block(
+            {
+                "Nats-Expected-Last-Subject-Sequence": str(last.get(lane, 0)),
+                "Nats-Msg-Id": f"{stored}-{count}:0",
+            }
+        )
+        _, fut = nc.start_request_nowait(stored, envelope(count), hdr)
+
+        def acked(fut: asyncio.Future[Reply]) -> None:
+            last[lane] = _ack_seq(fut.result()[0])
+            nc.publish_nowait(to, _OK)
+            nc.write_now()
+
+        fut.add_done_callback(acked)
+
+    await nc.subscribe_direct(f"{served}.>", on_request)
+    await nc.flush()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    await conn.close()
+
+
+if __name__ == "__main__":
+    install()
+    asyncio.run(serve(sys.argv[1], follow="--no-follow" not in sys.argv[2:]))
