@@ -51,6 +51,9 @@ async def test_benchmark_runs_at_tiny_size(name: str) -> None:
         assert rss.peaks.get("projector", 0) > 0
     if name == "kernel":
         assert rss.peaks.get("executor", 0) > 0
+    if name == "alloc":  # the floor under the service, with and without reading back
+        floors = [r for r in rows if "a responder deciding nothing" in r.metric]
+        assert len(floors) == 4, floors
     assert all(r.bench == mod.NAME for r in rows)
 
 
