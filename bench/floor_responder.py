@@ -29,8 +29,9 @@ from alloc import RAW_PREFIX, raw_connect
 
 from netledger.events.codec import Envelope, encode
 from netledger.events.types import FixedIpAllocated
+from netledger.journal.append import _ack_seq
+from netledger.journal.follow import Follower
 from netledger.journal.natsclient import Reply, header_block
-from netledger.journal.stream import Follower, _ack_seq
 from netledger.service.eventloop import install
 
 SUBJECT = "bench.floor.cmd"

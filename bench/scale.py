@@ -15,7 +15,8 @@ from benchlib import Row, Rss, alternate, scaled, stack
 
 from netledger.events.codec import Envelope
 from netledger.events.types import FixedIpAllocated
-from netledger.journal.stream import MAX_BATCH, Appender, Connection, build_messages
+from netledger.journal.append import Appender, build_messages
+from netledger.journal.stream import MAX_BATCH, Connection
 from netledger.service.client import Client
 
 NAME = "scale"

@@ -47,13 +47,8 @@ from netledger.events.codec import Actor, Envelope  # noqa: E402
 from netledger.events.host_events import HostAddressAdded, HostLinkCreated, HostReconciled  # noqa: E402
 from netledger.executor.snapshot import ViewKind, ViewSnapshots  # noqa: E402
 from netledger.executor.view import HostView  # noqa: E402
-from netledger.journal.stream import (  # noqa: E402
-    Appender,
-    Connection,
-    build_messages,
-    connect,
-    ensure_stream,
-)
+from netledger.journal.append import Appender, build_messages  # noqa: E402
+from netledger.journal.stream import Connection, connect, ensure_stream  # noqa: E402
 from netledger.service.client import Client  # noqa: E402
 from netledger.service.service import CommandService  # noqa: E402
 

@@ -39,17 +39,10 @@ from netledger.events.host_events import (
     HostReconciled,
 )
 from netledger.events.state import State
+from netledger.journal.append import Appender, MaybeApplied, build_messages
+from netledger.journal.follow import Follower
 from netledger.journal.liveness import live_bucket, status_key
-from netledger.journal.stream import (
-    MAX_BATCH,
-    Appender,
-    Connection,
-    Follower,
-    MaybeApplied,
-    build_messages,
-    last_seq,
-    retrying,
-)
+from netledger.journal.stream import MAX_BATCH, Connection, last_seq, retrying
 
 from .cache import KernelCache
 from .converge import Converger

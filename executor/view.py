@@ -23,7 +23,8 @@ from netledger.events.host_events import HostAnnounced, HostEvent
 from netledger.events.ids import ALL_EVENTS, network_subject
 from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.state import State
-from netledger.journal.stream import Connection, Follower
+from netledger.journal.follow import Follower
+from netledger.journal.stream import Connection
 
 from .dhcp import DhcpBook
 from .hosts import HostBook
@@ -188,7 +189,7 @@ class HostView:
             return True
         if every:
             # From now on every network: read each from where the fold left it (most never;
-            # the follower reads them with one wildcard consumer: journal/stream.py).
+            # the follower reads them with one wildcard consumer: journal/follow.py).
             backfill = {
                 network_subject(n): self.state.seq_of(network_subject(n)) + 1
                 for n in self.state.networks

@@ -30,7 +30,7 @@ from netledger.events.errors import LogStorageFull, LogUnavailable
 
 log = logging.getLogger("netledger.storage")
 
-#: OCC conflict and duplicate batch: not the log's trouble (journal/stream.py decides again)
+#: OCC conflict and duplicate batch: not the log's trouble (journal/append.py: the lane decides again)
 ERR_WRONG_LAST_SEQ = 10071
 ERR_BATCH_DUPLICATE = 10201
 

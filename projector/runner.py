@@ -24,7 +24,7 @@ Shape of the pipeline::
   headers of status messages: the stored messages' own headers (msg id, atomic batch) were about
   a third of the reader's work per message, and nothing here reads them.
 
-:class:`netledger.journal.stream.Follower` is not reused: it decodes on the event loop and calls
+:class:`netledger.journal.follow.Follower` is not reused: it decodes on the event loop and calls
 a synchronous handler, while here decoding belongs in the writer and reading must be able to
 stop and resume (back-pressure).
 """

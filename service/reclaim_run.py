@@ -24,11 +24,7 @@ from netledger.events.ids import host_subject
 from netledger.events.placement import mappings
 from netledger.events.reclaim import FixedIpReclaim, FixedIpReclaimSweep, Heartbeats, candidates
 from netledger.events.state import State
-from netledger.journal.stream import (
-    MaybeApplied,
-    WrongLastSequence,
-    build_messages,
-)
+from netledger.journal.append import MaybeApplied, WrongLastSequence, build_messages
 
 log = logging.getLogger("netledger.reclaim")
 

@@ -65,22 +65,19 @@ from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, MAX_REAP, FixedIpRe
 from netledger.events.reclaim import FixedIpReclaimSweep, Heartbeats
 from netledger.events.snapshot import SeenEvents, seen_events
 from netledger.events.state import State
-from netledger.journal.catchup import Reader
-from netledger.journal.liveness import HeartbeatBook
-from netledger.journal.loghealth import LogHealth
-from netledger.journal.stream import (
-    CLOSE_TIMEOUT_S,
-    MSG_ID,
+from netledger.journal.append import (
     Appender,
-    Connection,
     DuplicateBatch,
-    Follower,
     MaybeApplied,
     Outgoing,
     WrongLastSequence,
     build_messages,
-    last_seq,
 )
+from netledger.journal.catchup import Reader
+from netledger.journal.follow import Follower
+from netledger.journal.liveness import HeartbeatBook
+from netledger.journal.loghealth import LogHealth
+from netledger.journal.stream import CLOSE_TIMEOUT_S, MSG_ID, Connection, last_seq
 from netledger.service.answers import _backfill_id, reply_error, reply_ok, result_from_events
 from netledger.service.reclaim_run import reclaim_forever, sweep
 from netledger.service.snapshotter import SnapshotPolicy, Snapshotter

@@ -29,7 +29,8 @@ import msgpack
 from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.errors import NetledgerError, Unavailable
 from netledger.events.types import FixedIpAllocated
-from netledger.journal.stream import Connection, Follower, connect, ensure_stream, last_seq
+from netledger.journal.follow import Follower
+from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 

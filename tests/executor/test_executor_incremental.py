@@ -264,7 +264,8 @@ async def test_a_once_pass_applies_the_log_as_of_its_sync_and_stores_its_report(
     append during the pass nor the pass's own report, whose acks prove it stored. The kernel
     has the network; the log has the whole report."""
     from netledger.events.ids import host_subject
-    from netledger.journal.stream import iter_subject, last_seq
+    from netledger.journal.follow import iter_subject
+    from netledger.journal.stream import last_seq
 
     ns = world.ns("once")
     c = Client(conn)

@@ -24,7 +24,8 @@ from netledger.events.host_events import HostReconciled
 from netledger.events.ids import ALL_EVENTS
 from netledger.executor.share import Share
 from netledger.executor.snapshot import ViewKind, ViewSnapshots
-from netledger.journal.stream import Connection, iter_subject, last_seq
+from netledger.journal.follow import iter_subject
+from netledger.journal.stream import Connection, last_seq
 from netledger.service.client import Client
 
 from .test_executor_lab import Lab, addresses, lab, links

@@ -8,13 +8,8 @@ from typing import Any
 import nats.errors
 import pytest
 
-from netledger.journal.stream import (
-    Appender,
-    Connection,
-    Outgoing,
-    WrongLastSequence,
-    last_seq,
-)
+from netledger.journal.append import Appender, Outgoing, WrongLastSequence
+from netledger.journal.stream import Connection, last_seq
 
 SUBJ = "netledger.evt.network.chain"
 

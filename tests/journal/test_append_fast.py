@@ -15,15 +15,9 @@ from nats.aio.client import Client as NATS
 
 from netledger.common.natsserver import EmbeddedNats
 from netledger.events.errors import LogUnavailable
+from netledger.journal.append import Appender, Outgoing, WrongLastSequence
 from netledger.journal.natsclient import NetledgerNats, header_block
-from netledger.journal.stream import (
-    Appender,
-    Connection,
-    Outgoing,
-    WrongLastSequence,
-    connect,
-    ensure_stream,
-)
+from netledger.journal.stream import Connection, connect, ensure_stream
 
 SUBJ = "netledger.evt.network.fast"
 

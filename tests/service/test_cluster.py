@@ -12,7 +12,8 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from netledger.journal.stream import Connection, Follower, connect, ensure_stream, last_seq
+from netledger.journal.follow import Follower
+from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from tests.fault_helpers import (

@@ -14,7 +14,7 @@ import pytest
 from netledger.events.codec import Envelope
 from netledger.events.commands import Request, parse_command
 from netledger.events.types import FixedIpAllocated
-from netledger.journal import stream as stream_module
+from netledger.journal import follow as stream_module
 from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
 from netledger.service.client import Client
 from netledger.service.service import CommandService, _LaneQueue

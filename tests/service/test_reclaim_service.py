@@ -25,7 +25,8 @@ from netledger.events.ids import host_subject
 from netledger.events.reclaim import FixedIpReclaim
 from netledger.events.reclaim_events import FixedIpReclaimed, FixedIpReconfirmed
 from netledger.events.types import FixedIpAllocated
-from netledger.journal.stream import Appender, Connection, WrongLastSequence, build_messages
+from netledger.journal.append import Appender, WrongLastSequence, build_messages
+from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 

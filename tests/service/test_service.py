@@ -43,7 +43,7 @@ async def wait_ready(tmp: Path, i: int) -> None:
 
 async def read_all(conn: Connection) -> list[tuple[int, str, object]]:
     """Every event in the stream, decoded (a fresh ordered consumer)."""
-    from netledger.journal.stream import Follower
+    from netledger.journal.follow import Follower
 
     out: list[tuple[int, str, object]] = []
     f = Follower(conn, lambda seq, subj, env, err, msg: out.append((seq, subj, env)))

@@ -1,0 +1,422 @@
+"""Appending to the log: one message, a pipelined chain, or one atomic batch, each with its
+optimistic-concurrency check (DESIGN.md, "The log").
+
+* every message carries ``Nats-Msg-Id`` (the event id, derived from the command id) so a retry
+  inside the duplicate window is not stored twice;
+* the first message on each subject carries ``Nats-Expected-Last-Subject-Sequence`` (optimistic
+  concurrency: the writer decided on that subject as of that sequence);
+* a decision of several events is one **atomic batch** (all or nothing, the OCC checks on the
+  batch), so multi-aggregate decisions and group commits never land half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import nats
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError
+
+from netledger.events.codec import Envelope, encode
+from netledger.events.errors import (
+    LogStorageFull,
+    LogUnavailable,
+)
+from netledger.journal import natsclient
+from netledger.journal.loghealth import (
+    ERR_BATCH_DUPLICATE,
+    ERR_WRONG_LAST_SEQ,
+    NO_ANSWER,
+    NO_STREAM,
+    log_error,
+)
+
+if TYPE_CHECKING:
+    from netledger.journal.loghealth import LogHealth
+
+from netledger.journal.stream import (
+    CHAIN_BROKEN,
+    EXPECTED_LAST_MSG_ID,
+    EXPECTED_STREAM,
+    EXPECTED_SUBJECT_SEQ,
+    EXPECTED_SUBJECT_SEQ_SUBJECT,
+    MAX_BATCH,
+    MSG_ID,
+    Connection,
+)
+
+log = logging.getLogger("netledger.stream")  # one logger for the log layer
+
+
+class WrongLastSequence(Exception):
+    """Another writer appended to ``subject`` first (JetStream err 10071)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        m = re.search(r"wrong last sequence: (\d+)", description or "")
+        self.actual = int(m.group(1)) if m else None
+
+
+class MaybeApplied(Exception):
+    """The append may or may not have landed (lost ack, duplicate batch): catch up and look."""
+
+
+class DuplicateBatch(MaybeApplied):
+    """An atomic batch refused whole because one of its message ids was stored before, inside
+    the duplicate window (JetStream err 10201): nothing of it was stored now."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    subject: str
+    data: bytes
+    msg_id: str
+
+
+def build_messages(envelopes: list[Envelope]) -> list[Outgoing]:
+    return [Outgoing(env.event.subject(), encode(env), env.event_id) for env in envelopes]
+
+
+class Appender:
+    """Appends decisions with optimistic concurrency, one message or one atomic batch.
+
+    With a ``budget`` (seconds) an append that the log refuses or does not acknowledge ends
+    within it with :class:`LogUnavailable` / :class:`LogStorageFull` (a command answers fast
+    and says why); without one, failures without an answer are retried ``attempts`` times
+    (then :class:`MaybeApplied`). A refusal that names a cause is never retried. ``health``
+    (journal/loghealth.py) hears of every failure and of the first success after one.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        publish_timeout: float = 5.0,
+        attempts: int = 8,
+        *,
+        budget: float | None = None,
+        health: LogHealth | None = None,
+    ) -> None:
+        self.conn = conn
+        self.publish_timeout = publish_timeout
+        self.attempts = attempts
+        self.budget = budget
+        self.health = health
+
+    def budget_or(self, default: float) -> float:
+        return self.budget if self.budget is not None else default
+
+    def can_chain(self) -> bool:
+        """Whether :meth:`append_chain` is safe on the server this connection is on: only when
+        it is not part of a cluster.
+
+        A clustered nats-server (2.15.1, and its source as of Dec 2026) does not check
+        ``Nats-Expected-Last-Msg-Id`` before proposing a message to the stream's replicas, only
+        when each replica applies it; a mismatch there is a *critical write error* on every
+        replica and the stream takes no more writes until its servers restart
+        (tests/service/test_cluster.py shows it: one broken link, one dead log). Expected last
+        (subject) sequences are checked before the proposal and stay safe. Asked of the server
+        info of the current connection, so a reconnect to a clustered server turns chains off
+        at once."""
+        info = getattr(self.conn.nc, "_server_info", None) or {}
+        return not info.get("cluster")
+
+    async def append(
+        self,
+        messages: list[Outgoing],
+        expected: dict[str, int],
+        guard: tuple[str, int] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> int:
+        """Append ``messages``; return the stream sequence of the last one.
+
+        ``deadline`` (the loop's clock) ends the budget earlier: what is left of a budget
+        another append of the same answer began (a chain's one-by-one rest).
+
+        ``expected`` maps each subject written to the last subject sequence the decision was
+        based on; a subject missing from it is appended without a check (placements). Raises
+        :class:`WrongLastSequence` on a conflict, :class:`MaybeApplied` when a retry cannot
+        tell whether an earlier attempt landed, :class:`LogUnavailable` (or its
+        :class:`LogStorageFull`) when the log cannot take it.
+        """
+        try:
+            seq = await self._append(messages, expected, guard, deadline)
+        except LogUnavailable as err:
+            if self.health is not None:
+                self.health.append_failed(err)
+            raise
+        if self.health is not None and self.health.failing is not None:
+            self.health.append_ok()
+        return seq
+
+    async def _append(
+        self,
+        messages: list[Outgoing],
+        expected: dict[str, int],
+        guard: tuple[str, int] | None,
+        deadline: float | None = None,
+    ) -> int:
+        if not messages:
+            raise ValueError("nothing to append")
+        if len(messages) > MAX_BATCH:
+            raise ValueError(f"a decision may hold at most {MAX_BATCH} events")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        end = None if self.budget is None else t0 + self.budget
+        if end is not None and deadline is not None:
+            end = max(t0 + 0.05, min(end, deadline))
+        retried = False
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            timeout = self.publish_timeout
+            if end is not None:
+                timeout = max(0.05, min(timeout, end - loop.time()))
+            try:
+                if len(messages) == 1 and guard is None:
+                    return await self._publish_one(messages[0], expected, timeout)
+                return await self._publish_batch(messages, expected, guard, timeout)
+            except BadRequestError as exc:
+                if exc.err_code == ERR_WRONG_LAST_SEQ:
+                    if retried and await self._landed(messages):
+                        raise MaybeApplied(str(exc)) from None
+                    raise WrongLastSequence(exc.description or "") from None
+                if exc.err_code == ERR_BATCH_DUPLICATE:
+                    raise DuplicateBatch(exc.description or "") from None
+                raise _mapped(exc) from None
+            except APIError as exc:
+                err = _mapped(exc)
+                # A 503 without a named cause may be a leader election: worth the budget left.
+                if (
+                    isinstance(err, LogStorageFull)
+                    or exc.code != 503
+                    or end is None
+                    or loop.time() + delay >= end
+                ):
+                    raise err from None
+                last: BaseException = exc
+            except (*NO_ANSWER, *NO_STREAM) as exc:
+                last = exc
+                if end is None and attempt >= self.attempts:
+                    raise MaybeApplied("no acknowledgement after retries") from None
+                if end is not None and loop.time() + delay >= end:
+                    raise await self._no_answer(exc, loop.time() - t0) from None
+            log.info(
+                "append attempt %d failed (%s); retrying with the same ids",
+                attempt,
+                last.__class__.__name__,
+            )
+            retried = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def append_chain(
+        self, messages: list[Outgoing], first_check: dict[str, int]
+    ) -> tuple[list[int], LogUnavailable | None]:
+        """Publish single-message decisions pipelined; return the sequences of the prefix that
+        certainly landed (possibly empty), and the log's trouble that stopped the rest, if
+        that is what stopped it (then the caller answers the rest with it instead of trying
+        them one by one with a budget each; nothing landed and trouble: raised).
+
+        The first message carries ``first_check`` (the subject OCC its decision was based on);
+        message k > 0 carries ``Nats-Expected-Last-Msg-Id`` = message k-1's id, so the server
+        stores it only if the *stream's* last message is our message k-1: k-1 landed and
+        nothing came between them, so k's decision (made on top of 0..k-1) still holds. Only
+        the publishes are pipelined; every check stays on the server. Anything after the landed
+        prefix (a refusal, another writer in between, a reply not received) is left to the
+        caller's sequential path, which checks again and detects an earlier landing (lost ack).
+        """
+        nc = self.conn.nc
+        if len(messages) > 1 and not self.can_chain():
+            messages = messages[:1]  # never a broken link on a clustered stream (can_chain)
+        # Half the answer budget: the one-by-one rest after it (a lost ack checked, a
+        # reconnect waited for) gets what is left of the same budget (append(deadline=)).
+        timeout = self.publish_timeout
+        if self.budget is not None:
+            timeout = max(0.05, min(timeout, self.budget / 2))
+        await nc.ready_for_requests()
+        # All published at once, in order (one write), then their acks awaited in order.
+        started: list[natsclient.Started | BaseException] = []
+        prev: str | None = None
+        for i, m in enumerate(messages):
+            if i == 0:
+                expected = first_check.get(m.subject)
+                headers = self._headers(m, None if expected is None else str(expected))
+            else:
+                assert prev is not None
+                headers = self._headers(m, None, prev)
+            prev = m.msg_id
+            try:
+                started.append(nc.start_request_nowait(m.subject, m.data, headers))
+            except Exception as exc:  # closed, or the reconnect buffer full: not sent
+                started += [exc] * (len(messages) - i)
+                break
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        results: list[int | BaseException] = []
+        for st in started:
+            if isinstance(st, BaseException):
+                results.append(st)
+                continue
+            try:
+                results.append(await self._acked(st, max(0.0, end - loop.time())))
+            except asyncio.CancelledError:
+                for other in started:
+                    if not isinstance(other, BaseException):
+                        nc.forget(other)
+                raise
+            except Exception as exc:
+                results.append(exc)
+        last_ok = -1
+        for i, r in enumerate(results):
+            if not isinstance(r, BaseException) and r > 0:
+                last_ok = i
+        err: LogUnavailable | None = None
+        if last_ok + 1 < len(results):
+            err = self._chain_error(results[last_ok + 1])
+            if err is not None and self.health is not None:
+                self.health.append_failed(err)
+        if last_ok < 0:
+            if err is not None:
+                raise err
+            return [], None
+        # Message last_ok landed right after last_ok-1, which landed right after ..., down to
+        # the first: the prefix is contiguous in the stream even where a reply was lost.
+        top = results[last_ok]
+        assert not isinstance(top, BaseException)
+        if self.health is not None and self.health.failing is not None:
+            self.health.append_ok()
+        return [top - (last_ok - i) for i in range(last_ok + 1)], err
+
+    def _chain_error(self, first: object) -> LogUnavailable | None:
+        """Why the first link not landed did not land, when the log refused it with a cause
+        (storage full, ...): the rest is answered with that, as a single append would be.
+        None for what only concerns the decision (wrong last sequence, a broken chain: another
+        writer came in between), may pass at once (a 503 without a cause, no responders
+        during an election) or left it unknown (no answer: it may have landed): the
+        one-by-one rest deals with those, within what is left of the budget."""
+        if isinstance(first, BadRequestError) and first.err_code == ERR_WRONG_LAST_SEQ:
+            return None
+        if isinstance(first, APIError):
+            mapped = _mapped(first)
+            if isinstance(mapped, LogStorageFull) or first.code != 503:
+                if first.err_code in CHAIN_BROKEN:
+                    return None
+                return mapped
+            return None
+        return None  # no answer (it may have landed): the one-by-one rest finds out
+
+    async def _no_answer(self, exc: BaseException, waited: float) -> LogUnavailable:
+        """The error for an append that got no answer within the budget: the health's
+        diagnosis (free space, a latched store) when it has one, else what was seen."""
+        err = log_error(exc, waited)
+        assert err is not None
+        diagnose = self.health.diagnose if self.health is not None else None
+        if diagnose is not None:
+            try:
+                cause = await asyncio.wait_for(diagnose(), 1.0)
+            except Exception as e:  # a diagnosis must not hide the failure itself
+                log.debug("diagnosing an append without answer failed: %s", e)
+                cause = None
+            if cause is not None:
+                cause.details.setdefault("outcome", err.details.get("outcome"))
+                return cause
+        return err
+
+    async def _landed(self, messages: list[Outgoing]) -> bool:
+        """Lost-ack check: is our last message the subject's last message?"""
+        last = messages[-1]
+        try:
+            m = await self.conn.js.get_last_msg(self.conn.stream, last.subject, direct=True)
+        except Exception:
+            return False
+        return bool(m.headers and m.headers.get(MSG_ID) == last.msg_id)
+
+    def _headers(
+        self, m: Outgoing, expected: str | None, last_msg_id: str | None = None, **more: str
+    ) -> bytes:
+        """The header block of an append (with the stream check ``js.publish(stream=)``
+        adds)."""
+        headers = {MSG_ID: m.msg_id}
+        if expected is not None:
+            headers[EXPECTED_SUBJECT_SEQ] = expected
+        if last_msg_id is not None:
+            headers[EXPECTED_LAST_MSG_ID] = last_msg_id
+        headers.update(more)
+        headers[EXPECTED_STREAM] = self.conn.stream
+        return natsclient.header_block(headers)
+
+    async def _acked(self, started: natsclient.Started, timeout: float) -> int:
+        """The stream sequence from a publish's ack (as ``js.publish`` reports it: a refusal
+        as its ``APIError``, nothing listening as ``NoStreamResponseError``, no answer as
+        ``nats.errors.TimeoutError``); a duplicate (stored before) as its sequence negated."""
+        try:
+            data, _ = await self.conn.nc.wait_reply(started, timeout)
+        except nats.errors.NoRespondersError:
+            raise NoStreamResponseError from None
+        return _ack_seq(data)
+
+    async def _publish_one(self, m: Outgoing, expected: dict[str, int], timeout: float) -> int:
+        nc = self.conn.nc
+        exp = expected.get(m.subject)
+        headers = self._headers(m, None if exp is None else str(exp))
+        return abs(await self._acked(await nc.start_request(m.subject, m.data, headers), timeout))
+
+    async def _publish_batch(
+        self,
+        messages: list[Outgoing],
+        expected: dict[str, int],
+        guard: tuple[str, int] | None,
+        timeout: float,
+    ) -> int:
+        """``guard`` = (subject, seq): the commit also checks a subject the batch does not
+        write (``Nats-Expected-Last-Subject-Sequence-Subject``); it rides on the last message,
+        whose own subject must have come earlier in the batch."""
+        nc = self.conn.nc
+        batch_id = uuid.uuid4().hex
+        seen: set[str] = set()
+        n = len(messages)
+        for i, m in enumerate(messages, 1):
+            headers = {MSG_ID: m.msg_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
+            if m.subject not in seen:
+                seen.add(m.subject)
+                if m.subject in expected:
+                    headers[EXPECTED_SUBJECT_SEQ] = str(expected[m.subject])
+            if i == n:
+                if guard is not None:
+                    if EXPECTED_SUBJECT_SEQ in headers:
+                        raise ValueError("a guard rides on a message whose subject came before")
+                    headers[EXPECTED_SUBJECT_SEQ] = str(guard[1])
+                    headers[EXPECTED_SUBJECT_SEQ_SUBJECT] = guard[0]
+                headers["Nats-Batch-Commit"] = "1"
+                headers[EXPECTED_STREAM] = self.conn.stream
+                started = await nc.start_request(
+                    m.subject, m.data, natsclient.header_block(headers)
+                )
+                return abs(await self._acked(started, timeout))
+            # Plain publishes: the commit's ack reports any error of the whole batch; waiting
+            # for a reply to the first message would only add a round trip.
+            nc.publish_nowait(m.subject, m.data, hdr=natsclient.header_block(headers))
+        raise AssertionError("unreachable")
+
+
+def _ack_seq(data: bytes) -> int:
+    """The stored sequence from a JetStream publish ack, negated for a duplicate (what
+    ``js.publish`` builds a ``PubAck`` from; errors raised as its ``APIError``)."""
+    resp = json.loads(data)
+    if "error" in resp:
+        raise APIError.from_error(resp["error"])
+    seq = int(resp["seq"])
+    return -seq if resp.get("duplicate") else seq
+
+
+def _mapped(exc: APIError) -> LogUnavailable:
+    err = log_error(exc)
+    assert err is not None
+    return err
