@@ -1,7 +1,7 @@
 """What the service does with its own appends when its follower reads them back (issue 15):
 they were folded from the publish ack, so the follower does not decode them again (``_fold``
 would only skip them); another replica's events on the same network are decoded and folded as
-before, and both replicas end with the same state. Also the lane queue (service._LaneQueue)
+before, and both replicas end with the same state. Also the lane queue (service.lanes.LaneQueue)
 and an answer written at once (NetledgerNats.write_now), on a real nats-server."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from netledger.events.types import FixedIpAllocated
 from netledger.journal import follow as stream_module
 from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
 from netledger.service.client import Client
-from netledger.service.service import CommandService, _LaneQueue
+from netledger.service.lanes import LaneQueue
+from netledger.service.service import CommandService
 from tests.service.test_service import read_all
 
 
@@ -165,7 +166,7 @@ async def test_write_now_sends_what_is_pending_in_order(conn: Connection) -> Non
 
 
 async def test_lane_queue_hands_jobs_over_in_order() -> None:
-    q = _LaneQueue()
+    q = LaneQueue()
     got: list[Any] = []
 
     async def reader() -> None:

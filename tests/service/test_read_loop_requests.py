@@ -14,7 +14,7 @@ import pytest
 
 from netledger.events.codec import Actor
 from netledger.journal.stream import Connection, last_seq
-from netledger.service import service as service_module
+from netledger.service import requests as service_module
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 
