@@ -23,12 +23,9 @@ import asyncio
 import os
 import signal
 import sys
-import time
 
-from alloc import RAW_PREFIX, raw_connect
+from alloc import RAW_PREFIX, payload, raw_connect
 
-from netledger.events.codec import Envelope, encode
-from netledger.events.types import FixedIpAllocated
 from netledger.journal.append import _ack_seq
 from netledger.journal.follow import Follower
 from netledger.journal.natsclient import Reply, header_block
@@ -37,18 +34,6 @@ from netledger.service.eventloop import install
 SUBJECT = "bench.floor.cmd"
 SUBJECT_NO_FOLLOW = "bench.floor-nf.cmd"
 _OK = b"\x82\xa2ok\xc3\xa6result\x80"  # msgpack {"ok": True, "result": {}}
-
-
-def envelope(i: int) -> bytes:
-    ev = FixedIpAllocated(
-        network_id="floor",
-        address=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
-        instance=f"i-{i}",
-        mac="02:16:3e:00:00:01",
-        host="h1",
-        project="p1",
-    )
-    return encode(Envelope(ev, f"floor-{i}:0", f"floor-{i}", time.time()))
 
 
 async def serve(url: str, follow: bool = True) -> None:
@@ -74,7 +59,7 @@ async def serve(url: str, follow: bool = True) -> None:
                 "Nats-Msg-Id": f"{stored}-{count}:0",
             }
         )
-        _, fut = nc.start_request_nowait(stored, envelope(count), hdr)
+        _, fut = nc.start_request_nowait(stored, payload(count, "floor"), hdr)
 
         def acked(fut: asyncio.Future[Reply]) -> None:
             last[lane] = _ack_seq(fut.result()[0])
