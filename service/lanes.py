@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netledger.events.codec import Envelope
 from netledger.events.commands import (
@@ -50,12 +50,23 @@ from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import MSG_ID, Connection
 from netledger.service.answers import result_from_events
 
-if TYPE_CHECKING:
-    from netledger.service.service import Stats
-
 log = logging.getLogger("netledger.service")
 
 MAX_CONFLICT_RETRIES = 64
+
+
+@dataclass
+class Stats:
+    commands: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+    batches: int = 0
+    batched_events: int = 0
+    #: single-event appends that went pipelined (Appender.append_chain) and landed
+    pipelined: int = 0
+
+    def count(self, name: str, outcome: str) -> None:
+        key = f"{name}:{outcome}"
+        self.commands[key] = self.commands.get(key, 0) + 1
 
 
 @dataclass

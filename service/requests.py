@@ -11,7 +11,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import msgpack
 
@@ -37,10 +37,9 @@ from netledger.events.reclaim import FixedIpReclaimSweep
 from netledger.events.state import State
 from netledger.journal.stream import Connection
 from netledger.service.answers import reply_error, reply_ok
+from netledger.service.lanes import Stats
+from netledger.service.reclaim_run import CommandService as Reclaiming
 from netledger.service.reclaim_run import sweep
-
-if TYPE_CHECKING:
-    from netledger.service.service import CommandService, Stats
 
 log = logging.getLogger("netledger.service")
 
@@ -198,7 +197,7 @@ class Requests:
                 result = decide(self.state, req).result
             elif isinstance(req.command, FixedIpReclaimSweep):
                 decide(self.state, req)  # authorisation (admin only); appends nothing
-                result = await sweep(cast("CommandService", self), req.command)  # a mixin of it
+                result = await sweep(cast(Reclaiming, self), req.command)  # CommandService's
             else:
                 result = await self._submit(req)
             self.stats.count(name, "ok")

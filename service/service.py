@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -59,7 +59,7 @@ from netledger.journal.liveness import HeartbeatBook
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, last_seq
 from netledger.service.answers import _backfill_id, reply_error, reply_ok, result_from_events
-from netledger.service.lanes import LaneQueue, Lanes
+from netledger.service.lanes import LaneQueue, Lanes, Stats
 from netledger.service.reclaim_run import reclaim_forever
 from netledger.service.requests import Requests
 from netledger.service.snapshotter import SnapshotPolicy, Snapshotter
@@ -120,20 +120,6 @@ class Rejected:
     seq: int
     subject: str
     reason: str
-
-
-@dataclass
-class Stats:
-    commands: dict[str, int] = field(default_factory=dict)
-    conflicts: int = 0
-    batches: int = 0
-    batched_events: int = 0
-    #: single-event appends that went pipelined (Appender.append_chain) and landed
-    pipelined: int = 0
-
-    def count(self, name: str, outcome: str) -> None:
-        key = f"{name}:{outcome}"
-        self.commands[key] = self.commands.get(key, 0) + 1
 
 
 __all__ = ["CommandService", "reply_error", "reply_ok", "result_from_events"]
