@@ -170,9 +170,10 @@ def executor_run(
     from netledger.events.ids import check_id
     from netledger.journal.stream import connect
 
-    from .daemon import Options, run_executor
+    from .daemon import run_executor
     from .desired import HostConfig
     from .dhcp import DhcpPaths, default_state_dir, script_text
+    from .options import Options
     from .snapshot import FILE_NAME as SNAPSHOT_FILE
 
     dhcp_defaulted_off = dhcp is None and netns is not None

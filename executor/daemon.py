@@ -4,7 +4,8 @@ One pass: build the desired state from the folded log (in the event loop, where 
 then — in a worker thread — read the kernel, diff, apply, read back, up to three rounds. What was
 applied becomes host events on ``netledger.evt.host.<host>`` (the translation, drift repairs and
 the record kept equal to the kernel, is executor/host_report.py); this module owns the lifecycle,
-the loop, converging, the pass report and publishing.
+the loop and converging; publishing what a pass did is executor/reports.py, the options and the
+pass report executor/options.py.
 
 Passes run at start (recovery: the whole log is replayed), after changes (debounced), and every
 ``interval`` seconds (drift repair). ``HostReconciled`` is appended only when a pass changed
@@ -18,20 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import gc
-import json
 import logging
 import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from netledger.common import metrics
-from netledger.events.codec import Actor, Envelope
-from netledger.events.errors import LogRegression, LogUnavailable, NetledgerError
+from netledger.events.codec import Actor
+from netledger.events.errors import LogRegression, NetledgerError
 from netledger.events.host_events import (
     HostAnnounced,
     HostApplyFailed,
@@ -39,30 +37,29 @@ from netledger.events.host_events import (
     HostReconciled,
 )
 from netledger.events.state import State
-from netledger.journal.append import Appender, MaybeApplied, build_messages
+from netledger.journal.append import Appender
 from netledger.journal.follow import Follower
-from netledger.journal.liveness import live_bucket, status_key
-from netledger.journal.stream import MAX_BATCH, Connection, last_seq, retrying
+from netledger.journal.stream import Connection
 
 from .cache import KernelCache
 from .converge import Converger
 from .desired import HostConfig
-from .dhcp import DhcpBook, DhcpPaths, Dnsmasq, dhcp_events
+from .dhcp import DhcpBook, Dnsmasq, dhcp_events
 from .errors import ExecutorError, NotPermitted
 from .host_report import applied_events, record_fixes
 from .hosts import HostBook
 from .incremental import Fragments, PassPlan, full_plan, incremental_plan
 from .kernel import Kernel, OpResult
 from .model import HostActual, HostDesired, NatTable
-from .netlink import CHUNK, check_netns
+from .netlink import check_netns
+from .options import Options, PassReport
+from .reports import Reports
 from .sightings import SightingReporter, start_reporter, stop_reporter
-from .snapshot import DEFAULT_EVERY, SETTLE_PAUSE_S, SETTLE_TRIES, ViewSnapshots
+from .snapshot import SETTLE_PAUSE_S, SETTLE_TRIES, ViewSnapshots
 from .tasks import stop_task
 from .view import HostView
 
 log = logging.getLogger("netledger.executor")
-#: up to this many host events of a pass are published one by one, more in atomic batches
-FEW = 8
 #: seconds an append of host events may take before it ends with the log's error
 APPEND_BUDGET_S = 10.0
 MAX_ROUNDS = 3
@@ -72,66 +69,7 @@ class ApplyIncomplete(ExecutorError):
     code = "apply_incomplete"
 
 
-@dataclass
-class PassReport:
-    applied_seq: int
-    results: list[OpResult] = field(default_factory=list)
-    conflicts: list[str] = field(default_factory=list)
-    events: int = 0
-    changes: int = 0
-    drift_repairs: int = 0
-    duration_ms: float = 0.0
-    #: messages of the log read since start, and networks in the share (None: whole log)
-    events_read: int = 0
-    share_networks: int | None = None
-    #: the stream sequence of the view snapshot the start began from (None: from the log)
-    snapshot_seq: int | None = None
-
-    @property
-    def failures(self) -> list[OpResult]:
-        return [r for r in self.results if not r.ok]
-
-
-@dataclass
-class Options:
-    netns: str | None = None
-    interval: float = 30.0
-    #: liveness (the status key in the liveness bucket) at least this often, seconds
-    heartbeat: float = 60.0
-    #: let a burst of events land; small: it is command-to-kernel latency (and a pass that looks
-    #: only at what changed is cheap)
-    #: Seconds a change waits after the previous pass (0: none). A burst is coalesced anyway:
-    #: what arrives while a pass runs is taken by the next one. 5 ms measured 15-18 ms p50
-    #: command -> kernel against 13 ms without (bench/kernel.py, one allocation after another).
-    debounce: float = 0.0
-    #: after the first pass, move what the start loaded out of the cyclic collector's reach
-    #: (``gc.freeze``): a process-wide choice, made by the CLI's daemon (not by tests that
-    #: run executors inside their own process)
-    freeze_gc: bool = False
-    chunk_size: int = CHUNK
-    pause: float = 0.0
-    #: DHCP: where dnsmasq files live and which dnsmasq runs (None: DHCP not managed here).
-    dhcp_paths: DhcpPaths | None = None
-    dhcp_script: str = ""  # the lease script's text (executor/dhcp.py: script_text)
-    #: how often a running executor checks that the log did not go back (and on reconnect)
-    watch_interval: float = 5.0
-    #: instance sightings (executor/sightings.py): poll period (None: off) and heartbeat
-    sightings_poll: float | None = 5.0
-    sightings_heartbeat: float = 60.0
-    #: read only this host's share of the log (executor/share.py); False: the whole stream
-    share: bool = True
-    #: keep the kernel cache current by notifications (False for --once: one pass, read back)
-    live_kernel: bool = True
-    #: the view's snapshot file (executor/snapshot.py; None: none loaded, none written)
-    snapshot_path: str | None = None
-    #: write one after a pass once this many messages of the log were read since the last
-    #: (0: never write)
-    snapshot_every: int = DEFAULT_EVERY
-    #: start from the snapshot (False: ``--ignore-snapshot``, read the share from sequence 1)
-    snapshot_load: bool = True
-
-
-class Executor:
+class Executor(Reports):
     def __init__(self, conn: Connection, cfg: HostConfig, opts: Options | None = None) -> None:
         self.conn = conn
         self.cfg = cfg
@@ -168,7 +106,7 @@ class Executor:
         self._appender = Appender(conn, budget=APPEND_BUDGET_S)
         #: the log's last refusal of this host's events, until an append succeeds again
         self.log_trouble: dict[str, Any] | None = None
-        #: what passes report, sent in order after them (executor/daemon.py: _later)
+        #: what passes report, sent in order after them (executor/reports.py: _later)
         self._outbox: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
         self._outbox_task: asyncio.Task[None] | None = None
         #: an append waits until the follower has read it back (the next pass then works on a
@@ -610,173 +548,6 @@ class Executor:
         if self.dnsmasq is None:
             return []
         return self.dnsmasq.reconcile(desired.dhcp, final, self.dhcp_book, bridges)
-
-    # --- publishing ---------------------------------------------------------------------------
-
-    async def _put_status(self, report: PassReport, reason: str) -> None:
-        """This host's liveness (``host.<host>.status``): never fatal, never in the log."""
-        try:
-            if self._kv is None:
-                self._kv = await live_bucket(self.conn)
-                if self._kv is None:
-                    return  # created by a command service; written once it exists
-            status = {
-                "host": self.cfg.host,
-                "time": time.time(),
-                "started": self.started_at,
-                "reason": reason,
-                # everything of its share up to here is applied (its own reports included)
-                "applied_seq": (
-                    self.follower.position if self.follower is not None else report.applied_seq
-                ),
-                "pending": self.follower.pending if self.follower is not None else None,
-                "passes": self.passes,
-                "changes": report.changes,
-                "drift_repairs": report.drift_repairs,
-                "duration_ms": report.duration_ms,
-                "failures": len(report.failures),
-                "conflicts": len(report.conflicts),
-                "events_read": self.follower.handled if self.follower is not None else None,
-                "heartbeat": self.opts.heartbeat,
-                "share": self.follower.subjects if self.follower is not None else None,
-                # the log refuses this host's events (full, latched, unavailable): why, since
-                "log_error": self.log_trouble,
-                # the view's snapshot: where the start began, the last one written
-                "snapshot": self._snapshot_status(),
-            }
-            await self._kv.put(status_key(self.cfg.host), json.dumps(status).encode())
-            self._status_at = time.monotonic()
-        except Exception as exc:
-            log.warning("writing this host's status to the liveness bucket failed: %s", exc)
-
-    def _snapshot_status(self) -> dict[str, Any] | None:
-        if self.snapshots is None:
-            return None
-        st = self.snapshots.stats
-        return {
-            "loaded_seq": st.loaded_seq,
-            "refused": st.refused,
-            "written": st.written,
-            "last_written_seq": st.last_written_seq,
-            "last_error": st.last_error,
-        }
-
-    def _envelopes(
-        self, events: list[HostEvent], pass_id: str | None = None, start: int = 0
-    ) -> list[Envelope]:
-        """Envelopes of ``events``: numbered from ``start`` within their pass (one pass id for
-        everything a pass reports, in as many parts as it is appended in)."""
-        pass_id = pass_id or uuid.uuid4().hex
-        now = time.time()
-        return [
-            Envelope(
-                event=ev, event_id=f"{pass_id}:{i}", command_id=pass_id, time=now, actor=self.actor
-            )
-            for i, ev in enumerate(events, start)
-        ]
-
-    def _record(self, envs: list[Envelope]) -> None:
-        """A pass's events: in our own record at once (the next pass knows what this one
-        did), appended to the log after the pass (:meth:`_later`)."""
-        self._fold_own(envs)
-
-        async def append() -> None:
-            await self._append(envs)
-
-        self._later(append)
-
-    def _fold_own(self, envs: list[Envelope]) -> None:
-        """Our own record, at once (the follower's copy later is idempotent)."""
-        for env in envs:
-            self.book.apply(env)
-            self.dhcp_book.apply(env)
-
-    async def _publish(self, events: list[HostEvent]) -> int:
-        """Append host events now; return the stream sequence of the last one."""
-        envs = self._envelopes(events)
-        last = await self._append(envs)
-        self._fold_own(envs)
-        return last
-
-    async def _append(self, envs: list[Envelope]) -> int:
-        """Append (only this executor writes its subjects: no OCC check) — a few one by one
-        (publish-acks, ~0.3 ms each), more in atomic batches of up to 1,000 (a first pass over
-        1,000 networks reports thousands of changes: one publish-ack each took 0.5 s). Retried
-        through a failover with the same ids: never stored twice."""
-        last = 0
-        groups = (
-            [[e] for e in envs]
-            if len(envs) <= FEW
-            else [envs[i : i + MAX_BATCH] for i in range(0, len(envs), MAX_BATCH)]
-        )
-        for group in groups:
-            try:
-                last = await retrying(
-                    functools.partial(self._appender.append, build_messages(group), {}),
-                    f"appending {len(group)} host event(s)",
-                    wait=60.0,
-                )
-            except MaybeApplied:
-                # The same ids were stored already (a retry after a lost ack): nothing twice.
-                last = await last_seq(self.conn)
-            except LogUnavailable as err:
-                self._log_refused(err)
-                raise
-        if self.log_trouble is not None:
-            log.warning("the log takes this host's events again")
-            self.log_trouble = None
-        if self.follower is not None and last and self.read_back_own:
-            await self.follower.wait_for(last)
-        return last
-
-    def _log_refused(self, err: LogUnavailable) -> None:
-        """Said once per episode (not a stack trace per pass); in the host's status meanwhile.
-        Nothing is lost: the kernel is already right, the next full pass records it again."""
-        if self.log_trouble is None or self.log_trouble.get("code") != err.code:
-            log.warning(
-                "the log refuses this host's events [%s]: %s (the next full pass records them"
-                " once it takes writes again)",
-                err.code,
-                err.message,
-            )
-            self.log_trouble = {"code": err.code, "message": err.message, "since": time.time()}
-        if not self._record_diverged and self.snapshots is not None:
-            log.warning(
-                "no view snapshot is written for the rest of this run: the record in memory"
-                " holds events the log refused"
-            )
-        self._record_diverged = True
-
-    def _later(self, job: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``job`` after the pass, in order with the other such jobs: publishing what a
-        pass did must not hold the next change back from the kernel."""
-        if self._outbox_task is None:
-            self._outbox_task = asyncio.create_task(self._drain_outbox(), name="netledger-outbox")
-        self._jobs += 1
-        self._outbox.put_nowait(job)
-
-    async def _drain_outbox(self) -> None:
-        while True:
-            job = await self._outbox.get()
-            try:
-                await job()
-            except asyncio.CancelledError:
-                raise
-            except LogUnavailable:
-                pass  # said by _log_refused, once
-            except Exception:
-                log.exception("reporting a pass failed (the next full pass reconciles the record)")
-            finally:
-                self._jobs -= 1
-                self._outbox.task_done()
-
-    async def flush(self, timeout: float = 60.0) -> None:
-        """Wait until what passes reported is in the log (and the liveness bucket)."""
-        if self._outbox_task is not None:
-            try:
-                await asyncio.wait_for(self._outbox.join(), timeout)
-            except TimeoutError:
-                log.warning("reports still unsent after %.0fs", timeout)
 
 
 async def run_executor(

@@ -20,12 +20,13 @@ import pytest
 
 from netledger.events.errors import NetledgerError
 from netledger.executor.cache import KernelCache
-from netledger.executor.daemon import Executor, Options
+from netledger.executor.daemon import Executor
 from netledger.executor.desired import HostConfig, build
 from netledger.executor.diff import diff
 from netledger.executor.incremental import Scope, narrow
 from netledger.executor.kernel import Kernel
 from netledger.executor.model import HostActual
+from netledger.executor.options import Options
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from netledger.service.service import CommandService

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from netledger.events.reclaim_events import FixedIpReclaimed
-from netledger.executor.daemon import Executor, Options
+from netledger.executor.daemon import Executor
 from netledger.executor.desired import HostConfig
+from netledger.executor.options import Options
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from netledger.service.service import CommandService

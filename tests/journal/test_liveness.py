@@ -25,8 +25,9 @@ from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.host_events import HostInstancesSeen
 from netledger.events.ids import host_subject
 from netledger.events.reclaim_events import FixedIpReclaimed, Heartbeat, HostSightings, macs_digest
-from netledger.executor.daemon import Executor, Options
+from netledger.executor.daemon import Executor
 from netledger.executor.desired import HostConfig
+from netledger.executor.options import Options
 from netledger.journal.liveness import heartbeat_to_json, live_bucket, read_all, seen_key
 from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until

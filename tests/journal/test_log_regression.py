@@ -74,8 +74,9 @@ async def test_projector_and_executor_stop_on_a_restored_store(tmp_path: Path) -
     stop with the regression error; nothing from the old log is applied."""
     import subprocess
 
-    from netledger.executor.daemon import Options, run_executor
+    from netledger.executor.daemon import run_executor
     from netledger.executor.desired import HostConfig
+    from netledger.executor.options import Options
     from netledger.projector.runner import Projector
 
     port = free_port()

@@ -299,8 +299,9 @@ def _rx_packets(m: Any) -> int | None:
 
 async def run_scenario(r: Results, ipr_cls: Any, tmp: Path) -> None:
     from netledger.common.natsserver import EmbeddedNats, free_port
-    from netledger.executor.daemon import Options, run_executor
+    from netledger.executor.daemon import run_executor
     from netledger.executor.desired import HostConfig
+    from netledger.executor.options import Options
     from netledger.journal.stream import connect, ensure_stream
     from netledger.service.client import Client
     from netledger.service.service import CommandService
