@@ -108,7 +108,9 @@ async def test_close_with_a_plan_in_flight_commits_it_and_a_restart_is_one_full_
     assert await project_until(conn, db, to_seq=FIRST) == FIRST
     with _held(db, spawned):
         fds = _open_fds()
-        p = Projector(conn, db, batch_size=200)
+        # A small queue: what the reader sent ahead of the stop is committed too (it comes
+        # before the stop in the pipe), so this keeps the stop well before the end.
+        p = Projector(conn, db, batch_size=200, queue_size=1000)
         await p.start()
         assert p._writer is not None and p._writer.forked is not spawned
         writer = p._writer.pid
@@ -170,7 +172,8 @@ async def test_sigterm_with_a_plan_in_flight_exits_cleanly_at_its_commit(
             p.wait()
     assert p.returncode == 0, err.decode()
     after = _consistent(db)
-    assert before < after < end, (before, after)
+    # (What the reader had sent ahead of the stop, up to its queue, is committed as well.)
+    assert before < after <= end, (before, after)
     assert json.loads(out)["last_seq"] == after
     assert _gone(writer) and _gone(committing)
     assert await project_until(conn, db) == end
