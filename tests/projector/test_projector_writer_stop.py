@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -28,6 +29,7 @@ import pytest
 
 from netledger.common.natsserver import EmbeddedNats
 from netledger.journal.stream import Connection
+from netledger.projector import writer_proc
 from netledger.projector.bench import publish, synthetic
 from netledger.projector.compare import dump
 from netledger.projector.errors import ProjectorStopped
@@ -207,3 +209,30 @@ async def test_a_spawned_writer_that_dies_fails_the_projector(
         assert FIRST < _consistent(db) < end
     assert await project_until(conn, db) == end
     assert dump(db) == dump(clean)
+
+
+@pytest.mark.parametrize("spawned", [False, True], ids=["fork", "spawn"])
+async def test_a_writer_that_cannot_be_started_leaves_no_descriptor_open(
+    conn: Connection, tmp_path: Path, spawned: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork() or posix_spawn() refused (EAGAIN: a process limit; ENOENT: no interpreter):
+    the projector's start fails with that error and the writer's pipes are closed."""
+    await publish(conn, synthetic(100, seed=24))
+    db = tmp_path / "p.db"
+    assert await project_until(conn, db, to_seq=50) == 50
+
+    def refused(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOENT if spawned else errno.EAGAIN, "refused by the test")
+
+    if spawned:
+        monkeypatch.setattr(os, "posix_spawn", refused)
+    else:
+        monkeypatch.setattr(writer_proc, "fork", refused)
+    with _held(db, spawned):
+        fds = _open_fds()
+        for _ in range(3):
+            p = Projector(conn, db)
+            with pytest.raises(OSError, match="refused by the test"):
+                await p.start()
+            await p.close()
+        assert _open_fds() == fds
