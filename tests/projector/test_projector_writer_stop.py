@@ -6,7 +6,8 @@ writer (``projector/writer_proc.py``), against a real nats-server and real SQLit
   collected and no descriptor is left open; a restart ends equal to one clean projection
   (nothing lost, nothing applied twice). With a forked and with a spawned writer.
 * A spawned writer (this process has the database open) whose projecting or committing
-  process dies fails the projector loudly instead of stalling it.
+  process dies fails the projector loudly instead of stalling it; it dies with the projector.
+* A writer whose fork or spawn is refused leaves no pipe open.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import termios
 import time
 from collections.abc import Iterator
@@ -236,3 +239,51 @@ async def test_a_writer_that_cannot_be_started_leaves_no_descriptor_open(
                 await p.start()
             await p.close()
         assert _open_fds() == fds
+
+
+#: A projector whose process has its database open (so its writer is spawned), following.
+_SPAWNING = """
+import asyncio, sqlite3, sys
+from netledger.journal.stream import connect
+from netledger.projector.runner import Projector
+
+async def main() -> None:
+    conn = await connect(sys.argv[1])
+    held = sqlite3.connect(sys.argv[2])
+    p = Projector(conn, sys.argv[2], batch_size=100)
+    await p.start()
+    print(p._writer.pid, int(p._writer.forked), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_spawned_writer_dies_with_the_projector(
+    nats_server: EmbeddedNats, conn: Connection, tmp_path: Path
+) -> None:
+    await publish(conn, synthetic(2000, seed=25))
+    db = tmp_path / "p.db"
+    assert await project_until(conn, db, to_seq=FIRST) == FIRST
+    p = subprocess.Popen(
+        [sys.executable, "-c", _SPAWNING, nats_server.url, str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(p.stdout.readline), 60)
+        writer, forked = map(int, line.split())
+        assert not forked
+        [committing] = _children(writer)
+        p.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(p.wait)
+        deadline = time.monotonic() + 30
+        for pid in (writer, committing):
+            while not _gone(pid):
+                assert time.monotonic() < deadline, f"{pid} outlived the projector"
+                await asyncio.sleep(0.05)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert FIRST <= _consistent(db)
