@@ -201,6 +201,10 @@ class HostView:
         loop = asyncio.get_running_loop()
         t = loop.time()
         await follower.set_subjects(self.share.subjects(needed, every), backfill)
+        # The new consumer reads on from the last message handled: what a catch-up had put
+        # ``position`` past that (nothing more of the old share) is not read of the new
+        # subjects yet. A snapshot at the old position would skip it for good.
+        follower.position = min(follower.position, follower.applied_seq)
         self._last_end = loop.time()
         self._last_cost = self._last_end - t
         self.resubscriptions += 1

@@ -472,15 +472,21 @@ def start_writer(
     parent = os.getpid()
     args = (str(db_path), list(check), batch_size, parent)
     forked = not open_here(db_path)
-    if forked:
-        pid = fork(lambda: child_main(cmd_r, ack_w, *args), close=(cmd_w, ack_r))
-    else:
-        for fd in (cmd_r, ack_w):
-            os.set_inheritable(fd, True)
-        argv = [sys.executable, "-m", __name__, str(cmd_r), str(ack_w), json.dumps(args)]
-        pid = os.posix_spawn(sys.executable, argv, os.environ)
-    os.close(cmd_r)
-    os.close(ack_w)
+    try:
+        if forked:
+            pid = fork(lambda: child_main(cmd_r, ack_w, *args), close=(cmd_w, ack_r))
+        else:
+            for fd in (cmd_r, ack_w):
+                os.set_inheritable(fd, True)
+            argv = [sys.executable, "-m", __name__, str(cmd_r), str(ack_w), json.dumps(args)]
+            pid = os.posix_spawn(sys.executable, argv, os.environ)
+    except BaseException:  # no process (EAGAIN, ENOMEM, no interpreter): no pipes either
+        for fd in (cmd_w, ack_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(cmd_r)
+        os.close(ack_w)
     return pid, cmd_w, ack_r, forked
 
 
