@@ -209,6 +209,9 @@ class Reports:
             except LogUnavailable:
                 pass  # said by _log_refused, once
             except Exception:
+                # Whatever failed (a connection closed, a failover outlasting the retries), our
+                # record may now hold events the log never got: no view snapshot of it.
+                self._record_diverged = True
                 log.exception("reporting a pass failed (the next full pass reconciles the record)")
             finally:
                 self._jobs -= 1

@@ -259,12 +259,14 @@ class Follower:
         while self.applied_seq < target:
             if self.failure is not None:
                 raise self.failure
-            sub = self._sub
+            sub, gen = self._sub, self._gen
             if sub is not None:
                 try:
                     info = await sub.consumer_info()
                     delivered = int(info.delivered.stream_seq or 0)
-                    if info.num_pending == 0 and self.applied_seq >= delivered:
+                    # Only the consumer still in use may say so: one that set_subjects replaced
+                    # meanwhile knew nothing of the subjects added (the new one reads them).
+                    if gen == self._gen and info.num_pending == 0 and self.applied_seq >= delivered:
                         return
                 except Exception as exc:  # recreated under us, reconnecting: ask again
                     log.debug("consumer info: %s", exc)
