@@ -236,19 +236,28 @@ def install(path: str, body_path: str, sha256: str) -> int:
     return len(data)
 
 
+def body_prefix(path: str) -> str:
+    """The name of the forked writer's body files of the snapshot at ``path`` starts so
+    (``<name>.body-``): its own, not another program's in the same folder."""
+    return f"{os.path.basename(path)}.body-"
+
+
 def remove_leftovers(path: str) -> list[str]:
     """Delete what an earlier write of the snapshot at ``path`` left behind when it was killed
-    mid-way (the forked writer's ``netledger-snapshot-*`` body, ``<path>.tmp``): this executor
-    alone writes its state folder, one snapshot at a time. The names deleted."""
+    mid-way (the forked writer's body, :func:`body_prefix`; ``<path>.tmp``): one snapshot of
+    this name is written at a time. Nothing else in the folder is touched (a ``--state-dir``
+    shared with other programs: a command service's snapshot bodies are ``netledger-snapshot-*``
+    in its temporary folder). The names deleted."""
     folder = os.path.dirname(path) or "."
     tmp = os.path.basename(f"{path}.tmp")
+    body = body_prefix(path)
     gone: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
         return gone
     for name in names:
-        if name == tmp or name.startswith("netledger-snapshot-"):
+        if name == tmp or name.startswith(body):
             try:
                 os.unlink(os.path.join(folder, name))
             except OSError:
@@ -388,6 +397,7 @@ class ViewSnapshots:
             tmpdir=folder,
             fork=self.fork,
             extra=extra,
+            prefix=body_prefix(self.path),
         )
         self.read_at_last = read  # the image is taken: what is read from now on is the next
         try:

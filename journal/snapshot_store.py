@@ -344,6 +344,7 @@ async def write_forked(
     tmpdir: str | None = None,
     fork: bool = True,
     extra: Callable[[], dict[str, Any]] | None = None,
+    prefix: str = "netledger-snapshot-",
 ) -> tuple[str, str]:
     """Serialise the fold as it is *now* into a temporary file; return (path, sha256).
 
@@ -358,7 +359,7 @@ async def write_forked(
         more = extra() if extra is not None else None
         return encode_body(dumps(state, seen, seq=seq, stream=stream, created=created, extra=more))
 
-    fd, path = tempfile.mkstemp(prefix="netledger-snapshot-", dir=tmpdir)
+    fd, path = tempfile.mkstemp(prefix=prefix, dir=tmpdir)
     os.close(fd)
     try:
         if fork and hasattr(os, "fork"):

@@ -104,8 +104,19 @@ class FrameReader:
         self.buf += data
 
     def waiting(self, timeout: float | None = 0) -> bool:
-        r, _, _ = select.select([self.fd], [], [], timeout)
-        return bool(r)
+        return bool(readable([self.fd], timeout))
+
+
+def readable(fds: list[int], timeout: float | None = None) -> set[int]:
+    """Those of ``fds`` with something to read (or whose other end is closed), after waiting at
+    most ``timeout`` seconds (None: until one is). ``poll``, not ``select``: the pipes keep the
+    numbers they had in the parent, and ``select`` fails on 1,024 and above (a projector inside
+    a process with many descriptors open)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else math.ceil(timeout * 1000)
+    return {fd for fd, _ in poller.poll(ms)}
 
 
 def ack_numbers(reply: str) -> tuple[int, int, int]:
@@ -371,7 +382,7 @@ def _project_loop(
         if len(cur) and committer.idle:
             hand_off()
             continue
-        r, _, _ = select.select([frames.fd, committer.done.fd], [], [])
+        r = readable([frames.fd, committer.done.fd])
         if committer.done.fd in r:
             committer.take(block=False)
         if frames.fd in r:

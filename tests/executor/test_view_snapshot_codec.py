@@ -154,10 +154,17 @@ def test_the_file_carries_the_hash_of_its_body() -> None:
 
 def test_what_a_killed_write_left_is_removed_and_nothing_else(tmp_path: Path) -> None:
     """A SIGKILL while a snapshot was written leaves the forked writer's body and the
-    ``.tmp`` of the install; the next write removes them, never the snapshot or other files."""
+    ``.tmp`` of the install; the next write removes them, never the snapshot or other files —
+    not another program's snapshot body either (a command service's, in a shared folder)."""
     path = tmp_path / "view.snapshot"
-    keep = [path, tmp_path / "dnsmasq-br1.hosts", tmp_path / "view.snapshot.old"]
-    left = [tmp_path / "netledger-snapshot-abc123", tmp_path / "view.snapshot.tmp"]
+    keep = [
+        path,
+        tmp_path / "dnsmasq-br1.hosts",
+        tmp_path / "view.snapshot.old",
+        tmp_path / "netledger-snapshot-abc123",  # a command service's body, writing now
+        tmp_path / "other.snapshot.body-x1",  # another snapshot's of this folder
+    ]
+    left = [tmp_path / "view.snapshot.body-abc123", tmp_path / "view.snapshot.tmp"]
     for p in keep + left:
         p.write_bytes(b"x")
     assert sorted(remove_leftovers(str(path))) == sorted(p.name for p in left)

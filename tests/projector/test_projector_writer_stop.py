@@ -287,3 +287,28 @@ async def test_a_spawned_writer_dies_with_the_projector(
             p.kill()
             p.wait()
     assert FIRST <= _consistent(db)
+
+
+def test_pipes_numbered_beyond_select_s_limit_are_waited_on() -> None:
+    """The writer's processes wait on their pipes with ``poll``: ``select`` refuses descriptors
+    numbered 1,024 and above, which a projector inside a busy process may be given."""
+    import resource
+
+    from netledger.projector.writer_proc import readable
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = 1500
+    if hard != resource.RLIM_INFINITY and hard <= high:
+        pytest.fail(f"this machine allows only {hard} descriptors a process: cannot test {high}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, high + 10), hard))
+    r, w = os.pipe()
+    try:
+        os.dup2(r, high)
+        assert readable([high], 0) == set()
+        os.write(w, b"x")
+        assert readable([high], 1.0) == {high}
+        assert readable([high]) == {high}  # no timeout: returns once one is readable
+    finally:
+        for fd in (r, w, high):
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
