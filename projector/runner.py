@@ -307,8 +307,9 @@ class Projector:
                 log.debug("unsubscribe: %s", exc)
 
     async def close(self) -> None:
-        """Stop following; the batch being written commits, messages not yet committed are
-        dropped (they are read again from the checkpoint next time)."""
+        """Stop following. What was already handed to the writer (at most ``queue_size``
+        messages beyond the last commit) is committed before it closes; what the reader had
+        not handed over is dropped (read again from the checkpoint next time)."""
         self._reading = False
         await _cancel(self._resume)
         # A resubscription in flight first, so that it cannot leave a subscription behind.

@@ -22,8 +22,9 @@ connection, query only): a row a batch in flight changes is in that batch's over
 
 Frames are a 4-byte little-endian length and a pickle. Parent -> child: a list of messages
 ``(seq, subject, data, stream time, pending)`` (:func:`raw_message`: the reader takes them out
-of the reply subject, the writer has no parsing left to do), or ``None`` (stop: finish the batch
-being written, drop the rest). Child -> parent: ``("ready", last_seq, highest_seq)``,
+of the reply subject, the writer has no parsing left to do), or ``None`` (stop: what was sent before it
+is projected and committed — frames are read in order, and the parent sends at most its queue
+size beyond the last commit — then the writer closes). Child -> parent: ``("ready", last_seq, highest_seq)``,
 ``("applied", last_seq, events, rejected, busy seconds)`` per commit, ``("failed",
 exception)``, and ``("closed", last_seq)`` last — the committing process says them, the
 projecting one passes them on. Child -> grandchild: ``(plan, busy seconds)`` or ``None`` (close:
