@@ -77,6 +77,15 @@ def digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def anchor_of(subject: str, data: bytes) -> str:
+    """The *anchor* of a snapshot at sequence N: the SHA-256 of the stored message N (its
+    subject and payload). The stream's name, creation time and length cannot tell a log
+    restored from an older backup and written past N since (a restore keeps the creation
+    time): its message N is another. Recorded beside the body when the snapshot is written,
+    compared with the stream's message N when it is loaded."""
+    return hashlib.sha256(subject.encode() + b"\n" + data).hexdigest()
+
+
 # --- the fold's pieces ------------------------------------------------------------------------
 
 

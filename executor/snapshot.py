@@ -18,14 +18,15 @@ file is the host's own cache — deleting it costs one full read, nothing else.
 
 **Never trusted blindly, never fatal**: the body is the service's snapshot codec
 (events/snapshot.py: format, fold version, SHA-256, stream name and creation time, N not
-beyond the stream's end) with the view's pieces in its ``extra`` map, which names its own
+beyond the stream's end, and the anchor — the digest of the stream's message N when it was
+written — still that of the message N the stream holds) with the view's pieces in its ``extra`` map, which names its own
 format (:data:`VIEW_FORMAT`), the host and how the view reads the log (share or whole log,
 ``--network-host``). Anything else — a missing, truncated or corrupt file, another host's,
 another stream's (or one recreated under the same name), older code's — is refused with a
 warning naming the reason, and the view reads its share from the start of the log.
 
-The file: a first line naming it, a second holding the body's SHA-256 (hex), then the body
-(zlib). Written whole to a temporary file, fsynced and renamed over the old one: a crash leaves
+The file: a first line naming it, a second holding the body's SHA-256 (hex) and its anchor
+(hex; empty at N = 0), then the body (zlib). Written whole to a temporary file, fsynced and renamed over the old one: a crash leaves
 the old snapshot or the new, never half of one.
 """
 
@@ -188,19 +189,21 @@ def view_from_wire(kind: ViewKind, seq: int, state: State, w: dict[str, Any]) ->
 # --- the file ---------------------------------------------------------------------------------
 
 
-def file_bytes(body: bytes, sha256: str) -> bytes:
-    return MAGIC + sha256.encode() + b"\n" + body
+def file_bytes(body: bytes, sha256: str, anchor: str) -> bytes:
+    return MAGIC + f"{sha256} {anchor}".encode() + b"\n" + body
 
 
-def parse_file(data: bytes) -> tuple[str, bytes]:
-    """(recorded SHA-256, body) of a snapshot file's bytes."""
+def parse_file(data: bytes) -> tuple[str, str | None, bytes]:
+    """(recorded SHA-256, anchor — None in a file written before anchors —, body) of a
+    snapshot file's bytes."""
     if not data.startswith(MAGIC):
         raise SnapshotInvalid("not an executor view snapshot (no header)")
     rest = data[len(MAGIC) :]
     line, sep, body = rest.partition(b"\n")
-    if not sep or len(line) != 64:
+    sha, space, anchor = line.decode("ascii", "replace").partition(" ")
+    if not sep or len(sha) != 64:
         raise SnapshotInvalid("no content hash recorded (truncated header)")
-    return line.decode("ascii", "replace"), body
+    return sha, (anchor if space else None), body
 
 
 def read_file(path: str) -> bytes:
@@ -208,11 +211,11 @@ def read_file(path: str) -> bytes:
         return f.read()
 
 
-def install(path: str, body_path: str, sha256: str) -> int:
+def install(path: str, body_path: str, sha256: str, anchor: str) -> int:
     """Put the body at ``body_path`` in place as ``path`` (header added), atomically and
     durably: temporary file, fsync, rename, fsync of the folder. Returns the file's size."""
     with open(body_path, "rb") as f:
-        data = file_bytes(f.read(), sha256)
+        data = file_bytes(f.read(), sha256, anchor)
     folder = os.path.dirname(path) or "."
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -349,7 +352,7 @@ class ViewSnapshots:
             raise SnapshotInvalid("none written yet (no file)") from None
         except OSError as exc:
             raise SnapshotInvalid(f"unreadable: {exc}") from None
-        sha, body = parse_file(data)
+        sha, anchor, body = parse_file(data)
         snap = await asyncio.to_thread(
             loads,
             body,
@@ -359,7 +362,9 @@ class ViewSnapshots:
             stream_last_seq=last,
             encoding=ENCODING,
         )
-        return view_from_wire(self.kind, snap.seq, snap.state, snap.extra)
+        view = view_from_wire(self.kind, snap.seq, snap.state, snap.extra)
+        await SnapshotStore(self.conn).check_anchor(snap.seq, anchor)
+        return view
 
     def due(self, read: int) -> bool:
         """Whether ``read`` (the follower's count of messages read) calls for a snapshot."""
@@ -401,7 +406,8 @@ class ViewSnapshots:
         )
         self.read_at_last = read  # the image is taken: what is read from now on is the next
         try:
-            size = await asyncio.to_thread(install, self.path, tmp, sha)
+            anchor = await SnapshotStore(self.conn).anchor(seq)
+            size = await asyncio.to_thread(install, self.path, tmp, sha, anchor)
         finally:
             try:
                 os.unlink(tmp)

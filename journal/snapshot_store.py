@@ -7,7 +7,10 @@ snapshot format and the fold version, so a reader can pick the newest without do
 others. The newest ``keep`` are kept; older ones are deleted after a new one is stored.
 
 Loading tries the snapshots newest first. Each is checked (:func:`netledger.events.snapshot.loads`:
-hash, format, fold version, stream identity, not beyond the stream's end); an unusable one is
+hash, format, fold version, stream identity, not beyond the stream's end; then its *anchor*,
+the digest of the stream's message N recorded when it was written, against the message N the
+stream holds now — a log restored from an older backup and written past N since fails only
+this); an unusable one is
 skipped with a warning naming the reason, and with none usable the caller folds the log from
 sequence 1. A snapshot is never fatal and never trusted blindly.
 
@@ -38,6 +41,7 @@ from netledger.events.snapshot import (
     SeenEvents,
     Snapshot,
     SnapshotInvalid,
+    anchor_of,
     digest,
     dumps,
     encode_body,
@@ -54,6 +58,7 @@ H_SHA = "Netledger-Sha256"
 H_FORMAT = "Netledger-Snapshot-Format"
 H_FOLD = "Netledger-Fold-Version"
 H_ENCODING = "Netledger-Encoding"
+H_ANCHOR = "Netledger-Anchor"
 #: Longest a forked writer may take before it is killed (a wedged child must not pile up).
 CHILD_TIMEOUT_S = 600.0
 #: Reading a snapshot may take this long plus its size at this rate (bytes/s) before it is
@@ -78,6 +83,9 @@ class StoredSnapshot:
     chunks: int = 0
     #: "zlib" when the body is stored compressed (the hash is of the stored bytes)
     encoding: str | None = None
+    #: the digest of the stream's message ``seq`` when it was written (events/snapshot.py
+    #: ``anchor_of``); None: written by a netledger before Dec 2026, refused
+    anchor: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +96,7 @@ class StoredSnapshot:
             "format": self.format,
             "fold_version": self.fold,
             "written": self.mtime,
+            "anchor": self.anchor,
         }
 
 
@@ -149,6 +158,36 @@ class SnapshotStore:
         created = info.created.isoformat() if info.created else ""
         return created, int(info.state.last_seq)
 
+    async def anchor(self, seq: int) -> str:
+        """The anchor of a snapshot at ``seq``: the digest of the stream's message ``seq``
+        ("" for the empty fold at 0)."""
+        if seq < 1:
+            return ""
+        msg = await retrying(
+            lambda: self.conn.js.get_msg(self.conn.stream, seq), f"message {seq} of the log"
+        )
+        return anchor_of(msg.subject or "", msg.data or b"")
+
+    async def check_anchor(self, seq: int, anchor: str | None) -> None:
+        """Raise :class:`SnapshotInvalid` unless the stream's message ``seq`` is still the one a
+        snapshot at ``seq`` recorded (``anchor``)."""
+        if seq < 1:
+            return
+        if not anchor:
+            raise SnapshotInvalid(
+                "no anchor recorded (written by an older netledger): it cannot be checked"
+                " against the log"
+            )
+        try:
+            now = await self.anchor(seq)
+        except NotFoundError:
+            raise SnapshotInvalid(f"the log holds no message at seq {seq}") from None
+        if now != anchor:
+            raise SnapshotInvalid(
+                f"the log's message at seq {seq} is not the one it was taken after (the stream"
+                " was restored from an older backup and written past it?)"
+            )
+
     async def snapshots(self) -> list[StoredSnapshot]:
         """This kind's snapshots, newest first."""
         obs = await self._store(create=False)
@@ -180,6 +219,7 @@ class SnapshotStore:
                     nuid=i.nuid or "",
                     chunks=int(i.chunks or 0),
                     encoding=_header(i.headers, H_ENCODING),
+                    anchor=_header(i.headers, H_ANCHOR),
                 )
             )
         return sorted(out, key=lambda s: s.seq, reverse=True)
@@ -253,6 +293,7 @@ class SnapshotStore:
                     stream_last_seq=last,
                     encoding=s.encoding,
                 )
+                await self.check_anchor(snap.seq, s.anchor)
             except SnapshotInvalid as exc:
                 log.warning("snapshot %s (seq %d) not used: %s", s.name, s.seq, exc.reason)
                 if on_skip is not None:
@@ -264,8 +305,9 @@ class SnapshotStore:
             log.warning("no usable snapshot: folding the log from the start")
         return None
 
-    async def put(self, path: str, seq: int, sha256: str) -> StoredSnapshot:
-        """Upload a finished snapshot file, then delete all but the newest ``keep``."""
+    async def put(self, path: str, seq: int, sha256: str, anchor: str) -> StoredSnapshot:
+        """Upload a finished snapshot file (``anchor``: :meth:`anchor` of ``seq``), then delete
+        all but the newest ``keep``."""
         obs = await self._store(create=True)
         name = object_name(self.kind, seq)
         meta = ObjectMeta(
@@ -277,6 +319,7 @@ class SnapshotStore:
                 H_FORMAT: [str(SNAPSHOT_FORMAT)],
                 H_FOLD: [str(FOLD_VERSION)],
                 H_ENCODING: [ENCODING],
+                H_ANCHOR: [anchor],
             },
         )
         f = _open_read(path)
@@ -286,7 +329,15 @@ class SnapshotStore:
             f.close()
         await self.prune()
         return StoredSnapshot(
-            name, seq, sha256, int(info.size or 0), SNAPSHOT_FORMAT, FOLD_VERSION, info.mtime or ""
+            name,
+            seq,
+            sha256,
+            int(info.size or 0),
+            SNAPSHOT_FORMAT,
+            FOLD_VERSION,
+            info.mtime or "",
+            encoding=ENCODING,
+            anchor=anchor,
         )
 
     async def prune(self) -> list[str]:

@@ -77,6 +77,7 @@ async def verify_snapshots(
                 stream_last_seq=last,
                 encoding=s.encoding,
             )
+            await store.check_anchor(snap.seq, s.anchor)
         except SnapshotInvalid as exc:
             r["reason"] = exc.reason
             results.append(r)

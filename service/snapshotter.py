@@ -181,7 +181,9 @@ class Snapshotter:
             fork=self.policy.fork,
         )
         try:
-            stored = await self.store.put(path, seq, sha)
+            # the image is taken (the fork is behind us): now what message seq is
+            anchor = await self.store.anchor(seq)
+            stored = await self.store.put(path, seq, sha, anchor)
         finally:
             os.unlink(path)
         self.since -= since_at_fork

@@ -38,6 +38,7 @@ from netledger.events.host_events import (
 )
 from netledger.executor.snapshot import ViewKind, ViewSnapshots
 from netledger.executor.view import HostView
+from netledger.journal.snapshot_store import SnapshotStore
 from netledger.journal.stream import Connection, connect, ensure_stream
 from netledger.service.client import Client
 from netledger.service.service import CommandService
@@ -204,6 +205,10 @@ async def _history(conn: Connection, rnd: random.Random, first: int, last: int) 
         await report(conn, rnd, "h1", i)
 
 
+async def _any_anchor(store: SnapshotStore, seq: int) -> str:
+    return "0" * 64
+
+
 def _damage(path: Path, how: str) -> None:
     data = path.read_bytes()
     if how == "corrupt":
@@ -213,6 +218,12 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(data[: len(data) // 2])
     elif how == "missing":
         path.unlink()
+    elif how in ("anchor", "unanchored"):  # the body's hash still holds: only the anchor differs
+        head, _, body = data.partition(b"\n")
+        line, _, body = body.partition(b"\n")
+        sha = line.split(b" ")[0]
+        line = sha + b" " + b"0" * 64 if how == "anchor" else sha
+        path.write_bytes(head + b"\n" + line + b"\n" + body)
 
 
 REASONS = {
@@ -225,6 +236,8 @@ REASONS = {
     "host": "taken by host h2 reading its share, not by host h1 reading its share",
     "whole": "taken by host h1 reading the whole log, not by host h1 reading its share",
     "beyond": "beyond the stream's last sequence",
+    "anchor": "is not the one it was taken after",
+    "unanchored": "no anchor recorded (written by an older netledger)",
 }
 
 
@@ -251,6 +264,8 @@ async def test_an_unusable_snapshot_is_refused_and_the_log_read_instead(
             m.setattr("netledger.events.snapshot.SNAPSHOT_FORMAT", 99)
         if how == "view":
             m.setattr("netledger.executor.snapshot.VIEW_FORMAT", 98)
+        if how == "beyond":  # no message there to anchor it to: a write would fail
+            m.setattr(SnapshotStore, "anchor", _any_anchor)
         v = await start_view(conn, writer_host, share=writer_share)
         try:
             await v.sync()

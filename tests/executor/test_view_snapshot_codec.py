@@ -26,6 +26,7 @@ from netledger.events.state import State
 from netledger.executor.dhcp import DhcpBook
 from netledger.executor.hosts import HostBook
 from netledger.executor.snapshot import (
+    MAGIC,
     VIEW_FORMAT,
     ViewKind,
     book_from_wire,
@@ -136,13 +137,17 @@ def test_another_view_or_layout_is_refused_with_its_reason() -> None:
 
 def test_the_file_carries_the_hash_of_its_body() -> None:
     body = encode_body(dumps(State(), None, seq=3, stream="S", created="c", extra={"x": 1}))
-    sha, got = parse_file(file_bytes(body, digest(body)))
+    sha, anchor, got = parse_file(file_bytes(body, digest(body), "ab" * 32))
+    assert anchor == "ab" * 32
     snap = loads(got, sha256=sha, stream="S", created="c", encoding="zlib")
     assert snap.seq == 3 and snap.extra == {"x": 1}
+    assert parse_file(file_bytes(body, digest(body), ""))[1] == ""  # the empty fold at 0
+    # written before anchors: the hash alone on its line (refused on load: nothing to check)
+    assert parse_file(MAGIC + digest(body).encode() + b"\n" + body) == (digest(body), None, body)
     for bad, why in [
         (b"", "no header"),
         (b"something else\n", "no header"),
-        (file_bytes(body, digest(body))[:40], "truncated header"),
+        (file_bytes(body, digest(body), "")[:40], "truncated header"),
     ]:
         try:
             parse_file(bad)

@@ -113,7 +113,16 @@ async def _put_raw(conn: Connection, name: str, body: bytes, headers: dict[str, 
 
 
 @pytest.mark.parametrize(
-    "damage", ["corrupt", "truncated", "foreign_fold", "other_stream", "missing"]
+    "damage",
+    [
+        "corrupt",
+        "truncated",
+        "foreign_fold",
+        "other_stream",
+        "missing",
+        "no_anchor",
+        "wrong_anchor",
+    ],
 )
 async def test_an_unusable_snapshot_falls_back_to_the_log_with_a_warning(
     conn: Connection, damage: str, caplog: pytest.LogCaptureFixture
@@ -132,7 +141,8 @@ async def test_an_unusable_snapshot_falls_back_to_the_log_with_a_warning(
     from netledger.events.snapshot import digest
 
     sha = digest(body)
-    headers = {"Netledger-Seq": [str(seq)], "Netledger-Sha256": [sha]}
+    anchor = await SnapshotStore(conn).anchor(seq)
+    headers = {"Netledger-Seq": [str(seq)], "Netledger-Sha256": [sha], "Netledger-Anchor": [anchor]}
     if damage == "corrupt":
         body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
     elif damage == "truncated":
@@ -142,6 +152,10 @@ async def test_an_unusable_snapshot_falls_back_to_the_log_with_a_warning(
     elif damage == "other_stream":
         body = dumps(svc.state, svc.seen, seq=seq, stream=conn.stream, created="1999-01-01")
         headers["Netledger-Sha256"] = [digest(body)]
+    elif damage == "no_anchor":  # written by a netledger before anchors
+        del headers["Netledger-Anchor"]
+    elif damage == "wrong_anchor":  # the log's message at seq is not the one it was taken after
+        headers["Netledger-Anchor"] = [await SnapshotStore(conn).anchor(seq - 1)]
     await _put_raw(conn, f"service-{seq:012d}", body, headers)
     if damage == "missing":  # listed, but its chunks are gone (purged behind our back)
         info = await (await SnapshotStore(conn)._store(create=False)).get_info(
@@ -157,6 +171,10 @@ async def test_an_unusable_snapshot_falls_back_to_the_log_with_a_warning(
         assert again.snapshotter.stats.loaded_seq is None
         assert again.snapshotter.stats.skipped, "the bad snapshot is reported"
         assert "not used" in caplog.text
+        if damage == "no_anchor":
+            assert "no anchor recorded" in caplog.text
+        if damage == "wrong_anchor":
+            assert "is not the one it was taken after" in caplog.text
         assert again.follower.applied_seq == seq
         assert state_to_wire(again.state) == state_to_wire(await fold_from_log(conn, seq))
     finally:
@@ -287,7 +305,11 @@ async def test_verify_snapshots_finds_a_snapshot_that_lies(conn: Connection, nat
         conn,
         f"service-{seq:012d}",
         body,
-        {"Netledger-Seq": [str(seq)], "Netledger-Sha256": [digest(body)]},
+        {
+            "Netledger-Seq": [str(seq)],
+            "Netledger-Sha256": [digest(body)],
+            "Netledger-Anchor": [await SnapshotStore(conn).anchor(seq)],
+        },
     )
     r = await asyncio.to_thread(
         subprocess.run,
