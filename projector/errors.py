@@ -35,6 +35,13 @@ class StreamMismatch(ProjectorError):
     code = "projection_stream_mismatch"
 
 
+class LogDiverged(ProjectorError):
+    """The log's message at the projection's newest row is another: the stream was restored from
+    an older backup and written past what the projection holds (same name, same creation time)."""
+
+    code = "projection_log_diverged"
+
+
 class ProjectorStopped(ProjectorError):
     """The projector stopped (closed, or its writer failed) before reaching a sequence."""
 

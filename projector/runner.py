@@ -51,6 +51,7 @@ from netledger.journal.catchup import _skip_stored_headers
 from netledger.journal.stream import Connection, check_regression, last_seq, retrying
 
 from . import fastread
+from .anchor import check_log
 from .errors import ProjectorStopped
 from .fastread import reply_numbers
 from .store import RawTuple
@@ -208,7 +209,13 @@ class Projector:
     async def _open(self) -> None:
         assert self._check is not None
         writer = WriterProcess(self._applied, self._failed)
-        self.last_seq, _ = await writer.start(self.db_path, self._check, self.batch_size)
+        last, _ = await writer.start(self.db_path, self._check, self.batch_size)
+        try:
+            await check_log(self.conn, self.db_path, last)
+        except BaseException:
+            await writer.stop()
+            raise
+        self.last_seq = last
         self._writer = writer
         self._enqueued = self.last_seq
         self._chunk = []

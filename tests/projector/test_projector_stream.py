@@ -556,3 +556,64 @@ async def test_a_gap_seen_while_resubscribing_is_read_again(
     assert len(starts) == 3  # the gap seen meanwhile subscribed once more
     assert await project_until(conn, tmp_path / "whole.db") == end
     assert dump(tmp_path / "gap.db") == dump(tmp_path / "whole.db")
+
+
+async def test_refuses_a_log_restored_from_an_older_backup_and_written_past_it(
+    tmp_path: Path,
+) -> None:
+    """Same stream name, same creation time, as long as before: only the messages differ. The
+    projection resuming there would keep rows of events the log no longer has."""
+    import shutil
+
+    from netledger.common.natsserver import free_port
+    from netledger.journal.stream import ensure_stream
+    from netledger.projector.errors import LogDiverged
+    from tests.projector.test_projector_unit import net
+
+    server = EmbeddedNats(data_dir=tmp_path / "nats", port=free_port(), sync_interval="default")
+    log_dir = server.store_dir / "jetstream" / "$G" / "streams" / "NETLEDGER"
+    db = tmp_path / "p.db"
+    server.start()
+    try:
+        conn = await connect(server.url, name="test")
+        await ensure_stream(conn)
+        await publish_event(conn, net("1"))
+        await conn.close()
+        server.stop()
+        shutil.copytree(log_dir, tmp_path / "backup")  # the backup: one event
+        server.start()
+        conn = await connect(server.url, name="test")
+        await publish_event(conn, net("2", "10.0.1.0/24"), 2)
+        await publish_event(conn, net("3", "10.0.2.0/24"), 3)
+        assert await project_until(conn, db) == 3
+        created = (await conn.js.stream_info(conn.stream)).created
+        await conn.close()
+
+        server.stop()
+        shutil.rmtree(log_dir)
+        shutil.copytree(tmp_path / "backup", log_dir)
+        server.start()
+        conn = await connect(server.url, name="test")
+        try:
+            await publish_event(conn, net("4", "10.0.3.0/24"), 4)
+            await publish_event(conn, net("5", "10.0.4.0/24"), 5)
+            info = await conn.js.stream_info(conn.stream)
+            assert info.created == created and info.state.last_seq == 3  # nothing else tells
+            with pytest.raises(LogDiverged) as exc:
+                await project_until(conn, db)
+            assert exc.value.code == "projection_log_diverged"
+            assert rows(db, "SELECT last_seq FROM projection_state") == [(3,)]  # untouched
+            # a new file projects the log as it is now
+            assert await project_until(conn, tmp_path / "new.db") == 3
+            assert rows(tmp_path / "new.db", "SELECT network_id FROM networks ORDER BY 1") == [
+                ("1",),
+                ("4",),
+                ("5",),
+            ]
+            # a projection that is the log's resumes as before (its newest row checked)
+            await publish_event(conn, net("6", "10.0.5.0/24"), 6)
+            assert await project_until(conn, tmp_path / "new.db") == 4
+        finally:
+            await conn.close()
+    finally:
+        server.stop()

@@ -1,0 +1,104 @@
+"""Is the log still the one the projection was built from, up to its checkpoint?
+
+The checkpoint names the stream and its creation time, and a stream that ends before it is
+refused (:meth:`~.store.Writer.check_stream`). One case passes both: a log **restored from an
+older backup** (its files, or ``nats stream restore``) keeps its name and creation time, and once
+written to again it is as long as before — but its messages after the backup are others. A
+projection resuming there would keep rows of events the log no longer has and skip the new
+ones at the same sequences. So on every open the newest row the projection holds (an event, or
+a message it rejected) is compared with the log's message at that sequence: the same subject,
+event id and time (a rejected message: the same bytes), or :class:`~.errors.LogDiverged`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import NamedTuple
+
+from nats.js.errors import NotFoundError
+
+from netledger.events.codec import decode
+from netledger.events.errors import DecodeError
+from netledger.journal.stream import Connection, retrying
+
+from .errors import LogDiverged
+
+
+class NewestRow(NamedTuple):
+    seq: int
+    subject: str
+    #: an event's id and its envelope's time (None for a rejected message)
+    event_id: str | None
+    time: float | None
+    #: a rejected message's bytes (None for an event)
+    raw: bytes | None
+
+
+def newest_row(db_path: Path, last_seq: int) -> NewestRow | None:
+    """The projection's newest event or rejected message at or below ``last_seq`` (None: it
+    holds neither yet). A short read-only connection, closed before returning: the writer is
+    forked later only if this process has the database open nowhere."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        ev = conn.execute(
+            "SELECT seq, subject, event_id, time FROM events WHERE seq <= ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (last_seq,),
+        ).fetchone()
+        rej = conn.execute(
+            "SELECT seq, subject, raw FROM rejected_events WHERE seq <= ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (last_seq,),
+        ).fetchone()
+    finally:
+        conn.close()
+    if rej is not None and (ev is None or rej[0] > ev[0]):
+        return NewestRow(int(rej[0]), str(rej[1] or ""), None, None, bytes(rej[2] or b""))
+    if ev is not None:
+        t = None if ev[3] is None else float(ev[3])
+        return NewestRow(int(ev[0]), str(ev[1] or ""), str(ev[2] or ""), t, None)
+    return None
+
+
+def same(row: NewestRow, subject: str, data: bytes) -> bool:
+    """Whether the log's message (``subject``, ``data``) is the one ``row`` was made from."""
+    if subject != row.subject:
+        return False
+    if row.raw is not None:
+        return data == row.raw
+    try:
+        env = decode(data)
+    except DecodeError:  # it was an event when it was projected
+        return False
+    # the id alone is not enough: a command retried after the restore may be decided again
+    # (another decision, at another time) under the same event ids
+    return env.event_id == row.event_id and (row.time is None or env.time == row.time)
+
+
+async def check_log(conn: Connection, db_path: Path, last_seq: int) -> None:
+    """Raise :class:`~.errors.LogDiverged` unless the log's message at the projection's newest
+    row is the one that row was made from."""
+    if last_seq < 1:
+        return
+    row = await asyncio.to_thread(newest_row, db_path, last_seq)
+    if row is None:
+        return
+    try:
+        msg = await retrying(
+            lambda: conn.js.get_msg(conn.stream, row.seq), f"message {row.seq} of the log"
+        )
+    except NotFoundError:
+        subject, data = None, b""
+    else:
+        subject, data = msg.subject or "", msg.data or b""
+    if subject is None or not same(row, subject, data):
+        raise LogDiverged(
+            f"{db_path} holds seq {row.seq} ({row.subject}) but the log's message at seq"
+            f" {row.seq} is {'gone' if subject is None else 'another'}: the stream was restored"
+            f" from an older backup and written past what the projection holds — project into"
+            f" a new file",
+            db=str(db_path),
+            seq=row.seq,
+        )
