@@ -245,6 +245,14 @@ class LogRegression(NetledgerError):
     code = "log_regression"
 
 
+class LogDiverged(LogRegression):
+    """The stream's message at a sequence this reader handled is another (or gone): the log was
+    restored from an older backup, or replaced, under a running reader — and written past where
+    the reader was, so its last sequence alone does not tell. Handled as a regression."""
+
+    code = "log_diverged"
+
+
 def _all_subclasses(cls: type[NetledgerError]) -> list[type[NetledgerError]]:
     out: list[type[NetledgerError]] = []
     for sub in cls.__subclasses__():

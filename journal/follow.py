@@ -32,6 +32,7 @@ from netledger.journal.stream import (
     FOLLOW_HEARTBEAT_S,
     Connection,
     check_regression,
+    check_same_message,
     last_seq,
     retrying,
 )
@@ -95,6 +96,9 @@ class Follower:
         self._sub: Any = None
         self._gen = 0  # messages of an earlier subscription are dropped
         self.failure: BaseException | None = None
+        #: (seq, subject, data) of the newest message delivered live: :meth:`watch` checks
+        #: that the log still holds it there
+        self.last_msg: tuple[int, str, bytes] | None = None
 
     @property
     def subject(self) -> str:
@@ -201,6 +205,7 @@ class Follower:
             return
         if not self._handle(seq, msg.subject, msg.data, msg):
             return
+        self.last_msg = (seq, msg.subject, msg.data)
         self.applied_seq = seq
         if seq > self.position:
             self.position = seq
@@ -286,14 +291,27 @@ class Follower:
         check_regression(target, seen)
         return target
 
+    async def check_last_message(self) -> None:
+        """:class:`LogDiverged` if the log no longer holds, at its sequence, the newest message
+        delivered here (a log restored from an older backup and written past it since)."""
+        last = self.last_msg
+        if last is not None:
+            await check_same_message(self.conn, *last)
+
     async def watch(self, interval: float = 5.0) -> None:
-        """Check for regression every ``interval`` seconds; on regression fail every waiter
-        and raise (the owner stops loudly instead of stalling on a log that went back)."""
+        """Check for regression every ``interval`` seconds and at once after a reconnect — then
+        also that the newest message read is still the log's (a store swapped for an older
+        copy while this reader was away, and written past where it was) —; on either, fail
+        every waiter and raise (the owner stops loudly instead of stalling on, or folding past,
+        a log that went back). The reconnect's check comes before the ordered consumer,
+        gone with the server, is recreated (two missed heartbeats)."""
         poke = self.conn.reconnect_event()
         while True:
-            await self.conn.wait_interval_or_reconnect(poke, interval)
+            reconnected = await self.conn.wait_interval_or_reconnect(poke, interval)
             try:
                 await self.check_regression()
+                if reconnected:
+                    await self.check_last_message()
             except LogRegression as exc:
                 self.failure = exc
                 self._fail_waiters(exc)

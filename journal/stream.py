@@ -17,6 +17,7 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from netledger.events.errors import (
+    LogDiverged,
     LogRegression,
     Unavailable,
 )
@@ -79,12 +80,15 @@ class Connection:
         self.reconnected.append(ev)
         return ev
 
-    async def wait_interval_or_reconnect(self, ev: asyncio.Event, interval: float) -> None:
+    async def wait_interval_or_reconnect(self, ev: asyncio.Event, interval: float) -> bool:
+        """Wait ``interval`` seconds or until a reconnect; True if it was a reconnect."""
         try:
             await asyncio.wait_for(ev.wait(), interval)
         except TimeoutError:
             pass
+        fired = ev.is_set()
         ev.clear()
+        return fired
 
     async def close(self) -> None:
         """Drain (deliver what is in flight), then close — each bounded: a shutdown must end
@@ -253,6 +257,25 @@ async def last_seq(conn: Connection, wait: float = 30.0) -> int:
         lambda: conn.js.stream_info(conn.stream), f"stream info of {conn.stream}", wait
     )
     return int(info.state.last_seq)
+
+
+async def check_same_message(conn: Connection, seq: int, subject: str, data: bytes) -> None:
+    """Raise :class:`LogDiverged` unless the stream's message ``seq`` is still (``subject``,
+    ``data``), the message a reader handled there: a log restored from an older backup and
+    written past it has the same name, creation time and a last sequence as high."""
+    try:
+        msg = await retrying(lambda: conn.js.get_msg(conn.stream, seq), f"message {seq} of the log")
+    except NotFoundError:
+        got = None
+    else:
+        got = (msg.subject or "", msg.data or b"")
+    if got != (subject, data):
+        raise LogDiverged(
+            f"stream {conn.stream}: the message at seq {seq}, already read here, is"
+            f" {'gone' if got is None else 'another one now'}: the log was restored from an"
+            " older backup (or replaced) under this reader; restart it to read the log as it is",
+            seq=seq,
+        )
 
 
 def check_regression(stream_last_seq: int, seen_seq: int) -> None:

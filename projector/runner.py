@@ -48,7 +48,13 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from netledger.events.errors import LogRegression
 from netledger.events.ids import ALL_EVENTS
 from netledger.journal.catchup import _skip_stored_headers
-from netledger.journal.stream import Connection, check_regression, last_seq, retrying
+from netledger.journal.stream import (
+    Connection,
+    check_regression,
+    check_same_message,
+    last_seq,
+    retrying,
+)
 
 from . import fastread
 from .anchor import check_log
@@ -152,6 +158,7 @@ class Projector:
         self._stop_reading: asyncio.Task[None] | None = None
         self._chunk: list[RawTuple] = []
         self._enqueued = 0  # highest seq handed to the writer (or in the chunk being built)
+        self.last_raw: RawTuple | None = None  # the newest message read: the log must still hold it
         self._target: int | None = None  # the last seq to apply, once a limit was reached
         self._first = True  # the first message of a subscription may follow a gap (expired)
         self._paused = False  # reading stopped until the writer catches up
@@ -386,6 +393,7 @@ class Projector:
             return  # the bound: read again from here on resuming
         self._first = False
         self._enqueued = seq
+        self.last_raw = raw
         chunk = self._chunk
         chunk.append(raw)
         if self.to_seq is not None and seq >= self.to_seq:
@@ -456,11 +464,14 @@ class Projector:
 
     async def _watch_log(self) -> None:
         """Stop loudly if the stream's last sequence falls below one already read (a store that
-        lost data or was restored from an old copy) instead of stalling or re-applying."""
+        lost data or was restored from an old copy) instead of stalling or re-applying — or if,
+        after a reconnect, the newest message read is no longer the log's at its sequence
+        (restored from an old copy and written past it while this reader was away)."""
         poke = self.conn.reconnect_event()
         while self._reading:
-            await self.conn.wait_interval_or_reconnect(poke, self.watch_interval)
+            reconnected = await self.conn.wait_interval_or_reconnect(poke, self.watch_interval)
             seen = max(self._enqueued, self.last_seq)
+            last = self.last_raw
             try:
                 target = await last_seq(self.conn)
             except Exception as exc:  # NATS away for a moment: the reconnect deals with it
@@ -468,12 +479,16 @@ class Projector:
                 continue
             try:
                 check_regression(target, seen)
+                if last is not None and reconnected:
+                    await check_same_message(self.conn, last[0], last[1], last[2])
             except LogRegression as exc:
                 log.critical("%s", exc.message)
                 self._reading = False
                 await self._unsubscribe()
                 self._failed(exc)
                 return
+            except Exception as exc:  # the message could not be read back now: next time
+                log.debug("divergence check skipped: %s", exc)
 
     # --- what the writer says ------------------------------------------------------------------
 

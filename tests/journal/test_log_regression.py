@@ -133,3 +133,70 @@ async def test_projector_and_executor_stop_on_a_restored_store(tmp_path: Path) -
         await conn.close()
         server.stop()
         subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+async def test_readers_stop_when_the_restored_store_was_written_past_them(tmp_path: Path) -> None:
+    """The store is restored from an older copy and written past where the readers were before
+    they are back (another writer, while their server was away): the stream's last sequence is
+    no lower than what they saw, so only its message at their newest sequence tells. The
+    command service and the projector stop with ``log_diverged`` at the reconnect; nothing of
+    the new log is folded or projected."""
+    from netledger.events.errors import LogDiverged
+    from netledger.projector.runner import Projector
+
+    server = EmbeddedNats(data_dir=tmp_path / "nats", port=free_port(), sync_interval="always")
+    server.start()
+    store = tmp_path / "nats" / "jetstream"
+    conn = await connect(server.url)
+    svc = CommandService(conn, reap_interval=None)
+    svc.watch_interval = 0.3
+    proj = Projector(conn, tmp_path / "p.db")
+    proj.watch_interval = 0.3
+    try:
+        await ensure_stream(conn)
+        await svc.start()
+        c = Client(conn)
+        c.deadline = 5.0
+        [net] = await c.create_networks(label="n", cidr="10.6.0.0/24", mode="flat")
+        await c.allocate_fixed_ip("i-1", network_id=net["id"])
+        server.stop()
+        shutil.copytree(store, tmp_path / "old-store")
+        server.start()
+        await asyncio.sleep(0.5)
+        for k in range(2, 6):
+            await c.allocate_fixed_ip(f"i-{k}", network_id=net["id"])
+        await proj.start()
+        seen = await proj.catch_up()
+        assert await svc.follower.catch_up() == seen
+
+        server.stop()
+        shutil.rmtree(store)
+        shutil.copytree(tmp_path / "old-store", store)
+        # Written past `seen` on another port, where the readers are not.
+        elsewhere = EmbeddedNats(data_dir=tmp_path / "nats", port=free_port())
+        elsewhere.start()
+        w = await connect(elsewhere.url)
+        try:
+            k = await last_seq(w)
+            assert k < seen
+            for i in range(seen - k + 3):
+                await w.js.publish("netledger.evt.registry", b"after the restore %d" % i)
+            assert await last_seq(w) == seen + 3
+        finally:
+            await w.close()
+            elsewhere.stop()
+        server.start()  # the readers' server again: they reconnect to the longer, other log
+
+        assert svc.failed is not None
+        err = await asyncio.wait_for(svc.failed, 30)
+        assert isinstance(err, LogDiverged) and err.code == "log_diverged"
+        failure = await asyncio.wait_for(proj.wait_failed(), 30)
+        assert isinstance(failure, LogDiverged)
+        assert failure.details["seq"] == seen
+        assert proj.last_seq == seen  # nothing of the new log projected
+        assert svc.state.last_seq <= seen  # nor folded
+    finally:
+        await proj.close()
+        await svc.close()
+        await conn.close()
+        server.stop()
