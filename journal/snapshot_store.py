@@ -417,14 +417,21 @@ async def write_forked(
             pid = os.fork()
             if pid == 0:  # pragma: no cover (the child exits inside)
                 _child_write(path, body)
+            # One thread waits for the child, whatever happens to this task: a second waitpid
+            # would race it for the exit status.
+            waiter = asyncio.ensure_future(asyncio.to_thread(os.waitpid, pid, 0))
             try:
-                _, status = await asyncio.wait_for(
-                    asyncio.to_thread(os.waitpid, pid, 0), CHILD_TIMEOUT_S
-                )
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                await asyncio.to_thread(os.waitpid, pid, 0)
-                raise RuntimeError("the snapshot writer took too long and was killed") from None
+                _, status = await asyncio.wait_for(asyncio.shield(waiter), CHILD_TIMEOUT_S)
+            except BaseException as exc:
+                # Timed out, or the caller cancelled (a service closing): the child must not
+                # outlive the wait — a wedged one would also hold the waiting thread, and the
+                # interpreter's exit joins it.
+                if not waiter.done():
+                    os.kill(pid, signal.SIGKILL)
+                if isinstance(exc, TimeoutError):
+                    await waiter
+                    raise RuntimeError("the snapshot writer took too long and was killed") from None
+                raise
             if os.waitstatus_to_exitcode(status) != 0:
                 raise RuntimeError(
                     f"the snapshot writer failed (exit {os.waitstatus_to_exitcode(status)})"
