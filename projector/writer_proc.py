@@ -70,6 +70,8 @@ GC_THRESHOLD = 20_000
 _modf = math.modf
 #: Told the committing process when the reader's last deferred message is in (:mod:`.bulk`).
 END_BULK = "end bulk"
+#: Signals the writer leaves to its parent (a Ctrl-C or SIGTERM to the process group).
+_PARENTS_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Messages projected between two looks at the pipe (keeps a stop or new data noticed soon).
 _SLICE = 256
 
@@ -405,8 +407,11 @@ def child_main(
     # through the pipe); its asyncio wakeup fd must not hear about our signals either.
     with contextlib.suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _PARENTS_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    # A spawned writer starts with them blocked (start_writer), so that one sent during its
+    # imports waits: ignored now, dropped.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _PARENTS_SIGNALS)
     # The committing process first, before this one opens the database (SQLite's state must
     # not cross a fork), and before the descriptors are closed below: a library's own (libuv's
     # signal pipe, when uvloop runs the parent) are reopened by its fork handler in each new
@@ -491,7 +496,9 @@ def start_writer(
             for fd in (cmd_r, ack_w):
                 os.set_inheritable(fd, True)
             argv = [sys.executable, "-m", __name__, str(cmd_r), str(ack_w), json.dumps(args)]
-            pid = os.posix_spawn(sys.executable, argv, os.environ)
+            pid = os.posix_spawn(
+                sys.executable, argv, os.environ, setsigmask=list(_PARENTS_SIGNALS)
+            )
     except BaseException:  # no process (EAGAIN, ENOMEM, no interpreter): no pipes either
         for fd in (cmd_w, ack_r):
             os.close(fd)

@@ -27,6 +27,7 @@ import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -320,3 +321,33 @@ def test_pipes_numbered_beyond_select_s_limit_are_waited_on() -> None:
         for fd in (r, w, high):
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_spawned_writer_leaves_a_ctrl_c_during_its_imports_to_its_parent(
+    conn: Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C (SIGINT to the process group) or SIGTERM that reaches a spawned writer while it
+    is still importing (a fifth of a second) is the parent's to handle: the writer starts and
+    projects as if none came (it starts with them blocked, then ignores them)."""
+    end = await publish(conn, synthetic(300, seed=25))
+    db = tmp_path / "p.db"
+    assert await project_until(conn, db, to_seq=100) == 100
+    real_spawn = os.posix_spawn
+    spawned: list[int] = []
+
+    def spawn_then_signal(*args: Any, **kwargs: Any) -> int:
+        pid = real_spawn(*args, **kwargs)
+        spawned.append(pid)
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        return pid
+
+    monkeypatch.setattr(os, "posix_spawn", spawn_then_signal)
+    with _held(db, spawned=True):
+        p = Projector(conn, db, to_seq=end)
+        await p.start()
+        try:
+            assert p._writer is not None and not p._writer.forked and len(spawned) == 1
+            assert await asyncio.wait_for(p.done(), 60) == end
+        finally:
+            await p.close()
