@@ -60,8 +60,9 @@ from . import fastread
 from .anchor import check_log
 from .errors import ProjectorStopped
 from .fastread import reply_numbers
+from .frames import ack_numbers, stream_time
 from .store import RawTuple
-from .writer_proc import WriterProcess, ack_numbers, stream_time
+from .writer_handle import WriterProcess
 
 log = logging.getLogger("netledger.projector")
 
@@ -86,7 +87,7 @@ CHUNK = 256
 
 def stream_seq(reply: str) -> int:
     """The stream sequence in a JetStream message's reply subject (what the callback looks at
-    first; :func:`~.writer_proc.raw_message` takes the rest for the messages it keeps)."""
+    first; :func:`~.frames.raw_message` takes the rest for the messages it keeps)."""
     head, seq, _, _, _ = reply.rsplit(".", 4)
     if head.count(".") == 4:  # $JS.ACK.<stream>.<consumer>.<delivered>: the usual layout
         return int(seq)

@@ -1,5 +1,7 @@
 """The projector's writer as two child processes: project, and commit, beside the reader.
 
+(The parent's handle on them is :mod:`.writer_handle`; what crosses the pipes, :mod:`.frames`.)
+
 Why processes: reading with nats-py costs the event loop a full core at the rate of the log
 (JETSTREAM_NOTES.md), and decoding, projecting and binding rows are Python too; in one process
 they take turns on the GIL. A child forked from the projector (copy-on-write: it starts in
@@ -36,128 +38,34 @@ every commit already made is whole.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import json
-import math
 import os
-import pickle
-import select
 import signal
 import sqlite3
-import struct
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from nats.aio.msg import Msg
 
 from netledger.journal.forked import close_inherited, die_with_parent, fork, widen_pipe
 
 from .errors import ProjectorStopped
+from .frames import FrameReader, frame, readable
 from .rowcache import RowCache
 from .store import Batch, Plan, RawTuple, Writer, project_into
 
-_LEN = struct.Struct("<I")
-_V1_TOKENS = 9
 PIPE_SIZE = 1 << 20
 #: A batch keeps tens of thousands of small objects alive while it is projected: collecting the
 #: youngest generation every 700 allocations (the default) walks them over and over.
 GC_THRESHOLD = 20_000
-_modf = math.modf
 #: Told the committing process when the reader's last deferred message is in (:mod:`.bulk`).
 END_BULK = "end bulk"
 #: Signals the writer leaves to its parent (a Ctrl-C or SIGTERM to the process group).
 _PARENTS_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Messages projected between two looks at the pipe (keeps a stop or new data noticed soon).
 _SLICE = 256
-
-
-def frame(obj: Any) -> bytes:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(data)) + data
-
-
-class FrameReader:
-    """Frames out of a pipe (blocking reads; ``poll`` says whether bytes are waiting)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buf = bytearray()
-        self.eof = False
-
-    def next(self) -> tuple[bool, Any]:
-        """``(True, frame)`` if a whole frame is buffered, else ``(False, None)``."""
-        if len(self.buf) >= 4:
-            (n,) = _LEN.unpack_from(self.buf)
-            if len(self.buf) >= 4 + n:
-                obj = pickle.loads(memoryview(self.buf)[4 : 4 + n])
-                del self.buf[: 4 + n]
-                return True, obj
-        return False, None
-
-    def fill(self) -> None:
-        """Read what the pipe holds (blocks until at least one byte, or end of file)."""
-        data = os.read(self.fd, 1 << 20)
-        if not data:
-            self.eof = True
-        self.buf += data
-
-    def waiting(self, timeout: float | None = 0) -> bool:
-        return bool(readable([self.fd], timeout))
-
-
-def readable(fds: list[int], timeout: float | None = None) -> set[int]:
-    """Those of ``fds`` with something to read (or whose other end is closed), after waiting at
-    most ``timeout`` seconds (None: until one is). ``poll``, not ``select``: the pipes keep the
-    numbers they had in the parent, and ``select`` fails on 1,024 and above (a projector inside
-    a process with many descriptors open)."""
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    ms = None if timeout is None else math.ceil(timeout * 1000)
-    return {fd for fd, _ in poller.poll(ms)}
-
-
-def ack_numbers(reply: str) -> tuple[int, int, int]:
-    """(stream sequence, timestamp ns, pending) from a JetStream message's reply subject, as
-    nats-py's ``Msg.metadata`` reads them (both reply layouts), without building it."""
-    tokens = Msg.Metadata._get_metadata_fields(reply)
-    if len(tokens) == _V1_TOKENS:
-        return int(tokens[5]), int(tokens[7]), int(tokens[8])
-    ack = Msg.Ack
-    return int(tokens[ack.StreamSeq]), int(tokens[ack.Timestamp]), int(tokens[ack.NumPending])
-
-
-def stream_time(ts_ns: int) -> float:
-    """The stored time as the projection has always recorded it: nats-py's metadata timestamp
-    (a datetime, so rounded to the microsecond) as epoch seconds.
-
-    That is ``datetime.fromtimestamp(ts_ns / 1e9, UTC).timestamp()`` (a test checks it), done
-    as ``datetime`` does it — the float's fraction rounded half to even to microseconds, then
-    exact microseconds / 10**6 — in half the time: it runs for every message."""
-    frac, whole = _modf(ts_ns / 1_000_000_000.0)
-    us = round(frac * 1e6)
-    if us >= 1_000_000:
-        us -= 1_000_000
-        whole += 1.0
-    elif us < 0:
-        us += 1_000_000
-        whole -= 1.0
-    return (int(whole) * 1_000_000 + us) / 1_000_000
-
-
-def raw_message(seq: int, subject: str, data: bytes, reply: str) -> RawTuple:
-    """What the reader sends the writer for a message: the fields of a :class:`~.store.Raw`,
-    with the stored time and the pending count out of the reply subject."""
-    head, _, _, ts, pending = reply.rsplit(".", 4)
-    if head.count(".") != 4:  # not $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>...
-        _, t, p = ack_numbers(reply)
-        return (seq, subject, data, stream_time(t), p)
-    return (seq, subject, data, stream_time(int(ts)), int(pending))
 
 
 # --- the children ------------------------------------------------------------------------------
@@ -507,168 +415,6 @@ def start_writer(
         os.close(cmd_r)
         os.close(ack_w)
     return pid, cmd_w, ack_r, forked
-
-
-# --- the parent's side -------------------------------------------------------------------------
-
-#: How long the writer may take to open (and migrate) the database and answer.
-START_TIMEOUT = 120.0
-#: How long a stop may take: the batch being written commits first.
-STOP_TIMEOUT = 60.0
-
-
-class _Acks(asyncio.Protocol):
-    def __init__(self, owner: WriterProcess) -> None:
-        self.owner = owner
-        self.buf = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while len(self.buf) >= 4:
-            (n,) = _LEN.unpack_from(self.buf)
-            if len(self.buf) < 4 + n:
-                return
-            msg = pickle.loads(memoryview(self.buf)[4 : 4 + n])
-            del self.buf[: 4 + n]
-            self.owner._received(msg)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._ended()
-
-
-class WriterProcess:
-    """The projector's handle on its forked writer (used from the event loop).
-
-    ``on_applied(last_seq, events, rejected, busy_seconds)`` is called for every commit and
-    ``on_failed(exc)`` once if the writer fails or dies (not when it was asked to stop).
-    """
-
-    def __init__(
-        self,
-        on_applied: Callable[[int, int, int, float], None],
-        on_failed: Callable[[BaseException], None],
-    ) -> None:
-        self.on_applied = on_applied
-        self.on_failed = on_failed
-        self.pid = 0
-        self.forked = False
-        self._out: asyncio.WriteTransport | None = None
-        self._in: asyncio.BaseTransport | None = None
-        loop = asyncio.get_running_loop()
-        self._ready: asyncio.Future[tuple[int, int]] = loop.create_future()
-        self._closed: asyncio.Future[None] = loop.create_future()
-        self._stopping = False
-        self._reaped = False
-        self._acks: _Acks | None = None
-        self._ack_fd = -1
-
-    async def start(
-        self, db_path: Path, check: tuple[str, str, int], batch_size: int
-    ) -> tuple[int, int]:
-        """Fork the writer and wait until it opened the database: ``(last_seq, highest_seq)``.
-        Raises what the writer raised (e.g. :class:`~.errors.StreamMismatch`)."""
-        loop = asyncio.get_running_loop()
-        self.pid, cmd, ack, self.forked = start_writer(db_path, check, batch_size)
-        try:
-            self._out, _ = await loop.connect_write_pipe(
-                asyncio.Protocol, os.fdopen(cmd, "wb", buffering=0)
-            )
-            acks = self._acks = _Acks(self)
-            self._in, _ = await loop.connect_read_pipe(
-                lambda: acks, os.fdopen(ack, "rb", buffering=0)
-            )
-            self._ack_fd = ack
-            return await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
-        except BaseException:
-            await self.stop()
-            raise
-
-    def send(self, msgs: list[RawTuple]) -> None:
-        """Send messages (:func:`raw_message`) to be applied in order."""
-        if self._out is not None and not self._stopping:
-            self._out.write(frame(msgs))
-
-    def poll(self) -> None:
-        """Handle the acknowledgements waiting in the pipe now (without the event loop)."""
-        if self._acks is None or self._ack_fd < 0:
-            return
-        try:
-            data = os.read(self._ack_fd, 1 << 16)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return  # closed: the event loop's reader reports the end
-        if data:
-            self._acks.data_received(data)
-
-    @property
-    def alive(self) -> bool:
-        return not self._closed.done()
-
-    def _received(self, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind == "applied":
-            self.on_applied(msg[1], msg[2], msg[3], msg[4])
-        elif kind == "ready":
-            if not self._ready.done():
-                self._ready.set_result((msg[1], msg[2]))
-        elif kind == "failed":
-            exc = msg[1]
-            if not self._ready.done():
-                self._ready.set_exception(exc)
-            elif not self._stopping:
-                self.on_failed(exc)
-        elif kind == "closed" and not self._closed.done():
-            self._closed.set_result(None)
-
-    def _ended(self) -> None:
-        died = ProjectorStopped("the projector's writer process exited unexpectedly")
-        if not self._ready.done():
-            self._ready.set_exception(died)
-            self._ready.exception()  # retrieved: start() reports it
-        elif not self._closed.done() and not self._stopping:
-            self.on_failed(died)
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    async def stop(self) -> None:
-        """Ask the writer to stop (the batch being written commits), wait, and reap it."""
-        self._stopping = True
-        if self._out is not None and not self._out.is_closing():
-            self._out.write(frame(None))
-            self._out.close()
-        hung = False
-        if self.pid and not self._closed.done() and self._in is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._closed), STOP_TIMEOUT)
-            except TimeoutError:
-                hung = True
-        if self._in is not None:
-            self._ack_fd = -1
-            self._in.close()
-        await self._reap(kill=hung)
-
-    async def _reap(self, kill: bool) -> None:
-        """Wait for the writer to exit (killed at once with ``kill``, else after
-        ``STOP_TIMEOUT``) and collect it."""
-        if not self.pid or self._reaped:
-            return
-        deadline = 0.0 if kill else time.monotonic() + STOP_TIMEOUT
-        while not _exited(self.pid):
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                deadline = float("inf")
-            await asyncio.sleep(0.005)
-        self._reaped = True
-
-
-def _exited(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # collected already
-        return True
-    return done != 0
 
 
 if __name__ == "__main__":  # pragma: no cover - the spawned writer (see start_writer)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
 from netledger.projector.fastread import reply_numbers
-from netledger.projector.writer_proc import raw_message, stream_time
+from netledger.projector.frames import raw_message, stream_time
 
 from .test_projector_writer import REPLIES
 

@@ -35,10 +35,10 @@ from netledger.projector import store
 from netledger.projector.bench import publish, synthetic
 from netledger.projector.compare import dump
 from netledger.projector.errors import ProjectorStopped
+from netledger.projector.frames import ack_numbers, stream_time
 from netledger.projector.runner import Projector, project_until, stream_seq
 from netledger.projector.store import Batch, Raw, Writer
 from netledger.projector.tables import ALL_TABLES
-from netledger.projector.writer_proc import ack_numbers, stream_time
 from tests.projector.test_projector_crash import checkpoint
 from tests.projector.test_projector_props import _run_commands
 from tests.projector.test_projector_unit import _memory_rows, _normalise, _raws, _sample_log

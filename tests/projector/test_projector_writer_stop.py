@@ -303,7 +303,7 @@ def test_pipes_numbered_beyond_select_s_limit_are_waited_on() -> None:
     numbered 1,024 and above, which a projector inside a busy process may be given."""
     import resource
 
-    from netledger.projector.writer_proc import readable
+    from netledger.projector.frames import readable
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     high = 1500

@@ -1,0 +1,110 @@
+"""What crosses the projector's pipes: length-prefixed pickled frames, and the raw message.
+
+The reader (:mod:`.runner`) sends the writer's processes (:mod:`.writer_proc`) lists of raw
+messages (:func:`raw_message`: the stream sequence, stored time and pending count already taken
+out of the reply subject); they answer with small acknowledgements. Each frame is a 4-byte
+little-endian length and a pickle (:func:`frame`, :class:`FrameReader`); :mod:`.writer_proc`'s
+docstring lists the frames each side sends.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import select
+import struct
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from .store import RawTuple
+
+#: A frame's length prefix.
+LENGTH = struct.Struct("<I")
+_V1_TOKENS = 9
+_modf = math.modf
+
+
+def frame(obj: Any) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return LENGTH.pack(len(data)) + data
+
+
+class FrameReader:
+    """Frames out of a pipe (blocking reads; ``poll`` says whether bytes are waiting)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+        self.eof = False
+
+    def next(self) -> tuple[bool, Any]:
+        """``(True, frame)`` if a whole frame is buffered, else ``(False, None)``."""
+        if len(self.buf) >= 4:
+            (n,) = LENGTH.unpack_from(self.buf)
+            if len(self.buf) >= 4 + n:
+                obj = pickle.loads(memoryview(self.buf)[4 : 4 + n])
+                del self.buf[: 4 + n]
+                return True, obj
+        return False, None
+
+    def fill(self) -> None:
+        """Read what the pipe holds (blocks until at least one byte, or end of file)."""
+        data = os.read(self.fd, 1 << 20)
+        if not data:
+            self.eof = True
+        self.buf += data
+
+    def waiting(self, timeout: float | None = 0) -> bool:
+        return bool(readable([self.fd], timeout))
+
+
+def readable(fds: list[int], timeout: float | None = None) -> set[int]:
+    """Those of ``fds`` with something to read (or whose other end is closed), after waiting at
+    most ``timeout`` seconds (None: until one is). ``poll``, not ``select``: the pipes keep the
+    numbers they had in the parent, and ``select`` fails on 1,024 and above (a projector inside
+    a process with many descriptors open)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else math.ceil(timeout * 1000)
+    return {fd for fd, _ in poller.poll(ms)}
+
+
+def ack_numbers(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, timestamp ns, pending) from a JetStream message's reply subject, as
+    nats-py's ``Msg.metadata`` reads them (both reply layouts), without building it."""
+    tokens = Msg.Metadata._get_metadata_fields(reply)
+    if len(tokens) == _V1_TOKENS:
+        return int(tokens[5]), int(tokens[7]), int(tokens[8])
+    ack = Msg.Ack
+    return int(tokens[ack.StreamSeq]), int(tokens[ack.Timestamp]), int(tokens[ack.NumPending])
+
+
+def stream_time(ts_ns: int) -> float:
+    """The stored time as the projection has always recorded it: nats-py's metadata timestamp
+    (a datetime, so rounded to the microsecond) as epoch seconds.
+
+    That is ``datetime.fromtimestamp(ts_ns / 1e9, UTC).timestamp()`` (a test checks it), done
+    as ``datetime`` does it — the float's fraction rounded half to even to microseconds, then
+    exact microseconds / 10**6 — in half the time: it runs for every message."""
+    frac, whole = _modf(ts_ns / 1_000_000_000.0)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        us -= 1_000_000
+        whole += 1.0
+    elif us < 0:
+        us += 1_000_000
+        whole -= 1.0
+    return (int(whole) * 1_000_000 + us) / 1_000_000
+
+
+def raw_message(seq: int, subject: str, data: bytes, reply: str) -> RawTuple:
+    """What the reader sends the writer for a message: the fields of a :class:`~.store.Raw`,
+    with the stored time and the pending count out of the reply subject."""
+    head, _, _, ts, pending = reply.rsplit(".", 4)
+    if head.count(".") != 4:  # not $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>...
+        _, t, p = ack_numbers(reply)
+        return (seq, subject, data, stream_time(t), p)
+    return (seq, subject, data, stream_time(int(ts)), int(pending))
