@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netledger.events.ids import ALL_EVENTS
-from netledger.journal.forked import close_inherited, die_with_parent, fork, widen_pipe
+from netledger.journal.forked import close_inherited, die_with_parent, exited, fork, widen_pipe
 from netledger.journal.stream import FOLLOW_HEARTBEAT_S, Connection
 
 log = logging.getLogger("netledger.catchup")
@@ -410,13 +410,5 @@ async def _reap(pid: int) -> None:
     """Kill the child (it has handed over everything, or failed) and collect it."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    while not _exited(pid):
+    while not exited(pid):
         await asyncio.sleep(0.002)
-
-
-def _exited(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # collected already
-        return True
-    return done != 0

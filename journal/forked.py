@@ -30,6 +30,15 @@ def fork(run: Callable[[], int], close: tuple[int, ...]) -> int:
     return pid
 
 
+def exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited (and is collected now, or was already)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # collected already
+        return True
+    return done != 0
+
+
 def widen_pipe(fd: int, size: int) -> None:
     """Give a pipe ``size`` bytes of room where the kernel allows (64 KiB by default)."""
     with contextlib.suppress(OSError, AttributeError):

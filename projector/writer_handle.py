@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from netledger.journal.forked import exited
+
 from .errors import ProjectorStopped
 from .frames import LENGTH, frame
 from .store import RawTuple
@@ -161,18 +163,10 @@ class WriterProcess:
         if not self.pid or self._reaped:
             return
         deadline = 0.0 if kill else time.monotonic() + STOP_TIMEOUT
-        while not _exited(self.pid):
+        while not exited(self.pid):
             if time.monotonic() > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGKILL)
                 deadline = float("inf")
             await asyncio.sleep(0.005)
         self._reaped = True
-
-
-def _exited(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # collected already
-        return True
-    return done != 0
