@@ -291,10 +291,12 @@ class Follower:
         check_regression(target, seen)
         return target
 
-    async def check_last_message(self) -> None:
+    async def check_last_message(self, last: tuple[int, str, bytes] | None = None) -> None:
         """:class:`LogDiverged` if the log no longer holds, at its sequence, the newest message
-        delivered here (a log restored from an older backup and written past it since)."""
-        last = self.last_msg
+        delivered here (or ``last``: one delivered earlier) — a log restored from an older
+        backup and written past it since."""
+        if last is None:
+            last = self.last_msg
         if last is not None:
             await check_same_message(self.conn, *last)
 
@@ -306,12 +308,18 @@ class Follower:
         a log that went back). The reconnect's check comes before the ordered consumer,
         gone with the server, is recreated (two missed heartbeats)."""
         poke = self.conn.reconnect_event()
+        #: the newest message read before a reconnect, until the log is seen to hold it: taken
+        #: at once (the ordered consumer, recreated while the check waits for an answer, may
+        #: deliver the other log's messages meanwhile), and kept while NATS does not answer
+        unchecked: tuple[int, str, bytes] | None = None
         while True:
-            reconnected = await self.conn.wait_interval_or_reconnect(poke, interval)
+            if await self.conn.wait_interval_or_reconnect(poke, interval) and unchecked is None:
+                unchecked = self.last_msg
             try:
                 await self.check_regression()
-                if reconnected:
-                    await self.check_last_message()
+                if unchecked is not None:
+                    await self.check_last_message(unchecked)
+                    unchecked = None
             except LogRegression as exc:
                 self.failure = exc
                 self._fail_waiters(exc)

@@ -7,12 +7,15 @@ written to again it is as long as before — but its messages after the backup a
 projection resuming there would keep rows of events the log no longer has and skip the new
 ones at the same sequences. So on every open the newest row the projection holds (an event, or
 a message it rejected) is compared with the log's message at that sequence: the same subject,
-event id and time (a rejected message: the same bytes), or :class:`~.errors.LogDiverged`.
+event id and time (a message that did not decode: the same bytes, of which the row keeps the
+first MAX_RAW; an event the projection rejected, whose row keeps no bytes: the same type and
+stored time), or :class:`~.errors.LogDiverged`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import sqlite3
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +27,11 @@ from netledger.events.errors import DecodeError
 from netledger.journal.stream import Connection, retrying
 
 from .errors import LogDiverged
+from .project_tx import MAX_RAW
+
+#: the stored time a rejected row records is rounded to the microsecond, nats-py's answer to
+#: a message get truncated to it: the same message's differ by at most 1 us
+STORED_TIME_SLACK_S = 0.001
 
 
 class NewestRow(NamedTuple):
@@ -32,8 +40,12 @@ class NewestRow(NamedTuple):
     #: an event's id and its envelope's time (None for a rejected message)
     event_id: str | None
     time: float | None
-    #: a rejected message's bytes (None for an event)
+    #: a rejected message's bytes (None for an event, and for a rejected event that decoded:
+    #: those keep no bytes); at most MAX_RAW of them
     raw: bytes | None
+    #: a rejected event that decoded: its type and stored time (what is left to compare)
+    type: str | None = None
+    stream_time: float | None = None
 
 
 def newest_row(db_path: Path, last_seq: int) -> NewestRow | None:
@@ -48,30 +60,44 @@ def newest_row(db_path: Path, last_seq: int) -> NewestRow | None:
             (last_seq,),
         ).fetchone()
         rej = conn.execute(
-            "SELECT seq, subject, raw FROM rejected_events WHERE seq <= ?"
+            "SELECT seq, subject, raw, type, stream_time FROM rejected_events WHERE seq <= ?"
             " ORDER BY seq DESC LIMIT 1",
             (last_seq,),
         ).fetchone()
     finally:
         conn.close()
     if rej is not None and (ev is None or rej[0] > ev[0]):
-        return NewestRow(int(rej[0]), str(rej[1] or ""), None, None, bytes(rej[2] or b""))
+        raw = None if rej[2] is None else bytes(rej[2])
+        st = None if rej[4] is None else float(rej[4])
+        return NewestRow(int(rej[0]), str(rej[1] or ""), None, None, raw, rej[3], st)
     if ev is not None:
         t = None if ev[3] is None else float(ev[3])
         return NewestRow(int(ev[0]), str(ev[1] or ""), str(ev[2] or ""), t, None)
     return None
 
 
-def same(row: NewestRow, subject: str, data: bytes) -> bool:
-    """Whether the log's message (``subject``, ``data``) is the one ``row`` was made from."""
+def same(
+    row: NewestRow, subject: str, data: bytes, stored: datetime.datetime | None = None
+) -> bool:
+    """Whether the log's message (``subject``, ``data``, stored at ``stored``) is the one
+    ``row`` was made from."""
     if subject != row.subject:
         return False
     if row.raw is not None:
+        if len(row.raw) >= MAX_RAW:  # only its beginning was kept
+            return data[: len(row.raw)] == row.raw
         return data == row.raw
     try:
         env = decode(data)
     except DecodeError:  # it was an event when it was projected
         return False
+    if row.event_id is None:
+        # a rejected event that decoded: no id or bytes kept, but its type and stored time
+        if env.event.TYPE != row.type:
+            return False
+        if row.stream_time is None or stored is None:
+            return True
+        return abs(stored.timestamp() - row.stream_time) < STORED_TIME_SLACK_S
     # the id alone is not enough: a command retried after the restore may be decided again
     # (another decision, at another time) under the same event ids
     return env.event_id == row.event_id and (row.time is None or env.time == row.time)
@@ -93,7 +119,7 @@ async def check_log(conn: Connection, db_path: Path, last_seq: int) -> None:
         subject, data = None, b""
     else:
         subject, data = msg.subject or "", msg.data or b""
-    if subject is None or not same(row, subject, data):
+    if subject is None or not same(row, subject, data, msg.time):
         raise LogDiverged(
             f"{db_path} holds seq {row.seq} ({row.subject}) but the log's message at seq"
             f" {row.seq} is {'gone' if subject is None else 'another'}: the stream was restored"

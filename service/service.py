@@ -183,6 +183,7 @@ class CommandService(Lanes, Requests):
                 state=lambda: self.state,
                 seen=lambda: self.seen,
                 applied_seq=self._settled_seq,
+                last_read=lambda: self.follower.last_msg,
             )
         self.appender = Appender(conn, budget=append_budget, health=self.health)
         self.stats = Stats()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netledger.events.snapshot import SeenEvents, Snapshot
+from netledger.events.snapshot import SeenEvents, Snapshot, anchor_of
 from netledger.events.state import State
 from netledger.journal.snapshot_store import SnapshotStore, StoredSnapshot, write_forked
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection
@@ -76,6 +76,7 @@ class Snapshotter:
         state: Callable[[], State],
         seen: Callable[[], OrderedDict[str, SeenEvents]],
         applied_seq: Callable[[], int | None],
+        last_read: Callable[[], tuple[int, str, bytes] | None] | None = None,
     ) -> None:
         self.conn = conn
         self.policy = policy
@@ -83,6 +84,8 @@ class Snapshotter:
         self._state = state
         self._seen = seen
         self._applied_seq = applied_seq
+        #: (seq, subject, data) of the newest message the reader folded (Follower.last_msg)
+        self._last_read = last_read
         self.stats = SnapshotStats()
         #: events folded since the fold the newest snapshot holds (counted by the service)
         self.since = 0
@@ -160,6 +163,7 @@ class Snapshotter:
             # No await between reading the sequence and the fork: the image is the fold at it.
             seq = self._applied_seq()
             if seq is not None:
+                read = self._last_read() if self._last_read is not None else None
                 break
             await asyncio.sleep(SETTLE_PAUSE_S)
         else:
@@ -181,8 +185,13 @@ class Snapshotter:
             fork=self.policy.fork,
         )
         try:
-            # the image is taken (the fork is behind us): now what message seq is
-            anchor = await self.store.anchor(seq)
+            # The image is taken (the fork is behind us). Its anchor is the message folded at
+            # seq, as the reader got it: the log asked now (after the child, retried while NATS
+            # is away) may be one restored meanwhile, whose message seq is another.
+            if read is not None and read[0] == seq:
+                anchor = anchor_of(read[1], read[2])
+            else:
+                anchor = await self.store.anchor(seq)
             stored = await self.store.put(path, seq, sha, anchor)
         finally:
             os.unlink(path)

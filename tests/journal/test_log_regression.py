@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +201,100 @@ async def test_readers_stop_when_the_restored_store_was_written_past_them(tmp_pa
         await svc.close()
         await conn.close()
         server.stop()
+
+
+class _RestoredLog:
+    """A connection to a log restored under the reader and written past it: its messages at
+    seqs 2 and 3 are others now. ``wait_interval_or_reconnect`` says "reconnected" once;
+    ``stream_info`` fails the first ``fail`` times (NATS not answering for a while), and may run
+    ``during_info`` (the ordered consumer, recreated meanwhile, delivering the new log)."""
+
+    stream = "NETLEDGER"
+
+    def __init__(self, fail: int = 0) -> None:
+        from types import SimpleNamespace
+
+        self.fail = fail
+        self.wakes = 0
+        self.during_info: Any = None
+        self.msgs = {
+            2: ("netledger.evt.registry", b"new 2"),
+            3: ("netledger.evt.registry", b"new 3"),
+        }
+        self.js = SimpleNamespace(stream_info=self._info, get_msg=self._get)
+
+    def reconnect_event(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    async def wait_interval_or_reconnect(self, ev: asyncio.Event, interval: float) -> bool:
+        self.wakes += 1
+        await asyncio.sleep(0.01)
+        return self.wakes == 1
+
+    async def _info(self, stream: str) -> Any:
+        from types import SimpleNamespace
+
+        if self.during_info is not None:
+            self.during_info()
+            self.during_info = None
+        if self.fail > 0:
+            self.fail -= 1
+            raise Unavailable("stream info: no answer for 30s")
+        return SimpleNamespace(state=SimpleNamespace(last_seq=3))
+
+    async def _get(self, stream: str, seq: int) -> Any:
+        from types import SimpleNamespace
+
+        subject, data = self.msgs[seq]
+        return SimpleNamespace(subject=subject, data=data)
+
+
+def _follower(conn: Any) -> Any:
+    from netledger.journal.follow import Follower
+
+    f = Follower(conn, lambda *a: None)
+    f.applied_seq = f.position = f.highest_seen = 2
+    f.last_msg = (2, "netledger.evt.registry", b"old 2")  # read before the server went away
+    return f
+
+
+def _delivered(seq: int, data: bytes) -> Any:
+    from types import SimpleNamespace
+
+    reply = f"$JS.ACK.NETLEDGER.c.1.{seq}.{seq}.1764262800000000000.0"
+    return SimpleNamespace(reply=reply, subject="netledger.evt.registry", data=data)
+
+
+async def test_follower_checks_the_message_read_before_the_reconnect() -> None:
+    """The ordered consumer, recreated while the reconnect's check is in flight, delivers the
+    new log: checking the newest message read *then* compares the new log with itself."""
+    from netledger.events.errors import LogDiverged
+
+    conn = _RestoredLog()
+    f = _follower(conn)
+    conn.during_info = lambda: f._on_msg(_delivered(3, b"new 3"))
+    with pytest.raises(LogDiverged):
+        await asyncio.wait_for(f.watch(0.01), 5)
+
+
+async def test_follower_checks_again_after_the_reconnects_check_failed() -> None:
+    """NATS not answering right after the reconnect (a cluster electing the stream's leader):
+    the check of the message read must not be lost with it."""
+    from netledger.events.errors import LogDiverged
+
+    f = _follower(_RestoredLog(fail=1))
+    with pytest.raises(LogDiverged):
+        await asyncio.wait_for(f.watch(0.01), 5)
+
+
+async def test_projector_checks_again_after_the_reconnects_check_failed(tmp_path: Path) -> None:
+    from netledger.events.errors import LogDiverged
+    from netledger.projector.runner import Projector
+
+    p = Projector(_RestoredLog(fail=1), tmp_path / "p.db")  # type: ignore[arg-type]
+    p.watch_interval = 0.01
+    p._reading = True
+    p.last_seq = p._enqueued = 2
+    p.last_raw = (2, "netledger.evt.registry", b"old 2", 0.0, 0)
+    await asyncio.wait_for(p._watch_log(), 5)
+    assert isinstance(p.failure, LogDiverged)

@@ -617,3 +617,45 @@ async def test_refuses_a_log_restored_from_an_older_backup_and_written_past_it(
             await conn.close()
     finally:
         server.stop()
+
+
+async def test_reopens_when_its_newest_row_is_a_rejected_event(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """A decodable event the projection rejects keeps no bytes (raw is NULL), and a message that
+    cannot be decoded keeps only its first MAX_RAW bytes: neither is a restored log."""
+    from netledger.projector.project_tx import MAX_RAW
+
+    orphan = FixedIpAllocated(
+        network_id="1", address="10.0.0.3", instance="i", mac="m", host=None, project=None
+    )
+    await publish_event(conn, orphan)  # decodes, but network 1 does not exist: rejected
+    db = tmp_path / "p.db"
+    assert await project_until(conn, db) == 1
+    assert rows(db, "SELECT seq, raw FROM rejected_events") == [(1, None)]
+    assert await project_until(conn, db) == 1  # opened again on the same log
+
+    big = b"\xc1" + b"x" * (MAX_RAW + 10)  # not msgpack, longer than what is kept of it
+    await conn.js.publish("netledger.evt.network.1", big, stream=conn.stream)
+    assert await project_until(conn, db) == 2
+    assert rows(db, "SELECT length(raw) FROM rejected_events WHERE seq = 2") == [(MAX_RAW,)]
+    assert await project_until(conn, db) == 2
+
+
+def test_a_rejected_event_row_is_compared_by_type_and_stored_time() -> None:
+    import datetime
+
+    from netledger.projector.anchor import NewestRow, same
+
+    ev = FixedIpAllocated(
+        network_id="1", address="10.0.0.3", instance="i", mac="m", host=None, project=None
+    )
+    data = encode(Envelope(ev, "e", "c", 1.0, SYSTEM))
+    subject = ev.subject()
+    at = datetime.datetime(2026, 12, 5, 9, 0, 0, 123456, tzinfo=datetime.UTC)
+    row = NewestRow(7, subject, None, None, None, "FixedIpAllocated", at.timestamp())
+    assert same(row, subject, data, at)
+    assert same(row, subject, data, at + datetime.timedelta(microseconds=1))
+    assert not same(row, subject, data, at + datetime.timedelta(seconds=2))  # written since
+    assert not same(row._replace(type="NetworkCreated"), subject, data, at)
+    assert not same(row, "netledger.evt.network.2", data, at)

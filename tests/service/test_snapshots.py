@@ -320,3 +320,31 @@ async def test_verify_snapshots_finds_a_snapshot_that_lies(conn: Connection, nat
     report = json.loads(r.stdout)
     assert report["error"]["code"] == "snapshot_mismatch"
     assert report["snapshots"][0]["differences"] == ["networks: 1"]
+
+
+async def test_the_anchor_is_the_message_folded_at_the_snapshots_seq(conn: Connection) -> None:
+    """The image is taken at the fork; the log is asked for its message N only once the child
+    is done (seconds for a big fold, and retried while NATS is away). A log restored from an
+    older backup and written past N meanwhile answers with its own message N: recorded beside
+    the old fold, that anchor would make the stale snapshot pass on the restored log."""
+    from netledger.events.snapshot import anchor_of
+
+    svc = CommandService(conn, snapshots=SnapshotPolicy(every_events=0))
+    await svc.start()
+    try:
+        await _network(Client(conn))
+        await _fill(Client(conn), 4)
+        seq = await svc.follower.catch_up()
+        folded = await SnapshotStore(conn).anchor(seq)
+        snapshotter = svc.snapshotter
+        assert snapshotter is not None
+
+        async def restored_log_answers(n: int) -> str:  # the log's message n is another now
+            return anchor_of("netledger.evt.registry", b"written after the restore")
+
+        snapshotter.store.anchor = restored_log_answers  # type: ignore[method-assign]
+        stored = await snapshotter.write()
+        assert stored is not None and stored.seq == seq
+        assert stored.anchor == folded
+    finally:
+        await svc.close()
