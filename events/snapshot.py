@@ -130,7 +130,7 @@ def _network_from(w: list[Any]) -> NetworkState:
     assert isinstance(net, NetworkCreated)
     n = NetworkState(
         net=net,
-        # derived from the network as created (events/state.py: network_state)
+        # derived from the network as created (events/state_network.py: network_state)
         ipnet=netaddr.IPNetwork(net.cidr) if net.cidr is not None else None,
         ipnet6=netaddr.IPNetwork(net.cidr_v6) if net.v6_served else None,
         pool6=None if pool6 is None else _pool_from(pool6),

@@ -4,18 +4,19 @@
 network with 60,000 addresses in use cannot be copied per event — but it is the only thing that
 mutates state, and deciders only read it. Allocation cost does not grow with the addresses in
 use: each pool of addresses keeps a high-water mark plus a sorted list of freed offsets.
+
+The pieces it folds into live beside it — a network and its fixed IPs (events/state_network.py),
+a floating pool and its addresses (events/state_floating.py), the free offsets of either
+(events/state_offsets.py) — and are imported from here, the fold's public home.
 """
 
 from __future__ import annotations
 
-import functools
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import netaddr
-from sortedcontainers import SortedList
 
 from .codec import Envelope
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
@@ -27,6 +28,9 @@ from .reclaim_events import (
     FixedIpReconfirmed,
     HostSightings,
 )
+from .state_floating import FloatingIp, PoolState, pool_offsets
+from .state_network import FixedIp, NetworkState, network_state, serving_hosts
+from .state_offsets import OffsetPool
 from .types import (
     FixedIpAllocated,
     FixedIpDeallocated,
@@ -47,255 +51,6 @@ from .types import (
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
 FOLD_VERSION = 7
-
-
-class OffsetPool:
-    """Free offsets in ``[first, last]`` minus ``reserved``: lowest-free in O(log n)."""
-
-    __slots__ = ("first", "freed", "last", "next_unused", "reserved", "used")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, OffsetPool):
-            return NotImplemented
-        return (
-            self.first == other.first
-            and self.last == other.last
-            and self.reserved == other.reserved
-            and self.next_unused == other.next_unused
-            and list(self.freed) == list(other.freed)
-            and self.used == other.used
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __init__(self, first: int, last: int, reserved: frozenset[int]) -> None:
-        self.first = first
-        self.last = last
-        self.reserved = reserved
-        self.next_unused = first
-        self.freed: SortedList = SortedList()
-        self.used = 0
-        self._skip_reserved()
-
-    def _skip_reserved(self) -> None:
-        while self.next_unused <= self.last and self.next_unused in self.reserved:
-            self.next_unused += 1
-
-    def iter_free(self) -> Iterator[int]:
-        """Free offsets in increasing order (lazily)."""
-        yield from self.freed
-        o = self.next_unused
-        while o <= self.last:
-            if o not in self.reserved:
-                yield o
-            o += 1
-
-    def is_free(self, offset: int) -> bool:
-        if offset < self.first or offset > self.last or offset in self.reserved:
-            return False
-        return offset >= self.next_unused or offset in self.freed
-
-    def take(self, offset: int) -> None:
-        if offset >= self.next_unused:
-            # Offsets skipped over become freed ones (only happens with explicit addresses).
-            for o in range(self.next_unused, offset):
-                if o not in self.reserved:
-                    self.freed.add(o)
-            self.next_unused = offset + 1
-            self._skip_reserved()
-        else:
-            self.freed.discard(offset)
-        self.used += 1
-
-    def release(self, offset: int) -> None:
-        if offset < self.next_unused and offset not in self.freed:
-            self.freed.add(offset)
-            self.used -= 1
-
-    @property
-    def capacity(self) -> int:
-        return (
-            self.last
-            - self.first
-            + 1
-            - len([r for r in self.reserved if self.first <= r <= self.last])
-        )
-
-
-@dataclass
-class FixedIp:
-    address: str
-    instance: str
-    mac: str
-    host: str | None
-    project: str | None
-    allocated: bool = True
-    leased: bool = False
-    deallocated_at: float | None = None
-    #: stream sequence of the allocation (or its reconfirmation): reclaiming needs absence
-    #: proven from reports after it
-    allocated_seq: int = 0
-    #: its IPv6 address (the network serves IPv6); on an IPv6-only network also ``address``
-    address_v6: str | None = None
-
-
-@dataclass
-class NetworkState:
-    net: NetworkCreated
-    #: the IPv4 network (None: IPv6-only) and its free addresses (empty when IPv6-only)
-    ipnet: netaddr.IPNetwork | None
-    pool: OffsetPool
-    seq: int = 0
-    deleted: bool = False
-    project: str | None = None
-    fixed: dict[str, FixedIp] = field(default_factory=dict)
-    by_instance: dict[str, str] = field(default_factory=dict)
-    macs: dict[str, str] = field(default_factory=dict)
-    #: host -> how many allocated addresses it holds here (derived from ``fixed``, kept so
-    #: that "does this host have an instance here" costs O(1), not a scan of the network)
-    host_allocated: dict[str, int] = field(default_factory=dict)
-    #: floating IP -> (the fixed address it NATs to, its pool), from FloatingIpMapped
-    floating: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: the served IPv6 /64 (None: IPv6 not served) and, in dhcpv6 mode, its free addresses
-    ipnet6: netaddr.IPNetwork | None = None
-    pool6: OffsetPool | None = None
-    #: IPv6 address -> the address naming its allocation (a key of ``fixed``)
-    v6: dict[str, str] = field(default_factory=dict)
-
-    def count_host(self, ip: FixedIp, delta: int) -> None:
-        if ip.host is None:
-            return
-        n = self.host_allocated.get(ip.host, 0) + delta
-        if n > 0:
-            self.host_allocated[ip.host] = n
-        else:
-            self.host_allocated.pop(ip.host, None)
-
-    def unallocate(self, ip: FixedIp) -> None:
-        """``ip`` no longer counts as allocated (deallocated, freed, reclaimed)."""
-        if ip.allocated:
-            ip.allocated = False
-            self.count_host(ip, -1)
-
-    @property
-    def network_id(self) -> str:
-        return self.net.network_id
-
-    def offset(self, address: str) -> int:
-        """The offset of an IPv4 address in the network (IPv6: :meth:`offset6`)."""
-        return ip_int(address) - self.base
-
-    @functools.cached_property
-    def base(self) -> int:
-        assert self.ipnet is not None, "an IPv6-only network has no IPv4 offsets"
-        return int(self.ipnet.network)
-
-    def address(self, offset: int) -> str:
-        assert self.ipnet is not None, "an IPv6-only network has no IPv4 offsets"
-        return str(netaddr.IPAddress(int(self.ipnet.network) + offset, self.ipnet.version))
-
-    @property
-    def v6_only(self) -> bool:
-        return self.ipnet is None
-
-    def offset6(self, address: str) -> int:
-        assert self.ipnet6 is not None
-        return int(netaddr.IPAddress(address)) - int(self.ipnet6.network)
-
-    def address6(self, offset: int) -> str:
-        assert self.ipnet6 is not None
-        return str(netaddr.IPAddress(int(self.ipnet6.network) + offset, 6))
-
-    def key_free(self, address: str) -> bool:
-        """Whether ``address`` could name a new allocation: a free IPv4 address, or on an
-        IPv6-only network an IPv6 address held by nobody (and free in the dhcpv6 pool)."""
-        if self.ipnet is not None:
-            return self.pool.is_free(self.offset(address))
-        if address in self.fixed or address in self.v6:
-            return False
-        return self.pool6 is None or self.pool6.is_free(self.offset6(address))
-
-    def capacity(self) -> int:
-        """How many addresses it can hand out (IPv4; IPv6-only: the /64's)."""
-        if self.ipnet is not None:
-            return self.pool.capacity
-        if self.pool6 is not None:
-            return self.pool6.capacity
-        return V6_CAPACITY
-
-    def in_use(self) -> int:
-        return len(self.fixed)
-
-
-def ip_int(address: str) -> int:
-    """An address as an integer. The fold does this for every event: a dotted quad goes through
-    the C parser (strict: four decimal parts), which is ~20x faster than building a netaddr
-    object; anything else (IPv6) through netaddr."""
-    try:
-        return int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
-    except OSError:
-        return int(netaddr.IPAddress(address))
-
-
-#: Offsets of a /64 that are never handed out: the top 128 (reserved subnet anycast, RFC 2526)
-#: and, below, the subnet-router anycast address (0) and the gateway (1).
-V6_TOP_RESERVED = 128
-V6_SIZE = 1 << 64
-V6_CAPACITY = V6_SIZE - V6_TOP_RESERVED - 2
-
-
-def v6_pool(ipnet6: netaddr.IPNetwork, gateway_v6: str) -> OffsetPool:
-    """The free addresses of a dhcpv6-mode /64: lowest first, as IPv4 (nova's rule)."""
-    gw = int(netaddr.IPAddress(gateway_v6)) - int(ipnet6.network)
-    return OffsetPool(1, ipnet6.size - V6_TOP_RESERVED - 1, frozenset({gw}))
-
-
-def reserved_offsets(
-    net: NetworkCreated, ipnet: netaddr.IPNetwork
-) -> tuple[int, int, frozenset[int]]:
-    """(first allocatable, last allocatable, reserved offsets) for a network."""
-    base = int(ipnet.network)
-    size = ipnet.size
-    reserved = {0, size - 1, int(netaddr.IPAddress(net.gateway)) - base}
-    if net.vpn_private_address:
-        reserved.add(int(netaddr.IPAddress(net.vpn_private_address)) - base)
-    first = int(netaddr.IPAddress(net.dhcp_start)) - base
-    return first, size - 2, frozenset(r for r in reserved if r >= first)
-
-
-@dataclass
-class FloatingIp:
-    address: str
-    pool: str
-    project: str
-    fixed_address: str | None = None
-    network_id: str | None = None
-    instance: str | None = None
-
-
-@dataclass
-class PoolState:
-    created: FloatingPoolCreated
-    ipnet: netaddr.IPNetwork
-    pool: OffsetPool
-    seq: int = 0
-    floating: dict[str, FloatingIp] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.created.pool
-
-    def offset(self, address: str) -> int:
-        return ip_int(address) - int(self.ipnet.network)
-
-    def address(self, offset: int) -> str:
-        return str(netaddr.IPAddress(int(self.ipnet.network) + offset, self.ipnet.version))
-
-
-def pool_offsets(ipnet: netaddr.IPNetwork) -> OffsetPool:
-    if ipnet.size <= 2:
-        return OffsetPool(0, ipnet.size - 1, frozenset())
-    return OffsetPool(1, ipnet.size - 2, frozenset())
 
 
 @dataclass
@@ -620,34 +375,6 @@ class State:
         return None
 
 
-def network_state(ev: NetworkCreated) -> NetworkState:
-    """A network as created: its IPv4 pool (empty when IPv6-only), its served /64."""
-    if ev.cidr is not None:
-        ipnet: netaddr.IPNetwork | None = netaddr.IPNetwork(ev.cidr)
-        first, last, reserved = reserved_offsets(ev, ipnet)
-        pool = OffsetPool(first, last, reserved)
-    else:
-        ipnet, pool = None, OffsetPool(1, 0, frozenset())
-    ipnet6 = pool6 = None
-    if ev.gateway_v6 is not None and ev.cidr_v6 is not None:
-        ipnet6 = netaddr.IPNetwork(ev.cidr_v6)
-        if ev.ipv6_mode == "dhcpv6":
-            pool6 = v6_pool(ipnet6, ev.gateway_v6)
-    return NetworkState(
-        net=ev, ipnet=ipnet, pool=pool, project=ev.project, ipnet6=ipnet6, pool6=pool6
-    )
-
-
-def serving_hosts(n: NetworkState, instance_hosts: set[str], network_hosts: set[str]) -> set[str]:
-    """The hosts that hold an in-use network's gateway, NAT and DHCP: with multi-host every
-    host of its instances, else the network's host, else the announced network hosts."""
-    if n.net.multi_host:
-        return set(instance_hosts)
-    if n.net.network_host:
-        return {n.net.network_host}
-    return set(network_hosts)
-
-
 _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     NetworkCreated: State._network_created,
     FloatingPoolCreated: State._pool_created,
@@ -681,4 +408,5 @@ __all__ = [
     "OffsetPool",
     "PoolState",
     "State",
+    "serving_hosts",
 ]

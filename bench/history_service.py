@@ -1,0 +1,238 @@
+"""The history benchmark's command service: its start folding the whole log, or from a snapshot.
+
+``serve --no-projector`` as its own process, timed to its ``ready`` line, with its peak RSS and
+the fold's own figure from what it logs; each timed start is interleaved with the raw read of
+the same events (bench/history_raw.py). No start may append to the log (:func:`unchanged`): the
+generator goes on from where it left the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchlib import NETLEDGER, Row, Rss, Stack, vmhwm_mb
+from history_raw import NAME, raw_read
+from history_types import History
+
+from netledger.events.codec import decode
+from netledger.journal.snapshot_store import SnapshotStore, StoredSnapshot
+from netledger.journal.stream import Connection, last_seq
+
+NO_SNAPSHOT = ["--ignore-snapshots", "--snapshot-every", "0"]
+_READY = re.compile(r"ready at seq (\d+) in ([0-9.]+)s")
+#: the fold's own figure in the same line (no snapshot load, no connect)
+_FOLD = re.compile(r"fold: (\d+) events in ([0-9.]+)s")
+
+
+def vmrss_mb(pid: int) -> float:
+    """Resident memory now (VmRSS), MB; 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+async def service_ready(st: Stack, extra: list[str]) -> tuple[float, float, str, float]:
+    """Start ``serve --no-projector`` (plus ``extra``) as its own process: (seconds to its
+    ``ready`` line, peak RSS in MB, a note: its resident memory once ready and what it logged
+    about its start, seconds of the fold alone as it reports them: 0 if it does not). The
+    service is stopped."""
+    err = tempfile.TemporaryFile()
+    t = time.perf_counter()
+    p = await asyncio.to_thread(
+        subprocess.Popen,
+        [NETLEDGER, "--nats", st.url, "--log-level", "info", "serve", "--no-projector", *extra],
+        stdout=subprocess.PIPE,
+        stderr=err,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert p.stdout is not None
+    line = await asyncio.to_thread(p.stdout.readline)
+    ready = time.perf_counter() - t
+    st.service = p  # so that Stack.close stops it if anything below fails
+    if "ready" not in line:
+        await st.stop_service()
+        err.seek(0)
+        raise RuntimeError(f"command service did not start: {line!r} {err.read()[-1000:]!r}")
+    mb, now = vmhwm_mb(p.pid), vmrss_mb(p.pid)
+    await st.stop_service()
+    err.seek(0)
+    logged = err.read().decode(errors="replace")
+    m = _READY.search(logged)
+    said = f"VmRSS {now:.0f} MB when ready"
+    if m:
+        said += f"; it reports its start: {float(m.group(2)):.2f} s to seq {int(m.group(1)):,}"
+    f = _FOLD.search(logged)
+    fold = float(f.group(2)) if f else 0.0
+    if f:
+        said += f", the fold alone {fold:.2f} s for {int(f.group(1)):,} events"
+    return ready, mb, said, fold
+
+
+def fold_row(label: str, events: int, folds: list[float], raw: float) -> Row:
+    """The service's fold (its own figure: no process start, snapshot load or connect)
+    against the raw read of the same events, medians of interleaved runs."""
+    fold = sorted(folds)[len(folds) // 2]
+    if fold <= 0:
+        return Row(NAME, f"service fold of {label}", 0, "", note="NOT MEASURED: no fold figure")
+    return Row(
+        NAME,
+        f"service fold of {label} ({events:,} events)",
+        events / fold,
+        "events/s",
+        raw / fold,
+        "raw read of the same events",
+        f"{fold:.2f} s vs raw {raw:.2f} s (goal >= 0.6)",
+    )
+
+
+async def service_rows(
+    st: Stack, h: History, label: str, rss: Rss, rounds: int
+) -> tuple[list[Row], float, float]:
+    """Service ready without a snapshot vs the raw read of the same log, interleaved."""
+    assert st.conn is not None
+    n = h.last_seq
+    raws: list[float] = []
+    readies: list[tuple[float, float, str, float]] = []
+    for _ in range(rounds):
+        raws.append(await raw_read(st.conn, 1, n))
+        readies.append(await service_ready(st, NO_SNAPSHOT))
+    await unchanged(st.conn, h)
+    raw = sorted(raws)[len(raws) // 2]
+    ready, mb, said, _ = sorted(readies)[len(readies) // 2]
+    rss.note("command service", mb, f"{NAME} ({n:,} events folded, no snapshot)")
+    rows = [
+        Row(
+            NAME,
+            f"raw read of the {label} log ({n:,} events)",
+            n / raw,
+            "events/s",
+            baseline="raw limit",
+            note=f"{raw:.2f} s",
+        ),
+        Row(
+            NAME,
+            f"service ready, no snapshot, {label} log",
+            ready,
+            "s",
+            raw / ready,
+            "raw read of the same log",
+            f"{n / ready:,.0f} events/s",
+        ),
+        fold_row(f"the whole {label} log, no snapshot", n, [r[3] for r in readies], raw),
+        Row(
+            NAME,
+            f"service peak RSS, no snapshot, {label} log",
+            mb,
+            "MB",
+            note=f"{len(h.instances):,} live instances; {said}",
+        ),
+    ]
+    return rows, ready, raw
+
+
+async def unchanged(conn: Connection, h: History) -> None:
+    """The service must have appended nothing at its start (no backfill, no reaping): the
+    generator goes on from where it left the stream."""
+    now = await last_seq(conn)
+    if now != h.last_seq:
+        kinds: Counter[str] = Counter()
+        for seq in range(h.last_seq + 1, min(now, h.last_seq + 2000) + 1):
+            kinds[decode((await conn.js.get_msg(conn.stream, seq)).data or b"").type] += 1
+        raise RuntimeError(
+            f"the command service appended {now - h.last_seq} events at its start"
+            f" ({dict(kinds)}): the generator no longer writes what the service expects"
+        )
+
+
+# --- started from a snapshot plus a tail ------------------------------------------------------
+
+
+async def write_snapshot(st: Stack, h: History) -> StoredSnapshot:
+    """A service writes a snapshot of the log as it is (what a running cloud's service does
+    every --snapshot-every events), then stops."""
+    assert st.conn is not None
+    store = SnapshotStore(st.conn)
+    p = await asyncio.to_thread(
+        subprocess.Popen,
+        [NETLEDGER, "--nats", st.url, "serve", "--no-projector", "--snapshot-every", "1",
+         "--snapshot-min-interval", "0.05s"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    st.service = p
+    try:
+        assert p.stdout is not None
+        line = await asyncio.to_thread(p.stdout.readline)
+        if "ready" not in line:
+            raise RuntimeError(f"command service did not start: {line!r}")
+        deadline = time.monotonic() + 300
+        while True:
+            got = await store.snapshots()
+            if got and got[0].seq >= h.last_seq:
+                return got[0]
+            if time.monotonic() > deadline:
+                raise RuntimeError("no snapshot was written within 300 s")
+            await asyncio.sleep(0.2)
+    finally:
+        await st.stop_service()
+        await unchanged(st.conn, h)
+
+
+async def service_from_snapshot(
+    st: Stack, h: History, label: str, tail: int, rounds: int
+) -> tuple[list[Row], History, float]:
+    """The service as it starts in a cloud that runs: from its newest snapshot plus the events
+    appended since (``tail``: half of the default --snapshot-every, the average a restart
+    meets), against the raw read of that tail. Returns the rows, the history (grown by the
+    tail) and the median ready time."""
+    assert st.conn is not None
+    snap = await write_snapshot(st, h)
+    h = await h.extend(st.conn, tail)
+    added = h.last_seq - snap.seq
+    raws: list[float] = []
+    readies: list[tuple[float, float, str, float]] = []
+    for _ in range(rounds):
+        raws.append(await raw_read(st.conn, snap.seq + 1, added))
+        readies.append(await service_ready(st, ["--snapshot-every", "0"]))
+    await unchanged(st.conn, h)
+    raw = sorted(raws)[len(raws) // 2]
+    ready, mb, said, _ = sorted(readies)[len(readies) // 2]
+    rows = [
+        Row(
+            NAME,
+            f"snapshot of the {label} fold (seq {snap.seq:,})",
+            snap.size / 1e6,
+            "MB",
+            note=f"{len(h.instances):,} live instances, {len(h.hosts):,} hosts, {len(h.networks):,}"
+            " networks",
+        ),
+        Row(
+            NAME,
+            f"raw read of the {added:,} events after the snapshot ({label} log)",
+            added / raw,
+            "events/s",
+            baseline="raw limit",
+            note=f"{raw:.3f} s",
+        ),
+        Row(
+            NAME,
+            f"service ready from snapshot + {added:,} events, {label} log ({h.last_seq:,})",
+            ready,
+            "s",
+            raw / ready,
+            "raw read of the tail",
+            f"peak RSS {mb:.0f} MB; {said}",
+        ),
+        fold_row(f"the tail after the snapshot, {label} log", added, [r[3] for r in readies], raw),
+    ]
+    return rows, h, ready
