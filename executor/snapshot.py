@@ -393,6 +393,8 @@ class ViewSnapshots:
         if self.stats.written == 0:  # a write killed by an earlier run's end left these
             for name in remove_leftovers(self.path):
                 log.info("removed %s, left by a snapshot write that did not finish", name)
+        store = SnapshotStore(self.conn)
+        reconnects = store.reconnects()  # before the image (no await until the fork)
         tmp, sha = await write_forked(
             state,
             OrderedDict(),
@@ -406,7 +408,7 @@ class ViewSnapshots:
         )
         self.read_at_last = read  # the image is taken: what is read from now on is the next
         try:
-            anchor = await SnapshotStore(self.conn).anchor(seq)
+            anchor = await store.anchor(seq, since=reconnects)
             size = await asyncio.to_thread(install, self.path, tmp, sha, anchor)
         finally:
             try:

@@ -158,14 +158,26 @@ class SnapshotStore:
         created = info.created.isoformat() if info.created else ""
         return created, int(info.state.last_seq)
 
-    async def anchor(self, seq: int) -> str:
+    def reconnects(self) -> int:
+        """How often the connection has reconnected so far (nats-py's count)."""
+        stats = getattr(self.conn.nc, "stats", None) or {}
+        return int(stats.get("reconnects", 0))
+
+    async def anchor(self, seq: int, since: int | None = None) -> str:
         """The anchor of a snapshot at ``seq``: the digest of the stream's message ``seq``
-        ("" for the empty fold at 0)."""
+        ("" for the empty fold at 0). With ``since`` (:meth:`reconnects` when the fold's image
+        was taken): refused if the connection went away meanwhile — the log it came back to
+        may be a restored one, whose message ``seq`` would vouch for a fold it does not hold."""
         if seq < 1:
             return ""
         msg = await retrying(
             lambda: self.conn.js.get_msg(self.conn.stream, seq), f"message {seq} of the log"
         )
+        if since is not None and self.reconnects() != since:
+            raise RuntimeError(
+                "reconnected to NATS since the fold's image was taken: not kept (the log may"
+                " have been restored meanwhile; the next snapshot is taken after it)"
+            )
         return anchor_of(msg.subject or "", msg.data or b"")
 
     async def check_anchor(self, seq: int, anchor: str | None) -> None:

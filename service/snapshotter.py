@@ -164,6 +164,7 @@ class Snapshotter:
             seq = self._applied_seq()
             if seq is not None:
                 read = self._last_read() if self._last_read is not None else None
+                reconnects = self.store.reconnects()
                 break
             await asyncio.sleep(SETTLE_PAUSE_S)
         else:
@@ -191,7 +192,7 @@ class Snapshotter:
             if read is not None and read[0] == seq:
                 anchor = anchor_of(read[1], read[2])
             else:
-                anchor = await self.store.anchor(seq)
+                anchor = await self.store.anchor(seq, since=reconnects)
             stored = await self.store.put(path, seq, sha, anchor)
         finally:
             os.unlink(path)

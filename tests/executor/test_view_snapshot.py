@@ -16,6 +16,7 @@ the log from the start and ends equal to a full read.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -205,7 +206,7 @@ async def _history(conn: Connection, rnd: random.Random, first: int, last: int) 
         await report(conn, rnd, "h1", i)
 
 
-async def _any_anchor(store: SnapshotStore, seq: int) -> str:
+async def _any_anchor(store: SnapshotStore, seq: int, since: int | None = None) -> str:
     return "0" * 64
 
 
@@ -338,3 +339,38 @@ async def test_a_snapshot_of_another_stream_is_refused(
             await conn2.close()
     finally:
         other.stop()
+
+
+async def test_a_reconnect_while_a_snapshot_is_written_keeps_none(
+    conn: Connection, service: CommandService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection went away between the fold's image and asking the log for its anchor:
+    the log it came back to may be one restored meanwhile, whose message N would vouch for a
+    fold it does not hold — nothing is kept (the next snapshot is taken after it)."""
+    from netledger.executor import snapshot as view_snapshot
+
+    await _history(conn, random.Random(5), 1, 10)
+    path = tmp_path / "state" / "view.snapshot"
+    real = view_snapshot.write_forked
+
+    async def reconnected_meanwhile(*args: Any, **kwargs: Any) -> tuple[str, str]:
+        out = await real(*args, **kwargs)
+        conn.nc.stats["reconnects"] += 1  # as nats-py counts one
+        return out
+
+    monkeypatch.setattr(view_snapshot, "write_forked", reconnected_meanwhile)
+    v = await start_view(conn, "h1")
+    try:
+        with pytest.raises(RuntimeError, match="reconnected to NATS"):
+            await snapshot(v, ViewSnapshots(conn, str(path), kind_of("h1"), fork=False))
+    finally:
+        await v.close()
+    assert os.listdir(tmp_path / "state") == []
+    monkeypatch.setattr(view_snapshot, "write_forked", real)
+    again = ViewSnapshots(conn, str(path), kind_of("h1"), fork=False)
+    v = await start_view(conn, "h1")
+    try:
+        await snapshot(v, again)
+    finally:
+        await v.close()
+    assert again.stats.written == 1 and (await again.load()) is not None
