@@ -48,7 +48,7 @@ from netledger.events.snapshot import (
     loads,
 )
 from netledger.events.state import FOLD_VERSION, State
-from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, retrying
+from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, message_at, retrying
 
 log = logging.getLogger("netledger.snapshot")
 
@@ -170,9 +170,9 @@ class SnapshotStore:
         may be a restored one, whose message ``seq`` would vouch for a fold it does not hold."""
         if seq < 1:
             return ""
-        msg = await retrying(
-            lambda: self.conn.js.get_msg(self.conn.stream, seq), f"message {seq} of the log"
-        )
+        msg = await message_at(self.conn, seq)
+        if msg is None:
+            raise SnapshotInvalid(f"the log holds no message at seq {seq}")
         if since is not None and self.reconnects() != since:
             raise RuntimeError(
                 "reconnected to NATS since the fold's image was taken: not kept (the log may"
@@ -190,11 +190,7 @@ class SnapshotStore:
                 "no anchor recorded (written by an older netledger): it cannot be checked"
                 " against the log"
             )
-        try:
-            now = await self.anchor(seq)
-        except NotFoundError:
-            raise SnapshotInvalid(f"the log holds no message at seq {seq}") from None
-        if now != anchor:
+        if await self.anchor(seq) != anchor:
             raise SnapshotInvalid(
                 f"the log's message at seq {seq} is not the one it was taken after (the stream"
                 " was restored from an older backup and written past it?)"

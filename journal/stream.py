@@ -259,16 +259,23 @@ async def last_seq(conn: Connection, wait: float = 30.0) -> int:
     return int(info.state.last_seq)
 
 
+async def message_at(conn: Connection, seq: int) -> Any | None:
+    """The stream's message ``seq`` (nats-py's stored message: subject, data, time), None if
+    the stream holds none there; transient errors retried."""
+    try:
+        return await retrying(
+            lambda: conn.js.get_msg(conn.stream, seq), f"message {seq} of the log"
+        )
+    except NotFoundError:
+        return None
+
+
 async def check_same_message(conn: Connection, seq: int, subject: str, data: bytes) -> None:
     """Raise :class:`LogDiverged` unless the stream's message ``seq`` is still (``subject``,
     ``data``), the message a reader handled there: a log restored from an older backup and
     written past it has the same name, creation time and a last sequence as high."""
-    try:
-        msg = await retrying(lambda: conn.js.get_msg(conn.stream, seq), f"message {seq} of the log")
-    except NotFoundError:
-        got = None
-    else:
-        got = (msg.subject or "", msg.data or b"")
+    msg = await message_at(conn, seq)
+    got = None if msg is None else (msg.subject or "", msg.data or b"")
     if got != (subject, data):
         raise LogDiverged(
             f"stream {conn.stream}: the message at seq {seq}, already read here, is"

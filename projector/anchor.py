@@ -20,11 +20,9 @@ import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 
-from nats.js.errors import NotFoundError
-
 from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
-from netledger.journal.stream import Connection, retrying
+from netledger.journal.stream import Connection, message_at
 
 from .errors import LogDiverged
 from .project_tx import MAX_RAW
@@ -111,18 +109,11 @@ async def check_log(conn: Connection, db_path: Path, last_seq: int) -> None:
     row = await asyncio.to_thread(newest_row, db_path, last_seq)
     if row is None:
         return
-    try:
-        msg = await retrying(
-            lambda: conn.js.get_msg(conn.stream, row.seq), f"message {row.seq} of the log"
-        )
-    except NotFoundError:
-        subject, data = None, b""
-    else:
-        subject, data = msg.subject or "", msg.data or b""
-    if subject is None or not same(row, subject, data, msg.time):
+    msg = await message_at(conn, row.seq)
+    if msg is None or not same(row, msg.subject or "", msg.data or b"", msg.time):
         raise LogDiverged(
             f"{db_path} holds seq {row.seq} ({row.subject}) but the log's message at seq"
-            f" {row.seq} is {'gone' if subject is None else 'another'}: the stream was restored"
+            f" {row.seq} is {'gone' if msg is None else 'another'}: the stream was restored"
             f" from an older backup and written past what the projection holds — project into"
             f" a new file",
             db=str(db_path),
