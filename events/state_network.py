@@ -91,7 +91,7 @@ class NetworkState:
         """The IPv4 address at ``offset``: netaddr's own int-to-text of the address family,
         without building an ``IPAddress`` (and the network's) for every allocation (2.1 ->
         0.4 us)."""
-        return ipv4.int_to_str(self.base + offset)
+        return str(ipv4.int_to_str(self.base + offset))
 
     @property
     def v6_only(self) -> bool:
@@ -106,7 +106,7 @@ class NetworkState:
         return int(netaddr.IPAddress(address)) - self.base6
 
     def address6(self, offset: int) -> str:
-        return ipv6.int_to_str(self.base6 + offset)
+        return str(ipv6.int_to_str(self.base6 + offset))
 
     def key_free(self, address: str) -> bool:
         """Whether ``address`` could name a new allocation: a free IPv4 address, or on an
