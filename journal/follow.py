@@ -313,8 +313,15 @@ class Follower:
         #: deliver the other log's messages meanwhile), and kept while NATS does not answer
         unchecked: tuple[int, str, bytes] | None = None
         while True:
-            if await self.conn.wait_interval_or_reconnect(poke, interval) and unchecked is None:
-                unchecked = self.last_msg
+            if await self.conn.wait_interval_or_reconnect(poke, interval):
+                if unchecked is None:
+                    unchecked = self.last_msg
+                # A share's position may be past its newest message (what a catch-up saw of
+                # the whole stream). The log this reader came back to may be another one (a
+                # restored backup) that agrees with it up to the message checked, but not
+                # after it: claim only what was read until a catch-up on this log says more
+                # (a snapshot at the old position would skip the new log's messages between).
+                self.position = min(self.position, self.applied_seq)
             try:
                 await self.check_regression()
                 if unchecked is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,26 @@ async def test_projector_checks_again_after_the_reconnects_check_failed(tmp_path
     p.last_raw = (2, "netledger.evt.registry", b"old 2", 0.0, 0)
     await asyncio.wait_for(p._watch_log(), 5)
     assert isinstance(p.failure, LogDiverged)
+
+
+async def test_a_share_claims_only_what_it_read_after_a_reconnect() -> None:
+    """A share reader's position may be past its newest message (a catch-up saw the stream's
+    end); the log it reconnects to agrees with it up to that message — the check passes — but
+    may hold other messages after it. Its position comes back to what it read: a snapshot
+    taken at the old position would skip them for good."""
+    conn = _RestoredLog()
+    conn.msgs[2] = ("netledger.evt.registry", b"old 2")  # the backup was taken after seq 2
+    f = _follower(conn)
+    f.position = 3  # caught up to the old log's end; seq 3 was not of its share
+    task = asyncio.create_task(f.watch(0.01))
+    try:
+        for _ in range(200):
+            if conn.wakes >= 2:  # the reconnect's round, and one more
+                break
+            await asyncio.sleep(0.01)
+        assert f.failure is None  # the log holds what it read
+        assert f.position == f.applied_seq == 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
