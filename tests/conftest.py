@@ -12,6 +12,10 @@ from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.journal.stream import Connection, connect, ensure_stream
 from netledger.service.service import CommandService
 
+# The deciders' Ledger asserts inside a helper module: rewrite it like a test module, so that a
+# failing check there still shows its values.
+pytest.register_assert_rewrite("tests.events.decider_helpers")
+
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from netledger.events import errors as E
 from netledger.events.decide import decide
 from netledger.events.decide_fixed import eui64
-from tests.events.test_deciders import Ledger, fingerprint
+from tests.events.decider_helpers import Ledger, fingerprint
 
 
 def dual(led: Ledger, **args: Any) -> list[dict[str, Any]]:

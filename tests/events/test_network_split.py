@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from netledger.events import errors as E
 from netledger.events.decide import decide
 from netledger.events.decide_network import free_blocks, merged_intervals
-from tests.events.test_deciders import Ledger, fingerprint
+from tests.events.decider_helpers import Ledger, fingerprint
 
 
 def in_use(*cidrs: str) -> Ledger:
