@@ -5,6 +5,7 @@ Appender's acks read through them keep JetStream's answers (sequence, duplicate,
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import nats
 import nats.errors
@@ -29,6 +30,40 @@ async def echo(nc: NetledgerNats, subject: str) -> None:
         nc.publish_nowait(reply.decode(), data[::-1])
 
     await nc.subscribe_direct(subject, on)
+
+
+async def settled(plain: NATS) -> None:
+    """Plain nats-py's subscriptions in place on the server. nats-py 2.16's ``flush`` writes
+    its PING ahead of a SUB still waiting for the flusher task, so one flush does not prove
+    the SUB arrived (our client queues it behind: test_a_flush_is_sent_after_what_was_queued);
+    by the first PONG the flusher has written the SUB, and the second PING follows it."""
+    await plain.flush()
+    await plain.flush()
+
+
+async def test_a_flush_is_sent_after_what_was_queued(conn: Connection) -> None:
+    """A subscription then a flush: on the wire the SUB goes before the PING, so the PONG
+    means the subscription is in place (nats-py 2.16 wrote the PING first)."""
+    nc = conn.nc
+    wire: list[bytes] = []
+    transport: Any = nc._transport
+    write, writelines = transport.write, transport.writelines
+    transport.write = lambda data: (wire.append(bytes(data)), write(data))[1]
+    transport.writelines = lambda parts: (wire.extend(bytes(p) for p in parts), writelines(parts))[
+        1
+    ]
+    try:
+        await nc.subscribe("t.flushed", cb=_ignore)
+        await nc.flush()
+    finally:
+        del transport.write, transport.writelines
+    sent = b"".join(wire)
+    assert b"SUB t.flushed" in sent
+    assert sent.index(b"SUB t.flushed") < sent.index(b"PING\r\n")
+
+
+async def _ignore(msg: nats.aio.msg.Msg) -> None:
+    pass
 
 
 async def test_a_request_gets_its_reply(conn: Connection) -> None:
@@ -89,7 +124,7 @@ async def test_publishes_of_one_pass_arrive_in_order_with_their_headers(
             done.set()
 
     await other.subscribe("t.order.>", cb=cb)
-    await other.flush()
+    await settled(other)
     headers = {"Nats-Msg-Id": "c-1:0", "Odd": " spaced value ", "Broken": "a\r\nb"}
     for i in range(200):
         nc.publish_nowait(f"t.order.{i}", b"%d" % i, hdr=header_block(headers) if i % 2 else None)
@@ -168,7 +203,7 @@ async def test_publishes_while_reconnecting_go_out_after_it(nats_server: Embedde
         await asyncio.to_thread(nats_server.start)
         other = await nats.connect(nats_server.url)
         sub = await other.subscribe("t.buffered")
-        await other.flush()
+        await settled(other)
         # The buffered publish may reach the server before this subscriber: publish again
         # once reconnected and take whichever arrives (both prove the buffer was sent).
         await asyncio.wait_for(ev.wait(), 30)
