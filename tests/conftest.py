@@ -15,6 +15,8 @@ from netledger.service.service import CommandService
 # The deciders' Ledger asserts inside a helper module: rewrite it like a test module, so that a
 # failing check there still shows its values.
 pytest.register_assert_rewrite("tests.events.decider_helpers")
+# So does the DHCP tests' DhcpLab (and wait_for_event), shared with the IPv6 namespace tests.
+pytest.register_assert_rewrite("tests.executor.dhcp_helpers")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ configure themselves from it — by SLAAC (the kernel's own, EUI-64 of the MAC) 
 small client below: busybox has none) — and ``ping -6`` each other and the gateway.
 
 Namespaces are ``nld-<tag>-<role>``, deleted at the end with every dnsmasq a test started, even
-when it fails (tests/executor/test_executor_dhcp.py: DhcpLab).
+when it fails (tests/executor/dhcp_helpers.py: DhcpLab).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from netledger.executor.netlink import in_netns
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 
-from .test_executor_dhcp import DhcpLab, wait_for_event
+from .dhcp_helpers import DhcpLab, wait_for_event
 from .test_executor_lab import links, ns_exec, sh
 
 pytestmark = pytest.mark.netns

@@ -28,8 +28,8 @@ from netledger.projector.runner import Projector, project_until
 from netledger.projector.schema import EVENTS_INDEXES, open_db
 from netledger.projector.store import Batch, Plan, Raw, Writer
 from netledger.projector.tables import FIXED_IPS
+from tests.projector.stream_helpers import publish_event
 from tests.projector.test_projector_props import _run_commands
-from tests.projector.test_projector_stream import publish_event
 from tests.projector.test_projector_unit import (
     _memory_rows,
     _normalise,
