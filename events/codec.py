@@ -23,6 +23,7 @@ import msgpack
 from . import host_events as _host_events  # noqa: F401  (registers the host event types)
 from . import revert_events as _revert_events  # noqa: F401  (registers ChangeReverted)
 from .errors import DecodeError
+from .field_types import Check, build_check, field_error
 from .types import EVENT_TYPES, Event
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -130,6 +131,13 @@ def decode(raw: bytes) -> Envelope:
             except KeyError:
                 names = _FIELDS[cls] = _plain_fields(cls)
             if names is not None and tuple(data) == names and type(obj.get("version")) is int:
+                try:
+                    check = _CHECKS[cls]
+                except KeyError:
+                    check = check_of(cls)
+                bad = check(data)
+                if bad is not None:
+                    raise DecodeError(f"{type_name}: {bad}")
                 event = _new(cls)
                 _set(event, "__dict__", data)
                 t = obj.get("time")
@@ -171,6 +179,9 @@ def _decode_map(obj: Any) -> Envelope:
         raise
     except Exception as exc:
         raise DecodeError(f"{type_name} v{version}: {exc}") from None
+    bad = field_error(event)
+    if bad is not None:
+        raise DecodeError(f"{type_name} v{version}: {bad}")
     t = obj.get("time")
     return _envelope(
         event,
@@ -207,6 +218,15 @@ def _plain_fields(cls: type) -> tuple[str, ...] | None:
 
 
 _FIELDS: dict[type, tuple[str, ...] | None] = {}
+_CHECKS: dict[type, Check] = {}  # the hot path's own cache of field_types' checks
+
+
+def check_of(cls: type) -> Check:
+    """The check of ``cls``'s field types (events/field_types.py), built once."""
+    check = _CHECKS.get(cls)
+    if check is None:
+        check = _CHECKS[cls] = build_check(cls)
+    return check
 
 
 def _build(cls: type[Event], data: dict[str, Any]) -> Event:

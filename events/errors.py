@@ -239,6 +239,13 @@ class DecodeError(NetledgerError):
     code = "decode_error"
 
 
+class Unfoldable(NetledgerError):
+    """A stored event, well formed, whose values the fold cannot take (an address that is not
+    one, a CIDR that does not parse): recorded and skipped by readers, as an undecodable one."""
+
+    code = "unfoldable_event"
+
+
 class LogRegression(NetledgerError):
     """The stream's last sequence is lower than one this reader has already seen."""
 

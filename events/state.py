@@ -19,6 +19,7 @@ from typing import Any
 import netaddr
 
 from .codec import Envelope
+from .errors import Unfoldable
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
 from .ids import REGISTRY_SUBJECT
 from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
@@ -135,14 +136,49 @@ class State:
             return True
         handler = _HANDLERS.get(type(ev))
         if handler is not None:
-            handler(self, ev, seq)
+            try:
+                handler(self, ev, seq)
+            except Exception as exc:
+                # Never fatal to a reader, and never again at the next start (every start
+                # folds the same log): the message is refused like an undecodable one. Its
+                # subject's sequence has moved past it (see skip); the handlers check what
+                # they parse before they change anything (tests/events/test_fold_refusals.py).
+                raise Unfoldable(f"{env.type} cannot be folded: {exc}") from exc
         return True
+
+    def fold_message(
+        self, seq: int, subject: str, env: Envelope | None, why: str = "undecodable"
+    ) -> str | None:
+        """One stored message, whatever it holds (``env`` None: it did not decode, ``why``):
+        None if it is folded in (or was already), else why it is not — the caller records it
+        and goes on. Either way its subject's sequence moves past it (:meth:`skip`)."""
+        if env is None:
+            self.skip(seq, subject)
+            return why
+        if not env.event.accepts_subject(subject):
+            self.skip(seq, subject)
+            return f"{env.type} does not belong on {subject}"
+        try:
+            self.apply(seq, subject, env)
+        except Unfoldable as exc:
+            return exc.message
+        return None
+
+    def skip(self, seq: int, subject: str) -> None:
+        """A stored message not folded in (undecodable, on a subject its event does not
+        belong on): its subject's sequence still moves past it. The log's OCC check counts
+        every message on a subject, so the next decision on that subject must expect this
+        one — else every append there is refused as a conflict, at every start again."""
+        if seq > self.subject_seq.get(subject, 0):
+            self.subject_seq[subject] = seq
+        if seq > self.last_seq:
+            self.last_seq = seq
 
     def _network_created(self, ev: NetworkCreated, seq: int) -> None:
         self.networks[ev.network_id] = network_state(ev)
         if ev.project:
             self.project_networks.setdefault(ev.project, ev.network_id)
-        if ev.network_id.isdigit():
+        if ev.network_id.isascii() and ev.network_id.isdigit():  # "²" is a digit, not an int
             self.next_network_number = max(self.next_network_number, int(ev.network_id) + 1)
 
     def _pool_created(self, ev: FloatingPoolCreated, seq: int) -> None:
@@ -176,11 +212,17 @@ class State:
                 del self.project_networks[ev.project]
 
     def _fixed_allocated(self, ev: FixedIpAllocated, seq: int) -> None:
-        n = self._net(ev.network_id, seq)
+        n = self.networks.get(ev.network_id)
         if n is None:
             return
-        if n.ipnet is not None:
-            n.pool.take(n.offset(ev.address))
+        # Its addresses are checked before anything changes: refused, it changes nothing.
+        offset = n.offset_in(ev.address) if n.ipnet is not None else None
+        offset6 = None
+        if ev.address_v6 is not None and n.ipnet6 is not None:
+            offset6 = n.offset6_in(ev.address_v6)
+        n.seq = seq
+        if offset is not None:
+            n.pool.take(offset)
         old = n.fixed.get(ev.address)
         if old is not None:
             self._unallocate(n, old)
@@ -195,8 +237,8 @@ class State:
         )
         if ev.address_v6 is not None and n.ipnet6 is not None:
             n.v6[ev.address_v6] = ev.address
-            if n.pool6 is not None:
-                n.pool6.take(n.offset6(ev.address_v6))
+            if n.pool6 is not None and offset6 is not None:
+                n.pool6.take(offset6)
         n.count_host(ip, +1)
         self._count_mac(ip, +1)
         n.by_instance[ev.instance] = ev.address
@@ -310,9 +352,11 @@ class State:
         return p
 
     def _floating_allocated(self, ev: FloatingIpAllocated, seq: int) -> None:
-        p = self._pool(ev.pool, seq)
+        p = self.pools.get(ev.pool)
         if p is not None:
-            p.pool.take(p.offset(ev.address))
+            offset = p.offset_in(ev.address)  # checked before anything changes
+            p.seq = seq
+            p.pool.take(offset)
             p.floating[ev.address] = FloatingIp(ev.address, ev.pool, ev.project)
 
     def _floating_associated(self, ev: FloatingIpAssociated, seq: int) -> None:

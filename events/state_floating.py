@@ -40,6 +40,13 @@ class PoolState:
     def offset(self, address: str) -> int:
         return ip_int(address) - int(self.ipnet.network)
 
+    def offset_in(self, address: str) -> int:
+        """:meth:`offset` of an address that must be in the pool's range (else ValueError)."""
+        offset = self.offset(address)
+        if not 0 <= offset < self.ipnet.size:
+            raise ValueError(f"{address} is not in pool {self.name} ({self.ipnet})")
+        return offset
+
     def address(self, offset: int) -> str:
         return str(netaddr.IPAddress(int(self.ipnet.network) + offset, self.ipnet.version))
 

@@ -82,6 +82,15 @@ class NetworkState:
         """The offset of an IPv4 address in the network (IPv6: :meth:`offset6`)."""
         return ip_int(address) - self.base
 
+    def offset_in(self, address: str) -> int:
+        """:meth:`offset` of an address that must be in the network (ValueError if not: a
+        stored event naming one elsewhere is refused by the fold)."""
+        offset = self.offset(address)
+        assert self.ipnet is not None
+        if not 0 <= offset < self.ipnet.size:
+            raise ValueError(f"{address} is not in network {self.network_id} ({self.ipnet})")
+        return offset
+
     @functools.cached_property
     def base(self) -> int:
         assert self.ipnet is not None, "an IPv6-only network has no IPv4 offsets"
@@ -104,6 +113,14 @@ class NetworkState:
 
     def offset6(self, address: str) -> int:
         return int(netaddr.IPAddress(address)) - self.base6
+
+    def offset6_in(self, address: str) -> int:
+        """:meth:`offset6` of an address that must be in the served /64 (else ValueError)."""
+        offset = self.offset6(address)
+        assert self.ipnet6 is not None
+        if not 0 <= offset < self.ipnet6.size:
+            raise ValueError(f"{address} is not in network {self.network_id} ({self.ipnet6})")
+        return offset
 
     def address6(self, offset: int) -> str:
         return str(ipv6.int_to_str(self.base6 + offset))
@@ -139,6 +156,8 @@ V6_CAPACITY = V6_SIZE - V6_TOP_RESERVED - 2
 def v6_pool(ipnet6: netaddr.IPNetwork, gateway_v6: str) -> OffsetPool:
     """The free addresses of a dhcpv6-mode /64: lowest first, as IPv4 (nova's rule)."""
     gw = int(netaddr.IPAddress(gateway_v6)) - int(ipnet6.network)
+    if not 0 <= gw < ipnet6.size:
+        raise ValueError(f"gateway_v6 {gateway_v6} is not in {ipnet6}")
     return OffsetPool(1, ipnet6.size - V6_TOP_RESERVED - 1, frozenset({gw}))
 
 
@@ -148,10 +167,19 @@ def reserved_offsets(
     """(first allocatable, last allocatable, reserved offsets) for a network."""
     base = int(ipnet.network)
     size = ipnet.size
-    reserved = {0, size - 1, int(netaddr.IPAddress(net.gateway)) - base}
+
+    def inside(name: str, address: str | None) -> int:
+        if address is None:
+            raise ValueError(f"{name} is missing")
+        offset = int(netaddr.IPAddress(address)) - base  # not an address: refused
+        if not 0 <= offset < size:
+            raise ValueError(f"{name} {address} is not in {ipnet}")
+        return offset
+
+    reserved = {0, size - 1, inside("gateway", net.gateway)}
     if net.vpn_private_address:
-        reserved.add(int(netaddr.IPAddress(net.vpn_private_address)) - base)
-    first = int(netaddr.IPAddress(net.dhcp_start)) - base
+        reserved.add(inside("vpn_private_address", net.vpn_private_address))
+    first = inside("dhcp_start", net.dhcp_start)
     return first, size - 2, frozenset(r for r in reserved if r >= first)
 
 

@@ -17,7 +17,7 @@ from typing import Union
 
 import msgspec
 
-from .codec import Envelope, _actor, _plain_fields, decode
+from .codec import Envelope, _actor, _plain_fields, check_of, decode
 from .types import EVENT_TYPES
 
 _Scalar = Union[str, int, float, bool, None]  # noqa: UP007 (msgspec reads the annotation)
@@ -57,8 +57,8 @@ def decode_fast(raw: bytes) -> Envelope:
         names = _FIELDS[cls]
     except KeyError:
         names = _FIELDS[cls] = _plain_fields(cls)
-    if names is None or tuple(data) != names:
-        return decode(raw)
+    if names is None or tuple(data) != names or check_of(cls)(data) is not None:
+        return decode(raw)  # (a field of the wrong type: decode says which)
     event = _new(cls)
     _set(event, "__dict__", data)
     env = _new(Envelope)

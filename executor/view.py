@@ -258,10 +258,12 @@ class HostView:
     def _on_message(
         self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg
     ) -> None:
-        if env is None:
-            log.warning("skipping undecodable message %d on %s: %s", seq, subject, err)
+        # What the fold refuses (undecodable, a foreign subject, values it cannot take) is
+        # skipped as the service skips it (events/state.py ``fold_message``).
+        refused = self.state.fold_message(seq, subject, env, err.message if err else "")
+        if refused is not None or env is None:
+            log.warning("skipping message %d on %s: %s", seq, subject, refused or "undecodable")
             return
-        self.state.apply(seq, subject, env)
         ev = env.event
         if isinstance(ev, HostEvent):
             if isinstance(ev, HostAnnounced) and ev.host == self.host:

@@ -17,6 +17,7 @@ from netledger.events.reclaim_events import (
     FixedIpReconfirmed,
 )
 from netledger.events.revert_events import ChangeReverted
+from netledger.events.state_network import network_state
 from netledger.events.types import (
     Event,
     FixedIpAllocated,
@@ -51,6 +52,10 @@ def _network_created(tx: Tx, ev: NetworkCreated) -> None:
     for cidr in (ev.cidr, ev.cidr_v6):
         if cidr is not None and not is_cidr(cidr):
             raise Rejected(f"network {ev.network_id}: bad cidr {cidr!r}")
+    try:
+        network_state(ev)  # what the fold refuses (a gateway outside the network, ...)
+    except Exception as exc:
+        raise Rejected(f"network {ev.network_id}: {exc}") from None
     values = {f: getattr(ev, f) for f in field_names(NetworkCreated) if f in NETWORKS.columns}
     row = NETWORKS.blank(**values)
     row["multi_host"] = int(bool(ev.multi_host))

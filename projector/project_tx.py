@@ -200,6 +200,8 @@ def in_cidr(address: str, cidr: str) -> bool:
 
 
 def is_cidr(cidr: str) -> bool:
+    if type(cidr) is not str:  # ipaddress takes an int (and True) as an address
+        return False
     try:
         _ip_network(cidr)
     except (ValueError, TypeError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from netledger.events.codec import decode
+from netledger.events.codec import Envelope, decode
 from netledger.events.errors import DecodeError
 from netledger.events.snapshot import SnapshotInvalid, loads, state_to_wire
 from netledger.events.state import State
@@ -31,11 +31,10 @@ async def fold_to(
         return state
     async for m in read_range(conn, 1, seq):
         try:
-            env = decode(m.data)
+            env: Envelope | None = decode(m.data)
         except DecodeError:
-            continue
-        if env.event.accepts_subject(m.subject):
-            state.apply(m.seq, m.subject, env)
+            env = None
+        state.fold_message(m.seq, m.subject, env)  # what it refuses, the service recorded
         if advance is not None and m.seq % 5000 == 0:
             advance(m.seq)
     return state

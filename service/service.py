@@ -364,20 +364,24 @@ class CommandService(Lanes, Requests):
     def _take(
         self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, data: bytes
     ) -> None:
-        if env is None:
-            self.rejected.append(Rejected(seq, subject, err.message if err else "undecodable"))
-            self.rejected_total += 1
-            return
-        if not env.event.accepts_subject(subject):
-            self.rejected.append(Rejected(seq, subject, f"{env.type} does not belong on {subject}"))
-            self.rejected_total += 1
-            return
-        self._fold(seq, subject, env, data)
+        self._fold(seq, subject, env, data, err.message if err else "undecodable")
 
-    def _fold(self, seq: int, subject: str, env: Envelope, data: bytes) -> None:
-        """Fold one stored event in (once: the follower delivers again what this replica
-        folded from its own publish acks, and is skipped then)."""
+    def _fold(
+        self, seq: int, subject: str, env: Envelope | None, data: bytes, why: str = ""
+    ) -> None:
+        """Fold one stored message in (once: the follower delivers again what this replica
+        folded from its own publish acks, and is skipped then). One the fold does not take
+        (undecodable: ``why``; on a foreign subject; values it cannot fold) is recorded and
+        skipped — never fatal, and the same at every start; its subject's sequence moves past
+        it all the same, as the next append there must expect it (``State.fold_message``)."""
         if seq <= self.state.seq_of(subject):
+            return
+        refused = self.state.fold_message(seq, subject, env, why)
+        if refused is not None or env is None:
+            reason = refused or why or "undecodable"
+            self.rejected.append(Rejected(seq, subject, reason))
+            self.rejected_total += 1
+            log.warning("message %d on %s recorded and skipped: %s", seq, subject, reason)
             return
         if env.command_id and not isinstance(env.event, HostEvent):
             # Host events carry an executor's pass id, never a client's command: not kept.
@@ -387,7 +391,6 @@ class CommandService(Lanes, Requests):
                 if len(self.seen) > SEEN_COMMANDS:
                     self.seen.popitem(last=False)
             evs.append(data)  # as stored: decoded only if a retry asks
-        self.state.apply(seq, subject, env)
         if self.snapshotter is not None:
             self.snapshotter.since += 1
 

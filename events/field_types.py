@@ -1,0 +1,150 @@
+"""The types a stored event's fields must have, checked when it is decoded.
+
+An event's values come from msgpack as whatever the writer put there. The fold, the projector
+and the executors take an event's fields to be what its class declares: a ``cidr`` that is
+``True`` instead of a string made the service's fold raise, and every start of the service
+fold the log into the same exception (found Dec 5). So :func:`field_error` checks each field
+against its annotation — ``str``, ``int``, ``bool``, ``float`` (an int is taken: msgpack keeps
+``600`` an int), either of them or ``None``, and lists or maps of them — and a message whose
+fields do not fit is undecodable like any other malformed message: recorded and skipped.
+
+It is on every reader's hot path, so a class's check is one boolean expression over its
+fields, compiled once (:func:`build_check`); only when it fails is the first offending field
+looked for, to name it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+#: a check of one event's attributes (its ``__dict__``): None, or what is wrong
+Check = Callable[[dict[str, Any]], str | None]
+
+_NONE = type(None)
+_SCALAR_TYPES: dict[Any, frozenset[type]] = {
+    str: frozenset({str}),
+    int: frozenset({int}),  # bool is not int here: type(True) is bool
+    bool: frozenset({bool}),
+    float: frozenset({float, int}),
+}
+_SEQUENCES = (list, tuple)
+
+
+def _scalar(hint: Any) -> frozenset[type] | None:
+    """The types a scalar annotation allows (``X``, ``X | None``), or None if it is not one."""
+    if hint in _SCALAR_TYPES:
+        return _SCALAR_TYPES[hint]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        allowed: set[type] = set()
+        for arg in typing.get_args(hint):
+            if arg is _NONE:
+                allowed.add(_NONE)
+            elif arg in _SCALAR_TYPES:
+                allowed |= _SCALAR_TYPES[arg]
+            else:
+                return None
+        return frozenset(allowed)
+    return None
+
+
+def _value_check(hint: Any) -> Callable[[Any], bool] | None:
+    """A predicate for a value of annotation ``hint``; None for ``Any`` (anything goes)."""
+    if hint is Any:
+        return None
+    allowed = _scalar(hint)
+    if allowed is not None:
+        return lambda v: type(v) in allowed
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (list, tuple) and args:
+        item = _value_check(args[0])
+        if item is None:
+            return lambda v: type(v) in _SEQUENCES
+        return lambda v: type(v) in _SEQUENCES and all(map(item, v))
+    if origin is dict and len(args) == 2:
+        key, value = _value_check(args[0]), _value_check(args[1])
+        if key is None or value is None:
+            keys_only = key or (lambda k: True)
+            return lambda v: type(v) is dict and all(map(keys_only, v))
+        return lambda v: type(v) is dict and all(key(k) and value(x) for k, x in v.items())
+    raise TypeError(f"no check for a field annotated {hint!r}")
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _term(key: str, hint: Any, env: dict[str, Any]) -> str | None:
+    """The expression checking ``d[key]`` (a name of ``env`` for what it needs), or None."""
+    allowed = _scalar(hint)
+    if allowed is not None:
+        nullable = _NONE in allowed
+        plain = sorted(allowed - {_NONE}, key=lambda t: t.__name__)
+        if len(plain) == 1:
+            env[plain[0].__name__] = plain[0]
+            test = f"type({{v}}) is {plain[0].__name__}"
+        else:
+            name = env["_n"] = f"_types{len(env)}"
+            env[name] = frozenset(plain)
+            test = f"type({{v}}) in {name}"
+        if nullable:
+            return "((v := d[{k}]) is None or {t})".format(k=repr(key), t=test.format(v="v"))
+        return test.format(v=f"d[{key!r}]")
+    pred = _value_check(hint)
+    if pred is None:
+        return None
+    name = f"_pred{len(env)}"
+    env[name] = pred
+    return f"{name}(d[{key!r}])"
+
+
+def build_check(cls: type) -> Check:
+    """The check of ``cls``'s fields (a dataclass). The fast part is one boolean expression
+    over the fields, compiled once per class (as :mod:`dataclasses` builds ``__init__``): 7
+    fields in ~0.2 us, against ~0.7 with a loop or grouped checks. The names in it are the
+    class's field names (identifiers) and the types of :data:`_SCALAR_TYPES`."""
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    env: dict[str, Any] = {}
+    terms = [t for n in fields if (t := _term(n, hints[n], env)) is not None]
+    env.pop("_n", None)
+    source = "lambda d: " + (" and ".join(terms) if terms else "True")
+    namespace = {"__builtins__": {}, "type": type, **env}
+    fast: Callable[[dict[str, Any]], bool] = eval(source, namespace)
+    described = {n: _describe(hints[n]) for n in fields}
+    every = [(n, _value_check(hints[n])) for n in fields]
+
+    def name_it(d: dict[str, Any]) -> str:
+        for n, pred in every:
+            if pred is not None and not pred(d[n]):
+                return f"{n} is {type(d[n]).__name__}, not {described[n]}"
+        return "a field has a value of the wrong type"  # pragma: no cover (both checks agree)
+
+    def check(d: dict[str, Any]) -> str | None:
+        try:
+            if fast(d):
+                return None
+        except KeyError as exc:  # a class that builds itself without every field
+            return f"{exc.args[0]} is missing"
+        return name_it(d)
+
+    return check
+
+
+_CHECKS: dict[type, Check] = {}
+
+
+def field_error(event: object) -> str | None:
+    """None if every field of ``event`` has a value of its declared type, else what is wrong
+    (naming the field)."""
+    cls = type(event)
+    check = _CHECKS.get(cls)
+    if check is None:
+        check = _CHECKS[cls] = build_check(cls)
+    attrs = getattr(event, "__dict__", None)
+    if attrs is None:  # pragma: no cover (no event class has slots today)
+        attrs = {f.name: getattr(event, f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return check(attrs)
