@@ -90,14 +90,22 @@ def anchor_of(subject: str, data: bytes) -> str:
 
 
 def _pool_to(p: OffsetPool) -> list[Any]:
-    return [p.first, p.last, sorted(p.reserved), p.next_unused, list(p.freed), p.used]
+    w = [p.first, p.last, sorted(p.reserved), p.next_unused, list(p.freed), p.used]
+    if p.ahead:
+        # Offsets taken beyond the mark (since Dec 5) as a 7th part, only when there are any:
+        # a snapshot without them reads as before, and code from before cannot misread one
+        # with them (it expects 6 parts: "undecodable state", it folds the log instead).
+        w.append(list(p.ahead))
+    return w
 
 
 def _pool_from(w: list[Any]) -> OffsetPool:
-    first, last, reserved, next_unused, freed, used = w
+    first, last, reserved, next_unused, freed, used, *rest = w
+    (ahead,) = rest or ([],)
     p = OffsetPool.__new__(OffsetPool)
     p.first, p.last, p.reserved = first, last, frozenset(reserved)
     p.next_unused, p.freed, p.used = next_unused, SortedList(freed), used
+    p.ahead = SortedList(ahead)
     return p
 
 

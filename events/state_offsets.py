@@ -16,9 +16,16 @@ from sortedcontainers import SortedList
 
 
 class OffsetPool:
-    """Free offsets in ``[first, last]`` minus ``reserved``: lowest-free in O(log n)."""
+    """Free offsets in ``[first, last]`` minus ``reserved``: lowest-free in O(log n).
 
-    __slots__ = ("first", "freed", "last", "next_unused", "reserved", "used")
+    Below the high-water mark ``next_unused`` an offset is free if it is in ``freed``; from it
+    up, free unless it is in ``ahead`` — offsets taken beyond the mark (an explicit address).
+    Taking one far beyond the mark costs O(log n), not the gap: an explicit IPv6 address deep
+    in a dhcpv6 /64 made the fold add every offset skipped over to ``freed`` (fd00::40:0 took
+    2 s and 4 M entries; fd00::1:0:0 would have taken hours and all the memory, on every start).
+    """
+
+    __slots__ = ("ahead", "first", "freed", "last", "next_unused", "reserved", "used")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, OffsetPool):
@@ -29,6 +36,7 @@ class OffsetPool:
             and self.reserved == other.reserved
             and self.next_unused == other.next_unused
             and list(self.freed) == list(other.freed)
+            and list(self.ahead) == list(other.ahead)
             and self.used == other.used
         )
 
@@ -40,18 +48,34 @@ class OffsetPool:
         self.reserved = reserved
         self.next_unused = first
         self.freed: SortedList = SortedList()
+        self.ahead: SortedList = SortedList()
         self.used = 0
-        self._skip_reserved()
+        self._advance()
 
-    def _skip_reserved(self) -> None:
-        while self.next_unused <= self.last and self.next_unused in self.reserved:
-            self.next_unused += 1
+    def _advance(self) -> None:
+        """Move the mark past reserved offsets and offsets taken ahead of it."""
+        ahead, reserved, o = self.ahead, self.reserved, self.next_unused
+        while o <= self.last:
+            while ahead and ahead[0] < o:
+                ahead.pop(0)
+            if o in reserved or (ahead and ahead[0] == o):
+                o += 1
+            else:
+                break
+        self.next_unused = o
 
     def iter_free(self) -> Iterator[int]:
         """Free offsets in increasing order (lazily)."""
         yield from self.freed
+        taken = iter(self.ahead)
+        nxt = next(taken, None)
         o = self.next_unused
         while o <= self.last:
+            if nxt is not None and nxt <= o:
+                if nxt == o:
+                    o += 1
+                nxt = next(taken, None)
+                continue
             if o not in self.reserved:
                 yield o
             o += 1
@@ -59,23 +83,28 @@ class OffsetPool:
     def is_free(self, offset: int) -> bool:
         if offset < self.first or offset > self.last or offset in self.reserved:
             return False
-        return offset >= self.next_unused or offset in self.freed
+        if offset >= self.next_unused:
+            return offset not in self.ahead
+        return offset in self.freed
 
     def take(self, offset: int) -> None:
-        if offset >= self.next_unused:
-            # Offsets skipped over become freed ones (only happens with explicit addresses).
-            for o in range(self.next_unused, offset):
-                if o not in self.reserved:
-                    self.freed.add(o)
-            self.next_unused = offset + 1
-            self._skip_reserved()
+        if offset == self.next_unused:
+            self.next_unused += 1
+            self._advance()
+        elif offset > self.next_unused:
+            if offset not in self.ahead:
+                self.ahead.add(offset)
         else:
             self.freed.discard(offset)
         self.used += 1
 
     def release(self, offset: int) -> None:
-        if offset < self.next_unused and offset not in self.freed:
-            self.freed.add(offset)
+        if offset < self.next_unused:
+            if offset not in self.freed:
+                self.freed.add(offset)
+                self.used -= 1
+        elif offset in self.ahead:
+            self.ahead.remove(offset)
             self.used -= 1
 
     @property
