@@ -175,6 +175,11 @@ class State:
             self.last_seq = seq
 
     def _network_created(self, ev: NetworkCreated, seq: int) -> None:
+        old = self.networks.get(ev.network_id)
+        if old is not None and not old.deleted:
+            # Never decided (ids only grow); folded, it would drop the network's allocations
+            # and hand their addresses out again. The projector refuses it alike.
+            raise ValueError(f"network {ev.network_id} already exists")
         self.networks[ev.network_id] = network_state(ev)
         if ev.project:
             self.project_networks.setdefault(ev.project, ev.network_id)
@@ -182,6 +187,8 @@ class State:
             self.next_network_number = max(self.next_network_number, int(ev.network_id) + 1)
 
     def _pool_created(self, ev: FloatingPoolCreated, seq: int) -> None:
+        if ev.pool in self.pools:  # as a network's: never decided, and refused by the projector
+            raise ValueError(f"pool {ev.pool} already exists")
         ipnet = netaddr.IPNetwork(ev.cidr)
         self.pools[ev.pool] = PoolState(created=ev, ipnet=ipnet, pool=pool_offsets(ipnet))
 

@@ -166,6 +166,8 @@ def test_the_slow_path_of_decode_checks_the_same() -> None:
     [
         ({"cidr": "abc"}, "NetworkCreated cannot be folded"),
         ({"cidr": "10.9.0.0/99"}, "NetworkCreated cannot be folded"),
+        ({"gateway": "10.8.0.1"}, "NetworkCreated cannot be folded: gateway 10.8.0.1 is not in"),
+        ({"network_id": "1"}, "NetworkCreated cannot be folded: network 1 already exists"),
     ],
 )
 def test_values_the_fold_cannot_take_are_refused(changes: dict[str, Any], says: str) -> None:
