@@ -12,33 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
 import pytest
 
-from netledger.events.codec import SYSTEM, Envelope, encode
-from netledger.events.types import NetworkCreated
 from netledger.journal.stream import Connection
 from netledger.replay.verify_snapshot import fold_to
 from netledger.service.client import Client
 from netledger.service.service import CommandService
+from tests.poison import stored_network_created
 
 
 async def _publish(conn: Connection, subject: str, data: bytes) -> int:
     ack = await conn.js.publish(subject, data, stream=conn.stream)
     return int(ack.seq)
-
-
-def _network_created(**changes: Any) -> bytes:
-    ev = NetworkCreated(
-        network_id="77", label="poison", cidr="10.77.0.0/24", netmask="255.255.255.0",
-        gateway="10.77.0.1", broadcast="10.77.0.255", dhcp_start="10.77.0.2", mode="vxlan",
-        vlan=None, vni=7777, bridge="br77", bridge_interface=None, dns1=None, dns2=None,
-        vpn_private_address=None, vpn_public_port=None, project=None, multi_host=False,
-        network_host=None, mtu=None, cidr_v6=None, gateway_v6=None, ipv6_mode=None,
-    )  # fmt: skip
-    obj = msgpack.unpackb(encode(Envelope(ev, "poison:0", "poison", 1.0, SYSTEM)))
-    obj["data"].update(changes)
-    return bytes(msgpack.packb(obj))
 
 
 async def _restarted(conn: Connection) -> CommandService:
@@ -89,7 +74,7 @@ async def test_an_event_the_fold_cannot_take_is_recorded_and_skipped(
     net = (
         await client.create_networks(label="n", cidr="10.5.0.0/24", num_networks=1, mode="vxlan")
     )[0]
-    seq = await _publish(conn, "netledger.evt.registry", _network_created(**changes))
+    seq = await _publish(conn, "netledger.evt.registry", stored_network_created(**changes))
     await service.follower.wait_for(seq)
     assert service.follower.failure is None
     assert [(r.seq, r.subject, r.reason) for r in service.rejected] == [
