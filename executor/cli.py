@@ -14,6 +14,7 @@ import click
 
 from netledger.common.metrics import metrics_port_option
 from netledger.common.output import emit
+from netledger.common.params import IP_ADDRESS
 from netledger.common.settings import Settings, pass_settings, run
 
 
@@ -43,12 +44,14 @@ def executor_group() -> None:
 @click.option(
     "--vtep-address",
     metavar="A",
+    type=IP_ADDRESS,
     help="VXLAN underlay address, IPv4 or IPv6 (default: the physical interface's first IPv4,"
     " else its first global IPv6).",
 )
 @click.option(
     "--snat-address",
     metavar="A",
+    type=IP_ADDRESS,
     help="Address fixed ranges are SNATed to (default: the public interface's address).",
 )
 @click.option(

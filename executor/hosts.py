@@ -8,7 +8,10 @@ the kernel lacks was damaged from outside, so re-creating it is a drift repair.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+
+import netaddr
 
 from netledger.events.codec import Envelope
 from netledger.events.host_events import (
@@ -25,6 +28,12 @@ from netledger.events.host_events import (
     HostNatRemoved,
     HostReconciled,
 )
+
+log = logging.getLogger("netledger.executor")
+
+
+def _is_address(text: str) -> bool:
+    return bool(netaddr.valid_ipv4(text) or netaddr.valid_ipv6(text))
 
 
 @dataclass
@@ -45,6 +54,10 @@ class HostBook:
         if not isinstance(ev, HostEvent):
             return False
         if isinstance(ev, HostAnnounced):
+            if ev.vtep_address and not _is_address(ev.vtep_address):
+                log.warning(
+                    "host %s announced a VTEP that is no address: %r", ev.host, ev.vtep_address
+                )
             before = self.announced.get(ev.host)
             self.announced[ev.host] = ev
             # Another host's VTEP or role decides our flood entries and who serves a network.
@@ -81,4 +94,12 @@ class HostBook:
         return {h for h, a in self.announced.items() if a.network_host}
 
     def vteps(self) -> dict[str, str]:
-        return {h: a.vtep_address for h, a in self.announced.items() if a.vtep_address}
+        """Every host's VXLAN underlay address — not one announced that is not an address
+        (a typo of another host's ``--vtep-address`` before it was checked): that host gets no
+        flood entries, as one without a VTEP, instead of failing this host's kernel work at
+        every pass."""
+        return {
+            h: a.vtep_address
+            for h, a in self.announced.items()
+            if a.vtep_address and _is_address(a.vtep_address)
+        }

@@ -1,0 +1,24 @@
+"""Command-line parameter types several parts share (checked by click, so also when a value
+comes from the configuration file: ops/config.py converts each through its option's type)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import netaddr
+
+
+class IpAddress(click.ParamType):  # type: ignore[type-arg]
+    """An IPv4 or IPv6 address, normalized (``fd00::0001`` -> ``fd00::1``)."""
+
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return str(netaddr.IPAddress(str(value).strip(), flags=netaddr.INET_PTON))
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            self.fail(f"{value!r} is not an IPv4 or IPv6 address", param, ctx)
+
+
+IP_ADDRESS = IpAddress()
