@@ -368,21 +368,22 @@ class CommandService(Lanes, Requests):
 
     def _fold(
         self, seq: int, subject: str, env: Envelope | None, data: bytes, why: str = ""
-    ) -> None:
+    ) -> bool:
         """Fold one stored message in (once: the follower delivers again what this replica
         folded from its own publish acks, and is skipped then). One the fold does not take
         (undecodable: ``why``; on a foreign subject; values it cannot fold) is recorded and
         skipped — never fatal, and the same at every start; its subject's sequence moves past
-        it all the same, as the next append there must expect it (``State.fold_message``)."""
+        it all the same, as the next append there must expect it (``State.fold_message``).
+        False when it is refused."""
         if seq <= self.state.seq_of(subject):
-            return
+            return True
         refused = self.state.fold_message(seq, subject, env, why)
         if refused is not None or env is None:
             reason = refused or why or "undecodable"
             self.rejected.append(Rejected(seq, subject, reason))
             self.rejected_total += 1
             log.warning("message %d on %s recorded and skipped: %s", seq, subject, reason)
-            return
+            return False
         if env.command_id and not isinstance(env.event, HostEvent):
             # Host events carry an executor's pass id, never a client's command: not kept.
             evs = self.seen.get(env.command_id)
@@ -393,6 +394,7 @@ class CommandService(Lanes, Requests):
             evs.append(data)  # as stored: decoded only if a retry asks
         if self.snapshotter is not None:
             self.snapshotter.since += 1
+        return True
 
     def _fold_appended(
         self, messages: list[Outgoing], envelopes: list[Envelope], last: int
@@ -405,8 +407,15 @@ class CommandService(Lanes, Requests):
         are left to the follower."""
         first = last - len(messages) + 1
         for i, (m, env) in enumerate(zip(messages, envelopes, strict=True)):
-            if not unchecked(m.subject):
-                self._fold(first + i, m.subject, env, m.data)
+            if not unchecked(m.subject) and not self._fold(first + i, m.subject, env, m.data):
+                # Decided here and stored, yet the fold refuses it: a decider bug (the client
+                # has its answer; the state does not hold the event).
+                log.error(
+                    "event %d (%s) of this replica's own decision refused by the fold: a"
+                    " bug to report",
+                    first + i,
+                    env.type,
+                )
         # The log has been seen up to ``last`` (acknowledged), even before the follower reads
         # it: a store restored from an older copy must be caught as a regression from there.
         if last > self.follower.highest_seen:

@@ -10,6 +10,7 @@ exception.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -97,3 +98,36 @@ async def test_an_event_the_fold_cannot_take_is_recorded_and_skipped(
         assert set(folded.networks) == set(again.state.networks)
     finally:
         await again.close()
+
+
+async def test_an_own_decision_the_fold_refuses_is_logged_as_a_bug(
+    conn: Connection,
+    service: CommandService,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A decider's event the fold refuses (here: an address outside its network, forced) is
+    an error in the log, not a silent skip; the service goes on."""
+    import dataclasses
+
+    from netledger.service import lanes
+
+    client = Client(conn)
+    net = (
+        await client.create_networks(label="n", cidr="10.5.0.0/24", num_networks=1, mode="vxlan")
+    )[0]
+    real = lanes.decide
+
+    def outside(state: Any, req: Any, pending: Any) -> Any:
+        d = real(state, req, pending)
+        return dataclasses.replace(
+            d, events=[dataclasses.replace(d.events[0], address="10.99.0.9"), *d.events[1:]]
+        )
+
+    monkeypatch.setattr(lanes, "decide", outside)
+    with caplog.at_level(logging.ERROR, logger="netledger.service"):
+        await client.allocate_fixed_ip("vm-bug", network_id=net["id"])
+    assert "of this replica's own decision refused by the fold: a bug" in caplog.text
+    monkeypatch.setattr(lanes, "decide", real)
+    fine = await client.allocate_fixed_ip("vm-ok", network_id=net["id"])
+    assert fine["network_id"] == net["id"] and service.follower.failure is None
