@@ -238,6 +238,13 @@ class SnapshotStore:
         whose chunks are gone must not hold a start forever."""
         if not s.nuid:
             raise SnapshotInvalid("no chunks recorded")
+        if s.chunks:
+            # Every chunk gone (purged behind our back): say so at once, not after the read's
+            # time limit (10 s and more: a start waited that long for nothing).
+            try:
+                await self.conn.js.get_last_msg(f"OBJ_{BUCKET}", f"$O.{BUCKET}.C.{s.nuid}")
+            except NotFoundError:
+                raise SnapshotInvalid(f"its {s.chunks} chunk(s) are gone") from None
         parts: list[bytes] = []
         got = 0
         done = asyncio.get_running_loop().create_future()

@@ -175,6 +175,8 @@ async def test_an_unusable_snapshot_falls_back_to_the_log_with_a_warning(
             assert "no anchor recorded" in caplog.text
         if damage == "wrong_anchor":
             assert "is not the one it was taken after" in caplog.text
+        if damage == "missing":  # said at once, not after the read's time limit
+            assert "chunk(s) are gone" in caplog.text
         assert again.follower.applied_seq == seq
         assert state_to_wire(again.state) == state_to_wire(await fold_from_log(conn, seq))
     finally:
