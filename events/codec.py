@@ -23,7 +23,7 @@ import msgpack
 from . import host_events as _host_events  # noqa: F401  (registers the host event types)
 from . import revert_events as _revert_events  # noqa: F401  (registers ChangeReverted)
 from .errors import DecodeError
-from .field_types import Check, build_check, field_error
+from .field_types import CHECKS, check_of, field_error
 from .types import EVENT_TYPES, Event
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -131,11 +131,7 @@ def decode(raw: bytes) -> Envelope:
             except KeyError:
                 names = _FIELDS[cls] = _plain_fields(cls)
             if names is not None and tuple(data) == names and type(obj.get("version")) is int:
-                try:
-                    check = _CHECKS[cls]
-                except KeyError:
-                    check = check_of(cls)
-                bad = check(data)
+                bad = (CHECKS.get(cls) or check_of(cls))(data)
                 if bad is not None:
                     raise DecodeError(f"{type_name}: {bad}")
                 event = _new(cls)
@@ -218,15 +214,6 @@ def _plain_fields(cls: type) -> tuple[str, ...] | None:
 
 
 _FIELDS: dict[type, tuple[str, ...] | None] = {}
-_CHECKS: dict[type, Check] = {}  # the hot path's own cache of field_types' checks
-
-
-def check_of(cls: type) -> Check:
-    """The check of ``cls``'s field types (events/field_types.py), built once."""
-    check = _CHECKS.get(cls)
-    if check is None:
-        check = _CHECKS[cls] = build_check(cls)
-    return check
 
 
 def _build(cls: type[Event], data: dict[str, Any]) -> Event:

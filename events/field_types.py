@@ -87,7 +87,7 @@ def _term(key: str, hint: Any, env: dict[str, Any]) -> str | None:
             env[plain[0].__name__] = plain[0]
             test = f"type({{v}}) is {plain[0].__name__}"
         else:
-            name = env["_n"] = f"_types{len(env)}"
+            name = f"_types{len(env)}"
             env[name] = frozenset(plain)
             test = f"type({{v}}) in {name}"
         if nullable:
@@ -110,7 +110,6 @@ def build_check(cls: type) -> Check:
     fields = [f.name for f in dataclasses.fields(cls)]
     env: dict[str, Any] = {}
     terms = [t for n in fields if (t := _term(n, hints[n], env)) is not None]
-    env.pop("_n", None)
     source = "lambda d: " + (" and ".join(terms) if terms else "True")
     namespace = {"__builtins__": {}, "type": type, **env}
     fast: Callable[[dict[str, Any]], bool] = eval(source, namespace)
@@ -134,17 +133,21 @@ def build_check(cls: type) -> Check:
     return check
 
 
-_CHECKS: dict[type, Check] = {}
+CHECKS: dict[type, Check] = {}
+
+
+def check_of(cls: type) -> Check:
+    """The check of ``cls``'s fields, built once (decode's hot path reads ``CHECKS`` itself)."""
+    check = CHECKS.get(cls)
+    if check is None:
+        check = CHECKS[cls] = build_check(cls)
+    return check
 
 
 def field_error(event: object) -> str | None:
     """None if every field of ``event`` has a value of its declared type, else what is wrong
     (naming the field)."""
-    cls = type(event)
-    check = _CHECKS.get(cls)
-    if check is None:
-        check = _CHECKS[cls] = build_check(cls)
     attrs = getattr(event, "__dict__", None)
     if attrs is None:  # pragma: no cover (no event class has slots today)
-        attrs = {f.name: getattr(event, f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return check(attrs)
+        attrs = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}  # type: ignore[arg-type]
+    return check_of(type(event))(attrs)

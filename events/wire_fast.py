@@ -17,7 +17,8 @@ from typing import Union
 
 import msgspec
 
-from .codec import Envelope, _actor, _plain_fields, check_of, decode
+from .codec import Envelope, _actor, _plain_fields, decode
+from .field_types import check_of
 from .types import EVENT_TYPES
 
 _Scalar = Union[str, int, float, bool, None]  # noqa: UP007 (msgspec reads the annotation)
