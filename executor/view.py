@@ -260,9 +260,9 @@ class HostView:
     ) -> None:
         # What the fold refuses (undecodable, a foreign subject, values it cannot take) is
         # skipped as the service skips it (events/state.py ``fold_message``).
-        refused = self.state.fold_message(seq, subject, env, err.message if err else "")
+        refused = self.state.fold_message(seq, subject, env, err.message if err else "undecodable")
         if refused is not None or env is None:
-            log.warning("skipping message %d on %s: %s", seq, subject, refused or "undecodable")
+            log.warning("skipping message %d on %s: %s", seq, subject, refused)
             return
         ev = env.event
         if isinstance(ev, HostEvent):

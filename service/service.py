@@ -367,7 +367,7 @@ class CommandService(Lanes, Requests):
         self._fold(seq, subject, env, data, err.message if err else "undecodable")
 
     def _fold(
-        self, seq: int, subject: str, env: Envelope | None, data: bytes, why: str = ""
+        self, seq: int, subject: str, env: Envelope | None, data: bytes, why: str = "undecodable"
     ) -> bool:
         """Fold one stored message in (once: the follower delivers again what this replica
         folded from its own publish acks, and is skipped then). One the fold does not take
@@ -379,7 +379,7 @@ class CommandService(Lanes, Requests):
             return True
         refused = self.state.fold_message(seq, subject, env, why)
         if refused is not None or env is None:
-            reason = refused or why or "undecodable"
+            reason = refused or why
             self.rejected.append(Rejected(seq, subject, reason))
             self.rejected_total += 1
             log.warning("message %d on %s recorded and skipped: %s", seq, subject, reason)
