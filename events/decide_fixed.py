@@ -249,7 +249,7 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
 def decide_fixed_deallocate(state: State, req: Request, pending: Pending) -> Decision:
     cmd = req.command
     assert isinstance(cmd, FixedIpDeallocate)
-    held = sorted(state.instance_ips.get(cmd.instance, set()))
+    held = sorted(state.instance_ips.get(cmd.instance, ()))
     if cmd.network_id is not None:
         held = [h for h in held if h[0] == cmd.network_id]
     if not held:

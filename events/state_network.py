@@ -19,7 +19,7 @@ from .state_offsets import OffsetPool, ip_int
 from .types import NetworkCreated
 
 
-@dataclass
+@dataclass(slots=True)
 class FixedIp:
     address: str
     instance: str
@@ -85,11 +85,16 @@ class NetworkState:
     def offset_in(self, address: str) -> int:
         """:meth:`offset` of an address that must be in the network (ValueError if not: a
         stored event naming one elsewhere is refused by the fold)."""
-        offset = self.offset(address)
-        assert self.ipnet is not None
-        if not 0 <= offset < self.ipnet.size:
+        offset = ip_int(address) - self.base
+        if not 0 <= offset < self.size:
             raise ValueError(f"{address} is not in network {self.network_id} ({self.ipnet})")
         return offset
+
+    @functools.cached_property
+    def size(self) -> int:
+        """How many IPv4 addresses the network has (netaddr computes ``size`` at each call)."""
+        assert self.ipnet is not None, "an IPv6-only network has no IPv4 offsets"
+        return int(self.ipnet.size)
 
     @functools.cached_property
     def base(self) -> int:

@@ -16,13 +16,14 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from netledger.events.codec import Envelope, decode
+from netledger.events.codec import Envelope
 from netledger.events.errors import (
     DecodeError,
     LogRegression,
     Unavailable,
 )
 from netledger.events.ids import ALL_EVENTS, REGISTRY_SUBJECT
+from netledger.events.wire_fast import decode_fast
 
 if TYPE_CHECKING:
     pass
@@ -186,7 +187,7 @@ class Follower:
         env: Envelope | None = None
         err: DecodeError | None = None
         try:
-            env = decode(data)
+            env = decode_fast(data)
         except DecodeError as exc:
             err = exc
         try:

@@ -24,7 +24,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from netledger.events import revert as _revert  # noqa: F401  (registers the revert commands)
-from netledger.events.codec import SYSTEM, Envelope, decode
+from netledger.events.codec import SYSTEM, Envelope
 from netledger.events.commands import (
     Request,
 )
@@ -46,6 +46,7 @@ from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, MAX_REAP, FixedIpRe
 from netledger.events.reclaim import Heartbeats
 from netledger.events.snapshot import SeenEvents
 from netledger.events.state import State
+from netledger.events.wire_fast import decode_fast
 from netledger.journal.append import (
     Appender,
     MaybeApplied,
@@ -350,7 +351,7 @@ class CommandService(Lanes, Requests):
     def _fold_raw(self, seq: int, subject: str, data: bytes) -> None:
         """One stored message as the catch-up reader delivers it (undecoded)."""
         try:
-            env: Envelope | None = decode(data)
+            env: Envelope | None = decode_fast(data)
             err: DecodeError | None = None
         except DecodeError as exc:
             env, err = None, exc

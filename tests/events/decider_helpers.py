@@ -39,7 +39,7 @@ def fingerprint(state: State) -> Any:
             n.project,
             n.deleted,
             n.seq,
-            sorted((a, vars(ip).copy().items().__repr__()) for a, ip in n.fixed.items()),
+            sorted((a, repr(ip)) for a, ip in n.fixed.items()),
             sorted(n.by_instance.items()),
             sorted(n.macs.items()),
             (n.pool.next_unused, list(n.pool.freed), n.pool.used),

@@ -429,9 +429,9 @@ def test_replaying_the_stored_stream_gives_the_recorded_state() -> None:
     assert sorted(n2.fixed) == ["10.9.1.2"]
     assert n2.fixed["10.9.1.2"].leased is False
     assert state.instance_ips == {
-        "i-old-1": {("1", "10.9.0.3")},
-        "i-new-1": {("1", "10.9.0.6")},
-        "i-flat": {("2", "10.9.1.2")},
+        "i-old-1": (("1", "10.9.0.3"),),
+        "i-new-1": (("1", "10.9.0.6"),),
+        "i-flat": (("2", "10.9.1.2"),),
     }
 
     pool = state.pools["public"]
