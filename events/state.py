@@ -93,7 +93,9 @@ class State:
     def _count_mac(self, ip: FixedIp, delta: int) -> None:
         if ip.host is None:
             return
-        macs = self.host_macs.setdefault(ip.host, {})
+        macs = self.host_macs.get(ip.host)
+        if macs is None:
+            macs = self.host_macs[ip.host] = {}
         mac = ip.mac.lower()
         left = macs.get(mac, 0) + delta
         if left > 0:

@@ -355,7 +355,7 @@ class CommandService(Lanes, Requests):
             err: DecodeError | None = None
         except DecodeError as exc:
             env, err = None, exc
-        self._take(seq, subject, env, err, data)
+        self._fold(seq, subject, env, data, err.message if err else "undecodable")
 
     def _on_event(
         self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg
@@ -376,7 +376,7 @@ class CommandService(Lanes, Requests):
         skipped — never fatal, and the same at every start; its subject's sequence moves past
         it all the same, as the next append there must expect it (``State.fold_message``).
         False when it is refused."""
-        if seq <= self.state.seq_of(subject):
+        if seq <= self.state.subject_seq.get(subject, 0):
             return True
         refused = self.state.fold_message(seq, subject, env, why)
         if refused is not None or env is None:
