@@ -32,7 +32,7 @@ def record_decodes(
     decoded: dict[int, list[int]] = {}
     again: dict[int, list[int]] = {}
     real_handle = stream_module.Follower._handle
-    real_decode = stream_module.decode
+    real_decode = stream_module.decode_fast
     current: list[tuple[int, int, bool]] = []
 
     def decode(raw: bytes) -> Envelope:
@@ -51,7 +51,7 @@ def record_decodes(
         finally:
             current.pop()
 
-    monkeypatch.setattr(stream_module, "decode", decode)
+    monkeypatch.setattr(stream_module, "decode_fast", decode)
     monkeypatch.setattr(stream_module.Follower, "_handle", handle)
     return decoded, again
 
