@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
+from netledger.events.wire_fast import decode_fast
 from netledger.journal.stream import Connection, last_seq
 from netledger.projector.project import MemoryStore, Outcome
 from netledger.projector.query import open_readonly
@@ -185,7 +185,7 @@ async def from_log(
     with progress_bar("audit: reading the log", end, show_progress) as advance:
         async for m in read_range(conn, 1, end):
             try:
-                env = decode(m.data)
+                env = decode_fast(m.data)
             except DecodeError:
                 continue  # the projector rejects it: it is in no index either
             out = store.feed(m.seq, m.subject, env, m.stream_time)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from netledger.events.codec import Envelope, decode
+from netledger.events.codec import Envelope
 from netledger.events.errors import DecodeError
 from netledger.events.snapshot import SnapshotInvalid, loads, state_to_wire
 from netledger.events.state import State
+from netledger.events.wire_fast import decode_fast
 from netledger.journal.snapshot_store import SnapshotStore
 from netledger.journal.stream import Connection
 
@@ -31,7 +32,7 @@ async def fold_to(
         return state
     async for m in read_range(conn, 1, seq):
         try:
-            env: Envelope | None = decode(m.data)
+            env: Envelope | None = decode_fast(m.data)
         except DecodeError:
             env = None
         state.fold_message(m.seq, m.subject, env)  # what it refuses, the service recorded
