@@ -224,7 +224,9 @@ def state_from_wire(w: dict[str, Any]) -> State:
         networks={n.network_id: n for n in networks},
         pools={p.name: p for p in pools},
         project_networks=dict(w["project_networks"]),
-        instance_ips={i: tuple(sorted((a, b) for a, b in v)) for i, v in w["instance_ips"].items()},
+        instance_ips={
+            i: tuple(sorted({(a, b) for a, b in v})) for i, v in w["instance_ips"].items() if v
+        },
         subject_seq=dict(w["subject_seq"]),
         last_seq=int(w["last_seq"]),
         next_network_number=int(w["next_network_number"]),

@@ -41,6 +41,8 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True):
 _decode_wire = msgspec.msgpack.Decoder(_Wire).decode
 _decode_actor = msgspec.msgpack.Decoder(dict[str, Union[str, None]]).decode  # noqa: UP007
 _Invalid = msgspec.DecodeError
+#: msgpack's one-byte header of a map of 7 entries (the envelope's fields)
+_SEVEN = b"\x87"
 _new = object.__new__
 _set = object.__setattr__
 _Spec = tuple[type[Event], int, tuple[str, ...], Callable[[dict[str, Any]], str | None]]
@@ -78,6 +80,10 @@ def _actor_of(raw: msgspec.Raw) -> Actor | None:
 
 def decode_fast(raw: bytes) -> Envelope:
     """:func:`~.codec.decode` (same result, same errors), faster for the usual message."""
+    if raw[:1] != _SEVEN:
+        # Not a map of exactly its seven fields (as encode writes it): a key given twice would
+        # leave an earlier actor unread here (kept raw), where decode reads and checks it.
+        return decode(raw)
     try:
         w = _decode_wire(raw)
     except _Invalid:

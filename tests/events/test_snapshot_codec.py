@@ -152,3 +152,20 @@ def test_unusable_snapshots_are_refused_with_a_reason(
     with pytest.raises(SnapshotInvalid) as e:
         loads(body, sha256=sha, stream=STREAM, created=CREATED, stream_last_seq=5)
     assert why in e.value.reason
+
+
+def test_an_instances_addresses_load_as_the_fold_keeps_them() -> None:
+    """The fold keeps an instance's (network, address) pairs as a sorted tuple without repeats
+    and drops an instance that holds none; a snapshot (older ones wrote sorted lists) loads
+    the same way, whatever order or repeats it holds."""
+    wire = state_to_wire(State())
+    wire["instance_ips"] = {
+        "vm-1": [["2", "10.0.1.2"], ["1", "10.0.0.2"], ["2", "10.0.1.2"]],
+        "vm-2": [["1", "10.0.0.3"]],
+        "vm-3": [],
+    }
+    state = state_from_wire(wire)
+    assert state.instance_ips == {
+        "vm-1": (("1", "10.0.0.2"), ("2", "10.0.1.2")),
+        "vm-2": (("1", "10.0.0.3"),),
+    }
