@@ -37,7 +37,7 @@ from .errors import ProjectionAhead, StreamMismatch
 from .project import apply_event
 from .project_tx import rejected_row
 from .rowcache import PREFIXED, RowCache, prefixed
-from .schema import open_db
+from .schema import open_connection
 from .tables import ALL_TABLES, EVENTS, REJECTED_EVENTS, Key, Row, Table
 
 #: A message as the reader sends it to the writer: the fields of :class:`Raw`, in a plain tuple.
@@ -373,8 +373,7 @@ class Writer:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.db = open_db(self.path)
-        self.conn = self.db.conn
+        self.conn = open_connection(self.path)
         # The B-trees a batch touches stay in memory between batches (SQLite's default: 2 MB).
         self.conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")
         self.last_seq, self.highest_seq = self._checkpoint()
@@ -424,7 +423,7 @@ class Writer:
                 stream_last_seq=stream_last_seq,
             )
         if row[0] is None:
-            with self.db.atomic():
+            with self.conn:
                 self.conn.execute(
                     "UPDATE projection_state SET stream = ?, stream_created = ? WHERE id = 1",
                     (stream, created),
