@@ -31,7 +31,7 @@ from .reclaim_events import (
 )
 from .state_floating import FloatingIp, PoolState, pool_offsets
 from .state_network import FixedIp, NetworkState, network_state, serving_hosts
-from .state_offsets import OffsetPool
+from .state_offsets import OffsetPool, overlap, parse_cidr
 from .types import (
     FixedIpAllocated,
     FixedIpDeallocated,
@@ -51,7 +51,7 @@ from .types import (
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 7
+FOLD_VERSION = 8
 
 
 @dataclass
@@ -193,7 +193,10 @@ class State:
     def _pool_created(self, ev: FloatingPoolCreated, seq: int) -> None:
         if ev.pool in self.pools:  # as a network's: never decided, and refused by the projector
             raise ValueError(f"pool {ev.pool} already exists")
-        ipnet = netaddr.IPNetwork(ev.cidr)
+        ipnet = parse_cidr(ev.cidr)
+        for other in self.pools.values():
+            if overlap(ipnet, other.ipnet):  # never decided (PoolOverlap); the projector alike
+                raise ValueError(f"pool {ev.pool} ({ev.cidr}) overlaps pool {other.name}")
         self.pools[ev.pool] = PoolState(created=ev, ipnet=ipnet, pool=pool_offsets(ipnet))
 
     def _net(self, network_id: str, seq: int) -> NetworkState | None:
@@ -203,6 +206,11 @@ class State:
         return n
 
     def _network_deleted(self, ev: NetworkDeleted, seq: int) -> None:
+        held = self.networks.get(ev.network_id)
+        if held is not None and held.fixed:
+            # Never decided (a network is deleted once empty); folded, the deciders would go
+            # on deciding for its addresses, which the projector refuses (a deleted network).
+            raise ValueError(f"network {ev.network_id} has {len(held.fixed)} address(es) in use")
         n = self._net(ev.network_id, seq)
         if n is not None:
             n.deleted = True
@@ -211,7 +219,7 @@ class State:
 
     def _network_associated(self, ev: NetworkAssociated, seq: int) -> None:
         n = self.networks.get(ev.network_id)  # the event is on the project's subject
-        if n is not None:
+        if n is not None and not n.deleted:  # (a deleted network: never decided)
             n.project = ev.project
             self.project_networks[ev.project] = ev.network_id
 
@@ -224,13 +232,19 @@ class State:
 
     def _fixed_allocated(self, ev: FixedIpAllocated, seq: int) -> None:
         n = self.networks.get(ev.network_id)
-        if n is None:
+        if n is None or n.deleted:  # (a deleted network: never decided)
             return
         # Its addresses are checked before anything changes: refused, it changes nothing.
+        # The address naming it is IPv4, or on an IPv6-only network in its served /64.
         offset = n.offset_in(ev.address) if n.ipnet is not None else None
+        if n.ipnet is None:
+            n.offset6_in(ev.address)
         offset6 = None
-        if ev.address_v6 is not None and n.ipnet6 is not None:
-            offset6 = n.offset6_in(ev.address_v6)
+        if ev.address_v6 is not None:
+            if n.ipnet6 is not None:
+                offset6 = n.offset6_in(ev.address_v6)
+            elif not n.in_cidr_v6(ev.address_v6):
+                raise ValueError(f"{ev.address_v6} is not in network {n.network_id}'s cidr_v6")
         n.seq = seq
         if offset is not None:
             n.pool.take(offset)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import netaddr
 
-from .state_offsets import OffsetPool, ip_int
+from .state_offsets import OffsetPool, ip_int_of
 from .types import FloatingPoolCreated
 
 
@@ -38,7 +38,7 @@ class PoolState:
         return self.created.pool
 
     def offset(self, address: str) -> int:
-        return ip_int(address) - int(self.ipnet.network)
+        return ip_int_of(address, self.ipnet.version) - int(self.ipnet.network)
 
     def offset_in(self, address: str) -> int:
         """:meth:`offset` of an address that must be in the pool's range (else ValueError)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import netaddr
 from netaddr.strategy import ipv4, ipv6
 
-from .state_offsets import OffsetPool, ip_int
+from .state_offsets import OffsetPool, ip_int_of, parse_cidr
 from .types import NetworkCreated
 
 
@@ -80,12 +80,12 @@ class NetworkState:
 
     def offset(self, address: str) -> int:
         """The offset of an IPv4 address in the network (IPv6: :meth:`offset6`)."""
-        return ip_int(address) - self.base
+        return ip_int_of(address, 4) - self.base
 
     def offset_in(self, address: str) -> int:
         """:meth:`offset` of an address that must be in the network (ValueError if not: a
         stored event naming one elsewhere is refused by the fold)."""
-        offset = ip_int(address) - self.base
+        offset = ip_int_of(address, 4) - self.base
         if not 0 <= offset < self.size:
             raise ValueError(f"{address} is not in network {self.network_id} ({self.ipnet})")
         return offset
@@ -117,12 +117,22 @@ class NetworkState:
         return int(self.ipnet6.network)
 
     def offset6(self, address: str) -> int:
-        return int(netaddr.IPAddress(address)) - self.base6
+        return ip_int_of(address, 6) - self.base6
+
+    def in_cidr_v6(self, address: str) -> bool:
+        """Whether an IPv6 address lies in ``cidr_v6`` (served or not)."""
+        if self.net.cidr_v6 is None:
+            return False
+        net6 = parse_cidr(self.net.cidr_v6)
+        try:
+            return bool(int(net6.network) <= ip_int_of(address, 6) <= net6.last)
+        except ValueError:
+            return False
 
     def offset6_in(self, address: str) -> int:
         """:meth:`offset6` of an address that must be in the served /64 (else ValueError)."""
-        offset = self.offset6(address)
         assert self.ipnet6 is not None
+        offset = ip_int_of(address, 6) - self.base6
         if not 0 <= offset < self.ipnet6.size:
             raise ValueError(f"{address} is not in network {self.network_id} ({self.ipnet6})")
         return offset
@@ -190,15 +200,22 @@ def reserved_offsets(
 
 def network_state(ev: NetworkCreated) -> NetworkState:
     """A network as created: its IPv4 pool (empty when IPv6-only), its served /64."""
+    if ev.cidr is None and not ev.v6_served:
+        raise ValueError("no cidr, and no IPv6 served (cidr_v6 and gateway_v6)")
+    if ev.cidr_v6 is not None and parse_cidr(ev.cidr_v6).version != 6:
+        raise ValueError(f"cidr_v6 {ev.cidr_v6} is not an IPv6 network")
     if ev.cidr is not None:
-        ipnet: netaddr.IPNetwork | None = netaddr.IPNetwork(ev.cidr)
+        net4 = parse_cidr(ev.cidr)
+        if net4.version != 4:
+            raise ValueError(f"cidr {ev.cidr} is not an IPv4 network")
+        ipnet: netaddr.IPNetwork | None = net4
         first, last, reserved = reserved_offsets(ev, ipnet)
         pool = OffsetPool(first, last, reserved)
     else:
         ipnet, pool = None, OffsetPool(1, 0, frozenset())
     ipnet6 = pool6 = None
     if ev.gateway_v6 is not None and ev.cidr_v6 is not None:
-        ipnet6 = netaddr.IPNetwork(ev.cidr_v6)
+        ipnet6 = parse_cidr(ev.cidr_v6)
         if ev.ipv6_mode == "dhcpv6":
             pool6 = v6_pool(ipnet6, ev.gateway_v6)
     return NetworkState(

@@ -37,7 +37,7 @@ from netledger.events.types import (
     PoolEvent,
 )
 
-from .project_tx import Rejected, Tx, field_names, in_cidr, is_cidr
+from .project_tx import Rejected, Tx, cidrs_overlap, field_names, in_cidr, is_cidr
 from .tables import FIXED_IPS, FLOATING_IPS, FLOATING_POOLS, NETWORKS, PROJECTS, Row
 
 # --- registry -------------------------------------------------------------------------------
@@ -71,6 +71,9 @@ def _pool_created(tx: Tx, ev: FloatingPoolCreated) -> None:
         raise Rejected(f"pool {ev.pool} already exists")
     if not is_cidr(ev.cidr):
         raise Rejected(f"pool {ev.pool}: bad cidr {ev.cidr!r}")
+    for other in tx.view.rows(FLOATING_POOLS.name):
+        if cidrs_overlap(ev.cidr, other["cidr"]):  # never decided (PoolOverlap); the fold alike
+            raise Rejected(f"pool {ev.pool} ({ev.cidr}) overlaps pool {other['pool']}")
     row = FLOATING_POOLS.blank(pool=ev.pool, cidr=ev.cidr, public_interface=ev.public_interface)
     tx.put(FLOATING_POOLS, tx.stamp(row, "created"))
     tx.index.update(pool=ev.pool)
@@ -102,6 +105,9 @@ def _live_network(tx: Tx, network_id: str) -> Row:
 
 def _network_deleted(tx: Tx, ev: NetworkDeleted) -> None:
     net = _live_network(tx, ev.network_id)
+    in_use = tx.view.select(FIXED_IPS.name, "network_id", ev.network_id)
+    if in_use:  # never decided (a network is deleted once empty); the fold refuses it alike
+        raise Rejected(f"network {ev.network_id} has {len(in_use)} address(es) in use")
     net["deleted"] = 1
     tx.stamp(net, "deleted")
     tx.put(NETWORKS, tx.stamp(net))

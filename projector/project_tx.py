@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import orjson
 
 from netledger.events.codec import Envelope
+from netledger.events.state_offsets import overlap, parse_cidr
 from netledger.events.types import Event
 
 from .tables import PROJECTS, REJECTED_EVENTS, Key, Row, Table
@@ -35,6 +36,10 @@ class View(Protocol):
     def get(self, table: str, key: Key) -> Row | None: ...
 
     def select(self, table: str, column: str, value: Any) -> list[Row]: ...
+
+    def rows(self, table: str) -> list[Row]:
+        """Every row of a small table (the floating pools)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +205,20 @@ def in_cidr(address: str, cidr: str) -> bool:
 
 
 def is_cidr(cidr: str) -> bool:
-    if type(cidr) is not str:  # ipaddress takes an int (and True) as an address
-        return False
+    """Whether the fold takes ``cidr`` as a network or pool (one parser for both readers)."""
     try:
-        _ip_network(cidr)
-    except (ValueError, TypeError):
+        parse_cidr(cidr)
+    except ValueError:
         return False
     return True
+
+
+def cidrs_overlap(a: str, b: str) -> bool:
+    """Whether two CIDRs the fold takes share an address (one that does not parse: no)."""
+    try:
+        return overlap(parse_cidr(a), parse_cidr(b))
+    except ValueError:
+        return False
 
 
 def bare(address: str) -> str:

@@ -202,6 +202,21 @@ class Batch:
                     found[key] = ov
         return list(found.values())
 
+    def rows(self, table: str) -> list[Row]:
+        """Every row of ``table`` as it stands (for small tables: a pool checked against all)."""
+        t = ALL_TABLES[table]
+        found: dict[Key, Row] = {}
+        for values in self.conn.execute(f"SELECT {', '.join(t.columns)} FROM {table}"):
+            row = dict(zip(t.columns, values, strict=True))
+            found[t.key_of(row)] = row
+        for b in self._oldest_first():
+            for key, ov in b.overlay.get(table, {}).items():
+                if ov is None:
+                    found.pop(key, None)
+                else:
+                    found[key] = ov
+        return list(found.values())
+
     def _with_prefix(self, t: Table, value: Any) -> list[Row]:
         """``select`` by the first key column: the cache's committed rows, then the changes of
         the batches above them, found through their keys by prefix (not by scanning them)."""

@@ -61,7 +61,7 @@ async def test_garbage_on_a_networks_subject_blocks_none_of_its_allocations(
     [
         ({"cidr": True}, "NetworkCreated: cidr is bool, not str | None"),
         ({"vni": "7777"}, "NetworkCreated: vni is str, not int | None"),
-        ({"cidr": "abc"}, "NetworkCreated cannot be folded: invalid IPNetwork abc"),
+        ({"cidr": "abc"}, "NetworkCreated cannot be folded: bad cidr 'abc'"),
         (
             {"gateway": "10.78.0.1"},
             "NetworkCreated cannot be folded: gateway 10.78.0.1 is not in 10.77.0.0/24",
