@@ -355,7 +355,8 @@ class State:
 
     def _floating_unmapped(self, ev: FloatingIpUnmapped, seq: int) -> None:
         n = self._net(ev.network_id, seq)
-        if n is not None and n.floating.get(ev.floating, ("",))[0] == ev.fixed:
+        held = None if n is None else n.floating.get(ev.floating)
+        if n is not None and held is not None and held[0] == ev.fixed:
             del n.floating[ev.floating]
 
     def _host_joined(self, ev: NetworkHostJoined, seq: int) -> None:

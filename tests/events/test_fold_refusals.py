@@ -175,3 +175,19 @@ def test_every_event_type_has_a_checked_type_for_every_field() -> None:
 
     for cls in EVENT_TYPES.values():
         build_check(cls)
+
+
+def test_unmapping_a_floating_ip_that_is_not_mapped_is_a_no_op() -> None:
+    """Found by the property test above (Dec 5): an unmap naming no fixed address of a floating
+    IP the network does not map matched the lookup's default, raised KeyError after the network
+    was stamped — refused, yet changed."""
+    from netledger.events.placement_events import FloatingIpUnmapped
+
+    state = _world()
+    before = dict(state.networks["1"].floating)
+    ev = FloatingIpUnmapped(network_id="1", floating="203.0.113.9", fixed="", pool="public")
+    refused = state.fold_message(
+        state.last_seq + 1, ev.subject(), Envelope(ev, "e", "c", 1.0, SYSTEM)
+    )
+    assert refused is None  # folded (the network's sequence moves), nothing unmapped
+    assert state.networks["1"].floating == before
