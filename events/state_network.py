@@ -202,7 +202,8 @@ def network_state(ev: NetworkCreated) -> NetworkState:
     """A network as created: its IPv4 pool (empty when IPv6-only), its served /64."""
     if ev.cidr is None and not ev.v6_served:
         raise ValueError("no cidr, and no IPv6 served (cidr_v6 and gateway_v6)")
-    if ev.cidr_v6 is not None and parse_cidr(ev.cidr_v6).version != 6:
+    net6 = None if ev.cidr_v6 is None else parse_cidr(ev.cidr_v6)
+    if net6 is not None and net6.version != 6:
         raise ValueError(f"cidr_v6 {ev.cidr_v6} is not an IPv6 network")
     if ev.cidr is not None:
         net4 = parse_cidr(ev.cidr)
@@ -215,7 +216,7 @@ def network_state(ev: NetworkCreated) -> NetworkState:
         ipnet, pool = None, OffsetPool(1, 0, frozenset())
     ipnet6 = pool6 = None
     if ev.gateway_v6 is not None and ev.cidr_v6 is not None:
-        ipnet6 = parse_cidr(ev.cidr_v6)
+        ipnet6 = net6
         if ev.ipv6_mode == "dhcpv6":
             pool6 = v6_pool(ipnet6, ev.gateway_v6)
     return NetworkState(
