@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import statistics
 import sys
@@ -174,13 +175,17 @@ async def floor_responder(url: str, *args: str) -> AsyncIterator[None]:
         await proc.wait()
 
 
-async def floor_rate(url: str, clients: int, lanes: int, n: int, follow: bool = True) -> float:
+async def floor_rate(
+    url: str, clients: int, lanes: int, n: int, follow: bool = True, direct: bool = False
+) -> float:
     """``n`` requests to the floor responder by ``clients`` concurrent clients, client k on
     lane k mod ``lanes``, each built and read as :meth:`Client.request` does (a msgpack map
-    with a command id and the actor; the reply unpacked)."""
-    from floor_responder import SUBJECT, SUBJECT_NO_FOLLOW
+    with a command id and the actor; the reply unpacked). ``direct``: to the responder whose
+    append is acked straight to the client (its answer is JetStream's ack, checked for a
+    sequence)."""
+    from floor_responder import SUBJECT, SUBJECT_DIRECT, SUBJECT_NO_FOLLOW
 
-    served = SUBJECT if follow else SUBJECT_NO_FOLLOW
+    served = SUBJECT_DIRECT if direct else SUBJECT if follow else SUBJECT_NO_FOLLOW
 
     conns = [await natsclient.connect(servers=[url]) for _ in range(clients)]
     for nc in conns:
@@ -199,7 +204,10 @@ async def floor_rate(url: str, clients: int, lanes: int, n: int, follow: bool = 
                 }
             )
             reply, _ = await nc.request_raw(f"{served}.{lane}", data, 5.0)
-            assert msgpack.unpackb(reply)["ok"]
+            if direct:
+                assert json.loads(reply).get("seq"), reply
+            else:
+                assert msgpack.unpackb(reply)["ok"]
 
     t = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(clients)))
@@ -274,7 +282,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             raw_name: str,
             what: str,
             ceiling: bool = False,
-            floor: Callable[[bool], Awaitable[float]] | None = None,
+            floor: Callable[..., Awaitable[float]] | None = None,
         ) -> None:
             # The command service's CPU per allocation (what limits the rates without waits:
             # issue 15), the median over the rounds, in the figure's note; with ``ceiling``
@@ -310,7 +318,17 @@ async def run(size: float, rss: Rss) -> list[Row]:
             # The floor under any service: the same requests answered by a process that only
             # appends (bench/floor_responder.py), interleaved with ours.
             what_floor = f"{what}: a responder deciding nothing (the floor)"
-            async with floor_responder(url), floor_responder(url, "--no-follow"):
+            floor_ = floor
+
+            async def floor_direct() -> float:
+                return await floor_(True, direct=True)
+
+            what_direct = f"{what}: a responder deciding nothing, the ack straight to the client"
+            async with (
+                floor_responder(url),
+                floor_responder(url, "--no-follow"),
+                floor_responder(url, "--direct"),
+            ):
                 pair_floor = await attempt(
                     rows, NAME, what_floor, lambda: alternate(lambda: floor(True), ours, rounds)
                 )
@@ -319,6 +337,12 @@ async def run(size: float, rss: Rss) -> list[Row]:
                     NAME,
                     what_floor,
                     lambda: alternate(lambda: floor(True), lambda: floor(False), rounds),
+                )
+                direct = await attempt(
+                    rows,
+                    NAME,
+                    what_direct,
+                    lambda: alternate(lambda: floor(True), lambda: floor_direct(), rounds),
                 )
             if pair_floor is not None:
                 f, a = pair_floor
@@ -356,6 +380,19 @@ async def run(size: float, rss: Rss) -> list[Row]:
                         f"interleaved with the floor above ({no_follow[0]:,.0f} req/s then)",
                     )
                 )
+            if direct is not None:
+                rows.append(
+                    Row(
+                        NAME,
+                        what_direct,
+                        direct[1],
+                        "req/s",
+                        direct[1] / got[0],
+                        label,
+                        "a protocol netledger does not have: 4 messages a command, not 6"
+                        f" (interleaved with the floor above, {direct[0]:,.0f} req/s then)",
+                    )
+                )
 
         await pair(
             "raw publish-ack OCC",
@@ -364,7 +401,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             lambda: alloc_rate(url, 1, [one["id"]], n),
             "raw publish-ack, OCC header (sequential)",
             "1 client, sequential",
-            floor=lambda follow: floor_rate(url, 1, 1, n, follow),
+            floor=lambda follow, direct=False: floor_rate(url, 1, 1, n, follow, direct),
         )
         await pair(
             "raw publish_async",
@@ -398,7 +435,9 @@ async def run(size: float, rss: Rss) -> list[Row]:
             "raw publish_async (concurrent)",
             f"{CLIENTS} clients, {CLIENTS} networks",
             ceiling=True,
-            floor=lambda follow: floor_rate(url, CLIENTS, CLIENTS, n * 2, follow),
+            floor=lambda follow, direct=False: floor_rate(
+                url, CLIENTS, CLIENTS, n * 2, follow, direct
+            ),
         )
         rss.note("command service", st.service_rss(), NAME)
     return rows
