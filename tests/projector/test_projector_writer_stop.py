@@ -75,10 +75,13 @@ def _queued_plan_bytes(committing: int) -> int:
 async def _freeze_with_a_plan_queued(committing: int) -> None:
     """SIGSTOP the committing process at a moment the projecting one has handed it a plan it
     has not read (retried until that happens: the projecting one hands a plan over only once
-    the previous one is acknowledged)."""
-    for _ in range(200):
+    the previous one is acknowledged). A plan is handed over within milliseconds of the
+    acknowledgement, so a stop that finds none queued within 0.2 s caught the process inside a
+    commit (no acknowledgement will come): it is let go and tried again (1 s a try made this the
+    suite's slowest test, ~30 tries)."""
+    for _ in range(400):
         os.kill(committing, signal.SIGSTOP)
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 0.2
         while time.monotonic() < deadline:
             if _queued_plan_bytes(committing) > 0:
                 return
