@@ -138,8 +138,12 @@ async def connect(
 
     refused: set[str] = set()
     waiting: dict[str, set[asyncio.Task[Any]]] = {}
+    #: why the first connect has not succeeded yet (nats-py retries it and says only "timeout")
+    first_failure: list[BaseException] = []
 
     async def _err(e: Exception) -> None:
+        if not first_failure or not isinstance(e, asyncio.TimeoutError):
+            first_failure[:] = [e]
         m = _REFUSED.search(str(e))
         if m:
             log.warning("NATS refused: %s", e)
@@ -190,8 +194,9 @@ async def connect(
         )
     except Exception as exc:
         raise Unavailable(
-            f"cannot connect to NATS at {url}: {str(exc) or exc.__class__.__name__}"
+            _connect_failure(url, exc, first_failure, connect_timeout * 2 + 1)
         ) from None
+    first_failure.clear()
     return Connection(
         nc=nc,
         js=nc.jetstream(timeout=10.0),
@@ -200,6 +205,23 @@ async def connect(
         refused=refused,
         waiting=waiting,
     )
+
+
+def _connect_failure(
+    url: str | Iterable[str], exc: BaseException, seen: list[BaseException], waited: float
+) -> str:
+    """Why the first connect failed, in words: nats-py retries a refused connection until our
+    bound and then raises a bare timeout, so the cause is the last error it reported."""
+    where = url if isinstance(url, str) else ",".join(url)
+    cause = seen[-1] if seen and isinstance(exc, asyncio.TimeoutError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return (
+            f"cannot connect to NATS at {where}: connection refused (tried for {waited:g} s)"
+            " - is a nats-server (or `netledger serve`) running there?"
+        )
+    if isinstance(cause, asyncio.TimeoutError):
+        return f"cannot connect to NATS at {where}: no answer in {waited:g} s"
+    return f"cannot connect to NATS at {where}: {str(cause) or cause.__class__.__name__}"
 
 
 async def ensure_stream(conn: Connection, replicas: int = 1) -> None:

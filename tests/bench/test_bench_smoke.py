@@ -51,9 +51,10 @@ async def test_benchmark_runs_at_tiny_size(name: str) -> None:
         assert rss.peaks.get("projector", 0) > 0
     if name == "kernel":
         assert rss.peaks.get("executor", 0) > 0
-    if name == "alloc":  # the floor under the service, with and without reading back
+    if name == "alloc":  # the floor under the service: reading back, not, acked to the client
         floors = [r for r in rows if "a responder deciding nothing" in r.metric]
-        assert len(floors) == 4, floors
+        assert len(floors) == 6, floors
+        assert sum("straight to the client" in r.metric for r in floors) == 2, floors
     assert all(r.bench == mod.NAME for r in rows)
 
 

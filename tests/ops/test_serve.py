@@ -135,3 +135,5 @@ def test_cli_without_server_is_a_clear_error(tmp_path: Path) -> None:
     r = _cli(free_port(), "network", "list")
     assert r.returncode == 1
     assert "error [unavailable]" in r.stderr
+    # the cause, not nats-py's bare timeout after its retries
+    assert "connection refused" in r.stderr and "TimeoutError" not in r.stderr, r.stderr
