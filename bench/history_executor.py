@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
+from pathlib import Path
 
 from benchlib import NETLEDGER, Row, Rss, Stack, run_measured_async, vmhwm_mb
 from history_pub import BatchWriter
@@ -126,6 +128,35 @@ async def serve_more_networks(conn: Connection, h: History, host: str, total: in
     return cloud.history(0.0, len(out))
 
 
+async def _settled(st: Stack, p: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Until the executor ``p`` (1 s heartbeats) has written to the liveness bucket and the
+    log has stayed still for 1.5 s (at most 30 s: then measured as it is)."""
+    assert st.conn is not None
+    start = time.monotonic()
+    live0 = None
+    seq, still_since = await last_seq(st.conn), time.monotonic()
+    while time.monotonic() - start < 30:
+        if p.poll() is not None:
+            text = await asyncio.to_thread(log_path.read_text, errors="replace")
+            raise RuntimeError(f"executor exited: {text[-2000:]}")
+        await asyncio.sleep(0.25)
+        try:
+            live = (await st.conn.js.stream_info("KV_NETLEDGER_LIVE")).state.last_seq
+        except Exception:  # the bucket is made by the first executor's first heartbeat
+            live = None
+        live0 = live if live0 is None else live0
+        now = await last_seq(st.conn)
+        if now != seq:
+            seq, still_since = now, time.monotonic()
+        elif (
+            live is not None
+            and live0 is not None
+            and live > live0
+            and (time.monotonic() - still_since >= 1.5)
+        ):
+            return
+
+
 async def idle_host_appends(st: Stack, h: History, rss: Rss, ns: str, seconds: float) -> list[Row]:
     """A real executor of ``h.focus_host`` running in its namespace (its kernel already
     converged by executor_share), heartbeats shortened to 1 s: what it appends to the log over
@@ -139,9 +170,9 @@ async def idle_host_appends(st: Stack, h: History, rss: Rss, ns: str, seconds: f
         log_path,
     )
     try:
-        await asyncio.sleep(5.0)  # started, first pass, first sighting report (a change)
-        if p.poll() is not None:
-            raise RuntimeError(f"executor exited: {log_path.read_text(errors='replace')[-2000:]}")
+        # Started, first pass, first sighting report (a change): settled once it has written
+        # liveness and the log has not moved for 1.5 heartbeat periods (was a fixed 5 s).
+        await _settled(st, p, log_path)
         before = await last_seq(st.conn)
         live_before = (await st.conn.js.stream_info("KV_NETLEDGER_LIVE")).state.last_seq
         await asyncio.sleep(seconds)
