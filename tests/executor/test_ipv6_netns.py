@@ -26,7 +26,7 @@ from netledger.journal.stream import Connection
 from netledger.service.client import Client
 
 from .dhcp_helpers import DhcpLab, wait_for_event
-from .test_executor_lab import links, ns_exec, sh
+from .test_executor_lab import links, ns_exec, ping, sh
 
 pytestmark = pytest.mark.netns
 
@@ -74,9 +74,7 @@ def all_addresses6(ns: str, dev: str) -> list[str]:
 
 
 def ping6(ns: str, address: str) -> bool:
-    # Several probes: the first may be spent on neighbour discovery and VXLAN flooding.
-    p = ns_exec(ns, "busybox", "ping", "-6", "-c", "3", "-W", "1", address, check=False)
-    return p.returncode == 0
+    return ping(ns, address, "-6")
 
 
 def sysctl(ns: str, key: str) -> str:
