@@ -225,10 +225,11 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
         address = cmd.address
     else:
         address = ""
+        skip = pending.addresses_int.get(n.network_id)
+        base = n.base
         for off in n.pool.iter_free():
-            candidate = n.address(off)
-            if candidate not in taken:
-                address = candidate
+            if not skip or base + off not in skip:
+                address = n.address(off)
                 break
         if not address:
             raise AddressExhausted(

@@ -304,3 +304,46 @@ def test_batches_never_collide_property(
         taken.add(d.result["address"])
         led.fold(req, d.events)
     assert not taken & reserved_of(net)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    before=st.integers(0, 10),
+    plan=st.lists(st.one_of(st.none(), st.integers(0, 29)), min_size=1, max_size=40),
+)
+def test_a_batch_decided_on_pending_alone_skips_what_it_took(
+    before: int, plan: list[int | None]
+) -> None:
+    """A lane's batch: every decision sees the earlier ones only through ``Pending`` (folded
+    after the batch). Explicit addresses (an index into the usable range) and free picks mixed:
+    no address twice, a free pick is the lowest address neither stored nor taken in the batch,
+    an explicit one already taken is refused."""
+    led = Ledger()
+    net = led.networks(cidr="10.0.0.0/27", mode="flat")[0]
+    usable = usable_of(net)
+    for k in range(before):
+        led.allocate(f"old{k}", network_id="1")
+    taken = set(led.state.networks["1"].fixed)
+    pending = Pending()
+    decided: list[tuple[Request, Decision]] = []
+    for k, pick in enumerate(plan):
+        wanted = None if pick is None else usable[pick % len(usable)]
+        req = led.request("fixed_ip.allocate", instance=f"new{k}", network_id="1", address=wanted)
+        free = [a for a in usable if a not in taken]
+        if wanted is not None and wanted in taken:
+            with pytest.raises(E.AddressExhausted):
+                decide(led.state, req, pending)
+            continue
+        if not free:
+            with pytest.raises(E.AddressExhausted):
+                decide(led.state, req, pending)
+            continue
+        d = decide(led.state, req, pending)
+        pending.note(d.events)
+        assert d.result["address"] == (wanted if wanted is not None else free[0])
+        taken.add(d.result["address"])
+        decided.append((req, d))
+    for req, d in decided:
+        led.fold(req, d.events)
+    addrs = [d.result["address"] for _, d in decided]
+    assert len(addrs) == len(set(addrs))
