@@ -318,11 +318,6 @@ async def run(size: float, rss: Rss) -> list[Row]:
             # The floor under any service: the same requests answered by a process that only
             # appends (bench/floor_responder.py), interleaved with ours.
             what_floor = f"{what}: a responder deciding nothing (the floor)"
-            floor_ = floor
-
-            async def floor_direct() -> float:
-                return await floor_(True, direct=True)
-
             what_direct = f"{what}: a responder deciding nothing, the ack straight to the client"
             async with (
                 floor_responder(url),
@@ -342,7 +337,9 @@ async def run(size: float, rss: Rss) -> list[Row]:
                     rows,
                     NAME,
                     what_direct,
-                    lambda: alternate(lambda: floor(True), lambda: floor_direct(), rounds),
+                    lambda: alternate(
+                        lambda: floor(True), lambda: floor(True, direct=True), rounds
+                    ),
                 )
             if pair_floor is not None:
                 f, a = pair_floor

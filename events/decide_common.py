@@ -28,10 +28,9 @@ class Decision:
 class Pending:
     """What earlier decisions of the same batch took (not yet in state)."""
 
-    addresses: dict[str, set[str]] = field(default_factory=dict)
-    #: the IPv4 ones of ``addresses`` as integers: the allocation's walk over a network's free
-    #: offsets skips them by an integer lookup (as text, a batch of k paid ~k²/2 conversions)
-    addresses_int: dict[str, set[int]] = field(default_factory=dict)
+    #: IPv4 addresses taken, as integers: the allocation's walk over a network's free offsets
+    #: skips them by an integer lookup (as text, a batch of k paid ~k²/2 conversions)
+    addresses: dict[str, set[int]] = field(default_factory=dict)
     addresses6: dict[str, set[str]] = field(default_factory=dict)
     macs: dict[str, set[str]] = field(default_factory=dict)
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -40,10 +39,9 @@ class Pending:
     def note(self, events: list[Event]) -> None:
         for ev in events:
             if isinstance(ev, FixedIpAllocated):
-                self.addresses.setdefault(ev.network_id, set()).add(ev.address)
-                if ":" not in ev.address:  # an IPv6-only network's allocation is named by its v6
-                    ints = self.addresses_int.setdefault(ev.network_id, set())
-                    ints.add(ip_int_of(ev.address, 4))
+                if ":" not in ev.address:  # an IPv6-only network's is named by its v6 address
+                    taken = self.addresses.setdefault(ev.network_id, set())
+                    taken.add(ip_int_of(ev.address, 4))
                 if ev.address_v6 is not None:
                     self.addresses6.setdefault(ev.network_id, set()).add(ev.address_v6)
                 self.macs.setdefault(ev.network_id, set()).add(ev.mac)

@@ -220,15 +220,15 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
             raise InvalidAddress(
                 f"{cmd.address} is not in network {n.network_id}", address=cmd.address
             )
-        if not n.pool.is_free(n.offset(cmd.address)) or cmd.address in taken:
+        off = n.offset(cmd.address)
+        if not n.pool.is_free(off) or n.base + off in taken:
             raise AddressExhausted(f"{cmd.address} is reserved or in use", address=cmd.address)
         address = cmd.address
     else:
         address = ""
-        skip = pending.addresses_int.get(n.network_id)
         base = n.base
         for off in n.pool.iter_free():
-            if not skip or base + off not in skip:
+            if not taken or base + off not in taken:
                 address = n.address(off)
                 break
         if not address:

@@ -138,11 +138,12 @@ async def connect(
 
     refused: set[str] = set()
     waiting: dict[str, set[asyncio.Task[Any]]] = {}
-    #: why the first connect has not succeeded yet (nats-py retries it and says only "timeout")
-    first_failure: list[BaseException] = []
+    #: why the first connect has not succeeded yet (nats-py retries it and says only "timeout");
+    #: None once connected (later errors are not kept)
+    first_failure: list[BaseException] | None = []
 
     async def _err(e: Exception) -> None:
-        if not first_failure or not isinstance(e, asyncio.TimeoutError):
+        if first_failure is not None and not (first_failure and isinstance(e, TimeoutError)):
             first_failure[:] = [e]
         m = _REFUSED.search(str(e))
         if m:
@@ -194,9 +195,9 @@ async def connect(
         )
     except Exception as exc:
         raise Unavailable(
-            _connect_failure(url, exc, first_failure, connect_timeout * 2 + 1)
+            _connect_failure(url, exc, first_failure or [], connect_timeout * 2 + 1)
         ) from None
-    first_failure.clear()
+    first_failure = None
     return Connection(
         nc=nc,
         js=nc.jetstream(timeout=10.0),
@@ -213,13 +214,13 @@ def _connect_failure(
     """Why the first connect failed, in words: nats-py retries a refused connection until our
     bound and then raises a bare timeout, so the cause is the last error it reported."""
     where = url if isinstance(url, str) else ",".join(url)
-    cause = seen[-1] if seen and isinstance(exc, asyncio.TimeoutError) else exc
+    cause = seen[-1] if seen and isinstance(exc, TimeoutError) else exc
     if isinstance(cause, ConnectionRefusedError):
         return (
             f"cannot connect to NATS at {where}: connection refused (tried for {waited:g} s)"
             " - is a nats-server (or `netledger serve`) running there?"
         )
-    if isinstance(cause, asyncio.TimeoutError):
+    if isinstance(cause, TimeoutError):
         return f"cannot connect to NATS at {where}: no answer in {waited:g} s"
     return f"cannot connect to NATS at {where}: {str(cause) or cause.__class__.__name__}"
 
