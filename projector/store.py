@@ -17,7 +17,7 @@ statements: one ``sqlite3_step`` for hundreds of rows, which is cheaper than ``e
 holds the GIL only while binding, not while SQLite works (NULLs are bound as NaN, which SQLite
 stores as NULL: Python's sqlite3 binds ``None`` 10x slower than a float). A row that exists is
 written as an ``UPDATE`` of the columns that changed against the cached committed row (only the
-indexes on those columns change). A writer far behind defers the events indexes (:mod:`.bulk`).
+indexes on those columns change). A writer far behind defers the secondary indexes (:mod:`.bulk`).
 """
 
 from __future__ import annotations
@@ -394,11 +394,11 @@ class Writer:
         self.last_seq, self.highest_seq = self._checkpoint()
         self.cache = RowCache()
         nulls_as_nan(self.conn)
-        #: While the events indexes are off (:mod:`.bulk`): the seq after which they are built.
+        #: While the secondary indexes are off (:mod:`.bulk`): the seq after which they are built.
         self.bulk_until: int | None = None
 
     def prepare(self, stream_last_seq: int, bulk_min: int | None = None) -> None:
-        """Before projecting towards ``stream_last_seq``: defer the events indexes if that is a
+        """Before projecting towards ``stream_last_seq``: defer the secondary indexes if that is a
         long way (:func:`.bulk.worth_it`), else make sure they are all there (a writer that
         deferred them may have died before building them)."""
         minimum = bulk.BULK_MIN if bulk_min is None else bulk_min
@@ -409,7 +409,7 @@ class Writer:
             self.end_bulk()
 
     def end_bulk(self) -> None:
-        """Build the events indexes that are missing."""
+        """Build the deferred indexes that are missing."""
         bulk.build(self.conn)
         self.bulk_until = None
 
@@ -487,7 +487,7 @@ class Writer:
         return self.commit(self.project(raws))
 
     def close(self) -> None:
-        """Build the events indexes if they were deferred, and close the database."""
+        """Build the deferred indexes if they were deferred, and close the database."""
         try:
             if self.bulk_until is not None:
                 self.end_bulk()

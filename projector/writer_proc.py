@@ -155,7 +155,7 @@ class _Committer:
         self.closed = False
         #: ``ready``: (last_seq, highest_seq) of the database as opened
         self.opened: tuple[int, int] | None = None
-        #: the sequence up to which the events indexes are deferred (None: they are not)
+        #: the sequence up to which the secondary indexes are deferred (None: they are not)
         self.bulk_until: int | None = None
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
