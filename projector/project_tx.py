@@ -263,22 +263,27 @@ _FAST_ENCODE = _fast_encoder()
 # alike. Anything else (other types, ints beyond 64 bits, a map key that is not a str) takes
 # the stdlib encoder as before.
 _SCALARS = frozenset({str, int, bool, type(None)})
+_STR = frozenset({str})
 _orjson_dumps = orjson.dumps
 _SORTED = orjson.OPT_SORT_KEYS
 
 
 def _same_in_orjson(value: Any) -> bool:
     """Whether orjson encodes ``value`` as the stdlib encoder does (text beyond ASCII aside:
-    :func:`to_json` looks for it in orjson's output)."""
+    :func:`to_json` looks for it in orjson's output). A list or map of scalars only (a host's
+    MACs, a NAT table) is checked by one set test over its types, not a call per item."""
     t = type(value)
     if t in _SCALARS:
         return True
     if t is float:
         return bool(value == 0.0 or 1e-4 <= abs(value) < 1e16)
     if t is list:
-        return all(map(_same_in_orjson, value))
+        return _SCALARS.issuperset(map(type, value)) or all(map(_same_in_orjson, value))
     if t is dict:
-        return all(type(k) is str for k in value) and all(map(_same_in_orjson, value.values()))
+        return _STR.issuperset(map(type, value)) and (
+            _SCALARS.issuperset(map(type, value.values()))
+            or all(map(_same_in_orjson, value.values()))
+        )
     return False
 
 
