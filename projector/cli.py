@@ -65,11 +65,10 @@ def projector_run(
 
     Each batch commits together with the last applied stream sequence, so a crash anywhere
     loses nothing and applies nothing twice. Without --once it keeps following, reconnects on
-    its own, and stops cleanly on SIGINT/SIGTERM.
+    its own, and stops cleanly on SIGINT/SIGTERM. With --once a progress bar is shown while
+    it catches up when stderr is a terminal (a new file on a long log takes minutes).
     """
     from netledger.journal.stream import connect
-
-    from .runner import project_until
 
     path = db or default_db()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,14 +77,37 @@ def projector_run(
         conn = await connect(settings.url, name="netledger-projector", **settings.connect_kwargs())
         try:
             if once:
-                last = await project_until(conn, path, batch_size=batch_size, owns_connection=True)
-                return {"db": str(path), "last_seq": last}
+                return await catch_up_once(conn, path, batch_size)
             return await _follow(conn, path, batch_size, metrics_port)
         finally:
             await conn.close()
 
     result = run(settings, go)
     emit(result, settings.as_json, f"projection {result['db']} at seq {result['last_seq']}")
+
+
+async def catch_up_once(
+    conn: Any, path: Path, batch_size: int, show_progress: bool | None = None
+) -> dict[str, Any]:
+    """``projector run --once``: up to the stream's last sequence as it is now; a progress bar
+    of the stream sequence reached (``show_progress`` None: when stderr is a terminal)."""
+    from netledger.common.progress import progress_bar
+    from netledger.journal.stream import last_seq
+
+    from .runner import project_until
+
+    end = await last_seq(conn)
+    with progress_bar(f"projector → {path.name}", end, show_progress) as advance:
+        last = await project_until(
+            conn,
+            path,
+            to_seq=end,
+            batch_size=batch_size,
+            owns_connection=True,
+            progress=lambda seq, _to, _events, _rejected: advance(seq),
+        )
+        advance(last)
+    return {"db": str(path), "last_seq": last}
 
 
 async def _follow(

@@ -31,13 +31,13 @@ from typing import IO, Any
 import msgpack
 from nats.js.errors import APIError
 
+from netledger.common.progress import progress_bar
 from netledger.events.codec import Actor, Envelope, decode, encode
 from netledger.events.errors import DecodeError
 from netledger.events.types import EVENT_TYPES
 from netledger.journal.stream import MSG_ID, Connection, last_seq
 
 from .errors import BadExport, ImportInterrupted, StreamNotEmpty
-from .progress import progress_bar
 from .reader import Stored, read_range
 from .times import iso
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from netledger.common.progress import progress_bar
 from netledger.events.errors import DecodeError
 from netledger.events.wire_fast import decode_fast
 from netledger.journal.stream import Connection, last_seq
@@ -25,7 +26,6 @@ from netledger.projector.project import MemoryStore, Outcome
 from netledger.projector.query import open_readonly
 from netledger.projector.tables import EVENTS
 
-from .progress import progress_bar
 from .reader import read_range
 from .times import iso
 

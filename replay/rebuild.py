@@ -13,12 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from netledger.common.progress import progress_bar
 from netledger.journal.stream import Connection, last_seq
 from netledger.projector import query
 from netledger.projector.runner import project_until
 
 from .errors import OutputExists, SeqBeyondStream
-from .progress import progress_bar
 from .times import iso
 
 _SIDECARS = ("-wal", "-shm", "-journal")

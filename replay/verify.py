@@ -13,12 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from netledger.common.progress import progress_bar
 from netledger.events.errors import LogRegression
 from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until
 
 from .checksum import TABLES, checksums, first_differences, overall, snapshot
-from .progress import progress_bar
 
 REJECTED_SHOWN = 5
 

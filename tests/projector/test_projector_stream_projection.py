@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 
 from netledger.events.codec import Envelope, encode
 from netledger.events.host_events import HostAnnounced, HostLinkCreated, HostNatApplied
@@ -337,3 +338,31 @@ async def _stored_time(conn: Connection, seq: int) -> float:
     msg = await conn.js.get_msg(conn.stream, seq)
     assert msg.time is not None
     return msg.time.timestamp()
+
+
+async def test_run_once_shows_its_progress_and_says_where_it_ended(
+    conn: Connection, nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``projector run --once``: a bar of the sequence reached while it catches up (when a
+    person watches: stderr a terminal), and the last sequence in its result."""
+    from netledger.projector.cli import catch_up_once
+    from tests.projector.test_projector_unit import alloc, net
+
+    await publish_event(conn, net("1"))
+    for i in range(3, 13):
+        await publish_event(conn, alloc(f"10.0.0.{i}", f"i{i}"), i)
+    end = await last_seq(conn)
+    path = tmp_path / "p.db"
+    for show in (True, False):
+        own = await connect(nats_url, name="own")  # --once owns its connection
+        try:
+            out = await catch_up_once(own, path, batch_size=4, show_progress=show)
+        finally:
+            await own.close()
+        assert out == {"db": str(path), "last_seq": end}
+        err = capsys.readouterr().err
+        if show:
+            assert "projector → p.db" in err and f"{end}/{end}" in err
+        else:
+            assert err == ""
+    assert dump(path)["fixed_ips"] and len(dump(path)["events"]) == end
