@@ -19,7 +19,7 @@ import click
 
 from netledger.common.output import Output, fail
 from netledger.events.codec import Actor
-from netledger.events.errors import NetledgerError
+from netledger.events.errors import LogNotFound, NetledgerError
 
 
 def default_data_dir() -> Path:
@@ -81,3 +81,26 @@ def run(settings: Settings, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         return asyncio.run(fn())
     except NetledgerError as err:
         fail(err, settings.as_json)
+    except Exception as exc:
+        missing = log_not_found(exc, settings.url)
+        if missing is None:
+            raise
+        fail(missing, settings.as_json)
+
+
+#: JetStream's error code for "stream not found"
+ERR_STREAM_NOT_FOUND = 10059
+
+
+def log_not_found(exc: BaseException, url: str) -> LogNotFound | None:
+    """A command's failure because the server has no netledger stream (every reader of the log
+    asks for it first), as the error users get instead of nats-py's traceback."""
+    from nats.js.errors import NotFoundError
+
+    if not isinstance(exc, NotFoundError) or exc.err_code != ERR_STREAM_NOT_FOUND:
+        return None
+    return LogNotFound(
+        f"the NATS server at {url} holds no netledger log ({exc.description}):"
+        " `netledger serve` creates it - or is --nats pointing at another server or account?",
+        url=url,
+    )

@@ -216,6 +216,14 @@ class CommandIdReused(ConflictError):
     code = "command_id_reused"
 
 
+class LogNotFound(NetledgerError):
+    """The NATS server holds no netledger log: the JetStream stream does not exist there
+    (nothing created it yet — ``netledger serve`` does —, or this is another server or
+    account). Details: ``url``."""
+
+    code = "log_not_found"
+
+
 class LogUnavailable(Unavailable):
     """The log cannot take this write now: JetStream disabled or without quorum, the stream in
     a failed state, or no acknowledgement in time. Details: ``reason`` (the server's own words

@@ -26,3 +26,18 @@ def test_every_command_is_in_the_reference() -> None:
     text = GEN["OUT"].read_text()
     for path, _cmd, _ctx in GEN["walk"](cli, []):
         assert f"`{' '.join(['netledger', *path])}`" in text
+
+
+def test_every_error_code_of_the_domain_and_the_log_is_listed() -> None:
+    import inspect
+
+    import netledger.events.errors as errors
+
+    doc = (Path(__file__).parent.parent.parent / "docs" / "domain.md").read_text()
+    listed = set(doc.split("## Error codes", 1)[1].split("`")[1].split())
+    codes = {
+        c.code
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(c, errors.NetledgerError)
+    }
+    assert codes - listed == set(), "docs/domain.md, Error codes: add them"

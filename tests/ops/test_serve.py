@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -129,6 +130,27 @@ def test_data_survives_restart(tmp_path: Path) -> None:
     finally:
         p.terminate()
         p.wait(20)
+
+
+def test_cli_against_a_server_without_the_log_is_a_clear_error(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """A server that holds no netledger stream (nothing created it, or another server or
+    account): every reader says so with a stable code, not nats-py's traceback."""
+    port = int(nats_url.rsplit(":", 1)[1])
+    for args in (
+        ("projector", "run", "--once", "--db", str(tmp_path / "p.db")),
+        ("export",),
+        ("audit", "address", "10.0.0.1", "--from-log"),
+        ("status",),
+    ):
+        r = _cli(port, *args)
+        assert r.returncode == 1, (args, r.stderr)
+        assert r.stderr.startswith("error [log_not_found]: the NATS server at"), (args, r.stderr)
+        assert "netledger serve" in r.stderr and "Traceback" not in r.stderr
+    r = _cli(port, "--json", "export")
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["error"]["code"] == "log_not_found"
 
 
 def test_cli_without_server_is_a_clear_error(tmp_path: Path) -> None:
