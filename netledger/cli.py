@@ -38,6 +38,8 @@ def client_call(
         conn = await connect(settings.url, name="netledger-cli", **settings.connect_kwargs())
         try:
             client = Client(conn, settings.actor, host=settings.as_host)
+            if sys.stderr.isatty():  # a person watching: say why nothing happens yet
+                client.on_waiting = _tell_waiting
             if deadline is not None:
                 client.deadline = deadline
                 client.timeout = min(client.timeout, deadline)
@@ -47,6 +49,22 @@ def client_call(
 
     result: dict[str, Any] = run(settings, go)
     return result
+
+
+def _tell_waiting(name: str, subject: str, why: Exception, left: float) -> None:
+    import nats.errors
+
+    what = (
+        "no command service listens on it yet"
+        if isinstance(why, nats.errors.NoRespondersError)
+        else "no answer yet"
+    )
+    print(
+        f"netledger: waiting for {name} ({what}; trying for {left:.0f} s more)"
+        " - is `netledger serve` running, connected to this NATS server?",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 #: The commands other packages own (their ``COMMANDS``), by name: a command's package is imported

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -30,6 +31,9 @@ from netledger.events.errors import (
 from netledger.events.ids import command_subject
 from netledger.journal.stream import Connection, connect
 
+#: Seconds without an answer after which a client's ``on_waiting`` hears that it goes on trying.
+WAITING_HINT_S = 2.0
+
 
 class Client:
     def __init__(
@@ -47,6 +51,10 @@ class Client:
         self.host = host
         self.timeout = timeout
         self.deadline = deadline
+        #: on_waiting(command, subject, why, seconds left): called once a command when no
+        #: answer came for WAITING_HINT_S (no service listening, or none answering in time) and
+        #: the client goes on trying until its deadline (the CLI tells a person watching)
+        self.on_waiting: Callable[[str, str, Exception, float], None] | None = None
 
     @classmethod
     async def connect(cls, url: str, actor: Actor | None = None, **kwargs: Any) -> Client:
@@ -118,10 +126,12 @@ class Client:
             project = who.project if who.role == "member" and who.project else None
             subject = command_subject(name, admin=admin, project=project)
         loop = asyncio.get_running_loop()
-        end = loop.time() + self.deadline
+        started = loop.time()
+        end = started + self.deadline
         delay = 0.1
         last: Exception | None = None
         attempts = 0
+        hinted = False
         while loop.time() < end:
             attempts += 1
             try:
@@ -136,6 +146,13 @@ class Client:
                 last = exc
                 if isinstance(exc, nats.errors.ConnectionClosedError):
                     break
+                if (
+                    not hinted
+                    and self.on_waiting is not None
+                    and loop.time() - started >= WAITING_HINT_S
+                ):
+                    hinted = True  # once a command
+                    self.on_waiting(name, subject, exc, end - loop.time())
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         else:

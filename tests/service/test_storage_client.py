@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nats
 import pytest
 
 from netledger.events.errors import LogStorageFull, Unavailable
@@ -28,6 +29,33 @@ async def test_no_service_says_so(conn: Connection) -> None:
     assert (
         "netledger.admin.cmd.network.list" in e.value.message or "network.list" in e.value.message
     )
+
+
+async def test_a_client_waiting_for_a_service_says_so_once(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing listens: the client goes on trying until its deadline (a service restarting
+    comes back), and tells its ``on_waiting`` once, after WAITING_HINT_S, why it waits; the
+    CLI prints that for a person watching."""
+    from netledger import cli
+    from netledger.service import client as client_mod
+
+    monkeypatch.setattr(client_mod, "WAITING_HINT_S", 0.3)
+    heard: list[tuple[str, str, Exception, float]] = []
+    c = Client(conn, timeout=0.2, deadline=1.2)
+    c.on_waiting = lambda *args: heard.append(args)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(Unavailable):
+        await c.request("network.list", {})
+    assert loop.time() - t0 >= 1.2  # it kept trying after the hint
+    [(name, subject, why, left)] = heard
+    assert name == "network.list" and subject.endswith(".network.list")
+    assert isinstance(why, nats.errors.NoRespondersError) and 0 < left < 1.0
+    cli._tell_waiting(name, subject, why, left)
+    err = capsys.readouterr().err
+    assert "waiting for network.list (no command service listens on it yet" in err
+    assert "netledger serve" in err
 
 
 async def test_a_silent_service_with_a_full_log_is_named(conn: Connection) -> None:
