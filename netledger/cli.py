@@ -145,7 +145,14 @@ class LazyGroup(click.Group):
     help="NATS server(s), comma-separated (default: the embedded server, "
     f"{DEFAULT_URL}). Env: NATS_URL.",
 )
-@click.option("--creds", envvar="NETLEDGER_CREDS", metavar="FILE", help="NATS credentials file.")
+@click.option(
+    "--creds",
+    envvar="NETLEDGER_CREDS",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="NATS credentials file (a user JWT and its nkey seed, as nsc writes it) for a"
+    " server in operator mode. Env: NETLEDGER_CREDS.",
+)
 @click.option("--user", envvar="NETLEDGER_USER", help="NATS user name.")
 @click.option("--password", envvar="NETLEDGER_PASSWORD", help="NATS password.")
 @click.option(
