@@ -139,10 +139,13 @@ def audit_cmd(
 
     Each line: sequence, time, what happened (the data that matters), who did it, event type.
     Times are the events' own (ISO 8601, UTC). Served from the projection's events index
-    (--db); --from-log reads the stream instead.
+    (--db); --from-log reads the stream instead. An address is IPv4 or IPv6, in any notation
+    (it is looked up as the log writes it: 2001:DB8::0001 finds 2001:db8::1).
     """
     from . import audit
 
+    if kind == "address":
+        value = _address(value, settings.as_json)
     if from_log:
         rows = _with_conn(
             settings,
@@ -163,6 +166,19 @@ def audit_cmd(
         text="\n".join([head, *("  " + audit.line(p) for p in shown)]),
         columns=["seq", "time", "summary", "actor", "type"],
     )
+
+
+def _address(value: str, as_json: bool) -> str:
+    """``value`` as the log writes an address (netaddr's compact text), or a clear error: a
+    typo must not read as an address without history."""
+    import netaddr
+
+    from netledger.events.errors import InvalidAddress
+
+    try:
+        return str(netaddr.IPAddress(value, flags=netaddr.INET_PTON))
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        fail(InvalidAddress(f"{value!r} is not an IPv4 or IPv6 address", address=value), as_json)
 
 
 # --- verify -----------------------------------------------------------------------------------

@@ -118,6 +118,17 @@ async def test_cli_audit(
     assert missing["error"]["code"] == "projection_not_found"
     since = (h.points[-1].at + datetime.timedelta(seconds=1)).isoformat()
     assert await cli_json("audit", "instance", "i-3", "--db", str(db), "--since", since) == []
+    # an address is checked, not taken as one without history; any notation finds it
+    for typo in ("10.0.0.l", "notanip", "010.0.0.3"):
+        bad = await cli_json("audit", "address", typo, "--db", str(db), code=1)
+        assert bad["error"]["code"] == "invalid_address", typo
+
+
+def test_an_audited_address_is_read_as_the_log_writes_it() -> None:
+    from netledger.replay.cli import _address
+
+    assert _address("2001:DB8::0001", as_json=False) == "2001:db8::1"
+    assert _address("10.0.0.3", as_json=False) == "10.0.0.3"
 
 
 def test_index_has_rows_for_every_applied_event(tmp_path: Path) -> None:
