@@ -177,7 +177,10 @@ def _decode_map(obj: Any) -> Envelope:
         raise DecodeError(f"{type_name} v{version}: {exc}") from None
     bad = field_error(event)
     if bad is not None:
-        raise DecodeError(f"{type_name} v{version}: {bad}")
+        # Worded as decode's inline path words it for a current version (the same message
+        # refused the same way, whichever path read it); an upcast one names its version.
+        where = type_name if version == cls.VERSION else f"{type_name} v{version}"
+        raise DecodeError(f"{where}: {bad}")
     t = obj.get("time")
     return _envelope(
         event,

@@ -76,3 +76,16 @@ def test_a_mangled_envelope_decodes_or_fails_the_same_both_ways(
     raw = msgpack.packb(obj, use_bin_type=True)
     fast, checked = both(raw)
     assert fast == checked
+
+
+def test_a_field_of_the_wrong_type_is_worded_alike_on_both_paths() -> None:
+    """Found by the test above run with 10x its examples: decode's inline path said
+    ``HostLinkCreated: ...``, the checked path ``HostLinkCreated v1: ...``."""
+    from netledger.events.codec import Envelope
+    from netledger.events.host_events import HostLinkCreated
+
+    ev = HostLinkCreated(host="h", name="n", kind="bridge", network_id=None, drift=False)
+    obj = msgpack.unpackb(encode(Envelope(ev, "e", "c", 0.0)), raw=False)
+    obj["data"]["detail"] = False
+    fast, checked = both(msgpack.packb(obj, use_bin_type=True))
+    assert fast == checked == ("error", "HostLinkCreated: detail is bool, not dict")
