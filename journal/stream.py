@@ -222,6 +222,13 @@ def _connect_failure(
         )
     if isinstance(cause, TimeoutError):
         return f"cannot connect to NATS at {where}: no answer in {waited:g} s"
+    if isinstance(cause, ConnectionResetError):
+        # A server refusing the credentials writes its -ERR and closes at once: the client
+        # may see only the reset (the error lost with the connection).
+        return (
+            f"cannot connect to NATS at {where}: the server closed the connection while"
+            " connecting - are credentials (--creds, --user/--password) needed, or wrong?"
+        )
     return f"cannot connect to NATS at {where}: {str(cause) or cause.__class__.__name__}"
 
 

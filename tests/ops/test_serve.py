@@ -159,3 +159,13 @@ def test_cli_without_server_is_a_clear_error(tmp_path: Path) -> None:
     assert "error [unavailable]" in r.stderr
     # the cause, not nats-py's bare timeout after its retries
     assert "connection refused" in r.stderr and "TimeoutError" not in r.stderr, r.stderr
+
+
+def test_a_connection_reset_while_connecting_points_at_credentials() -> None:
+    """A server refusing credentials may reset the connection before its -ERR is read."""
+    from netledger.journal.stream import _connect_failure
+
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    msg = _connect_failure("nats://127.0.0.1:4222", reset, [], 5.0)
+    assert msg.startswith("cannot connect to NATS at nats://127.0.0.1:4222:")
+    assert "are credentials (--creds, --user/--password) needed, or wrong?" in msg
