@@ -7,8 +7,9 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-#: advance(done): how many of the total are done now (absolute, not a delta).
-Advance = Callable[[int], None]
+#: advance(done, description=None): how many of the total are done now (absolute, not a
+#: delta); a description replaces the bar's (a new phase of the work).
+Advance = Callable[..., None]
 
 
 @contextmanager
@@ -19,7 +20,7 @@ def progress_bar(
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
-        yield lambda done: None
+        yield lambda done, description=None: None
         return
     from rich.console import Console
     from rich.progress import (
@@ -43,4 +44,11 @@ def progress_bar(
         transient=False,
     ) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda done: bar.update(task, completed=done)
+
+        def advance(done: int, description: str | None = None) -> None:
+            if description is None:
+                bar.update(task, completed=done)
+            else:
+                bar.update(task, completed=done, description=description)
+
+        yield advance

@@ -97,6 +97,12 @@ async def catch_up_once(
     from .runner import project_until
 
     end = await last_seq(conn)
+    reached = [0]
+
+    def applied(seq: int, _to: int | None, _events: int, _rejected: int) -> None:
+        reached[0] = seq
+        advance(seq)
+
     with progress_bar(f"projector → {path.name}", end, show_progress) as advance:
         last = await project_until(
             conn,
@@ -104,9 +110,13 @@ async def catch_up_once(
             to_seq=end,
             batch_size=batch_size,
             owns_connection=True,
-            progress=lambda seq, _to, _events, _rejected: advance(seq),
+            progress=applied,
+            # the deferred indexes are the catch-up's last seconds (minutes on a long log)
+            on_building=lambda: advance(
+                reached[0], description=f"projector → {path.name}: building indexes"
+            ),
         )
-        advance(last)
+        advance(last, description=f"projector → {path.name}")
     return {"db": str(path), "last_seq": last}
 
 

@@ -135,6 +135,7 @@ class Projector:
         heartbeat: float = 2.0,
         queue_size: int | None = None,
         owns_connection: bool = False,
+        on_building: Callable[[], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -144,6 +145,9 @@ class Projector:
         self.to_seq = to_seq
         self.at = _epoch(at)
         self.progress = progress
+        #: called when the writer starts building the indexes a long catch-up deferred (the
+        #: last seconds or minutes of it: a progress bar says so instead of sitting at 99 %)
+        self.on_building = on_building
         self.heartbeat = heartbeat
         #: ``conn`` serves this projector alone (``projector run``): nats-py may then skip the
         #: headers of stored messages (see :meth:`start`).
@@ -216,7 +220,7 @@ class Projector:
 
     async def _open(self) -> None:
         assert self._check is not None
-        writer = WriterProcess(self._applied, self._failed)
+        writer = WriterProcess(self._applied, self._failed, self.on_building)
         last, _ = await writer.start(self.db_path, self._check, self.batch_size)
         try:
             await check_log(self.conn, self.db_path, last)
@@ -600,6 +604,7 @@ async def project_until(
     progress: Progress | None = None,
     batch_size: int = DEFAULT_BATCH,
     owns_connection: bool = False,
+    on_building: Callable[[], None] | None = None,
 ) -> int:
     """Bring the projection at ``db_path`` up to ``to_seq`` (default and cap: the stream's last
     sequence now), or to the last message stored at or before ``at``; return the last applied
@@ -616,6 +621,7 @@ async def project_until(
         at=at,
         progress=progress,
         owns_connection=owns_connection,
+        on_building=on_building,
     )
     await p.start()
     try:

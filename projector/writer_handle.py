@@ -48,17 +48,20 @@ class _Acks(asyncio.Protocol):
 class WriterProcess:
     """The projector's handle on its forked writer (used from the event loop).
 
-    ``on_applied(last_seq, events, rejected, busy_seconds)`` is called for every commit and
-    ``on_failed(exc)`` once if the writer fails or dies (not when it was asked to stop).
+    ``on_applied(last_seq, events, rejected, busy_seconds)`` is called for every commit,
+    ``on_failed(exc)`` once if the writer fails or dies (not when it was asked to stop), and
+    ``on_building()`` when it starts building the indexes a long catch-up deferred.
     """
 
     def __init__(
         self,
         on_applied: Callable[[int, int, int, float], None],
         on_failed: Callable[[BaseException], None],
+        on_building: Callable[[], None] | None = None,
     ) -> None:
         self.on_applied = on_applied
         self.on_failed = on_failed
+        self.on_building = on_building
         self.pid = 0
         self.forked = False
         self._out: asyncio.WriteTransport | None = None
@@ -127,6 +130,9 @@ class WriterProcess:
                 self._ready.set_exception(exc)
             elif not self._stopping:
                 self.on_failed(exc)
+        elif kind == "building":
+            if self.on_building is not None:
+                self.on_building()
         elif kind == "closed" and not self._closed.done():
             self._closed.set_result(None)
 

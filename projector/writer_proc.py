@@ -28,7 +28,8 @@ of the reply subject, the writer has no parsing left to do), or ``None`` (stop: 
 is projected and committed — frames are read in order, and the parent sends at most its queue
 size beyond the last commit — then the writer closes). Child -> parent: ``("ready", last_seq, highest_seq)``,
 ``("applied", last_seq, events, rejected, busy seconds)`` per commit, ``("failed",
-exception)``, and ``("closed", last_seq)`` last — the committing process says them, the
+exception)``, ``("building",)`` as it starts building the deferred indexes, and ``("closed",
+last_seq)`` last — the committing process says them, the
 projecting one passes them on. Child -> grandchild: ``(plan, busy seconds)`` or ``None`` (close:
 build what was deferred). Memory is bounded by the parent: it sends at most its queue size of
 messages beyond the last acknowledged commit. Both children die with their parent
@@ -124,6 +125,7 @@ def commit_main(
             if item == END_BULK:
                 t0 = time.perf_counter()
                 if writer.bulk_until is not None:
+                    out.send(("building",))
                     writer.end_bulk()
                 extra += time.perf_counter() - t0
                 continue
@@ -133,6 +135,8 @@ def commit_main(
             busy += time.perf_counter() - t0 + extra
             extra = 0.0
             out.send(("applied", applied.last_seq, applied.events, applied.rejected, busy))
+        if writer.bulk_until is not None:
+            out.send(("building",))
         writer.close()
     except BaseException as exc:
         out.send(("failed", exc))

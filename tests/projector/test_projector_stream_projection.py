@@ -8,6 +8,7 @@ its connection, ending identical; projecting up to a sequence or a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -341,12 +342,20 @@ async def _stored_time(conn: Connection, seq: int) -> float:
 
 
 async def test_run_once_shows_its_progress_and_says_where_it_ended(
-    conn: Connection, nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    conn: Connection,
+    nats_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``projector run --once``: a bar of the sequence reached while it catches up (when a
-    person watches: stderr a terminal), and the last sequence in its result."""
+    person watches: stderr a terminal), which names the building of the deferred indexes
+    (the last part of a long catch-up), and the last sequence in its result."""
+    from netledger.projector import bulk
     from netledger.projector.cli import catch_up_once
     from tests.projector.test_projector_unit import alloc, net
+
+    monkeypatch.setattr(bulk, "BULK_MIN", 5)  # this short log is a long way behind (forked)
 
     await publish_event(conn, net("1"))
     for i in range(3, 13):
@@ -366,3 +375,39 @@ async def test_run_once_shows_its_progress_and_says_where_it_ended(
         else:
             assert err == ""
     assert dump(path)["fixed_ips"] and len(dump(path)["events"]) == end
+    # what the bar was told, in order: the sequences reached, the building of the deferred
+    # indexes while that lasts, and its own description again at the end
+    told: list[tuple[int, str | None]] = []
+
+    @contextlib.contextmanager
+    def recording(description: str, total: int | None, enabled: bool | None = None) -> Any:
+        yield lambda done, description=None: told.append((done, description))
+
+    monkeypatch.setattr("netledger.common.progress.progress_bar", recording)
+    own = await connect(nats_url, name="own")
+    try:
+        await catch_up_once(own, tmp_path / "again.db", batch_size=4)
+    finally:
+        await own.close()
+    phases = [d for _, d in told if d is not None]
+    assert phases == ["projector → again.db: building indexes", "projector → again.db"]
+    assert told[-1] == (end, "projector → again.db")
+    assert [n for n, d in told if d is None] == sorted(n for n, d in told if d is None)
+
+
+async def test_the_projector_says_when_it_builds_the_deferred_indexes(
+    conn: Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netledger.projector import bulk
+    from tests.projector.test_projector_unit import alloc, net
+
+    await publish_event(conn, net("1"))
+    for i in range(3, 13):
+        await publish_event(conn, alloc(f"10.0.0.{i}", f"i{i}"), i)
+    said: list[str] = []
+    monkeypatch.setattr(bulk, "BULK_MIN", 5)
+    await project_until(conn, tmp_path / "far.db", on_building=lambda: said.append("far"))
+    monkeypatch.setattr(bulk, "BULK_MIN", 1000)  # nothing deferred: nothing to say
+    await project_until(conn, tmp_path / "near.db", on_building=lambda: said.append("near"))
+    assert said == ["far"]
+    assert dump(tmp_path / "far.db") == dump(tmp_path / "near.db")

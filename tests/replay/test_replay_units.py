@@ -26,6 +26,9 @@ def test_progress_is_silent_unless_enabled(capsys: pytest.CaptureFixture[str]) -
         advance(10)
     err = capsys.readouterr().err
     assert "replaying" in err and "10/10" in err
+    with progress.progress_bar("reading", 10, enabled=True) as advance:
+        advance(10, description="building indexes")
+    assert "building indexes" in capsys.readouterr().err
 
 
 def test_checksums_ignore_highest_seq_and_portable_ignores_stream_times(tmp_path: Path) -> None:
