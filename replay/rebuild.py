@@ -72,6 +72,9 @@ async def rebuild(
                 at=at,
                 batch_size=batch_size,
                 progress=lambda seq, _t, _e, _r: advance(seq),
+                on_building=lambda: advance(
+                    target, description=f"replay → {out.name}: building indexes"
+                ),
             )
             advance(target if at is None else reached)
         if force:

@@ -55,7 +55,13 @@ async def verify(
             with progress_bar("verify: rebuilding", seq, show_progress) as advance:
                 if seq > 0:
                     await project_until(
-                        conn, fresh, to_seq=seq, progress=lambda s, _t, _e, _r: advance(s)
+                        conn,
+                        fresh,
+                        to_seq=seq,
+                        progress=lambda s, _t, _e, _r: advance(s),
+                        on_building=lambda: advance(
+                            seq, description="verify: rebuilding, building indexes"
+                        ),
                     )
                 else:  # nothing applied yet: compare with an empty projection of this stream
                     await project_until(conn, fresh, to_seq=0)
