@@ -88,6 +88,7 @@ async def serve_forever(
                 snapshots=snapshots if snapshots is not None else SnapshotPolicy(),
                 health=health,
             )
+            service.on_catch_up = _say_catching_up
             # Watching the store starts before the service: a start on a full disk refuses
             # writes from the first command on.
             watcher = StorageWatcher(
@@ -168,3 +169,14 @@ async def _start_projector(conn: Any, db_path: Path) -> Any:
     projector = Projector(conn, db_path)
     await projector.start()
     return projector
+
+
+def _say_catching_up(first: int, last: int, snapshot: int | None) -> None:
+    """A start that folds a long stretch of the log takes seconds: say so before it."""
+    since = f"after its snapshot at seq {snapshot:,}" if snapshot else "no snapshot"
+    print(
+        f"netledger: the command service folds {last - first + 1:,} events of the log"
+        f" ({since}) before it is ready",
+        file=sys.stderr,
+        flush=True,
+    )

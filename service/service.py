@@ -78,6 +78,8 @@ SEEN_COMMANDS = 20_000
 #: Events behind from which the start's catch-up is read by a child process (below, forking
 #: and connecting it cost more than it saves).
 CHILD_CATCH_UP = 8_000
+#: Events to fold at a start from which ``on_catch_up`` is told (a few seconds of folding)
+CATCH_UP_NOTICE = 100_000
 AUTO = -1
 #: The garbage collector's thresholds while the start folds the log (see _catch_up).
 CATCH_UP_GC = (50_000, 50, 100)
@@ -203,6 +205,9 @@ class CommandService(Lanes, Requests):
         if child_catch_up == AUTO:
             child_catch_up = CHILD_CATCH_UP if len(os.sched_getaffinity(0)) > 1 else None
         self.child_catch_up = child_catch_up
+        #: on_catch_up(first seq, last seq, snapshot seq or None): told once, before a start
+        #: folds at least CATCH_UP_NOTICE events (serve says so: the start takes seconds)
+        self.on_catch_up: Callable[[int, int, int | None], None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -327,6 +332,8 @@ class CommandService(Lanes, Requests):
         gc.set_threshold(max(threshold[0], CATCH_UP_GC[0]), *CATCH_UP_GC[1:])
         try:
             target = await last_seq(self.conn)
+            if self.on_catch_up is not None and target - start_seq + 1 >= CATCH_UP_NOTICE:
+                self.on_catch_up(start_seq, target, start_seq - 1 if start_seq > 1 else None)
             if self.child_catch_up is not None and target - start_seq + 1 >= self.child_catch_up:
                 if reader is None:
                     reader = Reader.fork(self.conn)

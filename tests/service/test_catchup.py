@@ -275,3 +275,31 @@ async def test_a_reader_forked_early_and_not_needed_is_stopped(conn: Connection)
         assert state_to_wire(again.state) == state_to_wire(await fold_from_log(conn, end))
     finally:
         await again.close()
+
+
+async def test_a_long_fold_at_the_start_is_announced_once(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``serve`` says so before a start that folds a long stretch (seconds of it) — and says
+    nothing before a short one."""
+    from netledger import serve
+    from netledger.service import service as service_mod
+
+    end = await _history(conn)
+    told: list[tuple[int, int, int | None]] = []
+    for notice in (end, end + 1):
+        monkeypatch.setattr(service_mod, "CATCH_UP_NOTICE", notice)
+        svc = CommandService(conn, reap_interval=None)
+        svc.on_catch_up = lambda *args: told.append(args)
+        await svc.start()
+        await svc.close()
+    assert told == [(1, end, None)]
+    serve._say_catching_up(1, 1_000_003, None)
+    serve._say_catching_up(500_001, 510_000, 500_000)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "netledger: the command service folds 1,000,003 events of the log (no snapshot)"
+        " before it is ready",
+        "netledger: the command service folds 10,000 events of the log (after its snapshot at"
+        " seq 500,000) before it is ready",
+    ]
