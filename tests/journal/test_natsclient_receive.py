@@ -85,6 +85,10 @@ async def test_a_request_lost_in_a_server_restart_fails_at_the_reconnect(
         await silent.nc.subscribe("t.silent", cb=_ignore)  # takes it, never answers
         await silent.nc.flush()
         started = await c.nc.start_request("t.silent", b"x")
+        # At the server (and taken by the silent one) before it restarts: a request still in
+        # the client's buffer would go out after the reconnect, to no responder yet (a flake
+        # seen in CI: NoRespondersError instead of the reconnect's failure).
+        await c.nc.flush()
         ev = c.reconnect_event()
         await asyncio.to_thread(nats_server.restart)
         await asyncio.wait_for(ev.wait(), 30)
