@@ -63,6 +63,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     os.setpgrp()
 
 
+def _why(log_tail: str, port: int) -> str:
+    """The fatal line of nats-server's log, first, in words (the log follows in full)."""
+    fatal = [line.split("[FTL]", 1)[1].strip() for line in log_tail.splitlines() if "[FTL]" in line]
+    if not fatal:
+        return ""
+    if "address already in use" in fatal[-1]:
+        return (
+            f": port {port} is in use (another nats-server or `netledger serve`?"
+            " --port chooses another)"
+        )
+    return f": {fatal[-1]}"
+
+
 @dataclass
 class EmbeddedNats:
     data_dir: Path
@@ -129,7 +142,10 @@ class EmbeddedNats:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = (self.data_dir / "nats-server.log").read_text(errors="replace")[-2000:]
-                raise NatsServerError(f"nats-server exited with {self.proc.returncode}:\n{tail}")
+                raise NatsServerError(
+                    f"nats-server exited with {self.proc.returncode}{_why(tail, self.port)}"
+                    f" (its log: {self.log_path}):\n{tail}"
+                )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2) as s:
                     s.settimeout(0.5)

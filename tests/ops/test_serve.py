@@ -169,3 +169,20 @@ def test_a_connection_reset_while_connecting_points_at_credentials() -> None:
     msg = _connect_failure("nats://127.0.0.1:4222", reset, [], 5.0)
     assert msg.startswith("cannot connect to NATS at nats://127.0.0.1:4222:")
     assert "are credentials (--creds, --user/--password) needed, or wrong?" in msg
+
+
+def test_an_embedded_server_whose_port_is_taken_says_so_first(tmp_path: Path) -> None:
+    import socket
+
+    from netledger.common.natsserver import EmbeddedNats, NatsServerError
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        server = EmbeddedNats(data_dir=tmp_path, port=port)
+        with pytest.raises(NatsServerError) as info:
+            server.start(timeout=20)
+    first = str(info.value).splitlines()[0]
+    assert f"port {port} is in use (another nats-server or `netledger serve`?" in first
+    assert "--port chooses another" in first and str(tmp_path / "nats-server.log") in first
