@@ -126,10 +126,18 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 20.0) -> str:
         self.binary = find_nats_server(self.binary)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats-server.conf"
-        conf.write_text(self.config_text())
-        log = open(self.data_dir / "nats-server.log", "ab")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            conf.write_text(self.config_text())
+            log = open(self.data_dir / "nats-server.log", "ab")
+        except OSError as exc:
+            raise NatsServerError(
+                f"cannot use {self.data_dir} for the embedded server's store:"
+                f" {exc.strerror or exc} ({exc.filename or self.data_dir}) - --data chooses"
+                " another folder",
+                data_dir=str(self.data_dir),
+            ) from None
         self.proc = subprocess.Popen(
             [self.binary, "-c", str(conf)],
             stdout=log,

@@ -186,3 +186,17 @@ def test_an_embedded_server_whose_port_is_taken_says_so_first(tmp_path: Path) ->
     first = str(info.value).splitlines()[0]
     assert f"port {port} is in use (another nats-server or `netledger serve`?" in first
     assert "--port chooses another" in first and str(tmp_path / "nats-server.log") in first
+
+
+def test_serve_with_a_data_folder_it_cannot_use_is_a_clear_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where a folder of the folder is needed
+    p = subprocess.run(
+        [NETLEDGER, "serve", "--data", str(blocked / "data"), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr
+    assert f"error [nats_server_error]: cannot use {blocked / 'data'} for the embedded" in p.stderr
