@@ -12,8 +12,10 @@ from typing import Any
 import click
 
 from netledger.common.metrics import metrics_port_option
-from netledger.common.output import emit
+from netledger.common.output import emit, fail
 from netledger.common.settings import Settings, default_data_dir, pass_settings, run
+
+from .errors import ProjectorError
 
 DB_HELP = (
     "Projection database (default: that of the `netledger serve` running on this machine, else"
@@ -71,7 +73,16 @@ def projector_run(
     from netledger.journal.stream import connect
 
     path = db or default_db()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(
+            ProjectorError(
+                f"cannot create the folder of the projection {path}: {exc.strerror or exc}",
+                db=str(path),
+            ),
+            settings.as_json,
+        )
 
     async def go() -> dict[str, Any]:
         conn = await connect(settings.url, name="netledger-projector", **settings.connect_kwargs())

@@ -411,3 +411,32 @@ async def test_the_projector_says_when_it_builds_the_deferred_indexes(
     await project_until(conn, tmp_path / "near.db", on_building=lambda: said.append("near"))
     assert said == ["far"]
     assert dump(tmp_path / "far.db") == dump(tmp_path / "near.db")
+
+
+async def test_run_into_a_file_that_is_no_projection_is_a_clear_error(
+    conn: Connection, nats_url: str, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from tests.fault_helpers import NETLEDGER
+
+    garbage = tmp_path / "notes.db"
+    garbage.write_text("not a database\n" * 100)
+    (tmp_path / "file").write_text("")
+    for db, says in (
+        (garbage, f"error [projection_not_found]: {garbage} is not a netledger projection"),
+        (
+            tmp_path / "file" / "p.db",
+            f"error [projector_error]: cannot create the folder of the projection {tmp_path}",
+        ),
+    ):
+        p = await asyncio.to_thread(
+            subprocess.run,
+            [NETLEDGER, "--nats", nats_url, "projector", "run", "--once", "--db", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.startswith(says), p.stderr
+    assert garbage.read_text() == "not a database\n" * 100  # untouched
