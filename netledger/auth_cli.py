@@ -61,6 +61,17 @@ def auth_init(
         info = write_setup(out, setup, url=url, force=force)
     except NetledgerError as err:
         fail(err, settings.as_json)
+    except OSError as exc:
+        from netledger.ops.auth import CredentialsError
+
+        fail(
+            CredentialsError(
+                f"cannot write the auth setup into {out}: {exc.strerror or exc}"
+                f" ({exc.filename or out})",
+                out=str(out),
+            ),
+            settings.as_json,
+        )
     lines = [f"wrote {info['config']}"]
     lines += [
         f"  {name:<20} {info['roles'][name]:<10} {p}" for name, p in info["credentials"].items()

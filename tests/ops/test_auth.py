@@ -613,3 +613,16 @@ async def test_liveness_and_snapshots_under_auth(secured: Secured, svc: Any) -> 
     )  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
     assert json.loads(p.stdout)["equal"]
+
+
+def test_auth_init_into_a_folder_it_cannot_create_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "auth"
+    r = subprocess.run(
+        [NETLEDGER, "auth", "init", "--out", str(out), "--hosts", "h1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith(f"error [credentials_error]: cannot write the auth setup into {out}")
