@@ -9,16 +9,25 @@ import click
 import netaddr
 
 
+def normalized_address(value: Any) -> str | None:
+    """An IPv4 or IPv6 address as the log writes it (``fd00::0001`` -> ``fd00::1``), or None
+    if ``value`` is none (strict: no octal or shortened IPv4)."""
+    try:
+        return str(netaddr.IPAddress(str(value).strip(), flags=netaddr.INET_PTON))
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return None
+
+
 class IpAddress(click.ParamType):  # type: ignore[type-arg]
     """An IPv4 or IPv6 address, normalized (``fd00::0001`` -> ``fd00::1``)."""
 
     name = "address"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        try:
-            return str(netaddr.IPAddress(str(value).strip(), flags=netaddr.INET_PTON))
-        except (netaddr.AddrFormatError, ValueError, TypeError):
+        address = normalized_address(value)
+        if address is None:
             self.fail(f"{value!r} is not an IPv4 or IPv6 address", param, ctx)
+        return address
 
 
 IP_ADDRESS = IpAddress()

@@ -171,14 +171,13 @@ def audit_cmd(
 def _address(value: str, as_json: bool) -> str:
     """``value`` as the log writes an address (netaddr's compact text), or a clear error: a
     typo must not read as an address without history."""
-    import netaddr
-
+    from netledger.common.params import normalized_address
     from netledger.events.errors import InvalidAddress
 
-    try:
-        return str(netaddr.IPAddress(value, flags=netaddr.INET_PTON))
-    except (netaddr.AddrFormatError, ValueError, TypeError):
+    address = normalized_address(value)
+    if address is None:
         fail(InvalidAddress(f"{value!r} is not an IPv4 or IPv6 address", address=value), as_json)
+    return address
 
 
 # --- verify -----------------------------------------------------------------------------------
