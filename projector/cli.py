@@ -105,29 +105,20 @@ async def catch_up_once(
     from netledger.common.progress import progress_bar
     from netledger.journal.stream import last_seq
 
-    from .runner import project_until
+    from .runner import bar_hooks, project_until
 
     end = await last_seq(conn)
-    reached = [0]
-
-    def applied(seq: int, _to: int | None, _events: int, _rejected: int) -> None:
-        reached[0] = seq
-        advance(seq)
-
-    with progress_bar(f"projector → {path.name}", end, show_progress) as advance:
+    label = f"projector → {path.name}"
+    with progress_bar(label, end, show_progress) as advance:
         last = await project_until(
             conn,
             path,
             to_seq=end,
             batch_size=batch_size,
             owns_connection=True,
-            progress=applied,
-            # the deferred indexes are the catch-up's last seconds (minutes on a long log)
-            on_building=lambda: advance(
-                reached[0], description=f"projector → {path.name}: building indexes"
-            ),
+            **bar_hooks(advance, label),
         )
-        advance(last, description=f"projector → {path.name}")
+        advance(last, description=label)
     return {"db": str(path), "last_seq": last}
 
 

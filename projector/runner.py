@@ -595,6 +595,23 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
             pass
 
 
+def bar_hooks(advance: Callable[..., None], label: str) -> dict[str, Any]:
+    """:func:`project_until` keyword arguments that drive a progress bar
+    (``netledger.common.progress``): the sequence reached, then "``label``: building indexes"
+    while the indexes a long catch-up deferred are built."""
+    reached = 0
+
+    def progress(seq: int, _to: int | None, _events: int, _rejected: int) -> None:
+        nonlocal reached
+        reached = seq
+        advance(seq)
+
+    def building() -> None:
+        advance(reached, description=f"{label}: building indexes")
+
+    return {"progress": progress, "on_building": building}
+
+
 async def project_until(
     conn: Connection,
     db_path: str | Path,

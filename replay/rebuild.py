@@ -16,7 +16,7 @@ from typing import Any
 from netledger.common.progress import progress_bar
 from netledger.journal.stream import Connection, last_seq
 from netledger.projector import query
-from netledger.projector.runner import project_until
+from netledger.projector.runner import bar_hooks, project_until
 
 from .errors import OutputExists, SeqBeyondStream
 from .times import iso
@@ -64,17 +64,15 @@ async def rebuild(
     tmp = temp_path_for(out)
     remove_db(tmp)
     try:
-        with progress_bar(f"replay → {out.name}", target, show_progress) as advance:
+        label = f"replay → {out.name}"
+        with progress_bar(label, target, show_progress) as advance:
             reached = await project_until(
                 conn,
                 tmp,
                 to_seq=target,
                 at=at,
                 batch_size=batch_size,
-                progress=lambda seq, _t, _e, _r: advance(seq),
-                on_building=lambda: advance(
-                    target, description=f"replay → {out.name}: building indexes"
-                ),
+                **bar_hooks(advance, label),
             )
             advance(target if at is None else reached)
         if force:

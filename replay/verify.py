@@ -16,7 +16,7 @@ from typing import Any
 from netledger.common.progress import progress_bar
 from netledger.events.errors import LogRegression
 from netledger.journal.stream import Connection, last_seq
-from netledger.projector.runner import project_until
+from netledger.projector.runner import bar_hooks, project_until
 
 from .checksum import TABLES, checksums, first_differences, overall, snapshot
 
@@ -55,13 +55,7 @@ async def verify(
             with progress_bar("verify: rebuilding", seq, show_progress) as advance:
                 if seq > 0:
                     await project_until(
-                        conn,
-                        fresh,
-                        to_seq=seq,
-                        progress=lambda s, _t, _e, _r: advance(s),
-                        on_building=lambda: advance(
-                            seq, description="verify: rebuilding, building indexes"
-                        ),
+                        conn, fresh, to_seq=seq, **bar_hooks(advance, "verify: rebuilding")
                     )
                 else:  # nothing applied yet: compare with an empty projection of this stream
                     await project_until(conn, fresh, to_seq=0)
