@@ -17,6 +17,12 @@ class ProjectionNotFound(ProjectorError):
     code = "projection_not_found"
 
 
+def not_a_projection(path: object, why: BaseException) -> ProjectionNotFound:
+    """A file that is there but holds no projection (no SQLite database, no projection_state):
+    said alike by the readers and the writer."""
+    return ProjectionNotFound(f"{path} is not a netledger projection ({why})", db=str(path))
+
+
 class SchemaTooNew(ProjectorError):
     """The database was migrated by a newer netledger than this one."""
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import ProjectionNotFound
+from .errors import ProjectionNotFound, not_a_projection
 from .tables import FIXED_IPS, FLOATING_IPS, HOSTS, NETWORKS
 
 Row = dict[str, Any]
@@ -34,9 +34,7 @@ def open_readonly(path: str | Path) -> Iterator[sqlite3.Connection]:
         try:
             conn.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise ProjectionNotFound(
-                f"{p} is not a netledger projection ({exc})", db=str(p)
-            ) from None
+            raise not_a_projection(p, exc) from None
         conn.row_factory = sqlite3.Row
         yield conn
     finally:

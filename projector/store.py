@@ -33,7 +33,7 @@ from netledger.events.errors import DecodeError
 from netledger.events.wire_fast import decode_fast as decode
 
 from . import bulk
-from .errors import ProjectionAhead, ProjectionNotFound, ProjectorError, StreamMismatch
+from .errors import ProjectionAhead, ProjectorError, StreamMismatch, not_a_projection
 from .project import apply_event
 from .project_tx import rejected_row
 from .rowcache import PREFIXED, RowCache, prefixed
@@ -395,9 +395,7 @@ class Writer:
                 f"cannot open the projection {self.path}: {exc}", db=str(self.path)
             ) from None
         except sqlite3.DatabaseError as exc:  # a file, but no SQLite database
-            raise ProjectionNotFound(
-                f"{self.path} is not a netledger projection ({exc})", db=str(self.path)
-            ) from None
+            raise not_a_projection(self.path, exc) from None
         # The B-trees a batch touches stay in memory between batches (SQLite's default: 2 MB).
         self.conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")
         self.last_seq, self.highest_seq = self._checkpoint()
