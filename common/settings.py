@@ -39,6 +39,8 @@ class Settings:
     actor: Actor
     inbox_prefix: str | None = None
     as_host: str | None = None
+    #: --command-timeout: seconds a command keeps asking while no command service answers
+    command_timeout: float | None = None
 
     @property
     def as_json(self) -> bool:

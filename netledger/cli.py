@@ -34,15 +34,18 @@ def client_call(
     from netledger.journal.stream import connect
     from netledger.service.client import Client
 
+    # the user's --command-timeout wins over a command's own default (dhcp-event's)
+    wait = deadline if settings.command_timeout is None else settings.command_timeout
+
     async def go() -> dict[str, Any]:
         conn = await connect(settings.url, name="netledger-cli", **settings.connect_kwargs())
         try:
             client = Client(conn, settings.actor, host=settings.as_host)
             if sys.stderr.isatty():  # a person watching: say why nothing happens yet
                 client.on_waiting = _tell_waiting
-            if deadline is not None:
-                client.deadline = deadline
-                client.timeout = min(client.timeout, deadline)
+            if wait is not None:
+                client.deadline = wait
+                client.timeout = min(client.timeout, wait)
             return await client.request(name, args, command_id=command_id)
         finally:
             await conn.close()
@@ -184,6 +187,16 @@ class LazyGroup(click.Group):
     help="The role you act with.",
 )
 @click.option(
+    "--command-timeout",
+    "command_timeout",
+    envvar="NETLEDGER_COMMAND_TIMEOUT",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="How long a command keeps asking while no command service answers (it retries with"
+    " the same command id, so a restarting service is waited for), then fails as"
+    " unavailable. Default 60 (dhcp-event: its own, shorter). Env: NETLEDGER_COMMAND_TIMEOUT.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LEVELS, case_sensitive=False),
     default="warning",
@@ -206,6 +219,7 @@ def cli(
     as_project: str | None,
     as_host: str | None,
     role: str,
+    command_timeout: float | None,
     log_level: str,
     log_json: bool,
 ) -> None:
@@ -232,6 +246,7 @@ def cli(
         ),
         inbox_prefix,
         as_host,
+        command_timeout,
         find_projection=projection_db,
     )
 

@@ -178,7 +178,8 @@ class Client:
         if isinstance(last, nats.errors.NoRespondersError):
             return Unavailable(
                 f"no command service is running for {name}: nothing listens on {subject}"
-                " (is `netledger serve` running, connected to this NATS server?)",
+                f" (asked for {self.deadline:g} s; is `netledger serve` running, connected to"
+                " this NATS server?)",
                 subject=subject,
             )
         if isinstance(

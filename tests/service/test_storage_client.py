@@ -124,3 +124,30 @@ async def test_dhcp_event_on_a_full_log_fails_fast_and_says_why(
     assert "log_storage_full" in r.stderr and "below the reserve" in r.stderr
     service.health.accept("space back")
     assert (await script("add", a["mac"], a["address"])).returncode == 0
+
+
+def test_command_timeout_bounds_the_wait_for_a_service(nats_url: str) -> None:
+    """--command-timeout (or NETLEDGER_COMMAND_TIMEOUT) replaces the 60 s a command keeps
+    asking while nothing answers; the error says how long it asked."""
+    import os
+
+    r = subprocess.run(
+        [NETLEDGER, "--nats", nats_url, "--command-timeout", "0.5", "network", "list"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("error [unavailable]: no command service is running"), r.stderr
+    assert "asked for 0.5 s" in r.stderr
+    env = {**os.environ, "NETLEDGER_COMMAND_TIMEOUT": "0.7"}
+    r = subprocess.run(
+        [NETLEDGER, "--nats", nats_url, "--json", "network", "list"],
+        capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+    assert r.returncode == 1
+    err = json.loads(r.stdout)["error"]
+    assert err["code"] == "unavailable" and "asked for 0.7 s" in err["message"]
+    bad = subprocess.run(
+        [NETLEDGER, "--nats", nats_url, "--command-timeout", "0", "network", "list"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--command-timeout" in bad.stderr
