@@ -11,11 +11,15 @@ import netaddr
 
 def normalized_address(value: Any) -> str | None:
     """An IPv4 or IPv6 address as the log writes it (``fd00::0001`` -> ``fd00::1``), or None
-    if ``value`` is none (strict: no octal or shortened IPv4)."""
+    if ``value`` is none (strict: no octal or shortened IPv4). An IPv4-mapped IPv6 address
+    (``::ffff:10.0.0.3``, as a dual-stack socket reports a peer) is that IPv4 address."""
     try:
-        return str(netaddr.IPAddress(str(value).strip(), flags=netaddr.INET_PTON))
+        ip = netaddr.IPAddress(str(value).strip(), flags=netaddr.INET_PTON)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         return None
+    if ip.is_ipv4_mapped():
+        ip = ip.ipv4()
+    return str(ip)
 
 
 class IpAddress(click.ParamType):  # type: ignore[type-arg]

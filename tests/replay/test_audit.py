@@ -129,6 +129,8 @@ def test_an_audited_address_is_read_as_the_log_writes_it() -> None:
 
     assert _address("2001:DB8::0001", as_json=False) == "2001:db8::1"
     assert _address("10.0.0.3", as_json=False) == "10.0.0.3"
+    assert _address("::ffff:10.0.0.3", as_json=False) == "10.0.0.3"  # IPv4-mapped
+    assert _address("::FFFF:0a00:0003", as_json=False) == "10.0.0.3"
 
 
 def test_index_has_rows_for_every_applied_event(tmp_path: Path) -> None:
