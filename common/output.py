@@ -260,18 +260,33 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
     emit(list(rows), columns=columns, title=title)
 
 
+#: the width of a table printed to a pipe or a file (no terminal to fit): wide enough that
+#: every row is one line
+TABLE_MAX_WIDTH = 10_000
+
+
 def _table(
     rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None
 ) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=title)
     for c in columns:
-        t.add_column(c)
+        # a value that does not fit wraps onto the next line: never cut to "10.0.…"
+        t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*("" if r.get(c) is None else _cell(r.get(c)) for c in columns))
-    Console().print(t)
+    table_console().print(t)
+
+
+def table_console() -> Any:
+    """Where tables go: the terminal, or, piped or redirected (grep, a file), a console as
+    wide as the rows need (one line each, not folded into the 80 columns rich assumes
+    without a terminal)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=TABLE_MAX_WIDTH)
 
 
 def emit(

@@ -102,10 +102,11 @@ def log_cell(lg: dict[str, Any] | None) -> str:
 
 
 def render(st: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from netledger.common.output import table_console
+
+    con = table_console()
     s = st["stream"]
     con.print(
         f"[bold]stream {s['name']}[/bold]: {s['messages']} messages, {s['bytes']} bytes,"
@@ -122,7 +123,7 @@ def render(st: dict[str, Any]) -> None:
     t = Table(title=f"command service replicas ({len(st['services'])})")
     cols = ("id", "version", "uptime", "applied seq", "commands", "errors", "conflicts", "log")
     for c in (*cols, ""):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for r in st["services"]:
         t.add_row(
             str(r["id"])[:12],
@@ -140,7 +141,7 @@ def render(st: dict[str, Any]) -> None:
     if st["projectors"]:
         t = Table(title="projectors")
         for c in ("db", "last seq", "lag", "rejected", ""):
-            t.add_column(c)
+            t.add_column(c, overflow="fold")
         for p in st["projectors"]:
             if p.get("error"):
                 t.add_row(p["db"], "-", "-", "-", f"[red]{p['error']}[/red]")
@@ -162,7 +163,7 @@ def render(st: dict[str, Any]) -> None:
         "last event",
         "",
     ):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for h in st["hosts"]:
         t.add_row(
             h["host"],

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import click
 import pytest
@@ -125,6 +126,36 @@ def test_formats_and_columns(db: Path) -> None:
     # the commands' own text is unchanged without an option
     assert invoke("projector", "status", "--db", str(db)).output.startswith("last_seq ")
     assert "fixed IPs (3)" in invoke("show", "fixed-ips", "--db", str(db)).output
+
+
+def test_a_piped_table_holds_every_value_whole(db: Path) -> None:
+    """Without a terminal a table is as wide as its rows (rich would fit it into 80 columns
+    and cut values to "10.0.…"): each row one line, grep finds an address and its MAC."""
+    rows = json.loads(invoke("show", "fixed-ips", "--db", str(db), "--json").output)
+    r = subprocess.run(
+        [NETLEDGER, "show", "fixed-ips", "--db", str(db)],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": ""}, check=True,
+    )  # fmt: skip
+    assert "…" not in r.stdout
+    for row in rows:
+        [line] = [x for x in r.stdout.splitlines() if f" {row['address']} " in x]
+        assert row["mac"] in line and row["instance"] in line
+
+
+def test_a_table_on_a_narrow_terminal_folds_values_instead_of_cutting_them() -> None:
+    from rich.console import Console
+
+    from netledger.common import output
+
+    console = Console(width=40, force_terminal=True, record=True)
+    with patch.object(output, "table_console", lambda: console):
+        output._table(
+            [{"address": "2001:db8:aaaa:bbbb:cccc:dddd:eeee:1", "mac": "x"}], ["address", "mac"]
+        )
+    text = console.export_text()
+    assert "…" not in text
+    cells = [line.split("│")[1].strip() for line in text.splitlines() if line.count("│") == 3]
+    assert "".join(cells) == "2001:db8:aaaa:bbbb:cccc:dddd:eeee:1"  # folded, all there
 
 
 def test_unknown_column_is_an_error_with_a_code(db: Path) -> None:
