@@ -102,12 +102,18 @@ def replay_cmd(
         "netledger-replay",
         lambda conn: rebuild(conn, out, to_seq=to_seq, at=at, force=force),
     )
+    last = (
+        f"last event at {result['last_event_time']}"
+        if result["last_event_time"] is not None
+        else "nothing was stored by then"
+        if at is not None
+        else "no event"
+    )
     emit(
         result,
         settings.as_json,
         f"projection {result['db']} at seq {result['last_seq']} ({result['events']} events,"
-        f" {result['rejected']} rejected; last event at {result['last_event_time']};"
-        f" stream ends at {result['stream_last_seq']})",
+        f" {result['rejected']} rejected; {last}; stream ends at {result['stream_last_seq']})",
     )
 
 

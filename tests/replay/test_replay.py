@@ -119,7 +119,13 @@ async def test_cli_replay_then_show(
     text = await asyncio.to_thread(
         invoke, "--nats", nats_url, "replay", "--db", str(tmp_path / "t.db"), "--to-seq", "2"
     )
-    assert text.exit_code == 0 and "at seq 2" in text.output
+    assert text.exit_code == 0 and "at seq 2" in text.output and "last event at 20" in text.output
+    before = await asyncio.to_thread(
+        invoke, "--nats", nats_url, "replay", "--db", str(tmp_path / "e.db"),
+        "--at", "2000-01-01T00:00Z",
+    )  # fmt: skip
+    assert before.exit_code == 0 and "at seq 0" in before.output
+    assert "nothing was stored by then" in before.output and "None" not in before.output
     assert json.loads(
         (await asyncio.to_thread(invoke, "show", "networks", "--db", str(tmp_path / "t.db"),
                                  "--json")).output
