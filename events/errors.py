@@ -224,6 +224,14 @@ class LogNotFound(NetledgerError):
     code = "log_not_found"
 
 
+class LogNotCreated(NetledgerError):
+    """The NATS server refused to create (or update) the netledger log's stream with this
+    definition — more replicas than its cluster has, limits of the account. Details:
+    ``reason`` (the server's words)."""
+
+    code = "log_not_created"
+
+
 class LogUnavailable(Unavailable):
     """The log cannot take this write now: JetStream disabled or without quorum, the stream in
     a failed state, or no acknowledgement in time. Details: ``reason`` (the server's own words

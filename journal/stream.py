@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 
 from netledger.events.errors import (
     LogDiverged,
+    LogNotCreated,
     LogRegression,
     Unavailable,
 )
@@ -233,14 +234,25 @@ def _connect_failure(
 
 
 async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
-    """Create the stream, or update it to the current definition."""
+    """Create the stream, or update it to the current definition (:class:`LogNotCreated`
+    when the server refuses it). An existing stream keeps its replica count: a different
+    ``replicas`` is only warned about (a stream's replicas change with ``nats stream edit``)."""
     cfg = stream_config(conn.stream, replicas)
     try:
         info = await conn.js.stream_info(conn.stream)
     except NotFoundError:
-        await conn.js.add_stream(cfg)
+        await _refused_as_log_not_created(conn.js.add_stream(cfg), conn.stream, replicas)
         return
     cur = info.config
+    if cur.num_replicas and cur.num_replicas != replicas:
+        log.warning(
+            "stream %s has %d replica(s), not the %d asked for: it keeps them (change them with"
+            " `nats stream edit %s --replicas N`)",
+            conn.stream,
+            cur.num_replicas,
+            replicas,
+            conn.stream,
+        )
     if (
         cur.subjects != cfg.subjects
         or not cur.allow_atomic
@@ -248,7 +260,21 @@ async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
         or cur.duplicate_window != cfg.duplicate_window
     ):
         cfg.num_replicas = cur.num_replicas or replicas
-        await conn.js.update_stream(cfg)
+        await _refused_as_log_not_created(conn.js.update_stream(cfg), conn.stream, replicas)
+
+
+async def _refused_as_log_not_created(call: Awaitable[Any], stream: str, replicas: int) -> None:
+    try:
+        await call
+    except nats.js.errors.APIError as exc:
+        if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+            raise
+        why = exc.description or str(exc)
+        raise LogNotCreated(
+            f"the NATS server refused to create the log's stream {stream} ({replicas}"
+            f" replica(s)): {why} (JetStream error {exc.err_code})",
+            reason=why,
+        ) from None
 
 
 #: Errors of a cluster between leaders or a server restarting: worth waiting out.

@@ -8,6 +8,7 @@ output: ``{"error": {"code", "message"}}`` on stdout); usage errors exit 2. The 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,17 @@ def cli(
 
 # --- serve ----------------------------------------------------------------------------------
 
+#: a Go duration, as nats-server reads sync_interval: 2s, 500ms, 1m30s
+_GO_DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
+
+
+def _sync_interval(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in ("always", "default") or _GO_DURATION.fullmatch(value):
+        return value
+    raise click.BadParameter(
+        f"{value!r} is not 'always', 'default' or a duration such as 2s, 500ms or 1m"
+    )
+
 
 @cli.command()
 @click.option(
@@ -263,17 +275,30 @@ def cli(
     help="Data folder for the embedded server's store and the projection"
     " (default $NETLEDGER_DATA or ~/.local/share/netledger).",
 )
-@click.option("--port", default=4222, show_default=True, help="Port of the embedded nats-server.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=4222,
+    show_default=True,
+    help="Port of the embedded nats-server.",
+)
 @click.option("--nats-server", "nats_binary", metavar="PATH", help="nats-server binary to run.")
 @click.option(
     "--sync-interval",
     default="always",
     show_default=True,
+    callback=_sync_interval,
     help="JetStream fsync policy of the embedded server: 'always' acknowledges a write"
     " only once it is on disk; 'default' (or a duration like 2s) is faster and can lose"
     " acknowledged writes on power loss.",
 )
-@click.option("--replicas", default=1, show_default=True, help="Stream replicas (3 on a cluster).")
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Stream replicas when the stream is created (3 on a cluster; JetStream allows 1-5).",
+)
 @click.option(
     "--projector/--no-projector",
     default=True,
@@ -282,7 +307,7 @@ def cli(
 )
 @click.option(
     "--release-timeout",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=600.0,
     show_default=True,
     help="Seconds after which a deallocated DHCP address whose release never came returns to"

@@ -26,6 +26,16 @@ def test_an_address_option_that_is_no_address_is_a_usage_error(option: str, valu
     assert f"{value!r} is not an IPv4 or IPv6 address" in result.output
 
 
+@pytest.mark.parametrize("option", ["--interval", "--heartbeat"])
+@pytest.mark.parametrize("value", ["0", "-1", "0.01"])
+def test_a_period_below_a_tenth_of_a_second_is_a_usage_error(option: str, value: str) -> None:
+    # 0 or less was taken, and a daemon then ran its passes (or wrote liveness) back to back
+    argv = ["--nats", "nats://127.0.0.1:9", "executor", "run", "--host", "h1", option, value]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2, result.output
+    assert option in result.output and "x>=0.1" in result.output
+
+
 def test_an_announced_vtep_that_is_no_address_gets_no_flood_entries(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from netledger.common.natsserver import free_port
+from netledger.journal.stream import Connection
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 
@@ -200,3 +201,56 @@ def test_serve_with_a_data_folder_it_cannot_use_is_a_clear_error(tmp_path: Path)
     assert p.returncode == 1
     assert "Traceback" not in p.stderr
     assert f"error [nats_server_error]: cannot use {blocked / 'data'} for the embedded" in p.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--port", "70000"], "--port"),
+        (["--port", "-1"], "--port"),
+        (["--replicas", "0"], "--replicas"),
+        (["--replicas", "9"], "--replicas"),
+        (["--release-timeout", "-5"], "--release-timeout"),
+        (["--sync-interval", "garbage"], "--sync-interval"),
+        (["--sync-interval", "2"], "--sync-interval"),
+    ],
+)
+def test_serve_refuses_bad_settings_before_starting_anything(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    """A usage error (exit 2) naming the option — not nats-server's banner as the cause, a
+    traceback from the stream's creation, or a service that runs with a negative timeout."""
+    from click.testing import CliRunner
+
+    from netledger.cli import cli
+
+    r = CliRunner().invoke(cli, ["serve", "--data", str(tmp_path / "d"), *args])
+    assert r.exit_code == 2, r.output
+    assert named in r.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_sync_interval_takes_go_durations() -> None:
+    from netledger.cli import _sync_interval
+
+    for ok in ("always", "default", "2s", "500ms", "1m30s", "1.5s"):
+        assert _sync_interval(None, None, ok) == ok  # type: ignore[arg-type]
+
+
+async def test_a_stream_the_server_refuses_is_log_not_created(
+    conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """3 replicas on a server without a cluster: the server's reason, with a stable code
+    (it was a nats-py traceback); an existing stream keeps its replicas, with a warning."""
+    from netledger.events.errors import LogNotCreated
+    from netledger.journal.stream import ensure_stream
+
+    await conn.js.delete_stream(conn.stream)  # the fixture made it
+    with pytest.raises(LogNotCreated) as e:
+        await ensure_stream(conn, replicas=3)
+    assert e.value.code == "log_not_created"
+    assert "non-clustered" in e.value.message and "3 replica(s)" in e.value.message
+    await ensure_stream(conn)  # created with 1
+    await ensure_stream(conn, replicas=3)  # exists: kept, said
+    assert "has 1 replica(s), not the 3 asked for" in caplog.text
+    assert (await conn.js.stream_info(conn.stream)).config.num_replicas == 1
