@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,8 +94,11 @@ class StorageWatcher:
         self.max_restarts = max_restarts
         #: the highest stream sequence the service has seen: a restarted stream must have it
         self.seen_seq = seen_seq
-        #: the embedded server latched a write error: writes wait for a restart
+        #: the embedded server latched a write error (or exited): writes wait for a restart
         self.latched = False
+        #: why the restart is needed, for what the restarts say ("space is back" only when
+        #: it was the store)
+        self._restart_because = "a store write error"
         self._low_episode = False  # the store was below its reserve since the last good append
         self._probation_until = 0.0
         self._log_offset = self._log_size()
@@ -233,10 +237,14 @@ class StorageWatcher:
             outcome="not_applied",
         )
 
-    def _latch(self, line: str) -> None:
+    def _latch(self, line: str, exited: bool = False) -> None:
         if not self.latched:
             self.latched = True
-            self.health.note(f"nats-server reports a store write error: {line}", logging.ERROR)
+            self._restart_because = "it exited" if exited else "a store write error"
+            self.health.note(
+                line if exited else f"nats-server reports a store write error: {line}",
+                logging.ERROR,
+            )
 
     async def tick(self) -> None:
         """One look, and what follows from it."""
@@ -262,7 +270,7 @@ class StorageWatcher:
                 # latched its write error even where its log line could not be written.
                 self._latch(f"appends unanswered since the store ran low ({failing.message})")
             if not self.server.running and h.state != RESTARTING:
-                self._latch("the embedded nats-server is not running")
+                self._latch(f"the embedded nats-server exited ({self._exit()})", exited=True)
         why = below_reserve(s)
         if why is not None:
             self._low_episode = True
@@ -278,6 +286,19 @@ class StorageWatcher:
         if h.refusing is not None and h.state in (STORAGE_LOW, LATCHED):
             h.accept(f"free space back above the reserve ({_mib(s.get('free_bytes') or 0)} free)")
 
+    def _exit(self) -> str:
+        """How the embedded nats-server ended: killed by a signal, or its exit status."""
+        assert self.server is not None
+        rc = self.server.proc.returncode if self.server.proc is not None else None
+        if rc is None:
+            return "never started"
+        if rc < 0:
+            try:
+                return f"killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                return f"killed by signal {-rc}"
+        return f"exit status {rc}"
+
     async def _recover(self) -> None:
         """Restart the embedded nats-server until its stream is verified (bounded, backoff)."""
         assert self.server is not None
@@ -288,12 +309,17 @@ class StorageWatcher:
             h.refuse(
                 RESTARTING,
                 LogUnavailable(
-                    "the log's nats-server is being restarted after a store write error;"
+                    f"the log's nats-server is being restarted after {self._restart_because};"
                     " retry in a few seconds",
                     reason="restarting nats-server",
                     outcome="not_applied",
                 ),
-                f"space is back: restarting nats-server (attempt {attempt} of {self.max_restarts})",
+                (
+                    "space is back: restarting nats-server"
+                    if self._restart_because == "a store write error"
+                    else f"restarting nats-server: {self._restart_because}"
+                )
+                + f" (attempt {attempt} of {self.max_restarts})",
             )
             try:
                 await asyncio.to_thread(self.server.restart)

@@ -254,3 +254,39 @@ async def test_a_stream_the_server_refuses_is_log_not_created(
     await ensure_stream(conn, replicas=3)  # exists: kept, said
     assert "has 1 replica(s), not the 3 asked for" in caplog.text
     assert (await conn.js.stream_info(conn.stream)).config.num_replicas == 1
+
+
+def test_serve_restarts_a_killed_nats_server_and_says_why(tmp_path: Path) -> None:
+    """The embedded nats-server killed under serve: serve notices, restarts it, checks the
+    stream is what it was, and serves again — saying the server exited (not that "space is
+    back", which is the disk-full story)."""
+    port = free_port()
+    p = _serve(tmp_path, port)
+    try:
+        assert "ready" in (p.stdout.readline() if p.stdout else "")
+        r = _cli(port, "network", "create", "--label", "a", "--cidr", "10.9.0.0/24")
+        assert r.returncode == 0, r.stderr
+        r = _cli(port, "--json", "fixed-ip", "allocate", "--instance", "i-1", "--network", "1")
+        assert r.returncode == 0, r.stderr
+        first = json.loads(r.stdout)["address"]
+        [server] = [k for k in _children(p.pid) if "nats-server" in _cmdline(k)]
+        os.kill(server, signal.SIGKILL)
+        r = _cli(port, "--json", "fixed-ip", "allocate", "--instance", "i-2", "--network", "1")
+        assert r.returncode == 0, r.stderr  # the client waited for the restart
+        second = json.loads(r.stdout)["address"]
+        assert int(second.rsplit(".", 1)[1]) == int(first.rsplit(".", 1)[1]) + 1  # i-1's kept
+        assert p.poll() is None
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(20)
+    err = p.stderr.read() if p.stderr else ""
+    assert "the embedded nats-server exited (killed by SIGKILL)" in err, err
+    assert "restarting nats-server: it exited (attempt 1 of 5)" in err, err
+    assert "space is back" not in err and "store write error" not in err, err
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
