@@ -1,7 +1,8 @@
 """The ``netledger`` command line: a thin click layer over the library.
 
 Library errors become a message naming the stable error code and exit status 1 (with JSON
-output: ``{"error": {"code", "message"}}`` on stdout); usage errors exit 2. The output options
+output: ``{"error": {"code", "message"}}`` on stdout); usage errors exit 2 (as JSON too, code
+``usage_error``, when JSON output was asked for). The output options
 (common/output.py) are given to every command by :func:`netledger.common.output.install`.
 """
 
@@ -97,7 +98,32 @@ PLUGINS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
-    """The root group: the commands in :data:`PLUGINS` are loaded on first use."""
+    """The root group: the commands in :data:`PLUGINS` are loaded on first use. A usage error
+    (exit 2) asked for as JSON is also said as JSON on stdout, ``{"error": {"code":
+    "usage_error", ...}}``, as every other error is; click's text still goes to stderr."""
+
+    _argv: list[str] = []
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        self._argv = list(args)
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            _usage_error_as_json(exc, self._argv)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            _usage_error_as_json(exc, self._argv)
+            raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *(n for n in PLUGINS if self._available(PLUGINS[n]))})
@@ -130,6 +156,27 @@ class LazyGroup(click.Group):
         import importlib.util
 
         return importlib.util.find_spec(module) is not None
+
+
+def _usage_error_as_json(exc: click.UsageError, argv: list[str]) -> None:
+    """``{"error": {"code": "usage_error", "message", "details"}}`` on stdout when ``argv``
+    asks for JSON (--json, --json-lines, -f/--format json, before or after the command)."""
+    wants = False
+    for i, a in enumerate(argv):
+        if a in ("--json", "--json-lines", "--format=json", "-fjson") or (
+            a in ("-f", "--format") and argv[i + 1 : i + 2] == ["json"]
+        ):
+            wants = True
+        elif a == "--":
+            break
+    if wants:
+        import json
+
+        click.echo(
+            json.dumps(
+                {"error": {"code": "usage_error", "message": exc.format_message(), "details": {}}}
+            )
+        )
 
 
 @click.group(

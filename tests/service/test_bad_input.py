@@ -555,3 +555,28 @@ def test_cli_usage_errors_exit_2(argv: list[str]) -> None:
     result = CliRunner().invoke(cli, ["--nats", "nats://127.0.0.1:9", *argv])
     assert result.exit_code == 2, result.output
     assert "Usage:" in result.output or "Error:" in result.output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--json", "fixed-ip", "allocate", "--instance", "i"],
+        ["fixed-ip", "allocate", "--instance", "i", "--json"],
+        ["network", "create", "--label", "x", "--mode", "bogus", "-f", "json"],
+        ["--json-lines", "no-such-command"],
+        ["replay", "--db", "x.db", "--to-seq", "1", "--at", "2026-01-01T00:00Z", "--json"],
+    ],
+)
+def test_cli_usage_errors_asked_as_json_are_json(argv: list[str]) -> None:
+    """A script reading --json output gets every error as {"error": {"code", ...}}, usage
+    errors (exit 2) too; click's text still goes to stderr."""
+    result = CliRunner().invoke(cli, ["--nats", "nats://127.0.0.1:9", *argv])
+    assert result.exit_code == 2, result.output
+    err = json.loads(result.stdout)["error"]
+    assert err["code"] == "usage_error" and err["message"], err
+    assert "Usage:" in result.stderr or "Error:" in result.stderr
+
+
+def test_cli_usage_errors_without_json_print_nothing_on_stdout() -> None:
+    result = CliRunner().invoke(cli, ["--nats", "nats://127.0.0.1:9", "network", "create"])
+    assert result.exit_code == 2 and result.stdout == ""
