@@ -348,15 +348,16 @@ def emit(
         click.echo(_cell(obj))
 
 
+def error_json(code: str, message: str, details: dict[str, Any] | None = None) -> str:
+    """An error as the CLI prints it with JSON output: one line on stdout."""
+    error = {"code": code, "message": message, "details": details or {}}
+    return json.dumps({"error": error}, default=str)
+
+
 def fail(err: NetledgerError, as_json: bool) -> NoReturn:
     """Report ``err`` (stable code, exit 1): one line of JSON on stdout, or text on stderr."""
     if as_json:
-        click.echo(
-            json.dumps(
-                {"error": {"code": err.code, "message": err.message, "details": err.details}},
-                default=str,
-            )
-        )
+        click.echo(error_json(err.code, err.message, err.details))
     else:
         click.echo(f"error [{err.code}]: {err.message}", err=True)
     sys.exit(1)

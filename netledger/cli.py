@@ -170,13 +170,9 @@ def _usage_error_as_json(exc: click.UsageError, argv: list[str]) -> None:
         elif a == "--":
             break
     if wants:
-        import json
+        from netledger.common.output import error_json
 
-        click.echo(
-            json.dumps(
-                {"error": {"code": "usage_error", "message": exc.format_message(), "details": {}}}
-            )
-        )
+        click.echo(error_json("usage_error", exc.format_message()))
 
 
 @click.group(
