@@ -13,6 +13,7 @@ import click
 
 from netledger.common.metrics import metrics_port_option
 from netledger.common.output import emit, fail
+from netledger.common.params import IP_ADDRESS
 from netledger.common.settings import Settings, default_data_dir, pass_settings, run
 
 from .errors import ProjectorError
@@ -247,6 +248,11 @@ def show_networks(
 @click.option("--network", "network_id", help="Only this network.")
 @click.option("--host", help="Only instances on this compute host.")
 @click.option("--instance", help="Only this instance.")
+@click.option(
+    "--address",
+    type=IP_ADDRESS,
+    help="Only the fixed IP with this IPv4 or IPv6 address (any notation).",
+)
 @pass_settings
 def show_fixed_ips(
     settings: Settings,
@@ -255,6 +261,7 @@ def show_fixed_ips(
     network_id: str | None,
     host: str | None,
     instance: str | None,
+    address: str | None,
 ) -> None:
     """List fixed IPs in use or reserved (deallocated, waiting for the DHCP release)."""
     from . import query
@@ -264,7 +271,12 @@ def show_fixed_ips(
     def go() -> list[dict[str, Any]]:
         with query.open_readonly(path) as conn:
             return query.fixed_ips(
-                conn, project=project, network_id=network_id, host=host, instance=instance
+                conn,
+                project=project,
+                network_id=network_id,
+                host=host,
+                instance=instance,
+                address=address,
             )
 
     cols = [
@@ -280,6 +292,11 @@ def show_fixed_ips(
 @click.option("--network", "network_id", help="Only those associated into this network.")
 @click.option("--host", help="Only those associated with instances on this host.")
 @click.option("--pool", help="Only this pool.")
+@click.option(
+    "--address",
+    type=IP_ADDRESS,
+    help="Only this floating IP, or the one associated with this fixed IP.",
+)
 @pass_settings
 def show_floating_ips(
     settings: Settings,
@@ -288,6 +305,7 @@ def show_floating_ips(
     network_id: str | None,
     host: str | None,
     pool: str | None,
+    address: str | None,
 ) -> None:
     """List allocated floating IPs and what they are associated with."""
     from . import query
@@ -297,7 +315,7 @@ def show_floating_ips(
     def go() -> list[dict[str, Any]]:
         with query.open_readonly(path) as conn:
             return query.floating_ips(
-                conn, project=project, network_id=network_id, host=host, pool=pool
+                conn, project=project, network_id=network_id, host=host, pool=pool, address=address
             )
 
     cols = ["address", "pool", "project", "fixed_address", "network_id", "instance", "host"]

@@ -54,10 +54,12 @@ def _ip_key(address: str) -> tuple[int, int]:
 
 
 def _where(clauses: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """The WHERE of the clauses whose value is not None (a tuple: one value per ``?``)."""
     used = [(sql, v) for sql, v in clauses if v is not None]
     if not used:
         return "", []
-    return " WHERE " + " AND ".join(sql for sql, _ in used), [v for _, v in used]
+    args = [x for _, v in used for x in (v if isinstance(v, tuple) else (v,))]
+    return " WHERE " + " AND ".join(sql for sql, _ in used), args
 
 
 def state(conn: sqlite3.Connection) -> Row:
@@ -102,7 +104,9 @@ def fixed_ips(
     network_id: str | None = None,
     host: str | None = None,
     instance: str | None = None,
+    address: str | None = None,
 ) -> list[Row]:
+    """``address``: its IPv4 or its IPv6 address (as the log writes it)."""
     # A fixed IP allocated without a project belongs to its network's project.
     where, args = _where(
         [
@@ -110,6 +114,7 @@ def fixed_ips(
             ("f.network_id = ?", network_id),
             ("f.host = ?", host),
             ("f.instance = ?", instance),
+            ("(f.address = ? OR f.address_v6 = ?)", None if address is None else (address,) * 2),
         ]
     )
     cols = ", ".join(f"f.{c}" for c in FIXED_IPS.columns if c != "project")
@@ -131,13 +136,19 @@ def floating_ips(
     network_id: str | None = None,
     host: str | None = None,
     pool: str | None = None,
+    address: str | None = None,
 ) -> list[Row]:
+    """``address``: the floating IP, or the fixed IP it is associated with."""
     where, args = _where(
         [
             ("fl.project = ?", project),
             ("fl.network_id = ?", network_id),
             ("f.host = ?", host),
             ("fl.pool = ?", pool),
+            (
+                "(fl.address = ? OR fl.fixed_address = ?)",
+                None if address is None else (address,) * 2,
+            ),
         ]
     )
     cols = ", ".join(f"fl.{c}" for c in FLOATING_IPS.columns)

@@ -80,6 +80,13 @@ def test_show_fixed_ips_with_filters(db: Path) -> None:
         "10.0.0.3", "10.0.1.3"]  # fmt: skip
     assert [r["address"] for r in show_json(db, "fixed-ips", "--network", "2")] == ["10.0.1.3"]
     assert [r["address"] for r in show_json(db, "fixed-ips", "--instance", "i2")] == ["10.0.0.10"]
+    # one address, in any notation; none in use there: an empty list
+    for given in ("10.0.0.10", "::ffff:10.0.0.10"):
+        [one] = show_json(db, "fixed-ips", "--address", given)
+        assert (one["address"], one["instance"]) == ("10.0.0.10", "i2")
+    assert show_json(db, "fixed-ips", "--address", "10.0.0.11") == []
+    bad = invoke("show", "fixed-ips", "--db", str(db), "--address", "10.0.0.l")
+    assert bad.exit_code == 2 and "not an IPv4 or IPv6 address" in bad.output
 
 
 def test_show_floating_ips_and_hosts(db: Path) -> None:
@@ -89,6 +96,9 @@ def test_show_floating_ips_and_hosts(db: Path) -> None:
     assert [r["address"] for r in show_json(db, "floating-ips", "--project", "p2")] == [
         "203.0.113.2"]  # fmt: skip
     assert [r["address"] for r in show_json(db, "floating-ips", "--host", "c1")] == ["203.0.113.1"]
+    for given in ("203.0.113.1", "10.0.0.3"):  # the floating IP, or the fixed IP it maps to
+        assert [r["address"] for r in show_json(db, "floating-ips", "--address", given)] == [
+            "203.0.113.1"]  # fmt: skip
     hosts = {h["host"]: h for h in show_json(db, "hosts")}
     assert sorted(hosts) == ["c1", "c2", "nethost", "nh2"]
     assert (hosts["c1"]["vtep_address"], hosts["c1"]["links"], hosts["c1"]["fixed_ips"]) == (
