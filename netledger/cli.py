@@ -172,7 +172,11 @@ def _usage_error_as_json(exc: click.UsageError, argv: list[str]) -> None:
     if wants:
         from netledger.common.output import error_json
 
-        click.echo(error_json("usage_error", exc.format_message()))
+        message = exc.format_message()
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # its message is the help
+            where = exc.ctx.command_path if exc.ctx is not None else "netledger"
+            message = f"Missing command ({where} --help lists them)."
+        click.echo(error_json("usage_error", message))
 
 
 @click.group(

@@ -577,6 +577,15 @@ def test_cli_usage_errors_asked_as_json_are_json(argv: list[str]) -> None:
     assert "Usage:" in result.stderr or "Error:" in result.stderr
 
 
+def test_a_group_without_its_command_is_a_short_json_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["--json", "network"])
+    assert result.exit_code == 2
+    err = json.loads(result.stdout)["error"]
+    assert err["code"] == "usage_error"
+    # (CliRunner names the program "cli"; the console script, "netledger")
+    assert err["message"] == "Missing command (cli network --help lists them)."
+
+
 def test_cli_usage_errors_without_json_print_nothing_on_stdout() -> None:
     result = CliRunner().invoke(cli, ["--nats", "nats://127.0.0.1:9", "network", "create"])
     assert result.exit_code == 2 and result.stdout == ""
