@@ -126,7 +126,14 @@ async def revert(
         events = await events_after(conn, to_seq, scope)
         upto = max((s.seq for s in events), default=to_seq)
     if not events:
-        raise NothingToRevert("no stored events to revert")
+        what = (
+            f"the log holds no events of command {command_id}"
+            if command_id is not None
+            else f"the log holds no events after seq {to_seq}"
+        )
+        raise NothingToRevert(
+            f"nothing to revert: {what}" + (f" within scope {scope}" if scope is not None else "")
+        )
     if len(events) > MAX_REVERT_EVENTS:
         raise RevertTooLarge(
             f"{len(events)} events to revert; at most {MAX_REVERT_EVENTS} fit one atomic batch:"

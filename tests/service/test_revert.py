@@ -162,6 +162,11 @@ async def test_nothing_to_revert(conn: Connection, service: CommandService) -> N
     with pytest.raises(NetledgerError) as info:
         await revert(conn, c, command_id="no-such-command")
     assert info.value.code == "nothing_to_revert"
+    assert "no events of command no-such-command" in info.value.message
+    end = await last_seq(conn)
+    with pytest.raises(NetledgerError) as info:
+        await revert(conn, c, to_seq=end)
+    assert info.value.message == f"nothing to revert: the log holds no events after seq {end}"
 
 
 async def test_revert_found_through_the_projection_index(
