@@ -13,7 +13,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,7 +276,7 @@ class Kernel:
             index = dict(links)
         else:
             index = {link.name: link.index for link in links}
-        next_index = max(index.values(), default=1) + 1
+        next_index = own_index_below(index.values())
         requests: list[Request] = []
         owners: list[int] = []  # request -> position in ops
         results: dict[int, OpResult] = {}
@@ -285,7 +285,7 @@ class Kernel:
             if isinstance(op, CreateLink):
                 # Choosing the index ourselves lets later requests in the batch name the link.
                 idx = next_index
-                next_index += 1
+                next_index -= 1
                 reqs = self._create(op.spec, idx, index)
                 index[op.spec.name] = idx
             elif isinstance(op, DeleteLink):
@@ -466,6 +466,22 @@ class Kernel:
         if isinstance(op, AddFdb):
             return Request(body, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, ok=(errno.EEXIST,))
         return Request(body, RTM_DELNEIGH, 0, ok=(errno.ENOENT, errno.ENODEV))
+
+
+#: The interface indexes of links the executor creates count down from the top of the kernel's
+#: range, far from those the kernel hands out itself (counting up from 1, cyclically over 2^31).
+#: A CreateLink and the requests after it in the same batch (its alias, addresses, ports) name
+#: the link by the index chosen here: taken from just above the highest index in use, it went
+#: to a link another process (a hypervisor's tap) created meanwhile, whose create then
+#: succeeded instead — the alias marked that link as ours and a later pass deleted it.
+OWN_INDEX_TOP = 2**31 - 1
+OWN_INDEX_FLOOR = 2**30
+
+
+def own_index_below(in_use: Iterable[int]) -> int:
+    """The index for the next link the executor creates: below every one it made (those in
+    the high range), so never one in use."""
+    return min((i for i in in_use if i >= OWN_INDEX_FLOOR), default=OWN_INDEX_TOP + 1) - 1
 
 
 def links_from(raw: list[nlparse.Link], names: dict[int, str] | None = None) -> list[LinkState]:
