@@ -275,6 +275,8 @@ class Appender:
                 results.append(exc)
         last_ok = -1
         for i, r in enumerate(results):
+            if not isinstance(r, BaseException) and r < 0:
+                break  # a duplicate: stored before, not now; what follows proves nothing of it
             if not isinstance(r, BaseException) and r > 0:
                 last_ok = i
         err: LogUnavailable | None = None

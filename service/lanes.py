@@ -246,8 +246,15 @@ class Lanes:
             envelopes: list[Envelope] = []
             decided: list[tuple[Job, Decision]] = []
             now = time.time()
+            ids: set[str] = set()
             for job in jobs:
                 if job.fut.done():
+                    continue
+                if job.req.command_id in ids:
+                    # The same command id twice in one round (a client reusing it): the first
+                    # goes, this one is answered next round (from ``seen`` once it landed). Two
+                    # links of one chain with one message id: the second is acked as a
+                    # duplicate, and what follows it no longer tells what landed.
                     continue
                 prior = self._already_applied(job.req)
                 if prior is not None:
@@ -278,6 +285,7 @@ class Lanes:
                         )
                     )
                 decided.append((job, d))
+                ids.add(job.req.command_id)
             if not envelopes:
                 for job, d in decided:
                     job.resolve(d.result)
@@ -359,11 +367,15 @@ class Lanes:
         return type(err)(err.message, **err.details)
 
     async def _append_batch(
-        self, envelopes: list[Envelope], decided: list[tuple[Job, Decision]]
+        self,
+        envelopes: list[Envelope],
+        decided: list[tuple[Job, Decision]],
+        base: dict[str, int] | None = None,
     ) -> None:
         """All decisions as one atomic batch, the OCC check on every subject they touch."""
         subjects = {env.event.subject() for env in envelopes}
-        expected = {s: self.state.seq_of(s) for s in subjects if not unchecked(s)}
+        seq_of = self.state.seq_of if base is None else base.__getitem__
+        expected = {s: seq_of(s) for s in subjects if not unchecked(s)}
         messages = build_messages(envelopes)
         seq = await self.appender.append(messages, expected)
         if expected and seq <= max(expected.values()):
@@ -380,6 +392,9 @@ class Lanes:
             return
         self.stats.batches += 1
         self.stats.batched_events += len(envelopes)
+        if base is not None:
+            for k, m in enumerate(messages):
+                base[m.subject] = seq - len(messages) + 1 + k
         self._fold_appended(messages, envelopes, seq)
         for job, d in decided:
             if not job.fut.done():
@@ -392,22 +407,29 @@ class Lanes:
         decision whose message id was stored before is acknowledged as a duplicate and answered
         from the log (:meth:`_append_one_by_one`); a larger one is refused whole again, and
         that command alone is told (:class:`CommandIdReused`)."""
+        # What the round decided on, read before the first await: the follower may fold other
+        # replicas' events while an append waits, and each append's OCC check must still be
+        # against what the decisions saw (advanced only by this round's own appends).
+        base = {s: self.state.seq_of(s) for s in {e.event.subject() for e in envelopes}}
         i = 0
         for job, d in decided:
             envs = envelopes[i : i + len(d.events)]
             i += len(d.events)
-            if job.fut.done():
-                continue
+            if job.fut.done() or not envs:
+                continue  # a decision of no events: decided again next round
             if len(envs) == 1:
-                await self._append_one_by_one(envs, [(job, d)])
+                await self._append_one_by_one(envs, [(job, d)], base)
                 continue
             try:
-                await self._append_batch(envs, [(job, d)])
+                await self._append_batch(envs, [(job, d)], base)
             except DuplicateBatch:
                 job.fail(self._reused(job.req))
 
     async def _append_one_by_one(
-        self, envelopes: list[Envelope], decided: list[tuple[Job, Decision]]
+        self,
+        envelopes: list[Envelope],
+        decided: list[tuple[Job, Decision]],
+        base: dict[str, int] | None = None,
     ) -> None:
         """Single-event decisions appended in turn, each with its OCC check.
 
@@ -422,7 +444,8 @@ class Lanes:
         messages = build_messages(envelopes)
         # What the decisions were based on, read before the first await: the follower may
         # fold other replicas' events while an append waits, and those the decisions never saw.
-        expected = {m.subject: self.state.seq_of(m.subject) for m in messages}
+        seq_of = self.state.seq_of if base is None else base.__getitem__
+        expected = {m.subject: seq_of(m.subject) for m in messages}
         pairs = iter(zip(messages, envelopes, strict=True))
         loop = asyncio.get_running_loop()
         budget = self.appender.budget
@@ -504,6 +527,8 @@ class Lanes:
                 landed.append((job, d))
                 i += 1
         finally:
+            if base is not None:
+                base.update(expected)
             for job, d in landed:
                 if not job.fut.done():
                     job.resolve(d.result)
