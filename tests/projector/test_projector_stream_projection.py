@@ -249,6 +249,39 @@ async def test_malformed_messages_are_recorded_and_skipped(
     assert rows(db, "SELECT raw FROM rejected_events WHERE seq = 1") == [(b"\xc1\x00garbage",)]
 
 
+async def test_an_int_beyond_64_bits_is_recorded_and_skipped(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """msgpack reads unsigned 64-bit ints; one above 2**63 - 1 in a column failed SQLite's
+    bind in the committing process — the projector stopped, and stopped again at the same
+    message on every restart (found by review). Now decode refuses it like any malformed
+    message, in a daemon projector as in a catch-up."""
+    from netledger.events.host_events import HostReconciled
+
+    host = HostAnnounced(host="c1", vtep_address="192.0.2.1", physical_interface="eth1",
+                         public_interface=None, network_host=False)  # fmt: skip
+    await publish_event(conn, host)
+    bad = await publish_event(
+        conn,
+        HostReconciled(host="c1", applied_seq=1, changes=2**64 - 1, drift_repairs=0,
+                       duration_ms=1.0),
+        1,
+    )  # fmt: skip
+    last = await publish_event(conn, HostAnnounced(**{**host.__dict__, "host": "c2"}), 2)
+    db = tmp_path / "p.db"
+    assert await project_until(conn, db, to_seq=last) == last
+    assert rows(db, "SELECT seq, reason FROM rejected_events") == [
+        (bad, "HostReconciled: changes holds an int beyond 64 bits")]  # fmt: skip
+    assert rows(db, "SELECT host FROM hosts ORDER BY host") == [("c1",), ("c2",)]
+    p = Projector(conn, tmp_path / "daemon.db")
+    await p.start()
+    try:
+        await p.catch_up(timeout=10)
+        assert p.last_seq == last and p.failure is None
+    finally:
+        await p.close()
+
+
 async def test_two_projectors_on_one_stream_end_identical(
     conn: Connection, service: CommandService, tmp_path: Path
 ) -> None:
