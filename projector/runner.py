@@ -261,6 +261,11 @@ class Projector:
 
     async def _wait_for_space(self) -> None:
         await _cancel(self._resub)
+        # A back-pressure pause under way ends with it (only its task cleared the flag): left
+        # set, the reading after space returns took nothing, for good (found by review).
+        self._paused = self._again = False
+        if self._fast:
+            fastread.unlinger(self.conn.nc)
         await _cancel(self._watch)
         await self._unsubscribe()
         writer, self._writer = self._writer, None

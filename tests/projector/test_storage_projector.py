@@ -5,10 +5,13 @@ catches up by itself once space returns — ending identical to a projection bui
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
-from netledger.journal.stream import Connection, last_seq
+import pytest
+
+from netledger.journal.stream import Connection, connect, last_seq
 from netledger.projector.compare import dump
 from netledger.projector.runner import Projector, disk_full, project_until
 from netledger.service.client import Client
@@ -89,3 +92,53 @@ def test_disk_full_is_recognised() -> None:
     assert disk_full(RuntimeError("OperationalError: database or disk is full"))  # over the pipe
     assert not disk_full(sqlite3.OperationalError("database is locked"))
     assert not disk_full(ValueError("x"))
+
+
+@pytest.mark.parametrize("owns", [False, True])
+async def test_a_full_disk_during_a_back_pressure_pause_resumes(
+    conn: Connection, nats_url: str, tmp_path: Path, owns: bool
+) -> None:
+    """The writer's "disk is full" read just as reading pauses for back-pressure (the pause's
+    own first step reads the writer's pipe): the disk-full wait cancelled the pause's task,
+    the only one to clear the pause, and once space was back the projector subscribed again
+    and took nothing, for good, without an error (found by review)."""
+    from netledger.projector.bench import publish, synthetic
+
+    end = await publish(conn, synthetic(3000, seed=3))
+    use = await connect(nats_url, name="own") if owns else conn
+    p = Projector(use, tmp_path / "p.db", batch_size=16, queue_size=64, owns_connection=owns)
+    p.resume_check = 0.05
+    p.resume_free = 1
+    await p.start()
+    w = p._writer
+    assert w is not None
+    real_restart = p._restart_reading
+    fired = False
+
+    def restart_reading(pause: bool) -> None:
+        # _restart_reading's first step is _send(), whose writer.poll() reads the writer's
+        # acknowledgements: the writer's "failed: database or disk is full" is read there
+        # when it is waiting in the pipe as the reader hits the back-pressure bound.
+        nonlocal fired
+        if pause and not fired:
+            fired = True
+            w._received(("failed", sqlite3.OperationalError("database or disk is full")))
+        real_restart(pause)
+
+    p._restart_reading = restart_reading  # type: ignore[method-assign]
+    try:
+        for _ in range(200):
+            if p.disk_full_pauses:
+                break
+            await asyncio.sleep(0.01)
+        assert p.disk_full_pauses == 1
+        for _ in range(300):  # space is "back" at once (resume_free=1): it reopens
+            if p.paused is None and p._writer is not None:
+                break
+            await asyncio.sleep(0.01)
+        await p.catch_up(timeout=10)
+        assert p.last_seq == end
+    finally:
+        await p.close()
+        if owns:
+            await use.close()
