@@ -12,7 +12,9 @@ An export line is one stored message::
 be decoded has ``"error": "<reason>"`` instead. The import uses ``payload``, so the copy is
 byte-identical, whatever the codec of the importing netledger thinks of old shapes.
 
-Import appends line *i* of the file as stream sequence *i*, each with its original
+Import appends line *i* of the file as stream sequence *i* (an export of a part of the log, made
+with ``--from-seq N``, is stored from 1 on: the result says ``renumbered`` and by how much; a file
+whose sequences have a gap is refused), each with its original
 ``Nats-Msg-Id`` and ``Nats-Expected-Last-Sequence: i-1``: order is enforced by the server, a
 concurrent writer stops the import instead of interleaving, and a re-run first compares the
 stream's existing messages with the file's first lines, then appends only what is missing (so
@@ -143,8 +145,9 @@ def payload_of(line: dict[str, Any], lineno: int) -> bytes:
     return encode(env)
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str, bytes, dict[str, str]]]:
-    """(line number, subject, payload, headers) per line; checks order as it goes."""
+def read_lines(path: Path) -> Iterator[tuple[int, int | None, str, bytes, dict[str, str]]]:
+    """(line number, its seq, subject, payload, headers) per line; checks order as it goes: the lines'
+    sequences are consecutive (from wherever the first starts)."""
     prev = 0
     with path.open(encoding="utf-8") as f:
         for lineno, text in enumerate(f, 1):
@@ -163,17 +166,35 @@ def read_lines(path: Path) -> Iterator[tuple[int, str, bytes, dict[str, str]]]:
                         f"line {lineno}: seq {seq} after {prev}: lines are out of order",
                         line=lineno,
                     )
+                if prev and seq != prev + 1:
+                    raise BadExport(
+                        f"line {lineno}: seq {seq} after {prev}: the file has a gap (the"
+                        " messages after it would be stored under other sequences)",
+                        line=lineno,
+                    )
                 prev = seq
             headers = line.get("headers") or {}
             if not isinstance(headers, dict):
                 raise BadExport(f"line {lineno}: headers is not an object", line=lineno)
-            yield lineno, line["subject"], payload_of(line, lineno), kept_headers(headers)
+            yield (
+                lineno,
+                seq if isinstance(seq, int) else None,
+                line["subject"],
+                payload_of(line, lineno),
+                kept_headers(headers),
+            )
 
 
-def check_file(path: Path) -> int:
+def check_file(path: Path) -> tuple[int, int | None]:
     """Read the whole file once before appending anything (a bad line half way must not leave
-    half an import); return the number of messages."""
-    return sum(1 for _ in read_lines(path))
+    half an import); return the number of messages and the first one's ``seq`` (None if the
+    lines carry none)."""
+    count, first = 0, None
+    for _, seq, *_ in read_lines(path):
+        if count == 0:
+            first = seq
+        count += 1
+    return count, first
 
 
 async def _existing(conn: Connection, n: int) -> AsyncGenerator[Stored, None]:
@@ -187,7 +208,7 @@ async def import_file(
 ) -> dict[str, Any]:
     """Append the file's messages to the stream (see the module doc); return a summary."""
     path = Path(path)
-    total = check_file(path)
+    total, first_seq = check_file(path)
     start = await last_seq(conn)
     existing = _existing(conn, start)
     pending: list[tuple[int, asyncio.Future[Any]]] = []
@@ -221,7 +242,7 @@ async def import_file(
 
     with progress_bar(f"import {path.name}", total, show_progress) as advance:
         try:
-            for lineno, subject, data, headers in read_lines(path):
+            for lineno, _, subject, data, headers in read_lines(path):
                 target += 1
                 if target <= start:
                     have = await anext(existing)
@@ -258,6 +279,10 @@ async def import_file(
         "appended": appended,
         "stream_last_seq": await last_seq(conn),
         "stream_had_more": max(0, start - target),
+        # an export of a part of the log: its messages stored that much lower than in the
+        # log they came from (every seq in the copy, hence in a replay of it, shifts)
+        "first_seq_in_file": first_seq,
+        "renumbered": first_seq is not None and first_seq != 1,
     }
 
 

@@ -366,7 +366,10 @@ def import_cmd(settings: Settings, file: Path) -> None:
     """Append an export to an empty stream, in order, byte for byte.
 
     A stream that already holds exactly the file's first messages is completed (so running the
-    same import again appends nothing); any other non-empty stream is refused.
+    same import again appends nothing); any other non-empty stream is refused. Line i is stored
+    as seq i: an export of a part of the log (--from-seq N) is stored from 1 on, which the
+    result says (renumbered, first_seq_in_file; a notice on stderr); a file whose sequences
+    have a gap is refused.
     """
     from netledger.journal.stream import ensure_stream
 
@@ -377,6 +380,14 @@ def import_cmd(settings: Settings, file: Path) -> None:
         return await import_file(conn, file)
 
     result = _with_conn(settings, "netledger-import", go)
+    if result["renumbered"]:
+        shift = result["first_seq_in_file"] - 1
+        click.echo(
+            f"netledger: {file} starts at seq {result['first_seq_in_file']} (an export of a part"
+            f" of the log): its messages are stored from seq 1, each {shift} lower than in the"
+            " log it came from",
+            err=True,
+        )
     emit(
         result,
         settings.as_json,

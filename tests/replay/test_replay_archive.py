@@ -3,6 +3,7 @@ re-running the import appends nothing; a different stream is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -20,7 +21,7 @@ from netledger.replay.errors import BadExport, StreamNotEmpty
 from netledger.replay.reader import read_range
 from netledger.replay.rebuild import rebuild
 from netledger.service.service import CommandService
-from tests.replay.test_replay_helpers import build_history, cli_json
+from tests.replay.test_replay_helpers import build_history, cli_json, invoke
 
 
 @pytest.fixture
@@ -136,5 +137,33 @@ async def test_cli_export_import(
     url = f"nats://{other_url.hostname}:{other_url.port}"
     r = await cli_json("--nats", url, "import", str(out))
     assert (r["appended"], r["stream_last_seq"]) == (3, 3)
+    # a part of the log is stored from 1 on, and the result says so
+    assert (r["renumbered"], r["first_seq_in_file"]) == (True, 2)
     r = await cli_json("--nats", url, "import", str(out))
     assert r["appended"] == 0
+
+
+async def test_a_partial_export_is_said_to_be_renumbered_and_a_gap_refused(
+    conn: Connection, service: CommandService, nats_url: str, other: Connection, tmp_path: Path
+) -> None:
+    """Line i is stored as seq i: an export made with --from-seq N lands N-1 lower, which the
+    import now says (it did so silently); a file with a gap is refused before anything is
+    appended (the messages after it would shift). Found by review."""
+    await build_history(conn)
+    part = tmp_path / "part.jsonl"
+    await cli_json("--nats", nats_url, "export", "--from-seq", "3", "--out", str(part))
+    other_url = other.nc.connected_url
+    assert other_url is not None
+    url = f"nats://{other_url.hostname}:{other_url.port}"
+    r = await asyncio.to_thread(invoke, "--nats", url, "import", str(part))
+    assert r.exit_code == 0, r.output
+    assert "starts at seq 3" in r.stderr and "each 2 lower" in r.stderr
+    whole = tmp_path / "whole.jsonl"
+    await cli_json("--nats", nats_url, "export", "--out", str(whole))
+    lines = whole.read_text().splitlines()
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text("\n".join(lines[:2] + lines[3:]) + "\n")
+    before = await last_seq(other)
+    bad = await cli_json("--nats", url, "import", str(gap), code=1)
+    assert bad["error"]["code"] == "bad_export" and "has a gap" in bad["error"]["message"]
+    assert await last_seq(other) == before

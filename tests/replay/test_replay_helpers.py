@@ -145,4 +145,4 @@ def invoke(*args: str) -> Any:
 async def cli_json(*args: str, code: int = 0) -> Any:
     r = await asyncio.to_thread(invoke, "--json", *args)
     assert r.exit_code == code, r.output
-    return json.loads(r.output)
+    return json.loads(r.stdout)  # (notices go to stderr)
