@@ -10,6 +10,8 @@ logging) are logged as found (``detail.adopted``) or gone (reason ``found-gone``
 
 from __future__ import annotations
 
+from typing import Any
+
 from netledger.events.host_events import (
     HostAddressAdded,
     HostAddressRemoved,
@@ -246,4 +248,67 @@ def record_fixes(
                 host=h, interface=key[0], dst=key[1], network_id=None, reason="found-gone"
             )
         )
+    out.extend(_nat_and_forwarding_fixes(h, book, desired, emitted, final))
+    return out
+
+
+def _nat_key(
+    floating: dict[str, str], ranges: list[str], snat_to: str | None, routed: dict[str, str]
+) -> tuple[Any, ...]:
+    """What a NAT record says (HostNatApplied's fields), comparable."""
+    return (sorted(floating.items()), sorted(ranges), snat_to, sorted(routed.items()))
+
+
+_NO_NAT = _nat_key({}, [], None, {})
+
+
+def _nat_and_forwarding_fixes(
+    h: str, book: HostBook, desired: HostDesired, emitted: list[HostEvent], final: HostActual
+) -> list[HostEvent]:
+    """The NAT tables and forwarding as the kernel has them, where the log's record differs:
+    a crash between ``nft -f`` (or the sysctl) and its report left the kernel right and the
+    record stale, and the next pass, finding nothing to do, never said it (found by review)."""
+    out: list[HostEvent] = []
+    nat: HostNatApplied | None = book.nat
+    forwarding = {4: book.forwarding, 6: book.forwarding_v6}
+    for e in emitted:
+        if isinstance(e, HostNatApplied):
+            nat = e
+        elif isinstance(e, HostNatRemoved):
+            nat = None
+        elif isinstance(e, HostForwardingSet):
+            forwarding[e.version] = e.enabled
+    recorded = (
+        _NO_NAT
+        if nat is None
+        else _nat_key(nat.floating, nat.snat_ranges, nat.snat_to, nat.routed_v6)
+    )
+    t = final.nat if final.nat_intact else None
+    routed = {prefix: bridge for bridge, prefix in t.routed_v6} if t is not None else {}
+    have = (
+        _NO_NAT
+        if t is None or t.empty
+        else _nat_key(dict(t.floating), list(t.fixed_ranges), t.snat_to, routed)
+    )
+    if final.nat_intact and have != recorded:
+        if have == _NO_NAT:
+            out.append(HostNatRemoved(host=h, reason="found-gone"))
+        else:
+            assert t is not None
+            out.append(
+                HostNatApplied(
+                    host=h,
+                    floating=dict(t.floating),
+                    snat_ranges=list(t.fixed_ranges),
+                    drift=False,
+                    snat_to=t.snat_to,
+                    routed_v6=routed,
+                )
+            )
+    # Only forwarding this host needs: the executor never turns it off, and a host routing
+    # for other reasons is not netledger's to record.
+    for version, want, on in ((4, desired.forwarding, final.forwarding),
+                              (6, desired.forwarding_v6, final.forwarding_v6)):  # fmt: skip
+        if want and on and not forwarding[version]:
+            out.append(HostForwardingSet(host=h, enabled=True, drift=False, version=version))
     return out
