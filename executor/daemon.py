@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from netledger.common import metrics
-from netledger.events.codec import Actor
+from netledger.events.codec import Actor, Envelope
 from netledger.events.errors import LogRegression, NetledgerError
 from netledger.events.host_events import (
     HostAnnounced,
@@ -132,6 +133,7 @@ class Executor(Reports):
         #: the log refused some of our events: the record in memory is no longer the fold of
         #: the log, so no snapshot of it is written for the rest of this run
         self._record_diverged = False
+        self._unsent: list[Envelope] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -506,6 +508,8 @@ class Executor(Reports):
         report.events = len(reported) + len(events)
         if events:
             self._record(self._envelopes(events, pass_id, len(reported)))
+        elif self._unsent:  # what the log refused: tried again after every pass
+            self._later(functools.partial(self._append, []))
         if report.events or report.failures or now - self._status_at >= self.opts.heartbeat:
             self._status_at = now
 

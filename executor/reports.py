@@ -49,6 +49,9 @@ class Reports:
     _status_at: float
     _appender: Appender
     _record_diverged: bool
+    #: events of ours already in the record (folded at once) that the log refused: appended
+    #: first, in order, with their own ids, by the next append (every pass tries one)
+    _unsent: list[Envelope]
     _outbox: asyncio.Queue[Callable[[], Awaitable[Any]]]
     _outbox_task: asyncio.Task[None] | None
     _jobs: int
@@ -147,13 +150,17 @@ class Reports:
         (publish-acks, ~0.3 ms each), more in atomic batches of up to 1,000 (a first pass over
         1,000 networks reports thousands of changes: one publish-ack each took 0.5 s). Retried
         through a failover with the same ids: never stored twice."""
+        if self._unsent:  # what the log refused before goes first: the record's order
+            envs, self._unsent = [*self._unsent, *envs], []
+        if not envs:
+            return 0
         last = 0
         groups = (
             [[e] for e in envs]
             if len(envs) <= FEW
             else [envs[i : i + MAX_BATCH] for i in range(0, len(envs), MAX_BATCH)]
         )
-        for group in groups:
+        for k, group in enumerate(groups):
             try:
                 last = await retrying(
                     functools.partial(self._appender.append, build_messages(group), {}),
@@ -163,8 +170,12 @@ class Reports:
             except MaybeApplied:
                 # The same ids were stored already (a retry after a lost ack): nothing twice.
                 last = await last_seq(self.conn)
-            except LogUnavailable as err:
-                self._log_refused(err)
+            except Exception as err:
+                # Not in the log (or not known to be): kept, in order, for the next append —
+                # our record holds them already, and nothing else would ever send them.
+                self._unsent = [e for g in groups[k:] for e in g]
+                if isinstance(err, LogUnavailable):
+                    self._log_refused(err)
                 raise
         if self.log_trouble is not None:
             log.warning("the log takes this host's events again")
@@ -175,11 +186,12 @@ class Reports:
 
     def _log_refused(self, err: LogUnavailable) -> None:
         """Said once per episode (not a stack trace per pass); in the host's status meanwhile.
-        Nothing is lost: the kernel is already right, the next full pass records it again."""
+        Nothing is lost: the kernel is already right, and the refused events are appended first
+        by the next append once the log takes writes again (every pass tries one)."""
         if self.log_trouble is None or self.log_trouble.get("code") != err.code:
             log.warning(
-                "the log refuses this host's events [%s]: %s (the next full pass records them"
-                " once it takes writes again)",
+                "the log refuses this host's events [%s]: %s (they are appended, in order, once"
+                " it takes writes again)",
                 err.code,
                 err.message,
             )
@@ -212,7 +224,9 @@ class Reports:
                 # Whatever failed (a connection closed, a failover outlasting the retries), our
                 # record may now hold events the log never got: no view snapshot of it.
                 self._record_diverged = True
-                log.exception("reporting a pass failed (the next full pass reconciles the record)")
+                log.exception(
+                    "reporting a pass failed (what did not go is appended first next time)"
+                )
             finally:
                 self._jobs -= 1
                 self._outbox.task_done()

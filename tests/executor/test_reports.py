@@ -51,3 +51,50 @@ async def test_a_log_refusal_stops_them_too(conn: Connection, tmp_path: Path) ->
     assert ex._record_diverged and ex.log_trouble is not None
     assert ex.log_trouble["code"] == "log_storage_full"
     await ex.close()
+
+
+async def test_events_the_log_refused_are_appended_first_once_it_takes_writes(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """The record folds a pass's events at once; the log refusing them left it ahead of the
+    log until a restart (the warning promised the next full pass would record them, and it
+    could not: the record already held them). Now they are kept and appended, in order,
+    before anything newer (found by review)."""
+    from netledger.events.codec import decode
+    from netledger.events.host_events import HostLinkCreated
+    from netledger.journal.stream import last_seq
+    from netledger.replay.reader import read_range
+
+    ex = _executor(conn, tmp_path)
+    real = ex._appender.append
+    calls = 0
+
+    async def refuse_once(*args: object, **kw: object) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise LogStorageFull("the stream is full")
+        return await real(*args, **kw)  # type: ignore[arg-type]
+
+    ex._appender.append = refuse_once  # type: ignore[method-assign]
+
+    def link(name: str) -> HostLinkCreated:
+        return HostLinkCreated(host="rp", name=name, kind="bridge", network_id="1", drift=False)
+
+    first = ex._envelopes([link("br1"), link("br2")])
+    before = await last_seq(conn)
+    try:
+        await ex._append(first)
+    except LogStorageFull:
+        pass
+    else:
+        raise AssertionError("the refusal was not raised")
+    assert ex._unsent == first and await last_seq(conn) == before
+    await ex._append(ex._envelopes([link("br3")]))
+    assert ex._unsent == []
+    stored = [m async for m in read_range(conn, before + 1, await last_seq(conn))]
+    names = [decode(m.data).event.name for m in stored]  # type: ignore[attr-defined]
+    assert names == ["br1", "br2", "br3"]
+    await ex._append([])  # nothing left: nothing appended
+    assert await last_seq(conn) == before + 3
+    await ex.close()
