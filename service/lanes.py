@@ -241,6 +241,13 @@ class Lanes:
         # the whole round being refused again, MAX_CONFLICT_RETRIES times.
         alone = False
         for attempt in range(MAX_CONFLICT_RETRIES):
+            if self.follower.pending and any(
+                not j.fut.done() and j.req.command_id in self.seen for j in jobs
+            ):
+                # A retry answered from ``seen`` must find all its events: another replica's
+                # atomic batch may be folded in part (its messages in two reads) while more of
+                # the log is on its way. Rare (a retry, with messages pending). Found by review.
+                await self.follower.catch_up()
             pending = Pending()
             joined: set[tuple[str, str]] = set()
             envelopes: list[Envelope] = []

@@ -8,6 +8,8 @@ twice. Each test fails without its fix.
 * alone, each append read its OCC check's expected sequence when it went, not what the round
   decided on: another replica's allocation folded meanwhile passed the check, and two instances
   held one address;
+* a retry reaching a replica whose follower holds only part of another replica's atomic batch
+  was answered from that part;
 * a chain with a duplicate message id in the middle (two allocations sent with the same command
   id in one round): the landed sequences were taken as contiguous, the lane folded the wrong
   event at the wrong sequence, and the address the log gives the first was handed out again.
@@ -172,3 +174,55 @@ async def test_chain_with_a_duplicate_id_in_the_middle(
     assert isinstance(res[2], dict) and in_log["i3"] == res[2]["address"]
     assert in_log["i4"] == later["address"]
     assert "i2" not in in_log or in_log["i2"] != in_log.get("i1")
+
+
+def allocate_for_project(instance: str, project: str, command_id: str) -> Request:
+    args: dict[str, Any] = {"instance": instance, "project": project}
+    return parse_command(
+        "fixed_ip.allocate",
+        {"command_id": command_id, "actor": {"role": "admin"}, "args": args},
+    )
+
+
+async def test_retry_during_a_partly_folded_batch(conn: Connection, nats_url: str) -> None:
+    """Replica b appends a project's first allocation as one atomic batch [NetworkAssociated,
+    FixedIpAllocated]; replica a's follower gets it in two reads (simulated: the second held
+    back 0.3 s) and a lane of a runs between them. A retry of b's command reaching a found
+    seen[cmd] = [NetworkAssociated] only and was answered without the address. Found by
+    review."""
+    conns = [await connect(nats_url, name=f"r{i}") for i in range(2)]
+    a, b = svcs = [CommandService(x) for x in conns]
+    try:
+        for x in conns:
+            await ensure_stream(x)
+        for s in svcs:
+            await s.start()
+        await Client(conn).create_networks(
+            label="v", cidr="10.1.0.0/16", num_networks=2, mode="vlan"
+        )
+        top = await last_seq(conn)
+        for s in svcs:
+            await s.follower.wait_for(top)
+
+        loop = asyncio.get_running_loop()
+        real_on_msg = a.follower._on_msg
+        held = asyncio.Event()
+
+        def on_msg(msg: Any) -> None:
+            if msg.headers and msg.headers.get("Nats-Msg-Id") == "b-1:1" and not held.is_set():
+                held.set()  # the batch's second message comes in a later read
+                loop.call_later(0.3, real_on_msg, msg)
+                return
+            real_on_msg(msg)
+
+        a.follower._on_msg = on_msg  # type: ignore[method-assign]
+        first = await b._submit(allocate_for_project("i1", "p1", "b-1"))
+        await asyncio.wait_for(held.wait(), 5)
+        # the client's retry of b-1 (say its reply was lost) reaches replica a
+        again = await a._submit(allocate_for_project("i1", "p1", "b-1"))
+        assert again == first
+    finally:
+        for s in svcs:
+            await s.close()
+        for x in conns:
+            await x.close()
