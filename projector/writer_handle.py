@@ -141,6 +141,8 @@ class WriterProcess:
         if not self._ready.done():
             self._ready.set_exception(died)
             self._ready.exception()  # retrieved: start() reports it
+        elif self._ready.exception() is not None:
+            pass  # it failed as it started and said why (start() reports that), then exited
         elif not self._closed.done() and not self._stopping:
             self.on_failed(died)
         if not self._closed.done():
