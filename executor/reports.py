@@ -17,7 +17,7 @@ from typing import Any
 
 from netledger.events.codec import Actor, Envelope
 from netledger.events.errors import LogUnavailable
-from netledger.events.host_events import HostEvent
+from netledger.events.host_events import HostEvent, HostInstancesSeen
 from netledger.journal.append import Appender, MaybeApplied, build_messages
 from netledger.journal.liveness import live_bucket, status_key
 from netledger.journal.stream import MAX_BATCH, Connection, last_seq, retrying
@@ -172,8 +172,13 @@ class Reports:
                 last = await last_seq(self.conn)
             except Exception as err:
                 # Not in the log (or not known to be): kept, in order, for the next append —
-                # our record holds them already, and nothing else would ever send them.
-                self._unsent = [e for g in groups[k:] for e in g]
+                # our record holds them already, and nothing else would ever send them. Not
+                # sightings: an observation stored later under a later sequence would pass for
+                # one made after what came in between (an allocation: reclaim counts reports
+                # by sequence); the reporter observes again instead (found by review).
+                self._unsent = [
+                    e for g in groups[k:] for e in g if not isinstance(e.event, HostInstancesSeen)
+                ]
                 if isinstance(err, LogUnavailable):
                     self._log_refused(err)
                 raise

@@ -98,3 +98,27 @@ async def test_events_the_log_refused_are_appended_first_once_it_takes_writes(
     await ex._append([])  # nothing left: nothing appended
     assert await last_seq(conn) == before + 3
     await ex.close()
+
+
+async def test_a_refused_sighting_is_not_kept_for_later(conn: Connection, tmp_path: Path) -> None:
+    """A sightings report the log refused is dropped (the reporter observes again), never
+    appended later: stored under a later sequence, an old observation would pass for one made
+    after what came in between — an allocation, for reclaim (found by review)."""
+    from netledger.events.host_events import HostInstancesSeen, HostLinkCreated
+
+    ex = _executor(conn, tmp_path)
+
+    async def refuse(*args: object, **kw: object) -> int:
+        raise LogStorageFull("the stream is full")
+
+    ex._appender.append = refuse  # type: ignore[method-assign]
+    seen = HostInstancesSeen(host="rp", macs=["02:00:00:00:00:01"], networks=["1"],
+                             reason="change", leases=0)  # fmt: skip
+    link = HostLinkCreated(host="rp", name="br1", kind="bridge", network_id="1", drift=False)
+    envs = ex._envelopes([seen, link])
+    try:
+        await ex._append(envs)
+    except LogStorageFull:
+        pass
+    assert [e.event for e in ex._unsent] == [link]
+    await ex.close()
