@@ -43,6 +43,16 @@ from netledger.service.reclaim_run import sweep
 
 log = logging.getLogger("netledger.service")
 
+#: reply subjects the service never answers on: netledger's own (the log's events, commands)
+#: and the server's ($JS, $KV, $O, $SYS, ...) — a request's reply subject is the sender's
+#: choice, and the service publishes its answer there with its own permissions
+_NOT_AN_INBOX = ("netledger.", "$")
+
+
+def answerable(reply: str) -> bool:
+    """Whether a request's reply subject may be answered (empty: no answer wanted)."""
+    return not reply.startswith(_NOT_AN_INBOX)
+
 
 def _internal(exc: BaseException) -> bytes:
     return reply_error(NetledgerError(f"internal error: {exc.__class__.__name__}: {exc}"))
@@ -74,6 +84,13 @@ class Requests:
         route = parse_command_subject(subj)
         name = route.name if route is not None else subj
         to = reply.decode()
+        if not answerable(to):
+            # The service would publish its answer there with its own rights (and nats-server's
+            # allow_responses): a client could have it write on the log's subjects, another
+            # host's, or the liveness bucket. Nothing is decided, nothing answered (review).
+            self.stats.count(name, "reply_subject_refused")
+            log.warning("refused %s: its reply subject %r is not a client's inbox", name, to)
+            return
         try:
             if route is None:  # only served subjects arrive; say so rather than guess
                 raise Forbidden(f"{subj} is not a command subject")
