@@ -350,7 +350,12 @@ class FixedIpDeallocate(Command):
 @command
 @dataclass(frozen=True)
 class FixedIpLease(Command):
+    """What a DHCP server saw (dnsmasq's lease script, as its host's executor: role system) —
+    not a project's to say: a member could otherwise release another project's address, held
+    until its DHCP release, for its own next allocation (found by review)."""
+
     NAME: ClassVar[str] = "fixed_ip.lease"
+    ADMIN_ONLY: ClassVar[bool] = True
     address: str
     mac: str
 
