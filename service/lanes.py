@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netledger.events.codec import Envelope
+from netledger.events.codec import Envelope, decode
 from netledger.events.commands import (
     FixedIpAllocate,
     FixedIpDeallocate,
@@ -30,6 +30,7 @@ from netledger.events.decide import Decision, Pending, decide
 from netledger.events.errors import (
     CommandIdReused,
     ConflictRetriesExhausted,
+    DecodeError,
     LogUnavailable,
     NetledgerError,
 )
@@ -230,9 +231,25 @@ class Lanes:
                 self._busy_lanes -= 1
 
     def _already_applied(self, req: Request) -> dict[str, Any] | None:
+        """The stored answer of a retry, or None; :class:`CommandIdReused` when the command id
+        was another actor's (role, project): a member of one project was told another
+        project's allocation, or had its own command answered with it (found by review)."""
         events = self.seen.get(req.command_id)
         if events is None:
             return None
+        try:
+            first = decode(events[0]).actor
+        except (DecodeError, IndexError):
+            first = None  # cannot tell: as before
+        if first is not None and (first.role, first.project) != (
+            req.actor.role,
+            req.actor.project,
+        ):
+            raise CommandIdReused(
+                f"command id {req.command_id} is another sender's (a {first.role} of"
+                f" {first.project or 'no project'}): send this command with a new command id",
+                command_id=req.command_id,
+            )
         return result_from_events(self.state, req, seen_events(events))
 
     async def _decide_and_append(self, jobs: list[Job]) -> None:
@@ -263,7 +280,11 @@ class Lanes:
                     # links of one chain with one message id: the second is acked as a
                     # duplicate, and what follows it no longer tells what landed.
                     continue
-                prior = self._already_applied(job.req)
+                try:
+                    prior = self._already_applied(job.req)
+                except CommandIdReused as err:
+                    job.fail(err)
+                    continue
                 if prior is not None:
                     job.resolve(prior)
                     continue

@@ -56,3 +56,31 @@ async def test_a_request_asking_for_its_answer_on_the_log_appends_nothing(
     assert service.stats.commands.get("fixed_ip.allocate:reply_subject_refused") == 2
     # an ordinary request is answered as ever
     assert (await c.allocate_fixed_ip("i1", network_id="1", host="h1"))["instance"] == "i1"
+
+
+async def test_a_command_id_is_its_senders_own(conn: Connection, service: CommandService) -> None:
+    """A retry is answered from what its command id stored — but only to the same sender
+    (role and project): a member of p2 reusing p1's command id was told p1's allocation, and
+    an id taken in advance answered the rightful command with the squatter's result (found by
+    review)."""
+    from netledger.events.errors import CommandIdReused
+
+    admin = Client(conn)
+    [n1] = await admin.create_networks(label="a", cidr="10.41.0.0/24", mode="flat", project="p1")
+    await admin.create_networks(label="b", cidr="10.42.0.0/24", mode="flat", project="p2")
+    p1 = Client(conn, Actor(project="p1", role="member"))
+    p2 = Client(conn, Actor(project="p2", role="member"))
+    args = {"instance": "vm-1", "host": "h1"}
+    mine = await p1.request("fixed_ip.allocate", {**args, "project": "p1"}, command_id="req-42")
+    assert mine["network_id"] == n1["id"]
+    # p1's own retry: the stored answer
+    assert (
+        await p1.request("fixed_ip.allocate", {**args, "project": "p1"}, command_id="req-42")
+        == mine
+    )
+    try:
+        got = await p2.request("fixed_ip.allocate", {**args, "project": "p2"}, command_id="req-42")
+    except CommandIdReused as err:
+        assert "another sender's" in err.message
+    else:
+        raise AssertionError(f"p2 was answered with p1's allocation: {got}")
