@@ -413,13 +413,19 @@ def hostname_for(instance: str) -> str:
     """A DNS label from an instance id (ids are letters, digits, '-' and '_').
 
     dnsmasq reads a hosts-file field that looks like a number as a lease time, so a name
-    always starts with a letter.
+    always starts with a letter; and ``ignore``, ``infinite`` and ``deprecated`` as its
+    keywords (an instance named ``ignore`` got no address at all, one named ``infinite`` a
+    lease that never ends: found by review), so those get the same prefix.
     """
     label = "".join(c if c.isascii() and c.isalnum() else "-" for c in instance.lower())
     label = label.strip("-") or "instance"
-    if not label[0].isalpha():
+    if not label[0].isalpha() or label in DNSMASQ_KEYWORDS:
         label = f"i-{label}"
     return label[:63].rstrip("-")
+
+
+#: words dnsmasq reads as keywords in a dhcp-host line (never as a host name)
+DNSMASQ_KEYWORDS = frozenset({"ignore", "infinite", "deprecated"})
 
 
 def _id_key(network_id: str) -> tuple[int, str]:

@@ -136,6 +136,12 @@ def test_flat_networks_sharing_a_bridge_share_one_dnsmasq() -> None:
         ("3600", "i-3600"),
         ("__", "instance"),
         ("a" * 80, "a" * 63),
+        # dnsmasq's dhcp-host keywords: no address at all, a lease that never ends (review)
+        ("ignore", "i-ignore"),
+        ("IGNORE", "i-ignore"),
+        ("infinite", "i-infinite"),
+        ("deprecated", "i-deprecated"),
+        ("ignored", "ignored"),
     ],
 )
 def test_hostname_is_a_dns_label_starting_with_a_letter(instance: str, name: str) -> None:
