@@ -42,6 +42,7 @@ which the CLI reads from the environment (``set -a; . executor-h1.env`` or syste
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -325,9 +326,21 @@ def credentials_text(user: User, url: str | None = None) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    """``text`` into ``path``, mode 0600 whatever was there: written to a new file in the same
+    folder (created 0600, never through a link) and renamed over it. Opening the old one kept
+    its mode (a 0644 copy stayed 0644 with the new passwords) and followed a symlink there to
+    wherever it pointed (found by review)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def write_setup(

@@ -626,3 +626,33 @@ def test_auth_init_into_a_folder_it_cannot_create_is_a_clear_error(tmp_path: Pat
     )
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith(f"error [credentials_error]: cannot write the auth setup into {out}")
+
+
+def test_auth_init_force_leaves_every_file_0600_and_follows_no_link(tmp_path: Path) -> None:
+    """--force rewrote the files in place: one copied or chmod-ed 0644 kept that mode with the
+    new passwords, and a symlink in the folder had the secrets written wherever it pointed
+    (found by review). Now each file is a new one, 0600, renamed into place."""
+    import os
+    import stat
+
+    out = tmp_path / "auth"
+
+    def init(*extra: str) -> None:
+        r = subprocess.run([NETLEDGER, "auth", "init", "--out", str(out), "--hosts", "h1", *extra],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+
+    init()
+    for f in out.iterdir():
+        f.chmod(0o644)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("")
+    (out / "admin.env").unlink()
+    (out / "admin.env").symlink_to(elsewhere)
+    init("--force")
+    files = sorted(out.iterdir())
+    assert files and all(stat.S_IMODE(f.lstat().st_mode) == 0o600 for f in files), [
+        (f.name, oct(f.lstat().st_mode)) for f in files]  # fmt: skip
+    assert not (out / "admin.env").is_symlink() and elsewhere.read_text() == ""
+    assert "NETLEDGER_PASSWORD=" in (out / "admin.env").read_text()
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
