@@ -94,6 +94,9 @@ class Report:
     seq: int
     time: float
     networks: frozenset[str]
+    #: the first report of an executor's run, or the first after its reporting failed: the host
+    #: was not watching before it, so no absence reaches back across it (found by review)
+    start: bool = False
 
 
 def macs_digest(macs: Iterable[str]) -> str:
@@ -112,6 +115,9 @@ class Heartbeat:
     time: float
     digest: str
     revision: int = 0
+    #: the reporter has observed without a break since then (its start, or its last failure to
+    #: observe or report): a confirmed absence counts from here at the earliest
+    since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +132,11 @@ class Absence:
 
     @property
     def span(self) -> float:
-        # Both times come from the same host's clock: no cross-host skew in the span.
-        return self.last.time - self.first.time
+        # Both times come from the same host's clock: no cross-host skew in the span. A
+        # heartbeat's reporter observed without a break only since ``since``.
+        since = self.heartbeat.since if self.heartbeat is not None else None
+        start = self.first.time if since is None else max(self.first.time, since)
+        return self.last.time - start
 
 
 @dataclass
@@ -140,11 +149,13 @@ class HostSightings:
     last_macs: frozenset[str] = frozenset()
     limit: int = MAX_REPORTS
 
-    def record(self, seq: int, time: float, macs: list[str], networks: list[str]) -> None:
+    def record(
+        self, seq: int, time: float, macs: list[str], networks: list[str], start: bool = False
+    ) -> None:
         nets = frozenset(networks)
         if self.reports and self.reports[-1].networks == nets:
             nets = self.reports[-1].networks  # one set shared by reports that cover the same
-        self.reports.append(Report(seq, time, nets))
+        self.reports.append(Report(seq, time, nets, start))
         # (map and dict.fromkeys: a host reports every MAC it holds each time, and this was
         # ~17% of the service's fold of a long log)
         self.last_macs = frozenset(map(str.lower, macs))
@@ -194,10 +205,22 @@ class HostSightings:
         if first is None:
             return None
         last = next(r for r in reversed(self.reports) if network_id in r.networks)
+        # No absence reaches back across a start (the executor was not watching before it):
+        # from the newest start report up to ``last`` on, at the earliest.
+        restart = next(
+            (k for k in range(len(self.reports) - 1, i - 1, -1)
+             if self.reports[k].start and first.seq < self.reports[k].seq <= last.seq),
+            None,
+        )  # fmt: skip
+        if restart is not None:
+            first = next(r for r in self.reports[restart:] if network_id in r.networks)
         if last is self.reports[-1] and self.confirms(heartbeat):
             assert heartbeat is not None
             return Absence(
-                first, Report(last.seq, heartbeat.time, last.networks), last_seen, heartbeat
+                first,
+                Report(last.seq, heartbeat.time, last.networks, last.start),
+                last_seen,
+                heartbeat,
             )
         return Absence(first, last, last_seen)
 

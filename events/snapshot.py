@@ -45,8 +45,9 @@ from .state import (
 from .types import Event, FloatingPoolCreated, NetworkCreated
 
 #: The layout of the snapshot map itself (not of the fold: that is FOLD_VERSION). 3: a host's
-#: sighting reports name their network set by index.
-SNAPSHOT_FORMAT = 3
+#: sighting reports name their network set by index. 4: and say whether each is a start (an
+#: absence reaches back across none).
+SNAPSHOT_FORMAT = 4
 
 #: A command's events as the service remembers them: their envelopes as stored in the log
 #: (decoded only when a retry asks: most never are; raw bytes are the smallest form).
@@ -188,14 +189,14 @@ def _sightings_to(h: HostSightings) -> list[Any]:
     host keeps up to 64 reports and most cover the same networks: listing each report's
     networks made an old cloud's snapshot 40% larger than a young one's for the same state)."""
     sets: dict[frozenset[str], int] = {}
-    reports = [[r.seq, r.time, sets.setdefault(r.networks, len(sets))] for r in h.reports]
+    reports = [[r.seq, r.time, sets.setdefault(r.networks, len(sets)), r.start] for r in h.reports]
     return [[sorted(x) for x in sets], reports, h.seen, sorted(h.last_macs), h.limit]
 
 
 def _sightings_from(w: list[Any]) -> HostSightings:
     sets, reports, seen, last_macs, limit = w
     shared = [frozenset(x) for x in sets]
-    out = [Report(seq, time, shared[i]) for seq, time, i in reports]
+    out = [Report(seq, time, shared[i], start) for seq, time, i, start in reports]
     return HostSightings(reports=out, seen=seen, last_macs=frozenset(last_macs), limit=limit)
 
 

@@ -377,7 +377,7 @@ class State:
         h = self.sightings.get(ev.host)
         if h is None:
             h = self.sightings[ev.host] = HostSightings()
-        h.record(seq, self.event_time, list(ev.macs), list(ev.networks))
+        h.record(seq, self.event_time, list(ev.macs), list(ev.networks), ev.reason == "start")
 
     def _pool(self, pool: str, seq: int) -> PoolState | None:
         p = self.pools.get(pool)

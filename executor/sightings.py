@@ -102,6 +102,12 @@ class SightingReporter:
         #: stream sequence of this host's newest report in the log (what heartbeats confirm)
         self.report_seq = 0
         self.heartbeats = 0
+        #: observing without a break since (wall clock, as the reports): this run's start, or
+        #: its last failure to observe or to report — what heartbeats say, so that no absence
+        #: is counted across time nobody watched (found by review)
+        self.since = time.time()
+        #: a report failed: the next one appended is a start (no absence reaches back across it)
+        self.broken = False
         self._kv: Any = None
         self._kv_missing_logged = False
         # Its own netlink socket: the reconcile pass uses the executor's in another thread.
@@ -150,16 +156,21 @@ class SightingReporter:
         if reason == "start" and self._as_in_log(seen):
             self.last = seen
             reason = "heartbeat"
+        if self.broken and reason == "heartbeat":
+            # What the log's newest report says may be older than what was seen since (a
+            # report refused meanwhile): report afresh, as a start, never confirm it.
+            reason = "start"
         if reason in ("start", "change"):
             ev = HostInstancesSeen(
                 host=self.ex.cfg.host,
                 macs=sorted(seen.macs),
                 networks=sorted(seen.networks),
-                reason=reason,
+                reason="start" if self.broken else reason,
                 leases=seen.leases,
             )
             self.report_seq = await self.ex._publish([ev])
             self.last, self.last_at = seen, now
+            self.broken = False
             self.reports += 1
             return True
         if reason == "heartbeat" and await self._heartbeat(seen):
@@ -185,10 +196,16 @@ class SightingReporter:
             report_seq=self.report_seq,
             time=time.time(),
             digest=macs_digest(seen.macs),
+            since=self.since,
         )
         await self._kv.put(seen_key(hb.host), heartbeat_to_json(hb))
         self.heartbeats += 1
         return True
+
+    def _broke(self) -> None:
+        """Observing or reporting failed: continuity ends here."""
+        self.broken = True
+        self.since = time.time()
 
     async def run(self) -> None:
         try:
@@ -199,12 +216,14 @@ class SightingReporter:
                     raise
                 except LogUnavailable:
                     # Not stored (the log is full or unavailable; the executor said why, once):
-                    # the set stays unreported, so the next poll reports it again.
-                    pass
+                    # the set stays unreported; the next report is a start, and heartbeats
+                    # count from now (what was seen meanwhile is not in the log).
+                    self._broke()
                 except Exception:
                     # Never report a set we could not read: a partial view would look like
                     # absence. The next poll tries again.
                     log.exception("reading the instances seen on this host failed")
+                    self._broke()
                 await asyncio.sleep(self.poll)
         finally:
             self.kernel.close()

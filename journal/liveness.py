@@ -57,10 +57,12 @@ def host_keys(host: str) -> str:
 
 
 def heartbeat_to_json(hb: Heartbeat) -> bytes:
-    return json.dumps(
-        {"host": hb.host, "report_seq": hb.report_seq, "time": hb.time, "digest": hb.digest},
-        sort_keys=True,
-    ).encode()
+    d: dict[str, Any] = {
+        "host": hb.host, "report_seq": hb.report_seq, "time": hb.time, "digest": hb.digest
+    }  # fmt: skip
+    if hb.since is not None:
+        d["since"] = hb.since
+    return json.dumps(d, sort_keys=True).encode()
 
 
 def heartbeat_from_json(data: bytes, revision: int) -> Heartbeat | None:
@@ -73,6 +75,7 @@ def heartbeat_from_json(data: bytes, revision: int) -> Heartbeat | None:
             time=float(d["time"]),
             digest=str(d["digest"]),
             revision=revision,
+            since=None if d.get("since") is None else float(d["since"]),
         )
     except Exception:
         return None
