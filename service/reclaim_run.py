@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from netledger.events.codec import SYSTEM, Envelope
 from netledger.events.commands import Request
 from netledger.events.decide import decide
+from netledger.events.errors import LogUnavailable
 from netledger.events.ids import host_subject
 from netledger.events.placement import mappings
 from netledger.events.reclaim import FixedIpReclaim, FixedIpReclaimSweep, Heartbeats, candidates
@@ -110,14 +111,26 @@ async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]
     if cmd.dry_run:
         return {"dry_run": True, "grace": cmd.grace, "candidates": [c.as_dict() for c in found]}
     reclaimed: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     for network_id, host in sorted({(c.network_id, c.host) for c in found}):
-        while True:  # one decision appends at most one batch (reclaim.MAX_RECLAIM_MESSAGES)
-            r = await reclaim_one(svc, network_id, host, cmd.grace)
-            for item in r.get("reclaimed", []):
-                reclaimed.append({**item, "seq": r.get("seq"), "host_seq": r.get("host_seq")})
-            if not r.get("more") or not r.get("reclaimed"):
-                break
-    return {"dry_run": False, "grace": cmd.grace, "reclaimed": reclaimed}
+        try:
+            while True:  # one decision appends at most one batch (reclaim.MAX_RECLAIM_MESSAGES)
+                r = await reclaim_one(svc, network_id, host, cmd.grace)
+                for item in r.get("reclaimed", []):
+                    reclaimed.append({**item, "seq": r.get("seq"), "host_seq": r.get("host_seq")})
+                if not r.get("more") or not r.get("reclaimed"):
+                    break
+        except LogUnavailable:
+            raise  # the log's trouble: every pair would fail alike
+        except Exception as exc:
+            # One (network, host) that fails must not stop the others, every sweep again
+            # (found by review): said, and tried again next sweep.
+            log.warning("reclaim on network %s, host %s failed: %s", network_id, host, exc)
+            failed.append({"network_id": network_id, "host": host, "error": str(exc)})
+    out: dict[str, Any] = {"dry_run": False, "grace": cmd.grace, "reclaimed": reclaimed}
+    if failed:
+        out["failed"] = failed
+    return out
 
 
 async def reclaim_forever(svc: CommandService, grace: float, interval: float) -> None:
