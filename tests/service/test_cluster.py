@@ -194,6 +194,7 @@ async def test_a_broken_msg_id_link_kills_a_clustered_stream(tmp_path: Path) -> 
         admin = await connect(cluster.urls, name="admin")
         await cluster.wait_formed(admin)
         await ensure_stream(admin, replicas=3)
+        await stream_leader(admin)  # created is not yet led: a publish before met no responders
         js = admin.nc.jetstream(timeout=2.0)
         subject = "netledger.evt.network.msgid"
         await js.publish(subject, b"a", headers={"Nats-Msg-Id": "a"})
