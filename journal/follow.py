@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import heapq
 import logging
@@ -309,14 +310,35 @@ class Follower:
         a log that went back). The reconnect's check comes before the ordered consumer,
         gone with the server, is recreated (two missed heartbeats)."""
         poke = self.conn.reconnect_event()
-        #: the newest message read before a reconnect, until the log is seen to hold it: taken
-        #: at once (the ordered consumer, recreated while the check waits for an answer, may
-        #: deliver the other log's messages meanwhile), and kept while NATS does not answer
+        #: the newest message read before a reconnect, until the log is seen to hold it: noted
+        #: at the reconnect itself (this task may wake later, in a question to a server that
+        #: was away, after the recreated consumer delivered the other log's messages), and
+        #: kept while NATS does not answer
+        at_reconnect: list[tuple[int, str, bytes] | None] = []
+
+        def note() -> None:
+            if not at_reconnect:
+                at_reconnect.append(self.last_msg)
+
+        self.conn.reconnect_hooks.append(note)
+        try:
+            await self._watching(poke, interval, at_reconnect)
+        finally:
+            with contextlib.suppress(ValueError):
+                self.conn.reconnect_hooks.remove(note)
+
+    async def _watching(
+        self,
+        poke: asyncio.Event,
+        interval: float,
+        at_reconnect: list[tuple[int, str, bytes] | None],
+    ) -> None:
         unchecked: tuple[int, str, bytes] | None = None
         while True:
             if await self.conn.wait_interval_or_reconnect(poke, interval):
                 if unchecked is None:
-                    unchecked = self.last_msg
+                    unchecked = at_reconnect[0] if at_reconnect else self.last_msg
+                at_reconnect.clear()
                 # A share's position may be past its newest message (what a catch-up saw of
                 # the whole stream). The log this reader came back to may be another one (a
                 # restored backup) that agrees with it up to the message checked, but not

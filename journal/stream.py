@@ -70,6 +70,10 @@ class Connection:
     #: set (then cleared by whoever waits) every time the client reconnects: readers check at
     #: once that the log did not go back while they were away (a restored store)
     reconnected: list[asyncio.Event] = field(default_factory=list, compare=False)
+    #: called at the reconnect itself, before any event is set (and so before a reader's
+    #: consumer, recreated after it, delivers anything): a reader notes there the newest
+    #: message it read from the log it was on
+    reconnect_hooks: list[Callable[[], None]] = field(default_factory=list, compare=False)
     #: subjects the server refused to let these credentials publish to (lower case, as NATS
     #: reports them), and the tasks waiting for a reply on each: a refusal cancels them, so a
     #: request that was never delivered fails at once instead of waiting out its timeout
@@ -159,9 +163,15 @@ async def connect(
         log.info("disconnected from NATS")
 
     listeners: list[asyncio.Event] = []
+    hooks: list[Callable[[], None]] = []
 
     async def _reconn() -> None:
         log.info("reconnected to NATS")
+        for hook in list(hooks):
+            try:
+                hook()
+            except Exception:  # a reader's note must not stop the others hearing of it
+                log.exception("reconnect hook failed")
         for ev in listeners:
             ev.set()
 
@@ -204,6 +214,7 @@ async def connect(
         js=nc.jetstream(timeout=10.0),
         stream=stream,
         reconnected=listeners,
+        reconnect_hooks=hooks,
         refused=refused,
         waiting=waiting,
     )

@@ -223,6 +223,7 @@ class _RestoredLog:
             3: ("netledger.evt.registry", b"new 3"),
         }
         self.js = SimpleNamespace(stream_info=self._info, get_msg=self._get)
+        self.reconnect_hooks: list[Any] = []  # (the real connection calls them at a reconnect)
 
     def reconnect_event(self) -> asyncio.Event:
         return asyncio.Event()
@@ -299,6 +300,38 @@ async def test_projector_checks_again_after_the_reconnects_check_failed(tmp_path
     p.last_raw = (2, "netledger.evt.registry", b"old 2", 0.0, 0)
     await asyncio.wait_for(p._watch_log(), 5)
     assert isinstance(p.failure, LogDiverged)
+
+
+async def test_the_projector_checks_what_it_had_read_when_the_reconnect_came(
+    tmp_path: Path,
+) -> None:
+    """Its watcher may wake long after the reconnect (in a question to a server that was away)
+    while the recreated consumer already delivered the new log's next message, which the new
+    log of course holds: the check must be of the message read *before* the reconnect, noted
+    at the reconnect itself (a clean-clone CI run missed a divergence so)."""
+    from netledger.events.errors import LogDiverged
+    from netledger.projector.runner import Projector
+
+    conn = _RestoredLog()
+    p = Projector(conn, tmp_path / "p.db")  # type: ignore[arg-type]
+    p.watch_interval = 0.01
+    p._reading = True
+    p.last_seq = p._enqueued = 2
+    p.last_raw = (2, "netledger.evt.registry", b"old 2", 0.0, 0)
+    woke = conn.wait_interval_or_reconnect
+
+    async def late(ev: asyncio.Event, interval: float) -> bool:
+        if conn.wakes == 0:  # the reconnect, and the new log's message 3 read before the wake
+            for hook in list(conn.reconnect_hooks):
+                hook()
+            p.last_seq = p._enqueued = 3
+            p.last_raw = (3, "netledger.evt.registry", b"new 3", 0.0, 0)
+        return await woke(ev, interval)
+
+    conn.wait_interval_or_reconnect = late  # type: ignore[method-assign]
+    await asyncio.wait_for(p._watch_log(), 5)
+    assert isinstance(p.failure, LogDiverged)
+    assert conn.reconnect_hooks == []  # taken back when the watch ends
 
 
 async def test_a_share_claims_only_what_it_read_after_a_reconnect() -> None:
