@@ -10,8 +10,6 @@ logging) are logged as found (``detail.adopted``) or gone (reason ``found-gone``
 
 from __future__ import annotations
 
-from typing import Any
-
 from netledger.events.host_events import (
     HostAddressAdded,
     HostAddressRemoved,
@@ -40,6 +38,7 @@ from .model import (
     Enslave,
     HostActual,
     HostDesired,
+    NatTable,
     SetForwarding,
     SetLink,
     SetNat,
@@ -153,25 +152,9 @@ def applied_events(
                 )
             )
         elif isinstance(op, SetNat):
-            t = op.table
-            last = book.nat
-            routed = {prefix: bridge for bridge, prefix in t.routed_v6}
-            drift = (
-                last is not None
-                and last.floating == dict(t.floating)
-                and last.snat_ranges == list(t.fixed_ranges)
-                and last.snat_to == t.snat_to
-                and last.routed_v6 == routed
-            )
+            # drift: the log already said this table (it was changed behind our back)
             out.append(
-                HostNatApplied(
-                    host=h,
-                    floating=dict(t.floating),
-                    snat_ranges=list(t.fixed_ranges),
-                    drift=drift,
-                    snat_to=t.snat_to,
-                    routed_v6=routed,
-                )
+                _nat_applied(h, op.table, book.nat is not None and _says(book.nat, op.table))
             )
         elif isinstance(op, DeleteNat):
             out.append(HostNatRemoved(host=h, reason="no floating IP or served network left"))
@@ -252,14 +235,32 @@ def record_fixes(
     return out
 
 
-def _nat_key(
-    floating: dict[str, str], ranges: list[str], snat_to: str | None, routed: dict[str, str]
-) -> tuple[Any, ...]:
-    """What a NAT record says (HostNatApplied's fields), comparable."""
-    return (sorted(floating.items()), sorted(ranges), snat_to, sorted(routed.items()))
+def _nat_applied(h: str, t: NatTable, drift: bool) -> HostNatApplied:
+    """The record of table ``t`` applied on host ``h``."""
+    return HostNatApplied(
+        host=h,
+        floating=dict(t.floating),
+        snat_ranges=list(t.fixed_ranges),
+        drift=drift,
+        snat_to=t.snat_to,
+        routed_v6={prefix: bridge for bridge, prefix in t.routed_v6},
+    )
 
 
-_NO_NAT = _nat_key({}, [], None, {})
+def _says(record: HostNatApplied | None, t: NatTable | None) -> bool:
+    """Whether the log's NAT ``record`` says what table ``t`` holds (None, or a record or table
+    of nothing: no NAT)."""
+    if t is None or t.empty:
+        return record is None or not (record.floating or record.snat_ranges or record.routed_v6)
+    if record is None:
+        return False
+    now = _nat_applied(record.host, t, False)
+    return (record.floating, record.snat_ranges, record.snat_to, record.routed_v6) == (
+        now.floating,
+        now.snat_ranges,
+        now.snat_to,
+        now.routed_v6,
+    )
 
 
 def _nat_and_forwarding_fixes(
@@ -278,33 +279,12 @@ def _nat_and_forwarding_fixes(
             nat = None
         elif isinstance(e, HostForwardingSet):
             forwarding[e.version] = e.enabled
-    recorded = (
-        _NO_NAT
-        if nat is None
-        else _nat_key(nat.floating, nat.snat_ranges, nat.snat_to, nat.routed_v6)
-    )
     t = final.nat if final.nat_intact else None
-    routed = {prefix: bridge for bridge, prefix in t.routed_v6} if t is not None else {}
-    have = (
-        _NO_NAT
-        if t is None or t.empty
-        else _nat_key(dict(t.floating), list(t.fixed_ranges), t.snat_to, routed)
-    )
-    if final.nat_intact and have != recorded:
-        if have == _NO_NAT:
+    if final.nat_intact and not _says(nat, t):
+        if t is None or t.empty:
             out.append(HostNatRemoved(host=h, reason="found-gone"))
         else:
-            assert t is not None
-            out.append(
-                HostNatApplied(
-                    host=h,
-                    floating=dict(t.floating),
-                    snat_ranges=list(t.fixed_ranges),
-                    drift=False,
-                    snat_to=t.snat_to,
-                    routed_v6=routed,
-                )
-            )
+            out.append(_nat_applied(h, t, False))
     # Only forwarding this host needs: the executor never turns it off, and a host routing
     # for other reasons is not netledger's to record.
     for version, want, on in ((4, desired.forwarding, final.forwarding),
