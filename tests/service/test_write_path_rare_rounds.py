@@ -18,7 +18,9 @@ twice. Each test fails without its fix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -33,12 +35,37 @@ from netledger.service.service import CommandService
 from tests.service.test_service import read_all
 
 
-def allocate(instance: str, network_id: str, command_id: str) -> Request:
-    args: dict[str, Any] = {"instance": instance, "network_id": network_id, "host": "h1"}
+def _allocate_request(command_id: str, **args: Any) -> Request:
     return parse_command(
         "fixed_ip.allocate",
         {"command_id": command_id, "actor": {"role": "admin"}, "args": args},
     )
+
+
+def allocate(instance: str, network_id: str, command_id: str) -> Request:
+    return _allocate_request(command_id, instance=instance, network_id=network_id, host="h1")
+
+
+def allocate_for_project(instance: str, project: str, command_id: str) -> Request:
+    return _allocate_request(command_id, instance=instance, project=project)
+
+
+@contextlib.asynccontextmanager
+async def two_replicas(nats_url: str) -> AsyncIterator[list[CommandService]]:
+    """Two command services on their own connections to one server, started."""
+    conns = [await connect(nats_url, name=f"r{i}") for i in range(2)]
+    svcs = [CommandService(x) for x in conns]
+    try:
+        for x in conns:
+            await ensure_stream(x)
+        for svc in svcs:
+            await svc.start()
+        yield svcs
+    finally:
+        for svc in svcs:
+            await svc.close()
+        for x in conns:
+            await x.close()
 
 
 async def test_alone_round_with_a_no_event_decision(
@@ -72,13 +99,7 @@ async def test_alone_appends_check_what_the_round_decided_on(
     conn: Connection, nats_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(service_module, "SEEN_COMMANDS", 1)
-    conns = [await connect(nats_url, name=f"r{i}") for i in range(2)]
-    a, b = svcs = [CommandService(x) for x in conns]
-    try:
-        for x in conns:
-            await ensure_stream(x)
-        for s in svcs:
-            await s.start()
+    async with two_replicas(nats_url) as (a, b):
         a.batch_threshold = 1  # every round of a an atomic batch
         c = Client(conn)
         [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
@@ -133,11 +154,6 @@ async def test_alone_appends_check_what_the_round_decided_on(
         live.pop("i1", None)
         held = Counter(live.values())
         assert max(held.values()) == 1, f"an address held by two instances: {live}"
-    finally:
-        for s in svcs:
-            await s.close()
-        for x in conns:
-            await x.close()
 
 
 async def test_chain_with_a_duplicate_id_in_the_middle(
@@ -176,32 +192,18 @@ async def test_chain_with_a_duplicate_id_in_the_middle(
     assert "i2" not in in_log or in_log["i2"] != in_log.get("i1")
 
 
-def allocate_for_project(instance: str, project: str, command_id: str) -> Request:
-    args: dict[str, Any] = {"instance": instance, "project": project}
-    return parse_command(
-        "fixed_ip.allocate",
-        {"command_id": command_id, "actor": {"role": "admin"}, "args": args},
-    )
-
-
 async def test_retry_during_a_partly_folded_batch(conn: Connection, nats_url: str) -> None:
     """Replica b appends a project's first allocation as one atomic batch [NetworkAssociated,
     FixedIpAllocated]; replica a's follower gets it in two reads (simulated: the second held
     back 0.3 s) and a lane of a runs between them. A retry of b's command reaching a found
     seen[cmd] = [NetworkAssociated] only and was answered without the address. Found by
     review."""
-    conns = [await connect(nats_url, name=f"r{i}") for i in range(2)]
-    a, b = svcs = [CommandService(x) for x in conns]
-    try:
-        for x in conns:
-            await ensure_stream(x)
-        for s in svcs:
-            await s.start()
+    async with two_replicas(nats_url) as (a, b):
         await Client(conn).create_networks(
             label="v", cidr="10.1.0.0/16", num_networks=2, mode="vlan"
         )
         top = await last_seq(conn)
-        for s in svcs:
+        for s in (a, b):
             await s.follower.wait_for(top)
 
         loop = asyncio.get_running_loop()
@@ -221,8 +223,3 @@ async def test_retry_during_a_partly_folded_batch(conn: Connection, nats_url: st
         # the client's retry of b-1 (say its reply was lost) reaches replica a
         again = await a._submit(allocate_for_project("i1", "p1", "b-1"))
         assert again == first
-    finally:
-        for s in svcs:
-            await s.close()
-        for x in conns:
-            await x.close()
