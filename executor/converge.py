@@ -24,7 +24,6 @@ from .model import (
     HostActual,
     HostDesired,
     NatTable,
-    Plan,
     SetForwarding,
     SetNat,
 )
@@ -100,16 +99,18 @@ class Converger:
         appending its report meanwhile)."""
         k = self.kernel
         results: list[OpResult] = []
-        plan = Plan(ops=())
         actual, links = self.actual(full, scope)
-        if not full and any(isinstance(op, DeleteLink) for op in diff(desired, actual).ops):
+        plan = diff(desired, actual)
+        if not full and any(isinstance(op, DeleteLink) for op in plan.ops):
             # A link is deleted only if it is ours, and the notifications the cache lives on say
             # nothing of an alias changed on a link that is down: read the links anew first
             # (deletes are rare; a dump of 2,000 links ~0.1 s). Found by review.
             self.cache.resync()
             actual, links = self.actual(False, scope)
-        for _ in range(MAX_ROUNDS):
             plan = diff(desired, actual)
+        for round_no in range(MAX_ROUNDS):
+            if round_no:
+                plan = diff(desired, actual)
             if not plan.ops:
                 break
             round_results = k.apply(plan.ops, links)
