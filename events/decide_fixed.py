@@ -35,6 +35,7 @@ from .types import (
     FixedIpAllocated,
     FixedIpDeallocated,
     FixedIpLeased,
+    FixedIpMoved,
     FixedIpReleased,
     FloatingIpDisassociated,
     NetworkAssociated,
@@ -169,6 +170,20 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
     held = n.by_instance.get(cmd.instance)
     if held is not None:
         ip = n.fixed[held]
+        if ip.allocated and cmd.host is not None and cmd.host != ip.host:
+            # The instance runs elsewhere now (a migration): its address follows it, and so
+            # does everything placed by its host (events/types.py, FixedIpMoved).
+            moved = FixedIpMoved(
+                network_id=n.network_id,
+                address=ip.address,
+                instance=ip.instance,
+                mac=ip.mac,
+                host=cmd.host,
+                from_host=ip.host,
+            )
+            return Decision(
+                [moved], {**_fixed_ip_result(n, ip), "host": cmd.host, "moved_from": ip.host}
+            )
         if not (ip.allocated and state.unseen(n, ip)):
             return Decision([], _fixed_ip_result(n, ip))
         # Its host does not see the instance right now, yet the client is told the address is

@@ -1,8 +1,8 @@
 """The events the service adds to a decision for the executors' reading (events/placement_events.py).
 Pure.
 
-A host *joins* a network when an allocation gives it an allocated address there while it held
-none (``NetworkState.host_allocated``): the join goes into the same atomic batch as the
+A host *joins* a network when an allocation (or an instance moving to it, ``FixedIpMoved``)
+gives it an allocated address there while it held none (``NetworkState.host_allocated``): the join goes into the same atomic batch as the
 allocation, after it, so an executor that learns of the join can read the allocation from the
 network's subject. A host that later holds no address there stops reading the network; its next
 allocation there is a join again.
@@ -22,7 +22,13 @@ from collections.abc import Iterable
 from .ids import PLACEMENT_PREFIX
 from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
 from .state import State
-from .types import Event, FixedIpAllocated, FloatingIpAssociated, FloatingIpDisassociated
+from .types import (
+    Event,
+    FixedIpAllocated,
+    FixedIpMoved,
+    FloatingIpAssociated,
+    FloatingIpDisassociated,
+)
 
 
 def joins(state: State, events: Iterable[Event], already: set[tuple[str, str]]) -> list[Event]:
@@ -30,7 +36,7 @@ def joins(state: State, events: Iterable[Event], already: set[tuple[str, str]]) 
     the same batch (updated)."""
     out: list[Event] = []
     for ev in events:
-        if not isinstance(ev, FixedIpAllocated) or ev.host is None:
+        if not isinstance(ev, FixedIpAllocated | FixedIpMoved) or ev.host is None:
             continue
         key = (ev.host, ev.network_id)
         if key in already:

@@ -28,6 +28,7 @@ from .types import (
     FixedIpDeallocated,
     FixedIpFreed,
     FixedIpLeased,
+    FixedIpMoved,
     FixedIpReleased,
     FloatingIpAllocated,
     FloatingIpAssociated,
@@ -46,6 +47,9 @@ SKIPPED_TYPES: tuple[type[Event], ...] = (
     FixedIpLeased,
     FixedIpReleased,
     FixedIpFreed,
+    # where an instance runs is the world's fact too: a revert of its allocation deallocates
+    # it wherever it is now
+    FixedIpMoved,
     ChangeReverted,
     HostEvent,
     # written for the executors' reading with the events they follow: the revert's own

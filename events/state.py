@@ -37,6 +37,7 @@ from .types import (
     FixedIpDeallocated,
     FixedIpFreed,
     FixedIpLeased,
+    FixedIpMoved,
     FixedIpReleased,
     FloatingIpAllocated,
     FloatingIpAssociated,
@@ -51,7 +52,7 @@ from .types import (
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 8
+FOLD_VERSION = 9
 
 
 @dataclass
@@ -348,6 +349,20 @@ class State:
         if n is not None and ev.address in n.fixed:
             n.fixed[ev.address].allocated_seq = seq
 
+    def _fixed_moved(self, ev: FixedIpMoved, seq: int) -> None:
+        n = self._net(ev.network_id, seq)
+        ip = None if n is None else n.fixed.get(ev.address)
+        if n is None or ip is None or not ip.allocated or ip.instance != ev.instance:
+            return
+        # Counted off the old host and onto the new one: its placement, and the MACs whose
+        # sightings reclaim keeps (the old host's memory of this MAC goes with it).
+        n.count_host(ip, -1)
+        self._count_mac(ip, -1)
+        ip.host = ev.host
+        ip.allocated_seq = seq
+        n.count_host(ip, +1)
+        self._count_mac(ip, +1)
+
     def _floating_mapped(self, ev: FloatingIpMapped, seq: int) -> None:
         n = self._net(ev.network_id, seq)
         if n is not None:
@@ -467,6 +482,7 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     FixedIpReclaimed: State._fixed_reclaimed,
     FixedIpReclaimSealed: State._reclaim_sealed,
     FixedIpReconfirmed: State._fixed_reconfirmed,
+    FixedIpMoved: State._fixed_moved,
     HostInstancesSeen: State._instances_seen,
     HostAnnounced: State._host_announced,
     NetworkHostJoined: State._host_joined,

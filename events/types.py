@@ -271,6 +271,24 @@ class FixedIpFreed(NetworkEvent):
     reason: str
 
 
+@event_type
+@dataclass(frozen=True)
+class FixedIpMoved(NetworkEvent):
+    """The instance holding ``address`` now runs on ``host`` (it migrated from ``from_host``):
+    an allocation request naming another host for an instance that already holds its address
+    (nova's ``migrate_instance_finish``). The address, MAC and lease stay; what follows the
+    host moves with it (a multi-host network's bridge, DHCP entry and floating-IP NAT; the
+    reports reclaim reads). Counts as a new allocation for reclaim: absence must be proven
+    again, from the new host's reports."""
+
+    TYPE: ClassVar[str] = "FixedIpMoved"
+    address: str
+    instance: str
+    mac: str
+    host: str
+    from_host: str | None
+
+
 # --- floating IP pools ------------------------------------------------------------------
 
 

@@ -139,7 +139,12 @@ def fixed_ip() -> None:
 @click.option("--instance", required=True, help="Instance id.")
 @click.option("--project", help="Project (VLAN/VXLAN: its network, assigned on first use).")
 @click.option("--network", "network_id", help="Network id to allocate from.")
-@click.option("--host", help="Compute host the instance runs on.")
+@click.option(
+    "--host",
+    help="Compute host the instance runs on. For an instance that already holds its address"
+    " here, another host moves the address there (a migration: its bridge, DHCP entry and"
+    " floating-IP NAT follow on multi-host networks).",
+)
 @click.option("--mac", help="MAC address (default: a generated 02:16:3e:xx:xx:xx).")
 @click.option("--command-id", help="Idempotency key (default: a new one).")
 @pass_settings
@@ -152,7 +157,8 @@ def fixed_allocate(
     mac: str | None,
     command_id: str | None,
 ) -> None:
-    """Allocate the lowest free address to an instance (the same one again on a retry)."""
+    """Allocate the lowest free address to an instance (the same one again on a retry, or
+    when it already holds one there; naming another --host then moves it: a migration)."""
     if project is None and network_id is None:
         raise click.UsageError("give --project or --network")
     r = client_call(
@@ -169,9 +175,15 @@ def fixed_allocate(
     )
     keys = ("address", "address_v6", "network_id", "instance", "mac", "host")
     out = {k: r.get(k) for k in keys}
+    moved = "moved_from" in r
+    if moved:
+        out["moved_from"] = r["moved_from"]
     v6 = out["address_v6"]
     shown = out["address"] if v6 in (None, out["address"]) else f"{out['address']} {v6}"
-    emit(out, settings.as_json, f"{shown} (network {out['network_id']}, mac {out['mac']})")
+    text = f"{shown} (network {out['network_id']}, mac {out['mac']})"
+    if moved:
+        text += f", moved from host {r['moved_from'] or '(none)'} to {out['host']}"
+    emit(out, settings.as_json, text)
 
 
 @fixed_ip.command("deallocate")

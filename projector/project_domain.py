@@ -24,6 +24,7 @@ from netledger.events.types import (
     FixedIpDeallocated,
     FixedIpFreed,
     FixedIpLeased,
+    FixedIpMoved,
     FixedIpReleased,
     FloatingIpAllocated,
     FloatingIpAssociated,
@@ -226,6 +227,16 @@ def _fixed_reconfirmed(tx: Tx, ev: FixedIpReconfirmed) -> None:
     tx.put(FIXED_IPS, tx.stamp(row))
 
 
+def _fixed_moved(tx: Tx, ev: FixedIpMoved) -> None:
+    row = _fixed_in_use(tx, ev.network_id, ev.address)
+    if not row["allocated"] or row["instance"] != ev.instance:
+        raise Rejected(f"{ev.address} is not allocated to {ev.instance}")
+    row["host"] = ev.host
+    tx.put(FIXED_IPS, tx.stamp(row))
+    # Indexed by the new host (``audit host``); ``data`` names the one it left.
+    tx.index["host"] = ev.host
+
+
 def _reclaim_sealed(tx: Tx, ev: FixedIpReclaimSealed) -> None:
     _network(tx, ev.network_id)
     tx.index.update(host=ev.host)
@@ -323,6 +334,7 @@ HANDLERS: dict[type[Event], Any] = {
     FixedIpFreed: _fixed_freed,
     FixedIpReclaimed: _fixed_reclaimed,
     FixedIpReconfirmed: _fixed_reconfirmed,
+    FixedIpMoved: _fixed_moved,
     FixedIpReclaimSealed: _reclaim_sealed,
     FloatingIpAllocated: _floating_allocated,
     FloatingIpAssociated: _floating_associated,

@@ -249,6 +249,10 @@ PHRASES: dict[str, Callable[[Row], str]] = {
     "FixedIpLeased": lambda d: f"{d['address']} leased to {d['instance']} ({d['mac']})",
     "FixedIpReleased": _fixed_released,
     "FixedIpFreed": lambda d: f"{d['address']} freed from {d['instance']} ({d['reason']})",
+    "FixedIpMoved": lambda d: (
+        f"{d['address']} moved with {d['instance']} from host {d.get('from_host') or '(none)'}"
+        f" to {d['host']}"
+    ),
     "FloatingIpAllocated": lambda d: (
         f"floating {d['address']} allocated to project {d['project']} (pool {d['pool']})"
     ),

@@ -17,7 +17,13 @@ from netledger.events.errors import NetledgerError
 from netledger.events.placement_events import FloatingIpMapped, NetworkHostJoined
 from netledger.events.revert_events import ChangeReverted
 from netledger.events.state import State
-from netledger.events.types import Event, FixedIpAllocated, FloatingIpAllocated, NetworkCreated
+from netledger.events.types import (
+    Event,
+    FixedIpAllocated,
+    FixedIpMoved,
+    FloatingIpAllocated,
+    NetworkCreated,
+)
 
 
 def reply_ok(result: dict[str, Any]) -> bytes:
@@ -71,6 +77,9 @@ def result_from_events(state: State, req: Request, events: list[Event]) -> dict[
     try:
         d = decide(state, req)
         if not d.events:
+            moved = [e for e in events if isinstance(e, FixedIpMoved)]
+            if moved and d.result.get("host") == moved[0].host:
+                return {**d.result, "moved_from": moved[0].from_host}
             return d.result
     except NetledgerError:
         pass

@@ -62,6 +62,7 @@ from netledger.events.types import (
     FixedIpDeallocated,
     FixedIpFreed,
     FixedIpLeased,
+    FixedIpMoved,
     FixedIpReleased,
     FloatingIpAllocated,
     FloatingIpAssociated,
@@ -101,6 +102,7 @@ FOLD_NO_OP: dict[type[Event], tuple[str, ...]] = {
     FixedIpFreed: _NOT_IN_USE,
     FixedIpReclaimed: _NOT_IN_USE,
     FixedIpReconfirmed: _NOT_IN_USE,
+    FixedIpMoved: (*_NOT_IN_USE, " is not allocated to "),
     FloatingIpAllocated: _POOL_GONE[:1],  # an address not yet allocated is what it allocates
     FloatingIpAssociated: _POOL_GONE,
     FloatingIpDisassociated: _POOL_GONE,

@@ -2,9 +2,9 @@
 
 Differential, on a real nats-server with a real command service: random histories (networks in
 every mode, with and without a network host, multi-host or not; allocations on random hosts,
-deallocations, deletions, floating IPs, announcements), and for every host a view reading only
-its share (executor/share.py: its networks come and go as instances do) next to a view reading
-the whole stream. After every step both are caught up and the desired state each builds for the
+deallocations, migrations (an allocation moving to another host), deletions, floating IPs,
+announcements), and for every host a view reading only its share (executor/share.py: its
+networks come and go as instances do) next to a view reading the whole stream. After every step both are caught up and the desired state each builds for the
 host — links, addresses, flood entries, NAT, DHCP — must be equal. A share view started last,
 from the whole history, must agree too; and a share view reads fewer events.
 """
@@ -54,7 +54,7 @@ async def step(
     """One random command (errors are part of the history: they append nothing)."""
     kind = rnd.choice(
         ["net", "alloc", "alloc", "alloc", "alloc", "dealloc", "dealloc", "delete", "pool",
-         "fl_alloc", "fl_assoc", "fl_disassoc", "announce"]
+         "fl_alloc", "fl_assoc", "fl_disassoc", "announce", "move"]
     )  # fmt: skip
     try:
         if kind == "net" or not live["nets"]:
@@ -79,10 +79,14 @@ async def step(
             r = await c.allocate_fixed_ip(
                 inst, network_id=rnd.choice(live["nets"]), host=rnd.choice(HOSTS)
             )
-            live["fixed"].append((inst, r["address"]))
+            live["fixed"].append((inst, r["address"], r["network_id"]))
         elif kind == "dealloc" and live["fixed"]:
-            inst, _ = live["fixed"].pop(rnd.randrange(len(live["fixed"])))
+            inst, _, _ = live["fixed"].pop(rnd.randrange(len(live["fixed"])))
             await c.request("fixed_ip.deallocate", {"instance": inst})
+        elif kind == "move" and live["fixed"]:
+            # the instance migrated: its allocation follows it to another host (FixedIpMoved)
+            inst, _, net = rnd.choice(live["fixed"])
+            await c.allocate_fixed_ip(inst, network_id=net, host=rnd.choice(HOSTS))
         elif kind == "delete":
             await c.request("network.delete", {"network_id": rnd.choice(live["nets"])})
         elif kind == "pool" and not live["pool"]:

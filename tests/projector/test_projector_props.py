@@ -110,7 +110,10 @@ def command(draw: st.DrawFn, state: State) -> tuple[str, dict[str, Any]]:
                 del net["cidr"], net["network_size"]
         return "network.create", net
     if kind == "alloc":
-        args: dict[str, Any] = {"instance": draw(st.sampled_from(INSTANCES)), "host": "c1"}
+        args: dict[str, Any] = {
+            "instance": draw(st.sampled_from(INSTANCES)),
+            "host": draw(st.sampled_from(["c1", "c1", "c2"])),
+        }
         if draw(st.booleans()):
             args["project"] = draw(st.sampled_from(PROJECTS))
         else:
