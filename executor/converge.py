@@ -19,11 +19,13 @@ from .errors import NotPermitted
 from .incremental import Scope
 from .kernel import Kernel, OpResult
 from .model import (
+    CreateLink,
     DeleteLink,
     DeleteNat,
     HostActual,
     HostDesired,
     NatTable,
+    Plan,
     SetForwarding,
     SetNat,
 )
@@ -108,9 +110,19 @@ class Converger:
             self.cache.resync()
             actual, links = self.actual(False, scope)
             plan = diff(desired, actual)
+        resynced = False
         for round_no in range(MAX_ROUNDS):
             if round_no:
                 plan = diff(desired, actual)
+                if not resynced and _created_look_foreign(plan, results):
+                    # The kernel does not notify an alias set while a link is down (a bridge
+                    # is created down and marked ours then): until a notification of it
+                    # coming up is read, a link this pass created can look foreign. Read the
+                    # links anew, once — a real conflict is never a link the pass created.
+                    resynced = True
+                    self.cache.resync()
+                    actual, links = self.actual(False, scope)
+                    plan = diff(desired, actual)
             if not plan.ops:
                 break
             round_results = k.apply(plan.ops, links)
@@ -132,3 +144,11 @@ class Converger:
         # An op that failed once and succeeded in a later round is not a failure.
         results = [r for r in results if r.ok or (type(r.op), r.op.target()) not in ok_targets]
         return results, list(plan.conflicts), actual
+
+
+def _created_look_foreign(plan: Plan, results: list[OpResult]) -> bool:
+    """Whether ``plan`` calls a link foreign that an op of ``results`` created."""
+    if not plan.conflicts:
+        return False
+    created = {r.op.spec.name for r in results if r.ok and isinstance(r.op, CreateLink)}
+    return any(c.name in created for c in plan.conflicts)
