@@ -73,7 +73,7 @@ def test_the_old_hosts_reports_no_longer_prove_a_migrated_instance_gone() -> Non
 
 
 def test_h2_reports_from_before_the_move_prove_nothing() -> None:
-    log, _a, b = world()
+    log, _a, _b = world()
     log.report("h2", [], 1000)
     log.report("h2", [], 1100)  # h2 reported without vm-b before it arrived
     _move(log, "vm-b", "h2")
