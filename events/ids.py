@@ -36,6 +36,11 @@ MAX_ID_LEN = 64
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
+def is_id(value: object) -> bool:
+    """Whether ``value`` is a subject-safe id (:func:`check_id` without the error)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LEN and bool(_ID_RE.match(value))
+
+
 def check_id(value: object, what: str) -> str:
     """Return ``value`` if it is a subject-safe id, else raise :class:`InvalidId`."""
     if not isinstance(value, str):

@@ -30,7 +30,7 @@ from typing import Any
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 
-from netledger.events.ids import check_id
+from netledger.events.ids import check_id, is_id
 from netledger.events.reclaim_events import Heartbeat
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection
 
@@ -153,11 +153,18 @@ class HeartbeatBook:
         async for entry in self._watcher:
             if entry is None:
                 continue
-            hb = heartbeat_from_json(entry.value or b"", int(entry.revision or 0))
-            if hb is None or entry.key != seen_key(hb.host):
-                log.warning("ignoring a malformed heartbeat at %s", entry.key)
-                continue
-            self.heartbeats[hb.host] = hb
+            # Each entry on its own: one a host wrote wrong (its host not an id, a value of
+            # another shape) is skipped, never the end of the watch — the service would keep
+            # its last heartbeats forever and reclaim on evidence frozen in time (found by
+            # review).
+            try:
+                hb = heartbeat_from_json(entry.value or b"", int(entry.revision or 0))
+                if hb is None or not is_id(hb.host) or entry.key != seen_key(hb.host):
+                    log.warning("ignoring a malformed heartbeat at %s", entry.key)
+                    continue
+                self.heartbeats[hb.host] = hb
+            except Exception:
+                log.exception("ignoring a heartbeat at %s that could not be read", entry.key)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -4,6 +4,7 @@
   exact report (sequence, MAC-set digest, later time) — never otherwise;
 * service: a reclaim proven by a heartbeat carries the heartbeat's revision and digest (its
   evidence), and a heartbeat that does not confirm the newest report proves nothing;
+* the service's watch of heartbeats skips an entry a host wrote wrong and goes on;
 * real executor in a namespace: idle over several heartbeat periods — and restarted — it
   appends nothing to the log, while its liveness keys keep being rewritten.
 """
@@ -28,7 +29,13 @@ from netledger.events.reclaim_events import FixedIpReclaimed, Heartbeat, HostSig
 from netledger.executor.daemon import Executor
 from netledger.executor.desired import HostConfig
 from netledger.executor.options import Options
-from netledger.journal.liveness import heartbeat_to_json, live_bucket, read_all, seen_key
+from netledger.journal.liveness import (
+    HeartbeatBook,
+    heartbeat_to_json,
+    live_bucket,
+    read_all,
+    seen_key,
+)
 from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until
 from netledger.replay import audit
@@ -205,3 +212,25 @@ async def test_an_idle_executor_appends_nothing_to_the_log(
     status = json.loads(live["host.li.status"][0])
     assert status["host"] == "li" and status["passes"] > 1 and status["changes"] == 0
     assert first.passes > 0
+
+
+async def test_a_malformed_heartbeat_is_skipped_and_the_watch_goes_on(conn: Connection) -> None:
+    """A host's own key holding a heartbeat whose host is not an id (another version, a bug)
+    ended the service's watch for good: its heartbeats froze, and reclaims were decided on
+    them (found by review)."""
+    book = HeartbeatBook(conn)
+    await book.start()
+    try:
+        kv = await live_bucket(conn, create=True)
+        bad = {"host": "h1 bad", "report_seq": 1, "time": 1.0, "digest": "x"}
+        await kv.put("host.h1.seen", json.dumps(bad).encode())
+        await kv.put("host.h3.seen", b"[1, 2]")
+        good = Heartbeat("h2", report_seq=5, time=2.0, digest="d")
+        await kv.put(seen_key("h2"), heartbeat_to_json(good))
+        deadline = time.monotonic() + 10
+        while "h2" not in book.heartbeats and time.monotonic() < deadline:
+            assert book._task is not None and not book._task.done(), book._task
+            await asyncio.sleep(0.05)
+        assert book.heartbeats == {"h2": Heartbeat("h2", 5, 2.0, "d", revision=3)}
+    finally:
+        await book.close()
