@@ -15,7 +15,7 @@ from .codec import Actor
 from .errors import Forbidden, NetworkNotFound
 from .state import NetworkState, State
 from .state_offsets import ip_int_of
-from .types import Event, FixedIpAllocated, NetworkAssociated
+from .types import Event, FixedIpAllocated, FixedIpDeallocated, FixedIpMoved, NetworkAssociated
 
 
 @dataclass
@@ -35,6 +35,10 @@ class Pending:
     macs: dict[str, set[str]] = field(default_factory=dict)
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     project_networks: dict[str, str] = field(default_factory=dict)
+    #: (network, instance) -> the host its allocation moved to (FixedIpMoved)
+    moved: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (network, instance) deallocated: an allocation after it in the batch is a new one
+    gone: set[tuple[str, str]] = field(default_factory=set)
 
     def note(self, events: list[Event]) -> None:
         for ev in events:
@@ -46,6 +50,13 @@ class Pending:
                     self.addresses6.setdefault(ev.network_id, set()).add(ev.address_v6)
                 self.macs.setdefault(ev.network_id, set()).add(ev.mac)
                 self.instances[(ev.network_id, ev.instance)] = fixed_result(ev)
+            elif isinstance(ev, FixedIpMoved):
+                self.moved[(ev.network_id, ev.instance)] = ev.host
+            elif isinstance(ev, FixedIpDeallocated):
+                key = (ev.network_id, ev.instance)
+                self.gone.add(key)
+                self.instances.pop(key, None)
+                self.moved.pop(key, None)
             elif isinstance(ev, NetworkAssociated):
                 self.project_networks[ev.project] = ev.network_id
 

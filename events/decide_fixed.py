@@ -164,26 +164,31 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
     n, pre = _pick_network(state, cmd, pending)
     project = cmd.project or n.project
     authorize(req.actor, project, f"network {n.network_id}")
-    # Natural key: one address per instance and network; a retry returns the first answer.
-    if (n.network_id, cmd.instance) in pending.instances:
-        return Decision([], dict(pending.instances[(n.network_id, cmd.instance)]))
-    held = n.by_instance.get(cmd.instance)
-    if held is not None:
-        ip = n.fixed[held]
-        if ip.allocated and cmd.host is not None and cmd.host != ip.host:
-            # The instance runs elsewhere now (a migration): its address follows it, and so
-            # does everything placed by its host (events/types.py, FixedIpMoved).
+    # Natural key: one address per instance and network; a retry returns the first answer —
+    # unless it names another host: the instance migrated, and its address moves with it
+    # (FixedIpMoved). Decisions earlier in the same batch count (``pending``): not yet folded.
+    key = (n.network_id, cmd.instance)
+    # (deallocated earlier in the batch: what the state still holds is going, this is new)
+    held = None if key in pending.gone else n.by_instance.get(cmd.instance)
+    rec = pending.instances.get(key)
+    if rec is None and held is not None and n.fixed[held].allocated:
+        rec = _fixed_ip_result(n, n.fixed[held])
+    if rec is not None:
+        host = pending.moved.get(key, rec["host"])
+        if cmd.host is not None and cmd.host != host:
             moved = FixedIpMoved(
                 network_id=n.network_id,
-                address=ip.address,
-                instance=ip.instance,
-                mac=ip.mac,
+                address=rec["address"],
+                instance=cmd.instance,
+                mac=rec["mac"],
                 host=cmd.host,
-                from_host=ip.host,
+                from_host=host,
             )
-            return Decision(
-                [moved], {**_fixed_ip_result(n, ip), "host": cmd.host, "moved_from": ip.host}
-            )
+            return Decision([moved], {**rec, "host": cmd.host, "moved_from": host})
+        if key in pending.instances or key in pending.moved:
+            return Decision([], {**rec, "host": host})
+    if held is not None:
+        ip = n.fixed[held]
         if not (ip.allocated and state.unseen(n, ip)):
             return Decision([], _fixed_ip_result(n, ip))
         # Its host does not see the instance right now, yet the client is told the address is

@@ -11,13 +11,15 @@ reclaim evidence (only the new host's reports count, from the move on), the proj
 from __future__ import annotations
 
 from netledger.events.codec import SYSTEM, Envelope
+from netledger.events.commands import parse_command
+from netledger.events.decide import Decision, Pending, decide
 from netledger.events.placement import joins
 from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.reclaim import candidates
 from netledger.events.revert_compensate import StoredEvent, compensate
 from netledger.events.types import FixedIpDeallocated, FixedIpMoved
 from netledger.projector.project import MemoryStore
-from tests.events.test_reclaim_units import Log, world
+from tests.events.test_reclaim_units import ADMIN, Log, world
 
 
 def _move(log: Log, instance: str, host: str | None) -> tuple[dict[str, object], int]:
@@ -144,3 +146,53 @@ def test_a_revert_of_the_allocation_deallocates_it_where_it_is_now() -> None:
     assert isinstance(undo, FixedIpDeallocated)
     assert (undo.address, undo.host) == (b["address"], "h2")
     assert plan.skipped == [log.seq]  # the move itself is a fact about the world
+
+
+def _batch(log: Log, *commands: tuple[str, dict[str, object]]) -> list[Decision]:
+    """Decide ``commands`` as one round of the service does — each on the same state, with what
+    the earlier ones decided in ``Pending`` — then fold all their events."""
+    pending, out = Pending(), []
+    for i, (name, args) in enumerate(commands):
+        req = parse_command(
+            name, {"command_id": f"b{log.seq}-{i}", "actor": ADMIN.to_wire(), "args": args}
+        )
+        d = decide(log.state, req, pending)
+        pending.note(d.events)
+        out.append(d)
+    for d in out:
+        for ev in d.events:
+            log.add(ev)
+    return out
+
+
+def _alloc(instance: str, host: str) -> tuple[str, dict[str, object]]:
+    return "fixed_ip.allocate", {"instance": instance, "network_id": "1", "host": host}
+
+
+def test_a_move_decided_in_the_batch_of_the_allocation_moves_it() -> None:
+    """Found by review: the second request was answered from the batch's record of the first
+    (host h1, nothing appended) — no serial order of the two gives that answer."""
+    log, _a, _b = world()
+    first, to_h2, to_h3, again = _batch(
+        log, _alloc("vm-c", "h1"), _alloc("vm-c", "h2"), _alloc("vm-c", "h3"), _alloc("vm-c", "h3")
+    )
+    address = first.result["address"]
+    assert [type(e).__name__ for e in first.events] == ["FixedIpAllocated"]
+    assert to_h2.events == [
+        FixedIpMoved("1", str(address), "vm-c", str(first.result["mac"]), "h2", "h1")
+    ]
+    assert (to_h2.result["host"], to_h2.result["moved_from"]) == ("h2", "h1")
+    assert [(e.host, e.from_host) for e in to_h3.events] == [("h3", "h2")]  # type: ignore[attr-defined]
+    assert again.events == [] and again.result["host"] == "h3"
+    ip = log.state.networks["1"].fixed[str(address)]
+    assert ip.host == "h3" and log.state.networks["1"].host_allocated == {"h1": 2, "h3": 1}
+
+
+def test_an_allocation_after_a_deallocation_in_the_batch_is_a_new_one() -> None:
+    log, a, _b = world()
+    gone, fresh = _batch(log, ("fixed_ip.deallocate", {"instance": "vm-a"}), _alloc("vm-a", "h2"))
+    assert [type(e).__name__ for e in gone.events] == ["FixedIpDeallocated"]
+    assert [type(e).__name__ for e in fresh.events] == ["FixedIpAllocated"]
+    assert fresh.result["address"] != a["address"] and fresh.result["host"] == "h2"
+    n = log.state.networks["1"]
+    assert n.by_instance["vm-a"] == fresh.result["address"]
