@@ -150,7 +150,33 @@ def _cidr(
         raise InvalidCidr(f"{name} {v!r} must be IPv{version}", field=name)
     if net.ip != net.network:
         raise InvalidCidr(f"{name} {v!r} has host bits set (did you mean {net.cidr}?)", field=name)
+    special = _special_overlap(net)
+    if special is not None:
+        raise InvalidCidr(
+            f"{name} {v!r} overlaps {special[0]} ({special[1]}): no instance can use it",
+            field=name,
+        )
     return str(net.cidr)
+
+
+#: Ranges no network or floating pool can use (found by review: fe80::/64 made the IPv6
+#: gateway fe80::1, the router's own link-local address on every serving bridge)
+_SPECIAL = [
+    (netaddr.IPNetwork(c), what)
+    for c, what in (
+        ("0.0.0.0/8", "'this network'"), ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"), ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved, and broadcast"), ("::/128", "the unspecified address"),
+        ("::1/128", "loopback"), ("fe80::/10", "link-local"), ("ff00::/8", "multicast"),
+    )
+]  # fmt: skip
+
+
+def _special_overlap(net: netaddr.IPNetwork) -> tuple[str, str] | None:
+    for block, what in _SPECIAL:
+        if block.version == net.version and net.first <= block.last and block.first <= net.last:
+            return str(block), what
+    return None
 
 
 def _mac(args: dict[str, Any], name: str) -> str | None:

@@ -84,10 +84,18 @@ def _pick_network(
     if nid is not None:
         return live_network(state, nid), []
     claimed = set(pending.project_networks.values())
+    # A segment with addresses in use (an admin allocated on it by network id while no
+    # project held it) is never handed to a project: its instances would be on that
+    # project's VLAN (found by review).
     segmented = [
         n
         for n in state.live_networks()
-        if n.net.mode in ("vlan", "vxlan") and n.project is None and n.network_id not in claimed
+        if n.net.mode in ("vlan", "vxlan")
+        and n.project is None
+        and n.network_id not in claimed
+        and not n.fixed
+        and n.network_id not in pending.addresses
+        and n.network_id not in pending.addresses6
     ]
     if segmented:
         n = min(segmented, key=lambda n: (len(n.network_id), n.network_id))
@@ -293,7 +301,7 @@ def decide_fixed_deallocate(state: State, req: Request, pending: Pending) -> Dec
                     reason="fixed ip deallocated",
                 )
             )
-        freed = n.net.mode == "flat" or not ip.leased
+        freed = n.net.mode == "flat" or not ip.any_lease
         events.append(
             FixedIpDeallocated(
                 network_id=network_id,
@@ -330,22 +338,38 @@ def _lookup_lease(state: State, cmd: FixedIpLease) -> tuple[NetworkState, FixedI
     return n, ip
 
 
+def _v6_lease(n: NetworkState, ip: FixedIp, address: str) -> bool:
+    """Whether ``address`` is the IPv6 address of a dual-stack allocation (its lease is
+    its own: the two end apart). On an IPv6-only network it names the allocation."""
+    return (
+        n.ipnet is not None
+        and ip.address_v6 is not None
+        and netaddr.IPAddress(address) == netaddr.IPAddress(ip.address_v6)
+    )
+
+
 def decide_fixed_lease(state: State, req: Request, pending: Pending) -> Decision:
     cmd = req.command
     assert isinstance(cmd, FixedIpLease)
     n, ip = _lookup_lease(state, cmd)
+    v6 = _v6_lease(n, ip, cmd.address)
+    leased = ip.leased_v6 if v6 else ip.leased
     result = {
         "address": ip.address,
         "network_id": n.network_id,
         "instance": ip.instance,
         "leased": True,
     }
-    if ip.leased or not ip.allocated:
-        return Decision([], {**result, "leased": ip.leased})
+    if leased or not ip.allocated:
+        return Decision([], {**result, "leased": leased})
     return Decision(
         [
             FixedIpLeased(
-                network_id=n.network_id, address=ip.address, mac=ip.mac, instance=ip.instance
+                network_id=n.network_id,
+                address=ip.address,
+                mac=ip.mac,
+                instance=ip.instance,
+                v6=v6,
             )
         ],
         result,
@@ -356,14 +380,17 @@ def decide_fixed_release(state: State, req: Request, pending: Pending) -> Decisi
     cmd = req.command
     assert isinstance(cmd, FixedIpRelease)
     n, ip = _lookup_lease(state, cmd)
-    freed = not ip.allocated
+    v6 = _v6_lease(n, ip, cmd.address)
+    leased, other = (ip.leased_v6, ip.leased) if v6 else (ip.leased, ip.leased_v6)
+    # A deallocated address goes back to the pool with its last lease, not its first.
+    freed = not ip.allocated and not other
     result = {
         "address": ip.address,
         "network_id": n.network_id,
         "instance": ip.instance,
         "freed": freed,
     }
-    if not ip.leased and not freed:
+    if not leased and not freed:
         return Decision([], result)
     return Decision(
         [
@@ -373,6 +400,7 @@ def decide_fixed_release(state: State, req: Request, pending: Pending) -> Decisi
                 mac=ip.mac,
                 instance=ip.instance,
                 freed=freed,
+                v6=v6,
             )
         ],
         result,

@@ -42,6 +42,7 @@ from .errors import (
     VlanOutOfRange,
     VniOutOfRange,
 )
+from .ids import SEGMENT_LINK_NAME
 from .state import NetworkState, State
 from .types import Event, NetworkAssociated, NetworkCreated, NetworkDeleted, NetworkDisassociated
 
@@ -356,6 +357,15 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
         if len(bridge) > 15:
             raise InvalidField(
                 f"bridge name {bridge!r} is longer than 15 characters", field="bridge"
+            )
+        if SEGMENT_LINK_NAME.fullmatch(bridge):
+            # The executors name a network's VXLAN / VLAN link so (executor/fragments.py):
+            # a bridge of that name would be taken for (or replaced by) one of them on a host
+            # serving both networks (found by review).
+            raise InvalidField(
+                f"bridge name {bridge!r} is the name of a VXLAN or VLAN link (vx<VNI>,"
+                " vlan<N>): choose another",
+                field="bridge",
             )
         holder = bridges.get(bridge)
         if holder is not None and not (

@@ -36,6 +36,19 @@ MAX_ID_LEN = 64
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
+#: What the executors name a network's segment link (executor/fragments.py): never a bridge's
+#: name (events/decide_network.py refuses one)
+SEGMENT_LINK_NAME = re.compile(r"(vx|vlan)[0-9]+")
+
+
+def vxlan_link_name(vni: int) -> str:
+    return f"vx{vni}"
+
+
+def vlan_link_name(vlan: int) -> str:
+    return f"vlan{vlan}"
+
+
 def is_id(value: object) -> bool:
     """Whether ``value`` is a subject-safe id (:func:`check_id` without the error)."""
     return isinstance(value, str) and 0 < len(value) <= MAX_ID_LEN and bool(_ID_RE.match(value))

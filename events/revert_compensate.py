@@ -191,7 +191,10 @@ class _Shadow:
             n = self.st.networks[ev.network_id]
             ip = self.fixed_ip(n, ev.address)
             if ip is not None:
-                self.fixed[(ev.network_id, ev.address)] = replace(ip, leased=True)
+                if ev.v6:
+                    self.fixed[(ev.network_id, ev.address)] = replace(ip, leased_v6=True)
+                else:
+                    self.fixed[(ev.network_id, ev.address)] = replace(ip, leased=True)
         elif isinstance(ev, FloatingIpAllocated):
             self.floating[(ev.pool, ev.address)] = FloatingIp(ev.address, ev.pool, ev.project)
         elif isinstance(ev, FloatingIpDeallocated):
@@ -269,7 +272,7 @@ def _undo_fixed_allocated(sh: _Shadow, ev: FixedIpAllocated, why: str) -> list[E
             instance=ev.instance,
             mac=ev.mac,
             host=ip.host,
-            freed=n.net.mode == "flat" or not ip.leased,
+            freed=n.net.mode == "flat" or not ip.any_lease,
             address_v6=ip.address_v6,
         )
     ]
@@ -280,7 +283,7 @@ def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> li
     ip = sh.fixed_ip(n, ev.address)
     out: list[Event] = []
     project = sh.project_of(n)
-    leased = False
+    leased = leased_v6 = False
     if ip is not None:
         if ip.allocated or ip.instance != ev.instance or ip.mac != ev.mac:
             raise _Refused(f"{ev.address} cannot go back to {ev.instance}: now {_holder(ip)}")
@@ -291,7 +294,7 @@ def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> li
                 network_id=n.network_id, address=ev.address, instance=ev.instance, reason=why
             )
         )
-        project, leased = ip.project, ip.leased
+        project, leased, leased_v6 = ip.project, ip.leased, ip.leased_v6
     elif not sh.address_free(n, ev.address):
         raise _Refused(f"{ev.address} is no longer free")
     held = sh.instance_address(n, ev.instance)
@@ -315,12 +318,17 @@ def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> li
             address_v6=ev.address_v6,
         )
     )
-    if leased:
-        out.append(
-            FixedIpLeased(
-                network_id=n.network_id, address=ev.address, mac=ev.mac, instance=ev.instance
+    for v6 in (False, True):
+        if leased_v6 if v6 else leased:
+            out.append(
+                FixedIpLeased(
+                    network_id=n.network_id,
+                    address=ev.address,
+                    mac=ev.mac,
+                    instance=ev.instance,
+                    v6=v6,
+                )
             )
-        )
     return out
 
 

@@ -46,8 +46,8 @@ from .types import Event, FloatingPoolCreated, NetworkCreated
 
 #: The layout of the snapshot map itself (not of the fold: that is FOLD_VERSION). 3: a host's
 #: sighting reports name their network set by index. 4: and say whether each is a start (an
-#: absence reaches back across none).
-SNAPSHOT_FORMAT = 4
+#: absence reaches back across none). 5: a fixed IP says whether its IPv6 address is leased.
+SNAPSHOT_FORMAT = 5
 
 #: A command's events as the service remembers them: their envelopes as stored in the log
 #: (decoded only when a retry asks: most never are; raw bytes are the smallest form).
@@ -113,7 +113,7 @@ def _pool_from(w: list[Any]) -> OffsetPool:
 def _fixed_to(ip: FixedIp) -> list[Any]:
     return [
         ip.address, ip.instance, ip.mac, ip.host, ip.project, ip.allocated, ip.leased,
-        ip.deallocated_at, ip.allocated_seq, ip.address_v6,
+        ip.deallocated_at, ip.allocated_seq, ip.address_v6, ip.leased_v6,
     ]  # fmt: skip
 
 

@@ -319,7 +319,10 @@ class State:
     def _fixed_leased(self, ev: FixedIpLeased, seq: int) -> None:
         n = self._net(ev.network_id, seq)
         if n is not None and ev.address in n.fixed:
-            n.fixed[ev.address].leased = True
+            if ev.v6:
+                n.fixed[ev.address].leased_v6 = True
+            else:
+                n.fixed[ev.address].leased = True
 
     def _fixed_released(self, ev: FixedIpReleased, seq: int) -> None:
         n = self._net(ev.network_id, seq)
@@ -328,7 +331,10 @@ class State:
         if ev.freed:
             self._free(n, ev.address)
         elif ev.address in n.fixed:
-            n.fixed[ev.address].leased = False
+            if ev.v6:
+                n.fixed[ev.address].leased_v6 = False
+            else:
+                n.fixed[ev.address].leased = False
 
     def _fixed_freed(self, ev: FixedIpFreed, seq: int) -> None:
         n = self._net(ev.network_id, seq)

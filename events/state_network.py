@@ -27,6 +27,7 @@ class FixedIp:
     host: str | None
     project: str | None
     allocated: bool = True
+    #: DHCP holds a lease of ``address`` (the IPv4 one, or an IPv6-only network's)...
     leased: bool = False
     deallocated_at: float | None = None
     #: stream sequence of the allocation (or its reconfirmation): reclaiming needs absence
@@ -34,6 +35,13 @@ class FixedIp:
     allocated_seq: int = 0
     #: its IPv6 address (the network serves IPv6); on an IPv6-only network also ``address``
     address_v6: str | None = None
+    #: ...and of ``address_v6`` on a dual-stack dhcpv6 network: a deallocated address is held
+    #: until both are released (found by review: one flag for two leases freed the other early)
+    leased_v6: bool = False
+
+    @property
+    def any_lease(self) -> bool:
+        return self.leased or self.leased_v6
 
 
 @dataclass

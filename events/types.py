@@ -242,22 +242,28 @@ class FixedIpDeallocated(NetworkEvent):
 @event_type
 @dataclass(frozen=True)
 class FixedIpLeased(NetworkEvent):
+    """DHCP leased the allocation named ``address``; ``v6``: its IPv6 address (a dual-stack
+    dhcpv6 allocation holds two leases, which end apart)."""
+
     TYPE: ClassVar[str] = "FixedIpLeased"
     address: str
     mac: str
     instance: str
+    v6: bool = False
 
 
 @event_type
 @dataclass(frozen=True)
 class FixedIpReleased(NetworkEvent):
-    """DHCP released the lease; ``freed`` when the address returns to the pool with it."""
+    """DHCP released the lease (``v6``: of the IPv6 address, as for :class:`FixedIpLeased`);
+    ``freed`` when the address returns to the pool with it."""
 
     TYPE: ClassVar[str] = "FixedIpReleased"
     address: str
     mac: str
     instance: str
     freed: bool
+    v6: bool = False
 
 
 @event_type

@@ -155,6 +155,7 @@ def _fixed_allocated(tx: Tx, ev: FixedIpAllocated) -> None:
         project=ev.project,
         allocated=1,
         leased=0,
+        leased_v6=0,
         allocated_seq=seq,
         allocated_at=at,
         updated_seq=seq,
@@ -196,7 +197,7 @@ def _fixed_deallocated(tx: Tx, ev: FixedIpDeallocated) -> None:
 
 def _fixed_leased(tx: Tx, ev: FixedIpLeased) -> None:
     row = _fixed_in_use(tx, ev.network_id, ev.address)
-    row["leased"] = 1
+    row["leased_v6" if ev.v6 else "leased"] = 1
     tx.put(FIXED_IPS, tx.stamp(row))
 
 
@@ -205,7 +206,7 @@ def _fixed_released(tx: Tx, ev: FixedIpReleased) -> None:
     if ev.freed:
         tx.delete(FIXED_IPS, (ev.network_id, ev.address))
     else:
-        row["leased"] = 0
+        row["leased_v6" if ev.v6 else "leased"] = 0
         tx.put(FIXED_IPS, tx.stamp(row))
 
 

@@ -77,7 +77,7 @@ _INT, _STR, _FLOAT, _BYTES = int, str, float, bytes
 #: Column types; a column not named here is TEXT.
 _TYPES: dict[str, type] = {
     "vlan": _INT, "vni": _INT, "vpn_public_port": _INT, "multi_host": _INT, "mtu": _INT,
-    "deleted": _INT, "allocated": _INT, "leased": _INT, "network_host": _INT, "drift": _INT,
+    "deleted": _INT, "allocated": _INT, "leased": _INT, "leased_v6": _INT, "network_host": _INT, "drift": _INT,
     "nat_drift": _INT, "changes": _INT, "drift_repairs": _INT, "applied_seq": _INT,
     "duration_ms": _FLOAT, "seq": _INT, "time": _FLOAT, "stream_time": _FLOAT, "raw": _BYTES,
     "last_seq": _INT, "schema_version": _INT, "highest_seq": _INT,
@@ -102,6 +102,7 @@ ADDED: dict[str, dict[str, tuple[str, ...]]] = {
         "fixed_ips": ("address_v6",),
         "events": ("address_v6",),
     },
+    "0004_leased_v6": {"fixed_ips": ("leased_v6",)},
 }
 
 
@@ -191,6 +192,13 @@ def _m0003_ipv6(db: sqlite_utils.Database) -> None:
         "CREATE INDEX idx_events_address_v6 ON events (address_v6, seq)"
         " WHERE address_v6 IS NOT NULL"
     )
+
+
+@_migration("0004_leased_v6")
+def _m0004_leased_v6(db: sqlite_utils.Database) -> None:
+    # A dual-stack dhcpv6 allocation holds two DHCP leases, which end apart: the IPv6 one
+    # has its own flag (found by review). Rows written before had one lease at most.
+    db.execute("ALTER TABLE fixed_ips ADD COLUMN leased_v6 INTEGER NOT NULL DEFAULT 0")
 
 
 #: The events table's secondary indexes, exactly as migrations 0001 and 0003 create them (a test

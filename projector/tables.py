@@ -78,6 +78,8 @@ FIXED_IPS = Table(
     (
         "network_id", "address", "instance", "mac", "host", "project", "allocated", "leased",
         "allocated_seq", "allocated_at", "updated_seq", "updated_at", "address_v6",
+        # added by migration 0004_leased_v6
+        "leased_v6",
     ),
 )  # fmt: skip
 

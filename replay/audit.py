@@ -227,7 +227,11 @@ def _fixed_deallocated(d: Row) -> str:
 
 
 def _fixed_released(d: Row) -> str:
-    return f"{d['address']} released by {d['instance']}" + (", freed" if d.get("freed") else "")
+    return (
+        f"{d['address']} released by {d['instance']}"
+        + (" (its IPv6 lease)" if d.get("v6") else "")
+        + (", freed" if d.get("freed") else "")
+    )
 
 
 def _floating_disassociated(d: Row) -> str:
@@ -246,7 +250,10 @@ def _network_created(d: Row) -> str:
 PHRASES: dict[str, Callable[[Row], str]] = {
     "FixedIpAllocated": _fixed_allocated,
     "FixedIpDeallocated": _fixed_deallocated,
-    "FixedIpLeased": lambda d: f"{d['address']} leased to {d['instance']} ({d['mac']})",
+    "FixedIpLeased": lambda d: (
+        f"{d['address']} leased to {d['instance']} ({d['mac']}"
+        + (", its IPv6 address)" if d.get("v6") else ")")
+    ),
     "FixedIpReleased": _fixed_released,
     "FixedIpFreed": lambda d: f"{d['address']} freed from {d['instance']} ({d['reason']})",
     "FixedIpMoved": lambda d: (

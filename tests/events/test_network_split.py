@@ -152,14 +152,19 @@ def test_merged_intervals() -> None:
 def test_vxlan_and_bridge_prefix_are_numbered_over_the_networks_created() -> None:
     led = in_use("10.5.1.0/24")
     nets = led.networks(
-        cidr="10.5.0.0/22", num_networks=3, mode="vxlan", vni_start=5000, bridge="vx"
+        cidr="10.5.0.0/22", num_networks=3, mode="vxlan", vni_start=5000, bridge="brv"
     )
     assert cidrs_of(nets) == ["10.5.0.0/24", "10.5.2.0/24", "10.5.3.0/24"]
     assert [(n["vni"], n["bridge"]) for n in nets] == [
-        (5000, "vx5000"),
-        (5001, "vx5001"),
-        (5002, "vx5002"),
+        (5000, "brv5000"),
+        (5001, "brv5001"),
+        (5002, "brv5002"),
     ]
+    # (prefix "vx" made bridges vx5000..., the names of the VXLAN links themselves: refused)
+    led.refuse(
+        E.InvalidField, "network.create", label="y", cidr="10.6.0.0/23", num_networks=2,
+        mode="vxlan", vni_start=6000, bridge="vx",
+    )  # fmt: skip
 
 
 def test_a_used_vlan_among_the_created_refuses_the_whole_command() -> None:

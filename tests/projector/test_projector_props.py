@@ -181,13 +181,13 @@ def test_projection_agrees_with_the_deciders_fold(data: st.DataObject) -> None:
         assert out.rejected is None, out.rejected
     fixed = {
         (n.network_id, a): (ip.instance, ip.mac, ip.host, ip.project, int(ip.allocated),
-                            int(ip.leased), ip.address_v6)
+                            int(ip.leased), ip.address_v6, int(ip.leased_v6))
         for n in state.networks.values() for a, ip in n.fixed.items()
     }  # fmt: skip
     got = {
         k: (
             r["instance"], r["mac"], r["host"], r["project"], r["allocated"], r["leased"],
-            r["address_v6"],
+            r["address_v6"], r["leased_v6"],
         )
         for k, r in store.tables.get("fixed_ips", {}).items()
     }  # fmt: skip
