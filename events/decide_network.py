@@ -25,7 +25,7 @@ from .commands import (
     NetworkShow,
     Request,
 )
-from .decide_common import Decision, Pending, live_network
+from .decide_common import Decision, Pending, authorize, live_network
 from .errors import (
     DuplicateBridge,
     DuplicateVlan,
@@ -444,13 +444,21 @@ def decide_network_disassociate(state: State, req: Request, pending: Pending) ->
     )
 
 
+def _visible(req: Request, n: NetworkState) -> bool:
+    """What a member may see (nova's ``project_only="allow_none"``): its project's networks
+    and those no project holds; an admin (or the system) sees all."""
+    return req.actor.role in ("admin", "system") or n.project in (None, req.actor.project)
+
+
 def decide_network_list(state: State, req: Request, pending: Pending) -> Decision:
     cmd = req.command
     assert isinstance(cmd, NetworkList)
+    if cmd.project is not None:
+        authorize(req.actor, cmd.project, f"project {cmd.project}'s networks")
     nets = [
         network_state_dict(n)
         for n in sorted(state.live_networks(), key=lambda n: (len(n.network_id), n.network_id))
-        if cmd.project is None or n.project == cmd.project
+        if (cmd.project is None or n.project == cmd.project) and _visible(req, n)
     ]
     return Decision([], {"networks": nets})
 
@@ -459,6 +467,7 @@ def decide_network_show(state: State, req: Request, pending: Pending) -> Decisio
     cmd = req.command
     assert isinstance(cmd, NetworkShow)
     n = state.networks.get(cmd.network_id)
-    if n is None:
+    if n is None or not _visible(req, n):
+        # (another project's network is not found: its existence is not told either)
         raise NetworkNotFound(f"network {cmd.network_id} does not exist", network_id=cmd.network_id)
     return Decision([], {"network": network_state_dict(n)})

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from netledger.events import errors as E
-from tests.events.decider_helpers import Ledger
+from tests.events.decider_helpers import Ledger, member
 
 
 @pytest.mark.parametrize(
@@ -106,3 +106,20 @@ def test_a_lease_of_either_address_is_idempotent() -> None:
     led, _net, a = _dual_stack_leased()
     assert led.run("fixed_ip.lease", address=a["address_v6"], mac=a["mac"]).events == []
     assert led.run("fixed_ip.lease", address=a["address"], mac=a["mac"]).events == []
+
+
+def test_a_member_sees_its_projects_networks_and_the_unowned_ones() -> None:
+    """nova's ``project_only="allow_none"``: found by review, any member listed (and showed)
+    every project's networks — their ranges, VLANs and use."""
+    led = Ledger()
+    mine, theirs = led.networks(cidr="10.0.0.0/23", num_networks=2, network_size=256)
+    (flat,) = led.networks(cidr="10.9.0.0/24", mode="flat_dhcp", bridge="brflat")
+    led.allocate("a", project="p1", host="h1")
+    led.allocate("b", project="p2", host="h1")
+    p1 = member("p1")
+    listed = led.run("network.list", p1).result["networks"]
+    assert [n["id"] for n in listed] == [mine["id"], flat["id"]]
+    assert led.run("network.list").result["networks"][1]["id"] == theirs["id"]  # admin: all
+    assert led.run("network.show", p1, network_id=mine["id"]).result["network"]["project"] == "p1"
+    led.refuse(E.NetworkNotFound, "network.show", p1, network_id=theirs["id"])
+    led.refuse(E.Forbidden, "network.list", p1, project="p2")
