@@ -2,10 +2,16 @@
 
     .venv/bin/python bench/alloc.py [--size 1.0]
 
-Against one nats-server (temporary store) and one command-service process: raw sequential
-publish-ack with the OCC header, raw ``publish_async``, and netledger allocations — one client
-sequential (vs publish-ack), 16 concurrent clients on one network (group commit) and 16 clients
-over 16 networks (vs ``publish_async``). Each pair runs interleaved, the median of the rounds.
+Against one nats-server and one command-service process as ``serve`` ships them
+(``sync_interval: always``, the projector following the log in the service's process), serving
+a cloud with a long history (bench/history_gen.py: 100,000 events, 1,000 networks, 200 hosts at
+size 1.0; the service and its projector caught up before anything is measured): raw sequential
+publish-ack with the OCC header, raw ``publish_async``, raw atomic batches and pipelined chains
+of 16, and netledger allocations — one client sequential (vs publish-ack), 16 concurrent
+clients on one network (vs its batch floor and its chain floor), 64 on one network and 16
+clients over 16 networks (vs ``publish_async``). Each pair runs interleaved, the median of the
+rounds. Then commands arriving steadily (bench/alloc_open.py): Poisson arrivals at half the
+16 x 16 rate, the latency of each allocation against a raw publish-ack at the same arrivals.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgpack
-from benchlib import Row, Rss, alternate, attempt, scaled, stack
+from alloc_open import open_loop_rows
+from benchlib import SHIPPED, Row, Rss, alternate, attempt, scaled, stack
+from history_gen import build_history
 
 from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.types import FixedIpAllocated
@@ -35,6 +43,11 @@ NAME = "alloc"
 TITLE = "Allocation (command service, end to end)"
 CLIENTS = 16
 _uniq = itertools.count()
+#: the cloud the service already serves when the allocations start (at size 1.0): a log of
+#: this many events (bench/history_gen.py: creations, fills, then churn), these hosts, networks
+HISTORY_EVENTS = 100_000
+HISTORY_HOSTS = 200
+HISTORY_NETWORKS = 1000
 
 
 #: The raw limits append to a twin of the log's stream (same storage and settings: file store,
@@ -105,17 +118,21 @@ async def raw_async(url: str, n: int) -> float:
     return n / dt
 
 
-async def alloc_rate(url: str, clients: int, networks: list[str], n: int) -> float:
-    """``n`` allocations by ``clients`` concurrent clients, client k on network k mod len."""
+async def alloc_rate(
+    url: str, clients: int, networks: list[str], n: int, hosts: list[str] | None = None
+) -> float:
+    """``n`` allocations by ``clients`` concurrent clients, client k on network k mod len, for
+    an instance on host k mod len(``hosts``) (default one host, ``h1``)."""
     conns = [await Client.connect(url) for _ in range(clients)]
     prefix = f"a{next(_uniq)}"
     counter = iter(range(n))
+    on = hosts or ["h1"]
 
     async def worker(k: int) -> None:
         c = conns[k]
         for i in counter:
             await c.allocate_fixed_ip(
-                f"{prefix}-{i}", network_id=networks[k % len(networks)], host="h1"
+                f"{prefix}-{i}", network_id=networks[k % len(networks)], host=on[k % len(on)]
             )
 
     t = time.perf_counter()
@@ -150,6 +167,35 @@ async def raw_atomic(url: str, k: int, n: int) -> float:
                 seq = (await conn.js.publish(subject, d, headers=h)).seq
             else:
                 await conn.nc.publish(subject, d, headers=h)
+    dt = time.perf_counter() - t
+    await conn.close()
+    return n / dt
+
+
+async def raw_chain(url: str, k: int, n: int) -> float:
+    """Pipelined chains of ``k`` single messages, one chain after another: what a lane sends
+    for a round of fewer than ``batch_threshold`` single-event decisions (service/lanes.py,
+    ``Appender.append_chain``): all ``k`` at once, the first with the subject OCC header, every
+    later one with ``Nats-Expected-Last-Msg-Id`` = the previous one's id; then the acks (the
+    last one's sequence is the next chain's OCC)."""
+    conn = await raw_connect(url)
+    subject = f"{RAW_PREFIX}.rawchain{next(_uniq)}"
+    data = [payload(i) for i in range(n)]
+    seq = 0
+    t = time.perf_counter()
+    for start in range(0, n, k):
+        futs = []
+        prev = ""
+        for i in range(start, min(n, start + k)):
+            mid = f"{subject}-{i}"
+            h = {"Nats-Msg-Id": mid}
+            if prev:
+                h["Nats-Expected-Last-Msg-Id"] = prev
+            else:
+                h["Nats-Expected-Last-Subject-Sequence"] = str(seq)
+            prev = mid
+            futs.append(asyncio.ensure_future(conn.js.publish(subject, data[i], headers=h)))
+        seq = (await asyncio.gather(*futs))[-1].seq
     dt = time.perf_counter() - t
     await conn.close()
     return n / dt
@@ -255,20 +301,56 @@ async def run(size: float, rss: Rss) -> list[Row]:
     n = scaled(2000, size, 20)
     rounds = 3 if size >= 0.5 else 1
     rows: list[Row] = []
-    async with stack(NAME) as st:
+    async with stack(NAME, service=False) as st:
         url = st.url
         assert st.conn is not None
+        # The state a real cloud is in: a long history, hundreds of networks, many hosts; the
+        # service starts on it (folding it) and its projector catches up before any figure.
+        t = time.perf_counter()
+        h = await build_history(
+            st.conn,
+            scaled(HISTORY_EVENTS, size, 2000),
+            hosts=max(10, round(HISTORY_HOSTS * size)),
+            networks=max(20, round(HISTORY_NETWORKS * size)),
+        )
+        built = time.perf_counter() - t
+        t = time.perf_counter()
+        await st.start_service()
+        ready = time.perf_counter() - t
+        caught_up = await st.wait_projected(h.last_seq)
+        rows.append(
+            Row(
+                NAME,
+                "the cloud served: events in the log before the first allocation",
+                h.last_seq,
+                "events",
+                note=f"{len(h.networks):,} networks, {len(h.hosts):,} hosts,"
+                f" {len(h.instances):,} live instances (bench/history_gen.py, written in"
+                f" {built:.1f} s); service ready in {ready:.1f} s, its projector caught up"
+                f" {caught_up:.1f} s later; {SHIPPED}",
+            )
+        )
+        hosts = h.hosts
         admin = Client(st.conn)
         [one] = await admin.create_networks(
-            label="seq", cidr="10.0.0.0/16", network_size=65536, mode="flat", bridge="br1"
+            label="seq", cidr="10.100.0.0/16", network_size=65536, mode="flat", bridge="br1"
         )
         [shared] = await admin.create_networks(
-            label="conc", cidr="10.1.0.0/16", network_size=65536, mode="flat", bridge="br2"
+            label="conc", cidr="10.101.0.0/16", network_size=65536, mode="flat", bridge="br2"
         )
         many = await admin.create_networks(
-            label="many", cidr="10.2.0.0/16", num_networks=CLIENTS, network_size=4096, mode="vxlan"
+            label="many",
+            cidr="10.102.0.0/16",
+            num_networks=CLIENTS,
+            network_size=4096,
+            mode="vxlan",
+            vni_start=200_000,  # the cloud's networks hold VNIs from 1000
         )
-        await alloc_rate(url, 1, [one["id"]], max(10, n // 20))  # warm-up
+        # Warm-up; each client's host joins its networks here (a two-event decision), not in
+        # a measured round.
+        await alloc_rate(url, 1, [one["id"]], max(10, n // 20), hosts)
+        await alloc_rate(url, 4 * CLIENTS, [shared["id"]], 4 * CLIENTS, hosts)
+        await alloc_rate(url, CLIENTS, [m["id"] for m in many], CLIENTS, hosts)
 
         assert st.service is not None and st.server.proc is not None
         pid = st.service.pid
@@ -283,7 +365,8 @@ async def run(size: float, rss: Rss) -> list[Row]:
             what: str,
             ceiling: bool = False,
             floor: Callable[..., Awaitable[float]] | None = None,
-        ) -> None:
+            note: str = "",
+        ) -> tuple[float, float] | None:
             # The command service's CPU per allocation (what limits the rates without waits:
             # issue 15), the median over the rounds, in the figure's note; with ``ceiling``
             # also the clients' (this process) and the nats-server's, and the rate that CPU
@@ -308,13 +391,23 @@ async def run(size: float, rss: Rss) -> list[Row]:
             got = await attempt(rows, NAME, what, lambda: alternate(raw, measured, rounds))
             if got is not None:
                 r, a = got
-                note = f"service CPU {statistics.median(cpu):.0f} us/alloc" if cpu else ""
+                cpu_note = f"service CPU {statistics.median(cpu):.0f} us/alloc" if cpu else ""
                 rows.append(Row(NAME, raw_name, r, unit_raw, baseline="raw limit"))
-                rows.append(Row(NAME, what, a, "alloc/s", a / r, label, note))
+                rows.append(
+                    Row(
+                        NAME,
+                        what,
+                        a,
+                        "alloc/s",
+                        a / r,
+                        label,
+                        "; ".join(filter(None, [cpu_note, note])),
+                    )
+                )
                 if ceiling and cpu:
                     rows.append(_ceiling(what, r, label, cpu, clients, server))
             if floor is None or got is None:
-                return
+                return got
             # The floor under any service: the same requests answered by a process that only
             # appends (bench/floor_responder.py), interleaved with ours.
             what_floor = f"{what}: a responder deciding nothing (the floor)"
@@ -390,12 +483,13 @@ async def run(size: float, rss: Rss) -> list[Row]:
                         f" (interleaved with the floor above, {direct[0]:,.0f} req/s then)",
                     )
                 )
+            return got
 
         await pair(
             "raw publish-ack OCC",
             "msg/s",
             lambda: raw_sequential_occ(url, n),
-            lambda: alloc_rate(url, 1, [one["id"]], n),
+            lambda: alloc_rate(url, 1, [one["id"]], n, hosts),
             "raw publish-ack, OCC header (sequential)",
             "1 client, sequential",
             floor=lambda follow, direct=False: floor_rate(url, 1, 1, n, follow, direct),
@@ -404,7 +498,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             "raw publish_async",
             "msg/s",
             lambda: raw_async(url, n * 2),
-            lambda: alloc_rate(url, CLIENTS, [shared["id"]], n * 2),
+            lambda: alloc_rate(url, CLIENTS, [shared["id"]], n * 2, hosts),
             "raw publish_async (concurrent)",
             f"{CLIENTS} clients, 1 network (group commit)",
         )
@@ -412,23 +506,37 @@ async def run(size: float, rss: Rss) -> list[Row]:
             f"raw atomic batches of {CLIENTS}",
             "msg/s",
             lambda: raw_atomic(url, CLIENTS, n),
-            lambda: alloc_rate(url, CLIENTS, [shared["id"]], n * 2),
+            lambda: alloc_rate(url, CLIENTS, [shared["id"]], n * 2, hosts),
             f"raw atomic batches of {CLIENTS}, OCC (sequential)",
             f"{CLIENTS} clients, 1 network vs its batch floor",
+            note="the issue's goal; with <= 16 in flight the lane sends pipelined chains, not"
+            " atomic batches: see the chain floor below",
+        )
+        # What the lane really sends with <= 16 requests in flight (below batch_threshold 24):
+        # single events pipelined in a chain (Appender.append_chain), so its floor is the chain.
+        await pair(
+            f"raw pipelined chains of {CLIENTS}",
+            "msg/s",
+            lambda: raw_chain(url, CLIENTS, n),
+            lambda: alloc_rate(url, CLIENTS, [shared["id"]], n * 2, hosts),
+            f"raw pipelined chains of {CLIENTS}: subject OCC + last-msg-id (sequential)",
+            f"{CLIENTS} clients, 1 network vs its chain floor",
+            note="what the lane sends at this load (service/lanes.py)",
         )
         await pair(
             "raw publish_async",
             "msg/s",
             lambda: raw_async(url, n * 2),
-            lambda: alloc_rate(url, 4 * CLIENTS, [shared["id"]], n * 2),
+            lambda: alloc_rate(url, 4 * CLIENTS, [shared["id"]], n * 2, hosts),
             "raw publish_async (concurrent)",
             f"{4 * CLIENTS} clients, 1 network (group commit)",
         )
-        await pair(
+        spread = [m["id"] for m in many]
+        got = await pair(
             "raw publish_async",
             "msg/s",
             lambda: raw_async(url, n * 2),
-            lambda: alloc_rate(url, CLIENTS, [m["id"] for m in many], n * 2),
+            lambda: alloc_rate(url, CLIENTS, spread, n * 2, hosts),
             "raw publish_async (concurrent)",
             f"{CLIENTS} clients, {CLIENTS} networks",
             ceiling=True,
@@ -436,7 +544,19 @@ async def run(size: float, rss: Rss) -> list[Row]:
                 url, CLIENTS, CLIENTS, n * 2, follow, direct
             ),
         )
-        rss.note("command service", st.service_rss(), NAME)
+        # Commands arriving steadily: Poisson arrivals at half the closed-loop capacity just
+        # measured (16 clients over 16 networks), allocation latency vs raw publish-ack's.
+        capacity = got[1] if got else 0.0
+        rows += (
+            await attempt(
+                rows,
+                NAME,
+                "open loop (Poisson arrivals)",
+                lambda: open_loop_rows(url, capacity, size, spread, hosts),
+            )
+            or []
+        )
+        rss.note("command service", st.service_rss(), f"{NAME} (serve with its projector)")
     return rows
 
 

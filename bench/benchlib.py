@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -122,12 +123,31 @@ def netledger_has(command: str) -> bool:
     return p.returncode == 0
 
 
-class Stack:
-    """A nats-server with a temporary store, a connection, optionally a command service."""
+#: What ``netledger serve`` ships with (netledger/cli.py): an embedded nats-server with
+#: ``sync_interval: always`` (a write is acknowledged once it is on disk) and a projector running
+#: in the service's process, following the log into DATA/projection.db. Every benchmark stack
+#: uses it unless it asks otherwise, and so do the raw limits measured on the same server (the
+#: fsync policy is the server's, for every stream on it: the raw twin stream too).
+SHIPPED_SYNC = "always"
+SHIPPED = "as shipped: sync_interval always, serve with its projector"
 
-    def __init__(self, tmp: Path) -> None:
+
+class Stack:
+    """A nats-server with a temporary store, a connection, optionally a command service.
+
+    By default the server and the service are what ``serve`` ships (:data:`SHIPPED`);
+    ``sync_interval="default"`` / ``projector=False`` give the old bench setup, for a row that
+    says so."""
+
+    def __init__(
+        self, tmp: Path, sync_interval: str = SHIPPED_SYNC, projector: bool = True
+    ) -> None:
         self.tmp = tmp
-        self.server = EmbeddedNats(data_dir=tmp / "nats", port=free_port(), sync_interval="default")
+        self.sync_interval = sync_interval
+        self.projector = projector
+        self.server = EmbeddedNats(
+            data_dir=tmp / "nats", port=free_port(), sync_interval=sync_interval
+        )
         self.conn: Connection | None = None
         self.service: subprocess.Popen[str] | None = None
 
@@ -135,17 +155,30 @@ class Stack:
     def url(self) -> str:
         return self.server.url
 
+    @property
+    def serve_dir(self) -> Path:
+        """``serve --data``: where its projector keeps projection.db (never the user's)."""
+        return self.tmp / "serve"
+
+    @property
+    def projection_db(self) -> Path:
+        return self.serve_dir / "projection.db"
+
     async def start(self) -> Connection:
         await asyncio.to_thread(self.server.start)
         self.conn = await connect(self.url, name="bench")
         await ensure_stream(self.conn)
         return self.conn
 
-    async def start_service(self) -> subprocess.Popen[str]:
-        """The command service as its own process (as deployed), ready once it caught up."""
+    async def start_service(self, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+        """The command service as its own process (as deployed: ``serve``, with its projector
+        unless this stack has none), ready once it caught up."""
+        argv = [NETLEDGER, "--nats", self.url, "serve", "--data", str(self.serve_dir)]
+        if not self.projector:
+            argv.append("--no-projector")
         p = await asyncio.to_thread(
             subprocess.Popen,
-            [NETLEDGER, "--nats", self.url, "serve", "--no-projector"],
+            [*argv, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
@@ -159,6 +192,33 @@ class Stack:
             raise RuntimeError(f"command service did not start: {line!r}")
         self.service = p
         return p
+
+    def projected_seq(self) -> int:
+        """The checkpoint of the service's projector (0 before it wrote one)."""
+        try:
+            db = sqlite3.connect(f"file:{self.projection_db}?mode=ro", uri=True, timeout=1.0)
+            try:
+                row = db.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return 0
+        return int(row[0]) if row else 0
+
+    async def wait_projected(self, seq: int, timeout: float = 600.0) -> float:
+        """Wait until the service's projector has projected the log up to ``seq`` (a real
+        cloud's projector is caught up: its catch-up must not be charged to a measurement);
+        the seconds waited."""
+        t = time.perf_counter()
+        while self.projector and self.projected_seq() < seq:
+            if self.service is None or self.service.poll() is not None:
+                raise RuntimeError("the command service (and its projector) stopped")
+            if time.perf_counter() - t > timeout:
+                raise RuntimeError(
+                    f"projector at {self.projected_seq()} of {seq} after {timeout} s"
+                )
+            await asyncio.sleep(0.1)
+        return time.perf_counter() - t
 
     def service_rss(self) -> float:
         return vmhwm_mb(self.service.pid) if self.service else 0.0
@@ -182,9 +242,16 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(prefix: str, service: bool = True) -> AsyncIterator[Stack]:
+async def stack(
+    prefix: str,
+    service: bool = True,
+    *,
+    sync_interval: str = SHIPPED_SYNC,
+    projector: bool = True,
+) -> AsyncIterator[Stack]:
+    """A :class:`Stack` in a temporary folder, as shipped unless asked otherwise."""
     with tempfile.TemporaryDirectory(prefix=f"nl-bench-{prefix}-") as d:
-        st = Stack(Path(d))
+        st = Stack(Path(d), sync_interval=sync_interval, projector=projector)
         try:
             await st.start()
             if service:
