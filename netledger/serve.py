@@ -57,11 +57,6 @@ async def serve_forever(
     server: EmbeddedNats | None = None
     if nats_url is None:
         binary = find_nats_server(nats_binary)
-        print(
-            f"netledger: running {binary} ({server_version(binary)}), store {data_dir}",
-            file=sys.stderr,
-            flush=True,
-        )
         extra = ""
         if auth_config:
             from netledger.ops.auth import embedded_extra_config
@@ -73,6 +68,13 @@ async def serve_forever(
             binary=binary,
             sync_interval=sync_interval,
             extra_config=extra,
+        )
+        # Its name (unique) is how start() tells it from another server already on the port.
+        print(
+            f"netledger: running {binary} ({server_version(binary)}) as {server.server_name},"
+            f" store {data_dir}",
+            file=sys.stderr,
+            flush=True,
         )
         await asyncio.to_thread(server.start)
         nats_url = server.url

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import math
 import sqlite3
 import time
 import uuid
@@ -54,10 +55,30 @@ def package_version() -> str:
         return "0.0.0"
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
+def _number(v: object) -> bool:
+    """A finite JSON number (not a bool, which JSON tells apart and Python does not)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _iso(ts: object) -> str | None:
+    """A Unix time as ISO text; None when it is none (missing, not a number, not finite, or
+    beyond what a date can hold: a host's wild clock must not stop ``status``)."""
+    if not _number(ts):
         return None
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat().replace("+00:00", "Z")
+    assert isinstance(ts, int | float)
+    try:
+        when = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _age_s(ts: object) -> float | None:
+    """Seconds since ``ts`` (0 for a time ahead of this clock); None without a usable time."""
+    if _iso(ts) is None:
+        return None
+    assert isinstance(ts, int | float)
+    return round(max(0.0, time.time() - ts), 1)
 
 
 # --- the responder each long-running component runs ----------------------------------------
@@ -331,6 +352,8 @@ async def host_status(
         "last_event": None,
         "last_event_at": None,
         "source": "log",
+        #: why its liveness entry cannot be read (None: it can, or it has none)
+        "error": None,
     }
     up_to = stream_last
     for hop in range(MAX_HOPS):
@@ -356,7 +379,7 @@ async def host_status(
                 lag=lag,
                 lagging=lag > max_lag,
                 reconciled_at=_iso(env.time),
-                age_s=round(max(0.0, time.time() - env.time), 1),
+                age_s=_age_s(env.time),
                 changes=ev.changes,
                 drift_repairs=ev.drift_repairs,
                 duration_ms=ev.duration_ms,
@@ -389,15 +412,44 @@ async def share_lag(conn: Connection, subjects: list[str], after_seq: int) -> in
     return int(info.num_pending or 0)
 
 
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def liveness_error(st: object) -> str | None:
+    """What makes a host's liveness entry unreadable (None: nothing). Another version's
+    executor, a bug or a wild clock may write anything there: it is that host's problem, told
+    as such, never a reason for ``status`` to fail."""
+    if not isinstance(st, dict):
+        return f"its liveness status is not a JSON object ({_short(st)})"
+    t = st.get("time")
+    if _iso(t) is None:
+        return f"its liveness status has no usable time ({_short(t)})"
+    applied = st.get("applied_seq")
+    if applied is not None and not (_number(applied) and isinstance(applied, int) and applied >= 0):
+        return f"its liveness status has a bad applied_seq ({_short(applied)})"
+    beat = st.get("heartbeat")
+    if beat is not None and not (_number(beat) and beat > 0):
+        return f"its liveness status has a bad heartbeat ({_short(beat)})"
+    share = st.get("share")
+    if share is not None and not (
+        isinstance(share, list) and all(isinstance(x, str) for x in share)
+    ):
+        return f"its liveness status has a bad share ({_short(share)})"
+    return None
+
+
 def _live_status(
     out: dict[str, Any], st: dict[str, Any], stream_last: int, max_lag: int, lag: int | None
 ) -> dict[str, Any]:
-    """Merge a host's liveness entry (``host.<h>.status``) into its status row. ``lag``: the
-    events of its share after what it applied (None: it reads the whole stream, or unknown)."""
+    """Merge a host's liveness entry (``host.<h>.status``, checked by :func:`liveness_error`)
+    into its status row. ``lag``: the events of its share after what it applied (None: it
+    reads the whole stream, or unknown)."""
     applied = st.get("applied_seq")
     if lag is None and isinstance(applied, int) and not st.get("share"):
         lag = max(0, stream_last - applied)
-    age = max(0.0, time.time() - float(st.get("time") or 0))
+    age = _age_s(st.get("time")) or 0.0
     heartbeat = float(st.get("heartbeat") or 60.0)
     out.update(
         applied_seq=applied,
@@ -417,17 +469,21 @@ def _live_status(
     return out
 
 
+#: a liveness entry that did not parse (told apart from one that is JSON ``null``)
+_NOT_JSON = object()
+
+
 async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list[dict[str, Any]]:
     info = await conn.js.stream_info(conn.stream, subjects_filter=HOST_SUBJECTS)
     subjects = info.state.subjects or {}
     prefix = f"{EVENT_PREFIX}.host."
-    live: dict[str, dict[str, Any]] = {}
+    live: dict[str, object] = {}
     try:
         for key, (value, _rev, _t) in (await read_all(conn, "host.*.status")).items():
             try:
-                st = json.loads(value)
-            except ValueError:
-                continue
+                st: object = json.loads(value)
+            except ValueError:  # (a UnicodeDecodeError too)
+                st = _NOT_JSON
             live[key.split(".")[1]] = st
     except Exception:  # no liveness bucket readable: the log's HostReconciled only
         live = {}
@@ -441,9 +497,14 @@ async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list
             row = await host_status(
                 conn, h, subject, n, stream_last, max_lag, find_reconciled=h not in live
             )
-            st = live.get(h)
-            if st is None:
+            if h not in live:
                 return row
+            st = live[h]
+            bad = "its liveness status is not JSON" if st is _NOT_JSON else liveness_error(st)
+            if bad is not None:
+                row.update(error=bad, source="liveness")
+                return row
+            assert isinstance(st, dict)
             lag = None
             share, applied = st.get("share"), st.get("applied_seq")
             if share and isinstance(applied, int):
@@ -546,7 +607,9 @@ def problems_of(
         if p.get("rejected"):
             out.append(f"projector {p['db']} rejected {p['rejected']} stream message(s)")
     for h in hosts:
-        if h["applied_seq"] is None:
+        if h.get("error"):
+            out.append(f"host {h['host']}: {h['error']}")
+        elif h["applied_seq"] is None:
             out.append(f"host {h['host']} has not reported a reconcile")
         elif h.get("live") is False:
             out.append(f"host {h['host']} has not reported for {h['age_s']:.0f}s")

@@ -5,7 +5,9 @@ service asks :meth:`Snapshotter.load` for a fold to begin from and then reads on
 the log. While it runs, every ``every_events`` events folded (and at most once per
 ``min_interval``), a new snapshot is written in the background (a forked child encodes it; see
 :mod:`.snapshot_store`): commands are never held for it. Replicas share the bucket: a replica
-skips its turn when the newest stored snapshot is recent enough.
+skips its turn when the newest *usable* stored snapshot is recent enough — one a start would
+refuse (another fold version, beyond the end of a restored log, refused by :meth:`load`) is
+no snapshot at all.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ class Snapshotter:
         """Write a snapshot of the fold as it is now (None: a replica wrote a recent one)."""
         if self._created is None:
             self._created, _ = await self.store.stream_identity()
-        newest = await self.store.snapshots()
+        usable, _ = await self.store.usable()
+        newest = usable[0] if usable else None
         # The service folds its own appends from their acks, ahead of its reader: the image
         # must be a prefix of the log, so wait (briefly) for a moment the reader has caught up.
         for _ in range(SETTLE_TRIES):
@@ -170,9 +173,9 @@ class Snapshotter:
         else:
             log.info("the fold stayed ahead of the log reader; snapshot postponed")
             return None
-        if newest and newest[0].seq >= seq - self.policy.every_events // 2:
-            log.debug("snapshot at seq %d is recent enough; not writing", newest[0].seq)
-            self.since = seq - newest[0].seq
+        if newest is not None and newest.seq >= seq - self.policy.every_events // 2:
+            log.debug("snapshot at seq %d is recent enough; not writing", newest.seq)
+            self.since = seq - newest.seq
             return None
         since_at_fork = self.since
         t0 = time.monotonic()
