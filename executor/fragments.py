@@ -13,11 +13,13 @@ The rules are executor/desired.py's (module docstring): who needs a network, who
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import netaddr
 
+from netledger.events.ids import REGISTRY_SUBJECT
 from netledger.events.state import NetworkState, State
 from netledger.events.state import serving_hosts as state_serving_hosts
 
@@ -274,7 +276,7 @@ def assemble(
         addresses=tuple(sorted(addresses.values())),
         fdb=tuple(sorted(fdb.values())),
         enslaved=tuple(sorted(enslaved.values())),
-        nat=nat_table(frags.values(), cfg) if nat is None else nat,
+        nat=nat_table(frags.values(), cfg, fixed_space(state)) if nat is None else nat,
         forwarding=served,
         forwarding_v6=served6,
         floating_ranges=floating_ranges(state),
@@ -282,26 +284,59 @@ def assemble(
     )
 
 
-def nat_table(frags: Iterable[Fragment], cfg: HostConfig) -> NatTable:
+def nat_table(frags: Iterable[Fragment], cfg: HostConfig, space: tuple[str, ...]) -> NatTable:
+    """The host's NAT table: the floating IPs of the networks it serves, and — once it serves
+    an IPv4 range — the set of fixed ranges, ``space`` (:func:`fixed_space`): every network's,
+    not only those served here (traffic to a range another host serves is not NATed either)."""
     floating: list[tuple[str, str]] = []
-    ranges: set[str] = set()
+    served = False
     routed6: set[tuple[str, str]] = set()
     for f in frags:
         floating.extend(f.floating)
-        if f.fixed_range is not None:
-            ranges.add(f.fixed_range)
+        served |= f.fixed_range is not None
         if f.routed6 is not None:
             routed6.add(f.routed6)
     v6 = tuple(sorted(routed6, key=lambda r: (r[0], _cidr_key(r[1]))))
-    if not floating and not ranges:
+    if not floating and not served:
         return NatTable(routed_v6=v6)
     return NatTable(
         floating=tuple(sorted(floating, key=lambda fx: _ip_key(fx[0]))),
-        fixed_ranges=tuple(sorted(ranges, key=_cidr_key)),
+        fixed_ranges=space,
         snat_to=cfg.snat_address,
         masquerade_interface=None if cfg.snat_address else cfg.public_interface,
         routed_v6=v6,
     )
+
+
+#: the last :func:`fixed_space` computed: (its state, the key it was computed for, the result)
+_space_cache: tuple[weakref.ref[State], tuple[int, int, int], tuple[str, ...]] | None = None
+
+
+def fixed_space(state: State) -> tuple[str, ...]:
+    """The fixed ranges, as the NAT table's ``fixed`` set holds them: the IPv4 range of every
+    network the registry created, merged (adjacent blocks of one range become one prefix: the
+    set and its ``HostNatApplied`` report stay small), without the floating IP pools.
+
+    nova matched its whole ``fixed_range`` (every network) in ``-s fixed -d fixed -j ACCEPT``
+    and in the SNAT rule. A deleted network's range stays: its ``NetworkDeleted`` is on the
+    network's own subject, which a host outside the network does not read (executor/share.py),
+    and every host must build the same set from its share as from the whole log. A later
+    network or pool over it may overlap it: the merge keeps the set valid, and floating
+    addresses are never in it.
+
+    Computed again only when the registry changed (a network or pool created); a pass in
+    between finds it in O(1)."""
+    global _space_cache
+    key = (state.seq_of(REGISTRY_SUBJECT), len(state.networks), len(state.pools))
+    cached = _space_cache
+    if cached is not None and cached[0]() is state and cached[1] == key:
+        return cached[2]
+    ranges = netaddr.IPSet(n.ipnet for n in state.networks.values() if n.ipnet is not None)
+    for p in state.pools.values():
+        ranges.remove(p.ipnet)
+    space = tuple(str(c) for c in ranges.iter_cidrs())
+    _space_cache = (weakref.ref(state), key, space)
+    return space
 
 
 def floating_ranges(state: State) -> tuple[str, ...]:

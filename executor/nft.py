@@ -2,9 +2,10 @@
 one ``nft -f -`` transaction.
 
 The table (``table ip netledger``) holds two maps — floating -> fixed (DNAT in prerouting and
-output) and fixed -> floating (SNAT in postrouting) — and the set of fixed ranges served here:
-traffic between fixed ranges is not NATed; other traffic from them is SNATed to the host address
-(or masqueraded on the public interface when that address is not known). Maps keep the rule
+output) and fixed -> floating (SNAT in postrouting) — and the set of fixed ranges (every
+network's, not only those served here: executor/fragments.py ``fixed_space``): traffic between
+fixed ranges is not NATed (accepted first); other traffic from them is SNATed to the floating IP
+or the host address (or masqueraded on the public interface when that address is not known). Maps keep the rule
 count constant however many floating IPs there are.
 
 Every write is the whole table in one transaction (``table``/``delete table``/definition), the

@@ -157,9 +157,9 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
                 interface=net.bridge, address=addr, broadcast=net.broadcast, network_id=nid
             )
     floating = _floating(state, {n.network_id for n in served}, cfg, addresses)
-    fixed_ranges = tuple(sorted({str(n.ipnet) for n in served}, key=_cidr_key))
+    fixed_ranges = _fixed_space(state)
     nat = NatTable()
-    if floating or fixed_ranges:
+    if floating or served:
         nat = NatTable(
             floating=floating,
             fixed_ranges=fixed_ranges,
@@ -176,6 +176,15 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
         floating_ranges=tuple(sorted((str(p.ipnet) for p in state.pools.values()), key=_cidr_key)),
         dhcp=dhcp_specs(served, cfg) if cfg.dhcp else (),
     )
+
+
+def _fixed_space(state: State) -> tuple[str, ...]:
+    """Every network's IPv4 range (deleted ones too: a host outside a network never reads its
+    deletion), merged, the floating pools cut out."""
+    cidrs = netaddr.cidr_merge([n.ipnet for n in state.networks.values() if n.ipnet is not None])
+    for p in state.pools.values():
+        cidrs = [part for c in cidrs for part in netaddr.cidr_exclude(c, p.ipnet)]
+    return tuple(str(c) for c in sorted(netaddr.cidr_merge(cidrs)))
 
 
 def dhcp_specs(served: Iterable[NetworkState], cfg: HostConfig) -> tuple[DhcpSpec, ...]:
