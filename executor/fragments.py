@@ -120,6 +120,31 @@ def in_use_hosts(n: NetworkState) -> set[str]:
     return {h for h, count in n.host_allocated.items() if count > 0}
 
 
+def _may_hold(n: NetworkState) -> bool:
+    """Whether ``n`` may have an address held for its release (deallocated, still leased):
+    ``fixed`` has more entries than allocated addresses. O(hosts), so that the scan of
+    :func:`holds` is made only where there is something to find."""
+    return len(n.fixed) > sum(n.host_allocated.values())
+
+
+def holds(n: NetworkState, host: str | None = None) -> bool:
+    """Whether ``n`` has an address held for its DHCP release (deallocated but leased) — of an
+    instance on ``host``, or on any host (None)."""
+    if not _may_hold(n):
+        return False
+    return any(
+        ip.leased and not ip.allocated and (host is None or ip.host == host)
+        for ip in n.fixed.values()
+    )
+
+
+def held_hosts(n: NetworkState) -> set[str]:
+    """The hosts of the addresses held for their DHCP release."""
+    if not _may_hold(n):
+        return set()
+    return {ip.host for ip in n.fixed.values() if ip.leased and not ip.allocated and ip.host}
+
+
 def serving_hosts(n: NetworkState, book: HostBook, instance_hosts: set[str]) -> set[str]:
     """The hosts that hold the gateway (and NAT) of an in-use network (the rule the command
     service also uses for DHCP leases: events/state.py)."""
@@ -127,10 +152,14 @@ def serving_hosts(n: NetworkState, book: HostBook, instance_hosts: set[str]) -> 
 
 
 def serves(n: NetworkState, cfg: HostConfig, book: HostBook, inst: set[str]) -> bool:
-    if not inst:
-        return False
+    """Whether this host serves ``n``: it is in use (an allocated address), or an address is
+    held for its DHCP release — the serving host keeps the gateway and the dnsmasq that knows
+    the address, or the release is never reported and the address waits for the reaper (nova
+    kept serving). Multi-host: the held address's own host (each host answers its own)."""
     if n.net.multi_host:
-        return cfg.host in inst
+        return cfg.host in inst or holds(n, cfg.host)
+    if not inst and not holds(n):
+        return False
     if n.net.network_host:
         return bool(n.net.network_host == cfg.host)
     return cfg.network_host
@@ -139,11 +168,12 @@ def serves(n: NetworkState, cfg: HostConfig, book: HostBook, inst: set[str]) -> 
 def fragment(
     state: State, n: NetworkState, book: HostBook, cfg: HostConfig, vteps: dict[str, str]
 ) -> Fragment | None:
-    """What network ``n`` needs on this host (None: nothing)."""
+    """What network ``n`` needs on this host (None: nothing). An address held for its release
+    keeps the serving host's part (bridge, gateway, dnsmasq) but makes no compute host join."""
     if n.deleted:
         return None
     inst = in_use_hosts(n)
-    if not inst:
+    if not inst and not n.fixed:
         return None
     here_serves = serves(n, cfg, book, inst)
     if cfg.host not in inst and not here_serves:
