@@ -9,7 +9,10 @@ network (vxlan mode), or the physical interface itself in the bridge (flat modes
 A host *serves* a network (gateway address on the bridge, SNAT of the range, floating IPs of its
 addresses) when it is the network's ``network_host``, or the network names none and the host
 runs as a network host, or — multi-host — when it has an instance there. The served network
-also needs at least one allocated address: an unused network costs nothing anywhere. A served
+also needs at least one allocated address, or one held for its DHCP release (deallocated but
+leased: the serving host keeps its gateway and the dnsmasq that reports the release; no compute
+host joins for it): an unused network costs nothing anywhere. The NAT table's fixed ranges (not
+NATed between each other) are every network's, not only those served here. A served
 network in a DHCP mode (flat_dhcp, vlan, vxlan) also gets a dnsmasq on its bridge (run by
 executor/dhcp.py).
 
@@ -31,6 +34,7 @@ from .fragments import (
     dhcp_assemble,
     dhcp_piece,
     fragments,
+    held_hosts,
     hostname_for,
     in_use_hosts,
     serving_hosts,
@@ -62,11 +66,13 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
 
 
 def network_hosts(n: NetworkState, book: HostBook) -> set[str]:
-    """Every host that needs this network's bridge."""
+    """Every host that needs this network's bridge (an address held for its DHCP release keeps
+    the serving hosts', never a compute host's)."""
     hosts = in_use_hosts(n)
-    if not hosts:
+    held = held_hosts(n)
+    if not hosts and not held:
         return set()
-    return hosts | serving_hosts(n, book, hosts)
+    return hosts | serving_hosts(n, book, hosts | held)
 
 
 def dhcp_specs(served: Iterable[NetworkState], cfg: HostConfig) -> tuple[DhcpSpec, ...]:

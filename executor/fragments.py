@@ -13,11 +13,13 @@ The rules are executor/desired.py's (module docstring): who needs a network, who
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import netaddr
 
+from netledger.events.ids import REGISTRY_SUBJECT
 from netledger.events.state import NetworkState, State
 from netledger.events.state import serving_hosts as state_serving_hosts
 
@@ -118,6 +120,31 @@ def in_use_hosts(n: NetworkState) -> set[str]:
     return {h for h, count in n.host_allocated.items() if count > 0}
 
 
+def _may_hold(n: NetworkState) -> bool:
+    """Whether ``n`` may have an address held for its release (deallocated, still leased):
+    ``fixed`` has more entries than allocated addresses. O(hosts), so that the scan of
+    :func:`holds` is made only where there is something to find."""
+    return len(n.fixed) > sum(n.host_allocated.values())
+
+
+def holds(n: NetworkState, host: str | None = None) -> bool:
+    """Whether ``n`` has an address held for its DHCP release (deallocated but leased) — of an
+    instance on ``host``, or on any host (None)."""
+    if not _may_hold(n):
+        return False
+    return any(
+        ip.leased and not ip.allocated and (host is None or ip.host == host)
+        for ip in n.fixed.values()
+    )
+
+
+def held_hosts(n: NetworkState) -> set[str]:
+    """The hosts of the addresses held for their DHCP release."""
+    if not _may_hold(n):
+        return set()
+    return {ip.host for ip in n.fixed.values() if ip.leased and not ip.allocated and ip.host}
+
+
 def serving_hosts(n: NetworkState, book: HostBook, instance_hosts: set[str]) -> set[str]:
     """The hosts that hold the gateway (and NAT) of an in-use network (the rule the command
     service also uses for DHCP leases: events/state.py)."""
@@ -125,10 +152,14 @@ def serving_hosts(n: NetworkState, book: HostBook, instance_hosts: set[str]) -> 
 
 
 def serves(n: NetworkState, cfg: HostConfig, book: HostBook, inst: set[str]) -> bool:
-    if not inst:
-        return False
+    """Whether this host serves ``n``: it is in use (an allocated address), or an address is
+    held for its DHCP release — the serving host keeps the gateway and the dnsmasq that knows
+    the address, or the release is never reported and the address waits for the reaper (nova
+    kept serving). Multi-host: the held address's own host (each host answers its own)."""
     if n.net.multi_host:
-        return cfg.host in inst
+        return cfg.host in inst or holds(n, cfg.host)
+    if not inst and not holds(n):
+        return False
     if n.net.network_host:
         return bool(n.net.network_host == cfg.host)
     return cfg.network_host
@@ -137,11 +168,12 @@ def serves(n: NetworkState, cfg: HostConfig, book: HostBook, inst: set[str]) -> 
 def fragment(
     state: State, n: NetworkState, book: HostBook, cfg: HostConfig, vteps: dict[str, str]
 ) -> Fragment | None:
-    """What network ``n`` needs on this host (None: nothing)."""
+    """What network ``n`` needs on this host (None: nothing). An address held for its release
+    keeps the serving host's part (bridge, gateway, dnsmasq) but makes no compute host join."""
     if n.deleted:
         return None
     inst = in_use_hosts(n)
-    if not inst:
+    if not inst and not n.fixed:
         return None
     here_serves = serves(n, cfg, book, inst)
     if cfg.host not in inst and not here_serves:
@@ -274,7 +306,7 @@ def assemble(
         addresses=tuple(sorted(addresses.values())),
         fdb=tuple(sorted(fdb.values())),
         enslaved=tuple(sorted(enslaved.values())),
-        nat=nat_table(frags.values(), cfg) if nat is None else nat,
+        nat=nat_table(frags.values(), cfg, fixed_space(state)) if nat is None else nat,
         forwarding=served,
         forwarding_v6=served6,
         floating_ranges=floating_ranges(state),
@@ -282,26 +314,59 @@ def assemble(
     )
 
 
-def nat_table(frags: Iterable[Fragment], cfg: HostConfig) -> NatTable:
+def nat_table(frags: Iterable[Fragment], cfg: HostConfig, space: tuple[str, ...]) -> NatTable:
+    """The host's NAT table: the floating IPs of the networks it serves, and — once it serves
+    an IPv4 range — the set of fixed ranges, ``space`` (:func:`fixed_space`): every network's,
+    not only those served here (traffic to a range another host serves is not NATed either)."""
     floating: list[tuple[str, str]] = []
-    ranges: set[str] = set()
+    served = False
     routed6: set[tuple[str, str]] = set()
     for f in frags:
         floating.extend(f.floating)
-        if f.fixed_range is not None:
-            ranges.add(f.fixed_range)
+        served |= f.fixed_range is not None
         if f.routed6 is not None:
             routed6.add(f.routed6)
     v6 = tuple(sorted(routed6, key=lambda r: (r[0], _cidr_key(r[1]))))
-    if not floating and not ranges:
+    if not floating and not served:
         return NatTable(routed_v6=v6)
     return NatTable(
         floating=tuple(sorted(floating, key=lambda fx: _ip_key(fx[0]))),
-        fixed_ranges=tuple(sorted(ranges, key=_cidr_key)),
+        fixed_ranges=space,
         snat_to=cfg.snat_address,
         masquerade_interface=None if cfg.snat_address else cfg.public_interface,
         routed_v6=v6,
     )
+
+
+#: the last :func:`fixed_space` computed: (its state, the key it was computed for, the result)
+_space_cache: tuple[weakref.ref[State], tuple[int, int, int], tuple[str, ...]] | None = None
+
+
+def fixed_space(state: State) -> tuple[str, ...]:
+    """The fixed ranges, as the NAT table's ``fixed`` set holds them: the IPv4 range of every
+    network the registry created, merged (adjacent blocks of one range become one prefix: the
+    set and its ``HostNatApplied`` report stay small), without the floating IP pools.
+
+    nova matched its whole ``fixed_range`` (every network) in ``-s fixed -d fixed -j ACCEPT``
+    and in the SNAT rule. A deleted network's range stays: its ``NetworkDeleted`` is on the
+    network's own subject, which a host outside the network does not read (executor/share.py),
+    and every host must build the same set from its share as from the whole log. A later
+    network or pool over it may overlap it: the merge keeps the set valid, and floating
+    addresses are never in it.
+
+    Computed again only when the registry changed (a network or pool created); a pass in
+    between finds it in O(1)."""
+    global _space_cache
+    key = (state.seq_of(REGISTRY_SUBJECT), len(state.networks), len(state.pools))
+    cached = _space_cache
+    if cached is not None and cached[0]() is state and cached[1] == key:
+        return cached[2]
+    ranges = netaddr.IPSet(n.ipnet for n in state.networks.values() if n.ipnet is not None)
+    for p in state.pools.values():
+        ranges.remove(p.ipnet)
+    space = tuple(str(c) for c in ranges.iter_cidrs())
+    _space_cache = (weakref.ref(state), key, space)
+    return space
 
 
 def floating_ranges(state: State) -> tuple[str, ...]:

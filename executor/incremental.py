@@ -19,7 +19,7 @@ from msgspec.structs import replace
 
 from netledger.events.state import State
 
-from .fragments import Fragment, HostConfig, assemble, fragments, nat_table
+from .fragments import Fragment, HostConfig, assemble, fixed_space, fragments, nat_table
 from .hosts import HostBook
 from .model import OURS, HostActual, HostDesired, LinkSpec, NatTable
 
@@ -186,14 +186,18 @@ def incremental_plan(
     if needs_full(old, new):
         return full_plan(state, book, cfg, frags)
     updates = {n: new.get(n) for n in dirty}
-    nat_before = nat if nat is not None else nat_table(frags.values(), cfg)
+    space = fixed_space(state)
+    nat_before = nat if nat is not None else nat_table(frags.values(), cfg, space)
     moved = any(
         (o.floating, o.fixed_range, o.routed6) != (n.floating, n.fixed_range, n.routed6)
         for o, n in _pairs(old, new)
     )
-    if moved:  # the host-wide NAT table is rebuilt from every network's fragment
+    # A network created anywhere widens the fixed ranges the table holds (every network's):
+    # the same tuple object while the registry is unchanged, so the check costs nothing then.
+    grown = nat_before.fixed_ranges is not space and nat_before.fixed_ranges not in ((), space)
+    if moved or grown:  # the host-wide NAT table is rebuilt from every network's fragment
         after = [f for k, f in frags.items() if k not in dirty] + list(new.values())
-        nat_now = nat_table(after, cfg)
+        nat_now = nat_table(after, cfg, space)
     else:
         nat_now = nat_before
     serves4, serves6 = before.served_after(updates)

@@ -2,9 +2,10 @@
 one ``nft -f -`` transaction.
 
 The table (``table ip netledger``) holds two maps — floating -> fixed (DNAT in prerouting and
-output) and fixed -> floating (SNAT in postrouting) — and the set of fixed ranges served here:
-traffic between fixed ranges is not NATed; other traffic from them is SNATed to the host address
-(or masqueraded on the public interface when that address is not known). Maps keep the rule
+output) and fixed -> floating (SNAT in postrouting) — and the set of fixed ranges (every
+network's, not only those served here: executor/fragments.py ``fixed_space``): traffic between
+fixed ranges is not NATed (accepted first); other traffic from them is SNATed to the floating IP
+or the host address (or masqueraded on the public interface when that address is not known). Maps keep the rule
 count constant however many floating IPs there are.
 
 Every write is the whole table in one transaction (``table``/``delete table``/definition), the
@@ -44,7 +45,10 @@ RULES6 = {"forward": ("v6-spoof",)}
 RULES = {
     "prerouting": ("fip-dnat",),
     "output": ("fip-dnat",),
-    "postrouting": ("fip-snat", "fixed-to-fixed", "fixed-snat"),
+    # Order matters: snat is final, so traffic between fixed ranges must be accepted before
+    # an instance's floating IP is put on it (nova's ``-s fixed -d fixed -j ACCEPT`` came
+    # before its snat chains). A table of ours in another order is not intact: rewritten.
+    "postrouting": ("fixed-to-fixed", "fip-snat", "fixed-snat"),
 }
 
 
@@ -85,10 +89,8 @@ def render4(t: NatTable) -> str:
         "  chain output {\n    type nat hook output priority -100; policy accept;\n"
         '    dnat to ip daddr map @fip_dnat comment "fip-dnat"\n  }\n'
         "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n"
-        '    snat to ip saddr map @fip_snat comment "fip-snat"\n'
         '    ip saddr @fixed ip daddr @fixed accept comment "fixed-to-fixed"\n'
-        + fixed_snat
-        + "  }\n"
+        '    snat to ip saddr map @fip_snat comment "fip-snat"\n' + fixed_snat + "  }\n"
         "}\n"
     )
 

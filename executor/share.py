@@ -8,7 +8,8 @@ ovn-controller monitoring only the datapaths local to its chassis:
 * every host's announcement (``netledger.evt.announce.>``: VTEPs, network hosts),
 * its own host subject (what it did) and its placement subject (``NetworkHostJoined``: the
   service records there when this host gets its first instance in a network),
-* the subjects of the networks it needs: where it holds an allocated address, where it is the
+* the subjects of the networks it needs: where it holds an allocated address (or, multi-host,
+  one deallocated but held for its DHCP release: it serves it until then), where it is the
   ``network_host``, and — a host run with ``--network-host`` — the networks it may serve (not
   multi-host, naming no host). A network's subject also carries its floating IPs' NAT mappings
   (``FloatingIpMapped``), so no pool's history is read.
@@ -44,6 +45,8 @@ from netledger.events.ids import (
     placement_subject,
 )
 from netledger.events.state import NetworkState, State
+
+from .fragments import holds
 
 ALL_NETWORKS = f"{EVENT_PREFIX}.network.>"
 
@@ -106,6 +109,9 @@ class Share:
                 n.host_allocated.get(self.host)
                 or n.net.network_host == self.host
                 or (self.network_host and served_by_network_hosts(n))
+                # multi-host: an address of ours held for its DHCP release (we serve it until
+                # the release, which is on the network's subject: executor/fragments.py)
+                or (n.net.multi_host and holds(n, self.host))
             )
         }
 

@@ -13,7 +13,10 @@ network (vxlan mode), or the physical interface itself in the bridge (flat modes
 A host *serves* a network (gateway address on the bridge, SNAT of the range, floating IPs of its
 addresses) when it is the network's ``network_host``, or the network names none and the host
 runs as a network host, or — multi-host — when it has an instance there. The served network
-also needs at least one allocated address: an unused network costs nothing anywhere. A served
+also needs at least one allocated address, or one held for its DHCP release (deallocated but
+leased: the serving host keeps its gateway and the dnsmasq that reports the release; no compute
+host joins for it): an unused network costs nothing anywhere. The NAT table's fixed ranges (not
+NATed between each other) are every network's, not only those served here. A served
 network in a DHCP mode (flat_dhcp, vlan, vxlan) also gets a dnsmasq on its bridge
 (:func:`dhcp_specs`; run by executor/dhcp.py).
 """
@@ -67,11 +70,13 @@ def vlan_name(vlan: int) -> str:
 
 
 def network_hosts(n: NetworkState, book: HostBook) -> set[str]:
-    """Every host that needs this network's bridge."""
+    """Every host that needs this network's bridge (an address held for its DHCP release keeps
+    the serving hosts', never a compute host's)."""
     hosts = {ip.host for ip in n.fixed.values() if ip.allocated and ip.host}
-    if not hosts:
+    held = _held_hosts(n)
+    if not hosts and not held:
         return set()
-    return hosts | serving_hosts(n, book, hosts)
+    return hosts | serving_hosts(n, book, hosts | held)
 
 
 def serving_hosts(n: NetworkState, book: HostBook, instance_hosts: set[str]) -> set[str]:
@@ -84,12 +89,18 @@ def _in_use_hosts(n: NetworkState) -> set[str]:
     return {ip.host for ip in n.fixed.values() if ip.allocated and ip.host}
 
 
+def _held_hosts(n: NetworkState) -> set[str]:
+    """Hosts of addresses deallocated but leased: held (and served) until DHCP releases them."""
+    return {ip.host for ip in n.fixed.values() if not ip.allocated and ip.leased and ip.host}
+
+
 def serves(n: NetworkState, cfg: HostConfig, book: HostBook) -> bool:
     inst = _in_use_hosts(n)
-    if not inst:
-        return False
+    held = _held_hosts(n)
     if n.net.multi_host:
-        return cfg.host in inst
+        return cfg.host in inst | held
+    if not inst and not held:
+        return False
     if n.net.network_host:
         return bool(n.net.network_host == cfg.host)
     return cfg.network_host
@@ -104,7 +115,7 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
     vteps = book.vteps()
     for n in sorted(state.live_networks(), key=lambda n: n.network_id):
         inst = _in_use_hosts(n)
-        if not inst:
+        if not inst and not _held_hosts(n):
             continue
         here_serves = serves(n, cfg, book)
         if cfg.host not in inst and not here_serves:
@@ -157,9 +168,9 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
                 interface=net.bridge, address=addr, broadcast=net.broadcast, network_id=nid
             )
     floating = _floating(state, {n.network_id for n in served}, cfg, addresses)
-    fixed_ranges = tuple(sorted({str(n.ipnet) for n in served}, key=_cidr_key))
+    fixed_ranges = _fixed_space(state)
     nat = NatTable()
-    if floating or fixed_ranges:
+    if floating or served:
         nat = NatTable(
             floating=floating,
             fixed_ranges=fixed_ranges,
@@ -176,6 +187,15 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
         floating_ranges=tuple(sorted((str(p.ipnet) for p in state.pools.values()), key=_cidr_key)),
         dhcp=dhcp_specs(served, cfg) if cfg.dhcp else (),
     )
+
+
+def _fixed_space(state: State) -> tuple[str, ...]:
+    """Every network's IPv4 range (deleted ones too: a host outside a network never reads its
+    deletion), merged, the floating pools cut out."""
+    cidrs = netaddr.cidr_merge([n.ipnet for n in state.networks.values() if n.ipnet is not None])
+    for p in state.pools.values():
+        cidrs = [part for c in cidrs for part in netaddr.cidr_exclude(c, p.ipnet)]
+    return tuple(str(c) for c in sorted(netaddr.cidr_merge(cidrs)))
 
 
 def dhcp_specs(served: Iterable[NetworkState], cfg: HostConfig) -> tuple[DhcpSpec, ...]:

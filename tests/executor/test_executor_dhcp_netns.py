@@ -175,8 +175,18 @@ async def test_instances_get_their_addresses_and_leases_become_events(
     assert again["address"] == a["address"], "the released address is free again"
     await c.deallocate_fixed_ip("vm-c")
 
-    # The network leaves the host: dnsmasq stops, its files go.
+    # The last instance is deallocated while leased: held, so the network (and its dnsmasq,
+    # which reports the release) stays until the release; then it leaves the host: dnsmasq
+    # stops, its files go.
     await c.deallocate_fixed_ip("vm-b")
+    await asyncio.to_thread(world.run, nats_url, "h", h)
+    assert world.pid("h", bridge) == new_pid and alive(new_pid)
+    await asyncio.to_thread(world.release, vb)
+    await wait_for_event(
+        conn,
+        subject,
+        lambda e: e.TYPE == "FixedIpReleased" and e.address == b["address"] and e.freed,
+    )
     await asyncio.to_thread(world.run, nats_url, "h", h)
     assert new_pid is not None
     wait_gone(new_pid)
@@ -189,6 +199,7 @@ async def test_instances_get_their_addresses_and_leases_become_events(
         ("HostDhcpStarted", False, None),
         ("HostDhcpReloaded", None, "hosts"),
         ("HostDhcpStarted", True, None),
+        ("HostDhcpReloaded", None, "hosts"),  # vm-a's line gone (freed), vm-b's held
         ("HostDhcpStopped", None, "stale"),
     ]
     assert dhcp[0].pid == pid and dhcp[2].pid == new_pid and dhcp[1].hosts == 2
