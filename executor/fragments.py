@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import netaddr
 
-from netledger.events.ids import REGISTRY_SUBJECT
+from netledger.events.ids import REGISTRY_SUBJECT, vlan_link_name, vxlan_link_name
 from netledger.events.state import NetworkState, State
 from netledger.events.state import serving_hosts as state_serving_hosts
 
@@ -108,12 +108,9 @@ class HostConfig:
     dhcp_lease_time: int = 86400  # seconds (nova's dhcp_lease_time)
 
 
-def vxlan_name(vni: int) -> str:
-    return f"vx{vni}"
-
-
-def vlan_name(vlan: int) -> str:
-    return f"vlan{vlan}"
+# The names are the domain's (events/ids.py): network create refuses a bridge named so.
+vxlan_name = vxlan_link_name
+vlan_name = vlan_link_name
 
 
 def in_use_hosts(n: NetworkState) -> set[str]:
@@ -133,7 +130,7 @@ def holds(n: NetworkState, host: str | None = None) -> bool:
     if not _may_hold(n):
         return False
     return any(
-        ip.leased and not ip.allocated and (host is None or ip.host == host)
+        ip.any_lease and not ip.allocated and (host is None or ip.host == host)
         for ip in n.fixed.values()
     )
 
@@ -142,7 +139,7 @@ def held_hosts(n: NetworkState) -> set[str]:
     """The hosts of the addresses held for their DHCP release."""
     if not _may_hold(n):
         return set()
-    return {ip.host for ip in n.fixed.values() if ip.leased and not ip.allocated and ip.host}
+    return {ip.host for ip in n.fixed.values() if ip.any_lease and not ip.allocated and ip.host}
 
 
 def serving_hosts(n: NetworkState, book: HostBook, instance_hosts: set[str]) -> set[str]:
@@ -419,7 +416,7 @@ def dhcp_piece(n: NetworkState, cfg: HostConfig) -> DhcpPiece:
     )
     entries = []
     for ip in n.fixed.values():
-        if not (ip.allocated or ip.leased):
+        if not (ip.allocated or ip.any_lease):
             continue
         if net.multi_host and ip.host != cfg.host:
             continue

@@ -101,7 +101,7 @@ class NatTable(msgspec.Struct, frozen=True):
     prefix)."""
 
     floating: tuple[tuple[str, str], ...] = ()  # sorted (floating, fixed)
-    fixed_ranges: tuple[str, ...] = ()  # sorted CIDRs served here
+    fixed_ranges: tuple[str, ...] = ()  # sorted CIDRs of every network (fragments.fixed_space)
     snat_to: str | None = None  # host address fixed ranges are SNATed to
     masquerade_interface: str | None = None  # used when snat_to is unknown
     routed_v6: tuple[tuple[str, str], ...] = ()  # sorted (bridge, IPv6 /64) served here

@@ -91,7 +91,7 @@ def _in_use_hosts(n: NetworkState) -> set[str]:
 
 def _held_hosts(n: NetworkState) -> set[str]:
     """Hosts of addresses deallocated but leased: held (and served) until DHCP releases them."""
-    return {ip.host for ip in n.fixed.values() if not ip.allocated and ip.leased and ip.host}
+    return {ip.host for ip in n.fixed.values() if not ip.allocated and ip.any_lease and ip.host}
 
 
 def serves(n: NetworkState, cfg: HostConfig, book: HostBook) -> bool:
@@ -229,7 +229,7 @@ def dhcp_specs(served: Iterable[NetworkState], cfg: HostConfig) -> tuple[DhcpSpe
                 )
             )
             for ip in n.fixed.values():
-                if not (ip.allocated or ip.leased):
+                if not (ip.allocated or ip.any_lease):
                     continue
                 if net.multi_host and ip.host != cfg.host:
                     continue

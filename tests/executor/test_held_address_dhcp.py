@@ -137,3 +137,22 @@ async def test_the_last_instance_deallocated_while_leased_is_released_through_dn
     assert pid is not None
     wait_gone(pid)
     assert bridge not in links(h)
+
+
+def test_a_dual_stack_address_held_by_its_ipv6_lease_alone_is_still_served() -> None:
+    """The two leases of a dual-stack dhcpv6 allocation end apart (events: ``leased_v6``): an
+    address whose IPv4 lease was released but whose DHCPv6 lease is out stays held — and served
+    — until that one is released too."""
+    led = Ledger()
+    (net,) = led.networks(
+        cidr="10.0.0.0/24", cidr_v6="fd00:1::/64", ipv6_mode="dhcpv6", mode="flat_dhcp",
+        network_host="h1", bridge="bra",
+    )  # fmt: skip
+    a = led.allocate("vm-a", network_id=net["id"], host="c1")
+    led.run("fixed_ip.lease", address=a["address"], mac=a["mac"])
+    led.run("fixed_ip.lease", address=a["address_v6"], mac=a["mac"])
+    led.run("fixed_ip.release", address=a["address"], mac=a["mac"])  # IPv4 lease ended
+    assert led.deallocate("vm-a").result["deallocated"][0]["freed"] is False
+    assert dhcp_hosts(led, "h1") == [a["address"]]
+    assert led.run("fixed_ip.release", address=a["address_v6"], mac=a["mac"]).result["freed"]
+    assert dhcp_hosts(led, "h1") == []
