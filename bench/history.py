@@ -82,12 +82,14 @@ async def run(size: float, rss: Rss) -> list[Row]:
         got, t_young, raw_young = await service_rows(st, h, "young", rss, rounds)
         rows += got
         young = h.last_seq
-        snap_rows, h, snap_young = await service_from_snapshot(st, h, "young", snap_tail, rounds)
+        snap_rows, h, snap_young = await service_from_snapshot(
+            st, h, "young", snap_tail, rounds, rss
+        )
         rows += snap_rows
         h = await h.extend(st.conn, max(0, old_n - h.last_seq), progress)
         rows.append(build_row(h, "old"))
         rows.append(share_row(h))
-        got, t_old, raw_old = await service_rows(st, h, "old", rss, 1)
+        got, t_old, raw_old = await service_rows(st, h, "old", rss, rounds)
         rows += got
         rows.append(
             Row(
@@ -100,7 +102,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
                 f"the log is {h.last_seq / young:.1f}x longer, the live state the same",
             )
         )
-        snap_rows, h, snap_old = await service_from_snapshot(st, h, "old", snap_tail, rounds)
+        snap_rows, h, snap_old = await service_from_snapshot(st, h, "old", snap_tail, rounds, rss)
         rows += snap_rows
         rows.append(
             Row(
@@ -111,7 +113,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
                 note=f"goal <= 1.2 (and <= 2 s): {snap_young:.2f} s young, {snap_old:.2f} s old",
             )
         )
-        got_rows, h = await projector_rows(st, h, tail_n, rss)
+        got_rows, h = await projector_rows(st, h, tail_n, rss, rounds)
         rows += got_rows
         # Last: a real executor appends what it changes in its kernel (the generator stops here).
         if os.geteuid() != 0:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import median
 
 from benchlib import NETLEDGER, Row, Rss, Stack, netledger_has, run_measured_async
-from history_raw import NAME, raw_read
+from history_raw import NAME, raw_read, samples
+from history_rawc import c_read
 from history_types import History
 
 
@@ -31,25 +33,68 @@ async def projector_rejected(db: Path) -> int:
     return int(json.loads(fin.stdout).get("rejected", -1)) if fin.returncode == 0 else -1
 
 
-async def projector_rows(st: Stack, h: History, tail: int, rss: Rss) -> tuple[list[Row], History]:
+async def projector_rows(
+    st: Stack, h: History, tail: int, rss: Rss, rounds: int = 1
+) -> tuple[list[Row], History]:
     """Full catch-up of the old log, then ``tail`` new churn events and the resume (returns the
-    rows and the grown history)."""
+    rows and the grown history). Each figure is the median of ``rounds`` runs interleaved with
+    the raw read of the same events (raw, ours, raw, ours ...): a full catch-up per round into a
+    database of its own, and every one of those databases resumed once."""
     assert st.conn is not None
     if not netledger_has("projector"):
         return [Row(NAME, "projector", 0, "s", note="NOT RUN: no `netledger projector` command")], h
-    db = st.tmp / "history.db"
     n = h.last_seq
+    dbs = [st.tmp / f"history{k}.db" for k in range(rounds)]
     start = await run_measured_async([NETLEDGER, "projector", "--help"])
-    full = await projector_once(st.url, db, rss, f"{n:,} events from an empty database")
-    rejected = await projector_rejected(db)
-    raw_full = await raw_read(st.conn, 1, n)
+    raws: list[float] = []
+    fulls: list[float] = []
+    for db in dbs:
+        raws.append(await raw_read(st.conn, 1, n))
+        fulls.append(await projector_once(st.url, db, rss, f"{n:,} events from an empty database"))
+    rejected = await projector_rejected(dbs[-1])
+    c_s = await c_read(st.conn, "netledger.evt.>", 1, n)  # the non-Python ceiling, once
+    raw_full, full = median(raws), median(fulls)
     more = await h.extend(st.conn, tail)
     added = more.last_seq - n
-    raw_tail = await raw_read(st.conn, n + 1, added)
-    resume = await projector_once(st.url, db, rss, f"resume, {added:,} new events")
+    raw_tails: list[float] = []
+    resumes: list[float] = []
+    for db in dbs:
+        raw_tails.append(await raw_read(st.conn, n + 1, added))
+        resumes.append(await projector_once(st.url, db, rss, f"resume, {added:,} new events"))
+    raw_tail, resume = median(raw_tails), median(resumes)
     # Nothing new: the fixed cost inside every resume (process start, connect, checkpoint).
-    again = await projector_once(st.url, db, rss, "resume, nothing new")
+    agains: list[float] = []
+    starts: list[float] = [start.seconds]
+    for k, db in enumerate(dbs):
+        agains.append(await projector_once(st.url, db, rss, "resume, nothing new"))
+        if k:
+            starts.append((await run_measured_async([NETLEDGER, "projector", "--help"])).seconds)
+    again, help_s = median(agains), median(starts)
+    how = samples(rounds)
     return [
+        Row(
+            NAME,
+            f"raw read of the whole log ({n:,} events)",
+            n / raw_full,
+            "events/s",
+            baseline="raw limit",
+            note=f"{raw_full:.2f} s; {samples(rounds, 'the projector')}",
+        ),
+        *(
+            [
+                Row(
+                    NAME,
+                    f"raw read of the whole log by a C reader ({n:,} events)",
+                    n / c_s,
+                    "events/s",
+                    note="the non-Python ceiling (bench/history_rawc.py), no ratio is taken"
+                    f" against it; 1 sample; the Python raw limit above is {c_s / raw_full:.2f}"
+                    " of it",
+                )
+            ]
+            if c_s
+            else []
+        ),
         Row(
             NAME,
             f"projector run --once, whole log ({n:,} events)",
@@ -57,7 +102,7 @@ async def projector_rows(st: Stack, h: History, tail: int, rss: Rss) -> tuple[li
             "events/s",
             raw_full / full,
             "raw read of the same log",
-            f"{full:.1f} s wall (start {start.seconds:.2f} s included); {rejected} rejected",
+            f"{full:.1f} s wall (start {start.seconds:.2f} s included); {rejected} rejected; {how}",
         ),
         Row(
             NAME,
@@ -65,7 +110,7 @@ async def projector_rows(st: Stack, h: History, tail: int, rss: Rss) -> tuple[li
             added / raw_tail,
             "events/s",
             baseline="raw limit",
-            note=f"{raw_tail:.3f} s",
+            note=f"{raw_tail:.3f} s; {samples(rounds, 'the resumes')}",
         ),
         Row(
             NAME,
@@ -75,15 +120,16 @@ async def projector_rows(st: Stack, h: History, tail: int, rss: Rss) -> tuple[li
             raw_tail / resume,
             "raw read of the new events",
             f"{added / resume:,.0f} events/s; {resume / full:.3f} of the full catch-up,"
-            f" the tail is {added / more.last_seq:.3f} of the log",
+            f" the tail is {added / more.last_seq:.3f} of the log; {how}",
         ),
         Row(
             NAME,
             "projector resume with nothing new",
             again,
             "s",
-            start.seconds / again,
+            help_s / again,
             "CLI process start (--help)",
-            "the fixed cost inside every resume",
+            "the fixed cost inside every resume; "
+            + (f"medians of {rounds} each" if rounds > 1 else "1 sample each"),
         ),
     ], more
