@@ -18,7 +18,7 @@ from benchlib import NETLEDGER, Row, Rss, Stack, run_measured_async, vmhwm_mb
 from history_pub import BatchWriter
 from history_raw import NAME, raw_read_share
 from history_types import History
-from kernel import spawn_logged
+from kernel_running import spawn_logged
 
 from netledger.journal.stream import MAX_BATCH, Connection, last_seq
 

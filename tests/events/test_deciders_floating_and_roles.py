@@ -204,6 +204,6 @@ def test_read_only_commands_append_nothing() -> None:
     assert listed.events == [] and [n["id"] for n in listed.result["networks"]] == ["1", "2"]
     only = led.run("network.list", project="pb").result["networks"]
     assert [n["id"] for n in only] == ["2"]
-    shown = led.run("network.show", network_id="1", actor=member("pb"))
+    shown = led.run("network.show", network_id="1", actor=member("pa"))
     assert shown.events == [] and shown.result["network"]["in_use"] == 1
     assert fingerprint(led.state) == before
