@@ -186,9 +186,16 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
     reclaimed: list[dict[str, Any]] = []
     messages = 1  # the seal
     taken: list[Candidate] = []
+    too_large: list[str] = []
     for c in found:
         floating = state.floating_for_fixed(c.network_id, c.address)
         cost = 1 + 2 * len(floating)  # reclaimed; per floating IP: disassociated and unmapped
+        if 1 + cost > MAX_RECLAIM_MESSAGES:
+            # More floating IPs on it than one atomic batch can let go with it: never
+            # reclaimable whole, so left to an operator (found by review: it was taken first
+            # and the batch refused, every sweep).
+            too_large.append(c.address)
+            continue
         if taken and messages + cost > MAX_RECLAIM_MESSAGES:
             break
         messages += cost
@@ -254,7 +261,9 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
             "host_seq": host_seq,
             "reclaimed": reclaimed,
             # candidates left for the next decision (past MAX_RECLAIM_MESSAGES)
-            "more": len(taken) < len(found),
+            "more": len(taken) + len(too_large) < len(found),
+            # candidates never reclaimed here: too many floating IPs for one batch
+            "too_large": too_large,
         },
     )
 

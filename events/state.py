@@ -399,6 +399,7 @@ class State:
         if h is None:
             h = self.sightings[ev.host] = HostSightings()
         h.record(seq, self.event_time, list(ev.macs), list(ev.networks), ev.reason == "start")
+        h.keep_only(self.host_macs.get(ev.host))
 
     def _pool(self, pool: str, seq: int) -> PoolState | None:
         p = self.pools.get(pool)

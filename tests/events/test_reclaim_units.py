@@ -499,3 +499,40 @@ def test_a_reclaim_of_more_than_a_batch_goes_in_decisions_of_one_batch() -> None
             log.add(ev)
     assert rounds == [True, False]
     assert set(log.state.instance_ips) == {"vm-0"}
+
+
+def test_an_address_with_more_floating_ips_than_a_batch_holds_is_left_to_an_operator() -> None:
+    """Found by review: such a candidate was taken first (its cost alone past the batch) and
+    the batch refused on every sweep — the other candidates never went either."""
+    log, a, b = world()
+    log.run("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/23"})
+    for _ in range(500):  # 1 + 2 x 500 messages: more than one atomic batch
+        f = log.run("floating_ip.allocate", {"project": "p1", "pool": "pub"})
+        log.run(
+            "floating_ip.associate",
+            {"address": f["address"], "fixed_address": a["address"], "project": "p1"},
+        )
+    log.report("h1", [], 1000)
+    log.report("h1", [], 1010)
+    req = Request(FixedIpReclaim("1", "h1", 5.0), f"r-{next(_ids)}", SYSTEM)
+    d = decide(log.state, req)
+    assert [r["address"] for r in d.result["reclaimed"]] == [b["address"]]
+    assert d.result["too_large"] == [a["address"]] and d.result["more"] is False
+    assert len(d.events) <= MAX_RECLAIM_MESSAGES
+
+
+def test_a_hosts_sightings_forget_macs_reported_after_their_deallocation() -> None:
+    """A deallocated instance's MAC stays in the host's reports while its DHCP lease lingers
+    in the lease file: it came back into ``seen`` after the fold had forgotten it, and stayed
+    for good — and the check meant to forget such MACs, which forgot none, ran at every
+    report (~70 µs a report at 1,000 of them, found at a million events)."""
+    log, a, b = world()
+    for i in range(400):
+        r = log.run("fixed_ip.allocate", {"instance": f"vm-{i}", "network_id": "1", "host": "h1"})
+        log.run("fixed_ip.deallocate", {"instance": f"vm-{i}"})
+        log.report("h1", [a["mac"], b["mac"], r["mac"]], 1000.0 + i)  # its lease lingers
+    h = log.state.sightings["h1"]
+    live = log.state.host_macs["h1"]
+    assert set(live) == {a["mac"], b["mac"]}
+    assert len(h.seen) <= 2 * len(live) + 4 * h.limit + 1
+    assert {a["mac"], b["mac"]} <= set(h.seen)  # the live ones are never forgotten
