@@ -35,3 +35,26 @@ class IpAddress(click.ParamType):  # type: ignore[type-arg]
 
 
 IP_ADDRESS = IpAddress()
+
+
+class Ipv4Cidr(click.ParamType):  # type: ignore[type-arg]
+    """An IPv4 network in CIDR form, its host bits clear (``10.0.0.0/8``)."""
+
+    name = "cidr"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip()
+        try:
+            if "/" not in text:
+                raise ValueError("no prefix length")
+            net = netaddr.IPNetwork(text, flags=netaddr.INET_PTON)
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            self.fail(f"{value!r} is not an IPv4 network such as 10.0.0.0/8", param, ctx)
+        if net.version != 4:
+            self.fail(f"{value!r} is not an IPv4 network", param, ctx)
+        if net.ip != net.network:
+            self.fail(f"{value!r} has host bits set (did you mean {net.cidr}?)", param, ctx)
+        return str(net.cidr)
+
+
+IPV4_CIDR = Ipv4Cidr()

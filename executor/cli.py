@@ -14,7 +14,7 @@ import click
 
 from netledger.common.metrics import metrics_port_option
 from netledger.common.output import emit
-from netledger.common.params import IP_ADDRESS
+from netledger.common.params import IP_ADDRESS, IPV4_CIDR
 from netledger.common.settings import Settings, pass_settings, run
 
 
@@ -53,6 +53,16 @@ def executor_group() -> None:
     metavar="A",
     type=IP_ADDRESS,
     help="Address fixed ranges are SNATed to (default: the public interface's address).",
+)
+@click.option(
+    "--fixed-range",
+    "fixed_range",
+    metavar="CIDR",
+    type=IPV4_CIDR,
+    multiple=True,
+    help="The fixed ranges never NATed between each other (nova's fixed_range; repeatable)."
+    " Default: every network's IPv4 range, which makes every NAT host rewrite its table (and"
+    " report it) when a network is created; a supernet given here does not change.",
 )
 @click.option(
     "--dhcp/--no-dhcp",
@@ -138,6 +148,7 @@ def executor_run(
     network_host: bool,
     vtep_address: str | None,
     snat_address: str | None,
+    fixed_range: tuple[str, ...],
     dhcp: bool | None,
     state_dir: str | None,
     dhcp_lease_time: int,
@@ -203,6 +214,7 @@ def executor_run(
         network_host=network_host,
         vtep_address=vtep_address,
         snat_address=snat_address,
+        fixed_range=fixed_range,
         dhcp=dhcp,
         dhcp_lease_time=dhcp_lease_time,
     )

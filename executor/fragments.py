@@ -106,6 +106,9 @@ class HostConfig:
     snat_address: str | None = None  # None: masquerade on the public interface
     dhcp: bool = True  # run dnsmasq for the DHCP-mode networks this host serves
     dhcp_lease_time: int = 86400  # seconds (nova's dhcp_lease_time)
+    #: the fixed ranges never NATed between each other (``--fixed-range``, nova's fixed_range);
+    #: empty: every network's range (:func:`fixed_space`)
+    fixed_range: tuple[str, ...] = ()
 
 
 # The names are the domain's (events/ids.py): network create refuses a bridge named so.
@@ -303,7 +306,9 @@ def assemble(
         addresses=tuple(sorted(addresses.values())),
         fdb=tuple(sorted(fdb.values())),
         enslaved=tuple(sorted(enslaved.values())),
-        nat=nat_table(frags.values(), cfg, fixed_space(state)) if nat is None else nat,
+        nat=nat_table(frags.values(), cfg, fixed_space(state, cfg.fixed_range))
+        if nat is None
+        else nat,
         forwarding=served,
         forwarding_v6=served6,
         floating_ranges=floating_ranges(state),
@@ -336,10 +341,12 @@ def nat_table(frags: Iterable[Fragment], cfg: HostConfig, space: tuple[str, ...]
 
 
 #: the last :func:`fixed_space` computed: (its state, the key it was computed for, the result)
-_space_cache: tuple[weakref.ref[State], tuple[int, int, int], tuple[str, ...]] | None = None
+_space_cache: (
+    tuple[weakref.ref[State], tuple[int, int, int, tuple[str, ...]], tuple[str, ...]] | None
+) = None
 
 
-def fixed_space(state: State) -> tuple[str, ...]:
+def fixed_space(state: State, configured: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The fixed ranges, as the NAT table's ``fixed`` set holds them: the IPv4 range of every
     network the registry created, merged (adjacent blocks of one range become one prefix: the
     set and its ``HostNatApplied`` report stay small), without the floating IP pools.
@@ -351,14 +358,20 @@ def fixed_space(state: State) -> tuple[str, ...]:
     network or pool over it may overlap it: the merge keeps the set valid, and floating
     addresses are never in it.
 
+    ``configured`` (``--fixed-range``) replaces the networks' ranges: a supernet that does not
+    change when a network is created (else every NAT host rewrites its table then).
+
     Computed again only when the registry changed (a network or pool created); a pass in
     between finds it in O(1)."""
     global _space_cache
-    key = (state.seq_of(REGISTRY_SUBJECT), len(state.networks), len(state.pools))
+    key = (state.seq_of(REGISTRY_SUBJECT), len(state.networks), len(state.pools), configured)
     cached = _space_cache
     if cached is not None and cached[0]() is state and cached[1] == key:
         return cached[2]
-    ranges = netaddr.IPSet(n.ipnet for n in state.networks.values() if n.ipnet is not None)
+    if configured:
+        ranges = netaddr.IPSet(configured)
+    else:
+        ranges = netaddr.IPSet(n.ipnet for n in state.networks.values() if n.ipnet is not None)
     for p in state.pools.values():
         ranges.remove(p.ipnet)
     space = tuple(str(c) for c in ranges.iter_cidrs())

@@ -186,7 +186,7 @@ def incremental_plan(
     if needs_full(old, new):
         return full_plan(state, book, cfg, frags)
     updates = {n: new.get(n) for n in dirty}
-    space = fixed_space(state)
+    space = fixed_space(state, cfg.fixed_range)
     nat_before = nat if nat is not None else nat_table(frags.values(), cfg, space)
     moved = any(
         (o.floating, o.fixed_range, o.routed6) != (n.floating, n.fixed_range, n.routed6)

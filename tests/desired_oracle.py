@@ -168,7 +168,7 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
                 interface=net.bridge, address=addr, broadcast=net.broadcast, network_id=nid
             )
     floating = _floating(state, {n.network_id for n in served}, cfg, addresses)
-    fixed_ranges = _fixed_space(state)
+    fixed_ranges = _fixed_space(state, cfg.fixed_range)
     nat = NatTable()
     if floating or served:
         nat = NatTable(
@@ -189,10 +189,15 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
     )
 
 
-def _fixed_space(state: State) -> tuple[str, ...]:
+def _fixed_space(state: State, configured: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Every network's IPv4 range (deleted ones too: a host outside a network never reads its
-    deletion), merged, the floating pools cut out."""
-    cidrs = netaddr.cidr_merge([n.ipnet for n in state.networks.values() if n.ipnet is not None])
+    deletion) — or the configured ones (--fixed-range) — merged, the floating pools cut out."""
+    nets = (
+        [netaddr.IPNetwork(c) for c in configured]
+        if configured
+        else [n.ipnet for n in state.networks.values() if n.ipnet is not None]
+    )
+    cidrs = netaddr.cidr_merge(nets)
     for p in state.pools.values():
         cidrs = [part for c in cidrs for part in netaddr.cidr_exclude(c, p.ipnet)]
     return tuple(str(c) for c in sorted(netaddr.cidr_merge(cidrs)))

@@ -8,6 +8,7 @@ order is tests/executor/test_nat_order.py's.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import netaddr
@@ -100,3 +101,20 @@ def test_a_network_created_later_reaches_the_table_in_an_incremental_pass() -> N
     led.allocate("vm-c", network_id=n3["id"], host="c3")
     again = incremental_plan(led.state, HostBook("h1"), host, before, {n3["id"]}, plan.nat)
     assert again.nat is plan.nat
+
+
+def test_a_configured_fixed_range_does_not_change_when_a_network_is_created() -> None:
+    """``--fixed-range`` (nova's fixed_range): the set is the supernet given, so a network
+    created in it changes no host's table — without it every NAT host rewrites its table and
+    appends a report at every network creation."""
+    led, _, _ = _two_hosts_world()
+    host = dataclasses.replace(cfg("h1"), fixed_range=("10.0.0.0/8", "172.16.0.0/12"))
+    before = Fragments(fragments(led.state, HostBook("h1"), host))
+    nat = build(led.state, HostBook("h1"), host).nat
+    assert nat.fixed_ranges == ("10.0.0.0/8", "172.16.0.0/12")
+    (n3,) = led.networks(cidr="172.16.0.0/24", mode="vlan", vlan_start=300, network_host="h3")
+    plan = incremental_plan(led.state, HostBook("h1"), host, before, {n3["id"]}, nat)
+    assert plan.nat == nat and not plan.changed
+    # a floating pool inside it is still cut out
+    led.run("floating_ip.pool_create", pool="pub2", cidr="10.200.0.0/29")
+    assert "10.200.0.0/29" not in str(build(led.state, HostBook("h1"), host).nat.fixed_ranges)
