@@ -47,7 +47,7 @@ class Ipv4Cidr(click.ParamType):  # type: ignore[type-arg]
         try:
             if "/" not in text:
                 raise ValueError("no prefix length")
-            net = netaddr.IPNetwork(text, flags=netaddr.INET_PTON)
+            net = netaddr.IPNetwork(text)
         except (netaddr.AddrFormatError, ValueError, TypeError):
             self.fail(f"{value!r} is not an IPv4 network such as 10.0.0.0/8", param, ctx)
         if net.version != 4:

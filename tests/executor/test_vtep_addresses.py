@@ -26,6 +26,23 @@ def test_an_address_option_that_is_no_address_is_a_usage_error(option: str, valu
     assert f"{value!r} is not an IPv4 or IPv6 address" in result.output
 
 
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("10.0.0.0", "is not an IPv4 network"),
+        ("fd00::/64", "is not an IPv4 network"),
+        ("10.0.0.1/8", "has host bits set (did you mean 10.0.0.0/8?)"),
+        ("abc/8", "is not an IPv4 network"),
+    ],
+)
+def test_a_fixed_range_that_is_no_ipv4_network_is_a_usage_error(value: str, says: str) -> None:
+    argv = ["--nats", "nats://127.0.0.1:9", "executor", "run", "--host", "h1", "--fixed-range",
+            value]  # fmt: skip
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+
+
 @pytest.mark.parametrize("option", ["--interval", "--heartbeat"])
 @pytest.mark.parametrize("value", ["0", "-1", "0.01"])
 def test_a_period_below_a_tenth_of_a_second_is_a_usage_error(option: str, value: str) -> None:
