@@ -146,6 +146,9 @@ class KernelCache:
         self.resyncs = 0
         self.overruns = 0
         self._busy = False  # the reader holds data it read but has not applied yet
+        #: while a dump runs: the notifications applied meanwhile, to apply again on the dump
+        self._journal: list[bytes] | None = None
+        self._dumping = threading.Lock()
         self._applied = threading.Condition()  # notified after each datagram is applied
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -194,11 +197,26 @@ class KernelCache:
     # --- reading the kernel -------------------------------------------------------------
 
     def resync(self) -> None:
-        """Dump links, addresses and flood entries and replace the cache with them."""
-        from .kernel import address_kept
-
+        """Dump links, addresses and flood entries and replace the cache with them (one dump
+        at a time: the reader's after an overrun and a pass's share one socket)."""
         assert self._dumper is not None
         d = self._dumper
+        # What the reader applies while the dump runs is kept and applied again on the dump
+        # before it replaces the cache: the dump may have read a link before a change the
+        # reader applied to the old state — swapped in as it was read, the change was lost
+        # (a pass's own link could vanish from the cache until the next sweep).
+        with self._dumping:
+            with self._lock:
+                self._journal = []
+            try:
+                self._resync_from(d)
+            finally:
+                with self._lock:
+                    self._journal = None
+
+    def _resync_from(self, d: RtSocket) -> None:
+        from .kernel import address_kept
+
         links = {}
         for data, a, b in d.dump_raw(nlencode.link_dump(), nlencode.RTM_GETLINK):
             x = _up_only(nlparse.link(data, a, b))
@@ -215,7 +233,11 @@ class KernelCache:
                 fdb.add((n.ifindex, n.dst))
         ix = _Index.of(links, addrs, fdb)
         with self._lock:
+            journal = self._journal or []
+            self._journal = None
             self.links, self.addrs, self.fdb, self._ix = links, addrs, fdb, ix
+            for data in journal:  # in the order the reader applied them: ends at the newest
+                self._apply_locked(data)
             self.resyncs += 1
             self.changes += 1
 
@@ -282,62 +304,67 @@ class KernelCache:
         self.on_change()
 
     def _apply(self, data: bytes) -> bool:
+        with self._lock:
+            if self._journal is not None:
+                self._journal.append(data)
+            return self._apply_locked(data)
+
+    def _apply_locked(self, data: bytes) -> bool:
         from .kernel import address_kept
 
         changed = False
-        with self._lock:
-            ix = self._ix
-            for mtype, _flags, _seq, a, end in nlparse.messages(data):
-                self.notifications += 1
-                if mtype in (nlparse.RTM_NEWLINK, nlparse.RTM_DELLINK) and data[a] != 0:
-                    # AF_BRIDGE port messages (a port joined or left a bridge): partial views
-                    # of a link that goes on existing; the AF_UNSPEC message says it all.
-                    continue
-                if mtype == nlparse.RTM_NEWLINK:
-                    x = _up_only(nlparse.link(data, a, end))
-                    old = self.links.get(x.ifindex)
-                    if old != x:
-                        self.links[x.ifindex] = x
-                        ix.link_changed(old, x)
-                        changed = True
-                elif mtype == nlparse.RTM_DELLINK:
-                    x = nlparse.link(data, a, end)
-                    old = self.links.pop(x.ifindex, None)
-                    if old is not None:
-                        changed = True
-                        ix.link_changed(old, None)
-                        for cidr in ix.addrs_of.pop(x.ifindex, ()):
-                            self.addrs.pop((x.ifindex, cidr), None)
-                        for dst in ix.fdb_of.pop(x.ifindex, ()):
-                            self.fdb.discard((x.ifindex, dst))
-                elif mtype in (nlparse.RTM_NEWADDR, nlparse.RTM_DELADDR):
-                    ad = nlparse.addr(data, a, end)
-                    if not address_kept(ad):
-                        continue  # the kernel's own IPv6 addresses (executor/kernel.py)
-                    cidr = f"{ad.address}/{ad.prefixlen}"
-                    key = (ad.ifindex, cidr)
-                    if mtype == nlparse.RTM_NEWADDR:
-                        changed |= self.addrs.get(key) != ad
-                        self.addrs[key] = ad
-                        ix.addrs_of.setdefault(ad.ifindex, set()).add(cidr)
-                    elif self.addrs.pop(key, None) is not None:
-                        _discard(ix.addrs_of, ad.ifindex, cidr)
-                        changed = True
-                elif mtype in (nlparse.RTM_NEWNEIGH, nlparse.RTM_DELNEIGH):
-                    n = nlparse.flood(data, a, end)
-                    if n is None or n.family != AF_BRIDGE or not n.dst or n.lladdr != FLOOD_MAC:
-                        continue  # learned entries, ARP: not what the executor manages
-                    key2 = (n.ifindex, n.dst)
-                    if mtype == nlparse.RTM_NEWNEIGH:
-                        changed |= key2 not in self.fdb
-                        self.fdb.add(key2)
-                        ix.fdb_of.setdefault(n.ifindex, set()).add(n.dst)
-                    elif key2 in self.fdb:
-                        self.fdb.discard(key2)
-                        _discard(ix.fdb_of, n.ifindex, n.dst)
-                        changed = True
-            if changed:
-                self.changes += 1
+        ix = self._ix
+        for mtype, _flags, _seq, a, end in nlparse.messages(data):
+            self.notifications += 1
+            if mtype in (nlparse.RTM_NEWLINK, nlparse.RTM_DELLINK) and data[a] != 0:
+                # AF_BRIDGE port messages (a port joined or left a bridge): partial views
+                # of a link that goes on existing; the AF_UNSPEC message says it all.
+                continue
+            if mtype == nlparse.RTM_NEWLINK:
+                x = _up_only(nlparse.link(data, a, end))
+                old = self.links.get(x.ifindex)
+                if old != x:
+                    self.links[x.ifindex] = x
+                    ix.link_changed(old, x)
+                    changed = True
+            elif mtype == nlparse.RTM_DELLINK:
+                x = nlparse.link(data, a, end)
+                old = self.links.pop(x.ifindex, None)
+                if old is not None:
+                    changed = True
+                    ix.link_changed(old, None)
+                    for cidr in ix.addrs_of.pop(x.ifindex, ()):
+                        self.addrs.pop((x.ifindex, cidr), None)
+                    for dst in ix.fdb_of.pop(x.ifindex, ()):
+                        self.fdb.discard((x.ifindex, dst))
+            elif mtype in (nlparse.RTM_NEWADDR, nlparse.RTM_DELADDR):
+                ad = nlparse.addr(data, a, end)
+                if not address_kept(ad):
+                    continue  # the kernel's own IPv6 addresses (executor/kernel.py)
+                cidr = f"{ad.address}/{ad.prefixlen}"
+                key = (ad.ifindex, cidr)
+                if mtype == nlparse.RTM_NEWADDR:
+                    changed |= self.addrs.get(key) != ad
+                    self.addrs[key] = ad
+                    ix.addrs_of.setdefault(ad.ifindex, set()).add(cidr)
+                elif self.addrs.pop(key, None) is not None:
+                    _discard(ix.addrs_of, ad.ifindex, cidr)
+                    changed = True
+            elif mtype in (nlparse.RTM_NEWNEIGH, nlparse.RTM_DELNEIGH):
+                n = nlparse.flood(data, a, end)
+                if n is None or n.family != AF_BRIDGE or not n.dst or n.lladdr != FLOOD_MAC:
+                    continue  # learned entries, ARP: not what the executor manages
+                key2 = (n.ifindex, n.dst)
+                if mtype == nlparse.RTM_NEWNEIGH:
+                    changed |= key2 not in self.fdb
+                    self.fdb.add(key2)
+                    ix.fdb_of.setdefault(n.ifindex, set()).add(n.dst)
+                elif key2 in self.fdb:
+                    self.fdb.discard(key2)
+                    _discard(ix.fdb_of, n.ifindex, n.dst)
+                    changed = True
+        if changed:
+            self.changes += 1
         return changed
 
     def settle(self, timeout: float = 2.0) -> bool:
