@@ -13,6 +13,7 @@ from typing import Any
 
 from .codec import Actor
 from .errors import Forbidden, NetworkNotFound
+from .reclaim_events import FixedIpReclaimed
 from .state import NetworkState, State
 from .state_offsets import ip_int_of
 from .types import Event, FixedIpAllocated, FixedIpDeallocated, FixedIpMoved, NetworkAssociated
@@ -39,6 +40,14 @@ class Pending:
     moved: dict[tuple[str, str], str] = field(default_factory=dict)
     #: (network, instance) deallocated: an allocation after it in the batch is a new one
     gone: set[tuple[str, str]] = field(default_factory=set)
+    #: (host, network) -> how the batch changed the host's allocated addresses there: a host
+    #: whose last one went earlier in the batch joins the network again (events/placement.py)
+    host_delta: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def _count(self, host: str | None, network_id: str, delta: int) -> None:
+        if host is not None:
+            key = (host, network_id)
+            self.host_delta[key] = self.host_delta.get(key, 0) + delta
 
     def note(self, events: list[Event]) -> None:
         for ev in events:
@@ -50,9 +59,13 @@ class Pending:
                     self.addresses6.setdefault(ev.network_id, set()).add(ev.address_v6)
                 self.macs.setdefault(ev.network_id, set()).add(ev.mac)
                 self.instances[(ev.network_id, ev.instance)] = fixed_result(ev)
+                self._count(ev.host, ev.network_id, +1)
             elif isinstance(ev, FixedIpMoved):
                 self.moved[(ev.network_id, ev.instance)] = ev.host
-            elif isinstance(ev, FixedIpDeallocated):
+                self._count(ev.host, ev.network_id, +1)
+                self._count(ev.from_host, ev.network_id, -1)
+            elif isinstance(ev, FixedIpDeallocated | FixedIpReclaimed):
+                self._count(ev.host, ev.network_id, -1)
                 key = (ev.network_id, ev.instance)
                 self.gone.add(key)
                 self.instances.pop(key, None)

@@ -182,6 +182,10 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
     if rec is None and held is not None and n.fixed[held].allocated:
         rec = _fixed_ip_result(n, n.fixed[held])
     if rec is not None:
+        # The instance's allocation is its project's: another project's member may neither
+        # move it nor be told its address (found by review: on a network no project holds,
+        # the check above passed for any project).
+        authorize(req.actor, rec["project"] or n.project, f"instance {cmd.instance}")
         host = pending.moved.get(key, rec["host"])
         if cmd.host is not None and cmd.host != host:
             moved = FixedIpMoved(
@@ -197,6 +201,7 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
             return Decision([], {**rec, "host": host})
     if held is not None:
         ip = n.fixed[held]
+        authorize(req.actor, ip.project or n.project, f"instance {cmd.instance}")
         if not (ip.allocated and state.unseen(n, ip)):
             return Decision([], _fixed_ip_result(n, ip))
         # Its host does not see the instance right now, yet the client is told the address is
@@ -308,7 +313,8 @@ def decide_fixed_deallocate(state: State, req: Request, pending: Pending) -> Dec
                 address=address,
                 instance=cmd.instance,
                 mac=ip.mac,
-                host=ip.host,
+                # (moved earlier in the batch: where it is now)
+                host=pending.moved.get((network_id, cmd.instance), ip.host),
                 freed=freed,
                 address_v6=ip.address_v6,
             )

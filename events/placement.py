@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .decide_common import Pending
 from .ids import PLACEMENT_PREFIX
 from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
 from .state import State
@@ -31,9 +32,16 @@ from .types import (
 )
 
 
-def joins(state: State, events: Iterable[Event], already: set[tuple[str, str]]) -> list[Event]:
+def joins(
+    state: State,
+    events: Iterable[Event],
+    already: set[tuple[str, str]],
+    pending: Pending | None = None,
+) -> list[Event]:
     """The joins ``events`` (one decision) cause, given the joins ``already`` decided earlier in
-    the same batch (updated)."""
+    the same batch (updated) and how the batch's earlier decisions changed each host's count
+    (``pending``: a host whose last address went earlier in the batch joins again — found by
+    review: its executor may leave the network before it reads the allocation)."""
     out: list[Event] = []
     for ev in events:
         if not isinstance(ev, FixedIpAllocated | FixedIpMoved) or ev.host is None:
@@ -42,7 +50,8 @@ def joins(state: State, events: Iterable[Event], already: set[tuple[str, str]]) 
         if key in already:
             continue
         n = state.networks.get(ev.network_id)
-        if n is not None and n.host_allocated.get(ev.host, 0) > 0:
+        delta = pending.host_delta.get(key, 0) if pending is not None else 0
+        if n is not None and n.host_allocated.get(ev.host, 0) + delta > 0:
             continue
         already.add(key)
         out.append(NetworkHostJoined(network_id=ev.network_id, host=ev.host))
@@ -60,9 +69,14 @@ def mappings(events: Iterable[Event]) -> list[Event]:
     return out
 
 
-def companions(state: State, events: list[Event], joined: set[tuple[str, str]]) -> list[Event]:
+def companions(
+    state: State,
+    events: list[Event],
+    joined: set[tuple[str, str]],
+    pending: Pending | None = None,
+) -> list[Event]:
     """Everything the service appends with ``events`` (one decision) for the executors."""
-    return [*mappings(events), *joins(state, events, joined)]
+    return [*mappings(events), *joins(state, events, joined, pending)]
 
 
 def backfill(state: State) -> list[Event]:

@@ -300,7 +300,7 @@ class Lanes:
                 # What executors read instead of the whole log (a host's first instance in a
                 # network, a floating IP's mapping on its network), in the same atomic batch
                 # (events/placement.py).
-                extra = companions(self.state, d.events, joined)
+                extra = companions(self.state, d.events, joined, pending)
                 if extra:
                     d = Decision([*d.events, *extra], d.result)
                 pending.note(d.events)

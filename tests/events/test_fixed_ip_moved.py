@@ -196,3 +196,53 @@ def test_an_allocation_after_a_deallocation_in_the_batch_is_a_new_one() -> None:
     assert fresh.result["address"] != a["address"] and fresh.result["host"] == "h2"
     n = log.state.networks["1"]
     assert n.by_instance["vm-a"] == fresh.result["address"]
+
+
+def test_another_projects_member_may_not_move_an_instance_nor_learn_its_address() -> None:
+    """Found by review: on a network no project holds, the project check passed for any
+    project, and a member of pa could move pb's instance to a host of its choice (its DHCP
+    entry and floating NAT with it) — or read its address and MAC by asking again."""
+    from netledger.events import errors as E
+    from tests.events.decider_helpers import Ledger, member
+
+    led = Ledger()
+    (net,) = led.networks(cidr="10.0.0.0/24", mode="flat_dhcp", multi_host=True)
+    led.allocate("vm-b", member("pb"), network_id=net["id"], project="pb", host="h1")
+    for host in ("evil", "h1"):
+        led.refuse(
+            E.Forbidden, "fixed_ip.allocate", member("pa"), instance="vm-b",
+            network_id=net["id"], project="pa", host=host,
+        )  # fmt: skip
+    moved = led.allocate("vm-b", member("pb"), network_id=net["id"], project="pb", host="h2")
+    assert moved["moved_from"] == "h1"
+
+
+def test_a_move_then_a_deallocation_in_one_batch_names_the_host_it_left_from() -> None:
+    log, _a, _b = world()
+    _move_d, gone = _batch(log, _alloc("vm-b", "h2"), ("fixed_ip.deallocate", {"instance": "vm-b"}))
+    [ev] = gone.events
+    assert isinstance(ev, FixedIpDeallocated) and ev.host == "h2"
+    assert log.state.networks["1"].host_allocated == {"h1": 1}
+
+
+def test_a_host_whose_last_address_went_earlier_in_the_batch_joins_again() -> None:
+    """Found by review: vm-y, h2's only instance in the network, deallocated, and vm-x moved to
+    h2 in the same round: no NetworkHostJoined — h2's executor could leave the network (its
+    last instance gone) before reading the move, and never serve vm-x."""
+    from netledger.events.placement import companions
+
+    log, _a, _b = world()
+    log.run("fixed_ip.allocate", {"instance": "vm-y", "network_id": "1", "host": "h2"})
+    pending, joined, events = Pending(), set[tuple[str, str]](), []
+    for i, (name, args) in enumerate(
+        [("fixed_ip.deallocate", {"instance": "vm-y"}), _alloc("vm-a", "h2")]
+    ):
+        req = parse_command(name, {"command_id": f"j{i}", "actor": ADMIN.to_wire(), "args": args})
+        d = decide(log.state, req, pending)
+        extra = companions(log.state, d.events, joined, pending)
+        pending.note(d.events)
+        events += [*d.events, *extra]
+    assert NetworkHostJoined(network_id="1", host="h2") in events
+    for ev in events:
+        log.add(ev)
+    assert log.state.networks["1"].host_allocated == {"h1": 1, "h2": 1}
