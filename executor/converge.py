@@ -45,11 +45,16 @@ class Converger:
         #: the cache's change count as of the last state a pass read: later changes are not
         #: the pass's own (executor/daemon.py wakes up for them)
         self.seen_changes = 0
+        #: the cache was dumped just before the next full pass (the daemon's periodic sweep
+        #: dumps beside the passes, executor/daemon.py): that pass need not dump it again
+        self.dumped = False
 
     def actual(self, full: bool, scope: Scope | None = None) -> tuple[HostActual, dict[str, int]]:
         """The actual state (cut down to ``scope``) and every link's index (for applying)."""
         if full:
-            self.cache.resync()
+            if not self.dumped:
+                self.cache.resync()
+            self.dumped = False
         if full or not self._host_known:
             self.nat, self.nat_intact = nft.read(self.kernel.netns)
             self.forwarding = self.kernel.read_forwarding()
