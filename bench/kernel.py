@@ -351,7 +351,8 @@ async def run(size: float, rss: Rss) -> list[Row]:
                     "s",
                     read_s / sweep,
                     "raw state read",
-                    "median periodic pass: dump links/addresses/fdb, nft, diff everything",
+                    "median periodic pass: dump links/addresses/fdb (beside the passes:"
+                    " dump_ms), nft, diff everything (duration_ms): both counted",
                 )
             )
         # The floor of one command reaching the kernel: one publish-ack and one network's share

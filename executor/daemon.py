@@ -93,6 +93,8 @@ class Executor(Reports):
         self._last_pass_end = 0.0  # loop time
         self._reported_failures: set[tuple[str, str, str]] = set()
         self.passes = 0
+        #: the last periodic dump of the kernel (ms), told with the sweep that follows it
+        self._dump_ms = 0.0
         self.sightings: SightingReporter | None = None
         self.started_at = time.time()
         self._kv: Any = None
@@ -341,7 +343,7 @@ class Executor(Reports):
                 reason = "periodic"
                 next_periodic = loop.time() + self.opts.interval
             elif self.cache is not None and self.opts.live_kernel:
-                dumping = asyncio.ensure_future(asyncio.to_thread(self.cache.resync))
+                dumping = asyncio.ensure_future(self._dump(self.cache))
                 continue
             else:
                 reason = "periodic"
@@ -352,6 +354,12 @@ class Executor(Reports):
                 log.error("reconcile failed: [%s] %s", exc.code, exc.message)
             self._last_pass_end = loop.time()
             self._maybe_snapshot()
+
+    async def _dump(self, cache: KernelCache) -> None:
+        """The periodic sweep's dump of the kernel (in a worker thread, beside the passes)."""
+        t0 = time.monotonic()
+        await asyncio.to_thread(cache.resync)
+        self._dump_ms = round((time.monotonic() - t0) * 1000, 1)
 
     # --- the view's snapshot ------------------------------------------------------------------
 
@@ -507,6 +515,8 @@ class Executor(Reports):
             log.warning("not applied: %s", c)
         now = time.monotonic()
         report.duration_ms = round((now - t0) * 1000, 1)
+        if reason == "periodic":
+            report.dump_ms, self._dump_ms = self._dump_ms, 0.0
         # A change, not the passing of time: nothing is appended when nothing changed (the
         # first pass after a restart included); liveness goes to the liveness bucket.
         if reported or events or changed:

@@ -20,6 +20,9 @@ class PassReport:
     changes: int = 0
     drift_repairs: int = 0
     duration_ms: float = 0.0
+    #: a periodic sweep: how long its dump of the kernel took, beside the passes before it
+    #: (not in ``duration_ms``: nothing waited for it)
+    dump_ms: float = 0.0
     #: messages of the log read since start, and networks in the share (None: whole log)
     events_read: int = 0
     share_networks: int | None = None

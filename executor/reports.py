@@ -79,6 +79,7 @@ class Reports:
                 "changes": report.changes,
                 "drift_repairs": report.drift_repairs,
                 "duration_ms": report.duration_ms,
+                "dump_ms": report.dump_ms,
                 "failures": len(report.failures),
                 "conflicts": len(report.conflicts),
                 "events_read": self.view.follower.handled
