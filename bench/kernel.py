@@ -217,7 +217,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
     nlat = scaled(200, size, 5)
     #: the executor --once and its raw limits: interleaved rounds (raw, raw, ours), medians
     rounds = 3 if size >= 0.1 else 1
-    interval = OPEN_INTERVAL_FULL if size >= 0.5 else OPEN_INTERVAL_SMALL
+    interval = OPEN_INTERVAL_FULL if size >= 0.5 else OPEN_INTERVAL_SMALL if size >= 0.05 else 0.3
     arrivals = poisson_arrivals(OPEN_RATE, OPEN_SWEEPS * interval)
     rows: list[Row] = []
     async with stack(NAME) as st:

@@ -28,7 +28,7 @@ from tests.executor.test_executor_lab import Lab, lab, links
 
 pytestmark = pytest.mark.netns
 
-SLOW_DUMP_S = 3.0
+SLOW_DUMP_S = 1.5
 
 
 @pytest.fixture
