@@ -19,7 +19,7 @@ import itertools
 import random
 from collections.abc import Awaitable, Callable
 
-from benchlib import Row, percentile
+from benchlib import Row, percentile, poisson_arrivals
 
 from netledger.service.client import Client
 
@@ -31,17 +31,6 @@ LOAD = 0.5
 #: seconds of arrivals per side at size 1.0, in two interleaved halves
 DURATION = 24.0
 _uniq = itertools.count()
-
-
-def arrivals(rate: float, seconds: float, seed: int) -> list[float]:
-    """Poisson arrival times (s from the start) at ``rate`` a second over ``seconds``."""
-    rng = random.Random(seed)
-    out: list[float] = []
-    t = rng.expovariate(rate)
-    while t < seconds:
-        out.append(t)
-        t += rng.expovariate(rate)
-    return out
 
 
 async def _drive(
@@ -125,7 +114,7 @@ async def open_loop_rows(
     ours: list[float] = []
     sent = 0
     for r in range(2):
-        times = arrivals(rate, half, seed=r)
+        times = poisson_arrivals(rate, half, seed=r)
         rng = random.Random(100 + r)
         lanes = [rng.randrange(len(networks)) for _ in times]
         sent += len(times)

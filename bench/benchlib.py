@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sqlite3
 import statistics
 import subprocess
@@ -315,3 +316,15 @@ async def attempt(
         print(f"   {what}: FAILED: {exc.__class__.__name__}: {msg}", flush=True)
         rows.append(Row(bench, what, 0.0, "", note=f"FAILED: {exc.__class__.__name__}: {msg}"))
         return None
+
+
+def poisson_arrivals(rate: float, seconds: float, seed: int = 13) -> list[float]:
+    """Arrival times (s from the start) of a Poisson process of ``rate`` a second over
+    ``seconds``: the open-loop runs' commands (alloc_open.py, kernel_running.py)."""
+    rng = random.Random(seed)
+    out: list[float] = []
+    t = rng.expovariate(rate)
+    while t < seconds:
+        out.append(t)
+        t += rng.expovariate(rate)
+    return out

@@ -42,6 +42,7 @@ from benchlib import (
     attempt,
     netledger_has,
     percentile,
+    poisson_arrivals,
     run_measured_async,
     scaled,
     settle,
@@ -59,7 +60,6 @@ from kernel_running import (
     executor_once,
     latency,
     open_loop,
-    poisson_arrivals,
     sweep_seconds,
 )
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -194,17 +193,6 @@ OPEN_RATE = 30.0
 OPEN_INTERVAL_FULL, OPEN_INTERVAL_SMALL = 5.0, 1.0
 #: the run lasts this many sweep intervals
 OPEN_SWEEPS = 2.4
-
-
-def poisson_arrivals(rate: float, seconds: float, seed: int = 13) -> list[float]:
-    """Arrival times (s from the start) of a Poisson process of ``rate`` over ``seconds``."""
-    rng = random.Random(seed)
-    out: list[float] = []
-    t = rng.expovariate(rate)
-    while t < seconds:
-        out.append(t)
-        t += rng.expovariate(rate)
-    return out
 
 
 async def open_loop(

@@ -201,7 +201,8 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
             return Decision([], {**rec, "host": host})
     if held is not None:
         ip = n.fixed[held]
-        authorize(req.actor, ip.project or n.project, f"instance {cmd.instance}")
+        if not ip.allocated:  # (an allocated one was authorized above, as ``rec``)
+            authorize(req.actor, ip.project or n.project, f"instance {cmd.instance}")
         if not (ip.allocated and state.unseen(n, ip)):
             return Decision([], _fixed_ip_result(n, ip))
         # Its host does not see the instance right now, yet the client is told the address is

@@ -21,6 +21,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +196,18 @@ async def wait_for_event(conn: Connection, subject: str, pred: Any, nth: int = 1
             return found[nth - 1]
         assert time.monotonic() < deadline, f"no matching event on {subject}"
         await asyncio.sleep(0.2)
+
+
+@contextmanager
+def dhcp_lab() -> Iterator[DhcpLab]:
+    """A :class:`DhcpLab` for one test (root and dnsmasq required: said, not skipped), every
+    namespace and dnsmasq of it removed at the end."""
+    if os.geteuid() != 0:
+        raise AssertionError("this test needs root (network namespaces); CI runs as root")
+    if shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+        raise AssertionError("dnsmasq is missing: apt-get install -y dnsmasq (.ci/run does)")
+    the_lab = DhcpLab()
+    try:
+        yield the_lab
+    finally:
+        the_lab.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,21 +25,14 @@ import pytest
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 
-from .dhcp_helpers import DEADLINE, DhcpLab, read_events, wait_for_event
+from .dhcp_helpers import DEADLINE, DhcpLab, dhcp_lab, read_events, wait_for_event
 from .test_executor_lab import NETLEDGER, addresses, sh
 
 
 @pytest.fixture
 def world() -> Iterator[DhcpLab]:
-    if os.geteuid() != 0:
-        raise AssertionError("this test needs root (network namespaces); CI runs as root")
-    if shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-        raise AssertionError("dnsmasq is missing: apt-get install -y dnsmasq (.ci/run does)")
-    the_lab = DhcpLab()
-    try:
+    with dhcp_lab() as the_lab:
         yield the_lab
-    finally:
-        the_lab.close()
 
 
 def alive(pid: int | None) -> bool:

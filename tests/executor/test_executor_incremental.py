@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,18 +29,13 @@ from netledger.executor.options import Options
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from netledger.service.service import CommandService
+from tests.executor.test_executor_lab import world as world
 
-from .test_executor_lab import Lab, lab, sh
+from .test_executor_lab import Lab, sh
 
 pytestmark = pytest.mark.netns
 
 HOST = "hi"
-
-
-@pytest.fixture
-def world() -> Iterator[Lab]:
-    with lab() as the_lab:
-        yield the_lab
 
 
 async def settled(ex: Executor, conn: Connection, timeout: float = 30.0) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from netledger.executor import proc
 
 NETLEDGER = str(Path(sys.executable).with_name("netledger"))
@@ -145,6 +147,13 @@ def lab() -> Iterator[Lab]:
         yield the_lab
     finally:
         the_lab.close()
+
+
+@pytest.fixture
+def world() -> Iterator[Lab]:
+    """A lab of namespaces for one test, deleted at its end (imported by the netns tests)."""
+    with lab() as the_lab:
+        yield the_lab
 
 
 def links(ns: str) -> dict[str, dict[str, object]]:

@@ -5,7 +5,6 @@ stable error instead of blocking the executor forever."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 from pyroute2.netlink.rtnl import RTM_GETLINK
@@ -13,16 +12,11 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from netledger.executor.errors import KernelNoAnswer, NamespaceNotFound
 from netledger.executor.netlink import RtSocket
+from tests.executor.test_executor_lab import world as world
 
-from .test_executor_lab import Lab, lab, sh
+from .test_executor_lab import Lab, sh
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def world() -> Iterator[Lab]:
-    with lab() as the_lab:
-        yield the_lab
 
 
 def test_a_dump_in_a_namespace_sees_only_that_namespace(world: Lab) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,16 +19,11 @@ from nats.js.api import ConsumerConfig
 from netledger.events.codec import decode
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
+from tests.executor.test_executor_lab import world as world
 
-from .test_executor_lab import Lab, addresses, flood, lab, links, nat_table, ping, sh
+from .test_executor_lab import Lab, addresses, flood, links, nat_table, ping, sh
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def world() -> Iterator[Lab]:
-    with lab() as the_lab:
-        yield the_lab
 
 
 async def host_events(conn: Connection, host: str) -> list[Any]:

@@ -7,25 +7,19 @@ that network is folded and the kernel is as a full pass wants it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from netledger.service.service import CommandService
+from tests.executor.test_executor_lab import world as world
 from tests.poison import stored_network_created
 
 from .test_executor_incremental import HOST, full_diff, running, settled, stop
-from .test_executor_lab import Lab, lab
+from .test_executor_lab import Lab
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def world() -> Iterator[Lab]:
-    with lab() as the_lab:
-        yield the_lab
 
 
 async def test_an_executor_reads_past_poison_and_goes_on(

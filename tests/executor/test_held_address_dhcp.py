@@ -10,8 +10,6 @@ namespace with dnsmasq and a DHCP client (root; every namespace and dnsmasq is r
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,22 +22,15 @@ from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from tests.events.decider_helpers import Ledger
 
-from .dhcp_helpers import DhcpLab, wait_for_event
+from .dhcp_helpers import DhcpLab, dhcp_lab, wait_for_event
 from .test_executor_dhcp_netns import alive, wait_gone
 from .test_executor_lab import addresses, links
 
 
 @pytest.fixture
 def dhcp_world() -> Iterator[DhcpLab]:
-    if os.geteuid() != 0:
-        raise AssertionError("this test needs root (network namespaces); CI runs as root")
-    if shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-        raise AssertionError("dnsmasq is missing: apt-get install -y dnsmasq (.ci/run does)")
-    the_lab = DhcpLab()
-    try:
+    with dhcp_lab() as the_lab:
         yield the_lab
-    finally:
-        the_lab.close()
 
 
 def dhcp_hosts(led: Ledger, host: str) -> list[str | None]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import struct
 import time
@@ -25,7 +24,7 @@ from netledger.executor.netlink import in_netns
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 
-from .dhcp_helpers import DhcpLab, wait_for_event
+from .dhcp_helpers import DhcpLab, dhcp_lab, wait_for_event
 from .test_executor_lab import links, ns_exec, ping, sh
 
 pytestmark = pytest.mark.netns
@@ -35,15 +34,8 @@ DEADLINE = 60.0  # generous: only ever waited out when something is broken
 
 @pytest.fixture
 def world() -> Iterator[DhcpLab]:
-    if os.geteuid() != 0:
-        raise AssertionError("this test needs root (network namespaces); CI runs as root")
-    if shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-        raise AssertionError("dnsmasq is missing: apt-get install -y dnsmasq (.ci/run does)")
-    the_lab = DhcpLab()
-    try:
+    with dhcp_lab() as the_lab:
         yield the_lab
-    finally:
-        the_lab.close()
 
 
 def addresses6(ns: str, dev: str, scope: str = "global") -> list[str]:

@@ -18,16 +18,11 @@ import pytest
 
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
+from tests.executor.test_executor_lab import world as world
 
-from .test_executor_lab import NETLEDGER, Lab, addresses, lab, links, nat_table, ping
+from .test_executor_lab import NETLEDGER, Lab, addresses, links, nat_table, ping
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def world() -> Any:
-    with lab() as the_lab:
-        yield the_lab
 
 
 async def run(lab_: Lab, url: str, host: str, ns: str, *extra: str) -> None:

@@ -12,7 +12,6 @@ networks with real pings.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,8 +21,9 @@ from netledger.executor.diff import diff
 from netledger.executor.model import HostActual, HostDesired, NatTable
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
+from tests.executor.test_executor_lab import world as world
 
-from .test_executor_lab import Lab, lab, ns_exec, ping, sh
+from .test_executor_lab import Lab, ns_exec, ping, sh
 
 TABLE = NatTable(
     floating=(("203.0.113.5", "10.0.0.3"),), fixed_ranges=("10.0.0.0/23",), snat_to="192.0.2.1"
@@ -57,12 +57,6 @@ def test_fixed_to_fixed_comes_before_the_floating_snat() -> None:
     order = [post.index(f'"{c}"') for c in ("fixed-to-fixed", "fip-snat", "fixed-snat")]
     assert order == sorted(order), post
     assert nft.RULES["postrouting"] == ("fixed-to-fixed", "fip-snat", "fixed-snat")
-
-
-@pytest.fixture
-def world() -> Iterator[Lab]:
-    with lab() as the_lab:
-        yield the_lab
 
 
 @pytest.mark.netns

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,17 +23,12 @@ from netledger.executor.options import Options
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from netledger.service.service import CommandService
-from tests.executor.test_executor_lab import Lab, lab, links
+from tests.executor.test_executor_lab import Lab, links
+from tests.executor.test_executor_lab import world as world
 
 pytestmark = pytest.mark.netns
 
 SLOW_DUMP_S = 1.5
-
-
-@pytest.fixture
-def world() -> Iterator[Lab]:
-    with lab() as the_lab:
-        yield the_lab
 
 
 async def test_a_change_during_the_sweeps_dump_is_applied_before_the_dump_ends(

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,13 @@ from netledger.executor.snapshot import ViewKind, ViewSnapshots
 from netledger.journal.follow import iter_subject
 from netledger.journal.stream import Connection, last_seq
 from netledger.service.client import Client
+from tests.executor.test_executor_lab import world as world
 
-from .test_executor_lab import Lab, addresses, lab, links
+from .test_executor_lab import Lab, addresses, links
 
 pytestmark = pytest.mark.netns
 
 HOST = "h"
-
-
-@pytest.fixture
-def world() -> Iterator[Lab]:
-    with lab() as the_lab:
-        yield the_lab
 
 
 async def own_reports(conn: Connection, n: int, tag: str) -> None:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,8 @@ from netledger.projector.runner import project_until
 from netledger.replay import audit
 from netledger.service.client import Client
 from netledger.service.service import CommandService
-from tests.executor.test_executor_lab import Lab, lab, sh
+from tests.executor.test_executor_lab import Lab, sh
+from tests.executor.test_executor_lab import world as world
 from tests.service.test_reclaim_service import all_events
 
 EXECUTOR = Actor(role="system", user="executor:test")
@@ -160,12 +160,6 @@ async def test_a_reclaim_proven_by_a_heartbeat_carries_it_as_evidence(
 
 
 # --- a real executor, idle ------------------------------------------------------------------
-
-
-@pytest.fixture
-def world() -> Iterator[Lab]:
-    with lab() as the_lab:
-        yield the_lab
 
 
 @pytest.mark.netns
