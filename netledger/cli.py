@@ -353,6 +353,15 @@ def _sync_interval(ctx: click.Context, param: click.Parameter, value: str) -> st
     help="Also run a projector into DATA/projection.db.",
 )
 @click.option(
+    "--projector-linger-ms",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="How long the projector lets a new event wait for others before it writes them"
+    " together: the projection follows the log up to this much later, and a steady trickle of"
+    " commands costs one commit per interval instead of one per event (0: each at once).",
+)
+@click.option(
     "--release-timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=600.0,
@@ -432,6 +441,7 @@ def serve(
     sync_interval: str,
     replicas: int,
     projector: bool,
+    projector_linger_ms: float,
     release_timeout: float,
     reclaim_after: float | None,
     auth_config: str | None,
@@ -465,6 +475,7 @@ def serve(
             sync_interval=sync_interval,
             replicas=replicas,
             run_projector=projector,
+            projector_linger=projector_linger_ms / 1000,
             connect_kwargs=settings.connect_kwargs(),
             release_timeout=release_timeout,
             reclaim_after=reclaim_after,

@@ -38,6 +38,7 @@ async def serve_forever(
     sync_interval: str,
     replicas: int,
     run_projector: bool,
+    projector_linger: float | None = None,
     connect_kwargs: dict[str, Any] | None = None,
     release_timeout: float = 600.0,
     reclaim_after: float | None = None,
@@ -121,7 +122,9 @@ async def serve_forever(
             projector = None
             pointer = None
             if run_projector:
-                projector = await _start_projector(conn, data_dir / "projection.db")
+                projector = await _start_projector(
+                    conn, data_dir / "projection.db", projector_linger
+                )
                 # Clients on this machine find this projection through it (netledger.ops.locate).
                 pointer = write_pointer(data_dir, data_dir / "projection.db", nats_url)
             try:
@@ -164,11 +167,11 @@ async def serve_forever(
             loop.remove_signal_handler(sig)
 
 
-async def _start_projector(conn: Any, db_path: Path) -> Any:
-    from netledger.projector.runner import Projector
+async def _start_projector(conn: Any, db_path: Path, linger: float | None) -> Any:
+    from netledger.projector.runner import LINGER, Projector
 
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    projector = Projector(conn, db_path)
+    projector = Projector(conn, db_path, linger=LINGER if linger is None else linger)
     await projector.start()
     return projector
 

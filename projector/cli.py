@@ -59,10 +59,24 @@ def projector_group() -> None:
     show_default=True,
     help="Messages per SQLite transaction.",
 )
+@click.option(
+    "--linger-ms",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="How long a new event may wait for others before they are written together: the"
+    " projection follows the log up to this much later, and a steady trickle of events costs"
+    " one commit per interval instead of one per event (0: each at once).",
+)
 @metrics_port_option
 @pass_settings
 def projector_run(
-    settings: Settings, db: Path | None, once: bool, batch_size: int, metrics_port: int | None
+    settings: Settings,
+    db: Path | None,
+    once: bool,
+    batch_size: int,
+    linger_ms: float,
+    metrics_port: int | None,
 ) -> None:
     """Follow the stream from the checkpoint in the database and apply events in batches.
 
@@ -90,7 +104,7 @@ def projector_run(
         try:
             if once:
                 return await catch_up_once(conn, path, batch_size)
-            return await _follow(conn, path, batch_size, metrics_port)
+            return await _follow(conn, path, batch_size, metrics_port, linger_ms / 1000)
         finally:
             await conn.close()
 
@@ -124,7 +138,11 @@ async def catch_up_once(
 
 
 async def _follow(
-    conn: Any, path: Path, batch_size: int, metrics_port: int | None = None
+    conn: Any,
+    path: Path,
+    batch_size: int,
+    metrics_port: int | None = None,
+    linger: float | None = None,
 ) -> dict[str, Any]:
     from netledger.common.metrics import observe
 
@@ -134,7 +152,13 @@ async def _follow(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    p = Projector(conn, path, batch_size=batch_size, owns_connection=True)
+    p = Projector(
+        conn,
+        path,
+        batch_size=batch_size,
+        owns_connection=True,
+        **({} if linger is None else {"linger": linger}),
+    )
     observability = None
     try:
         await p.start()

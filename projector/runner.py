@@ -84,6 +84,15 @@ RESUME_CHECK_S = 2.0
 #: Messages per frame sent to the writer (the callback also sends what it has whenever the
 #: event loop runs out of messages to deliver).
 CHUNK = 256
+#: How long the first message of a frame may wait for others before it goes to the writer
+#: (seconds). A live log brings its events one at a time: sent at once, each woke the projecting
+#: and the committing process and cost a commit of its own — measured beside one client
+#: allocating sequentially (a trickle of ~600 events/s, `serve`), the writer's two processes
+#: took ~600 us of CPU per event and the service ~100 us more for the pipe, on a 2-core machine
+#: whose nats-server and service needed it; lingering 20 ms: ~90 us (5 ms: ~250 us; 50 ms: no
+#: better than 20). The projection follows the log up to this much later; a catch-up is not
+#: slowed (its frames fill up at once and go).
+LINGER = 0.02
 
 
 def stream_seq(reply: str) -> int:
@@ -137,6 +146,7 @@ class Projector:
         queue_size: int | None = None,
         owns_connection: bool = False,
         on_building: Callable[[], None] | None = None,
+        linger: float = LINGER,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -157,6 +167,11 @@ class Projector:
         #: reading pauses at this many in flight (what still comes is taken up to queue_size)
         self._pause_at = max(1, self.queue_size // 2)
         self._chunk_size = min(CHUNK, self.queue_size // 4 or 1)
+        if linger < 0:
+            raise ValueError("linger must not be negative")
+        #: seconds a frame's first message may wait for more (:data:`LINGER`)
+        self.linger = linger
+        self._lingering: asyncio.TimerHandle | None = None
         self._writer: WriterProcess | None = None
         self._sub: Any = None
         self._resub: asyncio.Task[None] | None = None
@@ -337,8 +352,12 @@ class Projector:
     async def close(self) -> None:
         """Stop following. What was already handed to the writer (at most ``queue_size``
         messages beyond the last commit) is committed before it closes; what the reader had
-        not handed over is dropped (read again from the checkpoint next time)."""
+        not handed over (a frame still lingering, :data:`LINGER`) is dropped: read again from
+        the checkpoint next time."""
         self._reading = False
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
         await _cancel(self._resume)
         # A resubscription in flight first, so that it cannot leave a subscription behind.
         await _cancel(self._resub)
@@ -413,12 +432,20 @@ class Projector:
         if self.to_seq is not None and seq >= self.to_seq:
             self._limit_reached()
         elif len(chunk) == 1:
-            # Sent once the loop has delivered what it had (or when full, below).
-            asyncio.get_running_loop().call_soon(self._send)
+            # Sent once the loop has delivered what it had and the linger is over (or when
+            # full, below): a live log's events go to the writer a frame at a time.
+            loop = asyncio.get_running_loop()
+            if self.linger:
+                self._lingering = loop.call_later(self.linger, self._send)
+            else:
+                loop.call_soon(self._send)
         elif len(chunk) >= self._chunk_size:
             self._send()
 
     def _send(self) -> None:
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
         if self._held:
             return  # after a reconnect, until the log is checked (_watching)
         chunk, self._chunk = self._chunk, []
