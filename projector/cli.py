@@ -146,7 +146,7 @@ async def _follow(
 ) -> dict[str, Any]:
     from netledger.common.metrics import observe
 
-    from .runner import Projector
+    from .runner import LINGER, Projector
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,7 +157,7 @@ async def _follow(
         path,
         batch_size=batch_size,
         owns_connection=True,
-        **({} if linger is None else {"linger": linger}),
+        linger=LINGER if linger is None else linger,
     )
     observability = None
     try:
