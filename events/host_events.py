@@ -135,7 +135,13 @@ class HostNatApplied(HostEvent):
     (``floating``: floating -> fixed) and SNAT of ``snat_ranges`` to ``snat_to`` (None:
     masquerade on the public interface, or no SNAT when no range is served here), and the
     IPv6 /64s routed (never NATed) out of the bridges serving them (``routed_v6``: /64 ->
-    bridge; added later, empty in older events)."""
+    bridge; added later, empty in older events).
+
+    ``fixed_space``: the set of fixed ranges is every network's IPv4 range as the registry has
+    it, not a list written here (``snat_ranges`` empty): a network created anywhere joins the
+    set on every host without a report of its own — each NAT host appended one per network
+    created before (Dec 2026). False in older events and with ``executor run --fixed-range``
+    (``snat_ranges`` lists the configured ranges)."""
 
     TYPE: ClassVar[str] = "HostNatApplied"
     floating: dict[str, str]
@@ -143,6 +149,7 @@ class HostNatApplied(HostEvent):
     drift: bool
     snat_to: str | None = None
     routed_v6: dict[str, str] = field(default_factory=dict)
+    fixed_space: bool = False
 
 
 @event_type

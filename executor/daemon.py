@@ -47,7 +47,7 @@ from .converge import Converger
 from .desired import HostConfig
 from .dhcp import DhcpBook, Dnsmasq, dhcp_events
 from .errors import ExecutorError, NotPermitted
-from .host_report import applied_events, record_fixes
+from .host_report import applied_events, record_fixes, space_only
 from .hosts import HostBook
 from .incremental import Fragments, PassPlan, full_plan, incremental_plan
 from .kernel import Kernel, OpResult
@@ -449,9 +449,11 @@ class Executor(Reports):
         reported: list[HostEvent] = []
         reported_ops: set[int] = set()
         loop = asyncio.get_running_loop()
+        #: the NAT table's fixed ranges are the registry's (HostNatApplied.fixed_space)
+        follows = not cfg.fixed_range
 
         def report_round(round_results: list[OpResult]) -> None:  # on the loop
-            evs = applied_events(cfg.host, self.book, plan.prev, round_results)
+            evs = applied_events(cfg.host, self.book, plan.prev, round_results, follows)
             reported_ops.update(id(r) for r in round_results)
             if not evs:
                 return
@@ -491,9 +493,9 @@ class Executor(Reports):
             conflicts=[f"{c.name}: {c.reason}" for c in conflicts],
         )
         rest = [r for r in results if id(r) not in reported_ops]
-        events = applied_events(self.cfg.host, self.book, plan.prev, rest)
+        events = applied_events(self.cfg.host, self.book, plan.prev, rest, follows)
         if scope is None:  # the record checked against the kernel (the book holds `reported`)
-            events.extend(record_fixes(self.cfg.host, self.book, desired, events, final))
+            events.extend(record_fixes(self.cfg.host, self.book, desired, events, final, follows))
         events.extend(dhcp_events(cfg.host, dhcp_done))
         report.changes = sum(1 for r in results if r.ok)
         report.drift_repairs = sum(1 for e in (*reported, *events) if getattr(e, "drift", False))
@@ -518,8 +520,10 @@ class Executor(Reports):
         if reason == "periodic":
             report.dump_ms, self._dump_ms = self._dump_ms, 0.0
         # A change, not the passing of time: nothing is appended when nothing changed (the
-        # first pass after a restart included); liveness goes to the liveness bucket.
-        if reported or events or changed:
+        # first pass after a restart included); liveness goes to the liveness bucket. Nor
+        # when only the registry's fixed ranges grew (a network created anywhere: every NAT
+        # host's set takes it; its record says "the registry's ranges", still true).
+        if reported or events or (changed and not (follows and space_only(plan.prev, desired))):
             events.append(
                 HostReconciled(
                     host=cfg.host,

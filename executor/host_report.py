@@ -10,6 +10,8 @@ logging) are logged as found (``detail.adopted``) or gone (reason ``found-gone``
 
 from __future__ import annotations
 
+from msgspec.structs import replace
+
 from netledger.events.host_events import (
     HostAddressAdded,
     HostAddressRemoved,
@@ -46,9 +48,14 @@ from .model import (
 
 
 def applied_events(
-    h: str, book: HostBook, prev: HostDesired | None, results: list[OpResult]
+    h: str,
+    book: HostBook,
+    prev: HostDesired | None,
+    results: list[OpResult],
+    follows: bool = True,
 ) -> list[HostEvent]:
-    """One event per operation that succeeded; ``drift`` when the record says we had made it."""
+    """One event per operation that succeeded; ``drift`` when the record says we had made it.
+    ``follows``: the NAT table's fixed ranges are the registry's (no ``--fixed-range``)."""
     out: list[HostEvent] = []
     for r in results:
         if not r.ok:
@@ -153,9 +160,10 @@ def applied_events(
             )
         elif isinstance(op, SetNat):
             # drift: the log already said this table (it was changed behind our back)
-            out.append(
-                _nat_applied(h, op.table, book.nat is not None and _says(book.nat, op.table))
-            )
+            says = book.nat is not None and _says(book.nat, op.table, follows)
+            if says and follows and prev is not None and prev.nat != op.table:
+                continue  # the registry's ranges grew: the record (they follow it) still holds
+            out.append(_nat_applied(h, op.table, says, follows))
         elif isinstance(op, DeleteNat):
             out.append(HostNatRemoved(host=h, reason="no floating IP or served network left"))
         elif isinstance(op, SetForwarding):
@@ -165,9 +173,15 @@ def applied_events(
 
 
 def record_fixes(
-    h: str, book: HostBook, desired: HostDesired, emitted: list[HostEvent], final: HostActual
+    h: str,
+    book: HostBook,
+    desired: HostDesired,
+    emitted: list[HostEvent],
+    final: HostActual,
+    follows: bool = True,
 ) -> list[HostEvent]:
-    """Keep the log's record of this host equal to the kernel (crash between apply and log)."""
+    """Keep the log's record of this host equal to the kernel (crash between apply and log).
+    ``follows``: as for :func:`applied_events`."""
     links = set(book.links)
     addrs = set(book.addresses)
     fdb = set(book.fdb)
@@ -231,40 +245,65 @@ def record_fixes(
                 host=h, interface=key[0], dst=key[1], network_id=None, reason="found-gone"
             )
         )
-    out.extend(_nat_and_forwarding_fixes(h, book, desired, emitted, final))
+    out.extend(_nat_and_forwarding_fixes(h, book, desired, emitted, final, follows))
     return out
 
 
-def _nat_applied(h: str, t: NatTable, drift: bool) -> HostNatApplied:
-    """The record of table ``t`` applied on host ``h``."""
+def _nat_applied(h: str, t: NatTable, drift: bool, follows: bool) -> HostNatApplied:
+    """The record of table ``t`` applied on host ``h``; ``follows``: its set of fixed ranges is
+    the registry's (every network's range: not listed, :attr:`HostNatApplied.fixed_space`)."""
     return HostNatApplied(
         host=h,
         floating=dict(t.floating),
-        snat_ranges=list(t.fixed_ranges),
+        snat_ranges=[] if follows else list(t.fixed_ranges),
         drift=drift,
         snat_to=t.snat_to,
         routed_v6={prefix: bridge for bridge, prefix in t.routed_v6},
+        fixed_space=follows,
     )
 
 
-def _says(record: HostNatApplied | None, t: NatTable | None) -> bool:
+def _says(record: HostNatApplied | None, t: NatTable | None, follows: bool) -> bool:
     """Whether the log's NAT ``record`` says what table ``t`` holds (None, or a record or table
-    of nothing: no NAT)."""
+    of nothing: no NAT). ``follows``: this host's fixed ranges are the registry's — a record
+    that says so holds whichever they are now; one that lists them (older, or written with
+    ``--fixed-range``) holds while the list is the table's."""
     if t is None or t.empty:
-        return record is None or not (record.floating or record.snat_ranges or record.routed_v6)
+        return record is None or not (
+            record.floating or record.snat_ranges or record.fixed_space or record.routed_v6
+        )
     if record is None:
         return False
-    now = _nat_applied(record.host, t, False)
-    return (record.floating, record.snat_ranges, record.snat_to, record.routed_v6) == (
+    now = _nat_applied(record.host, t, False, False)
+    if (record.floating, record.snat_to, record.routed_v6) != (
         now.floating,
-        now.snat_ranges,
         now.snat_to,
         now.routed_v6,
-    )
+    ):
+        return False
+    return follows if record.fixed_space else record.snat_ranges == now.snat_ranges
+
+
+def space_only(prev: HostDesired | None, desired: HostDesired) -> bool:
+    """Whether ``desired`` differs from ``prev`` only in the NAT table's set of fixed ranges: a
+    network created anywhere (its range joins every NAT host's set). Then a host whose record
+    follows the registry's ranges has nothing to say (nothing of its own changed). Forwarding
+    is not compared: an incremental pass's ``prev`` has only the touched networks' (it follows
+    from what the host serves, which changes their fragments anyway)."""
+    if prev is None or prev.nat.fixed_ranges == desired.nat.fixed_ranges:
+        return False
+    nat = replace(prev.nat, fixed_ranges=desired.nat.fixed_ranges)
+    was = replace(prev, nat=nat, forwarding=desired.forwarding, forwarding_v6=desired.forwarding_v6)
+    return was == desired
 
 
 def _nat_and_forwarding_fixes(
-    h: str, book: HostBook, desired: HostDesired, emitted: list[HostEvent], final: HostActual
+    h: str,
+    book: HostBook,
+    desired: HostDesired,
+    emitted: list[HostEvent],
+    final: HostActual,
+    follows: bool,
 ) -> list[HostEvent]:
     """The NAT tables and forwarding as the kernel has them, where the log's record differs:
     a crash between ``nft -f`` (or the sysctl) and its report left the kernel right and the
@@ -280,11 +319,11 @@ def _nat_and_forwarding_fixes(
         elif isinstance(e, HostForwardingSet):
             forwarding[e.version] = e.enabled
     t = final.nat if final.nat_intact else None
-    if final.nat_intact and not _says(nat, t):
+    if final.nat_intact and not _says(nat, t, follows):
         if t is None or t.empty:
             out.append(HostNatRemoved(host=h, reason="found-gone"))
         else:
-            out.append(_nat_applied(h, t, False))
+            out.append(_nat_applied(h, t, False, follows))
     # Only forwarding this host needs: the executor never turns it off, and a host routing
     # for other reasons is not netledger's to record.
     for version, want, on in ((4, desired.forwarding, final.forwarding),

@@ -97,6 +97,7 @@ def _host_nat_applied(tx: Tx, ev: HostNatApplied) -> None:
         snat_ranges=to_json(list(ev.snat_ranges)),
         nat_drift=int(bool(ev.drift)),
         snat_to=getattr(ev, "snat_to", None),
+        nat_fixed_space=int(ev.fixed_space),
     )
     row["nat_seq"] = tx.seq
     tx.put(HOSTS, row)
@@ -110,7 +111,7 @@ def _host_nat_applied(tx: Tx, ev: HostNatApplied) -> None:
 
 def _host_nat_removed(tx: Tx, ev: HostEvent) -> None:
     row = host_row(tx, ev.host)
-    row.update(snat_ranges=None, snat_to=None, nat_drift=0, nat_seq=tx.seq)
+    row.update(snat_ranges=None, snat_to=None, nat_drift=0, nat_seq=tx.seq, nat_fixed_space=None)
     tx.put(HOSTS, row)
     for old in tx.view.select(HOST_NAT.name, "host", ev.host):
         tx.delete(HOST_NAT, (ev.host, old["floating_address"]))

@@ -78,7 +78,7 @@ _INT, _STR, _FLOAT, _BYTES = int, str, float, bytes
 _TYPES: dict[str, type] = {
     "vlan": _INT, "vni": _INT, "vpn_public_port": _INT, "multi_host": _INT, "mtu": _INT,
     "deleted": _INT, "allocated": _INT, "leased": _INT, "leased_v6": _INT, "network_host": _INT, "drift": _INT,
-    "nat_drift": _INT, "changes": _INT, "drift_repairs": _INT, "applied_seq": _INT,
+    "nat_drift": _INT, "nat_fixed_space": _INT, "changes": _INT, "drift_repairs": _INT, "applied_seq": _INT,
     "duration_ms": _FLOAT, "seq": _INT, "time": _FLOAT, "stream_time": _FLOAT, "raw": _BYTES,
     "last_seq": _INT, "schema_version": _INT, "highest_seq": _INT,
 }  # fmt: skip
@@ -103,6 +103,7 @@ ADDED: dict[str, dict[str, tuple[str, ...]]] = {
         "events": ("address_v6",),
     },
     "0004_leased_v6": {"fixed_ips": ("leased_v6",)},
+    "0005_nat_fixed_space": {"hosts": ("nat_fixed_space",)},
 }
 
 
@@ -199,6 +200,13 @@ def _m0004_leased_v6(db: sqlite_utils.Database) -> None:
     # A dual-stack dhcpv6 allocation holds two DHCP leases, which end apart: the IPv6 one
     # has its own flag (found by review). Rows written before had one lease at most.
     db.execute("ALTER TABLE fixed_ips ADD COLUMN leased_v6 INTEGER NOT NULL DEFAULT 0")
+
+
+@_migration("0005_nat_fixed_space")
+def _m0005_nat_fixed_space(db: sqlite_utils.Database) -> None:
+    # A host's NAT record may say "the registry's fixed ranges" instead of listing them
+    # (HostNatApplied.fixed_space): 1 then, and snat_ranges is []; NULL without a table.
+    db.execute("ALTER TABLE hosts ADD COLUMN nat_fixed_space INTEGER")
 
 
 #: The events table's secondary indexes, exactly as migrations 0001 and 0003 create them (a test

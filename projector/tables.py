@@ -112,6 +112,8 @@ HOSTS = Table(
         "announced_seq", "announced_at", "applied_seq", "reconciled_at", "changes",
         "drift_repairs", "duration_ms", "snat_ranges", "snat_to", "nat_seq", "nat_drift",
         "first_seq", "last_seq", "last_at",
+        # added by migration 0005_nat_fixed_space
+        "nat_fixed_space",
     ),
 )  # fmt: skip
 

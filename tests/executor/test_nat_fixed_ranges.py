@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import msgspec
 import netaddr
 
 from netledger.events.decide import Decision, decide
@@ -118,3 +119,42 @@ def test_a_configured_fixed_range_does_not_change_when_a_network_is_created() ->
     # a floating pool inside it is still cut out
     led.run("floating_ip.pool_create", pool="pub2", cidr="10.200.0.0/29")
     assert "10.200.0.0/29" not in str(build(led.state, HostBook("h1"), host).nat.fixed_ranges)
+
+
+def test_a_network_created_elsewhere_leaves_a_following_record_as_it_is() -> None:
+    """Every NAT host's set takes a network created anywhere; a record that says "the
+    registry's ranges" (HostNatApplied.fixed_space) still holds, so the host appends nothing —
+    each NAT host appended a HostNatApplied (and a HostReconciled) per network created before:
+    O(hosts) events for one command on a cloud of multi-host networks."""
+    from netledger.events.codec import Actor, Envelope
+    from netledger.events.host_events import HostNatApplied
+    from netledger.executor.host_report import applied_events, space_only
+    from netledger.executor.kernel import OpResult
+    from netledger.executor.model import SetNat
+
+    led, _, _ = _two_hosts_world()
+    host = cfg("h1")
+    before = Fragments(fragments(led.state, HostBook("h1"), host))
+    nat = build(led.state, HostBook("h1"), host).nat
+    book = HostBook("h1")
+    [record] = applied_events("h1", book, None, [OpResult(SetNat(table=nat))])
+    assert isinstance(record, HostNatApplied)
+    assert (record.fixed_space, record.snat_ranges) == (True, [])
+    actor = Actor(project=None, role="system", user="executor:h1")
+    book.apply(Envelope(event=record, event_id="x:0", command_id="x", time=0.0, actor=actor))
+
+    (n3,) = led.networks(cidr="172.16.0.0/24", mode="vlan", vlan_start=300, network_host="h3")
+    plan = incremental_plan(led.state, book, host, before, {n3["id"]}, nat)
+    assert plan.changed and space_only(plan.prev, plan.desired)
+    grown = OpResult(SetNat(table=plan.nat))
+    assert applied_events("h1", book, plan.prev, [grown]) == []
+    # the same table written again while the desired one did not change: drift, said so
+    [repaired] = applied_events("h1", book, plan.desired, [grown])
+    assert isinstance(repaired, HostNatApplied) and repaired.drift
+    # a floating IP's change is the host's own: recorded
+    unmapped = OpResult(SetNat(table=msgspec.structs.replace(plan.nat, floating=())))
+    [own] = applied_events("h1", book, plan.prev, [unmapped])
+    assert isinstance(own, HostNatApplied) and own.floating == {}
+    # with --fixed-range the list is the record: a change of it is said
+    [listed] = applied_events("h1", book, plan.prev, [grown], follows=False)
+    assert listed.snat_ranges == list(plan.nat.fixed_ranges)  # type: ignore[attr-defined]

@@ -39,8 +39,16 @@ def test_a_nat_table_changed_before_a_crash_is_recorded_after_it() -> None:
     desired = HostDesired(nat=MOVED)
     [fix] = _first_pass(_book(OLD), desired, HostActual(nat=MOVED, nat_intact=True))
     assert isinstance(fix, HostNatApplied)
-    assert (fix.floating, fix.snat_ranges, fix.snat_to) == (
-        {"198.51.100.7": "10.0.0.9"}, ["10.0.0.0/24"], None)  # fmt: skip
+    # the fixed ranges are the registry's (no --fixed-range): said, not listed
+    assert (fix.floating, fix.snat_ranges, fix.snat_to, fix.fixed_space) == (
+        {"198.51.100.7": "10.0.0.9"}, [], None, True)  # fmt: skip
+    # with --fixed-range, the configured ranges are listed
+    events = applied_events("h1", _book(OLD), None, [], follows=False)
+    [listed] = record_fixes(
+        "h1", _book(OLD), desired, events, HostActual(nat=MOVED, nat_intact=True), follows=False
+    )
+    assert isinstance(listed, HostNatApplied)
+    assert (listed.snat_ranges, listed.fixed_space) == (["10.0.0.0/24"], False)
 
 
 def test_a_nat_table_deleted_before_a_crash_is_recorded_gone() -> None:

@@ -1,0 +1,72 @@
+"""A network created anywhere joins every NAT host's set of fixed ranges (traffic between fixed
+ranges is not NATed) — and the hosts append nothing for it: their record says "the registry's
+ranges" (``HostNatApplied.fixed_space``), which still holds. Each NAT host appended a
+``HostNatApplied`` and a ``HostReconciled`` per network created before: O(hosts) events for one
+command. A real executor daemon in a network namespace (root)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import netaddr
+import pytest
+
+from netledger.events.ids import host_subject
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
+from tests.executor.test_executor_lab import Lab, ns_exec
+from tests.executor.test_executor_lab import world as world
+
+
+def fixed_set(ns: str) -> netaddr.IPSet:
+    p = ns_exec(ns, "nft", "-j", "list", "set", "ip", "netledger", "fixed", check=False)
+    if p.returncode != 0:
+        return netaddr.IPSet()
+    out = netaddr.IPSet()
+    for o in json.loads(p.stdout)["nftables"]:
+        for e in o.get("set", {}).get("elem", []):
+            if isinstance(e, dict) and "prefix" in e:
+                out.add(f"{e['prefix']['addr']}/{e['prefix']['len']}")
+            elif isinstance(e, str):
+                out.add(e)
+    return out
+
+
+async def last_on(conn: Connection, subject: str) -> int:
+    return int((await conn.js.get_last_msg(conn.stream, subject)).seq)
+
+
+async def until(what: Any, timeout: float = 30.0) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if what():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("not reached in time")
+
+
+@pytest.mark.netns
+async def test_a_network_created_elsewhere_reaches_the_set_and_adds_nothing_to_the_log(
+    world: Lab, conn: Connection, service: Any, nats_url: str
+) -> None:
+    ha = world.ns("ha")
+    c = Client(conn)
+    [n1] = await c.create_networks(
+        label="one", cidr="10.40.0.0/24", mode="flat", bridge="brs1", network_host="ha"
+    )
+    await c.allocate_fixed_ip("vm-a", network_id=n1["id"], host="ha", project="p1")
+    world.executor(nats_url, "ha", ha, "--public-interface", "lo", once=False)
+    await until(lambda: netaddr.IPNetwork(n1["cidr"]) in fixed_set(ha))
+    subject = host_subject("ha")
+    # settled: its first pass reported, a periodic sweep (--interval 1) went by
+    await asyncio.sleep(1.5)
+    mark = await last_on(conn, subject)
+
+    [n3] = await c.create_networks(
+        label="three", cidr="10.41.0.0/24", mode="flat", bridge="brs3", network_host="hb"
+    )
+    await until(lambda: netaddr.IPNetwork(n3["cidr"]) in fixed_set(ha))
+    await asyncio.sleep(2.5)  # two more sweeps
+    assert await last_on(conn, subject) == mark, "the host reported a network it does not serve"
+    assert netaddr.IPNetwork(n1["cidr"]) in fixed_set(ha)
