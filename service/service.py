@@ -222,6 +222,11 @@ class CommandService(Lanes, Requests):
             if snap is not None:
                 # The fold up to snap.seq is in the snapshot: read only the tail.
                 self.state, self.seen = snap.state, snap.seen
+                # Loaded with the cyclic GC off, its objects all sit in the youngest
+                # generation: the tail's first collections walked every one of them (a third
+                # of the fold of a 10,000-event tail after the snapshot of a 1 M-event log,
+                # 0.33 -> 0.20 s; more objects in an older fold). Frozen, as after the fold.
+                gc.freeze()
             await self._catch_up(snap.seq + 1 if snap is not None else 1, reader)
         finally:
             if reader is not None:
