@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgpack
-from alloc_open import open_loop_rows
+from alloc_open import LOAD, during_catch_up_rows, open_loop_rows
 from benchlib import SHIPPED, Row, Rss, alternate, attempt, scaled, stack
 from history_gen import build_history
 
@@ -584,6 +584,17 @@ async def run(size: float, rss: Rss) -> list[Row]:
             or []
         )
         rss.note("command service", st.service_rss(), f"{NAME} (serve with its projector)")
+        # The same arrivals right after serve starts, its projector catching up a new
+        # projection of the whole log vs caught up.
+        rows += (
+            await attempt(
+                rows,
+                NAME,
+                "open loop while the projector catches up",
+                lambda: during_catch_up_rows(st, LOAD * capacity, size, spread, hosts),
+            )
+            or []
+        )
     return rows
 
 

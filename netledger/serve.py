@@ -123,7 +123,7 @@ async def serve_forever(
             pointer = None
             if run_projector:
                 projector = await _start_projector(
-                    conn, data_dir / "projection.db", projector_linger
+                    nats_url, data_dir / "projection.db", projector_linger, connect_kwargs
                 )
                 # Clients on this machine find this projection through it (netledger.ops.locate).
                 pointer = write_pointer(data_dir, data_dir / "projection.db", nats_url)
@@ -167,11 +167,15 @@ async def serve_forever(
             loop.remove_signal_handler(sig)
 
 
-async def _start_projector(conn: Any, db_path: Path, linger: float | None) -> Any:
-    from netledger.projector.runner import LINGER, Projector
+async def _start_projector(
+    nats_url: str, db_path: Path, linger: float | None, connect_kwargs: dict[str, Any] | None
+) -> Any:
+    """The projector as serve's child process (projector/child.py: its reading of the log
+    does not share the command service's event loop), once it has opened the projection."""
+    from netledger.projector.child import ProjectorProcess
 
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    projector = Projector(conn, db_path, linger=LINGER if linger is None else linger)
+    projector = ProjectorProcess(nats_url, db_path, linger=linger, connect_kwargs=connect_kwargs)
     await projector.start()
     return projector
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Callable
@@ -68,6 +69,12 @@ def projector_group() -> None:
     " projection follows the log up to this much later, and a steady trickle of events costs"
     " one commit per interval instead of one per event (0: each at once).",
 )
+@click.option(
+    "--notify-ready",
+    is_flag=True,
+    help='Print one JSON line {"ready": true, "db", "last_seq"} on stdout once the projection'
+    " is open and followed (for a supervisor: `serve` runs its projector so).",
+)
 @metrics_port_option
 @pass_settings
 def projector_run(
@@ -76,6 +83,7 @@ def projector_run(
     once: bool,
     batch_size: int,
     linger_ms: float,
+    notify_ready: bool,
     metrics_port: int | None,
 ) -> None:
     """Follow the stream from the checkpoint in the database and apply events in batches.
@@ -104,7 +112,9 @@ def projector_run(
         try:
             if once:
                 return await catch_up_once(conn, path, batch_size)
-            return await _follow(conn, path, batch_size, metrics_port, linger_ms / 1000)
+            return await _follow(
+                conn, path, batch_size, metrics_port, linger_ms / 1000, notify_ready
+            )
         finally:
             await conn.close()
 
@@ -143,6 +153,7 @@ async def _follow(
     batch_size: int,
     metrics_port: int | None = None,
     linger: float | None = None,
+    notify_ready: bool = False,
 ) -> dict[str, Any]:
     from netledger.common.metrics import observe
 
@@ -170,6 +181,9 @@ async def _follow(
             file=sys.stderr,
             flush=True,
         )
+        if notify_ready:
+            ready = {"ready": True, "db": str(path), "last_seq": p.last_seq}
+            print(json.dumps(ready), flush=True)
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(p.wait_failed())
         try:
