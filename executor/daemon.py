@@ -572,9 +572,9 @@ class Executor(Reports):
         dirty = self.view.take_dirty()
         before = None if self._frags is None else self._frags.frags
         if full or dirty is None or self._frags is None:
-            return full_plan(self.state, self.book, cfg, before)
+            return full_plan(self.state, self.book, cfg, before, nat=self._nat)
         if drift:
-            return full_plan(self.state, self.book, cfg, before, dirty)
+            return full_plan(self.state, self.book, cfg, before, dirty, nat=self._nat)
         return incremental_plan(self.state, self.book, cfg, self._frags, dirty, self._nat)
 
     def _commit_pass(self, plan: PassPlan) -> None:
