@@ -131,3 +131,34 @@ async def test_a_pool_over_a_deleted_range_changes_the_set_without_drift(
     after = (await host_events(conn, "ha"))[before:]
     drift = [e for e in after if isinstance(e, HostNatApplied) and e.drift]
     assert drift == [], after
+
+
+@pytest.mark.netns
+async def test_a_host_whose_set_took_many_networks_is_not_lagging_in_status(
+    world: Lab, conn: Connection, service: Any, nats_url: str
+) -> None:
+    """The host changed its kernel for them but appends nothing: its liveness status must say
+    how far it applied all the same, or ``netledger status`` counts the registry's events
+    after its last status as not applied (lagging beyond 100, exit 1) until the heartbeat."""
+    from netledger.journal.stream import last_seq
+    from netledger.ops.status import DEFAULT_MAX_LAG, hosts_status
+
+    ha = world.ns("ha")
+    c = Client(conn)
+    [n1] = await c.create_networks(
+        label="one", cidr="10.47.0.0/24", mode="flat", bridge="brs1", network_host="ha"
+    )
+    await c.allocate_fixed_ip("vm-a", network_id=n1["id"], host="ha", project="p1")
+    world.executor(nats_url, "ha", ha, "--public-interface", "lo", once=False)
+    await until(lambda: netaddr.IPNetwork(n1["cidr"]) in fixed_set(ha))
+    await asyncio.sleep(1.5)
+    many = await c.create_networks(
+        label="many", cidr="10.60.0.0/16", num_networks=DEFAULT_MAX_LAG + 20,
+        network_size=256, mode="vlan", vlan_start=1000, network_host="hb",
+    )  # fmt: skip
+    await until(lambda: all(netaddr.IPNetwork(n["cidr"]) in fixed_set(ha) for n in many))
+    await asyncio.sleep(2.5)  # two sweeps more
+    [row] = [h for h in await hosts_status(conn, await last_seq(conn), DEFAULT_MAX_LAG)
+             if h["host"] == "ha"]  # fmt: skip
+    assert len(many) == DEFAULT_MAX_LAG + 20
+    assert not row["lagging"], row
