@@ -549,7 +549,15 @@ class Executor(Reports):
             self._record(self._envelopes(events, pass_id, len(reported)))
         elif self._unsent:  # what the log refused: tried again after every pass
             self._later(functools.partial(self._append, []))
-        if report.events or report.failures or now - self._status_at >= self.opts.heartbeat:
+        # A pass that changed the kernel says so even when it appended nothing (a set of fixed
+        # ranges that took the registry's new networks): else `status` counted the registry's
+        # events since its last status as not applied, until the heartbeat.
+        if (
+            report.events
+            or report.changes
+            or report.failures
+            or now - self._status_at >= self.opts.heartbeat
+        ):
             self._status_at = now
 
             async def status() -> None:
@@ -572,9 +580,9 @@ class Executor(Reports):
         dirty = self.view.take_dirty()
         before = None if self._frags is None else self._frags.frags
         if full or dirty is None or self._frags is None:
-            return full_plan(self.state, self.book, cfg, before)
+            return full_plan(self.state, self.book, cfg, before, nat=self._nat)
         if drift:
-            return full_plan(self.state, self.book, cfg, before, dirty)
+            return full_plan(self.state, self.book, cfg, before, dirty, nat=self._nat)
         return incremental_plan(self.state, self.book, cfg, self._frags, dirty, self._nat)
 
     def _commit_pass(self, plan: PassPlan) -> None:

@@ -200,7 +200,7 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
         if actual.nat is not None or not actual.nat_intact:
             nat.append(DeleteNat())
     elif actual.nat != desired.nat or not actual.nat_intact:
-        nat.append(SetNat(desired.nat))
+        nat.append(SetNat(desired.nat, was=actual.nat if actual.nat_intact else None))
 
     fwd: list[Op] = [SetForwarding(True)] if desired.forwarding and not actual.forwarding else []
     if desired.forwarding_v6 and not actual.forwarding_v6:

@@ -161,8 +161,8 @@ def applied_events(
         elif isinstance(op, SetNat):
             # drift: the log already said this table (it was changed behind our back)
             says = book.nat is not None and _says(book.nat, op.table, follows)
-            if says and follows and prev is not None and prev.nat != op.table:
-                continue  # the registry's ranges grew: the record (they follow it) still holds
+            if says and follows and _registry_moved(prev, op):
+                continue  # the registry's ranges moved: the record (they follow it) still holds
             out.append(_nat_applied(h, op.table, says, follows))
         elif isinstance(op, DeleteNat):
             out.append(HostNatRemoved(host=h, reason="no floating IP or served network left"))
@@ -282,6 +282,17 @@ def _says(record: HostNatApplied | None, t: NatTable | None, follows: bool) -> b
     ):
         return False
     return follows if record.fixed_space else record.snat_ranges == now.snat_ranges
+
+
+def _registry_moved(prev: HostDesired | None, op: SetNat) -> bool:
+    """Whether ``op`` writes the table because the registry's fixed ranges moved, not because
+    the kernel's table was changed behind our back: the table desired last pass was another
+    (``prev``), or — on a first pass, with nothing before it — the kernel's table differed only
+    in its set (a network or pool created while the executor was away; a set edited by hand
+    meanwhile cannot be told from that: the record does not list it)."""
+    if prev is not None:
+        return prev.nat != op.table
+    return op.was is not None and replace(op.was, fixed_ranges=op.table.fixed_ranges) == op.table
 
 
 def space_only(prev: HostDesired | None, desired: HostDesired) -> bool:

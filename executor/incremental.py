@@ -148,17 +148,21 @@ def full_plan(
     cfg: HostConfig,
     old: dict[str, Fragment] | None,
     dirty: set[str] | None = None,
+    nat: NatTable | None = None,
 ) -> PassPlan:
     """Every network. With ``dirty`` (and ``old``), only those fragments are recomputed — a
     pass after the kernel changed behind our back diffs everything, but nothing in the log
-    changed beyond ``dirty``."""
+    changed beyond ``dirty``. ``nat``: the NAT table of the last pass — ``prev``'s, as an
+    incremental plan has it (computed from ``old`` instead, it held the registry's fixed
+    ranges as they are now: a set the registry moved looked unchanged, and writing it to
+    the kernel looked like a repair of drift)."""
     if dirty is not None and old is not None:
         frags = {k: v for k, v in old.items() if k not in dirty}
         frags.update(fragments(state, book, cfg, only=dirty))
     else:
         frags = fragments(state, book, cfg)
     desired = assemble(frags, state, cfg)
-    prev = assemble(old, state, cfg) if old is not None else None
+    prev = assemble(old, state, cfg, nat=nat) if old is not None else None
     return PassPlan(
         desired=desired,
         scope=None,
@@ -184,7 +188,7 @@ def incremental_plan(
     frags = before.frags
     old = {n: frags[n] for n in dirty if n in frags}
     if needs_full(old, new):
-        return full_plan(state, book, cfg, frags)
+        return full_plan(state, book, cfg, frags, nat=nat)
     updates = {n: new.get(n) for n in dirty}
     space = fixed_space(state, cfg.fixed_range)
     nat_before = nat if nat is not None else nat_table(frags.values(), cfg, space)

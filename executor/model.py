@@ -308,6 +308,9 @@ class AddFdb(Op, frozen=True):
 
 class SetNat(Op, frozen=True):
     table: NatTable
+    #: the table the kernel had (None: none, not ours, or unknown) — what the report tells a
+    #: registry that moved from drift by
+    was: NatTable | None = None
 
     def target(self) -> str:
         return f"table ip {NAT_TABLE}"

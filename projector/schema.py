@@ -207,6 +207,9 @@ def _m0005_nat_fixed_space(db: sqlite_utils.Database) -> None:
     # A host's NAT record may say "the registry's fixed ranges" instead of listing them
     # (HostNatApplied.fixed_space): 1 then, and snat_ranges is []; NULL without a table.
     db.execute("ALTER TABLE hosts ADD COLUMN nat_fixed_space INTEGER")
+    # Every record so far listed its ranges: 0 where the last one is a table (snat_ranges is
+    # set by HostNatApplied alone), as a rebuild of the same log says (`verify`).
+    db.execute("UPDATE hosts SET nat_fixed_space = 0 WHERE snat_ranges IS NOT NULL")
 
 
 #: The events table's secondary indexes, exactly as migrations 0001 and 0003 create them (a test

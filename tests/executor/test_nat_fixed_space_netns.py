@@ -70,3 +70,95 @@ async def test_a_network_created_elsewhere_reaches_the_set_and_adds_nothing_to_t
     await asyncio.sleep(2.5)  # two more sweeps
     assert await last_on(conn, subject) == mark, "the host reported a network it does not serve"
     assert netaddr.IPNetwork(n1["cidr"]) in fixed_set(ha)
+
+
+@pytest.mark.netns
+async def test_a_restart_after_a_network_was_created_elsewhere_reports_no_drift(
+    world: Lab, conn: Connection, service: Any, nats_url: str
+) -> None:
+    """The first pass after a restart has no previous desired state: the set that grew while
+    the executor was away was reported as a NAT table repaired behind its back (drift) —
+    every NAT host at every restart or ``--once`` after a network was created anywhere."""
+    from netledger.events.host_events import HostNatApplied, HostReconciled
+    from tests.executor.test_executor_netns import host_events
+
+    ha = world.ns("ha")
+    c = Client(conn)
+    [n1] = await c.create_networks(
+        label="one", cidr="10.43.0.0/24", mode="flat", bridge="brs1", network_host="ha"
+    )
+    await c.allocate_fixed_ip("vm-a", network_id=n1["id"], host="ha", project="p1")
+    world.executor(nats_url, "ha", ha, "--public-interface", "lo")
+    before = len(await host_events(conn, "ha"))
+    [n3] = await c.create_networks(
+        label="three", cidr="10.44.0.0/24", mode="flat", bridge="brs3", network_host="hb"
+    )
+    world.executor(nats_url, "ha", ha, "--public-interface", "lo")
+    assert netaddr.IPNetwork(n3["cidr"]) in fixed_set(ha)
+    after = (await host_events(conn, "ha"))[before:]
+    nat = [e for e in after if isinstance(e, HostNatApplied)]
+    assert not any(e.drift for e in nat), nat
+    assert not any(e.drift_repairs for e in after if isinstance(e, HostReconciled)), after
+
+
+@pytest.mark.netns
+async def test_a_pool_over_a_deleted_range_changes_the_set_without_drift(
+    world: Lab, conn: Connection, service: Any, nats_url: str
+) -> None:
+    """A new pool takes a full pass, whose previous desired state was computed with the
+    registry as it is now: a pool cut out of a deleted network's range (the set shrinks) was
+    reported as the NAT table repaired behind the host's back, on every NAT host."""
+    from netledger.events.host_events import HostNatApplied
+    from tests.executor.test_executor_netns import host_events
+
+    ha = world.ns("ha")
+    c = Client(conn)
+    [n1] = await c.create_networks(
+        label="one", cidr="10.45.0.0/24", mode="flat", bridge="brs1", network_host="ha"
+    )
+    await c.allocate_fixed_ip("vm-a", network_id=n1["id"], host="ha", project="p1")
+    [gone] = await c.create_networks(
+        label="gone", cidr="10.46.0.0/24", mode="flat", bridge="brs2", network_host="hb"
+    )
+    await c.request("network.delete", {"network_id": gone["id"]})
+    world.executor(nats_url, "ha", ha, "--public-interface", "lo", once=False)
+    await until(lambda: netaddr.IPNetwork(gone["cidr"]) in fixed_set(ha))
+    await asyncio.sleep(1.5)
+    before = len(await host_events(conn, "ha"))
+    await c.request("floating_ip.pool_create", {"pool": "pub", "cidr": "10.46.0.0/29"})
+    await until(lambda: netaddr.IPNetwork("10.46.0.0/29") not in fixed_set(ha))
+    await asyncio.sleep(1.5)
+    after = (await host_events(conn, "ha"))[before:]
+    drift = [e for e in after if isinstance(e, HostNatApplied) and e.drift]
+    assert drift == [], after
+
+
+@pytest.mark.netns
+async def test_a_host_whose_set_took_many_networks_is_not_lagging_in_status(
+    world: Lab, conn: Connection, service: Any, nats_url: str
+) -> None:
+    """The host changed its kernel for them but appends nothing: its liveness status must say
+    how far it applied all the same, or ``netledger status`` counts the registry's events
+    after its last status as not applied (lagging beyond 100, exit 1) until the heartbeat."""
+    from netledger.journal.stream import last_seq
+    from netledger.ops.status import DEFAULT_MAX_LAG, hosts_status
+
+    ha = world.ns("ha")
+    c = Client(conn)
+    [n1] = await c.create_networks(
+        label="one", cidr="10.47.0.0/24", mode="flat", bridge="brs1", network_host="ha"
+    )
+    await c.allocate_fixed_ip("vm-a", network_id=n1["id"], host="ha", project="p1")
+    world.executor(nats_url, "ha", ha, "--public-interface", "lo", once=False)
+    await until(lambda: netaddr.IPNetwork(n1["cidr"]) in fixed_set(ha))
+    await asyncio.sleep(1.5)
+    many = await c.create_networks(
+        label="many", cidr="10.60.0.0/16", num_networks=DEFAULT_MAX_LAG + 20,
+        network_size=256, mode="vlan", vlan_start=1000, network_host="hb",
+    )  # fmt: skip
+    await until(lambda: all(netaddr.IPNetwork(n["cidr"]) in fixed_set(ha) for n in many))
+    await asyncio.sleep(2.5)  # two sweeps more
+    [row] = [h for h in await hosts_status(conn, await last_seq(conn), DEFAULT_MAX_LAG)
+             if h["host"] == "ha"]  # fmt: skip
+    assert len(many) == DEFAULT_MAX_LAG + 20
+    assert not row["lagging"], row
