@@ -35,6 +35,7 @@ from . import nlencode, nlparse
 from .incremental import Scope, network_of
 from .model import FLOOD_MAC, AddrState, LinkState
 from .netlink import RtSocket, in_netns
+from .slices import ITEMS, Steps, complete, sorted_steps
 
 log = logging.getLogger("netledger.executor.cache")
 
@@ -401,6 +402,12 @@ class KernelCache:
         ``narrow``, applied before anything is built). With a scope, the links are found
         through the cache's indexes (by name, by the network in their alias): an incremental
         pass pays for its networks, not for the host's thousands of links."""
+        return complete(self.state_steps(scope))
+
+    def state_steps(self, scope: Scope | None = None) -> Steps[CachedState]:
+        """:meth:`state` in steps (executor/slices.py): the cache as it is at the first step,
+        taken under its lock at once, then modelled in steps (the periodic sweep models the
+        whole host on the event loop, in slices)."""
         from .kernel import links_from
 
         with self._lock:
@@ -412,7 +419,7 @@ class KernelCache:
                 addrs = list(self.addrs.values())
                 fdb = list(self.fdb)
                 mine = set(self.links)
-                names = {x.ifindex: x.name or "" for x in raw}
+                names = None
             else:
                 mine = {by_name[n] for n in scope.links if n in by_name}
                 for nid in scope.networks:
@@ -431,22 +438,39 @@ class KernelCache:
                 around = {x.master for x in raw if x.master} | {x.parent for x in raw if x.parent}
                 around |= {i for i, _ in keys}
                 names = {i: self.links[i].name or "" for i in chosen | around if i in self.links}
-        links = links_from(raw, names)
+        yield
+        if names is None:
+            names = {x.ifindex: x.name or "" for x in raw}
+        links = []
+        for start in range(0, len(raw), ITEMS):
+            yield
+            links.extend(links_from(raw[start : start + ITEMS], names))
+        links = yield from sorted_steps(links)
         out_addrs = []
-        for a in addrs:
+        for i, a in enumerate(addrs):
+            if not i % ITEMS:
+                yield
             name = names.get(a.ifindex)
             if name is None:
                 continue
             key = (name, f"{a.address}/{a.prefixlen}")
             if a.ifindex in mine or (scope is not None and key in scope.addresses):
                 out_addrs.append(AddrState(key[0], key[1], a.broadcast))
+        yield
         ours_vx = {
             link.index: link.name
             for link in links
             if link.ours and link.kind == "vxlan" and link.index in mine
         }
-        out_fdb = [(ours_vx[i], dst) for i, dst in fdb if i in ours_vx]
-        return CachedState(links, sorted(out_addrs), sorted(set(out_fdb)), changes, by_name)
+        out_fdb = []
+        for i, (index, dst) in enumerate(fdb):
+            if not i % ITEMS:
+                yield
+            if index in ours_vx:
+                out_fdb.append((ours_vx[index], dst))
+        out_addrs = yield from sorted_steps(out_addrs)
+        out_fdb = yield from sorted_steps(set(out_fdb))
+        return CachedState(links, out_addrs, out_fdb, changes, by_name)
 
     def stats(self) -> dict[str, Any]:
         return {

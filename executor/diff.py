@@ -9,6 +9,11 @@ name, a missing physical interface) becomes a :class:`Conflict`, never an operat
 Order: removals first (addresses, flood entries, links), then bridges, their member links,
 repairs, enslaving, addresses, flood entries, NAT, forwarding — each step only needs what the
 previous ones made.
+
+:func:`diff_steps` is the same computation in steps (executor/slices.py: it yields every
+``ITEMS`` objects, its indexes and sorts are made in steps too), so that the periodic sweep
+diffs the whole host on the event loop in slices a change can come between. Its inputs are
+immutable values: the result is the same however it is sliced.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from .model import (
     ADDR_GEN_NONE,
     AddAddress,
     AddFdb,
+    AddrSpec,
     AddrState,
     Conflict,
     CreateLink,
@@ -28,6 +34,7 @@ from .model import (
     DeleteLink,
     DeleteNat,
     Enslave,
+    FdbSpec,
     HostActual,
     HostDesired,
     LinkSpec,
@@ -38,6 +45,7 @@ from .model import (
     SetLink,
     SetNat,
 )
+from .slices import ITEMS, Steps, complete, index_steps, sorted_steps
 
 
 def link_changes(spec: LinkSpec, link: LinkState, moved_masters: set[str]) -> tuple[str, ...]:
@@ -81,12 +89,19 @@ def address_is_ours(
 
 
 def diff(desired: HostDesired, actual: HostActual) -> Plan:
-    act = actual.link_map()
-    want = {s.name: s for s in desired.links}
+    return complete(diff_steps(desired, actual))
+
+
+def diff_steps(desired: HostDesired, actual: HostActual) -> Steps[Plan]:
+    """:func:`diff` in steps."""
+    act = yield from index_steps(actual.links, _name)
+    want = yield from index_steps(desired.links, _name)
     conflicts: list[Conflict] = []
     blocked: set[str] = set()
 
-    for spec in desired.links:
+    for i, spec in enumerate(desired.links):
+        if not i % ITEMS:
+            yield
         cur = act.get(spec.name)
         if len(spec.name) > MAX_IFNAME:
             conflicts.append(Conflict(spec.name, f"name longer than {MAX_IFNAME} characters"))
@@ -94,7 +109,9 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
         elif cur is not None and not cur.ours:
             conflicts.append(Conflict(spec.name, "a link that is not ours has this name"))
             blocked.add(spec.name)
-    for spec in desired.links:
+    for i, spec in enumerate(desired.links):
+        if not i % ITEMS:
+            yield
         if spec.kind == "bridge" or spec.name in blocked:
             continue
         if spec.master in blocked:
@@ -107,7 +124,9 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
     # --- links that go: ours and no longer desired, or desired with another identity
     gone: set[str] = set()
     del_links: list[Op] = []
-    for link in actual.links:
+    for i, link in enumerate(actual.links):
+        if not i % ITEMS:
+            yield
         if not link.ours:
             continue
         wanted = want.get(link.name)
@@ -124,7 +143,10 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
     created: set[str] = set()
     creates: list[Op] = []
     repairs: list[Op] = []
-    for spec in sorted(desired.links, key=lambda s: (s.kind != "bridge", s.name)):
+    bridges_first = yield from sorted_steps(desired.links, key=_bridges_first)
+    for i, spec in enumerate(bridges_first):
+        if not i % ITEMS:
+            yield
         if spec.name in blocked:
             continue
         cur = act.get(spec.name)
@@ -138,7 +160,9 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
     moved = gone | created
 
     enslaves: list[Op] = []
-    for e in desired.enslaved:
+    for i, e in enumerate(desired.enslaved):
+        if not i % ITEMS:
+            yield
         if e.master in blocked:
             continue
         cur = act.get(e.interface)
@@ -157,11 +181,14 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
             conflicts.append(Conflict(e.interface, f"enslaved to {cur.master}, which is not ours"))
 
     # --- addresses
+    yield
     floating = [netaddr.IPNetwork(r) for r in desired.floating_ranges]
-    want_addr = {a.key: a for a in desired.addresses}
-    have_addr = {a.key: a for a in actual.addresses}
+    want_addr = yield from index_steps(desired.addresses, _key)
+    have_addr = yield from index_steps(actual.addresses, _key)
     del_addr: list[Op] = []
-    for a in actual.addresses:
+    for i, a in enumerate(actual.addresses):
+        if not i % ITEMS:
+            yield
         if a.interface in gone or not address_is_ours(a, act, floating):
             continue
         w = want_addr.get(a.key)
@@ -170,7 +197,9 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
         elif w.interface not in blocked and w.broadcast and a.broadcast != w.broadcast:
             del_addr.append(DeleteAddress(a.interface, a.address, w.network_id, "replaced"))
     add_addr: list[Op] = []
-    for w in desired.addresses:
+    for i, w in enumerate(desired.addresses):
+        if not i % ITEMS:
+            yield
         if w.interface in blocked:
             continue
         if w.interface not in want and w.interface not in act:
@@ -181,18 +210,21 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
             add_addr.append(AddAddress(w))
 
     # --- flood entries (read from our VXLAN links only)
-    want_fdb = {f.key: f for f in desired.fdb}
+    want_fdb = yield from index_steps(desired.fdb, _key)
     have_fdb = set(actual.fdb)
-    del_fdb: list[Op] = [
-        DeleteFdb(i, d, "stale")
-        for (i, d) in sorted(have_fdb)
-        if i not in gone and (i, d) not in want_fdb
-    ]
-    add_fdb: list[Op] = [
-        AddFdb(f)
-        for f in desired.fdb
-        if f.interface not in blocked and (f.interface in moved or f.key not in have_fdb)
-    ]
+    del_fdb: list[Op] = []
+    have_sorted = yield from sorted_steps(have_fdb)
+    for i, (iface, dst) in enumerate(have_sorted):
+        if not i % ITEMS:
+            yield
+        if iface not in gone and (iface, dst) not in want_fdb:
+            del_fdb.append(DeleteFdb(iface, dst, "stale"))
+    add_fdb: list[Op] = []
+    for i, f in enumerate(desired.fdb):
+        if not i % ITEMS:
+            yield
+        if f.interface not in blocked and (f.interface in moved or f.key not in have_fdb):
+            add_fdb.append(AddFdb(f))
 
     # --- NAT: the whole table or nothing
     nat: list[Op] = []
@@ -219,6 +251,18 @@ def diff(desired: HostDesired, actual: HostActual) -> Plan:
         *fwd,
     )
     return Plan(ops=tuple(ops), conflicts=tuple(conflicts))
+
+
+def _bridges_first(s: LinkSpec) -> tuple[bool, str]:
+    return (s.kind != "bridge", s.name)
+
+
+def _name(x: LinkSpec | LinkState) -> str:
+    return x.name
+
+
+def _key(x: AddrSpec | AddrState | FdbSpec) -> tuple[str, str]:
+    return x.key
 
 
 def _nid(alias: str | None) -> str | None:

@@ -37,6 +37,7 @@ from .model import (
     LinkSpec,
     NatTable,
 )
+from .slices import ITEMS, Steps, complete, sorted_steps
 
 #: Modes whose served networks get a DHCP server (plain flat injects addresses instead).
 DHCP_MODES = ("flat_dhcp", "vlan", "vxlan")
@@ -279,13 +280,23 @@ def assemble(
 ) -> HostDesired:
     """The desired state made of ``frags``; ``nat``, when given, is used as the NAT table (an
     incremental pass computes it from every fragment, not only those it assembles)."""
+    return complete(assemble_steps(frags, state, cfg, nat))
+
+
+def assemble_steps(
+    frags: dict[str, Fragment], state: State, cfg: HostConfig, nat: NatTable | None = None
+) -> Steps[HostDesired]:
+    """:func:`assemble` in steps (executor/slices.py: the periodic sweep assembles the whole
+    host on the event loop); ``state`` is read in its last step."""
     links: dict[str, LinkSpec] = {}
     addresses: dict[tuple[str, str], AddrSpec] = {}
     fdb: dict[tuple[str, str], FdbSpec] = {}
     enslaved: dict[str, EnslaveSpec] = {}
     pieces: list[DhcpPiece] = []
     served = served6 = False
-    for nid in sorted(frags):
+    for i, nid in enumerate(sorted(frags)):
+        if not i % ITEMS:
+            yield
         f = frags[nid]
         # Flat networks may share one bridge: it is named after the lowest network id.
         links.setdefault(f.bridge.name, f.bridge)
@@ -301,18 +312,22 @@ def assemble(
         served6 |= f.served6
         if f.dhcp is not None:
             pieces.append(f.dhcp)
+    sorted_links = yield from sorted_steps(links.values())
+    sorted_addresses = yield from sorted_steps(addresses.values())
+    sorted_fdb = yield from sorted_steps(fdb.values())
+    dhcp = yield from dhcp_assemble_steps(pieces, cfg)
+    if nat is None:
+        nat = yield from nat_table_steps(frags.values(), cfg, fixed_space(state, cfg.fixed_range))
     return HostDesired(
-        links=tuple(sorted(links.values())),
-        addresses=tuple(sorted(addresses.values())),
-        fdb=tuple(sorted(fdb.values())),
+        links=tuple(sorted_links),
+        addresses=tuple(sorted_addresses),
+        fdb=tuple(sorted_fdb),
         enslaved=tuple(sorted(enslaved.values())),
-        nat=nat_table(frags.values(), cfg, fixed_space(state, cfg.fixed_range))
-        if nat is None
-        else nat,
+        nat=nat,
         forwarding=served,
         forwarding_v6=served6,
         floating_ranges=floating_ranges(state),
-        dhcp=dhcp_assemble(pieces, cfg),
+        dhcp=dhcp,
     )
 
 
@@ -320,10 +335,19 @@ def nat_table(frags: Iterable[Fragment], cfg: HostConfig, space: tuple[str, ...]
     """The host's NAT table: the floating IPs of the networks it serves, and — once it serves
     an IPv4 range — the set of fixed ranges, ``space`` (:func:`fixed_space`): every network's,
     not only those served here (traffic to a range another host serves is not NATed either)."""
+    return complete(nat_table_steps(frags, cfg, space))
+
+
+def nat_table_steps(
+    frags: Iterable[Fragment], cfg: HostConfig, space: tuple[str, ...]
+) -> Steps[NatTable]:
+    """:func:`nat_table` in steps."""
     floating: list[tuple[str, str]] = []
     served = False
     routed6: set[tuple[str, str]] = set()
-    for f in frags:
+    for i, f in enumerate(frags):
+        if not i % ITEMS:
+            yield
         floating.extend(f.floating)
         served |= f.fixed_range is not None
         if f.routed6 is not None:
@@ -331,8 +355,9 @@ def nat_table(frags: Iterable[Fragment], cfg: HostConfig, space: tuple[str, ...]
     v6 = tuple(sorted(routed6, key=lambda r: (r[0], _cidr_key(r[1]))))
     if not floating and not served:
         return NatTable(routed_v6=v6)
+    by_address = yield from sorted_steps(floating, key=lambda fx: _ip_key(fx[0]))
     return NatTable(
-        floating=tuple(sorted(floating, key=lambda fx: _ip_key(fx[0]))),
+        floating=tuple(by_address),
         fixed_ranges=space,
         snat_to=cfg.snat_address,
         masquerade_interface=None if cfg.snat_address else cfg.public_interface,
@@ -449,11 +474,19 @@ def dhcp_piece(n: NetworkState, cfg: HostConfig) -> DhcpPiece:
 
 def dhcp_assemble(pieces: Iterable[DhcpPiece], cfg: HostConfig) -> tuple[DhcpSpec, ...]:
     """One dnsmasq per bridge (flat networks may share one)."""
+    return complete(dhcp_assemble_steps(pieces, cfg))
+
+
+def dhcp_assemble_steps(
+    pieces: Iterable[DhcpPiece], cfg: HostConfig
+) -> Steps[tuple[DhcpSpec, ...]]:
+    """:func:`dhcp_assemble` in steps (one bridge a step, or :data:`ITEMS` of its hosts)."""
     by_bridge: dict[str, list[DhcpPiece]] = {}
     for p in pieces:
         by_bridge.setdefault(p.bridge, []).append(p)
     specs = []
     for bridge, group in sorted(by_bridge.items()):
+        yield
         group.sort(key=lambda p: _id_key(p.network_id))
         # address -> (mac, instance, IPv4, IPv6)
         entries: dict[str, tuple[str, str, str | None, str | None]] = {}
@@ -462,7 +495,10 @@ def dhcp_assemble(pieces: Iterable[DhcpPiece], cfg: HostConfig) -> tuple[DhcpSpe
                 entries[address] = (mac, instance, v4, v6)
         hosts = []
         taken: set[str] = set()
-        for address in sorted(entries, key=_ip_sort):
+        in_order = yield from sorted_steps(entries, key=_ip_sort)
+        for i, address in enumerate(in_order):
+            if not i % ITEMS:
+                yield
             mac, instance, v4, v6 = entries[address]
             name = hostname_for(instance)
             if name in taken:

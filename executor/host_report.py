@@ -32,6 +32,8 @@ from .kernel import OpResult
 from .model import (
     AddAddress,
     AddFdb,
+    AddrSpec,
+    AddrState,
     CreateLink,
     DeleteAddress,
     DeleteFdb,
@@ -40,11 +42,14 @@ from .model import (
     Enslave,
     HostActual,
     HostDesired,
+    LinkSpec,
+    LinkState,
     NatTable,
     SetForwarding,
     SetLink,
     SetNat,
 )
+from .slices import ITEMS, Steps, complete, index_steps
 
 
 def applied_events(
@@ -182,6 +187,19 @@ def record_fixes(
 ) -> list[HostEvent]:
     """Keep the log's record of this host equal to the kernel (crash between apply and log).
     ``follows``: as for :func:`applied_events`."""
+    return complete(record_fixes_steps(h, book, desired, emitted, final, follows))
+
+
+def record_fixes_steps(
+    h: str,
+    book: HostBook,
+    desired: HostDesired,
+    emitted: list[HostEvent],
+    final: HostActual,
+    follows: bool = True,
+) -> Steps[list[HostEvent]]:
+    """:func:`record_fixes` in steps (executor/slices.py); ``book`` is read in the first step
+    (its links, addresses and flood entries) and the last (NAT, forwarding)."""
     links = set(book.links)
     addrs = set(book.addresses)
     fdb = set(book.fdb)
@@ -199,8 +217,8 @@ def record_fixes(
         elif isinstance(e, HostFdbRemoved):
             fdb.discard((e.interface, e.dst))
     out: list[HostEvent] = []
-    want = {s.name: s for s in desired.links}
-    have = {link.name: link for link in final.links if link.ours}
+    want = yield from index_steps(desired.links, _name)
+    have = yield from index_steps(final.links, _name, keep=_ours)
     for name in sorted(set(have) - links):
         s = want.get(name)
         out.append(
@@ -217,8 +235,15 @@ def record_fixes(
         out.append(
             HostLinkRemoved(host=h, name=name, kind="", network_id=None, reason="found-gone")
         )
-    want_addr = {a.key: a for a in desired.addresses}
-    have_addr = {a.key for a in final.addresses if a.key in want_addr}
+    want_addr = yield from index_steps(desired.addresses, _key)
+    have_addr: set[tuple[str, str]] = set()
+    final_keys: set[tuple[str, str]] = set()
+    for i, a in enumerate(final.addresses):
+        if not i % ITEMS:
+            yield
+        final_keys.add(a.key)
+        if a.key in want_addr:
+            have_addr.add(a.key)
     for key in sorted(have_addr - addrs):
         out.append(
             HostAddressAdded(
@@ -229,7 +254,6 @@ def record_fixes(
                 drift=False,
             )
         )
-    final_keys = {a.key for a in final.addresses}
     for key in sorted(addrs - final_keys):
         out.append(
             HostAddressRemoved(
@@ -245,8 +269,21 @@ def record_fixes(
                 host=h, interface=key[0], dst=key[1], network_id=None, reason="found-gone"
             )
         )
+    yield
     out.extend(_nat_and_forwarding_fixes(h, book, desired, emitted, final, follows))
     return out
+
+
+def _name(x: LinkSpec | LinkState) -> str:
+    return x.name
+
+
+def _key(x: AddrSpec | AddrState) -> tuple[str, str]:
+    return x.key
+
+
+def _ours(x: LinkState) -> bool:
+    return x.ours
 
 
 def _nat_applied(h: str, t: NatTable, drift: bool, follows: bool) -> HostNatApplied:
