@@ -10,7 +10,7 @@ everything again) and otherwise known from what this executor applied.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import nft
 from .cache import KernelCache
@@ -33,6 +33,15 @@ from .model import (
 MAX_ROUNDS = 3
 
 
+class HostRead(NamedTuple):
+    """The NAT tables and forwarding as read from the host."""
+
+    nat: NatTable | None
+    nat_intact: bool
+    forwarding: bool
+    forwarding_v6: bool
+
+
 class Converger:
     def __init__(self, kernel: Kernel, cache: KernelCache) -> None:
         self.kernel = kernel
@@ -48,6 +57,21 @@ class Converger:
         #: the cache was dumped just before the next full pass (the daemon's periodic sweep
         #: dumps beside the passes, executor/daemon.py): that pass need not dump it again
         self.dumped = False
+        #: how many times what the converger holds of the NAT tables and forwarding was set
+        #: (read, or applied): a read made before a later one is stale
+        self.host_writes = 0
+
+    def read_host(self) -> HostRead:
+        """The NAT tables and forwarding as the host has them now; kept nowhere (the periodic
+        sweep reads them in a worker thread, beside the passes, and compares)."""
+        nat, intact = nft.read(self.kernel.netns)
+        return HostRead(
+            nat, intact, self.kernel.read_forwarding(), self.kernel.read_forwarding_v6()
+        )
+
+    def holds(self) -> HostRead:
+        """What the converger holds of the NAT tables and forwarding (read or applied)."""
+        return HostRead(self.nat, self.nat_intact, self.forwarding, self.forwarding_v6)
 
     def actual(self, full: bool, scope: Scope | None = None) -> tuple[HostActual, dict[str, int]]:
         """The actual state (cut down to ``scope``) and every link's index (for applying)."""
@@ -56,9 +80,8 @@ class Converger:
                 self.cache.resync()
             self.dumped = False
         if full or not self._host_known:
-            self.nat, self.nat_intact = nft.read(self.kernel.netns)
-            self.forwarding = self.kernel.read_forwarding()
-            self.forwarding_v6 = self.kernel.read_forwarding_v6()
+            self.nat, self.nat_intact, self.forwarding, self.forwarding_v6 = self.read_host()
+            self.host_writes += 1
             self._host_known = True
         links, addresses, fdb, changes, index = self.cache.state(scope)
         self.seen_changes = changes
@@ -77,6 +100,8 @@ class Converger:
         """What was applied to the NAT table and ip_forward is now what the host has."""
         for r in results:
             op = r.op
+            if isinstance(op, SetNat | DeleteNat | SetForwarding):
+                self.host_writes += 1
             if isinstance(op, SetNat | DeleteNat):
                 if r.ok:
                     self.nat = op.table if isinstance(op, SetNat) else None

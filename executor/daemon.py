@@ -57,6 +57,8 @@ from .options import Options, PassReport
 from .reports import Reports
 from .sightings import SightingReporter, start_reporter, stop_reporter
 from .snapshot import SETTLE_PAUSE_S, SETTLE_TRIES, ViewSnapshots
+from .sweep import Swept, Touched
+from .sweeping import Sweeping
 from .tasks import stop_task
 from .view import HostView
 
@@ -70,7 +72,7 @@ class ApplyIncomplete(ExecutorError):
     code = "apply_incomplete"
 
 
-class Executor(Reports):
+class Executor(Reports, Sweeping):
     def __init__(self, conn: Connection, cfg: HostConfig, opts: Options | None = None) -> None:
         self.conn = conn
         self.cfg = cfg
@@ -95,6 +97,11 @@ class Executor(Reports):
         self.passes = 0
         #: the last periodic dump of the kernel (ms), told with the sweep that follows it
         self._dump_ms = 0.0
+        #: while a periodic sweep's check runs: what the passes of changes look at meanwhile
+        #: (executor/sweep.py: its findings there are stale)
+        self._touched: Touched | None = None
+        #: the periodic sweep up to its verdict, beside the passes (executor/sweeping.py)
+        self._sweep_task: asyncio.Task[Swept | None] | None = None
         self.sightings: SightingReporter | None = None
         self.started_at = time.time()
         self._kv: Any = None
@@ -281,6 +288,8 @@ class Executor(Reports):
         try:
             await self._run_forever()
         finally:
+            await stop_task(self._sweep_task)  # stopped: already done; cancelled: cancel it
+            self._sweep_task = None
             await stop_task(watch)
             await stop_reporter(reporter)
 
@@ -298,17 +307,17 @@ class Executor(Reports):
         """A pass after every change, and the periodic sweep every --interval seconds."""
         loop = asyncio.get_running_loop()
         next_periodic = loop.time() + self.opts.interval
-        # The sweep's dump of the kernel runs beside the passes: a change that comes meanwhile
-        # is applied at once instead of waiting for it (the dump is most of a sweep: ~0.1 s
-        # at 2,000 links, and it grows with the host). The sweep itself follows the dump.
-        dumping: asyncio.Future[None] | None = None
+        # The sweep runs beside the passes up to its verdict (executor/sweeping.py): its dump
+        # of the kernel in a worker thread, its check of the whole host in slices on the loop.
+        # A change that comes meanwhile is applied at once instead of waiting for it.
         while not self._stop.is_set():
-            timeout = None if dumping is not None else max(0.0, next_periodic - loop.time())
+            sweeping = self._sweep_task
+            timeout = None if sweeping is not None else max(0.0, next_periodic - loop.time())
             dirty = asyncio.ensure_future(self._dirty.wait())
             stop = asyncio.ensure_future(self._stop.wait())
             waits: set[asyncio.Future[Any]] = {dirty, stop}
-            if dumping is not None:
-                waits.add(dumping)
+            if sweeping is not None:
+                waits.add(sweeping)
             try:
                 await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -316,8 +325,8 @@ class Executor(Reports):
                     t.cancel()
                 await asyncio.gather(dirty, stop, return_exceptions=True)
             if self._stop.is_set():
-                if dumping is not None:
-                    await asyncio.gather(dumping, return_exceptions=True)
+                if sweeping is not None:  # it stops between two slices
+                    await asyncio.gather(sweeping, return_exceptions=True)
                 break
             if self.follower is not None and self.follower.failure is not None:
                 if isinstance(self.follower.failure, NetledgerError):
@@ -331,19 +340,21 @@ class Executor(Reports):
                     max(0.0, self._last_pass_end + self.opts.debounce - loop.time())
                 )
                 reason = "change"
-            elif dumping is not None:
-                if not dumping.done():
+            elif sweeping is not None:
+                if not sweeping.done():
                     continue
-                failed = dumping.exception()
-                if failed is not None:  # the sweep dumps again itself
-                    log.warning("reading the kernel for the periodic sweep failed: %s", failed)
-                elif self.converger is not None:
-                    self.converger.dumped = True
-                dumping = None
-                reason = "periodic"
                 next_periodic = loop.time() + self.opts.interval
+                # No change waits (the branch above): the verdict is taken now, at once.
+                self._sweep_task = None
+                if self._sweep_end(sweeping) is not None:
+                    self._last_pass_end = loop.time()
+                    self._maybe_snapshot()
+                    continue
+                reason = "periodic"  # it found something to do: the whole pass, now
             elif self.cache is not None and self.opts.live_kernel:
-                dumping = asyncio.ensure_future(self._dump(self.cache))
+                self._sweep_task = asyncio.create_task(
+                    self._sweep_check(), name="netledger-executor-sweep"
+                )
                 continue
             else:
                 reason = "periodic"
@@ -354,12 +365,6 @@ class Executor(Reports):
                 log.error("reconcile failed: [%s] %s", exc.code, exc.message)
             self._last_pass_end = loop.time()
             self._maybe_snapshot()
-
-    async def _dump(self, cache: KernelCache) -> None:
-        """The periodic sweep's dump of the kernel (in a worker thread, beside the passes)."""
-        t0 = time.monotonic()
-        await asyncio.to_thread(cache.resync)
-        self._dump_ms = round((time.monotonic() - t0) * 1000, 1)
 
     # --- the view's snapshot ------------------------------------------------------------------
 
@@ -438,6 +443,8 @@ class Executor(Reports):
         # The kernel changed behind our back: diff the whole host (against the cache).
         plan = self._plan_pass(cfg, full, drift=self._kernel_dirty)
         desired, scope, changed = plan.desired, plan.scope, plan.changed
+        if self._touched is not None:  # a sweep's check runs: what this pass looks at is ours
+            self._touched.add(scope)
         assert self.converger is not None
         drift = self._kernel_dirty
         self._kernel_dirty = False
@@ -540,14 +547,31 @@ class Executor(Reports):
             metrics.executor_failed(cfg.host, type(r.op).__name__)
         self._reported_failures = failures if scope is None else self._reported_failures | failures
         self._commit_pass(plan)
+        report.events = len(reported) + len(events)
+        if events:
+            self._record(self._envelopes(events, pass_id, len(reported)))
+        self._pass_done(report, reason, now, retry=not events)
+        if report.changes:
+            log.info(
+                "%s pass: %d changes (%d drift repairs) in %.1f ms, log at %d",
+                reason,
+                report.changes,
+                report.drift_repairs,
+                report.duration_ms,
+                applied_seq,
+            )
+        return report
+
+    def _pass_done(self, report: PassReport, reason: str, now: float, retry: bool) -> None:
+        """Count the pass, complete its report, write the status when due (after a pass that
+        appends, changed the kernel or failed, and at least every heartbeat); ``retry``: append
+        what the log refused before (tried again after every pass that appends nothing new)."""
+        assert self.follower is not None
         self.passes += 1
         report.events_read = self.follower.handled
         report.snapshot_seq = self.snapshots.stats.loaded_seq if self.snapshots else None
         report.share_networks = len(self.view.networks) if self.opts.share else None
-        report.events = len(reported) + len(events)
-        if events:
-            self._record(self._envelopes(events, pass_id, len(reported)))
-        elif self._unsent:  # what the log refused: tried again after every pass
+        if retry and self._unsent:
             self._later(functools.partial(self._append, []))
         # A pass that changed the kernel says so even when it appended nothing (a set of fixed
         # ranges that took the registry's new networks): else `status` counted the registry's
@@ -564,16 +588,6 @@ class Executor(Reports):
                 await self._put_status(report, reason)
 
             self._later(status)
-        if report.changes:
-            log.info(
-                "%s pass: %d changes (%d drift repairs) in %.1f ms, log at %d",
-                reason,
-                report.changes,
-                report.drift_repairs,
-                report.duration_ms,
-                applied_seq,
-            )
-        return report
 
     def _plan_pass(self, cfg: HostConfig, full: bool, drift: bool = False) -> PassPlan:
         """What a pass diffs: everything, or only the networks the folded events touched."""

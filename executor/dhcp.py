@@ -420,14 +420,26 @@ class Dnsmasq:
             # starts below, which report it.
             with contextlib.suppress(OSError, DhcpFailed):
                 self._prepare()
-        running: Mapping[str, str] = book.running
+        return self.apply(self.planned(desired, kernel, book.running, book.network, bridges))
+
+    def planned(
+        self,
+        desired: Sequence[DhcpSpec],
+        kernel: HostActual,
+        running: Mapping[str, str],
+        networks: Mapping[str, str | None],
+        bridges: set[str] | None = None,
+    ) -> tuple[Op, ...]:
+        """What :meth:`reconcile` would do, from what runs now and the log's record
+        (``running``, ``networks``: :class:`DhcpBook`'s); nothing done (the periodic sweep
+        only looks: executor/sweep.py)."""
         actual = self.read(bridges)
         if bridges is not None:
-            running = {b: d for b, d in book.running.items() if b in bridges}
-        ops = plan(desired, actual, self.argv, running, book.network)
+            running = {b: d for b, d in running.items() if b in bridges}
+        ops = plan(desired, actual, self.argv, running, networks)
         present = {(a.interface, a.address.split("/")[0]) for a in kernel.addresses}
         ready = {s.bridge for s in desired if gateways(s) <= present}
-        return self.apply(
+        return tuple(
             op
             for op in ops
             if not isinstance(op, StartDhcp | ReloadDhcp) or op.spec.bridge in ready

@@ -23,6 +23,9 @@ class PassReport:
     #: a periodic sweep: how long its dump of the kernel took, beside the passes before it
     #: (not in ``duration_ms``: nothing waited for it)
     dump_ms: float = 0.0
+    #: a periodic sweep: the longest slice of its check on the event loop — what a change that
+    #: came during the sweep could wait for (executor/sweeping.py)
+    slice_ms: float = 0.0
     #: messages of the log read since start, and networks in the share (None: whole log)
     events_read: int = 0
     share_networks: int | None = None

@@ -80,6 +80,7 @@ class Reports:
                 "drift_repairs": report.drift_repairs,
                 "duration_ms": report.duration_ms,
                 "dump_ms": report.dump_ms,
+                "slice_ms": report.slice_ms,
                 "failures": len(report.failures),
                 "conflicts": len(report.conflicts),
                 "events_read": self.view.follower.handled
