@@ -46,6 +46,10 @@ Handler = Callable[[int, str, "Envelope | None", "DecodeError | None", Msg], Non
 
 _V1_ACK_TOKENS = 9
 
+#: headers the server keeps on each message of an atomic batch; the last one also has the commit
+BATCH_ID = "Nats-Batch-Id"
+BATCH_COMMIT = "Nats-Batch-Commit"
+
 
 def seq_and_pending(msg: Msg) -> tuple[int, int]:
     """(stream sequence, messages left for the consumer) of a delivered message, read from its
@@ -91,8 +95,13 @@ class Follower:
         self.position = start_seq - 1
         #: messages handled since start (what this reader paid for)
         self.handled = 0
-        #: messages left for this reader when the last one was delivered (its lag)
+        #: messages left for this reader when the last one was delivered (its lag). Not a
+        #: sign of what is still to come: the server may deliver an atomic batch's first
+        #: message with 0 pending, before it counts the rest of the batch
         self.pending: int | None = None
+        #: the last message handled is one of an atomic batch, not its last (the commit): more
+        #: of that batch is stored and on its way (see :meth:`batch_read`)
+        self.in_batch = False
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = 0
         self._sub: Any = None
@@ -214,6 +223,8 @@ class Follower:
         if seq > self.highest_seen:
             self.highest_seen = seq
         self.pending = pending
+        h = msg.headers
+        self.in_batch = h is not None and BATCH_ID in h and BATCH_COMMIT not in h
         w = self._waiters
         while w and w[0][0] <= seq:
             fut = heapq.heappop(w)[2]
@@ -245,6 +256,13 @@ class Follower:
             # stop(): nobody would retrieve it ("Future exception was never retrieved").
             if not fut.done():
                 fut.cancel()
+
+    async def batch_read(self, timeout: float | None = 30.0) -> None:
+        """Wait until the last message handled is not inside an atomic batch: the batch was
+        committed whole before its first message was delivered, so the rest follows. Meant for
+        a follower of the whole log (one of a share may never get the batch's commit)."""
+        while self.in_batch:
+            await self.wait_for(self.applied_seq + 1, timeout)
 
     async def catch_up(self, timeout: float | None = 60.0) -> int:
         """Wait until everything in the stream right now has been handled; return that seq.

@@ -277,7 +277,9 @@ async def test_external_server_is_reported_never_restarted(tmp_path: Path) -> No
                     [net] = await Client(conn).create_networks(
                         label="big", cidr="10.42.0.0/16", mode="flat", network_size=65536
                     )
-                    allocs = Allocators(conn, net["id"], workers=4)
+                    # 8 clients: the 8 failed answers waited for below come in one round of
+                    # ~3 s each (4 clients took two rounds, 9-12 s for the test)
+                    allocs = Allocators(conn, net["id"], workers=8)
                     allocs.start()
                     await wait_until(lambda: _count(allocs, "ok", 100), 20)
                     pid = server.proc.pid if server.proc else None

@@ -213,7 +213,8 @@ async def test_the_child_hands_over_each_message_once_in_order_up_to_the_end(
 async def test_a_child_that_cannot_connect_leaves_everything_to_the_caller(
     nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
 ) -> None:
-    c = await connect(nats_server.url, name="test", allow_reconnect=False)
+    # The child tries for its connection's bound (connect_timeout * 2 + 1): 2 s, not 5
+    c = await connect(nats_server.url, name="test", allow_reconnect=False, connect_timeout=0.5)
     try:
         await ensure_stream(c)
         nats_server.stop()
