@@ -362,6 +362,14 @@ def _sync_interval(ctx: click.Context, param: click.Parameter, value: str) -> st
     " commands costs one commit per interval instead of one per event (0: each at once).",
 )
 @click.option(
+    "--projector-metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve the projector's Prometheus metrics (netledger_projector_*) on this port: it"
+    " runs as serve's child process, so they are not on --metrics-port (off by default).",
+)
+@click.option(
     "--release-timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=600.0,
@@ -442,6 +450,7 @@ def serve(
     replicas: int,
     projector: bool,
     projector_linger_ms: float,
+    projector_metrics_port: int | None,
     release_timeout: float,
     reclaim_after: float | None,
     auth_config: str | None,
@@ -476,6 +485,7 @@ def serve(
             replicas=replicas,
             run_projector=projector,
             projector_linger=projector_linger_ms / 1000,
+            projector_metrics_port=projector_metrics_port,
             connect_kwargs=settings.connect_kwargs(),
             release_timeout=release_timeout,
             reclaim_after=reclaim_after,

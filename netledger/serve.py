@@ -39,6 +39,7 @@ async def serve_forever(
     replicas: int,
     run_projector: bool,
     projector_linger: float | None = None,
+    projector_metrics_port: int | None = None,
     connect_kwargs: dict[str, Any] | None = None,
     release_timeout: float = 600.0,
     reclaim_after: float | None = None,
@@ -123,7 +124,11 @@ async def serve_forever(
             pointer = None
             if run_projector:
                 projector = await _start_projector(
-                    nats_url, data_dir / "projection.db", projector_linger, connect_kwargs
+                    nats_url,
+                    data_dir / "projection.db",
+                    projector_linger,
+                    connect_kwargs,
+                    projector_metrics_port,
                 )
                 # Clients on this machine find this projection through it (netledger.ops.locate).
                 pointer = write_pointer(data_dir, data_dir / "projection.db", nats_url)
@@ -168,7 +173,11 @@ async def serve_forever(
 
 
 async def _start_projector(
-    nats_url: str, db_path: Path, linger: float | None, connect_kwargs: dict[str, Any] | None
+    nats_url: str,
+    db_path: Path,
+    linger: float | None,
+    connect_kwargs: dict[str, Any] | None,
+    metrics_port: int | None = None,
 ) -> Any:
     """The projector as serve's child process (projector/child.py: its reading of the log
     does not share the command service's event loop), once it has opened the projection."""

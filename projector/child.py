@@ -66,8 +66,10 @@ class ProjectorProcess:
         *,
         linger: float | None = None,
         connect_kwargs: dict[str, Any] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.nats_url = nats_url
+        self.metrics_port = metrics_port
         self.db_path = db_path
         self.linger = linger
         self.connect_kwargs = connect_kwargs or {}
@@ -83,6 +85,8 @@ class ProjectorProcess:
         argv += ["projector", "run", "--db", str(self.db_path), "--notify-ready"]
         if self.linger is not None:
             argv += ["--linger-ms", f"{self.linger * 1000:g}"]
+        if self.metrics_port is not None:
+            argv += ["--metrics-port", str(self.metrics_port)]
         return argv
 
     def env(self) -> dict[str, str]:

@@ -107,3 +107,24 @@ def test_serve_stops_when_its_projector_process_dies(tmp_path: Path) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+async def test_the_childs_metrics_are_on_their_own_port(
+    conn: Connection, nats_url: str, tmp_path: Path
+) -> None:
+    """serve's --metrics-port is the service's process; the projector's metrics come from its
+    child, on ``serve --projector-metrics-port``."""
+    import urllib.request
+
+    db = tmp_path / "p.db"
+    await publish_event(conn, net("1"))
+    port = free_port()
+    child = ProjectorProcess(nats_url, db, linger=0.0, metrics_port=port)
+    await child.start()
+    try:
+        await _until_projected(db, 1)
+        url = f"http://127.0.0.1:{port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+    finally:
+        await child.close()
+    assert b"netledger_projector_events_total" in body
