@@ -24,6 +24,7 @@ from netledger.ops.config import ENV_PREFIX, RESERVE, Reserve, config_option
 from netledger.ops.duration import DURATION
 from netledger.ops.locate import projection_db
 from netledger.ops.logs import LEVELS, setup_logging
+from netledger.projector.options import linger_option
 
 
 def client_call(
@@ -352,15 +353,7 @@ def _sync_interval(ctx: click.Context, param: click.Parameter, value: str) -> st
     show_default=True,
     help="Also run a projector into DATA/projection.db.",
 )
-@click.option(
-    "--projector-linger-ms",
-    type=click.FloatRange(min=0),
-    default=20.0,
-    show_default=True,
-    help="How long the projector lets a new event wait for others before it writes them"
-    " together: the projection follows the log up to this much later, and a steady trickle of"
-    " commands costs one commit per interval instead of one per event (0: each at once).",
-)
+@linger_option("--projector-linger-ms")
 @click.option(
     "--projector-metrics-port",
     type=click.IntRange(0, 65535),

@@ -18,6 +18,7 @@ from netledger.common.params import IP_ADDRESS
 from netledger.common.settings import Settings, default_data_dir, pass_settings, run
 
 from .errors import ProjectorError
+from .options import linger_option
 
 DB_HELP = (
     "Projection database (default: that of the `netledger serve` running on this machine, else"
@@ -60,15 +61,7 @@ def projector_group() -> None:
     show_default=True,
     help="Messages per SQLite transaction.",
 )
-@click.option(
-    "--linger-ms",
-    type=click.FloatRange(min=0),
-    default=20.0,
-    show_default=True,
-    help="How long a new event may wait for others before they are written together: the"
-    " projection follows the log up to this much later, and a steady trickle of events costs"
-    " one commit per interval instead of one per event (0: each at once).",
-)
+@linger_option("--linger-ms")
 @click.option(
     "--notify-ready",
     is_flag=True,

@@ -72,3 +72,10 @@ async def test_the_frame_goes_once_the_linger_is_over(conn: Connection, tmp_path
 def test_a_negative_linger_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="linger"):
         Projector(None, tmp_path / "p.db", linger=-1)  # type: ignore[arg-type]
+
+
+def test_the_clis_default_is_the_runners() -> None:
+    from netledger.projector.options import LINGER_MS
+    from netledger.projector.runner import LINGER
+
+    assert LINGER_MS == LINGER * 1000
