@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 
 from netledger.events.ids import check_id, is_id
@@ -41,6 +41,9 @@ LIVE_STREAM = f"KV_{BUCKET}"
 LIVE_HISTORY = 4
 #: An entry older than this is gone (a host silent for a day has no liveness left).
 LIVE_TTL_S = 86400.0
+#: A reader's consumer is gone this long after its last request (readers may not delete it).
+READ_CONSUMER_IDLE_S = 10.0
+READ_BATCH = 256
 
 
 def seen_key(host: str) -> str:
@@ -111,26 +114,57 @@ async def live_bucket(
 
 
 async def read_all(conn: Connection, pattern: str = ">") -> dict[str, tuple[bytes, int, float]]:
-    """The current value of every key matching ``pattern``: key -> (value, revision, time)."""
+    """The current value of every key matching ``pattern``: key -> (value, revision, time).
+
+    Read with a pull consumer of the bucket's last message per key, not with nats-py's KV
+    watch: the watch says "no more" when the consumer's info shows nothing pending and its
+    client has not received anything yet — which is also the case when the server has already
+    sent every entry and they are still on their way, and then it returns nothing at all (seen
+    in CI: ``status`` and an auditor read an empty bucket right after a put). A pull consumer
+    sends nothing before it is asked, so its ``num_pending`` at creation is exactly what there
+    is to read.
+    """
     kv = await live_bucket(conn)
     if kv is None:
         return {}
-    watcher = await kv.watch(pattern, ignore_deletes=True)
+    js = conn.js
+    sub = await js.pull_subscribe(
+        f"$KV.{BUCKET}.{pattern}",
+        stream=LIVE_STREAM,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=READ_CONSUMER_IDLE_S,
+            mem_storage=True,
+        ),
+    )
+    prefix = len(f"$KV.{BUCKET}.")
     out: dict[str, tuple[bytes, int, float]] = {}
     try:
-        while True:
-            entry = await watcher.updates(timeout=5.0)
-            if entry is None:
-                break
-            created = entry.created
-            ts = created.timestamp() if hasattr(created, "timestamp") else 0.0
-            out[entry.key] = (entry.value or b"", int(entry.revision or 0), ts)
+        left = (await sub.consumer_info()).num_pending
+        while left > 0:
+            msgs = await sub.fetch(min(left, READ_BATCH), timeout=5.0)
+            for msg in msgs:
+                left -= 1
+                meta = msg.metadata
+                key = msg.subject[prefix:]
+                if _is_delete(msg.headers):
+                    out.pop(key, None)
+                    continue
+                out[key] = (msg.data or b"", meta.sequence.stream, meta.timestamp.timestamp())
     finally:
         try:
-            await asyncio.wait_for(watcher.stop(), CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(sub.unsubscribe(), CLOSE_TIMEOUT_S)
         except Exception:
             pass
     return out
+
+
+def _is_delete(headers: dict[str, str] | None) -> bool:
+    """A delete or purge marker (``KV-Operation``, or a server's ``Nats-Marker-Reason``)."""
+    if not headers:
+        return False
+    return headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
 
 
 @dataclass

@@ -5,13 +5,16 @@ leaders, the stream's last sequence. Appending is :mod:`.append`, following :mod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
+from nats import errors as natserrors
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -146,10 +149,17 @@ async def connect(
     #: why the first connect has not succeeded yet (nats-py retries it and says only "timeout");
     #: None once connected (later errors are not kept)
     first_failure: list[BaseException] | None = []
+    #: set when the server refuses the credentials during the first connect: retrying them for
+    #: the whole bound only makes a user (and every test of a wrong password) wait
+    refused_login = asyncio.Event()
+    refusal_error: list[BaseException] = []
 
     async def _err(e: Exception) -> None:
         if first_failure is not None and not (first_failure and isinstance(e, TimeoutError)):
             first_failure[:] = [e]
+            if _is_refused_login(e):
+                refusal_error[:] = [e]
+                refused_login.set()
         m = _REFUSED.search(str(e))
         if m:
             log.warning("NATS refused: %s", e)
@@ -187,27 +197,42 @@ async def connect(
         # Replies (and consumer deliveries) arrive below this prefix: with per-user inboxes
         # (auth init) a user may subscribe only below its own.
         kwargs["inbox_prefix"] = inbox_prefix
-    try:
-        # nats-py retries a failed first connect forever when reconnects are endless: bound it.
-        nc = await asyncio.wait_for(
-            natsclient.connect(
-                servers=split_servers(url),
-                name=name,
-                connect_timeout=connect_timeout,
-                max_reconnect_attempts=-1 if allow_reconnect else 0,
-                allow_reconnect=allow_reconnect,
-                reconnect_time_wait=0.5,
-                error_cb=_err,
-                disconnected_cb=_disc,
-                reconnected_cb=_reconn,
-                **kwargs,
-            ),
-            connect_timeout * 2 + 1,
+    bound = connect_timeout * 2 + 1
+    # nats-py retries a failed first connect forever when reconnects are endless: bound it,
+    # and stop at once when the server refused the credentials.
+    connecting = asyncio.ensure_future(
+        natsclient.connect(
+            servers=split_servers(url),
+            name=name,
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=-1 if allow_reconnect else 0,
+            allow_reconnect=allow_reconnect,
+            reconnect_time_wait=0.5,
+            error_cb=_err,
+            disconnected_cb=_disc,
+            reconnected_cb=_reconn,
+            **kwargs,
         )
+    )
+    refusal = asyncio.ensure_future(refused_login.wait())
+    try:
+        await asyncio.wait({connecting, refusal}, timeout=bound, return_when=FIRST_COMPLETED)
+    except BaseException:  # cancelled while connecting: the connect goes with it
+        connecting.cancel()
+        raise
+    finally:
+        refusal.cancel()
+    connected = connecting.done() and connecting.exception() is None
+    if not connected and (refusal_error or not connecting.done()):
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        seen = refusal_error or first_failure or []
+        raise Unavailable(_connect_failure(url, TimeoutError(), seen, bound)) from None
+    try:
+        nc = connecting.result()
     except Exception as exc:
-        raise Unavailable(
-            _connect_failure(url, exc, first_failure or [], connect_timeout * 2 + 1)
-        ) from None
+        raise Unavailable(_connect_failure(url, exc, first_failure or [], bound)) from None
     first_failure = None
     return Connection(
         nc=nc,
@@ -218,6 +243,15 @@ async def connect(
         refused=refused,
         waiting=waiting,
     )
+
+
+def _is_refused_login(e: BaseException) -> bool:
+    """The server refused the credentials (nats-py raises its handshake's ``-ERR`` as a plain
+    error: ``nats: 'Authorization Violation'``, or ``'Authentication Timeout'`` …)."""
+    if isinstance(e, natserrors.AuthorizationError):
+        return True
+    text = str(e).lower()
+    return "authorization violation" in text or "user authentication" in text
 
 
 def _connect_failure(
@@ -231,6 +265,12 @@ def _connect_failure(
         return (
             f"cannot connect to NATS at {where}: connection refused (tried for {waited:g} s)"
             " - is a nats-server (or `netledger serve`) running there?"
+        )
+    if _is_refused_login(cause):
+        return (
+            f"cannot connect to NATS at {where}: the server refused the credentials ({cause}) -"
+            " check --creds, --user / --password (env NETLEDGER_CREDS, NETLEDGER_USER,"
+            " NETLEDGER_PASSWORD)"
         )
     if isinstance(cause, TimeoutError):
         return f"cannot connect to NATS at {where}: no answer in {waited:g} s"

@@ -237,3 +237,24 @@ async def test_a_malformed_heartbeat_is_skipped_and_the_watch_goes_on(conn: Conn
         assert book.heartbeats == {"h2": Heartbeat("h2", 5, 2.0, "d", revision=3)}
     finally:
         await book.close()
+
+
+async def test_read_all_sees_every_key_right_after_it_is_written(conn: Connection) -> None:
+    """``status`` and auditors read the bucket with :func:`read_all`. nats-py's KV watch, which
+    it used, returned an empty bucket when the server had already sent the entries but they had
+    not reached the client when it asked the consumer's info (CI: an auditor read nothing right
+    after a put). Read right after each write, many times; deletes and patterns hold."""
+    kv = await live_bucket(conn, create=True)
+    assert await read_all(conn) == {}
+    for i in range(60):
+        rev = await kv.put(f"host.h{i}.status", json.dumps({"host": f"h{i}"}).encode())
+        live = await read_all(conn, "host.*.status")
+        assert set(live) == {f"host.h{j}.status" for j in range(i + 1)}, i
+        assert live[f"host.h{i}.status"][1] == rev
+    await kv.put("host.h0.seen", b"{}")
+    await kv.put("host.h0.status", b'{"host": "h0", "v": 2}')
+    await kv.delete("host.h1.status")
+    live = await read_all(conn)
+    assert "host.h1.status" not in live and "host.h0.seen" in live and len(live) == 60
+    assert json.loads(live["host.h0.status"][0]) == {"host": "h0", "v": 2}
+    assert set(await read_all(conn, "host.h0.>")) == {"host.h0.seen", "host.h0.status"}
