@@ -27,6 +27,7 @@ nats-py's parser over random frames cut at random places).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -243,3 +244,24 @@ def unlinger(nc: Any) -> None:
     lingering = getattr(nc, _LINGER, None)
     if lingering:
         lingering.clear()
+
+
+def pause_reading(nc: Any) -> Any:
+    """Stop reading ``nc``'s socket: what the server sends meanwhile waits in the kernel and
+    is read in one go by :func:`resume_reading` (a trickle of messages wakes the reader once,
+    not once a message). Returns what to resume (None when the connection cannot be paused:
+    not nats-py's TCP transport as checked, or not reading now)."""
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+    transport = getattr(writer, "transport", None)
+    if not isinstance(transport, asyncio.ReadTransport) or transport.is_closing():
+        return None
+    if not transport.is_reading():
+        return None  # paused by its stream reader (its buffer is full): not ours to resume
+    transport.pause_reading()
+    return transport
+
+
+def resume_reading(paused: Any) -> None:
+    """Undo :func:`pause_reading` (nothing if the connection is gone: a reconnect made another)."""
+    if paused is not None and not paused.is_closing() and not paused.is_reading():
+        paused.resume_reading()

@@ -172,6 +172,9 @@ class Projector:
         #: seconds a frame's first message may wait for more (:data:`LINGER`)
         self.linger = linger
         self._lingering: asyncio.TimerHandle | None = None
+        #: the socket whose reading waits for the lingering frame (:meth:`_hold_reading`)
+        self._read_paused: Any = None
+        self.read_holds = 0  # how often it did
         self._writer: WriterProcess | None = None
         self._sub: Any = None
         self._resub: asyncio.Task[None] | None = None
@@ -279,6 +282,7 @@ class Projector:
         self._resume = asyncio.create_task(self._wait_for_space(), name="netledger-projector-space")
 
     async def _wait_for_space(self) -> None:
+        self._release_reading()
         await _cancel(self._resub)
         # A back-pressure pause under way ends with it (only its task cleared the flag): left
         # set, the reading after space returns took nothing, for good (found by review).
@@ -355,6 +359,7 @@ class Projector:
         not handed over (a frame still lingering, :data:`LINGER`) is dropped: read again from
         the checkpoint next time."""
         self._reading = False
+        self._release_reading()
         if self._lingering is not None:
             self._lingering.cancel()
             self._lingering = None
@@ -441,8 +446,27 @@ class Projector:
                 loop.call_soon(self._send)
         elif len(chunk) >= self._chunk_size:
             self._send()
+        if pending == 0 and self._lingering is not None:
+            self._hold_reading()
+
+    def _hold_reading(self) -> None:
+        """Caught up with a frame lingering: stop reading the socket until it is sent. On a
+        live log's trickle, the reader woke for each event (its socket had one more) — ~170 us
+        of CPU an allocation beside one client on a 2-core machine whose nats-server and service
+        needed it; now what comes meanwhile waits in the kernel and is read at once when the
+        frame goes (an event reaches the writer within two lingers instead of one). Only on a
+        connection of its own (the fast path: ``projector run``, serve's projector child)."""
+        if self._fast and self._read_paused is None:
+            self._read_paused = fastread.pause_reading(self.conn.nc)
+            self.read_holds += self._read_paused is not None
+
+    def _release_reading(self) -> None:
+        paused, self._read_paused = self._read_paused, None
+        if paused is not None:
+            fastread.resume_reading(paused)
 
     def _send(self) -> None:
+        self._release_reading()
         if self._lingering is not None:
             self._lingering.cancel()
             self._lingering = None

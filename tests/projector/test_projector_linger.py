@@ -79,3 +79,64 @@ def test_the_clis_default_is_the_runners() -> None:
     from netledger.projector.runner import LINGER
 
     assert LINGER_MS == LINGER * 1000
+
+
+async def test_caught_up_it_leaves_the_socket_alone_while_its_frame_lingers(
+    conn: Connection, nats_url: str, tmp_path: Path
+) -> None:
+    """On a connection of its own, a caught-up reader whose frame lingers stops reading the
+    socket until the frame goes: a trickle's events wait in the kernel and are read together
+    (the reader woke once an event). Nothing is lost or read twice across a pause."""
+    from netledger.journal.stream import connect
+
+    db = tmp_path / "p.db"
+    own = await connect(nats_url, name="own")
+    try:
+        p = Projector(own, db, linger=3600.0, owns_connection=True)
+        await p.start()
+        try:
+            assert p._fast, "the fast path is what may pause its socket"
+            await publish_event(conn, net("1"))
+            await _read(p, 1)
+            assert p._read_paused is not None  # caught up, its frame lingering
+            assert p.read_holds == 1
+            for i in range(2, 6):
+                await publish_event(conn, alloc(f"10.0.0.{i}", f"i{i}"), i)
+            await asyncio.sleep(0.3)
+            assert p._enqueued == 1, "the socket is not read while the frame lingers"
+            p._send()  # what the linger's end does
+            await p.wait_for(1, 30)
+            await _read(p, 5)
+            assert p._read_paused is not None and p.read_holds == 2  # and lingers again
+            p._send()
+            await p.wait_for(5, 30)
+        finally:
+            await p.close()
+        assert p._read_paused is None
+    finally:
+        await own.close()
+    assert rows(db, "SELECT count(*) FROM fixed_ips") == [(4,)]
+    assert rows(db, "SELECT last_seq FROM projection_state") == [(5,)]
+
+
+async def test_catching_up_it_never_pauses_its_socket(
+    conn: Connection, nats_url: str, tmp_path: Path
+) -> None:
+    """Messages still pending on the consumer are read as fast as they come: only a reader at
+    the log's end leaves its socket alone."""
+    from netledger.journal.stream import connect
+
+    await publish_event(conn, net("1"))
+    for i in range(2, 40):
+        await publish_event(conn, alloc(f"10.0.0.{i}", f"i{i}"), i)
+    own = await connect(nats_url, name="own")
+    try:
+        p = Projector(own, tmp_path / "p.db", linger=3600.0, owns_connection=True)
+        await p.start()
+        try:
+            await _read(p, 39)
+            assert p.read_holds == 1  # once, at the end
+        finally:
+            await p.close()
+    finally:
+        await own.close()
