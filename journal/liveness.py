@@ -141,7 +141,7 @@ async def read_all(conn: Connection, pattern: str = ">") -> dict[str, tuple[byte
     prefix = len(f"$KV.{BUCKET}.")
     out: dict[str, tuple[bytes, int, float]] = {}
     try:
-        left = (await sub.consumer_info()).num_pending
+        left = (await sub.consumer_info()).num_pending or 0
         while left > 0:
             msgs = await sub.fetch(min(left, READ_BATCH), timeout=5.0)
             for msg in msgs:
