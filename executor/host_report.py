@@ -60,8 +60,16 @@ def applied_events(
     follows: bool = True,
 ) -> list[HostEvent]:
     """One event per operation that succeeded; ``drift`` when the record says we had made it.
-    ``follows``: the NAT table's fixed ranges are the registry's (no ``--fixed-range``)."""
+    ``follows``: the NAT table's fixed ranges are the registry's (no ``--fixed-range``).
+
+    A link removed takes its addresses and flood entries with it in the kernel (the diff
+    deletes only the link): what the record holds of them is said gone with it (reason
+    ``with-link``). Left in the record, the end of the pass found them missing and logged them
+    ``found-gone`` — the log called the removal of a network's bridge damage, and an address
+    that comes back on a re-created link a drift repair. (A pass reports round by round: what
+    an earlier round said is in ``book`` already.)"""
     out: list[HostEvent] = []
+    gone = WithLink()
     for r in results:
         if not r.ok:
             continue
@@ -100,6 +108,21 @@ def applied_events(
                     reason=op.reason,
                 )
             )
+            addresses, fdb = gone.take(book, op.name)
+            for address in addresses:
+                out.append(
+                    HostAddressRemoved(
+                        host=h, interface=op.name, address=address, network_id=op.network_id,
+                        reason="with-link",
+                    )
+                )  # fmt: skip
+            for dst in fdb:
+                out.append(
+                    HostFdbRemoved(
+                        host=h, interface=op.name, dst=dst, network_id=op.network_id,
+                        reason="with-link",
+                    )
+                )  # fmt: skip
         elif isinstance(op, SetLink):
             out.append(
                 HostLinkRepaired(
@@ -129,7 +152,7 @@ def applied_events(
                     interface=a.interface,
                     address=a.address,
                     network_id=a.network_id,
-                    drift=a.key in book.addresses,
+                    drift=a.key in book.addresses and a.key not in gone.addresses,
                 )
             )
         elif isinstance(op, DeleteAddress):
@@ -150,7 +173,7 @@ def applied_events(
                     interface=f.interface,
                     dst=f.dst,
                     network_id=f.network_id,
-                    drift=f.key in book.fdb,
+                    drift=f.key in book.fdb and f.key not in gone.fdb,
                 )
             )
         elif isinstance(op, DeleteFdb):
@@ -175,6 +198,31 @@ def applied_events(
             was = book.forwarding_v6 if op.version == 6 else book.forwarding
             out.append(HostForwardingSet(host=h, enabled=op.enabled, drift=was, version=op.version))
     return out
+
+
+class WithLink:
+    """What :func:`applied_events` said removed with its link: (interface, address) and
+    (interface, dst)."""
+
+    def __init__(self) -> None:
+        self.addresses: set[tuple[str, str]] = set()
+        self.fdb: set[tuple[str, str]] = set()
+        #: the record's addresses and flood entries by interface (built at the first removal:
+        #: one look at the record, not one a removed link)
+        self._of: dict[str, tuple[list[str], list[str]]] | None = None
+
+    def take(self, book: HostBook, interface: str) -> tuple[list[str], list[str]]:
+        """The record's addresses and flood entries on ``interface``, sorted (once)."""
+        if self._of is None:
+            self._of = {}
+            for i, address in book.addresses:
+                self._of.setdefault(i, ([], []))[0].append(address)
+            for i, dst in book.fdb:
+                self._of.setdefault(i, ([], []))[1].append(dst)
+        addresses, fdb = self._of.pop(interface, ([], []))
+        self.addresses.update((interface, a) for a in addresses)
+        self.fdb.update((interface, d) for d in fdb)
+        return sorted(addresses), sorted(fdb)
 
 
 def record_fixes(

@@ -164,6 +164,13 @@ async def test_two_hosts_vxlan_ping_and_floating_ip(
         "HostFdbRemoved",
     ):
         assert t in a_types, t
+    # A network leaving a host is no damage: the addresses on its bridge went with the bridge,
+    # and the report says so — nothing was "found gone" by the end of the pass.
+    for h in ("ha", "hb"):
+        evs = await host_events(conn, h)
+        assert [e for e in evs if getattr(e, "reason", None) == "found-gone"] == [], h
+    went = [e for e in await host_events(conn, "ha") if getattr(e, "reason", None) == "with-link"]
+    assert {e.interface for e in went if e.TYPE == "HostAddressRemoved"} == {bridge}, went
 
 
 async def test_ipv6_underlay_vteps_found_by_themselves(
