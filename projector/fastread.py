@@ -27,7 +27,6 @@ nats-py's parser over random frames cut at random places).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -252,8 +251,14 @@ def pause_reading(nc: Any) -> Any:
     not once a message). Returns what to resume (None when the connection cannot be paused:
     not nats-py's TCP transport as checked, or not reading now)."""
     writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
-    transport = getattr(writer, "transport", None)
-    if not isinstance(transport, asyncio.ReadTransport) or transport.is_closing():
+    transport: Any = getattr(writer, "transport", None)
+    # (asyncio's transports, uvloop's too: they are no asyncio.ReadTransport subclasses)
+    if transport is None or not all(
+        callable(getattr(transport, m, None))
+        for m in ("pause_reading", "resume_reading", "is_reading", "is_closing")
+    ):
+        return None
+    if transport.is_closing():
         return None
     if not transport.is_reading():
         return None  # paused by its stream reader (its buffer is full): not ours to resume

@@ -140,3 +140,33 @@ async def test_catching_up_it_never_pauses_its_socket(
             await p.close()
     finally:
         await own.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_socket_pauses_and_resumes_on_either_event_loop(loop: str) -> None:
+    """uvloop's transports are no ``asyncio.ReadTransport`` subclasses: the pause must not
+    depend on that (it would silently never pause under uvloop)."""
+    from types import SimpleNamespace
+
+    from netledger.projector import fastread
+
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        nc = SimpleNamespace(_transport=SimpleNamespace(_io_writer=writer))
+        paused = fastread.pause_reading(nc)
+        assert paused is writer.transport and not writer.transport.is_reading()
+        assert fastread.pause_reading(nc) is None, "not reading: not ours to resume"
+        fastread.resume_reading(paused)
+        assert writer.transport.is_reading()
+        writer.close()
+        server.close()
+        fastread.resume_reading(paused)  # gone meanwhile: nothing
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
