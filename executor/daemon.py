@@ -507,9 +507,13 @@ class Executor(Reports, Sweeping):
         report.changes = sum(1 for r in results if r.ok)
         report.drift_repairs = sum(1 for e in (*reported, *events) if getattr(e, "drift", False))
         failures = {(type(r.op).__name__, r.op.target(), r.error or "") for r in report.failures}
+        said: set[tuple[str, str, str]] = set()
         for r in report.failures:
             key = (type(r.op).__name__, r.op.target(), r.error or "")
-            if key not in self._reported_failures:
+            # Once per distinct failure: a pass may try an operation again in a later round
+            # (the same failure three times in one pass was three events).
+            if key not in self._reported_failures and key not in said:
+                said.add(key)
                 events.append(
                     HostApplyFailed(
                         host=cfg.host,

@@ -32,7 +32,8 @@ class Scope:
     #: addresses (interface, cidr) desired now or before by those networks
     addresses: frozenset[tuple[str, str]]
     #: links only looked at (their existence), never changed here: the physical and public
-    #: interfaces
+    #: interfaces, and the interface each of those networks' links hangs from (a VLAN network's
+    #: own ``bridge_interface``)
     support: frozenset[str]
 
 
@@ -44,7 +45,16 @@ def scope_of(
         networks=frozenset(networks),
         links=frozenset(link.name for f in frags for link in f.links()),
         addresses=frozenset(a.key for f in frags for a in f.addresses()),
-        support=frozenset(x for x in (cfg.physical_interface, cfg.public_interface) if x),
+        support=frozenset(
+            x
+            for x in (
+                cfg.physical_interface,
+                cfg.public_interface,
+                *(link.parent for f in frags for link in f.links()),
+                *(f.enslaved.interface for f in frags if f.enslaved is not None),
+            )
+            if x
+        ),
     )
 
 
