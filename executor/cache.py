@@ -28,12 +28,12 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any, NamedTuple
 
 from . import nlencode, nlparse
 from .incremental import Scope, network_of
-from .model import FLOOD_MAC, AddrState, LinkState
+from .model import FLOOD_MAC, AddrState, LinkState, is_ours
 from .netlink import RtSocket, in_netns
 from .slices import ITEMS, Steps, complete, sorted_steps
 
@@ -67,6 +67,15 @@ def _up_only(x: nlparse.Link) -> nlparse.Link:
     """Keep only the flag the executor reads: carrier and operational state change on their own
     moments after a link comes up (linkwatch), and would look like changes to react to."""
     return x._replace(flags=x.flags & IFF_UP)
+
+
+def _matters(x: nlparse.Link, old: nlparse.Link | None, watched: Container[str] | None) -> bool:
+    """Whether a change of link ``x`` (``old``: as it was) can matter to a pass: a link of ours
+    (before or after), or one ``watched`` names (before or after: a link taking or leaving a
+    name we want), or every link without ``watched``."""
+    if watched is None or is_ours(x.alias) or x.name in watched:
+        return True
+    return old is not None and (is_ours(old.alias) or old.name in watched)
 
 
 def _discard(index: dict[int, set[str]], key: int, value: str) -> None:
@@ -136,6 +145,10 @@ class KernelCache:
         #: False (``executor run --once``): no notifications; settling reads the kernel again
         self.live = live
         self.on_change = on_change or (lambda: None)
+        #: the links not ours whose changes matter (``in``; the owner's business, e.g.
+        #: :class:`.incremental.Watched`); None: every link's. A change of any other link is
+        #: applied to the cache all the same, but calls no ``on_change`` and counts as none.
+        self.watched: Container[str] | None = None
         self._lock = threading.Lock()
         self.links: dict[int, nlparse.Link] = {}
         self.addrs: dict[tuple[int, str], nlparse.Addr] = {}
@@ -315,6 +328,7 @@ class KernelCache:
 
         changed = False
         ix = self._ix
+        watched = self.watched
         for mtype, _flags, _seq, a, end in nlparse.messages(data):
             self.notifications += 1
             if mtype in (nlparse.RTM_NEWLINK, nlparse.RTM_DELLINK) and data[a] != 0:
@@ -327,12 +341,12 @@ class KernelCache:
                 if old != x:
                     self.links[x.ifindex] = x
                     ix.link_changed(old, x)
-                    changed = True
+                    changed = changed or _matters(x, old, watched)
             elif mtype == nlparse.RTM_DELLINK:
                 x = nlparse.link(data, a, end)
                 old = self.links.pop(x.ifindex, None)
                 if old is not None:
-                    changed = True
+                    changed = changed or _matters(old, None, watched)
                     ix.link_changed(old, None)
                     for cidr in ix.addrs_of.pop(x.ifindex, ()):
                         self.addrs.pop((x.ifindex, cidr), None)

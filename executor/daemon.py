@@ -49,7 +49,7 @@ from .dhcp import DhcpBook, Dnsmasq, dhcp_events
 from .errors import ExecutorError, NotPermitted
 from .host_report import applied_events, record_fixes, space_only
 from .hosts import HostBook
-from .incremental import Fragments, PassPlan, full_plan, incremental_plan
+from .incremental import Fragments, PassPlan, Watched, full_plan, incremental_plan
 from .kernel import Kernel, OpResult
 from .model import HostActual, HostDesired, NatTable
 from .netlink import check_netns
@@ -606,6 +606,10 @@ class Executor(Reports, Sweeping):
     def _commit_pass(self, plan: PassPlan) -> None:
         if plan.fragments is not None:
             self._frags = plan.fragments
+            if self.cache is not None:
+                # From now on a change of a link not ours that no fragment names (a tap) calls
+                # for no pass; an incremental pass updates the fragments' names in place.
+                self.cache.watched = Watched(self.cfg, plan.fragments)
         elif plan.updates is not None and self._frags is not None:
             self._frags.update(plan.updates)
         self._nat = plan.nat
