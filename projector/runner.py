@@ -561,7 +561,10 @@ class Projector:
     async def _watching(
         self, poke: asyncio.Event, at_reconnect: list[RawTuple | None], unchecked: RawTuple | None
     ) -> None:
-        while self._reading:
+        # A bounded run that reached its end while holding (after a reconnect) reads no more
+        # but waits for what it holds: the check goes on until it releases it (it stopped with
+        # the reading, and the run waited forever: found by review).
+        while self._reading or (self._held and self._target is not None and not self._done.done()):
             reconnected = await self.conn.wait_interval_or_reconnect(poke, self.watch_interval)
             seen = max(self._enqueued, self.last_seq)
             if reconnected:

@@ -170,3 +170,40 @@ def test_a_socket_pauses_and_resumes_on_either_event_loop(loop: str) -> None:
         uvloop.run(main())
     else:
         asyncio.run(main())
+
+
+async def test_a_bounded_run_that_reaches_its_end_while_holding_after_a_reconnect_finishes(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """After a reconnect the reader holds what it reads until the log is seen to hold the message
+    read before it (a store restored from an old copy). A bounded run (replay, audit) that read
+    up to its last sequence meanwhile stopped reading — and its check of the log ran only while
+    reading: the hold was never released, and the run waited for its end forever (a reviewer's
+    finding, by reading)."""
+    from tests.projector.test_projector_unit import alloc, net
+
+    await publish_event(conn, net("1"))
+    for i in range(2, 4):
+        await publish_event(conn, alloc(f"10.0.0.{i}", f"i{i}"), i)
+    p = Projector(conn, tmp_path / "p.db", to_seq=6, linger=0)
+    p.watch_interval = 0.05
+    await p.start()
+    try:
+        await _read(p, 3)
+        await p.wait_for(3, 30)
+        # A reconnect, as the connection reports one: its hooks, then its listeners.
+        for hook in list(conn.reconnect_hooks):
+            hook()
+        assert p._held
+        for i in range(4, 7):
+            await publish_event(conn, alloc(f"10.0.0.{i}", f"i{i}"), i)
+        await _read(p, 6)  # the end reached: it reads no more
+        await asyncio.sleep(10 * p.watch_interval)  # the log's check had several turns
+        assert p.last_seq == 3, "held"
+        for ev in conn.reconnected:  # the reconnect's notice reaches the log's check
+            ev.set()
+        await p.wait_for(6, 10)  # hung here: held, and no longer checking the log
+        assert not p._held
+    finally:
+        await p.close()
+    assert rows(tmp_path / "p.db", "SELECT count(*) FROM fixed_ips") == [(5,)]
