@@ -128,3 +128,17 @@ async def test_the_childs_metrics_are_on_their_own_port(
     finally:
         await child.close()
     assert b"netledger_projector_events_total" in body
+
+
+def test_the_child_reads_its_settings_from_the_clis_own_environment_variables() -> None:
+    """serve hands the child its NATS settings through the environment, under the names the
+    CLI's options read (written in projector/child.py, which may not import the CLI): a name
+    changed on one side only would start a child without credentials."""
+    from netledger.cli import cli
+    from netledger.projector import child
+
+    envvar = {p.name: p.envvar for p in cli.params}
+    assert child._ENV == {k: envvar[k] for k in ("creds", "user", "password")}
+    assert child._ENV_INBOX == envvar["inbox_prefix"]
+    env = child.ProjectorProcess("nats://127.0.0.1:1", Path("p.db")).env()
+    assert env[str(envvar["nats_url"])] == "nats://127.0.0.1:1"
