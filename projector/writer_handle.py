@@ -16,7 +16,7 @@ from typing import Any
 from netledger.journal.forked import exited
 
 from .errors import ProjectorStopped
-from .frames import LENGTH, frame
+from .frames import LENGTH, data_frame, frame
 from .store import RawTuple
 from .writer_proc import start_writer
 
@@ -98,7 +98,7 @@ class WriterProcess:
     def send(self, msgs: list[RawTuple]) -> None:
         """Send messages (:func:`raw_message`) to be applied in order."""
         if self._out is not None and not self._stopping:
-            self._out.write(frame(msgs))
+            self._out.write(data_frame(msgs))
 
     def poll(self) -> None:
         """Handle the acknowledgements waiting in the pipe now (without the event loop)."""

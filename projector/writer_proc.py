@@ -53,7 +53,7 @@ from typing import Any
 from netledger.journal.forked import close_inherited, die_with_parent, fork, widen_pipe
 
 from .errors import ProjectorStopped
-from .frames import FrameReader, frame, readable
+from .frames import FrameReader, data_frame, frame, readable
 from .rowcache import RowCache
 from .store import Batch, Plan, RawTuple, Writer, project_into
 
@@ -212,7 +212,10 @@ class _Committer:
 
     def hand(self, plan: Plan, busy: float) -> None:
         self.idle = False
-        self._send((plan, busy))
+        try:
+            self.plans.send_frame(data_frame((plan, busy)))
+        except BrokenPipeError:
+            self._died()
 
     def received(self, seq: int) -> None:
         """Every message up to ``seq`` is here: once that is the last one the indexes were

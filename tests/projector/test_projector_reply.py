@@ -3,11 +3,13 @@
 * The stored time is exactly what nats-py's metadata gives (a datetime, rounded half to even to
   the microsecond, as epoch seconds), for any nanosecond timestamp.
 * Sequence, time and pending agree with ``Msg.metadata`` in both reply layouts.
+* What crosses the writer's pipes as a ``data_frame`` (no pickler memo) reads back as a frame.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
 
 import pytest
 from hypothesis import given
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
 from netledger.projector.fastread import reply_numbers
-from netledger.projector.frames import raw_message, stream_time
+from netledger.projector.frames import FrameReader, data_frame, frame, raw_message, stream_time
 
 from .test_projector_writer import REPLIES
 
@@ -57,3 +59,32 @@ def test_fastread_reads_the_reply_as_nats_py_does(reply: str) -> None:
     sseq, dseq, ts, pending = reply_numbers(reply)
     assert (sseq, dseq, pending) == (md.sequence.stream, md.sequence.consumer, md.num_pending)
     assert stream_time(ts) == md.timestamp.timestamp()
+
+
+_PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    | st.binary(),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.lists(inner, max_size=4).map(tuple)
+    | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@given(_PLAIN)
+def test_a_data_frame_reads_back_as_a_frame_does(value: object) -> None:
+    # what crosses the writer's pipes without the pickler's memo (data_frame): the same value,
+    # read by the same reader; an object met twice comes back as two equal ones
+    shared = [value, value]
+    for obj in (value, shared):
+        fd_r, fd_w = os.pipe()
+        try:
+            os.write(fd_w, data_frame(obj) + frame(obj))
+            reader = FrameReader(fd_r)
+            reader.fill()
+            assert reader.next() == (True, obj)
+            assert reader.next() == (True, obj)
+            assert reader.next() == (False, None)
+        finally:
+            os.close(fd_r)
+            os.close(fd_w)
