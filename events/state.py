@@ -410,7 +410,7 @@ class State:
         h = self.sightings.get(ev.host)
         if h is None:
             h = self.sightings[ev.host] = HostSightings()
-        h.record(seq, self.event_time, list(ev.macs), list(ev.networks), ev.reason == "start")
+        h.record(seq, self.event_time, ev.macs, ev.networks, ev.reason == "start")
         h.keep_only(self.host_macs.get(ev.host))
 
     def _pool(self, pool: str, seq: int) -> PoolState | None:
