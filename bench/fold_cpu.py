@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
 import json
 import os
 import pickle
@@ -217,7 +218,8 @@ def main() -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return
     print(f"{len(messages):,} events ({fill:,} fill, {len(messages) - fill:,} churn), CPU time")
-    here = links(REPO, Path(tempfile.gettempdir()) / f"netledger-fold-cpu-here-{os.getpid()}")
+    name = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+    here = links(REPO, Path(tempfile.gettempdir()) / "netledger-fold-cpu-trees" / f"here-{name}")
     base = tree(args.ab) if args.ab else None
     runs: dict[str, list[dict[str, float]]] = {"this tree": [], args.ab or "": []}
     for _ in range(args.repeats):
