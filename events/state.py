@@ -33,6 +33,7 @@ from .state_floating import FloatingIp, PoolState, pool_offsets
 from .state_network import FixedIp, NetworkState, network_state, serving_hosts
 from .state_offsets import OffsetPool, overlap, parse_cidr
 from .types import (
+    Event,
     FixedIpAllocated,
     FixedIpDeallocated,
     FixedIpFreed,
@@ -131,24 +132,14 @@ class State:
         """Fold one stored event in. Returns False when ``seq`` was already applied."""
         if seq <= self.subject_seq.get(subject, 0):
             return False
-        self.subject_seq[subject] = seq
-        self.last_seq = max(self.last_seq, seq)
         ev = env.event
-        self.event_time = env.time
         if isinstance(ev, HostEvent) and not ev.accepts_subject(subject):
             # Written on another host's subject (each executor may write only its own): a
             # host speaking for another one is not believed (sightings decide reclaims).
+            self.skip(seq, subject)
+            self.event_time = env.time
             return True
-        handler = _HANDLERS.get(type(ev))
-        if handler is not None:
-            try:
-                handler(self, ev, seq)
-            except Exception as exc:
-                # Never fatal to a reader, and never again at the next start (every start
-                # folds the same log): the message is refused like an undecodable one. Its
-                # subject's sequence has moved past it (see skip); the handlers check what
-                # they parse before they change anything (tests/events/test_fold_refusals.py).
-                raise Unfoldable(f"{env.type} cannot be folded: {exc}") from exc
+        self._evolve(seq, subject, ev, env.time)
         return True
 
     def fold_message(
@@ -160,14 +151,35 @@ class State:
         if env is None:
             self.skip(seq, subject)
             return why
-        if not env.event.accepts_subject(subject):
+        ev = env.event
+        if not ev.accepts_subject(subject):
             self.skip(seq, subject)
-            return f"{env.type} does not belong on {subject}"
+            return f"{ev.TYPE} does not belong on {subject}"
+        if seq <= self.subject_seq.get(subject, 0):
+            return None
         try:
-            self.apply(seq, subject, env)
+            self._evolve(seq, subject, ev, env.time)
         except Unfoldable as exc:
             return exc.message
         return None
+
+    def _evolve(self, seq: int, subject: str, ev: Event, time: float) -> None:
+        """The fold of an event new on its subject, which it belongs on (:meth:`apply` and
+        :meth:`fold_message` check both: every reader folds every event through here)."""
+        self.subject_seq[subject] = seq
+        if seq > self.last_seq:
+            self.last_seq = seq
+        self.event_time = time
+        handler = _HANDLERS.get(type(ev))
+        if handler is not None:
+            try:
+                handler(self, ev, seq)
+            except Exception as exc:
+                # Never fatal to a reader, and never again at the next start (every start
+                # folds the same log): the message is refused like an undecodable one. Its
+                # subject's sequence has moved past it (see skip); the handlers check what
+                # they parse before they change anything (tests/events/test_fold_refusals.py).
+                raise Unfoldable(f"{ev.TYPE} cannot be folded: {exc}") from exc
 
     def skip(self, seq: int, subject: str) -> None:
         """A stored message not folded in (undecodable, on a subject its event does not
@@ -398,7 +410,7 @@ class State:
         h = self.sightings.get(ev.host)
         if h is None:
             h = self.sightings[ev.host] = HostSightings()
-        h.record(seq, self.event_time, list(ev.macs), list(ev.networks), ev.reason == "start")
+        h.record(seq, self.event_time, ev.macs, ev.networks, ev.reason == "start")
         h.keep_only(self.host_macs.get(ev.host))
 
     def _pool(self, pool: str, seq: int) -> PoolState | None:

@@ -365,11 +365,11 @@ class CommandService(Lanes, Requests):
     def _fold_raw(self, seq: int, subject: str, data: bytes) -> None:
         """One stored message as the catch-up reader delivers it (undecoded)."""
         try:
-            env: Envelope | None = decode_fast(data)
-            err: DecodeError | None = None
+            env = decode_fast(data)
         except DecodeError as exc:
-            env, err = None, exc
-        self._fold(seq, subject, env, data, err.message if err else "undecodable")
+            self._fold(seq, subject, None, data, exc.message)
+            return
+        self._fold(seq, subject, env, data)
 
     def _on_event(
         self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg
@@ -390,23 +390,28 @@ class CommandService(Lanes, Requests):
         skipped — never fatal, and the same at every start; its subject's sequence moves past
         it all the same, as the next append there must expect it (``State.fold_message``).
         False when it is refused."""
-        if seq <= self.state.subject_seq.get(subject, 0):
+        state = self.state
+        if seq <= state.subject_seq.get(subject, 0):
             return True
-        refused = self.state.fold_message(seq, subject, env, why)
+        refused = state.fold_message(seq, subject, env, why)
         if refused is not None or env is None:
             reason = refused or why
             self.rejected.append(Rejected(seq, subject, reason))
             self.rejected_total += 1
             log.warning("message %d on %s recorded and skipped: %s", seq, subject, reason)
             return False
-        if env.command_id and not isinstance(env.event, HostEvent):
+        command_id = env.command_id
+        if command_id and not isinstance(env.event, HostEvent):
             # Host events carry an executor's pass id, never a client's command: not kept.
-            evs = self.seen.get(env.command_id)
-            if evs is None:
-                self.seen[env.command_id] = evs = []
-                if len(self.seen) > SEEN_COMMANDS:
-                    self.seen.popitem(last=False)
-            evs.append(data)  # as stored: decoded only if a retry asks
+            # Each message as stored: decoded only if a retry asks.
+            seen = self.seen
+            evs = seen.get(command_id)
+            if evs is not None:
+                evs.append(data)
+            else:
+                seen[command_id] = [data]
+                if len(seen) > SEEN_COMMANDS:
+                    seen.popitem(last=False)
         if self.snapshotter is not None:
             self.snapshotter.since += 1
         return True

@@ -136,3 +136,48 @@ async def test_history_is_deterministic() -> None:
         return d.hexdigest()
 
     assert await digest_of(1) == await digest_of(1) != await digest_of(2)
+
+
+async def test_the_fold_of_a_history_is_the_same_by_either_decoder() -> None:
+    """The service's fold (decode_fast, State.fold_message) of a generated history equals the
+    generator's own fold (State.apply of what it decided) to the byte of a snapshot; with
+    messages that cannot be folded mixed in, it equals the fold of codec.decode's envelopes,
+    the same messages refused for the same reasons."""
+    import msgpack
+
+    from netledger.events.errors import DecodeError
+    from netledger.events.snapshot import state_to_wire
+    from netledger.events.wire_fast import decode_fast
+
+    stored: list[tuple[str, bytes]] = []
+    cloud = Cloud(**SMALL)
+    cloud.sink = lambda batch: stored.extend((s, d) for s, d, _ in batch)
+    await cloud.build(None, 3000)
+    clean = [(seq, s, d) for seq, (s, d) in enumerate(stored, start=1)]
+    mixed: list[tuple[int, str, bytes]] = []
+    for i, (subject, data) in enumerate(stored):
+        mixed.append((len(mixed) + 1, subject, data))
+        if i % 500 == 7:  # another host's subject, a cut message, a wrong field type
+            mixed.append((len(mixed) + 1, "netledger.evt.host.other", data))
+            mixed.append((len(mixed) + 1, subject, data[:-3]))
+            obj = msgpack.unpackb(data)
+            obj["data"][next(iter(obj["data"]))] = 1.5
+            mixed.append((len(mixed) + 1, subject, msgpack.packb(obj)))
+
+    def fold(decoder: Any, log: list[tuple[int, str, bytes]]) -> tuple[bytes, list[Any]]:
+        state = State()
+        refused = []
+        for seq, subject, data in log:
+            try:
+                env, why = decoder(data), "undecodable"
+            except DecodeError as exc:
+                env, why = None, exc.message
+            reason = state.fold_message(seq, subject, env, why)
+            if reason is not None:
+                refused.append((seq, reason))
+        return msgpack.packb(state_to_wire(state)), refused
+
+    assert fold(decode_fast, clean) == (msgpack.packb(state_to_wire(cloud.state)), [])
+    fast = fold(decode_fast, mixed)
+    assert fast == fold(decode, mixed)
+    assert len(fast[1]) == 3 * len(range(7, len(stored), 500))

@@ -536,3 +536,27 @@ def test_a_hosts_sightings_forget_macs_reported_after_their_deallocation() -> No
     assert set(live) == {a["mac"], b["mac"]}
     assert len(h.seen) <= 2 * len(live) + 4 * h.limit + 1
     assert {a["mac"], b["mac"]} <= set(h.seen)  # the live ones are never forgotten
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.text(alphabet="0a:fF\u03a3\u03c3\u0130i\u0307\u00df ", max_size=6)
+            | st.just("02:16:3e:00:00:0a"),
+            max_size=5,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_reports_remember_macs_in_lower_case_as_each_one_lowered(reports: list[list[str]]) -> None:
+    """record takes a report already in lower case as it is (one lower() of all its MACs
+    joined): what it remembers is what lowering each MAC gives, whatever the text (a final
+    sigma, a dotted capital I that lowers to two characters, upper and lower case mixed)."""
+    h = HostSightings()
+    for seq, macs in enumerate(reports, start=1):
+        h.record(seq, float(seq), macs, ["1"])
+        want = frozenset(m.lower() for m in macs)
+        assert h.last_macs == want
+        assert {m: s for m, s in h.seen.items() if s == seq} == dict.fromkeys(want, seq)

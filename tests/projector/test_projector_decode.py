@@ -199,3 +199,45 @@ def _allocation() -> Any:
         host="h1", project="p1",
     )  # fmt: skip
     return Envelope(ev, "c:0", "c", 1764262800.123, Actor(project="p1", user="u"))
+
+
+def _big_map(items: list[tuple[Any, Any]]) -> bytes:
+    """:func:`_map` of any number of items (a map16 header from 16 on)."""
+    n = len(items)
+    out = bytes([0x80 | n]) if n < 16 else b"\xde" + n.to_bytes(2, "big")
+    for k, v in items:
+        out += msgpack.packb(k, use_bin_type=True) + msgpack.packb(v, use_bin_type=True)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    type_name=st.sampled_from(TYPES),
+    value=ODD,
+    repeat=st.sampled_from(["none", "same", "odd", "drop"]),
+)
+def test_repeated_and_reordered_data_fields_decode_alike(
+    data: st.DataObject, type_name: str, value: Any, repeat: str
+) -> None:
+    """decode_fast reads the data as a struct of the type's fields (msgspec): a field given
+    twice (the last one counts, as in msgpack's map), given twice with another field missing,
+    or the fields and the envelope's keys in any order, decode or fail alike."""
+    env = data.draw(envelope_strategy(EVENT_TYPES[type_name]))
+    obj = msgpack.unpackb(encode(env), raw=False)
+    fields = list(obj["data"].items())
+    if fields and repeat != "none":
+        k, v = data.draw(st.sampled_from(fields))
+        fields.insert(data.draw(st.integers(0, len(fields))), (k, v if repeat == "same" else value))
+        if repeat == "drop" and len(fields) > 2:
+            fields.remove(data.draw(st.sampled_from([f for f in fields if f[0] != k])))
+    fields = data.draw(st.permutations(fields))
+    top = data.draw(
+        st.permutations([(k, v) for k, v in obj.items() if k != "data"] + [("data", None)])
+    )
+    raw = bytes([0x80 | len(top)])
+    for k, v in top:
+        raw += msgpack.packb(k) + (
+            _big_map(fields) if k == "data" else msgpack.packb(v, use_bin_type=True)
+        )
+    _same(raw)

@@ -1,0 +1,241 @@
+"""CPU per event of the command service's fold, without NATS: ``python bench/fold_cpu.py``.
+
+What a service start pays for each message of the log's tail in its own process: the catch-up
+child's frame unpickled (journal/catchup.py), ``CommandService._fold_raw`` — ``decode_fast``,
+``State.fold_message``, the ``seen`` bookkeeping and ``snapshotter.since`` — with the garbage
+collector's thresholds of the start's catch-up. The log is bench/history_gen.py's cloud (1,000
+hosts, 5,000 networks: its fill, ~136 k events, then churn), generated once and kept in the
+system's temp folder. CPU time (``time.process_time``), the median of ``--repeats`` folds, each
+in a fresh process (a fold from an empty state, as a start from sequence 1).
+
+    python bench/fold_cpu.py                      # µs/event: total, fill, churn; by type
+    python bench/fold_cpu.py --ab HEAD~3          # interleaved A/B: that commit vs this tree
+    python bench/fold_cpu.py --profile            # cProfile of one fold (top 30, tottime)
+
+Issue 13 wants the fold at >= 0.6 of the raw read rate (~5.5 µs/event): <= ~9 µs/event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import hashlib
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("common", "events", "journal", "service", "projector", "executor", "replay", "ops")
+#: The catch-up child's frames hold this many messages each (journal/catchup.py CHUNK)
+CHUNK = 512
+
+
+def history(events: int, seed: int) -> tuple[list[tuple[int, str, bytes]], int]:
+    """The generated log's messages (seq, subject, data) and where its churn begins."""
+    path = Path(tempfile.gettempdir()) / f"netledger-fold-cpu-{events}-{seed}.pickle"
+    if path.exists():
+        with path.open("rb") as f:
+            got: tuple[list[tuple[int, str, bytes]], int] = pickle.load(f)
+            return got
+    sys.path.insert(0, str(REPO / "bench"))
+    from history_gen import Cloud
+
+    out: list[tuple[int, str, bytes]] = []
+
+    def sink(batch: list[tuple[str, bytes, str]]) -> None:
+        out.extend((len(out) + i + 1, s, d) for i, (s, d, _) in enumerate(batch))
+
+    cloud = Cloud(seed=seed)
+    cloud.sink = sink
+    asyncio.run(cloud.build(None, 0))
+    fill = len(out)
+    asyncio.run(cloud.extend(None, events - fill))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        pickle.dump((out, fill), f, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+    return out, fill
+
+
+def service() -> Any:
+    """A command service that is never started: only its fold is used."""
+    from netledger.service.service import CommandService
+    from netledger.service.snapshotter import SnapshotPolicy
+
+    return CommandService(
+        None,  # type: ignore[arg-type]
+        snapshots=SnapshotPolicy(),
+        reap_interval=None,
+        child_catch_up=None,
+    )
+
+
+def frames(messages: list[tuple[int, str, bytes]]) -> list[bytes]:
+    return [
+        pickle.dumps(("msgs", messages[i : i + CHUNK]), protocol=pickle.HIGHEST_PROTOCOL)
+        for i in range(0, len(messages), CHUNK)
+    ]
+
+
+def fold(messages: list[tuple[int, str, bytes]], fill: int) -> dict[str, float]:
+    """One fold of every message, as the start's catch-up folds it: CPU µs per event."""
+    from netledger.service.service import CATCH_UP_GC
+
+    svc = service()
+    fold_raw = svc._fold_raw
+    head, tail = frames(messages[:fill]), frames(messages[fill:])
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(max(threshold[0], CATCH_UP_GC[0]), *CATCH_UP_GC[1:])
+    try:
+        times = []
+        for part in (head, tail):
+            t = time.process_time()
+            for body in part:
+                _, msgs = pickle.loads(body)
+                for seq, subject, data in msgs:
+                    fold_raw(seq, subject, data)
+            times.append(time.process_time() - t)
+    finally:
+        gc.set_threshold(*threshold)
+    if svc.rejected_total:
+        raise AssertionError(f"{svc.rejected_total} rejected: {list(svc.rejected)[:3]}")
+    n, c = len(messages), len(messages) - fill
+    return {
+        "total": 1e6 * sum(times) / n,
+        "fill": 1e6 * times[0] / fill,
+        "churn": 1e6 * times[1] / c if c else 0.0,
+    }
+
+
+def by_type(messages: list[tuple[int, str, bytes]]) -> dict[str, tuple[int, float]]:
+    """Wall µs per event of each type (one timer pair per event, its own cost subtracted)."""
+    from netledger.events.wire_fast import decode_fast
+    from netledger.service.service import CATCH_UP_GC
+
+    svc = service()
+    fold_raw = svc._fold_raw
+    clock = time.perf_counter_ns
+    empty = []
+    for _ in range(100_000):
+        t = clock()
+        empty.append(clock() - t)
+    overhead = statistics.median(empty)
+    names = [decode_fast(d).type for _, _, d in messages]
+    spent: dict[str, list[int]] = defaultdict(list)
+    gc.collect()
+    gc.set_threshold(CATCH_UP_GC[0], *CATCH_UP_GC[1:])
+    for (seq, subject, data), name in zip(messages, names, strict=True):
+        t = clock()
+        fold_raw(seq, subject, data)
+        spent[name].append(clock() - t - overhead)
+    return {k: (len(v), sum(v) / len(v) / 1e3) for k, v in spent.items()}
+
+
+def tree(rev: str) -> Path:
+    """An importable ``netledger`` of commit ``rev`` (a git worktree plus a tree of symlinks,
+    as .ci/typecheck builds it), ahead of the editable install on ``sys.path``."""
+    root = Path(tempfile.gettempdir()) / "netledger-fold-cpu-trees"
+    sha = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", rev], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    work = root / f"wt-{sha[:12]}"
+    if not work.exists():
+        root.mkdir(exist_ok=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(work), sha],
+            check=True,
+            capture_output=True,
+        )
+    return links(work, root / f"links-{sha[:12]}")
+
+
+def links(work: Path, at: Path) -> Path:
+    pkg = at / "netledger"
+    if not pkg.exists():
+        pkg.mkdir(parents=True)
+        for f in (work / "netledger").iterdir():
+            (pkg / f.name).symlink_to(f)
+        for p in PACKAGES:
+            (pkg / p).symlink_to(work / p)
+    return at
+
+
+def child(args: argparse.Namespace, path: Path | None) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", "--events", str(args.events)]
+    cmd += ["--seed", str(args.seed)]
+    if path is not None:
+        cmd += ["--tree", str(path)]
+    # One hash seed for every run: the dicts of the fold then collide alike in each.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    got: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return got
+
+
+def report(name: str, runs: list[dict[str, float]]) -> None:
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    low = {k: min(r[k] for r in runs) for k in runs[0]}
+    print(
+        f"{name:>12}: median {med['total']:6.2f} µs/event (fill {med['fill']:.2f}, churn"
+        f" {med['churn']:.2f}); min {low['total']:.2f} (fill {low['fill']:.2f}, churn"
+        f" {low['churn']:.2f})"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--ab", metavar="REV", help="compare with this commit, interleaved")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--no-types", action="store_true", help="skip the by-type table")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.tree:
+        sys.path.insert(0, args.tree)
+    messages, fill = history(args.events, args.seed)
+    if args.child:
+        print(json.dumps(fold(messages, fill)))
+        return
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(fold, messages, fill)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        return
+    print(f"{len(messages):,} events ({fill:,} fill, {len(messages) - fill:,} churn), CPU time")
+    name = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+    here = links(REPO, Path(tempfile.gettempdir()) / "netledger-fold-cpu-trees" / f"here-{name}")
+    base = tree(args.ab) if args.ab else None
+    runs: dict[str, list[dict[str, float]]] = {"this tree": [], args.ab or "": []}
+    for _ in range(args.repeats):
+        if base is not None:
+            runs[args.ab].append(child(args, base))
+        runs["this tree"].append(child(args, here))
+    if base is not None:
+        report(args.ab, runs[args.ab])
+    report("this tree", runs["this tree"])
+    if not args.no_types:
+        print(f"\n{'type':<26}{'events':>9}{'µs/event':>10}{'share':>8}")
+        types = by_type(messages)
+        total = sum(n * us for n, us in types.values())
+        for name, (n, us) in sorted(types.items(), key=lambda kv: -kv[1][0] * kv[1][1]):
+            print(f"{name:<26}{n:>9,}{us:>10.2f}{n * us / total:>8.1%}")
+
+
+if __name__ == "__main__":
+    main()
