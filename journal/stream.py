@@ -198,11 +198,14 @@ async def connect(
         # (auth init) a user may subscribe only below its own.
         kwargs["inbox_prefix"] = inbox_prefix
     bound = connect_timeout * 2 + 1
+    servers = split_servers(url)
     # nats-py retries a failed first connect forever when reconnects are endless: bound it,
-    # and stop at once when the server refused the credentials.
+    # and stop at once when the server refused the credentials — the one server: with several,
+    # another may take them (a cluster part-way through a change of credentials) and nats-py
+    # goes on to it, so only the bound stops it.
     connecting = asyncio.ensure_future(
         natsclient.connect(
-            servers=split_servers(url),
+            servers=servers,
             name=name,
             connect_timeout=connect_timeout,
             max_reconnect_attempts=-1 if allow_reconnect else 0,
@@ -214,7 +217,9 @@ async def connect(
             **kwargs,
         )
     )
-    refusal = asyncio.ensure_future(refused_login.wait())
+    refusal = asyncio.ensure_future(
+        refused_login.wait() if len(servers) == 1 else asyncio.sleep(bound + 1)
+    )
     try:
         await asyncio.wait({connecting, refusal}, timeout=bound, return_when=FIRST_COMPLETED)
     except BaseException:  # cancelled while connecting: the connect goes with it
