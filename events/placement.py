@@ -2,9 +2,12 @@
 Pure.
 
 A host *joins* a network when an allocation (or an instance moving to it, ``FixedIpMoved``)
-gives it an allocated address there while it held none (``NetworkState.host_allocated``): the join goes into the same atomic batch as the
-allocation, after it, so an executor that learns of the join can read the allocation from the
-network's subject. A host that later holds no address there stops reading the network; its next
+gives it an allocated address there while it held none (``NetworkState.host_allocated``): the
+join is appended with the allocation — right before it on a single server (the allocation
+stored only if the join is the stream's last message: service/prelink.py), else in the same
+atomic batch, after it — so an executor that learns of the join reads the allocation from the
+network's subject. A join whose allocation was refused stays alone (reason ``allocating``):
+its host reads the network, holds nothing there, and stops. A host that later holds no address there stops reading the network; its next
 allocation there is a join again.
 
 A floating IP associated (disassociated) on its pool's subject is also mapped (unmapped) on the

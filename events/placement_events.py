@@ -6,8 +6,9 @@ An executor reads only its share of the log (executor/share.py): the networks it
 in or serves. Which networks those are is written in the network's own subject (the
 allocations), which the executor does not read until it knows — so the command service also
 records the moment a host *joins* a network, on the host's placement subject
-``netledger.evt.placement.<host>``, in the same atomic batch as the allocation that made it join.
-The executor follows its placement subject and starts reading the network from there.
+``netledger.evt.placement.<host>``, with the allocation that made it join (right before it, or in
+the same atomic batch: events/placement.py). The executor follows its placement subject and
+starts reading the network from there.
 
 ``FloatingIpMapped`` / ``FloatingIpUnmapped``: a floating IP now points at (no longer points at)
 a fixed address of the network — written on the *network's* subject in the same atomic batch as
@@ -32,8 +33,9 @@ from .types import Event, NetworkEvent, event_type
 @dataclass(frozen=True)
 class NetworkHostJoined(Event):
     """``host`` holds an allocated address of ``network_id`` again (none before this batch);
-    ``reason``: ``allocated`` (by the allocation in the same batch) or ``backfill`` (written for
-    a stream from before placements were recorded)."""
+    ``reason``: ``allocated`` (by the allocation in the same batch), ``allocating`` (by the
+    allocation stored right after it — none, if that one was refused: service/prelink.py) or
+    ``backfill`` (written for a stream from before placements were recorded)."""
 
     TYPE: ClassVar[str] = "NetworkHostJoined"
     network_id: str

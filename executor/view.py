@@ -58,6 +58,9 @@ class HostView:
         #: networks whose subjects are read now, and networks just joined (read next)
         self.networks: set[str] = set()
         self._joining: set[str] = set()
+        #: network -> the sequence of its join (``_joining``): followed until read past the
+        #: message after it, where a pre-linked allocation lands (service/prelink.py)
+        self._join_seq: dict[str, int] = {}
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         #: following every network (many networks here: executor/share.py)
@@ -95,6 +98,8 @@ class HostView:
         assert self.follower is None, "restore before start"
         self.state, self.book, self.dhcp_book = snap.state, snap.book, snap.dhcp_book
         self.networks, self._joining = set(snap.networks), set(snap.joining)
+        # Their joins' sequences are not kept: at most the snapshot's (read past it next).
+        self._join_seq = dict.fromkeys(self._joining, snap.seq)
         self.every = snap.every
         self.legacy_announcement = snap.legacy_announcement
         # Derived: recomputed from the fold (the first pass diffs everything anyway).
@@ -160,7 +165,7 @@ class HostView:
         assert self.follower is not None
         while True:
             target = await self.follower.catch_up()
-            if not await self.update_share() and not self._joining:
+            if not await self.update_share() and self._joining <= self.networks:
                 return target
 
     async def update_share(self) -> bool:
@@ -174,7 +179,7 @@ class HostView:
         self._changed.clear()
         needed = self._needed()
         if needed == self.networks:
-            self._joining.clear()  # every joined network is read already
+            self._read_joins(follower)
             return False
         before = self.networks
         # A scan of every network, but only when the share changed (a join, a leave), which
@@ -184,7 +189,8 @@ class HostView:
         if every and self.every:
             # Every network is followed already, its whole history read: nothing to read.
             self.networks = needed
-            self._joining.clear()
+            self._joining.clear()  # every network's messages are read anyway
+            self._join_seq.clear()
             self.on_change()
             return True
         if every:
@@ -211,8 +217,8 @@ class HostView:
         self.every = every
         self.networks = needed
         # Joins folded while resubscribing (after `needed` was computed) stay for the next
-        # round: only the networks just read up to the point reached are done.
-        self._joining = {n for n in self._joining - needed if n in self.state.networks}
+        # round; those just read up to the point reached, until read past it (_read_joins).
+        self._read_joins(follower)
         log.info(
             "share of %s: %d network(s) (+%d -%d)%s in %.3fs",
             self.host,
@@ -224,6 +230,26 @@ class HostView:
         )
         self.on_change()
         return True
+
+    def _read_joins(self, follower: Follower) -> None:
+        """Forget the joins whose networks are followed and read past the message after the
+        join. With the join appended before its allocation (service/prelink.py: the
+        allocation, if any, is the very next message) the network is served only once that
+        message is folded: dropped before, the allocation would never be read (found by the
+        share-vs-whole-log differential test). A join whose allocation was refused (nothing
+        of this host there) is dropped once read past; one of a deleted network at once."""
+        if not self._joining:
+            return
+        reached = follower.position
+        done = {
+            n
+            for n in self._joining
+            if n not in self.state.networks
+            or (n in self.networks and reached > self._join_seq.get(n, 0))
+        }
+        self._joining -= done
+        for n in done:
+            self._join_seq.pop(n, None)
 
     def _needed(self) -> set[str]:
         """``Share.networks_needed``, recomputed for the networks touched since the last time
@@ -288,6 +314,7 @@ class HostView:
         if isinstance(ev, NetworkHostJoined):
             if ev.host == self.host and ev.network_id not in self.networks:
                 self._joining.add(ev.network_id)
+                self._join_seq[ev.network_id] = seq
                 self._changed.set()
         else:
             # An allocation or deallocation of ours, a network naming us as its host, a

@@ -43,6 +43,7 @@ from netledger.journal.append import (
     DuplicateBatch,
     MaybeApplied,
     Outgoing,
+    PrelinkBroken,
     WrongLastSequence,
     build_messages,
 )
@@ -50,6 +51,7 @@ from netledger.journal.follow import Follower
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import MSG_ID, Connection
 from netledger.service.answers import result_from_events
+from netledger.service.prelink import prelinkable, prelinked_envelopes
 
 log = logging.getLogger("netledger.service")
 
@@ -64,6 +66,8 @@ class Stats:
     batched_events: int = 0
     #: single-event appends that went pipelined (Appender.append_chain) and landed
     pipelined: int = 0
+    #: decisions appended after their placements instead of in an atomic batch (prelink)
+    prelinked: int = 0
 
     def count(self, name: str, outcome: str) -> None:
         key = f"{name}:{outcome}"
@@ -257,6 +261,9 @@ class Lanes:
         # first attempt was stored fails (or is answered from the log) by itself, instead of
         # the whole round being refused again, MAX_CONFLICT_RETRIES times.
         alone = False
+        # Decisions with a placement go pre-linked (_append_prelinked) until an attempt of this
+        # round ends in doubt; then as atomic batches, whose retries and budget are the old path.
+        prelink = self.pipeline
         for attempt in range(MAX_CONFLICT_RETRIES):
             if (self.follower.in_batch or self.follower.pending) and any(
                 not j.fut.done() and j.req.command_id in self.seen for j in jobs
@@ -325,17 +332,31 @@ class Lanes:
                 if all(j.fut.done() for j in jobs):
                     return
                 continue
+            multi = [d for _, d in decided if len(d.events) > 1]
+            mixed = (
+                prelink
+                and bool(multi)
+                and len(envelopes) < self.batch_threshold
+                and all(prelinkable(d.events) for d in multi)
+                and self.appender.can_chain()
+            )
             try:
                 if alone:
                     await self._append_each(envelopes, decided)
-                elif len(envelopes) >= self.batch_threshold or any(
-                    len(d.events) > 1 for _, d in decided
-                ):
+                elif mixed:
+                    await self._append_mixed(envelopes, decided)
+                elif len(envelopes) >= self.batch_threshold or multi:
                     await self._append_batch(envelopes, decided)
                 else:
                     await self._append_one_by_one(envelopes, decided)
             except DuplicateBatch:
                 alone = True
+                await self.follower.catch_up()
+                continue
+            except PrelinkBroken:
+                # Another writer came between a decision's placements and it: nothing of the
+                # decision landed. Decided again, as an atomic batch (no race to lose).
+                prelink = False
                 await self.follower.catch_up()
                 continue
             except WrongLastSequence as exc:
@@ -347,6 +368,7 @@ class Lanes:
                 await asyncio.sleep(0.001 * min(attempt, 20))
                 continue
             except MaybeApplied:
+                prelink = prelink and not mixed
                 await self.follower.catch_up()
                 continue
             if all(j.fut.done() for j in jobs):
@@ -458,6 +480,68 @@ class Lanes:
             except DuplicateBatch:
                 job.fail(self._reused(job.req))
 
+    async def _append_mixed(
+        self, envelopes: list[Envelope], decided: list[tuple[Job, Decision]]
+    ) -> None:
+        """A round of single-event decisions and decisions with placements (a host's first
+        address in a network: the allocation and its ``NetworkHostJoined``), in order: runs of
+        the first kind one by one (pipelined), each of the second pre-linked
+        (:meth:`_append_prelinked`) instead of in an atomic batch."""
+        # What the round decided on, read before the first await (as _append_each).
+        base = {s: self.state.seq_of(s) for s in {e.event.subject() for e in envelopes}}
+        run: list[tuple[Job, Decision]] = []
+        run_envs: list[Envelope] = []
+        i = 0
+        for job, d in decided:
+            envs = envelopes[i : i + len(d.events)]
+            i += len(d.events)
+            if len(envs) <= 1:
+                run.append((job, d))
+                run_envs += envs
+                continue
+            if run:
+                await self._append_one_by_one(run_envs, run, base)
+                run, run_envs = [], []
+            if not job.fut.done():
+                await self._append_prelinked(job, d, envs, base)
+        if run:
+            await self._append_one_by_one(run_envs, run, base)
+
+    async def _append_prelinked(
+        self, job: Job, d: Decision, envs: list[Envelope], base: dict[str, int]
+    ) -> None:
+        """One decision whose first event is on a checked subject and the rest placements:
+        the placements first, then the event, stored only right after them
+        (``Appender.append_prelinked``; service/prelink.py says why that is as safe as the
+        atomic batch and why faster)."""
+        primary, placements = prelinked_envelopes(envs)
+        [msg] = build_messages([primary])
+        check = {msg.subject: base[msg.subject]}
+        seq = await self.appender.append_prelinked(build_messages(placements), msg, check)
+        if seq <= check[msg.subject]:
+            # Acknowledged as a duplicate: stored before by an earlier attempt of this command
+            # (no longer in ``seen``), inside the duplicate window; its answer is what it stored.
+            if await self._recall(job.req, seq):
+                raise MaybeApplied(f"{msg.msg_id} was stored before, at {seq}")
+            job.fail(self._reused(job.req))
+            return
+        base[msg.subject] = seq
+        self.stats.prelinked += 1
+        self._fold_appended([msg], [primary], seq)
+        job.resolve(d.result)
+        self._answer_now()
+
+    def _answer_now(self) -> None:
+        """The only lane at work: no other answer of this pass to share a write with, so this
+        one goes now, not after the other callbacks of the pass (the follower's delivery of
+        the same event, often read in the same packet)."""
+        if self._busy_lanes > 1:
+            return
+        try:
+            self.conn.nc.write_now()
+        except Exception:  # left pending: the pass's own write (or the reconnect) sends it
+            log.debug("writing the answers at once failed", exc_info=True)
+
     async def _append_one_by_one(
         self,
         envelopes: list[Envelope],
@@ -565,11 +649,5 @@ class Lanes:
             for job, d in landed:
                 if not job.fut.done():
                     job.resolve(d.result)
-            if landed and self._busy_lanes <= 1:
-                # The only lane at work: no other answer of this pass to share a write with,
-                # so this one goes now, not after the other callbacks of the pass (the
-                # follower's delivery of the same event, often read in the same packet).
-                try:
-                    self.conn.nc.write_now()
-                except Exception:  # left pending: the pass's own write (or the reconnect) sends it
-                    log.debug("writing the answers at once failed", exc_info=True)
+            if landed:
+                self._answer_now()

@@ -42,6 +42,7 @@ from netledger.events.ids import (
     PROJECT_COMMANDS,
 )
 from netledger.events.placement import backfill, unchecked
+from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, MAX_REAP, FixedIpReap, overdue
 from netledger.events.reclaim import Heartbeats
 from netledger.events.snapshot import SeenEvents
@@ -83,6 +84,8 @@ CATCH_UP_NOTICE = 100_000
 AUTO = -1
 #: The garbage collector's thresholds while the start folds the log (see _catch_up).
 CATCH_UP_GC = (50_000, 50, 100)
+#: Events never kept in ``seen`` (_fold)
+_NOT_SEEN = (HostEvent, NetworkHostJoined)
 
 
 @dataclass(frozen=True)
@@ -401,8 +404,10 @@ class CommandService(Lanes, Requests):
             log.warning("message %d on %s recorded and skipped: %s", seq, subject, reason)
             return False
         command_id = env.command_id
-        if command_id and not isinstance(env.event, HostEvent):
+        if command_id and not isinstance(env.event, _NOT_SEEN):
             # Host events carry an executor's pass id, never a client's command: not kept.
+            # Nor joins: one published before its allocation may stand alone (the allocation
+            # refused: service/prelink.py), and a retry must not be answered from it.
             # Each message as stored: decoded only if a retry asks.
             seen = self.seen
             evs = seen.get(command_id)

@@ -45,6 +45,7 @@ async def test_revert_an_allocation(conn: Connection, service: CommandService) -
     a = await c.allocate_fixed_ip("i-1", network_id=nid, host="h1", command_id="alloc-1")
     assert service.state.networks[nid].fixed[a["address"]].instance == "i-1"
     before = await last_seq(conn)
+    stored = {e.type: seq for seq, _, e in await log(conn) if e.command_id == "alloc-1"}
 
     plan = await revert(conn, c, command_id="alloc-1", dry_run=True)
     assert [e["type"] for e in plan["events"]] == ["FixedIpDeallocated", "ChangeReverted"]
@@ -57,10 +58,13 @@ async def test_revert_an_allocation(conn: Connection, service: CommandService) -
     assert [e.type for _, _, e in tail] == ["FixedIpDeallocated", "ChangeReverted"]
     assert {e.command_id for _, _, e in tail} == {"revert-alloc-1"}
     marker = tail[-1][2].event
-    # The allocation (before - 1) is undone; the placement written with it (before: h1's
-    # first instance in the network) is a fact a revert leaves, like a DHCP lease.
-    assert marker.reverted_command_id == "alloc-1" and marker.reverted_seqs == [before - 1]
-    assert marker.skipped_seqs == [before]
+    # The allocation is undone; the placement written with it (h1's first instance in the
+    # network: right before it, service/prelink.py) is a fact a revert leaves, like a lease.
+    assert sorted(stored) == ["FixedIpAllocated", "NetworkHostJoined"]
+    assert sorted(stored.values()) == [before - 1, before]
+    assert marker.reverted_command_id == "alloc-1"
+    assert marker.reverted_seqs == [stored["FixedIpAllocated"]]
+    assert marker.skipped_seqs == [stored["NetworkHostJoined"]]
     # The address is free again: the next allocation gets it.
     b = await c.allocate_fixed_ip("i-2", network_id=nid)
     assert b["address"] == a["address"]

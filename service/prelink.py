@@ -1,0 +1,67 @@
+"""A decision with placements, appended without an atomic batch: the placements first, then the
+decision's event, stored only right after them. Pure (the lane appends: service/lanes.py
+``_append_prelinked``, journal/append.py ``Appender.append_prelinked``).
+
+**Why.** A host's first address in a network is two events on two subjects: the allocation on
+the network's (OCC-checked) and the host's ``NetworkHostJoined`` on its placement subject, which
+its executor follows to start reading the network (events/placement.py). As one atomic batch
+they cost a single nats-server ~4-5 ms of staging on its file store whatever their size
+(bench/README.md §1) against ~0.5-0.9 ms for a publish-ack with fsync: the batch was most of
+the time from such a command to the kernel (the bench's every measured command is one).
+
+**What it keeps.** The join is published first (unchecked, as in the batch); the allocation
+right after it, in the same write, with its subject's OCC check *and*
+``Nats-Expected-Last-Msg-Id`` = the join's message id: the server stores the allocation only
+if the stream's last message is that join. So an allocation never lands without its join,
+right before it — what the batch promised, the other way round:
+
+* the executor folds the join, follows the network from where its fold left it, and reads the
+  allocation next (nothing can come between them): as with the join after the allocation;
+* the allocation refused (a conflict, another writer between the two): the join stays alone, an
+  *orphan*. Harmless: its host reads the network, holds nothing there, and stops (the share
+  follows the fold, executor/share.py); the service's fold only notes the pair; ``seen``
+  keeps no placements (service.py ``_fold``), so a retry is never answered from a join. The
+  decision is made again with a join of its own: the placements' message ids name the
+  attempt (``<command id>:<i>:<attempt>``), never the duplicate of an orphan, which would
+  break the link every time;
+* no answer for the allocation: the round goes on as after any append in doubt (catch up, the
+  command found applied or decided again), as atomic batches from then on.
+
+Only on a single server (``Appender.can_chain``: a clustered stream checks the last message id
+only when each replica applies it, where a mismatch stops the stream), and never for two
+checked subjects (a floating association and its mapping: the batch keeps both checks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from netledger.events.codec import Envelope
+from netledger.events.placement import unchecked
+from netledger.events.placement_events import NetworkHostJoined
+from netledger.events.types import Event
+
+#: ``NetworkHostJoined.reason`` of a join published before its allocation.
+REASON = "allocating"
+
+
+def prelinkable(events: list[Event]) -> bool:
+    """A decision of one event on a checked subject followed only by joins."""
+    return (
+        len(events) > 1
+        and not unchecked(events[0].subject())
+        and all(isinstance(e, NetworkHostJoined) for e in events[1:])
+    )
+
+
+def prelinked_envelopes(envs: list[Envelope]) -> tuple[Envelope, list[Envelope]]:
+    """``(the decision's event, its placements)`` as published: the placements with message
+    ids of this attempt and the reason that says their allocation comes after them."""
+    attempt = uuid.uuid4().hex[:12]
+    placements = []
+    for e in envs[1:]:
+        assert isinstance(e.event, NetworkHostJoined)
+        join = NetworkHostJoined(network_id=e.event.network_id, host=e.event.host, reason=REASON)
+        placements.append(dataclasses.replace(e, event=join, event_id=f"{e.event_id}:{attempt}"))
+    return envs[0], placements

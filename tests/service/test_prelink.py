@@ -1,0 +1,257 @@
+"""A host's first address in a network: the join published before the allocation, which lands
+only right after it (service/prelink.py), instead of an atomic batch of both."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+
+from netledger.events.codec import Envelope, encode
+from netledger.events.placement_events import NetworkHostJoined
+from netledger.events.types import FixedIpAllocated
+from netledger.executor.view import HostView
+from netledger.journal.stream import Connection, connect, ensure_stream
+from netledger.service import lanes as lanes_module
+from netledger.service.client import Client
+from netledger.service.prelink import REASON, prelinkable
+from netledger.service.service import CommandService
+from tests.service.test_service import check_allocations, read_all
+
+
+async def batch_ids(conn: Connection, seqs: list[int]) -> set[str]:
+    out = set()
+    for seq in seqs:
+        m = await conn.js.get_msg(conn.stream, seq)
+        out.add((m.headers or {}).get("Nats-Batch-Id", ""))
+    return out
+
+
+def joins_before(events: list[tuple[int, str, Any]]) -> None:
+    """Every host's first allocation in a network has a join for that host and network right
+    before it in the stream (pre-linked) or right after it (the atomic batch a decision falls
+    back to) — what an executor reading only its share needs. (Only allocations here: nothing
+    is deallocated, so a host's first is its only join point.)"""
+    by_seq = {seq: env for seq, _, env in events}
+
+    def join_at(seq: int, key: tuple[str, str]) -> bool:
+        env = by_seq.get(seq)
+        ev = env.event if env is not None else None
+        return isinstance(ev, NetworkHostJoined) and (ev.host, ev.network_id) == key
+
+    held: set[tuple[str, str]] = set()
+    for seq, _, env in events:
+        ev = env.event if env is not None else None
+        if not isinstance(ev, FixedIpAllocated) or ev.host is None:
+            continue
+        key = (ev.host, ev.network_id)
+        if key not in held:
+            assert join_at(seq - 1, key) or join_at(seq + 1, key), (
+                f"{key}'s first allocation (seq {seq}) without its join next to it"
+            )
+        held.add(key)
+
+
+async def test_a_first_allocation_is_prelinked(conn: Connection, service: CommandService) -> None:
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
+    a = await c.allocate_fixed_ip("i1", network_id=net["id"], host="h1", command_id="a-1")
+    b = await c.allocate_fixed_ip("i2", network_id=net["id"], host="h1", command_id="a-2")
+    events = await read_all(conn)
+    tail = [(seq, env) for seq, _, env in events if env.command_id in ("a-1", "a-2")]
+    assert [env.event.TYPE for _, env in tail] == [
+        "NetworkHostJoined",
+        "FixedIpAllocated",
+        "FixedIpAllocated",
+    ]
+    join = tail[0][1].event
+    assert (join.host, join.network_id, join.reason) == ("h1", net["id"], REASON)
+    assert tail[0][0] + 1 == tail[1][0]
+    assert await batch_ids(conn, [s for s, _ in tail]) == {""}, "no atomic batch"
+    assert service.stats.prelinked == 1 and service.stats.batches == 0
+    assert [e.address for _, e in ((0, tail[1][1].event), (0, tail[2][1].event))] == [
+        a["address"],
+        b["address"],
+    ]
+    # A retry is answered from the allocation; the join is not kept among its events.
+    assert [type(e) for e in map(_decoded, service.seen["a-1"])] == [FixedIpAllocated]
+    assert await c.allocate_fixed_ip("i1", network_id=net["id"], host="h1", command_id="a-1") == a
+
+
+def _decoded(raw: bytes) -> Any:
+    from netledger.events.codec import decode
+
+    return decode(raw).event
+
+
+async def test_a_retry_after_an_orphan_join_is_decided_again(
+    conn: Connection, service: CommandService
+) -> None:
+    """What a refused allocation leaves: its join alone, with the command's id. The command's
+    retry is not answered from it; it is decided and gets a join of its own right before."""
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
+    orphan = Envelope(
+        NetworkHostJoined(network_id=net["id"], host="h1", reason=REASON),
+        "a-1:1:orphan",
+        "a-1",
+        time.time(),
+        c.actor,
+    )
+    await conn.js.publish(
+        orphan.event.subject(), encode(orphan), headers={"Nats-Msg-Id": orphan.event_id}
+    )
+    await service.follower.catch_up()
+    assert "a-1" not in service.seen
+
+    a = await c.allocate_fixed_ip("i1", network_id=net["id"], host="h1", command_id="a-1")
+
+    events = await read_all(conn)
+    mine = [(seq, env) for seq, _, env in events if env.command_id == "a-1"]
+    assert [env.event.TYPE for _, env in mine] == [
+        "NetworkHostJoined",
+        "NetworkHostJoined",
+        "FixedIpAllocated",
+    ]
+    assert mine[0][1].event_id == "a-1:1:orphan" and mine[1][0] + 1 == mine[2][0]
+    assert mine[2][1].event.address == a["address"]
+    joins_before(events)
+
+
+async def test_a_broken_link_falls_back_to_the_atomic_batch(
+    conn: Connection, service: CommandService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The join's id deduplicated (stored before: forced here), so the allocation's link to it
+    breaks; the decision goes again as an atomic batch, and is answered once."""
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
+    # Stored before and not the stream's last message (were it the last, the link would hold:
+    # the allocation would still land right after a message of that id).
+    await conn.js.publish("netledger.evt.placement.elsewhere", b"x", headers={"Nats-Msg-Id": "j"})
+    await conn.js.publish("netledger.evt.placement.elsewhere", b"y", headers={"Nats-Msg-Id": "k"})
+    real = lanes_module.prelinked_envelopes
+
+    def reusing(envs: list[Envelope]) -> tuple[Envelope, list[Envelope]]:
+        primary, placements = real(envs)
+        return primary, [dataclasses.replace(p, event_id="j") for p in placements]
+
+    monkeypatch.setattr(lanes_module, "prelinked_envelopes", reusing)
+
+    a = await c.allocate_fixed_ip("i1", network_id=net["id"], host="h1", command_id="a-1")
+
+    events = await read_all(conn)
+    mine = [(seq, env) for seq, _, env in events if env is not None and env.command_id == "a-1"]
+    assert [env.event.TYPE for _, env in mine] == ["FixedIpAllocated", "NetworkHostJoined"]
+    assert mine[0][1].event.address == a["address"]
+    assert "" not in await batch_ids(conn, [s for s, _ in mine]), "one atomic batch"
+    assert service.stats.prelinked == 0 and service.stats.batches == 1
+
+
+def test_only_one_checked_event_and_joins_are_prelinked() -> None:
+    alloc = FixedIpAllocated(
+        network_id="n1",
+        address="10.0.0.5",
+        instance="i",
+        mac="fa:16:3e:00:00:01",
+        host="h1",
+        project="p1",
+    )
+    join = NetworkHostJoined(network_id="n1", host="h1")
+    assert prelinkable([alloc, join])
+    assert not prelinkable([alloc])
+    assert not prelinkable([join, alloc])
+    assert not prelinkable([alloc, join, alloc])
+
+
+async def test_two_replicas_many_first_allocations(conn: Connection, nats_url: str) -> None:
+    """Two replicas deciding first allocations of 40 hosts on 2 networks at once (their
+    conflicts leave orphan joins): every answer is what the log holds, no address twice, and
+    every host's first allocation has its join right before it."""
+    conns = [await connect(nats_url, name=f"r{i}") for i in range(2)]
+    svcs = [CommandService(c) for c in conns]
+    try:
+        for c in conns:
+            await ensure_stream(c)
+        for s in svcs:
+            await s.start()
+        nets = await Client(conn).create_networks(
+            label="p", cidr="10.9.0.0/22", num_networks=2, network_size=512, mode="flat"
+        )
+        jobs: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
+        for k in range(160):
+            jobs.put_nowait((f"i-{k}", str(nets[k % 2]["id"]), f"h{k % 40}"))
+        results: dict[str, dict[str, Any]] = {}
+
+        async def worker() -> None:
+            cl = await Client.connect(nats_url)
+            try:
+                while not jobs.empty():
+                    inst, nid, host = jobs.get_nowait()
+                    results[inst] = await cl.allocate_fixed_ip(
+                        inst, network_id=nid, host=host, command_id=f"cmd-{inst}"
+                    )
+            finally:
+                await cl.close()
+
+        await asyncio.gather(*(worker() for _ in range(12)))
+        events = await read_all(conn)
+        check_allocations(events, results, nets)
+        joins_before(events)
+        assert sum(s.stats.prelinked for s in svcs) > 0
+        # The executor's side: a share view of each host builds what a whole-log view builds.
+        for h in ("h0", "h1", "h37"):
+            shared, whole = HostView(conn, h, share=True), HostView(conn, h, share=False)
+            try:
+                await shared.start()
+                await whole.start()
+                held = {
+                    nid
+                    for nid, n in whole.state.networks.items()
+                    if any(ip.host == h for ip in n.fixed.values())
+                }
+                assert held and shared.networks == held
+                for nid in held:
+                    mine = {a for a, ip in whole.state.networks[nid].fixed.items() if ip.host == h}
+                    assert mine and mine == {
+                        a for a, ip in shared.state.networks[nid].fixed.items() if ip.host == h
+                    }
+            finally:
+                await shared.close()
+                await whole.close()
+    finally:
+        for s in svcs:
+            await s.close()
+        for c in conns:
+            await c.close()
+
+
+async def test_a_share_view_past_an_orphan_join(conn: Connection, service: CommandService) -> None:
+    """A host's executor reading its share: an orphan join as the log's last message (its
+    allocation refused) does not hold its start; the network is followed, nothing of the host
+    is there; the host's real first allocation later is read."""
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="vxlan", vni_start=900)
+    nid = str(net["id"])
+    orphan = Envelope(
+        NetworkHostJoined(network_id=nid, host="h9", reason=REASON),
+        "x-1:1:orphan",
+        "x-1",
+        time.time(),
+        c.actor,
+    )
+    await conn.js.publish(
+        orphan.event.subject(), encode(orphan), headers={"Nats-Msg-Id": orphan.event_id}
+    )
+    view = HostView(conn, "h9", share=True)
+    try:
+        await asyncio.wait_for(view.start(), 10)
+        assert view.state.networks[nid].host_allocated.get("h9", 0) == 0
+        a = await c.allocate_fixed_ip("i1", network_id=nid, host="h9")
+        await asyncio.wait_for(view.sync(), 10)
+        assert nid in view.networks
+        assert view.state.networks[nid].fixed[a["address"]].host == "h9"
+    finally:
+        await view.close()
