@@ -55,6 +55,20 @@ def joins_before(events: list[tuple[int, str, Any]]) -> None:
         held.add(key)
 
 
+async def publish_orphan(c: Client, nid: str, host: str, command_id: str) -> None:
+    """What a refused allocation leaves: its join alone, with the command's id."""
+    orphan = Envelope(
+        NetworkHostJoined(network_id=nid, host=host, reason=REASON),
+        f"{command_id}:1:orphan",
+        command_id,
+        time.time(),
+        c.actor,
+    )
+    await c.conn.js.publish(
+        orphan.event.subject(), encode(orphan), headers={"Nats-Msg-Id": orphan.event_id}
+    )
+
+
 async def test_a_first_allocation_is_prelinked(conn: Connection, service: CommandService) -> None:
     c = Client(conn)
     [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
@@ -94,16 +108,7 @@ async def test_a_retry_after_an_orphan_join_is_decided_again(
     retry is not answered from it; it is decided and gets a join of its own right before."""
     c = Client(conn)
     [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
-    orphan = Envelope(
-        NetworkHostJoined(network_id=net["id"], host="h1", reason=REASON),
-        "a-1:1:orphan",
-        "a-1",
-        time.time(),
-        c.actor,
-    )
-    await conn.js.publish(
-        orphan.event.subject(), encode(orphan), headers={"Nats-Msg-Id": orphan.event_id}
-    )
+    await publish_orphan(c, str(net["id"]), "h1", "a-1")
     await service.follower.catch_up()
     assert "a-1" not in service.seen
 
@@ -235,16 +240,7 @@ async def test_a_share_view_past_an_orphan_join(conn: Connection, service: Comma
     c = Client(conn)
     [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="vxlan", vni_start=900)
     nid = str(net["id"])
-    orphan = Envelope(
-        NetworkHostJoined(network_id=nid, host="h9", reason=REASON),
-        "x-1:1:orphan",
-        "x-1",
-        time.time(),
-        c.actor,
-    )
-    await conn.js.publish(
-        orphan.event.subject(), encode(orphan), headers={"Nats-Msg-Id": orphan.event_id}
-    )
+    await publish_orphan(c, nid, "h9", "x-1")
     view = HostView(conn, "h9", share=True)
     try:
         await asyncio.wait_for(view.start(), 10)
