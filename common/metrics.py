@@ -176,6 +176,17 @@ class _Watched:
         batched = CounterMetricFamily(
             "netledger_atomic_batch_events", "Events appended in atomic batches."
         )
+        pipelined = CounterMetricFamily(
+            "netledger_pipelined_appends",
+            "Single-event decisions appended in pipelined chains (each after the one before it).",
+        )
+        prelinked = CounterMetricFamily(
+            "netledger_prelinked_appends",
+            "Decisions appended right after their placements instead of in an atomic batch"
+            " (a host's first address in a network); outcome: ok, or broken (another message"
+            " came between: decided again as an atomic batch).",
+            labels=["outcome"],
+        )
         rejected = CounterMetricFamily(
             "netledger_rejected_events",
             "Stream messages a reader could not use (undecodable, wrong subject), by component.",
@@ -193,6 +204,7 @@ class _Watched:
         log_seen = False
         totals: dict[str, int] = {}
         conflicts_n = batches_n = batched_n = rejected_n = 0
+        pipelined_n = prelinked_n = broken_n = 0
         applied_seq = 0
         for svc in list(self.services):
             st = svc.stats
@@ -201,6 +213,9 @@ class _Watched:
             conflicts_n += st.conflicts
             batches_n += st.batches
             batched_n += st.batched_events
+            pipelined_n += st.pipelined
+            prelinked_n += st.prelinked
+            broken_n += st.prelink_broken
             rejected_n += svc.rejected_total
             applied_seq = max(applied_seq, svc.follower.applied_seq)
             health = getattr(svc, "health", None)
@@ -213,6 +228,9 @@ class _Watched:
         conflicts.add_metric([], conflicts_n)
         batches.add_metric([], batches_n)
         batched.add_metric([], batched_n)
+        pipelined.add_metric([], pipelined_n)
+        prelinked.add_metric(["ok"], prelinked_n)
+        prelinked.add_metric(["broken"], broken_n)
         if self.services:
             rejected.add_metric(["service"], rejected_n)
             applied.add_metric(["service"], applied_seq)
@@ -226,7 +244,8 @@ class _Watched:
             applied.add_metric([f"projector:{db}"], p.last_seq)
             projected.add_metric([db], p.events)
             paused.add_metric([db], 1 if getattr(p, "paused", None) else 0)
-        yield from (commands, conflicts, batches, batched, rejected, applied, projected, paused)
+        yield from (commands, conflicts, batches, batched, pipelined, prelinked)
+        yield from (rejected, applied, projected, paused)
         yield from log_metrics.values()
 
 

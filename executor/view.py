@@ -189,8 +189,9 @@ class HostView:
         if every and self.every:
             # Every network is followed already, its whole history read: nothing to read.
             self.networks = needed
-            self._joining.clear()  # every network's messages are read anyway
-            self._join_seq.clear()
+            # Every network's messages are read now, but a switch back to one subject each
+            # must still find the joins whose allocations are not read yet.
+            self._read_joins(follower)
             self.on_change()
             return True
         if every:
@@ -312,7 +313,10 @@ class HostView:
         if not self.use_share:
             return
         if isinstance(ev, NetworkHostJoined):
-            if ev.host == self.host and ev.network_id not in self.networks:
+            if ev.host == self.host:
+                # Also when the network is followed now: it may be about to be dropped (the
+                # host's last address there went), and the allocation after this join is
+                # not read yet.
                 self._joining.add(ev.network_id)
                 self._join_seq[ev.network_id] = seq
                 self._changed.set()

@@ -319,13 +319,16 @@ class Appender:
         between): they are harmless (events/placement.py says why) and carry ids of this
         attempt only, so the next attempt stores its own. Raises :class:`WrongLastSequence`
         on a conflict, :class:`PrelinkBroken` when another message came in between (nothing
-        of ``message`` stored), :class:`LogUnavailable` when the log refused with a cause, and
-        :class:`MaybeApplied` when ``message`` got no answer. Single server only
+        of ``message`` stored), :class:`LogUnavailable` when the log refused with a cause or,
+        with a budget, did not answer within it, and :class:`MaybeApplied` when ``message``
+        got no answer (no budget) or an answer without a cause. Single server only
         (:meth:`can_chain`)."""
         nc = self.conn.nc
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         timeout = self.publish_timeout
         if self.budget is not None:
-            timeout = max(0.05, min(timeout, self.budget / 2))
+            timeout = max(0.05, min(timeout, self.budget))
         await nc.ready_for_requests()
         started: list[natsclient.Started] = []
         prev: str | None = None
@@ -338,7 +341,7 @@ class Appender:
         except Exception as exc:  # closed, or the reconnect buffer full: not (all) sent
             for st in started:
                 nc.forget(st)
-            raise MaybeApplied(f"not sent: {exc}") from None
+            raise await self._in_doubt(exc, loop.time() - t0) from None
         # Only the message's answer tells what landed; the placements' are not waited for.
         for st in started[:-1]:
             nc.forget(st)
@@ -356,10 +359,20 @@ class Appender:
                 raise self._failed(err) from None
             raise MaybeApplied(f"no decisive answer: {exc}") from None
         except (*NO_ANSWER, *NO_STREAM) as exc:
-            raise MaybeApplied(f"no answer: {exc.__class__.__name__}") from None
+            raise await self._in_doubt(exc, loop.time() - t0) from None
         if self.health is not None and self.health.failing is not None:
             self.health.append_ok()
         return seq
+
+    async def _in_doubt(self, exc: BaseException, waited: float) -> Exception:
+        """A pre-linked append without an answer: with a budget, the log's trouble as an
+        append that ran out of it says (the health told: later commands are refused at once;
+        a retry with the same command id is answered from the log if it landed) — not a
+        catch-up of the log that is not answering (found by review: ~32 s and the health never
+        told); without one, in doubt (the caller catches up)."""
+        if self.budget is None:
+            return MaybeApplied(f"no answer: {exc.__class__.__name__}")
+        return self._failed(await self._no_answer(exc, waited))
 
     def _failed(self, err: LogUnavailable) -> LogUnavailable:
         if self.health is not None:

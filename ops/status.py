@@ -96,6 +96,12 @@ def service_stats(service: Any) -> dict[str, Any]:
         "conflicts": st.conflicts,
         "batches": st.batches,
         "batched_events": st.batched_events,
+        # single-event decisions appended as pipelined chains; decisions appended right after
+        # their placements (a host's first address in a network) and such appends broken by
+        # another writer (then atomic batches): service/prelink.py
+        "pipelined": st.pipelined,
+        "prelinked": st.prelinked,
+        "prelink_broken": st.prelink_broken,
         "rejected": service.rejected_total,
         "ready_seconds": getattr(service, "ready_seconds", None),
         "snapshots": service.snapshotter.stats.as_dict() if service.snapshotter else None,

@@ -68,6 +68,9 @@ class Stats:
     pipelined: int = 0
     #: decisions appended after their placements instead of in an atomic batch (prelink)
     prelinked: int = 0
+    #: pre-linked appends refused because another message came between placements and
+    #: decision (its placements left alone, the decision made again as an atomic batch)
+    prelink_broken: int = 0
 
     def count(self, name: str, outcome: str) -> None:
         key = f"{name}:{outcome}"
@@ -356,6 +359,7 @@ class Lanes:
             except PrelinkBroken:
                 # Another writer came between a decision's placements and it: nothing of the
                 # decision landed. Decided again, as an atomic batch (no race to lose).
+                self.stats.prelink_broken += 1
                 prelink = False
                 await self.follower.catch_up()
                 continue

@@ -56,6 +56,8 @@ async def test_counters_move_after_real_commands(
         )
         for i in range(3):
             await c.allocate_fixed_ip(f"i-{i}", network_id=net["id"])
+        # a host's first address in the network: appended right after its join
+        await c.allocate_fixed_ip("i-h", network_id=net["id"], host="h1")
         with pytest.raises(NetledgerError) as refused:
             await c.create_networks(label="m", cidr="10.0.0.0/25", mode="flat", bridge="br2")
         # hooks the components call where things happen
@@ -73,9 +75,11 @@ async def test_counters_move_after_real_commands(
     assert moved("netledger_commands_total", command="network.create", outcome="ok") == 1
     code = refused.value.code
     assert moved("netledger_commands_total", command="network.create", outcome=code) == 1
-    assert moved("netledger_commands_total", command="fixed_ip.allocate", outcome="ok") == 3
+    assert moved("netledger_commands_total", command="fixed_ip.allocate", outcome="ok") == 4
     assert moved("netledger_atomic_batches_total") == 1
     assert moved("netledger_atomic_batch_events_total") == 2
+    assert moved("netledger_prelinked_appends_total", outcome="ok") == 1
+    assert moved("netledger_prelinked_appends_total", outcome="broken") == 0
     assert value(after, "netledger_applied_seq", component="service") == await last_seq(conn)
     assert value(after, "netledger_lag_events", component="service") == 0
     assert value(after, "netledger_stream_last_seq") == await last_seq(conn)

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from netledger.common.natsserver import EmbeddedNats
 from netledger.events.codec import Envelope, encode
+from netledger.events.errors import LogUnavailable
 from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.types import FixedIpAllocated
 from netledger.executor.view import HostView
 from netledger.journal.stream import Connection, connect, ensure_stream
+from netledger.ops.status import service_stats
 from netledger.service import lanes as lanes_module
 from netledger.service.client import Client
 from netledger.service.prelink import REASON, prelinkable
@@ -55,6 +61,11 @@ def joins_before(events: list[tuple[int, str, Any]]) -> None:
         held.add(key)
 
 
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped (state ``T`` in /proc/PID/stat)."""
+    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] == "T"
+
+
 async def publish_orphan(c: Client, nid: str, host: str, command_id: str) -> None:
     """What a refused allocation leaves: its join alone, with the command's id."""
     orphan = Envelope(
@@ -86,6 +97,8 @@ async def test_a_first_allocation_is_prelinked(conn: Connection, service: Comman
     assert tail[0][0] + 1 == tail[1][0]
     assert await batch_ids(conn, [s for s, _ in tail]) == {""}, "no atomic batch"
     assert service.stats.prelinked == 1 and service.stats.batches == 0
+    stats = service_stats(service)
+    assert (stats["prelinked"], stats["prelink_broken"], stats["batches"]) == (1, 0, 0)
     assert [e.address for _, e in ((0, tail[1][1].event), (0, tail[2][1].event))] == [
         a["address"],
         b["address"],
@@ -153,6 +166,7 @@ async def test_a_broken_link_falls_back_to_the_atomic_batch(
     assert mine[0][1].event.address == a["address"]
     assert "" not in await batch_ids(conn, [s for s, _ in mine]), "one atomic batch"
     assert service.stats.prelinked == 0 and service.stats.batches == 1
+    assert service_stats(service)["prelink_broken"] == 1
 
 
 def test_only_one_checked_event_and_joins_are_prelinked() -> None:
@@ -251,3 +265,49 @@ async def test_a_share_view_past_an_orphan_join(conn: Connection, service: Comma
         assert view.state.networks[nid].fixed[a["address"]].host == "h9"
     finally:
         await view.close()
+
+
+async def test_a_first_allocation_while_the_log_does_not_answer(
+    nats_server: EmbeddedNats,
+    conn: Connection,
+    service: CommandService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server stopped (SIGSTOP) as the pre-linked append goes out: the command is answered
+    within its budget with the log's trouble, as any append without an answer, and the log's
+    health is told (later commands are refused at once) — not after a catch-up of a log that
+    does not answer (found by review: ~32 s, a generic error, the health never told)."""
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
+    settled: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    real_settled = lanes_module.Job._settled
+
+    def note(self: Any) -> None:
+        if getattr(self.req.command, "instance", None) == "i1" and not settled.done():
+            settled.set_result(self.fut.exception())
+        real_settled(self)
+
+    monkeypatch.setattr(lanes_module.Job, "_settled", note)
+    real = service.appender.append_prelinked
+    assert nats_server.proc is not None
+    pid = nats_server.proc.pid
+
+    async def stopping(*a: Any, **k: Any) -> int:
+        os.kill(pid, signal.SIGSTOP)
+        # A signal takes effect when the process is next scheduled: wait until it has.
+        while not stopped(pid):
+            await asyncio.sleep(0.001)
+        return await real(*a, **k)
+
+    monkeypatch.setattr(service.appender, "append_prelinked", stopping)
+    req = asyncio.create_task(
+        c.request("fixed_ip.allocate", {"instance": "i1", "network_id": net["id"], "host": "h2"})
+    )
+    try:
+        err = await settled
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        req.cancel()
+        await asyncio.gather(req, return_exceptions=True)
+    assert isinstance(err, LogUnavailable), repr(err)
+    assert service.health.failing is not None
