@@ -365,6 +365,9 @@ class Lanes:
                 continue
             except WrongLastSequence as exc:
                 self.stats.conflicts += 1
+                # A pre-linked decision refused leaves its join alone (harmless, but its
+                # host's executor reads the network for nothing): one per round at most.
+                prelink = prelink and not mixed
                 if exc.actual is None:
                     await self.follower.catch_up()
                 else:
