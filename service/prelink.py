@@ -21,11 +21,14 @@ right before it — what the batch promised, the other way round:
   *orphan*. Harmless: its host reads the network, holds nothing there, and stops (the share
   follows the fold, executor/share.py); the service's fold only notes the pair; ``seen``
   keeps no placements (service.py ``_fold``), so a retry is never answered from a join. The
-  decision is made again with a join of its own: the placements' message ids name the
-  attempt (``<command id>:<i>:<attempt>``), never the duplicate of an orphan, which would
-  break the link every time;
-* no answer for the allocation: the round goes on as after any append in doubt (catch up, the
-  command found applied or decided again), as atomic batches from then on.
+  decision is made again with a join of its own — as an atomic batch, so a round leaves one
+  orphan at most: the placements' message ids name the attempt
+  (``<command id>:<i>:<attempt>``), never the duplicate of an orphan, which would break the
+  link every time. An executor keeps a joined network followed until it has read the message
+  after the join, even one it followed already (executor/view.py ``_read_joins``);
+* no answer for the allocation within the append budget: the log's trouble, as any append
+  without an answer (the health told; a retry with the same command id is answered from the
+  log if it landed).
 
 Only on a single server (``Appender.can_chain``: a clustered stream checks the last message id
 only when each replica applies it, where a mismatch stops the stream), and never for two
