@@ -41,7 +41,7 @@ CHUNK = 512
 
 def history(events: int, seed: int) -> tuple[list[tuple[int, str, bytes]], int]:
     """The generated log's messages (seq, subject, data) and where its churn begins."""
-    path = Path(tempfile.gettempdir()) / f"netledger-fold-cpu-{events}-{seed}.pickle"
+    path = Path(tempfile.gettempdir()) / f"netledger-fold-cpu-{events}-{seed}-v2.pickle"
     if path.exists():
         with path.open("rb") as f:
             got: tuple[list[tuple[int, str, bytes]], int] = pickle.load(f)
@@ -52,7 +52,10 @@ def history(events: int, seed: int) -> tuple[list[tuple[int, str, bytes]], int]:
     out: list[tuple[int, str, bytes]] = []
 
     def sink(batch: list[tuple[str, bytes, str]]) -> None:
-        out.extend((len(out) + i + 1, s, d) for i, (s, d, _) in enumerate(batch))
+        # (the sequences counted before the batch: a generator over ``len(out)`` would count
+        # the batch's own messages too, leaving gaps and sequences a subject had already seen)
+        first = len(out) + 1
+        out.extend((first + i, s, d) for i, (s, d, _) in enumerate(batch))
 
     cloud = Cloud(seed=seed)
     cloud.sink = sink
