@@ -21,7 +21,7 @@ import netaddr
 from .codec import Envelope
 from .errors import Unfoldable
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
-from .ids import REGISTRY_SUBJECT
+from .ids import REGISTRY_SUBJECT, host_subject
 from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
 from .reclaim_events import (
     FixedIpReclaimed,
@@ -50,6 +50,7 @@ from .types import (
     NetworkDeleted,
     NetworkDisassociated,
 )
+from .wire_fast import event_of
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
@@ -159,6 +160,34 @@ class State:
             return None
         try:
             self._evolve(seq, subject, ev, env.time)
+        except Unfoldable as exc:
+            return exc.message
+        return None
+
+    def fold_wire(self, seq: int, subject: str, w: Any) -> str | None:
+        """:meth:`fold_message` of a message that :func:`~.wire_fast.wire_of` read (``w``)
+        and that is new on its subject (``seq`` after the subject's last one): the same state
+        and the same answer, without building the envelope — nor the event, for the host
+        reports the fold only counts (half of a cloud's log)."""
+        cls = w.EVENT
+        counted = _COUNTED.get(cls)
+        if counted is None:
+            counted = _COUNTED[cls] = _only_counted(cls)
+        if counted:
+            if subject != host_subject(w.data.host):
+                self.skip(seq, subject)
+                return f"{cls.TYPE} does not belong on {subject}"
+            self.subject_seq[subject] = seq
+            if seq > self.last_seq:
+                self.last_seq = seq
+            self.event_time = w.time
+            return None
+        ev = event_of(w)
+        if not ev.accepts_subject(subject):
+            self.skip(seq, subject)
+            return f"{ev.TYPE} does not belong on {subject}"
+        try:
+            self._evolve(seq, subject, ev, w.time)
         except Unfoldable as exc:
             return exc.message
         return None
@@ -512,6 +541,22 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     FloatingIpDisassociated: State._floating_disassociated,
     FloatingIpDeallocated: State._floating_deallocated,
 }
+
+#: event class -> whether the fold only counts it (see _only_counted), learnt per class
+_COUNTED: dict[type, bool] = {}
+
+
+def _only_counted(cls: type) -> bool:
+    """Whether the fold of ``cls`` only moves its subject's sequence (no handler) and it
+    belongs on its host's subject alone (HostEvent's ``subject`` and Event's
+    ``accepts_subject``): then :meth:`State.fold_wire` needs no event to fold it."""
+    return (
+        issubclass(cls, HostEvent)
+        and cls not in _HANDLERS
+        and cls.subject is HostEvent.subject
+        and cls.accepts_subject is Event.accepts_subject
+    )
+
 
 __all__ = [
     "REGISTRY_SUBJECT",
