@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import netaddr
 from netaddr.strategy import ipv4, ipv6
 
-from .state_offsets import OffsetPool, ip_int_of, parse_cidr
+from .state_offsets import OffsetPool, ip_int_of, ipv4_int, parse_cidr
 from .types import NetworkCreated
 
 
@@ -107,7 +107,7 @@ class NetworkState:
     @functools.cached_property
     def base(self) -> int:
         assert self.ipnet is not None, "an IPv6-only network has no IPv4 offsets"
-        return int(self.ipnet.network)
+        return int(self.ipnet.first)  # the network address (no IPAddress built)
 
     def address(self, offset: int) -> str:
         """The IPv4 address at ``offset``: netaddr's own int-to-text of the address family,
@@ -188,13 +188,13 @@ def reserved_offsets(
     net: NetworkCreated, ipnet: netaddr.IPNetwork
 ) -> tuple[int, int, frozenset[int]]:
     """(first allocatable, last allocatable, reserved offsets) for a network."""
-    base = int(ipnet.network)
+    base = int(ipnet.first)  # the network address (no IPAddress built)
     size = ipnet.size
 
     def inside(name: str, address: str | None) -> int:
         if address is None:
             raise ValueError(f"{name} is missing")
-        offset = int(netaddr.IPAddress(address)) - base  # not an address: refused
+        offset = ipv4_int(address) - base  # not an address: refused
         if not 0 <= offset < size:
             raise ValueError(f"{name} {address} is not in {ipnet}")
         return offset

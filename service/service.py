@@ -24,7 +24,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from netledger.events import revert as _revert  # noqa: F401  (registers the revert commands)
-from netledger.events.codec import SYSTEM, Envelope
+from netledger.events.codec import SYSTEM, Envelope, decode
 from netledger.events.commands import (
     Request,
 )
@@ -47,7 +47,7 @@ from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, MAX_REAP, FixedIpRe
 from netledger.events.reclaim import Heartbeats
 from netledger.events.snapshot import SeenEvents
 from netledger.events.state import State
-from netledger.events.wire_fast import decode_fast
+from netledger.events.wire_fast import wire_of
 from netledger.journal.append import (
     Appender,
     MaybeApplied,
@@ -366,13 +366,30 @@ class CommandService(Lanes, Requests):
         return self.state.subject_seq.get(subject, 0)
 
     def _fold_raw(self, seq: int, subject: str, data: bytes) -> None:
-        """One stored message as the catch-up reader delivers it (undecoded)."""
-        try:
-            env = decode_fast(data)
-        except DecodeError as exc:
-            self._fold(seq, subject, None, data, exc.message)
+        """One stored message as the catch-up reader delivers it (undecoded): :meth:`_fold`
+        of its :func:`decode_fast` envelope, without building one when it takes the fast
+        path (:func:`wire_of`, :meth:`State.fold_wire`)."""
+        state = self.state
+        if seq <= state.subject_seq.get(subject, 0):
             return
-        self._fold(seq, subject, env, data)
+        w = wire_of(data)
+        if w is None:  # decode_fast is decode here: its envelope, or why not
+            try:
+                env = decode(data)
+            except DecodeError as exc:
+                self._fold(seq, subject, None, data, exc.message)
+                return
+            self._fold(seq, subject, env, data)
+            return
+        refused = state.fold_wire(seq, subject, w)
+        if refused is not None:
+            self._refuse(seq, subject, refused)
+            return
+        command_id = w.command_id
+        if command_id and not issubclass(w.EVENT, _NOT_SEEN):
+            self._remember(command_id, data)
+        if self.snapshotter is not None:
+            self.snapshotter.since += 1
 
     def _on_event(
         self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg
@@ -398,28 +415,33 @@ class CommandService(Lanes, Requests):
             return True
         refused = state.fold_message(seq, subject, env, why)
         if refused is not None or env is None:
-            reason = refused or why
-            self.rejected.append(Rejected(seq, subject, reason))
-            self.rejected_total += 1
-            log.warning("message %d on %s recorded and skipped: %s", seq, subject, reason)
+            self._refuse(seq, subject, refused or why)
             return False
         command_id = env.command_id
         if command_id and not isinstance(env.event, _NOT_SEEN):
             # Host events carry an executor's pass id, never a client's command: not kept.
             # Nor joins: one published before its allocation may stand alone (the allocation
             # refused: service/prelink.py), and a retry must not be answered from it.
-            # Each message as stored: decoded only if a retry asks.
-            seen = self.seen
-            evs = seen.get(command_id)
-            if evs is not None:
-                evs.append(data)
-            else:
-                seen[command_id] = [data]
-                if len(seen) > SEEN_COMMANDS:
-                    seen.popitem(last=False)
+            self._remember(command_id, data)
         if self.snapshotter is not None:
             self.snapshotter.since += 1
         return True
+
+    def _refuse(self, seq: int, subject: str, reason: str) -> None:
+        self.rejected.append(Rejected(seq, subject, reason))
+        self.rejected_total += 1
+        log.warning("message %d on %s recorded and skipped: %s", seq, subject, reason)
+
+    def _remember(self, command_id: str, data: bytes) -> None:
+        """Keep a command's message as stored (decoded only if a retry asks)."""
+        seen = self.seen
+        evs = seen.get(command_id)
+        if evs is not None:
+            evs.append(data)
+        else:
+            seen[command_id] = [data]
+            if len(seen) > SEEN_COMMANDS:
+                seen.popitem(last=False)
 
     def _fold_appended(
         self, messages: list[Outgoing], envelopes: list[Envelope], last: int
