@@ -15,11 +15,13 @@ import os
 import pickle
 import select
 import struct
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
-from .store import RawTuple
+from .store import Plan, RawTuple
 
 #: A frame's length prefix.
 LENGTH = struct.Struct("<I")
@@ -63,11 +65,39 @@ def data_frame(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-class FrameReader:
-    """Frames out of a pipe (blocking reads; ``poll`` says whether bytes are waiting)."""
+_plan_encoder = msgspec.msgpack.Encoder()
+_decode_msgpack = msgspec.msgpack.Decoder().decode
+#: A :func:`plan_frame`'s body back to ``(Plan, busy)``: decoded by its type, the rows and keys
+#: come back as the tuples they were (and faster than untyped: lists, then rebuilt).
+decode_plan_frame = msgspec.msgpack.Decoder(tuple[Plan, float]).decode
+#: The first byte of every pickle this module writes (protocol 2 and later: PROTO).
+_PICKLE = 0x80
 
-    def __init__(self, fd: int) -> None:
+
+def plan_frame(plan: Any, busy: float) -> bytearray:
+    """The frame of ``(plan, busy)`` as msgpack (msgspec), read back by a :class:`FrameReader`
+    given :data:`decode_plan_frame` (the committing process's). A third of the instructions
+    of pickling it (fast mode: ~10,700 an allocation in the projecting process, its
+    fourth-largest cost), and faster to read. msgpack carries every value a row holds (str,
+    int, float, bytes, bool, None) as it was; one it does not carry exactly (an int beyond 64
+    bits, a string with a lone surrogate) sends the frame pickled instead (:func:`data_frame`):
+    the reader tells them apart by the first byte."""
+    buf = bytearray(4)
+    try:
+        _plan_encoder.encode_into((plan, busy), buf, 4)
+    except (TypeError, ValueError, OverflowError):  # UnicodeEncodeError is a ValueError
+        return bytearray(data_frame((plan, busy)))
+    LENGTH.pack_into(buf, 0, len(buf) - 4)
+    return buf
+
+
+class FrameReader:
+    """Frames out of a pipe (blocking reads; ``poll`` says whether bytes are waiting): pickles,
+    or msgpack (:func:`plan_frame`)."""
+
+    def __init__(self, fd: int, decode_msgpack: Callable[[Any], Any] = _decode_msgpack) -> None:
         self.fd = fd
+        self.decode_msgpack = decode_msgpack
         self.buf = bytearray()
         self.eof = False
 
@@ -76,7 +106,9 @@ class FrameReader:
         if len(self.buf) >= 4:
             (n,) = LENGTH.unpack_from(self.buf)
             if len(self.buf) >= 4 + n:
-                obj = pickle.loads(memoryview(self.buf)[4 : 4 + n])
+                body = memoryview(self.buf)[4 : 4 + n]
+                obj = pickle.loads(body) if body[0] == _PICKLE else self.decode_msgpack(body)
+                del body
                 del self.buf[: 4 + n]
                 return True, obj
         return False, None

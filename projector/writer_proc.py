@@ -30,8 +30,8 @@ size beyond the last commit — then the writer closes). Child -> parent: ``("re
 ``("applied", last_seq, events, rejected, busy seconds)`` per commit, ``("failed",
 exception)``, ``("building",)`` as it starts building the deferred indexes, and ``("closed",
 last_seq)`` last — the committing process says them, the
-projecting one passes them on. Child -> grandchild: ``(plan, busy seconds)`` or ``None`` (close:
-build what was deferred). Memory is bounded by the parent: it sends at most its queue size of
+projecting one passes them on. Child -> grandchild: ``(plan, busy seconds)`` (as msgpack:
+:func:`~.frames.plan_frame`), ``END_BULK`` or ``None`` (close: build what was deferred). Memory is bounded by the parent: it sends at most its queue size of
 messages beyond the last acknowledged commit. Both children die with their parent
 (``PR_SET_PDEATHSIG``); a projecting process that fails ends the committing one's pipe, and
 every commit already made is whole.
@@ -53,7 +53,7 @@ from typing import Any
 from netledger.journal.forked import close_inherited, die_with_parent, fork, widen_pipe
 
 from .errors import ProjectorStopped
-from .frames import FrameReader, data_frame, frame, readable
+from .frames import FrameReader, decode_plan_frame, frame, plan_frame, readable
 from .rowcache import RowCache
 from .store import Batch, Plan, RawTuple, Writer, project_into
 
@@ -110,7 +110,7 @@ def commit_main(
         out.send(("failed", exc))
         return 1
     out.send(("ready", writer.last_seq, writer.highest_seq, writer.bulk_until))
-    plans = FrameReader(plan_fd)
+    plans = FrameReader(plan_fd, decode_plan_frame)
     extra = 0.0  # time spent between plans (building the deferred indexes)
     try:
         while True:
@@ -213,7 +213,7 @@ class _Committer:
     def hand(self, plan: Plan, busy: float) -> None:
         self.idle = False
         try:
-            self.plans.send_frame(data_frame((plan, busy)))
+            self.plans.send_frame(plan_frame(plan, busy))
         except BrokenPipeError:
             self._died()
 
