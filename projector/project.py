@@ -33,6 +33,7 @@ from netledger.events.types import Event
 from . import project_domain, project_hosts
 from .project_hosts import host_row
 from .project_tx import (
+    DEL_BYTE,
     INDEX_COLUMNS,
     MAX_RAW,
     Change,
@@ -123,7 +124,10 @@ def _declared_plain(hint: Any) -> bool:
 
 def event_data(ev: Event) -> str:
     """The event's data as compact JSON (the ``events.data`` column)."""
-    cls = type(ev)
+    return _data(ev, type(ev))
+
+
+def _data(ev: Event, cls: type[Event]) -> str:
     n = _PLAIN_DATA.get(cls)
     if n is None:
         n = _plain_data(cls)
@@ -135,7 +139,7 @@ def event_data(ev: Event) -> str:
             except TypeError:  # an int beyond 64 bits: the stdlib's way below
                 pass
             else:
-                if out.isascii() and b"\x7f" not in out:
+                if out.isascii() and DEL_BYTE not in out:
                     return out.decode("ascii")
         if len(own) == len(field_names(cls)):
             return to_json(own)  # a frozen dataclass's __dict__ holds exactly its fields
@@ -176,7 +180,8 @@ def apply_event(
             stream_time=stream_time,
         )
     tx = Tx(seq, env, view)
-    handler = _HANDLERS.get(type(ev)) or _BY_NAME.get(ev.TYPE)
+    cls = type(ev)
+    handler = _HANDLERS.get(cls) or _BY_NAME.get(ev.TYPE)
     try:
         if handler is not None:
             handler(tx, ev)
@@ -196,7 +201,10 @@ def apply_event(
             stream_time=stream_time,
         )
     idx = tx.index
-    for name in _indexed_fields(type(ev)):
+    names = _INDEXED_FIELDS.get(cls)
+    if names is None:
+        names = _indexed_fields(cls)
+    for name in names:
         if idx[name] is None:
             value = getattr(ev, name)
             if isinstance(value, str) and value:
@@ -206,7 +214,7 @@ def apply_event(
     row = (
         seq, env.time, stream_time, subject, ev.TYPE, env.event_id, env.command_id,
         actor.project, actor.role, actor.user, network_id, address, fixed, instance, project,
-        host, pool, event_data(ev), address_v6,
+        host, pool, _data(ev, cls), address_v6,
     )  # fmt: skip
     return tx, row
 
