@@ -9,7 +9,7 @@ is **the fastest Python reader built with nats-py here**, never slower than netl
   ``Nats-Msg-Id`` and the atomic batch's headers, which nothing reads (the catch-up child's and
   ``projector run``'s trick, ``journal/catchup.py`` ``_skip_stored_headers``);
 * stored messages handed from nats-py's parser straight to a plain function (no ``Msg``, no
-  queue, no task hop), as ``projector run`` reads (``projector/fastread.py``); on a nats-py
+  queue, no task hop), as ``projector run`` reads (``journal/fastread.py``); on a nats-py
   release that module was not checked against, nats-py's callback with the headers skipped.
 
 Until Dec 6 (morning) it was nats-py's ordered consumer with a callback on the benchmark's shared
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netledger.events.ids import ALL_EVENTS
+from netledger.journal import fastread
 from netledger.journal.catchup import _skip_stored_headers
 from netledger.journal.stream import Connection, connect
-from netledger.projector import fastread
 
 NAME = "history"
 #: What the raw read is, for the rows that name it.

@@ -48,7 +48,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from netledger.events.errors import LogRegression
 from netledger.events.ids import ALL_EVENTS
+from netledger.journal import fastread
 from netledger.journal.catchup import _skip_stored_headers
+from netledger.journal.fastread import reply_numbers
 from netledger.journal.stream import (
     Connection,
     check_regression,
@@ -57,10 +59,8 @@ from netledger.journal.stream import (
     retrying,
 )
 
-from . import fastread
 from .anchor import check_log
 from .errors import ProjectorStopped
-from .fastread import reply_numbers
 from .frames import ack_numbers, stream_time
 from .store import RawTuple
 from .writer_handle import WriterProcess

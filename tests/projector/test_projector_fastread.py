@@ -1,4 +1,4 @@
-"""``projector.fastread``'s parser path delivers what nats-py's own parser delivers, in order.
+"""``journal.fastread``'s parser path delivers what nats-py's own parser delivers, in order.
 
 A random stream of protocol frames (stored messages of the projector's subscription and of
 another one, status messages, messages without headers, PINGs), cut into random pieces as a
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.protocol.parser import Parser
 
-from netledger.projector import fastread
+from netledger.journal import fastread
 
 OURS, OTHER = 7, 9
 STORED_HEADERS = b"NATS/1.0\r\nNats-Msg-Id: x\r\n\r\n"

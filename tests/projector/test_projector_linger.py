@@ -148,7 +148,7 @@ def test_a_socket_pauses_and_resumes_on_either_event_loop(loop: str) -> None:
     depend on that (it would silently never pause under uvloop)."""
     from types import SimpleNamespace
 
-    from netledger.projector import fastread
+    from netledger.journal import fastread
 
     async def main() -> None:
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
-from netledger.projector.fastread import reply_numbers
+from netledger.journal.fastread import reply_numbers
 from netledger.projector.frames import FrameReader, data_frame, frame, raw_message, stream_time
 
 from .test_projector_writer import REPLIES
@@ -54,7 +54,7 @@ def test_raw_message_reads_the_reply_as_nats_py_does(reply: str) -> None:
 
 @pytest.mark.parametrize("reply", REPLIES)
 def test_fastread_reads_the_reply_as_nats_py_does(reply: str) -> None:
-    # what the reader's fast path (projector.fastread) takes out for the ordered consumer
+    # what the reader's fast path (journal.fastread) takes out for the ordered consumer
     md = Msg.Metadata._from_reply(reply)
     sseq, dseq, ts, pending = reply_numbers(reply)
     assert (sseq, dseq, pending) == (md.sequence.stream, md.sequence.consumer, md.num_pending)

@@ -311,7 +311,7 @@ async def test_a_projector_owning_its_connection_skips_stored_headers(
         p = Projector(own, tmp_path / "own.db", batch_size=7, heartbeat=0.2, owns_connection=True)
         await p.start()
         assert "_process_headers" in vars(own.nc)  # journal.catchup's filter, on this one
-        assert "_process_msg" in vars(own.nc) and p._fast  # projector.fastread, on this one
+        assert "_process_msg" in vars(own.nc) and p._fast  # journal.fastread, on this one
         assert "parse" in vars(own.nc._ps)
         await build_world(conn)
         await asyncio.sleep(0.7)  # idle heartbeats (status messages) arrive and are acted on

@@ -33,7 +33,7 @@ async def test_reconnects_when_the_server_comes_back(
     try:
         await ensure_stream(conn)
         await publish_event(conn, net("1"))
-        # owned: the connection's parser and message processing are projector.fastread's
+        # owned: the connection's parser and message processing are journal.fastread's
         p = Projector(conn, tmp_path / "p.db", heartbeat=0.5, owns_connection=owns)
         await p.start()
         assert p._fast == owns
@@ -77,7 +77,7 @@ async def test_a_pause_takes_what_was_already_sent(
     (``fastread.linger``, up to the queue size) instead of dropped and sent again: in a
     100,000-event catch-up the server delivered ~1.7 messages an event before, ~1.03 after.
     The same catch-up with and without it, on one stream: fewer deliveries, the same rows."""
-    from netledger.projector import fastread
+    from netledger.journal import fastread
     from netledger.projector.bench import publish, synthetic
 
     end = await publish(conn, synthetic(8000, seed=8))
@@ -113,7 +113,7 @@ async def test_a_pause_takes_what_was_already_sent(
 async def test_an_owned_connection_pauses_and_survives_a_lost_consumer(
     conn: Connection, nats_url: str, tmp_path: Path
 ) -> None:
-    """On its own connection stored messages skip nats-py's callback (``projector.fastread``):
+    """On its own connection stored messages skip nats-py's callback (``journal.fastread``):
     pausing and resuming (new consumers), and the ordered consumer's own reset after its
     consumer vanished (missed heartbeats), lose and repeat nothing."""
     from netledger.projector.bench import publish, synthetic

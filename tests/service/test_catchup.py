@@ -304,3 +304,38 @@ async def test_a_long_fold_at_the_start_is_announced_once(
         "netledger: the command service folds 10,000 events of the log (after its snapshot at"
         " seq 500,000) before it is ready",
     ]
+
+
+async def test_the_reader_takes_stored_messages_from_the_parser(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """The child's reader (``catchup._read``, run here in this process on a connection of its
+    own, writing its frames to a file) hands stored messages from nats-py's parser straight to
+    its handler (journal/fastread.py), and the frames hold every message through ``upto`` in
+    order."""
+    import pickle
+    import struct
+
+    from netledger.journal import catchup
+
+    end = await _history(conn, host_events=1500)
+    url = conn.nc.connected_url
+    assert url is not None
+    own = await connect(url.geturl(), stream=conn.stream)
+    out = tmp_path / "frames"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    try:
+        reached = await catchup._read(fd, own.nc, conn.stream, 3, end - 5)
+    finally:
+        os.close(fd)
+        await own.close()
+    assert "_process_msg" in vars(own.nc), "stored messages took nats-py's callback path"
+    assert reached == end - 5
+    data, got = out.read_bytes(), []
+    while data:
+        (n,) = struct.unpack_from("<I", data)
+        kind, value = pickle.loads(data[4 : 4 + n])
+        data = data[4 + n :]
+        if kind == "msgs":
+            got += [seq for seq, _, _ in value]
+    assert got == list(range(3, end - 4))

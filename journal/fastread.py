@@ -1,6 +1,7 @@
-"""The projector's stored messages straight from nats-py's parser to its handler.
+"""Stored messages straight from nats-py's parser to a reader's handler.
 
-On a connection the projector owns (``projector run``), nats-py's work per message is most of
+Used on connections a long reader owns: the projector's (``projector run``) and the command
+service's catch-up child (journal/catchup.py). There nats-py's work per message is most of
 the reader's: after parsing the protocol it builds a ``Msg`` (decoding subject and reply),
 checks the ordered consumer's sequence, queues the message, and a task per subscription takes
 it out and awaits the callback, which then takes the reply subject apart once more. Here the
