@@ -8,11 +8,8 @@ from following every network)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
-from netledger.events.codec import Envelope, encode
-from netledger.events.placement_events import NetworkHostJoined
 from netledger.executor.tasks import stop_task
 from netledger.executor.view import HostView
 from netledger.journal.append import Outgoing
@@ -23,8 +20,8 @@ from netledger.journal.stream import (
     Connection,
 )
 from netledger.service.client import Client
-from netledger.service.prelink import REASON
 from netledger.service.service import CommandService
+from tests.service.test_prelink import publish_orphan
 
 Append = Callable[[list[Outgoing], Outgoing, dict[str, int]], Awaitable[int]]
 
@@ -104,16 +101,7 @@ async def test_a_retry_after_an_orphan_join_read_past(
     nid = str(net["id"])
     view = await by_hand(HostView(conn, "h1", share=True))
     try:
-        orphan = Envelope(
-            NetworkHostJoined(network_id=nid, host="h1", reason=REASON),
-            "a-1:1:orphan",
-            "a-1",
-            time.time(),
-            c.actor,
-        )
-        await conn.js.publish(
-            orphan.event.subject(), encode(orphan), headers={MSG_ID: orphan.event_id}
-        )
+        await publish_orphan(c, nid, "h1", "a-1")
         await view.sync()
         await c.create_networks(label="m", cidr="10.8.0.0/24", mode="flat", bridge="br8")
         await view.sync()  # read past the orphan: followed, no longer joining
