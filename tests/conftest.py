@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netledger.common.natsserver import EmbeddedNats, free_port
+from netledger.common.natsserver import EmbeddedNats, NatsServerError, free_port
 from netledger.journal.stream import Connection, connect, ensure_stream
 from netledger.service.service import CommandService
 
@@ -23,8 +23,16 @@ pytest.register_assert_rewrite("tests.executor.dhcp_helpers")
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     """A fresh nats-server with JetStream for one test (fsync per write off: tests are not
     about power loss; the durability tests start their own)."""
-    server = EmbeddedNats(data_dir=tmp_path / "nats", port=free_port(), sync_interval="default")
-    server.start()
+    for attempt in range(3):
+        server = EmbeddedNats(data_dir=tmp_path / "nats", port=free_port(), sync_interval="default")
+        try:
+            server.start()
+            break
+        except NatsServerError as exc:
+            # free_port() closes its socket before the server binds: another process (a
+            # parallel test's server) may take the port in between. Another port, then.
+            if "is in use" not in str(exc) or attempt == 2:
+                raise
     try:
         yield server
     finally:
