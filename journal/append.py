@@ -153,11 +153,9 @@ class Appender:
         try:
             seq = await self._append(messages, expected, guard, deadline)
         except LogUnavailable as err:
-            if self.health is not None:
-                self.health.append_failed(err)
+            self._failed(err)
             raise
-        if self.health is not None and self.health.failing is not None:
-            self.health.append_ok()
+        self._succeeded()
         return seq
 
     async def _append(
@@ -288,8 +286,8 @@ class Appender:
         err: LogUnavailable | None = None
         if last_ok + 1 < len(results):
             err = self._chain_error(results[last_ok + 1])
-            if err is not None and self.health is not None:
-                self.health.append_failed(err)
+            if err is not None:
+                self._failed(err)
         if last_ok < 0:
             if err is not None:
                 raise err
@@ -298,8 +296,7 @@ class Appender:
         # the first: the prefix is contiguous in the stream even where a reply was lost.
         top = results[last_ok]
         assert not isinstance(top, BaseException)
-        if self.health is not None and self.health.failing is not None:
-            self.health.append_ok()
+        self._succeeded()
         return [top - (last_ok - i) for i in range(last_ok + 1)], err
 
     async def append_prelinked(
@@ -360,8 +357,7 @@ class Appender:
             raise MaybeApplied(f"no decisive answer: {exc}") from None
         except (*NO_ANSWER, *NO_STREAM) as exc:
             raise await self._in_doubt(exc, loop.time() - t0) from None
-        if self.health is not None and self.health.failing is not None:
-            self.health.append_ok()
+        self._succeeded()
         return seq
 
     async def _in_doubt(self, exc: BaseException, waited: float) -> Exception:
@@ -375,9 +371,15 @@ class Appender:
         return self._failed(await self._no_answer(exc, waited))
 
     def _failed(self, err: LogUnavailable) -> LogUnavailable:
+        """Tell the log's health of a failed append; ``err`` back, to raise."""
         if self.health is not None:
             self.health.append_failed(err)
         return err
+
+    def _succeeded(self) -> None:
+        """Tell the log's health of the first append that landed after failures."""
+        if self.health is not None and self.health.failing is not None:
+            self.health.append_ok()
 
     def _chain_error(self, first: object) -> LogUnavailable | None:
         """Why the first link not landed did not land, when the log refused it with a cause

@@ -402,6 +402,16 @@ class Lanes:
             self.seen[req.command_id] = events
         return bool(events)
 
+    async def _stored_before(self, job: Job, seq: int) -> None:
+        """A decision acknowledged as a duplicate: an earlier attempt of this command (no
+        longer in ``seen``) stored it inside the duplicate window, from ``seq`` on, and nothing
+        was stored now. Its answer is what that one stored: put back in ``seen`` and
+        :class:`MaybeApplied` raised (the round catches up and answers from there), or, not
+        found there, the command told its id was used before."""
+        if await self._recall(job.req, seq):
+            raise MaybeApplied(f"{job.req.command_id} was stored before, at {seq}")
+        job.fail(self._reused(job.req))
+
     @staticmethod
     def _reused(req: Request) -> CommandIdReused:
         return CommandIdReused(
@@ -447,10 +457,7 @@ class Lanes:
             # ``seq``); of several, each goes alone (_append_each) to find out which.
             if len(decided) != 1:
                 raise DuplicateBatch(f"batch acknowledged as stored before, at {seq}")
-            job = decided[0][0]
-            if await self._recall(job.req, seq - len(messages) + 1):
-                raise MaybeApplied(f"{job.req.command_id} was stored before, at {seq}")
-            job.fail(self._reused(job.req))
+            await self._stored_before(decided[0][0], seq - len(messages) + 1)
             return
         self.stats.batches += 1
         self.stats.batched_events += len(envelopes)
@@ -526,11 +533,7 @@ class Lanes:
         check = {msg.subject: base[msg.subject]}
         seq = await self.appender.append_prelinked(build_messages(placements), msg, check)
         if seq <= check[msg.subject]:
-            # Acknowledged as a duplicate: stored before by an earlier attempt of this command
-            # (no longer in ``seen``), inside the duplicate window; its answer is what it stored.
-            if await self._recall(job.req, seq):
-                raise MaybeApplied(f"{msg.msg_id} was stored before, at {seq}")
-            job.fail(self._reused(job.req))
+            await self._stored_before(job, seq)  # acknowledged as a duplicate
             return
         base[msg.subject] = seq
         self.stats.prelinked += 1
@@ -638,12 +641,7 @@ class Lanes:
                 last = await self.appender.append([msg], check, deadline=rest_by)
                 after_chain, rest_by = False, None
                 if check and last <= check[msg.subject]:
-                    # Acknowledged as a duplicate: an earlier attempt of this command (no
-                    # longer in ``seen``) stored this message id inside the duplicate window,
-                    # and nothing was stored now. Its answer is what that one stored.
-                    if await self._recall(job.req, last):
-                        raise MaybeApplied(f"{msg.msg_id} was stored before, at {last}")
-                    job.fail(self._reused(job.req))
+                    await self._stored_before(job, last)  # acknowledged as a duplicate
                     i += 1
                     continue
                 expected[msg.subject] = last
