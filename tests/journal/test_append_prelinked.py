@@ -31,6 +31,13 @@ async def stored(conn: Connection, since: int) -> list[tuple[int, str, str]]:
     return out
 
 
+async def join_then_alloc(a: Appender, check: int) -> int:
+    """One join (``c:1:x``), then the allocation (``c:0``) checked against ``check``."""
+    return await a.append_prelinked(
+        [Outgoing(PLACE, b"j", "c:1:x")], Outgoing(NET, b"alloc", "c:0"), {NET: check}
+    )
+
+
 async def test_the_placements_land_right_before_the_message(conn: Connection) -> None:
     a = Appender(conn)
     base = await a.append([Outgoing(NET, b"base", "base:0")], {NET: 0})
@@ -49,9 +56,7 @@ async def test_a_stale_check_leaves_only_the_placements(conn: Connection) -> Non
     a = Appender(conn)
     base = await a.append([Outgoing(NET, b"base", "base:0")], {NET: 0})
     with pytest.raises(WrongLastSequence):
-        await a.append_prelinked(
-            [Outgoing(PLACE, b"j", "c:1:x")], Outgoing(NET, b"alloc", "c:0"), {NET: base - 1}
-        )
+        await join_then_alloc(a, base - 1)
     assert await stored(conn, base) == [(base + 1, PLACE, "c:1:x")]
 
 
@@ -63,13 +68,13 @@ async def test_a_placement_stored_before_breaks_the_link(conn: Connection) -> No
     await a.append([Outgoing(PLACE, b"old", "c:1:x")], {})
     base = await a.append([Outgoing(NET, b"base", "base:0")], {NET: 0})
     with pytest.raises(PrelinkBroken):
-        await a.append_prelinked(
-            [Outgoing(PLACE, b"j", "c:1:x")], Outgoing(NET, b"alloc", "c:0"), {NET: base}
-        )
+        await join_then_alloc(a, base)
     assert await stored(conn, base) == []
 
 
-async def test_another_writer_in_between_breaks_the_link(conn: Connection) -> None:
+async def test_another_writer_in_between_breaks_the_link(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a = Appender(conn)
     base = await a.append([Outgoing(NET, b"base", "base:0")], {NET: 0})
     nc = conn.nc
@@ -83,14 +88,9 @@ async def test_another_writer_in_between_breaks_the_link(conn: Connection) -> No
             nc.publish_nowait("netledger.evt.network.else", b"y")
         return orig(subject, payload, hdr)
 
-    nc.start_request_nowait = interleaving  # type: ignore[method-assign]
-    try:
-        with pytest.raises(PrelinkBroken):
-            await a.append_prelinked(
-                [Outgoing(PLACE, b"j", "c:1:x")], Outgoing(NET, b"alloc", "c:0"), {NET: base}
-            )
-    finally:
-        nc.start_request_nowait = orig  # type: ignore[method-assign]
+    monkeypatch.setattr(nc, "start_request_nowait", interleaving)
+    with pytest.raises(PrelinkBroken):
+        await join_then_alloc(a, base)
     ids = [i for _, _, i in await stored(conn, base)]
     assert ids[0] == "c:1:x" and "c:0" not in ids
 
@@ -112,7 +112,7 @@ async def test_a_retry_of_a_landed_message(conn: Connection) -> None:
     assert ids == ["c:1:x", "c:0", "c:1:y", "c:1:z"]
 
 
-async def test_no_answer_is_in_doubt(conn: Connection) -> None:
+async def test_no_answer_is_in_doubt(conn: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
     a = Appender(conn, publish_timeout=0.5)
     base = await a.append([Outgoing(NET, b"base", "base:0")], {NET: 0})
     nc = conn.nc
@@ -122,13 +122,8 @@ async def test_no_answer_is_in_doubt(conn: Connection) -> None:
         await orig(started, timeout)
         raise nats.errors.TimeoutError
 
-    nc.wait_reply = losing  # type: ignore[method-assign]
-    try:
-        with pytest.raises(MaybeApplied):
-            await a.append_prelinked(
-                [Outgoing(PLACE, b"j", "c:1:x")], Outgoing(NET, b"alloc", "c:0"), {NET: base}
-            )
-    finally:
-        nc.wait_reply = orig  # type: ignore[method-assign]
+    monkeypatch.setattr(nc, "wait_reply", losing)
+    with pytest.raises(MaybeApplied):
+        await join_then_alloc(a, base)
     # It landed: the caller's catch-up finds the command applied.
     assert [i for _, _, i in await stored(conn, base)] == ["c:1:x", "c:0"]

@@ -19,13 +19,14 @@ from netledger.events.errors import LogUnavailable
 from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.types import FixedIpAllocated
 from netledger.executor.view import HostView
-from netledger.journal.stream import Connection, connect, ensure_stream
+from netledger.journal.stream import Connection
 from netledger.ops.status import service_stats
 from netledger.service import lanes as lanes_module
 from netledger.service.client import Client
 from netledger.service.prelink import REASON, prelinkable
 from netledger.service.service import CommandService
 from tests.service.test_service import check_allocations, read_all
+from tests.service.test_write_path_rare_rounds import two_replicas
 
 
 async def batch_ids(conn: Connection, seqs: list[int]) -> set[str]:
@@ -189,13 +190,7 @@ async def test_two_replicas_many_first_allocations(conn: Connection, nats_url: s
     """Two replicas deciding first allocations of 40 hosts on 2 networks at once (their
     conflicts leave orphan joins): every answer is what the log holds, no address twice, and
     every host's first allocation has its join right before it."""
-    conns = [await connect(nats_url, name=f"r{i}") for i in range(2)]
-    svcs = [CommandService(c) for c in conns]
-    try:
-        for c in conns:
-            await ensure_stream(c)
-        for s in svcs:
-            await s.start()
+    async with two_replicas(nats_url) as svcs:
         nets = await Client(conn).create_networks(
             label="p", cidr="10.9.0.0/22", num_networks=2, network_size=512, mode="flat"
         )
@@ -240,11 +235,6 @@ async def test_two_replicas_many_first_allocations(conn: Connection, nats_url: s
             finally:
                 await shared.close()
                 await whole.close()
-    finally:
-        for s in svcs:
-            await s.close()
-        for c in conns:
-            await c.close()
 
 
 async def test_a_share_view_past_an_orphan_join(conn: Connection, service: CommandService) -> None:
