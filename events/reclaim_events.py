@@ -141,31 +141,103 @@ class Absence:
 
 @dataclass
 class HostSightings:
-    """One host's sighting reports as far as reclaiming needs them."""
+    """One host's sighting reports as far as reclaiming needs them.
+
+    When each MAC was last seen (:attr:`seen`: MAC -> the stream sequence of the last report
+    that contained it) is kept in two parts: the MACs of the newest report were last seen in
+    it (all of them, but those :meth:`forget` dropped since), and :attr:`past` holds the
+    others. A report then costs what changed since the one before (a MAC or two), not a
+    write per MAC it holds: a host reports its whole set each time (~20 MACs here), and that
+    was ~20% of the service's fold of a long log. The mapping and every answer are exactly
+    those of one dict written at every report (tests/events/test_sightings_lazy.py)."""
 
     reports: list[Report] = field(default_factory=list)
-    #: MAC -> stream sequence of the last report that contained it
-    seen: dict[str, int] = field(default_factory=dict)
+    #: MAC -> stream sequence of the last report that contained it, for the MACs not in the
+    #: newest report (``last_macs``)
+    past: dict[str, int] = field(default_factory=dict)
     last_macs: frozenset[str] = frozenset()
     limit: int = MAX_REPORTS
+    #: MACs of the newest report whose sighting was forgotten since (:meth:`forget`,
+    #: :meth:`keep_only`): a subset of ``last_macs``
+    forgotten: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_seen(
+        cls, reports: list[Report], seen: dict[str, int], last_macs: frozenset[str], limit: int
+    ) -> HostSightings:
+        """From the mapping :attr:`seen` (a snapshot's): ValueError when it cannot be what the
+        fold kept (a MAC of the newest report last seen elsewhere than in it)."""
+        newest = reports[-1].seq if reports else None
+        if last_macs and newest is None:
+            raise ValueError("MACs of a newest report without any report")
+        past = {m: s for m, s in seen.items() if m not in last_macs}
+        forgotten = set()
+        for m in last_macs:
+            s = seen.get(m)
+            if s is None:
+                forgotten.add(m)
+            elif s != newest:
+                raise ValueError(f"{m} of the report at seq {newest} last seen at seq {s}")
+        return cls(
+            reports=reports, past=past, last_macs=last_macs, limit=limit, forgotten=forgotten
+        )
+
+    @property
+    def seen(self) -> dict[str, int]:
+        """MAC -> stream sequence of the last report that contained it (a new dict)."""
+        out = dict(self.past)
+        if self.last_macs:
+            newest = self.reports[-1].seq
+            forgotten = self.forgotten
+            for m in self.last_macs:
+                if m not in forgotten:
+                    out[m] = newest
+        return out
+
+    def last_seen(self, mac: str) -> int:
+        """The stream sequence of the last report that contained ``mac`` (lower case), else 0."""
+        if mac in self.last_macs and mac not in self.forgotten:
+            return self.reports[-1].seq
+        return self.past.get(mac, 0)
+
+    def forget(self, mac: str) -> None:
+        """No allocation on this host has ``mac`` (lower case) any more: forget its sighting."""
+        if mac in self.last_macs:
+            self.forgotten.add(mac)
+        else:
+            self.past.pop(mac, None)
 
     def record(
         self, seq: int, time: float, macs: list[str], networks: list[str], start: bool = False
     ) -> None:
         nets = frozenset(networks)
-        if self.reports and self.reports[-1].networks == nets:
-            nets = self.reports[-1].networks  # one set shared by reports that cover the same
-        self.reports.append(Report(seq, time, nets, start))
-        # (map and dict.fromkeys: a host reports every MAC it holds each time, and this was
-        # ~17% of the service's fold of a long log). MACs are written in lower case: when the
-        # report is (lower() of the whole changes no character, so of none of its parts), it
-        # is taken as it is instead of one new string per MAC (a third of this, 19 MACs).
+        reports = self.reports
+        if reports and reports[-1].networks == nets:
+            nets = reports[-1].networks  # one set shared by reports that cover the same
+        # MACs are written in lower case: when the report is (lower() of the whole changes no
+        # character, so of none of its parts), it is taken as it is instead of one new string
+        # per MAC (a third of this, 19 MACs).
         joined = "".join(macs)
-        self.last_macs = (
-            frozenset(macs) if joined.lower() == joined else frozenset(map(str.lower, macs))
-        )
-        self.seen.update(dict.fromkeys(self.last_macs, seq))
-        if len(self.reports) > self.limit:
+        new = frozenset(macs) if joined.lower() == joined else frozenset(map(str.lower, macs))
+        old = self.last_macs
+        past = self.past
+        if old:
+            # Last seen in the newest report until now: those it had and this one has not.
+            newest = reports[-1].seq
+            forgotten = self.forgotten
+            for m in old - new:
+                if m not in forgotten:
+                    past[m] = newest
+            for m in new - old:
+                past.pop(m, None)
+        elif past:
+            for m in new:
+                past.pop(m, None)
+        if self.forgotten:
+            self.forgotten = set()
+        self.last_macs = new
+        reports.append(Report(seq, time, nets, start))
+        if len(reports) > self.limit:
             self._thin()
 
     def keep_only(self, live: dict[str, int] | None) -> None:
@@ -175,17 +247,19 @@ class HostSightings:
         changes no absence — a later allocation of it is judged from its own sequence. Found
         at a million events: the check before, which forgot nothing, ran at every report."""
         n = len(live) if live else 0
-        if len(self.seen) > 2 * n + 4 * self.limit:
-            self.seen = {m: s for m, s in self.seen.items() if live and m in live}
+        if len(self.past) + len(self.last_macs) - len(self.forgotten) > 2 * n + 4 * self.limit:
+            self.past = {m: s for m, s in self.past.items() if live and m in live}
+            self.forgotten.update(m for m in self.last_macs if not (live and m in live))
 
     def _thin(self) -> None:
         """Drop every other report of the older half (the newest report is always kept)."""
         half = len(self.reports) // 2
         self.reports = self.reports[:half:2] + self.reports[half:]
         # A MAC last seen before the oldest kept report gains nothing from its entry: the first
-        # kept report after its allocation is after that sighting anyway.
+        # kept report after its allocation is after that sighting anyway. (The newest report's
+        # MACs were seen in it: kept.)
         oldest = self.reports[0].seq
-        self.seen = {m: s for m, s in self.seen.items() if s >= oldest}
+        self.past = {m: s for m, s in self.past.items() if s >= oldest}
 
     def confirms(self, hb: Heartbeat | None) -> bool:
         """Whether ``hb`` confirms this host's newest report (same report, same MAC set, later)."""
@@ -204,7 +278,7 @@ class HostSightings:
         """The absence of ``mac`` after stream sequence ``since_seq`` (its allocation), as
         shown by reports that covered ``network_id``'s bridge; None when no such report. A
         ``heartbeat`` that confirms the newest report extends it to the heartbeat's time."""
-        last_seen = self.seen.get(mac.lower(), 0)
+        last_seen = self.last_seen(mac.lower())
         after = max(since_seq, last_seen)
         seqs = [r.seq for r in self.reports]
         i = bisect.bisect_right(seqs, after)

@@ -197,7 +197,7 @@ def _sightings_from(w: list[Any]) -> HostSightings:
     sets, reports, seen, last_macs, limit = w
     shared = [frozenset(x) for x in sets]
     out = [Report(seq, time, shared[i], start) for seq, time, i, start in reports]
-    return HostSightings(reports=out, seen=seen, last_macs=frozenset(last_macs), limit=limit)
+    return HostSightings.from_seen(out, seen, frozenset(last_macs), limit)
 
 
 def state_to_wire(s: State) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class State:
         # kept forever (events/reclaim_events.py: HostSightings._thin).
         h = self.sightings.get(ip.host)
         if h is not None:
-            h.seen.pop(mac, None)
+            h.forget(mac)
 
     def _unallocate(self, n: NetworkState, ip: FixedIp) -> None:
         if ip.allocated:

@@ -436,12 +436,13 @@ def test_a_hosts_memory_of_sightings_follows_its_live_allocations() -> None:
     )
     both = ["1", "2"]
     log.report("h1", [a["mac"], b["mac"]], 1000, both)
-    seen = log.state.sightings["h1"].seen
-    assert set(seen) == {a["mac"].lower(), b["mac"].lower()}
+    h1 = log.state.sightings["h1"]
+    assert set(h1.seen) == {a["mac"].lower(), b["mac"].lower()}  # (a new dict each time)
     log.run("fixed_ip.deallocate", {"instance": "vm-b", "network_id": "1"})
-    assert b["mac"].lower() not in seen  # forgotten: no live allocation has it
+    assert b["mac"].lower() not in h1.seen  # forgotten: no live allocation has it
+    assert h1.last_seen(b["mac"].lower()) == 0
     log.run("fixed_ip.deallocate", {"instance": "vm-a", "network_id": "1"})
-    assert a["mac"].lower() in seen  # vm-t in network 2 has the same MAC on h1
+    assert a["mac"].lower() in h1.seen  # vm-t in network 2 has the same MAC on h1
     # vm-t's absence starts after the report that saw its MAC, not at its allocation
     log.report("h1", [], 1001, both)
     log.report("h1", [], 1010, both)
