@@ -21,11 +21,17 @@ right before it — what the batch promised, the other way round:
   *orphan*. Harmless: its host reads the network, holds nothing there, and stops (the share
   follows the fold, executor/share.py); the service's fold only notes the pair; ``seen``
   keeps no placements (service.py ``_fold``), so a retry is never answered from a join. The
-  decision is made again with a join of its own — as an atomic batch, so a round leaves one
-  orphan at most: the placements' message ids name the attempt
-  (``<command id>:<i>:<attempt>``), never the duplicate of an orphan, which would break the
-  link every time. An executor keeps a joined network followed until it has read the message
-  after the join, even one it followed already (executor/view.py ``_read_joins``);
+  decision is made again — as an atomic batch, so a round leaves one orphan at most. An
+  executor keeps a joined network followed until it has read the message after the join, even
+  one it followed already (executor/view.py ``_read_joins``);
+* a join's message id is its command's and its content's (``<command id>:<i>:<digest of host
+  and network>``), the same at every attempt of the same decision: a retry of a command that
+  already landed (the client's, reaching a replica that has not read it yet) appends nothing —
+  its join is the duplicate of the stored one, its allocation refused by the subject's check —
+  as the atomic batch appended nothing (found by review). A retry after an orphan: when the
+  orphan is still the stream's last message, the allocation lands right after it; else the
+  link is broken (the duplicate is not the last message) and the decision goes as a batch. A
+  join of another host or network never shares an id, so never links an allocation;
 * no answer for the allocation within the append budget: the log's trouble, as any append
   without an answer (the health told; a retry with the same command id is answered from the
   log if it landed).
@@ -38,7 +44,7 @@ checked subjects (a floating association and its mapping: the batch keeps both c
 from __future__ import annotations
 
 import dataclasses
-import uuid
+import hashlib
 
 from netledger.events.codec import Envelope
 from netledger.events.placement import unchecked
@@ -59,12 +65,19 @@ def prelinkable(events: list[Event]) -> bool:
 
 
 def prelinked_envelopes(envs: list[Envelope]) -> tuple[Envelope, list[Envelope]]:
-    """``(the decision's event, its placements)`` as published: the placements with message
-    ids of this attempt and the reason that says their allocation comes after them."""
-    attempt = uuid.uuid4().hex[:12]
+    """``(the decision's event, its placements)`` as published: the placements with the reason
+    that says their allocation comes after them, and message ids of their content."""
     placements = []
     for e in envs[1:]:
         assert isinstance(e.event, NetworkHostJoined)
         join = NetworkHostJoined(network_id=e.event.network_id, host=e.event.host, reason=REASON)
-        placements.append(dataclasses.replace(e, event=join, event_id=f"{e.event_id}:{attempt}"))
+        placements.append(dataclasses.replace(e, event=join, event_id=join_id(e.event_id, join)))
     return envs[0], placements
+
+
+def join_id(event_id: str, join: NetworkHostJoined) -> str:
+    """The message id of a pre-linked join: its place in its command (``event_id``: the batch's
+    id of the same event, which it must not share) and what it joins. Deterministic, so that a
+    retry's join is the server's duplicate of the same join, never of another one."""
+    what = hashlib.blake2b(f"{join.host}\0{join.network_id}".encode(), digest_size=6).hexdigest()
+    return f"{event_id}:{what}"

@@ -19,14 +19,14 @@ from netledger.events.errors import LogUnavailable
 from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.types import FixedIpAllocated
 from netledger.executor.view import HostView
-from netledger.journal.stream import Connection
+from netledger.journal.stream import Connection, last_seq
 from netledger.ops.status import service_stats
 from netledger.service import lanes as lanes_module
 from netledger.service.client import Client
-from netledger.service.prelink import REASON, prelinkable
+from netledger.service.prelink import REASON, join_id, prelinkable
 from netledger.service.service import CommandService
 from tests.service.test_service import check_allocations, read_all
-from tests.service.test_write_path_rare_rounds import two_replicas
+from tests.service.test_write_path_rare_rounds import allocate, two_replicas
 
 
 async def batch_ids(conn: Connection, seqs: list[int]) -> set[str]:
@@ -67,15 +67,13 @@ def stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] == "T"
 
 
-async def publish_orphan(c: Client, nid: str, host: str, command_id: str) -> None:
-    """What a refused allocation leaves: its join alone, with the command's id."""
-    orphan = Envelope(
-        NetworkHostJoined(network_id=nid, host=host, reason=REASON),
-        f"{command_id}:1:orphan",
-        command_id,
-        time.time(),
-        c.actor,
-    )
+async def publish_orphan(
+    c: Client, nid: str, host: str, command_id: str, msg_id: str | None = None
+) -> None:
+    """What a refused allocation leaves: its join alone, with the command's id (and the
+    message id ``msg_id``: by default one no attempt of this code gives)."""
+    join = NetworkHostJoined(network_id=nid, host=host, reason=REASON)
+    orphan = Envelope(join, msg_id or f"{command_id}:1:orphan", command_id, time.time(), c.actor)
     await c.conn.js.publish(
         orphan.event.subject(), encode(orphan), headers={"Nats-Msg-Id": orphan.event_id}
     )
@@ -107,6 +105,97 @@ async def test_a_first_allocation_is_prelinked(conn: Connection, service: Comman
     # A retry is answered from the allocation; the join is not kept among its events.
     assert [type(e) for e in map(_decoded, service.seen["a-1"])] == [FixedIpAllocated]
     assert await c.allocate_fixed_ip("i1", network_id=net["id"], host="h1", command_id="a-1") == a
+
+
+async def test_a_retry_of_a_landed_first_allocation_appends_nothing(
+    conn: Connection, nats_url: str
+) -> None:
+    """Replica b stores a host's first allocation pre-linked; the client's retry of the same
+    command id reaches replica a before a's follower has read the allocation. The retry gets
+    b's answer and appends nothing: its join is the server's duplicate of b's (one id for the
+    same join of the same command), its allocation refused by the subject's check — as the
+    atomic batch appended nothing. (Found by review: the join's id named the attempt, and the
+    retry left an orphan join in the log.)"""
+    async with two_replicas(nats_url) as (a, b):
+        [net] = await Client(conn).create_networks(
+            label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9"
+        )
+        nid = str(net["id"])
+        top = await last_seq(conn)
+        for s in (a, b):
+            await s.follower.wait_for(top)
+        loop = asyncio.get_running_loop()
+        real_on_msg = a.follower._on_msg
+        held = asyncio.Event()
+        queue: list[Any] = []
+
+        def release() -> None:
+            while queue:
+                real_on_msg(queue.pop(0))
+
+        def on_msg(msg: Any) -> None:
+            # a's follower lags: from b's allocation on, it reads 0.3 s late (in order)
+            if queue or ((msg.headers or {}).get("Nats-Msg-Id") == "b-1:0" and not held.is_set()):
+                if not queue:
+                    held.set()
+                    loop.call_later(0.3, release)
+                queue.append(msg)
+                return
+            real_on_msg(msg)
+
+        a.follower._on_msg = on_msg  # type: ignore[method-assign]
+        first = await b._submit(allocate("i1", nid, "b-1"))
+        assert b.stats.prelinked == 1
+        await asyncio.wait_for(held.wait(), 5)
+        before = await last_seq(conn)
+        again = await a._submit(allocate("i1", nid, "b-1"))  # the client's retry
+        assert again == first
+        after = [(seq, env.event.TYPE, env.command_id) for seq, _, env in await read_all(conn)]
+        assert [x for x in after if x[0] > before] == [], "the retry appended"
+
+
+async def test_a_retry_links_to_its_orphan_when_it_is_still_the_last_message(
+    conn: Connection, service: CommandService
+) -> None:
+    """A command whose allocation never landed left its join (the same id a retry gives the
+    same join): the retry's join is that one's duplicate and, the orphan being the stream's
+    last message, the allocation lands right after it — one join for the pair, not two."""
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
+    nid = str(net["id"])
+    join = NetworkHostJoined(network_id=nid, host="h1", reason=REASON)
+    await publish_orphan(c, nid, "h1", "a-1", join_id("a-1:1", join))
+    a = await c.allocate_fixed_ip("i1", network_id=nid, host="h1", command_id="a-1")
+    events = await read_all(conn)
+    mine = [(seq, env) for seq, _, env in events if env.command_id == "a-1"]
+    assert [env.event.TYPE for _, env in mine] == ["NetworkHostJoined", "FixedIpAllocated"]
+    assert mine[0][0] + 1 == mine[1][0] and mine[1][1].event.address == a["address"]
+    assert service.stats.prelinked == 1
+
+
+async def test_a_retry_after_its_orphan_with_others_since_goes_as_a_batch(
+    conn: Connection, service: CommandService
+) -> None:
+    """The same, but another message landed after the orphan: the retry's join is still its
+    duplicate (nothing appended for it), so the link is broken — the allocation is refused
+    whole and the decision goes as an atomic batch of its own join and allocation."""
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
+    nid = str(net["id"])
+    join = NetworkHostJoined(network_id=nid, host="h1", reason=REASON)
+    await publish_orphan(c, nid, "h1", "a-1", join_id("a-1:1", join))
+    await c.allocate_fixed_ip("i0", network_id=nid, host="h0", command_id="z-1")
+    a = await c.allocate_fixed_ip("i1", network_id=nid, host="h1", command_id="a-1")
+    events = await read_all(conn)
+    mine = [(seq, env) for seq, _, env in events if env.command_id == "a-1"]
+    assert [env.event.TYPE for _, env in mine] == [
+        "NetworkHostJoined",  # the orphan
+        "FixedIpAllocated",  # the batch: the allocation, then its join
+        "NetworkHostJoined",
+    ]
+    assert mine[1][0] + 1 == mine[2][0] and mine[1][1].event.address == a["address"]
+    assert service.stats.prelink_broken == 1
+    joins_before(events)
 
 
 def _decoded(raw: bytes) -> Any:
