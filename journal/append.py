@@ -313,8 +313,8 @@ class Appender:
         server's file store (~4-5 ms of staging per batch, bench/README.md §1, against two
         pipelined publish-acks): the message never lands without its placements. The reverse
         may happen — placements stored, the message refused (a conflict, another writer in
-        between): they are harmless (events/placement.py says why) and carry ids of this
-        attempt only, so the next attempt stores its own. Raises :class:`WrongLastSequence`
+        between): they are harmless (events/placement.py says why); the caller's ids say
+        whether a retry's placements are their duplicates (service/prelink.py). Raises :class:`WrongLastSequence`
         on a conflict, :class:`PrelinkBroken` when another message came in between (nothing
         of ``message`` stored), :class:`LogUnavailable` when the log refused with a cause or,
         with a budget, did not answer within it, and :class:`MaybeApplied` when ``message``
