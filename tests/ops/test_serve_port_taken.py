@@ -12,12 +12,19 @@ for an INFO naming it from a child that still runs, and anything else on the por
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from netledger.common.natsserver import EmbeddedNats, NatsServerError, free_port, server_info
+from netledger.common.natsserver import (
+    EmbeddedNats,
+    NatsServerError,
+    _ephemeral_low,
+    free_port,
+    server_info,
+)
 from netledger.events.ids import STREAM
 from netledger.journal.stream import connect
 
@@ -90,3 +97,15 @@ def test_each_embedded_server_answers_with_a_name_of_its_own(tmp_path: Path) -> 
         assert (server_info(server.host, server.port) or {}).get("server_name") == name
     finally:
         server.stop()
+
+
+def test_free_ports_come_from_below_the_ephemeral_range() -> None:
+    """A port picked for a server is one no outgoing connection gets meanwhile: not from the
+    range the kernel hands out for port 0 and for every client socket's local port. It is free
+    when picked (bound and released), and two picks rarely meet."""
+    low = _ephemeral_low()
+    ports = [free_port() for _ in range(50)]
+    assert all(p < low for p in ports), (low, ports)
+    assert len(set(ports)) >= 45
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))  # still free
