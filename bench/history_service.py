@@ -26,6 +26,8 @@ from netledger.journal.stream import Connection, last_seq
 
 NO_SNAPSHOT = ["--ignore-snapshots", "--snapshot-every", "0"]
 _READY = re.compile(r"ready at seq (\d+) in ([0-9.]+)s")
+#: the snapshot's load (list, read, check, decode) in the same line
+_LOADED = re.compile(r"loaded in ([0-9.]+)s")
 #: the fold's own figure in the same line (no snapshot load, no connect)
 _FOLD = re.compile(r"fold: (\d+) events in ([0-9.]+)s")
 
@@ -72,6 +74,9 @@ async def service_ready(st: Stack, extra: list[str]) -> tuple[float, float, str,
     said = f"VmRSS {now:.0f} MB when ready"
     if m:
         said += f"; it reports its start: {float(m.group(2)):.2f} s to seq {int(m.group(1)):,}"
+    loaded = _LOADED.search(logged)
+    if loaded:
+        said += f", the snapshot loaded in {float(loaded.group(1)):.2f} s"
     f = _FOLD.search(logged)
     fold = float(f.group(2)) if f else 0.0
     if f:

@@ -269,7 +269,8 @@ class CommandService(Lanes, Requests):
             " (%.0f events/s, %s)",
             self.follower.applied_seq,
             self.ready_seconds,
-            f"snapshot at seq {snap.seq} + {self.follower.applied_seq - snap.seq} events"
+            f"snapshot at seq {snap.seq} loaded in {self._snapshot_seconds():.2f}s"
+            f" + {self.follower.applied_seq - snap.seq} events"
             if snap is not None
             else "folded from the start of the log",
             fold.events,
@@ -360,6 +361,10 @@ class CommandService(Lanes, Requests):
         self.fold_report = FoldReport(
             self.follower.applied_seq - first + 1, round(time.monotonic() - t0, 3), by_child
         )
+
+    def _snapshot_seconds(self) -> float:
+        s = self.snapshotter
+        return (s.stats.loaded_seconds or 0.0) if s is not None else 0.0
 
     def state_seq_of(self, subject: str) -> int:
         """The last sequence of ``subject`` in the fold (the state may be replaced: a snapshot)."""

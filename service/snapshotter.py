@@ -53,6 +53,8 @@ class SnapshotPolicy:
 class SnapshotStats:
     loaded_seq: int | None = None
     loaded_name: str | None = None
+    #: seconds the start took to list, read, check and decode the snapshot it loaded
+    loaded_seconds: float | None = None
     skipped: list[dict[str, Any]] = field(default_factory=list)
     written: int = 0
     last_written_seq: int | None = None
@@ -102,12 +104,14 @@ class Snapshotter:
         def skipped(s: StoredSnapshot, reason: str) -> None:
             self.stats.skipped.append({"name": s.name, "seq": s.seq, "reason": reason})
 
+        t0 = time.monotonic()
         try:
             snap = await self.store.load(on_skip=skipped)
         except Exception as exc:  # a bucket we cannot read is no reason not to start
             log.warning("snapshots unavailable (%s): folding the log from the start", exc)
             return None
         if snap is not None:
+            self.stats.loaded_seconds = round(time.monotonic() - t0, 3)
             self.stats.loaded_seq = snap.seq
             self.stats.loaded_name = f"service-{snap.seq:012d}"
             self._created = snap.created

@@ -271,6 +271,8 @@ async def test_a_reader_forked_early_and_not_needed_is_stopped(conn: Connection)
     await again.start()
     try:
         assert again.snapshotter is not None and again.snapshotter.stats.loaded_seq == end
+        loaded = again.snapshotter.stats.loaded_seconds
+        assert loaded is not None and 0 < loaded <= again.ready_seconds
         assert again.fold_report.by_child == 0
         assert not _forked_children()
         assert state_to_wire(again.state) == state_to_wire(await fold_from_log(conn, end))
