@@ -72,3 +72,53 @@ async def test_a_resubscription_that_fails_while_nats_is_away_does_not_stall_sil
             await p.close()
     finally:
         await conn.close()
+
+
+async def test_a_caught_up_projector_does_not_read_the_log_from_1_after_a_server_restart(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """A projector that starts caught up (its checkpoint is the log's end) has had no message
+    delivered on its subscription: nats-py's ordered consumer then remembers stream seq 0.
+    A server restart loses the consumer (memory storage); missed heartbeats make nats-py
+    recreate it from ``_sseq + 1`` = 1, and the whole log is pushed again to be dropped as
+    redeliveries — a cost that grows with the log's age at every NATS restart (DESIGN.md: no
+    reader starts at sequence 1 in normal operation), unbounded in nats-py's queue on a
+    shared connection."""
+    from netledger.projector.bench import publish, synthetic
+    from tests.projector.stream_helpers import publish_event
+    from tests.projector.test_projector_unit import alloc, net
+
+    conn = await connect(nats_server.url, name="writer")
+    own = None
+    try:
+        await ensure_stream(conn)
+        await publish_event(conn, net("9", cidr="10.9.0.0/24"))
+        end = await publish(conn, synthetic(5000, seed=4))
+        assert await project_until(conn, tmp_path / "p.db") == end
+        own = await connect(nats_server.url, name="reader")
+        p = Projector(own, tmp_path / "p.db", heartbeat=0.3, linger=0)
+        await p.start()  # caught up: nothing is delivered on its subscription
+        try:
+            await asyncio.sleep(0.5)
+            before = own.nc.stats["in_msgs"]
+            await asyncio.to_thread(nats_server.stop)
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(nats_server.start)
+            seq = 0
+            for _ in range(100):  # the client reconnects on its own; publish once it has
+                try:
+                    seq = await publish_event(conn, alloc("10.9.0.7", "i7"), 7)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
+            await p.wait_for(seq, 30)
+            await asyncio.sleep(1.0)  # heartbeats settle
+            delivered = own.nc.stats["in_msgs"] - before
+        finally:
+            await p.close()
+        # the event appended, heartbeats, a few control messages: not the whole log again
+        assert delivered < 500, f"{delivered} messages delivered for 1 new event (log: {end})"
+    finally:
+        if own is not None:
+            await own.close()
+        await conn.close()
