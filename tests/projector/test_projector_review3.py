@@ -122,3 +122,63 @@ async def test_a_caught_up_projector_does_not_read_the_log_from_1_after_a_server
         if own is not None:
             await own.close()
         await conn.close()
+
+
+async def test_resuming_after_a_full_disk_while_nats_is_away_does_not_stall_silently(
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once space is back, ``_wait_for_space`` reopens and calls ``_follow``; if NATS does not
+    answer its subscribe within ``retrying``'s window (30 s; 1 s here), ``_follow`` closes the
+    projector (cancelling the very task it runs in) and raises into a task nobody awaits: no
+    failure is reported (``wait_failed``, what ``projector run`` waits on, never returns) and
+    nothing is read any more — the daemon answers with a frozen projection for good."""
+    import sqlite3
+
+    from netledger.projector.bench import publish, synthetic
+
+    monkeypatch.setattr(runner, "retrying", functools.partial(jstream.retrying, wait=1.0))
+    conn = await connect(nats_server.url, name="space-test")
+    try:
+        await ensure_stream(conn)
+        end = await publish(conn, synthetic(500, seed=5))
+        p = Projector(conn, tmp_path / "p.db", batch_size=16, heartbeat=0.5)
+        p.resume_check = 0.05
+        p.resume_free = 1  # space is "back" at once
+        subscribe = p._subscribe
+        calls = 0
+
+        async def subscribe_while_nats_is_away(start_seq: int) -> None:
+            nonlocal calls
+            calls += 1
+            if calls != 2:  # the resumption after the full disk: NATS is away meanwhile
+                await subscribe(start_seq)
+                return
+            await asyncio.to_thread(nats_server.stop)
+            try:
+                await subscribe(start_seq)
+            finally:
+                await asyncio.to_thread(nats_server.start)
+
+        p._subscribe = subscribe_while_nats_is_away  # type: ignore[method-assign]
+        await p.start()
+        try:
+            await p.wait_for(1, 30)
+            w = p._writer
+            assert w is not None
+            # the writer says what a full disk makes it say (test_storage_projector.py does so)
+            w._received(("failed", sqlite3.OperationalError("database or disk is full")))
+            assert p.disk_full_pauses == 1
+            failed = asyncio.create_task(p.wait_failed())
+            caught_up = asyncio.create_task(p.wait_for(end, None))
+            await asyncio.wait({failed, caught_up}, timeout=15)
+            failed.cancel()
+            caught_up.cancel()
+            assert calls >= 2, "it never resumed"
+            assert p.last_seq == end or p.failure is not None, (
+                f"stalled at {p.last_seq} of {end}: not reading, no failure reported"
+                f" (paused={p.paused!r}, resume task: {p._resume})"
+            )
+        finally:
+            await p.close()
+    finally:
+        await conn.close()
