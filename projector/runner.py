@@ -324,7 +324,13 @@ class Projector:
                 self.db_path.parent,
             )
             self.paused = self.paused_since = None
-            await self._follow()
+            # _follow closes the projector if it cannot subscribe: not this task's cancel then
+            # (close() cancels _resume), and its failure must be heard (wait_failed).
+            self._resume = None
+            try:
+                await self._follow()
+            except Exception as exc:
+                self._failed(exc)
             return
 
     async def _subscribe(self, start_seq: int) -> None:
@@ -519,7 +525,13 @@ class Projector:
                     fastread.unlinger(self.conn.nc)
                 self._paused = self._again = False
                 if self._reading:
-                    await self._subscribe(self._enqueued + 1)
+                    try:
+                        await self._subscribe(self._enqueued + 1)
+                    except Exception as exc:
+                        # Nobody awaits this task: left to it, the failure went unseen and
+                        # reading stopped for good (no consumer, no failure reported).
+                        self._failed(exc)
+                        return
                 # The new consumer's messages may come before its subscribe returns: a pause
                 # or a gap they caused meanwhile found this task running (_restart_reading
                 # only noted it).
