@@ -38,7 +38,7 @@ from typing import Any
 
 from netledger.events.ids import ALL_EVENTS
 from netledger.journal.forked import close_inherited, die_with_parent, exited, fork, widen_pipe
-from netledger.journal.stream import FOLLOW_HEARTBEAT_S, Connection
+from netledger.journal.stream import FOLLOW_HEARTBEAT_S, Connection, seed_ordered
 
 log = logging.getLogger("netledger.catchup")
 
@@ -192,6 +192,7 @@ async def _read(fd: int, nc: Any, stream: str, start: int, upto: int) -> int:
         pending_bytes_limit=256 * 1024 * 1024,
         idle_heartbeat=FOLLOW_HEARTBEAT_S,
     )
+    seed_ordered(sub, start)  # recreated from here, not from seq 1
     reached = await done
     # Everything is handed over: the parent may now stop this process at any moment (the
     # server forgets an ephemeral consumer whose connection is gone).

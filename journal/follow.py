@@ -37,6 +37,7 @@ from netledger.journal.stream import (
     check_same_message,
     last_seq,
     retrying,
+    seed_ordered,
 )
 
 log = logging.getLogger("netledger.stream")  # one logger for the log layer
@@ -167,6 +168,7 @@ class Follower:
             ),
             "subscribing to the stream",
         )
+        seed_ordered(self._sub, start_seq)  # recreated from here, not from seq 1
 
     async def _unsubscribe(self) -> None:
         self._gen += 1
@@ -417,6 +419,7 @@ async def iter_subject(
         ),
         f"reading {subject}",
     )
+    seed_ordered(sub, max(1, start))
     name: str | None = None
     try:
         # Messages the server pushed before this question are no longer "pending": the total

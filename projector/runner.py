@@ -57,6 +57,7 @@ from netledger.journal.stream import (
     check_same_message,
     last_seq,
     retrying,
+    seed_ordered,
 )
 
 from .anchor import check_log
@@ -350,12 +351,7 @@ class Projector:
             ),
             "subscribing to the stream",
         )
-        # nats-py's ordered consumer starts out believing it delivered stream seq 0: lost
-        # before it delivered anything (a server restart under a caught-up reader), it was
-        # recreated from seq 1 and the whole log came again (dropped here as redeliveries).
-        jsi = getattr(getattr(self._sub, "_sub", None), "_jsi", None)
-        if jsi is not None and isinstance(getattr(jsi, "_sseq", None), int):
-            jsi._sseq = max(jsi._sseq, start_seq - 1)
+        seed_ordered(self._sub, start_seq)  # recreated from here, not from seq 1
 
     async def _unsubscribe(self) -> None:
         sub, self._sub = self._sub, None

@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from netledger.events.ids import ALL_EVENTS
-from netledger.journal.stream import Connection, last_seq
+from netledger.journal.stream import Connection, last_seq, seed_ordered
 
 from .errors import SeqBeyondStream
 
@@ -81,6 +81,7 @@ async def read_range(
         pending_msgs_limit=-1,
         pending_bytes_limit=0,
     )
+    seed_ordered(sub, from_seq)  # recreated from here, not from seq 1
     try:
         while True:
             item = await queue.get()

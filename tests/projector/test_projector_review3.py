@@ -15,7 +15,6 @@ from netledger.common.natsserver import EmbeddedNats
 from netledger.journal import stream as jstream
 from netledger.journal.stream import connect, ensure_stream
 from netledger.projector import runner
-from netledger.projector.compare import dump
 from netledger.projector.runner import Projector, project_until
 
 
