@@ -278,9 +278,12 @@ class HostView:
                 await self.update_share()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the next change tries again; the sweep reads the kernel anyway
+            except Exception:  # tried again in a second; the sweep reads the kernel anyway
                 log.exception("updating the share of the log this host reads failed")
                 await asyncio.sleep(1.0)
+                # Not "at the next change": a failed resubscription may have left the follower
+                # with no subscription, and then no change is ever read (review hrev5).
+                self._changed.set()
 
     def _on_message(
         self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, msg: Msg
