@@ -76,3 +76,44 @@ async def test_a_restart_during_the_backfill_of_a_network_does_not_stop_the_shar
     finally:
         await view.close()
         await vconn.close()
+
+
+async def test_a_restart_right_after_a_resubscription_reads_the_new_network_once(
+    nats_server: EmbeddedNats, conn: Connection, service: CommandService
+) -> None:
+    """Checked correct (hrev5): the share's multi-subject consumer, recreated by nats-py before
+    it delivered anything, goes on from where the resubscription started (seed_ordered)."""
+    c = Client(conn)
+    [n1] = await c.create_networks(label="a", cidr="10.1.0.0/24", mode="flat", bridge="br1")
+    [n2] = await c.create_networks(label="b", cidr="10.2.0.0/24", mode="flat", bridge="br2")
+    id1, id2 = str(n1["id"]), str(n2["id"])
+    await c.allocate_fixed_ip("i1", network_id=id1, host="h1")
+    vconn = await connect(nats_server.url, name="view")
+    seen: list[tuple[int, str]] = []
+    view = HostView(vconn, "h1", share=True)
+    fold = view._on_message
+
+    def on_message(seq: int, subject: str, *rest: Any) -> None:
+        seen.append((seq, subject))
+        fold(seq, subject, *rest)
+
+    view._on_message = on_message  # type: ignore[method-assign]
+    await view.start()
+    try:
+        await c.allocate_fixed_ip("i2", network_id=id2, host="h1")
+        await asyncio.wait_for(view.sync(), 10)
+        assert view.networks == {id1, id2}
+        await asyncio.to_thread(nats_server.stop)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(nats_server.start)
+        a3 = await _retry(lambda: c.allocate_fixed_ip("i3", network_id=id2, host="h1"))
+        for _ in range(150):
+            if str(a3["address"]) in view.state.networks[id2].fixed:
+                break
+            await asyncio.sleep(0.1)
+        assert str(a3["address"]) in view.state.networks[id2].fixed
+        seqs = [s for s, _ in seen]
+        assert seqs == sorted(set(seqs)) or len(seqs) == len(set(seqs)), seen
+    finally:
+        await view.close()
+        await vconn.close()
