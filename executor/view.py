@@ -33,6 +33,9 @@ from .snapshot import ViewKind, ViewSnapshot, view_to_wire
 from .tasks import stop_task
 
 log = logging.getLogger("netledger.executor.view")
+#: Seconds before a failed share update is tried again, doubling up to the max while it fails
+SHARE_RETRY_S = 1.0
+SHARE_RETRY_MAX_S = 30.0
 
 
 class HostView:
@@ -267,6 +270,7 @@ class HostView:
 
     async def _follow_share(self) -> None:
         loop = asyncio.get_running_loop()
+        retry = SHARE_RETRY_S
         while True:
             await self._changed.wait()
             # A consumer of N filter subjects costs the server ~N² to create (85 ms at 1,000):
@@ -276,11 +280,18 @@ class HostView:
                 await asyncio.sleep(pause)
             try:
                 await self.update_share()
+                retry = SHARE_RETRY_S
             except asyncio.CancelledError:
                 raise
-            except Exception:  # tried again in a second; the sweep reads the kernel anyway
-                log.exception("updating the share of the log this host reads failed")
-                await asyncio.sleep(1.0)
+            except Exception as exc:  # tried again soon; the sweep reads the kernel anyway
+                if retry == SHARE_RETRY_S:
+                    log.exception("updating the share of the log this host reads failed")
+                else:
+                    log.warning(
+                        "updating the share failed again (%s): next try in %.0fs", exc, retry
+                    )
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, SHARE_RETRY_MAX_S)
                 # Not "at the next change": a failed resubscription may have left the follower
                 # with no subscription, and then no change is ever read (review hrev5).
                 self._changed.set()
