@@ -1,0 +1,140 @@
+"""Review hrev7: the start's catch-up through a child process, adversarially."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import pytest
+from nats.aio.msg import Msg
+
+from netledger.events.codec import SYSTEM, Envelope, encode
+from netledger.events.host_events import HostReconciled
+from netledger.journal import catchup
+from netledger.journal.catchup import read_in_child
+from netledger.journal.stream import Connection, last_seq
+from netledger.service.service import CommandService
+from tests.service.test_catchup import _forked_children, _history, _same, _started
+
+
+def test_seq_and_pending_reads_the_domain_reply_layout() -> None:
+    """The reply subject's longer layout ($JS.ACK.<domain>.<hash>.<stream>.<consumer>.
+    <delivered>.<sseq>.<cseq>.<ts>.<pending>.<token>): the child's callback path must read
+    the stream sequence and pending where nats-py does."""
+    for reply in (
+        "$JS.ACK.hub.ACCHASH.EVENTS.cons.1.4242.7.1700000000000000000.13",
+        "$JS.ACK.hub.ACCHASH.EVENTS.cons.1.4242.7.1700000000000000000.13.rNd0m",
+    ):
+        meta = Msg.Metadata._from_reply(reply)
+        assert (meta.sequence.stream, meta.num_pending) == (4242, 13)
+        assert catchup.seq_and_pending(reply) == (4242, 13), reply
+    v1 = "$JS.ACK.EVENTS.cons.1.4242.7.1700000000000000000.13"
+    meta1 = Msg.Metadata._from_reply(v1)
+    assert catchup.seq_and_pending(v1) == (meta1.sequence.stream, meta1.num_pending)
+
+
+async def test_a_stalled_child_is_given_up_on_and_the_follower_reads_the_rest(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(catchup, "QUIET_S", 1.0)
+    end = await _history(conn, host_events=12_000)
+    svc = CommandService(conn, reap_interval=None, child_catch_up=1)
+    fold = svc._fold_raw
+    stopped: list[int] = []
+
+    def stop_after_100(seq: int, subject: str, data: bytes) -> None:
+        fold(seq, subject, data)
+        if seq == 100:
+            for pid in _forked_children():
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+
+    svc._fold_raw = stop_after_100  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="netledger.catchup"):
+        await asyncio.wait_for(svc.start(), 30)
+    inproc = await _started(conn, None)
+    try:
+        assert stopped
+        assert 100 <= svc.fold_report.by_child < end
+        assert svc.fold_report.events == end
+        assert "no message from the reader process" in caplog.text
+        _same(svc, inproc)
+    finally:
+        await svc.close()
+        await inproc.close()
+    assert not _forked_children()
+
+
+async def test_the_log_growing_during_the_childs_catch_up(conn: Connection) -> None:
+    end = await _history(conn, host_events=12_000)
+    svc = CommandService(conn, reap_interval=None, child_catch_up=1)
+    folded: list[int] = []
+    fold = svc._fold_raw
+
+    def record(seq: int, subject: str, data: bytes) -> None:
+        folded.append(seq)
+        fold(seq, subject, data)
+
+    svc._fold_raw = record  # type: ignore[method-assign]
+
+    async def grow() -> None:
+        for i in range(3000):
+            env = Envelope(HostReconciled(f"g{i % 5}", i, 0, 0, 1.0), f"g{i}:0", f"g{i}", 2.0, SYSTEM)
+            await conn.nc.publish(f"netledger.evt.host.g{i % 5}", encode(env))
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+        await conn.nc.flush()
+
+    grower = asyncio.create_task(grow())
+    await svc.start()
+    await grower
+    for _ in range(500):
+        if await last_seq(conn) >= end + 3000:
+            break
+        await asyncio.sleep(0.01)
+    await svc.follower.catch_up()
+    inproc = await _started(conn, None)
+    try:
+        assert folded == list(range(1, len(folded) + 1))
+        assert svc.follower.applied_seq == end + 3000
+        _same(svc, inproc)
+    finally:
+        await svc.close()
+        await inproc.close()
+    assert not _forked_children()
+
+
+async def test_an_ordered_consumer_reset_in_the_child_hands_each_message_once(
+    conn: Connection,
+) -> None:
+    """The child's consumer deleted on the server mid-way: nats-py's ordered consumer is
+    recreated from the last sequence it delivered; the fold still gets each message once."""
+    end = await _history(conn, host_events=12_000)
+    seen: list[int] = []
+    deleted: list[str] = []
+
+    async def delete_consumers() -> None:
+        for _ in range(200):
+            names = [c.name for c in await conn.js.consumers_info(conn.stream)]
+            if names:
+                for n in names:
+                    await conn.js.delete_consumer(conn.stream, n)
+                    deleted.append(n)
+                return
+            await asyncio.sleep(0.01)
+
+    task: list[asyncio.Task[None]] = []
+
+    def fold(seq: int, s: str, d: bytes) -> None:
+        seen.append(seq)
+        if seq == 50 and not task:
+            task.append(asyncio.ensure_future(delete_consumers()))
+
+    got = await read_in_child(conn, 1, end, fold)
+    if task:
+        await task[0]
+    assert deleted
+    assert seen == list(range(1, got[0] + 1))
+    assert got[0] == end, got
