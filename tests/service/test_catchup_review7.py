@@ -14,6 +14,7 @@ from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.host_events import HostReconciled
 from netledger.journal import catchup
 from netledger.journal.catchup import read_in_child
+from netledger.events.snapshot import state_to_wire
 from netledger.journal.stream import Connection, last_seq
 from netledger.service.service import CommandService
 from tests.service.test_catchup import _forked_children, _history, _same, _started
@@ -138,3 +139,51 @@ async def test_an_ordered_consumer_reset_in_the_child_hands_each_message_once(
     assert deleted
     assert seen == list(range(1, got[0] + 1))
     assert got[0] == end, got
+
+
+async def test_the_early_reader_reads_from_the_snapshot_or_from_1_when_none_is_loaded(
+    conn: Connection,
+) -> None:
+    from netledger.service.snapshotter import SnapshotPolicy
+    from tests.service.test_catchup import FAST
+
+    await _history(conn)
+    svc = CommandService(conn, reap_interval=None, snapshots=FAST)
+    await svc.start()
+    try:
+        for _ in range(400):
+            if svc.snapshotter is not None and svc.snapshotter.stats.written:
+                break
+            await asyncio.sleep(0.05)
+        assert svc.snapshotter is not None and svc.snapshotter.stats.written
+    finally:
+        await svc.close()
+    snap_end = await last_seq(conn)
+    for i in range(3000):
+        env = Envelope(HostReconciled(f"h{i % 7}", i, 0, 0, 1.0), f"t{i}:0", f"t{i}", 2.0, SYSTEM)
+        await conn.nc.publish(f"netledger.evt.host.h{i % 7}", encode(env))
+    await conn.nc.flush()
+    for _ in range(500):
+        end = await last_seq(conn)
+        if end >= snap_end + 3000:
+            break
+        await asyncio.sleep(0.01)
+    inproc = await _started(conn, None)
+    try:
+        for load in (True, False):
+            again = CommandService(
+                conn,
+                reap_interval=None,
+                snapshots=SnapshotPolicy(every_events=0, load=load),
+                child_catch_up=10,
+            )
+            await again.start()
+            try:
+                assert again.fold_report.by_child == (end - snap_end if load else end)
+                assert state_to_wire(again.state) == state_to_wire(inproc.state)
+                assert again.follower.applied_seq == end
+                assert not _forked_children()
+            finally:
+                await again.close()
+    finally:
+        await inproc.close()
