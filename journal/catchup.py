@@ -63,9 +63,12 @@ def frame(obj: Any) -> bytes:
 def seq_and_pending(reply: str) -> tuple[int, int]:
     """(stream sequence, messages left) from a JetStream message's reply subject:
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or the longer
-    layout with domain and account hash (``$JS.ACK.<domain>.<hash>.<stream>...``)."""
+    layout with domain and account hash (``$JS.ACK.<domain>.<hash>.<stream>.<consumer>.
+    <delivered>.<sseq>.<cseq>.<ts>.<pending>[.<token>]``: nats-py's ``Msg.Ack`` indexes)."""
     tokens = reply.split(".")
-    return int(tokens[5] if len(tokens) == 9 else tokens[8]), int(tokens[-1])
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[8])
+    return int(tokens[7]), int(tokens[10])
 
 
 def connect_options(conn: Connection) -> dict[str, Any]:
