@@ -187,3 +187,35 @@ async def test_the_early_reader_reads_from_the_snapshot_or_from_1_when_none_is_l
                 await again.close()
     finally:
         await inproc.close()
+
+
+async def test_frames_split_anywhere_and_a_partial_last_frame() -> None:
+    """The parent's side: frames cut at every byte, a fold raising mid-frame, a frame cut short
+    by the child's death: each message folded once, in order, and ``reached`` is the last one
+    folded."""
+    msgs = [(s, "netledger.evt.host.h1", bytes([s % 256]) * 7) for s in range(1, 41)]
+    data = (
+        catchup.frame(("msgs", msgs[:15]))
+        + catchup.frame(("msgs", msgs[15:30]))
+        + catchup.frame(("msgs", msgs[30:]))
+    )
+    for cut in range(1, len(data)):
+        got: list[int] = []
+        f = catchup._Frames(lambda seq, s, d: got.append(seq), 1, 40)
+        f.data_received(data[:cut])
+        f.data_received(data[cut:-3])  # the last frame never complete
+        f.connection_lost(None)
+        assert got == list(range(1, 31)) and f.reached == 30 and f.events == 30
+        assert f.failure == "the reader process exited before the end"
+
+    got = []
+
+    def fails_at_20(seq: int, s: str, d: bytes) -> None:
+        if seq == 20:
+            raise RuntimeError("bug")
+        got.append(seq)
+
+    f = catchup._Frames(fails_at_20, 5, 35)
+    f.data_received(data + catchup.frame(("end", 40)))
+    assert got == list(range(5, 20)) and f.reached == 19 and f.events == 15
+    assert f.failure == "the fold failed at seq 20"
