@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 
 from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.host_events import HostReconciled
+from netledger.common.natsserver import EmbeddedNats
 from netledger.journal import catchup
 from netledger.journal.catchup import read_in_child
 from netledger.events.snapshot import state_to_wire
@@ -219,3 +220,42 @@ async def test_frames_split_anywhere_and_a_partial_last_frame() -> None:
     f.data_received(data + catchup.frame(("end", 40)))
     assert got == list(range(5, 20)) and f.reached == 19 and f.events == 15
     assert f.failure == "the fold failed at seq 20"
+
+
+async def test_a_nats_restart_mid_way_does_not_hold_the_start_for_quiet_s(
+    nats_server: "EmbeddedNats",
+) -> None:
+    """The child's connection (no reconnects) is gone: the child should end at once and the
+    follower read the rest, not wait QUIET_S (20 s) for a child that waits forever."""
+    import time
+
+    from netledger.journal.stream import connect, ensure_stream
+
+    c = await connect(nats_server.url, name="test")
+    try:
+        await ensure_stream(c)
+        end = await _history(c, host_events=12_000)
+        svc = CommandService(c, reap_interval=None, child_catch_up=1)
+        fold = svc._fold_raw
+        restarted: list[int] = []
+
+        def restart_at_100(seq: int, subject: str, data: bytes) -> None:
+            fold(seq, subject, data)
+            if seq == 100 and not restarted:
+                restarted.append(seq)
+                nats_server.restart()
+
+        svc._fold_raw = restart_at_100  # type: ignore[method-assign]
+        t0 = time.monotonic()
+        await svc.start()
+        took = time.monotonic() - t0
+        try:
+            assert restarted
+            assert svc.follower.applied_seq == end
+            assert svc.fold_report.by_child < end
+            assert took < catchup.QUIET_S / 2, f"the start took {took:.1f}s"
+        finally:
+            await svc.close()
+    finally:
+        await c.close()
+    assert not _forked_children()
