@@ -10,12 +10,12 @@ import signal
 import pytest
 from nats.aio.msg import Msg
 
+from netledger.common.natsserver import EmbeddedNats
 from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.host_events import HostReconciled
-from netledger.common.natsserver import EmbeddedNats
+from netledger.events.snapshot import state_to_wire
 from netledger.journal import catchup
 from netledger.journal.catchup import read_in_child
-from netledger.events.snapshot import state_to_wire
 from netledger.journal.stream import Connection, last_seq
 from netledger.service.service import CommandService
 from tests.service.test_catchup import _forked_children, _history, _same, _started
@@ -83,7 +83,9 @@ async def test_the_log_growing_during_the_childs_catch_up(conn: Connection) -> N
 
     async def grow() -> None:
         for i in range(3000):
-            env = Envelope(HostReconciled(f"g{i % 5}", i, 0, 0, 1.0), f"g{i}:0", f"g{i}", 2.0, SYSTEM)
+            env = Envelope(
+                HostReconciled(f"g{i % 5}", i, 0, 0, 1.0), f"g{i}:0", f"g{i}", 2.0, SYSTEM
+            )
             await conn.nc.publish(f"netledger.evt.host.g{i % 5}", encode(env))
             if i % 100 == 0:
                 await asyncio.sleep(0)
@@ -202,7 +204,7 @@ async def test_frames_split_anywhere_and_a_partial_last_frame() -> None:
     )
     for cut in range(1, len(data)):
         got: list[int] = []
-        f = catchup._Frames(lambda seq, s, d: got.append(seq), 1, 40)
+        f = catchup._Frames(lambda seq, s, d, got=got: got.append(seq), 1, 40)
         f.data_received(data[:cut])
         f.data_received(data[cut:-3])  # the last frame never complete
         f.connection_lost(None)
@@ -223,7 +225,7 @@ async def test_frames_split_anywhere_and_a_partial_last_frame() -> None:
 
 
 async def test_a_nats_restart_mid_way_does_not_hold_the_start_for_quiet_s(
-    nats_server: "EmbeddedNats",
+    nats_server: EmbeddedNats,
 ) -> None:
     """The child's connection (no reconnects) is gone: the child should end at once and the
     follower read the rest, not wait QUIET_S (20 s) for a child that waits forever."""
