@@ -130,16 +130,26 @@ async def _serve(fd: int, cmd: int, opts: dict[str, Any], stream: str) -> int:
     """Connect, wait for the stretch to read, read it."""
     import nats
 
-    nc = await asyncio.wait_for(nats.connect(**opts), opts["connect_timeout"] * 2 + 1)
+    lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def gone() -> None:  # no reconnects: the connection is closed for good
+        if not lost.done():
+            lost.set_result(None)
+
+    nc = await asyncio.wait_for(
+        nats.connect(**opts, closed_cb=gone), opts["connect_timeout"] * 2 + 1
+    )
     wanted = _wait_for_range(cmd)
     if wanted is None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), 2.0)
         return 0
-    return await _read(fd, nc, stream, *wanted)
+    return await _read(fd, nc, stream, *wanted, lost=lost)
 
 
-async def _read(fd: int, nc: Any, stream: str, start: int, upto: int) -> int:
+async def _read(
+    fd: int, nc: Any, stream: str, start: int, upto: int, lost: asyncio.Future[None] | None = None
+) -> int:
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     from netledger.journal import fastread
@@ -196,6 +206,15 @@ async def _read(fd: int, nc: Any, stream: str, start: int, upto: int) -> int:
         idle_heartbeat=FOLLOW_HEARTBEAT_S,
     )
     seed_ordered(sub, start)  # recreated from here, not from seq 1
+    if lost is not None:
+        # A connection gone (a NATS restart: no reconnects here) delivers nothing more:
+        # say so at once rather than leave the parent waiting QUIET_S for a silent child.
+        await asyncio.wait((done, lost), return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            done.set_result(last)
+            _write_all(fd, frame(("msgs", chunk)))
+            chunk = []
+            raise ConnectionError("the connection to NATS is gone")
     reached = await done
     # Everything is handed over: the parent may now stop this process at any moment (the
     # server forgets an ephemeral consumer whose connection is gone).
