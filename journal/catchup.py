@@ -338,6 +338,10 @@ class _Frames(asyncio.Protocol):
         finally:
             self.reached = reached
             self.events += n
+        if reached >= upto:
+            # Everything asked for is folded: the child's "end" frame adds nothing (a child
+            # stopped before sending it held the start for QUIET_S; found by review).
+            self._end(None)
 
     def _end(self, failure: str | None) -> None:
         if not self.ended.done():

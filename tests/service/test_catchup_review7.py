@@ -224,6 +224,21 @@ async def test_frames_split_anywhere_and_a_partial_last_frame() -> None:
     assert f.failure == "the fold failed at seq 20"
 
 
+async def test_reaching_upto_ends_the_read_without_the_child_s_end_frame() -> None:
+    """Once every message through ``upto`` is folded the read is over: a child stopped
+    before its "end" frame (killed, stalled) does not hold the start for QUIET_S."""
+    msgs = [(s, "netledger.evt.host.h1", b"x") for s in range(1, 11)]
+    got: list[int] = []
+    f = catchup._Frames(lambda seq, s, d: got.append(seq), 1, 10)
+    f.data_received(catchup.frame(("msgs", msgs[:6])))
+    assert not f.ended.done()
+    f.data_received(catchup.frame(("msgs", msgs[6:])))
+    assert f.ended.done() and f.failure is None and f.reached == 10 and got == list(range(1, 11))
+    f.data_received(catchup.frame(("end", 10)))  # when it does come: nothing changes
+    f.connection_lost(None)
+    assert f.failure is None and f.events == 10
+
+
 async def test_a_nats_restart_mid_way_does_not_hold_the_start_for_quiet_s(
     nats_server: EmbeddedNats,
 ) -> None:
