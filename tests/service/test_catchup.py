@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,30 @@ async def test_the_fold_read_by_a_child_equals_the_fold_read_in_process(conn: Co
         await inproc.close()
 
 
+def at_fold_of(svc: CommandService, seq: int, action: Callable[[], None]) -> list[int]:
+    """Run ``action`` once, right after ``svc``'s catch-up folds ``seq``; the returned list gets
+    ``seq`` when it ran."""
+    fold = svc._fold_raw
+    ran: list[int] = []
+
+    def folded(s: int, subject: str, data: bytes) -> None:
+        fold(s, subject, data)
+        if s == seq and not ran:
+            ran.append(s)
+            action()
+
+    svc._fold_raw = folded  # type: ignore[method-assign]
+    return ran
+
+
+def _signal_children(sig: int) -> list[int]:
+    """Send ``sig`` to this process's forked children; their pids."""
+    pids = _forked_children()
+    for pid in pids:
+        os.kill(pid, sig)
+    return pids
+
+
 def _forked_children() -> list[int]:
     """Processes forked from this one (same executable; not the nats-server it started)."""
     me = os.getpid()
@@ -148,17 +173,8 @@ async def test_a_child_killed_mid_way_leaves_the_rest_to_the_follower(
     # More than the pipe holds (1 MiB): the child is still reading when it is killed.
     end = await _history(conn, host_events=12_000)
     svc = CommandService(conn, reap_interval=None, child_catch_up=1)
-    fold = svc._fold_raw
     killed: list[int] = []
-
-    def kill_after_100(seq: int, subject: str, data: bytes) -> None:
-        fold(seq, subject, data)
-        if seq == 100:
-            for pid in _forked_children():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-
-    svc._fold_raw = kill_after_100  # type: ignore[method-assign]
+    at_fold_of(svc, 100, lambda: killed.extend(_signal_children(signal.SIGKILL)))
     with caplog.at_level(logging.WARNING, logger="netledger.catchup"):
         await svc.start()
     inproc = await _started(conn, None)

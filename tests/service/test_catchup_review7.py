@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 
 import pytest
@@ -18,7 +17,14 @@ from netledger.journal import catchup
 from netledger.journal.catchup import read_in_child
 from netledger.journal.stream import Connection, last_seq
 from netledger.service.service import CommandService
-from tests.service.test_catchup import _forked_children, _history, _same, _started
+from tests.service.test_catchup import (
+    _forked_children,
+    _history,
+    _same,
+    _signal_children,
+    _started,
+    at_fold_of,
+)
 
 
 def test_seq_and_pending_reads_the_domain_reply_layout() -> None:
@@ -43,17 +49,8 @@ async def test_a_stalled_child_is_given_up_on_and_the_follower_reads_the_rest(
     monkeypatch.setattr(catchup, "QUIET_S", 1.0)
     end = await _history(conn, host_events=12_000)
     svc = CommandService(conn, reap_interval=None, child_catch_up=1)
-    fold = svc._fold_raw
     stopped: list[int] = []
-
-    def stop_after_100(seq: int, subject: str, data: bytes) -> None:
-        fold(seq, subject, data)
-        if seq == 100:
-            for pid in _forked_children():
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
-
-    svc._fold_raw = stop_after_100  # type: ignore[method-assign]
+    at_fold_of(svc, 100, lambda: stopped.extend(_signal_children(signal.SIGSTOP)))
     with caplog.at_level(logging.WARNING, logger="netledger.catchup"):
         await asyncio.wait_for(svc.start(), 30)
     inproc = await _started(conn, None)
@@ -253,16 +250,7 @@ async def test_a_nats_restart_mid_way_does_not_hold_the_start_for_quiet_s(
         await ensure_stream(c)
         end = await _history(c, host_events=12_000)
         svc = CommandService(c, reap_interval=None, child_catch_up=1)
-        fold = svc._fold_raw
-        restarted: list[int] = []
-
-        def restart_at_100(seq: int, subject: str, data: bytes) -> None:
-            fold(seq, subject, data)
-            if seq == 100 and not restarted:
-                restarted.append(seq)
-                nats_server.restart()
-
-        svc._fold_raw = restart_at_100  # type: ignore[method-assign]
+        restarted = at_fold_of(svc, 100, nats_server.restart)
         t0 = time.monotonic()
         await svc.start()
         took = time.monotonic() - t0
