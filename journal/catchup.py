@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netledger.events.ids import ALL_EVENTS
+from netledger.journal.fastread import reply_numbers
 from netledger.journal.forked import close_inherited, die_with_parent, exited, fork, widen_pipe
 from netledger.journal.stream import FOLLOW_HEARTBEAT_S, Connection, seed_ordered
 
@@ -61,14 +62,10 @@ def frame(obj: Any) -> bytes:
 
 
 def seq_and_pending(reply: str) -> tuple[int, int]:
-    """(stream sequence, messages left) from a JetStream message's reply subject:
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or the longer
-    layout with domain and account hash (``$JS.ACK.<domain>.<hash>.<stream>.<consumer>.
-    <delivered>.<sseq>.<cseq>.<ts>.<pending>[.<token>]``: nats-py's ``Msg.Ack`` indexes)."""
-    tokens = reply.split(".")
-    if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[8])
-    return int(tokens[7]), int(tokens[10])
+    """(stream sequence, messages left) from a JetStream message's reply subject, either layout
+    (:func:`~.fastread.reply_numbers`, nats-py's indexes)."""
+    seq, _, _, pending = reply_numbers(reply)
+    return seq, pending
 
 
 def connect_options(conn: Connection) -> dict[str, Any]:
