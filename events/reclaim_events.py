@@ -256,7 +256,14 @@ class HostSightings:
     def _thin(self) -> None:
         """Drop every other report of the older half (the newest report is always kept)."""
         half = len(self.reports) // 2
-        self.reports = self.reports[:half:2] + self.reports[half:]
+        kept = self.reports[:half:2] + self.reports[half:]
+        # A start dropped passes its mark to the next report kept (found by review): lost, an
+        # absence reached back across the time nobody watched. Later is safe: a start only
+        # ever moves the first absent report later, i.e. makes an absence shorter.
+        for k in range(1, half, 2):
+            if self.reports[k].start and not kept[(k + 1) // 2].start:
+                kept[(k + 1) // 2] = kept[(k + 1) // 2]._replace(start=True)
+        self.reports = kept
         # A MAC last seen before the oldest kept report gains nothing from its entry: the first
         # kept report after its allocation is after that sighting anyway. (The newest report's
         # MACs were seen in it: kept.)

@@ -40,7 +40,11 @@ class Eager:
         self.seen.update(dict.fromkeys(self.last_macs, seq))
         if len(self.reports) > self.limit:
             half = len(self.reports) // 2
-            self.reports = self.reports[:half:2] + self.reports[half:]
+            kept = self.reports[:half:2] + self.reports[half:]
+            for k in range(1, half, 2):  # a start dropped marks the next report kept
+                if self.reports[k].start:
+                    kept[(k + 1) // 2] = kept[(k + 1) // 2]._replace(start=True)
+            self.reports = kept
             oldest = self.reports[0].seq
             self.seen = {m: s for m, s in self.seen.items() if s >= oldest}
 
