@@ -92,6 +92,8 @@ def should_report(last: Sighting | None, now: Sighting, since_last: float, heart
 class SightingReporter:
     """Owned by a running executor (``run_forever``): polls, reports, stops with it."""
 
+    adopted = False  # (see __init__)
+
     def __init__(self, ex: Executor, poll: float, heartbeat: float) -> None:
         self.ex = ex
         self.poll = poll
@@ -108,6 +110,10 @@ class SightingReporter:
         self.since = time.time()
         #: a report failed: the next one appended is a start (no absence reaches back across it)
         self.broken = False
+        #: this run adopted the log's newest report (appended nothing at its start): the next
+        #: report appended is its first, a start — else nothing in the log marks the time
+        #: before this run as unwatched, and an absence reached back across it (review hrev8)
+        self.adopted = False
         self._kv: Any = None
         self._kv_missing_logged = False
         # Its own netlink socket: the reconcile pass uses the executor's in another thread.
@@ -155,6 +161,7 @@ class SightingReporter:
         reason = should_report(self.last, seen, now - self.last_at, self.heartbeat)
         if reason == "start" and self._as_in_log(seen):
             self.last = seen
+            self.adopted = True
             reason = "heartbeat"
         if self.broken and reason == "heartbeat":
             # What the log's newest report says may be older than what was seen since (a
@@ -165,12 +172,12 @@ class SightingReporter:
                 host=self.ex.cfg.host,
                 macs=sorted(seen.macs),
                 networks=sorted(seen.networks),
-                reason="start" if self.broken else reason,
+                reason="start" if self.broken or self.adopted else reason,
                 leases=seen.leases,
             )
             self.report_seq = await self.ex._publish([ev])
             self.last, self.last_at = seen, now
-            self.broken = False
+            self.broken = self.adopted = False
             self.reports += 1
             return True
         if reason == "heartbeat" and await self._heartbeat(seen):
