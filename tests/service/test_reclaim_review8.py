@@ -19,12 +19,15 @@ import pytest
 
 from netledger.events.codec import Envelope, encode
 from netledger.events.ids import host_subject
+from netledger.events.reclaim import FixedIpReclaimSweep
+from netledger.events.reclaim_events import FixedIpReclaimed
 from netledger.executor import sightings
 from netledger.executor.sightings import Sighting, SightingReporter
-from netledger.journal.stream import Connection
+from netledger.journal.stream import Connection, connect
 from netledger.service.client import Client
+from netledger.service.reclaim_run import sweep as reclaim_sweep
 from netledger.service.service import CommandService
-from tests.service.test_reclaim_service import EXECUTOR, report
+from tests.service.test_reclaim_service import EXECUTOR, all_events, prove_gone, report
 
 GRACE = 3600.0
 OTHER = "02:16:3e:77:00:01"
@@ -97,3 +100,35 @@ async def test_a_change_after_a_restart_that_adopted_the_log_does_not_reach_back
     res = await c.request("fixed_ip.reclaim", {"grace": GRACE})
     assert [x["address"] for x in res["reclaimed"]] == [], res
     assert vm["address"] in service.state.networks[nid].fixed
+
+
+async def test_two_replicas_sweeping_at_once_reclaim_each_orphan_once_and_no_live_one(
+    conn: Connection, service: CommandService, nats_url: str
+) -> None:
+    """Checked correct: two command services (replicas) sweep the same orphans at once; the
+    network's OCC check lets each reclaim land once, and a live address is never freed."""
+    other_conn = await connect(nats_url, name="replica-2")
+    other = CommandService(other_conn)
+    await other.start()
+    try:
+        c = Client(conn)
+        [net] = await c.create_networks(label="n", cidr="10.49.0.0/24", mode="flat")
+        nid = net["id"]
+        live = [await c.allocate_fixed_ip(f"live{i}", network_id=nid, host="h1") for i in range(3)]
+        gone = [await c.allocate_fixed_ip(f"gone{i}", network_id=nid, host="h1") for i in range(3)]
+        seq = await prove_gone(conn, service, "h1", [x["mac"] for x in live], nid)
+        await other.follower.wait_for(seq)
+        sweep = FixedIpReclaimSweep(grace=2.0)
+        a, b = await asyncio.gather(reclaim_sweep(service, sweep), reclaim_sweep(other, sweep))
+        assert not a.get("failed") and not b.get("failed")
+        got = [x["address"] for x in [*a["reclaimed"], *b["reclaimed"]]]
+        assert sorted(got) == sorted(x["address"] for x in gone)
+        reclaimed = [e for _, _, e in await all_events(conn) if isinstance(e, FixedIpReclaimed)]
+        assert sorted(e.address for e in reclaimed) == sorted(x["address"] for x in gone)
+        await other.follower.catch_up()
+        for svc in (service, other):
+            held = set(svc.state.networks[nid].fixed)
+            assert held == {x["address"] for x in live}
+    finally:
+        await other.close()
+        await other_conn.close()
