@@ -455,7 +455,10 @@ class Dnsmasq:
                 elif isinstance(op, ReloadDhcp):
                     pid = self._reload(op.spec, op.pid)
                 elif isinstance(op, StopDhcp):
-                    self._stop(op.bridge, op.pid)
+                    # Replaced (a changed command line): the new dnsmasq reads the leases
+                    # file on, or it knows no lease and never reports a held address's
+                    # release (review hrev9).
+                    self._stop(op.bridge, op.pid, keep_leases=op.reason == "replaced")
                     pid = None
                 else:
                     raise TypeError(f"not a DHCP operation: {op!r}")
@@ -545,14 +548,14 @@ class Dnsmasq:
         os.kill(pid, signal.SIGHUP)
         return pid
 
-    def _stop(self, bridge: str, pid: int | None) -> None:
+    def _stop(self, bridge: str, pid: int | None, keep_leases: bool = False) -> None:
         if pid is not None and self._ours(bridge, pid):
             os.kill(pid, signal.SIGTERM)
             if not _wait_gone(pid, STOP_GRACE):
                 if self._ours(bridge, pid):
                     os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid, STOP_GRACE)
-        for kind in ("pid", "hosts", "leases", "log"):
+        for kind in ("pid", "hosts", "log") if keep_leases else ("pid", "hosts", "leases", "log"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.paths.file(bridge, kind))
 

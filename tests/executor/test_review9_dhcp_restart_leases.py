@@ -41,12 +41,6 @@ def dhcp_world() -> Iterator[DhcpLab]:
         yield the_lab
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dnsmasq._stop deletes the .leases file also when dnsmasq is only replaced (a "
-    "changed command line): the new one knows no lease and never reports a held address's "
-    "release",
-)
 async def test_a_held_address_is_released_after_its_dnsmasq_was_replaced(
     dhcp_world: DhcpLab, conn: Connection, service: Any, nats_url: str
 ) -> None:
