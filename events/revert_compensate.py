@@ -425,6 +425,11 @@ def _undo_network_disassociated(sh: _Shadow, ev: NetworkDisassociated, why: str)
     other = sh.network_of(ev.project)
     if other is not None:
         raise _Refused(f"project {ev.project} now holds network {other}")
+    if sh.count(n):
+        # An admin allocated on it by id since (no project held it): handed back, its
+        # instances would sit on the project's segment, which the allocator never does
+        # (decide_fixed._pick_network). As the disassociation itself needed it empty.
+        raise _Refused(f"network {n.network_id} has {sh.count(n)} address(es) in use")
     return [NetworkAssociated(network_id=n.network_id, project=ev.project)]
 
 
