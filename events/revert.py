@@ -35,6 +35,7 @@ import msgpack
 from .commands import Command, Request, command
 from .decide import DECIDERS, Decision, Pending
 from .errors import InvalidField, LimitExceeded, NotFound, Unavailable
+from .placement import companions
 from .revert_compensate import (
     SKIPPED_TYPES,
     Plan,
@@ -249,10 +250,16 @@ def decide_revert(state: State, req: Request, pending: Pending) -> Decision:
             " host events), which a revert leaves as they are",
             skipped=plan.skipped,
         )
-    if len(plan.events) + 1 > MAX_REVERT_EVENTS:
+    # The service appends the placements the compensations bring (a mapping per floating
+    # association change, a join per host's first address: events/placement.py) in the same
+    # atomic batch: counted here, else a batch over the limit is never appended and the lane
+    # answers conflict_retries_exhausted after 64 rounds (found by review hrev10).
+    extra = len(companions(state, plan.events, set(), pending))
+    if len(plan.events) + 1 + extra > MAX_REVERT_EVENTS:
         raise RevertTooLarge(
-            f"the revert needs {len(plan.events)} compensating events; one atomic batch holds"
-            f" {MAX_REVERT_EVENTS - 1} plus the marker: narrow it with --scope",
+            f"the revert needs {len(plan.events)} compensating events and {extra} placements;"
+            f" one atomic batch holds {MAX_REVERT_EVENTS - 1} plus the marker: narrow it with"
+            " --scope",
             count=len(plan.events),
         )
     marker = ChangeReverted(
