@@ -56,3 +56,52 @@ async def test_a_revert_whose_placements_overflow_one_batch_is_refused_as_too_la
         await revert(conn, c, to_seq=start, scope="pool:pub")
     assert info.value.code == "revert_too_large", (info.value.code, info.value.message)
     assert await last_seq(conn) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review hrev10: the revert of a network disassociation appends NetworkAssociated on"
+    " the project's subject only; the network's subject is not OCC-checked, so a project's"
+    " first allocation deciding on the same state takes the network too (two projects)",
+)
+async def test_a_reassociation_racing_another_projects_first_allocation(
+    conn: Connection, service: CommandService
+) -> None:
+    """The allocator's association is NetworkAssociated (project subject) + FixedIpAllocated
+    (network subject) in one batch: the two checks keep a network from two projects. The
+    revert decides on the network's project (its subject) but writes only the project's.
+    The interleaving is forced, not timed: p2's allocation is decided and appended while the
+    revert's batch (decided on the state before it) waits to be appended."""
+    c = Client(conn)
+    await c.create_networks(
+        label="v", cidr="10.30.0.0/24", num_networks=2, network_size=64, mode="vlan", vlan_start=500
+    )
+    await c.allocate_fixed_ip("i-1", project="p1")
+    nid = service.state.project_networks["p1"]
+    await c.deallocate_fixed_ip("i-1")
+    await c.request("network.disassociate", {"network_id": nid}, command_id="dis-1")
+
+    real = service.appender.append
+    raced: dict[str, Any] = {}
+
+    async def append(messages: list[Any], expected: dict[str, int]) -> int:
+        if not raced and any(m.subject.endswith(".revert") for m in messages):
+            # p2's first allocation, decided on the state without the revert: the lowest
+            # free network is the one the revert gives back to p1.
+            raced["p2"] = await c.allocate_fixed_ip("i-2", project="p2")
+        return await real(messages, expected)
+
+    service.appender.append = append  # type: ignore[method-assign]
+    try:
+        await revert(conn, c, command_id="dis-1")
+    except NetledgerError as err:
+        raced["refused"] = err.code
+    finally:
+        service.appender.append = real  # type: ignore[method-assign]
+    assert raced["p2"]["network_id"] == nid
+    await service.follower.catch_up()
+    holders = sorted(p for p, n in service.state.project_networks.items() if n == nid)
+    # Correct: the revert conflicts on the network's subject, is decided again and refused
+    # (network now associated with p2); the network has one project.
+    assert holders == ["p2"], holders
+    assert raced.get("refused") == "revert_conflict"
