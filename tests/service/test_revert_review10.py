@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from netledger.events.errors import NetledgerError
-from netledger.events.revert import RevertConflict  # noqa: F401  (registers the command)
+from netledger.events.revert import pack_events
+from netledger.events.snapshot import state_to_wire
 from netledger.journal.stream import Connection, last_seq
-from netledger.revert_cli import revert
+from netledger.projector.runner import project_until
+from netledger.replay.verify_snapshot import fold_to as fold_from_log
+from netledger.revert_cli import AlreadyReverted, events_of_command, revert
 from netledger.service.client import Client
 from netledger.service.service import CommandService
+from netledger.service.snapshotter import SnapshotPolicy
+
+
+def query_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as c:
+        return list(c.execute(sql))
 
 
 async def gather(calls: list[Any], chunk: int = 50) -> list[Any]:
@@ -105,3 +116,70 @@ async def test_a_reassociation_racing_another_projects_first_allocation(
     # (network now associated with p2); the network has one project.
     assert holders == ["p2"], holders
     assert raced.get("refused") == "revert_conflict"
+
+
+async def test_a_revert_across_a_snapshot_boundary(conn: Connection, tmp_path: Path) -> None:
+    """A replica started from a snapshot taken after a revert: a retry of the revert (same
+    command id) appends nothing, the CLI finds the marker, the revert of the revert is decided
+    on the loaded state, and the fold equals the whole log's; so does the projection."""
+    # written by hand below, in the event loop (no timing)
+    policy = SnapshotPolicy(every_events=0, fork=False)
+    a = CommandService(conn, reap_interval=None, snapshots=policy)
+    await a.start()
+    c = Client(conn)
+    try:
+        await c.create_networks(
+            label="v", cidr="10.31.0.0/24", num_networks=2, network_size=64, mode="vlan"
+        )
+        got = await c.allocate_fixed_ip("i-1", project="p1", host="h1", command_id="a1")
+        first = await revert(conn, c, command_id="a1")
+        assert [e["type"] for e in first["events"]] == [
+            "FixedIpDeallocated",
+            "NetworkDisassociated",
+            "ChangeReverted",
+        ]
+        end = await last_seq(conn)
+        await a.follower.wait_for(end)
+        assert a.snapshotter is not None and a._settled_seq() == end
+        written = await a.snapshotter.write()
+        assert written is not None
+    finally:
+        await a.close()
+    b = CommandService(
+        conn, reap_interval=None, snapshots=SnapshotPolicy(every_events=0, load=True)
+    )
+    await b.start()
+    try:
+        assert b.snapshotter is not None and b.snapshotter.stats.loaded_seq == end
+        # The retry of the same revert (same command id, as the CLI sends it) appends nothing.
+        again = await c.request(
+            "revert",
+            {
+                "reverted_command_id": "a1",
+                "events": pack_events((await events_of_command(conn, "a1"))[0]),
+            },
+            command_id="revert-a1",
+        )
+        assert again.get("already_applied") is True
+        assert await last_seq(conn) == end
+        with pytest.raises(AlreadyReverted):
+            await revert(conn, c, command_id="a1")
+        redo = await revert(conn, c, command_id="revert-a1")
+        assert [e["type"] for e in redo["events"]] == [
+            "NetworkAssociated",
+            "FixedIpAllocated",
+            "ChangeReverted",
+        ]
+        n = b.state.networks[got["network_id"]]
+        assert n.project == "p1" and n.fixed[got["address"]].instance == "i-1"
+        await b.follower.catch_up()
+        last = await last_seq(conn)
+        assert state_to_wire(b.state) == state_to_wire(await fold_from_log(conn, last))
+    finally:
+        await b.close()
+    db = tmp_path / "p.db"
+    await project_until(conn, db)
+    rows = query_rows(db, "SELECT network_id, project FROM networks WHERE project IS NOT NULL")
+    assert rows == [(got["network_id"], "p1")]
+    fixed = query_rows(db, "SELECT address, instance, allocated FROM fixed_ips")
+    assert fixed == [(got["address"], "i-1", 1)]
