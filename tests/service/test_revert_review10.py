@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.errors import NetledgerError
+from netledger.events.host_events import HostInstancesSeen
 from netledger.events.revert import pack_events
 from netledger.events.snapshot import state_to_wire
 from netledger.journal.stream import Connection, last_seq
@@ -183,3 +186,31 @@ async def test_a_revert_across_a_snapshot_boundary(conn: Connection, tmp_path: P
     assert rows == [(got["network_id"], "p1")]
     fixed = query_rows(db, "SELECT address, instance, allocated FROM fixed_ips")
     assert fixed == [(got["address"], "i-1", 1)]
+
+
+async def test_a_reconfirmed_allocation_reverts(conn: Connection, service: CommandService) -> None:
+    """An allocation retried while its host does not see the instance appends
+    FixedIpReconfirmed (events/decide_fixed.py: it restarts the reclaim grace). That renewal
+    is not a change a revert can or need undo — undoing the allocation ends it — yet it had no
+    compensation and was not skipped: ``revert --to-seq`` over the allocation was refused as a
+    conflict, with no later change conflicting."""
+    c = Client(conn)
+    nets = await c.create_networks(label="f", cidr="10.8.0.0/24", num_networks=1, mode="flat")
+    nid = str(nets[0]["id"])
+    start = await last_seq(conn)
+    got = await c.allocate_fixed_ip("i-1", network_id=nid, host="h1", command_id="a1")
+    # h1's executor reports its bridge of the network without the instance's MAC.
+    seen = HostInstancesSeen(host="h1", macs=[], networks=[nid], reason="change")
+    env = Envelope(seen, "seen-1:0", "seen-1", time.time(), SYSTEM)
+    await conn.js.publish(seen.subject(), encode(env))
+    await service.follower.catch_up()
+    await c.allocate_fixed_ip("i-1", network_id=nid, host="h1", command_id="a1-again")
+    types = [s.event.TYPE for s in (await events_of_command(conn, "a1-again"))[0]]
+    assert types == ["FixedIpReconfirmed"]
+
+    r = await revert(conn, c, to_seq=start)
+    assert [e["type"] for e in r["events"]] == ["FixedIpDeallocated", "ChangeReverted"]
+    assert got["address"] not in service.state.networks[nid].fixed
+    with pytest.raises(NetledgerError) as info:  # the renewal alone: nothing to undo
+        await revert(conn, c, command_id="a1-again")
+    assert info.value.code == "nothing_to_revert"
