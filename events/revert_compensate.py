@@ -20,6 +20,7 @@ from .errors import ConflictError
 from .host_events import HostEvent
 from .ids import EVENT_PREFIX
 from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
+from .reclaim_events import FixedIpReconfirmed
 from .revert_events import ChangeReverted
 from .state import FixedIp, FloatingIp, NetworkState, PoolState, State
 from .types import (
@@ -50,6 +51,9 @@ SKIPPED_TYPES: tuple[type[Event], ...] = (
     # where an instance runs is the world's fact too: a revert of its allocation deallocates
     # it wherever it is now
     FixedIpMoved,
+    # a retried allocation its host did not see renews it (the reclaim grace restarts): no
+    # change of what is allocated; a revert of the allocation ends it (review hrev10)
+    FixedIpReconfirmed,
     ChangeReverted,
     HostEvent,
     # written for the executors' reading with the events they follow: the revert's own
