@@ -18,7 +18,7 @@ from netledger.events.snapshot import state_to_wire
 from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until
 from netledger.replay.verify_snapshot import fold_to as fold_from_log
-from netledger.revert_cli import AlreadyReverted, events_of_command, revert
+from netledger.revert_cli import AlreadyReverted, events_of_command, render, revert
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from netledger.service.snapshotter import SnapshotPolicy
@@ -251,3 +251,26 @@ async def test_revert_through_a_projection_behind_inside_the_commands_batch(
     untouched = len(live) == 2
     # Never half: either the whole command is undone, or nothing is and it still can be.
     assert reverted or untouched, live
+
+
+async def test_a_retried_revert_gets_the_first_answer(
+    conn: Connection, service: CommandService
+) -> None:
+    """The client resends a request with the same command id when an answer is late
+    (Client.request); the service answers a command that landed from ``seen``
+    (service/answers.py: "a retry with the same command id gets the first answer"). For a
+    revert that answer lacked what the CLI prints and ``--json`` carries: the reverted command,
+    the range, the compensating events, ``appended``."""
+    c = Client(conn)
+    nets = await c.create_networks(label="f", cidr="10.7.0.0/24", num_networks=1, mode="flat")
+    a = await c.allocate_fixed_ip("i-1", network_id=str(nets[0]["id"]), command_id="a1")
+    events, _ = await events_of_command(conn, "a1")
+    args = {"reverted_command_id": "a1", "events": pack_events(events)}
+    first = await c.request("revert", args, command_id="revert-a1")
+    end = await last_seq(conn)
+    again = await c.request("revert", args, command_id="revert-a1")
+    assert await last_seq(conn) == end  # nothing appended twice
+    assert {k: again.get(k) for k in first} == first
+    text = render(again)
+    assert text.startswith("reverted command a1 as command revert-a1:"), text
+    assert f"{a['address']} deallocated from i-1" in text
