@@ -48,12 +48,24 @@ def _backfill_id(ev: Event) -> str:
 
 def result_from_events(state: State, req: Request, events: list[Event]) -> dict[str, Any]:
     """The answer to a command that already landed (a retry with the same command id)."""
-    for e in events:
+    for i, e in enumerate(events):
         if isinstance(e, ChangeReverted):
+            # The first answer (events/revert.py decide_revert): the compensations and the
+            # marker, which closes them (the placements appended with them come after it).
             return {
                 "already_applied": True,
                 "revert_command_id": req.command_id,
+                "reverted_command_id": e.reverted_command_id,
+                "after_seq": e.after_seq,
+                "upto_seq": e.upto_seq,
+                "scope": e.scope,
                 "reverted_seqs": e.reverted_seqs,
+                "skipped_seqs": e.skipped_seqs,
+                "events": [
+                    {"type": x.TYPE, "subject": x.subject(), "data": x.to_data()}
+                    for x in events[: i + 1]
+                ],
+                "appended": True,
             }
     created = [e for e in events if isinstance(e, NetworkCreated)]
     if created and isinstance(req.command, NetworkCreate):
