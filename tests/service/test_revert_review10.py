@@ -66,9 +66,10 @@ async def test_a_revert_whose_placements_overflow_one_batch_is_refused_as_too_la
         ]
     )
     before = await last_seq(conn)
-    with pytest.raises(NetledgerError) as info:
-        await revert(conn, c, to_seq=start, scope="pool:pub")
-    assert info.value.code == "revert_too_large", (info.value.code, info.value.message)
+    for dry_run in (True, False):
+        with pytest.raises(NetledgerError) as info:
+            await revert(conn, c, to_seq=start, scope="pool:pub", dry_run=dry_run)
+        assert info.value.code == "revert_too_large", (info.value.code, info.value.message)
     assert await last_seq(conn) == before
 
 
