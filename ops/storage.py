@@ -101,6 +101,10 @@ class StorageWatcher:
         self._restart_because = "a store write error"
         self._low_episode = False  # the store was below its reserve since the last good append
         self._probation_until = 0.0
+        #: the attempt that healed the last episode and the backoff it reached: trouble again
+        #: within PROBATION_S goes on from there (towards the bound), not from attempt 1
+        self._attempt = 0
+        self._delay = 1.0
         self._log_offset = self._log_size()
         self._task: asyncio.Task[None] | None = None
         health.diagnose = self.diagnose
@@ -304,8 +308,13 @@ class StorageWatcher:
         assert self.server is not None
         h = self.health
         t0 = time.monotonic()
-        delay = 1.0
-        for attempt in range(1, self.max_restarts + 1):
+        # Dead (or latched) again soon after the restart that healed it: the same trouble, so
+        # the bound and the backoff go on from where that episode left them — a server that
+        # dies right after every restart is not restarted forever, once a second (review).
+        again = t0 < self._probation_until
+        first = self._attempt + 1 if again else 1
+        delay = self._delay if again else 1.0
+        for attempt in range(first, self.max_restarts + 1):
             h.refuse(
                 RESTARTING,
                 LogUnavailable(
@@ -321,6 +330,9 @@ class StorageWatcher:
                 )
                 + f" (attempt {attempt} of {self.max_restarts})",
             )
+            if again and attempt == first:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
             try:
                 await asyncio.to_thread(self.server.restart)
                 h.restarts += 1
@@ -336,6 +348,7 @@ class StorageWatcher:
                 continue
             self.latched = False
             self._low_episode = False
+            self._attempt, self._delay = attempt, delay
             self._probation_until = time.monotonic() + PROBATION_S
             h.failing = h.failing_since = None
             h.last_recovery_s = round(time.monotonic() - t0, 3)
