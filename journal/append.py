@@ -412,7 +412,10 @@ class Appender:
                 log.debug("diagnosing an append without answer failed: %s", e)
                 cause = None
             if cause is not None:
-                cause.details.setdefault("outcome", err.details.get("outcome"))
+                # The cause names the store's trouble; what became of *this* append is still
+                # only what its (missing) answer says: it may have landed (review hrev11: the
+                # diagnosis's own "not_applied", for refusals before trying, was kept).
+                cause.details["outcome"] = err.details.get("outcome")
                 return cause
         return err
 
