@@ -9,7 +9,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from netledger.common.natsserver import EmbeddedNats
+from nats.js.errors import NotFoundError
+
+from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.errors import LogUnavailable
 from netledger.journal.append import Appender, Outgoing
 from netledger.journal.loghealth import LogHealth
@@ -28,6 +30,7 @@ class AckDropper:
         self.dropping = False
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -35,6 +38,7 @@ class AckDropper:
 
     async def _client(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self.writers += [cw, uw]
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, to_client: bool) -> None:
             with contextlib.suppress(Exception):
@@ -48,6 +52,15 @@ class AckDropper:
         for t in (pipe(cr, uw, False), pipe(ur, cw, True)):
             task = asyncio.create_task(t)
             self.tasks.add(task)
+
+    def cut(self, upstream_port: int) -> None:
+        """Drop every connection; the next ones go to ``upstream_port`` (a failover, or the
+        server restarted without its stream yet)."""
+        self.upstream_port = upstream_port
+        self.dropping = False
+        for w in self.writers:
+            w.close()
+        self.writers.clear()
 
     async def close(self) -> None:
         if self.server is not None:
@@ -98,3 +111,48 @@ async def test_an_unanswered_append_that_landed_is_not_called_not_applied(
         await conn.close()
         await direct.close()
         await relay.close()
+
+
+async def test_an_append_whose_first_attempt_landed_is_not_called_not_applied_by_a_later_one(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """Within its budget an append is retried with the same ids. Its first attempt is stored
+    but unacknowledged (the connection dies); the retries then reach a server where no stream
+    answers (no responders: the restarted server's JetStream not up yet, a failover) until
+    the budget runs out. The answer took its outcome from the *last* attempt alone:
+    ``not_applied``, although the first one is in the log."""
+    other = EmbeddedNats(tmp_path / "other", port=free_port())  # JetStream, no netledger stream
+    await asyncio.to_thread(other.start)
+    relay = AckDropper(nats_server.port)
+    port = await relay.start()
+    direct = await connect(nats_server.url)
+    conn = await connect(f"nats://127.0.0.1:{port}")
+    try:
+        await ensure_stream(direct)
+        health = LogHealth()
+        appender = Appender(conn, publish_timeout=1.0, budget=4.0, health=health)
+        subject = "netledger.evt.network.review11b"
+        relay.dropping = True
+        task = asyncio.create_task(
+            appender.append([Outgoing(subject, b"x", "review11b-cmd:0")], {subject: 0})
+        )
+        # Stored on the log's server (its ack dropped on the way back): the link dies now.
+        while True:
+            try:
+                m = await direct.js.get_last_msg(direct.stream, subject)
+                break
+            except NotFoundError:
+                await asyncio.sleep(0.01)
+        assert m.headers is not None and m.headers.get("Nats-Msg-Id") == "review11b-cmd:0"
+        relay.cut(other.port)
+        try:
+            await task
+            raise AssertionError("an append without acknowledgement succeeded")
+        except LogUnavailable as err:
+            got = err
+        assert got.details.get("outcome") == "unknown", (got.code, got.details)
+    finally:
+        await conn.close()
+        await direct.close()
+        await relay.close()
+        await asyncio.to_thread(other.stop)
