@@ -175,6 +175,9 @@ class Appender:
         if end is not None and deadline is not None:
             end = max(t0 + 0.05, min(end, deadline))
         retried = False
+        #: an attempt got no answer: it may have landed, whatever a later one is told (review
+        #: hrev11: a retry meeting no responders, a leader election, said ``not_applied``)
+        in_doubt = False
         delay = 0.05
         attempt = 0
         while True:
@@ -193,9 +196,9 @@ class Appender:
                     raise WrongLastSequence(exc.description or "") from None
                 if exc.err_code == ERR_BATCH_DUPLICATE:
                     raise DuplicateBatch(exc.description or "") from None
-                raise _mapped(exc) from None
+                raise _doubted(_mapped(exc), in_doubt) from None
             except APIError as exc:
-                err = _mapped(exc)
+                err = _doubted(_mapped(exc), in_doubt)
                 # A 503 without a named cause may be a leader election: worth the budget left.
                 if (
                     isinstance(err, LogStorageFull)
@@ -207,10 +210,12 @@ class Appender:
                 last: BaseException = exc
             except (*NO_ANSWER, *NO_STREAM) as exc:
                 last = exc
+                in_doubt = in_doubt or isinstance(exc, NO_ANSWER)
                 if end is None and attempt >= self.attempts:
                     raise MaybeApplied("no acknowledgement after retries") from None
                 if end is not None and loop.time() + delay >= end:
-                    raise await self._no_answer(exc, loop.time() - t0) from None
+                    err = await self._no_answer(exc, loop.time() - t0)
+                    raise _doubted(err, in_doubt) from None
             log.info(
                 "append attempt %d failed (%s); retrying with the same ids",
                 attempt,
@@ -504,6 +509,14 @@ def _ack_seq(data: bytes) -> int:
         raise APIError.from_error(resp["error"])
     seq = int(resp["seq"])
     return -seq if resp.get("duplicate") else seq
+
+
+def _doubted(err: LogUnavailable, in_doubt: bool) -> LogUnavailable:
+    """``err``, its outcome ``unknown`` when an earlier attempt of the same append got no
+    answer (it may have landed)."""
+    if in_doubt:
+        err.details["outcome"] = "unknown"
+    return err
 
 
 def _mapped(exc: APIError) -> LogUnavailable:
