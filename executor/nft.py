@@ -137,12 +137,112 @@ def _elem_cidr(e: Any) -> str:
     raise ValueError(f"unexpected set element {e!r}")
 
 
+#: What each rule of ours does, as :func:`_shape` reads it back: besides its comment and place,
+#: a rule must still match, map and decide what it was written to (a rule edited in place —
+#: ``accept`` turned into ``drop``, another set matched — is not ours any more: found by review).
+_SHAPES: dict[str, tuple[tuple[Any, ...], ...]] = {
+    "fip-dnat": (("dnat", "daddr", "@fip_dnat", ()),),
+    "fixed-to-fixed": (("match", "saddr", "==", "@fixed"), ("match", "daddr", "==", "@fixed"), ("accept",)),
+    "fip-snat": (("snat", "saddr", "@fip_snat", ()),),
+    "v6-spoof": (
+        ("match", "iifname", "==", "@bridges"),
+        ("match", "iifname.saddr", "!=", "@routed"),
+        ("drop",),
+    ),
+}  # fmt: skip
+#: Every chain of ours: (type, hook); its policy must be accept.
+_CHAINS = {
+    "prerouting": ("nat", "prerouting"),
+    "output": ("nat", "output"),
+    "postrouting": ("nat", "postrouting"),
+}
+_CHAINS6 = {"forward": ("filter", "forward")}
+
+
+def _left(x: Any) -> str:
+    """What a match compares, by name: a payload's field, a meta key, a concatenation."""
+    if isinstance(x, dict):
+        if "payload" in x:
+            return str(x["payload"].get("field"))
+        if "meta" in x:
+            return str(x["meta"].get("key"))
+        if "concat" in x and isinstance(x["concat"], list):
+            return ".".join(_left(y) for y in x["concat"])
+    return repr(x)
+
+
+def _shape(rule: dict[str, Any]) -> tuple[tuple[Any, ...], ...]:
+    """A rule's statements as :data:`_SHAPES` writes them (counters left out)."""
+    out: list[tuple[Any, ...]] = []
+    for e in rule.get("expr", []):
+        if not isinstance(e, dict) or len(e) != 1:
+            out.append(("?", repr(e)))
+            continue
+        ((kind, v),) = e.items()
+        if kind == "counter":
+            continue
+        if kind == "match" and isinstance(v, dict):
+            right = v.get("right")
+            out.append(
+                (
+                    "match",
+                    _left(v.get("left")),
+                    v.get("op"),
+                    right if isinstance(right, str) else repr(right),
+                )
+            )
+        elif kind in ("dnat", "snat") and isinstance(v, dict):
+            addr = v.get("addr")
+            extra = tuple(sorted(k for k in v if k not in ("addr", "family")))
+            if isinstance(addr, dict) and isinstance(addr.get("map"), dict):
+                m = addr["map"]
+                out.append((kind, _left(m.get("key")), m.get("data"), extra))
+            else:
+                out.append((kind, None, addr if isinstance(addr, str) else repr(addr), extra))
+        else:
+            out.append((kind,) if v is None or v == {} else (kind, repr(v)))
+    return tuple(out)
+
+
+def _fixed_snat_shape(t: NatTable) -> tuple[tuple[Any, ...], ...]:
+    if t.snat_to:
+        return (("match", "saddr", "==", "@fixed"), ("snat", None, t.snat_to, ()))
+    return (
+        ("match", "saddr", "==", "@fixed"),
+        ("match", "oifname", "==", t.masquerade_interface),
+        ("masquerade",),
+    )
+
+
+def _chains_ours(chains: dict[str, dict[str, Any]], want: dict[str, tuple[str, str]]) -> bool:
+    """The chains are ours: these names, each of its type and hook, its policy accept."""
+    return set(chains) == set(want) and all(
+        (c.get("type"), c.get("hook")) == want[n] and c.get("policy", "accept") == "accept"
+        for n, c in chains.items()
+    )
+
+
+def _rules_ours(
+    rules: dict[str, list[dict[str, Any]]], want: dict[str, tuple[str, ...]], fixed_snat: Any
+) -> bool:
+    """Each chain holds exactly the rules of ``want`` (by comment, in order), each of its shape."""
+    for chain, names in want.items():
+        have = rules.get(chain, [])
+        if tuple(str(r.get("comment")) for r in have) != names:
+            return False
+        for r, name in zip(have, names, strict=True):
+            shape = fixed_snat if name == "fixed-snat" else _SHAPES.get(name)
+            if _shape(r) != shape:
+                return False
+    return set(rules) <= set(want)
+
+
 def parse(doc: dict[str, Any]) -> tuple[NatTable | None, bool]:
     """``nft -j list table ip`` output -> (table, intact). (None, True) means no table."""
     objs = doc.get("nftables", [])
     maps: dict[str, list[Any]] = {}
     sets: dict[str, list[Any]] = {}
-    chains: set[str] = set()
+    chains: dict[str, dict[str, Any]] = {}
     rules: dict[str, list[dict[str, Any]]] = {}
     table = False
     for o in objs:
@@ -153,7 +253,7 @@ def parse(doc: dict[str, Any]) -> tuple[NatTable | None, bool]:
         elif "set" in o:
             sets[o["set"]["name"]] = o["set"].get("elem", [])
         elif "chain" in o:
-            chains.add(o["chain"]["name"])
+            chains[o["chain"]["name"]] = o["chain"]
         elif "rule" in o:
             rules.setdefault(o["rule"]["chain"], []).append(o["rule"])
     if not table:
@@ -189,11 +289,10 @@ def parse(doc: dict[str, Any]) -> tuple[NatTable | None, bool]:
         c: tuple(x for x in names if x != "fixed-snat" or snat_to or masq)
         for c, names in RULES.items()
     }
-    have_rules = {c: tuple(str(r.get("comment")) for r in rules.get(c, [])) for c in RULES}
     intact = (
         snat == set(dnat)
-        and chains == set(RULES)
-        and have_rules == want_rules
+        and _chains_ours(chains, _CHAINS)
+        and _rules_ours(rules, want_rules, _fixed_snat_shape(t))
         and set(maps) == {"fip_dnat", "fip_snat"}
         and set(sets) == {"fixed"}
     )
@@ -212,7 +311,7 @@ def parse6(doc: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...] | None, boo
     """``nft -j list table ip6`` output -> (routed /64s by bridge, intact); (None, True): no
     table."""
     sets: dict[str, list[Any]] = {}
-    chains: set[str] = set()
+    chains: dict[str, dict[str, Any]] = {}
     rules: dict[str, list[dict[str, Any]]] = {}
     table = maps = False
     for o in doc.get("nftables", []):
@@ -223,7 +322,7 @@ def parse6(doc: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...] | None, boo
         elif "set" in o:
             sets[o["set"]["name"]] = o["set"].get("elem", [])
         elif "chain" in o:
-            chains.add(o["chain"]["name"])
+            chains[o["chain"]["name"]] = o["chain"]
         elif "rule" in o:
             rules.setdefault(o["rule"]["chain"], []).append(o["rule"])
     if not table:
@@ -239,11 +338,10 @@ def parse6(doc: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...] | None, boo
     out = tuple(
         sorted(routed, key=lambda r: (r[0], int(ipaddress.IPv6Network(r[1]).network_address)))
     )
-    have_rules = {c: tuple(str(r.get("comment")) for r in rules.get(c, [])) for c in RULES6}
     intact = (
         not maps
-        and chains == set(RULES6)
-        and have_rules == RULES6
+        and _chains_ours(chains, _CHAINS6)
+        and _rules_ours(rules, RULES6, None)
         and set(sets) == {"bridges", "routed"}
         and bridges == {b for b, _ in out}
     )

@@ -212,10 +212,21 @@ def _listing(routed: tuple[tuple[str, str], ...], rules: tuple[str, ...] = ("v6-
         {"set": {"name": "routed", "elem": [
             {"concat": [b, {"prefix": {"addr": p.split("/")[0], "len": 64}}]} for b, p in routed
         ]}},
-        {"chain": {"name": "forward"}},
+        {"chain": {"name": "forward", "type": "filter", "hook": "forward", "prio": 0,
+                   "policy": "accept"}},
     ]  # fmt: skip
-    objs += [{"rule": {"chain": "forward", "comment": c}} for c in rules]
+    objs += [{"rule": {"chain": "forward", "comment": c, "expr": SPOOF_EXPR}} for c in rules]
     return {"nftables": objs}
+
+
+#: The anti-spoofing rule's statements as nft 1.0.6 lists them (``nft -j list table ip6``).
+SPOOF_EXPR = [
+    {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "@bridges"}},
+    {"match": {"op": "!=", "left": {"concat": [
+        {"meta": {"key": "iifname"}}, {"payload": {"protocol": "ip6", "field": "saddr"}},
+    ]}, "right": "@routed"}},
+    {"drop": None},
+]  # fmt: skip
 
 
 def test_ip6_table_read_back() -> None:
