@@ -28,6 +28,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Container
 from typing import Any, NamedTuple
 
@@ -48,6 +49,9 @@ SO_RCVBUFFORCE = 33
 RCVBUF = 32 << 20
 #: How long the reader blocks before looking at its stop flag.
 POLL_S = 0.5
+#: How many of the latest changes :attr:`KernelCache.recent` remembers (a scoped pass asks for
+#: those made while it ran; older than that it takes as unknown: a look at the whole host).
+RECENT = 4096
 
 
 IFF_UP = 0x1
@@ -76,6 +80,36 @@ def _matters(x: nlparse.Link, old: nlparse.Link | None, watched: Container[str] 
     if watched is None or is_ours(x.alias) or x.name in watched:
         return True
     return old is not None and (is_ours(old.alias) or old.name in watched)
+
+
+def _differences(
+    links: dict[int, nlparse.Link],
+    addrs: dict[tuple[int, str], nlparse.Addr],
+    fdb: set[tuple[int, str]],
+    links2: dict[int, nlparse.Link],
+    addrs2: dict[tuple[int, str], nlparse.Addr],
+    fdb2: set[tuple[int, str]],
+) -> set[tuple[str | None, str | None]]:
+    """The links (name, network of alias) a dump found changed from what the cache held: each
+    link that differs, and the link of each address or flood entry that differs."""
+    out: set[tuple[str | None, str | None]] = set()
+
+    def link(i: int) -> None:
+        for x in (links.get(i), links2.get(i)):
+            if x is not None:
+                out.add((x.name, network_of(x.alias)))
+        if i not in links and i not in links2:
+            out.add((None, None))
+
+    for i in links.keys() | links2.keys():
+        if links.get(i) != links2.get(i):
+            link(i)
+    for key in addrs.keys() | addrs2.keys():
+        if addrs.get(key) != addrs2.get(key):
+            link(key[0])
+    for i, _ in fdb ^ fdb2:
+        link(i)
+    return out
 
 
 def _discard(index: dict[int, set[str]], key: int, value: str) -> None:
@@ -157,6 +191,10 @@ class KernelCache:
         self.notifications = 0
         #: how many times the cache changed (a pass notes it: later changes are not its own)
         self.changes = 0
+        #: the latest changes: (change number, link name, network of its alias) per link a
+        #: change concerned (name None: a link unknown then) — a pass scoped to a few networks
+        #: asks whether any change made while it ran concerned another (:meth:`changed_outside`)
+        self.recent: deque[tuple[int, str | None, str | None]] = deque(maxlen=RECENT)
         self.resyncs = 0
         self.overruns = 0
         self._busy = False  # the reader holds data it read but has not applied yet
@@ -249,11 +287,14 @@ class KernelCache:
         with self._lock:
             journal = self._journal or []
             self._journal = None
+            differ = _differences(self.links, self.addrs, self.fdb, links, addrs, fdb)
             self.links, self.addrs, self.fdb, self._ix = links, addrs, fdb, ix
-            for data in journal:  # in the order the reader applied them: ends at the newest
-                self._apply_locked(data)
             self.resyncs += 1
             self.changes += 1
+            n = self.changes
+            self.recent.extend((n, name, net) for name, net in differ)
+            for data in journal:  # in the order the reader applied them: ends at the newest
+                self._apply_locked(data)
 
     def _run(self) -> None:
         assert self._mcast is not None
@@ -329,6 +370,8 @@ class KernelCache:
         changed = False
         ix = self._ix
         watched = self.watched
+        touched: list[tuple[str | None, str | None]] = []
+        note = touched.append
         for mtype, _flags, _seq, a, end in nlparse.messages(data):
             self.notifications += 1
             if mtype in (nlparse.RTM_NEWLINK, nlparse.RTM_DELLINK) and data[a] != 0:
@@ -341,12 +384,18 @@ class KernelCache:
                 if old != x:
                     self.links[x.ifindex] = x
                     ix.link_changed(old, x)
-                    changed = changed or _matters(x, old, watched)
+                    if _matters(x, old, watched):
+                        changed = True
+                        note((x.name, network_of(x.alias)))
+                        if old is not None and (old.name, old.alias) != (x.name, x.alias):
+                            note((old.name, network_of(old.alias)))
             elif mtype == nlparse.RTM_DELLINK:
                 x = nlparse.link(data, a, end)
                 old = self.links.pop(x.ifindex, None)
                 if old is not None:
-                    changed = changed or _matters(old, None, watched)
+                    if _matters(old, None, watched):
+                        changed = True
+                        note((old.name, network_of(old.alias)))
                     ix.link_changed(old, None)
                     for cidr in ix.addrs_of.pop(x.ifindex, ()):
                         self.addrs.pop((x.ifindex, cidr), None)
@@ -359,28 +408,65 @@ class KernelCache:
                 cidr = f"{ad.address}/{ad.prefixlen}"
                 key = (ad.ifindex, cidr)
                 if mtype == nlparse.RTM_NEWADDR:
-                    changed |= self.addrs.get(key) != ad
+                    if self.addrs.get(key) != ad:
+                        changed = True
+                        note(self._link_of(ad.ifindex))
                     self.addrs[key] = ad
                     ix.addrs_of.setdefault(ad.ifindex, set()).add(cidr)
                 elif self.addrs.pop(key, None) is not None:
                     _discard(ix.addrs_of, ad.ifindex, cidr)
                     changed = True
+                    note(self._link_of(ad.ifindex))
             elif mtype in (nlparse.RTM_NEWNEIGH, nlparse.RTM_DELNEIGH):
                 n = nlparse.flood(data, a, end)
                 if n is None or n.family != AF_BRIDGE or not n.dst or n.lladdr != FLOOD_MAC:
                     continue  # learned entries, ARP: not what the executor manages
                 key2 = (n.ifindex, n.dst)
                 if mtype == nlparse.RTM_NEWNEIGH:
-                    changed |= key2 not in self.fdb
+                    if key2 not in self.fdb:
+                        changed = True
+                        note(self._link_of(n.ifindex))
                     self.fdb.add(key2)
                     ix.fdb_of.setdefault(n.ifindex, set()).add(n.dst)
                 elif key2 in self.fdb:
                     self.fdb.discard(key2)
                     _discard(ix.fdb_of, n.ifindex, n.dst)
                     changed = True
+                    note(self._link_of(n.ifindex))
         if changed:
             self.changes += 1
+            c = self.changes
+            self.recent.extend((c, name, net) for name, net in touched)
         return changed
+
+    def _link_of(self, ifindex: int) -> tuple[str | None, str | None]:
+        x = self.links.get(ifindex)
+        return (None, None) if x is None else (x.name, network_of(x.alias))
+
+    def changed_outside(self, after: int, scope: Scope) -> bool:
+        """Whether a change numbered above ``after`` concerned a link outside ``scope`` (its
+        networks' links, its link names, the links it only looks at), or one not known then,
+        or one no longer remembered (:data:`RECENT`): a pass scoped to ``scope`` did not look
+        at it, yet its own count of changes covers it (found by review: a bridge of another
+        network deleted while a scoped pass ran was repaired only by the next sweep)."""
+        with self._lock:
+            if self.changes <= after:
+                return False
+            recent = self.recent
+            if not recent or recent[0][0] > after + 1:
+                return True  # some of them are forgotten: look at the whole host
+            for n, name, net in reversed(recent):
+                if n <= after:
+                    break
+                if name is None:
+                    return True
+                if not (
+                    name in scope.links
+                    or name in scope.support
+                    or (net is not None and net in scope.networks)
+                ):
+                    return True
+        return False
 
     def settle(self, timeout: float = 2.0) -> bool:
         """Wait until every notification queued so far is applied (False: gave up). Without

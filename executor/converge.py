@@ -54,6 +54,9 @@ class Converger:
         #: the cache's change count as of the last state a pass read: later changes are not
         #: the pass's own (executor/daemon.py wakes up for them)
         self.seen_changes = 0
+        #: the last scoped pass saw (in the cache) a change of a link outside its scope made
+        #: while it ran: its count of changes covers it, so the daemon looks at the whole host
+        self.outside = False
         #: the cache was dumped just before the next full pass (the daemon's periodic sweep
         #: dumps beside the passes, executor/daemon.py): that pass need not dump it again
         self.dumped = False
@@ -131,6 +134,8 @@ class Converger:
         appending its report meanwhile)."""
         k = self.kernel
         results: list[OpResult] = []
+        before = self.seen_changes
+        self.outside = False
         actual, links = self.actual(full, scope)
         plan = diff(desired, actual)
         if not full and any(isinstance(op, DeleteLink) for op in plan.ops):
@@ -170,6 +175,8 @@ class Converger:
             # Retry only what did not fail the same way again.
             if not diff(desired, actual).ops:
                 break
+        if scope is not None:
+            self.outside = self.cache.changed_outside(before, scope)
         ok_targets = {(type(r.op), r.op.target()) for r in results if r.ok}
         # An op that failed once and succeeded in a later round is not a failure.
         results = [r for r in results if r.ok or (type(r.op), r.op.target()) not in ok_targets]

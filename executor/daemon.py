@@ -484,6 +484,10 @@ class Executor(Reports, Sweeping):
                 results, conflicts, final = self.converger.converge(desired, full, scope)
         finally:
             self._in_pass = False
+            if self.converger.outside:
+                # Changed while it ran, outside what it looked at (its count covers it).
+                self._kernel_dirty = True
+                self._dirty.set()
             # Changed after the state this pass read last (ignored while it ran): look again.
             self._kernel_changed()
         if drift:
