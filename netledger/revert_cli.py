@@ -70,11 +70,19 @@ async def _by_seqs(conn: Connection, seqs: list[int]) -> list[StoredEvent]:
     return out
 
 
-def _index_seqs(db: Path, command_id: str) -> list[int]:
+def _index_seqs(db: Path, *command_ids: str) -> tuple[list[int], int]:
+    """The sequences the projection's index holds for ``command_ids``, and the projection's
+    checkpoint (what it has read of the log)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-        return [
-            r[0] for r in c.execute("SELECT seq FROM events WHERE command_id = ?", (command_id,))
+        marks = ",".join("?" * len(command_ids))
+        seqs = [
+            r[0]
+            for r in c.execute(
+                f"SELECT seq FROM events WHERE command_id IN ({marks}) ORDER BY seq", command_ids
+            )
         ]
+        row = c.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
+    return seqs, int(row[0]) if row else 0
 
 
 async def events_of_command(
@@ -83,8 +91,14 @@ async def events_of_command(
     """(the events of ``command_id``, the revert marker(s) already naming it)."""
     mine = command_id_for(command_id, None, None, None)
     if db is not None:
-        events = await _by_seqs(conn, _index_seqs(db, command_id))
-        marks = await _by_seqs(conn, _index_seqs(db, mine))
+        # The index up to the projection's checkpoint, the log after it: a projection may have
+        # stopped inside the command's atomic batch (it commits at any sequence), and half a
+        # command reverted under its marker could never be reverted whole (found by review).
+        seqs, upto = _index_seqs(db, command_id, mine)
+        both = await _by_seqs(conn, seqs)
+        both += await _scan(conn, upto + 1, lambda s: s.command_id in (command_id, mine))
+        events = [s for s in both if s.command_id == command_id]
+        marks = [s for s in both if s.command_id == mine]
     else:
         both = await _scan(conn, 1, lambda s: s.command_id in (command_id, mine))
         events = [s for s in both if s.command_id == command_id]

@@ -217,12 +217,6 @@ async def test_a_reconfirmed_allocation_reverts(conn: Connection, service: Comma
     assert info.value.code == "nothing_to_revert"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev10: revert --db trusts a projection that stopped inside the command's"
-    " atomic batch (the projector commits at any sequence): it reverts part of the command"
-    " under the marker revert-<ID>, and the rest can then never be reverted (already_reverted)",
-)
 async def test_revert_through_a_projection_behind_inside_the_commands_batch(
     conn: Connection, service: CommandService, tmp_path: Path
 ) -> None:
@@ -252,6 +246,8 @@ async def test_revert_through_a_projection_behind_inside_the_commands_batch(
     untouched = len(live) == 2
     # Never half: either the whole command is undone, or nothing is and it still can be.
     assert reverted or untouched, live
+    # Fixed: the index up to the projection's checkpoint, the log after it — the whole command.
+    assert reverted
 
 
 async def test_a_retried_revert_gets_the_first_answer(
