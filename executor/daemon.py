@@ -493,7 +493,10 @@ class Executor(Reports, Sweeping):
         if drift:
             log.info("the kernel changed behind our back: repaired what was ours")
         dhcp_done = (
-            await asyncio.to_thread(self._dhcp, desired, final, plan.bridges)
+            # The book copied here, on the loop: it goes on folding into it while the worker
+            # thread plans (the sweep copies it alike; a fold changing a dict being iterated
+            # raised there, and the error stopped the daemon: found by review).
+            await asyncio.to_thread(self._dhcp, desired, final, plan.bridges, self._book_copy())
             if self.dnsmasq is not None
             else []
         )
@@ -618,13 +621,22 @@ class Executor(Reports, Sweeping):
             self._frags.update(plan.updates)
         self._nat = plan.nat
 
+    def _book_copy(self) -> DhcpBook:
+        b = self.dhcp_book
+        return DhcpBook(me=b.me, running=dict(b.running), network=dict(b.network))
+
     def _dhcp(
-        self, desired: HostDesired, final: HostActual, bridges: set[str] | None = None
+        self,
+        desired: HostDesired,
+        final: HostActual,
+        bridges: set[str] | None = None,
+        book: DhcpBook | None = None,
     ) -> list[tuple[OpResult, int | None]]:
-        """dnsmasq after the kernel: it binds the gateway address the kernel pass adds."""
+        """dnsmasq after the kernel: it binds the gateway address the kernel pass adds
+        (``book``: a copy of the DHCP book when this runs in a worker thread)."""
         if self.dnsmasq is None:
             return []
-        return self.dnsmasq.reconcile(desired.dhcp, final, self.dhcp_book, bridges)
+        return self.dnsmasq.reconcile(desired.dhcp, final, book or self.dhcp_book, bridges)
 
 
 async def run_executor(
