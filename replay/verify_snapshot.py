@@ -77,6 +77,8 @@ async def verify_snapshots(
                 stream_last_seq=last,
                 encoding=s.encoding,
             )
+            if snap.seq != s.seq:  # as a start refuses it (store.load): the anchor is of s.seq
+                raise SnapshotInvalid(f"holds the fold at seq {snap.seq}, stored as {s.seq}")
             await store.check_anchor(snap.seq, s.anchor)
         except SnapshotInvalid as exc:
             r["reason"] = exc.reason
