@@ -123,7 +123,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            _usage_error_as_json(exc, self._argv)
+            _usage_error_as_json(exc, self._argv, ctx)
             raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -159,10 +159,18 @@ class LazyGroup(click.Group):
         return importlib.util.find_spec(module) is not None
 
 
-def _usage_error_as_json(exc: click.UsageError, argv: list[str]) -> None:
+def _usage_error_as_json(
+    exc: click.UsageError, argv: list[str], ctx: click.Context | None = None
+) -> None:
     """``{"error": {"code": "usage_error", "message", "details"}}`` on stdout when ``argv``
-    asks for JSON (--json, --json-lines, -f/--format json, before or after the command)."""
-    wants = False
+    asks for JSON (--json, --json-lines, -f/--format json, before or after the command), or
+    when the output options already read chose it (from the environment, NETLEDGER_AS_JSON /
+    NETLEDGER_FORMAT, or the configuration file: a script setting those reads stdout too)."""
+    from netledger.common.output import KEY, Output
+
+    where = ctx if ctx is not None else exc.ctx
+    out = where.meta.get(KEY) if where is not None else None
+    wants = isinstance(out, Output) and out.as_json
     for i, a in enumerate(argv):
         if a in ("--json", "--json-lines", "--format=json", "-fjson") or (
             a in ("-f", "--format") and argv[i + 1 : i + 2] == ["json"]
