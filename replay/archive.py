@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +37,7 @@ from nats.js.errors import APIError
 from netledger.common.progress import progress_bar
 from netledger.events.codec import Actor, Envelope, decode, encode
 from netledger.events.errors import DecodeError
+from netledger.events.ids import EVENT_PREFIX
 from netledger.events.types import EVENT_TYPES
 from netledger.journal.stream import MSG_ID, Connection, last_seq
 
@@ -145,12 +147,44 @@ def payload_of(line: dict[str, Any], lineno: int) -> bytes:
     return encode(env)
 
 
+#: What NATS cannot carry in a subject token or a header name (whitespace, control characters)
+_NOT_IN_TOKEN = re.compile(r"[\x00-\x20\x7f]")
+_NOT_IN_HEADER_NAME = re.compile(r"[\x00-\x20\x7f:]")
+_NOT_IN_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _subject_error(subject: str) -> str | None:
+    """Why ``subject`` cannot be stored as an event of the stream (None: it can). Checked for
+    the whole file first: the server would refuse it half way (outside the stream's
+    ``netledger.evt.>``, an empty token) or, worse, store a wildcard as a literal name."""
+    tokens = subject.split(".")
+    if tokens[:2] != EVENT_PREFIX.split(".") or len(tokens) < 3:
+        return f"subject {subject!r} is not an event subject ({EVENT_PREFIX}.…)"
+    for t in tokens[2:]:
+        if not t or t in ("*", ">") or _NOT_IN_TOKEN.search(t):
+            return f"subject {subject!r} has an empty, wildcard or blank token"
+    return None
+
+
+def _headers_error(headers: dict[Any, Any]) -> str | None:
+    for k, v in headers.items():
+        if not isinstance(k, str) or not k or _NOT_IN_HEADER_NAME.search(k):
+            return f"header name {k!r} is not a NATS header name"
+        if not isinstance(v, str) or _NOT_IN_HEADER_VALUE.search(v):
+            return f"header {k} is not one line of text"
+    return None
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, int | None, str, bytes, dict[str, str]]]:
     """(line number, its seq, subject, payload, headers) per line; checks order as it goes: the lines'
     sequences are consecutive (from wherever the first starts)."""
     prev = 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, text in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadExport(f"line {lineno}: not UTF-8 text", line=lineno) from None
             if not text.strip():
                 continue
             try:
@@ -159,6 +193,9 @@ def read_lines(path: Path) -> Iterator[tuple[int, int | None, str, bytes, dict[s
                 raise BadExport(f"line {lineno}: not JSON ({exc})", line=lineno) from None
             if not isinstance(line, dict) or not isinstance(line.get("subject"), str):
                 raise BadExport(f"line {lineno}: not an export line", line=lineno)
+            why = _subject_error(line["subject"])
+            if why is not None:
+                raise BadExport(f"line {lineno}: {why}", line=lineno)
             seq = line.get("seq")
             if isinstance(seq, int):
                 if seq <= prev:
@@ -176,6 +213,9 @@ def read_lines(path: Path) -> Iterator[tuple[int, int | None, str, bytes, dict[s
             headers = line.get("headers") or {}
             if not isinstance(headers, dict):
                 raise BadExport(f"line {lineno}: headers is not an object", line=lineno)
+            why = _headers_error(headers)
+            if why is not None:
+                raise BadExport(f"line {lineno}: {why}", line=lineno)
             yield (
                 lineno,
                 seq if isinstance(seq, int) else None,
