@@ -338,8 +338,15 @@ def export_cmd(settings: Settings, from_seq: int, to_seq: int | None, out: Path 
     """Write stored messages as JSON lines: seq, time, subject, headers, the exact payload
     (base64) and the decoded event (or the reason it cannot be decoded)."""
     from .archive import export
+    from .errors import OutputUnwritable
 
-    ctx: Any = out.open("w", encoding="utf-8") if out is not None else nullcontext(sys.stdout)
+    try:
+        ctx: Any = out.open("w", encoding="utf-8") if out is not None else nullcontext(sys.stdout)
+    except OSError as exc:
+        fail(
+            OutputUnwritable(f"cannot write {out}: {exc.strerror or exc}", out=str(out)),
+            settings.as_json,
+        )
     with ctx as f:
         target: TextIO = f
         result = _with_conn(

@@ -29,6 +29,12 @@ class OutputExists(ReplayError):
     code = "output_exists"
 
 
+class OutputUnwritable(ReplayError):
+    """The output file cannot be created (its folder is missing or not one, no permission)."""
+
+    code = "output_unwritable"
+
+
 class ProjectionMismatch(ReplayError):
     """``verify``: the projection differs from a fresh rebuild of the same log prefix."""
 

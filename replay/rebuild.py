@@ -18,7 +18,7 @@ from netledger.journal.stream import Connection, last_seq
 from netledger.projector import query
 from netledger.projector.runner import bar_hooks, project_until
 
-from .errors import OutputExists, SeqBeyondStream
+from .errors import OutputExists, OutputUnwritable, SeqBeyondStream
 from .times import iso
 
 _SIDECARS = ("-wal", "-shm", "-journal")
@@ -52,7 +52,10 @@ async def rebuild(
         raise OutputExists(f"{out} exists: give --force to replace it", db=str(out))
     if at is not None and at.tzinfo is None:
         raise ValueError("'at' must be timezone-aware")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputUnwritable(f"cannot create {out}: {exc.strerror or exc}", db=str(out)) from None
     end = await last_seq(conn)
     if to_seq is not None and to_seq > end:
         raise SeqBeyondStream(
