@@ -168,8 +168,8 @@ def _usage_error_as_json(
     NETLEDGER_FORMAT, or the configuration file: a script setting those reads stdout too)."""
     from netledger.common.output import KEY, Output
 
-    where = ctx if ctx is not None else exc.ctx
-    out = where.meta.get(KEY) if where is not None else None
+    chosen = ctx if ctx is not None else exc.ctx
+    out = chosen.meta.get(KEY) if chosen is not None else None
     wants = isinstance(out, Output) and out.as_json
     for i, a in enumerate(argv):
         if a in ("--json", "--json-lines", "--format=json", "-fjson") or (
