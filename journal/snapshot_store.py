@@ -71,6 +71,12 @@ CHILD_TIMEOUT_S = 600.0
 #: given up (and the next older one, or the log, used instead).
 READ_TIMEOUT_S = 10.0
 READ_RATE_FLOOR = 5_000_000.0
+#: Chunks no object names, whose newest is older than this (server time), are purged by the
+#: pruning: an upload cut short (a service stopped or killed while it uploaded), or the loser of
+#: two replicas uploading the same sequence (nats-py's ``put`` looks for an object of that name
+#: before it stores its chunks, the meta written last wins) — each left a snapshot's size in
+#: the bucket for good (found by review). Younger ones may be an upload under way elsewhere.
+ORPHAN_GRACE_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -416,7 +422,44 @@ class SnapshotStore:
                 removed.append(s.name)
             except Exception as exc:  # another replica pruned it first
                 log.debug("pruning %s: %s", s.name, exc)
+        try:
+            await self.purge_orphans(obs)
+        except Exception as exc:  # the next pruning tries again
+            log.debug("purging orphan chunks: %s", exc)
         return removed
+
+    async def purge_orphans(self, obs: Any = None) -> list[str]:
+        """Purge the chunks no object of the bucket names (any kind's) whose newest chunk is
+        older than :data:`ORPHAN_GRACE_S` against the bucket's newest message (both server
+        time); returns their subjects."""
+        obs = obs or await self._store(create=False)
+        if obs is None:
+            return []
+        js = self.conn.js
+        stream = f"OBJ_{BUCKET}"
+        prefix = f"$O.{BUCKET}.C."
+        info = await js.stream_info(stream, subjects_filter=f"{prefix}>")
+        subjects = info.state.subjects or {}
+        if not subjects:
+            return []
+        try:
+            named = {i.nuid for i in await obs.list(ignore_deletes=True) if not i.deleted}
+        except NotFoundError:  # no object at all
+            named = set()
+        orphans = [subj for subj in subjects if subj[len(prefix) :] not in named]
+        if not orphans:
+            return []
+        now = (await js.get_msg(stream, info.state.last_seq)).time
+        purged = []
+        for subj in orphans:
+            last = await js.get_last_msg(stream, subj)
+            if now is None or last.time is None:
+                continue
+            if (now - last.time).total_seconds() >= ORPHAN_GRACE_S:
+                await js.purge_stream(stream, subject=subj)
+                purged.append(subj)
+                log.info("purged the chunks of an unfinished snapshot upload (%s)", subj)
+        return purged
 
 
 # --- writing without stopping the event loop ---------------------------------------------------
