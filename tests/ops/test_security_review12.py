@@ -1,0 +1,107 @@
+"""Review hrev12: per-role credentials (``netledger auth init``) on a real nats-server — what
+a role needs in a real flow, and what it must not be able to do.
+
+Uses the ``secured`` server and the ``svc`` command service of tests/ops/test_auth.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import nats
+import pytest
+
+from netledger.journal.liveness import live_bucket
+from netledger.journal.liveness import read_all as read_live
+from netledger.journal.stream import connect
+from netledger.ops.status import SERVICE_NAME, SRV_PREFIX, StatusResponder, gather
+from tests.ops.test_auth import Raw, Secured, secured, svc  # noqa: F401  (fixtures)
+
+
+async def test_status_finds_the_command_service_under_auth(
+    secured: Secured,  # noqa: F811
+    svc: Any,  # noqa: F811
+) -> None:
+    """``netledger status`` (an auditor's or admin's credentials: docs/security.md) finds the
+    command service by NATS service discovery (``$SRV.STATS.netledger``). Under auth the
+    service could not subscribe to ``$SRV.…`` nor the auditor publish there: every status
+    said "no command-service replica answered" and exited 1, whatever the health."""
+    conn, service = svc
+    responder = StatusResponder.for_service(conn, service)
+    await responder.start()
+    try:
+        for role in ("auditor", "admin"):
+            raw = await Raw().open(secured.url, secured.creds[role])
+            try:
+                reply = await raw.nc.request(f"{SRV_PREFIX}.STATS.{SERVICE_NAME}", b"", timeout=10)
+                answer = json.loads(reply.data)
+                assert answer["id"] == responder.id, (role, answer)
+            finally:
+                await raw.close()
+        aud = await connect(secured.url, name="auditor", **secured.creds["auditor"])
+        try:
+            status = await gather(aud, wait=2.0)
+        finally:
+            await aud.close()
+        assert "no command-service replica answered" not in status["problems"], status
+        assert [s["id"] for s in status["services"]] == [responder.id]
+    finally:
+        await responder.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the liveness bucket's stream allows Nats-Rollup headers (nats-py's KV default):"
+    " an executor's put on its own key with Nats-Rollup: all purges every host's keys",
+)
+async def test_an_executor_cannot_erase_another_hosts_liveness(
+    secured: Secured,  # noqa: F811
+    svc: Any,  # noqa: F811
+) -> None:
+    """An executor may write only its own keys of the liveness bucket (docs/security.md).
+    A KV bucket's stream takes ``Nats-Rollup`` headers (nats-py creates it so), and a
+    message on its own key with ``Nats-Rollup: all`` purges the whole stream: host h1 wiped
+    host h2's heartbeat (what reclaiming decides on) and status."""
+    for host in ("h1", "h2"):
+        ex = await connect(secured.url, name=host, **secured.creds[f"executor-{host}"])
+        try:
+            kv = await live_bucket(ex)
+            assert kv is not None, "the service created the bucket"
+            await kv.put(f"host.{host}.status", json.dumps({"host": host}).encode())
+        finally:
+            await ex.close()
+    raw = await Raw().open(secured.url, secured.creds["executor-h1"])
+    try:
+        js = raw.nc.jetstream(timeout=5)
+        try:
+            await js.publish(
+                "$KV.NETLEDGER_LIVE.host.h1.status", b"{}", headers={"Nats-Rollup": "all"}
+            )
+        except nats.errors.Error:
+            pass  # refused: what is wanted
+    finally:
+        await raw.close()
+    aud = await connect(secured.url, name="auditor", **secured.creds["auditor"])
+    try:
+        assert "host.h2.status" in await read_live(aud)
+    finally:
+        await aud.close()
+
+
+async def test_an_executor_may_still_write_and_delete_its_own_keys(
+    secured: Secured,  # noqa: F811
+    svc: Any,  # noqa: F811
+) -> None:
+    """What an executor does with its keys (put, delete) keeps working whatever is done
+    against rollups."""
+    ex = await connect(secured.url, name="h1", **secured.creds["executor-h1"])
+    try:
+        kv = await live_bucket(ex)
+        assert kv is not None
+        await kv.put("host.h1.status", b'{"host": "h1"}')
+        await kv.put("host.h1.seen", b'{"host": "h1"}')
+        await kv.delete("host.h1.status")
+        assert set(await read_live(ex)) == {"host.h1.seen"}
+    finally:
+        await ex.close()
