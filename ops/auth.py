@@ -68,6 +68,7 @@ from netledger.events.ids import (
 from netledger.journal.liveness import BUCKET as LIVE_BUCKET
 from netledger.journal.liveness import LIVE_STREAM, host_keys
 from netledger.journal.snapshot_store import BUCKET as SNAPSHOT_BUCKET
+from netledger.ops.status import SERVICE_NAME, SRV_PREFIX
 
 COMMAND_QUEUE = "netledger-command"  # service/service.py QUEUE_GROUP
 SNAPSHOT_STREAM = f"OBJ_{SNAPSHOT_BUCKET}"
@@ -135,9 +136,26 @@ def read_api(stream: str = STREAM) -> tuple[str, ...]:
     )
 
 
+#: ``netledger status`` finds the command service replicas by NATS service discovery
+#: (ops/status.py ``StatusResponder``): the service answers ``$SRV.<verb>``, per name and per
+#: id; a reader asks ``$SRV.<verb>.netledger``. Without these every status under auth said
+#: "no command-service replica answered" (review hrev12).
+STATUS_SERVE = (
+    *(f"{SRV_PREFIX}.{verb}" for verb in ("PING", "INFO", "STATS")),
+    f"{SRV_PREFIX}.*.{SERVICE_NAME}",
+    f"{SRV_PREFIX}.*.{SERVICE_NAME}.*",
+)
+STATUS_ASK = (f"{SRV_PREFIX}.*.{SERVICE_NAME}", f"{SRV_PREFIX}.*.{SERVICE_NAME}.*")
+
+
 def reader_permissions(stream: str = STREAM) -> Permissions:
     return Permissions(
-        publish_allow=(*read_api(stream), *read_api(LIVE_STREAM), *read_api(SNAPSHOT_STREAM)),
+        publish_allow=(
+            *read_api(stream),
+            *read_api(LIVE_STREAM),
+            *read_api(SNAPSHOT_STREAM),
+            *STATUS_ASK,
+        ),
         subscribe_allow=(INBOX,),
     )
 
@@ -166,6 +184,7 @@ def service_permissions(stream: str = STREAM) -> Permissions:
             f"{ADMIN_COMMAND_PREFIX}.> {COMMAND_QUEUE}",
             f"{PROJECT_COMMANDS} {COMMAND_QUEUE}",
             f"{HOST_COMMANDS} {COMMAND_QUEUE}",
+            *STATUS_SERVE,
         ),
         allow_responses=True,
     )

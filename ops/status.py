@@ -45,6 +45,11 @@ SERVICE_NAME = "netledger"
 SRV_PREFIX = "$SRV"
 HOST_SUBJECTS = f"{EVENT_PREFIX}.host.>"
 DEFAULT_MAX_LAG = 100
+#: Reply subjects a discovery request is never answered on: netledger's own and the server's
+#: ($JS, $KV, ...). The sender chooses its reply subject and the service answers with its own
+#: rights — on the log's subjects, or a host's liveness key (service/requests.py refuses such
+#: command requests the same way; review hrev12).
+NOT_AN_INBOX = ("netledger.", "$")
 MAX_HOPS = 64  # how far back to look for a host's last HostReconciled, in host events
 
 
@@ -187,7 +192,7 @@ class StatusResponder:
             body = json.dumps(self.response(verb), default=str).encode()
         except Exception as exc:  # a broken stats reader must not hide the replica
             body = json.dumps({**self._base(verb.lower()), "error": str(exc)}).encode()
-        if msg.reply:
+        if msg.reply and not msg.reply.startswith(NOT_AN_INBOX):
             await msg.respond(body)
 
     async def start(self) -> None:

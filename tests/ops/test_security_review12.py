@@ -14,7 +14,7 @@ import pytest
 
 from netledger.journal.liveness import live_bucket
 from netledger.journal.liveness import read_all as read_live
-from netledger.journal.stream import connect
+from netledger.journal.stream import connect, last_seq
 from netledger.ops.status import SERVICE_NAME, SRV_PREFIX, StatusResponder, gather
 from tests.ops.test_auth import Raw, Secured, secured, svc  # noqa: F401  (fixtures)
 
@@ -47,6 +47,32 @@ async def test_status_finds_the_command_service_under_auth(
         assert "no command-service replica answered" not in status["problems"], status
         assert [s["id"] for s in status["services"]] == [responder.id]
     finally:
+        await responder.close()
+
+
+async def test_a_status_request_never_has_the_service_write_where_it_asks(
+    secured: Secured,  # noqa: F811
+    svc: Any,  # noqa: F811
+) -> None:
+    """A discovery request's reply subject is its sender's choice, and the service answers
+    with its own rights: it must not answer on the log's subjects (an auditor would append
+    a JSON blob to the registry) nor the server's ($KV: another host's liveness key)."""
+    conn, service = svc
+    responder = StatusResponder.for_service(conn, service)
+    await responder.start()
+    raw = await Raw().open(secured.url, secured.creds["auditor"])
+    try:
+        before = await last_seq(conn)
+        for reply in ("netledger.evt.registry", "$KV.NETLEDGER_LIVE.host.h2.seen"):
+            await raw.nc.publish(f"{SRV_PREFIX}.STATS.{SERVICE_NAME}", b"", reply=reply)
+        # A request it does answer, after those: by then they were handled.
+        ok = await raw.nc.request(f"{SRV_PREFIX}.PING.{SERVICE_NAME}", b"", timeout=10)
+        assert json.loads(ok.data)["id"] == responder.id
+        await conn.nc.flush()
+        assert await last_seq(conn) == before
+        assert "host.h2.seen" not in await read_live(conn)
+    finally:
+        await raw.close()
         await responder.close()
 
 
