@@ -187,13 +187,16 @@ class StatusResponder:
         }
 
     async def _on(self, msg: Msg) -> None:
+        # Checked first: a consumer delivering the log here (its replies $JS.ACK...) costs
+        # nothing but this check per message.
+        if not msg.reply or msg.reply.startswith(NOT_AN_INBOX):
+            return
         verb = msg.subject.split(".")[1]
         try:
             body = json.dumps(self.response(verb), default=str).encode()
         except Exception as exc:  # a broken stats reader must not hide the replica
             body = json.dumps({**self._base(verb.lower()), "error": str(exc)}).encode()
-        if msg.reply and not msg.reply.startswith(NOT_AN_INBOX):
-            await msg.respond(body)
+        await msg.respond(body)
 
     async def start(self) -> None:
         nc = self.conn.nc
