@@ -131,3 +131,47 @@ async def test_an_executor_may_still_write_and_delete_its_own_keys(
         assert set(await read_live(ex)) == {"host.h1.seen"}
     finally:
         await ex.close()
+
+
+def _config_cli(*args: str, env: dict[str, str] | None = None) -> str:
+    import os
+    import subprocess
+
+    from tests.fault_helpers import NETLEDGER
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("NETLEDGER_", "NATS_"))}
+    p = subprocess.run(
+        [NETLEDGER, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+    )
+    assert p.returncode == 0, p.stderr
+    return p.stdout + p.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--json", "config", "show"),
+        ("config", "show"),
+        ("config", "check"),
+        ("--json", "config", "check"),
+    ],
+)
+def test_config_show_and_check_never_print_the_password(tmp_path: Any, args: Any) -> None:
+    """``config show`` masks the NATS password (``***``), yet printed it in clear beside the
+    mask (``"file": {"password": ...}``), and ``config check`` printed the file whole."""
+    conf = tmp_path / "netledger.toml"
+    conf.write_text('user = "service"\npassword = "s3cret-from-file"\n')
+    out = _config_cli("--config", str(conf), *args)
+    assert "s3cret-from-file" not in out, out
+    assert "service" in out
+
+
+def test_config_show_never_prints_a_password_in_the_nats_url() -> None:
+    """nats-py takes ``nats://user:password@host``; ``config show`` printed it whole."""
+    out = _config_cli("config", "show", env={"NATS_URL": "nats://svc:s3cret-in-url@127.0.0.1:4222"})
+    assert "s3cret-in-url" not in out, out
+    assert "127.0.0.1:4222" in out
