@@ -200,7 +200,7 @@ def config_show(ctx: click.Context) -> None:
 
     Precedence: flag > environment variable > configuration file > built-in default.
     """
-    from netledger.ops.config import config_path, effective
+    from netledger.ops.config import config_path, effective, masked
 
     root = ctx.find_root()
     path = config_path(ctx)
@@ -208,7 +208,7 @@ def config_show(ctx: click.Context) -> None:
     out = {
         "config_file": str(path) if path else None,
         "settings": settings,
-        "file": root.default_map or {},
+        "file": masked(root.default_map or {}),
     }
     lines = [f"config file: {path or '(none found)'}"]
     lines += [f"{name:12} {v['value']!s:40} ({v['source']})" for name, v in settings.items()]
@@ -224,7 +224,7 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
     Exits 1 naming the first unknown key or bad value; prints the file's settings when valid.
     """
     from netledger.common.output import current, dumps, fail
-    from netledger.ops.config import ConfigError, load_default_map
+    from netledger.ops.config import ConfigError, load_default_map, masked
 
     try:
         path, dmap = load_default_map(ctx.find_root().command, file)
@@ -233,7 +233,8 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
     if path is None:
         emit({}, text="no configuration file found: built-in defaults apply")
         return
-    emit(dmap, text=f"{path}: ok\n{dumps(dmap, pretty=True)}")
+    shown = masked(dmap)
+    emit(shown, text=f"{path}: ok\n{dumps(shown, pretty=True)}")
 
 
 COMMANDS = [status, config_group]

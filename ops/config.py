@@ -259,6 +259,38 @@ def config_path(ctx: click.Context) -> Path | None:
     return p if isinstance(p, Path) else None
 
 
+#: Options whose values are secrets: ``config show`` and ``config check`` print the mask instead.
+SECRETS = frozenset({"password"})
+MASK = "***"
+
+
+def mask_urls(value: str) -> str:
+    """``value`` with the password (or token) of each ``scheme://user:password@host`` URL in it
+    masked: nats-py takes credentials so, and a printed setting must not show them."""
+
+    def one(m: re.Match[str]) -> str:
+        user, sep, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{user}{sep}{MASK}@" if sep else f"{m.group(1)}{MASK}@"
+
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/@,\s]*)@", one, value)
+
+
+def masked(settings: Any) -> Any:
+    """A configuration file's settings (tables of keys) as they may be printed: secrets masked
+    (found by review: ``config show`` masked the password it took from the file and printed
+    the file's ``password`` beside it; ``config check`` printed it too)."""
+    if isinstance(settings, Mapping):
+        return {
+            k: MASK if str(k).replace("-", "_") in SECRETS and v else masked(v)
+            for k, v in settings.items()
+        }
+    if isinstance(settings, list):
+        return [masked(v) for v in settings]
+    if isinstance(settings, str):
+        return mask_urls(settings)
+    return settings
+
+
 def effective(ctx: click.Context) -> dict[str, dict[str, Any]]:
     """Every option of ``ctx``'s command: its value and where it came from.
 
@@ -278,8 +310,10 @@ def effective(ctx: click.Context) -> dict[str, dict[str, Any]]:
             continue
         src = ctx.get_parameter_source(p.name)
         value = ctx.params.get(p.name)
-        if p.name == "password" and value:
-            value = "***"
+        if p.name in SECRETS and value:
+            value = MASK
+        elif isinstance(value, str):
+            value = mask_urls(value)
         out[p.name] = {"value": value, "source": names.get(src, "default") if src else "default"}
     return out
 
