@@ -87,13 +87,21 @@ def heartbeat_from_json(data: bytes, revision: int) -> Heartbeat | None:
 async def live_bucket(
     conn: Connection, *, create: bool = False, replicas: int | None = None
 ) -> Any:
-    """The liveness bucket (None when it does not exist and ``create`` is false)."""
+    """The liveness bucket (None when it does not exist and ``create`` is false). The one who
+    may create it (the command service) also makes sure its stream refuses ``Nats-Rollup``
+    headers: nats-py creates a KV bucket's stream with them allowed, and one put on an
+    executor's own key with ``Nats-Rollup: all`` purged every host's keys — the heartbeats
+    reclaiming reads (found by review). Puts and deletes need no rollup."""
     js = conn.js
     try:
-        return await js.key_value(BUCKET)
+        kv = await js.key_value(BUCKET)
     except BucketNotFoundError:
         if not create:
             return None
+    else:
+        if create:
+            await _no_rollups(conn)
+        return kv
     if replicas is None:
         replicas = 1
         try:
@@ -101,7 +109,7 @@ async def live_bucket(
             replicas = info.config.num_replicas or 1
         except Exception:  # the log's replicas are a preference, not a requirement
             pass
-    return await js.create_key_value(
+    kv = await js.create_key_value(
         KeyValueConfig(
             bucket=BUCKET,
             description="netledger liveness: host heartbeats and executor status (not the log)",
@@ -111,6 +119,15 @@ async def live_bucket(
             replicas=replicas,
         )
     )
+    await _no_rollups(conn)
+    return kv
+
+
+async def _no_rollups(conn: Connection) -> None:
+    js = conn.js
+    info = await js.stream_info(LIVE_STREAM)
+    if info.config.allow_rollup_hdrs:
+        await js.update_stream(info.config.evolve(allow_rollup_hdrs=False))
 
 
 async def read_all(conn: Connection, pattern: str = ">") -> dict[str, tuple[bytes, int, float]]:

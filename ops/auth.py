@@ -170,6 +170,8 @@ def service_permissions(stream: str = STREAM) -> Permissions:
             # the liveness bucket (it creates it; watches heartbeats)
             *read_api(LIVE_STREAM),
             f"$JS.API.STREAM.CREATE.{LIVE_STREAM}",
+            # (and turns its rollups off: journal/liveness.py live_bucket)
+            f"$JS.API.STREAM.UPDATE.{LIVE_STREAM}",
             # its snapshots (object store: chunks and meta; a put purges the old chunks)
             *read_api(SNAPSHOT_STREAM),
             f"$JS.API.STREAM.CREATE.{SNAPSHOT_STREAM}",

@@ -76,11 +76,6 @@ async def test_a_status_request_never_has_the_service_write_where_it_asks(
         await responder.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the liveness bucket's stream allows Nats-Rollup headers (nats-py's KV default):"
-    " an executor's put on its own key with Nats-Rollup: all purges every host's keys",
-)
 async def test_an_executor_cannot_erase_another_hosts_liveness(
     secured: Secured,  # noqa: F811
     svc: Any,  # noqa: F811
@@ -88,7 +83,8 @@ async def test_an_executor_cannot_erase_another_hosts_liveness(
     """An executor may write only its own keys of the liveness bucket (docs/security.md).
     A KV bucket's stream takes ``Nats-Rollup`` headers (nats-py creates it so), and a
     message on its own key with ``Nats-Rollup: all`` purges the whole stream: host h1 wiped
-    host h2's heartbeat (what reclaiming decides on) and status."""
+    host h2's heartbeat (what reclaiming decides on) and status. Fixed: the service turns the
+    bucket stream's rollups off (journal/liveness.py ``live_bucket``)."""
     for host in ("h1", "h2"):
         ex = await connect(secured.url, name=host, **secured.creds[f"executor-{host}"])
         try:
