@@ -16,7 +16,7 @@ from netledger.journal.stream import Connection, connect, ensure_stream, last_se
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from tests.service.test_service import read_all
-from tests.service.test_write_path_rare_rounds import allocate
+from tests.service.test_write_path_rare_rounds import allocate, allocate_for_project
 
 
 @contextlib.asynccontextmanager
@@ -112,3 +112,53 @@ async def test_chain_head_refused_next_link_lands_on_another_replicas_copy(
         in_state = {inst: n.fixed[k].address for inst, k in n.by_instance.items()}
         in_log = {inst: addr for addr, insts in held.items() for inst in insts}
         assert in_state == in_log
+
+
+def deallocate(instance: str, network_id: str, command_id: str) -> Any:
+    from netledger.events.commands import parse_command
+
+    return parse_command(
+        "fixed_ip.deallocate",
+        {
+            "command_id": command_id,
+            "actor": {"role": "admin"},
+            "args": {"instance": instance, "network_id": network_id},
+        },
+    )
+
+
+async def test_duplicate_ack_from_another_subject_taken_for_a_landing(
+    conn: Connection, nats_url: str
+) -> None:
+    """A retry (command cx) reaches replica a, which has not read b's first answer to it: on
+    a's stale view the least used flat network is another one than b chose, whose subject did
+    not move, so the subject check passes and the server acknowledges it as the duplicate of
+    b's message (same ``Nats-Msg-Id``) — at b's sequence on *another* subject. The lane tells a
+    duplicate by ``seq <= check``, which a sequence of another subject passes: it folds its
+    own event (not in the log) at b's sequence and answers it."""
+    async with two_replicas(nats_url) as (a, b):
+        c = Client(conn)
+        [n1] = await c.create_networks(label="a", cidr="10.8.0.0/24", mode="flat", bridge="bra")
+        [n2] = await c.create_networks(label="b", cidr="10.9.0.0/24", mode="flat", bridge="brb")
+        await b._submit(allocate("i1", n1["id"], "c1"))
+        await b._submit(allocate("i2", n2["id"], "c2"))
+        await b._submit(allocate("i3", n2["id"], "c3"))
+        top = await last_seq(conn)
+        await a.follower.wait_for(top)
+        await b.follower.wait_for(top)
+
+        with held_follower(a):
+            # on b: n2 empties, so the project's instance goes to n2 (n1 holds one)
+            await b._submit(deallocate("i2", n2["id"], "d2"))
+            await b._submit(deallocate("i3", n2["id"], "d3"))
+            first = await b._submit(allocate_for_project("ix", "p1", "cx"))
+            assert first["network_id"] == n2["id"]
+            # the client's retry (its reply lost) reaches a: on a's view n1 is the least used
+            again = await a._submit(allocate_for_project("ix", "p1", "cx"))
+        await a.follower.wait_for(await last_seq(conn))
+
+        assert again == first
+        # a's fold is the log's: ix holds no address on n1
+        assert "ix" not in a.state.networks[n1["id"]].by_instance
+        # and n1 still takes a's appends
+        await a._submit(allocate("i4", n1["id"], "c4"))
