@@ -37,18 +37,45 @@ async def two_replicas(nats_url: str) -> AsyncIterator[list[CommandService]]:
 
 
 @contextlib.contextmanager
-def held_follower(svc: CommandService) -> Iterator[list[Any]]:
+def held_follower(svc: CommandService, *, until_append: bool = False) -> Iterator[list[Any]]:
     """``svc``'s follower delivers nothing while inside (the messages kept, in order); on
-    leaving, what was kept is delivered. A replica that has not read the log yet."""
+    leaving, what was kept is delivered. A replica that has not read the log yet.
+    ``until_append``: delivered as soon as ``svc``'s first append inside has its answer (the
+    reader goes on, as it would, once the lane has appended on its stale view)."""
     real = svc.follower._on_msg
     kept: list[Any] = []
-    svc.follower._on_msg = kept.append  # type: ignore[method-assign]
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            svc.follower._on_msg = real  # type: ignore[method-assign]
+            for m in kept:
+                real(m)
+
+    def hold(msg: Any) -> None:
+        if released:
+            real(msg)
+        else:
+            kept.append(msg)
+
+    real_append = svc.appender.append
+
+    async def append(*args: Any, **kw: Any) -> int:
+        try:
+            return await real_append(*args, **kw)
+        finally:
+            release()
+
+    svc.follower._on_msg = hold  # type: ignore[method-assign]
+    if until_append:
+        svc.appender.append = append  # type: ignore[method-assign]
     try:
         yield kept
     finally:
-        svc.follower._on_msg = real  # type: ignore[method-assign]
-        for m in kept:
-            real(m)
+        svc.appender.append = real_append  # type: ignore[method-assign]
+        release()
 
 
 async def live_holders(conn: Connection) -> dict[str, list[str]]:
@@ -147,7 +174,7 @@ async def test_duplicate_ack_from_another_subject_taken_for_a_landing(
         await a.follower.wait_for(top)
         await b.follower.wait_for(top)
 
-        with held_follower(a):
+        with held_follower(a, until_append=True):
             # on b: n2 empties, so the project's instance goes to n2 (n1 holds one)
             await b._submit(deallocate("i2", n2["id"], "d2"))
             await b._submit(deallocate("i3", n2["id"], "d3"))
