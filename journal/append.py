@@ -138,11 +138,19 @@ class Appender:
         guard: tuple[str, int] | None = None,
         *,
         deadline: float | None = None,
+        signed: bool = False,
     ) -> int:
         """Append ``messages``; return the stream sequence of the last one.
 
         ``deadline`` (the loop's clock) ends the budget earlier: what is left of a budget
         another append of the same answer began (a chain's one-by-one rest).
+
+        ``signed``: an append acknowledged as a duplicate (its message id stored before, inside
+        the duplicate window: nothing stored now) returns that sequence negated, as
+        :meth:`append_chain` tells. Comparing the sequence with the check cannot tell it: the
+        message stored before may sit on *another* subject (a retry decided on a replica that
+        had not read its first attempt, on another network), past this subject's last
+        sequence (review hrev13).
 
         ``expected`` maps each subject written to the last subject sequence the decision was
         based on; a subject missing from it is appended without a check (placements). Raises
@@ -156,7 +164,7 @@ class Appender:
             self._failed(err)
             raise
         self._succeeded()
-        return seq
+        return seq if signed else abs(seq)
 
     async def _append(
         self,
@@ -305,14 +313,19 @@ class Appender:
         return [top - (last_ok - i) for i in range(last_ok + 1)], err
 
     async def append_prelinked(
-        self, placements: list[Outgoing], message: Outgoing, check: dict[str, int]
+        self,
+        placements: list[Outgoing],
+        message: Outgoing,
+        check: dict[str, int],
+        *,
+        signed: bool = False,
     ) -> int:
         """Publish ``placements`` (unchecked subjects) and then ``message`` (its subject's OCC
         check from ``check``) pipelined, ``message`` stored only if the stream's last message
         is the last placement (``Nats-Expected-Last-Msg-Id``, each placement after the first
         chained the same way): whenever ``message`` lands, every placement sits right before
-        it. Return ``message``'s sequence (its absolute value when acknowledged as a duplicate:
-        the caller compares it with its check, as after :meth:`append`).
+        it. Return ``message``'s sequence (its absolute value when acknowledged as a duplicate,
+        or negated with ``signed``, as :meth:`append` says why).
 
         What an atomic batch of the same events promises, without its cost on a single
         server's file store (~4-5 ms of staging per batch, bench/README.md §1, against two
@@ -348,7 +361,7 @@ class Appender:
         for st in started[:-1]:
             nc.forget(st)
         try:
-            seq = abs(await self._acked(started[-1], timeout))
+            seq = await self._acked(started[-1], timeout)
         except BadRequestError as exc:
             if exc.err_code == ERR_WRONG_LAST_SEQ:
                 raise WrongLastSequence(exc.description or "") from None
@@ -363,7 +376,7 @@ class Appender:
         except (*NO_ANSWER, *NO_STREAM) as exc:
             raise await self._in_doubt(exc, loop.time() - t0) from None
         self._succeeded()
-        return seq
+        return seq if signed else abs(seq)
 
     async def _in_doubt(self, exc: BaseException, waited: float) -> Exception:
         """A pre-linked append without an answer: with a budget, the log's trouble as an
@@ -461,7 +474,7 @@ class Appender:
         nc = self.conn.nc
         exp = expected.get(m.subject)
         headers = self._headers(m, None if exp is None else str(exp))
-        return abs(await self._acked(await nc.start_request(m.subject, m.data, headers), timeout))
+        return await self._acked(await nc.start_request(m.subject, m.data, headers), timeout)
 
     async def _publish_batch(
         self,
@@ -494,7 +507,7 @@ class Appender:
                 started = await nc.start_request(
                     m.subject, m.data, natsclient.header_block(headers)
                 )
-                return abs(await self._acked(started, timeout))
+                return await self._acked(started, timeout)
             # Plain publishes: the commit's ack reports any error of the whole batch; waiting
             # for a reply to the first message would only add a round trip.
             nc.publish_nowait(m.subject, m.data, hdr=natsclient.header_block(headers))
