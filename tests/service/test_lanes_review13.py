@@ -189,3 +189,69 @@ async def test_duplicate_ack_from_another_subject_taken_for_a_landing(
         assert "ix" not in a.state.networks[n1["id"]].by_instance
         # and n1 still takes a's appends
         await a._submit(allocate("i4", n1["id"], "c4"))
+
+
+async def test_chain_unanswered_then_no_stream_is_not_called_not_applied(
+    nats_server: Any, tmp_path: Any
+) -> None:
+    """A round of two allocations goes as a chain; both are stored, their acknowledgements
+    lost (budget/2 runs out). The first goes on alone within what is left of the budget and
+    meets no stream (the server restarting: no responders) until the budget ends. The answer
+    took its outcome from the one-by-one attempt alone, ``not_applied``, although the chain's
+    attempt of the same message got no answer — and is in the log (review 11's rule, lost at
+    the chain's boundary)."""
+    from netledger.common.natsserver import EmbeddedNats, free_port
+    from netledger.events.errors import LogUnavailable
+    from tests.journal.test_append_outcome_review11 import AckDropper
+
+    other = EmbeddedNats(tmp_path / "other", port=free_port())  # JetStream, no netledger stream
+    await asyncio.to_thread(other.start)
+    relay = AckDropper(nats_server.port)
+    port = await relay.start()
+    direct = await connect(nats_server.url)
+    await ensure_stream(direct)
+    conn = await connect(f"nats://127.0.0.1:{port}")
+    svc = CommandService(conn, append_budget=4.0)
+    try:
+        await svc.start()
+        svc.pipeline = True
+        c = Client(direct)
+        [net] = await c.create_networks(label="n", cidr="10.9.0.0/24", mode="flat", bridge="br9")
+        nid = net["id"]
+        await c.allocate_fixed_ip("i0", network_id=nid, host="h1")  # h1 joined
+        await svc.follower.wait_for(await last_seq(direct))
+
+        real_chain = svc.appender.append_chain
+
+        async def append_chain(*args: Any, **kw: Any) -> Any:
+            out = await real_chain(*args, **kw)
+            relay.cut(other.port)  # the server goes away: its restart has no stream yet
+            # the one-by-one rest starts once connected again (to no stream): its attempts
+            # all meet no responders, none goes unanswered
+            nc = conn.nc
+            while not (nc.is_connected and (nc._server_info or {}).get("port") == other.port):
+                await asyncio.sleep(0.01)
+            return out
+
+        svc.appender.append_chain = append_chain  # type: ignore[method-assign]
+        relay.dropping = True
+        futs = [
+            svc._submit_nowait(allocate("i1", nid, "k1")),
+            svc._submit_nowait(allocate("i2", nid, "k2")),
+        ]
+        res = await asyncio.gather(*futs, return_exceptions=True)
+        in_log = {
+            env.command_id
+            for _, _, env in await read_all(direct)
+            if isinstance(env, Envelope) and isinstance(env.event, FixedIpAllocated)
+        }
+        assert {"k1", "k2"} <= in_log  # both stored
+        for r in res:
+            assert isinstance(r, LogUnavailable), r
+            assert r.details.get("outcome") == "unknown", (r.code, r.details)
+    finally:
+        await svc.close()
+        await conn.close()
+        await direct.close()
+        await relay.close()
+        await asyncio.to_thread(other.stop)
