@@ -139,6 +139,7 @@ class Appender:
         *,
         deadline: float | None = None,
         signed: bool = False,
+        in_doubt: bool = False,
     ) -> int:
         """Append ``messages``; return the stream sequence of the last one.
 
@@ -152,6 +153,10 @@ class Appender:
         had not read its first attempt, on another network), past this subject's last
         sequence (review hrev13).
 
+        ``in_doubt``: an earlier attempt of the same messages got no answer (a chain's link,
+        Appender.append_chain ``doubt``): it may have landed, so a failure here says
+        ``outcome: unknown`` whatever this append met (review hrev13).
+
         ``expected`` maps each subject written to the last subject sequence the decision was
         based on; a subject missing from it is appended without a check (placements). Raises
         :class:`WrongLastSequence` on a conflict, :class:`MaybeApplied` when a retry cannot
@@ -159,7 +164,7 @@ class Appender:
         :class:`LogStorageFull`) when the log cannot take it.
         """
         try:
-            seq = await self._append(messages, expected, guard, deadline)
+            seq = await self._append(messages, expected, guard, deadline, in_doubt)
         except LogUnavailable as err:
             self._failed(err)
             raise
@@ -172,6 +177,7 @@ class Appender:
         expected: dict[str, int],
         guard: tuple[str, int] | None,
         deadline: float | None = None,
+        in_doubt: bool = False,
     ) -> int:
         if not messages:
             raise ValueError("nothing to append")
@@ -184,8 +190,8 @@ class Appender:
             end = max(t0 + 0.05, min(end, deadline))
         retried = False
         #: an attempt got no answer: it may have landed, whatever a later one is told (review
-        #: hrev11: a retry meeting no responders, a leader election, said ``not_applied``)
-        in_doubt = False
+        #: hrev11: a retry meeting no responders, a leader election, said ``not_applied``);
+        #: also when the caller's earlier attempt of them did (a chain's link)
         delay = 0.05
         attempt = 0
         while True:
@@ -234,7 +240,11 @@ class Appender:
             delay = min(delay * 2, 1.0)
 
     async def append_chain(
-        self, messages: list[Outgoing], first_check: dict[str, int]
+        self,
+        messages: list[Outgoing],
+        first_check: dict[str, int],
+        *,
+        doubt: set[str] | None = None,
     ) -> tuple[list[int], LogUnavailable | None]:
         """Publish single-message decisions pipelined; return the sequences of the prefix that
         certainly landed (possibly empty), and the log's trouble that stopped the rest, if
@@ -248,6 +258,10 @@ class Appender:
         the publishes are pipelined; every check stays on the server. Anything after the landed
         prefix (a refusal, another writer in between, a reply not received) is left to the
         caller's sequential path, which checks again and detects an earlier landing (lost ack).
+
+        ``doubt`` gets the message ids of the links after the landed prefix whose publish got
+        no answer: they may have landed, and the caller's later attempt of them must not say
+        ``not_applied`` when it fails (``append(in_doubt=)``, review hrev13).
         """
         nc = self.conn.nc
         if len(messages) > 1 and not self.can_chain():
@@ -296,6 +310,10 @@ class Appender:
                 break  # a duplicate: stored before, not now; what follows proves nothing of it
             if not isinstance(r, BaseException) and r > 0:
                 last_ok = i
+        if doubt is not None:
+            for m, r in zip(messages[last_ok + 1 :], results[last_ok + 1 :], strict=True):
+                if isinstance(r, NO_ANSWER):
+                    doubt.add(m.msg_id)
         err: LogUnavailable | None = None
         if last_ok + 1 < len(results):
             err = self._chain_error(results[last_ok + 1])

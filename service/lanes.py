@@ -584,6 +584,9 @@ class Lanes:
         #: alone, within what is left of the chain's budget (one budget per answer)
         rest_by: float | None = None
         after_chain = False
+        #: message ids of chain links that got no answer (they may have landed): a later
+        #: attempt that fails says outcome unknown, not not_applied (review hrev13)
+        unsure: set[str] = set()
         items: list[tuple[Job, Decision, Outgoing | None, Envelope | None]] = []
         for job, d in decided:
             if d.events:
@@ -620,7 +623,7 @@ class Lanes:
                     # (raised after the prefix is answered: one budget for the whole group).
                     chain = [m for _, _, m, _ in run if m is not None]
                     started = loop.time()
-                    seqs, trouble = await self.appender.append_chain(chain, check)
+                    seqs, trouble = await self.appender.append_chain(chain, check, doubt=unsure)
                     self.stats.pipelined += len(seqs)
                     for (_, _, pm, pe), seq in zip(run, seqs, strict=False):
                         assert pm is not None and pe is not None
@@ -642,7 +645,13 @@ class Lanes:
                     rest_by = None if budget is None else started + budget
                     if seqs:
                         continue
-                last = await self.appender.append([msg], check, deadline=rest_by, signed=True)
+                last = await self.appender.append(
+                    [msg],
+                    check,
+                    deadline=rest_by,
+                    signed=True,
+                    in_doubt=msg.msg_id in unsure,
+                )
                 after_chain, rest_by = False, None
                 if last < 0:
                     # Acknowledged as a duplicate (stored before, perhaps on another subject:
