@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -51,6 +52,15 @@ from netledger.journal.stream import (
 )
 
 log = logging.getLogger("netledger.stream")  # one logger for the log layer
+
+#: What a pipelined chain's link adds to its message id (``<id>~<8 hex>``): no command id holds
+#: it (events/ids.py ``check_id``: letters, digits, ``-`` and ``_``).
+CHAIN_TAG = "~"
+
+
+def is_msg_id_of(stored: str | None, msg_id: str) -> bool:
+    """Whether a stored message's id is ``msg_id``, or a chain link's id of it."""
+    return stored is not None and (stored == msg_id or stored.startswith(msg_id + CHAIN_TAG))
 
 
 class WrongLastSequence(Exception):
@@ -272,17 +282,27 @@ class Appender:
         if self.budget is not None:
             timeout = max(0.05, min(timeout, self.budget / 2))
         await nc.ready_for_requests()
+        # Every link but the last stored under an id of this chain alone: the next link's check
+        # ("the stream's last message is the one before me") must not be met by another
+        # replica's copy of the same command, whose id is the command's — a chain whose head was
+        # refused (the command stored by that replica) landed its next link on the copy, on a
+        # decision the log never took: one address for two instances (found by review). The
+        # last keeps the command's id (the duplicate window still catches its copy).
+        tag = f"{CHAIN_TAG}{os.urandom(4).hex()}"
+        ids = [m.msg_id + tag for m in messages[:-1]] + [messages[-1].msg_id]
         # All published at once, in order (one write), then their acks awaited in order.
         started: list[natsclient.Started | BaseException] = []
         prev: str | None = None
         for i, m in enumerate(messages):
             if i == 0:
                 expected = first_check.get(m.subject)
-                headers = self._headers(m, None if expected is None else str(expected))
+                headers = self._headers(
+                    m, None if expected is None else str(expected), msg_id=ids[i]
+                )
             else:
                 assert prev is not None
-                headers = self._headers(m, None, prev)
-            prev = m.msg_id
+                headers = self._headers(m, None, prev, msg_id=ids[i])
+            prev = ids[i]
             try:
                 started.append(nc.start_request_nowait(m.subject, m.data, headers))
             except Exception as exc:  # closed, or the reconnect buffer full: not sent
@@ -462,14 +482,20 @@ class Appender:
             m = await self.conn.js.get_last_msg(self.conn.stream, last.subject, direct=True)
         except Exception:
             return False
-        return bool(m.headers and m.headers.get(MSG_ID) == last.msg_id)
+        return bool(m.headers and is_msg_id_of(m.headers.get(MSG_ID), last.msg_id))
 
     def _headers(
-        self, m: Outgoing, expected: str | None, last_msg_id: str | None = None, **more: str
+        self,
+        m: Outgoing,
+        expected: str | None,
+        last_msg_id: str | None = None,
+        *,
+        msg_id: str | None = None,
+        **more: str,
     ) -> bytes:
         """The header block of an append (with the stream check ``js.publish(stream=)``
-        adds)."""
-        headers = {MSG_ID: m.msg_id}
+        adds); ``msg_id``: another id than the message's (a chain's link)."""
+        headers = {MSG_ID: msg_id or m.msg_id}
         if expected is not None:
             headers[EXPECTED_SUBJECT_SEQ] = expected
         if last_msg_id is not None:

@@ -46,6 +46,7 @@ from netledger.journal.append import (
     PrelinkBroken,
     WrongLastSequence,
     build_messages,
+    is_msg_id_of,
 )
 from netledger.journal.follow import Follower
 from netledger.journal.loghealth import LogHealth
@@ -395,7 +396,9 @@ class Lanes:
                 m = await self.conn.js.get_msg(self.conn.stream, seq + len(events), direct=True)
             except Exception:  # past the end, or the log away: what was read, if anything
                 break
-            if not m.headers or m.headers.get(MSG_ID) != f"{req.command_id}:{len(events)}":
+            if not m.headers or not is_msg_id_of(
+                m.headers.get(MSG_ID), f"{req.command_id}:{len(events)}"
+            ):
                 break
             events.append(m.data or b"")
         if events:
@@ -556,6 +559,20 @@ class Lanes:
         except Exception:  # left pending: the pass's own write (or the reconnect) sends it
             log.debug("writing the answers at once failed", exc_info=True)
 
+    def _subject_named(self, job: Job) -> bool:
+        """Whether the subject ``job``'s decision writes is what the request names (a network,
+        a project's network, the address's or instance's network) rather than one the decision
+        picks (a flat network chosen for an allocation that names none). A chain's links after
+        the first are stored under ids of the chain alone (``Appender.append_chain``), so only
+        the first link's subject check stands against another replica's copy of a retried
+        command: a copy on the same subject, which that check sees. A decision that picks its
+        network may have picked another one in the copy; it goes one by one, where the
+        duplicate window catches the copy by its id."""
+        cmd = job.req.command
+        if not isinstance(cmd, FixedIpAllocate) or cmd.network_id is not None:
+            return True
+        return bool(cmd.project) and cmd.project in self.state.project_networks
+
     async def _append_one_by_one(
         self,
         envelopes: list[Envelope],
@@ -615,7 +632,13 @@ class Lanes:
                     if it[2].subject != msg.subject:
                         break
                     run.append(it)
-                if self.pipeline and len(run) > 1 and not after_chain and self.appender.can_chain():
+                if (
+                    self.pipeline
+                    and len(run) > 1
+                    and not after_chain
+                    and self.appender.can_chain()
+                    and all(self._subject_named(it[0]) for it in run)
+                ):
                     # Pipelined: each publish after the first only lands if the stream's last
                     # message is the one before it (Appender.append_chain). The landed prefix
                     # is folded and answered; the rest goes on one by one from there — or,

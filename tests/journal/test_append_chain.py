@@ -1,5 +1,7 @@
 """Appender.append_chain on a real nats-server: pipelined single publishes chained by
-``Nats-Expected-Last-Msg-Id`` land as a contiguous prefix, never past a broken link."""
+``Nats-Expected-Last-Msg-Id`` land as a contiguous prefix, never past a broken link. Every link
+but the last is stored under an id of the chain alone (``<id>~<tag>``): :func:`base` reads the
+command's id back."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 import nats.errors
 import pytest
 
-from netledger.journal.append import Appender, Outgoing, WrongLastSequence
+from netledger.journal.append import CHAIN_TAG, Appender, Outgoing, WrongLastSequence
 from netledger.journal.stream import Connection, last_seq
 
 SUBJ = "netledger.evt.network.chain"
@@ -18,11 +20,15 @@ def msgs(tag: str, n: int) -> list[Outgoing]:
     return [Outgoing(SUBJ, f"{tag}-{i}".encode(), f"{tag}:{i}") for i in range(n)]
 
 
+def base(msg_id: str) -> str:
+    return msg_id.split(CHAIN_TAG, 1)[0]
+
+
 async def stored(conn: Connection, since: int) -> list[tuple[int, str]]:
     out = []
     for seq in range(since + 1, await last_seq(conn) + 1):
         m = await conn.js.get_msg(conn.stream, seq)
-        out.append((seq, (m.headers or {}).get("Nats-Msg-Id", "")))
+        out.append((seq, base((m.headers or {}).get("Nats-Msg-Id", ""))))
     return out
 
 
@@ -42,15 +48,43 @@ async def test_a_stale_first_check_stores_nothing(conn: Connection) -> None:
 
 
 async def test_a_broken_link_stops_the_chain(conn: Connection) -> None:
-    """Message 1 is a duplicate (not stored), so the stream's last message is not message 1
-    when message 2 arrives: only message 0 lands, nothing after the break."""
+    """Message 1 is refused (its subject is not the stream's), so the stream's last message is
+    not message 1 when message 2 arrives: only message 0 lands, nothing after the break."""
     a = Appender(conn)
-    first = await a.append([Outgoing("netledger.evt.network.other", b"x", "dup:1")], {})
+    first = await last_seq(conn)
     chain = msgs("c", 5)
-    chain[1] = Outgoing(SUBJ, b"dup", "dup:1")
+    chain[1] = Outgoing("nowhere.at.all", b"x", "c:1")
     seqs, _ = await a.append_chain(chain, {SUBJ: 0})
     assert seqs == [first + 1]
     assert await stored(conn, first) == [(first + 1, "c:0")]
+
+
+async def test_a_duplicate_last_link_is_not_counted(conn: Connection) -> None:
+    """The last link keeps its command's id: a copy stored before (within the duplicate
+    window) makes it a duplicate, not stored, and not part of the landed prefix."""
+    a = Appender(conn)
+    first = await a.append([Outgoing("netledger.evt.network.other", b"x", "dup:0")], {})
+    chain = msgs("c", 3)
+    chain[2] = Outgoing(SUBJ, b"dup", "dup:0")
+    seqs, _ = await a.append_chain(chain, {SUBJ: 0})
+    assert seqs == [first + 1, first + 2]
+    assert await stored(conn, first) == [(first + 1, "c:0"), (first + 2, "c:1")]
+
+
+async def test_a_refused_head_lands_nothing_after_it_on_a_copy_of_its_command(
+    conn: Connection,
+) -> None:
+    """Another replica stored the head's command (the same message id) and it is the stream's
+    last message: the head is refused by its subject check, and the next link, which only
+    checks that the stream's last message is the one before it, must not land on the copy
+    (review hrev13: it did, on a decision the log never took — one address for two
+    instances)."""
+    a = Appender(conn)
+    other = Appender(conn)
+    copy = await other.append([Outgoing(SUBJ, b"copy", "c:0")], {SUBJ: 0})
+    seqs, _ = await a.append_chain(msgs("c", 3), {SUBJ: 0})  # decided before the copy
+    assert seqs == []
+    assert await stored(conn, 0) == [(copy, "c:0")]
 
 
 async def test_another_writer_between_links_stops_the_chain(conn: Connection) -> None:

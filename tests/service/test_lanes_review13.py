@@ -8,8 +8,6 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-
 from netledger.events.codec import Envelope
 from netledger.events.types import FixedIpAllocated, FixedIpDeallocated
 from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
@@ -95,12 +93,6 @@ async def live_holders(conn: Connection) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a chain link's Nats-Expected-Last-Msg-Id names a deterministic id (<command>:0):"
-    " another replica's copy of the same command satisfies it, so the link lands on a decision"
-    " the log never took, and append_chain counts the refused head as landed",
-)
 async def test_chain_head_refused_next_link_lands_on_another_replicas_copy(
     conn: Connection, nats_url: str
 ) -> None:
@@ -108,7 +100,8 @@ async def test_chain_head_refused_next_link_lands_on_another_replicas_copy(
     and is decided in one round with a new command d: a chain [c:0, d:0]. The head is refused
     (its subject check is stale), but d:0's ``Nats-Expected-Last-Msg-Id`` is ``c:0`` — the id
     of *b's* message, the stream's last — so d:0 lands, decided on a's version of c, and the
-    chain's "contiguous prefix" has a fold a's c:0 at b's sequence."""
+    chain's "contiguous prefix" has a fold a's c:0 at b's sequence. Fixed: every link but the
+    last is stored under an id of its chain alone (``Appender.append_chain``)."""
     async with two_replicas(nats_url) as (a, b):
         a.pipeline = True
         c = Client(conn)
@@ -119,7 +112,8 @@ async def test_chain_head_refused_next_link_lands_on_another_replicas_copy(
         await a.follower.wait_for(top)
         await b.follower.wait_for(top)
 
-        with held_follower(a):
+        # (released once a appends one by one after its chain: its catch-up must read)
+        with held_follower(a, until_append=True):
             await b._submit(allocate("iz", nid, "cz"))
             first = await b._submit(allocate("ix", nid, "cx"))
             # the client's retry of cx (its reply lost) reaches a, with another command
@@ -255,3 +249,33 @@ async def test_chain_unanswered_then_no_stream_is_not_called_not_applied(
         await direct.close()
         await relay.close()
         await asyncio.to_thread(other.stop)
+
+
+async def test_only_decisions_on_the_subject_their_request_names_go_chained(
+    conn: Connection, service: CommandService
+) -> None:
+    """A chain's links after the first are stored under ids of the chain alone, so the
+    duplicate window no longer catches another replica's copy of their command there; only the
+    head's subject check does, which sees a copy on the same subject. An allocation that names
+    no network (a flat network picked for it, perhaps another one in the copy) therefore goes
+    one by one; allocations on a named network still go chained."""
+    c = Client(conn)
+    [net] = await c.create_networks(label="f", cidr="10.12.0.0/24", mode="flat", bridge="brf")
+    await service._submit(allocate("i0", net["id"], "c0"))  # h1 joined: no placements later
+    service.pipeline = True
+    chained: list[int] = []
+    real = service.appender.append_chain
+
+    async def counting(messages: Any, *args: Any, **kw: Any) -> Any:
+        chained.append(len(messages))
+        return await real(messages, *args, **kw)
+
+    service.appender.append_chain = counting  # type: ignore[method-assign]
+    picked = [
+        service._submit_nowait(allocate_for_project(f"p{i}", "p9", f"cp{i}")) for i in range(4)
+    ]
+    await asyncio.gather(*picked)
+    assert chained == [], "allocations whose network the decision picks went chained"
+    named = [service._submit_nowait(allocate(f"n{i}", net["id"], f"cn{i}")) for i in range(4)]
+    await asyncio.gather(*named)
+    assert chained and max(chained) > 1, "allocations on a named network no longer chain"
