@@ -13,6 +13,7 @@ from netledger.common.natsserver import EmbeddedNats, find_nats_server, server_v
 from netledger.events.errors import NetledgerError
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import connect, ensure_stream
+from netledger.ops.config import mask_urls
 from netledger.ops.locate import remove_pointer, write_pointer
 from netledger.ops.status import StatusResponder
 from netledger.ops.storage import (
@@ -133,7 +134,8 @@ async def serve_forever(
                 # Clients on this machine find this projection through it (netledger.ops.locate).
                 pointer = write_pointer(data_dir, data_dir / "projection.db", nats_url)
             try:
-                print(f"netledger ready: {nats_url}", flush=True)
+                # (a password in the URL masked: stdout goes to journald; found by review)
+                print(f"netledger ready: {mask_urls(nats_url)}", flush=True)
                 if ready is not None:
                     ready.set()
                 stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())

@@ -173,3 +173,37 @@ def test_config_show_never_prints_a_password_in_the_nats_url() -> None:
     out = _config_cli("config", "show", env={"NATS_URL": "nats://svc:s3cret-in-url@127.0.0.1:4222"})
     assert "s3cret-in-url" not in out, out
     assert "127.0.0.1:4222" in out
+
+
+def test_serve_never_prints_the_password_of_its_nats_url(secured: Secured) -> None:  # noqa: F811
+    """``serve``'s ready line goes to stdout (journald under systemd): a password given in the
+    NATS URL (nats-py takes credentials so) is masked there (found by review)."""
+    import os
+    import subprocess
+
+    from tests.ops.test_auth import NETLEDGER
+
+    creds = secured.creds["service"]
+    user, password = creds["user"], creds["password"]
+    url = secured.url.replace("nats://", f"nats://{user}:{password}@", 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETLEDGER_")}
+    with open(secured.files["service"]) as f:  # its inbox prefix (what its user may read)
+        for line in f.read().splitlines():
+            if line.startswith("NETLEDGER_INBOX="):
+                env["NETLEDGER_INBOX"] = line.split("=", 1)[1]
+    p = subprocess.Popen(
+        [NETLEDGER, "--nats", url, "serve", "--no-projector"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=env,
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        if not line:
+            p.terminate()
+            raise AssertionError(p.communicate(timeout=30)[1][-2000:])
+        assert line.startswith("netledger ready"), line
+        assert password not in line and f"{user}:***@" in line, line
+    finally:
+        p.terminate()
+        p.wait(30)
