@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,22 @@ import click
 from click.core import ParameterSource
 
 from netledger.events.errors import NetledgerError
+
+#: What a secret is printed as.
+MASK = "***"
+
+
+def mask_urls(value: str) -> str:
+    """``value`` with the password (or token) of each ``scheme://user:password@host`` URL in it
+    masked: nats-py takes credentials so, and a printed setting, line or error must not show
+    them."""
+
+    def one(m: re.Match[str]) -> str:
+        user, sep, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{user}{sep}{MASK}@" if sep else f"{m.group(1)}{MASK}@"
+
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/@,\s]*)@", one, value)
+
 
 FORMATS = ("json", "table", "value")
 #: Where the :class:`Output` of a run lives (``ctx.meta`` is shared by a context and its parents).

@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from netledger.common.output import Output, fail
+from netledger.common.output import Output, fail, mask_urls
 from netledger.events.codec import Actor
-from netledger.events.errors import LogNotFound, NetledgerError
+from netledger.events.errors import LogNotFound, NetledgerError, Unavailable
 
 
 def default_data_dir() -> Path:
@@ -84,10 +84,29 @@ def run(settings: Settings, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     except NetledgerError as err:
         fail(err, settings.as_json)
     except Exception as exc:
-        missing = log_not_found(exc, settings.url)
-        if missing is None:
+        known = log_not_found(exc, settings.url) or no_answer(exc, settings)
+        if known is None:
             raise
-        fail(missing, settings.as_json)
+        fail(known, settings.as_json)
+
+
+def no_answer(exc: BaseException, settings: Settings) -> Unavailable | None:
+    """A request to the NATS server (JetStream's API) that got no answer in time, as an error
+    users get instead of nats-py's traceback (found by review: ``serve`` with a user whose
+    replies are denied — per-role credentials without their inbox prefix — ended in one)."""
+    import nats.errors
+
+    if not isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
+        return None
+    hint = (
+        " (with per-role credentials: the inbox prefix must be the one the user may read,"
+        " --inbox-prefix or NETLEDGER_INBOX; `netledger auth init` writes it beside the"
+        " password)"
+        if (settings.user or settings.creds or "@" in settings.url) and not settings.inbox_prefix
+        else ""
+    )
+    url = mask_urls(settings.url)
+    return Unavailable(f"the NATS server at {url} did not answer a request in time{hint}", url=url)
 
 
 #: JetStream's error code for "stream not found"

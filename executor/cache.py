@@ -291,8 +291,8 @@ class KernelCache:
             self.links, self.addrs, self.fdb, self._ix = links, addrs, fdb, ix
             self.resyncs += 1
             self.changes += 1
-            n = self.changes
-            self.recent.extend((n, name, net) for name, net in differ)
+            number = self.changes
+            self.recent.extend((number, name, net) for name, net in differ)
             for data in journal:  # in the order the reader applied them: ends at the newest
                 self._apply_locked(data)
 

@@ -40,7 +40,7 @@ from .model import NAT_TABLE, NatTable
 NFT_TIMEOUT = 60.0
 
 #: the IPv6 table's only chain and rule
-RULES6 = {"forward": ("v6-spoof",)}
+RULES6: dict[str, tuple[str, ...]] = {"forward": ("v6-spoof",)}
 
 RULES = {
     "prerouting": ("fip-dnat",),

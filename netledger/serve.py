@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from netledger.common.natsserver import EmbeddedNats, find_nats_server, server_version
+from netledger.common.output import mask_urls
 from netledger.events.errors import NetledgerError
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import connect, ensure_stream
-from netledger.ops.config import mask_urls
 from netledger.ops.locate import remove_pointer, write_pointer
 from netledger.ops.status import StatusResponder
 from netledger.ops.storage import (

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import click
 
+from netledger.common.output import mask_urls
 from netledger.events.errors import NetledgerError
 
 ENV_CONFIG = "NETLEDGER_CONFIG"
@@ -261,18 +262,7 @@ def config_path(ctx: click.Context) -> Path | None:
 
 #: Options whose values are secrets: ``config show`` and ``config check`` print the mask instead.
 SECRETS = frozenset({"password"})
-MASK = "***"
-
-
-def mask_urls(value: str) -> str:
-    """``value`` with the password (or token) of each ``scheme://user:password@host`` URL in it
-    masked: nats-py takes credentials so, and a printed setting must not show them."""
-
-    def one(m: re.Match[str]) -> str:
-        user, sep, _ = m.group(2).partition(":")
-        return f"{m.group(1)}{user}{sep}{MASK}@" if sep else f"{m.group(1)}{MASK}@"
-
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/@,\s]*)@", one, value)
+MASK = "***"  # (common.output.mask_urls writes the same)
 
 
 def masked(settings: Any) -> Any:

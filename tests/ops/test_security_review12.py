@@ -207,3 +207,27 @@ def test_serve_never_prints_the_password_of_its_nats_url(secured: Secured) -> No
     finally:
         p.terminate()
         p.wait(30)
+
+
+def test_serve_without_its_inbox_prefix_says_so(secured: Secured) -> None:  # noqa: F811
+    """Per-role credentials without the inbox prefix their user may read: every request's reply
+    is denied, so JetStream's API never answers. ``serve`` said so with nats-py's traceback
+    ("nats: timeout"); now with the ``unavailable`` code and what to check."""
+    import json as _json
+    import os
+    import subprocess
+
+    from tests.ops.test_auth import NETLEDGER
+
+    creds = secured.creds["service"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETLEDGER_")}
+    p = subprocess.run(
+        [NETLEDGER, "--json", "--nats", secured.url, "--user", creds["user"], "--password",
+         creds["password"], "serve", "--no-projector"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    err = _json.loads(p.stdout)["error"]
+    assert err["code"] == "unavailable"
+    assert "inbox prefix" in err["message"] and creds["password"] not in p.stdout + p.stderr
