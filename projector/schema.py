@@ -9,6 +9,7 @@ plain ``sqlite3`` user sees it.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -256,6 +257,7 @@ def open_db(path: str | Path) -> sqlite_utils.Database:
     """
     import sqlite_utils
 
+    create_private(path)
     conn = sqlite3.connect(str(path), check_same_thread=False)
     db = sqlite_utils.Database(conn)
     try:
@@ -266,6 +268,23 @@ def open_db(path: str | Path) -> sqlite_utils.Database:
         conn.close()
         raise
     return db
+
+
+#: A new projection's mode: every project's allocations are in it, so not for every local user
+#: (found by review: it was 0644 under the process's umask). SQLite gives its ``-wal`` and
+#: ``-shm`` files the database file's mode.
+PROJECTION_MODE = 0o640
+
+
+def create_private(path: str | Path) -> None:
+    """Create ``path`` empty with :data:`PROJECTION_MODE` unless it exists (then left as it
+    is: an operator's own mode stays)."""
+    try:
+        fd = os.open(str(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, PROJECTION_MODE)
+    except FileExistsError:
+        return
+    os.fchmod(fd, PROJECTION_MODE)  # whatever the umask
+    os.close(fd)
 
 
 def _tune(conn: sqlite3.Connection) -> None:
@@ -279,6 +298,7 @@ def open_connection(path: str | Path) -> sqlite3.Connection:
     """:func:`open_db`'s connection, without sqlite-utils when the file is already migrated
     by this code (every migration it knows applied, in order, and no other; its schema
     version recorded): the projector's writer opens the file this way at every start."""
+    create_private(path)
     conn = sqlite3.connect(str(path), check_same_thread=False)
     try:
         if _up_to_date(conn):
