@@ -39,7 +39,9 @@ def split(conn: Connection, view: HostView, updates: int = 1) -> Append:
     """The service's pre-linked append with the gap made to last: the join stored and read by
     the view, its share updated ``updates`` times, then the allocation (same headers)."""
 
-    async def append(placements: list[Outgoing], message: Outgoing, check: dict[str, int]) -> int:
+    async def append(
+        placements: list[Outgoing], message: Outgoing, check: dict[str, int], **_: object
+    ) -> int:
         seq = 0
         for p in placements:
             seq = (await conn.js.publish(p.subject, p.data, headers={MSG_ID: p.msg_id})).seq
