@@ -1,0 +1,61 @@
+"""Review hrev16: floating IPs end to end, on real namespaces.
+
+Two floating IPs associated with one fixed address (the service accepts it, as nova did: a
+fixed address's floating IPs, plural, are disassociated with it — NOVA_NETWORK.md): the host's
+NAT table must still be written, every floating IP DNATed to its fixed address, and the other
+instances' floating IPs must keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
+from tests.executor.test_executor_lab import world as world
+
+from .test_executor_lab import Lab, nat_table, ping
+
+pytestmark = pytest.mark.netns
+
+
+async def test_two_floating_ips_on_one_fixed_address_leave_the_hosts_nat_working(
+    world: Lab, conn: Connection, service: Any, nats_url: str
+) -> None:
+    ha, out = world.ns("ha"), world.ns("out")
+    world.wire(ha, "pub0", out, "eth0", "198.51.100.1/24", "198.51.100.100/24")
+    args = ("--public-interface", "pub0")
+
+    c = Client(conn)
+    [net] = await c.create_networks(
+        label="fip16", cidr="10.26.0.0/24", mode="vxlan", vni_start=4616, network_host="ha",
+        project="p1",
+    )  # fmt: skip
+    vm_a = await c.allocate_fixed_ip("vm-a", project="p1", host="ha")
+    vm_b = await c.allocate_fixed_ip("vm-b", project="p1", host="ha")
+    await c.request("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.64/28"})
+    fips = [
+        (await c.request("floating_ip.allocate", {"project": "p1", "pool": "pub"}))["address"]
+        for _ in range(3)
+    ]
+    pairs = [(fips[0], vm_a["address"]), (fips[1], vm_b["address"]), (fips[2], vm_b["address"])]
+    for fip, fixed in pairs:
+        # accepted: a fixed address may hold more than one floating IP
+        await c.request(
+            "floating_ip.associate", {"address": fip, "fixed_address": fixed, "project": "p1"}
+        )
+
+    p = await asyncio.to_thread(world.executor, nats_url, "ha", ha, *args, check=False)
+    table = nat_table(ha)
+    assert table is not None, f"no NAT table was written: {p.stdout} {p.stderr}"
+    assert sorted(table["fip_dnat"]) == sorted(pairs)  # type: ignore[type-var]
+    snat = dict(table["fip_snat"])  # type: ignore[arg-type]
+    assert snat[vm_a["address"]] == fips[0]
+    assert snat[vm_b["address"]] in (fips[1], fips[2])
+
+    va = world.instance(ha, net["bridge"], "va", f"{vm_a['address']}/24", "10.26.0.1", vm_a["mac"])
+    assert va
+    assert ping(out, fips[0]), "vm-a's floating IP does not answer from outside"
