@@ -63,9 +63,21 @@ def render(t: NatTable) -> str:
     return v4 + (render6(t.routed_v6) if t.routed_v6 else render_delete6())
 
 
+def snat_pairs(floating: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """``fip_snat``'s elements, (fixed, floating) by fixed address: one per fixed address. A
+    fixed address may hold several floating IPs (nova allowed it; the service does too): every
+    one is DNATed to it, and its traffic leaves with the lowest. A map holds one value per key:
+    nft refuses the whole transaction for a duplicate (found by review hrev16: the host lost
+    all of its NAT, its fixed ranges' SNAT too)."""
+    first: dict[str, str] = {}
+    for f, x in sorted(floating, key=lambda p: int(netaddr.IPAddress(p[0]))):
+        first.setdefault(x, f)
+    return sorted(first.items(), key=lambda p: int(netaddr.IPAddress(p[0])))
+
+
 def render4(t: NatTable) -> str:
     dnat = [f"{f} : {x}" for f, x in t.floating]
-    snat = [f"{x} : {f}" for f, x in sorted(t.floating, key=lambda p: int(netaddr.IPAddress(p[1])))]
+    snat = [f"{x} : {f}" for x, f in snat_pairs(t.floating)]
     if t.snat_to:
         fixed_snat = f'    ip saddr @fixed snat to {t.snat_to} comment "fixed-snat"\n'
     elif t.masquerade_interface:
@@ -265,7 +277,7 @@ def parse(doc: dict[str, Any]) -> tuple[NatTable | None, bool]:
                 key=lambda p: int(netaddr.IPAddress(p[0])),
             )
         )
-        snat = {(str(f), str(x)) for x, f in maps["fip_snat"]}
+        snat = {(str(x), str(f)) for x, f in maps["fip_snat"]}
         fixed = tuple(
             sorted(
                 (_elem_cidr(e) for e in sets["fixed"]),
@@ -290,7 +302,7 @@ def parse(doc: dict[str, Any]) -> tuple[NatTable | None, bool]:
         for c, names in RULES.items()
     }
     intact = (
-        snat == set(dnat)
+        snat == set(snat_pairs(dnat))
         and _chains_ours(chains, _CHAINS)
         and _rules_ours(rules, want_rules, _fixed_snat_shape(t))
         and set(maps) == {"fip_dnat", "fip_snat"}

@@ -9,10 +9,11 @@ instances' floating IPs must keep working.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from netledger.executor import nft
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from tests.executor.test_executor_lab import world as world
@@ -51,10 +52,14 @@ async def test_two_floating_ips_on_one_fixed_address_leave_the_hosts_nat_working
     p = await asyncio.to_thread(world.executor, nats_url, "ha", ha, *args, check=False)
     table = nat_table(ha)
     assert table is not None, f"no NAT table was written: {p.stdout} {p.stderr}"
-    assert sorted(table["fip_dnat"]) == sorted(pairs)  # type: ignore[type-var]
-    snat = dict(table["fip_snat"])  # type: ignore[arg-type]
+    dnat = cast("list[tuple[str, str]]", table["fip_dnat"])
+    snat = dict(cast("list[tuple[str, str]]", table["fip_snat"]))
+    assert sorted(dnat) == sorted(pairs)
     assert snat[vm_a["address"]] == fips[0]
     assert snat[vm_b["address"]] in (fips[1], fips[2])
+    # read back, it is the executor's own (else every pass would rewrite it as drift)
+    back, intact = nft.read(ha)
+    assert intact and back is not None and back.floating == tuple(sorted(pairs))
 
     va = world.instance(ha, net["bridge"], "va", f"{vm_a['address']}/24", "10.26.0.1", vm_a["mac"])
     assert va
