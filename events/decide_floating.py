@@ -111,9 +111,14 @@ def decide_floating_associate(state: State, req: Request, pending: Pending) -> D
         raise FixedIpNotFound(f"{cmd.fixed_address} is not allocated", address=cmd.fixed_address)
     n, ip = found
     owner = ip.project or n.project
-    if owner is not None and owner != cmd.project:
+    # An address no project holds (an admin's allocation by network id) is not a member's
+    # either: only an admin (or the system) may point a floating IP at it (review hrev16).
+    if owner != cmd.project and (owner is not None or req.actor.role not in ("admin", "system")):
         raise Forbidden(
-            f"{cmd.fixed_address} belongs to another project", address=cmd.fixed_address
+            f"{cmd.fixed_address} belongs to another project"
+            if owner is not None
+            else f"{cmd.fixed_address} belongs to no project: only an admin may associate it",
+            address=cmd.fixed_address,
         )
     result = {
         "address": cmd.address,
