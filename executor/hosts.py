@@ -99,7 +99,10 @@ class HostBook:
         flood entries, as one without a VTEP, instead of failing this host's kernel work at
         every pass."""
         return {
-            h: a.vtep_address
+            # In the kernel's notation (``FD00::2`` from an announcement written before the
+            # option was normalized is ``fd00::2``): else the flood entry read back never
+            # matched the one desired and was removed and added again at every pass.
+            h: str(netaddr.IPAddress(a.vtep_address))
             for h, a in self.announced.items()
             if a.vtep_address and _is_address(a.vtep_address)
         }
