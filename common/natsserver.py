@@ -9,11 +9,18 @@ one gets a unique ``server_name`` unless given one, e.g. a cluster node's) while
 still runs: any INFO on the port would also be another nats-server's that holds it already —
 ours then dies with "address already in use", and ``serve`` would have appended to the other's
 store.
+
+Its data folder is locked (``flock`` on ``nats-server.lock``) while it runs, by us and by the
+child (which inherits the lock): a second embedded server on the same store — another
+``serve --data`` of the same folder, on another port — would have run a second nats-server
+on the same stream files, both acknowledging writes, one's lost (found by review). The lock
+goes with its holders: a serve killed with SIGKILL leaves nothing stale behind.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import random
@@ -34,6 +41,15 @@ from netledger.events.errors import NetledgerError
 
 class NatsServerError(NetledgerError):
     code = "nats_server_error"
+
+
+class DataDirInUse(NatsServerError):
+    code = "data_dir_in_use"
+
+
+#: How long start() waits for the lock: a serve killed a moment ago leaves its nats-server
+#: stopping (SIGTERM from the kernel), which holds it until it has closed the store.
+LOCK_WAIT = 10.0
 
 
 def find_nats_server(explicit: str | None = None) -> str:
@@ -153,6 +169,7 @@ class EmbeddedNats:
     server_name: str | None = None
     extra_config: str = ""
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _lock: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Unique unless given (a cluster node's own name): start() knows its server by it.
@@ -202,9 +219,11 @@ class EmbeddedNats:
         conf = self.data_dir / "nats-server.conf"
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
             conf.write_text(self.config_text())
             log = open(self.data_dir / "nats-server.log", "ab")
         except OSError as exc:
+            self._release_lock()
             raise NatsServerError(
                 f"cannot use {self.data_dir} for the embedded server's store:"
                 f" {exc.strerror or exc} ({exc.filename or self.data_dir}) - --data chooses"
@@ -217,12 +236,14 @@ class EmbeddedNats:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
+            pass_fds=() if self._lock is None else (self._lock,),
         )
         log.close()
         deadline = time.monotonic() + timeout
         other: str | None = None  # the name another server on our port answered with
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self._release_lock()
                 tail = (self.data_dir / "nats-server.log").read_text(errors="replace")[-2000:]
                 raise NatsServerError(
                     f"nats-server exited with {self.proc.returncode}{_why(tail, self.port)}"
@@ -248,9 +269,43 @@ class EmbeddedNats:
             )
         raise NatsServerError(f"nats-server did not listen on {self.url} within {timeout:.0f}s")
 
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "nats-server.lock"
+
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                    os.close(fd)
+                    raise DataDirInUse(
+                        f"{self.data_dir} is in use by another embedded nats-server (pid"
+                        f" {holder}; another `netledger serve --data` of this folder?): one"
+                        " store takes one server - --data chooses another folder",
+                        data_dir=str(self.data_dir),
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
     def stop(self, timeout: float = 10.0) -> None:
         p = self.proc
         if p is None or p.poll() is not None:
+            self._release_lock()
             return
         p.send_signal(signal.SIGTERM)
         try:
@@ -258,6 +313,7 @@ class EmbeddedNats:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+        self._release_lock()
 
     @property
     def running(self) -> bool:
@@ -274,6 +330,7 @@ class EmbeddedNats:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._release_lock()
 
     def __enter__(self) -> EmbeddedNats:
         self.start()
