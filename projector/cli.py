@@ -205,7 +205,7 @@ def projector_status(settings: Settings, db: Path | None) -> None:
     path = settings.projection(db)
 
     def go() -> dict[str, Any]:
-        with query.open_readonly(path) as conn:
+        with query.open_readonly(path, current=False) as conn:
             return query.state(conn)
 
     st = _call(settings, go)

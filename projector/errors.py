@@ -29,6 +29,13 @@ class SchemaTooNew(ProjectorError):
     code = "projection_schema_too_new"
 
 
+class SchemaTooOld(ProjectorError):
+    """The database was written by an older netledger: this code's readers need its newer
+    columns; a projector of this version migrates it when it opens it."""
+
+    code = "projection_schema_too_old"
+
+
 class ProjectionAhead(ProjectorError):
     """The projection has applied sequences the stream does not have: wrong or restored stream."""
 

@@ -13,15 +13,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import ProjectionNotFound, not_a_projection
+from .errors import ProjectionNotFound, SchemaTooOld, not_a_projection
 from .tables import FIXED_IPS, FLOATING_IPS, HOSTS, NETWORKS
 
 Row = dict[str, Any]
 
 
 @contextmanager
-def open_readonly(path: str | Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to the projection at ``path``, or :class:`ProjectionNotFound`."""
+def open_readonly(path: str | Path, *, current: bool = True) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the projection at ``path``, or :class:`ProjectionNotFound`.
+
+    ``current``: the file must hold every migration this code knows (:class:`SchemaTooOld`
+    otherwise): the queries name this schema's columns, and a file an older netledger wrote
+    lacks some (read-only, it is not migrated here). A newer file is read: its columns are a
+    superset.
+    """
     p = Path(path)
     if not p.is_file():
         raise ProjectionNotFound(
@@ -35,10 +41,35 @@ def open_readonly(path: str | Path) -> Iterator[sqlite3.Connection]:
             conn.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
         except sqlite3.DatabaseError as exc:
             raise not_a_projection(p, exc) from None
+        if current:
+            _check_schema(conn, p)
         conn.row_factory = sqlite3.Row
         yield conn
     finally:
         conn.close()
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    from .schema import MIGRATION_NAMES, MIGRATION_SET
+
+    try:
+        applied = {
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET]
+            )
+        }
+    except sqlite3.DatabaseError:
+        return  # no record of migrations: whatever it is, the queries say it
+    missing = [n for n in MIGRATION_NAMES if n not in applied]
+    if missing:
+        raise SchemaTooOld(
+            f"{path} was written by an older netledger (it lacks the migrations"
+            f" {', '.join(missing)}): a projector of this version migrates it when it opens it"
+            f" - restart `netledger serve`, or run `netledger projector run --once --db {path}`",
+            db=str(path),
+            migrations=missing,
+        )
 
 
 def _rows(conn: sqlite3.Connection, sql: str, args: list[Any]) -> list[Row]:
