@@ -95,7 +95,8 @@ def log_cell(lg: dict[str, Any] | None) -> str:
         out += f", {free * 100 // total}% free"
         reserve = store.get("reserve_bytes")
         if isinstance(reserve, int):
-            out += f" (reserve {reserve * 100 // total}%)"
+            # rounded: the reserve is itself a truncated percentage of the total (5% showed 4%)
+            out += f" (reserve {round(reserve * 100 / total)}%)"
     if lg.get("restarts"):
         out += f", {lg['restarts']} restart(s)"
     return out
