@@ -345,16 +345,19 @@ def nat_table_steps(
     floating: list[tuple[str, str]] = []
     served = False
     routed6: set[tuple[str, str]] = set()
+    bridges: set[str] = set()
     for i, f in enumerate(frags):
         if not i % ITEMS:
             yield
         floating.extend(f.floating)
         served |= f.fixed_range is not None
+        bridges.add(f.bridge.name)
         if f.routed6 is not None:
             routed6.add(f.routed6)
     v6 = tuple(sorted(routed6, key=lambda r: (r[0], _cidr_key(r[1]))))
+    blocked = tuple(sorted(bridges - {b for b, _ in v6})) if v6 else ()
     if not floating and not served:
-        return NatTable(routed_v6=v6)
+        return NatTable(routed_v6=v6, blocked_v6=blocked)
     by_address = yield from sorted_steps(floating, key=lambda fx: _ip_key(fx[0]))
     return NatTable(
         floating=tuple(by_address),
@@ -362,6 +365,7 @@ def nat_table_steps(
         snat_to=cfg.snat_address,
         masquerade_interface=None if cfg.snat_address else cfg.public_interface,
         routed_v6=v6,
+        blocked_v6=blocked,
     )
 
 

@@ -105,6 +105,11 @@ class NatTable(msgspec.Struct, frozen=True):
     snat_to: str | None = None  # host address fixed ranges are SNATed to
     masquerade_interface: str | None = None  # used when snat_to is unknown
     routed_v6: tuple[tuple[str, str], ...] = ()  # sorted (bridge, IPv6 /64) served here
+    #: sorted bridges of ours with no /64, while the host routes IPv6 (``routed_v6``): every
+    #: IPv6 packet they send out is dropped (the host forwards IPv6 on every interface once it
+    #: serves one /64: an IPv4-only network's instance sent any source, another network's
+    #: prefix too; found by review)
+    blocked_v6: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:

@@ -60,7 +60,7 @@ def render(t: NatTable) -> str:
     """The whole transaction: the ``ip`` table (deleted when it has nothing to hold) and the
     ``ip6`` one (likewise)."""
     v4 = render_delete4() if t.v4_empty else render4(t)
-    return v4 + (render6(t.routed_v6) if t.routed_v6 else render_delete6())
+    return v4 + (render6(t.routed_v6, t.blocked_v6) if t.routed_v6 else render_delete6())
 
 
 def snat_pairs(floating: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
@@ -107,8 +107,10 @@ def render4(t: NatTable) -> str:
     )
 
 
-def render6(routed: tuple[tuple[str, str], ...]) -> str:
-    bridges = sorted({f'"{b}"' for b, _ in routed})
+def render6(routed: tuple[tuple[str, str], ...], blocked: tuple[str, ...] = ()) -> str:
+    """The ``ip6`` table: every bridge of ``routed`` or ``blocked`` in ``bridges``, so IPv6 out
+    of a bridge of ``blocked`` (no /64 of its own) matches no ``routed`` element and is dropped."""
+    bridges = sorted({f'"{b}"' for b, _ in routed} | {f'"{b}"' for b in blocked})
     elems = [f'"{b}" . {p}' for b, p in routed]
     return (
         f"table ip6 {NAT_TABLE}\n"
@@ -321,7 +323,16 @@ def _canon6(prefix: Any) -> str:
 
 def parse6(doc: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...] | None, bool]:
     """``nft -j list table ip6`` output -> (routed /64s by bridge, intact); (None, True): no
-    table."""
+    table. (:func:`parse6_blocked` also says which bridges are blocked.)"""
+    routed, _, intact = parse6_blocked(doc)
+    return routed, intact
+
+
+def parse6_blocked(
+    doc: dict[str, Any],
+) -> tuple[tuple[tuple[str, str], ...] | None, tuple[str, ...], bool]:
+    """``nft -j list table ip6`` output -> (routed /64s by bridge, the bridges in ``bridges``
+    without one: blocked, intact); (None, (), True): no table."""
     sets: dict[str, list[Any]] = {}
     chains: dict[str, dict[str, Any]] = {}
     rules: dict[str, list[dict[str, Any]]] = {}
@@ -338,7 +349,7 @@ def parse6(doc: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...] | None, boo
         elif "rule" in o:
             rules.setdefault(o["rule"]["chain"], []).append(o["rule"])
     if not table:
-        return None, True
+        return None, (), True
     try:
         routed = []
         for e in sets["routed"]:
@@ -346,18 +357,19 @@ def parse6(doc: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...] | None, boo
             routed.append((str(bridge), _canon6(prefix)))
         bridges = {str(b) for b in sets["bridges"]}
     except (KeyError, ValueError, TypeError):
-        return (), False
+        return (), (), False
     out = tuple(
         sorted(routed, key=lambda r: (r[0], int(ipaddress.IPv6Network(r[1]).network_address)))
     )
+    with_prefix = {b for b, _ in out}
     intact = (
         not maps
         and _chains_ours(chains, _CHAINS6)
         and _rules_ours(rules, RULES6, None)
         and set(sets) == {"bridges", "routed"}
-        and bridges == {b for b, _ in out}
+        and with_prefix <= bridges
     )
-    return out, intact
+    return out, tuple(sorted(bridges - with_prefix)), intact
 
 
 def _nft_argv(netns: str | None, *args: str) -> list[str]:
@@ -409,8 +421,8 @@ def read(netns: str | None) -> tuple[NatTable | None, bool]:
     doc6 = _list(netns, "ip6")
     if doc6 is None:
         return t, intact
-    routed, intact6 = parse6(doc6)
+    routed, blocked, intact6 = parse6_blocked(doc6)
     routed = routed or ()
     if t is None:
-        return NatTable(routed_v6=routed), intact and intact6
-    return replace(t, routed_v6=routed), intact and intact6
+        return NatTable(routed_v6=routed, blocked_v6=blocked), intact and intact6
+    return replace(t, routed_v6=routed, blocked_v6=blocked), intact and intact6

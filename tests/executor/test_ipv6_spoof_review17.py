@@ -55,12 +55,6 @@ def link_mac(ns: str, dev: str) -> str:
     return str(link["address"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hrev17: the ip6 forward filter only covers bridges with a /64 (nft.render6's set"
-    " `bridges` is built from routed_v6): a served IPv4-only bridge forwards IPv6 from any"
-    " source, another network's /64 included",
-)
 async def test_an_ipv4_only_bridge_does_not_forward_ipv6_from_another_networks_64(
     world: Lab, conn: Connection, service: Any, nats_url: str
 ) -> None:

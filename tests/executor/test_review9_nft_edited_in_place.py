@@ -90,3 +90,19 @@ def test_the_ipv6_rule_edited_in_place_is_not_intact(world: Lab) -> None:
             "comment", '"v6-spoof"')  # fmt: skip
     table, intact = nft.read(ns)
     assert not (table == t and intact), "the IPv6 anti-spoofing rule now accepts, and reads as ours"
+
+
+def test_a_blocked_bridge_reads_back_as_written(world: Lab) -> None:
+    """A bridge without a /64 on a host that routes IPv6 (``blocked_v6``, review hrev17) is in
+    the filter's ``bridges`` set: read back as blocked, the table intact."""
+    ns = world.ns("nft5")
+    t = NatTable(
+        fixed_ranges=("10.0.0.0/24",), snat_to="192.0.2.1",
+        routed_v6=(("br1", "2001:db8:1::/64"),), blocked_v6=("br0", "br2"),
+    )  # fmt: skip
+    nft.apply(ns, nft.render(t))
+    assert nft.read(ns) == (t, True)
+    # the same table without the blocked bridges is another table: a pass writes it again
+    assert nft.read(ns)[0] != NatTable(
+        fixed_ranges=t.fixed_ranges, snat_to=t.snat_to, routed_v6=t.routed_v6
+    )
