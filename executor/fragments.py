@@ -13,6 +13,7 @@ The rules are executor/desired.py's (module docstring): who needs a network, who
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ SHARED_MODES = ("flat", "flat_dhcp")
 #: What a served IPv6 network's dnsmasq may lease beyond its IPv4 addresses (dhcpv6 mode: one
 #: per instance; a /64 is not a useful cap).
 V6_LEASES = 1 << 16
+
+log = logging.getLogger("netledger.executor")
 
 
 @dataclass(frozen=True)
@@ -200,9 +203,13 @@ def fragment(
             port=VXLAN_PORT,
         )
         peers = (inst | serving_hosts(n, book, inst)) - {cfg.host}
+        v6 = bool(cfg.vtep_address) and ":" in str(cfg.vtep_address)
         for peer in sorted(peers):
             dst = vteps.get(peer)
             if dst and dst != cfg.vtep_address:
+                if (":" in dst) != v6:
+                    _other_family(peer, dst, cfg.vtep_address)
+                    continue
                 fdb.append(FdbSpec(interface=name, dst=dst, network_id=nid))
     elif net.mode == "vlan" and net.vlan is not None and parent:
         name = vlan_name(net.vlan)
@@ -559,3 +566,20 @@ def _ip_sort(a: str) -> tuple[int, int]:
 def _cidr_key(c: str) -> tuple[int, int]:
     n = netaddr.IPNetwork(c)
     return (int(n.network), n.prefixlen)
+
+
+#: (peer, VTEP) pairs already warned about (:func:`_other_family`): once per process
+_WARNED_FAMILY: set[tuple[str, str]] = set()
+
+
+def _other_family(peer: str, dst: str, mine: str | None) -> None:
+    """A peer's VTEP of the other address family than this host's (IPv4 when it has none)
+    gets no flood entry: the kernel refuses one on the VXLAN link, and every pass of every
+    host sharing a network with that peer failed for it (found by review). Said once."""
+    if (peer, dst) not in _WARNED_FAMILY:
+        _WARNED_FAMILY.add((peer, dst))
+        log.warning(
+            "host %s announces VTEP %s, not of this host's address family (%s): no VXLAN"
+            " flood entry toward it (give every host --vtep-address of one family)",
+            peer, dst, mine or "IPv4, no --vtep-address",
+        )  # fmt: skip

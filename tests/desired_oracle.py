@@ -143,9 +143,11 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
                 port=VXLAN_PORT,
             )
             peers = (inst | serving_hosts(n, book, inst)) - {cfg.host}
+            v6 = bool(cfg.vtep_address) and ":" in str(cfg.vtep_address)
             for peer in sorted(peers):
                 dst = vteps.get(peer)
-                if dst and dst != cfg.vtep_address:
+                # a peer's VTEP of the other family than ours gets no entry (the kernel refuses it)
+                if dst and dst != cfg.vtep_address and (":" in dst) == v6:
                     fdb[(name, dst)] = FdbSpec(interface=name, dst=dst, network_id=nid)
         elif net.mode == "vlan" and net.vlan is not None and parent:
             name = vlan_name(net.vlan)

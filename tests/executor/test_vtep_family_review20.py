@@ -21,11 +21,6 @@ from tests.executor.test_vxlan_peers_review20 import announce
 pytestmark = pytest.mark.netns
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a peer's VTEP of the other address family gets a flood entry the kernel refuses:"
-    " every pass of every host sharing a network with it fails (apply_incomplete)",
-)
 async def test_a_peer_vtep_of_the_other_family_does_not_fail_every_pass(
     world: Lab, conn: Connection, service: Any, nats_url: str
 ) -> None:
