@@ -70,7 +70,7 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _ask(self, subject: str, data: bytes, who: Actor) -> bytes:
+    async def _ask(self, subject: str, data: bytes, who: Actor, timeout: float) -> bytes:
         """One request (its reply's data); ``forbidden`` at once when the server refuses these credentials the
         subject (it drops the message and says so on the connection: no reply would come).
 
@@ -85,7 +85,7 @@ class Client:
         waiting = conn.waiting.setdefault(key, set())
         waiting.add(task)
         try:
-            reply, _ = await conn.nc.request_raw(subject, data, self.timeout)
+            reply, _ = await conn.nc.request_raw(subject, data, timeout)
             return reply
         except asyncio.CancelledError:
             if key in conn.refused and task.uncancel() == 0:
@@ -131,11 +131,16 @@ class Client:
         delay = 0.1
         last: Exception | None = None
         attempts = 0
+        #: an attempt that may have reached a service (anything but "no responders"): the
+        #: command's outcome is unknown if none answers
+        reached = False
         hinted = False
         while loop.time() < end:
             attempts += 1
             try:
-                msg = await self._ask(subject, data, who)
+                # never past the deadline: the last attempt gets what is left of it (an attempt
+                # started just before it waited a whole timeout more; review hrev21)
+                msg = await self._ask(subject, data, who, min(self.timeout, end - loop.time()))
                 break
             except (
                 nats.errors.TimeoutError,
@@ -144,6 +149,7 @@ class Client:
                 nats.errors.ConnectionClosedError,
             ) as exc:
                 last = exc
+                reached = reached or not isinstance(exc, nats.errors.NoRespondersError)
                 if isinstance(exc, nats.errors.ConnectionClosedError):
                     break
                 if (
@@ -158,7 +164,11 @@ class Client:
         else:
             msg = None
         if msg is None:
-            raise await self._why_no_answer(name, subject, last, attempts)
+            gave_up = await self._why_no_answer(name, subject, last, attempts)
+            # what a script needs to know before it retries or looks (as the service's own
+            # log_unavailable says): nothing received it, or it may have been applied
+            gave_up.details["outcome"] = "unknown" if reached else "not_applied"
+            raise gave_up
         try:
             reply = msgpack.unpackb(msg, raw=False)
         except Exception:
@@ -192,7 +202,7 @@ class Client:
         # Someone listens but did not answer: ask the replicas how their log is (one short
         # status request); a log that refuses writes is the likely cause.
         log = await self._log_state()
-        waited = f"{self.deadline:.0f}s, {attempts} attempt(s)"
+        waited = f"{self.deadline:g} s, {attempts} attempt(s)"
         if log is not None and not log.get("writable", True):
             cls = LogStorageFull if log.get("code") == LogStorageFull.code else LogUnavailable
             return cls(
