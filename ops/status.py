@@ -38,7 +38,7 @@ from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
 from netledger.events.host_events import HostReconciled
 from netledger.events.ids import EVENT_PREFIX
-from netledger.journal.liveness import read_all
+from netledger.journal.liveness import LIVE_TTL_S, read_all
 from netledger.journal.stream import Connection
 
 SERVICE_NAME = "netledger"
@@ -455,15 +455,22 @@ def liveness_error(st: object) -> str | None:
 
 
 def _live_status(
-    out: dict[str, Any], st: dict[str, Any], stream_last: int, max_lag: int, lag: int | None
+    out: dict[str, Any],
+    st: dict[str, Any],
+    stream_last: int,
+    max_lag: int,
+    lag: int | None,
+    written: float | None = None,
 ) -> dict[str, Any]:
     """Merge a host's liveness entry (``host.<h>.status``, checked by :func:`liveness_error`)
     into its status row. ``lag``: the events of its share after what it applied (None: it
-    reads the whole stream, or unknown)."""
+    reads the whole stream, or unknown). ``written``: when the NATS server stored the entry —
+    its age, not the host's clock (10 minutes slow, a host reporting every minute was "has not
+    reported for 600s"; ahead, a dead one stayed live; review hrev21)."""
     applied = st.get("applied_seq")
     if lag is None and isinstance(applied, int) and not st.get("share"):
         lag = max(0, stream_last - applied)
-    age = _age_s(st.get("time")) or 0.0
+    age = _age_s(written if written is not None else st.get("time")) or 0.0
     heartbeat = float(st.get("heartbeat") or 60.0)
     out.update(
         applied_seq=applied,
@@ -492,15 +499,18 @@ async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list
     subjects = info.state.subjects or {}
     prefix = f"{EVENT_PREFIX}.host."
     live: dict[str, object] = {}
+    written: dict[str, float] = {}
+    readable = True
     try:
-        for key, (value, _rev, _t) in (await read_all(conn, "host.*.status")).items():
+        for key, (value, _rev, t) in (await read_all(conn, "host.*.status")).items():
             try:
                 st: object = json.loads(value)
             except ValueError:  # (a UnicodeDecodeError too)
                 st = _NOT_JSON
             live[key.split(".")[1]] = st
+            written[key.split(".")[1]] = t
     except Exception:  # no liveness bucket readable: the log's HostReconciled only
-        live = {}
+        live, readable = {}, False
     hosts = sorted({s[len(prefix) :] for s in subjects} | set(live))
     limit = asyncio.Semaphore(32)
 
@@ -512,6 +522,11 @@ async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list
                 conn, h, subject, n, stream_last, max_lag, find_reconciled=h not in live
             )
             if h not in live:
+                if readable and row["age_s"] is not None and row["age_s"] > LIVE_TTL_S:
+                    # Its liveness entry expired: silent for more than a day (the log's last
+                    # HostReconciled says since when). In a quiet cloud its lag is small, and
+                    # it passed for healthy (review hrev21).
+                    row["live"] = False
                 return row
             st = live[h]
             bad = "its liveness status is not JSON" if st is _NOT_JSON else liveness_error(st)
@@ -523,7 +538,7 @@ async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list
             share, applied = st.get("share"), st.get("applied_seq")
             if share and isinstance(applied, int):
                 lag = await share_lag(conn, share, applied)
-            return _live_status(row, st, stream_last, max_lag, lag)
+            return _live_status(row, st, stream_last, max_lag, lag, written.get(h))
 
     return list(await asyncio.gather(*(one(h) for h in hosts)))
 

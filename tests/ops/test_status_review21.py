@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from netledger.events.codec import Envelope, encode
 from netledger.events.host_events import HostReconciled
 from netledger.journal.liveness import LIVE_TTL_S, live_bucket, status_key
@@ -41,11 +39,6 @@ async def test_a_host_whose_clock_is_behind_is_not_called_silent(conn: Connectio
     assert _host_problems(st) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev21: a host silent for more than a day (its liveness entry expired) is"
-    " judged by its last HostReconciled in the log and called healthy in a quiet cloud",
-)
 async def test_a_host_silent_for_days_is_a_problem(conn: Connection) -> None:
     # the liveness bucket exists (other hosts report there); h1's entry expired long ago
     await live_bucket(conn, create=True)
