@@ -54,3 +54,20 @@ async def test_a_host_silent_for_days_is_a_problem(conn: Connection) -> None:
     [h1] = st["hosts"]
     assert h1["age_s"] >= 2 * LIVE_TTL_S - 60 and not h1["lagging"]
     assert any("h1" in p for p in _host_problems(st)), st["problems"]
+
+
+async def test_a_replica_whose_stats_fail_is_a_problem(conn: Connection) -> None:
+    """A replica answers STATS with ``error`` when reading its figures raises (a broken stats
+    reader must not hide it): `status` dropped the error and called it healthy (exit 0)."""
+    from netledger.ops.status import StatusResponder
+
+    def broken() -> dict:
+        raise RuntimeError("stats reader broke")
+
+    async with StatusResponder(conn, broken) as r:
+        st = await gather(conn, wait=0.3)
+
+    [svc] = st["services"]
+    assert svc["id"] == r.id and "stats reader broke" in str(svc.get("error"))
+    assert not st["healthy"]
+    assert any(r.id in p and "stats reader broke" in p for p in st["problems"]), st["problems"]
