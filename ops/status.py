@@ -561,6 +561,9 @@ def _services(
                 **data,
                 "lag": lag,
                 "lagging": lag is not None and lag > max_lag,
+                # its STATS answer when reading its figures raised (StatusResponder._on): a
+                # problem, not a replica with nothing to say (review hrev21)
+                "error": a.get("error"),
             }
         )
     return out
@@ -625,6 +628,8 @@ def problems_of(
     if not cmd:
         out.append("no command-service replica answered")
     for s in services:
+        if s.get("error"):
+            out.append(f"{s['component']} {s['id']} cannot report its state: {s['error']}")
         if s["lagging"]:
             out.append(f"{s['component']} {s['id']} is {s['lag']} sequences behind")
         out += log_problems(s)
