@@ -367,8 +367,11 @@ def decide_fixed_lease(state: State, req: Request, pending: Pending) -> Decision
         "instance": ip.instance,
         "leased": True,
     }
-    if leased or not ip.allocated:
-        return Decision([], {**result, "leased": leased})
+    if leased:
+        return Decision([], result)
+    # A held address (deallocated, not yet released) is recorded leased too: dnsmasq serves
+    # it until its release, and a dual-stack one's IPv4 lease, released and taken again while
+    # its IPv6 lease holds it, must keep the IPv6 release from freeing it (review hrev19).
     return Decision(
         [
             FixedIpLeased(
