@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from netledger.events.codec import Envelope
@@ -14,24 +14,7 @@ from netledger.journal.stream import Connection, connect, ensure_stream, last_se
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from tests.service.test_service import read_all
-from tests.service.test_write_path_rare_rounds import allocate, allocate_for_project
-
-
-@contextlib.asynccontextmanager
-async def two_replicas(nats_url: str) -> AsyncIterator[list[CommandService]]:
-    conns = [await connect(nats_url, name=f"r{i}") for i in range(2)]
-    svcs = [CommandService(x) for x in conns]
-    try:
-        for x in conns:
-            await ensure_stream(x)
-        for svc in svcs:
-            await svc.start()
-        yield svcs
-    finally:
-        for svc in svcs:
-            await svc.close()
-        for x in conns:
-            await x.close()
+from tests.service.test_write_path_rare_rounds import allocate, allocate_for_project, two_replicas
 
 
 @contextlib.contextmanager
