@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -60,6 +62,8 @@ SCRIPT_NAME = "dhcp-script"
 HANDLE_NAME = "executor.netns"
 #: Seconds a stopping dnsmasq gets between SIGTERM and SIGKILL.
 STOP_GRACE = 5.0
+
+log = logging.getLogger("netledger.executor")
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,21 @@ def default_state_dir(host: str, netns: str | None) -> str:
 
 
 # --- pure -----------------------------------------------------------------------------------
+
+
+def stale_leases(leases: str, spec: DhcpSpec) -> list[tuple[str, str]]:
+    """The IPv4 leases of a dnsmasq lease file (``expiry mac address hostname client-id`` per
+    line) whose (MAC, address) no host entry of ``spec`` gives: (mac, address) each."""
+    wanted = {(h.mac.lower(), h.address) for h in spec.hosts if h.address is not None}
+    out = []
+    for line in leases.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or parts[0] == "duid" or ":" in parts[2]:
+            continue  # the DUID line, IPv6 leases (an IAID, not a MAC, in the second field)
+        mac, address = parts[1].lower(), parts[2]
+        if (mac, address) not in wanted:
+            out.append((mac, address))
+    return out
 
 
 def render_hosts(spec: DhcpSpec) -> str:
@@ -361,6 +380,7 @@ class Dnsmasq:
         self.paths = paths
         self.netns = netns
         self.script = script
+        self._warned_release = False
 
     def argv(self, spec: DhcpSpec) -> tuple[str, ...]:
         return dnsmasq_argv(spec, self.paths)
@@ -539,6 +559,7 @@ class Dnsmasq:
         if p.returncode != 0:
             raise DhcpFailed(f"dnsmasq exited with {p.returncode}: {msg}")
         raw = _read(pidfile)
+        self._release_stale(spec)  # (it read the leases file on: a lease freed meanwhile too)
         return int(raw.strip()) if raw and raw.strip().isdigit() else None
 
     def _reload(self, spec: DhcpSpec, pid: int) -> int:
@@ -546,7 +567,37 @@ class Dnsmasq:
         if not self._ours(spec.bridge, pid):
             raise DhcpFailed(f"dnsmasq {pid} of {spec.bridge} is gone")
         os.kill(pid, signal.SIGHUP)
+        self._release_stale(spec)
         return pid
+
+    def _release_stale(self, spec: DhcpSpec) -> None:
+        """Have dnsmasq drop the IPv4 leases no host entry gives any more (``dhcp_release``,
+        as nova-network's ``release_dhcp``): an address freed without its client's release (the
+        reaper, a reclaim) kept the old MAC's lease — a day by default — and dnsmasq would not
+        hand the address to the next instance allocated it (found by review). A lease still
+        held (a deallocated address not yet released) keeps its entry, so it is not touched.
+        dnsmasq runs the lease script's ``del`` for each: the service finds nothing to free."""
+        stale = stale_leases(_read(self.paths.file(spec.bridge, "leases")) or "", spec)
+        if not stale:
+            return
+        tool = shutil.which("dhcp_release")
+        if tool is None:
+            if not self._warned_release:
+                self._warned_release = True
+                log.warning(
+                    "dhcp_release not found (Debian's dnsmasq-utils): a lease of an address"
+                    " freed without its client's release stays until it expires, and dnsmasq"
+                    " will not hand that address to another MAC before"
+                )
+            return
+        for mac, address in stale:
+            argv = [tool, spec.bridge, address, mac]
+            if self.netns:
+                argv = ["ip", "netns", "exec", self.netns, *argv]
+            try:
+                proc.run(argv, capture_output=True, timeout=10)
+            except (OSError, subprocess.TimeoutExpired) as exc:  # the next reload tries again
+                log.debug("dhcp_release %s %s %s: %s", spec.bridge, address, mac, exc)
 
     def _stop(self, bridge: str, pid: int | None, keep_leases: bool = False) -> None:
         if pid is not None and self._ours(bridge, pid):

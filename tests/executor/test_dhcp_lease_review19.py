@@ -37,12 +37,6 @@ def dhcp_world() -> Iterator[DhcpLab]:
         yield the_lab
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev19: an address freed while dnsmasq still holds the old MAC's lease (the"
-    " reaper after 600 s, the lease 86400 s) is reallocated (lowest free) and dnsmasq refuses it"
-    " to the new MAC ('not using configured address ... leased to'): nothing drops the lease",
-)
 async def test_an_address_the_reaper_freed_is_served_to_its_next_instance(
     dhcp_world: DhcpLab, conn: Connection, service: Any, nats_url: str
 ) -> None:

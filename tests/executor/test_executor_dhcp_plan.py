@@ -158,3 +158,33 @@ def test_book_folds_this_hosts_dhcp_events() -> None:
     assert book.running == {"br1": "d1"} and book.network == {"br1": "1"}
     book.apply(Envelope(HostDhcpStopped("h", "br1", "1", 5, "stale"), "y", "y", 0.0))
     assert book.running == {}
+
+
+def test_stale_leases_are_those_no_host_entry_gives() -> None:
+    """The leases the executor has dnsmasq drop (``dhcp_release``, review hrev19): an IPv4
+    lease whose (MAC, address) no host entry gives — a freed address reallocated to another MAC,
+    one freed without a release — never one still given (a held address), never IPv6 leases."""
+    from netledger.executor.dhcp import stale_leases
+
+    spec = DhcpSpec(
+        bridge="br1",
+        network_id="1",
+        subnets=(DhcpSubnet("1", "10.0.1.1", "255.255.255.0", "10.0.1.2", 256),),
+        hosts=(
+            DhcpHost("02:00:00:00:00:0b", "b", "10.0.1.2"),
+            DhcpHost("02:00:00:00:00:0c", "c", "10.0.1.3", "fd00::3"),
+        ),
+    )
+    leases = (
+        "1900000000 02:00:00:00:00:0a 10.0.1.2 a 01:02:00:00:00:00:0a\n"  # reallocated: stale
+        "1900000000 02:00:00:00:00:0C 10.0.1.3 c *\n"  # still given (case aside)
+        "1900000000 02:00:00:00:00:0d 10.0.1.9 d *\n"  # freed, no entry: stale
+        "duid 00:01:00:01:2c:5f:aa:bb:02:00:00:00:00:01\n"
+        "1900000000 3 fd00::3 c 00:03:00:01:02:00:00:00:00:0c\n"  # IPv6: not ours to judge
+        "garbage\n"
+    )
+    assert stale_leases(leases, spec) == [
+        ("02:00:00:00:00:0a", "10.0.1.2"),
+        ("02:00:00:00:00:0d", "10.0.1.9"),
+    ]
+    assert stale_leases("", spec) == []
