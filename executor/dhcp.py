@@ -183,6 +183,7 @@ def dnsmasq_argv(spec: DhcpSpec, paths: DhcpPaths) -> tuple[str, ...]:
         f"--dhcp-hostsfile={f(spec.bridge, 'hosts')}",
         f"--dhcp-leasefile={f(spec.bridge, 'leases')}",
         f"--dhcp-script={paths.script}",
+        "--script-on-renewal",
         f"--dhcp-lease-max={sum(s.size for s in spec.subnets)}",
     ]
     for s in spec.subnets:

@@ -79,12 +79,7 @@ async def test_an_address_the_reaper_freed_is_served_to_its_next_instance(
     assert got_b["ip"] == b["address"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev19: a lease whose dhcp-event found no command service (15 s) is lost:"
-    " dnsmasq runs no script for a renewal; the deallocation then frees a leased address at once",
-)
-async def test_a_lease_made_while_the_service_was_down_reaches_the_log(
+async def test_a_lease_made_while_the_service_was_down_reaches_the_log(  # fixed: --script-on-renewal
     dhcp_world: DhcpLab, conn: Connection, nats_url: str
 ) -> None:
     """dnsmasq runs the lease script once per new lease (``add``); ``dhcp-event`` asks the
