@@ -88,10 +88,17 @@ class Job:
     on_done: Callable[[asyncio.Future[dict[str, Any]]], None] | None = None
 
     def resolve(self, result: dict[str, Any]) -> None:
+        # A future already settled (cancelled by its caller — the reaper's, a close — while
+        # the lane awaited its append) is left as it is: setting it raised InvalidStateError
+        # out of the lane, which then failed every job of its round (review hrev13's note).
+        if self.fut.done():
+            return
         self.fut.set_result(result)
         self._settled()
 
     def fail(self, exc: BaseException) -> None:
+        if self.fut.done():
+            return
         self.fut.set_exception(exc)
         self._settled()
 
