@@ -18,17 +18,22 @@ from netledger.common.settings import Settings, pass_settings, run
 from .errors import ProjectionMismatch, SnapshotMismatch, SnapshotUnusable
 
 
-def _moment(what: str) -> Callable[[click.Context, click.Parameter, str | None], Any]:
-    """A click callback turning an ISO 8601 option into an aware datetime (naive refused)."""
+def _moment(
+    what: str, end: bool = False
+) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A click callback turning an ISO 8601 option into an aware datetime (naive refused);
+    ``end``: an upper bound, the last microsecond of the unit the time is written to
+    (``times.moment_end``)."""
 
     def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
         if value is None:
             return None
         from .errors import ReplayError
-        from .times import parse_moment
+        from .times import moment_end, parse_moment
 
         try:
-            return parse_moment(value, what)
+            moment = parse_moment(value, what)
+            return moment_end(value, moment) if end else moment
         except ReplayError as err:
             settings = ctx.find_object(Settings)
             fail(err, bool(settings and settings.as_json))
@@ -74,7 +79,7 @@ DB_OPTION = click.option(
 @click.option("--to-seq", type=click.IntRange(0), help="Stop after this stream sequence.")
 @click.option(
     "--at",
-    callback=_moment("--at"),
+    callback=_moment("--at", end=True),
     help="Stop at the last message stored at or before this moment (ISO 8601 with a time zone,"
     " e.g. 2026-05-01T10:00:00Z).",
 )
@@ -124,7 +129,12 @@ def replay_cmd(
 @click.argument("kind", type=click.Choice(["address", "instance", "project", "network", "host"]))
 @click.argument("value")
 @click.option("--since", callback=_moment("--since"), help="Only events at or after this time.")
-@click.option("--until", callback=_moment("--until"), help="Only events at or before this time.")
+@click.option(
+    "--until",
+    callback=_moment("--until", end=True),
+    help="Only events at or before this time (to the unit it is written to: 10:00:00Z is"
+    " the whole second).",
+)
 @DB_OPTION
 @click.option(
     "--from-log",

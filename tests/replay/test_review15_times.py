@@ -2,15 +2,14 @@
 event they were printed for. audit prints each event's ``time`` and ``stream_time`` cut to the
 millisecond (times.iso), while ``--until`` / ``replay --at`` compare with the exact stored
 values: an event stored at 10:00:00.074801 is printed as 10:00:00.074Z, and ``--at`` / ``--until``
-10:00:00.074Z then leaves that very event out. Real nats-server, real SQLite."""
+10:00:00.074Z then leaves that very event out. Fixed: an upper bound covers the unit it is
+written to (replay/times.py ``moment_end``). Real nats-server, real SQLite."""
 
 from __future__ import annotations
 
 import math
 import sqlite3
 from pathlib import Path
-
-import pytest
 
 from netledger.journal.stream import Connection
 from netledger.projector.runner import project_until
@@ -43,11 +42,6 @@ def _exact(db: Path, column: str) -> dict[int, float]:
         return dict(c.execute(f"SELECT seq, {column} FROM events"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="audit prints times cut to the millisecond; --until <the printed time> leaves the"
-    " event out (replay/times.py iso, replay/audit.py present)",
-)
 async def test_audit_until_the_printed_time_of_an_event_includes_it(
     conn: Connection, service: CommandService, tmp_path: Path
 ) -> None:
@@ -63,11 +57,6 @@ async def test_audit_until_the_printed_time_of_an_event_includes_it(
         assert r["seq"] in [x["seq"] for x in upto], (r["time"], exact[r["seq"]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="audit prints stream_time cut to the millisecond; replay --at <that time> leaves"
-    " out the event stored then (replay/times.py iso)",
-)
 async def test_replay_at_the_printed_stream_time_of_an_event_includes_it(
     conn: Connection, service: CommandService, nats_url: str, tmp_path: Path
 ) -> None:
@@ -82,3 +71,15 @@ async def test_replay_at_the_printed_stream_time_of_an_event_includes_it(
     out = tmp_path / "then.db"
     got = await cli_json("--nats", nats_url, "replay", "--db", str(out), "--at", r["stream_time"])
     assert got["last_seq"] >= r["seq"], (r["stream_time"], exact[r["seq"]], got)
+
+
+def test_an_upper_bound_covers_the_unit_it_is_written_to() -> None:
+    from netledger.replay.times import moment_end, parse_moment
+
+    def end(text: str) -> str:
+        return moment_end(text, parse_moment(text)).isoformat()
+
+    assert end("2026-05-01T10:00:00.074Z") == "2026-05-01T10:00:00.074999+00:00"
+    assert end("2026-05-01T10:00:00Z") == "2026-05-01T10:00:00.999999+00:00"
+    assert end("2026-05-01T10:00+02:00") == "2026-05-01T10:00:59.999999+02:00"
+    assert end("2026-05-01T10:00:00.074801-03:00") == "2026-05-01T10:00:00.074801-03:00"
