@@ -100,6 +100,6 @@ def fixed_result(ev: FixedIpAllocated) -> dict[str, Any]:
 def live_network(state: State, network_id: str) -> NetworkState:
     """The network ``network_id``, refusing one never created or deleted."""
     n = state.networks.get(network_id)
-    if n is None or n.deleted:
+    if n is None:
         raise NetworkNotFound(f"network {network_id} does not exist", network_id=network_id)
     return n

@@ -52,19 +52,15 @@ DEFAULT_FLAT_BRIDGE = "br100"
 V6_BLOCK = 1 << (128 - V6_PREFIXLEN)
 
 
-def network_dict(
-    n: NetworkCreated, project: str | None = None, deleted: bool = False
-) -> dict[str, Any]:
+def network_dict(n: NetworkCreated, project: str | None = None) -> dict[str, Any]:
     d = n.to_data()
     d["id"] = d.pop("network_id")
     d["project"] = project if project is not None else n.project
-    if deleted:
-        d["deleted"] = True
     return d
 
 
 def network_state_dict(n: NetworkState) -> dict[str, Any]:
-    d = network_dict(n.net, n.project, n.deleted)
+    d = network_dict(n.net, n.project)
     d["project"] = n.project
     d["in_use"] = n.in_use()
     d["capacity"] = n.capacity()

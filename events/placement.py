@@ -88,7 +88,7 @@ def backfill(state: State) -> list[Event]:
     out: list[Event] = []
     for n in state.live_networks():
         for host in sorted(n.host_allocated):
-            if (host, n.network_id) not in state.joined:
+            if host not in n.joined:
                 out.append(NetworkHostJoined(network_id=n.network_id, host=host, reason="backfill"))
     for p in sorted(state.pools.values(), key=lambda p: p.name):
         for f in sorted(p.floating.values(), key=lambda f: f.address):

@@ -80,7 +80,7 @@ def candidate(
     state: State, n: NetworkState, ip: FixedIp, grace: float, heartbeats: Heartbeats | None = None
 ) -> Candidate | None:
     """``ip`` as a reclaim candidate, or None (see the module docstring for the rule)."""
-    if grace <= 0 or not ip.allocated or ip.host is None or n.deleted:
+    if grace <= 0 or not ip.allocated or ip.host is None:
         return None
     h = state.sightings.get(ip.host)
     if h is None:

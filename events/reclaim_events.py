@@ -253,6 +253,17 @@ class HostSightings:
             self.past = {m: s for m, s in self.past.items() if live and m in live}
             self.forgotten.update(m for m in self.last_macs if not (live and m in live))
 
+    def keep_newest(self) -> None:
+        """No allocation on this host any more: keep its newest report only. Reclaim judges an
+        allocation from reports after its own sequence (later than all of these), so the older
+        reports and the last sightings can change no answer; the newest is what a restarted
+        executor compares its first observation with (adopting it instead of appending a
+        report: executor/sightings.py) and what a heartbeat confirms. A host retired from the
+        cloud then keeps one report in the fold, not 64, for good."""
+        if len(self.reports) > 1 or self.past:
+            self.reports = self.reports[-1:]
+            self.past = {}
+
     def _thin(self) -> None:
         """Drop every other report of the older half (the newest report is always kept)."""
         half = len(self.reports) // 2

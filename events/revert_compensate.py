@@ -107,7 +107,7 @@ class _Shadow:
 
     def network(self, network_id: str) -> NetworkState | None:
         n = self.st.networks.get(network_id)
-        if n is None or n.deleted or network_id in self.deleted:
+        if n is None or network_id in self.deleted:
             return None
         return n
 

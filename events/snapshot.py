@@ -48,7 +48,9 @@ from .types import Event, FloatingPoolCreated, NetworkCreated
 #: The layout of the snapshot map itself (not of the fold: that is FOLD_VERSION). 3: a host's
 #: sighting reports name their network set by index. 4: and say whether each is a start (an
 #: absence reaches back across none). 5: a fixed IP says whether its IPv6 address is leased.
-SNAPSHOT_FORMAT = 5
+#: 6: no deleted networks (and no ``deleted`` field); a network lists the hosts joined to it;
+#: ``v4_ranges``, the ranges of every network ever created.
+SNAPSHOT_FORMAT = 6
 
 #: A command's events as the service remembers them: their envelopes as stored in the log
 #: (decoded only when a retry asks: most never are; raw bytes are the smallest form).
@@ -124,7 +126,6 @@ def _network_to(n: NetworkState) -> list[Any]:
         n.net.to_data(),
         _pool_to(n.pool),
         n.seq,
-        n.deleted,
         n.project,
         [_fixed_to(ip) for ip in n.fixed.values()],
         n.by_instance,
@@ -132,11 +133,12 @@ def _network_to(n: NetworkState) -> list[Any]:
         [[f, fixed, pool] for f, (fixed, pool) in n.floating.items()],
         None if n.pool6 is None else _pool_to(n.pool6),
         n.v6,
+        sorted(n.joined),
     ]
 
 
 def _network_from(w: list[Any]) -> NetworkState:
-    data, pool, seq, deleted, project, fixed, by_instance, macs, floating, pool6, v6 = w
+    data, pool, seq, project, fixed, by_instance, macs, floating, pool6, v6, joined = w
     net = _build(NetworkCreated, data)  # from_data, without __init__ when data is its fields
     assert isinstance(net, NetworkCreated)
     n = NetworkState(
@@ -148,12 +150,12 @@ def _network_from(w: list[Any]) -> NetworkState:
         v6=v6,
         pool=_pool_from(pool),
         seq=seq,
-        deleted=deleted,
         project=project,
         fixed={f[0]: FixedIp(*f) for f in fixed},
         by_instance=by_instance,
         macs=macs,
         floating={f: (fixed, pool) for f, fixed, pool in floating},
+        joined=set(joined),
     )
     for ip in n.fixed.values():  # derived: not stored
         if ip.allocated:
@@ -216,7 +218,7 @@ def state_to_wire(s: State) -> dict[str, Any]:
         "event_time": s.event_time,
         "sightings": {h: _sightings_to(x) for h, x in s.sightings.items()},
         "network_hosts": sorted(s.network_hosts),
-        "joined": sorted(s.joined),
+        "v4_ranges": sorted(s.v4_ranges),
     }
 
 
@@ -237,7 +239,7 @@ def state_from_wire(w: dict[str, Any]) -> State:
         event_time=float(w["event_time"]),
         sightings={h: _sightings_from(x) for h, x in w["sightings"].items()},
         network_hosts=set(w["network_hosts"]),
-        joined={(h, n) for h, n in w["joined"]},
+        v4_ranges=set(w["v4_ranges"]),
     )
     s.rebuild_host_macs()
     return s

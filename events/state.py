@@ -59,7 +59,7 @@ from .wire_fast import event_of
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 10
+FOLD_VERSION = 11
 
 
 @dataclass
@@ -84,8 +84,12 @@ class State:
     sightings: dict[str, HostSightings] = field(default_factory=dict)
     #: hosts whose executor last announced itself with ``--network-host``
     network_hosts: set[str] = field(default_factory=set)
-    #: (host, network) pairs the log has a ``NetworkHostJoined`` for (events/placement.py)
-    joined: set[tuple[str, str]] = field(default_factory=set)
+    #: the IPv4 range of every network ever created, deleted ones too: the executors' NAT
+    #: ``fixed`` set (executor/fragments.py: fixed_space) is built from the registry alone,
+    #: which every host reads, share or whole log (a ``NetworkDeleted`` is on the network's
+    #: subject). A deleted network itself leaves :attr:`networks`: the fold's memory follows
+    #: the live networks, not every network the cloud ever had.
+    v4_ranges: set[str] = field(default_factory=set)
     #: host -> MAC (lower case) -> its allocated addresses there (derived from the networks'
     #: ``fixed``, rebuilt after a snapshot): when the last one ends, the host's memory of
     #: when it last saw that MAC goes too (:meth:`_unallocate`)
@@ -112,6 +116,10 @@ class State:
         macs.pop(mac, None)
         if not macs:
             del self.host_macs[ip.host]
+            h = self.sightings.get(ip.host)
+            if h is not None:
+                h.keep_newest()
+            return
         # No allocation on this host has this MAC any more: reclaim never asks about it again
         # (only allocated addresses are candidates; a new allocation of the MAC is judged from
         # its own sequence, after any sighting kept now). Without this the host's sightings
@@ -130,7 +138,8 @@ class State:
         return self.subject_seq.get(subject, 0)
 
     def live_networks(self) -> Iterator[NetworkState]:
-        return (n for n in self.networks.values() if not n.deleted)
+        """The networks (a deleted one leaves :attr:`networks`: every one there is live)."""
+        return iter(self.networks.values())
 
     # --- the fold ---------------------------------------------------------------------
 
@@ -231,12 +240,13 @@ class State:
             self.last_seq = seq
 
     def _network_created(self, ev: NetworkCreated, seq: int) -> None:
-        old = self.networks.get(ev.network_id)
-        if old is not None and not old.deleted:
+        if ev.network_id in self.networks:
             # Never decided (ids only grow); folded, it would drop the network's allocations
             # and hand their addresses out again. The projector refuses it alike.
             raise ValueError(f"network {ev.network_id} already exists")
         self.networks[ev.network_id] = network_state(ev)
+        if ev.cidr is not None:
+            self.v4_ranges.add(ev.cidr)
         if ev.project:
             self.project_networks.setdefault(ev.project, ev.network_id)
         if ev.network_id.isascii() and ev.network_id.isdigit():  # "²" is a digit, not an int
@@ -263,15 +273,17 @@ class State:
             # Never decided (a network is deleted once empty); folded, the deciders would go
             # on deciding for its addresses, which the projector refuses (a deleted network).
             raise ValueError(f"network {ev.network_id} has {len(held.fixed)} address(es) in use")
-        n = self._net(ev.network_id, seq)
-        if n is not None:
-            n.deleted = True
-            if n.project and self.project_networks.get(n.project) == n.network_id:
-                del self.project_networks[n.project]
+        # Gone from the fold: nothing decides on a deleted network again (every decider
+        # refuses one not in ``networks``, a re-created id starts afresh), and a cloud that
+        # creates and deletes networks for years keeps only the live ones in memory and in its
+        # snapshots. Its subject's sequence stays (the next append there is OCC-checked on it).
+        n = self.networks.pop(ev.network_id, None)
+        if n is not None and n.project and self.project_networks.get(n.project) == n.network_id:
+            del self.project_networks[n.project]
 
     def _network_associated(self, ev: NetworkAssociated, seq: int) -> None:
         n = self.networks.get(ev.network_id)  # the event is on the project's subject
-        if n is not None and not n.deleted:  # (a deleted network: never decided)
+        if n is not None:  # (a deleted network: never decided)
             n.project = ev.project
             self.project_networks[ev.project] = ev.network_id
 
@@ -284,7 +296,7 @@ class State:
 
     def _fixed_allocated(self, ev: FixedIpAllocated, seq: int) -> None:
         n = self.networks.get(ev.network_id)
-        if n is None or n.deleted:  # (a deleted network: never decided)
+        if n is None:  # (a deleted network: never decided)
             return
         # Its addresses are checked before anything changes: refused, it changes nothing.
         # The address naming it is IPv4, or on an IPv6-only network in its served /64.
@@ -432,7 +444,9 @@ class State:
             del n.floating[ev.floating]
 
     def _host_joined(self, ev: NetworkHostJoined, seq: int) -> None:
-        self.joined.add((ev.host, ev.network_id))
+        n = self.networks.get(ev.network_id)
+        if n is not None:
+            n.joined.add(ev.host)
 
     def _host_announced(self, ev: HostAnnounced, seq: int) -> None:
         if ev.network_host:
@@ -450,7 +464,11 @@ class State:
         if h is None:
             h = self.sightings[ev.host] = HostSightings()
         h.record(seq, self.event_time, ev.macs, ev.networks, ev.reason == "start")
-        h.keep_only(self.host_macs.get(ev.host))
+        live = self.host_macs.get(ev.host)
+        if live is None:
+            h.keep_newest()  # (no allocation here: only the newest report can matter)
+        else:
+            h.keep_only(live)
 
     def _pool(self, pool: str, seq: int) -> PoolState | None:
         p = self.pools.get(pool)

@@ -51,7 +51,6 @@ class NetworkState:
     ipnet: netaddr.IPNetwork | None
     pool: OffsetPool
     seq: int = 0
-    deleted: bool = False
     project: str | None = None
     fixed: dict[str, FixedIp] = field(default_factory=dict)
     by_instance: dict[str, str] = field(default_factory=dict)
@@ -66,6 +65,8 @@ class NetworkState:
     pool6: OffsetPool | None = None
     #: IPv6 address -> the address naming its allocation (a key of ``fixed``)
     v6: dict[str, str] = field(default_factory=dict)
+    #: hosts the log has a ``NetworkHostJoined`` here for (events/placement.py: backfill)
+    joined: set[str] = field(default_factory=set)
 
     def count_host(self, ip: FixedIp, delta: int) -> None:
         if ip.host is None:

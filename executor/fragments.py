@@ -174,8 +174,6 @@ def fragment(
 ) -> Fragment | None:
     """What network ``n`` needs on this host (None: nothing). An address held for its release
     keeps the serving host's part (bridge, gateway, dnsmasq) but makes no compute host join."""
-    if n.deleted:
-        return None
     inst = in_use_hosts(n)
     if not inst and not n.fixed:
         return None
@@ -400,14 +398,14 @@ def fixed_space(state: State, configured: tuple[str, ...] = ()) -> tuple[str, ..
     Computed again only when the registry changed (a network or pool created); a pass in
     between finds it in O(1)."""
     global _space_cache
-    key = (state.seq_of(REGISTRY_SUBJECT), len(state.networks), len(state.pools), configured)
+    key = (state.seq_of(REGISTRY_SUBJECT), len(state.v4_ranges), len(state.pools), configured)
     cached = _space_cache
     if cached is not None and cached[0]() is state and cached[1] == key:
         return cached[2]
     if configured:
         ranges = netaddr.IPSet(configured)
     else:
-        ranges = netaddr.IPSet(n.ipnet for n in state.networks.values() if n.ipnet is not None)
+        ranges = netaddr.IPSet(state.v4_ranges)
     for p in state.pools.values():
         ranges.remove(p.ipnet)
     space = tuple(str(c) for c in ranges.iter_cidrs())

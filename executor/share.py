@@ -104,8 +104,7 @@ class Share:
         return {
             n.network_id
             for n in candidates
-            if not n.deleted
-            and (
+            if (
                 n.host_allocated.get(self.host)
                 or n.net.network_host == self.host
                 or (self.network_host and served_by_network_hosts(n))

@@ -197,7 +197,8 @@ def _fixed_space(state: State, configured: tuple[str, ...] = ()) -> tuple[str, .
     nets = (
         [netaddr.IPNetwork(c) for c in configured]
         if configured
-        else [n.ipnet for n in state.networks.values() if n.ipnet is not None]
+        # (the fold keeps every range the registry created: a deleted network leaves it)
+        else [netaddr.IPNetwork(c) for c in state.v4_ranges]
     )
     cidrs = netaddr.cidr_merge(nets)
     for p in state.pools.values():

@@ -37,7 +37,6 @@ def fingerprint(state: State) -> Any:
     nets = {
         nid: (
             n.project,
-            n.deleted,
             n.seq,
             sorted((a, repr(ip)) for a, ip in n.fixed.items()),
             sorted(n.by_instance.items()),

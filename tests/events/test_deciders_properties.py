@@ -393,7 +393,7 @@ def check_invariants(state: State) -> None:
     vlans = [n.net.vlan for n in live if n.net.vlan is not None]
     assert len(vlans) == len(set(vlans)), "duplicate VLAN"
     for project, nid in state.project_networks.items():
-        assert state.networks[nid].project == project and not state.networks[nid].deleted
+        assert state.networks[nid].project == project
     owned: dict[str, list[str]] = {}
     for n in live:
         if n.project is not None and n.net.mode in ("vlan", "vxlan"):

@@ -59,7 +59,6 @@ def snapshot(state: State) -> dict[str, Any]:
     return {
         "networks": {
             nid: (
-                n.deleted,
                 n.project,
                 {a: (ip.instance, ip.mac, ip.allocated, ip.leased) for a, ip in n.fixed.items()},
                 dict(n.by_instance),

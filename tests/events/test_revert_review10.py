@@ -106,9 +106,9 @@ def play(h: History, ops: list[tuple[str, int, int]]) -> None:
 def check_consistent(state: State) -> None:
     for p, nid in state.project_networks.items():
         n = state.networks[nid]
-        assert not n.deleted and n.project == p, (p, nid, n.project)
+        assert n.project == p, (p, nid, n.project)
     for nid, n in state.networks.items():
-        if n.project is not None and not n.deleted:
+        if n.project is not None:
             assert state.project_networks.get(n.project) == nid, (nid, n.project)
         for inst, a in n.by_instance.items():
             assert n.fixed[a].instance == inst and n.fixed[a].allocated

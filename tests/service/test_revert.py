@@ -118,8 +118,8 @@ async def test_revert_a_network_with_its_allocations_by_seq(
         "NetworkDeleted",
         "ChangeReverted",
     ]
-    n = service.state.networks[nid]
-    assert n.deleted and not n.fixed and "p9" not in service.state.project_networks
+    assert nid not in service.state.networks  # deleted: gone from the fold
+    assert "p9" not in service.state.project_networks
     other = service.state.networks[keep]
     assert set(other.fixed) == {kept["address"], "10.7.0.3"}  # untouched
 
