@@ -3,11 +3,13 @@
 Two ways numbers get here, chosen so the hot paths stay untouched where they already count:
 
 * **watched objects**, read at scrape time: a :class:`CommandService` (its ``stats``: commands
-  by name and outcome, OCC conflicts, batches; its ``rejected`` list and follower position) and a
-  projector (``last_seq``, ``events``, ``rejected``). ``watch_service(svc)`` /
-  ``watch_projector(p, db)`` once, nothing else to call.
-* **hooks** called where something happens and was not counted yet: ``command_seconds``,
-  ``batch_appended``, ``append_retry``, ``projector_batch``, ``executor_reconciled``,
+  by name and outcome and their times, OCC conflicts, decisions taken again, batches; its
+  appender's events per append; its ``rejected`` list and follower position) and a projector
+  (``last_seq``, ``events``, ``rejected``, each batch's messages and time).
+  ``watch_service(svc)`` / ``watch_projector(p, db)`` once, nothing else to call. Their
+  histograms are ``journal/buckets.py`` ``Buckets`` (bucket counts and a sum their owner adds
+  to, no lock), read here by shape: this room imports no part.
+* **hooks** called where something happens and was not counted yet: ``executor_reconciled``,
   ``executor_failed``. They are cheap no-ops until :func:`metrics` is first used, and when
   ``prometheus-client`` is not installed.
 
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -34,7 +37,8 @@ from netledger.events.errors import NetledgerError
 log = logging.getLogger("netledger.common.metrics")
 
 NAMESPACE = "netledger"
-BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+#: an executor pass's seconds: the bounds of journal/buckets.py ``SECONDS`` (not imported: this
+#: room imports no part)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -67,25 +71,6 @@ class Metrics:
         pc = _prometheus()
         self.registry = registry if registry is not None else pc.REGISTRY
         r = self.registry
-        self.command_seconds = pc.Histogram(
-            "netledger_command_seconds",
-            "Time to decide and append one command, by command name.",
-            ["command"],
-            buckets=SECONDS_BUCKETS,
-            registry=r,
-        )
-        self.batch_size = pc.Histogram(
-            "netledger_append_batch_events",
-            "Events per append (one message or one atomic batch; group commits make it grow).",
-            buckets=BATCH_BUCKETS,
-            registry=r,
-        )
-        self.retries = pc.Counter(
-            "netledger_append_retries",
-            "Decisions taken again: after an OCC conflict, or after an append that may have landed.",
-            ["reason"],
-            registry=r,
-        )
         self.lag = pc.Gauge(
             "netledger_lag_events",
             "Stream last sequence minus the component's applied sequence.",
@@ -94,20 +79,6 @@ class Metrics:
         )
         self.stream_last_seq = pc.Gauge(
             "netledger_stream_last_seq", "The stream's last sequence when last sampled.", registry=r
-        )
-        self.projector_batch_seconds = pc.Histogram(
-            "netledger_projector_batch_seconds",
-            "Time to apply and commit one projector batch.",
-            ["db"],
-            buckets=SECONDS_BUCKETS,
-            registry=r,
-        )
-        self.projector_batch_events = pc.Histogram(
-            "netledger_projector_batch_events",
-            "Messages per projector transaction.",
-            ["db"],
-            buckets=(1, 10, 100, 500, 1000, 2000, 5000),
-            registry=r,
         )
         self.reconcile_seconds = pc.Histogram(
             "netledger_executor_reconcile_seconds",
@@ -208,7 +179,7 @@ class _Watched:
         applied_seq = 0
         for svc in list(self.services):
             st = svc.stats
-            for key, n in st.commands.items():
+            for key, n in list(st.commands.items()):  # a copy: the loop may add a key meanwhile
                 totals[key] = totals.get(key, 0) + n
             conflicts_n += st.conflicts
             batches_n += st.batches
@@ -247,6 +218,80 @@ class _Watched:
         yield from (commands, conflicts, batches, batched, pipelined, prelinked)
         yield from (rejected, applied, projected, paused)
         yield from log_metrics.values()
+        yield from self._timings()
+
+    def _timings(self) -> Iterator[Any]:
+        """The histograms the watched objects keep (``Buckets``) and the decisions their lanes
+        took again."""
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        seconds = HistogramMetricFamily(
+            "netledger_command_seconds",
+            "Time from a command's arrival to its answer, whatever its outcome (each also in"
+            " netledger_commands_total), by command name.",
+            labels=["command"],
+        )
+        appended = HistogramMetricFamily(
+            "netledger_append_batch_events",
+            "Events per append stored: one message (alone, a pipelined chain's link, a"
+            " pre-linked decision) or one atomic batch (group commits make it grow).",
+        )
+        retries = CounterMetricFamily(
+            "netledger_append_retries",
+            "Decisions taken again: another writer came first (conflict), or an append that"
+            " may have landed was looked for (maybe_applied).",
+            labels=["reason"],
+        )
+        timed: dict[str, list[Any]] = {}
+        appends: list[Any] = []
+        again: dict[str, int] = {}
+        for svc in list(self.services):
+            st = svc.stats
+            for name, b in list(st.seconds.items()):
+                timed.setdefault(name, []).append(b)
+            for reason, n in list(st.retries.items()):
+                again[reason] = again.get(reason, 0) + n
+            appends.append(svc.appender.appended)
+        for name, parts in sorted(timed.items()):
+            _add_histogram(seconds, [name], parts)
+        if appends:
+            _add_histogram(appended, [], appends)
+        for reason, n in sorted(again.items()):
+            retries.add_metric([reason], n)
+        batch_seconds = HistogramMetricFamily(
+            "netledger_projector_batch_seconds",
+            "The projector's writer's time on one batch: decode, project, commit.",
+            labels=["db"],
+        )
+        batch_messages = HistogramMetricFamily(
+            "netledger_projector_batch_events",
+            "Messages (events and rejected ones) per projector transaction.",
+            labels=["db"],
+        )
+        for db, p in list(self.projectors.items()):
+            _add_histogram(batch_seconds, [db], [p.batch_seconds])
+            _add_histogram(batch_messages, [db], [p.batch_messages])
+        yield from (seconds, appended, retries, batch_seconds, batch_messages)
+
+
+def _add_histogram(family: Any, labels: list[str], parts: list[Any]) -> None:
+    """One series of ``family``: the sum of ``parts`` (``Buckets`` of the same bounds: several
+    replicas' of one command), their counts made cumulative as Prometheus wants them."""
+    from prometheus_client import utils
+
+    # the bounds' labels as prometheus-client's own histograms write them ("1.0", "0.0025")
+    le_label = cast(Callable[[float], str], utils.floatToGoString)
+    bounds = parts[0].bounds
+    counts = [0] * (len(bounds) + 1)
+    total = 0.0
+    for b in parts:
+        for i, n in enumerate(list(b.counts)):  # a copy: the event loop may add meanwhile
+            counts[i] += n
+        total += b.sum
+    cumulative = list(itertools.accumulate(counts))
+    buckets = [(le_label(le), n) for le, n in zip(bounds, cumulative, strict=False)]
+    buckets.append(("+Inf", cumulative[-1]))
+    family.add_metric(labels, buckets, total)
 
 
 #: the states of the log's health (journal/loghealth.py), one 0/1 series each
@@ -338,28 +383,6 @@ def unwatch(obj: Any) -> None:
     for db, p in list(m.watched.projectors.items()):
         if p is obj:
             del m.watched.projectors[db]
-
-
-def command_seconds(name: str, seconds: float) -> None:
-    if (m := _active()) is not None:
-        m.command_seconds.labels(name).observe(seconds)
-
-
-def batch_appended(events: int) -> None:
-    if (m := _active()) is not None:
-        m.batch_size.observe(events)
-
-
-def append_retry(reason: str) -> None:
-    """``reason``: ``conflict`` (OCC) or ``maybe_applied`` (lost ack, caught up and looked)."""
-    if (m := _active()) is not None:
-        m.retries.labels(reason).inc()
-
-
-def projector_batch(db: str, events: int, seconds: float) -> None:
-    if (m := _active()) is not None:
-        m.projector_batch_seconds.labels(db).observe(seconds)
-        m.projector_batch_events.labels(db).observe(events)
 
 
 _EXECUTOR_APPLIED: dict[str, int] = {}

@@ -29,6 +29,7 @@ from netledger.events.errors import (
     LogUnavailable,
 )
 from netledger.journal import natsclient
+from netledger.journal.buckets import APPEND_EVENTS, Buckets
 from netledger.journal.loghealth import (
     ERR_BATCH_DUPLICATE,
     ERR_WRONG_LAST_SEQ,
@@ -106,6 +107,7 @@ class Appender:
     and says why); without one, failures without an answer are retried ``attempts`` times
     (then :class:`MaybeApplied`). A refusal that names a cause is never retried. ``health``
     (journal/loghealth.py) hears of every failure and of the first success after one.
+    ``appended`` counts the events of every append stored now (``netledger_append_batch_events``).
     """
 
     def __init__(
@@ -122,6 +124,10 @@ class Appender:
         self.attempts = attempts
         self.budget = budget
         self.health = health
+        #: events per append stored now (not a duplicate): one message — alone, a chain's link,
+        #: a pre-linked decision's own (its placements are not waited for: not counted) — or
+        #: one atomic batch
+        self.appended = Buckets(APPEND_EVENTS)
 
     def budget_or(self, default: float) -> float:
         return self.budget if self.budget is not None else default
@@ -179,6 +185,8 @@ class Appender:
             self._failed(err)
             raise
         self._succeeded()
+        if seq > 0:
+            self.appended.observe(len(messages))
         return seq if signed else abs(seq)
 
     async def _append(
@@ -348,6 +356,7 @@ class Appender:
         top = results[last_ok]
         assert not isinstance(top, BaseException)
         self._succeeded()
+        self.appended.observe(1, last_ok + 1)
         return [top - (last_ok - i) for i in range(last_ok + 1)], err
 
     async def append_prelinked(
@@ -414,6 +423,8 @@ class Appender:
         except (*NO_ANSWER, *NO_STREAM) as exc:
             raise await self._in_doubt(exc, loop.time() - t0) from None
         self._succeeded()
+        if seq > 0:
+            self.appended.observe(1)
         return seq if signed else abs(seq)
 
     async def _in_doubt(self, exc: BaseException, waited: float) -> Exception:

@@ -49,6 +49,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from netledger.events.errors import LogRegression
 from netledger.events.ids import ALL_EVENTS
 from netledger.journal import fastread
+from netledger.journal.buckets import PROJECTOR_MESSAGES, SECONDS, Buckets
 from netledger.journal.catchup import _skip_stored_headers
 from netledger.journal.fastread import reply_numbers
 from netledger.journal.stream import (
@@ -202,6 +203,10 @@ class Projector:
         self.watch_interval = 5.0  # how often to check that the log did not go back
         self._watch: asyncio.Task[None] | None = None
         self.batches = 0
+        #: each committed batch's messages (events and rejections) and the writer's time on
+        #: it (decode, project, commit): ``netledger_projector_batch_*`` (common/metrics.py)
+        self.batch_messages = Buckets(PROJECTOR_MESSAGES)
+        self.batch_seconds = Buckets(SECONDS)
         #: why the projector is stopped until space returns (None: it is not), since when
         self.paused: str | None = None
         self.paused_since: float | None = None
@@ -624,6 +629,8 @@ class Projector:
         self.rejected += rejected
         self.write_seconds += busy
         self.batches += 1
+        self.batch_messages.observe(events + rejected)
+        self.batch_seconds.observe(busy)
         self._wake()
         if self.progress is not None:
             self.progress(self.last_seq, self.to_seq, self.events, self.rejected)

@@ -53,29 +53,11 @@ from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import MSG_ID, Connection
 from netledger.service.answers import result_from_events
 from netledger.service.prelink import prelinkable, prelinked_envelopes
+from netledger.service.stats import Stats
 
 log = logging.getLogger("netledger.service")
 
 MAX_CONFLICT_RETRIES = 64
-
-
-@dataclass
-class Stats:
-    commands: dict[str, int] = field(default_factory=dict)
-    conflicts: int = 0
-    batches: int = 0
-    batched_events: int = 0
-    #: single-event appends that went pipelined (Appender.append_chain) and landed
-    pipelined: int = 0
-    #: decisions appended after their placements instead of in an atomic batch (prelink)
-    prelinked: int = 0
-    #: pre-linked appends refused because another message came between placements and
-    #: decision (its placements left alone, the decision made again as an atomic batch)
-    prelink_broken: int = 0
-
-    def count(self, name: str, outcome: str) -> None:
-        key = f"{name}:{outcome}"
-        self.commands[key] = self.commands.get(key, 0) + 1
 
 
 @dataclass
@@ -275,7 +257,12 @@ class Lanes:
         # Decisions with a placement go pre-linked (_append_prelinked) until an attempt of this
         # round ends in doubt; then as atomic batches, whose retries and budget are the old path.
         prelink = self.pipeline
+        #: why this round decides again (counted when it does: not after its last attempt)
+        retry: str | None = None
         for attempt in range(MAX_CONFLICT_RETRIES):
+            if retry is not None:
+                self.stats.retries[retry] += 1
+                retry = None
             if (self.follower.in_batch or self.follower.pending) and any(
                 not j.fut.done() and j.req.command_id in self.seen for j in jobs
             ):
@@ -362,17 +349,20 @@ class Lanes:
                     await self._append_one_by_one(envelopes, decided)
             except DuplicateBatch:
                 alone = True
+                retry = "maybe_applied"
                 await self.follower.catch_up()
                 continue
             except PrelinkBroken:
                 # Another writer came between a decision's placements and it: nothing of the
                 # decision landed. Decided again, as an atomic batch (no race to lose).
                 self.stats.prelink_broken += 1
+                retry = "conflict"
                 prelink = False
                 await self.follower.catch_up()
                 continue
             except WrongLastSequence as exc:
                 self.stats.conflicts += 1
+                retry = "conflict"
                 # A pre-linked decision refused leaves its join alone (harmless, but its
                 # host's executor reads the network for nothing): one per round at most.
                 prelink = prelink and not mixed
@@ -383,6 +373,7 @@ class Lanes:
                 await asyncio.sleep(0.001 * min(attempt, 20))
                 continue
             except MaybeApplied:
+                retry = "maybe_applied"
                 prelink = prelink and not mixed
                 await self.follower.catch_up()
                 continue

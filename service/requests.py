@@ -11,6 +11,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, cast
 
 import msgpack
@@ -37,9 +38,9 @@ from netledger.events.reclaim import FixedIpReclaimSweep
 from netledger.events.state import State
 from netledger.journal.stream import Connection
 from netledger.service.answers import reply_error, reply_ok
-from netledger.service.lanes import Stats
 from netledger.service.reclaim_run import CommandService as Reclaiming
 from netledger.service.reclaim_run import sweep
+from netledger.service.stats import Stats
 
 log = logging.getLogger("netledger.service")
 
@@ -79,7 +80,9 @@ class Requests:
     def _on_request(self, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
         """A request, in the read loop (journal/natsclient.py ``subscribe_direct``): checked
         and parsed here; a command for a lane is queued at once and answered when its future
-        is (no task of its own); the rest (reads, the reclaim sweep) get a task."""
+        is (no task of its own); the rest (reads, the reclaim sweep) get a task. Each answer is
+        counted with its time since here (``Stats.count``)."""
+        t0 = perf_counter()
         subj = subject.decode()
         route = parse_command_subject(subj)
         name = route.name if route is not None else subj
@@ -88,7 +91,7 @@ class Requests:
             # The service would publish its answer there with its own rights (and nats-server's
             # allow_responses): a client could have it write on the log's subjects, another
             # host's, or the liveness bucket. Nothing is decided, nothing answered (review).
-            self.stats.count(name, "reply_subject_refused")
+            self.stats.count(name, "reply_subject_refused", perf_counter() - t0)
             log.warning("refused %s: its reply subject %r is not a client's inbox", name, to)
             return
         try:
@@ -98,29 +101,29 @@ class Requests:
                 name, data, privileged=route.privileged, project=route.project, host=route.host
             )
             if not self._reads(req):
-                self._submit_nowait(req, functools.partial(self._answer, name, to))
+                self._submit_nowait(req, functools.partial(self._answer, name, to, t0))
                 return
         except NetledgerError as err:
-            self.stats.count(name, err.code)
+            self.stats.count(name, err.code, perf_counter() - t0)
             self._respond(name, to, reply_error(err))
             return
         except Exception as exc:  # never leave a client without an answer
             log.exception("command %s failed", name)
             self._respond(name, to, _internal(exc))
             return
-        task = asyncio.create_task(self._serve(name, req, to))
+        task = asyncio.create_task(self._serve(name, req, to, t0))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _answer(self, name: str, to: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+    def _answer(self, name: str, to: str, t0: float, fut: asyncio.Future[dict[str, Any]]) -> None:
         if fut.cancelled():
             return  # shutting down: no answer (the client retries with the same id)
         err = fut.exception()
         if err is None:
-            self.stats.count(name, "ok")
+            self.stats.count(name, "ok", perf_counter() - t0)
             data = reply_ok(fut.result())
         elif isinstance(err, NetledgerError):
-            self.stats.count(name, err.code)
+            self.stats.count(name, err.code, perf_counter() - t0)
             data = reply_error(err)
         else:
             log.error("command %s failed", name, exc_info=err)
@@ -134,9 +137,9 @@ class Requests:
             except Exception:
                 log.info("could not reply to %s", name)
 
-    async def _serve(self, name: str, req: Request, to: str) -> None:
+    async def _serve(self, name: str, req: Request, to: str, t0: float) -> None:
         try:
-            result = await self._run(name, req)
+            result = await self._run(name, req, t0)
             data = reply_ok(result)
         except NetledgerError as err:
             data = reply_error(err)
@@ -160,12 +163,13 @@ class Requests:
         there it must act as a member of exactly that project. ``host`` says it came on that
         host's subject (its executor's credentials): there only a DHCP lease or release of an
         address whose DHCP that host serves is accepted."""
+        t0 = perf_counter()
         try:
             req = self._parse(name, raw, privileged=privileged, project=project, host=host)
         except NetledgerError as err:
-            self.stats.count(name, err.code)
+            self.stats.count(name, err.code, perf_counter() - t0)
             raise
-        return await self._run(name, req)
+        return await self._run(name, req, t0)
 
     def _parse(
         self,
@@ -208,7 +212,8 @@ class Requests:
         """Answered without a lane: reads, and the reclaim sweep (which runs its own)."""
         return bool(req.command.READ_ONLY) or isinstance(req.command, FixedIpReclaimSweep)
 
-    async def _run(self, name: str, req: Request) -> dict[str, Any]:
+    async def _run(self, name: str, req: Request, t0: float) -> dict[str, Any]:
+        """Answer a parsed request; counted with its time since ``t0`` (its arrival)."""
         try:
             if req.command.READ_ONLY:
                 result = decide(self.state, req).result
@@ -217,10 +222,10 @@ class Requests:
                 result = await sweep(cast(Reclaiming, self), req.command)  # CommandService's
             else:
                 result = await self._submit(req)
-            self.stats.count(name, "ok")
+            self.stats.count(name, "ok", perf_counter() - t0)
             return result
         except NetledgerError as err:
-            self.stats.count(name, err.code)
+            self.stats.count(name, err.code, perf_counter() - t0)
             raise
 
     def _check_host_route(self, host: str, name: str, req: Request) -> None:

@@ -61,10 +61,11 @@ from netledger.journal.liveness import HeartbeatBook
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, last_seq
 from netledger.service.answers import _backfill_id, reply_error, reply_ok, result_from_events
-from netledger.service.lanes import LaneQueue, Lanes, Stats
+from netledger.service.lanes import LaneQueue, Lanes
 from netledger.service.reclaim_run import reclaim_forever
 from netledger.service.requests import Requests
 from netledger.service.snapshotter import SnapshotPolicy, Snapshotter
+from netledger.service.stats import Stats
 
 log = logging.getLogger("netledger.service")
 

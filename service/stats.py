@@ -1,0 +1,50 @@
+"""A command-service replica's counters (:class:`Stats`): what ``netledger status`` shows and
+the metrics' scrape reads (common/metrics.py), kept as plain numbers the event loop adds to —
+nothing per request beyond a count and a bucket (``journal/buckets.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netledger.journal.buckets import SECONDS, Buckets
+
+#: why a lane decides again (``Stats.retries``): another writer came first (an OCC refusal, or
+#: a message between a pre-linked decision's placements and it), or an append that may have
+#: landed (no sure answer, a batch refused as a duplicate): caught up and looked
+RETRY_REASONS = ("conflict", "maybe_applied")
+
+
+def _retry_reasons() -> dict[str, int]:
+    return dict.fromkeys(RETRY_REASONS, 0)
+
+
+@dataclass
+class Stats:
+    """A replica's counters (see the module)."""
+
+    #: commands answered, by ``<name>:<outcome>`` (``ok`` or the error code)
+    commands: dict[str, int] = field(default_factory=dict)
+    #: their time from the request's arrival to its answer, by command name, whatever the
+    #: outcome (each also counted in ``commands``)
+    seconds: dict[str, Buckets] = field(default_factory=dict)
+    #: decisions taken again, by reason (:data:`RETRY_REASONS`)
+    retries: dict[str, int] = field(default_factory=_retry_reasons)
+    conflicts: int = 0
+    batches: int = 0
+    batched_events: int = 0
+    #: single-event appends that went pipelined (Appender.append_chain) and landed
+    pipelined: int = 0
+    #: decisions appended after their placements instead of in an atomic batch (prelink)
+    prelinked: int = 0
+    #: pre-linked appends refused because another message came between placements and
+    #: decision (its placements left alone, the decision made again as an atomic batch)
+    prelink_broken: int = 0
+
+    def count(self, name: str, outcome: str, seconds: float) -> None:
+        """One command answered ``outcome`` ``seconds`` after it arrived."""
+        key = f"{name}:{outcome}"
+        self.commands[key] = self.commands.get(key, 0) + 1
+        timed = self.seconds.get(name)
+        if timed is None:
+            timed = self.seconds[name] = Buckets(SECONDS)
+        timed.observe(seconds)
