@@ -13,12 +13,14 @@ nova-network restarts. A dnsmasq that died is started again by the next pass (dr
 
 The lease script (``--dhcp-script``) is a small shell wrapper calling ``netledger dhcp-event``:
 every lease and release becomes a command, then an event (what nova-dhcpbridge did).
+
+The host entries are a directory, one file per entry (executor/hostsdir.py): an entry added is
+read by dnsmasq without a SIGHUP, which would run the lease script for every lease it holds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shlex
@@ -39,11 +41,11 @@ from netledger.events.host_events import (
     HostEvent,
 )
 
-from . import proc
+from . import hostsdir, proc
+from .hostsdir import write_atomic
 from .kernel import OpResult
 from .model import (
     ROUTER_LINK_LOCAL,
-    DhcpHost,
     DhcpSpec,
     DhcpState,
     DhcpSubnet,
@@ -130,27 +132,19 @@ def stale_leases(leases: str, spec: DhcpSpec) -> list[tuple[str, str]]:
     return out
 
 
+def host_entries(spec: DhcpSpec) -> list[str]:
+    """The dhcp-host entries of ``spec`` (hostsdir.entry): ``<mac>,<hostname>,<ipv4>``, the
+    DHCPv6 address in brackets after it (or alone on an IPv6-only network)."""
+    return [hostsdir.entry(h) for h in spec.hosts]
+
+
 def render_hosts(spec: DhcpSpec) -> str:
-    """``<mac>,<hostname>,<ipv4>`` per line; the DHCPv6 address in brackets after it (or
-    alone on an IPv6-only network): one dhcp-host entry serves both protocols."""
-    return "".join(_host_line(h) for h in spec.hosts)
-
-
-def _host_line(h: DhcpHost) -> str:
-    fields = [h.mac, h.hostname]
-    if h.address is not None:
-        fields.append(h.address)
-    if h.address6 is not None:
-        fields.append(f"[{h.address6}]")
-    return ",".join(fields) + "\n"
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The entries one per line, as a hosts file would hold them (shown, compared)."""
+    return "".join(f"{e}\n" for e in host_entries(spec))
 
 
 def hosts_digest(spec: DhcpSpec) -> str:
-    return digest(render_hosts(spec))
+    return hostsdir.entries_digest(host_entries(spec))
 
 
 def dnsmasq_argv(spec: DhcpSpec, paths: DhcpPaths) -> tuple[str, ...]:
@@ -180,7 +174,7 @@ def dnsmasq_argv(spec: DhcpSpec, paths: DhcpPaths) -> tuple[str, ...]:
     argv += [f"--listen-address={s.gateway6}" for s in spec.subnets if s.gateway6 is not None]
     argv += [
         f"--pid-file={f(spec.bridge, 'pid')}",
-        f"--dhcp-hostsfile={f(spec.bridge, 'hosts')}",
+        f"--dhcp-hostsdir={f(spec.bridge, hostsdir.KIND)}",
         f"--dhcp-leasefile={f(spec.bridge, 'leases')}",
         f"--dhcp-script={paths.script}",
         "--script-on-renewal",
@@ -333,22 +327,6 @@ def _read(path: str) -> str | None:
         return None
 
 
-def write_atomic(path: str, text: str, mode: int) -> None:
-    """Replace ``path`` whole: dnsmasq never reads half a hosts file."""
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            # mkstemp makes 0600; dnsmasq re-reads the hosts file after dropping root.
-            os.fchmod(fh.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _cmdline(pid: int) -> tuple[str, ...]:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -398,7 +376,9 @@ class Dnsmasq:
             names = os.listdir(self.paths.state_dir)
         except FileNotFoundError:
             return ()
-        bridges = {n.rsplit(".", 1)[0] for n in names if n.endswith((".pid", ".hosts"))}
+        # (``.hosts``: the hosts file of a dnsmasq started before the directory, replaced)
+        kinds = (".pid", f".{hostsdir.KIND}", ".hosts")
+        bridges = {n.rsplit(".", 1)[0] for n in names if n.endswith(kinds)}
         if only is not None:
             bridges &= only
         here = _netns_inode(netns_path(self.netns) if self.netns else "/proc/self/ns/net")
@@ -412,14 +392,14 @@ class Dnsmasq:
                 argv = self._ours(bridge, pid)
                 if not argv:
                     pid = None  # dead, or the pid reused by a process that is not ours
-            text = _read(self.paths.file(bridge, "hosts"))
+            hosts = hostsdir.read_digest(self.paths.file(bridge, hostsdir.KIND))
             elsewhere = pid is not None and _netns_inode(f"/proc/{pid}/ns/net") != here
             out.append(
                 DhcpState(
                     bridge=bridge,
                     pid=pid,
                     argv=argv,
-                    hosts_digest=digest(text) if text is not None else None,
+                    hosts_digest=hosts,
                     elsewhere=elsewhere,
                 )
             )
@@ -474,7 +454,7 @@ class Dnsmasq:
                 if isinstance(op, StartDhcp):
                     pid = self._start(op.spec)
                 elif isinstance(op, ReloadDhcp):
-                    pid = self._reload(op.spec, op.pid)
+                    pid = self._reload(op.spec, op.pid, op.reason)
                 elif isinstance(op, StopDhcp):
                     # Replaced (a changed command line): the new dnsmasq reads the leases
                     # file on, or it knows no lease and never reports a held address's
@@ -533,7 +513,7 @@ class Dnsmasq:
 
     def _start(self, spec: DhcpSpec) -> int | None:
         self._prepare()
-        write_atomic(self.paths.file(spec.bridge, "hosts"), render_hosts(spec), 0o644)
+        hostsdir.sync(self.paths.file(spec.bridge, hostsdir.KIND), host_entries(spec), fresh=True)
         pidfile = self.paths.file(spec.bridge, "pid")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(pidfile)
@@ -563,11 +543,17 @@ class Dnsmasq:
         self._release_stale(spec)  # (it read the leases file on: a lease freed meanwhile too)
         return int(raw.strip()) if raw and raw.strip().isdigit() else None
 
-    def _reload(self, spec: DhcpSpec, pid: int) -> int:
-        write_atomic(self.paths.file(spec.bridge, "hosts"), render_hosts(spec), 0o644)
+    def _reload(self, spec: DhcpSpec, pid: int, reason: str = "hosts") -> int:
+        """Entries added are read by dnsmasq from the directory, no signal. SIGHUP only when
+        it must forget some (taken out, or changed: a new name) — it then runs the lease
+        script for every lease — or when what it read is not known (``drift``, ``adopted``)."""
+        path = self.paths.file(spec.bridge, hostsdir.KIND)
+        forget = hostsdir.sync(path, host_entries(spec))
         if not self._ours(spec.bridge, pid):
             raise DhcpFailed(f"dnsmasq {pid} of {spec.bridge} is gone")
-        os.kill(pid, signal.SIGHUP)
+        if forget or reason != "hosts":
+            os.kill(pid, signal.SIGHUP)
+            hostsdir.forget(path)
         self._release_stale(spec)
         return pid
 
@@ -610,6 +596,7 @@ class Dnsmasq:
         for kind in ("pid", "hosts", "log") if keep_leases else ("pid", "hosts", "leases", "log"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.paths.file(bridge, kind))
+        shutil.rmtree(self.paths.file(bridge, hostsdir.KIND), ignore_errors=True)
 
 
 def dhcp_events(host: str, done: Iterable[tuple[OpResult, int | None]]) -> list[HostEvent]:

@@ -219,7 +219,7 @@ class DhcpState(msgspec.Struct, frozen=True, order=True):
     bridge: str
     pid: int | None  # None: no live dnsmasq of ours behind the pid file
     argv: tuple[str, ...] = ()  # the live process's command line
-    hosts_digest: str | None = None  # digest of the hosts file on disk (None: no file)
+    hosts_digest: str | None = None  # digest of the host entries on disk (None: no directory)
     elsewhere: bool = False  # ours (our pid file) but in another network namespace
 
 
@@ -345,7 +345,9 @@ class StartDhcp(Op, frozen=True):
 
 
 class ReloadDhcp(Op, frozen=True):
-    """Rewrite the hosts file atomically and SIGHUP the running dnsmasq.
+    """Bring the host entries (a directory, executor/hostsdir.py) to ``spec``'s; SIGHUP the
+    running dnsmasq when it must forget some (or ``drift``, ``adopted``): added ones it reads
+    unasked.
 
     ``reason``: ``hosts`` (the log changed them), ``drift`` (the file on disk was not ours),
     ``adopted`` (a running dnsmasq of ours the log did not record, e.g. after a crash)."""

@@ -89,7 +89,10 @@ class DhcpLab(Lab):
             return None
 
     def hosts_file(self, host: str, bridge: str) -> str:
-        return Path(self.dhcp_dir(host), f"{bridge}.hosts").read_text()
+        """The bridge's host entries, as one hosts file would hold them (the directory's
+        files, in name order; dotfiles are not read by dnsmasq, so not here either)."""
+        d = Path(self.dhcp_dir(host), f"{bridge}.hostsdir")
+        return "".join(f.read_text() for f in sorted(d.iterdir()) if not f.name.startswith("."))
 
     def guest(self, host_ns: str, bridge: str, name: str, mac: str) -> str:
         """An instance stand-in with no address: it must get one by DHCP."""

@@ -15,7 +15,8 @@ import uuid
 import pytest
 
 from netledger.events.commands import parse_command
-from netledger.executor.dhcp import DhcpPaths, dnsmasq_argv, render_hosts
+from netledger.executor import hostsdir
+from netledger.executor.dhcp import DhcpPaths, dnsmasq_argv, host_entries, render_hosts
 from netledger.executor.fragments import hostname_for
 from netledger.executor.model import DhcpHost, DhcpSpec, DhcpSubnet
 from tests.conftest import needs_root
@@ -54,9 +55,7 @@ def _dhcp(instance: str, d: str) -> tuple[str, str]:
         sh("ip", "-n", srv, "addr", "add", "10.77.0.1/24", "dev", "br0")
         sh("ip", "-n", cli, "link", "set", "v1", "address", MAC)
         sh("ip", "-n", cli, "link", "set", "v1", "up")
-        with open(os.path.join(d, "br0.hosts"), "w") as fh:
-            fh.write(hosts)
-        os.chmod(os.path.join(d, "br0.hosts"), 0o644)
+        hostsdir.sync(os.path.join(d, "br0.hostsdir"), host_entries(spec), fresh=True)
         sh("ip", "netns", "exec", srv, *argv)
         time.sleep(0.5)
         p = subprocess.run(

@@ -112,7 +112,7 @@ def test_flat_networks_sharing_a_bridge_share_one_dnsmasq() -> None:
         "--listen-address=10.0.1.1",
         "--listen-address=10.0.2.1",
         "--pid-file=/run/x/br100.pid",
-        "--dhcp-hostsfile=/run/x/br100.hosts",
+        "--dhcp-hostsdir=/run/x/br100.hostsdir",
         "--dhcp-leasefile=/run/x/br100.leases",
         "--dhcp-script=/run/x/dhcp-script",
         "--script-on-renewal",  # a lease the service missed reaches the log at its renewal
