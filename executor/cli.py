@@ -187,6 +187,7 @@ def executor_run(
     from .daemon import run_executor
     from .desired import HostConfig
     from .dhcp import DhcpPaths, default_state_dir, script_text
+    from .hostsdir import STATE_DIR_ENV
     from .options import Options
     from .snapshot import FILE_NAME as SNAPSHOT_FILE
 
@@ -224,6 +225,7 @@ def executor_run(
     if dhcp:
         paths = DhcpPaths(state_dir=state_dir, dnsmasq=_dnsmasq())
         command, env = _lease_command(settings, host)
+        env = {**env, STATE_DIR_ENV: state_dir}  # where dhcp-event finds the host entries
         script = script_text(command, env, paths.handle if netns else None)
     opts = Options(
         freeze_gc=True,

@@ -11,16 +11,21 @@ IP address"). So an entry taken out (an address released or freed, a changed ent
 costs the SIGHUP; :func:`sync` says when one is due.
 
 Each file is named by its entry (``<mac>,<hostname>[,<ipv4>][,[<ipv6>]]``) and holds it, so:
-the set of names is the set of entries (their digest needs no read), and a changed entry is a
-new name, never a file changed under dnsmasq. An entry taken out is first renamed to a dotfile (``.gone-...``,
+the set of names is the set of entries (their digest needs no read); a changed entry is a new
+name, never a file changed under dnsmasq; and the MAC an address was given to is found by
+listing (:func:`mac_of`). An entry taken out is first renamed to a dotfile (``.gone-...``,
 which dnsmasq skips) and deleted once the SIGHUP is sent: a reload cut short between the two
 (a crash) leaves it there, and the next one signals.
+
+No import beyond the standard library: ``netledger dhcp-event`` (a process per lease) uses
+:func:`mac_of`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import os
 import tempfile
 from collections.abc import Iterable
@@ -30,6 +35,9 @@ from typing import Protocol
 KIND = "hostsdir"
 #: an entry taken out, kept until dnsmasq was told to forget it (dnsmasq skips dotfiles)
 GONE = ".gone-"
+#: the lease script's variable naming the state dir: ``netledger dhcp-event`` finds there the
+#: MAC of a DHCPv6 lease dnsmasq gives none for (:func:`mac_of`)
+STATE_DIR_ENV = "NETLEDGER_DHCP_STATE_DIR"
 
 
 class HostEntry(Protocol):
@@ -125,3 +133,34 @@ def forget(path: str) -> None:
         if n.startswith(GONE):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(path, n))
+
+
+def mac_of(state_dir: str, address: str) -> str | None:
+    """The MAC of the host entry giving ``address`` in any dnsmasq's directory of
+    ``state_dir`` (None: none, or more than one MAC). An entry taken out but not yet
+    forgotten counts: dnsmasq may still serve it."""
+    try:
+        want = ipaddress.ip_address(address)
+        dirs = [n for n in os.listdir(state_dir) if n.endswith(f".{KIND}")]
+    except (ValueError, OSError):
+        return None
+    macs = set()
+    for d in dirs:
+        try:
+            names = os.listdir(os.path.join(state_dir, d))
+        except OSError:
+            continue
+        for n in names:
+            if n.startswith(".tmp-"):
+                continue
+            fields = n.removeprefix(GONE).split(",")
+            if any(_is(f.strip("[]"), want) for f in fields[2:]):
+                macs.add(fields[0].lower())
+    return macs.pop() if len(macs) == 1 else None
+
+
+def _is(text: str, want: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    try:
+        return ipaddress.ip_address(text) == want
+    except ValueError:
+        return False

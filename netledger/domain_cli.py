@@ -235,10 +235,11 @@ def dhcp_event(settings: Settings, action: str, mac: str, ip: str, hostname: str
     ``add`` and ``old`` record a lease, ``del`` a release (what nova-dhcpbridge did); other
     actions (``init``, ``tftp``) are accepted and ignored. Each becomes an event in the log.
     For a DHCPv6 lease dnsmasq passes the client's DUID instead of the MAC, and the MAC (when
-    it knows it) in DNSMASQ_MAC.
+    it knows it) in DNSMASQ_MAC; when it does not (a lease it read back from its lease file
+    after a restart), the MAC is the one of the executor's host entry giving the address.
     """
     if ":" in ip and "." not in ip:
-        mac = os.environ.get("DNSMASQ_MAC") or mac
+        mac = os.environ.get("DNSMASQ_MAC") or _entry_mac(ip) or mac
     if action in ("add", "old"):
         name = "lease"
     elif action == "del":
@@ -253,6 +254,15 @@ def dhcp_event(settings: Settings, action: str, mac: str, ip: str, hostname: str
         settings, f"fixed_ip.{name}", {"address": ip, "mac": mac}, deadline=DHCP_EVENT_DEADLINE_S
     )
     emit(r, settings.as_json, f"{ip} {name}d ({mac})")
+
+
+def _entry_mac(address: str) -> str | None:
+    """The MAC of the executor's host entry giving ``address`` (its state dir named by the
+    lease script), None without one."""
+    from netledger.executor import hostsdir  # the standard library only
+
+    state_dir = os.environ.get(hostsdir.STATE_DIR_ENV)
+    return hostsdir.mac_of(state_dir, address) if state_dir else None
 
 
 # --- floating IPs --------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The host entries' directory (executor/hostsdir.py): when dnsmasq must be told to forget
-(SIGHUP), and what it reads.
+(SIGHUP), what it reads, and the MAC of an address for a DHCPv6 lease dnsmasq gives none for.
 
 Real files in a temporary directory; what dnsmasq itself does with them is in
 test_dhcp_lease_review19.py (real dnsmasq)."""
@@ -87,3 +87,27 @@ def test_the_digest_on_disk_is_the_digest_of_the_entries(steps: list[set[str]]) 
                 hostsdir.forget(d)
             assert hostsdir.read_digest(d) == hostsdir.entries_digest(want)
             assert sorted(os.listdir(d)) == sorted(want)
+
+
+def test_the_mac_of_an_address(tmp_path: Path) -> None:
+    hostsdir.sync(str(tmp_path / "br1.hostsdir"), [A, C], fresh=True)
+    hostsdir.sync(str(tmp_path / "br2.hostsdir"), [B], fresh=True)
+    (tmp_path / "br1.leases").write_text("")
+    assert hostsdir.mac_of(str(tmp_path), "fd00::2") == "02:16:3e:00:00:0a"
+    assert hostsdir.mac_of(str(tmp_path), "fd00:0::3") == "02:16:3e:00:00:0b"  # any spelling
+    assert hostsdir.mac_of(str(tmp_path), "10.0.0.4") == "02:16:3e:00:00:0c"
+    assert hostsdir.mac_of(str(tmp_path), "fd00::99") is None
+    assert hostsdir.mac_of(str(tmp_path), "not an address") is None
+    assert hostsdir.mac_of(str(tmp_path / "missing"), "fd00::2") is None
+
+
+def test_no_mac_when_two_entries_give_the_address(tmp_path: Path) -> None:
+    """The address taken out from one MAC and given to another, dnsmasq not yet told: the
+    release may be the old lease's; no guess."""
+    d = tmp_path / "br.hostsdir"
+    hostsdir.sync(str(d), [A], fresh=True)
+    again = "02:16:3e:00:00:0f,vm-f,10.0.0.2,[fd00::2]"
+    assert hostsdir.sync(str(d), [again]) is True
+    assert hostsdir.mac_of(str(tmp_path), "fd00::2") is None
+    hostsdir.forget(str(d))
+    assert hostsdir.mac_of(str(tmp_path), "fd00::2") == "02:16:3e:00:00:0f"

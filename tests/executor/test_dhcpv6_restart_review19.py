@@ -5,7 +5,8 @@ For a DHCPv6 lease dnsmasq passes the client's DUID where the MAC goes, and the 
 no MAC for an IPv6 lease, so a dnsmasq started again (a drift repair after it died, a changed
 command line, a host reboot) reads the lease back without one; the client's release then runs
 the script with the DUID as the MAC and no ``DNSMASQ_MAC``: ``invalid_mac``, no release in the
-log, and a deallocated address stays held until the reaper.
+log, and a deallocated address stays held until the reaper. Fixed: ``dhcp-event`` takes the MAC
+of the executor's host entry giving the address (executor/hostsdir.py ``mac_of``).
 
 Real namespaces, dnsmasq, nats-server and command service; the DHCPv6 client of
 test_ipv6_netns.py (root; every namespace and dnsmasq is removed).
@@ -37,12 +38,7 @@ def world() -> Iterator[DhcpLab]:
         yield the_lab
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev19: a DHCPv6 lease read back from dnsmasq's lease file has no MAC; its"
-    " release runs dhcp-event with the DUID as MAC and no DNSMASQ_MAC: invalid_mac, lost",
-)
-async def test_a_dhcpv6_release_after_dnsmasq_restarted_frees_the_held_address(
+async def test_a_dhcpv6_release_after_dnsmasq_restarted_frees_the_held_address(  # fixed
     world: DhcpLab, conn: Connection, service: Any, nats_url: str
 ) -> None:
     two = TwoHosts(world, conn, nats_url, 74)
