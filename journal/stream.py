@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 from asyncio import FIRST_COMPLETED
@@ -292,7 +293,10 @@ def _connect_failure(
 async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
     """Create the stream, or update it to the current definition (:class:`LogNotCreated`
     when the server refuses it). An existing stream keeps its replica count: a different
-    ``replicas`` is only warned about (a stream's replicas change with ``nats stream edit``)."""
+    ``replicas`` is only warned about (a stream's replicas change with ``nats stream edit``).
+    An update changes only what netledger needs (subjects, atomic batches, direct gets, the
+    duplicate window): limits an operator set (``nats stream edit --max-bytes``, ``--max-age``,
+    a description, placement) stay as they are."""
     cfg = stream_config(conn.stream, replicas)
     try:
         info = await conn.js.stream_info(conn.stream)
@@ -315,8 +319,17 @@ async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
         or not cur.allow_direct
         or cur.duplicate_window != cfg.duplicate_window
     ):
-        cfg.num_replicas = cur.num_replicas or replicas
-        await _refused_as_log_not_created(conn.js.update_stream(cfg), conn.stream, replicas)
+        # Everything else as the server has it: writing our whole definition reset an
+        # operator's limits at every start of an upgraded service (found by review).
+        new = dataclasses.replace(
+            cur,
+            subjects=cfg.subjects,
+            allow_atomic=True,
+            allow_direct=True,
+            duplicate_window=cfg.duplicate_window,
+            num_replicas=cur.num_replicas or replicas,
+        )
+        await _refused_as_log_not_created(conn.js.update_stream(new), conn.stream, replicas)
 
 
 async def _refused_as_log_not_created(call: Awaitable[Any], stream: str, replicas: int) -> None:
