@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 from . import host_events as _host_events  # noqa: F401  (registers the host event types)
-from . import revert_events as _revert_events  # noqa: F401  (registers ChangeReverted)
+from . import revert_events as _revert_events  # noqa: F401  (registers the revert events)
 from .errors import DecodeError
 from .field_types import CHECKS, check_of, field_error
 from .types import EVENT_TYPES, Event

@@ -18,10 +18,10 @@ from typing import Any
 
 from .errors import ConflictError
 from .host_events import HostEvent
-from .ids import EVENT_PREFIX
+from .ids import EVENT_PREFIX, network_subject
 from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
 from .reclaim_events import FixedIpReconfirmed
-from .revert_events import ChangeReverted
+from .revert_events import ChangeReverted, NetworkReassociated
 from .state import FixedIp, FloatingIp, NetworkState, PoolState, State
 from .types import (
     Event,
@@ -219,7 +219,7 @@ class _Shadow:
             self.floating_on(ev.network_id, ev.fixed_address).discard((ev.pool, ev.address))
         elif isinstance(ev, NetworkDeleted):
             self.deleted.add(ev.network_id)
-        elif isinstance(ev, NetworkAssociated):
+        elif isinstance(ev, NetworkAssociated | NetworkReassociated):
             self.net_project[ev.network_id] = ev.project
             self.project_net[ev.project] = ev.network_id
         elif isinstance(ev, NetworkDisassociated):
@@ -437,6 +437,12 @@ def _undo_network_disassociated(sh: _Shadow, ev: NetworkDisassociated, why: str)
     return [NetworkAssociated(network_id=n.network_id, project=ev.project)]
 
 
+def _undo_network_reassociated(sh: _Shadow, ev: NetworkReassociated, why: str) -> list[Event]:
+    # The network's side of a revert's NetworkAssociated, which travels with it (same command,
+    # same network and project: in every scope) and whose compensation undoes both.
+    return []
+
+
 def _refuse(message: str) -> Any:
     def undo(sh: _Shadow, ev: Event, why: str) -> list[Event]:
         raise _Refused(message)
@@ -454,9 +460,25 @@ _UNDO: dict[type[Event], Any] = {
     NetworkCreated: _undo_network_created,
     NetworkAssociated: _undo_network_associated,
     NetworkDisassociated: _undo_network_disassociated,
+    NetworkReassociated: _undo_network_reassociated,
     NetworkDeleted: _refuse("a deleted network cannot be restored (create a new one)"),
     FloatingPoolCreated: _refuse("a floating IP pool cannot be deleted"),
 }
+
+
+def _with_network_sides(events: list[Event]) -> list[Event]:
+    """``events`` with a NetworkReassociated after each NetworkAssociated whose network no other
+    compensation is on the subject of. The association lives on the project's subject; the
+    allocator appends it with the first allocation on the network's, and those two OCC checks
+    keep a network from two projects. Without an event on the network's subject, a project's
+    first allocation decided on the state before the revert would take the network too."""
+    on = {e.subject() for e in events}
+    out: list[Event] = []
+    for e in events:
+        out.append(e)
+        if isinstance(e, NetworkAssociated) and network_subject(e.network_id) not in on:
+            out.append(NetworkReassociated(network_id=e.network_id, project=e.project))
+    return out
 
 
 @dataclass
@@ -499,4 +521,4 @@ def compensate(state: State, stored: Sequence[StoredEvent], why: str = "revert")
             + (f" (and {len(reasons) - 10} more)" if len(reasons) > 10 else ""),
             reasons=reasons,
         )
-    return Plan(out, sorted(reverted), sorted(skipped))
+    return Plan(_with_network_sides(out), sorted(reverted), sorted(skipped))

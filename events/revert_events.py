@@ -1,7 +1,8 @@
-"""The revert marker: the event that links a revert to the change it undid.
+"""The events only a revert writes: its marker, which links it to the change it undid, and the
+network's side of an association it gives back.
 
 Kept apart from :mod:`netledger.events.revert` (which imports the deciders) so that the codec
-can register it without an import cycle: every reader must decode it.
+can register them without an import cycle: every reader must decode them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .ids import EVENT_PREFIX
-from .types import Event, event_type
+from .types import Event, NetworkEvent, event_type
 
 #: All revert markers live on one subject: its OCC check serialises reverts (two reverts of the
 #: same change can never both be decided on a state that has neither).
@@ -37,3 +38,22 @@ class ChangeReverted(Event):
 
     def subject(self) -> str:
         return REVERT_SUBJECT
+
+
+@event_type
+@dataclass(frozen=True)
+class NetworkReassociated(NetworkEvent):
+    """A revert gave the network back to ``project`` (the compensation of a
+    ``NetworkDisassociated``), on the *network's* subject, appended in one atomic batch with the
+    ``NetworkAssociated`` on the project's: the allocator's association is that event plus the
+    first allocation on the network's subject, and the two OCC checks keep a project from two
+    networks and a network from two projects. A revert that allocates nothing on the network has
+    no such allocation; this is the network's record of the same fact, so a project's first
+    allocation decided on the state before it cannot take the network too. Folded and projected
+    as the association it goes with (the same values: the pair sets them once).
+
+    Written only where no other compensation of the same revert is on the network's subject
+    (a re-allocation there carries the check, as in the allocator's batch)."""
+
+    TYPE: ClassVar[str] = "NetworkReassociated"
+    project: str

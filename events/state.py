@@ -32,6 +32,7 @@ from .reclaim_events import (
     FixedIpReconfirmed,
     HostSightings,
 )
+from .revert_events import NetworkReassociated
 from .state_floating import FloatingIp, PoolState, pool_offsets
 from .state_network import FixedIp, NetworkState, network_state, serving_hosts
 from .state_offsets import OffsetPool, overlap, parse_cidr
@@ -284,6 +285,15 @@ class State:
     def _network_associated(self, ev: NetworkAssociated, seq: int) -> None:
         n = self.networks.get(ev.network_id)  # the event is on the project's subject
         if n is not None:  # (a deleted network: never decided)
+            n.project = ev.project
+            self.project_networks[ev.project] = ev.network_id
+
+    def _network_reassociated(self, ev: NetworkReassociated, seq: int) -> None:
+        # The network's side of the NetworkAssociated of the same revert: the same values, and
+        # nothing else (not even the network's seq), so a fold that skipped it as undecodable
+        # (a reader older than it) holds the same state, and its snapshots stay good.
+        n = self.networks.get(ev.network_id)
+        if n is not None and not n.deleted:  # (a deleted network: never decided)
             n.project = ev.project
             self.project_networks[ev.project] = ev.network_id
 
@@ -550,6 +560,7 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     NetworkDeleted: State._network_deleted,
     NetworkAssociated: State._network_associated,
     NetworkDisassociated: State._network_disassociated,
+    NetworkReassociated: State._network_reassociated,
     FixedIpAllocated: State._fixed_allocated,
     FixedIpDeallocated: State._fixed_deallocated,
     FixedIpLeased: State._fixed_leased,

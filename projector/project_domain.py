@@ -16,7 +16,7 @@ from netledger.events.reclaim_events import (
     FixedIpReclaimSealed,
     FixedIpReconfirmed,
 )
-from netledger.events.revert_events import ChangeReverted
+from netledger.events.revert_events import ChangeReverted, NetworkReassociated
 from netledger.events.state_network import network_state
 from netledger.events.types import (
     Event,
@@ -114,7 +114,9 @@ def _network_deleted(tx: Tx, ev: NetworkDeleted) -> None:
     tx.put(NETWORKS, tx.stamp(net))
 
 
-def _network_associated(tx: Tx, ev: NetworkAssociated) -> None:
+def _network_associated(tx: Tx, ev: NetworkAssociated | NetworkReassociated) -> None:
+    # (NetworkReassociated: a revert's, the network's side of its NetworkAssociated: the same
+    # values, set again)
     net = _live_network(tx, ev.network_id)
     net["project"] = ev.project
     tx.put(NETWORKS, tx.stamp(net))
@@ -328,6 +330,7 @@ HANDLERS: dict[type[Event], Any] = {
     NetworkDeleted: _network_deleted,
     NetworkAssociated: _network_associated,
     NetworkDisassociated: _network_disassociated,
+    NetworkReassociated: _network_associated,
     FixedIpAllocated: _fixed_allocated,
     FixedIpDeallocated: _fixed_deallocated,
     FixedIpLeased: _fixed_leased,

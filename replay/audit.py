@@ -279,6 +279,9 @@ PHRASES: dict[str, Callable[[Row], str]] = {
     "NetworkDisassociated": lambda d: (
         f"network {d['network_id']} disassociated from project {d['project']}"
     ),
+    "NetworkReassociated": lambda d: (
+        f"network {d['network_id']} given back to project {d['project']} (the network's side)"
+    ),
     "FloatingPoolCreated": lambda d: f"floating pool {d['pool']} created: {d['cidr']}",
     "ChangeReverted": lambda d: (
         (

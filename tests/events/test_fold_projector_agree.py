@@ -52,7 +52,7 @@ from netledger.events.reclaim_events import (
     FixedIpReclaimSealed,
     FixedIpReconfirmed,
 )
-from netledger.events.revert_events import REVERT_SUBJECT
+from netledger.events.revert_events import REVERT_SUBJECT, NetworkReassociated
 from netledger.events.snapshot import state_to_wire
 from netledger.events.state import State
 from netledger.events.types import (
@@ -94,6 +94,7 @@ FOLD_NO_OP: dict[type[Event], tuple[str, ...]] = {
     NetworkDeleted: _NETWORK_GONE,
     NetworkAssociated: _NETWORK_GONE,
     NetworkDisassociated: _NETWORK_GONE,
+    NetworkReassociated: _NETWORK_GONE,
     FixedIpAllocated: _NETWORK_GONE,
     FixedIpReclaimSealed: _NETWORK_GONE,
     FixedIpDeallocated: _NOT_IN_USE,

@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netledger.events.ids import network_subject, project_subject
 from netledger.events.revert import RevertConflict, compensate
+from netledger.events.revert_events import NetworkReassociated
 from netledger.events.state import State
 from netledger.events.types import FixedIpAllocated, NetworkAssociated, NetworkDisassociated
 from tests.events.test_revert_compensate import History, snapshot
@@ -183,3 +185,77 @@ def test_reverting_a_suffix_on_vlan_networks_restores_the_state_before_it(
     for ev in plan.events:
         h.fold(ev, "revert")
     assert snapshot(h.state) == expected
+
+
+# --- the fixes of the two hrev10 findings above: what a revert writes now --------------------
+
+
+def test_revert_of_a_disassociation_writes_the_networks_side_too() -> None:
+    """NetworkAssociated lives on the project's subject; the revert appends NetworkReassociated
+    on the network's with it (one batch: both OCC checks, as the allocator's association and
+    first allocation). The fold gives the network back once; the revert of that revert undoes
+    the pair with one NetworkDisassociated."""
+    h = vlan_history()
+    assert h.run("fixed_ip.allocate", {"instance": "i-1", "project": "p1"}) is not None
+    nid = h.state.project_networks["p1"]
+    assert h.run("fixed_ip.deallocate", {"instance": "i-1"}) is not None
+    assert h.run("network.disassociate", {"network_id": nid}) is not None
+    before = snapshot(h.state)
+    plan = compensate(h.state, [h.stored[-1]])
+    assert plan.events == [
+        NetworkAssociated(network_id=nid, project="p1"),
+        NetworkReassociated(network_id=nid, project="p1"),
+    ]
+    assert [e.subject() for e in plan.events] == [project_subject("p1"), network_subject(nid)]
+    cut = len(h.stored)
+    for ev in plan.events:
+        h.fold(ev, "revert-dis")
+    assert h.state.project_networks == {"p1": nid} and h.state.networks[nid].project == "p1"
+    # and back: the pair's compensation is one disassociation
+    again = compensate(h.state, h.stored[cut:])
+    assert again.events == [NetworkDisassociated(network_id=nid, project="p1")]
+    assert again.reverted == [s.seq for s in h.stored[cut:]]
+    for ev in again.events:
+        h.fold(ev, "revert-revert-dis")
+    assert snapshot(h.state) == before
+
+
+def test_a_reassociation_with_a_reallocation_needs_no_network_side() -> None:
+    """The revert of the revert of a first allocation re-associates *and* re-allocates on the
+    network: the allocation is on the network's subject (as in the allocator's batch), so no
+    NetworkReassociated is made up."""
+    h = vlan_history()
+    assert h.run("fixed_ip.allocate", {"instance": "i-1", "project": "p1"}) is not None
+    first = [s for s in h.stored if s.command_id == h.stored[-1].command_id]
+    assert [type(s.event) for s in first] == [NetworkAssociated, FixedIpAllocated]
+    undo = compensate(h.state, first)
+    cut = len(h.stored)
+    for ev in undo.events:
+        h.fold(ev, "revert-a1")
+    redo = compensate(h.state, h.stored[cut:])
+    assert [type(e) for e in redo.events] == [NetworkAssociated, FixedIpAllocated]
+
+
+def test_stored_network_side_payloads_decode_as_recorded() -> None:
+    """Frozen payloads of NetworkReassociated (never regenerate: deployed streams hold these);
+    both decoders read them, and the fold takes one after its NetworkAssociated."""
+    import base64
+    import json
+    from pathlib import Path
+
+    from netledger.events.codec import decode
+    from netledger.events.wire_fast import decode_fast
+
+    path = Path(__file__).parent.parent / "fixtures" / "revert"
+    lines = [
+        json.loads(x)
+        for x in (path / "network-reassociated-2026-12.jsonl").read_text().splitlines()
+        if x.strip()
+    ]
+    assert lines
+    for line in lines:
+        raw = base64.b64decode(line["payload"])
+        for env in (decode(raw), decode_fast(raw)):
+            assert env.type == line["type"] == "NetworkReassociated"
+            assert env.event.subject() == line["subject"]
+            assert env.event.to_data() == line["data"]

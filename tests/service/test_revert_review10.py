@@ -17,6 +17,7 @@ from netledger.events.revert import pack_events
 from netledger.events.snapshot import state_to_wire
 from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until
+from netledger.replay.audit import from_index
 from netledger.replay.verify_snapshot import fold_to as fold_from_log
 from netledger.revert_cli import AlreadyReverted, events_of_command, render, revert
 from netledger.service.client import Client
@@ -73,12 +74,6 @@ async def test_a_revert_whose_placements_overflow_one_batch_is_refused_as_too_la
     assert await last_seq(conn) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev10: the revert of a network disassociation appends NetworkAssociated on"
-    " the project's subject only; the network's subject is not OCC-checked, so a project's"
-    " first allocation deciding on the same state takes the network too (two projects)",
-)
 async def test_a_reassociation_racing_another_projects_first_allocation(
     conn: Connection, service: CommandService
 ) -> None:
@@ -99,12 +94,12 @@ async def test_a_reassociation_racing_another_projects_first_allocation(
     real = service.appender.append
     raced: dict[str, Any] = {}
 
-    async def append(messages: list[Any], expected: dict[str, int]) -> int:
+    async def append(messages: list[Any], expected: dict[str, int], *a: Any, **kw: Any) -> int:
         if not raced and any(m.subject.endswith(".revert") for m in messages):
             # p2's first allocation, decided on the state without the revert: the lowest
             # free network is the one the revert gives back to p1.
             raced["p2"] = await c.allocate_fixed_ip("i-2", project="p2")
-        return await real(messages, expected)
+        return await real(messages, expected, *a, **kw)
 
     service.appender.append = append  # type: ignore[method-assign]
     try:
@@ -120,6 +115,48 @@ async def test_a_reassociation_racing_another_projects_first_allocation(
     # (network now associated with p2); the network has one project.
     assert holders == ["p2"], holders
     assert raced.get("refused") == "revert_conflict"
+
+
+async def test_a_reassociation_folds_projects_audits_and_reverts(
+    conn: Connection, service: CommandService, tmp_path: Path
+) -> None:
+    """The revert of a disassociation appends NetworkAssociated (project's subject) and
+    NetworkReassociated (network's subject): the fold from the log, the service's fold and the
+    projection agree, the audit of the network names both as the revert's, and the revert of
+    the revert undoes the pair with one NetworkDisassociated."""
+    c = Client(conn)
+    await c.create_networks(
+        label="v", cidr="10.33.0.0/24", num_networks=2, network_size=64, mode="vlan", vlan_start=700
+    )
+    await c.allocate_fixed_ip("i-1", project="p1")
+    nid = service.state.project_networks["p1"]
+    await c.deallocate_fixed_ip("i-1")
+    await c.request("network.disassociate", {"network_id": nid}, command_id="dis-1")
+    r = await revert(conn, c, command_id="dis-1")
+    assert [(e["type"], e["subject"]) for e in r["events"]] == [
+        ("NetworkAssociated", "netledger.evt.project.p1"),
+        ("NetworkReassociated", f"netledger.evt.network.{nid}"),
+        ("ChangeReverted", "netledger.evt.revert"),
+    ]
+    assert f"network {nid} given back to project p1" in render(r)
+    await service.follower.catch_up()
+    assert service.state.project_networks == {"p1": nid}
+    assert not service.rejected
+    last = await last_seq(conn)
+    assert state_to_wire(service.state) == state_to_wire(await fold_from_log(conn, last))
+    db = tmp_path / "p.db"
+    await project_until(conn, db)
+    rows = query_rows(db, "SELECT network_id, project FROM networks WHERE project IS NOT NULL")
+    assert rows == [(nid, "p1")]
+    audited = {row["type"]: row for row in from_index(db, "network", nid)}
+    assert audited["NetworkReassociated"]["reverts"]["command_id"] == "dis-1"
+    assert audited["NetworkDisassociated"]["reverted_by"]["command_id"] == "revert-dis-1"
+
+    back = await revert(conn, c, command_id="revert-dis-1")
+    assert [e["type"] for e in back["events"]] == ["NetworkDisassociated", "ChangeReverted"]
+    await service.follower.catch_up()
+    assert service.state.project_networks == {}
+    assert service.state.networks[nid].project is None
 
 
 async def test_a_revert_across_a_snapshot_boundary(conn: Connection, tmp_path: Path) -> None:
