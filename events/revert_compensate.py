@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ConflictError
 from .host_events import HostEvent
-from .ids import EVENT_PREFIX, network_subject
+from .ids import EVENT_PREFIX, network_subject, project_subject
 from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
 from .reclaim_events import FixedIpReconfirmed
 from .revert_events import ChangeReverted, NetworkReassociated
@@ -104,6 +104,8 @@ class _Shadow:
         self.project_net: dict[str, str | None] = {}
         self.deleted: set[str] = set()
         self._floating_on: dict[tuple[str, str], set[tuple[str, str]]] | None = None
+        #: the stored sequence being compensated: the state is read as of just before it
+        self.at = 0
 
     def network(self, network_id: str) -> NetworkState | None:
         n = self.st.networks.get(network_id)
@@ -139,6 +141,20 @@ class _Shadow:
     def project_of(self, n: NetworkState) -> str | None:
         nid = n.network_id
         return self.net_project[nid] if nid in self.net_project else n.project
+
+    def project_since(self, n: NetworkState) -> int:
+        """The sequence from which ``n`` has been its project's (:meth:`project_of`, not None)
+        without a break: that project's last association, which is of ``n`` (a project holds
+        one network, and every association — the allocator's, a network created for it, a
+        revert's — is a NetworkAssociated on the project's subject). 0 where this revert itself
+        gave the network its project: undoing later changes, newest first, it walks the
+        association back (each undone change names the project it had before). 0 too on a
+        stream whose association sits on the network's subject (the pre-release layout):
+        unknown there."""
+        project = self.project_of(n)
+        if project is None or n.network_id in self.net_project:
+            return 0
+        return self.st.seq_of(project_subject(project))
 
     def network_of(self, project: str) -> str | None:
         if project in self.project_net:
@@ -301,6 +317,18 @@ def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> li
         project, leased, leased_v6 = ip.project, ip.leased, ip.leased_v6
     elif not sh.address_free(n, ev.address):
         raise _Refused(f"{ev.address} is no longer free")
+    elif project is not None and (since := sh.project_since(n)) > sh.at:
+        # FixedIpDeallocated records no project: the re-allocation takes the network's, which
+        # was the allocation's if the network has been that project's since before the
+        # deallocation (an allocation on a network a project holds is that project's, and a
+        # network changes hands only empty). Associated with it only since, it may have been
+        # another project's then: a VLAN segment given to another project meanwhile would get
+        # the first one's instance, recorded as the other's (review hrev10).
+        raise _Refused(
+            f"network {n.network_id} is project {project}'s only since #{since}, after this"
+            f" deallocation, which does not record {ev.instance}'s project: re-allocated,"
+            f" {ev.instance} would be recorded as {project}'s, on {project}'s network"
+        )
     held = sh.instance_address(n, ev.instance)
     if held is not None:
         raise _Refused(f"{ev.instance} now holds {held} on network {n.network_id}")
@@ -504,6 +532,7 @@ def compensate(state: State, stored: Sequence[StoredEvent], why: str = "revert")
             skipped.append(s.seq)
             continue
         undo = _UNDO.get(type(ev))
+        sh.at = s.seq
         try:
             if undo is None:
                 raise _Refused(f"{ev.TYPE} has no compensation")

@@ -140,12 +140,6 @@ def test_an_accepted_revert_of_any_command_keeps_the_fold_consistent(
     check_consistent(h.state)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev10: the revert of a deallocation re-allocates with the network's project"
-    " *now* (FixedIpDeallocated carries none); a VLAN network given to another project since"
-    " gets the first project's instance on its segment, recorded as the other project's",
-)
 def test_revert_of_a_deallocation_on_a_vlan_network_another_project_holds_now() -> None:
     h = vlan_history()
     h.run("fixed_ip.allocate", {"instance": "i-0", "project": "p1"})
@@ -234,6 +228,59 @@ def test_a_reassociation_with_a_reallocation_needs_no_network_side() -> None:
         h.fold(ev, "revert-a1")
     redo = compensate(h.state, h.stored[cut:])
     assert [type(e) for e in redo.events] == [NetworkAssociated, FixedIpAllocated]
+
+
+def test_revert_of_a_deallocation_on_a_network_its_project_held_throughout() -> None:
+    h = vlan_history()
+    got = h.run("fixed_ip.allocate", {"instance": "i-1", "project": "p1"})
+    assert got is not None
+    assert h.run("fixed_ip.allocate", {"instance": "i-2", "project": "p1"}) is not None
+    assert h.run("fixed_ip.deallocate", {"instance": "i-1"}) is not None
+    plan = compensate(h.state, [h.stored[-1]])
+    assert [(type(e), getattr(e, "project", None)) for e in plan.events] == [
+        (FixedIpAllocated, "p1")
+    ]
+
+
+def test_revert_of_a_deallocation_with_the_networks_later_changes_restores_its_project() -> None:
+    """The range holding the deallocation, the disassociation and another project's first use
+    undoes them newest first: the network is p1's again when the deallocation is undone."""
+    h = vlan_history()
+    assert h.run("fixed_ip.allocate", {"instance": "i-0", "project": "p1"}) is not None
+    got = h.run("fixed_ip.allocate", {"instance": "i-1", "project": "p1"})
+    assert got is not None
+    nid = got["network_id"]
+    assert h.run("fixed_ip.deallocate", {"instance": "i-0"}) is not None
+    cut = len(h.stored)
+    before = snapshot(h.state)
+    assert h.run("fixed_ip.deallocate", {"instance": "i-1"}) is not None
+    assert h.run("network.disassociate", {"network_id": nid}) is not None
+    other = h.run("fixed_ip.allocate", {"instance": "j-0", "project": "p2"})
+    assert other is not None and other["network_id"] == nid
+    plan = compensate(h.state, h.stored[cut:])
+    for ev in plan.events:
+        h.fold(ev, "revert")
+    assert snapshot(h.state) == before
+    assert h.state.networks[nid].fixed[got["address"]].project == "p1"
+
+
+def test_revert_of_a_deallocation_refuses_a_network_associated_again_since() -> None:
+    """Given back to the *same* project after the deallocation, the network is refused too: the
+    fold cannot tell whose it was between (FixedIpDeallocated records no project), and a
+    refusal is safe where a wrong project is not (docs/revert.md)."""
+    h = vlan_history()
+    assert h.run("fixed_ip.allocate", {"instance": "i-0", "project": "p1"}) is not None
+    assert h.run("fixed_ip.allocate", {"instance": "i-1", "project": "p1"}) is not None
+    assert h.run("fixed_ip.deallocate", {"instance": "i-0"}) is not None
+    assert h.run("fixed_ip.deallocate", {"instance": "i-1"}) is not None
+    dealloc = h.stored[-1]  # i-1's address stays free: i-9 takes i-0's
+    nid = h.state.project_networks["p1"]
+    assert h.run("network.disassociate", {"network_id": nid}) is not None
+    assert h.run("fixed_ip.allocate", {"instance": "i-9", "project": "p1"}) is not None
+    assert h.state.project_networks["p1"] == nid
+    with pytest.raises(RevertConflict) as info:
+        compensate(h.state, [dealloc])
+    assert f"network {nid} is project p1's only since" in info.value.message
 
 
 def test_stored_network_side_payloads_decode_as_recorded() -> None:

@@ -159,6 +159,32 @@ async def test_a_reassociation_folds_projects_audits_and_reverts(
     assert service.state.networks[nid].project is None
 
 
+async def test_revert_of_a_deallocation_on_a_segment_another_project_holds_now(
+    conn: Connection, service: CommandService
+) -> None:
+    """The service refuses it with ``revert_conflict`` (a stable code the CLI does not retry),
+    naming why, and appends nothing; p2's network keeps only p2's instances."""
+    c = Client(conn)
+    await c.create_networks(
+        label="v", cidr="10.34.0.0/24", num_networks=2, network_size=64, mode="vlan", vlan_start=800
+    )
+    await c.allocate_fixed_ip("i-0", project="p1")
+    got = await c.allocate_fixed_ip("i-1", project="p1")
+    nid = got["network_id"]
+    await c.deallocate_fixed_ip("i-0")
+    await c.request("fixed_ip.deallocate", {"instance": "i-1"}, command_id="d1")
+    await c.request("network.disassociate", {"network_id": nid})
+    other = await c.allocate_fixed_ip("j-0", project="p2")
+    assert other["network_id"] == nid
+    before = await last_seq(conn)
+    with pytest.raises(NetledgerError) as info:
+        await revert(conn, c, command_id="d1")
+    assert info.value.code == "revert_conflict"
+    assert f"network {nid} is project p2's only since" in info.value.message
+    assert await last_seq(conn) == before
+    assert {ip.instance for ip in service.state.networks[nid].fixed.values()} == {"j-0"}
+
+
 async def test_a_revert_across_a_snapshot_boundary(conn: Connection, tmp_path: Path) -> None:
     """A replica started from a snapshot taken after a revert: a retry of the revert (same
     command id) appends nothing, the CLI finds the marker, the revert of the revert is decided
