@@ -293,7 +293,7 @@ class State:
         # nothing else (not even the network's seq), so a fold that skipped it as undecodable
         # (a reader older than it) holds the same state, and its snapshots stay good.
         n = self.networks.get(ev.network_id)
-        if n is not None and not n.deleted:  # (a deleted network: never decided)
+        if n is not None:  # (a deleted network: never decided)
             n.project = ev.project
             self.project_networks[ev.project] = ev.network_id
 
