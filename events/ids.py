@@ -91,6 +91,12 @@ def announce_subject(host: str) -> str:
 
 ANNOUNCEMENTS = f"{EVENT_PREFIX}.announce.>"
 
+#: Where the command service points at announcements stored before the announcement subjects
+#: existed (on the host's own subject, which no other executor reads): every executor reads
+#: this subject and fetches each announcement it points at (executor/view.py). Not under
+#: ``announce.>``: the service may not write announcements (docs/security.md).
+LEGACY_ANNOUNCEMENTS = f"{EVENT_PREFIX}.legacy-announcements"
+
 
 def placement_subject(host: str) -> str:
     """Where the command service records that a host got its first instance in a network

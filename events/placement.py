@@ -16,6 +16,11 @@ network's subject, in the same batch: the NAT of a network is read from the netw
 ``backfill`` covers streams written before these existed: every (host, network) with allocated
 addresses and no join in the log, every association without its mapping, gets one (the service
 appends them at start).
+
+``legacy_indexes``: a host whose latest announcement sits on its host subject (written by an
+executor from before ``netledger.evt.announce.<host>``, which the other executors' shares do not
+read) gets a ``LegacyAnnouncementIndexed`` pointing at it — at the service's start, and whenever
+such an announcement comes later (an executor not yet upgraded restarting).
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ from collections.abc import Iterable
 
 from .decide_common import Pending
 from .ids import PLACEMENT_PREFIX
-from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
+from .placement_events import (
+    FloatingIpMapped,
+    FloatingIpUnmapped,
+    LegacyAnnouncementIndexed,
+    NetworkHostJoined,
+)
 from .state import State
 from .types import (
     Event,
@@ -100,6 +110,12 @@ def backfill(state: State) -> list[Event]:
                     FloatingIpMapped(f.network_id, f.address, f.fixed_address, p.name, "backfill")
                 )
     return out
+
+
+def legacy_indexes(state: State) -> list[LegacyAnnouncementIndexed]:
+    """A pointer to every announcement the executors' shares miss (sorted, deterministic:
+    replicas write the same message ids)."""
+    return [LegacyAnnouncementIndexed(h, s) for h, s in sorted(state.legacy_announced.items())]
 
 
 def unchecked(subject: str) -> bool:

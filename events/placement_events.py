@@ -17,6 +17,12 @@ network's floating IPs reads that network, not every pool's history; and the net
 check on the batch means an association can never land on an address deallocated meanwhile.
 
 Kept apart from :mod:`netledger.events.placement` (the rules deciding when to write them) because
+``LegacyAnnouncementIndexed``: where a host's announcement from before
+``netledger.evt.announce.<host>`` sits (its host subject, which the other executors do not read),
+written by the service on ``netledger.evt.legacy-announcements`` (events/placement.py
+``legacy_indexes``). Only a pointer: the service may not announce for a host.
+
+Kept apart from :mod:`netledger.events.placement` (the rules deciding when to write them) because
 every reader must decode them (codec registration), like the other event modules.
 """
 
@@ -25,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .ids import placement_subject
+from .ids import LEGACY_ANNOUNCEMENTS, placement_subject
 from .types import Event, NetworkEvent, event_type
 
 
@@ -67,3 +73,20 @@ class FloatingIpUnmapped(NetworkEvent):
     floating: str
     fixed: str
     pool: str
+
+
+@event_type
+@dataclass(frozen=True)
+class LegacyAnnouncementIndexed(Event):
+    """``host``'s latest announcement is the stream's message ``seq``, on the host's own subject
+    (where executors announced before ``netledger.evt.announce.<host>`` existed). An executor
+    reading its share fetches that message and believes it only if it is ``host``'s
+    ``HostAnnounced`` on ``host``'s subject, which only that host's executor may write: the
+    service, which may not write announcements (docs/security.md), can point, not announce."""
+
+    TYPE: ClassVar[str] = "LegacyAnnouncementIndexed"
+    host: str
+    seq: int
+
+    def subject(self) -> str:
+        return LEGACY_ANNOUNCEMENTS

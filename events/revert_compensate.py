@@ -19,7 +19,12 @@ from typing import Any
 from .errors import ConflictError
 from .host_events import HostEvent
 from .ids import EVENT_PREFIX, network_subject, project_subject
-from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
+from .placement_events import (
+    FloatingIpMapped,
+    FloatingIpUnmapped,
+    LegacyAnnouncementIndexed,
+    NetworkHostJoined,
+)
 from .reclaim_events import FixedIpReconfirmed
 from .revert_events import ChangeReverted, NetworkReassociated
 from .state import FixedIp, FloatingIp, NetworkState, PoolState, State
@@ -61,6 +66,8 @@ SKIPPED_TYPES: tuple[type[Event], ...] = (
     NetworkHostJoined,
     FloatingIpMapped,
     FloatingIpUnmapped,
+    # where a host's announcement sits (the host's own fact): nothing a revert changes
+    LegacyAnnouncementIndexed,
 )
 
 

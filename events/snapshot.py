@@ -49,7 +49,7 @@ from .types import Event, FloatingPoolCreated, NetworkCreated
 #: sighting reports name their network set by index. 4: and say whether each is a start (an
 #: absence reaches back across none). 5: a fixed IP says whether its IPv6 address is leased.
 #: 6: no deleted networks (and no ``deleted`` field); a network lists the hosts joined to it;
-#: ``v4_ranges``, the ranges of every network ever created.
+#: ``v4_ranges``, the ranges of every network ever created; ``legacy_announced``.
 SNAPSHOT_FORMAT = 6
 
 #: A command's events as the service remembers them: their envelopes as stored in the log
@@ -219,6 +219,7 @@ def state_to_wire(s: State) -> dict[str, Any]:
         "sightings": {h: _sightings_to(x) for h, x in s.sightings.items()},
         "network_hosts": sorted(s.network_hosts),
         "v4_ranges": sorted(s.v4_ranges),
+        "legacy_announced": s.legacy_announced,
     }
 
 
@@ -240,6 +241,7 @@ def state_from_wire(w: dict[str, Any]) -> State:
         sightings={h: _sightings_from(x) for h, x in w["sightings"].items()},
         network_hosts=set(w["network_hosts"]),
         v4_ranges=set(w["v4_ranges"]),
+        legacy_announced=dict(w["legacy_announced"]),
     )
     s.rebuild_host_macs()
     return s

@@ -24,8 +24,13 @@ import netaddr
 from .codec import Envelope
 from .errors import Unfoldable
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
-from .ids import REGISTRY_SUBJECT
-from .placement_events import FloatingIpMapped, FloatingIpUnmapped, NetworkHostJoined
+from .ids import REGISTRY_SUBJECT, host_subject
+from .placement_events import (
+    FloatingIpMapped,
+    FloatingIpUnmapped,
+    LegacyAnnouncementIndexed,
+    NetworkHostJoined,
+)
 from .reclaim_events import (
     FixedIpReclaimed,
     FixedIpReclaimSealed,
@@ -91,6 +96,11 @@ class State:
     #: subject). A deleted network itself leaves :attr:`networks`: the fold's memory follows
     #: the live networks, not every network the cloud ever had.
     v4_ranges: set[str] = field(default_factory=set)
+    #: host -> the sequence of its latest announcement while that one is on the host's own
+    #: subject (executors announced there before ``netledger.evt.announce.<host>``) and no
+    #: ``LegacyAnnouncementIndexed`` points at it: what the service indexes for the executors
+    #: (events/placement.py ``legacy_indexes``)
+    legacy_announced: dict[str, int] = field(default_factory=dict)
     #: host -> MAC (lower case) -> its allocated addresses there (derived from the networks'
     #: ``fixed``, rebuilt after a snapshot): when the last one ends, the host's memory of
     #: when it last saw that MAC goes too (:meth:`_unallocate`)
@@ -459,10 +469,28 @@ class State:
             n.joined.add(ev.host)
 
     def _host_announced(self, ev: HostAnnounced, seq: int) -> None:
+        # On the host's own subject (older executors announced there)? _evolve (and fold_wire)
+        # has moved the subject it came on to this message.
+        legacy = self.subject_seq.get(host_subject(ev.host)) == seq
+        if legacy and superseded(self, seq, host_subject(ev.host), ev):
+            return
         if ev.network_host:
             self.network_hosts.add(ev.host)
         else:
             self.network_hosts.discard(ev.host)
+        if legacy:
+            self.legacy_announced[ev.host] = seq
+        else:  # on the announcement subject, where every executor reads it
+            self.legacy_announced.pop(ev.host, None)
+
+    def _announcement_indexed(self, ev: LegacyAnnouncementIndexed, seq: int) -> None:
+        self.indexed(ev.host, ev.seq)
+
+    def indexed(self, host: str, seq: int) -> None:
+        """``host``'s announcement at ``seq`` is indexed (or, in an executor's view, was read
+        through its index): nothing is left to index for it, unless a newer one came since."""
+        if self.legacy_announced.get(host) == seq:
+            del self.legacy_announced[host]
 
     def dhcp_hosts(self, n: NetworkState, ip: FixedIp) -> set[str]:
         """The hosts whose dnsmasq serves ``ip``: the serving hosts, with multi-host only the
@@ -573,6 +601,7 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     HostInstancesSeen: State._instances_seen,
     HostAnnounced: State._host_announced,
     NetworkHostJoined: State._host_joined,
+    LegacyAnnouncementIndexed: State._announcement_indexed,
     FloatingIpMapped: State._floating_mapped,
     FloatingIpUnmapped: State._floating_unmapped,
     FloatingIpAllocated: State._floating_allocated,
@@ -581,12 +610,21 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     FloatingIpDeallocated: State._floating_deallocated,
 }
 
+
+def superseded(state: State, seq: int, subject: str, ev: HostAnnounced) -> bool:
+    """Whether ``ev``, at ``seq`` on ``subject``, is on the host's own subject (older executors')
+    and older than an announcement of the host's folded already: a share's history is read
+    subject by subject (journal/follow.py), an executor's own old one after its newer one."""
+    return subject != ev.subject() and seq < state.subject_seq.get(ev.subject(), 0)
+
+
 #: an event class's ``subject`` -> the field it names its subject by (None: one subject)
 _SUBJECT_FIELDS: dict[Callable[..., str], str | None] = {
     HostEvent.subject: "host",
     NetworkEvent.subject: "network_id",
     PoolEvent.subject: "pool",
     NetworkHostJoined.subject: "host",
+    LegacyAnnouncementIndexed.subject: None,
     NetworkCreated.subject: None,
     FloatingPoolCreated.subject: None,
 }
@@ -627,4 +665,5 @@ __all__ = [
     "PoolState",
     "State",
     "serving_hosts",
+    "superseded",
 ]

@@ -42,7 +42,7 @@ from netledger.events.ids import (
     PROJECT_COMMANDS,
 )
 from netledger.events.placement import backfill, unchecked
-from netledger.events.placement_events import NetworkHostJoined
+from netledger.events.placement_events import LegacyAnnouncementIndexed, NetworkHostJoined
 from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, MAX_REAP, FixedIpReap, overdue
 from netledger.events.reclaim import Heartbeats
 from netledger.events.snapshot import SeenEvents
@@ -60,6 +60,7 @@ from netledger.journal.follow import Follower
 from netledger.journal.liveness import HeartbeatBook
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, last_seq
+from netledger.service.announce_index import index_announcements, index_forever
 from netledger.service.answers import _backfill_id, reply_error, reply_ok, result_from_events
 from netledger.service.lanes import LaneQueue, Lanes
 from netledger.service.reclaim_run import reclaim_forever
@@ -86,7 +87,7 @@ AUTO = -1
 #: The garbage collector's thresholds while the start folds the log (see _catch_up).
 CATCH_UP_GC = (50_000, 50, 100)
 #: Events never kept in ``seen`` (_fold)
-_NOT_SEEN = (HostEvent, NetworkHostJoined)
+_NOT_SEEN = (HostEvent, NetworkHostJoined, LegacyAnnouncementIndexed)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,10 @@ class CommandService(Lanes, Requests):
         self.reclaim_interval = reclaim_interval
         self._reclaimer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        #: set when the follower folded an announcement stored on its host's subject only:
+        #: the indexer points the executors at it (service/announce_index.py)
+        self._index_wanted = asyncio.Event()
+        self._indexer: asyncio.Task[None] | None = None
         #: set when the service had to stop on its own (e.g. the log went back)
         self.failed: asyncio.Future[NetledgerError] | None = None
         self.watch_interval = 5.0
@@ -246,6 +251,7 @@ class CommandService(Lanes, Requests):
         except Exception as exc:  # reclaiming then relies on reports in the log alone
             log.warning("cannot watch host heartbeats (%s): reclaims use reports only", exc)
         await self._backfill_joins()
+        await self._index_announcements()
         if self.snapshotter is not None:
             self.snapshotter.start()
         for subject in (
@@ -264,6 +270,7 @@ class CommandService(Lanes, Requests):
                 reclaim_forever(self, self.reclaim_grace, self.reclaim_interval)
             )
         self._watchdog = asyncio.create_task(self._watch_log())
+        self._indexer = asyncio.create_task(index_forever(self, self._index_wanted))
         fold = self.fold_report
         log.info(
             "command service ready at seq %d in %.2fs (%s); fold: %d events in %.2fs"
@@ -287,7 +294,8 @@ class CommandService(Lanes, Requests):
             await self.snapshotter.close()
         if self.heartbeats is not None:
             await self.heartbeats.close()
-        pending = [t for t in (self._reaper, self._reclaimer, self._watchdog) if t is not None]
+        tasks = (self._reaper, self._reclaimer, self._watchdog, self._indexer)
+        pending = [t for t in tasks if t is not None]
         pending += [*self._tasks, *self._workers.values()]
         for t in pending:
             t.cancel()
@@ -406,6 +414,8 @@ class CommandService(Lanes, Requests):
         self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, data: bytes
     ) -> None:
         self._fold(seq, subject, env, data, err.message if err else "undecodable")
+        if self.state.legacy_announced:  # (empty but in an upgrade: one look per event)
+            self._index_wanted.set()
 
     def _fold(
         self, seq: int, subject: str, env: Envelope | None, data: bytes, why: str = "undecodable"
@@ -514,6 +524,15 @@ class CommandService(Lanes, Requests):
                 return
             if seq:
                 await self.follower.wait_for(seq)
+
+    async def _index_announcements(self) -> None:
+        """Point the executors at the announcements their shares miss (a stream from before
+        the announcement subjects: service/announce_index.py), before commands are taken."""
+        try:
+            await index_announcements(self)
+        except LogUnavailable as err:
+            log.warning("announcements not indexed now (%s): the indexer tries again", err)
+            self._index_wanted.set()
 
     def heartbeats_now(self) -> Heartbeats:
         """Every host's latest heartbeat as this replica last saw it (may be a bit stale: a

@@ -20,7 +20,8 @@ from netledger.events.commands import parse_command
 from netledger.events.decide import decide
 from netledger.events.errors import NetledgerError
 from netledger.events.host_events import HostAnnounced, HostInstancesSeen
-from netledger.events.placement import companions
+from netledger.events.ids import host_subject
+from netledger.events.placement import companions, legacy_indexes
 from netledger.events.snapshot import (
     SNAPSHOT_FORMAT,
     SnapshotInvalid,
@@ -44,14 +45,19 @@ def _log(data: st.DataObject, steps: int) -> list[tuple[int, str, Envelope]]:
     state = State()
     log: list[tuple[int, str, Envelope]] = []
 
-    def append(ev: object, cid: str, j: int = 0) -> None:
+    def append(ev: object, cid: str, j: int = 0, subject: str | None = None) -> None:
         seq = len(log) + 1
         env = Envelope(ev, f"{cid}:{j}", cid, float(seq), Actor(role="admin", user="t"))  # type: ignore[arg-type]
-        state.apply(seq, env.event.subject(), env)
-        log.append((seq, env.event.subject(), env))
+        subject = subject or env.event.subject()
+        state.apply(seq, subject, env)
+        log.append((seq, subject, env))
 
     for i in range(steps):
-        kind = data.draw(st.sampled_from(["cmd", "cmd", "cmd", "seen", "announce"]))
+        kind = data.draw(st.sampled_from(["cmd", "cmd", "cmd", "seen", "announce", "index"]))
+        if kind == "index":  # the service's pointers to announcements on host subjects
+            for j, ev in enumerate(legacy_indexes(state)):
+                append(ev, f"x{i}", j)
+            continue
         if kind == "seen":
             host = data.draw(st.sampled_from(HOSTS))
             macs = data.draw(st.lists(st.sampled_from(MACS), unique=True, max_size=3))
@@ -69,6 +75,8 @@ def _log(data: st.DataObject, steps: int) -> list[tuple[int, str, Envelope]]:
                     network_host=data.draw(st.booleans()),
                 ),
                 f"a{i}",
+                # as executors from before the announcement subjects did: on the host's own
+                subject=host_subject(host) if data.draw(st.booleans()) else None,
             )
             continue
         name, args = data.draw(command(state))
