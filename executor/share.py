@@ -5,7 +5,9 @@ network's allocations: the cloud's read work would grow with hosts²). It follow
 ovn-controller monitoring only the datapaths local to its chassis:
 
 * the registry (networks and pools: which networks exist, who serves them),
-* every host's announcement (``netledger.evt.announce.>``: VTEPs, network hosts),
+* every host's announcement (``netledger.evt.announce.>``: VTEPs, network hosts), and the
+  service's pointers to those stored before that subject existed, on the host's own subject
+  (``netledger.evt.legacy-announcements``: the view fetches each message pointed at, once),
 * its own host subject (what it did) and its placement subject (``NetworkHostJoined``: the
   service records there when this host gets its first instance in a network),
 * the subjects of the networks it needs: where it holds an allocated address (or, multi-host,
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from netledger.events.ids import (
     ANNOUNCEMENTS,
     EVENT_PREFIX,
+    LEGACY_ANNOUNCEMENTS,
     REGISTRY_SUBJECT,
     host_subject,
     network_subject,
@@ -83,6 +86,7 @@ class Share:
         return [
             REGISTRY_SUBJECT,
             ANNOUNCEMENTS,
+            LEGACY_ANNOUNCEMENTS,
             host_subject(self.host),
             placement_subject(self.host),
         ]
