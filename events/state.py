@@ -68,6 +68,12 @@ from .wire_fast import event_of
 FOLD_VERSION = 11
 
 
+#: a MAC counted on a host (+1) or no more (-1): (host, MAC, delta)
+MacCount = tuple[str, str, int]
+#: an event folded ahead: (seq, its time if the fold took it, its MAC counts)
+Held = tuple[int, float | None, list[MacCount]]
+
+
 @dataclass
 class State:
     """Everything the command service decides on, folded from the whole stream."""
@@ -105,29 +111,38 @@ class State:
     #: ``fixed``, rebuilt after a snapshot): when the last one ends, the host's memory of
     #: when it last saw that MAC goes too (:meth:`_unallocate`)
     host_macs: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: what events folded ahead of the log's order change of ``host_macs`` (so of the
+    #: sightings) and ``event_time``, held back until the log's order reaches them: a heap by
+    #: seq (events/fold_ahead.py). Empty in every fold but the command service's.
+    held: list[Held] = field(default_factory=list, repr=False, compare=False)
+    #: where the MAC counts of the event being folded ahead go (None: counted at once)
+    holding: list[MacCount] | None = field(default=None, repr=False, compare=False)
 
     def rebuild_host_macs(self) -> None:
         self.host_macs = {}
         for n in self.networks.values():
             for ip in n.fixed.values():
                 if ip.allocated:
-                    self._count_mac(ip, +1)
+                    self._count_mac(ip.host, ip.mac, +1)
 
-    def _count_mac(self, ip: FixedIp, delta: int) -> None:
-        if ip.host is None:
+    def _count_mac(self, host: str | None, mac: str, delta: int) -> None:
+        if host is None:
             return
-        macs = self.host_macs.get(ip.host)
+        if self.holding is not None:
+            self.holding.append((host, mac, delta))
+            return
+        macs = self.host_macs.get(host)
         if macs is None:
-            macs = self.host_macs[ip.host] = {}
-        mac = ip.mac.lower()
+            macs = self.host_macs[host] = {}
+        mac = mac.lower()
         left = macs.get(mac, 0) + delta
         if left > 0:
             macs[mac] = left
             return
         macs.pop(mac, None)
         if not macs:
-            del self.host_macs[ip.host]
-            h = self.sightings.get(ip.host)
+            del self.host_macs[host]
+            h = self.sightings.get(host)
             if h is not None:
                 h.keep_newest()
             return
@@ -136,14 +151,19 @@ class State:
         # its own sequence, after any sighting kept now). Without this the host's sightings
         # would remember every MAC it ever saw: the oldest report, which bounds the rest, is
         # kept forever (events/reclaim_events.py: HostSightings._thin).
-        h = self.sightings.get(ip.host)
+        h = self.sightings.get(host)
         if h is not None:
             h.forget(mac)
+
+    def count_macs(self, counts: list[MacCount]) -> None:
+        """MAC counts held back (events/fold_ahead.py), counted now."""
+        for host, mac, delta in counts:
+            self._count_mac(host, mac, delta)
 
     def _unallocate(self, n: NetworkState, ip: FixedIp) -> None:
         if ip.allocated:
             n.unallocate(ip)
-            self._count_mac(ip, -1)
+            self._count_mac(ip.host, ip.mac, -1)
 
     def seq_of(self, subject: str) -> int:
         return self.subject_seq.get(subject, 0)
@@ -349,7 +369,7 @@ class State:
             if n.pool6 is not None and offset6 is not None:
                 n.pool6.take(offset6)
         n.count_host(ip, +1)
-        self._count_mac(ip, +1)
+        self._count_mac(ip.host, ip.mac, +1)
         n.by_instance[ev.instance] = ev.address
         n.macs[ev.mac] = ev.address
         pair = (ev.network_id, ev.address)
@@ -446,11 +466,11 @@ class State:
         # Counted off the old host and onto the new one: its placement, and the MACs whose
         # sightings reclaim keeps (the old host's memory of this MAC goes with it).
         n.count_host(ip, -1)
-        self._count_mac(ip, -1)
+        self._count_mac(ip.host, ip.mac, -1)
         ip.host = ev.host
         ip.allocated_seq = seq
         n.count_host(ip, +1)
-        self._count_mac(ip, +1)
+        self._count_mac(ip.host, ip.mac, +1)
 
     def _floating_mapped(self, ev: FloatingIpMapped, seq: int) -> None:
         n = self._net(ev.network_id, seq)

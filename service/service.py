@@ -34,6 +34,7 @@ from netledger.events.errors import (
     LogUnavailable,
     NetledgerError,
 )
+from netledger.events.fold_ahead import fold_ahead, reach
 from netledger.events.host_events import HostEvent
 from netledger.events.ids import (
     ADMIN_COMMAND_PREFIX,
@@ -104,22 +105,28 @@ class _Follower(Follower):
     """The service's follower: a message at or before its subject's last sequence in the fold
     is one this replica folded from its own publish ack (``_fold_appended``; an OCC-checked
     subject, so nothing of another writer sits before it unseen), and is not decoded again only
-    for ``_fold`` to skip it."""
+    for ``_fold`` to skip it. Reaching it (or a message after it), the fold takes what folding
+    it ahead held back (events/fold_ahead.py): in the log's order."""
 
     def __init__(
         self,
         conn: Connection,
         handler: Any,
-        folded: Callable[[str], int],
+        state: Callable[[], State],
         start_seq: int = 1,
     ) -> None:
         super().__init__(conn, handler, start_seq=start_seq)
-        self._folded = folded
+        self._state = state
 
     def _handle(self, seq: int, subject: str, data: bytes, msg: Any) -> bool:
-        if seq <= self._folded(subject):
+        state = self._state()
+        if seq <= state.subject_seq.get(subject, 0):
+            if state.held:
+                reach(state, seq)
             self.handled += 1
             return True
+        if state.held:
+            reach(state, seq - 1)
         return super()._handle(seq, subject, data, msg)
 
 
@@ -185,7 +192,7 @@ class CommandService(Lanes, Requests):
         #: recent command ids -> their events (a retry gets the first answer): domain commands
         #: only, bounded; values read from a snapshot stay packed until asked for
         self.seen: OrderedDict[str, SeenEvents] = OrderedDict()
-        self.follower: Follower = _Follower(conn, self._on_event, self.state_seq_of)
+        self.follower: Follower = _Follower(conn, self._on_event, lambda: self.state)
         #: hosts' latest heartbeats (liveness bucket): the newest evidence reclaiming may use
         self.heartbeats: HeartbeatBook | None = None
         #: snapshots of the fold (service/snapshotter.py): None = neither loaded nor written
@@ -361,7 +368,7 @@ class CommandService(Lanes, Requests):
                     reached, by_child = await reader.read(start_seq, target, self._fold_raw)
                     start_seq = reached + 1
             self.follower = _Follower(
-                self.conn, self._on_event, self.state_seq_of, start_seq=start_seq
+                self.conn, self._on_event, lambda: self.state, start_seq=start_seq
             )
             await self.follower.start()
             await self.follower.catch_up(timeout=None)
@@ -374,10 +381,6 @@ class CommandService(Lanes, Requests):
     def _snapshot_seconds(self) -> float:
         s = self.snapshotter
         return (s.stats.loaded_seconds or 0.0) if s is not None else 0.0
-
-    def state_seq_of(self, subject: str) -> int:
-        """The last sequence of ``subject`` in the fold (the state may be replaced: a snapshot)."""
-        return self.state.subject_seq.get(subject, 0)
 
     def _fold_raw(self, seq: int, subject: str, data: bytes) -> None:
         """One stored message as the catch-up reader delivers it (undecoded): :meth:`_fold`
@@ -418,18 +421,28 @@ class CommandService(Lanes, Requests):
             self._index_wanted.set()
 
     def _fold(
-        self, seq: int, subject: str, env: Envelope | None, data: bytes, why: str = "undecodable"
+        self,
+        seq: int,
+        subject: str,
+        env: Envelope | None,
+        data: bytes,
+        why: str = "undecodable",
+        ahead: bool = False,
     ) -> bool:
         """Fold one stored message in (once: the follower delivers again what this replica
-        folded from its own publish acks, and is skipped then). One the fold does not take
-        (undecodable: ``why``; on a foreign subject; values it cannot fold) is recorded and
-        skipped — never fatal, and the same at every start; its subject's sequence moves past
-        it all the same, as the next append there must expect it (``State.fold_message``).
-        False when it is refused."""
+        folded from its own publish acks, and is skipped then; ``ahead``: one of those, folded
+        before messages of other writers stored before it: events/fold_ahead.py). One the fold
+        does not take (undecodable: ``why``; on a foreign subject; values it cannot fold) is
+        recorded and skipped — never fatal, and the same at every start; its subject's sequence
+        moves past it all the same, as the next append there must expect it
+        (``State.fold_message``). False when it is refused."""
         state = self.state
         if seq <= state.subject_seq.get(subject, 0):
             return True
-        refused = state.fold_message(seq, subject, env, why)
+        if ahead and env is not None:
+            refused = fold_ahead(state, seq, subject, env)
+        else:
+            refused = state.fold_message(seq, subject, env, why)
         if refused is not None or env is None:
             self._refuse(seq, subject, refused or why)
             return False
@@ -467,16 +480,23 @@ class CommandService(Lanes, Requests):
         message is at ``last - n + k``. Only subjects appended *with* the OCC check: there no
         other writer's event can sit between ours and what we decided on, so folding ours
         ahead of the follower keeps every subject in order; the unchecked ones (placements)
-        are left to the follower."""
+        are left to the follower. What the fold shares across subjects waits for the follower
+        to reach ours (events/fold_ahead.py) — unless it holds every message before it."""
         first = last - len(messages) + 1
+        # When the follower has read everything before ``first`` (so nothing is held), the
+        # batch's first message is folded whole at once, as the log's order would fold it.
+        applied = self.follower.applied_seq
         for i, (m, env) in enumerate(zip(messages, envelopes, strict=True)):
-            if not unchecked(m.subject) and not self._fold(first + i, m.subject, env, m.data):
+            seq = first + i
+            if unchecked(m.subject):
+                continue
+            if not self._fold(seq, m.subject, env, m.data, ahead=seq > applied + 1):
                 # Decided here and stored, yet the fold refuses it: a decider bug (the client
                 # has its answer; the state does not hold the event).
                 log.error(
                     "event %d (%s) of this replica's own decision refused by the fold: a"
                     " bug to report",
-                    first + i,
+                    seq,
                     env.type,
                 )
         # The log has been seen up to ``last`` (acknowledged), even before the follower reads
@@ -485,10 +505,12 @@ class CommandService(Lanes, Requests):
             self.follower.highest_seen = last
 
     def _settled_seq(self) -> int | None:
-        """The sequence the fold is exactly the log's prefix up to; None while it holds own
-        appends (folded from their acks) the reader has not reached yet."""
+        """The sequence the fold is exactly the log's fold up to; None while it holds own
+        appends (folded from their acks) the reader has not reached yet. Reached, they hold
+        nothing back (events/fold_ahead.py): every part of the fold took the log's order."""
         applied = self.follower.applied_seq
-        return applied if self.state.last_seq <= applied else None
+        state = self.state
+        return applied if state.last_seq <= applied and not state.held else None
 
     async def _watch_log(self) -> None:
         try:

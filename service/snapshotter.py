@@ -165,7 +165,9 @@ class Snapshotter:
         usable, _ = await self.store.usable()
         newest = usable[0] if usable else None
         # The service folds its own appends from their acks, ahead of its reader: the image
-        # must be a prefix of the log, so wait (briefly) for a moment the reader has caught up.
+        # must be the log's fold, so wait (briefly) for a moment the reader has caught up —
+        # and so has taken what they change across subjects in the log's order
+        # (events/fold_ahead.py; applied_seq is None until then).
         for _ in range(SETTLE_TRIES):
             # No await between reading the sequence and the fork: the image is the fold at it.
             seq = self._applied_seq()
