@@ -142,10 +142,6 @@ class State:
         macs.pop(mac, None)
         if not macs:
             del self.host_macs[host]
-            h = self.sightings.get(host)
-            if h is not None:
-                h.keep_newest()
-            return
         # No allocation on this host has this MAC any more: reclaim never asks about it again
         # (only allocated addresses are candidates; a new allocation of the MAC is judged from
         # its own sequence, after any sighting kept now). Without this the host's sightings
@@ -154,6 +150,8 @@ class State:
         h = self.sightings.get(host)
         if h is not None:
             h.forget(mac)
+            if host not in self.host_macs:
+                h.keep_newest()  # (no allocation here any more: events/reclaim_events.py)
 
     def count_macs(self, counts: list[MacCount]) -> None:
         """MAC counts held back (events/fold_ahead.py), counted now."""
