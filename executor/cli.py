@@ -226,7 +226,7 @@ def executor_run(
         paths = DhcpPaths(state_dir=state_dir, dnsmasq=_dnsmasq())
         command, env = _lease_command(settings, host)
         env = {**env, STATE_DIR_ENV: state_dir}  # where dhcp-event finds the host entries
-        script = script_text(command, env, paths.handle if netns else None)
+        script = script_text(command, env, paths.handle if netns else None, paths.marks)
     opts = Options(
         freeze_gc=True,
         netns=netns,

@@ -41,7 +41,7 @@ from netledger.events.host_events import (
     HostEvent,
 )
 
-from . import hostsdir, proc
+from . import hostsdir, leasemarks, proc
 from .hostsdir import write_atomic
 from .kernel import OpResult
 from .model import (
@@ -85,6 +85,11 @@ class DhcpPaths:
     @property
     def handle(self) -> str:
         return os.path.join(self.state_dir, HANDLE_NAME)
+
+    @property
+    def marks(self) -> str:
+        """The lease script's record of the leases reported (executor/leasemarks.py)."""
+        return os.path.join(self.state_dir, leasemarks.DIR)
 
 
 def unreachable_by_others(path: str) -> str | None:
@@ -230,12 +235,17 @@ def gateways(spec: DhcpSpec) -> set[tuple[str, str]]:
 
 
 def script_text(
-    command: Sequence[str], env: Mapping[str, str] | None = None, netns_handle: str | None = None
+    command: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    netns_handle: str | None = None,
+    marks: str | None = None,
 ) -> str:
     """The lease script: ``<command> dhcp-event ACTION MAC IP [HOSTNAME]``.
 
     dnsmasq (and so its script) runs in the host's namespace; with ``netns_handle`` the
-    command runs in the executor's namespace instead, where the NATS URL is valid."""
+    command runs in the executor's namespace instead, where the NATS URL is valid. With
+    ``marks`` (:attr:`DhcpPaths.marks`) an ``old`` event already reported ends in the shell,
+    no ``netledger`` process (executor/leasemarks.py)."""
     lines = [
         "#!/bin/sh",
         "# dnsmasq's --dhcp-script, written by the netledger executor: leases (add/old) and",
@@ -244,7 +254,10 @@ def script_text(
     for k, v in sorted((env or {}).items()):
         lines.append(f"{k}={shlex.quote(v)}; export {k}")
     prefix = ["nsenter", f"--net={netns_handle}", "--"] if netns_handle else []
-    lines.append(f'exec {shlex.join([*prefix, *command])} dhcp-event "$@"')
+    call = f"{shlex.join([*prefix, *command])} dhcp-event"
+    if marks is not None:
+        lines += leasemarks.script_lines(call, marks)
+    lines.append(f'exec {call} "$@"')
     return "\n".join(lines) + "\n"
 
 
@@ -486,6 +499,8 @@ class Dnsmasq:
             )
         if self.netns:
             self._pin_own_netns()
+        # root only, as the script that writes it (dnsmasq runs it as root)
+        os.makedirs(self.paths.marks, mode=0o700, exist_ok=True)
         if _read(self.paths.script) != self.script:
             # Root only: it may carry NATS credentials; dnsmasq runs it as root.
             write_atomic(self.paths.script, self.script, 0o700)
@@ -513,7 +528,12 @@ class Dnsmasq:
 
     def _start(self, spec: DhcpSpec) -> int | None:
         self._prepare()
-        hostsdir.sync(self.paths.file(spec.bridge, hostsdir.KIND), host_entries(spec), fresh=True)
+        hostsdir.sync(
+            self.paths.file(spec.bridge, hostsdir.KIND),
+            host_entries(spec),
+            fresh=True,
+            marks=self.paths.marks,
+        )
         pidfile = self.paths.file(spec.bridge, "pid")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(pidfile)
@@ -548,7 +568,7 @@ class Dnsmasq:
         it must forget some (taken out, or changed: a new name) — it then runs the lease
         script for every lease — or when what it read is not known (``drift``, ``adopted``)."""
         path = self.paths.file(spec.bridge, hostsdir.KIND)
-        forget = hostsdir.sync(path, host_entries(spec))
+        forget = hostsdir.sync(path, host_entries(spec), marks=self.paths.marks)
         if not self._ours(spec.bridge, pid):
             raise DhcpFailed(f"dnsmasq {pid} of {spec.bridge} is gone")
         if forget or reason != "hosts":
@@ -596,7 +616,11 @@ class Dnsmasq:
         for kind in ("pid", "hosts", "log") if keep_leases else ("pid", "hosts", "leases", "log"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.paths.file(bridge, kind))
-        shutil.rmtree(self.paths.file(bridge, hostsdir.KIND), ignore_errors=True)
+        if keep_leases:
+            # Replaced: the next dnsmasq reads the leases on (their marks hold) and the
+            # entries too; its start takes out, and unmarks, those no longer wanted.
+            return
+        hostsdir.drop(self.paths.file(bridge, hostsdir.KIND), self.paths.marks)
 
 
 def dhcp_events(host: str, done: Iterable[tuple[OpResult, int | None]]) -> list[HostEvent]:

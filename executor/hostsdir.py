@@ -17,8 +17,8 @@ listing (:func:`mac_of`). An entry taken out is first renamed to a dotfile (``.g
 which dnsmasq skips) and deleted once the SIGHUP is sent: a reload cut short between the two
 (a crash) leaves it there, and the next one signals.
 
-No import beyond the standard library: ``netledger dhcp-event`` (a process per lease) uses
-:func:`mac_of`.
+No import beyond the standard library (and executor/leasemarks.py, likewise): ``netledger
+dhcp-event`` (a process per lease) uses :func:`mac_of`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ import contextlib
 import hashlib
 import ipaddress
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from typing import Protocol
+
+from . import leasemarks
 
 #: the directory's suffix in the state dir: ``<bridge>.hostsdir``
 KIND = "hostsdir"
@@ -99,10 +102,12 @@ def write_atomic(path: str, text: str, mode: int) -> None:
         raise
 
 
-def sync(path: str, entries: Iterable[str], fresh: bool = False) -> bool:
+def sync(path: str, entries: Iterable[str], fresh: bool = False, marks: str | None = None) -> bool:
     """Make the directory hold ``entries``; whether dnsmasq must be told to forget some (a
     SIGHUP, then :func:`forget`). ``fresh``: no dnsmasq reads it yet (a start): what is not
-    wanted is deleted at once."""
+    wanted is deleted at once. ``marks``: the lease script's record (executor/leasemarks.py),
+    where the addresses of the entries taken out lose their marks, before dnsmasq is told:
+    a lease it keeps of one (a changed entry) is reported afresh at the SIGHUP."""
     os.makedirs(path, mode=0o755, exist_ok=True)
     os.chmod(path, 0o755)  # dnsmasq lists it after dropping root
     want = set(entries)
@@ -118,6 +123,9 @@ def sync(path: str, entries: Iterable[str], fresh: bool = False) -> bool:
         # Taken out: dnsmasq holds the entry until a SIGHUP.
         os.replace(os.path.join(path, n), os.path.join(path, GONE + n))
         gone.append(GONE + n)
+    if marks is not None and gone:
+        # every entry not yet forgotten: one taken out by a reload cut short too
+        leasemarks.unmark(marks, (a for n in gone for a in leasemarks.addresses(n[len(GONE) :])))
     have = set(names)
     for e in sorted(want - have):
         write_atomic(os.path.join(path, e), f"{e}\n", 0o644)
@@ -133,6 +141,19 @@ def forget(path: str) -> None:
         if n.startswith(GONE):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(path, n))
+
+
+def drop(path: str, marks: str | None = None) -> None:
+    """Delete the directory (its dnsmasq stopped, its leases with it); the addresses of its
+    entries lose their marks (``marks``: :func:`sync`)."""
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if marks is not None:
+        given = (n.removeprefix(GONE) for n in names if not n.startswith(".tmp-"))
+        leasemarks.unmark(marks, (a for n in given for a in leasemarks.addresses(n)))
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def mac_of(state_dir: str, address: str) -> str | None:

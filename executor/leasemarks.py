@@ -1,0 +1,102 @@
+"""The lease script's record of what reached the log: one mark per address.
+
+dnsmasq runs its lease script (``old``) for every lease of the bridge at each SIGHUP (an entry
+taken out: a release, a free, a changed entry) and at each start (every lease it reads back).
+Each run was a ``netledger dhcp-event`` process (a Python start, 0.3-1 s of CPU) and a request
+that appends nothing: a deallocation on a bridge of 250 leases cost 250 of them, the bridge's
+size, not the change. Now the shell wrapper keeps ``<state dir>/reported/<address>`` holding
+``<mac or DUID> <expiry>`` (dnsmasq's ``DNSMASQ_LEASE_EXPIRES``) of the lease last reported,
+written only once ``dhcp-event`` succeeded (the log has it: a lease of an address not
+allocated to that MAC is refused, exit 1, no mark), and ends at once on an ``old`` matching it.
+
+Why what it skips is already in the log:
+
+- a lease the service never took (down, refused, the script killed) has no mark: the next
+  ``old`` (SIGHUP, start, renewal) runs ``dhcp-event``, as before;
+- a renewal moves the expiry: it runs ``dhcp-event`` (the safety net for a lease the log
+  forgot without the executor seeing its entry go, below);
+- a release (``del``) removes the mark before ``dhcp-event`` runs;
+- an entry taken out (freed, changed) has its addresses' marks removed by the executor before
+  the SIGHUP (:func:`unmark`, from executor/hostsdir.py ``sync``), so that the lease, if
+  dnsmasq keeps it (its (MAC, address) still wanted: a changed entry; no ``dhcp_release``), is
+  reported afresh: an address freed and given to the same MAC again is leased in the log;
+- a dnsmasq restarted reads its leases file back with their expiries: they match, nothing
+  runs; an executor restart changes nothing here; a state dir wiped has no marks: all run.
+
+Left to the renewal, as before this record: an address freed and given again to the same MAC
+and hostname between two executor passes (its entry never changed, no SIGHUP either). A
+dnsmasq built without an RTC (``DNSMASQ_LEASE_LENGTH``, no expiry) cannot tell a renewal from a
+replay: no mark is written, every event runs.
+
+No import beyond the standard library (executor/hostsdir.py uses it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shlex
+from collections.abc import Iterable
+
+#: the marks' directory in the state dir (one lease script per state dir, so one directory
+#: for all its bridges: an address is served by one bridge of a host)
+DIR = "reported"
+
+
+def script_lines(command: str, marks: str) -> list[str]:
+    """The lease script's body around ``command`` (``... dhcp-event``, shell-quoted): skip an
+    ``old`` already reported, mark what is reported, unmark on ``del``. The skip costs the
+    shell alone: builtins only (``read``, ``[``); ``rm`` runs on ``del`` alone."""
+    d = shlex.quote(marks)
+    return [
+        "# A lease the log has (its mark: MAC or DUID, expiry) is not sent again: dnsmasq runs",
+        "# this for every lease at each SIGHUP and start (executor/leasemarks.py).",
+        "nl_mark=",
+        f'case "$3" in \'\'|*/*|.*) ;; *) nl_mark={d}/"$3" ;; esac',
+        'nl_seen="$2 ${DNSMASQ_LEASE_EXPIRES:-}"',
+        'if [ -n "$nl_mark" ]; then',
+        '  case "$1" in',
+        '    old) if [ -n "${DNSMASQ_LEASE_EXPIRES:-}" ] && [ -f "$nl_mark" ] \\',
+        '           && read -r nl_had < "$nl_mark" && [ "$nl_had" = "$nl_seen" ]; then',
+        "           exit 0",
+        "         fi ;;",
+        '    del) rm -f -- "$nl_mark" ;;',
+        "  esac",
+        '  case "$1" in',
+        "    add|old)",
+        f'      {command} "$@" || exit',
+        '      [ -z "${DNSMASQ_LEASE_EXPIRES:-}" ] || printf \'%s\\n\' "$nl_seen" 2>/dev/null'
+        ' >"$nl_mark"',
+        "      exit 0 ;;",
+        "  esac",
+        "fi",
+    ]
+
+
+def addresses(entry: str) -> list[str]:
+    """The addresses a host entry's name gives (``<mac>,<hostname>[,<ipv4>][,[<ipv6>]]``)."""
+    return [f.strip("[]") for f in entry.split(",")[2:]]
+
+
+def unmark(marks: str, gone: Iterable[str]) -> None:
+    """Remove the marks of ``gone`` (addresses, any spelling: a mark is named as dnsmasq
+    writes the address)."""
+    want = set()
+    for a in gone:
+        with contextlib.suppress(ValueError):
+            want.add(ipaddress.ip_address(a))
+    if not want:
+        return
+    try:
+        names = os.listdir(marks)
+    except OSError:
+        return
+    for n in names:
+        try:
+            hit = ipaddress.ip_address(n) in want
+        except ValueError:
+            continue
+        if hit:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(marks, n))
