@@ -44,6 +44,7 @@ from netledger.events.host_events import (
 from . import hostsdir, leasemarks, proc
 from .hostsdir import write_atomic
 from .kernel import OpResult
+from .leasefile import stale_leases, stale_leases6
 from .model import (
     ROUTER_LINK_LOCAL,
     DhcpSpec,
@@ -120,21 +121,6 @@ def default_state_dir(host: str, netns: str | None) -> str:
 
 
 # --- pure -----------------------------------------------------------------------------------
-
-
-def stale_leases(leases: str, spec: DhcpSpec) -> list[tuple[str, str]]:
-    """The IPv4 leases of a dnsmasq lease file (``expiry mac address hostname client-id`` per
-    line) whose (MAC, address) no host entry of ``spec`` gives: (mac, address) each."""
-    wanted = {(h.mac.lower(), h.address) for h in spec.hosts if h.address is not None}
-    out = []
-    for line in leases.splitlines():
-        parts = line.split()
-        if len(parts) < 3 or parts[0] == "duid" or ":" in parts[2]:
-            continue  # the DUID line, IPv6 leases (an IAID, not a MAC, in the second field)
-        mac, address = parts[1].lower(), parts[2]
-        if (mac, address) not in wanted:
-            out.append((mac, address))
-    return out
 
 
 def host_entries(spec: DhcpSpec) -> list[str]:
@@ -578,33 +564,41 @@ class Dnsmasq:
         return pid
 
     def _release_stale(self, spec: DhcpSpec) -> None:
-        """Have dnsmasq drop the IPv4 leases no host entry gives any more (``dhcp_release``,
-        as nova-network's ``release_dhcp``): an address freed without its client's release (the
-        reaper, a reclaim) kept the old MAC's lease — a day by default — and dnsmasq would not
-        hand the address to the next instance allocated it (found by review). A lease still
-        held (a deallocated address not yet released) keeps its entry, so it is not touched.
-        dnsmasq runs the lease script's ``del`` for each: the service finds nothing to free."""
-        stale = stale_leases(_read(self.paths.file(spec.bridge, "leases")) or "", spec)
-        if not stale:
-            return
-        tool = shutil.which("dhcp_release")
-        if tool is None:
-            if not self._warned_release:
-                self._warned_release = True
-                log.warning(
-                    "dhcp_release not found (Debian's dnsmasq-utils): a lease of an address"
-                    " freed without its client's release stays until it expires, and dnsmasq"
-                    " will not hand that address to another MAC before"
-                )
-            return
-        for mac, address in stale:
-            argv = [tool, spec.bridge, address, mac]
+        """Have dnsmasq drop the leases no host entry gives any more (``dhcp_release``, as
+        nova-network's ``release_dhcp``; ``dhcp_release6`` for DHCPv6): an address freed
+        without its client's release (the reaper, a reclaim) kept the old client's lease — a
+        day by default — and dnsmasq would not hand the address to the next instance allocated
+        it (found by review). A lease still held (a deallocated address not yet released) keeps
+        its entry, so it is not touched. dnsmasq runs the lease script's ``del`` for each: the
+        service finds nothing to free."""
+        text = _read(self.paths.file(spec.bridge, "leases")) or ""
+        runs: list[list[str]] = []
+        v4, v6 = stale_leases(text, spec), stale_leases6(text, spec)
+        if v4 and (tool := self._tool("dhcp_release")):
+            runs += [[tool, spec.bridge, address, mac] for mac, address in v4]
+        if v6 and (tool := self._tool("dhcp_release6")):
+            for server, client, iaid, address in v6:
+                ids = ["--client-id", client, "--server-id", server, "--iaid", iaid]
+                runs.append([tool, "--iface", spec.bridge, "--ip", address, *ids])
+        for argv in runs:
             if self.netns:
                 argv = ["ip", "netns", "exec", self.netns, *argv]
             try:
                 proc.run(argv, capture_output=True, timeout=10)
             except (OSError, subprocess.TimeoutExpired) as exc:  # the next reload tries again
-                log.debug("dhcp_release %s %s %s: %s", spec.bridge, address, mac, exc)
+                log.debug("%s: %s", shlex.join(argv), exc)
+
+    def _tool(self, name: str) -> str | None:
+        tool = shutil.which(name)
+        if tool is None and not self._warned_release:
+            self._warned_release = True
+            log.warning(
+                "%s not found (Debian's dnsmasq-utils): a lease of an address freed without"
+                " its client's release stays until it expires, and dnsmasq will not hand that"
+                " address to another client before",
+                name,
+            )
+        return tool
 
     def _stop(self, bridge: str, pid: int | None, keep_leases: bool = False) -> None:
         if pid is not None and self._ours(bridge, pid):
