@@ -663,9 +663,22 @@ def dhcp_events(host: str, done: Iterable[tuple[OpResult, int | None]]) -> list[
     return out
 
 
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has finished exiting: gone, or a zombie. Not :func:`_alive`: a process
+    loses its command line (its memory) before its files on the way out, and a dnsmasq
+    started in between found its old listening sockets still open ("Address already in use",
+    a replaced dnsmasq failing to start now and then: found by the suite)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+    return state in (b"Z", b"X")
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while not _exited(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
