@@ -445,12 +445,37 @@ async def iter_subject(
     finally:
         try:
             await asyncio.wait_for(sub.unsubscribe(), CLOSE_TIMEOUT_S)
-            if name is not None:
-                # Gone now rather than when the server notices nobody listens: a share of
-                # hundreds of subjects is read with as many consumers, one after the other.
-                await asyncio.wait_for(conn.js.delete_consumer(conn.stream, name), CLOSE_TIMEOUT_S)
         except Exception:
             pass
+        if name is not None:
+            _delete_soon(conn, name)
+
+
+#: the consumer deletion under way per connection (``id``; a task must be referenced until
+#: it ends)
+_DELETING: dict[int, asyncio.Task[Any]] = {}
+
+
+def _delete_soon(conn: Connection, name: str) -> None:
+    """Delete a one-off consumer now rather than when the server notices nobody listens (a
+    share of hundreds of subjects is read with as many consumers, one after the other) — in
+    the background, one at a time per connection (one still under way: this one is left to
+    the server), and never once the server refused these credentials a deletion: readers'
+    credentials may not delete consumers (ops/auth.py), and each refused request waited out
+    its timeout, 10 s per subject read (an executor's start under per-role auth took a
+    minute: found by review)."""
+    prefix = f"$js.api.consumer.delete.{conn.stream.lower()}."
+    key = id(conn)
+    if key in _DELETING or any(s.startswith(prefix) for s in conn.refused):
+        return  # (the server drops it once nobody listens)
+
+    async def delete() -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.js.delete_consumer(conn.stream, name), CLOSE_TIMEOUT_S)
+
+    task = asyncio.ensure_future(delete())
+    _DELETING[key] = task
+    task.add_done_callback(lambda _t: _DELETING.pop(key, None))
 
 
 #: A backfill of more than this many subjects of one kind reads the kind's wildcard once (and

@@ -661,3 +661,35 @@ def test_auth_init_force_leaves_every_file_0600_and_follows_no_link(tmp_path: Pa
     assert not (out / "admin.env").is_symlink() and elsewhere.read_text() == ""
     assert "NETLEDGER_PASSWORD=" in (out / "admin.env").read_text()
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+async def test_an_executor_reads_subjects_one_by_one_without_waiting_on_refused_deletions(
+    secured: Secured, svc: Any
+) -> None:
+    """A share is read one subject at a time, each with a one-off consumer deleted once read.
+    An executor may not delete consumers: each deletion waited out its 10 s timeout, inside
+    the read (a view's start took a minute under per-role auth: found by review). Now the
+    deletion is not awaited, and once refused it is not asked again (before: once per
+    consumer, 9 refusals, 90 s)."""
+    from netledger.journal.follow import read_subjects
+
+    conn, _service = svc
+    net = await _network(conn, secured)
+    subjects = {f"netledger.evt.network.{net['id']}": 1}
+    subjects["netledger.evt.registry"] = 1
+    subjects["netledger.evt.host.h1"] = 1
+    ex = await connect(secured.url, name="executor", **secured.creds["executor-h1"])
+    try:
+        end = await last_seq(conn)
+        got = []
+        for _ in range(3):  # three reads of three subjects each: 9 consumers
+            got = await read_subjects(ex, subjects, end)
+        assert {s for _, s, _, _ in got} >= {"netledger.evt.registry"}
+        for _k in range(50):  # (the refusal arrives asynchronously)
+            if ex.refused:
+                break
+            await asyncio.sleep(0.1)
+        refused = [s for s in ex.refused if s.startswith("$js.api.consumer.delete.")]
+        assert len(refused) == 1, refused  # asked once, never again
+    finally:
+        await ex.close()
