@@ -106,7 +106,25 @@ def no_answer(exc: BaseException, settings: Settings) -> Unavailable | None:
         else ""
     )
     url = mask_urls(settings.url)
-    return Unavailable(f"the NATS server at {url} did not answer a request in time{hint}", url=url)
+    return Unavailable(
+        f"the NATS server at {url} did not answer a request in time{hint}",
+        url=url,
+        where=_where(exc),
+    )
+
+
+def _where(exc: BaseException) -> str | None:
+    """The innermost line of netledger's own code the error passed through (``file:line
+    function``): a daemon ended by a request that got no answer says which request it was
+    (the traceback is not printed for this error)."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        name = str(tb.tb_frame.f_globals.get("__name__") or "")
+        if name.startswith("netledger."):
+            found = f"{name}:{tb.tb_lineno} {tb.tb_frame.f_code.co_name}"
+        tb = tb.tb_next
+    return found
 
 
 #: JetStream's error code for "stream not found"
