@@ -109,6 +109,7 @@ class Requests:
             return
         except Exception as exc:  # never leave a client without an answer
             log.exception("command %s failed", name)
+            self.stats.count(name, NetledgerError.code, perf_counter() - t0)
             self._respond(name, to, _internal(exc))
             return
         task = asyncio.create_task(self._serve(name, req, to, t0))
@@ -127,6 +128,7 @@ class Requests:
             data = reply_error(err)
         else:
             log.error("command %s failed", name, exc_info=err)
+            self.stats.count(name, NetledgerError.code, perf_counter() - t0)
             data = _internal(err)
         self._respond(name, to, data)
 
@@ -226,6 +228,11 @@ class Requests:
             return result
         except NetledgerError as err:
             self.stats.count(name, err.code, perf_counter() - t0)
+            raise
+        except Exception:
+            # Answered "internal error" by the caller: counted and timed as such (it was
+            # neither, the metrics short of the very failures worth alerting on).
+            self.stats.count(name, NetledgerError.code, perf_counter() - t0)
             raise
 
     def _check_host_route(self, host: str, name: str, req: Request) -> None:
