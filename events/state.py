@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import operator
 import types
-import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ import netaddr
 
 from .codec import Envelope
 from .errors import Unfoldable
+from .field_types import field_hints
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
 from .ids import REGISTRY_SUBJECT, host_subject
 from .placement_events import (
@@ -666,7 +666,7 @@ def _plan(cls: type[Event]) -> _Plan:
     name = _SUBJECT_FIELDS[subject_of]
     if name is None:
         return handler, subject_of(None), None  # type: ignore[arg-type]
-    if typing.get_type_hints(cls).get(name) is not str:
+    if field_hints(cls).get(name) is not str:
         return handler, None, None
     prefix = subject_of(types.SimpleNamespace(**{name: ""}))  # type: ignore[arg-type]
     if subject_of(types.SimpleNamespace(**{name: "x"})) != prefix + "x":  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 
 from .codec import _MAX_ACTORS, Actor, Envelope, _actor, _plain_fields, decode
-from .field_types import INT_MAX, INT_MIN
+from .field_types import INT_MAX, INT_MIN, field_hints
 from .types import EVENT_TYPES, Event
 
 _Scalar = Union[str, int, float, bool, None]  # noqa: UP007 (msgspec reads the annotation)
@@ -73,7 +73,7 @@ def _wire_struct(cls: type[Event], actor: Any = msgspec.Raw) -> type[msgspec.Str
     names = _plain_fields(cls)
     if names is None:
         return None
-    hints = typing.get_type_hints(cls)
+    hints = field_hints(cls, names)
     fields = [(n, _wire_type(hints[n])) for n in names]
     if any(t is None for _, t in fields):
         return None

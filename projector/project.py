@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from netledger.events.codec import Envelope
+from netledger.events.field_types import field_hints
 from netledger.events.host_events import HostEvent
 from netledger.events.types import Event
 
@@ -106,7 +107,7 @@ _SORTED = orjson.OPT_SORT_KEYS
 def _plain_data(cls: type[Event]) -> int:
     names = field_names(cls)
     try:
-        hints = typing.get_type_hints(cls)
+        hints = field_hints(cls)
     except Exception:  # an annotation that does not resolve: take the checked way
         hints = {}
     plain = bool(names) and all(_declared_plain(hints.get(n, Any)) for n in names)
