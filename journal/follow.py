@@ -424,7 +424,9 @@ async def iter_subject(
     try:
         # Messages the server pushed before this question are no longer "pending": the total
         # is what was delivered plus what is left.
-        info = await sub.consumer_info()
+        # (retried: a failover between the subscribe and this question ended the reader —
+        # an executor's start — with a bare timeout)
+        info = await retrying(sub.consumer_info, f"reading {subject}")
         name = info.name
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
         left = int(info.num_pending or 0) + int(delivered or 0)
