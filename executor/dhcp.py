@@ -370,27 +370,37 @@ class Dnsmasq:
             return argv
         return ()
 
+    def _running(self, bridge: str) -> tuple[int | None, tuple[str, ...]]:
+        """The pid and command line of the bridge's dnsmasq (None: dead, or the pid reused by
+        a process that is not ours)."""
+        raw = _read(self.paths.file(bridge, "pid"))
+        if raw is None or not raw.strip().isdigit():
+            return None, ()
+        pid = int(raw.strip())
+        argv = self._ours(bridge, pid)
+        return (pid, argv) if argv else (None, ())
+
     def read(self, only: set[str] | None = None) -> tuple[DhcpState, ...]:
         try:
             names = os.listdir(self.paths.state_dir)
         except FileNotFoundError:
             return ()
-        # (``.hosts``: the hosts file of a dnsmasq started before the directory, replaced)
-        kinds = (".pid", f".{hostsdir.KIND}", ".hosts")
+        # A bridge of ours: its host entries, written before any start (``.hosts``: the hosts
+        # file of a dnsmasq started before the directory, replaced), or a pid file naming a
+        # dnsmasq of ours. Not any pid file: a state dir shared with other programs (/run)
+        # holds theirs, and a dnsmasq "found gone" has its files deleted (found by review).
+        kinds = (f".{hostsdir.KIND}", ".hosts")
         bridges = {n.rsplit(".", 1)[0] for n in names if n.endswith(kinds)}
+        pids = {n.rsplit(".", 1)[0] for n in names if n.endswith(".pid")} - bridges
         if only is not None:
             bridges &= only
+            pids &= only
+        running = {b: self._running(b) for b in pids}
+        bridges |= {b for b, (pid, _) in running.items() if pid is not None}
         here = _netns_inode(netns_path(self.netns) if self.netns else "/proc/self/ns/net")
         out = []
         for bridge in sorted(bridges):
-            pid: int | None = None
-            argv: tuple[str, ...] = ()
-            raw = _read(self.paths.file(bridge, "pid"))
-            if raw is not None and raw.strip().isdigit():
-                pid = int(raw.strip())
-                argv = self._ours(bridge, pid)
-                if not argv:
-                    pid = None  # dead, or the pid reused by a process that is not ours
+            pid, argv = running[bridge] if bridge in running else self._running(bridge)
             hosts = hostsdir.read_digest(self.paths.file(bridge, hostsdir.KIND))
             elsewhere = pid is not None and _netns_inode(f"/proc/{pid}/ns/net") != here
             out.append(
