@@ -21,6 +21,7 @@ read by dnsmasq without a SIGHUP, which would run the lease script for every lea
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shlex
@@ -583,7 +584,8 @@ class Dnsmasq:
         service finds nothing to free."""
         text = _read(self.paths.file(spec.bridge, "leases")) or ""
         runs: list[list[str]] = []
-        v4, v6 = stale_leases(text, spec), stale_leases6(text, spec)
+        seen = functools.partial(leasemarks.client_mac, self.paths.marks)
+        v4, v6 = stale_leases(text, spec), stale_leases6(text, spec, seen)
         if v4 and (tool := self._tool("dhcp_release")):
             runs += [[tool, spec.bridge, address, mac] for mac, address in v4]
         if v6 and (tool := self._tool("dhcp_release6")):

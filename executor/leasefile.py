@@ -10,6 +10,7 @@ released) keeps its entry, so it is never among them.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from .model import DhcpSpec
 
@@ -29,16 +30,22 @@ def stale_leases(leases: str, spec: DhcpSpec) -> list[tuple[str, str]]:
     return out
 
 
-def stale_leases6(leases: str, spec: DhcpSpec) -> list[tuple[str, str, str, str]]:
+def stale_leases6(
+    leases: str, spec: DhcpSpec, seen: Callable[[str, str], str | None] | None = None
+) -> list[tuple[str, str, str, str]]:
     """The DHCPv6 leases of a dnsmasq lease file (``duid SERVER-ID`` once, then ``expiry iaid
     address hostname client-id`` per lease) that no host entry of ``spec`` gives: (server id,
     client id, iaid, address) each, what ``dhcp_release6`` asks for.
 
     The file keeps no MAC for an IPv6 lease: a lease is stale when no entry gives its
     address, or when its client's DUID names a MAC (DUID-LLT, DUID-LL: the MAC the client
-    made it from) other than the entry's. A DUID naming none (DUID-EN, DUID-UUID) on an
-    address an entry gives is kept: nothing says it is not that entry's client. A temporary
-    address (IAID ``T...``) or a lease without client id cannot be released: left."""
+    made it from) other than the entry's — unless dnsmasq saw that client with the entry's MAC
+    (``seen(address, duid)``: the lease script's record, executor/leasemarks.py). A device uses
+    one DUID on all its interfaces, made from any one's MAC (RFC 8415 11.2; a cloned image
+    keeps its own): such a client's live lease was dropped at every reload (review hrev71).
+    A DUID naming none (DUID-EN, DUID-UUID) on an address an entry gives is kept: nothing says
+    it is not that entry's client. A temporary address (IAID ``T...``) or a lease without
+    client id cannot be released: left."""
     wanted = {}
     for h in spec.hosts:
         if h.address6 is not None:
@@ -58,7 +65,9 @@ def stale_leases6(leases: str, spec: DhcpSpec) -> list[tuple[str, str, str, str]
             continue
         mac = wanted.get(address)
         named = duid_mac(parts[4])
-        if mac is None or (named is not None and named != mac):
+        if mac is None or (
+            named not in (None, mac) and (seen is None or seen(parts[2], parts[4]) != mac)
+        ):
             out.append((parts[4], parts[1], parts[2]))
     if server is None:
         return []  # no server id: dnsmasq would not take the release

@@ -28,6 +28,11 @@ and hostname between two executor passes (its entry never changed, no SIGHUP eit
 dnsmasq built without an RTC (``DNSMASQ_LEASE_LENGTH``, no expiry) cannot tell a renewal from a
 replay: no mark is written, every event runs.
 
+Beside a DHCPv6 lease's mark, ``<address>.client`` (``<DUID> <MAC>``, ``DNSMASQ_MAC``) says
+which MAC dnsmasq saw that client with — the lease file keeps none —, for the executor's
+stale-lease sweep (executor/leasefile.py): written at the lease whether or not it was reported,
+kept by a lease read back without its MAC (a restart), taken by its release.
+
 No import beyond the standard library (executor/hostsdir.py uses it).
 """
 
@@ -42,6 +47,9 @@ from collections.abc import Iterable
 #: the marks' directory in the state dir (one lease script per state dir, so one directory
 #: for all its bridges: an address is served by one bridge of a host)
 DIR = "reported"
+#: beside a DHCPv6 lease's mark, ``<address>.client``: ``<DUID> <MAC>`` of its client as dnsmasq
+#: saw it (``DNSMASQ_MAC``), kept until its release
+CLIENT = ".client"
 
 
 def script_lines(command: str, marks: str) -> list[str]:
@@ -56,12 +64,20 @@ def script_lines(command: str, marks: str) -> list[str]:
         f'case "$3" in \'\'|*/*|.*) ;; *) nl_mark={d}/"$3" ;; esac',
         'nl_seen="$2 ${DNSMASQ_LEASE_EXPIRES:-}"',
         'if [ -n "$nl_mark" ]; then',
+        "  # A DHCPv6 lease's client as dnsmasq saw it (the lease file keeps no MAC), for the",
+        "  # executor's stale-lease sweep (client_mac); written when it changes only.",
+        '  if [ -n "${DNSMASQ_MAC:-}" ] && { [ "$1" = add ] || [ "$1" = old ]; }; then',
+        '    nl_client="$2 $DNSMASQ_MAC" nl_had_client=',
+        f'    [ ! -f "$nl_mark{CLIENT}" ] || read -r nl_had_client < "$nl_mark{CLIENT}"',
+        '    [ "$nl_had_client" = "$nl_client" ] \\',
+        f'      || printf \'%s\\n\' "$nl_client" 2>/dev/null >"$nl_mark{CLIENT}"',
+        "  fi",
         '  case "$1" in',
         '    old) if [ -n "${DNSMASQ_LEASE_EXPIRES:-}" ] && [ -f "$nl_mark" ] \\',
         '           && read -r nl_had < "$nl_mark" && [ "$nl_had" = "$nl_seen" ]; then',
         "           exit 0",
         "         fi ;;",
-        '    del) rm -f -- "$nl_mark" ;;',
+        f'    del) rm -f -- "$nl_mark" "$nl_mark{CLIENT}" ;;',
         "  esac",
         '  case "$1" in',
         "    add|old)",
@@ -72,6 +88,18 @@ def script_lines(command: str, marks: str) -> list[str]:
         "  esac",
         "fi",
     ]
+
+
+def client_mac(marks: str, address: str, duid: str) -> str | None:
+    """The MAC dnsmasq saw for the DHCPv6 client ``duid`` of ``address`` (spelled as in
+    dnsmasq's lease file), None when it did not tell (a lease read back after a restart, not
+    renewed since) or told of another client."""
+    try:
+        with open(os.path.join(marks, address + CLIENT), encoding="ascii") as fh:
+            had = fh.read().split()
+    except (OSError, ValueError):
+        return None
+    return had[1].lower() if len(had) == 2 and had[0] == duid else None
 
 
 def addresses(entry: str) -> list[str]:

@@ -35,10 +35,14 @@ class Script:
         self.path.write_text(script_text([str(cmd)], {"K": "v"}, None, str(self.marks)))
         self.path.chmod(0o700)
 
-    def __call__(self, *args: str, expires: str | None = "1000", rc: int = 0) -> int:
+    def __call__(
+        self, *args: str, expires: str | None = "1000", rc: int = 0, mac: str | None = None
+    ) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DNSMASQ_")}
         if expires is not None:
             env["DNSMASQ_LEASE_EXPIRES"] = expires
+        if mac is not None:  # a DHCPv6 lease whose client's MAC dnsmasq knows
+            env["DNSMASQ_MAC"] = mac
         env["RC"] = str(rc)
         return subprocess.run([str(self.path), *args], env=env, check=False).returncode
 
@@ -104,6 +108,26 @@ def test_ipv6_leases_and_other_actions(script: Script) -> None:
     script("old", M, "../escape")
     assert len(script.ran()) == 3
     assert sorted(os.listdir(script.marks)) == ["fd00::2"]
+
+
+def test_a_dhcpv6_leases_client_as_dnsmasq_saw_it(script: Script) -> None:
+    """``<address>.client``: the DUID and the MAC dnsmasq gave (DNSMASQ_MAC), what tells the
+    executor's stale-lease sweep whose the lease is (the lease file keeps no MAC); kept by a
+    lease read back without its MAC, taken by the release (review hrev71)."""
+    duid, marks = "00:03:00:01:02:16:3e:77:77:77", str(script.marks)
+    assert script("add", duid, "fd00::2", "vm-a", rc=1, mac=M) == 1  # even when not reported
+    assert script.mark("fd00::2.client") == f"{duid} {M}\n"
+    assert leasemarks.client_mac(marks, "fd00::2", duid) == M
+    assert leasemarks.client_mac(marks, "fd00::2", "00:03:00:01:02:16:3e:00:00:0b") is None
+    script("old", duid, "fd00::2", expires="1500")  # read back after a restart: no MAC
+    script("old", duid, "fd00::2", expires="1500", mac=M)  # skipped, the record stays
+    assert script.mark("fd00::2.client") == f"{duid} {M}\n"
+    assert len(script.ran()) == 2
+    script("add", M, "10.0.0.2")  # IPv4: its MAC is in the lease file, no record
+    assert script.mark("10.0.0.2.client") is None
+    script("del", duid, "fd00::2")
+    assert script.mark("fd00::2.client") is None and script.mark("fd00::2") is None
+    assert leasemarks.client_mac(marks, "fd00::2", duid) is None
 
 
 def test_entries_taken_out_lose_their_marks(tmp_path: Path) -> None:

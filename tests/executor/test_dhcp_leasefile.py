@@ -47,6 +47,31 @@ def test_stale_dhcpv6_leases() -> None:
     assert stale_leases6("", SPEC) == []
 
 
+def test_a_client_dnsmasq_saw_with_the_entrys_mac_keeps_its_lease() -> None:
+    """One DUID on all of a device's interfaces (RFC 8415 11.2): a DUID-LLT naming another
+    NIC's MAC is the entry's client when dnsmasq saw it with the entry's MAC (review hrev71)."""
+    llt_a = "00:01:00:01:2c:5f:aa:bb:02:00:00:00:00:0a"  # made from another NIC's MAC
+    leases = f"duid {SERVER}\n1900000000 7 fd00::b b {llt_a}\n1900000000 8 fd00::c c {llt_a}\n"
+    saw = {("fd00::b", llt_a): "02:00:00:00:00:0b", ("fd00::c", llt_a): "02:00:00:00:00:0a"}
+    asked = []
+
+    def seen(address: str, duid: str) -> str | None:
+        asked.append(address)
+        return saw.get((address, duid))
+
+    # fd00::b: seen with its entry's MAC, kept; fd00::c: seen with the MAC its DUID names
+    assert stale_leases6(leases, SPEC, seen) == [(SERVER, llt_a, "8", "fd00::c")]
+    assert stale_leases6(leases, SPEC) == [
+        (SERVER, llt_a, "7", "fd00::b"),
+        (SERVER, llt_a, "8", "fd00::c"),
+    ]
+    # asked only of a lease its DUID would make stale: no file read for the others
+    asked.clear()
+    ll_b = "00:03:00:01:02:00:00:00:00:0b"
+    stale_leases6(f"duid {SERVER}\n1900000000 7 fd00::b b {ll_b}\n", SPEC, seen)
+    assert asked == []
+
+
 def test_the_mac_in_a_duid() -> None:
     assert duid_mac("00:03:00:01:02:16:3E:0a:ad:f1") == "02:16:3e:0a:ad:f1"  # DUID-LL
     assert duid_mac("00:01:00:01:2c:5f:aa:bb:02:00:00:00:00:0a") == "02:00:00:00:00:0a"  # LLT

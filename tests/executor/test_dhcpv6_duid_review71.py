@@ -45,12 +45,6 @@ def leases(world: DhcpLab, bridge: str) -> str:
     return path.read_text() if path.exists() else ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev71: stale_leases6 takes a DUID naming another MAC for the previous"
-    " holder's; the lease file keeps no MAC, so what tells the entry's own client apart"
-    " (DNSMASQ_MAC, which dnsmasq matched the entry with) must be recorded, e.g. in the mark",
-)
 async def test_a_lease_under_a_duid_made_from_another_nic_is_kept(
     world: DhcpLab, conn: Connection, service: Any, nats_url: str
 ) -> None:
