@@ -484,8 +484,22 @@ class Dnsmasq:
     def _prepare(self) -> None:
         d = self.paths.state_dir
         os.makedirs(d, mode=0o755, exist_ok=True)
-        # Readable by dnsmasq after it drops root (it re-reads the hosts file on SIGHUP).
-        os.chmod(d, 0o755)
+        st = os.stat(d)
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o022 or st.st_uid != os.geteuid():
+            # dnsmasq runs the lease script written here as root, and serves the host entries
+            # written here: a folder others may write to (``--state-dir /tmp``) would let them
+            # plant either. Refused, and left as it is (it was chmod 0755'd: /tmp lost its
+            # sticky bit and its world-write; found by review).
+            raise DhcpFailed(
+                f"the DHCP state dir {d} is writable by others than its owner or not the"
+                f" executor's own (mode {mode:04o}, owner uid {st.st_uid}): dnsmasq runs the"
+                " lease script kept there as root. Give the executor a --state-dir of its own"
+                " (the default is under /run/netledger)"
+            )
+        if mode & 0o055 != 0o055:
+            # Readable by dnsmasq after it drops root (it reads the host entries in it).
+            os.chmod(d, mode | 0o055)
         closed = unreachable_by_others(d)
         if closed is not None:
             mode = stat.S_IMODE(os.stat(closed).st_mode)
