@@ -26,10 +26,14 @@ from netledger.events.host_events import HostAnnounced, HostInstancesSeen
 from netledger.events.ids import LEGACY_ANNOUNCEMENTS, REGISTRY_SUBJECT, host_subject
 from netledger.events.placement import companions, legacy_indexes
 from netledger.events.reclaim import FixedIpReclaim
+from netledger.events.revert import RevertConflict, compensate
+from netledger.events.revert_compensate import StoredEvent
+from netledger.events.revert_events import ChangeReverted
 from netledger.events.snapshot import state_from_wire, state_to_wire
 from netledger.events.state import State
 from netledger.events.types import Event
 from tests.events.test_fold_ahead import Service, normal, ownable
+from tests.projector.test_projector_props import command
 
 ADMIN = Actor(role="admin", user="ops")
 HOSTS = ["h1", "h2"]
@@ -50,19 +54,28 @@ class History:
         self.nets: list[str] = []
         self._ids = itertools.count(1)
 
-    def add(self, ev: Event, subject: str | None = None, read: set[int] | None = None) -> int:
+    def add(
+        self,
+        ev: Event,
+        subject: str | None = None,
+        read: set[int] | None = None,
+        command_id: str | None = None,
+    ) -> int:
         seq = len(self.log) + 1
         subject = subject or ev.subject()
-        env = Envelope(ev, f"e{seq}", f"c{seq}", 1000.0 + seq, SYSTEM)
+        env = Envelope(ev, f"e{seq}", command_id or f"c{seq}", 1000.0 + seq, SYSTEM)
         assert self.state.fold_message(seq, subject, env) is None
         self.log.append((seq, subject, env))
         if read:
             self.read[seq] = read
         return seq
 
-    def decided(self, events: list[Event], read: set[int] | None = None) -> None:
+    def decided(self, events: list[Event], read: set[int] | None = None) -> str:
+        """One decision's events and their companions, as one batch (one command id)."""
+        cid = f"cmd-{next(self._ids)}"
         for ev in [*events, *companions(self.state, events, set())]:
-            self.add(ev, read=read)
+            self.add(ev, read=read, command_id=cid)
+        return cid
 
     def run(self, name: str, **args: Any) -> dict[str, Any] | None:
         req = parse_command(
@@ -159,8 +172,9 @@ def history_of(ops: list[tuple[Any, ...]]) -> History:
         elif kind == "index":  # the service's pointers (service/announce_index.py)
             pointed = set(h.state.legacy_announced.values())
             evs: list[Event] = list(legacy_indexes(h.state))
+            cid = f"index-{next(h._ids)}"  # one batch
             for ev in evs:
-                h.add(ev, read=pointed)
+                h.add(ev, read=pointed, command_id=cid)
         elif kind == "reclaim" and h.nets:
             nid, host = h.nets[op[2] % len(h.nets)], op[1]
             req = Request(FixedIpReclaim(nid, host, 1.0), f"r-{next(h._ids)}", SYSTEM)
@@ -245,4 +259,79 @@ def test_a_snapshot_of_any_prefix_folds_the_rest_to_the_logs_fold(
     restored = state_from_wire(msgpack.unpackb(msgpack.packb(state_to_wire(head))))
     assert restored == head
     assert restored.host_macs == head.host_macs
+    assert normal(_fold(h.log[cut:], restored)) == normal(h.state)
+
+
+# --- with projects, floating IPs, leases and reverts (NetworkReassociated) --------------------
+
+
+def mixed_history(data: st.DataObject, steps: int) -> History:
+    """The projection's random commands (projects, VLANs, floating IPs, IPv6, leases, network
+    deletions and disassociations) and reverts of random earlier commands, with host reports
+    and announcements between."""
+    h = History()
+    commands: list[str] = []
+    for i in range(steps):
+        kind = data.draw(
+            st.sampled_from(["cmd", "cmd", "cmd", "report", "revert", "undo", "give_back"])
+        )
+        if kind == "give_back":
+            # a project's network used, emptied and disassociated (then "undo": given back)
+            project = data.draw(st.sampled_from(["p0", "p1"]))
+            got = h.run("fixed_ip.allocate", instance=f"gb{i}", project=project, host="c1")
+            if got is not None:
+                h.run("fixed_ip.deallocate", instance=f"gb{i}")
+                if h.run("network.disassociate", network_id=got["network_id"]) is not None:
+                    commands.append(h.log[-1][2].command_id)
+            continue
+        if kind == "report":
+            host = data.draw(st.sampled_from(["c1", "c2"]))
+            macs = sorted(
+                ip.mac.lower()
+                for n in h.state.networks.values()
+                for ip in n.fixed.values()
+                if ip.host == host and data.draw(st.booleans())
+            )
+            nets = data.draw(st.lists(st.sampled_from(sorted(h.state.networks) or ["1"])))
+            h.add(HostInstancesSeen(host=host, macs=macs, networks=nets, reason="change"))
+            continue
+        if kind in ("revert", "undo") and commands:
+            # any earlier command, or the last one (a disassociation given back: its
+            # NetworkReassociated)
+            cid = data.draw(st.sampled_from(commands)) if kind == "revert" else commands[-1]
+            stored = [
+                StoredEvent(s, subj, env.event, env.command_id)
+                for s, subj, env in h.log
+                if env.command_id == cid
+            ]
+            try:
+                plan = compensate(h.state, stored)
+            except RevertConflict:
+                continue
+            marker = ChangeReverted(cid, None, None, None, plan.reverted, plan.skipped)
+            commands.append(h.decided([*plan.events, marker], read={s.seq for s in stored}))
+            continue
+        name, args = data.draw(command(h.state))
+        before = len(h.log)
+        if h.run(name, **args) is not None and len(h.log) > before:
+            commands.append(h.log[-1][2].command_id)
+    return h
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_with_projects_floating_ips_and_reverts_ahead_and_from_a_snapshot_the_fold_is_the_logs(
+    data: st.DataObject,
+) -> None:
+    h = mixed_history(data, 40)
+    own = {
+        seq
+        for seq, subject, _ in h.log
+        if own_subject(subject) and data.draw(st.booleans(), label=f"own {seq}")
+    }
+    assert normal(ack_order(h, own, data)) == normal(h.state)
+    cut = data.draw(st.integers(0, len(h.log)))
+    head = _fold(h.log[:cut])
+    restored = state_from_wire(msgpack.unpackb(msgpack.packb(state_to_wire(head))))
+    assert restored == head
     assert normal(_fold(h.log[cut:], restored)) == normal(h.state)
