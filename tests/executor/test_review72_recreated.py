@@ -85,3 +85,39 @@ async def test_a_re_created_network_id_is_the_new_network_in_a_share_view(
     finally:
         for v in views:
             await v.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review hrev72: a deleted network leaves the fold only where its NetworkDeleted is "
+    "read (its own subject): a share view that no longer followed it (its host's last address "
+    "there went) keeps it for good, in memory and in its view snapshots — every network a "
+    "compute host ever left and the cloud deleted since",
+)
+async def test_a_share_view_forgets_the_networks_deleted_after_its_host_left_them(
+    conn: Connection, service: CommandService
+) -> None:
+    c = Client(conn)
+    await announce(conn, "h1", 0)
+    share, whole = HostView(conn, "h1", share=True), HostView(conn, "h1", share=False)
+    for v in (share, whole):
+        await v.start()
+    try:
+        for i in range(3):
+            (net,) = await c.create_networks(
+                label=f"n{i}", cidr=f"10.6{i}.0.0/24", mode="flat", bridge=f"br6{i}"
+            )
+            await c.allocate_fixed_ip(f"i{i}", network_id=net["id"], host="h1")
+            for v in (share, whole):
+                await v.sync()
+            await c.deallocate_fixed_ip(f"i{i}", network_id=net["id"])
+            for v in (share, whole):
+                await v.sync()
+            await c.request("network.delete", {"network_id": net["id"]})
+        for v in (share, whole):
+            await v.sync()
+        assert not whole.state.networks and not share.networks
+        assert set(share.state.networks) == set(whole.state.networks)
+    finally:
+        for v in (share, whole):
+            await v.close()
