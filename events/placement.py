@@ -13,6 +13,16 @@ allocation there is a join again.
 A floating IP associated (disassociated) on its pool's subject is also mapped (unmapped) on the
 network's subject, in the same batch: the NAT of a network is read from the network.
 
+A network deleted (``NetworkDeleted`` on its subject) is also *retired* on the registry
+(``NetworkRetired``), in the same atomic batch, after it: the registry is the one subject every
+executor reads, and a network's own subject only while it needs the network (executor/view.py
+takes a retirement of a network it still holds as its deletion: ``State.retire``). The registry
+is OCC-checked like the network: network creations decide on it (a creation and a deletion on
+two replicas at once: one of them decides again), and the service folds its own appends ahead of
+its reader only on checked subjects (service/service.py ``_fold_appended``). Deletions written
+before retirements existed stay as they are: an executor that never read one keeps that network
+in its view (what it held before).
+
 ``backfill`` covers streams written before these existed: every (host, network) with allocated
 addresses and no join in the log, every association without its mapping, gets one (the service
 appends them at start).
@@ -34,6 +44,7 @@ from .placement_events import (
     FloatingIpUnmapped,
     LegacyAnnouncementIndexed,
     NetworkHostJoined,
+    NetworkRetired,
 )
 from .state import State
 from .types import (
@@ -42,6 +53,7 @@ from .types import (
     FixedIpMoved,
     FloatingIpAssociated,
     FloatingIpDisassociated,
+    NetworkDeleted,
 )
 
 
@@ -82,6 +94,11 @@ def mappings(events: Iterable[Event]) -> list[Event]:
     return out
 
 
+def retirements(events: Iterable[Event]) -> list[Event]:
+    """The registry's record of every network deletion in ``events``."""
+    return [NetworkRetired(ev.network_id) for ev in events if isinstance(ev, NetworkDeleted)]
+
+
 def companions(
     state: State,
     events: list[Event],
@@ -89,7 +106,7 @@ def companions(
     pending: Pending | None = None,
 ) -> list[Event]:
     """Everything the service appends with ``events`` (one decision) for the executors."""
-    return [*mappings(events), *joins(state, events, joined, pending)]
+    return [*mappings(events), *joins(state, events, joined, pending), *retirements(events)]
 
 
 def backfill(state: State) -> list[Event]:

@@ -16,11 +16,18 @@ a fixed address of the network — written on the *network's* subject in the sam
 network's floating IPs reads that network, not every pool's history; and the network's OCC
 check on the batch means an association can never land on an address deallocated meanwhile.
 
-Kept apart from :mod:`netledger.events.placement` (the rules deciding when to write them) because
 ``LegacyAnnouncementIndexed``: where a host's announcement from before
 ``netledger.evt.announce.<host>`` sits (its host subject, which the other executors do not read),
 written by the service on ``netledger.evt.legacy-announcements`` (events/placement.py
 ``legacy_indexes``). Only a pointer: the service may not announce for a host.
+
+``NetworkRetired``: a network was deleted — written by the service on the *registry* in the same
+atomic batch as the ``NetworkDeleted`` on the network's own subject (after it). Every executor
+reads the registry (so every ``NetworkCreated``), but a network's subject only while it needs the
+network — most networks never, one its host left before the deletion no more: such an executor
+never read the ``NetworkDeleted`` and kept the network (in memory, in its view snapshots, in the
+count of live networks ``follow_every`` weighs) for good. The retirement tells it
+(executor/view.py, ``State.retire``).
 
 Kept apart from :mod:`netledger.events.placement` (the rules deciding when to write them) because
 every reader must decode them (codec registration), like the other event modules.
@@ -31,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .ids import LEGACY_ANNOUNCEMENTS, placement_subject
+from .ids import LEGACY_ANNOUNCEMENTS, REGISTRY_SUBJECT, placement_subject
 from .types import Event, NetworkEvent, event_type
 
 
@@ -90,3 +97,18 @@ class LegacyAnnouncementIndexed(Event):
 
     def subject(self) -> str:
         return LEGACY_ANNOUNCEMENTS
+
+
+@event_type
+@dataclass(frozen=True)
+class NetworkRetired(Event):
+    """Network ``network_id`` is deleted: its ``NetworkDeleted`` is on the network's subject,
+    before this one in the same atomic batch. Only a pointer for the readers of a share, which
+    may no longer read that subject (events/state.py ``State.retire``): the fold of the whole
+    log has folded the deletion by the time it reads this, and takes it as a no-op."""
+
+    TYPE: ClassVar[str] = "NetworkRetired"
+    network_id: str
+
+    def subject(self) -> str:
+        return REGISTRY_SUBJECT

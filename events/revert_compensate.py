@@ -24,6 +24,7 @@ from .placement_events import (
     FloatingIpUnmapped,
     LegacyAnnouncementIndexed,
     NetworkHostJoined,
+    NetworkRetired,
 )
 from .reclaim_events import FixedIpReconfirmed
 from .revert_events import ChangeReverted, NetworkReassociated
@@ -66,6 +67,8 @@ SKIPPED_TYPES: tuple[type[Event], ...] = (
     NetworkHostJoined,
     FloatingIpMapped,
     FloatingIpUnmapped,
+    # the registry's record of a deletion (events/placement.py), which itself is never undone
+    NetworkRetired,
     # where a host's announcement sits (the host's own fact): nothing a revert changes
     LegacyAnnouncementIndexed,
 )

@@ -24,12 +24,13 @@ from .codec import Envelope
 from .errors import Unfoldable
 from .field_types import field_hints
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
-from .ids import REGISTRY_SUBJECT, host_subject
+from .ids import REGISTRY_SUBJECT, host_subject, network_subject
 from .placement_events import (
     FloatingIpMapped,
     FloatingIpUnmapped,
     LegacyAnnouncementIndexed,
     NetworkHostJoined,
+    NetworkRetired,
 )
 from .reclaim_events import (
     FixedIpReclaimed,
@@ -97,10 +98,12 @@ class State:
     #: hosts whose executor last announced itself with ``--network-host``
     network_hosts: set[str] = field(default_factory=set)
     #: the IPv4 range of every network ever created, deleted ones too: the executors' NAT
-    #: ``fixed`` set (executor/fragments.py: fixed_space) is built from the registry alone,
-    #: which every host reads, share or whole log (a ``NetworkDeleted`` is on the network's
-    #: subject). A deleted network itself leaves :attr:`networks`: the fold's memory follows
-    #: the live networks, not every network the cloud ever had.
+    #: ``fixed`` set (executor/fragments.py: fixed_space) is built from the registry's
+    #: creations alone, which every host reads, share or whole log (a ``NetworkDeleted`` is on
+    #: the network's subject; the registry's ``NetworkRetired`` exists only since Dec 2026, so
+    #: an older deletion is there for the whole log only). A deleted network itself leaves
+    #: :attr:`networks`: the fold's memory follows the live networks, not every network the
+    #: cloud ever had.
     v4_ranges: set[str] = field(default_factory=set)
     #: host -> the sequence of its latest announcement while that one is on the host's own
     #: subject (executors announced there before ``netledger.evt.announce.<host>``) and no
@@ -307,8 +310,39 @@ class State:
         # creates and deletes networks for years keeps only the live ones in memory and in its
         # snapshots. Its subject's sequence stays (the next append there is OCC-checked on it).
         n = self.networks.pop(ev.network_id, None)
-        if n is not None and n.project and self.project_networks.get(n.project) == n.network_id:
+        if n is not None:
+            self._forget(n)
+
+    def _forget(self, n: NetworkState) -> None:
+        """What names network ``n`` besides :attr:`networks` (popped from it already)."""
+        if n.project and self.project_networks.get(n.project) == n.network_id:
             del self.project_networks[n.project]
+
+    def retire(self, network_id: str, seq: int) -> bool:
+        """The registry's ``NetworkRetired`` of ``network_id`` at ``seq`` (events/placement.py),
+        for a reader of a share (executor/view.py): whether the network was still here, then
+        dropped. The network's ``NetworkDeleted`` is on its own subject, before ``seq``; a
+        reader of the whole log has folded it by now (nothing here: False), an executor that no
+        longer read that subject — or never did — has not. What it holds of the network is of a
+        point before the deletion (its host's share stopped there: other hosts' addresses,
+        deallocated since) and goes with it; the network's subject counts as read up to ``seq``
+        (its messages before are the deleted network's: a later reading of the subject — a
+        re-created id, or the subject read after the registry at a start, journal/follow.py —
+        begins after them, never at the old deletion). Not a fold handler: the fold of the
+        whole log never finds the network here in a log the service writes, and must not drop
+        one with addresses in use on a registry message (it refuses such a NetworkDeleted)."""
+        n = self.networks.pop(network_id, None)
+        if n is None:
+            return False
+        for address, ip in n.fixed.items():
+            self._unbind_instance(n, ip.instance, address)
+            self._unallocate(n, ip)
+            self.awaiting_release.pop((network_id, address), None)
+        self._forget(n)
+        subject = network_subject(network_id)
+        if seq > self.subject_seq.get(subject, 0):
+            self.subject_seq[subject] = seq
+        return True
 
     def _network_associated(self, ev: NetworkAssociated, seq: int) -> None:
         n = self.networks.get(ev.network_id)  # the event is on the project's subject
@@ -643,6 +677,7 @@ _SUBJECT_FIELDS: dict[Callable[..., str], str | None] = {
     PoolEvent.subject: "pool",
     NetworkHostJoined.subject: "host",
     LegacyAnnouncementIndexed.subject: None,
+    NetworkRetired.subject: None,
     NetworkCreated.subject: None,
     FloatingPoolCreated.subject: None,
 }

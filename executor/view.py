@@ -7,6 +7,11 @@ allocation or deallocation of its own, a network naming it as its host. The exec
 builds its desired state from ``view.state``; tests compare a share-reading view with a
 whole-stream one (tests/executor/test_executor_share.py).
 
+A network's deletion comes on its own subject, which the view reads only while it needs the
+network; the command service also records it on the registry (``NetworkRetired``), and a view
+still holding the network then drops it with what it held of it (``State.retire``): a network
+deleted after its host left it, or that it never followed, does not stay in the view for good.
+
 Announcements stored before ``netledger.evt.announce.<host>`` existed sit on their host's own
 subject, outside every other share: the command service points at each one that is still a
 host's latest (``LegacyAnnouncementIndexed``: service/announce_index.py) and the view fetches
@@ -34,7 +39,11 @@ from netledger.events.ids import (
     is_id,
     network_subject,
 )
-from netledger.events.placement_events import LegacyAnnouncementIndexed, NetworkHostJoined
+from netledger.events.placement_events import (
+    LegacyAnnouncementIndexed,
+    NetworkHostJoined,
+    NetworkRetired,
+)
 from netledger.events.state import State, superseded
 from netledger.journal.follow import Follower
 from netledger.journal.stream import Connection, message_at
@@ -400,6 +409,8 @@ class HostView:
             return
         nid = getattr(ev, "network_id", None)
         if isinstance(nid, str):
+            if isinstance(ev, NetworkRetired) and not self.state.retire(nid, seq):
+                return  # its NetworkDeleted was read: nothing left to change
             if self._dirty is not None:
                 self._dirty.add(nid)
             if self._touched is not None:
@@ -431,5 +442,5 @@ class HostView:
                 self._changed.set()
         else:
             # An allocation or deallocation of ours, a network naming us as its host, a
-            # deletion: the share may change (recomputed once the burst is folded).
+            # deletion or retirement: the share may change (recomputed once the burst is folded).
             self._changed.set()

@@ -273,6 +273,9 @@ PHRASES: dict[str, Callable[[Row], str]] = {
     ),
     "NetworkCreated": _network_created,
     "NetworkDeleted": lambda d: f"network {d['network_id']} deleted",
+    "NetworkRetired": lambda d: (
+        f"network {d['network_id']} retired from the registry (its deletion, for every host)"
+    ),
     "NetworkAssociated": lambda d: (
         f"network {d['network_id']} associated with project {d['project']}"
     ),

@@ -308,8 +308,8 @@ class Lanes:
                     job.fail(err)
                     continue
                 # What executors read instead of the whole log (a host's first instance in a
-                # network, a floating IP's mapping on its network), in the same atomic batch
-                # (events/placement.py).
+                # network, a floating IP's mapping on its network, a network's deletion on the
+                # registry), in the same atomic batch (events/placement.py).
                 extra = companions(self.state, d.events, joined, pending)
                 if extra:
                     d = Decision([*d.events, *extra], d.result)

@@ -4,14 +4,13 @@ The deciders never re-use an id (``next_network_number`` only grows), but the fo
 log (events/state.py: a deleted network leaves the fold, a re-created id starts afresh), so
 every reader must agree on it: the command service, a whole-log executor view, and a share
 view — including one that no longer followed the network when it was deleted (its host's last
-address there had gone), which never reads that ``NetworkDeleted``. Real nats-server, real
-command service; the re-creation is published as a hand-made registry event."""
+address there had gone), which never reads that ``NetworkDeleted`` (it reads the registry's
+``NetworkRetired``: events/placement.py). Real nats-server, real command service; the
+re-creation is published as a hand-made registry event."""
 
 from __future__ import annotations
 
 import time
-
-import pytest
 
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.snapshot import state_to_wire
@@ -36,14 +35,6 @@ def created(network_id: str, b: str, bridge: str) -> NetworkCreated:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev72: a share view that stopped following a network before its deletion "
-    "never reads the NetworkDeleted; the re-created id's NetworkCreated (registry) is refused "
-    "by its fold as 'already exists', and joining the network later reads the old deletion "
-    "after it, leaving no network at all (the whole-log view has the new one). Unreachable "
-    "through the deciders (ids only grow)",
-)
 async def test_a_re_created_network_id_is_the_new_network_in_a_share_view(
     conn: Connection, service: CommandService
 ) -> None:
@@ -87,13 +78,6 @@ async def test_a_re_created_network_id_is_the_new_network_in_a_share_view(
             await v.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review hrev72: a deleted network leaves the fold only where its NetworkDeleted is "
-    "read (its own subject): a share view that no longer followed it (its host's last address "
-    "there went) keeps it for good, in memory and in its view snapshots — every network a "
-    "compute host ever left and the cloud deleted since",
-)
 async def test_a_share_view_forgets_the_networks_deleted_after_its_host_left_them(
     conn: Connection, service: CommandService
 ) -> None:
