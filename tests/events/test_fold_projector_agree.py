@@ -47,6 +47,7 @@ from netledger.events.ids import (
     pool_subject,
     project_subject,
 )
+from netledger.events.placement_events import NetworkRetired
 from netledger.events.reclaim_events import (
     FixedIpReclaimed,
     FixedIpReclaimSealed,
@@ -397,6 +398,11 @@ AGREE: list[tuple[str, Any, str | None, str]] = [
     ("host report on another host's subject", lambda s: _link("c1"), host_subject("h2"), REFUSED),
     ("host report on its own subject", lambda s: _link("c1"), None, APPLIED),
     ("NetworkAssociated on the network's subject", lambda s: NetworkAssociated("1", "p1"), network_subject("1"), APPLIED),
+    # the registry's record of a deletion: a no-op for both, the deletion read before it or not
+    # (a reader of a share drops a network it still holds: executor/view.py, State.retire)
+    ("retirement of a deleted network", lambda s: NetworkRetired("3"), None, APPLIED),
+    ("retirement of a live network", lambda s: NetworkRetired("1"), None, APPLIED),
+    ("retirement on the network's subject", lambda s: NetworkRetired("3"), network_subject("3"), REFUSED),
 ]  # fmt: skip
 
 

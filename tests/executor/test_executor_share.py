@@ -150,6 +150,8 @@ async def test_a_share_view_builds_what_a_whole_log_view_builds(
                 await whole[h].sync()
                 want = desired(whole[h])
                 assert desired(shared[h]) == want, f"{h} after step {i}"
+                # and the same networks: a deleted one leaves every view (NetworkRetired)
+                assert set(shared[h].state.networks) == set(whole[h].state.networks), h
                 served += len(want.links)
                 every |= shared[h].every
         late = await views(conn, True)  # from the whole history at once
@@ -157,6 +159,7 @@ async def test_a_share_view_builds_what_a_whole_log_view_builds(
             for h in HOSTS:
                 assert desired(late[h]) == desired(whole[h]), f"{h} started last"
                 assert late[h].networks == shared[h].networks
+                assert set(late[h].state.networks) == set(whole[h].state.networks), h
         finally:
             for v in late.values():
                 await v.close()
