@@ -388,15 +388,16 @@ def fixed_space(state: State, configured: tuple[str, ...] = ()) -> tuple[str, ..
     nova matched its whole ``fixed_range`` (every network) in ``-s fixed -d fixed -j ACCEPT``
     and in the SNAT rule. A deleted network's range stays: its ``NetworkDeleted`` is on the
     network's own subject, which a host outside the network does not read (executor/share.py),
-    and every host must build the same set from its share as from the whole log. A later
+    the registry's ``NetworkRetired`` only since Dec 2026 (an older deletion is not there), and
+    every host must build the same set from its share as from the whole log. A later
     network or pool over it may overlap it: the merge keeps the set valid, and floating
     addresses are never in it.
 
     ``configured`` (``--fixed-range``) replaces the networks' ranges: a supernet that does not
     change when a network is created (else every NAT host rewrites its table then).
 
-    Computed again only when the registry changed (a network or pool created); a pass in
-    between finds it in O(1)."""
+    Computed again only when the registry changed (a network or pool created, a network
+    retired: the same set again); a pass in between finds it in O(1)."""
     global _space_cache
     key = (state.seq_of(REGISTRY_SUBJECT), len(state.v4_ranges), len(state.pools), configured)
     cached = _space_cache
