@@ -193,7 +193,14 @@ def needs_of(h: History, seq: int) -> list[int]:
     env = h.log[seq - 1][2]
     while first > 1 and h.log[first - 2][2].command_id == env.command_id:
         first -= 1
-    subjects = {subject, REGISTRY_SUBJECT}
+    last = seq
+    while last < len(h.log) and h.log[last][2].command_id == env.command_id:
+        last += 1
+    # ...on every subject of the batch: the service folds a batch whole from one ack, so no
+    # message of it is acked before what any other of it was decided on (one acked alone let
+    # a NetworkAssociated overtake its replica's earlier NetworkDisassociated: a failure of
+    # this test, not of the service)
+    subjects = {subject, REGISTRY_SUBJECT} | {h.log[s - 1][1] for s in range(first, last + 1)}
     out = [s for s, subj, _ in h.log[: seq - 1] if subj in subjects]
     for s in range(first, seq + 1):
         out += sorted(h.read.get(s, ()))
