@@ -327,20 +327,24 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _cmdline(pid: int) -> tuple[str, ...]:
+def _proc_state(pid: int) -> bytes | None:
+    """The state letter of ``pid`` in /proc (``R``, ``S``, ``Z``...); None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            if fh.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                return ()  # a zombie: dead, only not yet reaped
+            return fh.read().rsplit(b")", 1)[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> tuple[str, ...]:
+    if _proc_state(pid) in (None, b"Z"):
+        return ()  # gone, or a zombie: dead, only not yet reaped
+    try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             raw = fh.read()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+    except (FileNotFoundError, ProcessLookupError):
         return ()
     return tuple(a.decode(errors="replace") for a in raw.split(b"\0")[:-1])
-
-
-def _alive(pid: int) -> bool:
-    return bool(_cmdline(pid))
 
 
 def _netns_inode(path: str) -> tuple[int, int] | None:
@@ -694,12 +698,7 @@ def _exited(pid: int) -> bool:
     loses its command line (its memory) before its files on the way out, and a dnsmasq
     started in between found its old listening sockets still open ("Address already in use",
     a replaced dnsmasq failing to start now and then: found by the suite)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-    return state in (b"Z", b"X")
+    return _proc_state(pid) in (None, b"Z", b"X")
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
