@@ -344,17 +344,8 @@ class State:
             self.subject_seq[subject] = seq
         return True
 
-    def _network_associated(self, ev: NetworkAssociated, seq: int) -> None:
+    def _network_associated(self, ev: NetworkAssociated | NetworkReassociated, seq: int) -> None:
         n = self.networks.get(ev.network_id)  # the event is on the project's subject
-        if n is not None:  # (a deleted network: never decided)
-            n.project = ev.project
-            self.project_networks[ev.project] = ev.network_id
-
-    def _network_reassociated(self, ev: NetworkReassociated, seq: int) -> None:
-        # The network's side of the NetworkAssociated of the same revert: the same values, and
-        # nothing else (not even the network's seq), so a fold that skipped it as undecodable
-        # (a reader older than it) holds the same state, and its snapshots stay good.
-        n = self.networks.get(ev.network_id)
         if n is not None:  # (a deleted network: never decided)
             n.project = ev.project
             self.project_networks[ev.project] = ev.network_id
@@ -640,7 +631,10 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     NetworkDeleted: State._network_deleted,
     NetworkAssociated: State._network_associated,
     NetworkDisassociated: State._network_disassociated,
-    NetworkReassociated: State._network_reassociated,
+    # The network's side of the NetworkAssociated of the same revert: the same fields, folded
+    # the same way and nothing else (not even the network's seq), so a fold that skipped it as
+    # undecodable (a reader older than it) holds the same state, and its snapshots stay good.
+    NetworkReassociated: State._network_associated,
     FixedIpAllocated: State._fixed_allocated,
     FixedIpDeallocated: State._fixed_deallocated,
     FixedIpLeased: State._fixed_leased,
