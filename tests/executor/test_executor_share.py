@@ -121,6 +121,18 @@ async def views(conn: Connection, share: bool) -> dict[str, HostView]:
     return out
 
 
+async def share_and_whole(
+    conn: Connection, hosts: list[str]
+) -> tuple[dict[str, HostView], dict[str, HostView], list[HostView]]:
+    """A share view and a whole-log view of each of ``hosts``, started: (share, whole, all)."""
+    share = {h: HostView(conn, h, share=True) for h in hosts}
+    whole = {h: HostView(conn, h, share=False) for h in hosts}
+    every = [*share.values(), *whole.values()]
+    for v in every:
+        await v.start()
+    return share, whole, every
+
+
 def desired(v: HostView) -> Any:
     return build(v.state, v.book, config(v.host))
 

@@ -9,7 +9,7 @@ from netledger.executor.view import HostView
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from netledger.service.service import CommandService
-from tests.executor.test_executor_share import announce, desired
+from tests.executor.test_executor_share import announce, desired, share_and_whole
 
 HOSTS = ["h1", "h2", "h3"]
 
@@ -24,11 +24,7 @@ async def test_networks_left_or_never_followed_leave_the_share_when_deleted(
         label="a", cidr="10.70.0.0/24", mode="flat", bridge="br70", multi_host=True
     )
     nid = net["id"]
-    share = {h: HostView(conn, h, share=True) for h in HOSTS}
-    whole = {h: HostView(conn, h, share=False) for h in HOSTS}
-    views = [*share.values(), *whole.values()]
-    for v in views:
-        await v.start()
+    share, whole, views = await share_and_whole(conn, HOSTS)
     try:
         for change in (
             c.allocate_fixed_ip("i1", network_id=nid, host="h1"),

@@ -20,7 +20,7 @@ from netledger.journal.stream import Connection
 from netledger.replay.verify_snapshot import fold_to
 from netledger.service.client import Client
 from netledger.service.service import CommandService
-from tests.executor.test_executor_share import announce, desired
+from tests.executor.test_executor_share import announce, desired, share_and_whole
 
 HOSTS = ["h1", "h2"]
 
@@ -45,11 +45,7 @@ async def test_a_re_created_network_id_is_the_new_network_in_a_share_view(
         label="a", cidr="10.50.0.0/24", mode="flat_dhcp", bridge="br50", multi_host=True
     )
     nid = net["id"]
-    share = {h: HostView(conn, h, share=True) for h in HOSTS}
-    whole = {h: HostView(conn, h, share=False) for h in HOSTS}
-    views = [*share.values(), *whole.values()]
-    for v in views:
-        await v.start()
+    share, whole, views = await share_and_whole(conn, HOSTS)
     try:
         await c.allocate_fixed_ip("i1", network_id=nid, host="h1")
         for v in views:
