@@ -20,8 +20,7 @@ takes a retirement of a network it still holds as its deletion: ``State.retire``
 is OCC-checked like the network: network creations decide on it (a creation and a deletion on
 two replicas at once: one of them decides again), and the service folds its own appends ahead of
 its reader only on checked subjects (service/service.py ``_fold_appended``). Deletions written
-before retirements existed stay as they are: an executor that never read one keeps that network
-in its view (what it held before).
+before retirements existed get theirs later (``legacy_retirements``).
 
 ``backfill`` covers streams written before these existed: every (host, network) with allocated
 addresses and no join in the log, every association without its mapping, gets one (the service
@@ -31,6 +30,13 @@ appends them at start).
 executor from before ``netledger.evt.announce.<host>``, which the other executors' shares do not
 read) gets a ``LegacyAnnouncementIndexed`` pointing at it — at the service's start, and whenever
 such an announcement comes later (an executor not yet upgraded restarting).
+
+``legacy_retirements``: a deletion with no retirement after it (written before retirements
+existed, or by a service not yet upgraded) gets one on the registry, at the service's start
+and whenever one comes later — unless the id was created again since (the retirement would
+take the new network out of the views). An executor that never read the deletion (its share
+did not hold the network then, or it started later and read the creation from the registry
+alone) drops the network; one that read it changes nothing.
 """
 
 from __future__ import annotations
@@ -133,6 +139,13 @@ def legacy_indexes(state: State) -> list[LegacyAnnouncementIndexed]:
     """A pointer to every announcement the executors' shares miss (sorted, deterministic:
     replicas write the same message ids)."""
     return [LegacyAnnouncementIndexed(h, s) for h, s in sorted(state.legacy_announced.items())]
+
+
+def legacy_retirements(state: State) -> list[tuple[NetworkRetired, int]]:
+    """A retirement of every deletion without one, with its deletion's sequence (oldest
+    first, deterministic: replicas write the same message ids)."""
+    pending = sorted(state.unretired.items(), key=lambda kv: kv[1])
+    return [(NetworkRetired(nid), seq) for nid, seq in pending]
 
 
 def unchecked(subject: str) -> bool:

@@ -49,8 +49,9 @@ from .types import Event, FloatingPoolCreated, NetworkCreated
 #: sighting reports name their network set by index. 4: and say whether each is a start (an
 #: absence reaches back across none). 5: a fixed IP says whether its IPv6 address is leased.
 #: 6: no deleted networks (and no ``deleted`` field); a network lists the hosts joined to it;
-#: ``v4_ranges``, the ranges of every network ever created; ``legacy_announced``.
-SNAPSHOT_FORMAT = 6
+#: ``v4_ranges``, the ranges of every network ever created; ``legacy_announced``. 7:
+#: ``unretired``, the deletions without a retirement on the registry.
+SNAPSHOT_FORMAT = 7
 
 #: A command's events as the service remembers them: their envelopes as stored in the log
 #: (decoded only when a retry asks: most never are; raw bytes are the smallest form).
@@ -220,6 +221,7 @@ def state_to_wire(s: State) -> dict[str, Any]:
         "network_hosts": sorted(s.network_hosts),
         "v4_ranges": sorted(s.v4_ranges),
         "legacy_announced": s.legacy_announced,
+        "unretired": s.unretired,
     }
 
 
@@ -242,6 +244,7 @@ def state_from_wire(w: dict[str, Any]) -> State:
         network_hosts=set(w["network_hosts"]),
         v4_ranges=set(w["v4_ranges"]),
         legacy_announced=dict(w["legacy_announced"]),
+        unretired=dict(w["unretired"]),
     )
     s.rebuild_host_macs()
     return s

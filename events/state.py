@@ -66,7 +66,7 @@ from .wire_fast import event_of
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 11
+FOLD_VERSION = 12
 
 
 #: a MAC counted on a host (+1) or no more (-1): (host, MAC, delta)
@@ -110,6 +110,12 @@ class State:
     #: ``LegacyAnnouncementIndexed`` points at it: what the service indexes for the executors
     #: (events/placement.py ``legacy_indexes``)
     legacy_announced: dict[str, int] = field(default_factory=dict)
+    #: network id -> the sequence of its ``NetworkDeleted`` while no ``NetworkRetired`` of it
+    #: followed (deletions written before Dec 2026; in a log written since, emptied by the
+    #: deletion's own batch): what the service retires on the registry for the executors that
+    #: never read the deletion (events/placement.py ``legacy_retirements``). A re-creation of
+    #: the id takes it out: retired then, the new network would leave the executors' views.
+    unretired: dict[str, int] = field(default_factory=dict)
     #: host -> MAC (lower case) -> its allocated addresses there (derived from the networks'
     #: ``fixed``, rebuilt after a snapshot): when the last one ends, the host's memory of
     #: when it last saw that MAC goes too (:meth:`_unallocate`)
@@ -277,6 +283,7 @@ class State:
             # and hand their addresses out again. The projector refuses it alike.
             raise ValueError(f"network {ev.network_id} already exists")
         self.networks[ev.network_id] = network_state(ev)
+        self.unretired.pop(ev.network_id, None)
         if ev.cidr is not None:
             self.v4_ranges.add(ev.cidr)
         if ev.project:
@@ -312,6 +319,12 @@ class State:
         n = self.networks.pop(ev.network_id, None)
         if n is not None:
             self._forget(n)
+        self.unretired[ev.network_id] = seq  # until its NetworkRetired, next in its batch
+
+    def _network_retired(self, ev: NetworkRetired, seq: int) -> None:
+        # The deletion is folded already (before it in its batch, or long before: a pointer
+        # written for an older deletion); to the whole log's fold, nothing else changes.
+        self.unretired.pop(ev.network_id, None)
 
     def _forget(self, n: NetworkState) -> None:
         """What names network ``n`` besides :attr:`networks` (popped from it already)."""
@@ -635,6 +648,7 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     # the same way and nothing else (not even the network's seq), so a fold that skipped it as
     # undecodable (a reader older than it) holds the same state, and its snapshots stay good.
     NetworkReassociated: State._network_associated,
+    NetworkRetired: State._network_retired,
     FixedIpAllocated: State._fixed_allocated,
     FixedIpDeallocated: State._fixed_deallocated,
     FixedIpLeased: State._fixed_leased,

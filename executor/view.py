@@ -14,7 +14,7 @@ deleted after its host left it, or that it never followed, does not stay in the 
 
 Announcements stored before ``netledger.evt.announce.<host>`` existed sit on their host's own
 subject, outside every other share: the command service points at each one that is still a
-host's latest (``LegacyAnnouncementIndexed``: service/announce_index.py) and the view fetches
+host's latest (``LegacyAnnouncementIndexed``: service/legacy_pointers.py) and the view fetches
 the messages pointed at, by sequence, folding each only if it is that host's ``HostAnnounced``
 on that host's subject (which only its executor may write: the service can point, not announce)
 and nothing newer of the host was read. One message per such host, once.

@@ -61,9 +61,9 @@ from netledger.journal.follow import Follower
 from netledger.journal.liveness import HeartbeatBook
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, last_seq
-from netledger.service.announce_index import index_announcements, index_forever
 from netledger.service.answers import _backfill_id, reply_error, reply_ok, result_from_events
 from netledger.service.lanes import LaneQueue, Lanes
+from netledger.service.legacy_pointers import index_forever, wanted, write_pointers
 from netledger.service.reclaim_run import reclaim_forever
 from netledger.service.requests import Requests
 from netledger.service.snapshotter import SnapshotPolicy, Snapshotter
@@ -168,8 +168,9 @@ class CommandService(Lanes, Requests):
         self.reclaim_interval = reclaim_interval
         self._reclaimer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        #: set when the follower folded an announcement stored on its host's subject only:
-        #: the indexer points the executors at it (service/announce_index.py)
+        #: set when the follower folded an announcement stored on its host's subject only, or
+        #: a deletion: the indexer points the executors at it, retires it
+        #: (service/legacy_pointers.py)
         self._index_wanted = asyncio.Event()
         self._indexer: asyncio.Task[None] | None = None
         #: set when the service had to stop on its own (e.g. the log went back)
@@ -258,7 +259,7 @@ class CommandService(Lanes, Requests):
         except Exception as exc:  # reclaiming then relies on reports in the log alone
             log.warning("cannot watch host heartbeats (%s): reclaims use reports only", exc)
         await self._backfill_joins()
-        await self._index_announcements()
+        await self._write_pointers()
         if self.snapshotter is not None:
             self.snapshotter.start()
         for subject in (
@@ -417,7 +418,7 @@ class CommandService(Lanes, Requests):
         self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, data: bytes
     ) -> None:
         self._fold(seq, subject, env, data, err.message if err else "undecodable")
-        if self.state.legacy_announced:  # (empty but in an upgrade: one look per event)
+        if wanted(self.state):
             self._index_wanted.set()
 
     def _fold(
@@ -547,13 +548,14 @@ class CommandService(Lanes, Requests):
             if seq:
                 await self.follower.wait_for(seq)
 
-    async def _index_announcements(self) -> None:
-        """Point the executors at the announcements their shares miss (a stream from before
-        the announcement subjects: service/announce_index.py), before commands are taken."""
+    async def _write_pointers(self) -> None:
+        """Point the executors at the announcements their shares miss, retire the deletions
+        they may never read (a stream from before the announcement subjects and retirements:
+        service/legacy_pointers.py), before commands are taken."""
         try:
-            await index_announcements(self)
+            await write_pointers(self)
         except LogUnavailable as err:
-            log.warning("announcements not indexed now (%s): the indexer tries again", err)
+            log.warning("pointers not written now (%s): the indexer tries again", err)
             self._index_wanted.set()
 
     def heartbeats_now(self) -> Heartbeats:

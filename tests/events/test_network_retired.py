@@ -22,11 +22,11 @@ from netledger.events.codec import Actor
 from netledger.events.commands import parse_command
 from netledger.events.decide import decide
 from netledger.events.ids import REGISTRY_SUBJECT, network_subject, subject_kind
-from netledger.events.placement import companions
+from netledger.events.placement import companions, legacy_retirements
 from netledger.events.placement_events import NetworkRetired
 from netledger.events.revert import RevertConflict, compensate
 from netledger.events.revert_compensate import StoredEvent
-from netledger.events.snapshot import state_to_wire
+from netledger.events.snapshot import state_from_wire, state_to_wire
 from netledger.events.state import State
 from netledger.events.types import NetworkCreated, NetworkDeleted
 from tests.events.test_review72_fold import History, Message, history_of, op_st
@@ -200,3 +200,51 @@ def test_a_revert_of_a_deletion_is_refused_for_the_deletion_alone() -> None:
         compensate(h.state, stored)
     reasons = info.value.details["reasons"]
     assert len(reasons) == 1 and "NetworkDeleted" in reasons[0], reasons
+
+
+# --- deletions without a retirement (a log from before them): events/placement.py
+# ``legacy_retirements``, written by the service (service/legacy_pointers.py) -----------------
+
+
+def test_a_deletion_retired_in_its_batch_leaves_nothing_to_retire() -> None:
+    h, _ = _two_hosts_then_delete()
+    assert not h.state.unretired and legacy_retirements(h.state) == []
+
+
+def test_an_old_deletion_is_retired_once_and_a_share_then_drops_the_network() -> None:
+    h = History()
+    h.run("network.create", label="a", cidr="10.6.0.0/24", mode="flat")
+    h.run("network.create", label="b", cidr="10.7.0.0/24", mode="flat")
+    deleted = h.add(NetworkDeleted("1"))  # as the service wrote it before retirements
+    assert h.state.unretired == {"1": deleted}
+    assert legacy_retirements(h.state) == [(NetworkRetired("1"), deleted)]
+    # It survives a snapshot (the service writes its retirement after a restart too).
+    assert state_from_wire(state_to_wire(h.state)).unretired == {"1": deleted}
+    share = share_fold(h.log, {}, True)  # never read network 1's subject
+    assert "1" in share.networks
+    h.add(NetworkRetired("1"))
+    assert not h.state.unretired and legacy_retirements(h.state) == []
+    share = share_fold(h.log, {}, True)
+    assert set(share.networks) == set(h.state.networks) == {"2"}
+
+
+def test_an_id_created_again_is_not_retired() -> None:
+    """Its retirement, read after the new creation, would take the new network out of every
+    view (never decided: ids only grow; the fold takes such a log)."""
+    h = History()
+    h.run("network.create", label="a", cidr="10.6.0.0/24", mode="flat")
+    first = h.log[0][2].event
+    h.add(NetworkDeleted("1"))
+    h.add(dataclasses.replace(first, cidr="10.9.0.0/24", gateway="10.9.0.1",
+                              broadcast="10.9.0.255", dhcp_start="10.9.0.2"))  # fmt: skip
+    assert not h.state.unretired and legacy_retirements(h.state) == []
+
+
+def test_old_deletions_are_retired_oldest_first() -> None:
+    h = History()
+    for i in range(3):
+        h.run("network.create", label=f"n{i}", cidr=f"10.{10 + i}.0.0/24", mode="flat")
+    seqs = {nid: h.add(NetworkDeleted(nid)) for nid in ("3", "1", "2")}
+    assert legacy_retirements(h.state) == [
+        (NetworkRetired(nid), seqs[nid]) for nid in ("3", "1", "2")
+    ]

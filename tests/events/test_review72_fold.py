@@ -169,7 +169,7 @@ def history_of(ops: list[tuple[Any, ...]]) -> History:
         elif kind == "announce":
             ev = HostAnnounced(op[1], "192.0.2.1", "eth0", None, op[2])
             h.add(ev, subject=host_subject(op[1]) if op[3] else None)
-        elif kind == "index":  # the service's pointers (service/announce_index.py)
+        elif kind == "index":  # the service's pointers (service/legacy_pointers.py)
             pointed = set(h.state.legacy_announced.values())
             evs: list[Event] = list(legacy_indexes(h.state))
             cid = f"index-{next(h._ids)}"  # one batch

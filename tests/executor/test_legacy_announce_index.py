@@ -1,6 +1,6 @@
 """Announcements stored before the announcement subjects existed, through an upgrade: the
 command service points at each host's latest one that is on its host subject only
-(``LegacyAnnouncementIndexed``: service/announce_index.py), once, whichever replicas start; a
+(``LegacyAnnouncementIndexed``: service/legacy_pointers.py), once, whichever replicas start; a
 share view fetches what is pointed at and builds what a whole-log view builds (VTEPs and the
 ``--network-host`` role) — believing a pointer only where it leads to that host's own
 announcement, never back to an older one. Real nats-server, real command services.

@@ -13,7 +13,7 @@ whole-log reader of the same stream has the entry: the share is not the whole lo
 (docs/executor.md: "an executor only reads its share yet learns every peer it needs").
 
 Fixed: the service points at every announcement that is on its host subject only
-(``LegacyAnnouncementIndexed``, service/announce_index.py) as it reads it, and a share view
+(``LegacyAnnouncementIndexed``, service/legacy_pointers.py) as it reads it, and a share view
 fetches the messages pointed at (executor/view.py).
 """
 
