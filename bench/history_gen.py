@@ -58,7 +58,7 @@ from netledger.events.commands import (
 )
 from netledger.events.decide import Pending, decide
 from netledger.events.host_events import HostAnnounced, HostEvent, HostInstancesSeen
-from netledger.events.ids import REGISTRY_SUBJECT, host_subject, network_subject
+from netledger.events.ids import REGISTRY_SUBJECT, RETIRED_HOSTS, host_subject, network_subject
 from netledger.events.state import State
 from netledger.events.types import (
     Event,
@@ -538,6 +538,7 @@ class Cloud:
     def share_subjects(self, host: str) -> list[str]:
         announce = HostAnnounced(host, None, None, None, False).subject()
         subjects = [REGISTRY_SUBJECT, announce.rsplit(".", 1)[0] + ".>", host_subject(host)]
+        subjects.append(RETIRED_HOSTS)  # (none in this history)
         if placement_subject is not None:
             subjects.append(placement_subject(host))
         return subjects + [network_subject(n) for n in self.networks_of(host)]

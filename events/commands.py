@@ -299,6 +299,23 @@ class NetworkDelete(Command):
 
 @command
 @dataclass(frozen=True)
+class HostRetire(Command):
+    """Take a decommissioned host out of the cloud (events/decide_host.py)."""
+
+    NAME: ClassVar[str] = "host.retire"
+    ADMIN_ONLY: ClassVar[bool] = True
+    host: str
+
+    @classmethod
+    def parse(cls, a: dict[str, Any]) -> HostRetire:
+        return cls(host=_id(a, "host", required=True) or "")
+
+    def lane(self, state: object) -> str:
+        return f"host:{self.host}"
+
+
+@command
+@dataclass(frozen=True)
 class NetworkDisassociate(Command):
     NAME: ClassVar[str] = "network.disassociate"
     ADMIN_ONLY: ClassVar[bool] = True

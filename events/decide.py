@@ -7,7 +7,7 @@ decided together never pick the same address, MAC or network.
 
 This module is the entry point: the dispatch table :data:`DECIDERS` and :func:`decide`. The
 deciders themselves live by subject — networks in :mod:`.decide_network`, fixed IPs in
-:mod:`.decide_fixed`, floating IPs in :mod:`.decide_floating` — over the types and checks they
+:mod:`.decide_fixed`, floating IPs in :mod:`.decide_floating`, hosts in :mod:`.decide_host` — over the types and checks they
 share in :mod:`.decide_common`; their public names are re-exported here, so callers import only
 this module. Other modules (reclaim, reaper, revert) add their commands to ``DECIDERS``.
 """
@@ -27,6 +27,7 @@ from .commands import (
     FloatingIpDeallocate,
     FloatingIpDisassociate,
     FloatingPoolCreate,
+    HostRetire,
     NetworkCreate,
     NetworkDelete,
     NetworkDisassociate,
@@ -48,6 +49,7 @@ from .decide_floating import (
     decide_floating_disassociate,
     decide_pool_create,
 )
+from .decide_host import decide_host_retire
 from .decide_network import (
     DEFAULT_FLAT_BRIDGE,
     MAX_VNI,
@@ -105,6 +107,7 @@ DECIDERS: dict[type[Command], Decider] = {
     FloatingIpAssociate: decide_floating_associate,
     FloatingIpDisassociate: decide_floating_disassociate,
     FloatingIpDeallocate: decide_floating_deallocate,
+    HostRetire: decide_host_retire,
 }
 
 

@@ -74,6 +74,12 @@ class NetworkNotFound(NotFound):
     code = "network_not_found"
 
 
+class HostNotFound(NotFound):
+    """No executor ever announced this host, or it is retired already."""
+
+    code = "host_not_found"
+
+
 class ProjectNotFound(NotFound):
     code = "project_not_found"
 
@@ -137,6 +143,12 @@ class RangeExhausted(ConflictError):
 
 class NetworkInUse(ConflictError):
     code = "network_in_use"
+
+
+class HostInUse(ConflictError):
+    """A host with addresses allocated there cannot be retired (details: ``addresses``)."""
+
+    code = "host_in_use"
 
 
 class NetworkNotAssociated(ConflictError):

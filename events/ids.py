@@ -108,6 +108,18 @@ def placement_subject(host: str) -> str:
 PLACEMENT_PREFIX = f"{EVENT_PREFIX}.placement."
 
 
+def retired_subject(host: str) -> str:
+    """Where the command service records that a host left the cloud (``HostRetired``): every
+    executor reads it (a peer's VTEP, a network host's role end there), and ``status`` finds the
+    retired hosts by subject without reading the log. Not under ``announce.>`` nor
+    ``host.>``: the service may write neither (docs/security.md)."""
+    return f"{EVENT_PREFIX}.retired.{host}"
+
+
+RETIRED_HOSTS = f"{EVENT_PREFIX}.retired.>"
+RETIRED_PREFIX = f"{EVENT_PREFIX}.retired."
+
+
 def project_commands(project: str) -> str:
     """Every command subject of one project (a NATS permission for its credentials)."""
     return f"{PROJECT_COMMAND_PREFIX}.{check_id(project, 'project')}.cmd.>"

@@ -24,7 +24,13 @@ from .codec import Envelope
 from .errors import Unfoldable
 from .field_types import field_hints
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
-from .ids import REGISTRY_SUBJECT, host_subject, network_subject
+from .ids import (
+    REGISTRY_SUBJECT,
+    announce_subject,
+    host_subject,
+    network_subject,
+    retired_subject,
+)
 from .placement_events import (
     FloatingIpMapped,
     FloatingIpUnmapped,
@@ -55,6 +61,7 @@ from .types import (
     FloatingIpDeallocated,
     FloatingIpDisassociated,
     FloatingPoolCreated,
+    HostRetired,
     NetworkAssociated,
     NetworkCreated,
     NetworkDeleted,
@@ -528,7 +535,7 @@ class State:
         # On the host's own subject (older executors announced there)? _evolve (and fold_wire)
         # has moved the subject it came on to this message.
         legacy = self.subject_seq.get(host_subject(ev.host)) == seq
-        if legacy and superseded(self, seq, host_subject(ev.host), ev):
+        if superseded(self, seq, host_subject(ev.host) if legacy else ev.subject(), ev):
             return
         if ev.network_host:
             self.network_hosts.add(ev.host)
@@ -538,6 +545,25 @@ class State:
             self.legacy_announced[ev.host] = seq
         else:  # on the announcement subject, where every executor reads it
             self.legacy_announced.pop(ev.host, None)
+
+    def retired(self, host: str) -> bool:
+        """Whether ``host``'s latest retirement is newer than anything its executor wrote that
+        this fold read (an announcement; a report, for a reader of its subject)."""
+        last = max(self.seq_of(announce_subject(host)), self.seq_of(host_subject(host)))
+        return self.seq_of(retired_subject(host)) > last
+
+    def _host_retired(self, ev: HostRetired, seq: int) -> None:
+        # What the fold knew of the host goes with it (events/decide_host.py); a retired host
+        # costs the fold its subjects' sequences only. Its sighting reports stay while an
+        # address is allocated there (an allocation decided beside the retirement on another
+        # replica): reclaim decides on them. A share's start reads the retirements after the
+        # announcements: one the host made since (it is back) is newer, and stays.
+        if not self.retired(ev.host):
+            return
+        if not self.host_macs.get(ev.host):
+            self.sightings.pop(ev.host, None)
+        self.network_hosts.discard(ev.host)
+        self.legacy_announced.pop(ev.host, None)
 
     def _announcement_indexed(self, ev: LegacyAnnouncementIndexed, seq: int) -> None:
         self.indexed(ev.host, ev.seq)
@@ -649,6 +675,7 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     # undecodable (a reader older than it) holds the same state, and its snapshots stay good.
     NetworkReassociated: State._network_associated,
     NetworkRetired: State._network_retired,
+    HostRetired: State._host_retired,
     FixedIpAllocated: State._fixed_allocated,
     FixedIpDeallocated: State._fixed_deallocated,
     FixedIpLeased: State._fixed_leased,
@@ -672,9 +699,13 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
 
 
 def superseded(state: State, seq: int, subject: str, ev: HostAnnounced) -> bool:
-    """Whether ``ev``, at ``seq`` on ``subject``, is on the host's own subject (older executors')
-    and older than an announcement of the host's folded already: a share's history is read
-    subject by subject (journal/follow.py), an executor's own old one after its newer one."""
+    """Whether ``ev``, at ``seq`` on ``subject``, is older than a retirement of the host folded
+    already (an announcement on the host's own subject a share fetches through a pointer,
+    later), or is on the host's own subject (older executors') and older than an announcement
+    of the host's folded already: a share's history is read subject by subject
+    (journal/follow.py), an executor's own old one after its newer one."""
+    if seq < state.subject_seq.get(retired_subject(ev.host), 0):
+        return True
     return subject != ev.subject() and seq < state.subject_seq.get(ev.subject(), 0)
 
 
@@ -686,6 +717,7 @@ _SUBJECT_FIELDS: dict[Callable[..., str], str | None] = {
     NetworkHostJoined.subject: "host",
     LegacyAnnouncementIndexed.subject: None,
     NetworkRetired.subject: None,
+    HostRetired.subject: "host",
     NetworkCreated.subject: None,
     FloatingPoolCreated.subject: None,
 }

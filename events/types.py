@@ -16,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from .ids import REGISTRY_SUBJECT, network_subject, pool_subject, project_subject
+from .ids import (
+    REGISTRY_SUBJECT,
+    network_subject,
+    pool_subject,
+    project_subject,
+    retired_subject,
+)
 
 EVENT_TYPES: dict[str, type[Event]] = {}
 
@@ -343,3 +349,18 @@ class FloatingIpDeallocated(PoolEvent):
     TYPE: ClassVar[str] = "FloatingIpDeallocated"
     address: str
     project: str
+
+
+@event_type
+@dataclass(frozen=True)
+class HostRetired(Event):
+    """Host ``host`` left the cloud (``host retire``: decommissioned, no address allocated
+    there). What was known of it goes: its sighting reports, its ``--network-host`` role, its
+    VTEP in every other host's flood entries, its row in ``status``. An executor starting there
+    again announces itself: the host is back."""
+
+    TYPE: ClassVar[str] = "HostRetired"
+    host: str
+
+    def subject(self) -> str:
+        return retired_subject(self.host)

@@ -48,6 +48,11 @@ class HostBook:
     forwarding_v6: bool = False
     last_reconciled_seq: int = 0
 
+    def retire(self, host: str) -> bool:
+        """``host`` left the cloud (``HostRetired``): its announcement goes; True when it was
+        here (another host's VTEP or role decides our flood entries and who serves what)."""
+        return self.announced.pop(host, None) is not None
+
     def apply(self, env: Envelope) -> bool:
         """Fold a host event in; True when it changes what *this* host should build."""
         ev = env.event

@@ -8,6 +8,7 @@ ovn-controller monitoring only the datapaths local to its chassis:
 * every host's announcement (``netledger.evt.announce.>``: VTEPs, network hosts), and the
   service's pointers to those stored before that subject existed, on the host's own subject
   (``netledger.evt.legacy-announcements``: the view fetches each message pointed at, once),
+  and every host's retirement (``netledger.evt.retired.>``: its VTEP and role end),
 * its own host subject (what it did) and its placement subject (``NetworkHostJoined``: the
   service records there when this host gets its first instance in a network),
 * the subjects of the networks it needs: where it holds an allocated address (or, multi-host,
@@ -43,6 +44,7 @@ from netledger.events.ids import (
     EVENT_PREFIX,
     LEGACY_ANNOUNCEMENTS,
     REGISTRY_SUBJECT,
+    RETIRED_HOSTS,
     host_subject,
     network_subject,
     placement_subject,
@@ -87,6 +89,7 @@ class Share:
             REGISTRY_SUBJECT,
             ANNOUNCEMENTS,
             LEGACY_ANNOUNCEMENTS,
+            RETIRED_HOSTS,
             host_subject(self.host),
             placement_subject(self.host),
         ]

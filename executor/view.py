@@ -45,6 +45,7 @@ from netledger.events.placement_events import (
     NetworkRetired,
 )
 from netledger.events.state import State, superseded
+from netledger.events.types import HostRetired
 from netledger.journal.follow import Follower
 from netledger.journal.stream import Connection, message_at
 
@@ -393,6 +394,21 @@ class HostView:
             return
         self._handle(seq, subject, env)
 
+    def _host_retired(self, host: str) -> None:
+        """A host left the cloud (events/decide_host.py): its VTEP and role go, unless it is
+        back already (announced since: the fold says)."""
+        if not self.state.retired(host) or not self.book.retire(host):
+            return
+        if host == self.host:
+            log.error(
+                "this host (%s) was retired (`netledger host retire`) while its executor runs:"
+                " stop it, or restart it to bring the host back",
+                host,
+            )
+            self._changed.set()  # its own role is gone: its share may change
+        self._dirty = None  # a VTEP or a network host's role: every network
+        self.on_change()
+
     def _handle(self, seq: int, subject: str, env: Envelope) -> None:
         """What a folded message changes beside the fold: the records, the share."""
         ev = env.event
@@ -406,6 +422,9 @@ class HostView:
             if self.book.apply(env):
                 self._dirty = None  # a VTEP or a network host's role: every network
                 self.on_change()
+            return
+        if isinstance(ev, HostRetired):
+            self._host_retired(ev.host)
             return
         nid = getattr(ev, "network_id", None)
         if isinstance(nid, str):

@@ -95,6 +95,7 @@ PLUGINS: dict[str, str] = {
     "fixed-ip": "netledger.domain_cli",
     "dhcp-event": "netledger.domain_cli",
     "floating-ip": "netledger.domain_cli",
+    "host": "netledger.domain_cli",
 }
 
 

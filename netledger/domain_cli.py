@@ -333,4 +333,27 @@ def floating_deallocate(settings: Settings, address: str, project: str) -> None:
     emit(r, settings.as_json, f"{address} returned to pool {r['pool']}")
 
 
-COMMANDS = [network, fixed_ip, dhcp_event, floating_ip]
+# --- hosts ---------------------------------------------------------------------------------
+
+
+@click.group()
+def host() -> None:
+    """Take hosts out of the cloud."""
+
+
+@host.command("retire")
+@click.argument("name")
+@pass_settings
+def host_retire(settings: Settings, name: str) -> None:
+    """Retire a decommissioned host NAME (admin).
+
+    Stop its executor first. Its VTEP leaves every other host's flood entries, its
+    --network-host role ends, the command service forgets its reports, and `status` no longer
+    lists it. Refused while addresses are allocated there (host_in_use) and for a host no
+    executor ever announced or retired already (host_not_found). An executor started there
+    again announces itself: the host is back."""
+    r = client_call(settings, "host.retire", {"host": name})
+    emit(r, settings.as_json, f"retired host {name}")
+
+
+COMMANDS = [network, fixed_ip, dhcp_event, floating_ip, host]

@@ -40,6 +40,7 @@ from netledger.events.host_events import HostReconciled
 from netledger.events.ids import EVENT_PREFIX
 from netledger.journal.liveness import LIVE_TTL_S, read_all
 from netledger.journal.stream import Connection
+from netledger.ops.retired import retirements
 
 SERVICE_NAME = "netledger"
 SRV_PREFIX = "$SRV"
@@ -512,15 +513,22 @@ async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list
     except Exception:  # no liveness bucket readable: the log's HostReconciled only
         live, readable = {}, False
     hosts = sorted({s[len(prefix) :] for s in subjects} | set(live))
+    gone = await retirements(conn, hosts, stream_last)
     limit = asyncio.Semaphore(32)
 
     async def one(h: str) -> dict[str, Any]:
+        r = gone.get(h)
+        if r is not None and not r.back and written.get(h, 0.0) <= r.time:
+            # Retired, silent since: not a host of the cloud (gather leaves it out).
+            return {"host": h, "retired": True, "retired_seq": r.seq}
         async with limit:
             subject = f"{prefix}{h}"
             n = int(subjects.get(subject, 0))
             row = await host_status(
                 conn, h, subject, n, stream_last, max_lag, find_reconciled=h not in live
             )
+            if r is not None and not r.back:
+                row["retired_seq"] = r.seq  # its executor still reports: a problem
             if h not in live:
                 if readable and row["age_s"] is not None and row["age_s"] > LIVE_TTL_S:
                     # Its liveness entry expired: silent for more than a day (the log's last
@@ -579,9 +587,10 @@ async def gather(
     """Everything ``netledger status`` shows, as one JSON-able dict."""
     stream = await stream_status(conn)
     last = int(stream["last_seq"])
-    answers, hosts = await asyncio.gather(
+    answers, rows = await asyncio.gather(
         discover(conn, wait=wait), hosts_status(conn, last, max_lag)
     )
+    hosts = [h for h in rows if not h.get("retired")]
     services = _services(answers, last, max_lag)
     projectors = [projector_status(Path(db), last, max_lag) for db in dbs or []]
     problems = problems_of(stream, services, projectors, hosts, max_lag)
@@ -593,6 +602,8 @@ async def gather(
         "services": services,
         "projectors": projectors,
         "hosts": hosts,
+        #: hosts retired (`host retire`) and silent since: not listed, not problems
+        "retired_hosts": len(rows) - len(hosts),
         "rejected": sum(p.get("rejected") or 0 for p in projectors),
     }
 
@@ -641,6 +652,11 @@ def problems_of(
         if p.get("rejected"):
             out.append(f"projector {p['db']} rejected {p['rejected']} stream message(s)")
     for h in hosts:
+        if h.get("retired_seq") is not None:
+            out.append(
+                f"host {h['host']} was retired (seq {h['retired_seq']}) but its executor still"
+                " reports: stop it, or restart it to bring the host back"
+            )
         if h.get("error"):
             out.append(f"host {h['host']}: {h['error']}")
         elif h["applied_seq"] is None:

@@ -22,7 +22,7 @@ from netledger.events.host_events import (
     HostNatApplied,
     HostReconciled,
 )
-from netledger.events.types import Event
+from netledger.events.types import Event, HostRetired
 
 from .project_tx import Tx, bare, to_json
 from .tables import HOST_ADDRESSES, HOST_LINKS, HOST_NAT, HOSTS, Row
@@ -46,8 +46,19 @@ def _host_announced(tx: Tx, ev: HostAnnounced) -> None:
         physical_interface=ev.physical_interface,
         public_interface=ev.public_interface,
         network_host=int(bool(ev.network_host)),
+        retired_seq=None,  # announced again: back in the cloud
+        retired_at=None,
     )
     tx.put(HOSTS, tx.stamp(row, "announced"))
+
+
+def _host_retired(tx: Tx, ev: HostRetired) -> None:
+    # Written by the command service (events/decide_host.py), not by the host: the row keeps
+    # what its executor last reported (its last_seq too), and says since when it is out.
+    row = tx.get(HOSTS, (ev.host,))
+    if row is None:
+        row = HOSTS.blank(host=ev.host, first_seq=tx.seq)
+    tx.put(HOSTS, tx.stamp(row, "retired"))
 
 
 def _host_link_created(tx: Tx, ev: HostLinkCreated) -> None:
@@ -139,6 +150,7 @@ HANDLERS: dict[type[Event], Any] = {
     HostAddressRemoved: _host_address_removed,
     HostNatApplied: _host_nat_applied,
     HostReconciled: _host_reconciled,
+    HostRetired: _host_retired,
 }
 
 #: Host event types handled by name: newer executor events this module need not import.

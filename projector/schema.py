@@ -105,6 +105,7 @@ ADDED: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "0004_leased_v6": {"fixed_ips": ("leased_v6",)},
     "0005_nat_fixed_space": {"hosts": ("nat_fixed_space",)},
+    "0006_host_retired": {"hosts": ("retired_seq", "retired_at")},
 }
 
 
@@ -211,6 +212,14 @@ def _m0005_nat_fixed_space(db: sqlite_utils.Database) -> None:
     # Every record so far listed its ranges: 0 where the last one is a table (snat_ranges is
     # set by HostNatApplied alone), as a rebuild of the same log says (`verify`).
     db.execute("UPDATE hosts SET nat_fixed_space = 0 WHERE snat_ranges IS NOT NULL")
+
+
+@_migration("0006_host_retired")
+def _m0006_host_retired(db: sqlite_utils.Database) -> None:
+    # A host taken out of the cloud (`host retire`: HostRetired): its last retirement, NULL
+    # while it is in (never retired, or announced since). No log before held one.
+    db.execute("ALTER TABLE hosts ADD COLUMN retired_seq INTEGER")
+    db.execute("ALTER TABLE hosts ADD COLUMN retired_at FLOAT")
 
 
 #: The events table's secondary indexes, exactly as migrations 0001 and 0003 create them (a test

@@ -114,6 +114,8 @@ HOSTS = Table(
         "first_seq", "last_seq", "last_at",
         # added by migration 0005_nat_fixed_space
         "nat_fixed_space",
+        # added by migration 0006_host_retired
+        "retired_seq", "retired_at",
     ),
 )  # fmt: skip
 

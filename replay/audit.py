@@ -276,6 +276,7 @@ PHRASES: dict[str, Callable[[Row], str]] = {
     "NetworkRetired": lambda d: (
         f"network {d['network_id']} retired from the registry (its deletion, for every host)"
     ),
+    "HostRetired": lambda d: f"host {d['host']} retired from the cloud (host retire)",
     "NetworkAssociated": lambda d: (
         f"network {d['network_id']} associated with project {d['project']}"
     ),

@@ -116,7 +116,7 @@ def test_root_json_flag_and_tables_for_people(db: Path) -> None:
 
 def test_status(db: Path) -> None:
     st = json.loads(invoke("projector", "status", "--db", str(db), "--json").output)
-    assert (st["last_seq"], st["events"], st["rejected"], st["schema_version"]) == (12, 12, 0, 5)
+    assert (st["last_seq"], st["events"], st["rejected"], st["schema_version"]) == (12, 12, 0, 6)
     r = invoke("projector", "status", "--db", str(db))
     assert "last_seq" in r.output and "12" in r.output
 
