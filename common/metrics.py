@@ -4,8 +4,9 @@ Two ways numbers get here, chosen so the hot paths stay untouched where they alr
 
 * **watched objects**, read at scrape time: a :class:`CommandService` (its ``stats``: commands
   by name and outcome and their times, OCC conflicts, decisions taken again, batches; its
-  appender's events per append; its ``rejected`` list and follower position) and a projector
-  (``last_seq``, ``events``, ``rejected``, each batch's messages and time).
+  appender's events per append and attempts sent again; its ``rejected`` list and follower
+  position) and a projector (``last_seq``, ``events``, ``rejected``, each batch's messages and
+  time).
   ``watch_service(svc)`` / ``watch_projector(p, db)`` once, nothing else to call. Their
   histograms are ``journal/buckets.py`` ``Buckets`` (bucket counts and a sum their owner adds
   to, no lock), read here by shape: this room imports no part.
@@ -242,9 +243,16 @@ class _Watched:
             " may have landed was looked for (maybe_applied).",
             labels=["reason"],
         )
+        resends = CounterMetricFamily(
+            "netledger_append_resends",
+            "Appends sent again with the same ids: the publish got no answer (no_answer), or no"
+            " stream took it — a 503, no responders (unavailable).",
+            labels=["reason"],
+        )
         timed: dict[str, list[Any]] = {}
         appends: list[Any] = []
         again: dict[str, int] = {}
+        sent_again: dict[str, int] = {}
         for svc in list(self.services):
             st = svc.stats
             for name, b in list(st.seconds.items()):
@@ -252,12 +260,16 @@ class _Watched:
             for reason, n in list(st.retries.items()):
                 again[reason] = again.get(reason, 0) + n
             appends.append(svc.appender.appended)
+            for reason, n in list(svc.appender.resends.items()):
+                sent_again[reason] = sent_again.get(reason, 0) + n
         for name, parts in sorted(timed.items()):
             _add_histogram(seconds, [name], parts)
         if appends:
             _add_histogram(appended, [], appends)
         for reason, n in sorted(again.items()):
             retries.add_metric([reason], n)
+        for reason, n in sorted(sent_again.items()):
+            resends.add_metric([reason], n)
         batch_seconds = HistogramMetricFamily(
             "netledger_projector_batch_seconds",
             "The projector's writer's time on one batch: decode, project, commit.",
@@ -271,7 +283,7 @@ class _Watched:
         for db, p in list(self.projectors.items()):
             _add_histogram(batch_seconds, [db], [p.batch_seconds])
             _add_histogram(batch_messages, [db], [p.batch_messages])
-        yield from (seconds, appended, retries, batch_seconds, batch_messages)
+        yield from (seconds, appended, retries, resends, batch_seconds, batch_messages)
 
 
 def _add_histogram(family: Any, labels: list[str], parts: list[Any]) -> None:

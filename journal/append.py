@@ -54,6 +54,12 @@ from netledger.journal.stream import (
 
 log = logging.getLogger("netledger.stream")  # one logger for the log layer
 
+#: why :meth:`Appender.append` sent an append again with the same ids (``Appender.resends``,
+#: ``netledger_append_resends_total{reason}``): its publish got no answer (it may have landed:
+#: the re-send is told apart by the duplicate window), or no stream took it — a 503 without a
+#: named cause (an election), or no responders (the server restarting, no stream leader)
+RESEND_REASONS = ("no_answer", "unavailable")
+
 #: What a pipelined chain's link adds to its message id (``<id>~<8 hex>``): no command id holds
 #: it (events/ids.py ``check_id``: letters, digits, ``-`` and ``_``).
 CHAIN_TAG = "~"
@@ -107,7 +113,8 @@ class Appender:
     and says why); without one, failures without an answer are retried ``attempts`` times
     (then :class:`MaybeApplied`). A refusal that names a cause is never retried. ``health``
     (journal/loghealth.py) hears of every failure and of the first success after one.
-    ``appended`` counts the events of every append stored now (``netledger_append_batch_events``).
+    ``appended`` counts the events of every append stored now (``netledger_append_batch_events``),
+    ``resends`` the attempts sent again, by reason (:data:`RESEND_REASONS`).
     """
 
     def __init__(
@@ -128,6 +135,10 @@ class Appender:
         #: a pre-linked decision's own (its placements are not waited for: not counted) — or
         #: one atomic batch
         self.appended = Buckets(APPEND_EVENTS)
+        #: attempts :meth:`append` sent again (the same ids), by reason: logged one by one, and
+        #: counted here for the metrics (a steady trickle of them is a log in trouble that
+        #: commands still get through)
+        self.resends = dict.fromkeys(RESEND_REASONS, 0)
 
     def budget_or(self, default: float) -> float:
         return self.budget if self.budget is not None else default
@@ -240,8 +251,10 @@ class Appender:
                 ):
                     raise err from None
                 last: BaseException = exc
+                reason = "unavailable"
             except (*NO_ANSWER, *NO_STREAM) as exc:
                 last = exc
+                reason = "no_answer" if isinstance(exc, NO_ANSWER) else "unavailable"
                 in_doubt = in_doubt or isinstance(exc, NO_ANSWER)
                 if end is None and attempt >= self.attempts:
                     raise MaybeApplied("no acknowledgement after retries") from None
@@ -255,6 +268,7 @@ class Appender:
             )
             retried = True
             await asyncio.sleep(delay)
+            self.resends[reason] += 1  # counted as it goes (a cancel while waiting sends nothing)
             delay = min(delay * 2, 1.0)
 
     async def append_chain(
