@@ -6,7 +6,9 @@
   ``$SRV.INFO``, ``$SRV.STATS``, also per name ``$SRV.STATS.netledger`` and per id), so
   ``nats micro ls`` sees them as well;
 * projectors: each ``--db`` file's checkpoint (``projection_state.last_seq``) against the
-  stream's last sequence, and its rejected events;
+  stream's last sequence, its rejected events, and whether its daemon is live — the stamp it
+  rewrites every period once it has all the stream holds (projector/liveness.py): at lag 0 a
+  dead projector and an idle one have the same checkpoint;
 * host executors: each host's liveness in the ``NETLEDGER_LIVE`` bucket (``host.<h>.status``:
   its last pass, applied sequence, events of its share still to read, changes, failures) — or,
   for an executor from before the liveness bucket, its last ``HostReconciled`` in the log
@@ -41,6 +43,7 @@ from netledger.events.ids import EVENT_PREFIX
 from netledger.journal.liveness import LIVE_TTL_S, read_all
 from netledger.journal.stream import Connection
 from netledger.ops.retired import retirements
+from netledger.projector.liveness import STOPPED, Stamp, is_live, read_stamp
 
 SERVICE_NAME = "netledger"
 SRV_PREFIX = "$SRV"
@@ -305,6 +308,7 @@ def projector_status(db: Path, stream_last: int, max_lag: int) -> dict[str, Any]
                 "SELECT seq, subject, type, reason FROM rejected_events ORDER BY seq DESC LIMIT 10"
             ).fetchall()
             n_rejected = conn.execute("SELECT count(*) FROM rejected_events").fetchone()[0]
+            stamp = read_stamp(conn)
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -321,6 +325,30 @@ def projector_status(db: Path, stream_last: int, max_lag: int) -> dict[str, Any]
         "recent_rejected": [
             {"seq": r[0], "subject": r[1], "type": r[2], "reason": r[3]} for r in rejected
         ],
+        **liveness_fields(stamp),
+    }
+
+
+def liveness_fields(stamp: Stamp | None) -> dict[str, Any]:
+    """A projection's stamp as ``status`` fields: ``live`` — True, False (its daemon stopped,
+    or has not confirmed it has the whole stream for more than 3 of its periods), or None
+    (nothing to expect: never stamped — a file ``projector run --once`` of an older netledger
+    or a library call filled, or a daemon not at the stream's end yet since it started — or
+    last filled by ``--once``); ``mode`` (``follow``, ``stopped``, ``once``), ``stamped_at``,
+    ``age_s`` (seconds since), ``period_s``, ``pid``."""
+    if stamp is None:
+        return {
+            "live": None, "mode": None, "stamped_at": None, "age_s": None, "period_s": None,
+            "pid": None,
+        }  # fmt: skip
+    age = _age_s(stamp.at)
+    return {
+        "live": is_live(stamp, age if age is not None else math.inf),
+        "mode": stamp.mode,
+        "stamped_at": _iso(stamp.at),
+        "age_s": age,
+        "period_s": stamp.period_s,
+        "pid": stamp.pid,
     }
 
 
@@ -621,6 +649,20 @@ def log_problems(service: dict[str, Any]) -> list[str]:
     return [f"{who} refuses writes ({state}){code}: {lg.get('reason')}"]
 
 
+def _not_live(p: dict[str, Any]) -> str:
+    age = p.get("age_s")
+    since = "a while" if age is None else f"{age:.0f}s"
+    if p.get("mode") == STOPPED:
+        return f"projector {p['db']}: its daemon stopped {since} ago (pid {p.get('pid')})"
+    why = "not running, hung or cut off from NATS"
+    if p.get("lag"):
+        why += ", or still catching up"
+    return (
+        f"projector {p['db']} has not confirmed it has the whole stream for {since} (every"
+        f" {p.get('period_s')}s expected): {why} (pid {p.get('pid')})"
+    )
+
+
 def problems_of(
     stream: dict[str, Any],
     services: list[dict[str, Any]],
@@ -651,6 +693,8 @@ def problems_of(
             out.append(f"projector {p['db']} is {p['lag']} sequences behind (> {max_lag})")
         if p.get("rejected"):
             out.append(f"projector {p['db']} rejected {p['rejected']} stream message(s)")
+        if p.get("live") is False:
+            out.append(_not_live(p))
     for h in hosts:
         if h.get("retired_seq") is not None:
             out.append(

@@ -18,6 +18,7 @@ from netledger.common.params import IP_ADDRESS
 from netledger.common.settings import Settings, default_data_dir, pass_settings, run
 
 from .errors import ProjectorError
+from .liveness import DEAD_AFTER_PERIODS, DEFAULT_PERIOD_S
 from .options import linger_option
 
 DB_HELP = (
@@ -68,6 +69,16 @@ def projector_group() -> None:
     help='Print one JSON line {"ready": true, "db", "last_seq"} on stdout once the projection'
     " is open and followed (for a supervisor: `serve` runs its projector so).",
 )
+@click.option(
+    "--live-period",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=DEFAULT_PERIOD_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the running projector confirms in the database that it has all the stream"
+    " holds (one small UPDATE, nothing in the log): `netledger status` calls it not live after"
+    f" {DEAD_AFTER_PERIODS} periods without one, even at lag 0. Not with --once.",
+)
 @metrics_port_option
 @pass_settings
 def projector_run(
@@ -77,14 +88,17 @@ def projector_run(
     batch_size: int,
     linger_ms: float,
     notify_ready: bool,
+    live_period: float,
     metrics_port: int | None,
 ) -> None:
     """Follow the stream from the checkpoint in the database and apply events in batches.
 
     Each batch commits together with the last applied stream sequence, so a crash anywhere
     loses nothing and applies nothing twice. Without --once it keeps following, reconnects on
-    its own, and stops cleanly on SIGINT/SIGTERM. With --once a progress bar is shown while
-    it catches up when stderr is a terminal (a new file on a long log takes minutes).
+    its own, and stops cleanly on SIGINT/SIGTERM; every --live-period it stamps the database
+    with the time it last had the whole stream (`netledger status` reads it). With --once a
+    progress bar is shown while it catches up when stderr is a terminal (a new file on a long
+    log takes minutes), and the stamp says no daemon follows the file.
     """
     from netledger.journal.stream import connect
 
@@ -106,7 +120,7 @@ def projector_run(
             if once:
                 return await catch_up_once(conn, path, batch_size)
             return await _follow(
-                conn, path, batch_size, metrics_port, linger_ms / 1000, notify_ready
+                conn, path, batch_size, metrics_port, linger_ms / 1000, notify_ready, live_period
             )
         finally:
             await conn.close()
@@ -123,6 +137,7 @@ async def catch_up_once(
     from netledger.common.progress import progress_bar
     from netledger.journal.stream import last_seq
 
+    from .liveness import stamp_once
     from .runner import bar_hooks, project_until
 
     end = await last_seq(conn)
@@ -137,6 +152,7 @@ async def catch_up_once(
             **bar_hooks(advance, label),
         )
         advance(last, description=label)
+    stamp_once(path, last)
     return {"db": str(path), "last_seq": last}
 
 
@@ -147,9 +163,11 @@ async def _follow(
     metrics_port: int | None = None,
     linger: float | None = None,
     notify_ready: bool = False,
+    live_period: float = DEFAULT_PERIOD_S,
 ) -> dict[str, Any]:
     from netledger.common.metrics import observe
 
+    from .liveness import Liveness
     from .runner import LINGER, Projector
 
     stop = asyncio.Event()
@@ -164,8 +182,10 @@ async def _follow(
         linger=LINGER if linger is None else linger,
     )
     observability = None
+    liveness = Liveness(p, live_period)
     try:
         await p.start()
+        await liveness.start()
         observability = await observe(
             conn, metrics_port, {f"projector:{path}": lambda: p.last_seq}, watch=(p, str(path))
         )
@@ -190,6 +210,7 @@ async def _follow(
         if observability is not None:
             await observability.aclose()
         await p.close()
+        await liveness.close()  # after the projector's: its stamp says where it stopped
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return {"db": str(path), "last_seq": p.last_seq, "events": p.events, "rejected": p.rejected}
