@@ -1,9 +1,8 @@
-"""DHCP: one dnsmasq per served bridge, its hosts file written from the log.
+"""DHCP: one dnsmasq per served bridge, its host entries written from the log — the I/O.
 
-Pure part: the command line of a dnsmasq (:func:`dnsmasq_argv`), its hosts file
-(:func:`render_hosts`), the fold of this host's DHCP events (:class:`DhcpBook`) and the plan
-(:func:`plan`: start / reload / stop). I/O part: :class:`Dnsmasq` reads what runs and applies
-the plan.
+What each dnsmasq should be, the log's record of them and the plan (start / reload / stop) are
+pure, in executor/dhcpplan.py; here :class:`Dnsmasq` reads what runs and applies the plan.
+The executor's other modules and the CLI import the DHCP names from here (``__all__``).
 
 Ownership: a dnsmasq is ours when the pid file ``<state dir>/<bridge>.pid`` names a live
 process whose command line is dnsmasq's with ``--pid-file=`` that very file. Nothing else is
@@ -31,67 +30,51 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-
-from netledger.events.codec import Envelope
-from netledger.events.host_events import (
-    HostDhcpReloaded,
-    HostDhcpStarted,
-    HostDhcpStopped,
-    HostEvent,
-)
+from collections.abc import Iterable, Mapping, Sequence
 
 from . import hostsdir, leasemarks, proc
+from .dhcpplan import (
+    DhcpBook,
+    DhcpPaths,
+    default_state_dir,
+    dhcp_events,
+    dnsmasq_argv,
+    gateways,
+    host_entries,
+    hosts_digest,
+    plan,
+    render_hosts,
+    script_text,
+)
 from .hostsdir import write_atomic
 from .kernel import OpResult
 from .leasefile import stale_leases, stale_leases6
-from .model import (
-    ROUTER_LINK_LOCAL,
-    DhcpSpec,
-    DhcpState,
-    DhcpSubnet,
-    HostActual,
-    Op,
-    ReloadDhcp,
-    StartDhcp,
-    StopDhcp,
-)
+from .model import DhcpSpec, DhcpState, HostActual, Op, ReloadDhcp, StartDhcp, StopDhcp
 from .netlink import netns_path
 
-#: The wrapper dnsmasq runs on every lease change (one per state dir).
-SCRIPT_NAME = "dhcp-script"
-#: With ``--netns``: a handle on the executor's own network namespace (a bind mount), where
-#: NATS is reachable; the lease script runs ``netledger`` there (dnsmasq runs in the host's).
-HANDLE_NAME = "executor.netns"
+# What the executor's other modules, its CLI and the tests import from here (most are defined
+# in executor/dhcpplan.py).
+__all__ = [
+    "DhcpBook",
+    "DhcpFailed",
+    "DhcpPaths",
+    "Dnsmasq",
+    "default_state_dir",
+    "dhcp_events",
+    "dnsmasq_argv",
+    "gateways",
+    "host_entries",
+    "hosts_digest",
+    "plan",
+    "render_hosts",
+    "script_text",
+    "stale_leases",
+]
+
 #: Seconds a stopping dnsmasq gets between SIGTERM and SIGKILL.
 STOP_GRACE = 5.0
 
 log = logging.getLogger("netledger.executor")
-
-
-@dataclass(frozen=True)
-class DhcpPaths:
-    """Where a host's dnsmasq files live (``--state-dir``) and which dnsmasq runs."""
-
-    state_dir: str
-    dnsmasq: str = "/usr/sbin/dnsmasq"
-
-    def file(self, bridge: str, kind: str) -> str:
-        return os.path.join(self.state_dir, f"{bridge}.{kind}")
-
-    @property
-    def script(self) -> str:
-        return os.path.join(self.state_dir, SCRIPT_NAME)
-
-    @property
-    def handle(self) -> str:
-        return os.path.join(self.state_dir, HANDLE_NAME)
-
-    @property
-    def marks(self) -> str:
-        """The lease script's record of the leases reported (executor/leasemarks.py)."""
-        return os.path.join(self.state_dir, leasemarks.DIR)
 
 
 def unreachable_by_others(path: str) -> str | None:
@@ -113,210 +96,6 @@ def unreachable_by_others(path: str) -> str | None:
         if not mode & stat.S_IXOTH:
             return folder
     return None
-
-
-def default_state_dir(host: str, netns: str | None) -> str:
-    # Per namespace too: two executors for the same host name in two namespaces (tests, a
-    # host rebuilt under a new namespace) must never adopt each other's dnsmasq.
-    return f"/run/netledger/{host}" if netns is None else f"/run/netledger/{netns}/{host}"
-
-
-# --- pure -----------------------------------------------------------------------------------
-
-
-def host_entries(spec: DhcpSpec) -> list[str]:
-    """The dhcp-host entries of ``spec`` (hostsdir.entry): ``<mac>,<hostname>,<ipv4>``, the
-    DHCPv6 address in brackets after it (or alone on an IPv6-only network)."""
-    return [hostsdir.entry(h) for h in spec.hosts]
-
-
-def render_hosts(spec: DhcpSpec) -> str:
-    """The entries one per line, as a hosts file would hold them (shown, compared)."""
-    return "".join(f"{e}\n" for e in host_entries(spec))
-
-
-def hosts_digest(spec: DhcpSpec) -> str:
-    return hostsdir.entries_digest(host_entries(spec))
-
-
-def dnsmasq_argv(spec: DhcpSpec, paths: DhcpPaths) -> tuple[str, ...]:
-    """dnsmasq's own command line (what ``/proc/<pid>/cmdline`` shows once it runs).
-
-    Each network of the bridge is a tagged static range, so router, DNS and MTU options go to
-    the right subnet when flat networks share a bridge. ``--dhcp-lease-max`` is the size of the
-    networks: dnsmasq's default cap (1000) was one of nova's lease pain points.
-
-    IPv6 (a network serving it): ``--enable-ra`` sends router advertisements for the /64 from
-    the bridge's only link-local address, the router's ``fe80::1``. In ``slaac`` mode the range
-    is ``ra-only`` (the prefix with the autonomous flag: instances make their address from
-    their MAC, EUI-64, as nova's rfc2462 backend); in ``dhcpv6`` mode it is a static DHCPv6
-    range (the advertisement carries the managed flag, no autonomous one) and dnsmasq hands
-    out only the hosts file's bracketed addresses. An IPv4-only network's line is as before.
-    """
-    f = paths.file
-    argv = [
-        paths.dnsmasq,
-        "--conf-file=/dev/null",  # nothing from /etc/dnsmasq.conf or /etc/dnsmasq.d
-        "--strict-order",
-        "--bind-interfaces",
-        f"--interface={spec.bridge}",
-        "--except-interface=lo",
-    ]
-    argv += [f"--listen-address={s.gateway}" for s in spec.subnets if s.gateway is not None]
-    argv += [f"--listen-address={s.gateway6}" for s in spec.subnets if s.gateway6 is not None]
-    argv += [
-        f"--pid-file={f(spec.bridge, 'pid')}",
-        f"--dhcp-hostsdir={f(spec.bridge, hostsdir.KIND)}",
-        f"--dhcp-leasefile={f(spec.bridge, 'leases')}",
-        f"--dhcp-script={paths.script}",
-        "--script-on-renewal",
-        f"--dhcp-lease-max={sum(s.size for s in spec.subnets)}",
-    ]
-    for s in spec.subnets:
-        tag = f"net{s.network_id}"
-        if s.gateway is not None:
-            argv.append(
-                f"--dhcp-range=set:{tag},{s.dhcp_start},static,{s.netmask},{spec.lease_time}s"
-            )
-            argv.append(f"--dhcp-option=tag:{tag},3,{s.gateway}")
-            if s.dns:
-                argv.append(f"--dhcp-option=tag:{tag},6,{','.join(s.dns)}")
-            if s.mtu:
-                argv.append(f"--dhcp-option-force=tag:{tag},26,{s.mtu}")
-        argv += _v6_args(spec, s, tag)
-    v6 = [s for s in spec.subnets if s.prefix6 is not None]
-    if v6:
-        argv.append("--enable-ra")
-        mtu = next((s.mtu for s in v6 if s.mtu), None)
-        if mtu:
-            # the MTU option of the advertisements (interval 0: dnsmasq's default)
-            argv.append(f"--ra-param={spec.bridge},mtu:{mtu},0")
-    argv += ["--no-resolv", "--no-hosts", f"--log-facility={f(spec.bridge, 'log')}"]
-    return tuple(argv)
-
-
-def _v6_args(spec: DhcpSpec, s: DhcpSubnet, tag: str) -> list[str]:
-    if s.prefix6 is None:
-        return []
-    net, plen = s.prefix6.split("/")
-    kind = "static" if s.mode6 == "dhcpv6" else "ra-only"
-    out = [f"--dhcp-range=set:{tag},{net},{kind},{plen},{spec.lease_time}s"]
-    if s.dns6:
-        servers = ",".join(f"[{d}]" for d in s.dns6)
-        out.append(f"--dhcp-option=tag:{tag},option6:dns-server,{servers}")
-    return out
-
-
-def gateways(spec: DhcpSpec) -> set[tuple[str, str]]:
-    """The (bridge, address) dnsmasq needs on the host before it can start: every IPv4
-    gateway it listens on, and for IPv6 the gateway and the router's link-local (the source
-    of its advertisements)."""
-    out: set[tuple[str, str]] = set()
-    for s in spec.subnets:
-        if s.gateway is not None:
-            out.add((spec.bridge, s.gateway))
-        if s.gateway6 is not None:
-            out.add((spec.bridge, s.gateway6))
-            out.add((spec.bridge, ROUTER_LINK_LOCAL.split("/")[0]))
-    return out
-
-
-def script_text(
-    command: Sequence[str],
-    env: Mapping[str, str] | None = None,
-    netns_handle: str | None = None,
-    marks: str | None = None,
-) -> str:
-    """The lease script: ``<command> dhcp-event ACTION MAC IP [HOSTNAME]``.
-
-    dnsmasq (and so its script) runs in the host's namespace; with ``netns_handle`` the
-    command runs in the executor's namespace instead, where the NATS URL is valid. With
-    ``marks`` (:attr:`DhcpPaths.marks`) an ``old`` event already reported ends in the shell,
-    no ``netledger`` process (executor/leasemarks.py)."""
-    lines = [
-        "#!/bin/sh",
-        "# dnsmasq's --dhcp-script, written by the netledger executor: leases (add/old) and",
-        "# releases (del) become fixed_ip.lease / fixed_ip.release commands, then events.",
-    ]
-    for k, v in sorted((env or {}).items()):
-        lines.append(f"{k}={shlex.quote(v)}; export {k}")
-    prefix = ["nsenter", f"--net={netns_handle}", "--"] if netns_handle else []
-    call = f"{shlex.join([*prefix, *command])} dhcp-event"
-    if marks is not None:
-        lines += leasemarks.script_lines(call, marks)
-    lines.append(f'exec {call} "$@"')
-    return "\n".join(lines) + "\n"
-
-
-@dataclass
-class DhcpBook:
-    """The fold of this host's DHCP events: which bridges the log says have a dnsmasq, and the
-    digest of the hosts file it last loaded."""
-
-    me: str
-    running: dict[str, str] = field(default_factory=dict)  # bridge -> hosts digest
-    network: dict[str, str | None] = field(default_factory=dict)  # bridge -> network id
-
-    def apply(self, env: Envelope) -> None:
-        ev = env.event
-        if isinstance(ev, HostDhcpStarted | HostDhcpReloaded) and ev.host == self.me:
-            self.running[ev.bridge] = ev.digest
-            self.network[ev.bridge] = ev.network_id
-        elif isinstance(ev, HostDhcpStopped) and ev.host == self.me:
-            self.running.pop(ev.bridge, None)
-            self.network.pop(ev.bridge, None)
-
-
-def plan(
-    desired: Iterable[DhcpSpec],
-    actual: Iterable[DhcpState],
-    argv_of: Callable[[DhcpSpec], tuple[str, ...]],
-    recorded: Mapping[str, str],
-    networks: Mapping[str, str | None] | None = None,
-) -> tuple[Op, ...]:
-    """What makes the dnsmasq processes match ``desired``. Pure.
-
-    ``recorded`` is the log's view (bridge -> hosts digest, :class:`DhcpBook`): a desired
-    dnsmasq found dead although recorded is a drift repair; a live one the log does not know
-    is adopted (its hosts file rewritten and reloaded, so a crash between writing the file and
-    SIGHUP cannot leave dnsmasq serving an old file); a recorded one that is gone and no longer
-    desired is logged as found-gone.
-    """
-    want = {d.bridge: d for d in desired}
-    have = {a.bridge: a for a in actual}
-    networks = networks or {}
-    ops: list[Op] = []
-    for bridge in sorted((set(have) | set(recorded)) - set(want)):
-        a = have.get(bridge)
-        gone = a is None or (a.pid is None and a.hosts_digest is None)
-        ops.append(
-            StopDhcp(
-                bridge=bridge,
-                pid=a.pid if a is not None else None,
-                network_id=networks.get(bridge),
-                reason="found-gone" if gone else "stale",
-            )
-        )
-    for bridge, spec in sorted(want.items()):
-        a = have.get(bridge)
-        drift = bridge in recorded
-        if a is not None and a.pid is not None and (a.elsewhere or a.argv != argv_of(spec)):
-            ops.append(StopDhcp(bridge, a.pid, spec.network_id, "replaced"))
-            a, drift = None, False
-        if a is None or a.pid is None:
-            ops.append(StartDhcp(spec, drift=drift))
-            continue
-        d = hosts_digest(spec)
-        if bridge not in recorded:
-            ops.append(ReloadDhcp(spec, a.pid, "adopted"))
-        elif recorded[bridge] != d:
-            ops.append(ReloadDhcp(spec, a.pid, "hosts"))
-        elif a.hosts_digest != d:
-            ops.append(ReloadDhcp(spec, a.pid, "drift"))
-    return tuple(ops)
-
-
-# --- I/O ------------------------------------------------------------------------------------
 
 
 def _read(path: str) -> str | None:
@@ -645,52 +424,6 @@ class Dnsmasq:
             # entries too; its start takes out, and unmarks, those no longer wanted.
             return
         hostsdir.drop(self.paths.file(bridge, hostsdir.KIND), self.paths.marks)
-
-
-def dhcp_events(host: str, done: Iterable[tuple[OpResult, int | None]]) -> list[HostEvent]:
-    """The host events of applied DHCP operations (failures become HostApplyFailed upstream)."""
-    out: list[HostEvent] = []
-    for r, pid in done:
-        op = r.op
-        if not r.ok:
-            continue
-        if isinstance(op, StartDhcp):
-            s = op.spec
-            out.append(
-                HostDhcpStarted(
-                    host=host,
-                    bridge=s.bridge,
-                    network_id=s.network_id,
-                    pid=pid,
-                    hosts=len(s.hosts),
-                    digest=hosts_digest(s),
-                    drift=op.drift,
-                )
-            )
-        elif isinstance(op, ReloadDhcp):
-            s = op.spec
-            out.append(
-                HostDhcpReloaded(
-                    host=host,
-                    bridge=s.bridge,
-                    network_id=s.network_id,
-                    pid=pid,
-                    hosts=len(s.hosts),
-                    digest=hosts_digest(s),
-                    reason=op.reason,
-                )
-            )
-        elif isinstance(op, StopDhcp):
-            out.append(
-                HostDhcpStopped(
-                    host=host,
-                    bridge=op.bridge,
-                    network_id=op.network_id,
-                    pid=op.pid,
-                    reason=op.reason,
-                )
-            )
-    return out
 
 
 def _exited(pid: int) -> bool:
