@@ -6,8 +6,17 @@ Each run was a ``netledger dhcp-event`` process (a Python start, 0.3-1 s of CPU)
 that appends nothing: a deallocation on a bridge of 250 leases cost 250 of them, the bridge's
 size, not the change. Now the shell wrapper keeps ``<state dir>/reported/<address>`` holding
 ``<mac or DUID> <expiry>`` (dnsmasq's ``DNSMASQ_LEASE_EXPIRES``) of the lease last reported,
-written only once ``dhcp-event`` succeeded (the log has it: a lease of an address not
-allocated to that MAC is refused, exit 1, no mark), and ends at once on an ``old`` matching it.
+made only once ``dhcp-event`` succeeded (the log has it: a lease of an address not allocated
+to that MAC is refused, exit 1, no mark), and ends at once on an ``old`` matching it.
+
+Written before the report, made after it: the script writes ``<address>.sending.<its pid>``
+first and renames it to the mark once ``dhcp-event`` succeeded (removed when it failed; left,
+no mark, when the script is killed, until the address's next :func:`unmark`). An executor
+taking the address's entry out while the report runs (the address freed and given again to
+the same MAC under another name) removes it with the marks (:func:`unmark`): the rename finds
+nothing, and the SIGHUP's ``old`` reports the lease afresh. (Written after the report, the
+mark came back after the unmark, and the new allocation's lease waited for the client's
+renewal.)
 
 Why what it skips is already in the log:
 
@@ -50,12 +59,16 @@ DIR = "reported"
 #: beside a DHCPv6 lease's mark, ``<address>.client``: ``<DUID> <MAC>`` of its client as dnsmasq
 #: saw it (``DNSMASQ_MAC``), kept until its release
 CLIENT = ".client"
+#: a lease being reported: ``<address>.sending.<pid of the script>``, the mark to be, renamed
+#: to the mark once the report succeeded (removed by :func:`unmark` like a mark)
+SENDING = ".sending."
 
 
 def script_lines(command: str, marks: str) -> list[str]:
     """The lease script's body around ``command`` (``... dhcp-event``, shell-quoted): skip an
-    ``old`` already reported, mark what is reported, unmark on ``del``. The skip costs the
-    shell alone: builtins only (``read``, ``[``); ``rm`` runs on ``del`` alone."""
+    ``old`` already reported, mark what is reported (written before, made after: the module's
+    docstring), unmark on ``del``. The skip costs the shell alone: builtins only (``read``,
+    ``[``); ``rm`` runs on ``del`` and a failed report, ``mv`` beside a ``netledger`` run."""
     d = shlex.quote(marks)
     return [
         "# A lease the log has (its mark: MAC or DUID, expiry) is not sent again: dnsmasq runs",
@@ -81,9 +94,18 @@ def script_lines(command: str, marks: str) -> list[str]:
         "  esac",
         '  case "$1" in',
         "    add|old)",
-        f'      {command} "$@" || exit',
-        '      [ -z "${DNSMASQ_LEASE_EXPIRES:-}" ] || printf \'%s\\n\' "$nl_seen" 2>/dev/null'
-        ' >"$nl_mark"',
+        "      # The mark is written before the report, under this run's own name, and becomes",
+        "      # the mark (a rename) once the report succeeded: the executor's unmark meanwhile",
+        "      # (the entry taken out under the lease) takes it too, and no mark is made.",
+        "      nl_sending=",
+        '      if [ -n "${DNSMASQ_LEASE_EXPIRES:-}" ]; then',
+        f'        nl_sending="$nl_mark{SENDING}$$"',
+        '        printf \'%s\\n\' "$nl_seen" 2>/dev/null >"$nl_sending" || nl_sending=',
+        "      fi",
+        f'      {command} "$@" || {{',
+        '        nl_rc=$?; [ -z "$nl_sending" ] || rm -f -- "$nl_sending"; exit "$nl_rc"',
+        "      }",
+        '      [ -z "$nl_sending" ] || mv -f -- "$nl_sending" "$nl_mark" 2>/dev/null',
         "      exit 0 ;;",
         "  esac",
         "fi",
@@ -109,7 +131,11 @@ def addresses(entry: str) -> list[str]:
 
 def unmark(marks: str, gone: Iterable[str]) -> None:
     """Remove the marks of ``gone`` (addresses, any spelling: a mark is named as dnsmasq
-    writes the address)."""
+    writes the address), those being written too (:data:`SENDING`).
+
+    The marks being written go first, then the marks named as they are: a script renaming
+    one of them to its mark after the listing below (its report returned meanwhile) has
+    either lost it or made the mark removed after it."""
     want = set()
     for a in gone:
         with contextlib.suppress(ValueError):
@@ -120,11 +146,17 @@ def unmark(marks: str, gone: Iterable[str]) -> None:
         names = os.listdir(marks)
     except OSError:
         return
+    sending, marked = [], set()
     for n in names:
+        address = n.split(SENDING, 1)[0]
         try:
-            hit = ipaddress.ip_address(n) in want
+            hit = ipaddress.ip_address(address) in want
         except ValueError:
             continue
         if hit:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(marks, n))
+            marked.add(address)
+            if address != n:
+                sending.append(n)
+    for n in [*sending, *sorted(marked)]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(marks, n))
