@@ -11,7 +11,9 @@ restart — or ``--once`` — and is adopted by the next run, as nova's dnsmasq 
 nova-network restarts. A dnsmasq that died is started again by the next pass (drift).
 
 The lease script (``--dhcp-script``) is a small shell wrapper calling ``netledger dhcp-event``:
-every lease and release becomes a command, then an event (what nova-dhcpbridge did).
+every lease and release becomes a command, then an event (what nova-dhcpbridge did). dnsmasq,
+and so the script, runs with a minimal environment (:func:`dhcpplan.dnsmasq_env`): the
+executor's holds its settings and credentials.
 
 The host entries are a directory, one file per entry (executor/hostsdir.py): an entry added is
 read by dnsmasq without a SIGHUP, which would run the lease script for every lease it holds.
@@ -39,6 +41,7 @@ from .dhcpplan import (
     default_state_dir,
     dhcp_events,
     dnsmasq_argv,
+    dnsmasq_env,
     gateways,
     host_entries,
     hosts_digest,
@@ -342,6 +345,7 @@ class Dnsmasq:
             try:
                 p = proc.run(
                     argv,
+                    env=dnsmasq_env(os.environ),  # dnsmasq's and its lease script's
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=err,

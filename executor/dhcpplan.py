@@ -3,7 +3,8 @@ the plan that makes what runs match (executor/dhcp.py runs it).
 
 - what a dnsmasq is: its files (:class:`DhcpPaths`), command line (:func:`dnsmasq_argv`), host
   entries (:func:`host_entries`, their digest) and the addresses it must find on the host
-  before it starts (:func:`gateways`); the lease script it runs (:func:`script_text`);
+  before it starts (:func:`gateways`); the lease script it runs (:func:`script_text`) and the
+  environment it runs with (:func:`dnsmasq_env`);
 - the log's record: the fold of this host's DHCP events (:class:`DhcpBook`) and the events of
   the operations applied (:func:`dhcp_events`), one the inverse of the other;
 - :func:`plan`: start / reload / stop, from the desired state, what runs and the record.
@@ -198,6 +199,32 @@ def script_text(
         lines += leasemarks.script_lines(call, marks)
     lines.append(f'exec {call} "$@"')
     return "\n".join(lines) + "\n"
+
+
+#: The executor's variables dnsmasq keeps (those set): what its lease script's ``netledger
+#: dhcp-event`` needs besides what the script itself says. PATH finds ``nsenter``, ``rm``,
+#: ``mv`` (``netledger`` is named by its path); NETLEDGER_CONFIG names the configuration file
+#: the executor read, which ``dhcp-event`` reads too; SSL_CERT_FILE / SSL_CERT_DIR, the CA a
+#: ``tls://`` NATS server is trusted by.
+KEPT_ENV = ("PATH", "NETLEDGER_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR")
+#: dnsmasq's PATH when the executor has none
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def dnsmasq_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment dnsmasq starts with, out of the executor's: only :data:`KEPT_ENV`.
+
+    dnsmasq hands its environment to every run of its lease script, and the executor's holds
+    its own settings (``NATS_URL``, ``NETLEDGER_*``: a password, a credentials file's path)
+    and whatever its unit or shell had: all of it was in dnsmasq's ``/proc/<pid>/environ`` and
+    in each script run. The script carries what ``dhcp-event`` needs to reach the service
+    (:func:`script_text`: ``--nats``, ``--creds``, the user, password and inbox prefix, in the
+    0700 file); an executor variable that also changed ``dhcp-event``
+    (``NETLEDGER_COMMAND_TIMEOUT``, ``NETLEDGER_LOG_LEVEL``) no longer does: it is the
+    executor's. (The netledger CLI runs from its installed path, needing no ``PYTHONPATH``.)"""
+    env = {k: environ[k] for k in KEPT_ENV if environ.get(k)}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
 
 
 @dataclass
