@@ -1,7 +1,9 @@
 """Revert: undo a stored change by appending compensating events (history is never rewritten).
 
 The client reads the events to undo from the log (those of one command id, or every event after
-a sequence within a scope) and sends them in a ``revert`` command. The service decides on *its*
+a sequence within a scope) and sends them in a ``revert`` command, with the project of the
+allocation each deallocation among them ended where they lack it (``owners``:
+``FixedIpDeallocated`` records none, and a freed address goes back with it). The service decides on *its*
 current state like for any command: each stored event, newest first, gets the compensating
 event that undoes it, checked against the state as the earlier compensations of the same revert
 leave it (see :mod:`netledger.events.revert_compensate`); anything a later change made
@@ -26,7 +28,7 @@ everything about revert from this one module.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,6 +37,7 @@ import msgpack
 from .commands import Command, Request, command
 from .decide import DECIDERS, Decision, Pending
 from .errors import InvalidField, LimitExceeded, NotFound, Unavailable
+from .ids import check_id
 from .placement import companions
 from .revert_compensate import (
     SKIPPED_TYPES,
@@ -131,29 +134,33 @@ def pack_events(stored: Iterable[StoredEvent]) -> bytes:
     return zlib.compress(packed, 9)
 
 
-def unpack_events(blob: Any) -> tuple[StoredEvent, ...]:
+def _unpack(blob: Any, name: str) -> list[Any]:
     if not isinstance(blob, bytes):
-        raise InvalidField("events must be bytes (zlib-compressed msgpack)", field="events")
+        raise InvalidField(f"{name} must be bytes (zlib-compressed msgpack)", field=name)
     try:
         d = zlib.decompressobj()
         raw = d.decompress(blob, MAX_EVENTS_BYTES)
         if d.unconsumed_tail:
-            raise InvalidField("events are too large", field="events")
+            raise InvalidField(f"{name} are too large", field=name)
         rows = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except InvalidField:
         raise
     except Exception:
-        raise InvalidField("events are not zlib-compressed msgpack", field="events") from None
+        raise InvalidField(f"{name} are not zlib-compressed msgpack", field=name) from None
     if not isinstance(rows, list):
-        raise InvalidField("events must be a list", field="events")
+        raise InvalidField(f"{name} must be a list", field=name)
     if len(rows) > MAX_REVERT_EVENTS:
         raise RevertTooLarge(
             f"a revert covers at most {MAX_REVERT_EVENTS} events, got {len(rows)}: narrow it"
             " with --scope or a later --to-seq",
             count=len(rows),
         )
+    return rows
+
+
+def unpack_events(blob: Any) -> tuple[StoredEvent, ...]:
     out: list[StoredEvent] = []
-    for row in rows:
+    for row in _unpack(blob, "events"):
         try:
             seq, subject, type_name, data, cid = row
             cls = EVENT_TYPES[type_name]
@@ -162,6 +169,31 @@ def unpack_events(blob: Any) -> tuple[StoredEvent, ...]:
             out.append(StoredEvent(seq, subject, cls.from_data(data), str(cid or "")))
         except Exception:
             raise InvalidField(f"bad event in events: {str(row)[:200]}", field="events") from None
+    return tuple(out)
+
+
+def pack_owners(owners: Mapping[int, str | None]) -> bytes:
+    """Whose each freed address was, as a request carries it: ``[deallocation seq, project of
+    the allocation it ended]`` rows, compressed as the events. Only the project, not the
+    allocation itself: the service could verify no more of it than of the project (what the
+    client sends is checked against the state, never believed for safety), and a revert of
+    1000 deallocations of UUID-named instances must still fit the request size limit."""
+    packed: bytes = msgpack.packb(sorted(owners.items()), use_bin_type=True)
+    return zlib.compress(packed, 9)
+
+
+def unpack_owners(blob: Any) -> tuple[tuple[int, str | None], ...]:
+    if blob is None:
+        return ()  # a client older than owners
+    out: list[tuple[int, str | None]] = []
+    for row in _unpack(blob, "owners"):
+        try:
+            seq, project = row
+            if not isinstance(seq, int) or seq < 1:
+                raise ValueError("bad seq")
+            out.append((seq, None if project is None else check_id(project, "project")))
+        except Exception:
+            raise InvalidField(f"bad row in owners: {str(row)[:200]}", field="owners") from None
     return tuple(out)
 
 
@@ -175,8 +207,6 @@ def _opt_int(a: dict[str, Any], name: str) -> int | None:
 
 
 def _scope(a: dict[str, Any]) -> str | None:
-    from .ids import check_id
-
     v = a.get("scope")
     if v is None:
         return None
@@ -190,7 +220,10 @@ def _scope(a: dict[str, Any]) -> str | None:
 @dataclass(frozen=True)
 class Revert(Command):
     """Undo the stored events ``events`` (those of ``reverted_command_id``, or those after
-    ``after_seq`` up to ``upto_seq`` within ``scope``) with compensating events."""
+    ``after_seq`` up to ``upto_seq`` within ``scope``) with compensating events. ``owners``:
+    (deallocation seq, the project of the allocation it ended) for deallocations among
+    ``events`` whose allocation ``events`` lacks, as the client read it from the log: a freed
+    address goes back with its project (:func:`pack_owners`; older clients send none)."""
 
     NAME: ClassVar[str] = "revert"
     ADMIN_ONLY: ClassVar[bool] = True
@@ -199,6 +232,7 @@ class Revert(Command):
     upto_seq: int | None
     scope: str | None
     events: tuple[StoredEvent, ...]
+    owners: tuple[tuple[int, str | None], ...] = ()
 
     @classmethod
     def parse(cls, a: dict[str, Any]) -> Revert:
@@ -208,7 +242,8 @@ class Revert(Command):
         after, upto = _opt_int(a, "after_seq"), _opt_int(a, "upto_seq")
         if (cid is None) == (after is None):
             raise InvalidField("give exactly one of reverted_command_id and after_seq")
-        return cls(cid, after, upto, _scope(a), unpack_events(a.get("events")))
+        events, owners = unpack_events(a.get("events")), unpack_owners(a.get("owners"))
+        return cls(cid, after, upto, _scope(a), events, owners)
 
     def lane(self, state: State) -> str:
         return "revert"
@@ -243,7 +278,8 @@ def decide_revert(state: State, req: Request, pending: Pending) -> Decision:
             raise ServiceBehind(
                 f"the service has not yet seen #{s.seq} on {s.subject}; try again", seq=s.seq
             )
-    plan = compensate(state, cmd.events, why=f"{req.command_id}: revert of {cmd.label()}")
+    why = f"{req.command_id}: revert of {cmd.label()}"
+    plan = compensate(state, cmd.events, why, dict(cmd.owners))
     if not plan.events:
         raise NothingToRevert(
             f"nothing to revert for {cmd.label()}: only reported facts (leases, releases,"
@@ -307,5 +343,7 @@ __all__ = [
     "in_scope",
     "is_skipped",
     "pack_events",
+    "pack_owners",
     "unpack_events",
+    "unpack_owners",
 ]

@@ -12,7 +12,7 @@ unit- and hypothesis-tested on a bare :class:`State`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -101,8 +101,22 @@ class _Shadow:
     """Reads of :class:`State` with the compensations decided so far laid over it (the state
     itself is never changed: it is folded from the log only)."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(
+        self,
+        state: State,
+        allocations: Sequence[StoredEvent] = (),
+        owners: Mapping[int, str | None] | None = None,
+    ) -> None:
         self.st = state
+        #: (network, address) -> the allocations of it among the events reverted, newest
+        #: first, and deallocation seq -> the project of the allocation it ended, as the client
+        #: read it from the log: where a freed address's project comes from (:meth:`owner`)
+        self.allocations: dict[tuple[str, str], list[tuple[int, FixedIpAllocated]]] = {}
+        for s in sorted(allocations, key=lambda s: s.seq, reverse=True):
+            if isinstance(s.event, FixedIpAllocated):
+                key = (s.event.network_id, s.event.address)
+                self.allocations.setdefault(key, []).append((s.seq, s.event))
+        self.owners = owners or {}
         self.fixed: dict[tuple[str, str], FixedIp | None] = {}
         self.by_instance: dict[tuple[str, str], str | None] = {}
         self.macs: dict[tuple[str, str], str | None] = {}
@@ -165,6 +179,19 @@ class _Shadow:
         if project is None or n.network_id in self.net_project:
             return 0
         return self.st.seq_of(project_subject(project))
+
+    def owner(self, ev: FixedIpDeallocated) -> Owner | None:
+        """Whose the allocation the deallocation ``ev`` (stored at :attr:`at`) ended was, if
+        known: from that allocation where the revert undoes it too (the newest of the address
+        before ``ev``: an address is allocated again only after a deallocation), else as the
+        client read it from the log (``owners``). Not trusted for safety: the caller checks it
+        against the network (:func:`_project_back`)."""
+        for seq, a in self.allocations.get((ev.network_id, ev.address), ()):
+            if seq < self.at:
+                return Owner(a.project) if (a.instance, a.mac) == (ev.instance, ev.mac) else None
+        if self.at in self.owners:
+            return Owner(self.owners[self.at])
+        return None
 
     def network_of(self, project: str) -> str | None:
         if project in self.project_net:
@@ -267,6 +294,13 @@ class _Shadow:
 # --- the compensations ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The project of the allocation a deallocation ended (None: it named none)."""
+
+    project: str | None
+
+
 class _Refused(Exception):
     """One stored event cannot be compensated (collected into :class:`RevertConflict`)."""
 
@@ -308,11 +342,43 @@ def _undo_fixed_allocated(sh: _Shadow, ev: FixedIpAllocated, why: str) -> list[E
     ]
 
 
+def _project_back(sh: _Shadow, n: NetworkState, ev: FixedIpDeallocated) -> str | None:
+    """The project a *freed* address goes back to. ``FixedIpDeallocated`` records none; the
+    allocation it ended does, where the client found it in the log (docs/revert.md). An
+    allocation on a network a project holds is that project's, and a network changes hands
+    only empty, so:
+
+    - a network no project holds now: the allocation's project (None if it is not known);
+    - a network its project has held since before the deallocation: that project (as an
+      admin's allocation on it would be recorded);
+    - a network its project holds only since: that project if the allocation was that
+      project's too, else refused — the instance would sit on another project's segment,
+      recorded as its (review hrev10)."""
+    now = sh.project_of(n)
+    owner = sh.owner(ev)
+    if now is None:
+        return owner.project if owner is not None else None
+    since = sh.project_since(n)
+    if since <= sh.at or (owner is not None and owner.project == now):
+        return now
+    if owner is None:
+        why = (
+            f"which does not record {ev.instance}'s project: re-allocated, {ev.instance} would"
+            f" be recorded as {now}'s, on {now}'s network"
+        )
+    else:
+        was = f"project {owner.project}'s" if owner.project is not None else "no project's"
+        why = f"and {ev.instance} was {was}: re-allocated, it would be on {now}'s network"
+    raise _Refused(
+        f"network {n.network_id} is project {now}'s only since #{since}, after this"
+        f" deallocation, {why}"
+    )
+
+
 def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> list[Event]:
     n = _live(sh, ev.network_id)
     ip = sh.fixed_ip(n, ev.address)
     out: list[Event] = []
-    project = sh.project_of(n)
     leased = leased_v6 = False
     if ip is not None:
         if ip.allocated or ip.instance != ev.instance or ip.mac != ev.mac:
@@ -327,18 +393,8 @@ def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> li
         project, leased, leased_v6 = ip.project, ip.leased, ip.leased_v6
     elif not sh.address_free(n, ev.address):
         raise _Refused(f"{ev.address} is no longer free")
-    elif project is not None and (since := sh.project_since(n)) > sh.at:
-        # FixedIpDeallocated records no project: the re-allocation takes the network's, which
-        # was the allocation's if the network has been that project's since before the
-        # deallocation (an allocation on a network a project holds is that project's, and a
-        # network changes hands only empty). Associated with it only since, it may have been
-        # another project's then: a VLAN segment given to another project meanwhile would get
-        # the first one's instance, recorded as the other's (review hrev10).
-        raise _Refused(
-            f"network {n.network_id} is project {project}'s only since #{since}, after this"
-            f" deallocation, which does not record {ev.instance}'s project: re-allocated,"
-            f" {ev.instance} would be recorded as {project}'s, on {project}'s network"
-        )
+    else:
+        project = _project_back(sh, n, ev)
     held = sh.instance_address(n, ev.instance)
     if held is not None:
         raise _Refused(f"{ev.instance} now holds {held} on network {n.network_id}")
@@ -528,10 +584,18 @@ class Plan:
     skipped: list[int]
 
 
-def compensate(state: State, stored: Sequence[StoredEvent], why: str = "revert") -> Plan:
+def compensate(
+    state: State,
+    stored: Sequence[StoredEvent],
+    why: str = "revert",
+    owners: Mapping[int, str | None] | None = None,
+) -> Plan:
     """The compensating events undoing ``stored`` on ``state``; raise :class:`RevertConflict`
-    naming every stored event a later change made impossible to undo. Pure: reads only."""
-    sh = _Shadow(state)
+    naming every stored event a later change made impossible to undo. ``owners``: the
+    sequence of a deallocation among ``stored`` -> the project of the allocation it ended
+    (which the client read from the log; ``stored`` does not hold it): where a freed address's
+    project comes from. Pure: reads only."""
+    sh = _Shadow(state, stored, owners)
     out: list[Event] = []
     reverted: list[int] = []
     skipped: list[int] = []

@@ -2,8 +2,10 @@
 
 The client side of :mod:`netledger.events.revert`: it finds the stored events (by command id:
 through the projection's events index with ``--db``, else by scanning the stream with an
-ordered consumer; by sequence: every event after N, within ``--scope``), sends them in one
-``revert`` (or ``revert.plan`` for ``--dry-run``) command, and prints the service's decision.
+ordered consumer; by sequence: every event after N, within ``--scope``), and for the
+deallocations among them the project of the allocation each ended (:func:`owners_of`), sends
+them in one ``revert`` (or ``revert.plan`` for ``--dry-run``) command, and prints the service's
+decision.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from netledger.common.output import emit
 from netledger.common.settings import Settings, pass_settings, run
 from netledger.events.codec import decode
 from netledger.events.errors import DecodeError, NetledgerError
+from netledger.events.ids import network_subject
 from netledger.events.revert import (
     MAX_REVERT_EVENTS,
     NothingToRevert,
@@ -28,8 +31,11 @@ from netledger.events.revert import (
     command_id_for,
     in_scope,
     pack_events,
+    pack_owners,
 )
 from netledger.events.revert_events import ChangeReverted
+from netledger.events.types import FixedIpAllocated, FixedIpDeallocated
+from netledger.journal.follow import iter_subject
 from netledger.journal.stream import Connection, connect, last_seq
 from netledger.service.client import Client
 
@@ -106,6 +112,117 @@ async def events_of_command(
     return events, [s for s in marks if isinstance(s.event, ChangeReverted)]
 
 
+def _address(s: StoredEvent) -> tuple[str, str]:
+    ev = s.event
+    assert isinstance(ev, FixedIpAllocated | FixedIpDeallocated)
+    return ev.network_id, ev.address
+
+
+def _undone_in(events: list[StoredEvent]) -> list[StoredEvent]:
+    """The deallocations among ``events`` whose allocation ``events`` does not hold (the
+    service finds those there: any allocation of the address before the deallocation)."""
+    first: dict[tuple[str, str], int] = {}
+    for s in events:
+        if isinstance(s.event, FixedIpAllocated):
+            first[_address(s)] = min(s.seq, first.get(_address(s), s.seq))
+    return [
+        s
+        for s in events
+        if isinstance(s.event, FixedIpDeallocated) and first.get(_address(s), s.seq) >= s.seq
+    ]
+
+
+def _index_allocations(db: Path, deallocs: list[StoredEvent]) -> tuple[list[int], int]:
+    """The sequence of the allocation each of ``deallocs`` ended as far as the projection's
+    events index goes, and how far that is (its checkpoint)."""
+    seqs: list[int] = []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        for s in deallocs:
+            network_id, address = _address(s)
+            # (address, seq) is indexed: walked back from the deallocation, the first
+            # allocation of the address on this network is the one it ended
+            got = c.execute(
+                "SELECT seq FROM events WHERE address = ? AND seq < ? AND network_id = ?"
+                " AND type = 'FixedIpAllocated' ORDER BY seq DESC LIMIT 1",
+                (address, s.seq, network_id),
+            ).fetchone()
+            if got is not None:
+                seqs.append(int(got[0]))
+        row = c.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
+    return seqs, int(row[0]) if row else 0
+
+
+async def _read_allocations(
+    conn: Connection, deallocs: list[StoredEvent], start: int
+) -> list[StoredEvent]:
+    """The allocation each of ``deallocs`` ended, if stored from ``start`` on: read from its
+    network's subject up to it (one subject: served from the server's index, not a scan of
+    the log). Only allocations are decoded, and only the newest of each address asked about
+    is kept."""
+    out: list[StoredEvent] = []
+    by_network: dict[str, dict[int, str]] = {}
+    for s in deallocs:
+        network_id, address = _address(s)
+        by_network.setdefault(network_id, {})[s.seq] = address
+    for network_id, wanted in sorted(by_network.items()):
+        addresses = set(wanted.values())
+        newest: dict[str, StoredEvent] = {}
+        async for seq, subject, data, _msg in iter_subject(
+            conn, network_subject(network_id), start, max(wanted)
+        ):
+            if seq in wanted:
+                found = newest.get(wanted[seq])
+                if found is not None:
+                    out.append(found)
+            elif b"FixedIpAllocated" in data:  # (msgpack keeps the type name as it is)
+                got = _stored(seq, subject, data)
+                if got is not None and isinstance(got.event, FixedIpAllocated):
+                    if got.event.address in addresses:
+                        newest[got.event.address] = got
+    return out
+
+
+def _owners(deallocs: list[StoredEvent], allocations: list[StoredEvent]) -> dict[int, str | None]:
+    """Deallocation seq -> the project of the newest allocation of its address before it, if
+    of the same instance and MAC (else it is not the one the deallocation ended: unknown)."""
+    by_address: dict[tuple[str, str], list[StoredEvent]] = {}
+    for a in sorted(allocations, key=lambda a: a.seq):
+        if isinstance(a.event, FixedIpAllocated):
+            by_address.setdefault(_address(a), []).append(a)
+    out: dict[int, str | None] = {}
+    for d in deallocs:
+        before = [a for a in by_address.get(_address(d), ()) if a.seq < d.seq]
+        if before:
+            alloc, ev = before[-1].event, d.event
+            assert isinstance(alloc, FixedIpAllocated) and isinstance(ev, FixedIpDeallocated)
+            if (alloc.instance, alloc.mac) == (ev.instance, ev.mac):
+                out[d.seq] = alloc.project
+    return out
+
+
+async def owners_of(
+    conn: Connection, events: list[StoredEvent], db: Path | None = None
+) -> dict[int, str | None]:
+    """Whose the addresses deallocated among ``events`` were: the project of the allocation
+    each deallocation ended, where ``events`` does not hold it, by the deallocation's seq.
+    Sent with the revert (``owners``), so that an address freed since goes back with its
+    project (``FixedIpDeallocated`` records none; docs/revert.md). With ``db`` through the
+    projection's events index up to its checkpoint and from the network's subject after it,
+    else from the network's subject."""
+    deallocs = _undone_in(events)
+    if not deallocs:
+        return {}
+    found: list[StoredEvent] = []
+    start = 1
+    if db is not None:
+        seqs, upto = _index_allocations(db, deallocs)
+        found = await _by_seqs(conn, seqs)
+        start = upto + 1
+    later = [s for s in deallocs if s.seq >= start]
+    found += await _read_allocations(conn, later, start)
+    return _owners(deallocs, found)
+
+
 async def events_after(conn: Connection, after_seq: int, scope: str | None) -> list[StoredEvent]:
     instances: set[str] = set()
     return await _scan(conn, after_seq + 1, lambda s: in_scope(s.event, scope, instances))
@@ -154,13 +271,16 @@ async def revert(
             " narrow it with --scope or a later --to-seq",
             count=len(events),
         )
-    args = {
+    args: dict[str, Any] = {
         "reverted_command_id": command_id,
         "after_seq": to_seq,
         "upto_seq": upto,
         "scope": scope,
         "events": pack_events(events),
     }
+    owners = await owners_of(conn, events, db)
+    if owners:
+        args["owners"] = pack_owners(owners)
     rid = command_id_for(command_id, to_seq, upto, scope)
     name = "revert.plan" if dry_run else "revert"
     for attempt in range(50):
@@ -208,7 +328,8 @@ def render(result: dict[str, Any]) -> str:
     "--db",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Find the command's events through this projection's events index (else scan the log).",
+    help="Find the command's events (and the allocations the deallocations among them ended)"
+    " through this projection's events index (else read the log).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the compensating events; append nothing.")
 @pass_settings
