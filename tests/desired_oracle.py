@@ -2,7 +2,8 @@
 kept as the oracle of tests/executor/test_executor_fragments.py, which checks that assembling fragments
 gives exactly this. Not used by the code.
 
-The desired state of one host, computed from the folded log. Pure: no I/O.
+The desired state of one host, computed from the folded log — and, for the NAT table's fixed
+ranges, from the log itself (``log``: the events folded, in order). Pure: no I/O.
 
 For every live network that has this host among its *hosts* (an allocated fixed IP with this
 host, or this host serves the network), the host needs the network's bridge (forward delay 0,
@@ -16,20 +17,24 @@ runs as a network host, or — multi-host — when it has an instance there. The
 also needs at least one allocated address, or one held for its DHCP release (deallocated but
 leased: the serving host keeps its gateway and the dnsmasq that reports the release; no compute
 host joins for it): an unused network costs nothing anywhere. The NAT table's fixed ranges (not
-NATed between each other) are every network's, not only those served here. A served
+NATed between each other) are every network's, not only those served here: the range of every
+``NetworkCreated`` in the log, deleted networks' too (a host outside a network never reads its
+deletion), rebuilt here rather than read from the fold's ``State.v4_ranges``, which is what the
+executor reads and so what this oracle checks. A served
 network in a DHCP mode (flat_dhcp, vlan, vxlan) also gets a dnsmasq on its bridge
 (:func:`dhcp_specs`; run by executor/dhcp.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import netaddr
 
 from netledger.events.state import NetworkState, State
 from netledger.events.state import serving_hosts as state_serving_hosts
+from netledger.events.types import Event, NetworkCreated
 from netledger.executor.hosts import HostBook
 from netledger.executor.model import (
     VXLAN_PORT,
@@ -106,7 +111,7 @@ def serves(n: NetworkState, cfg: HostConfig, book: HostBook) -> bool:
     return cfg.network_host
 
 
-def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
+def build(state: State, book: HostBook, cfg: HostConfig, log: Sequence[Event]) -> HostDesired:
     links: dict[str, LinkSpec] = {}
     addresses: dict[tuple[str, str], AddrSpec] = {}
     fdb: dict[tuple[str, str], FdbSpec] = {}
@@ -170,7 +175,7 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
                 interface=net.bridge, address=addr, broadcast=net.broadcast, network_id=nid
             )
     floating = _floating(state, {n.network_id for n in served}, cfg, addresses)
-    fixed_ranges = _fixed_space(state, cfg.fixed_range)
+    fixed_ranges = _fixed_space(log, state, cfg.fixed_range)
     nat = NatTable()
     if floating or served:
         nat = NatTable(
@@ -191,14 +196,20 @@ def build(state: State, book: HostBook, cfg: HostConfig) -> HostDesired:
     )
 
 
-def _fixed_space(state: State, configured: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """Every network's IPv4 range (deleted ones too: a host outside a network never reads its
-    deletion) — or the configured ones (--fixed-range) — merged, the floating pools cut out."""
+def _fixed_space(
+    log: Sequence[Event], state: State, configured: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The IPv4 range of every network the log created, minus nothing (a deleted network's
+    stays: a host outside a network never reads its deletion) — or the configured ones
+    (--fixed-range) — merged, the floating pools cut out."""
     nets = (
         [netaddr.IPNetwork(c) for c in configured]
         if configured
-        # (the fold keeps every range the registry created: a deleted network leaves it)
-        else [netaddr.IPNetwork(c) for c in state.v4_ranges]
+        else [
+            netaddr.IPNetwork(e.cidr)
+            for e in log
+            if isinstance(e, NetworkCreated) and e.cidr is not None
+        ]
     )
     cidrs = netaddr.cidr_merge(nets)
     for p in state.pools.values():

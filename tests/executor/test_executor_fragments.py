@@ -121,12 +121,14 @@ def test_fragments_assemble_to_the_whole_host_build(data: st.DataObject) -> None
     state = State()
     books = {h: HostBook(h) for h in HOSTS}
     seq = 0
+    log: list[Any] = []  # what the oracle reads besides the fold
 
     def fold(ev: Any, cid: str) -> set[str]:
         nonlocal seq
         seq += 1
         env = Envelope(ev, f"{cid}:{seq}", cid, float(seq), Actor(role="admin"))
         state.apply(seq, ev.subject(), env)
+        log.append(ev)
         for b in books.values():
             b.apply(env)
         return {ev.network_id} if isinstance(ev, NetworkEvent) else set()
@@ -145,7 +147,7 @@ def test_fragments_assemble_to_the_whole_host_build(data: st.DataObject) -> None
             registry |= ev.subject().endswith(".registry")
         for h in HOSTS:
             cfg = config(h)
-            assert build(state, books[h], cfg) == desired_oracle.build(state, books[h], cfg)
+            assert build(state, books[h], cfg) == desired_oracle.build(state, books[h], cfg, log)
             # Recomputing only what the decision touched gives what recomputing all gives.
             if registry:
                 kept[h] = fragments(state, books[h], cfg)  # a new network or pool: all

@@ -64,6 +64,7 @@ class World:
         self.book = HostBook(HOST)
         self.cfg = config(HOST)
         self.seq = 0
+        self.log: list[Any] = []  # what the oracle reads besides the fold
         self.kernel = HostActual(
             links=(LinkState("eth1", 1, None, up=True), LinkState("pub0", 2, None, up=True))
         )
@@ -78,6 +79,7 @@ class World:
         self.seq += 1
         env = Envelope(ev, f"{cid}:{self.seq}", cid, float(self.seq), Actor(role="admin"))
         self.state.apply(self.seq, ev.subject(), env)
+        self.log.append(ev)
         if isinstance(ev, HostEvent):
             return None if self.book.apply(env) else set()
         nid = getattr(ev, "network_id", None)
@@ -148,7 +150,7 @@ def test_the_sweeps_check_is_the_whole_pass(data: st.DataObject) -> None:
     check = complete(
         check_steps(w.state, w.book, w.cfg, w.frags.frags, read_of(w.kernel), cached([w.kernel]))
     )
-    assert check.desired == plan.desired == desired_oracle.build(w.state, w.book, w.cfg)
+    assert check.desired == plan.desired == desired_oracle.build(w.state, w.book, w.cfg, w.log)
     assert check.plan == diff(plan.desired, w.kernel)
     assert check.fixes == record_fixes(HOST, w.book, plan.desired, [], w.kernel)
     now, kept = plan.fragments.frags, w.frags.frags
