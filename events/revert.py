@@ -1,16 +1,16 @@
 """Revert: undo a stored change by appending compensating events (history is never rewritten).
 
-The client reads the events to undo from the log (those of one command id, or every event after
-a sequence within a scope) and sends them in a ``revert`` command, with the project of the
-allocation each deallocation among them ended where they lack it (``owners``:
-``FixedIpDeallocated`` records none, and a freed address goes back with it). The service decides on *its*
-current state like for any command: each stored event, newest first, gets the compensating
-event that undoes it, checked against the state as the earlier compensations of the same revert
-leave it (see :mod:`netledger.events.revert_compensate`); anything a later change made
-impossible (the address was re-allocated to another instance, the network has addresses in use)
-refuses the whole revert with every reason, appending nothing. The compensations and a
-:class:`ChangeReverted` marker are appended as one atomic batch with the OCC check on every
-subject they touch, so a revert decided on stale state is rejected by the log and decided again.
+The client reads the events to undo from the log (those of one command id, or every event after a
+sequence within a scope) and sends them in a ``revert`` command, with the project of the allocation
+each deallocation among them ended where they lack it (``owners``: ``FixedIpDeallocated`` records
+none, and a freed address goes back with it). The service decides on *its* current state like for
+any command: each stored event, newest first, gets the compensating event that undoes it, checked
+against the state as the earlier compensations of the same revert leave it (see
+:mod:`netledger.events.revert_compensate`); anything a later change made impossible (the address
+was re-allocated to another instance, the network has addresses in use) refuses the whole revert
+with every reason, appending nothing. The compensations and a :class:`ChangeReverted` marker are
+appended as one atomic batch with the OCC check on every subject they touch, so a revert decided on
+stale state is rejected by the log and decided again.
 
 Why the client reads and the service checks: the service's state is a fold that keeps no events,
 and an index of every event for arbitrary ``--to-seq`` ranges would grow with the log in every
