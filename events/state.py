@@ -73,7 +73,7 @@ from .wire_fast import event_of
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 12
+FOLD_VERSION = 13
 
 
 #: a MAC counted on a host (+1) or no more (-1): (host, MAC, delta)
