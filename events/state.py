@@ -26,10 +26,7 @@ from .field_types import field_hints
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
 from .ids import (
     REGISTRY_SUBJECT,
-    announce_subject,
-    host_subject,
     network_subject,
-    retired_subject,
 )
 from .placement_events import (
     FloatingIpMapped,
@@ -45,7 +42,8 @@ from .reclaim_events import (
     HostSightings,
 )
 from .revert_events import NetworkReassociated
-from .state_floating import FloatingIp, PoolState, pool_offsets
+from .state_floating import FloatingFold, FloatingIp, PoolState, pool_offsets
+from .state_hosts import HostsFold, superseded
 from .state_network import FixedIp, NetworkState, network_state, serving_hosts
 from .state_offsets import OffsetPool, overlap, parse_cidr
 from .types import (
@@ -83,7 +81,7 @@ Held = tuple[int, float | None, list[MacCount]]
 
 
 @dataclass
-class State:
+class State(HostsFold, FloatingFold):
     """Everything the command service decides on, folded from the whole stream."""
 
     networks: dict[str, NetworkState] = field(default_factory=dict)
@@ -531,95 +529,10 @@ class State:
         if n is not None:
             n.joined.add(ev.host)
 
-    def _host_announced(self, ev: HostAnnounced, seq: int) -> None:
-        # On the host's own subject (older executors announced there)? _evolve (and fold_wire)
-        # has moved the subject it came on to this message.
-        legacy = self.subject_seq.get(host_subject(ev.host)) == seq
-        if superseded(self, seq, host_subject(ev.host) if legacy else ev.subject(), ev):
-            return
-        if ev.network_host:
-            self.network_hosts.add(ev.host)
-        else:
-            self.network_hosts.discard(ev.host)
-        if legacy:
-            self.legacy_announced[ev.host] = seq
-        else:  # on the announcement subject, where every executor reads it
-            self.legacy_announced.pop(ev.host, None)
-
-    def retired(self, host: str) -> bool:
-        """Whether ``host``'s latest retirement is newer than anything its executor wrote that
-        this fold read (an announcement; a report, for a reader of its subject)."""
-        last = max(self.seq_of(announce_subject(host)), self.seq_of(host_subject(host)))
-        return self.seq_of(retired_subject(host)) > last
-
-    def _host_retired(self, ev: HostRetired, seq: int) -> None:
-        # What the fold knew of the host goes with it (events/decide_host.py); a retired host
-        # costs the fold its subjects' sequences only. Its sighting reports stay while an
-        # address is allocated there (an allocation decided beside the retirement on another
-        # replica): reclaim decides on them. A share's start reads the retirements after the
-        # announcements: one the host made since (it is back) is newer, and stays.
-        if not self.retired(ev.host):
-            return
-        if not self.host_macs.get(ev.host):
-            self.sightings.pop(ev.host, None)
-        self.network_hosts.discard(ev.host)
-        self.legacy_announced.pop(ev.host, None)
-
-    def _announcement_indexed(self, ev: LegacyAnnouncementIndexed, seq: int) -> None:
-        self.indexed(ev.host, ev.seq)
-
-    def indexed(self, host: str, seq: int) -> None:
-        """``host``'s announcement at ``seq`` is indexed (or, in an executor's view, was read
-        through its index): nothing is left to index for it, unless a newer one came since."""
-        if self.legacy_announced.get(host) == seq:
-            del self.legacy_announced[host]
-
     def dhcp_hosts(self, n: NetworkState, ip: FixedIp) -> set[str]:
         """The hosts whose dnsmasq serves ``ip``: the serving hosts, with multi-host only the
         instance's own."""
         return serving_hosts(n, {ip.host} if ip.host else set(), self.network_hosts)
-
-    def _instances_seen(self, ev: HostInstancesSeen, seq: int) -> None:
-        h = self.sightings.get(ev.host)
-        if h is None:
-            h = self.sightings[ev.host] = HostSightings()
-        h.record(seq, self.event_time, ev.macs, ev.networks, ev.reason == "start")
-        live = self.host_macs.get(ev.host)
-        if live is None:
-            h.keep_newest()  # (no allocation here: only the newest report can matter)
-        else:
-            h.keep_only(live)
-
-    def _pool(self, pool: str, seq: int) -> PoolState | None:
-        p = self.pools.get(pool)
-        if p is not None:
-            p.seq = seq
-        return p
-
-    def _floating_allocated(self, ev: FloatingIpAllocated, seq: int) -> None:
-        p = self.pools.get(ev.pool)
-        if p is not None:
-            offset = p.offset_in(ev.address)  # checked before anything changes
-            p.seq = seq
-            p.pool.take(offset)
-            p.floating[ev.address] = FloatingIp(ev.address, ev.pool, ev.project)
-
-    def _floating_associated(self, ev: FloatingIpAssociated, seq: int) -> None:
-        p = self._pool(ev.pool, seq)
-        if p is not None and ev.address in p.floating:
-            f = p.floating[ev.address]
-            f.fixed_address, f.network_id, f.instance = ev.fixed_address, ev.network_id, ev.instance
-
-    def _floating_disassociated(self, ev: FloatingIpDisassociated, seq: int) -> None:
-        p = self._pool(ev.pool, seq)
-        if p is not None and ev.address in p.floating:
-            f = p.floating[ev.address]
-            f.fixed_address = f.network_id = f.instance = None
-
-    def _floating_deallocated(self, ev: FloatingIpDeallocated, seq: int) -> None:
-        p = self._pool(ev.pool, seq)
-        if p is not None and p.floating.pop(ev.address, None) is not None:
-            p.pool.release(p.offset(ev.address))
 
     # --- queries the deciders use -----------------------------------------------------
 
@@ -656,13 +569,6 @@ class State:
                 return (n, fixed) if fixed is not None else None
         return None
 
-    def find_floating(self, address: str) -> tuple[PoolState, FloatingIp | None] | None:
-        ip = netaddr.IPAddress(address)
-        for p in self.pools.values():
-            if ip in p.ipnet:
-                return p, p.floating.get(address)
-        return None
-
 
 _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     NetworkCreated: State._network_created,
@@ -696,17 +602,6 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     FloatingIpDisassociated: State._floating_disassociated,
     FloatingIpDeallocated: State._floating_deallocated,
 }
-
-
-def superseded(state: State, seq: int, subject: str, ev: HostAnnounced) -> bool:
-    """Whether ``ev``, at ``seq`` on ``subject``, is older than a retirement of the host folded
-    already (an announcement on the host's own subject a share fetches through a pointer,
-    later), or is on the host's own subject (older executors') and older than an announcement
-    of the host's folded already: a share's history is read subject by subject
-    (journal/follow.py), an executor's own old one after its newer one."""
-    if seq < state.subject_seq.get(retired_subject(ev.host), 0):
-        return True
-    return subject != ev.subject() and seq < state.subject_seq.get(ev.subject(), 0)
 
 
 #: an event class's ``subject`` -> the field it names its subject by (None: one subject)

@@ -1,4 +1,5 @@
-"""A floating-IP pool as the fold keeps it (:class:`PoolState`) and each address it handed out.
+"""A floating-IP pool as the fold keeps it (:class:`PoolState`) and each address it handed out;
+the fold's floating-IP handlers (:class:`FloatingFold`, a mixin of the fold).
 
 Each pool's free addresses are offsets in its range (:func:`pool_offsets`: network and broadcast
 left out, unless the range is too small to have them). The fold
@@ -12,7 +13,13 @@ from dataclasses import dataclass, field
 import netaddr
 
 from .state_offsets import OffsetPool, ip_int_of
-from .types import FloatingPoolCreated
+from .types import (
+    FloatingIpAllocated,
+    FloatingIpAssociated,
+    FloatingIpDeallocated,
+    FloatingIpDisassociated,
+    FloatingPoolCreated,
+)
 
 
 @dataclass
@@ -55,3 +62,48 @@ def pool_offsets(ipnet: netaddr.IPNetwork) -> OffsetPool:
     if ipnet.size <= 2:
         return OffsetPool(0, ipnet.size - 1, frozenset())
     return OffsetPool(1, ipnet.size - 2, frozenset())
+
+
+class FloatingFold:
+    """The floating-IP handlers of the fold (a mixin of :class:`~netledger.events.state.State`,
+    named in its dispatch table); the field is its."""
+
+    pools: dict[str, PoolState]
+
+    def _pool(self, pool: str, seq: int) -> PoolState | None:
+        p = self.pools.get(pool)
+        if p is not None:
+            p.seq = seq
+        return p
+
+    def _floating_allocated(self, ev: FloatingIpAllocated, seq: int) -> None:
+        p = self.pools.get(ev.pool)
+        if p is not None:
+            offset = p.offset_in(ev.address)  # checked before anything changes
+            p.seq = seq
+            p.pool.take(offset)
+            p.floating[ev.address] = FloatingIp(ev.address, ev.pool, ev.project)
+
+    def _floating_associated(self, ev: FloatingIpAssociated, seq: int) -> None:
+        p = self._pool(ev.pool, seq)
+        if p is not None and ev.address in p.floating:
+            f = p.floating[ev.address]
+            f.fixed_address, f.network_id, f.instance = ev.fixed_address, ev.network_id, ev.instance
+
+    def _floating_disassociated(self, ev: FloatingIpDisassociated, seq: int) -> None:
+        p = self._pool(ev.pool, seq)
+        if p is not None and ev.address in p.floating:
+            f = p.floating[ev.address]
+            f.fixed_address = f.network_id = f.instance = None
+
+    def _floating_deallocated(self, ev: FloatingIpDeallocated, seq: int) -> None:
+        p = self._pool(ev.pool, seq)
+        if p is not None and p.floating.pop(ev.address, None) is not None:
+            p.pool.release(p.offset(ev.address))
+
+    def find_floating(self, address: str) -> tuple[PoolState, FloatingIp | None] | None:
+        ip = netaddr.IPAddress(address)
+        for p in self.pools.values():
+            if ip in p.ipnet:
+                return p, p.floating.get(address)
+        return None
