@@ -47,7 +47,7 @@ from netledger.events.state import State
 from netledger.journal.snapshot_store import SnapshotStore, write_forked
 from netledger.journal.stream import Connection
 
-from .dhcp import DhcpBook
+from .dhcpplan import DhcpBook
 from .hosts import HostBook
 
 log = logging.getLogger("netledger.executor.snapshot")

@@ -49,7 +49,7 @@ from netledger.events.types import HostRetired
 from netledger.journal.follow import Follower
 from netledger.journal.stream import Connection, message_at
 
-from .dhcp import DhcpBook
+from .dhcpplan import DhcpBook
 from .hosts import HostBook
 from .share import Share, additions, follow_every, resubscribe_pause
 from .snapshot import ViewKind, ViewSnapshot, view_to_wire
