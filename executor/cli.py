@@ -224,7 +224,7 @@ def executor_run(
     state_dir = os.path.abspath(state_dir or default_state_dir(host, netns))
     if dhcp:
         paths = DhcpPaths(state_dir=state_dir, dnsmasq=_dnsmasq())
-        command, env = _lease_command(settings, host)
+        command, env = _lease_command(settings, host, _config_file())
         env = {**env, STATE_DIR_ENV: state_dir}  # where dhcp-event finds the host entries
         script = script_text(command, env, paths.handle if netns else None, paths.marks)
     opts = Options(
@@ -288,9 +288,26 @@ def _dnsmasq() -> str:
     return shutil.which("dnsmasq", path=path) or "/usr/sbin/dnsmasq"
 
 
-def _lease_command(settings: Settings, host: str) -> tuple[list[str], dict[str, str]]:
-    """How dnsmasq's lease script calls this CLI: same NATS server and credentials, on this
-    host's command subject (the only one an executor's credentials may send commands to)."""
+def _config_file() -> str | None:
+    """The configuration file this command read (``--config``, ``$NETLEDGER_CONFIG`` or a
+    default location), absolute; None when there was none."""
+    # Recorded in the root context by the --config option (ops/config.py ``config_path``,
+    # which this room may not import: docs/architecture.md, "Rooms").
+    found = click.get_current_context().find_root().meta.get("netledger.config_path")
+    return os.path.abspath(found) if found else None
+
+
+def _lease_command(
+    settings: Settings, host: str, config: str | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """How dnsmasq's lease script calls this CLI: same configuration file, NATS server and
+    credentials, on this host's command subject (the only one an executor's credentials may
+    send commands to).
+
+    ``config`` (:func:`_config_file`) goes on the command line: read from ``--config``, it was
+    nowhere else — ``dhcp-event`` read the default locations instead and lost what only the
+    file said (its output and log options, ``command-timeout``...; found by review). The
+    script quotes it (script_text: shlex)."""
     exe = Path(sys.executable).with_name("netledger")
     which = shutil.which("netledger")
     if exe.exists():
@@ -299,6 +316,8 @@ def _lease_command(settings: Settings, host: str) -> tuple[list[str], dict[str, 
         command = [which]
     else:
         command = [sys.executable, "-m", "netledger.cli"]
+    if config is not None:
+        command += ["--config", config]
     command += ["--nats", settings.url]
     if settings.creds:
         command += ["--creds", os.path.abspath(settings.creds)]
