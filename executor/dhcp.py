@@ -13,7 +13,9 @@ nova-network restarts. A dnsmasq that died is started again by the next pass (dr
 The lease script (``--dhcp-script``) is a small shell wrapper calling ``netledger dhcp-event``:
 every lease and release becomes a command, then an event (what nova-dhcpbridge did). dnsmasq,
 and so the script, runs with a minimal environment (:func:`dhcpplan.dnsmasq_env`): the
-executor's holds its settings and credentials.
+executor's holds its settings and credentials. A running dnsmasq's environment is read too
+(``/proc/<pid>/environ``: the kept variables, the others' names only) and one that is not that
+one is replaced (:func:`dhcpplan.env_fits`).
 
 The host entries are a directory, one file per entry (executor/hostsdir.py): an entry added is
 read by dnsmasq without a SIGHUP, which would run the lease script for every lease it holds.
@@ -42,6 +44,7 @@ from .dhcpplan import (
     dhcp_events,
     dnsmasq_argv,
     dnsmasq_env,
+    environ_found,
     gateways,
     host_entries,
     hosts_digest,
@@ -129,6 +132,15 @@ def _cmdline(pid: int) -> tuple[str, ...]:
     return tuple(a.decode(errors="replace") for a in raw.split(b"\0")[:-1])
 
 
+def _environ(pid: int) -> bytes | None:
+    """``pid``'s environment as it was started (None: gone, or not ours to read)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return fh.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
 def _netns_inode(path: str) -> tuple[int, int] | None:
     """A network namespace's identity (nsfs device and inode) through any path naming it."""
     try:
@@ -141,10 +153,18 @@ def _netns_inode(path: str) -> tuple[int, int] | None:
 class Dnsmasq:
     """This host's dnsmasq processes (in ``netns`` when given)."""
 
-    def __init__(self, paths: DhcpPaths, netns: str | None, script: str) -> None:
+    def __init__(
+        self,
+        paths: DhcpPaths,
+        netns: str | None,
+        script: str,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.paths = paths
         self.netns = netns
         self.script = script
+        #: what dnsmasq (and so its lease script) runs with: started so, or replaced
+        self.env = dict(env) if env is not None else dnsmasq_env(os.environ)
         self._warned_release = False
 
     def argv(self, spec: DhcpSpec) -> tuple[str, ...]:
@@ -190,6 +210,8 @@ class Dnsmasq:
             pid, argv = running[bridge] if bridge in running else self._running(bridge)
             hosts = hostsdir.read_digest(self.paths.file(bridge, hostsdir.KIND))
             elsewhere = pid is not None and _netns_inode(f"/proc/{pid}/ns/net") != here
+            raw = _environ(pid) if pid is not None else None
+            env, others = environ_found(raw) if raw is not None else (None, ())
             out.append(
                 DhcpState(
                     bridge=bridge,
@@ -197,6 +219,8 @@ class Dnsmasq:
                     argv=argv,
                     hosts_digest=hosts,
                     elsewhere=elsewhere,
+                    env=env,
+                    env_others=others,
                 )
             )
         return tuple(out)
@@ -233,7 +257,7 @@ class Dnsmasq:
         actual = self.read(bridges)
         if bridges is not None:
             running = {b: d for b, d in running.items() if b in bridges}
-        ops = plan(desired, actual, self.argv, running, networks)
+        ops = plan(desired, actual, self.argv, running, networks, self.env)
         present = {(a.interface, a.address.split("/")[0]) for a in kernel.addresses}
         ready = {s.bridge for s in desired if gateways(s) <= present}
         return tuple(
@@ -252,9 +276,9 @@ class Dnsmasq:
                 elif isinstance(op, ReloadDhcp):
                     pid = self._reload(op.spec, op.pid, op.reason)
                 elif isinstance(op, StopDhcp):
-                    # Replaced (a changed command line): the new dnsmasq reads the leases
-                    # file on, or it knows no lease and never reports a held address's
-                    # release (review hrev9).
+                    # Replaced (a changed command line or environment): the new dnsmasq
+                    # reads the leases file on, or it knows no lease and never reports a
+                    # held address's release (review hrev9).
                     self._stop(op.bridge, op.pid, keep_leases=op.reason == "replaced")
                     pid = None
                 else:
@@ -345,7 +369,7 @@ class Dnsmasq:
             try:
                 p = proc.run(
                     argv,
-                    env=dnsmasq_env(os.environ),  # dnsmasq's and its lease script's
+                    env=self.env,  # dnsmasq's and its lease script's
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=err,

@@ -4,7 +4,7 @@ the plan that makes what runs match (executor/dhcp.py runs it).
 - what a dnsmasq is: its files (:class:`DhcpPaths`), command line (:func:`dnsmasq_argv`), host
   entries (:func:`host_entries`, their digest) and the addresses it must find on the host
   before it starts (:func:`gateways`); the lease script it runs (:func:`script_text`) and the
-  environment it runs with (:func:`dnsmasq_env`);
+  environment it runs with (:func:`dnsmasq_env`; a running one's, :func:`environ_found`);
 - the log's record: the fold of this host's DHCP events (:class:`DhcpBook`) and the events of
   the operations applied (:func:`dhcp_events`), one the inverse of the other;
 - :func:`plan`: start / reload / stop, from the desired state, what runs and the record.
@@ -227,6 +227,37 @@ def dnsmasq_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def environ_found(raw: bytes) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """A process's environment (``/proc/<pid>/environ``) as :class:`DhcpState` holds it: its
+    :data:`KEPT_ENV` variables (name, value) and the names of the others, both sorted. Never
+    the others' values: a dnsmasq started before :func:`dnsmasq_env` holds the executor's
+    password there. A name seen twice is counted among the others (the environment
+    :func:`dnsmasq_env` gives has it once)."""
+    kept: dict[str, str] = {}
+    others: set[str] = set()
+    for entry in raw.split(b"\0"):
+        if not entry:
+            continue
+        name, _, value = entry.decode(errors="replace").partition("=")
+        if name in KEPT_ENV and name not in kept:
+            kept[name] = value
+        else:
+            others.add(name)
+    return tuple(sorted(kept.items())), tuple(sorted(others))
+
+
+def env_fits(found: DhcpState, want: Mapping[str, str] | None) -> bool:
+    """Whether the dnsmasq ``found`` runs with the environment it would be started with now
+    (``want``: :func:`dnsmasq_env`'s): the same kept variables with the same values, and no
+    other. What was not read (``found.env`` None: /proc refused it) or with no ``want`` fits:
+    a dnsmasq is not replaced on a guess."""
+    if want is None or found.env is None:
+        return True
+    kept = tuple(sorted((k, v) for k, v in want.items() if k in KEPT_ENV))
+    others = tuple(sorted(k for k in want if k not in KEPT_ENV))
+    return found.env == kept and found.env_others == others
+
+
 @dataclass
 class DhcpBook:
     """The fold of this host's DHCP events: which bridges the log says have a dnsmasq, and the
@@ -252,6 +283,7 @@ def plan(
     argv_of: Callable[[DhcpSpec], tuple[str, ...]],
     recorded: Mapping[str, str],
     networks: Mapping[str, str | None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[Op, ...]:
     """What makes the dnsmasq processes match ``desired``. Pure.
 
@@ -260,6 +292,13 @@ def plan(
     is adopted (its hosts file rewritten and reloaded, so a crash between writing the file and
     SIGHUP cannot leave dnsmasq serving an old file); a recorded one that is gone and no longer
     desired is logged as found-gone.
+
+    A live one is replaced (stopped, its leases kept, and started) when its command line is
+    not ``argv_of``'s, it runs in another namespace, or its environment is not ``env`` (the
+    one it would be started with, :func:`dnsmasq_env`'s; :func:`env_fits`): one started
+    before that minimal environment kept the executor's whole one — its settings and
+    credentials, handed to every lease script run. One that already fits is left running: an
+    executor start with an unchanged environment restarts nothing.
     """
     want = {d.bridge: d for d in desired}
     have = {a.bridge: a for a in actual}
@@ -279,7 +318,11 @@ def plan(
     for bridge, spec in sorted(want.items()):
         a = have.get(bridge)
         drift = bridge in recorded
-        if a is not None and a.pid is not None and (a.elsewhere or a.argv != argv_of(spec)):
+        if (
+            a is not None
+            and a.pid is not None
+            and (a.elsewhere or a.argv != argv_of(spec) or not env_fits(a, env))
+        ):
             ops.append(StopDhcp(bridge, a.pid, spec.network_id, "replaced"))
             a, drift = None, False
         if a is None or a.pid is None:

@@ -214,13 +214,20 @@ class AddrState(msgspec.Struct, frozen=True, order=True):
 
 
 class DhcpState(msgspec.Struct, frozen=True, order=True):
-    """A dnsmasq of ours as found: its pid file (and process), hosts file, command line."""
+    """A dnsmasq of ours as found: its pid file (and process), hosts file, command line and
+    environment (executor/dhcpplan.py ``environ_found``)."""
 
     bridge: str
     pid: int | None  # None: no live dnsmasq of ours behind the pid file
     argv: tuple[str, ...] = ()  # the live process's command line
     hosts_digest: str | None = None  # digest of the host entries on disk (None: no directory)
     elsewhere: bool = False  # ours (our pid file) but in another network namespace
+    #: the live process's variables of dhcpplan.KEPT_ENV, (name, value) sorted (None: its
+    #: environment was not read)
+    env: tuple[tuple[str, str], ...] | None = None
+    #: the names of its other variables (their values are not kept: secrets, in a dnsmasq
+    #: started with the executor's whole environment)
+    env_others: tuple[str, ...] = ()
 
 
 class HostActual(msgspec.Struct, frozen=True):
@@ -363,8 +370,9 @@ class ReloadDhcp(Op, frozen=True):
 class StopDhcp(Op, frozen=True):
     """Stop dnsmasq (if running) and remove its files.
 
-    ``reason``: ``stale`` (no longer served here), ``replaced`` (its command line changed),
-    ``found-gone`` (the log said running; nothing is left)."""
+    ``reason``: ``stale`` (no longer served here), ``replaced`` (its command line or its
+    environment changed, or it runs in another namespace), ``found-gone`` (the log said
+    running; nothing is left)."""
 
     bridge: str
     pid: int | None
