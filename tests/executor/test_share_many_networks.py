@@ -109,8 +109,9 @@ async def test_a_host_of_200_networks_reads_only_its_share(
         await c.allocate_fixed_ip("c-late", network_id=s[60], host="h3")
         await check(conn, views)
         assert len(h1.networks) == 230 and not h1.every
-        # (the base: the registry, the announcements and their index, its host and placement)
-        assert h1.follower is not None and len(h1.follower.subjects) == 5 + 230
+        # (the base: the registry, the announcements and their index, the retirements, its host
+        # and placement)
+        assert h1.follower is not None and len(h1.follower.subjects) == 6 + 230
     finally:
         for v in views.values():
             await v.close()
