@@ -10,7 +10,7 @@ from typing import Any
 
 import nats.errors
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
@@ -54,6 +54,36 @@ def test_the_same_headers_as_nats_py(status: bytes, lines: list[bytes], end: byt
             assert k in mine and mine[k] == mine.get(k) == theirs[k]  # type: ignore[index]
     else:
         assert mine == theirs
+
+
+@example(lines=[b"Nats-Batch-Id : a", b"Nats-Msg-Id: m"], asked=["Nats-Batch-Id"])
+@example(lines=[b" Nats-Batch-Id:a"], asked=["Nats-Batch-Id"])
+@example(lines=[b"Nats-Batch-Id\t:a", b"X-Nats-Batch-Id: b"], asked=["Nats-Batch-Id"])
+@example(lines=[b"Foo: Nats-Batch-Commit: 1"], asked=["Nats-Batch-Commit"])
+@given(
+    lines=st.lists(_LINE, max_size=5),
+    asked=st.lists(
+        st.one_of(
+            st.sampled_from(["Nats-Batch-Id", "Nats-Batch-Commit", "Nats-Msg-Id", " x", "a b"]),
+            st.text(st.characters(codec="latin-1"), max_size=8),
+        ),
+        max_size=4,
+    ),
+)
+def test_membership_before_the_parse_is_nats_pys(lines: list[bytes], asked: list[str]) -> None:
+    """``name in headers`` asked of an unparsed block (the follower's batch check, a scan of
+    the lines) answers as nats-py's parsed headers do, and as the parse does after."""
+    lines = [x for x in lines if b"\r" not in x and b"\n" not in x]
+    block = b"NATS/1.0\r\n" + b"\r\n".join(lines) + b"\r\n\r\n"
+    theirs = _outcome(NATS._process_headers(NetledgerNats(), block)) or {}
+    if isinstance(theirs, Exception):
+        return
+    names = [k for k in theirs] + asked
+    for name in names:  # each asked of a block not parsed yet
+        mine = LazyHeaders(block[len(b"NATS/1.0\r\n") :])
+        assert (name in mine) == (name in theirs), (block, name)
+    # ... and of one parsed by now (the same answers: the parse's)
+    assert all((name in mine) == (name in theirs) for name in names)
 
 
 async def test_stored_messages_headers_read_as_before(conn: Connection) -> None:
