@@ -24,7 +24,7 @@ from netledger.ops.config import ENV_PREFIX, RESERVE, Reserve, config_option
 from netledger.ops.duration import DURATION
 from netledger.ops.locate import projection_db
 from netledger.ops.logs import LEVELS, setup_logging
-from netledger.projector.options import linger_option
+from netledger.projector.options import linger_option, live_period_option
 
 
 def client_call(
@@ -371,6 +371,7 @@ def _sync_interval(ctx: click.Context, param: click.Parameter, value: str) -> st
     help="Serve the projector's Prometheus metrics (netledger_projector_*) on this port: it"
     " runs as serve's child process, so they are not on --metrics-port (off by default).",
 )
+@live_period_option("--projector-live-period")
 @click.option(
     "--release-timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -453,6 +454,7 @@ def serve(
     projector: bool,
     projector_linger_ms: float,
     projector_metrics_port: int | None,
+    projector_live_period: float,
     release_timeout: float,
     reclaim_after: float | None,
     auth_config: str | None,
@@ -488,6 +490,7 @@ def serve(
             run_projector=projector,
             projector_linger=projector_linger_ms / 1000,
             projector_metrics_port=projector_metrics_port,
+            projector_live_period=projector_live_period,
             connect_kwargs=settings.connect_kwargs(),
             release_timeout=release_timeout,
             reclaim_after=reclaim_after,

@@ -80,6 +80,29 @@ def _mark(lagging: bool | None) -> str:
     return "[red]lagging[/red]" if lagging else "[green]ok[/green]"
 
 
+def live_cell(p: dict[str, Any]) -> str:
+    """A projector's liveness stamp in one cell (ops/status.py ``liveness_fields``): whether
+    its daemon is live and how old its last stamp is — ``yes, 4s ago``; ``no, 2m ago`` (no
+    stamp for more than 3 of its periods: killed, hung, cut off); ``stopped, 2m ago`` (its
+    daemon ended); ``once, 1h ago`` (filled by ``--once``: nothing expected); ``-`` (never
+    stamped)."""
+    if p.get("mode") is None:
+        return "-"
+    live, age = p.get("live"), _age(p.get("age_s"))
+    if live is None:
+        return f"{p['mode']}, {age}"
+    if live:
+        return f"[green]yes[/green], {age}"
+    return f"[red]{'stopped' if p['mode'] == 'stopped' else 'no'}[/red], {age}"
+
+
+def _projector_mark(p: dict[str, Any]) -> str:
+    """Its row's verdict: lagging, not live (a problem even at lag 0), or ok."""
+    if p["lagging"] or p.get("live") is not False:
+        return _mark(p["lagging"])
+    return "[red]not live[/red]"
+
+
 def log_cell(lg: dict[str, Any] | None) -> str:
     """A replica's log in one cell: its state (and error code when it is not ok), the store's
     free space against its reserve (serve's watcher), restarts of its nats-server."""
@@ -141,15 +164,15 @@ def render(st: dict[str, Any]) -> None:
 
     if st["projectors"]:
         t = Table(title="projectors")
-        for c in ("db", "last seq", "lag", "rejected", ""):
+        for c in ("db", "last seq", "lag", "rejected", "live", ""):
             t.add_column(c, overflow="fold")
         for p in st["projectors"]:
             if p.get("error"):
-                t.add_row(p["db"], "-", "-", "-", f"[red]{p['error']}[/red]")
+                t.add_row(p["db"], "-", "-", "-", "-", f"[red]{p['error']}[/red]")
             else:
                 t.add_row(
                     p["db"], str(p["last_seq"]), str(p["lag"]), str(p["rejected"]),
-                    _mark(p["lagging"]),
+                    live_cell(p), _projector_mark(p),
                 )  # fmt: skip
         con.print(t)
 

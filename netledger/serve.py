@@ -41,6 +41,7 @@ async def serve_forever(
     run_projector: bool,
     projector_linger: float | None = None,
     projector_metrics_port: int | None = None,
+    projector_live_period: float | None = None,
     connect_kwargs: dict[str, Any] | None = None,
     release_timeout: float = 600.0,
     reclaim_after: float | None = None,
@@ -130,6 +131,7 @@ async def serve_forever(
                     projector_linger,
                     connect_kwargs,
                     projector_metrics_port,
+                    projector_live_period,
                 )
                 # Clients on this machine find this projection through it (netledger.ops.locate).
                 pointer = write_pointer(data_dir, data_dir / "projection.db", nats_url)
@@ -180,13 +182,21 @@ async def _start_projector(
     linger: float | None,
     connect_kwargs: dict[str, Any] | None,
     metrics_port: int | None = None,
+    live_period: float | None = None,
 ) -> Any:
     """The projector as serve's child process (projector/child.py: its reading of the log
     does not share the command service's event loop), once it has opened the projection."""
     from netledger.projector.child import ProjectorProcess
 
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    projector = ProjectorProcess(nats_url, db_path, linger=linger, connect_kwargs=connect_kwargs)
+    projector = ProjectorProcess(
+        nats_url,
+        db_path,
+        linger=linger,
+        connect_kwargs=connect_kwargs,
+        metrics_port=metrics_port,
+        live_period=live_period,
+    )
     await projector.start()
     return projector
 

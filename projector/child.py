@@ -67,9 +67,12 @@ class ProjectorProcess:
         linger: float | None = None,
         connect_kwargs: dict[str, Any] | None = None,
         metrics_port: int | None = None,
+        live_period: float | None = None,
     ) -> None:
         self.nats_url = nats_url
         self.metrics_port = metrics_port
+        #: its liveness stamp's period (``projector run --live-period``; None: its default)
+        self.live_period = live_period
         self.db_path = db_path
         self.linger = linger
         self.connect_kwargs = connect_kwargs or {}
@@ -87,6 +90,8 @@ class ProjectorProcess:
             argv += ["--linger-ms", f"{self.linger * 1000:g}"]
         if self.metrics_port is not None:
             argv += ["--metrics-port", str(self.metrics_port)]
+        if self.live_period is not None:
+            argv += ["--live-period", f"{self.live_period:g}"]
         return argv
 
     def env(self) -> dict[str, str]:

@@ -18,8 +18,8 @@ from netledger.common.params import IP_ADDRESS
 from netledger.common.settings import Settings, default_data_dir, pass_settings, run
 
 from .errors import ProjectorError
-from .liveness import DEAD_AFTER_PERIODS, DEFAULT_PERIOD_S
-from .options import linger_option
+from .liveness import DEFAULT_PERIOD_S
+from .options import linger_option, live_period_option
 
 DB_HELP = (
     "Projection database (default: that of the `netledger serve` running on this machine, else"
@@ -69,16 +69,7 @@ def projector_group() -> None:
     help='Print one JSON line {"ready": true, "db", "last_seq"} on stdout once the projection'
     " is open and followed (for a supervisor: `serve` runs its projector so).",
 )
-@click.option(
-    "--live-period",
-    type=click.FloatRange(min=0.1, max=3600),
-    default=DEFAULT_PERIOD_S,
-    show_default=True,
-    metavar="SECONDS",
-    help="How often the running projector confirms in the database that it has all the stream"
-    " holds (one small UPDATE, nothing in the log): `netledger status` calls it not live after"
-    f" {DEAD_AFTER_PERIODS} periods without one, even at lag 0. Not with --once.",
-)
+@live_period_option("--live-period", " Not with --once.")
 @metrics_port_option
 @pass_settings
 def projector_run(
@@ -220,18 +211,26 @@ async def _follow(
 @_db_option
 @pass_settings
 def projector_status(settings: Settings, db: Path | None) -> None:
-    """Show the projection's checkpoint, schema version, lag and rejected-message count."""
+    """Show the projection's checkpoint, schema version, lag and rejected-message count, and
+    whether the projector following it is live.
+
+    `live`, `mode`, `stamped_at`, `age_s`, `period_s` and `pid` are its daemon's liveness stamp
+    (as `netledger status` shows them): `live` is false once the daemon stopped or has not
+    stamped for 3 of its periods, null when nothing is expected (never stamped; filled by
+    `projector run --once`).
+    """
     from . import query
 
     path = settings.projection(db)
 
     def go() -> dict[str, Any]:
         with query.open_readonly(path, current=False) as conn:
-            return query.state(conn)
+            return {**query.state(conn), **query.liveness(conn)}
 
     st = _call(settings, go)
     keys = ("last_seq", "highest_seq", "lag", "events", "rejected", "schema_version", "stream")
-    emit(st, text="\n".join(f"{k:15} {st.get(k)}" for k in (*keys, "stream_created")))
+    live = ("live", "mode", "stamped_at", "age_s", "period_s", "pid")
+    emit(st, text="\n".join(f"{k:15} {st.get(k)}" for k in (*keys, "stream_created", *live)))
 
 
 # --- show -------------------------------------------------------------------------------------

@@ -25,3 +25,28 @@ def linger_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any
         " together: the projection follows the log up to this much later, and a steady trickle"
         " of events costs one commit per interval instead of one per event (0: each at once).",
     )
+
+
+#: :data:`.liveness.DEFAULT_PERIOD_S` and :data:`.liveness.DEAD_AFTER_PERIODS` (the CLI shows
+#: its help without importing the stamp's module; tests/ops/test_serve_live_period.py checks
+#: that they agree)
+LIVE_PERIOD_S = 10.0
+DEAD_AFTER_PERIODS = 3
+
+
+def live_period_option(
+    name: str, more: str = ""
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """How often the following projector stamps its file (projector/liveness.py): ``projector
+    run --live-period``, ``serve --projector-live-period`` (handed to its child). ``more``: the
+    command's own last words in the help."""
+    return click.option(
+        name,
+        type=click.FloatRange(min=0.1, max=3600),
+        default=LIVE_PERIOD_S,
+        show_default=True,
+        metavar="SECONDS",
+        help="How often the running projector confirms in the database that it has all the stream"
+        " holds (one small UPDATE, nothing in the log): `netledger status` calls it not live after"
+        f" {DEAD_AFTER_PERIODS} periods without one, even at lag 0." + more,
+    )

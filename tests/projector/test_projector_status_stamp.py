@@ -1,0 +1,116 @@
+"""``netledger projector status`` shows the daemon's liveness stamp (projector/liveness.py) —
+``live``, ``mode``, ``stamped_at``, ``age_s``, ``period_s``, ``pid``, the fields ``netledger
+status`` gives each projector — in its text and its ``--json``, beside the fields it had (none
+renamed). From the file alone, no NATS. A real ``projector run`` daemon, followed then killed,
+read by the real command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from netledger.journal.stream import Connection
+from netledger.ops.status import liveness_fields
+from netledger.projector import query
+from netledger.projector.liveness import DEAD_AFTER_PERIODS, FOLLOW, Stamp, read_stamp, write_stamp
+from netledger.projector.runner import project_until
+from netledger.service.service import CommandService
+from tests.ops.test_projector_liveness import NETLEDGER, PERIOD, daemon, some_events, until
+
+LIVE_KEYS = ("live", "mode", "stamped_at", "age_s", "period_s", "pid")
+#: what `projector status` showed before the stamp (kept, in this order, first in the text)
+OLD_KEYS = ("last_seq", "highest_seq", "lag", "events", "rejected", "schema_version", "stream")
+
+
+def _text_fields(text: str) -> dict[str, str]:
+    return {k: v.strip() for k, _, v in (line.partition(" ") for line in text.splitlines())}
+
+
+def _json_now(db: Path) -> dict[str, Any]:
+    """The command's --json, synchronously (for :func:`until`)."""
+    got: dict[str, Any] = json.loads(_now(db, "--json"))
+    return got
+
+
+def _text_now(db: Path) -> dict[str, str]:
+    return _text_fields(_now(db))
+
+
+def _now(db: Path, *fmt: str) -> str:
+    out = subprocess.run(
+        [NETLEDGER, "projector", "status", "--db", str(db), *fmt],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout
+
+
+async def test_projector_status_shows_the_stamp(
+    conn: Connection, service: CommandService, tmp_path: Path, nats_url: str
+) -> None:
+    last = await some_events(conn)
+    db = tmp_path / "p.db"
+    proc = await daemon(nats_url, db)
+    try:
+        live = await until(
+            "the daemon's stamp", lambda: _json_now(db), lambda st: st["live"] is True
+        )
+        text = await until(
+            "the daemon's stamp, in the text", lambda: _text_now(db), lambda t: t["live"] == "True"
+        )
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+    assert (live["last_seq"], live["lag"], live["events"]) == (last, 0, last)
+    assert set(OLD_KEYS) | {"stream_created"} | set(LIVE_KEYS) <= set(live)
+    assert (live["mode"], live["period_s"], live["pid"]) == (FOLLOW, PERIOD, proc.pid)
+    assert live["stamped_at"].endswith("Z") and 0 <= live["age_s"] <= DEAD_AFTER_PERIODS * PERIOD
+    assert list(text)[: len(OLD_KEYS)] == list(OLD_KEYS)  # the old lines first, as they were
+    assert text["last_seq"] == str(last)
+    assert (text["mode"], text["period_s"], text["pid"]) == (FOLLOW, str(PERIOD), str(proc.pid))
+
+    dead = await until(
+        "the killed daemon is not live", lambda: _json_now(db), lambda st: st["live"] is False
+    )
+    assert (dead["lag"], dead["mode"], dead["pid"]) == (0, FOLLOW, proc.pid)
+    assert dead["age_s"] > DEAD_AFTER_PERIODS * PERIOD
+    assert _text_now(db)["live"] == "False"
+
+    # a file nothing stamped: the fields are there, empty
+    bare = tmp_path / "bare.db"
+    await project_until(conn, bare)
+    st = json.loads(await asyncio.to_thread(_now, bare, "--json"))
+    assert {k: st[k] for k in LIVE_KEYS} == dict.fromkeys(LIVE_KEYS)
+    assert st["last_seq"] == last
+    assert _text_fields(await asyncio.to_thread(_now, bare))["live"] == "None"
+
+
+async def test_the_fields_are_status_s(conn: Connection, tmp_path: Path) -> None:
+    """The same fields, judged the same way, as ``netledger status`` (ops/status.py, which
+    this part may not import) — here on stamps written by hand: a daemon's, one far too old,
+    one from a wild clock (no date: never a failure)."""
+    db = tmp_path / "p.db"
+    await project_until(conn, db)
+    for stamp in (
+        Stamp(FOLLOW, 1.0, 0, period_s=10.0, pid=7),
+        Stamp(FOLLOW, 1e17, 0, period_s=10.0, pid=7),
+        Stamp("stopped", 1.0, 0, period_s=10.0, pid=7),
+        Stamp("once", 1.0, 0),
+    ):
+        write_stamp(db, stamp)
+        with query.open_readonly(db, current=False) as c:
+            ours = query.liveness(c)
+        plain = sqlite3.connect(db)
+        try:
+            theirs = liveness_fields(read_stamp(plain))
+        finally:
+            plain.close()
+        assert list(ours) == list(theirs) == list(LIVE_KEYS)
+        # the age moves between the two reads: compared apart, for its presence
+        assert (ours.pop("age_s") is None) == (theirs.pop("age_s") is None), stamp
+        assert ours == theirs, stamp
