@@ -90,6 +90,9 @@ class Reports:
                 "share": self.view.follower.subjects if self.view.follower is not None else None,
                 # the log refuses this host's events (full, latched, unavailable): why, since
                 "log_error": self.log_trouble,
+                # its appends of host events sent again with the same ids, by reason, since it
+                # started (journal/append.py RESEND_REASONS): the log answering slowly or not
+                "append_resends": dict(self._appender.resends),
                 # the view's snapshot: where the start began, the last one written
                 "snapshot": self._snapshot_status(),
             }
