@@ -9,9 +9,10 @@ nothing could clear. ``host retire`` records that it left (``HostRetired``, on
 executors' views, the projection, ``status``).
 
 Refused while an address is allocated there (``host_in_use``: deallocate, or migrate the
-instances, first) and for a host no executor ever announced, or retired already and not back
-since (``host_not_found``). A host is *back* once its executor writes again (an announcement
-or any event on its own subject after the retirement). The check is this replica's fold: an
+instances, first; or while a live network names it as its ``network_host``: the network would
+lose its gateway and DHCP) and for a host no executor ever announced, or retired already and
+not back since (``host_not_found``). A host is *back* once its executor announces itself again
+(it does at its start) — not by a report of an executor still running there. The check is this replica's fold: an
 allocation onto the host decided at the same moment on another replica is not seen — retire a
 host nova no longer schedules to (``nova-manage service delete`` asks the same).
 """
@@ -27,10 +28,13 @@ from .types import HostRetired
 
 
 def host_present(state: State, host: str) -> bool:
-    """Whether ``host``'s executor wrote anything (an announcement, a report) after the host's
-    last retirement, if any."""
-    wrote = max(state.seq_of(announce_subject(host)), state.seq_of(host_subject(host)))
-    return wrote > state.seq_of(retired_subject(host))
+    """Whether ``host`` is in the cloud: never retired and known (an announcement, or a report:
+    an executor from before the announcement subjects announced on its host's subject), or
+    announced since its last retirement (an executor started there again)."""
+    retired = state.seq_of(retired_subject(host))
+    if retired:
+        return state.seq_of(announce_subject(host)) > retired
+    return bool(state.seq_of(announce_subject(host)) or state.seq_of(host_subject(host)))
 
 
 def decide_host_retire(state: State, req: Request, pending: Pending) -> Decision:
@@ -44,6 +48,14 @@ def decide_host_retire(state: State, req: Request, pending: Pending) -> Decision
             " instances) first",
             host=host,
             addresses=held,
+        )
+    served = sorted(n.network_id for n in state.live_networks() if n.net.network_host == host)
+    if served:
+        raise HostInUse(
+            f"host {host} is the network host of network(s) {', '.join(served[:10])}: delete"
+            " them first (they would lose their gateway and DHCP)",
+            host=host,
+            networks=served,
         )
     if not host_present(state, host):
         retired = state.seq_of(retired_subject(host))

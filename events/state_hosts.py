@@ -41,13 +41,14 @@ class HostsFold:
             self.legacy_announced.pop(ev.host, None)
 
     def retired(self, host: str) -> bool:
-        """Whether ``host``'s latest retirement is newer than anything its executor wrote that
-        this fold read (an announcement; a report, for a reader of its subject)."""
-        last = max(
-            self.subject_seq.get(announce_subject(host), 0),
-            self.subject_seq.get(host_subject(host), 0),
+        """Whether ``host``'s latest retirement is newer than its latest announcement (on
+        ``netledger.evt.announce.<host>``). Only an announcement brings a host back — an
+        executor starts so — not a report of an executor still running there after the
+        retirement (review hrev86: its own share view read its reports before the retirements
+        at a restart, kept its announcement, and never announced again)."""
+        return self.subject_seq.get(retired_subject(host), 0) > self.subject_seq.get(
+            announce_subject(host), 0
         )
-        return self.subject_seq.get(retired_subject(host), 0) > last
 
     def _host_retired(self, ev: HostRetired, seq: int) -> None:
         # What the fold knew of the host goes with it (events/decide_host.py); a retired host
@@ -72,6 +73,10 @@ class HostsFold:
             del self.legacy_announced[host]
 
     def _instances_seen(self, ev: HostInstancesSeen, seq: int) -> None:
+        if seq < self.subject_seq.get(retired_subject(ev.host), 0):
+            # Older than a retirement folded already (the service folds its own appends ahead
+            # of its reader: review hrev86): the log's fold dropped it with the host.
+            return
         h = self.sightings.get(ev.host)
         if h is None:
             h = self.sightings[ev.host] = HostSightings()

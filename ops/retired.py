@@ -6,7 +6,8 @@ liveness entry until it expires: without this, ``status`` listed every host the 
 and called each one gone a problem — one nothing could clear. A retirement is a message on
 ``netledger.evt.retired.<host>``: the stream's subject index names the retired hosts without
 reading the log, and one batched direct get of the last message on each of their subjects says
-whether the host wrote anything after it (an announcement, a report: it is *back*).
+whether the host announced itself after it (its executor started again: it is *back*; a report
+of an executor still running there is not — events/decide_host.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from netledger.events.ids import (
     RETIRED_HOSTS,
     RETIRED_PREFIX,
     announce_subject,
-    host_subject,
     retired_subject,
 )
 from netledger.journal.stream import Connection
@@ -31,7 +31,7 @@ CHUNK = 900
 @dataclass(frozen=True)
 class Retirement:
     """A host's last retirement: its stream sequence and when the server stored it (Unix
-    time), and whether the host wrote to the log after it."""
+    time), and whether the host announced itself after it."""
 
     seq: int
     time: float
@@ -89,17 +89,13 @@ async def retirements(
     retired = sorted(named.intersection(hosts))
     if not retired:
         return {}
-    subjects = [
-        s for h in retired for s in (retired_subject(h), announce_subject(h), host_subject(h))
-    ]
+    subjects = [s for h in retired for s in (retired_subject(h), announce_subject(h))]
     last = await _last_of(conn, subjects, stream_last)
     out = {}
     for h in retired:
         got = last.get(retired_subject(h))
         if got is None:  # (gone between the two reads: a purge)
             continue
-        wrote = max(
-            last.get(announce_subject(h), (0, 0.0))[0], last.get(host_subject(h), (0, 0.0))[0]
-        )
-        out[h] = Retirement(got[0], got[1], back=wrote > got[0])
+        announced = last.get(announce_subject(h), (0, 0.0))[0]
+        out[h] = Retirement(got[0], got[1], back=announced > got[0])
     return out

@@ -81,15 +81,38 @@ def test_a_host_never_announced_or_retired_already_is_not_found() -> None:
         retire(h, "h1")
 
 
-def test_a_host_is_back_once_it_announces_or_reports_again() -> None:
+def test_a_host_is_back_once_it_announces_again_not_when_it_reports() -> None:
     h = cloud()
     retire(h, "h1")
     announce(h, "h1", network_host=True)
     assert not h.state.retired("h1") and "h1" in h.state.network_hosts
     retire(h, "h1")
-    h.add(HostInstancesSeen("h1", [], ["1"], "start"))  # an older executor: no announcement
-    assert not h.state.retired("h1")
+    # An executor still running there after the retirement reports: the host stays retired
+    # (its own view drops its announcement, its next start announces it again: review hrev86)
+    h.add(HostInstancesSeen("h1", ["02:00:00:00:00:01"], ["1"], "change"))
+    assert h.state.retired("h1")
+    with pytest.raises(HostNotFound, match="retired at seq"):
+        retire(h, "h1")
+    announce(h, "h1")
     retire(h, "h1")
+
+
+def test_a_network_host_named_by_a_live_network_is_refused() -> None:
+    h = cloud()
+    h.run("network.create", label="s", cidr="10.8.0.0/24", mode="flat_dhcp", network_host="h1")
+    with pytest.raises(HostInUse, match="network host of network") as info:
+        retire(h, "h1")
+    assert info.value.details["networks"] == ["2"]
+    assert h.run("network.delete", network_id="2") is not None
+    retire(h, "h1")
+
+
+def test_a_host_known_only_by_its_reports_may_be_retired() -> None:
+    """An executor from before the announcement subjects announced on its own subject."""
+    h = cloud()
+    h.add(HostInstancesSeen("h5", [], [], "start"))
+    retire(h, "h5")
+    assert h.state.retired("h5")
 
 
 def test_a_share_reading_retirements_after_announcements_agrees_with_the_log() -> None:

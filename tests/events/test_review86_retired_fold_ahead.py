@@ -11,18 +11,11 @@ host's reports stay in its memory for good.
 
 from __future__ import annotations
 
-import pytest
-
 from netledger.events.host_events import HostAnnounced, HostInstancesSeen
 from netledger.events.state import State
 from tests.events.test_fold_ahead import Service, normal, world
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review86: a HostRetired folded ahead of the host's earlier report keeps the "
-    "report the log's fold drops",
-)
 def test_a_retirement_folded_before_the_report_it_follows_drops_the_sightings() -> None:
     h = world()
     h.add(HostAnnounced("h1", "192.0.2.1", "eth1", None, False))

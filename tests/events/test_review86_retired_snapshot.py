@@ -14,7 +14,6 @@ state, and its snapshots stay good"; this one is not.
 from __future__ import annotations
 
 import msgpack
-import pytest
 
 from netledger.events.host_events import HostAnnounced, HostInstancesSeen
 from netledger.events.snapshot import SnapshotInvalid, digest, dumps, loads
@@ -26,11 +25,6 @@ from tests.events.test_fold_ahead import normal, world
 FOLD_BEFORE_HOST_RETIRE = 12
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review86: a fold-12 snapshot of a reader that cannot decode HostRetired is "
-    "accepted, and still has the retired host",
-)
 def test_a_snapshot_by_netledger_before_host_retire_is_not_taken_as_this_fold() -> None:
     h = world()
     h.add(HostAnnounced("h1", "192.0.2.1", "eth1", None, True))

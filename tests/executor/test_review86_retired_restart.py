@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.host_events import HostAnnounced, HostReconciled
 from netledger.executor.view import HostView
@@ -34,11 +32,6 @@ async def report(conn: Connection, host: str, n: int) -> None:
     await conn.js.publish(ev.subject(), encode(env), stream=conn.stream)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review86: a share view reads host.<h> before retired.>, so a retired host that "
-    "wrote since keeps its old announcement and its restarted executor never re-announces",
-)
 async def test_a_retired_host_restarted_announces_again(
     conn: Connection, service: CommandService
 ) -> None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from netledger.events.host_events import HostAnnounced, HostReconciled
 from netledger.executor.view import HostView
 from netledger.journal.liveness import live_bucket, status_key
@@ -28,11 +26,6 @@ from netledger.service.service import CommandService
 from tests.ops.test_status_retired import publish
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review86: status takes any write on host.<h> after a retirement for the host "
-    "being back, while every executor keeps its VTEP dropped until it announces",
-)
 async def test_a_retired_host_still_writing_is_a_problem_until_it_announces(
     conn: Connection, service: CommandService
 ) -> None:

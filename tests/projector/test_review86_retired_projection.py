@@ -9,8 +9,6 @@ the projection, in the cloud for the fold. Whichever is meant, the readers must 
 
 from __future__ import annotations
 
-import pytest
-
 from netledger.events.codec import Actor
 from netledger.events.host_events import HostAnnounced, HostReconciled
 from netledger.events.state import State
@@ -20,10 +18,6 @@ from tests.projector.test_projector_unit import Feeder
 ADMIN = Actor(role="admin", user="ops")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review86: a report after a retirement is 'back' to the fold, not to the projection",
-)
 def test_projection_and_fold_agree_on_a_retired_host_that_reported_since() -> None:
     f = Feeder()
     f(HostAnnounced("h1", "192.0.2.1", "eth1", "eth0", False))
