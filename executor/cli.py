@@ -297,6 +297,11 @@ def _config_file() -> str | None:
     return os.path.abspath(found) if found else None
 
 
+#: OpenSSL's variables naming the CAs a ``tls://`` NATS server is trusted by: ``dhcp-event``
+#: has no option of its own for them, so the lease script exports the executor's.
+TLS_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
 def _lease_command(
     settings: Settings, host: str, config: str | None = None
 ) -> tuple[list[str], dict[str, str]]:
@@ -307,21 +312,29 @@ def _lease_command(
     ``config`` (:func:`_config_file`) goes on the command line: read from ``--config``, it was
     nowhere else — ``dhcp-event`` read the default locations instead and lost what only the
     file said (its output and log options, ``command-timeout``...; found by review). The
-    script quotes it (script_text: shlex)."""
+    script quotes it (script_text: shlex).
+
+    Nothing is left to dnsmasq's environment, the same for every executor of the host
+    (dhcpplan.dnsmasq_env: a fixed PATH): ``netledger`` is named by its absolute path, and
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` (the CA a ``tls://`` NATS server is trusted by), when
+    the executor has them, are exported by the script (absolute: dnsmasq runs it from /)."""
     exe = Path(sys.executable).with_name("netledger")
     which = shutil.which("netledger")
     if exe.exists():
-        command = [str(exe)]
+        command = [os.path.abspath(exe)]
     elif which:
-        command = [which]
+        command = [os.path.abspath(which)]  # (a relative PATH entry gives a relative one)
     else:
-        command = [sys.executable, "-m", "netledger.cli"]
+        command = [os.path.abspath(sys.executable), "-m", "netledger.cli"]
     if config is not None:
         command += ["--config", config]
     command += ["--nats", settings.url]
     if settings.creds:
         command += ["--creds", os.path.abspath(settings.creds)]
     env = {"NETLEDGER_AS_HOST": host}
+    for name in TLS_ENV:
+        if os.environ.get(name):
+            env[name] = os.path.abspath(os.environ[name])
     if settings.inbox_prefix:
         env["NETLEDGER_INBOX"] = settings.inbox_prefix
     if settings.user:

@@ -12,10 +12,12 @@ nova-network restarts. A dnsmasq that died is started again by the next pass (dr
 
 The lease script (``--dhcp-script``) is a small shell wrapper calling ``netledger dhcp-event``:
 every lease and release becomes a command, then an event (what nova-dhcpbridge did). dnsmasq,
-and so the script, runs with a minimal environment (:func:`dhcpplan.dnsmasq_env`): the
-executor's holds its settings and credentials. A running dnsmasq's environment is read too
+and so the script, runs with a constant minimal environment (:func:`dhcpplan.dnsmasq_env`: a
+fixed PATH, nothing of the executor's, which holds its settings and credentials); what the
+script needs is written in it. A running dnsmasq's environment is read too
 (``/proc/<pid>/environ``: the kept variables, the others' names only) and one that is not that
-one is replaced (:func:`dhcpplan.env_fits`).
+one is replaced (:func:`dhcpplan.env_fits`): being a constant, two executors of the host whose
+own environments differ (a unit's daemon, an operator's ``--once``) adopt each other's.
 
 The host entries are a directory, one file per entry (executor/hostsdir.py): an entry added is
 read by dnsmasq without a SIGHUP, which would run the lease script for every lease it holds.
@@ -153,18 +155,12 @@ def _netns_inode(path: str) -> tuple[int, int] | None:
 class Dnsmasq:
     """This host's dnsmasq processes (in ``netns`` when given)."""
 
-    def __init__(
-        self,
-        paths: DhcpPaths,
-        netns: str | None,
-        script: str,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, paths: DhcpPaths, netns: str | None, script: str) -> None:
         self.paths = paths
         self.netns = netns
         self.script = script
         #: what dnsmasq (and so its lease script) runs with: started so, or replaced
-        self.env = dict(env) if env is not None else dnsmasq_env(os.environ)
+        self.env = dnsmasq_env()
         self._warned_release = False
 
     def argv(self, spec: DhcpSpec) -> tuple[str, ...]:
@@ -362,7 +358,9 @@ class Dnsmasq:
             raise DhcpFailed(f"{self.paths.dnsmasq} not found (install Debian's dnsmasq)")
         argv = list(self.argv(spec))
         if self.netns:
-            argv = ["ip", "netns", "exec", self.netns, *argv]
+            # found on the executor's PATH: dnsmasq's (self.env, which names the program
+            # otherwise) is a fixed one
+            argv = [shutil.which("ip") or "ip", "netns", "exec", self.netns, *argv]
         # dnsmasq daemonizes: the command returns once it serves (or failed, with a message).
         # stderr goes to a file, not a pipe, so a daemon holding it cannot block us.
         with tempfile.TemporaryFile() as err:

@@ -182,6 +182,11 @@ def script_text(
 ) -> str:
     """The lease script: ``<command> dhcp-event ACTION MAC IP [HOSTNAME]``.
 
+    Everything it needs is in it: ``env`` (exported; the credentials, the host it speaks for,
+    the CA of a ``tls://`` server) and its own ``PATH`` (:data:`SYSTEM_PATH`, for ``nsenter``,
+    ``rm``, ``mv``; ``command`` names ``netledger`` by its absolute path), not dnsmasq's
+    environment, which is the same for every executor (:func:`dnsmasq_env`).
+
     dnsmasq (and so its script) runs in the host's namespace; with ``netns_handle`` the
     command runs in the executor's namespace instead, where the NATS URL is valid. With
     ``marks`` (:attr:`DhcpPaths.marks`) an ``old`` event already reported ends in the shell,
@@ -191,7 +196,7 @@ def script_text(
         "# dnsmasq's --dhcp-script, written by the netledger executor: leases (add/old) and",
         "# releases (del) become fixed_ip.lease / fixed_ip.release commands, then events.",
     ]
-    for k, v in sorted((env or {}).items()):
+    for k, v in sorted({"PATH": SYSTEM_PATH, **(env or {})}.items()):
         lines.append(f"{k}={shlex.quote(v)}; export {k}")
     prefix = ["nsenter", f"--net={netns_handle}", "--"] if netns_handle else []
     call = f"{shlex.join([*prefix, *command])} dhcp-event"
@@ -201,30 +206,34 @@ def script_text(
     return "\n".join(lines) + "\n"
 
 
-#: The executor's variables dnsmasq keeps (those set): what its lease script's ``netledger
-#: dhcp-event`` needs besides what the script itself says. PATH finds ``nsenter``, ``rm``,
-#: ``mv`` (``netledger`` is named by its path); NETLEDGER_CONFIG names the configuration file
-#: the executor read, which ``dhcp-event`` reads too; SSL_CERT_FILE / SSL_CERT_DIR, the CA a
-#: ``tls://`` NATS server is trusted by.
-KEPT_ENV = ("PATH", "NETLEDGER_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR")
-#: dnsmasq's PATH when the executor has none
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The PATH dnsmasq and its lease script run with, whatever the executor's: the usual system
+#: one (a unit's default), so that two executors of one host — the unit's daemon and an
+#: operator's ``--once`` from a shell — start dnsmasq alike and adopt each other's.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def dnsmasq_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment dnsmasq starts with, out of the executor's: only :data:`KEPT_ENV`.
+def dnsmasq_env() -> dict[str, str]:
+    """The environment dnsmasq starts with: ``PATH`` (:data:`SYSTEM_PATH`) alone, a constant.
 
     dnsmasq hands its environment to every run of its lease script, and the executor's holds
     its own settings (``NATS_URL``, ``NETLEDGER_*``: a password, a credentials file's path)
     and whatever its unit or shell had: all of it was in dnsmasq's ``/proc/<pid>/environ`` and
-    in each script run. The script carries what ``dhcp-event`` needs to reach the service
-    (:func:`script_text`: ``--nats``, ``--creds``, the user, password and inbox prefix, in the
-    0700 file); an executor variable that also changed ``dhcp-event``
-    (``NETLEDGER_COMMAND_TIMEOUT``, ``NETLEDGER_LOG_LEVEL``) no longer does: it is the
-    executor's. (The netledger CLI runs from its installed path, needing no ``PYTHONPATH``.)"""
-    env = {k: environ[k] for k in KEPT_ENV if environ.get(k)}
-    env.setdefault("PATH", DEFAULT_PATH)
-    return env
+    in each script run. The script carries what ``dhcp-event`` needs (:func:`script_text`:
+    ``--config``, ``--nats``, ``--creds``, the user, password, inbox prefix and
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, in the 0700 file); an executor variable that also
+    changed ``dhcp-event`` (``NETLEDGER_COMMAND_TIMEOUT``, ``NETLEDGER_LOG_LEVEL``) no longer
+    does: it is the executor's.
+
+    Nothing of the executor's environment, not even its ``PATH`` or ``NETLEDGER_CONFIG``:
+    a running dnsmasq is replaced when its environment is not this one (:func:`env_fits`),
+    and one taken from the executor made executors of one host that differ there (a unit's
+    daemon, an operator's ``--once``) replace each other's dnsmasq at every run."""
+    return {"PATH": SYSTEM_PATH}
+
+
+#: The variables whose values are read from a running dnsmasq's environment
+#: (:func:`environ_found`): those :func:`dnsmasq_env` gives. Of the others only the names.
+KEPT_ENV = tuple(dnsmasq_env())
 
 
 def environ_found(raw: bytes) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
@@ -298,7 +307,8 @@ def plan(
     one it would be started with, :func:`dnsmasq_env`'s; :func:`env_fits`): one started
     before that minimal environment kept the executor's whole one — its settings and
     credentials, handed to every lease script run. One that already fits is left running: an
-    executor start with an unchanged environment restarts nothing.
+    executor start restarts nothing, whatever the executor's own environment (``env`` is
+    a constant).
     """
     want = {d.bridge: d for d in desired}
     have = {a.bridge: a for a in actual}

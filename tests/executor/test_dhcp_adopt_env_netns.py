@@ -6,7 +6,8 @@ whole environment of this process plus a planted secret — has the command line
 wants: it was adopted as it was, its lease script runs holding the secret. Now the executor
 replaces it (its leases file kept) by one with the minimal environment, and a lease still
 reaches the log. One started by hand with exactly that environment is adopted: its pid stays,
-and so does the executor's own at a second run (no restart at each executor start).
+and so does the executor's own at a second run (no restart at each executor start; with another
+environment of the executor's own too: test_dhcp_env_two_runs_netns.py).
 
 Real namespaces, dnsmasq, busybox udhcpc, nats-server and command service (root; every
 namespace and dnsmasq is removed, ``dhcp_helpers.DhcpLab``).
@@ -79,7 +80,7 @@ async def dhcp_events(conn: Connection) -> list[Any]:
 async def test_a_dnsmasq_with_another_environment_is_replaced_one_with_it_adopted(
     world: DhcpLab, conn: Connection, service: Any, nats_url: str
 ) -> None:
-    want = dnsmasq_env(os.environ)  # what the executor (a child of this process) gives it
+    want = dnsmasq_env()  # what the executor gives it, whatever its own environment
     br = Bridge(world, conn, nats_url)
     await br.create(88)
     await br.boot("vm-a")  # dnsmasq started by the executor, a lease in the log

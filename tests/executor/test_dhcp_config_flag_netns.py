@@ -1,10 +1,12 @@
-"""An executor started with ``--config FILE`` gives FILE to its lease script (executor/cli.py
-``_lease_command``): ``netledger --config FILE ... dhcp-event``.
+"""An executor configured by FILE (``--config FILE``, or ``NETLEDGER_CONFIG``) gives FILE to its
+lease script (executor/cli.py ``_lease_command``): ``netledger --config FILE ... dhcp-event``.
 
-The flag was nowhere in dnsmasq's world (``NETLEDGER_CONFIG``, kept in dnsmasq's environment,
-is only set when the file came from it): every lease report read the default locations instead,
-and what only FILE said was lost. Here FILE holds the NATS URL (no ``--nats``, no ``NATS_URL``)
-and ``format = "json"``, which ``dhcp-event`` alone shows: its answer, in dnsmasq's log (the
+dnsmasq keeps nothing of the executor's environment (``dhcpplan.dnsmasq_env``): FILE reaches
+``dhcp-event`` by this option alone, however the executor was given it. Before it, the flag was
+nowhere in dnsmasq's world (``NETLEDGER_CONFIG``, then kept in dnsmasq's environment, was set
+only when the file came from it): every lease report read the default locations instead, and
+what only FILE said was lost. Here FILE holds the NATS URL (no ``--nats``, no ``NATS_URL``) and
+``format = "json"``, which ``dhcp-event`` alone shows: its answer, in dnsmasq's log (the
 script's output, ``dnsmasq-script``), is JSON only when it read FILE. The file's folder has a
 quote, a space and a ``$`` in its name: the script is shell.
 
@@ -39,12 +41,12 @@ def world() -> Iterator[DhcpLab]:
         yield the_lab
 
 
-def run_with_config(world: DhcpLab, config: Path, ns: str) -> None:
-    """``executor run --once`` configured by the file alone (no --nats)."""
+def run_with_config(world: DhcpLab, config: Path, ns: str, by: str) -> None:
+    """``executor run --once`` configured by the file alone (no --nats), named ``by`` the
+    flag (else by NETLEDGER_CONFIG, set by the caller)."""
     sh(
         NETLEDGER,
-        "--config",
-        str(config),
+        *(["--config", str(config)] if by == "flag" else []),
         "executor",
         "run",
         "--host",
@@ -80,7 +82,9 @@ def script_answers(log: Path) -> list[Any]:
     return out
 
 
-async def test_the_lease_script_reads_the_file_given_by_flag(
+@pytest.mark.parametrize("by", ["flag", "env"])
+async def test_the_lease_script_reads_the_file_the_executor_read(
+    by: str,
     world: DhcpLab,
     conn: Connection,
     service: Any,
@@ -94,13 +98,15 @@ async def test_the_lease_script_reads_the_file_given_by_flag(
     folder.mkdir()
     config = folder / "netledger.toml"
     config.write_text(f'nats = "{nats_url}"\nformat = "json"\n')
+    if by == "env":
+        monkeypatch.setenv("NETLEDGER_CONFIG", str(config))  # the executor inherits it
     h = world.ns("h")
     c = Client(conn)
     [net] = await c.create_networks(
         label="cf87", cidr="10.87.0.0/24", mode="flat_dhcp", bridge="brcf87", network_host="h"
     )
     ip = await c.allocate_fixed_ip("vm-a", network_id=net["id"], host="h")
-    await asyncio.to_thread(run_with_config, world, config, h)
+    await asyncio.to_thread(run_with_config, world, config, h, by)
 
     script = await text(Path(world.dhcp_dir("h"), "dhcp-script"))
     assert f"--config {shlex.quote(str(config))} " in script

@@ -1,11 +1,12 @@
-"""dnsmasq starts with a minimal environment (executor/dhcpplan.py ``dnsmasq_env``): the
-executor's own — its settings, credentials, whatever its unit or shell had — stays with it.
+"""dnsmasq starts with a minimal, constant environment (executor/dhcpplan.py ``dnsmasq_env``:
+a fixed PATH): the executor's own — its settings, credentials, whatever its unit or shell had,
+its PATH and NETLEDGER_CONFIG too — stays with it.
 
 dnsmasq hands its environment to every run of its lease script; it was the executor's whole
-environment. What the script needs to call back is in the script itself (the NATS URL, the
-credentials, the host it speaks for) or kept: PATH, the configuration file's name. Read here
-from the running dnsmasq's ``/proc/<pid>/environ``, and a lease still reaches the log through
-the script.
+environment. What the script needs to call back is in the script itself (the configuration
+file, the NATS URL, the credentials, the host it speaks for, the CA of a ``tls://`` server, its
+PATH). Read here from the running dnsmasq's ``/proc/<pid>/environ``, and a lease still reaches
+the log through the script.
 
 Real namespaces, dnsmasq, busybox udhcpc, nats-server and command service (root; every
 namespace and dnsmasq is removed, ``dhcp_helpers.DhcpLab``).
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from netledger.executor.dhcpplan import SYSTEM_PATH
 from netledger.journal.stream import Connection
 
 from .dhcp_helpers import DhcpLab, dhcp_lab
@@ -58,16 +61,26 @@ async def test_dnsmasq_runs_with_what_its_lease_script_needs_alone(
 ) -> None:
     config = tmp_path / "netledger.toml"
     config.write_text("# the executor's configuration file: dhcp-event reads it too\n")
-    for k, v in {**PLANTED, "NETLEDGER_CONFIG": str(config)}.items():
+    ca = tmp_path / "ca.pem"  # (the NATS server here is nats://: dhcp-event never opens it)
+    planted = {
+        **PLANTED,
+        "NETLEDGER_CONFIG": str(config),
+        "SSL_CERT_FILE": str(ca),
+        # the executor's own PATH, not the usual one (a directory that is not there first)
+        "PATH": f"{tmp_path / 'no-such-bin'}:{os.environ['PATH']}",
+    }
+    for k, v in planted.items():
         monkeypatch.setenv(k, v)  # the executor (a child of this process) inherits them
-    path = os.environ["PATH"]
     br = Bridge(world, conn, nats_url)
     await br.create(86)
     await br.boot("vm-a")  # its lease in the log: the lease script called back
     pid = world.pid("h", br.bridge)
     assert pid is not None
-    env = await asyncio.to_thread(environ, pid)
-    kept = {"PATH": path, "NETLEDGER_CONFIG": str(config)}
-    # (the CA of a tls:// NATS server, when this machine names one)
-    kept |= {k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(k)}
-    assert env == kept
+    assert await asyncio.to_thread(environ, pid) == {"PATH": SYSTEM_PATH}
+    # what dhcp-event needs of it is in the script instead
+    script = await asyncio.to_thread(Path(world.dhcp_dir("h"), "dhcp-script").read_text)
+    assert f"SSL_CERT_FILE={shlex.quote(str(ca))}; export SSL_CERT_FILE" in script
+    assert f"PATH={shlex.quote(SYSTEM_PATH)}; export PATH" in script
+    assert f"--config {shlex.quote(str(config))} " in script
+    for k, v in PLANTED.items():  # the executor's alone
+        assert k not in script and f"={v}" not in script
