@@ -236,8 +236,9 @@ class HostDhcpReloaded(HostEvent):
 @dataclass(frozen=True)
 class HostDhcpStopped(HostEvent):
     """dnsmasq of ``bridge`` was stopped and its files removed. ``reason``: ``stale`` (no
-    longer served here), ``replaced`` (its options changed; a start follows), ``found-gone``
-    (the log said running, nothing was left)."""
+    longer served here), ``replaced`` (it was not running as it would be started now: its
+    command line or environment differed, or its network namespace; the leases file is kept
+    and a start follows), ``found-gone`` (the log said running, nothing was left)."""
 
     TYPE: ClassVar[str] = "HostDhcpStopped"
     bridge: str
