@@ -50,8 +50,9 @@ from .types import Event, FloatingPoolCreated, NetworkCreated
 #: absence reaches back across none). 5: a fixed IP says whether its IPv6 address is leased.
 #: 6: no deleted networks (and no ``deleted`` field); a network lists the hosts joined to it;
 #: ``v4_ranges``, the ranges of every network ever created; ``legacy_announced``. 7:
-#: ``unretired``, the deletions without a retirement on the registry.
-SNAPSHOT_FORMAT = 7
+#: ``unretired``, the deletions without a retirement on the registry. 8: no ``v4_ranges`` (the
+#: NAT set is the live networks' ranges: executor/fragments.py ``fixed_space``).
+SNAPSHOT_FORMAT = 8
 
 #: A command's events as the service remembers them: their envelopes as stored in the log
 #: (decoded only when a retry asks: most never are; raw bytes are the smallest form).
@@ -219,7 +220,6 @@ def state_to_wire(s: State) -> dict[str, Any]:
         "event_time": s.event_time,
         "sightings": {h: _sightings_to(x) for h, x in s.sightings.items()},
         "network_hosts": sorted(s.network_hosts),
-        "v4_ranges": sorted(s.v4_ranges),
         "legacy_announced": s.legacy_announced,
         "unretired": s.unretired,
     }
@@ -242,7 +242,6 @@ def state_from_wire(w: dict[str, Any]) -> State:
         event_time=float(w["event_time"]),
         sightings={h: _sightings_from(x) for h, x in w["sightings"].items()},
         network_hosts=set(w["network_hosts"]),
-        v4_ranges=set(w["v4_ranges"]),
         legacy_announced=dict(w["legacy_announced"]),
         unretired=dict(w["unretired"]),
     )

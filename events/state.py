@@ -102,14 +102,6 @@ class State(HostsFold, FloatingFold):
     sightings: dict[str, HostSightings] = field(default_factory=dict)
     #: hosts whose executor last announced itself with ``--network-host``
     network_hosts: set[str] = field(default_factory=set)
-    #: the IPv4 range of every network ever created, deleted ones too: the executors' NAT
-    #: ``fixed`` set (executor/fragments.py: fixed_space) is built from the registry's
-    #: creations alone, which every host reads, share or whole log (a ``NetworkDeleted`` is on
-    #: the network's subject; the registry's ``NetworkRetired`` exists only since Dec 2026, so
-    #: an older deletion is there for the whole log only). A deleted network itself leaves
-    #: :attr:`networks`: the fold's memory follows the live networks, not every network the
-    #: cloud ever had.
-    v4_ranges: set[str] = field(default_factory=set)
     #: host -> the sequence of its latest announcement while that one is on the host's own
     #: subject (executors announced there before ``netledger.evt.announce.<host>``) and no
     #: ``LegacyAnnouncementIndexed`` points at it: what the service indexes for the executors
@@ -289,8 +281,6 @@ class State(HostsFold, FloatingFold):
             raise ValueError(f"network {ev.network_id} already exists")
         self.networks[ev.network_id] = network_state(ev)
         self.unretired.pop(ev.network_id, None)
-        if ev.cidr is not None:
-            self.v4_ranges.add(ev.cidr)
         if ev.project:
             self.project_networks.setdefault(ev.project, ev.network_id)
         if ev.network_id.isascii() and ev.network_id.isdigit():  # "²" is a digit, not an int

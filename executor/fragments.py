@@ -382,31 +382,33 @@ _space_cache: (
 
 def fixed_space(state: State, configured: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The fixed ranges, as the NAT table's ``fixed`` set holds them: the IPv4 range of every
-    network the registry created, merged (adjacent blocks of one range become one prefix: the
-    set and its ``HostNatApplied`` report stay small), without the floating IP pools.
+    live network, merged (adjacent blocks of one range become one prefix: the set and its
+    ``HostNatApplied`` report stay small), without the floating IP pools.
 
     nova matched its whole ``fixed_range`` (every network) in ``-s fixed -d fixed -j ACCEPT``
-    and in the SNAT rule. A deleted network's range stays: its ``NetworkDeleted`` is on the
-    network's own subject, which a host outside the network does not read (executor/share.py),
-    the registry's ``NetworkRetired`` only since Dec 2026 (an older deletion is not there), and
-    every host must build the same set from its share as from the whole log. A later
-    network or pool over it may overlap it: the merge keeps the set valid, and floating
-    addresses are never in it.
+    and in the SNAT rule. Every view holds every live network (created on the registry, which
+    every host reads; gone at its deletion or, for a host that does not read the network, at
+    its retirement on the registry — written with every deletion, and by the service for those
+    of older logs: service/legacy_pointers.py), so every host builds the same set, and a
+    deleted network's range leaves it: the set follows the live cloud, not every network it
+    ever had (it grew by one range per network ever created: review hrev83). Pools may overlap
+    a deleted network's range: the merge keeps the set valid, and floating addresses are never
+    in it.
 
     ``configured`` (``--fixed-range``) replaces the networks' ranges: a supernet that does not
     change when a network is created (else every NAT host rewrites its table then).
 
-    Computed again only when the registry changed (a network or pool created, a network
-    retired: the same set again); a pass in between finds it in O(1)."""
+    Computed again only when the networks or pools changed (a creation or retirement moves the
+    registry, an older deletion the count of networks); a pass in between finds it in O(1)."""
     global _space_cache
-    key = (state.seq_of(REGISTRY_SUBJECT), len(state.v4_ranges), len(state.pools), configured)
+    key = (state.seq_of(REGISTRY_SUBJECT), len(state.networks), len(state.pools), configured)
     cached = _space_cache
     if cached is not None and cached[0]() is state and cached[1] == key:
         return cached[2]
     if configured:
         ranges = netaddr.IPSet(configured)
     else:
-        ranges = netaddr.IPSet(state.v4_ranges)
+        ranges = netaddr.IPSet(n.net.cidr for n in state.networks.values() if n.net.cidr)
     for p in state.pools.values():
         ranges.remove(p.ipnet)
     space = tuple(str(c) for c in ranges.iter_cidrs())

@@ -18,9 +18,9 @@ also needs at least one allocated address, or one held for its DHCP release (dea
 leased: the serving host keeps its gateway and the dnsmasq that reports the release; no compute
 host joins for it): an unused network costs nothing anywhere. The NAT table's fixed ranges (not
 NATed between each other) are every network's, not only those served here: the range of every
-``NetworkCreated`` in the log, deleted networks' too (a host outside a network never reads its
-deletion), rebuilt here rather than read from the fold's ``State.v4_ranges``, which is what the
-executor reads and so what this oracle checks. A served
+live network of the log (created, not deleted nor retired), rebuilt here from the log's events
+rather than read from the fold, which is what the executor reads and so what this oracle
+checks. A served
 network in a DHCP mode (flat_dhcp, vlan, vxlan) also gets a dnsmasq on its bridge
 (:func:`dhcp_specs`; run by executor/dhcp.py).
 """
@@ -32,9 +32,10 @@ from dataclasses import dataclass
 
 import netaddr
 
+from netledger.events.placement_events import NetworkRetired
 from netledger.events.state import NetworkState, State
 from netledger.events.state import serving_hosts as state_serving_hosts
-from netledger.events.types import Event, NetworkCreated
+from netledger.events.types import Event, NetworkCreated, NetworkDeleted
 from netledger.executor.hosts import HostBook
 from netledger.executor.model import (
     VXLAN_PORT,
@@ -199,18 +200,16 @@ def build(state: State, book: HostBook, cfg: HostConfig, log: Sequence[Event]) -
 def _fixed_space(
     log: Sequence[Event], state: State, configured: tuple[str, ...] = ()
 ) -> tuple[str, ...]:
-    """The IPv4 range of every network the log created, minus nothing (a deleted network's
-    stays: a host outside a network never reads its deletion) — or the configured ones
-    (--fixed-range) — merged, the floating pools cut out."""
-    nets = (
-        [netaddr.IPNetwork(c) for c in configured]
-        if configured
-        else [
-            netaddr.IPNetwork(e.cidr)
-            for e in log
-            if isinstance(e, NetworkCreated) and e.cidr is not None
-        ]
-    )
+    """The IPv4 range of every live network of the log (created, and neither deleted nor
+    retired since) — or the configured ones (--fixed-range) — merged, the floating pools cut
+    out."""
+    live: dict[str, str] = {}
+    for e in log:
+        if isinstance(e, NetworkCreated) and e.cidr is not None:
+            live[e.network_id] = e.cidr
+        elif isinstance(e, NetworkDeleted | NetworkRetired):
+            live.pop(e.network_id, None)
+    nets = [netaddr.IPNetwork(c) for c in (configured or live.values())]
     cidrs = netaddr.cidr_merge(nets)
     for p in state.pools.values():
         cidrs = [part for c in cidrs for part in netaddr.cidr_exclude(c, p.ipnet)]

@@ -27,6 +27,7 @@ from netledger.events.types import (
     NetworkCreated,
     NetworkDeleted,
 )
+from netledger.executor.fragments import fixed_space
 
 ADMIN = Actor(role="admin", user="t")
 
@@ -58,13 +59,13 @@ class Log:
         return self.seq
 
 
-def test_a_deleted_network_leaves_the_fold_and_its_range_stays_for_the_nat_set() -> None:
+def test_a_deleted_network_leaves_the_fold_with_its_range() -> None:
     log = Log()
     log.add(created(1))
     log.add(created(2))
     log.add(NetworkDeleted(network_id="2"))
     assert list(log.state.networks) == ["1"]
-    assert log.state.v4_ranges == {"10.0.1.0/24", "10.0.2.0/24"}  # executor: fixed_space
+    assert fixed_space(log.state) == ("10.0.1.0/24",)  # the NAT set: live networks only
     assert log.state.seq_of("netledger.evt.network.2") == 3  # the next append's OCC check
     assert log.state.next_network_number == 3
 

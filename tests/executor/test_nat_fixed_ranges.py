@@ -70,7 +70,7 @@ def test_a_range_served_by_another_host_is_not_natted() -> None:
     assert build(led.state, HostBook("c2"), cfg("c2")).nat == NatTable()
 
 
-def test_the_set_is_merged_keeps_deleted_ranges_and_never_holds_a_floating_pool() -> None:
+def test_the_set_is_merged_drops_deleted_ranges_and_never_holds_a_floating_pool() -> None:
     led = PLedger()
     nets = led.networks(cidr="10.0.0.0/22", num_networks=4, network_size=256, mode="flat_dhcp",
                         network_host="h1", bridge="bra")  # fmt: skip
@@ -81,10 +81,10 @@ def test_the_set_is_merged_keeps_deleted_ranges_and_never_holds_a_floating_pool(
     # a pool over part of the deleted network's range (allowed: the network is gone)
     led.run("floating_ip.pool_create", pool="pub", cidr="10.9.0.128/25")
     nat = build(led.state, HostBook("h1"), cfg("h1")).nat
-    # four adjacent /24s are one prefix; the deleted network's range stays (a host outside a
-    # network never reads its deletion, and every host must build the same set) but the
-    # pool's addresses are not fixed addresses
-    assert nat.fixed_ranges == ("10.0.0.0/22", "10.9.0.0/25")
+    # four adjacent /24s are one prefix; the deleted network's range goes (every host reads
+    # its retirement on the registry: the set follows the live networks), and the pool's
+    # addresses are never fixed addresses
+    assert nat.fixed_ranges == ("10.0.0.0/22",)
     assert fixed_space(led.state) is fixed_space(led.state)  # cached until the registry changes
 
 
