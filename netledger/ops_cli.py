@@ -103,6 +103,17 @@ def _projector_mark(p: dict[str, Any]) -> str:
     return "[red]not live[/red]"
 
 
+def _host_mark(h: dict[str, Any]) -> str:
+    """A host row's verdict: its problem (ops/status.py ``problems_of``) in a word, or ok."""
+    if h.get("error"):
+        return "[red]unreadable[/red]"
+    if h.get("retired_seq") is not None:
+        return "[red]retired, still reports[/red]"
+    if h.get("live") is False:
+        return "[red]not live[/red]"
+    return _mark(h["lagging"])
+
+
 def log_cell(lg: dict[str, Any] | None) -> str:
     """A replica's log in one cell: its state (and error code when it is not ok), the store's
     free space against its reserve (serve's watcher), restarts of its nats-server."""
@@ -176,7 +187,12 @@ def render(st: dict[str, Any]) -> None:
                 )  # fmt: skip
         con.print(t)
 
-    t = Table(title=f"hosts ({len(st['hosts'])})")
+    retired = st.get("retired_hosts") or 0
+    t = Table(
+        title=f"hosts ({len(st['hosts'])}"
+        + (f"; {retired} retired, not listed" if retired else "")
+        + ")"
+    )
     for c in (
         "host",
         "applied seq",
@@ -197,7 +213,7 @@ def render(st: dict[str, Any]) -> None:
             "-" if h["changes"] is None else str(h["changes"]),
             "-" if h["drift_repairs"] is None else str(h["drift_repairs"]),
             str(h["last_event"]),
-            _mark(h["lagging"]),
+            _host_mark(h),
         )
     con.print(t)
 

@@ -5,7 +5,10 @@ that announced itself again is listed as any host. Real nats-server, real comman
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
 import time
 
 from netledger.events.codec import Envelope, encode
@@ -15,6 +18,7 @@ from netledger.journal.stream import MSG_ID, Connection, last_seq
 from netledger.ops.status import gather
 from netledger.service.client import Client
 from netledger.service.service import CommandService
+from tests.ops.test_projector_liveness import NETLEDGER
 
 
 def hosts_problems(st: dict) -> list[str]:
@@ -32,8 +36,17 @@ async def publish(conn: Connection, ev: object, eid: str, when: float) -> None:
     )
 
 
+async def status_text(nats_url: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        NETLEDGER, "--nats", nats_url, "status", "--wait", "0.1",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    return out.decode()
+
+
 async def test_a_retired_host_is_not_listed_until_it_is_back(
-    conn: Connection, service: CommandService
+    conn: Connection, service: CommandService, nats_url: str
 ) -> None:
     kv = await live_bucket(conn, create=True)
     then = time.time() - 2 * LIVE_TTL_S  # h1: decommissioned two days ago, its entry expired
@@ -61,6 +74,11 @@ async def test_a_retired_host_is_not_listed_until_it_is_back(
     [h3] = [h for h in st["hosts"] if h["host"] == "h3"]
     assert h3["retired_seq"] is not None
     assert any("h3 was retired" in p for p in st["problems"]), st["problems"]
+    # ... and the text says so: h1 is not listed, h3's row is marked
+    text = await status_text(nats_url)
+    assert "hosts (2; 1 retired, not listed)" in text
+    [row] = [x for x in text.splitlines() if x.startswith("│ h3 ")]
+    assert "retired, still reports" in row and "│ h1 " not in text
 
     # h1 comes back: announced again (its executor restarted), listed as any host.
     await publish(conn, HostAnnounced("h1", None, "eth1", None, False), "a1-again", time.time())
