@@ -513,10 +513,21 @@ def _live_status(
         duration_ms=st.get("duration_ms"),
         failures=st.get("failures"),
         events_read=st.get("events_read"),
+        # its appends sent again (no answer, unavailable: executor/reports.py), as it said
+        append_resends=_resends(st.get("append_resends")),
         live=age <= 3 * heartbeat,
         source="liveness",
     )
     return out
+
+
+def _resends(v: object) -> dict[str, int] | None:
+    """An executor's ``append_resends`` if it is what it should be (reason -> count), else
+    None: another version's or a broken entry must not break ``status``."""
+    if not isinstance(v, dict):
+        return None
+    ok = all(isinstance(k, str) and type(n) is int and n >= 0 for k, n in v.items())
+    return {str(k): int(n) for k, n in v.items()} if ok else None
 
 
 #: a liveness entry that did not parse (told apart from one that is JSON ``null``)

@@ -20,6 +20,7 @@ from netledger.executor.options import Options, PassReport
 from netledger.journal.append import RESEND_REASONS
 from netledger.journal.liveness import live_bucket, read_all, status_key
 from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
+from netledger.ops.status import gather
 
 #: a guard against a hang only: every wait below ends when what it waits for happens
 HANG_S = 60.0
@@ -60,9 +61,12 @@ async def test_the_executors_resends_are_in_its_liveness_status(tmp_path: Path) 
 
         await ex._put_status(PassReport(applied_seq=1), "change")
         status = await _status(conn, "rs")
+        shown = await gather(conn, wait=0.1)  # what `netledger status --json` shows of it
     finally:
         await ex.close()
         await conn.close()
         await asyncio.to_thread(bare.stop)
     assert status["append_resends"] == {"no_answer": 0, "unavailable": sent_again}
+    [row] = [h for h in shown["hosts"] if h["host"] == "rs"]
+    assert row["append_resends"] == status["append_resends"]
     assert status["log_error"] is None  # sent again within its budget: not a refusal
