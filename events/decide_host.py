@@ -12,9 +12,10 @@ Refused while an address is allocated there (``host_in_use``: deallocate, or mig
 instances, first; or while a live network names it as its ``network_host``: the network would
 lose its gateway and DHCP) and for a host no executor ever announced, or retired already and
 not back since (``host_not_found``). A host is *back* once its executor announces itself again
-(it does at its start) — not by a report of an executor still running there. The check is this replica's fold: an
-allocation onto the host decided at the same moment on another replica is not seen — retire a
-host nova no longer schedules to (``nova-manage service delete`` asks the same).
+(it does at its start) — not by a report of an executor still running there. The check is
+this replica's fold: an allocation onto the host decided at the same moment (on another
+replica, or in another lane of this one: lanes decide side by side) is not seen — retire a host
+nova no longer schedules to (``nova-manage service delete`` asks the same).
 """
 
 from __future__ import annotations
