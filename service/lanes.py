@@ -1,5 +1,5 @@
-"""The service's lanes: an in-process queue per network, floating pool or the registry, whose
-worker decides what waits in it with the pure deciders and appends it with optimistic
+"""The service's lanes: an in-process queue per network, floating pool or the registry (while
+it has work: an idle one ends, :meth:`Lanes._end_idle_lanes`), whose worker decides what waits in it with the pure deciders and appends it with optimistic
 concurrency — one message, a pipelined chain, or one atomic batch (group commit) — and decides
 again on a conflict. The log's OCC keeps replicas safe; lanes only order and group work inside
 one replica. A mixin of :class:`~netledger.service.service.CommandService`.
@@ -94,16 +94,25 @@ class Job:
 
 class LaneQueue:
     """A lane's waiting jobs: what the lane uses of ``asyncio.Queue`` (unbounded, one reader),
-    without its loop checks and bookkeeping on every put and get."""
+    without its loop checks and bookkeeping on every put and get; and what ending an idle lane
+    needs (:meth:`Lanes._end_idle_lanes`): whether it took a job lately, whether its worker is
+    deciding one, and :meth:`end`."""
 
-    __slots__ = ("_jobs", "_waiter")
+    __slots__ = ("_jobs", "_waiter", "busy", "ended", "used")
 
     def __init__(self) -> None:
         self._jobs: deque[Job] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        #: a job was put since the last look at idle lanes (cleared there)
+        self.used = False
+        #: the worker holds jobs it took (deciding them or waiting for their acks)
+        self.busy = False
+        #: no more jobs come (the lane is out of ``_lanes``): the worker's get answers None
+        self.ended = False
 
     def put_nowait(self, job: Job) -> None:
         self._jobs.append(job)
+        self.used = True
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -111,17 +120,32 @@ class LaneQueue:
     def empty(self) -> bool:
         return not self._jobs
 
+    def idle(self) -> bool:
+        """Nothing waiting and nothing held: its worker waits in :meth:`get`."""
+        return not self._jobs and not self.busy
+
     def get_nowait(self) -> Job:
         return self._jobs.popleft()
 
-    async def get(self) -> Job:
+    async def get(self) -> Job | None:
+        """The next job; None once the lane is ended and empty."""
         while not self._jobs:
+            if self.ended:
+                return None
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
         return self._jobs.popleft()
+
+    def end(self) -> None:
+        """No job comes any more: the worker's wait ends (with None, once what is queued is
+        taken)."""
+        self.ended = True
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
 
 class Lanes:
@@ -140,6 +164,7 @@ class Lanes:
     _lanes: dict[str, LaneQueue]
     _workers: dict[str, asyncio.Task[None]]
     _busy_lanes: int
+    _tasks: set[asyncio.Task[None]]
 
     def _fold_appended(self, messages: list[Outgoing], envelopes: list[Envelope], seq: int) -> None:
         raise NotImplementedError  # CommandService's
@@ -161,11 +186,38 @@ class Lanes:
         lane = self._lane_for(req)
         q = self._lanes.get(lane)
         if q is None:
+            self._end_idle_lanes()
             q = self._lanes[lane] = LaneQueue()
             self._workers[lane] = asyncio.create_task(self._run_lane(lane, q))
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         q.put_nowait(Job(req, fut, on_done=on_done))
         return fut
+
+    def _end_idle_lanes(self) -> None:
+        """End the lanes that took no job since the last look and hold none (before a lane is
+        added: only then does their number grow). Lanes come and go with the networks, pools
+        and hosts worked on: one kept per network ever allocated in was a task holding its
+        last job, for good (review hrev83). One idle since the look before is ended, not every
+        idle one: a lane between two jobs of a client (its answer out, the next request not in
+        yet) is idle, and a lane re-made per job in a burst (16 clients on 16 networks) cost
+        ~1 us a job more than one kept, ~10 % of the lanes' own work (a micro-benchmark of
+        lane churn); ended this way, none is re-made there.
+
+        Race-free in a single-threaded loop: the idle check and taking the lane out of
+        ``_lanes`` run without an await between them, so a job arriving next finds no lane and
+        makes a new one; the old worker, idle in :meth:`LaneQueue.get` (the only place a worker
+        waits holding no job), wakes to None and returns."""
+        ended = []
+        for name, q in self._lanes.items():
+            if not q.used and q.idle():
+                ended.append(name)
+            q.used = False
+        for name in ended:
+            self._lanes.pop(name).end()
+            worker = self._workers.pop(name)
+            # Owned until it has returned (its next step): close() cancels and awaits it.
+            self._tasks.add(worker)
+            worker.add_done_callback(self._tasks.discard)
 
     def _lane_for(self, req: Request) -> str:
         """The in-process queue a request waits in (the log's OCC keeps replicas safe; lanes
@@ -181,7 +233,10 @@ class Lanes:
             return "registry"
         if isinstance(cmd, FixedIpAllocate):
             nid = cmd.network_id or st.project_networks.get(cmd.project or "")
-            return f"network:{nid}" if nid else "registry"
+            # An id the fold does not hold (made up, deleted, or not read yet: another
+            # replica's creation) is refused or decided in the shared registry lane — a lane of
+            # its own per id a client names was any client's to grow (review hrev83).
+            return f"network:{nid}" if nid and nid in st.networks else "registry"
         if isinstance(cmd, FixedIpDeallocate):
             held = sorted(st.instance_ips.get(cmd.instance, ()))
             return f"network:{held[0][0]}" if held else "registry"
@@ -198,6 +253,8 @@ class Lanes:
         carry: Job | None = None
         while True:
             job = carry or await q.get()
+            if job is None:
+                return  # ended while idle (_end_idle_lanes): out of _lanes already
             carry = None
             jobs = [job]
             if isinstance(job.req.command, FixedIpAllocate):
@@ -208,6 +265,7 @@ class Lanes:
                         break
                     jobs.append(nxt)
             self._busy_lanes += 1
+            q.busy = True
             try:
                 await self._decide_and_append(jobs)
             except LogUnavailable as err:
@@ -226,6 +284,7 @@ class Lanes:
                         )
             finally:
                 self._busy_lanes -= 1
+                q.busy = False  # a carried job is taken next, with no wait between
 
     def _already_applied(self, req: Request) -> dict[str, Any] | None:
         """The stored answer of a retry, or None; :class:`CommandIdReused` when the command id

@@ -1,16 +1,17 @@
-"""Review hrev83 (issue 13: costs follow change, not age): the command service keeps a lane — a
+"""Review hrev83 (issue 13: costs follow change, not age): the command service kept a lane — a
 queue and an asyncio task waiting on it forever — for every network that was ever allocated
-in, deleted or not.
+in, deleted or not. Now an idle lane ends (``Lanes._end_idle_lanes``) and an allocation naming
+an unknown network waits in the registry's lane (tests/service/test_lanes_end.py).
 
-``Lanes._submit_nowait`` (service/lanes.py) creates ``_lanes["network:<id>"]`` and its worker
-task the first time a command of that network arrives, and nothing ever removes them: a cloud
+``Lanes._submit_nowait`` (service/lanes.py) created ``_lanes["network:<id>"]`` and its worker
+task the first time a command of that network arrived, and nothing ever removed them: a cloud
 that creates and deletes networks at a steady rate (the live ones constant) gains one task per
 network, for good, each holding its last job (the request, its payload and its answer) in
 its frame. Measured in a churn soak (create -> allocate -> deallocate -> delete): lane tasks
 11 -> 61 -> 151 at cycles 10/60/150, ~3.4 KB of Python memory per lane (freed when the idle
 lanes were dropped by hand), a third of ``serve``'s steady ~10 KB of RSS per cycle.
-A lane for an unknown network id (``fixed_ip.allocate`` naming one that never existed) is made
-alike, so any client can grow it. Real nats-server, real command service."""
+A lane for an unknown network id (``fixed_ip.allocate`` naming one that never existed) was made
+alike, so any client could grow it. Real nats-server, real command service."""
 
 from __future__ import annotations
 
@@ -47,10 +48,6 @@ def _lane_tasks() -> int:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review83: a lane (queue + forever task) per network ever allocated in, never dropped",
-)
 async def test_balanced_network_churn_leaves_no_task_per_network(
     conn: Connection, service: CommandService
 ) -> None:
@@ -64,15 +61,11 @@ async def test_balanced_network_churn_leaves_no_task_per_network(
     assert service.state.networks == {}  # nothing live: only the churn happened
     grown = len(asyncio.all_tasks()) - tasks_before
     lanes_grown = _lane_tasks() - lanes_before
-    # Flat would be 0; today each cycle leaves its network's lane behind (+12 here).
+    # Flat would be 0; each cycle left its network's lane behind (+12 here) before the fix.
     assert lanes_grown < (THEN - FIRST) // 2, f"{lanes_grown} lane tasks more"
     assert grown < (THEN - FIRST) // 2, f"{grown} asyncio tasks more after {THEN - FIRST} cycles"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review83: an allocation naming an unknown network id leaves a lane task behind",
-)
 async def test_refused_allocations_for_unknown_networks_leave_no_task(
     conn: Connection, service: CommandService
 ) -> None:
