@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netledger.events.commands import COMMANDS
 from netledger.journal.buckets import SECONDS, Buckets
+
+#: what a request naming no command is counted as (its name is the sender's: counted by name,
+#: every made-up one was a counter, a histogram and metric labels for the replica's life)
+UNKNOWN = "unknown"
 
 #: why a lane decides again (``Stats.retries``): another writer came first (an OCC refusal, or
 #: a message between a pre-linked decision's placements and it), or an append that may have
@@ -22,10 +27,11 @@ def _retry_reasons() -> dict[str, int]:
 class Stats:
     """A replica's counters (see the module)."""
 
-    #: commands answered, by ``<name>:<outcome>`` (``ok`` or the error code)
+    #: commands answered, by ``<name>:<outcome>`` (``ok`` or the error code); a name that is
+    #: no command as :data:`UNKNOWN`
     commands: dict[str, int] = field(default_factory=dict)
-    #: their time from the request's arrival to its answer, by command name, whatever the
-    #: outcome (each also counted in ``commands``)
+    #: their time from the request's arrival to its answer, by command name (as in
+    #: ``commands``), whatever the outcome (each also counted in ``commands``)
     seconds: dict[str, Buckets] = field(default_factory=dict)
     #: decisions taken again, by reason (:data:`RETRY_REASONS`)
     retries: dict[str, int] = field(default_factory=_retry_reasons)
@@ -41,7 +47,11 @@ class Stats:
     prelink_broken: int = 0
 
     def count(self, name: str, outcome: str, seconds: float) -> None:
-        """One command answered ``outcome`` ``seconds`` after it arrived."""
+        """One command answered ``outcome`` ``seconds`` after it arrived (a name no command
+        has: as :data:`UNKNOWN`, so what is kept follows the commands there are, not the
+        names requests made up — review hrev83)."""
+        if name not in COMMANDS:
+            name = UNKNOWN
         key = f"{name}:{outcome}"
         self.commands[key] = self.commands.get(key, 0) + 1
         timed = self.seconds.get(name)
