@@ -6,7 +6,9 @@ replicas). A snapshot of the command service's fold at stream sequence N is the 
 snapshot format and the fold version, so a reader can pick the newest without downloading the
 others. After a new one is stored the bucket is pruned to ``keep``: the one just written is
 never deleted, then the newest *usable* ones are kept; unusable ones (:meth:`SnapshotStore.check`)
-are the first to go, whatever their sequence.
+are the first to go, whatever their sequence. The delete marker a deletion leaves on the
+object's metadata subject is purged too (:meth:`SnapshotStore.purge_marker`): the stream holds
+the kept snapshots, not a message per snapshot ever written.
 
 Loading tries the snapshots newest first. Each is checked (:func:`netledger.events.snapshot.loads`:
 hash, format, fold version, stream identity, not beyond the stream's end; then its *anchor*,
@@ -28,7 +30,9 @@ commands while megabytes are encoded and hashed; the parent only uploads the fin
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import json
 import logging
 import os
 import signal
@@ -116,6 +120,12 @@ def object_name(kind: str, seq: int) -> str:
     return f"{kind}-{seq:012d}"
 
 
+def meta_subject(name: str) -> str:
+    """The subject of object ``name``'s metadata in the bucket's stream: the name URL-safe
+    base64 encoded, padded (as nats-py's object store and Go's ``nats.go`` write it)."""
+    return f"$O.{BUCKET}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+
+
 def _header(headers: dict[str, Any] | None, key: str) -> str | None:
     v = (headers or {}).get(key)
     if isinstance(v, list):  # Go's nats.Header: a list of values
@@ -141,6 +151,9 @@ class SnapshotStore:
         #: name -> reason of the snapshots :meth:`load` refused (also for what only the body
         #: shows: a corrupt or truncated one is no more usable to a writer than to a reader)
         self.refused: dict[str, str] = {}
+        #: names of this kind the last listing found deleted (their delete marker still in the
+        #: stream): :meth:`prune` purges them
+        self.deleted: set[str] = set()
 
     async def _store(self, create: bool) -> Any:
         if self._obs is not None:
@@ -217,11 +230,14 @@ class SnapshotStore:
         if obs is None:
             return []
         try:
-            infos = await obs.list(ignore_deletes=True)
+            # Deleted ones too (the listing reads every object's newest metadata message
+            # either way): a marker left behind is purged by the next prune.
+            infos = await obs.list(ignore_deletes=False)
         except NotFoundError:
             return []
         out = []
         prefix = f"{self.kind}-"
+        self.deleted = {i.name for i in infos if i.deleted and i.name.startswith(prefix)}
         for i in infos:
             if not i.name.startswith(prefix) or i.deleted:
                 continue
@@ -422,11 +438,49 @@ class SnapshotStore:
                 removed.append(s.name)
             except Exception as exc:  # another replica pruned it first
                 log.debug("pruning %s: %s", s.name, exc)
+        # The delete marker each deletion leaves on the object's metadata subject: every
+        # snapshot has a name of its own, so one per snapshot ever written stayed in the
+        # stream, and every listing read them all (review hrev83). Those of this pruning and
+        # any an earlier one left (an older netledger's, a purge that failed).
+        failed: list[str] = []
+        for name in sorted({*removed, *self.deleted}):
+            try:
+                await self.purge_marker(name)
+            except Exception as exc:  # the next pruning tries again
+                log.debug("purging the delete marker of %s: %s", name, exc)
+                failed.append(name)
+        if failed:  # e.g. credentials without the stream's purge (docs/security.md)
+            log.warning(
+                "%d snapshot delete marker(s) not purged (%s first): the next pruning tries again",
+                len(failed),
+                failed[0],
+            )
         try:
             await self.purge_orphans(obs)
         except Exception as exc:  # the next pruning tries again
             log.debug("purging orphan chunks: %s", exc)
         return removed
+
+    async def purge_marker(self, name: str) -> bool:
+        """Purge object ``name``'s metadata when its newest is a delete marker: the marker and
+        what is before it, never a newer message (another replica storing that name again
+        since is kept). True when purged."""
+        js = self.conn.js
+        stream, subject = f"OBJ_{BUCKET}", meta_subject(name)
+        try:
+            last = await js.get_last_msg(stream, subject)
+        except NotFoundError:
+            self.deleted.discard(name)
+            return False
+        try:
+            deleted = bool(json.loads(last.data or b"{}").get("deleted"))
+        except (ValueError, AttributeError):
+            deleted = False
+        if not deleted or last.seq is None:
+            return False
+        await js.purge_stream(stream, subject=subject, seq=last.seq + 1)
+        self.deleted.discard(name)
+        return True
 
     async def purge_orphans(self, obs: Any = None) -> list[str]:
         """Purge the chunks no object of the bucket names (any kind's) whose newest chunk is

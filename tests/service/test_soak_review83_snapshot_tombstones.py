@@ -1,5 +1,6 @@
-"""Review hrev83 (issue 13: costs follow change, not age): every snapshot ever written leaves a
-message in the object store's stream for good, and every listing reads them all.
+"""Review hrev83 (issue 13: costs follow change, not age): every snapshot ever written left a
+message in the object store's stream for good, and every listing read them all. Now the
+pruning purges each delete marker (tests/service/test_snapshot_markers.py).
 
 ``SnapshotStore.prune`` keeps 2 snapshots and deletes the rest with ``ObjectStore.delete``:
 the chunks are purged, but the object's metadata subject (``$O.NETLEDGER_SNAPSHOTS.M.<name>``)
@@ -13,8 +14,6 @@ after 300, for 2 live snapshots (and the soak's own listing returned 61 entries)
 Real nats-server, real command service and snapshot writer."""
 
 from __future__ import annotations
-
-import pytest
 
 from netledger.journal.snapshot_store import BUCKET, SnapshotStore
 from netledger.journal.stream import Connection
@@ -35,10 +34,6 @@ async def _listed(conn: Connection) -> int:
     return len(await obs.list(ignore_deletes=False))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review83: each snapshot ever written leaves a delete marker the listings read forever",
-)
 async def test_snapshots_written_and_pruned_leave_nothing_behind(conn: Connection) -> None:
     svc = CommandService(conn, snapshots=SnapshotPolicy(every_events=0))  # written by hand
     await svc.start()
@@ -61,6 +56,6 @@ async def test_snapshots_written_and_pruned_leave_nothing_behind(conn: Connectio
     finally:
         await svc.close()
     (msgs_a, listed_a), (msgs_b, listed_b) = points[FIRST], points[THEN]
-    # Two snapshots are kept throughout; today each write adds one message for good (+12).
+    # Two snapshots are kept throughout; before the fix each write added one message (+12).
     assert msgs_b - msgs_a < (THEN - FIRST) // 2, f"stream messages {msgs_a} -> {msgs_b}"
     assert listed_b - listed_a < (THEN - FIRST) // 2, f"entries listed {listed_a} -> {listed_b}"
