@@ -63,7 +63,13 @@ from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, last_seq
 from netledger.service.answers import _backfill_id, reply_error, reply_ok, result_from_events
 from netledger.service.lanes import LaneQueue, Lanes
-from netledger.service.legacy_pointers import index_forever, wanted, write_pointers
+from netledger.service.legacy_pointers import (
+    COMMAND_ID,
+    RETIRE_COMMAND_ID,
+    index_forever,
+    wanted,
+    write_pointers,
+)
 from netledger.service.reclaim_run import reclaim_forever
 from netledger.service.requests import Requests
 from netledger.service.snapshotter import SnapshotPolicy, Snapshotter
@@ -89,6 +95,12 @@ AUTO = -1
 CATCH_UP_GC = (50_000, 50, 100)
 #: Events never kept in ``seen`` (_fold)
 _NOT_SEEN = (HostEvent, NetworkHostJoined, LegacyAnnouncementIndexed)
+#: Command ids never kept in ``seen``: the service's own pointer writers' (service/
+#: legacy_pointers.py), each writing every message under one id — a cloud's 5,000 old deletions
+#: were one entry of 5,000 retirements, in every snapshot (review hrev83) — and no client
+#: retries them (a client's command under one of these ids is decided again on a retry, as one
+#: no longer in ``seen``). A deletion's own NetworkRetired carries the deletion's id: kept.
+_NOT_SEEN_IDS = frozenset({COMMAND_ID, RETIRE_COMMAND_ID})
 
 
 @dataclass(frozen=True)
@@ -239,6 +251,8 @@ class CommandService(Lanes, Requests):
             if snap is not None:
                 # The fold up to snap.seq is in the snapshot: read only the tail.
                 self.state, self.seen = snap.state, snap.seen
+                for cid in _NOT_SEEN_IDS:  # kept by a netledger before review hrev83
+                    self.seen.pop(cid, None)
                 # Loaded with the cyclic GC off, its objects all sit in the youngest
                 # generation: the tail's first collections walked every one of them (a third
                 # of the fold of a 10,000-event tail after the snapshot of a 1 M-event log,
@@ -404,7 +418,7 @@ class CommandService(Lanes, Requests):
             self._refuse(seq, subject, refused)
             return
         command_id = w.command_id
-        if command_id and not issubclass(w.EVENT, _NOT_SEEN):
+        if command_id and not issubclass(w.EVENT, _NOT_SEEN) and command_id not in _NOT_SEEN_IDS:
             self._remember(command_id, data)
         if self.snapshotter is not None:
             self.snapshotter.since += 1
@@ -448,10 +462,11 @@ class CommandService(Lanes, Requests):
             self._refuse(seq, subject, refused or why)
             return False
         command_id = env.command_id
-        if command_id and not isinstance(env.event, _NOT_SEEN):
+        if command_id and not isinstance(env.event, _NOT_SEEN) and command_id not in _NOT_SEEN_IDS:
             # Host events carry an executor's pass id, never a client's command: not kept.
             # Nor joins: one published before its allocation may stand alone (the allocation
-            # refused: service/prelink.py), and a retry must not be answered from it.
+            # refused: service/prelink.py), and a retry must not be answered from it. Nor the
+            # pointer writers' messages (_NOT_SEEN_IDS).
             self._remember(command_id, data)
         if self.snapshotter is not None:
             self.snapshotter.since += 1
