@@ -283,9 +283,19 @@ def executor_run(
 
 
 def _dnsmasq() -> str:
-    """dnsmasq's path (sbin may be missing from PATH); a missing one fails at start, logged."""
-    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin"
-    return shutil.which("dnsmasq", path=path) or "/usr/sbin/dnsmasq"
+    """dnsmasq's path: found on the usual system PATH (dhcpplan.SYSTEM_PATH) first, then on
+    the executor's; a missing one fails at start, logged.
+
+    It is the first word of dnsmasq's command line, which a running dnsmasq must match to be
+    adopted: found on the executor's PATH first, an operator's shell listing /sbin before
+    /usr/sbin (/sbin a link to /usr/sbin) got ``/sbin/dnsmasq``, and each run of that executor
+    replaced every dnsmasq of the host, then the unit's daemon replaced them back. Every
+    executor of a host finds the same one now, whatever its PATH (and a dnsmasq started by
+    another name of that file is adopted: dhcp.Dnsmasq reads it so)."""
+    from .dhcpplan import SYSTEM_PATH
+
+    found = shutil.which("dnsmasq", path=SYSTEM_PATH) or shutil.which("dnsmasq")
+    return found or "/usr/sbin/dnsmasq"
 
 
 def _config_file() -> str | None:

@@ -82,6 +82,18 @@ __all__ = [
 #: Seconds a stopping dnsmasq gets between SIGTERM and SIGKILL.
 STOP_GRACE = 5.0
 
+#: Bytes of dnsmasq's log (``DIR/BR.log``) past which the executor's next look (a pass, a
+#: periodic sweep) rotates it: the log moves to ``DIR/BR.log.old`` (the one before dropped) and
+#: dnsmasq reopens a new one (SIGUSR2), so a bridge's logs hold at most about twice this. The
+#: state dir is in RAM by default (/run) and dnsmasq never trims its log; what it still writes
+#: (its errors, the lease script's, a line per lease and release: ``--quiet-dhcp``) grows with
+#: time too when something keeps failing: a client no entry names asking again and again, a
+#: lease script failing at each renewal while NATS is away (review hrev83).
+LOG_CAP = 256 * 1024
+#: the previous log, kept beside the log by :meth:`Dnsmasq._cap_log` (``DIR/BR.log.old``),
+#: and the next one while it is made (``DIR/BR.log.new``)
+OLD_LOG, NEW_LOG = "log.old", "log.new"
+
 log = logging.getLogger("netledger.executor")
 
 
@@ -204,6 +216,7 @@ class Dnsmasq:
         out = []
         for bridge in sorted(bridges):
             pid, argv = running[bridge] if bridge in running else self._running(bridge)
+            argv = self._same_program(argv)
             hosts = hostsdir.read_digest(self.paths.file(bridge, hostsdir.KIND))
             elsewhere = pid is not None and _netns_inode(f"/proc/{pid}/ns/net") != here
             raw = _environ(pid) if pid is not None else None
@@ -220,6 +233,18 @@ class Dnsmasq:
                 )
             )
         return tuple(out)
+
+    def _same_program(self, argv: tuple[str, ...]) -> tuple[str, ...]:
+        """``argv`` with dnsmasq named as :attr:`DhcpPaths.dnsmasq` names it when both name one
+        file: a dnsmasq started as ``/sbin/dnsmasq`` (an executor whose PATH listed /sbin
+        before /usr/sbin, where /sbin links to /usr/sbin) is the program ``/usr/sbin/dnsmasq``
+        would start, not a changed command line to replace (which every dnsmasq of the host
+        was, at each run of an executor finding the other name)."""
+        if not argv or argv[0] == self.paths.dnsmasq:
+            return argv
+        if os.path.realpath(argv[0]) != os.path.realpath(self.paths.dnsmasq):
+            return argv
+        return (self.paths.dnsmasq, *argv[1:])
 
     def reconcile(
         self,
@@ -248,9 +273,13 @@ class Dnsmasq:
         bridges: set[str] | None = None,
     ) -> tuple[Op, ...]:
         """What :meth:`reconcile` would do, from what runs now and the log's record
-        (``running``, ``networks``: :class:`DhcpBook`'s); nothing done (the periodic sweep
-        only looks: executor/sweep.py)."""
+        (``running``, ``networks``: :class:`DhcpBook`'s); nothing done to dnsmasq but its
+        logs capped (:meth:`_cap_log`: the periodic sweep only looks, executor/sweep.py, and
+        is what comes by on a host where nothing changes)."""
         actual = self.read(bridges)
+        for a in actual:
+            if a.pid is not None and not a.elsewhere:
+                self._cap_log(a.bridge, a.pid)
         if bridges is not None:
             running = {b: d for b, d in running.items() if b in bridges}
         ops = plan(desired, actual, self.argv, running, networks, self.env)
@@ -435,6 +464,35 @@ class Dnsmasq:
             )
         return tool
 
+    def _cap_log(self, bridge: str, pid: int) -> None:
+        """Rotate the log of the bridge's dnsmasq ``pid`` once it is over :data:`LOG_CAP`:
+        renamed to ``BR.log.old``, a new ``BR.log`` made as dnsmasq made the first (its owner
+        and mode: dnsmasq reopens it after dropping root, in a folder it may not write to),
+        and SIGUSR2, on which dnsmasq reopens its log. Nothing is lost: until it has, dnsmasq
+        writes on in the renamed file. A failure leaves the log as it is (the next look tries
+        again)."""
+        path = self.paths.file(bridge, "log")
+        fresh = self.paths.file(bridge, NEW_LOG)
+        try:
+            st = os.stat(path)
+            if st.st_size <= LOG_CAP or not self._ours(bridge, pid):
+                return
+            # made first, under another name: a failure here leaves the log as it was
+            mode = stat.S_IMODE(st.st_mode)
+            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            try:
+                os.fchown(fd, st.st_uid, st.st_gid)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            os.replace(path, self.paths.file(bridge, OLD_LOG))
+            os.replace(fresh, path)
+            os.kill(pid, signal.SIGUSR2)
+        except OSError as exc:
+            log.warning("cannot rotate %s: %s", path, exc)
+            with contextlib.suppress(OSError):
+                os.unlink(fresh)
+
     def _stop(self, bridge: str, pid: int | None, keep_leases: bool = False) -> None:
         if pid is not None and self._ours(bridge, pid):
             os.kill(pid, signal.SIGTERM)
@@ -442,7 +500,8 @@ class Dnsmasq:
                 if self._ours(bridge, pid):
                     os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid, STOP_GRACE)
-        for kind in ("pid", "hosts", "log") if keep_leases else ("pid", "hosts", "leases", "log"):
+        kinds = ("pid", "hosts", "log", OLD_LOG, NEW_LOG)
+        for kind in kinds if keep_leases else (*kinds, "leases"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.paths.file(bridge, kind))
         if keep_leases:

@@ -144,6 +144,12 @@ def dnsmasq_argv(spec: DhcpSpec, paths: DhcpPaths) -> tuple[str, ...]:
         if mtu:
             # the MTU option of the advertisements (interval 0: dnsmasq's default)
             argv.append(f"--ra-param={spec.bridge},mtu:{mtu},0")
+    # The log (DIR/BR.log, in RAM under /run) keeps dnsmasq's errors and the lease script's
+    # failures, not each packet: a line per DHCP packet and router advertisement made it grow
+    # with every renewal, for as long as the bridge is served (review hrev83). dnsmasq still
+    # logs what goes wrong (an unknown client, a NAK, a script's exit status); the executor
+    # caps the rest (executor/dhcp.py ``LOG_CAP``).
+    argv += ["--quiet-dhcp", "--quiet-dhcp6", "--quiet-ra"]
     argv += ["--no-resolv", "--no-hosts", f"--log-facility={f(spec.bridge, 'log')}"]
     return tuple(argv)
 
@@ -190,7 +196,8 @@ def script_text(
     dnsmasq (and so its script) runs in the host's namespace; with ``netns_handle`` the
     command runs in the executor's namespace instead, where the NATS URL is valid. With
     ``marks`` (:attr:`DhcpPaths.marks`) an ``old`` event already reported ends in the shell,
-    no ``netledger`` process (executor/leasemarks.py)."""
+    no ``netledger`` process (executor/leasemarks.py), and a renewal of a lease already
+    reported runs it with its answer (stdout) thrown away (:func:`_renewal_lines`)."""
     lines = [
         "#!/bin/sh",
         "# dnsmasq's --dhcp-script, written by the netledger executor: leases (add/old) and",
@@ -201,9 +208,38 @@ def script_text(
     prefix = ["nsenter", f"--net={netns_handle}", "--"] if netns_handle else []
     call = f"{shlex.join([*prefix, *command])} dhcp-event"
     if marks is not None:
-        lines += leasemarks.script_lines(call, marks)
+        lines += _renewal_lines(call)
+        lines += leasemarks.script_lines(RENEWAL_AWARE, marks)
     lines.append(f'exec {call} "$@"')
     return "\n".join(lines) + "\n"
+
+
+#: The lease script's function reporting a lease (:func:`_renewal_lines`), the command
+#: leasemarks.script_lines runs.
+RENEWAL_AWARE = "nl_report"
+
+
+def _renewal_lines(call: str) -> list[str]:
+    """The script's :data:`RENEWAL_AWARE` function: ``call "$@"``, its stdout thrown away for
+    a renewal of a lease already reported — an ``old`` whose mark names the same client with
+    another expiry (``nl_had``, read by leasemarks.script_lines: the mark, when it did not
+    match). dnsmasq writes what its script prints to its log (DIR/BR.log): each renewal added
+    ``<address> leased (<mac>)``, the same answer every half lease time for the life of the
+    lease (review hrev83). What it prints on stderr (an error) and its exit status are logged
+    as before; so is the answer of any other run (a new lease, a release, a lease reported
+    afresh: no mark, or another client's)."""
+    return [
+        "# A renewal of a lease already reported (its mark: the same client, another expiry)",
+        "# is reported, its answer not written to dnsmasq's log: the same line each renewal.",
+        "nl_had=",
+        f"{RENEWAL_AWARE}() {{",
+        '  if [ "$1" = old ] && [ -n "$nl_had" ] && [ "${nl_had%% *}" = "$2" ]; then',
+        f'    {call} "$@" >/dev/null',
+        "  else",
+        f'    {call} "$@"',
+        "  fi",
+        "}",
+    ]
 
 
 #: The PATH dnsmasq and its lease script run with, whatever the executor's: the usual system
