@@ -21,6 +21,16 @@ from netledger.common.output import Output, fail, mask_urls
 from netledger.events.codec import Actor
 from netledger.events.errors import LogNotFound, NetledgerError, Unavailable
 
+#: Where the root group's ``--config`` option (ops/config.py) records the file it read, in the
+#: root context's ``meta``: any room's command reads it with :func:`config_path`.
+CONFIG_PATH_META = "netledger.config_path"
+
+
+def config_path(ctx: click.Context) -> Path | None:
+    """The file the running command was configured from (None: none was found)."""
+    p = ctx.find_root().meta.get(CONFIG_PATH_META)
+    return p if isinstance(p, Path) else None
+
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("NETLEDGER_DATA") or Path.home() / ".local/share/netledger")

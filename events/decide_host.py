@@ -32,9 +32,8 @@ def host_present(state: State, host: str) -> bool:
     """Whether ``host`` is in the cloud: never retired and known (an announcement, or a report:
     an executor from before the announcement subjects announced on its host's subject), or
     announced since its last retirement (an executor started there again)."""
-    retired = state.seq_of(retired_subject(host))
-    if retired:
-        return state.seq_of(announce_subject(host)) > retired
+    if state.seq_of(retired_subject(host)):
+        return not state.retired(host)
     return bool(state.seq_of(announce_subject(host)) or state.seq_of(host_subject(host)))
 
 

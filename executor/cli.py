@@ -15,7 +15,7 @@ import click
 from netledger.common.metrics import metrics_port_option
 from netledger.common.output import emit
 from netledger.common.params import IP_ADDRESS, IPV4_CIDR
-from netledger.common.settings import Settings, pass_settings, run
+from netledger.common.settings import Settings, config_path, pass_settings, run
 
 
 @click.group("executor")
@@ -301,9 +301,7 @@ def _dnsmasq() -> str:
 def _config_file() -> str | None:
     """The configuration file this command read (``--config``, ``$NETLEDGER_CONFIG`` or a
     default location), absolute; None when there was none."""
-    # Recorded in the root context by the --config option (ops/config.py ``config_path``,
-    # which this room may not import: docs/architecture.md, "Rooms").
-    found = click.get_current_context().find_root().meta.get("netledger.config_path")
+    found = config_path(click.get_current_context())
     return os.path.abspath(found) if found else None
 
 

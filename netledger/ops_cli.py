@@ -81,9 +81,9 @@ def _mark(lagging: bool | None) -> str:
 
 
 def live_cell(p: dict[str, Any]) -> str:
-    """A projector's liveness stamp in one cell (ops/status.py ``liveness_fields``): whether
-    its daemon is live and how old its last stamp is — ``yes, 4s ago``; ``no, 2m ago`` (no
-    stamp for more than 3 of its periods: killed, hung, cut off); ``stopped, 2m ago`` (its
+    """A projector's liveness stamp in one cell (projector/liveness.py ``liveness_fields``):
+    whether its daemon is live and how old its last stamp is — ``yes, 4s ago``; ``no, 2m ago``
+    (no stamp for more than 3 of its periods: killed, hung, cut off); ``stopped, 2m ago`` (its
     daemon ended); ``once, 1h ago`` (filled by ``--once``: nothing expected); ``-`` (never
     stamped)."""
     if p.get("mode") is None:
@@ -240,7 +240,8 @@ def config_show(ctx: click.Context) -> None:
 
     Precedence: flag > environment variable > configuration file > built-in default.
     """
-    from netledger.ops.config import config_path, effective, masked
+    from netledger.common.settings import config_path
+    from netledger.ops.config import effective, masked
 
     root = ctx.find_root()
     path = config_path(ctx)

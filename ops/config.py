@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import click
 
 from netledger.common.output import mask_urls
+from netledger.common.settings import CONFIG_PATH_META
 from netledger.events.errors import NetledgerError
 
 ENV_CONFIG = "NETLEDGER_CONFIG"
@@ -234,7 +235,7 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
         merged = dict(ctx.default_map or {})
         merged.update(dmap)
         ctx.default_map = merged
-    ctx.meta["netledger.config_path"] = path
+    ctx.meta[CONFIG_PATH_META] = path
     return str(path) if path else None
 
 
@@ -252,12 +253,6 @@ def config_option(fn: F) -> F:
         "Precedence: flag > environment > file > default.",
     )
     return opt(fn)
-
-
-def config_path(ctx: click.Context) -> Path | None:
-    """The file the running command was configured from (None: none was found)."""
-    p = ctx.find_root().meta.get("netledger.config_path")
-    return p if isinstance(p, Path) else None
 
 
 #: Options whose values are secrets: ``config show`` and ``config check`` print the mask instead.

@@ -43,7 +43,7 @@ from netledger.events.ids import EVENT_PREFIX
 from netledger.journal.liveness import LIVE_TTL_S, read_all
 from netledger.journal.stream import Connection
 from netledger.ops.retired import retirements
-from netledger.projector.liveness import STOPPED, Stamp, is_live, read_stamp
+from netledger.projector.liveness import STOPPED, liveness_fields, read_stamp
 
 SERVICE_NAME = "netledger"
 SRV_PREFIX = "$SRV"
@@ -326,29 +326,6 @@ def projector_status(db: Path, stream_last: int, max_lag: int) -> dict[str, Any]
             {"seq": r[0], "subject": r[1], "type": r[2], "reason": r[3]} for r in rejected
         ],
         **liveness_fields(stamp),
-    }
-
-
-def liveness_fields(stamp: Stamp | None) -> dict[str, Any]:
-    """A projection's stamp as ``status`` fields: ``live`` — True, False (its daemon stopped,
-    or has not confirmed it has the whole stream for more than 3 of its periods), or None
-    (nothing to expect: never stamped — a file ``projector run --once`` of an older netledger
-    or a library call filled, or a daemon not at the stream's end yet since it started — or
-    last filled by ``--once``); ``mode`` (``follow``, ``stopped``, ``once``), ``stamped_at``,
-    ``age_s`` (seconds since), ``period_s``, ``pid``."""
-    if stamp is None:
-        return {
-            "live": None, "mode": None, "stamped_at": None, "age_s": None, "period_s": None,
-            "pid": None,
-        }  # fmt: skip
-    age = _age_s(stamp.at)
-    return {
-        "live": is_live(stamp, age if age is not None else math.inf),
-        "mode": stamp.mode,
-        "stamped_at": _iso(stamp.at),
-        "age_s": age,
-        "period_s": stamp.period_s,
-        "pid": stamp.pid,
     }
 
 

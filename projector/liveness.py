@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -127,6 +129,37 @@ def is_live(stamp: Stamp | None, age_s: float) -> bool | None:
     if stamp.mode != FOLLOW or stamp.period_s is None:
         return False  # stopped (or a mode this code does not know: not following for sure)
     return age_s <= DEAD_AFTER_PERIODS * stamp.period_s
+
+
+#: the fields a stamp is shown as (:func:`liveness_fields`), in this order
+FIELDS = ("live", "mode", "stamped_at", "age_s", "period_s", "pid")
+
+
+def liveness_fields(stamp: Stamp | None) -> dict[str, Any]:
+    """A projection's stamp as ``netledger status`` and ``projector status`` show it: ``live``
+    — True, False (its daemon stopped, or has not confirmed it has the whole stream for more
+    than :data:`DEAD_AFTER_PERIODS` of its periods), or None (nothing to expect: never stamped
+    — a file ``projector run --once`` of an older netledger or a library call filled, or a
+    daemon not at the stream's end yet since it started — or last filled by ``--once``);
+    ``mode`` (``follow``, ``stopped``, ``once``), ``stamped_at``, ``age_s`` (seconds since, on
+    this machine's clock: both read the file where the projector wrote it), ``period_s``,
+    ``pid``. Judged by the stamp's age alone."""
+    if stamp is None:
+        return dict.fromkeys(FIELDS)
+    age: float | None = round(max(0.0, time.time() - stamp.at), 1)
+    try:
+        when = datetime.datetime.fromtimestamp(stamp.at, datetime.UTC)
+        at: str | None = when.isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):  # a wild clock: no date, never a failure
+        at, age = None, None
+    return {
+        "live": is_live(stamp, math.inf if age is None else age),
+        "mode": stamp.mode,
+        "stamped_at": at,
+        "age_s": age,
+        "period_s": stamp.period_s,
+        "pid": stamp.pid,
+    }
 
 
 class Liveness:

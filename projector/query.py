@@ -6,18 +6,15 @@ readers see the last committed batch).
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
-import math
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import ProjectionNotFound, SchemaTooOld, not_a_projection
-from .liveness import is_live, read_stamp
+from .liveness import liveness_fields, read_stamp
 from .tables import FIXED_IPS, FLOATING_IPS, HOSTS, NETWORKS
 
 Row = dict[str, Any]
@@ -108,28 +105,10 @@ def state(conn: sqlite3.Connection) -> Row:
 
 
 def liveness(conn: sqlite3.Connection) -> Row:
-    """The daemon's liveness stamp (projector/liveness.py), as ``netledger status`` shows it
-    for each projector (the same fields: ops/status.py ``liveness_fields``): ``live`` (None:
-    nothing expected — never stamped, or last filled by ``--once``), ``mode``, ``stamped_at``,
-    ``age_s`` (seconds since, on this machine's clock), ``period_s``, ``pid``. Judged by the
-    stamp's age alone: no stream to compare with here."""
-    stamp = read_stamp(conn)
-    if stamp is None:
-        return dict.fromkeys(("live", "mode", "stamped_at", "age_s", "period_s", "pid"))
-    age = round(max(0.0, time.time() - stamp.at), 1)
-    try:
-        when = datetime.datetime.fromtimestamp(stamp.at, datetime.UTC)
-        at: str | None = when.isoformat().replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):  # a wild clock: no date, never a failure
-        at, age = None, math.inf
-    return {
-        "live": is_live(stamp, age),
-        "mode": stamp.mode,
-        "stamped_at": at,
-        "age_s": None if at is None else age,
-        "period_s": stamp.period_s,
-        "pid": stamp.pid,
-    }
+    """The daemon's liveness stamp (projector/liveness.py ``liveness_fields``: the fields
+    ``netledger status`` shows for each projector). Judged by the stamp's age alone: no stream
+    to compare with here."""
+    return liveness_fields(read_stamp(conn))
 
 
 def networks(

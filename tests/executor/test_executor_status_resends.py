@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from netledger.common.natsserver import EmbeddedNats, free_port
@@ -21,16 +19,7 @@ from netledger.journal.append import RESEND_REASONS
 from netledger.journal.liveness import live_bucket, read_all, status_key
 from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
 from netledger.ops.status import gather
-
-#: a guard against a hang only: every wait below ends when what it waits for happens
-HANG_S = 60.0
-
-
-async def until(what: str, check: Callable[[], object]) -> None:
-    end = time.monotonic() + HANG_S
-    while not check():
-        assert time.monotonic() < end, f"never happened: {what}"
-        await asyncio.sleep(0.01)
+from tests.journal.test_append_resends import until
 
 
 async def _status(conn: Connection, host: str) -> dict[str, object]:

@@ -10,18 +10,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from nats.js.errors import NotFoundError
 
 from netledger.common import metrics
 from netledger.common.natsserver import EmbeddedNats, free_port
-from netledger.events.commands import parse_command
 from netledger.journal.append import RESEND_REASONS, Appender, Outgoing
 from netledger.journal.stream import connect, ensure_stream, last_seq
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from tests.journal.test_append_outcome_review11 import AckDropper
+from tests.ops.test_metrics_review21 import _allocate
 from tests.ops.test_ops_metrics import scrape, value
+from tests.ops.test_ops_metrics import server as server  # the fixture: a metrics server
 
 #: a guard against a hang only: every wait below ends when what it waits for happens
 HANG_S = 60.0
@@ -32,15 +32,6 @@ async def until(what: str, check: Callable[[], object]) -> None:
     while not check():
         assert time.monotonic() < end, f"never happened: {what}"
         await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-def server():
-    s = metrics.start_metrics_server(0, "127.0.0.1")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 async def test_a_publish_no_stream_takes_is_counted_unavailable(tmp_path: Path) -> None:
@@ -66,17 +57,6 @@ async def test_a_publish_no_stream_takes_is_counted_unavailable(tmp_path: Path) 
     finally:
         await conn.close()
         await asyncio.to_thread(bare.stop)
-
-
-def _allocate(instance: str, network_id: str, command_id: str) -> object:
-    return parse_command(
-        "fixed_ip.allocate",
-        {
-            "command_id": command_id,
-            "actor": {"role": "admin"},
-            "args": {"instance": instance, "network_id": network_id},
-        },
-    )
 
 
 async def test_an_unanswered_publish_moves_the_resends_metric(

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from netledger.journal.stream import Connection
-from netledger.ops.status import liveness_fields
+from netledger.ops.status import projector_status
 from netledger.projector import query
-from netledger.projector.liveness import DEAD_AFTER_PERIODS, FOLLOW, Stamp, read_stamp, write_stamp
+from netledger.projector.liveness import DEAD_AFTER_PERIODS, FOLLOW, Stamp, write_stamp
 from netledger.projector.runner import project_until
 from netledger.service.service import CommandService
 from tests.ops.test_projector_liveness import NETLEDGER, PERIOD, daemon, some_events, until
@@ -91,26 +90,31 @@ async def test_projector_status_shows_the_stamp(
 
 
 async def test_the_fields_are_status_s(conn: Connection, tmp_path: Path) -> None:
-    """The same fields, judged the same way, as ``netledger status`` (ops/status.py, which
-    this part may not import) — here on stamps written by hand: a daemon's, one far too old,
-    one from a wild clock (no date: never a failure)."""
+    """The same fields, judged the same way, as ``netledger status`` (ops/status.py; both from
+    projector/liveness.py ``liveness_fields``) — here on stamps written by hand: a daemon's
+    too old, one from a wild clock (no date, no age: never a failure), a stopped one, a
+    ``--once`` one."""
     db = tmp_path / "p.db"
     await project_until(conn, db)
-    for stamp in (
-        Stamp(FOLLOW, 1.0, 0, period_s=10.0, pid=7),
-        Stamp(FOLLOW, 1e17, 0, period_s=10.0, pid=7),
-        Stamp("stopped", 1.0, 0, period_s=10.0, pid=7),
-        Stamp("once", 1.0, 0),
-    ):
+    cases = [  # (stamp, live, a date and an age shown)
+        (Stamp(FOLLOW, 1.0, 0, period_s=10.0, pid=7), False, True),
+        (Stamp(FOLLOW, 1e17, 0, period_s=10.0, pid=7), False, False),
+        (Stamp("stopped", 1.0, 0, period_s=10.0, pid=7), False, True),
+        (Stamp("once", 1.0, 0), None, True),
+    ]
+    for stamp, live, dated in cases:
         write_stamp(db, stamp)
         with query.open_readonly(db, current=False) as c:
             ours = query.liveness(c)
-        plain = sqlite3.connect(db)
-        try:
-            theirs = liveness_fields(read_stamp(plain))
-        finally:
-            plain.close()
-        assert list(ours) == list(theirs) == list(LIVE_KEYS)
+        theirs = {k: v for k, v in projector_status(db, 0, 0).items() if k in LIVE_KEYS}
+        assert list(ours) == list(LIVE_KEYS) and set(theirs) == set(LIVE_KEYS)
+        assert (ours["live"], ours["mode"], ours["period_s"], ours["pid"]) == (
+            live,
+            stamp.mode,
+            stamp.period_s,
+            stamp.pid,
+        ), stamp
+        assert (ours["stamped_at"] is not None, ours["age_s"] is not None) == (dated, dated)
         # the age moves between the two reads: compared apart, for its presence
         assert (ours.pop("age_s") is None) == (theirs.pop("age_s") is None), stamp
         assert ours == theirs, stamp

@@ -23,20 +23,11 @@ from netledger.events.errors import NetworkNotFound
 from netledger.journal.stream import Connection
 from netledger.service.client import Client
 from netledger.service.service import CommandService
+from tests.executor.test_soak_review83_deleted_networks import _cycle
 
 #: live networks stay 0 throughout: each cycle creates one, allocates and frees an address in
 #: it, deletes it
 FIRST, THEN = 3, 15
-
-
-async def _cycle(c: Client, i: int) -> None:
-    [net] = await c.create_networks(
-        label=f"churn{i}", cidr=f"10.83.{i}.0/24", mode="flat", bridge=f"brc{i}"
-    )
-    nid = str(net["id"])
-    await c.allocate_fixed_ip(f"vm{i}", network_id=nid, host="h1")
-    await c.deallocate_fixed_ip(f"vm{i}", network_id=nid)
-    await c.request("network.delete", {"network_id": nid})
 
 
 def _lane_tasks() -> int:
