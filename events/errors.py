@@ -146,7 +146,8 @@ class NetworkInUse(ConflictError):
 
 
 class HostInUse(ConflictError):
-    """A host with addresses allocated there cannot be retired (details: ``addresses``)."""
+    """A host cannot be retired while addresses are allocated there (details: ``addresses``)
+    or a live network names it as its network host (details: ``networks``)."""
 
     code = "host_in_use"
 

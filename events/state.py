@@ -7,7 +7,10 @@ use: each pool of addresses keeps a high-water mark plus a sorted list of freed 
 
 The pieces it folds into live beside it — a network and its fixed IPs (events/state_network.py),
 a floating pool and its addresses (events/state_floating.py), the free offsets of either
-(events/state_offsets.py) — and are imported from here, the fold's public home.
+(events/state_offsets.py) — and are imported from here, the fold's public home. So do two parts
+of the fold itself, mixins of :class:`State` named in its dispatch table: the host handlers
+(announcements, retirements, sighting reports: events/state_hosts.py ``HostsFold``) and the
+floating-IP handlers (events/state_floating.py ``FloatingFold``).
 """
 
 from __future__ import annotations

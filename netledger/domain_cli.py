@@ -349,9 +349,9 @@ def host_retire(settings: Settings, name: str) -> None:
 
     Stop its executor first. Its VTEP leaves every other host's flood entries, its
     --network-host role ends, the command service forgets its reports, and `status` no longer
-    lists it. Refused while addresses are allocated there (host_in_use) and for a host no
-    executor ever announced or retired already (host_not_found). An executor started there
-    again announces itself: the host is back."""
+    lists it. Refused while addresses are allocated there or a live network names it as its
+    network host (host_in_use), and for a host no executor ever announced or retired already
+    (host_not_found). An executor started there again announces itself: the host is back."""
     r = client_call(settings, "host.retire", {"host": name})
     emit(r, settings.as_json, f"retired host {name}")
 

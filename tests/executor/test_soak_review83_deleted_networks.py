@@ -1,20 +1,23 @@
-"""Review hrev83 (issue 13: costs follow change, not age): the fold of every reader keeps two
+"""Review hrev83 (issue 13: costs follow change, not age): the fold of every reader kept two
 things per network ever created, deleted or not, so memory, snapshots and each NAT host's
-``fixed`` set grow with the cloud's past under balanced churn (the live networks constant).
+``fixed`` set grew with the cloud's past under balanced churn (the live networks constant).
+The second is fixed (the set is the live networks' ranges: executor/fragments.py
+``fixed_space``); the first is still open (xfail below).
 
 - ``State.subject_seq`` keeps the subject of every deleted network (events/state.py
   ``_network_deleted``: "its subject's sequence stays"; a share view sets it at the
   retirement, ``State.retire``). The deciders never write there again (ids only grow), so it
   is one dict entry per network ever created — in the command service, in every executor's
   view, in the service's snapshots and in every ``view.snapshot``.
-- ``State.v4_ranges`` keeps the range of every network ever created, and the executors build
-  the NAT table's ``fixed`` set from it (executor/fragments.py ``fixed_space``): with ranges
-  that do not merge into one prefix, every NAT host's set gains an element per network ever
-  created, and is rewritten whole at each creation. Measured in a churn soak (a network host
-  serving one long-lived network, 100 cycles of create -> allocate -> deallocate -> delete on
-  non-adjacent /24s): the host's nft elements went 1 -> 11 -> 51 -> 101 at cycles 0/10/50/100.
-  Kept on purpose when deletions were on the network's subject only; since ``NetworkRetired``
-  is on the registry every reader sees each deletion and could drop the range.
+- ``State.v4_ranges`` (gone since) kept the range of every network ever created, and the
+  executors built the NAT table's ``fixed`` set from it (executor/fragments.py
+  ``fixed_space``): with ranges that do not merge into one prefix, every NAT host's set gained
+  an element per network ever created, and was rewritten whole at each creation. Measured in
+  a churn soak (a network host serving one long-lived network, 100 cycles of create ->
+  allocate -> deallocate -> delete on non-adjacent /24s): the host's nft elements went 1 -> 11
+  -> 51 -> 101 at cycles 0/10/50/100. Kept on purpose when deletions were on the network's
+  subject only; since ``NetworkRetired`` is on the registry every reader sees each deletion
+  and drops the range.
 
 Real nats-server, real command service, a real share view of a host that held an address in
 each network (no kernel needed: what is measured is the fold)."""
