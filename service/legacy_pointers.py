@@ -124,7 +124,7 @@ async def write_pointers(svc: CommandService) -> None:
     await retire_deletions(svc)
 
 
-def wanted(state: State) -> bool:
+def pointers_wanted(state: State) -> bool:
     """Whether the fold holds anything :func:`write_pointers` would write (empty but in an
     upgrade, or between a deletion and its retirement: one look per event)."""
     return bool(state.legacy_announced or state.unretired)

@@ -67,7 +67,7 @@ from netledger.service.legacy_pointers import (
     COMMAND_ID,
     RETIRE_COMMAND_ID,
     index_forever,
-    wanted,
+    pointers_wanted,
     write_pointers,
 )
 from netledger.service.reclaim_run import reclaim_forever
@@ -432,7 +432,7 @@ class CommandService(Lanes, Requests):
         self, seq: int, subject: str, env: Envelope | None, err: DecodeError | None, data: bytes
     ) -> None:
         self._fold(seq, subject, env, data, err.message if err else "undecodable")
-        if wanted(self.state):
+        if pointers_wanted(self.state):
             self._index_wanted.set()
 
     def _fold(
