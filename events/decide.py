@@ -7,9 +7,9 @@ decided together never pick the same address, MAC or network.
 
 This module is the entry point: the dispatch table :data:`DECIDERS` and :func:`decide`. The
 deciders themselves live by subject — networks in :mod:`.decide_network`, fixed IPs in
-:mod:`.decide_fixed`, floating IPs in :mod:`.decide_floating`, hosts in :mod:`.decide_host` — over the types and checks they
-share in :mod:`.decide_common`; their public names are re-exported here, so callers import only
-this module. Other modules (reclaim, reaper, revert) add their commands to ``DECIDERS``.
+:mod:`.decide_fixed`, floating IPs in :mod:`.decide_floating`, hosts in :mod:`.decide_host` —
+over the types and checks they share in :mod:`.decide_common`; their public names are
+re-exported here, so callers import only this module. Other modules (reclaim, reaper, revert) add their commands to ``DECIDERS``.
 """
 
 from __future__ import annotations

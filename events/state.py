@@ -27,10 +27,7 @@ from .codec import Envelope
 from .errors import Unfoldable
 from .field_types import field_hints
 from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
-from .ids import (
-    REGISTRY_SUBJECT,
-    network_subject,
-)
+from .ids import REGISTRY_SUBJECT, network_subject
 from .placement_events import (
     FloatingIpMapped,
     FloatingIpUnmapped,

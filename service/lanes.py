@@ -1,7 +1,8 @@
-"""The service's lanes: an in-process queue per network, floating pool or the registry (while
-it has work: an idle one ends, :meth:`Lanes._end_idle_lanes`), whose worker decides what waits in it with the pure deciders and appends it with optimistic
-concurrency — one message, a pipelined chain, or one atomic batch (group commit) — and decides
-again on a conflict. The log's OCC keeps replicas safe; lanes only order and group work inside
+"""The service's lanes: an in-process queue per network, per host retired, and one each for
+the registry, the floating IPs and reverts (:meth:`Lanes._lane_for`; kept while it has work:
+an idle one ends, :meth:`Lanes._end_idle_lanes`), whose worker decides what waits in it with
+the pure deciders and appends it with optimistic concurrency — one message, a pipelined chain,
+or one atomic batch (group commit) — and decides again on a conflict. The log's OCC keeps replicas safe; lanes only order and group work inside
 one replica. A mixin of :class:`~netledger.service.service.CommandService`.
 """
 
