@@ -55,3 +55,13 @@ async def test_a_retired_host_still_writing_is_a_problem_until_it_announces(
     flagged = [p for p in st["problems"] if p.startswith("host h3 ")]
     # Listed as a healthy host of the cloud only if the cloud takes it as one again.
     assert flagged, st["hosts"]
+
+    # ... until it announces itself (its executor restarted): listed as any host again.
+    await publish(conn, HostAnnounced("h3", "192.0.2.3", "eth1", None, False), "a-h3-again",
+                  time.time())  # fmt: skip
+    entry = {"time": time.time(), "applied_seq": await last_seq(conn), "heartbeat": 60}
+    await kv.put(status_key("h3"), json.dumps(entry).encode())
+    st = await gather(conn, wait=0.3)
+    assert not [p for p in st["problems"] if p.startswith("host h3 ")], st["problems"]
+    [h3] = [h for h in st["hosts"] if h["host"] == "h3"]
+    assert h3.get("retired_seq") is None and st["retired_hosts"] == 0
