@@ -11,6 +11,7 @@ decision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,17 @@ async def _by_seqs(conn: Connection, seqs: list[int]) -> list[StoredEvent]:
     return out
 
 
+def _open_index(db: Path) -> sqlite3.Connection:
+    """The projection at ``db``, read-only. Its URI is built from the absolute path (as
+    ops/status.py and projector/query.py do): ``file:{db}`` as written read ``#``, ``?`` and
+    ``%`` in a directory's name as a URI's own, and opened — created, empty — another file."""
+    return sqlite3.connect(Path(db).resolve().as_uri() + "?mode=ro", uri=True)
+
+
 def _index_seqs(db: Path, *command_ids: str) -> tuple[list[int], int]:
     """The sequences the projection's index holds for ``command_ids``, and the projection's
     checkpoint (what it has read of the log)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+    with contextlib.closing(_open_index(db)) as c:
         marks = ",".join("?" * len(command_ids))
         seqs = [
             r[0]
@@ -136,7 +144,7 @@ def _index_allocations(db: Path, deallocs: list[StoredEvent]) -> tuple[list[int]
     """The sequence of the allocation each of ``deallocs`` ended as far as the projection's
     events index goes, and how far that is (its checkpoint)."""
     seqs: list[int] = []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+    with contextlib.closing(_open_index(db)) as c:
         for s in deallocs:
             network_id, address = _address(s)
             # (address, seq) is indexed: walked back from the deallocation, the first

@@ -338,3 +338,18 @@ def test_reverting_a_suffix_on_a_flat_network_restores_every_addresss_project(
     for ev in plan.events:
         h.fold(ev, "revert")
     assert (snapshot(h.state), projects_of(h.state)) == expected
+
+
+async def test_the_index_is_read_wherever_the_projection_lies(
+    conn: Connection, service: CommandService, tmp_path: Path
+) -> None:
+    """``--db`` in a directory whose name holds what a SQLite URI reads as its own (``#``, ``?``,
+    ``%``): the index is read from that file, not from a path cut at the ``#`` or decoded."""
+    c = Client(conn)
+    await freed_on_a_network_no_project_holds(c, service, "10.46.0.0/24", 1010)
+    db = tmp_path / "cloud #1 ?a=b %41" / "index.db"
+    db.parent.mkdir()
+    await project_until(conn, db)
+    events, _ = await events_of_command(conn, "d1", db)
+    assert [type(s.event) for s in events] == [FixedIpDeallocated]
+    assert await owners_of(conn, events, db) == {events[0].seq: "p1"}
