@@ -1,5 +1,5 @@
 """A decision with placements, appended without an atomic batch: the placements first, then the
-decision's event, stored only right after them. Pure (the lane appends: service/lanes.py
+decision's event, stored only right after them. Pure (the lane appends: service/lane_append.py
 ``_append_prelinked``, journal/append.py ``Appender.append_prelinked``).
 
 **Why.** A host's first address in a network is two events on two subjects: the allocation on

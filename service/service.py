@@ -62,7 +62,8 @@ from netledger.journal.liveness import HeartbeatBook
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, last_seq
 from netledger.service.answers import _backfill_id, reply_error, reply_ok, result_from_events
-from netledger.service.lanes import LaneQueue, Lanes
+from netledger.service.lane_queue import LaneQueue
+from netledger.service.lanes import Lanes
 from netledger.service.legacy_pointers import (
     COMMAND_ID,
     RETIRE_COMMAND_ID,

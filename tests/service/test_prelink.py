@@ -21,6 +21,7 @@ from netledger.events.types import FixedIpAllocated
 from netledger.executor.view import HostView
 from netledger.journal.stream import Connection, last_seq
 from netledger.ops.status import service_stats
+from netledger.service import lane_append
 from netledger.service import lanes as lanes_module
 from netledger.service.client import Client
 from netledger.service.prelink import REASON, join_id, prelinkable
@@ -240,13 +241,13 @@ async def test_a_broken_link_falls_back_to_the_atomic_batch(
     # the allocation would still land right after a message of that id).
     await conn.js.publish("netledger.evt.placement.elsewhere", b"x", headers={"Nats-Msg-Id": "j"})
     await conn.js.publish("netledger.evt.placement.elsewhere", b"y", headers={"Nats-Msg-Id": "k"})
-    real = lanes_module.prelinked_envelopes
+    real = lane_append.prelinked_envelopes
 
     def reusing(envs: list[Envelope]) -> tuple[Envelope, list[Envelope]]:
         primary, placements = real(envs)
         return primary, [dataclasses.replace(p, event_id="j") for p in placements]
 
-    monkeypatch.setattr(lanes_module, "prelinked_envelopes", reusing)
+    monkeypatch.setattr(lane_append, "prelinked_envelopes", reusing)
 
     a = await c.allocate_fixed_ip("i1", network_id=net["id"], host="h1", command_id="a-1")
 
