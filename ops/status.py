@@ -34,7 +34,8 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from netledger.journal.stream import Connection
-from netledger.ops.status_hosts import _iso, hosts_status
+from netledger.ops.status_hosts import _iso, hosts_and_retired
+from netledger.ops.status_hosts import hosts_status as hosts_status  # (imported from here)
 from netledger.projector.liveness import STOPPED, liveness_fields, read_stamp
 
 SERVICE_NAME = "netledger"
@@ -329,10 +330,9 @@ async def gather(
     """Everything ``netledger status`` shows, as one JSON-able dict."""
     stream = await stream_status(conn)
     last = int(stream["last_seq"])
-    answers, rows = await asyncio.gather(
-        discover(conn, wait=wait), hosts_status(conn, last, max_lag)
+    answers, (hosts, retired) = await asyncio.gather(
+        discover(conn, wait=wait), hosts_and_retired(conn, last, max_lag)
     )
-    hosts = [h for h in rows if not h.get("retired")]
     services = _services(answers, last, max_lag)
     projectors = [projector_status(Path(db), last, max_lag) for db in dbs or []]
     problems = problems_of(stream, services, projectors, hosts, max_lag)
@@ -345,7 +345,7 @@ async def gather(
         "projectors": projectors,
         "hosts": hosts,
         #: hosts retired (`host retire`) and silent since: not listed, not problems
-        "retired_hosts": len(rows) - len(hosts),
+        "retired_hosts": retired,
         "rejected": sum(p.get("rejected") or 0 for p in projectors),
     }
 

@@ -237,6 +237,15 @@ _NOT_JSON = object()
 
 
 async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list[dict[str, Any]]:
+    """Each host's status row, those retired and silent since left out."""
+    return (await hosts_and_retired(conn, stream_last, max_lag))[0]
+
+
+async def hosts_and_retired(
+    conn: Connection, stream_last: int, max_lag: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Each host's status row, and how many hosts were left out: retired (``host retire``)
+    and silent since, no hosts of the cloud."""
     info = await conn.js.stream_info(conn.stream, subjects_filter=HOST_SUBJECTS)
     subjects = info.state.subjects or {}
     prefix = f"{EVENT_PREFIX}.host."
@@ -257,11 +266,11 @@ async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list
     gone = await retirements(conn, hosts, stream_last)
     limit = asyncio.Semaphore(32)
 
-    async def one(h: str) -> dict[str, Any]:
+    async def one(h: str) -> dict[str, Any] | None:
         r = gone.get(h)
         if r is not None and not r.back and written.get(h, 0.0) <= r.time:
-            # Retired, silent since: not a host of the cloud (gather leaves it out).
-            return {"host": h, "retired": True, "retired_seq": r.seq}
+            # Retired, silent since: not a host of the cloud (left out, counted).
+            return None
         async with limit:
             subject = f"{prefix}{h}"
             n = int(subjects.get(subject, 0))
@@ -289,4 +298,5 @@ async def hosts_status(conn: Connection, stream_last: int, max_lag: int) -> list
                 lag = await share_lag(conn, share, applied)
             return _live_status(row, st, stream_last, max_lag, lag, written.get(h))
 
-    return list(await asyncio.gather(*(one(h) for h in hosts)))
+    rows = await asyncio.gather(*(one(h) for h in hosts))
+    return [r for r in rows if r is not None], sum(r is None for r in rows)

@@ -15,7 +15,7 @@ from netledger.events.codec import Envelope, encode
 from netledger.events.host_events import HostAnnounced, HostReconciled
 from netledger.journal.liveness import LIVE_TTL_S, live_bucket, status_key
 from netledger.journal.stream import MSG_ID, Connection, last_seq
-from netledger.ops.status import gather
+from netledger.ops.status import DEFAULT_MAX_LAG, gather, hosts_status
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from tests.ops.test_projector_liveness import NETLEDGER
@@ -65,6 +65,10 @@ async def test_a_retired_host_is_not_listed_until_it_is_back(
     st = await gather(conn, wait=0.3)
     assert [h["host"] for h in st["hosts"]] == ["h2", "h3"]
     assert st["retired_hosts"] == 1 and hosts_problems(st) == []
+    # Called by itself, as gather's: full rows only (a retired one's was a partial row, with
+    # no applied_seq to read).
+    rows = await hosts_status(conn, await last_seq(conn), DEFAULT_MAX_LAG)
+    assert [(r["host"], r["applied_seq"] is not None) for r in rows] == [("h2", True), ("h3", True)]
 
     # h3 is retired while its executor runs: it still reports after the retirement.
     await c.request("host.retire", {"host": "h3"})
