@@ -28,6 +28,8 @@ from .placement_events import (
 )
 from .reclaim_events import FixedIpReconfirmed
 from .revert_events import ChangeReverted, NetworkReassociated
+from .revert_owners import Refused as _Refused
+from .revert_owners import project_back
 from .state import FixedIp, FloatingIp, NetworkState, PoolState, State
 from .types import (
     Event,
@@ -110,7 +112,8 @@ class _Shadow:
         self.st = state
         #: (network, address) -> the allocations of it among the events reverted, newest
         #: first, and deallocation seq -> the project of the allocation it ended, as the client
-        #: read it from the log: where a freed address's project comes from (:meth:`owner`)
+        #: read it from the log: where a freed address's project comes from
+        #: (:func:`~netledger.events.revert_owners.allocation_owner`)
         self.allocations: dict[tuple[str, str], list[tuple[int, FixedIpAllocated]]] = {}
         for s in sorted(allocations, key=lambda s: s.seq, reverse=True):
             if isinstance(s.event, FixedIpAllocated):
@@ -179,19 +182,6 @@ class _Shadow:
         if project is None or n.network_id in self.net_project:
             return 0
         return self.st.seq_of(project_subject(project))
-
-    def owner(self, ev: FixedIpDeallocated) -> Owner | None:
-        """Whose the allocation the deallocation ``ev`` (stored at :attr:`at`) ended was, if
-        known: from that allocation where the revert undoes it too (the newest of the address
-        before ``ev``: an address is allocated again only after a deallocation), else as the
-        client read it from the log (``owners``). Not trusted for safety: the caller checks it
-        against the network (:func:`_project_back`)."""
-        for seq, a in self.allocations.get((ev.network_id, ev.address), ()):
-            if seq < self.at:
-                return Owner(a.project) if (a.instance, a.mac) == (ev.instance, ev.mac) else None
-        if self.at in self.owners:
-            return Owner(self.owners[self.at])
-        return None
 
     def network_of(self, project: str) -> str | None:
         if project in self.project_net:
@@ -294,17 +284,6 @@ class _Shadow:
 # --- the compensations ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Owner:
-    """The project of the allocation a deallocation ended (None: it named none)."""
-
-    project: str | None
-
-
-class _Refused(Exception):
-    """One stored event cannot be compensated (collected into :class:`RevertConflict`)."""
-
-
 def _holder(ip: FixedIp | None) -> str:
     if ip is None:
         return "free"
@@ -342,39 +321,6 @@ def _undo_fixed_allocated(sh: _Shadow, ev: FixedIpAllocated, why: str) -> list[E
     ]
 
 
-def _project_back(sh: _Shadow, n: NetworkState, ev: FixedIpDeallocated) -> str | None:
-    """The project a *freed* address goes back to. ``FixedIpDeallocated`` records none; the
-    allocation it ended does, where the client found it in the log (docs/revert.md). An
-    allocation on a network a project holds is that project's, and a network changes hands
-    only empty, so:
-
-    - a network no project holds now: the allocation's project (None if it is not known);
-    - a network its project has held since before the deallocation: that project (as an
-      admin's allocation on it would be recorded);
-    - a network its project holds only since: that project if the allocation was that
-      project's too, else refused — the instance would sit on another project's segment,
-      recorded as its (review hrev10)."""
-    now = sh.project_of(n)
-    owner = sh.owner(ev)
-    if now is None:
-        return owner.project if owner is not None else None
-    since = sh.project_since(n)
-    if since <= sh.at or (owner is not None and owner.project == now):
-        return now
-    if owner is None:
-        why = (
-            f"which does not record {ev.instance}'s project: re-allocated, {ev.instance} would"
-            f" be recorded as {now}'s, on {now}'s network"
-        )
-    else:
-        was = f"project {owner.project}'s" if owner.project is not None else "no project's"
-        why = f"and {ev.instance} was {was}: re-allocated, it would be on {now}'s network"
-    raise _Refused(
-        f"network {n.network_id} is project {now}'s only since #{since}, after this"
-        f" deallocation, {why}"
-    )
-
-
 def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> list[Event]:
     n = _live(sh, ev.network_id)
     ip = sh.fixed_ip(n, ev.address)
@@ -394,7 +340,7 @@ def _undo_fixed_deallocated(sh: _Shadow, ev: FixedIpDeallocated, why: str) -> li
     elif not sh.address_free(n, ev.address):
         raise _Refused(f"{ev.address} is no longer free")
     else:
-        project = _project_back(sh, n, ev)
+        project = project_back(sh, n, ev)
     held = sh.instance_address(n, ev.instance)
     if held is not None:
         raise _Refused(f"{ev.instance} now holds {held} on network {n.network_id}")
