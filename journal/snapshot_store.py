@@ -30,9 +30,7 @@ commands while megabytes are encoded and hashed; the parent only uploads the fin
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
-import json
 import logging
 import os
 import signal
@@ -58,11 +56,13 @@ from netledger.events.snapshot import (
     loads,
 )
 from netledger.events.state import FOLD_VERSION, State
+from netledger.journal.snapshot_purge import BUCKET as BUCKET  # (imported from here)
+from netledger.journal.snapshot_purge import SnapshotPurge
+from netledger.journal.snapshot_purge import meta_subject as meta_subject  # (imported from here)
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, message_at, retrying
 
 log = logging.getLogger("netledger.snapshot")
 
-BUCKET = "NETLEDGER_SNAPSHOTS"
 H_SEQ = "Netledger-Seq"
 H_SHA = "Netledger-Sha256"
 H_FORMAT = "Netledger-Snapshot-Format"
@@ -75,12 +75,6 @@ CHILD_TIMEOUT_S = 600.0
 #: given up (and the next older one, or the log, used instead).
 READ_TIMEOUT_S = 10.0
 READ_RATE_FLOOR = 5_000_000.0
-#: Chunks no object names, whose newest is older than this (server time), are purged by the
-#: pruning: an upload cut short (a service stopped or killed while it uploaded), or the loser of
-#: two replicas uploading the same sequence (nats-py's ``put`` looks for an object of that name
-#: before it stores its chunks, the meta written last wins) — each left a snapshot's size in
-#: the bucket for good (found by review). Younger ones may be an upload under way elsewhere.
-ORPHAN_GRACE_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -120,12 +114,6 @@ def object_name(kind: str, seq: int) -> str:
     return f"{kind}-{seq:012d}"
 
 
-def meta_subject(name: str) -> str:
-    """The subject of object ``name``'s metadata in the bucket's stream: the name URL-safe
-    base64 encoded, padded (as nats-py's object store and Go's ``nats.go`` write it)."""
-    return f"$O.{BUCKET}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
-
-
 def _header(headers: dict[str, Any] | None, key: str) -> str | None:
     v = (headers or {}).get(key)
     if isinstance(v, list):  # Go's nats.Header: a list of values
@@ -140,7 +128,7 @@ def _int(v: str | None) -> int | None:
         return None
 
 
-class SnapshotStore:
+class SnapshotStore(SnapshotPurge):
     """The snapshots of one kind of fold (``service``) in the bucket."""
 
     def __init__(self, conn: Connection, kind: str = "service", keep: int = 2) -> None:
@@ -460,60 +448,6 @@ class SnapshotStore:
         except Exception as exc:  # the next pruning tries again
             log.debug("purging orphan chunks: %s", exc)
         return removed
-
-    async def purge_marker(self, name: str) -> bool:
-        """Purge object ``name``'s metadata when its newest is a delete marker: the marker and
-        what is before it, never a newer message (another replica storing that name again
-        since is kept). True when purged."""
-        js = self.conn.js
-        stream, subject = f"OBJ_{BUCKET}", meta_subject(name)
-        try:
-            last = await js.get_last_msg(stream, subject)
-        except NotFoundError:
-            self.deleted.discard(name)
-            return False
-        try:
-            deleted = bool(json.loads(last.data or b"{}").get("deleted"))
-        except (ValueError, AttributeError):
-            deleted = False
-        if not deleted or last.seq is None:
-            return False
-        await js.purge_stream(stream, subject=subject, seq=last.seq + 1)
-        self.deleted.discard(name)
-        return True
-
-    async def purge_orphans(self, obs: Any = None) -> list[str]:
-        """Purge the chunks no object of the bucket names (any kind's) whose newest chunk is
-        older than :data:`ORPHAN_GRACE_S` against the bucket's newest message (both server
-        time); returns their subjects."""
-        obs = obs or await self._store(create=False)
-        if obs is None:
-            return []
-        js = self.conn.js
-        stream = f"OBJ_{BUCKET}"
-        prefix = f"$O.{BUCKET}.C."
-        info = await js.stream_info(stream, subjects_filter=f"{prefix}>")
-        subjects = info.state.subjects or {}
-        if not subjects:
-            return []
-        try:
-            named = {i.nuid for i in await obs.list(ignore_deletes=True) if not i.deleted}
-        except NotFoundError:  # no object at all
-            named = set()
-        orphans = [subj for subj in subjects if subj[len(prefix) :] not in named]
-        if not orphans:
-            return []
-        now = (await js.get_msg(stream, info.state.last_seq)).time
-        purged = []
-        for subj in orphans:
-            last = await js.get_last_msg(stream, subj)
-            if now is None or last.time is None:
-                continue
-            if (now - last.time).total_seconds() >= ORPHAN_GRACE_S:
-                await js.purge_stream(stream, subject=subj)
-                purged.append(subj)
-                log.info("purged the chunks of an unfinished snapshot upload (%s)", subj)
-        return purged
 
 
 # --- writing without stopping the event loop ---------------------------------------------------

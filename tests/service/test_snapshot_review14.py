@@ -29,7 +29,7 @@ from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.host_events import HostInstancesSeen
 from netledger.events.ids import host_subject
 from netledger.events.snapshot import state_to_wire
-from netledger.journal import snapshot_store
+from netledger.journal import snapshot_purge, snapshot_store
 from netledger.journal.snapshot_store import BUCKET, SnapshotStore, write_forked
 from netledger.journal.stream import Connection
 from netledger.replay.verify_snapshot import fold_to, verify_snapshots
@@ -157,7 +157,7 @@ async def test_an_upload_cut_short_leaves_no_chunks_behind_after_pruning(
         monkeypatch.undo()
         # Fixed: the pruning purges chunks no object names once they are older than the
         # grace (an upload may be under way elsewhere); here the grace has passed.
-        monkeypatch.setattr(snapshot_store, "ORPHAN_GRACE_S", 0.0)
+        monkeypatch.setattr(snapshot_purge, "ORPHAN_GRACE_S", 0.0)
         # The service goes on: more snapshots, each followed by pruning.
         for k in range(3):
             for i in range(ON_CALL.every_events):
@@ -218,7 +218,7 @@ async def test_two_replicas_writing_the_same_seq_leave_no_chunks_behind(
     # Within the grace the loser's chunks stay (they may be an upload under way elsewhere)...
     assert len(set(await _chunk_subjects(conn)) - named) == 1
     # ...and the first pruning after it purges them (fixed: the grace made to have passed).
-    monkeypatch.setattr(snapshot_store, "ORPHAN_GRACE_S", 0.0)
+    monkeypatch.setattr(snapshot_purge, "ORPHAN_GRACE_S", 0.0)
     await SnapshotStore(conn).prune()
     chunks = await _chunk_subjects(conn)
     assert set(chunks) == named, f"chunks no object names: {set(chunks) - named}"
