@@ -1,5 +1,6 @@
 """The thin JetStream layer: connecting, the stream definition, waiting out a server between
-leaders, the stream's last sequence. Appending is :mod:`.append`, following :mod:`.follow`.
+leaders, the stream's last sequence, the last message of many subjects at once. Appending is
+:mod:`.append`, following :mod:`.follow`.
 """
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
+import json
 import logging
 import re
 from asyncio import FIRST_COMPLETED
@@ -48,6 +51,9 @@ DUPLICATE_WINDOW_S = 120.0
 FOLLOW_HEARTBEAT_S = 1.0
 #: Longest wait for one step of a shutdown (drain, close, unsubscribe).
 CLOSE_TIMEOUT_S = 10.0
+#: Subjects per batched direct get (:func:`last_messages`): nats-server answers at most 1,024
+#: subjects in one ``multi_last`` request.
+MULTI_LAST_CHUNK = 900
 
 
 def stream_config(name: str = STREAM, replicas: int = 1) -> StreamConfig:
@@ -406,6 +412,50 @@ async def message_at(conn: Connection, seq: int) -> Any | None:
         )
     except NotFoundError:
         return None
+
+
+def _stamp(text: str | None) -> float:
+    """A ``Nats-Time-Stamp`` (RFC 3339, nanoseconds) as Unix time (0: none)."""
+    if not text:
+        return 0.0
+    head, _, frac = text.rstrip("Z").partition(".")
+    try:
+        when = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return 0.0
+    return when.timestamp() + (float("0." + frac) if frac.isdigit() else 0.0)
+
+
+async def last_messages(
+    conn: Connection, subjects: list[str], up_to_seq: int
+) -> dict[str, tuple[int, float, bytes]]:
+    """subject -> (seq, stored time as Unix time, data) of its last message at or before
+    ``up_to_seq``, for those of ``subjects`` that have one: batched direct gets
+    (``multi_last``), :data:`MULTI_LAST_CHUNK` subjects a request."""
+    nc = conn.nc
+    out: dict[str, tuple[int, float, bytes]] = {}
+    for i in range(0, len(subjects), MULTI_LAST_CHUNK):
+        part = subjects[i : i + MULTI_LAST_CHUNK]
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        try:
+            req = {"multi_last": part, "up_to_seq": up_to_seq, "batch": len(part)}
+            await nc.publish(
+                f"$JS.API.DIRECT.GET.{conn.stream}", json.dumps(req).encode(), reply=inbox
+            )
+            while True:
+                m = await sub.next_msg(timeout=5.0)
+                hdrs = m.headers or {}
+                if hdrs.get("Status"):  # 204: end of the batch; 404: nothing there
+                    break
+                out[hdrs["Nats-Subject"]] = (
+                    int(hdrs["Nats-Sequence"]),
+                    _stamp(hdrs.get("Nats-Time-Stamp")),
+                    m.data,
+                )
+        finally:
+            await sub.unsubscribe()
+    return out
 
 
 async def check_same_message(conn: Connection, seq: int, subject: str, data: bytes) -> None:

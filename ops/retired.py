@@ -12,8 +12,6 @@ of an executor still running there is not — events/decide_host.py).
 
 from __future__ import annotations
 
-import datetime
-import json
 from dataclasses import dataclass
 
 from netledger.events.ids import (
@@ -22,10 +20,7 @@ from netledger.events.ids import (
     announce_subject,
     retired_subject,
 )
-from netledger.journal.stream import Connection
-
-#: Subjects per batched direct get (the server caps how many one request may answer)
-CHUNK = 900
+from netledger.journal.stream import Connection, last_messages
 
 
 @dataclass(frozen=True)
@@ -38,48 +33,6 @@ class Retirement:
     back: bool
 
 
-def _stamp(text: str | None) -> float:
-    """A ``Nats-Time-Stamp`` (RFC 3339, nanoseconds) as Unix time (0: none)."""
-    if not text:
-        return 0.0
-    head, _, frac = text.rstrip("Z").partition(".")
-    try:
-        when = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC)
-    except ValueError:
-        return 0.0
-    return when.timestamp() + (float("0." + frac) if frac.isdigit() else 0.0)
-
-
-async def _last_of(
-    conn: Connection, subjects: list[str], up_to_seq: int
-) -> dict[str, tuple[int, float]]:
-    """subject -> (seq, stored time) of its last message at or before ``up_to_seq``, for those
-    of ``subjects`` that have one (batched direct gets)."""
-    nc = conn.nc
-    out: dict[str, tuple[int, float]] = {}
-    for i in range(0, len(subjects), CHUNK):
-        part = subjects[i : i + CHUNK]
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        try:
-            req = {"multi_last": part, "up_to_seq": up_to_seq, "batch": len(part)}
-            await nc.publish(
-                f"$JS.API.DIRECT.GET.{conn.stream}", json.dumps(req).encode(), reply=inbox
-            )
-            while True:
-                m = await sub.next_msg(timeout=5.0)
-                hdrs = m.headers or {}
-                if hdrs.get("Status"):  # 204: end of the batch; 404: nothing there
-                    break
-                out[hdrs["Nats-Subject"]] = (
-                    int(hdrs["Nats-Sequence"]),
-                    _stamp(hdrs.get("Nats-Time-Stamp")),
-                )
-        finally:
-            await sub.unsubscribe()
-    return out
-
-
 async def retirements(
     conn: Connection, hosts: list[str], stream_last: int
 ) -> dict[str, Retirement]:
@@ -90,12 +43,12 @@ async def retirements(
     if not retired:
         return {}
     subjects = [s for h in retired for s in (retired_subject(h), announce_subject(h))]
-    last = await _last_of(conn, subjects, stream_last)
+    last = await last_messages(conn, subjects, stream_last)
     out = {}
     for h in retired:
         got = last.get(retired_subject(h))
         if got is None:  # (gone between the two reads: a purge)
             continue
-        announced = last.get(announce_subject(h), (0, 0.0))[0]
+        announced = last.get(announce_subject(h), (0, 0.0, b""))[0]
         out[h] = Retirement(got[0], got[1], back=announced > got[0])
     return out

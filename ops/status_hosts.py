@@ -21,7 +21,7 @@ from netledger.events.errors import DecodeError
 from netledger.events.host_events import HostReconciled
 from netledger.events.ids import EVENT_PREFIX
 from netledger.journal.liveness import LIVE_TTL_S, read_all
-from netledger.journal.stream import Connection
+from netledger.journal.stream import Connection, last_messages
 from netledger.ops.retired import retirements
 
 HOST_SUBJECTS = f"{EVENT_PREFIX}.host.>"
@@ -54,25 +54,6 @@ def _age_s(ts: object) -> float | None:
     return round(max(0.0, time.time() - ts), 1)
 
 
-async def _direct_last(conn: Connection, subject: str, up_to_seq: int) -> tuple[int, bytes] | None:
-    """The last message on ``subject`` at or before ``up_to_seq`` (a batched direct get)."""
-    nc = conn.nc
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    try:
-        req = {"multi_last": [subject], "up_to_seq": up_to_seq, "batch": 1}
-        await nc.publish(f"$JS.API.DIRECT.GET.{conn.stream}", json.dumps(req).encode(), reply=inbox)
-        found: tuple[int, bytes] | None = None
-        while True:
-            m = await sub.next_msg(timeout=5.0)
-            hdrs = m.headers or {}
-            if hdrs.get("Status"):  # 204 end of batch, 404 nothing there
-                return found
-            found = (int(hdrs["Nats-Sequence"]), m.data)
-    finally:
-        await sub.unsubscribe()
-
-
 async def host_status(
     conn: Connection,
     host: str,
@@ -102,10 +83,10 @@ async def host_status(
     }
     up_to = stream_last
     for hop in range(MAX_HOPS):
-        got = await _direct_last(conn, subject, up_to)
+        got = (await last_messages(conn, [subject], up_to)).get(subject)
         if got is None:
             break
-        seq, data = got
+        seq, _, data = got
         try:
             env = decode(data)
         except DecodeError:
