@@ -50,7 +50,9 @@ def newest_row(db_path: Path, last_seq: int) -> NewestRow | None:
     """The projection's newest event or rejected message at or below ``last_seq`` (None: it
     holds neither yet). A short read-only connection, closed before returning: the writer is
     forked later only if this process has the database open nowhere."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    # By its absolute file URI: ``file:{path}`` read a ``#``, ``?`` or ``%`` in the path as URI
+    # syntax (SQLite opened, and created, the shortened path).
+    conn = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=ro", uri=True)
     try:
         ev = conn.execute(
             "SELECT seq, subject, event_id, time FROM events WHERE seq <= ?"
