@@ -197,7 +197,8 @@ class Stack:
     def projected_seq(self) -> int:
         """The checkpoint of the service's projector (0 before it wrote one)."""
         try:
-            db = sqlite3.connect(f"file:{self.projection_db}?mode=ro", uri=True, timeout=1.0)
+            uri = self.projection_db.resolve().as_uri() + "?mode=ro"  # ("#", "?" in a path)
+            db = sqlite3.connect(uri, uri=True, timeout=1.0)
             try:
                 row = db.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
             finally:
