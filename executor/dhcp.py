@@ -26,6 +26,7 @@ read by dnsmasq without a SIGHUP, which would run the lease script for every lea
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -92,7 +93,7 @@ STOP_GRACE = 5.0
 LOG_CAP = 256 * 1024
 #: the previous log, kept beside the log by :meth:`Dnsmasq._cap_log` (``DIR/BR.log.old``),
 #: and the next one while it is made (``DIR/BR.log.new``)
-OLD_LOG, NEW_LOG = "log.old", "log.new"
+OLD_LOG, NEW_LOG, LOG_LOCK = "log.old", "log.new", "log.lock"
 
 log = logging.getLogger("netledger.executor")
 
@@ -470,21 +471,38 @@ class Dnsmasq:
         and mode: dnsmasq reopens it after dropping root, in a folder it may not write to),
         and SIGUSR2, on which dnsmasq reopens its log. Nothing is lost: until it has, dnsmasq
         writes on in the renamed file. A failure leaves the log as it is (the next look tries
-        again)."""
+        again). One look at a time per bridge (``BR.log.lock``, flock: the periodic sweep looks
+        from a worker thread beside the passes, and two executors of a host may look at once);
+        a look finding another under way leaves it to that one — two at once moved the second's
+        fresh log over the kept one (review hrev92)."""
         path = self.paths.file(bridge, "log")
         fresh = self.paths.file(bridge, NEW_LOG)
         try:
-            st = os.stat(path)
+            lock = os.open(self.paths.file(bridge, LOG_LOCK), os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError as exc:
+            log.warning("cannot rotate %s: %s", path, exc)
+            return
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another look is rotating it
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                # Renamed away and not made again (an executor stopped between the two renames):
+                # dnsmasq, no longer root, cannot make it. Made as the kept one was.
+                st = os.stat(self.paths.file(bridge, OLD_LOG))
+                if not self._ours(bridge, pid):
+                    return
+                self._fresh_log(fresh, st)
+                os.replace(fresh, path)
+                os.kill(pid, signal.SIGUSR2)
+                return
             if st.st_size <= LOG_CAP or not self._ours(bridge, pid):
                 return
             # made first, under another name: a failure here leaves the log as it was
-            mode = stat.S_IMODE(st.st_mode)
-            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            try:
-                os.fchown(fd, st.st_uid, st.st_gid)
-                os.fchmod(fd, mode)
-            finally:
-                os.close(fd)
+            self._fresh_log(fresh, st)
             os.replace(path, self.paths.file(bridge, OLD_LOG))
             os.replace(fresh, path)
             os.kill(pid, signal.SIGUSR2)
@@ -492,6 +510,19 @@ class Dnsmasq:
             log.warning("cannot rotate %s: %s", path, exc)
             with contextlib.suppress(OSError):
                 os.unlink(fresh)
+        finally:
+            os.close(lock)  # (and its lock with it)
+
+    @staticmethod
+    def _fresh_log(fresh: str, like: os.stat_result) -> None:
+        """An empty log file at ``fresh`` with ``like``'s owner and mode."""
+        mode = stat.S_IMODE(like.st_mode)
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchown(fd, like.st_uid, like.st_gid)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
 
     def _stop(self, bridge: str, pid: int | None, keep_leases: bool = False) -> None:
         if pid is not None and self._ours(bridge, pid):
@@ -500,7 +531,7 @@ class Dnsmasq:
                 if self._ours(bridge, pid):
                     os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid, STOP_GRACE)
-        kinds = ("pid", "hosts", "log", OLD_LOG, NEW_LOG)
+        kinds = ("pid", "hosts", "log", OLD_LOG, NEW_LOG, LOG_LOCK)
         for kind in kinds if keep_leases else (*kinds, "leases"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.paths.file(bridge, kind))
