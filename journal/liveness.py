@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,10 @@ LIVE_STREAM = f"KV_{BUCKET}"
 LIVE_HISTORY = 4
 #: An entry older than this is gone (a host silent for a day has no liveness left).
 LIVE_TTL_S = 86400.0
+#: A heartbeat the service's book has not seen rewritten for this long is dropped (its KV entry
+#: expired meanwhile: the host is gone, retired or silent); looked for at most this often
+HEARTBEAT_KEEP_S = LIVE_TTL_S
+HEARTBEAT_PRUNE_EVERY_S = 600.0
 #: A reader's consumer is gone this long after its last request (readers may not delete it).
 READ_CONSUMER_IDLE_S = 10.0
 READ_BATCH = 256
@@ -192,6 +197,10 @@ class HeartbeatBook:
 
     def __post_init__(self) -> None:
         self.heartbeats: dict[str, Heartbeat] = {}
+        #: host -> when this book last received its heartbeat (monotonic): an entry the bucket
+        #: expired sends nothing, and the book kept every host it ever heard of until restart
+        self._received: dict[str, float] = {}
+        self._pruned = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._watcher: Any = None
 
@@ -214,8 +223,21 @@ class HeartbeatBook:
                     log.warning("ignoring a malformed heartbeat at %s", entry.key)
                     continue
                 self.heartbeats[hb.host] = hb
+                now = self._received[hb.host] = time.monotonic()
+                if now - self._pruned >= HEARTBEAT_PRUNE_EVERY_S:
+                    self._prune(now)
             except Exception:
                 log.exception("ignoring a heartbeat at %s that could not be read", entry.key)
+
+    def _prune(self, now: float) -> None:
+        """Drop the heartbeats not rewritten for :data:`HEARTBEAT_KEEP_S` (their hosts' entries
+        expired in the bucket): the book follows the hosts that report, not every host the
+        cloud had while this service ran. Reclaiming then goes by the host's reports alone, as
+        for any host without a heartbeat."""
+        self._pruned = now
+        for host in [h for h, t in self._received.items() if now - t > HEARTBEAT_KEEP_S]:
+            del self._received[host]
+            self.heartbeats.pop(host, None)
 
     async def close(self) -> None:
         if self._task is not None:

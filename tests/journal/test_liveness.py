@@ -258,3 +258,36 @@ async def test_read_all_sees_every_key_right_after_it_is_written(conn: Connectio
     assert "host.h1.status" not in live and "host.h0.seen" in live and len(live) == 60
     assert json.loads(live["host.h0.status"][0]) == {"host": "h0", "v": 2}
     assert set(await read_all(conn, "host.h0.>")) == {"host.h0.seen", "host.h0.status"}
+
+
+async def test_the_book_drops_heartbeats_not_rewritten_for_the_entries_lifetime(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry the bucket expires sends nothing to the watch: the service's book kept the
+    heartbeat of every host it ever heard of (gone, retired) until it restarted (review83).
+    Shortened lifetimes, a real bucket."""
+    import netledger.journal.liveness as liveness
+
+    monkeypatch.setattr(liveness, "HEARTBEAT_KEEP_S", 0.5)
+    monkeypatch.setattr(liveness, "HEARTBEAT_PRUNE_EVERY_S", 0.0)
+    book = HeartbeatBook(conn)
+    await book.start()
+    try:
+        kv = await live_bucket(conn, create=True)
+
+        async def beat(host: str, seq: int) -> None:
+            await kv.put(seen_key(host), heartbeat_to_json(Heartbeat(host, seq, 1.0, "d")))
+            deadline = time.monotonic() + 10
+            while book.heartbeats.get(host, Heartbeat(host, 0, 0, "")).report_seq != seq:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+
+        await beat("gone", 1)
+        await beat("h2", 1)
+        await asyncio.sleep(0.7)  # (the shortened lifetime: "gone" writes no more)
+        await beat("h2", 2)  # the next heartbeat received prunes
+        assert set(book.heartbeats) == {"h2"}
+        await beat("gone", 3)  # back: kept again
+        assert set(book.heartbeats) == {"gone", "h2"}
+    finally:
+        await book.close()
