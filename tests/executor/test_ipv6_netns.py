@@ -278,7 +278,9 @@ async def test_dual_stack_vxlan_slaac_two_hosts(
     sh("ip", "-n", ha, "addr", "add", "fd00:ff::1/64", "dev", "pub0", "nodad")
     sh("ip", "-n", out, "addr", "add", "fd00:ff::2/64", "dev", "eth0", "nodad")
     sh("ip", "-n", out, "route", "add", "fd00:71::/64", "via", "fd00:ff::1")
-    assert ping6(vb, "fd00:ff::2"), "the instance's own prefix is not routed out"
+    # (the uplink was wired a moment ago: its links come up, and its neighbours are found,
+    # within the deadline — CI under load once missed the 3 probes' 3 s)
+    wait_until("the instance's own prefix routed out", lambda: ping6(vb, "fd00:ff::2"))
     assert ping6(out, ib["address_v6"]), "the outside does not reach the instance"
     sh("ip", "-n", vb, "addr", "add", "fd00:99::5/128", "dev", "eth0", "nodad")
     sh("ip", "-n", out, "route", "add", "fd00:99::/64", "via", "fd00:ff::1")
