@@ -384,6 +384,15 @@ def plan(
     return tuple(ops)
 
 
+def _loaded(
+    host: str, s: DhcpSpec, pid: int | None
+) -> tuple[str, str, str | None, int | None, int, str]:
+    """What a dnsmasq started or reloaded with ``s`` says of itself: (host, bridge,
+    network_id, pid, hosts, digest), the leading fields of HostDhcpStarted and
+    HostDhcpReloaded alike."""
+    return host, s.bridge, s.network_id, pid, len(s.hosts), hosts_digest(s)
+
+
 def dhcp_events(host: str, done: Iterable[tuple[OpResult, int | None]]) -> list[HostEvent]:
     """The host events of applied DHCP operations (failures become HostApplyFailed upstream)."""
     out: list[HostEvent] = []
@@ -392,31 +401,9 @@ def dhcp_events(host: str, done: Iterable[tuple[OpResult, int | None]]) -> list[
         if not r.ok:
             continue
         if isinstance(op, StartDhcp):
-            s = op.spec
-            out.append(
-                HostDhcpStarted(
-                    host=host,
-                    bridge=s.bridge,
-                    network_id=s.network_id,
-                    pid=pid,
-                    hosts=len(s.hosts),
-                    digest=hosts_digest(s),
-                    drift=op.drift,
-                )
-            )
+            out.append(HostDhcpStarted(*_loaded(host, op.spec, pid), drift=op.drift))
         elif isinstance(op, ReloadDhcp):
-            s = op.spec
-            out.append(
-                HostDhcpReloaded(
-                    host=host,
-                    bridge=s.bridge,
-                    network_id=s.network_id,
-                    pid=pid,
-                    hosts=len(s.hosts),
-                    digest=hosts_digest(s),
-                    reason=op.reason,
-                )
-            )
+            out.append(HostDhcpReloaded(*_loaded(host, op.spec, pid), reason=op.reason))
         elif isinstance(op, StopDhcp):
             out.append(
                 HostDhcpStopped(
