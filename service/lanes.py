@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -38,10 +37,8 @@ from netledger.events.errors import (
 )
 from netledger.events.placement import companions
 from netledger.events.reaper import FixedIpReap
-from netledger.events.snapshot import SeenEvents, seen_events
-from netledger.events.state import State
+from netledger.events.snapshot import seen_events
 from netledger.journal.append import (
-    Appender,
     DuplicateBatch,
     MaybeApplied,
     PrelinkBroken,
@@ -49,12 +46,10 @@ from netledger.journal.append import (
 )
 from netledger.journal.follow import Follower
 from netledger.journal.loghealth import LogHealth
-from netledger.journal.stream import Connection
 from netledger.service.answers import result_from_events
 from netledger.service.lane_append import LaneAppends
 from netledger.service.lane_queue import Job, LaneQueue
 from netledger.service.prelink import prelinkable
-from netledger.service.stats import Stats
 
 log = logging.getLogger("netledger.service")
 
@@ -62,21 +57,15 @@ MAX_CONFLICT_RETRIES = 64
 
 
 class Lanes(LaneAppends):
-    """Queueing, deciding and appending (what :class:`CommandService` sets up)."""
+    """Queueing, deciding and appending (what :class:`CommandService` sets up; the
+    attributes the appends use are declared on :class:`LaneAppends`)."""
 
-    conn: Connection
-    state: State
-    seen: OrderedDict[str, SeenEvents]
     health: LogHealth
-    appender: Appender
     follower: Follower
-    stats: Stats
     max_batch: int
     batch_threshold: int
-    pipeline: bool
     _lanes: dict[str, LaneQueue]
     _workers: dict[str, asyncio.Task[None]]
-    _busy_lanes: int
     _tasks: set[asyncio.Task[None]]
 
     async def _submit(self, req: Request) -> dict[str, Any]:
