@@ -39,6 +39,7 @@ from .decide import DECIDERS, Decision, Pending
 from .errors import InvalidField, LimitExceeded, NotFound, Unavailable
 from .ids import check_id
 from .placement import companions
+from .prune import folded
 from .revert_compensate import (
     SKIPPED_TYPES,
     Plan,
@@ -274,7 +275,7 @@ def decide_revert(state: State, req: Request, pending: Pending) -> Decision:
         # decision is made on (else this replica has not folded them yet).
         if not s.event.accepts_subject(s.subject):
             raise InvalidField(f"#{s.seq} {s.event.TYPE} does not belong on {s.subject}")
-        if s.seq > state.seq_of(s.subject):
+        if not folded(state, s.seq, s.subject):  # (a deleted network's: its entry may be gone)
             raise ServiceBehind(
                 f"the service has not yet seen #{s.seq} on {s.subject}; try again", seq=s.seq
             )

@@ -51,8 +51,10 @@ from .types import Event, FloatingPoolCreated, NetworkCreated
 #: 6: no deleted networks (and no ``deleted`` field); a network lists the hosts joined to it;
 #: ``v4_ranges``, the ranges of every network ever created; ``legacy_announced``. 7:
 #: ``unretired``, the deletions without a retirement on the registry. 8: no ``v4_ranges`` (the
-#: NAT set is the live networks' ranges: executor/fragments.py ``fixed_space``).
-SNAPSHOT_FORMAT = 8
+#: NAT set is the live networks' ranges: executor/fragments.py ``fixed_space``). 9:
+#: ``recreated``, the networks created under an id seen before; no ``subject_seq`` entry a
+#: deleted network no longer needs (events/prune.py).
+SNAPSHOT_FORMAT = 9
 
 #: A command's events as the service remembers them: their envelopes as stored in the log
 #: (decoded only when a retry asks: most never are; raw bytes are the smallest form).
@@ -222,6 +224,7 @@ def state_to_wire(s: State) -> dict[str, Any]:
         "network_hosts": sorted(s.network_hosts),
         "legacy_announced": s.legacy_announced,
         "unretired": s.unretired,
+        "recreated": s.recreated,
     }
 
 
@@ -244,6 +247,7 @@ def state_from_wire(w: dict[str, Any]) -> State:
         network_hosts=set(w["network_hosts"]),
         legacy_announced=dict(w["legacy_announced"]),
         unretired=dict(w["unretired"]),
+        recreated=dict(w["recreated"]),
     )
     s.rebuild_host_macs()
     return s

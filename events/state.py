@@ -15,6 +15,7 @@ floating-IP handlers (events/state_floating.py ``FloatingFold``).
 
 from __future__ import annotations
 
+import heapq
 import operator
 import types
 from collections.abc import Callable, Iterator
@@ -71,7 +72,7 @@ from .wire_fast import event_of
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 13
+FOLD_VERSION = 14
 
 
 #: a MAC counted on a host (+1) or no more (-1): (host, MAC, delta)
@@ -113,6 +114,21 @@ class State(HostsFold, FloatingFold):
     #: never read the deletion (events/placement.py ``legacy_retirements``). A re-creation of
     #: the id takes it out: retired then, the new network would leave the executors' views.
     unretired: dict[str, int] = field(default_factory=dict)
+    #: network id -> the sequence of its ``NetworkCreated``, for a network created under a
+    #: number below ``next_network_number`` (never decided: ids only grow; a hand-made log):
+    #: an id the fold may have known, whose subject's entry it may have forgotten since
+    #: (events/prune.py). The older network's messages there are all before it: a later
+    #: reading of the subject begins after it, and the command service asks the log where
+    #: they end (the OCC check: service/recreated.py). Goes with the network.
+    recreated: dict[str, int] = field(default_factory=dict)
+    #: (seq, network id) of each deletion, retirement and re-creation folded, a heap by seq:
+    #: what events/prune.py may forget once the reader has read past it. A reader's
+    #: bookkeeping, not the fold's meaning: not compared, not in snapshots (taken pruned).
+    prunable: list[tuple[int, str]] = field(default_factory=list, repr=False, compare=False)
+    #: subject -> its last message as the log says, for a re-created network's subject the
+    #: fold forgot (asked by the command service: service/recreated.py): the next append's
+    #: OCC check until the fold holds a message there. Not the fold: not compared, not saved.
+    learned: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     #: host -> MAC (lower case) -> its allocated addresses there (derived from the networks'
     #: ``fixed``, rebuilt after a snapshot): when the last one ends, the host's memory of
     #: when it last saw that MAC goes too (:meth:`_unallocate`)
@@ -170,7 +186,12 @@ class State(HostsFold, FloatingFold):
             self._count_mac(ip.host, ip.mac, -1)
 
     def seq_of(self, subject: str) -> int:
-        return self.subject_seq.get(subject, 0)
+        """The last message on ``subject`` the fold knows of: what the next append there is
+        OCC-checked on."""
+        seq = self.subject_seq.get(subject, 0)
+        if not seq and self.learned:
+            return self.learned.get(subject, 0)
+        return seq
 
     def live_networks(self) -> Iterator[NetworkState]:
         """The networks (a deleted one leaves :attr:`networks`: every one there is live)."""
@@ -284,7 +305,11 @@ class State(HostsFold, FloatingFold):
         if ev.project:
             self.project_networks.setdefault(ev.project, ev.network_id)
         if ev.network_id.isascii() and ev.network_id.isdigit():  # "²" is a digit, not an int
-            self.next_network_number = max(self.next_network_number, int(ev.network_id) + 1)
+            number = int(ev.network_id)
+            if number < self.next_network_number:
+                self.recreated[ev.network_id] = seq  # (see the field)
+                heapq.heappush(self.prunable, (seq, ev.network_id))
+            self.next_network_number = max(self.next_network_number, number + 1)
 
     def _pool_created(self, ev: FloatingPoolCreated, seq: int) -> None:
         if ev.pool in self.pools:  # as a network's: never decided, and refused by the projector
@@ -310,10 +335,12 @@ class State(HostsFold, FloatingFold):
         # Gone from the fold: nothing decides on a deleted network again (every decider
         # refuses one not in ``networks``, a re-created id starts afresh), and a cloud that
         # creates and deletes networks for years keeps only the live ones in memory and in its
-        # snapshots. Its subject's sequence stays (the next append there is OCC-checked on it).
+        # snapshots. Its subject's sequence stays until the reader has read past it
+        # (events/prune.py).
         n = self.networks.pop(ev.network_id, None)
         if n is not None:
             self._forget(n)
+        heapq.heappush(self.prunable, (seq, ev.network_id))
         self.unretired[ev.network_id] = seq  # until its NetworkRetired, next in its batch
 
     def _network_retired(self, ev: NetworkRetired, seq: int) -> None:
@@ -325,6 +352,8 @@ class State(HostsFold, FloatingFold):
         """What names network ``n`` besides :attr:`networks` (popped from it already)."""
         if n.project and self.project_networks.get(n.project) == n.network_id:
             del self.project_networks[n.project]
+        if self.recreated.pop(n.network_id, None) is not None:
+            self.learned.pop(network_subject(n.network_id), None)
 
     def retire(self, network_id: str, seq: int) -> bool:
         """The registry's ``NetworkRetired`` of ``network_id`` at ``seq`` (events/placement.py),
@@ -336,9 +365,10 @@ class State(HostsFold, FloatingFold):
         deallocated since) and goes with it; the network's subject counts as read up to ``seq``
         (its messages before are the deleted network's: a later reading of the subject — a
         re-created id, or the subject read after the registry at a start, journal/follow.py —
-        begins after them, never at the old deletion). Not a fold handler: the fold of the
-        whole log never finds the network here in a log the service writes, and must not drop
-        one with addresses in use on a registry message (it refuses such a NetworkDeleted)."""
+        begins after them, never at the old deletion; forgotten once the reader has read past
+        it: events/prune.py). Not a fold handler: the fold of the whole log never finds the
+        network here in a log the service writes, and must not drop one with addresses in use
+        on a registry message (it refuses such a NetworkDeleted)."""
         n = self.networks.pop(network_id, None)
         if n is None:
             return False
@@ -350,6 +380,7 @@ class State(HostsFold, FloatingFold):
         subject = network_subject(network_id)
         if seq > self.subject_seq.get(subject, 0):
             self.subject_seq[subject] = seq
+        heapq.heappush(self.prunable, (seq, network_id))
         return True
 
     def _network_associated(self, ev: NetworkAssociated | NetworkReassociated, seq: int) -> None:

@@ -49,6 +49,7 @@ from netledger.events.ids import (
     network_subject,
     placement_subject,
 )
+from netledger.events.prune import read_from
 from netledger.events.state import NetworkState, State
 
 from .fragments import holds
@@ -130,10 +131,9 @@ class Share:
 
 
 def additions(state: State, before: set[str], after: set[str]) -> dict[str, int]:
-    """Network subjects to read from where the fold left them: subject -> first sequence."""
-    return {
-        network_subject(n): state.seq_of(network_subject(n)) + 1 for n in sorted(after - before)
-    }
+    """Network subjects to read from where the fold left them (after a re-created id's
+    creation: events/prune.py ``read_from``): subject -> first sequence."""
+    return {network_subject(n): read_from(state, n) for n in sorted(after - before)}
 
 
 #: After a resubscription that took T seconds, the next one waits until RESUBSCRIBE_SPACING x

@@ -44,6 +44,7 @@ from netledger.events.placement_events import (
     NetworkHostJoined,
     NetworkRetired,
 )
+from netledger.events.prune import prune, read_from
 from netledger.events.state import State, superseded
 from netledger.events.types import HostRetired
 from netledger.journal.follow import Follower
@@ -176,6 +177,7 @@ class HostView:
         if self.use_share:
             self._task = asyncio.create_task(self._follow_share(), name="netledger-share")
         self._ready = True
+        self._forget_deleted()
 
     async def stop_following(self) -> None:
         """Read no further (``--once``: its pass applies the log as of the sync before it).
@@ -287,10 +289,7 @@ class HostView:
         if every:
             # From now on every network: read each from where the fold left it (most never;
             # the follower reads them with one wildcard consumer: journal/follow.py).
-            backfill = {
-                network_subject(n): self.state.seq_of(network_subject(n)) + 1
-                for n in self.state.networks
-            }
+            backfill = {network_subject(n): read_from(self.state, n) for n in self.state.networks}
         elif self.every:
             backfill = {}  # back to one subject each: all of them were read to this point
         else:
@@ -393,6 +392,18 @@ class HostView:
             log.warning("skipping message %d on %s: %s", seq, subject, refused)
             return
         self._handle(seq, subject, env)
+        self._forget_deleted()
+
+    def _forget_deleted(self) -> None:
+        """What the fold no longer needs of deleted networks goes (events/prune.py), once the
+        start has read the share: until then the registry, read first, may have retired a
+        network whose subject is read next (the entry ``State.retire`` set skips its old
+        messages). From then on a subject is read on from where the view is, or — a network
+        the share needs now, a live one — from ``read_from``: never again at or before an
+        entry forgotten."""
+        st = self.state
+        if self._ready and st.prunable:
+            prune(st, st.last_seq)
 
     def _host_retired(self, host: str) -> None:
         """A host left the cloud (events/decide_host.py): its VTEP and role go, unless it is

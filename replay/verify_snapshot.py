@@ -14,6 +14,7 @@ from typing import Any
 
 from netledger.events.codec import Envelope
 from netledger.events.errors import DecodeError
+from netledger.events.prune import prune_all
 from netledger.events.snapshot import SnapshotInvalid, loads, state_to_wire
 from netledger.events.state import State
 from netledger.events.wire_fast import decode_fast
@@ -26,7 +27,9 @@ from .reader import read_range
 async def fold_to(
     conn: Connection, seq: int, advance: Callable[[int], None] | None = None
 ) -> State:
-    """The service's fold of the log from sequence 1 through ``seq``."""
+    """The service's fold of the log from sequence 1 through ``seq``, read through: what it
+    no longer needs of the deleted networks forgotten (events/prune.py), as the service's
+    reader forgets it and its snapshots hold it."""
     state = State()
     if seq < 1:
         return state
@@ -38,6 +41,7 @@ async def fold_to(
         state.fold_message(m.seq, m.subject, env)  # what it refuses, the service recorded
         if advance is not None and m.seq % 5000 == 0:
             advance(m.seq)
+    prune_all(state, seq)
     return state
 
 

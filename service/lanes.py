@@ -50,6 +50,7 @@ from netledger.service.answers import result_from_events
 from netledger.service.lane_append import LaneAppends
 from netledger.service.lane_queue import Job, LaneQueue
 from netledger.service.prelink import prelinkable
+from netledger.service.recreated import learn_recreated
 
 log = logging.getLogger("netledger.service")
 
@@ -221,6 +222,8 @@ class Lanes(LaneAppends):
             if retry is not None:
                 self.stats.retries[retry] += 1
                 retry = None
+            if self.state.recreated:  # (a hand-made log: service/recreated.py)
+                await learn_recreated(self.conn, self.state)
             if (self.follower.in_batch or self.follower.pending) and any(
                 not j.fut.done() and j.req.command_id in self.seen for j in jobs
             ):

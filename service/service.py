@@ -44,6 +44,7 @@ from netledger.events.ids import (
 )
 from netledger.events.placement import backfill, unchecked
 from netledger.events.placement_events import LegacyAnnouncementIndexed, NetworkHostJoined
+from netledger.events.prune import prune
 from netledger.events.reaper import DEFAULT_RELEASE_TIMEOUT, MAX_REAP, FixedIpReap, overdue
 from netledger.events.reclaim import Heartbeats
 from netledger.events.snapshot import SeenEvents
@@ -137,10 +138,16 @@ class _Follower(Follower):
             if state.held:
                 reach(state, seq)
             self.handled += 1
-            return True
-        if state.held:
-            reach(state, seq - 1)
-        return super()._handle(seq, subject, data, msg)
+            handled = True
+        else:
+            if state.held:
+                reach(state, seq - 1)
+            handled = super()._handle(seq, subject, data, msg)
+        if handled and state.prunable and state.prunable[0][0] <= seq:
+            # Read up to here in the log's order, nothing of it again: a deleted network's
+            # entry goes (one folded ahead stays until read back here: events/prune.py).
+            prune(state, seq)
+        return handled
 
 
 @dataclass
@@ -388,6 +395,7 @@ class CommandService(Lanes, Requests):
             )
             await self.follower.start()
             await self.follower.catch_up(timeout=None)
+            prune(self.state, self.follower.applied_seq)  # (what the catch-up child read)
         finally:
             gc.set_threshold(*threshold)
         self.fold_report = FoldReport(
@@ -505,7 +513,9 @@ class CommandService(Lanes, Requests):
         applied = self.follower.applied_seq
         for i, (m, env) in enumerate(zip(messages, envelopes, strict=True)):
             seq = first + i
-            if unchecked(m.subject):
+            if unchecked(m.subject) or seq <= applied:
+                # A placement; or read by the follower before its ack, folded (the subject's
+                # entry may be forgotten since, a deletion read past: events/prune.py).
                 continue
             if not self._fold(seq, m.subject, env, m.data, ahead=seq > applied + 1):
                 # Decided here and stored, yet the fold refuses it: a decider bug (the client

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from netledger.events.prune import prune_all
 from netledger.events.snapshot import SeenEvents, Snapshot, anchor_of
 from netledger.events.state import State
 from netledger.journal.snapshot_store import SnapshotStore, StoredSnapshot, write_forked
@@ -185,6 +186,9 @@ class Snapshotter:
             return None
         since_at_fork = self.since
         t0 = time.monotonic()
+        # The fold is the log's up to seq, read in its order: what it no longer needs of the
+        # deleted networks goes, every entry of it (the form verify --snapshots compares).
+        prune_all(self._state(), seq)
         path, sha = await write_forked(
             self._state(),
             self._seen(),
