@@ -127,7 +127,8 @@ class State(HostsFold, FloatingFold):
     prunable: list[tuple[int, str]] = field(default_factory=list, repr=False, compare=False)
     #: subject -> its last message as the log says, for a re-created network's subject the
     #: fold forgot (asked by the command service: service/recreated.py): the next append's
-    #: OCC check until the fold holds a message there. Not the fold: not compared, not saved.
+    #: OCC check until the fold holds a message there (or a conflict: asked again, service/
+    #: lanes.py). Not the fold: not compared, not saved.
     learned: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     #: host -> MAC (lower case) -> its allocated addresses there (derived from the networks'
     #: ``fixed``, rebuilt after a snapshot): when the last one ends, the host's memory of

@@ -324,6 +324,9 @@ class Lanes(LaneAppends):
             except WrongLastSequence as exc:
                 self.stats.conflicts += 1
                 retry = "conflict"
+                # What the log said of a re-created network's subject may be what a stream
+                # replica behind answered (a direct get): asked again, not decided on for good.
+                self.state.learned.clear()
                 # A pre-linked decision refused leaves its join alone (harmless, but its
                 # host's executor reads the network for nothing): one per round at most.
                 prelink = prelink and not mixed

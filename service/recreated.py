@@ -8,7 +8,10 @@ first append there must name (``Nats-Expected-Last-Subject-Sequence``): with non
 attempt would be refused as a conflict. The log knows: :func:`learn_recreated` asks it for
 the subject's last message at or before the re-creation (a batched direct get) and keeps it
 in ``State.learned``, what ``State.seq_of`` answers until the fold holds a message there. The
-lanes call it before they decide, only while such a network lives.
+lanes call it before they decide, only while such a network lives, and drop what was learned on
+a conflict (service/lanes.py): a direct get may be answered by a stream replica that has not
+stored the log that far (an older message, or none), and kept, that answer failed every append
+on the network until a restart.
 """
 
 from __future__ import annotations
