@@ -548,7 +548,10 @@ class State(HostsFold, FloatingFold):
 
     def _host_joined(self, ev: NetworkHostJoined, seq: int) -> None:
         n = self.networks.get(ev.network_id)
-        if n is not None:
+        # A join from before the network's re-creation is the older network's: read in the
+        # log's order it went with that one; a share's start reads the registry before the
+        # placements (journal/follow.py), and must not give it to the new network.
+        if n is not None and seq > self.recreated.get(ev.network_id, 0):
             n.joined.add(ev.host)
 
     def dhcp_hosts(self, n: NetworkState, ip: FixedIp) -> set[str]:
