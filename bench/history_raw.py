@@ -74,33 +74,51 @@ async def read_stored(
     """Read ``subject`` from ``start_seq`` with one ordered push consumer on a connection of its
     own: until ``count`` messages came, or (``count`` None) until the server says nothing is
     pending. The connection is opened before the clock starts and closed after it stops."""
-    from nats.js.api import ConsumerConfig, DeliverPolicy
-
     own, fast = await reader_connection(conn)
     try:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        got = 0
-        payloads: list[bytes] = []
-        keep = payloads.append if collect else None
+        return await read_on(own, fast, subject, start_seq, count, collect, timeout)
+    finally:
+        await own.close()
 
-        def stored(seq: int, subj: str, data: bytes, ts: int, pending: int) -> None:
-            nonlocal got
-            if done.done():
-                return
-            got += 1
-            if keep is not None:
-                keep(data)
-            if (got >= count) if count is not None else pending == 0:
-                done.set_result(None)
 
-        async def cb(msg: Any) -> None:  # nats-py's path: status messages, or no fastread
-            if msg.reply and not (msg.headers and msg.headers.get("Status")):
-                md = msg.metadata
-                stored(md.sequence.stream, msg.subject, msg.data, 0, md.num_pending)
+async def read_on(
+    own: Connection,
+    fast: bool,
+    subject: str,
+    start_seq: int,
+    count: int | None = None,
+    collect: bool = False,
+    timeout: float = 900,
+) -> Read:
+    """:func:`read_stored` on a reader connection already open (:func:`reader_connection`,
+    ``fast`` what it returned): a reader of many subjects in turn, as an executor's share is
+    read (bench/fleet_worker.py), keeps one connection."""
+    from nats.js.api import ConsumerConfig, DeliverPolicy
 
-        if fast:
-            fast = fastread.register(own.nc, cb, stored)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    got = 0
+    payloads: list[bytes] = []
+    keep = payloads.append if collect else None
+
+    def stored(seq: int, subj: str, data: bytes, ts: int, pending: int) -> None:
+        nonlocal got
+        if done.done():
+            return
+        got += 1
+        if keep is not None:
+            keep(data)
+        if (got >= count) if count is not None else pending == 0:
+            done.set_result(None)
+
+    async def cb(msg: Any) -> None:  # nats-py's path: status messages, or no fastread
+        if msg.reply and not (msg.headers and msg.headers.get("Status")):
+            md = msg.metadata
+            stored(md.sequence.stream, msg.subject, msg.data, 0, md.num_pending)
+
+    if fast:
+        fast = fastread.register(own.nc, cb, stored)
+    try:
         config = (
             ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
             if start_seq <= 1
@@ -132,7 +150,6 @@ async def read_stored(
     finally:
         if fast:
             fastread.unregister(own.nc, cb)
-        await own.close()
 
 
 async def raw_read(conn: Connection, start_seq: int, count: int) -> float:

@@ -23,7 +23,7 @@ from benchlib import HERE, Row, Rss, run_measured
 
 from netledger.common.natsserver import find_nats_server, server_version
 
-MODULES = ["alloc", "scale", "peer_ovn", "projection", "kernel", "history"]
+MODULES = ["alloc", "scale", "peer_ovn", "projection", "kernel", "history", "fleet"]
 
 
 def load(names: list[str]) -> list[ModuleType]:
