@@ -49,6 +49,13 @@ CHAIN_BROKEN = (ERR_WRONG_LAST_MSG_ID,)
 MAX_BATCH = 1000
 DUPLICATE_WINDOW_S = 120.0
 FOLLOW_HEARTBEAT_S = 1.0
+#: Consumers the log holds at once. Each host's executor follows the log with one (and opens
+#: one more for a while when it reads a network's history), so do the command service and the
+#: projector: a 1,000-host cloud needs more than 1,000. A stream without a limit of its own
+#: (``max_consumers`` -1) gets nats-server's default since 2.12 — 1,000 on 2.15 (found by
+#: bench/fleet.py: the 1,001st host's follower was refused, err_code 10026) — so the log says
+#: its own. An operator's own limit (``nats stream edit --max-consumers``) is kept.
+MAX_CONSUMERS = 100_000
 #: Longest wait for one step of a shutdown (drain, close, unsubscribe).
 CLOSE_TIMEOUT_S = 10.0
 #: Subjects per batched direct get (:func:`last_messages`): nats-server answers at most 1,024
@@ -68,6 +75,7 @@ def stream_config(name: str = STREAM, replicas: int = 1) -> StreamConfig:
         deny_purge=True,
         allow_direct=True,
         allow_atomic=True,
+        max_consumers=MAX_CONSUMERS,
         description="netledger event log",
     )
 
@@ -296,13 +304,19 @@ def _connect_failure(
     return f"cannot connect to NATS at {where}: {str(cause) or cause.__class__.__name__}"
 
 
+def _server_default(max_consumers: int | None) -> bool:
+    """A stream with no consumer limit of its own: the server's default holds (MAX_CONSUMERS)."""
+    return max_consumers is None or max_consumers <= 0
+
+
 async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
     """Create the stream, or update it to the current definition (:class:`LogNotCreated`
     when the server refuses it). An existing stream keeps its replica count: a different
     ``replicas`` is only warned about (a stream's replicas change with ``nats stream edit``).
     An update changes only what netledger needs (subjects, atomic batches, direct gets, the
-    duplicate window): limits an operator set (``nats stream edit --max-bytes``, ``--max-age``,
-    a description, placement) stay as they are."""
+    duplicate window, a consumer limit where the stream has none of its own): limits an
+    operator set (``nats stream edit --max-bytes``, ``--max-age``, ``--max-consumers``, a
+    description, placement) stay as they are."""
     cfg = stream_config(conn.stream, replicas)
     try:
         info = await conn.js.stream_info(conn.stream)
@@ -324,6 +338,7 @@ async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
         or not cur.allow_atomic
         or not cur.allow_direct
         or cur.duplicate_window != cfg.duplicate_window
+        or _server_default(cur.max_consumers)
     ):
         # Everything else as the server has it: writing our whole definition reset an
         # operator's limits at every start of an upgraded service (found by review).
@@ -333,6 +348,9 @@ async def ensure_stream(conn: Connection, replicas: int = 1) -> None:
             allow_atomic=True,
             allow_direct=True,
             duplicate_window=cfg.duplicate_window,
+            max_consumers=(
+                cfg.max_consumers if _server_default(cur.max_consumers) else cur.max_consumers
+            ),
             num_replicas=cur.num_replicas or replicas,
         )
         await _refused_as_log_not_created(conn.js.update_stream(new), conn.stream, replicas)

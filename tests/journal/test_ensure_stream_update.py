@@ -5,11 +5,24 @@ at the first start of an upgraded service (found by review). Real nats-server.""
 
 from __future__ import annotations
 
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+import dataclasses
+
+from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
 
 from netledger.common.natsserver import EmbeddedNats
 from netledger.events.ids import ALL_EVENTS
-from netledger.journal.stream import DUPLICATE_WINDOW_S, connect, ensure_stream
+from netledger.journal.stream import (
+    DUPLICATE_WINDOW_S,
+    MAX_CONSUMERS,
+    Connection,
+    connect,
+    ensure_stream,
+    stream_config,
+)
+
+#: nats-server's "maximum consumers limit reached"
+MAX_CONSUMERS_REACHED = 10026
 
 
 async def test_an_update_changes_only_what_netledger_needs(nats_server: EmbeddedNats) -> None:
@@ -39,5 +52,54 @@ async def test_an_update_changes_only_what_netledger_needs(nats_server: Embedded
         assert cfg.max_msgs_per_subject == 1_000_000
         assert cfg.description == "netledger event log (ops: 512 MiB cap, ticket 4711)"
         assert cfg.deny_delete and cfg.deny_purge
+    finally:
+        await conn.nc.close()
+
+
+async def _consumers_accepted(conn: Connection, upto: int) -> int:
+    """Push consumers the log accepts, one per subject, up to ``upto`` (then all deleted)."""
+    made: list[str] = []
+    try:
+        for i in range(upto):
+            try:
+                info = await conn.js.add_consumer(
+                    conn.stream,
+                    ConsumerConfig(
+                        deliver_policy=DeliverPolicy.NEW,
+                        filter_subject=f"netledger.evt.host.h{i}",
+                        deliver_subject=f"_fleet.{i}",
+                        mem_storage=True,
+                    ),
+                )
+            except BadRequestError as exc:
+                assert exc.err_code == MAX_CONSUMERS_REACHED, exc
+                break
+            made.append(info.name)
+    finally:
+        for name in made:
+            await conn.js.delete_consumer(conn.stream, name)
+    return len(made)
+
+
+async def test_the_log_holds_a_consumer_per_host_of_a_1000_host_cloud(
+    nats_server: EmbeddedNats,
+) -> None:
+    """A stream without a consumer limit of its own gets nats-server's default (1,000 on 2.15):
+    a cloud of 1,000 hosts (a follower each, plus the service's and the projector's) could not
+    attach (bench/fleet.py). The log says its own limit; an older log is given it at the next
+    start; an operator's own limit is kept."""
+    conn = await connect(nats_server.url, name="ops")
+    try:
+        # As older code made the log: no consumer limit of its own.
+        await conn.js.add_stream(dataclasses.replace(stream_config(), max_consumers=-1))
+        assert await _consumers_accepted(conn, 1_010) == 1_000  # the server's default
+        await ensure_stream(conn)
+        assert (await conn.js.stream_info(conn.stream)).config.max_consumers == MAX_CONSUMERS
+        assert await _consumers_accepted(conn, 1_010) == 1_010
+        # An operator's limit stays.
+        cfg = (await conn.js.stream_info(conn.stream)).config
+        await conn.js.update_stream(dataclasses.replace(cfg, max_consumers=5_000))
+        await ensure_stream(conn)
+        assert (await conn.js.stream_info(conn.stream)).config.max_consumers == 5_000
     finally:
         await conn.nc.close()
