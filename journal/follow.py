@@ -10,12 +10,12 @@ import contextlib
 import functools
 import heapq
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import nats
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from netledger.events.codec import Envelope
 from netledger.events.errors import (
@@ -383,17 +383,63 @@ class Follower:
         self._fail_waiters(Unavailable("reader stopped"))
 
 
+#: consumers a one-off read may start (the first and those after losing one) before it gives up
+READ_ATTEMPTS = 5
+#: a read that receives nothing this long while messages are left takes its consumer for lost
+READ_STALL_S = 30.0
+
+
+class _ConsumerLost(Exception):
+    """The one-off consumer of a read is gone (or silent): read on with a new one."""
+
+
 async def iter_subject(
     conn: Connection, subject: str, start: int, upto: int
 ) -> AsyncIterator[tuple[int, str, bytes, Any]]:
     """The messages of one subject (a filter: wildcards allowed) from ``start`` through
     ``upto``, in order, as they arrive (a one-off ordered consumer).
 
+    A consumer lost under the read is replaced by one starting after the last message yielded
+    (nothing twice, nothing skipped), up to :data:`READ_ATTEMPTS` consumers, then
+    :class:`Unavailable`. The server drops an ephemeral consumer nobody listens to after 5 s:
+    a loop stalled that long between creating it and subscribing to its messages (125 views on
+    one loop in bench/fleet.py, a CPU-starved executor) found it gone — "consumer not found"
+    (404) — and the executor's start failed (12 of 1,000 hosts)."""
+    nxt = max(1, start)
+    lost = 0
+    while nxt <= upto:
+        try:
+            async with contextlib.aclosing(_read_once(conn, subject, nxt, upto)) as msgs:
+                async for m in msgs:
+                    nxt = m[0] + 1
+                    yield m
+            return
+        except _ConsumerLost as exc:
+            lost += 1
+            if lost >= READ_ATTEMPTS:
+                raise Unavailable(
+                    f"reading {subject}: lost its consumer {lost} times, the last at seq {nxt} "
+                    f"({exc})"
+                ) from None
+            log.warning(
+                "reading %s: consumer lost at seq %d (%s); reading on with a new one (%d of %d)",
+                subject,
+                nxt,
+                exc,
+                lost + 1,
+                READ_ATTEMPTS,
+            )
+            await asyncio.sleep(min(0.1 * 2 ** (lost - 1), 1.0))
+
+
+async def _read_once(
+    conn: Connection, subject: str, start: int, upto: int
+) -> AsyncGenerator[tuple[int, str, bytes, Any], None]:
+    """:func:`iter_subject` with one consumer; :class:`_ConsumerLost` if it is lost.
+
     Delivered by callback into a buffer, not with ``next_msg``: nats-py's ``next_msg`` builds a
     uuid, a task and a ``wait_for`` per message (~30 us each: 21,000 messages of an executor's
     share took 0.65 s in it), where a callback costs an append."""
-    if start > upto:
-        return
     from nats.js.api import ConsumerConfig
 
     buf: collections.deque[Msg] = collections.deque()
@@ -411,7 +457,7 @@ async def iter_subject(
             ordered_consumer=True,
             stream=conn.stream,
             config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start)
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
             ),
             pending_msgs_limit=-1,
             pending_bytes_limit=256 * 1024 * 1024,
@@ -419,38 +465,52 @@ async def iter_subject(
         ),
         f"reading {subject}",
     )
-    seed_ordered(sub, max(1, start))
-    name: str | None = None
+    seed_ordered(sub, start)
+    name: str | None = getattr(sub, "_consumer", None)
     try:
         # Messages the server pushed before this question are no longer "pending": the total
         # is what was delivered plus what is left.
         # (retried: a failover between the subscribe and this question ended the reader —
         # an executor's start — with a bare timeout)
-        info = await retrying(sub.consumer_info, f"reading {subject}")
-        name = info.name
+        try:
+            info = await retrying(sub.consumer_info, f"reading {subject}")
+        except NotFoundError as exc:
+            raise _ConsumerLost(f"consumer not found ({exc.code})") from None
+        # The count is of the messages from where the consumer asked started: nats-py may
+        # have recreated it already (missed heartbeats), from after what it had delivered.
+        base = int(info.config.opt_start_seq or 1)
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
         left = int(info.num_pending or 0) + int(delivered or 0)
+        last = start - 1
         while left > 0:
             if not buf:
                 arrived.clear()
                 try:
-                    await asyncio.wait_for(arrived.wait(), 30.0)
+                    await asyncio.wait_for(arrived.wait(), READ_STALL_S)
                 except TimeoutError:
-                    raise nats.errors.TimeoutError from None
+                    raise _ConsumerLost(f"nothing received for {READ_STALL_S:.0f}s") from None
                 continue
             msg = buf.popleft()
-            left -= 1
             seq, _pending = seq_and_pending(msg)
+            if seq <= last:
+                continue  # never twice, whatever a consumer recreated under us delivers
+            if seq >= base:
+                left -= 1
             if seq > upto:
                 break
+            last = seq
             yield seq, msg.subject, msg.data, msg
     finally:
         try:
             await asyncio.wait_for(sub.unsubscribe(), CLOSE_TIMEOUT_S)
         except Exception:
             pass
-        if name is not None:
-            _delete_soon(conn, name)
+        now = getattr(sub, "_consumer", None)
+        if now is not None and now != name:
+            # nats-py recreated the consumer (missed heartbeats): it goes on by itself
+            log.info("reading %s: consumer recreated under the read (%s -> %s)", subject, name, now)
+        if now is not None:
+            _delete_soon(conn, now)
 
 
 #: the consumer deletion under way per connection (``id``; a task must be referenced until
