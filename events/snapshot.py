@@ -43,6 +43,7 @@ from .state import (
     PoolState,
     State,
 )
+from .state_offsets import NO_OFFSETS, shared_reserved
 from .types import Event, FloatingPoolCreated, NetworkCreated
 
 #: The layout of the snapshot map itself (not of the fold: that is FOLD_VERSION). 3: a host's
@@ -111,10 +112,11 @@ def _pool_from(w: list[Any]) -> OffsetPool:
     first, last, reserved, next_unused, freed, used, *rest = w
     (ahead,) = rest or ([],)
     p = OffsetPool.__new__(OffsetPool)
-    p.first, p.last, p.reserved = first, last, frozenset(reserved)
-    # (empty: most networks' ``freed`` and nearly every ``ahead``; SortedList() skips update)
-    p.next_unused, p.freed, p.used = next_unused, SortedList(freed or None), used
-    p.ahead = SortedList(ahead or None)
+    p.first, p.last, p.reserved = first, last, shared_reserved(frozenset(reserved))
+    # (empty: most networks' ``freed`` and nearly every ``ahead``: kept as OffsetPool does)
+    p.next_unused, p.used = next_unused, used
+    p.freed = SortedList(freed) if freed else NO_OFFSETS
+    p.ahead = SortedList(ahead) if ahead else NO_OFFSETS
     return p
 
 

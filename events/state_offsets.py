@@ -16,6 +16,26 @@ from collections.abc import Iterator
 import netaddr
 from sortedcontainers import SortedList
 
+#: ``freed`` or ``ahead`` of a pool while empty (:class:`OffsetPool`): typed as the SortedList it
+#: stands for, which it reads as (``in``, iteration, ``len``, truth); immutable.
+NO_OFFSETS: SortedList = ()
+
+#: The reserved offsets of the pools folded, each value kept once: a cloud's networks are mostly
+#: of a few sizes and reserve the same offsets (a /26 with the gateway below ``dhcp_start``:
+#: {63}), a frozenset of 216 bytes each. Bounded: past it, a pool keeps its own.
+_RESERVED: dict[frozenset[int], frozenset[int]] = {}
+_RESERVED_MAX = 1024
+
+
+def shared_reserved(reserved: frozenset[int]) -> frozenset[int]:
+    """``reserved``, or the equal frozenset already kept (immutable: sharing changes nothing)."""
+    kept = _RESERVED.get(reserved)
+    if kept is not None:
+        return kept
+    if len(_RESERVED) < _RESERVED_MAX:
+        _RESERVED[reserved] = reserved
+    return reserved
+
 
 class OffsetPool:
     """Free offsets in ``[first, last]`` minus ``reserved``: lowest-free in O(log n).
@@ -25,6 +45,13 @@ class OffsetPool:
     Taking one far beyond the mark costs O(log n), not the gap: an explicit IPv6 address deep
     in a dhcpv6 /64 made the fold add every offset skipped over to ``freed`` (fd00::40:0 took
     2 s and 4 M entries; fd00::1:0:0 would have taken hours and all the memory, on every start).
+
+    Most pools never free an address nor take one ahead (a host's view holds every network of
+    the cloud, and allocates in none): ``freed`` and ``ahead`` are the shared empty tuple
+    :data:`NO_OFFSETS` until the first offset goes in (reading it is reading an empty
+    SortedList; it cannot be changed by mistake). Two SortedLists were 8 of a network's 13
+    objects in the fold, ~590 bytes, and half its fold CPU went to the collector (bench/RESULTS.md
+    "fleet").
     """
 
     __slots__ = ("ahead", "first", "freed", "last", "next_unused", "reserved", "used")
@@ -47,10 +74,10 @@ class OffsetPool:
     def __init__(self, first: int, last: int, reserved: frozenset[int]) -> None:
         self.first = first
         self.last = last
-        self.reserved = reserved
+        self.reserved = shared_reserved(reserved)
         self.next_unused = first
-        self.freed: SortedList = SortedList()
-        self.ahead: SortedList = SortedList()
+        self.freed: SortedList = NO_OFFSETS
+        self.ahead: SortedList = NO_OFFSETS
         self.used = 0
         self._advance()
 
@@ -95,14 +122,18 @@ class OffsetPool:
             self._advance()
         elif offset > self.next_unused:
             if offset not in self.ahead:
+                if self.ahead is NO_OFFSETS:
+                    self.ahead = SortedList()
                 self.ahead.add(offset)
-        else:
+        elif self.freed:
             self.freed.discard(offset)
         self.used += 1
 
     def release(self, offset: int) -> None:
         if offset < self.next_unused:
             if offset not in self.freed:
+                if self.freed is NO_OFFSETS:
+                    self.freed = SortedList()
                 self.freed.add(offset)
                 self.used -= 1
         elif offset in self.ahead:
