@@ -45,6 +45,7 @@ from .state import (
 )
 from .state_offsets import NO_OFFSETS, shared_reserved
 from .types import Event, FloatingPoolCreated, NetworkCreated
+from .wire_fast import compact
 
 #: The layout of the snapshot map itself (not of the fold: that is FOLD_VERSION). 3: a host's
 #: sighting reports name their network set by index. 4: and say whether each is a start (an
@@ -145,7 +146,8 @@ def _network_to(n: NetworkState) -> list[Any]:
 
 def _network_from(w: list[Any]) -> NetworkState:
     data, pool, seq, project, fixed, by_instance, macs, floating, pool6, v6, joined = w
-    net = _build(NetworkCreated, data)  # from_data, without __init__ when data is its fields
+    # from_data, without __init__ when data is its fields; kept as the fold keeps it
+    net = compact(_build(NetworkCreated, data))
     assert isinstance(net, NetworkCreated)
     n = NetworkState(
         net=net,

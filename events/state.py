@@ -68,7 +68,7 @@ from .types import (
     NetworkEvent,
     PoolEvent,
 )
-from .wire_fast import event_of
+from .wire_fast import compact, event_of
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
@@ -301,7 +301,7 @@ class State(HostsFold, FloatingFold):
             # Never decided (ids only grow); folded, it would drop the network's allocations
             # and hand their addresses out again. The projector refuses it alike.
             raise ValueError(f"network {ev.network_id} already exists")
-        self.networks[ev.network_id] = network_state(ev)
+        self.networks[ev.network_id] = network_state(compact(ev))  # (kept: see compact)
         self.unretired.pop(ev.network_id, None)
         if ev.project:
             self.project_networks.setdefault(ev.project, ev.network_id)
