@@ -43,6 +43,7 @@ from .state import (
     PoolState,
     State,
 )
+from .state_network import NO_JOINS
 from .state_offsets import NO_OFFSETS, shared_reserved
 from .types import Event, FloatingPoolCreated, NetworkCreated
 from .wire_fast import compact
@@ -163,7 +164,7 @@ def _network_from(w: list[Any]) -> NetworkState:
         by_instance=by_instance,
         macs=macs,
         floating={f: (fixed, pool) for f, fixed, pool in floating},
-        joined=set(joined),
+        joined=set(joined) if joined else NO_JOINS,
     )
     for ip in n.fixed.values():  # derived: not stored
         if ip.allocated:

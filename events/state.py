@@ -45,7 +45,7 @@ from .reclaim_events import (
 from .revert_events import NetworkReassociated
 from .state_floating import FloatingFold, FloatingIp, PoolState, pool_offsets
 from .state_hosts import HostsFold, superseded
-from .state_network import FixedIp, NetworkState, network_state, serving_hosts
+from .state_network import NO_JOINS, FixedIp, NetworkState, network_state, serving_hosts
 from .state_offsets import OffsetPool, overlap, parse_cidr
 from .types import (
     Event,
@@ -552,7 +552,10 @@ class State(HostsFold, FloatingFold):
         # log's order it went with that one; a share's start reads the registry before the
         # placements (journal/follow.py), and must not give it to the new network.
         if n is not None and seq > self.recreated.get(ev.network_id, 0):
-            n.joined.add(ev.host)
+            if n.joined is NO_JOINS:  # (shared: see the field)
+                n.joined = {ev.host}
+            else:
+                n.joined.add(ev.host)
 
     def dhcp_hosts(self, n: NetworkState, ip: FixedIp) -> set[str]:
         """The hosts whose dnsmasq serves ``ip``: the serving hosts, with multi-host only the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import cast
 
 import netaddr
 from netaddr.strategy import ipv4, ipv6
@@ -44,6 +45,11 @@ class FixedIp:
         return self.leased or self.leased_v6
 
 
+#: ``NetworkState.joined`` of a network no host joined yet: shared and immutable (a view holds
+#: every network of the cloud, most never joined by a host: a set was 216 bytes each)
+NO_JOINS = cast(set[str], frozenset())
+
+
 @dataclass
 class NetworkState:
     net: NetworkCreated
@@ -65,8 +71,9 @@ class NetworkState:
     pool6: OffsetPool | None = None
     #: IPv6 address -> the address naming its allocation (a key of ``fixed``)
     v6: dict[str, str] = field(default_factory=dict)
-    #: hosts the log has a ``NetworkHostJoined`` here for (events/placement.py: backfill)
-    joined: set[str] = field(default_factory=set)
+    #: hosts the log has a ``NetworkHostJoined`` here for (events/placement.py: backfill);
+    #: :data:`NO_JOINS` until the first join gives it a set of its own (State._host_joined)
+    joined: set[str] = NO_JOINS
 
     def count_host(self, ip: FixedIp, delta: int) -> None:
         if ip.host is None:

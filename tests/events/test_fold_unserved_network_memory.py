@@ -1,7 +1,8 @@
 """What the fold keeps of a network nobody allocates in: a host's view holds every network of
 the cloud and serves ~10 (bench/RESULTS.md "fleet": ~17 MB a view at 5,000 networks). Its
 ``NetworkCreated`` is kept compact (events/wire_fast.py ``compact``) whichever way it was
-decoded, equal to it; bytes are counted by tracemalloc (deterministic, not timed)."""
+decoded, equal to it, and it shares the empty ``joined`` of every network no host joined;
+bytes are counted by tracemalloc (deterministic, not timed)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import msgpack
 import pytest
 
 from netledger.events.codec import Actor, Envelope, decode, encode
-from netledger.events.ids import REGISTRY_SUBJECT
+from netledger.events.ids import REGISTRY_SUBJECT, placement_subject
+from netledger.events.placement_events import NetworkHostJoined
 from netledger.events.snapshot import state_from_wire, state_to_wire
 from netledger.events.state import State
+from netledger.events.state_network import NO_JOINS
 from netledger.events.types import NetworkCreated
 from netledger.events.wire_fast import decode_fast, wire_of
 
@@ -88,3 +91,20 @@ def test_a_folded_network_keeps_its_created_event_compact(fold: Callable[[State]
     )
     assert again == s
     assert held_again <= held_built + 200 * N
+
+
+def test_a_network_no_host_joined_shares_the_empty_joined() -> None:
+    """``joined`` is the shared, immutable ``NO_JOINS`` until a host joins: the join gives the
+    network a set of its own; the others, and the shared one, stay as they were."""
+    s = State()
+    fold_decoded(s)
+    assert all(n.joined is NO_JOINS for n in s.networks.values())
+    for seq, host in ((N + 1, "host-a"), (N + 2, "host-b"), (N + 3, "host-a")):
+        env = Envelope(NetworkHostJoined(network_id="3", host=host), f"j{seq}", "c", 2.0, ADMIN)
+        assert s.fold_message(seq, placement_subject(host), env) is None
+    assert s.networks["3"].joined == {"host-a", "host-b"}
+    assert s.networks["3"].joined is not NO_JOINS
+    assert NO_JOINS == set() and s.networks["4"].joined is NO_JOINS
+    again = state_from_wire(msgpack.unpackb(msgpack.packb(state_to_wire(s))))
+    assert again == s and again.networks["4"].joined is NO_JOINS
+    assert again.networks["3"].joined == {"host-a", "host-b"}
