@@ -12,6 +12,13 @@ A table the projection selects from by the first column of its key (:data:`PREFI
 NAT rules) also has the keys of each loaded value, complete, so that such a select reads the
 database once per value.
 
+A table that held no row when the cache began (:meth:`RowCache.starting_from`: a new
+projection's every table) is *complete* in it until it forgets: each of its committed rows came
+in through :meth:`~RowCache.merge`, so a key it lacks is a row that does not exist, and nothing
+is read from the file for it. On a new projection of a 200,000-event cloud the projecting
+process asked the file ~12,000 times (each new network, project, host and host's NAT rules),
+each a statement, a read transaction and its locks: ~0.7 us an event.
+
 The cache lives in the projecting process (:mod:`.writer_proc`), the only one that reads or
 changes it: a batch is diffed against it (:meth:`~.store.Batch.plan`: only the columns that
 changed are updated) once the batch before it is merged, and the committing process gets the
@@ -23,7 +30,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Protocol
 
-from .tables import ALL_TABLES, HOST_NAT, Key, Row, Table
+from .tables import ALL_TABLES, HOST_NAT, STATE_TABLES, Key, Row, Table
 
 #: Rows kept (live state: ~60,000 rows in a cloud of 1,000 hosts and 20,000 instances).
 CACHE_ROWS = 200_000
@@ -46,13 +53,27 @@ class RowCache:
         self.tables: dict[str, dict[Key, Row | None]] = {}
         #: table -> first key value -> every key with it (for the values loaded)
         self.prefixes: dict[str, dict[object, set[Key]]] = {}
+        #: entries held (rows, absent rows, loaded prefix values): forgets all at ``limit``
         self.size = 0
+        #: tables whose every committed row is here: a key not here is no row
+        self.complete: set[str] = set()
+
+    @classmethod
+    def starting_from(cls, conn: sqlite3.Connection, limit: int = CACHE_ROWS) -> RowCache:
+        """A cache for batches projected on top of the database as ``conn`` reads it now (and
+        merged into it as they commit): the state tables that hold no row are complete."""
+        cache = cls(limit)
+        for name in STATE_TABLES:
+            if conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() is None:
+                cache.complete.add(name)
+        return cache
 
     def _room(self) -> None:
         if self.size >= self.limit:
             self.tables = {}
             self.prefixes = {}
             self.size = 0
+            self.complete = set()
 
     def put(self, table: str, key: Key, row: Row | None) -> None:
         """A row as read from the database."""
@@ -60,8 +81,9 @@ class RowCache:
         t = self.tables.get(table)
         if t is None:
             t = self.tables[table] = {}
+        if key not in t:
+            self.size += 1
         t[key] = row
-        self.size += 1
 
     def with_prefix(self, conn: sqlite3.Connection, t: Table, value: object) -> dict[Key, Row]:
         """The committed rows of ``t`` whose first key column is ``value``."""
@@ -70,14 +92,15 @@ class RowCache:
             self._room()
             rows = self.tables.setdefault(t.name, {})
             keys = set()
-            cur = conn.execute(
-                f"SELECT {', '.join(t.columns)} FROM {t.name} WHERE {t.pk[0]} = ?", [value]
-            )
-            for values in cur:
-                row = dict(zip(t.columns, values, strict=True))
-                key = t.key_of(row)
-                rows[key] = row
-                keys.add(key)
+            if t.name not in self.complete:  # else none: merge keeps every value's keys
+                cur = conn.execute(
+                    f"SELECT {', '.join(t.columns)} FROM {t.name} WHERE {t.pk[0]} = ?", [value]
+                )
+                for values in cur:
+                    row = dict(zip(t.columns, values, strict=True))
+                    key = t.key_of(row)
+                    rows[key] = row
+                    keys.add(key)
             self.size += len(keys) + 1
             self.prefixes.setdefault(t.name, {})[value] = keys
             return {k: rows[k] for k in keys}  # type: ignore[misc]
@@ -91,18 +114,28 @@ class RowCache:
             t = self.tables.get(table)
             if t is None:
                 t = self.tables[table] = {}
+            held = len(t)
             t.update(changed)
-            self.size += len(changed)
+            self.size += len(t) - held
+            if table not in PREFIXED:
+                continue
+            complete = table in self.complete
             loaded = self.prefixes.get(table)
-            if loaded:
-                for key, row in changed.items():
-                    keys = loaded.get(key[0])
-                    if keys is None:
+            if loaded is None:
+                if not complete:
+                    continue
+                loaded = self.prefixes[table] = {}
+            for key, row in changed.items():
+                keys = loaded.get(key[0])
+                if keys is None:
+                    if not complete or row is None:
                         continue
-                    if row is None:
-                        keys.discard(key)
-                    else:
-                        keys.add(key)
+                    keys = loaded[key[0]] = set()
+                    self.size += 1
+                if row is None:
+                    keys.discard(key)
+                else:
+                    keys.add(key)
 
 
 def prefixed(table: str, column: str) -> Table | None:

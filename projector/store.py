@@ -173,9 +173,12 @@ class Batch:
         found, row = self._changed(table, key)
         if found:
             return row
-        rows = self.read.tables.get(table)
+        read = self.read
+        rows = read.tables.get(table)
         if rows is not None and key in rows:
             return rows[key]
+        if table in read.complete:
+            return None
         values = self.conn.execute(_GET[table], key).fetchone()
         row = None if values is None else dict(zip(ALL_TABLES[table].columns, values, strict=True))
         self.read.put(table, key, row)
@@ -206,9 +209,14 @@ class Batch:
         """Every row of ``table`` as it stands (for small tables: a pool checked against all)."""
         t = ALL_TABLES[table]
         found: dict[Key, Row] = {}
-        for values in self.conn.execute(f"SELECT {', '.join(t.columns)} FROM {table}"):
-            row = dict(zip(t.columns, values, strict=True))
-            found[t.key_of(row)] = row
+        if table in self.read.complete:  # every committed row is in the cache
+            for key, row in self.read.tables.get(table, {}).items():
+                if row is not None:
+                    found[key] = row
+        else:
+            for values in self.conn.execute(f"SELECT {', '.join(t.columns)} FROM {table}"):
+                row = dict(zip(t.columns, values, strict=True))
+                found[t.key_of(row)] = row
         for b in self._oldest_first():
             for key, ov in b.overlay.get(table, {}).items():
                 if ov is None:
@@ -399,7 +407,7 @@ class Writer:
         # The B-trees a batch touches stay in memory between batches (SQLite's default: 2 MB).
         self.conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")
         self.last_seq, self.highest_seq = self._checkpoint()
-        self.cache = RowCache()
+        self.cache = RowCache.starting_from(self.conn)
         nulls_as_nan(self.conn)
         #: While the secondary indexes are off (:mod:`.bulk`): the seq after which they are built.
         self.bulk_until: int | None = None
@@ -469,6 +477,9 @@ class Writer:
         :mod:`.writer_proc`'s projecting process)."""
         if plan.last_seq > self.last_seq:
             highest = max(plan.highest_seq, self.highest_seq)
+            # Rows written behind the back of this writer's own cache: none of its tables is
+            # known to be complete any more.
+            self.cache.complete.clear()
             write_plan(self.conn, plan._replace(highest_seq=highest))
             self.last_seq, self.highest_seq = plan.last_seq, highest
             if self.bulk_until is not None and self.last_seq >= self.bulk_until:

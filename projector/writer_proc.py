@@ -357,7 +357,12 @@ def child_main(
         try:
             reads.execute("PRAGMA query_only=1")
             stopped = _project_loop(
-                committer, RowCache(), committer.opened[0], reads, FrameReader(cmd_fd), batch_size
+                committer,
+                RowCache.starting_from(reads),
+                committer.opened[0],
+                reads,
+                FrameReader(cmd_fd),
+                batch_size,
             )
         finally:
             reads.close()

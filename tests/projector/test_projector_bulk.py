@@ -28,7 +28,7 @@ from netledger.projector.rowcache import CACHE_ROWS, RowCache
 from netledger.projector.runner import Projector, project_until
 from netledger.projector.schema import DEFERRED_INDEXES, open_db
 from netledger.projector.store import Batch, Plan, Raw, Writer
-from netledger.projector.tables import FIXED_IPS
+from netledger.projector.tables import FIXED_IPS, STATE_TABLES
 from tests.projector.stream_helpers import publish_event
 from tests.projector.test_projector_props import _run_commands
 from tests.projector.test_projector_unit import (
@@ -90,6 +90,9 @@ def test_with_the_indexes_deferred_every_lookup_is_by_primary_key(tmp_path: Path
     # them: a lookup by another column would scan the whole table for every event.
     raws = _raws(_sample_log())
     w = Writer(tmp_path / "p.db")
+    # As over a file that held rows already: a new file's tables are complete in the cache,
+    # and a row it lacks is not looked for at all (test_a_new_file_is_not_read_for_absent_rows).
+    w.cache.complete.clear()
     ran: set[str] = set()
     w.conn.set_trace_callback(ran.add)
     try:
@@ -180,17 +183,25 @@ def _pipelined_shared(
     rng: random.Random,
     limit: int = CACHE_ROWS,
     planned: bool = True,
+    complete: bool = True,
 ) -> None:
     """Project as the writer does, with its shared row cache: each batch on top of the previous
     one, which is committed (not merged) at a random point while the next is projected; merged
     into the cache when the next is handed over. ``planned``: as the two processes do it
     (projector/writer_proc.py) — a batch's plan is made at its hand-over, once the batch below
     is merged, and written later from the plan alone; else as one process would (the batch
-    itself written, diffed when it is written)."""
+    itself written, diffed when it is written). ``complete``: the cache knows the new file's
+    tables hold nothing but what it merges (as the writer's does); else it reads the file for
+    every row it lacks."""
     w = Writer(path)
-    cache = RowCache(limit) if planned else w.cache
     w.cache.limit = limit
     reads = sqlite3.connect(path, check_same_thread=False)
+    if planned:
+        cache = RowCache.starting_from(reads, limit) if complete else RowCache(limit)
+    else:
+        cache = w.cache
+        if not complete:
+            cache.complete.clear()
     try:
         below: Batch | None = None
         plan: Plan | None = None
@@ -230,12 +241,19 @@ def _pipelined_shared(
 @pytest.mark.parametrize("cut", [1, 2, 5, 13, 1000])
 @pytest.mark.parametrize("limit", [3, 200_000])
 @pytest.mark.parametrize("planned", [True, False])
+@pytest.mark.parametrize("complete", [True, False])
 def test_pipelined_batches_with_the_shared_cache_match_the_memory_projection(
-    tmp_path: Path, cut: int, limit: int, planned: bool
+    tmp_path: Path, cut: int, limit: int, planned: bool, complete: bool
 ) -> None:
     log = _sample_log()  # includes NAT tables read with select() across batches
     _pipelined_shared(
-        tmp_path / "p.db", _raws(log), [cut], random.Random(cut), limit, planned=planned
+        tmp_path / "p.db",
+        _raws(log),
+        [cut],
+        random.Random(cut),
+        limit,
+        planned=planned,
+        complete=complete,
     )
     assert _normalise(dump(tmp_path / "p.db")) == _normalise(_memory_rows(log))
 
@@ -288,6 +306,51 @@ def test_the_cache_forgets_everything_past_its_limit(tmp_path: Path) -> None:
     finally:
         w.close()
     assert _normalise(dump(tmp_path / "p.db")) == _normalise(_memory_rows(log))
+
+
+def test_a_new_file_is_not_read_for_absent_rows(tmp_path: Path) -> None:
+    raws = _raws(_sample_log())
+    w = Writer(tmp_path / "p.db")
+    try:
+        # every state table of a new file is empty: complete in the cache from the start
+        assert w.cache.complete == set(STATE_TABLES)
+        ran: list[str] = []
+        w.conn.set_trace_callback(ran.append)
+        for i in range(0, len(raws), 3):
+            w.apply(raws[i : i + 3])
+        w.conn.set_trace_callback(None)
+        assert not [sql for sql in ran if sql.lstrip().upper().startswith("SELECT")]
+        assert w.cache.complete == set(STATE_TABLES)
+    finally:
+        w.close()
+    # Opened again: the tables that hold rows now are read from the file, the others are not.
+    w = Writer(tmp_path / "p.db")
+    try:
+        empty = {name for name in STATE_TABLES if not w.conn.execute(
+            f"SELECT count(*) FROM {name}").fetchone()[0]}  # fmt: skip
+        assert "networks" not in empty and "host_nat" in empty
+        assert w.cache.complete == empty
+        ran = []
+        w.conn.set_trace_callback(ran.append)
+        b = w.project([], Batch(w.conn, cache=w.cache))
+        assert b.get("networks", ("1",)) is not None and b.get("networks", ("nope",)) is None
+        assert b.get("host_nat", ("h1", "172.16.0.9")) is None
+        assert b.select("host_nat", "host", "h1") == []
+        assert [sql for sql in ran if "FROM networks" in sql]
+        assert not [sql for sql in ran if "FROM host_nat" in sql]
+    finally:
+        w.close()
+
+
+def test_a_row_merged_twice_is_counted_once(tmp_path: Path) -> None:
+    c = RowCache(limit=10)
+
+    class Changes:
+        overlay = {"networks": {("1",): {"network_id": "1"}, ("2",): None}}
+
+    for _ in range(5):
+        c.merge(Changes())
+    assert c.size == 2 and c.tables["networks"][("1",)] == {"network_id": "1"}
 
 
 def test_a_batch_of_its_own_caches_what_it_read(tmp_path: Path) -> None:
