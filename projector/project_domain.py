@@ -44,6 +44,10 @@ from .tables import FIXED_IPS, FLOATING_IPS, FLOATING_POOLS, NETWORKS, PROJECTS,
 # --- registry -------------------------------------------------------------------------------
 
 
+#: The fields of a NetworkCreated that are columns of its ``networks`` row.
+_CREATED_COLUMNS = tuple(f for f in field_names(NetworkCreated) if f in NETWORKS.names)
+
+
 def _network_created(tx: Tx, ev: NetworkCreated) -> None:
     old = tx.get(NETWORKS, (ev.network_id,))
     if old is not None and not old["deleted"]:
@@ -57,8 +61,7 @@ def _network_created(tx: Tx, ev: NetworkCreated) -> None:
         network_state(ev)  # what the fold refuses (a gateway outside the network, ...)
     except Exception as exc:
         raise Rejected(f"network {ev.network_id}: {exc}") from None
-    values = {f: getattr(ev, f) for f in field_names(NetworkCreated) if f in NETWORKS.columns}
-    row = NETWORKS.blank(**values)
+    row = NETWORKS.blank(**{f: getattr(ev, f) for f in _CREATED_COLUMNS})
     row["multi_host"] = int(bool(ev.multi_host))
     row["deleted"] = 0
     tx.stamp(row, "created")

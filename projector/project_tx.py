@@ -272,7 +272,7 @@ _SORTED = orjson.OPT_SORT_KEYS
 DEL_BYTE = 0x7F
 
 
-def _same_in_orjson(value: Any) -> bool:
+def same_in_orjson(value: Any) -> bool:
     """Whether orjson encodes ``value`` as the stdlib encoder does (text beyond ASCII aside:
     :func:`to_json` looks for it in orjson's output). A list or map of scalars only (a host's
     MACs, a NAT table) is checked by one set test over its types, not a call per item."""
@@ -282,11 +282,11 @@ def _same_in_orjson(value: Any) -> bool:
     if t is float:
         return bool(value == 0.0 or 1e-4 <= abs(value) < 1e16)
     if t is list:
-        return _SCALARS.issuperset(map(type, value)) or all(map(_same_in_orjson, value))
+        return _SCALARS.issuperset(map(type, value)) or all(map(same_in_orjson, value))
     if t is dict:
         return _STR.issuperset(map(type, value)) and (
             _SCALARS.issuperset(map(type, value.values()))
-            or all(map(_same_in_orjson, value.values()))
+            or all(map(same_in_orjson, value.values()))
         )
     return False
 
@@ -295,7 +295,7 @@ def to_json(value: Any) -> str:
     """Compact JSON with sorted keys (the ``data``/``detail`` columns)."""
     t = type(value)
     if (t is dict and _SCALARS.issuperset(map(type, value.values()))) or (
-        (t is dict or t is list) and _same_in_orjson(value)
+        (t is dict or t is list) and same_in_orjson(value)
     ):
         try:
             out = _orjson_dumps(value, option=_SORTED)
