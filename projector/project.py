@@ -94,6 +94,24 @@ def _indexed_fields(cls: type[Event]) -> tuple[str, ...]:
     return names
 
 
+def _host_seen(tx: Tx, ev: HostEvent) -> None:
+    """A host event this projector has no table for: the host was still active."""
+    tx.put(HOSTS, host_row(tx, ev.host))
+
+
+#: Per event type: its handler (None: it changes no row) and the fields copied into the events
+#: index when the handler did not set them — one lookup for both, for every event.
+_DISPATCH: dict[type[Event], tuple[Any, tuple[str, ...]]] = {}
+
+
+def _dispatch(cls: type[Event]) -> tuple[Any, tuple[str, ...]]:
+    handler = _HANDLERS.get(cls) or _BY_NAME.get(cls.TYPE)
+    if handler is None and issubclass(cls, HostEvent):
+        handler = _host_seen
+    got = _DISPATCH[cls] = (handler, _indexed_fields(cls))
+    return got
+
+
 #: Per event type: its number of fields if every field is declared ``str``, ``int``, ``bool`` or
 #: ``None`` (or a union of them), else 0. Such an event's data, as decode gives it (it checks
 #: every field against its declared type), holds no float, list or map: orjson writes it as the
@@ -203,13 +221,13 @@ def apply_event(
         )
     tx = Tx(seq, env, view)
     cls = type(ev)
-    handler = _HANDLERS.get(cls) or _BY_NAME.get(ev.TYPE)
+    dispatch = _DISPATCH.get(cls)
+    if dispatch is None:
+        dispatch = _dispatch(cls)
+    handler, names = dispatch
     try:
         if handler is not None:
             handler(tx, ev)
-        elif isinstance(ev, HostEvent):
-            # A host event this projector has no table for: the host was still active.
-            tx.put(HOSTS, host_row(tx, ev.host))
     except Rejected as exc:
         return None, rejected_row(
             seq, subject, str(exc), type_name=ev.TYPE, stream_time=stream_time
@@ -223,9 +241,6 @@ def apply_event(
             stream_time=stream_time,
         )
     idx = tx.index
-    names = _INDEXED_FIELDS.get(cls)
-    if names is None:
-        names = _indexed_fields(cls)
     for name in names:
         if idx[name] is None:
             value = getattr(ev, name)

@@ -107,6 +107,8 @@ INDEX_COLUMNS = (
     "network_id", "address", "fixed_address", "instance", "project", "host", "pool", "address_v6",
 )  # fmt: skip
 _BLANK_INDEX: dict[str, Any] = dict.fromkeys(INDEX_COLUMNS)
+#: What a lookup in :attr:`Tx.changes` that found nothing gives (a change may be None: deleted).
+_ABSENT: Any = object()
 
 
 class Tx:
@@ -126,21 +128,18 @@ class Tx:
         self.index: dict[str, Any] = _BLANK_INDEX.copy()
 
     def get(self, table: Table, key: Key) -> Row | None:
-        k = (table.name, key)
-        if k in self.changes:
-            row = self.changes[k]
-            return None if row is None else dict(row)
-        row = self.view.get(table.name, key)
+        row = self.changes.get((table.name, key), _ABSENT)
+        if row is _ABSENT:
+            row = self.view.get(table.name, key)
         return None if row is None else dict(row)
 
     def peek(self, table: Table, key: Key) -> Row | None:
         """The row as it stands, not a copy: only to read (a handler that changes a row gets
         its own copy with :meth:`get`). Most events only look at their network."""
-        k = (table.name, key)
-        changes = self.changes
-        if k in changes:
-            return changes[k]
-        return self.view.get(table.name, key)
+        row = self.changes.get((table.name, key), _ABSENT)
+        if row is _ABSENT:
+            return self.view.get(table.name, key)
+        return row  # type: ignore[no-any-return]
 
     def put(self, table: Table, row: Row) -> None:
         self.changes[(table.name, table.key_of(row))] = row

@@ -40,6 +40,9 @@ from .rowcache import PREFIXED, RowCache, prefixed
 from .schema import open_connection
 from .tables import ALL_TABLES, EVENTS, REJECTED_EVENTS, Key, Row, Table
 
+#: What a dict lookup that found nothing gives (a row may be None: deleted).
+_ABSENT: Any = object()
+
 #: A message as the reader sends it to the writer: the fields of :class:`Raw`, in a plain tuple.
 RawTuple = tuple[int, str, bytes, float, int]
 
@@ -150,15 +153,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.events) + len(self.rejected)
 
-    def _changed(self, table: str, key: Key) -> tuple[bool, Row | None]:
-        b: Batch | None = self
-        while b is not None:
-            t = b.overlay.get(table)
-            if t is not None and key in t:
-                return True, t[key]
-            b = b.base
-        return False, None
-
     def _oldest_first(self) -> list[Batch]:
         """The batches this one reads through, oldest changes first, this batch's last."""
         chain: list[Batch] = []
@@ -170,13 +164,22 @@ class Batch:
         return chain
 
     def get(self, table: str, key: Key) -> Row | None:
-        found, row = self._changed(table, key)
-        if found:
-            return row
+        # The batches' changes, newest first, then the cache: one lookup each (nearly every
+        # event reads a row or two).
+        b: Batch | None = self
+        while b is not None:
+            t = b.overlay.get(table)
+            if t is not None:
+                row = t.get(key, _ABSENT)
+                if row is not _ABSENT:
+                    return row  # type: ignore[no-any-return]
+            b = b.base
         read = self.read
         rows = read.tables.get(table)
-        if rows is not None and key in rows:
-            return rows[key]
+        if rows is not None:
+            row = rows.get(key, _ABSENT)
+            if row is not _ABSENT:
+                return row  # type: ignore[no-any-return]
         if table in read.complete:
             return None
         values = self.conn.execute(_GET[table], key).fetchone()
