@@ -115,11 +115,20 @@ class RowCache:
             if t is None:
                 t = self.tables[table] = {}
             held = len(t)
-            t.update(changed)
+            complete = table in self.complete
+            if complete:
+                # A row deleted is no row: not kept (a long churn deletes and creates rows under
+                # ever new keys, which would fill the cache up to its limit).
+                for key, row in changed.items():
+                    if row is None:
+                        t.pop(key, None)
+                    else:
+                        t[key] = row
+            else:
+                t.update(changed)  # None: known not to be in the file
             self.size += len(t) - held
             if table not in PREFIXED:
                 continue
-            complete = table in self.complete
             loaded = self.prefixes.get(table)
             if loaded is None:
                 if not complete:
