@@ -174,7 +174,10 @@ def _data(ev: Event, cls: type[Event]) -> str:
     n, looked_at = checks
     own = getattr(ev, "__dict__", None)
     if own is not None and len(own) == n:  # a frozen dataclass's __dict__: exactly its fields
-        if not looked_at or all(same_in_orjson(own[name]) for name in looked_at):
+        for name in looked_at:
+            if not same_in_orjson(own[name]):
+                break
+        else:
             try:
                 out = _orjson_dumps(own, option=_SORTED)
             except TypeError:  # an int beyond 64 bits, a key that is not a str: below

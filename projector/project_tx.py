@@ -280,6 +280,8 @@ def same_in_orjson(value: Any) -> bool:
         return True
     if t is float:
         return bool(value == 0.0 or 1e-4 <= abs(value) < 1e16)
+    if not value and (t is list or t is dict):  # [] / {} (a link's detail): 3x faster
+        return True
     if t is list:
         return _SCALARS.issuperset(map(type, value)) or all(map(same_in_orjson, value))
     if t is dict:
