@@ -5,13 +5,21 @@ hosts, 5,000 networks: its fill, ~136 k events, then churn) written once in atom
 into a nats-server store kept in the system's temp folder, or (``--kind alloc``) the projection
 benchmark's log (4 networks, nothing but allocations). Each run is ``netledger projector run
 --once`` from an empty database as its own process; its CPU is split as the projection
-benchmark splits it (bench/projection.py ``_once``: the reader's process, the projecting child,
-the committing grandchild, read from /proc) plus the nats-server's over the same span. Medians
-of ``--repeats`` runs; with ``--ab REV`` that commit's projector runs interleaved with this
-tree's (A B A B ...), on the same server and log.
+benchmark splits it (the reader's process, the projecting child, the committing grandchild)
+plus the nats-server's over the same span: on-CPU time by the scheduler's clock
+(/proc/PID/task/*/schedstat), the kernel's ticks beside it. Medians of ``--repeats`` runs;
+with ``--ab REV`` that commit's projector runs interleaved with this tree's (A B A B ...), on
+the same server and log, and the median of the pairs' differences is printed too.
+
+This machine (2 KVM vCPUs, shared) moves a process's CPU per event by 5-10 % from one run to
+the next whatever the code: a change of a few percent needs many pairs, or an instruction
+count. For that, ``--stages-child --limit N`` runs the writer's steps over the first N messages
+in one process (no NATS, no pipes): under ``valgrind --tool=cachegrind``, the difference of two
+limits divided by their difference is instructions per event (load-independent).
 
     python bench/projector_cpu.py                       # µs/event by process, this tree
     python bench/projector_cpu.py --ab HEAD~2           # interleaved A/B against a commit
+    python bench/projector_cpu.py --ab-args "--batch-size 5000"   # ... against options
     python bench/projector_cpu.py --stages              # in one process, no NATS: projecting
                                                         # and committing steps, µs/event
     python bench/projector_cpu.py --stages --profile    # cProfile of those (top 30, tottime)
@@ -27,6 +35,7 @@ import gc
 import json
 import os
 import pickle
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -111,25 +120,37 @@ def _server(at: Path) -> Any:
     return EmbeddedNats(data_dir=at / "nats", port=free_port())
 
 
-def _times(pid: int) -> tuple[float, float] | None:
-    """(user, system) CPU seconds of a live process, or None once it is gone."""
+def _times(pid: int) -> tuple[float, float, float] | None:
+    """(user, system, on-CPU) seconds of a live process, or None once it is gone. User and
+    system are the kernel's tick accounting (/proc/PID/stat); on-CPU is the scheduler's own
+    clock summed over its threads (/proc/PID/task/*/schedstat), not sampled at ticks (the
+    projector's processes sleep and wake thousands of times a second; the two agreed within
+    1 % here)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        run = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            run += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
         return None
-    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK, run / 1e9
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def one_run(url: str, server_pid: int, where: Path | None, db: Path) -> dict[str, float]:
-    """``projector run --once`` into ``db`` from the netledger at ``where``: CPU seconds by
-    process (user + system, and the system part alone as ``<part> sys``), wall seconds."""
+def one_run(
+    url: str, server_pid: int, where: Path | None, db: Path, extra: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """``projector run --once`` into ``db`` from the netledger at ``where``: on-CPU seconds by
+    process (``<part>``; the scheduler's clock), their system part (``<part> sys``; the
+    kernel's ticks, as ``<part> ticks`` user + system), wall seconds. Each process's figures
+    are its last reading, polled every 10 ms while it runs."""
     from projection import _descendants
 
     boot = "import sys; from netledger.cli import main; sys.exit(main())"
-    argv = [sys.executable, "-c", boot, "--nats", url, "projector", "run", "--once", "--db"]
+    argv = [sys.executable, "-c", boot, "--nats", url, "projector", "run", "--once", *extra]
+    argv.append("--db")
     env = dict(os.environ)
     if where is not None:
         env["PYTHONPATH"] = str(where)
@@ -140,13 +161,13 @@ def one_run(url: str, server_pid: int, where: Path | None, db: Path) -> dict[str
         [*argv, str(db)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
-    seen: dict[int, tuple[int, tuple[float, float]]] = {}
+    seen: dict[int, tuple[int, tuple[float, float, float]]] = {}
     running = threading.Event()
     running.set()
 
     def watch() -> None:
         while running.is_set():
-            for child, depth in _descendants(p.pid):
+            for child, depth in [(p.pid, 0), *_descendants(p.pid)]:
                 got = _times(child)
                 if got is not None:
                     seen[child] = (depth, got)
@@ -155,7 +176,7 @@ def one_run(url: str, server_pid: int, where: Path | None, db: Path) -> dict[str
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        _, status, ru = os.wait4(p.pid, 0)
+        _, status, _ = os.wait4(p.pid, 0)
     finally:
         running.clear()
         watcher.join()
@@ -168,23 +189,17 @@ def one_run(url: str, server_pid: int, where: Path | None, db: Path) -> dict[str
         raise RuntimeError(f"projector run --once failed ({status}): {err[-2000:]}")
     after = _times(server_pid)
     assert after is not None
-    out = {"wall": wall}
+    depths = {"reader": (0, 0), "projecting": (1, 1), "committing": (2, 99)}
     parts = {
-        "reader": (ru.ru_utime, ru.ru_stime),
-        "projecting": tuple(sum(c[i] for d, c in seen.values() if d == 1) for i in (0, 1)),
-        "committing": tuple(sum(c[i] for d, c in seen.values() if d > 1) for i in (0, 1)),
-        "nats-server": (after[0] - before[0], after[1] - before[1]),
+        k: tuple(sum(c[i] for d, c in seen.values() if lo <= d <= hi) for i in range(3))
+        for k, (lo, hi) in depths.items()
     }
-    # wait4's figures are of the reader and every child it waited for: the writer's two
-    # processes (reaped by it and by the projecting process) are in them; taken out here
-    user, system = parts["reader"]
-    for k in ("projecting", "committing"):
-        user -= parts[k][0]
-        system -= parts[k][1]
-    parts["reader"] = (user, system)
-    for k, (u, s_) in parts.items():
-        out[k] = u + s_
-        out[f"{k} sys"] = s_
+    parts["nats-server"] = tuple(a - b for a, b in zip(after, before, strict=True))
+    out = {"wall": wall}
+    for k, (user, system, run) in parts.items():
+        out[k] = run
+        out[f"{k} sys"] = system
+        out[f"{k} ticks"] = user + system
     out["total"] = sum(out[k] for k in PARTS[:-1])
     return out
 
@@ -197,13 +212,26 @@ def _remove(db: Path) -> None:
 def report(name: str, runs: list[dict[str, float]], events: int) -> None:
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     parts = " + ".join(
-        f"{k} {med[k] * 1e6 / events:.1f} ({med[k + ' sys'] * 1e6 / events:.1f} sys)"
+        f"{k} {med[k] * 1e6 / events:.1f} (ticks {med[k + ' ticks'] * 1e6 / events:.1f},"
+        f" {med[k + ' sys'] * 1e6 / events:.1f} sys)"
         for k in PARTS[:-1]
     )
     print(
         f"{name:>12}: {med['total'] * 1e6 / events:5.1f} µs/event ({parts});"
         f" {events / med['wall']:,.0f} events/s wall (median of {len(runs)})"
     )
+
+
+def paired(name: str, other: list[dict[str, float]], this: list[dict[str, float]]) -> None:
+    """This tree against ``other`` run by run (each pair ran one after the other): the median
+    of the pairs' relative differences, which the machine's swings between pairs move less."""
+    diffs = {
+        k: statistics.median(t[k] / o[k] - 1 for o, t in zip(other, this, strict=False))
+        for k in (*PARTS, "wall")
+    }
+    print(f"{'':>12}  this tree vs {name}, median of paired differences: " + ", ".join(
+        f"{k} {v:+.1%}" for k, v in diffs.items()
+    ))  # fmt: skip
 
 
 async def processes(args: argparse.Namespace) -> None:
@@ -222,21 +250,29 @@ async def processes(args: argparse.Namespace) -> None:
         print(f"{events:,} events ({args.kind}), CPU time per event, by process")
         assert server.proc is not None
         here = tree(None)
-        base = tree(args.ab) if args.ab else None
-        runs: dict[str, list[dict[str, float]]] = {"this tree": [], args.ab or "": []}
+        sides: list[tuple[str, Path, tuple[str, ...]]] = []
+        if args.ab:
+            sides.append((args.ab, tree(args.ab), ()))
+        if args.ab_args is not None:
+            sides.append((args.ab_args, here, tuple(shlex.split(args.ab_args))))
+        sides.append(("this tree", here, ()))
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in sides}
         with tempfile.TemporaryDirectory(prefix="nl-projector-cpu-") as d:
             for k in range(args.repeats):
-                for label, where in ((args.ab, base), ("this tree", here)):
-                    if label is None:
-                        continue
-                    db = Path(d) / f"{k}-{len(runs[label])}-{label.replace('/', '_')}.db"
-                    got = await asyncio.to_thread(one_run, server.url, server.proc.pid, where, db)
+                for label, where, extra in sides:
+                    db = Path(d) / f"{k}.db"
+                    got = await asyncio.to_thread(
+                        one_run, server.url, server.proc.pid, where, db, extra
+                    )
                     runs[label].append(got)
                     print(f"  {label}: " + json.dumps({k: round(v, 3) for k, v in got.items()}))
                     await asyncio.to_thread(_remove, db)
         for label, got in runs.items():
             if got:
                 report(label, got, events)
+        for label, got in runs.items():
+            if label != "this tree":
+                paired(label, got, runs["this tree"])
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -409,6 +445,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ab", metavar="REV", help="compare with this commit, interleaved")
+    ap.add_argument(
+        "--ab-args",
+        metavar="ARGS",
+        help="compare with this tree given these `projector run` options",
+    )
     ap.add_argument("--stages", action="store_true", help="the writer's steps in one process")
     ap.add_argument("--profile", action="store_true", help="with --stages: cProfile them")
     ap.add_argument("--top", type=int, default=30)
