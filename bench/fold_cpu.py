@@ -11,6 +11,13 @@ in a fresh process (a fold from an empty state, as a start from sequence 1).
     python bench/fold_cpu.py                      # µs/event: total, fill, churn; by type
     python bench/fold_cpu.py --ab HEAD~3          # interleaved A/B: that commit vs this tree
     python bench/fold_cpu.py --profile            # cProfile of one fold (top 30, tottime)
+    python bench/fold_cpu.py --tail 10000 --ab HEAD~1   # a start from a snapshot: its tail
+
+``--tail N`` measures what a start from a snapshot folds (bench/history_service.py's
+``service_from_snapshot``): the fold of all but the last ``N`` events, written as a snapshot and
+loaded (the cyclic GC frozen after it, as ``CommandService.start``), then the last ``N`` —
+``prepare`` (what the fold builds before its first message, ms: the start overlaps it with the
+child's consumer creation), ``first`` (the first message, ms) and ``tail`` (µs/event).
 
 Issue 13 wants the fold at >= 0.6 of the raw read rate: <= ~7 µs/event here at a raw read of
 ~130-170 k events/s. The other process of the start, the catch-up child, pays ~10 µs of CPU a
@@ -86,10 +93,11 @@ def service() -> Any:
 
 
 def frames(messages: list[tuple[int, str, bytes]]) -> list[bytes]:
-    return [
-        pickle.dumps(("msgs", messages[i : i + CHUNK]), protocol=pickle.HIGHEST_PROTOCOL)
-        for i in range(0, len(messages), CHUNK)
-    ]
+    """The child's frames of ``messages`` as the measured tree's child writes them (its
+    ``frame``), without their length."""
+    from netledger.journal.catchup import frame
+
+    return [frame(("msgs", messages[i : i + CHUNK]))[4:] for i in range(0, len(messages), CHUNK)]
 
 
 def fold(messages: list[tuple[int, str, bytes]], fill: int) -> dict[str, float]:
@@ -120,6 +128,68 @@ def fold(messages: list[tuple[int, str, bytes]], fill: int) -> dict[str, float]:
         "total": 1e6 * sum(times) / n,
         "fill": 1e6 * times[0] / fill,
         "churn": 1e6 * times[1] / c if c else 0.0,
+    }
+
+
+def snapshot_of(messages: list[tuple[int, str, bytes]], n: int, args: argparse.Namespace) -> Path:
+    """The snapshot body of the fold of all but the last ``n`` messages (made once, by this
+    tree, and kept in the system's temp folder: each measuring process only loads it, as a
+    start does — nothing of the fold before it is warm there)."""
+    from netledger.events import snapshot
+
+    path = Path(tempfile.gettempdir()) / (
+        f"netledger-fold-cpu-{args.events}-{args.seed}-tail{n}"
+        f"-f{snapshot.SNAPSHOT_FORMAT}-v{snapshot.FOLD_VERSION}.snapshot"
+    )
+    if not path.exists():
+        svc = service()
+        gc.disable()
+        for seq, subject, data in messages[:-n]:
+            svc._fold_raw(seq, subject, data)
+        body = snapshot.dumps(svc.state, svc.seen, seq=messages[-n - 1][0], stream="S", created="c")
+        gc.enable()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(body)
+        tmp.replace(path)
+    return path
+
+
+def tail(messages: list[tuple[int, str, bytes]], n: int, path: Path) -> dict[str, float]:
+    """A start from the snapshot at ``path`` (:func:`snapshot_of`), then the fold of the last
+    ``n`` messages: CPU ms of ``prepare`` and of the first message, µs per event of the rest."""
+    from netledger.events import snapshot
+    from netledger.service import service as module
+
+    svc = service()
+    rest = frames(messages[-n:])
+    body = path.read_bytes()
+    snap = snapshot.loads(body, sha256=snapshot.digest(body), stream="S", created="c")
+    svc.state, svc.seen = snap.state, snap.seen
+    gc.freeze()  # (CommandService.start)
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], module.CATCH_UP_GC[0]), *module.CATCH_UP_GC[1:])
+    try:
+        t = time.process_time()
+        prepare = getattr(module, "_prepare_fold_raw", None)  # (a tree from before it)
+        if prepare is not None:
+            prepare()
+        t1 = t2 = time.process_time()
+        fold_raw = svc._fold_raw
+        for i, frame in enumerate(rest):
+            _, msgs = pickle.loads(frame)
+            for seq, subject, data in msgs:
+                fold_raw(seq, subject, data)
+                if i == 0 and seq == msgs[0][0]:
+                    t2 = time.process_time()
+        t3 = time.process_time()
+    finally:
+        gc.set_threshold(*threshold)
+    if svc.rejected_total:
+        raise AssertionError(f"{svc.rejected_total} rejected: {list(svc.rejected)[:3]}")
+    return {
+        "tail": 1e6 * (t3 - t2) / (n - 1),
+        "prepare": 1e3 * (t1 - t),
+        "first": 1e3 * (t2 - t1),
     }
 
 
@@ -179,6 +249,8 @@ def links(work: Path, at: Path) -> Path:
 def child(args: argparse.Namespace, path: Path | None) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", "--events", str(args.events)]
     cmd += ["--seed", str(args.seed)]
+    if args.tail:
+        cmd += ["--tail", str(args.tail)]
     if path is not None:
         cmd += ["--tree", str(path)]
     # One hash seed for every run: the dicts of the fold then collide alike in each.
@@ -191,6 +263,13 @@ def child(args: argparse.Namespace, path: Path | None) -> dict[str, float]:
 def report(name: str, runs: list[dict[str, float]]) -> None:
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     low = {k: min(r[k] for r in runs) for k in runs[0]}
+    if "tail" in med:
+        print(
+            f"{name:>12}: median {med['tail']:6.2f} µs/event of the tail, prepare"
+            f" {med['prepare']:.1f} ms, first message {med['first']:.1f} ms; min {low['tail']:.2f}"
+            f" µs/event, {low['prepare'] + low['first']:.1f} ms before the second message"
+        )
+        return
     print(
         f"{name:>12}: median {med['total']:6.2f} µs/event (fill {med['fill']:.2f}, churn"
         f" {med['churn']:.2f}); min {low['total']:.2f} (fill {low['fill']:.2f}, churn"
@@ -206,6 +285,7 @@ def main() -> None:
     ap.add_argument("--ab", metavar="REV", help="compare with this commit, interleaved")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--no-types", action="store_true", help="skip the by-type table")
+    ap.add_argument("--tail", type=int, default=0, help="a start from a snapshot + this tail")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -213,7 +293,10 @@ def main() -> None:
         sys.path.insert(0, args.tree)
     messages, fill = history(args.events, args.seed)
     if args.child:
-        print(json.dumps(fold(messages, fill)))
+        if args.tail:
+            print(json.dumps(tail(messages, args.tail, snapshot_of(messages, args.tail, args))))
+        else:
+            print(json.dumps(fold(messages, fill)))
         return
     if args.profile:
         import cProfile
@@ -224,6 +307,8 @@ def main() -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return
     print(f"{len(messages):,} events ({fill:,} fill, {len(messages) - fill:,} churn), CPU time")
+    if args.tail:
+        snapshot_of(messages, args.tail, args)  # made once, by this tree
     name = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
     here = links(REPO, Path(tempfile.gettempdir()) / "netledger-fold-cpu-trees" / f"here-{name}")
     base = tree(args.ab) if args.ab else None
@@ -235,7 +320,7 @@ def main() -> None:
     if base is not None:
         report(args.ab, runs[args.ab])
     report("this tree", runs["this tree"])
-    if not args.no_types:
+    if not args.no_types and not args.tail:
         print(f"\n{'type':<26}{'events':>9}{'µs/event':>10}{'share':>8}")
         types = by_type(messages)
         total = sum(n * us for n, us in types.values())
