@@ -80,7 +80,7 @@ async def service_ready(st: Stack, extra: list[str]) -> tuple[float, float, str,
     f = _FOLD.search(logged)
     fold = float(f.group(2)) if f else 0.0
     if f:
-        said += f", the fold alone {fold:.2f} s for {int(f.group(1)):,} events"
+        said += f", the fold alone {fold:.3f} s for {int(f.group(1)):,} events"
     return ready, mb, said, fold
 
 
@@ -97,7 +97,7 @@ def fold_row(label: str, events: int, folds: list[float], raw: float) -> Row:
         "events/s",
         raw / fold,
         "raw read of the same events",
-        f"{fold:.2f} s vs raw {raw:.2f} s (goal >= 0.6)",
+        f"{fold:.3f} s vs raw {raw:.3f} s (goal >= 0.6)",
     )
 
 

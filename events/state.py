@@ -48,6 +48,7 @@ from .state_hosts import HostsFold, superseded
 from .state_network import NO_JOINS, FixedIp, NetworkState, network_state, serving_hosts
 from .state_offsets import OffsetPool, overlap, parse_cidr
 from .types import (
+    EVENT_TYPES,
     Event,
     FixedIpAllocated,
     FixedIpDeallocated,
@@ -650,6 +651,14 @@ _SUBJECT_FIELDS: dict[Callable[..., str], str | None] = {
 _Plan = tuple[Callable[[State, Any, int], None] | None, str | None, Callable[[Any], str] | None]
 #: event class -> its plan, made at its first message
 _PLANS: dict[type, _Plan] = {}
+
+
+def plan_fold_wire() -> None:
+    """Make :meth:`State.fold_wire`'s plan of every registered event class now rather than at
+    its first message (see :func:`~.wire_fast.prepare_wire_of`)."""
+    for cls in list(EVENT_TYPES.values()):
+        if cls not in _PLANS:
+            _PLANS[cls] = _plan(cls)
 
 
 def _plan(cls: type[Event]) -> _Plan:

@@ -330,7 +330,7 @@ async def test_the_reader_takes_stored_messages_from_the_parser(
     """The child's reader (``catchup._read``, run here in this process on a connection of its
     own, writing its frames to a file) hands stored messages from nats-py's parser straight to
     its handler (journal/fastread.py), and the frames hold every message through ``upto`` in
-    order."""
+    order: the first ones small (the fold starts after 32 messages, not 512), then doubling."""
     import pickle
     import struct
 
@@ -349,11 +349,39 @@ async def test_the_reader_takes_stored_messages_from_the_parser(
         await own.close()
     assert "_process_msg" in vars(own.nc), "stored messages took nats-py's callback path"
     assert reached == end - 5
-    data, got = out.read_bytes(), []
+    data, got, sizes = out.read_bytes(), [], []
     while data:
         (n,) = struct.unpack_from("<I", data)
         kind, value = pickle.loads(data[4 : 4 + n])
         data = data[4 + n :]
         if kind == "msgs":
             got += [seq for seq, _, _ in value]
+            sizes.append(len(value))
     assert got == list(range(3, end - 4))
+    assert sizes[:6] == [32, 64, 128, 256, 512, 512]
+    assert catchup.FIRST_CHUNK == 32 and catchup.CHUNK == 512
+
+
+async def test_the_fold_is_prepared_while_the_child_starts_reading(conn: Connection) -> None:
+    """``prepare`` runs once the child is asked for the stretch, before the first message is
+    folded; one that fails changes nothing (the fold builds what it needs at its first
+    message)."""
+    from netledger.journal.catchup import Reader
+
+    end = await _history(conn)
+    for fails in (False, True):
+        folded: list[int] = []
+        prepared: list[int] = []
+
+        def prepare(
+            fails: bool = fails, folded: list[int] = folded, prepared: list[int] = prepared
+        ) -> None:
+            prepared.append(len(folded))
+            if fails:
+                raise RuntimeError("a bug")
+
+        reader = Reader.fork(conn)
+        assert reader is not None
+        got = await reader.read(1, end, lambda seq, s, d, f=folded: f.append(seq), prepare=prepare)
+        assert got == (end, end) and folded == list(range(1, end + 1)) and prepared == [0]
+    assert not _forked_children()
