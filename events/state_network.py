@@ -9,15 +9,40 @@ deciders only read them.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 import netaddr
 from netaddr.strategy import ipv4, ipv6
 
 from .state_offsets import OffsetPool, ip_int_of, ipv4_int, parse_cidr
 from .types import NetworkCreated
+
+_T = TypeVar("_T")
+
+
+class _cached(Generic[_T]):
+    """``functools.cached_property`` without the lock Python 3.11's takes at every first access
+    (the fold is single-threaded): a start from a snapshot touches each network's ``base`` and
+    ``size`` first in its tail, where they were ~6% of the fold of a 10,000-event tail."""
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _cached[_T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _cached[_T]:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)  # read from there from now on
+        return value
 
 
 @dataclass(slots=True)
@@ -106,13 +131,15 @@ class NetworkState:
             raise ValueError(f"{address} is not in network {self.network_id} ({self.ipnet})")
         return offset
 
-    @functools.cached_property
+    @_cached
     def size(self) -> int:
-        """How many IPv4 addresses the network has (netaddr computes ``size`` at each call)."""
+        """How many IPv4 addresses the network has (netaddr computes ``size`` at each call,
+        from ``first`` and ``last``: 0.7 us, where its prefix length gives it in 0.2)."""
         assert self.ipnet is not None, "an IPv6-only network has no IPv4 offsets"
-        return int(self.ipnet.size)
+        width = 32 if self.ipnet.version == 4 else 128
+        return 1 << (width - int(self.ipnet.prefixlen))
 
-    @functools.cached_property
+    @_cached
     def base(self) -> int:
         assert self.ipnet is not None, "an IPv6-only network has no IPv4 offsets"
         return int(self.ipnet.first)  # the network address (no IPAddress built)
@@ -127,7 +154,7 @@ class NetworkState:
     def v6_only(self) -> bool:
         return self.ipnet is None
 
-    @functools.cached_property
+    @_cached
     def base6(self) -> int:
         assert self.ipnet6 is not None, "a network without IPv6 has no IPv6 offsets"
         return int(self.ipnet6.network)

@@ -39,3 +39,17 @@ def test_ipv6_address_at_an_offset_is_netaddrs(value: int, offset: int) -> None:
     address = n.address6(offset)
     assert address == str(netaddr.IPAddress(int(ipnet6.network) + offset, 6))
     assert n.offset6(address) == offset
+
+
+@given(st.sampled_from([4, 6]), st.integers(0, (1 << 128) - 1), st.integers(0, 128))
+def test_size_and_base_are_netaddrs(version: int, value: int, prefix: int) -> None:
+    """Computed once per network, from its prefix length (the fold's first touch of each network
+    after a snapshot), as netaddr computes them — whatever address the CIDR was written with."""
+    width = 32 if version == 4 else 128
+    ipnet = netaddr.IPNetwork(
+        f"{netaddr.IPAddress(value % (1 << width), version)}/{prefix % (width + 1)}"
+    )
+    n = NetworkState(net=None, ipnet=ipnet, pool=OffsetPool(0, 0, frozenset()))  # type: ignore[arg-type]
+    assert (n.size, n.base) == (ipnet.size, int(ipnet.first))
+    assert (n.size, n.base) == (ipnet.size, int(ipnet.first))  # kept
+    assert vars(n)["size"] == ipnet.size and vars(n)["base"] == int(ipnet.first)
