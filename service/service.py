@@ -278,9 +278,6 @@ class CommandService(Lanes, Requests):
             if reader is not None:
                 await reader.close()
         self.ready_seconds = round(time.monotonic() - t0, 3)
-        # The fold is hundreds of thousands of long-lived objects in no reference cycle: keep
-        # the cyclic GC from walking them all again at every full collection.
-        gc.freeze()
         try:
             book = HeartbeatBook(self.conn)
             await book.start()
@@ -406,9 +403,11 @@ class CommandService(Lanes, Requests):
             await self.follower.catch_up(timeout=None)
             prune(self.state, self.follower.applied_seq)  # (what the catch-up child read)
         finally:
-            # Frozen before the usual threshold is back: else the first allocations after it
-            # ran a young collection over every object the catch-up made (7-11 ms of a start
-            # from a snapshot plus a 10,000-event tail, helper h94). start() freezes again.
+            # The fold is hundreds of thousands of long-lived objects in no reference cycle:
+            # frozen, so that the cyclic GC never walks them all again at a full collection —
+            # and before the usual threshold is back, else the first allocations after it ran
+            # a young collection over every object the catch-up made (7-11 ms of a start from
+            # a snapshot plus a 10,000-event tail, helper h94).
             gc.freeze()
             gc.set_threshold(*threshold)
         self.fold_report = FoldReport(
