@@ -482,7 +482,11 @@ async def _read_once(
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
         left = int(info.num_pending or 0) + int(delivered or 0)
         last = start - 1
-        while left > 0:
+        # ... and what the consumers before it delivered (below ``base``: nats-py starts the
+        # new one after the last message it received) is in the buffer or on its way there,
+        # counted or not: with nothing left from ``base`` on, the read ended without it
+        # (review h102: a share read as empty).
+        while left > 0 or last < base - 1:
             if not buf:
                 arrived.clear()
                 try:
