@@ -95,3 +95,33 @@ async def test_a_read_recreated_before_asking_with_nothing_to_read_ends(
     swaps = recreated_before_asking(monkeypatch, conn, 0)
     got = [m[0] async for m in iter_subject(conn, SUBJECT, start, start)]
     assert got == [] and len(swaps) == 1
+
+
+@pytest.mark.parametrize(
+    "subject", [SUBJECT, "netledger.evt.network.>", "netledger.evt.network.99"]
+)
+async def test_the_seams_of_a_read_that_loses_its_first_consumers(
+    conn: Connection, nats_url: str, monkeypatch: pytest.MonkeyPatch, subject: str
+) -> None:
+    """The other seams of b301f19: a filter of several subjects, a subject with nothing in the
+    stretch, a read bounded before the stream's end (more of the subject after it) — with
+    the first two consumers deleted on the server before the read asks about them (404)."""
+    from tests.journal.test_read_consumer_lost import Deleter, after_subscribing
+
+    await fill(conn, 30)
+    stored = [
+        (m.seq, m.subject) for m in [await conn.js.get_msg(conn.stream, s) for s in range(1, 31)]
+    ]
+    await fill(conn, 9)  # past the read's end
+    deleter = Deleter(nats_url, conn.stream)
+    after_subscribing(
+        monkeypatch, lambda sub: deleter.delete(sub._consumer) if len(deleter.deleted) < 2 else None
+    )
+    got = [(m[0], m[1]) async for m in iter_subject(conn, subject, 4, 30)]
+    want = [
+        (seq, s)
+        for seq, s in stored
+        if seq >= 4 and (s == subject or (subject.endswith(">") and s.startswith(subject[:-1])))
+    ]
+    assert got == want
+    assert len(deleter.deleted) == 2
