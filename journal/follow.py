@@ -415,6 +415,8 @@ async def iter_subject(
                     yield m
             return
         except _ConsumerLost as exc:
+            if nxt > upto:
+                return  # everything asked for was yielded before the loss
             lost += 1
             if lost >= READ_ATTEMPTS:
                 raise Unavailable(
@@ -486,7 +488,9 @@ async def _read_once(
         # new one after the last message it received) is in the buffer or on its way there,
         # counted or not: with nothing left from ``base`` on, the read ended without it
         # (review h102: a share read as empty).
-        while left > 0 or last < base - 1:
+        # Done at ``upto``: what the consumer counts beyond it is not this read's (waiting for
+        # it, a consumer lost then stalled the read 30 s and made a needless new one).
+        while last < upto and (left > 0 or last < base - 1):
             if not buf:
                 arrived.clear()
                 try:
