@@ -24,7 +24,8 @@ limits divided by their difference is instructions per event (load-independent).
                                                         # and committing steps, µs/event
     python bench/projector_cpu.py --stages --profile    # cProfile of those (top 30, tottime)
 
-The floor any Python projector of this schema pays is bench/projection_floor.py's (README §4).
+The floor any Python projector of this schema pays is bench/projection_floor.py's (README §4);
+bench/sqlite_floor.py measures its insert each way and the floor with each.
 """
 
 from __future__ import annotations
