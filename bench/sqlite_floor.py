@@ -462,6 +462,8 @@ def main() -> None:
         f"  raw read: {rate:,.0f}/s measured (the fastest of {args.repeats}),"
         f" {own:,.0f}/s by its CPU ({read * 1e6:.2f} µs/message)"
     )
+    if rate < 0.8 * own:
+        print("  (the read waited for the CPU: the machine is busy, take the ratios by its CPU)")
     bounds = {
         "projection_floor's (executemany)": (old["decode"], old["row"], old["insert"]),
         "the projector's insert (values)": (
