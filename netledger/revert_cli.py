@@ -2,7 +2,9 @@
 
 The client side of :mod:`netledger.events.revert`: it finds the stored events (by command id:
 through the projection's events index with ``--db``, else by scanning the stream with an
-ordered consumer; by sequence: every event after N, within ``--scope``), and for the
+ordered consumer — from the first message stored at ``--since`` (a direct get by time: the
+read follows the command's age, not the log's), or from seq 1; by sequence: every event after
+N, within ``--scope``), and for the
 deallocations among them the project of the allocation each ended (:func:`owners_of`), sends
 them in one ``revert`` (or ``revert.plan`` for ``--dry-run``) command, and prints the service's
 decision.
@@ -12,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ import netledger.events.revert_events  # noqa: F401  (every netledger process de
 from netledger.common.output import emit
 from netledger.common.settings import Settings, pass_settings, run
 from netledger.events.codec import decode
-from netledger.events.errors import DecodeError, NetledgerError
+from netledger.events.errors import DecodeError, NetledgerError, ValidationError
 from netledger.events.ids import network_subject
 from netledger.events.revert import (
     MAX_REVERT_EVENTS,
@@ -38,39 +43,116 @@ from netledger.events.revert_events import ChangeReverted
 from netledger.events.types import FixedIpAllocated, FixedIpDeallocated
 from netledger.journal.follow import iter_subject
 from netledger.journal.stream import Connection, connect, last_seq
+from netledger.replay.cli import moment_callback
 from netledger.service.client import Client
+
+#: How far the service's clock (which stamps an event's time) and the server's (which stamps
+#: its store time, what a read by time starts from) may differ: a read from ``--since`` starts
+#: this much earlier, so an event stamped at ``--since`` is read even if stored "before" it.
+CLOCK_SLACK_S = 60.0
 
 
 class AlreadyReverted(NetledgerError):
     code = "already_reverted"
 
 
-def _stored(seq: int, subject: str, data: bytes) -> StoredEvent | None:
+class ConflictingOptions(ValidationError):
+    code = "conflicting_options"
+
+
+@dataclass
+class LogRead:
+    """What a revert read of the log, reported with its result (``log_messages_read``): an
+    operator (and a test) sees whether the read followed the command or the log's age."""
+
+    messages: int = 0
+    #: the earliest time an event kept carries (its envelope's, set by the service)
+    earliest: float | None = None
+
+    def kept(self, time: float) -> None:
+        self.earliest = time if self.earliest is None else min(self.earliest, time)
+
+
+Keep = Callable[[StoredEvent], bool]
+
+
+def _stored_at(seq: int, subject: str, data: bytes) -> tuple[StoredEvent, float] | None:
+    """The stored event and the time it carries, or None for what there is nothing to undo."""
     try:
         env = decode(data)
     except DecodeError:
         return None  # the service rejected it too: there is nothing to undo
     if subject.startswith("netledger.evt.host."):
         return None  # what an executor did: it converges on the state after the revert
-    return StoredEvent(seq, subject, env.event, env.command_id)
+    return StoredEvent(seq, subject, env.event, env.command_id), env.time
 
 
-async def _scan(conn: Connection, from_seq: int, keep: Any) -> list[StoredEvent]:
+def _stored(seq: int, subject: str, data: bytes) -> StoredEvent | None:
+    got = _stored_at(seq, subject, data)
+    return None if got is None else got[0]
+
+
+async def _scan(
+    conn: Connection,
+    from_seq: int,
+    keep: Keep,
+    read: LogRead | None = None,
+    to_seq: int | None = None,
+) -> list[StoredEvent]:
+    """The events ``keep`` takes among the messages ``from_seq``..``to_seq`` (default: the
+    stream's last now)."""
     from netledger.replay.reader import read_range
 
+    read = LogRead() if read is None else read
     out: list[StoredEvent] = []
-    end = await last_seq(conn)
+    end = await last_seq(conn) if to_seq is None else to_seq
     async for m in read_range(conn, from_seq, end):
-        s = _stored(m.seq, m.subject, m.data)
-        if s is not None and keep(s):
-            out.append(s)
+        read.messages += 1
+        got = _stored_at(m.seq, m.subject, m.data)
+        if got is not None and keep(got[0]):
+            out.append(got[0])
+            read.kept(got[1])
     return out
 
 
-async def _by_seqs(conn: Connection, seqs: list[int]) -> list[StoredEvent]:
+def _earlier(moment: float, slack: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(moment - slack, datetime.UTC)
+
+
+async def _scan_since(
+    conn: Connection, since: datetime.datetime, keep: Keep, read: LogRead, slack: float
+) -> list[StoredEvent]:
+    """The events ``keep`` takes among the messages stored from ``since`` (less ``slack``) on:
+    the start found by one direct get by time, so the read costs what was stored since, not
+    the log's age.
+
+    A command's events all carry the time the service decided it, stamped before the server
+    stores them. An event kept here carrying a time before the read's start belongs to a
+    command begun earlier (``--since`` given inside it), whose first events may lie before the
+    start: the read goes back to that time (less ``slack``) for them — never half a command
+    reverted under its marker, which could never be reverted whole."""
+    from netledger.replay.reader import first_seq_at
+
+    bound = since.timestamp()
+    start = await first_seq_at(conn, _earlier(bound, slack))
+    if start is None:
+        return []  # nothing stored since
+    found = await _scan(conn, start, keep, read)
+    while read.earliest is not None and read.earliest < bound:
+        bound = read.earliest
+        earlier = await first_seq_at(conn, _earlier(bound, slack))
+        if earlier is None or earlier >= start:
+            break
+        found = await _scan(conn, earlier, keep, read, start - 1) + found
+        start = earlier
+    return found
+
+
+async def _by_seqs(conn: Connection, seqs: list[int], read: LogRead) -> list[StoredEvent]:
     out: list[StoredEvent] = []
     for seq in seqs:
         raw = await conn.js.get_msg(conn.stream, seq)
+        read.messages += 1
         s = _stored(seq, str(raw.subject), raw.data or b"")
         if s is not None:
             out.append(s)
@@ -100,23 +182,36 @@ def _index_seqs(db: Path, *command_ids: str) -> tuple[list[int], int]:
 
 
 async def events_of_command(
-    conn: Connection, command_id: str, db: Path | None = None
+    conn: Connection,
+    command_id: str,
+    db: Path | None = None,
+    *,
+    since: datetime.datetime | None = None,
+    read: LogRead | None = None,
+    slack: float = CLOCK_SLACK_S,
 ) -> tuple[list[StoredEvent], list[StoredEvent]]:
-    """(the events of ``command_id``, the revert marker(s) already naming it)."""
+    """(the events of ``command_id``, the revert marker(s) already naming it): through the
+    projection ``db``, else from the messages stored since ``since`` (its markers come after
+    it: there too), else from the whole log."""
     mine = command_id_for(command_id, None, None, None)
+    read = LogRead() if read is None else read
+
+    def keep(s: StoredEvent) -> bool:
+        return s.command_id in (command_id, mine)
+
     if db is not None:
         # The index up to the projection's checkpoint, the log after it: a projection may have
         # stopped inside the command's atomic batch (it commits at any sequence), and half a
         # command reverted under its marker could never be reverted whole (found by review).
         seqs, upto = _index_seqs(db, command_id, mine)
-        both = await _by_seqs(conn, seqs)
-        both += await _scan(conn, upto + 1, lambda s: s.command_id in (command_id, mine))
-        events = [s for s in both if s.command_id == command_id]
-        marks = [s for s in both if s.command_id == mine]
+        both = await _by_seqs(conn, seqs, read)
+        both += await _scan(conn, upto + 1, keep, read)
+    elif since is not None:
+        both = await _scan_since(conn, since, keep, read, slack)
     else:
-        both = await _scan(conn, 1, lambda s: s.command_id in (command_id, mine))
-        events = [s for s in both if s.command_id == command_id]
-        marks = [s for s in both if s.command_id == mine]
+        both = await _scan(conn, 1, keep, read)
+    events = [s for s in both if s.command_id == command_id]
+    marks = [s for s in both if s.command_id == mine]
     return events, [s for s in marks if isinstance(s.event, ChangeReverted)]
 
 
@@ -161,7 +256,7 @@ def _index_allocations(db: Path, deallocs: list[StoredEvent]) -> tuple[list[int]
 
 
 async def _read_allocations(
-    conn: Connection, deallocs: list[StoredEvent], start: int
+    conn: Connection, deallocs: list[StoredEvent], start: int, read: LogRead
 ) -> list[StoredEvent]:
     """The allocation each of ``deallocs`` ended, if stored from ``start`` on: read from its
     network's subject up to it (one subject: served from the server's index, not a scan of
@@ -178,6 +273,7 @@ async def _read_allocations(
         async for seq, subject, data, _msg in iter_subject(
             conn, network_subject(network_id), start, max(wanted)
         ):
+            read.messages += 1
             if seq in wanted:
                 found = newest.get(wanted[seq])
                 if found is not None:
@@ -209,7 +305,10 @@ def _owners(deallocs: list[StoredEvent], allocations: list[StoredEvent]) -> dict
 
 
 async def owners_of(
-    conn: Connection, events: list[StoredEvent], db: Path | None = None
+    conn: Connection,
+    events: list[StoredEvent],
+    db: Path | None = None,
+    read: LogRead | None = None,
 ) -> dict[int, str | None]:
     """Whose the addresses deallocated among ``events`` were: the project of the allocation
     each deallocation ended, where ``events`` does not hold it, by the deallocation's seq.
@@ -217,6 +316,7 @@ async def owners_of(
     project (``FixedIpDeallocated`` records none; docs/revert.md). With ``db`` through the
     projection's events index up to its checkpoint and from the network's subject after it,
     else from the network's subject."""
+    read = LogRead() if read is None else read
     deallocs = _undone_in(events)
     if not deallocs:
         return {}
@@ -224,16 +324,18 @@ async def owners_of(
     start = 1
     if db is not None:
         seqs, upto = _index_allocations(db, deallocs)
-        found = await _by_seqs(conn, seqs)
+        found = await _by_seqs(conn, seqs, read)
         start = upto + 1
     later = [s for s in deallocs if s.seq >= start]
-    found += await _read_allocations(conn, later, start)
+    found += await _read_allocations(conn, later, start, read)
     return _owners(deallocs, found)
 
 
-async def events_after(conn: Connection, after_seq: int, scope: str | None) -> list[StoredEvent]:
+async def events_after(
+    conn: Connection, after_seq: int, scope: str | None, read: LogRead | None = None
+) -> list[StoredEvent]:
     instances: set[str] = set()
-    return await _scan(conn, after_seq + 1, lambda s: in_scope(s.event, scope, instances))
+    return await _scan(conn, after_seq + 1, lambda s: in_scope(s.event, scope, instances), read)
 
 
 async def revert(
@@ -244,13 +346,30 @@ async def revert(
     to_seq: int | None = None,
     scope: str | None = None,
     db: Path | None = None,
+    since: datetime.datetime | None = None,
     dry_run: bool = False,
+    slack: float = CLOCK_SLACK_S,
 ) -> dict[str, Any]:
-    """Read the events to undo, have the service decide (and append unless ``dry_run``)."""
+    """Read the events to undo, have the service decide (and append unless ``dry_run``).
+
+    The result is the service's answer with ``log_messages_read``: the messages this read of
+    the log (by sequence, by time, by subject) to find the events and their owners."""
     if (command_id is None) == (to_seq is None):
-        raise NetledgerError("give exactly one of --command-id and --to-seq")
+        raise ConflictingOptions("give exactly one of --command-id and --to-seq")
+    if since is not None and command_id is None:
+        raise ConflictingOptions("--since finds a command's events: give it with --command-id")
+    if since is not None and db is not None:
+        raise ConflictingOptions(
+            "give --db or --since, not both: the projection's index finds the command's events"
+            " without reading the log"
+        )
+    if since is not None and since.tzinfo is None:
+        raise ValueError("'since' must be timezone-aware")
+    read = LogRead()
     if command_id is not None:
-        events, marks = await events_of_command(conn, command_id, db)
+        events, marks = await events_of_command(
+            conn, command_id, db, since=since, read=read, slack=slack
+        )
         if marks:
             raise AlreadyReverted(
                 f"command {command_id} was already reverted (marker #{marks[0].seq},"
@@ -262,7 +381,7 @@ async def revert(
         upto = None
     else:
         assert to_seq is not None
-        events = await events_after(conn, to_seq, scope)
+        events = await events_after(conn, to_seq, scope, read)
         upto = max((s.seq for s in events), default=to_seq)
     if not events:
         what = (
@@ -270,9 +389,14 @@ async def revert(
             if command_id is not None
             else f"the log holds no events after seq {to_seq}"
         )
-        raise NothingToRevert(
-            f"nothing to revert: {what}" + (f" within scope {scope}" if scope is not None else "")
-        )
+        if scope is not None:
+            what += f" within scope {scope}"
+        if since is not None:
+            what += (
+                f" stored since {since.isoformat()} (give an earlier --since: at or before the"
+                " command's time, as `netledger audit` shows it)"
+            )
+        raise NothingToRevert(f"nothing to revert: {what}")
     if len(events) > MAX_REVERT_EVENTS:
         raise RevertTooLarge(
             f"{len(events)} events to revert; at most {MAX_REVERT_EVENTS} fit one atomic batch:"
@@ -286,14 +410,15 @@ async def revert(
         "scope": scope,
         "events": pack_events(events),
     }
-    owners = await owners_of(conn, events, db)
+    owners = await owners_of(conn, events, db, read)
     if owners:
         args["owners"] = pack_owners(owners)
     rid = command_id_for(command_id, to_seq, upto, scope)
     name = "revert.plan" if dry_run else "revert"
     for attempt in range(50):
         try:
-            return await client.request(name, args, command_id=rid)
+            answer = await client.request(name, args, command_id=rid)
+            return {**answer, "log_messages_read": read.messages}
         except NetledgerError as err:
             if err.code != "service_behind" or attempt == 49:
                 raise
@@ -339,6 +464,14 @@ def render(result: dict[str, Any]) -> str:
     help="Find the command's events (and the allocations the deallocations among them ended)"
     " through this projection's events index (else read the log).",
 )
+@click.option(
+    "--since",
+    callback=moment_callback("--since"),
+    help="Without --db: look for the command's events only among the messages stored from"
+    " this time on (ISO 8601 with a time zone; at or before the command's time, as"
+    " `netledger audit` shows it): the read then costs what was stored since, not the whole"
+    " log.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the compensating events; append nothing.")
 @pass_settings
 def revert_cmd(
@@ -347,6 +480,7 @@ def revert_cmd(
     to_seq: int | None,
     scope: tuple[str, str] | None,
     db: Path | None,
+    since: datetime.datetime | None,
     dry_run: bool,
 ) -> None:
     """Undo a change by appending compensating events, checked against the current state.
@@ -358,6 +492,12 @@ def revert_cmd(
     revert-<ID> (revert-seq-N-M[-scope]); a revert that later changes make impossible is
     refused with the reasons and appends nothing. DHCP leases/releases and host events are
     left as they are. The history keeps both; `netledger audit` shows the link.
+
+    Finding a command's events: with --db through the projection's events index (and the
+    log after its checkpoint); else by reading the log — from the first message stored at
+    --since (found by time, not by reading: a minute earlier, for clock differences; further
+    back if the command began before it), else from its first message, a read as long as
+    the log is old. The result says how many messages were read (log_messages_read).
     """
     scope_s = f"{scope[0]}:{scope[1]}" if scope else None
 
@@ -371,12 +511,20 @@ def revert_cmd(
                 to_seq=to_seq,
                 scope=scope_s,
                 db=db,
+                since=since,
                 dry_run=dry_run,
             )
         finally:
             await conn.close()
 
     result = run(settings, go)
+    if command_id is not None and db is None and since is None:
+        click.echo(
+            f"netledger: read the whole log ({result['log_messages_read']} messages) for command"
+            f" {command_id}; --since TIME (at or before the command's time, as `netledger audit`"
+            " shows it) or --db PROJECTION bounds that read",
+            err=True,
+        )
     emit(result, text=render(result))
 
 

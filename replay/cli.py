@@ -18,7 +18,7 @@ from netledger.common.settings import Settings, pass_settings, run
 from .errors import ProjectionMismatch, SnapshotMismatch, SnapshotUnusable
 
 
-def _moment(
+def moment_callback(
     what: str, end: bool = False
 ) -> Callable[[click.Context, click.Parameter, str | None], Any]:
     """A click callback turning an ISO 8601 option into an aware datetime (naive refused);
@@ -79,7 +79,7 @@ DB_OPTION = click.option(
 @click.option("--to-seq", type=click.IntRange(0), help="Stop after this stream sequence.")
 @click.option(
     "--at",
-    callback=_moment("--at", end=True),
+    callback=moment_callback("--at", end=True),
     help="Stop at the last message stored at or before this moment (ISO 8601 with a time zone,"
     " e.g. 2026-05-01T10:00:00Z).",
 )
@@ -128,10 +128,12 @@ def replay_cmd(
 @click.command("audit")
 @click.argument("kind", type=click.Choice(["address", "instance", "project", "network", "host"]))
 @click.argument("value")
-@click.option("--since", callback=_moment("--since"), help="Only events at or after this time.")
+@click.option(
+    "--since", callback=moment_callback("--since"), help="Only events at or after this time."
+)
 @click.option(
     "--until",
-    callback=_moment("--until", end=True),
+    callback=moment_callback("--until", end=True),
     help="Only events at or before this time (to the unit it is written to: 10:00:00Z is"
     " the whole second).",
 )

@@ -11,6 +11,8 @@ stays flat however long the stream.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,14 +21,18 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from netledger.events.errors import Unavailable
 from netledger.events.ids import ALL_EVENTS
-from netledger.journal.stream import Connection, last_seq, seed_ordered
+from netledger.journal.stream import Connection, last_seq, retrying, seed_ordered
 
 from .errors import SeqBeyondStream
 
 log = logging.getLogger("netledger.replay")
 
 QUEUE_SIZE = 5000
+
+#: How long the server may take to answer a direct get.
+GET_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +99,26 @@ async def read_range(
             await sub.unsubscribe()
         except Exception as exc:  # the connection may be gone already
             log.debug("unsubscribe: %s", exc)
+
+
+async def first_seq_at(conn: Connection, moment: datetime.datetime) -> int | None:
+    """The sequence of the first message stored at or after ``moment`` (the server's store
+    time), None if none is: one direct get by start time, which the server answers from its
+    index — the log is not read, so a read that starts there costs what follows ``moment``,
+    not the log's age. ``moment`` must be timezone-aware."""
+    if moment.tzinfo is None:
+        raise ValueError("'moment' must be timezone-aware")
+    when = moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+    body = json.dumps({"start_time": when}).encode()
+
+    async def ask() -> Any:
+        return await conn.nc.request(f"$JS.API.DIRECT.GET.{conn.stream}", body, timeout=GET_TIMEOUT)
+
+    reply = await retrying(ask, f"the first message of the log at or after {when}")
+    headers = reply.headers or {}
+    status = headers.get("Status")
+    if status == "404":  # nothing stored at or after it
+        return None
+    if status or "Nats-Sequence" not in headers:
+        raise Unavailable(f"the first message of the log at or after {when}: answered {status}")
+    return int(headers["Nats-Sequence"])
