@@ -51,6 +51,9 @@ from netledger.service.client import Client
 #: this much earlier, so an event stamped at ``--since`` is read even if stored "before" it.
 CLOCK_SLACK_S = 60.0
 
+#: The first window of a backward read of a network's subject, in stream sequences.
+FIRST_WINDOW = 256
+
 
 class AlreadyReverted(NetledgerError):
     code = "already_reverted"
@@ -258,32 +261,48 @@ def _index_allocations(db: Path, deallocs: list[StoredEvent]) -> tuple[list[int]
 async def _read_allocations(
     conn: Connection, deallocs: list[StoredEvent], start: int, read: LogRead
 ) -> list[StoredEvent]:
-    """The allocation each of ``deallocs`` ended, if stored from ``start`` on: read from its
-    network's subject up to it (one subject: served from the server's index, not a scan of
-    the log). Only allocations are decoded, and only the newest of each address asked about
-    is kept."""
+    """The allocations of the addresses ``deallocs`` free stored from ``start`` on, read back
+    from the deallocations until each has one before it (the newest before a deallocation is
+    the one it ended: :func:`_owners`) or ``start`` is reached.
+
+    From the network's subject (one subject: served from the server's index, not a scan of the
+    log), in windows of sequences going back, each twice as wide as the one after it: the read
+    costs the subject's messages since those allocations, not since the network's first (a
+    network lives for years). Only allocations are decoded, and only those of the addresses
+    asked about kept."""
     out: list[StoredEvent] = []
-    by_network: dict[str, dict[int, str]] = {}
+    by_network: dict[str, list[StoredEvent]] = {}
     for s in deallocs:
-        network_id, address = _address(s)
-        by_network.setdefault(network_id, {})[s.seq] = address
-    for network_id, wanted in sorted(by_network.items()):
-        addresses = set(wanted.values())
-        newest: dict[str, StoredEvent] = {}
-        async for seq, subject, data, _msg in iter_subject(
-            conn, network_subject(network_id), start, max(wanted)
-        ):
-            read.messages += 1
-            if seq in wanted:
-                found = newest.get(wanted[seq])
-                if found is not None:
-                    out.append(found)
-            elif b"FixedIpAllocated" in data:  # (msgpack keeps the type name as it is)
-                got = _stored(seq, subject, data)
-                if got is not None and isinstance(got.event, FixedIpAllocated):
-                    if got.event.address in addresses:
-                        newest[got.event.address] = got
+        by_network.setdefault(_address(s)[0], []).append(s)
+    for network_id, mine in sorted(by_network.items()):
+        addresses = {_address(s)[1] for s in mine}
+        found: list[StoredEvent] = []
+        lo, width = max(s.seq for s in mine), FIRST_WINDOW
+        while lo > start and not _each_has_one(mine, found):
+            hi, lo = lo - 1, max(start, lo - width)
+            width *= 2
+            async for seq, subject, data, _msg in iter_subject(
+                conn, network_subject(network_id), lo, hi
+            ):
+                read.messages += 1
+                if b"FixedIpAllocated" in data:  # (msgpack keeps the type name as it is)
+                    got = _stored(seq, subject, data)
+                    ev = None if got is None else got.event
+                    if isinstance(ev, FixedIpAllocated) and ev.address in addresses:
+                        assert got is not None
+                        found.append(got)
+        out += found
     return out
+
+
+def _each_has_one(deallocs: list[StoredEvent], allocations: list[StoredEvent]) -> bool:
+    """Whether an allocation of each deallocation's address comes before it (all read from
+    the deallocations back: the newest of them is the one it ended)."""
+    first: dict[str, int] = {}
+    for a in allocations:
+        address = _address(a)[1]
+        first[address] = min(a.seq, first.get(address, a.seq))
+    return all(first.get(_address(d)[1], d.seq) < d.seq for d in deallocs)
 
 
 def _owners(deallocs: list[StoredEvent], allocations: list[StoredEvent]) -> dict[int, str | None]:

@@ -18,7 +18,13 @@ from netledger.events.types import FixedIpLeased
 from netledger.journal.stream import Connection, last_seq
 from netledger.replay.reader import first_seq_at, read_range
 from netledger.replay.times import iso
-from netledger.revert_cli import ConflictingOptions, LogRead, events_of_command, revert
+from netledger.revert_cli import (
+    FIRST_WINDOW,
+    ConflictingOptions,
+    LogRead,
+    events_of_command,
+    revert,
+)
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from tests.service.test_revert import cli
@@ -181,3 +187,36 @@ async def test_the_cli(conn: Connection, service: CommandService, nats_url: str)
     assert rc == 1 and "error [naive_time]" in err
     assert seqs  # (nothing was appended by the dry runs and the refusals)
     assert await last_seq(conn) == end
+
+
+async def test_whose_a_freed_address_was_is_read_back_from_the_deallocation(
+    conn: Connection, service: CommandService
+) -> None:
+    """The project of the allocation a deallocation ended (docs/revert.md "whose it was") is
+    read from the network's subject back from the deallocation, in widening windows: the
+    read stops at the allocation, whatever the network's history before it."""
+    c = Client(conn)
+    nets = await c.create_networks(
+        label="f", cidr="10.62.0.0/22", num_networks=1, network_size=1024, mode="flat"
+    )
+    nid = str(nets[0]["id"])
+    history = 3 * FIRST_WINDOW
+    for i in range(history):  # the network's history before the allocation
+        await c.allocate_fixed_ip(f"old-{i}", network_id=nid, project="p-old")
+    mine = await c.allocate_fixed_ip("i-x", network_id=nid, project="p-x", command_id="alloc-x")
+    for i in range(AFTER):
+        await c.allocate_fixed_ip(f"mid-{i}", network_id=nid, project="p-old")
+    await c.request("fixed_ip.deallocate", {"instance": "i-x"}, command_id="dealloc-x")
+    (alloc,), _ = await command_seqs(conn, "alloc-x")
+    (dealloc,), when = await command_seqs(conn, "dealloc-x")
+    end = await last_seq(conn)
+
+    r = await revert(conn, c, command_id="dealloc-x", since=utc(when), slack=0, dry_run=True)
+    back = r["events"][0]
+    assert (back["type"], back["data"]["address"]) == ("FixedIpAllocated", mine["address"])
+    assert back["data"]["project"] == "p-x"  # the allocation's own: the network holds none
+    # The command from its time on, then the subject back to the allocation: within the
+    # first window here, which is all that is read of the network's history.
+    assert dealloc - alloc < FIRST_WINDOW
+    assert r["log_messages_read"] <= (end - dealloc + 1) + FIRST_WINDOW
+    assert r["log_messages_read"] < history
