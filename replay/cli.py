@@ -141,7 +141,8 @@ def replay_cmd(
 @click.option(
     "--from-log",
     is_flag=True,
-    help="Read the stream instead of the projection (slower; needs no projection).",
+    help="Read the stream instead of the projection: the whole log from seq 1 (--since"
+    " does not shorten it), a read as long as the log is old; needs no projection.",
 )
 @pass_settings
 def audit_cmd(
@@ -230,7 +231,8 @@ def verify_cmd(
     projection rejected. Exit 0 only when equal; 1 with error code projection_mismatch when
     not, log_regression when the stream now ends before the projection's checkpoint.
 
-    With --snapshots: folds the log up to each stored snapshot's sequence and compares;
+    With --snapshots: folds the log once, up to the newest stored snapshot's sequence,
+    comparing each snapshot with the fold on the way (one read, however many are kept);
     exit 1 with snapshot_mismatch when one differs, snapshot_unusable when one cannot be
     used at all (bad hash, other format or fold version, another stream).
     """
@@ -302,6 +304,8 @@ def _print_snapshots(report: dict[str, Any]) -> None:
         )
         for d in r["differences"]:
             click.echo(f"      differs: {d}")
+    if report["snapshots"]:
+        click.echo(f"  read {report['log_messages_read']} messages of the log")
 
 
 def _print_verify(r: dict[str, Any]) -> None:
