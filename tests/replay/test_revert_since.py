@@ -17,14 +17,9 @@ from netledger.events.revert import NothingToRevert
 from netledger.events.types import FixedIpLeased
 from netledger.journal.stream import Connection, last_seq
 from netledger.replay.reader import first_seq_at, read_range
+from netledger.replay.revert_reads import FIRST_WINDOW, LogRead, events_of_command
 from netledger.replay.times import iso
-from netledger.revert_cli import (
-    FIRST_WINDOW,
-    ConflictingOptions,
-    LogRead,
-    events_of_command,
-    revert,
-)
+from netledger.revert_cli import ConflictingOptions, revert
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from tests.service.test_revert import cli
