@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import json
 import re
 from collections.abc import AsyncGenerator, Iterator
@@ -42,7 +43,7 @@ from netledger.events.types import EVENT_TYPES
 from netledger.journal.stream import MSG_ID, Connection, last_seq
 
 from .errors import BadExport, ImportInterrupted, StreamNotEmpty
-from .reader import Stored, read_range
+from .reader import Stored, first_seq_at, read_range
 from .times import iso
 
 EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
@@ -97,12 +98,18 @@ async def export(
     *,
     from_seq: int = 1,
     to_seq: int | None = None,
+    since: datetime.datetime | None = None,
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Write messages ``from_seq``..``to_seq`` (default: the last now) to ``out``."""
+    """Write messages ``from_seq``..``to_seq`` (default: the last now) to ``out``; with
+    ``since``, none stored before it (where that starts is one direct get by time: nothing
+    before it is read)."""
     end = await last_seq(conn)
     if to_seq is not None:
         end = min(end, to_seq)
+    if since is not None:
+        start = await first_seq_at(conn, since)
+        from_seq = max(from_seq, end + 1 if start is None else start)
     n = undecodable = 0
     first = last = None
     with progress_bar("export", max(0, end - from_seq + 1), show_progress) as advance:
