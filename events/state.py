@@ -240,13 +240,14 @@ class State(HostsFold, FloatingFold):
         """:meth:`fold_message` of a message that :func:`~.wire_fast.wire_of` read (``w``)
         and that is new on its subject (``seq`` after the subject's last one): the same state
         and the same answer, without building the envelope — nor the event, for the host
-        reports the fold only counts (half of a cloud's log) — and, for the usual types,
-        without asking the event its subject (see :func:`_plan`)."""
+        reports the fold only counts (half of a cloud's log), nor for the handlers that read
+        only its fields (:data:`_READ_FIELDS`: given the message's own struct of them) — and,
+        for the usual types, without asking the event its subject (see :func:`_plan`)."""
         cls = w.EVENT
         plan = _PLANS.get(cls)
         if plan is None:
             plan = _PLANS[cls] = _plan(cls)
-        handler, prefix, name_of = plan
+        handler, prefix, name_of, fields = plan
         ev = None
         if prefix is None:
             ev = event_of(w)
@@ -263,8 +264,10 @@ class State(HostsFold, FloatingFold):
         self.event_time = w.time
         if handler is None:
             return None
+        if ev is None:
+            ev = w.data if fields else event_of(w)
         try:
-            handler(self, event_of(w) if ev is None else ev, seq)
+            handler(self, ev, seq)
         except Exception as exc:
             return Unfoldable(f"{cls.TYPE} cannot be folded: {exc}").message
         return None
@@ -633,6 +636,38 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
 }
 
 
+#: The handlers that read nothing of their event but its fields (no method, no property, no
+#: ``isinstance``, the event itself not kept): :meth:`State.fold_wire` gives them the struct
+#: :func:`~.wire_fast.wire_of` decoded, whose attributes are the event's fields with the same
+#: values (:func:`~.wire_fast.event_of` makes the event's ``__dict__`` of them). Building the
+#: event (an object and its dict) and reading its fields through that dict were ~6% of a
+#: start's fold of a tail. A handler that needs the event itself is left out:
+#: tests/events/test_fold_wire_fields.py holds each listed one to the event's fold.
+_READ_FIELDS: frozenset[Callable[[State, Any, int], None]] = frozenset(
+    {
+        State._network_associated,
+        State._network_disassociated,
+        State._fixed_allocated,
+        State._fixed_deallocated,
+        State._fixed_leased,
+        State._fixed_released,
+        State._fixed_freed,
+        State._fixed_reclaimed,
+        State._reclaim_sealed,
+        State._fixed_reconfirmed,
+        State._fixed_moved,
+        State._instances_seen,
+        State._host_joined,
+        State._floating_mapped,
+        State._floating_unmapped,
+        State._floating_allocated,
+        State._floating_associated,
+        State._floating_disassociated,
+        State._floating_deallocated,
+    }
+)
+
+
 #: an event class's ``subject`` -> the field it names its subject by (None: one subject)
 _SUBJECT_FIELDS: dict[Callable[..., str], str | None] = {
     HostEvent.subject: "host",
@@ -647,8 +682,11 @@ _SUBJECT_FIELDS: dict[Callable[..., str], str | None] = {
 }
 
 #: how State.fold_wire folds a class: (its handler or None, the prefix of its subject or the
-#: subject itself (None: ask the event), the getter of the field ending it (None: no field))
-_Plan = tuple[Callable[[State, Any, int], None] | None, str | None, Callable[[Any], str] | None]
+#: subject itself (None: ask the event), the getter of the field ending it (None: no field),
+#: whether the handler takes the message's fields for the event (:data:`_READ_FIELDS`))
+_Plan = tuple[
+    Callable[[State, Any, int], None] | None, str | None, Callable[[Any], str] | None, bool
+]
 #: event class -> its plan, made at its first message
 _PLANS: dict[type, _Plan] = {}
 
@@ -667,18 +705,19 @@ def _plan(cls: type[Event]) -> _Plan:
     one of :data:`_SUBJECT_FIELDS`, named by a field typed ``str`` (text, so the prefix and
     it make what ``subject()`` makes: checked here too); otherwise the event is asked."""
     handler = _HANDLERS.get(cls)
+    fields = handler in _READ_FIELDS
     subject_of = cls.subject
     if cls.accepts_subject is not Event.accepts_subject or subject_of not in _SUBJECT_FIELDS:
-        return handler, None, None
+        return handler, None, None, fields
     name = _SUBJECT_FIELDS[subject_of]
     if name is None:
-        return handler, subject_of(None), None  # type: ignore[arg-type]
+        return handler, subject_of(None), None, fields  # type: ignore[arg-type]
     if field_hints(cls).get(name) is not str:
-        return handler, None, None
+        return handler, None, None, fields
     prefix = subject_of(types.SimpleNamespace(**{name: ""}))  # type: ignore[arg-type]
     if subject_of(types.SimpleNamespace(**{name: "x"})) != prefix + "x":  # type: ignore[arg-type]
-        return handler, None, None
-    return handler, prefix, operator.attrgetter(name)
+        return handler, None, None, fields
+    return handler, prefix, operator.attrgetter(name), fields
 
 
 __all__ = [

@@ -77,7 +77,10 @@ def _wire_struct(cls: type[Event], actor: Any = msgspec.Raw) -> type[msgspec.Str
     fields = [(n, _wire_type(hints[n])) for n in names]
     if any(t is None for _, t in fields):
         return None
-    data = msgspec.defstruct(f"{cls.TYPE}Data", fields, forbid_unknown_fields=True)
+    # Untracked by the cyclic GC (gc=False): a decoded message holds no cycle (msgpack has no
+    # references), and no reader keeps one of these structs; tracked, each message was two
+    # more objects for the collector to count and walk in a start's catch-up.
+    data = msgspec.defstruct(f"{cls.TYPE}Data", fields, forbid_unknown_fields=True, gc=False)
     return msgspec.defstruct(
         f"{cls.TYPE}Wire",
         [
@@ -92,6 +95,7 @@ def _wire_struct(cls: type[Event], actor: Any = msgspec.Raw) -> type[msgspec.Str
         tag=cls.TYPE,
         forbid_unknown_fields=True,
         namespace={"EVENT": cls},
+        gc=False,
     )
 
 
