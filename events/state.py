@@ -158,7 +158,8 @@ class State(HostsFold, FloatingFold):
         macs = self.host_macs.get(host)
         if macs is None:
             macs = self.host_macs[host] = {}
-        mac = mac.lower()
+        if not mac.islower():  # (as written: lower case, unless it has no letter)
+            mac = mac.lower()
         left = macs.get(mac, 0) + delta
         if left > 0:
             macs[mac] = left
@@ -466,12 +467,12 @@ class State(HostsFold, FloatingFold):
             del n.by_instance[instance]
         held = self.instance_ips.get(instance)
         pair = (n.network_id, address)
-        if held is not None and pair in held:
-            rest = tuple(p for p in held if p != pair)
-            if rest:
-                self.instance_ips[instance] = rest
-            else:
-                del self.instance_ips[instance]
+        if held is None:
+            return
+        if held == (pair,):  # (nearly every instance: one address)
+            del self.instance_ips[instance]
+        elif pair in held:
+            self.instance_ips[instance] = tuple(p for p in held if p != pair)
 
     def _fixed_deallocated(self, ev: FixedIpDeallocated, seq: int) -> None:
         n = self._net(ev.network_id, seq)

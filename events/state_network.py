@@ -99,6 +99,13 @@ class NetworkState:
     #: hosts the log has a ``NetworkHostJoined`` here for (events/placement.py: backfill);
     #: :data:`NO_JOINS` until the first join gives it a set of its own (State._host_joined)
     joined: set[str] = NO_JOINS
+    #: ``net.network_id``, kept beside the other fields: the fold reads it for nearly every
+    #: event of the network, and its ``NetworkCreated`` (another object, cold in a start's
+    #: tail) need not be touched for it
+    network_id: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.network_id = self.net.network_id
 
     def count_host(self, ip: FixedIp, delta: int) -> None:
         if ip.host is None:
@@ -114,10 +121,6 @@ class NetworkState:
         if ip.allocated:
             ip.allocated = False
             self.count_host(ip, -1)
-
-    @property
-    def network_id(self) -> str:
-        return self.net.network_id
 
     def offset(self, address: str) -> int:
         """The offset of an IPv4 address in the network (IPv6: :meth:`offset6`)."""

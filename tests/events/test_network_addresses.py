@@ -3,6 +3,8 @@ gives exactly what ``str(netaddr.IPAddress(...))`` gives, and offsets round-trip
 
 from __future__ import annotations
 
+import types
+
 import netaddr
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,12 +12,15 @@ from hypothesis import strategies as st
 from netledger.events.state_network import NetworkState
 from netledger.events.state_offsets import OffsetPool
 
+#: what a NetworkState reads of its NetworkCreated when built (its id)
+_NET = types.SimpleNamespace(network_id="1")
+
 
 def _network(cidr: str | None, cidr6: str | None) -> NetworkState:
     ipnet = None if cidr is None else netaddr.IPNetwork(cidr)
     ipnet6 = None if cidr6 is None else netaddr.IPNetwork(cidr6)
     return NetworkState(
-        net=None,  # type: ignore[arg-type]  # not read by the address math
+        net=_NET,  # type: ignore[arg-type]  # only its id is read (not by the address math)
         ipnet=ipnet,
         pool=OffsetPool(0, 0, frozenset()),
         ipnet6=ipnet6,
@@ -49,7 +54,7 @@ def test_size_and_base_are_netaddrs(version: int, value: int, prefix: int) -> No
     ipnet = netaddr.IPNetwork(
         f"{netaddr.IPAddress(value % (1 << width), version)}/{prefix % (width + 1)}"
     )
-    n = NetworkState(net=None, ipnet=ipnet, pool=OffsetPool(0, 0, frozenset()))  # type: ignore[arg-type]
+    n = NetworkState(net=_NET, ipnet=ipnet, pool=OffsetPool(0, 0, frozenset()))  # type: ignore[arg-type]
     assert (n.size, n.base) == (ipnet.size, int(ipnet.first))
     assert (n.size, n.base) == (ipnet.size, int(ipnet.first))  # kept
     assert vars(n)["size"] == ipnet.size and vars(n)["base"] == int(ipnet.first)
