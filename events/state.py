@@ -248,14 +248,16 @@ class State(HostsFold, FloatingFold):
         plan = _PLANS.get(cls)
         if plan is None:
             plan = _PLANS[cls] = _plan(cls)
-        handler, prefix, name_of, fields = plan
+        handler, prefix, name_of, also, fields = plan
         ev = None
         if prefix is None:
             ev = event_of(w)
             if not ev.accepts_subject(subject):
                 self.skip(seq, subject)
                 return f"{cls.TYPE} does not belong on {subject}"
-        elif subject != (prefix if name_of is None else prefix + name_of(w.data)):
+        elif subject != (prefix if name_of is None else prefix + name_of(w.data)) and (
+            also is None or subject != also[0] + also[1](w.data)
+        ):
             self.skip(seq, subject)
             return f"{cls.TYPE} does not belong on {subject}"
         # What _evolve does (every other reader folds through it), without its calls.
@@ -674,6 +676,7 @@ _SUBJECT_FIELDS: dict[Callable[..., str], str | None] = {
     HostEvent.subject: "host",
     NetworkEvent.subject: "network_id",
     PoolEvent.subject: "pool",
+    NetworkAssociated.subject: "project",
     NetworkHostJoined.subject: "host",
     LegacyAnnouncementIndexed.subject: None,
     NetworkRetired.subject: None,
@@ -682,11 +685,26 @@ _SUBJECT_FIELDS: dict[Callable[..., str], str | None] = {
     FloatingPoolCreated.subject: None,
 }
 
-#: how State.fold_wire folds a class: (its handler or None, the prefix of its subject or the
-#: subject itself (None: ask the event), the getter of the field ending it (None: no field),
+#: an event class's ``accepts_subject`` that takes its own subject and one more -> that one's
+#: ``subject`` function (of :data:`_SUBJECT_FIELDS`); each is ``subject in (self.subject(),
+#: <that one>(self))``
+_ALSO_ACCEPTED: dict[Callable[..., bool], Callable[..., str]] = {
+    # early streams stored it on the network's subject
+    NetworkAssociated.accepts_subject: NetworkEvent.subject,
+}
+
+#: the subject of an event class as (its prefix, or the subject itself; the getter of the
+#: field ending it, None when no field does)
+_Subject = tuple[str, Callable[[Any], str] | None]
+#: how State.fold_wire folds a class: (its handler or None, its subject (the prefix, the
+#: getter: both None when the event is asked), the other subject it accepts (None: none),
 #: whether the handler takes the message's fields for the event (:data:`_READ_FIELDS`))
 _Plan = tuple[
-    Callable[[State, Any, int], None] | None, str | None, Callable[[Any], str] | None, bool
+    Callable[[State, Any, int], None] | None,
+    str | None,
+    Callable[[Any], str] | None,
+    tuple[str, Callable[[Any], str]] | None,
+    bool,
 ]
 #: event class -> its plan, made at its first message
 _PLANS: dict[type, _Plan] = {}
@@ -702,23 +720,39 @@ def plan_fold_wire() -> None:
 
 def _plan(cls: type[Event]) -> _Plan:
     """How :meth:`State.fold_wire` folds ``cls``. Its subject is checked without an event when
-    the class keeps Event's ``accepts_subject`` (its own subject only) and its ``subject`` is
-    one of :data:`_SUBJECT_FIELDS`, named by a field typed ``str`` (text, so the prefix and
-    it make what ``subject()`` makes: checked here too); otherwise the event is asked."""
+    the class keeps Event's ``accepts_subject`` (its own subject only), or one of
+    :data:`_ALSO_ACCEPTED`, and its subjects are made by functions of :data:`_SUBJECT_FIELDS`
+    (see :func:`_subject`); otherwise the event is asked."""
     handler = _HANDLERS.get(cls)
     fields = handler in _READ_FIELDS
-    subject_of = cls.subject
-    if cls.accepts_subject is not Event.accepts_subject or subject_of not in _SUBJECT_FIELDS:
-        return handler, None, None, fields
+    accepts = cls.accepts_subject
+    own = _subject(cls, cls.subject)
+    if own is None or (accepts is not Event.accepts_subject and accepts not in _ALSO_ACCEPTED):
+        return handler, None, None, None, fields
+    also = None
+    if accepts in _ALSO_ACCEPTED:
+        other = _subject(cls, _ALSO_ACCEPTED[accepts])
+        if other is None or other[1] is None:
+            return handler, None, None, None, fields
+        also = (other[0], other[1])
+    return handler, own[0], own[1], also, fields
+
+
+def _subject(cls: type[Event], subject_of: Callable[..., str]) -> _Subject | None:
+    """What ``subject_of`` (one of :data:`_SUBJECT_FIELDS`) makes of a ``cls``: its subject, or
+    its prefix and the getter of the field ending it when that field is typed ``str`` (text, so
+    the prefix and it make what ``subject_of`` makes: checked here too); None otherwise."""
+    if subject_of not in _SUBJECT_FIELDS:
+        return None
     name = _SUBJECT_FIELDS[subject_of]
     if name is None:
-        return handler, subject_of(None), None, fields  # type: ignore[arg-type]
+        return subject_of(None), None
     if field_hints(cls).get(name) is not str:
-        return handler, None, None, fields
-    prefix = subject_of(types.SimpleNamespace(**{name: ""}))  # type: ignore[arg-type]
-    if subject_of(types.SimpleNamespace(**{name: "x"})) != prefix + "x":  # type: ignore[arg-type]
-        return handler, None, None, fields
-    return handler, prefix, operator.attrgetter(name), fields
+        return None
+    prefix = subject_of(types.SimpleNamespace(**{name: ""}))
+    if subject_of(types.SimpleNamespace(**{name: "x"})) != prefix + "x":
+        return None
+    return prefix, operator.attrgetter(name)
 
 
 __all__ = [

@@ -22,8 +22,10 @@ from netledger.events.codec import Actor, Envelope, decode, encode
 from netledger.events.commands import parse_command
 from netledger.events.decide import decide
 from netledger.events.errors import DecodeError, NetledgerError
+from netledger.events.ids import REGISTRY_SUBJECT, host_subject, network_subject, project_subject
 from netledger.events.snapshot import state_to_wire
-from netledger.events.state import _HANDLERS, _READ_FIELDS, State
+from netledger.events.state import _HANDLERS, _READ_FIELDS, State, _plan
+from netledger.events.types import NetworkAssociated, NetworkCreated
 from netledger.events.wire_fast import _FOLD_WIRES, wire_of
 from tests.events.test_fold_projector_agree import _subject_of, junk
 from tests.projector.test_projector_props import command
@@ -96,3 +98,35 @@ def test_the_struct_of_fields_holds_the_fields_only() -> None:
             f.name for f in dataclasses.fields(wire.EVENT)
         ), wire
         assert not hasattr(data_type, "subject") and not hasattr(data_type, "TYPE"), wire
+
+
+def test_an_event_accepted_on_two_subjects_is_checked_on_both_without_the_event() -> None:
+    """A NetworkAssociated belongs on its project's subject, or on its network's (early
+    streams): fold_wire checks both from the message's fields, as ``accepts_subject`` does,
+    and refuses it anywhere else alike."""
+    _, prefix, _, also, _ = _plan(NetworkAssociated)
+    assert prefix == "netledger.evt.project."  # (not asked: checked from its fields)
+    assert also is not None and also[0] == "netledger.evt.network."
+    created = NetworkCreated(
+        network_id="1", label="n", cidr="10.0.0.0/28", netmask="255.255.255.240",
+        gateway="10.0.0.1", broadcast="10.0.0.15", dhcp_start="10.0.0.2", mode="vlan",
+        vlan=100, vni=None, bridge="br100", bridge_interface=None, dns1=None, dns2=None,
+        vpn_private_address=None, vpn_public_port=None, project=None, multi_host=False,
+        network_host=None, mtu=None, cidr_v6=None,
+    )  # fmt: skip
+    actor = Actor(role="admin", user="t")
+    subjects = [
+        project_subject("p1"), network_subject("1"), project_subject("p2"),
+        network_subject("2"), host_subject("p1"), "netledger.evt.project.", "p1",
+    ]  # fmt: skip
+    for subject in subjects:
+        fast, slow = State(), State()
+        stored = encode(Envelope(created, "e1", "c1", 1.0, actor))
+        assert _by_wire(fast, 1, REGISTRY_SUBJECT, stored) is None
+        assert _by_envelope(slow, 1, REGISTRY_SUBJECT, stored) is None
+        ev = NetworkAssociated(network_id="1", project="p1")
+        stored = encode(Envelope(ev, "e2", "c2", 2.0, actor))
+        answer = _by_wire(fast, 2, subject, stored)
+        assert answer == _by_envelope(slow, 2, subject, stored)
+        assert (answer is None) == ev.accepts_subject(subject), subject
+        assert state_to_wire(fast) == state_to_wire(slow)
