@@ -12,6 +12,7 @@ in a fresh process (a fold from an empty state, as a start from sequence 1).
     python bench/fold_cpu.py --ab HEAD~3          # interleaved A/B: that commit vs this tree
     python bench/fold_cpu.py --profile            # cProfile of one fold (top 30, tottime)
     python bench/fold_cpu.py --tail 10000 --ab HEAD~1   # a start from a snapshot: its tail
+                                                        # (by type: of the tail's events)
 
 ``--tail N`` measures what a start from a snapshot folds (bench/history_service.py's
 ``service_from_snapshot``): the fold of all but the last ``N`` events, written as a snapshot and
@@ -193,12 +194,28 @@ def tail(messages: list[tuple[int, str, bytes]], n: int, path: Path) -> dict[str
     }
 
 
-def by_type(messages: list[tuple[int, str, bytes]]) -> dict[str, tuple[int, float]]:
-    """Wall µs per event of each type (one timer pair per event, its own cost subtracted)."""
+def by_type(
+    messages: list[tuple[int, str, bytes]], n: int = 0, path: Path | None = None
+) -> dict[str, tuple[int, float]]:
+    """Wall µs per event of each type (one timer pair per event, its own cost subtracted): of
+    the whole log's fold, or (``n``) of the last ``n`` events folded after the snapshot at
+    ``path`` (:func:`snapshot_of`), as :func:`tail` folds them."""
+    from netledger.events import snapshot
     from netledger.events.wire_fast import decode_fast
+    from netledger.service import service as module
     from netledger.service.service import CATCH_UP_GC
 
     svc = service()
+    if n:
+        assert path is not None
+        body = path.read_bytes()
+        snap = snapshot.loads(body, sha256=snapshot.digest(body), stream="S", created="c")
+        svc.state, svc.seen = snap.state, snap.seen
+        messages = messages[-n:]
+        gc.freeze()  # (CommandService.start)
+        prepare = getattr(module, "_prepare_fold_raw", None)
+        if prepare is not None:
+            prepare()
     fold_raw = svc._fold_raw
     clock = time.perf_counter_ns
     empty = []
@@ -320,9 +337,10 @@ def main() -> None:
     if base is not None:
         report(args.ab, runs[args.ab])
     report("this tree", runs["this tree"])
-    if not args.no_types and not args.tail:
+    if not args.no_types:
         print(f"\n{'type':<26}{'events':>9}{'µs/event':>10}{'share':>8}")
-        types = by_type(messages)
+        path = snapshot_of(messages, args.tail, args) if args.tail else None
+        types = by_type(messages, args.tail, path)
         total = sum(n * us for n, us in types.values())
         for name, (n, us) in sorted(types.items(), key=lambda kv: -kv[1][0] * kv[1][1]):
             print(f"{name:<26}{n:>9,}{us:>10.2f}{n * us / total:>8.1%}")
