@@ -195,11 +195,17 @@ class LaneAppends:
         job.resolve(d.result)
         self._answer_now()
 
+    def _alone(self) -> bool:
+        """Whether this lane is the only one at work: no other lane's publish or answer of
+        this pass to share a write with (what :meth:`_answer_now` and the appender's
+        ``eager`` ask)."""
+        return self._busy_lanes <= 1
+
     def _answer_now(self) -> None:
         """The only lane at work: no other answer of this pass to share a write with, so this
         one goes now, not after the other callbacks of the pass (the follower's delivery of
         the same event, often read in the same packet)."""
-        if self._busy_lanes > 1:
+        if not self._alone():
             return
         try:
             self.conn.nc.write_now()

@@ -235,6 +235,7 @@ class CommandService(Lanes, Requests):
                 last_read=lambda: self.follower.last_msg,
             )
         self.appender = Appender(conn, budget=append_budget, health=self.health)
+        self.appender.eager = self._alone
         self.stats = Stats()
         self._lanes: dict[str, LaneQueue] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
