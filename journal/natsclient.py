@@ -377,7 +377,10 @@ class NetledgerNats(NATS):
         cost a pass of the event loop on every command's way (issue 15)."""
         started = await self.start_request(subject, payload, hdr)
         if len(self._replies) == 1:
-            self.write_now()
+            try:
+                self.write_now()
+            except Exception:  # left pending: the pass's own write (or the reconnect) sends it
+                log.debug("writing a request at once failed", exc_info=True)
         return await self.wait_reply(started, timeout)
 
 
