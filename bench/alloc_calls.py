@@ -12,7 +12,10 @@ figure per allocation is
 - **python**: profiled time in Python functions, without the event loop's wait (``epoll``)
   and the socket calls (inflated by the profiler's own cost per call, so only comparable
   between runs of this script),
-- **socket**: profiled time in ``send``/``recv`` (the machine's share, not the code's).
+- **socket**: profiled time in ``send``/``recv`` (the machine's share, not the code's),
+- **passes**: passes of the event loop (asyncio's ``_run_once``; the child runs asyncio's loop,
+  not serve's uvloop, whose passes are not Python calls): each costs an ``epoll_wait`` and the
+  loop's bookkeeping, and one client's command waits for those on its way (issue 15).
 
 Phases: 1 client sequential on one network, 16 clients over 16 networks, 16 clients on one
 network — on an empty log (the request path, not the fold: bench/fold_cpu.py has that).
@@ -85,7 +88,13 @@ def figures(path: str, n: int) -> dict[str, float]:
     calls = sum(v[1] for v in stats.values())
     busy = sum(v[2] for k, v in stats.items() if "'poll' of 'select.epoll'" not in k[2])
     sock = sum(v[2] for k, v in stats.items() if k[2] in SOCKET)
-    return {"calls": calls / n, "python": (busy - sock) / n * 1e6, "socket": sock / n * 1e6}
+    passes = sum(v[1] for k, v in stats.items() if k[2] == "_run_once")
+    return {
+        "calls": calls / n,
+        "python": (busy - sock) / n * 1e6,
+        "socket": sock / n * 1e6,
+        "passes": passes / n,
+    }
 
 
 async def drive(path: Path | None, n: int) -> dict[str, dict[str, float]]:
@@ -180,11 +189,11 @@ def main() -> None:
         for name in trees:
             med = {
                 k: statistics.median(r[phase][k] for r in runs[name])
-                for k in ("calls", "python", "socket")
+                for k in ("calls", "python", "socket", "passes")
             }
             print(
                 f"  {phase:>8} {name:>12}: {med['calls']:5.0f} calls, python {med['python']:4.0f}"
-                f" µs, socket {med['socket']:4.0f} µs"
+                f" µs, socket {med['socket']:4.0f} µs, {med['passes']:4.2f} loop passes"
             )
     print(json.dumps(runs))
 

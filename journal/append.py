@@ -549,12 +549,8 @@ class Appender:
         nc = self.conn.nc
         exp = expected.get(m.subject)
         headers = self._headers(m, None if exp is None else str(exp))
-        started = await nc.start_request(m.subject, m.data, headers)
-        if self.eager is not None and self.eager():
-            try:
-                nc.write_now()
-            except Exception:  # left pending: the pass's own write (or the reconnect) sends it
-                log.debug("writing a publish at once failed", exc_info=True)
+        at_once = self.eager is not None and self.eager()
+        started = await nc.start_request(m.subject, m.data, headers, at_once=at_once)
         return await self._acked(started, timeout)
 
     async def _publish_batch(

@@ -205,12 +205,19 @@ class NetledgerNats(NATS):
     # --- publishing -----------------------------------------------------------------------
 
     def publish_nowait(
-        self, subject: str, payload: bytes, reply: str = "", hdr: bytes | None = None
+        self,
+        subject: str,
+        payload: bytes,
+        reply: str = "",
+        hdr: bytes | None = None,
+        *,
+        at_once: bool = False,
     ) -> None:
         """Queue a PUB / HPUB (``hdr``: a :func:`header_block`), written with whatever else is
-        pending once this pass of the loop is done. Raises as nats-py's ``publish`` does when
-        closed, draining, or disconnected with a full buffer (while reconnecting it is kept
-        and sent after the reconnect, as nats-py does)."""
+        pending once this pass of the loop is done — or, ``at_once``, now with whatever is
+        pending (:meth:`write_now`; a write that fails leaves it to the pass's end). Raises as
+        nats-py's ``publish`` does when closed, draining, or disconnected with a full buffer
+        (while reconnecting it is kept and sent after the reconnect, as nats-py does)."""
         if self.is_closed:
             raise nats.errors.ConnectionClosedError
         if self.is_draining_pubs:
@@ -241,6 +248,15 @@ class NetledgerNats(NATS):
         self._pending_data_size += len(cmd)
         if not connected:
             return  # sent once reconnected, as nats-py's own buffered publishes
+        if at_once and not self._write_soon:
+            # Nothing scheduled to write yet: written now, and no pass of the loop is spent
+            # on the write at the pass's end (issue 15: one client's command waited for it).
+            try:
+                self.write_now()
+            except Exception:  # left pending: the pass's own write sends it
+                log.debug("writing at once failed", exc_info=True)
+            if not self._pending_data_size:
+                return
         if not self._write_soon:
             self._write_soon = True
             asyncio.get_running_loop().call_soon(self._write_pending)
@@ -314,15 +330,16 @@ class NetledgerNats(NATS):
             fut.set_result((data, hdr))
 
     async def start_request(
-        self, subject: str, payload: bytes, hdr: bytes | None = None
+        self, subject: str, payload: bytes, hdr: bytes | None = None, *, at_once: bool = False
     ) -> Started:
-        """Publish a request now; return it to wait for with :meth:`wait_reply`."""
+        """Publish a request now (written at the pass's end, or ``at_once``:
+        :meth:`publish_nowait`); return it to wait for with :meth:`wait_reply`."""
         if self._reply_sub is None:
             await self._init_replies()
-        return self.start_request_nowait(subject, payload, hdr)
+        return self.start_request_nowait(subject, payload, hdr, at_once=at_once)
 
     def start_request_nowait(
-        self, subject: str, payload: bytes, hdr: bytes | None = None
+        self, subject: str, payload: bytes, hdr: bytes | None = None, *, at_once: bool = False
     ) -> Started:
         """:meth:`start_request` once the reply inbox exists (:meth:`ready_for_requests`)."""
         self._reply_count += 1
@@ -330,7 +347,9 @@ class NetledgerNats(NATS):
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._replies[token] = fut
         try:
-            self.publish_nowait(subject, payload, (self._reply_prefix + token).decode(), hdr)
+            self.publish_nowait(
+                subject, payload, (self._reply_prefix + token).decode(), hdr, at_once=at_once
+            )
         except BaseException:
             del self._replies[token]
             raise
@@ -372,15 +391,11 @@ class NetledgerNats(NATS):
         self, subject: str, payload: bytes, timeout: float, hdr: bytes | None = None
     ) -> Reply:
         """Request / reply: (data, header block or None) of the reply. The only request in
-        the air on this connection is written at once (:meth:`write_now`): nothing else of
-        this pass shares its write — a client's next command — and waiting for the pass's end
-        cost a pass of the event loop on every command's way (issue 15)."""
-        started = await self.start_request(subject, payload, hdr)
-        if len(self._replies) == 1:
-            try:
-                self.write_now()
-            except Exception:  # left pending: the pass's own write (or the reconnect) sends it
-                log.debug("writing a request at once failed", exc_info=True)
+        the air on this connection is written at once (``at_once``): nothing else of this
+        pass shares its write — a client's next command — and waiting for the pass's end cost
+        a pass of the event loop on every command's way (issue 15)."""
+        alone = not self._replies
+        started = await self.start_request(subject, payload, hdr, at_once=alone)
         return await self.wait_reply(started, timeout)
 
 

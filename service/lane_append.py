@@ -46,6 +46,7 @@ class LaneAppends:
     stats: Stats
     pipeline: bool
     _busy_lanes: int
+    _queued: int
 
     def _fold_appended(self, messages: list[Outgoing], envelopes: list[Envelope], seq: int) -> None:
         raise NotImplementedError  # CommandService's
@@ -196,10 +197,17 @@ class LaneAppends:
         self._answer_now()
 
     def _alone(self) -> bool:
-        """Whether this lane is the only one at work: no other lane's publish or answer of
-        this pass to share a write with (what :meth:`_answer_now` and the appender's
-        ``eager`` ask)."""
+        """Whether this lane is the only one at work: no other lane's answer of this pass to
+        share a write with (:meth:`_answer_now`)."""
         return self._busy_lanes <= 1
+
+    def _publish_now(self) -> bool:
+        """Whether a publish should be written at once (the appender's ``eager``): this lane
+        is the only one at work and no job waits in any lane — else the lanes woken in this
+        pass publish too, and their publishes share one write at the pass's end (a lane
+        running first in a burst of 16 saw itself alone: a write of its own, measured as
+        +0.05 loop passes an allocation with 16 clients on 16 networks)."""
+        return self._busy_lanes <= 1 and not self._queued
 
     def _answer_now(self) -> None:
         """The only lane at work: no other answer of this pass to share a write with, so this

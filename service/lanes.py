@@ -91,6 +91,7 @@ class Lanes(LaneAppends):
             self._workers[lane] = asyncio.create_task(self._run_lane(lane, q))
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         q.put_nowait(Job(req, fut, on_done=on_done))
+        self._queued += 1
         return fut
 
     def _end_idle_lanes(self) -> None:
@@ -164,6 +165,7 @@ class Lanes(LaneAppends):
                         carry = nxt
                         break
                     jobs.append(nxt)
+            self._queued -= len(jobs)  # (a carried job counts as queued until it is taken)
             self._busy_lanes += 1
             q.busy = True
             try:

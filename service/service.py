@@ -235,12 +235,14 @@ class CommandService(Lanes, Requests):
                 last_read=lambda: self.follower.last_msg,
             )
         self.appender = Appender(conn, budget=append_budget, health=self.health)
-        self.appender.eager = self._alone
+        self.appender.eager = self._publish_now
         self.stats = Stats()
         self._lanes: dict[str, LaneQueue] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         #: lanes deciding or waiting for their acks now
         self._busy_lanes = 0
+        #: jobs queued in a lane and not taken by its worker yet (every lane's)
+        self._queued = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Any] = []
         self._closing = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -61,6 +62,15 @@ async def test_the_servers_acks_take_the_fast_read(conn: Connection) -> None:
     assert [append._ack_seq(a) for a in acks] == [_by_json(a) for a in acks]
 
 
+async def echo(nc: NetledgerNats, subject: str) -> None:
+    """A responder answering each request with its data reversed."""
+
+    def on(subj: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
+        nc.publish_nowait(reply.decode(), data[::-1])
+
+    await nc.subscribe_direct(subject, on)
+
+
 def _pending(nc: NetledgerNats) -> int:
     return int(nc._pending_data_size)
 
@@ -72,6 +82,7 @@ async def test_the_only_request_in_the_air_is_written_at_once(conn: Connection) 
     one = asyncio.ensure_future(nc.request_raw(SUBJ, b"x", 5.0, hdr))
     await asyncio.sleep(0)  # the request's first step ran: sent, waiting for its reply
     assert not one.done() and _pending(nc) == 0
+    assert not nc._write_soon  # and no pass of the loop is spent on writing it
     await one
     # Two in the air share the write at the pass's end, as before.
     hdrs = [header_block({MSG_ID: f"eager-3-{i}", EXPECTED_STREAM: conn.stream}) for i in (0, 1)]
@@ -89,5 +100,26 @@ async def test_an_eager_appender_writes_its_publish_at_once(conn: Connection) ->
         msg = Outgoing(SUBJ, b"x", f"eager-4-{i}")
         task = asyncio.ensure_future(appender.append([msg], {}))
         await asyncio.sleep(0)
-        assert (_pending(conn.nc) == 0) == (eager is not None and eager())
+        at_once = eager is not None and eager()
+        assert (_pending(conn.nc) == 0) == at_once
+        assert conn.nc._write_soon != at_once
         assert await task > 0
+
+
+async def test_a_write_at_once_that_fails_goes_out_at_the_passs_end(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write_now raising (a transport closing under it): the request stays pending, the end
+    of the pass writes it, and its reply comes."""
+    nc = conn.nc
+    await echo(nc, "t.eager.echo")
+    await nc.flush()
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("transport closing")
+
+    monkeypatch.setattr(nc, "write_now", broken)
+    assert (await nc.request_raw("t.eager.echo", b"ab", 5.0))[0] == b"ba"
+    assert calls
