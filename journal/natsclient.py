@@ -17,7 +17,9 @@ code. Here, for our own hot paths only:
   nats-py subscription otherwise (re-subscribed on reconnect, drained, unsubscribed).
 * :meth:`NetledgerNats.publish_nowait`: publish without awaiting; what one pass of the event
   loop published goes out in one write, by a callback scheduled once (not nats-py's flusher
-  task with its queue and future).
+  task with its queue and future) — or ``at_once``, written now with no pass of the loop spent
+  on it, when nothing else is about to share the write (a connection's only request in the
+  air: :meth:`NetledgerNats.request_raw`; the command service's only lane at work).
 * header lines of delivered messages parsed without a generator per line (same result).
 * a PING (``flush``) queued behind what is already pending, so its PONG means the server has
   everything sent before it (nats-py 2.16 writes it ahead: :meth:`NetledgerNats._send_ping`).
