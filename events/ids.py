@@ -7,6 +7,7 @@ by a wildcard or split by a dot that came from user input.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import NamedTuple
 
 from .errors import InvalidId
@@ -33,6 +34,7 @@ REGISTRY_SUBJECT = f"{EVENT_PREFIX}.registry"
 ALL_EVENTS = f"{EVENT_PREFIX}.>"
 
 MAX_ID_LEN = 64
+_HEX32_RE = re.compile(r"[0-9a-f]{32}")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -180,3 +182,16 @@ def subject_kind(subject: str) -> tuple[str, str]:
     if len(parts) == 4 and parts[0] == "netledger" and parts[1] == "evt":
         return parts[2], parts[3]
     return "unknown", subject
+
+
+def command_time(command_id: str) -> float | None:
+    """When a command id was made (Unix seconds, to the millisecond) if it is a UUIDv7 written
+    as 32 lower-case hex digits — what :class:`netledger.service.client.Client` gives a command
+    (``new_command_id``): its first 48 bits are the millisecond. None for any other id (a
+    client's own, an older uuid4). A hint only: it is the client's clock, not the log's."""
+    if not _HEX32_RE.fullmatch(command_id):
+        return None
+    u = uuid.UUID(hex=command_id)
+    if u.version != 7:  # (None unless the variant is RFC 9562's)
+        return None
+    return (u.int >> 80) / 1000

@@ -21,6 +21,7 @@ import netledger.events.revert_events  # noqa: F401  (every netledger process de
 from netledger.common.output import emit
 from netledger.common.settings import Settings, pass_settings, run
 from netledger.events.errors import NetledgerError, ValidationError
+from netledger.events.ids import command_time
 from netledger.events.revert import (
     MAX_REVERT_EVENTS,
     NothingToRevert,
@@ -96,7 +97,9 @@ async def revert(
     """Read the events to undo, have the service decide (and append unless ``dry_run``).
 
     The result is the service's answer with ``log_messages_read``: the messages this read of
-    the log (by sequence, by time, by subject) to find the events and their owners."""
+    the log (by sequence, by time, by subject) to find the events and their owners, and
+    ``events_found_by``: ``index`` (the projection ``db``), ``since``, ``command_time`` (the
+    time a UUIDv7 command id carries), ``log`` (the whole log) or ``after_seq``."""
     if (command_id is None) == (to_seq is None):
         raise ConflictingOptions("give exactly one of --command-id and --to-seq")
     if since is not None and command_id is None:
@@ -109,10 +112,23 @@ async def revert(
     if since is not None and since.tzinfo is None:
         raise ValueError("'since' must be timezone-aware")
     read = LogRead()
+    found_by = "index" if db is not None else "since" if since is not None else "log"
     if command_id is not None:
-        events, marks = await events_of_command(
-            conn, command_id, db, since=since, read=read, slack=slack
-        )
+        made = command_time(command_id) if found_by == "log" else None
+        if made is not None:
+            # The id says when it was made (a UUIDv7, as Client makes them): read from then on.
+            # Only a hint — the client's clock: found nothing there, the whole log is read.
+            found_by = "command_time"
+            after = datetime.datetime.fromtimestamp(made, datetime.UTC)
+            events, marks = await events_of_command(
+                conn, command_id, since=after, read=read, slack=slack
+            )
+            if not events and not marks:
+                found_by = "log"
+        if found_by != "command_time":
+            events, marks = await events_of_command(
+                conn, command_id, db, since=since, read=read, slack=slack
+            )
         if marks:
             raise AlreadyReverted(
                 f"command {command_id} was already reverted (marker #{marks[0].seq},"
@@ -124,6 +140,7 @@ async def revert(
         upto = None
     else:
         assert to_seq is not None
+        found_by = "after_seq"
         events = await events_after(conn, to_seq, scope, read)
         upto = max((s.seq for s in events), default=to_seq)
     if not events:
@@ -161,7 +178,7 @@ async def revert(
     for attempt in range(50):
         try:
             answer = await client.request(name, args, command_id=rid)
-            return {**answer, "log_messages_read": read.messages}
+            return {**answer, "log_messages_read": read.messages, "events_found_by": found_by}
         except NetledgerError as err:
             if err.code != "service_behind" or attempt == 49:
                 raise
@@ -241,9 +258,11 @@ def revert_cmd(
     log after its checkpoint); with --since by reading the log from the first message stored
     then (found by time, not by reading: a minute earlier, for clock differences; further
     back if the command began before it); with neither through the projection on this
-    machine (a running serve's, as `show` finds it) if it is one of this stream, else by
-    reading the whole log, a read as long as the log is old (said on stderr). The result
-    says how many messages were read (log_messages_read).
+    machine (a running serve's, as `show` finds it) if it is one of this stream, else from
+    the time the command id carries (a UUIDv7: what netledger's client gives a command),
+    else by reading the whole log, a read as long as the log is old (said on stderr). The
+    result says how many messages were read (log_messages_read) and how the events were
+    found (events_found_by: index, since, command_time, log, after_seq).
     """
     scope_s = f"{scope[0]}:{scope[1]}" if scope else None
     here = _projection_here(settings) if command_id and db is None and since is None else None
@@ -273,7 +292,7 @@ def revert_cmd(
             f" (this machine's; read {result['log_messages_read']} messages of the log)",
             err=True,
         )
-    elif command_id is not None and db is None and since is None:
+    elif result.get("events_found_by") == "log" and command_id is not None:
         mismatch = f" ({here} is not of this stream)" if here is not None else ""
         click.echo(
             f"netledger: read the whole log ({result['log_messages_read']} messages) for command"
