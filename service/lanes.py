@@ -30,10 +30,12 @@ from netledger.events.commands import (
 from netledger.events.decide import Decision, Pending, decide
 from netledger.events.errors import (
     CommandIdReused,
+    ConflictError,
     ConflictRetriesExhausted,
     DecodeError,
     LogUnavailable,
     NetledgerError,
+    NotFound,
 )
 from netledger.events.placement import companions
 from netledger.events.reaper import FixedIpReap
@@ -55,6 +57,9 @@ from netledger.service.recreated import learn_recreated
 log = logging.getLogger("netledger.service")
 
 MAX_CONFLICT_RETRIES = 64
+#: How long a refusal waits for this replica to fold the log's end before it is answered on
+#: what the replica holds (the log away, or far behind).
+REFUSAL_CATCH_UP_S = 5.0
 
 
 class Lanes(LaneAppends):
@@ -220,10 +225,19 @@ class Lanes(LaneAppends):
         prelink = self.pipeline
         #: why this round decides again (counted when it does: not after its last attempt)
         retry: str | None = None
+        #: a refusal waits for the fold of the whole log, once a round (see below)
+        recheck = confirmed = False
         for attempt in range(MAX_CONFLICT_RETRIES):
             if retry is not None:
                 self.stats.retries[retry] += 1
                 retry = None
+            if recheck:
+                recheck, confirmed = False, True
+                self.stats.retries["refusal"] += 1
+                try:
+                    await self.follower.catch_up(timeout=REFUSAL_CATCH_UP_S)
+                except Exception as exc:  # the log away: refused on what this replica holds
+                    log.warning("refusal not checked against the log's end: %s", exc)
             if self.state.recreated:  # (a hand-made log: service/recreated.py)
                 await learn_recreated(self.conn, self.state)
             if (self.follower.in_batch or self.follower.pending) and any(
@@ -267,6 +281,17 @@ class Lanes(LaneAppends):
                     continue
                 try:
                     d = decide(self.state, job.req, pending)
+                except (NotFound, ConflictError) as err:
+                    if confirmed:
+                        job.fail(err)
+                    else:
+                        # A refusal is judged on the log as it stands, not on this replica's
+                        # fold so far: another replica may have just appended what the command
+                        # names — a client's network created there, its next request here (an
+                        # append needs no such wait: the log's OCC refuses a stale one).
+                        # Decided again, once, after catching up.
+                        recheck = True
+                    continue
                 except NetledgerError as err:
                     job.fail(err)
                     continue

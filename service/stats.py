@@ -15,8 +15,9 @@ UNKNOWN = "unknown"
 
 #: why a lane decides again (``Stats.retries``): another writer came first (an OCC refusal, or
 #: a message between a pre-linked decision's placements and it), or an append that may have
-#: landed (no sure answer, a batch refused as a duplicate): caught up and looked
-RETRY_REASONS = ("conflict", "maybe_applied")
+#: landed (no sure answer, a batch refused as a duplicate): caught up and looked; or a
+#: refusal (something not found, a conflict with the state) checked against the log's end
+RETRY_REASONS = ("conflict", "maybe_applied", "refusal")
 
 
 def _retry_reasons() -> dict[str, int]:
