@@ -25,8 +25,9 @@ Each decision goes with what the command service appends with it for the executo
 (``events/placement.py``: a host's first instance in a network, floating-IP mappings).
 Host events are what each host's executor appends for real changes (no heartbeats): links,
 gateway address, FDB entries toward the network's other hosts, dnsmasq start/reload/stop, NAT
-table, a ``HostReconciled`` after each pass, and ``HostInstancesSeen`` when its set of instance
-MACs changes. Every event is folded into the local state with the sequence it gets in the
+table, a ``HostReconciled`` after each pass, and a sighting report when its set of instance
+MACs changes (the whole set, ``HostInstancesSeen``, at its start and every ``FULL_EVERY``
+reports; what changed, ``HostInstancesChanged``, in between: executor/sightings.py). Every event is folded into the local state with the sequence it gets in the
 stream (the stream starts empty and only this writes to it).
 """
 
@@ -57,7 +58,13 @@ from netledger.events.commands import (
     Request,
 )
 from netledger.events.decide import Pending, decide
-from netledger.events.host_events import HostAnnounced, HostEvent, HostInstancesSeen
+from netledger.events.host_events import (
+    FULL_EVERY,
+    HostAnnounced,
+    HostEvent,
+    HostInstancesChanged,
+    HostInstancesSeen,
+)
 from netledger.events.ids import REGISTRY_SUBJECT, RETIRED_HOSTS, host_subject, network_subject
 from netledger.events.state import State
 from netledger.events.types import (
@@ -163,6 +170,9 @@ class Cloud:
         self.counts: Counter[str] = Counter()
         self.subject_counts: Counter[str] = Counter()
         self.host_total = 0
+        #: host -> its newest report as its executor knows it: (seq, MACs, networks, changes
+        #: sent since its last whole set) — what executor/sightings.py sends a change against
+        self.reported: dict[str, tuple[int, frozenset[str], frozenset[str], int]] = {}
         self.host_names = [f"host-{i}" for i in range(hosts)]
         self.focus_host = focus_host if focus_host in self.host_names else self.host_names[0]
         self.hosts = {
@@ -286,14 +296,37 @@ class Cloud:
         self._emit(events, rt.pass_id(self.seed), rt.actor)  # type: ignore[arg-type]
 
     def _sighting(self, rt: HostRt) -> None:
+        """What its executor appends (executor/sightings.py ``report_of``): the whole set at
+        its start (after a restart: the first report after adopting the log's), then what
+        changed, a whole set again every ``FULL_EVERY`` reports or when that is no larger."""
+        macs, nets = frozenset(rt.macs), frozenset(rt.links)
+        prev = self.reported.get(rt.name)
+        ev: HostEvent
+        if prev is not None and prev[3] < FULL_EVERY - 1:
+            base, old, old_nets, changes = prev
+            added, removed = macs - old, old - macs
+            if len(added) + len(removed) < len(macs):
+                ev = HostInstancesChanged(
+                    host=rt.name,
+                    base_seq=base,
+                    added=sorted(added),
+                    removed=sorted(removed),
+                    networks_added=sorted(nets - old_nets, key=int),
+                    networks_removed=sorted(old_nets - nets, key=int),
+                    leases=len(macs),
+                )
+                self._emit([ev], rt.pass_id(self.seed), rt.actor)
+                self.reported[rt.name] = (self.seq, macs, nets, changes + 1)
+                return
         ev = HostInstancesSeen(
             host=rt.name,
-            macs=sorted(rt.macs),
-            networks=sorted(rt.links, key=int),
-            reason="change",
-            leases=len(rt.macs),
+            macs=sorted(macs),
+            networks=sorted(nets, key=int),
+            reason="start" if prev is None else "change",
+            leases=len(macs),
         )
         self._emit([ev], rt.pass_id(self.seed), rt.actor)
+        self.reported[rt.name] = (self.seq, macs, nets, 0)
 
     # --- setup and fill -----------------------------------------------------------------
 
@@ -309,6 +342,8 @@ class Cloud:
             self._announce(self.hosts[h])
 
     def _announce(self, rt: HostRt) -> None:
+        # (a restarted executor's next report is a start: a whole set)
+        self.reported.pop(rt.name, None)
         ev = HostAnnounced(
             host=rt.name,
             vtep_address=rt.vtep,

@@ -256,11 +256,46 @@ class HostInstancesSeen(HostEvent):
     """The instance MACs this host sees: learned (dynamic) entries in the forwarding database
     of its bridges and unexpired leases of its dnsmasq. ``networks``: the networks whose
     bridges were read (a report says nothing about a network it did not cover). Appended when
-    the set changes and as a heartbeat (``reason``: ``start``, ``change`` or ``heartbeat``), so
-    that "unseen for the grace period" can be proven from the log alone."""
+    the set changes (``reason``: ``start`` or ``change``; ``heartbeat`` in older logs, whose
+    executors also appended it every minute), so that "unseen for the grace period" can be
+    proven from the log alone. The whole set: at an executor's start and whenever it is not
+    sure what the log last holds of it; otherwise it reports what changed
+    (:class:`HostInstancesChanged`)."""
 
     TYPE: ClassVar[str] = "HostInstancesSeen"
     macs: list[str]
     networks: list[str]
     reason: str
     leases: int = 0
+
+
+@event_type
+@dataclass(frozen=True)
+class HostInstancesChanged(HostEvent):
+    """What changed in the instance MACs this host sees (as :class:`HostInstancesSeen`) since
+    its report at stream sequence ``base_seq`` (its previous report, on this subject): MACs
+    ``added`` and ``removed``, networks covered that were added and removed, and the number of
+    MACs with a lease now. It says what a :class:`HostInstancesSeen` of the whole new set
+    would (``reason`` ``change``), in the bytes of what changed: a host of 200 instances wrote
+    ~3.8 KB when one booted.
+
+    The executor sends it only when it knows the log's newest report of the host is the one at
+    ``base_seq`` (executor/sightings.py); it sends the whole set at a start, after a report
+    whose append it does not know stored, and every :data:`FULL_EVERY` reports. A reader whose
+    newest report of the host is not the one at ``base_seq`` (a gap: one it did not fold) does
+    not guess the set: it forgets the host's reports, as if it had none (events/state_hosts.py,
+    docs/reclaim.md) — an absence is then proven from the next whole set on, never across a
+    set nobody holds."""
+
+    TYPE: ClassVar[str] = "HostInstancesChanged"
+    base_seq: int
+    added: list[str]
+    removed: list[str]
+    networks_added: list[str]
+    networks_removed: list[str]
+    leases: int
+
+
+#: the executor reports its whole set at least every this many reports (deltas in between): a
+#: reader that lost the base of a delta (docs/reclaim.md) holds a set again within as many
+FULL_EVERY = 32

@@ -5,7 +5,8 @@ reader of the log must know these types — the state fold, the projector, the e
 only the command service decides reclaims.
 
 * ``HostInstancesSeen`` (host subject, written by executors) says which instance MACs a host saw
-  on its bridges; :class:`HostSightings` is the fold's compact memory of those reports.
+  on its bridges, ``HostInstancesChanged`` what changed since its previous report;
+  :class:`HostSightings` is the fold's compact memory of those reports.
 * ``FixedIpReclaimed`` (network subject) frees an address whose instance its host has not seen
   for the grace period; it names the reports that prove it.
 * ``FixedIpReclaimSealed`` (network subject) closes every reclaim batch. It is the message that
@@ -149,15 +150,18 @@ class HostSightings:
     that contained it) is kept in two parts: the MACs of the newest report were last seen in
     it (all of them, but those :meth:`forget` dropped since), and :attr:`past` holds the
     others. A report then costs what changed since the one before (a MAC or two), not a
-    write per MAC it holds: a host reports its whole set each time (~20 MACs here), and that
-    was ~20% of the service's fold of a long log. The mapping and every answer are exactly
+    write per MAC it holds: a whole report (``HostInstancesSeen``, ~20 MACs here) was ~20% of
+    the service's fold of a long log; a change (``HostInstancesChanged``,
+    :meth:`record_change`) costs what it carries, not the set. The mapping and every answer are exactly
     those of one dict written at every report (tests/events/test_sightings_lazy.py)."""
 
     reports: list[Report] = field(default_factory=list)
     #: MAC -> stream sequence of the last report that contained it, for the MACs not in the
     #: newest report (``last_macs``)
     past: dict[str, int] = field(default_factory=dict)
-    last_macs: frozenset[str] = frozenset()
+    #: the newest report's MACs: a frozenset of a whole report, a set changed in place by the
+    #: changes after it (:meth:`record_change`); nothing outside holds it
+    last_macs: frozenset[str] | set[str] = frozenset()
     limit: int = MAX_REPORTS
     #: MACs of the newest report whose sighting was forgotten since (:meth:`forget`,
     #: :meth:`keep_only`): a subset of ``last_macs``
@@ -239,6 +243,54 @@ class HostSightings:
             self.forgotten = set()
         self.last_macs = new
         reports.append(Report(seq, time, nets, start))
+        if len(reports) > self.limit:
+            self._thin()
+
+    def record_change(
+        self,
+        seq: int,
+        time: float,
+        added: list[str],
+        removed: list[str],
+        networks_added: list[str],
+        networks_removed: list[str],
+    ) -> None:
+        """:meth:`record` of the set of the newest report less ``removed`` plus ``added`` (a
+        ``HostInstancesChanged`` on it: the caller checked that it is its base), covering its
+        networks less ``networks_removed`` plus ``networks_added`` — the same state, at the
+        cost of what changed: the newest set is kept as a ``set`` and changed in place (one
+        copy of it at the first change after a whole report), the networks shared while they
+        stay the same (tests/events/test_sightings_delta.py)."""
+        reports = self.reports
+        newest = reports[-1]
+        nets = newest.networks
+        if networks_added or networks_removed:
+            changed = nets.difference(networks_removed).union(networks_added)
+            if changed != nets:
+                nets = changed
+        came = [m.lower() for m in added]
+        gone = [m.lower() for m in removed]
+        macs = self.last_macs
+        if type(macs) is not set:
+            macs = set(macs)  # (a whole report's frozenset: ours to change from here on)
+        past = self.past
+        forgotten = self.forgotten
+        if gone:
+            kept = set(came)
+            for m in gone:
+                # Last seen in the newest report until now: those it had and this one has not.
+                if m in macs and m not in kept:
+                    macs.discard(m)
+                    if m not in forgotten:
+                        past[m] = newest.seq
+        for m in came:
+            if m not in macs:
+                macs.add(m)
+                past.pop(m, None)
+        if forgotten:
+            self.forgotten = set()
+        self.last_macs = macs
+        reports.append(Report(seq, time, nets, False))
         if len(reports) > self.limit:
             self._thin()
 

@@ -27,7 +27,7 @@ import netaddr
 from .codec import Envelope
 from .errors import Unfoldable
 from .field_types import field_hints
-from .host_events import HostAnnounced, HostEvent, HostInstancesSeen
+from .host_events import HostAnnounced, HostEvent, HostInstancesChanged, HostInstancesSeen
 from .ids import REGISTRY_SUBJECT, network_subject
 from .placement_events import (
     FloatingIpMapped,
@@ -73,7 +73,7 @@ from .wire_fast import compact, event_of
 
 #: The meaning of the fold: bump it whenever ``State.apply`` (or what it keeps) changes, so that
 #: snapshots written by older code are refused and the fold is rebuilt from the log.
-FOLD_VERSION = 14
+FOLD_VERSION = 15
 
 
 #: a MAC counted on a host (+1) or no more (-1): (host, MAC, delta)
@@ -626,6 +626,7 @@ _HANDLERS: dict[type, Callable[[State, Any, int], None]] = {
     FixedIpReconfirmed: State._fixed_reconfirmed,
     FixedIpMoved: State._fixed_moved,
     HostInstancesSeen: State._instances_seen,
+    HostInstancesChanged: State._instances_changed,
     HostAnnounced: State._host_announced,
     NetworkHostJoined: State._host_joined,
     LegacyAnnouncementIndexed: State._announcement_indexed,
@@ -659,6 +660,7 @@ _READ_FIELDS: frozenset[Callable[[State, Any, int], None]] = frozenset(
         State._fixed_reconfirmed,
         State._fixed_moved,
         State._instances_seen,
+        State._instances_changed,
         State._host_joined,
         State._floating_mapped,
         State._floating_unmapped,

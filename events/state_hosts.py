@@ -8,7 +8,7 @@ one idea of the fold, kept beside it as the network and floating parts are.
 
 from __future__ import annotations
 
-from .host_events import HostAnnounced, HostInstancesSeen
+from .host_events import HostAnnounced, HostInstancesChanged, HostInstancesSeen
 from .ids import announce_subject, host_subject, retired_subject
 from .placement_events import LegacyAnnouncementIndexed
 from .reclaim_events import HostSightings
@@ -81,7 +81,27 @@ class HostsFold:
         if h is None:
             h = self.sightings[ev.host] = HostSightings()
         h.record(seq, self.event_time, ev.macs, ev.networks, ev.reason == "start")
-        live = self.host_macs.get(ev.host)
+        self._keep_sightings(ev.host, h)
+
+    def _instances_changed(self, ev: HostInstancesChanged, seq: int) -> None:
+        if seq < self.subject_seq.get(retired_subject(ev.host), 0):
+            return  # (as _instances_seen)
+        h = self.sightings.get(ev.host)
+        if h is None or h.reports[-1].seq != ev.base_seq:
+            # A gap: the report this one changes is not the newest held here (one this reader
+            # did not fold, or forgot with a retirement). Its set is never guessed: the host's
+            # reports are forgotten, as if it had never reported — an absence is proven from
+            # its next whole report on (the executor sends one at least every FULL_EVERY), and
+            # none reaches back across what was not held (docs/reclaim.md).
+            self.sightings.pop(ev.host, None)
+            return
+        h.record_change(
+            seq, self.event_time, ev.added, ev.removed, ev.networks_added, ev.networks_removed
+        )
+        self._keep_sightings(ev.host, h)
+
+    def _keep_sightings(self, host: str, h: HostSightings) -> None:
+        live = self.host_macs.get(host)
         if live is None:
             h.keep_newest()  # (no allocation here: only the newest report can matter)
         else:

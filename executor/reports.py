@@ -17,7 +17,7 @@ from typing import Any
 
 from netledger.events.codec import Actor, Envelope
 from netledger.events.errors import LogUnavailable
-from netledger.events.host_events import HostEvent, HostInstancesSeen
+from netledger.events.host_events import HostEvent, HostInstancesChanged, HostInstancesSeen
 from netledger.journal.append import Appender, MaybeApplied, build_messages
 from netledger.journal.liveness import live_bucket, status_key
 from netledger.journal.stream import MAX_BATCH, Connection, last_seq, retrying
@@ -30,6 +30,8 @@ from .view import HostView
 log = logging.getLogger("netledger.executor")
 #: up to this many host events of a pass are published one by one, more in atomic batches
 FEW = 8
+#: sighting reports: never sent again later (see Reports._append)
+_SIGHTINGS = (HostInstancesSeen, HostInstancesChanged)
 
 
 class Reports:
@@ -182,7 +184,7 @@ class Reports:
                 # one made after what came in between (an allocation: reclaim counts reports
                 # by sequence); the reporter observes again instead (found by review).
                 self._unsent = [
-                    e for g in groups[k:] for e in g if not isinstance(e.event, HostInstancesSeen)
+                    e for g in groups[k:] for e in g if not isinstance(e.event, _SIGHTINGS)
                 ]
                 if isinstance(err, LogUnavailable):
                     self._log_refused(err)

@@ -3,8 +3,14 @@
 An instance is *seen* on this host when its MAC is a learned (dynamic) entry in the forwarding
 database of one of our bridges — the kernel learns it from the instance's own traffic — or holds
 an unexpired lease in one of our dnsmasq lease files. The reporter appends
-``HostInstancesSeen`` to the log only when that set (or the set of bridges read) changes — a
-restart that finds the set of the host's last report in the log appends nothing. At least every
+a report to the log only when that set (or the set of bridges read) changes — a restart that
+finds the set of the host's last report in the log appends nothing. A report carries what
+changed since the one before (``HostInstancesChanged``: a MAC or two, where the whole set of a
+host of 200 instances was ~3.8 KB) when the reporter knows that one is the log's newest report
+of the host; the whole set (``HostInstancesSeen``) at a start, after a failure, after an append
+whose stored sequence it does not know, when the change is not smaller than the set, and at
+least every ``FULL_EVERY`` reports (docs/reclaim.md: a reader that lost a change's base holds a
+set again from there). At least every
 ``heartbeat`` seconds it writes a *heartbeat* into the liveness bucket instead
 (journal/liveness.py: "still the set of my report at seq N", with the set's digest): reclaiming
 needs evidence *after* the grace period that still lacks the MAC (events/reclaim.py), and a
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from netledger.events.errors import LogUnavailable
-from netledger.events.host_events import HostInstancesSeen
+from netledger.events.host_events import FULL_EVERY, HostInstancesChanged, HostInstancesSeen
 from netledger.events.reclaim_events import Heartbeat, macs_digest
 from netledger.events.state import State
 from netledger.journal.liveness import heartbeat_to_json, live_bucket, seen_key
@@ -50,6 +56,33 @@ class Executor(Protocol):
     def state(self) -> State: ...
 
     async def _publish(self, events: list[Any]) -> int: ...
+
+
+def report_of(
+    host: str, last: Sighting | None, base_seq: int, seen: Sighting, reason: str
+) -> HostInstancesSeen | HostInstancesChanged:
+    """The report of ``seen``: what changed since ``last`` (the set of this host's report at
+    ``base_seq``, the log's newest: 0 when not known), or the whole set (a start, no base, or
+    a change not smaller than the set)."""
+    if reason == "change" and last is not None and base_seq:
+        added, removed = seen.macs - last.macs, last.macs - seen.macs
+        if len(added) + len(removed) < len(seen.macs):
+            return HostInstancesChanged(
+                host=host,
+                base_seq=base_seq,
+                added=sorted(added),
+                removed=sorted(removed),
+                networks_added=sorted(seen.networks - last.networks),
+                networks_removed=sorted(last.networks - seen.networks),
+                leases=seen.leases,
+            )
+    return HostInstancesSeen(
+        host=host,
+        macs=sorted(seen.macs),
+        networks=sorted(seen.networks),
+        reason=reason,
+        leases=seen.leases,
+    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +126,7 @@ class SightingReporter:
     """Owned by a running executor (``run_forever``): polls, reports, stops with it."""
 
     adopted = False  # (see __init__)
+    changes = 0
 
     def __init__(self, ex: Executor, poll: float, heartbeat: float) -> None:
         self.ex = ex
@@ -114,6 +148,8 @@ class SightingReporter:
         #: report appended is its first, a start — else nothing in the log marks the time
         #: before this run as unwatched, and an absence reached back across it (review hrev8)
         self.adopted = False
+        #: reports appended as changes since the last whole set (at most FULL_EVERY - 1)
+        self.changes = 0
         self._kv: Any = None
         self._kv_missing_logged = False
         # Its own netlink socket: the reconcile pass uses the executor's in another thread.
@@ -154,6 +190,25 @@ class SightingReporter:
         self.report_seq = newest.seq
         return True
 
+    def _base(self) -> int:
+        """The sequence of our last report when a change may be relative to it: this
+        executor's fold of the log (its own subject, read back after each append) holds it as
+        the host's newest report, with the set and networks we reported; else 0 (a whole set).
+
+        Asked of the fold rather than of the append: an append retried over a lost
+        acknowledgement returns the log's last sequence, not necessarily the report's, and only
+        the fold knows that nothing else was reported on this subject since (another executor
+        of the same host name, a restart)."""
+        last = self.last
+        if last is None or not self.report_seq or self.changes >= FULL_EVERY - 1:
+            return 0
+        folded = self.ex.state.sightings.get(self.ex.cfg.host)
+        if folded is None or folded.last_seq != self.report_seq:
+            return 0
+        if folded.last_macs != last.macs or folded.reports[-1].networks != last.networks:
+            return 0
+        return self.report_seq
+
     async def report_once(self) -> bool:
         """Observe; append a report when the set changed (True), else heartbeat when due."""
         seen = await asyncio.to_thread(self.observe, self._bridges())
@@ -168,14 +223,11 @@ class SightingReporter:
             # report refused meanwhile): report afresh, as a start, never confirm it.
             reason = "start"
         if reason in ("start", "change"):
-            ev = HostInstancesSeen(
-                host=self.ex.cfg.host,
-                macs=sorted(seen.macs),
-                networks=sorted(seen.networks),
-                reason="start" if self.broken or self.adopted else reason,
-                leases=seen.leases,
-            )
+            if self.broken or self.adopted:
+                reason = "start"
+            ev = report_of(self.ex.cfg.host, self.last, self._base(), seen, reason)
             self.report_seq = await self.ex._publish([ev])
+            self.changes = self.changes + 1 if isinstance(ev, HostInstancesChanged) else 0
             self.last, self.last_at = seen, now
             self.broken = self.adopted = False
             self.reports += 1

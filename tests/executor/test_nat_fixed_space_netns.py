@@ -121,7 +121,7 @@ async def test_networks_created_elsewhere_reach_the_set_add_nothing_and_are_appl
     one command). It changed its kernel for them all the same: its liveness status must say
     how far it applied, or ``netledger status`` counts the registry's events after its last
     status as not applied (lagging beyond 100, exit 1) until the heartbeat."""
-    from netledger.events.host_events import HostInstancesSeen
+    from netledger.events.host_events import HostInstancesChanged, HostInstancesSeen
     from netledger.journal.stream import last_seq
     from netledger.ops.status import DEFAULT_MAX_LAG, hosts_status
     from tests.executor.test_executor_netns import host_events
@@ -137,8 +137,13 @@ async def test_networks_created_elsewhere_reach_the_set_add_nothing_and_are_appl
     subject = host_subject("ha")
     # settled: its first pass reported, its sightings name the network, a sweep went by
     for _ in range(300):
-        seen = [e for e in await host_events(conn, "ha") if isinstance(e, HostInstancesSeen)]
-        if seen and n1["id"] in seen[-1].networks:
+        evs = await host_events(conn, "ha")
+        seen = [e for e in evs if isinstance(e, HostInstancesSeen | HostInstancesChanged)]
+        if seen and n1["id"] in (
+            seen[-1].networks_added
+            if isinstance(seen[-1], HostInstancesChanged)
+            else seen[-1].networks
+        ):
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.2)

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from netledger.events.reclaim_events import FixedIpReclaimed
+from netledger.events.host_events import HostInstancesChanged, HostInstancesSeen
+from netledger.events.reclaim_events import FixedIpReclaimed, macs_digest
 from netledger.executor.daemon import Executor
 from netledger.executor.desired import HostConfig
 from netledger.executor.options import Options
@@ -126,6 +127,18 @@ async def test_an_instance_gone_from_its_host_is_reclaimed_after_the_grace(
     # heartbeat from the liveness bucket, which the reclaim names as its evidence.
     assert ev.heartbeat_revision is not None and ev.heartbeat_digest
     assert "heartbeat rev" in ev.reason
+    # whether the host reported whole sets or what changed, the evidence names the whole set
+    # of the report it confirmed (rebuilt here from the reports up to it)
+    macs: set[str] = set()
+    for seq, _, e in await all_events(conn):
+        if seq > ev.report_seq:
+            break
+        if isinstance(e, HostInstancesSeen):
+            macs = set(e.macs)
+        elif isinstance(e, HostInstancesChanged):
+            macs = (macs - set(e.removed)) | set(e.added)
+    assert keep["mac"] in macs and gone["mac"] not in macs
+    assert ev.heartbeat_digest == macs_digest(macs)
 
 
 async def _has_bridge(ns: str) -> bool:
