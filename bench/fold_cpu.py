@@ -52,12 +52,15 @@ CHUNK = 512
 
 def history(events: int, seed: int) -> tuple[list[tuple[int, str, bytes]], int]:
     """The generated log's messages (seq, subject, data) and where its churn begins."""
-    path = Path(tempfile.gettempdir()) / f"netledger-fold-cpu-{events}-{seed}-v2.pickle"
+    sys.path.insert(0, str(REPO / "bench"))
+    from history_gen import generator_version
+
+    name = f"netledger-fold-cpu-{events}-{seed}-{generator_version()}.pickle"
+    path = Path(tempfile.gettempdir()) / name
     if path.exists():
         with path.open("rb") as f:
             got: tuple[list[tuple[int, str, bytes]], int] = pickle.load(f)
             return got
-    sys.path.insert(0, str(REPO / "bench"))
     from history_gen import Cloud
 
     out: list[tuple[int, str, bytes]] = []
@@ -136,10 +139,12 @@ def snapshot_of(messages: list[tuple[int, str, bytes]], n: int, args: argparse.N
     """The snapshot body of the fold of all but the last ``n`` messages (made once, by this
     tree, and kept in the system's temp folder: each measuring process only loads it, as a
     start does — nothing of the fold before it is warm there)."""
+    from history_gen import generator_version
+
     from netledger.events import snapshot
 
     path = Path(tempfile.gettempdir()) / (
-        f"netledger-fold-cpu-{args.events}-{args.seed}-tail{n}"
+        f"netledger-fold-cpu-{args.events}-{args.seed}-{generator_version()}-tail{n}"
         f"-f{snapshot.SNAPSHOT_FORMAT}-v{snapshot.FOLD_VERSION}.snapshot"
     )
     if not path.exists():

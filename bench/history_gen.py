@@ -38,6 +38,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 from history_pub import BatchWriter, Message
 from history_rt import HostRt, pack
@@ -610,3 +611,24 @@ class Cloud:
             written=written,
             cloud=self,
         )
+
+
+def generator_version() -> str:
+    """What the generated log depends on, as a short hash (the generator's own sources and the
+    event types it writes): a log cached under another version is not this generator's (the
+    sighting reports became changes on Dec 7, and a cached log of whole sets went on being
+    measured as the new one)."""
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    repo = here.parent
+    h = hashlib.sha256()
+    for f in (
+        here / "history_gen.py",
+        here / "history_rt.py",
+        here / "history_types.py",
+        repo / "events" / "types.py",
+        repo / "events" / "host_events.py",
+    ):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]

@@ -81,7 +81,10 @@ PARTS = ("reader", "projecting", "committing", "nats-server", "total")
 
 def store(kind: str, events: int, seed: int) -> Path:
     """The folder of a nats-server store holding the log (built on first use)."""
-    return Path(tempfile.gettempdir()) / f"netledger-projector-cpu-{kind}-{events}-{seed}"
+    from history_gen import generator_version
+
+    name = f"netledger-projector-cpu-{kind}-{events}-{seed}-{generator_version()}"
+    return Path(tempfile.gettempdir()) / name
 
 
 async def _build(kind: str, events: int, seed: int, at: Path) -> None:
