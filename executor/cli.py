@@ -100,6 +100,16 @@ def executor_group() -> None:
     " least this often (seconds). Nothing is appended to the log when nothing changed.",
 )
 @click.option(
+    "--sighting-changes/--whole-sightings",
+    default=True,
+    show_default=True,
+    help="Report the instance MACs this host sees as what changed since its previous report"
+    " (HostInstancesChanged; a whole set at a start and every 32 reports) or always as the"
+    " whole set (HostInstancesSeen). --whole-sightings while command services older than"
+    " Dec 7, 2026 still run (a rolling upgrade that did not start with them): those skip the"
+    " changes and could take an instance seen only in them for gone (docs/reclaim.md).",
+)
+@click.option(
     "--batch-size",
     type=int,
     default=150,
@@ -155,6 +165,7 @@ def executor_run(
     once: bool,
     interval: float,
     heartbeat: float,
+    sighting_changes: bool,
     batch_size: int,
     pause_between_batches: float,
     whole_log: bool,
@@ -237,6 +248,7 @@ def executor_run(
         dhcp_paths=paths,
         dhcp_script=script,
         sightings_heartbeat=heartbeat,
+        sighting_changes=sighting_changes,
         share=not whole_log,
         snapshot_path=os.path.join(state_dir, SNAPSHOT_FILE),
         snapshot_every=snapshot_every if not once or _given("snapshot_every") else 0,

@@ -63,6 +63,9 @@ class Options:
     #: instance sightings (executor/sightings.py): poll period (None: off) and heartbeat
     sightings_poll: float | None = 5.0
     sightings_heartbeat: float = 60.0
+    #: report what changed (HostInstancesChanged) rather than the whole set each time (False:
+    #: ``--whole-sightings``, for command services older than the change: docs/reclaim.md)
+    sighting_changes: bool = True
     #: read only this host's share of the log (executor/share.py); False: the whole stream
     share: bool = True
     #: keep the kernel cache current by notifications (False for --once: one pass, read back)

@@ -200,6 +200,8 @@ class SightingReporter:
         the fold knows that nothing else was reported on this subject since (another executor
         of the same host name, a restart)."""
         last = self.last
+        if not self.ex.opts.sighting_changes:
+            return 0
         if last is None or not self.report_seq or self.changes >= FULL_EVERY - 1:
             return 0
         folded = self.ex.state.sightings.get(self.ex.cfg.host)

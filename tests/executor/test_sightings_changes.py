@@ -21,7 +21,7 @@ class Host:
     """A reporter whose ``_publish`` stores into a list and folds what it stored into the
     executor's state (what the follower does before an append returns: read_back_own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, changes: bool = True) -> None:
         self.state = State()
         self.seq = 0
         self.sent: list[Any] = []
@@ -45,7 +45,7 @@ class Host:
             cfg=SimpleNamespace(host="h1"),
             state=self.state,
             _publish=publish,
-            opts=SimpleNamespace(netns=None),
+            opts=SimpleNamespace(netns=None, sighting_changes=changes),
         )
         r = SightingReporter.__new__(SightingReporter)
         r.__dict__.update(
@@ -108,3 +108,12 @@ async def test_a_whole_set_when_the_fold_holds_another_report() -> None:
     other = HostInstancesSeen(host="h1", macs=MACS[:3], networks=["1"], reason="start")
     h.state.apply(h.seq, other.subject(), Envelope(other, "x", "x", 0.0, SYSTEM))
     assert isinstance(await h.see(MACS[:21]), HostInstancesSeen)
+
+
+async def test_whole_sets_only_when_asked() -> None:
+    """``executor run --whole-sightings`` (command services older than the changes still
+    running): every report is the whole set, each a change's reason."""
+    h = Host(changes=False)
+    sent = [await h.see(MACS[: 20 + k % 3]) for k in range(6)]
+    assert all(isinstance(e, HostInstancesSeen) for e in sent)
+    assert [e.reason for e in sent] == ["start"] + ["change"] * 5

@@ -30,6 +30,7 @@ async def test_a_refused_report_breaks_continuity() -> None:
         cfg=SimpleNamespace(host="h1"),
         state=SimpleNamespace(sightings={}, live_networks=lambda: []),
         _publish=publish,
+        opts=SimpleNamespace(sighting_changes=True),
     )
     r = SightingReporter.__new__(SightingReporter)
     quiet = Sighting(frozenset(), frozenset({"1"}), 0)  # what report 7 in the log says

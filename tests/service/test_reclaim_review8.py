@@ -59,7 +59,7 @@ def _executor(conn: Connection, svc: CommandService, host: str) -> Any:
 
     return SimpleNamespace(
         conn=conn,
-        opts=SimpleNamespace(netns=None, dhcp_paths=None),
+        opts=SimpleNamespace(netns=None, dhcp_paths=None, sighting_changes=True),
         cfg=SimpleNamespace(host=host),
         sightings=None,
         state=svc.state,
