@@ -84,6 +84,7 @@ class Executor(Reports, Sweeping):
             network_host=cfg.network_host,
             share=self.opts.share,
             on_change=self._dirty_set,
+            heartbeat=self.opts.follow_heartbeat,
         )
         self.dnsmasq: Dnsmasq | None = None
         if self.opts.dhcp_paths is not None:

@@ -48,7 +48,7 @@ from netledger.events.prune import prune, read_from
 from netledger.events.state import State, superseded
 from netledger.events.types import HostRetired
 from netledger.journal.follow import Follower
-from netledger.journal.stream import Connection, message_at
+from netledger.journal.stream import FOLLOW_HEARTBEAT_S, Connection, message_at
 
 from .dhcpplan import DhcpBook
 from .hosts import HostBook
@@ -73,9 +73,12 @@ class HostView:
         network_host: bool = False,
         share: bool = True,
         on_change: Callable[[], None] | None = None,
+        heartbeat: float = FOLLOW_HEARTBEAT_S,
     ) -> None:
         self.conn = conn
         self.host = host
+        #: its follower's idle heartbeat (``executor run --follow-heartbeat``)
+        self.heartbeat = heartbeat
         self.use_share = share
         self.share = Share(host, network_host)
         self.state = State()
@@ -170,7 +173,11 @@ class HostView:
     async def start(self) -> None:
         subjects = self.share.subjects(self.networks, self.every) if self.use_share else ALL_EVENTS
         self.follower = Follower(
-            self.conn, self._on_message, start_seq=self._start_seq, subject=subjects
+            self.conn,
+            self._on_message,
+            start_seq=self._start_seq,
+            subject=subjects,
+            heartbeat=self.heartbeat,
         )
         await self.follower.start()
         await self.sync()

@@ -85,11 +85,15 @@ class Follower:
         handler: Handler,
         start_seq: int = 1,
         subject: str | list[str] = ALL_EVENTS,
+        heartbeat: float = FOLLOW_HEARTBEAT_S,
     ) -> None:
         self.conn = conn
         self.handler = handler
         self.start_seq = max(1, start_seq)
         self.subjects = [subject] if isinstance(subject, str) else sorted(set(subject))
+        #: the consumer's idle heartbeat: two missed, nats-py makes the consumer again (a
+        #: server restart, a failover); each costs the server a message a period when idle
+        self.heartbeat = heartbeat
         self.applied_seq = start_seq - 1
         self.highest_seen = start_seq - 1
         #: everything of the share up to here has been handled (>= applied_seq)
@@ -164,7 +168,7 @@ class Follower:
                 pending_bytes_limit=256 * 1024 * 1024,
                 # nats-py recreates an ordered consumer after two missed heartbeats; its default
                 # (5 s) left readers stalled 10-20 s after a server restart or failover.
-                idle_heartbeat=FOLLOW_HEARTBEAT_S,
+                idle_heartbeat=self.heartbeat,
             ),
             "subscribing to the stream",
         )
