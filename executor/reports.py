@@ -18,7 +18,7 @@ from typing import Any
 from netledger.events.codec import Actor, Envelope
 from netledger.events.errors import LogUnavailable
 from netledger.events.host_events import HostEvent, HostInstancesChanged, HostInstancesSeen
-from netledger.journal.append import Appender, MaybeApplied, build_messages
+from netledger.journal.append import Appender, DuplicateBatch, MaybeApplied, build_messages
 from netledger.journal.liveness import live_bucket, status_key
 from netledger.journal.stream import MAX_BATCH, Connection, last_seq, retrying
 
@@ -169,11 +169,7 @@ class Reports:
         )
         for k, group in enumerate(groups):
             try:
-                last = await retrying(
-                    functools.partial(self._appender.append, build_messages(group), {}),
-                    f"appending {len(group)} host event(s)",
-                    wait=60.0,
-                )
+                last = await self._append_group(group)
             except MaybeApplied:
                 # The same ids were stored already (a retry after a lost ack): nothing twice.
                 last = await last_seq(self.conn)
@@ -195,6 +191,27 @@ class Reports:
         if self.view.follower is not None and last and self.read_back_own:
             await self.view.follower.wait_for(last)
         return last
+
+    async def _append_group(self, group: list[Envelope]) -> int:
+        """One group (a message, or an atomic batch); the stream sequence of its last."""
+        try:
+            return await self._append_some(group)
+        except DuplicateBatch:
+            # Refused whole: one of its ids was stored before (an attempt whose answer was
+            # lost), and nothing of it now — a sighting report at its end neither (review h106:
+            # taken for stored, its observation was never in the log). One by one, each id is
+            # deduplicated on its own: the stored answer their sequence, the rest are stored.
+            last = 0
+            for env in group:
+                last = await self._append_some([env])
+            return last
+
+    async def _append_some(self, group: list[Envelope]) -> int:
+        return await retrying(
+            functools.partial(self._appender.append, build_messages(group), {}),
+            f"appending {len(group)} host event(s)",
+            wait=60.0,
+        )
 
     def _log_refused(self, err: LogUnavailable) -> None:
         """Said once per episode (not a stack trace per pass); in the host's status meanwhile.

@@ -59,4 +59,7 @@ async def test_a_sighting_in_a_batch_refused_as_a_duplicate_is_not_taken_for_sto
     ]
     if seq is not None:  # taken for stored: then it is, at that sequence
         assert reports == [seq], f"the report was answered seq {seq}; the log holds {reports}"
+        # and what was kept went before it, each once (the first was stored already)
+        names = [decode(m.data).event.name for m in stored[:-1]]  # type: ignore[attr-defined]
+        assert names == [f"br{i}" for i in range(1, 8)]
     await ex.close()
