@@ -220,6 +220,16 @@ class SightingReporter:
             self.last = seen
             self.adopted = True
             reason = "heartbeat"
+        if (
+            reason == "heartbeat"
+            and self.report_seq
+            and self.ex.cfg.host not in self.ex.state.sightings
+        ):
+            # The log's fold forgot this host (a change whose base it did not hold, e.g. one
+            # stored twice): no heartbeat confirms a report it no longer holds, and a quiet
+            # host reports nothing else for long — nothing of it reclaimable meanwhile. The
+            # whole set, now (review h106).
+            reason = "change"
         if self.broken and reason == "heartbeat":
             # What the log's newest report says may be older than what was seen since (a
             # report refused meanwhile): report afresh, as a start, never confirm it.

@@ -117,3 +117,18 @@ async def test_whole_sets_only_when_asked() -> None:
     sent = [await h.see(MACS[: 20 + k % 3]) for k in range(6)]
     assert all(isinstance(e, HostInstancesSeen) for e in sent)
     assert [e.reason for e in sent] == ["start"] + ["change"] * 5
+
+
+async def test_a_whole_set_at_the_heartbeat_once_the_fold_forgot_the_host() -> None:
+    """A change whose base the fold did not hold (one stored twice) makes every reader forget
+    the host; a quiet host would not report again for long, and no heartbeat confirms a report
+    the fold no longer holds: at the next heartbeat due, the whole set goes to the log."""
+    h = Host()
+    await h.see(MACS[:20])
+    await h.see(MACS[:21])
+    del h.state.sightings["h1"]  # what the fold does on a gap (events/state_hosts.py)
+    h.r.heartbeat = 0.0  # due now
+    ev = await h.see(MACS[:21])
+    assert isinstance(ev, HostInstancesSeen) and ev.macs == MACS[:21] and ev.reason == "change"
+    h.r.heartbeat = 1e9
+    assert isinstance(await h.see(MACS[:22]), HostInstancesChanged)  # changes again after it

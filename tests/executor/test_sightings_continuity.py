@@ -17,6 +17,7 @@ M = "02:16:3e:00:00:01"
 
 async def test_a_refused_report_breaks_continuity() -> None:
     published: list[Any] = []
+    sightings: dict[str, Any] = {}
     refuse = [True]
 
     async def publish(events: list[Any]) -> int:
@@ -24,11 +25,12 @@ async def test_a_refused_report_breaks_continuity() -> None:
             refuse[0] = False
             raise LogStorageFull("the stream is full")
         published.append(events[0])
+        sightings["h1"] = events[0]  # the executor's fold holds its report once stored
         return 100 + len(published)
 
     ex = SimpleNamespace(
         cfg=SimpleNamespace(host="h1"),
-        state=SimpleNamespace(sightings={}, live_networks=lambda: []),
+        state=SimpleNamespace(sightings=sightings, live_networks=lambda: []),
         _publish=publish,
         opts=SimpleNamespace(sighting_changes=True),
     )
