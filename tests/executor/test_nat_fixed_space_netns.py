@@ -121,10 +121,8 @@ async def test_networks_created_elsewhere_reach_the_set_add_nothing_and_are_appl
     one command). It changed its kernel for them all the same: its liveness status must say
     how far it applied, or ``netledger status`` counts the registry's events after its last
     status as not applied (lagging beyond 100, exit 1) until the heartbeat."""
-    from netledger.events.host_events import HostInstancesChanged, HostInstancesSeen
     from netledger.journal.stream import last_seq
     from netledger.ops.status import DEFAULT_MAX_LAG, hosts_status
-    from tests.executor.test_executor_netns import host_events
 
     ha = world.ns("ha")
     c = Client(conn)
@@ -135,17 +133,14 @@ async def test_networks_created_elsewhere_reach_the_set_add_nothing_and_are_appl
     world.executor(nats_url, "ha", ha, "--public-interface", "lo", once=False)
     await until(lambda: netaddr.IPNetwork(n1["cidr"]) in fixed_set(ha))
     subject = host_subject("ha")
-    # settled: its first pass reported, its sightings name the network, a sweep went by
-    for _ in range(300):
-        evs = await host_events(conn, "ha")
-        seen = [e for e in evs if isinstance(e, HostInstancesSeen | HostInstancesChanged)]
-        if seen and n1["id"] in (
-            seen[-1].networks_added
-            if isinstance(seen[-1], HostInstancesChanged)
-            else seen[-1].networks
-        ):
-            break
-        await asyncio.sleep(0.1)
+
+    # settled: its first pass reported, its sightings (as the service folds them: whole sets
+    # and changes alike) cover the network, a sweep went by
+    def covered() -> bool:
+        h = service.state.sightings.get("ha")
+        return h is not None and bool(h.reports) and n1["id"] in h.reports[-1].networks
+
+    await until(covered)
     await asyncio.sleep(1.2)
     mark = await last_on(conn, subject)
     many = await c.create_networks(
