@@ -39,6 +39,7 @@ from netledger.replay.revert_reads import (
     _owners,
     _scan,
     _undone_in,
+    check_projection,
     events_after,
     events_of_command,
     owners_of,
@@ -111,6 +112,10 @@ async def revert(
         )
     if since is not None and since.tzinfo is None:
         raise ValueError("'since' must be timezone-aware")
+    if db is not None:
+        # A projection of another stream, or of this one before a restore, would name other
+        # messages: refused as the projector refuses it, before anything is read (review h108).
+        await check_projection(conn, db)
     read = LogRead()
     found_by = "index" if db is not None else "since" if since is not None else "log"
     if command_id is not None:
