@@ -197,19 +197,30 @@ async def projection_of(conn: Connection, db: Path) -> bool:
     return True
 
 
+def _checkpoint(c: sqlite3.Connection) -> int:
+    row = c.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
 def _index_seqs(db: Path, *command_ids: str) -> tuple[list[int], int]:
     """The sequences the projection's index holds for ``command_ids``, and the projection's
-    checkpoint (what it has read of the log)."""
+    checkpoint (what it has read of the log; the caller reads the log after it).
+
+    The checkpoint first, then the rows at or below it: a running serve's projector commits
+    between two statements (each its own read), and a message it committed after the rows
+    were read but before the checkpoint was would be in neither read — half a command found
+    (review h108)."""
     with contextlib.closing(_open_index(db)) as c:
+        upto = _checkpoint(c)
         marks = ",".join("?" * len(command_ids))
         seqs = [
             r[0]
             for r in c.execute(
-                f"SELECT seq FROM events WHERE command_id IN ({marks}) ORDER BY seq", command_ids
+                f"SELECT seq FROM events WHERE command_id IN ({marks}) AND seq <= ? ORDER BY seq",
+                (*command_ids, upto),
             )
         ]
-        row = c.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
-    return seqs, int(row[0]) if row else 0
+    return seqs, upto
 
 
 async def events_of_command(
@@ -268,9 +279,11 @@ def _undone_in(events: list[StoredEvent]) -> list[StoredEvent]:
 
 def _index_allocations(db: Path, deallocs: list[StoredEvent]) -> tuple[list[int], int]:
     """The sequence of the allocation each of ``deallocs`` ended as far as the projection's
-    events index goes, and how far that is (its checkpoint)."""
+    events index goes, and how far that is (its checkpoint: read first, the rows bounded by it,
+    as :func:`_index_seqs`)."""
     seqs: list[int] = []
     with contextlib.closing(_open_index(db)) as c:
+        upto = _checkpoint(c)
         for s in deallocs:
             network_id, address = _address(s)
             # (address, seq) is indexed: walked back from the deallocation, the first
@@ -278,12 +291,11 @@ def _index_allocations(db: Path, deallocs: list[StoredEvent]) -> tuple[list[int]
             got = c.execute(
                 "SELECT seq FROM events WHERE address = ? AND seq < ? AND network_id = ?"
                 " AND type = 'FixedIpAllocated' ORDER BY seq DESC LIMIT 1",
-                (address, s.seq, network_id),
+                (address, min(s.seq, upto + 1), network_id),
             ).fetchone()
             if got is not None:
                 seqs.append(int(got[0]))
-        row = c.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
-    return seqs, int(row[0]) if row else 0
+    return seqs, upto
 
 
 async def _read_allocations(
