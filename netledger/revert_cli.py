@@ -83,6 +83,20 @@ def _projection_here(settings: Settings) -> Path | None:
     return path if path.is_file() else None
 
 
+def _made_at(command_id: str) -> datetime.datetime | None:
+    """When ``command_id`` says it was made (a UUIDv7: events/ids.py ``command_time``), if a
+    datetime holds it. A client's own id of 32 hex digits may merely look like a UUIDv7 (an MD5
+    digest: one in 64), its "time" anything up to the year 10889 (one MD5 id in ~700 beyond
+    9999): an id whose time no datetime holds carries none (review h108)."""
+    made = command_time(command_id)
+    if made is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(made, datetime.UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 async def revert(
     conn: Connection,
     client: Client,
@@ -119,12 +133,11 @@ async def revert(
     read = LogRead()
     found_by = "index" if db is not None else "since" if since is not None else "log"
     if command_id is not None:
-        made = command_time(command_id) if found_by == "log" else None
-        if made is not None:
+        after = _made_at(command_id) if found_by == "log" else None
+        if after is not None:
             # The id says when it was made (a UUIDv7, as Client makes them): read from then on.
             # Only a hint — the client's clock: found nothing there, the whole log is read.
             found_by = "command_time"
-            after = datetime.datetime.fromtimestamp(made, datetime.UTC)
             events, marks = await events_of_command(
                 conn, command_id, since=after, read=read, slack=slack
             )

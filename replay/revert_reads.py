@@ -100,7 +100,9 @@ async def _scan(
 
 
 def _earlier(moment: float, slack: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(moment - slack, datetime.UTC)
+    # (no message is stored before 1970: a --since near the year 1, less the slack, is no
+    # datetime)
+    return datetime.datetime.fromtimestamp(max(0.0, moment - slack), datetime.UTC)
 
 
 async def _scan_since(
