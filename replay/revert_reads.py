@@ -25,7 +25,7 @@ from netledger.events.revert import StoredEvent, command_id_for, in_scope
 from netledger.events.revert_events import ChangeReverted
 from netledger.events.types import FixedIpAllocated, FixedIpDeallocated
 from netledger.journal.follow import iter_subject
-from netledger.journal.stream import Connection, last_seq, retrying
+from netledger.journal.stream import Connection, last_seq, message_at, retrying
 from netledger.projector.anchor import check_log
 from netledger.projector.errors import (
     ProjectionAhead,
@@ -54,9 +54,13 @@ class LogRead:
     messages: int = 0
     #: the earliest time an event kept carries (its envelope's, set by the service)
     earliest: float | None = None
+    #: the kept message of the lowest sequence: (its seq, the time it carries, its store time)
+    first: tuple[int, float, float] | None = None
 
-    def kept(self, time: float) -> None:
+    def kept(self, time: float, seq: int = 0, stored: float = 0.0) -> None:
         self.earliest = time if self.earliest is None else min(self.earliest, time)
+        if self.first is None or seq < self.first[0]:
+            self.first = (seq, time, stored)
 
 
 Keep = Callable[[StoredEvent], bool]
@@ -95,7 +99,7 @@ async def _scan(
         got = _stored_at(m.seq, m.subject, m.data)
         if got is not None and keep(got[0]):
             out.append(got[0])
-            read.kept(got[1])
+            read.kept(got[1], m.seq, m.stream_time)
     return out
 
 
@@ -129,6 +133,21 @@ async def _scan_since(
             break
         found = await _scan(conn, earlier, keep, read, start - 1) + found
         start = earlier
+    # A command's message at the very start of the read, stamped more than the slack after
+    # it was stored: the service's clock is that far ahead of the server's, and the events
+    # found there stamped after a --since they were stored before — nothing above sent the
+    # read back, though its first messages may lie before the start (review h108). An atomic
+    # batch is stored contiguously: followed back message by message (one direct get each).
+    if read.first is None or read.first[0] != start or read.first[1] - read.first[2] <= slack:
+        return found
+    while found and found[0].seq == start > 1:
+        msg = await message_at(conn, start - 1)
+        read.messages += 1
+        got = None if msg is None else _stored(start - 1, str(msg.subject), msg.data or b"")
+        if got is None or not keep(got):
+            break
+        found.insert(0, got)
+        start -= 1
     return found
 
 
