@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.codec import decode
 from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
-from netledger.projector.errors import LogDiverged
+from netledger.projector.errors import LogDiverged, ProjectionAhead, StreamMismatch
 from netledger.projector.runner import project_until
 from netledger.replay.reader import read_range
 from netledger.replay.revert_reads import events_of_command, projection_of
@@ -122,3 +123,31 @@ async def test_a_projection_of_the_log_before_a_restore_is_not_used(tmp_path: Pa
             assert "is not of this stream" in err
     finally:
         server.stop()
+
+
+async def test_a_db_of_another_stream_or_ahead_is_refused_before_anything_is_read(
+    conn: Connection, service: CommandService, tmp_path: Path
+) -> None:
+    """An explicit ``--db`` is checked as a found one is: another stream's (same name, another
+    creation time) and one ahead of the log are refused with the projector's codes."""
+    c = Client(conn)
+    (net,) = await c.create_networks(label="d", cidr="10.79.0.0/24", mode="flat")
+    await c.allocate_fixed_ip("i-d", network_id=net["id"], command_id="d")
+    db = tmp_path / "projection.db"
+    end = await project_until(conn, db)
+    assert await projection_of(conn, db)
+    other = tmp_path / "other.db"
+    shutil.copy(db, other)
+    with sqlite3.connect(other) as s:
+        s.execute("UPDATE projection_state SET stream_created = '2000-01-01T00:00:00+00:00'")
+    ahead = tmp_path / "ahead.db"
+    shutil.copy(db, ahead)
+    with sqlite3.connect(ahead) as s:
+        s.execute("UPDATE projection_state SET last_seq = ?", (end + 5,))
+    for path, error in ((other, StreamMismatch), (ahead, ProjectionAhead)):
+        assert not await projection_of(conn, path)
+        with pytest.raises(error):
+            await revert(conn, c, command_id="d", db=path, dry_run=True)
+    assert await last_seq(conn) == end  # nothing appended
+    r = await revert(conn, c, command_id="d", db=db, dry_run=True)
+    assert r["events_found_by"] == "index"
