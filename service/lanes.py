@@ -227,7 +227,9 @@ class Lanes(LaneAppends):
         retry: str | None = None
         #: a refusal waits for the fold of the whole log, once a round (see below)
         recheck = confirmed = False
-        for attempt in range(MAX_CONFLICT_RETRIES):
+        for attempt in range(MAX_CONFLICT_RETRIES + 1):
+            if attempt == MAX_CONFLICT_RETRIES and not recheck:
+                break  # (one attempt more only for a refusal put off on the last one)
             if retry is not None:
                 self.stats.retries[retry] += 1
                 retry = None
@@ -289,7 +291,9 @@ class Lanes(LaneAppends):
                         # fold so far: another replica may have just appended what the command
                         # names — a client's network created there, its next request here (an
                         # append needs no such wait: the log's OCC refuses a stale one).
-                        # Decided again, once, after catching up.
+                        # Decided again, once, after catching up — put off on the round's
+                        # last attempt too, with one attempt more for it (it was told
+                        # ConflictRetriesExhausted there, review h107).
                         recheck = True
                     continue
                 except NetledgerError as err:
