@@ -237,7 +237,10 @@ class Lanes(LaneAppends):
                 recheck, confirmed = False, True
                 self.stats.retries["refusal"] += 1
                 try:
-                    await self.follower.catch_up(timeout=REFUSAL_CATCH_UP_S)
+                    # Bounded as a whole: the catch-up first asks the stream's last sequence,
+                    # which retries for up to 30 s (with the stream's quorum lost, the answer
+                    # came past the client's timeout, review h107).
+                    await asyncio.wait_for(self.follower.catch_up(None), REFUSAL_CATCH_UP_S)
                 except Exception as exc:  # the log away: refused on what this replica holds
                     log.warning("refusal not checked against the log's end: %s", exc)
             if self.state.recreated:  # (a hand-made log: service/recreated.py)
