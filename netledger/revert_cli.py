@@ -32,6 +32,7 @@ from netledger.events.revert import (
     pack_owners,
 )
 from netledger.journal.stream import Connection, connect
+from netledger.projector.errors import ProjectorError
 from netledger.replay.cli import moment_callback
 from netledger.replay.revert_reads import (
     CLOCK_SLACK_S,
@@ -43,7 +44,6 @@ from netledger.replay.revert_reads import (
     events_after,
     events_of_command,
     owners_of,
-    projection_of,
 )
 from netledger.service.client import Client
 
@@ -285,10 +285,19 @@ def revert_cmd(
     scope_s = f"{scope[0]}:{scope[1]}" if scope else None
     here = _projection_here(settings) if command_id and db is None and since is None else None
 
+    #: why this machine's projection was not used (it is checked as the projector checks it)
+    refused: list[str] = []
+
     async def go() -> tuple[dict[str, Any], Path | None]:
         conn = await connect(settings.url, name="netledger-revert", **settings.connect_kwargs())
         try:
-            found = here if here is not None and await projection_of(conn, here) else None
+            found = None
+            if here is not None:
+                try:
+                    await check_projection(conn, here)
+                    found = here
+                except ProjectorError as exc:
+                    refused.append(str(exc))
             result = await revert(
                 conn,
                 Client(conn, settings.actor),
@@ -311,7 +320,7 @@ def revert_cmd(
             err=True,
         )
     elif result.get("events_found_by") == "log" and command_id is not None:
-        mismatch = f" ({here} is not of this stream)" if here is not None else ""
+        mismatch = f" (not using {here}: {refused[0]})" if refused else ""
         click.echo(
             f"netledger: read the whole log ({result['log_messages_read']} messages) for command"
             f" {command_id}{mismatch}; --since TIME (at or before the command's time, as"

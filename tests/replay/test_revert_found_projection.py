@@ -71,10 +71,10 @@ async def test_the_projection_here_finds_the_command(
     assert rc == 0, err
     assert json.loads(out)["log_messages_read"] == end
     assert f"read the whole log ({end} messages)" in err
-    assert "is not of this stream" in err
+    assert f"not using {other}" in err and "its sequences name other messages" in err
 
     # No projection at all: the whole log, as before.
     rc, out, err = await cli(nats_url, tmp_path / "none", *argv)
     assert rc == 0, err
     assert json.loads(out)["log_messages_read"] == end
-    assert "is not of this stream" not in err
+    assert "not using" not in err

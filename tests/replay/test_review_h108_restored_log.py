@@ -120,7 +120,8 @@ async def test_a_projection_of_the_log_before_a_restore_is_not_used(tmp_path: Pa
             assert rc == 0, err
             got = json.loads(out)
             assert sorted(got["reverted_seqs"] + got["skipped_seqs"]) == seqs, got
-            assert "is not of this stream" in err
+            # ... and says why (review h108: it said "not of this stream" for a diverged one)
+            assert f"not using {here}" in err and "restored from an older backup" in err
     finally:
         server.stop()
 
