@@ -87,7 +87,11 @@ def _made_at(command_id: str) -> datetime.datetime | None:
     """When ``command_id`` says it was made (a UUIDv7: events/ids.py ``command_time``), if a
     datetime holds it. A client's own id of 32 hex digits may merely look like a UUIDv7 (an MD5
     digest: one in 64), its "time" anything up to the year 10889 (one MD5 id in ~700 beyond
-    9999): an id whose time no datetime holds carries none (review h108)."""
+    9999): an id whose time no datetime holds carries none (review h108). A revert's own id,
+    ``revert-<id>`` (events/revert.py ``command_id_for``), was made after ``<id>``: the inner
+    id's time bounds it from below (a revert of a revert read the whole log, review h107)."""
+    while command_id.startswith("revert-"):
+        command_id = command_id[len("revert-") :]
     made = command_time(command_id)
     if made is None:
         return None

@@ -54,14 +54,14 @@ async def test_ids_at_the_edges_of_time_are_reverted(
 
 
 async def test_a_revert_of_a_revert_is_found(conn: Connection, service: CommandService) -> None:
-    """A revert's own command id is ``revert-<ID>`` (no time of its own to read from): the
-    revert of a revert reads the log and undoes the first revert."""
+    """A revert's own command id is ``revert-<ID>``: made after ``<ID>``, whose time bounds
+    the read (it read the whole log before); the revert of a revert undoes the first revert."""
     c = Client(conn)
     cid = v7(int(time.time() * 1000), 4242)
     await allocated(c, cid)
     first = await revert(conn, c, command_id=cid)
     assert first["events_found_by"] == "command_time"
     again = await revert(conn, c, command_id=f"revert-{cid}", dry_run=True)
-    assert again["events_found_by"] == "log"
+    assert again["events_found_by"] == "command_time"
     assert [e["type"] for e in again["events"]][-1] == "ChangeReverted"
     assert "FixedIpAllocated" in [e["type"] for e in again["events"]]
