@@ -24,7 +24,7 @@ from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
 from netledger.journal.stream import Connection, message_at
 
-from .errors import LogDiverged
+from .errors import LogDiverged, ProjectionAhead, StreamMismatch
 from .project_tx import MAX_RAW
 
 #: the stored time a rejected row records is rounded to the microsecond, nats-py's answer to
@@ -101,6 +101,36 @@ def same(
     # the id alone is not enough: a command retried after the restore may be decided again
     # (another decision, at another time) under the same event ids
     return env.event_id == row.event_id and (row.time is None or env.time == row.time)
+
+
+def check_stream(
+    db_path: Path,
+    built_from: tuple[str | None, str | None],
+    last_seq: int,
+    stream: str,
+    created: str,
+    stream_last_seq: int,
+    *,
+    mismatch: str = "project into a new file",
+    ahead: str = "the stream lost data or is another one",
+) -> None:
+    """Refuse a log that is not the one the projection at ``db_path`` was built from: another
+    stream (``built_from``: its name and creation time; (None, None): not yet known) or one
+    ending before the projection's checkpoint ``last_seq``. ``mismatch`` and ``ahead`` end each
+    message with what it means to the caller (the projector's writer, revert's index)."""
+    if built_from[0] is not None and built_from != (stream, created):
+        raise StreamMismatch(
+            f"{db_path} was built from stream {built_from[0]} created {built_from[1]}, not"
+            f" {stream} created {created}: {mismatch}",
+            db=str(db_path),
+        )
+    if stream_last_seq < last_seq:
+        raise ProjectionAhead(
+            f"{db_path} has applied up to seq {last_seq} but stream {stream} ends at"
+            f" {stream_last_seq}: {ahead}",
+            last_seq=last_seq,
+            stream_last_seq=stream_last_seq,
+        )
 
 
 async def check_log(conn: Connection, db_path: Path, last_seq: int) -> None:

@@ -33,7 +33,8 @@ from netledger.events.errors import DecodeError
 from netledger.events.wire_fast import decode_fast as decode
 
 from . import bulk
-from .errors import ProjectionAhead, ProjectorError, StreamMismatch, not_a_projection
+from .anchor import check_stream
+from .errors import ProjectorError, not_a_projection
 from .project import apply_event
 from .project_tx import rejected_row
 from .rowcache import PREFIXED, RowCache, prefixed
@@ -442,19 +443,7 @@ class Writer:
         row = self.conn.execute(
             "SELECT stream, stream_created FROM projection_state WHERE id = 1"
         ).fetchone()
-        if row[0] is not None and (row[0], row[1]) != (stream, created):
-            raise StreamMismatch(
-                f"{self.path} was built from stream {row[0]} created {row[1]}, not {stream}"
-                f" created {created}: project into a new file",
-                db=str(self.path),
-            )
-        if stream_last_seq < self.last_seq:
-            raise ProjectionAhead(
-                f"{self.path} has applied up to seq {self.last_seq} but stream {stream} ends at"
-                f" {stream_last_seq}: the stream lost data or is another one",
-                last_seq=self.last_seq,
-                stream_last_seq=stream_last_seq,
-            )
+        check_stream(self.path, (row[0], row[1]), self.last_seq, stream, created, stream_last_seq)
         if row[0] is None:
             with self.conn:
                 self.conn.execute(

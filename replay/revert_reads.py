@@ -26,12 +26,10 @@ from netledger.events.revert_events import ChangeReverted
 from netledger.events.types import FixedIpAllocated, FixedIpDeallocated
 from netledger.journal.follow import iter_subject
 from netledger.journal.stream import Connection, last_seq, message_at, retrying
-from netledger.projector.anchor import check_log
+from netledger.projector.anchor import check_log, check_stream
 from netledger.projector.errors import (
-    ProjectionAhead,
     ProjectionNotFound,
     ProjectorError,
-    StreamMismatch,
     not_a_projection,
 )
 
@@ -190,20 +188,17 @@ async def check_projection(conn: Connection, db: Path) -> None:
         raise ProjectionNotFound(f"{db} is not a netledger projection (no state)", db=str(db))
     info = await retrying(lambda: conn.js.stream_info(conn.stream), "stream info")
     created = info.created.isoformat() if info.created else ""
-    if (row[0], row[1]) != (conn.stream, created):
-        raise StreamMismatch(
-            f"{db} was built from stream {row[0]} created {row[1]}, not {conn.stream} created"
-            f" {created}: its sequences name other messages",
-            db=str(db),
-        )
     upto = int(row[2] or 0)
-    if upto > int(info.state.last_seq):
-        raise ProjectionAhead(
-            f"{db} has applied up to seq {upto} but stream {conn.stream} ends at"
-            f" {info.state.last_seq}: the stream was restored from an older backup",
-            last_seq=upto,
-            stream_last_seq=int(info.state.last_seq),
-        )
+    check_stream(
+        db,
+        (row[0] or "", row[1]),  # (a projection that never read: of no stream yet, not this one)
+        upto,
+        conn.stream,
+        created,
+        int(info.state.last_seq),
+        mismatch="its sequences name other messages",
+        ahead="the stream was restored from an older backup",
+    )
     await check_log(conn, db, upto)
 
 

@@ -16,17 +16,10 @@ from pathlib import Path
 
 from netledger.events.codec import decode
 from netledger.events.host_events import HostInstancesSeen, HostLinkCreated
-from netledger.executor.daemon import Executor
-from netledger.executor.desired import HostConfig
-from netledger.executor.options import Options
 from netledger.journal.append import build_messages
 from netledger.journal.stream import Connection, last_seq
 from netledger.replay.reader import read_range
-
-
-def _executor(conn: Connection, tmp_path: Path) -> Executor:
-    cfg = HostConfig(host="rp", physical_interface="eth1", network_host=True, dhcp=False)
-    return Executor(conn, cfg, Options(snapshot_path=str(tmp_path / "view.snapshot")))
+from tests.executor.test_reports import _executor
 
 
 async def test_a_sighting_in_a_batch_refused_as_a_duplicate_is_not_taken_for_stored(

@@ -20,22 +20,10 @@ import pytest
 from netledger.journal import follow
 from netledger.journal.follow import iter_subject
 from netledger.journal.stream import Connection
+from tests.journal.test_read_consumer_lost import OTHER, SUBJECT, fill
 
-SUBJECT = "netledger.evt.network.7"
-OTHER = "netledger.evt.network.8"
 #: a guard against a hang only (nats-py recreates a consumer after two missed 1 s heartbeats)
 GUARD_S = 60.0
-
-
-async def fill(conn: Connection, n: int) -> list[int]:
-    """``n`` messages, every third on another subject; the sequences of SUBJECT's."""
-    ours = []
-    for i in range(n):
-        subject = OTHER if i % 3 == 2 else SUBJECT
-        ack = await conn.js.publish(subject, b"x" * 100, stream=conn.stream)
-        if subject == SUBJECT:
-            ours.append(ack.seq)
-    return ours
 
 
 def recreated_before_asking(
