@@ -9,7 +9,6 @@ machine is shared and absolute rates move by ±40% from one minute to the next.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sqlite3
 import statistics
@@ -28,6 +27,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from netledger.common.natsserver import EmbeddedNats, free_port  # noqa: E402
+from netledger.common.peak_rss import vmhwm_kib, wait_peak  # noqa: E402
 from netledger.journal.stream import Connection, connect, ensure_stream  # noqa: E402
 
 T = TypeVar("T")
@@ -67,13 +67,7 @@ def scaled(full: int, size: float, minimum: int) -> int:
 
 def vmhwm_mb(pid: int) -> float:
     """Peak RSS of a running process (VmHWM), MB; 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return vmhwm_kib(pid) / 1024
 
 
 @dataclass
@@ -86,29 +80,21 @@ class Finished:
 
 
 def run_measured(argv: list[str], timeout: float = 900.0, **kw: object) -> Finished:
-    """Run a child to completion; wall time and its own peak RSS (``wait4``'s ru_maxrss)."""
+    """Run a child to completion; wall time and the peak RSS of its largest process (VmHWM
+    polled while it runs, netledger/common/peak_rss.py: ``wait4``'s ru_maxrss counts the RSS of
+    the bench at the fork — it reported 237 MB for every executor ``--once`` until Dec 7)."""
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     t = time.perf_counter()
     p = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            p.kill()
-            pid, status, ru = os.wait4(p.pid, 0)
-            break
-        time.sleep(0.005)
+    _, peak_kib = wait_peak(p, timeout=timeout)
     dt = time.perf_counter() - t
-    p.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0)
     err.seek(0)
     return Finished(
         p.returncode,
         dt,
-        ru.ru_maxrss / 1024,
+        peak_kib / 1024,
         out.read().decode(errors="replace"),
         err.read().decode(errors="replace"),
     )

@@ -31,12 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from benchlib import NETLEDGER, Row, Rss, netledger_has, run_measured_async, scaled, stack
+from benchlib import (
+    NETLEDGER,
+    Row,
+    Rss,
+    netledger_has,
+    run_measured_async,
+    scaled,
+    stack,
+)
 from history_raw import HOW, read_stored
 from history_rawc import c_read
 from projection_floor import floor
 from scale import fill_network
 
+from netledger.common.peak_rss import descendants, tree_hwm
 from netledger.events.ids import ALL_EVENTS
 from netledger.journal.stream import Connection, last_seq
 from netledger.service.client import Client
@@ -126,25 +135,6 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            out += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
-    except OSError:
-        pass
-    return out
-
-
-def _descendants(pid: int, depth: int = 1) -> list[tuple[int, int]]:
-    """(pid, depth) of every process below ``pid`` (children at depth 1)."""
-    out: list[tuple[int, int]] = []
-    for child in _children(pid):
-        out.append((child, depth))
-        out += _descendants(child, depth + 1)
-    return out
-
-
 def _once(argv: list[str]) -> tuple[float, float, float, float, float]:
     """Run ``argv`` to completion: (wall seconds, CPU seconds of it and every process below it
     — the projector's writer: a projecting child and its committing child —, peak RSS MB of
@@ -155,12 +145,14 @@ def _once(argv: list[str]) -> tuple[float, float, float, float, float]:
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
     seen: dict[int, tuple[int, float]] = {}
+    peaks: dict[int, int] = {}
     running = threading.Event()
     running.set()
 
     def watch() -> None:
         while running.is_set():
-            for child, depth in _descendants(p.pid):
+            tree_hwm(p.pid, peaks)
+            for child, depth in descendants(p.pid):
                 cpu = _cpu_seconds(child)
                 if cpu is not None:
                     seen[child] = (depth, cpu)
@@ -182,7 +174,13 @@ def _once(argv: list[str]) -> tuple[float, float, float, float, float]:
     p.returncode = os.waitstatus_to_exitcode(status)
     children = sum(c for d, c in seen.values() if d == 1)
     grandchildren = sum(c for d, c in seen.values() if d > 1)
-    return dt, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, children, grandchildren
+    return (
+        dt,
+        ru.ru_utime + ru.ru_stime,
+        max(peaks.values(), default=0) / 1024,
+        children,
+        grandchildren,
+    )
 
 
 def _ceiling_row(

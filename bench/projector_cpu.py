@@ -150,7 +150,7 @@ def one_run(
     process (``<part>``; the scheduler's clock), their system part (``<part> sys``; the
     kernel's ticks, as ``<part> ticks`` user + system), wall seconds. Each process's figures
     are its last reading, polled every 10 ms while it runs."""
-    from projection import _descendants
+    from netledger.common.peak_rss import descendants
 
     boot = "import sys; from netledger.cli import main; sys.exit(main())"
     argv = [sys.executable, "-c", boot, "--nats", url, "projector", "run", "--once", *extra]
@@ -171,7 +171,7 @@ def one_run(
 
     def watch() -> None:
         while running.is_set():
-            for child, depth in [(p.pid, 0), *_descendants(p.pid)]:
+            for child, depth in [(p.pid, 0), *descendants(p.pid)]:
                 got = _times(child)
                 if got is not None:
                     seen[child] = (depth, got)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from netledger.common.peak_rss import wait_peak
 from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.types import (
     Event,
@@ -177,11 +177,10 @@ def child_rss(url: str, db: Path, batch_size: int) -> tuple[float, int]:
         ],
         stdout=subprocess.DEVNULL,
     )
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    _, peak_kib = wait_peak(proc)
     if proc.returncode != 0:
         raise RuntimeError(f"projector exited {proc.returncode}")
-    return time.perf_counter() - t, int(usage.ru_maxrss)
+    return time.perf_counter() - t, peak_kib
 
 
 async def main(events: int, batch_size: int) -> None:

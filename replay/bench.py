@@ -5,7 +5,7 @@
 For each size: starts its own nats-server (temporary store), publishes the projector bench's
 synthetic stream (:func:`netledger.projector.bench.synthetic`: networks, allocations, leases,
 deallocations, floating IPs), runs ``netledger replay --db OUT`` in a child process (wall time
-including start-up, and peak RSS from ``wait4``), then times ``audit`` queries on the result
+including start-up, and peak RSS: its VmHWM, polled), then times ``audit`` queries on the result
 (from the events index, the median of several runs, cold and warm) and ``verify``.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from netledger.common.natsserver import EmbeddedNats, free_port
+from netledger.common.peak_rss import wait_peak
 from netledger.journal.stream import connect, ensure_stream
 from netledger.projector.bench import publish, synthetic
 
@@ -38,10 +39,10 @@ def child_replay(url: str, db: Path) -> tuple[float, int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    _, peak_kib = wait_peak(proc)
+    if proc.returncode != 0:
         raise RuntimeError("replay failed")
-    return time.perf_counter() - t, int(usage.ru_maxrss)
+    return time.perf_counter() - t, peak_kib
 
 
 def time_query(db: Path, kind: str, value: str, runs: int = 5) -> tuple[float, float, int]:
