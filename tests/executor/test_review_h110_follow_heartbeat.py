@@ -1,0 +1,38 @@
+"""Review h110 of ``executor run --follow-heartbeat`` (4c27445): what the option takes.
+
+0, negative and huge periods are refused by its range; a value no range can hold — ``nan``,
+which compares false with both bounds — passed click's ``FloatRange`` and reached the consumer's
+configuration, where nats-py's conversion to nanoseconds raised ``ValueError: cannot convert
+float NaN to integer`` at the executor's start (checked against a real nats-server while
+reviewing). It must be refused where it is given, as a usage error naming the option."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from netledger.executor.cli import executor_run
+
+
+def _option() -> click.Option:
+    return next(p for p in executor_run.params if p.name == "follow_heartbeat")  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "0.49", "30.01", "1e308", "inf", "-inf", "nan", "x"])
+def test_a_period_outside_its_range_or_no_number_is_refused(bad: str) -> None:
+    opt = _option()
+    with pytest.raises(click.BadParameter):
+        opt.type.convert(bad, opt, None)
+
+
+@pytest.mark.parametrize("good", ["0.5", "1", "3", "30"])
+def test_a_period_in_its_range_is_taken(good: str) -> None:
+    opt = _option()
+    assert opt.type.convert(good, opt, None) == float(good)
+
+
+def test_nan_on_the_command_line_is_a_usage_error_naming_the_option() -> None:
+    result = CliRunner().invoke(executor_run, ["--follow-heartbeat", "nan"])
+    assert result.exit_code == 2, result.output
+    assert "--follow-heartbeat" in result.output and "nan" in result.output
