@@ -58,3 +58,15 @@ class Ipv4Cidr(click.ParamType):  # type: ignore[type-arg]
 
 
 IPV4_CIDR = Ipv4Cidr()
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan``: it compares false with both bounds, so
+    a plain range passed it on (``executor run --follow-heartbeat nan`` reached nats-py's
+    consumer configuration and the executor's start failed there: review h110)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if rv != rv:  # (nan: the one float unequal to itself)
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return rv

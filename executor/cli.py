@@ -14,7 +14,7 @@ import click
 
 from netledger.common.metrics import metrics_port_option
 from netledger.common.output import emit
-from netledger.common.params import IP_ADDRESS, IPV4_CIDR
+from netledger.common.params import IP_ADDRESS, IPV4_CIDR, FiniteFloatRange
 from netledger.common.settings import Settings, config_path, pass_settings, run
 from netledger.journal.stream import FOLLOW_HEARTBEAT_S
 
@@ -102,7 +102,7 @@ def executor_group() -> None:
 )
 @click.option(
     "--follow-heartbeat",
-    type=click.FloatRange(min=0.5, max=30.0),
+    type=FiniteFloatRange(min=0.5, max=30.0),
     default=FOLLOW_HEARTBEAT_S,
     show_default=True,
     help="Seconds between the idle heartbeats of the consumer this executor follows the log"
