@@ -8,11 +8,15 @@ reviewing). It must be refused where it is given, as a usage error naming the op
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
 
+from netledger.cli import cli
 from netledger.executor.cli import executor_run
+from netledger.ops.config import ConfigBadValue, build_default_map, read_config
 
 
 def _option() -> click.Option:
@@ -36,3 +40,15 @@ def test_nan_on_the_command_line_is_a_usage_error_naming_the_option() -> None:
     result = CliRunner().invoke(executor_run, ["--follow-heartbeat", "nan"])
     assert result.exit_code == 2, result.output
     assert "--follow-heartbeat" in result.output and "nan" in result.output
+
+
+def test_nan_in_the_config_file_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """TOML has ``nan``: the file's value goes through the option's type (ops/config.py)."""
+    path = tmp_path / "netledger.toml"
+    path.write_text("[executor.run]\nfollow-heartbeat = nan\n")
+    with pytest.raises(ConfigBadValue, match="follow-heartbeat"):
+        build_default_map(cli, read_config(path), path)
+    path.write_text("[executor.run]\nfollow-heartbeat = 3.0\n")
+    assert build_default_map(cli, read_config(path), path) == {
+        "executor": {"run": {"follow_heartbeat": 3.0}}
+    }
