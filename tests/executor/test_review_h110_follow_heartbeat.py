@@ -52,3 +52,16 @@ def test_nan_in_the_config_file_is_refused_naming_the_key(tmp_path: Path) -> Non
     assert build_default_map(cli, read_config(path), path) == {
         "executor": {"run": {"follow_heartbeat": 3.0}}
     }
+
+
+@pytest.mark.parametrize("name", ["interval", "heartbeat"])
+def test_the_commands_other_periods_refuse_nan_alike(name: str) -> None:
+    """``--interval`` (drift-repair sweeps) and ``--heartbeat`` (liveness, sightings) took nan
+    too: no heartbeat is ever due then (``now - last >= nan`` is false: no liveness written, no
+    sighting report confirmed), and the sweeps' wait is ``max(0.0, nan - now)``, 0.0 — a
+    sweep at every turn of the executor's loop (executor/daemon.py ``_passes``)."""
+    opt = next(p for p in executor_run.params if p.name == name)
+    for bad in ("nan", "inf"):  # (inf: no period at all — no liveness ever written)
+        with pytest.raises(click.BadParameter):
+            opt.type.convert(bad, opt, None)
+    assert opt.type.convert("0.5", opt, None) == 0.5
