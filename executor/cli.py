@@ -87,14 +87,14 @@ def executor_group() -> None:
 @click.option("--once", is_flag=True, help="Reconcile to the stream's current end and exit.")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1),
     default=30.0,
     show_default=True,
     help="Seconds between drift-repair passes.",
 )
 @click.option(
     "--heartbeat",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1),
     default=60.0,
     show_default=True,
     help="Write this host's liveness (last pass, sightings) into the NETLEDGER_LIVE bucket at"
