@@ -14,7 +14,8 @@ import click
 
 from netledger.common.metrics import metrics_port_option
 from netledger.common.output import emit
-from netledger.common.params import IP_ADDRESS, IPV4_CIDR, FiniteFloatRange
+from netledger.common.params import IP_ADDRESS, IPV4_CIDR
+from netledger.common.ranges import FiniteFloatRange
 from netledger.common.settings import Settings, config_path, pass_settings, run
 from netledger.journal.stream import FOLLOW_HEARTBEAT_S
 

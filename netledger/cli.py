@@ -18,6 +18,7 @@ import click
 
 from netledger.common.metrics import metrics_port_option
 from netledger.common.output import install, state
+from netledger.common.ranges import FiniteFloatRange
 from netledger.common.settings import DEFAULT_URL, Settings, default_data_dir, pass_settings, run
 from netledger.events.codec import Actor
 from netledger.ops.config import ENV_PREFIX, RESERVE, Reserve, config_option
@@ -248,7 +249,7 @@ def _usage_error_as_json(
     "--command-timeout",
     "command_timeout",
     envvar="NETLEDGER_COMMAND_TIMEOUT",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1),
     metavar="SECONDS",
     help="How long a command keeps asking while no command service answers (it retries with"
     " the same command id, so a restarting service is waited for), then fails as"
@@ -374,7 +375,7 @@ def _sync_interval(ctx: click.Context, param: click.Parameter, value: str) -> st
 @live_period_option("--projector-live-period")
 @click.option(
     "--release-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=600.0,
     show_default=True,
     help="Seconds after which a deallocated DHCP address whose release never came returns to"

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from netledger.common.output import emit
+from netledger.common.ranges import FiniteFloatRange
 from netledger.common.settings import Settings, pass_settings, run
 
 # --- status ---------------------------------------------------------------------------------
@@ -32,7 +33,7 @@ from netledger.common.settings import Settings, pass_settings, run
 )
 @click.option(
     "--wait",
-    type=click.FloatRange(0.05, 30),
+    type=FiniteFloatRange(0.05, 30),
     default=0.5,
     show_default=True,
     help="Seconds to collect answers from command-service replicas.",

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from netledger.common.ranges import FiniteFloatRange
+
 #: :data:`.runner.LINGER` in milliseconds (the CLI shows its help without importing the runner;
 #: tests/projector/test_projector_linger.py checks that they agree)
 LINGER_MS = 20.0
@@ -18,7 +20,7 @@ def linger_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     --projector-linger-ms``."""
     return click.option(
         name,
-        type=click.FloatRange(min=0),
+        type=FiniteFloatRange(min=0),
         default=LINGER_MS,
         show_default=True,
         help="How long the projector lets a new event wait for others before it writes them"
@@ -42,7 +44,7 @@ def live_period_option(
     command's own last words in the help."""
     return click.option(
         name,
-        type=click.FloatRange(min=0.1, max=3600),
+        type=FiniteFloatRange(min=0.1, max=3600),
         default=LIVE_PERIOD_S,
         show_default=True,
         metavar="SECONDS",
