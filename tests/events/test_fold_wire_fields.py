@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -50,12 +51,12 @@ def _by_envelope(state: State, seq: int, subject: str, stored: bytes) -> str | N
     return state.fold_message(seq, subject, env)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data())
-def test_fold_wire_folds_as_the_envelope_does(data: st.DataObject) -> None:
-    fast, slow = State(), State()
-    actor = Actor(role="admin", user="t")
-    seq = 0
+def draw_messages(
+    data: st.DataObject, slow: State, actor: Actor
+) -> Iterator[tuple[str, bytes, Any]]:
+    """A random stream, one message at a time: (subject, stored bytes, event) of the events
+    random commands decide on ``slow`` — which the caller folds each message into before
+    asking for the next — and junk of any type on any subject; one in 20 messages cut short."""
     for i in range(data.draw(st.integers(1, 40), label="steps")):
         if data.draw(st.integers(0, 9)) < 6:
             name, args = data.draw(command(slow))
@@ -76,9 +77,16 @@ def test_fold_wire_folds_as_the_envelope_does(data: st.DataObject) -> None:
             stored = encode(Envelope(ev, f"c{i}:{j}", f"c{i}", float(i), actor))
             if data.draw(st.integers(0, 19)) == 0:
                 stored = stored[: data.draw(st.integers(0, len(stored) - 1))]
-            seq += 1
-            on = subject or _subject_of(ev)
-            assert _by_wire(fast, seq, on, stored) == _by_envelope(slow, seq, on, stored), ev
+            yield subject or _subject_of(ev), stored, ev
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fold_wire_folds_as_the_envelope_does(data: st.DataObject) -> None:
+    fast, slow = State(), State()
+    actor = Actor(role="admin", user="t")
+    for seq, (on, stored, ev) in enumerate(draw_messages(data, slow, actor), 1):
+        assert _by_wire(fast, seq, on, stored) == _by_envelope(slow, seq, on, stored), ev
     assert state_to_wire(fast) == state_to_wire(slow)
     assert fast == slow
     assert fast.host_macs == slow.host_macs

@@ -27,16 +27,11 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netledger.events.codec import Actor, Envelope, encode
-from netledger.events.commands import parse_command
-from netledger.events.decide import decide
-from netledger.events.errors import NetledgerError
+from netledger.events.codec import Actor
 from netledger.events.snapshot import digest, dumps, loads, state_to_wire
 from netledger.events.state import State
 from tests.events.test_codec import load_fixture_stream
-from tests.events.test_fold_projector_agree import _subject_of, junk
-from tests.events.test_fold_wire_fields import _by_envelope, _by_wire
-from tests.projector.test_projector_props import command
+from tests.events.test_fold_wire_fields import _by_envelope, _by_wire, draw_messages
 
 STREAM, CREATED = "NETLEDGER", "2026-12-07T00:00:00+00:00"
 
@@ -109,30 +104,10 @@ def test_a_snapshot_of_the_fast_fold_folds_on_as_the_whole_log_by_envelopes(
     actor = Actor(role="admin", user="t")
     slow = State()
     log: list[tuple[int, str, bytes]] = []
-    for i in range(data.draw(st.integers(1, 40), label="steps")):
-        if data.draw(st.integers(0, 9)) < 6:
-            name, args = data.draw(command(slow))
-            req = parse_command(
-                name, {"command_id": f"c{i}", "args": args, "actor": actor.to_wire()}
-            )
-            try:
-                events: list[tuple[str | None, Any]] = [
-                    (None, ev) for ev in decide(slow, req).events
-                ]
-            except NetledgerError:
-                continue
-            except Exception:  # (see tests/events/test_fold_wire_fields.py)
-                continue
-        else:
-            events = [data.draw(junk(slow))]
-        for j, (subject, ev) in enumerate(events):
-            stored = encode(Envelope(ev, f"c{i}:{j}", f"c{i}", float(i), actor))
-            if data.draw(st.integers(0, 19)) == 0:
-                stored = stored[: data.draw(st.integers(0, len(stored) - 1))]
-            seq = len(log) + 1
-            on = subject or _subject_of(ev)
-            _by_envelope(slow, seq, on, stored)
-            log.append((seq, on, stored))
+    for on, stored, _ in draw_messages(data, slow, actor):
+        seq = len(log) + 1
+        _by_envelope(slow, seq, on, stored)
+        log.append((seq, on, stored))
     cut = data.draw(st.integers(0, len(log)), label="snapshot at")
     fast = State()
     for seq, subject, stored in log[:cut]:
