@@ -26,11 +26,14 @@ from netledger.events.revert import (
     MAX_REVERT_EVENTS,
     NothingToRevert,
     RevertTooLarge,
+    StoredEvent,
     command_id_for,
     in_scope,
+    is_skipped,
     pack_events,
     pack_owners,
 )
+from netledger.events.revert_events import ChangeReverted
 from netledger.journal.stream import Connection, connect
 from netledger.projector.errors import ProjectorError
 from netledger.replay.cli import moment_callback
@@ -44,6 +47,7 @@ from netledger.replay.revert_reads import (
     events_after,
     events_of_command,
     owners_of,
+    reverted_by,
 )
 from netledger.service.client import Client
 
@@ -101,6 +105,28 @@ def _made_at(command_id: str) -> datetime.datetime | None:
         return None
 
 
+def _already(command_id: str, events: list[StoredEvent], mark: StoredEvent) -> AlreadyReverted:
+    """The command's events (some or all) were undone by the revert whose marker is ``mark``:
+    its own (``revert-<id>``) or a range's (``revert-seq-N-M``)."""
+    ev = mark.event
+    assert isinstance(ev, ChangeReverted)
+    undone = sorted({s.seq for s in events}.intersection(ev.reverted_seqs))
+    partly = bool(events) and len(undone) < len({s.seq for s in events if not is_skipped(s.event)})
+    what = (
+        f"partly ({', '.join(f'#{q}' for q in undone)}; a --to-seq revert within --scope"
+        " undoes the rest)"
+        if partly
+        else ""
+    )
+    return AlreadyReverted(
+        f"command {command_id} was already reverted{' ' + what if what else ''} by command"
+        f" {mark.command_id} (marker #{mark.seq})",
+        seq=mark.seq,
+        command_id=mark.command_id,
+        seqs=undone,
+    )
+
+
 async def revert(
     conn: Connection,
     client: Client,
@@ -152,13 +178,14 @@ async def revert(
                 conn, command_id, db, since=since, read=read, slack=slack
             )
         if marks:
-            raise AlreadyReverted(
-                f"command {command_id} was already reverted (marker #{marks[0].seq},"
-                f" command {marks[0].command_id})",
-                seq=marks[0].seq,
-            )
+            raise _already(command_id, events, marks[0])
         if scope is not None:
             events = [s for s in events if in_scope(s.event, scope, set())]
+        # A range revert (--to-seq) that covered the command wrote its marker under its own
+        # id: compensated again, the command undid a later change (review h112).
+        done = await reverted_by(conn, events, read)
+        if done:
+            raise _already(command_id, events, done[0])
         upto = None
     else:
         assert to_seq is not None

@@ -22,7 +22,7 @@ from netledger.events.codec import decode
 from netledger.events.errors import DecodeError
 from netledger.events.ids import network_subject
 from netledger.events.revert import StoredEvent, command_id_for, in_scope
-from netledger.events.revert_events import ChangeReverted
+from netledger.events.revert_events import REVERT_SUBJECT, ChangeReverted
 from netledger.events.types import FixedIpAllocated, FixedIpDeallocated
 from netledger.journal.follow import iter_subject
 from netledger.journal.stream import Connection, last_seq, message_at, retrying
@@ -271,6 +271,34 @@ async def events_of_command(
     events = [s for s in both if s.command_id == command_id]
     marks = [s for s in both if s.command_id == mine]
     return events, [s for s in marks if isinstance(s.event, ChangeReverted)]
+
+
+async def reverted_by(
+    conn: Connection, events: list[StoredEvent], read: LogRead | None = None
+) -> list[StoredEvent]:
+    """The revert markers that undid any of ``events`` already, whatever their command id: a
+    range revert (``--to-seq``) writes its marker as ``revert-seq-N-M``, not ``revert-<id>``,
+    and a command it covered, compensated again, undid a later change or was refused with a
+    conflict that did not say why (review h112).
+
+    Every marker lives on one subject and names the sequences it undid (``reverted_seqs``);
+    one that undid an event was stored after it: that subject from the first of ``events`` on
+    is read (served from the server's index), a read that costs the reverts since the command,
+    not the log."""
+    read = LogRead() if read is None else read
+    seqs = {s.seq for s in events}
+    if not seqs:
+        return []
+    out: list[StoredEvent] = []
+    async for seq, subject, data, _msg in iter_subject(
+        conn, REVERT_SUBJECT, min(seqs) + 1, await last_seq(conn)
+    ):
+        read.messages += 1
+        got = _stored(seq, subject, data)
+        if got is not None and isinstance(got.event, ChangeReverted):
+            if seqs.intersection(got.event.reverted_seqs):
+                out.append(got)
+    return out
 
 
 def _address(s: StoredEvent) -> tuple[str, str]:
