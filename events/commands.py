@@ -23,6 +23,7 @@ from .errors import (
     InvalidField,
     InvalidMac,
     LimitExceeded,
+    ReservedCommandId,
     UnknownCommand,
     ValidationError,
 )
@@ -47,6 +48,9 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 COMMANDS: dict[str, type[Command]] = {}
+#: The command ids reverts go under (events/revert.py ``command_id_for``: ``revert-<id>``,
+#: ``revert-seq-N-M``): a revert is found by its id, so no other command may take one.
+REVERT_ID_PREFIX = "revert-"
 C = TypeVar("C", bound="type[Command]")
 
 
@@ -65,6 +69,11 @@ class Command:
     def parse(cls, a: dict[str, Any]) -> Command:
         """Validate the ``args`` map of a request into this command."""
         raise NotImplementedError
+
+    def own_command_id(self) -> str | None:
+        """The one command id this command goes under (a revert's, derived from what it
+        undoes), or None: any id the client chooses outside :data:`REVERT_ID_PREFIX`."""
+        return None
 
 
 # --- field checks ---------------------------------------------------------------------
@@ -529,4 +538,31 @@ def parse_command(name: str, payload: Any) -> Request:
     )
     if actor.role not in ("admin", "member", "system"):
         raise InvalidField("actor.role must be admin or member", field="actor.role")
-    return Request(command=cls.parse(args), command_id=command_id or "", actor=actor)
+    cmd = cls.parse(args)
+    return Request(command=cmd, command_id=_command_id(cmd, command_id or ""), actor=actor)
+
+
+def _command_id(cmd: Command, given: str) -> str:
+    """``given`` (empty: none), checked against the reverts' namespace. A client's command
+    stored as ``revert-X`` held the id ``revert --command-id X`` sends its revert with: the
+    service answered that revert as a retry of the client's command, and X could never be
+    reverted (review h112). A revert goes under its own id only: another would mark another
+    command reverted (``revert-Y``) or let a retry of it be applied twice."""
+    own = cmd.own_command_id()
+    if own is None:
+        if given.startswith(REVERT_ID_PREFIX):
+            raise ReservedCommandId(
+                f"command id {given} is reserved: ids starting with {REVERT_ID_PREFIX!r} are"
+                " the reverts' own (netledger revert); send this command under another id",
+                command_id=given,
+            )
+        return given
+    if not given:
+        return check_id(own, "command_id")
+    if given != own:
+        raise ReservedCommandId(
+            f"a {cmd.NAME} goes under its own command id {own}, not {given}",
+            command_id=given,
+            expected=own,
+        )
+    return given

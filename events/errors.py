@@ -220,6 +220,15 @@ class ConflictRetriesExhausted(Unavailable):
     code = "conflict_retries_exhausted"
 
 
+class ReservedCommandId(ValidationError):
+    """The command id is in the namespace of reverts (``revert-``), which only a revert under
+    its own id takes: a revert is found, retried and linked to what it undid by that id
+    (events/revert.py ``command_id_for``). Details: ``command_id``; for a revert sent under
+    another id, ``expected`` (its own)."""
+
+    code = "reserved_command_id"
+
+
 class CommandIdReused(ConflictError):
     """A retry whose first attempt stored its events (the log refused them again: same message
     ids inside its duplicate window) but whose answer the service no longer keeps, and whose

@@ -249,6 +249,9 @@ class Revert(Command):
     def lane(self, state: State) -> str:
         return "revert"
 
+    def own_command_id(self) -> str:
+        return command_id_for(self.reverted_command_id, self.after_seq, self.upto_seq, self.scope)
+
     def label(self) -> str:
         if self.reverted_command_id:
             return f"command {self.reverted_command_id}"

@@ -146,7 +146,11 @@ def fixed_ip() -> None:
     " floating-IP NAT follow on multi-host networks).",
 )
 @click.option("--mac", help="MAC address (default: a generated 02:16:3e:xx:xx:xx).")
-@click.option("--command-id", help="Idempotency key (default: a new one).")
+@click.option(
+    "--command-id",
+    help="Idempotency key (default: a new one). Not starting with 'revert-': the reverts' own"
+    " (reserved_command_id).",
+)
 @pass_settings
 def fixed_allocate(
     settings: Settings,
