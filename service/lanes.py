@@ -227,6 +227,8 @@ class Lanes(LaneAppends):
         retry: str | None = None
         #: a refusal waits for the fold of the whole log, once a round (see below)
         recheck = confirmed = False
+        #: the jobs whose refusal is put off to that check
+        put_off: set[int] = set()
         for attempt in range(MAX_CONFLICT_RETRIES + 1):
             if attempt == MAX_CONFLICT_RETRIES and not recheck:
                 break  # (one attempt more only for a refusal put off on the last one)
@@ -280,7 +282,10 @@ class Lanes(LaneAppends):
                 if prior is not None:
                     job.resolve(prior)
                     continue
-                trouble = self._log_trouble(job)
+                # (a put-off refusal is decided first: a refusal appends nothing, costs no
+                # budget, and is told as itself, not as the log's trouble — review h112)
+                late = id(job) in put_off
+                trouble = None if late else self._log_trouble(job)
                 if trouble is not None:
                     job.fail(trouble)
                     continue
@@ -298,9 +303,14 @@ class Lanes(LaneAppends):
                         # last attempt too, with one attempt more for it (it was told
                         # ConflictRetriesExhausted there, review h107).
                         recheck = True
+                        put_off.add(id(job))
                     continue
                 except NetledgerError as err:
                     job.fail(err)
+                    continue
+                trouble = self._log_trouble(job) if late else None
+                if trouble is not None:
+                    job.fail(trouble)  # a refusal no more, and no time left to append it
                     continue
                 # What executors read instead of the whole log (a host's first instance in a
                 # network, a floating IP's mapping on its network, a network's deletion on the
@@ -374,6 +384,18 @@ class Lanes(LaneAppends):
                 retry = "maybe_applied"
                 prelink = prelink and not mixed
                 await self.follower.catch_up()
+                continue
+            except LogUnavailable as err:
+                if not recheck:
+                    raise  # (every waiting job hears why: _run_lane)
+                # A refusal put off in this round appends nothing: it is decided again (after
+                # the check against the log's end, bounded by REFUSAL_CATCH_UP_S) and told its
+                # refusal — not the log's trouble, which it was told with the rest ("try
+                # again", review h112). A refusal that hung on a decision of this round which
+                # did not land is decided without it there.
+                for j in jobs:
+                    if not j.fut.done() and id(j) not in put_off:
+                        j.fail(err)
                 continue
             if all(j.fut.done() for j in jobs):
                 return
