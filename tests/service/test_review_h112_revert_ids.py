@@ -92,3 +92,42 @@ async def test_the_cli_says_so_with_exit_status_1(
     rc, out, err = await cli(nats_url, *argv)
     assert rc == 1 and "reserved_command_id" in err and "revert-" in err
     assert await last_seq(conn) == before
+
+
+async def test_a_log_holding_a_clients_command_under_revert_x_does_not_answer_xs_revert(
+    conn: Connection, service: CommandService
+) -> None:
+    """A log written before such ids were refused may hold a client's allocation stored as
+    ``revert-real-1``. The revert of real-1 goes under that id: the service answered it as a
+    retry of the allocation (its address, nothing reverted). It is refused instead, naming
+    what holds the id and the way left (a ``--to-seq`` revert within a scope), appending
+    nothing."""
+    from netledger.events.codec import Actor, Envelope, encode
+    from netledger.events.ids import network_subject
+    from netledger.events.types import FixedIpAllocated
+
+    c = Client(conn)
+    nid = await flat(c)
+    a = await c.allocate_fixed_ip("i-1", network_id=nid, host="h1", command_id="real-1")
+    # What an older service stored for a client's allocation sent as revert-real-1.
+    old = FixedIpAllocated(
+        network_id=nid,
+        address="10.7.0.200",
+        instance="i-old",
+        mac="02:16:3e:00:00:c8",
+        host="h1",
+        project=None,
+    )
+    ack = await conn.js.publish(
+        network_subject(nid),
+        encode(Envelope(old, "revert-real-1:0", "revert-real-1", 1.0, Actor(role="admin"))),
+    )
+    await service.follower.wait_for(ack.seq)
+    assert "revert-real-1" in service.seen
+    before = await last_seq(conn)
+    with pytest.raises(NetledgerError) as info:
+        await revert(conn, c, command_id="real-1")
+    assert info.value.code == "command_id_reused"
+    assert "--to-seq" in info.value.message
+    assert await last_seq(conn) == before
+    assert service.state.networks[nid].fixed[a["address"]].instance == "i-1"
