@@ -39,6 +39,7 @@ from netledger.events.errors import (
 )
 from netledger.events.placement import companions
 from netledger.events.reaper import FixedIpReap
+from netledger.events.revert_events import ChangeReverted
 from netledger.events.snapshot import seen_events
 from netledger.journal.append import (
     DuplicateBatch,
@@ -213,7 +214,20 @@ class Lanes(LaneAppends):
                 f" {first.project or 'no project'}): send this command with a new command id",
                 command_id=req.command_id,
             )
-        return result_from_events(self.state, req, seen_events(events))
+        stored = seen_events(events)
+        if req.command.own_command_id() is not None and not any(
+            isinstance(e, ChangeReverted) for e in stored
+        ):
+            # A revert's id holds no revert: a client's command stored under it before such
+            # ids were refused (events/commands.py). Answered as a retry of that command, the
+            # revert was told its answer, nothing reverted (review h112).
+            raise CommandIdReused(
+                f"command id {req.command_id} holds another command of a client (stored before"
+                " ids starting with 'revert-' were refused), not a revert: this revert cannot"
+                " go under it; revert with --to-seq (within --scope) instead",
+                command_id=req.command_id,
+            )
+        return result_from_events(self.state, req, stored)
 
     async def _decide_and_append(self, jobs: list[Job]) -> None:
         # After a batch refused as a duplicate, each decision goes alone: the one retry whose
