@@ -36,7 +36,7 @@ import msgpack
 
 from .commands import Command, Request, command
 from .decide import DECIDERS, Decision, Pending
-from .errors import InvalidField, LimitExceeded, NotFound, Unavailable
+from .errors import ConflictError, InvalidField, LimitExceeded, NotFound, Unavailable
 from .ids import check_id
 from .placement import companions
 from .prune import folded
@@ -73,6 +73,16 @@ class RevertTooLarge(LimitExceeded):
 
 class NothingToRevert(NotFound):
     code = "nothing_to_revert"
+
+
+class RevertRaced(ConflictError):
+    """A revert was appended after this one's client read the markers (``markers_upto``): it
+    may have undone some of the same events, and compensated twice they would undo a later
+    change. The client reads the markers since and tells ``already_reverted``, or sends the
+    revert again (netledger/revert_cli.py). Details: ``markers_upto`` (the client's read),
+    ``marker_seq`` (the last marker the service holds)."""
+
+    code = "revert_raced"
 
 
 class ServiceBehind(Unavailable):
@@ -224,7 +234,10 @@ class Revert(Command):
     ``after_seq`` up to ``upto_seq`` within ``scope``) with compensating events. ``owners``:
     (deallocation seq, the project of the allocation it ended) for deallocations among
     ``events`` whose allocation ``events`` lacks, as the client read it from the log: a freed
-    address goes back with its project (:func:`pack_owners`; older clients send none)."""
+    address goes back with its project (:func:`pack_owners`; older clients send none).
+    ``markers_upto``: the stream sequence up to which the client read the markers' subject
+    (``netledger.evt.revert``) to find whether these events were reverted already — a marker
+    after it refuses the revert ``revert_raced`` (older clients send none: not checked)."""
 
     NAME: ClassVar[str] = "revert"
     ADMIN_ONLY: ClassVar[bool] = True
@@ -234,6 +247,7 @@ class Revert(Command):
     scope: str | None
     events: tuple[StoredEvent, ...]
     owners: tuple[tuple[int, str | None], ...] = ()
+    markers_upto: int | None = None
 
     @classmethod
     def parse(cls, a: dict[str, Any]) -> Revert:
@@ -244,7 +258,8 @@ class Revert(Command):
         if (cid is None) == (after is None):
             raise InvalidField("give exactly one of reverted_command_id and after_seq")
         events, owners = unpack_events(a.get("events")), unpack_owners(a.get("owners"))
-        return cls(cid, after, upto, _scope(a), events, owners)
+        markers = _opt_int(a, "markers_upto")
+        return cls(cid, after, upto, _scope(a), events, owners, markers)
 
     def lane(self, state: State) -> str:
         return "revert"
@@ -273,6 +288,19 @@ def decide_revert(state: State, req: Request, pending: Pending) -> Decision:
     assert isinstance(cmd, Revert)
     if not cmd.events:
         raise NothingToRevert(f"nothing to revert for {cmd.label()}")
+    marker_seq = state.seq_of(REVERT_SUBJECT)
+    if cmd.markers_upto is not None and marker_seq > cmd.markers_upto:
+        # Whether these events were reverted already is what the client saw of the markers,
+        # not the fold (which keeps no record of what a marker undid): one stored since may
+        # have undone them, and a second compensation would undo a later change (review h113).
+        # A marker appended after this decision is caught by the log: the batch's OCC check
+        # on the markers' subject, decided again on a state that holds it.
+        raise RevertRaced(
+            f"a revert (#{marker_seq}) was appended after this one read the revert markers"
+            f" (up to #{cmd.markers_upto}): read them again",
+            markers_upto=cmd.markers_upto,
+            marker_seq=marker_seq,
+        )
     for s in cmd.events:
         # The client read these from the log: they must lie in the past of the state this
         # decision is made on (else this replica has not folded them yet).
@@ -340,6 +368,7 @@ __all__ = [
     "Revert",
     "RevertConflict",
     "RevertPlan",
+    "RevertRaced",
     "RevertTooLarge",
     "StoredEvent",
     "command_id_for",

@@ -14,7 +14,9 @@ from .ids import EVENT_PREFIX
 from .types import Event, NetworkEvent, event_type
 
 #: All revert markers live on one subject: its OCC check serialises reverts (two reverts of the
-#: same change can never both be decided on a state that has neither).
+#: same change can never both be decided on a state that has neither), and a revert carries how
+#: far its client read it (``markers_upto``): one whose client read the markers before another
+#: revert's landed is refused ``revert_raced``, the client reads what that one undid (h113).
 REVERT_SUBJECT = f"{EVENT_PREFIX}.revert"
 
 

@@ -5,7 +5,10 @@ addresses they free again were (:mod:`netledger.replay.revert_reads`: by command
 projection's events index — ``--db``, else the one on this machine when it is of this stream —
 or from the messages stored since ``--since``, else the whole log; by sequence: every event
 after N, within ``--scope``), sends them in one ``revert`` (or ``revert.plan`` for
-``--dry-run``) command, and prints the service's decision.
+``--dry-run``) command, and prints the service's decision. What it read of the revert markers
+goes with it (``markers_upto``): a revert landed since refuses it ``revert_raced``, and the
+markers since are read — one that undid any of the same events is ``already_reverted``, else
+the revert is sent again (docs/revert.md "Two reverts at once").
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from netledger.events.revert import (
     pack_owners,
 )
 from netledger.events.revert_events import ChangeReverted
-from netledger.journal.stream import Connection, connect
+from netledger.journal.stream import Connection, connect, last_seq
 from netledger.projector.errors import ProjectorError
 from netledger.replay.cli import moment_callback
 from netledger.replay.revert_reads import (
@@ -75,6 +78,12 @@ class ConflictingOptions(ValidationError):
     code = "conflicting_options"
 
 
+#: How many times a revert refused ``revert_raced`` (another revert landed after its read of
+#: the markers, undoing none of its events) reads the markers since and is sent again: reverts
+#: are rare, and each read costs only the markers since the last one.
+RACED_RETRIES = 3
+
+
 def _projection_here(settings: Settings) -> Path | None:
     """The projection ``show`` and ``audit`` read on this machine when given no ``--db`` (a
     running serve's, ``$NETLEDGER_DATA``'s, the default data folder's), if there is one."""
@@ -105,22 +114,17 @@ def _made_at(command_id: str) -> datetime.datetime | None:
         return None
 
 
-def _already(command_id: str, events: list[StoredEvent], mark: StoredEvent) -> AlreadyReverted:
-    """The command's events (some or all) were undone by the revert whose marker is ``mark``:
-    its own (``revert-<id>``) or a range's (``revert-seq-N-M``)."""
+def _already(what: str, events: list[StoredEvent], mark: StoredEvent, rest: str) -> AlreadyReverted:
+    """``what``'s events (some or all) were undone by the revert whose marker is ``mark``: the
+    command's own (``revert-<id>``) or a range's (``revert-seq-N-M``). ``rest``: how the
+    events it did not undo are undone, when it undid only some."""
     ev = mark.event
     assert isinstance(ev, ChangeReverted)
     undone = sorted({s.seq for s in events}.intersection(ev.reverted_seqs))
     partly = bool(events) and len(undone) < len({s.seq for s in events if not is_skipped(s.event)})
-    what = (
-        f"partly ({', '.join(f'#{q}' for q in undone)}; a --to-seq revert within --scope"
-        " undoes the rest)"
-        if partly
-        else ""
-    )
+    how = f"partly ({', '.join(f'#{q}' for q in undone)}; {rest}) " if partly else ""
     return AlreadyReverted(
-        f"command {command_id} was already reverted{' ' + what if what else ''} by command"
-        f" {mark.command_id} (marker #{mark.seq})",
+        f"{what} was already reverted {how}by command {mark.command_id} (marker #{mark.seq})",
         seq=mark.seq,
         command_id=mark.command_id,
         seqs=undone,
@@ -177,21 +181,29 @@ async def revert(
             events, marks = await events_of_command(
                 conn, command_id, db, since=since, read=read, slack=slack
             )
+        label = f"command {command_id}"
+        rest = "a --to-seq revert within --scope undoes the rest"
         if marks:
-            raise _already(command_id, events, marks[0])
+            raise _already(label, events, marks[0], rest)
         if scope is not None:
             events = [s for s in events if in_scope(s.event, scope, set())]
         # A range revert (--to-seq) that covered the command wrote its marker under its own
         # id: compensated again, the command undid a later change (review h112).
-        done = await reverted_by(conn, events, read)
+        markers = await last_seq(conn)
+        done = await reverted_by(conn, events, read, upto=markers)
         if done:
-            raise _already(command_id, events, done[0])
+            raise _already(label, events, done[0], rest)
         upto = None
     else:
         assert to_seq is not None
         found_by = "after_seq"
-        events = await events_after(conn, to_seq, scope, read)
+        # Read up to the log's end now: a marker up to it that undid events of the range is
+        # in the range too, with its compensations (undone with the rest, newest first).
+        markers = await last_seq(conn)
+        events = await events_after(conn, to_seq, scope, read, markers)
         upto = max((s.seq for s in events), default=to_seq)
+        label = f"events after #{to_seq} up to #{upto}" + (f" in {scope}" if scope else "")
+        rest = f"revert --to-seq {to_seq} again: the range then holds that revert, undone too"
     if not events:
         what = (
             f"the log holds no events of command {command_id}"
@@ -218,17 +230,32 @@ async def revert(
         "upto_seq": upto,
         "scope": scope,
         "events": pack_events(events),
+        # What this read saw of the markers: one stored after it refuses the revert
+        # (revert_raced), and whether it undid any of these events is read below (review h113).
+        "markers_upto": markers,
     }
     owners = await owners_of(conn, events, db, read)
     if owners:
         args["owners"] = pack_owners(owners)
     rid = command_id_for(command_id, to_seq, upto, scope)
     name = "revert.plan" if dry_run else "revert"
+    raced = 0
     for attempt in range(50):
         try:
             answer = await client.request(name, args, command_id=rid)
             return {**answer, "log_messages_read": read.messages, "events_found_by": found_by}
         except NetledgerError as err:
+            if err.code == "revert_raced" and raced < RACED_RETRIES:
+                # Another revert landed after this one read the markers: the service's fold
+                # does not say what it undid, its marker does. Undid it any of these events,
+                # a second compensation would undo a later change (review h113).
+                raced += 1
+                now = await last_seq(conn)
+                done = await reverted_by(conn, events, read, after=markers, upto=now)
+                if done:
+                    raise _already(label, events, done[0], rest) from None
+                args["markers_upto"] = markers = now
+                continue
             if err.code != "service_behind" or attempt == 49:
                 raise
             await asyncio.sleep(0.1)  # the service is still folding what we just read

@@ -274,7 +274,12 @@ async def events_of_command(
 
 
 async def reverted_by(
-    conn: Connection, events: list[StoredEvent], read: LogRead | None = None
+    conn: Connection,
+    events: list[StoredEvent],
+    read: LogRead | None = None,
+    *,
+    after: int | None = None,
+    upto: int | None = None,
 ) -> list[StoredEvent]:
     """The revert markers that undid any of ``events`` already, whatever their command id: a
     range revert (``--to-seq``) writes its marker as ``revert-seq-N-M``, not ``revert-<id>``,
@@ -284,15 +289,16 @@ async def reverted_by(
     Every marker lives on one subject and names the sequences it undid (``reverted_seqs``);
     one that undid an event was stored after it: that subject from the first of ``events`` on
     is read (served from the server's index), a read that costs the reverts since the command,
-    not the log."""
+    not the log. ``after``: read only the markers stored after it (those a read up to it did
+    not see: review h113); ``upto``: up to it (default: the stream's last now)."""
     read = LogRead() if read is None else read
     seqs = {s.seq for s in events}
     if not seqs:
         return []
+    start = max(min(seqs), after or 0) + 1
+    end = await last_seq(conn) if upto is None else upto
     out: list[StoredEvent] = []
-    async for seq, subject, data, _msg in iter_subject(
-        conn, REVERT_SUBJECT, min(seqs) + 1, await last_seq(conn)
-    ):
+    async for seq, subject, data, _msg in iter_subject(conn, REVERT_SUBJECT, start, end):
         read.messages += 1
         got = _stored(seq, subject, data)
         if got is not None and isinstance(got.event, ChangeReverted):
@@ -435,7 +441,15 @@ async def owners_of(
 
 
 async def events_after(
-    conn: Connection, after_seq: int, scope: str | None, read: LogRead | None = None
+    conn: Connection,
+    after_seq: int,
+    scope: str | None,
+    read: LogRead | None = None,
+    upto: int | None = None,
 ) -> list[StoredEvent]:
+    """The events after ``after_seq`` up to ``upto`` (default: the stream's last now) within
+    ``scope``."""
     instances: set[str] = set()
-    return await _scan(conn, after_seq + 1, lambda s: in_scope(s.event, scope, instances), read)
+    return await _scan(
+        conn, after_seq + 1, lambda s: in_scope(s.event, scope, instances), read, upto
+    )

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from netledger.events.codec import Actor
+from netledger.events.errors import NetledgerError
 from netledger.events.revert import RevertConflict  # noqa: F401  (registers the command)
 from netledger.journal.stream import Connection, last_seq
 from netledger.revert_cli import AlreadyReverted, revert
@@ -189,3 +190,53 @@ async def test_two_reverts_of_one_command_under_its_id_compensate_once(
     assert got["revert_command_id"] == first["revert_command_id"] == f"revert-{x}"
     assert await last_seq(conn) == before
     assert a["address"] not in service.state.networks[nid].fixed
+
+
+class OutrunClient(Client):
+    """The real client, which has another revert (of each of ``others`` in turn) land right
+    before each of its own revert requests: the read of the markers always one behind."""
+
+    def __init__(self, conn: Connection, others: list[str]) -> None:
+        super().__init__(conn)
+        self.others = others
+        self.sent = 0
+
+    async def request(
+        self,
+        name: str,
+        args: dict[str, Any],
+        *,
+        command_id: str | None = None,
+        actor: Actor | None = None,
+    ) -> dict[str, Any]:
+        if name == "revert":
+            if self.others:
+                await revert(self.conn, Client(self.conn), command_id=self.others.pop(0))
+            self.sent += 1
+        return await super().request(name, args, command_id=command_id, actor=actor)
+
+
+async def test_a_revert_outrun_by_a_revert_at_every_send_is_told_revert_raced(
+    conn: Connection, service: CommandService
+) -> None:
+    """The markers are read again and the revert sent again a bounded number of times
+    (RACED_RETRIES); outrun every time, it is told ``revert_raced`` (run it again), having
+    appended nothing."""
+    from netledger.revert_cli import RACED_RETRIES
+
+    c = Client(conn)
+    nid = await flat(c)
+    a, _, x = await deallocated(c, nid)
+    others = []
+    for i in range(RACED_RETRIES + 1):
+        others.append(new_command_id())
+        await c.allocate_fixed_ip(f"o-{i}", network_id=nid, host="h1", command_id=others[-1])
+    outrun = OutrunClient(conn, list(others))
+
+    with pytest.raises(NetledgerError) as info:
+        await revert(conn, outrun, command_id=x)
+    assert info.value.code == "revert_raced"
+    assert outrun.sent == RACED_RETRIES + 1 and not outrun.others
+    assert f"revert-{x}" not in service.seen  # nothing of the revert of X appended
+    assert a["address"] not in service.state.networks[nid].fixed
+    assert all(f"revert-{o}" in service.seen for o in others)
