@@ -240,3 +240,52 @@ async def test_a_revert_outrun_by_a_revert_at_every_send_is_told_revert_raced(
     assert f"revert-{x}" not in service.seen  # nothing of the revert of X appended
     assert a["address"] not in service.state.networks[nid].fixed
     assert all(f"revert-{o}" in service.seen for o in others)
+
+
+async def test_a_marker_landed_between_a_decision_and_its_append_is_caught_by_the_log(
+    conn: Connection, service: CommandService, nats_url: str
+) -> None:
+    """The other half of the guarantee: the revert of X is decided on a replica's state before
+    the range's marker exists (its ``markers_upto`` check passes) and held there, before its
+    append, while another replica appends the range revert and a later change. Its atomic
+    batch is refused by the log's OCC check, it is decided again on a state holding the
+    marker — ``revert_raced`` — and the client tells ``already_reverted``: nothing appended."""
+    from netledger.events.revert import REVERT_SUBJECT
+    from netledger.journal.stream import connect
+
+    c = Client(conn)
+    nid = await flat(c)
+    a, n, x = await deallocated(c, nid)
+    real = service.appender.append
+    reached, go = asyncio.Event(), asyncio.Event()
+
+    async def held_append(messages: Any, expected: dict[str, int], **kw: Any) -> int:
+        if REVERT_SUBJECT in expected and not go.is_set():
+            reached.set()
+            await go.wait()
+        return await real(messages, expected, **kw)
+
+    service.appender.append = held_append  # type: ignore[method-assign]
+    task = asyncio.create_task(revert(conn, c, command_id=x))
+    await reached.wait()  # decided by the first replica, not appended
+    await service._unsubscribe()  # the next requests go to the second replica
+    other_conn = await connect(nats_url, name="replica-2")
+    other = CommandService(other_conn)
+    await other.start()
+    try:
+        ranged = await revert(conn, c, to_seq=n)
+        await c.deallocate_fixed_ip("i-1", nid)  # a later change
+        before = await last_seq(conn)
+        conflicts = service.stats.conflicts
+
+        go.set()
+        with pytest.raises(AlreadyReverted) as info:
+            await task
+        assert info.value.details["command_id"] == ranged["revert_command_id"]
+        assert service.stats.conflicts > conflicts  # refused by the log, decided again
+        assert await last_seq(conn) == before
+        await other.follower.catch_up()
+        assert a["address"] not in other.state.networks[nid].fixed
+    finally:
+        await other.close()
+        await other_conn.close()
