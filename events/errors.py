@@ -307,14 +307,24 @@ def _all_subclasses(cls: type[NetledgerError]) -> list[type[NetledgerError]]:
 
 
 _BY_CODE: dict[str, type[NetledgerError]] = {NetledgerError.code: NetledgerError}
-for _cls in _all_subclasses(NetledgerError):
-    _BY_CODE.setdefault(_cls.code, _cls)
+
+
+def _by_code(code: str) -> type[NetledgerError]:
+    """The class of ``code``, looked up again among every subclass defined so far when it is
+    not known yet: errors defined in other modules (``revert_raced`` in events/revert.py,
+    imported after this one) were read back as a plain NetledgerError."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        for sub in _all_subclasses(NetledgerError):
+            _BY_CODE.setdefault(sub.code, sub)
+        cls = _BY_CODE.get(code, NetledgerError)
+    return cls
 
 
 def error_from_wire(payload: dict[str, Any]) -> NetledgerError:
     """Rebuild the error class a service reply names (unknown codes stay NetledgerError)."""
     code = str(payload.get("code", NetledgerError.code))
-    cls = _BY_CODE.get(code, NetledgerError)
+    cls = _by_code(code)
     details = payload.get("details") or {}
     err = cls(str(payload.get("message", code)), **(details if isinstance(details, dict) else {}))
     if cls is NetledgerError and code != NetledgerError.code:
@@ -323,4 +333,6 @@ def error_from_wire(payload: dict[str, Any]) -> NetledgerError:
 
 
 def all_error_codes() -> list[str]:
+    """Every code of the error classes defined so far (import a module to count its own)."""
+    _by_code("")
     return sorted(_BY_CODE)
