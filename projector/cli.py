@@ -60,7 +60,8 @@ def projector_group() -> None:
     type=click.IntRange(1, 5000),
     default=2000,
     show_default=True,
-    help="Messages per SQLite transaction.",
+    help="Messages per SQLite transaction (more, up to 5,000, while the previous one is still"
+    " being written: fewer, larger transactions when writing is the slow part).",
 )
 @linger_option("--linger-ms")
 @click.option(

@@ -18,8 +18,10 @@ Shape of the pipeline::
   stream whole into nats-py's pending queue while the writer was at a fifth of it. nats-py's
   own pending limits stay off on purpose: it drops messages over them after counting them as
   delivered, which its ordered consumer does not notice.
-* Writing: one batch of up to ``batch_size`` messages = one SQLite transaction holding the rows,
-  the events index, the rejections and ``projection_state.last_seq`` (see :mod:`.store`).
+* Writing: one batch of ``batch_size`` messages = one SQLite transaction holding the rows,
+  the events index, the rejections and ``projection_state.last_seq`` (see :mod:`.store`); a
+  batch grows up to ``max_batch`` while the previous one is still being committed (a resume
+  on a long history: fewer, larger transactions, :func:`.writer_proc._project_loop`).
 * On a connection it owns (``owns_connection``: ``projector run``), nats-py parses only the
   headers of status messages: the stored messages' own headers (msg id, atomic batch) were about
   a third of the reader's work per message, and nothing here reads them.
@@ -168,6 +170,10 @@ class Projector:
         self.queue_size = queue_size or max(QUEUE_SIZE, 4 * batch_size)
         #: reading pauses at this many in flight (what still comes is taken up to queue_size)
         self._pause_at = max(1, self.queue_size // 2)
+        #: a transaction grows up to this while the previous one is still being committed
+        #: (:func:`.writer_proc._project_loop`): the one committed and the one growing stay
+        #: within the pause mark, so that growing does not make the reading pause
+        self.max_batch = max(batch_size, self.queue_size // 4)
         self._chunk_size = min(CHUNK, self.queue_size // 4 or 1)
         if linger < 0:
             raise ValueError("linger must not be negative")
@@ -249,7 +255,7 @@ class Projector:
     async def _open(self) -> None:
         assert self._check is not None
         writer = WriterProcess(self._applied, self._failed, self.on_building)
-        last, _ = await writer.start(self.db_path, self._check, self.batch_size)
+        last, _ = await writer.start(self.db_path, self._check, self.batch_size, self.max_batch)
         try:
             await check_log(self.conn, self.db_path, last)
         except BaseException:

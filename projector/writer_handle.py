@@ -75,12 +75,17 @@ class WriterProcess:
         self._ack_fd = -1
 
     async def start(
-        self, db_path: Path, check: tuple[str, str, int], batch_size: int
+        self,
+        db_path: Path,
+        check: tuple[str, str, int],
+        batch_size: int,
+        max_batch: int | None = None,
     ) -> tuple[int, int]:
         """Fork the writer and wait until it opened the database: ``(last_seq, highest_seq)``.
-        Raises what the writer raised (e.g. :class:`~.errors.StreamMismatch`)."""
+        Raises what the writer raised (e.g. :class:`~.errors.StreamMismatch`). ``max_batch``:
+        how large a transaction may grow while the committing process is behind."""
         loop = asyncio.get_running_loop()
-        self.pid, cmd, ack, self.forked = start_writer(db_path, check, batch_size)
+        self.pid, cmd, ack, self.forked = start_writer(db_path, check, batch_size, max_batch)
         try:
             self._out, _ = await loop.connect_write_pipe(
                 asyncio.Protocol, os.fdopen(cmd, "wb", buffering=0)

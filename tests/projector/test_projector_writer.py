@@ -6,6 +6,7 @@
   projector reports it, and a restart ends identical to a clean run.
 * The writer dies with the process that started it.
 * What is in flight between the reader and the writer stays under ``queue_size``.
+* A batch grows while the committing process is busy (up to ``max_batch``), same rows.
 * A database this process already has open is written by a spawned (not forked) writer.
 * The reply-subject parsing gives what nats-py's ``Msg.metadata`` gives.
 """
@@ -266,6 +267,45 @@ async def test_what_is_in_flight_stays_under_the_queue_size(
     await p.close()
     assert seen and max(seen) <= 200
     assert p.pauses > 0 and p.events == end and p.rejected == 0
+
+
+async def test_a_busy_committer_gets_larger_transactions_with_the_same_rows(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """While the committing process writes one batch, the next grows past ``batch_size`` (up to
+    ``max_batch``, a quarter of the queue) instead of waiting: fewer, larger transactions when
+    committing is the slower part (a resume on a long history: writer_proc._project_loop). The
+    projection is row for row the one of fixed batches, and no transaction exceeds the cap."""
+    end = await publish(conn, synthetic(3000, seed=8))
+
+    async def commits(db: Path, batch_size: int, queue_size: int) -> list[int]:
+        sizes: list[int] = []
+        done = 0
+
+        def progress(_seq: int, _to: int | None, events: int, rejected: int) -> None:
+            nonlocal done
+            sizes.append(events + rejected - done)
+            done = events + rejected
+
+        p = Projector(
+            conn, db, batch_size=batch_size, queue_size=queue_size, to_seq=end, progress=progress
+        )
+        await p.start()
+        try:
+            assert await p.done() == end
+        finally:
+            await p.close()
+        return sizes
+
+    # max_batch = max(batch_size, queue_size // 4): 50 (fixed batches), then 100 (growing ones)
+    fixed = await commits(tmp_path / "fixed.db", 50, 200)
+    grown = await commits(tmp_path / "grown.db", 1, 400)
+    assert sum(fixed) == sum(grown) == end
+    assert max(fixed) <= 50
+    assert max(grown) <= 100
+    assert max(grown) > 1, grown  # a batch of one grew while the one before it was committed
+    assert len(grown) < end
+    assert dump(tmp_path / "grown.db") == dump(tmp_path / "fixed.db")
 
 
 async def test_a_database_open_here_gets_a_spawned_writer(conn: Connection, tmp_path: Path) -> None:
