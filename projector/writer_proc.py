@@ -262,7 +262,12 @@ def _project_loop(
     network's newest entries) again at every commit. Measured on the 10,008 events after a
     1,000,003-event history (bench/history.py): committing 2,000 a transaction 0.46 s,
     all of them in one 0.33 s. A projector that keeps up with its log (commits faster than
-    it projects) is not affected: its committer is idle when a batch is full."""
+    it projects) is not affected: its committer is idle when a batch is full. Nor is a long
+    catch-up while its indexes are deferred (:mod:`.bulk`): its rows are appended, so larger
+    transactions save little, and there committing takes about as long as projecting, so
+    batches grew all along: the 1 M-event catch-up then took 28-45 s of wall against 22-24 s
+    (same CPU; 108 of its 430 commits above 2,000, 63 reading pauses against 55), perhaps as
+    the reader, which resumes at a quarter of its queue in flight, found less buffered."""
     max_batch = max(batch_size, max_batch or batch_size)
     cur = Batch(reads, cache=cache)
     busy = 0.0
@@ -289,7 +294,8 @@ def _project_loop(
     while not committer.failed:
         if todo:
             # A full batch grows while the committer is busy (docstring), up to max_batch.
-            room = (batch_size if committer.idle else max_batch) - len(cur)
+            grows = not committer.idle and committer.bulk_until is None
+            room = (max_batch if grows else batch_size) - len(cur)
             if room <= 0:
                 hand_off()  # (waits for the committer if it is not idle)
                 continue
@@ -299,7 +305,9 @@ def _project_loop(
             busy += time.perf_counter() - t0
             del todo[:n]
             committer.take(block=False)
-            if len(cur) >= max_batch or (len(cur) >= batch_size and committer.idle):
+            if len(cur) >= batch_size and (committer.idle or committer.bulk_until is not None):
+                hand_off()
+            elif len(cur) >= max_batch:
                 hand_off()
             continue
         ok, msgs = frames.next()
