@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 from netledger.common.natsserver import EmbeddedNats
 from netledger.events.codec import encode
 from netledger.journal.stream import Connection
-from netledger.projector import store
+from netledger.projector import bulk, store
 from netledger.projector.bench import publish, synthetic
 from netledger.projector.compare import dump
 from netledger.projector.errors import ProjectorStopped
@@ -279,23 +279,7 @@ async def test_a_busy_committer_gets_larger_transactions_with_the_same_rows(
     end = await publish(conn, synthetic(3000, seed=8))
 
     async def commits(db: Path, batch_size: int, queue_size: int) -> list[int]:
-        sizes: list[int] = []
-        done = 0
-
-        def progress(_seq: int, _to: int | None, events: int, rejected: int) -> None:
-            nonlocal done
-            sizes.append(events + rejected - done)
-            done = events + rejected
-
-        p = Projector(
-            conn, db, batch_size=batch_size, queue_size=queue_size, to_seq=end, progress=progress
-        )
-        await p.start()
-        try:
-            assert await p.done() == end
-        finally:
-            await p.close()
-        return sizes
+        return [n for _, n in await _commits(conn, db, batch_size, queue_size, end)]
 
     # max_batch = max(batch_size, queue_size // 4): 50 (fixed batches), then 100 (growing ones)
     fixed = await commits(tmp_path / "fixed.db", 50, 200)
@@ -306,6 +290,48 @@ async def test_a_busy_committer_gets_larger_transactions_with_the_same_rows(
     assert max(grown) > 1, grown  # a batch of one grew while the one before it was committed
     assert len(grown) < end
     assert dump(tmp_path / "grown.db") == dump(tmp_path / "fixed.db")
+
+
+async def _commits(
+    conn: Connection, db: Path, batch_size: int, queue_size: int, end: int
+) -> list[tuple[int, int]]:
+    """Project the stream up to ``end`` into ``db``: each commit's (last seq, messages)."""
+    sizes: list[tuple[int, int]] = []
+    done = 0
+
+    def progress(seq: int, _to: int | None, events: int, rejected: int) -> None:
+        nonlocal done
+        sizes.append((seq, events + rejected - done))
+        done = events + rejected
+
+    p = Projector(
+        conn, db, batch_size=batch_size, queue_size=queue_size, to_seq=end, progress=progress
+    )
+    await p.start()
+    try:
+        assert await p.done() == end
+    finally:
+        await p.close()
+    return sizes
+
+
+async def test_batches_do_not_grow_while_the_indexes_are_deferred(
+    conn: Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long catch-up (indexes deferred: projector/bulk.py) appends rows, where larger
+    transactions save little and grew all along (its wall went up): its batches stay at
+    ``batch_size`` until the last deferred message has arrived (then they may grow)."""
+    end = await publish(conn, synthetic(1500, seed=9))
+    monkeypatch.setattr(bulk, "BULK_MIN", 10)  # the writer is forked: it sees this
+    got = await _commits(conn, tmp_path / "bulk.db", 1, 400, end)
+    # The last deferred message (the stream's end at the start) comes in the last frame, at
+    # most a chunk of a quarter of the queue: every commit before that frame holds one.
+    chunk = 400 // 4
+    early = [n for seq, n in got if seq <= end - chunk]
+    assert early and set(early) == {1}, got
+    assert sum(n for _, n in got) == end
+    assert await project_until(conn, tmp_path / "plain.db") == end
+    assert dump(tmp_path / "bulk.db") == dump(tmp_path / "plain.db")
 
 
 async def test_a_database_open_here_gets_a_spawned_writer(conn: Connection, tmp_path: Path) -> None:
