@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from msgspec import structs
+
 from .errors import ConflictError
 from .host_events import HostEvent
 from .ids import EVENT_PREFIX, network_subject, project_subject
@@ -229,7 +231,7 @@ class _Shadow:
             else:
                 ip = self.fixed_ip(n, ev.address)
                 if ip is not None:
-                    self.fixed[(ev.network_id, ev.address)] = replace(ip, allocated=False)
+                    self.fixed[(ev.network_id, ev.address)] = structs.replace(ip, allocated=False)
         elif isinstance(ev, FixedIpFreed):
             n = self.st.networks[ev.network_id]
             ip = self.fixed_ip(n, ev.address)
@@ -239,9 +241,9 @@ class _Shadow:
             ip = self.fixed_ip(n, ev.address)
             if ip is not None:
                 if ev.v6:
-                    self.fixed[(ev.network_id, ev.address)] = replace(ip, leased_v6=True)
+                    self.fixed[(ev.network_id, ev.address)] = structs.replace(ip, leased_v6=True)
                 else:
-                    self.fixed[(ev.network_id, ev.address)] = replace(ip, leased=True)
+                    self.fixed[(ev.network_id, ev.address)] = structs.replace(ip, leased=True)
         elif isinstance(ev, FloatingIpAllocated):
             self.floating[(ev.pool, ev.address)] = FloatingIp(ev.address, ev.pool, ev.project)
         elif isinstance(ev, FloatingIpDeallocated):

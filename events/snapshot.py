@@ -61,8 +61,10 @@ from .wire_fast import compact
 SNAPSHOT_FORMAT = 9
 
 #: A command's events as the service remembers them: their envelopes as stored in the log
-#: (decoded only when a retry asks: most never are; raw bytes are the smallest form).
-SeenEvents = list[bytes]
+#: (decoded only when a retry asks: most never are; raw bytes are the smallest form). A tuple:
+#: a tuple of bytes is untracked by the cyclic GC once a collection has seen it, a list stayed
+#: one object more (of up to ``SEEN_COMMANDS``) for every full collection to walk.
+SeenEvents = tuple[bytes, ...]
 
 
 class SnapshotInvalid(Exception):
@@ -406,7 +408,7 @@ def _loads(body: bytes, stream: str, created: str, stream_last_seq: int | None) 
     try:
         state = state_from_wire(w["state"])
         seen: OrderedDict[str, SeenEvents] = OrderedDict(
-            (c, [bytes(x) for x in v]) for c, v in w["seen"]
+            (c, tuple(bytes(x) for x in v)) for c, v in w["seen"]
         )
         extra = w.get("extra", {})
         if not isinstance(extra, dict):

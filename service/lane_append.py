@@ -67,7 +67,7 @@ class LaneAppends:
                 break
             events.append(m.data or b"")
         if events:
-            self.seen[req.command_id] = events
+            self.seen[req.command_id] = tuple(events)
         return bool(events)
 
     async def _stored_before(self, job: Job, seq: int) -> None:

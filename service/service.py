@@ -506,9 +506,9 @@ class CommandService(Lanes, Requests):
         seen = self.seen
         evs = seen.get(command_id)
         if evs is not None:
-            evs.append(data)
+            seen[command_id] = (*evs, data)  # (a command's few events: SeenEvents says why)
         else:
-            seen[command_id] = [data]
+            seen[command_id] = (data,)
             if len(seen) > SEEN_COMMANDS:
                 seen.popitem(last=False)
 

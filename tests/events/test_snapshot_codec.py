@@ -109,9 +109,9 @@ def test_snapshot_plus_tail_equals_the_whole_fold(data: st.DataObject) -> None:
     head = _fold(log[:cut])
     # The wire form is msgpack-clean and round-trips exactly.
     assert state_from_wire(msgpack.unpackb(msgpack.packb(state_to_wire(head)))) == head
-    seen: OrderedDict[str, list[bytes]] = OrderedDict()
+    seen: OrderedDict[str, tuple[bytes, ...]] = OrderedDict()
     for _, _, env in log[:cut]:  # the service remembers commands as their stored envelopes
-        seen.setdefault(env.command_id, []).append(encode(env))
+        seen[env.command_id] = (*seen.get(env.command_id, ()), encode(env))
     body = dumps(head, seen, seq=cut, stream=STREAM, created=CREATED)
     snap = loads(
         body, sha256=digest(body), stream=STREAM, created=CREATED, stream_last_seq=len(log)
