@@ -47,7 +47,7 @@ async def _drive(
     # two or three every 12 s of arrivals, and every request due meanwhile counted the pause
     # as the service's latency, raw's as the log's (bench/alloc_tail.py). This process stands
     # for the cloud's API workers, none of which holds either. The bookkeeping is collected and
-    # frozen; what the arrivals make is collected as usual.
+    # frozen for the arrivals (unfrozen after them); what the arrivals make is collected as usual.
     in_flight: set[asyncio.Future[None]] = set()
     failed: list[BaseException] = []
 
@@ -64,16 +64,19 @@ async def _drive(
         await send(i, lanes[i])
         latencies.append(loop.time() - due)
 
-    t0 = loop.time() + 0.05
-    for i, at in enumerate(times):
-        due = t0 + at
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.ensure_future(one(i, due))
-        in_flight.add(task)
-        task.add_done_callback(finished)
-    await asyncio.gather(*in_flight)
+    try:
+        t0 = loop.time() + 0.05
+        for i, at in enumerate(times):
+            due = t0 + at
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.ensure_future(one(i, due))
+            in_flight.add(task)
+            task.add_done_callback(finished)
+        await asyncio.gather(*in_flight)
+    finally:
+        gc.unfreeze()
     if failed:  # a request that failed fails the run, as gather over them all did
         raise failed[0]
     return latencies

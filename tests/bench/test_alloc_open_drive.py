@@ -33,10 +33,8 @@ async def test_every_request_gets_its_latency_and_only_those_in_flight_are_held(
             assert done == []
             gate.set()
 
-    try:
-        latencies = await _drive(times, lanes, send)
-    finally:
-        gc.unfreeze()  # (_drive froze this process's objects: leave the next tests as they were)
+    latencies = await _drive(times, lanes, send)
+    assert gc.get_freeze_count() == 0  # (frozen for the arrivals only)
     assert gate.is_set()
     assert sorted(seen) == list(range(200))
     assert len(latencies) == 200 and all(x >= 0 for x in latencies)
@@ -49,8 +47,6 @@ async def test_a_request_that_failed_early_fails_the_run() -> None:
         if i == 2:
             raise RuntimeError("request 2 failed")
 
-    try:
-        with pytest.raises(RuntimeError, match="request 2 failed"):
-            await _drive(times, [0] * 50, send)
-    finally:
-        gc.unfreeze()
+    with pytest.raises(RuntimeError, match="request 2 failed"):
+        await _drive(times, [0] * 50, send)
+    assert gc.get_freeze_count() == 0
