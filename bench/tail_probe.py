@@ -1,0 +1,267 @@
+"""``netledger`` with a probe inside (bench/alloc_tail.py starts serve through it; by hand).
+
+    .venv/bin/python bench/tail_probe.py OUT.json --nats URL serve --data DIR
+
+What it records in the command service's process, written to ``OUT.json`` at exit, all on
+``time.monotonic()`` (one clock for every process of the machine):
+
+- each allocation's path (keyed by its instance): ``queued`` (parsed in the read loop and put
+  in its lane), ``taken`` (its lane's round began), ``pub`` / ``ack`` (the publish of its event
+  and the acknowledgement, the round's append call), ``done`` (its answer settled and queued for
+  writing);
+- every cyclic-GC collection: its start, generation, duration, objects collected;
+- the event loop's stalls: a task sleeping 1 ms notes each wake-up later than ``STALL_S``, and a
+  thread watching that task's beat takes the main thread's stack once while a stall lasts (what
+  ran instead: a stall in C code without the GIL released shows only as its Python caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+STALL_S = 0.005
+now = time.monotonic
+
+paths: dict[str, dict[str, float]] = {}
+gcs: list[tuple[float, int, float, float]] = []
+stalls: list[tuple[float, float]] = []
+stacks: list[tuple[float, str]] = []
+#: (start, seconds, what): a snapshot's write, its prune_all, its fork, its upload
+spans: list[tuple[float, float, str]] = []
+_gc_start = [0.0, 0.0]
+_beat = [0.0]
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_start[0] = now()
+        _gc_start[1] = time.thread_time()
+    else:
+        t = _gc_start[0]
+        # (wall seconds, and the thread's own CPU seconds: not lengthened by the scheduler)
+        gcs.append((t, info["generation"], now() - t, time.thread_time() - _gc_start[1]))
+
+
+def _watch(main: int) -> None:
+    sampled = 0.0
+    while True:
+        time.sleep(0.002)
+        b = _beat[0]
+        if b and now() - b > STALL_S and sampled != b:
+            sampled = b
+            frame = sys._current_frames().get(main)
+            if frame is not None:
+                st = traceback.extract_stack(frame)[-8:]
+                stacks.append(
+                    (
+                        b,
+                        " < ".join(
+                            f"{f.name}@{f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
+                            for f in reversed(st)
+                        ),
+                    )
+                )
+
+
+async def _beat_forever() -> None:
+    loop_sleep = asyncio.sleep
+    while True:
+        before = now()
+        _beat[0] = before
+        await loop_sleep(0.001)
+        late = now() - before - 0.001
+        if late > STALL_S:
+            stalls.append((before, late))
+
+
+def install() -> None:
+    from netledger.journal.append import Appender
+    from netledger.service.lane_queue import Job
+    from netledger.service.lanes import Lanes
+    from netledger.service.service import CommandService
+
+    def key(job: Any) -> str | None:
+        return getattr(job.req.command, "instance", None)
+
+    orig_init = Job.__init__
+
+    def init(self: Any, *a: Any, **kw: Any) -> None:
+        orig_init(self, *a, **kw)
+        k = key(self)
+        if k:
+            paths.setdefault(k, {})["queued"] = self.queued
+
+    Job.__init__ = init  # type: ignore[method-assign]
+
+    def settled(self: Any) -> None:
+        k = key(self)
+        if k:
+            paths.setdefault(k, {})["done"] = now()
+        orig_settled(self)
+
+    orig_settled = Job._settled
+    Job._settled = settled  # type: ignore[method-assign]
+
+    orig_decide = Lanes._decide_and_append
+
+    async def decide_and_append(self: Any, jobs: list[Any]) -> None:
+        t = now()
+        for j in jobs:
+            k = key(j)
+            if k:
+                p = paths.setdefault(k, {})
+                p.setdefault("taken", t)
+                p["round"] = len(jobs)
+        await orig_decide(self, jobs)
+
+    Lanes._decide_and_append = decide_and_append  # type: ignore[method-assign]
+
+    by_cmd: dict[str, str] = {}
+    orig_init2 = init
+
+    def init2(self: Any, *a: Any, **kw: Any) -> None:
+        orig_init2(self, *a, **kw)
+        k = key(self)
+        if k:
+            by_cmd[self.req.command_id] = k
+
+    Job.__init__ = init2  # type: ignore[method-assign]
+
+    def stamp(messages: list[Any], field: str, t: float) -> None:
+        for m in messages:
+            k = by_cmd.get(m.msg_id.split(":", 1)[0])
+            if k:
+                paths.setdefault(k, {}).setdefault(field, t)
+
+    orig_append = Appender.append
+    orig_chain = Appender.append_chain
+
+    async def append(self: Any, messages: list[Any], *a: Any, **kw: Any) -> int:
+        stamp(messages, "pub", now())
+        try:
+            return await orig_append(self, messages, *a, **kw)
+        finally:
+            stamp(messages, "ack", now())
+
+    async def append_chain(self: Any, messages: list[Any], *a: Any, **kw: Any) -> Any:
+        stamp(messages, "pub", now())
+        for m in messages:
+            k = by_cmd.get(m.msg_id.split(":", 1)[0])
+            if k:
+                paths[k]["chain"] = len(messages)
+        try:
+            return await orig_chain(self, messages, *a, **kw)
+        finally:
+            stamp(messages, "ack", now())
+
+    Appender.append = append  # type: ignore[method-assign]
+    Appender.append_chain = append_chain  # type: ignore[method-assign]
+
+    orig_start = CommandService.start
+
+    async def start(self: Any) -> None:
+        await orig_start(self)
+        task = asyncio.get_running_loop().create_task(_beat_forever())
+        self._tasks.add(task)
+        threading.Thread(target=_watch, args=(threading.main_thread().ident,), daemon=True).start()
+
+    CommandService.start = start  # type: ignore[method-assign]
+
+    import netledger.service.snapshotter as snapshotter
+    from netledger.journal.snapshot_store import SnapshotStore
+
+    def timed(owner: Any, name: str, what: str, is_async: bool) -> None:
+        orig = getattr(owner, name)
+        if is_async:
+
+            async def wrapped_async(*a: Any, **kw: Any) -> Any:
+                t = now()
+                try:
+                    return await orig(*a, **kw)
+                finally:
+                    spans.append((t, now() - t, what))
+
+            setattr(owner, name, wrapped_async)
+        else:
+
+            def wrapped(*a: Any, **kw: Any) -> Any:
+                t = now()
+                try:
+                    return orig(*a, **kw)
+                finally:
+                    spans.append((t, now() - t, what))
+
+            setattr(owner, name, wrapped)
+
+    if os.environ.get("PROBE_SNAPSHOT_NICE") is not None:  # (an A/B of the writer's niceness)
+        import netledger.journal.snapshot_store as store
+
+        store.CHILD_NICE = int(os.environ["PROBE_SNAPSHOT_NICE"])
+    timed(snapshotter.Snapshotter, "write", "snapshot", True)
+    timed(snapshotter, "prune_all", "prune_all", False)
+    timed(snapshotter, "write_forked", "encode (forked)", True)
+    timed(SnapshotStore, "put", "upload", True)
+    orig_fork = os.fork
+
+    def fork() -> int:
+        t = now()
+        pid = orig_fork()
+        if pid:
+            spans.append((t, now() - t, "fork"))
+        return pid
+
+    os.fork = fork
+    gc.callbacks.append(_on_gc)
+
+
+def main() -> None:
+    out = sys.argv[1]
+    del sys.argv[1]
+
+    pid = os.getpid()
+
+    def dump() -> None:
+        if os.getpid() != pid:  # a forked child (the snapshot encoder, a reader)
+            return
+        from collections import Counter
+
+        types = Counter(type(o).__qualname__ for o in gc.get_objects())
+        tracked = {
+            "non_frozen": sum(types.values()),
+            "frozen": gc.get_freeze_count(),
+            "top": types.most_common(15),
+        }
+        with open(out, "w") as f:
+            json.dump(
+                {
+                    "paths": paths,
+                    "gcs": gcs,
+                    "stalls": stalls,
+                    "stacks": stacks,
+                    "spans": spans,
+                    "tracked": tracked,
+                },
+                f,
+            )
+
+    install()
+    from netledger.cli import cli
+
+    try:
+        cli(prog_name="netledger")
+    except SystemExit:
+        pass
+    dump()
+    os._exit(0)  # as netledger's own main (cli.py _quick_exit)
+
+
+if __name__ == "__main__":
+    main()
