@@ -52,8 +52,8 @@ class FixedIp(msgspec.Struct, gc=False):
     None, so it can be in no reference cycle): the fold's objects are frozen after a start
     (service/service.py ``gc.freeze``), but an allocation made later stayed one tracked object
     more for every full collection to walk — with ``seen``'s entries, what the command
-    service's generation-2 collections walked in the open-loop bench (48-76 ms each after
-    ~40 k allocations, the allocations' tail: bench/README.md "Commands arriving steadily")."""
+    service's generation-2 collections walked in the open-loop bench (26-36 ms of CPU each
+    after ~40 k allocations, 3-4 ms untracked: bench/README.md "Commands arriving steadily")."""
 
     address: str
     instance: str
