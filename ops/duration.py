@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -16,7 +17,14 @@ def parse_duration(text: str) -> float:
     m = _RE.match(text.lower())
     if m is None:
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 2h, 1d)")
-    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    return checked(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def checked(seconds: float) -> float:
+    """``seconds`` if positive and finite, else ValueError: a number from the config file (TOML
+    has nan and inf) went through as it was, and 400 digits of text are inf (review h114)."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"{seconds!r} is not a finite duration")
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
@@ -26,9 +34,9 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int | float):
-            return float(value)
         try:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return checked(float(value))
             return parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
