@@ -290,20 +290,48 @@ async def reverted_by(
     one that undid an event was stored after it: that subject from the first of ``events`` on
     is read (served from the server's index), a read that costs the reverts since the command,
     not the log. ``after``: read only the markers stored after it (those a read up to it did
-    not see: review h113); ``upto``: up to it (default: the stream's last now)."""
+    not see: review h113); ``upto``: up to it (default: the stream's last now). A marker whose
+    compensations a later one undid is no longer in effect (:func:`in_effect`)."""
     read = LogRead() if read is None else read
     seqs = {s.seq for s in events}
     if not seqs:
         return []
     start = max(min(seqs), after or 0) + 1
     end = await last_seq(conn) if upto is None else upto
-    out: list[StoredEvent] = []
+    marks: list[StoredEvent] = []
     async for seq, subject, data, _msg in iter_subject(conn, REVERT_SUBJECT, start, end):
         read.messages += 1
         got = _stored(seq, subject, data)
         if got is not None and isinstance(got.event, ChangeReverted):
-            if seqs.intersection(got.event.reverted_seqs):
-                out.append(got)
+            marks.append(got)
+    return [m for m in in_effect(marks) if seqs.intersection(_undid(m))]
+
+
+def _undid(mark: StoredEvent) -> list[int]:
+    ev = mark.event
+    assert isinstance(ev, ChangeReverted)
+    return ev.reverted_seqs
+
+
+def in_effect(marks: list[StoredEvent]) -> list[StoredEvent]:
+    """The markers (``marks``: in the log's order) whose revert still stands: not one whose
+    compensations a later range revert undid, every one of them (its range held them) — what it
+    undid is live again, and a command it covered was told ``already_reverted`` and could not be
+    reverted by its id (review h114). Newest first, as an undo only reaches back: a marker
+    undone by one itself undone stands again. A revert's compensations are the messages right
+    before its marker (one atomic batch, the marker after them: events/revert.py); one undone
+    in part still stands (what it undid is not told apart: refused, never compensated twice)."""
+    undone: set[int] = set()
+    out: list[StoredEvent] = []
+    for m in reversed(marks):
+        ev = m.event
+        assert isinstance(ev, ChangeReverted)
+        made = range(m.seq - ev.compensations, m.seq)
+        if ev.compensations and all(q in undone for q in made):
+            continue
+        undone.update(ev.reverted_seqs)
+        out.append(m)
+    out.reverse()
     return out
 
 
