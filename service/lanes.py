@@ -277,6 +277,9 @@ class Lanes(LaneAppends):
             joined: set[tuple[str, str]] = set()
             envelopes: list[Envelope] = []
             decided: list[tuple[Job, Decision]] = []
+            #: refusals on the log's end that may hang on a decision of this round (the same
+            #: MAC asked twice): told once that decision landed, else decided again (h114)
+            held: list[tuple[Job, NetledgerError]] = []
             now = time.time()
             ids: set[str] = set()
             for job in jobs:
@@ -306,7 +309,13 @@ class Lanes(LaneAppends):
                 try:
                     d = decide(self.state, job.req, pending)
                 except (NotFound, ConflictError) as err:
-                    if confirmed:
+                    if confirmed and envelopes:
+                        # Refused on the log's end and what this round decided before it: a
+                        # refusal that hung on one of those must not outlive its append's
+                        # failure (told MAC in use while the holder's allocation never
+                        # landed, review h114).
+                        held.append((job, err))
+                    elif confirmed:
                         job.fail(err)
                     else:
                         # A refusal is judged on the log as it stands, not on this replica's
@@ -400,17 +409,21 @@ class Lanes(LaneAppends):
                 await self.follower.catch_up()
                 continue
             except LogUnavailable as err:
-                if not recheck:
+                if not recheck and not held:
                     raise  # (every waiting job hears why: _run_lane)
                 # A refusal put off in this round appends nothing: it is decided again (after
                 # the check against the log's end, bounded by REFUSAL_CATCH_UP_S) and told its
                 # refusal — not the log's trouble, which it was told with the rest ("try
                 # again", review h112). A refusal that hung on a decision of this round which
-                # did not land is decided without it there.
+                # did not land is decided without it there (a held one too: h114).
+                waiting = {id(j) for j, _ in held} | (put_off if recheck else set())
                 for j in jobs:
-                    if not j.fut.done() and id(j) not in put_off:
+                    if not j.fut.done() and id(j) not in waiting:
                         j.fail(err)
                 continue
+            for job, refusal in held:
+                if not job.fut.done():
+                    job.fail(refusal)  # what it hung on landed: a refusal on the log's end
             if all(j.fut.done() for j in jobs):
                 return
         exhausted = ConflictRetriesExhausted("too many concurrent changes; try again")
