@@ -51,6 +51,7 @@ from netledger.replay.revert_reads import (
     events_of_command,
     owners_of,
     reverted_by,
+    undone_since,
 )
 from netledger.service.client import Client
 
@@ -72,6 +73,15 @@ __all__ = [
 
 class AlreadyReverted(NetledgerError):
     code = "already_reverted"
+
+
+class RevertUndone(NetledgerError):
+    """The command's own revert (``revert-<id>``) was undone since by a later revert: its
+    changes stand again, and that id is taken (a revert under it is answered as the old one's
+    retry). Details: ``seq``/``command_id`` (its revert's marker), ``undone_by``/``undone_seq``
+    (the revert that undid it)."""
+
+    code = "revert_undone"
 
 
 class ConflictingOptions(ValidationError):
@@ -184,6 +194,20 @@ async def revert(
         label = f"command {command_id}"
         rest = "a --to-seq revert within --scope undoes the rest"
         if marks:
+            # Its own revert, undone since by a range that held its compensations: the changes
+            # stand again, and no revert can go under revert-<id> (review h114).
+            undone = await undone_since(conn, marks[0], read)
+            if undone is not None:
+                raise RevertUndone(
+                    f"command {command_id} was reverted by command {marks[0].command_id}"
+                    f" (marker #{marks[0].seq}), which command {undone.command_id} (marker"
+                    f" #{undone.seq}) undid since: its changes stand again, and that id is"
+                    " taken — undo them with a --to-seq revert (within --scope)",
+                    seq=marks[0].seq,
+                    command_id=marks[0].command_id,
+                    undone_by=undone.command_id,
+                    undone_seq=undone.seq,
+                )
             raise _already(label, events, marks[0], rest)
         if scope is not None:
             events = [s for s in events if in_scope(s.event, scope, set())]

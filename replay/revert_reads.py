@@ -307,6 +307,30 @@ async def reverted_by(
     return [m for m in in_effect(marks) if seqs.intersection(_undid(m))]
 
 
+async def undone_since(
+    conn: Connection, mark: StoredEvent, read: LogRead | None = None
+) -> StoredEvent | None:
+    """The marker of the revert that undid ``mark``'s since (every compensation of it:
+    :func:`in_effect`), or None while it stands. Reads the markers after it (the reverts
+    since)."""
+    read = LogRead() if read is None else read
+    later: list[StoredEvent] = []
+    async for seq, subject, data, _msg in iter_subject(
+        conn, REVERT_SUBJECT, mark.seq + 1, await last_seq(conn)
+    ):
+        read.messages += 1
+        got = _stored(seq, subject, data)
+        if got is not None and isinstance(got.event, ChangeReverted):
+            later.append(got)
+    standing = in_effect([mark, *later])
+    if standing and standing[0].seq == mark.seq:
+        return None
+    ev = mark.event
+    assert isinstance(ev, ChangeReverted)
+    made = set(range(mark.seq - ev.compensations, mark.seq))
+    return next((m for m in standing if made.intersection(_undid(m))), None)
+
+
 def _undid(mark: StoredEvent) -> list[int]:
     ev = mark.event
     assert isinstance(ev, ChangeReverted)
