@@ -339,21 +339,27 @@ def _undid(mark: StoredEvent) -> list[int]:
 
 def in_effect(marks: list[StoredEvent]) -> list[StoredEvent]:
     """The markers (``marks``: in the log's order) whose revert still stands: not one whose
-    compensations a later range revert undid, every one of them (its range held them) — what it
+    compensations later reverts undid, every one of them (a range that held them) — what it
     undid is live again, and a command it covered was told ``already_reverted`` and could not be
     reverted by its id (review h114). Newest first, as an undo only reaches back: a marker
     undone by one itself undone stands again. A revert's compensations are the messages right
-    before its marker (one atomic batch, the marker after them: events/revert.py); one undone
-    in part still stands (what it undid is not told apart: refused, never compensated twice)."""
-    undone: set[int] = set()
+    before its marker (one atomic batch, the marker after them: events/revert.py). One undone
+    in part still stands, and undoes nothing of an earlier one for sure (which of its events
+    came back is not recorded): refused, never compensated twice."""
+    #: undone by a revert standing whole; by one standing at least in part
+    sure: set[int] = set()
+    maybe: set[int] = set()
     out: list[StoredEvent] = []
     for m in reversed(marks):
         ev = m.event
         assert isinstance(ev, ChangeReverted)
         made = range(m.seq - ev.compensations, m.seq)
-        if ev.compensations and all(q in undone for q in made):
+        if ev.compensations and all(q in sure for q in made):
             continue
-        undone.update(ev.reverted_seqs)
+        whole = not any(q in maybe for q in made)
+        maybe.update(ev.reverted_seqs)
+        if whole:
+            sure.update(ev.reverted_seqs)
         out.append(m)
     out.reverse()
     return out
