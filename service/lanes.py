@@ -315,6 +315,7 @@ class Lanes(LaneAppends):
                         # failure (told MAC in use while the holder's allocation never
                         # landed, review h114).
                         held.append((job, err))
+                        put_off.add(id(job))  # (decided first when it comes again: late)
                     elif confirmed:
                         job.fail(err)
                     else:
