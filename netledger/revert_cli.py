@@ -197,7 +197,11 @@ async def revert(
             # Its own revert, undone since by a range that held its compensations: the changes
             # stand again, and no revert can go under revert-<id> (review h114).
             undone = await undone_since(conn, marks[0], read)
-            if undone is not None:
+            if undone is None:
+                raise _already(label, events, marks[0], rest)
+            # (what undid it may have undone the command too: a range that held both)
+            done = await reverted_by(conn, events, read)
+            if not done:
                 raise RevertUndone(
                     f"command {command_id} was reverted by command {marks[0].command_id}"
                     f" (marker #{marks[0].seq}), which command {undone.command_id} (marker"
@@ -208,7 +212,7 @@ async def revert(
                     undone_by=undone.command_id,
                     undone_seq=undone.seq,
                 )
-            raise _already(label, events, marks[0], rest)
+            raise _already(label, events, done[0], rest)
         if scope is not None:
             events = [s for s in events if in_scope(s.event, scope, set())]
         # A range revert (--to-seq) that covered the command wrote its marker under its own

@@ -10,7 +10,7 @@ import pytest
 
 from netledger.events.revert import RevertConflict  # noqa: F401  (registers the command)
 from netledger.journal.stream import Connection, last_seq
-from netledger.revert_cli import RevertUndone, revert
+from netledger.revert_cli import AlreadyReverted, RevertUndone, revert
 from netledger.service.client import Client, new_command_id
 from netledger.service.service import CommandService
 from tests.service.test_revert import flat
@@ -38,3 +38,24 @@ async def test_a_command_whose_own_revert_was_undone_is_not_told_reverted(
     assert "--to-seq" in info.value.message
     assert await last_seq(conn) == before
     assert service.state.networks[nid].fixed[a].instance == "i-1"
+
+
+async def test_a_command_whose_revert_a_range_undid_with_it_is_already_reverted(
+    conn: Connection, service: CommandService
+) -> None:
+    """The range held X as well as its revert: it undid both (X's changes gone). Told
+    ``already_reverted`` by the range, not ``revert_undone``."""
+    c = Client(conn)
+    nid = await flat(c)
+    n0 = await last_seq(conn)
+    x = new_command_id()
+    a = (await c.allocate_fixed_ip("i-1", network_id=nid, host="h1", command_id=x))["address"]
+    await revert(conn, c, command_id=x)
+    ranged = await revert(conn, c, to_seq=n0)  # X and its revert: a stays free
+    assert a not in service.state.networks[nid].fixed
+    before = await last_seq(conn)
+
+    with pytest.raises(AlreadyReverted) as info:
+        await revert(conn, c, command_id=x)
+    assert info.value.details["command_id"] == ranged["revert_command_id"]
+    assert await last_seq(conn) == before
