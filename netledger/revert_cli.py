@@ -279,7 +279,12 @@ async def revert(
                 # a second compensation would undo a later change (review h113).
                 raced += 1
                 now = await last_seq(conn)
-                done = await reverted_by(conn, events, read, after=markers, upto=now)
+                # A command's: every marker since it again, as one landed since may have made
+                # an earlier one stand again (a range undoing the range that undid its revert:
+                # review h114). A range's: those since, as one inside it that undid its events
+                # is undone with them.
+                after = markers if command_id is None else None
+                done = await reverted_by(conn, events, read, after=after, upto=now)
                 if done:
                     raise _already(label, events, done[0], rest) from None
                 args["markers_upto"] = markers = now

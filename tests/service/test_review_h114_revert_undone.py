@@ -60,3 +60,37 @@ async def test_a_command_reverted_undone_and_reverted_again_is_already_reverted(
     assert info.value.details["command_id"] == first["revert_command_id"]
     assert await last_seq(conn) == before
     assert service.state.networks[nid].fixed[a].instance == "i-2"
+
+
+async def test_a_revert_held_while_the_range_that_undid_xs_revert_is_undone_is_refused(
+    conn: Connection, service: CommandService
+) -> None:
+    """X (a deallocation) reverted by range 1, range 1 undone by range 2: the revert of X read
+    the markers then (range 1 no longer standing) and is held. Range 3 undoes range 2 — range 1
+    stands again, X undone — and i-1 is deallocated again (a later change). Sent now, the
+    revert of X is refused ``revert_raced``; reading only the markers since, none of which
+    undid an event of X, it was sent again: the address allocated to i-1 once more, X
+    compensated twice, the later deallocation undone. Told already_reverted, appending
+    nothing."""
+    from tests.service.test_review_h113_revert_race import deallocated, held
+
+    c = Client(conn)
+    nid = await flat(c)
+    a, n0, x = await deallocated(c, nid)
+    n1 = await last_seq(conn)
+    first = await revert(conn, c, to_seq=n0)  # X undone: a is i-1's again
+    n2 = await last_seq(conn)
+    await revert(conn, c, to_seq=n1)  # range 1 undone: a free
+    assert a["address"] not in service.state.networks[nid].fixed
+    h, task = await held(conn, command_id=x)
+    await revert(conn, c, to_seq=n2)  # range 2 undone: range 1 stands, a is i-1's
+    assert service.state.networks[nid].fixed[a["address"]].instance == "i-1"
+    await c.deallocate_fixed_ip("i-1", nid)  # a later change
+    before = await last_seq(conn)
+
+    h.go.set()
+    with pytest.raises(AlreadyReverted) as info:
+        await task
+    assert info.value.details["command_id"] == first["revert_command_id"]
+    assert await last_seq(conn) == before
+    assert a["address"] not in service.state.networks[nid].fixed
