@@ -283,8 +283,8 @@ async def revert(
                 # an earlier one stand again (a range undoing the range that undid its revert:
                 # review h114). A range's: those since, as one inside it that undid its events
                 # is undone with them.
-                after = markers if command_id is None else None
-                done = await reverted_by(conn, events, read, after=after, upto=now)
+                seen_upto = markers if command_id is None else None
+                done = await reverted_by(conn, events, read, after=seen_upto, upto=now)
                 if done:
                     raise _already(label, events, done[0], rest) from None
                 args["markers_upto"] = markers = now
