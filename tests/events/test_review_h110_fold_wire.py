@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import types
 from collections import OrderedDict
 from typing import Any
 
@@ -59,7 +60,9 @@ def _structs_in(state: State) -> list[Any]:
         seen.add(id(obj))
         if isinstance(obj, msgspec.Struct) and not isinstance(obj, FixedIp):
             found.append(obj)
-        if isinstance(obj, type | str | bytes | int | float):
+        # (not into modules: netaddr's IPNetwork holds its strategy module, and from there
+        # the walk reached every object of the process — the executor's structs in a full run)
+        if isinstance(obj, type | str | bytes | int | float | types.ModuleType):
             continue
         stack.extend(gc.get_referents(obj))
     return found
