@@ -23,7 +23,6 @@ import gc
 import hashlib
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,15 +124,6 @@ def _pool_from(w: list[Any]) -> OffsetPool:
     return p
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
-def _fixed_from(f: list[Any], c: Callable[[Any], Any]) -> FixedIp:
-    address, instance, mac, host, project, *rest = f
-    return FixedIp(c(address), c(instance), c(mac), c(host), c(project), *rest)
-
-
 def _fixed_to(ip: FixedIp) -> list[Any]:
     return [
         ip.address, ip.instance, ip.mac, ip.host, ip.project, ip.allocated, ip.leased,
@@ -157,16 +147,7 @@ def _network_to(n: NetworkState) -> list[Any]:
     ]
 
 
-def _canon() -> Callable[[Any], Any]:
-    """``c(value)``: the first equal value ``c`` was given, for one snapshot's load. The decoder
-    makes a new string for every occurrence of a MAC, instance, host, project, network id or
-    address, where the fold shares one between the places that name it: a snapshot-loaded
-    state of 20,000 instances held 267 k duplicate strings (15 MB) against the fold's 142 k."""
-    get: Callable[[Any, Any], Any] = {}.setdefault
-    return lambda value: get(value, value)
-
-
-def _network_from(w: list[Any], c: Callable[[Any], Any] = _same) -> NetworkState:
+def _network_from(w: list[Any]) -> NetworkState:
     data, pool, seq, project, fixed, by_instance, macs, floating, pool6, v6, joined = w
     # from_data, without __init__ when data is its fields; kept as the fold keeps it
     net = compact(_build(NetworkCreated, data))
@@ -180,11 +161,11 @@ def _network_from(w: list[Any], c: Callable[[Any], Any] = _same) -> NetworkState
         v6=v6,
         pool=_pool_from(pool),
         seq=seq,
-        project=c(project),
-        fixed={ip.address: ip for ip in (_fixed_from(f, c) for f in fixed)},
-        by_instance={c(i): c(a) for i, a in by_instance.items()},
-        macs={c(m): c(a) for m, a in macs.items()},
-        floating={c(f): (c(fixed), c(pool)) for f, fixed, pool in floating},
+        project=project,
+        fixed={f[0]: FixedIp(*f) for f in fixed},
+        by_instance=by_instance,
+        macs=macs,
+        floating={f: (fixed, pool) for f, fixed, pool in floating},
         joined=set(joined) if joined else NO_JOINS,
     )
     for ip in n.fixed.values():  # derived: not stored
@@ -227,12 +208,11 @@ def _sightings_to(h: HostSightings) -> list[Any]:
     return [[sorted(x) for x in sets], reports, h.seen, sorted(h.last_macs), h.limit]
 
 
-def _sightings_from(w: list[Any], c: Callable[[Any], Any] = _same) -> HostSightings:
+def _sightings_from(w: list[Any]) -> HostSightings:
     sets, reports, seen, last_macs, limit = w
-    shared = [frozenset(map(c, x)) for x in sets]
+    shared = [frozenset(x) for x in sets]
     out = [Report(seq, time, shared[i], start) for seq, time, i, start in reports]
-    seen = {c(m): s for m, s in seen.items()}
-    return HostSightings.from_seen(out, seen, frozenset(map(c, last_macs)), limit)
+    return HostSightings.from_seen(out, seen, frozenset(last_macs), limit)
 
 
 def state_to_wire(s: State) -> dict[str, Any]:
@@ -256,24 +236,21 @@ def state_to_wire(s: State) -> dict[str, Any]:
 
 
 def state_from_wire(w: dict[str, Any]) -> State:
-    c = _canon()
-    networks = [_network_from(x, c) for x in w["networks"]]
+    networks = [_network_from(x) for x in w["networks"]]
     pools = [_floating_pool_from(x) for x in w["pools"]]
     s = State(
         networks={n.network_id: n for n in networks},
         pools={p.name: p for p in pools},
-        project_networks={c(p): c(n) for p, n in w["project_networks"].items()},
+        project_networks=dict(w["project_networks"]),
         instance_ips={
-            c(i): tuple(sorted({(c(a), c(b)) for a, b in v}))
-            for i, v in w["instance_ips"].items()
-            if v
+            i: tuple(sorted({(a, b) for a, b in v})) for i, v in w["instance_ips"].items() if v
         },
         subject_seq=dict(w["subject_seq"]),
         last_seq=int(w["last_seq"]),
         next_network_number=int(w["next_network_number"]),
-        awaiting_release={(c(n), c(a)): t for n, a, t in w["awaiting_release"]},
+        awaiting_release={(n, a): t for n, a, t in w["awaiting_release"]},
         event_time=float(w["event_time"]),
-        sightings={c(h): _sightings_from(x, c) for h, x in w["sightings"].items()},
+        sightings={h: _sightings_from(x) for h, x in w["sightings"].items()},
         network_hosts=set(w["network_hosts"]),
         legacy_announced=dict(w["legacy_announced"]),
         unretired=dict(w["unretired"]),

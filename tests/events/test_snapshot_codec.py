@@ -177,28 +177,3 @@ def test_an_instances_addresses_load_as_the_fold_keeps_them() -> None:
         "vm-1": (("1", "10.0.0.2"), ("2", "10.0.1.2")),
         "vm-2": (("1", "10.0.0.3"),),
     }
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data())
-def test_a_loaded_state_names_each_value_with_one_string(data: st.DataObject) -> None:
-    """A snapshot's load shares one string between the places that name the same instance,
-    host, MAC or address (the decoder makes one per occurrence: 15 MB of duplicates at
-    20,000 instances), and the state it loads is equal to the fold."""
-    head = _fold(_log(data, 50))
-    state = state_from_wire(msgpack.unpackb(msgpack.packb(state_to_wire(head))))
-    assert state == head
-    one: dict[str, str] = {}
-    for n in state.networks.values():
-        keys = {k: k for k in n.by_instance} | {k: k for k in n.macs}
-        for ip in n.fixed.values():
-            for name in (ip.instance, ip.mac, ip.host, ip.address):
-                if name is not None:
-                    assert one.setdefault(name, name) is name
-            for name in (ip.instance, ip.mac):
-                if name in keys:
-                    assert keys[name] is name
-    for instance, pairs in state.instance_ips.items():
-        assert one.setdefault(instance, instance) is instance
-        for _, address in pairs:
-            assert one.setdefault(address, address) is address
