@@ -39,7 +39,14 @@ from typing import Any
 
 from netledger.events.ids import ALL_EVENTS
 from netledger.journal.fastread import reply_numbers
-from netledger.journal.forked import close_inherited, die_with_parent, exited, fork, widen_pipe
+from netledger.journal.forked import (
+    close_inherited,
+    connect_options,
+    die_with_parent,
+    exited,
+    fork,
+    widen_pipe,
+)
 from netledger.journal.stream import FOLLOW_HEARTBEAT_S, Connection, seed_ordered
 
 log = logging.getLogger("netledger.catchup")
@@ -84,37 +91,6 @@ def seq_and_pending(reply: str) -> tuple[int, int]:
     (:func:`~.fastread.reply_numbers`, nats-py's indexes)."""
     seq, _, _, pending = reply_numbers(reply)
     return seq, pending
-
-
-def connect_options(conn: Connection) -> dict[str, Any]:
-    """What the child passes to ``nats.connect`` to reach the same servers as ``conn`` with the
-    same identity (user and password, token, credentials file or nkey seed, TLS, inbox
-    prefix). No reconnects: a child that loses its connection ends, and the caller goes on."""
-    nc = conn.nc
-    opts = nc.options
-    servers = [s.uri.geturl() for s in getattr(nc, "_server_pool", [])]
-    kwargs: dict[str, Any] = {
-        "servers": servers or ["nats://127.0.0.1:4222"],
-        "name": f"{opts.get('name') or 'netledger'}-catchup",
-        "connect_timeout": opts.get("connect_timeout", 2.0),
-        "allow_reconnect": False,
-        "max_reconnect_attempts": 0,
-    }
-    for key in ("user", "password", "token", "tls", "tls_hostname", "tls_handshake_first"):
-        if opts.get(key) is not None:
-            kwargs[key] = opts[key]
-    for attr, key in (
-        ("_user_credentials", "user_credentials"),
-        ("_nkeys_seed", "nkeys_seed"),
-        ("_nkeys_seed_str", "nkeys_seed_str"),
-    ):
-        value = getattr(nc, attr, None)
-        if value is not None:
-            kwargs[key] = value
-    prefix = bytes(getattr(nc, "_inbox_prefix", b"") or b"")
-    if prefix and prefix != b"_INBOX":
-        kwargs["inbox_prefix"] = prefix.decode()
-    return kwargs
 
 
 # --- the child ---------------------------------------------------------------------------------

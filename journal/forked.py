@@ -1,5 +1,6 @@
 """What a forked helper process does first (the service's catch-up reader, journal/catchup.py;
-the projector's writer, projector/writer_proc.py)."""
+its snapshot uploader, journal/snapshot_upload.py; the projector's writer,
+projector/writer_proc.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import gc
 import os
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netledger.journal.stream import Connection
 
 
 def fork(run: Callable[[], int], close: tuple[int, ...]) -> int:
@@ -64,3 +69,36 @@ def close_inherited(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs i
         if fd > 2 and fd not in keep:
             with contextlib.suppress(OSError):  # e.g. the directory listdir had open
                 os.close(fd)
+
+
+def connect_options(conn: Connection, role: str = "catchup") -> dict[str, Any]:
+    """What a forked child passes to ``nats.connect`` to reach the same servers as ``conn`` with
+    the same identity (user and password, token, credentials file or nkey seed, TLS, inbox
+    prefix), named ``<conn's name>-<role>``. No reconnects: a child that loses its connection
+    ends, and the caller goes on (the catch-up reader, journal/catchup.py; the snapshot
+    uploader, journal/snapshot_upload.py)."""
+    nc = conn.nc
+    opts = nc.options
+    servers = [s.uri.geturl() for s in getattr(nc, "_server_pool", [])]
+    kwargs: dict[str, Any] = {
+        "servers": servers or ["nats://127.0.0.1:4222"],
+        "name": f"{opts.get('name') or 'netledger'}-{role}",
+        "connect_timeout": opts.get("connect_timeout", 2.0),
+        "allow_reconnect": False,
+        "max_reconnect_attempts": 0,
+    }
+    for key in ("user", "password", "token", "tls", "tls_hostname", "tls_handshake_first"):
+        if opts.get(key) is not None:
+            kwargs[key] = opts[key]
+    for attr, key in (
+        ("_user_credentials", "user_credentials"),
+        ("_nkeys_seed", "nkeys_seed"),
+        ("_nkeys_seed_str", "nkeys_seed_str"),
+    ):
+        value = getattr(nc, attr, None)
+        if value is not None:
+            kwargs[key] = value
+    prefix = bytes(getattr(nc, "_inbox_prefix", b"") or b"")
+    if prefix and prefix != b"_INBOX":
+        kwargs["inbox_prefix"] = prefix.decode()
+    return kwargs

@@ -24,7 +24,9 @@ restored from an older backup — must not count as a recent one.
 
 Writing (:func:`write_forked`): the fold is serialised by a forked child process — a
 copy-on-write image of the service's memory at one instant — so the event loop goes on serving
-commands while megabytes are encoded and hashed; the parent only uploads the finished file.
+commands while megabytes are encoded and hashed; the executor's view snapshots install the
+finished file on the host. The command service's child also uploads it, on a connection of its
+own (:mod:`.snapshot_upload`).
 """
 
 from __future__ import annotations
@@ -379,8 +381,23 @@ class SnapshotStore(SnapshotPurge):
         return None
 
     async def put(self, path: str, seq: int, sha256: str, anchor: str) -> StoredSnapshot:
-        """Upload a finished snapshot file (``anchor``: :meth:`anchor` of ``seq``), then
-        :meth:`prune` the others."""
+        """Upload a finished snapshot file (``anchor``: :meth:`anchor` of ``seq``) over this
+        store's connection, then :meth:`prune` the others (:meth:`stored`). The command
+        service's snapshots are uploaded by their writer instead (journal/snapshot_upload.py)."""
+        f = _open_read(path)
+        try:
+            stored = await self.upload(f, seq, sha256, anchor)
+        finally:
+            f.close()
+        await self.stored(stored.name)
+        return stored
+
+    async def upload(
+        self, body: bytes | io.BufferedReader, seq: int, sha256: str, anchor: str
+    ) -> StoredSnapshot:
+        """Store ``body`` as the snapshot at ``seq``; nothing else. Its chunks first, its
+        metadata last (nats-py's object put): an upload cut short leaves chunks no object names
+        (purged by :meth:`prune`), never an object a start would read."""
         obs = await self._store(create=True)
         name = object_name(self.kind, seq)
         meta = ObjectMeta(
@@ -395,16 +412,7 @@ class SnapshotStore(SnapshotPurge):
                 H_ANCHOR: [anchor],
             },
         )
-        f = _open_read(path)
-        try:
-            info = await obs.put(name, f, meta=meta)
-        finally:
-            f.close()
-        self.refused.pop(name, None)  # a new object under the name of one refused
-        try:
-            await self.prune(written=name)
-        except Exception as exc:  # stored all the same: the next write prunes again
-            log.warning("pruning snapshots after %s: %s", name, exc)
+        info = await obs.put(name, body, meta=meta)
         return StoredSnapshot(
             name,
             seq,
@@ -416,6 +424,15 @@ class SnapshotStore(SnapshotPurge):
             encoding=ENCODING,
             anchor=anchor,
         )
+
+    async def stored(self, name: str) -> None:
+        """After ``name`` was uploaded (by whichever connection): forget an earlier refusal of
+        that name and :meth:`prune` the others."""
+        self.refused.pop(name, None)  # a new object under the name of one refused
+        try:
+            await self.prune(written=name)
+        except Exception as exc:  # stored all the same: the next write prunes again
+            log.warning("pruning snapshots after %s: %s", name, exc)
 
     async def prune(self, written: str | None = None) -> list[str]:
         """Delete all but ``keep`` snapshots: never ``written`` (the one just stored, whatever

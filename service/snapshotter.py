@@ -3,8 +3,9 @@
 Owned by :class:`netledger.service.service.CommandService` (``service.snapshotter``). At start the
 service asks :meth:`Snapshotter.load` for a fold to begin from and then reads only the tail of
 the log. While it runs, every ``every_events`` events folded (and at most once per
-``min_interval``), a new snapshot is written in the background (a forked child encodes it; see
-:mod:`.snapshot_store`): commands are never held for it. Replicas share the bucket: a replica
+``min_interval``), a new snapshot is written in the background (a forked child encodes and
+uploads it on a connection of its own; see :mod:`netledger.journal.snapshot_upload`): commands
+are never held for it. Replicas share the bucket: a replica
 skips its turn when the newest *usable* stored snapshot is recent enough — one a start would
 refuse (another fold version, beyond the end of a restored log, refused by :meth:`load`) is
 no snapshot at all.
@@ -25,6 +26,7 @@ from netledger.events.prune import prune_all
 from netledger.events.snapshot import SeenEvents, Snapshot, anchor_of
 from netledger.events.state import State
 from netledger.journal.snapshot_store import SnapshotStore, StoredSnapshot, write_forked
+from netledger.journal.snapshot_upload import put_forked
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection
 
 log = logging.getLogger("netledger.snapshot")
@@ -44,7 +46,8 @@ class SnapshotPolicy:
     keep: int = 2
     #: start from the newest valid snapshot (False: fold the whole log, e.g. to repair)
     load: bool = True
-    #: encode in a forked child (False: in the event loop, blocking it meanwhile)
+    #: encode and upload in a forked child (False: in the event loop, blocking it meanwhile,
+    #: and uploaded over the service's connection)
     fork: bool = True
     #: where the child writes its file before the upload (None: the system's temp folder)
     tmpdir: str | None = None
@@ -189,26 +192,41 @@ class Snapshotter:
         # The fold is the log's up to seq, read in its order: what it no longer needs of the
         # deleted networks goes, every entry of it (the form verify --snapshots compares).
         prune_all(self._state(), seq)
-        path, sha = await write_forked(
-            self._state(),
-            self._seen(),
-            seq=seq,
-            stream=self.conn.stream,
-            created=self._created,
-            tmpdir=self.policy.tmpdir,
-            fork=self.policy.fork,
-        )
-        try:
-            # The image is taken (the fork is behind us). Its anchor is the message folded at
-            # seq, as the reader got it: the log asked now (after the child, retried while NATS
-            # is away) may be one restored meanwhile, whose message seq is another.
+
+        async def anchor() -> str:
+            # Asked after the image is taken (the fork is behind us): the message folded at
+            # seq, as the reader got it — the log asked now (retried while NATS is away) may be
+            # one restored meanwhile, whose message seq is another.
             if read is not None and read[0] == seq:
-                anchor = anchor_of(read[1], read[2])
-            else:
-                anchor = await self.store.anchor(seq, since=reconnects)
-            stored = await self.store.put(path, seq, sha, anchor)
-        finally:
-            os.unlink(path)
+                return anchor_of(read[1], read[2])
+            return await self.store.anchor(seq, since=reconnects)
+
+        if self.policy.fork and hasattr(os, "fork"):
+            # The child uploads on a connection of its own: the snapshot's chunks never queue
+            # in front of the commands on the service's (journal/snapshot_upload.py).
+            stored = await put_forked(
+                self.store,
+                self._state(),
+                self._seen(),
+                seq=seq,
+                created=self._created,
+                anchor=anchor,
+                tmpdir=self.policy.tmpdir,
+            )
+        else:
+            path, sha = await write_forked(
+                self._state(),
+                self._seen(),
+                seq=seq,
+                stream=self.conn.stream,
+                created=self._created,
+                tmpdir=self.policy.tmpdir,
+                fork=False,
+            )
+            try:
+                stored = await self.store.put(path, seq, sha, await anchor())
+            finally:
+                os.unlink(path)
         self.since -= since_at_fork
         s = self.stats
         s.written += 1
