@@ -34,7 +34,9 @@ paths: dict[str, dict[str, float]] = {}
 gcs: list[tuple[float, int, float, float]] = []
 stalls: list[tuple[float, float]] = []
 stacks: list[tuple[float, str]] = []
-#: (start, seconds, what): a snapshot's write, its prune_all, its fork, its upload
+#: (start, seconds, what): a snapshot's write, its prune_all, its fork, its encoding and upload
+#: (by the child; ``PROBE_SNAPSHOT_UPLOAD=parent``: encoded by the child, uploaded by the
+#: service over its own connection, as before Dec 7 afternoon), the pruning after it
 spans: list[tuple[float, float, str]] = []
 _gc_start = [0.0, 0.0]
 _beat = [0.0]
@@ -205,10 +207,28 @@ def install() -> None:
         import netledger.journal.snapshot_store as store
 
         store.CHILD_NICE = int(os.environ["PROBE_SNAPSHOT_NICE"])
+    if os.environ.get("PROBE_SNAPSHOT_UPLOAD") == "parent":  # (an A/B: the upload as before)
+        from netledger.journal.snapshot_store import write_forked
+
+        async def parent_upload(
+            store: Any, state: Any, seen: Any, *, seq: int, created: str, anchor: Any,
+            tmpdir: str | None = None,
+        ) -> Any:  # fmt: skip
+            path, sha = await write_forked(
+                state, seen, seq=seq, stream=store.conn.stream, created=created, tmpdir=tmpdir
+            )
+            try:
+                return await store.put(path, seq, sha, await anchor())
+            finally:
+                os.unlink(path)
+
+        snapshotter.put_forked = parent_upload  # type: ignore[assignment]
+        timed(snapshotter, "write_forked", "encode (forked)", True)
     timed(snapshotter.Snapshotter, "write", "snapshot", True)
     timed(snapshotter, "prune_all", "prune_all", False)
-    timed(snapshotter, "write_forked", "encode (forked)", True)
+    timed(snapshotter, "put_forked", "encode + upload (forked)", True)
     timed(SnapshotStore, "put", "upload", True)
+    timed(SnapshotStore, "stored", "prune", True)
     orig_fork = os.fork
 
     def fork() -> int:
