@@ -322,6 +322,8 @@ class StorageWatcher:
                     " retry in a few seconds",
                     reason="restarting nats-server",
                     outcome="not_applied",
+                    # (it comes back by itself: a client asks again within its deadline)
+                    retry=True,
                 ),
                 (
                     "space is back: restarting nats-server"

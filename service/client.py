@@ -47,6 +47,25 @@ def new_command_id() -> str:
     return uuid.UUID(int=n).hex
 
 
+def _passing(msg: bytes) -> bool:
+    """Whether a reply refuses a command for a moment only: an error whose details say
+    ``retry`` (the service's log is being brought back: ops/storage.py RESTARTING), nothing
+    applied. The client asks again within its deadline, as it does while nobody answers."""
+    if b"retry" not in msg:  # (the cheap test first: an answer is read once, below)
+        return False
+    try:
+        reply = msgpack.unpackb(msg, raw=False)
+    except Exception:
+        return False
+    err = reply.get("error") if isinstance(reply, dict) and not reply.get("ok") else None
+    details = err.get("details") if isinstance(err, dict) else None
+    return (
+        isinstance(details, dict)
+        and details.get("retry") is True
+        and details.get("outcome") == "not_applied"
+    )
+
+
 class Client:
     def __init__(
         self,
@@ -153,6 +172,13 @@ class Client:
                 # never past the deadline: the last attempt gets what is left of it (an attempt
                 # started just before it waited a whole timeout more; review hrev21)
                 msg = await self._ask(subject, data, who, min(self.timeout, end - loop.time()))
+                if _passing(msg) and loop.time() + delay < end:
+                    # The service refused it for a moment (its log's nats-server restarting):
+                    # nothing was applied; asked again with the same id, as if unanswered.
+                    reached = True
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
                 break
             except (
                 nats.errors.TimeoutError,
