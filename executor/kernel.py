@@ -188,10 +188,19 @@ class Kernel:
             forwarding_v6=self.read_forwarding_v6(),
         )
 
-    def read_learned_macs(self, bridges: set[str]) -> set[str]:
+    def read_bridges(self) -> list[nlparse.Link]:
+        """The host's bridges, undecoded beyond what nlparse reads: the kernel sends only
+        them (a dump filtered by kind), not the VXLAN links and taps beside them."""
+        return [
+            x
+            for d, a, b in self.sock.dump_raw(nlencode.link_dump("bridge"), RTM_GETLINK)
+            if (x := nlparse.link(d, a, b)).kind == "bridge"  # (a kernel that did not filter)
+        ]
+
+    def read_learned_macs(self, index: set[int]) -> set[str]:
         """MACs the kernel learned from traffic (dynamic forwarding entries) on the ports of
-        ``bridges``: not the ports' own addresses (permanent / ``self``), not static ones."""
-        index = {link.index for link in self.read_links() if link.name in bridges}
+        the bridges of ``index`` (their interface indexes): not the ports' own addresses
+        (permanent / ``self``), not static ones."""
         out: set[str] = set()
         if not index:
             return out

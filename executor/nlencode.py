@@ -202,9 +202,13 @@ _IFADDRMSG = struct.Struct("=BBBBI")
 _NDMSG = struct.Struct("=BxxxiHBB")
 
 
-def link_dump() -> bytes:
-    """The body of an RTM_GETLINK dump of every link."""
-    return _IFINFOMSG.pack(0, 0, 0, 0, 0)
+def link_dump(kind: str | None = None) -> bytes:
+    """The body of an RTM_GETLINK dump of every link, or — ``kind`` — of the links of that
+    kind only (the kernel filters: ``IFLA_LINKINFO`` / ``IFLA_INFO_KIND`` in the request)."""
+    head = _IFINFOMSG.pack(0, 0, 0, 0, 0)
+    if kind is None:
+        return head
+    return head + nla(p.IFLA_LINKINFO, nla(p.IFLA_INFO_KIND, _z(kind)))
 
 
 def addr_dump(family: int = 0) -> bytes:
