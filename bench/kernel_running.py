@@ -105,16 +105,21 @@ def spawn_logged(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
 
 @contextlib.asynccontextmanager
 async def running_executor(
-    st: Stack, host: str, ns: str, *extra: str
+    st: Stack, host: str, ns: str, *extra: str, prefix: list[str] | None = None
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """A running executor, yielded once its first pass is done (its liveness entry says so)."""
+    """A running executor, yielded once its first pass is done (its liveness entry says so).
+    ``prefix``: what runs it instead of ``netledger`` (bench/kernel_tail.py: an interpreter and
+    bench/executor_probe.py)."""
     watch = await statuses(st, host)
     # The entry outlives an executor: a watch starts with the last one's (passes and all), so
     # only an entry of this executor (started after the spawn) says its first pass is done.
     spawned = time.time()
+    argv = executor_argv(st.url, host, ns, False, *extra)
+    if prefix is not None:
+        argv[:1] = prefix
     p = await asyncio.to_thread(
         spawn_logged,
-        executor_argv(st.url, host, ns, False, *extra),
+        argv,
         st.tmp / f"executor-{host}.log",
     )
     try:
