@@ -128,6 +128,10 @@ def _where(section: tuple[str, ...]) -> str:
     return f"[{'.'.join(section)}]" if section else "the top level"
 
 
+#: Option types whose values are numbers (the ranges are their subclasses)
+_NUMBERS = (click.types.IntParamType, click.types.FloatParamType)
+
+
 def _check_value(
     cmd: click.Command, opt: click.Option, value: Any, path: Path, dotted: str
 ) -> None:
@@ -149,6 +153,11 @@ def _check_value(
     for v in values:
         if isinstance(v, list | dict):
             raise bad("expected a single value")
+        if isinstance(v, bool) and not isinstance(opt.type, click.types.BoolParamType):
+            # bool is an int: click's number types took ``true`` for 1 (1.0 for a float)
+            if isinstance(opt.type, _NUMBERS):
+                raise bad("expected a number, not true or false")
+            raise bad("true or false sets a switch; this option takes a value")
         try:
             opt.type.convert(v, opt, ctx)
         except click.BadParameter as exc:
