@@ -158,6 +158,9 @@ def _check_value(
             if isinstance(opt.type, _NUMBERS):
                 raise bad("expected a number, not true or false")
             raise bad("true or false sets a switch; this option takes a value")
+        if isinstance(v, float) and isinstance(opt.type, click.types.IntParamType):
+            if not v.is_integer():  # click's int() made 1.5 a 1, and inf an OverflowError
+                raise bad("expected a whole number")
         try:
             opt.type.convert(v, opt, ctx)
         except click.BadParameter as exc:

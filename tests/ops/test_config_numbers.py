@@ -2,13 +2,14 @@
 
 Found by the reviews of the last session: TOML's ``true`` passed every number option as 1 (1.0
 for a float: ``bool`` is an ``int`` subclass, and click's number types convert with ``int()`` /
-``float()``), so ``replicas = true`` started a serve with one replica. Every number option of
-the real command tree is walked (the plugins' commands too), so a new one is covered as it is
-added."""
+``float()``), so ``replicas = true`` started a serve with one replica. The same ``int()`` made
+``batch-size = 1.5`` a 1 and ``replicas = inf`` a traceback (OverflowError). Every number option
+of the real command tree is walked (the plugins' commands too), so a new one is covered as it
+is added."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -43,12 +44,16 @@ def toml(section: tuple[str, ...], key: str, value: str) -> str:
     return f"[{'.'.join(section)}]\n{key} = {value}\n" if section else f"{key} = {value}\n"
 
 
-def accepted(tmp_path: Path, found: list[Found], value: str) -> list[str]:
-    """The options of ``found`` whose file entry ``value`` is taken; each refusal names its key."""
+def accepted(
+    tmp_path: Path, found: list[Found], value: str | Callable[[click.Option], str]
+) -> list[str]:
+    """The options of ``found`` whose file entry ``value`` (or ``value(option)``) is taken; each
+    refusal names its key."""
     path = tmp_path / "netledger.toml"
     taken: list[str] = []
     for section, key, opt in found:
-        path.write_text(toml(section, key, f"[{value}]" if opt.multiple else value))
+        v = value if isinstance(value, str) else value(opt)
+        path.write_text(toml(section, key, f"[{v}]" if opt.multiple else v))
         dotted = ".".join((*section, key))
         try:
             build_default_map(cli, read_config(path), path)
@@ -96,3 +101,29 @@ def test_a_number_still_is_one(tmp_path: Path) -> None:
     path = tmp_path / "netledger.toml"
     path.write_text("[serve]\nreplicas = 3\n")
     assert build_default_map(cli, read_config(path), path) == {"serve": {"replicas": 3}}
+
+
+def whole_numbers() -> list[Found]:
+    return [f for f in numbers() if isinstance(f[2].type, click.types.IntParamType)]
+
+
+def a_fraction_in_range(opt: click.Option) -> str:
+    """Half past the option's least value (1 at least): refused for being a fraction alone."""
+    least = getattr(opt.type, "min", None)
+    return f"{max(least or 0, 1) + 0.5}"
+
+
+def test_a_fraction_for_a_whole_number_option_is_refused(tmp_path: Path) -> None:
+    assert len(whole_numbers()) >= 10  # (serve --replicas, projector run --batch-size, ...)
+    assert accepted(tmp_path, whole_numbers(), a_fraction_in_range) == []
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_a_number_no_integer_holds_is_refused(tmp_path: Path, value: str) -> None:
+    assert accepted(tmp_path, whole_numbers(), value) == []
+
+
+def test_a_whole_float_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "netledger.toml"
+    path.write_text("[serve]\nreplicas = 3.0\n")
+    assert build_default_map(cli, read_config(path), path) == {"serve": {"replicas": 3.0}}
