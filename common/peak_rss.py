@@ -9,7 +9,10 @@ polled while the child runs (a peak reached in the last poll interval before exi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -54,12 +57,62 @@ def tree_hwm(pid: int, peaks: dict[int, int]) -> None:
             peaks[p] = kib
 
 
+def halted(pid: int, tries: int = 1000) -> bool:
+    """Wait until ``pid`` is stopped or gone: a signal takes effect when the process next
+    enters the kernel, and one running on another CPU may fork before. False if it is not
+    after ``tries`` milliseconds (one in an uninterruptible sleep)."""
+    for _ in range(tries):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] in "tTZX":
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` (a child of this process) and every process below it; return once all
+    of them have exited (``pid`` is left to be reaped). Killed alone, a bench's executor left
+    its dnsmasq running, a serve its nats-server (found by review).
+
+    Each process is stopped before its children are listed: a stopped process forks no more,
+    and a child of it that exits stays a zombie, its pid not reused, until the tree is killed.
+    A process that ``setsid``s and leaves (its parent exiting first) is no longer below ``pid``
+    and is not found."""
+    fds: list[int] = []
+    try:
+        todo = [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                fd = os.pidfd_open(p)
+            except ProcessLookupError:
+                continue  # gone already (its parent reaped it)
+            fds.append(fd)
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGSTOP)
+            halted(p)
+            todo += children(p)
+        for fd in fds:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        for fd in fds:
+            # readable once the process has exited (a zombie or reaped: its files are closed)
+            select.select([fd], [], [])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def wait_peak(
     proc: subprocess.Popen[bytes], poll: float = 0.005, timeout: float | None = None
 ) -> tuple[int, int]:
     """Wait for ``proc`` (started by ``subprocess.Popen``, which returns once the child has
     exec'd): its exit status as ``os.wait4`` gives it and the peak RSS of its largest process
-    (itself or one it started), KiB. Killed after ``timeout`` seconds."""
+    (itself or one it started), KiB. Killed after ``timeout`` seconds, with every process it
+    started that still runs (:func:`kill_tree`)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     peaks: dict[int, int] = {}
     while True:
@@ -68,7 +121,7 @@ def wait_peak(
         if pid:
             break
         if deadline is not None and time.monotonic() > deadline:
-            proc.kill()
+            kill_tree(proc.pid)
             _, status, _ = os.wait4(proc.pid, 0)
             break
         time.sleep(poll)

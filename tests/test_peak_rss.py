@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import signal
 import subprocess
 import sys
 
@@ -47,3 +51,54 @@ def test_a_child_past_its_timeout_is_killed() -> None:
     proc = _spawn("import time; time.sleep(60)")
     wait_peak(proc, timeout=0.3)
     assert proc.returncode is not None and proc.returncode < 0
+
+
+#: A process that starts a copy of itself ``depth`` levels down, each holding the pipe's
+#: write end ``fd``, prints the pids of its line (its own first) and sleeps.
+CHAIN = """
+import os, subprocess, sys, time
+depth, fd, code = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+below = b""
+if depth:
+    argv = [sys.executable, "-c", code, str(depth - 1), str(fd), code]
+    p = subprocess.Popen(argv, pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    below = p.stdout.readline().strip()
+print(os.getpid(), below.decode(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_child_past_its_timeout_is_killed_with_every_process_it_started() -> None:
+    """A bench's executor left its dnsmasq running, a serve its nats-server: the child alone
+    was killed. Its descendants have exited when ``wait_peak`` returns: the pipe they held
+    is at its end, and each one's pidfd is readable (it reports an exit)."""
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHAIN, "2", str(w), CHAIN],
+        pass_fds=(w,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    os.close(w)
+    below: list[int] = []
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 3 and pids[0] == proc.pid  # (the child, its child, and that one's)
+        below = [os.pidfd_open(p) for p in pids[1:]]  # running: each sleeps once it printed
+        wait_peak(proc, timeout=0)
+        assert proc.returncode == -signal.SIGKILL
+        exited, _, _ = select.select(below, [], [], 0)
+        assert sorted(exited) == sorted(below)
+        assert select.select([r], [], [], 0)[0] == [r] and os.read(r, 1) == b""
+    finally:
+        for fd in below:
+            with contextlib.suppress(ProcessLookupError):  # (survived: not ours to leave)
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
+        os.close(r)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
