@@ -47,6 +47,7 @@ from netledger.replay.revert_reads import (
     _scan,
     _undone_in,
     check_projection,
+    compensations_of,
     events_after,
     events_of_command,
     owners_of,
@@ -285,6 +286,17 @@ async def revert(
                 # is undone with them.
                 seen_upto = markers if command_id is None else None
                 done = await reverted_by(conn, events, read, after=seen_upto, upto=now)
+                own = next((m for m in done if m.command_id == rid), None)
+                if own is not None and not dry_run:
+                    # Its own marker: a send of this revert landed, its answer was lost, and
+                    # the replica the resend reached no longer remembered it (past the
+                    # service's SEEN_COMMANDS) and decided it again on the markers since.
+                    answer = await _landed(conn, own, read)
+                    return {
+                        **answer,
+                        "log_messages_read": read.messages,
+                        "events_found_by": found_by,
+                    }
                 if done:
                     raise _already(label, events, done[0], rest) from None
                 args["markers_upto"] = markers = now
@@ -293,6 +305,27 @@ async def revert(
                 raise
             await asyncio.sleep(0.1)  # the service is still folding what we just read
     raise AssertionError("unreachable")
+
+
+async def _landed(conn: Connection, mark: StoredEvent, read: LogRead) -> dict[str, Any]:
+    """The service's answer to the revert whose marker is ``mark``, as the log holds it (the
+    decider's result: events/revert.py ``decide_revert``)."""
+    ev = mark.event
+    assert isinstance(ev, ChangeReverted)
+    made = [*await compensations_of(conn, mark, read), mark]
+    return {
+        "revert_command_id": mark.command_id,
+        "reverted_command_id": ev.reverted_command_id,
+        "after_seq": ev.after_seq,
+        "upto_seq": ev.upto_seq,
+        "scope": ev.scope,
+        "reverted_seqs": ev.reverted_seqs,
+        "skipped_seqs": ev.skipped_seqs,
+        "events": [
+            {"type": s.event.TYPE, "subject": s.subject, "data": s.event.to_data()} for s in made
+        ],
+        "appended": True,
+    }
 
 
 def render(result: dict[str, Any]) -> str:

@@ -331,6 +331,18 @@ async def undone_since(
     return next((m for m in standing if made.intersection(_undid(m))), None)
 
 
+async def compensations_of(
+    conn: Connection, mark: StoredEvent, read: LogRead | None = None
+) -> list[StoredEvent]:
+    """The compensating events the revert whose marker is ``mark`` appended: the messages
+    right before the marker in its atomic batch (the placements they brought follow it)."""
+    ev = mark.event
+    assert isinstance(ev, ChangeReverted)
+    seqs = list(range(mark.seq - ev.compensations, mark.seq))
+    got = await _by_seqs(conn, seqs, LogRead() if read is None else read)
+    return [s for s in got if s.command_id == mark.command_id]
+
+
 def _undid(mark: StoredEvent) -> list[int]:
     ev = mark.event
     assert isinstance(ev, ChangeReverted)
