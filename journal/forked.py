@@ -1,6 +1,6 @@
 """What a forked helper process does first (the service's catch-up reader, journal/catchup.py;
-its snapshot uploader, journal/snapshot_upload.py; the projector's writer,
-projector/writer_proc.py)."""
+its snapshot uploader, journal/snapshot_upload.py; the snapshot file writer of the executor's
+view, journal/snapshot_store.py; the projector's writer, projector/writer_proc.py)."""
 
 from __future__ import annotations
 

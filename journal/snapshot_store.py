@@ -32,6 +32,7 @@ own (:mod:`.snapshot_upload`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -58,6 +59,8 @@ from netledger.events.snapshot import (
     loads,
 )
 from netledger.events.state import FOLD_VERSION, State
+from netledger.journal.forked import close_inherited, die_with_parent
+from netledger.journal.forked import fork as fork_child
 from netledger.journal.snapshot_purge import BUCKET as BUCKET  # (imported from here)
 from netledger.journal.snapshot_purge import SnapshotPurge
 from netledger.journal.snapshot_purge import meta_subject as meta_subject  # (imported from here)
@@ -493,20 +496,25 @@ def _write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def _child_write(path: str, body_fn: Callable[[], bytes]) -> None:
-    """In the forked child: encode, hash, write; never returns."""
-    code = 1
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if CHILD_NICE:
-            os.nice(CHILD_NICE)
-        body = body_fn()
-        _write_bytes(path, body)
-        _write_bytes(path + ".sha256", digest(body).encode())
-        code = 0
-    finally:
-        os._exit(code)
+def _child_write(
+    path: str, body_fn: Callable[[], bytes], parent: int
+) -> int:  # pragma: no cover - runs in the forked child
+    """In the forked child (:func:`.forked.fork`): encode, hash, write; the exit status."""
+    die_with_parent(parent)
+    # The parent's asyncio wakeup fd must not hear about our signals (and is closed below).
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The parent's sockets (its NATS connection; an executor's netlink sockets, its dnsmasq
+    # pipes) are not ours to hold open: the files are opened by name (found by review).
+    close_inherited(keep=())
+    if CHILD_NICE:
+        os.nice(CHILD_NICE)
+    body = body_fn()
+    _write_bytes(path, body)
+    _write_bytes(path + ".sha256", digest(body).encode())
+    return 0
 
 
 async def write_forked(
@@ -538,9 +546,8 @@ async def write_forked(
     os.close(fd)
     try:
         if fork and hasattr(os, "fork"):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover (the child exits inside)
-                _child_write(path, body)
+            parent = os.getpid()
+            pid = fork_child(lambda: _child_write(path, body, parent), close=())
             # One thread waits for the child, whatever happens to this task: a second waitpid
             # would race it for the exit status.
             waiter = asyncio.ensure_future(asyncio.to_thread(os.waitpid, pid, 0))
