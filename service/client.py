@@ -165,6 +165,9 @@ class Client:
         #: an attempt that may have reached a service (anything but "no responders"): the
         #: command's outcome is unknown if none answers
         reached = False
+        #: an attempt that may have reached a service and got no answer (not one refused for a
+        #: moment): what a later refusal says was not applied speaks for its own attempt only
+        unanswered = False
         hinted = False
         while loop.time() < end:
             attempts += 1
@@ -188,6 +191,7 @@ class Client:
             ) as exc:
                 last = exc
                 reached = reached or not isinstance(exc, nats.errors.NoRespondersError)
+                unanswered = unanswered or not isinstance(exc, nats.errors.NoRespondersError)
                 if isinstance(exc, nats.errors.ConnectionClosedError):
                     break
                 if (
@@ -217,7 +221,15 @@ class Client:
             result = reply.get("result")
             return result if isinstance(result, dict) else {}
         err = reply.get("error")
-        raise error_from_wire(err if isinstance(err, dict) else {"message": str(err)})
+        refused = error_from_wire(err if isinstance(err, dict) else {"message": str(err)})
+        if unanswered and refused.details.get("outcome") == "not_applied":
+            # The service speaks for the attempt it answered, refused before it was tried (the
+            # log refuses writes: ops/storage.py) — refused so whenever it has not folded the
+            # command id, also when an earlier attempt whose answer was lost (the server
+            # restarting, say) landed (review h120). The command's outcome is unknown: a
+            # retry with the same id is safe, a new command may apply it twice.
+            refused.details["outcome"] = "unknown"
+        raise refused
 
     async def _why_no_answer(
         self, name: str, subject: str, last: Exception | None, attempts: int

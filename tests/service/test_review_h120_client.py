@@ -1,0 +1,76 @@
+"""Review h120 of the client's retries (service/client.py): what a refusal says was not
+applied speaks for the attempt it answered, not for the command.
+
+The service refuses a command id it has not folded while its log refuses writes (a
+``log_unavailable`` / ``log_storage_full`` with ``outcome: not_applied``; with ``retry`` while
+serve restarts its nats-server, ops/storage.py), whether or not an earlier attempt of it
+landed: an attempt whose answer was lost — the server restarting under it — may have been
+appended before, and the fold that would answer it from the log is not caught up yet. A
+client that had such an attempt and is then refused tells ``outcome: unknown`` (a retry with
+the same id is safe; a new command may apply it twice). A real nats-server; the service's
+answers are sent by the test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from nats.aio.msg import Msg
+
+from netledger.events.errors import LogUnavailable
+from netledger.journal.stream import Connection
+from netledger.service.client import Client
+
+SUBJECT = "netledger.admin.cmd.network.list"
+
+
+def _refusal(**details: Any) -> bytes:
+    error = {
+        "code": "log_unavailable",
+        "message": "the log's nats-server is being restarted; retry in a few seconds",
+        "details": {"reason": "restarting nats-server", "outcome": "not_applied", **details},
+    }
+    return msgpack.packb({"ok": False, "error": error})
+
+
+async def _answering(conn: Connection, refusal: bytes, ids: list[str], unanswered: int) -> Any:
+    """A service that leaves the first ``unanswered`` requests without an answer (lost), then
+    refuses every one with ``refusal``."""
+
+    async def on(msg: Msg) -> None:
+        ids.append(msgpack.unpackb(msg.data)["command_id"])
+        if len(ids) > unanswered:
+            await conn.nc.publish(msg.reply, refusal)
+
+    return await conn.nc.subscribe(SUBJECT, cb=on)
+
+
+@pytest.mark.parametrize("retry", [False, True], ids=["refused", "refused-for-a-moment"])
+async def test_a_refusal_after_an_attempt_left_unanswered_leaves_the_outcome_unknown(
+    conn: Connection, retry: bool
+) -> None:
+    ids: list[str] = []
+    refusal = _refusal(retry=True) if retry else _refusal()
+    sub = await _answering(conn, refusal, ids, unanswered=1)
+    try:
+        with pytest.raises(LogUnavailable) as e:
+            await Client(conn, timeout=0.5, deadline=2.5).request("network.list", {})
+    finally:
+        await sub.unsubscribe()
+    assert len(ids) >= 2 and len(set(ids)) == 1  # the same command id throughout
+    assert e.value.details["reason"] == "restarting nats-server"
+    assert e.value.details["outcome"] == "unknown", e.value.details
+
+
+async def test_a_refusal_of_every_attempt_says_not_applied(conn: Connection) -> None:
+    ids: list[str] = []
+    sub = await _answering(conn, _refusal(), ids, unanswered=0)
+    try:
+        with pytest.raises(LogUnavailable) as e:
+            await Client(conn, timeout=2.0, deadline=20.0).request("network.list", {})
+    finally:
+        await sub.unsubscribe()
+    assert len(ids) == 1
+    assert e.value.details["outcome"] == "not_applied"
