@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +27,29 @@ from netledger.ops.locate import projection_db
 from netledger.ops.logs import LEVELS, setup_logging
 from netledger.projector.options import linger_option, live_period_option
 
+if TYPE_CHECKING:
+    from netledger.journal.stream import Connection
+    from netledger.service.client import Client
+
+
+def command_client(conn: Connection, settings: Settings, deadline: float | None = None) -> Client:
+    """The client a CLI command sends its commands with: acting as ``settings`` say, asking
+    for ``--command-timeout`` (else ``deadline``, a command's own default, else the client's)
+    while no service answers, and telling a person watching why nothing happens yet. Every
+    command that asks the service goes through here (``revert`` did not: it waited the
+    client's 60 s whatever --command-timeout said, review h120)."""
+    from netledger.service.client import Client
+
+    client = Client(conn, settings.actor, host=settings.as_host)
+    if sys.stderr.isatty():  # a person watching: say why nothing happens yet
+        client.on_waiting = _tell_waiting
+    # the user's --command-timeout wins over a command's own default (dhcp-event's)
+    wait = deadline if settings.command_timeout is None else settings.command_timeout
+    if wait is not None:
+        client.deadline = wait
+        client.timeout = min(client.timeout, wait)
+    return client
+
 
 def client_call(
     settings: Settings,
@@ -36,20 +59,11 @@ def client_call(
     deadline: float | None = None,
 ) -> dict[str, Any]:
     from netledger.journal.stream import connect
-    from netledger.service.client import Client
-
-    # the user's --command-timeout wins over a command's own default (dhcp-event's)
-    wait = deadline if settings.command_timeout is None else settings.command_timeout
 
     async def go() -> dict[str, Any]:
         conn = await connect(settings.url, name="netledger-cli", **settings.connect_kwargs())
         try:
-            client = Client(conn, settings.actor, host=settings.as_host)
-            if sys.stderr.isatty():  # a person watching: say why nothing happens yet
-                client.on_waiting = _tell_waiting
-            if wait is not None:
-                client.deadline = wait
-                client.timeout = min(client.timeout, wait)
+            client = command_client(conn, settings, deadline)
             return await client.request(name, args, command_id=command_id)
         finally:
             await conn.close()

@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 import netledger.events.revert_events  # noqa: F401  (every netledger process decodes markers)
+from netledger.cli import command_client
 from netledger.common.output import emit
 from netledger.common.settings import Settings, pass_settings, run
 from netledger.events.errors import NetledgerError, ValidationError
@@ -424,7 +425,7 @@ def revert_cmd(
                     refused.append(str(exc))
             result = await revert(
                 conn,
-                Client(conn, settings.actor),
+                command_client(conn, settings),
                 command_id=command_id,
                 to_seq=to_seq,
                 scope=scope_s,
