@@ -1,0 +1,93 @@
+"""Review h120 of the snapshot child's connection (journal/forked.py ``connect_options``,
+journal/snapshot_upload.py): the child uploads over a connection of its own made with every
+identity the service connected with — a token in the URL, a credentials file (a user JWT and
+its nkey seed, operator mode), TLS with a private CA, a per-user inbox prefix on a server that
+denies the default one (ops/auth.py's per-role users) — besides the user and password of
+tests/service/test_snapshot_child_upload.py. A child left without one of them would not
+connect (its upload left to the service's connection: counted below) or, without the inbox
+prefix, would never hear its chunks' acknowledgements (the write fails).
+
+Which connection carried the body is told by the service connection's count of bytes
+published (nats-py's ``stats["out_bytes"]``), as in test_snapshot_child_upload.py."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netledger.common.natsserver import EmbeddedNats, free_port
+from netledger.journal.stream import Connection, connect, ensure_stream
+from netledger.service.client import Client
+from tests.executor.test_dhcp_env_tls_netns import make_pki
+from tests.ops.test_auth_jwt import operator_mode as operator_mode
+from tests.service.test_snapshot_child_upload import (
+    ALLOCATIONS,
+    _a_start_loads,
+    _fill,
+    _network,
+    _policy,
+    _started,
+    _write_measured,
+)
+
+TOKEN = "s3cret-token"
+#: a per-user inbox: the default ``_INBOX.>`` denied, as ops/auth.py's users have it
+INBOXES = (
+    "authorization { users = [ {user: svc, password: pw, permissions: {"
+    ' publish: {allow: [">"]}, subscribe: {allow: [">"], deny: ["_INBOX.>"]} } } ] }\n'
+)
+
+
+def _server(tmp_path: Path, extra: str) -> EmbeddedNats:
+    server = EmbeddedNats(tmp_path / "nats", port=free_port(), extra_config=extra)
+    server.start()
+    return server
+
+
+@pytest.fixture(params=["token", "creds", "tls", "inbox_prefix"])
+async def identity(request: Any, tmp_path: Path) -> AsyncIterator[Connection]:
+    """The service's connection, made with one kind of identity."""
+    server: EmbeddedNats | None = None
+    kind = request.param
+    if kind == "token":
+        server = _server(tmp_path, f'authorization {{ token: "{TOKEN}" }}\n')
+        conn = await connect(server.url.replace("nats://", f"nats://{TOKEN}@"))
+    elif kind == "creds":
+        url, creds = request.getfixturevalue("operator_mode")
+        conn = await connect(url, creds=str(creds))
+    elif kind == "tls":
+        ca, cert, key = make_pki(tmp_path / "pki")
+        server = _server(tmp_path, f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n}}\n')
+        context = ssl.create_default_context(cafile=str(ca))
+        conn = await connect(f"tls://127.0.0.1:{server.port}", tls=context)
+    else:
+        server = _server(tmp_path, INBOXES)
+        conn = await connect(server.url, user="svc", password="pw", inbox_prefix="_INBOX_svc")
+    try:
+        await ensure_stream(conn)
+        yield conn
+    finally:
+        await conn.close()
+        if server is not None:
+            server.stop()
+
+
+async def test_the_child_connects_with_each_identity_of_the_service(
+    identity: Connection, tmp_path: Path
+) -> None:
+    conn = identity
+    svc = await _started(conn, _policy(tmp_path))
+    try:
+        client = Client(conn)
+        await _network(client)
+        await _fill(client, ALLOCATIONS)
+        stored, published = await _write_measured(svc)
+        assert stored is not None
+    finally:
+        await svc.close()
+    assert published < stored.size, (published, stored)  # uploaded by the child
+    await _a_start_loads(conn, stored.seq)
