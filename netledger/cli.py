@@ -75,6 +75,16 @@ def client_call(
 def _tell_waiting(name: str, subject: str, why: Exception, left: float) -> None:
     import nats.errors
 
+    from netledger.events.errors import NetledgerError
+
+    if isinstance(why, NetledgerError):  # refused for a moment: serve restarting its nats-server
+        print(
+            f"netledger: waiting for {name} (refused for a moment: {why.message}; trying for"
+            f" {left:.0f} s more)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
     what = (
         "no command service listens on it yet"
         if isinstance(why, nats.errors.NoRespondersError)

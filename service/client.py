@@ -47,23 +47,27 @@ def new_command_id() -> str:
     return uuid.UUID(int=n).hex
 
 
-def _passing(msg: bytes) -> bool:
-    """Whether a reply refuses a command for a moment only: an error whose details say
-    ``retry`` (the service's log is being brought back: ops/storage.py RESTARTING), nothing
-    applied. The client asks again within its deadline, as it does while nobody answers."""
+def _passing(msg: bytes) -> NetledgerError | None:
+    """The refusal a reply is when it refuses a command for a moment only (else None): an
+    error whose details say ``retry`` (the service's log is being brought back: ops/storage.py
+    RESTARTING), nothing applied. The client asks again within its deadline, as it does while
+    nobody answers."""
     if b"retry" not in msg:  # (the cheap test first: an answer is read once, below)
-        return False
+        return None
     try:
         reply = msgpack.unpackb(msg, raw=False)
     except Exception:
-        return False
+        return None
     err = reply.get("error") if isinstance(reply, dict) and not reply.get("ok") else None
     details = err.get("details") if isinstance(err, dict) else None
-    return (
-        isinstance(details, dict)
+    if (
+        isinstance(err, dict)
+        and isinstance(details, dict)
         and details.get("retry") is True
         and details.get("outcome") == "not_applied"
-    )
+    ):
+        return error_from_wire(err)
+    return None
 
 
 class Client:
@@ -83,8 +87,9 @@ class Client:
         self.timeout = timeout
         self.deadline = deadline
         #: on_waiting(command, subject, why, seconds left): called once a command when no
-        #: answer came for WAITING_HINT_S (no service listening, or none answering in time) and
-        #: the client goes on trying until its deadline (the CLI tells a person watching)
+        #: answer came for WAITING_HINT_S (no service listening, or none answering in time; or
+        #: only refusals for a moment, ``why`` the refusal) and the client goes on trying until
+        #: its deadline (the CLI tells a person watching)
         self.on_waiting: Callable[[str, str, Exception, float], None] | None = None
 
     @classmethod
@@ -175,10 +180,13 @@ class Client:
                 # never past the deadline: the last attempt gets what is left of it (an attempt
                 # started just before it waited a whole timeout more; review hrev21)
                 msg = await self._ask(subject, data, who, min(self.timeout, end - loop.time()))
-                if _passing(msg) and loop.time() + delay < end:
+                passing = _passing(msg)
+                if passing is not None and loop.time() + delay < end:
                     # The service refused it for a moment (its log's nats-server restarting):
-                    # nothing was applied; asked again with the same id, as if unanswered.
+                    # nothing was applied; asked again with the same id, as if unanswered —
+                    # and a person watching is told why nothing happens yet, as then.
                     reached = True
+                    hinted = self._hint(hinted, started, end, name, subject, passing)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
@@ -194,13 +202,7 @@ class Client:
                 unanswered = unanswered or not isinstance(exc, nats.errors.NoRespondersError)
                 if isinstance(exc, nats.errors.ConnectionClosedError):
                     break
-                if (
-                    not hinted
-                    and self.on_waiting is not None
-                    and loop.time() - started >= WAITING_HINT_S
-                ):
-                    hinted = True  # once a command
-                    self.on_waiting(name, subject, exc, end - loop.time())
+                hinted = self._hint(hinted, started, end, name, subject, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         else:
@@ -230,6 +232,17 @@ class Client:
             # retry with the same id is safe, a new command may apply it twice.
             refused.details["outcome"] = "unknown"
         raise refused
+
+    def _hint(
+        self, hinted: bool, started: float, end: float, name: str, subject: str, why: Exception
+    ) -> bool:
+        """Tell ``on_waiting`` why the command waits, once a command (returns whether told by
+        now): after WAITING_HINT_S without an answer, or refused for a moment meanwhile."""
+        now = asyncio.get_running_loop().time()
+        if hinted or self.on_waiting is None or now - started < WAITING_HINT_S:
+            return hinted
+        self.on_waiting(name, subject, why, end - now)
+        return True
 
     async def _why_no_answer(
         self, name: str, subject: str, last: Exception | None, attempts: int

@@ -74,3 +74,37 @@ async def test_a_refusal_of_every_attempt_says_not_applied(conn: Connection) -> 
         await sub.unsubscribe()
     assert len(ids) == 1
     assert e.value.details["outcome"] == "not_applied"
+
+
+async def test_a_client_refused_for_a_moment_tells_a_person_watching_why_it_waits(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As while no service answers (tests/service/test_storage_client.py): after
+    WAITING_HINT_S of refusals for a moment its ``on_waiting`` hears why, once, and the CLI
+    prints it — a person at a terminal waited for serve's nats-server to come back in silence,
+    up to the whole --command-timeout. The service here refuses until the client has said so,
+    then answers."""
+    from netledger import cli
+    from netledger.service import client as client_mod
+
+    monkeypatch.setattr(client_mod, "WAITING_HINT_S", 0.3)
+    heard: list[tuple[str, str, Exception, float]] = []
+    ok = msgpack.packb({"ok": True, "result": {"networks": []}})
+    refusal = _refusal(retry=True)
+
+    async def on(msg: Msg) -> None:
+        await conn.nc.publish(msg.reply, ok if heard else refusal)
+
+    sub = await conn.nc.subscribe(SUBJECT, cb=on)
+    c = Client(conn, timeout=2.0, deadline=8.0)
+    c.on_waiting = lambda *args: heard.append(args)
+    try:
+        assert await c.request("network.list", {}) == {"networks": []}
+    finally:
+        await sub.unsubscribe()
+    [(name, subject, why, left)] = heard
+    assert name == "network.list" and subject == SUBJECT
+    assert isinstance(why, LogUnavailable) and why.details["retry"] is True and 0 < left < 8.0
+    cli._tell_waiting(name, subject, why, left)
+    err = capsys.readouterr().err
+    assert "waiting for network.list (refused for a moment: the log's nats-server" in err, err
