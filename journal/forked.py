@@ -72,20 +72,30 @@ def close_inherited(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs i
 
 
 def connect_options(conn: Connection, role: str = "catchup") -> dict[str, Any]:
-    """What a forked child passes to ``nats.connect`` to reach the same servers as ``conn`` with
-    the same identity (user and password, token, credentials file or nkey seed, TLS, inbox
+    """What a forked child passes to ``nats.connect`` to reach the same servers as ``conn`` —
+    the one ``conn`` is connected to first — with the same identity (user and password, token, credentials file or nkey seed, TLS, inbox
     prefix), named ``<conn's name>-<role>``. No reconnects: a child that loses its connection
     ends, and the caller goes on (the catch-up reader, journal/catchup.py; the snapshot
     uploader, journal/snapshot_upload.py)."""
     nc = conn.nc
     opts = nc.options
     servers = [s.uri.geturl() for s in getattr(nc, "_server_pool", [])]
+    # The server ``conn`` is connected to first, and in this order: without reconnects nats-py
+    # stops at the first server whose handshake fails (it goes on only past a refused TCP
+    # connection), and it shuffles the list unless told not to — a child of a service that
+    # lists a server refusing its identity (a cluster part-way through a change of
+    # credentials) failed on it at random, and left its work to the service (review h120).
+    current = getattr(nc, "_current_server", None)
+    if current is not None:
+        here = current.uri.geturl()
+        servers = [here, *(s for s in servers if s != here)]
     kwargs: dict[str, Any] = {
         "servers": servers or ["nats://127.0.0.1:4222"],
         "name": f"{opts.get('name') or 'netledger'}-{role}",
         "connect_timeout": opts.get("connect_timeout", 2.0),
         "allow_reconnect": False,
         "max_reconnect_attempts": 0,
+        "dont_randomize": True,
     }
     for key in ("user", "password", "token", "tls", "tls_hostname", "tls_handshake_first"):
         if opts.get(key) is not None:

@@ -91,3 +91,47 @@ async def test_the_child_connects_with_each_identity_of_the_service(
         await svc.close()
     assert published < stored.size, (published, stored)  # uploaded by the child
     await _a_start_loads(conn, stored.seq)
+
+
+@pytest.fixture
+async def beside_a_refusing_server(
+    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Connection]:
+    """The service's connection, given two servers: first one that refuses its identity (a
+    cluster part-way through a change of credentials, say), then the one it connects to.
+    nats-py's shuffle of a server list keeps the order given (pinned, so that each run
+    tells the same: inherited by the forked children too)."""
+    import nats.aio.client
+
+    monkeypatch.setattr(nats.aio.client, "shuffle", lambda servers: None)
+    other = _server(tmp_path / "other", "authorization { users = [ {user: x, password: y} ] }\n")
+    try:
+        conn = await connect([other.url, nats_url])
+        try:
+            assert conn.nc.connected_url is not None
+            assert conn.nc.connected_url.port == int(nats_url.rsplit(":", 1)[1])
+            await ensure_stream(conn)
+            yield conn
+        finally:
+            await conn.close()
+    finally:
+        other.stop()
+
+
+async def test_the_child_connects_where_the_service_is_connected(
+    beside_a_refusing_server: Connection, tmp_path: Path
+) -> None:
+    """Not to the first server of the list (a refused handshake ends a connect without
+    reconnects: the child left the upload to the service's connection, with a warning)."""
+    conn = beside_a_refusing_server
+    svc = await _started(conn, _policy(tmp_path))
+    try:
+        client = Client(conn)
+        await _network(client)
+        await _fill(client, ALLOCATIONS)
+        stored, published = await _write_measured(svc)
+        assert stored is not None
+    finally:
+        await svc.close()
+    assert published < stored.size, (published, stored)  # uploaded by the child
+    await _a_start_loads(conn, stored.seq)
