@@ -108,3 +108,29 @@ async def test_a_client_refused_for_a_moment_tells_a_person_watching_why_it_wait
     cli._tell_waiting(name, subject, why, left)
     err = capsys.readouterr().err
     assert "waiting for network.list (refused for a moment: the log's nats-server" in err, err
+
+
+async def test_a_deadline_passed_while_waiting_to_ask_again_tells_the_refusal(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause before asking again is checked against the deadline, but a loop held up
+    meanwhile (here: a person's terminal, ``on_waiting``, blocking it) wakes past it: the
+    client told "the command service did not answer", outcome unknown — it had answered, and
+    nothing was applied. It tells that answer."""
+    import time
+
+    from netledger.service import client as client_mod
+
+    monkeypatch.setattr(client_mod, "WAITING_HINT_S", 0.0)
+    ids: list[str] = []
+    sub = await _answering(conn, _refusal(retry=True), ids, unanswered=0)
+    c = Client(conn, timeout=1.0, deadline=1.0)
+    c.on_waiting = lambda *args: time.sleep(1.0)  # holds the loop past the deadline
+    try:
+        with pytest.raises(LogUnavailable) as e:
+            await c.request("network.list", {})
+    finally:
+        await sub.unsubscribe()
+    assert len(ids) == 1
+    assert e.value.message.startswith("the log's nats-server is being restarted"), e.value
+    assert e.value.details["outcome"] == "not_applied", e.value.details
