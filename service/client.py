@@ -176,7 +176,10 @@ class Client:
         hinted = False
         #: the last attempt's answer when it was a refusal for a moment: told if the deadline
         #: comes while waiting to ask again (not "did not answer": it did)
-        refused: bytes | None = None
+        refused_now: bytes | None = None
+        #: the answer (None: none yet, or the attempt after it failed — a connection closed
+        #: under the first attempt ends the loop with none: it met an unbound name, review h120)
+        msg: bytes | None = None
         while loop.time() < end:
             attempts += 1
             try:
@@ -188,7 +191,7 @@ class Client:
                     # The service refused it for a moment (its log's nats-server restarting):
                     # nothing was applied; asked again with the same id, as if unanswered —
                     # and a person watching is told why nothing happens yet, as then.
-                    reached, refused = True, msg
+                    reached, refused_now = True, msg
                     hinted = self._hint(hinted, started, end, name, subject, passing)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
@@ -200,7 +203,7 @@ class Client:
                 nats.errors.ConnectionReconnectingError,
                 nats.errors.ConnectionClosedError,
             ) as exc:
-                last, refused = exc, None
+                last, refused_now, msg = exc, None, None
                 reached = reached or not isinstance(exc, nats.errors.NoRespondersError)
                 unanswered = unanswered or not isinstance(exc, nats.errors.NoRespondersError)
                 if isinstance(exc, nats.errors.ConnectionClosedError):
@@ -212,7 +215,7 @@ class Client:
             # The deadline came while waiting to ask again: after a refusal for a moment, that
             # refusal (the pause was checked against the deadline, but a loop held up past it
             # woke too late: review h120), else nobody answered.
-            msg = refused
+            msg = refused_now
         if msg is None:
             gave_up = await self._why_no_answer(name, subject, last, attempts)
             # what a script needs to know before it retries or looks (as the service's own

@@ -19,8 +19,8 @@ import msgpack
 import pytest
 from nats.aio.msg import Msg
 
-from netledger.events.errors import LogUnavailable
-from netledger.journal.stream import Connection
+from netledger.events.errors import LogUnavailable, Unavailable
+from netledger.journal.stream import Connection, connect
 from netledger.service.client import Client
 
 SUBJECT = "netledger.admin.cmd.network.list"
@@ -134,3 +134,15 @@ async def test_a_deadline_passed_while_waiting_to_ask_again_tells_the_refusal(
     assert len(ids) == 1
     assert e.value.message.startswith("the log's nats-server is being restarted"), e.value
     assert e.value.details["outcome"] == "not_applied", e.value.details
+
+
+async def test_a_command_on_a_closed_connection_is_told_unavailable(nats_url: str) -> None:
+    """A connection closed under a command (nats-py's ConnectionClosedError ends the retries
+    at once): told as the connection lost — it met an unbound answer instead
+    (UnboundLocalError) when no attempt had been answered before."""
+    closed = await connect(nats_url, name="closed")
+    await closed.close()
+    with pytest.raises(Unavailable) as e:
+        await Client(closed, timeout=1.0, deadline=5.0).request("network.list", {})
+    assert "lost the connection to NATS while sending network.list" in e.value.message
+    assert e.value.details["outcome"] == "unknown"
