@@ -76,6 +76,8 @@ H_ENCODING = "Netledger-Encoding"
 H_ANCHOR = "Netledger-Anchor"
 #: Longest a forked writer may take before it is killed (a wedged child must not pile up).
 CHILD_TIMEOUT_S = 600.0
+#: How the service's snapshot writes name their temporary files (and journal/snapshot_upload.py).
+BODY_PREFIX = "netledger-snapshot-"
 #: The forked writer's niceness, added to its parent's (as serve's projector's,
 #: projector/child.py NICE): its encoding takes a core for 0.4-2 s (a 100 k-event cloud and
 #: 50 k allocations), and on 2 cores the command service's answers come first. In the open loop
@@ -527,7 +529,7 @@ async def write_forked(
     tmpdir: str | None = None,
     fork: bool = True,
     extra: Callable[[], dict[str, Any]] | None = None,
-    prefix: str = "netledger-snapshot-",
+    prefix: str = BODY_PREFIX,
 ) -> tuple[str, str]:
     """Serialise the fold as it is *now* into a temporary file; return (path, sha256).
 

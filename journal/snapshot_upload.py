@@ -164,7 +164,7 @@ async def put_forked(
 
     opts = connect_options(conn, role="snapshot")
     target = (conn.stream, store.kind, seq)
-    fd, path = tempfile.mkstemp(prefix="netledger-snapshot-", dir=tmpdir)
+    fd, path = tempfile.mkstemp(prefix=snapshot_store.BODY_PREFIX, dir=tmpdir)
     os.close(fd)
     anchor_r, anchor_w = os.pipe()
     report_r, report_w = os.pipe()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -25,7 +26,7 @@ from netledger.ops.storage import (
     parse_reserve,
 )
 from netledger.service.service import CommandService
-from netledger.service.snapshotter import SnapshotPolicy
+from netledger.service.snapshotter import SnapshotPolicy, own_tmpdir
 
 log = logging.getLogger("netledger.serve")
 
@@ -91,7 +92,7 @@ async def serve_forever(
                 conn,
                 release_timeout=release_timeout,
                 reclaim_grace=reclaim_after,
-                snapshots=snapshots if snapshots is not None else SnapshotPolicy(),
+                snapshots=_with_tmpdir(snapshots or SnapshotPolicy(), data_dir),
                 health=health,
             )
             service.on_catch_up = _say_catching_up
@@ -210,3 +211,12 @@ def _say_catching_up(first: int, last: int, snapshot: int | None) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _with_tmpdir(policy: SnapshotPolicy, data_dir: Path) -> SnapshotPolicy:
+    """The policy writing its bodies under serve's data folder, not the system's temp folder
+    (what a killed write leaves is removed at the next start: service/snapshotter.py
+    own_tmpdir), unless the caller chose a folder."""
+    if policy.tmpdir is not None:
+        return policy
+    return dataclasses.replace(policy, tmpdir=own_tmpdir(Path(data_dir)))

@@ -14,18 +14,26 @@ no snapshot at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from netledger.events.prune import prune_all
 from netledger.events.snapshot import SeenEvents, Snapshot, anchor_of
 from netledger.events.state import State
-from netledger.journal.snapshot_store import SnapshotStore, StoredSnapshot, write_forked
+from netledger.journal.snapshot_store import (
+    BODY_PREFIX,
+    CHILD_TIMEOUT_S,
+    SnapshotStore,
+    StoredSnapshot,
+    write_forked,
+)
 from netledger.journal.snapshot_upload import put_forked
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection
 
@@ -51,6 +59,23 @@ class SnapshotPolicy:
     fork: bool = True
     #: where the child writes its file before the upload (None: the system's temp folder)
     tmpdir: str | None = None
+
+
+def own_tmpdir(data_dir: Path) -> str:
+    """``<data_dir>/snapshot-tmp``, made if missing, without the files a write killed with its
+    service left there: a SIGKILL gives the writer no chance to remove its body (a few MB a
+    write), which in the system's temp folder stayed until a reboot. Only bodies older than
+    a write may take (``CHILD_TIMEOUT_S``) are removed: another service sharing the folder may
+    be writing one now. The folder's path."""
+    folder = data_dir / "snapshot-tmp"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    too_old = time.time() - CHILD_TIMEOUT_S
+    for body in folder.glob(f"{BODY_PREFIX}*"):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            if body.stat().st_mtime < too_old:
+                body.unlink()
+                log.info("removed %s, left by a snapshot write that did not finish", body)
+    return str(folder)
 
 
 @dataclass
