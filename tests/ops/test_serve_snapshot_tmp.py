@@ -14,6 +14,7 @@ from pathlib import Path
 from netledger.common.natsserver import free_port
 from netledger.journal.snapshot_store import BODY_PREFIX, CHILD_TIMEOUT_S
 from netledger.service.snapshotter import own_tmpdir
+from tests.ops.test_serve import _cli
 
 NETLEDGER = str(Path(sys.executable).parent / "netledger")
 
@@ -38,15 +39,6 @@ def test_own_tmpdir_removes_only_abandoned_bodies(tmp_path: Path) -> None:
     assert young.exists() and other.exists()
     assert own_tmpdir(tmp_path / "new") == str(tmp_path / "new" / "snapshot-tmp")
     assert (tmp_path / "new" / "snapshot-tmp").is_dir()
-
-
-def _cli(port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [NETLEDGER, "--nats", f"nats://127.0.0.1:{port}", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_serve_clears_a_killed_writes_body_and_writes_its_own_there(tmp_path: Path) -> None:

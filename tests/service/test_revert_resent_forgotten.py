@@ -15,7 +15,7 @@ from netledger.revert_cli import revert
 from netledger.service.client import Client, new_command_id
 from netledger.service.service import CommandService
 from tests.service.test_revert import flat
-from tests.service.test_review_h114_revert_resent import LostAnswerClient
+from tests.service.test_review_h114_revert_resent import LostAnswerClient, two_allocations
 
 #: What the service answers a revert (events/revert.py ``decide_revert``)
 ANSWER = (
@@ -35,11 +35,7 @@ async def test_a_resent_revert_the_service_forgot_is_told_as_landed(
     conn: Connection, service: CommandService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(service_module, "SEEN_COMMANDS", 1)
-    c = Client(conn)
-    nid = await flat(c)
-    x, y = new_command_id(), new_command_id()
-    a = (await c.allocate_fixed_ip("i-1", network_id=nid, host="h1", command_id=x))["address"]
-    await c.allocate_fixed_ip("i-2", network_id=nid, host="h1", command_id=y)
+    nid, x, y, a = await two_allocations(Client(conn))
     lost = LostAnswerClient(conn, y)
 
     got = await revert(conn, lost, command_id=x)

@@ -42,14 +42,20 @@ class LostAnswerClient(Client):
         return self.answers[-1]
 
 
-async def test_a_revert_resent_after_another_revert_landed_is_answered_as_its_retry(
-    conn: Connection, service: CommandService
-) -> None:
-    c = Client(conn)
+async def two_allocations(c: Client) -> tuple[str, str, str, str]:
+    """Two allocations on a new flat network by command ids x and y: (the network, x, y, x's
+    address)."""
     nid = await flat(c)
     x, y = new_command_id(), new_command_id()
     a = (await c.allocate_fixed_ip("i-1", network_id=nid, host="h1", command_id=x))["address"]
     await c.allocate_fixed_ip("i-2", network_id=nid, host="h1", command_id=y)
+    return nid, x, y, a
+
+
+async def test_a_revert_resent_after_another_revert_landed_is_answered_as_its_retry(
+    conn: Connection, service: CommandService
+) -> None:
+    nid, x, y, a = await two_allocations(Client(conn))
     lost = LostAnswerClient(conn, y)
 
     got = await revert(conn, lost, command_id=x)

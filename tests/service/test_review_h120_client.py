@@ -22,17 +22,9 @@ from nats.aio.msg import Msg
 from netledger.events.errors import LogUnavailable, Unavailable
 from netledger.journal.stream import Connection, connect
 from netledger.service.client import Client
+from tests.service.test_client_retry_restarting import _refusal
 
 SUBJECT = "netledger.admin.cmd.network.list"
-
-
-def _refusal(**details: Any) -> bytes:
-    error = {
-        "code": "log_unavailable",
-        "message": "the log's nats-server is being restarted; retry in a few seconds",
-        "details": {"reason": "restarting nats-server", "outcome": "not_applied", **details},
-    }
-    return msgpack.packb({"ok": False, "error": error})
 
 
 async def _answering(conn: Connection, refusal: bytes, ids: list[str], unanswered: int) -> Any:

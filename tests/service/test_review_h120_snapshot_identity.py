@@ -21,18 +21,9 @@ import pytest
 
 from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.journal.stream import Connection, connect, ensure_stream
-from netledger.service.client import Client
 from tests.executor.test_dhcp_env_tls_netns import make_pki
 from tests.ops.test_auth_jwt import operator_mode as operator_mode
-from tests.service.test_snapshot_child_upload import (
-    ALLOCATIONS,
-    _a_start_loads,
-    _fill,
-    _network,
-    _policy,
-    _started,
-    _write_measured,
-)
+from tests.service.test_snapshot_child_upload import uploaded_by_the_child
 
 TOKEN = "s3cret-token"
 #: a per-user inbox: the default ``_INBOX.>`` denied, as ops/auth.py's users have it
@@ -79,18 +70,7 @@ async def identity(request: Any, tmp_path: Path) -> AsyncIterator[Connection]:
 async def test_the_child_connects_with_each_identity_of_the_service(
     identity: Connection, tmp_path: Path
 ) -> None:
-    conn = identity
-    svc = await _started(conn, _policy(tmp_path))
-    try:
-        client = Client(conn)
-        await _network(client)
-        await _fill(client, ALLOCATIONS)
-        stored, published = await _write_measured(svc)
-        assert stored is not None
-    finally:
-        await svc.close()
-    assert published < stored.size, (published, stored)  # uploaded by the child
-    await _a_start_loads(conn, stored.seq)
+    await uploaded_by_the_child(identity, tmp_path)
 
 
 @pytest.fixture
@@ -123,15 +103,4 @@ async def test_the_child_connects_where_the_service_is_connected(
 ) -> None:
     """Not to the first server of the list (a refused handshake ends a connect without
     reconnects: the child left the upload to the service's connection, with a warning)."""
-    conn = beside_a_refusing_server
-    svc = await _started(conn, _policy(tmp_path))
-    try:
-        client = Client(conn)
-        await _network(client)
-        await _fill(client, ALLOCATIONS)
-        stored, published = await _write_measured(svc)
-        assert stored is not None
-    finally:
-        await svc.close()
-    assert published < stored.size, (published, stored)  # uploaded by the child
-    await _a_start_loads(conn, stored.seq)
+    await uploaded_by_the_child(beside_a_refusing_server, tmp_path)

@@ -246,7 +246,14 @@ async def secured_conn(request: Any, secured: EmbeddedNats) -> AsyncIterator[Con
 async def test_the_child_connects_with_the_services_credentials(
     secured_conn: Connection, tmp_path: Path
 ) -> None:
-    conn = secured_conn
+    # Refused, the child would have left the body to the service's connection (below).
+    await uploaded_by_the_child(secured_conn, tmp_path)
+
+
+async def uploaded_by_the_child(conn: Connection, tmp_path: Path) -> None:
+    """A service on ``conn`` writes a snapshot of ``ALLOCATIONS`` allocations: its body went
+    over the child's own connection (the service's published fewer bytes than its size), and
+    a start loads it."""
     svc = await _started(conn, _policy(tmp_path))
     try:
         client = Client(conn)
@@ -256,7 +263,6 @@ async def test_the_child_connects_with_the_services_credentials(
         assert stored is not None
     finally:
         await svc.close()
-    # Refused, the child would have left the body to the service's connection (below).
     assert published < stored.size, (published, stored)
     await _a_start_loads(conn, stored.seq)
 
