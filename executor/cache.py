@@ -13,7 +13,9 @@ own, decoding only the attributes the executor uses (:mod:`.nlparse`); a pass re
   change, the kernel has queued its notifications before acknowledging the request, so once
   settled the cache shows what was applied — no read-back dump.
 * The periodic full sweep still dumps (:meth:`resync`): the safety net for anything a
-  notification could have missed.
+  notification could have missed. It decodes again only the links, addresses and flood
+  entries whose messages changed in more than counters, timers and ages since the last dump
+  (executor/dumpmemo.py).
 
 Which changes matter (our links, their addresses and flood entries; a foreign link taking a name)
 is the owner's business: ``on_change`` is called from the reader thread after each batch of
@@ -33,6 +35,7 @@ from collections.abc import Callable, Container
 from typing import Any, NamedTuple
 
 from . import nlencode, nlparse
+from .dumpmemo import FloodMemo, LinkMemo, SameBytes, kept_address
 from .incremental import Scope, network_of
 from .model import FLOOD_MAC, AddrState, LinkState, is_ours
 from .netlink import RtSocket, in_netns
@@ -188,6 +191,12 @@ class KernelCache:
         self.addrs: dict[tuple[int, str], nlparse.Addr] = {}
         self.fdb: set[tuple[int, str]] = set()
         self._ix = _Index()
+        #: the last dump's links, addresses and flood entries with what they were decoded
+        #: from: a dump decodes only those whose messages differ in more than counters,
+        #: timers and ages
+        self.memo = LinkMemo(_up_only)
+        self._addr_memo = SameBytes(kept_address)
+        self._flood_memo = FloodMemo()
         self.notifications = 0
         #: how many times the cache changed (a pass notes it: later changes are not its own)
         self.changes = 0
@@ -267,22 +276,27 @@ class KernelCache:
                     self._journal = None
 
     def _resync_from(self, d: RtSocket) -> None:
-        from .kernel import address_kept
-
         links = {}
+        memo, amemo, fmemo = self.memo, self._addr_memo, self._flood_memo
+        memo.begin()
         for data, a, b in d.dump_raw(nlencode.link_dump(), nlencode.RTM_GETLINK):
-            x = _up_only(nlparse.link(data, a, b))
+            x = memo.link(data, a, b)
             links[x.ifindex] = x
+        memo.done()
         addrs = {}
+        amemo.begin()
         for data, a, b in d.dump_raw(nlencode.addr_dump(), nlencode.RTM_GETADDR):  # v4 and v6
-            ad = nlparse.addr(data, a, b)
-            if address_kept(ad):
-                addrs[(ad.ifindex, f"{ad.address}/{ad.prefixlen}")] = ad
+            kept = amemo.get(data, a, b)
+            if kept is not None:
+                addrs[kept[0]] = kept[1]
+        amemo.done()
         fdb = set()
+        fmemo.begin()
         for data, a, b in d.dump_raw(nlencode.neigh_dump(AF_BRIDGE), nlencode.RTM_GETNEIGH):
-            n = nlparse.flood(data, a, b)
+            n = fmemo.get(data, a, b)
             if n is not None and n.dst and n.lladdr == FLOOD_MAC:
                 fdb.add((n.ifindex, n.dst))
+        fmemo.done()
         ix = _Index.of(links, addrs, fdb)
         with self._lock:
             journal = self._journal or []

@@ -38,28 +38,42 @@ NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 2, 3, 4
 # if_link.h
 IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_LINK_NETNSID = 18, 20, 26, 37
+IFLA_STATS, IFLA_STATS64 = 7, 23
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_BR_FORWARD_DELAY, IFLA_BR_STP_STATE = 1, 5
+IFLA_BR_HELLO_TIMER, IFLA_BR_TCN_TIMER = 16, 17
+IFLA_BR_TOPOLOGY_CHANGE_TIMER, IFLA_BR_GC_TIMER = 18, 19
 IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_PORT = 1, 3, 4, 15
 IFLA_VXLAN_LOCAL6 = 17
 IFLA_VLAN_ID = 1
 # IFLA_AF_SPEC holds one nest per address family; AF_INET6's (if_link.h, IFLA_INET6_*)
 AF_INET6 = 10
 IFLA_INET6_CONF, IFLA_INET6_ADDR_GEN_MODE = 2, 8
+IFLA_INET6_FLAGS, IFLA_INET6_STATS, IFLA_INET6_CACHEINFO, IFLA_INET6_ICMP6STATS = 1, 3, 5, 6
 #: IFLA_INET6_CONF is the link's IPv6 sysctls as an array of s32 indexed by DEVCONF_* (ipv6.h)
 DEVCONF_ACCEPT_RA = 3
 # if_addr.h
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD = 0x02
 # neighbour.h
-NDA_DST, NDA_LLADDR, NDA_MASTER = 1, 2, 9
+NDA_DST, NDA_LLADDR, NDA_CACHEINFO, NDA_MASTER = 1, 2, 3, 9
 
 
-#: The attributes link() reads (the others are skipped after one set lookup).
+#: The attributes link() reads, and the counters it notes for ``cut`` (the others are skipped
+#: after one set lookup).
 _LINK_WANTED = frozenset(
     {IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_MASTER, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_LINK,
-     IFLA_LINK_NETNSID}
+     IFLA_LINK_NETNSID, IFLA_STATS, IFLA_STATS64}
 )  # fmt: skip
+#: What changes in a link's IPv6 nest with no change of configuration (its flags as the
+#: kernel solicits routers, its counters, its timestamps and randomized reachable time)
+_INET6_CUT = frozenset(
+    {IFLA_INET6_FLAGS, IFLA_INET6_STATS, IFLA_INET6_CACHEINFO, IFLA_INET6_ICMP6STATS}
+)
+#: A bridge's running timers (its forwarding database's garbage collection always runs)
+_BR_TIMERS = frozenset(
+    {IFLA_BR_HELLO_TIMER, IFLA_BR_TCN_TIMER, IFLA_BR_TOPOLOGY_CHANGE_TIMER, IFLA_BR_GC_TIMER}
+)
 _VXLAN_WANTED = frozenset({IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6, IFLA_VXLAN_LINK,
                            IFLA_VXLAN_PORT})  # fmt: skip
 
@@ -145,13 +159,19 @@ def _mac(data: bytes | memoryview, a: int, b: int) -> str | None:
     return ":".join(f"{x:02x}" for x in bytes(data[a:b])) if b - a == 6 else None
 
 
-def link(data: bytes | memoryview, off: int, end: int) -> Link:
+def link(data: bytes | memoryview, off: int, end: int, cut: list[int] | None = None) -> Link:
     """An ``ifinfomsg`` (RTM_NEWLINK / RTM_DELLINK) payload.
 
     The hot path of every dump and notification (a link has ~55 attributes, a bridge's
     IFLA_INFO_DATA ~45 more): the attribute headers are walked in plain loops here rather than
     through :func:`attrs` (a generator step per attribute was half the cost of a 2,000-link
-    dump), and the tuple is built once."""
+    dump), and the tuple is built once.
+
+    ``cut``: extended with (start, end) of spans of ``data`` this function did not read that
+    change from one dump to the next by themselves — the link's counters, its IPv6 nest's
+    flags, counters and timestamps, a bridge's running timers and its attributes after the two
+    read. A message of the same length that differs from this one only there reads the same
+    (executor/dumpmemo.py). Not in order."""
     _family, _type, index, flags, _change = IFINFO.unpack_from(data, off)
     hdr = NLA_HDR.unpack_from
     name = alias = kind = None
@@ -183,11 +203,13 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
         elif t == IFLA_IFALIAS:
             alias = _str(data, a, b) or None
         elif t == IFLA_AF_SPEC:
-            mode, accept_ra = _inet6(data, a, b)
+            mode, accept_ra = _inet6(data, a, b, cut)
         elif t == IFLA_LINK:
             parent = U32.unpack_from(data, a)[0]
         elif t == IFLA_LINK_NETNSID:
             netns_other = True
+        elif cut is not None:  # IFLA_STATS, IFLA_STATS64
+            cut += (a, b)
     if netns_other:
         parent = None
     vni = vlan = local = port = stp = fd = None
@@ -217,6 +239,10 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
                 stp = U32.unpack_from(data, a)[0]
             elif t == IFLA_BR_FORWARD_DELAY:
                 fd = U32.unpack_from(data, a)[0]
+            elif cut is not None and t in _BR_TIMERS:  # before the two read, in recent kernels
+                cut += (a, min(a + length - 4, data_b))
+        if cut is not None and o < data_b:  # not read: the rest
+            cut += (o, data_b)
     elif kind == "vxlan" and data_b:
         parent = None  # a VXLAN link's lower device is IFLA_VXLAN_LINK, not IFLA_LINK
         while o + 4 <= data_b:
@@ -250,9 +276,11 @@ def link(data: bytes | memoryview, off: int, end: int) -> Link:
     )  # fmt: skip
 
 
-def _inet6(data: bytes | memoryview, off: int, end: int) -> tuple[int | None, int | None]:
+def _inet6(
+    data: bytes | memoryview, off: int, end: int, cut: list[int] | None = None
+) -> tuple[int | None, int | None]:
     """(IFLA_INET6_ADDR_GEN_MODE, accept_ra of IFLA_INET6_CONF) inside IFLA_AF_SPEC (None:
-    not there, e.g. no AF_INET6 nest: the link has no IPv6)."""
+    not there, e.g. no AF_INET6 nest: the link has no IPv6); ``cut`` as in :func:`link`."""
     mode = accept_ra = None
     hdr = NLA_HDR.unpack_from
     o = off
@@ -276,6 +304,8 @@ def _inet6(data: bytes | memoryview, off: int, end: int) -> tuple[int | None, in
                 mode = int(data[a6])
             elif t6 == IFLA_INET6_CONF and b6 - a6 >= 4 * (DEVCONF_ACCEPT_RA + 1):
                 accept_ra = S32.unpack_from(data, a6 + 4 * DEVCONF_ACCEPT_RA)[0]
+            elif cut is not None and t6 in _INET6_CUT:
+                cut += (a6, b6)
     return mode, accept_ra
 
 
@@ -306,13 +336,17 @@ def flood(data: bytes, off: int, end: int) -> Neigh | None:
     read-back's time parsed for nothing); one search in C for the attribute's bytes rules them
     out. The bytes found may sit inside another attribute: then the full parse decides, so the
     answer is :func:`neigh`'s whenever that is a flood entry."""
-    if data.find(_FLOOD_LLADDR, off + NDMSG.size, end) < 0:
-        return None
-    return neigh(data, off, end)
+    return neigh(data, off, end) if may_be_flood(data, off, end) else None
 
 
-def neigh(data: bytes | memoryview, off: int, end: int) -> Neigh:
-    """An ``ndmsg`` (RTM_NEWNEIGH / RTM_DELNEIGH) payload."""
+def may_be_flood(data: bytes, off: int, end: int) -> bool:
+    """Whether the ``ndmsg`` payload holds an all-zeros NDA_LLADDR's bytes (:func:`flood`)."""
+    return data.find(_FLOOD_LLADDR, off + NDMSG.size, end) >= 0
+
+
+def neigh(data: bytes | memoryview, off: int, end: int, cut: list[int] | None = None) -> Neigh:
+    """An ``ndmsg`` (RTM_NEWNEIGH / RTM_DELNEIGH) payload. ``cut`` as in :func:`link`: the
+    entry's ages (NDA_CACHEINFO), which change with every dump."""
     family, ifindex, state, flags, _type = NDMSG.unpack_from(data, off)
     lladdr = dst = None
     master = None
@@ -323,4 +357,6 @@ def neigh(data: bytes | memoryview, off: int, end: int) -> Neigh:
             dst = _ip(data, a, b)
         elif t == NDA_MASTER and b - a >= 4:  # a short attribute: no master, not a crash
             master = U32.unpack_from(data, a)[0]
+        elif t == NDA_CACHEINFO and cut is not None:
+            cut += (a, b)
     return Neigh(ifindex, family, state, flags, lladdr, dst, master)
