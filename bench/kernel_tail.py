@@ -11,7 +11,8 @@ bench/executor_probe.py, which stamps each network's way through the daemon (the
 folded, the pass that took it, its plan, its netlink batch) and notes the daemon's GC
 collections, event-loop stalls (with what ran) and its side work (the sweep's dump and check,
 sighting observations, status puts, view snapshot writes). Per round: p50 / p99 / max, the
-phases of the slowest 1 % against the median band, and what overlapped the slow ones.
+phases of the slowest 1 % against the median band, what overlapped the slow ones, and the
+passes of changes by what ran beside them in a worker thread (the sweep's dump, another, none).
 ``--old-python``: every round twice, the executor of that interpreter (another checkout's venv:
 the old code) beside this one's, interleaved (old first in even rounds); both get a fresh
 executor in the same namespace and fresh networks. ``--old-env VAR=VALUE`` (repeatable): the
@@ -101,6 +102,33 @@ def overlaps(probe: dict[str, Any], t0: float, t1: float) -> dict[str, float]:
     return out
 
 
+def passes_beside(probe: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The passes of changes by what ran beside them in a worker thread: the sweep's dump of
+    the kernel cache, another worker thread (the sighting reporter's, nft's read...), none —
+    p50 of their duration (ms) and how many."""
+    dumps = [(s, s + d) for s, d, what, _t in probe["spans"] if what == "cache dump"]
+    others = [
+        (s, s + d)
+        for s, d, what, thread in probe["spans"]
+        if what not in ("cache dump", "in_netns") and thread != "MainThread"
+    ]
+    groups: dict[str, list[float]] = {"cache dump": [], "another thread": [], "none": []}
+    for p in probe["passes"]:
+        if p["reason"] != "change" or "end" not in p:
+            continue
+        a, b = p["start"], p["end"]
+        if any(x < b and a < y for x, y in dumps):
+            key = "cache dump"
+        elif any(x < b and a < y for x, y in others):
+            key = "another thread"
+        else:
+            key = "none"
+        groups[key].append((b - a) * 1000)
+    return {
+        k: {"p50_ms": round(statistics.median(v), 2), "n": len(v)} for k, v in groups.items() if v
+    }
+
+
 def summary(side: str, recs: list[dict[str, Any]], probe: dict[str, Any]) -> dict[str, Any]:
     lat = sorted(r["seen"] - r["at"] for r in recs)
     by = sorted(recs, key=lambda r: r["seen"] - r["at"])
@@ -144,6 +172,7 @@ def summary(side: str, recs: list[dict[str, Any]], probe: dict[str, Any]) -> dic
         w: {"n": len(v), "max_ms": round(max(v), 1), "sum_ms": round(sum(v), 1)}
         for w, v in kinds.items()
     }
+    out["passes_beside"] = passes_beside(probe)
     out["tracked"] = probe["tracked"]["non_frozen"]
     out["full_collect_ms"] = probe["tracked"].get("full_collect_ms")
     out["tracked_top"] = probe["tracked"]["top"][:8]
@@ -249,7 +278,8 @@ async def main(args: argparse.Namespace) -> None:
                         f" max {s['max_ms']:.1f} ms; median band {s['median_band']};"
                         f" slowest 1 % { ({x: y for x, y in s['slowest_1pct'].items() if x != 'each'}) };"
                         f" gc counts {s['gc_count']}, gen2 (wall, cpu ms) {s['gc2']};"
-                        f" stalls {s['stalls']}; spans {s['spans']}; tracked {s['tracked']}",
+                        f" stalls {s['stalls']}; spans {s['spans']}; passes of changes beside"
+                        f" a worker thread {s['passes_beside']}; tracked {s['tracked']}",
                         flush=True,
                     )
                     k += 1
