@@ -10,10 +10,8 @@ What it records in the executor's process, written to ``OUT.json`` at exit, on
 - each pass: its start, the networks it took (``dirty``; None: all), ``planned`` (the plan made),
   its netlink batches on the loop's thread (start, end), its end, its reason;
 - the share's resubscriptions (``set_subjects``: start, seconds);
-- every cyclic-GC collection: start, generation, wall and the thread's own CPU seconds,
-  the objects it had to look at (the collector's count of the generations walked);
-- the event loop's stalls (a task sleeping 1 ms notes each wake-up later than ``STALL_S``) and
-  the main thread's stack once while a stall lasts (a watcher thread);
+- every cyclic-GC collection and the event loop's stalls with what ran (bench/loop_probe.py,
+  shared with bench/tail_probe.py; a stall here is a wake-up later than ``STALL_S``);
 - spans (start, seconds, what, thread): the sweep's dump of the kernel, its read of NAT and
   forwarding, its check up to the verdict, the sighting reporter's observation, liveness
   status puts, view snapshot writes and their fork, ``in_netns`` threads, nft runs.
@@ -28,8 +26,9 @@ import os
 import sys
 import threading
 import time
-import traceback
 from typing import Any
+
+from loop_probe import LoopWatch
 
 STALL_S = 0.003
 now = time.monotonic
@@ -37,12 +36,9 @@ now = time.monotonic
 nets: dict[str, dict[str, float]] = {}
 passes: list[dict[str, Any]] = []
 resubs: list[tuple[float, float]] = []
-gcs: list[tuple[float, int, float, float]] = []
-stalls: list[tuple[float, float]] = []
-stacks: list[tuple[float, str]] = []
+watch = LoopWatch(STALL_S, look_every=0.001)
+gcs, stalls, stacks = watch.gcs, watch.stalls, watch.stacks
 spans: list[tuple[float, float, str, str]] = []
-_gc_start = [0.0, 0.0]
-_beat = [0.0]
 _cur: list[dict[str, Any] | None] = [None]
 tracked: list[dict[str, Any]] = [{"non_frozen": 0, "top": []}]
 
@@ -63,41 +59,6 @@ def _tracked() -> None:
         "full_collect_ms": round((now() - t) * 1000, 2),
         "full_collect_cpu_ms": round((time.thread_time() - cpu) * 1000, 2),
     }
-
-
-def _on_gc(phase: str, info: dict[str, Any]) -> None:
-    if phase == "start":
-        _gc_start[0] = now()
-        _gc_start[1] = time.thread_time()
-    else:
-        t = _gc_start[0]
-        gcs.append((t, info["generation"], now() - t, time.thread_time() - _gc_start[1]))
-
-
-def _watch(main: int) -> None:
-    sampled = 0.0
-    while True:
-        time.sleep(0.001)
-        b = _beat[0]
-        if b and now() - b > STALL_S and sampled != b:
-            sampled = b
-            frame = sys._current_frames().get(main)
-            if frame is not None:
-                st = traceback.extract_stack(frame)[-8:]
-                where = " < ".join(
-                    f"{f.name}@{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(st)
-                )
-                stacks.append((b, where))
-
-
-async def _beat_forever() -> None:
-    while True:
-        before = now()
-        _beat[0] = before
-        await asyncio.sleep(0.001)
-        late = now() - before - 0.001
-        if late > STALL_S:
-            stalls.append((before, late))
 
 
 def _span(owner: Any, name: str, what: str) -> None:
@@ -240,8 +201,7 @@ def install() -> None:
     orig_run = Executor.run_forever
 
     async def run_forever(self: Any) -> None:
-        beat = asyncio.get_running_loop().create_task(_beat_forever())
-        threading.Thread(target=_watch, args=(main_thread.ident,), daemon=True).start()
+        beat = watch.start()
         try:
             await orig_run(self)
         finally:
@@ -249,7 +209,7 @@ def install() -> None:
             _tracked()
 
     Executor.run_forever = run_forever  # type: ignore[method-assign]
-    gc.callbacks.append(_on_gc)
+    watch.watch_collections()
 
 
 def main() -> None:

@@ -9,79 +9,31 @@ What it records in the command service's process, written to ``OUT.json`` at exi
   in its lane), ``taken`` (its lane's round began), ``pub`` / ``ack`` (the publish of its event
   and the acknowledgement, the round's append call), ``done`` (its answer settled and queued for
   writing);
-- every cyclic-GC collection: its start, generation, duration, objects collected;
-- the event loop's stalls: a task sleeping 1 ms notes each wake-up later than ``STALL_S``, and a
-  thread watching that task's beat takes the main thread's stack once while a stall lasts (what
-  ran instead: a stall in C code without the GIL released shows only as its Python caller).
+- every cyclic-GC collection and the event loop's stalls with what ran (bench/loop_probe.py,
+  shared with bench/executor_probe.py; a stall here is a wake-up later than ``STALL_S``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import os
 import sys
-import threading
 import time
-import traceback
 from typing import Any
+
+from loop_probe import LoopWatch
 
 STALL_S = 0.005
 now = time.monotonic
 
 paths: dict[str, dict[str, float]] = {}
-gcs: list[tuple[float, int, float, float]] = []
-stalls: list[tuple[float, float]] = []
-stacks: list[tuple[float, str]] = []
+watch = LoopWatch(STALL_S, look_every=0.002)
+gcs, stalls, stacks = watch.gcs, watch.stalls, watch.stacks
 #: (start, seconds, what): a snapshot's write, its prune_all, its fork, its encoding and upload
 #: (by the child; ``PROBE_SNAPSHOT_UPLOAD=parent``: encoded by the child, uploaded by the
 #: service over its own connection, as before Dec 7 afternoon), the pruning after it
 spans: list[tuple[float, float, str]] = []
-_gc_start = [0.0, 0.0]
-_beat = [0.0]
-
-
-def _on_gc(phase: str, info: dict[str, Any]) -> None:
-    if phase == "start":
-        _gc_start[0] = now()
-        _gc_start[1] = time.thread_time()
-    else:
-        t = _gc_start[0]
-        # (wall seconds, and the thread's own CPU seconds: not lengthened by the scheduler)
-        gcs.append((t, info["generation"], now() - t, time.thread_time() - _gc_start[1]))
-
-
-def _watch(main: int) -> None:
-    sampled = 0.0
-    while True:
-        time.sleep(0.002)
-        b = _beat[0]
-        if b and now() - b > STALL_S and sampled != b:
-            sampled = b
-            frame = sys._current_frames().get(main)
-            if frame is not None:
-                st = traceback.extract_stack(frame)[-8:]
-                stacks.append(
-                    (
-                        b,
-                        " < ".join(
-                            f"{f.name}@{f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
-                            for f in reversed(st)
-                        ),
-                    )
-                )
-
-
-async def _beat_forever() -> None:
-    loop_sleep = asyncio.sleep
-    while True:
-        before = now()
-        _beat[0] = before
-        await loop_sleep(0.001)
-        late = now() - before - 0.001
-        if late > STALL_S:
-            stalls.append((before, late))
 
 
 def install() -> None:
@@ -171,9 +123,7 @@ def install() -> None:
 
     async def start(self: Any) -> None:
         await orig_start(self)
-        task = asyncio.get_running_loop().create_task(_beat_forever())
-        self._tasks.add(task)
-        threading.Thread(target=_watch, args=(threading.main_thread().ident,), daemon=True).start()
+        self._tasks.add(watch.start())
 
     CommandService.start = start  # type: ignore[method-assign]
 
@@ -239,7 +189,7 @@ def install() -> None:
         return pid
 
     os.fork = fork
-    gc.callbacks.append(_on_gc)
+    watch.watch_collections()
 
 
 def main() -> None:
