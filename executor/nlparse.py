@@ -241,7 +241,9 @@ def link(data: bytes | memoryview, off: int, end: int, cut: list[int] | None = N
                 fd = U32.unpack_from(data, a)[0]
             elif cut is not None and t in _BR_TIMERS:  # before the two read, in recent kernels
                 cut += (a, min(a + length - 4, data_b))
-        if cut is not None and o < data_b:  # not read: the rest
+        if cut is not None and stp is not None and fd is not None and o < data_b:
+            # not read: the rest. Only after both were read — a walk stopped by an attribute
+            # shorter than its header read that header, where the rest would begin.
             cut += (o, data_b)
     elif kind == "vxlan" and data_b:
         parent = None  # a VXLAN link's lower device is IFLA_VXLAN_LINK, not IFLA_LINK

@@ -290,3 +290,42 @@ def test_a_flood_entry_kept_is_answered_only_for_its_own_bytes() -> None:
         assert got == _outcome(partial(nlparse.flood, b, 0, len(b))), i
         reused += memo.reused - before
     assert reused == 16  # the ages, and only they
+
+
+def _bridge_message(info_data: bytes) -> bytes:
+    """A bridge's ``ifinfomsg`` payload: its name, then IFLA_LINKINFO holding ``info_data``."""
+
+    def nla(t: int, payload: bytes) -> bytes:
+        out = nlparse.NLA_HDR.pack(4 + len(payload), t) + payload
+        return out + bytes(-len(out) % 4)
+
+    kind = nla(nlparse.IFLA_INFO_KIND, b"bridge\0") + nla(nlparse.IFLA_INFO_DATA, info_data)
+    return (
+        nlparse.IFINFO.pack(0, 1, 5, 0, 0)
+        + nla(nlparse.IFLA_IFNAME, b"brz\0")
+        + nla(nlparse.IFLA_LINKINFO, kind)
+    )
+
+
+def test_a_bridge_walk_that_stopped_short_cuts_nothing_it_read() -> None:
+    """A bridge's data whose walk stops at an attribute too short to be one (its length below
+    a header's) before both values read: the header that stopped it was read, so it is not in
+    a cut span — a message with a real attribute there is decoded again, not answered with
+    the kept link (found by review: the rest of the data was cut from where the walk stood,
+    that header included). The kernel writes no such attribute: the bytes are made here."""
+    u32 = nlparse.U32.pack
+    hdr = nlparse.NLA_HDR.pack
+    stp, fd = nlparse.IFLA_BR_STP_STATE, nlparse.IFLA_BR_FORWARD_DELAY
+    stopped = _bridge_message(hdr(0, 0) + hdr(8, fd) + u32(1500) + hdr(8, stp) + u32(0))
+    read = _bridge_message(hdr(8, stp) + u32(1) + hdr(8, fd) + u32(1500) + hdr(4, 99))
+    assert len(read) == len(stopped)
+    kept = nlparse.link(stopped, 0, len(stopped))
+    assert (kept.kind, kept.stp, kept.forward_delay) == ("bridge", None, None)
+    memo = LinkMemo(lambda x: x)
+    memo.begin()
+    assert memo.link(stopped, 0, len(stopped)) == kept
+    memo.done()
+    memo.begin()
+    got = memo.link(read, 0, len(read))
+    assert got == nlparse.link(read, 0, len(read))
+    assert (got.stp, got.forward_delay) == (1, 1500)
