@@ -61,14 +61,18 @@ class SnapshotPolicy:
     tmpdir: str | None = None
 
 
-def own_tmpdir(data_dir: Path) -> str:
+def own_tmpdir(data_dir: Path) -> str | None:
     """``<data_dir>/snapshot-tmp``, made if missing, without the files a write killed with its
     service left there: a SIGKILL gives the writer no chance to remove its body (a few MB a
     write), which in the system's temp folder stayed until a reboot. Only bodies older than
     a write may take (``CHILD_TIMEOUT_S``) are removed: another service sharing the folder may
-    be writing one now. The folder's path."""
+    be writing one now. The folder's path (None, with a warning: it cannot be made)."""
     folder = data_dir / "snapshot-tmp"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:  # (a data folder serve cannot write: it starts as before)
+        log.warning("snapshot bodies in the system's temp folder: %s", exc)
+        return None
     too_old = time.time() - CHILD_TIMEOUT_S
     for body in folder.glob(f"{BODY_PREFIX}*"):
         with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove

@@ -41,6 +41,11 @@ def test_own_tmpdir_removes_only_abandoned_bodies(tmp_path: Path) -> None:
     assert (tmp_path / "new" / "snapshot-tmp").is_dir()
 
 
+def test_own_tmpdir_that_cannot_be_made_leaves_the_system_temp_folder(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")  # a data folder serve cannot make (even as root)
+    assert own_tmpdir(tmp_path / "file" / "data") is None
+
+
 def test_serve_clears_a_killed_writes_body_and_writes_its_own_there(tmp_path: Path) -> None:
     data = tmp_path / "data"
     old, young, _ = _leftovers(data / "snapshot-tmp")
