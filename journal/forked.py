@@ -73,10 +73,10 @@ def close_inherited(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs i
 
 def connect_options(conn: Connection, role: str = "catchup") -> dict[str, Any]:
     """What a forked child passes to ``nats.connect`` to reach the same servers as ``conn`` —
-    the one ``conn`` is connected to first — with the same identity (user and password, token, credentials file or nkey seed, TLS, inbox
-    prefix), named ``<conn's name>-<role>``. No reconnects: a child that loses its connection
-    ends, and the caller goes on (the catch-up reader, journal/catchup.py; the snapshot
-    uploader, journal/snapshot_upload.py)."""
+    the one ``conn`` is connected to first — with the same identity (user and password, token,
+    credentials file or nkey seed, TLS, inbox prefix), named ``<conn's name>-<role>``. No
+    reconnects: a child that loses its connection ends, and the caller goes on (the catch-up
+    reader, journal/catchup.py; the snapshot uploader, journal/snapshot_upload.py)."""
     nc = conn.nc
     opts = nc.options
     servers = [s.uri.geturl() for s in getattr(nc, "_server_pool", [])]
