@@ -276,8 +276,8 @@ def _usage_error_as_json(
     type=FiniteFloatRange(min=0.1),
     metavar="SECONDS",
     help="How long a command keeps asking while no command service answers (it retries with"
-    " the same command id, so a restarting service — or serve's nats-server being restarted —"
-    " is waited for), then fails as"
+    " the same command id, so a restarting service is waited for; serve's nats-server being"
+    " restarted, for up to 3 s), then fails as"
     " unavailable. Default 60 (dhcp-event: its own, shorter). Env: NETLEDGER_COMMAND_TIMEOUT.",
 )
 @click.option(

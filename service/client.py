@@ -35,6 +35,11 @@ from netledger.journal.stream import Connection, connect
 
 #: Seconds without an answer after which a client's ``on_waiting`` hears that it goes on trying.
 WAITING_HINT_S = 2.0
+#: How long a command keeps asking while it is refused for a moment (serve restarting its
+#: nats-server: ``retry``), from the first such refusal, before it tells that refusal: the log's
+#: trouble is answered within a few seconds, never at the client's deadline (the storage
+#: issue's bound, tests/ops/test_storage_serve.py) — a restart that takes longer is told.
+REFUSED_RETRY_S = 3.0
 
 
 def new_command_id() -> str:
@@ -177,6 +182,8 @@ class Client:
         #: the last attempt's answer when it was a refusal for a moment: told if the deadline
         #: comes while waiting to ask again (not "did not answer": it did)
         refused_now: bytes | None = None
+        #: when the first refusal for a moment came (asked again for REFUSED_RETRY_S from it)
+        refused_since: float | None = None
         #: the answer (None: none yet, or the attempt after it failed — a connection closed
         #: under the first attempt ends the loop with none: it met an unbound name, review h120)
         msg: bytes | None = None
@@ -187,15 +194,19 @@ class Client:
                 # started just before it waited a whole timeout more; review hrev21)
                 msg = await self._ask(subject, data, who, min(self.timeout, end - loop.time()))
                 passing = _passing(msg)
-                if passing is not None and loop.time() + delay < end:
-                    # The service refused it for a moment (its log's nats-server restarting):
-                    # nothing was applied; asked again with the same id, as if unanswered —
-                    # and a person watching is told why nothing happens yet, as then.
-                    reached, refused_now = True, msg
-                    hinted = self._hint(hinted, started, end, name, subject, passing)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-                    continue
+                if passing is not None:
+                    if refused_since is None:
+                        refused_since = loop.time()
+                    if loop.time() + delay < min(end, refused_since + REFUSED_RETRY_S):
+                        # The service refused it for a moment (its log's nats-server
+                        # restarting): nothing was applied; asked again with the same id, as
+                        # if unanswered — and a person watching is told why nothing happens
+                        # yet, as then.
+                        reached, refused_now = True, msg
+                        hinted = self._hint(hinted, started, end, name, subject, passing)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+                        continue
                 break
             except (
                 nats.errors.TimeoutError,

@@ -69,3 +69,21 @@ async def test_a_log_unavailable_without_retry_is_told_at_once(conn: Connection)
     finally:
         await sub.unsubscribe()
     assert len(ids) == 1
+
+
+async def test_a_refusal_that_lasts_is_told_within_a_few_seconds_not_at_the_deadline(
+    conn: Connection,
+) -> None:
+    """The log's trouble is answered within a few seconds (the storage issue's bound), never at
+    the client's deadline: a restart that takes longer than REFUSED_RETRY_S is told. (Asked
+    until the deadline, this test would take its 600 s.)"""
+    ids: list[str] = []
+    sub = await _answering(conn, [_refusal(retry=True)], ids)
+    try:
+        with pytest.raises(LogUnavailable) as e:
+            await Client(conn, timeout=2.0, deadline=600.0).request("network.list", {})
+    finally:
+        await sub.unsubscribe()
+    assert e.value.details["reason"] == "restarting nats-server"
+    assert e.value.details["outcome"] == "not_applied"
+    assert len(ids) >= 2 and len(set(ids)) == 1  # asked again meanwhile, with the same id
