@@ -32,10 +32,8 @@ async def _gone(pid: int, within: float = 10.0) -> bool:
     return False
 
 
-@pytest.mark.parametrize("how", ["cancelled", "timed_out"])
-async def test_a_write_given_up_kills_and_reaps_its_child(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
-) -> None:
+def record_forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on every child ``os.fork`` makes in this process, by pid (in order)."""
     forked: list[int] = []
     real_fork = os.fork
 
@@ -46,6 +44,14 @@ async def test_a_write_given_up_kills_and_reaps_its_child(
         return pid
 
     monkeypatch.setattr(os, "fork", fork)
+    return forked
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed_out"])
+async def test_a_write_given_up_kills_and_reaps_its_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    forked = record_forks(monkeypatch)
     monkeypatch.setattr(snapshot_store, "dumps", _wedged)
     if how == "timed_out":
         monkeypatch.setattr(snapshot_store, "CHILD_TIMEOUT_S", 0.5)

@@ -29,12 +29,14 @@ from nats.js.client import JetStreamContext
 
 from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.events.snapshot import state_to_wire
-from netledger.journal.snapshot_store import BUCKET, SnapshotStore
+from netledger.journal.snapshot_store import BUCKET, SnapshotStore, StoredSnapshot
 from netledger.journal.stream import Connection, connect, ensure_stream
 from netledger.replay.verify_snapshot import fold_to as fold_from_log
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from netledger.service.snapshotter import SnapshotPolicy
+from tests.journal.test_snapshot_writer_cancel import record_forks
+from tests.service.test_snapshots import _network
 
 AUTH = "authorization { users = [ {user: app, password: right} ] }\n"
 #: Allocations before a snapshot: enough that its body outweighs the service's own traffic
@@ -55,14 +57,6 @@ async def _fill(client: Client, n: int, start: int = 0) -> None:
             {"instance": f"i-{i}", "project": "p1", "host": "h1"},
             command_id=f"alloc-{i}",
         )
-
-
-async def _network(client: Client) -> None:
-    await client.request(
-        "network.create",
-        {"label": "n", "cidr": "10.20.0.0/16", "num_networks": 2, "network_size": 256,
-         "mode": "vxlan", "vni_start": 500},
-    )  # fmt: skip
 
 
 async def _started(conn: Connection, policy: SnapshotPolicy) -> CommandService:
@@ -97,16 +91,8 @@ async def _a_start_loads(conn: Connection, expected_seq: int | None) -> None:
 async def test_the_childs_upload_is_the_snapshot_a_start_loads(
     conn: Connection, tmp_path: Path
 ) -> None:
-    svc = await _started(conn, _policy(tmp_path))
-    try:
-        client = Client(conn)
-        await _network(client)
-        await _fill(client, ALLOCATIONS)
-        stored, published = await _write_measured(svc)
-        assert stored is not None
-        assert svc.snapshotter is not None and svc.snapshotter.stats.written == 1
-    finally:
-        await svc.close()
+    stored, published, written = await _written(conn, tmp_path)
+    assert written == 1
     assert published < stored.size, (published, stored)  # the body went another way
     [listed] = await SnapshotStore(conn).snapshots()
     assert (listed.name, listed.seq, listed.sha256, listed.size) == (
@@ -181,15 +167,6 @@ async def test_a_write_given_up_mid_upload_kills_and_reaps_its_child(
         marker.touch()
         time.sleep(3600)
 
-    forked: list[int] = []
-    real_fork = os.fork
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            forked.append(pid)
-        return pid
-
     svc = await _started(conn, _policy(tmp_path))
     try:
         client = Client(conn)
@@ -197,7 +174,7 @@ async def test_a_write_given_up_mid_upload_kills_and_reaps_its_child(
         await _fill(client, 20)
         await svc.follower.catch_up()
         _in_the_child_at_the_metadata(monkeypatch, hold)
-        monkeypatch.setattr(os, "fork", fork)
+        forked = record_forks(monkeypatch)
         assert svc.snapshotter is not None
         write = asyncio.create_task(svc.snapshotter.write())
         for _ in range(1200):  # the child encodes, connects and stores its chunks
@@ -254,17 +231,24 @@ async def uploaded_by_the_child(conn: Connection, tmp_path: Path) -> None:
     """A service on ``conn`` writes a snapshot of ``ALLOCATIONS`` allocations: its body went
     over the child's own connection (the service's published fewer bytes than its size), and
     a start loads it."""
+    stored, published, _ = await _written(conn, tmp_path)
+    assert published < stored.size, (published, stored)
+    await _a_start_loads(conn, stored.seq)
+
+
+async def _written(conn: Connection, tmp_path: Path) -> tuple[StoredSnapshot, int, int]:
+    """A service on ``conn`` with ``ALLOCATIONS`` allocations writes a snapshot: what it
+    stored, the bytes its own connection published meanwhile, the snapshots it wrote."""
     svc = await _started(conn, _policy(tmp_path))
     try:
         client = Client(conn)
         await _network(client)
         await _fill(client, ALLOCATIONS)
         stored, published = await _write_measured(svc)
-        assert stored is not None
+        assert stored is not None and svc.snapshotter is not None
+        return stored, published, svc.snapshotter.stats.written
     finally:
         await svc.close()
-    assert published < stored.size, (published, stored)
-    await _a_start_loads(conn, stored.seq)
 
 
 @pytest.fixture
