@@ -35,7 +35,7 @@ from netledger.replay.verify_snapshot import fold_to as fold_from_log
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 from netledger.service.snapshotter import SnapshotPolicy
-from tests.journal.test_snapshot_writer_cancel import record_forks
+from tests.journal.test_snapshot_writer_cancel import _gone, record_forks
 from tests.service.test_snapshots import _network
 
 AUTH = "authorization { users = [ {user: app, password: right} ] }\n"
@@ -149,15 +149,6 @@ async def test_a_child_killed_mid_upload_leaves_no_snapshot_a_start_loads(
     await _a_start_loads(conn, first.seq)
 
 
-async def _gone(pid: int, within: float = 30.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not await asyncio.to_thread(os.path.exists, f"/proc/{pid}"):
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
 async def test_a_write_given_up_mid_upload_kills_and_reaps_its_child(
     conn: Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,7 +180,7 @@ async def test_a_write_given_up_mid_upload_kills_and_reaps_its_child(
     finally:
         await svc.close()
     assert len(forked) == 1
-    assert await _gone(forked[0]), "the child still runs (or was never reaped)"
+    assert await _gone(forked[0], within=30.0), "the child still runs (or was never reaped)"
     assert await SnapshotStore(conn).snapshots() == []
     assert os.listdir(tmp_path / "snapshot-tmp") == []
     await _a_start_loads(conn, None)
