@@ -18,7 +18,9 @@ the key (``error [config_unknown_key]: /etc/netledger/netledger.toml: [serve] ha
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -128,6 +130,54 @@ def _where(section: tuple[str, ...]) -> str:
     return f"[{'.'.join(section)}]" if section else "the top level"
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: The escapes a TOML basic string has a short form for; other control characters are \uXXXX
+_ESCAPES = {
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
+def toml_spelling(value: Any) -> str:
+    """``value`` (as :mod:`tomllib` read it) spelled as it is written in the file: ``true``,
+    ``"a.db"``, ``inf``, ``[1, 2]`` (found by review: the bad-value error printed Python's
+    ``True`` and ``'a.db'``, which the user never wrote and cannot paste back)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # 1.5, 1e+20: both are TOML floats
+    if isinstance(value, str):
+        return '"' + "".join(_escape(c) for c in value) + '"'
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_spelling(v) for v in value) + "]"
+    if isinstance(value, dict):
+        pairs = (
+            f"{k if _BARE_KEY.fullmatch(k) else toml_spelling(k)} = {toml_spelling(v)}"
+            for k, v in value.items()
+        )
+        return "{ " + ", ".join(pairs) + " }" if value else "{}"
+    return str(value)  # int
+
+
+def _escape(c: str) -> str:
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return f"\\u{ord(c):04X}"
+    return c
+
+
 #: Option types whose values are numbers (the ranges are their subclasses)
 _NUMBERS = (click.types.IntParamType, click.types.FloatParamType)
 
@@ -137,7 +187,10 @@ def _check_value(
 ) -> None:
     def bad(why: str) -> ConfigBadValue:
         return ConfigBadValue(
-            f"{path}: {dotted} = {value!r}: {why}", path=str(path), key=dotted, value=value
+            f"{path}: {dotted} = {toml_spelling(value)}: {why}",
+            path=str(path),
+            key=dotted,
+            value=value,
         )
 
     if isinstance(value, dict):
@@ -153,6 +206,9 @@ def _check_value(
     for v in values:
         if isinstance(v, list | dict):
             raise bad("expected a single value")
+        if isinstance(v, datetime.date | datetime.time):
+            # no option takes one, and click's number types raised a TypeError (a traceback)
+            raise bad("a date or time is not a value any option takes")
         if isinstance(v, bool) and not isinstance(opt.type, click.types.BoolParamType):
             # bool is an int: click's number types took ``true`` for 1 (1.0 for a float)
             if isinstance(opt.type, _NUMBERS):
