@@ -86,6 +86,8 @@ def run_measured(argv: list[str], timeout: float = 900.0, **kw: object) -> Finis
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     t = time.perf_counter()
+    # a group of its own: wait_peak's kill at the timeout reaches a process whose parent exited
+    kw.setdefault("process_group", 0)
     p = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
     _, peak_kib = wait_peak(p, timeout=timeout)
     dt = time.perf_counter() - t

@@ -72,37 +72,65 @@ def halted(pid: int, tries: int = 1000) -> bool:
     return False
 
 
+def group_members(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` (the fifth field of ``/proc/<pid>/stat``)."""
+    out: list[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue  # gone
+        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+            out.append(int(name))
+    return out
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL ``pid`` (a child of this process) and every process below it; return once all
     of them have exited (``pid`` is left to be reaped). Killed alone, a bench's executor left
     its dnsmasq running, a serve its nats-server (found by review).
 
-    Each process is stopped before its children are listed: a stopped process forks no more,
-    and a child of it that exits stays a zombie, its pid not reused, until the tree is killed.
-    A process that ``setsid``s and leaves (its parent exiting first) is no longer below ``pid``
-    and is not found."""
-    fds: list[int] = []
+    When ``pid`` leads a process group of its own (started with ``process_group=0``), the
+    whole group is stopped and killed too: a process whose parent exited first (a daemon's
+    double fork) is re-parented to init, no longer below ``pid``, but still in its group (found
+    by review: the walk by parent pid missed it). A group signal reaches a process forked while
+    it is sent as well (the kernel restarts that fork), so none is born after it. Below that,
+    each process is stopped before its children are listed: a stopped process forks no more,
+    and a child of it that exits stays a zombie, its pid not reused, until the tree is killed;
+    so one in a group of its own (serve's nats-server) is found while its parent lives. One
+    that leaves both (``setsid``, its parent exiting first) is not found."""
+    fds: dict[int, int] = {}
     try:
-        todo = [pid]
+        try:
+            leads = os.getpgid(pid) == pid
+        except ProcessLookupError:
+            leads = False  # reaped by another: nothing left to kill by its group
+        if leads:
+            os.killpg(pid, signal.SIGSTOP)
+        todo = [pid, *(group_members(pid) if leads else ())]
         while todo:
             p = todo.pop()
+            if p in fds:
+                continue
             try:
                 fd = os.pidfd_open(p)
             except ProcessLookupError:
                 continue  # gone already (its parent reaped it)
-            fds.append(fd)
+            fds[p] = fd
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, signal.SIGSTOP)
             halted(p)
             todo += children(p)
-        for fd in fds:
+        for fd in fds.values():
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
-        for fd in fds:
+        for fd in fds.values():
             # readable once the process has exited (a zombie or reaped: its files are closed)
             select.select([fd], [], [])
     finally:
-        for fd in fds:
+        for fd in fds.values():
             os.close(fd)
 
 
@@ -112,18 +140,28 @@ def wait_peak(
     """Wait for ``proc`` (started by ``subprocess.Popen``, which returns once the child has
     exec'd): its exit status as ``os.wait4`` gives it and the peak RSS of its largest process
     (itself or one it started), KiB. Killed after ``timeout`` seconds, with every process it
-    started that still runs (:func:`kill_tree`)."""
+    started that still runs (:func:`kill_tree`).
+
+    Start ``proc`` with ``process_group=0``: then a process it started whose parent exited
+    first is killed too. A terminal's ^C then reaches this process only, so an interruption
+    here (KeyboardInterrupt) kills the child's tree before it goes on."""
     deadline = None if timeout is None else time.monotonic() + timeout
     peaks: dict[int, int] = {}
-    while True:
-        tree_hwm(proc.pid, peaks)
-        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            kill_tree(proc.pid)
-            _, status, _ = os.wait4(proc.pid, 0)
-            break
-        time.sleep(poll)
+    try:
+        while True:
+            tree_hwm(proc.pid, peaks)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                kill_tree(proc.pid)
+                _, status, _ = os.wait4(proc.pid, 0)
+                break
+            time.sleep(poll)
+    except BaseException:
+        kill_tree(proc.pid)
+        _, status, _ = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     return status, max(peaks.values(), default=0)

@@ -102,3 +102,65 @@ def test_a_child_past_its_timeout_is_killed_with_every_process_it_started() -> N
         if proc.returncode is None:
             proc.kill()
             proc.wait()
+
+
+#: A child that forks a middle process which forks a grandchild and exits at once (a daemon's
+#: double fork): the grandchild, holding the pipe's write end ``fd`` like the child, is
+#: re-parented (to init or a subreaper) and no longer below the child. The child prints the
+#: grandchild's pid once the middle one is gone, and sleeps.
+ORPHAN = """
+import os, sys, time
+r, w = os.pipe()
+middle = os.fork()
+if middle == 0:
+    if os.fork() == 0:
+        os.write(w, str(os.getpid()).encode())
+        time.sleep(600)
+    os._exit(0)
+os.close(w)
+grandchild = int(os.read(r, 20))
+os.waitpid(middle, 0)
+print(grandchild, flush=True)
+time.sleep(600)
+"""
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_process_whose_parent_exited_is_killed_with_the_child() -> None:
+    """Found by review: the kill walked the tree by parent pid at kill time, so a grandchild
+    whose parent had exited (re-parented away from the child) outlived the kill. The child
+    leads a process group of its own (as ``wait_peak`` asks), and the grandchild is in it."""
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN],
+        pass_fds=(w,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        process_group=0,
+    )
+    os.close(w)
+    grandchild = -1
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        grandchild = os.pidfd_open(pid)
+        assert _ppid(pid) != proc.pid  # re-parented: not below the child any more
+        wait_peak(proc, timeout=0)
+        assert proc.returncode == -signal.SIGKILL
+        assert select.select([grandchild], [], [], 0)[0] == [grandchild]  # it exited
+        assert select.select([r], [], [], 0)[0] == [r] and os.read(r, 1) == b""
+    finally:
+        if grandchild >= 0:
+            with contextlib.suppress(ProcessLookupError):  # (survived: not ours to leave)
+                signal.pidfd_send_signal(grandchild, signal.SIGKILL)
+            os.close(grandchild)
+        os.close(r)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
