@@ -248,8 +248,12 @@ class Client:
             # The service speaks for the attempt it answered, refused before it was tried (the
             # log refuses writes: ops/storage.py) — refused so whenever it has not folded the
             # command id, also when an earlier attempt whose answer was lost (the server
-            # restarting, say) landed (review h120). The command's outcome is unknown: a
-            # retry with the same id is safe, a new command may apply it twice.
+            # restarting, say) landed (review h120). It folds the log's end before refusing
+            # when it can read it (service/lanes.py _log_readable, review h125), but not
+            # while its nats-server restarts, and an earlier attempt may still be on its way
+            # (another replica's append in doubt): it cannot say more than "not now". The
+            # command's outcome is unknown: a retry with the same id is safe, a new command
+            # may apply it twice.
             refused.details["outcome"] = "unknown"
         raise refused
 

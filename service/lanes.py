@@ -48,7 +48,7 @@ from netledger.journal.append import (
     WrongLastSequence,
 )
 from netledger.journal.follow import Follower
-from netledger.journal.loghealth import LogHealth
+from netledger.journal.loghealth import LATCHED, STORAGE_LOW, LogHealth
 from netledger.service.answers import result_from_events
 from netledger.service.lane_append import LaneAppends
 from netledger.service.lane_queue import Job, LaneQueue
@@ -85,9 +85,15 @@ class Lanes(LaneAppends):
     ) -> asyncio.Future[dict[str, Any]]:
         """Queue ``req`` in its lane; the future of its answer (``on_done`` is called with it
         as soon as it is settled)."""
-        if self.health.refusing is not None and req.command_id not in self.seen:
-            # The log cannot take writes: answer at once with why (a retry of a command
-            # already applied still gets its answer, from the fold).
+        if (
+            self.health.refusing is not None
+            and req.command_id not in self.seen
+            and not self._log_readable()
+        ):
+            # The log cannot take writes, nor be relied on to be read (its nats-server
+            # restarting, its stream failing): answer at once with why (a retry of a command
+            # already applied still gets its answer, from the fold). Readable, the refusal
+            # waits in its lane for the log's end to be folded first (_decide_and_append).
             self.health.check()
         lane = self._lane_for(req)
         q = self._lanes.get(lane)
@@ -302,6 +308,22 @@ class Lanes(LaneAppends):
                 # (a put-off refusal is decided first: a refusal appends nothing, costs no
                 # budget, and is told as itself, not as the log's trouble — review h112)
                 late = id(job) in put_off
+                if (
+                    not late
+                    and not confirmed
+                    and self.health.refusing is not None
+                    and self._log_readable()
+                ):
+                    # Refused only once this replica has folded the log's end (put off as a
+                    # refusal is): it may be the retry of a command whose first attempt landed
+                    # — its answer lost (review h120: the log filling under it; another
+                    # replica stored it) — not read here yet. Found in the fold, it is told
+                    # that attempt's answer, not ``not_applied`` (which the client could only
+                    # make ``unknown``). A request does not say it is a retry: each refused
+                    # command is looked up, one read of the log's last sequence a round.
+                    recheck = True
+                    put_off.add(id(job))
+                    continue
                 trouble = None if late else self._log_trouble(job)
                 if trouble is not None:
                     job.fail(trouble)
@@ -431,6 +453,13 @@ class Lanes(LaneAppends):
         for j in jobs:
             if not j.fut.done():
                 j.fail(exhausted)
+
+    def _log_readable(self) -> bool:
+        """Whether the log, refusing writes, can still be read: the store below its reserve or
+        latched in a write error, its nats-server up (not being restarted, nor given up on:
+        a read there may wait out REFUSAL_CATCH_UP_S, and the log's trouble is answered at
+        once, review h125)."""
+        return self.health.state in (STORAGE_LOW, LATCHED) and self.conn.nc.is_connected
 
     def _log_trouble(self, job: Job) -> LogUnavailable | None:
         """Why ``job`` is answered without trying to append: the log refuses writes now, or
