@@ -71,15 +71,29 @@ def close_inherited(keep: tuple[int, ...]) -> None:  # pragma: no cover - runs i
                 os.close(fd)
 
 
+def _uses_tls(nc: Any) -> bool:
+    """Whether ``nc`` speaks TLS to its server: the server requires it, or the handshake
+    comes first (when nats-py makes its TLS connection)."""
+    info = getattr(nc, "_server_info", None) or {}
+    return bool(info.get("tls_required") or nc.options.get("tls_handshake_first"))
+
+
+def _tls_name(opts: dict[str, Any], srv: Any) -> str | None:
+    """The name nats-py checks ``srv``'s certificate against (its ``_process_connect_init``)."""
+    name = opts.get("tls_hostname") or getattr(srv, "tls_name", None) or srv.uri.hostname
+    return str(name) if name is not None else None
+
+
 def connect_options(conn: Connection, role: str = "catchup") -> dict[str, Any]:
     """What a forked child passes to ``nats.connect`` to reach the same servers as ``conn`` —
     the one ``conn`` is connected to first — with the same identity (user and password, token,
-    credentials file or nkey seed, TLS, inbox prefix), named ``<conn's name>-<role>``. No
-    reconnects: a child that loses its connection ends, and the caller goes on (the catch-up
-    reader, journal/catchup.py; the snapshot uploader, journal/snapshot_upload.py)."""
+    credentials file or nkey seed, TLS and the name its certificates are checked against,
+    inbox prefix), named ``<conn's name>-<role>``. No reconnects: a child that loses its
+    connection ends, and the caller goes on (the catch-up reader, journal/catchup.py; the
+    snapshot uploader, journal/snapshot_upload.py)."""
     nc = conn.nc
     opts = nc.options
-    servers = [s.uri.geturl() for s in getattr(nc, "_server_pool", [])]
+    pool = list(getattr(nc, "_server_pool", []))
     # The server ``conn`` is connected to first, and in this order: without reconnects nats-py
     # stops at the first server whose handshake fails (it goes on only past a refused TCP
     # connection), and it shuffles the list unless told not to — a child of a service that
@@ -87,8 +101,18 @@ def connect_options(conn: Connection, role: str = "catchup") -> dict[str, Any]:
     # credentials) failed on it at random, and left its work to the service (review h120).
     current = getattr(nc, "_current_server", None)
     if current is not None:
-        here = current.uri.geturl()
-        servers = [here, *(s for s in servers if s != here)]
+        pool = [current, *(s for s in pool if s is not current)]
+    tls_name = None
+    if current is not None and _uses_tls(nc):
+        # The name the server's certificate is checked against, as nats-py checks it: a
+        # server discovered in the cluster's INFO by its address is checked against the
+        # name of the server the address was learnt from (``Srv.tls_name``), which the URL
+        # alone does not carry — the child checked the address and failed on a certificate
+        # made for the name (review h125). One name for the child's whole list (nats-py's
+        # ``tls_hostname``): the servers known by another go.
+        tls_name = _tls_name(opts, current)
+        pool = [s for s in pool if _tls_name(opts, s) == tls_name]
+    servers = list(dict.fromkeys(s.uri.geturl() for s in pool))
     kwargs: dict[str, Any] = {
         "servers": servers or ["nats://127.0.0.1:4222"],
         "name": f"{opts.get('name') or 'netledger'}-{role}",
@@ -100,6 +124,8 @@ def connect_options(conn: Connection, role: str = "catchup") -> dict[str, Any]:
     for key in ("user", "password", "token", "tls", "tls_hostname", "tls_handshake_first"):
         if opts.get(key) is not None:
             kwargs[key] = opts[key]
+    if tls_name is not None:
+        kwargs["tls_hostname"] = tls_name
     for attr, key in (
         ("_user_credentials", "user_credentials"),
         ("_nkeys_seed", "nkeys_seed"),
