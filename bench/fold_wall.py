@@ -18,6 +18,10 @@ with timers around its catch-up, its reader child's and its garbage collections)
 as medians [min-max] over every start and over the quiet ones (the rest of the machine used
 under ``QUIET_MS`` of CPU meanwhile), then new - old paired by round:
 
+* ``ready``: the service's own start -> ready, split where the snapshot is decoded (of the
+  load: its body fetched, then checked and decoded). A start whose child reads the tail while
+  the snapshot is decoded moves work from the fold to before it: compare ``ready``, not
+  ``fold``; its ``ask`` is then before the fold starts;
 * ``fold``: what the service reports (``fold: N events in S``), and the probe's own wall;
 * the parent's main thread over the fold: CPU, run-queue wait, and the rest (asleep: waiting for
   the child's frames, the child's exit, the follower's consumer); its CPU folding frames
@@ -149,14 +153,27 @@ def _probe(out: str) -> None:
 
     orig_load = snapshotter.Snapshotter.load
 
-    async def load(self: Any) -> Any:
+    async def load(self: Any, *a: Any, **kw: Any) -> Any:
         mark("load0")
         try:
-            return await orig_load(self)
+            return await orig_load(self, *a, **kw)
         finally:
             mark("load1")
 
     snapshotter.Snapshotter.load = load  # type: ignore[method-assign]
+
+    import netledger.journal.snapshot_store as snapshot_store
+
+    orig_body = snapshot_store.SnapshotStore.read
+
+    async def read_body(self: Any, *a: Any, **kw: Any) -> Any:
+        rec["marks"]["body0"] = now()  # (the last one read: the one loaded, or the last tried)
+        try:
+            return await orig_body(self, *a, **kw)
+        finally:
+            rec["marks"]["body1"] = now()
+
+    snapshot_store.SnapshotStore.read = read_body  # type: ignore[method-assign]
 
     orig_fork = catchup.Reader.fork.__func__  # type: ignore[attr-defined]
 
@@ -173,6 +190,15 @@ def _probe(out: str) -> None:
         return await orig_read(self, *a, **kw)
 
     catchup.Reader.read = read  # type: ignore[method-assign]
+
+    orig_ask = getattr(catchup.Reader, "ask", None)
+    if orig_ask is not None:  # a tree whose start asks the child ahead of the fold
+
+        def ask(self: Any, *a: Any, **kw: Any) -> Any:
+            mark("ask")
+            return orig_ask(self, *a, **kw)
+
+        catchup.Reader.ask = ask  # type: ignore[method-assign]
 
     orig_close = catchup.Reader.close
 
@@ -274,6 +300,16 @@ def _probe(out: str) -> None:
 
     CommandService._catch_up = catch_up  # type: ignore[method-assign]
 
+    orig_start = CommandService.start
+
+    async def start(self: Any) -> None:
+        mark("start0")
+        await orig_start(self)
+        rec["ready_seconds"] = self.ready_seconds
+        dump(out, rec)
+
+    CommandService.start = start  # type: ignore[method-assign]
+
 
 def probe_main(argv: list[str]) -> None:
     """``fold_wall.py probe OUT <netledger arguments>``: the checkout's ``netledger``, probed."""
@@ -355,6 +391,11 @@ def figures(r: dict[str, Any]) -> dict[str, float]:
     child_cpu = (c["cpu_frame"] - c["cpu_asked"]) / 1e9
     own = (r["main_all_cpu"] + child_cpu + r["server_cpu"]) * 1e3
     return {
+        "ready (reported)": r["ready_seconds"] * 1e3,
+        "start -> snapshot decoded": (m["load1"] - m["start0"]) * 1e3,
+        "  of it: the body fetched": (m["body1"] - m["body0"]) * 1e3,
+        "  of it: the body decoded": (m["load1"] - m["body1"]) * 1e3,
+        "snapshot decoded -> ready": r["ready_seconds"] * 1e3 - (m["load1"] - m["start0"]) * 1e3,
         "fold (reported)": r["reported"] * 1e3,
         "fold (probe)": wall * 1e3,
         "main: CPU": r["main_cpu"] * 1e3,
@@ -473,7 +514,13 @@ def paired(runs: dict[str, list[dict[str, float]]]) -> str:
     """The fold and the parent's CPU, new - old within each round (a drift of the machine's
     load hits both sides of a round alike)."""
     out = []
-    for key in ("fold (reported)", "main: CPU", "child: CPU (asked -> last frame)"):
+    for key in (
+        "ready (reported)",
+        "snapshot decoded -> ready",
+        "fold (reported)",
+        "main: CPU",
+        "child: CPU (asked -> last frame)",
+    ):
         d = sorted(n[key] - o[key] for o, n in zip(runs["old"], runs["new"], strict=True))
         slower = sum(1 for x in d if x > 0)
         out.append(
