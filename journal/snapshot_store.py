@@ -39,7 +39,7 @@ import os
 import signal
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,9 +350,19 @@ class SnapshotStore(SnapshotPurge):
         return body
 
     async def load(
-        self, on_skip: Callable[[StoredSnapshot, str], None] | None = None
+        self,
+        on_skip: Callable[[StoredSnapshot, str], None] | None = None,
+        on_candidate: Callable[[StoredSnapshot, int], Awaitable[None]] | None = None,
     ) -> Snapshot | None:
-        """The newest usable snapshot (None: none stored or none usable — fold the log)."""
+        """The newest usable snapshot (None: none stored or none usable — fold the log).
+        ``on_candidate(s, last)`` is awaited for each snapshot whose headers pass
+        :meth:`check` and whose body is fetched, before the body is checked and decoded (most
+        of a load: ~0.27 s of 0.3 at the history bench's snapshot), so the caller may read the
+        log after it meanwhile (``last``: the stream's last sequence). Not before the fetch:
+        a reader of the log then competes with it for the server and the cores (the fetch
+        took 17.7 ms instead of 9.4, medians of 11 paired starts). The body may still be
+        refused (then an older snapshot is a candidate next, or none is loaded): the caller
+        must not take a candidate for the one loaded."""
         created, last = await self.stream_identity()
         try:
             stored = await self.snapshots()
@@ -363,6 +373,8 @@ class SnapshotStore(SnapshotPurge):
             try:
                 await self.check(s, last)
                 body = await self.read(s)
+                if on_candidate is not None:
+                    await on_candidate(s, last)
                 snap = loads(
                     body,
                     sha256=s.sha256,

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,11 @@ class Snapshotter:
         self._created: str | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def load(self) -> Snapshot | None:
+    async def load(
+        self, on_candidate: Callable[[StoredSnapshot, int], Awaitable[None]] | None = None
+    ) -> Snapshot | None:
+        """The newest usable snapshot, or None (``on_candidate``: :meth:`SnapshotStore.load`'s;
+        one asked for may still be refused, and an error loading is None too)."""
         if not self.policy.load:
             return None
 
@@ -139,7 +143,7 @@ class Snapshotter:
 
         t0 = time.monotonic()
         try:
-            snap = await self.store.load(on_skip=skipped)
+            snap = await self.store.load(on_skip=skipped, on_candidate=on_candidate)
         except Exception as exc:  # a bucket we cannot read is no reason not to start
             log.warning("snapshots unavailable (%s): folding the log from the start", exc)
             return None
