@@ -34,6 +34,8 @@ RTM_NEWLINK, RTM_DELLINK = 16, 17
 RTM_NEWADDR, RTM_DELADDR = 20, 21
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 2, 3, 4
+#: a dump's message flag: the table changed while it was dumped (netlink.h)
+NLM_F_DUMP_INTR = 0x10
 
 # if_link.h
 IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 3, 4, 5, 10
@@ -195,17 +197,17 @@ def link(data: bytes | memoryview, off: int, end: int, cut: list[int] | None = N
         if t == IFLA_IFNAME:
             name = _str(data, a, b)
         elif t == IFLA_MTU:
-            mtu = U32.unpack_from(data, a)[0]
+            mtu = U32.unpack_from(data, a)[0] if b - a >= 4 else None
         elif t == IFLA_LINKINFO:
             info_a, info_b = a, b
         elif t == IFLA_MASTER:
-            master = U32.unpack_from(data, a)[0] or None
+            master = U32.unpack_from(data, a)[0] or None if b - a >= 4 else None
         elif t == IFLA_IFALIAS:
             alias = _str(data, a, b) or None
         elif t == IFLA_AF_SPEC:
             mode, accept_ra = _inet6(data, a, b, cut)
         elif t == IFLA_LINK:
-            parent = U32.unpack_from(data, a)[0]
+            parent = U32.unpack_from(data, a)[0] if b - a >= 4 else None
         elif t == IFLA_LINK_NETNSID:
             netns_other = True
         elif cut is not None:  # IFLA_STATS, IFLA_STATS64
@@ -233,14 +235,19 @@ def link(data: bytes | memoryview, off: int, end: int, cut: list[int] | None = N
             if length < 4:
                 break
             a = o + 4
+            b = min(o + length, data_b)
             o = (o + length + 3) & ~3
             t &= NLA_TYPE_MASK
+            # A u32 each: one shorter (or cut by its nest's end) is not read past its end — it
+            # counts as absent, and the walk goes on (the rest is then not cut: compared whole)
             if t == IFLA_BR_STP_STATE:
-                stp = U32.unpack_from(data, a)[0]
+                if b - a >= 4:
+                    stp = U32.unpack_from(data, a)[0]
             elif t == IFLA_BR_FORWARD_DELAY:
-                fd = U32.unpack_from(data, a)[0]
+                if b - a >= 4:
+                    fd = U32.unpack_from(data, a)[0]
             elif cut is not None and t in _BR_TIMERS:  # before the two read, in recent kernels
-                cut += (a, min(a + length - 4, data_b))
+                cut += (a, b)
         if cut is not None and stp is not None and fd is not None and o < data_b:
             # not read: the rest. Only after both were read — a walk stopped by an attribute
             # shorter than its header read that header, where the rest would begin.
@@ -260,17 +267,17 @@ def link(data: bytes | memoryview, off: int, end: int, cut: list[int] | None = N
             if b > data_b:
                 b = data_b
             if t == IFLA_VXLAN_ID:
-                vni = U32.unpack_from(data, a)[0]
+                vni = U32.unpack_from(data, a)[0] if b - a >= 4 else None
             elif t == IFLA_VXLAN_LOCAL or t == IFLA_VXLAN_LOCAL6:
                 local = _ip(data, a, b)
             elif t == IFLA_VXLAN_LINK:
-                parent = U32.unpack_from(data, a)[0] or None
+                parent = U32.unpack_from(data, a)[0] or None if b - a >= 4 else None
             elif t == IFLA_VXLAN_PORT:
-                port = BE16.unpack_from(data, a)[0]
+                port = BE16.unpack_from(data, a)[0] if b - a >= 2 else None
     elif kind == "vlan":
-        for t, a, _b in attrs(data, data_a, data_b):
+        for t, a, b in attrs(data, data_a, data_b):
             if t == IFLA_VLAN_ID:
-                vlan = U16.unpack_from(data, a)[0]
+                vlan = U16.unpack_from(data, a)[0] if b - a >= 2 else None
                 break
     return Link(
         index, flags, name, alias, kind, master, mtu, parent, vni, vlan, local, port, stp, fd,
@@ -322,7 +329,7 @@ def addr(data: bytes | memoryview, off: int, end: int) -> Addr:
             address = _ip(data, a, b)
         elif t == IFA_BROADCAST:
             broadcast = _ip(data, a, b)
-        elif t == IFA_FLAGS:
+        elif t == IFA_FLAGS and b - a >= 4:
             flags = U32.unpack_from(data, a)[0]
     return Addr(index, family, prefixlen, local or address, broadcast, flags)
 
