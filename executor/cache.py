@@ -276,27 +276,21 @@ class KernelCache:
                     self._journal = None
 
     def _resync_from(self, d: RtSocket) -> None:
-        links = {}
-        memo, amemo, fmemo = self.memo, self._addr_memo, self._flood_memo
-        memo.begin()
-        for data, a, b in d.dump_raw(nlencode.link_dump(), nlencode.RTM_GETLINK):
-            x = memo.link(data, a, b)
-            links[x.ifindex] = x
-        memo.done()
-        addrs = {}
-        amemo.begin()
-        for data, a, b in d.dump_raw(nlencode.addr_dump(), nlencode.RTM_GETADDR):  # v4 and v6
-            kept = amemo.get(data, a, b)
-            if kept is not None:
-                addrs[kept[0]] = kept[1]
-        amemo.done()
-        fdb = set()
-        fmemo.begin()
-        for data, a, b in d.dump_raw(nlencode.neigh_dump(AF_BRIDGE), nlencode.RTM_GETNEIGH):
-            n = fmemo.get(data, a, b)
-            if n is not None and n.dst and n.lladdr == FLOOD_MAC:
-                fdb.add((n.ifindex, n.dst))
-        fmemo.done()
+        # A dump the kernel marks interrupted is read again (RtSocket.read_raw); each memo's
+        # reader begins afresh and keeps a dump's messages only once it read a whole one.
+        links = d.read_raw(nlencode.link_dump(), nlencode.RTM_GETLINK, self.memo.links)
+        addrs = dict(
+            x
+            for x in d.read_raw(nlencode.addr_dump(), nlencode.RTM_GETADDR, self._addr_memo.read)
+            if x is not None
+        )  # v4 and v6
+        fdb = {
+            (n.ifindex, n.dst)
+            for n in d.read_raw(
+                nlencode.neigh_dump(AF_BRIDGE), nlencode.RTM_GETNEIGH, self._flood_memo.read
+            )
+            if n.dst and n.lladdr == FLOOD_MAC
+        }
         ix = _Index.of(links, addrs, fdb)
         with self._lock:
             journal = self._journal or []

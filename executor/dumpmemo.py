@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Generic, NamedTuple, TypeVar
 
 from . import nlparse
+from .netlink import Dump
 
 T = TypeVar("T")
 _MISS: object = object()
@@ -89,6 +90,19 @@ class LinkMemo:
         self.decoded += 1
         return x
 
+    def links(self, dump: Dump) -> dict[int, nlparse.Link]:
+        """Every link of ``dump`` by index, the memo then that dump's (a reader for
+        :meth:`.netlink.RtSocket.read_raw`: a dump the kernel marks interrupted raises at its
+        end, before :meth:`done` — the memo keeps the last whole dump's, and the next call
+        begins afresh)."""
+        self.begin()
+        out = {}
+        for data, a, b in dump:
+            x = self.link(data, a, b)
+            out[x.ifindex] = x
+        self.done()
+        return out
+
     def done(self) -> None:
         """The dump read every link: only those it read are kept."""
         self._kept, self._next = self._next, {}
@@ -119,6 +133,13 @@ class SameBytes(Generic[T]):
     def begin(self) -> None:
         self._next = {}
 
+    def read(self, dump: Dump) -> list[T]:
+        """What ``decode`` makes of each message of ``dump`` (as :meth:`LinkMemo.links`)."""
+        self.begin()
+        out = [self.get(data, a, b) for data, a, b in dump]
+        self.done()
+        return out
+
     def get(self, data: bytes, a: int, end: int) -> T:
         msg = data[a:end]
         got = self._kept.get(msg, _MISS)
@@ -148,6 +169,13 @@ class FloodMemo:
 
     def begin(self) -> None:
         self._next = {}
+
+    def read(self, dump: Dump) -> list[nlparse.Neigh]:
+        """The flood entries of ``dump`` that may be one (as :meth:`LinkMemo.links`)."""
+        self.begin()
+        out = [n for data, a, b in dump if (n := self.get(data, a, b)) is not None]
+        self.done()
+        return out
 
     def get(self, data: bytes, a: int, end: int) -> nlparse.Neigh | None:
         if not nlparse.may_be_flood(data, a, end):

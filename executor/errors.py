@@ -32,3 +32,11 @@ class KernelNoAnswer(ExecutorError):
     executor hanging on a reply that will never come."""
 
     code = "kernel_no_answer"
+
+
+class DumpInterrupted(ExecutorError):
+    """The kernel marked every one of a read's dumps interrupted (NLM_F_DUMP_INTR: the table
+    kept changing under them, so each may have missed or repeated entries): the pass or poll
+    fails and is tried again, as after :class:`KernelNoAnswer`."""
+
+    code = "kernel_dump_interrupted"

@@ -39,7 +39,7 @@ from .model import (
     SetLink,
     SetNat,
 )
-from .netlink import CHUNK, Request, RtSocket, in_netns
+from .netlink import CHUNK, Dump, Request, RtSocket, in_netns
 from .nlencode import (
     NLM_F_APPEND,
     NLM_F_CREATE,
@@ -130,6 +130,10 @@ def _attrs(msg: Any, wanted: frozenset[str]) -> dict[str, Any]:
     return out
 
 
+def _links(dump: Dump) -> list[nlparse.Link]:
+    return [nlparse.link(d, a, b) for d, a, b in dump]
+
+
 class Kernel:
     """One host's kernel (a named namespace, or the current one)."""
 
@@ -152,31 +156,42 @@ class Kernel:
 
     # --- reading --------------------------------------------------------------------------
 
+    # Every read goes through RtSocket.read_raw: a dump the kernel marks interrupted (the table
+    # changed under it) is read again, its reader run afresh on a new one.
+
     def read_links(self) -> list[LinkState]:
-        raw = [
-            nlparse.link(d, a, b)
-            for d, a, b in self.sock.dump_raw(nlencode.link_dump(), RTM_GETLINK)
-        ]
+        raw = self.sock.read_raw(nlencode.link_dump(), RTM_GETLINK, _links)
         return links_from(raw)
 
     def read(self, links: list[LinkState] | None = None) -> HostActual:
         links = links if links is not None else self.read_links()
         by_index = {link.index: link for link in links}
-        addrs = []
-        for d, a, b in self.sock.dump_raw(nlencode.addr_dump(), RTM_GETADDR):  # IPv4 and IPv6
-            x = nlparse.addr(d, a, b)
-            link = by_index.get(x.ifindex)
-            if link is None or not address_kept(x):
-                continue
-            addrs.append(AddrState(link.name, f"{x.address}/{x.prefixlen}", x.broadcast))
+
+        def read_addrs(dump: Dump) -> list[AddrState]:
+            addrs = []
+            for d, a, b in dump:
+                x = nlparse.addr(d, a, b)
+                link = by_index.get(x.ifindex)
+                if link is None or not address_kept(x):
+                    continue
+                addrs.append(AddrState(link.name, f"{x.address}/{x.prefixlen}", x.broadcast))
+            return addrs
+
         ours_vx = {link.index: link.name for link in links if link.ours and link.kind == "vxlan"}
-        fdb = []
-        if ours_vx:
-            for d, a, b in self.sock.dump_raw(nlencode.neigh_dump(AF_BRIDGE), RTM_GETNEIGH):
+
+        def read_fdb(dump: Dump) -> list[tuple[str, str]]:
+            fdb = []
+            for d, a, b in dump:
                 n = nlparse.flood(d, a, b)
                 name = None if n is None else ours_vx.get(n.ifindex)
                 if n is not None and name is not None and n.dst and n.lladdr == FLOOD_MAC:
                     fdb.append((name, n.dst))
+            return fdb
+
+        addrs = self.sock.read_raw(nlencode.addr_dump(), RTM_GETADDR, read_addrs)  # v4 and v6
+        fdb = []
+        if ours_vx:
+            fdb = self.sock.read_raw(nlencode.neigh_dump(AF_BRIDGE), RTM_GETNEIGH, read_fdb)
         table, intact = nft.read(self.netns)
         return HostActual(
             links=tuple(links),
@@ -193,29 +208,35 @@ class Kernel:
         them (a dump filtered by kind), not the VXLAN links and taps beside them."""
         return [
             x
-            for d, a, b in self.sock.dump_raw(nlencode.link_dump("bridge"), RTM_GETLINK)
-            if (x := nlparse.link(d, a, b)).kind == "bridge"  # (a kernel that did not filter)
+            for x in self.sock.read_raw(nlencode.link_dump("bridge"), RTM_GETLINK, _links)
+            if x.kind == "bridge"  # (a kernel that did not filter)
         ]
 
     def read_learned_macs(self, index: set[int]) -> set[str]:
         """MACs the kernel learned from traffic (dynamic forwarding entries) on the ports of
         the bridges of ``index`` (their interface indexes): not the ports' own addresses
         (permanent / ``self``), not static ones."""
-        out: set[str] = set()
         if not index:
-            return out
+            return set()
         skip, ndmsg = NUD_PERMANENT | NUD_NOARP, nlparse.NDMSG.unpack_from
-        for d, a, b in self.sock.dump_raw(nlencode.neigh_dump(AF_BRIDGE), RTM_GETNEIGH):
-            # Told by the header alone, before its attributes are decoded: most of a bridge
-            # FDB is the ports' own addresses and the VXLAN links' flood entries (permanent,
-            # ``self``), a few thousand entries at 1,200 networks, every poll.
-            _, _, state, flags, _ = ndmsg(d, a)
-            if state & skip or flags & NTF_SELF:
-                continue
-            n = nlparse.neigh(d, a, b)
-            if n.master in index and n.lladdr and n.lladdr != FLOOD_MAC:
-                out.add(n.lladdr.lower())
-        return out
+
+        def read(dump: Dump) -> set[str]:
+            out: set[str] = set()
+            for d, a, b in dump:
+                # Told by the header alone, before its attributes are decoded: most of a
+                # bridge FDB is the ports' own addresses and the VXLAN links' flood entries
+                # (permanent, ``self``), a few thousand entries at 1,200 networks, every poll.
+                _, _, state, flags, _ = ndmsg(d, a)
+                if state & skip or flags & NTF_SELF:
+                    continue
+                n = nlparse.neigh(d, a, b)
+                if n.master in index and n.lladdr and n.lladdr != FLOOD_MAC:
+                    out.add(n.lladdr.lower())
+            return out
+
+        # A dump marked interrupted may have skipped an instance's MAC: read again, or fail
+        # (the reporter then reports nothing: an absence would be taken as the instance gone).
+        return self.sock.read_raw(nlencode.neigh_dump(AF_BRIDGE), RTM_GETNEIGH, read)
 
     def host_address(self, interface: str, exclude: list[str]) -> str | None:
         """The first IPv4 address of ``interface`` that is not a /32 in ``exclude`` ranges."""
@@ -253,14 +274,18 @@ class Kernel:
     ) -> str | None:
         links = {link.name: link.index for link in self.read_links()}
         idx = links.get(interface)
-        found = None
-        for d, a, b in self.sock.dump_raw(nlencode.addr_dump(family), RTM_GETADDR):
-            x = nlparse.addr(d, a, b)
-            if found is not None or x.ifindex != idx or not x.address:
-                continue  # the dump is read to its end either way
-            if usable(x):
-                found = x.address
-        return found
+
+        def read(dump: Dump) -> str | None:
+            found = None
+            for d, a, b in dump:
+                x = nlparse.addr(d, a, b)
+                if found is not None or x.ifindex != idx or not x.address:
+                    continue  # the dump is read to its end either way (and its mark with it)
+                if usable(x):
+                    found = x.address
+            return found
+
+        return self.sock.read_raw(nlencode.addr_dump(family), RTM_GETADDR, read)
 
     def read_forwarding(self) -> bool:
         def get() -> bool:
