@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 from . import nlencode, nlparse
 from .dumpmemo import FloodMemo, LinkMemo, SameBytes, kept_address
+from .errors import ExecutorError
 from .incremental import Scope, network_of
 from .model import FLOOD_MAC, AddrState, LinkState, is_ours
 from .netlink import RtSocket, in_netns
@@ -52,6 +53,10 @@ SO_RCVBUFFORCE = 33
 RCVBUF = 32 << 20
 #: How long the reader blocks before looking at its stop flag.
 POLL_S = 0.5
+#: Seconds before a failed read of the kernel after lost notifications is tried again (by the
+#: reader thread), doubling up to RESYNC_RETRY_MAX_S while it keeps failing.
+RESYNC_RETRY_S = 0.5
+RESYNC_RETRY_MAX_S = 30.0
 #: How many of the latest changes :attr:`KernelCache.recent` remembers (a scoped pass asks for
 #: those made while it ran; older than that it takes as unknown: a look at the whole host).
 RECENT = 4096
@@ -205,6 +210,8 @@ class KernelCache:
         #: asks whether any change made while it ran concerned another (:meth:`changed_outside`)
         self.recent: deque[tuple[int, str | None, str | None]] = deque(maxlen=RECENT)
         self.resyncs = 0
+        #: a failed read after lost notifications: (when to try again, the wait before it)
+        self._owed: tuple[float, float] | None = None
         self.overruns = 0
         self._busy = False  # the reader holds data it read but has not applied yet
         #: while a dump runs: the notifications applied meanwhile, to apply again on the dump
@@ -271,6 +278,7 @@ class KernelCache:
                 self._journal = []
             try:
                 self._resync_from(d)
+                self._owed = None  # (a read the reader owed: done by this one)
             finally:
                 with self._lock:
                     self._journal = None
@@ -314,6 +322,8 @@ class KernelCache:
 
     def _read(self, sock: socket.socket) -> None:
         while not self._stop.is_set():
+            if self._owed is not None and time.monotonic() >= self._owed[0]:
+                self._safe_resync()  # a read of the kernel that failed, tried again
             try:
                 data = sock.recv(1 << 20)
             except TimeoutError:
@@ -359,11 +369,26 @@ class KernelCache:
             sock.settimeout(POLL_S)
 
     def _safe_resync(self) -> None:
+        """Read the kernel again after notifications were lost; failing (its dumps marked
+        interrupted by a storm of changes, the socket), tried again by the reader after
+        RESYNC_RETRY_S, doubling up to RESYNC_RETRY_MAX_S — the notifications applied
+        meanwhile cannot stand for the ones lost (a periodic sweep, minutes away, was the
+        only other read)."""
         try:
             self.resync()
-        except Exception:  # the next notification or pass tries again
-            log.exception("reading the kernel after an overrun failed")
+        except Exception as exc:
+            wait = (
+                RESYNC_RETRY_S if self._owed is None else min(2 * self._owed[1], RESYNC_RETRY_MAX_S)
+            )
+            self._owed = (time.monotonic() + wait, wait)
+            log.warning(
+                "reading the kernel after lost notifications failed (%s): again in %gs",
+                exc,
+                wait,
+                exc_info=not isinstance(exc, ExecutorError | OSError),  # (a bug: its stack)
+            )
             return
+        self._owed = None
         self.on_change()
 
     def _apply(self, data: bytes) -> bool:

@@ -13,11 +13,13 @@ the dump: after the links were read, before the swap.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from netledger.executor.cache import KernelCache
+from netledger.executor.errors import DumpInterrupted
 from tests.executor.test_executor_index_race import ns as ns
 from tests.executor.test_executor_index_race import sh
 
@@ -56,5 +58,47 @@ def test_a_link_created_while_the_links_are_dumped_stays_in_the_cache(ns: str) -
         # and what the cache holds is what a fresh dump reads
         cache.resync()
         assert "late0" in _names(cache)
+    finally:
+        cache.close()
+
+
+def test_a_failed_read_after_lost_notifications_is_tried_again(ns: str) -> None:
+    """The read that follows lost notifications (an overrun) can fail — its dumps marked
+    interrupted by a storm of changes. The notifications applied after it cannot stand for the
+    lost ones: the reader tries the read again (it used to log and wait for the periodic sweep,
+    minutes away), and the owner is told once it succeeds."""
+    told = threading.Event()
+    cache = KernelCache(ns, on_change=told.set, live=True)
+    cache.start()
+    try:
+        dumper = cache._dumper
+        assert dumper is not None
+        real = dumper.read_raw
+        failures = 0
+
+        def read_raw(*args: Any) -> Any:
+            nonlocal failures
+            if failures < 2:  # two reads in a row fail: the retry waits longer the second time
+                failures += 1
+                raise DumpInterrupted(f"every dump marked interrupted (test, {failures})")
+            return real(*args)
+
+        dumper.read_raw = read_raw  # type: ignore[method-assign]
+        before = cache.resyncs
+        # a change whose notification is lost: made, applied by the reader, then taken out
+        sh("ip", "-n", ns, "link", "add", "lost0", "type", "bridge")
+        deadline = time.monotonic() + 5
+        while "lost0" not in _names(cache):
+            assert time.monotonic() < deadline, "the reader never applied it"
+            time.sleep(0.01)
+        with cache._lock:
+            cache.links = {i: x for i, x in cache.links.items() if x.name != "lost0"}
+        told.clear()
+        cache._safe_resync()  # what the reader does after an overrun: fails
+        assert failures == 1 and cache.resyncs == before and not told.is_set()
+        assert "lost0" not in _names(cache)
+        assert told.wait(30), "the failed read was never tried again"
+        assert failures == 2 and cache.resyncs == before + 1
+        assert "lost0" in _names(cache)
     finally:
         cache.close()
