@@ -59,7 +59,8 @@ log = logging.getLogger("netledger.service")
 
 MAX_CONFLICT_RETRIES = 64
 #: How long a refusal waits for this replica to fold the log's end before it is answered on
-#: what the replica holds (the log away, or far behind).
+#: what the replica holds (the log away, or far behind): a round's wait; one put off as the log
+#: refuses writes waits at most this long from its request.
 REFUSAL_CATCH_UP_S = 5.0
 
 
@@ -249,6 +250,8 @@ class Lanes(LaneAppends):
         recheck = confirmed = False
         #: the jobs whose refusal is put off to that check
         put_off: set[int] = set()
+        #: when the oldest job put off as the log refuses writes was queued (None: none is)
+        refused_since: float | None = None
         for attempt in range(MAX_CONFLICT_RETRIES + 1):
             if attempt == MAX_CONFLICT_RETRIES and not recheck:
                 break  # (one attempt more only for a refusal put off on the last one)
@@ -258,13 +261,26 @@ class Lanes(LaneAppends):
             if recheck:
                 recheck, confirmed = False, True
                 self.stats.retries["refusal"] += 1
+                # Bounded as a whole: the catch-up first asks the stream's last sequence,
+                # which retries for up to 30 s (with the stream's quorum lost, the answer
+                # came past the client's timeout, review h107). A command put off as the log
+                # refuses writes is owed the log's trouble within that bound of its request,
+                # however many rounds its lane ran before it (one command a round but for
+                # allocations: the n-th of a lane waited n bounds, review h126).
+                bound = REFUSAL_CATCH_UP_S
+                if refused_since is not None:
+                    bound = min(bound, refused_since + REFUSAL_CATCH_UP_S - time.monotonic())
                 try:
-                    # Bounded as a whole: the catch-up first asks the stream's last sequence,
-                    # which retries for up to 30 s (with the stream's quorum lost, the answer
-                    # came past the client's timeout, review h107).
-                    await asyncio.wait_for(self.follower.catch_up(None), REFUSAL_CATCH_UP_S)
+                    if bound <= 0:
+                        raise TimeoutError(f"waited {REFUSAL_CATCH_UP_S:.0f}s in its lane")
+                    await asyncio.wait_for(self.follower.catch_up(None), bound)
                 except Exception as exc:  # the log away: refused on what this replica holds
-                    log.warning("refusal not checked against the log's end: %s", exc)
+                    log.log(
+                        logging.DEBUG if bound <= 0 else logging.WARNING,
+                        "refusal not checked against the log's end (%s: %s)",
+                        exc.__class__.__name__,
+                        exc,
+                    )
             if self.state.recreated:  # (a hand-made log: service/recreated.py)
                 await learn_recreated(self.conn, self.state)
             if (self.follower.in_batch or self.follower.pending) and any(
@@ -323,6 +339,8 @@ class Lanes(LaneAppends):
                     # command is looked up, one read of the log's last sequence a round.
                     recheck = True
                     put_off.add(id(job))
+                    if refused_since is None or job.queued < refused_since:
+                        refused_since = job.queued
                     continue
                 trouble = None if late else self._log_trouble(job)
                 if trouble is not None:
