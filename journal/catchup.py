@@ -426,6 +426,8 @@ class Reader:
             raise ValueError(f"the reader was asked from seq {self.asked[0]}, not {start}")
         else:
             upto = min(upto, self.asked[1])
+            if start > upto:  # asked for nothing: no message would end the child's read
+                return start - 1, 0
         loop = asyncio.get_running_loop()
         frames = _Frames(fold, start, upto)
         if prepare is not None:

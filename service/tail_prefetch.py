@@ -60,8 +60,11 @@ class TailPrefetch:
                 return
             # Asked for the tail of a snapshot refused since: it reads from the wrong place.
             await self.drop()
-        if last - start + 1 < self.least:
-            return  # a short tail: the follower reads it (an unasked reader stops unused)
+        if last - start + 1 < max(self.least, 1):
+            # A short tail: the follower reads it (an unasked reader stops unused). An empty
+            # one is never asked for, whatever ``least``: no message would end the child's
+            # read, and the fold waited QUIET_S for it (review h126).
+            return
         if self.reader is None:
             self.reader = Reader.fork(self.conn)
         if self.reader is not None:

@@ -256,3 +256,49 @@ async def test_a_child_killed_after_it_was_asked_leaves_the_rest_to_the_follower
     finally:
         await again.close()
         await plain.close()
+
+
+async def test_a_snapshot_at_the_log_s_end_asks_the_child_for_nothing(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every tail read by the child (``child_catch_up=0``) and a snapshot at the log's end: the
+    tail is empty. The child was asked for seq+1..seq; no message could end its read, and the
+    start waited QUIET_S (20 s) for a frame, then warned the child had stopped short (review
+    h126). An empty tail asks for nothing: the catch-up reads nothing, at once."""
+    await _history(conn)
+    snap = await _snapshot(conn)
+    assert await last_seq(conn) == snap
+    w = _watch(monkeypatch)
+    caplog.set_level("WARNING", logger="netledger.catchup")
+    again = await _start(conn, snapshots=LOAD, child_catch_up=0)
+    try:
+        assert again.snapshotter is not None and again.snapshotter.stats.loaded_seq == snap
+        assert w.asks() == []
+        stopped = [r.getMessage() for r in caplog.records if "stopped at seq" in r.getMessage()]
+        assert not stopped
+        assert again.follower.applied_seq == snap and again.fold_report.by_child == 0
+        assert not _forked_children()
+    finally:
+        await again.close()
+
+
+async def test_a_reader_asked_for_nothing_reads_nothing(conn: Connection) -> None:
+    """Reader.read after an ask of an empty stretch: nothing to fold, no wait for the child
+    (it waited QUIET_S for a frame no message could bring, review h126): answered at its
+    first step, before the loop runs anything else."""
+    await _history(conn)
+    end = await last_seq(conn)
+    reader = catchup.Reader.fork(conn)
+    assert reader is not None
+    folded: list[int] = []
+    try:
+        reader.ask(end + 1, end)
+        read = asyncio.ensure_future(
+            reader.read(end + 1, end + 100, lambda seq, _s, _d: folded.append(seq))
+        )
+        await asyncio.sleep(0)
+        assert read.done(), "the read waits for the child"
+        assert read.result() == (end, 0) and folded == []
+    finally:
+        await reader.close()
+    assert not _forked_children()
