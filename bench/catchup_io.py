@@ -19,8 +19,8 @@ each; p50 / p99 / max ms): no projector 1.22 / 2.65 / 7.0; catching up in a tmpf
 instead of niceness 10: tmpfs 16.2, disk 36.2 (p99); a checkpoint every 1,000 WAL pages instead
 of 16,384: disk 27.4 (p99; 30-85 MB more written). So about two thirds of the tail is the
 catch-up's CPU — most of it not the projector's own scheduling (SCHED_IDLE, which any normal
-task preempts, keeps 16 of the 20 ms: nats-server serving the projector's reads beside the
-publishes it stores) — and a third its writes meeting nats-server's fsyncs on the same disk,
+task preempts, keeps 16 of the 20 ms; nats-server serving the projector's reads beside the
+publishes it stores is the likely rest, not measured apart) — and a third its writes meeting nats-server's fsyncs on the same disk,
 bounded by the checkpoint's size. Neither is worth a change for a window that opens only when a
 projection is new or rebuilt (seconds to a minute): left as measured (bench/README.md).
 """
