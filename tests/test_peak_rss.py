@@ -92,16 +92,21 @@ def test_a_child_past_its_timeout_is_killed_with_every_process_it_started() -> N
         assert sorted(exited) == sorted(below)
         assert select.select([r], [], [], 0)[0] == [r] and os.read(r, 1) == b""
     finally:
-        for fd in below:
-            with contextlib.suppress(ProcessLookupError):  # (survived: not ours to leave)
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-            os.close(fd)
-        os.close(r)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
+        _reap(proc, below, r)
+
+
+def _reap(proc: subprocess.Popen[bytes], pidfds: list[int], r: int) -> None:
+    """A test's processes gone and its descriptors closed, whatever the test found."""
+    for fd in pidfds:
+        with contextlib.suppress(ProcessLookupError):  # (survived: not ours to leave)
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        os.close(fd)
+    os.close(r)
+    if proc.stdout is not None:
+        proc.stdout.close()
+    if proc.returncode is None:
+        proc.kill()
+        proc.wait()
 
 
 #: A child that forks a middle process which forks a grandchild and exits at once (a daemon's
@@ -154,13 +159,4 @@ def test_a_process_whose_parent_exited_is_killed_with_the_child() -> None:
         assert select.select([grandchild], [], [], 0)[0] == [grandchild]  # it exited
         assert select.select([r], [], [], 0)[0] == [r] and os.read(r, 1) == b""
     finally:
-        if grandchild >= 0:
-            with contextlib.suppress(ProcessLookupError):  # (survived: not ours to leave)
-                signal.pidfd_send_signal(grandchild, signal.SIGKILL)
-            os.close(grandchild)
-        os.close(r)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
+        _reap(proc, [grandchild] if grandchild >= 0 else [], r)
