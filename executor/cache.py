@@ -56,6 +56,9 @@ POLL_S = 0.5
 #: Seconds before a failed read of the kernel after lost notifications is tried again (by the
 #: reader thread), doubling up to RESYNC_RETRY_MAX_S while it keeps failing.
 RESYNC_RETRY_S = 0.5
+#: Dumps of each table a resync makes at most (the last one taken even if marked interrupted:
+#: RtSocket.read_raw, _resync_from).
+RESYNC_TRIES = 2
 RESYNC_RETRY_MAX_S = 30.0
 #: How many of the latest changes :attr:`KernelCache.recent` remembers (a scoped pass asks for
 #: those made while it ran; older than that it takes as unknown: a look at the whole host).
@@ -284,18 +287,29 @@ class KernelCache:
                     self._journal = None
 
     def _resync_from(self, d: RtSocket) -> None:
-        # A dump the kernel marks interrupted is read again (RtSocket.read_raw); each memo's
-        # reader begins afresh and keeps a dump's messages only once it read a whole one.
-        links = d.read_raw(nlencode.link_dump(), nlencode.RTM_GETLINK, self.memo.links)
+        # A dump the kernel marks interrupted is read once more (RtSocket.read_raw); each
+        # memo's reader begins afresh and keeps a dump's messages only once it read a whole
+        # one. A second marked dump is taken: what changed during it is in the journal of
+        # notifications, applied on it below; what a shift may have skipped unchanged (an
+        # address or flood entry after one deleted meanwhile) the next sweep reads. Four
+        # tries, then a failed sweep, cost 2-3 times the dump's CPU under a steady stream of
+        # the executor's own changes (bench/kernel_tail.py) — beside the passes.
+        once: dict[str, Any] = {"tries": RESYNC_TRIES, "accept_last": True}
+        links = d.read_raw(nlencode.link_dump(), nlencode.RTM_GETLINK, self.memo.links, **once)
         addrs = dict(
             x
-            for x in d.read_raw(nlencode.addr_dump(), nlencode.RTM_GETADDR, self._addr_memo.read)
+            for x in d.read_raw(
+                nlencode.addr_dump(), nlencode.RTM_GETADDR, self._addr_memo.read, **once
+            )
             if x is not None
         )  # v4 and v6
         fdb = {
             (n.ifindex, n.dst)
             for n in d.read_raw(
-                nlencode.neigh_dump(AF_BRIDGE), nlencode.RTM_GETNEIGH, self._flood_memo.read
+                nlencode.neigh_dump(AF_BRIDGE),
+                nlencode.RTM_GETNEIGH,
+                self._flood_memo.read,
+                **once,
             )
             if n.dst and n.lladdr == FLOOD_MAC
         }

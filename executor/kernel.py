@@ -61,6 +61,9 @@ NUD_PERMANENT = 0x80
 NUD_NOARP = 0x40
 NTF_SELF = 0x02
 log = logging.getLogger("netledger.executor.kernel")
+#: Dumps the sighting reporter's reads (bridges, learned MACs) make at most while the kernel
+#: marks them interrupted; then the poll reports nothing and the next tries again.
+SIGHTING_TRIES = 2
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 IP6_FORWARD = "/proc/sys/net/ipv6/conf/all/forwarding"
 #: ifaddrmsg flag of an address with no lifetime: ours, or the kernel's own link-local; an
@@ -208,7 +211,9 @@ class Kernel:
         them (a dump filtered by kind), not the VXLAN links and taps beside them."""
         return [
             x
-            for x in self.sock.read_raw(nlencode.link_dump("bridge"), RTM_GETLINK, _links)
+            for x in self.sock.read_raw(
+                nlencode.link_dump("bridge"), RTM_GETLINK, _links, tries=SIGHTING_TRIES
+            )
             if x.kind == "bridge"  # (a kernel that did not filter)
         ]
 
@@ -236,7 +241,11 @@ class Kernel:
 
         # A dump marked interrupted may have skipped an instance's MAC: read again, or fail
         # (the reporter then reports nothing: an absence would be taken as the instance gone).
-        return self.sock.read_raw(nlencode.neigh_dump(AF_BRIDGE), RTM_GETNEIGH, read)
+        # Twice, not four times: each try is the whole FDB, beside the passes, and the next
+        # poll tries again (RtSocket.read_raw).
+        return self.sock.read_raw(
+            nlencode.neigh_dump(AF_BRIDGE), RTM_GETNEIGH, read, tries=SIGHTING_TRIES
+        )
 
     def host_address(self, interface: str, exclude: list[str]) -> str | None:
         """The first IPv4 address of ``interface`` that is not a /32 in ``exclude`` ranges."""

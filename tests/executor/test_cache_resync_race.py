@@ -76,12 +76,12 @@ def test_a_failed_read_after_lost_notifications_is_tried_again(ns: str) -> None:
         real = dumper.read_raw
         failures = 0
 
-        def read_raw(*args: Any) -> Any:
+        def read_raw(*args: Any, **kw: Any) -> Any:
             nonlocal failures
             if failures < 2:  # two reads in a row fail: the retry waits longer the second time
                 failures += 1
                 raise DumpInterrupted(f"every dump marked interrupted (test, {failures})")
-            return real(*args)
+            return real(*args, **kw)
 
         dumper.read_raw = read_raw  # type: ignore[method-assign]
         before = cache.resyncs

@@ -171,3 +171,52 @@ def test_the_cache_and_its_memo_hold_only_the_dump_done_again(fake: FakeKernel) 
     assert sorted(cache.links) == [1, 2, 3, 4]
     assert cache.memo.decoded - decoded == 1  # link 3: not kept from the abandoned dump
     assert cache.memo.reused == 3
+
+
+def test_a_reader_that_mends_changes_takes_its_last_try_as_it_is(fake: FakeKernel) -> None:
+    """``accept_last``: the last of ``tries`` marked dumps is used, not an error (the cache's
+    resync: its journal of notifications applies what changed meanwhile)."""
+    fake.answer([([(1, 0), (2, INTR)], 0)], [([(1, 0), (3, INTR)], 0)])
+    got = fake.sock.read_raw(
+        nlencode.link_dump(), nlencode.RTM_GETLINK, list, tries=2, accept_last=True
+    )
+    assert _indexes(got) == [1, 3]
+    assert (fake.sock.interrupted, fake.sock.accepted) == (2, 1)
+    fake.answer([([(7, 0)], 0)])  # in step
+    assert _indexes(_dump(fake)) == [7]
+
+
+def test_the_cache_dumps_a_table_twice_at_most_under_a_stream_of_changes(
+    fake: FakeKernel,
+) -> None:
+    """Each try is a whole dump, beside the passes: the resync reads each table at most twice
+    and takes the second even if marked (what changed is in its journal); it does not fail."""
+    cache = KernelCache(None, live=False)
+    cache._dumper = fake.sock
+    fake.answer(
+        [([(1, 0), (2, INTR)], 0)],  # links, marked
+        [([(1, 0), (3, INTR)], 0)],  # links again, marked: taken
+        [([], INTR)],  # addresses, marked
+        [([], INTR)],  # addresses again, marked: taken
+        [([], 0)],  # flood entries
+    )
+    cache.resync()
+    assert sorted(cache.links) == [1, 3]
+    assert (fake.sock.interrupted, fake.sock.accepted) == (4, 2)
+    fake.answer([([(9, 0)], 0)])  # nothing left unread: the socket is in step
+    assert _indexes(_dump(fake)) == [9]
+
+
+def test_the_sighting_read_tries_twice_then_reports_nothing(fake: FakeKernel) -> None:
+    """The learned MACs: a marked dump may have skipped an instance's MAC, which would read as
+    the instance gone — never taken; two tries (the whole FDB each), then the error (the
+    poll reports nothing, the next one tries again)."""
+    from netledger.executor.kernel import SIGHTING_TRIES, Kernel
+
+    k = Kernel.__new__(Kernel)
+    k.sock = fake.sock
+    fake.answer(*([([], INTR)] for _ in range(SIGHTING_TRIES)))
+    with pytest.raises(DumpInterrupted) as err:
+        k.read_learned_macs({1})
+    assert err.value.details["tries"] == SIGHTING_TRIES == 2
+    assert fake.sock.accepted == 0
