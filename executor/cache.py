@@ -58,7 +58,7 @@ POLL_S = 0.5
 RESYNC_RETRY_S = 0.5
 #: Dumps of each table a resync makes at most (the last one taken even if marked interrupted:
 #: RtSocket.read_raw, _resync_from).
-RESYNC_TRIES = 2
+RESYNC_TRIES = 1
 RESYNC_RETRY_MAX_S = 30.0
 #: How many of the latest changes :attr:`KernelCache.recent` remembers (a scoped pass asks for
 #: those made while it ran; older than that it takes as unknown: a look at the whole host).
@@ -287,13 +287,14 @@ class KernelCache:
                     self._journal = None
 
     def _resync_from(self, d: RtSocket) -> None:
-        # A dump the kernel marks interrupted is read once more (RtSocket.read_raw); each
-        # memo's reader begins afresh and keeps a dump's messages only once it read a whole
-        # one. A second marked dump is taken: what changed during it is in the journal of
-        # notifications, applied on it below; what a shift may have skipped unchanged (an
-        # address or flood entry after one deleted meanwhile) the next sweep reads. Four
-        # tries, then a failed sweep, cost 2-3 times the dump's CPU under a steady stream of
-        # the executor's own changes (bench/kernel_tail.py) — beside the passes.
+        # A dump the kernel marks interrupted is taken as it is (RtSocket.read_raw, counted in
+        # its ``accepted``): what changed during it is in the journal of notifications,
+        # applied on it below; what a shift may have skipped unchanged (an address or flood
+        # entry after one deleted meanwhile: rare) the next sweep reads. Done again, it cost
+        # the sweep 2-3 times its dump's CPU under a steady stream of the executor's own
+        # changes — most of a large host's dumps marked, beside the passes — with four tries,
+        # still ~2x with two (bench/kernel_tail.py, 30 new networks a second at 1,200), for
+        # marks nearly all of which the journal mends.
         once: dict[str, Any] = {"tries": RESYNC_TRIES, "accept_last": True}
         links = d.read_raw(nlencode.link_dump(), nlencode.RTM_GETLINK, self.memo.links, **once)
         addrs = dict(

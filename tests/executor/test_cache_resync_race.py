@@ -38,10 +38,10 @@ def test_a_link_created_while_the_links_are_dumped_stays_in_the_cache(ns: str) -
         real = dumper.dump_raw
         calls = 0
 
-        def dump_raw(*args: Any) -> Iterator[Any]:
+        def dump_raw(*args: Any, **kw: Any) -> Iterator[Any]:
             nonlocal calls
             calls += 1
-            got = list(real(*args))
+            got = list(real(*args, **kw))
             if calls == 1:  # the links were read: now a link appears, and the reader sees it
                 sh("ip", "-n", ns, "link", "add", "late0", "type", "bridge")
                 deadline = time.monotonic() + 5
