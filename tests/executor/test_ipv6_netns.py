@@ -85,7 +85,21 @@ def guest(world: DhcpLab, host_ns: str, bridge: str, name: str, mac: str, dad: b
     if not dad:  # the DHCPv6 client sends from its link-local address at once
         ns_exec(ns, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_dad=0")
     sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    if not dad:
+        # Sending to the DHCPv6 servers' group needs the link's IPv6 configured, which waits
+        # for its carrier (the tap's end in the bridge): until then sendto said ENETUNREACH
+        # (seen once in CI, Dec 7). The link-local address is made at that moment.
+        wait_until(f"{name}'s link-local address", lambda: link_local(ns, "eth0"))
     return ns
+
+
+def link_local(ns: str, dev: str) -> str | None:
+    out = json.loads(sh("ip", "-n", ns, "-j", "-6", "addr", "show", "dev", dev).stdout)
+    for link in out:
+        for a in link.get("addr_info", []):
+            if a.get("scope") == "link" and not a.get("tentative"):
+                return str(a["local"])
+    return None
 
 
 def wait_until(what: str, fn: Any) -> Any:
