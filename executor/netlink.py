@@ -3,9 +3,12 @@
 Why not ``IPRoute(netns=...)``: it *creates* a missing namespace (a typo would make a new, empty
 host), and one request per call costs ~1.7 ms of Python. Here the namespace is entered from a
 short-lived thread (``setns`` affects only the calling thread; the socket stays bound to the
-namespace it was created in), messages are built and encoded with pyroute2's message classes,
-sent many per ``sendmsg``, and every acknowledgement is matched back to its request by sequence
-number. Dumps are parsed by pyroute2's marshal.
+namespace it was created in), requests are packed straight into bytes (:mod:`.nlencode`: the
+bytes pyroute2's message classes make), sent many per ``sendmsg``, and every acknowledgement is
+matched back to its request by sequence number. Dumps are read undecoded and parsed by
+:mod:`.nlparse`, only what the executor uses (:meth:`RtSocket.read_raw`; a dump the kernel
+marks interrupted is read again, or taken by a reader that mends what changed); pyroute2's
+marshal decodes them whole for tests and tools (:meth:`RtSocket.dump`).
 """
 
 from __future__ import annotations
