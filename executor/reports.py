@@ -22,7 +22,9 @@ from netledger.journal.append import Appender, DuplicateBatch, MaybeApplied, bui
 from netledger.journal.liveness import live_bucket, status_key
 from netledger.journal.stream import MAX_BATCH, Connection, last_seq, retrying
 
+from .cache import KernelCache
 from .desired import HostConfig
+from .kernel import Kernel
 from .options import Options, PassReport
 from .snapshot import ViewSnapshots
 from .view import HostView
@@ -51,6 +53,8 @@ class Reports:
     _status_at: float
     _appender: Appender
     _record_diverged: bool
+    kernel: Kernel | None
+    cache: KernelCache | None
     #: events of ours already in the record (folded at once) that the log refused: appended
     #: first, in order, with their own ids, by the next append (every pass tries one)
     _unsent: list[Envelope]
@@ -97,11 +101,25 @@ class Reports:
                 "append_resends": dict(self._appender.resends),
                 # the view's snapshot: where the start began, the last one written
                 "snapshot": self._snapshot_status(),
+                # dumps of the kernel it marked interrupted since the start (a table changing
+                # under them): read again, or taken by the cache (docs/executor.md)
+                "dumps_interrupted": self._dumps_interrupted(),
             }
             await self._kv.put(status_key(self.cfg.host), json.dumps(status).encode())
             self._status_at = time.monotonic()
         except Exception as exc:
             log.warning("writing this host's status to the liveness bucket failed: %s", exc)
+
+    def _dumps_interrupted(self) -> dict[str, int]:
+        socks = [
+            self.kernel.sock if self.kernel is not None else None,
+            self.cache._dumper if self.cache is not None else None,
+        ]
+        got = [s for s in socks if s is not None]
+        return {
+            "marked": sum(s.interrupted for s in got),
+            "taken": sum(s.accepted for s in got),
+        }
 
     def _snapshot_status(self) -> dict[str, Any] | None:
         if self.snapshots is None:

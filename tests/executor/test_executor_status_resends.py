@@ -37,7 +37,10 @@ async def test_the_executors_resends_are_in_its_liveness_status(tmp_path: Path) 
     try:
         await live_bucket(conn, create=True)  # the command service's, where one runs
         await ex._put_status(PassReport(applied_seq=0), "start")
-        assert (await _status(conn, "rs"))["append_resends"] == dict.fromkeys(RESEND_REASONS, 0)
+        first = await _status(conn, "rs")
+        assert first["append_resends"] == dict.fromkeys(RESEND_REASONS, 0)
+        # (its netlink sockets' counts of dumps marked interrupted: none open yet)
+        assert first["dumps_interrupted"] == {"marked": 0, "taken": 0}
 
         # No stream yet (a server restarting without it): the append is sent again, same ids.
         link = HostLinkCreated(host="rs", name="br1", kind="bridge", network_id="1", drift=False)
