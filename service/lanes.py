@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +74,9 @@ class Lanes(LaneAppends):
     max_batch: int
     batch_threshold: int
     _lanes: dict[str, LaneQueue]
+    #: when a refusal's wait for the log's end last gave up (time.monotonic): a command queued
+    #: before it has seen the log not answer, and is refused without waiting again
+    _log_unread_at: float = -math.inf
     _workers: dict[str, asyncio.Task[None]]
     _tasks: set[asyncio.Task[None]]
 
@@ -270,11 +274,19 @@ class Lanes(LaneAppends):
                 bound = REFUSAL_CATCH_UP_S
                 if refused_since is not None:
                     bound = min(bound, refused_since + REFUSAL_CATCH_UP_S - time.monotonic())
+                    if refused_since <= self._log_unread_at:
+                        # An earlier round gave up on the log's end after this one was queued
+                        # (commands asked together, decided one a round): not waited for
+                        # again — else a sliver of its bound left (the next command queued a
+                        # moment after the first) was a second wait and a second warning.
+                        bound = 0.0
                 try:
                     if bound <= 0:
                         raise TimeoutError(f"waited {REFUSAL_CATCH_UP_S:.0f}s in its lane")
                     await asyncio.wait_for(self.follower.catch_up(None), bound)
                 except Exception as exc:  # the log away: refused on what this replica holds
+                    if bound > 0:
+                        self._log_unread_at = time.monotonic()
                     log.log(
                         logging.DEBUG if bound <= 0 else logging.WARNING,
                         "refusal not checked against the log's end (%s: %s)",

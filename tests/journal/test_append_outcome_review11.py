@@ -23,11 +23,15 @@ from netledger.ops.storage import StorageWatcher
 class AckDropper:
     """A TCP relay between a client and nats-server that, once ``dropping``, forwards what the
     client sends but not what the server answers: an append is stored, its acknowledgement
-    lost on the way (a connection dying after the store, a stalled link)."""
+    lost on the way (a connection dying after the store, a stalled link). While ``open`` is
+    clear it holds what the server sends instead (in order, nothing lost: a replica that has
+    not read the log's end yet)."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.dropping = False
+        self.open = asyncio.Event()
+        self.open.set()
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.writers: list[asyncio.StreamWriter] = []
@@ -43,8 +47,10 @@ class AckDropper:
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, to_client: bool) -> None:
             with contextlib.suppress(Exception):
                 while data := await r.read(65536):
-                    if to_client and self.dropping:
-                        continue
+                    if to_client:
+                        await self.open.wait()
+                        if self.dropping:
+                            continue
                     w.write(data)
                     await w.drain()
             w.close()
@@ -63,6 +69,7 @@ class AckDropper:
         self.writers.clear()
 
     async def close(self) -> None:
+        self.open.set()
         if self.server is not None:
             self.server.close()
         for t in self.tasks:

@@ -13,7 +13,6 @@ event when the retry comes (no timing)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from pathlib import Path
 
@@ -29,46 +28,11 @@ from netledger.ops.config import Reserve
 from netledger.ops.storage import StorageWatcher
 from netledger.service.client import Client
 from netledger.service.service import CommandService
+from tests.journal.test_append_outcome_review11 import AckDropper
 
-
-class Holding:
-    """A TCP relay to nats-server that, while not ``open``, holds what the server sends (in
-    order, nothing lost) and forwards what the client sends."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.open = asyncio.Event()
-        self.open.set()
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _client(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, to_client: bool) -> None:
-            with contextlib.suppress(Exception):
-                while data := await r.read(65536):
-                    if to_client:
-                        await self.open.wait()
-                    w.write(data)
-                    await w.drain()
-            w.close()
-
-        for t in (pipe(cr, uw, False), pipe(ur, cw, True)):
-            task = asyncio.create_task(t)
-            self.tasks.add(task)
-
-    async def close(self) -> None:
-        self.open.set()
-        if self.server is not None:
-            self.server.close()
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+#: A TCP relay to nats-server that, while not ``open``, holds what the server sends (in
+#: order, nothing lost) and forwards what the client sends.
+Holding = AckDropper
 
 
 def allocation(command_id: str, network_id: str) -> bytes:
