@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -45,9 +46,12 @@ def creation(command_id: str, n: int) -> bytes:
     )
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.3])
 async def test_refusals_queued_in_one_lane_wait_for_an_unanswering_log_once(
-    nats_server: EmbeddedNats, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    nats_server: EmbeddedNats, tmp_path: Path, caplog: pytest.LogCaptureFixture, gap: float
 ) -> None:
+    """``gap``: the later two asked that long after the first — each had that much of its own
+    bound left when the first's wait gave up, and waited it again before 2860960."""
     relay = Holding(nats_server.port)
     port = await relay.start()
     conn = await connect(f"nats://127.0.0.1:{port}", name="h126")
@@ -66,11 +70,13 @@ async def test_refusals_queued_in_one_lane_wait_for_an_unanswering_log_once(
         relay.open.clear()  # the server answers nothing more: the log's end cannot be read
         assert conn.nc.is_connected
         caplog.set_level(logging.WARNING, logger="netledger.service")
+
         # Three creations: the registry lane decides one a round, so three rounds.
-        answers = await asyncio.gather(
-            *(svc.handle("network.create", creation(f"h126-{n}", n)) for n in range(3)),
-            return_exceptions=True,
-        )
+        async def create(n: int) -> Any:
+            await asyncio.sleep(gap if n else 0.0)
+            return await svc.handle("network.create", creation(f"h126-{n}", n))
+
+        answers = await asyncio.gather(*(create(n) for n in range(3)), return_exceptions=True)
         assert not relay.open.is_set()  # answered without the log having been read
         for a in answers:
             assert isinstance(a, LogStorageFull), a
