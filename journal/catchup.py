@@ -479,8 +479,22 @@ class Reader:
 
 
 async def _reap(pid: int) -> None:
-    """Kill the child (it has handed over everything, or failed) and collect it."""
+    """Kill the child (it has handed over everything, or failed) and collect it — even when
+    cancelled meanwhile (a second cancellation of the start while its ``finally`` drops the
+    reader): the wait is then finished here, blocking, and the cancellation goes on. A child
+    left uncollected stays a zombie for the life of the service (found by review); a killed
+    one is gone within milliseconds, so the blocking wait is short."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    while not exited(pid):
-        await asyncio.sleep(0.002)
+    try:
+        while not exited(pid):
+            await asyncio.sleep(0.002)
+    except BaseException:
+        _collect(pid)
+        raise
+
+
+def _collect(pid: int) -> None:
+    """Wait for the killed child ``pid``, blocking (what :func:`_reap` cannot await)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

@@ -22,7 +22,7 @@ from netledger.common.natsserver import EmbeddedNats
 from netledger.events.codec import SYSTEM, Envelope, encode
 from netledger.events.host_events import HostReconciled
 from netledger.events.snapshot import state_to_wire
-from netledger.journal.catchup import read_in_child
+from netledger.journal.catchup import Reader, read_in_child
 from netledger.journal.stream import Connection, connect, ensure_stream, last_seq, stream_config
 from netledger.replay.verify_snapshot import fold_to as fold_from_log
 from netledger.service.client import Client
@@ -385,3 +385,39 @@ async def test_the_fold_is_prepared_while_the_child_starts_reading(conn: Connect
         got = await reader.read(1, end, lambda seq, s, d, f=folded: f.append(seq), prepare=prepare)
         assert got == (end, end) and folded == list(range(1, end + 1)) and prepared == [0]
     assert not _forked_children()
+
+
+async def test_a_reader_closed_and_cancelled_in_its_reap_leaves_no_zombie(
+    conn: Connection,
+) -> None:
+    """A cancellation that lands while :meth:`Reader.close` waits for the killed child (a
+    second cancellation of the start while its ``finally`` drops the reader) still collects
+    the child: none is left a zombie. The kill lands within microseconds, so the cancellation
+    lands in the wait only when the child had not exited at the first look: tried until it
+    did."""
+    landed = 0
+    for _ in range(50):
+        reader = Reader.fork(conn)
+        assert reader is not None
+        closing = asyncio.create_task(reader.close())
+        await asyncio.sleep(0)  # close() runs up to its first wait for the child
+        if closing.done():  # the child was gone at the first look: nothing to cancel
+            await closing
+        else:
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+            landed += 1
+        assert _collected(reader.pid)
+        if landed >= 3:
+            break
+    assert landed >= 3
+
+
+def _collected(pid: int) -> bool:
+    """Whether child ``pid`` was collected already (if not, it is now: no zombie stays)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
