@@ -375,7 +375,7 @@ class SnapshotStore(SnapshotPurge):
                 body = await self.read(s)
                 if on_candidate is not None:
                     await on_candidate(s, last)
-                snap = loads(
+                snap = _decoded(
                     body,
                     sha256=s.sha256,
                     stream=self.conn.stream,
@@ -595,3 +595,16 @@ async def write_forked(
                 pass
         raise
     return path, sha
+
+
+def _decoded(body: bytes, **how: Any) -> Snapshot:
+    """:func:`loads`, any error it does not foresee a refusal too: a body whose hash matches
+    but that this code decodes otherwise than its writer meant (a future writer's) is no
+    reason to skip the older snapshots and fold the whole log (found by review). Running out
+    of memory is no verdict on the snapshot: it goes on, as does a cancellation."""
+    try:
+        return loads(body, **how)
+    except (SnapshotInvalid, MemoryError):
+        raise
+    except Exception as exc:
+        raise SnapshotInvalid(f"undecodable: {exc.__class__.__name__}: {exc}") from exc

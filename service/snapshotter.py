@@ -144,6 +144,8 @@ class Snapshotter:
         t0 = time.monotonic()
         try:
             snap = await self.store.load(on_skip=skipped, on_candidate=on_candidate)
+        except MemoryError:  # the fold of the whole log would not fit either
+            raise
         except Exception as exc:  # a bucket we cannot read is no reason not to start
             log.warning("snapshots unavailable (%s): folding the log from the start", exc)
             return None

@@ -302,3 +302,54 @@ async def test_a_reader_asked_for_nothing_reads_nothing(conn: Connection) -> Non
     finally:
         await reader.close()
     assert not _forked_children()
+
+
+@pytest.mark.parametrize(
+    "error", [KeyError("future"), MemoryError()], ids=["KeyError", "MemoryError"]
+)
+async def test_an_unforeseen_decode_error_tries_the_older_snapshot(
+    conn: Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+) -> None:
+    """A hash-valid body whose decode fails otherwise than :class:`SnapshotInvalid` (a future
+    writer's): refused with a warning naming it and the error, and the older snapshot is
+    loaded — before, the older ones were skipped and the whole log folded. Running out of
+    memory is not a refusal: the start fails (no child left behind)."""
+    await _history(conn)
+    good = await _snapshot(conn)
+    await _host_events(conn, 200, "a")
+    newest = await _snapshot(conn)
+    assert newest > good
+    end = await _host_events(conn, 1500, "b")
+    loads = store_mod.loads
+
+    def failing(body: bytes, **how: Any) -> Any:
+        snap = loads(body, **how)
+        if snap.seq == newest:
+            raise error
+        return snap
+
+    monkeypatch.setattr(store_mod, "loads", failing)
+    if isinstance(error, MemoryError):
+        svc = CommandService(conn, reap_interval=None, snapshots=LOAD, child_catch_up=10)
+        with pytest.raises(MemoryError):
+            await svc.start()
+        await svc.close()
+        assert not _forked_children()
+        return
+    plain = await _start(conn, child_catch_up=None)
+    again = await _start(conn, snapshots=LOAD, child_catch_up=10)
+    try:
+        assert again.snapshotter is not None
+        assert [s["seq"] for s in again.snapshotter.stats.skipped] == [newest]
+        assert "undecodable: KeyError" in again.snapshotter.stats.skipped[0]["reason"]
+        assert f"snapshot service-{newest:012d} (seq {newest}) not used: undecodable" in caplog.text
+        assert again.snapshotter.stats.loaded_seq == good
+        assert again.fold_report.events == end - good
+        _same_fold(again, plain)
+        assert not _forked_children()
+    finally:
+        await again.close()
+        await plain.close()
