@@ -33,6 +33,7 @@ from netledger.events.errors import (
     LogRegression,
     LogUnavailable,
     NetledgerError,
+    Unavailable,
 )
 from netledger.events.fold_ahead import fold_ahead, reach
 from netledger.events.host_events import HostEvent
@@ -247,6 +248,8 @@ class CommandService(Lanes, Requests):
         self._tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Any] = []
         self._closing = False
+        #: the start under way (:meth:`start`), which :meth:`close` cancels
+        self._starting: asyncio.Task[None] | None = None
         self.ready_seconds = 0.0
         #: the fold of the start alone (no snapshot load, no connect): events, seconds
         self.fold_report = FoldReport(0, 0.0, 0)
@@ -262,6 +265,33 @@ class CommandService(Lanes, Requests):
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Fold the log (from a snapshot if any) and serve. Raises :class:`Unavailable` when
+        :meth:`close` is called meanwhile: the start is then cancelled, and nothing it made
+        keeps running."""
+        if self._closing:
+            raise Unavailable("the command service is closed")
+        # Its own task, so that close() can stop it: a close during a long catch-up waited
+        # for nothing, and the start went on to create the follower, the subscriptions and the
+        # tasks after it — left running (found by review). (Cancelling the caller of start
+        # would cancel whatever it was doing besides, serve's whole run.)
+        starting = asyncio.create_task(self._start(), name="netledger-service-start")
+        self._starting = starting
+        try:
+            await starting  # (the caller cancelled: cancels it, and waits for it to end)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if (
+                self._closing
+                and starting.cancelled()
+                and task is not None
+                and not task.cancelling()
+            ):
+                raise Unavailable("the command service was closed while it started") from None
+            raise
+        finally:
+            self._starting = None
+
+    async def _start(self) -> None:
         self.failed = asyncio.get_running_loop().create_future()
         t0 = time.monotonic()
         early = TailPrefetch(self.conn, await self._early_reader(), self.child_catch_up or 0)
@@ -288,12 +318,14 @@ class CommandService(Lanes, Requests):
         finally:
             await early.drop()
         self.ready_seconds = round(time.monotonic() - t0, 3)
+        # Known before it starts: a close meanwhile closes it too.
+        book = self.heartbeats = HeartbeatBook(self.conn)
         try:
-            book = HeartbeatBook(self.conn)
             await book.start()
-            self.heartbeats = book
         except Exception as exc:  # reclaiming then relies on reports in the log alone
             log.warning("cannot watch host heartbeats (%s): reclaims use reports only", exc)
+            self.heartbeats = None
+            await book.close()
         await self._backfill_joins()
         await self._write_pointers()
         if self.snapshotter is not None:
@@ -333,6 +365,12 @@ class CommandService(Lanes, Requests):
 
     async def close(self) -> None:
         self._closing = True
+        starting = self._starting
+        if starting is not None and not starting.done():
+            # Stopped where it is (its own finally stops the catch-up child); what it made
+            # so far is on self, and closed below.
+            starting.cancel()
+            await asyncio.wait([starting])
         await self._unsubscribe()
         if self.snapshotter is not None:
             await self.snapshotter.close()

@@ -15,11 +15,13 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from netledger.common.natsserver import EmbeddedNats
 from netledger.events.codec import SYSTEM, Envelope, encode
+from netledger.events.errors import Unavailable
 from netledger.events.host_events import HostReconciled
 from netledger.events.snapshot import state_to_wire
 from netledger.journal.catchup import Reader, read_in_child
@@ -421,3 +423,47 @@ def _collected(pid: int) -> bool:
     except ChildProcessError:
         return True
     return False
+
+
+@pytest.mark.parametrize("child", [True, False], ids=["read_by_a_child", "read_in_process"])
+async def test_a_close_while_the_start_catches_up_leaves_nothing_running(
+    conn: Connection, child: bool
+) -> None:
+    """close() while start() folds a long log (serve told to stop meanwhile): the start is
+    stopped and raises; no follower, subscription, task or child is left. Before, the start
+    went on after the close, and left its follower, its subscriptions and its tasks running."""
+    end = await _history(conn, host_events=3000)
+    subs = set(conn.nc._subs)
+    tasks = asyncio.all_tasks()
+    svc = CommandService(conn, reap_interval=None, child_catch_up=10 if child else None)
+    closing: list[asyncio.Task[None]] = []
+
+    def close() -> None:
+        closing.append(asyncio.create_task(svc.close()))
+
+    if child:
+        ran = at_fold_of(svc, 100, close)
+    else:
+        take, ran = svc._take, []
+
+        def taken(seq: int, *rest: Any) -> None:
+            take(seq, *rest)
+            if seq == 100 and not ran:
+                ran.append(seq)
+                close()
+
+        svc._take = taken  # type: ignore[method-assign]
+    with pytest.raises(Unavailable, match="closed while it started"):
+        await svc.start()
+    await closing[0]
+    assert ran == [100]
+    assert svc.follower.applied_seq < end
+    assert set(conn.nc._subs) == subs, "a subscription (the follower's) left"
+    assert not _forked_children()
+    assert svc.heartbeats is None and svc.snapshotter is None
+    assert (svc._reaper, svc._reclaimer, svc._watchdog, svc._indexer) == (None,) * 4
+    # (a task cancelled, such as a subscription's reader, ends at its next step)
+    left = [t for t in asyncio.all_tasks() - tasks if not t.done() and not t.cancelling()]
+    assert not left, [t.get_name() for t in left]
+    with pytest.raises(Unavailable, match="closed"):  # and it does not start again
+        await svc.start()
