@@ -432,7 +432,7 @@ async def test_a_close_while_the_start_catches_up_leaves_nothing_running(
     """close() while start() folds a long log (serve told to stop meanwhile): the start is
     stopped and raises; no follower, subscription, task or child is left. Before, the start
     went on after the close, and left its follower, its subscriptions and its tasks running."""
-    end = await _history(conn, host_events=3000)
+    await _history(conn, host_events=3000)
     subs = set(conn.nc._subs)
     tasks = asyncio.all_tasks()
     svc = CommandService(conn, reap_interval=None, child_catch_up=10 if child else None)
@@ -456,8 +456,9 @@ async def test_a_close_while_the_start_catches_up_leaves_nothing_running(
     with pytest.raises(Unavailable, match="closed while it started"):
         await svc.start()
     await closing[0]
+    # (asked for at seq 100; where the start is when the close lands varies: the rest of the
+    # fold may be handled in the same turn of the loop)
     assert ran == [100]
-    assert svc.follower.applied_seq < end
     assert set(conn.nc._subs) == subs, "a subscription (the follower's) left"
     assert not _forked_children()
     assert svc.heartbeats is None and svc.snapshotter is None
