@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -109,10 +110,20 @@ async def serve_forever(
             )
             await watcher.start()
             try:
-                await service.start()
+                started = await _started(service, stop)
             except BaseException:
                 await watcher.close()
                 raise
+            if not started:
+                # Told to stop while it folded the log (a long start: the whole log without a
+                # usable snapshot): stopped where it was, not waited for.
+                await watcher.close()
+                print(
+                    "netledger: stopped before the command service was ready",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
             responder = StatusResponder.for_service(conn, service)
             await responder.start()
             from netledger.common.metrics import observe
@@ -200,6 +211,30 @@ async def _start_projector(
     )
     await projector.start()
     return projector
+
+
+async def _started(service: CommandService, stop: asyncio.Event) -> bool:
+    """Start ``service``; False (and the service closed: its start cancelled, nothing of it
+    left running) when ``stop`` is set first — a Ctrl-C or SIGTERM during a start that folds
+    the whole log had waited for the fold's end (seconds to minutes)."""
+    starting = asyncio.ensure_future(service.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        starting.cancel()
+        await asyncio.wait([starting])
+        await service.close()
+        raise
+    finally:
+        stopping.cancel()
+    if stop.is_set():
+        await service.close()  # (cancels a start still under way; closes what it made)
+        with contextlib.suppress(Exception):
+            await starting  # Unavailable: closed while it started
+        return False
+    starting.result()  # (its error, if it failed)
+    return True
 
 
 def _say_catching_up(first: int, last: int, snapshot: int | None) -> None:
