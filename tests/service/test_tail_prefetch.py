@@ -35,7 +35,7 @@ from netledger.journal.stream import Connection, last_seq
 from netledger.replay.verify_snapshot import fold_to as fold_from_log
 from netledger.service.service import CommandService
 from netledger.service.snapshotter import SnapshotPolicy
-from tests.service.test_catchup import FAST, _forked_children, _history
+from tests.service.test_catchup import FAST, _forked_children, _history, _same
 from tests.service.test_snapshot_unusable_newer import _put
 
 #: a start that loads snapshots and writes none
@@ -133,13 +133,6 @@ async def _start(conn: Connection, **kw: Any) -> CommandService:
     return svc
 
 
-def _same_fold(a: CommandService, b: CommandService) -> None:
-    assert state_to_wire(a.state) == state_to_wire(b.state)
-    assert a.follower.applied_seq == b.follower.applied_seq
-    assert list(a.seen) == list(b.seen)
-    assert [list(v) for v in a.seen.values()] == [list(v) for v in b.seen.values()]
-
-
 async def test_the_child_reads_the_tail_while_the_snapshot_is_decoded(
     conn: Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,7 +150,7 @@ async def test_the_child_reads_the_tail_while_the_snapshot_is_decoded(
         [(_, asks_then, in_pipe)] = w.decodes()
         assert asks_then == 1 and in_pipe > 0
         assert again.fold_report.by_child == end - snap
-        _same_fold(again, plain)
+        _same(again, plain, rejected=False)
         assert state_to_wire(again.state) == state_to_wire(await fold_from_log(conn, end))
         assert not _forked_children()
     finally:
@@ -218,7 +211,7 @@ async def test_a_snapshot_refused_after_the_child_was_asked_folds_what_no_snapsh
         assert len({e[1] for e in w.seen if e[0] == "ask"}) == 2, "a fresh child"
         assert again.fold_report.by_child == end - start + 1
         assert again.fold_report.events == end - start + 1
-        _same_fold(again, plain)
+        _same(again, plain, rejected=False)
         if good is None:  # (a snapshot does not carry what an earlier start refused)
             assert again.rejected_total == plain.rejected_total == 2
         assert not _forked_children()
@@ -251,7 +244,7 @@ async def test_a_child_killed_after_it_was_asked_leaves_the_rest_to_the_follower
         assert again.snapshotter is not None and again.snapshotter.stats.loaded_seq == snap
         assert 0 < again.fold_report.by_child < end - snap
         assert again.fold_report.events == end - snap
-        _same_fold(again, plain)
+        _same(again, plain, rejected=False)
         assert not _forked_children()
     finally:
         await again.close()
@@ -348,7 +341,7 @@ async def test_an_unforeseen_decode_error_tries_the_older_snapshot(
         assert f"snapshot service-{newest:012d} (seq {newest}) not used: undecodable" in caplog.text
         assert again.snapshotter.stats.loaded_seq == good
         assert again.fold_report.events == end - good
-        _same_fold(again, plain)
+        _same(again, plain, rejected=False)
         assert not _forked_children()
     finally:
         await again.close()
