@@ -379,10 +379,14 @@ class CommandService(Lanes, Requests):
             await asyncio.wait([starting])
         await self._unsubscribe()
         if self.snapshotter is not None:
-            await self.snapshotter.close()
-        if self.heartbeats is not None:
-            await self.heartbeats.close()
+            await self.snapshotter.close()  # (kept: its stats are read after a close)
+        # The watchers and tasks it closes it lets go of: a closed service holds none of them
+        # (a close during the start may land before or after the start made each).
+        heartbeats, self.heartbeats = self.heartbeats, None
+        if heartbeats is not None:
+            await heartbeats.close()
         tasks = (self._reaper, self._reclaimer, self._watchdog, self._indexer)
+        self._reaper = self._reclaimer = self._watchdog = self._indexer = None
         pending = [t for t in tasks if t is not None]
         pending += [*self._tasks, *self._workers.values()]
         for t in pending:
