@@ -256,6 +256,8 @@ class Lanes(LaneAppends):
         put_off: set[int] = set()
         #: when the oldest job put off as the log refuses writes was queued (None: none is)
         refused_since: float | None = None
+        #: when the newest job put off to that check was queued (for any refusal)
+        newest_put_off = -math.inf
         for attempt in range(MAX_CONFLICT_RETRIES + 1):
             if attempt == MAX_CONFLICT_RETRIES and not recheck:
                 break  # (one attempt more only for a refusal put off on the last one)
@@ -280,6 +282,13 @@ class Lanes(LaneAppends):
                         # again — else a sliver of its bound left (the next command queued a
                         # moment after the first) was a second wait and a second warning.
                         bound = 0.0
+                if newest_put_off <= self._log_unread_at:
+                    # Every refusal put off here was queued before an earlier round's wait for
+                    # the log's end gave up: they have seen the log not answer, and are refused
+                    # on what this replica holds without waiting again (with the log away, the
+                    # n-th "not found" of a lane deciding one command a round waited n bounds;
+                    # a healthy lane never gave up, so its refusals are all checked).
+                    bound = 0.0
                 try:
                     if bound <= 0:
                         raise TimeoutError(f"waited {REFUSAL_CATCH_UP_S:.0f}s in its lane")
@@ -351,6 +360,7 @@ class Lanes(LaneAppends):
                     # command is looked up, one read of the log's last sequence a round.
                     recheck = True
                     put_off.add(id(job))
+                    newest_put_off = max(newest_put_off, job.queued)
                     if refused_since is None or job.queued < refused_since:
                         refused_since = job.queued
                     continue
@@ -380,6 +390,7 @@ class Lanes(LaneAppends):
                         # ConflictRetriesExhausted there, review h107).
                         recheck = True
                         put_off.add(id(job))
+                        newest_put_off = max(newest_put_off, job.queued)
                     continue
                 except NetledgerError as err:
                     job.fail(err)

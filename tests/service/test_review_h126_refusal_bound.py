@@ -24,7 +24,7 @@ import pytest
 
 from netledger.common.natsserver import EmbeddedNats
 from netledger.events.commands import Actor
-from netledger.events.errors import LogStorageFull
+from netledger.events.errors import LogStorageFull, NetworkNotFound
 from netledger.journal.loghealth import LogHealth
 from netledger.journal.stream import connect, ensure_stream
 from netledger.ops.config import Reserve
@@ -88,6 +88,59 @@ async def test_refusals_queued_in_one_lane_wait_for_an_unanswering_log_once(
         relay.open.set()
         if watcher is not None:
             await watcher.close()
+        await svc.close()
+        await conn.close()
+        await relay.close()
+
+
+def deletion(command_id: str, network_id: str) -> bytes:
+    return msgpack.packb(
+        {
+            "command_id": command_id,
+            "actor": Actor(role="admin").to_wire(),
+            "args": {"network_id": network_id},
+        },
+        use_bin_type=True,
+    )
+
+
+async def test_not_found_refusals_queued_in_one_lane_wait_for_an_unanswering_log_once(
+    nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same for a refusal on the state ("not found"), checked against the log's end before
+    it is answered (review h107) whatever the log's health: with the log not answering, three
+    deletions of networks that do not exist — the registry lane decides one a round — waited
+    three bounds (15 s) before the newest put-off refusal's queue time was compared with the
+    last give-up; now the first round's wait is the only one."""
+    relay = Holding(nats_server.port)
+    port = await relay.start()
+    conn = await connect(f"nats://127.0.0.1:{port}", name="h126-nf")
+    await ensure_stream(conn)
+    svc = CommandService(conn)
+    try:
+        await svc.start()
+        relay.open.clear()  # the server answers nothing more: the log's end cannot be read
+        assert conn.nc.is_connected
+        caplog.set_level(logging.WARNING, logger="netledger.service")
+        answers = await asyncio.gather(
+            *(svc.handle("network.delete", deletion(f"nf-{n}", str(900 + n))) for n in range(3)),
+            return_exceptions=True,
+        )
+        assert not relay.open.is_set()  # answered without the log having been read
+        for a in answers:
+            assert isinstance(a, NetworkNotFound), a
+        waits = [r for r in caplog.records if r.getMessage().startswith(GAVE_UP)]
+        assert len(waits) == 1, [r.getMessage() for r in waits]
+        # A refusal asked after that give-up has not seen the log not answer: it is checked
+        # (one more wait), not refused on what the replica holds at once.
+        late = await asyncio.gather(
+            svc.handle("network.delete", deletion("nf-late", "999")), return_exceptions=True
+        )
+        assert isinstance(late[0], NetworkNotFound), late
+        waits = [r for r in caplog.records if r.getMessage().startswith(GAVE_UP)]
+        assert len(waits) == 2, [r.getMessage() for r in waits]
+    finally:
+        relay.open.set()
         await svc.close()
         await conn.close()
         await relay.close()
