@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from netledger.common.output import install, state
 from netledger.common.ranges import FiniteFloatRange
 from netledger.common.settings import DEFAULT_URL, Settings, default_data_dir, pass_settings, run
 from netledger.events.codec import Actor
-from netledger.ops.config import ENV_PREFIX, RESERVE, Reserve, config_option
+from netledger.ops.config import ENV_PREFIX, RESERVE, ConfigFailed, Reserve, config_option
 from netledger.ops.duration import DURATION
 from netledger.ops.locate import projection_db
 from netledger.ops.logs import LEVELS, setup_logging
@@ -144,6 +145,11 @@ class LazyGroup(click.Group):
         except click.UsageError as exc:
             _usage_error_as_json(exc, self._argv)
             raise
+        except ConfigFailed as exc:
+            # Read before any output option: the command line, else the environment, decides.
+            asked = _argv_asks_json(self._argv)
+            exc.as_json = _env_asks_json(os.environ) if asked is None else asked
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -196,15 +202,7 @@ def _usage_error_as_json(
 
     chosen = ctx if ctx is not None else exc.ctx
     out = chosen.meta.get(KEY) if chosen is not None else None
-    wants = isinstance(out, Output) and out.as_json
-    for i, a in enumerate(argv):
-        if a in ("--json", "--json-lines", "--format=json", "-fjson") or (
-            a in ("-f", "--format") and argv[i + 1 : i + 2] == ["json"]
-        ):
-            wants = True
-        elif a == "--":
-            break
-    if wants:
+    if _argv_asks_json(argv) or (isinstance(out, Output) and out.as_json):
         from netledger.common.output import error_json
 
         message = exc.format_message()
@@ -212,6 +210,36 @@ def _usage_error_as_json(
             where = exc.ctx.command_path if exc.ctx is not None else "netledger"
             message = f"Missing command ({where} --help lists them)."
         click.echo(error_json("usage_error", message))
+
+
+def _argv_asks_json(argv: list[str]) -> bool | None:
+    """Whether the command line asks for JSON (--json, --json-lines, -f/--format json, before
+    or after the command): True, False when it names another format, None when it names none."""
+    asked: bool | None = None
+    for i, a in enumerate(argv):
+        if a in ("--json", "--json-lines", "--format=json", "-fjson") or (
+            a in ("-f", "--format") and argv[i + 1 : i + 2] == ["json"]
+        ):
+            return True
+        if a == "--":
+            break
+        if a in ("-f", "--format") or a.startswith("--format=") or re.fullmatch(r"-f\w+", a):
+            asked = False
+    return asked
+
+
+def _env_asks_json(env: Mapping[str, str]) -> bool:
+    """Whether the root's output variables ask for JSON (NETLEDGER_AS_JSON,
+    NETLEDGER_JSON_LINES, NETLEDGER_FORMAT=json), read as click reads them."""
+    if env.get("NETLEDGER_FORMAT", "").strip().lower() == "json":
+        return True
+    for name in ("NETLEDGER_AS_JSON", "NETLEDGER_JSON_LINES"):
+        try:
+            if env.get(name) and click.BOOL.convert(env[name], None, None):
+                return True
+        except click.BadParameter:
+            pass  # the option itself refuses it later, with its own message
+    return False
 
 
 @click.group(

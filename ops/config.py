@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import click
 
-from netledger.common.output import mask_urls
+from netledger.common.output import error_json, mask_urls
 from netledger.common.settings import CONFIG_PATH_META
 from netledger.events.errors import NetledgerError
 
@@ -289,6 +289,26 @@ def load_default_map(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class ConfigFailed(click.ClickException):
+    """A configuration error stopping the CLI (exit 1) before any output option is read: said
+    as text on stderr, or — ``as_json`` set by the root group when the command line or the
+    environment asks for JSON (netledger/cli.py) — as the one line of JSON on stdout every
+    other error is (found by review h130: a script's ``--json`` got nothing to parse)."""
+
+    exit_code = 1
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.as_json = False
+
+    def show(self, file: Any = None) -> None:
+        if self.as_json:
+            click.echo(error_json(self.error.code, self.error.message, self.error.details))
+        else:
+            click.echo(f"error [{self.error.code}]: {self.error.message}", err=True)
+
+
 def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     # Eager: runs before the group's other options are processed, so they see the file too.
     if ctx.resilient_parsing:
@@ -296,9 +316,7 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
     try:
         path, dmap = load_default_map(ctx.command, value)
     except ConfigError as err:
-        # The command's own --json is not parsed yet: errors go to stderr as text.
-        click.echo(f"error [{err.code}]: {err.message}", err=True)
-        ctx.exit(1)
+        raise ConfigFailed(err) from None
     if dmap:
         merged = dict(ctx.default_map or {})
         merged.update(dmap)

@@ -189,3 +189,39 @@ def test_envvar_names() -> None:
     opt = next(p for p in projector_run.params if p.name == "batch_size")
     assert isinstance(opt, click.Option)
     assert envvar_of(opt, ["projector", "run"]) == "NETLEDGER_PROJECTOR_RUN_BATCH_SIZE"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--json", "network", "list"], {}),
+        (["network", "list", "-f", "json"], {}),
+        (["network", "list"], {"NETLEDGER_AS_JSON": "1"}),
+        (["network", "list"], {"NETLEDGER_FORMAT": "json"}),
+    ],
+)
+def test_a_bad_config_with_json_output_is_one_line_of_json(
+    toml, argv: list[str], env: dict[str, str]
+) -> None:
+    """README "Errors": with JSON output an error is {"error": {...}} on stdout — a broken
+    configuration file too, though it is read before the output options (review h130)."""
+    path = toml('natz = "nats://x:4222"\n')
+    r = CliRunner().invoke(
+        root_with_config(), ["--config", str(path), *argv], env={"NETLEDGER_CONFIG": None, **env}
+    )
+    assert r.exit_code == 1, r.output
+    assert r.stderr == ""
+    err = json.loads(r.stdout)["error"]
+    assert err["code"] == "config_unknown_key" and "did you mean 'nats'" in err["message"]
+    assert err["details"] == {"path": str(path), "key": "natz"}
+
+
+def test_a_bad_config_with_another_format_on_the_command_line_stays_text(toml) -> None:
+    path = toml("[serve\n")
+    r = CliRunner().invoke(
+        root_with_config(),
+        ["--config", str(path), "network", "list", "-f", "value"],
+        env={"NETLEDGER_CONFIG": None, "NETLEDGER_FORMAT": "json"},
+    )
+    assert r.exit_code == 1 and r.stdout == ""
+    assert r.stderr.startswith("error [config_syntax]: ")
