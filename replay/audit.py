@@ -287,6 +287,32 @@ PHRASES: dict[str, Callable[[Row], str]] = {
         f"network {d['network_id']} given back to project {d['project']} (the network's side)"
     ),
     "FloatingPoolCreated": lambda d: f"floating pool {d['pool']} created: {d['cidr']}",
+    # What the service writes beside the commands' own events (events/placement_events.py,
+    # events/reclaim_events.py): said in words too, not as their payload (review h130: `audit
+    # host` printed a join as JSON).
+    "NetworkHostJoined": lambda d: (
+        f"host {d['host']} joined network {d['network_id']}" + _parts(("reason", d.get("reason")))
+    ),
+    "FloatingIpMapped": lambda d: (
+        f"floating {d['floating']} NATed to {d['fixed']} in network {d['network_id']}"
+        + _parts(("pool", d.get("pool")), ("reason", d.get("reason")))
+    ),
+    "FloatingIpUnmapped": lambda d: (
+        f"floating {d['floating']} no longer NATed to {d['fixed']} in network {d['network_id']}"
+        + _parts(("pool", d.get("pool")))
+    ),
+    "FixedIpReclaimed": lambda d: (
+        f"{d['address']}{_v6(d)} reclaimed from {d['instance']}: host {d['host']} did not see"
+        f" {d['mac']} for {d['grace']:g} s (reports #{d['first_absent_seq']}..#{d['report_seq']})"
+    ),
+    "FixedIpReclaimSealed": lambda d: (
+        f"reclaims on host {d['host']} decided as of its #{d['host_seq']}: "
+        + ", ".join(d["addresses"])
+    ),
+    "FixedIpReconfirmed": lambda d: (
+        f"{d['address']} asked for again by {d['instance']} ({d['mac']})"
+        + _parts(("host", d.get("host")))
+    ),
     "ChangeReverted": lambda d: (
         (
             f"revert of command {d['reverted_command_id']}"

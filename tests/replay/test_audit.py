@@ -143,3 +143,40 @@ def test_index_has_rows_for_every_applied_event(tmp_path: Path) -> None:
     idx = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     c.close()
     assert {f"idx_events_{col}" for cols in audit.KINDS.values() for col in cols} <= idx
+
+
+def test_every_event_type_is_said_in_words() -> None:
+    """No event the log can hold falls back to its payload as JSON, but the executors' own
+    (``<host>: <what> (...)``): review h130 found `audit host` printing a NetworkHostJoined
+    as ``NetworkHostJoined {"host": ...}``."""
+    import netledger.events.host_events
+    import netledger.events.placement_events
+    import netledger.events.reclaim_events  # noqa: F401
+    from netledger.events.types import EVENT_TYPES
+
+    unsaid = [n for n in EVENT_TYPES if n not in audit.PHRASES and not n.startswith("Host")]
+    assert unsaid == ["LegacyAnnouncementIndexed"]  # a pointer only the service writes
+    assert audit.phrase(
+        "NetworkHostJoined", {"host": "c1", "network_id": "1", "reason": "allocated"}
+    ) == ("host c1 joined network 1 (reason allocated)")
+    mapped = {"network_id": "1", "floating": "203.0.113.1", "fixed": "10.0.0.3", "pool": "pub"}
+    assert audit.phrase("FloatingIpMapped", {**mapped, "reason": "associated"}) == (
+        "floating 203.0.113.1 NATed to 10.0.0.3 in network 1 (pool pub, reason associated)"
+    )
+    assert audit.phrase("FloatingIpUnmapped", mapped) == (
+        "floating 203.0.113.1 no longer NATed to 10.0.0.3 in network 1 (pool pub)"
+    )
+    reclaimed = {"address": "10.0.0.3", "instance": "i-1", "mac": "02:16:3e:00:00:01"}
+    assert audit.phrase(
+        "FixedIpReclaimed",
+        {**reclaimed, "host": "c1", "grace": 7200.0, "first_absent_seq": 5, "report_seq": 9},
+    ) == (
+        "10.0.0.3 reclaimed from i-1: host c1 did not see 02:16:3e:00:00:01 for 7200 s"
+        " (reports #5..#9)"
+    )
+    assert audit.phrase("FixedIpReconfirmed", {**reclaimed, "host": None}) == (
+        "10.0.0.3 asked for again by i-1 (02:16:3e:00:00:01)"
+    )
+    assert audit.phrase(
+        "FixedIpReclaimSealed", {"host": "c1", "host_seq": 4, "addresses": ["10.0.0.3"]}
+    ) == ("reclaims on host c1 decided as of its #4: 10.0.0.3")
