@@ -27,7 +27,8 @@ Every option can also be set in the configuration file (see
 [deploy.md](deploy.md#configuration)): a top-level key for the options of `netledger` itself,
 a table named after the command for the others (`[serve]`, `[projector.run]`), the key being
 the long option name without the dashes. Precedence: **flag > environment variable > file >
-default**. The *env* column names the environment variable an option reads.
+default**. The *env* column names the environment variable an option reads; the *default*
+column says **required** for an option a command cannot run without.
 """
 
 
@@ -63,6 +64,8 @@ def envvar(param: click.Option, path: list[str], root: click.Command) -> str:
 
 
 def default_of(param: click.Option) -> str:
+    if param.required:  # said where the default would be, as --help says "[required]"
+        return "**required**"
     if not param.show_default or (param.is_flag and not param.secondary_opts):
         return ""
     d = param.default

@@ -41,3 +41,21 @@ def test_every_error_code_of_the_domain_and_the_log_is_listed() -> None:
         if issubclass(c, errors.NetledgerError)
     }
     assert codes - listed == set(), "docs/domain.md, Error codes: add them"
+
+
+def test_required_options_are_marked_in_the_reference() -> None:
+    """--help says "[required]"; the reference said nothing (review h130: `network create
+    --label` and `fixed-ip allocate --instance` looked optional in docs/cli.md)."""
+    text = GEN["OUT"].read_text()
+    label = next(
+        ln
+        for ln in text.split("#### `netledger network create`")[1].splitlines()
+        if ln.startswith("| `--label`")
+    )
+    assert "| **required** |" in label
+    instance = next(
+        ln
+        for ln in text.split("#### `netledger fixed-ip allocate`")[1].splitlines()
+        if ln.startswith("| `--instance`")
+    )
+    assert "| **required** |" in instance
