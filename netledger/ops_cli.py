@@ -253,7 +253,8 @@ def config_show(ctx: click.Context) -> None:
         "file": masked(root.default_map or {}),
     }
     lines = [f"config file: {path or '(none found)'}"]
-    lines += [f"{name:12} {v['value']!s:40} ({v['source']})" for name, v in settings.items()]
+    width = max(map(len, settings), default=0)  # command_timeout is longer than the rest
+    lines += [f"{n:{width}} {v['value']!s:40} ({v['source']})" for n, v in settings.items()]
     emit(out, text="\n".join(lines))
 
 

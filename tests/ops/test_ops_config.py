@@ -225,3 +225,14 @@ def test_a_bad_config_with_another_format_on_the_command_line_stays_text(toml) -
     )
     assert r.exit_code == 1 and r.stdout == ""
     assert r.stderr.startswith("error [config_syntax]: ")
+
+
+def test_config_show_text_keeps_its_columns() -> None:
+    """Every setting's value starts in one column (review h130: ``command_timeout``, longer
+    than the width allowed for names, pushed its value and source out of line)."""
+    r = CliRunner().invoke(root_with_config(), ["config", "show"], env={"NETLEDGER_CONFIG": None})
+    assert r.exit_code == 0, r.output
+    rows = r.stdout.splitlines()[1:]
+    assert any(row.startswith("command_timeout ") for row in rows)
+    starts = {len(row) - len(row.split(" ", 1)[1].lstrip()) for row in rows}
+    assert len(starts) == 1, r.stdout
