@@ -64,6 +64,9 @@ class Settings:
     #: how a projection is found on this machine when no ``--db`` is given: the root wires
     #: in :func:`netledger.ops.locate.projection_db` (this room imports no part)
     find_projection: Callable[[str | None], Path] | None = None
+    #: the NATS URLs of the ``netledger serve`` processes running on this machine, named when
+    #: the default URL cannot be reached: the root wires in :func:`netledger.ops.locate.running`
+    local_serves: Callable[[], list[str]] | None = None
 
     def projection(self, db: Path | None, nats_url: str | None = None) -> Path:
         """``db`` if given, else the projection found on this machine (``find_projection``)."""
@@ -92,12 +95,37 @@ def run(settings: Settings, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     try:
         return asyncio.run(fn())
     except NetledgerError as err:
-        fail(err, settings.as_json)
+        fail(serve_hint(err, settings), settings.as_json)
     except Exception as exc:
         known = log_not_found(exc, settings.url) or no_answer(exc, settings)
         if known is None:
             raise
         fail(known, settings.as_json)
+
+
+def serve_hint(err: NetledgerError, settings: Settings) -> NetledgerError:
+    """``err``, naming the ``netledger serve`` running here when it is a failure to reach the
+    default URL while that serve listens elsewhere (review h130: ``serve --port`` or a second
+    serve, and every later command went to 4222 and said only "connection refused")."""
+    if (
+        not isinstance(err, Unavailable)
+        or settings.nats is not None
+        or settings.local_serves is None
+        or not err.message.startswith("cannot connect to NATS at")
+    ):
+        return err
+    try:
+        urls = [u for u in settings.local_serves() if u != settings.url]
+    except Exception:  # a hint: a pointer folder we cannot read leaves the error as it was
+        return err
+    if not urls:
+        return err
+    also = f" (and {len(urls) - 1} more)" if len(urls) > 1 else ""
+    hint = (
+        f" A `netledger serve` on this machine listens on {mask_urls(urls[0])}{also}:"
+        f" give --nats {mask_urls(urls[0])} or set NATS_URL."
+    )
+    return type(err)(err.message + hint, **err.details)
 
 
 def no_answer(exc: BaseException, settings: Settings) -> Unavailable | None:

@@ -24,7 +24,7 @@ from netledger.common.settings import DEFAULT_URL, Settings, default_data_dir, p
 from netledger.events.codec import Actor
 from netledger.ops.config import ENV_PREFIX, RESERVE, ConfigFailed, Reserve, config_option
 from netledger.ops.duration import DURATION
-from netledger.ops.locate import projection_db
+from netledger.ops.locate import projection_db, running
 from netledger.ops.logs import LEVELS, setup_logging
 from netledger.projector.options import linger_option, live_period_option
 
@@ -360,6 +360,7 @@ def cli(
         as_host,
         command_timeout,
         find_projection=projection_db,
+        local_serves=lambda: [s.nats_url for s in running()],
     )
 
 

@@ -162,6 +162,40 @@ def test_cli_without_server_is_a_clear_error(tmp_path: Path) -> None:
     assert "connection refused" in r.stderr and "TimeoutError" not in r.stderr, r.stderr
 
 
+def test_an_unreachable_default_url_names_the_serve_running_here() -> None:
+    """README's serve takes --port; a later command without --nats went to 4222 and said only
+    "connection refused" (review h130). The serve's pointer names where it listens."""
+    from netledger.common.output import Output
+    from netledger.common.settings import Settings, serve_hint
+    from netledger.events.codec import Actor
+    from netledger.events.errors import NetworkNotFound, Unavailable
+    from netledger.journal.stream import _connect_failure
+
+    refused = Unavailable(
+        _connect_failure("nats://127.0.0.1:4222", ConnectionRefusedError(111, "refused"), [], 5)
+    )
+
+    def settings(nats: str | None, serves: list[str]) -> Settings:
+        return Settings(nats, Output(), None, None, None, Actor(), local_serves=lambda: serves)
+
+    hinted = serve_hint(refused, settings(None, ["nats://127.0.0.1:46497"]))
+    assert isinstance(hinted, Unavailable) and hinted.code == "unavailable"
+    assert hinted.message.startswith(refused.message)
+    assert hinted.message.endswith(
+        " A `netledger serve` on this machine listens on nats://127.0.0.1:46497:"
+        " give --nats nats://127.0.0.1:46497 or set NATS_URL."
+    )
+    two = serve_hint(refused, settings(None, ["nats://127.0.0.1:1", "nats://127.0.0.1:2"]))
+    assert "listens on nats://127.0.0.1:1 (and 1 more):" in two.message
+    # an explicit --nats / NATS_URL was meant; a serve on the default URL is not elsewhere;
+    # no serve here; another error
+    assert serve_hint(refused, settings("nats://127.0.0.1:4222", ["nats://x:1"])) is refused
+    assert serve_hint(refused, settings(None, ["nats://127.0.0.1:4222"])) is refused
+    assert serve_hint(refused, settings(None, [])) is refused
+    other = NetworkNotFound("network 9 does not exist", network_id="9")
+    assert serve_hint(other, settings(None, ["nats://127.0.0.1:46497"])) is other
+
+
 def test_a_connection_reset_while_connecting_points_at_credentials() -> None:
     """A server refusing credentials may reset the connection before its -ERR is read."""
     from netledger.journal.stream import _connect_failure
