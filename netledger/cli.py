@@ -212,6 +212,18 @@ def _usage_error_as_json(
         click.echo(error_json("usage_error", message))
 
 
+def login_name() -> str | None:
+    """Who runs the command, as the audit names them: $USER, else the login name the system
+    knows (review h130: as root in a container, or under a unit without User=, $USER is unset
+    and every event said ``by ?``); None when neither says."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser() or None
+    except (OSError, KeyError):  # no $LOGNAME/$USER and no passwd entry for this uid
+        return None
+
+
 def _argv_asks_json(argv: list[str]) -> bool | None:
     """Whether the command line asks for JSON (--json, --json-lines, -f/--format json, before
     or after the command): True, False when it names another format, None when it names none."""
@@ -354,7 +366,7 @@ def cli(
         (
             Actor(project=None, role="system", user=f"dhcp:{as_host}")
             if as_host
-            else Actor(project=as_project, role=role, user=os.environ.get("USER"))
+            else Actor(project=as_project, role=role, user=login_name())
         ),
         inbox_prefix,
         as_host,

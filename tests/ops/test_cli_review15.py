@@ -5,6 +5,7 @@ usage errors exit 2, "with JSON output also said as {"error": {"code": "usage_er
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,17 @@ def test_a_usage_error_with_json_from_the_configuration_file_is_json(tmp_path: P
 def test_a_usage_error_with_another_format_on_the_command_line_stays_text() -> None:
     r = invoke("audit", "bogus", "x", "-f", "table", env={"NETLEDGER_FORMAT": "json"})
     assert r.exit_code == 2 and r.stdout == ""
+
+
+def test_the_actor_is_the_login_name_without_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$USER unset (root in a container, a unit without User=): the actor is still named, as
+    the system knows this uid (review h130: the audit said ``by ?``)."""
+    import pwd
+
+    from netledger.cli import login_name
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert login_name() == pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("USER", "alice")
+    assert login_name() == "alice"
