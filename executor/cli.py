@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from netledger.common.metrics import metrics_port_option
-from netledger.common.output import emit
+from netledger.common.output import emit, fail
 from netledger.common.params import IP_ADDRESS, IPV4_CIDR
 from netledger.common.ranges import FiniteFloatRange
 from netledger.common.settings import Settings, config_path, pass_settings, run
@@ -206,6 +206,7 @@ def executor_run(
         # the fold and the desired state over and over (45-60 ms of a pass over 1,000
         # networks); reference counting frees what the pass drops, the exit the rest.
         gc.disable()
+    from netledger.events.errors import NetledgerError
     from netledger.events.ids import check_id
     from netledger.journal.stream import connect
 
@@ -213,6 +214,7 @@ def executor_run(
     from .desired import HostConfig
     from .dhcp import DhcpPaths, default_state_dir, script_text
     from .hostsdir import STATE_DIR_ENV
+    from .netlink import check_netns
     from .options import Options
     from .snapshot import FILE_NAME as SNAPSHOT_FILE
 
@@ -226,6 +228,11 @@ def executor_run(
         level=logging.INFO if verbose or not once else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    # A missing namespace first: its error, not a warning about DHCP in it (review h130).
+    try:
+        check_netns(netns)
+    except NetledgerError as err:
+        fail(err, settings.as_json)
     if dhcp_defaulted_off:
         logging.getLogger("netledger.executor").warning(
             "DHCP is off in namespace %s (the default with --netns: a namespace's dnsmasq would"

@@ -349,6 +349,8 @@ def test_missing_namespace_is_refused_and_not_created(nats_url: str) -> None:
     assert p.returncode == 1
     assert '"netns_not_found"' in p.stdout
     assert not os.path.exists(f"/var/run/netns/{name}")
+    # its error alone: no warning first about DHCP in the namespace it lacks (review h130)
+    assert "DHCP is off" not in p.stderr, p.stderr
 
 
 def test_without_root_it_says_so(nats_url: str) -> None:
