@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,29 @@ class Settings:
 
     @property
     def url(self) -> str:
-        return self.nats or DEFAULT_URL
+        """The NATS URL commands use: ``--nats`` / ``NATS_URL`` / the configuration file's;
+        else the URL of the ``netledger serve`` running on this machine (``find_serve_url``:
+        ``serve --port N`` or ``--data DIR`` needs no ``--nats`` for the commands after it, as
+        ``show`` needs no ``--db``); else :data:`DEFAULT_URL`."""
+        if self.nats:
+            return self.nats
+        if self._url is None:
+            found = None
+            if self.find_serve_url is not None:
+                try:
+                    found = self.find_serve_url()
+                except Exception:  # a pointer folder we cannot read: the default, as before
+                    found = None
+            self._url = found or DEFAULT_URL
+        return self._url
+
+    @property
+    def url_source(self) -> str:
+        """Where :attr:`url` came from when no URL was given: ``serve`` (a serve running on
+        this machine) or ``default``; ``given`` otherwise."""
+        if self.nats:
+            return "given"
+        return "default" if self.url == DEFAULT_URL else "serve"
 
     #: how a projection is found on this machine when no ``--db`` is given: the root wires
     #: in :func:`netledger.ops.locate.projection_db` (this room imports no part)
@@ -67,6 +89,10 @@ class Settings:
     #: the NATS URLs of the ``netledger serve`` processes running on this machine, named when
     #: the default URL cannot be reached: the root wires in :func:`netledger.ops.locate.running`
     local_serves: Callable[[], list[str]] | None = None
+    #: the NATS URL of the ``netledger serve`` a command without ``--nats`` goes to (None: no
+    #: single one runs here): the root wires in :func:`netledger.ops.locate.serve_url`
+    find_serve_url: Callable[[], str | None] | None = None
+    _url: str | None = field(default=None, init=False, repr=False)
 
     def projection(self, db: Path | None, nats_url: str | None = None) -> Path:
         """``db`` if given, else the projection found on this machine (``find_projection``)."""

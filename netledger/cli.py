@@ -24,7 +24,7 @@ from netledger.common.settings import DEFAULT_URL, Settings, default_data_dir, p
 from netledger.events.codec import Actor
 from netledger.ops.config import ENV_PREFIX, RESERVE, ConfigFailed, Reserve, config_option
 from netledger.ops.duration import DURATION
-from netledger.ops.locate import projection_db, running
+from netledger.ops.locate import projection_db, running, serve_url
 from netledger.ops.logs import LEVELS, setup_logging
 from netledger.projector.options import linger_option, live_period_option
 
@@ -268,8 +268,8 @@ def _env_asks_json(env: Mapping[str, str]) -> bool:
     "nats_url",
     envvar="NATS_URL",
     metavar="URL",
-    help="NATS server(s), comma-separated (default: the embedded server, "
-    f"{DEFAULT_URL}). Env: NATS_URL.",
+    help="NATS server(s), comma-separated (default: the `netledger serve` running on this "
+    f"machine, wherever it listens; else {DEFAULT_URL}). Env: NATS_URL.",
 )
 @click.option(
     "--creds",
@@ -372,7 +372,8 @@ def cli(
         as_host,
         command_timeout,
         find_projection=projection_db,
-        local_serves=lambda: [s.nats_url for s in running()],
+        local_serves=lambda: [s.nats_url for s in running(projection=False)],
+        find_serve_url=serve_url,
     )
 
 

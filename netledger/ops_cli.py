@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from netledger.common.output import emit
+from netledger.common.output import emit, mask_urls
 from netledger.common.ranges import FiniteFloatRange
 from netledger.common.settings import Settings, pass_settings, run
 
@@ -247,6 +247,14 @@ def config_show(ctx: click.Context) -> None:
     root = ctx.find_root()
     path = config_path(ctx)
     settings = effective(root)
+    given = ctx.find_object(Settings)
+    if "nats_url" in settings and settings["nats_url"]["value"] is None and given is not None:
+        # No URL given: the one commands use, and why (a serve running here, or the default).
+        found = given.url_source == "serve"
+        settings["nats_url"] = {
+            "value": mask_urls(given.url),
+            "source": "the netledger serve running here" if found else "default",
+        }
     out = {
         "config_file": str(path) if path else None,
         "settings": settings,

@@ -145,8 +145,11 @@ async def serve_forever(
                     projector_metrics_port,
                     projector_live_period,
                 )
-                # Clients on this machine find this projection through it (netledger.ops.locate).
-                pointer = write_pointer(data_dir, data_dir / "projection.db", nats_url)
+            # Clients on this machine find this serve (its URL; its projection, if it keeps one)
+            # through it (netledger.ops.locate).
+            pointer = write_pointer(
+                data_dir, data_dir / "projection.db", nats_url, projection=run_projector
+            )
             try:
                 # (a password in the URL masked: stdout goes to journald; found by review)
                 print(f"netledger ready: {mask_urls(nats_url)}", flush=True)

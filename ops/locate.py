@@ -1,4 +1,7 @@
-"""Where the client finds a projection when it is not told (``--db``, ``$NETLEDGER_DB``).
+"""Where the client finds a projection when it is not told (``--db``, ``$NETLEDGER_DB``), and
+the NATS URL of the serve running here when it is given none (``--nats``, ``NATS_URL``, the
+configuration file): :func:`serve_url`, the only serve running, or of several the one in the
+default data folder — else the default URL.
 
 ``netledger serve`` keeps its projection in ``DATA/projection.db``; a client on the same machine
 must find it even when serve was started with ``--data DIR``. So a running serve leaves a small
@@ -56,6 +59,8 @@ class Serving:
     db: Path
     nats_url: str
     path: Path
+    #: it keeps a projection (``serve --no-projector`` does not: only its URL is of use)
+    projection: bool = True
 
 
 def _start_time(pid: int) -> str | None:
@@ -81,7 +86,9 @@ def _alive(pid: int, started: str | None) -> bool:
     return started is None or now == started
 
 
-def write_pointer(data_dir: Path, db: Path, nats_url: str) -> Path | None:
+def write_pointer(
+    data_dir: Path, db: Path, nats_url: str, *, projection: bool = True
+) -> Path | None:
     """Leave the pointer of this process's serve; None (logged) if it cannot be written."""
     folder = pointer_dir()
     path = folder / f"serve-{os.getpid()}.json"
@@ -91,6 +98,7 @@ def write_pointer(data_dir: Path, db: Path, nats_url: str) -> Path | None:
         "data_dir": str(data_dir.resolve()),
         "db": str(db.resolve()),
         "nats_url": nats_url,
+        "projection": projection,
         "time": time.time(),
     }
     try:
@@ -121,7 +129,14 @@ def _read_all(folder: Path, alive_only: bool = True) -> list[tuple[Serving, bool
     for f in files:
         try:
             d = json.loads(f.read_text())
-            s = Serving(int(d["pid"]), Path(d["data_dir"]), Path(d["db"]), str(d["nats_url"]), f)
+            s = Serving(
+                int(d["pid"]),
+                Path(d["data_dir"]),
+                Path(d["db"]),
+                str(d["nats_url"]),
+                f,
+                projection=d.get("projection", True) is not False,
+            )
             started = d.get("started")
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written, or not ours: not a pointer we can use
@@ -131,9 +146,24 @@ def _read_all(folder: Path, alive_only: bool = True) -> list[tuple[Serving, bool
     return out
 
 
-def running() -> list[Serving]:
-    """The serves running on this machine (as this user) that keep a projection."""
-    return [s for s, _ in _read_all(pointer_dir())]
+def running(*, projection: bool = True) -> list[Serving]:
+    """The serves running on this machine (as this user) that keep a projection (with
+    ``projection=False``: every one)."""
+    return [s for s, _ in _read_all(pointer_dir()) if s.projection or not projection]
+
+
+def serve_url() -> str | None:
+    """The NATS URL of the serve a command given no URL goes to: the only serve running on
+    this machine, or of several the one in the default data folder (as :func:`projection_db`
+    chooses its projection); None when none runs, or several and none is the default's."""
+    serves = running(projection=False)
+    if len(serves) == 1:
+        return serves[0].nats_url
+    default = default_data_dir().resolve()
+    for s in serves:
+        if s.data_dir == default:
+            return s.nats_url
+    return None
 
 
 def _endpoints(urls: str) -> set[tuple[str, int]]:

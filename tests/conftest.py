@@ -27,6 +27,23 @@ settings.register_profile("netledger", deadline=None, suppress_health_check=[Hea
 settings.load_profile("netledger")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_serve_pointers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test process (an xdist worker) keeps the pointer files of the serves its tests
+    start in a folder of its own (ops/locate.py: ``$XDG_RUNTIME_DIR/netledger``): a command
+    without ``--nats`` goes to the serve running on the machine, and a test's must never find
+    the other worker's, nor a developer's own serve."""
+    before = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("xdg-run"))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = before
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     """A fresh nats-server with JetStream for one test (fsync per write off: tests are not

@@ -196,6 +196,49 @@ def test_an_unreachable_default_url_names_the_serve_running_here() -> None:
     assert serve_hint(other, settings(None, ["nats://127.0.0.1:46497"])) is other
 
 
+def test_commands_without_a_url_go_to_the_serve_running_here(tmp_path: Path) -> None:
+    """``serve --port N`` (4222 taken) and the commands after it with no ``--nats``: they go
+    to that serve, found by its pointer file as ``show`` finds its projection (review h130:
+    they went to 4222 — nothing there, or worse another server). ``config show`` names it."""
+    port = free_port()
+    p = _serve(tmp_path, port)
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "NETLEDGER_CONFIG")}
+    env["HOME"] = str(tmp_path / "home")  # (no configuration file of the machine's)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NETLEDGER, *args], capture_output=True, text=True, timeout=60, env=env
+        )
+
+    try:
+        line = p.stdout.readline() if p.stdout else ""
+        assert line.strip() == f"netledger ready: nats://127.0.0.1:{port}"
+        r = cli(
+            "--json", "network", "create", "--label", "a", "--cidr", "10.9.0.0/24", "--mode", "flat"
+        )
+        assert r.returncode == 0, r.stderr
+        r = cli("--json", "fixed-ip", "allocate", "--instance", "i-1", "--network", "1")
+        assert r.returncode == 0 and json.loads(r.stdout)["address"] == "10.9.0.2", r
+        r = cli("--json", "config", "show")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["settings"]["nats_url"] == {
+            "value": f"nats://127.0.0.1:{port}",
+            "source": "the netledger serve running here",
+        }
+        # A URL given wins over the serve found.
+        r = cli("--nats", f"nats://127.0.0.1:{free_port()}", "network", "list")
+        assert r.returncode == 1 and "error [unavailable]" in r.stderr, r
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+    # Gone, its pointer with it: the default again.
+    r = cli("--json", "config", "show")
+    assert json.loads(r.stdout)["settings"]["nats_url"] == {
+        "value": "nats://127.0.0.1:4222",
+        "source": "default",
+    }
+
+
 def test_a_connection_reset_while_connecting_points_at_credentials() -> None:
     """A server refusing credentials may reset the connection before its -ERR is read."""
     from netledger.journal.stream import _connect_failure
