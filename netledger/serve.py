@@ -61,6 +61,8 @@ async def serve_forever(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     server: EmbeddedNats | None = None
+    #: told to stop once ready (a Ctrl-C, SIGTERM): said when everything has stopped
+    asked_to_stop = False
     if nats_url is None:
         binary = find_nats_server(nats_binary)
         extra = ""
@@ -163,6 +165,7 @@ async def serve_forever(
                     # serve too: a daemon that answers with a frozen projection is worse.
                     watched.append(asyncio.ensure_future(projector.wait_failed()))
                 await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                asked_to_stop = stopper.done()
                 for w in [*watched[2:], stopper]:
                     if not w.done():
                         w.cancel()
@@ -189,6 +192,9 @@ async def serve_forever(
             await asyncio.to_thread(server.stop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    if asked_to_stop:
+        # (stderr: stdout's one line is the ready line scripts wait for)
+        print("netledger: stopped", file=sys.stderr, flush=True)
 
 
 async def _start_projector(

@@ -81,6 +81,7 @@ def test_serve_embedded_roundtrip_and_clean_stop(tmp_path: Path, sig: signal.Sig
         assert not any(_alive(k) for k in kids), "nats-server left running"
         err = p.stderr.read() if p.stderr else ""
         assert "nats-server" in err and "v2." in err  # which binary and version it runs
+        assert err.rstrip().endswith("netledger: stopped"), err  # said once all has stopped
     finally:
         if p.poll() is None:
             p.kill()
