@@ -222,6 +222,8 @@ def fragment(
         )
     elif net.mode in SHARED_MODES and parent:
         enslaved = EnslaveSpec(interface=parent, master=net.bridge, network_id=nid)
+    elif net.mode == "vlan" and net.vlan is not None:
+        _no_vlan_parent(nid, net.vlan, net.bridge)
     if not here_serves:
         return Fragment(nid, bridge, segment, tuple(fdb), enslaved, shared=net.mode in SHARED_MODES)
     gateway = fixed_range = None
@@ -571,6 +573,22 @@ def _cidr_key(c: str) -> tuple[int, int]:
 
 #: (peer, VTEP) pairs already warned about (:func:`_other_family`): once per process
 _WARNED_FAMILY: set[tuple[str, str]] = set()
+#: the VLAN networks warned of having no interface to carry their tag (said once)
+_WARNED_VLAN: set[str] = set()
+
+
+def _no_vlan_parent(network_id: str, vlan: int, bridge: str) -> None:
+    """A VLAN network with no interface to carry its tag (neither its own bridge_interface
+    nor the executor's --physical-interface) gets its bridge alone: its instances reach no
+    other host, and nothing said so (review h130). Said once per network."""
+    if network_id not in _WARNED_VLAN:
+        _WARNED_VLAN.add(network_id)
+        log.warning(
+            "network %s is VLAN %d but no interface carries it (no --physical-interface, no"
+            " bridge interface of its own): only its bridge %s is built, and its instances"
+            " reach no other host",
+            network_id, vlan, bridge,
+        )  # fmt: skip
 
 
 def _other_family(peer: str, dst: str, mine: str | None) -> None:

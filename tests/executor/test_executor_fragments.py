@@ -9,8 +9,10 @@ equals recomputing them all.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -213,3 +215,45 @@ def test_the_share_kept_up_to_date_equals_the_share_recomputed(data: st.DataObje
         for v in views.values():
             if data.draw(st.booleans()):  # the share is updated after some bursts only
                 assert v._needed() == v.share.networks_needed(v.state, v._joining)
+
+
+def test_a_vlan_network_with_no_interface_to_carry_it_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Neither the network's bridge_interface nor --physical-interface: the bridge alone is
+    built (its instances reach no other host) — said once per network (review h130: nothing
+    said so). With the interface: the VLAN link, and nothing said."""
+    from netledger.executor import fragments as module
+
+    state = State()
+    seq = 0
+    for cid, name, args in [
+        ("c1", "network.create", {"label": "v", "cidr": "10.77.0.0/24", "mode": "vlan",
+                                  "vlan_start": 177}),
+        ("c2", "fixed_ip.allocate", {"instance": "i1", "network_id": "1", "host": "h3"}),
+    ]:  # fmt: skip
+        req = parse_command(
+            name, {"command_id": cid, "args": args, "actor": {"role": "admin", "user": "t"}}
+        )
+        d = decide(state, req)
+        for ev in [*d.events, *companions(state, d.events, set())]:
+            seq += 1
+            env = Envelope(ev, f"e{seq}", cid, float(seq), Actor(role="admin"))
+            state.apply(seq, ev.subject(), env)
+    [nid] = state.networks
+    bare = HostConfig(host="h3", physical_interface=None, network_host=True)
+    module._WARNED_VLAN.discard(nid)
+    caplog.set_level(logging.WARNING, "netledger.executor")
+    for _ in range(2):
+        frag = fragments(state, HostBook("h3"), bare)[nid]
+        assert frag.segment is None and frag.bridge.name == state.networks[nid].net.bridge
+    said = [r.getMessage() for r in caplog.records if "no interface carries it" in r.getMessage()]
+    assert said == [
+        f"network {nid} is VLAN 177 but no interface carries it (no --physical-interface, no"
+        f" bridge interface of its own): only its bridge {frag.bridge.name} is built, and its"
+        " instances reach no other host"
+    ]
+    caplog.clear()
+    frag = fragments(state, HostBook("h3"), config("h3"))[nid]
+    assert frag.segment is not None and frag.segment.kind == "vlan"
+    assert not [r for r in caplog.records if "no interface carries it" in r.getMessage()]
