@@ -33,6 +33,7 @@ from nats.js.errors import BucketNotFoundError
 
 from netledger.events.ids import check_id, is_id
 from netledger.events.reclaim_events import Heartbeat
+from netledger.journal.cancel_safe import made_or_undone
 from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection
 
 log = logging.getLogger("netledger.liveness")
@@ -189,6 +190,10 @@ def _is_delete(headers: dict[str, str] | None) -> bool:
     return headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
 
 
+async def _stop_watcher(watcher: Any) -> None:
+    await watcher.stop()
+
+
 @dataclass
 class HeartbeatBook:
     """Every host's latest heartbeat, kept current by a KV watch (the command service's)."""
@@ -206,7 +211,12 @@ class HeartbeatBook:
 
     async def start(self) -> None:
         kv = await live_bucket(self.conn, create=True)
-        self._watcher = await kv.watch("host.*.seen", ignore_deletes=True)
+        # kv.watch subscribes before it returns (then asks for its consumer's info): a
+        # cancellation in between (a close during the service's start) left the watch running
+        # with nothing to stop it — its subscription, its tasks, its consumer on the server.
+        self._watcher = await made_or_undone(
+            kv.watch("host.*.seen", ignore_deletes=True), _stop_watcher
+        )
         self._task = asyncio.create_task(self._run(), name="netledger-heartbeats")
 
     async def _run(self) -> None:
