@@ -188,7 +188,9 @@ class Follower:
         given sequence up to what this follower has reached (handled in stream order), so a
         subject added late is complete; subjects dropped are simply no longer read."""
         subjects = sorted(set(subjects))
-        if subjects == self.subjects and not backfill:
+        if subjects == self.subjects and not backfill and self._sub is not None:
+            # (Without a subscription — the last call failed after it dropped the old one —
+            # the same subjects are subscribed to again: the caller's retry.)
             return
         await self._unsubscribe()  # the point reached stays fixed while we fill in
         upto = self.applied_seq

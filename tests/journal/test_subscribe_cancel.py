@@ -17,10 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from nats.js.errors import NotFoundError
 
+from netledger.events.ids import network_subject
 from netledger.journal.cancel_safe import made_or_undone
+from netledger.journal.follow import Follower
 from netledger.journal.liveness import LIVE_STREAM, HeartbeatBook
-from netledger.journal.stream import Connection
+from netledger.journal.stream import Connection, ensure_stream
 from netledger.service.service import CommandService, Unavailable
 
 
@@ -146,3 +149,29 @@ async def test_a_second_cancellation_gives_up_the_undoing() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert made.cancelled()
+
+
+# --- a resubscription that failed -----------------------------------------------------------
+
+
+async def test_a_share_narrowed_again_after_its_resubscription_failed_is_read(
+    conn: Connection,
+) -> None:
+    """A share that shrinks (a host leaves a network) while the new consumer cannot be made —
+    NATS away beyond ``retrying``'s 30 s, or an error that is not transient; here the stream is
+    missing — fails with no subscription left (the old one is dropped first). The executor's
+    view tries again with the same subjects and nothing to backfill, and ``set_subjects``
+    took that for "nothing changed": the follower stayed without a subscription for good."""
+    a, b = network_subject("a"), network_subject("b")
+    follower = Follower(conn, lambda *x: None, subject=[a, b])
+    await follower.start()
+    try:
+        await conn.js.delete_stream(conn.stream)
+        with pytest.raises(NotFoundError):
+            await follower.set_subjects([a], {})
+        await ensure_stream(conn)
+        await follower.set_subjects([a], {})  # the view's retry: same subjects, no backfill
+        ack = await conn.js.publish(a, b"not an event")
+        await follower.wait_for(ack.seq, timeout=30)  # (only a failure waits)
+    finally:
+        await follower.stop()
