@@ -44,9 +44,16 @@ async def _when(cond: Callable[[], bool], then: Callable[[], Any], task: asyncio
 
 
 async def _bound_consumers(conn: Connection) -> list[str]:
-    """The live bucket's consumers someone still listens to (a consumer without interest goes
-    by itself after its inactivity threshold; one with interest never does)."""
-    return [c.name for c in await conn.js.consumers_info(LIVE_STREAM) if c.push_bound]
+    """The live bucket's consumers someone still listens to, once the server has taken in the
+    unsubscribes sent (it updates a consumer's interest on its own, a moment after the UNSUB:
+    asked for up to 10 s). A consumer without interest goes by itself after its inactivity
+    threshold; one with interest never does."""
+    for _ in range(200):
+        bound = [c.name for c in await conn.js.consumers_info(LIVE_STREAM) if c.push_bound]
+        if not bound:
+            break
+        await asyncio.sleep(0.05)
+    return bound
 
 
 def _nats_tasks(before: set[asyncio.Task[Any]]) -> list[str]:
