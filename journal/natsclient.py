@@ -37,6 +37,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.protocol.command import unsub_cmd
 
 log = logging.getLogger("netledger.nats")
 
@@ -173,6 +174,17 @@ class NetledgerNats(NATS):
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
         self._direct.pop(sid, None)
         super()._remove_sub(sid, max_msgs)
+        if self.is_reconnecting:
+            # nats-py sends no UNSUB while reconnecting (the server forgot the connection's
+            # subscriptions), yet sends what it queued meanwhile once back — among it the SUB
+            # of an ordered consumer made again while away (two missed heartbeats). Unsubscribed
+            # meanwhile, that SUB reached the server alone, and the consumer made again stayed
+            # bound to it for good, delivering to a connection that drops it all (a follower
+            # stopped during a NATS restart). Queued behind it, the UNSUB undoes it; for a
+            # subscription the server no longer has, it is ignored.
+            cmd = unsub_cmd(sid, 0)
+            self._pending.append(cmd)
+            self._pending_data_size += len(cmd)
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
