@@ -9,7 +9,7 @@ network, when not given, is nova's too (:func:`chosen_network_size`). docs/domai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 import netaddr
@@ -333,9 +333,21 @@ def decide_network_create(state: State, req: Request, pending: Pending) -> Decis
         vlan = cmd.vlan_start + i if cmd.mode == "vlan" else None
         vni = cmd.vni_start + i if cmd.mode == "vxlan" else None
         if vlan is not None and vlan in used_vlans:
-            raise DuplicateVlan(f"VLAN {vlan} is used by network {used_vlans[vlan]}", vlan=vlan)
+            free = _free_run(used_vlans, cmd.num_networks, cmd.vlan_start, 4094)
+            raise DuplicateVlan(
+                f"VLAN {vlan} is used by network {used_vlans[vlan]}"
+                + (f" (--vlan-start {free} is free for {cmd.num_networks})" if free else ""),
+                vlan=vlan,
+                free_start=free,
+            )
         if vni is not None and vni in used_vnis:
-            raise DuplicateVni(f"VNI {vni} is used by network {used_vnis[vni]}", vni=vni)
+            free = _free_run(used_vnis, cmd.num_networks, cmd.vni_start, MAX_VNI)
+            raise DuplicateVni(
+                f"VNI {vni} is used by network {used_vnis[vni]}"
+                + (f" (--vni-start {free} is free for {cmd.num_networks})" if free else ""),
+                vni=vni,
+                free_start=free,
+            )
         if cmd.mode == "vlan":
             bridge = (
                 f"{cmd.bridge}{vlan}"
@@ -467,3 +479,17 @@ def decide_network_show(state: State, req: Request, pending: Pending) -> Decisio
         # (another project's network is not found: its existence is not told either)
         raise NetworkNotFound(f"network {cmd.network_id} does not exist", network_id=cmd.network_id)
     return Decision([], {"network": network_state_dict(n)})
+
+
+def _free_run(used: Container[int], count: int, start: int, last: int) -> int | None:
+    """The first id from which ``count`` ids in a row are unused, looking from ``start`` up,
+    then from 1 (what a refused ``--vlan-start`` / ``--vni-start`` could be instead; None when
+    no such run fits under ``last``). Steps over a used id's run, not one id at a time."""
+    for lo in (max(start, 1), 1):
+        first = lo
+        while first + count - 1 <= last:
+            clash = next((v for v in range(first, first + count) if v in used), None)
+            if clash is None:
+                return first
+            first = clash + 1
+    return None

@@ -194,12 +194,27 @@ def test_duplicate_vlan_is_refused_even_in_the_middle_of_a_split() -> None:
         num_networks=4,
     )
     assert err.details["vlan"] == 100
+    # what --vlan-start could be instead: 4 in a row free from 98 up (100 taken) is 101
+    assert err.details["free_start"] == 101
+    assert err.message == "VLAN 100 is used by network 1 (--vlan-start 101 is free for 4)"
+
+
+def test_a_refused_vlan_start_names_a_free_one() -> None:
+    """From the asked start up, stepping over used runs; else from 1; else none named."""
+    from netledger.events.decide_network import _free_run
+
+    used = {100, 101, 103, 4094}
+    assert _free_run(used, 1, 100, 4094) == 102
+    assert _free_run(used, 2, 100, 4094) == 104
+    assert _free_run(used, 3, 4092, 4094) == 1  # no room above (4094 used): from 1
+    assert _free_run(set(range(1, 4095)), 1, 100, 4094) is None
+    assert _free_run(set(range(1, 4094)) - {7}, 2, 100, 4094) is None  # no two in a row
 
 
 def test_duplicate_vni_is_refused() -> None:
     led = Ledger()
     led.networks(cidr="10.0.0.0/24", mode="vxlan", vni_start=7000)
-    led.refuse(
+    err = led.refuse(
         E.DuplicateVni,
         "network.create",
         label="x",
@@ -208,6 +223,7 @@ def test_duplicate_vni_is_refused() -> None:
         vni_start=6999,
         num_networks=2,
     )
+    assert err.details["free_start"] == 7001
 
 
 def test_duplicate_bridge_is_refused() -> None:
