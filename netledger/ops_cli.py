@@ -272,15 +272,19 @@ def config_show(ctx: click.Context) -> None:
 def config_check(ctx: click.Context, file: Path | None) -> None:
     """Check a configuration file (default: the one netledger would read) against the commands.
 
-    Exits 1 naming the first unknown key or bad value; prints the file's settings when valid.
+    Exits 1 naming every unknown key and bad value (a line each; with --json, the first one's
+    code and all of them in details.problems); prints the file's settings when valid.
     """
     from netledger.common.output import current, dumps, fail
-    from netledger.ops.config import ConfigError, load_default_map, masked
+    from netledger.ops.config import ConfigError, all_problems, load_default_map, masked
 
+    problems: list[ConfigError] = []
     try:
-        path, dmap = load_default_map(ctx.find_root().command, file)
-    except ConfigError as err:
+        path, dmap = load_default_map(ctx.find_root().command, file, problems=problems)
+    except ConfigError as err:  # (not found, not TOML: nothing more to check)
         fail(err, current().as_json)
+    if problems:
+        fail(problems[0] if len(problems) == 1 else all_problems(problems), current().as_json)
     if path is None:
         emit({}, text="no configuration file found: built-in defaults apply")
         return

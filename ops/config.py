@@ -224,13 +224,20 @@ def _check_value(
 
 
 def build_default_map(
-    cmd: click.Command, data: Mapping[str, Any], path: Path, section: tuple[str, ...] = ()
+    cmd: click.Command,
+    data: Mapping[str, Any],
+    path: Path,
+    section: tuple[str, ...] = (),
+    problems: list[ConfigError] | None = None,
 ) -> dict[str, Any]:
     """Check ``data`` (a parsed file) against ``cmd`` and turn it into a click ``default_map``.
 
     Keys become parameter names; tables become the default maps of subcommands. Raises
-    :class:`ConfigUnknownKey` / :class:`ConfigBadValue` naming the first bad key.
+    :class:`ConfigUnknownKey` / :class:`ConfigBadValue` naming the first bad key — or, given
+    ``problems``, adds every one to it in the file's order and leaves the bad keys out.
     """
+    if problems is not None:
+        return _collecting(cmd, data, path, section, problems)
     keys = _option_keys(cmd)
     ctx = click.Context(cmd)
 
@@ -271,17 +278,55 @@ def build_default_map(
     return out
 
 
+def _collecting(
+    cmd: click.Command,
+    data: Mapping[str, Any],
+    path: Path,
+    section: tuple[str, ...],
+    problems: list[ConfigError],
+) -> dict[str, Any]:
+    """:func:`build_default_map` one key at a time, each problem kept instead of raised."""
+    out: dict[str, Any] = {}
+    ctx = click.Context(cmd)
+    for raw_key, value in data.items():
+        sub = None
+        if isinstance(value, dict) and isinstance(cmd, click.Group):
+            sub = cmd.get_command(ctx, raw_key) or cmd.get_command(ctx, raw_key.replace("_", "-"))
+        if sub is not None and key_of(raw_key) not in _option_keys(cmd):
+            name = sub.name or raw_key
+            out[name] = _collecting(sub, value, path, (*section, name), problems)
+            continue
+        try:
+            out.update(build_default_map(cmd, {raw_key: value}, path, section))
+        except ConfigError as err:
+            problems.append(err)
+    return out
+
+
 def load_default_map(
     cmd: click.Command,
     explicit: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     locations: list[Path] | None = None,
+    problems: list[ConfigError] | None = None,
 ) -> tuple[Path | None, dict[str, Any]]:
-    """Find, read and check the config file for ``cmd``: ``(path or None, default_map)``."""
+    """Find, read and check the config file for ``cmd``: ``(path or None, default_map)``
+    (given ``problems``, every bad key is added to it instead of the first raised)."""
     path = find_config(explicit, env, locations)
     if path is None:
         return None, {}
-    return path, build_default_map(cmd, read_config(path), path)
+    return path, build_default_map(cmd, read_config(path), path, problems=problems)
+
+
+def all_problems(problems: list[ConfigError]) -> ConfigError:
+    """Several keys of one file wrong (``config check``) as one error: every one named, a line
+    each in the file's order, all in ``details.problems``; the code (and class) the first's."""
+    first = problems[0]
+    return type(first)(
+        "\n".join(p.message for p in problems),
+        **first.details,
+        problems=[{"code": p.code, "message": p.message, **p.details} for p in problems],
+    )
 
 
 # --- click integration ---------------------------------------------------------------------

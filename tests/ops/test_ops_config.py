@@ -185,6 +185,41 @@ def test_real_cli_config_show_reports_sources(toml) -> None:
     )
 
 
+def test_config_check_names_every_problem_of_the_file(toml) -> None:  # type: ignore[no-untyped-def]
+    """Review h130: a file with four mistakes was reported one at a time (fix, run again, ...).
+    Every one, in the file's order; the valid keys kept; --json: the first's code, all of them
+    in details.problems. A running netledger still stops at the first (as before)."""
+    root = root_with_config()
+    path = toml(
+        'natz = "nats://x:4222"\nrole = "member"\ncommand_timeout = true\n'
+        "[projector.run]\nbatch_sise = 5\nbatch_size = 1.5\n"
+    )
+    r = CliRunner().invoke(root, ["config", "check", str(path)], env={"NETLEDGER_CONFIG": None})
+    assert r.exit_code == 1
+    lines = r.output.strip().splitlines()
+    assert lines[0].startswith(
+        f"error [config_unknown_key]: {path}: the top level has no key 'natz'"
+    )
+    assert [line.split(": ", 1)[1] for line in lines[1:]] == [
+        "command_timeout = true: expected a number, not true or false",
+        "[projector.run] has no key 'batch_sise' (did you mean 'batch_size'?)",
+        "projector.run.batch_size = 1.5: expected a whole number",
+    ]
+    r = CliRunner().invoke(
+        root, ["config", "check", str(path), "--json"], env={"NETLEDGER_CONFIG": None}
+    )
+    err = json.loads(r.output)["error"]
+    assert err["code"] == "config_unknown_key"
+    assert [(p["code"], p["key"]) for p in err["details"]["problems"]] == [
+        ("config_unknown_key", "natz"),
+        ("config_bad_value", "command_timeout"),
+        ("config_unknown_key", "projector.run.batch_sise"),
+        ("config_bad_value", "projector.run.batch_size"),
+    ]
+    with pytest.raises(ConfigUnknownKey):
+        load_default_map(root, path)
+
+
 def test_envvar_names() -> None:
     opt = next(p for p in projector_run.params if p.name == "batch_size")
     assert isinstance(opt, click.Option)
