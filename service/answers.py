@@ -6,6 +6,7 @@ Kept apart from :mod:`netledger.service.service` (lanes, appends, retries): thes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
@@ -13,9 +14,11 @@ import msgpack
 from netledger.events.commands import NetworkCreate, Request
 from netledger.events.decide import decide, network_dict
 from netledger.events.decide_network import network_create_answer
-from netledger.events.errors import NetledgerError
+from netledger.events.errors import CommandIdReused, NetledgerError
 from netledger.events.placement_events import FloatingIpMapped, NetworkHostJoined
+from netledger.events.reclaim_events import FixedIpReclaimed
 from netledger.events.revert_events import ChangeReverted
+from netledger.events.snapshot import SeenEvents, seen_events
 from netledger.events.state import State
 from netledger.events.types import (
     Event,
@@ -46,8 +49,63 @@ def _backfill_id(ev: Event) -> str:
     return f"map-backfill:{ev.network_id}:{ev.floating}:{ev.fixed}"
 
 
-def result_from_events(state: State, req: Request, events: list[Event]) -> dict[str, Any]:
-    """The answer to a command that already landed (a retry with the same command id)."""
+def _reclaimed(seen: Mapping[str, SeenEvents], e: FixedIpAllocated) -> FixedIpReclaimed | None:
+    """The reclaim among the commands ``seen`` that freed the allocation ``e``, if any.
+
+    Sound for an allocation still in ``seen``: commands enter it in the log's order and leave it
+    oldest first, so a reclaim (always after the allocation it frees) is there while the
+    allocation is. A scan, but only for a retry whose allocation holds its address no more."""
+    for raws in seen.values():
+        if not any(b"FixedIpReclaimed" in raw for raw in raws):
+            continue
+        for ev in seen_events(raws):
+            if (
+                isinstance(ev, FixedIpReclaimed)
+                and (ev.network_id, ev.address, ev.instance)
+                == (e.network_id, e.address, e.instance)
+                and ev.mac.lower() == e.mac.lower()
+            ):
+                return ev
+    return None
+
+
+def _not_reclaimed(
+    state: State, req: Request, e: FixedIpAllocated, seen: Mapping[str, SeenEvents]
+) -> None:
+    """Raise :class:`CommandIdReused` when the allocation ``e`` (stored by ``req``'s first
+    attempt) was reclaimed since. A client is told that a retry with the same command id is
+    safe, whenever it comes; told the first answer after the instance — waiting for it — went
+    unseen for the grace and its address was reclaimed, and maybe given to another instance,
+    the retry held an address another instance holds (found by review h131). An allocation the
+    client itself deallocated keeps its first answer (a retry gets what the command did)."""
+    n = state.networks.get(e.network_id)
+    ip = None if n is None else n.fixed.get(e.address)
+    if ip is not None and ip.allocated and (ip.instance, ip.mac) == (e.instance, e.mac):
+        return  # (still held: the first answer is true)
+    gone = _reclaimed(seen, e)
+    if gone is None:
+        return
+    raise CommandIdReused(
+        f"command {req.command_id} allocated {e.address} to instance {e.instance} in network"
+        f" {e.network_id}; it was reclaimed since ({gone.reason}): allocate with a new"
+        " command id",
+        command_id=req.command_id,
+        address=e.address,
+        network_id=e.network_id,
+        instance=e.instance,
+        reclaimed=True,
+    )
+
+
+def result_from_events(
+    state: State,
+    req: Request,
+    events: list[Event],
+    seen: Mapping[str, SeenEvents] | None = None,
+) -> dict[str, Any]:
+    """The answer to a command that already landed (a retry with the same command id);
+    ``seen``: the commands the service remembers (a reclaim among them voids an allocation's
+    first answer)."""
     for i, e in enumerate(events):
         if isinstance(e, ChangeReverted):
             # The first answer (events/revert.py decide_revert): the compensations and the
@@ -74,6 +132,8 @@ def result_from_events(state: State, req: Request, events: list[Event]) -> dict[
         return {"networks": [network_dict(e) for e in created]}
     for e in events:
         if isinstance(e, FixedIpAllocated):
+            if seen is not None:
+                _not_reclaimed(state, req, e, seen)
             return {
                 "address": e.address,
                 "address_v6": e.address_v6,
