@@ -69,6 +69,7 @@ class Candidate:
             "report_at": a.last.time,
             "unseen_for": round(a.span, 3),
             "heartbeat_revision": hb.revision if hb is not None else None,
+            "heartbeat_since": hb.since if hb is not None else None,
         }
 
 
@@ -207,6 +208,8 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
             if hb is not None
             else f"seq {a.last.seq}"
         )
+        if hb is not None and hb.since is not None and hb.since > a.first.time:
+            through += f", observed without a break since {hb.since:.0f}"
         for f in floating:
             events.append(
                 FloatingIpDisassociated(
@@ -240,6 +243,7 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
                 heartbeat_revision=hb.revision if hb is not None else None,
                 heartbeat_digest=hb.digest if hb is not None else None,
                 address_v6=c.address_v6,
+                heartbeat_since=hb.since if hb is not None else None,
             )
         )
         reclaimed.append(c.as_dict())

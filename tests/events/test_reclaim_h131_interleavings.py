@@ -218,7 +218,10 @@ class World:
         start = ev.first_absent_at
         if ev.heartbeat_revision is not None:
             since = self.written[ev.heartbeat_revision].since
+            assert ev.heartbeat_since == since  # (the event names the span decided on)
             start = max(start, since if since is not None else start)
+        else:
+            assert ev.heartbeat_since is None
         assert end - start >= ev.grace
         # The truth: the instance was on its host at no moment of what the evidence covers.
         for a, b in self.presence.get((ev.host, ev.mac), []):
@@ -296,3 +299,19 @@ def test_no_interleaving_frees_a_live_address_and_a_snapshot_decides_as_the_log(
     ops: list[Any],
 ) -> None:
     play(ops)
+
+
+def test_a_reclaim_names_since_when_its_heartbeat_observed() -> None:
+    """The span decided on counts from the heartbeat's ``since`` when that is later than the
+    first report lacking the MAC (an executor restarted and adopted the log's report): the
+    event says so, so that ``audit`` shows the span that was proven, not a longer one."""
+    w = play([("alloc", "vm0", "h1", 1.0), ("stray", "vm0", "h1", 1.0)])
+    w.now += 500
+    w.stop("h1")
+    w.start("h1")  # adopts the report lacking vm0: observing since now
+    w.now += GRACE
+    w.heartbeat("h1")
+    w.reclaim("h1")
+    [ev] = [e for _, _, env in w.log if isinstance(e := env.event, FixedIpReclaimed)]
+    assert ev.heartbeat_since == w.now - GRACE > ev.first_absent_at
+    assert "observed without a break since" in ev.reason
