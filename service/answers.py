@@ -16,7 +16,7 @@ from netledger.events.decide import decide, network_dict
 from netledger.events.decide_network import network_create_answer
 from netledger.events.errors import CommandIdReused, NetledgerError
 from netledger.events.placement_events import FloatingIpMapped, NetworkHostJoined
-from netledger.events.reclaim_events import FixedIpReclaimed
+from netledger.events.reclaim_events import FixedIpReclaimed, FixedIpReconfirmed
 from netledger.events.revert_events import ChangeReverted
 from netledger.events.snapshot import SeenEvents, seen_events
 from netledger.events.state import State
@@ -49,7 +49,28 @@ def _backfill_id(ev: Event) -> str:
     return f"map-backfill:{ev.network_id}:{ev.floating}:{ev.fixed}"
 
 
-def _reclaimed(seen: Mapping[str, SeenEvents], e: FixedIpAllocated) -> FixedIpReclaimed | None:
+#: a stored event of an allocate that names the allocation it answered with
+_Allocation = FixedIpAllocated | FixedIpReconfirmed
+
+
+def _held(state: State, e: _Allocation) -> dict[str, Any] | None:
+    """The answer for the allocation ``e`` names while it still holds its address, else None."""
+    n = state.networks.get(e.network_id)
+    ip = None if n is None else n.fixed.get(e.address)
+    if n is None or ip is None or not ip.allocated or (ip.instance, ip.mac) != (e.instance, e.mac):
+        return None
+    return {
+        "address": ip.address,
+        "address_v6": ip.address_v6,
+        "network_id": n.network_id,
+        "instance": ip.instance,
+        "mac": ip.mac,
+        "host": ip.host,
+        "project": ip.project,
+    }
+
+
+def _reclaimed(seen: Mapping[str, SeenEvents], e: _Allocation) -> FixedIpReclaimed | None:
     """The reclaim among the commands ``seen`` that freed the allocation ``e``, if any.
 
     Sound for an allocation still in ``seen``: commands enter it in the log's order and leave it
@@ -70,7 +91,7 @@ def _reclaimed(seen: Mapping[str, SeenEvents], e: FixedIpAllocated) -> FixedIpRe
 
 
 def _not_reclaimed(
-    state: State, req: Request, e: FixedIpAllocated, seen: Mapping[str, SeenEvents]
+    state: State, req: Request, e: _Allocation, seen: Mapping[str, SeenEvents] | None
 ) -> None:
     """Raise :class:`CommandIdReused` when the allocation ``e`` (stored by ``req``'s first
     attempt) was reclaimed since. A client is told that a retry with the same command id is
@@ -78,10 +99,8 @@ def _not_reclaimed(
     unseen for the grace and its address was reclaimed, and maybe given to another instance,
     the retry held an address another instance holds (found by review h131). An allocation the
     client itself deallocated keeps its first answer (a retry gets what the command did)."""
-    n = state.networks.get(e.network_id)
-    ip = None if n is None else n.fixed.get(e.address)
-    if ip is not None and ip.allocated and (ip.instance, ip.mac) == (e.instance, e.mac):
-        return  # (still held: the first answer is true)
+    if seen is None or _held(state, e) is not None:
+        return
     gone = _reclaimed(seen, e)
     if gone is None:
         return
@@ -131,9 +150,16 @@ def result_from_events(
     if created:
         return {"networks": [network_dict(e) for e in created]}
     for e in events:
+        if isinstance(e, FixedIpReconfirmed):
+            # The first answer was the allocation held: it still is, or it was reclaimed.
+            # (Decided again, an instance still unseen reconfirms again — an answer of events,
+            # without the address: found by review h131.)
+            answer = _held(state, e)
+            if answer is not None:
+                return answer
+            _not_reclaimed(state, req, e, seen)
         if isinstance(e, FixedIpAllocated):
-            if seen is not None:
-                _not_reclaimed(state, req, e, seen)
+            _not_reclaimed(state, req, e, seen)
             return {
                 "address": e.address,
                 "address_v6": e.address_v6,
