@@ -112,6 +112,20 @@ def read_leases(path: str, now: float) -> set[str]:
     return out
 
 
+#: How far the wall clock may move against the monotonic one between two polls before it counts
+#: as set (a step), not slewed: NTP slews at most 500 ppm, 2.5 ms a 5 s poll. Reports and
+#: heartbeats carry the wall clock and reclaim measures the grace as a difference of them: a
+#: clock set forward by hours while the executor ran made a minute's absence look hours long
+#: (found by review h131), so a step breaks continuity as a failure to observe does.
+CLOCK_STEP_S = 1.0
+
+
+def clock_offset() -> float:
+    """The wall clock less the monotonic one: constant but for slewing, until the clock is set
+    (or the machine was suspended: the monotonic clock does not count it)."""
+    return time.time() - time.monotonic()
+
+
 def should_report(last: Sighting | None, now: Sighting, since_last: float, heartbeat: float) -> str:
     """Why to report now ("" = not now)."""
     if last is None:
@@ -128,6 +142,8 @@ class SightingReporter:
 
     adopted = False  # (see __init__)
     changes = 0
+    #: :func:`clock_offset` at the previous poll (None before the first)
+    offset: float | None = None
 
     def __init__(self, ex: Executor, poll: float, heartbeat: float) -> None:
         self.ex = ex
@@ -220,6 +236,15 @@ class SightingReporter:
     async def report_once(self) -> bool:
         """Observe; append a report when the set changed (True), else heartbeat when due."""
         seen = await asyncio.to_thread(self.observe, self._bridges())
+        offset = clock_offset()
+        if self.offset is not None and abs(offset - self.offset) > CLOCK_STEP_S:
+            log.warning(
+                "the wall clock moved %.1f s against the monotonic one (set, or the host was"
+                " suspended): what was observed before does not count on past it",
+                offset - self.offset,
+            )
+            self._broke()
+        self.offset = offset
         now = time.monotonic()
         reason = should_report(self.last, seen, now - self.last_at, self.heartbeat)
         if reason == "start" and self._as_in_log(seen):
