@@ -8,8 +8,11 @@ so an interrupted replay never leaves a half-built file under the name asked for
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,15 @@ from .errors import OutputExists, OutputUnwritable, SeqBeyondStream
 from .times import iso
 
 _SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def _one_file(db: Path) -> None:
+    """The rebuilt projection as one file (a rollback journal, not the projector's WAL): a
+    read-only open of a WAL database — ``show``, ``audit``, ``verify`` — leaves ``-wal`` and
+    ``-shm`` beside it, which it cannot remove (found by review h130). A projector that resumes
+    on it makes it WAL again."""
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        c.execute("PRAGMA journal_mode=DELETE").fetchone()
 
 
 def remove_db(path: Path) -> None:
@@ -78,6 +90,7 @@ async def rebuild(
                 **bar_hooks(advance, label),
             )
             advance(target if at is None else reached)
+        await asyncio.to_thread(_one_file, tmp)
         if force:
             remove_db(out)
         os.replace(tmp, out)

@@ -96,6 +96,9 @@ async def test_cli_replay_then_show(
     # quiet when stderr is not a terminal: the JSON result only
     rows = await cli_json("show", "fixed-ips", "--db", str(out))
     assert {x["address"]: (x["instance"], x["allocated"], x["leased"]) for x in rows} == p.fixed
+    # one file, read and left as it was: no -wal / -shm beside it (review h130)
+    beside = await asyncio.to_thread(lambda: [f.name for f in tmp_path.glob("then.db?*")])
+    assert beside == [], beside
     # refusals, with stable codes
     again = await cli_json("--nats", nats_url, "replay", "--db", str(out), code=1)
     assert again["error"]["code"] == "output_exists"
