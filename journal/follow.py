@@ -186,7 +186,12 @@ class Follower:
     async def set_subjects(self, subjects: list[str], backfill: dict[str, int]) -> None:
         """Follow ``subjects`` from now on. Each subject in ``backfill`` is first read from the
         given sequence up to what this follower has reached (handled in stream order), so a
-        subject added late is complete; subjects dropped are simply no longer read."""
+        subject added late is complete; subjects dropped are simply no longer read.
+
+        The backfill is read whole before any of it is handed: a read that fails hands nothing.
+        A call whose new consumer is then refused fails *after* handing it, with no
+        subscription left: a retry must start each subject after what was handed, or hands it
+        again (the executor's view starts from its fold: executor/share.py ``additions``)."""
         subjects = sorted(set(subjects))
         if subjects == self.subjects and not backfill and self._sub is not None:
             # (Without a subscription — the last call failed after it dropped the old one —
