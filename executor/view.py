@@ -277,7 +277,10 @@ class HostView:
     async def _update_share(self, follower: Follower) -> bool:
         self._changed.clear()
         needed = self._needed()
-        if needed == self.networks:
+        if needed == self.networks and follower.subscribed:
+            # (Not subscribed: a resubscription failed after its backfill was handed, and that
+            # backfill took the added network out of the share again — the subjects are
+            # subscribed to again below, with nothing to read first. Noticed by review h132.)
             self._read_joins(follower)
             return False
         before = self.networks

@@ -124,6 +124,12 @@ class Follower:
     def filtered(self) -> bool:
         return self.subjects != [ALL_EVENTS]
 
+    @property
+    def subscribed(self) -> bool:
+        """Reading live (False before :meth:`start`, after :meth:`stop`, and after a
+        :meth:`set_subjects` that failed once it had dropped the old subscription)."""
+        return self._sub is not None
+
     async def start(self) -> None:
         if len(self.subjects) > 1:
             # The server serves one subject from its index, but a consumer filtering several
