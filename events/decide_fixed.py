@@ -42,7 +42,8 @@ from .types import (
 )
 
 
-def _fixed_ip_result(n: NetworkState, ip: FixedIp) -> dict[str, Any]:
+def fixed_ip_result(n: NetworkState, ip: FixedIp) -> dict[str, Any]:
+    """What an allocate answers: the allocation as it is held."""
     return {
         "address": ip.address,
         "address_v6": ip.address_v6,
@@ -180,7 +181,7 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
     held = None if key in pending.gone else n.by_instance.get(cmd.instance)
     rec = pending.instances.get(key)
     if rec is None and held is not None and n.fixed[held].allocated:
-        rec = _fixed_ip_result(n, n.fixed[held])
+        rec = fixed_ip_result(n, n.fixed[held])
     if rec is not None:
         # The instance's allocation is its project's: another project's member may neither
         # move it nor be told its address (found by review: on a network no project holds,
@@ -204,7 +205,7 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
         if not ip.allocated:  # (an allocated one was authorized above, as ``rec``)
             authorize(req.actor, ip.project or n.project, f"instance {cmd.instance}")
         if not (ip.allocated and state.unseen(n, ip)):
-            return Decision([], _fixed_ip_result(n, ip))
+            return Decision([], fixed_ip_result(n, ip))
         # Its host does not see the instance right now, yet the client is told the address is
         # its own: record that, so the allocation counts as new (restarting the reclaim grace)
         # and a reclaim decided on the earlier state fails its OCC check on this network.
@@ -215,7 +216,7 @@ def decide_fixed_allocate(state: State, req: Request, pending: Pending) -> Decis
             mac=ip.mac,
             host=ip.host,
         )
-        return Decision([again], _fixed_ip_result(n, ip))
+        return Decision([again], fixed_ip_result(n, ip))
     taken_macs = pending.macs.get(n.network_id, set())
     if cmd.mac is not None:
         if cmd.mac in n.macs or cmd.mac in taken_macs:

@@ -13,6 +13,7 @@ import msgpack
 
 from netledger.events.commands import NetworkCreate, Request
 from netledger.events.decide import decide, network_dict
+from netledger.events.decide_fixed import fixed_ip_result
 from netledger.events.decide_network import network_create_answer
 from netledger.events.errors import CommandIdReused, NetledgerError
 from netledger.events.placement_events import FloatingIpMapped, NetworkHostJoined
@@ -59,15 +60,7 @@ def _held(state: State, e: _Allocation) -> dict[str, Any] | None:
     ip = None if n is None else n.fixed.get(e.address)
     if n is None or ip is None or not ip.allocated or (ip.instance, ip.mac) != (e.instance, e.mac):
         return None
-    return {
-        "address": ip.address,
-        "address_v6": ip.address_v6,
-        "network_id": n.network_id,
-        "instance": ip.instance,
-        "mac": ip.mac,
-        "host": ip.host,
-        "project": ip.project,
-    }
+    return fixed_ip_result(n, ip)
 
 
 def _reclaimed(seen: Mapping[str, SeenEvents], e: _Allocation) -> FixedIpReclaimed | None:
