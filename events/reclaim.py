@@ -8,7 +8,11 @@ An address is a *candidate* when (all read from the folded log, :func:`candidate
   contained the instance's MAC lacks it, from a first such report ``r1`` through the latest
   report ``r2`` covering the network, with ``r2.time - r1.time >= grace`` — two reports of the
   same host, times from the same clock, so the grace is proven by the log, not by whoever
-  decides.
+  decides;
+* no host's newest report (as the fold holds it) lists the MAC: an allocation that names ``H``
+  while the instance still runs on another host (a live migration that failed after the move
+  was recorded) is absent from ``H`` and live elsewhere — held back (:class:`HeldBack`), and
+  said so, not reclaimed (review h133).
 
 :func:`decide_reclaim` recomputes that on the current state for one (network, host) and returns
 the reclaims followed by a :class:`FixedIpReclaimSealed`. The command service appends them as
@@ -101,16 +105,53 @@ def candidate(
     )
 
 
-def candidates(
+@dataclass(frozen=True)
+class HeldBack:
+    """A candidate by its own host's reports that is not reclaimed: the newest report of each
+    host in ``seen_on`` lists its MAC (its allocation names one host, the instance runs on
+    another: a live migration that failed and left it where it was — review h133)."""
+
+    candidate: Candidate
+    seen_on: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.candidate.as_dict(), "seen_on": list(self.seen_on)}
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a reclaim may free (``candidates``) and what it holds back (``held_back``)."""
+
+    candidates: list[Candidate]
+    held_back: list[HeldBack]
+
+
+def seen_on(state: State, macs: set[str]) -> dict[str, tuple[str, ...]]:
+    """MAC (lower case) of ``macs`` -> the hosts whose newest report, as the fold holds it,
+    lists it. The newest report's whole set (``last_macs``, forgotten sightings included: the
+    old host of a moved allocation forgets its MAC's last sighting, not that it sees it now);
+    a host whose reports the fold forgot (a change on a base it did not hold) has none until
+    its next whole set. One intersection per host, each the size of the smaller set: built
+    once per survey, and only when there is a candidate."""
+    out: dict[str, list[str]] = {}
+    for host, h in state.sightings.items():
+        for m in macs.intersection(h.last_macs):
+            out.setdefault(m, []).append(host)
+    return {m: tuple(sorted(hosts)) for m, hosts in out.items()}
+
+
+def survey(
     state: State,
     grace: float,
     *,
     host: str | None = None,
     network_id: str | None = None,
     heartbeats: Heartbeats | None = None,
-) -> list[Candidate]:
-    """Every reclaim candidate (optionally of one host / one network), in a stable order."""
-    out: list[Candidate] = []
+) -> Survey:
+    """Every reclaim candidate (optionally of one host / one network), in a stable order, less
+    those whose MAC any host's newest report lists (held back: the allocation's host proves
+    only that the instance is not *there*)."""
+    found: list[Candidate] = []
     for n in state.live_networks():
         if network_id is not None and n.network_id != network_id:
             continue
@@ -119,8 +160,34 @@ def candidates(
                 continue
             c = candidate(state, n, ip, grace, heartbeats)
             if c is not None:
-                out.append(c)
-    return sorted(out, key=lambda c: (c.network_id, c.host, c.address))
+                found.append(c)
+    found.sort(key=lambda c: (c.network_id, c.host, c.address))
+    if not found:
+        return Survey(found, [])
+    where = seen_on(state, {c.mac.lower() for c in found})
+    if not where:
+        return Survey(found, [])
+    free: list[Candidate] = []
+    held: list[HeldBack] = []
+    for c in found:
+        hosts = where.get(c.mac.lower())
+        if hosts:
+            held.append(HeldBack(c, hosts))
+        else:
+            free.append(c)
+    return Survey(free, held)
+
+
+def candidates(
+    state: State,
+    grace: float,
+    *,
+    host: str | None = None,
+    network_id: str | None = None,
+    heartbeats: Heartbeats | None = None,
+) -> list[Candidate]:
+    """The addresses a reclaim may free (:func:`survey`'s candidates)."""
+    return survey(state, grace, host=host, network_id=network_id, heartbeats=heartbeats).candidates
 
 
 # --- the command and its decider ------------------------------------------------------------
@@ -182,7 +249,8 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
     cmd = req.command
     assert isinstance(cmd, FixedIpReclaim)
     hbs = {cmd.host: cmd.heartbeat} if cmd.heartbeat is not None else None
-    found = candidates(state, cmd.grace, host=cmd.host, network_id=cmd.network_id, heartbeats=hbs)
+    found_all = survey(state, cmd.grace, host=cmd.host, network_id=cmd.network_id, heartbeats=hbs)
+    found = found_all.candidates
     events: list[Event] = []
     reclaimed: list[dict[str, Any]] = []
     messages = 1  # the seal
@@ -268,6 +336,8 @@ def decide_reclaim(state: State, req: Request, pending: Pending) -> Decision:
             "more": len(taken) + len(too_large) < len(found),
             # candidates never reclaimed here: too many floating IPs for one batch
             "too_large": too_large,
+            # absent from this host, listed by another's newest report: never reclaimed
+            "held_back": [h.as_dict() for h in found_all.held_back],
         },
     )
 
@@ -277,8 +347,15 @@ def decide_sweep_dry_run(state: State, req: Request, pending: Pending) -> Decisi
     sweep as one :class:`FixedIpReclaim` per (network, host))."""
     cmd = req.command
     assert isinstance(cmd, FixedIpReclaimSweep)
-    found = candidates(state, cmd.grace, host=cmd.host, network_id=cmd.network_id)
-    return Decision([], {"dry_run": True, "candidates": [c.as_dict() for c in found]})
+    found = survey(state, cmd.grace, host=cmd.host, network_id=cmd.network_id)
+    return Decision(
+        [],
+        {
+            "dry_run": True,
+            "candidates": [c.as_dict() for c in found.candidates],
+            "held_back": [h.as_dict() for h in found.held_back],
+        },
+    )
 
 
 # --- allocation answers that renew an unseen allocation -------------------------------------

@@ -7,6 +7,8 @@ base the log does not end with), stopping, restarting (adopting the log's newest
 start report), heartbeating into the liveness bucket (entries that expire); reclaims decided
 with the latest heartbeat; the service restarting from a snapshot. Checked at every reclaim:
 
+* no other host's newest report lists the MAC (an instance left on its old host by a migration
+  the log recorded: review h133);
 * the truth: the MAC was not on its host at any moment of the span the event names as
   evidence, that span is at least the grace, the host's newest report lacks the MAC, and the
   evidence (report sequences and times, heartbeat revision and digest) is what the host wrote;
@@ -79,6 +81,9 @@ class World:
     revisions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     reclaimed: int = 0
+    #: hosts whose latest report was a change on a base the log does not end with: the fold
+    #: forgot their reports until their next whole set (docs/reclaim.md)
+    forgotten: set[str] = field(default_factory=set)
 
     def add(self, ev: Event) -> int:
         self.seq += 1
@@ -146,6 +151,10 @@ class World:
                 host=host, macs=sorted(seen), networks=["1"], reason="start" if start else "change"
             )
         ex.report_seq = self.add(ev)
+        if isinstance(ev, HostInstancesSeen):
+            self.forgotten.discard(host)
+        elif stale_base:
+            self.forgotten.add(host)
         ex.last, ex.adopted = seen, False
         self.reports[host].append((ex.report_seq, self.now, seen, start))
 
@@ -201,6 +210,13 @@ class World:
         reports = {s: (t, macs, start) for s, t, macs, start in self.reports[ev.host]}
         newest = self.reports[ev.host][-1]
         assert ev.mac not in newest[2], "the host's newest report lists the instance"
+        # Nor does any other host's (a migration recorded while the instance stayed where it
+        # was: review h133), but one whose reports the fold forgot (a stale base).
+        for other in HOSTS:
+            if other != ev.host and self.reports[other] and other not in self.forgotten:
+                assert ev.mac not in self.reports[other][-1][2], (
+                    f"{ev.mac} reclaimed on {ev.host} while {other}'s newest report lists it"
+                )
         first_t, first_macs, _ = reports[ev.first_absent_seq]
         assert first_t == ev.first_absent_at and ev.mac not in first_macs
         assert ev.first_absent_seq > ev.allocated_seq
@@ -315,3 +331,24 @@ def test_a_reclaim_names_since_when_its_heartbeat_observed() -> None:
     [ev] = [e for _, _, env in w.log if isinstance(e := env.event, FixedIpReclaimed)]
     assert ev.heartbeat_since == w.now - GRACE > ev.first_absent_at
     assert "observed without a break since" in ev.reason
+
+
+def test_a_migration_that_left_the_instance_on_its_old_host_is_never_reclaimed() -> None:
+    """The allocation moves to h2, the instance stays on h1 (a live migration that failed):
+    h2's reports prove it absent from h2 for far longer than the grace, but h1's newest report
+    lists it — nothing is reclaimed until h1 stops listing it (review h133)."""
+    w = play([("alloc", "vm0", "h1", 1.0), ("boot", "vm0", "h1", 1.0)])
+    w.run("fixed_ip.allocate", {"instance": "vm0", "network_id": "1", "host": "h2"})  # moved
+    w.set_present("h2", STRAY, True)  # h2 reports after the move, without vm0
+    for _ in range(3):
+        w.now += GRACE
+        w.heartbeat("h2")
+        w.reclaim("h2")
+    assert w.reclaimed == 0
+    assert [ip.host for ip in w.full.networks["1"].fixed.values()] == ["h2"]
+    [mac] = {m for h, m in w.presence if h == "h1"}
+    w.set_present("h1", mac, False)  # gone from h1 too
+    w.now += 1.0
+    w.heartbeat("h2")
+    w.reclaim("h2")
+    assert w.reclaimed == 1
