@@ -32,6 +32,15 @@ def render(result: dict[str, Any]) -> str:
             f" (reports {r['first_absent_seq']}..{r['report_seq']})"
             + (f", seq {r['seq']}" if r.get("seq") else "")
         )
+    held = result.get("held_back") or []
+    if held:
+        lines.append(f"held back {len(held)} address(es) another host still sees")
+    for r in held:
+        lines.append(
+            f"  {r['address']:<16} network {r['network_id']}  instance {r['instance']}"
+            f"  mac {r['mac']}: unseen on {r['host']} for {r['unseen_for']:.1f}s,"
+            f" but seen on {', '.join(r['seen_on'])}"
+        )
     return "\n".join(lines)
 
 
@@ -61,7 +70,9 @@ def reclaim_cmd(
     one through one at least --older-than later (the host's own clock, in the log), that it
     no longer sees the instance's MAC, and the address was not allocated again since. Each
     reclaim names those reports; a re-allocation or a sighting that lands while the reclaim is
-    decided makes the log reject it (see docs/reclaim.md).
+    decided makes the log reject it (see docs/reclaim.md). An address whose MAC another host's
+    newest report lists (a migration recorded while the instance stayed where it was) is held
+    back, and listed with the hosts that see it.
     """
     args: dict[str, Any] = {"grace": grace, "dry_run": dry_run}
     if host:

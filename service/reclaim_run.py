@@ -23,7 +23,7 @@ from netledger.events.decide import decide
 from netledger.events.errors import LogUnavailable
 from netledger.events.ids import host_subject
 from netledger.events.placement import mappings
-from netledger.events.reclaim import FixedIpReclaim, FixedIpReclaimSweep, Heartbeats, candidates
+from netledger.events.reclaim import FixedIpReclaim, FixedIpReclaimSweep, Heartbeats, survey
 from netledger.events.state import State
 from netledger.journal.append import MaybeApplied, WrongLastSequence, build_messages
 
@@ -101,15 +101,36 @@ async def reclaim_one(
 async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]:
     """Every candidate (dry run), or reclaim them: one decision per (network, host)."""
     await svc.follower.catch_up()
-    found = candidates(
+    surveyed = survey(
         svc.state,
         cmd.grace,
         host=cmd.host,
         network_id=cmd.network_id,
         heartbeats=svc.heartbeats_now(),
     )
+    found = surveyed.candidates
+    held_back = [h.as_dict() for h in surveyed.held_back]
+    for h in surveyed.held_back:
+        c = h.candidate
+        # Said at every sweep while it lasts: an allocation that names the wrong host is an
+        # operator's to fix (the instance's host will never prove it gone).
+        log.warning(
+            "not reclaiming %s in network %s (instance %s): absent from host %s for %.0fs,"
+            " but listed by the newest report of %s",
+            c.address,
+            c.network_id,
+            c.instance,
+            c.host,
+            c.absence.span,
+            ", ".join(h.seen_on),
+        )
     if cmd.dry_run:
-        return {"dry_run": True, "grace": cmd.grace, "candidates": [c.as_dict() for c in found]}
+        return {
+            "dry_run": True,
+            "grace": cmd.grace,
+            "candidates": [c.as_dict() for c in found],
+            "held_back": held_back,
+        }
     reclaimed: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     for network_id, host in sorted({(c.network_id, c.host) for c in found}):
@@ -127,7 +148,12 @@ async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]
             # (found by review): said, and tried again next sweep.
             log.warning("reclaim on network %s, host %s failed: %s", network_id, host, exc)
             failed.append({"network_id": network_id, "host": host, "error": str(exc)})
-    out: dict[str, Any] = {"dry_run": False, "grace": cmd.grace, "reclaimed": reclaimed}
+    out: dict[str, Any] = {
+        "dry_run": False,
+        "grace": cmd.grace,
+        "reclaimed": reclaimed,
+        "held_back": held_back,
+    }
     if failed:
         out["failed"] = failed
     return out
