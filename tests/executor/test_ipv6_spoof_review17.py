@@ -22,6 +22,7 @@ from netledger.journal.stream import Connection
 from netledger.service.client import Client
 
 from .test_executor_lab import Lab, lab, ns_exec, ping, sh
+from .test_ipv6_netns import link_local, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -84,6 +85,9 @@ async def test_an_ipv4_only_bridge_does_not_forward_ipv6_from_another_networks_6
     va = world.instance(ha, a["bridge"], "va", f"{ia['address']}/24", a["gateway"], ia["mac"])
     sh("ip", "-n", va, "addr", "add", f"{ia['address_v6']}/64", "dev", "eth0", "nodad")
     sh("ip", "-n", va, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
+    # Its link's IPv6 is usable once its link-local address is (carrier, then DAD: ~1-2 s, more
+    # on a loaded machine — the control ping's 3 s ran out once in CI, Dec 7).
+    wait_until("va's link-local address", lambda: link_local(va, "eth0"))
     assert ping(va, "fd99:93::2", "-6"), "the dual-stack instance cannot reach the outside"
 
     # vm-b: IPv4 only; it sends IPv6 to its router's MAC with a source in network a's /64
