@@ -6,7 +6,7 @@ Kept apart from :mod:`netledger.service.service` (lanes, appends, retries): thes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -24,9 +24,14 @@ from netledger.events.state import State
 from netledger.events.types import (
     Event,
     FixedIpAllocated,
+    FixedIpDeallocated,
     FixedIpMoved,
     FloatingIpAllocated,
+    FloatingIpAssociated,
+    FloatingIpDeallocated,
+    FloatingIpDisassociated,
     NetworkCreated,
+    NetworkDeleted,
 )
 
 
@@ -63,50 +68,199 @@ def _held(state: State, e: _Allocation) -> dict[str, Any] | None:
     return fixed_ip_result(n, ip)
 
 
-def _reclaimed(seen: Mapping[str, SeenEvents], e: _Allocation) -> FixedIpReclaimed | None:
-    """The reclaim among the commands ``seen`` that freed the allocation ``e``, if any.
+def _undone_by(
+    seen: Mapping[str, SeenEvents], undoes: Callable[[Event], bool]
+) -> tuple[str, list[Event]] | None:
+    """The command among those ``seen`` — a reclaim or an operator's revert, never a client's
+    own later command — that undid what ``undoes`` matches (its id and events), if any.
 
-    Sound for an allocation still in ``seen``: commands enter it in the log's order and leave it
-    oldest first, so a reclaim (always after the allocation it frees) is there while the
-    allocation is. A scan, but only for a retry whose allocation holds its address no more."""
-    for raws in seen.values():
-        if not any(b"FixedIpReclaimed" in raw for raw in raws):
+    Sound for a first attempt still in ``seen`` in the log's order (not put back from the log:
+    ``forgotten``): commands enter it in the log's order and leave it oldest first, so what
+    undid an outcome (always after it) is there while the outcome is. A scan, but only for a
+    retry whose outcome holds no more."""
+    for cid, raws in seen.items():
+        if not any(b"FixedIpReclaimed" in raw or b"ChangeReverted" in raw for raw in raws):
             continue
-        for ev in seen_events(raws):
-            if (
-                isinstance(ev, FixedIpReclaimed)
-                and (ev.network_id, ev.address, ev.instance)
-                == (e.network_id, e.address, e.instance)
-                and ev.mac.lower() == e.mac.lower()
-            ):
-                return ev
+        events = seen_events(raws)
+        if any(undoes(ev) for ev in events):
+            return cid, events
     return None
 
 
-def _not_reclaimed(
-    state: State, req: Request, e: _Allocation, seen: Mapping[str, SeenEvents] | None
+def _refuse(req: Request, what: str, why: str, **details: Any) -> CommandIdReused:
+    return CommandIdReused(
+        f"command {req.command_id} {what}; {why}: send it with a new command id",
+        command_id=req.command_id,
+        **details,
+    )
+
+
+def _still_holds(
+    req: Request,
+    what: str,
+    holder: str | None,
+    undo: tuple[str, list[Event]] | None,
+    forgotten: bool,
+    held: str = "",
+    **details: Any,
 ) -> None:
-    """Raise :class:`CommandIdReused` when the allocation ``e`` (stored by ``req``'s first
-    attempt) was reclaimed since. A client is told that a retry with the same command id is
-    safe, whenever it comes; told the first answer after the instance — waiting for it — went
-    unseen for the grace and its address was reclaimed, and maybe given to another instance,
-    the retry held an address another instance holds (found by review h131). An allocation the
-    client itself deallocated keeps its first answer (a retry gets what the command did)."""
+    """Raise :class:`CommandIdReused` for a first answer (``what`` it did) that holds no more:
+    ``holder`` (``held`` says what it is) has it now, or ``undo`` (a reclaim or a revert) took
+    it back, or the service cannot tell what did (``forgotten``). A client is told a retry is
+    safe whenever it comes; told the first answer then, two instances (projects) believed they
+    held one address (found by reviews h131, h134). Taken back by the client's own later
+    command (a deallocation) and held by no one, the first answer stands: a retry gets what
+    the command did."""
+    if holder is not None:
+        raise _refuse(req, what, f"{held}{holder} holds it now", held_by=holder, **details)
+    if undo is not None:
+        cid, events = undo
+        reclaims = [ev for ev in events if isinstance(ev, FixedIpReclaimed)]
+        if reclaims:
+            why = f"it was reclaimed since ({reclaims[0].reason})"
+            raise _refuse(req, what, why, undone_by=cid, reclaimed=True, **details)
+        why = f"revert {cid} undid it since"
+        raise _refuse(req, what, why, undone_by=cid, reverted=True, **details)
+    if forgotten:
+        why = "it holds no more, and the service no longer knows what undid it"
+        raise _refuse(req, what, why, **details)
+
+
+def _allocation_holds(
+    state: State,
+    req: Request,
+    e: _Allocation,
+    seen: Mapping[str, SeenEvents] | None,
+    forgotten: bool,
+) -> None:
+    """:func:`_still_holds` for the fixed address the allocation ``e`` names."""
     if seen is None or _held(state, e) is not None:
         return
-    gone = _reclaimed(seen, e)
-    if gone is None:
-        return
-    raise CommandIdReused(
-        f"command {req.command_id} allocated {e.address} to instance {e.instance} in network"
-        f" {e.network_id}; it was reclaimed since ({gone.reason}): allocate with a new"
-        " command id",
-        command_id=req.command_id,
+    n = state.networks.get(e.network_id)
+    ip = None if n is None else n.fixed.get(e.address)
+    key = (e.network_id, e.address, e.instance, e.mac.lower())
+
+    def undoes(ev: Event) -> bool:
+        return (
+            isinstance(ev, FixedIpReclaimed | FixedIpDeallocated)
+            and (ev.network_id, ev.address, ev.instance, ev.mac.lower()) == key
+        )
+
+    holder = ip.instance if ip is not None and ip.allocated else None
+    _still_holds(
+        req,
+        f"allocated {e.address} to instance {e.instance} in network {e.network_id}",
+        holder,
+        None if holder is not None else _undone_by(seen, undoes),
+        forgotten,
+        "instance ",
         address=e.address,
         network_id=e.network_id,
         instance=e.instance,
-        reclaimed=True,
     )
+
+
+def _floating_holds(
+    state: State,
+    req: Request,
+    e: FloatingIpAllocated,
+    seen: Mapping[str, SeenEvents] | None,
+    forgotten: bool,
+) -> None:
+    """:func:`_still_holds` for the floating IP the allocation ``e`` gave its project."""
+    found = state.find_floating(e.address)
+    f = None if found is None else found[1]
+    if seen is None or (f is not None and f.project == e.project):
+        return
+
+    def undoes(ev: Event) -> bool:
+        return isinstance(ev, FloatingIpDeallocated) and (ev.address, ev.project) == (
+            e.address,
+            e.project,
+        )
+
+    _still_holds(
+        req,
+        f"allocated floating IP {e.address} to project {e.project}",
+        None if f is None else f.project,
+        None if f is not None else _undone_by(seen, undoes),
+        forgotten,
+        "project ",
+        address=e.address,
+        project=e.project,
+    )
+
+
+def _association_holds(
+    state: State,
+    req: Request,
+    e: FloatingIpAssociated,
+    seen: Mapping[str, SeenEvents] | None,
+    forgotten: bool,
+) -> None:
+    """:func:`_still_holds` for the association ``e``: the floating IP on that instance's fixed
+    address (a reclaim disassociates it with the address it frees; a revert, by itself)."""
+    found = state.find_floating(e.address)
+    f = None if found is None else found[1]
+    now = None if f is None else (f.project, f.fixed_address, f.instance)
+    if seen is None or now == (e.project, e.fixed_address, e.instance):
+        return
+    holder, held = None, ""
+    if f is not None and f.project != e.project:
+        holder, held = f.project, "project "
+    elif f is not None and f.fixed_address is not None:
+        holder, held = f.fixed_address, f"instance {f.instance} on "
+
+    def undoes(ev: Event) -> bool:
+        return isinstance(ev, FloatingIpDisassociated) and (
+            ev.address,
+            ev.fixed_address,
+            ev.instance,
+        ) == (e.address, e.fixed_address, e.instance)
+
+    _still_holds(
+        req,
+        f"associated floating IP {e.address} with {e.fixed_address} (instance {e.instance})",
+        holder,
+        None if holder is not None else _undone_by(seen, undoes),
+        forgotten,
+        held,
+        address=e.address,
+        fixed_address=e.fixed_address,
+        project=e.project,
+    )
+
+
+def _networks_hold(
+    state: State,
+    req: Request,
+    created: list[NetworkCreated],
+    seen: Mapping[str, SeenEvents] | None,
+    forgotten: bool,
+) -> None:
+    """:func:`_still_holds` for the networks a create made: each still there, and a project's
+    still its own (ids only grow: none is another's network; its range may be)."""
+    if seen is None:
+        return
+    for e in created:
+        n = state.networks.get(e.network_id)
+        if n is not None and (e.project is None or n.project in (None, e.project)):
+            continue  # (disassociated since by an admin, and held by no project: as created)
+        nid = e.network_id
+
+        def undoes(ev: Event, nid: str = nid) -> bool:
+            return isinstance(ev, NetworkDeleted) and ev.network_id == nid
+
+        _still_holds(
+            req,
+            f"created network {nid} ({e.cidr or e.label})"
+            + (f" for project {e.project}" if e.project else ""),
+            None if n is None else n.project,
+            None if n is not None else _undone_by(seen, undoes),
+            forgotten and n is None,
+            "project ",
+            network_id=nid,
+        )
 
 
 def result_from_events(
@@ -114,10 +268,12 @@ def result_from_events(
     req: Request,
     events: list[Event],
     seen: Mapping[str, SeenEvents] | None = None,
+    forgotten: bool = False,
 ) -> dict[str, Any]:
     """The answer to a command that already landed (a retry with the same command id);
-    ``seen``: the commands the service remembers (a reclaim among them voids an allocation's
-    first answer)."""
+    ``seen``: the commands the service remembers (a reclaim or a revert among them voids an
+    allocation's or association's first answer); ``forgotten``: ``events`` were put back in
+    ``seen`` from the log after they had left it (what undid them may have left it too)."""
     for i, e in enumerate(events):
         if isinstance(e, ChangeReverted):
             # The first answer (events/revert.py decide_revert): the compensations and the
@@ -139,6 +295,7 @@ def result_from_events(
             }
     created = [e for e in events if isinstance(e, NetworkCreated)]
     if created and isinstance(req.command, NetworkCreate):
+        _networks_hold(state, req, created, seen, forgotten)
         return network_create_answer(req.command, created)
     if created:
         return {"networks": [network_dict(e) for e in created]}
@@ -150,9 +307,9 @@ def result_from_events(
             answer = _held(state, e)
             if answer is not None:
                 return answer
-            _not_reclaimed(state, req, e, seen)
+            _allocation_holds(state, req, e, seen, forgotten)
         if isinstance(e, FixedIpAllocated):
-            _not_reclaimed(state, req, e, seen)
+            _allocation_holds(state, req, e, seen, forgotten)
             return {
                 "address": e.address,
                 "address_v6": e.address_v6,
@@ -162,7 +319,10 @@ def result_from_events(
                 "host": e.host,
                 "project": e.project,
             }
+        if isinstance(e, FloatingIpAssociated):
+            _association_holds(state, req, e, seen, forgotten)
         if isinstance(e, FloatingIpAllocated):
+            _floating_holds(state, req, e, seen, forgotten)
             return {"address": e.address, "pool": e.pool, "project": e.project}
     # Other commands are idempotent on the current state: deciding again yields no events.
     try:

@@ -42,6 +42,7 @@ class LaneAppends:
     conn: Connection
     state: State
     seen: OrderedDict[str, SeenEvents]
+    recalled: set[str]
     appender: Appender
     stats: Stats
     pipeline: bool
@@ -68,6 +69,7 @@ class LaneAppends:
             events.append(m.data or b"")
         if events:
             self.seen[req.command_id] = tuple(events)
+            self.recalled.add(req.command_id)
         return bool(events)
 
     async def _stored_before(self, job: Job, seq: int) -> None:

@@ -238,7 +238,8 @@ class Lanes(LaneAppends):
                 " go under it; revert with --to-seq (within --scope) instead",
                 command_id=req.command_id,
             )
-        return result_from_events(self.state, req, stored, self.seen)
+        forgotten = req.command_id in self.recalled
+        return result_from_events(self.state, req, stored, self.seen, forgotten)
 
     async def _decide_and_append(self, jobs: list[Job]) -> None:
         # After a batch refused as a duplicate, each decision goes alone: the one retry whose

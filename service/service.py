@@ -87,7 +87,9 @@ QUEUE_GROUP = "netledger-command"
 APPEND_BUDGET_S = 3.0
 MAX_CONFLICT_RETRIES = 64
 #: Commands whose first answer a retry gets (older retries are decided again: an allocation
-#: then still finds the instance's address by its natural key).
+#: then still finds the instance's address by its natural key; one whose decision comes out
+#: otherwise inside the log's duplicate window is answered from the log, or refused when what
+#: it gave holds no more: service/answers.py, ``forgotten``).
 SEEN_COMMANDS = 20_000
 #: Events behind from which the start's catch-up is read by a child process (below, forking
 #: and connecting it cost more than it saves).
@@ -222,6 +224,9 @@ class CommandService(Lanes, Requests):
         #: recent command ids -> their events (a retry gets the first answer): domain commands
         #: only, bounded; values read from a snapshot stay packed until asked for
         self.seen: OrderedDict[str, SeenEvents] = OrderedDict()
+        #: those of ``seen`` put back from the log after they had left it (lane_append.py
+        #: ``_recall``): out of the log's order there, what undid them may have left it
+        self.recalled: set[str] = set()
         self.follower: Follower = _Follower(conn, self._on_event, lambda: self.state)
         #: hosts' latest heartbeats (liveness bucket): the newest evidence reclaiming may use
         self.heartbeats: HeartbeatBook | None = None
@@ -568,7 +573,7 @@ class CommandService(Lanes, Requests):
         else:
             seen[command_id] = (data,)
             if len(seen) > SEEN_COMMANDS:
-                seen.popitem(last=False)
+                self.recalled.discard(seen.popitem(last=False)[0])
 
     def _fold_appended(
         self, messages: list[Outgoing], envelopes: list[Envelope], last: int

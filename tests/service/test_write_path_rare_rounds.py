@@ -27,6 +27,7 @@ import pytest
 
 from netledger.events.codec import Envelope
 from netledger.events.commands import Request, parse_command
+from netledger.events.errors import CommandIdReused
 from netledger.events.types import FixedIpAllocated
 from netledger.journal.stream import Connection, connect, ensure_stream, last_seq
 from netledger.service import service as service_module
@@ -90,7 +91,11 @@ async def test_alone_round_with_a_no_event_decision(
         service._submit_nowait(allocate("i3", nid, "a-3")),
     ]
     res = await asyncio.gather(*futs, return_exceptions=True)
-    assert res[0] == first
+    # Answered from what its first attempt stored: that address is i2's now, so the retry is
+    # refused, not told it (review h134).
+    assert isinstance(res[0], CommandIdReused), res[0]
+    assert res[0].details["address"] == first["address"] == held["address"]
+    assert res[0].details["held_by"] == "i2"
     assert res[1] == held, res[1]
     assert isinstance(res[2], dict), res[2]
 
@@ -140,7 +145,11 @@ async def test_alone_appends_check_what_the_round_decided_on(
         ]
         res = await asyncio.gather(*futs, return_exceptions=True)
         assert done, "replica b did not allocate in between"
-        assert res[0] == first
+        # Answered from what its first attempt stored: that address is i2's now, so the retry
+        # is refused, not told it (review h134).
+        assert isinstance(res[0], CommandIdReused), res[0]
+        assert res[0].details["address"] == first["address"]
+        assert res[0].details["held_by"] == "i2"
 
         allocs = [
             (seq, env.command_id, env.event)
