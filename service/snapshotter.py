@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import time
@@ -97,7 +98,18 @@ class SnapshotStats:
     last_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        # (the epoch kept as it was; the moment also as the other commands print times: ISO
+        # 8601 UTC with milliseconds, as verify --snapshots and audit — review h130)
+        at = self.last_written_at
+        out["last_written_time"] = (
+            None
+            if at is None
+            else datetime.datetime.fromtimestamp(at, datetime.UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+        return out
 
 
 #: how long write() waits for the fold to be a prefix of the log (None from applied_seq)

@@ -4,6 +4,7 @@ folder until a reboot)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -77,6 +78,11 @@ def test_serve_clears_a_killed_writes_body_and_writes_its_own_there(tmp_path: Pa
             time.sleep(0.5)
         assert written >= 1, svc["snapshots"]
         assert svc["snapshots"]["last_error"] is None
+        # the moment it was written, also as every other command prints times (review h130)
+        at = svc["snapshots"]["last_written_at"]
+        assert svc["snapshots"]["last_written_time"] == datetime.datetime.fromtimestamp(
+            at, datetime.UTC
+        ).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         # the write's own body was removed once stored: only what was there before is left
         assert sorted(x.name for x in (data / "snapshot-tmp").iterdir()) == [
             f"{BODY_PREFIX}young",
