@@ -65,6 +65,8 @@ IDLE_S = 10.0
 #: reader leaves them to the server) are gone after their inactivity threshold (5 s)
 LINGER_S = 6.0
 WORKERS = 8
+#: below this size a run is a smoke run (tests/bench runs 0.01), which measures nothing: see run()
+SMOKE_BELOW = 0.05
 #: one host in this many runs as a network host (``executor run --network-host``)
 NETWORK_HOST_EVERY = 100
 SINGLE_NETWORKS = 4
@@ -389,12 +391,17 @@ def raw_subject(network: str) -> str:
 
 async def run(size: float, rss: Rss) -> list[Row]:
     shape = cloud_size(size)
-    n_workers = min(WORKERS, shape["hosts"])
     scale = min(1.0, size)
     fleet_s = max(3.0, FLEET_S * scale)
     raw_s = max(2.0, RAW_S * scale)
     bare_s = max(2.0, BARE_S * scale)
-    idle_s = max(2.0, IDLE_S * scale)
+    # A smoke run's figures mean nothing, so it waits for no figure's sake: its lingers and idle
+    # spans are short and two workers carry its hosts (8 spawned one after another took ~4 s a
+    # phase; the lingers and idle spans ~30 s of its ~60). Every step and command loop still runs.
+    smoke = size < SMOKE_BELOW
+    n_workers = 2 if smoke else min(WORKERS, shape["hosts"])
+    linger_s = 0.5 if smoke else LINGER_S
+    idle_s = 0.5 if smoke else max(2.0, IDLE_S * scale)
     async with stack(NAME, service=False) as st:
         assert st.conn is not None
         t = time.perf_counter()
@@ -456,7 +463,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             st, [(x, x in network_hosts) for x in h.hosts], n_workers, need
         )
         try:
-            await asyncio.sleep(LINGER_S)
+            await asyncio.sleep(linger_s)
             settle()
             idle_fleet = await idle(st, fleet, idle_s)
             before = await fleet.ask_each({"op": "progress"})
@@ -476,7 +483,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
         raw_plan = [a for a in plan if a.at < raw_s]
         fleet, raw_started = await start_raw(st, started.subjects, n_workers)
         try:
-            await asyncio.sleep(LINGER_S)
+            await asyncio.sleep(linger_s)
             settle()
             idle_raw = await idle(st, fleet, idle_s)
             await fleet.ask_each({"op": "record", "from_seq": 0})
@@ -491,7 +498,7 @@ async def run(size: float, rss: Rss) -> list[Row]:
             await fleet.close()
         # The same publishes with no consumer: the server's own cost of one.
         lone_plan = raw_plan
-        await asyncio.sleep(LINGER_S)
+        await asyncio.sleep(linger_s)
         settle()
         idle_bare = added(idle_bare, await idle(st, None, idle_s))
         m = Meter(st, None)
