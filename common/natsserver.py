@@ -241,6 +241,10 @@ class EmbeddedNats:
         log.close()
         deadline = time.monotonic() + timeout
         other: str | None = None  # the name another server on our port answered with
+        # nats-server listens ~15 ms after its exec: a first look after 50 ms made every start
+        # take ~55 ms (the test suite starts ~1,000 of them). Looks 5 ms apart at first, then
+        # further apart up to 50 ms for a server slow to come up.
+        pause = 0.005
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._release_lock()
@@ -259,7 +263,8 @@ class EmbeddedNats:
                 continue  # ours, gone since: its exit is told above
             if info is not None:  # another's: ours is starting or about to fail to listen
                 other = str(info.get("server_name") or info.get("server_id") or "?")
-            time.sleep(0.05)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
         self.stop()
         if other is not None:
             raise NatsServerError(
