@@ -6,7 +6,9 @@ Each test fails on the code it was written against; the docstring says what it s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,24 @@ from netledger.journal import stream as jstream
 from netledger.journal.stream import connect, ensure_stream
 from netledger.projector import runner
 from netledger.projector.runner import Projector, project_until
+
+#: how long a JetStream request waits for its answer while NATS is away (the connection's
+#: default, 10 s, was most of each such test): no answer comes however long it waits
+AWAY_TIMEOUT_S = 1.0
+
+
+async def subscribe_with_nats_away(
+    p: Projector, nats_server: EmbeddedNats, subscribe: Callable[[int], Awaitable[None]], seq: int
+) -> None:
+    """``subscribe(seq)`` with the server stopped, started again once it returned or raised."""
+    conn = p.conn
+    await asyncio.to_thread(nats_server.stop)
+    p.conn = dataclasses.replace(conn, js=conn.nc.jetstream(timeout=AWAY_TIMEOUT_S))
+    try:
+        await subscribe(seq)
+    finally:
+        p.conn = conn
+        await asyncio.to_thread(nats_server.start)
 
 
 @pytest.mark.parametrize("owns", [False, True], ids=["shared", "owned"])
@@ -47,11 +67,7 @@ async def test_a_resubscription_that_fails_while_nats_is_away_does_not_stall_sil
             if calls != 2:  # the first resubscription (a pause): NATS is away meanwhile
                 await subscribe(start_seq)
                 return
-            await asyncio.to_thread(nats_server.stop)
-            try:
-                await subscribe(start_seq)
-            finally:
-                await asyncio.to_thread(nats_server.start)
+            await subscribe_with_nats_away(p, nats_server, subscribe, start_seq)
 
         p._subscribe = subscribe_while_nats_is_away  # type: ignore[method-assign]
         await p.start()
@@ -152,11 +168,7 @@ async def test_resuming_after_a_full_disk_while_nats_is_away_does_not_stall_sile
             if calls != 2:  # the resumption after the full disk: NATS is away meanwhile
                 await subscribe(start_seq)
                 return
-            await asyncio.to_thread(nats_server.stop)
-            try:
-                await subscribe(start_seq)
-            finally:
-                await asyncio.to_thread(nats_server.start)
+            await subscribe_with_nats_away(p, nats_server, subscribe, start_seq)
 
         p._subscribe = subscribe_while_nats_is_away  # type: ignore[method-assign]
         await p.start()
