@@ -114,13 +114,14 @@ def deletion(command_id: str, network_id: str) -> bytes:
 
 
 async def test_not_found_refusals_queued_in_one_lane_wait_for_an_unanswering_log_once(
-    nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+    nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same for a refusal on the state ("not found"), checked against the log's end before
     it is answered (review h107) whatever the log's health: with the log not answering, three
     deletions of networks that do not exist — the registry lane decides one a round — waited
     three bounds (15 s) before the newest put-off refusal's queue time was compared with the
     last give-up; now the first round's wait is the only one."""
+    monkeypatch.setattr(lanes, "REFUSAL_CATCH_UP_S", BOUND_S)
     relay = Holding(nats_server.port)
     port = await relay.start()
     conn = await connect(f"nats://127.0.0.1:{port}", name="h126-nf")
