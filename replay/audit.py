@@ -82,7 +82,10 @@ def from_index(
     with open_readonly(db) as conn:
         conn.row_factory = sqlite3.Row
         found = [dict(r) for r in conn.execute(sql, args)]
-        return link_reverts(found, _markers_from_index(conn, found))
+        seen = found
+        if u is not None and found:
+            seen = found + _later_compensations(conn, kind, value, found[-1]["seq"])
+        return link_reverts(found, _markers_from_index(conn, seen))
 
 
 # --- reverts: "reverted by" / "reverts" -------------------------------------------------------
@@ -120,6 +123,28 @@ def _markers_from_index(conn: sqlite3.Connection, rows: list[Row]) -> dict[str, 
         if m is not None:
             out[cid] = _marker(m[0], cid, m[1])
     return out
+
+
+def _later_compensations(
+    conn: sqlite3.Connection, kind: str, value: str, after_seq: int
+) -> list[Row]:
+    """The compensations concerning ``value`` stored after ``after_seq``.
+
+    A revert lands after what it undid, so an ``--until`` before it cuts its marker off: these
+    rows lead to it, and the events in the window still say they were reverted (found by h136:
+    the incident's own window showed a reverted deallocation as standing). They come from the
+    same partial indexes as the audit itself, so this costs no more than reading the entity's
+    rows after the window."""
+    cols = KINDS[kind]
+    part = (
+        "SELECT seq, command_id, type, data FROM events WHERE {} = ? AND seq > ?"
+        " AND command_id >= ? AND command_id < ?"
+    )
+    sql = " UNION ".join(part.format(c) for c in cols) + " ORDER BY seq"
+    # Every id that starts with the prefix sorts between it and the prefix's next string.
+    upper = REVERT_PREFIX[:-1] + chr(ord(REVERT_PREFIX[-1]) + 1)
+    args = [a for _ in cols for a in (value, after_seq, REVERT_PREFIX, upper)]
+    return [dict(r) for r in conn.execute(sql, args)]
 
 
 def link_reverts(rows: list[Row], markers: dict[str, Row]) -> list[Row]:
@@ -180,6 +205,7 @@ async def from_log(
     s, u = _epoch(since), _epoch(until)
     store = _StateOnly()
     found: list[Row] = []
+    later: set[str] = set()
     markers: dict[str, Row] = {}
     end = await last_seq(conn)
     with progress_bar("audit: reading the log", end, show_progress) as advance:
@@ -191,13 +217,18 @@ async def from_log(
             out = store.feed(m.seq, m.subject, env, m.stream_time)
             if out.event is not None and matches(out.event, kind, value, s, u):
                 found.append(out.event)
+            elif out.event is not None and matches(out.event, kind, value, None, None):
+                # outside the window: a revert of what is in it still marks it (from_index)
+                cid = out.event["command_id"] or ""
+                if u is not None and found and cid.startswith(REVERT_PREFIX):
+                    later.add(cid)
             if out.event is not None and out.event["type"] == "ChangeReverted":
                 cid = out.event["command_id"] or ""
                 markers[cid] = _marker(m.seq, cid, out.event["data"])
             if m.seq % 1000 == 0:
                 advance(m.seq)
         advance(end)
-    wanted = {r.get("command_id") for r in found}
+    wanted = {r.get("command_id") for r in found} | later
     return link_reverts(found, {k: v for k, v in markers.items() if k in wanted})
 
 
