@@ -22,7 +22,7 @@ from netledger.projector import query
 from netledger.projector.runner import bar_hooks, project_until
 
 from .errors import OutputExists, OutputUnwritable, SeqBeyondStream
-from .times import iso
+from .times import iso, iso_us
 
 _SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -108,7 +108,9 @@ async def rebuild(
         "db": str(out),
         "last_seq": reached,
         "to_seq": to_seq,
-        "at": at.isoformat() if at is not None else None,
+        # in UTC like every time the tools print (the bound to the microsecond: the end of
+        # the unit it was written to, times.moment_end), not in the zone it was given in
+        "at": iso_us(at) if at is not None else None,
         "stream_last_seq": end,
         "events": st["events"],
         "rejected": st["rejected"],

@@ -54,3 +54,10 @@ def iso(epoch: float | None) -> str | None:
         return None
     t = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_us(moment: datetime.datetime) -> str:
+    """An aware moment as ISO 8601 UTC with microseconds (a bound ``--at`` / ``--until`` covers,
+    which :func:`iso`'s milliseconds would round away)."""
+    t = moment.astimezone(datetime.UTC)
+    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")

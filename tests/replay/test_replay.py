@@ -36,7 +36,11 @@ async def test_replay_to_seq_and_at_each_point(
         assert state_of(by_time) == (p.fixed, p.floating), p.name
         # the same moment in another zone is the same moment
         east = p.at.astimezone(datetime.timezone(datetime.timedelta(hours=5, minutes=30)))
-        assert (await rebuild(conn, by_time, at=east, force=True))["last_seq"] == p.seq
+        again = await rebuild(conn, by_time, at=east, force=True)
+        assert again["last_seq"] == p.seq
+        # said in UTC, as every time the tools print (h136: it echoed the zone given)
+        assert again["at"] == r["at"] and r["at"].endswith("Z"), (again["at"], r["at"])
+        assert datetime.datetime.fromisoformat(r["at"]) == p.at
     # before anything happened: an empty projection (of this stream)
     empty = tmp_path / "before.db"
     assert h.before is not None
