@@ -41,6 +41,14 @@ def render(result: dict[str, Any]) -> str:
             f"  mac {r['mac']}: unseen on {r['host']} for {r['unseen_for']:.1f}s,"
             f" but seen on {', '.join(r['seen_on'])}"
         )
+    large = result.get("too_large") or []
+    if large:
+        lines.append(
+            f"left {len(large)} address(es) to an operator: more floating IPs on each than one"
+            " batch frees (deallocate it)"
+        )
+    for r in large:
+        lines.append(f"  {r['address']:<16} network {r['network_id']}  host {r['host']}")
     return "\n".join(lines)
 
 

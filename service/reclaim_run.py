@@ -133,12 +133,22 @@ async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]
         }
     reclaimed: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    # Candidates no batch can free (more floating IPs than it holds): the decision leaves them
+    # to an operator, so the answer must name them (h136: the sweep dropped them, and nothing
+    # said why an address the dry run listed was never freed).
+    too_large: dict[tuple[str, str], dict[str, Any]] = {}
     for network_id, host in sorted({(c.network_id, c.host) for c in found}):
         try:
             while True:  # one decision appends at most one batch (reclaim.MAX_RECLAIM_MESSAGES)
                 r = await reclaim_one(svc, network_id, host, cmd.grace)
                 for item in r.get("reclaimed", []):
                     reclaimed.append({**item, "seq": r.get("seq"), "host_seq": r.get("host_seq")})
+                for address in r.get("too_large", []):
+                    too_large[(network_id, address)] = {
+                        "network_id": network_id,
+                        "host": host,
+                        "address": address,
+                    }
                 if not r.get("more") or not r.get("reclaimed"):
                     break
         except LogUnavailable:
@@ -148,11 +158,20 @@ async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]
             # (found by review): said, and tried again next sweep.
             log.warning("reclaim on network %s, host %s failed: %s", network_id, host, exc)
             failed.append({"network_id": network_id, "host": host, "error": str(exc)})
+    for t in too_large.values():
+        log.warning(
+            "not reclaiming %s in network %s (host %s): more floating IPs on it than one"
+            " atomic batch can let go with it; deallocate it",
+            t["address"],
+            t["network_id"],
+            t["host"],
+        )
     out: dict[str, Any] = {
         "dry_run": False,
         "grace": cmd.grace,
         "reclaimed": reclaimed,
         "held_back": held_back,
+        "too_large": list(too_large.values()),
     }
     if failed:
         out["failed"] = failed

@@ -310,6 +310,39 @@ async def test_a_sweep_goes_on_past_one_decision_of_a_batch(
     assert [len(s.addresses) for s in seals] == [3, 3, 1]  # 3 reclaims + the seal: 4 messages
 
 
+async def test_a_sweep_names_the_addresses_no_batch_can_free(
+    conn: Connection, service: CommandService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An address with more floating IPs than one batch frees is left to an operator by the
+    decision (``too_large``); the sweep dropped that list, so `netledger reclaim` said nothing
+    of an address its dry run had listed (h136)."""
+    from netledger.events import reclaim as reclaim_module
+    from netledger.reclaim_cli import render
+
+    monkeypatch.setattr(reclaim_module, "MAX_RECLAIM_MESSAGES", 4)  # reclaim + 2 x 2 + seal: 6
+    c = Client(conn)
+    [net] = await c.create_networks(label="n", cidr="10.42.0.0/24", mode="flat_dhcp")
+    nid = net["id"]
+    big = await c.allocate_fixed_ip("big", network_id=nid, host="h1", project="p1")
+    small = await c.allocate_fixed_ip("small", network_id=nid, host="h1", project="p1")
+    await c.request("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/29"})
+    for _ in range(2):
+        f = await c.request("floating_ip.allocate", {"project": "p1", "pool": "pub"})
+        await c.request(
+            "floating_ip.associate",
+            {"address": f["address"], "fixed_address": big["address"], "project": "p1"},
+        )
+    await prove_gone(conn, service, "h1", [], nid)
+
+    res = await c.request("fixed_ip.reclaim", {"grace": GRACE, "host": "h1"})
+
+    assert [x["address"] for x in res["reclaimed"]] == [small["address"]]
+    assert res["too_large"] == [{"network_id": nid, "host": "h1", "address": big["address"]}]
+    assert big["address"] in service.state.networks[nid].fixed
+    text = render(res)
+    assert "left 1 address(es) to an operator" in text and big["address"] in text, text
+
+
 async def test_one_failing_network_does_not_stop_the_sweep(
     conn: Connection, service: CommandService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
