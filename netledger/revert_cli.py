@@ -344,7 +344,12 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"  {e['type']:<24} {phrase(e['type'], e['data'])}")
     if result.get("skipped_seqs"):
         kept = ", ".join(f"#{s}" for s in result["skipped_seqs"])
-        lines.append(f"  left as they are (reported facts): {kept}")
+        # not all facts of the world: the NAT and placement records written for the executors
+        # (FloatingIpUnmapped, NetworkHostJoined, ...) are left too, the compensations bringing
+        # their own (events/revert_compensate.py SKIPPED_TYPES; h136: called "reported facts")
+        lines.append(
+            f"  left as they are (reported facts; records the compensations write anew): {kept}"
+        )
     return "\n".join(lines)
 
 

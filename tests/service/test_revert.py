@@ -16,7 +16,7 @@ from netledger.journal.stream import Connection, last_seq
 from netledger.projector.runner import project_until
 from netledger.replay import audit
 from netledger.replay.reader import read_range
-from netledger.revert_cli import AlreadyReverted, revert
+from netledger.revert_cli import AlreadyReverted, render, revert
 from netledger.service.client import Client
 from netledger.service.service import CommandService
 
@@ -65,6 +65,9 @@ async def test_revert_an_allocation(conn: Connection, service: CommandService) -
     assert marker.reverted_command_id == "alloc-1"
     assert marker.reverted_seqs == [stored["FixedIpAllocated"]]
     assert marker.skipped_seqs == [stored["NetworkHostJoined"]]
+    # ... and the CLI says it is left as a record the compensations write anew, not as a
+    # reported fact alone (h136: "reported facts" named FloatingIpUnmapped, NetworkHostJoined)
+    assert f"records the compensations write anew): #{before - 1}" in render(r), render(r)
     # The address is free again: the next allocation gets it.
     b = await c.allocate_fixed_ip("i-2", network_id=nid)
     assert b["address"] == a["address"]
