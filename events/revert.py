@@ -271,7 +271,8 @@ class Revert(Command):
         if self.reverted_command_id:
             return f"command {self.reverted_command_id}"
         where = f" in {self.scope}" if self.scope else ""
-        return f"seqs {self.after_seq}..{self.upto_seq}{where}"
+        # "after N": N itself is not reverted (h136: "seqs 28..32" named one it left alone)
+        return f"seqs after {self.after_seq} up to {self.upto_seq}{where}"
 
 
 @command

@@ -41,6 +41,7 @@ from netledger.events.revert_events import ChangeReverted
 from netledger.journal.stream import Connection, connect, last_seq
 from netledger.projector.errors import ProjectorError
 from netledger.replay.cli import moment_callback
+from netledger.replay.errors import SeqBeyondStream
 from netledger.replay.revert_reads import (
     CLOCK_SLACK_S,
     LogRead,
@@ -55,6 +56,7 @@ from netledger.replay.revert_reads import (
     reverted_by,
     undone_since,
 )
+from netledger.replay.times import iso_us
 from netledger.service.client import Client
 
 #: The reads live in :mod:`netledger.replay.revert_reads`; named here too for the callers (and
@@ -230,6 +232,13 @@ async def revert(
         # Read up to the log's end now: a marker up to it that undid events of the range is
         # in the range too, with its compensations (undone with the rest, newest first).
         markers = await last_seq(conn)
+        if to_seq > markers:
+            # a sequence the log does not have is a typo, not "nothing to revert" (h136)
+            raise SeqBeyondStream(
+                f"the stream ends at seq {markers}; there is no seq {to_seq} to revert after",
+                to_seq=to_seq,
+                stream_last_seq=markers,
+            )
         events = await events_after(conn, to_seq, scope, read, markers)
         upto = max((s.seq for s in events), default=to_seq)
         label = f"events after #{to_seq} up to #{upto}" + (f" in {scope}" if scope else "")
@@ -244,7 +253,7 @@ async def revert(
             what += f" within scope {scope}"
         if since is not None:
             what += (
-                f" stored since {since.isoformat()} (give an earlier --since: at or before the"
+                f" stored since {iso_us(since)} (give an earlier --since: at or before the"
                 " command's time, as `netledger audit` shows it)"
             )
         raise NothingToRevert(f"nothing to revert: {what}")

@@ -174,6 +174,14 @@ async def test_nothing_to_revert(conn: Connection, service: CommandService) -> N
     with pytest.raises(NetledgerError) as info:
         await revert(conn, c, to_seq=end)
     assert info.value.message == f"nothing to revert: the log holds no events after seq {end}"
+    # past the end: a sequence the log does not have, said as replay says it (h136)
+    with pytest.raises(NetledgerError) as info:
+        await revert(conn, c, to_seq=end + 1, dry_run=True)
+    assert info.value.code == "seq_beyond_stream", info.value.message
+    assert info.value.message == (
+        f"the stream ends at seq {end}; there is no seq {end + 1} to revert after"
+    )
+    assert await last_seq(conn) == end
 
 
 async def test_revert_found_through_the_projection_index(
