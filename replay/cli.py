@@ -325,6 +325,13 @@ def _print_verify(r: dict[str, Any]) -> None:
         click.echo(f"  differs: {d['table']} {d['key']} columns {', '.join(d['columns'])}")
         click.echo(f"    projection: {d['projection']}")
         click.echo(f"    rebuilt:    {d['rebuilt']}")
+    created, now = r.get("stream_created"), r.get("log_stream_created")
+    if not r["equal"] and not r["portable"] and created != now:
+        click.echo(
+            f"  the projection is of stream {r['stream']} created {created}; the stream now is"
+            f" one created {now} (a copy: export/import?): its store times differ in every"
+            " row; --portable compares without them"
+        )
     rej = r["rejected_events"]
     click.echo(f"  rejected_events: {rej['count']}")
     for x in rej["first"]:

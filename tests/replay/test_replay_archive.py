@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 from collections.abc import AsyncIterator
@@ -17,9 +18,11 @@ from netledger.common.natsserver import EmbeddedNats, free_port
 from netledger.journal.stream import MSG_ID, Connection, connect, ensure_stream, last_seq
 from netledger.replay.archive import export, import_file
 from netledger.replay.checksum import file_checksums
+from netledger.replay.cli import _print_verify
 from netledger.replay.errors import BadExport, StreamNotEmpty
 from netledger.replay.reader import read_range
 from netledger.replay.rebuild import rebuild
+from netledger.replay.verify import verify
 from netledger.service.service import CommandService
 from tests.replay.test_replay_helpers import build_history, cli_json, invoke
 
@@ -75,6 +78,15 @@ async def test_export_import_replay_is_identical(
     await rebuild(other, b, show_progress=False)
     assert file_checksums(a, portable=True) == file_checksums(b, portable=True)
     assert file_checksums(a)["events"] != file_checksums(b)["events"]  # stream_time differs
+    # verify of the original's projection against the copy says why it differs (h136)
+    v = await verify(other, a, show_progress=False)
+    assert not v["equal"] and v["stream_created"] != v["log_stream_created"]
+    assert (await verify(other, a, portable=True, show_progress=False))["equal"]
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        _print_verify(v)
+    assert "--portable compares without them" in text.getvalue(), text.getvalue()
+    assert (await verify(conn, a, show_progress=False))["log_stream_created"] == v["stream_created"]
 
     # again: nothing appended twice
     r = await import_file(other, path, show_progress=False)
