@@ -146,11 +146,17 @@ def serve_hint(err: NetledgerError, settings: Settings) -> NetledgerError:
         return err
     if not urls:
         return err
-    also = f" (and {len(urls) - 1} more)" if len(urls) > 1 else ""
-    hint = (
-        f" A `netledger serve` on this machine listens on {mask_urls(urls[0])}{also}:"
-        f" give --nats {mask_urls(urls[0])} or set NATS_URL."
-    )
+    if len(urls) == 1:
+        hint = (
+            f" A `netledger serve` on this machine listens on {mask_urls(urls[0])}:"
+            f" give --nats {mask_urls(urls[0])} or set NATS_URL."
+        )
+    else:  # each named: "(and 1 more)" left the operator to find the other's port (h136)
+        hint = (
+            f" {len(urls)} `netledger serve`s on this machine listen on"
+            f" {', '.join(mask_urls(u) for u in urls)}: give --nats with one of them or set"
+            " NATS_URL."
+        )
     return type(err)(err.message + hint, **err.details)
 
 

@@ -187,7 +187,10 @@ def test_an_unreachable_default_url_names_the_serve_running_here() -> None:
         " give --nats nats://127.0.0.1:46497 or set NATS_URL."
     )
     two = serve_hint(refused, settings(None, ["nats://127.0.0.1:1", "nats://127.0.0.1:2"]))
-    assert "listens on nats://127.0.0.1:1 (and 1 more):" in two.message
+    assert two.message.endswith(
+        " 2 `netledger serve`s on this machine listen on nats://127.0.0.1:1, nats://127.0.0.1:2:"
+        " give --nats with one of them or set NATS_URL."
+    ), two.message
     # an explicit --nats / NATS_URL was meant; a serve on the default URL is not elsewhere;
     # no serve here; another error
     assert serve_hint(refused, settings("nats://127.0.0.1:4222", ["nats://x:1"])) is refused
