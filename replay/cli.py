@@ -114,12 +114,18 @@ def replay_cmd(
         if at is not None
         else "no event"
     )
-    emit(
-        result,
-        settings.as_json,
+    text = (
         f"projection {result['db']} at seq {result['last_seq']} ({result['events']} events,"
-        f" {result['rejected']} rejected; {last}; stream ends at {result['stream_last_seq']})",
+        f" {result['rejected']} rejected; {last}; stream ends at {result['stream_last_seq']})"
     )
+    if result.get("next_stamped_by_at"):
+        text += (
+            f"\n  #{result['next_seq']}, stamped {result['next_event_time']} (as audit shows"
+            f" it), was stored at {result['next_stored_at']}, after --at: not included (--at"
+            " cuts on the store time); --to-seq up to its command's last event includes it"
+            " (audit lists them)"
+        )
+    emit(result, settings.as_json, text)
 
 
 # --- audit ------------------------------------------------------------------------------------

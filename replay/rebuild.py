@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from netledger.common.progress import progress_bar
+from netledger.events.errors import DecodeError
+from netledger.events.wire_fast import decode_fast
 from netledger.journal.stream import Connection, last_seq
 from netledger.projector import query
 from netledger.projector.runner import bar_hooks, project_until
 
 from .errors import OutputExists, OutputUnwritable, SeqBeyondStream
+from .reader import read_range
 from .times import iso, iso_us
 
 _SIDECARS = ("-wal", "-shm", "-journal")
@@ -104,6 +107,7 @@ async def rebuild(
     with query.open_readonly(out) as db:
         st = query.state(db)
         row = db.execute("SELECT time FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    after = await _first_after(conn, reached, at) if at is not None and reached < end else {}
     return {
         "db": str(out),
         "last_seq": reached,
@@ -115,4 +119,27 @@ async def rebuild(
         "events": st["events"],
         "rejected": st["rejected"],
         "last_event_time": iso(row[0]) if row is not None else None,
+        **after,
     }
+
+
+async def _first_after(conn: Connection, reached: int, at: datetime.datetime) -> dict[str, Any]:
+    """The first message ``--at`` left out: where it was stored and its own time.
+
+    ``--at`` cuts on the store time, which follows the event's own time (what ``audit``
+    prints) by the time an append takes: a time ``audit`` printed, given back as ``--at``,
+    leaves its event out when the store was a few milliseconds later (h136: the state "at" a
+    mistaken command was the state before it). Said, so the cut is never a silent surprise."""
+    async for m in read_range(conn, reached + 1, reached + 1):
+        try:
+            own: float | None = decode_fast(m.data).time
+        except DecodeError:
+            own = None
+        return {
+            "next_seq": m.seq,
+            "next_stored_at": iso(m.stream_time),
+            "next_event_time": iso(own),
+            # stamped by --at, stored after it: the surprise this says
+            "next_stamped_by_at": own is not None and own <= at.timestamp(),
+        }
+    return {}

@@ -137,3 +137,40 @@ async def test_cli_replay_then_show(
         (await asyncio.to_thread(invoke, "show", "networks", "--db", str(tmp_path / "t.db"),
                                  "--json")).output
     )[0]["network_id"] == h.network_id  # fmt: skip
+
+
+async def test_replay_at_says_what_it_left_out_that_was_stamped_by_then(
+    conn: Connection, nats_url: str, tmp_path: Path
+) -> None:
+    """--at cuts on the store time, audit prints the events' own: a printed time given back as
+    --at left its event out, silently, when the store came later (h136: the state "at" a
+    mistaken command was the one before it). The result says so. A report stamped 10 s before
+    it is stored makes the gap deterministic."""
+    import time
+    import uuid
+
+    from netledger.events.codec import Actor, Envelope, encode
+    from netledger.events.host_events import HostInstancesSeen
+    from netledger.events.ids import host_subject
+
+    before = await last_seq(conn)  # (nothing stored after the report's own time)
+    own = time.time() - 10
+    ev = HostInstancesSeen(host="h1", macs=[], networks=[], reason="change")
+    env = Envelope(ev, uuid.uuid4().hex, uuid.uuid4().hex, own, Actor(role="system", user="t"))
+    ack = await conn.js.publish(host_subject("h1"), encode(env), stream=conn.stream)
+    stamped = datetime.datetime.fromtimestamp(own + 1, datetime.UTC)  # after its own time
+
+    r = await rebuild(conn, tmp_path / "a.db", at=stamped, show_progress=False)
+    assert r["last_seq"] == before
+    assert (r["next_seq"], r["next_stamped_by_at"]) == (ack.seq, True)
+    assert r["next_event_time"] == iso(own) and r["next_stored_at"] > r["next_event_time"]
+    # a moment before the next message's own time: nothing surprising to say
+    early = datetime.datetime.fromtimestamp(own - 1, datetime.UTC)
+    r = await rebuild(conn, tmp_path / "b.db", at=early, show_progress=False)
+    assert r["next_stamped_by_at"] is False, r
+    # the CLI says it
+    out = await asyncio.to_thread(
+        invoke, "--nats", nats_url, "replay", "--db", str(tmp_path / "c.db"), "--at", iso(own + 1)
+    )
+    assert out.exit_code == 0, out.output
+    assert f"#{ack.seq}, stamped {iso(own)} (as audit shows it)" in out.stdout, out.stdout
