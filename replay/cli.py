@@ -168,7 +168,21 @@ def audit_cmd(
     (it is looked up as the log writes it: 2001:DB8::0001 finds 2001:db8::1).
     """
     from . import audit
+    from .errors import BadTime
+    from .times import iso
 
+    if since is not None and until is not None and since > until:
+        # (an empty window by mistake — the two swapped — said "0 events", as if nothing had
+        # happened: review h136)
+        fail(
+            BadTime(
+                f"--since {iso(since.timestamp())} is after --until {iso(until.timestamp())}:"
+                " no moment is in that window",
+                since=iso(since.timestamp()),
+                until=iso(until.timestamp()),
+            ),
+            settings.as_json,
+        )
     if kind == "address":
         value = _address(value, settings.as_json)
     if from_log:

@@ -116,6 +116,17 @@ async def test_cli_audit(
     assert naive["error"]["code"] == "naive_time"
     missing = await cli_json("audit", "host", "c1", "--db", str(tmp_path / "none.db"), code=1)
     assert missing["error"]["code"] == "projection_not_found"
+    # a window that ends before it starts (the two swapped) is refused, not "0 events" (h136);
+    # --until is the end of the minute it names
+    swapped = await cli_json(
+        "audit", "network", "1", "--db", str(db),
+        "--since", "2026-12-08T00:00Z", "--until", "2026-12-07T00:00Z", code=1,
+    )  # fmt: skip
+    assert swapped["error"]["code"] == "bad_time"
+    assert swapped["error"]["message"] == (
+        "--since 2026-12-08T00:00:00.000Z is after --until 2026-12-07T00:00:59.999Z:"
+        " no moment is in that window"
+    )
     since = (h.points[-1].at + datetime.timedelta(seconds=1)).isoformat()
     assert await cli_json("audit", "instance", "i-3", "--db", str(db), "--since", since) == []
     # an address is checked, not taken as one without history; any notation finds it
