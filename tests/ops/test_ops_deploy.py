@@ -61,3 +61,31 @@ def test_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
         if name in line
     ]
     assert p.returncode == 0 and not problems, p.stdout + p.stderr
+
+
+#: the user whose credentials each unit runs with (`auth init`'s names; %i: the host)
+UNIT_USERS = {
+    "netledger.service": "service",
+    "netledger-projector.service": "projector",
+    "netledger-executor@.service": "executor-%i",
+}
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_reads_the_credentials_auth_init_writes_for_it(unit: str, tmp_path: Path) -> None:
+    """With per-role NATS users each unit needs its own user's file: deploy.md once said to name
+    them with `creds =` (a JWT option), and every unit read the one /etc/default/netledger."""
+    from netledger.ops.auth import make_setup, write_setup
+
+    write_setup(tmp_path, make_setup(["compute1"]))
+    written = {p.name for p in tmp_path.iterdir()}
+    files = [
+        line.removeprefix("EnvironmentFile=")
+        for line in (DEPLOY / unit).read_text().splitlines()
+        if line.startswith("EnvironmentFile=")
+    ]
+    own = f"-/etc/netledger/{UNIT_USERS[unit]}.env"
+    assert own in files, files
+    # read last: its variables win over the shared file's
+    assert files[-1] == own
+    assert Path(own.lstrip("-").replace("%i", "compute1")).name in written
