@@ -131,6 +131,8 @@ class Connection:
 
 #: nats-py's (lower-cased) report of a publish the server's permissions refused
 _REFUSED = re.compile(r'permissions violation for publish to "([^"]+)"')
+#: (lower-cased, as nats-py reports it) JetStream's consumer-deletion API
+_CONSUMER_DELETE = "$js.api.consumer.delete."
 
 
 def split_servers(url: str | Iterable[str]) -> list[str]:
@@ -177,7 +179,14 @@ async def connect(
                 refused_login.set()
         m = _REFUSED.search(str(e))
         if m:
-            log.warning("NATS refused: %s", e)
+            if m.group(1).startswith(_CONSUMER_DELETE):
+                # Expected: readers' credentials may not delete consumers (ops/auth.py), and a
+                # one-off read tries it once (follow.py _delete_soon; the server drops the
+                # consumer once nobody listens). A warning at every executor start under
+                # per-role auth looked like a broken deployment (found walking docs/deploy.md).
+                log.info("NATS refused a consumer deletion (these credentials may not): %s", e)
+            else:
+                log.warning("NATS refused: %s", e)
             refused.add(m.group(1))
             for task in waiting.pop(m.group(1), ()):
                 task.cancel()

@@ -120,7 +120,7 @@ class Client:
         conn = self.conn
         key = subject.lower()
         if key in conn.refused:
-            raise self._refused(subject, who)
+            raise self._refused(subject, who, self.host)
         task = asyncio.current_task()
         assert task is not None
         waiting = conn.waiting.setdefault(key, set())
@@ -130,14 +130,19 @@ class Client:
             return reply
         except asyncio.CancelledError:
             if key in conn.refused and task.uncancel() == 0:
-                raise self._refused(subject, who) from None
+                raise self._refused(subject, who, self.host) from None
             raise
         finally:
             waiting.discard(task)
 
     @staticmethod
-    def _refused(subject: str, who: Actor) -> Forbidden:
-        acting = f"member of project {who.project}" if who.role == "member" else who.role
+    def _refused(subject: str, who: Actor, host: str | None) -> Forbidden:
+        if host is not None:  # "acting as system" did not say which host's credentials it needs
+            acting = f"host {host}'s DHCP lease script"
+        elif who.role == "member":
+            acting = f"member of project {who.project}"
+        else:
+            acting = who.role
         return Forbidden(
             f"the NATS server refused these credentials the subject {subject}: they may not"
             f" send commands acting as {acting} (credentials of another project or role?)",

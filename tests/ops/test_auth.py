@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import time
@@ -557,7 +558,10 @@ async def test_a_hosts_lease_script_records_only_what_that_host_serves(
     for executor, as_host in (("executor-h2", "h2"), ("executor-h2", "h1")):
         p = await script(executor, as_host, *lease)
         assert p.returncode == 1, p.stdout + p.stderr
-        assert json.loads(p.stdout)["error"]["code"] == "forbidden", (executor, as_host)
+        error = json.loads(p.stdout)["error"]
+        assert error["code"] == "forbidden", (executor, as_host)
+    # Another host's subject: NATS refuses it, and the error says whose credentials it needs.
+    assert "acting as host h1's DHCP lease script" in error["message"], error
     # Nothing but leases and releases on a host's subject.
     p = await script(
         "executor-h1", "h1", "fixed-ip", "allocate", "--instance", "i-9", "--network", net["id"]
@@ -664,7 +668,7 @@ def test_auth_init_force_leaves_every_file_0600_and_follows_no_link(tmp_path: Pa
 
 
 async def test_an_executor_reads_subjects_one_by_one_without_waiting_on_refused_deletions(
-    secured: Secured, svc: Any
+    secured: Secured, svc: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A share is read one subject at a time, each with a one-off consumer deleted once read.
     An executor may not delete consumers: each deletion waited out its 10 s timeout, inside
@@ -673,6 +677,7 @@ async def test_an_executor_reads_subjects_one_by_one_without_waiting_on_refused_
     consumer, 9 refusals, 90 s)."""
     from netledger.journal.follow import read_subjects
 
+    caplog.set_level(logging.INFO, logger="netledger.stream")
     conn, _service = svc
     net = await _network(conn, secured)
     subjects = {f"netledger.evt.network.{net['id']}": 1}
@@ -691,5 +696,9 @@ async def test_an_executor_reads_subjects_one_by_one_without_waiting_on_refused_
             await asyncio.sleep(0.1)
         refused = [s for s in ex.refused if s.startswith("$js.api.consumer.delete.")]
         assert len(refused) == 1, refused  # asked once, never again
+        # Expected of a reader: no warning (every executor start under auth printed one).
+        said = [r for r in caplog.records if "consumer deletion" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.INFO]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     finally:
         await ex.close()
