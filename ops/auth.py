@@ -229,7 +229,7 @@ class User:
     permissions: Permissions
     #: what the CLI acts as with these credentials (written into the credentials file)
     acts_as: dict[str, str] = field(default_factory=dict)
-    #: the reply-subject prefix these credentials may subscribe to (None: any, admin)
+    #: the reply-subject prefix these credentials may subscribe to (None: nats-py's default)
     inbox: str | None = None
 
 
@@ -267,7 +267,9 @@ def make_setup(
         return secrets.token_urlsafe(24)
 
     users = [
-        User("admin", "admin", pw(), admin_permissions()),
+        # admin may read any inbox; its file names its own all the same, as every other does:
+        # a request that got no answer blamed the missing prefix of admin's file (no_answer)
+        User("admin", "admin", pw(), admin_permissions(), inbox=inbox_prefix("admin")),
         User("service", "service", pw(), service_permissions(stream)),
         User("projector", "projector", pw(), reader_permissions(stream)),
         User("auditor", "auditor", pw(), reader_permissions(stream)),

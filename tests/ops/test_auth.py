@@ -702,3 +702,18 @@ async def test_an_executor_reads_subjects_one_by_one_without_waiting_on_refused_
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     finally:
         await ex.close()
+
+
+def test_every_credentials_file_names_the_inbox_its_user_may_read(tmp_path: Path) -> None:
+    """Admin's too: without NETLEDGER_INBOX a request that got no answer (`status` during an
+    election) was blamed on a missing inbox prefix, which admin's file never had."""
+    from netledger.ops.auth import make_setup, write_setup
+
+    setup = make_setup(["h1"], projects=["p1"])
+    write_setup(tmp_path, setup)
+    for u in setup.users:
+        creds = read_credentials(str(tmp_path / f"{u.name}.env"))
+        prefix = creds["inbox_prefix"]
+        assert prefix == f"_INBOX_{u.name}"
+        allowed = u.permissions.subscribe_allow
+        assert f"{prefix}.>" in allowed or ">" in allowed, (u.name, allowed)
