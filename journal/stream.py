@@ -31,6 +31,7 @@ from netledger.events.errors import (
 )
 from netledger.events.ids import ALL_EVENTS, STREAM
 from netledger.journal import natsclient
+from netledger.journal.jsrefused import RefusalAwareJetStream
 
 if TYPE_CHECKING:
     pass
@@ -265,7 +266,7 @@ async def connect(
     first_failure = None
     return Connection(
         nc=nc,
-        js=nc.jetstream(timeout=10.0),
+        js=RefusalAwareJetStream(nc, refused, waiting, timeout=10.0),
         stream=stream,
         reconnected=listeners,
         reconnect_hooks=hooks,

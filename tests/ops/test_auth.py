@@ -717,3 +717,36 @@ def test_every_credentials_file_names_the_inbox_its_user_may_read(tmp_path: Path
         assert prefix == f"_INBOX_{u.name}"
         allowed = u.permissions.subscribe_allow
         assert f"{prefix}.>" in allowed or ">" in allowed, (u.name, allowed)
+
+
+async def test_a_reader_command_with_credentials_that_may_not_read_is_forbidden(
+    secured: Secured, svc: Any
+) -> None:
+    """`status` (any reader) with a client's credentials: the server refuses the JetStream API
+    subject and says so on the connection. The request waited out its 10 s timeout and the CLI
+    said `unavailable`, "did not answer a request in time" (found walking docs/security.md):
+    now `forbidden`, naming the subject."""
+    env = {**_env_from(secured.files["client-p1"]), "NATS_URL": secured.url}
+    p = await asyncio.to_thread(
+        subprocess.run,
+        [NETLEDGER, "--json", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert p.returncode == 1, p.stdout + p.stderr
+    error = json.loads(p.stdout)["error"]
+    assert error["code"] == "forbidden", error
+    assert error["details"]["subject"] == "$JS.API.STREAM.INFO.NETLEDGER", error
+    # A user that may read gets its answer on the same server.
+    env = {**_env_from(secured.files["auditor"]), "NATS_URL": secured.url}
+    p = await asyncio.to_thread(
+        subprocess.run,
+        [NETLEDGER, "--json", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert json.loads(p.stdout)["stream"]["name"] == "NETLEDGER", p.stdout + p.stderr
