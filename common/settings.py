@@ -157,7 +157,9 @@ def serve_hint(err: NetledgerError, settings: Settings) -> NetledgerError:
             f" {', '.join(mask_urls(u) for u in urls)}: give --nats with one of them or set"
             " NATS_URL."
         )
-    return type(err)(err.message + hint, **err.details)
+    # the connect failure ends without a full stop: "(tried for 5 s) A `netledger serve` ..."
+    stop = "" if err.message.endswith(".") else "."
+    return type(err)(err.message + stop + hint, **err.details)
 
 
 def no_answer(exc: BaseException, settings: Settings) -> Unavailable | None:

@@ -181,7 +181,7 @@ def test_an_unreachable_default_url_names_the_serve_running_here() -> None:
 
     hinted = serve_hint(refused, settings(None, ["nats://127.0.0.1:46497"]))
     assert isinstance(hinted, Unavailable) and hinted.code == "unavailable"
-    assert hinted.message.startswith(refused.message)
+    assert hinted.message.startswith(refused.message + ". A ")  # two sentences
     assert hinted.message.endswith(
         " A `netledger serve` on this machine listens on nats://127.0.0.1:46497:"
         " give --nats nats://127.0.0.1:46497 or set NATS_URL."
