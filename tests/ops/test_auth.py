@@ -726,27 +726,18 @@ async def test_a_reader_command_with_credentials_that_may_not_read_is_forbidden(
     subject and says so on the connection. The request waited out its 10 s timeout and the CLI
     said `unavailable`, "did not answer a request in time" (found walking docs/security.md):
     now `forbidden`, naming the subject."""
-    env = {**_env_from(secured.files["client-p1"]), "NATS_URL": secured.url}
-    p = await asyncio.to_thread(
-        subprocess.run,
-        [NETLEDGER, "--json", "status"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+
+    def status_as(user: str) -> subprocess.CompletedProcess[str]:
+        env = {**_env_from(secured.files[user]), "NATS_URL": secured.url}
+        return subprocess.run(
+            [NETLEDGER, "--json", "status"], capture_output=True, text=True, timeout=60, env=env
+        )
+
+    p = await asyncio.to_thread(status_as, "client-p1")
     assert p.returncode == 1, p.stdout + p.stderr
     error = json.loads(p.stdout)["error"]
     assert error["code"] == "forbidden", error
     assert error["details"]["subject"] == "$JS.API.STREAM.INFO.NETLEDGER", error
     # A user that may read gets its answer on the same server.
-    env = {**_env_from(secured.files["auditor"]), "NATS_URL": secured.url}
-    p = await asyncio.to_thread(
-        subprocess.run,
-        [NETLEDGER, "--json", "status"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    p = await asyncio.to_thread(status_as, "auditor")
     assert json.loads(p.stdout)["stream"]["name"] == "NETLEDGER", p.stdout + p.stderr
