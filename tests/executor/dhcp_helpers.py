@@ -162,6 +162,20 @@ class DhcpLab(Lab):
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
+def leases6(path: Path) -> str:
+    """A DHCPv6 bridge's dnsmasq lease file ("" when there is none). dnsmasq rewrites it in
+    place (truncates, then writes), so a read in between finds it empty; once written it always
+    holds the server's ``duid`` line, so an empty read is tried again for up to a second."""
+    for _ in range(50):
+        if not path.exists():
+            return ""
+        text = path.read_text()
+        if text:
+            return text
+        time.sleep(0.02)
+    return ""
+
+
 def kill_our_dnsmasq(state_dir: str) -> None:
     """SIGKILL every dnsmasq started with a pid file under ``state_dir`` (and only those)."""
     for pidfile in Path(state_dir).rglob("*.pid"):

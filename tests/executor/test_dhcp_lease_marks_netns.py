@@ -151,12 +151,17 @@ class Bridge:
         return p.read_text().strip() if p.exists() else None
 
     def lease(self, address: str) -> str:
-        """``<mac> <expiry>`` of the address's lease in dnsmasq's lease file: its mark."""
+        """``<mac> <expiry>`` of the address's lease in dnsmasq's lease file: its mark.
+
+        dnsmasq rewrites the file in place (truncates, then writes): a read in between finds it
+        empty, so a read without the address is tried again for up to a second."""
         path = Path(self.world.dhcp_dir("h"), f"{self.bridge}.leases")
-        for line in path.read_text().splitlines():
-            expiry, mac, ip = line.split()[:3]
-            if ip == address:
-                return f"{mac} {expiry}"
+        for _ in range(50):
+            for line in path.read_text().splitlines():
+                expiry, mac, ip = line.split()[:3]
+                if ip == address:
+                    return f"{mac} {expiry}"
+            time.sleep(0.02)
         raise AssertionError(f"no lease of {address}: {path.read_text()}")
 
 

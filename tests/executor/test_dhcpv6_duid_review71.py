@@ -25,7 +25,7 @@ import pytest
 
 from netledger.journal.stream import Connection
 
-from .dhcp_helpers import DhcpLab, dhcp_lab, read_events, wait_for_event
+from .dhcp_helpers import DhcpLab, dhcp_lab, leases6, read_events, wait_for_event
 from .test_ipv6_netns import Dhcp6Client, TwoHosts, guest
 
 pytestmark = pytest.mark.netns
@@ -41,8 +41,7 @@ def world() -> Iterator[DhcpLab]:
 
 
 def leases(world: DhcpLab, bridge: str) -> str:
-    path = Path(world.dhcp_dir("ha"), f"{bridge}.leases")
-    return path.read_text() if path.exists() else ""
+    return leases6(Path(world.dhcp_dir("ha"), f"{bridge}.leases"))
 
 
 async def test_a_lease_under_a_duid_made_from_another_nic_is_kept(

@@ -23,7 +23,7 @@ import pytest
 
 from netledger.journal.stream import Connection
 
-from .dhcp_helpers import DEADLINE, DhcpLab, dhcp_lab, wait_for_event
+from .dhcp_helpers import DEADLINE, DhcpLab, dhcp_lab, leases6, wait_for_event
 from .test_ipv6_netns import Dhcp6Client, TwoHosts, guest
 
 pytestmark = pytest.mark.netns
@@ -36,8 +36,7 @@ def world() -> Iterator[DhcpLab]:
 
 
 def leases(world: DhcpLab, bridge: str) -> str:
-    path = Path(world.dhcp_dir("ha"), f"{bridge}.leases")
-    return path.read_text() if path.exists() else ""
+    return leases6(Path(world.dhcp_dir("ha"), f"{bridge}.leases"))
 
 
 def mark(world: DhcpLab, address: str) -> str | None:
