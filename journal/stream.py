@@ -180,17 +180,23 @@ async def connect(
                 refused_login.set()
         m = _REFUSED.search(str(e))
         if m:
+            refused.add(m.group(1))
+            waiters = waiting.pop(m.group(1), set())
+            for task in waiters:
+                task.cancel()
             if m.group(1).startswith(_CONSUMER_DELETE):
                 # Expected: readers' credentials may not delete consumers (ops/auth.py), and a
                 # one-off read tries it once (follow.py _delete_soon; the server drops the
                 # consumer once nobody listens). A warning at every executor start under
                 # per-role auth looked like a broken deployment (found walking docs/deploy.md).
                 log.info("NATS refused a consumer deletion (these credentials may not): %s", e)
+            elif waiters:
+                # Each waiter now raises Forbidden naming the subject, which its caller reports
+                # (a CLI command: its error): a warning too put two messages on a user's stderr
+                # for one failure.
+                log.debug("NATS refused (reported to the request): %s", e)
             else:
                 log.warning("NATS refused: %s", e)
-            refused.add(m.group(1))
-            for task in waiting.pop(m.group(1), ()):
-                task.cancel()
             return
         log.debug("nats error: %s", e)
 
