@@ -73,6 +73,19 @@ def from_index(
     until: datetime.datetime | None = None,
 ) -> list[Row]:
     """The events index rows concerning ``value``, oldest first."""
+    return answer_from_index(db, kind, value, since, until)[0]
+
+
+def answer_from_index(
+    db: str | Path,
+    kind: str,
+    value: str,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+) -> tuple[list[Row], int]:
+    """:func:`from_index`'s rows and the projection's checkpoint they are the answer at (its
+    ``last_seq``: the log up to it), read in one read transaction — a projector writing
+    meanwhile must not leave the rows newer than the number said with them."""
     s, u = _epoch(since), _epoch(until)
     sql, cols = index_sql(kind, s, u)
     args: list[Any] = []
@@ -81,11 +94,14 @@ def from_index(
         args += [t for t in (s, u) if t is not None]
     with open_readonly(db) as conn:
         conn.row_factory = sqlite3.Row
+        conn.execute("BEGIN")  # one snapshot of the file for the checkpoint and the rows
+        row = conn.execute("SELECT last_seq FROM projection_state WHERE id = 1").fetchone()
+        checkpoint = int(row[0] or 0) if row is not None else 0
         found = [dict(r) for r in conn.execute(sql, args)]
         seen = found
         if u is not None and found:
             seen = found + _later_compensations(conn, kind, value, found[-1]["seq"])
-        return link_reverts(found, _markers_from_index(conn, seen))
+        return link_reverts(found, _markers_from_index(conn, seen)), checkpoint
 
 
 # --- reverts: "reverted by" / "reverts" -------------------------------------------------------
@@ -202,6 +218,18 @@ async def from_log(
     show_progress: bool | None = None,
 ) -> list[Row]:
     """The same rows as :func:`from_index`, computed by reading the whole stream."""
+    return (await answer_from_log(conn, kind, value, since, until, show_progress))[0]
+
+
+async def answer_from_log(
+    conn: Connection,
+    kind: str,
+    value: str,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+    show_progress: bool | None = None,
+) -> tuple[list[Row], int]:
+    """:func:`from_log`'s rows and the last sequence read (the log's end when the read began)."""
     s, u = _epoch(since), _epoch(until)
     store = _StateOnly()
     found: list[Row] = []
@@ -229,7 +257,7 @@ async def from_log(
                 advance(m.seq)
         advance(end)
     wanted = {r.get("command_id") for r in found} | later
-    return link_reverts(found, {k: v for k, v in markers.items() if k in wanted})
+    return link_reverts(found, {k: v for k, v in markers.items() if k in wanted}), end
 
 
 # --- rendering --------------------------------------------------------------------------------

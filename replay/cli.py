@@ -164,7 +164,9 @@ def audit_cmd(
 
     Each line: sequence, time, what happened (the data that matters), who did it, event type.
     Times are the events' own (ISO 8601, UTC). Served from the projection's events index
-    (--db); --from-log reads the stream instead. An address is IPv4 or IPv6, in any notation
+    (--db); --from-log reads the stream instead. The first line, and each event's
+    `checkpoint` in --json, says the last log sequence the answer covers (the projection's
+    checkpoint; with --from-log, the log's end). An address is IPv4 or IPv6, in any notation
     (it is looked up as the log writes it: 2001:DB8::0001 finds 2001:db8::1).
     """
     from . import audit
@@ -186,20 +188,24 @@ def audit_cmd(
     if kind == "address":
         value = _address(value, settings.as_json)
     if from_log:
-        rows = _with_conn(
+        rows, checkpoint = _with_conn(
             settings,
             "netledger-audit",
-            lambda conn: audit.from_log(conn, kind, value, since, until),
+            lambda conn: audit.answer_from_log(conn, kind, value, since, until),
         )
+        basis = f"the log read to seq {checkpoint}"
     else:
         path = settings.projection(db)
 
-        async def go() -> list[dict[str, Any]]:
-            return audit.from_index(path, kind, value, since, until)
+        async def go() -> tuple[list[dict[str, Any]], int]:
+            return audit.answer_from_index(path, kind, value, since, until)
 
-        rows = run(settings, go)
-    shown = [audit.present(r) for r in rows]
-    head = f"{kind} {value}: {len(shown)} event{'s' if len(shown) != 1 else ''}"
+        rows, checkpoint = run(settings, go)
+        basis = f"projection at seq {checkpoint}"
+    # Each row says the checkpoint its answer is based on (a list has no other place for it):
+    # an event not listed may be one the projection has not reached yet.
+    shown = [{**audit.present(r), "checkpoint": checkpoint} for r in rows]
+    head = f"{kind} {value}: {len(shown)} event{'s' if len(shown) != 1 else ''} ({basis})"
     emit(
         shown,
         text="\n".join([head, *("  " + audit.line(p) for p in shown)]),

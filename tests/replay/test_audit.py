@@ -107,7 +107,7 @@ async def test_cli_audit(
     text = await asyncio.to_thread(invoke, "audit", "address", h.x, "--db", str(db))
     assert text.exit_code == 0, text.output
     lines = text.output.splitlines()
-    assert lines[0] == f"address {h.x}: 11 events"
+    assert lines[0] == f"address {h.x}: 11 events (projection at seq {idx[0]['checkpoint']})"
     assert f"{h.x} allocated to i-1" in lines[1] and "by alice" in lines[1]
     assert f"{h.x} allocated to i-3" in lines[-1] and "by carol" in lines[-1]
     naive = await cli_json(
