@@ -42,7 +42,7 @@ from netledger.events.ids import EVENT_PREFIX
 from netledger.events.types import EVENT_TYPES
 from netledger.journal.stream import MSG_ID, Connection, last_seq
 
-from .errors import BadExport, ImportInterrupted, StreamNotEmpty
+from .errors import BadExport, ImportInterrupted, SeqBeyondStream, StreamNotEmpty
 from .reader import Stored, first_seq_at, read_range
 from .times import iso
 
@@ -103,10 +103,9 @@ async def export(
 ) -> dict[str, Any]:
     """Write messages ``from_seq``..``to_seq`` (default: the last now) to ``out``; with
     ``since``, none stored before it (where that starts is one direct get by time: nothing
-    before it is read)."""
-    end = await last_seq(conn)
-    if to_seq is not None:
-        end = min(end, to_seq)
+    before it is read). A ``to_seq`` past the stream's end is :class:`SeqBeyondStream`, as
+    ``replay`` answers it (:func:`export_end`)."""
+    end = await export_end(conn, to_seq)
     if since is not None:
         start = await first_seq_at(conn, since)
         from_seq = max(from_seq, end + 1 if start is None else start)
@@ -124,6 +123,22 @@ async def export(
                 advance(n)
         advance(n)
     return {"messages": n, "first_seq": first, "last_seq": last, "undecodable": undecodable}
+
+
+async def export_end(conn: Connection, to_seq: int | None) -> int:
+    """The last sequence an export up to ``to_seq`` writes (default: the stream's last now),
+    or :class:`SeqBeyondStream` when the stream ends before ``to_seq``: an export quietly cut
+    at the end read as a log that holds ``to_seq`` (replay refuses the same)."""
+    end = await last_seq(conn)
+    if to_seq is None:
+        return end
+    if to_seq > end:
+        raise SeqBeyondStream(
+            f"the stream ends at seq {end}; there is no seq {to_seq} to export to",
+            to_seq=to_seq,
+            stream_last_seq=end,
+        )
+    return to_seq
 
 
 # --- import ----------------------------------------------------------------------------------

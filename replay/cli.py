@@ -401,25 +401,28 @@ def export_cmd(
 
     With --since, the export starts at the first message stored at or after that time (or
     at --from-seq, whichever is later), found by one lookup: what was stored before it is
-    not read, so "the last day of the log" costs the last day, not the log's age.
+    not read, so "the last day of the log" costs the last day, not the log's age. A --to-seq
+    past the stream's end is refused (seq_beyond_stream, as replay) and writes nothing.
     """
-    from .archive import export
+    from .archive import export, export_end
     from .errors import OutputUnwritable
 
-    try:
-        ctx: Any = out.open("w", encoding="utf-8") if out is not None else nullcontext(sys.stdout)
-    except OSError as exc:
-        fail(
-            OutputUnwritable(f"cannot write {out}: {exc.strerror or exc}", out=str(out)),
-            settings.as_json,
-        )
-    with ctx as f:
-        target: TextIO = f
-        result = _with_conn(
-            settings,
-            "netledger-export",
-            lambda conn: export(conn, target, from_seq=from_seq, to_seq=to_seq, since=since),
-        )
+    async def go(conn: Any) -> dict[str, Any]:
+        # Refused before --out is opened: a refusal must not leave it truncated.
+        end = await export_end(conn, to_seq)
+        try:
+            ctx: Any = (
+                out.open("w", encoding="utf-8") if out is not None else nullcontext(sys.stdout)
+            )
+        except OSError as exc:
+            raise OutputUnwritable(
+                f"cannot write {out}: {exc.strerror or exc}", out=str(out)
+            ) from None
+        with ctx as f:
+            target: TextIO = f
+            return await export(conn, target, from_seq=from_seq, to_seq=end, since=since)
+
+    result = _with_conn(settings, "netledger-export", go)
     if out is not None:
         emit(
             {"out": str(out), **result},
