@@ -55,7 +55,12 @@ def render(result: dict[str, Any]) -> str:
 @click.command("reclaim")
 @click.option("--dry-run", is_flag=True, help="List the candidates; append nothing.")
 @click.option("--host", default=None, help="Only addresses held on this host.")
-@click.option("--network", "network_id", default=None, help="Only this network's addresses.")
+@click.option(
+    "--network",
+    "network_id",
+    default=None,
+    help="Only this network's addresses (network_not_found if there is none).",
+)
 @click.option(
     "--older-than",
     "grace",

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from netledger.events.codec import SYSTEM, Envelope
 from netledger.events.commands import Request
 from netledger.events.decide import decide
+from netledger.events.decide_common import live_network
 from netledger.events.errors import LogUnavailable
 from netledger.events.ids import host_subject
 from netledger.events.placement import mappings
@@ -99,8 +100,12 @@ async def reclaim_one(
 
 
 async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]:
-    """Every candidate (dry run), or reclaim them: one decision per (network, host)."""
+    """Every candidate (dry run), or reclaim them: one decision per (network, host). A
+    ``network_id`` no network has is :class:`NetworkNotFound`, as every command naming a
+    network answers it ("0 candidates" read as a network with nothing to reclaim)."""
     await svc.follower.catch_up()
+    if cmd.network_id is not None:
+        live_network(svc.state, cmd.network_id)  # checked on the state caught up to the log
     surveyed = survey(
         svc.state,
         cmd.grace,
