@@ -365,6 +365,12 @@ def emit(
         click.echo(_cell(obj))
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``n`` and the noun for it: ``1 row``, ``2 rows``, ``0 addresses`` (``words``: a plural
+    that is not ``word`` + s). Human output only: the JSON says numbers."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def error_json(code: str, message: str, details: dict[str, Any] | None = None) -> str:
     """An error as the CLI prints it with JSON output: one line on stdout."""
     error = {"code": code, "message": message, "details": details or {}}

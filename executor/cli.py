@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from netledger.common.metrics import metrics_port_option
-from netledger.common.output import emit, fail
+from netledger.common.output import emit, fail, plural
 from netledger.common.params import IP_ADDRESS, IPV4_CIDR
 from netledger.common.ranges import FiniteFloatRange
 from netledger.common.settings import Settings, config_path, pass_settings, run
@@ -311,8 +311,8 @@ def executor_run(
         emit(
             out,
             settings.as_json,
-            f"{host}: reconciled to {report.applied_seq}, {report.changes} change(s)"
-            + (f", {len(report.conflicts)} conflict(s)" if report.conflicts else ""),
+            f"{host}: reconciled to {report.applied_seq}, {plural(report.changes, 'change')}"
+            + (f", {plural(len(report.conflicts), 'conflict')}" if report.conflicts else ""),
         )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from netledger.common.output import emit, mask_urls
+from netledger.common.output import emit, mask_urls, plural
 from netledger.common.ranges import FiniteFloatRange
 from netledger.common.settings import Settings, pass_settings, run
 
@@ -133,7 +133,7 @@ def log_cell(lg: dict[str, Any] | None) -> str:
             # rounded: the reserve is itself a truncated percentage of the total (5% showed 4%)
             out += f" (reserve {round(reserve * 100 / total)}%)"
     if lg.get("restarts"):
-        out += f", {lg['restarts']} restart(s)"
+        out += f", {plural(lg['restarts'], 'restart')}"
     return out
 
 
@@ -145,7 +145,8 @@ def render(st: dict[str, Any]) -> None:
     con = table_console()
     s = st["stream"]
     con.print(
-        f"[bold]stream {s['name']}[/bold]: {s['messages']} messages, {s['bytes']} bytes,"
+        f"[bold]stream {s['name']}[/bold]: {plural(s['messages'], 'message')},"
+        f" {plural(s['bytes'], 'byte')},"
         f" seq {s['first_seq']}..{s['last_seq']}, replicas {s['replicas']}"
         + (f", cluster {s['cluster']}" if s["cluster"] else "")
         + (f", leader {s['leader']}" if s["leader"] else "")

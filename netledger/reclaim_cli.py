@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from netledger.cli import client_call
-from netledger.common.output import emit
+from netledger.common.output import emit, plural
 from netledger.common.settings import Settings, pass_settings
 from netledger.events.reclaim import DEFAULT_GRACE
 from netledger.ops.duration import DURATION
@@ -24,7 +24,9 @@ def render(result: dict[str, Any]) -> str:
     rows = result.get("candidates") if result.get("dry_run") else result.get("reclaimed")
     rows = rows or []
     verb = "would reclaim" if result.get("dry_run") else "reclaimed"
-    lines = [f"{verb} {len(rows)} address(es) (grace {result.get('grace', 0):g}s)"]
+    lines = [
+        f"{verb} {plural(len(rows), 'address', 'addresses')} (grace {result.get('grace', 0):g}s)"
+    ]
     for r in rows:
         lines.append(
             f"  {r['address']:<16} network {r['network_id']}  instance {r['instance']}"
@@ -34,7 +36,9 @@ def render(result: dict[str, Any]) -> str:
         )
     held = result.get("held_back") or []
     if held:
-        lines.append(f"held back {len(held)} address(es) another host still sees")
+        lines.append(
+            f"held back {plural(len(held), 'address', 'addresses')} another host still sees"
+        )
     for r in held:
         lines.append(
             f"  {r['address']:<16} network {r['network_id']}  instance {r['instance']}"
@@ -44,7 +48,7 @@ def render(result: dict[str, Any]) -> str:
     large = result.get("too_large") or []
     if large:
         lines.append(
-            f"left {len(large)} address(es) to an operator: more floating IPs on each than one"
+            f"left {plural(len(large), 'address', 'addresses')} to an operator: more floating IPs on each than one"
             " batch frees (deallocate it)"
         )
     for r in large:

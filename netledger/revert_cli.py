@@ -22,7 +22,7 @@ import click
 
 import netledger.events.revert_events  # noqa: F401  (every netledger process decodes markers)
 from netledger.cli import command_client
-from netledger.common.output import emit
+from netledger.common.output import emit, plural
 from netledger.common.settings import Settings, pass_settings, run
 from netledger.events.errors import NetledgerError, ValidationError
 from netledger.events.ids import command_time
@@ -455,13 +455,13 @@ def revert_cmd(
     if found is not None:
         click.echo(
             f"netledger: found command {command_id}'s events through the projection {found}"
-            f" (this machine's; read {result['log_messages_read']} messages of the log)",
+            f" (this machine's; read {plural(result['log_messages_read'], 'message')} of the log)",
             err=True,
         )
     elif result.get("events_found_by") == "log" and command_id is not None:
         mismatch = f" (not using {here}: {refused[0]})" if refused else ""
         click.echo(
-            f"netledger: read the whole log ({result['log_messages_read']} messages) for command"
+            f"netledger: read the whole log ({plural(result['log_messages_read'], 'message')}) for command"
             f" {command_id}{mismatch}; --since TIME (at or before the command's time, as"
             " `netledger audit` shows it) or --db PROJECTION bounds that read",
             err=True,

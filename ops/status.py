@@ -33,6 +33,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from netledger.common.output import plural
 from netledger.journal.stream import Connection
 from netledger.ops.status_hosts import _iso, hosts_and_retired
 from netledger.ops.status_hosts import hosts_status as hosts_status  # (imported from here)
@@ -398,15 +399,17 @@ def problems_of(
         if s.get("error"):
             out.append(f"{s['component']} {s['id']} cannot report its state: {s['error']}")
         if s["lagging"]:
-            out.append(f"{s['component']} {s['id']} is {s['lag']} sequences behind")
+            out.append(f"{s['component']} {s['id']} is {plural(s['lag'], 'sequence')} behind")
         out += log_problems(s)
     for p in projectors:
         if p.get("error"):
             out.append(f"projector {p['db']}: {p['error']}")
         elif p["lagging"]:
-            out.append(f"projector {p['db']} is {p['lag']} sequences behind (> {max_lag})")
+            out.append(
+                f"projector {p['db']} is {plural(p['lag'], 'sequence')} behind (> {max_lag})"
+            )
         if p.get("rejected"):
-            out.append(f"projector {p['db']} rejected {p['rejected']} stream message(s)")
+            out.append(f"projector {p['db']} rejected {plural(p['rejected'], 'stream message')}")
         if p.get("live") is False:
             out.append(_not_live(p))
     for h in hosts:
@@ -422,5 +425,5 @@ def problems_of(
         elif h.get("live") is False:
             out.append(f"host {h['host']} has not reported for {h['age_s']:.0f}s")
         elif h["lagging"]:
-            out.append(f"host {h['host']} is {h['lag']} sequences behind (> {max_lag})")
+            out.append(f"host {h['host']} is {plural(h['lag'], 'sequence')} behind (> {max_lag})")
     return out

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from netledger.common.natsserver import EmbeddedNats
+from netledger.common.output import plural
 from netledger.events.errors import LogStorageFull, LogUnavailable
 from netledger.journal.loghealth import (
     GAVE_UP,
@@ -362,7 +363,7 @@ class StorageWatcher:
         h.refuse(
             GAVE_UP,
             LogUnavailable(
-                f"the log's nats-server was restarted {self.max_restarts} times and its stream"
+                f"the log's nats-server was restarted {plural(self.max_restarts, 'time')} and its stream"
                 " still fails: see DATA/nats-server.log, then restart serve",
                 reason="restarts exhausted",
                 outcome="not_applied",

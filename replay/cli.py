@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import click
 
-from netledger.common.output import emit, fail
+from netledger.common.output import emit, fail, plural
 from netledger.common.settings import Settings, pass_settings, run
 
 from .errors import ProjectionMismatch, SnapshotMismatch, SnapshotUnusable
@@ -115,7 +115,7 @@ def replay_cmd(
         else "no event"
     )
     text = (
-        f"projection {result['db']} at seq {result['last_seq']} ({result['events']} events,"
+        f"projection {result['db']} at seq {result['last_seq']} ({plural(result['events'], 'event')},"
         f" {result['rejected']} rejected; {last}; stream ends at {result['stream_last_seq']})"
     )
     if result.get("next_stamped_by_at"):
@@ -205,7 +205,7 @@ def audit_cmd(
     # Each row says the checkpoint its answer is based on (a list has no other place for it):
     # an event not listed may be one the projection has not reached yet.
     shown = [{**audit.present(r), "checkpoint": checkpoint} for r in rows]
-    head = f"{kind} {value}: {len(shown)} event{'s' if len(shown) != 1 else ''} ({basis})"
+    head = f"{kind} {value}: {plural(len(shown), 'event')} ({basis})"
     emit(
         shown,
         text="\n".join([head, *("  " + audit.line(p) for p in shown)]),
@@ -293,7 +293,8 @@ def _verify_snapshots(settings: Settings) -> None:
     err: SnapshotMismatch | SnapshotUnusable | None = None
     if bad:
         err = SnapshotMismatch(
-            f"{', '.join(r['name'] for r in bad)} differ(s) from the fold of the log",
+            f"{', '.join(r['name'] for r in bad)} {'differs' if len(bad) == 1 else 'differ'} from"
+            " the fold of the log",
             snapshots=[r["name"] for r in bad],
         )
     elif unusable:
@@ -325,13 +326,13 @@ def _print_snapshots(report: dict[str, Any]) -> None:
         mark = "ok " if r["equal"] else "BAD"
         what = "equals" if r["equal"] else "DIFFERS from"
         click.echo(
-            f"  {mark} {r['name']}  seq {r['seq']}  {r['bytes']} bytes: {what} the fold of"
+            f"  {mark} {r['name']}  seq {r['seq']}  {plural(r['bytes'], 'byte')}: {what} the fold of"
             f" the log up to seq {r['seq']}"
         )
         for d in r["differences"]:
             click.echo(f"      differs: {d}")
     if report["snapshots"]:
-        click.echo(f"  read {report['log_messages_read']} messages of the log")
+        click.echo(f"  read {plural(report['log_messages_read'], 'message')} of the log")
 
 
 def _print_verify(r: dict[str, Any]) -> None:
@@ -346,7 +347,8 @@ def _print_verify(r: dict[str, Any]) -> None:
             if t["rows"] == t["rebuilt_rows"]
             else f"{t['rows']} vs {t['rebuilt_rows']}"
         )
-        click.echo(f"  {mark} {name:18} {rows:>12} rows  {t['sha256'][:16]}")
+        noun = "row" if t["rows"] == t["rebuilt_rows"] == 1 else "rows"
+        click.echo(f"  {mark} {name:18} {rows:>12} {noun:<4}  {t['sha256'][:16]}")
     for d in r["differences"]:
         click.echo(f"  differs: {d['table']} {d['key']} columns {', '.join(d['columns'])}")
         click.echo(f"    projection: {d['projection']}")
@@ -427,12 +429,17 @@ def export_cmd(
         emit(
             {"out": str(out), **result},
             settings.as_json,
-            f"exported {result['messages']}"
-            f" messages (seq {result['first_seq']}..{result['last_seq']},"
-            f" {result['undecodable']} undecodable) to {out}",
+            f"exported {plural(result['messages'], 'message')}"
+            + (
+                f" (seq {result['first_seq']}..{result['last_seq']},"
+                f" {result['undecodable']} undecodable)"
+                if result["messages"]
+                else ""
+            )
+            + f" to {out}",
         )
     else:
-        click.echo(f"exported {result['messages']} messages", err=True)
+        click.echo(f"exported {plural(result['messages'], 'message')}", err=True)
 
 
 @click.command("import")

@@ -218,4 +218,4 @@ def test_the_replicas_table_shows_each_ones_log() -> None:
     }
     cell = log_cell(low)
     assert "storage_low" in cell and "log_storage_full" in cell
-    assert cell.endswith("4% free (reserve 5%), 2 restart(s)")
+    assert cell.endswith("4% free (reserve 5%), 2 restarts")

@@ -62,3 +62,22 @@ async def test_export_to_a_seq_past_the_end_is_refused_as_replay_refuses_it(
     assert e.exit_code == 0, e.output
     assert json.loads(e.stdout)["last_seq"] == end
     assert len(out.read_text().splitlines()) == end
+
+
+async def test_export_says_1_message_and_no_range_for_none(
+    conn: Connection, service: CommandService, nats_url: str, tmp_path: Path
+) -> None:
+    await Client(conn).request("floating_ip.pool_create", {"pool": "pub", "cidr": "203.0.113.0/28"})
+    end = await last_seq(conn)
+    out = tmp_path / "one.jsonl"
+    e = await asyncio.to_thread(
+        invoke, "--nats", nats_url, "export", "--to-seq", "1", "--out", str(out)
+    )
+    assert e.stdout == f"exported 1 message (seq 1..1, 0 undecodable) to {out}\n", e.output
+    e = await asyncio.to_thread(invoke, "--nats", nats_url, "export", "--to-seq", "1")
+    assert e.stderr == "exported 1 message\n", e.stderr
+    # Nothing past the end to export: no "seq None..None".
+    e = await asyncio.to_thread(
+        invoke, "--nats", nats_url, "export", "--from-seq", str(end + 1), "--out", str(out)
+    )
+    assert e.stdout == f"exported 0 messages to {out}\n", e.output
