@@ -55,6 +55,9 @@ V6_BLOCK = 1 << (128 - V6_PREFIXLEN)
 def network_dict(n: NetworkCreated, project: str | None = None) -> dict[str, Any]:
     d = n.to_data()
     d["id"] = d.pop("network_id")
+    # Both names: `show networks` (the projection) calls it network_id, as every other answer
+    # naming a network does; `id` stays (a contract).
+    d["network_id"] = d["id"]
     d["project"] = project if project is not None else n.project
     return d
 

@@ -96,7 +96,10 @@ def network_create(settings: Settings, /, **opts: Any) -> None:
 @click.option("--project", help="Only this project's networks.")
 @pass_settings
 def network_list(settings: Settings, project: str | None) -> None:
-    """List live networks as the command service knows them."""
+    """List live networks as the command service knows them.
+
+    In --json each network's id is both `id` and `network_id` (as `show networks` names it).
+    """
     nets = client_call(settings, "network.list", {"project": project})["networks"]
     emit(nets, columns=[*NETWORK_COLUMNS, "in_use", "capacity"])
 
@@ -105,7 +108,7 @@ def network_list(settings: Settings, project: str | None) -> None:
 @click.argument("network_id")
 @pass_settings
 def network_show(settings: Settings, network_id: str) -> None:
-    """Show one network."""
+    """Show one network (its id as both `id` and `network_id`)."""
     emit(client_call(settings, "network.show", {"network_id": network_id})["network"], True)
 
 

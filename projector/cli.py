@@ -270,20 +270,25 @@ def show_networks(
     host: str | None,
     include_deleted: bool,
 ) -> None:
-    """List networks with their VLAN/VNI, bridge, project and addresses in use."""
+    """List networks with their VLAN/VNI, bridge, project and addresses in use.
+
+    In --json each network's id is both `network_id` and `id` (as `network list` names it).
+    """
     from . import query
 
     path = settings.projection(db)
 
     def go() -> list[dict[str, Any]]:
         with query.open_readonly(path) as conn:
-            return query.networks(
+            rows = query.networks(
                 conn,
                 project=project,
                 network_id=network_id,
                 host=host,
                 include_deleted=include_deleted,
             )
+        # `id` too: `network list`/`network show` call it so (both carry both names)
+        return [{**r, "id": r["network_id"]} for r in rows]
 
     cols = [
         "network_id", "label", "cidr", "cidr_v6", "mode", "vlan", "vni", "bridge", "project",
