@@ -201,6 +201,73 @@ async def raw_chain(url: str, k: int, n: int) -> float:
     return n / dt
 
 
+async def group_floor_rows(
+    url: str, network: str, hosts: list[str], n: int, rounds: int
+) -> list[Row]:
+    """The floor under 16 clients on one network (issue 15's goal: 0.8 of raw atomic batches of
+    16): the same requests answered by responders that decide nothing but commit a lane's
+    waiting requests together (bench/floor_responder.py ``--group``: a pipelined chain, each
+    client answered from its link's ack, as the lane sends; ``--group-atomic``: one atomic
+    batch; ``--group-direct``: the chain with the acks straight to the clients, a protocol
+    netledger does not have), each reading back what it appends. Interleaved with raw atomic
+    batches of 16 and with ours, ``rounds`` times; medians."""
+    kinds = {
+        "chain": ("--group", "a pipelined chain, each answered from its ack"),
+        "atomic": ("--group-atomic", "one atomic batch, answered from its commit's ack"),
+        "direct": ("--group-direct", "a pipelined chain, the acks straight to the clients"),
+    }
+    got: dict[str, list[float]] = {k: [] for k in ("raw", "ours", *kinds)}
+    async with (
+        floor_responder(url, kinds["chain"][0]),
+        floor_responder(url, kinds["atomic"][0]),
+        floor_responder(url, kinds["direct"][0]),
+    ):
+        for _ in range(rounds):
+            got["raw"].append(await raw_atomic(url, CLIENTS, n))
+            for kind in kinds:
+                got[kind].append(await floor_rate(url, CLIENTS, 1, n * 2, group=kind))
+            got["ours"].append(await alloc_rate(url, CLIENTS, [network], n * 2, hosts))
+    med = {k: statistics.median(v) for k, v in got.items()}
+    raw_name = f"raw atomic batches of {CLIENTS}"
+    rows = [
+        Row(
+            NAME,
+            f"raw atomic batches of {CLIENTS}, OCC (sequential)",
+            med["raw"],
+            "msg/s",
+            baseline="raw limit",
+            note="interleaved with the responders below",
+        )
+    ]
+    for kind, (_, how) in kinds.items():
+        rows.append(
+            Row(
+                NAME,
+                f"{CLIENTS} clients, 1 network: a responder deciding nothing, group commit"
+                f" as {how}",
+                med[kind],
+                "req/s",
+                med[kind] / med["raw"],
+                raw_name,
+                "the waiting requests of one lane committed together, read back by a"
+                " Follower; no decision"
+                + ("; a protocol netledger does not have" if kind == "direct" else ""),
+            )
+        )
+    rows.append(
+        Row(
+            NAME,
+            f"{CLIENTS} clients, 1 network vs the group-commit responder (chain)",
+            med["ours"],
+            "alloc/s",
+            med["ours"] / med["chain"],
+            "the floor",
+            f"interleaved; {med['ours'] / med['raw']:.2f} of the raw atomic batches beside it",
+        )
+    )
+    return rows
+
+
 @asynccontextmanager
 async def floor_responder(url: str, *args: str) -> AsyncIterator[None]:
     """bench/floor_responder.py running: a responder that appends and answers, deciding
@@ -222,16 +289,43 @@ async def floor_responder(url: str, *args: str) -> AsyncIterator[None]:
 
 
 async def floor_rate(
-    url: str, clients: int, lanes: int, n: int, follow: bool = True, direct: bool = False
+    url: str,
+    clients: int,
+    lanes: int,
+    n: int,
+    follow: bool = True,
+    direct: bool = False,
+    group: str = "",
 ) -> float:
     """``n`` requests to the floor responder by ``clients`` concurrent clients, client k on
     lane k mod ``lanes``, each built and read as :meth:`Client.request` does (a msgpack map
     with a command id and the actor; the reply unpacked). ``direct``: to the responder whose
     append is acked straight to the client (its answer is JetStream's ack, checked for a
-    sequence)."""
-    from floor_responder import SUBJECT, SUBJECT_DIRECT, SUBJECT_NO_FOLLOW
+    sequence). ``group`` ``"chain"`` / ``"atomic"``: to the responder that commits a lane's
+    waiting requests as one pipelined chain / one atomic batch (group commit, many clients on
+    one lane)."""
+    from floor_responder import (
+        SUBJECT,
+        SUBJECT_DIRECT,
+        SUBJECT_GROUP,
+        SUBJECT_GROUP_ATOMIC,
+        SUBJECT_GROUP_DIRECT,
+        SUBJECT_NO_FOLLOW,
+    )
 
-    served = SUBJECT_DIRECT if direct else SUBJECT if follow else SUBJECT_NO_FOLLOW
+    served = (
+        SUBJECT_GROUP
+        if group == "chain"
+        else SUBJECT_GROUP_ATOMIC
+        if group == "atomic"
+        else SUBJECT_GROUP_DIRECT
+        if group == "direct"
+        else SUBJECT_DIRECT
+        if direct
+        else SUBJECT
+        if follow
+        else SUBJECT_NO_FOLLOW
+    )
 
     conns = [await natsclient.connect(servers=[url]) for _ in range(clients)]
     for nc in conns:
@@ -250,7 +344,7 @@ async def floor_rate(
                 }
             )
             reply, _ = await nc.request_raw(f"{served}.{lane}", data, 5.0)
-            if direct:
+            if direct or group == "direct":
                 assert json.loads(reply).get("seq"), reply
             else:
                 assert msgpack.unpackb(reply)["ok"]
@@ -552,6 +646,15 @@ async def run(size: float, rss: Rss) -> list[Row]:
             f"raw pipelined chains of {CLIENTS}: subject OCC + last-msg-id (sequential)",
             f"{CLIENTS} clients, 1 network vs its chain floor",
             note="what the lane sends at this load (service/lanes.py)",
+        )
+        rows += (
+            await attempt(
+                rows,
+                NAME,
+                f"{CLIENTS} clients, 1 network: responders deciding nothing (group commit)",
+                lambda: group_floor_rows(url, shared["id"], hosts, n, rounds),
+            )
+            or []
         )
         await pair(
             "raw publish_async",

@@ -68,8 +68,14 @@ async def test_benchmark_runs_at_tiny_size(name: str) -> None:
         assert rss.peaks.get("executor", 0) > 0
     if name == "alloc":  # the floor under the service: reading back, not, acked to the client
         floors = [r for r in rows if "a responder deciding nothing" in r.metric]
-        assert len(floors) == 6, floors
-        assert sum("straight to the client" in r.metric for r in floors) == 2, floors
+        single = [r for r in floors if "group commit" not in r.metric]
+        assert len(single) == 6, floors
+        assert sum("straight to the client" in r.metric for r in single) == 2, floors
+        # 16 clients on one network: group commit as a chain, an atomic batch, a chain acked
+        # straight to the clients, each against raw atomic batches of 16
+        group = [r for r in floors if "group commit" in r.metric]
+        assert len(group) == 3 and all(r.ratio and r.value > 0 for r in group), group
+        assert any(r.metric.endswith("vs the group-commit responder (chain)") for r in rows)
     assert all(r.bench == mod.NAME for r in rows)
 
 
