@@ -141,6 +141,7 @@ def render(st: dict[str, Any]) -> None:
     from rich.table import Table
 
     from netledger.common.output import table_console
+    from netledger.ops.status import replica_state
 
     con = table_console()
     s = st["stream"]
@@ -153,7 +154,7 @@ def render(st: dict[str, Any]) -> None:
     )
     for p in s["peers"]:
         con.print(
-            f"  replica {p['name']}: {'offline' if p['offline'] else 'online'},"
+            f"  replica {p['name']}: {replica_state(p)},"
             f" {'current' if p['current'] else 'behind'}, lag {p['lag']}"
         )
 
