@@ -58,7 +58,12 @@ def render(result: dict[str, Any]) -> str:
 
 @click.command("reclaim")
 @click.option("--dry-run", is_flag=True, help="List the candidates; append nothing.")
-@click.option("--host", default=None, help="Only addresses held on this host.")
+@click.option(
+    "--host",
+    default=None,
+    help="Only addresses held on this host (host_not_found if no allocation names it and it is"
+    " not in the cloud).",
+)
 @click.option(
     "--network",
     "network_id",

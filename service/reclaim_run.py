@@ -21,7 +21,8 @@ from netledger.events.codec import SYSTEM, Envelope
 from netledger.events.commands import Request
 from netledger.events.decide import decide
 from netledger.events.decide_common import live_network
-from netledger.events.errors import LogUnavailable
+from netledger.events.decide_host import host_present
+from netledger.events.errors import HostNotFound, LogUnavailable
 from netledger.events.ids import host_subject
 from netledger.events.placement import mappings
 from netledger.events.reclaim import FixedIpReclaim, FixedIpReclaimSweep, Heartbeats, survey
@@ -102,10 +103,21 @@ async def reclaim_one(
 async def sweep(svc: CommandService, cmd: FixedIpReclaimSweep) -> dict[str, Any]:
     """Every candidate (dry run), or reclaim them: one decision per (network, host). A
     ``network_id`` no network has is :class:`NetworkNotFound`, as every command naming a
-    network answers it ("0 candidates" read as a network with nothing to reclaim)."""
+    network answers it ("0 candidates" read as a network with nothing to reclaim); a ``host``
+    no allocation names and not in the cloud is :class:`HostNotFound`."""
     await svc.follower.catch_up()
     if cmd.network_id is not None:
         live_network(svc.state, cmd.network_id)  # checked on the state caught up to the log
+    if (
+        cmd.host is not None
+        and not svc.state.host_macs.get(cmd.host)
+        and not host_present(svc.state, cmd.host)
+    ):
+        # A host no allocation names and no executor announced (a typo, most often): not
+        # "0 candidates". One that holds allocations is surveyed whatever its executor did.
+        raise HostNotFound(
+            f"host {cmd.host} holds no allocation and is not in the cloud", host=cmd.host
+        )
     surveyed = survey(
         svc.state,
         cmd.grace,

@@ -340,7 +340,7 @@ async def test_a_sweep_names_the_addresses_no_batch_can_free(
     assert res["too_large"] == [{"network_id": nid, "host": "h1", "address": big["address"]}]
     assert big["address"] in service.state.networks[nid].fixed
     text = render(res)
-    assert "left 1 address(es) to an operator" in text and big["address"] in text, text
+    assert "left 1 address to an operator" in text and big["address"] in text, text
 
 
 async def test_one_failing_network_does_not_stop_the_sweep(

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from netledger.cli import cli
-from netledger.events.errors import NetworkNotFound
+from netledger.events.errors import HostNotFound, NetworkNotFound
 from netledger.journal.stream import Connection, last_seq
 from netledger.service.client import Client
 from netledger.service.service import CommandService
@@ -47,4 +47,29 @@ async def test_an_unknown_network_is_not_found(
     text = await asyncio.to_thread(invoke, "--nats", nats_url, "reclaim", *flag, "--network", "99")
     assert text.exit_code == 1
     assert text.stderr == "error [network_not_found]: network 99 does not exist\n", text.stderr
+    assert await last_seq(conn) == before  # appends nothing
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+async def test_an_unknown_host_is_not_found(
+    conn: Connection, service: CommandService, nats_url: str, dry_run: bool
+) -> None:
+    """``--host`` naming a host no allocation names and no executor announced (a typo) is
+    ``host_not_found``; a host that holds an allocation (its executor never announced) is
+    surveyed as before."""
+    client = Client(conn)
+    (net,) = await client.create_networks(label="h", cidr="10.51.0.0/24", mode="flat")
+    await client.allocate_fixed_ip("vm-1", network_id=net["id"], host="h-real")
+    before = await last_seq(conn)
+    with pytest.raises(HostNotFound) as err:
+        await client.request("fixed_ip.reclaim", {"host": "h-typo", "dry_run": dry_run})
+    assert err.value.details == {"host": "h-typo"}
+    known = await client.request("fixed_ip.reclaim", {"host": "h-real", "dry_run": True})
+    assert known["candidates"] == []
+    flag = ["--dry-run"] if dry_run else []
+    out = await asyncio.to_thread(
+        invoke, "--nats", nats_url, "--json", "reclaim", *flag, "--host", "h-typo"
+    )
+    assert out.exit_code == 1, out.output
+    assert json.loads(out.stdout)["error"]["code"] == "host_not_found"
     assert await last_seq(conn) == before  # appends nothing
