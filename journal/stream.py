@@ -448,7 +448,7 @@ async def message_at(conn: Connection, seq: int) -> Any | None:
         return None
 
 
-def _stamp(text: str | None) -> float:
+def stamp_time(text: str | None) -> float:
     """A ``Nats-Time-Stamp`` (RFC 3339, nanoseconds) as Unix time (0: none)."""
     if not text:
         return 0.0
@@ -484,7 +484,7 @@ async def last_messages(
                     break
                 out[hdrs["Nats-Subject"]] = (
                     int(hdrs["Nats-Sequence"]),
-                    _stamp(hdrs.get("Nats-Time-Stamp")),
+                    stamp_time(hdrs.get("Nats-Time-Stamp")),
                     m.data,
                 )
         finally:

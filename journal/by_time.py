@@ -1,0 +1,84 @@
+"""Finding a message by its id among those stored around a moment: one batched direct get that
+starts at a store time and takes only the subjects asked for (the server answers both from its
+index), read until a time or a count bound. What the command service uses to find the first
+attempt of a retry it no longer remembers (service/old_retry.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from dataclasses import dataclass
+
+from netledger.journal.append import is_msg_id_of
+from netledger.journal.stream import MSG_ID, Connection, stamp_time
+
+#: Messages asked for in one request: a read that stops early (past ``until``, or found) was
+#: sent at most this many it did not need.
+PAGE = 100
+
+
+@dataclass(frozen=True)
+class Found:
+    """What :func:`find_msg_id` read: the sequence of the message (None: not found) and how
+    many messages it read to tell."""
+
+    seq: int | None
+    scanned: int
+
+
+def _rfc3339(when: float) -> str:
+    moment = datetime.datetime.fromtimestamp(when, datetime.UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+async def find_msg_id(
+    conn: Connection,
+    msg_id: str,
+    *,
+    subjects: str,
+    since: float,
+    until: float,
+    limit: int,
+    timeout: float,
+) -> Found:
+    """The sequence of the first message on ``subjects`` (a filter: may hold wildcards) whose
+    id is ``msg_id`` (or a chain link's id of it), among those stored from ``since`` to
+    ``until`` (Unix time, the server's store time), reading at most ``limit`` of them.
+
+    Batched direct gets of :data:`PAGE` messages, the first by start time: it reads (and is
+    sent) at most ``limit`` messages, never the log's age. Raises :class:`TimeoutError` when
+    the whole read takes longer than ``timeout`` seconds."""
+    nc = conn.nc
+    scanned = 0
+    #: where the next page starts: the store time first, then the sequence after the last read
+    start: dict[str, object] = {"start_time": _rfc3339(since)}
+    async with asyncio.timeout(timeout):
+        while scanned < limit:
+            page = min(PAGE, limit - scanned)
+            req = {**start, "batch": page, "next_by_subj": subjects}
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            try:
+                await nc.publish(
+                    f"$JS.API.DIRECT.GET.{conn.stream}", json.dumps(req).encode(), reply=inbox
+                )
+                got = 0
+                while True:
+                    m = await sub.next_msg(timeout=timeout)
+                    hdrs = m.headers or {}
+                    if hdrs.get("Status"):  # 204: end of the page; 404: nothing (more) stored
+                        break
+                    got += 1
+                    scanned += 1
+                    seq = int(hdrs["Nats-Sequence"])
+                    if stamp_time(hdrs.get("Nats-Time-Stamp")) > until:
+                        return Found(None, scanned)
+                    if is_msg_id_of(hdrs.get(MSG_ID), msg_id):
+                        return Found(seq, scanned)
+                    start = {"seq": seq + 1}
+            finally:
+                await sub.unsubscribe()
+            if got < page:  # the log's end
+                break
+    return Found(None, scanned)
