@@ -7,7 +7,6 @@ by a wildcard or split by a dot that came from user input.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import NamedTuple
 
 from .errors import InvalidId
@@ -189,9 +188,14 @@ def command_time(command_id: str) -> float | None:
     as 32 lower-case hex digits — what :class:`netledger.service.client.Client` gives a command
     (``new_command_id``): its first 48 bits are the millisecond. None for any other id (a
     client's own, an older uuid4). A hint only: it is the client's clock, not the log's."""
-    if not _HEX32_RE.fullmatch(command_id):
+    # Read off the hex digits, not through uuid.UUID (3 us an id, 0.8 us so: the command
+    # service asks it of every floating IP allocation, service/old_retry.py): the version is
+    # the 13th digit, the variant (RFC 9562's: 10xx) the 17th, the millisecond the first 12.
+    if (
+        len(command_id) != 32
+        or command_id[12] != "7"
+        or command_id[16] not in "89ab"
+        or not _HEX32_RE.fullmatch(command_id)
+    ):
         return None
-    u = uuid.UUID(hex=command_id)
-    if u.version != 7:  # (None unless the variant is RFC 9562's)
-        return None
-    return (u.int >> 80) / 1000
+    return int(command_id[:12], 16) / 1000

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 
 from netledger.events.codec import Envelope
 from netledger.events.commands import FixedIpAllocate, Request
 from netledger.events.decide import Decision
-from netledger.events.errors import CommandIdReused
+from netledger.events.errors import CommandIdReused, LogUnavailable
+from netledger.events.ids import command_time
 from netledger.events.placement import unchecked
 from netledger.events.snapshot import SeenEvents
 from netledger.events.state import State
@@ -30,10 +32,14 @@ from netledger.journal.append import (
 )
 from netledger.journal.stream import MSG_ID, Connection
 from netledger.service.lane_queue import Job
+from netledger.service.old_retry import first_attempt, looked_up_subjects, may_be_forgotten
 from netledger.service.prelink import prelinked_envelopes
 from netledger.service.stats import Stats
 
 log = logging.getLogger("netledger.service")
+
+#: How long a lookup of a forgotten retry may read the log when appends have no budget
+APPEND_LOOKUP_S = 3.0
 
 
 class LaneAppends:
@@ -43,6 +49,8 @@ class LaneAppends:
     state: State
     seen: OrderedDict[str, SeenEvents]
     recalled: set[str]
+    #: seconds the stream's duplicate window holds a message id (read at the start)
+    duplicate_window: float
     appender: Appender
     stats: Stats
     pipeline: bool
@@ -51,6 +59,58 @@ class LaneAppends:
 
     def _fold_appended(self, messages: list[Outgoing], envelopes: list[Envelope], seq: int) -> None:
         raise NotImplementedError  # CommandService's
+
+    def _forgotten_horizon(self) -> float | None:
+        raise NotImplementedError  # CommandService's
+
+    async def _recall_old(self, jobs: list[Job], looked: set[int]) -> None:
+        """Put back in ``seen`` the first attempt of each job that may be the retry of a
+        command older than both what ``seen`` holds and the duplicate window
+        (service/old_retry.py ``may_be_forgotten``), found in the log by the time its id
+        carries: then answered as a retry (``_already_applied``). Each job is looked up once
+        (``looked``: ids of the jobs looked up); one not found is decided as new. Called before
+        a round decides (never between its decisions and their appends: what they saw must be
+        what their OCC checks say)."""
+        now = time.time()
+        for job in jobs:
+            req = job.req
+            subjects = looked_up_subjects(req)
+            if subjects is None or job.fut.done() or req.command_id in self.seen:
+                continue
+            made = command_time(req.command_id)
+            if made is None or not may_be_forgotten(
+                made, now, self.duplicate_window, self._forgotten_horizon
+            ):
+                continue
+            if id(job) in looked:
+                continue
+            looked.add(id(job))
+            self.stats.old_id_lookups += 1
+            try:
+                found = await first_attempt(
+                    self.conn, req, made, subjects, self.appender.budget_or(APPEND_LOOKUP_S)
+                )
+            except Exception as exc:  # (TimeoutError, the connection's): nothing decided
+                # Decided as new, it might allocate a second floating IP: refused, the client
+                # retries under the same id.
+                job.fail(
+                    LogUnavailable(
+                        f"command {req.command_id} may be the retry of one stored long ago,"
+                        f" and the log could not be read to tell ({exc.__class__.__name__})",
+                        outcome="not_applied",
+                        reason="lookup",
+                    )
+                )
+                continue
+            self.stats.old_id_scanned += found.scanned
+            if found.seq is not None:
+                log.info(
+                    "command %s found stored at %d (%d messages read): answered as a retry",
+                    req.command_id,
+                    found.seq,
+                    found.scanned,
+                )
+                await self._recall(req, found.seq)
 
     async def _recall(self, req: Request, seq: int) -> bool:
         """Put the events ``req`` stored from ``seq`` on (message ids ``<command id>:0``,

@@ -255,6 +255,8 @@ class Lanes(LaneAppends):
         recheck = confirmed = False
         #: the jobs whose refusal is put off to that check
         put_off: set[int] = set()
+        #: the jobs looked up in the log as maybe retries of commands long forgotten
+        looked: set[int] = set()
         #: when the oldest job put off as the log refuses writes was queued (None: none is)
         refused_since: float | None = None
         #: when the newest job put off to that check was queued (for any refusal)
@@ -317,6 +319,9 @@ class Lanes(LaneAppends):
                 if self.follower.pending:
                     await self.follower.catch_up()
                 await self.follower.batch_read()
+            # (before the round decides: an await among its decisions would let the follower
+            # fold past what they saw)
+            await self._recall_old(jobs, looked)
             pending = Pending()
             joined: set[tuple[str, str]] = set()
             envelopes: list[Envelope] = []

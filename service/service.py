@@ -62,7 +62,13 @@ from netledger.journal.catchup import Reader
 from netledger.journal.follow import Follower
 from netledger.journal.liveness import HeartbeatBook
 from netledger.journal.loghealth import LogHealth
-from netledger.journal.stream import CLOSE_TIMEOUT_S, Connection, last_seq
+from netledger.journal.stream import (
+    CLOSE_TIMEOUT_S,
+    DUPLICATE_WINDOW_S,
+    Connection,
+    last_seq,
+    retrying,
+)
 from netledger.service.answers import _backfill_id, reply_error, reply_ok, result_from_events
 from netledger.service.lane_queue import LaneQueue
 from netledger.service.lanes import Lanes
@@ -73,6 +79,7 @@ from netledger.service.legacy_pointers import (
     pointers_wanted,
     write_pointers,
 )
+from netledger.service.old_retry import envelope_time
 from netledger.service.reclaim_run import reclaim_forever
 from netledger.service.requests import Requests
 from netledger.service.snapshotter import SnapshotPolicy, Snapshotter
@@ -89,7 +96,8 @@ MAX_CONFLICT_RETRIES = 64
 #: Commands whose first answer a retry gets (older retries are decided again: an allocation
 #: then still finds the instance's address by its natural key; one whose decision comes out
 #: otherwise inside the log's duplicate window is answered from the log, or refused when what
-#: it gave holds no more: service/answers.py, ``forgotten``).
+#: it gave holds no more: service/answers.py, ``forgotten``; past that window, a floating IP
+#: allocation or a network create is found in the log by its id's time: service/old_retry.py).
 SEEN_COMMANDS = 20_000
 #: Events behind from which the start's catch-up is read by a child process (below, forking
 #: and connecting it cost more than it saves).
@@ -227,6 +235,14 @@ class CommandService(Lanes, Requests):
         #: those of ``seen`` put back from the log after they had left it (lane_append.py
         #: ``_recall``): out of the log's order there, what undid them may have left it
         self.recalled: set[str] = set()
+        #: the newest command ``seen`` let go (its events): how old a command id must be to
+        #: be looked up in the log when a request names it (service/old_retry.py)
+        self.forgotten_last: SeenEvents | None = None
+        #: whether ``seen`` was filled from the log's start (not from a snapshot): then it
+        #: never let go of a command it does not say it let go of
+        self._seen_whole = True
+        #: the stream's duplicate window (seconds), read at the start
+        self.duplicate_window = DUPLICATE_WINDOW_S
         self.follower: Follower = _Follower(conn, self._on_event, lambda: self.state)
         #: hosts' latest heartbeats (liveness bucket): the newest evidence reclaiming may use
         self.heartbeats: HeartbeatBook | None = None
@@ -317,6 +333,7 @@ class CommandService(Lanes, Requests):
             if snap is not None:
                 # The fold up to snap.seq is in the snapshot: read only the tail.
                 self.state, self.seen = snap.state, snap.seen
+                self._seen_whole = False
                 for cid in _NOT_SEEN_IDS:  # kept by a netledger before review hrev83
                     self.seen.pop(cid, None)
                 # Loaded with the cyclic GC off, its objects all sit in the youngest
@@ -329,6 +346,7 @@ class CommandService(Lanes, Requests):
         finally:
             await early.drop()
         self.ready_seconds = round(time.monotonic() - t0, 3)
+        await self._read_duplicate_window()
         # Known before it starts: a close meanwhile closes it too.
         book = self.heartbeats = HeartbeatBook(self.conn)
         try:
@@ -373,6 +391,19 @@ class CommandService(Lanes, Requests):
             fold.events / fold.seconds if fold.seconds > 0 else 0.0,
             f"{fold.by_child:,} read by a child process" if fold.by_child else "read in-process",
         )
+
+    async def _read_duplicate_window(self) -> None:
+        """The stream's duplicate window, which tells how old a retry must be to be looked up
+        in the log (service/old_retry.py). Unread, netledger's own (ensure_stream sets it)."""
+        try:
+            info = await retrying(
+                lambda: self.conn.js.stream_info(self.conn.stream), "the log's settings", 5.0
+            )
+        except Exception as exc:
+            log.warning("the log's duplicate window not read (%s): taken as netledger's", exc)
+            return
+        if info.config.duplicate_window:
+            self.duplicate_window = float(info.config.duplicate_window)
 
     async def close(self) -> None:
         self._closing = True
@@ -573,7 +604,24 @@ class CommandService(Lanes, Requests):
         else:
             seen[command_id] = (data,)
             if len(seen) > SEEN_COMMANDS:
-                self.recalled.discard(seen.popitem(last=False)[0])
+                cid, raws = seen.popitem(last=False)
+                if cid in self.recalled:  # (put back out of the log's order: no horizon)
+                    self.recalled.discard(cid)
+                else:
+                    self.forgotten_last = raws
+
+    def _forgotten_horizon(self) -> float | None:
+        """The time before which a command may be forgotten (service/old_retry.py): that of
+        the newest command ``seen`` let go; after a start from a snapshot, before any went,
+        that of its oldest (what came before it may have gone); None when it never held
+        more than it holds now. Decoded only when asked: for an id older than the duplicate
+        window."""
+        raws = self.forgotten_last
+        if raws is None:
+            if self._seen_whole or not self.seen:
+                return None
+            raws = next(iter(self.seen.values()))
+        return envelope_time(raws)
 
     def _fold_appended(
         self, messages: list[Outgoing], envelopes: list[Envelope], last: int

@@ -46,6 +46,10 @@ class Stats:
     #: pre-linked appends refused because another message came between placements and
     #: decision (its placements left alone, the decision made again as an atomic batch)
     prelink_broken: int = 0
+    #: commands looked up in the log as maybe retries older than what ``seen`` and the
+    #: duplicate window hold (service/old_retry.py), and the messages those lookups read
+    old_id_lookups: int = 0
+    old_id_scanned: int = 0
 
     def count(self, name: str, outcome: str, seconds: float) -> None:
         """One command answered ``outcome`` ``seconds`` after it arrived (a name no command
