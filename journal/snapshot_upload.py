@@ -151,16 +151,21 @@ async def put_forked(
     created: str,
     anchor: Callable[[], Awaitable[str]],
     tmpdir: str | None = None,
+    extra: Callable[[], dict[str, Any]] | None = None,
 ) -> StoredSnapshot:
     """Store the fold as it is *now* as ``store``'s snapshot at ``seq``, encoded and uploaded
     by a forked child (POSIX); then prune. ``anchor`` is awaited in this process after the
     fork (:meth:`.SnapshotStore.anchor`, or the reader's own message at ``seq``). Raises
     (the child killed and reaped, its files removed) when the anchor cannot be had, the child
-    fails, or it takes longer than ``snapshot_store.CHILD_TIMEOUT_S``."""
+    fails, or it takes longer than ``snapshot_store.CHILD_TIMEOUT_S``. ``extra`` builds the
+    reader's own bookkeeping from the same image (as ``snapshot_store.write_forked``)."""
     conn = store.conn
 
     def body() -> bytes:
-        return encode_body(dumps(state, seen, seq=seq, stream=conn.stream, created=created))
+        more = extra() if extra is not None else None
+        return encode_body(
+            dumps(state, seen, seq=seq, stream=conn.stream, created=created, extra=more)
+        )
 
     opts = connect_options(conn, role="snapshot")
     target = (conn.stream, store.kind, seq)

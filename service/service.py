@@ -117,6 +117,19 @@ _NOT_SEEN = (HostEvent, NetworkHostJoined, LegacyAnnouncementIndexed)
 _NOT_SEEN_IDS = frozenset({COMMAND_ID, RETIRE_COMMAND_ID})
 
 
+#: the key of ``recalled`` in a snapshot's ``extra`` (a list of command ids)
+RECALLED = "recalled"
+
+
+def recalled_of(extra: dict[str, Any], seen: OrderedDict[str, SeenEvents]) -> set[str]:
+    """``recalled`` as a snapshot kept it (none from a snapshot written before it was kept;
+    only ids still in ``seen``: nothing else is ever in it)."""
+    ids = extra.get(RECALLED)
+    if not isinstance(ids, list):
+        return set()
+    return {c for c in ids if isinstance(c, str) and c in seen}
+
+
 def _prepare_fold_raw() -> None:
     """What :meth:`CommandService._fold_raw` builds at its first message (its decoder, the
     fold's plans: 5-10 ms), built while the catch-up child creates its consumer instead."""
@@ -256,6 +269,7 @@ class CommandService(Lanes, Requests):
                 seen=lambda: self.seen,
                 applied_seq=self._settled_seq,
                 last_read=lambda: self.follower.last_msg,
+                extra=self._snapshot_extra,
             )
         self.appender = Appender(conn, budget=append_budget, health=self.health)
         self.appender.eager = self._publish_now
@@ -334,6 +348,7 @@ class CommandService(Lanes, Requests):
                 # The fold up to snap.seq is in the snapshot: read only the tail.
                 self.state, self.seen = snap.state, snap.seen
                 self._seen_whole = False
+                self.recalled = recalled_of(snap.extra, self.seen)
                 for cid in _NOT_SEEN_IDS:  # kept by a netledger before review hrev83
                     self.seen.pop(cid, None)
                 # Loaded with the cyclic GC off, its objects all sit in the youngest
@@ -391,6 +406,12 @@ class CommandService(Lanes, Requests):
             fold.events / fold.seconds if fold.seconds > 0 else 0.0,
             f"{fold.by_child:,} read by a child process" if fold.by_child else "read in-process",
         )
+
+    def _snapshot_extra(self) -> dict[str, Any]:
+        """What a snapshot keeps beside the fold and ``seen``: which of ``seen`` were put back
+        from the log (``recalled``: out of the log's order, a retry's first answer is refused
+        once it holds no more; lost at a start from a snapshot, it was told as still held)."""
+        return {RECALLED: sorted(self.recalled)}
 
     async def _read_duplicate_window(self) -> None:
         """The stream's duplicate window, which tells how old a retry must be to be looked up

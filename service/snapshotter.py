@@ -126,6 +126,7 @@ class Snapshotter:
         seen: Callable[[], OrderedDict[str, SeenEvents]],
         applied_seq: Callable[[], int | None],
         last_read: Callable[[], tuple[int, str, bytes] | None] | None = None,
+        extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.conn = conn
         self.policy = policy
@@ -135,6 +136,9 @@ class Snapshotter:
         self._applied_seq = applied_seq
         #: (seq, subject, data) of the newest message the reader folded (Follower.last_msg)
         self._last_read = last_read
+        #: what the service keeps beside the fold (events/snapshot.py ``extra``), built from
+        #: the snapshot's image
+        self._extra = extra
         self.stats = SnapshotStats()
         #: events folded since the fold the newest snapshot holds (counted by the service)
         self.since = 0
@@ -259,6 +263,7 @@ class Snapshotter:
                 created=self._created,
                 anchor=anchor,
                 tmpdir=self.policy.tmpdir,
+                extra=self._extra,
             )
         else:
             path, sha = await write_forked(
@@ -269,6 +274,7 @@ class Snapshotter:
                 created=self._created,
                 tmpdir=self.policy.tmpdir,
                 fork=False,
+                extra=self._extra,
             )
             try:
                 stored = await self.store.put(path, seq, sha, await anchor())
