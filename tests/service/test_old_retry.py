@@ -19,6 +19,7 @@ from netledger.journal.stream import Connection, last_seq
 from netledger.service import service as service_module
 from netledger.service.client import Client, new_command_id
 from netledger.service.service import CommandService
+from netledger.service.snapshotter import SnapshotPolicy
 
 #: the stream's duplicate window in these tests (seconds)
 WINDOW = 1.0
@@ -163,3 +164,38 @@ async def test_new_commands_cost_no_lookup_and_an_id_from_a_clock_behind_is_deci
     assert floating(service, "late") == [got["address"]]
     assert service.stats.old_id_lookups == 1
     assert service.stats.old_id_scanned <= 1  # (the read stops at the first message past it)
+
+
+async def test_after_a_start_from_a_snapshot_a_forgotten_retry_is_found_too(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started from a snapshot, the service knows nothing of what its ``seen`` let go before:
+    what came before its oldest command may be forgotten, and is looked up."""
+    monkeypatch.setattr(service_module, "SEEN_COMMANDS", 1)
+    info = await conn.js.stream_info(conn.stream)
+    info.config.duplicate_window = WINDOW
+    await conn.js.update_stream(info.config)
+    policy = SnapshotPolicy(every_events=0, fork=False)
+    c = Client(conn)
+    cid = new_command_id()
+    svc = CommandService(conn, reap_interval=None, snapshots=policy)
+    await svc.start()
+    try:
+        await c.request("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/28"})
+        first = await c.request("floating_ip.allocate", {"project": "p1"}, command_id=cid)
+        await past_window(c, svc, cid)
+        assert svc.snapshotter is not None and await svc.snapshotter.write() is not None
+    finally:
+        await svc.close()
+    top = await last_seq(conn)
+
+    again = CommandService(conn, reap_interval=None, snapshots=policy)
+    await again.start()
+    try:
+        assert again.forgotten_last is None and cid not in again.seen
+        got = await c.request("floating_ip.allocate", {"project": "p1"}, command_id=cid)
+        assert got == first
+        assert await last_seq(conn) == top
+        assert floating(again, "p1") == [first["address"]]
+    finally:
+        await again.close()
