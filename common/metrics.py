@@ -159,6 +159,14 @@ class _Watched:
             " came between: decided again as an atomic batch).",
             labels=["outcome"],
         )
+        old_retries = CounterMetricFamily(
+            "netledger_old_retry_lookups",
+            "Commands looked up in the log as maybe retries older than what the service"
+            " remembers and the duplicate window (service/old_retry.py).",
+        )
+        old_scanned = CounterMetricFamily(
+            "netledger_old_retry_scanned_messages", "Messages those lookups read."
+        )
         rejected = CounterMetricFamily(
             "netledger_rejected_events",
             "Stream messages a reader could not use (undecodable, wrong subject), by component.",
@@ -176,7 +184,7 @@ class _Watched:
         log_seen = False
         totals: dict[str, int] = {}
         conflicts_n = batches_n = batched_n = rejected_n = 0
-        pipelined_n = prelinked_n = broken_n = 0
+        pipelined_n = prelinked_n = broken_n = old_n = scanned_n = 0
         applied_seq = 0
         for svc in list(self.services):
             st = svc.stats
@@ -188,6 +196,8 @@ class _Watched:
             pipelined_n += st.pipelined
             prelinked_n += st.prelinked
             broken_n += st.prelink_broken
+            old_n += st.old_id_lookups
+            scanned_n += st.old_id_scanned
             rejected_n += svc.rejected_total
             applied_seq = max(applied_seq, svc.follower.applied_seq)
             health = getattr(svc, "health", None)
@@ -203,6 +213,8 @@ class _Watched:
         pipelined.add_metric([], pipelined_n)
         prelinked.add_metric(["ok"], prelinked_n)
         prelinked.add_metric(["broken"], broken_n)
+        old_retries.add_metric([], old_n)
+        old_scanned.add_metric([], scanned_n)
         if self.services:
             rejected.add_metric(["service"], rejected_n)
             applied.add_metric(["service"], applied_seq)
@@ -217,6 +229,7 @@ class _Watched:
             projected.add_metric([db], p.events)
             paused.add_metric([db], 1 if getattr(p, "paused", None) else 0)
         yield from (commands, conflicts, batches, batched, pipelined, prelinked)
+        yield from (old_retries, old_scanned)
         yield from (rejected, applied, projected, paused)
         yield from log_metrics.values()
         yield from self._timings()

@@ -78,6 +78,8 @@ async def test_counters_move_after_real_commands(
     assert moved("netledger_atomic_batch_events_total") == 2
     assert moved("netledger_prelinked_appends_total", outcome="ok") == 1
     assert moved("netledger_prelinked_appends_total", outcome="broken") == 0
+    assert moved("netledger_old_retry_lookups_total") == 0  # new commands: never looked up
+    assert moved("netledger_old_retry_scanned_messages_total") == 0
     assert value(after, "netledger_applied_seq", component="service") == await last_seq(conn)
     assert value(after, "netledger_lag_events", component="service") == 0
     assert value(after, "netledger_stream_last_seq") == await last_seq(conn)
