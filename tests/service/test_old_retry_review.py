@@ -1,0 +1,54 @@
+"""Review h140 of the lookup of forgotten retries (service/old_retry.py), under the conditions of
+tests/service/test_old_retry.py (a service remembering one command, a one-second duplicate
+window): a first attempt another replica stored that this one has not folded yet, a command id
+reused for a command of another kind, a start from a snapshot whose oldest remembered command
+was put back from the log. Real nats-server, real command service."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+
+from netledger.events.codec import Actor, Envelope, encode
+from netledger.events.types import FloatingIpAllocated
+from netledger.journal.stream import MSG_ID, Connection
+from netledger.service.client import Client, new_command_id
+from netledger.service.service import CommandService
+from tests.service.test_old_retry import WINDOW, floating, forgetful  # noqa: F401
+
+#: how long the replica's follower is held (under the ordered consumer's two missed 1 s
+#: heartbeats: tests/service/test_refusal_replicas.py)
+HOLD_S = 0.8
+
+
+async def test_a_first_attempt_another_replica_stored_and_not_folded_here_is_its_answer(
+    conn: Connection,
+    forgetful: CommandService,  # noqa: F811
+) -> None:
+    """Another replica stored the first attempt a moment ago; this one's follower has not
+    delivered it yet when the retry arrives. Found by the lookup, the retry is told what the
+    first attempt gave — not ``command_id_reused`` for a floating IP this replica's fold still
+    has free — and, folded later, the first attempt is remembered once."""
+    c = Client(conn)
+    await c.request("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/28"})
+    await c.request("floating_ip.pool_create", {"pool": "other", "cidr": "203.0.113.0/28"})
+    cid = new_command_id()
+    await asyncio.sleep(WINDOW * 2)  # (an id older than the duplicate window)
+    consumer = forgetful.follower._sub._consumer
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=HOLD_S)
+    await conn.nc.jsm().pause_consumer(
+        conn.stream, consumer, until.isoformat().replace("+00:00", "Z")
+    )
+    # What the other replica's append stored (its envelope, its message id).
+    event = FloatingIpAllocated(pool="pub", address="198.51.100.1", project="p1")
+    env = Envelope(event, f"{cid}:0", cid, time.time(), Actor(role="admin"))
+    ack = await conn.js.publish(event.subject(), encode(env), headers={MSG_ID: f"{cid}:0"})
+    assert "198.51.100.1" not in floating(forgetful, "p1")  # (not folded here yet)
+
+    again = await c.request("floating_ip.allocate", {"project": "p1"}, command_id=cid)
+
+    assert again == {"address": "198.51.100.1", "pool": "pub", "project": "p1"}
+    await forgetful.follower.wait_for(ack.seq)
+    assert floating(forgetful, "p1") == ["198.51.100.1"]
+    assert len(forgetful.seen.get(cid, ())) <= 1, "the first attempt remembered twice"
