@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from netledger.journal.append import is_msg_id_of
@@ -41,10 +42,13 @@ async def find_msg_id(
     until: float,
     limit: int,
     timeout: float,
+    accept: Callable[[bytes], bool] | None = None,
 ) -> Found:
     """The sequence of the first message on ``subjects`` (a filter: may hold wildcards) whose
     id is ``msg_id`` (or a chain link's id of it), among those stored from ``since`` to
-    ``until`` (Unix time, the server's store time), reading at most ``limit`` of them.
+    ``until`` (Unix time, the server's store time), reading at most ``limit`` of them; with
+    ``accept``, the first whose data it accepts too (a client may have sent another command
+    under the same id: read on past it).
 
     Batched direct gets of :data:`PAGE` messages, the first by start time: it reads (and is
     sent) at most ``limit`` messages, never the log's age. Raises :class:`TimeoutError` when
@@ -74,7 +78,9 @@ async def find_msg_id(
                     seq = int(hdrs["Nats-Sequence"])
                     if stamp_time(hdrs.get("Nats-Time-Stamp")) > until:
                         return Found(None, scanned)
-                    if is_msg_id_of(hdrs.get(MSG_ID), msg_id):
+                    if is_msg_id_of(hdrs.get(MSG_ID), msg_id) and (
+                        accept is None or accept(m.data)
+                    ):
                         return Found(seq, scanned)
                     start = {"seq": seq + 1}
             finally:

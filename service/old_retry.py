@@ -23,6 +23,7 @@ from netledger.events.commands import FloatingIpAllocate, NetworkCreate, Request
 from netledger.events.errors import DecodeError
 from netledger.events.ids import EVENT_PREFIX, REGISTRY_SUBJECT
 from netledger.events.snapshot import SeenEvents
+from netledger.events.types import Event, FloatingIpAllocated, NetworkCreated
 from netledger.journal.by_time import Found, find_msg_id
 from netledger.journal.stream import Connection
 
@@ -42,14 +43,16 @@ FIRST_ATTEMPT_SPAN_S = 300.0
 #: waits at most that long a command.
 MAX_SCANNED = 1_000
 
-#: The commands looked up, and the subjects their first event is stored on: those whose
+#: The commands looked up, the subjects their first event is stored on and its type: those whose
 #: decision taken again gives something else than the first — a floating IP allocation (the
 #: next free one), a network create (the next free part of its range, or refused for the VLAN
 #: or range the first holds). A fixed allocation finds the instance's address by its natural
-#: key (docs/domain.md, "Retries").
-LOOKED_UP: dict[type, str] = {
-    FloatingIpAllocate: f"{EVENT_PREFIX}.pool.*",
-    NetworkCreate: REGISTRY_SUBJECT,
+#: key (docs/domain.md, "Retries"). A message stored under the id whose event is of another
+#: type is another command's (a client reusing its ids: a deallocation's, a pool's creation),
+#: no first attempt of this one (review h140: the command was answered with it, nothing made).
+LOOKED_UP: dict[type, tuple[str, type[Event]]] = {
+    FloatingIpAllocate: (f"{EVENT_PREFIX}.pool.*", FloatingIpAllocated),
+    NetworkCreate: (REGISTRY_SUBJECT, NetworkCreated),
 }
 
 
@@ -93,15 +96,29 @@ def may_be_forgotten(
 def looked_up_subjects(req: Request) -> str | None:
     """The subjects whose messages a lookup of ``req``'s first attempt reads (None: a command
     not looked up)."""
-    return LOOKED_UP.get(type(req.command))
+    looked = LOOKED_UP.get(type(req.command))
+    return None if looked is None else looked[0]
+
+
+def _first_event_of(kind: type[Event]) -> Callable[[bytes], bool]:
+    """Whether a stored message's event is a ``kind`` (what ``find_msg_id`` accepts)."""
+
+    def accept(data: bytes) -> bool:
+        try:
+            return isinstance(decode(data).event, kind)
+        except DecodeError:
+            return False
+
+    return accept
 
 
 async def first_attempt(
     conn: Connection, req: Request, made: float, subjects: str, timeout: float
 ) -> Found:
-    """The stored first event of ``req``'s command id (message id ``<command id>:0``) among the
-    messages on ``subjects`` stored from ``made - CLOCK_SLACK_S`` to ``made +
-    FIRST_ATTEMPT_SPAN_S``, at most :data:`MAX_SCANNED` of them."""
+    """The stored first event of ``req``'s command id (message id ``<command id>:0``, an event of
+    the type the command's first is) among the messages on ``subjects`` stored from ``made -
+    CLOCK_SLACK_S`` to ``made + FIRST_ATTEMPT_SPAN_S``, at most :data:`MAX_SCANNED` of them."""
+    _, kind = LOOKED_UP[type(req.command)]
     return await find_msg_id(
         conn,
         f"{req.command_id}:0",
@@ -110,4 +127,5 @@ async def first_attempt(
         until=made + FIRST_ATTEMPT_SPAN_S,
         limit=MAX_SCANNED,
         timeout=timeout,
+        accept=_first_event_of(kind),
     )

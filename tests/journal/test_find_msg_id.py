@@ -67,3 +67,21 @@ async def test_past_until_or_the_logs_end_it_stops(conn: Connection) -> None:
     assert (found.seq, found.scanned) == (None, 1)  # (stored after ``until``: read, then stop)
     empty = await _find(conn, "cmd:0", time.time() + 3600)  # nothing stored since
     assert (empty.seq, empty.scanned) == (None, 0)
+
+
+async def test_one_with_the_id_it_does_not_accept_is_read_past(conn: Connection) -> None:
+    """A client's id reused for another command: that command's message is not the one asked."""
+    since = time.time() - 1
+    await conn.js.publish(POOL, b"other", headers={MSG_ID: "cmd:0"})
+    target = await conn.js.publish(POOL, b"wanted", headers={MSG_ID: "cmd:0~0a1b2c3d"})
+    found = await find_msg_id(
+        conn,
+        "cmd:0",
+        subjects="netledger.evt.pool.*",
+        since=since,
+        until=time.time() + 60,
+        limit=50,
+        timeout=5.0,
+        accept=lambda data: data == b"wanted",
+    )
+    assert (found.seq, found.scanned) == (target.seq, 2)

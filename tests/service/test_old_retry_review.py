@@ -12,10 +12,10 @@ import time
 
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.types import FloatingIpAllocated
-from netledger.journal.stream import MSG_ID, Connection
+from netledger.journal.stream import MSG_ID, Connection, last_seq
 from netledger.service.client import Client, new_command_id
 from netledger.service.service import CommandService
-from tests.service.test_old_retry import WINDOW, floating, forgetful  # noqa: F401
+from tests.service.test_old_retry import WINDOW, floating, forgetful, past_window  # noqa: F401
 
 #: how long the replica's follower is held (under the ordered consumer's two missed 1 s
 #: heartbeats: tests/service/test_refusal_replicas.py)
@@ -52,3 +52,47 @@ async def test_a_first_attempt_another_replica_stored_and_not_folded_here_is_its
     await forgetful.follower.wait_for(ack.seq)
     assert floating(forgetful, "p1") == ["198.51.100.1"]
     assert len(forgetful.seen.get(cid, ())) <= 1, "the first attempt remembered twice"
+
+
+async def test_an_old_id_reused_for_an_allocation_after_a_deallocation_allocates(
+    conn: Connection,
+    forgetful: CommandService,  # noqa: F811
+) -> None:
+    """A client reusing a command id for a command of another kind: the lookup finds the
+    deallocation stored under it on a pool's subject, which is no first attempt of an
+    allocation — decided as new (as before the lookup), the project gets a floating IP."""
+    c = Client(conn)
+    await c.request("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/28"})
+    first = await c.request("floating_ip.allocate", {"project": "p1"})
+    cid = new_command_id()
+    await c.request(
+        "floating_ip.deallocate", {"address": first["address"], "project": "p1"}, command_id=cid
+    )
+    await past_window(c, forgetful, cid)
+
+    got = await c.request("floating_ip.allocate", {"project": "p1"}, command_id=cid)
+
+    assert floating(forgetful, "p1") == [got["address"]]
+
+
+async def test_an_old_id_reused_for_a_network_create_after_a_pool_create_creates_it(
+    conn: Connection,
+    forgetful: CommandService,  # noqa: F811
+) -> None:
+    """The registry holds pools' creations too: one under the id is no network's."""
+    c = Client(conn)
+    cid = new_command_id()
+    await c.request(
+        "floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/28"}, command_id=cid
+    )
+    await past_window(c, forgetful, cid)
+    top = await last_seq(conn)
+
+    got = await c.request(
+        "network.create",
+        {"label": "n", "cidr": "10.9.0.0/24", "mode": "flat", "bridge": "br9"},
+        command_id=cid,
+    )
+
+    assert [n["id"] for n in got["networks"]] == list(forgetful.state.networks)
+    assert await last_seq(conn) > top
