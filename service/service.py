@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import os
 import time
 import uuid
@@ -634,14 +635,17 @@ class CommandService(Lanes, Requests):
     def _forgotten_horizon(self) -> float | None:
         """The time before which a command may be forgotten (service/old_retry.py): that of
         the newest command ``seen`` let go; after a start from a snapshot, before any went,
-        that of its oldest (what came before it may have gone); None when it never held
-        more than it holds now. Decoded only when asked: for an id older than the duplicate
-        window."""
+        that of its oldest in the log's order (what came before it may have gone; one put
+        back from the log, ``recalled``, is older than what went after it: review h140; none
+        such, +inf); None when it never held more than it holds now. Decoded only when asked:
+        for an id older than the duplicate window."""
         raws = self.forgotten_last
         if raws is None:
             if self._seen_whole or not self.seen:
                 return None
-            raws = next(iter(self.seen.values()))
+            recalled = self.recalled
+            oldest = next((r for c, r in self.seen.items() if c not in recalled), None)
+            return math.inf if oldest is None else envelope_time(oldest)
         return envelope_time(raws)
 
     def _fold_appended(

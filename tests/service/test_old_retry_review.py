@@ -10,16 +10,23 @@ import asyncio
 import datetime
 import time
 
+import pytest
+
 from netledger.events.codec import Actor, Envelope, encode
 from netledger.events.types import FloatingIpAllocated
 from netledger.journal.stream import MSG_ID, Connection, last_seq
+from netledger.service import old_retry
+from netledger.service import service as service_module
 from netledger.service.client import Client, new_command_id
 from netledger.service.service import CommandService
+from netledger.service.snapshotter import SnapshotPolicy
 from tests.service.test_old_retry import WINDOW, floating, forgetful, past_window  # noqa: F401
 
 #: how long the replica's follower is held (under the ordered consumer's two missed 1 s
 #: heartbeats: tests/service/test_refusal_replicas.py)
 HOLD_S = 0.8
+#: the clocks' slack in the test of a start from a snapshot (seconds)
+SLACK = 1.0
 
 
 async def test_a_first_attempt_another_replica_stored_and_not_folded_here_is_its_answer(
@@ -96,3 +103,51 @@ async def test_an_old_id_reused_for_a_network_create_after_a_pool_create_creates
 
     assert [n["id"] for n in got["networks"]] == list(forgetful.state.networks)
     assert await last_seq(conn) > top
+
+
+async def test_after_a_start_from_a_snapshot_led_by_a_recalled_command_the_rest_is_found(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The oldest command a snapshot's ``seen`` holds was put back from the log (a retry found
+    by the lookup, out of the log's order): what left ``seen`` after its first attempt is
+    newer than it. Started from that snapshot, the service looks a retry of those up too —
+    the horizon its oldest command *in the log's order*. (Clocks' slack one second here, so
+    that a few seconds between the commands tell them apart.)"""
+    monkeypatch.setattr(service_module, "SEEN_COMMANDS", 2)
+    monkeypatch.setattr(old_retry, "CLOCK_SLACK_S", SLACK)
+    info = await conn.js.stream_info(conn.stream)
+    info.config.duplicate_window = WINDOW
+    await conn.js.update_stream(info.config)
+    policy = SnapshotPolicy(every_events=0, fork=False)
+    c = Client(conn)
+    recalled, forgotten = new_command_id(), ""
+    svc = CommandService(conn, reap_interval=None, snapshots=policy)
+    await svc.start()
+    try:
+        await c.request("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/28"})
+        await c.request("floating_ip.allocate", {"project": "p1"}, command_id=recalled)
+        await asyncio.sleep(SLACK * 3)
+        forgotten = new_command_id()
+        first = await c.request("floating_ip.allocate", {"project": "p2"}, command_id=forgotten)
+        await c.request("floating_ip.pool_create", {"pool": "b", "cidr": "203.0.113.0/28"})
+        assert recalled not in svc.seen
+        await asyncio.sleep(WINDOW * 2)
+        await c.request("floating_ip.allocate", {"project": "p1"}, command_id=recalled)
+        assert recalled in svc.recalled
+        for pool, cidr in (("c", "203.0.113.16/28"), ("d", "203.0.113.32/28")):
+            await c.request("floating_ip.pool_create", {"pool": pool, "cidr": cidr})
+        assert next(iter(svc.seen)) == recalled and forgotten not in svc.seen
+        assert svc.snapshotter is not None and await svc.snapshotter.write() is not None
+    finally:
+        await svc.close()
+    top = await last_seq(conn)
+
+    again = CommandService(conn, reap_interval=None, snapshots=policy)
+    await again.start()
+    try:
+        got = await c.request("floating_ip.allocate", {"project": "p2"}, command_id=forgotten)
+        assert got == first
+        assert await last_seq(conn) == top
+        assert floating(again, "p2") == [first["address"]]
+    finally:
+        await again.close()
