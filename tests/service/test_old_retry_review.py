@@ -13,6 +13,7 @@ import time
 import pytest
 
 from netledger.events.codec import Actor, Envelope, encode
+from netledger.events.errors import CommandIdReused
 from netledger.events.types import FloatingIpAllocated
 from netledger.journal.stream import MSG_ID, Connection, last_seq
 from netledger.service import old_retry
@@ -151,3 +152,43 @@ async def test_after_a_start_from_a_snapshot_led_by_a_recalled_command_the_rest_
         assert floating(again, "p2") == [first["address"]]
     finally:
         await again.close()
+
+
+async def test_a_forgotten_retry_of_a_network_create_after_its_deletion_creates_nothing(
+    conn: Connection,
+    forgetful: CommandService,  # noqa: F811
+) -> None:
+    """The networks it made were deleted since (and the deletion forgotten too): told the
+    command id holds what holds no more, the range not created again."""
+    c = Client(conn)
+    args = {"label": "n", "cidr": "10.9.0.0/16", "mode": "flat", "num_networks": 2}
+    cid = new_command_id()
+    first = await c.request("network.create", args, command_id=cid)
+    assert len(first["networks"]) == 2  # (an atomic batch)
+    for net in first["networks"]:
+        await c.request("network.delete", {"network_id": net["id"]})
+    await past_window(c, forgetful, cid)
+    top = await last_seq(conn)
+
+    with pytest.raises(CommandIdReused) as err:
+        await c.request("network.create", args, command_id=cid)
+
+    assert err.value.details["network_id"] == first["networks"][0]["id"]
+    assert await last_seq(conn) == top
+    assert forgetful.state.networks == {}
+
+
+async def test_a_forgotten_retry_of_a_two_network_create_gets_both(
+    conn: Connection,
+    forgetful: CommandService,  # noqa: F811
+) -> None:
+    """Its first attempt an atomic batch of two: both put back, both answered."""
+    c = Client(conn)
+    args = {"label": "n", "cidr": "10.9.0.0/16", "mode": "flat", "num_networks": 2}
+    cid = new_command_id()
+    first = await c.request("network.create", args, command_id=cid)
+    await past_window(c, forgetful, cid)
+    top = await last_seq(conn)
+
+    assert await c.request("network.create", args, command_id=cid) == first
+    assert await last_seq(conn) == top
