@@ -14,6 +14,8 @@ import logging
 import time
 from collections import OrderedDict
 
+import nats.js.errors
+
 from netledger.events.codec import Envelope
 from netledger.events.commands import FixedIpAllocate, Request
 from netledger.events.decide import Decision
@@ -118,17 +120,39 @@ class LaneAppends:
                     found.seq,
                     found.scanned,
                 )
-                await self._recall(req, found.seq)
+                try:
+                    recalled = await self._recall(req, found.seq, strict=True)
+                except Exception as exc:  # the log away mid-read: part of its events at most
+                    recalled = False
+                    why = exc.__class__.__name__
+                else:
+                    why = "gone when read again"
+                if not recalled:
+                    # Found but not read back whole: decided as new it might allocate a second
+                    # floating IP, answered from a part it would lack networks (review h140).
+                    job.fail(
+                        LogUnavailable(
+                            f"command {req.command_id} was stored at {found.seq} long ago, and"
+                            f" its events could not be read back ({why})",
+                            outcome="not_applied",
+                            reason="lookup",
+                        )
+                    )
 
-    async def _recall(self, req: Request, seq: int) -> bool:
+    async def _recall(self, req: Request, seq: int, strict: bool = False) -> bool:
         """Put the events ``req`` stored from ``seq`` on (message ids ``<command id>:0``,
         ``:1``, ...: one decision, contiguous) back in ``seen``, read from the log; False if
-        none was found there."""
+        none was found there. ``strict``: a read that fails other than past the log's end
+        raises (nothing put back) instead of keeping what was read before it."""
         events: list[bytes] = []
         while True:
             try:
                 m = await self.conn.js.get_msg(self.conn.stream, seq + len(events), direct=True)
-            except Exception:  # past the end, or the log away: what was read, if anything
+            except nats.js.errors.NotFoundError:  # past the end
+                break
+            except Exception:  # the log away: what was read, if anything
+                if strict:
+                    raise
                 break
             if not m.headers or not is_msg_id_of(
                 m.headers.get(MSG_ID), f"{req.command_id}:{len(events)}"

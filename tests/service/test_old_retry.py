@@ -199,3 +199,33 @@ async def test_after_a_start_from_a_snapshot_a_forgotten_retry_is_found_too(
         assert floating(again, "p1") == [first["address"]]
     finally:
         await again.close()
+
+
+async def test_a_first_attempt_found_but_not_read_back_is_never_decided_as_new(
+    conn: Connection, forgetful: CommandService, nats_url: str
+) -> None:
+    """The lookup found the first attempt, then the log could not be read (review h140):
+    ``_recall`` kept what it had read (nothing), and the command was decided as new — a second
+    floating IP. Now a strict read raises and the command is refused ``log_unavailable``
+    (not applied: safe to retry under the same id)."""
+    from netledger.events.codec import SYSTEM
+    from netledger.events.commands import FloatingIpAllocate, Request
+    from netledger.journal.stream import connect
+
+    c = Client(conn)
+    await c.request("floating_ip.pool_create", {"pool": "pub", "cidr": "198.51.100.0/28"})
+    cid = new_command_id()
+    await c.request("floating_ip.allocate", {"project": "p1"}, command_id=cid)
+    first = await last_seq(conn)
+    req = Request(FloatingIpAllocate("p1"), cid, SYSTEM)
+    gone = await connect(nats_url, name="gone")
+    await gone.close()
+    real = forgetful.conn
+    forgetful.conn = gone  # the log away from here on
+    try:
+        with pytest.raises(Exception):  # noqa: B017 (whatever a closed connection raises)
+            await forgetful._recall(req, first, strict=True)
+        assert await forgetful._recall(req, first) is False  # as before: what was read
+    finally:
+        forgetful.conn = real
+    assert await forgetful._recall(req, first, strict=True) is True
