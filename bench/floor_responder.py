@@ -139,6 +139,17 @@ async def serve_direct(url: str) -> None:
     await _serving(conn)
 
 
+def link(prev: str, last: int, mid: str) -> bytes:
+    """A pipelined chain's link's headers (as ``Appender.append_chain``): the first (``prev``
+    empty) checks the subject's last sequence, every later one the previous link's id."""
+    check = (
+        {"Nats-Expected-Last-Msg-Id": prev}
+        if prev
+        else {"Nats-Expected-Last-Subject-Sequence": str(last)}
+    )
+    return header_block({**check, "Nats-Msg-Id": mid})
+
+
 async def serve_group(url: str, atomic: bool = False) -> None:
     """Group commit on one lane (``--group``, see the module's docstring): the requests that
     arrive while a lane's chain is in the air wait, and go as its next chain when the last ack
@@ -170,13 +181,7 @@ async def serve_group(url: str, atomic: bool = False) -> None:
         for to in inboxes:
             count += 1
             mid = f"{stored}-{count}:0"
-            check = (
-                {"Nats-Expected-Last-Msg-Id": prev}
-                if prev
-                else {"Nats-Expected-Last-Subject-Sequence": str(last.get(lane, 0))}
-            )
-            prev = mid
-            hdr = header_block({**check, "Nats-Msg-Id": mid})
+            hdr, prev = link(prev, last.get(lane, 0), mid), mid
             _, fut = nc.start_request_nowait(stored, payload(count, "floor"), hdr)
 
             def acked(fut: asyncio.Future[Reply], to: str = to) -> None:
@@ -262,15 +267,8 @@ async def serve_group_direct(url: str) -> None:
         for to in inboxes:
             count += 1
             mid = f"{stored}-{count}:0"
-            check = (
-                {"Nats-Expected-Last-Msg-Id": prev}
-                if prev
-                else {"Nats-Expected-Last-Subject-Sequence": str(last.get(lane, 0))}
-            )
-            prev = mid
-            nc.publish_nowait(
-                stored, payload(count, "floor"), to, header_block({**check, "Nats-Msg-Id": mid})
-            )
+            hdr, prev = link(prev, last.get(lane, 0), mid), mid
+            nc.publish_nowait(stored, payload(count, "floor"), to, hdr)
         nc.write_now()
 
     def on_event(seq: int, subject: str, *_: object) -> None:
