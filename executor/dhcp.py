@@ -55,6 +55,7 @@ from .dhcpplan import (
     render_hosts,
     script_text,
 )
+from .dhcpreloads import Rereads
 from .hostsdir import write_atomic
 from .kernel import OpResult
 from .leasefile import stale_leases, stale_leases6
@@ -175,6 +176,8 @@ class Dnsmasq:
         #: what dnsmasq (and so its lease script) runs with: started so, or replaced
         self.env = dnsmasq_env()
         self._warned_release = False
+        #: entries each dnsmasq re-read at SIGHUPs: its memory grows with them
+        self.rereads = Rereads()
 
     def argv(self, spec: DhcpSpec) -> tuple[str, ...]:
         return dnsmasq_argv(spec, self.paths)
@@ -375,6 +378,7 @@ class Dnsmasq:
 
     def _start(self, spec: DhcpSpec) -> int | None:
         self._prepare()
+        self.rereads.stopped(spec.bridge)  # (a dnsmasq found gone: the new one counts afresh)
         hostsdir.sync(
             self.paths.file(spec.bridge, hostsdir.KIND),
             host_entries(spec),
@@ -413,15 +417,26 @@ class Dnsmasq:
         self._release_stale(spec)  # (it read the leases file on: a lease freed meanwhile too)
         return int(raw.strip()) if raw and raw.strip().isdigit() else None
 
-    def _reload(self, spec: DhcpSpec, pid: int, reason: str = "hosts") -> int:
+    def _reload(self, spec: DhcpSpec, pid: int, reason: str = "hosts") -> int | None:
         """Entries added are read by dnsmasq from the directory, no signal. SIGHUP only when
         it must forget some (taken out, or changed: a new name) — it then runs the lease
-        script for every lease — or when what it read is not known (``drift``, ``adopted``)."""
+        script for every lease — or when what it read is not known (``drift``, ``adopted``).
+        A dnsmasq that re-read too many entries at SIGHUPs is replaced instead: each one
+        leaves it memory it never frees (executor/dhcpreloads.py); the new pid is returned."""
         path = self.paths.file(spec.bridge, hostsdir.KIND)
         forget = hostsdir.sync(path, host_entries(spec), marks=self.paths.marks)
         if not self._ours(spec.bridge, pid):
             raise DhcpFailed(f"dnsmasq {pid} of {spec.bridge} is gone")
         if forget or reason != "hosts":
+            if not self.rereads.reload(spec.bridge, pid, len(spec.hosts)):
+                log.info(
+                    "replacing dnsmasq %d of %s: %d entries re-read at SIGHUPs",
+                    pid,
+                    spec.bridge,
+                    self.rereads.count(spec.bridge),
+                )
+                self._stop(spec.bridge, pid, keep_leases=True)
+                return self._start(spec)  # (the entries taken out are forgotten there)
             os.kill(pid, signal.SIGHUP)
             hostsdir.forget(path)
         self._release_stale(spec)
@@ -525,6 +540,7 @@ class Dnsmasq:
             os.close(fd)
 
     def _stop(self, bridge: str, pid: int | None, keep_leases: bool = False) -> None:
+        self.rereads.stopped(bridge)
         if pid is not None and self._ours(bridge, pid):
             os.kill(pid, signal.SIGTERM)
             if not _wait_gone(pid, STOP_GRACE):
