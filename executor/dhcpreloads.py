@@ -20,13 +20,18 @@ starts from 0 (it is replaced at most one cap later than it would have been).
 
 from __future__ import annotations
 
-#: entries a dnsmasq may re-read at SIGHUPs before its next reload replaces it: ~1.5 MB of
+#: entries a dnsmasq may re-read at SIGHUPs before its next reload replaces it: ~1.5-2 MB of
 #: dnsmasq 2.90's leak, 80 reloads of a bridge of 250 instances
 REREAD_CAP = 20_000
+#: what a SIGHUP leaks besides its entries, in entries: ~260 bytes a SIGHUP of a bridge of 2
+#: (measured: 1,000 of them, 2.1 -> 2.4 MB), so a bridge of one instance is not reloaded
+#: 20,000 times (~4 MB) before it is replaced
+SIGHUP_COST = 2
 
 
 class Rereads:
-    """Per bridge: the pid of its dnsmasq and the entries it re-read at SIGHUPs. One item per
+    """Per bridge: the pid of its dnsmasq and the entries it re-read at SIGHUPs (each SIGHUP
+    counted :data:`SIGHUP_COST` more). One item per
     bridge whose dnsmasq was reloaded and is not stopped since (``stopped`` drops it)."""
 
     def __init__(self, cap: int = REREAD_CAP) -> None:
@@ -40,9 +45,10 @@ class Rereads:
         was, n = self._of.get(bridge, (pid, 0))
         if was != pid:  # another dnsmasq (restarted meanwhile): its own count
             n = 0
-        if n > 0 and n + entries > self.cap:
+        cost = entries + SIGHUP_COST
+        if n > 0 and n + cost > self.cap:
             return False
-        self._of[bridge] = (pid, n + entries)
+        self._of[bridge] = (pid, n + cost)
         return True
 
     def stopped(self, bridge: str) -> None:

@@ -5,22 +5,28 @@ test_soak_h138_dnsmasq_reloads_netns.py."""
 
 from __future__ import annotations
 
-from netledger.executor.dhcpreloads import REREAD_CAP, Rereads
+from netledger.executor.dhcpreloads import REREAD_CAP, SIGHUP_COST, Rereads
 
 
 def test_reloads_count_until_the_cap_then_a_replacement_is_asked() -> None:
     r = Rereads(cap=250)
     assert [r.reload("br1", 7, 100) for _ in range(3)] == [True, True, False]
-    assert r.count("br1") == 200  # the refused one was not counted
+    assert r.count("br1") == 2 * (100 + SIGHUP_COST)  # the refused one was not counted
     r.stopped("br1")  # replaced: stopped, then started as another pid
-    assert r.reload("br1", 8, 100) and r.count("br1") == 100
+    assert r.reload("br1", 8, 100) and r.count("br1") == 100 + SIGHUP_COST
+
+
+def test_a_sighup_counts_besides_its_entries() -> None:
+    # a bridge of one instance: replaced after cap / (1 + SIGHUP_COST) reloads, not cap
+    r = Rereads(cap=300)
+    assert sum(1 for _ in iter(lambda: r.reload("br1", 7, 1), False)) == 300 // (1 + SIGHUP_COST)
 
 
 def test_another_pid_counts_afresh() -> None:
     r = Rereads(cap=250)
     assert r.reload("br1", 7, 200)
     assert r.reload("br1", 9, 200)  # dnsmasq died and was started again meanwhile
-    assert r.count("br1") == 200
+    assert r.count("br1") == 200 + SIGHUP_COST
 
 
 def test_a_first_reload_is_never_refused() -> None:
@@ -36,5 +42,5 @@ def test_bridges_are_counted_apart_and_forgotten_when_stopped() -> None:
         assert r.reload(f"br{i}", 1000 + i, 3)
         r.stopped(f"br{i}")
     assert len(r) == 0
-    assert r.reload("a", 1, REREAD_CAP - 1) and r.reload("b", 2, REREAD_CAP - 1)
+    assert r.reload("a", 1, REREAD_CAP) and r.reload("b", 2, REREAD_CAP)
     assert len(r) == 2
