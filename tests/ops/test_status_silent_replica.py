@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats.errors
+
 from netledger.journal.stream import connect, ensure_stream
 from netledger.ops.status import SILENT_S, problems_of, replica_state, stream_status
 from tests.fault_helpers import Cluster, replicas_current, stream_leader
@@ -53,7 +55,11 @@ async def test_a_sigkilled_replica_is_said_silent_before_it_is_offline(tmp_path:
         await asyncio.to_thread(victim.kill)
         deadline = time.monotonic() + 60
         while True:
-            peers = {p["name"]: p for p in (await stream_status(admin))["peers"]}
+            try:
+                peers = {p["name"]: p for p in (await stream_status(admin))["peers"]}
+            except nats.errors.TimeoutError:  # connected to the node killed: reconnecting
+                assert time.monotonic() < deadline, "no stream info since the kill"
+                continue
             p = peers[victim.server_name]
             if p["silent"] or p["offline"]:
                 break
