@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from netledger.journal.append import is_msg_id_of
-from netledger.journal.stream import MSG_ID, Connection, stamp_time
+from netledger.journal.stream import MSG_ID, Connection, direct_batch, stamp_time
 
 #: Messages asked for in one request: a read that stops early (past ``until``, or found) was
 #: sent at most this many it did not need.
@@ -53,38 +52,24 @@ async def find_msg_id(
     Batched direct gets of :data:`PAGE` messages, the first by start time: it reads (and is
     sent) at most ``limit`` messages, never the log's age. Raises :class:`TimeoutError` when
     the whole read takes longer than ``timeout`` seconds."""
-    nc = conn.nc
     scanned = 0
     #: where the next page starts: the store time first, then the sequence after the last read
     start: dict[str, object] = {"start_time": _rfc3339(since)}
     async with asyncio.timeout(timeout):
         while scanned < limit:
             page = min(PAGE, limit - scanned)
-            req = {**start, "batch": page, "next_by_subj": subjects}
-            inbox = nc.new_inbox()
-            sub = await nc.subscribe(inbox)
-            try:
-                await nc.publish(
-                    f"$JS.API.DIRECT.GET.{conn.stream}", json.dumps(req).encode(), reply=inbox
-                )
-                got = 0
-                while True:
-                    m = await sub.next_msg(timeout=timeout)
-                    hdrs = m.headers or {}
-                    if hdrs.get("Status"):  # 204: end of the page; 404: nothing (more) stored
-                        break
-                    got += 1
-                    scanned += 1
-                    seq = int(hdrs["Nats-Sequence"])
-                    if stamp_time(hdrs.get("Nats-Time-Stamp")) > until:
-                        return Found(None, scanned)
-                    if is_msg_id_of(hdrs.get(MSG_ID), msg_id) and (
-                        accept is None or accept(m.data)
-                    ):
-                        return Found(seq, scanned)
-                    start = {"seq": seq + 1}
-            finally:
-                await sub.unsubscribe()
-            if got < page:  # the log's end
+            got = await direct_batch(
+                conn, {**start, "batch": page, "next_by_subj": subjects}, timeout
+            )
+            for m in got:
+                hdrs = m.headers or {}
+                scanned += 1
+                seq = int(hdrs["Nats-Sequence"])
+                if stamp_time(hdrs.get("Nats-Time-Stamp")) > until:
+                    return Found(None, scanned)
+                if is_msg_id_of(hdrs.get(MSG_ID), msg_id) and (accept is None or accept(m.data)):
+                    return Found(seq, scanned)
+                start = {"seq": seq + 1}
+            if len(got) < page:  # the log's end
                 break
     return Found(None, scanned)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 from nats import errors as natserrors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -460,35 +461,42 @@ def stamp_time(text: str | None) -> float:
     return when.timestamp() + (float("0." + frac) if frac.isdigit() else 0.0)
 
 
+async def direct_batch(conn: Connection, req: dict[str, Any], timeout: float) -> list[Msg]:
+    """The messages one batched direct get (``req``: ``batch`` and where to start, or
+    ``multi_last``) answers, in order, up to the server's end-of-batch status (204; 404:
+    nothing there)."""
+    nc = conn.nc
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    got: list[Msg] = []
+    try:
+        await nc.publish(f"$JS.API.DIRECT.GET.{conn.stream}", json.dumps(req).encode(), reply=inbox)
+        while True:
+            m = await sub.next_msg(timeout=timeout)
+            if (m.headers or {}).get("Status"):
+                return got
+            got.append(m)
+    finally:
+        await sub.unsubscribe()
+
+
 async def last_messages(
     conn: Connection, subjects: list[str], up_to_seq: int
 ) -> dict[str, tuple[int, float, bytes]]:
     """subject -> (seq, stored time as Unix time, data) of its last message at or before
     ``up_to_seq``, for those of ``subjects`` that have one: batched direct gets
     (``multi_last``), :data:`MULTI_LAST_CHUNK` subjects a request."""
-    nc = conn.nc
     out: dict[str, tuple[int, float, bytes]] = {}
     for i in range(0, len(subjects), MULTI_LAST_CHUNK):
         part = subjects[i : i + MULTI_LAST_CHUNK]
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        try:
-            req = {"multi_last": part, "up_to_seq": up_to_seq, "batch": len(part)}
-            await nc.publish(
-                f"$JS.API.DIRECT.GET.{conn.stream}", json.dumps(req).encode(), reply=inbox
+        req = {"multi_last": part, "up_to_seq": up_to_seq, "batch": len(part)}
+        for m in await direct_batch(conn, req, 5.0):
+            hdrs = m.headers or {}
+            out[hdrs["Nats-Subject"]] = (
+                int(hdrs["Nats-Sequence"]),
+                stamp_time(hdrs.get("Nats-Time-Stamp")),
+                m.data,
             )
-            while True:
-                m = await sub.next_msg(timeout=5.0)
-                hdrs = m.headers or {}
-                if hdrs.get("Status"):  # 204: end of the batch; 404: nothing there
-                    break
-                out[hdrs["Nats-Subject"]] = (
-                    int(hdrs["Nats-Sequence"]),
-                    stamp_time(hdrs.get("Nats-Time-Stamp")),
-                    m.data,
-                )
-        finally:
-            await sub.unsubscribe()
     return out
 
 
